@@ -1,0 +1,35 @@
+"""Engine adapters: one package per engine, all behind `graduate.adapters.base.Engine`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from graduate.adapters.base import Engine
+from graduate.errors import ConfigError
+from graduate.flow import Flow
+from graduate.services.model import Services
+
+ENGINES = ("temporal", "celery-chain", "celery-state-machine")
+
+
+def needs_temporal(engine: str) -> bool:
+    return engine == "temporal"
+
+
+def check_engine(name: str) -> str:
+    if name not in ENGINES:
+        raise ConfigError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
+    return name
+
+
+def open_engine(name: str, flow: Flow, services: Services, run_dir: Path) -> Engine:
+    """The adapter for `name`, connected to `services`, running `flow`."""
+    check_engine(name)
+    if name == "temporal":
+        from graduate.adapters.temporal import TemporalEngine
+
+        return TemporalEngine(flow, services, run_dir)
+    from graduate.adapters.celery import CeleryEngine
+
+    strategy = name.removeprefix("celery-")
+    return CeleryEngine(flow, services, run_dir, strategy=strategy)

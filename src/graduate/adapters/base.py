@@ -1,0 +1,171 @@
+"""The Engine protocol every adapter implements, and the values that cross it.
+
+Adapters never let SDK types past their package: what comes out of an engine is one
+of the plain values below. Workers always run as separate processes, each in its own
+process group, and report readiness by writing a file (not by a fixed sleep).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from graduate.errors import ServiceError
+from graduate.flow import InstanceRequest
+from graduate.processes import ManagedProcess, spawn, wait_until
+from graduate.services.model import Services, TemporalTarget
+
+WORKER_READY_TIMEOUT = 60.0
+
+
+class InstanceState(StrEnum):
+    """Where an instance stands, as its engine reports it."""
+
+    RUNNING = "running"
+    WAITING = "waiting"  # on a human signal
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # the engine holds no record of it
+
+    @property
+    def finished(self) -> bool:
+        return self in (InstanceState.COMPLETED, InstanceState.COMPENSATED,
+                        InstanceState.FAILED)
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """An instance's state, the nodes (steps, waits, timers) it has passed, and why it ended."""
+
+    state: InstanceState
+    done: tuple[str, ...] = ()
+    finished_at: float | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One entry of the engine's own record of an instance."""
+
+    at: float
+    kind: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine or strategy offers, so that reports compare like with like."""
+
+    durable_progress: bool  # the engine itself records which step an instance is on
+    signals: bool
+    timers: bool
+    compensation: bool
+    versioning: bool
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs, passed to it as one JSON argument."""
+
+    engine: str
+    flow_source: str
+    services: dict[str, Any]
+    ready_file: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        return cls(**json.loads(text))
+
+    def temporal(self) -> TemporalTarget:
+        return TemporalTarget(**self.services["temporal"])
+
+
+def services_for_worker(services: Services) -> dict[str, Any]:
+    """The services as plain data for a worker (secrets included: it needs them)."""
+    return {
+        "temporal": asdict(services.temporal) if services.temporal else None,
+        "broker_url": services.broker_url,
+        "result_backend_url": services.result_backend_url,
+        "ledger_url": services.ledger_url,
+        "app_db_url": services.app_db_url,
+    }
+
+
+@dataclass
+class WorkerGroup:
+    """The worker processes of one engine."""
+
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def stop(self, grace: float = 10.0) -> None:
+        for process in self.processes:
+            process.stop(grace)
+
+
+def start_worker_process(name: str, module: str, spec: WorkerSpec, run_dir: Path,
+                         extra_args: tuple[str, ...] = ()) -> ManagedProcess:
+    """Start `python -m module SPEC` and wait until it writes its ready file."""
+    ready = Path(spec.ready_file)
+    ready.unlink(missing_ok=True)
+    process = spawn(name, [sys.executable, "-m", module, spec.to_json(), *extra_args],
+                    run_dir / "logs" / f"{name}.log")
+    try:
+        wait_until(ready.exists, timeout=WORKER_READY_TIMEOUT, what=f"worker {name}",
+                   process=process)
+    except ServiceError:
+        process.stop()
+        raise
+    return process
+
+
+def write_ready_file(path: str, pid: int) -> None:
+    """Called by a worker once it takes work; the supervisor waits for this file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(str(pid), encoding="utf-8")
+    temporary.replace(target)
+
+
+class Engine(Protocol):
+    """Runs one flow on one engine (or one strategy of an engine)."""
+
+    name: str
+    capabilities: Capabilities
+
+    def start_workers(self, count: int) -> WorkerGroup:
+        """Start `count` worker processes and return once each takes work."""
+        ...
+
+    def start(self, request: InstanceRequest) -> None:
+        """Start one instance of the flow."""
+        ...
+
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
+        """Deliver a named signal (a human decision) to an instance."""
+        ...
+
+    def status(self, instance_id: str) -> InstanceStatus:
+        """The instance's state as the engine records it."""
+        ...
+
+    def history(self, instance_id: str) -> list[HistoryEvent]:
+        """The engine's own record of the instance, oldest first."""
+        ...
+
+    def close(self) -> None:
+        """Release clients and connections (workers are stopped through their group)."""
+        ...

@@ -1,0 +1,104 @@
+"""Settings: command-line flags over GRADUATE_* environment variables over pyproject.toml.
+
+`[tool.graduate]` in the project's `pyproject.toml` holds the team's defaults; an
+environment variable overrides it for one shell, a flag for one command.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from graduate.errors import ConfigError
+
+STATE_DIR_NAME = ".graduate"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things are and which services to use; None means "start a local one"."""
+
+    project_dir: Path
+    spikes: str = "spikes"
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    temporal_tls_cert: str | None = None
+    temporal_tls_key: str | None = None
+    temporal_tls_ca: str | None = None
+    temporal_api_key: str | None = None
+    temporal_cli: str | None = None
+    broker_url: str | None = None
+    result_backend_url: str | None = None
+    ledger_url: str | None = None
+    app_db_url: str | None = None
+
+    @property
+    def spikes_dir(self) -> Path:
+        return self.project_dir / self.spikes
+
+    @property
+    def state_dir(self) -> Path:
+        return self.project_dir / STATE_DIR_NAME
+
+    @property
+    def ledger(self) -> str:
+        return self.ledger_url or str(self.state_dir / "ledger.sqlite3")
+
+    @property
+    def app_db(self) -> str:
+        """The Celery state machine's own tables, kept apart from the ledger."""
+        return self.app_db_url or str(self.state_dir / "app.sqlite3")
+
+
+_KEYS = tuple(f.name for f in fields(Settings) if f.name != "project_dir")
+
+
+def env_var(key: str) -> str:
+    return f"GRADUATE_{key.upper()}"
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The nearest folder upwards with a pyproject.toml that has [tool.graduate], else cwd."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and "tool" in _read(pyproject) and (
+            "graduate" in _read(pyproject)["tool"]
+        ):
+            return folder
+    return here
+
+
+def _read(pyproject: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{pyproject} is not valid TOML: {error}") from error
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  project_dir: Path | None = None) -> Settings:
+    """Resolve every setting: flag (`overrides`, None = unset) > environment > pyproject."""
+    root = project_dir or find_project_dir()
+    pyproject = root / "pyproject.toml"
+    table: dict[str, Any] = {}
+    if pyproject.is_file():
+        table = dict(_read(pyproject).get("tool", {}).get("graduate", {}))
+    table = {key.replace("-", "_"): value for key, value in table.items()}
+    if unknown := sorted(set(table) - set(_KEYS)):
+        raise ConfigError(f"{pyproject} [tool.graduate] has unknown key(s) {unknown}; "
+                          f"known keys: {', '.join(_KEYS)}")
+    values: dict[str, Any] = {}
+    for key in _KEYS:
+        value = (overrides or {}).get(key)
+        if value is None:
+            value = os.environ.get(env_var(key)) or table.get(key)
+        if value is not None:
+            if not isinstance(value, str):
+                raise ConfigError(f"setting {key} = {value!r} must be a string")
+            values[key] = value
+    return Settings(project_dir=root, **values)

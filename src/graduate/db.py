@@ -1,0 +1,119 @@
+"""A small SQL layer over SQLite (the default) and PostgreSQL (when given a URL).
+
+The ledger and the Celery state machine's own tables both use it. Every process and
+every thread gets its own connection: workers are separate processes, and Temporal
+runs synchronous activities in threads.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from graduate.errors import ConfigError, ServiceError
+
+Row = tuple[Any, ...]
+
+
+class _Connection(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def close(self) -> None: ...
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for messages and evidence."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+class Database:
+    """One database, by URL: `postgresql://...`, `sqlite:///path` or a plain file path."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.postgres = is_postgres(url)
+        if not self.postgres:
+            path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
+            if not path or url.startswith("sqlite:") and not url.startswith("sqlite:///"):
+                raise ConfigError(f"database URL {url!r} is not understood; use a file path, "
+                                  "sqlite:///path/to/file.db or postgresql://user@host/db")
+            self.path = Path(path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+
+    @property
+    def kind(self) -> str:
+        return "postgresql" if self.postgres else "sqlite"
+
+    def _connection(self) -> _Connection:
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _connect(self) -> _Connection:
+        if self.postgres:
+            import psycopg
+
+            try:
+                return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            except psycopg.OperationalError as error:
+                raise ServiceError(
+                    f"cannot connect to PostgreSQL at {redact(self.url)}: {error}. Check that "
+                    "the server runs and the URL, user and database are right."
+                ) from error
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=60,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=60000")
+        return conn
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        cursor = self._connection().execute(self._sql(sql), tuple(params))
+        return int(cursor.rowcount)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        cursor = self._connection().execute(self._sql(sql), tuple(params))
+        return [tuple(row) for row in cursor.fetchall()]
+
+    def script(self, statements: Sequence[str]) -> None:
+        """Create tables; `{id}` stands for each dialect's auto-increment key."""
+        identity = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        with self.transaction():
+            for statement in statements:
+                self.execute(statement.replace("{id}", identity))
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A serialised write transaction (BEGIN IMMEDIATE on SQLite)."""
+        conn = self._connection()
+        conn.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,33 @@
+"""One error tree. Every message says what went wrong and what to do next."""
+
+
+class GraduateError(Exception):
+    """Root of every error graduate raises on purpose; the CLI prints it and exits 2."""
+
+
+class FlowError(GraduateError):
+    """A flow definition is invalid or cannot be found."""
+
+
+class ConfigError(GraduateError):
+    """A setting (flag, environment variable or pyproject) is invalid."""
+
+
+class ServiceError(GraduateError):
+    """A service (Temporal, a broker, a database) cannot be started or reached."""
+
+
+class EngineError(GraduateError):
+    """An engine refused an operation (unknown instance, signal to a finished flow...)."""
+
+
+class EffectError(Exception):
+    """Raised by a simulated external system; engines map it to retries and compensation."""
+
+
+class TransientEffectError(EffectError):
+    """The external system failed in a way worth retrying."""
+
+
+class PermanentEffectError(EffectError):
+    """The external system refused for good: retrying cannot help, compensate instead."""

@@ -1,0 +1,585 @@
+"""The engine-neutral flow model: steps, waits, timers, compensation and the seed's classes.
+
+A flow is data. It is read from a TOML file in `spikes/` (or built in Python and
+referenced as `module:ATTRIBUTE`) and validated as it is loaded, so that an engine
+never sees a flow it would have to reject halfway through a run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, TypeAlias, get_args
+
+from graduate.errors import FlowError
+
+
+class ApprovalClass(StrEnum):
+    """Who must approve before the execution plane acts (Dealix approval policy)."""
+
+    A0 = "A0"  # none
+    A1 = "A1"  # manager or lead
+    A2 = "A2"  # function head (+ legal/finance)
+    A3 = "A3"  # executive or board
+
+
+class ReversibilityClass(StrEnum):
+    """How hard the flow's effects are to undo. R2 and R3 need a human wait first."""
+
+    R0 = "R0"  # automatic
+    R1 = "R1"  # limited ops effort
+    R2 = "R2"  # costly or painful
+    R3 = "R3"  # irreversible or externally binding (signed terms, money, filings)
+
+
+class SensitivityClass(StrEnum):
+    """How sensitive the data the flow carries is."""
+
+    S0 = "S0"  # public
+    S1 = "S1"  # internal
+    S2 = "S2"  # confidential or commercial
+    S3 = "S3"  # regulated, personal or board
+
+
+CLASS_MEANINGS: Mapping[str, Mapping[str, str]] = {
+    "approval_class": {
+        "A0": "no approval",
+        "A1": "manager or lead",
+        "A2": "function head (+ legal/finance)",
+        "A3": "executive or board",
+    },
+    "reversibility_class": {
+        "R0": "reversed automatically",
+        "R1": "reversed with limited ops effort",
+        "R2": "costly or painful to reverse",
+        "R3": "irreversible or externally binding",
+    },
+    "sensitivity_class": {
+        "S0": "public",
+        "S1": "internal",
+        "S2": "confidential or commercial",
+        "S3": "regulated, personal or board",
+    },
+}
+
+OnTimeout: TypeAlias = Literal["compensate", "fail", "continue"]
+OnReject: TypeAlias = Literal["compensate", "fail"]
+
+# Dealix's key format, {tenant_id}:{workflow_type}:{entity_id}:{yyyymmdd}, plus the step,
+# because every effect of one instance needs a key of its own.
+DEFAULT_IDEMPOTENCY_KEY = "{tenant_id}:{flow}:{entity_id}:{date}:{step}"
+KEY_FIELDS = frozenset({"tenant_id", "flow", "entity_id", "date", "step", "instance_id"})
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_EFFECT = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an engine retries a step whose effect failed transiently."""
+
+    max_attempts: int = 3
+    initial_interval: float = 1.0
+    backoff_coefficient: float = 2.0
+    maximum_interval: float = 30.0
+
+    def delay_after(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        delay = self.initial_interval * self.backoff_coefficient ** (attempt - 1)
+        return float(min(delay, self.maximum_interval))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One call to an external system, with its retry policy, timeout and compensation."""
+
+    name: str
+    effect: str
+    timeout: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    compensation: str | None = None
+
+    @property
+    def system(self) -> str:
+        return self.effect.split(".", 1)[0]
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A wait for a named signal (a human decision) with a deadline.
+
+    The signal's payload carries `{"decision": "approve" | "reject"}`; a reject and a
+    passed deadline lead to the configured action.
+    """
+
+    name: str
+    signal: str
+    deadline: float
+    on_timeout: OnTimeout = "compensate"
+    on_reject: OnReject = "compensate"
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A durable pause: it must survive a worker or server restart."""
+
+    name: str
+    duration: float
+
+
+Node: TypeAlias = Step | Wait | Timer
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """A simulated external system that effects are sent to."""
+
+    name: str
+    honours_idempotency: bool = True
+
+
+@dataclass(frozen=True)
+class InstanceRequest:
+    """The input of one instance of a flow, and the IDs that trace it everywhere."""
+
+    instance_id: str
+    run_id: str
+    tenant_id: str
+    entity_id: str
+    date: str  # yyyymmdd, fixed when the instance starts so retries keep their keys
+    correlation_id: str
+    trace_id: str
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A validated, engine-neutral business flow."""
+
+    name: str
+    version: int
+    description: str
+    approval_class: ApprovalClass
+    reversibility_class: ReversibilityClass
+    sensitivity_class: SensitivityClass
+    nodes: tuple[Node, ...]
+    systems: tuple[SystemSpec, ...]
+    idempotency_key: str = DEFAULT_IDEMPOTENCY_KEY
+    source: str = ""
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(n for n in self.nodes if isinstance(n, Step))
+
+    @property
+    def waits(self) -> tuple[Wait, ...]:
+        return tuple(n for n in self.nodes if isinstance(n, Wait))
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise FlowError(f"flow {self.name!r} has no step, wait or timer named {name!r}")
+
+    def system(self, name: str) -> SystemSpec:
+        for system in self.systems:
+            if system.name == name:
+                return system
+        raise FlowError(f"flow {self.name!r} declares no system {name!r}")
+
+    def key_for(self, step: str, request: InstanceRequest, *, compensation: bool = False) -> str:
+        """The idempotency key of one step's effect (or of its compensation)."""
+        return self.idempotency_key.format(
+            tenant_id=request.tenant_id,
+            flow=self.name,
+            entity_id=request.entity_id,
+            date=request.date,
+            step=f"{step}.compensation" if compensation else step,
+            instance_id=request.instance_id,
+        )
+
+    def compensations_for(self, done: list[str] | tuple[str, ...]) -> list[Step]:
+        """The steps to compensate, in reverse order of completion."""
+        return [
+            step
+            for step in (self.node(name) for name in reversed(done))
+            if isinstance(step, Step) and step.compensation
+        ]
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def validate(flow: Flow) -> Flow:
+    """Return `flow` if it is sound; raise FlowError naming the flow, the item and the fix."""
+    where = f"flow {flow.name!r}"
+    if not _NAME.match(flow.name):
+        raise FlowError(
+            f"{where}: the name must be lower-case letters, digits and underscores, "
+            "starting with a letter"
+        )
+    if flow.version < 1:
+        raise FlowError(f"{where}: version must be a whole number from 1 up")
+    if not flow.nodes:
+        raise FlowError(f"{where}: it has no steps; add at least one [[nodes]] entry")
+    seen: set[str] = set()
+    signals: set[str] = set()
+    systems = {s.name for s in flow.systems}
+    for node in flow.nodes:
+        at = f"{where}, {type(node).__name__.lower()} {node.name!r}"
+        if not _NAME.match(node.name):
+            raise FlowError(f"{at}: names are lower-case letters, digits and underscores")
+        if node.name in seen:
+            raise FlowError(f"{at}: the name is used twice; give every step, wait and timer "
+                            "its own name")
+        seen.add(node.name)
+        if isinstance(node, Step):
+            _validate_step(at, node, systems)
+        elif isinstance(node, Wait):
+            if node.signal in signals:
+                raise FlowError(f"{at}: signal {node.signal!r} is already awaited by another "
+                                "wait; give each wait its own signal name")
+            signals.add(node.signal)
+            if node.deadline <= 0:
+                raise FlowError(f"{at}: deadline must be positive, for example \"72h\"")
+            _check_choice(at, "on_timeout", node.on_timeout, get_args(OnTimeout))
+            _check_choice(at, "on_reject", node.on_reject, get_args(OnReject))
+        elif node.duration < 0:
+            raise FlowError(f"{at}: duration must not be negative")
+    if flow.reversibility_class in (ReversibilityClass.R2, ReversibilityClass.R3) and not (
+        flow.waits
+    ):
+        raise FlowError(
+            f"{where}: reversibility_class {flow.reversibility_class} requires a human "
+            "approval wait before the flow acts; add a [[nodes]] wait, or lower the class "
+            "if the effects are in fact easy to reverse"
+        )
+    fields = set(re.findall(r"{(\w*)}", flow.idempotency_key))
+    if unknown := fields - KEY_FIELDS:
+        raise FlowError(
+            f"{where}: idempotency_key uses unknown field(s) {sorted(unknown)}; "
+            f"allowed: {sorted(KEY_FIELDS)}"
+        )
+    if "step" not in fields:
+        raise FlowError(f"{where}: idempotency_key must contain {{step}} so that each effect "
+                        "of an instance has its own key")
+    return flow
+
+
+def _validate_step(at: str, step: Step, systems: set[str]) -> None:
+    for label, effect in (("effect", step.effect), ("compensation", step.compensation)):
+        if effect is None:
+            continue
+        if not _EFFECT.match(effect):
+            raise FlowError(f"{at}: {label} {effect!r} must read SYSTEM.OPERATION, "
+                            "for example \"crm.create_record\"")
+        system = effect.split(".", 1)[0]
+        if system not in systems:
+            raise FlowError(f"{at}: {label} {effect!r} goes to system {system!r}, which is "
+                            f"not declared; add [systems.{system}] with honours_idempotency "
+                            "= true or false")
+    if step.timeout <= 0:
+        raise FlowError(f"{at}: timeout must be positive, for example \"30s\"")
+    retry = step.retry
+    if retry.max_attempts < 1:
+        raise FlowError(f"{at}: retry.max_attempts must be 1 or more (1 means no retry)")
+    if retry.initial_interval <= 0 or retry.maximum_interval < retry.initial_interval:
+        raise FlowError(f"{at}: retry intervals must be positive and maximum_interval at "
+                        "least initial_interval")
+    if retry.backoff_coefficient < 1:
+        raise FlowError(f"{at}: retry.backoff_coefficient must be 1 or more")
+
+
+def _check_choice(at: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise FlowError(f"{at}: {key} = {value!r} is not one of {', '.join(allowed)}")
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def parse_duration(value: object, what: str) -> float:
+    """Seconds from `30`, `"500ms"`, `"10s"`, `"5m"`, `"72h"` or `"1d"`."""
+    if isinstance(value, bool):
+        raise FlowError(f"{what}: {value!r} is not a duration; write for example \"30s\"")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    raise FlowError(f"{what}: {value!r} is not a duration; write for example \"30s\", "
+                    "\"500ms\", \"5m\", \"72h\" or a number of seconds")
+
+
+def load_flow(ref: str | Path, *, spikes_dir: Path | None = None) -> Flow:
+    """Load and validate a flow from a TOML file, a name in `spikes_dir`, or `module:attr`."""
+    text = str(ref)
+    path = Path(text)
+    if path.suffix == ".toml" or path.exists():
+        return _load_toml(path)
+    if spikes_dir is not None and (candidate := spikes_dir / f"{text}.toml").exists():
+        return _load_toml(candidate)
+    if ":" in text:
+        return _load_python(text)
+    known = ", ".join(f.stem for f in sorted(spikes_dir.glob("*.toml"))) if spikes_dir else ""
+    hint = f" Flows in {spikes_dir}: {known}." if known else ""
+    raise FlowError(
+        f"no flow {text!r}: give a flow name from the spikes folder, a .toml file, or a "
+        f"Python reference module:ATTRIBUTE.{hint} `graduate flows` lists them."
+    )
+
+
+def discover(spikes_dir: Path) -> list[tuple[Path, Flow | FlowError]]:
+    """Every TOML flow in `spikes_dir`, loaded, or the error that stops it loading."""
+    found: list[tuple[Path, Flow | FlowError]] = []
+    for path in sorted(spikes_dir.glob("*.toml")):
+        try:
+            found.append((path, _load_toml(path)))
+        except FlowError as error:
+            found.append((path, error))
+    return found
+
+
+def _load_python(ref: str) -> Flow:
+    module_name, _, attribute = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise FlowError(f"cannot import {module_name!r} for flow {ref!r}: {error}") from error
+    flow = getattr(module, attribute, None)
+    if not isinstance(flow, Flow):
+        raise FlowError(f"{ref!r} is not a graduate.flow.Flow; point at a Flow object")
+    return validate(replace(flow, source=ref))
+
+
+def _load_toml(path: Path) -> Flow:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise FlowError(f"flow file {path} does not exist") from error
+    except tomllib.TOMLDecodeError as error:
+        raise FlowError(f"flow file {path} is not valid TOML: {error}") from error
+    return validate(flow_from_dict(data, source=str(path.resolve()), origin=str(path)))
+
+
+def flow_from_dict(data: Mapping[str, Any], *, source: str = "", origin: str = "") -> Flow:
+    """Build a Flow from the TOML layout (also the JSON form that evidence stores)."""
+    origin = origin or "flow"
+    reader = _Reader(data, origin)
+    meta = reader.table("flow", required=True)
+    name = meta.text("name", required=True)
+    where = f"{origin}: flow {name!r}"
+    meta.origin = where
+    classes = {
+        key: meta.choice(key, cls)
+        for key, cls in (
+            ("approval_class", ApprovalClass),
+            ("reversibility_class", ReversibilityClass),
+            ("sensitivity_class", SensitivityClass),
+        )
+    }
+    systems = tuple(
+        SystemSpec(name=sys_name, honours_idempotency=table.boolean("honours_idempotency", True))
+        for sys_name, table in reader.tables("systems", where)
+    )
+    compensations = reader.table("compensations", required=False)
+    comp_map = {key: compensations.text(key, required=True) for key in compensations.keys()}
+    nodes = tuple(_node(item, where) for item in reader.array("nodes", where))
+    step_names = {n.name for n in nodes if isinstance(n, Step)}
+    for step_name in comp_map:
+        if step_name not in step_names:
+            raise FlowError(
+                f"{where}: [compensations] names step {step_name!r}, which the flow does not "
+                f"have; use one of {sorted(step_names)} or remove the line"
+            )
+    nodes = tuple(
+        Step(n.name, n.effect, n.timeout, n.retry, comp_map.get(n.name)) if isinstance(n, Step)
+        else n
+        for n in nodes
+    )
+    reader.reject_unknown({"flow", "systems", "compensations", "nodes"})
+    meta.reject_unknown(
+        {"name", "version", "description", "idempotency_key", *classes},
+    )
+    return Flow(
+        name=name,
+        version=meta.integer("version", 1),
+        description=meta.text("description", required=False),
+        approval_class=ApprovalClass(classes["approval_class"]),
+        reversibility_class=ReversibilityClass(classes["reversibility_class"]),
+        sensitivity_class=SensitivityClass(classes["sensitivity_class"]),
+        nodes=nodes,
+        systems=systems,
+        idempotency_key=meta.text("idempotency_key", required=False) or DEFAULT_IDEMPOTENCY_KEY,
+        source=source,
+    )
+
+
+def _node(item: _Reader, where: str) -> Node:
+    kinds = [k for k in ("step", "wait", "timer") if k in item.data]
+    if len(kinds) != 1:
+        raise FlowError(f"{where}: each [[nodes]] entry needs exactly one of step = \"NAME\", "
+                        f"wait = \"NAME\" or timer = \"NAME\"; found {item.describe()}")
+    kind = kinds[0]
+    name = item.text(kind, required=True)
+    item.origin = f"{where}, {kind} {name!r}"
+    node: Node
+    if kind == "step":
+        retry = item.table("retry", required=False)
+        default = RetryPolicy()
+        node = Step(
+            name=name,
+            effect=item.text("effect", required=True),
+            timeout=item.duration("timeout", 30.0),
+            retry=RetryPolicy(
+                max_attempts=retry.integer("max_attempts", default.max_attempts),
+                initial_interval=retry.duration("initial_interval", default.initial_interval),
+                backoff_coefficient=retry.number("backoff_coefficient",
+                                                 default.backoff_coefficient),
+                maximum_interval=retry.duration("maximum_interval", default.maximum_interval),
+            ),
+        )
+        retry.reject_unknown({"max_attempts", "initial_interval", "backoff_coefficient",
+                              "maximum_interval"})
+        item.reject_unknown({"step", "effect", "timeout", "retry"},
+                            hint="compensations go in the [compensations] table")
+    elif kind == "wait":
+        node = Wait(
+            name=name,
+            signal=item.text("signal", required=False) or name,
+            deadline=item.duration("deadline", None),
+            on_timeout=item.text("on_timeout", required=False) or "compensate",  # type: ignore[arg-type]
+            on_reject=item.text("on_reject", required=False) or "compensate",  # type: ignore[arg-type]
+        )
+        item.reject_unknown({"wait", "signal", "deadline", "on_timeout", "on_reject"})
+    else:
+        node = Timer(name=name, duration=item.duration("duration", None))
+        item.reject_unknown({"timer", "duration"})
+    return node
+
+
+class _Reader:
+    """Typed access to one TOML table, with errors that name where the value is."""
+
+    def __init__(self, data: Mapping[str, Any], origin: str) -> None:
+        self.data = data
+        self.origin = origin
+
+    def describe(self) -> str:
+        return "{" + ", ".join(f"{k} = {v!r}" for k, v in self.data.items()) + "}"
+
+    def keys(self) -> list[str]:
+        return list(self.data)
+
+    def _get(self, key: str, kind: type | tuple[type, ...], label: str, required: bool) -> Any:
+        if key not in self.data:
+            if required:
+                raise FlowError(f"{self.origin}: {key} is missing; add {key} = <{label}>")
+            return None
+        value = self.data[key]
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise FlowError(f"{self.origin}: {key} = {value!r} must be {label}")
+        return value
+
+    def text(self, key: str, *, required: bool) -> str:
+        value = self._get(key, str, "a string", required)
+        return "" if value is None else str(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, bool, "true or false", False)
+        return default if value is None else bool(value)
+
+    def integer(self, key: str, default: int) -> int:
+        value = self._get(key, int, "a whole number", False)
+        return default if value is None else int(value)
+
+    def number(self, key: str, default: float) -> float:
+        value = self._get(key, (int, float), "a number", False)
+        return default if value is None else float(value)
+
+    def duration(self, key: str, default: float | None) -> float:
+        if key not in self.data:
+            if default is None:
+                raise FlowError(f"{self.origin}: {key} is missing; add {key} = \"30s\" "
+                                "(or another duration)")
+            return default
+        return parse_duration(self.data[key], f"{self.origin}: {key}")
+
+    def choice(self, key: str, cls: type[StrEnum]) -> str:
+        allowed = ", ".join(f"{m.value} ({CLASS_MEANINGS[key][m.value]})" for m in cls)
+        if key not in self.data:
+            raise FlowError(f"{self.origin}: {key} is missing; the execution-fabric policy "
+                            f"requires it. Add {key} = one of: {allowed}")
+        value = self.data[key]
+        if value not in {m.value for m in cls}:
+            raise FlowError(f"{self.origin}: {key} = {value!r} is not allowed; use one of: "
+                            f"{allowed}")
+        return str(value)
+
+    def table(self, key: str, *, required: bool) -> _Reader:
+        value = self._get(key, dict, "a table", required)
+        return _Reader(value or {}, f"{self.origin} [{key}]")
+
+    def tables(self, key: str, where: str) -> list[tuple[str, _Reader]]:
+        outer = self._get(key, dict, "a table of tables", False) or {}
+        found = []
+        for name, value in outer.items():
+            if not isinstance(value, dict):
+                raise FlowError(f"{where}: [{key}.{name}] must be a table")
+            reader = _Reader(value, f"{where} [{key}.{name}]")
+            reader.reject_unknown({"honours_idempotency"})
+            found.append((name, reader))
+        return found
+
+    def array(self, key: str, where: str) -> list[_Reader]:
+        value = self._get(key, list, "an array of tables ([[nodes]])", False) or []
+        if not all(isinstance(v, dict) for v in value):
+            raise FlowError(f"{where}: every entry of {key} must be a [[{key}]] table")
+        return [_Reader(v, where) for v in value]
+
+    def reject_unknown(self, known: set[str], hint: str = "") -> None:
+        if unknown := sorted(set(self.data) - known):
+            extra = f"; {hint}" if hint else ""
+            raise FlowError(f"{self.origin}: unknown key(s) {unknown}; allowed: "
+                            f"{sorted(known)}{extra}")
+
+
+# ---------------------------------------------------------------------------- JSON form
+
+
+def flow_to_dict(flow: Flow) -> dict[str, Any]:
+    """The flow in the TOML layout, for evidence and for engines that carry it as data."""
+    nodes: list[dict[str, Any]] = []
+    for node in flow.nodes:
+        if isinstance(node, Step):
+            r = node.retry
+            nodes.append({
+                "step": node.name, "effect": node.effect, "timeout": node.timeout,
+                "retry": {"max_attempts": r.max_attempts, "initial_interval": r.initial_interval,
+                          "backoff_coefficient": r.backoff_coefficient,
+                          "maximum_interval": r.maximum_interval},
+            })
+        elif isinstance(node, Wait):
+            nodes.append({"wait": node.name, "signal": node.signal, "deadline": node.deadline,
+                          "on_timeout": node.on_timeout, "on_reject": node.on_reject})
+        else:
+            nodes.append({"timer": node.name, "duration": node.duration})
+    return {
+        "flow": {
+            "name": flow.name, "version": flow.version, "description": flow.description,
+            "approval_class": flow.approval_class.value,
+            "reversibility_class": flow.reversibility_class.value,
+            "sensitivity_class": flow.sensitivity_class.value,
+            "idempotency_key": flow.idempotency_key,
+        },
+        "systems": {s.name: {"honours_idempotency": s.honours_idempotency}
+                    for s in flow.systems},
+        "compensations": {s.name: s.compensation for s in flow.steps if s.compensation},
+        "nodes": nodes,
+    }
+

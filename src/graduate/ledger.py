@@ -1,0 +1,254 @@
+"""The ledger: every effect call, and the simulated external systems that make them.
+
+The ledger is the ground truth of graduate. A simulated system records each call
+before it answers, whatever the engine does next, so a duplicate stays visible even
+when the system's idempotency check absorbs it. It also holds the register of
+started instances and the failures a test injects into a system.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from graduate.db import Database
+from graduate.errors import ConfigError, PermanentEffectError, TransientEffectError
+from graduate.flow import Flow, InstanceRequest, Step
+
+EffectKind = Literal["effect", "compensation"]
+FailureMode = Literal["transient", "permanent"]
+
+
+class Outcome(StrEnum):
+    """What one call to an external system did."""
+
+    APPLIED = "applied"  # the system changed the world
+    ABSORBED = "absorbed"  # a repeat of an applied key that the system ignored
+    TRANSIENT_ERROR = "transient_error"  # failed; a retry may succeed
+    PERMANENT_ERROR = "permanent_error"  # refused for good
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One started instance, as registered before the engine was asked to start it."""
+
+    instance_id: str
+    run_id: str
+    flow: str
+    flow_source: str
+    engine: str
+    tenant_id: str
+    entity_id: str
+    date: str
+    correlation_id: str
+    trace_id: str
+    started_at: float
+
+    @property
+    def request(self) -> InstanceRequest:
+        return InstanceRequest(
+            instance_id=self.instance_id, run_id=self.run_id, tenant_id=self.tenant_id,
+            entity_id=self.entity_id, date=self.date, correlation_id=self.correlation_id,
+            trace_id=self.trace_id,
+        )
+
+
+@dataclass(frozen=True)
+class EffectRecord:
+    """One call to an external system."""
+
+    id: int
+    run_id: str
+    flow: str
+    instance_id: str
+    step: str
+    effect: str
+    kind: EffectKind
+    attempt: int
+    idempotency_key: str
+    correlation_id: str
+    trace_id: str
+    engine: str
+    worker_pid: int
+    started_at: float
+    finished_at: float
+    outcome: Outcome
+
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS instances (
+        instance_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, flow TEXT NOT NULL,
+        flow_source TEXT NOT NULL, engine TEXT NOT NULL, tenant_id TEXT NOT NULL,
+        entity_id TEXT NOT NULL, date TEXT NOT NULL, correlation_id TEXT NOT NULL,
+        trace_id TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS effects (
+        id {id}, run_id TEXT NOT NULL, flow TEXT NOT NULL, instance_id TEXT NOT NULL,
+        step TEXT NOT NULL, effect TEXT NOT NULL, kind TEXT NOT NULL, attempt INTEGER NOT NULL,
+        idempotency_key TEXT NOT NULL, correlation_id TEXT NOT NULL, trace_id TEXT NOT NULL,
+        engine TEXT NOT NULL, worker_pid INTEGER NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION NOT NULL,
+        outcome TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS effects_instance ON effects (instance_id)",
+    "CREATE INDEX IF NOT EXISTS effects_run ON effects (run_id)",
+    # What a system that honours idempotency keys remembers: the keys it applied.
+    """CREATE TABLE IF NOT EXISTS applied_keys (
+        system TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+        PRIMARY KEY (system, idempotency_key))""",
+    """CREATE TABLE IF NOT EXISTS injected_failures (
+        instance_id TEXT NOT NULL, step TEXT NOT NULL, mode TEXT NOT NULL,
+        remaining INTEGER NOT NULL, PRIMARY KEY (instance_id, step))""",
+)
+
+_EFFECT_COLUMNS = (
+    "id, run_id, flow, instance_id, step, effect, kind, attempt, idempotency_key, "
+    "correlation_id, trace_id, engine, worker_pid, started_at, finished_at, outcome"
+)
+_INSTANCE_COLUMNS = (
+    "instance_id, run_id, flow, flow_source, engine, tenant_id, entity_id, date, "
+    "correlation_id, trace_id, started_at"
+)
+ANY_INSTANCE = "*"
+
+
+class Ledger:
+    """The record of every effect call, in SQLite (a path) or PostgreSQL (a URL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.db = Database(url)
+        self.db.script(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ instances
+
+    def register(self, flow: Flow, request: InstanceRequest, engine: str) -> InstanceRecord:
+        """Record an instance before its engine is asked to start it."""
+        record = InstanceRecord(
+            instance_id=request.instance_id, run_id=request.run_id, flow=flow.name,
+            flow_source=flow.source, engine=engine, tenant_id=request.tenant_id,
+            entity_id=request.entity_id, date=request.date,
+            correlation_id=request.correlation_id, trace_id=request.trace_id,
+            started_at=time.time(),
+        )
+        self.db.execute(
+            f"INSERT INTO instances ({_INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [getattr(record, c.strip()) for c in _INSTANCE_COLUMNS.split(",")],
+        )
+        return record
+
+    def instance(self, instance_id: str) -> InstanceRecord:
+        rows = self.db.query(
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?", [instance_id]
+        )
+        if not rows:
+            raise ConfigError(f"no instance {instance_id!r} in the ledger at {self.url}; "
+                              "`graduate run` prints the instance IDs it starts")
+        return InstanceRecord(*rows[0])
+
+    def instances(self, run_id: str) -> list[InstanceRecord]:
+        rows = self.db.query(
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE run_id = ? ORDER BY instance_id",
+            [run_id],
+        )
+        return [InstanceRecord(*row) for row in rows]
+
+    # ------------------------------------------------------------------ effects
+
+    def effects(self, *, instance_id: str | None = None,
+                run_id: str | None = None) -> list[EffectRecord]:
+        """Effect calls in the order they were recorded, filtered by instance or run."""
+        where, params = [], []
+        for column, value in (("instance_id", instance_id), ("run_id", run_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self.db.query(f"SELECT {_EFFECT_COLUMNS} FROM effects{clause} ORDER BY id", params)
+        return [
+            EffectRecord(*row[:15], outcome=Outcome(row[15]))  # type: ignore[arg-type]
+            for row in rows
+        ]
+
+    def inject_failure(self, instance_id: str, step: str, mode: FailureMode,
+                       times: int = 1) -> None:
+        """Make the system behind `step` fail: `times` transient failures, or for good.
+
+        `instance_id` may be `ANY_INSTANCE` to affect every instance.
+        """
+        if mode not in ("transient", "permanent"):
+            raise ConfigError(f"failure mode {mode!r} is not transient or permanent")
+        with self.db.transaction():
+            self.db.execute("DELETE FROM injected_failures WHERE instance_id = ? AND step = ?",
+                            [instance_id, step])
+            self.db.execute(
+                "INSERT INTO injected_failures (instance_id, step, mode, remaining) "
+                "VALUES (?,?,?,?)", [instance_id, step, mode, times],
+            )
+
+    def call(self, flow: Flow, request: InstanceRequest, step: Step, *, attempt: int,
+             engine: str, kind: EffectKind = "effect") -> Outcome:
+        """Perform `step`'s effect (or its compensation) on its simulated system.
+
+        Records the call, then raises TransientEffectError or PermanentEffectError when
+        a failure is injected, so engines retry and compensate as they would for real.
+        """
+        effect = step.effect if kind == "effect" else step.compensation
+        if effect is None:
+            raise ConfigError(f"step {step.name!r} of flow {flow.name!r} has no compensation")
+        system = flow.system(effect.split(".", 1)[0])
+        key = flow.key_for(step.name, request, compensation=kind == "compensation")
+        started = time.time()
+        failure = self._take_failure(request.instance_id, step.name) if kind == "effect" else None
+        if failure is not None:
+            outcome = (Outcome.TRANSIENT_ERROR if failure == "transient"
+                       else Outcome.PERMANENT_ERROR)
+        elif not system.honours_idempotency:
+            outcome = Outcome.APPLIED
+        else:
+            first = self.db.execute(
+                "INSERT INTO applied_keys (system, idempotency_key) VALUES (?, ?) "
+                "ON CONFLICT DO NOTHING", [system.name, key],
+            )
+            outcome = Outcome.APPLIED if first == 1 else Outcome.ABSORBED
+        self.db.execute(
+            f"INSERT INTO effects ({_EFFECT_COLUMNS.removeprefix('id, ')}) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [request.run_id, flow.name, request.instance_id, step.name, effect, kind, attempt,
+             key, request.correlation_id, request.trace_id, engine, os.getpid(), started,
+             time.time(), outcome.value],
+        )
+        if outcome is Outcome.TRANSIENT_ERROR:
+            raise TransientEffectError(f"{effect} failed transiently (injected)")
+        if outcome is Outcome.PERMANENT_ERROR:
+            raise PermanentEffectError(f"{effect} refused the call (injected)")
+        return outcome
+
+    def _take_failure(self, instance_id: str, step: str) -> FailureMode | None:
+        for target in (instance_id, ANY_INSTANCE):
+            rows = self.db.query(
+                "SELECT mode FROM injected_failures WHERE instance_id = ? AND step = ?",
+                [target, step],
+            )
+            if not rows:
+                continue
+            mode: FailureMode = rows[0][0]
+            if mode == "permanent":
+                return mode
+            taken = self.db.execute(
+                "UPDATE injected_failures SET remaining = remaining - 1 "
+                "WHERE instance_id = ? AND step = ? AND remaining > 0", [target, step],
+            )
+            if taken:
+                return mode
+        return None
+
+
+def applied_counts(effects: list[EffectRecord]) -> Counter[tuple[str, str]]:
+    """How often each (step, kind) was applied: more than once is a duplicate."""
+    return Counter((e.step, e.kind) for e in effects if e.outcome is Outcome.APPLIED)

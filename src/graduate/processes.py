@@ -1,0 +1,190 @@
+"""Child processes that graduate starts: each in its own process group, always stopped.
+
+Every worker and server runs in a new session, so a signal reaches the whole group
+(a Celery worker's pool children included) and nothing the tool started survives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from graduate.errors import ServiceError
+
+POLL_INTERVAL = 0.05
+
+
+@dataclass
+class ManagedProcess:
+    """A child process in its own process group, with its output in a log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def group_alive(self) -> bool:
+        """Whether any process of the group (leader or children) is still running."""
+        return group_alive(self.pid)
+
+    def signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signum)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM to the group, then SIGKILL to whatever is left after `grace` seconds."""
+        stop_group(self.pid, grace, reap=self._reap)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group, as a crash would."""
+        self.signal_group(signal.SIGKILL)
+        stop_group(self.pid, 0.0, reap=self._reap)
+
+    def _reap(self) -> None:
+        # Our own child must be waited for, or it lingers as a zombie of this process.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(0)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def stop_group(pgid: int, grace: float, reap: Callable[[], None] | None = None) -> None:
+    """SIGTERM to process group `pgid`, SIGKILL after `grace` seconds, until none is left."""
+    for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        if not group_alive(pgid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signum)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if reap is not None:
+                reap()
+            if not group_alive(pgid):
+                return
+            time.sleep(POLL_INTERVAL)
+    if group_alive(pgid):
+        raise ServiceError(f"process group {pgid} survived SIGKILL; stop it by hand")
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a live (non-zombie) process belongs to process group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return any(_state(pid) not in ("Z", "X", "") for pid in _group_members(pgid))
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                fields = stat.rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    members.append(int(entry))
+    return members
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def spawn(name: str, argv: Sequence[str], log_path: Path,
+          env: Mapping[str, str] | None = None, cwd: Path | None = None) -> ManagedProcess:
+    """Start `argv` in a new session with stdout and stderr going to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=None if env is None else dict(env), cwd=cwd,
+        )
+    return ManagedProcess(name=name, popen=popen, log_path=log_path)
+
+
+def wait_until(ready: Callable[[], bool], *, timeout: float, what: str,
+               process: ManagedProcess | None = None) -> None:
+    """Poll `ready` until it holds; fail early if `process` dies, with its log's tail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if ready():
+            return
+        if process is not None and not process.alive():
+            raise ServiceError(
+                f"{what}: {process.name} exited with code {process.popen.returncode} before it "
+                f"was ready. Its log ({process.log_path}) ends with:\n{process.log_tail()}"
+            )
+        if time.monotonic() > deadline:
+            where = f"; see {process.log_path}" if process else ""
+            raise ServiceError(f"{what}: not ready after {timeout:.0f}s{where}")
+        time.sleep(POLL_INTERVAL)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def require_free_port(port: int | None, flag: str) -> int:
+    """`port` if it is free (a free one if None); a clear error if something holds it."""
+    if port is None:
+        return free_port()
+    if not 0 < port < 65536:
+        raise ServiceError(f"{flag} {port} is not a TCP port; use 1-65535, or omit {flag} "
+                           "to let graduate pick a free one")
+    if not port_is_free(port):
+        raise ServiceError(f"port {port} on 127.0.0.1 is already in use by another process; "
+                           f"choose another with {flag}, or omit {flag} to let graduate pick a "
+                           "free port")
+    return port
+
+
+@dataclass
+class ProcessSet:
+    """Every process one command started; stopping it stops them all, newest first."""
+
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def add(self, process: ManagedProcess) -> ManagedProcess:
+        self.processes.append(process)
+        return process
+
+    def stop_all(self, grace: float = 10.0) -> None:
+        for process in reversed(self.processes):
+            process.stop(grace)
+        self.processes.clear()

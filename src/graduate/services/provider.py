@@ -1,0 +1,164 @@
+"""Resolve the services of a command: external by setting, kept up by `env up`, or local.
+
+A command that starts local services stops them when it ends, on error and on Ctrl-C
+too. `graduate env up` starts them once and records them in `.graduate/env.json`, so
+that later commands (`run`, `signal`) share them until `graduate env down`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graduate.config import Settings
+from graduate.errors import ServiceError
+from graduate.processes import group_alive, stop_group
+from graduate.services.local import LocalRedis, LocalTemporal, redis_ping
+from graduate.services.model import Services, TemporalTarget
+
+ENV_FILE = "env.json"
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Which services a command needs."""
+
+    temporal: bool = False
+    broker: bool = False
+
+
+@dataclass(frozen=True)
+class KeptService:
+    """A local service started by `graduate env up`, as recorded in env.json."""
+
+    name: str
+    pid: int
+    address: str
+    log: str
+
+    def alive(self) -> bool:
+        return group_alive(self.pid)
+
+
+def kept_services(state_dir: Path) -> dict[str, KeptService]:
+    """The services `graduate env up` recorded (empty when none)."""
+    path = state_dir / ENV_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {name: KeptService(name=name, **entry) for name, entry in data.items()}
+    except (json.JSONDecodeError, TypeError) as error:
+        raise ServiceError(f"{path} is damaged ({error}); stop any graduate servers by hand "
+                           "and delete the file") from error
+
+
+def env_up(settings: Settings, *, temporal_port: int | None = None,
+           redis_port: int | None = None) -> dict[str, KeptService]:
+    """Start the local services that are not configured as external, and keep them up."""
+    kept = {name: svc for name, svc in kept_services(settings.state_dir).items() if svc.alive()}
+    started: list[LocalTemporal | LocalRedis] = []
+    try:
+        if "temporal" not in kept and not settings.temporal_address:
+            temporal = LocalTemporal.create(settings.state_dir, cli=settings.temporal_cli,
+                                            port=temporal_port)
+            started.append(temporal)
+            process = temporal.start()
+            kept["temporal"] = KeptService("temporal", process.pid, temporal.address,
+                                           str(temporal.log_path))
+        if "redis" not in kept and not settings.broker_url:
+            redis = LocalRedis.create(settings.state_dir, port=redis_port)
+            started.append(redis)
+            process = redis.start()
+            kept["redis"] = KeptService("redis", process.pid, redis.url, str(redis.log_path))
+    except BaseException:
+        for service in started:
+            service.stop()
+        raise
+    _write_env(settings.state_dir, kept)
+    return kept
+
+
+def env_down(settings: Settings) -> list[KeptService]:
+    """Stop what `env up` started; return what was stopped."""
+    kept = kept_services(settings.state_dir)
+    for service in kept.values():
+        stop_group(service.pid, grace=10.0)
+    (settings.state_dir / ENV_FILE).unlink(missing_ok=True)
+    return list(kept.values())
+
+
+def _write_env(state_dir: Path, kept: dict[str, KeptService]) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / ENV_FILE
+    temporary = path.with_suffix(".tmp")
+    data: dict[str, Any] = {
+        name: {"pid": s.pid, "address": s.address, "log": s.log} for name, s in kept.items()
+    }
+    temporary.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    temporary.replace(path)
+
+
+@contextlib.contextmanager
+def open_services(settings: Settings, needs: Needs, *, temporal_port: int | None = None,
+                  redis_port: int | None = None) -> Iterator[Services]:
+    """The services `needs` asks for; local ones started here are stopped on exit."""
+    kept = {name: svc for name, svc in kept_services(settings.state_dir).items() if svc.alive()}
+    started: list[LocalTemporal | LocalRedis] = []
+    try:
+        temporal: TemporalTarget | None = None
+        if needs.temporal:
+            address = settings.temporal_address
+            if not address and "temporal" in kept and temporal_port is None:
+                address = kept["temporal"].address
+            if not address:
+                local = LocalTemporal.create(settings.state_dir, cli=settings.temporal_cli,
+                                             port=temporal_port, name="temporal-run")
+                started.append(local)
+                local.start()
+                address = local.address
+            temporal = TemporalTarget(
+                address=address, namespace=settings.temporal_namespace,
+                tls_cert=settings.temporal_tls_cert, tls_key=settings.temporal_tls_key,
+                tls_ca=settings.temporal_tls_ca, api_key=settings.temporal_api_key,
+            )
+        broker = backend = None
+        if needs.broker:
+            broker = settings.broker_url
+            if not broker and "redis" in kept and redis_port is None:
+                broker = kept["redis"].address
+            if not broker:
+                redis = LocalRedis.create(settings.state_dir, port=redis_port, name="redis-run")
+                started.append(redis)
+                redis.start()
+                broker = redis.url
+            backend = settings.result_backend_url or (
+                broker if broker.startswith(("redis://", "rediss://")) else None
+            )
+            if backend is None:
+                raise ServiceError(
+                    f"the broker {broker.split('://')[0]}:// needs a Redis result backend for "
+                    "graduate's Celery strategies; give one with --result-backend-url or "
+                    "GRADUATE_RESULT_BACKEND_URL (redis://host:port/0)"
+                )
+        yield Services(
+            temporal=temporal, broker_url=broker, result_backend_url=backend,
+            ledger_url=settings.ledger, app_db_url=settings.app_db,
+            local=tuple(type(s).__name__ for s in started),
+        )
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+def broker_reachable(url: str) -> bool:
+    """A quick check that a redis:// broker answers (other schemes are not probed)."""
+    if not url.startswith("redis://"):
+        return True
+    host_port = url.removeprefix("redis://").split("/", 1)[0].rsplit("@", 1)[-1]
+    host, _, port = host_port.partition(":")
+    return redis_ping(host or "127.0.0.1", int(port or 6379))
