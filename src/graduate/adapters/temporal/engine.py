@@ -1,0 +1,148 @@
+"""The Temporal engine: the client side that starts, signals and inspects instances."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.service import RPCError, RPCStatusCode
+
+from graduate.adapters.base import (
+    Capabilities,
+    HistoryEvent,
+    InstanceState,
+    InstanceStatus,
+    WorkerGroup,
+    WorkerSpec,
+    services_for_worker,
+    start_worker_process,
+)
+from graduate.adapters.temporal.client import connect
+from graduate.adapters.temporal.messages import WORKFLOW_NAME, FlowInput, FlowResult, task_queue
+from graduate.errors import EngineError, ServiceError
+from graduate.flow import Flow, InstanceRequest
+from graduate.services.model import Services
+
+T = TypeVar("T")
+
+_OUTCOMES = {
+    "completed": InstanceState.COMPLETED,
+    "compensated": InstanceState.COMPENSATED,
+    "failed": InstanceState.FAILED,
+}
+
+
+class TemporalEngine:
+    """Runs a flow as the interpreter workflow on a Temporal server."""
+
+    name = "temporal"
+    capabilities = Capabilities(durable_progress=True, signals=True, timers=True,
+                                compensation=True, versioning=True)
+
+    def __init__(self, flow: Flow, services: Services, run_dir: Path,
+                 settings: dict[str, Any] | None = None) -> None:
+        if services.temporal is None:
+            raise ServiceError("the temporal engine needs a Temporal server")
+        self.flow = flow
+        self.services = services
+        self.run_dir = run_dir
+        # The SDK's defaults (no graceful shutdown wait), unless a profile says otherwise.
+        self.settings: dict[str, Any] = {"graceful_shutdown_timeout": 0.0, **(settings or {})}
+        self._loop = asyncio.new_event_loop()
+        self._client: Client = self._run(connect(services.temporal))
+        self._workers = 0
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run_until_complete(coroutine)
+
+    def start_workers(self, count: int) -> WorkerGroup:
+        group = WorkerGroup()
+        try:
+            for _ in range(count):
+                self._workers += 1
+                name = f"temporal-worker-{self._workers}"
+                spec = WorkerSpec(
+                    engine=self.name, flow_source=self.flow.source,
+                    services=services_for_worker(self.services),
+                    ready_file=str(self.run_dir / "ready" / f"{name}.ready"),
+                    settings=self.settings,
+                )
+                group.processes.append(start_worker_process(
+                    name, "graduate.adapters.temporal.worker", spec, self.run_dir))
+        except BaseException:
+            group.stop()
+            raise
+        return group
+
+    def start(self, request: InstanceRequest) -> None:
+        self._run(self._client.start_workflow(
+            WORKFLOW_NAME, FlowInput(flow=self.flow.name, request=request),
+            id=request.instance_id, task_queue=task_queue(self.flow.name),
+            memo={"done": [], "waiting": None, "correlation_id": request.correlation_id},
+        ))
+
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
+        try:
+            self._run(self._client.get_workflow_handle(instance_id).signal(name, payload))
+        except RPCError as error:
+            raise EngineError(f"cannot signal {instance_id}: {error.message}") from error
+
+    def status(self, instance_id: str) -> InstanceStatus:
+        return self._run(self._status(instance_id))
+
+    async def _status(self, instance_id: str) -> InstanceStatus:
+        handle = self._client.get_workflow_handle(instance_id, result_type=FlowResult)
+        try:
+            description = await handle.describe()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return InstanceStatus(InstanceState.UNKNOWN)
+            raise
+        memo = await description.memo()
+        done = tuple(memo.get("done") or ())
+        closed = description.close_time.timestamp() if description.close_time else None
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            waiting = memo.get("waiting")
+            if waiting:
+                return InstanceStatus(InstanceState.WAITING, done, None,
+                                      f"waiting for signal {waiting!r}")
+            return InstanceStatus(InstanceState.RUNNING, done)
+        if description.status == WorkflowExecutionStatus.COMPLETED:
+            result = await handle.result()
+            return InstanceStatus(_OUTCOMES[result.outcome], tuple(result.done), closed,
+                                  result.reason)
+        try:
+            await handle.result()
+        except WorkflowFailureError as error:
+            detail = str(error.cause) if error.cause else str(error)
+        else:
+            detail = ""
+        status_name = description.status.name if description.status else "unknown"
+        return InstanceStatus(InstanceState.FAILED, done, closed,
+                              f"workflow {status_name.lower()}: {detail}".rstrip(": "))
+
+    def history(self, instance_id: str) -> list[HistoryEvent]:
+        return self._run(self._history(instance_id))
+
+    async def _history(self, instance_id: str) -> list[HistoryEvent]:
+        history = await self._client.get_workflow_handle(instance_id).fetch_history()
+        events = []
+        for event in history.events:
+            kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+            detail = ""
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                detail = event.activity_task_scheduled_event_attributes.activity_type.name
+            elif event.HasField("workflow_execution_signaled_event_attributes"):
+                detail = event.workflow_execution_signaled_event_attributes.signal_name
+            elif event.HasField("activity_task_started_event_attributes"):
+                detail = f"attempt {event.activity_task_started_event_attributes.attempt}"
+            events.append(HistoryEvent(at=event.event_time.ToNanoseconds() / 1e9,
+                                       kind=kind.lower(), detail=detail))
+        return events
+
+    def close(self) -> None:
+        self._loop.close()

@@ -1,0 +1,65 @@
+"""A Temporal worker process: `python -m graduate.adapters.temporal.worker SPEC_JSON`.
+
+It loads the flow from its source (the worker's own code), registers the interpreter
+workflow and the effect activity, writes its ready file once it polls, and shuts
+down gracefully on SIGTERM or SIGINT, as a deploy would ask it to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from graduate.adapters.base import WorkerSpec, write_ready_file
+from graduate.adapters.temporal import registry
+from graduate.adapters.temporal.activities import EffectActivities
+from graduate.adapters.temporal.client import connect
+from graduate.adapters.temporal.messages import task_queue
+from graduate.adapters.temporal.workflow import GraduateFlow
+from graduate.flow import load_flow
+
+ACTIVITY_THREADS = 8
+
+
+async def serve(spec: WorkerSpec) -> None:
+    flow = load_flow(spec.flow_source)
+    registry.register(flow)
+    client = await connect(spec.temporal())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    grace = float(spec.settings.get("graceful_shutdown_timeout", 0.0))
+    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+        worker = Worker(
+            client,
+            task_queue=task_queue(flow.name),
+            workflows=[GraduateFlow],
+            activities=[EffectActivities(spec.services["ledger_url"]).perform],
+            activity_executor=executor,
+            max_concurrent_activities=ACTIVITY_THREADS,
+            graceful_shutdown_timeout=timedelta(seconds=grace),
+            # graduate's own modules are deterministic data and code; passing them through
+            # lets the workflow see the flow this worker loaded (see registry.py).
+            workflow_runner=SandboxedWorkflowRunner(
+                restrictions=SandboxRestrictions.default.with_passthrough_modules("graduate")
+            ),
+        )
+        async with worker:
+            write_ready_file(spec.ready_file, os.getpid())
+            await stop.wait()
+
+
+def main() -> None:
+    asyncio.run(serve(WorkerSpec.from_json(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The deterministic workflow that interprets a graduate flow.
+
+Steps are activities named after their effect (so Temporal's history and UI read
+`crm.create_record`, not a generic name), waits are signals with a deadline, timers
+are durable timers, and a permanent failure, a rejection or a passed deadline
+compensates the completed steps in reverse order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from graduate.adapters.temporal import registry
+    from graduate.adapters.temporal.messages import (
+        PERMANENT_ERROR_TYPE,
+        WORKFLOW_NAME,
+        EffectInput,
+        FlowInput,
+        FlowResult,
+    )
+    from graduate.flow import Flow, Step, Timer, Wait
+
+
+def _retry_policy(step: Step) -> RetryPolicy:
+    policy = step.retry
+    return RetryPolicy(
+        maximum_attempts=policy.max_attempts,
+        initial_interval=timedelta(seconds=policy.initial_interval),
+        backoff_coefficient=policy.backoff_coefficient,
+        maximum_interval=timedelta(seconds=policy.maximum_interval),
+        non_retryable_error_types=[PERMANENT_ERROR_TYPE],
+    )
+
+
+def _cause(error: ActivityError) -> str:
+    cause = error.cause
+    return str(cause) if cause is not None else str(error)
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class GraduateFlow:
+    def __init__(self) -> None:
+        self._signals: dict[str, dict[str, Any]] = {}
+        self._done: list[str] = []
+
+    @workflow.run
+    async def run(self, flow_input: FlowInput) -> FlowResult:
+        flow = registry.get(flow_input.flow)
+        for node in flow.nodes:
+            if isinstance(node, Step):
+                try:
+                    await self._activity(flow_input, node, "effect")
+                except ActivityError as error:
+                    return await self._compensate(
+                        flow, flow_input, f"step {node.name} failed: {_cause(error)}")
+            elif isinstance(node, Wait):
+                ended = await self._wait(flow, flow_input, node)
+                if ended is not None:
+                    return ended
+            elif isinstance(node, Timer):
+                await workflow.sleep(timedelta(seconds=node.duration))
+            self._progress(node.name)
+        return FlowResult("completed", list(self._done))
+
+    async def _wait(self, flow: Flow, flow_input: FlowInput, wait: Wait) -> FlowResult | None:
+        """None to go on; a result when the wait ends the flow."""
+        workflow.upsert_memo({"waiting": wait.signal})
+        try:
+            await workflow.wait_condition(lambda: wait.signal in self._signals,
+                                          timeout=timedelta(seconds=wait.deadline))
+        except TimeoutError:
+            reason = f"deadline of {wait.name} passed"
+            action: str = wait.on_timeout
+        else:
+            if self._signals[wait.signal].get("decision", "approve") != "reject":
+                workflow.upsert_memo({"waiting": None})
+                return None
+            reason = f"rejected at {wait.name}"
+            action = wait.on_reject
+        workflow.upsert_memo({"waiting": None})
+        if action == "continue":
+            return None
+        if action == "fail":
+            return FlowResult("failed", list(self._done), reason)
+        return await self._compensate(flow, flow_input, reason)
+
+    async def _compensate(self, flow: Flow, flow_input: FlowInput, reason: str) -> FlowResult:
+        for step in flow.compensations_for(self._done):
+            try:
+                await self._activity(flow_input, step, "compensation")
+            except ActivityError as error:
+                return FlowResult("failed", list(self._done),
+                                  f"{reason}; compensation of {step.name} failed: "
+                                  f"{_cause(error)}")
+            self._progress(f"{step.name}.compensation")
+        return FlowResult("compensated", list(self._done), reason)
+
+    async def _activity(self, flow_input: FlowInput, step: Step, kind: str) -> None:
+        effect = step.effect if kind == "effect" else step.compensation
+        assert effect is not None
+        await workflow.execute_activity(
+            effect,
+            EffectInput(flow=flow_input.flow, request=flow_input.request, step=step.name,
+                        kind=kind),
+            start_to_close_timeout=timedelta(seconds=step.timeout),
+            retry_policy=_retry_policy(step),
+        )
+
+    def _progress(self, node: str) -> None:
+        # The memo lets `status` read progress from the server with no worker running.
+        self._done.append(node)
+        workflow.upsert_memo({"done": list(self._done)})
+
+    @workflow.signal(dynamic=True)
+    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        payload: dict[str, Any] = {}
+        if args:
+            payload = workflow.payload_converter().from_payload(args[0].payload, dict)
+        self._signals.setdefault(name, payload)

@@ -1,0 +1,1 @@
+"""The `graduate` command line: thin commands that parse, call the library and print."""

@@ -1,0 +1,96 @@
+"""The root of the command line, and `main()`, which turns errors into exit codes.
+
+Exit codes: 0 success; 1 the command ran but its outcome is negative (an instance
+did not finish as the flow intends); 2 bad input or an unusable service, with a
+message that says what to fix; 130 interrupted (every process started is stopped).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from graduate.cli import env, flows, run, signal_cmd
+from graduate.cli.common import err_console
+from graduate.errors import GraduateError
+
+app = typer.Typer(
+    name="graduate",
+    help=(
+        "Run one business flow on Celery and on Temporal, break it, and prove what happened "
+        "to every side effect.\n\nExample: graduate run partner_approval --engine temporal "
+        "--instances 3 --signal approval=approve"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    temporal_address: Annotated[str | None, typer.Option(
+        help="External Temporal frontend host:port (env GRADUATE_TEMPORAL_ADDRESS). "
+             "Default: a local dev server started by graduate.")] = None,
+    temporal_namespace: Annotated[str | None, typer.Option(
+        help="Temporal namespace (env GRADUATE_TEMPORAL_NAMESPACE; default: default).")] = None,
+    temporal_tls_cert: Annotated[str | None, typer.Option(
+        help="Client certificate file for mTLS (env GRADUATE_TEMPORAL_TLS_CERT).")] = None,
+    temporal_tls_key: Annotated[str | None, typer.Option(
+        help="Client key file for mTLS (env GRADUATE_TEMPORAL_TLS_KEY).")] = None,
+    temporal_tls_ca: Annotated[str | None, typer.Option(
+        help="Server CA certificate file (env GRADUATE_TEMPORAL_TLS_CA).")] = None,
+    temporal_api_key: Annotated[str | None, typer.Option(
+        help="API key, e.g. for Temporal Cloud (env GRADUATE_TEMPORAL_API_KEY).")] = None,
+    broker_url: Annotated[str | None, typer.Option(
+        help="External Celery broker, redis://... or amqp://... (env GRADUATE_BROKER_URL). "
+             "Default: a local Redis started by graduate.")] = None,
+    result_backend_url: Annotated[str | None, typer.Option(
+        help="Celery result backend, redis://... (env GRADUATE_RESULT_BACKEND_URL). "
+             "Default: the broker when it is Redis.")] = None,
+    ledger_url: Annotated[str | None, typer.Option(
+        help="Ledger database: a SQLite file or postgresql://... (env GRADUATE_LEDGER_URL). "
+             "Default: .graduate/ledger.sqlite3.")] = None,
+    app_db_url: Annotated[str | None, typer.Option(
+        help="The Celery state machine's own tables (env GRADUATE_APP_DB_URL). "
+             "Default: .graduate/app.sqlite3.")] = None,
+) -> None:
+    """Options here choose the services; flags beat GRADUATE_* variables beat pyproject."""
+    ctx.obj = {
+        "temporal_address": temporal_address, "temporal_namespace": temporal_namespace,
+        "temporal_tls_cert": temporal_tls_cert, "temporal_tls_key": temporal_tls_key,
+        "temporal_tls_ca": temporal_tls_ca, "temporal_api_key": temporal_api_key,
+        "broker_url": broker_url, "result_backend_url": result_backend_url,
+        "ledger_url": ledger_url, "app_db_url": app_db_url,
+    }
+
+
+app.command(name="flows")(flows.flows)
+app.command(name="run")(run.run)
+app.command(name="signal")(signal_cmd.signal_instance)
+app.add_typer(env.app, name="env")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so that every cleanup runs."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app()
+    except GraduateError as error:
+        err_console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        sys.exit(2)
+    except Terminated:
+        err_console.print("terminated; every process graduate started was stopped")
+        sys.exit(143)

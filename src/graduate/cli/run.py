@@ -1,0 +1,125 @@
+"""`graduate run`: run a flow on one or more engines and show what became of each instance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from graduate.adapters import ENGINES, check_engine
+from graduate.adapters.base import InstanceState, InstanceStatus
+from graduate.cli.common import console, settings
+from graduate.errors import ConfigError
+from graduate.runner import Decision, Failure, RunOptions, RunResult, run_flow
+
+STATE_STYLE = {
+    InstanceState.COMPLETED: "green", InstanceState.COMPENSATED: "yellow",
+    InstanceState.FAILED: "red", InstanceState.WAITING: "cyan", InstanceState.RUNNING: "cyan",
+    InstanceState.UNKNOWN: "red",
+}
+
+
+def run(
+    ctx: typer.Context,
+    flow: Annotated[str, typer.Argument(
+        help="A flow name from the spikes folder, a .toml file, or module:ATTRIBUTE.")],
+    engine: Annotated[list[str], typer.Option(
+        "--engine", "-e",
+        help=f"Engine to run on: {', '.join(ENGINES)}. Repeat to run on several.")],
+    instances: Annotated[int, typer.Option(help="Instances to start at once.")] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes to start.")] = 1,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for every instance to finish before giving up.")] = 120.0,
+    signal: Annotated[list[str] | None, typer.Option(
+        "--signal", "-s",
+        help="Answer a wait as soon as an instance reaches it: SIGNAL=approve or "
+             "SIGNAL=reject. Without it, waits run to their deadline or until "
+             "`graduate signal` is sent from another terminal.")] = None,
+    fail: Annotated[list[str] | None, typer.Option(
+        help="Make the external system of a step fail: STEP=transient:N (N times, then "
+             "succeed) or STEP=permanent.")] = None,
+    temporal_port: Annotated[int | None, typer.Option(
+        help="Port for the local Temporal server (default: a free one).")] = None,
+    redis_port: Annotated[int | None, typer.Option(
+        help="Port for the local Redis (default: a free one).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Run a flow on real engines and print, per instance: status, steps done, effects, duration.
+
+    Starts what it needs (a local Temporal dev server or Redis, unless external ones are
+    configured or `graduate env up` keeps them running), starts the workers as separate
+    processes, runs the instances, and stops everything it started.
+
+    Example: graduate run partner_approval --engine temporal --engine celery-chain
+    --instances 3 --signal approval=approve
+
+    Exits 0 when every instance completed or was compensated, 1 otherwise.
+    """
+    config = settings(ctx)
+    for name in engine:
+        check_engine(name)
+    decisions = _decisions(signal or [])
+    failures = [Failure.parse(text) for text in fail or []]
+    results = []
+    for name in engine:
+        options = RunOptions(
+            flow=flow, engine=name, instances=instances, workers=workers, timeout=timeout,
+            decisions=decisions, failures=failures, temporal_port=temporal_port,
+            redis_port=redis_port,
+        )
+        if not as_json:
+            console.print(f"[bold]Running {flow} on {name}[/] ({instances} instance(s))")
+        result = run_flow(config, options, on_status=None if as_json else _progress)
+        results.append(result)
+        if not as_json:
+            console.print(_table(result))
+    if as_json:
+        console.print_json(json.dumps([asdict(r) for r in results]))
+    if not all(r.succeeded for r in results):
+        raise typer.Exit(1)
+
+
+def _decisions(items: list[str]) -> dict[str, Decision]:
+    decisions: dict[str, Decision] = {}
+    for item in items:
+        name, sep, decision = item.partition("=")
+        if not sep or decision not in ("approve", "reject"):
+            raise ConfigError(f"--signal {item!r} is not understood; write SIGNAL=approve or "
+                              "SIGNAL=reject, for example --signal approval=approve")
+        decisions[name] = decision  # type: ignore[assignment]
+    return decisions
+
+
+_last_state: dict[str, InstanceState] = {}
+
+
+def _progress(instance_id: str, status: InstanceStatus) -> None:
+    if _last_state.get(instance_id) is status.state:
+        return
+    _last_state[instance_id] = status.state
+    style = STATE_STYLE[status.state]
+    detail = f": {status.detail}" if status.detail else ""
+    console.print(f"  {instance_id} [{style}]{status.state}[/]{detail}")
+
+
+def _table(result: RunResult) -> Table:
+    table = Table(title=f"{result.flow} on {result.engine} (run {result.run_id})")
+    for column in ("instance", "status", "steps done", "effects", "duplicates", "duration",
+                   "correlation ID", "detail"):
+        table.add_column(column)
+    for item in result.instances:
+        style = STATE_STYLE[item.state]
+        effects = str(item.effects_applied)
+        if item.effects_absorbed:
+            effects += f" (+{item.effects_absorbed} absorbed)"
+        table.add_row(
+            item.instance_id, f"[{style}]{item.state}[/]",
+            f"{item.steps_done}/{item.steps_total}", effects,
+            f"[red]{item.duplicates}[/]" if item.duplicates else "0",
+            f"{item.duration:.1f}s" if item.duration is not None else "-",
+            item.correlation_id, item.detail,
+        )
+    return table

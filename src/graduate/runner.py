@@ -1,0 +1,232 @@
+"""One run of a flow on one engine: services, workers, instances, and what became of them.
+
+This is the path of a run (DESIGN.md) without faults: resolve the services, start
+the workers in their own process groups, register and start each instance with its
+correlation and trace IDs, answer its waits if asked to, and wait until every
+instance has finished or the run's deadline passes. Whatever happens, every process
+the run started is stopped before it returns.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from graduate.adapters import check_engine, needs_temporal, open_engine
+from graduate.adapters.base import Engine, InstanceState, InstanceStatus
+from graduate.config import Settings
+from graduate.errors import ConfigError
+from graduate.flow import Flow, InstanceRequest, Step, Wait, load_flow
+from graduate.ledger import FailureMode, Ledger, Outcome
+from graduate.services.provider import Needs, open_services
+
+POLL_INTERVAL = 0.1
+Decision = Literal["approve", "reject"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failure injected into the system behind one step, for every instance."""
+
+    step: str
+    mode: FailureMode
+    times: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Failure:
+        """`STEP=transient[:N]` or `STEP=permanent`."""
+        step, sep, spec = text.partition("=")
+        mode, _, count = spec.partition(":")
+        if not sep or mode not in ("transient", "permanent") or count and not count.isdigit():
+            raise ConfigError(f"--fail {text!r} is not understood; write STEP=transient:N "
+                              "(fail N times, then succeed) or STEP=permanent")
+        return cls(step=step, mode=mode, times=int(count or 1))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What to run: a flow, an engine, how many instances, and how to answer waits."""
+
+    flow: str
+    engine: str
+    instances: int = 1
+    workers: int = 1
+    timeout: float = 120.0
+    decisions: Mapping[str, Decision] = field(default_factory=dict)
+    failures: Sequence[Failure] = ()
+    tenant_id: str = "demo-tenant"
+    temporal_port: int | None = None
+    redis_port: int | None = None
+
+
+@dataclass(frozen=True)
+class InstanceResult:
+    """What became of one instance, from its engine and from the ledger."""
+
+    instance_id: str
+    correlation_id: str
+    trace_id: str
+    state: InstanceState
+    steps_done: int
+    steps_total: int
+    effects_applied: int
+    effects_absorbed: int
+    duplicates: int
+    duration: float | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    flow: str
+    engine: str
+    instances: tuple[InstanceResult, ...]
+    services: dict[str, object]
+
+    @property
+    def finished(self) -> bool:
+        return all(i.state.finished for i in self.instances)
+
+    @property
+    def succeeded(self) -> bool:
+        """Every instance ended as the flow intends: completed or compensated."""
+        return all(i.state in (InstanceState.COMPLETED, InstanceState.COMPENSATED)
+                   for i in self.instances)
+
+
+def new_run_id() -> str:
+    """Short enough to read in a table; the ledger keeps each instance's start time."""
+    return secrets.token_hex(3)
+
+
+def new_request(flow: Flow, run_id: str, number: int, tenant_id: str) -> InstanceRequest:
+    return InstanceRequest(
+        instance_id=f"{flow.name}-{run_id}-{number:02d}", run_id=run_id, tenant_id=tenant_id,
+        entity_id=f"{run_id}-{number:02d}", date=f"{datetime.now(UTC):%Y%m%d}",
+        correlation_id=str(uuid.uuid4()), trace_id=uuid.uuid4().hex,
+    )
+
+
+def validate_options(flow: Flow, options: RunOptions) -> None:
+    """Reject options that do not fit the flow before anything starts."""
+    check_engine(options.engine)
+    if options.instances < 1 or options.workers < 1:
+        raise ConfigError("--instances and --workers must be 1 or more")
+    if options.timeout <= 0:
+        raise ConfigError("--timeout must be a positive number of seconds")
+    signals = {w.signal for w in flow.waits}
+    for name, decision in options.decisions.items():
+        if name not in signals:
+            raise ConfigError(f"flow {flow.name!r} waits for no signal {name!r}; its waits "
+                              f"take: {', '.join(sorted(signals)) or 'none'}")
+        if decision not in ("approve", "reject"):
+            raise ConfigError(f"decision {decision!r} for {name} must be approve or reject")
+    steps = {s.name for s in flow.steps}
+    for failure in options.failures:
+        if failure.step not in steps:
+            raise ConfigError(f"--fail names step {failure.step!r}, which flow {flow.name!r} "
+                              f"does not have; its steps: {', '.join(sorted(steps))}")
+
+
+def run_flow(settings: Settings, options: RunOptions,
+             on_status: Callable[[str, InstanceStatus], None] | None = None) -> RunResult:
+    """Run `options.flow` on `options.engine` and report what became of every instance."""
+    flow = load_flow(options.flow, spikes_dir=settings.spikes_dir)
+    validate_options(flow, options)
+    run_id = new_run_id()
+    run_dir = settings.state_dir / "runs" / run_id
+    ledger = Ledger(settings.ledger)
+    needs = Needs(temporal=needs_temporal(options.engine),
+                  broker=not needs_temporal(options.engine))
+    with open_services(settings, needs, temporal_port=options.temporal_port,
+                       redis_port=options.redis_port) as services:
+        engine = open_engine(options.engine, flow, services, run_dir)
+        workers = None
+        try:
+            workers = engine.start_workers(options.workers)
+            requests = [new_request(flow, run_id, n, options.tenant_id)
+                        for n in range(1, options.instances + 1)]
+            for request in requests:
+                ledger.register(flow, request, engine.name)
+                for failure in options.failures:
+                    ledger.inject_failure(request.instance_id, failure.step, failure.mode,
+                                          failure.times)
+                engine.start(request)
+            statuses = watch(engine, flow, [r.instance_id for r in requests],
+                             options.decisions, time.monotonic() + options.timeout, on_status)
+        finally:
+            if workers is not None:
+                workers.stop()
+            engine.close()
+    return RunResult(
+        run_id=run_id, flow=flow.name, engine=engine.name,
+        instances=tuple(summarise(flow, ledger, r, statuses[r.instance_id]) for r in requests),
+        services=services.describe(),
+    )
+
+
+def watch(engine: Engine, flow: Flow, instance_ids: list[str],
+          decisions: Mapping[str, Decision], deadline: float,
+          on_status: Callable[[str, InstanceStatus], None] | None = None,
+          ) -> dict[str, InstanceStatus]:
+    """Poll the engine until every instance finished or `deadline` (monotonic) passed.
+
+    An instance that waits for a signal listed in `decisions` is sent that decision.
+    """
+    statuses: dict[str, InstanceStatus] = {}
+    signalled: set[tuple[str, str]] = set()
+    while True:
+        for instance_id in instance_ids:
+            if instance_id in statuses and statuses[instance_id].state.finished:
+                continue
+            status = engine.status(instance_id)
+            if on_status is not None and statuses.get(instance_id) != status:
+                on_status(instance_id, status)
+            statuses[instance_id] = status
+            if status.state is InstanceState.WAITING:
+                wait = next_wait(flow, status.done)
+                if wait and wait.signal in decisions and (instance_id, wait.signal) not in (
+                    signalled
+                ):
+                    engine.signal(instance_id, wait.signal, {"decision": decisions[wait.signal]})
+                    signalled.add((instance_id, wait.signal))
+        if all(s.state.finished for s in statuses.values()) or time.monotonic() > deadline:
+            return statuses
+        time.sleep(POLL_INTERVAL)
+
+
+def next_wait(flow: Flow, done: Sequence[str]) -> Wait | None:
+    """The first wait the instance has not passed yet."""
+    return next((w for w in flow.waits if w.name not in done), None)
+
+
+def summarise(flow: Flow, ledger: Ledger, request: InstanceRequest,
+              status: InstanceStatus) -> InstanceResult:
+    effects = [e for e in ledger.effects(instance_id=request.instance_id) if e.kind == "effect"]
+    applied = [e for e in effects if e.outcome is Outcome.APPLIED]
+    per_step: dict[str, int] = {}
+    for effect in effects:
+        if effect.outcome in (Outcome.APPLIED, Outcome.ABSORBED):
+            per_step[effect.step] = per_step.get(effect.step, 0) + 1
+    registered = ledger.instance(request.instance_id).started_at
+    return InstanceResult(
+        instance_id=request.instance_id, correlation_id=request.correlation_id,
+        trace_id=request.trace_id, state=status.state,
+        steps_done=sum(1 for name in status.done if isinstance(_node(flow, name), Step)),
+        steps_total=len(flow.steps), effects_applied=len(applied),
+        effects_absorbed=sum(1 for e in effects if e.outcome is Outcome.ABSORBED),
+        duplicates=sum(count - 1 for count in per_step.values() if count > 1),
+        duration=status.finished_at - registered if status.finished_at else None,
+        detail=status.detail,
+    )
+
+
+def _node(flow: Flow, name: str) -> object:
+    return next((n for n in flow.nodes if n.name == name), None)
+
