@@ -1,0 +1,5 @@
+"""`python -m graduate` runs the command line."""
+
+from graduate.cli.app import main
+
+main()

@@ -1,0 +1,97 @@
+"""Fixtures shared by every suite: real local services, started once per session.
+
+Each test gets its own ledger and its own copy of a flow under a unique name, so the
+Temporal task queue and the Celery queue of one test never see another test's work.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from graduate.config import Settings
+from graduate.services.local import LocalRedis, LocalTemporal
+
+FLOWS = Path(__file__).parent / "flows"
+REQUIRE_SERVICES = os.environ.get("GRADUATE_REQUIRE_SERVICES") == "1"
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTemporal]:
+    server = LocalTemporal.create(tmp_path_factory.mktemp("temporal"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
+    server = LocalRedis.create(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, temporal_server: LocalTemporal,
+             redis_server: LocalRedis) -> Settings:
+    """Settings that point at the session's servers, with a ledger of the test's own."""
+    return Settings(
+        project_dir=tmp_path, temporal_address=temporal_server.address,
+        broker_url=redis_server.url, ledger_url=str(tmp_path / "ledger.sqlite3"),
+        app_db_url=str(tmp_path / "app.sqlite3"),
+    )
+
+
+FlowFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def flow_file(tmp_path: Path) -> FlowFactory:
+    """Write a copy of a test flow under a unique name; `replace` edits its text first."""
+
+    def write(source: str = "approval", **replace: str) -> Path:
+        text = (FLOWS / f"{source}.toml").read_text()
+        name = f"{source}_{next(_names)}_{os.getpid()}"
+        text = re.sub(r'^name = ".*"$', f'name = "{name}"', text, count=1, flags=re.M)
+        for old, new in replace.items():
+            assert old in text, f"{old!r} is not in {source}.toml"
+            text = text.replace(old, new)
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Live processes whose command line contains `text` (a test's own temp folder)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z":
+            found.append(f"{entry}: {cmdline[:200]}")
+    return found
+
+
+def service_url(variable: str, what: str) -> str:
+    """The URL of an optional system service; skip without it, fail in CI."""
+    url = os.environ.get(variable)
+    if url:
+        return url
+    message = f"{what} is not configured: set {variable} (`.ci/run` starts one and sets it)"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"GRADUATE_REQUIRE_SERVICES=1 but {message}")
+    pytest.skip(message)

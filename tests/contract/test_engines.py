@@ -1,0 +1,140 @@
+"""The contract every engine and strategy passes, against real servers and real workers.
+
+Each test runs the contract flow through `run_flow` (workers as separate processes)
+and then reads the ledger: which effects ran, how often, with which keys and IDs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from graduate.adapters import ENGINES
+from graduate.adapters.base import InstanceState
+from graduate.config import Settings
+from graduate.flow import Flow, load_flow
+from graduate.ledger import EffectRecord, Ledger, Outcome
+from graduate.runner import Failure, RunOptions, RunResult, run_flow
+from tests.conftest import FlowFactory
+
+FORWARD = ["create_record", "reserve", "activate", "notify"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def run(settings: Settings, path: Path, engine: str, **options: object) -> RunResult:
+    return run_flow(settings, RunOptions(flow=str(path), engine=engine, timeout=90,
+                                         **options))  # type: ignore[arg-type]
+
+
+def effects(settings: Settings, instance_id: str, kind: str = "effect") -> list[EffectRecord]:
+    return [e for e in Ledger(settings.ledger).effects(instance_id=instance_id) if e.kind == kind]
+
+
+def assert_traced(settings: Settings, flow: Flow, result: RunResult, engine: str) -> None:
+    """Every ledger row carries its instance's key, correlation ID, trace ID and engine."""
+    ledger = Ledger(settings.ledger)
+    for item in result.instances:
+        request = ledger.instance(item.instance_id).request
+        for effect in ledger.effects(instance_id=item.instance_id):
+            assert effect.correlation_id == request.correlation_id
+            assert effect.trace_id == request.trace_id and len(effect.trace_id) == 32
+            assert effect.engine == engine
+            assert effect.idempotency_key == flow.key_for(
+                effect.step, request, compensation=effect.kind == "compensation")
+            assert effect.worker_pid > 0 and effect.started_at <= effect.finished_at
+
+
+def test_happy_path_applies_each_effect_once_in_order(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    path = flow_file()
+    result = run(settings, path, engine, decisions={"approval": "approve"})
+
+    [item] = result.instances
+    assert item.state is InstanceState.COMPLETED, item.detail
+    rows = effects(settings, item.instance_id)
+    assert [(e.step, e.outcome) for e in rows] == [(s, Outcome.APPLIED) for s in FORWARD]
+    assert effects(settings, item.instance_id, "compensation") == []
+    assert item.steps_done == 4 and item.duplicates == 0
+    assert_traced(settings, load_flow(path), result, engine)
+
+
+def test_transient_failure_is_retried_to_success(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    result = run(settings, flow_file(), engine, decisions={"approval": "approve"},
+                 failures=[Failure("activate", "transient", 2)])
+
+    [item] = result.instances
+    assert item.state is InstanceState.COMPLETED, item.detail
+    activate = [e for e in effects(settings, item.instance_id) if e.step == "activate"]
+    assert [(e.attempt, e.outcome) for e in activate] == [
+        (1, Outcome.TRANSIENT_ERROR), (2, Outcome.TRANSIENT_ERROR), (3, Outcome.APPLIED)]
+    assert item.effects_applied == 4
+
+
+def test_permanent_failure_compensates_in_reverse(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    result = run(settings, flow_file(), engine, decisions={"approval": "approve"},
+                 failures=[Failure("activate", "permanent")])
+
+    [item] = result.instances
+    assert item.state is InstanceState.COMPENSATED, item.detail
+    assert "activate" in item.detail
+    forward = effects(settings, item.instance_id)
+    assert [(e.step, e.outcome) for e in forward] == [
+        ("create_record", Outcome.APPLIED), ("reserve", Outcome.APPLIED),
+        ("activate", Outcome.PERMANENT_ERROR)]
+    undo = effects(settings, item.instance_id, "compensation")
+    assert [(e.step, e.effect, e.outcome) for e in undo] == [
+        ("reserve", "crm.release", Outcome.APPLIED),
+        ("create_record", "crm.void_record", Outcome.APPLIED)]
+
+
+def test_signal_releases_the_wait(settings: Settings, flow_file: FlowFactory,
+                                  engine: str) -> None:
+    approved = run(settings, flow_file(), engine, decisions={"approval": "approve"})
+    rejected = run(settings, flow_file(), engine, decisions={"approval": "reject"})
+
+    assert approved.instances[0].state is InstanceState.COMPLETED
+    [item] = rejected.instances
+    assert item.state is InstanceState.COMPENSATED
+    assert "rejected" in item.detail
+    assert [e.step for e in effects(settings, item.instance_id)] == ["create_record", "reserve"]
+    assert [e.step for e in effects(settings, item.instance_id, "compensation")] == [
+        "reserve", "create_record"]
+
+
+def test_wait_past_its_deadline_takes_the_timeout_action(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    result = run(settings, flow_file(**{'deadline = "60s"': 'deadline = "2s"'}), engine)
+
+    [item] = result.instances
+    assert item.state is InstanceState.COMPENSATED
+    assert "deadline" in item.detail
+    ledger = Ledger(settings.ledger)
+    undo = effects(settings, item.instance_id, "compensation")
+    assert [e.step for e in undo] == ["reserve", "create_record"]
+    waited = undo[0].started_at - ledger.instance(item.instance_id).started_at
+    assert waited >= 2.0, "compensation ran before the deadline passed"
+    assert "activate" not in {e.step for e in effects(settings, item.instance_id)}
+
+
+def test_many_instances_at_once(settings: Settings, flow_file: FlowFactory,
+                                engine: str) -> None:
+    result = run(settings, flow_file(), engine, instances=8, workers=2,
+                 decisions={"approval": "approve"})
+
+    assert [i.state for i in result.instances] == [InstanceState.COMPLETED] * 8
+    ledger = Ledger(settings.ledger)
+    correlation_ids = set()
+    for item in result.instances:
+        rows = ledger.effects(instance_id=item.instance_id)
+        assert sorted(e.step for e in rows) == sorted(FORWARD)
+        assert {e.outcome for e in rows} == {Outcome.APPLIED}
+        correlation_ids.add(rows[0].correlation_id)
+    assert len(correlation_ids) == 8
+    assert len({e.worker_pid for e in ledger.effects(run_id=result.run_id)}) >= 1
