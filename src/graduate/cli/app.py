@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from graduate.cli import env, flows, run, signal_cmd
+from graduate.cli import demo, env, flows, run, signal_cmd
 from graduate.cli.common import err_console
 from graduate.errors import GraduateError
 
@@ -70,6 +70,7 @@ def root(
     }
 
 
+app.command(name="demo")(demo.demo)
 app.command(name="flows")(flows.flows)
 app.command(name="run")(run.run)
 app.command(name="signal")(signal_cmd.signal_instance)

@@ -9,11 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from graduate.adapters import ENGINES, check_engine
+from graduate.adapters import ENGINES, check_engine, needs_temporal
 from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.cli.common import console, settings
+from graduate.config import Settings
 from graduate.errors import ConfigError
-from graduate.runner import Decision, Failure, RunOptions, RunResult, run_flow
+from graduate.flow import load_flow
+from graduate.runner import Decision, Failure, RunOptions, RunResult, run_flow, validate_options
+from graduate.services.provider import Needs, shared_services
 
 STATE_STYLE = {
     InstanceState.COMPLETED: "green", InstanceState.COMPENSATED: "yellow",
@@ -58,26 +61,39 @@ def run(
 
     Exits 0 when every instance completed or was compensated, 1 otherwise.
     """
-    config = settings(ctx)
-    for name in engine:
-        check_engine(name)
-    decisions = _decisions(signal or [])
-    failures = [Failure.parse(text) for text in fail or []]
+    options = [
+        RunOptions(flow=flow, engine=check_engine(name), instances=instances, workers=workers,
+                   timeout=timeout, decisions=_decisions(signal or []),
+                   failures=[Failure.parse(text) for text in fail or []])
+        for name in engine
+    ]
+    run_all(settings(ctx), options, as_json=as_json, temporal_port=temporal_port,
+            redis_port=redis_port)
+
+
+def run_all(config: Settings, options: list[RunOptions], *, as_json: bool = False,
+            temporal_port: int | None = None, redis_port: int | None = None) -> None:
+    """Run each option in turn on services started once; exit 1 unless all succeeded."""
+    engines = [o.engine for o in options]
+    needs = Needs(temporal=any(needs_temporal(e) for e in engines),
+                  broker=not all(needs_temporal(e) for e in engines))
+    for option in options:
+        validate_options(load_flow(option.flow, spikes_dir=config.spikes_dir), option)
     results = []
-    for name in engine:
-        options = RunOptions(
-            flow=flow, engine=name, instances=instances, workers=workers, timeout=timeout,
-            decisions=decisions, failures=failures, temporal_port=temporal_port,
-            redis_port=redis_port,
-        )
-        if not as_json:
-            console.print(f"[bold]Running {flow} on {name}[/] ({instances} instance(s))")
-        result = run_flow(config, options, on_status=None if as_json else _progress)
-        results.append(result)
-        if not as_json:
-            console.print(_table(result))
+    with shared_services(config, needs, temporal_port=temporal_port,
+                         redis_port=redis_port) as shared:
+        for option in options:
+            if not as_json:
+                console.print(f"[bold]Running {option.flow} on {option.engine}[/] "
+                              f"({option.instances} instance(s))")
+            result = run_flow(shared, option, on_status=None if as_json else _progress)
+            results.append(result)
+            if not as_json:
+                console.print(_table(result))
     if as_json:
         console.print_json(json.dumps([asdict(r) for r in results]))
+    elif len(results) > 1:
+        console.print(_comparison(results))
     if not all(r.succeeded for r in results):
         raise typer.Exit(1)
 
@@ -121,5 +137,25 @@ def _table(result: RunResult) -> Table:
             f"[red]{item.duplicates}[/]" if item.duplicates else "0",
             f"{item.duration:.1f}s" if item.duration is not None else "-",
             item.correlation_id, item.detail,
+        )
+    return table
+
+
+def _comparison(results: list[RunResult]) -> Table:
+    table = Table(title="The same flow on each engine")
+    for column in ("engine", "instances", "completed", "compensated", "failed or unfinished",
+                   "effects applied", "duplicates", "median duration"):
+        table.add_column(column)
+    for result in results:
+        states = [i.state for i in result.instances]
+        durations = sorted(i.duration for i in result.instances if i.duration is not None)
+        median = f"{durations[len(durations) // 2]:.1f}s" if durations else "-"
+        unfinished = sum(1 for s in states if s not in (InstanceState.COMPLETED,
+                                                         InstanceState.COMPENSATED))
+        table.add_row(
+            result.engine, str(len(states)), str(states.count(InstanceState.COMPLETED)),
+            str(states.count(InstanceState.COMPENSATED)), str(unfinished),
+            str(sum(i.effects_applied for i in result.instances)),
+            str(sum(i.duplicates for i in result.instances)), median,
         )
     return table

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,19 @@ def open_services(settings: Settings, needs: Needs, *, temporal_port: int | None
     finally:
         for service in reversed(started):
             service.stop()
+
+
+@contextlib.contextmanager
+def shared_services(settings: Settings, needs: Needs, *, temporal_port: int | None = None,
+                    redis_port: int | None = None) -> Iterator[Settings]:
+    """Start what `needs` asks for once, for several runs: settings that point at it."""
+    with open_services(settings, needs, temporal_port=temporal_port,
+                       redis_port=redis_port) as services:
+        yield replace(
+            settings,
+            temporal_address=services.temporal.address if services.temporal else None,
+            broker_url=services.broker_url, result_backend_url=services.result_backend_url,
+        )
 
 
 def broker_reachable(url: str) -> bool:

@@ -1,0 +1,390 @@
+"""Strategy "chain": the flow as linked Celery tasks, the way most Celery code is written.
+
+Each node is one task with a deterministic ID, `{instance}:{node}`, and the context (the
+request and the nodes passed) travels as each task's return value to the next. A chain
+runs up to a wait; the wait parks its context in Redis, and whichever of the signal and
+the deadline claims the wait first (`SET NX`) sends the rest as a new chain with the same
+IDs. Nothing else records progress: `status()` reads Celery's result backend and the wait
+keys only, which is all that an operator of such a system has to go on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, cast
+
+import redis
+from celery import Celery, chain  # noqa: TID251
+from celery.exceptions import SoftTimeLimitExceeded  # noqa: TID251
+
+from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
+from graduate.adapters.celery.resources import ProcessResources
+from graduate.errors import EngineError, PermanentEffectError, TransientEffectError
+from graduate.flow import Flow, InstanceRequest, Node, Step, Wait
+
+ENGINE = "celery-chain"
+
+STEP = "graduate.chain.step"
+WAIT = "graduate.chain.wait"
+TIMER = "graduate.chain.timer"
+SIGNAL = "graduate.chain.signal"
+DEADLINE = "graduate.chain.deadline"
+COMPENSATE = "graduate.chain.compensate"
+FINISH = "graduate.chain.finish"
+
+# Celery's hard limit kills the pool child; the soft limit (the step's timeout) comes
+# first, so that the task can count it as a transient failure and retry.
+HARD_LIMIT_SLACK = 5.0
+# Wait keys outlive their deadline by Celery's default result lifetime (one day), so that
+# status() can still explain a finished wait as long as the task results exist.
+KEY_LIFETIME = 86400
+
+Context = dict[str, Any]  # {"request": InstanceRequest as dict, "done": [node names]}
+
+
+# ---------------------------------------------------------------------------- IDs and keys
+
+
+def task_id(instance_id: str, *parts: str) -> str:
+    return ":".join((instance_id, *parts))
+
+
+def _key(instance_id: str, kind: str, name: str) -> str:
+    return f"graduate:chain:{instance_id}:{kind}:{name}"
+
+
+def context_key(instance_id: str, wait: str) -> str:
+    return _key(instance_id, "context", wait)
+
+
+def signal_key(instance_id: str, signal: str) -> str:
+    return _key(instance_id, "signal", signal)
+
+
+def claim_key(instance_id: str, wait: str) -> str:
+    return _key(instance_id, "claim", wait)
+
+
+def new_context(request: InstanceRequest) -> Context:
+    return {"request": asdict(request), "done": []}
+
+
+def _request(ctx: Context) -> InstanceRequest:
+    return InstanceRequest(**ctx["request"])
+
+
+def _instance(ctx: Context) -> str:
+    return str(ctx["request"]["instance_id"])
+
+
+def _passed(ctx: Context, node: str) -> Context:
+    return {**ctx, "done": [*ctx["done"], node]}
+
+
+def _load(client: redis.Redis, key: str) -> Any:
+    raw = client.get(key)
+    return None if raw is None else json.loads(raw)
+
+
+def _describe(error: BaseException, step: Step) -> str:
+    if isinstance(error, SoftTimeLimitExceeded):
+        return f"timed out after {step.timeout:g}s"
+    return str(error) or type(error).__name__
+
+
+# ---------------------------------------------------------------------------- canvas
+
+
+def _limits(step: Step) -> dict[str, float]:
+    return {"soft_time_limit": step.timeout, "time_limit": step.timeout + HARD_LIMIT_SLACK}
+
+
+def _node_signature(app: Celery, ctx: Context, node: Node) -> Any:
+    iid = _instance(ctx)
+    if isinstance(node, Step):
+        return app.signature(STEP, kwargs={"node": node.name}, task_id=task_id(iid, node.name),
+                             **_limits(node))
+    if isinstance(node, Wait):
+        return app.signature(WAIT, kwargs={"node": node.name}, task_id=task_id(iid, node.name))
+    # The timer task itself is sent with the countdown: the part after it starts late.
+    return app.signature(TIMER, kwargs={"node": node.name}, task_id=task_id(iid, node.name),
+                         countdown=node.duration)
+
+
+def _finish_signature(app: Celery, ctx: Context, outcome: str, reason: str) -> Any:
+    return app.signature(FINISH, kwargs={"outcome": outcome, "reason": reason},
+                         task_id=task_id(_instance(ctx), "finish"))
+
+
+def _first_takes(signatures: list[Any], ctx: Context) -> Any:
+    # Later tasks receive the context as their predecessor's return value.
+    signatures[0].args = (ctx,)
+    return chain(*signatures)
+
+
+def part_from(app: Celery, flow: Flow, index: int, ctx: Context) -> Any:
+    """The chain of nodes from `index` up to the next wait, or to the end and `finish`."""
+    signatures = []
+    for node in flow.nodes[index:]:
+        signatures.append(_node_signature(app, ctx, node))
+        if isinstance(node, Wait):
+            break
+    else:
+        signatures.append(_finish_signature(app, ctx, "completed", ""))
+    return _first_takes(signatures, ctx)
+
+
+def compensation_part(app: Celery, flow: Flow, ctx: Context, reason: str) -> Any:
+    """Compensations of the steps passed, newest first, then `finish` as compensated."""
+    iid = _instance(ctx)
+    signatures = [
+        app.signature(COMPENSATE, kwargs={"node": step.name, "reason": reason},
+                      task_id=task_id(iid, "compensate", step.name), **_limits(step))
+        for step in flow.compensations_for(ctx["done"])
+    ]
+    signatures.append(_finish_signature(app, ctx, "compensated", reason))
+    return _first_takes(signatures, ctx)
+
+
+def _node_index(flow: Flow, name: str) -> int:
+    return [node.name for node in flow.nodes].index(name)
+
+
+# ---------------------------------------------------------------------------- tasks
+
+
+def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
+    """Register the chain's tasks on `app`; they close over the flow and this process's clients."""
+
+    def stop_chain(task: Any) -> None:
+        # Celery marks every later task of a failed chain as failed too, `finish` included;
+        # that write could land after the compensation's own `finish`, so drop the rest.
+        task.request.chain = None
+
+    def run_step(task: Any, ctx: Context, node: str) -> Context:
+        step = cast(Step, flow.node(node))
+        attempt = int(task.request.retries) + 1
+        try:
+            resources.ledger().call(flow, _request(ctx), step, attempt=attempt, engine=ENGINE)
+        except (TransientEffectError, SoftTimeLimitExceeded) as error:
+            if attempt < step.retry.max_attempts:
+                raise task.retry(exc=error, countdown=step.retry.delay_after(attempt),
+                                 max_retries=step.retry.max_attempts - 1) from error
+            stop_chain(task)
+            reason = f"step {node} failed after {attempt} attempts: {_describe(error, step)}"
+            compensation_part(app, flow, ctx, reason).apply_async()
+            raise
+        except PermanentEffectError as error:
+            stop_chain(task)
+            compensation_part(app, flow, ctx, f"step {node} failed: {error}").apply_async()
+            raise
+        return _passed(ctx, node)
+
+    def compensate(task: Any, ctx: Context, node: str, reason: str) -> Context:
+        step = cast(Step, flow.node(node))
+        attempt = int(task.request.retries) + 1
+        try:
+            resources.ledger().call(flow, _request(ctx), step, attempt=attempt, engine=ENGINE,
+                                    kind="compensation")
+        except (TransientEffectError, SoftTimeLimitExceeded, PermanentEffectError) as error:
+            if not isinstance(error, PermanentEffectError) and (
+                attempt < step.retry.max_attempts
+            ):
+                raise task.retry(exc=error, countdown=step.retry.delay_after(attempt),
+                                 max_retries=step.retry.max_attempts - 1) from error
+            stop_chain(task)
+            failed = f"{reason}; compensation of {node} failed: {_describe(error, step)}"
+            _finish_signature(app, ctx, "failed", failed).apply_async(args=(ctx,))
+            raise
+        return ctx
+
+    def wait(ctx: Context, node: str) -> dict[str, str]:
+        step = cast(Wait, flow.node(node))
+        iid = _instance(ctx)
+        client = resources.redis()
+        lifetime = int(step.deadline) + KEY_LIFETIME
+        # Write first, then look for an early signal: the signal task does the reverse, so
+        # at least one of the two sees the other, and the claim lets only one continue.
+        parked = {"context": ctx, "deadline": time.time() + step.deadline}
+        client.set(context_key(iid, node), json.dumps(parked), ex=lifetime)
+        early = _load(client, signal_key(iid, step.signal))
+        if early is not None:
+            resolve(client, iid, step, "signal", early)
+        else:
+            app.signature(DEADLINE, args=(iid, node), task_id=task_id(iid, node, "deadline"),
+                          countdown=step.deadline).apply_async()
+        return {"waiting": step.signal}
+
+    def signal(instance_id: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        step = next((w for w in flow.waits if w.signal == name), None)
+        if step is None:
+            return {"ignored": f"flow {flow.name} awaits no signal {name!r}"}
+        client = resources.redis()
+        client.set(signal_key(instance_id, name), json.dumps(payload),
+                   ex=int(step.deadline) + KEY_LIFETIME)
+        if client.exists(context_key(instance_id, step.name)):
+            return {"resolved": resolve(client, instance_id, step, "signal", payload)}
+        return {"stored": True}
+
+    def deadline(instance_id: str, node: str) -> dict[str, Any]:
+        step = cast(Wait, flow.node(node))
+        return {"resolved": resolve(resources.redis(), instance_id, step, "deadline", None)}
+
+    def resolve(client: redis.Redis, iid: str, step: Wait, by: str,
+                payload: dict[str, Any] | None) -> bool:
+        decision = (payload or {}).get("decision")
+        if by == "signal":
+            action = "continue" if decision == "approve" else step.on_reject
+            reason = "" if decision == "approve" else f"rejected at {step.name}"
+        else:
+            action, reason = step.on_timeout, f"deadline of {step.name} passed"
+        claim = {"by": by, "decision": decision, "action": action, "reason": reason,
+                 "at": time.time()}
+        if not client.set(claim_key(iid, step.name), json.dumps(claim), nx=True,
+                          ex=int(step.deadline) + KEY_LIFETIME):
+            return False
+        ctx: Context = _load(client, context_key(iid, step.name))["context"]
+        if action == "continue":
+            part_from(app, flow, _node_index(flow, step.name) + 1,
+                      _passed(ctx, step.name)).apply_async()
+        elif action == "compensate":
+            compensation_part(app, flow, ctx, reason).apply_async()
+        else:
+            _finish_signature(app, ctx, "failed", reason).apply_async(args=(ctx,))
+        return True
+
+    def timer(ctx: Context, node: str) -> Context:
+        return _passed(ctx, node)
+
+    def finish(ctx: Context, outcome: str, reason: str) -> dict[str, Any]:
+        return {"outcome": outcome, "done": ctx["done"], "reason": reason}
+
+    app.task(name=STEP, bind=True)(run_step)
+    app.task(name=COMPENSATE, bind=True)(compensate)
+    app.task(name=WAIT)(wait)
+    app.task(name=SIGNAL)(signal)
+    app.task(name=DEADLINE)(deadline)
+    app.task(name=TIMER)(timer)
+    app.task(name=FINISH)(finish)
+
+
+# ---------------------------------------------------------------------------- engine side
+
+_OUTCOMES = {"completed": InstanceState.COMPLETED, "compensated": InstanceState.COMPENSATED,
+             "failed": InstanceState.FAILED}
+
+
+def _timestamp(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+class ChainStrategy:
+    """Starts, signals and reads instances of the chain strategy from the client side."""
+
+    def __init__(self, app: Celery, flow: Flow, resources: ProcessResources) -> None:
+        self.app = app
+        self.flow = flow
+        self.resources = resources
+
+    def start(self, request: InstanceRequest) -> None:
+        part_from(self.app, self.flow, 0, new_context(request)).apply_async()
+
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
+        if self.app.AsyncResult(task_id(instance_id, "finish")).state == "SUCCESS":
+            raise EngineError(f"instance {instance_id!r} has finished; it takes no more "
+                              "signals")
+        self.app.signature(SIGNAL, args=(instance_id, name, payload),
+                           task_id=task_id(instance_id, "signal", name)).apply_async()
+
+    def _state(self, tid: str) -> str:
+        return str(self.app.AsyncResult(tid).state)
+
+    def status(self, instance_id: str) -> InstanceStatus:
+        finish = self.app.AsyncResult(task_id(instance_id, "finish"))
+        if finish.state == "SUCCESS":
+            result = finish.result
+            return InstanceStatus(state=_OUTCOMES[result["outcome"]], done=tuple(result["done"]),
+                                  finished_at=_timestamp(finish.date_done),
+                                  detail=result["reason"])
+        client = self.resources.redis()
+        done: list[str] = []
+        known = finish.state != "PENDING"
+        for node in self.flow.nodes:
+            state = self._state(task_id(instance_id, node.name))
+            known = known or state != "PENDING"
+            if isinstance(node, Wait):
+                claim = _load(client, claim_key(instance_id, node.name))
+                if claim is not None and claim["action"] == "continue":
+                    done.append(node.name)
+                    continue
+                if claim is not None:
+                    return self._compensating(done, claim["reason"])
+                if state == "SUCCESS" or client.exists(context_key(instance_id, node.name)):
+                    return InstanceStatus(InstanceState.WAITING, tuple(done), detail=node.signal)
+                return self._running(known, done, node, state)
+            if state == "SUCCESS":
+                done.append(node.name)
+                continue
+            if state == "FAILURE" and isinstance(node, Step):
+                error = self.app.AsyncResult(task_id(instance_id, node.name)).result
+                return self._compensating(done, f"step {node.name} failed: {error}")
+            return self._running(known, done, node, state)
+        return self._running(known, done, None, finish.state)
+
+    def _compensating(self, done: list[str], reason: str) -> InstanceStatus:
+        return InstanceStatus(InstanceState.RUNNING, tuple(done), detail=f"compensating: {reason}")
+
+    def _running(self, known: bool, done: list[str], node: Node | None,
+                 state: str) -> InstanceStatus:
+        if not known:
+            return InstanceStatus(
+                InstanceState.UNKNOWN, tuple(done),
+                detail="Celery's result backend holds no state for any task of this instance "
+                       "(queued, lost, or never sent: Celery cannot tell which)",
+            )
+        where = node.name if node is not None else "finish"
+        return InstanceStatus(InstanceState.RUNNING, tuple(done), detail=f"at {where}: {state}")
+
+    def _task_ids(self, instance_id: str) -> list[str]:
+        ids = []
+        for node in self.flow.nodes:
+            ids.append(task_id(instance_id, node.name))
+            if isinstance(node, Wait):
+                ids.append(task_id(instance_id, node.name, "deadline"))
+                ids.append(task_id(instance_id, "signal", node.signal))
+        ids.extend(task_id(instance_id, "compensate", step.name)
+                   for step in self.flow.steps if step.compensation)
+        ids.append(task_id(instance_id, "finish"))
+        return ids
+
+    def history(self, instance_id: str) -> list[HistoryEvent]:
+        """Every task of the instance that Celery knows, and how each wait was resolved.
+
+        Celery stores a time only for finished tasks (`date_done`); a task still started
+        or retrying is listed at the time of reading.
+        """
+        now = time.time()
+        events = []
+        for tid in self._task_ids(instance_id):
+            result = self.app.AsyncResult(tid)
+            if result.state == "PENDING":
+                continue
+            at = _timestamp(result.date_done)
+            events.append(HistoryEvent(
+                at=now if at is None else at, kind=f"task {result.state}",
+                detail=tid.removeprefix(f"{instance_id}:"),
+            ))
+        client = self.resources.redis()
+        for wait in self.flow.waits:
+            claim = _load(client, claim_key(instance_id, wait.name))
+            if claim is not None:
+                how = claim["decision"] if claim["by"] == "signal" else "passed"
+                events.append(HistoryEvent(
+                    at=claim["at"], kind="wait resolved",
+                    detail=f"{wait.name}: {claim['by']} {how} -> {claim['action']}",
+                ))
+        return sorted(events, key=lambda event: event.at)
+

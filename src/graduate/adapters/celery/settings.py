@@ -1,0 +1,105 @@
+"""The Celery settings a strategy runs with: Celery's own defaults, recorded, and overridable.
+
+Recovery after a fault depends on these settings more than on the code (acks_late,
+reject_on_worker_lost, prefetch, the Redis visibility timeout, time limits), so the
+engine exposes the effective values as one plain dict that evidence can store and a
+run can vary. Defaults are read from the installed Celery and kombu, not copied.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from graduate.errors import ConfigError
+
+# Settings that decide what a fault does to a task; recorded even when left at default.
+RECORDED = (
+    "task_acks_late",
+    "task_reject_on_worker_lost",
+    "task_acks_on_failure_or_timeout",
+    "worker_prefetch_multiplier",
+    "task_time_limit",
+    "task_soft_time_limit",
+)
+
+# The only departures from Celery's defaults: visibility of started tasks for status(),
+# and JSON so that what crosses the broker can be read by people and other tools.
+CHOSEN: Mapping[str, Any] = {
+    "task_track_started": True,
+    "result_extended": True,
+    "broker_connection_retry_on_startup": True,
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+}
+
+VISIBILITY_TIMEOUT = "visibility_timeout"
+
+# graduate's own knobs of the state machine (seconds): how often beat ticks, how long a
+# step's lease outlives its hard time limit, and how long a row may sit untouched with
+# no lease before the tick assumes its advance task was lost.
+STATE_MACHINE: Mapping[str, float] = {
+    "tick_interval": 1.0,
+    "lease_margin": 10.0,
+    "idle_grace": 10.0,
+}
+
+
+def celery_defaults() -> dict[str, Any]:
+    """Every Celery setting name with its default, as the installed Celery defines them."""
+    from celery.app.defaults import DEFAULTS  # noqa: TID251
+
+    return dict(DEFAULTS)
+
+
+def effective_settings(strategy: str, broker_url: str,
+                       overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The settings a strategy runs with: defaults, graduate's few choices, then overrides."""
+    defaults = celery_defaults()
+    settings: dict[str, Any] = {key: _plain(defaults[key]) for key in RECORDED}
+    settings.update(CHOSEN)
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
+        from kombu.transport.redis import Channel  # noqa: TID251
+
+        settings[VISIBILITY_TIMEOUT] = Channel.visibility_timeout
+    own = dict(STATE_MACHINE) if strategy == "state-machine" else {}
+    settings.update(own)
+    for key, value in (overrides or {}).items():
+        if key not in defaults and key not in own and key != VISIBILITY_TIMEOUT:
+            known = ", ".join([VISIBILITY_TIMEOUT, *own])
+            raise ConfigError(
+                f"{key!r} is not a Celery setting nor one of graduate's ({known}); use a "
+                "lower-case Celery setting name such as task_acks_late or "
+                "worker_prefetch_multiplier"
+            )
+        settings[key] = value
+    try:
+        json.dumps(settings)
+    except TypeError as error:
+        raise ConfigError(f"Celery settings must be plain JSON values (numbers, strings, "
+                          f"lists, dicts) so workers and evidence can carry them: {error}"
+                          ) from error
+    return settings
+
+
+def celery_conf(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of `settings` that goes into `app.conf`, the visibility timeout included."""
+    defaults = celery_defaults()
+    conf = {key: value for key, value in settings.items() if key in defaults}
+    if VISIBILITY_TIMEOUT in settings:
+        conf["broker_transport_options"] = {
+            **conf.get("broker_transport_options", {}),
+            VISIBILITY_TIMEOUT: settings[VISIBILITY_TIMEOUT],
+        }
+    return conf
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
