@@ -46,7 +46,7 @@ class Database:
         self.postgres = is_postgres(url)
         if not self.postgres:
             path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
-            if not path or url.startswith("sqlite:") and not url.startswith("sqlite:///"):
+            if not path or (url.startswith("sqlite:") and not url.startswith("sqlite:///")):
                 raise ConfigError(f"database URL {url!r} is not understood; use a file path, "
                                   "sqlite:///path/to/file.db or postgresql://user@host/db")
             self.path = Path(path)

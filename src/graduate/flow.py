@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -92,7 +93,10 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        delay = self.initial_interval * self.backoff_coefficient ** (attempt - 1)
+        try:
+            delay = self.initial_interval * self.backoff_coefficient ** (attempt - 1)
+        except OverflowError:  # thousands of attempts: far past the cap
+            return float(self.maximum_interval)
         return float(min(delay, self.maximum_interval))
 
 
@@ -260,7 +264,7 @@ def validate(flow: Flow) -> Flow:
             "approval wait before the flow acts; add a [[nodes]] wait, or lower the class "
             "if the effects are in fact easy to reverse"
         )
-    fields = set(re.findall(r"{(\w*)}", flow.idempotency_key))
+    fields = _key_fields(where, flow.idempotency_key)
     if unknown := fields - KEY_FIELDS:
         raise FlowError(
             f"{where}: idempotency_key uses unknown field(s) {sorted(unknown)}; "
@@ -269,7 +273,23 @@ def validate(flow: Flow) -> Flow:
     if "step" not in fields:
         raise FlowError(f"{where}: idempotency_key must contain {{step}} so that each effect "
                         "of an instance has its own key")
+    try:  # a format spec or conversion can still fail; find out now, not mid-run
+        flow.idempotency_key.format(**dict.fromkeys(KEY_FIELDS, "x"))
+    except (ValueError, KeyError, IndexError, AttributeError) as error:
+        raise _bad_key(where, flow.idempotency_key, error) from error
     return flow
+
+
+def _key_fields(where: str, key: str) -> set[str]:
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(key) if name is not None}
+    except ValueError as error:
+        raise _bad_key(where, key, error) from error
+
+
+def _bad_key(where: str, key: str, error: Exception) -> FlowError:
+    return FlowError(f"{where}: idempotency_key {key!r} is not a valid template ({error}); "
+                     "write fields as {name}, for example \"{tenant_id}:{flow}:{step}\"")
 
 
 def _validate_step(at: str, step: Step, systems: set[str]) -> None:
@@ -320,7 +340,7 @@ def load_flow(ref: str | Path, *, spikes_dir: Path | None = None) -> Flow:
     """Load and validate a flow from a TOML file, a name in `spikes_dir`, or `module:attr`."""
     text = str(ref)
     path = Path(text)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or path.is_file():
         return _load_toml(path)
     if spikes_dir is not None and (candidate := spikes_dir / f"{text}.toml").exists():
         return _load_toml(candidate)
@@ -361,7 +381,8 @@ def _load_toml(path: Path) -> Flow:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
-        raise FlowError(f"flow file {path} does not exist") from error
+        raise FlowError(f"flow file {path} does not exist; check the path, or give a flow "
+                        "name from the spikes folder (`graduate flows` lists them)") from error
     except tomllib.TOMLDecodeError as error:
         raise FlowError(f"flow file {path} is not valid TOML: {error}") from error
     return validate(flow_from_dict(data, source=str(path.resolve()), origin=str(path)))
@@ -374,7 +395,7 @@ def flow_from_dict(data: Mapping[str, Any], *, source: str = "", origin: str = "
     meta = reader.table("flow", required=True)
     name = meta.text("name", required=True)
     where = f"{origin}: flow {name!r}"
-    meta.origin = where
+    reader.origin = meta.origin = where
     classes = {
         key: meta.choice(key, cls)
         for key, cls in (
@@ -388,7 +409,7 @@ def flow_from_dict(data: Mapping[str, Any], *, source: str = "", origin: str = "
         for sys_name, table in reader.tables("systems", where)
     )
     compensations = reader.table("compensations", required=False)
-    comp_map = {key: compensations.text(key, required=True) for key in compensations.keys()}
+    comp_map = {key: compensations.text(key, required=True) for key in compensations}
     nodes = tuple(_node(item, where) for item in reader.array("nodes", where))
     step_names = {n.name for n in nodes if isinstance(n, Step)}
     for step_name in comp_map:
@@ -482,7 +503,7 @@ class _Reader:
                 raise FlowError(f"{self.origin}: {key} is missing; add {key} = <{label}>")
             return None
         value = self.data[key]
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise FlowError(f"{self.origin}: {key} = {value!r} must be {label}")
         return value
 

@@ -42,7 +42,7 @@ class Failure:
         """`STEP=transient[:N]` or `STEP=permanent`."""
         step, sep, spec = text.partition("=")
         mode, _, count = spec.partition(":")
-        if not sep or mode not in ("transient", "permanent") or count and not count.isdigit():
+        if not sep or mode not in ("transient", "permanent") or (count and not count.isdigit()):
             raise ConfigError(f"--fail {text!r} is not understood; write STEP=transient:N "
                               "(fail N times, then succeed) or STEP=permanent")
         return cls(step=step, mode=mode, times=int(count or 1))  # type: ignore[arg-type]
@@ -159,7 +159,8 @@ def run_flow(settings: Settings, options: RunOptions,
                                           failure.times)
                 engine.start(request)
             statuses = watch(engine, flow, [r.instance_id for r in requests],
-                             options.decisions, time.monotonic() + options.timeout, on_status)
+                             decisions=options.decisions,
+                             deadline=time.monotonic() + options.timeout, on_status=on_status)
         finally:
             if workers is not None:
                 workers.stop()
@@ -171,7 +172,7 @@ def run_flow(settings: Settings, options: RunOptions,
     )
 
 
-def watch(engine: Engine, flow: Flow, instance_ids: list[str],
+def watch(engine: Engine, flow: Flow, instance_ids: list[str], *,
           decisions: Mapping[str, Decision], deadline: float,
           on_status: Callable[[str, InstanceStatus], None] | None = None,
           ) -> dict[str, InstanceStatus]:

@@ -42,7 +42,7 @@ def shared_env(temporal_server: LocalTemporal, redis_server: LocalRedis) -> dict
 def graduate(project: Path, *args: str, env: dict[str, str] | None = None,
              timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*GRADUATE, *args], cwd=project, capture_output=True, text=True,
-                          timeout=timeout, env=_env(env))
+                          check=False, timeout=timeout, env=_env(env))
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
@@ -113,7 +113,8 @@ def test_bad_input_gets_one_paragraph_and_exit_2(project: Path, args: list[str],
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     message = done.stderr.strip()
-    assert "\n\n" not in message and message.startswith("error:")
+    assert "\n\n" not in message
+    assert message.startswith("error:")
     for fragment in expected:
         assert fragment in message
 
@@ -123,7 +124,8 @@ def test_busy_port_is_refused_with_exit_2(project: Path, busy_port: int) -> None
                     "--temporal-port", str(busy_port))
 
     assert done.returncode == 2
-    assert f"port {busy_port}" in done.stderr and "already in use" in done.stderr
+    assert f"port {busy_port}" in done.stderr
+    assert "already in use" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -136,14 +138,16 @@ def test_unknown_option_is_a_usage_error(project: Path) -> None:
 def test_flows_lists_valid_and_invalid_flows(project: Path) -> None:
     listed = graduate(project, "flows")
     assert listed.returncode == 0, listed.stderr
-    assert "partner_approval" in listed.stdout and "A2 R2 S2" in listed.stdout
+    assert "partner_approval" in listed.stdout
+    assert "A2 R2 S2" in listed.stdout
 
     (project / "spikes" / "dup.toml").write_text(
         (project / "spikes" / "partner_approval.toml").read_text()
         .replace('step = "notify"', 'step = "activate"'))
     broken = graduate(project, "flows")
     assert broken.returncode == 2
-    assert "activate" in broken.stderr and "used twice" in broken.stderr
+    assert "activate" in broken.stderr
+    assert "used twice" in broken.stderr
 
 
 @pytest.mark.parametrize("command", [[], ["flows"], ["run"], ["signal"], ["env"],
@@ -176,7 +180,8 @@ def test_env_up_run_signal_down(project: Path) -> None:
     finally:
         down = graduate(project, "env", "down")
     assert down.returncode == 0
-    assert "temporal" in down.stdout and "redis" in down.stdout
+    assert "temporal" in down.stdout
+    assert "redis" in down.stdout
 
 
 def _wait_for_effect(ledger: Ledger, step: str, process: subprocess.Popen[str]) -> str:

@@ -42,11 +42,13 @@ def assert_traced(settings: Settings, flow: Flow, result: RunResult, engine: str
         request = ledger.instance(item.instance_id).request
         for effect in ledger.effects(instance_id=item.instance_id):
             assert effect.correlation_id == request.correlation_id
-            assert effect.trace_id == request.trace_id and len(effect.trace_id) == 32
+            assert effect.trace_id == request.trace_id
+            assert len(effect.trace_id) == 32
             assert effect.engine == engine
             assert effect.idempotency_key == flow.key_for(
                 effect.step, request, compensation=effect.kind == "compensation")
-            assert effect.worker_pid > 0 and effect.started_at <= effect.finished_at
+            assert effect.worker_pid > 0
+            assert effect.started_at <= effect.finished_at
 
 
 def test_happy_path_applies_each_effect_once_in_order(
@@ -59,7 +61,8 @@ def test_happy_path_applies_each_effect_once_in_order(
     rows = effects(settings, item.instance_id)
     assert [(e.step, e.outcome) for e in rows] == [(s, Outcome.APPLIED) for s in FORWARD]
     assert effects(settings, item.instance_id, "compensation") == []
-    assert item.steps_done == 4 and item.duplicates == 0
+    assert item.steps_done == 4
+    assert item.duplicates == 0
     assert_traced(settings, load_flow(path), result, engine)
 
 

@@ -1,0 +1,504 @@
+"""Strategy "state-machine": each instance a row in the application's own tables.
+
+This is what a careful Celery team builds when it cannot afford a lost chain. The row
+holds where the instance is (cursor, state, attempt, a lease on the step in hand); a
+task, `advance`, moves it one node forward and writes with optimistic concurrency
+(`WHERE version = ?`), so duplicate or late advance messages do nothing. A periodic
+`tick` from celery beat re-sends advance for passed deadlines, due timers, expired
+leases and rows whose advance message was lost: progress is durable in the database,
+while every effect stays at-least-once (a step whose lease expires runs again).
+
+The tables live in `services.app_db_url`, apart from the ledger, as an application's
+tables would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from celery import Celery  # noqa: TID251
+from celery.exceptions import SoftTimeLimitExceeded  # noqa: TID251
+
+from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
+from graduate.adapters.celery.resources import ProcessResources
+from graduate.adapters.celery.settings import STATE_MACHINE
+from graduate.db import Database
+from graduate.errors import EngineError, PermanentEffectError, TransientEffectError
+from graduate.flow import Flow, InstanceRequest, Step, Timer, Wait
+
+ENGINE = "celery-state-machine"
+
+ADVANCE = "graduate.sm.advance"
+SIGNAL = "graduate.sm.signal"
+TICK = "graduate.sm.tick"
+
+HARD_LIMIT_SLACK = 5.0
+# How often a signal retries its write when an advance changed the row at the same time.
+SIGNAL_WRITE_ATTEMPTS = 20
+
+RUNNING, WAITING, COMPENSATING = "running", "waiting", "compensating"
+COMPLETED, COMPENSATED, FAILED = "completed", "compensated", "failed"
+FINISHED = (COMPLETED, COMPENSATED, FAILED)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS sm_instances (
+        instance_id TEXT PRIMARY KEY, flow TEXT NOT NULL, request TEXT NOT NULL,
+        cursor INTEGER NOT NULL, state TEXT NOT NULL, done TEXT NOT NULL,
+        compensated TEXT NOT NULL, attempt INTEGER NOT NULL, signals TEXT NOT NULL,
+        wait_deadline DOUBLE PRECISION, timer_until DOUBLE PRECISION,
+        lease_until DOUBLE PRECISION, nudged_at DOUBLE PRECISION, version INTEGER NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION, reason TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS sm_instances_flow_state ON sm_instances (flow, state)",
+    """CREATE TABLE IF NOT EXISTS sm_transitions (
+        id {id}, instance_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+        from_state TEXT NOT NULL, to_state TEXT NOT NULL, node TEXT NOT NULL,
+        note TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS sm_transitions_instance ON sm_transitions (instance_id)",
+)
+
+_COLUMNS = (
+    "instance_id, flow, request, cursor, state, done, compensated, attempt, signals, "
+    "wait_deadline, timer_until, lease_until, nudged_at, version, started_at, updated_at, "
+    "finished_at, reason"
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One instance as the application's table holds it.
+
+    `cursor` is the index of the node in hand; `compensated` lists the compensations
+    done so far (in state "compensating" the next is the first of
+    `flow.compensations_for(done)` not yet in it). `attempt` counts the attempts begun
+    on the current step or compensation, so an attempt cut short by a crash counts too.
+    """
+
+    instance_id: str
+    flow: str
+    request: InstanceRequest
+    cursor: int = 0
+    state: str = RUNNING
+    done: tuple[str, ...] = ()
+    compensated: tuple[str, ...] = ()
+    attempt: int = 0
+    signals: Mapping[str, Any] = field(default_factory=dict)
+    wait_deadline: float | None = None
+    timer_until: float | None = None
+    lease_until: float | None = None
+    nudged_at: float | None = None
+    version: int = 1
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+    reason: str = ""
+
+    def values(self) -> list[Any]:
+        return [
+            self.instance_id, self.flow, json.dumps(asdict(self.request)), self.cursor,
+            self.state, json.dumps(list(self.done)), json.dumps(list(self.compensated)),
+            self.attempt, json.dumps(dict(self.signals)), self.wait_deadline, self.timer_until,
+            self.lease_until, self.nudged_at, self.version, self.started_at, self.updated_at,
+            self.finished_at, self.reason,
+        ]
+
+    @classmethod
+    def from_db(cls, row: tuple[Any, ...]) -> Row:
+        (instance_id, flow, request, cursor, state, done, compensated, attempt, signals,
+         wait_deadline, timer_until, lease_until, nudged_at, version, started_at, updated_at,
+         finished_at, reason) = row
+        return cls(
+            instance_id=instance_id, flow=flow, request=InstanceRequest(**json.loads(request)),
+            cursor=int(cursor), state=state, done=tuple(json.loads(done)),
+            compensated=tuple(json.loads(compensated)), attempt=int(attempt),
+            signals=json.loads(signals), wait_deadline=wait_deadline, timer_until=timer_until,
+            lease_until=lease_until, nudged_at=nudged_at, version=int(version),
+            started_at=started_at, updated_at=updated_at, finished_at=finished_at,
+            reason=reason,
+        )
+
+
+class Store:
+    """The application's tables: rows written with optimistic concurrency, and transitions."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create_tables(self) -> None:
+        self.db.script(SCHEMA)
+
+    def load(self, instance_id: str) -> Row | None:
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM sm_instances WHERE instance_id = ?",
+                             [instance_id])
+        return Row.from_db(rows[0]) if rows else None
+
+    def insert(self, row: Row) -> None:
+        with self.db.transaction():
+            self.db.execute(f"INSERT INTO sm_instances ({_COLUMNS}) VALUES "
+                            f"({', '.join('?' * len(row.values()))})", row.values())
+            self._transition(row.instance_id, row.started_at, "", row.state, "", "started")
+
+    def update(self, old: Row, new: Row, node: str, note: str) -> Row | None:
+        """Write `new` if the row is still at `old`'s version; None if another writer won."""
+        now = time.time()
+        written = replace(new, version=old.version + 1, updated_at=now)
+        values = written.values()
+        with self.db.transaction():
+            changed = self.db.execute(
+                "UPDATE sm_instances SET cursor = ?, state = ?, done = ?, compensated = ?, "
+                "attempt = ?, signals = ?, wait_deadline = ?, timer_until = ?, "
+                "lease_until = ?, version = ?, updated_at = ?, finished_at = ?, reason = ? "
+                "WHERE instance_id = ? AND version = ?",
+                [*values[3:12], *values[13:14], *values[15:], old.instance_id, old.version],
+            )
+            if changed:
+                self._transition(old.instance_id, now, old.state, new.state, node, note)
+        return written if changed else None
+
+    def _transition(self, instance_id: str, at: float, from_state: str, to_state: str,
+                    node: str, note: str) -> None:
+        self.db.execute(
+            "INSERT INTO sm_transitions (instance_id, at, from_state, to_state, node, note) "
+            "VALUES (?, ?, ?, ?, ?, ?)", [instance_id, at, from_state, to_state, node, note],
+        )
+
+    def due(self, flow: str, now: float, idle_grace: float) -> list[Row]:
+        """Rows of `flow` that need an advance nobody may have sent, not nudged lately."""
+        rows = self.db.query(
+            f"SELECT {_COLUMNS} FROM sm_instances WHERE flow = ? "
+            "AND state IN (?, ?, ?) AND (nudged_at IS NULL OR nudged_at <= ?) AND ("
+            " (state = ? AND wait_deadline <= ?)"
+            " OR (timer_until IS NOT NULL AND timer_until <= ?)"
+            " OR (state <> ? AND timer_until IS NULL"
+            "     AND COALESCE(lease_until, updated_at + ?) <= ?))",
+            [flow, RUNNING, WAITING, COMPENSATING, now - idle_grace, WAITING, now, now,
+             WAITING, idle_grace, now],
+        )
+        return [Row.from_db(row) for row in rows]
+
+    def nudged(self, instance_id: str, now: float) -> None:
+        # Not a transition and no version change: an advance in flight must still win.
+        self.db.execute("UPDATE sm_instances SET nudged_at = ? WHERE instance_id = ?",
+                        [now, instance_id])
+
+    def transitions(self, instance_id: str) -> list[HistoryEvent]:
+        rows = self.db.query(
+            "SELECT at, from_state, to_state, node, note FROM sm_transitions "
+            "WHERE instance_id = ? ORDER BY id", [instance_id],
+        )
+        return [
+            HistoryEvent(at=at, kind=f"{before} -> {after}" if before else after,
+                         detail=f"{node}: {note}" if node else note)
+            for at, before, after, node, note in rows
+        ]
+
+
+def _describe(error: BaseException, step: Step) -> str:
+    if isinstance(error, SoftTimeLimitExceeded):
+        return f"timed out after {step.timeout:g}s"
+    return str(error) or type(error).__name__
+
+
+class Machine:
+    """Moves rows forward: the body of the advance, signal and tick tasks."""
+
+    def __init__(self, app: Celery, flow: Flow, resources: ProcessResources,
+                 settings: Mapping[str, Any]) -> None:
+        self.app = app
+        self.flow = flow
+        self.resources = resources
+        self.lease_margin = float(settings.get("lease_margin", STATE_MACHINE["lease_margin"]))
+        self.idle_grace = float(settings.get("idle_grace", STATE_MACHINE["idle_grace"]))
+
+    @property
+    def store(self) -> Store:
+        return Store(self.resources.app_db())
+
+    # ------------------------------------------------------------------ sending
+
+    def current_step(self, row: Row) -> Step | None:
+        """The step (or the compensation's step) the row is at, if it is at one."""
+        if row.state == COMPENSATING:
+            pending = self.pending_compensations(row)
+            return pending[0] if pending else None
+        if row.state == RUNNING and row.cursor < len(self.flow.nodes):
+            node = self.flow.nodes[row.cursor]
+            return node if isinstance(node, Step) else None
+        return None
+
+    def pending_compensations(self, row: Row) -> list[Step]:
+        return [s for s in self.flow.compensations_for(row.done) if s.name not in row.compensated]
+
+    def send_advance(self, row: Row, countdown: float | None = None) -> None:
+        options: dict[str, Any] = {}
+        step = self.current_step(row)
+        if step is not None:
+            options = {"soft_time_limit": step.timeout,
+                       "time_limit": step.timeout + HARD_LIMIT_SLACK}
+        if countdown:
+            options["countdown"] = countdown
+        self.app.signature(ADVANCE, args=(row.instance_id,), **options).apply_async()
+
+    # ------------------------------------------------------------------ tasks
+
+    def advance(self, instance_id: str) -> str:
+        """Move the instance one node forward; return what was done, for Celery's result."""
+        store = self.store
+        row = store.load(instance_id)
+        if row is None or row.flow != self.flow.name:
+            return "no such instance of this flow"
+        if row.state in FINISHED:
+            return f"already {row.state}"
+        now = time.time()
+        if row.lease_until is not None and row.lease_until > now:
+            return "leased: a step is in hand or backing off"
+        if row.state == COMPENSATING:
+            return self._compensate_next(store, row)
+        if row.cursor >= len(self.flow.nodes):
+            return self._finish(store, row, COMPLETED, row.reason, "flow")
+        node = self.flow.nodes[row.cursor]
+        if isinstance(node, Step):
+            return self._step(store, row, node)
+        if isinstance(node, Wait):
+            return self._wait(store, row, node, now)
+        return self._timer(store, row, node, now)
+
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> str:
+        store = self.store
+        for _ in range(SIGNAL_WRITE_ATTEMPTS):
+            row = store.load(instance_id)
+            if row is None or row.state in FINISHED:
+                return "no running instance"
+            stored = replace(row, signals={**row.signals, name: payload})
+            written = store.update(row, stored, name, f"signal {name}: {json.dumps(payload)}")
+            if written is not None:
+                self.send_advance(written)
+                return "stored"
+        return "not stored: the row kept changing"
+
+    def tick(self) -> int:
+        """Send advance for every row whose next move no message may be carrying."""
+        store = self.store
+        now = time.time()
+        due = store.due(self.flow.name, now, self.idle_grace)
+        for row in due:
+            store.nudged(row.instance_id, now)
+            self.send_advance(row)
+        return len(due)
+
+    # ------------------------------------------------------------------ moves
+
+    def _move(self, store: Store, old: Row, new: Row, node: str, note: str,
+              countdown: float | None = None) -> str:
+        written = store.update(old, new, node, note)
+        if written is None:
+            return f"{node}: another writer moved the row first"
+        if written.state not in FINISHED and written.state != WAITING:
+            self.send_advance(written, countdown)
+        return f"{node}: {note}"
+
+    def _finish(self, store: Store, row: Row, state: str, reason: str, node: str) -> str:
+        finished = replace(row, state=state, reason=reason, lease_until=None, attempt=0,
+                           finished_at=time.time())
+        return self._move(store, row, finished, node, state)
+
+    def _begin_compensation(self, store: Store, row: Row, reason: str, node: str) -> str:
+        compensating = replace(row, state=COMPENSATING, reason=reason, attempt=0,
+                               lease_until=None, wait_deadline=None, timer_until=None)
+        return self._move(store, row, compensating, node, f"compensating: {reason}")
+
+    def _take_lease(self, store: Store, row: Row, step: Step) -> Row | None:
+        leased = replace(row, attempt=row.attempt + 1,
+                         lease_until=time.time() + step.timeout + HARD_LIMIT_SLACK
+                         + self.lease_margin)
+        return store.update(row, leased, step.name, f"attempt {leased.attempt} begins")
+
+    def _step(self, store: Store, row: Row, step: Step) -> str:
+        if row.attempt >= step.retry.max_attempts:
+            # The last attempt began but never reported: its worker was lost.
+            reason = (f"step {step.name} failed after {row.attempt} attempts: the last one "
+                      "never finished (worker lost or timed out)")
+            return self._begin_compensation(store, row, reason, step.name)
+        leased = self._take_lease(store, row, step)
+        if leased is None:
+            return f"{step.name}: another worker took the step"
+        try:
+            self.resources.ledger().call(self.flow, row.request, step, attempt=leased.attempt,
+                                         engine=ENGINE)
+        except (TransientEffectError, SoftTimeLimitExceeded) as error:
+            return self._retry_or(store, leased, step, error, self._begin_compensation)
+        except PermanentEffectError as error:
+            return self._begin_compensation(store, leased, f"step {step.name} failed: {error}",
+                                            step.name)
+        passed = replace(leased, cursor=leased.cursor + 1, done=(*leased.done, step.name),
+                         attempt=0, lease_until=None)
+        return self._move(store, leased, passed, step.name, f"attempt {leased.attempt} applied")
+
+    def _retry_or(self, store: Store, leased: Row, step: Step, error: BaseException,
+                  give_up: Any) -> str:
+        what = "step" if leased.state == RUNNING else "compensation of"
+        if leased.attempt >= step.retry.max_attempts:
+            reason = (f"{what} {step.name} failed after {leased.attempt} attempts: "
+                      f"{_describe(error, step)}")
+            return str(give_up(store, leased, reason, step.name))
+        delay = step.retry.delay_after(leased.attempt)
+        # The lease now guards the back-off: an early duplicate advance leaves the row be,
+        # and if the delayed advance is lost the tick sends one when the lease expires.
+        backing_off = replace(leased, lease_until=time.time() + delay)
+        note = f"attempt {leased.attempt} failed ({_describe(error, step)}); retry in {delay:g}s"
+        return self._move(store, leased, backing_off, step.name, note, countdown=delay)
+
+    def _wait(self, store: Store, row: Row, wait: Wait, now: float) -> str:
+        if wait.signal in row.signals:
+            payload = row.signals[wait.signal]
+            consumed = replace(row, signals={k: v for k, v in row.signals.items()
+                                             if k != wait.signal})
+            if payload.get("decision") == "approve":
+                return self._pass(store, row, consumed, wait.name, "approved")
+            reason = f"rejected at {wait.name}"
+            if wait.on_reject == "compensate":
+                return self._begin_compensation(store, consumed, reason, wait.name)
+            return self._finish(store, consumed, FAILED, reason, wait.name)
+        if row.state == WAITING:
+            if row.wait_deadline is None or row.wait_deadline > now:
+                return f"{wait.name}: still waiting"
+            reason = f"deadline of {wait.name} passed"
+            if wait.on_timeout == "continue":
+                return self._pass(store, row, row, wait.name, reason)
+            if wait.on_timeout == "compensate":
+                return self._begin_compensation(store, row, reason, wait.name)
+            return self._finish(store, row, FAILED, reason, wait.name)
+        waiting = replace(row, state=WAITING, wait_deadline=now + wait.deadline)
+        return self._move(store, row, waiting, wait.name, f"awaiting signal {wait.signal}")
+
+    def _pass(self, store: Store, old: Row, base: Row, node: str, note: str) -> str:
+        passed = replace(base, state=RUNNING, cursor=base.cursor + 1, done=(*base.done, node),
+                         wait_deadline=None, timer_until=None, attempt=0)
+        return self._move(store, old, passed, node, note)
+
+    def _timer(self, store: Store, row: Row, timer: Timer, now: float) -> str:
+        if row.timer_until is None:
+            started = replace(row, timer_until=now + timer.duration)
+            return self._move(store, row, started, timer.name,
+                              f"timer of {timer.duration:g}s started", countdown=timer.duration)
+        if row.timer_until > now:
+            return f"{timer.name}: not due yet"
+        return self._pass(store, row, row, timer.name, "timer due")
+
+    def _compensate_next(self, store: Store, row: Row) -> str:
+        pending = self.pending_compensations(row)
+        if not pending:
+            return self._finish(store, row, COMPENSATED, row.reason, "compensation")
+        step = pending[0]
+        if row.attempt >= step.retry.max_attempts:
+            reason = (f"{row.reason}; compensation of {step.name} failed after {row.attempt} "
+                      "attempts: the last one never finished (worker lost or timed out)")
+            return self._finish(store, row, FAILED, reason, step.name)
+        leased = self._take_lease(store, row, step)
+        if leased is None:
+            return f"{step.name}: another worker took the compensation"
+        try:
+            self.resources.ledger().call(self.flow, row.request, step, attempt=leased.attempt,
+                                         engine=ENGINE, kind="compensation")
+        except (TransientEffectError, SoftTimeLimitExceeded) as error:
+            return self._retry_or(store, leased, step, error, self._fail_compensation)
+        except PermanentEffectError as error:
+            return self._fail_compensation(
+                store, leased, f"compensation of {step.name} failed: {error}", step.name)
+        compensated = replace(leased, compensated=(*leased.compensated, step.name), attempt=0,
+                              lease_until=None)
+        return self._move(store, leased, compensated, step.name,
+                          f"compensation attempt {leased.attempt} applied")
+
+    def _fail_compensation(self, store: Store, row: Row, reason: str, node: str) -> str:
+        return self._finish(store, row, FAILED, f"{row.reason}; {reason}", node)
+
+
+def register(app: Celery, flow: Flow, resources: ProcessResources,
+             settings: Mapping[str, Any]) -> None:
+    """Register advance, signal and tick on `app`, and the tick's beat schedule."""
+    machine = Machine(app, flow, resources, settings)
+
+    def advance(instance_id: str) -> str:
+        return machine.advance(instance_id)
+
+    def signal(instance_id: str, name: str, payload: dict[str, Any]) -> str:
+        return machine.signal(instance_id, name, payload)
+
+    def tick() -> int:
+        return machine.tick()
+
+    app.task(name=ADVANCE)(advance)
+    app.task(name=SIGNAL)(signal)
+    # A tick's result is worthless a second later; storing one a second is only noise.
+    app.task(name=TICK, ignore_result=True)(tick)
+    interval = float(settings.get("tick_interval", STATE_MACHINE["tick_interval"]))
+    app.conf.beat_schedule = {
+        TICK: {"task": TICK, "schedule": interval,
+               # Ticks queued while no worker runs are stale; the next one will do.
+               "options": {"expires": max(10 * interval, 10.0)}},
+    }
+
+
+# ---------------------------------------------------------------------------- engine side
+
+_STATES = {RUNNING: InstanceState.RUNNING, COMPENSATING: InstanceState.RUNNING,
+           WAITING: InstanceState.WAITING, COMPLETED: InstanceState.COMPLETED,
+           COMPENSATED: InstanceState.COMPENSATED, FAILED: InstanceState.FAILED}
+
+
+class StateMachineStrategy:
+    """Starts, signals and reads instances of the state machine from the client side."""
+
+    def __init__(self, app: Celery, flow: Flow, resources: ProcessResources,
+                 settings: Mapping[str, Any]) -> None:
+        self.machine = Machine(app, flow, resources, settings)
+        self.app = app
+        self.flow = flow
+        self.machine.store.create_tables()
+
+    def start(self, request: InstanceRequest) -> None:
+        store = self.machine.store
+        if store.load(request.instance_id) is not None:
+            raise EngineError(f"instance {request.instance_id!r} already exists in "
+                              "sm_instances; give every instance its own ID")
+        now = time.time()
+        row = Row(instance_id=request.instance_id, flow=self.flow.name, request=request,
+                  started_at=now, updated_at=now)
+        store.insert(row)
+        self.machine.send_advance(row)
+
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
+        row = self.machine.store.load(instance_id)
+        if row is None:
+            raise EngineError(f"no instance {instance_id!r} in sm_instances; check the ID "
+                              "(`graduate run` prints the IDs it starts)")
+        if row.state in FINISHED:
+            raise EngineError(f"instance {instance_id!r} has finished ({row.state}); it takes "
+                              "no more signals")
+        self.app.signature(SIGNAL, args=(instance_id, name, payload)).apply_async()
+
+    def status(self, instance_id: str) -> InstanceStatus:
+        row = self.machine.store.load(instance_id)
+        if row is None:
+            return InstanceStatus(InstanceState.UNKNOWN,
+                                  detail=f"no row for {instance_id!r} in sm_instances")
+        if row.state == WAITING:
+            wait = self.flow.nodes[row.cursor]
+            detail = wait.signal if isinstance(wait, Wait) else ""
+        elif row.state == COMPENSATING:
+            detail = f"compensating: {row.reason}"
+        elif row.state == RUNNING:
+            where = (self.flow.nodes[row.cursor].name if row.cursor < len(self.flow.nodes)
+                     else "finish")
+            detail = f"at {where}" + (f" (attempt {row.attempt})" if row.attempt else "")
+        else:
+            detail = row.reason
+        return InstanceStatus(_STATES[row.state], row.done, row.finished_at, detail)
+
+    def history(self, instance_id: str) -> list[HistoryEvent]:
+        return self.machine.store.transitions(instance_id)
