@@ -11,7 +11,7 @@ import importlib
 import re
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -494,8 +494,8 @@ class _Reader:
     def describe(self) -> str:
         return "{" + ", ".join(f"{k} = {v!r}" for k, v in self.data.items()) + "}"
 
-    def keys(self) -> list[str]:
-        return list(self.data)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
 
     def _get(self, key: str, kind: type | tuple[type, ...], label: str, required: bool) -> Any:
         if key not in self.data:

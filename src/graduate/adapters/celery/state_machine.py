@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -66,6 +66,10 @@ _COLUMNS = (
     "wait_deadline, timer_until, lease_until, nudged_at, version, started_at, updated_at, "
     "finished_at, reason"
 )
+# What a move may change; instance_id, flow, request and started_at never change, and
+# nudged_at belongs to the tick alone.
+_MOVED = ("cursor", "state", "done", "compensated", "attempt", "signals", "wait_deadline",
+          "timer_until", "lease_until", "version", "updated_at", "finished_at", "reason")
 
 
 @dataclass(frozen=True)
@@ -97,14 +101,19 @@ class Row:
     finished_at: float | None = None
     reason: str = ""
 
-    def values(self) -> list[Any]:
-        return [
-            self.instance_id, self.flow, json.dumps(asdict(self.request)), self.cursor,
-            self.state, json.dumps(list(self.done)), json.dumps(list(self.compensated)),
-            self.attempt, json.dumps(dict(self.signals)), self.wait_deadline, self.timer_until,
-            self.lease_until, self.nudged_at, self.version, self.started_at, self.updated_at,
-            self.finished_at, self.reason,
-        ]
+    def columns(self) -> dict[str, Any]:
+        """The row as column values, in the order of `_COLUMNS`."""
+        return {
+            "instance_id": self.instance_id, "flow": self.flow,
+            "request": json.dumps(asdict(self.request)), "cursor": self.cursor,
+            "state": self.state, "done": json.dumps(list(self.done)),
+            "compensated": json.dumps(list(self.compensated)), "attempt": self.attempt,
+            "signals": json.dumps(dict(self.signals)), "wait_deadline": self.wait_deadline,
+            "timer_until": self.timer_until, "lease_until": self.lease_until,
+            "nudged_at": self.nudged_at, "version": self.version,
+            "started_at": self.started_at, "updated_at": self.updated_at,
+            "finished_at": self.finished_at, "reason": self.reason,
+        }
 
     @classmethod
     def from_db(cls, row: tuple[Any, ...]) -> Row:
@@ -137,23 +146,22 @@ class Store:
         return Row.from_db(rows[0]) if rows else None
 
     def insert(self, row: Row) -> None:
+        values = list(row.columns().values())
         with self.db.transaction():
             self.db.execute(f"INSERT INTO sm_instances ({_COLUMNS}) VALUES "
-                            f"({', '.join('?' * len(row.values()))})", row.values())
+                            f"({', '.join('?' * len(values))})", values)
             self._transition(row.instance_id, row.started_at, "", row.state, "", "started")
 
     def update(self, old: Row, new: Row, node: str, note: str) -> Row | None:
         """Write `new` if the row is still at `old`'s version; None if another writer won."""
         now = time.time()
         written = replace(new, version=old.version + 1, updated_at=now)
-        values = written.values()
+        columns = written.columns()
         with self.db.transaction():
             changed = self.db.execute(
-                "UPDATE sm_instances SET cursor = ?, state = ?, done = ?, compensated = ?, "
-                "attempt = ?, signals = ?, wait_deadline = ?, timer_until = ?, "
-                "lease_until = ?, version = ?, updated_at = ?, finished_at = ?, reason = ? "
+                f"UPDATE sm_instances SET {', '.join(f'{c} = ?' for c in _MOVED)} "
                 "WHERE instance_id = ? AND version = ?",
-                [*values[3:12], *values[13:14], *values[15:], old.instance_id, old.version],
+                [*(columns[c] for c in _MOVED), old.instance_id, old.version],
             )
             if changed:
                 self._transition(old.instance_id, now, old.state, new.state, node, note)
@@ -339,12 +347,12 @@ class Machine:
         return self._move(store, leased, passed, step.name, f"attempt {leased.attempt} applied")
 
     def _retry_or(self, store: Store, leased: Row, step: Step, error: BaseException,
-                  give_up: Any) -> str:
+                  give_up: Callable[[Store, Row, str, str], str]) -> str:
         what = "step" if leased.state == RUNNING else "compensation of"
         if leased.attempt >= step.retry.max_attempts:
             reason = (f"{what} {step.name} failed after {leased.attempt} attempts: "
                       f"{_describe(error, step)}")
-            return str(give_up(store, leased, reason, step.name))
+            return give_up(store, leased, reason, step.name)
         delay = step.retry.delay_after(leased.attempt)
         # The lease now guards the back-off: an early duplicate advance leaves the row be,
         # and if the delayed advance is lost the tick sends one when the lease expires.
