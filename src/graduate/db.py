@@ -7,6 +7,7 @@ runs synchronous activities in threads.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,9 @@ from typing import Any, Protocol
 from graduate.errors import ConfigError, ServiceError
 
 Row = tuple[Any, ...]
+
+# libpq also takes the password as a query parameter: postgresql://host/db?password=...
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 class _Connection(Protocol):
@@ -30,6 +34,7 @@ def is_postgres(url: str) -> bool:
 
 def redact(url: str) -> str:
     """The URL with any password replaced, for messages and evidence."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url
@@ -45,10 +50,12 @@ class Database:
         self.url = url
         self.postgres = is_postgres(url)
         if not self.postgres:
-            path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
-            if not path or (url.startswith("sqlite:") and not url.startswith("sqlite:///")):
-                raise ConfigError(f"database URL {url!r} is not understood; use a file path, "
-                                  "sqlite:///path/to/file.db or postgresql://user@host/db")
+            path = url.removeprefix("sqlite:///")
+            # Any other scheme (mysql://, postgresql+psycopg://) would become a local file.
+            other_scheme = url.startswith("sqlite:") or "://" in url
+            if not path or (other_scheme and not url.startswith("sqlite:///")):
+                raise ConfigError(f"database URL {redact(url)!r} is not understood; use a file "
+                                  "path, sqlite:///path/to/file.db or postgresql://user@host/db")
             self.path = Path(path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()

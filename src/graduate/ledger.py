@@ -17,7 +17,7 @@ from typing import Literal
 
 from graduate.db import Database
 from graduate.errors import ConfigError, PermanentEffectError, TransientEffectError
-from graduate.flow import Flow, InstanceRequest, Step
+from graduate.flow import Flow, InstanceRequest, Step, SystemSpec
 
 EffectKind = Literal["effect", "compensation"]
 FailureMode = Literal["transient", "permanent"]
@@ -171,7 +171,8 @@ class Ledger:
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         rows = self.db.query(f"SELECT {_EFFECT_COLUMNS} FROM effects{clause} ORDER BY id", params)
         return [
-            EffectRecord(*row[:15], outcome=Outcome(row[15]))  # type: ignore[arg-type]
+            # mypy cannot see that the row has 16 columns, the last one the outcome.
+            EffectRecord(*row[:15], outcome=Outcome(row[15]))  # type: ignore[misc]
             for row in rows
         ]
 
@@ -179,7 +180,8 @@ class Ledger:
                        times: int = 1) -> None:
         """Make the system behind `step` fail: `times` transient failures, or for good.
 
-        `instance_id` may be `ANY_INSTANCE` to affect every instance.
+        `instance_id` may be `ANY_INSTANCE` to affect every instance; its transient
+        budget of `times` failures is then shared by all instances, first come first.
         """
         if mode not in ("transient", "permanent"):
             raise ConfigError(f"failure mode {mode!r} is not transient or permanent")
@@ -204,30 +206,38 @@ class Ledger:
         system = flow.system(effect.split(".", 1)[0])
         key = flow.key_for(step.name, request, compensation=kind == "compensation")
         started = time.time()
-        failure = self._take_failure(request.instance_id, step.name) if kind == "effect" else None
-        if failure is not None:
-            outcome = (Outcome.TRANSIENT_ERROR if failure == "transient"
-                       else Outcome.PERMANENT_ERROR)
-        elif not system.honours_idempotency:
-            outcome = Outcome.APPLIED
-        else:
-            first = self.db.execute(
-                "INSERT INTO applied_keys (system, idempotency_key) VALUES (?, ?) "
-                "ON CONFLICT DO NOTHING", [system.name, key],
+        # One transaction: a worker killed midway leaves neither the key claimed nor the
+        # row written, never a claimed key without the call that claimed it.
+        with self.db.transaction():
+            outcome = self._decide(request.instance_id, step.name, kind, system, key)
+            self.db.execute(
+                f"INSERT INTO effects ({_EFFECT_COLUMNS.removeprefix('id, ')}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [request.run_id, flow.name, request.instance_id, step.name, effect, kind,
+                 attempt, key, request.correlation_id, request.trace_id, engine, os.getpid(),
+                 started, time.time(), outcome.value],
             )
-            outcome = Outcome.APPLIED if first == 1 else Outcome.ABSORBED
-        self.db.execute(
-            f"INSERT INTO effects ({_EFFECT_COLUMNS.removeprefix('id, ')}) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [request.run_id, flow.name, request.instance_id, step.name, effect, kind, attempt,
-             key, request.correlation_id, request.trace_id, engine, os.getpid(), started,
-             time.time(), outcome.value],
-        )
         if outcome is Outcome.TRANSIENT_ERROR:
             raise TransientEffectError(f"{effect} failed transiently (injected)")
         if outcome is Outcome.PERMANENT_ERROR:
             raise PermanentEffectError(f"{effect} refused the call (injected)")
         return outcome
+
+    def _decide(self, instance_id: str, step: str, kind: EffectKind, system: SystemSpec,
+                key: str) -> Outcome:
+        """What the external system does with this call (inside the caller's transaction)."""
+        failure = self._take_failure(instance_id, step) if kind == "effect" else None
+        if failure == "transient":
+            return Outcome.TRANSIENT_ERROR
+        if failure == "permanent":
+            return Outcome.PERMANENT_ERROR
+        if not system.honours_idempotency:
+            return Outcome.APPLIED
+        first = self.db.execute(
+            "INSERT INTO applied_keys (system, idempotency_key) VALUES (?, ?) "
+            "ON CONFLICT DO NOTHING", [system.name, key],
+        )
+        return Outcome.APPLIED if first == 1 else Outcome.ABSORBED
 
     def _take_failure(self, instance_id: str, step: str) -> FailureMode | None:
         for target in (instance_id, ANY_INSTANCE):

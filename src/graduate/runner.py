@@ -9,6 +9,7 @@ the run started is stopped before it returns.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 import uuid
@@ -26,6 +27,8 @@ from graduate.ledger import FailureMode, Ledger, Outcome
 from graduate.services.provider import Needs, open_services
 
 POLL_INTERVAL = 0.1
+_FAILURE = re.compile(
+    r"(?P<step>[a-z][a-z0-9_]*)=(?P<mode>permanent|transient(?::(?P<times>[0-9]+))?)", re.ASCII)
 Decision = Literal["approve", "reject"]
 
 
@@ -39,13 +42,14 @@ class Failure:
 
     @classmethod
     def parse(cls, text: str) -> Failure:
-        """`STEP=transient[:N]` or `STEP=permanent`."""
-        step, sep, spec = text.partition("=")
-        mode, _, count = spec.partition(":")
-        if not sep or mode not in ("transient", "permanent") or (count and not count.isdigit()):
+        """`STEP=transient[:N]` (N from 1) or `STEP=permanent`."""
+        match = _FAILURE.fullmatch(text)
+        if match is None or match["times"] is not None and int(match["times"]) < 1:
             raise ConfigError(f"--fail {text!r} is not understood; write STEP=transient:N "
-                              "(fail N times, then succeed) or STEP=permanent")
-        return cls(step=step, mode=mode, times=int(count or 1))  # type: ignore[arg-type]
+                              "(fail N >= 1 times, then succeed) or STEP=permanent")
+        if match["mode"] == "permanent":
+            return cls(step=match["step"], mode="permanent")
+        return cls(step=match["step"], mode="transient", times=int(match["times"] or 1))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,342 @@
+"""The ledger and its simulated systems: what each call records, and what it does."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from multiprocessing.synchronize import Barrier
+
+import pytest
+
+from graduate.errors import ConfigError, PermanentEffectError, TransientEffectError
+from graduate.flow import Flow, InstanceRequest, Step
+from graduate.ledger import ANY_INSTANCE, Ledger, Outcome, applied_counts
+
+MakeRequest = Callable[..., InstanceRequest]
+
+
+def step(flow: Flow, name: str) -> Step:
+    node = flow.node(name)
+    assert isinstance(node, Step)
+    return node
+
+
+# ---------------------------------------------------------------------------- the record
+
+
+def test_a_call_records_who_made_it_and_when(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    request = make_request()
+    before = time.time()
+
+    outcome = ledger.call(mini_flow, request, step(mini_flow, "create"), attempt=1,
+                          engine="temporal")
+
+    after = time.time()
+    assert outcome is Outcome.APPLIED
+    [record] = ledger.effects()
+    assert (record.run_id, record.flow, record.instance_id, record.step, record.effect,
+            record.kind, record.attempt, record.engine) == (
+        "run1", "mini", "run1-inst1", "create", "crm.create", "effect", 1, "temporal")
+    assert record.idempotency_key == "tenant1:mini:entity1:20250102:create"
+    assert record.idempotency_key == mini_flow.key_for("create", request)
+    assert (record.correlation_id, record.trace_id) == ("corr-run1-1", "trace-run1-1")
+    assert record.worker_pid == os.getpid()
+    assert before <= record.started_at <= record.finished_at <= after
+    assert record.outcome is Outcome.APPLIED
+
+
+def test_a_registered_instance_reads_back_with_its_request(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    request = make_request(2)
+
+    registered = ledger.register(mini_flow, request, "celery-chain")
+
+    found = ledger.instance(request.instance_id)
+    assert found == registered
+    assert found.request == request
+    assert (found.flow, found.flow_source, found.engine) == (
+        "mini", mini_flow.source, "celery-chain")
+
+
+def test_instances_are_listed_per_run(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    for number in (2, 1):
+        ledger.register(mini_flow, make_request(number), "temporal")
+    ledger.register(mini_flow, make_request(1, run_id="run2"), "temporal")
+
+    assert [i.instance_id for i in ledger.instances("run1")] == ["run1-inst1", "run1-inst2"]
+    assert [i.instance_id for i in ledger.instances("run2")] == ["run2-inst1"]
+    assert ledger.instances("run3") == []
+
+
+def test_an_unknown_instance_is_named_in_the_error(ledger: Ledger, ledger_path: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ledger.instance("ghost-01")
+    assert "no instance 'ghost-01'" in str(caught.value)
+    assert ledger_path in str(caught.value)
+    assert "`graduate run` prints the instance IDs" in str(caught.value)
+
+
+def test_effects_filter_by_instance_and_by_run(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    create = step(mini_flow, "create")
+    requests = [make_request(1), make_request(2), make_request(1, run_id="run2")]
+    for request in requests:
+        ledger.call(mini_flow, request, create, attempt=1, engine="temporal")
+
+    assert [e.instance_id for e in ledger.effects(instance_id="run1-inst2")] == ["run1-inst2"]
+    assert [e.instance_id for e in ledger.effects(run_id="run1")] == ["run1-inst1", "run1-inst2"]
+    assert ledger.effects(run_id="run2", instance_id="run1-inst1") == []
+    assert [e.instance_id for e in ledger.effects()] == [r.instance_id for r in requests]
+
+
+def test_a_reopened_ledger_sees_what_was_recorded(
+    ledger_path: str, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    first = Ledger(ledger_path)
+    request = make_request()
+    first.register(mini_flow, request, "temporal")
+    first.call(mini_flow, request, step(mini_flow, "create"), attempt=1, engine="temporal")
+    recorded = first.effects()
+    first.close()
+
+    again = Ledger(ledger_path)
+    try:
+        assert again.effects() == recorded
+        assert again.instance(request.instance_id).request == request
+        # The system still remembers the key it applied.
+        outcome = again.call(mini_flow, request, step(mini_flow, "create"), attempt=2,
+                             engine="temporal")
+        assert outcome is Outcome.ABSORBED
+    finally:
+        again.close()
+
+
+# ---------------------------------------------------------------------------- idempotency
+
+
+def test_a_system_that_honours_keys_absorbs_the_repeat_and_records_it(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    request = make_request()
+    create = step(mini_flow, "create")
+
+    outcomes = [ledger.call(mini_flow, request, create, attempt=n, engine="celery-chain")
+                for n in (1, 2)]
+
+    assert outcomes == [Outcome.APPLIED, Outcome.ABSORBED]
+    records = ledger.effects()
+    assert [(r.attempt, r.outcome) for r in records] == [
+        (1, Outcome.APPLIED), (2, Outcome.ABSORBED)]
+    assert records[0].idempotency_key == records[1].idempotency_key
+    assert applied_counts(records) == Counter({("create", "effect"): 1})
+
+
+def test_a_system_that_ignores_keys_applies_the_repeat_again(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    request = make_request()
+    notify = step(mini_flow, "notify")
+
+    outcomes = [ledger.call(mini_flow, request, notify, attempt=n, engine="celery-chain")
+                for n in (1, 2)]
+
+    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED]
+    records = ledger.effects()
+    assert {r.idempotency_key for r in records} == {"tenant1:mini:entity1:20250102:notify"}
+    assert applied_counts(records) == Counter({("notify", "effect"): 2})
+
+
+def test_the_same_step_of_another_instance_is_not_absorbed(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    create = step(mini_flow, "create")
+    outcomes = [ledger.call(mini_flow, make_request(n), create, attempt=1, engine="temporal")
+                for n in (1, 2)]
+    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED]
+
+
+# ---------------------------------------------------------------------------- compensation
+
+
+def test_a_compensation_is_recorded_under_its_own_key(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    request = make_request()
+    create = step(mini_flow, "create")
+    ledger.call(mini_flow, request, create, attempt=1, engine="temporal")
+
+    outcome = ledger.call(mini_flow, request, create, attempt=1, engine="temporal",
+                          kind="compensation")
+
+    # Same system, same step: only the key's suffix keeps the undo from being absorbed.
+    assert outcome is Outcome.APPLIED
+    effect, compensation = ledger.effects()
+    assert (compensation.kind, compensation.effect, compensation.step) == (
+        "compensation", "crm.delete", "create")
+    assert compensation.idempotency_key == mini_flow.key_for("create", request,
+                                                             compensation=True)
+    assert compensation.idempotency_key != effect.idempotency_key
+    assert applied_counts(ledger.effects()) == Counter(
+        {("create", "effect"): 1, ("create", "compensation"): 1})
+
+
+def test_a_repeated_compensation_is_absorbed(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    request = make_request()
+    create = step(mini_flow, "create")
+    outcomes = [ledger.call(mini_flow, request, create, attempt=n, engine="temporal",
+                            kind="compensation") for n in (1, 2)]
+    assert outcomes == [Outcome.APPLIED, Outcome.ABSORBED]
+
+
+def test_compensating_a_step_without_compensation_is_refused(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ledger.call(mini_flow, make_request(), step(mini_flow, "notify"), attempt=1,
+                    engine="temporal", kind="compensation")
+    assert "step 'notify' of flow 'mini' has no compensation" in str(caught.value)
+    assert ledger.effects() == []
+
+
+# ---------------------------------------------------------------------------- injected failures
+
+
+def test_a_transient_failure_fails_n_times_then_applies(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    request = make_request()
+    create = step(mini_flow, "create")
+    ledger.inject_failure(request.instance_id, "create", "transient", times=2)
+
+    for attempt in (1, 2):
+        with pytest.raises(TransientEffectError, match=r"crm\.create failed transiently"):
+            ledger.call(mini_flow, request, create, attempt=attempt, engine="temporal")
+    outcome = ledger.call(mini_flow, request, create, attempt=3, engine="temporal")
+
+    # A failed call never took the key, so the first success is applied, not absorbed.
+    assert outcome is Outcome.APPLIED
+    assert [(r.attempt, r.outcome) for r in ledger.effects()] == [
+        (1, Outcome.TRANSIENT_ERROR), (2, Outcome.TRANSIENT_ERROR), (3, Outcome.APPLIED)]
+
+
+def test_a_permanent_failure_fails_every_time(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    request = make_request()
+    create = step(mini_flow, "create")
+    ledger.inject_failure(request.instance_id, "create", "permanent")
+
+    for attempt in (1, 2, 3):
+        with pytest.raises(PermanentEffectError, match=r"crm\.create refused the call"):
+            ledger.call(mini_flow, request, create, attempt=attempt, engine="temporal")
+
+    assert [r.outcome for r in ledger.effects()] == [Outcome.PERMANENT_ERROR] * 3
+    assert applied_counts(ledger.effects()) == Counter()
+
+
+def test_an_injected_failure_does_not_block_the_compensation(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    request = make_request()
+    create = step(mini_flow, "create")
+    ledger.inject_failure(request.instance_id, "create", "permanent")
+
+    outcome = ledger.call(mini_flow, request, create, attempt=1, engine="temporal",
+                          kind="compensation")
+
+    assert outcome is Outcome.APPLIED
+
+
+def test_a_failure_hits_only_its_instance_and_step(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    target, other = make_request(1), make_request(2)
+    ledger.inject_failure(target.instance_id, "create", "permanent")
+
+    assert ledger.call(mini_flow, other, step(mini_flow, "create"), attempt=1,
+                       engine="temporal") is Outcome.APPLIED
+    assert ledger.call(mini_flow, target, step(mini_flow, "notify"), attempt=1,
+                       engine="temporal") is Outcome.APPLIED
+
+
+def test_a_failure_for_any_instance_hits_every_instance(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    ledger.inject_failure(ANY_INSTANCE, "create", "permanent")
+
+    for number in (1, 2, 3):
+        with pytest.raises(PermanentEffectError):
+            ledger.call(mini_flow, make_request(number), step(mini_flow, "create"), attempt=1,
+                        engine="temporal")
+
+    assert {r.instance_id for r in ledger.effects()} == {"run1-inst1", "run1-inst2",
+                                                         "run1-inst3"}
+
+
+def test_injecting_again_replaces_the_earlier_failure(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    request = make_request()
+    create = step(mini_flow, "create")
+    ledger.inject_failure(request.instance_id, "create", "permanent")
+    ledger.inject_failure(request.instance_id, "create", "transient", times=1)
+
+    with pytest.raises(TransientEffectError):
+        ledger.call(mini_flow, request, create, attempt=1, engine="temporal")
+    assert ledger.call(mini_flow, request, create, attempt=2, engine="temporal") is (
+        Outcome.APPLIED)
+
+
+def test_an_unknown_failure_mode_is_refused(ledger: Ledger) -> None:
+    with pytest.raises(ConfigError, match="failure mode 'flaky' is not transient or permanent"):
+        ledger.inject_failure("run1-inst1", "create", "flaky")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- several workers
+
+PROCESSES = 4
+CALLS_PER_PROCESS = 25
+
+
+def _call_repeatedly(path: str, flow: Flow, request: InstanceRequest, start: Barrier) -> None:
+    """A worker process: the same honouring effect, again and again, on one shared key."""
+    ledger = Ledger(path)
+    create = flow.node("create")
+    assert isinstance(create, Step)
+    start.wait()
+    for attempt in range(1, CALLS_PER_PROCESS + 1):
+        ledger.call(flow, request, create, attempt=attempt, engine="celery-chain")
+    ledger.close()
+
+
+def test_only_one_of_many_concurrent_workers_applies_a_key(
+    ledger: Ledger, ledger_path: str, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    # Separate processes (as real workers are), released together to race on one key.
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(PROCESSES)
+    workers = [context.Process(target=_call_repeatedly,
+                               args=(ledger_path, mini_flow, make_request(), start))
+               for _ in range(PROCESSES)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [w.exitcode for w in workers] == [0] * PROCESSES
+
+    records = ledger.effects()
+    assert len(records) == PROCESSES * CALLS_PER_PROCESS
+    assert Counter(r.outcome for r in records) == Counter(
+        {Outcome.APPLIED: 1, Outcome.ABSORBED: PROCESSES * CALLS_PER_PROCESS - 1})
+    assert {r.worker_pid for r in records} == {w.pid for w in workers}
