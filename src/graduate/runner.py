@@ -44,7 +44,7 @@ class Failure:
     def parse(cls, text: str) -> Failure:
         """`STEP=transient[:N]` (N from 1) or `STEP=permanent`."""
         match = _FAILURE.fullmatch(text)
-        if match is None or match["times"] is not None and int(match["times"]) < 1:
+        if match is None or (match["times"] is not None and int(match["times"]) < 1):
             raise ConfigError(f"--fail {text!r} is not understood; write STEP=transient:N "
                               "(fail N >= 1 times, then succeed) or STEP=permanent")
         if match["mode"] == "permanent":

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from celery import Celery  # noqa: TID251
+from celery import Celery
 
 from graduate.adapters.celery import chain, state_machine
 from graduate.adapters.celery.resources import ProcessResources

@@ -17,8 +17,9 @@ from datetime import datetime
 from typing import Any, cast
 
 import redis
-from celery import Celery, chain  # noqa: TID251
-from celery.exceptions import SoftTimeLimitExceeded  # noqa: TID251
+from celery import Celery
+from celery import chain as celery_chain
+from celery.exceptions import SoftTimeLimitExceeded
 
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
 from graduate.adapters.celery.resources import ProcessResources
@@ -122,7 +123,7 @@ def _finish_signature(app: Celery, ctx: Context, outcome: str, reason: str) -> A
 def _first_takes(signatures: list[Any], ctx: Context) -> Any:
     # Later tasks receive the context as their predecessor's return value.
     signatures[0].args = (ctx,)
-    return chain(*signatures)
+    return celery_chain(*signatures)
 
 
 def part_from(app: Celery, flow: Flow, index: int, ctx: Context) -> Any:
@@ -156,105 +157,138 @@ def _node_index(flow: Flow, name: str) -> int:
 # ---------------------------------------------------------------------------- tasks
 
 
-def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
-    """Register the chain's tasks on `app`; they close over the flow and this process's clients."""
+def _stop_chain(task: Any) -> None:
+    # Celery marks every later task of a failed chain as failed too, `finish` included;
+    # that write could land after the compensation's own `finish`, so drop the rest.
+    task.request.chain = None
 
-    def stop_chain(task: Any) -> None:
-        # Celery marks every later task of a failed chain as failed too, `finish` included;
-        # that write could land after the compensation's own `finish`, so drop the rest.
-        task.request.chain = None
 
-    def run_step(task: Any, ctx: Context, node: str) -> Context:
-        step = cast(Step, flow.node(node))
+class ChainTasks:
+    """The bodies of the chain's tasks, over the flow and this process's clients."""
+
+    def __init__(self, app: Celery, flow: Flow, resources: ProcessResources) -> None:
+        self.app = app
+        self.flow = flow
+        self.resources = resources
+
+    def step(self, task: Any, ctx: Context, node: str) -> Context:
+        step = cast(Step, self.flow.node(node))
         attempt = int(task.request.retries) + 1
         try:
-            resources.ledger().call(flow, _request(ctx), step, attempt=attempt, engine=ENGINE)
+            self.resources.ledger().call(self.flow, _request(ctx), step, attempt=attempt,
+                                         engine=ENGINE)
         except (TransientEffectError, SoftTimeLimitExceeded) as error:
             if attempt < step.retry.max_attempts:
                 raise task.retry(exc=error, countdown=step.retry.delay_after(attempt),
                                  max_retries=step.retry.max_attempts - 1) from error
-            stop_chain(task)
+            _stop_chain(task)
             reason = f"step {node} failed after {attempt} attempts: {_describe(error, step)}"
-            compensation_part(app, flow, ctx, reason).apply_async()
+            compensation_part(self.app, self.flow, ctx, reason).apply_async()
             raise
         except PermanentEffectError as error:
-            stop_chain(task)
-            compensation_part(app, flow, ctx, f"step {node} failed: {error}").apply_async()
+            _stop_chain(task)
+            reason = f"step {node} failed: {error}"
+            compensation_part(self.app, self.flow, ctx, reason).apply_async()
             raise
         return _passed(ctx, node)
 
-    def compensate(task: Any, ctx: Context, node: str, reason: str) -> Context:
-        step = cast(Step, flow.node(node))
+    def compensate(self, task: Any, ctx: Context, node: str, reason: str) -> Context:
+        step = cast(Step, self.flow.node(node))
         attempt = int(task.request.retries) + 1
         try:
-            resources.ledger().call(flow, _request(ctx), step, attempt=attempt, engine=ENGINE,
-                                    kind="compensation")
+            self.resources.ledger().call(self.flow, _request(ctx), step, attempt=attempt,
+                                         engine=ENGINE, kind="compensation")
         except (TransientEffectError, SoftTimeLimitExceeded, PermanentEffectError) as error:
             if not isinstance(error, PermanentEffectError) and (
                 attempt < step.retry.max_attempts
             ):
                 raise task.retry(exc=error, countdown=step.retry.delay_after(attempt),
                                  max_retries=step.retry.max_attempts - 1) from error
-            stop_chain(task)
+            _stop_chain(task)
             failed = f"{reason}; compensation of {node} failed: {_describe(error, step)}"
-            _finish_signature(app, ctx, "failed", failed).apply_async(args=(ctx,))
+            _finish_signature(self.app, ctx, "failed", failed).apply_async(args=(ctx,))
             raise
         return ctx
 
-    def wait(ctx: Context, node: str) -> dict[str, str]:
-        step = cast(Wait, flow.node(node))
+    def wait(self, ctx: Context, node: str) -> dict[str, str]:
+        wait = cast(Wait, self.flow.node(node))
         iid = _instance(ctx)
-        client = resources.redis()
-        lifetime = int(step.deadline) + KEY_LIFETIME
+        client = self.resources.redis()
         # Write first, then look for an early signal: the signal task does the reverse, so
         # at least one of the two sees the other, and the claim lets only one continue.
-        parked = {"context": ctx, "deadline": time.time() + step.deadline}
-        client.set(context_key(iid, node), json.dumps(parked), ex=lifetime)
-        early = _load(client, signal_key(iid, step.signal))
+        parked = {"context": ctx, "deadline": time.time() + wait.deadline}
+        client.set(context_key(iid, node), json.dumps(parked), ex=_lifetime(wait))
+        early = _load(client, signal_key(iid, wait.signal))
         if early is not None:
-            resolve(client, iid, step, "signal", early)
+            self.resolve(iid, wait, "signal", early)
         else:
-            app.signature(DEADLINE, args=(iid, node), task_id=task_id(iid, node, "deadline"),
-                          countdown=step.deadline).apply_async()
-        return {"waiting": step.signal}
+            self.app.signature(DEADLINE, args=(iid, node), task_id=task_id(iid, node, "deadline"),
+                               countdown=wait.deadline).apply_async()
+        return {"waiting": wait.signal}
 
-    def signal(instance_id: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        step = next((w for w in flow.waits if w.signal == name), None)
-        if step is None:
-            return {"ignored": f"flow {flow.name} awaits no signal {name!r}"}
-        client = resources.redis()
-        client.set(signal_key(instance_id, name), json.dumps(payload),
-                   ex=int(step.deadline) + KEY_LIFETIME)
-        if client.exists(context_key(instance_id, step.name)):
-            return {"resolved": resolve(client, instance_id, step, "signal", payload)}
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        wait = next((w for w in self.flow.waits if w.signal == name), None)
+        if wait is None:
+            return {"ignored": f"flow {self.flow.name} awaits no signal {name!r}"}
+        client = self.resources.redis()
+        client.set(signal_key(instance_id, name), json.dumps(payload), ex=_lifetime(wait))
+        if client.exists(context_key(instance_id, wait.name)):
+            return {"resolved": self.resolve(instance_id, wait, "signal", payload)}
         return {"stored": True}
 
-    def deadline(instance_id: str, node: str) -> dict[str, Any]:
-        step = cast(Wait, flow.node(node))
-        return {"resolved": resolve(resources.redis(), instance_id, step, "deadline", None)}
+    def deadline(self, instance_id: str, node: str) -> dict[str, Any]:
+        wait = cast(Wait, self.flow.node(node))
+        return {"resolved": self.resolve(instance_id, wait, "deadline", None)}
 
-    def resolve(client: redis.Redis, iid: str, step: Wait, by: str,
-                payload: dict[str, Any] | None) -> bool:
+    def resolve(self, iid: str, wait: Wait, by: str, payload: dict[str, Any] | None) -> bool:
+        """Claim the wait for the signal or the deadline; the winner sends what follows."""
         decision = (payload or {}).get("decision")
         if by == "signal":
-            action = "continue" if decision == "approve" else step.on_reject
-            reason = "" if decision == "approve" else f"rejected at {step.name}"
+            action = "continue" if decision == "approve" else wait.on_reject
+            reason = "" if decision == "approve" else f"rejected at {wait.name}"
         else:
-            action, reason = step.on_timeout, f"deadline of {step.name} passed"
+            action, reason = wait.on_timeout, f"deadline of {wait.name} passed"
         claim = {"by": by, "decision": decision, "action": action, "reason": reason,
                  "at": time.time()}
-        if not client.set(claim_key(iid, step.name), json.dumps(claim), nx=True,
-                          ex=int(step.deadline) + KEY_LIFETIME):
+        client = self.resources.redis()
+        if not client.set(claim_key(iid, wait.name), json.dumps(claim), nx=True,
+                          ex=_lifetime(wait)):
             return False
-        ctx: Context = _load(client, context_key(iid, step.name))["context"]
+        ctx: Context = _load(client, context_key(iid, wait.name))["context"]
         if action == "continue":
-            part_from(app, flow, _node_index(flow, step.name) + 1,
-                      _passed(ctx, step.name)).apply_async()
+            following = _node_index(self.flow, wait.name) + 1
+            part_from(self.app, self.flow, following, _passed(ctx, wait.name)).apply_async()
         elif action == "compensate":
-            compensation_part(app, flow, ctx, reason).apply_async()
+            compensation_part(self.app, self.flow, ctx, reason).apply_async()
         else:
-            _finish_signature(app, ctx, "failed", reason).apply_async(args=(ctx,))
+            _finish_signature(self.app, ctx, "failed", reason).apply_async(args=(ctx,))
         return True
+
+
+def _lifetime(wait: Wait) -> int:
+    return int(wait.deadline) + KEY_LIFETIME
+
+
+def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
+    """Register the chain's tasks on `app`."""
+    tasks = ChainTasks(app, flow, resources)
+
+    # Plain functions, not bound methods: Celery checks a task's arguments against the
+    # function's signature, and takes the first parameter of a method for `self`.
+    def step(task: Any, ctx: Context, node: str) -> Context:
+        return tasks.step(task, ctx, node)
+
+    def compensate(task: Any, ctx: Context, node: str, reason: str) -> Context:
+        return tasks.compensate(task, ctx, node, reason)
+
+    def wait(ctx: Context, node: str) -> dict[str, str]:
+        return tasks.wait(ctx, node)
+
+    def signal(instance_id: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return tasks.signal(instance_id, name, payload)
+
+    def deadline(instance_id: str, node: str) -> dict[str, Any]:
+        return tasks.deadline(instance_id, node)
 
     def timer(ctx: Context, node: str) -> Context:
         return _passed(ctx, node)
@@ -262,7 +296,7 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     def finish(ctx: Context, outcome: str, reason: str) -> dict[str, Any]:
         return {"outcome": outcome, "done": ctx["done"], "reason": reason}
 
-    app.task(name=STEP, bind=True)(run_step)
+    app.task(name=STEP, bind=True)(step)
     app.task(name=COMPENSATE, bind=True)(compensate)
     app.task(name=WAIT)(wait)
     app.task(name=SIGNAL)(signal)

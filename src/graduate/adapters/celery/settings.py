@@ -50,7 +50,7 @@ STATE_MACHINE: Mapping[str, float] = {
 
 def celery_defaults() -> dict[str, Any]:
     """Every Celery setting name with its default, as the installed Celery defines them."""
-    from celery.app.defaults import DEFAULTS  # noqa: TID251
+    from celery.app.defaults import DEFAULTS
 
     return dict(DEFAULTS)
 
@@ -62,7 +62,7 @@ def effective_settings(strategy: str, broker_url: str,
     settings: dict[str, Any] = {key: _plain(defaults[key]) for key in RECORDED}
     settings.update(CHOSEN)
     if broker_url.startswith(("redis://", "rediss://", "unix://")):
-        from kombu.transport.redis import Channel  # noqa: TID251
+        from kombu.transport.redis import Channel
 
         settings[VISIBILITY_TIMEOUT] = Channel.visibility_timeout
     own = dict(STATE_MACHINE) if strategy == "state-machine" else {}

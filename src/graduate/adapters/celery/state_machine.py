@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from celery import Celery  # noqa: TID251
-from celery.exceptions import SoftTimeLimitExceeded  # noqa: TID251
+from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
 
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
 from graduate.adapters.celery.resources import ProcessResources
@@ -431,6 +431,8 @@ def register(app: Celery, flow: Flow, resources: ProcessResources,
     """Register advance, signal and tick on `app`, and the tick's beat schedule."""
     machine = Machine(app, flow, resources, settings)
 
+    # Plain functions, not bound methods: Celery checks a task's arguments against the
+    # function's signature, and takes the first parameter of a method for `self`.
     def advance(instance_id: str) -> str:
         return machine.advance(instance_id)
 
