@@ -111,11 +111,16 @@ class Database:
     def transaction(self) -> Iterator[None]:
         """A serialised write transaction (BEGIN IMMEDIATE on SQLite)."""
         conn = self._connection()
-        conn.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
+        begun = False
         try:
+            # Inside the try: a soft time limit that lands just after BEGIN must still
+            # roll back, or the connection stays in a transaction for the next caller.
+            conn.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
+            begun = True
             yield
         except BaseException:
-            conn.execute("ROLLBACK")
+            if begun:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 

@@ -21,6 +21,10 @@ from graduate.flow import Flow, InstanceRequest, Step, SystemSpec
 
 EffectKind = Literal["effect", "compensation"]
 FailureMode = Literal["transient", "permanent"]
+PausePoint = Literal["before-effect", "after-effect"]
+PAUSE_POLL = 0.05
+# An armed step never pauses longer than this, so a harness that died cannot wedge a worker.
+MAX_PAUSE = 600.0
 
 
 class Outcome(StrEnum):
@@ -55,6 +59,17 @@ class InstanceRecord:
             entity_id=self.entity_id, date=self.date, correlation_id=self.correlation_id,
             trace_id=self.trace_id,
         )
+
+
+@dataclass(frozen=True)
+class PointReached:
+    """An armed step that reached its fault point: which process holds it, and when."""
+
+    instance_id: str
+    step: str
+    point: PausePoint
+    pid: int
+    at: float
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,12 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS applied_keys (
         system TEXT NOT NULL, idempotency_key TEXT NOT NULL,
         PRIMARY KEY (system, idempotency_key))""",
+    # Deterministic fault points: an armed step marks the row reached (with its pid) and
+    # pauses until the harness, having fired its fault, releases it.
+    """CREATE TABLE IF NOT EXISTS fault_points (
+        instance_id TEXT NOT NULL, step TEXT NOT NULL, point TEXT NOT NULL,
+        state TEXT NOT NULL, reached_pid INTEGER, reached_at DOUBLE PRECISION,
+        released_at DOUBLE PRECISION, PRIMARY KEY (instance_id, step, point))""",
     """CREATE TABLE IF NOT EXISTS injected_failures (
         instance_id TEXT NOT NULL, step TEXT NOT NULL, mode TEXT NOT NULL,
         remaining INTEGER NOT NULL, PRIMARY KEY (instance_id, step))""",
@@ -205,6 +226,8 @@ class Ledger:
             raise ConfigError(f"step {step.name!r} of flow {flow.name!r} has no compensation")
         system = flow.system(effect.split(".", 1)[0])
         key = flow.key_for(step.name, request, compensation=kind == "compensation")
+        if kind == "effect":
+            self._pause_if_armed(request.instance_id, step.name, "before-effect")
         started = time.time()
         # One transaction: a worker killed midway leaves neither the key claimed nor the
         # row written, never a claimed key without the call that claimed it.
@@ -217,11 +240,55 @@ class Ledger:
                  attempt, key, request.correlation_id, request.trace_id, engine, os.getpid(),
                  started, time.time(), outcome.value],
             )
+        if kind == "effect" and outcome in (Outcome.APPLIED, Outcome.ABSORBED):
+            # The classic duplicate window: the world changed, the engine does not know yet.
+            self._pause_if_armed(request.instance_id, step.name, "after-effect")
         if outcome is Outcome.TRANSIENT_ERROR:
             raise TransientEffectError(f"{effect} failed transiently (injected)")
         if outcome is Outcome.PERMANENT_ERROR:
             raise PermanentEffectError(f"{effect} refused the call (injected)")
         return outcome
+
+    # ------------------------------------------------------------------ fault points
+
+    def arm(self, instance_id: str, step: str, point: PausePoint) -> None:
+        """Make the next call of `step` for `instance_id` pause at `point`, once."""
+        with self.db.transaction():
+            self.db.execute("DELETE FROM fault_points WHERE instance_id = ? AND step = ? "
+                            "AND point = ?", [instance_id, step, point])
+            self.db.execute("INSERT INTO fault_points (instance_id, step, point, state) "
+                            "VALUES (?, ?, ?, 'armed')", [instance_id, step, point])
+
+    def reached(self, instance_id: str, step: str, point: PausePoint) -> PointReached | None:
+        """The process paused at the point, once it got there."""
+        rows = self.db.query(
+            "SELECT reached_pid, reached_at FROM fault_points WHERE instance_id = ? AND "
+            "step = ? AND point = ? AND state IN ('reached', 'released')",
+            [instance_id, step, point])
+        if not rows:
+            return None
+        return PointReached(instance_id, step, point, int(rows[0][0]), float(rows[0][1]))
+
+    def release(self, instance_id: str, step: str, point: PausePoint) -> None:
+        """Let a paused step go on (or disarm a point not reached yet)."""
+        self.db.execute("UPDATE fault_points SET state = 'released', released_at = ? "
+                        "WHERE instance_id = ? AND step = ? AND point = ?",
+                        [time.time(), instance_id, step, point])
+
+    def _pause_if_armed(self, instance_id: str, step: str, point: PausePoint) -> None:
+        hit = self.db.execute(
+            "UPDATE fault_points SET state = 'reached', reached_pid = ?, reached_at = ? "
+            "WHERE instance_id = ? AND step = ? AND point = ? AND state = 'armed'",
+            [os.getpid(), time.time(), instance_id, step, point])
+        if not hit:
+            return
+        deadline = time.monotonic() + MAX_PAUSE
+        while time.monotonic() < deadline:
+            rows = self.db.query("SELECT state FROM fault_points WHERE instance_id = ? AND "
+                                 "step = ? AND point = ?", [instance_id, step, point])
+            if not rows or rows[0][0] == "released":
+                return
+            time.sleep(PAUSE_POLL)
 
     def _decide(self, instance_id: str, step: str, kind: EffectKind, system: SystemSpec,
                 key: str) -> Outcome:

@@ -21,8 +21,9 @@ from graduate.flow import Flow
 STRATEGIES = ("chain", "state-machine")
 
 
-def queue_name(flow: Flow) -> str:
-    return f"graduate.{flow.name}"
+def queue_name(flow: Flow, strategy: str) -> str:
+    """One queue per flow and strategy: a chain worker cannot run state-machine tasks."""
+    return f"graduate.{flow.name}.{strategy}"
 
 
 def check_strategy(strategy: str) -> str:
@@ -46,7 +47,7 @@ def create_app(flow: Flow, services: Mapping[str, Any], settings: Mapping[str, A
     app = Celery(f"graduate.{flow.name}", broker=broker,
                  backend=services.get("result_backend_url"), set_as_current=False)
     app.conf.update(celery_conf(settings))
-    app.conf.task_default_queue = queue_name(flow)
+    app.conf.task_default_queue = queue_name(flow, strategy)
     if strategy == "chain":
         chain.register(app, flow, resources)
     else:

@@ -110,7 +110,8 @@ def _node_signature(app: Celery, ctx: Context, node: Node) -> Any:
                              **_limits(node))
     if isinstance(node, Wait):
         return app.signature(WAIT, kwargs={"node": node.name}, task_id=task_id(iid, node.name))
-    # The timer task itself is sent with the countdown: the part after it starts late.
+    # The timer's own task carries the countdown: its predecessor sends it to run late, and
+    # the rest of the chain follows it, so the timer counts as passed once it has run.
     return app.signature(TIMER, kwargs={"node": node.name}, task_id=task_id(iid, node.name),
                          countdown=node.duration)
 
@@ -175,8 +176,9 @@ class ChainTasks:
         step = cast(Step, self.flow.node(node))
         attempt = int(task.request.retries) + 1
         try:
-            self.resources.ledger().call(self.flow, _request(ctx), step, attempt=attempt,
-                                         engine=ENGINE)
+            with self.resources.interruptible():
+                self.resources.ledger().call(self.flow, _request(ctx), step, attempt=attempt,
+                                             engine=ENGINE)
         except (TransientEffectError, SoftTimeLimitExceeded) as error:
             if attempt < step.retry.max_attempts:
                 raise task.retry(exc=error, countdown=step.retry.delay_after(attempt),
@@ -196,8 +198,9 @@ class ChainTasks:
         step = cast(Step, self.flow.node(node))
         attempt = int(task.request.retries) + 1
         try:
-            self.resources.ledger().call(self.flow, _request(ctx), step, attempt=attempt,
-                                         engine=ENGINE, kind="compensation")
+            with self.resources.interruptible():
+                self.resources.ledger().call(self.flow, _request(ctx), step, attempt=attempt,
+                                             engine=ENGINE, kind="compensation")
         except (TransientEffectError, SoftTimeLimitExceeded, PermanentEffectError) as error:
             if not isinstance(error, PermanentEffectError) and (
                 attempt < step.retry.max_attempts
@@ -274,7 +277,9 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     tasks = ChainTasks(app, flow, resources)
 
     # Plain functions, not bound methods: Celery checks a task's arguments against the
-    # function's signature, and takes the first parameter of a method for `self`.
+    # function's signature, and takes the first parameter of a method for `self`. Not
+    # shared: a shared task is added to every Celery app the process creates later, so a
+    # second engine would run the first engine's closures.
     def step(task: Any, ctx: Context, node: str) -> Context:
         return tasks.step(task, ctx, node)
 
@@ -282,13 +287,16 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
         return tasks.compensate(task, ctx, node, reason)
 
     def wait(ctx: Context, node: str) -> dict[str, str]:
-        return tasks.wait(ctx, node)
+        with resources.interruptible():
+            return tasks.wait(ctx, node)
 
     def signal(instance_id: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return tasks.signal(instance_id, name, payload)
+        with resources.interruptible():
+            return tasks.signal(instance_id, name, payload)
 
     def deadline(instance_id: str, node: str) -> dict[str, Any]:
-        return tasks.deadline(instance_id, node)
+        with resources.interruptible():
+            return tasks.deadline(instance_id, node)
 
     def timer(ctx: Context, node: str) -> Context:
         return _passed(ctx, node)
@@ -296,13 +304,13 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     def finish(ctx: Context, outcome: str, reason: str) -> dict[str, Any]:
         return {"outcome": outcome, "done": ctx["done"], "reason": reason}
 
-    app.task(name=STEP, bind=True)(step)
-    app.task(name=COMPENSATE, bind=True)(compensate)
-    app.task(name=WAIT)(wait)
-    app.task(name=SIGNAL)(signal)
-    app.task(name=DEADLINE)(deadline)
-    app.task(name=TIMER)(timer)
-    app.task(name=FINISH)(finish)
+    app.task(name=STEP, bind=True, shared=False)(step)
+    app.task(name=COMPENSATE, bind=True, shared=False)(compensate)
+    app.task(name=WAIT, shared=False)(wait)
+    app.task(name=SIGNAL, shared=False)(signal)
+    app.task(name=DEADLINE, shared=False)(deadline)
+    app.task(name=TIMER, shared=False)(timer)
+    app.task(name=FINISH, shared=False)(finish)
 
 
 # ---------------------------------------------------------------------------- engine side
@@ -311,8 +319,20 @@ _OUTCOMES = {"completed": InstanceState.COMPLETED, "compensated": InstanceState.
              "failed": InstanceState.FAILED}
 
 
+# Failures the task code handles itself, by retrying or by sending the compensations.
+# Any other failure (the hard time limit, a lost pool child, a bug) ends the chain there.
+HANDLED = (TransientEffectError, PermanentEffectError, SoftTimeLimitExceeded)
+
+
 def _timestamp(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
+
+
+def _stopped(done: list[str], failure: str, result: Any) -> InstanceStatus:
+    return InstanceStatus(
+        InstanceState.FAILED, tuple(done), finished_at=_timestamp(result.date_done),
+        detail=f"{failure}; the chain stopped there and nothing compensates",
+    )
 
 
 class ChainStrategy:
@@ -333,9 +353,6 @@ class ChainStrategy:
         self.app.signature(SIGNAL, args=(instance_id, name, payload),
                            task_id=task_id(instance_id, "signal", name)).apply_async()
 
-    def _state(self, tid: str) -> str:
-        return str(self.app.AsyncResult(tid).state)
-
     def status(self, instance_id: str) -> InstanceStatus:
         finish = self.app.AsyncResult(task_id(instance_id, "finish"))
         if finish.state == "SUCCESS":
@@ -347,28 +364,39 @@ class ChainStrategy:
         done: list[str] = []
         known = finish.state != "PENDING"
         for node in self.flow.nodes:
-            state = self._state(task_id(instance_id, node.name))
-            known = known or state != "PENDING"
+            result = self.app.AsyncResult(task_id(instance_id, node.name))
+            known = known or result.state != "PENDING"
             if isinstance(node, Wait):
                 claim = _load(client, claim_key(instance_id, node.name))
                 if claim is not None and claim["action"] == "continue":
                     done.append(node.name)
                     continue
+                if claim is not None and claim["action"] == "compensate":
+                    return self._compensating(instance_id, done, claim["reason"])
                 if claim is not None:
-                    return self._compensating(done, claim["reason"])
-                if state == "SUCCESS" or client.exists(context_key(instance_id, node.name)):
+                    return InstanceStatus(InstanceState.RUNNING, tuple(done),
+                                          detail=f"failing: {claim['reason']}")
+                if result.state == "SUCCESS" or client.exists(context_key(instance_id,
+                                                                          node.name)):
                     return InstanceStatus(InstanceState.WAITING, tuple(done), detail=node.signal)
-                return self._running(known, done, node, state)
-            if state == "SUCCESS":
+                return self._running(known, done, node, result.state)
+            if result.state == "SUCCESS":
                 done.append(node.name)
                 continue
-            if state == "FAILURE" and isinstance(node, Step):
-                error = self.app.AsyncResult(task_id(instance_id, node.name)).result
-                return self._compensating(done, f"step {node.name} failed: {error}")
-            return self._running(known, done, node, state)
+            if result.state == "FAILURE":
+                failure = f"step {node.name} failed: {result.result}"
+                if not isinstance(result.result, HANDLED):
+                    return _stopped(done, failure, result)
+                return self._compensating(instance_id, done, failure)
+            return self._running(known, done, node, result.state)
         return self._running(known, done, None, finish.state)
 
-    def _compensating(self, done: list[str], reason: str) -> InstanceStatus:
+    def _compensating(self, instance_id: str, done: list[str], reason: str) -> InstanceStatus:
+        for step in self.flow.compensations_for(done):
+            result = self.app.AsyncResult(task_id(instance_id, "compensate", step.name))
+            if result.state == "FAILURE" and not isinstance(result.result, HANDLED):
+                return _stopped(done, f"compensation of {step.name} failed: {result.result}",
+                                result)
         return InstanceStatus(InstanceState.RUNNING, tuple(done), detail=f"compensating: {reason}")
 
     def _running(self, known: bool, done: list[str], node: Node | None,

@@ -4,18 +4,28 @@ A prefork worker forks its pool children after the app is built. An SQLite conne
 must not cross a fork, and sharing a socket between processes mixes their replies, so
 every connection here is opened lazily by the process that uses it and reopened when
 the process ID changes.
+
+A soft time limit raises `SoftTimeLimitExceeded` wherever the task happens to be, even
+between an SQLite `BEGIN` and the `try` that would roll it back. A connection left inside
+a transaction blocks every later write of the pool child (seen in practice: the next
+attempt hung until the hard limit killed the child). Hence two rules: a worker opens the
+ledger (whose constructor runs such a transaction) before it takes a task, outside any
+time limit; and after an interruption every connection of the process is closed, which
+rolls back whatever it held, and the next use opens fresh ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 
 from graduate.db import Database
-from graduate.errors import ConfigError
+from graduate.errors import ConfigError, GraduateError
 from graduate.ledger import Ledger
 
 
@@ -58,6 +68,13 @@ class ProcessResources:
             self._redis = redis.Redis.from_url(url)
         return self._redis
 
+    def warm_up(self) -> None:
+        """Open the ledger now, before any task (and its time limit) runs in this process."""
+        # A failure here would make the pool restart the child in a loop; the first task
+        # that needs the ledger reports it instead, with the same message.
+        with contextlib.suppress(GraduateError):
+            self.ledger()
+
     def close(self) -> None:
         """Close what this process opened (inherited clients are left to their owner)."""
         self._check_pid()
@@ -67,4 +84,20 @@ class ProcessResources:
             self._app_db.close()
         if self._redis is not None:
             self._redis.close()
+        self._ledger = self._app_db = self._redis = None
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Run task code that a soft time limit may cut; if it does, drop every connection."""
+        try:
+            yield
+        except SoftTimeLimitExceeded:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Close every connection, whatever state an interruption left it in."""
+        # Closing may fail on a connection cut mid-command; it is being thrown away anyway.
+        with contextlib.suppress(Exception):
+            self.close()
         self._ledger = self._app_db = self._redis = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from celery import Celery
@@ -37,8 +37,6 @@ SIGNAL = "graduate.sm.signal"
 TICK = "graduate.sm.tick"
 
 HARD_LIMIT_SLACK = 5.0
-# How often a signal retries its write when an advance changed the row at the same time.
-SIGNAL_WRITE_ATTEMPTS = 20
 
 RUNNING, WAITING, COMPENSATING = "running", "waiting", "compensating"
 COMPLETED, COMPENSATED, FAILED = "completed", "compensated", "failed"
@@ -48,12 +46,17 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sm_instances (
         instance_id TEXT PRIMARY KEY, flow TEXT NOT NULL, request TEXT NOT NULL,
         cursor INTEGER NOT NULL, state TEXT NOT NULL, done TEXT NOT NULL,
-        compensated TEXT NOT NULL, attempt INTEGER NOT NULL, signals TEXT NOT NULL,
+        compensated TEXT NOT NULL, attempt INTEGER NOT NULL,
         wait_deadline DOUBLE PRECISION, timer_until DOUBLE PRECISION,
         lease_until DOUBLE PRECISION, nudged_at DOUBLE PRECISION, version INTEGER NOT NULL,
         started_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
         finished_at DOUBLE PRECISION, reason TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS sm_instances_flow_state ON sm_instances (flow, state)",
+    # Signals wait in a table of their own: storing one must not change the instance's
+    # version, or a step in flight would lose its write and run again after its lease.
+    """CREATE TABLE IF NOT EXISTS sm_signals (
+        instance_id TEXT NOT NULL, name TEXT NOT NULL, payload TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL, PRIMARY KEY (instance_id, name))""",
     """CREATE TABLE IF NOT EXISTS sm_transitions (
         id {id}, instance_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
         from_state TEXT NOT NULL, to_state TEXT NOT NULL, node TEXT NOT NULL,
@@ -62,13 +65,13 @@ SCHEMA = (
 )
 
 _COLUMNS = (
-    "instance_id, flow, request, cursor, state, done, compensated, attempt, signals, "
+    "instance_id, flow, request, cursor, state, done, compensated, attempt, "
     "wait_deadline, timer_until, lease_until, nudged_at, version, started_at, updated_at, "
     "finished_at, reason"
 )
 # What a move may change; instance_id, flow, request and started_at never change, and
 # nudged_at belongs to the tick alone.
-_MOVED = ("cursor", "state", "done", "compensated", "attempt", "signals", "wait_deadline",
+_MOVED = ("cursor", "state", "done", "compensated", "attempt", "wait_deadline",
           "timer_until", "lease_until", "version", "updated_at", "finished_at", "reason")
 
 
@@ -90,7 +93,6 @@ class Row:
     done: tuple[str, ...] = ()
     compensated: tuple[str, ...] = ()
     attempt: int = 0
-    signals: Mapping[str, Any] = field(default_factory=dict)
     wait_deadline: float | None = None
     timer_until: float | None = None
     lease_until: float | None = None
@@ -108,7 +110,7 @@ class Row:
             "request": json.dumps(asdict(self.request)), "cursor": self.cursor,
             "state": self.state, "done": json.dumps(list(self.done)),
             "compensated": json.dumps(list(self.compensated)), "attempt": self.attempt,
-            "signals": json.dumps(dict(self.signals)), "wait_deadline": self.wait_deadline,
+            "wait_deadline": self.wait_deadline,
             "timer_until": self.timer_until, "lease_until": self.lease_until,
             "nudged_at": self.nudged_at, "version": self.version,
             "started_at": self.started_at, "updated_at": self.updated_at,
@@ -117,14 +119,14 @@ class Row:
 
     @classmethod
     def from_db(cls, row: tuple[Any, ...]) -> Row:
-        (instance_id, flow, request, cursor, state, done, compensated, attempt, signals,
+        (instance_id, flow, request, cursor, state, done, compensated, attempt,
          wait_deadline, timer_until, lease_until, nudged_at, version, started_at, updated_at,
          finished_at, reason) = row
         return cls(
             instance_id=instance_id, flow=flow, request=InstanceRequest(**json.loads(request)),
             cursor=int(cursor), state=state, done=tuple(json.loads(done)),
             compensated=tuple(json.loads(compensated)), attempt=int(attempt),
-            signals=json.loads(signals), wait_deadline=wait_deadline, timer_until=timer_until,
+            wait_deadline=wait_deadline, timer_until=timer_until,
             lease_until=lease_until, nudged_at=nudged_at, version=int(version),
             started_at=started_at, updated_at=updated_at, finished_at=finished_at,
             reason=reason,
@@ -152,8 +154,12 @@ class Store:
                             f"({', '.join('?' * len(values))})", values)
             self._transition(row.instance_id, row.started_at, "", row.state, "", "started")
 
-    def update(self, old: Row, new: Row, node: str, note: str) -> Row | None:
-        """Write `new` if the row is still at `old`'s version; None if another writer won."""
+    def update(self, old: Row, new: Row, node: str, note: str,
+               consume: str | None = None) -> Row | None:
+        """Write `new` if the row is still at `old`'s version; None if another writer won.
+
+        `consume` names a signal that the move uses up, deleted in the same transaction.
+        """
         now = time.time()
         written = replace(new, version=old.version + 1, updated_at=now)
         columns = written.columns()
@@ -165,7 +171,28 @@ class Store:
             )
             if changed:
                 self._transition(old.instance_id, now, old.state, new.state, node, note)
+                if consume is not None:
+                    self.db.execute("DELETE FROM sm_signals WHERE instance_id = ? AND name = ?",
+                                    [old.instance_id, consume])
         return written if changed else None
+
+    def signal(self, instance_id: str, name: str) -> dict[str, Any] | None:
+        rows = self.db.query("SELECT payload FROM sm_signals WHERE instance_id = ? AND name = ?",
+                             [instance_id, name])
+        return dict(json.loads(rows[0][0])) if rows else None
+
+    def put_signal(self, row: Row, name: str, payload: dict[str, Any]) -> None:
+        """Store a signal for the instance (a repeat replaces the earlier one)."""
+        now = time.time()
+        with self.db.transaction():
+            self.db.execute("DELETE FROM sm_signals WHERE instance_id = ? AND name = ?",
+                            [row.instance_id, name])
+            self.db.execute(
+                "INSERT INTO sm_signals (instance_id, name, payload, at) VALUES (?, ?, ?, ?)",
+                [row.instance_id, name, json.dumps(payload), now],
+            )
+            self._transition(row.instance_id, now, row.state, row.state, name,
+                             f"signal {name} stored: {json.dumps(payload)}")
 
     def _transition(self, instance_id: str, at: float, from_state: str, to_state: str,
                     node: str, note: str) -> None:
@@ -176,15 +203,19 @@ class Store:
 
     def due(self, flow: str, now: float, idle_grace: float) -> list[Row]:
         """Rows of `flow` that need an advance nobody may have sent, not nudged lately."""
+        # A waiting row with a signal stored a while ago lost the advance the signal sent;
+        # without this it would sit until its deadline (hours or days) despite the answer.
         rows = self.db.query(
             f"SELECT {_COLUMNS} FROM sm_instances WHERE flow = ? "
             "AND state IN (?, ?, ?) AND (nudged_at IS NULL OR nudged_at <= ?) AND ("
             " (state = ? AND wait_deadline <= ?)"
+            " OR (state = ? AND EXISTS (SELECT 1 FROM sm_signals AS s"
+            "     WHERE s.instance_id = sm_instances.instance_id AND s.at <= ?))"
             " OR (timer_until IS NOT NULL AND timer_until <= ?)"
             " OR (state <> ? AND timer_until IS NULL"
             "     AND COALESCE(lease_until, updated_at + ?) <= ?))",
-            [flow, RUNNING, WAITING, COMPENSATING, now - idle_grace, WAITING, now, now,
-             WAITING, idle_grace, now],
+            [flow, RUNNING, WAITING, COMPENSATING, now - idle_grace, WAITING, now,
+             WAITING, now - idle_grace, now, WAITING, idle_grace, now],
         )
         return [Row.from_db(row) for row in rows]
 
@@ -277,16 +308,12 @@ class Machine:
 
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> str:
         store = self.store
-        for _ in range(SIGNAL_WRITE_ATTEMPTS):
-            row = store.load(instance_id)
-            if row is None or row.state in FINISHED:
-                return "no running instance"
-            stored = replace(row, signals={**row.signals, name: payload})
-            written = store.update(row, stored, name, f"signal {name}: {json.dumps(payload)}")
-            if written is not None:
-                self.send_advance(written)
-                return "stored"
-        return "not stored: the row kept changing"
+        row = store.load(instance_id)
+        if row is None or row.state in FINISHED:
+            return "no running instance"
+        store.put_signal(row, name, payload)
+        self.send_advance(row)
+        return "stored"
 
     def tick(self) -> int:
         """Send advance for every row whose next move no message may be carrying."""
@@ -301,23 +328,26 @@ class Machine:
     # ------------------------------------------------------------------ moves
 
     def _move(self, store: Store, old: Row, new: Row, node: str, note: str,
-              countdown: float | None = None) -> str:
-        written = store.update(old, new, node, note)
+              countdown: float | None = None, consume: str | None = None) -> str:
+        written = store.update(old, new, node, note, consume)
         if written is None:
             return f"{node}: another writer moved the row first"
         if written.state not in FINISHED and written.state != WAITING:
             self.send_advance(written, countdown)
         return f"{node}: {note}"
 
-    def _finish(self, store: Store, row: Row, state: str, reason: str, node: str) -> str:
+    def _finish(self, store: Store, row: Row, state: str, reason: str, node: str,
+                consume: str | None = None) -> str:
         finished = replace(row, state=state, reason=reason, lease_until=None, attempt=0,
                            finished_at=time.time())
-        return self._move(store, row, finished, node, state)
+        return self._move(store, row, finished, node, state, consume=consume)
 
-    def _begin_compensation(self, store: Store, row: Row, reason: str, node: str) -> str:
+    def _begin_compensation(self, store: Store, row: Row, reason: str, node: str,
+                            consume: str | None = None) -> str:
         compensating = replace(row, state=COMPENSATING, reason=reason, attempt=0,
                                lease_until=None, wait_deadline=None, timer_until=None)
-        return self._move(store, row, compensating, node, f"compensating: {reason}")
+        return self._move(store, row, compensating, node, f"compensating: {reason}",
+                          consume=consume)
 
     def _take_lease(self, store: Store, row: Row, step: Step) -> Row | None:
         leased = replace(row, attempt=row.attempt + 1,
@@ -335,8 +365,9 @@ class Machine:
         if leased is None:
             return f"{step.name}: another worker took the step"
         try:
-            self.resources.ledger().call(self.flow, row.request, step, attempt=leased.attempt,
-                                         engine=ENGINE)
+            with self.resources.interruptible():
+                self.resources.ledger().call(self.flow, row.request, step,
+                                             attempt=leased.attempt, engine=ENGINE)
         except (TransientEffectError, SoftTimeLimitExceeded) as error:
             return self._retry_or(store, leased, step, error, self._begin_compensation)
         except PermanentEffectError as error:
@@ -361,32 +392,32 @@ class Machine:
         return self._move(store, leased, backing_off, step.name, note, countdown=delay)
 
     def _wait(self, store: Store, row: Row, wait: Wait, now: float) -> str:
-        if wait.signal in row.signals:
-            payload = row.signals[wait.signal]
-            consumed = replace(row, signals={k: v for k, v in row.signals.items()
-                                             if k != wait.signal})
+        payload = store.signal(row.instance_id, wait.signal)
+        if payload is not None:
+            used = wait.signal
             if payload.get("decision") == "approve":
-                return self._pass(store, row, consumed, wait.name, "approved")
+                return self._pass(store, row, wait.name, "approved", consume=used)
             reason = f"rejected at {wait.name}"
             if wait.on_reject == "compensate":
-                return self._begin_compensation(store, consumed, reason, wait.name)
-            return self._finish(store, consumed, FAILED, reason, wait.name)
+                return self._begin_compensation(store, row, reason, wait.name, consume=used)
+            return self._finish(store, row, FAILED, reason, wait.name, consume=used)
         if row.state == WAITING:
             if row.wait_deadline is None or row.wait_deadline > now:
                 return f"{wait.name}: still waiting"
             reason = f"deadline of {wait.name} passed"
             if wait.on_timeout == "continue":
-                return self._pass(store, row, row, wait.name, reason)
+                return self._pass(store, row, wait.name, reason)
             if wait.on_timeout == "compensate":
                 return self._begin_compensation(store, row, reason, wait.name)
             return self._finish(store, row, FAILED, reason, wait.name)
         waiting = replace(row, state=WAITING, wait_deadline=now + wait.deadline)
         return self._move(store, row, waiting, wait.name, f"awaiting signal {wait.signal}")
 
-    def _pass(self, store: Store, old: Row, base: Row, node: str, note: str) -> str:
-        passed = replace(base, state=RUNNING, cursor=base.cursor + 1, done=(*base.done, node),
+    def _pass(self, store: Store, row: Row, node: str, note: str,
+              consume: str | None = None) -> str:
+        passed = replace(row, state=RUNNING, cursor=row.cursor + 1, done=(*row.done, node),
                          wait_deadline=None, timer_until=None, attempt=0)
-        return self._move(store, old, passed, node, note)
+        return self._move(store, row, passed, node, note, consume=consume)
 
     def _timer(self, store: Store, row: Row, timer: Timer, now: float) -> str:
         if row.timer_until is None:
@@ -395,7 +426,7 @@ class Machine:
                               f"timer of {timer.duration:g}s started", countdown=timer.duration)
         if row.timer_until > now:
             return f"{timer.name}: not due yet"
-        return self._pass(store, row, row, timer.name, "timer due")
+        return self._pass(store, row, timer.name, "timer due")
 
     def _compensate_next(self, store: Store, row: Row) -> str:
         pending = self.pending_compensations(row)
@@ -410,8 +441,10 @@ class Machine:
         if leased is None:
             return f"{step.name}: another worker took the compensation"
         try:
-            self.resources.ledger().call(self.flow, row.request, step, attempt=leased.attempt,
-                                         engine=ENGINE, kind="compensation")
+            with self.resources.interruptible():
+                self.resources.ledger().call(self.flow, row.request, step,
+                                             attempt=leased.attempt, engine=ENGINE,
+                                             kind="compensation")
         except (TransientEffectError, SoftTimeLimitExceeded) as error:
             return self._retry_or(store, leased, step, error, self._fail_compensation)
         except PermanentEffectError as error:
@@ -432,20 +465,25 @@ def register(app: Celery, flow: Flow, resources: ProcessResources,
     machine = Machine(app, flow, resources, settings)
 
     # Plain functions, not bound methods: Celery checks a task's arguments against the
-    # function's signature, and takes the first parameter of a method for `self`.
+    # function's signature, and takes the first parameter of a method for `self`. Not
+    # shared: a shared task is added to every Celery app the process creates later, so a
+    # second engine would run the first engine's closures.
     def advance(instance_id: str) -> str:
-        return machine.advance(instance_id)
+        with resources.interruptible():
+            return machine.advance(instance_id)
 
     def signal(instance_id: str, name: str, payload: dict[str, Any]) -> str:
-        return machine.signal(instance_id, name, payload)
+        with resources.interruptible():
+            return machine.signal(instance_id, name, payload)
 
     def tick() -> int:
-        return machine.tick()
+        with resources.interruptible():
+            return machine.tick()
 
-    app.task(name=ADVANCE)(advance)
-    app.task(name=SIGNAL)(signal)
+    app.task(name=ADVANCE, shared=False)(advance)
+    app.task(name=SIGNAL, shared=False)(signal)
     # A tick's result is worthless a second later; storing one a second is only noise.
-    app.task(name=TICK, ignore_result=True)(tick)
+    app.task(name=TICK, ignore_result=True, shared=False)(tick)
     interval = float(settings.get("tick_interval", STATE_MACHINE["tick_interval"]))
     app.conf.beat_schedule = {
         TICK: {"task": TICK, "schedule": interval,

@@ -1,0 +1,121 @@
+"""`CeleryEngine`: the Engine protocol on Celery, with the strategy chosen at construction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from graduate.adapters.base import (
+    Capabilities,
+    HistoryEvent,
+    InstanceStatus,
+    WorkerGroup,
+    WorkerSpec,
+    services_for_worker,
+    start_worker_process,
+)
+from graduate.adapters.celery.app import check_strategy, create_app
+from graduate.adapters.celery.chain import ChainStrategy
+from graduate.adapters.celery.resources import ProcessResources
+from graduate.adapters.celery.settings import effective_settings
+from graduate.adapters.celery.state_machine import StateMachineStrategy
+from graduate.errors import ConfigError, EngineError
+from graduate.flow import Flow, InstanceRequest
+from graduate.processes import ManagedProcess
+from graduate.services.model import Services
+
+WORKER_MODULE = "graduate.adapters.celery.worker"
+DECISIONS = ("approve", "reject")
+
+
+class _Strategy(Protocol):
+    def start(self, request: InstanceRequest) -> None: ...
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None: ...
+    def status(self, instance_id: str) -> InstanceStatus: ...
+    def history(self, instance_id: str) -> list[HistoryEvent]: ...
+
+
+class CeleryEngine:
+    """Runs a flow on Celery as a chain of tasks or as a state machine in the app's tables.
+
+    `settings` overrides Celery's defaults (and the state machine's own knobs); the
+    effective values are in `self.settings`, for evidence and for the workers.
+    """
+
+    def __init__(self, flow: Flow, services: Services, run_dir: Path, *, strategy: str,
+                 settings: dict[str, Any] | None = None) -> None:
+        self.strategy = check_strategy(strategy)
+        if not services.broker_url or not services.result_backend_url:
+            raise ConfigError("the Celery engines need a broker and a Redis result backend; "
+                              "give them with --broker-url and --result-backend-url, or let "
+                              "graduate start a local Redis")
+        self.flow = flow
+        self.run_dir = run_dir
+        self.name = f"celery-{strategy}"
+        self.capabilities = Capabilities(
+            durable_progress=strategy == "state-machine", signals=True, timers=True,
+            compensation=True, versioning=False,
+        )
+        self.settings = effective_settings(strategy, services.broker_url, settings)
+        self._services = services_for_worker(services)
+        self._resources = ProcessResources(self._services)
+        self._app = create_app(flow, self._services, self.settings, strategy=strategy,
+                               resources=self._resources)
+        self._impl: _Strategy = (
+            ChainStrategy(self._app, flow, self._resources) if strategy == "chain"
+            else StateMachineStrategy(self._app, flow, self._resources, self.settings)
+        )
+        self._launched: dict[str, int] = {}
+
+    def start_workers(self, count: int) -> WorkerGroup:
+        """Start `count` workers (and, for the state machine, the beat that ticks it)."""
+        if not self.flow.source:
+            raise ConfigError(f"flow {self.flow.name!r} has no source, so worker processes "
+                              "cannot load it; load it with graduate.flow.load_flow from a "
+                              ".toml file or a module:ATTRIBUTE reference")
+        group = WorkerGroup()
+        try:
+            for _ in range(count):
+                group.processes.append(self._launch("worker"))
+            if self.strategy == "state-machine":
+                group.processes.append(self._launch("beat"))
+        except BaseException:
+            group.stop()
+            raise
+        return group
+
+    def _launch(self, role: str) -> ManagedProcess:
+        # Numbered per role and never reused, so a restarted worker gets a log of its own.
+        self._launched[role] = self._launched.get(role, 0) + 1
+        name = f"{self.name}-{role}-{self._launched[role]}"
+        spec = WorkerSpec(
+            engine=self.name, flow_source=self.flow.source, services=self._services,
+            ready_file=str(self.run_dir / "ready" / f"{name}.ready"), settings=self.settings,
+        )
+        extra: tuple[str, ...] = (role, name)
+        if role == "beat":
+            extra = (*extra, str(self.run_dir / f"{name}.schedule"))
+        return start_worker_process(name, WORKER_MODULE, spec, self.run_dir, extra)
+
+    def start(self, request: InstanceRequest) -> None:
+        self._impl.start(request)
+
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
+        signals = [wait.signal for wait in self.flow.waits]
+        if name not in signals:
+            raise EngineError(f"flow {self.flow.name!r} awaits no signal {name!r}; it awaits: "
+                              f"{', '.join(signals) or 'none'}")
+        if payload.get("decision") not in DECISIONS:
+            raise EngineError(f"signal {name!r} needs a payload of {{\"decision\": \"approve\"}} "
+                              f"or {{\"decision\": \"reject\"}}, not {payload!r}")
+        self._impl.signal(instance_id, name, payload)
+
+    def status(self, instance_id: str) -> InstanceStatus:
+        return self._impl.status(instance_id)
+
+    def history(self, instance_id: str) -> list[HistoryEvent]:
+        return self._impl.history(instance_id)
+
+    def close(self) -> None:
+        self._app.close()
+        self._resources.close()

@@ -1,0 +1,57 @@
+"""A Celery worker or beat process: `python -m graduate.adapters.celery.worker SPEC ROLE NAME`.
+
+ROLE is `worker` or `beat` (beat takes its schedule file as a fourth argument). The
+process builds the same app as the engine from the WorkerSpec and writes its ready
+file when Celery says it takes work (`worker_ready`) or ticks (`beat_init`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from celery.signals import beat_init, worker_process_init, worker_ready
+
+from graduate.adapters.base import WorkerSpec, write_ready_file
+from graduate.adapters.celery.app import create_app
+from graduate.adapters.celery.resources import ProcessResources
+from graduate.errors import ConfigError
+from graduate.flow import load_flow
+
+
+def main(argv: list[str]) -> None:
+    wanted = {"worker": 3, "beat": 4}
+    if len(argv) < 2 or argv[1] not in wanted or len(argv) < wanted[argv[1]]:
+        raise ConfigError("usage: python -m graduate.adapters.celery.worker SPEC worker NAME | "
+                          "SPEC beat NAME SCHEDULE_FILE (the engine starts these itself)")
+    spec = WorkerSpec.from_json(argv[0])
+    role, name = argv[1], argv[2]
+    flow = load_flow(spec.flow_source)
+    resources = ProcessResources(spec.services)
+    app = create_app(flow, spec.services, spec.settings,
+                     strategy=spec.engine.removeprefix("celery-"), resources=resources)
+
+    def ready(**_: Any) -> None:
+        write_ready_file(spec.ready_file, os.getpid())
+
+    def warm_up(**_: Any) -> None:
+        resources.warm_up()
+
+    if role == "beat":
+        beat_init.connect(ready, weak=False)
+        app.Beat(schedule=argv[3], loglevel="INFO", quiet=True).run()
+        return
+    # Each pool child opens its own ledger right after the fork, before any task runs.
+    worker_process_init.connect(warm_up, weak=False)
+    worker_ready.connect(ready, weak=False)
+    app.worker_main([
+        "worker", "--pool", "prefork", "--concurrency", "1", "--without-mingle",
+        "--without-gossip", "--without-heartbeat", "-Q", app.conf.task_default_queue,
+        # The PID keeps names unique among the workers of several runs on one broker.
+        "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "INFO",
+    ])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,216 @@
+"""Verdicts, from ground truth only: the ledger and the engine's own record.
+
+The checker never looks at what the harness meant to happen. For each instance it
+reads every effect call in the ledger and the state the engine reports, and says
+whether the business commitment was completed, compensated, failed visibly, lost
+(nothing holds it any more) or stuck (held, but not moving); how often each effect
+ran and whether idempotency keys absorbed the repeats; and, when a fault hit the
+instance, at which step it resumed and how long that took.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from graduate.adapters.base import InstanceState, InstanceStatus
+from graduate.flow import Flow
+from graduate.ledger import EffectRecord, InstanceRecord, Outcome, PointReached
+
+
+class Verdict(StrEnum):
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    FAILED = "failed"  # visibly, with a reason
+    LOST = "lost"  # no progress, and nothing holds it any more
+    STUCK = "stuck"  # the engine still holds it, but it did not finish in time
+
+
+@dataclass(frozen=True)
+class EffectVerdict:
+    """What one step's effect (or its compensation) did to the outside world."""
+
+    step: str
+    kind: str
+    calls: int
+    applied: int
+    absorbed: int
+    errors: int
+
+    @property
+    def unabsorbed_duplicates(self) -> int:
+        """Applications beyond the first: the world changed twice."""
+        return max(self.applied - 1, 0)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """How an instance hit by a fault went on."""
+
+    in_flight: str  # the step that was paused at the fault point
+    point: str
+    resumed_at: str | None  # step of the first effect call after the fault
+    exact: bool
+    time_to_resume: float | None
+    reran: tuple[str, ...] = ()  # steps finished before the fault that ran again
+
+
+@dataclass(frozen=True)
+class InstanceVerdict:
+    instance_id: str
+    correlation_id: str
+    trace_id: str
+    verdict: Verdict
+    reason: str
+    engine_state: str
+    effects: tuple[EffectVerdict, ...]
+    resume: Resume | None
+    time_to_complete: float | None
+
+    @property
+    def unabsorbed_duplicates(self) -> int:
+        return sum(e.unabsorbed_duplicates for e in self.effects)
+
+    @property
+    def absorbed(self) -> int:
+        return sum(e.absorbed for e in self.effects)
+
+
+@dataclass(frozen=True)
+class RunVerdict:
+    """The run as a whole: counts per verdict, and whether the required properties hold."""
+
+    counts: dict[str, int]
+    unabsorbed_duplicates: int
+    absorbed_duplicates: int
+    resumed_exactly: int
+    hit_by_fault: int
+    failures: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def effect_verdicts(effects: Sequence[EffectRecord]) -> tuple[EffectVerdict, ...]:
+    """One verdict per (step, kind), in the order the steps first ran."""
+    order: list[tuple[str, str]] = []
+    for effect in effects:
+        if (effect.step, effect.kind) not in order:
+            order.append((effect.step, effect.kind))
+    verdicts = []
+    for step, kind in order:
+        calls = [e for e in effects if e.step == step and e.kind == kind]
+        verdicts.append(EffectVerdict(
+            step=step, kind=kind, calls=len(calls),
+            applied=sum(1 for e in calls if e.outcome is Outcome.APPLIED),
+            absorbed=sum(1 for e in calls if e.outcome is Outcome.ABSORBED),
+            errors=sum(1 for e in calls if e.outcome in (Outcome.TRANSIENT_ERROR,
+                                                         Outcome.PERMANENT_ERROR)),
+        ))
+    return tuple(verdicts)
+
+
+def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectRecord],
+                   status: InstanceStatus, *, engine_holds: bool,
+                   reached: PointReached | None = None,
+                   fault_at: float | None = None) -> InstanceVerdict:
+    """The verdict of one instance from its ledger rows and its engine's final status."""
+    per_effect = effect_verdicts(effects)
+    landed = {e.step for e in effects if e.kind == "effect"
+              and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)}
+    verdict, reason = _outcome(flow, status, landed, per_effect, engine_holds)
+    resume = None
+    if reached is not None and fault_at is not None:
+        resume = _resume(flow, effects, reached, fault_at)
+    complete = (status.finished_at - record.started_at
+                if status.finished_at is not None and status.state.finished else None)
+    return InstanceVerdict(
+        instance_id=record.instance_id, correlation_id=record.correlation_id,
+        trace_id=record.trace_id, verdict=verdict, reason=reason,
+        engine_state=status.state.value, effects=per_effect, resume=resume,
+        time_to_complete=complete,
+    )
+
+
+def _outcome(flow: Flow, status: InstanceStatus, landed: set[str],
+             per_effect: tuple[EffectVerdict, ...], engine_holds: bool) -> tuple[Verdict, str]:
+    if status.state is InstanceState.COMPLETED:
+        missing = [s.name for s in flow.steps if s.name not in landed]
+        if missing:
+            return Verdict.LOST, (f"the engine reports completed, but the ledger has no "
+                                  f"applied effect for {', '.join(missing)}")
+        return Verdict.COMPLETED, "every step's effect is in the ledger"
+    if status.state is InstanceState.COMPENSATED:
+        undone = {e.step for e in per_effect if e.kind == "compensation" and (
+            e.applied or e.absorbed)}
+        owed = [s.name for s in flow.compensations_for([s for s in landed])
+                if s.name not in undone]
+        if owed:
+            return Verdict.FAILED, (f"reported compensated, but no compensation is in the "
+                                    f"ledger for {', '.join(owed)}")
+        return Verdict.COMPENSATED, status.detail or "compensated"
+    if status.state is InstanceState.FAILED:
+        return Verdict.FAILED, status.detail or "the engine reports a failure"
+    if engine_holds:
+        return Verdict.STUCK, (f"the engine still holds it ({status.state.value}"
+                               f"{': ' + status.detail if status.detail else ''}) but it did "
+                               "not finish before the run's deadline")
+    done = ", ".join(status.done) or "nothing"
+    return Verdict.LOST, (f"nothing holds it any more: the engine reports "
+                          f"{status.state.value} after {done}, and no task, timer or "
+                          "workflow is left to move it")
+
+
+def _resume(flow: Flow, effects: Sequence[EffectRecord], reached: PointReached,
+            fault_at: float) -> Resume:
+    names = [s.name for s in flow.steps]
+    in_flight = names.index(reached.step)
+    after = [e for e in effects if e.started_at >= fault_at]
+    first = after[0] if after else None
+    reran = tuple(sorted({e.step for e in after if e.kind == "effect"
+                          and e.step in names[:in_flight]}, key=names.index))
+    allowed = {reached.step}
+    if reached.point == "after-effect" and in_flight + 1 < len(names):
+        # The effect had landed: going on with the next step is resuming exactly too.
+        allowed.add(names[in_flight + 1])
+    exact = first is not None and first.kind == "effect" and first.step in allowed and not reran
+    return Resume(
+        in_flight=reached.step, point=reached.point,
+        resumed_at=None if first is None else (
+            first.step if first.kind == "effect" else f"{first.step} (compensation)"),
+        exact=exact,
+        time_to_resume=None if first is None else first.started_at - fault_at,
+        reran=reran,
+    )
+
+
+def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: bool = True,
+              ) -> RunVerdict:
+    """Counts, and the required properties: nothing lost or stuck, no unabsorbed duplicate,
+    and every instance hit by the fault resumed at the step in flight."""
+    counts = {v.value: sum(1 for i in instances if i.verdict is v) for v in Verdict}
+    failures = []
+    for item in instances:
+        if item.verdict in (Verdict.LOST, Verdict.STUCK):
+            failures.append(f"{item.instance_id} {item.verdict} ({item.correlation_id}): "
+                            f"{item.reason}")
+        for effect in item.effects:
+            if effect.unabsorbed_duplicates:
+                failures.append(
+                    f"{item.instance_id}: {effect.step} ({effect.kind}) applied "
+                    f"{effect.applied} times ({item.correlation_id})")
+        if require_exact_resume and item.resume is not None and not item.resume.exact:
+            failures.append(
+                f"{item.instance_id}: was in flight at {item.resume.in_flight}, resumed at "
+                f"{item.resume.resumed_at or 'nothing'} ({item.correlation_id})")
+    hit = [i for i in instances if i.resume is not None]
+    return RunVerdict(
+        counts=counts,
+        unabsorbed_duplicates=sum(i.unabsorbed_duplicates for i in instances),
+        absorbed_duplicates=sum(i.absorbed for i in instances),
+        resumed_exactly=sum(1 for i in hit if i.resume is not None and i.resume.exact),
+        hit_by_fault=len(hit),
+        failures=tuple(failures),
+    )

@@ -1,0 +1,98 @@
+"""The evidence store: every run and matrix as versioned JSON, written atomically.
+
+A file is written to a temporary name, flushed to disk and renamed over the target,
+so a run killed or interrupted while writing leaves either the old file or the new
+one, never half of one. A matrix file lists its cells and the run that settled each,
+so `graduate matrix --resume` runs only the cells that have none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from graduate.errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` to `path` atomically (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, default=str)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"no evidence file {path}") from error
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"evidence file {path} is not valid JSON ({error}); it was "
+                          "edited or damaged: restore it or run again") from error
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        raise ConfigError(f"evidence file {path} has schema version "
+                          f"{data.get('schema_version') if isinstance(data, dict) else None}; "
+                          f"this graduate reads version {SCHEMA_VERSION}")
+    return data
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file's bytes: how an ADR pins the evidence it was promoted on."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class EvidenceStore:
+    """A folder of evidence: `runs/RUN_ID.json` and `matrices/MATRIX_ID.json`."""
+
+    root: Path
+
+    def run_path(self, run_id: str) -> Path:
+        return self.root / "runs" / f"{run_id}.json"
+
+    def matrix_path(self, matrix_id: str) -> Path:
+        return self.root / "matrices" / f"{matrix_id}.json"
+
+    def save_run(self, run_id: str, record: dict[str, Any]) -> Path:
+        path = self.run_path(run_id)
+        write_json(path, {"schema_version": SCHEMA_VERSION, "kind": "run", **record})
+        return path
+
+    def load_run(self, run_id: str) -> dict[str, Any]:
+        return read_json(self.run_path(run_id))
+
+    def runs(self) -> list[str]:
+        folder = self.root / "runs"
+        return sorted(p.stem for p in folder.glob("*.json")) if folder.exists() else []
+
+    def save_matrix(self, matrix_id: str, record: dict[str, Any]) -> Path:
+        path = self.matrix_path(matrix_id)
+        write_json(path, {"schema_version": SCHEMA_VERSION, "kind": "matrix", **record})
+        return path
+
+    def load_matrix(self, matrix_id: str) -> dict[str, Any]:
+        return read_json(self.matrix_path(matrix_id))
+
+    def latest_matrix(self) -> str | None:
+        """The most recently written matrix, for `--resume` without an id."""
+        folder = self.root / "matrices"
+        files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if (
+            folder.exists()) else []
+        return files[-1].stem if files else None
