@@ -9,14 +9,16 @@ the run started is stopped before it returns.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from graduate.adapters import check_engine, needs_temporal, open_engine
 from graduate.adapters.base import Engine, InstanceState, InstanceStatus
@@ -24,7 +26,9 @@ from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.flow import Flow, InstanceRequest, Step, Wait, load_flow
 from graduate.ledger import FailureMode, Ledger, Outcome
-from graduate.services.provider import Needs, open_services
+from graduate.processes import ManagedProcess
+from graduate.services.model import Services
+from graduate.services.provider import Needs, Stack, open_stack
 
 POLL_INTERVAL = 0.1
 _FAILURE = re.compile(
@@ -138,72 +142,137 @@ def validate_options(flow: Flow, options: RunOptions) -> None:
                               f"does not have; its steps: {', '.join(sorted(steps))}")
 
 
-def run_flow(settings: Settings, options: RunOptions,
-             on_status: Callable[[str, InstanceStatus], None] | None = None) -> RunResult:
-    """Run `options.flow` on `options.engine` and report what became of every instance."""
-    flow = load_flow(options.flow, spikes_dir=settings.spikes_dir)
+@dataclass
+class RunSession:
+    """A run in progress: its flow, services, engine, workers and instances.
+
+    `open_session` builds it and tears it down; a plain run and a chaos run differ
+    only in what they do between starting the instances and judging them.
+    """
+
+    flow: Flow
+    options: RunOptions
+    run_id: str
+    run_dir: Path
+    ledger: Ledger
+    stack: Stack
+    engine: Engine
+    workers: list[ManagedProcess] = field(default_factory=list)
+    requests: list[InstanceRequest] = field(default_factory=list)
+    signalled: set[tuple[str, str]] = field(default_factory=set)
+    # Signals not to answer yet: a fault that fires during a wait holds its answer back.
+    held_signals: set[str] = field(default_factory=set)
+
+    @property
+    def instance_ids(self) -> list[str]:
+        return [r.instance_id for r in self.requests]
+
+    def start_instances(self, prepare: Callable[[InstanceRequest], None] | None = None) -> None:
+        """Register, prepare (inject failures, arm fault points) and start each instance."""
+        for number in range(1, self.options.instances + 1):
+            request = new_request(self.flow, self.run_id, number, self.options.tenant_id)
+            self.ledger.register(self.flow, request, self.engine.name)
+            for failure in self.options.failures:
+                self.ledger.inject_failure(request.instance_id, failure.step, failure.mode,
+                                           failure.times)
+            if prepare is not None:
+                prepare(request)
+            self.requests.append(request)
+            self.engine.start(request)
+
+    def watch(self, deadline: float, *,
+              until: Callable[[dict[str, InstanceStatus]], bool] | None = None,
+              on_status: Callable[[str, InstanceStatus], None] | None = None,
+              ) -> dict[str, InstanceStatus]:
+        """Poll the engine until every instance finished, `until` holds, or `deadline`
+        (monotonic) passed. An instance that waits for a signal listed in the options'
+        decisions is sent that decision, once."""
+        statuses: dict[str, InstanceStatus] = {}
+        while True:
+            for instance_id in self.instance_ids:
+                previous = statuses.get(instance_id)
+                if previous is not None and previous.state.finished:
+                    continue
+                status = self._status(instance_id, previous, deadline)
+                if on_status is not None and previous != status:
+                    on_status(instance_id, status)
+                statuses[instance_id] = status
+                self._answer(instance_id, status)
+            if (all(s.state.finished for s in statuses.values())
+                    or (until is not None and until(statuses))
+                    or time.monotonic() > deadline):
+                return statuses
+            time.sleep(POLL_INTERVAL)
+
+    def _status(self, instance_id: str, previous: InstanceStatus | None,
+                deadline: float) -> InstanceStatus:
+        # A broker or server being restarted by a fault makes status calls fail for a
+        # while; the last known status stands until it answers again.
+        try:
+            return self.engine.status(instance_id)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            return previous or InstanceStatus(InstanceState.UNKNOWN,
+                                              detail="the engine does not answer")
+
+    def _answer(self, instance_id: str, status: InstanceStatus) -> None:
+        if status.state is not InstanceState.WAITING:
+            return
+        wait = next_wait(self.flow, status.done)
+        decisions = self.options.decisions
+        if (wait and wait.signal in decisions and wait.signal not in self.held_signals
+                and (instance_id, wait.signal) not in self.signalled):
+            try:
+                self.engine.signal(instance_id, wait.signal, {"decision": decisions[wait.signal]})
+            except Exception:
+                return  # the engine is down; the next poll tries again
+            self.signalled.add((instance_id, wait.signal))
+
+    def result(self, statuses: dict[str, InstanceStatus]) -> RunResult:
+        return RunResult(
+            run_id=self.run_id, flow=self.flow.name, engine=self.engine.name,
+            instances=tuple(summarise(self.flow, self.ledger, r, statuses[r.instance_id])
+                            for r in self.requests),
+            services=self.stack.services.describe(),
+        )
+
+
+@contextlib.contextmanager
+def open_session(settings: Settings, options: RunOptions, *, flow: Flow | None = None,
+                 engine_settings: dict[str, Any] | None = None, use_kept: bool = True,
+                 worker_services: Callable[[Stack], Services] | None = None,
+                 ) -> Iterator[RunSession]:
+    """Services, engine and workers for one run; everything started is stopped on exit."""
+    flow = flow or load_flow(options.flow, spikes_dir=settings.spikes_dir)
     validate_options(flow, options)
     run_id = new_run_id()
     run_dir = settings.state_dir / "runs" / run_id
-    ledger = Ledger(settings.ledger)
     needs = Needs(temporal=needs_temporal(options.engine),
                   broker=not needs_temporal(options.engine))
-    with open_services(settings, needs, temporal_port=options.temporal_port,
-                       redis_port=options.redis_port) as services:
-        engine = open_engine(options.engine, flow, services, run_dir)
-        workers = None
+    with open_stack(settings, needs, temporal_port=options.temporal_port,
+                    redis_port=options.redis_port, use_kept=use_kept) as stack:
+        engine = open_engine(
+            options.engine, flow, stack.services, run_dir, settings=engine_settings,
+            worker_services=worker_services(stack) if worker_services else None)
+        session = RunSession(flow=flow, options=options, run_id=run_id, run_dir=run_dir,
+                             ledger=Ledger(settings.ledger), stack=stack, engine=engine)
         try:
-            workers = engine.start_workers(options.workers)
-            requests = [new_request(flow, run_id, n, options.tenant_id)
-                        for n in range(1, options.instances + 1)]
-            for request in requests:
-                ledger.register(flow, request, engine.name)
-                for failure in options.failures:
-                    ledger.inject_failure(request.instance_id, failure.step, failure.mode,
-                                          failure.times)
-                engine.start(request)
-            statuses = watch(engine, flow, [r.instance_id for r in requests],
-                             decisions=options.decisions,
-                             deadline=time.monotonic() + options.timeout, on_status=on_status)
+            session.workers.extend(engine.start_workers(options.workers).processes)
+            yield session
         finally:
-            if workers is not None:
-                workers.stop()
+            for process in reversed(session.workers):
+                process.stop()
             engine.close()
-    return RunResult(
-        run_id=run_id, flow=flow.name, engine=engine.name,
-        instances=tuple(summarise(flow, ledger, r, statuses[r.instance_id]) for r in requests),
-        services=services.describe(),
-    )
 
 
-def watch(engine: Engine, flow: Flow, instance_ids: list[str], *,
-          decisions: Mapping[str, Decision], deadline: float,
-          on_status: Callable[[str, InstanceStatus], None] | None = None,
-          ) -> dict[str, InstanceStatus]:
-    """Poll the engine until every instance finished or `deadline` (monotonic) passed.
-
-    An instance that waits for a signal listed in `decisions` is sent that decision.
-    """
-    statuses: dict[str, InstanceStatus] = {}
-    signalled: set[tuple[str, str]] = set()
-    while True:
-        for instance_id in instance_ids:
-            if instance_id in statuses and statuses[instance_id].state.finished:
-                continue
-            status = engine.status(instance_id)
-            if on_status is not None and statuses.get(instance_id) != status:
-                on_status(instance_id, status)
-            statuses[instance_id] = status
-            if status.state is InstanceState.WAITING:
-                wait = next_wait(flow, status.done)
-                if wait and wait.signal in decisions and (instance_id, wait.signal) not in (
-                    signalled
-                ):
-                    engine.signal(instance_id, wait.signal, {"decision": decisions[wait.signal]})
-                    signalled.add((instance_id, wait.signal))
-        if all(s.state.finished for s in statuses.values()) or time.monotonic() > deadline:
-            return statuses
-        time.sleep(POLL_INTERVAL)
+def run_flow(settings: Settings, options: RunOptions,
+             on_status: Callable[[str, InstanceStatus], None] | None = None) -> RunResult:
+    """Run `options.flow` on `options.engine` and report what became of every instance."""
+    with open_session(settings, options) as session:
+        session.start_instances()
+        statuses = session.watch(time.monotonic() + options.timeout, on_status=on_status)
+        return session.result(statuses)
 
 
 def next_wait(flow: Flow, done: Sequence[str]) -> Wait | None:

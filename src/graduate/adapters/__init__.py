@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from graduate.adapters.base import Engine
 from graduate.errors import ConfigError
@@ -22,14 +23,22 @@ def check_engine(name: str) -> str:
     return name
 
 
-def open_engine(name: str, flow: Flow, services: Services, run_dir: Path) -> Engine:
-    """The adapter for `name`, connected to `services`, running `flow`."""
+def open_engine(name: str, flow: Flow, services: Services, run_dir: Path, *,
+                settings: dict[str, Any] | None = None,
+                worker_services: Services | None = None) -> Engine:
+    """The adapter for `name`, connected to `services`, running `flow`.
+
+    `settings` overrides the engine's defaults; `worker_services`, when given, is what
+    the workers connect to instead of `services` (see `Engine`).
+    """
     check_engine(name)
     if name == "temporal":
         from graduate.adapters.temporal import TemporalEngine
 
-        return TemporalEngine(flow, services, run_dir)
+        return TemporalEngine(flow, services, run_dir, settings=settings,
+                              worker_services=worker_services)
     from graduate.adapters.celery import CeleryEngine
 
     strategy = name.removeprefix("celery-")
-    return CeleryEngine(flow, services, run_dir, strategy=strategy)
+    return CeleryEngine(flow, services, run_dir, strategy=strategy, settings=settings,
+                        worker_services=worker_services)

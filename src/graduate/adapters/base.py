@@ -141,13 +141,31 @@ def write_ready_file(path: str, pid: int) -> None:
 
 
 class Engine(Protocol):
-    """Runs one flow on one engine (or one strategy of an engine)."""
+    """Runs one flow on one engine (or one strategy of an engine).
+
+    Adapters are built as `Adapter(flow, services, run_dir, settings=None,
+    worker_services=None)`: `settings` overrides the engine's defaults (a profile), and
+    `worker_services` is what workers connect to when it differs from what the client
+    uses (through a network proxy that a partition fault cuts).
+    """
 
     name: str
     capabilities: Capabilities
+    settings: dict[str, Any]
 
     def start_workers(self, count: int) -> WorkerGroup:
-        """Start `count` worker processes and return once each takes work."""
+        """Start `count` worker processes (and any helper process such as Celery beat)
+        and return once each takes work."""
+        ...
+
+    def start_worker(self) -> ManagedProcess:
+        """Start one more worker process (a replacement after a kill or a deploy)."""
+        ...
+
+    def holds(self, instance_id: str) -> bool:
+        """Whether the engine still holds something that can move the instance on: a
+        running workflow, a queued or unacknowledged task, a row its tick will advance.
+        False means nothing will ever move it again: the instance is lost."""
         ...
 
     def start(self, request: InstanceRequest) -> None:

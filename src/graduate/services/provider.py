@@ -17,7 +17,7 @@ from typing import Any
 from graduate.config import Settings
 from graduate.errors import ServiceError
 from graduate.processes import group_alive, stop_group
-from graduate.services.local import LocalRedis, LocalTemporal, redis_ping
+from graduate.services.local import LocalRedis, LocalTemporal
 from graduate.services.model import Services, TemporalTarget
 
 ENV_FILE = "env.json"
@@ -103,12 +103,28 @@ def _write_env(state_dir: Path, kept: dict[str, KeptService]) -> None:
     temporary.replace(path)
 
 
+@dataclass
+class Stack:
+    """The services of one command, with handles on the local ones it started itself:
+    those, and only those, a fault may kill and restart."""
+
+    services: Services
+    temporal: LocalTemporal | None = None
+    redis: LocalRedis | None = None
+
+
 @contextlib.contextmanager
-def open_services(settings: Settings, needs: Needs, *, temporal_port: int | None = None,
-                  redis_port: int | None = None) -> Iterator[Services]:
-    """The services `needs` asks for; local ones started here are stopped on exit."""
-    kept = {name: svc for name, svc in kept_services(settings.state_dir).items() if svc.alive()}
-    started: list[LocalTemporal | LocalRedis] = []
+def open_stack(settings: Settings, needs: Needs, *, temporal_port: int | None = None,
+               redis_port: int | None = None, use_kept: bool = True) -> Iterator[Stack]:
+    """The services `needs` asks for; local ones started here are stopped on exit.
+
+    With `use_kept=False`, services kept up by `graduate env up` are not used: the
+    command starts its own, so that it may kill and restart them.
+    """
+    kept = {name: svc for name, svc in kept_services(settings.state_dir).items()
+            if use_kept and svc.alive()}
+    stack = Stack(services=Services(temporal=None, broker_url=None, result_backend_url=None,
+                                    ledger_url=settings.ledger, app_db_url=settings.app_db))
     try:
         temporal: TemporalTarget | None = None
         if needs.temporal:
@@ -116,11 +132,11 @@ def open_services(settings: Settings, needs: Needs, *, temporal_port: int | None
             if not address and "temporal" in kept and temporal_port is None:
                 address = kept["temporal"].address
             if not address:
-                local = LocalTemporal.create(settings.state_dir, cli=settings.temporal_cli,
-                                             port=temporal_port, name="temporal-run")
-                started.append(local)
-                local.start()
-                address = local.address
+                stack.temporal = LocalTemporal.create(
+                    settings.state_dir, cli=settings.temporal_cli, port=temporal_port,
+                    name="temporal-run")
+                stack.temporal.start()
+                address = stack.temporal.address
             temporal = TemporalTarget(
                 address=address, namespace=settings.temporal_namespace,
                 tls_cert=settings.temporal_tls_cert, tls_key=settings.temporal_tls_key,
@@ -132,10 +148,10 @@ def open_services(settings: Settings, needs: Needs, *, temporal_port: int | None
             if not broker and "redis" in kept and redis_port is None:
                 broker = kept["redis"].address
             if not broker:
-                redis = LocalRedis.create(settings.state_dir, port=redis_port, name="redis-run")
-                started.append(redis)
-                redis.start()
-                broker = redis.url
+                stack.redis = LocalRedis.create(settings.state_dir, port=redis_port,
+                                                name="redis-run")
+                stack.redis.start()
+                broker = stack.redis.url
             backend = settings.result_backend_url or (
                 broker if broker.startswith(("redis://", "rediss://")) else None
             )
@@ -145,14 +161,25 @@ def open_services(settings: Settings, needs: Needs, *, temporal_port: int | None
                     "graduate's Celery strategies; give one with --result-backend-url or "
                     "GRADUATE_RESULT_BACKEND_URL (redis://host:port/0)"
                 )
-        yield Services(
-            temporal=temporal, broker_url=broker, result_backend_url=backend,
-            ledger_url=settings.ledger, app_db_url=settings.app_db,
-            local=tuple(type(s).__name__ for s in started),
+        stack.services = replace(
+            stack.services, temporal=temporal, broker_url=broker, result_backend_url=backend,
+            local=tuple(name for name, svc in (("temporal", stack.temporal),
+                                               ("redis", stack.redis)) if svc),
         )
+        yield stack
     finally:
-        for service in reversed(started):
-            service.stop()
+        for service in (stack.redis, stack.temporal):
+            if service is not None:
+                service.stop()
+
+
+@contextlib.contextmanager
+def open_services(settings: Settings, needs: Needs, *, temporal_port: int | None = None,
+                  redis_port: int | None = None) -> Iterator[Services]:
+    """The services `needs` asks for; local ones started here are stopped on exit."""
+    with open_stack(settings, needs, temporal_port=temporal_port,
+                    redis_port=redis_port) as stack:
+        yield stack.services
 
 
 @contextlib.contextmanager
@@ -166,12 +193,3 @@ def shared_services(settings: Settings, needs: Needs, *, temporal_port: int | No
             temporal_address=services.temporal.address if services.temporal else None,
             broker_url=services.broker_url, result_backend_url=services.result_backend_url,
         )
-
-
-def broker_reachable(url: str) -> bool:
-    """A quick check that a redis:// broker answers (other schemes are not probed)."""
-    if not url.startswith("redis://"):
-        return True
-    host_port = url.removeprefix("redis://").split("/", 1)[0].rsplit("@", 1)[-1]
-    host, _, port = host_port.partition(":")
-    return redis_ping(host or "127.0.0.1", int(port or 6379))

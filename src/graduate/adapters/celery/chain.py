@@ -22,6 +22,7 @@ from celery import chain as celery_chain
 from celery.exceptions import SoftTimeLimitExceeded
 
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
+from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.errors import EngineError, PermanentEffectError, TransientEffectError
 from graduate.flow import Flow, InstanceRequest, Node, Step, Wait
@@ -42,6 +43,11 @@ HARD_LIMIT_SLACK = 5.0
 # Wait keys outlive their deadline by Celery's default result lifetime (one day), so that
 # status() can still explain a finished wait as long as the task results exist.
 KEY_LIFETIME = 86400
+# How long holds() waits for a worker holding a started task to answer a ping; how many
+# times it looks before it says nothing holds an instance, and how long apart.
+PING_TIMEOUT = 1.0
+HOLD_LOOKS = 2
+HOLD_SETTLE = 0.5
 
 Context = dict[str, Any]  # {"request": InstanceRequest as dict, "done": [node names]}
 
@@ -338,10 +344,12 @@ def _stopped(done: list[str], failure: str, result: Any) -> InstanceStatus:
 class ChainStrategy:
     """Starts, signals and reads instances of the chain strategy from the client side."""
 
-    def __init__(self, app: Celery, flow: Flow, resources: ProcessResources) -> None:
+    def __init__(self, app: Celery, flow: Flow, resources: ProcessResources,
+                 broker: BrokerView) -> None:
         self.app = app
         self.flow = flow
         self.resources = resources
+        self.broker = broker
 
     def start(self, request: InstanceRequest) -> None:
         part_from(self.app, self.flow, 0, new_context(request)).apply_async()
@@ -409,6 +417,70 @@ class ChainStrategy:
             )
         where = node.name if node is not None else "finish"
         return InstanceStatus(InstanceState.RUNNING, tuple(done), detail=f"at {where}: {state}")
+
+    def holds(self, instance_id: str) -> bool:
+        """Whether a message in the broker, or a task in a live worker's hands, can still
+        move the unfinished instance on.
+
+        Only the broker's messages carry a chain on: a task acknowledged early (Celery's
+        default) whose worker died is in no queue any more, and with it every later step.
+        A message counts if running it can change the instance: a wait's deadline only
+        while the wait is undecided, a signal only while its wait is parked undecided.
+        A task acknowledged but still running counts if its worker answers a ping (a
+        worker cut off from the broker cannot answer, and counts as gone).
+
+        A moving task is briefly in none of these places (popped from the list but not
+        yet in the unacked hash; acknowledged but not yet recorded as started), so a
+        "no" is only given after a second look that finds nothing either.
+
+        With a broker other than Redis (AMQP), the queue cannot be read without consuming
+        it: an unfinished instance counts as held, because nothing proves it is not.
+        """
+        if self.status(instance_id).state.finished:
+            return False
+        silent: set[str] = set()
+        for look in range(HOLD_LOOKS):
+            if look:
+                time.sleep(HOLD_SETTLE)
+            held = self.broker.task_ids(self.app.conf.task_default_queue, f"{instance_id}:")
+            if held is None:
+                return True
+            if any(self._can_move(instance_id, tid) for tid in held):
+                return True
+            if self._in_live_hands(instance_id, silent):
+                return True
+        return False
+
+    def _can_move(self, instance_id: str, tid: str) -> bool:
+        client = self.resources.redis()
+        for wait in self.flow.waits:
+            undecided = not client.exists(claim_key(instance_id, wait.name))
+            if tid == task_id(instance_id, wait.name, "deadline"):
+                return undecided
+            if tid == task_id(instance_id, "signal", wait.signal):
+                # Before the wait is parked a signal is only stored; the chain that
+                # reaches the wait is what moves the instance, and counts by itself.
+                return undecided and bool(client.exists(context_key(instance_id, wait.name)))
+        return True
+
+    def _in_live_hands(self, instance_id: str, silent: set[str]) -> bool:
+        """Whether a worker that answers a ping runs a task of the instance; workers that
+        did not answer are added to `silent` and not asked again."""
+        workers = set()
+        for tid in self._task_ids(instance_id):
+            result = self.app.AsyncResult(tid)
+            # task_track_started stores the worker's node name with the STARTED state,
+            # and a killed worker leaves that state behind for good.
+            if result.state == "STARTED" and isinstance(result.info, dict):
+                workers.add(str(result.info.get("hostname", "")))
+        workers -= {"", *silent}
+        if not workers:
+            return False
+        replies = self.app.control.ping(destination=sorted(workers), timeout=PING_TIMEOUT,
+                                        limit=len(workers))
+        answered = {name for reply in replies for name in reply}
+        silent |= workers - answered
+        return bool(workers & answered)
 
     def _task_ids(self, instance_id: str) -> list[str]:
         ids = []

@@ -15,6 +15,7 @@ from graduate.adapters.base import (
     start_worker_process,
 )
 from graduate.adapters.celery.app import check_strategy, create_app
+from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.chain import ChainStrategy
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import effective_settings
@@ -33,6 +34,7 @@ class _Strategy(Protocol):
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None: ...
     def status(self, instance_id: str) -> InstanceStatus: ...
     def history(self, instance_id: str) -> list[HistoryEvent]: ...
+    def holds(self, instance_id: str) -> bool: ...
 
 
 class CeleryEngine:
@@ -40,10 +42,14 @@ class CeleryEngine:
 
     `settings` overrides Celery's defaults (and the state machine's own knobs); the
     effective values are in `self.settings`, for evidence and for the workers.
+    `worker_services`, when given, is what worker and beat processes connect to (a
+    network proxy in front of the broker, say), while this engine's own client (start,
+    signal, status, holds) keeps using `services`.
     """
 
     def __init__(self, flow: Flow, services: Services, run_dir: Path, *, strategy: str,
-                 settings: dict[str, Any] | None = None) -> None:
+                 settings: dict[str, Any] | None = None,
+                 worker_services: Services | None = None) -> None:
         self.strategy = check_strategy(strategy)
         if not services.broker_url or not services.result_backend_url:
             raise ConfigError("the Celery engines need a broker and a Redis result backend; "
@@ -58,25 +64,25 @@ class CeleryEngine:
         )
         self.settings = effective_settings(strategy, services.broker_url, settings)
         self._services = services_for_worker(services)
+        self._worker_services = services_for_worker(worker_services or services)
         self._resources = ProcessResources(self._services)
         self._app = create_app(flow, self._services, self.settings, strategy=strategy,
                                resources=self._resources)
+        self._broker = BrokerView(services.broker_url,
+                                  self._app.conf.broker_transport_options or {})
         self._impl: _Strategy = (
-            ChainStrategy(self._app, flow, self._resources) if strategy == "chain"
+            ChainStrategy(self._app, flow, self._resources, self._broker)
+            if strategy == "chain"
             else StateMachineStrategy(self._app, flow, self._resources, self.settings)
         )
         self._launched: dict[str, int] = {}
 
     def start_workers(self, count: int) -> WorkerGroup:
         """Start `count` workers (and, for the state machine, the beat that ticks it)."""
-        if not self.flow.source:
-            raise ConfigError(f"flow {self.flow.name!r} has no source, so worker processes "
-                              "cannot load it; load it with graduate.flow.load_flow from a "
-                              ".toml file or a module:ATTRIBUTE reference")
         group = WorkerGroup()
         try:
             for _ in range(count):
-                group.processes.append(self._launch("worker"))
+                group.processes.append(self.start_worker())
             if self.strategy == "state-machine":
                 group.processes.append(self._launch("beat"))
         except BaseException:
@@ -84,12 +90,21 @@ class CeleryEngine:
             raise
         return group
 
+    def start_worker(self) -> ManagedProcess:
+        """Start one more worker process (never a beat), e.g. to replace a killed one."""
+        return self._launch("worker")
+
     def _launch(self, role: str) -> ManagedProcess:
+        if not self.flow.source:
+            raise ConfigError(f"flow {self.flow.name!r} has no source, so worker processes "
+                              "cannot load it; load it with graduate.flow.load_flow from a "
+                              ".toml file or a module:ATTRIBUTE reference")
         # Numbered per role and never reused, so a restarted worker gets a log of its own.
         self._launched[role] = self._launched.get(role, 0) + 1
         name = f"{self.name}-{role}-{self._launched[role]}"
+        # Beat connects as the workers do: it runs beside them, on their side of a cut.
         spec = WorkerSpec(
-            engine=self.name, flow_source=self.flow.source, services=self._services,
+            engine=self.name, flow_source=self.flow.source, services=self._worker_services,
             ready_file=str(self.run_dir / "ready" / f"{name}.ready"), settings=self.settings,
         )
         extra: tuple[str, ...] = (role, name)
@@ -116,6 +131,17 @@ class CeleryEngine:
     def history(self, instance_id: str) -> list[HistoryEvent]:
         return self._impl.history(instance_id)
 
+    def holds(self, instance_id: str) -> bool:
+        """Whether anything Celery holds can still move the instance on.
+
+        state-machine: its row exists and is unfinished (the tick recovers it). chain: a
+        message for one of its tasks is in the broker, or a live worker runs one; with a
+        broker that cannot be read without consuming (AMQP), True, as nothing proves the
+        instance's messages are gone. See `ChainStrategy.holds`.
+        """
+        return self._impl.holds(instance_id)
+
     def close(self) -> None:
         self._app.close()
+        self._broker.close()
         self._resources.close()

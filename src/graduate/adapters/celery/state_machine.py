@@ -548,5 +548,11 @@ class StateMachineStrategy:
             detail = row.reason
         return InstanceStatus(_STATES[row.state], row.done, row.finished_at, detail)
 
+    def holds(self, instance_id: str) -> bool:
+        """An unfinished row is held whatever happened to its messages: the tick re-sends
+        advance for it once its lease or idle grace runs out (while beat runs)."""
+        row = self.machine.store.load(instance_id)
+        return row is not None and row.state not in FINISHED
+
     def history(self, instance_id: str) -> list[HistoryEvent]:
         return self.machine.store.transitions(instance_id)

@@ -25,6 +25,7 @@ from graduate.adapters.temporal.client import connect
 from graduate.adapters.temporal.messages import WORKFLOW_NAME, FlowInput, FlowResult, task_queue
 from graduate.errors import EngineError, ServiceError
 from graduate.flow import Flow, InstanceRequest
+from graduate.processes import ManagedProcess
 from graduate.services.model import Services
 
 T = TypeVar("T")
@@ -43,12 +44,14 @@ class TemporalEngine:
     capabilities = Capabilities(durable_progress=True, signals=True, timers=True,
                                 compensation=True, versioning=True)
 
-    def __init__(self, flow: Flow, services: Services, run_dir: Path,
-                 settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, flow: Flow, services: Services, run_dir: Path, *,
+                 settings: dict[str, Any] | None = None,
+                 worker_services: Services | None = None) -> None:
         if services.temporal is None:
             raise ServiceError("the temporal engine needs a Temporal server")
         self.flow = flow
         self.services = services
+        self.worker_services = worker_services or services
         self.run_dir = run_dir
         # The SDK's defaults (no graceful shutdown wait), unless a profile says otherwise.
         self.settings: dict[str, Any] = {"graceful_shutdown_timeout": 0.0, **(settings or {})}
@@ -63,20 +66,33 @@ class TemporalEngine:
         group = WorkerGroup()
         try:
             for _ in range(count):
-                self._workers += 1
-                name = f"temporal-worker-{self._workers}"
-                spec = WorkerSpec(
-                    engine=self.name, flow_source=self.flow.source,
-                    services=services_for_worker(self.services),
-                    ready_file=str(self.run_dir / "ready" / f"{name}.ready"),
-                    settings=self.settings,
-                )
-                group.processes.append(start_worker_process(
-                    name, "graduate.adapters.temporal.worker", spec, self.run_dir))
+                group.processes.append(self.start_worker())
         except BaseException:
             group.stop()
             raise
         return group
+
+    def start_worker(self) -> ManagedProcess:
+        # Numbered and never reused, so a replacement worker gets a log of its own.
+        self._workers += 1
+        name = f"temporal-worker-{self._workers}"
+        spec = WorkerSpec(
+            engine=self.name, flow_source=self.flow.source,
+            services=services_for_worker(self.worker_services),
+            ready_file=str(self.run_dir / "ready" / f"{name}.ready"), settings=self.settings,
+        )
+        return start_worker_process(name, "graduate.adapters.temporal.worker", spec,
+                                    self.run_dir)
+
+    def holds(self, instance_id: str) -> bool:
+        """A running workflow execution is held by the server, whatever its workers do."""
+        try:
+            description = self._run(self._client.get_workflow_handle(instance_id).describe())
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return description.status == WorkflowExecutionStatus.RUNNING
 
     def start(self, request: InstanceRequest) -> None:
         self._run(self._client.start_workflow(

@@ -1,0 +1,90 @@
+"""What the broker still holds for a queue, read without taking anything from it.
+
+kombu's Redis transport keeps a message in one of two places until a worker
+acknowledges it: the queue's lists (one per priority step: `queue`, `queue\\x06\\x163`,
+...) while no worker has taken it, and the `unacked` hash once one has (ack emulation:
+what the visibility timeout later restores comes from that hash). A worker keeps an
+ETA or countdown message unacknowledged in memory until it runs it, so such a message
+stays in the hash too. A task acknowledged early (Celery's default) is in neither once
+a worker has begun it. Key names, separator and priority steps are kombu's own, with
+the app's transport options applied, so a team's custom prefix is read correctly.
+
+AMQP offers no way to look at a queue without consuming from it, so for any broker
+other than Redis the answer is "cannot tell" (None).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from kombu.transport.redis import Channel
+
+from graduate.db import redact
+from graduate.errors import ServiceError
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# Long enough for a busy broker, short enough that a dead one fails the check visibly.
+SOCKET_TIMEOUT = 10.0
+
+
+class BrokerView:
+    """Reads the task IDs a Redis broker holds for one queue (and in its unacked hash)."""
+
+    def __init__(self, broker_url: str, transport_options: Mapping[str, Any]) -> None:
+        self.url = broker_url
+        self.peekable = broker_url.startswith(REDIS_SCHEMES)
+        options = dict(transport_options)
+        self._prefix = str(options.get("global_keyprefix", Channel.global_keyprefix))
+        self._unacked = str(options.get("unacked_key", Channel.unacked_key))
+        self._steps = [int(step) for step in options.get("priority_steps",
+                                                          Channel.priority_steps)]
+        self._client: redis.Redis | None = None
+
+    def _queue_keys(self, queue: str) -> list[str]:
+        # As kombu's Channel._q_for_pri: the lowest step is the queue's own name.
+        return [self._prefix + (f"{queue}{Channel.sep}{step}" if step else queue)
+                for step in self._steps]
+
+    def task_ids(self, queue: str, prefix: str) -> set[str] | None:
+        """IDs starting with `prefix` of the tasks queued on `queue` or taken but not yet
+        acknowledged (on any queue); None when the broker cannot be read without consuming.
+        """
+        if not self.peekable:
+            return None
+        try:
+            with self._redis().pipeline(transaction=False) as pipe:
+                for key in self._queue_keys(queue):
+                    pipe.lrange(key, 0, -1)
+                pipe.hvals(self._prefix + self._unacked)
+                *queued, unacked = pipe.execute()
+        except redis.RedisError as error:
+            raise ServiceError(f"cannot read the broker at {redact(self.url)} to see which "
+                               f"tasks it still holds: {error}; check that it is up and "
+                               "reachable from this machine") from error
+        messages = [json.loads(raw) for entries in queued for raw in entries]
+        # An unacked entry is [message, exchange, routing key].
+        messages.extend(json.loads(raw)[0] for raw in unacked)
+        ids = {_task_id(message) for message in messages}
+        return {tid for tid in ids if tid.startswith(prefix)}
+
+    def _redis(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.url, socket_timeout=SOCKET_TIMEOUT,
+                                                socket_connect_timeout=SOCKET_TIMEOUT)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _task_id(message: Mapping[str, Any]) -> str:
+    # Task protocol 2 carries the ID in the headers; Celery also sets it as the
+    # correlation ID, which is all protocol 1 offers outside its encoded body.
+    headers = message.get("headers") or {}
+    properties = message.get("properties") or {}
+    return str(headers.get("id") or properties.get("correlation_id") or "")
