@@ -24,6 +24,7 @@ class Settings:
 
     project_dir: Path
     spikes: str = "spikes"
+    evidence: str = f"{STATE_DIR_NAME}/evidence"
     temporal_address: str | None = None
     temporal_namespace: str = "default"
     temporal_tls_cert: str | None = None
@@ -39,6 +40,10 @@ class Settings:
     @property
     def spikes_dir(self) -> Path:
         return self.project_dir / self.spikes
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.project_dir / self.evidence
 
     @property
     def state_dir(self) -> Path:

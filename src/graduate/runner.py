@@ -275,6 +275,11 @@ def run_flow(settings: Settings, options: RunOptions,
         return session.result(statuses)
 
 
+def approve_all(flow: Flow) -> dict[str, Decision]:
+    """A decision for every wait of `flow`: approve."""
+    return {wait.signal: "approve" for wait in flow.waits}
+
+
 def next_wait(flow: Flow, done: Sequence[str]) -> Wait | None:
     """The first wait the instance has not passed yet."""
     return next((w for w in flow.waits if w.name not in done), None)

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from graduate.cli import demo, env, flows, run, signal_cmd
+from graduate.cli import chaos, demo, env, flows, run, signal_cmd
 from graduate.cli.common import err_console
 from graduate.errors import GraduateError
 
@@ -74,6 +74,8 @@ app.command(name="demo")(demo.demo)
 app.command(name="flows")(flows.flows)
 app.command(name="run")(run.run)
 app.command(name="signal")(signal_cmd.signal_instance)
+app.command(name="chaos")(chaos.chaos)
+app.command(name="matrix")(chaos.matrix)
 app.add_typer(env.app, name="env")
 
 

@@ -36,7 +36,11 @@ CHOSEN: Mapping[str, Any] = {
     "accept_content": ["json"],
 }
 
-VISIBILITY_TIMEOUT = "visibility_timeout"
+# The Redis transport's options that decide when an unacknowledged task comes back:
+# after `visibility_timeout`, at the next restore sweep, which scans every
+# `unacked_restore_interval` x `unacked_restore_throttle` seconds.
+TRANSPORT_OPTIONS = ("visibility_timeout", "unacked_restore_interval",
+                     "unacked_restore_throttle")
 
 # graduate's own knobs of the state machine (seconds): how often beat ticks, how long a
 # step's lease outlives its hard time limit, and how long a row may sit untouched with
@@ -64,12 +68,13 @@ def effective_settings(strategy: str, broker_url: str,
     if broker_url.startswith(("redis://", "rediss://", "unix://")):
         from kombu.transport.redis import Channel
 
-        settings[VISIBILITY_TIMEOUT] = Channel.visibility_timeout
+        for option in TRANSPORT_OPTIONS:
+            settings[option] = getattr(Channel, option)
     own = dict(STATE_MACHINE) if strategy == "state-machine" else {}
     settings.update(own)
     for key, value in (overrides or {}).items():
-        if key not in defaults and key not in own and key != VISIBILITY_TIMEOUT:
-            known = ", ".join([VISIBILITY_TIMEOUT, *own])
+        if key not in defaults and key not in own and key not in TRANSPORT_OPTIONS:
+            known = ", ".join([*TRANSPORT_OPTIONS, *own])
             raise ConfigError(
                 f"{key!r} is not a Celery setting nor one of graduate's ({known}); use a "
                 "lower-case Celery setting name such as task_acks_late or "
@@ -86,13 +91,13 @@ def effective_settings(strategy: str, broker_url: str,
 
 
 def celery_conf(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of `settings` that goes into `app.conf`, the visibility timeout included."""
+    """The part of `settings` that goes into `app.conf`, the transport options included."""
     defaults = celery_defaults()
     conf = {key: value for key, value in settings.items() if key in defaults}
-    if VISIBILITY_TIMEOUT in settings:
+    transport = {key: settings[key] for key in TRANSPORT_OPTIONS if key in settings}
+    if transport:
         conf["broker_transport_options"] = {
-            **conf.get("broker_transport_options", {}),
-            VISIBILITY_TIMEOUT: settings[VISIBILITY_TIMEOUT],
+            **conf.get("broker_transport_options", {}), **transport,
         }
     return conf
 

@@ -1,0 +1,236 @@
+"""`graduate chaos` (one run under a fault) and `graduate matrix` (every combination)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from graduate.adapters import ENGINES, check_engine
+from graduate.chaos.faults import DESCRIPTIONS, FAULTS, parse_plan
+from graduate.chaos.harness import ChaosOptions, ChaosResult, TimelineEvent, run_chaos
+from graduate.chaos.matrix import DEFAULT_FAULTS, CellOutcome, MatrixSpec, run_matrix
+from graduate.chaos.profiles import PROFILES, profile_settings
+from graduate.check import Verdict
+from graduate.cli.common import console, settings
+from graduate.config import Settings
+from graduate.errors import ConfigError
+from graduate.evidence import EvidenceStore
+from graduate.flow import load_flow
+from graduate.runner import RunOptions, approve_all
+
+VERDICT_STYLE = {Verdict.COMPLETED: "green", Verdict.COMPENSATED: "yellow",
+                 Verdict.FAILED: "red", Verdict.LOST: "bold red", Verdict.STUCK: "bold red"}
+EvidenceOption = Annotated[Path | None, typer.Option(
+    help="Evidence folder (default: .graduate/evidence, or `evidence` in [tool.graduate]).")]
+
+
+def _store(config: Settings, evidence: Path | None) -> EvidenceStore:
+    return EvidenceStore(evidence or config.evidence_dir)
+
+
+def chaos(
+    ctx: typer.Context,
+    flow: Annotated[str, typer.Argument(help="A flow name from the spikes folder or a file.")],
+    engine: Annotated[str, typer.Option("--engine", "-e", help=f"One of {', '.join(ENGINES)}.")],
+    fault: Annotated[str, typer.Option(help="; ".join(f"{k}: {v}" for k, v in
+                                                      DESCRIPTIONS.items()))],
+    at: Annotated[str | None, typer.Option(
+        help="Where the fault fires: STEP:before-effect, STEP:after-effect (effect applied, "
+             "step not yet acknowledged), WAIT:during-wait, or +SECONDS.")] = None,
+    instances: Annotated[int, typer.Option(help="Instances in flight.")] = 1,
+    profile: Annotated[str, typer.Option(
+        help="; ".join(f"{k}: {v}" for k, v in PROFILES.items()))] = "defaults",
+    restart_delay: Annotated[float, typer.Option(
+        help="Seconds the operator takes to restart what was killed.")] = 1.0,
+    partition_for: Annotated[float, typer.Option(
+        help="Seconds a partition lasts before it heals.")] = 5.0,
+    versioned: Annotated[bool, typer.Option(
+        help="deploy-change: deploy with the engine's versioning guard.")] = False,
+    wait_deadline: Annotated[float | None, typer.Option(
+        help="Shorten the flow's wait deadlines to this many seconds for the run.")] = None,
+    timeout: Annotated[float, typer.Option(
+        help="The run's deadline in seconds; unfinished instances are then judged stuck "
+             "or lost.")] = 90.0,
+    evidence: EvidenceOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON.")] = False,
+) -> None:
+    """Run a flow under one fault and judge, from the ledger and the engine's own record,
+    what became of every instance.
+
+    Example: graduate chaos partner_approval -e celery-chain --fault kill-worker
+    --at activate:before-effect --profile tuned
+
+    Exits 0 when no commitment was lost or stuck, no duplicate went unabsorbed and every
+    instance hit resumed at the step in flight; 1 otherwise; 2 on bad input.
+    """
+    config = settings(ctx)
+    check_engine(engine)
+    profile_settings(profile, engine)
+    loaded = load_flow(flow, spikes_dir=config.spikes_dir)
+    plan = parse_plan(fault, at, loaded, restart_delay=restart_delay,
+                      partition_for=partition_for, versioned=versioned)
+    if plan.fault == "wait-timeout" and wait_deadline is None and max(
+            w.deadline for w in loaded.waits) > timeout:
+        raise ConfigError(f"the waits of {loaded.name} last longer than the run's "
+                          f"--timeout {timeout:g}s; add --wait-deadline 5 to shorten them")
+    options = ChaosOptions(
+        run=RunOptions(flow=flow, engine=engine, instances=instances, timeout=timeout,
+                       decisions=approve_all(loaded)),
+        plan=plan, profile=profile, wait_deadline=wait_deadline)
+    if not as_json:
+        console.print(f"[bold]{loaded.name}[/] on {engine} ({profile}) under "
+                      f"{plan.describe()}")
+    result = run_chaos(config, options, _store(config, evidence),
+                       on_event=None if as_json else _event)
+    if as_json:
+        console.print_json(json.dumps(asdict(result), default=str))
+    else:
+        _print_result(result)
+    if result.applicable and not result.verdict.passed:
+        raise typer.Exit(1)
+
+
+def _event(event: TimelineEvent) -> None:
+    console.print(f"  [dim]{event.at:7.2f}s[/] {event.kind}: {event.detail}")
+
+
+def _print_result(result: ChaosResult) -> None:
+    if not result.applicable:
+        console.print(f"[yellow]not applicable:[/] {result.reason}")
+        return
+    table = Table(title=f"Verdicts (run {result.run_id})")
+    for column in ("instance", "verdict", "in flight", "resumed at", "time to resume",
+                   "time to complete", "effects", "correlation ID", "why"):
+        table.add_column(column)
+    for item in result.instances:
+        resume = item.resume
+        effects = ", ".join(
+            f"{e.step}{'↺' if e.kind == 'compensation' else ''}×{e.applied}"
+            + (f"(+{e.absorbed} absorbed)" if e.absorbed else "")
+            for e in item.effects if e.applied or e.absorbed)
+        table.add_row(
+            item.instance_id, f"[{VERDICT_STYLE[item.verdict]}]{item.verdict}[/]",
+            resume.in_flight if resume else "-",
+            ("-" if resume is None else
+             f"{resume.resumed_at or 'nothing'} {'✓' if resume.exact else '✗'}"),
+            _seconds(resume.time_to_resume if resume else None),
+            _seconds(item.time_to_complete), effects, item.correlation_id, item.reason)
+    console.print(table)
+    if not result.fired:
+        console.print(f"[yellow]the fault did not fire:[/] {result.reason}")
+    if result.verdict.passed:
+        console.print("[bold green]passed[/]: nothing lost or stuck, no unabsorbed duplicate, "
+                      "every instance hit resumed at the step in flight")
+    else:
+        console.print("[bold red]failed[/]:")
+        for failure in result.verdict.failures:
+            console.print(f"  - {failure}", soft_wrap=True)
+    console.print(f"evidence: {result.evidence}")
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def matrix(
+    ctx: typer.Context,
+    flow: Annotated[str | None, typer.Argument(
+        help="A flow name from the spikes folder or a file (not needed with --resume).")
+    ] = None,
+    engines: Annotated[str, typer.Option(help="Comma-separated engines.")] = ",".join(ENGINES),
+    faults: Annotated[str, typer.Option(
+        help=f"Comma-separated faults, each optionally FAULT@STEP:POINT. Known: "
+             f"{', '.join(FAULTS)}.")] = ",".join(DEFAULT_FAULTS),
+    profiles: Annotated[str, typer.Option(
+        help=f"Comma-separated profiles: {', '.join(PROFILES)}.")] = "defaults",
+    at: Annotated[str | None, typer.Option(
+        help="Fault point for faults given without one (default: the first step after the "
+             "first wait, before its effect).")] = None,
+    instances: Annotated[int, typer.Option(help="Instances per cell.")] = 1,
+    timeout: Annotated[float, typer.Option(help="Deadline of each run, seconds.")] = 90.0,
+    restart_delay: Annotated[float, typer.Option(
+        help="Seconds the operator takes to restart what was killed.")] = 1.0,
+    resume: Annotated[bool, typer.Option(
+        help="Continue the latest matrix (or --matrix-id) where it stopped.")] = False,
+    matrix_id: Annotated[str | None, typer.Option(help="Matrix to resume.")] = None,
+    evidence: EvidenceOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the matrix as JSON.")] = False,
+) -> None:
+    """Run a flow under every combination of engine, fault and profile, and summarise.
+
+    Each cell is one chaos run; the matrix is saved after every cell, so an interrupted
+    matrix loses nothing finished and `--resume` runs only what is left.
+
+    Example: graduate matrix partner_approval --engines temporal,celery-chain
+    --faults kill-worker,restart-broker,restart-server --profiles defaults,tuned
+    """
+    config = settings(ctx)
+    store = _store(config, evidence)
+    resume_id = None
+    if resume or matrix_id:
+        resume_id = matrix_id or store.latest_matrix()
+        if resume_id is None:
+            raise ConfigError(f"no matrix to resume in {store.root}; start one with "
+                              "`graduate matrix FLOW`")
+        spec = MatrixSpec(flow="")
+    elif flow is None:
+        raise ConfigError("give a FLOW, or --resume to continue the latest matrix")
+    else:
+        spec = MatrixSpec(
+            flow=flow, engines=_split(engines), faults=_split(faults),
+            profiles=_split(profiles), at=at, instances=instances, timeout=timeout,
+            restart_delay=restart_delay)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, disable=as_json) as progress:
+        task = progress.add_task("matrix", total=None)
+
+        def advance(cell: CellOutcome, number: int, total: int) -> None:
+            progress.update(task, total=total, completed=number,
+                            description=f"{cell.engine} {cell.fault} {cell.profile}")
+
+        found_id, cells = run_matrix(config, spec, store, resume=resume_id, on_cell=advance)
+    if as_json:
+        console.print_json(json.dumps(store.load_matrix(found_id)))
+        return
+    console.print(matrix_table(found_id, cells))
+    console.print(f"evidence: {store.matrix_path(found_id)}")
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def matrix_table(matrix_id: str, cells: list[CellOutcome]) -> Table:
+    """Engine × fault: completed, lost, duplicated, resumed at the exact step, resume time."""
+    table = Table(title=f"Matrix {matrix_id}")
+    for column in ("engine", "fault", "profile", "completed", "compensated", "lost", "stuck",
+                   "duplicated", "absorbed", "resumed at exact step", "median time to resume",
+                   "result"):
+        table.add_column(column)
+    for cell in cells:
+        s = cell.summary
+        if cell.status != "done":
+            note = s.get("reason", "") if cell.status == "not-applicable" else "pending"
+            table.add_row(cell.engine, cell.fault, cell.profile, *["-"] * 8,
+                          f"[dim]n/a: {note}[/]" if note != "pending" else "[dim]pending[/]")
+            continue
+        resume = s.get("median_time_to_resume")
+        table.add_row(
+            cell.engine, f"{cell.fault}@{cell.at}" if cell.at else cell.fault, cell.profile,
+            str(s["completed"]), str(s["compensated"]),
+            _alarm(s["lost"]), _alarm(s["stuck"]), _alarm(s["unabsorbed_duplicates"]),
+            str(s["absorbed_duplicates"]), f"{s['resumed_exactly']}/{s['hit_by_fault']}",
+            "-" if resume is None else f"{resume:.1f}s",
+            "[green]pass[/]" if s["passed"] else "[red]fail[/]",
+        )
+    return table
+
+
+def _alarm(count: int) -> str:
+    return f"[bold red]{count}[/]" if count else "0"
