@@ -18,16 +18,20 @@ PROFILES: dict[str, str] = {
              "every second, and a graceful shutdown window for Temporal workers",
 }
 
+_CELERY_TUNED: dict[str, Any] = {
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "visibility_timeout": 10,
+    "unacked_restore_interval": 1,
+    "unacked_restore_throttle": 1,
+}
 _TUNED: dict[str, dict[str, Any]] = {
     "temporal": {"graceful_shutdown_timeout": 10.0},
-    "celery": {
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "visibility_timeout": 10,
-        "unacked_restore_interval": 1,
-        "unacked_restore_throttle": 1,
-    },
+    "celery-chain": _CELERY_TUNED,
+    # The state machine's own recovery: a step's lease outlives its time limit by 1 s,
+    # and an idle row is nudged after 2 s.
+    "celery-state-machine": {**_CELERY_TUNED, "lease_margin": 1.0, "idle_grace": 2.0},
 }
 
 
@@ -37,4 +41,4 @@ def profile_settings(profile: str, engine: str) -> dict[str, Any]:
         raise ConfigError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     if profile == "defaults":
         return {}
-    return dict(_TUNED["temporal" if engine == "temporal" else "celery"])
+    return dict(_TUNED[engine])

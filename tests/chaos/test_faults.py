@@ -1,0 +1,205 @@
+"""Real faults on real processes, and what the checker sees: the engines' documented behaviour.
+
+Each scenario runs the chaos flow under one fault through the harness, then asserts on
+the verdicts, which come from the ledger and the engine's own record. Every verdict
+kind is produced by at least one scenario here. After each test, no process that the
+harness started may remain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from graduate.chaos.faults import parse_plan
+from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
+from graduate.check import InstanceVerdict, Verdict
+from graduate.config import Settings
+from graduate.evidence import EvidenceStore
+from graduate.flow import load_flow
+from graduate.ledger import Ledger, Outcome
+from graduate.runner import RunOptions, approve_all
+from tests.conftest import FlowFactory, processes_mentioning
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def no_orphans(tmp_path: Path) -> Iterator[None]:
+    yield
+    assert processes_mentioning(str(tmp_path)) == [], "the harness left processes behind"
+
+
+@pytest.fixture
+def own_services(settings: Settings) -> Settings:
+    """No external services: the harness starts its own, so it may kill and restart them."""
+    return replace(settings, temporal_address=None, broker_url=None)
+
+
+def chaos(settings: Settings, path: Path, engine: str, fault: str, at: str | None, *,
+          profile: str = "defaults", timeout: float = 30, instances: int = 1,
+          wait_deadline: float | None = None) -> ChaosResult:
+    flow = load_flow(path)
+    options = ChaosOptions(
+        run=RunOptions(flow=str(path), engine=engine, instances=instances, timeout=timeout,
+                       decisions=approve_all(flow)),
+        plan=parse_plan(fault, at, flow, restart_delay=0.5), profile=profile,
+        wait_deadline=wait_deadline)
+    return run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
+
+
+def only(result: ChaosResult) -> InstanceVerdict:
+    assert result.applicable, result.reason
+    assert result.fired, result.reason
+    [instance] = result.instances
+    return instance
+
+
+def applied(settings: Settings, instance: InstanceVerdict, step: str) -> list[Outcome]:
+    return [e.outcome for e in Ledger(settings.ledger).effects(instance_id=instance.instance_id)
+            if e.step == step and e.kind == "effect"]
+
+
+def test_celery_chain_with_defaults_loses_the_rest_of_the_chain(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """Celery acknowledges before running: a killed worker takes the task, and every
+    later step of the chain, with it."""
+    instance = only(chaos(settings, flow_file("chaos"), "celery-chain", "kill-worker",
+                          "activate:before-effect", timeout=8))
+
+    assert instance.verdict is Verdict.LOST
+    assert applied(settings, instance, "activate") == []
+    assert applied(settings, instance, "notify") == []
+    assert instance.resume is not None and instance.resume.resumed_at is None
+
+
+def test_celery_chain_with_late_ack_runs_the_step_again_after_the_visibility_timeout(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """With acks_late the task comes back, after the Redis visibility timeout (10 s in
+    the tuned profile), and its effect runs twice: the idempotency key absorbs it."""
+    result = chaos(settings, flow_file("chaos"), "celery-chain", "kill-worker",
+                   "activate:after-effect", profile="tuned", timeout=40)
+    instance = only(result)
+
+    assert instance.verdict is Verdict.COMPLETED
+    assert applied(settings, instance, "activate") == [Outcome.APPLIED, Outcome.ABSORBED]
+    assert instance.resume is not None and instance.resume.exact
+    first, again = [e for e in Ledger(settings.ledger).effects(instance_id=instance.instance_id)
+                    if e.step == "activate"]
+    # The message was delivered before its first call started: the visibility timeout
+    # counts from there.
+    assert again.started_at - first.started_at >= 10.0
+    assert result.verdict.passed
+
+
+def test_celery_chain_with_late_ack_duplicates_an_effect_nobody_absorbs(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """The same redelivery on a system that ignores idempotency keys changes the world
+    twice: an unabsorbed duplicate that fails the run."""
+    result = chaos(settings, flow_file("chaos"), "celery-chain", "kill-worker",
+                   "notify:after-effect", profile="tuned", timeout=40)
+    instance = only(result)
+
+    assert instance.verdict is Verdict.COMPLETED
+    assert applied(settings, instance, "notify") == [Outcome.APPLIED, Outcome.APPLIED]
+    assert instance.unabsorbed_duplicates == 1
+    assert not result.verdict.passed
+    assert any("notify (effect) applied 2 times" in f for f in result.verdict.failures)
+
+
+def test_celery_pool_child_killed_fails_the_chain_visibly(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """Killing only the prefork child: the main process reports WorkerLostError, the
+    chain stops there, and nothing compensates."""
+    instance = only(chaos(settings, flow_file("chaos"), "celery-chain", "kill-pool-child",
+                          "activate:before-effect", timeout=15))
+
+    assert instance.verdict is Verdict.FAILED
+    assert "SIGKILL" in instance.reason or "exited" in instance.reason
+    assert applied(settings, instance, "activate") == []
+
+
+def test_state_machine_still_holds_an_instance_its_lease_has_not_freed(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """The state machine's row survives the kill, but its lease (step timeout + 15 s
+    by default) outlasts a short run: the instance is stuck, not lost."""
+    instance = only(chaos(settings, flow_file("chaos"), "celery-state-machine",
+                          "kill-worker", "activate:before-effect", timeout=6))
+
+    assert instance.verdict is Verdict.STUCK
+
+
+def test_state_machine_recovers_at_the_step_in_flight(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    instance = only(chaos(settings, flow_file("chaos"), "celery-state-machine",
+                          "kill-worker", "activate:before-effect", profile="tuned",
+                          timeout=40))
+
+    assert instance.verdict is Verdict.COMPLETED
+    assert instance.resume is not None and instance.resume.exact
+    assert applied(settings, instance, "activate") == [Outcome.APPLIED]
+
+
+def test_temporal_resumes_at_the_step_in_flight_after_a_worker_kill(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """The activity is retried after its start-to-close timeout (3 s in this flow), on
+    the replacement worker; no step before it runs again."""
+    instance = only(chaos(settings, flow_file("chaos"), "temporal", "kill-worker",
+                          "activate:before-effect"))
+
+    assert instance.verdict is Verdict.COMPLETED
+    assert instance.resume is not None and instance.resume.exact
+    assert instance.resume.reran == ()
+    assert instance.resume.time_to_resume is not None
+    assert instance.resume.time_to_resume >= 3.0
+    for step in ("create_record", "reserve", "activate", "notify"):
+        assert applied(settings, instance, step) == [Outcome.APPLIED]
+
+
+def test_temporal_resumes_after_a_server_restart(own_services: Settings,
+                                                  flow_file: FlowFactory) -> None:
+    """The dev server keeps its database: the workflow resumes where it was."""
+    result = chaos(own_services, flow_file("chaos"), "temporal", "restart-server",
+                   "activate:before-effect")
+    instance = only(result)
+
+    assert instance.verdict is Verdict.COMPLETED
+    assert instance.resume is not None and instance.resume.exact
+    assert [e.kind for e in _timeline(result)] == [
+        "instances-started", "fault-point-reached", "fault-fired", "service-restarted",
+        "run-ended"]
+
+
+def test_a_wait_past_its_deadline_is_compensated(settings: Settings,
+                                                 flow_file: FlowFactory) -> None:
+    instance = only(chaos(settings, flow_file("chaos"), "temporal", "wait-timeout", None,
+                          wait_deadline=2.0))
+
+    assert instance.verdict is Verdict.COMPENSATED
+    assert "deadline" in instance.reason
+    undo = [e.step for e in instance.effects if e.kind == "compensation" and e.applied]
+    assert undo == ["reserve", "create_record"]
+
+
+def test_a_fault_that_cannot_apply_is_reported_not_run(settings: Settings,
+                                                       flow_file: FlowFactory) -> None:
+    result = chaos(settings, flow_file("chaos"), "temporal", "restart-broker",
+                   "activate:before-effect")
+
+    assert not result.applicable
+    assert "no broker" in result.reason
+    assert result.instances == ()
+
+
+def _timeline(result: ChaosResult) -> list[_Event]:
+    assert result.evidence is not None
+    record = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id)
+    return [_Event(**e) for e in record["timeline"]]
+
+
+class _Event:
+    def __init__(self, at: float, kind: str, detail: str) -> None:
+        self.at, self.kind, self.detail = at, kind, detail
