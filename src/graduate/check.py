@@ -165,16 +165,24 @@ def _outcome(flow: Flow, status: InstanceStatus, landed: set[str],
 
 def _resume(flow: Flow, effects: Sequence[EffectRecord], reached: PointReached,
             fault_at: float) -> Resume:
-    names = [s.name for s in flow.steps]
-    in_flight = names.index(reached.step)
+    """Where the instance went on after the fault, given the node it was at: a step
+    paused before or after its effect, or a wait."""
+    nodes = [n.name for n in flow.nodes]
+    steps = [s.name for s in flow.steps]
+    at = nodes.index(reached.step) if reached.step in nodes else len(nodes)
     after = [e for e in effects if e.started_at >= fault_at]
     first = after[0] if after else None
-    reran = tuple(sorted({e.step for e in after if e.kind == "effect"
-                          and e.step in names[:in_flight]}, key=names.index))
-    allowed = {reached.step}
-    if reached.point == "after-effect" and in_flight + 1 < len(names):
-        # The effect had landed: going on with the next step is resuming exactly too.
-        allowed.add(names[in_flight + 1])
+    before = {name for name in nodes[:at] if name in steps}
+    reran = tuple(sorted({e.step for e in after if e.kind == "effect" and e.step in before},
+                         key=steps.index))
+    following = next((n for n in nodes[at + 1:] if n in steps), None)
+    if reached.point == "during-wait":
+        allowed = {following}
+    else:
+        allowed = {reached.step}
+        if reached.point == "after-effect":
+            # The effect had landed: going on with the next step is resuming exactly too.
+            allowed.add(following)
     exact = first is not None and first.kind == "effect" and first.step in allowed and not reran
     return Resume(
         in_flight=reached.step, point=reached.point,

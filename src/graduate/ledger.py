@@ -63,11 +63,12 @@ class InstanceRecord:
 
 @dataclass(frozen=True)
 class PointReached:
-    """An armed step that reached its fault point: which process holds it, and when."""
+    """An armed step that reached its fault point: which process holds it, and when.
+    (The harness also describes an instance parked at a wait this way: `during-wait`.)"""
 
     instance_id: str
     step: str
-    point: PausePoint
+    point: PausePoint | Literal["during-wait"]
     pid: int
     at: float
 

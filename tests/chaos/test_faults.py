@@ -203,3 +203,49 @@ def _timeline(result: ChaosResult) -> list[_Event]:
 class _Event:
     def __init__(self, at: float, kind: str, detail: str) -> None:
         self.at, self.kind, self.detail = at, kind, detail
+
+
+def deploy(settings: Settings, path: Path, engine: str, *, change: str,
+           versioned: bool) -> ChaosResult:
+    flow = load_flow(path)
+    plan = parse_plan("deploy-change", "approval:during-wait", flow, restart_delay=0.5,
+                      versioned=versioned, change=change)
+    options = ChaosOptions(run=RunOptions(flow=str(path), engine=engine, timeout=15,
+                                          decisions=approve_all(flow)), plan=plan)
+    return run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
+
+
+def test_temporal_catches_a_reorder_deployed_in_flight(settings: Settings,
+                                                       flow_file: FlowFactory) -> None:
+    """Replay meets commands that no longer match the history: the workflow task fails
+    with a non-determinism error, and the instance goes nowhere (it is not lost)."""
+    instance = only(deploy(settings, flow_file("chaos"), "temporal", change="reorder",
+                           versioned=False))
+
+    assert instance.verdict is Verdict.STUCK
+    assert "Nondeterminism" in instance.reason
+    assert applied(settings, instance, "activate") == []
+
+
+def test_temporal_versioning_guard_keeps_instances_in_flight_on_their_version(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    instance = only(deploy(settings, flow_file("chaos"), "temporal", change="reorder",
+                           versioned=True))
+
+    assert instance.verdict is Verdict.COMPLETED
+    assert instance.resume is not None and instance.resume.exact
+    assert instance.resume.resumed_at == "activate"
+
+
+def test_state_machine_cursor_reruns_a_finished_step_after_a_step_is_added(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """The row's cursor is an index: one more step in front of it points it back at a
+    step the instance had finished, which runs again (absorbed here by its key)."""
+    result = deploy(settings, flow_file("chaos"), "celery-state-machine", change="add-step",
+                    versioned=False)
+    instance = only(result)
+
+    assert instance.resume is not None
+    assert instance.resume.reran == ("reserve",)
+    assert applied(settings, instance, "reserve") == [Outcome.APPLIED, Outcome.ABSORBED]
+    assert not result.verdict.passed

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from graduate.errors import ServiceError
-from graduate.flow import InstanceRequest
+from graduate.flow import Flow, InstanceRequest
 from graduate.processes import ManagedProcess, spawn, wait_until
 from graduate.services.model import Services, TemporalTarget
 
@@ -77,6 +77,8 @@ class WorkerSpec:
     services: dict[str, Any]
     ready_file: str
     settings: dict[str, Any] = field(default_factory=dict)
+    # After a guarded deploy: the version that instances in flight started on.
+    previous_flow_source: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -160,6 +162,12 @@ class Engine(Protocol):
 
     def start_worker(self) -> ManagedProcess:
         """Start one more worker process (a replacement after a kill or a deploy)."""
+        ...
+
+    def deploy(self, flow: Flow, previous: Flow | None = None) -> None:
+        """Workers started from now on run `flow` (a new version of the same flow). With
+        `previous`, they also keep instances that started on it on that version: the
+        engine's versioning guard, only where `capabilities.versioning` is true."""
         ...
 
     def holds(self, instance_id: str) -> bool:

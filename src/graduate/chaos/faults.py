@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from graduate.chaos.changes import changed_flow
 from graduate.errors import ConfigError
 from graduate.flow import Flow, Step, Wait
 
@@ -51,19 +52,25 @@ class FaultPlan:
     restart_delay: float = 1.0  # how long the operator takes to restart what was killed
     partition_for: float = 5.0  # how long a partition lasts
     versioned: bool = False  # deploy-change: with the engine's versioning guard
+    change: str = "reorder"  # deploy-change: reorder or add-step
 
     def describe(self) -> str:
         where = (f" at {self.step}:{self.point}" if self.step else
                  f" at +{self.offset:g}s" if self.offset is not None else "")
-        guard = " (versioned)" if self.versioned else ""
-        return f"{self.fault}{where}{guard}"
+        deploy = ""
+        if self.fault == "deploy-change":
+            deploy = f" ({self.change}{', versioned' if self.versioned else ', unversioned'})"
+        return f"{self.fault}{where}{deploy}"
 
 
 def parse_plan(fault: str, at: str | None, flow: Flow, *, restart_delay: float = 1.0,
-               partition_for: float = 5.0, versioned: bool = False) -> FaultPlan:
+               partition_for: float = 5.0, versioned: bool = False,
+               change: str = "reorder") -> FaultPlan:
     """Validate `--fault F --at STEP:POINT` (or `+SECONDS`) against the flow."""
     if fault not in FAULTS:
         raise ConfigError(f"unknown fault {fault!r}; choose one of: {', '.join(FAULTS)}")
+    if fault == "deploy-change":
+        changed_flow(flow, change)  # refuses a change the flow cannot take, before any run
     kind: FaultKind = fault  # type: ignore[assignment,unused-ignore]
     if kind == "none":
         return FaultPlan("none")
@@ -76,7 +83,7 @@ def parse_plan(fault: str, at: str | None, flow: Flow, *, restart_delay: float =
                           f"{', '.join(POINTS)}) or --at +SECONDS")
     if match := _OFFSET.match(at):
         return FaultPlan(kind, offset=float(match.group(1)), restart_delay=restart_delay,
-                         partition_for=partition_for, versioned=versioned)
+                         partition_for=partition_for, versioned=versioned, change=change)
     name, sep, point = at.partition(":")
     if not sep or point not in POINTS:
         raise ConfigError(f"--at {at!r} is not understood; write STEP:POINT with POINT one "
@@ -89,7 +96,7 @@ def parse_plan(fault: str, at: str | None, flow: Flow, *, restart_delay: float =
         raise ConfigError(f"--at {at!r}: flow {flow.name!r} has no step {name!r}; its steps: "
                           f"{steps}")
     return FaultPlan(kind, step=name, point=point, restart_delay=restart_delay,
-                     partition_for=partition_for, versioned=versioned)
+                     partition_for=partition_for, versioned=versioned, change=change)
 
 
 def _wait(flow: Flow, name: str | None) -> Wait:
@@ -120,6 +127,9 @@ def not_applicable(plan: FaultPlan, engine: str, *, local_broker: bool,
                    "restart-broker)"
         if not local_server:
             return "the Temporal server is external: graduate cannot kill and restart it"
+    if plan.fault == "deploy-change" and plan.versioned and not temporal:
+        return ("Celery has no versioning guard: a team would have to build one (see the "
+                "unversioned deploy-change for what happens without)")
     if plan.fault == "kill-pool-child" and temporal:
         return ("the Temporal worker runs activities in threads of its own process: there "
                 "is no pool child to kill (see kill-worker)")

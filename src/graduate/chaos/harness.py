@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
+from graduate.chaos.changes import changed_flow
 from graduate.chaos.faults import FaultPlan, not_applicable
 from graduate.chaos.profiles import profile_settings
 from graduate.check import InstanceVerdict, RunVerdict, judge_instance, judge_run
@@ -216,12 +217,29 @@ def _fire(session: RunSession, plan: FaultPlan, reached: PointReached | None,
         _restart(session.stack.redis, "broker", plan, timeline, session)
     elif plan.fault == "restart-server":
         _restart(session.stack.temporal, "Temporal server", plan, timeline, session)
+    elif plan.fault == "deploy-change":
+        _deploy(session, plan, timeline)
     elif plan.fault == "wait-timeout":
         wait = _wait(session.flow, plan.step)
         timeline.add("fault-fired", f"nobody answers {wait.name}; its deadline is "
                                     f"{wait.deadline:g}s")
     else:
         raise NotImplementedError(plan.fault)
+
+
+def _deploy(session: RunSession, plan: FaultPlan, timeline: Timeline) -> None:
+    """A rolling deploy of the changed flow: each worker is stopped as a deploy stops it
+    (SIGTERM) and replaced by one running the new version."""
+    old = session.flow
+    new = write_flow_json(changed_flow(old, plan.change),
+                          session.run_dir / "deploy" / f"{old.name}-v{old.version + 1}.json")
+    session.engine.deploy(new, previous=old if plan.versioned else None)
+    timeline.add("fault-fired", f"deploy of {old.name} v{new.version} ({plan.change}, "
+                                f"{'with' if plan.versioned else 'without'} versioning guard)")
+    for worker in [w for w in session.workers if "beat" not in w.name]:
+        worker.signal_group(signal.SIGTERM)
+        _await_exit(worker, timeline)
+        _replace_worker(session, worker, plan, timeline)
 
 
 def _worker_holding(session: RunSession, reached: PointReached | None) -> ManagedProcess:
@@ -269,6 +287,25 @@ def _restart(service: Any, what: str, plan: FaultPlan, timeline: Timeline,
     timeline.add("service-restarted", f"{what} back on the same port and data")
 
 
+def _hit(session: RunSession, plan: FaultPlan, instance_id: str,
+         status: InstanceStatus | None, fault_at: float | None) -> PointReached | None:
+    """Where the fault caught this instance, or None if it did not catch it."""
+    if fault_at is None or plan.step is None or plan.fault == "wait-timeout":
+        return None
+    if plan.point == "during-wait":
+        # Parked at the wait when the fault fired: no effect of a later step before it.
+        names = [n.name for n in session.flow.nodes]
+        later = set(names[names.index(plan.step) + 1:])
+        early = [e for e in session.ledger.effects(instance_id=instance_id)
+                 if e.started_at < fault_at and e.step in later]
+        if early or status is None:
+            return None
+        return PointReached(instance_id, plan.step, "during-wait", 0, fault_at)
+    reached = session.ledger.reached(instance_id, plan.step, plan.point)  # type: ignore[arg-type]
+    # One that reached its point only after the fault was not hit by it.
+    return reached if reached is not None and reached.at <= fault_at else None
+
+
 def _holds(session: RunSession, instance_id: str) -> bool:
     try:
         return session.engine.holds(instance_id)
@@ -294,12 +331,7 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
     verdicts = []
     for request in session.requests:
         iid = request.instance_id
-        reached = None
-        if options.plan.step and options.plan.point in ("before-effect", "after-effect"):
-            reached = ledger.reached(iid, options.plan.step,
-                                     options.plan.point)  # type: ignore[arg-type]
-        if reached is not None and fault_at is not None and reached.at > fault_at:
-            reached = None  # it reached the point after the fault: not hit by it
+        reached = _hit(session, options.plan, iid, statuses.get(iid), fault_at)
         verdicts.append(judge_instance(
             flow, ledger.instance(iid), ledger.effects(instance_id=iid), statuses[iid],
             engine_holds=holds.get(iid, False), reached=reached, fault_at=fault_at))

@@ -141,6 +141,13 @@ class CeleryEngine:
         """
         return self._impl.holds(instance_id)
 
+    def deploy(self, flow: Flow, previous: Flow | None = None) -> None:
+        """Workers started from now on load `flow`. Celery has no versioning guard, so
+        `previous` cannot be honoured: in-flight tasks meet the new code as it is."""
+        if previous is not None:
+            raise EngineError("Celery has no versioning guard; deploy without one")
+        self.flow = flow
+
     def close(self) -> None:
         self._app.close()
         self._broker.close()

@@ -50,6 +50,7 @@ class TemporalEngine:
         if services.temporal is None:
             raise ServiceError("the temporal engine needs a Temporal server")
         self.flow = flow
+        self.previous: Flow | None = None
         self.services = services
         self.worker_services = worker_services or services
         self.run_dir = run_dir
@@ -80,9 +81,14 @@ class TemporalEngine:
             engine=self.name, flow_source=self.flow.source,
             services=services_for_worker(self.worker_services),
             ready_file=str(self.run_dir / "ready" / f"{name}.ready"), settings=self.settings,
+            previous_flow_source=self.previous.source if self.previous else None,
         )
         return start_worker_process(name, "graduate.adapters.temporal.worker", spec,
                                     self.run_dir)
+
+    def deploy(self, flow: Flow, previous: Flow | None = None) -> None:
+        self.flow = flow
+        self.previous = previous
 
     def holds(self, instance_id: str) -> bool:
         """A running workflow execution is held by the server, whatever its workers do."""
@@ -122,6 +128,12 @@ class TemporalEngine:
         done = tuple(memo.get("done") or ())
         closed = description.close_time.timestamp() if description.close_time else None
         if description.status == WorkflowExecutionStatus.RUNNING:
+            pending = description.raw_description.pending_workflow_task
+            if pending.attempt > 1:
+                # Replay failing (a non-deterministic deploy, say): the server retries the
+                # workflow task for ever, and the workflow goes nowhere.
+                return InstanceStatus(InstanceState.RUNNING, done, None,
+                                      f"workflow task failing: {await self._task_failure(handle)}")
             waiting = memo.get("waiting")
             if waiting:
                 return InstanceStatus(InstanceState.WAITING, done, None,
@@ -141,6 +153,13 @@ class TemporalEngine:
         return InstanceStatus(InstanceState.FAILED, done, closed,
                               f"workflow {status_name.lower()}: {detail}".rstrip(": "))
 
+    async def _task_failure(self, handle: Any) -> str:
+        message = "unknown cause"
+        async for event in handle.fetch_history_events():
+            if event.HasField("workflow_task_failed_event_attributes"):
+                message = event.workflow_task_failed_event_attributes.failure.message
+        return message.splitlines()[0] if message else "unknown cause"
+
     def history(self, instance_id: str) -> list[HistoryEvent]:
         return self._run(self._history(instance_id))
 
@@ -156,6 +175,10 @@ class TemporalEngine:
                 detail = event.workflow_execution_signaled_event_attributes.signal_name
             elif event.HasField("activity_task_started_event_attributes"):
                 detail = f"attempt {event.activity_task_started_event_attributes.attempt}"
+            elif event.HasField("workflow_task_failed_event_attributes"):
+                detail = event.workflow_task_failed_event_attributes.failure.message[:300]
+            elif event.HasField("marker_recorded_event_attributes"):
+                detail = event.marker_recorded_event_attributes.marker_name
             events.append(HistoryEvent(at=event.event_time.ToNanoseconds() / 1e9,
                                        kind=kind.lower(), detail=detail))
         return events

@@ -10,10 +10,19 @@ from __future__ import annotations
 from graduate.flow import Flow
 
 _FLOWS: dict[str, Flow] = {}
+_PREVIOUS: dict[str, Flow] = {}
 
 
-def register(flow: Flow) -> None:
+def register(flow: Flow, previous: Flow | None = None) -> None:
+    """Run `flow`; with `previous`, also keep running instances started on it (the
+    versioning guard of a deploy)."""
     _FLOWS[flow.name] = flow
+    if previous is not None:
+        _PREVIOUS[flow.name] = previous
+
+
+def previous(name: str) -> Flow | None:
+    return _PREVIOUS.get(name)
 
 
 def get(name: str) -> Flow:

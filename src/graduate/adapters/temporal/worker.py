@@ -30,7 +30,8 @@ ACTIVITY_THREADS = 8
 
 async def serve(spec: WorkerSpec) -> None:
     flow = load_flow(spec.flow_source)
-    registry.register(flow)
+    previous = spec.previous_flow_source
+    registry.register(flow, load_flow(previous) if previous else None)
     client = await connect(spec.temporal())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -53,6 +53,11 @@ class GraduateFlow:
     @workflow.run
     async def run(self, flow_input: FlowInput) -> FlowResult:
         flow = registry.get(flow_input.flow)
+        older = registry.previous(flow_input.flow)
+        # The versioning guard: an execution started before this version was deployed
+        # replays without the marker, so patched() is False and it keeps its version.
+        if older is not None and not workflow.patched(f"graduate-{flow.name}-v{flow.version}"):
+            flow = older
         for node in flow.nodes:
             if isinstance(node, Step):
                 try:
