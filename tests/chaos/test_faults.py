@@ -73,7 +73,8 @@ def test_celery_chain_with_defaults_loses_the_rest_of_the_chain(
     assert instance.verdict is Verdict.LOST
     assert applied(settings, instance, "activate") == []
     assert applied(settings, instance, "notify") == []
-    assert instance.resume is not None and instance.resume.resumed_at is None
+    assert instance.resume is not None
+    assert instance.resume.resumed_at is None
 
 
 def test_celery_chain_with_late_ack_runs_the_step_again_after_the_visibility_timeout(
@@ -86,7 +87,8 @@ def test_celery_chain_with_late_ack_runs_the_step_again_after_the_visibility_tim
 
     assert instance.verdict is Verdict.COMPLETED
     assert applied(settings, instance, "activate") == [Outcome.APPLIED, Outcome.ABSORBED]
-    assert instance.resume is not None and instance.resume.exact
+    assert instance.resume is not None
+    assert instance.resume.exact
     first, again = [e for e in Ledger(settings.ledger).effects(instance_id=instance.instance_id)
                     if e.step == "activate"]
     # The message was delivered before its first call started: the visibility timeout
@@ -139,7 +141,8 @@ def test_state_machine_recovers_at_the_step_in_flight(
                           timeout=40))
 
     assert instance.verdict is Verdict.COMPLETED
-    assert instance.resume is not None and instance.resume.exact
+    assert instance.resume is not None
+    assert instance.resume.exact
     assert applied(settings, instance, "activate") == [Outcome.APPLIED]
 
 
@@ -151,7 +154,8 @@ def test_temporal_resumes_at_the_step_in_flight_after_a_worker_kill(
                           "activate:before-effect"))
 
     assert instance.verdict is Verdict.COMPLETED
-    assert instance.resume is not None and instance.resume.exact
+    assert instance.resume is not None
+    assert instance.resume.exact
     assert instance.resume.reran == ()
     assert instance.resume.time_to_resume is not None
     assert instance.resume.time_to_resume >= 3.0
@@ -167,7 +171,8 @@ def test_temporal_resumes_after_a_server_restart(own_services: Settings,
     instance = only(result)
 
     assert instance.verdict is Verdict.COMPLETED
-    assert instance.resume is not None and instance.resume.exact
+    assert instance.resume is not None
+    assert instance.resume.exact
     assert [e.kind for e in _timeline(result)] == [
         "instances-started", "fault-point-reached", "fault-fired", "service-restarted",
         "run-ended"]
@@ -233,7 +238,8 @@ def test_temporal_versioning_guard_keeps_instances_in_flight_on_their_version(
                            versioned=True))
 
     assert instance.verdict is Verdict.COMPLETED
-    assert instance.resume is not None and instance.resume.exact
+    assert instance.resume is not None
+    assert instance.resume.exact
     assert instance.resume.resumed_at == "activate"
 
 

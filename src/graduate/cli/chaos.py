@@ -111,7 +111,7 @@ def _print_result(result: ChaosResult) -> None:
     for item in result.instances:
         resume = item.resume
         effects = ", ".join(
-            f"{e.step}{'↺' if e.kind == 'compensation' else ''}×{e.applied}"
+            f"{e.step}{' undo' if e.kind == 'compensation' else ''} x{e.applied}"
             + (f"(+{e.absorbed} absorbed)" if e.absorbed else "")
             for e in item.effects if e.applied or e.absorbed)
         table.add_row(
@@ -207,7 +207,7 @@ def _split(text: str) -> tuple[str, ...]:
 
 
 def matrix_table(matrix_id: str, cells: list[CellOutcome]) -> Table:
-    """Engine × fault: completed, lost, duplicated, resumed at the exact step, resume time."""
+    """Engine by fault: completed, lost, duplicated, resumed at the exact step, resume time."""
     table = Table(title=f"Matrix {matrix_id}")
     for column in ("engine", "fault", "profile", "completed", "compensated", "lost", "stuck",
                    "duplicated", "absorbed", "resumed at exact step", "median time to resume",

@@ -48,6 +48,9 @@ KEY_LIFETIME = 86400
 PING_TIMEOUT = 1.0
 HOLD_LOOKS = 2
 HOLD_SETTLE = 0.5
+# A worker that did not answer is not asked again for this long, so that the instances
+# of a run whose worker died cost one ping between them, not one each.
+SILENT_FOR = 10.0
 
 Context = dict[str, Any]  # {"request": InstanceRequest as dict, "done": [node names]}
 
@@ -350,6 +353,7 @@ class ChainStrategy:
         self.flow = flow
         self.resources = resources
         self.broker = broker
+        self._silent: dict[str, float] = {}  # worker name -> when it last failed to answer
 
     def start(self, request: InstanceRequest) -> None:
         part_from(self.app, self.flow, 0, new_context(request)).apply_async()
@@ -438,7 +442,6 @@ class ChainStrategy:
         """
         if self.status(instance_id).state.finished:
             return False
-        silent: set[str] = set()
         for look in range(HOLD_LOOKS):
             if look:
                 time.sleep(HOLD_SETTLE)
@@ -447,7 +450,7 @@ class ChainStrategy:
                 return True
             if any(self._can_move(instance_id, tid) for tid in held):
                 return True
-            if self._in_live_hands(instance_id, silent):
+            if self._in_live_hands(instance_id):
                 return True
         return False
 
@@ -463,9 +466,10 @@ class ChainStrategy:
                 return undecided and bool(client.exists(context_key(instance_id, wait.name)))
         return True
 
-    def _in_live_hands(self, instance_id: str, silent: set[str]) -> bool:
-        """Whether a worker that answers a ping runs a task of the instance; workers that
-        did not answer are added to `silent` and not asked again."""
+    def _in_live_hands(self, instance_id: str) -> bool:
+        """Whether a worker that answers a ping runs a task of the instance."""
+        now = time.monotonic()
+        silent = {name for name, at in self._silent.items() if now - at < SILENT_FOR}
         workers = set()
         for tid in self._task_ids(instance_id):
             result = self.app.AsyncResult(tid)
@@ -479,7 +483,7 @@ class ChainStrategy:
         replies = self.app.control.ping(destination=sorted(workers), timeout=PING_TIMEOUT,
                                         limit=len(workers))
         answered = {name for reply in replies for name in reply}
-        silent |= workers - answered
+        self._silent.update(dict.fromkeys(workers - answered, time.monotonic()))
         return bool(workers & answered)
 
     def _task_ids(self, instance_id: str) -> list[str]:
