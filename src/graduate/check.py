@@ -113,7 +113,7 @@ def effect_verdicts(effects: Sequence[EffectRecord]) -> tuple[EffectVerdict, ...
 
 
 def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectRecord],
-                   status: InstanceStatus, *, engine_holds: bool,
+                   status: InstanceStatus, *, engine_holds: bool | None,
                    reached: PointReached | None = None,
                    fault_at: float | None = None) -> InstanceVerdict:
     """The verdict of one instance from its ledger rows and its engine's final status."""
@@ -135,7 +135,8 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
 
 
 def _outcome(flow: Flow, status: InstanceStatus, landed: set[str],
-             per_effect: tuple[EffectVerdict, ...], engine_holds: bool) -> tuple[Verdict, str]:
+             per_effect: tuple[EffectVerdict, ...],
+             engine_holds: bool | None) -> tuple[Verdict, str]:
     if status.state is InstanceState.COMPLETED:
         missing = [s.name for s in flow.steps if s.name not in landed]
         if missing:
@@ -153,6 +154,9 @@ def _outcome(flow: Flow, status: InstanceStatus, landed: set[str],
         return Verdict.COMPENSATED, status.detail or "compensated"
     if status.state is InstanceState.FAILED:
         return Verdict.FAILED, status.detail or "the engine reports a failure"
+    if engine_holds is None:
+        return Verdict.STUCK, (f"unfinished ({status.state.value}) at the run's deadline, and "
+                               "the engine could not say whether anything still holds it")
     if engine_holds:
         return Verdict.STUCK, (f"the engine still holds it ({status.state.value}"
                                f"{': ' + status.detail if status.detail else ''}) but it did "

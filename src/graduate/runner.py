@@ -183,12 +183,15 @@ class RunSession:
     def watch(self, deadline: float, *,
               until: Callable[[dict[str, InstanceStatus]], bool] | None = None,
               on_status: Callable[[str, InstanceStatus], None] | None = None,
+              on_poll: Callable[[], None] | None = None,
               ) -> dict[str, InstanceStatus]:
         """Poll the engine until every instance finished, `until` holds, or `deadline`
         (monotonic) passed. An instance that waits for a signal listed in the options'
-        decisions is sent that decision, once."""
+        decisions is sent that decision, once. `on_poll` runs on every round."""
         statuses: dict[str, InstanceStatus] = {}
         while True:
+            if on_poll is not None:
+                on_poll()
             for instance_id in self.instance_ids:
                 previous = statuses.get(instance_id)
                 if previous is not None and previous.state.finished:

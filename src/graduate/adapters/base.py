@@ -164,6 +164,11 @@ class Engine(Protocol):
         """Start one more worker process (a replacement after a kill or a deploy)."""
         ...
 
+    def replace(self, process: ManagedProcess) -> ManagedProcess:
+        """Start a process that takes over the role of `process` (a worker, or a helper
+        such as Celery beat) after it died: what a process supervisor does."""
+        ...
+
     def deploy(self, flow: Flow, previous: Flow | None = None) -> None:
         """Workers started from now on run `flow` (a new version of the same flow). With
         `previous`, they also keep instances that started on it on that version: the

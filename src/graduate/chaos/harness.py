@@ -23,6 +23,7 @@ from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
 from graduate.chaos.changes import changed_flow
 from graduate.chaos.faults import FaultPlan, not_applicable
 from graduate.chaos.profiles import profile_settings
+from graduate.chaos.proxy import Proxy
 from graduate.check import InstanceVerdict, RunVerdict, judge_instance, judge_run
 from graduate.config import Settings
 from graduate.environment import host, package_versions, server_versions
@@ -31,6 +32,8 @@ from graduate.flow import Flow, Wait, flow_to_dict, load_flow, write_flow_json
 from graduate.ledger import PointReached
 from graduate.processes import ManagedProcess, group_alive
 from graduate.runner import RunOptions, RunSession, open_session
+from graduate.services.model import Services
+from graduate.services.provider import Stack
 
 STOP_GRACE = 30.0  # how long a SIGTERMed worker may take to finish its task
 
@@ -93,32 +96,84 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
                                       if k != _wait(flow, plan.step).signal})
     engine_settings = profile_settings(options.profile, run.engine)
     timeline = Timeline(listener=on_event)
-    with open_session(settings, run, flow=flow, engine_settings=engine_settings,
-                      use_kept=False) as session:
-        stack = session.stack
-        reason = not_applicable(plan, run.engine, local_broker=stack.redis is not None,
-                                local_server=stack.temporal is not None)
-        if reason is not None:
-            return _store(store, options, session, flow, timeline, {}, {}, {},
-                          applicable=False, fired=False, reason=reason)
-        if plan.point == "during-wait":
-            session.held_signals.add(_wait(flow, plan.step).signal)
-        session.start_instances(prepare=lambda r: _arm(session, plan, r.instance_id))
-        timeline.add("instances-started", f"{len(session.requests)} instance(s)")
-        deadline = time.monotonic() + run.timeout
-        fired, reached, why = _await_trigger(session, plan, timeline, deadline)
-        if fired:
-            _fire(session, plan, reached, timeline)
-        _release_all(session, plan)
-        session.held_signals.clear()
-        statuses = session.watch(deadline)
-        timeline.add("run-ended", "all finished" if all(
-            s.state.finished for s in statuses.values()) else "deadline passed")
-        holds = {iid: _holds(session, iid) for iid, s in statuses.items()
-                 if not s.state.finished}
-        histories = {iid: _history(session, iid) for iid in session.instance_ids}
-        return _store(store, options, session, flow, timeline, statuses, holds, histories,
-                      applicable=True, fired=fired, reason=why)
+    proxies: list[Proxy] = []
+    try:
+        with open_session(settings, run, flow=flow, engine_settings=engine_settings,
+                          use_kept=False,
+                          worker_services=(_through_proxies(settings, proxies)
+                                           if plan.fault == "partition" else None),
+                          ) as session:
+            return _run(store, options, session, flow, plan, timeline, proxies)
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+
+
+def _run(store: EvidenceStore, options: ChaosOptions, session: RunSession, flow: Flow,
+         plan: FaultPlan, timeline: Timeline, proxies: list[Proxy]) -> ChaosResult:
+    run = session.options
+    stack = session.stack
+    reason = not_applicable(plan, run.engine, local_broker=stack.redis is not None,
+                            local_server=stack.temporal is not None)
+    if reason is not None:
+        return _store(store, options, session, flow, timeline, {}, {}, {},
+                      applicable=False, fired=False, reason=reason)
+    if plan.point == "during-wait":
+        session.held_signals.add(_wait(flow, plan.step).signal)
+    session.start_instances(prepare=lambda r: _arm(session, plan, r.instance_id))
+    timeline.add("instances-started", f"{len(session.requests)} instance(s)")
+    deadline = time.monotonic() + run.timeout
+    fired, reached, why = _await_trigger(session, plan, timeline, deadline)
+    if fired:
+        _fire(session, plan, reached, timeline, proxies)
+    _release_all(session, plan)
+    session.held_signals.clear()
+    statuses = session.watch(deadline, on_poll=lambda: _supervise(session, plan, timeline))
+    timeline.add("run-ended", "all finished" if all(
+        s.state.finished for s in statuses.values()) else "deadline passed")
+    holds = {iid: _holds(session, iid) for iid, s in statuses.items()
+             if not s.state.finished}
+    histories = {iid: _history(session, iid) for iid in session.instance_ids}
+    return _store(store, options, session, flow, timeline, statuses, holds, histories,
+                  applicable=True, fired=fired, reason=why)
+
+
+def _through_proxies(settings: Settings, proxies: list[Proxy]) -> Callable[[Stack], Services]:
+    """Put a TCP proxy between the workers and the broker or server, for a partition."""
+
+    def route(stack: Stack) -> Services:
+        services = stack.services
+        folder = settings.state_dir / "proxies"
+        if services.temporal is not None:
+            host, port = _host_port(services.temporal.address)
+            proxy = Proxy.start(folder, "temporal-proxy", host, port)
+            proxies.append(proxy)
+            services = replace(services, temporal=replace(services.temporal,
+                                                          address=proxy.address))
+        routed: dict[str, str] = {}
+        for url in (services.broker_url, services.result_backend_url):
+            if url and url.startswith(("redis://", "amqp://")) and url not in routed:
+                scheme, _, rest = url.partition("://")
+                credentials, _, location = rest.rpartition("@")
+                hostport, _, path = location.partition("/")
+                host, port = _host_port(hostport, 6379 if scheme == "redis" else 5672)
+                proxy = Proxy.start(folder, f"{scheme}-proxy-{len(proxies)}", host, port)
+                proxies.append(proxy)
+                login = f"{credentials}@" if credentials else ""
+                routed[url] = f"{scheme}://{login}{proxy.address}/{path}"
+        return replace(services,
+                       broker_url=routed.get(services.broker_url or "", services.broker_url),
+                       result_backend_url=routed.get(services.result_backend_url or "",
+                                                     services.result_backend_url))
+
+    return route
+
+
+def _host_port(address: str, default_port: int = 7233) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host:
+        return address, default_port
+    return host, int(port)
 
 
 def _flow_for_run(settings: Settings, options: ChaosOptions) -> Flow:
@@ -188,9 +243,19 @@ def _await_trigger(session: RunSession, plan: FaultPlan, timeline: Timeline,
 
 
 def _fire(session: RunSession, plan: FaultPlan, reached: PointReached | None,
-          timeline: Timeline) -> None:
+          timeline: Timeline, proxies: list[Proxy]) -> None:
     """Fire the fault, then recover as an operator would."""
-    if plan.fault == "kill-worker":
+    if plan.fault == "partition":
+        for proxy in proxies:
+            proxy.cut()
+        timeline.add("fault-fired", "network cut between the workers and "
+                                    f"{', '.join(p.name for p in proxies)}")
+        _release_all(session, plan)
+        time.sleep(plan.partition_for)  # the partition's length, part of the scenario
+        for proxy in proxies:
+            proxy.heal()
+        timeline.add("network-healed", f"after {plan.partition_for:g}s")
+    elif plan.fault == "kill-worker":
         victim = _worker_holding(session, reached)
         victim.kill()
         timeline.add("fault-fired", f"SIGKILL to {victim.name} (process group {victim.pid})")
@@ -306,12 +371,25 @@ def _hit(session: RunSession, plan: FaultPlan, instance_id: str,
     return reached if reached is not None and reached.at <= fault_at else None
 
 
-def _holds(session: RunSession, instance_id: str) -> bool:
+def _supervise(session: RunSession, plan: FaultPlan, timeline: Timeline) -> None:
+    """A process supervisor's job: a worker or helper that died is started again."""
+    for process in [p for p in session.workers if not p.alive()]:
+        timeline.add("process-died", f"{process.name} exited with code "
+                                     f"{process.popen.returncode}; the supervisor restarts it")
+        session.workers.remove(process)
+        time.sleep(plan.restart_delay)  # the supervisor's back-off, part of the scenario
+        replacement = session.engine.replace(process)
+        session.workers.append(replacement)
+        timeline.add("worker-started", f"{replacement.name} (pid {replacement.pid}) "
+                                       f"replaces {process.name}")
+
+
+def _holds(session: RunSession, instance_id: str) -> bool | None:
+    """Whether the engine still holds the instance; None when it cannot tell."""
     try:
         return session.engine.holds(instance_id)
     except Exception:
-        # An engine that cannot even answer holds nothing we can prove will move.
-        return False
+        return None
 
 
 def _history(session: RunSession, instance_id: str) -> list[HistoryEvent]:
@@ -322,7 +400,8 @@ def _history(session: RunSession, instance_id: str) -> list[HistoryEvent]:
 
 
 def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flow: Flow,
-           timeline: Timeline, statuses: dict[str, InstanceStatus], holds: dict[str, bool],
+           timeline: Timeline, statuses: dict[str, InstanceStatus],
+           holds: dict[str, bool | None],
            histories: dict[str, list[HistoryEvent]], *, applicable: bool, fired: bool,
            reason: str) -> ChaosResult:
     ledger = session.ledger
@@ -334,7 +413,7 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
         reached = _hit(session, options.plan, iid, statuses.get(iid), fault_at)
         verdicts.append(judge_instance(
             flow, ledger.instance(iid), ledger.effects(instance_id=iid), statuses[iid],
-            engine_holds=holds.get(iid, False), reached=reached, fault_at=fault_at))
+            engine_holds=holds.get(iid), reached=reached, fault_at=fault_at))
     verdict = judge_run(verdicts)
     stack = session.stack
     record: dict[str, Any] = {

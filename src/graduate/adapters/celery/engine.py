@@ -94,6 +94,9 @@ class CeleryEngine:
         """Start one more worker process (never a beat), e.g. to replace a killed one."""
         return self._launch("worker")
 
+    def replace(self, process: ManagedProcess) -> ManagedProcess:
+        return self._launch("beat" if "-beat-" in process.name else "worker")
+
     def _launch(self, role: str) -> ManagedProcess:
         if not self.flow.source:
             raise ConfigError(f"flow {self.flow.name!r} has no source, so worker processes "

@@ -86,6 +86,10 @@ class TemporalEngine:
         return start_worker_process(name, "graduate.adapters.temporal.worker", spec,
                                     self.run_dir)
 
+    def replace(self, process: ManagedProcess) -> ManagedProcess:
+        del process  # every process this engine starts is a worker
+        return self.start_worker()
+
     def deploy(self, flow: Flow, previous: Flow | None = None) -> None:
         self.flow = flow
         self.previous = previous
