@@ -255,3 +255,48 @@ def test_state_machine_cursor_reruns_a_finished_step_after_a_step_is_added(
     assert instance.resume.reran == ("reserve",)
     assert applied(settings, instance, "reserve") == [Outcome.APPLIED, Outcome.ABSORBED]
     assert not result.verdict.passed
+
+
+def test_celery_warm_shutdown_finishes_the_task_in_hand(settings: Settings,
+                                                        flow_file: FlowFactory) -> None:
+    """SIGTERM to the worker's main process: Celery waits for the running task."""
+    instance = only(chaos(settings, flow_file("chaos"), "celery-chain", "stop-worker",
+                          "activate:before-effect"))
+
+    assert instance.verdict is Verdict.COMPLETED
+    assert applied(settings, instance, "activate") == [Outcome.APPLIED]
+    assert instance.resume is not None and instance.resume.exact
+
+
+def test_broker_restart_kills_the_celery_worker_and_the_supervisor_recovers_it(
+        own_services: Settings, flow_file: FlowFactory) -> None:
+    """Redis keeps its queue in its append-only file; the worker's main process exits
+    when the broker goes, and a supervisor's restart lets the chain finish."""
+    result = chaos(own_services, flow_file("chaos"), "celery-chain", "restart-broker",
+                   "activate:before-effect")
+    instance = only(result)
+
+    kinds = [e.kind for e in _timeline(result)]
+    assert "service-restarted" in kinds
+    assert instance.verdict is Verdict.COMPLETED
+    for step in ("activate", "notify"):
+        assert applied(own_services, instance, step) == [Outcome.APPLIED]
+
+
+def test_temporal_retries_an_activity_whose_completion_was_cut_off(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """A partition longer than the start-to-close timeout (3 s): the effect landed, its
+    completion never reached the server, so the activity runs again: at-least-once,
+    absorbed here by the idempotency key."""
+    path = flow_file("chaos")
+    flow = load_flow(path)
+    options = ChaosOptions(
+        run=RunOptions(flow=str(path), engine="temporal", timeout=40,
+                       decisions=approve_all(flow)),
+        plan=parse_plan("partition", "activate:before-effect", flow, partition_for=5.0))
+    result = run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
+    instance = only(result)
+
+    assert instance.verdict is Verdict.COMPLETED
+    assert applied(settings, instance, "activate") == [Outcome.APPLIED, Outcome.ABSORBED]
+    assert [e.kind for e in _timeline(result)][2:4] == ["fault-fired", "network-healed"]

@@ -30,7 +30,7 @@ from graduate.environment import host, package_versions, server_versions
 from graduate.evidence import EvidenceStore, now_iso
 from graduate.flow import Flow, Wait, flow_to_dict, load_flow, write_flow_json
 from graduate.ledger import PointReached
-from graduate.processes import ManagedProcess, group_alive
+from graduate.processes import ManagedProcess
 from graduate.runner import RunOptions, RunSession, open_session
 from graduate.services.model import Services
 from graduate.services.provider import Stack
@@ -273,8 +273,11 @@ def _fire(session: RunSession, plan: FaultPlan, reached: PointReached | None,
                                     "the worker's main process lives on")
     elif plan.fault == "stop-worker":
         victim = _worker_holding(session, reached)
-        victim.signal_group(signal.SIGTERM)
-        timeline.add("fault-fired", f"SIGTERM to {victim.name} (a deploy or scale-down)")
+        # A deploy signals the worker's main process, which then shuts down warm: Celery
+        # finishes the task in hand, Temporal waits its graceful shutdown timeout.
+        victim.popen.send_signal(signal.SIGTERM)
+        timeline.add("fault-fired", f"SIGTERM to {victim.name}'s main process (a deploy or "
+                                    "scale-down)")
         _release_all(session, plan)  # a warm shutdown finishes the task in hand
         _await_exit(victim, timeline)
         _replace_worker(session, victim, plan, timeline)
@@ -302,7 +305,7 @@ def _deploy(session: RunSession, plan: FaultPlan, timeline: Timeline) -> None:
     timeline.add("fault-fired", f"deploy of {old.name} v{new.version} ({plan.change}, "
                                 f"{'with' if plan.versioned else 'without'} versioning guard)")
     for worker in [w for w in session.workers if "beat" not in w.name]:
-        worker.signal_group(signal.SIGTERM)
+        worker.popen.send_signal(signal.SIGTERM)
         _await_exit(worker, timeline)
         _replace_worker(session, worker, plan, timeline)
 
@@ -321,15 +324,15 @@ def _worker_holding(session: RunSession, reached: PointReached | None) -> Manage
 
 def _await_exit(victim: ManagedProcess, timeline: Timeline) -> None:
     deadline = time.monotonic() + STOP_GRACE
-    while group_alive(victim.pid) and time.monotonic() < deadline:
-        victim.popen.poll()
+    while victim.popen.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    if group_alive(victim.pid):
+    if victim.popen.poll() is None:
         victim.kill()
         timeline.add("worker-forced", f"{victim.name} still ran {STOP_GRACE:g}s after "
                                       "SIGTERM: SIGKILL")
     else:
-        timeline.add("worker-exited", victim.name)
+        timeline.add("worker-exited", f"{victim.name} with code {victim.popen.returncode}")
+    victim.stop()  # whatever it left in its process group goes with it
 
 
 def _replace_worker(session: RunSession, victim: ManagedProcess, plan: FaultPlan,
