@@ -265,7 +265,8 @@ def test_celery_warm_shutdown_finishes_the_task_in_hand(settings: Settings,
 
     assert instance.verdict is Verdict.COMPLETED
     assert applied(settings, instance, "activate") == [Outcome.APPLIED]
-    assert instance.resume is not None and instance.resume.exact
+    assert instance.resume is not None
+    assert instance.resume.exact
 
 
 def test_broker_restart_kills_the_celery_worker_and_the_supervisor_recovers_it(
