@@ -150,7 +150,8 @@ def test_flows_lists_valid_and_invalid_flows(project: Path) -> None:
     assert "used twice" in broken.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["flows"], ["run"], ["signal"], ["env"],
+@pytest.mark.parametrize("command", [[], ["flows"], ["run"], ["signal"], ["env"], ["chaos"],
+                                     ["matrix"], ["demo"],
                                      ["env", "up"], ["env", "down"], ["env", "status"]])
 def test_every_command_explains_itself_with_an_example(project: Path,
                                                        command: list[str]) -> None:
@@ -223,3 +224,32 @@ def test_ctrl_c_stops_every_process(project: Path) -> None:
 
     assert run.returncode != 0
     assert processes_mentioning(str(project)) == []
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["chaos", "partner_approval", "-e", "temporal", "--fault", "meteor"],
+     ["unknown fault 'meteor'", "kill-worker"]),
+    (["chaos", "partner_approval", "-e", "temporal", "--fault", "kill-worker"],
+     ["needs --at STEP:POINT"]),
+    (["chaos", "partner_approval", "-e", "temporal", "--fault", "kill-worker", "--at",
+      "activate:mid-air"], ["--at 'activate:mid-air' is not understood"]),
+    (["chaos", "partner_approval", "-e", "temporal", "--fault", "kill-worker", "--at",
+      "launch:before-effect"], ["no step 'launch'", "create_record"]),
+    (["chaos", "partner_approval", "-e", "temporal", "--fault", "kill-worker", "--at",
+      "activate:before-effect", "--profile", "fast"], ["unknown profile 'fast'", "tuned"]),
+    (["chaos", "partner_approval", "-e", "temporal", "--fault", "wait-timeout"],
+     ["--wait-deadline"]),
+    (["matrix", "partner_approval", "--faults", "kill-worker,meteor"], ["unknown fault"]),
+    (["matrix", "partner_approval", "--engines", "temporal,airflow"],
+     ["unknown engine 'airflow'"]),
+    (["matrix", "--resume"], ["no matrix to resume"]),
+])
+def test_chaos_and_matrix_refuse_bad_input_before_starting(project: Path, args: list[str],
+                                                           expected: list[str]) -> None:
+    done = graduate(project, *args)
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    for fragment in expected:
+        assert fragment in done.stderr
+    assert not (project / ".graduate" / "evidence" / "runs").exists()
