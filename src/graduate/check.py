@@ -200,12 +200,13 @@ def _resume(flow: Flow, effects: Sequence[EffectRecord], reached: PointReached,
 
 def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: bool = True,
               ) -> RunVerdict:
-    """Counts, and the required properties: nothing lost or stuck, no unabsorbed duplicate,
-    and every instance hit by the fault resumed at the step in flight."""
+    """Counts, and the required properties: nothing lost, stuck or failed (a failed
+    commitment is neither done nor undone), no unabsorbed duplicate, and every instance
+    hit by the fault resumed at the step in flight."""
     counts = {v.value: sum(1 for i in instances if i.verdict is v) for v in Verdict}
     failures = []
     for item in instances:
-        if item.verdict in (Verdict.LOST, Verdict.STUCK):
+        if item.verdict in (Verdict.LOST, Verdict.STUCK, Verdict.FAILED):
             failures.append(f"{item.instance_id} {item.verdict} ({item.correlation_id}): "
                             f"{item.reason}")
         for effect in item.effects:

@@ -46,6 +46,7 @@ class Cell:
     fault: str
     at: str | None
     profile: str
+    versioned: bool = False
 
 
 @dataclass
@@ -57,6 +58,7 @@ class CellOutcome:
     fault: str
     at: str | None
     profile: str
+    versioned: bool = False
     status: str = "pending"  # pending, done, not-applicable
     run_id: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
@@ -83,18 +85,28 @@ def plan_cells(flow: Flow, spec: MatrixSpec) -> list[Cell]:
     cells = []
     for engine in spec.engines:
         for item in spec.faults:
-            fault, _, at = item.partition("@")
-            if fault not in FAULTS:
-                raise ConfigError(f"unknown fault {fault!r} in --faults; choose from: "
-                                  f"{', '.join(FAULTS)} (optionally FAULT@STEP:POINT)")
-            point = at or (None if fault in ("none", "wait-timeout") else
-                           spec.at or default_point(flow))
-            parse_plan(fault, point, flow)
+            name, _, at = item.partition("@")
+            fault, plus, variant = name.partition("+")
+            if fault not in FAULTS or (plus and variant != "versioned"):
+                raise ConfigError(f"unknown fault {name!r} in --faults; choose from: "
+                                  f"{', '.join(FAULTS)}, as FAULT[@STEP:POINT] "
+                                  "(deploy-change+versioned for the versioning guard)")
+            point = at or _default_at(flow, fault, spec.at)
+            parse_plan(fault, point, flow, versioned=bool(plus))
             for profile in spec.profiles:
-                key = f"{engine}|{fault}@{point or '-'}|{profile}"
+                key = f"{engine}|{name}@{point or '-'}|{profile}"
                 cells.append(Cell(key=key, engine=engine, fault=fault, at=point,
-                                  profile=profile))
+                                  profile=profile, versioned=bool(plus)))
     return cells
+
+
+def _default_at(flow: Flow, fault: str, given: str | None) -> str | None:
+    if fault in ("none", "wait-timeout"):
+        return None
+    if fault == "deploy-change" and flow.waits:
+        # A deploy lands while instances are parked at a human wait: the usual window.
+        return f"{flow.waits[0].name}:during-wait"
+    return given or default_point(flow)
 
 
 def summarise(result: ChaosResult) -> dict[str, Any]:
@@ -128,7 +140,7 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     else:
         flow = load_flow(spec.flow, spikes_dir=settings.spikes_dir)
         matrix_id = f"m{new_run_id()}"
-        outcomes = [CellOutcome(c.key, c.engine, c.fault, c.at, c.profile)
+        outcomes = [CellOutcome(c.key, c.engine, c.fault, c.at, c.profile, c.versioned)
                     for c in plan_cells(flow, spec)]
         record = {"matrix_id": matrix_id, "created_at": now_iso(), "flow": flow.name,
                   "spec": asdict(spec)}
@@ -137,7 +149,8 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     save()
     pending = [o for o in outcomes if o.status == "pending"]
     for number, outcome in enumerate(pending, start=1):
-        plan = parse_plan(outcome.fault, outcome.at, flow, restart_delay=spec.restart_delay)
+        plan = parse_plan(outcome.fault, outcome.at, flow, restart_delay=spec.restart_delay,
+                          versioned=outcome.versioned)
         result = run_chaos(settings, _options(spec, flow, plan, outcome), store)
         outcome.run_id = result.run_id
         outcome.status = "done" if result.applicable else "not-applicable"

@@ -207,29 +207,39 @@ def _split(text: str) -> tuple[str, ...]:
 
 
 def matrix_table(matrix_id: str, cells: list[CellOutcome]) -> Table:
-    """Engine by fault: completed, lost, duplicated, resumed at the exact step, resume time."""
-    table = Table(title=f"Matrix {matrix_id}")
-    for column in ("engine", "fault", "profile", "completed", "compensated", "lost", "stuck",
-                   "duplicated", "absorbed", "resumed at exact step", "median time to resume",
-                   "result"):
+    """Engine by fault: what became of the commitments, and how the engine resumed."""
+    table = Table(title=f"Matrix {matrix_id}", caption_justify="left")
+    for column in ("engine", "fault", "at", "profile", "completed", "compensated", "failed",
+                   "lost", "stuck", "duplicated", "absorbed", "resumed exactly",
+                   "median resume", "result"):
         table.add_column(column)
+    notes: list[str] = []
     for cell in cells:
         s = cell.summary
         if cell.status != "done":
-            note = s.get("reason", "") if cell.status == "not-applicable" else "pending"
-            table.add_row(cell.engine, cell.fault, cell.profile, *["-"] * 8,
-                          f"[dim]n/a: {note}[/]" if note != "pending" else "[dim]pending[/]")
+            result = "[dim]pending[/]"
+            if cell.status == "not-applicable":
+                notes.append(f"{cell.engine} {cell.fault}: {s.get('reason', '')}")
+                result = f"[dim]n/a ({len(notes)})[/]"
+            table.add_row(cell.engine, _fault_name(cell), cell.at or "-", cell.profile,
+                          *["-"] * 9, result)
             continue
         resume = s.get("median_time_to_resume")
         table.add_row(
-            cell.engine, f"{cell.fault}@{cell.at}" if cell.at else cell.fault, cell.profile,
-            str(s["completed"]), str(s["compensated"]),
+            cell.engine, _fault_name(cell), cell.at or "-", cell.profile,
+            str(s["completed"]), str(s["compensated"]), _alarm(s["failed"]),
             _alarm(s["lost"]), _alarm(s["stuck"]), _alarm(s["unabsorbed_duplicates"]),
             str(s["absorbed_duplicates"]), f"{s['resumed_exactly']}/{s['hit_by_fault']}",
             "-" if resume is None else f"{resume:.1f}s",
             "[green]pass[/]" if s["passed"] else "[red]fail[/]",
         )
+    if notes:
+        table.caption = "\n".join(f"({n}) {text}" for n, text in enumerate(notes, 1))
     return table
+
+
+def _fault_name(cell: CellOutcome) -> str:
+    return f"{cell.fault}+versioned" if cell.versioned else cell.fault
 
 
 def _alarm(count: int) -> str:

@@ -1,4 +1,4 @@
-"""`graduate demo`: the main job of the README, on the sample spike."""
+"""`graduate demo`: the main job of the README, the sample spike's crash matrix."""
 
 from __future__ import annotations
 
@@ -7,28 +7,40 @@ from typing import Annotated
 import typer
 
 from graduate.adapters import ENGINES
+from graduate.chaos.matrix import CellOutcome, MatrixSpec, run_matrix
+from graduate.cli.chaos import matrix_table
 from graduate.cli.common import console, settings
-from graduate.cli.run import run_all
-from graduate.runner import RunOptions
+from graduate.evidence import EvidenceStore
 
 SAMPLE_FLOW = "partner_approval"
+DEMO_FAULTS = ("none", "kill-worker", "stop-worker", "restart-broker", "restart-server",
+               "deploy-change", "deploy-change+versioned", "wait-timeout")
 
 
 def demo(
     ctx: typer.Context,
-    instances: Annotated[int, typer.Option(help="Instances per engine.")] = 3,
+    timeout: Annotated[float, typer.Option(help="Deadline of each run, seconds.")] = 45.0,
 ) -> None:
-    """Run the sample spike (partner_approval) on Temporal and on both Celery strategies.
+    """Run the sample spike (partner_approval) under every fault on Temporal and on both
+    Celery strategies, and summarise what each engine did with each commitment.
 
-    Starts a local Temporal server and Redis once, runs the flow's instances on each
-    engine with the approval granted, prints what became of each instance and a
-    comparison, and stops everything it started.
+    Every run starts its own local Temporal server or Redis, and everything it starts is
+    stopped again. The evidence goes to .graduate/evidence. This takes a few minutes.
 
-    Example: graduate demo --instances 5
+    Example: graduate demo
     """
-    console.print(f"[bold]graduate demo[/]: {SAMPLE_FLOW} on {', '.join(ENGINES)}")
-    run_all(settings(ctx), [
-        RunOptions(flow=SAMPLE_FLOW, engine=engine, instances=instances,
-                   decisions={"approval": "approve"})
-        for engine in ENGINES
-    ])
+    config = settings(ctx)
+    store = EvidenceStore(config.evidence_dir)
+    spec = MatrixSpec(flow=SAMPLE_FLOW, engines=ENGINES, faults=DEMO_FAULTS, timeout=timeout)
+    console.print(f"[bold]graduate demo[/]: the crash matrix of {SAMPLE_FLOW} on "
+                  f"{', '.join(ENGINES)}; {len(DEMO_FAULTS)} faults each")
+
+    def progress(cell: CellOutcome, number: int, total: int) -> None:
+        result = ("n/a" if cell.status == "not-applicable"
+                  else "pass" if cell.summary.get("passed") else "fail")
+        console.print(f"  [{number}/{total}] {cell.engine} {cell.fault}"
+                      f"{'+versioned' if cell.versioned else ''}: {result}")
+
+    matrix_id, cells = run_matrix(config, spec, store, on_cell=progress)
+    console.print(matrix_table(matrix_id, cells))
+    console.print(f"evidence: {store.matrix_path(matrix_id)}")
