@@ -79,6 +79,8 @@ class WorkerSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     # After a guarded deploy: the version that instances in flight started on.
     previous_flow_source: str | None = None
+    # Queues are per run, so workers never pick up what an earlier run left behind.
+    run_id: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -53,7 +52,9 @@ def signal_instance(
         raise ConfigError("no running services to signal through: start them with "
                           "`graduate env up` before `graduate run`, or configure external ones")
     with open_services(config, Needs(temporal=temporal, broker=not temporal)) as services:
-        engine = open_engine(record.engine, flow, services, Path(config.state_dir) / "signals")
+        # The run's own folder: engines route to that run's queues by its name.
+        engine = open_engine(record.engine, flow, services,
+                             config.state_dir / "runs" / record.run_id)
         try:
             engine.signal(instance, name, body)
         finally:

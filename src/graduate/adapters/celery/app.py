@@ -21,9 +21,11 @@ from graduate.flow import Flow
 STRATEGIES = ("chain", "state-machine")
 
 
-def queue_name(flow: Flow, strategy: str) -> str:
-    """One queue per flow and strategy: a chain worker cannot run state-machine tasks."""
-    return f"graduate.{flow.name}.{strategy}"
+def queue_name(flow: Flow, strategy: str, run_id: str) -> str:
+    """One queue per flow, strategy and run: a chain worker cannot run state-machine
+    tasks, and a run's workers never take what an earlier run left in the broker."""
+    return f"graduate.{flow.name}.{strategy}.{run_id}" if run_id else (
+        f"graduate.{flow.name}.{strategy}")
 
 
 def check_strategy(strategy: str) -> str:
@@ -35,7 +37,7 @@ def check_strategy(strategy: str) -> str:
 
 
 def create_app(flow: Flow, services: Mapping[str, Any], settings: Mapping[str, Any], *,
-               strategy: str, resources: ProcessResources | None = None) -> Celery:
+               strategy: str, run_id: str, resources: ProcessResources | None = None) -> Celery:
     """A Celery app with the strategy's tasks registered, routed to the flow's queue."""
     check_strategy(strategy)
     broker = services.get("broker_url")
@@ -47,9 +49,9 @@ def create_app(flow: Flow, services: Mapping[str, Any], settings: Mapping[str, A
     app = Celery(f"graduate.{flow.name}", broker=broker,
                  backend=services.get("result_backend_url"), set_as_current=False)
     app.conf.update(celery_conf(settings))
-    app.conf.task_default_queue = queue_name(flow, strategy)
+    app.conf.task_default_queue = queue_name(flow, strategy, run_id)
     if strategy == "chain":
         chain.register(app, flow, resources)
     else:
-        state_machine.register(app, flow, resources, settings)
+        state_machine.register(app, flow, resources, settings, run_id)
     return app

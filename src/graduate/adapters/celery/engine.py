@@ -67,6 +67,7 @@ class CeleryEngine:
         self._worker_services = services_for_worker(worker_services or services)
         self._resources = ProcessResources(self._services)
         self._app = create_app(flow, self._services, self.settings, strategy=strategy,
+                               run_id=run_dir.name,
                                resources=self._resources)
         self._broker = BrokerView(services.broker_url,
                                   self._app.conf.broker_transport_options or {})
@@ -109,6 +110,7 @@ class CeleryEngine:
         spec = WorkerSpec(
             engine=self.name, flow_source=self.flow.source, services=self._worker_services,
             ready_file=str(self.run_dir / "ready" / f"{name}.ready"), settings=self.settings,
+            run_id=self.run_dir.name,
         )
         extra: tuple[str, ...] = (role, name)
         if role == "beat":

@@ -252,6 +252,7 @@ class Machine:
         self.resources = resources
         self.lease_margin = float(settings.get("lease_margin", STATE_MACHINE["lease_margin"]))
         self.idle_grace = float(settings.get("idle_grace", STATE_MACHINE["idle_grace"]))
+        self.run_id = ""  # the run whose rows the tick looks after ("" = every row)
 
     @property
     def store(self) -> Store:
@@ -319,7 +320,9 @@ class Machine:
         """Send advance for every row whose next move no message may be carrying."""
         store = self.store
         now = time.time()
-        due = store.due(self.flow.name, now, self.idle_grace)
+        # Only this run's rows: an earlier run's leftovers belong to that run's workers.
+        due = [row for row in store.due(self.flow.name, now, self.idle_grace)
+               if not self.run_id or row.request.run_id == self.run_id]
         for row in due:
             store.nudged(row.instance_id, now)
             self.send_advance(row)
@@ -460,9 +463,10 @@ class Machine:
 
 
 def register(app: Celery, flow: Flow, resources: ProcessResources,
-             settings: Mapping[str, Any]) -> None:
+             settings: Mapping[str, Any], run_id: str) -> None:
     """Register advance, signal and tick on `app`, and the tick's beat schedule."""
     machine = Machine(app, flow, resources, settings)
+    machine.run_id = run_id
 
     # Plain functions, not bound methods: Celery checks a task's arguments against the
     # function's signature, and takes the first parameter of a method for `self`. Not

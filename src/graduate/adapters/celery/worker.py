@@ -30,7 +30,8 @@ def main(argv: list[str]) -> None:
     flow = load_flow(spec.flow_source)
     resources = ProcessResources(spec.services)
     app = create_app(flow, spec.services, spec.settings,
-                     strategy=spec.engine.removeprefix("celery-"), resources=resources)
+                     strategy=spec.engine.removeprefix("celery-"), run_id=spec.run_id,
+                     resources=resources)
 
     def ready(**_: Any) -> None:
         write_ready_file(spec.ready_file, os.getpid())

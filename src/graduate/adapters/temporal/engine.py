@@ -82,6 +82,7 @@ class TemporalEngine:
             services=services_for_worker(self.worker_services),
             ready_file=str(self.run_dir / "ready" / f"{name}.ready"), settings=self.settings,
             previous_flow_source=self.previous.source if self.previous else None,
+            run_id=self.run_dir.name,
         )
         return start_worker_process(name, "graduate.adapters.temporal.worker", spec,
                                     self.run_dir)
@@ -107,7 +108,7 @@ class TemporalEngine:
     def start(self, request: InstanceRequest) -> None:
         self._run(self._client.start_workflow(
             WORKFLOW_NAME, FlowInput(flow=self.flow.name, request=request),
-            id=request.instance_id, task_queue=task_queue(self.flow.name),
+            id=request.instance_id, task_queue=task_queue(self.flow.name, self.run_dir.name),
             memo={"done": [], "waiting": None, "correlation_id": request.correlation_id},
         ))
 

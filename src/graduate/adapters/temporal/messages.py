@@ -11,8 +11,10 @@ PERMANENT_ERROR_TYPE = "PermanentEffectError"
 TRANSIENT_ERROR_TYPE = "TransientEffectError"
 
 
-def task_queue(flow_name: str) -> str:
-    return f"graduate.{flow_name}"
+def task_queue(flow_name: str, run_id: str) -> str:
+    """One task queue per flow and run: a run's workers never take an earlier run's
+    leftovers (a workflow stuck on changed code, say)."""
+    return f"graduate.{flow_name}.{run_id}" if run_id else f"graduate.{flow_name}"
 
 
 @dataclass

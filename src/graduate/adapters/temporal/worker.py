@@ -41,7 +41,7 @@ async def serve(spec: WorkerSpec) -> None:
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         worker = Worker(
             client,
-            task_queue=task_queue(flow.name),
+            task_queue=task_queue(flow.name, spec.run_id),
             workflows=[GraduateFlow],
             activities=[EffectActivities(spec.services["ledger_url"]).perform],
             activity_executor=executor,
