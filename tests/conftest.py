@@ -1,4 +1,4 @@
-"""Fixtures shared by every suite: real local services, started once per session.
+"""Fixtures shared by every suite; the servers come from graduate's pytest plugin.
 
 Each test gets its own ledger and its own copy of a flow under a unique name, so the
 Temporal task queue and the Celery queue of one test never see another test's work.
@@ -9,42 +9,27 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from graduate.config import Settings
-from graduate.services.local import LocalRedis, LocalTemporal
+from graduate.services.model import TemporalTarget
 
+pytest_plugins = ["pytester"]
 FLOWS = Path(__file__).parent / "flows"
 REQUIRE_SERVICES = os.environ.get("GRADUATE_REQUIRE_SERVICES") == "1"
 _names = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
-def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTemporal]:
-    server = LocalTemporal.create(tmp_path_factory.mktemp("temporal"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
-    server = LocalRedis.create(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def settings(tmp_path: Path, temporal_server: LocalTemporal,
-             redis_server: LocalRedis) -> Settings:
-    """Settings that point at the session's servers, with a ledger of the test's own."""
+def settings(tmp_path: Path, temporal_server: TemporalTarget, broker: str) -> Settings:
+    """Settings that point at the session's servers (from graduate's own pytest plugin),
+    with a ledger of the test's own."""
     return Settings(
         project_dir=tmp_path, temporal_address=temporal_server.address,
-        broker_url=redis_server.url, ledger_url=str(tmp_path / "ledger.sqlite3"),
+        broker_url=broker, ledger_url=str(tmp_path / "ledger.sqlite3"),
         app_db_url=str(tmp_path / "app.sqlite3"),
     )
 

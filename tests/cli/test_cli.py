@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from graduate.ledger import Ledger, Outcome
-from graduate.services.local import LocalRedis, LocalTemporal
+from graduate.services.model import TemporalTarget
 from tests.conftest import processes_mentioning
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,10 +33,10 @@ def project(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def shared_env(temporal_server: LocalTemporal, redis_server: LocalRedis) -> dict[str, str]:
+def shared_env(temporal_server: TemporalTarget, broker: str) -> dict[str, str]:
     """Environment that points graduate at the session's servers (faster than its own)."""
     return {"GRADUATE_TEMPORAL_ADDRESS": temporal_server.address,
-            "GRADUATE_BROKER_URL": redis_server.url}
+            "GRADUATE_BROKER_URL": broker}
 
 
 def graduate(project: Path, *args: str, env: dict[str, str] | None = None,

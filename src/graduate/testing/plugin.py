@@ -1,0 +1,209 @@
+"""The graduate pytest plugin: crash-resume tests for your own flows, on real engines.
+
+Registered as a `pytest11` entry point, so installing graduate is enough. It offers:
+
+- fixtures `temporal_server` and `broker` (started once per test session by the
+  provider), `ledger` (one per test), and `chaos`, which runs a flow under a fault
+  and returns its verdicts (`graduate.testing.ChaosOutcome`);
+- the marker `@pytest.mark.graduate(engines=[...], faults=[...])`, which runs a test
+  once per engine and fault, handed to it as `graduate_engine` and `graduate_fault`;
+- options `--graduate-engines`, `--graduate-faults`, `--graduate-evidence DIR`,
+  `--graduate-provider local|external|docker` and the service URLs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from graduate.adapters import ENGINES, check_engine
+from graduate.chaos.faults import FAULTS, parse_plan
+from graduate.chaos.harness import ChaosOptions, run_chaos
+from graduate.chaos.profiles import profile_settings
+from graduate.config import Settings, load_settings
+from graduate.errors import ConfigError, GraduateError
+from graduate.evidence import EvidenceStore
+from graduate.flow import load_flow
+from graduate.ledger import Ledger
+from graduate.runner import RunOptions, approve_all
+from graduate.services.model import TemporalTarget
+from graduate.services.providers import PROVIDERS, Provider, make_provider
+from graduate.testing.outcome import ChaosOutcome
+
+RESTART_FAULTS = ("restart-broker", "restart-server")
+_OPTIONS = {
+    "temporal_address": "--graduate-temporal-address",
+    "temporal_namespace": "--graduate-temporal-namespace",
+    "broker_url": "--graduate-broker-url",
+    "result_backend_url": "--graduate-result-backend-url",
+    "ledger_url": "--graduate-ledger-url",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("graduate", "graduate: crash-resume tests on real engines")
+    group.addoption("--graduate-engines", metavar="LIST",
+                    help="run @pytest.mark.graduate tests only on these engines "
+                         f"(comma-separated; known: {', '.join(ENGINES)})")
+    group.addoption("--graduate-faults", metavar="LIST",
+                    help="run @pytest.mark.graduate tests only under these faults "
+                         "(comma-separated)")
+    group.addoption("--graduate-evidence", metavar="DIR",
+                    help="keep the evidence of every chaos run in DIR, for `graduate report` "
+                         "and `graduate adr attach` (default: a temporary folder per test)")
+    group.addoption("--graduate-provider", choices=PROVIDERS, default=None,
+                    help="where servers come from: local processes from the virtual "
+                         "environment (default), external URLs, or docker (testcontainers)")
+    for key, flag in _OPTIONS.items():
+        group.addoption(flag, dest=f"graduate_{key}", metavar="VALUE",
+                        help=f"the {key.replace('_', ' ')} (else GRADUATE_{key.upper()} "
+                             "or [tool.graduate])")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "graduate(engines=None, faults=None): run the test once per engine and fault; it "
+        "receives them as the graduate_engine and graduate_fault arguments",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("graduate")
+    if marker is None:
+        return
+    engines = _chosen(metafunc.config.getoption("graduate_engines"),
+                      marker.kwargs.get("engines") or ENGINES)
+    faults = _chosen(metafunc.config.getoption("graduate_faults"),
+                     marker.kwargs.get("faults") or ["none"])
+    try:
+        for engine in engines:
+            check_engine(engine)
+        for fault in faults:
+            if fault not in FAULTS:
+                raise ConfigError(f"unknown fault {fault!r}; choose from: {', '.join(FAULTS)}")
+    except GraduateError as error:
+        raise pytest.UsageError(f"@pytest.mark.graduate on {metafunc.definition.nodeid}: "
+                                f"{error}") from error
+    if "graduate_engine" in metafunc.fixturenames:
+        metafunc.parametrize("graduate_engine", engines, ids=list(engines))
+    if "graduate_fault" in metafunc.fixturenames:
+        metafunc.parametrize("graduate_fault", faults, ids=list(faults))
+
+
+def _chosen(option: str | None, declared: Any) -> list[str]:
+    items = [str(item) for item in declared]
+    if not option:
+        return items
+    wanted = {item.strip() for item in option.split(",") if item.strip()}
+    return [item for item in items if item in wanted]
+
+
+@pytest.fixture(scope="session")
+def graduate_settings(pytestconfig: pytest.Config) -> Settings:
+    """Settings of the project under test: options beat GRADUATE_* beat pyproject."""
+    overrides = {key: pytestconfig.getoption(f"graduate_{key}") for key in _OPTIONS}
+    return load_settings(overrides, project_dir=pytestconfig.rootpath)
+
+
+@pytest.fixture(scope="session")
+def graduate_provider(pytestconfig: pytest.Config, graduate_settings: Settings,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+    kind = pytestconfig.getoption("graduate_provider") or "local"
+    try:
+        provider = make_provider(kind, graduate_settings, tmp_path_factory.mktemp("graduate"))
+    except GraduateError as error:
+        pytest.skip(f"graduate provider {kind!r} is not available: {error}")
+    yield provider
+    provider.close()
+
+
+@pytest.fixture(scope="session")
+def temporal_server(graduate_provider: Provider) -> TemporalTarget:
+    """A Temporal frontend for the whole session (started on first use)."""
+    return graduate_provider.temporal()
+
+
+@pytest.fixture(scope="session")
+def broker(graduate_provider: Provider) -> str:
+    """A Celery broker URL for the whole session: Redis by default, RabbitMQ by URL."""
+    return graduate_provider.broker()
+
+
+@pytest.fixture
+def ledger(pytestconfig: pytest.Config, graduate_settings: Settings,
+           tmp_path: Path) -> Iterator[Ledger]:
+    """The ledger of one test: SQLite in its temporary folder, or --graduate-ledger-url."""
+    url = graduate_settings.ledger_url or str(tmp_path / "ledger.sqlite3")
+    ledger = Ledger(url)
+    yield ledger
+    ledger.close()
+
+
+class ChaosRunner:
+    """The `chaos` fixture: `chaos(FLOW, engine=..., fault=..., at=...)` -> ChaosOutcome."""
+
+    def __init__(self, request: pytest.FixtureRequest, settings: Settings,
+                 provider: Provider, ledger: Ledger, folder: Path,
+                 evidence: str | None) -> None:
+        self.request = request
+        self.settings = settings
+        self.provider = provider
+        self.ledger = ledger
+        self.folder = folder
+        self.store = EvidenceStore(Path(evidence) if evidence else folder / "evidence")
+
+    def __call__(self, flow: str, *, engine: str, fault: str = "none", at: str | None = None,
+                 instances: int = 1, profile: str = "defaults", timeout: float = 60.0,
+                 restart_delay: float = 0.5, partition_for: float = 5.0,
+                 wait_deadline: float | None = None, versioned: bool = False,
+                 change: str = "reorder") -> ChaosOutcome:
+        """Run `flow` on `engine` under `fault` at `at` (STEP:POINT) and judge it.
+
+        Skips the test, with the reason, when the fault cannot apply to this engine or
+        provider (an external broker cannot be restarted by graduate)."""
+        __tracebackhide__ = True
+        loaded = load_flow(flow, spikes_dir=self.settings.spikes_dir)
+        plan = parse_plan(fault, at, loaded, restart_delay=restart_delay,
+                          partition_for=partition_for, versioned=versioned, change=change)
+        profile_settings(profile, engine)
+        if (reason := self.provider.cannot(fault)) is not None:
+            pytest.skip(f"{fault} on provider {self.provider.name}: {reason}")
+        if plan.fault == "wait-timeout" and wait_deadline is None:
+            wait_deadline = min(5.0, timeout / 2)
+        options = ChaosOptions(
+            run=RunOptions(flow=loaded.source or flow, engine=engine, instances=instances,
+                           timeout=timeout, decisions=approve_all(loaded)),
+            plan=plan, profile=profile, wait_deadline=wait_deadline)
+        result = run_chaos(self._settings_for(engine, fault), options, self.store)
+        if not result.applicable:
+            pytest.skip(f"{fault} on {engine}: {result.reason}")
+        return ChaosOutcome(result, loaded)
+
+    def _settings_for(self, engine: str, fault: str) -> Settings:
+        base = replace(self.settings, project_dir=self.folder, ledger_url=self.ledger.url,
+                       app_db_url=self.settings.app_db_url or str(self.folder / "app.sqlite3"))
+        if fault in RESTART_FAULTS and self.provider.name == "local":
+            # The harness starts servers of its own to kill; the suite's stay untouched.
+            return replace(base, temporal_address=None, broker_url=None,
+                           result_backend_url=None)
+        if engine == "temporal":
+            target = self.request.getfixturevalue("temporal_server")
+            return replace(base, temporal_address=target.address,
+                           temporal_namespace=target.namespace)
+        return replace(base, broker_url=self.request.getfixturevalue("broker"),
+                       result_backend_url=self.provider.result_backend())
+
+
+@pytest.fixture
+def chaos(request: pytest.FixtureRequest, pytestconfig: pytest.Config,
+          graduate_settings: Settings, graduate_provider: Provider, ledger: Ledger,
+          tmp_path: Path) -> ChaosRunner:
+    """Run a flow under a fault and get its verdicts: `chaos("partner_approval",
+    engine="temporal", fault="kill-worker", at="activate:before-effect").assert_ok()`."""
+    return ChaosRunner(request, graduate_settings, graduate_provider, ledger, tmp_path,
+                       pytestconfig.getoption("graduate_evidence"))

@@ -1,0 +1,152 @@
+"""The pytest plugin as a user meets it, tested with pytester in a throwaway project."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from graduate.config import Settings
+from graduate.errors import ServiceError
+from graduate.services.model import TemporalTarget
+from graduate.services.providers import make_provider
+
+FLOW = (Path(__file__).resolve().parents[1] / "flows" / "chaos.toml").read_text()
+USER_TEST = '''
+import pytest
+
+
+@pytest.mark.graduate(engines=["temporal", "celery-chain"], faults=["kill-worker"])
+def test_approval_survives_a_worker_crash(chaos, graduate_engine, graduate_fault):
+    outcome = chaos("approval", engine=graduate_engine, fault=graduate_fault,
+                    at="activate:before-effect", timeout=20)
+    outcome.assert_ok()
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makefile(".toml", pyproject='[tool.graduate]\nspikes = "spikes"\n')
+    (pytester.path / "spikes").mkdir()
+    (pytester.path / "spikes" / "approval.toml").write_text(FLOW)
+    return pytester
+
+
+def test_the_marker_runs_a_test_per_engine_and_fault(project: pytest.Pytester) -> None:
+    project.makepyfile(test_marker='''
+import pytest
+
+@pytest.mark.graduate(engines=["temporal", "celery-chain"], faults=["none", "kill-worker"])
+def test_flow(graduate_engine, graduate_fault):
+    assert graduate_engine in ("temporal", "celery-chain")
+''')
+    result = project.runpytest("-v")
+
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_flow?temporal-none?*PASSED*",
+                                 "*test_flow?celery-chain-kill-worker?*PASSED*"])
+
+
+def test_options_narrow_the_engines_and_faults(project: pytest.Pytester) -> None:
+    project.makepyfile(test_marker='''
+import pytest
+
+@pytest.mark.graduate(engines=["temporal", "celery-chain"], faults=["none", "kill-worker"])
+def test_flow(graduate_engine, graduate_fault):
+    pass
+''')
+    result = project.runpytest("-v", "--graduate-engines", "celery-chain",
+                               "--graduate-faults", "kill-worker")
+
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_flow?celery-chain-kill-worker?*PASSED*"])
+
+
+def test_an_unknown_engine_in_the_marker_is_a_usage_error(project: pytest.Pytester) -> None:
+    project.makepyfile(test_marker='''
+import pytest
+
+@pytest.mark.graduate(engines=["airflow"])
+def test_flow(graduate_engine):
+    pass
+''')
+    result = project.runpytest()
+
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*@pytest.mark.graduate on test_marker.py::test_flow: "
+                                 "unknown engine 'airflow'*"])
+
+
+def test_help_lists_the_options(project: pytest.Pytester) -> None:
+    result = project.runpytest("--help")
+
+    result.stdout.fnmatch_lines(["*--graduate-engines=LIST*", "*--graduate-evidence=DIR*",
+                                 "*--graduate-provider*"])
+
+
+@pytest.mark.slow
+def test_a_worker_crash_fails_on_the_engine_that_loses_the_commitment(
+        project: pytest.Pytester, temporal_server: TemporalTarget, broker: str,
+        tmp_path: Path) -> None:
+    """The ten-line test of docs/testing.md: it passes on Temporal and fails on the
+    Celery chain, saying which instance, which step, how often each effect ran."""
+    project.makepyfile(test_crash=USER_TEST)
+    evidence = tmp_path / "evidence"
+    result = project.runpytest_subprocess(
+        "--graduate-provider", "external", "--graduate-temporal-address",
+        temporal_server.address, "--graduate-broker-url", broker,
+        "--graduate-evidence", str(evidence))
+
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*AssertionError: the flow did not survive the fault*",
+        "*approval on celery-chain under kill-worker at activate:before-effect*",
+        "*- instance approval-*-01 (correlation *): LOST: nothing holds it any more*",
+        "*was in flight at activate; resumed at nothing*",
+        "*effects: create_record ran once, reserve ran once, activate never ran, "
+        "notify never ran*",
+        "*FAILED test_crash.py::test_approval_survives_a_worker_crash?celery-chain-kill-worker?*",
+    ])
+    assert len(list((evidence / "runs").glob("*.json"))) == 2
+
+
+def test_a_fault_the_provider_cannot_perform_is_skipped_with_the_reason(
+        project: pytest.Pytester, temporal_server: TemporalTarget) -> None:
+    project.makepyfile(test_restart='''
+def test_restart(chaos):
+    chaos("approval", engine="temporal", fault="restart-server", at="activate:before-effect")
+''')
+    result = project.runpytest("-rs", "--graduate-provider", "external",
+                               "--graduate-temporal-address", temporal_server.address)
+
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*restart-server on provider external: the Temporal server "
+                                 "is external*"])
+
+
+def test_the_docker_provider_says_there_is_no_engine_instead_of_hanging(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    started = time.monotonic()
+
+    with pytest.raises(ServiceError) as caught:
+        make_provider("docker", Settings(project_dir=tmp_path), tmp_path)
+
+    assert "no Docker engine is reachable" in str(caught.value)
+    assert "--graduate-provider local" in str(caught.value)
+    assert time.monotonic() - started < 30
+
+
+def test_tests_needing_docker_are_skipped_with_the_reason(project: pytest.Pytester,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    project.makepyfile(test_docker='''
+def test_needs_temporal(temporal_server):
+    pass
+''')
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    result = project.runpytest("-rs", "--graduate-provider", "docker")
+
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*provider 'docker' is not available: no Docker engine*"])
