@@ -126,6 +126,19 @@ def spawn(name: str, argv: Sequence[str], log_path: Path,
     return ManagedProcess(name=name, popen=popen, log_path=log_path)
 
 
+def spawn_until_ready(name: str, argv: Sequence[str], log_path: Path, ready_file: Path, *,
+                      what: str, timeout: float = 60.0) -> ManagedProcess:
+    """Start `argv` and return once it writes `ready_file`; stop it if it never does."""
+    ready_file.unlink(missing_ok=True)
+    process = spawn(name, argv, log_path)
+    try:
+        wait_until(ready_file.exists, timeout=timeout, what=what, process=process)
+    except ServiceError:
+        process.stop()
+        raise
+    return process
+
+
 def wait_until(ready: Callable[[], bool], *, timeout: float, what: str,
                process: ManagedProcess | None = None) -> None:
     """Poll `ready` until it holds; fail early if `process` dies, with its log's tail."""

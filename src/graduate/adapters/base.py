@@ -14,9 +14,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from graduate.errors import ServiceError
 from graduate.flow import Flow, InstanceRequest
-from graduate.processes import ManagedProcess, spawn, wait_until
+from graduate.processes import ManagedProcess, spawn_until_ready
 from graduate.services.model import Services, TemporalTarget
 
 WORKER_READY_TIMEOUT = 60.0
@@ -122,17 +121,9 @@ class WorkerGroup:
 def start_worker_process(name: str, module: str, spec: WorkerSpec, run_dir: Path,
                          extra_args: tuple[str, ...] = ()) -> ManagedProcess:
     """Start `python -m module SPEC` and wait until it writes its ready file."""
-    ready = Path(spec.ready_file)
-    ready.unlink(missing_ok=True)
-    process = spawn(name, [sys.executable, "-m", module, spec.to_json(), *extra_args],
-                    run_dir / "logs" / f"{name}.log")
-    try:
-        wait_until(ready.exists, timeout=WORKER_READY_TIMEOUT, what=f"worker {name}",
-                   process=process)
-    except ServiceError:
-        process.stop()
-        raise
-    return process
+    return spawn_until_ready(name, [sys.executable, "-m", module, spec.to_json(), *extra_args],
+                             run_dir / "logs" / f"{name}.log", Path(spec.ready_file),
+                             what=f"worker {name}", timeout=WORKER_READY_TIMEOUT)
 
 
 def write_ready_file(path: str, pid: int) -> None:

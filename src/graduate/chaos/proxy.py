@@ -30,7 +30,7 @@ from pathlib import Path
 
 from graduate.adapters.base import write_ready_file
 from graduate.errors import ConfigError, ServiceError
-from graduate.processes import ManagedProcess, free_port, spawn, wait_until
+from graduate.processes import ManagedProcess, free_port, spawn_until_ready, wait_until
 
 READY_TIMEOUT = 30.0
 STATE_TIMEOUT = 10.0
@@ -66,17 +66,12 @@ class Proxy:
         """Start a proxy to `target_host:target_port` on a free port; return once it accepts."""
         port = free_port()
         ready = run_dir / "ready" / f"{name}.ready"
-        ready.unlink(missing_ok=True)
         _state_path(ready).unlink(missing_ok=True)
-        process = spawn(name, [sys.executable, "-m", "graduate.chaos.proxy", str(port),
-                               target_host, str(target_port), str(ready)],
-                        run_dir / "logs" / f"{name}.log")
-        try:
-            wait_until(ready.exists, timeout=READY_TIMEOUT, what=f"network proxy {name}",
-                       process=process)
-        except ServiceError:
-            process.stop()
-            raise
+        process = spawn_until_ready(
+            name, [sys.executable, "-m", "graduate.chaos.proxy", str(port), target_host,
+                   str(target_port), str(ready)],
+            run_dir / "logs" / f"{name}.log", ready, what=f"network proxy {name}",
+            timeout=READY_TIMEOUT)
         return cls(name=name, port=port, target=f"{target_host}:{target_port}",
                    process=process, ready_file=ready)
 
