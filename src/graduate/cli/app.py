@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from graduate.cli import chaos, demo, env, flows, run, signal_cmd
+from graduate.cli import adr, chaos, demo, env, flows, run, signal_cmd
 from graduate.cli.common import err_console
 from graduate.errors import GraduateError
 
@@ -77,6 +77,7 @@ app.command(name="signal")(signal_cmd.signal_instance)
 app.command(name="chaos")(chaos.chaos)
 app.command(name="matrix")(chaos.matrix)
 app.add_typer(env.app, name="env")
+app.add_typer(adr.app, name="adr")
 
 
 class Terminated(BaseException):

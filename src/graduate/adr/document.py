@@ -1,0 +1,193 @@
+"""ADR files in `docs/adr/`: finding them, reading them, and writing them back.
+
+An ADR graduate manages is Markdown with a front block (see `graduate.adr.record`).
+Files without one (a project's own hand-written decisions) are left alone. The body
+is edited by people; graduate only appends lines to two of its sections (Evidence and
+Status history) and reads the task lists of two others (the checklists).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from graduate.adr.record import AdrError, AdrRecord, parse_record, render_record, split_front
+
+ADR_DIR = Path("docs") / "adr"
+EVIDENCE_HEADING = "Evidence"
+HISTORY_HEADING = "Status history"
+
+_NUMBERED = re.compile(r"^(\d{4})-.+\.md$")
+_TASK = re.compile(r"^\s*[-*+]\s+\[([ xX])\]\s+(.*?)\s*$")
+_LABEL = re.compile(r"^\*\*(.+?)\*\*")
+_ITEM = re.compile(r"^\s*[-*+]\s")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One `- [ ]` or `- [x]` line of a checklist section."""
+
+    text: str
+    done: bool
+
+    @property
+    def label(self) -> str:
+        """The bold label at its start, or its whole text."""
+        match = _LABEL.match(self.text)
+        return (match.group(1) if match else self.text).strip()
+
+
+@dataclass(frozen=True)
+class AdrDocument:
+    """An ADR file: where it is, its record, and its Markdown body."""
+
+    path: Path
+    record: AdrRecord
+    body: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def title(self) -> str:
+        return f"{self.record.number:04d} {self.record.flow}"
+
+    def section(self, heading: str) -> str | None:
+        """The text under `## heading` up to the next `## ` heading, or None."""
+        span = _section_span(self.body, heading)
+        return None if span is None else self.body[span[0]:span[1]]
+
+    def tasks(self, heading: str) -> list[Task] | None:
+        """The task-list items of a section, or None when the section is missing."""
+        text = self.section(heading)
+        if text is None:
+            return None
+        return [Task(m.group(2), m.group(1) != " ")
+                for m in (_TASK.match(line) for line in text.splitlines()) if m]
+
+    def with_record(self, record: AdrRecord) -> AdrDocument:
+        return replace(self, record=record)
+
+    def appending(self, heading: str, lines: list[str]) -> AdrDocument:
+        """The document with `lines` added at the end of a section (which is created at
+        the end of the body if someone deleted it)."""
+        body = self.body
+        span = _section_span(body, heading)
+        if span is None:
+            body = body.rstrip("\n") + f"\n\n## {heading}\n"
+            span = (len(body), len(body))
+        start, end = span
+        section = body[start:end].rstrip("\n")
+        joined = "\n".join(lines)
+        if not section.strip():
+            section = f"\n{joined}\n"
+        else:  # a list goes on a list, or after a blank line below a paragraph
+            gap = "\n" if _ITEM.match(section.splitlines()[-1]) else "\n\n"
+            section = f"{section}{gap}{joined}\n"
+        tail = body[end:]
+        return replace(self, body=body[:start] + section + ("\n" + tail if tail else ""))
+
+    def text(self) -> str:
+        return render_record(self.record) + self.body
+
+    def save(self) -> None:
+        write_text(self.path, self.text())
+
+
+def _section_span(body: str, heading: str) -> tuple[int, int] | None:
+    match = re.search(rf"^##[ \t]+{re.escape(heading)}[ \t]*$", body, flags=re.M | re.I)
+    if match is None:
+        return None
+    start = match.end() + 1 if match.end() < len(body) else match.end()
+    following = re.compile(r"^##?[ \t]", flags=re.M).search(body, start)
+    return start, following.start() if following else len(body)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write atomically: a half-written ADR would lose its record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+
+
+def read_document(path: Path) -> AdrDocument | None:
+    """The ADR at `path`, or None when it has no front block (not one graduate manages)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise AdrError(f"cannot read {path}: {error}") from error
+    parts = split_front(text, str(path))
+    if parts is None:
+        return None
+    front, body = parts
+    return AdrDocument(path=path, record=parse_record(front, str(path)), body=body)
+
+
+def adr_dir(project_dir: Path) -> Path:
+    return project_dir / ADR_DIR
+
+
+def numbered_files(project_dir: Path) -> list[Path]:
+    """Every `NNNN-*.md` file in docs/adr, managed by graduate or not, by number."""
+    folder = adr_dir(project_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and _NUMBERED.match(p.name))
+
+
+def next_number(project_dir: Path) -> int:
+    numbers = [int(_NUMBERED.match(p.name).group(1))  # type: ignore[union-attr]
+               for p in numbered_files(project_dir)]
+    return max(numbers, default=0) + 1
+
+
+def discover(project_dir: Path) -> list[tuple[Path, AdrDocument | AdrError]]:
+    """Every ADR graduate manages, in number order; a malformed one with its error."""
+    found: list[tuple[Path, AdrDocument | AdrError]] = []
+    for path in numbered_files(project_dir):
+        try:
+            document = read_document(path)
+        except AdrError as error:
+            found.append((path, error))
+            continue
+        if document is not None:
+            found.append((path, document))
+    return found
+
+
+def find_document(project_dir: Path, ref: str) -> AdrDocument:
+    """An ADR by number (`3`, `0003`), file name, or path."""
+    path = _resolve(project_dir, ref)
+    document = read_document(path)
+    if document is None:
+        raise AdrError(f"{path} has no graduate front block ({'+++'} lines at the top), so "
+                       "graduate does not manage it; `graduate adr new FLOW` writes one that "
+                       "it does")
+    return document
+
+
+def _resolve(project_dir: Path, ref: str) -> Path:
+    files = numbered_files(project_dir)
+    if ref.isdigit():
+        number = int(ref)
+        matches = [p for p in files if int(p.name[:4]) == number]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise AdrError(f"more than one ADR is numbered {number:04d} "
+                           f"({', '.join(p.name for p in matches)}); give the file name")
+    else:
+        for candidate in (Path(ref), project_dir / ref, adr_dir(project_dir) / ref):
+            if candidate.is_file():
+                return candidate
+    known = ", ".join(p.name for p in files) or "none yet"
+    raise AdrError(f"no ADR {ref!r} in {adr_dir(project_dir)}: give its number (3), its file "
+                   f"name or its path. ADRs there: {known}")

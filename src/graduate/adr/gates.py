@@ -1,0 +1,364 @@
+"""The gates: what evidence each status needs, following the execution-fabric policy.
+
+- spiking: the flow declares its three classes; at least one run or matrix attached.
+- approved: all of that, and the target engine (Temporal by default) passed every
+  required fault with nothing lost, stuck or failed, no unabsorbed duplicate, a resume at
+  the exact step in flight, including a deploy of changed code under the engine's
+  versioning guard; every ledger row carries a correlation ID and a trace ID.
+- shipped: all of that, and a passing crash-resume test run (JUnit XML), and every
+  item of the ADR's Security gate and Release checklist ticked.
+
+Every gate also needs every attached file to match the hash it was pinned with.
+A team can tighten the gates in `[tool.graduate.gates]` of pyproject.toml, never
+loosen them: `required_faults` adds to the defaults, and there is no key to drop an
+item.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graduate.adapters import ENGINES
+from graduate.adr.attached import Loaded, load
+from graduate.adr.checklists import CHECKLISTS, ChecklistItem
+from graduate.adr.document import AdrDocument
+from graduate.adr.record import CLOSING, Attachment, Status
+from graduate.chaos.faults import FAULTS, POINTS
+from graduate.chaos.profiles import PROFILES
+from graduate.errors import ConfigError, GraduateError
+from graduate.flow import Flow, load_flow
+
+# Faults after which no step is in flight, so there is no resume to judge.
+_NO_RESUME = ("none", "wait-timeout")
+_SHOWN = 5  # problems of one kind listed before "and N more"
+
+
+@dataclass(frozen=True)
+class FaultRequirement:
+    """A fault the target engine must pass, optionally at one step and point."""
+
+    fault: str
+    step: str | None = None
+    point: str | None = None
+
+    @property
+    def versioned(self) -> bool:
+        """A deploy counts only with the engine's versioning guard on: that is the story
+        ADR 0001 asks for, and the unguarded deploy is expected to break."""
+        return self.fault == "deploy-change"
+
+    def describe(self) -> str:
+        at = f" at {self.step}:{self.point}" if self.step else ""
+        if self.versioned:
+            return f"a deploy of changed code (deploy-change{at}, versioned)"
+        return f"{self.fault}{at}"
+
+    def matches(self, run: dict[str, Any]) -> bool:
+        fault = run.get("fault") or {}
+        return (fault.get("fault") == self.fault
+                and (self.step is None or fault.get("step") == self.step)
+                and (self.point is None or fault.get("point") == self.point)
+                and (not self.versioned or fault.get("versioned") is True))
+
+
+DEFAULT_REQUIRED_FAULTS = (
+    FaultRequirement("kill-worker"),
+    FaultRequirement("restart-server"),
+    FaultRequirement("stop-worker"),
+    FaultRequirement("deploy-change"),
+)
+GATE_KEYS = ("target_engine", "required_faults", "min_instances", "require_profiles")
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """What the approved and shipped gates ask of the evidence."""
+
+    target_engine: str = "temporal"
+    required_faults: tuple[FaultRequirement, ...] = DEFAULT_REQUIRED_FAULTS
+    min_instances: int = 1  # per run that counts
+    require_profiles: tuple[str, ...] = ()  # each required fault in each; () = any
+
+
+@dataclass(frozen=True)
+class GateItem:
+    """One thing a gate asks; met when it has no problems."""
+
+    name: str
+    title: str
+    problems: tuple[str, ...] = ()
+
+    @property
+    def met(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class GateResult:
+    target: Status
+    items: tuple[GateItem, ...]
+
+    @property
+    def unmet(self) -> tuple[GateItem, ...]:
+        return tuple(item for item in self.items if not item.met)
+
+    @property
+    def passed(self) -> bool:
+        return not self.unmet
+
+
+# ---------------------------------------------------------------------------- policy
+
+
+def load_policy(project_dir: Path) -> GatePolicy:
+    """The gates, tightened by `[tool.graduate.gates]` in the project's pyproject.toml."""
+    pyproject = project_dir / "pyproject.toml"
+    if not pyproject.is_file():
+        return GatePolicy()
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{pyproject} is not valid TOML: {error}") from error
+    table = data.get("tool", {}).get("graduate", {}).get("gates")
+    if table is None:
+        return GatePolicy()
+    where = f"{pyproject} [tool.graduate.gates]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    table = {key.replace("-", "_"): value for key, value in table.items()}
+    if unknown := sorted(set(table) - set(GATE_KEYS)):
+        raise ConfigError(f"{where} has unknown key(s) {unknown}; gates can be tightened, "
+                          f"never loosened, with: {', '.join(GATE_KEYS)}")
+    policy = GatePolicy()
+    target = table.get("target_engine", policy.target_engine)
+    if target not in ENGINES:
+        raise ConfigError(f"{where}: target_engine = {target!r} must be one of "
+                          f"{', '.join(ENGINES)}")
+    minimum = table.get("min_instances", policy.min_instances)
+    if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 1:
+        raise ConfigError(f"{where}: min_instances = {minimum!r} must be a whole number "
+                          "from 1 up")
+    profiles = _strings(table.get("require_profiles", []), f"{where}: require_profiles")
+    for profile in profiles:
+        if profile not in PROFILES:
+            raise ConfigError(f"{where}: require_profiles names {profile!r}; profiles: "
+                              f"{', '.join(PROFILES)}")
+    extra = [_requirement(item, where)
+             for item in _strings(table.get("required_faults", []),
+                                  f"{where}: required_faults")]
+    # The defaults always stay: a list that leaves one out still requires it.
+    required = list(DEFAULT_REQUIRED_FAULTS)
+    required += [r for r in extra if r not in required]
+    return GatePolicy(target_engine=target, required_faults=tuple(required),
+                      min_instances=minimum, require_profiles=tuple(dict.fromkeys(profiles)))
+
+
+def _strings(value: object, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of strings, e.g. [\"kill-worker\"]")
+    return list(value)
+
+
+def _requirement(item: str, where: str) -> FaultRequirement:
+    fault, sep, at = item.partition("@")
+    if fault not in FAULTS:
+        raise ConfigError(f"{where}: required_faults names {fault!r}; faults: "
+                          f"{', '.join(FAULTS)} (optionally FAULT@STEP:POINT)")
+    if not sep:
+        return FaultRequirement(fault)
+    step, colon, point = at.partition(":")
+    if not step or not colon or point not in POINTS:
+        raise ConfigError(f"{where}: {item!r} must read FAULT or FAULT@STEP:POINT with "
+                          f"POINT one of {', '.join(POINTS)}")
+    return FaultRequirement(fault, step, point)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def evaluate(document: AdrDocument, target: Status, policy: GatePolicy,
+             project_dir: Path) -> GateResult:
+    """The gate for moving `document` to `target` (or for staying at it), item by item."""
+    record = document.record
+    loaded = load(record, project_dir)
+    items = [GateItem("intact", "every attached file matches the hash it was pinned with",
+                      loaded.problems)]
+    if target is Status.PLANNED or target in CLOSING:
+        return GateResult(target, tuple(items))
+    items += [_classes(document, project_dir), _some_evidence(record.evidence)]
+    if target in (Status.APPROVED, Status.SHIPPED):
+        items += [_fault(document, requirement, policy, loaded)
+                  for requirement in policy.required_faults]
+        items.append(_trace_ids(loaded))
+    if target is Status.SHIPPED:
+        items.append(_junit(document, loaded))
+        items += [_checklist(document, heading, defaults) for heading, defaults in CHECKLISTS]
+    return GateResult(target, tuple(items))
+
+
+def load_adr_flow(source: str, project_dir: Path) -> Flow:
+    """The flow an ADR is about, from its recorded source."""
+    path = Path(source)
+    if not path.is_absolute():
+        path = project_dir / path
+    return load_flow(path if path.suffix in (".toml", ".json") else source)
+
+
+def _classes(document: AdrDocument, project_dir: Path) -> GateItem:
+    title = "the flow declares approval_class, reversibility_class and sensitivity_class"
+    record = document.record
+    try:
+        flow = load_adr_flow(record.flow_source, project_dir)
+    except GraduateError as error:
+        return GateItem("classes", title, (f"the flow at {record.flow_source} does not load: "
+                                           f"{error}",))
+    problems = []
+    if flow.name != record.flow:
+        problems.append(f"{record.flow_source} now holds flow {flow.name!r}, not "
+                        f"{record.flow!r}; point flow_source at the right file")
+    for key, declared in record.classes.items():
+        actual = str(getattr(flow, key))
+        if actual != declared:
+            problems.append(f"{key} is {actual} in the flow but {declared} in the ADR; the "
+                            f"decision was written for {declared}: review it and set "
+                            f"{key} = \"{actual}\" in the front block")
+    return GateItem("classes", title, tuple(problems))
+
+
+def _some_evidence(evidence: Sequence[Attachment]) -> GateItem:
+    title = "at least one run or matrix attached"
+    if any(a.kind in ("run", "matrix") for a in evidence):
+        return GateItem("evidence", title)
+    return GateItem("evidence", title, (
+        "nothing from the evidence store is attached; run `graduate matrix FLOW` or "
+        "`graduate chaos FLOW ...`, then `graduate adr attach ADR ID`",))
+
+
+def _fault(document: AdrDocument, requirement: FaultRequirement, policy: GatePolicy,
+           loaded: Loaded) -> GateItem:
+    engine = policy.target_engine
+    profiles = policy.require_profiles
+    where = f" in profile(s) {', '.join(profiles)}" if profiles else ""
+    name = f"fault:{requirement.fault}" + (
+        f"@{requirement.step}:{requirement.point}" if requirement.step else "")
+    title = (f"{engine} survived {requirement.describe()}{where}: nothing lost, stuck or "
+             "failed, no unabsorbed duplicate, resumed at the exact step")
+    runs = [(a, run) for a, run in loaded.runs
+            if run.get("engine") == engine and requirement.matches(run)]
+    problems: list[str] = []
+    for attachment, run in runs:
+        problems += [f"run {attachment.id} ({run.get('profile')}): {p}"
+                     for p in failures(run)]
+    for profile in profiles or (None,):
+        candidates = [(a, r) for a, r in runs if profile is None or r.get("profile") == profile]
+        counted = [a for a, r in candidates if _uncounted(r, policy) is None]
+        if counted:
+            continue
+        notes = "".join(f"; run {a.id} does not count: {_uncounted(r, policy)}"
+                        for a, r in candidates)
+        in_profile = f" in profile {profile}" if profile else ""
+        flag = " --versioned" if requirement.versioned else ""
+        at = f"{requirement.step}:{requirement.point}" if requirement.step else "STEP:POINT"
+        problems.append(
+            f"no attached {engine} run of {requirement.describe()}{in_profile} that counts"
+            f"{notes}. Run `graduate chaos {document.record.flow} -e {engine} --fault "
+            f"{requirement.fault} --at {at}{flag}` and attach it")
+    return GateItem(name, title, tuple(problems))
+
+
+def failures(run: dict[str, Any]) -> list[str]:
+    """What a run shows going wrong: lost, stuck or failed instances, unabsorbed
+    duplicates, resumes at another step. Read from the instances, not only the run's
+    summary."""
+    found = []
+    for instance in run.get("instances") or []:
+        iid = instance.get("instance_id", "?")
+        # A failed commitment is neither done nor undone: it fails a run (graduate.check).
+        if instance.get("verdict") in ("lost", "stuck", "failed"):
+            found.append(f"{iid} {instance['verdict']}: {instance.get('reason', '')}")
+        for effect in instance.get("effects") or []:
+            if (effect.get("applied") or 0) > 1:
+                found.append(f"{iid}: {effect.get('step')} ({effect.get('kind')}) applied "
+                             f"{effect['applied']} times, an unabsorbed duplicate")
+        resume = instance.get("resume")
+        if resume and not resume.get("exact"):
+            found.append(f"{iid}: in flight at {resume.get('in_flight')}, resumed at "
+                         f"{resume.get('resumed_at') or 'nothing'}, not at the exact step")
+    verdict = run.get("verdict") or {}
+    if not found and not verdict.get("passed"):
+        found += [str(f) for f in verdict.get("failures") or ["the run did not pass"]]
+    return found
+
+
+def _uncounted(run: dict[str, Any], policy: GatePolicy) -> str | None:
+    """Why a run that did not fail still proves nothing, or None when it counts."""
+    fault = run.get("fault") or {}
+    instances = run.get("instances") or []
+    if not fault.get("applicable"):
+        return f"the fault does not apply ({fault.get('reason') or 'no reason given'})"
+    if fault.get("fault") != "none" and not fault.get("fired"):
+        return f"the fault never fired ({fault.get('reason') or 'no reason given'})"
+    if len(instances) < policy.min_instances:
+        return (f"it ran {len(instances)} instance(s); the gate asks for at least "
+                f"{policy.min_instances}")
+    if fault.get("fault") not in _NO_RESUME and not any(i.get("resume") for i in instances):
+        return ("no instance was caught in flight, so it shows no resume; fire the fault "
+                "at STEP:before-effect, STEP:after-effect or WAIT:during-wait")
+    if failures(run):
+        return "it failed"
+    return None
+
+
+def _trace_ids(loaded: Loaded) -> GateItem:
+    title = "every ledger row of the attached runs carries a correlation_id and a trace_id"
+    missing: list[str] = []
+    rows = 0
+    for attachment, run in loaded.runs:
+        for row in run.get("ledger") or []:
+            rows += 1
+            absent = [key for key in ("correlation_id", "trace_id") if not row.get(key)]
+            if absent:
+                missing.append(f"run {attachment.id}, ledger row {row.get('id', '?')} "
+                               f"({row.get('step', '?')}): no {' and no '.join(absent)}")
+    if not rows:
+        return GateItem("trace-ids", title, ("the attached runs have no ledger rows to show "
+                                             "it",))
+    return GateItem("trace-ids", title, tuple(_cap(missing)))
+
+
+def _junit(document: AdrDocument, loaded: Loaded) -> GateItem:
+    title = "a passing crash-resume test run (JUnit XML: tests ran, no failures or errors)"
+    if not loaded.junits:
+        return GateItem("junit", title, (
+            "no JUnit report attached; run the crash-resume suite with `pytest "
+            "--junitxml=FILE` and `graduate adr attach "
+            f"{document.record.number} FILE`",))
+    return GateItem("junit", title, tuple(
+        f"{attachment.id}: {summary.describe()}" for attachment, summary in loaded.junits
+        if not summary.passed))
+
+
+def _checklist(document: AdrDocument, heading: str,
+               defaults: Sequence[ChecklistItem]) -> GateItem:
+    name = heading.lower().replace(" ", "-")
+    title = f"every item of the {heading} ticked"
+    tasks = document.tasks(heading)
+    if tasks is None:
+        return GateItem(name, title, (f"the ADR has no '## {heading}' section; restore it "
+                                      "(docs/adr-lifecycle.md lists its items)",))
+    labels = {t.label.lower() for t in tasks}
+    problems = [f"'{item.label}' was removed; the default items stay (add items, do not "
+                "remove them)" for item in defaults if item.label.lower() not in labels]
+    problems += [f"not ticked: {t.label}" for t in tasks if not t.done]
+    return GateItem(name, title, tuple(problems))
+
+
+def _cap(problems: list[str]) -> list[str]:
+    if len(problems) <= _SHOWN:
+        return problems
+    return [*problems[:_SHOWN], f"and {len(problems) - _SHOWN} more"]
+

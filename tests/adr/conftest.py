@@ -1,0 +1,216 @@
+"""A user's project with ADRs, and evidence built the way the chaos harness writes it.
+
+Runs are assembled from `graduate.check`'s own verdict types and `judge_run`, so their
+shape (fault, instances with verdict/resume/effects, ledger rows, run verdict) follows
+`graduate.chaos.harness._store`; each builder argument breaks one property a gate
+looks at. Nothing here starts an engine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from graduate.adr.document import AdrDocument, read_document
+from graduate.check import EffectVerdict, InstanceVerdict, Resume, Verdict, judge_run
+from graduate.cli.app import main
+from graduate.config import Settings, env_var
+from graduate.evidence import EvidenceStore
+
+REPO = Path(__file__).resolve().parents[2]
+FLOW = "partner_approval"
+STEPS = ("create_record", "request_approval", "activate", "notify")
+# The faults the approved gate requires by default, as (fault, versioned).
+REQUIRED = (("kill-worker", False), ("restart-server", False), ("stop-worker", False),
+            ("deploy-change", True))
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+class Project:
+    """A project folder with pyproject, the sample spike, two hand-written ADRs, and an
+    evidence store; `cli` runs `graduate` in it as a user would."""
+
+    def __init__(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.root = root
+        self.store = EvidenceStore(root / ".graduate" / "evidence")
+        self._capsys = capsys
+        self._runs = 0
+
+    # ------------------------------------------------------------------ the CLI
+
+    def cli(self, *args: str) -> Result:
+        """`graduate ARGS` through `main()`, so errors become exit codes as for users."""
+        self._capsys.readouterr()
+        previous = signal.getsignal(signal.SIGTERM)
+        argv = sys.argv
+        sys.argv = ["graduate", *args]
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            sys.argv = argv
+            signal.signal(signal.SIGTERM, previous)
+        captured = self._capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    def ok(self, *args: str) -> Result:
+        result = self.cli(*args)
+        assert result.code == 0, result.text
+        return result
+
+    # ------------------------------------------------------------------ ADR files
+
+    def adr_path(self, number: int = 3) -> Path:
+        return next((self.root / "docs" / "adr").glob(f"{number:04d}-*.md"))
+
+    def adr(self, number: int = 3) -> AdrDocument:
+        document = read_document(self.adr_path(number))
+        assert document is not None
+        return document
+
+    def edit_adr(self, old: str, new: str, number: int = 3) -> None:
+        path = self.adr_path(number)
+        text = path.read_text(encoding="utf-8")
+        assert old in text, f"{old!r} is not in {path.name}"
+        path.write_text(text.replace(old, new), encoding="utf-8")
+
+    def tick_all(self, number: int = 3) -> None:
+        path = self.adr_path(number)
+        path.write_text(path.read_text(encoding="utf-8").replace("- [ ] ", "- [x] "),
+                        encoding="utf-8")
+
+    # ------------------------------------------------------------------ evidence
+
+    def run(self, *, engine: str = "temporal", fault: str = "kill-worker",
+            versioned: bool = False, profile: str = "defaults", instances: int = 1,
+            verdict: Verdict = Verdict.COMPLETED, applied: int = 1, exact: bool = True,
+            hit: bool = True, applicable: bool = True, fired: bool = True,
+            trace_id: str | None = None, flow: str = FLOW) -> str:
+        """Store one run and return its id; the defaults make a run that passes."""
+        self._runs += 1
+        run_id = f"r{self._runs:05d}"
+        point = None if fault in ("none", "wait-timeout") else "before-effect"
+        step = "activate" if point else None
+        verdicts = []
+        ledger: list[dict[str, Any]] = []
+        for n in range(1, (instances if applicable else 0) + 1):
+            iid = f"{flow}-{run_id}-{n:02d}"
+            correlation = f"corr-{iid}"
+            trace = f"trace-{iid}" if trace_id is None else trace_id
+            effects = tuple(EffectVerdict(s, "effect", applied if s == "activate" else 1,
+                                          applied if s == "activate" else 1, 0, 0)
+                            for s in STEPS)
+            resume = (Resume("activate", point, "activate" if exact else "notify", exact,
+                             1.5) if point and fired and hit else None)
+            verdicts.append(InstanceVerdict(iid, correlation, trace, verdict, "as built",
+                                            verdict.value, effects, resume, 2.0))
+            ledger += [{"id": len(ledger) + k, "run_id": run_id, "instance_id": iid,
+                        "flow": flow, "engine": engine, "step": s, "kind": "effect",
+                        "attempt": 1, "outcome": "applied", "correlation_id": correlation,
+                        "trace_id": trace, "idempotency_key": f"t:{flow}:{n}:{s}"}
+                       for k, s in enumerate(STEPS, start=1)]
+        judged = judge_run(verdicts)
+        description = fault if point is None else f"{fault} at {step}:{point}"
+        self.store.save_run(run_id, {
+            "run_id": run_id, "created_at": "2026-11-25T04:36:24.194+00:00",
+            "flow": {"name": flow, "version": 1, "source": "spikes/x.toml",
+                     "definition": {}},
+            "engine": engine, "profile": profile, "settings": {},
+            "fault": {"fault": fault, "step": step, "point": point, "offset": None,
+                      "restart_delay": 1.0, "partition_for": 5.0, "versioned": versioned,
+                      "change": "reorder", "description": description,
+                      "applicable": applicable, "fired": fired and applicable,
+                      "reason": "" if applicable else "does not apply here"},
+            "options": {"instances": instances}, "environment": {}, "timeline": [],
+            "instances": [{**asdict(v), "history": []} for v in verdicts],
+            "ledger": ledger,
+            "verdict": {**asdict(judged), "passed": judged.passed},
+        })
+        return run_id
+
+    def passing_runs(self, **changes: Any) -> list[str]:
+        """One passing temporal run per required fault (`changes` applied to each)."""
+        return [self.run(**{"fault": fault, "versioned": versioned, **changes})
+                for fault, versioned in REQUIRED]
+
+    def matrix(self, run_ids: list[str], *, pending: bool = False,
+               flow: str = FLOW) -> str:
+        matrix_id = f"m{len(list(self.store.root.glob('matrices/*.json'))) + 1:05d}"
+        cells: list[dict[str, Any]] = [
+            {"key": f"cell-{rid}", "engine": "temporal", "fault": "kill-worker", "at": None,
+             "profile": "defaults", "status": "done", "run_id": rid, "summary": {}}
+            for rid in run_ids]
+        if pending:
+            cells.append({"key": "cell-pending", "engine": "temporal", "fault": "none",
+                          "at": None, "profile": "defaults", "status": "pending",
+                          "run_id": None, "summary": {}})
+        self.store.save_matrix(matrix_id, {"matrix_id": matrix_id, "flow": flow,
+                                           "created_at": "2026-11-25T04:36:10.209+00:00",
+                                           "spec": {}, "cells": cells})
+        return matrix_id
+
+    def junit(self, name: str = "crash-resume.xml", *, tests: int = 3, failures: int = 0,
+              errors: int = 0, skipped: int = 0) -> str:
+        """Write a JUnit report as pytest does; return its path relative to the project."""
+        cases = []
+        for n in range(tests):
+            inner = ("<failure message='boom'/>" if n < failures else
+                     "<error message='broken'/>" if n < failures + errors else
+                     "<skipped/>" if n < failures + errors + skipped else "")
+            cases.append(f"<testcase classname='t' name='test_{n}'>{inner}</testcase>")
+        path = self.root / "reports" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "<?xml version='1.0' encoding='utf-8'?><testsuites><testsuite name='pytest' "
+            f"tests='{tests}' failures='{failures}' errors='{errors}' skipped='{skipped}'>"
+            + "".join(cases) + "</testsuite></testsuites>", encoding="utf-8")
+        return f"reports/{name}"
+
+    # ------------------------------------------------------------------ whole steps
+
+    def spiking(self, *run_ids: str) -> None:
+        """ADR 0003 for the flow, with `run_ids` (or one passing run) attached, spiking."""
+        self.ok("adr", "new", FLOW, "--by", "ann")
+        self.ok("adr", "attach", "3", *(run_ids or (self.run(),)))
+        self.ok("adr", "promote", "3", "--to", "spiking", "--by", "ann")
+
+    def approved(self) -> None:
+        self.spiking(*self.passing_runs())
+        self.ok("adr", "promote", "3", "--to", "approved", "--by", "bob")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> Project:
+    root = tmp_path / "team"
+    (root / "spikes").mkdir(parents=True)
+    shutil.copy(REPO / "spikes" / f"{FLOW}.toml", root / "spikes")
+    (root / "pyproject.toml").write_text('[tool.graduate]\nspikes = "spikes"\n',
+                                         encoding="utf-8")
+    adrs = root / "docs" / "adr"
+    adrs.mkdir(parents=True)
+    (adrs / "0001-record-architecture-decisions.md").write_text("# 0001\n", encoding="utf-8")
+    (adrs / "0002-use-celery.md").write_text("# 0002\n", encoding="utf-8")
+    for key in Settings.__dataclass_fields__:
+        monkeypatch.delenv(env_var(key), raising=False)
+    monkeypatch.setenv("USER", "ci-user")
+    monkeypatch.chdir(root)
+    return Project(root, capsys)

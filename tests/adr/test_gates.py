@@ -1,0 +1,112 @@
+"""Gates tightened in `[tool.graduate.gates]`, and never loosened."""
+
+from __future__ import annotations
+
+import pytest
+
+from graduate.adr.gates import DEFAULT_REQUIRED_FAULTS, FaultRequirement, load_policy
+from graduate.config import load_settings
+from graduate.errors import ConfigError
+from tests.adr.conftest import REQUIRED, Project
+
+
+def _gates(project: Project, body: str) -> None:
+    (project.root / "pyproject.toml").write_text(
+        f'[tool.graduate]\nspikes = "spikes"\n\n[tool.graduate.gates]\n{body}\n')
+
+
+def test_settings_leave_the_gates_table_to_the_adr_module(project: Project) -> None:
+    _gates(project, "min_instances = 3")
+
+    assert load_settings(project_dir=project.root).spikes == "spikes"
+    assert load_policy(project.root).min_instances == 3
+
+
+def test_without_a_table_the_defaults_apply(project: Project) -> None:
+    policy = load_policy(project.root)
+
+    assert policy.target_engine == "temporal"
+    assert policy.required_faults == DEFAULT_REQUIRED_FAULTS
+    assert policy.min_instances == 1
+    assert policy.require_profiles == ()
+
+
+def test_min_instances_makes_small_runs_not_count(project: Project) -> None:
+    project.spiking(*project.passing_runs())
+    _gates(project, "min_instances = 3")
+
+    refused = project.cli("adr", "promote", "3", "--to", "approved")
+    assert refused.code == 1
+    assert "it ran 1 instance(s); the gate asks for at least 3" in refused.out
+
+    project.ok("adr", "attach", "3", *project.passing_runs(instances=3))
+    project.ok("adr", "promote", "3", "--to", "approved")
+
+
+def test_require_profiles_asks_for_each_fault_in_each_profile(project: Project) -> None:
+    project.spiking(*project.passing_runs())
+    _gates(project, 'require_profiles = ["defaults", "tuned"]')
+
+    refused = project.cli("adr", "promote", "3", "--to", "approved")
+    assert refused.code == 1
+    assert "no attached temporal run of kill-worker in profile tuned" in refused.out
+    assert "in profile defaults" not in refused.out
+
+    project.ok("adr", "attach", "3", *project.passing_runs(profile="tuned"))
+    project.ok("adr", "promote", "3", "--to", "approved")
+
+
+def test_required_faults_add_to_the_defaults(project: Project) -> None:
+    # Listing only partition does not drop the defaults: they stay required.
+    _gates(project, 'required_faults = ["partition", "kill-worker@activate:before-effect"]')
+    policy = load_policy(project.root)
+    assert policy.required_faults == (*DEFAULT_REQUIRED_FAULTS, FaultRequirement("partition"),
+                                      FaultRequirement("kill-worker", "activate",
+                                                       "before-effect"))
+    project.spiking(*[project.run(fault=f, versioned=v) for f, v in REQUIRED
+                      if f != "stop-worker"])
+
+    refused = project.cli("adr", "promote", "3", "--to", "approved")
+    assert refused.code == 1
+    assert "no attached temporal run of stop-worker" in refused.out
+    assert "no attached temporal run of partition" in refused.out
+
+    project.ok("adr", "attach", "3", project.run(fault="stop-worker"),
+               project.run(fault="partition"))
+    project.ok("adr", "promote", "3", "--to", "approved")
+
+
+def test_the_target_engine_can_be_chosen(project: Project) -> None:
+    _gates(project, 'target_engine = "celery-state-machine"')
+    project.spiking(*project.passing_runs())
+
+    refused = project.cli("adr", "promote", "3", "--to", "approved")
+    assert refused.code == 1
+    assert "no attached celery-state-machine run of kill-worker" in refused.out
+
+    project.ok("adr", "attach", "3", *project.passing_runs(engine="celery-state-machine"))
+    project.ok("adr", "promote", "3", "--to", "approved")
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ("require_junit = false", "unknown key(s) ['require_junit']; gates can be tightened, "
+                              "never loosened"),
+    ("required_faults = []\nskip_checklists = true", "unknown key(s) ['skip_checklists']"),
+    ('target_engine = "dbos"', "target_engine = 'dbos' must be one of"),
+    ("min_instances = 0", "min_instances = 0 must be a whole number from 1 up"),
+    ('min_instances = "3"', "min_instances = '3' must be a whole number"),
+    ('required_faults = ["kill-everything"]', "required_faults names 'kill-everything'"),
+    ('required_faults = ["kill-worker@activate"]', "must read FAULT or FAULT@STEP:POINT"),
+    ('required_faults = "kill-worker"', "must be a list of strings"),
+    ('require_profiles = ["fast"]', "require_profiles names 'fast'"),
+])
+def test_a_bad_gates_table_is_refused_with_exit_2(project: Project, body: str,
+                                                  words: str) -> None:
+    project.ok("adr", "new", "partner_approval")
+    _gates(project, body)
+
+    with pytest.raises(ConfigError, match=r"\[tool\.graduate\.gates\]"):
+        load_policy(project.root)
+    result = project.cli("adr", "status")
+    assert result.code == 2
+    assert words in result.err
