@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from graduate.cli import adr, chaos, demo, env, flows, run, signal_cmd
+from graduate.cli import adr, chaos, demo, env, flows, report, run, signal_cmd
 from graduate.cli.common import err_console
 from graduate.errors import GraduateError
 
@@ -76,6 +76,7 @@ app.command(name="run")(run.run)
 app.command(name="signal")(signal_cmd.signal_instance)
 app.command(name="chaos")(chaos.chaos)
 app.command(name="matrix")(chaos.matrix)
+app.command(name="report")(report.report)
 app.add_typer(env.app, name="env")
 app.add_typer(adr.app, name="adr")
 

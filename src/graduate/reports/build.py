@@ -1,0 +1,683 @@
+"""The report model, from the evidence store only: the one place that reads evidence.
+
+A report is built from one matrix (by default the latest) or from a list of runs. Every
+record is redacted as it is read; the verdicts are judged again from the stored
+instance verdicts with `graduate.check.judge_run`, so the report and `graduate chaos`
+can never disagree on what passes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from graduate.adapters import ENGINES
+from graduate.chaos.faults import DESCRIPTIONS
+from graduate.check import EffectVerdict, InstanceVerdict, Resume, Verdict, judge_run
+from graduate.errors import ConfigError
+from graduate.evidence import EvidenceStore
+from graduate.flow import CLASS_MEANINGS
+from graduate.reports.decision import criteria, recommend
+from graduate.reports.model import (
+    CellReport,
+    CellStatus,
+    Clock,
+    EffectCount,
+    EngineSummary,
+    EngineVerdict,
+    EnvironmentSet,
+    Event,
+    FaultInfo,
+    FlowInfo,
+    GridRow,
+    InstanceReport,
+    LedgerRow,
+    Pairs,
+    Problem,
+    Report,
+    ResumeInfo,
+    ResumePoint,
+    ResumeStats,
+    RunReport,
+    SettingsSet,
+    StepInfo,
+    WaitInfo,
+)
+from graduate.reports.redaction import redact_value
+
+ENGINE_TITLES = {
+    "temporal": "Temporal: a durable workflow whose steps are activities; the Temporal "
+                "server keeps its progress",
+    "celery-chain": "Celery chain: tasks linked one after another, as most Celery code is "
+                    "written",
+    "celery-state-machine": "Celery state machine: step state kept in a database and "
+                            "advanced by tasks and a periodic tick",
+}
+_EVENTS: dict[str, tuple[str, str]] = {
+    "instances-started": ("instances started", "info"),
+    "fault-point-reached": ("fault point reached", "point"),
+    "fault-fired": ("fault fired", "fault"),
+    "fault-not-fired": ("fault did not fire", "stop"),
+    "fault-skipped": ("fault skipped", "stop"),
+    "worker-exited": ("worker exited", "stop"),
+    "worker-forced": ("worker killed after its grace period", "stop"),
+    "process-died": ("process died", "stop"),
+    "worker-started": ("worker started", "recovery"),
+    "service-restarted": ("service restarted", "recovery"),
+    "network-healed": ("network healed", "recovery"),
+    "run-ended": ("run ended", "info"),
+}
+_EPSILON = 1e-6
+
+
+def build_report(store: EvidenceStore, *, matrix_id: str | None = None,
+                 run_ids: Sequence[str] = ()) -> Report:
+    """The report of `matrix_id` (default: the latest matrix) or of the runs `run_ids`."""
+    if matrix_id and run_ids:
+        raise ConfigError("give either --matrix or --run, not both: a report covers one "
+                          "matrix or a list of runs")
+    if run_ids:
+        return _from_runs(store, list(dict.fromkeys(run_ids)))
+    return _from_matrix(store, matrix_id or _latest_matrix(store))
+
+
+def _latest_matrix(store: EvidenceStore) -> str:
+    found = store.latest_matrix()
+    if found is not None:
+        return found
+    runs = store.runs()
+    if runs:
+        raise ConfigError(f"the evidence folder {store.root} has no matrix, but it has "
+                          f"{len(runs)} run(s); report them with --run ID (for example "
+                          f"--run {runs[-1]}), or run `graduate matrix FLOW` first")
+    raise ConfigError(f"the evidence folder {store.root} is empty; run `graduate matrix FLOW` "
+                      "(or `graduate chaos ...`) first, or point --evidence at the folder that "
+                      "holds your evidence")
+
+
+def _known(ids: list[str]) -> str:
+    shown = ", ".join(ids[:10]) if ids else "none"
+    return f"{shown}{f' and {len(ids) - 10} more' if len(ids) > 10 else ''}"
+
+
+@dataclass(frozen=True)
+class _CellSpec:
+    key: str
+    engine: str
+    fault: str
+    at: str | None
+    profile: str
+    status: str  # pending, done, not-applicable (as the matrix file says)
+    run_id: str | None
+    summary: dict[str, Any]
+
+    @property
+    def column(self) -> str:
+        return self.key.split("|")[1] if self.key.count("|") == 2 else (
+            f"{self.fault}@{self.at or '-'}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.column}[{self.profile}]"
+
+
+def _from_matrix(store: EvidenceStore, matrix_id: str) -> Report:
+    if not store.matrix_path(matrix_id).exists():
+        matrices = sorted(p.stem for p in (store.root / "matrices").glob("*.json"))
+        raise ConfigError(f"no matrix {matrix_id!r} in {store.root}; matrices there: "
+                          f"{_known(matrices)}. Leave out --matrix for the latest one")
+    record = redact_value(store.load_matrix(matrix_id))
+    specs = [_CellSpec(key=str(c["key"]), engine=str(c["engine"]), fault=str(c["fault"]),
+                       at=c.get("at"), profile=str(c["profile"]),
+                       status=str(c.get("status", "pending")), run_id=c.get("run_id"),
+                       summary=dict(c.get("summary") or {}))
+             for c in record.get("cells", [])]
+    runs: dict[str, dict[str, Any]] = {}
+    warnings = []
+    for spec in specs:
+        if spec.status == "pending" or not spec.run_id:
+            continue
+        if store.run_path(spec.run_id).exists():
+            runs[spec.run_id] = redact_value(store.load_run(spec.run_id))
+        else:
+            warnings.append(
+                f"cell {spec.engine} {spec.label} names run {spec.run_id}, but "
+                f"{store.run_path(spec.run_id)} is missing: its result comes from the "
+                "matrix's summary, and its timeline, settings and IDs cannot be shown. "
+                "Restore the file from where the evidence is kept, or run the matrix again")
+    engines = list(record.get("spec", {}).get("engines") or [])
+    engines += [s.engine for s in specs if s.engine not in engines]
+    return _assemble(source="matrix", matrix_id=matrix_id, record=record, specs=specs,
+                     runs=runs, engines=engines, warnings=warnings)
+
+
+def _from_runs(store: EvidenceStore, run_ids: list[str]) -> Report:
+    missing = [r for r in run_ids if not store.run_path(r).exists()]
+    if missing:
+        raise ConfigError(f"no run {', '.join(missing)} in {store.root}; runs there: "
+                          f"{_known(store.runs())}")
+    runs = {r: redact_value(store.load_run(r)) for r in run_ids}
+    specs = []
+    for run_id, run in runs.items():
+        fault = run.get("fault", {})
+        step, point, offset = fault.get("step"), fault.get("point"), fault.get("offset")
+        at = f"{step}:{point}" if step else (f"+{offset:g}s" if offset is not None else None)
+        name = str(fault.get("fault", "none")) + ("+versioned" if fault.get("versioned") else "")
+        key = f"{run['engine']}|{name}@{at or '-'}|{run['profile']}"
+        specs.append(_CellSpec(key=key, engine=str(run["engine"]),
+                               fault=str(fault.get("fault", "none")), at=at,
+                               profile=str(run["profile"]),
+                               status="done" if fault.get("applicable", True) else
+                               "not-applicable", run_id=run_id, summary={}))
+    engines = [e for e in ENGINES if any(s.engine == e for s in specs)]
+    engines += [s.engine for s in specs if s.engine not in engines]
+    return _assemble(source="runs", matrix_id=None, record={}, specs=specs, runs=runs,
+                     engines=list(dict.fromkeys(engines)), warnings=[])
+
+
+def _assemble(*, source: Literal["matrix", "runs"], matrix_id: str | None, record: dict[str, Any],
+              specs: list[_CellSpec], runs: dict[str, dict[str, Any]], engines: list[str],
+              warnings: list[str]) -> Report:
+    flow = _flow(record, runs)
+    settings_sets = _settings_sets(runs)
+    environment_sets = _environment_sets(runs)
+    titles = _titles(specs)
+    by_run = {s.run_id: s for s in specs if s.run_id}
+    run_reports = {
+        run_id: _run(run, flow, by_run[run_id].label, titles[by_run[run_id].key],
+                     _number_of(settings_sets, run_id), _number_of(environment_sets, run_id))
+        for run_id, run in runs.items()
+    }
+    for run_id, run in runs.items():
+        stored = run.get("verdict", {}).get("passed")
+        now = run_reports[run_id]
+        if now.fault.applicable and stored is not None and bool(stored) != now.passed:
+            warnings.append(
+                f"run {run_id} ({now.engine} {now.title}) was judged "
+                f"{'pass' if stored else 'fail'} when it ran, but "
+                f"{'passes' if now.passed else 'fails'} under the rules of this graduate's "
+                "checker, which this report applies to every run. Run the cell again to "
+                "refresh its evidence")
+    cells = tuple(_cell(spec, titles[spec.key], run_reports.get(spec.run_id or ""))
+                  for spec in specs)
+    columns = tuple(dict.fromkeys(c.column for c in cells))
+    profiles = list(dict.fromkeys(c.profile for c in cells))
+    grid = tuple(
+        GridRow(engine=engine, profile=profile, slots=tuple(
+            tuple(c for c in cells if c.engine == engine and c.profile == profile
+                  and c.column == column) for column in columns))
+        for engine in engines for profile in profiles
+        if any(c.engine == engine and c.profile == profile for c in cells))
+    ordered_runs = tuple(run_reports[s.run_id] for s in specs
+                         if s.run_id and s.run_id in run_reports)
+    resume = tuple(_resume_stats(engine, [r for r in ordered_runs if r.engine == engine])
+                   for engine in engines)
+    summaries = tuple(_summary(engine, [c for c in cells if c.engine == engine], stats)
+                      for engine, stats in zip(engines, resume, strict=True))
+    answered = criteria(flow, cells, ordered_runs, summaries)
+    recommendation = recommend(flow, cells, summaries, answered)
+    title = f"{flow.name}: Celery or Temporal? Evidence from " + (
+        f"matrix {matrix_id}" if matrix_id else f"{len(runs)} run(s)")
+    return Report(
+        title=title, source=source, matrix_id=matrix_id,
+        created_at=record.get("created_at"), updated_at=record.get("updated_at"),
+        run_ids=tuple(s.run_id for s in specs if s.run_id), flow=flow,
+        engines=tuple(engines), columns=columns,
+        column_notes=tuple((c, _explain(c)) for c in columns),
+        grid=grid, cells=cells, summaries=summaries,
+        problems=tuple(p for c in cells for p in c.problems), resume=resume,
+        runs=ordered_runs, settings_sets=settings_sets, environment_sets=environment_sets,
+        criteria=answered, recommendation=recommendation, warnings=tuple(warnings),
+    )
+
+
+def _titles(specs: list[_CellSpec]) -> dict[str, str]:
+    """Each cell in words: its fault, and its point or profile only where they differ."""
+    def name(spec: _CellSpec) -> str:
+        return spec.column.split("@", 1)[0]
+
+    profiles = {s.profile for s in specs}
+    titles = {}
+    for spec in specs:
+        points = {s.at for s in specs if name(s) == name(spec)}
+        title = name(spec)
+        if len(points) > 1 and spec.at:
+            title += f" at {spec.at}"
+        if len(profiles) > 1:
+            title += f" [{spec.profile}]"
+        titles[spec.key] = title
+    return titles
+
+
+def _explain(column: str) -> str:
+    """What the fault of a column does, e.g. for "deploy-change+versioned@approval:..."."""
+    name = column.split("@", 1)[0]
+    fault, _, variant = name.partition("+")
+    text = DESCRIPTIONS.get(fault, "")
+    return f"{text}, with the engine's versioning guard" if variant == "versioned" else text
+
+
+# ---------------------------------------------------------------------------- the flow
+
+
+def _flow(record: dict[str, Any], runs: dict[str, dict[str, Any]]) -> FlowInfo:
+    names = {str(r.get("flow", {}).get("name")) for r in runs.values()}
+    if len(names) > 1:
+        raise ConfigError(f"these runs are of different flows ({', '.join(sorted(names))}); "
+                          "a report covers one flow: give the runs of one flow only")
+    # A wait-timeout run records the flow with its waits shortened for the run: prefer
+    # the definition as written.
+    candidates = sorted(runs.values(),
+                        key=lambda r: r.get("options", {}).get("wait_deadline") is not None)
+    recorded = next((r["flow"] for r in candidates
+                     if isinstance(r.get("flow"), dict) and r["flow"].get("definition")), None)
+    if recorded is None:
+        name = str(record.get("flow") or record.get("spec", {}).get("flow") or
+                   (names.pop() if names else "unknown flow"))
+        return FlowInfo(name=name, version=None, description="", classes=(), order=(),
+                        steps=(), waits=(), timers=(), known=False)
+    definition = recorded["definition"]
+    head = definition.get("flow", {})
+    systems = {str(k): bool(v.get("honours_idempotency", True))
+               for k, v in definition.get("systems", {}).items()}
+    compensations = {str(k): str(v) for k, v in definition.get("compensations", {}).items()}
+    steps, waits, timers, order = [], [], [], []
+    for node in definition.get("nodes", []):
+        if "step" in node:
+            system = str(node["effect"]).split(".", 1)[0]
+            steps.append(StepInfo(name=str(node["step"]), effect=str(node["effect"]),
+                                  system=system, honours_idempotency=systems.get(system, True),
+                                  compensation=compensations.get(str(node["step"]))))
+            order.append(str(node["step"]))
+        elif "wait" in node:
+            waits.append(WaitInfo(name=str(node["wait"]), signal=str(node.get("signal", "")),
+                                  deadline=float(node["deadline"]),
+                                  on_timeout=str(node.get("on_timeout", "")),
+                                  on_reject=str(node.get("on_reject", ""))))
+            order.append(str(node["wait"]))
+        elif "timer" in node:
+            timers.append((str(node["timer"]), float(node["duration"])))
+            order.append(str(node["timer"]))
+    classes = tuple(
+        (name, f"{head[name]} ({CLASS_MEANINGS[name].get(str(head[name]), 'unknown')})")
+        for name in ("approval_class", "reversibility_class", "sensitivity_class")
+        if name in head)
+    return FlowInfo(name=str(recorded.get("name", head.get("name", ""))),
+                    version=recorded.get("version"), description=str(head.get("description", "")),
+                    classes=classes, order=tuple(order), steps=tuple(steps), waits=tuple(waits),
+                    timers=tuple(timers), known=True)
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def _run(run: dict[str, Any], flow: FlowInfo, label: str, title: str, settings_set: int,
+         environment_set: int) -> RunReport:
+    timeline = run.get("timeline", [])
+    ledger = run.get("ledger", [])
+    origin, clock = _origin(run)
+    fired_at = next((float(e["at"]) for e in timeline if e["kind"] == "fault-fired"), None)
+    events = tuple(
+        Event(number=n, at=float(e["at"]), kind=str(e["kind"]),
+              label=_EVENTS.get(str(e["kind"]), (str(e["kind"]).replace("-", " "), "info"))[0],
+              category=_EVENTS.get(str(e["kind"]), ("", "info"))[1],
+              detail=str(e.get("detail", "")))
+        for n, e in enumerate(timeline, start=1))
+    fault = run.get("fault", {})
+    verdicts = [_instance_verdict(i) for i in run.get("instances", [])]
+    instances = tuple(
+        _instance(data, verdict, [row for row in ledger if row["instance_id"] ==
+                                  verdict.instance_id],
+                  origin, fired_at, run_id=str(run["run_id"]), engine=str(run["engine"]),
+                  cell=title)
+        for data, verdict in zip(run.get("instances", []), verdicts, strict=True))
+    ends = [e.at for e in events] + [r.finish for i in instances for r in i.rows]
+    options = run.get("options", {})
+    return RunReport(
+        run_id=str(run["run_id"]), created_at=str(run.get("created_at", "")),
+        engine=str(run["engine"]), profile=str(run.get("profile", "")), cell=label,
+        title=title,
+        fault=FaultInfo(kind=str(fault.get("fault", "none")),
+                        description=str(fault.get("description", fault.get("fault", ""))),
+                        explanation=DESCRIPTIONS.get(str(fault.get("fault")), ""),
+                        applicable=bool(fault.get("applicable", True)),
+                        fired=bool(fault.get("fired", False)),
+                        reason=str(fault.get("reason", ""))),
+        options=tuple((str(k), _text(v)) for k, v in sorted(options.items())),
+        settings_set=settings_set, environment_set=environment_set,
+        services=_flatten(run.get("environment", {}).get("services", {})),
+        events=events, instances=instances, clock=clock,
+        span=max(ends, default=0.0), passed=judge_run(verdicts).passed,
+    )
+
+
+def _origin(run: dict[str, Any]) -> tuple[float, Clock]:
+    """The run's start on the ledger's clock (epoch seconds), and how sure it is.
+
+    The timeline counts from the run's start, the ledger in epoch seconds. The checker
+    measured each time to resume from the fault to the first effect after it, so an
+    instance that resumed pins the fault, and with it the start, exactly. Otherwise the
+    first thing recorded (an effect, or the engine's first history event) is taken as
+    happening when the instances were started.
+    """
+    timeline = run.get("timeline", [])
+    ledger = run.get("ledger", [])
+    fired = next((float(e["at"]) for e in timeline if e["kind"] == "fault-fired"), None)
+    for instance in run.get("instances", []):
+        resume = instance.get("resume") or {}
+        ttr = resume.get("time_to_resume")
+        if fired is None or ttr is None or not resume.get("resumed_at"):
+            continue
+        step, _, tail = str(resume["resumed_at"]).partition(" (")
+        kind = "compensation" if tail else "effect"
+        rows = [r for r in ledger if r["instance_id"] == instance["instance_id"]]
+        for row in rows:
+            if row["step"] != step or row["kind"] != kind:
+                continue
+            fault_at = float(row["started_at"]) - float(ttr)
+            first = next((r for r in rows if float(r["started_at"]) >= fault_at - _EPSILON),
+                         None)
+            if first is row:
+                return fault_at - fired, "exact"
+    moments = [float(r["started_at"]) for r in ledger] + [
+        float(h["at"]) for i in run.get("instances", []) for h in i.get("history", [])
+        if h.get("kind") != "history-unavailable"]
+    started = next((float(e["at"]) for e in timeline if e["kind"] == "instances-started"), 0.0)
+    if moments:
+        return min(moments) - started, "approximate"
+    return 0.0, "none"
+
+
+def _instance_verdict(data: dict[str, Any]) -> InstanceVerdict:
+    resume = data.get("resume")
+    return InstanceVerdict(
+        instance_id=str(data["instance_id"]), correlation_id=str(data["correlation_id"]),
+        trace_id=str(data["trace_id"]), verdict=Verdict(data["verdict"]),
+        reason=str(data.get("reason", "")), engine_state=str(data.get("engine_state", "")),
+        effects=tuple(EffectVerdict(step=str(e["step"]), kind=str(e["kind"]),
+                                    calls=int(e["calls"]), applied=int(e["applied"]),
+                                    absorbed=int(e["absorbed"]), errors=int(e["errors"]))
+                      for e in data.get("effects", [])),
+        resume=None if not resume else Resume(
+            in_flight=str(resume["in_flight"]), point=str(resume["point"]),
+            resumed_at=resume.get("resumed_at"), exact=bool(resume["exact"]),
+            time_to_resume=resume.get("time_to_resume"),
+            reran=tuple(resume.get("reran", ()))),
+        time_to_complete=data.get("time_to_complete"),
+    )
+
+
+def _instance(data: dict[str, Any], verdict: InstanceVerdict, ledger: list[dict[str, Any]],
+              origin: float, fired_at: float | None, *, run_id: str, engine: str,
+              cell: str) -> InstanceReport:
+    rows = tuple(
+        LedgerRow(step=str(r["step"]), kind=str(r["kind"]), effect=str(r["effect"]),
+                  outcome=str(r["outcome"]), attempt=int(r["attempt"]),
+                  start=float(r["started_at"]) - origin,
+                  finish=float(r["finished_at"]) - origin, worker_pid=int(r["worker_pid"]),
+                  idempotency_key=str(r["idempotency_key"]))
+        for r in ledger)
+    resume = verdict.resume
+    return InstanceReport(
+        instance_id=verdict.instance_id, correlation_id=verdict.correlation_id,
+        trace_id=verdict.trace_id, verdict=verdict.verdict.value, reason=verdict.reason,
+        engine_state=verdict.engine_state,
+        effects=tuple(EffectCount(step=e.step, kind=e.kind, calls=e.calls, applied=e.applied,
+                                  absorbed=e.absorbed, errors=e.errors,
+                                  duplicates=e.unabsorbed_duplicates)
+                      for e in verdict.effects),
+        resume=None if resume is None else ResumeInfo(
+            in_flight=resume.in_flight, point=resume.point, resumed_at=resume.resumed_at,
+            exact=resume.exact, time_to_resume=resume.time_to_resume,
+            resumed_time=(fired_at + resume.time_to_resume
+                          if fired_at is not None and resume.time_to_resume is not None
+                          else None),
+            reran=resume.reran),
+        time_to_complete=data.get("time_to_complete"), rows=rows,
+        problems=_problems(verdict, rows, run_id=run_id, engine=engine, cell=cell),
+    )
+
+
+def _problems(verdict: InstanceVerdict, rows: tuple[LedgerRow, ...], *, run_id: str,
+              engine: str, cell: str) -> tuple[Problem, ...]:
+    """The required properties that do not hold, as `judge_run` checks them."""
+
+    def problem(kind: Any, step: str | None, detail: str) -> Problem:
+        return Problem(kind=kind, run_id=run_id, engine=engine, cell=cell,
+                       instance_id=verdict.instance_id,
+                       correlation_id=verdict.correlation_id, trace_id=verdict.trace_id,
+                       step=step, detail=detail)
+
+    found = []
+    # Which verdicts break a run is the checker's call: ask it rather than repeat its list.
+    if any(f.startswith(f"{verdict.instance_id} {verdict.verdict.value} (")
+           for f in judge_run([verdict]).failures):
+        found.append(problem(verdict.verdict.value, None, verdict.reason))
+    for effect in verdict.effects:
+        if effect.unabsorbed_duplicates:
+            applied = [r for r in rows if r.step == effect.step and r.kind == effect.kind
+                       and r.outcome == "applied"]
+            calls = "; ".join(f"attempt {r.attempt} at {r.start:.2f}s by pid {r.worker_pid}"
+                              for r in applied)
+            keys = ", ".join(dict.fromkeys(r.idempotency_key for r in applied))
+            what = "compensation" if effect.kind == "compensation" else "effect"
+            found.append(problem(
+                "duplicate", effect.step,
+                f"the {what} of {effect.step} was applied {effect.applied} times "
+                f"({calls}); idempotency key {keys or 'unknown'} did not absorb the repeat"))
+    resume = verdict.resume
+    if resume is not None and not resume.exact:
+        reran = f"; it ran {', '.join(resume.reran)} again" if resume.reran else ""
+        found.append(problem(
+            "resume", resume.in_flight,
+            f"was in flight at {resume.in_flight} ({resume.point.replace('-', ' ')}) when "
+            f"the fault fired, and resumed at {resume.resumed_at or 'nothing'}{reran}"))
+    return tuple(found)
+
+
+# ---------------------------------------------------------------------------- cells
+
+
+def _cell(spec: _CellSpec, title: str, run: RunReport | None) -> CellReport:
+    base: dict[str, Any] = {
+        "key": spec.key, "engine": spec.engine, "profile": spec.profile, "fault": spec.fault,
+        "at": spec.at, "column": spec.column, "label": spec.label, "title": title,
+        "run_id": spec.run_id,
+    }
+    zero: dict[str, Any] = {
+        "instances": 0, "completed": 0, "compensated": 0, "failed": 0, "lost": 0,
+        "stuck": 0, "unabsorbed_duplicates": 0, "absorbed_duplicates": 0,
+        "hit_by_fault": 0, "resumed_exactly": 0, "median_time_to_resume": None,
+        "fired": False, "failures": (), "problems": (), "evidence_missing": False,
+    }
+    if spec.status == "pending":
+        return CellReport(**base, **zero, status="pending", reason="not run")
+    if run is None:
+        return _from_summary(spec, base)
+    if not run.fault.applicable:
+        return CellReport(**base, **zero, status="not-applicable", reason=run.fault.reason)
+    instances = run.instances
+    resumes = [i.resume.time_to_resume for i in instances
+               if i.resume is not None and i.resume.time_to_resume is not None]
+    verdict = judge_run([_back(i) for i in instances])
+    problems = tuple(p for i in instances for p in i.problems)
+    return CellReport(
+        **base, status="pass" if verdict.passed else "fail",
+        reason="" if run.fault.fired or run.fault.kind == "none" else run.fault.reason,
+        instances=len(instances), completed=verdict.counts["completed"],
+        compensated=verdict.counts["compensated"], failed=verdict.counts["failed"],
+        lost=verdict.counts["lost"], stuck=verdict.counts["stuck"],
+        unabsorbed_duplicates=verdict.unabsorbed_duplicates,
+        absorbed_duplicates=verdict.absorbed_duplicates, hit_by_fault=verdict.hit_by_fault,
+        resumed_exactly=verdict.resumed_exactly,
+        median_time_to_resume=statistics.median(resumes) if resumes else None,
+        fired=run.fault.fired, failures=verdict.failures, problems=problems,
+        evidence_missing=False,
+    )
+
+
+def _back(instance: InstanceReport) -> InstanceVerdict:
+    """The checker's verdict again, from the report's copy of it."""
+    resume = instance.resume
+    return InstanceVerdict(
+        instance_id=instance.instance_id, correlation_id=instance.correlation_id,
+        trace_id=instance.trace_id, verdict=Verdict(instance.verdict), reason=instance.reason,
+        engine_state=instance.engine_state,
+        effects=tuple(EffectVerdict(step=e.step, kind=e.kind, calls=e.calls, applied=e.applied,
+                                    absorbed=e.absorbed, errors=e.errors)
+                      for e in instance.effects),
+        resume=None if resume is None else Resume(
+            in_flight=resume.in_flight, point=resume.point, resumed_at=resume.resumed_at,
+            exact=resume.exact, time_to_resume=resume.time_to_resume, reran=resume.reran),
+        time_to_complete=instance.time_to_complete)
+
+
+def _from_summary(spec: _CellSpec, base: dict[str, Any]) -> CellReport:
+    """A settled cell whose run file is gone: what the matrix file kept of it."""
+    s = spec.summary
+
+    def number(name: str) -> int:
+        return int(s.get(name) or 0)
+
+    applicable = spec.status != "not-applicable" and s.get("applicable", True)
+    status: CellStatus = ("not-applicable" if not applicable else
+                          "pass" if s.get("passed", False) else "fail")
+    return CellReport(
+        **base, status=status,
+        reason=str(s.get("reason", "")) if not applicable else "run file missing",
+        instances=number("instances"), completed=number("completed"),
+        compensated=number("compensated"), failed=number("failed"), lost=number("lost"),
+        stuck=number("stuck"), unabsorbed_duplicates=number("unabsorbed_duplicates"),
+        absorbed_duplicates=number("absorbed_duplicates"),
+        hit_by_fault=number("hit_by_fault"), resumed_exactly=number("resumed_exactly"),
+        median_time_to_resume=s.get("median_time_to_resume"), fired=bool(s.get("fired")),
+        failures=tuple(str(f) for f in s.get("failures", [])), problems=(),
+        evidence_missing=True)
+
+
+# ---------------------------------------------------------------------------- summaries
+
+
+def _summary(engine: str, cells: list[CellReport], resume: ResumeStats) -> EngineSummary:
+    ran = [c for c in cells if c.status in ("pass", "fail")]
+    failed = [c for c in ran if c.status == "fail"]
+    pending = sum(1 for c in cells if c.status == "pending")
+    not_applicable = sum(1 for c in cells if c.status == "not-applicable")
+
+    def total(pick: Callable[[CellReport], int]) -> int:
+        return sum(pick(c) for c in ran)
+
+    verdict: EngineVerdict = "no evidence" if not ran else "fail" if failed else "pass"
+    lost, stuck = total(lambda c: c.lost), total(lambda c: c.stuck)
+    broken = sum(1 for c in ran for p in c.problems if p.kind == "failed")
+    duplicates = total(lambda c: c.unabsorbed_duplicates)
+    hit, exact = total(lambda c: c.hit_by_fault), total(lambda c: c.resumed_exactly)
+    if verdict == "no evidence":
+        sentence = "No cell has run yet."
+    elif verdict == "pass":
+        sentence = (f"Passed all {len(ran)} cell(s) that ran: no commitment lost, stuck or "
+                    f"left failed, no duplicate went through, and {exact} of {hit} "
+                    "instance(s) hit by a fault resumed at the step in flight.")
+    else:
+        what = [f"{n} {word}" for n, word in (
+            (lost, "commitment(s) lost"), (stuck, "instance(s) stuck"),
+            (broken, "commitment(s) failed, neither done nor undone"),
+            (duplicates, "unabsorbed duplicate(s)"),
+            (hit - exact, "instance(s) not resumed at the step in flight")) if n]
+        sentence = (f"Failed {len(failed)} of {len(ran)} cell(s) that ran "
+                    f"({', '.join(c.title for c in failed)}): {', '.join(what)}.")
+    extra = [f"{n} {word}" for n, word in ((not_applicable, "not applicable"),
+                                            (pending, "not run yet")) if n]
+    if extra:
+        sentence += f" Other cells: {', '.join(extra)}."
+    return EngineSummary(
+        engine=engine, title=ENGINE_TITLES.get(engine, engine), verdict=verdict,
+        sentence=sentence, cells_passed=len(ran) - len(failed), cells_failed=len(failed),
+        cells_not_applicable=not_applicable, cells_pending=pending,
+        instances=total(lambda c: c.instances), completed=total(lambda c: c.completed),
+        compensated=total(lambda c: c.compensated), failed=total(lambda c: c.failed),
+        lost=lost, stuck=stuck, unabsorbed_duplicates=duplicates,
+        absorbed_duplicates=total(lambda c: c.absorbed_duplicates), hit_by_fault=hit,
+        resumed_exactly=exact,
+        median_time_to_resume=resume.median,
+    )
+
+
+def _resume_stats(engine: str, runs: list[RunReport]) -> ResumeStats:
+    points = tuple(
+        ResumePoint(seconds=float(i.resume.time_to_resume), exact=i.resume.exact,
+                    cell=run.title, instance_id=i.instance_id)
+        for run in runs for i in run.instances
+        if i.resume is not None and i.resume.time_to_resume is not None)
+    not_resumed = sum(1 for run in runs for i in run.instances
+                      if i.resume is not None and i.resume.time_to_resume is None)
+    values = sorted(p.seconds for p in points)
+    if not values:
+        return ResumeStats(engine=engine, points=(), minimum=None, lower_quartile=None,
+                           median=None, upper_quartile=None, maximum=None,
+                           not_resumed=not_resumed)
+    quartiles = (statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1
+                 else [values[0]] * 3)
+    return ResumeStats(engine=engine, points=points, minimum=values[0],
+                       lower_quartile=quartiles[0], median=statistics.median(values),
+                       upper_quartile=quartiles[2], maximum=values[-1],
+                       not_resumed=not_resumed)
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def _settings_sets(runs: dict[str, dict[str, Any]]) -> tuple[SettingsSet, ...]:
+    groups: dict[str, list[str]] = {}
+    for run_id, run in runs.items():
+        groups.setdefault(_signature(run["engine"], run.get("profile"),
+                                     run.get("settings", {})), []).append(run_id)
+    sets = []
+    for number, (signature, members) in enumerate(groups.items(), start=1):
+        engine, profile, values = json.loads(signature)
+        sets.append(SettingsSet(number=number, engine=engine, profile=profile or "",
+                                values=tuple((k, _text(v)) for k, v in sorted(values.items())),
+                                runs=tuple(members)))
+    return tuple(sets)
+
+
+def _environment_sets(runs: dict[str, dict[str, Any]]) -> tuple[EnvironmentSet, ...]:
+    groups: dict[str, list[str]] = {}
+    for run_id, run in runs.items():
+        env = run.get("environment", {})
+        groups.setdefault(_signature(env.get("host", {}), env.get("packages", {}),
+                                     env.get("servers", {})), []).append(run_id)
+    sets = []
+    for number, (signature, members) in enumerate(groups.items(), start=1):
+        host, packages, servers = json.loads(signature)
+        sets.append(EnvironmentSet(number=number, host=_flatten(host),
+                                   packages=_flatten(packages), servers=_flatten(servers),
+                                   runs=tuple(members)))
+    return tuple(sets)
+
+
+def _number_of(sets: Sequence[SettingsSet | EnvironmentSet], run_id: str) -> int:
+    return next(s.number for s in sets if run_id in s.runs)
+
+
+def _signature(*parts: Any) -> str:
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> Pairs:
+    """Nested settings as (dotted.name, text) pairs; absent values are left out."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in sorted(data.items()):
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            pairs.extend(_flatten(value, f"{name}."))
+        elif value is not None and value != []:
+            pairs.append((name, _text(value)))
+    return tuple(pairs)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
