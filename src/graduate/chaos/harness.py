@@ -422,6 +422,7 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
     record: dict[str, Any] = {
         "run_id": session.run_id,
         "created_at": now_iso(),
+        "started_at": timeline.started,  # epoch seconds; timeline times count from here
         "flow": {"name": flow.name, "version": flow.version, "source": flow.source,
                  "definition": flow_to_dict(flow)},
         "engine": session.engine.name,

@@ -27,7 +27,7 @@ from graduate.runner import RunOptions, approve_all
 VERDICT_STYLE = {Verdict.COMPLETED: "green", Verdict.COMPENSATED: "yellow",
                  Verdict.FAILED: "red", Verdict.LOST: "bold red", Verdict.STUCK: "bold red"}
 EvidenceOption = Annotated[Path | None, typer.Option(
-    help="Evidence folder (default: .graduate/evidence, or `evidence` in [tool.graduate]).")]
+    help="Evidence folder (default: .graduate/evidence, or `evidence` in \\[tool.graduate]).")]
 
 
 def _store(config: Settings, evidence: Path | None) -> EvidenceStore:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +12,8 @@ from graduate.chaos.matrix import CellOutcome, MatrixSpec, run_matrix
 from graduate.cli.chaos import matrix_table
 from graduate.cli.common import console, settings
 from graduate.evidence import EvidenceStore
+from graduate.reports.build import build_report
+from graduate.reports.render import write_reports
 
 SAMPLE_FLOW = "partner_approval"
 DEMO_FAULTS = ("none", "kill-worker", "stop-worker", "restart-broker", "restart-server",
@@ -20,12 +23,15 @@ DEMO_FAULTS = ("none", "kill-worker", "stop-worker", "restart-broker", "restart-
 def demo(
     ctx: typer.Context,
     timeout: Annotated[float, typer.Option(help="Deadline of each run, seconds.")] = 45.0,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for the HTML and Markdown reports (default: reports/).")] = None,
 ) -> None:
     """Run the sample spike (partner_approval) under every fault on Temporal and on both
     Celery strategies, and summarise what each engine did with each commitment.
 
     Every run starts its own local Temporal server or Redis, and everything it starts is
-    stopped again. The evidence goes to .graduate/evidence. This takes a few minutes.
+    stopped again. The evidence goes to the evidence folder, and the HTML and Markdown
+    reports to reports/. This takes a few minutes.
 
     Example: graduate demo
     """
@@ -43,4 +49,9 @@ def demo(
 
     matrix_id, cells = run_matrix(config, spec, store, on_cell=progress)
     console.print(matrix_table(matrix_id, cells))
+    built = build_report(store, matrix_id=matrix_id)
+    written = write_reports(built, out or config.project_dir / "reports", ("html", "md"))
+    console.print(f"recommendation: {built.recommendation.headline}")
     console.print(f"evidence: {store.matrix_path(matrix_id)}")
+    for path in written:
+        console.print(f"report: {path}", soft_wrap=True)

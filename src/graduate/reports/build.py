@@ -81,6 +81,9 @@ def build_report(store: EvidenceStore, *, matrix_id: str | None = None,
                           "matrix or a list of runs")
     if run_ids:
         return _from_runs(store, list(dict.fromkeys(run_ids)))
+    if matrix_id is None and store.latest_matrix() is None and store.runs():
+        # A folder of runs and no matrix (a crash-resume suite's): report every run.
+        return _from_runs(store, store.runs())
     return _from_matrix(store, matrix_id or _latest_matrix(store))
 
 
@@ -88,11 +91,6 @@ def _latest_matrix(store: EvidenceStore) -> str:
     found = store.latest_matrix()
     if found is not None:
         return found
-    runs = store.runs()
-    if runs:
-        raise ConfigError(f"the evidence folder {store.root} has no matrix, but it has "
-                          f"{len(runs)} run(s); report them with --run ID (for example "
-                          f"--run {runs[-1]}), or run `graduate matrix FLOW` first")
     raise ConfigError(f"the evidence folder {store.root} is empty; run `graduate matrix FLOW` "
                       "(or `graduate chaos ...`) first, or point --evidence at the folder that "
                       "holds your evidence")
