@@ -11,6 +11,7 @@ from graduate.config import Settings
 from graduate.errors import ServiceError
 from graduate.services.model import TemporalTarget
 from graduate.services.providers import make_provider
+from tests.conftest import service_url
 
 FLOW = (Path(__file__).resolve().parents[1] / "flows" / "chaos.toml").read_text()
 USER_TEST = '''
@@ -150,3 +151,34 @@ def test_needs_temporal(temporal_server):
 
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*provider 'docker' is not available: no Docker engine*"])
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+def test_the_external_provider_runs_on_a_real_rabbitmq_and_postgres(
+        project: pytest.Pytester, broker: str) -> None:
+    """Celery on RabbitMQ (a Redis result backend), the ledger on PostgreSQL. With late
+    acknowledgement RabbitMQ hands a dead worker's task back as soon as its connection
+    closes, so a worker kill costs one repeat of the step, absorbed by its key."""
+    rabbitmq = service_url("GRADUATE_TEST_RABBITMQ_URL", "RabbitMQ")
+    postgres = service_url("GRADUATE_TEST_POSTGRES_URL", "PostgreSQL")
+    project.makepyfile(test_cluster='''
+from graduate.testing import Verdict
+
+
+def test_a_worker_kill_on_rabbitmq(chaos, ledger):
+    outcome = chaos("approval", engine="celery-chain", fault="kill-worker",
+                    at="activate:after-effect", profile="tuned", timeout=40)
+    outcome.assert_ok()
+    outcome.assert_all(Verdict.COMPLETED)
+    assert ledger.url.startswith("postgresql://")
+    activate = [e.outcome.value for e in ledger.effects(run_id=outcome.result.run_id)
+                if e.step == "activate"]
+    assert activate == ["applied", "absorbed"]
+''')
+    result = project.runpytest_subprocess(
+        "--graduate-provider", "external", "--graduate-broker-url", rabbitmq,
+        "--graduate-result-backend-url", broker, "--graduate-ledger-url", postgres)
+
+    result.assert_outcomes(passed=1)

@@ -37,37 +37,52 @@ class Provider(Protocol):
 
 
 class LocalProvider:
-    """A Temporal dev server and a Redis from the virtual environment, on free ports.
+    """A Temporal dev server and a Redis from the virtual environment, on free ports,
+    for whatever the settings do not name: `broker_url = "amqp://..."` gives Celery
+    RabbitMQ, with a local Redis as its result backend.
 
     Faults that restart a server get servers of their own from the harness, so the
     suite's shared ones are never disturbed."""
 
     name = "local"
 
-    def __init__(self, folder: Path, temporal_cli: str | None = None) -> None:
+    def __init__(self, folder: Path, settings: Settings) -> None:
         self.folder = folder
-        self.temporal_cli = temporal_cli
+        self.settings = settings
         self._temporal: LocalTemporal | None = None
         self._redis: LocalRedis | None = None
 
     def temporal(self) -> TemporalTarget:
+        if self.settings.temporal_address:
+            return ExternalProvider(self.settings).temporal()
         if self._temporal is None:
-            server = LocalTemporal.create(self.folder, cli=self.temporal_cli)
+            server = LocalTemporal.create(self.folder, cli=self.settings.temporal_cli)
             server.start()
             self._temporal = server
         return TemporalTarget(address=self._temporal.address)
 
     def broker(self) -> str:
+        return self.settings.broker_url or self._local_redis()
+
+    def result_backend(self) -> str:
+        return self.settings.result_backend_url or (
+            self.broker() if self.broker().startswith(("redis://", "rediss://"))
+            else self._local_redis())
+
+    def _local_redis(self) -> str:
         if self._redis is None:
             server = LocalRedis.create(self.folder)
             server.start()
             self._redis = server
         return self._redis.url
 
-    def result_backend(self) -> str:
-        return self.broker()
-
     def cannot(self, fault: str) -> str | None:
+        # What the settings name is someone else's to restart, as on the external provider.
+        configured = ExternalProvider(self.settings).cannot(fault)
+        if fault == "restart-broker" and self.settings.broker_url:
+            return configured
+        if fault == "restart-server" and self.settings.temporal_address:
+            return configured
         return None
 
     def close(self) -> None:
@@ -191,7 +206,7 @@ def docker_client() -> object:
 
 def make_provider(kind: str, settings: Settings, folder: Path) -> Provider:
     if kind == "local":
-        return LocalProvider(folder, settings.temporal_cli)
+        return LocalProvider(folder, settings)
     if kind == "external":
         return ExternalProvider(settings)
     if kind == "docker":
