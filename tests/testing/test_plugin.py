@@ -182,3 +182,23 @@ def test_a_worker_kill_on_rabbitmq(chaos, ledger):
         "--graduate-result-backend-url", broker, "--graduate-ledger-url", postgres)
 
     result.assert_outcomes(passed=1)
+
+
+def test_the_docker_provider_runs_a_flow_in_containers(project: pytest.Pytester) -> None:
+    """Where a Docker engine is reachable: Temporal, RabbitMQ, Redis and PostgreSQL in
+    containers. Elsewhere the test inside is skipped with the provider's reason."""
+    project.makepyfile(test_docker='''
+def test_in_containers(chaos, ledger):
+    for engine in ("temporal", "celery-chain"):
+        chaos("approval", engine=engine, timeout=60).assert_all("completed")
+    assert ledger.url.startswith("postgresql://")
+''')
+    result = project.runpytest_subprocess("-rs", "--graduate-provider", "docker",
+                                          "--graduate-docker-services",
+                                          "redis,rabbitmq,postgres")
+
+    outcomes = result.parseoutcomes()
+    if outcomes.get("skipped"):
+        result.stdout.fnmatch_lines(["*provider 'docker' is not available: no Docker engine*"])
+    else:
+        assert outcomes == {"passed": 1}

@@ -8,8 +8,9 @@ graduate cannot kill a broker it did not start.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from graduate.config import Settings
 from graduate.errors import ServiceError
@@ -135,44 +136,65 @@ class ExternalProvider:
 
 
 class DockerProvider:
-    """Redis and a Temporal dev server in containers, through testcontainers."""
+    """Servers in containers, through testcontainers: a Temporal dev server, and Redis or
+    RabbitMQ as the broker (RabbitMQ with a Redis result backend); PostgreSQL for the
+    ledger when asked for."""
 
     name = "docker"
     temporal_image = "temporalio/temporal:1.4.1"
     redis_image = "redis:7"
+    rabbitmq_image = "rabbitmq:3.13"
+    postgres_image = "postgres:16"
 
-    def __init__(self) -> None:
+    def __init__(self, services: tuple[str, ...] = ("redis",)) -> None:
+        unknown = set(services) - {"redis", "rabbitmq", "postgres"}
+        if unknown:
+            raise ServiceError(f"unknown docker service(s) {sorted(unknown)}; choose from "
+                               "redis, rabbitmq, postgres")
+        self.services = services
         self.client = docker_client()
-        self._containers: list[object] = []
-        self._temporal: str | None = None
-        self._redis: str | None = None
+        self._containers: list[Any] = []
+        self._started: dict[str, str] = {}
+
+    def _start(self, key: str, container: Any, url: Callable[[Any], str]) -> str:
+        if key not in self._started:
+            container.start()
+            self._containers.append(container)
+            self._started[key] = url(container)
+        return self._started[key]
 
     def temporal(self) -> TemporalTarget:
-        if self._temporal is None:
-            from testcontainers.core.container import DockerContainer
+        from testcontainers.core.container import DockerContainer
 
-            container = (DockerContainer(self.temporal_image)
-                         .with_command("server start-dev --ip 0.0.0.0 --headless")
-                         .with_exposed_ports(7233))
-            container.start()
-            self._containers.append(container)
-            self._temporal = (f"{container.get_container_host_ip()}:"
-                              f"{container.get_exposed_port(7233)}")
-        return TemporalTarget(address=self._temporal)
+        container = (DockerContainer(self.temporal_image)
+                     .with_command("server start-dev --ip 0.0.0.0 --headless")
+                     .with_exposed_ports(7233))
+        address = self._start("temporal", container, lambda c: (
+            f"{c.get_container_host_ip()}:{c.get_exposed_port(7233)}"))
+        return TemporalTarget(address=address)
 
     def broker(self) -> str:
-        if self._redis is None:
-            from testcontainers.redis import RedisContainer
+        if "rabbitmq" not in self.services:
+            return self.result_backend()
+        from testcontainers.rabbitmq import RabbitMqContainer
 
-            container = RedisContainer(self.redis_image)
-            container.start()
-            self._containers.append(container)
-            self._redis = (f"redis://{container.get_container_host_ip()}:"
-                           f"{container.get_exposed_port(6379)}/0")
-        return self._redis
+        return self._start("rabbitmq", RabbitMqContainer(self.rabbitmq_image), lambda c: (
+            f"amqp://guest:guest@{c.get_container_host_ip()}:{c.get_exposed_port(5672)}//"))
 
     def result_backend(self) -> str:
-        return self.broker()
+        from testcontainers.redis import RedisContainer
+
+        return self._start("redis", RedisContainer(self.redis_image), lambda c: (
+            f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(6379)}/0"))
+
+    def ledger_url(self) -> str | None:
+        """A PostgreSQL URL for the ledger, when `postgres` is among the services."""
+        if "postgres" not in self.services:
+            return None
+        from testcontainers.postgres import PostgresContainer
+
+        return self._start("postgres", PostgresContainer(self.postgres_image, driver=None),
+                           lambda c: str(c.get_connection_url()))
 
     def cannot(self, fault: str) -> str | None:
         if fault in ("restart-broker", "restart-server"):
@@ -182,7 +204,7 @@ class DockerProvider:
 
     def close(self) -> None:
         for container in reversed(self._containers):
-            container.stop()  # type: ignore[attr-defined]
+            container.stop()
 
 
 def docker_client() -> object:
@@ -204,11 +226,12 @@ def docker_client() -> object:
     return client
 
 
-def make_provider(kind: str, settings: Settings, folder: Path) -> Provider:
+def make_provider(kind: str, settings: Settings, folder: Path,
+                  docker_services: tuple[str, ...] = ("redis",)) -> Provider:
     if kind == "local":
         return LocalProvider(folder, settings)
     if kind == "external":
         return ExternalProvider(settings)
     if kind == "docker":
-        return DockerProvider()
+        return DockerProvider(docker_services)
     raise ServiceError(f"unknown provider {kind!r}; choose one of: {', '.join(PROVIDERS)}")

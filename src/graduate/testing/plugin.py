@@ -31,7 +31,7 @@ from graduate.flow import load_flow
 from graduate.ledger import Ledger
 from graduate.runner import RunOptions, approve_all
 from graduate.services.model import TemporalTarget
-from graduate.services.providers import PROVIDERS, Provider, make_provider
+from graduate.services.providers import PROVIDERS, DockerProvider, Provider, make_provider
 from graduate.testing.outcome import ChaosOutcome
 
 RESTART_FAULTS = ("restart-broker", "restart-server")
@@ -58,6 +58,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--graduate-provider", choices=PROVIDERS, default=None,
                     help="where servers come from: local processes from the virtual "
                          "environment (default), external URLs, or docker (testcontainers)")
+    group.addoption("--graduate-docker-services", metavar="LIST", default="redis",
+                    help="with --graduate-provider docker: containers to use besides "
+                         "Temporal: redis (default), rabbitmq (the broker; Redis stays the "
+                         "result backend), postgres (the ledger)")
     for key, flag in _OPTIONS.items():
         group.addoption(flag, dest=f"graduate_{key}", metavar="VALUE",
                         help=f"the {key.replace('_', ' ')} (else GRADUATE_{key.upper()} "
@@ -114,8 +118,11 @@ def graduate_settings(pytestconfig: pytest.Config) -> Settings:
 def graduate_provider(pytestconfig: pytest.Config, graduate_settings: Settings,
                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     kind = pytestconfig.getoption("graduate_provider") or "local"
+    docker = tuple(item.strip() for item in
+                   pytestconfig.getoption("graduate_docker_services").split(",") if item)
     try:
-        provider = make_provider(kind, graduate_settings, tmp_path_factory.mktemp("graduate"))
+        provider = make_provider(kind, graduate_settings, tmp_path_factory.mktemp("graduate"),
+                                 docker)
     except GraduateError as error:
         pytest.skip(f"graduate provider {kind!r} is not available: {error}")
     yield provider
@@ -135,10 +142,13 @@ def broker(graduate_provider: Provider) -> str:
 
 
 @pytest.fixture
-def ledger(pytestconfig: pytest.Config, graduate_settings: Settings,
+def ledger(graduate_settings: Settings, graduate_provider: Provider,
            tmp_path: Path) -> Iterator[Ledger]:
-    """The ledger of one test: SQLite in its temporary folder, or --graduate-ledger-url."""
-    url = graduate_settings.ledger_url or str(tmp_path / "ledger.sqlite3")
+    """The ledger of one test: SQLite in its temporary folder, --graduate-ledger-url, or
+    the docker provider's PostgreSQL."""
+    from_docker = (graduate_provider.ledger_url()
+                   if isinstance(graduate_provider, DockerProvider) else None)
+    url = graduate_settings.ledger_url or from_docker or str(tmp_path / "ledger.sqlite3")
     ledger = Ledger(url)
     yield ledger
     ledger.close()
