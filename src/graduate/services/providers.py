@@ -176,13 +176,13 @@ class DockerProvider:
     def broker(self) -> str:
         if "rabbitmq" not in self.services:
             return self.result_backend()
-        from testcontainers.rabbitmq import RabbitMqContainer
+        from testcontainers.community.rabbitmq import RabbitMqContainer
 
         return self._start("rabbitmq", RabbitMqContainer(self.rabbitmq_image), lambda c: (
             f"amqp://guest:guest@{c.get_container_host_ip()}:{c.get_exposed_port(5672)}//"))
 
     def result_backend(self) -> str:
-        from testcontainers.redis import RedisContainer
+        from testcontainers.community.redis import RedisContainer
 
         return self._start("redis", RedisContainer(self.redis_image), lambda c: (
             f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(6379)}/0"))
@@ -191,7 +191,7 @@ class DockerProvider:
         """A PostgreSQL URL for the ledger, when `postgres` is among the services."""
         if "postgres" not in self.services:
             return None
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         return self._start("postgres", PostgresContainer(self.postgres_image, driver=None),
                            lambda c: str(c.get_connection_url()))
