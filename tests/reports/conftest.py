@@ -160,7 +160,12 @@ class EvidenceBuilder:
         if hit and step:
             after = [r for r in rows if r.started_at >= START + FAULT_AT]
             first = after[0] if after else None
-            allowed = {step} if point != "during-wait" else set()
+            # As graduate.check does: caught at a wait, going on with the next step is exact.
+            steps = [n["step"] for n in self.definition["nodes"] if "step" in n]
+            names = [n.get("step") or n.get("wait") or n.get("timer")
+                     for n in self.definition["nodes"]]
+            following = next((n for n in names[names.index(step) + 1:] if n in steps), None)
+            allowed = {step} if point != "during-wait" else {following}
             resume = Resume(
                 in_flight=step, point=point,
                 resumed_at=None if first is None else (

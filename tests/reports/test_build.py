@@ -18,6 +18,7 @@ from tests.reports.conftest import (
     COMPENSATED,
     FAULT_AT,
     LOST,
+    CellSpec,
     EvidenceBuilder,
     Instance,
     matrix_cells,
@@ -301,3 +302,29 @@ def test_the_flow_is_shown_as_written_not_as_shortened(builder: EvidenceBuilder)
     report = build_report(builder.store, run_ids=["short", "plain"])
 
     assert report.flow.waits[0].deadline == 72 * 3600
+
+
+@pytest.mark.parametrize("guarded_passes", [True, False])
+def test_temporal_refusing_an_unguarded_deploy_counts_only_if_the_guard_works(
+        builder: EvidenceBuilder, guarded_passes: bool) -> None:
+    """Replay holding an instance after a deploy without the versioning guard is the
+    safe outcome when the same deploy with the guard passes; without that, Temporal
+    itself failed."""
+    cells = matrix_cells(builder)
+    at = "approval:during-wait"
+    builder.run("dv", engine="temporal", fault="deploy-change", at=at,
+                instances=(Instance("stuck", BEFORE),))
+    builder.run("dg", engine="temporal", fault="deploy-change", at=at, versioned=True,
+                instances=(Instance() if guarded_passes else Instance("stuck", BEFORE),))
+    cells += [CellSpec("temporal", "deploy-change", at, run_id="dv"),
+              CellSpec("temporal", "deploy-change+versioned", at, run_id="dg")]
+
+    report = build_report(builder.store, matrix_id=builder.matrix("mdeploy", cells))
+
+    reasons = " ".join(report.recommendation.reasons)
+    if guarded_passes:
+        assert report.recommendation.decision == "graduate"
+        assert "replay caught as intended" in reasons
+    else:
+        assert report.recommendation.decision == "not-enough-evidence"
+        assert "Temporal itself failed" in reasons

@@ -224,7 +224,10 @@ def recommend(flow: FlowInfo, cells: Sequence[CellReport], summaries: Sequence[E
     needs = [c for c in answered if c.points_to == "temporal"]
     passing = [s for s in celery if s.verdict == "pass"]
     failing = [s for s in celery if s.verdict == "fail"]
-    if temporal.verdict == "fail":
+    caught = _caught_by_replay(cells)
+    real_failures = [c for c in cells if c.engine == "temporal" and c.status == "fail"
+                     and c not in caught]
+    if temporal.verdict == "fail" and real_failures:
         if not needs and passing:
             return _keep(flow, passing, answered, caveat)
         return undecided(f"Temporal itself failed: {temporal.sentence} Graduating would not "
@@ -235,7 +238,14 @@ def recommend(flow: FlowInfo, cells: Sequence[CellReport], summaries: Sequence[E
     if needs:
         reasons.append(f"{flow.name} is on the Temporal side of the source document's table "
                        f"for {', '.join(c.signal.lower() for c in needs)} (section 4).")
-    reasons.append(f"temporal: {temporal.sentence}{_median(temporal)}")
+    if caught:
+        reasons.append(
+            "temporal: every cell passed but the deploy of changed code without its "
+            "versioning guard, which replay caught as intended: the instance was held, "
+            "visibly, with nothing applied twice, and the same deploy with the guard "
+            f"passed.{_median(temporal)}")
+    else:
+        reasons.append(f"temporal: {temporal.sentence}{_median(temporal)}")
     reasons.extend(f"{s.engine}: {s.sentence}" for s in failing)
     for summary in passing:
         reasons.append(
@@ -246,6 +256,17 @@ def recommend(flow: FlowInfo, cells: Sequence[CellReport], summaries: Sequence[E
     return Recommendation(decision="graduate",
                           headline=f"Graduate {flow.name} to Temporal.",
                           reasons=(*reasons, *caveat))
+
+
+def _caught_by_replay(cells: Sequence[CellReport]) -> list[CellReport]:
+    """Temporal's unversioned deploy cells that failed the safe way (held, not lost,
+    nothing duplicated) while the same deploy with the versioning guard passed: the
+    engine refusing changed code, which is what the guard exists for."""
+    temporal = [c for c in cells if c.engine == "temporal" and c.fault == "deploy-change"]
+    guarded = any(c.status == "pass" and "+versioned" in c.column for c in temporal)
+    return [c for c in temporal if guarded and c.status == "fail"
+            and "+versioned" not in c.column and c.lost == 0 and c.failed == 0
+            and c.unabsorbed_duplicates == 0]
 
 
 def _keep(flow: FlowInfo, passing: Sequence[EngineSummary], answered: Sequence[Criterion],
