@@ -315,3 +315,23 @@ def test_temporal_retries_an_activity_whose_completion_was_cut_off(
     assert instance.verdict is Verdict.COMPLETED
     assert applied(settings, instance, "activate") == [Outcome.APPLIED, Outcome.ABSORBED]
     assert [e.kind for e in _timeline(result)][2:4] == ["fault-fired", "network-healed"]
+
+
+def test_celery_cold_shutdown_abandons_the_task_in_hand(settings: Settings,
+                                                        flow_file: FlowFactory) -> None:
+    """SIGQUIT: Celery's cold shutdown does not wait for the running task; with the
+    default early acknowledgement that task, and the chain after it, are gone."""
+    path = flow_file("chaos")
+    flow = load_flow(path)
+    options = ChaosOptions(
+        run=RunOptions(flow=str(path), engine="celery-chain", timeout=10,
+                       decisions=approve_all(flow)),
+        plan=parse_plan("stop-worker", "activate:before-effect", flow, restart_delay=0.5,
+                        cold=True))
+    result = run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
+    instance = only(result)
+
+    assert "SIGQUIT" in [e.detail for e in _timeline(result) if e.kind == "fault-fired"][0]
+    assert instance.verdict is Verdict.LOST
+    assert applied(settings, instance, "activate") == []
+    assert applied(settings, instance, "notify") == []

@@ -53,19 +53,22 @@ class FaultPlan:
     partition_for: float = 5.0  # how long a partition lasts
     versioned: bool = False  # deploy-change: with the engine's versioning guard
     change: str = "reorder"  # deploy-change: reorder or add-step
+    cold: bool = False  # stop-worker: SIGQUIT, a cold shutdown, instead of SIGTERM
 
     def describe(self) -> str:
         where = (f" at {self.step}:{self.point}" if self.step else
                  f" at +{self.offset:g}s" if self.offset is not None else "")
-        deploy = ""
+        variant = ""
         if self.fault == "deploy-change":
-            deploy = f" ({self.change}{', versioned' if self.versioned else ', unversioned'})"
-        return f"{self.fault}{where}{deploy}"
+            variant = f" ({self.change}{', versioned' if self.versioned else ', unversioned'})"
+        if self.fault == "stop-worker":
+            variant = " (cold shutdown)" if self.cold else " (warm shutdown)"
+        return f"{self.fault}{where}{variant}"
 
 
 def parse_plan(fault: str, at: str | None, flow: Flow, *, restart_delay: float = 1.0,
                partition_for: float = 5.0, versioned: bool = False,
-               change: str = "reorder") -> FaultPlan:
+               change: str = "reorder", cold: bool = False) -> FaultPlan:
     """Validate `--fault F --at STEP:POINT` (or `+SECONDS`) against the flow."""
     if fault not in FAULTS:
         raise ConfigError(f"unknown fault {fault!r}; choose one of: {', '.join(FAULTS)}")
@@ -83,7 +86,8 @@ def parse_plan(fault: str, at: str | None, flow: Flow, *, restart_delay: float =
                           f"{', '.join(POINTS)}) or --at +SECONDS")
     if match := _OFFSET.match(at):
         return FaultPlan(kind, offset=float(match.group(1)), restart_delay=restart_delay,
-                         partition_for=partition_for, versioned=versioned, change=change)
+                         partition_for=partition_for, versioned=versioned, change=change,
+                         cold=cold)
     name, sep, point = at.partition(":")
     if not sep or point not in POINTS:
         raise ConfigError(f"--at {at!r} is not understood; write STEP:POINT with POINT one "
@@ -96,7 +100,8 @@ def parse_plan(fault: str, at: str | None, flow: Flow, *, restart_delay: float =
         raise ConfigError(f"--at {at!r}: flow {flow.name!r} has no step {name!r}; its steps: "
                           f"{steps}")
     return FaultPlan(kind, step=name, point=point, restart_delay=restart_delay,
-                     partition_for=partition_for, versioned=versioned, change=change)
+                     partition_for=partition_for, versioned=versioned, change=change,
+                     cold=cold)
 
 
 def _wait(flow: Flow, name: str | None) -> Wait:

@@ -273,11 +273,14 @@ def _fire(session: RunSession, plan: FaultPlan, reached: PointReached | None,
                                     "the worker's main process lives on")
     elif plan.fault == "stop-worker":
         victim = _worker_holding(session, reached)
-        # A deploy signals the worker's main process, which then shuts down warm: Celery
-        # finishes the task in hand, Temporal waits its graceful shutdown timeout.
-        victim.popen.send_signal(signal.SIGTERM)
-        timeline.add("fault-fired", f"SIGTERM to {victim.name}'s main process (a deploy or "
-                                    "scale-down)")
+        # A deploy signals the worker's main process. SIGTERM asks for a warm shutdown:
+        # Celery finishes the task in hand, Temporal waits its graceful shutdown timeout.
+        # SIGQUIT is Celery's cold shutdown: the task in hand is abandoned.
+        stop = signal.SIGQUIT if plan.cold else signal.SIGTERM
+        victim.popen.send_signal(stop)
+        timeline.add("fault-fired", f"{stop.name} to {victim.name}'s main process "
+                                    f"({'cold' if plan.cold else 'warm'} shutdown, as a "
+                                    "deploy or scale-down)")
         _release_all(session, plan)  # a warm shutdown finishes the task in hand
         _await_exit(victim, timeline)
         _replace_worker(session, victim, plan, timeline)

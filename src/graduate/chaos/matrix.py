@@ -22,6 +22,7 @@ from graduate.evidence import EvidenceStore, now_iso
 from graduate.flow import Flow, Step, load_flow
 from graduate.runner import RunOptions, approve_all, new_run_id
 
+VARIANTS = {("deploy-change", "versioned"), ("stop-worker", "cold")}
 DEFAULT_FAULTS = ("none", "kill-worker", "kill-pool-child", "stop-worker", "restart-broker",
                   "restart-server", "wait-timeout")
 
@@ -47,6 +48,7 @@ class Cell:
     at: str | None
     profile: str
     versioned: bool = False
+    cold: bool = False
 
 
 @dataclass
@@ -59,6 +61,7 @@ class CellOutcome:
     at: str | None
     profile: str
     versioned: bool = False
+    cold: bool = False
     status: str = "pending"  # pending, done, not-applicable
     run_id: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
@@ -87,16 +90,18 @@ def plan_cells(flow: Flow, spec: MatrixSpec) -> list[Cell]:
         for item in spec.faults:
             name, _, at = item.partition("@")
             fault, plus, variant = name.partition("+")
-            if fault not in FAULTS or (plus and variant != "versioned"):
+            if fault not in FAULTS or (plus and (fault, variant) not in VARIANTS):
                 raise ConfigError(f"unknown fault {name!r} in --faults; choose from: "
                                   f"{', '.join(FAULTS)}, as FAULT[@STEP:POINT] "
-                                  "(deploy-change+versioned for the versioning guard)")
+                                  "(deploy-change+versioned for the versioning guard, "
+                                  "stop-worker+cold for a cold shutdown)")
             point = at or _default_at(flow, fault, spec.at)
-            parse_plan(fault, point, flow, versioned=bool(plus))
+            versioned, cold = variant == "versioned", variant == "cold"
+            parse_plan(fault, point, flow, versioned=versioned, cold=cold)
             for profile in spec.profiles:
                 key = f"{engine}|{name}@{point or '-'}|{profile}"
                 cells.append(Cell(key=key, engine=engine, fault=fault, at=point,
-                                  profile=profile, versioned=bool(plus)))
+                                  profile=profile, versioned=versioned, cold=cold))
     return cells
 
 
@@ -140,8 +145,8 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     else:
         flow = load_flow(spec.flow, spikes_dir=settings.spikes_dir)
         matrix_id = f"m{new_run_id()}"
-        outcomes = [CellOutcome(c.key, c.engine, c.fault, c.at, c.profile, c.versioned)
-                    for c in plan_cells(flow, spec)]
+        outcomes = [CellOutcome(c.key, c.engine, c.fault, c.at, c.profile, c.versioned,
+                                cold=c.cold) for c in plan_cells(flow, spec)]
         record = {"matrix_id": matrix_id, "created_at": now_iso(), "flow": flow.name,
                   "spec": asdict(spec)}
     flow = load_flow(spec.flow, spikes_dir=settings.spikes_dir)
@@ -150,7 +155,7 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     pending = [o for o in outcomes if o.status == "pending"]
     for number, outcome in enumerate(pending, start=1):
         plan = parse_plan(outcome.fault, outcome.at, flow, restart_delay=spec.restart_delay,
-                          versioned=outcome.versioned)
+                          versioned=outcome.versioned, cold=outcome.cold)
         result = run_chaos(settings, _options(spec, flow, plan, outcome), store)
         outcome.run_id = result.run_id
         outcome.status = "done" if result.applicable else "not-applicable"

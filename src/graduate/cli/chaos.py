@@ -52,6 +52,9 @@ def chaos(
         help="Seconds a partition lasts before it heals.")] = 5.0,
     versioned: Annotated[bool, typer.Option(
         help="deploy-change: deploy with the engine's versioning guard.")] = False,
+    cold: Annotated[bool, typer.Option(
+        help="stop-worker: a cold shutdown (SIGQUIT: Celery abandons the task in hand) "
+             "instead of a warm one (SIGTERM).")] = False,
     wait_deadline: Annotated[float | None, typer.Option(
         help="Shorten the flow's wait deadlines to this many seconds for the run.")] = None,
     timeout: Annotated[float, typer.Option(
@@ -74,7 +77,7 @@ def chaos(
     profile_settings(profile, engine)
     loaded = load_flow(flow, spikes_dir=config.spikes_dir)
     plan = parse_plan(fault, at, loaded, restart_delay=restart_delay,
-                      partition_for=partition_for, versioned=versioned)
+                      partition_for=partition_for, versioned=versioned, cold=cold)
     if plan.fault == "wait-timeout" and wait_deadline is None and max(
             w.deadline for w in loaded.waits) > timeout:
         raise ConfigError(f"the waits of {loaded.name} last longer than the run's "
@@ -239,7 +242,8 @@ def matrix_table(matrix_id: str, cells: list[CellOutcome]) -> Table:
 
 
 def _fault_name(cell: CellOutcome) -> str:
-    return f"{cell.fault}+versioned" if cell.versioned else cell.fault
+    variant = "+versioned" if cell.versioned else "+cold" if cell.cold else ""
+    return f"{cell.fault}{variant}"
 
 
 def _alarm(count: int) -> str:

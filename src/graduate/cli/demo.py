@@ -44,8 +44,8 @@ def demo(
     def progress(cell: CellOutcome, number: int, total: int) -> None:
         result = ("n/a" if cell.status == "not-applicable"
                   else "pass" if cell.summary.get("passed") else "fail")
-        console.print(f"  [{number}/{total}] {cell.engine} {cell.fault}"
-                      f"{'+versioned' if cell.versioned else ''}: {result}")
+        console.print(f"  [{number}/{total}] {cell.key.split('|')[1].split('@')[0]} on "
+                      f"{cell.engine}: {result}")
 
     matrix_id, cells = run_matrix(config, spec, store, on_cell=progress)
     console.print(matrix_table(matrix_id, cells))

@@ -163,7 +163,8 @@ def _from_runs(store: EvidenceStore, run_ids: list[str]) -> Report:
         fault = run.get("fault", {})
         step, point, offset = fault.get("step"), fault.get("point"), fault.get("offset")
         at = f"{step}:{point}" if step else (f"+{offset:g}s" if offset is not None else None)
-        name = str(fault.get("fault", "none")) + ("+versioned" if fault.get("versioned") else "")
+        name = str(fault.get("fault", "none")) + ("+versioned" if fault.get("versioned") else
+                                                  "+cold" if fault.get("cold") else "")
         key = f"{run['engine']}|{name}@{at or '-'}|{run['profile']}"
         specs.append(_CellSpec(key=key, engine=str(run["engine"]),
                                fault=str(fault.get("fault", "none")), at=at,
@@ -255,7 +256,11 @@ def _explain(column: str) -> str:
     name = column.split("@", 1)[0]
     fault, _, variant = name.partition("+")
     text = DESCRIPTIONS.get(fault, "")
-    return f"{text}, with the engine's versioning guard" if variant == "versioned" else text
+    if variant == "versioned":
+        return f"{text}, with the engine's versioning guard"
+    if variant == "cold":
+        return f"{text}, as a cold shutdown (SIGQUIT: the task in hand is abandoned)"
+    return text
 
 
 # ---------------------------------------------------------------------------- the flow
