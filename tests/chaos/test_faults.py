@@ -331,7 +331,7 @@ def test_celery_cold_shutdown_abandons_the_task_in_hand(settings: Settings,
     result = run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
     instance = only(result)
 
-    assert "SIGQUIT" in [e.detail for e in _timeline(result) if e.kind == "fault-fired"][0]
+    assert "SIGQUIT" in next(e.detail for e in _timeline(result) if e.kind == "fault-fired")
     assert instance.verdict is Verdict.LOST
     assert applied(settings, instance, "activate") == []
     assert applied(settings, instance, "notify") == []
