@@ -32,6 +32,7 @@ from graduate.flow import Flow, Wait, flow_to_dict, load_flow, write_flow_json
 from graduate.ledger import PointReached
 from graduate.processes import ManagedProcess
 from graduate.runner import RunOptions, RunSession, open_session
+from graduate.services.local import LocalRedis, LocalTemporal
 from graduate.services.model import Services
 from graduate.services.provider import Stack
 
@@ -347,8 +348,11 @@ def _replace_worker(session: RunSession, victim: ManagedProcess, plan: FaultPlan
     timeline.add("worker-started", f"{worker.name} (pid {worker.pid}) replaces {victim.name}")
 
 
-def _restart(service: Any, what: str, plan: FaultPlan, timeline: Timeline,
-             session: RunSession) -> None:
+def _restart(service: LocalTemporal | LocalRedis | None, what: str, plan: FaultPlan,
+             timeline: Timeline, session: RunSession) -> None:
+    # not_applicable() has ruled out services graduate did not start itself.
+    assert service is not None
+    assert service.process is not None
     process = service.process
     process.kill()
     timeline.add("fault-fired", f"SIGKILL to the {what} (pid {process.pid})")
