@@ -40,20 +40,10 @@ class MatrixSpec:
     wait_deadline: float = 5.0  # the waits' deadline in wait-timeout cells
 
 
-@dataclass(frozen=True)
-class Cell:
-    key: str
-    engine: str
-    fault: str
-    at: str | None
-    profile: str
-    versioned: bool = False
-    cold: bool = False
-
-
 @dataclass
 class CellOutcome:
-    """What the matrix file keeps of a cell: enough for the summary, and the run's id."""
+    """One cell of a matrix, as planned and then as the matrix file keeps it: enough for
+    the summary, and the id of the run that settled it."""
 
     key: str
     engine: str
@@ -79,7 +69,7 @@ def default_point(flow: Flow) -> str:
     return f"{flow.steps[0].name}:before-effect"
 
 
-def plan_cells(flow: Flow, spec: MatrixSpec) -> list[Cell]:
+def plan_cells(flow: Flow, spec: MatrixSpec) -> list[CellOutcome]:
     """Every cell of the matrix, validated before any runs."""
     for engine in spec.engines:
         check_engine(engine)
@@ -100,8 +90,8 @@ def plan_cells(flow: Flow, spec: MatrixSpec) -> list[Cell]:
             parse_plan(fault, point, flow, versioned=versioned, cold=cold)
             for profile in spec.profiles:
                 key = f"{engine}|{name}@{point or '-'}|{profile}"
-                cells.append(Cell(key=key, engine=engine, fault=fault, at=point,
-                                  profile=profile, versioned=versioned, cold=cold))
+                cells.append(CellOutcome(key=key, engine=engine, fault=fault, at=point,
+                                         profile=profile, versioned=versioned, cold=cold))
     return cells
 
 
@@ -145,8 +135,7 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     else:
         flow = load_flow(spec.flow, spikes_dir=settings.spikes_dir)
         matrix_id = f"m{new_run_id()}"
-        outcomes = [CellOutcome(c.key, c.engine, c.fault, c.at, c.profile, c.versioned,
-                                cold=c.cold) for c in plan_cells(flow, spec)]
+        outcomes = plan_cells(flow, spec)
         record = {"matrix_id": matrix_id, "created_at": now_iso(), "flow": flow.name,
                   "spec": asdict(spec)}
     flow = load_flow(spec.flow, spikes_dir=settings.spikes_dir)
