@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -216,11 +217,14 @@ class Ledger:
             )
 
     def call(self, flow: Flow, request: InstanceRequest, step: Step, *, attempt: int,
-             engine: str, kind: EffectKind = "effect") -> Outcome:
+             engine: str, kind: EffectKind = "effect",
+             heartbeat: Callable[[], None] | None = None) -> Outcome:
         """Perform `step`'s effect (or its compensation) on its simulated system.
 
         Records the call, then raises TransientEffectError or PermanentEffectError when
         a failure is injected, so engines retry and compensate as they would for real.
+        `heartbeat` is called while the call is paused at a fault point, so an engine
+        that watches heartbeats sees a live step, not a dead one.
         """
         effect = step.effect if kind == "effect" else step.compensation
         if effect is None:
@@ -228,7 +232,7 @@ class Ledger:
         system = flow.system(effect.split(".", 1)[0])
         key = flow.key_for(step.name, request, compensation=kind == "compensation")
         if kind == "effect":
-            self._pause_if_armed(request.instance_id, step.name, "before-effect")
+            self._pause_if_armed(request.instance_id, step.name, "before-effect", heartbeat)
         started = time.time()
         # One transaction: a worker killed midway leaves neither the key claimed nor the
         # row written, never a claimed key without the call that claimed it.
@@ -243,7 +247,7 @@ class Ledger:
             )
         if kind == "effect" and outcome in (Outcome.APPLIED, Outcome.ABSORBED):
             # The classic duplicate window: the world changed, the engine does not know yet.
-            self._pause_if_armed(request.instance_id, step.name, "after-effect")
+            self._pause_if_armed(request.instance_id, step.name, "after-effect", heartbeat)
         if outcome is Outcome.TRANSIENT_ERROR:
             raise TransientEffectError(f"{effect} failed transiently (injected)")
         if outcome is Outcome.PERMANENT_ERROR:
@@ -276,7 +280,8 @@ class Ledger:
                         "WHERE instance_id = ? AND step = ? AND point = ?",
                         [time.time(), instance_id, step, point])
 
-    def _pause_if_armed(self, instance_id: str, step: str, point: PausePoint) -> None:
+    def _pause_if_armed(self, instance_id: str, step: str, point: PausePoint,
+                        heartbeat: Callable[[], None] | None) -> None:
         hit = self.db.execute(
             "UPDATE fault_points SET state = 'reached', reached_pid = ?, reached_at = ? "
             "WHERE instance_id = ? AND step = ? AND point = ? AND state = 'armed'",
@@ -289,6 +294,8 @@ class Ledger:
                                  "step = ? AND point = ?", [instance_id, step, point])
             if not rows or rows[0][0] == "released":
                 return
+            if heartbeat is not None:
+                heartbeat()
             time.sleep(PAUSE_POLL)
 
     def _decide(self, instance_id: str, step: str, kind: EffectKind, system: SystemSpec,

@@ -163,6 +163,25 @@ def test_temporal_resumes_at_the_step_in_flight_after_a_worker_kill(
         assert applied(settings, instance, step) == [Outcome.APPLIED]
 
 
+def test_temporal_heartbeat_timeout_retries_a_dead_workers_step_long_before_start_to_close(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """The tuned profile sets a heartbeat timeout (2 s) and the step heartbeats while it
+    runs. With a start-to-close of ten minutes, only the missed heartbeats can tell the
+    server that the killed worker's activity is dead, inside this run's deadline."""
+    path = flow_file("chaos", **{'timeout = "3s"': 'timeout = "10m"'})
+    result = chaos(settings, path, "temporal", "kill-worker", "activate:before-effect",
+                   profile="tuned", timeout=40)
+    instance = only(result)
+
+    assert instance.verdict is Verdict.COMPLETED
+    assert instance.resume is not None
+    assert instance.resume.exact
+    assert applied(settings, instance, "activate") == [Outcome.APPLIED]
+    started = [e["detail"] for e in _history(result, instance) if e["kind"] ==
+               "activity_task_started"]
+    assert "attempt 2 after heartbeat timeout" in started
+
+
 def test_temporal_resumes_after_a_server_restart(own_services: Settings,
                                                   flow_file: FlowFactory) -> None:
     """The dev server keeps its database: the workflow resumes where it was."""
@@ -203,6 +222,14 @@ def _timeline(result: ChaosResult) -> list[_Event]:
     assert result.evidence is not None
     record = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id)
     return [_Event(**e) for e in record["timeline"]]
+
+
+def _history(result: ChaosResult, instance: InstanceVerdict) -> list[dict[str, str]]:
+    assert result.evidence is not None
+    record = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id)
+    [found] = [i for i in record["instances"] if i["instance_id"] == instance.instance_id]
+    history: list[dict[str, str]] = found["history"]
+    return history
 
 
 class _Event:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -253,3 +254,27 @@ def test_chaos_and_matrix_refuse_bad_input_before_starting(project: Path, args: 
     for fragment in expected:
         assert fragment in done.stderr
     assert not (project / ".graduate" / "evidence" / "runs").exists()
+
+
+def test_chaos_runs_a_project_profile_and_records_its_settings(
+        project: Path, shared_env: dict[str, str]) -> None:
+    """A team's own settings, from [tool.graduate.profiles], reach the engine and the
+    evidence: here a one-second heartbeat timeout on top of Temporal's defaults."""
+    with (project / "pyproject.toml").open("a") as pyproject:
+        pyproject.write('\n[tool.graduate.profiles.production]\n'
+                        'description = "our settings"\n'
+                        'temporal = { heartbeat_timeout = 1 }\n')
+
+    done = graduate(project, "chaos", "partner_approval", "-e", "temporal", "--fault",
+                    "kill-worker", "--at", "activate:before-effect", "--profile",
+                    "production", "--json", env=shared_env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    [run_file] = (project / ".graduate" / "evidence" / "runs").glob("*.json")
+    run = json.loads(run_file.read_text())
+    assert run["profile"] == "production"
+    assert run["settings"] == {"graceful_shutdown_timeout": 0.0, "heartbeat_timeout": 1}
+    [instance] = run["instances"]
+    assert instance["verdict"] == "completed"
+    assert "attempt 2 after heartbeat timeout" in [
+        event["detail"] for event in instance["history"]]

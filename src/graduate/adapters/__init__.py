@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,19 @@ def check_engine(name: str) -> str:
     if name not in ENGINES:
         raise ConfigError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
     return name
+
+
+def check_settings(name: str, overrides: Mapping[str, Any]) -> None:
+    """Raise ConfigError unless `overrides` are settings engine `name` knows."""
+    check_engine(name)
+    if name == "temporal":
+        from graduate.adapters.temporal import settings as temporal_settings
+
+        temporal_settings.check_overrides(overrides)
+    else:
+        from graduate.adapters.celery import settings as celery_settings
+
+        celery_settings.check_overrides(name.removeprefix("celery-"), overrides)
 
 
 def open_engine(name: str, flow: Flow, services: Services, run_dir: Path, *,

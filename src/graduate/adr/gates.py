@@ -28,7 +28,7 @@ from graduate.adr.checklists import CHECKLISTS, ChecklistItem
 from graduate.adr.document import AdrDocument
 from graduate.adr.record import CLOSING, Attachment, Status
 from graduate.chaos.faults import FAULTS, POINTS
-from graduate.chaos.profiles import PROFILES
+from graduate.chaos.profiles import load_profiles
 from graduate.errors import ConfigError, GraduateError
 from graduate.flow import Flow, load_flow
 
@@ -143,10 +143,11 @@ def load_policy(project_dir: Path) -> GatePolicy:
         raise ConfigError(f"{where}: min_instances = {minimum!r} must be a whole number "
                           "from 1 up")
     profiles = _strings(table.get("require_profiles", []), f"{where}: require_profiles")
+    known = load_profiles(project_dir)
     for profile in profiles:
-        if profile not in PROFILES:
+        if profile not in known:
             raise ConfigError(f"{where}: require_profiles names {profile!r}; profiles: "
-                              f"{', '.join(PROFILES)}")
+                              f"{', '.join(known)}")
     extra = [_requirement(item, where)
              for item in _strings(table.get("required_faults", []),
                                   f"{where}: required_faults")]

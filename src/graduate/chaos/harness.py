@@ -95,7 +95,7 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
     if plan.fault == "wait-timeout":
         run = replace(run, decisions={k: v for k, v in run.decisions.items()
                                       if k != _wait(flow, plan.step).signal})
-    engine_settings = profile_settings(options.profile, run.engine)
+    engine_settings = profile_settings(options.profile, run.engine, settings.project_dir)
     timeline = Timeline(listener=on_event)
     proxies: list[Proxy] = []
     try:

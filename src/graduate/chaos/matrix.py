@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from graduate.adapters import ENGINES, check_engine
@@ -69,12 +70,12 @@ def default_point(flow: Flow) -> str:
     return f"{flow.steps[0].name}:before-effect"
 
 
-def plan_cells(flow: Flow, spec: MatrixSpec) -> list[CellOutcome]:
+def plan_cells(flow: Flow, spec: MatrixSpec, project_dir: Path) -> list[CellOutcome]:
     """Every cell of the matrix, validated before any runs."""
     for engine in spec.engines:
         check_engine(engine)
-    for profile in spec.profiles:
-        profile_settings(profile, "temporal")
+        for profile in spec.profiles:
+            profile_settings(profile, engine, project_dir)
     cells = []
     for engine in spec.engines:
         for item in spec.faults:
@@ -135,7 +136,7 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     else:
         flow = load_flow(spec.flow, spikes_dir=settings.spikes_dir)
         matrix_id = f"m{new_run_id()}"
-        outcomes = plan_cells(flow, spec)
+        outcomes = plan_cells(flow, spec, settings.project_dir)
         record = {"matrix_id": matrix_id, "created_at": now_iso(), "flow": flow.name,
                   "spec": asdict(spec)}
     flow = load_flow(spec.flow, spikes_dir=settings.spikes_dir)

@@ -1,22 +1,27 @@
-"""Named sets of engine settings: each engine's own defaults, and tuned production values.
+"""Named sets of engine settings: each engine's own defaults, tuned production values,
+and a project's own profiles from `[tool.graduate.profiles.NAME]` in pyproject.toml.
 
 The evidence of every run records the effective settings, so a reader can tell what
-a team gets without tuning from what it gets with it.
+a team gets without tuning from what it gets with it. A project profile starts from
+a built-in one (`extends`, "defaults" unless said) and overrides settings per engine:
+
+    [tool.graduate.profiles.production]
+    description = "what we run in production"
+    extends = "tuned"
+    temporal = { heartbeat_timeout = 5 }
+    celery-chain = { visibility_timeout = 3600 }
 """
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from graduate.adapters import ENGINES, check_settings
 from graduate.errors import ConfigError
-
-PROFILES: dict[str, str] = {
-    "defaults": "each engine's own defaults, as a team gets them without tuning",
-    "tuned": "what a team would set for production: late acknowledgement, redelivery of "
-             "tasks whose worker died, prefetch 1, a short Redis visibility timeout (10 s, "
-             "shortened so runs stay fast; production sets it above the longest task) swept "
-             "every second, and a graceful shutdown window for Temporal workers",
-}
 
 _CELERY_TUNED: dict[str, Any] = {
     "task_acks_late": True,
@@ -26,19 +31,103 @@ _CELERY_TUNED: dict[str, Any] = {
     "unacked_restore_interval": 1,
     "unacked_restore_throttle": 1,
 }
-_TUNED: dict[str, dict[str, Any]] = {
-    "temporal": {"graceful_shutdown_timeout": 10.0},
-    "celery-chain": _CELERY_TUNED,
-    # The state machine's own recovery: a step's lease outlives its time limit by 1 s,
-    # and an idle row is nudged after 2 s.
-    "celery-state-machine": {**_CELERY_TUNED, "lease_margin": 1.0, "idle_grace": 2.0},
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    # Per engine, the settings this profile overrides (none: the engine's defaults).
+    engines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def settings(self, engine: str) -> dict[str, Any]:
+        return dict(self.engines.get(engine, {}))
+
+
+BUILT_IN: dict[str, Profile] = {
+    "defaults": Profile("defaults", "each engine's own defaults, as a team gets them "
+                                    "without tuning"),
+    "tuned": Profile(
+        "tuned",
+        "what a team would set for production: late acknowledgement, redelivery of tasks "
+        "whose worker died, prefetch 1, a short Redis visibility timeout (10 s, shortened "
+        "so runs stay fast; production sets it above the longest task) swept every "
+        "second; for Temporal, a heartbeat timeout (2 s), so a dead worker's step is "
+        "retried without waiting out its start-to-close timeout, and a graceful shutdown "
+        "window for its workers",
+        {
+            "temporal": {"graceful_shutdown_timeout": 10.0, "heartbeat_timeout": 2.0},
+            "celery-chain": _CELERY_TUNED,
+            # The state machine's own recovery: a step's lease outlives its time limit
+            # by 1 s, and an idle row is nudged after 2 s.
+            "celery-state-machine": {**_CELERY_TUNED, "lease_margin": 1.0,
+                                     "idle_grace": 2.0},
+        },
+    ),
 }
+# What --help lists; a project's own profiles come on top.
+PROFILES: dict[str, str] = {name: profile.description for name, profile in BUILT_IN.items()}
 
 
-def profile_settings(profile: str, engine: str) -> dict[str, Any]:
+def load_profiles(project_dir: Path) -> dict[str, Profile]:
+    """The built-in profiles and those of the project's `[tool.graduate.profiles]`."""
+    profiles = dict(BUILT_IN)
+    pyproject = project_dir / "pyproject.toml"
+    if not pyproject.is_file():
+        return profiles
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{pyproject} is not valid TOML: {error}") from error
+    tables = data.get("tool", {}).get("graduate", {}).get("profiles", {})
+    for name, table in tables.items():
+        where = f"{pyproject} [tool.graduate.profiles.{name}]"
+        if name in BUILT_IN:
+            raise ConfigError(f"{where}: {name!r} is a built-in profile; give yours "
+                              "another name and, to start from it, `extends = "
+                              f"\"{name}\"`")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table of engine settings")
+        profiles[name] = _project_profile(name, table, where)
+    return profiles
+
+
+def _project_profile(name: str, table: dict[str, Any], where: str) -> Profile:
+    base_name = table.get("extends", "defaults")
+    if base_name not in BUILT_IN:
+        raise ConfigError(f"{where}: extends = {base_name!r}; a project profile extends "
+                          f"one of: {', '.join(BUILT_IN)}")
+    description = table.get("description", f"the project's profile {name!r}")
+    if not isinstance(description, str):
+        raise ConfigError(f"{where}: description must be a string")
+    base = BUILT_IN[base_name]
+    engines = {engine: base.settings(engine) for engine in ENGINES}
+    for key, value in table.items():
+        if key in ("extends", "description"):
+            continue
+        if key not in ENGINES:
+            raise ConfigError(f"{where}: {key!r} is not an engine; keys are description, "
+                              f"extends and the engines {', '.join(ENGINES)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} must be a table of settings, such as "
+                              f"{key} = {{ {_example(key)} }}")
+        try:
+            check_settings(key, value)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from error
+        engines[key].update(value)
+    return Profile(name, f"{description} (extends {base_name})", engines)
+
+
+def _example(engine: str) -> str:
+    return "heartbeat_timeout = 5" if engine == "temporal" else "task_acks_late = true"
+
+
+def profile_settings(profile: str, engine: str, project_dir: Path) -> dict[str, Any]:
     """The settings `profile` overrides for `engine` (empty for the defaults)."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
-    if profile == "defaults":
-        return {}
-    return dict(_TUNED[engine])
+    profiles = load_profiles(project_dir)
+    if profile not in profiles:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of: "
+                          f"{', '.join(profiles)} (a project adds its own in "
+                          "[tool.graduate.profiles.NAME] of pyproject.toml)")
+    return profiles[profile].settings(engine)

@@ -45,7 +45,8 @@ def chaos(
              "step not yet acknowledged), WAIT:during-wait, or +SECONDS.")] = None,
     instances: Annotated[int, typer.Option(help="Instances in flight.")] = 1,
     profile: Annotated[str, typer.Option(
-        help="; ".join(f"{k}: {v}" for k, v in PROFILES.items()))] = "defaults",
+        help="; ".join(f"{k}: {v}" for k, v in PROFILES.items())
+        + "; or one of the project's own ([tool.graduate.profiles.NAME])")] = "defaults",
     restart_delay: Annotated[float, typer.Option(
         help="Seconds the operator takes to restart what was killed.")] = 1.0,
     partition_for: Annotated[float, typer.Option(
@@ -74,7 +75,7 @@ def chaos(
     """
     config = settings(ctx)
     check_engine(engine)
-    profile_settings(profile, engine)
+    profile_settings(profile, engine, config.project_dir)
     loaded = load_flow(flow, spikes_dir=config.spikes_dir)
     plan = parse_plan(fault, at, loaded, restart_delay=restart_delay,
                       partition_for=partition_for, versioned=versioned, cold=cold)
@@ -151,7 +152,8 @@ def matrix(
         help=f"Comma-separated faults, each optionally FAULT@STEP:POINT. Known: "
              f"{', '.join(FAULTS)}.")] = ",".join(DEFAULT_FAULTS),
     profiles: Annotated[str, typer.Option(
-        help=f"Comma-separated profiles: {', '.join(PROFILES)}.")] = "defaults",
+        help=f"Comma-separated profiles: {', '.join(PROFILES)}, or the project's own "
+             "([tool.graduate.profiles.NAME]).")] = "defaults",
     at: Annotated[str | None, typer.Option(
         help="Fault point for faults given without one (default: the first step after the "
              "first wait, before its effect).")] = None,

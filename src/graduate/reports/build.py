@@ -683,4 +683,6 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> Pairs:
 
 
 def _text(value: Any) -> str:
+    if value is None:
+        return "not set (the engine's default)"
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)

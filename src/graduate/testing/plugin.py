@@ -180,7 +180,7 @@ class ChaosRunner:
         loaded = load_flow(flow, spikes_dir=self.settings.spikes_dir)
         plan = parse_plan(fault, at, loaded, restart_delay=restart_delay,
                           partition_for=partition_for, versioned=versioned, change=change)
-        profile_settings(profile, engine)
+        profile_settings(profile, engine, self.settings.project_dir)
         if (reason := self.provider.cannot(fault)) is not None:
             pytest.skip(f"{fault} on provider {self.provider.name}: {reason}")
         if plan.fault == "wait-timeout" and wait_deadline is None:

@@ -70,9 +70,17 @@ def effective_settings(strategy: str, broker_url: str,
 
         for option in TRANSPORT_OPTIONS:
             settings[option] = getattr(Channel, option)
-    own = dict(STATE_MACHINE) if strategy == "state-machine" else {}
-    settings.update(own)
-    for key, value in (overrides or {}).items():
+    settings.update(STATE_MACHINE if strategy == "state-machine" else {})
+    check_overrides(strategy, overrides or {})
+    settings.update(overrides or {})
+    return settings
+
+
+def check_overrides(strategy: str, overrides: Mapping[str, Any]) -> None:
+    """Every key a Celery setting (or one of graduate's), every value plain JSON."""
+    defaults = celery_defaults()
+    own = STATE_MACHINE if strategy == "state-machine" else {}
+    for key in overrides:
         if key not in defaults and key not in own and key not in TRANSPORT_OPTIONS:
             known = ", ".join([*TRANSPORT_OPTIONS, *own])
             raise ConfigError(
@@ -80,14 +88,12 @@ def effective_settings(strategy: str, broker_url: str,
                 "lower-case Celery setting name such as task_acks_late or "
                 "worker_prefetch_multiplier"
             )
-        settings[key] = value
     try:
-        json.dumps(settings)
+        json.dumps(dict(overrides))
     except TypeError as error:
         raise ConfigError(f"Celery settings must be plain JSON values (numbers, strings, "
                           f"lists, dicts) so workers and evidence can carry them: {error}"
                           ) from error
-    return settings
 
 
 def celery_conf(settings: Mapping[str, Any]) -> dict[str, Any]:

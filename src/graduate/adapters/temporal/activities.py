@@ -46,6 +46,8 @@ class EffectActivities:
                 flow, effect_input.request, step, attempt=activity.info().attempt,
                 engine=ENGINE_NAME,
                 kind="compensation" if effect_input.kind == "compensation" else "effect",
+                # Alive while paused at a fault point; the SDK throttles the calls.
+                heartbeat=activity.heartbeat,
             )
         except PermanentEffectError as error:
             raise ApplicationError(str(error), type=PERMANENT_ERROR_TYPE,

@@ -7,7 +7,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TimeoutType
+from temporalio.api.history.v1 import ActivityTaskStartedEventAttributes
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -23,6 +24,7 @@ from graduate.adapters.base import (
 )
 from graduate.adapters.temporal.client import connect
 from graduate.adapters.temporal.messages import WORKFLOW_NAME, FlowInput, FlowResult, task_queue
+from graduate.adapters.temporal.settings import effective_settings
 from graduate.errors import EngineError, ServiceError
 from graduate.flow import Flow, InstanceRequest
 from graduate.processes import ManagedProcess
@@ -35,6 +37,20 @@ _OUTCOMES = {
     "compensated": InstanceState.COMPENSATED,
     "failed": InstanceState.FAILED,
 }
+
+
+def _started_detail(started: ActivityTaskStartedEventAttributes) -> str:
+    """The attempt, and for a retry what ended the one before (a heartbeat timeout, say)."""
+    detail = f"attempt {started.attempt}"
+    if started.attempt == 1 or not started.HasField("last_failure"):
+        return detail
+    failure = started.last_failure
+    if failure.HasField("timeout_failure_info"):
+        kind = TimeoutType.Name(failure.timeout_failure_info.timeout_type)
+        cause = kind.removeprefix("TIMEOUT_TYPE_").lower().replace("_", "-") + " timeout"
+    else:
+        cause = failure.message.splitlines()[0] if failure.message else "a failure"
+    return f"{detail} after {cause}"
 
 
 class TemporalEngine:
@@ -54,8 +70,9 @@ class TemporalEngine:
         self.services = services
         self.worker_services = worker_services or services
         self.run_dir = run_dir
-        # The SDK's defaults (no graceful shutdown wait), unless a profile says otherwise.
-        self.settings: dict[str, Any] = {"graceful_shutdown_timeout": 0.0, **(settings or {})}
+        # The SDK's defaults (no graceful shutdown wait, no heartbeat timeout), unless a
+        # profile says otherwise.
+        self.settings = effective_settings(settings)
         self._loop = asyncio.new_event_loop()
         self._client: Client = self._run(connect(services.temporal))
         self._workers = 0
@@ -107,7 +124,8 @@ class TemporalEngine:
 
     def start(self, request: InstanceRequest) -> None:
         self._run(self._client.start_workflow(
-            WORKFLOW_NAME, FlowInput(flow=self.flow.name, request=request),
+            WORKFLOW_NAME, FlowInput(flow=self.flow.name, request=request,
+                                     heartbeat_timeout=self.settings["heartbeat_timeout"]),
             id=request.instance_id, task_queue=task_queue(self.flow.name, self.run_dir.name),
             memo={"done": [], "waiting": None, "correlation_id": request.correlation_id},
         ))
@@ -179,7 +197,7 @@ class TemporalEngine:
             elif event.HasField("workflow_execution_signaled_event_attributes"):
                 detail = event.workflow_execution_signaled_event_attributes.signal_name
             elif event.HasField("activity_task_started_event_attributes"):
-                detail = f"attempt {event.activity_task_started_event_attributes.attempt}"
+                detail = _started_detail(event.activity_task_started_event_attributes)
             elif event.HasField("workflow_task_failed_event_attributes"):
                 detail = event.workflow_task_failed_event_attributes.failure.message[:300]
             elif event.HasField("marker_recorded_event_attributes"):

@@ -21,6 +21,9 @@ def task_queue(flow_name: str, run_id: str) -> str:
 class FlowInput:
     flow: str
     request: InstanceRequest
+    # Seconds without a heartbeat after which the server deems an activity's worker dead
+    # and retries it; None is the SDK's default: only start-to-close detects a death.
+    heartbeat_timeout: float | None = None
 
 
 @dataclass

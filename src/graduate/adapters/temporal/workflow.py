@@ -110,11 +110,13 @@ class GraduateFlow:
     async def _activity(self, flow_input: FlowInput, step: Step, kind: str) -> None:
         effect = step.effect if kind == "effect" else step.compensation
         assert effect is not None
+        heartbeat = flow_input.heartbeat_timeout
         await workflow.execute_activity(
             effect,
             EffectInput(flow=flow_input.flow, request=flow_input.request, step=step.name,
                         kind=kind),
             start_to_close_timeout=timedelta(seconds=step.timeout),
+            heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None,
             retry_policy=_retry_policy(step),
         )
 
