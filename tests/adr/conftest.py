@@ -22,6 +22,7 @@ from graduate.check import EffectVerdict, InstanceVerdict, Resume, Verdict, judg
 from graduate.cli.app import main
 from graduate.config import Settings, env_var
 from graduate.evidence import EvidenceStore
+from graduate.flow import flow_to_dict, load_flow
 
 REPO = Path(__file__).resolve().parents[2]
 FLOW = "partner_approval"
@@ -78,6 +79,15 @@ class Project:
 
     # ------------------------------------------------------------------ ADR files
 
+    @property
+    def spike(self) -> Path:
+        return self.root / "spikes" / f"{FLOW}.toml"
+
+    def edit_spike(self, old: str, new: str) -> None:
+        text = self.spike.read_text(encoding="utf-8")
+        assert old in text, f"{old!r} is not in the spike"
+        self.spike.write_text(text.replace(old, new, 1), encoding="utf-8")
+
     def adr_path(self, number: int = 3) -> Path:
         return next((self.root / "docs" / "adr").glob(f"{number:04d}-*.md"))
 
@@ -103,8 +113,10 @@ class Project:
             versioned: bool = False, profile: str = "defaults", instances: int = 1,
             verdict: Verdict = Verdict.COMPLETED, applied: int = 1, exact: bool = True,
             hit: bool = True, applicable: bool = True, fired: bool = True,
-            trace_id: str | None = None, flow: str = FLOW) -> str:
-        """Store one run and return its id; the defaults make a run that passes."""
+            trace_id: str | None = None, flow: str = FLOW,
+            wait_deadline: float | None = None) -> str:
+        """Store one run and return its id; the defaults make a run that passes. The
+        run records the project's spike as it is now, as the flow it ran."""
         self._runs += 1
         run_id = f"r{self._runs:05d}"
         point = None if fault in ("none", "wait-timeout") else "before-effect"
@@ -131,15 +143,16 @@ class Project:
         description = fault if point is None else f"{fault} at {step}:{point}"
         self.store.save_run(run_id, {
             "run_id": run_id, "created_at": "2026-11-25T04:36:24.194+00:00",
-            "flow": {"name": flow, "version": 1, "source": "spikes/x.toml",
-                     "definition": {}},
+            "flow": {"name": flow, "version": 1, "source": f"spikes/{FLOW}.toml",
+                     "definition": flow_to_dict(load_flow(self.spike))},
             "engine": engine, "profile": profile, "settings": {},
             "fault": {"fault": fault, "step": step, "point": point, "offset": None,
                       "restart_delay": 1.0, "partition_for": 5.0, "versioned": versioned,
                       "change": "reorder", "description": description,
                       "applicable": applicable, "fired": fired and applicable,
                       "reason": "" if applicable else "does not apply here"},
-            "options": {"instances": instances}, "environment": {}, "timeline": [],
+            "options": {"instances": instances, "wait_deadline": wait_deadline},
+            "environment": {}, "timeline": [],
             "instances": [{**asdict(v), "history": []} for v in verdicts],
             "ledger": ledger,
             "verdict": {**asdict(judged), "passed": judged.passed},

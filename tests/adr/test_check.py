@@ -130,3 +130,24 @@ def test_status_shows_a_broken_adr_as_invalid(project: Project) -> None:
 
 def test_status_without_adrs_says_how_to_start(project: Project) -> None:
     assert "graduate adr new FLOW" in project.ok("adr", "status").out
+
+
+def test_check_catches_a_flow_changed_after_promotion(project: Project) -> None:
+    """Evidence speaks for the flow it ran: a step's timeout edited after approval
+    leaves the approved ADR without evidence for the flow as it is now."""
+    project.approved()
+    project.edit_spike('timeout = "10s"', 'timeout = "2s"')
+
+    result = project.cli("adr", "check")
+
+    assert result.code == 1
+    assert ("it ran another definition of the flow (nodes.create_record.timeout: 10.0 -> "
+            "2.0)") in result.out
+    assert "no attached temporal run of kill-worker that counts" in result.out
+
+
+def test_a_changed_description_is_not_a_changed_flow(project: Project) -> None:
+    project.approved()
+    project.edit_spike('description = "', 'description = "Reworded. ')
+
+    assert project.cli("adr", "check").code == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from graduate.adr.gates import DEFAULT_REQUIRED_FAULTS, FaultRequirement, load_policy
+from graduate.check import Verdict
 from graduate.config import load_settings
 from graduate.errors import ConfigError
 from tests.adr.conftest import REQUIRED, Project
@@ -110,3 +111,32 @@ def test_a_bad_gates_table_is_refused_with_exit_2(project: Project, body: str,
     result = project.cli("adr", "status")
     assert result.code == 2
     assert words in result.err
+
+
+def test_a_run_of_an_earlier_definition_is_superseded_not_held_against_the_flow(
+        project: Project) -> None:
+    """A failing run, then a fix to the flow and passing runs of the fixed flow: the old
+    failure no longer speaks for the flow, so it neither blocks nor counts."""
+    failing = project.run(verdict=Verdict.LOST)
+    project.spiking(failing)
+    project.edit_spike('timeout = "10s"', 'timeout = "30s"')
+
+    refused = project.cli("adr", "promote", "3", "--to", "approved")
+    assert refused.code == 1
+    assert f"run {failing} does not count: it ran another definition of the flow" in refused.out
+    assert f"{failing}-01 lost" not in refused.out  # the old failure is not listed
+
+    project.ok("adr", "attach", "3", *project.passing_runs())
+    project.ok("adr", "promote", "3", "--to", "approved")
+
+
+def test_a_wait_deadline_shortened_by_the_harness_is_not_a_change(project: Project) -> None:
+    """wait-timeout runs shorten the wait's deadline so the run ends in seconds; the
+    definition they record differs there, and only there, on purpose."""
+    _gates(project, 'required_faults = ["wait-timeout"]')
+    project.edit_spike('deadline = "72h"', 'deadline = "5s"')
+    wait_timeout = project.run(fault="wait-timeout", wait_deadline=5.0)
+    project.edit_spike('deadline = "5s"', 'deadline = "72h"')
+    project.spiking(*project.passing_runs(), wait_timeout)
+
+    project.ok("adr", "promote", "3", "--to", "approved")

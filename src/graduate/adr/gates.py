@@ -8,7 +8,9 @@
 - shipped: all of that, and a passing crash-resume test run (JUnit XML), and every
   item of the ADR's Security gate and Release checklist ticked.
 
-Every gate also needs every attached file to match the hash it was pinned with.
+Every gate also needs every attached file to match the hash it was pinned with. A run
+counts only for the flow it ran: its recorded definition must match the flow file as
+it is now, so evidence of an earlier version neither counts nor blocks.
 A team can tighten the gates in `[tool.graduate.gates]` of pyproject.toml, never
 loosen them: `required_faults` adds to the defaults, and there is no key to drop an
 item.
@@ -30,7 +32,7 @@ from graduate.adr.record import CLOSING, Attachment, Status
 from graduate.chaos.faults import FAULTS, POINTS
 from graduate.chaos.profiles import load_profiles
 from graduate.errors import ConfigError, GraduateError
-from graduate.flow import Flow, load_flow
+from graduate.flow import Flow, flow_to_dict, load_flow
 
 # Faults after which no step is in flight, so there is no resume to judge.
 _NO_RESUME = ("none", "wait-timeout")
@@ -192,7 +194,8 @@ def evaluate(document: AdrDocument, target: Status, policy: GatePolicy,
         return GateResult(target, tuple(items))
     items += [_classes(document, project_dir), _some_evidence(record.evidence)]
     if target in (Status.APPROVED, Status.SHIPPED):
-        items += [_fault(document, requirement, policy, loaded)
+        current = _current_definition(document, project_dir)
+        items += [_fault(document, requirement, policy, loaded, current)
                   for requirement in policy.required_faults]
         items.append(_trace_ids(loaded))
     if target is Status.SHIPPED:
@@ -240,7 +243,7 @@ def _some_evidence(evidence: Sequence[Attachment]) -> GateItem:
 
 
 def _fault(document: AdrDocument, requirement: FaultRequirement, policy: GatePolicy,
-           loaded: Loaded) -> GateItem:
+           loaded: Loaded, current: dict[str, Any] | None) -> GateItem:
     engine = policy.target_engine
     profiles = policy.require_profiles
     where = f" in profile(s) {', '.join(profiles)}" if profiles else ""
@@ -252,14 +255,16 @@ def _fault(document: AdrDocument, requirement: FaultRequirement, policy: GatePol
             if run.get("engine") == engine and requirement.matches(run)]
     problems: list[str] = []
     for attachment, run in runs:
-        problems += [f"run {attachment.id} ({run.get('profile')}): {p}"
-                     for p in failures(run)]
+        # A run of an earlier definition of the flow is superseded, not held against it.
+        if _definition_change(run, current) is None:
+            problems += [f"run {attachment.id} ({run.get('profile')}): {p}"
+                         for p in failures(run)]
     for profile in profiles or (None,):
         candidates = [(a, r) for a, r in runs if profile is None or r.get("profile") == profile]
-        counted = [a for a, r in candidates if _uncounted(r, policy) is None]
+        counted = [a for a, r in candidates if _uncounted(r, policy, current) is None]
         if counted:
             continue
-        notes = "".join(f"; run {a.id} does not count: {_uncounted(r, policy)}"
+        notes = "".join(f"; run {a.id} does not count: {_uncounted(r, policy, current)}"
                         for a, r in candidates)
         in_profile = f" in profile {profile}" if profile else ""
         flag = " --versioned" if requirement.versioned else ""
@@ -295,10 +300,14 @@ def failures(run: dict[str, Any]) -> list[str]:
     return found
 
 
-def _uncounted(run: dict[str, Any], policy: GatePolicy) -> str | None:
+def _uncounted(run: dict[str, Any], policy: GatePolicy,
+               current: dict[str, Any] | None) -> str | None:
     """Why a run that did not fail still proves nothing, or None when it counts."""
     fault = run.get("fault") or {}
     instances = run.get("instances") or []
+    if (change := _definition_change(run, current)) is not None:
+        return (f"it ran another definition of the flow ({change}); run the fault again "
+                "on the flow as it is now")
     if not fault.get("applicable"):
         return f"the fault does not apply ({fault.get('reason') or 'no reason given'})"
     if fault.get("fault") != "none" and not fault.get("fired"):
@@ -312,6 +321,78 @@ def _uncounted(run: dict[str, Any], policy: GatePolicy) -> str | None:
     if failures(run):
         return "it failed"
     return None
+
+
+# ---------------------------------------------------------------------------- flow changes
+
+
+def _current_definition(document: AdrDocument, project_dir: Path) -> dict[str, Any] | None:
+    """The flow as it stands, in evidence's layout; None when it does not load (the
+    classes item says why)."""
+    try:
+        return flow_to_dict(load_adr_flow(document.record.flow_source, project_dir))
+    except GraduateError:
+        return None
+
+
+def _definition_change(run: dict[str, Any], current: dict[str, Any] | None) -> str | None:
+    """How the flow a run ran differs from the flow as it stands, or None when it is the
+    same (or when there is nothing to compare it with)."""
+    if current is None:
+        return None
+    recorded = (run.get("flow") or {}).get("definition")
+    if not isinstance(recorded, dict) or not recorded:
+        return "the run does not record the flow's definition"
+    # The harness shortens wait deadlines for wait-timeout runs on purpose; that is the
+    # run's setting, not a change of the flow.
+    shortened = (run.get("options") or {}).get("wait_deadline") is not None
+    differences = _differences(_comparable(current, shortened),
+                               _comparable(recorded, shortened))
+    if not differences:
+        return None
+    shown = "; ".join(differences[:3])
+    more = f"; and {len(differences) - 3} more" if len(differences) > 3 else ""
+    return f"{shown}{more}"
+
+
+def _comparable(definition: dict[str, Any], shortened: bool) -> dict[str, Any]:
+    """A definition without what does not change behaviour (the description)."""
+    flow = {k: v for k, v in (definition.get("flow") or {}).items() if k != "description"}
+    nodes = [{k: v for k, v in node.items() if not (shortened and k == "deadline")}
+             if isinstance(node, dict) else node for node in definition.get("nodes") or []]
+    return {**definition, "flow": flow, "nodes": nodes}
+
+
+def _differences(now: Any, then: Any, path: str = "") -> list[str]:
+    """Each place where `then` (the run's flow) differs from `now`, as `path: then -> now`."""
+    if isinstance(now, dict) and isinstance(then, dict):
+        found = []
+        for key in sorted(set(now) | set(then), key=str):
+            found += _differences(now.get(key), then.get(key), f"{path}.{key}" if path else key)
+        return found
+    if (isinstance(now, list) and isinstance(then, list)
+            and [_node_name(n) for n in now] == [_node_name(n) for n in then]
+            and all(_node_name(n) for n in now)):
+        found = []
+        for before, after in zip(then, now, strict=True):
+            found += _differences(after, before, f"{path}.{_node_name(after)}")
+        return found
+    if now == then:
+        return []
+    if isinstance(now, list) and isinstance(then, list):
+        return [f"{path}: {_names(then)} -> {_names(now)}"]
+    return [f"{path}: {then!r} -> {now!r}"]
+
+
+def _node_name(node: Any) -> str | None:
+    if not isinstance(node, dict):
+        return None
+    name = node.get("step") or node.get("wait") or node.get("timer")
+    return str(name) if name else None
+
+
+def _names(nodes: list[Any]) -> str:
+    return ", ".join(_node_name(n) or "?" for n in nodes) or "none"
 
 
 def _trace_ids(loaded: Loaded) -> GateItem:
