@@ -162,6 +162,8 @@ class RunSession:
     signalled: set[tuple[str, str]] = field(default_factory=set)
     # Signals not to answer yet: a fault that fires during a wait holds its answer back.
     held_signals: set[str] = field(default_factory=set)
+    # Told (instance, signal, decision) after each answer, so a timeline shows the human.
+    on_signal: Callable[[str, str, str], None] | None = None
 
     @property
     def instance_ids(self) -> list[str]:
@@ -226,11 +228,14 @@ class RunSession:
         decisions = self.options.decisions
         if (wait and wait.signal in decisions and wait.signal not in self.held_signals
                 and (instance_id, wait.signal) not in self.signalled):
+            decision = decisions[wait.signal]
             try:
-                self.engine.signal(instance_id, wait.signal, {"decision": decisions[wait.signal]})
+                self.engine.signal(instance_id, wait.signal, {"decision": decision})
             except Exception:
                 return  # the engine is down; the next poll tries again
             self.signalled.add((instance_id, wait.signal))
+            if self.on_signal is not None:
+                self.on_signal(instance_id, wait.signal, decision)
 
     def result(self, statuses: dict[str, InstanceStatus]) -> RunResult:
         return RunResult(

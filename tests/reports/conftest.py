@@ -212,7 +212,8 @@ def _timeline(fault: str, applicable: bool, end: float) -> list[dict[str, Any]]:
     if fault == "wait-timeout":
         events += [(FAULT_AT, "fault-fired", "nobody answers approval; its deadline is 5s")]
     elif fault != "none":
-        events += [(0.65, "fault-point-reached", "at activate:before-effect in pid 1000"),
+        events += [(0.62, "signal-sent", "approval=approve to the instance"),
+                   (0.65, "fault-point-reached", "at activate:before-effect in pid 1000"),
                    (FAULT_AT, "fault-fired", f"{fault} on worker-1"),
                    (2.0, "worker-started", "worker-2 (pid 1001) replaces worker-1")]
     events.append((end, "run-ended", "all finished"))

@@ -255,3 +255,15 @@ def test_write_reports_writes_each_format(builder: EvidenceBuilder, full_matrix:
 def test_unknown_formats_are_refused(text: str) -> None:
     with pytest.raises(Exception, match="choose from html, md, junit, json"):
         parse_formats(text)
+
+
+def test_a_signalled_decision_is_drawn_on_the_timeline(builder: EvidenceBuilder) -> None:
+    """The human's answer to a wait is one of the run's events: numbered in the list,
+    and a badge of its own colour on each instance's timeline."""
+    builder.run("human", fault="kill-worker")
+
+    html = render_html(build_report(builder.store, run_ids=["human"]))
+
+    assert re.search(r'<circle class="badge signal"[^>]*>\s*<title>2\. 0\.620 s decision '
+                     r"signalled \(the human(&#39;|&#x27;|')s answer\): approval=approve to "
+                     r"the instance</title>", html)

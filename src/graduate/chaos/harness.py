@@ -121,6 +121,11 @@ def _run(store: EvidenceStore, options: ChaosOptions, session: RunSession, flow:
                       applicable=False, fired=False, reason=reason)
     if plan.point == "during-wait":
         session.held_signals.add(_wait(flow, plan.step).signal)
+
+    def signalled(instance_id: str, signal: str, decision: str) -> None:
+        timeline.add("signal-sent", f"{signal}={decision} to {instance_id}")
+
+    session.on_signal = signalled
     session.start_instances(prepare=lambda r: _arm(session, plan, r.instance_id))
     timeline.add("instances-started", f"{len(session.requests)} instance(s)")
     deadline = time.monotonic() + run.timeout

@@ -58,6 +58,7 @@ ENGINE_TITLES = {
 }
 _EVENTS: dict[str, tuple[str, str]] = {
     "instances-started": ("instances started", "info"),
+    "signal-sent": ("decision signalled (the human's answer)", "signal"),
     "fault-point-reached": ("fault point reached", "point"),
     "fault-fired": ("fault fired", "fault"),
     "fault-not-fired": ("fault did not fire", "stop"),
