@@ -643,7 +643,8 @@ def _settings_sets(runs: dict[str, dict[str, Any]]) -> tuple[SettingsSet, ...]:
     for number, (signature, members) in enumerate(groups.items(), start=1):
         engine, profile, values = json.loads(signature)
         sets.append(SettingsSet(number=number, engine=engine, profile=profile or "",
-                                values=tuple((k, _text(v)) for k, v in sorted(values.items())),
+                                values=tuple((k, _setting_text(v))
+                                             for k, v in sorted(values.items())),
                                 runs=tuple(members)))
     return tuple(sets)
 
@@ -683,7 +684,9 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> Pairs:
     return tuple(pairs)
 
 
+def _setting_text(value: Any) -> str:
+    return "not set (the engine's default)" if value is None else _text(value)
+
+
 def _text(value: Any) -> str:
-    if value is None:
-        return "not set (the engine's default)"
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
