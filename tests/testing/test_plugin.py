@@ -11,7 +11,7 @@ from graduate.config import Settings
 from graduate.errors import ServiceError
 from graduate.services.model import TemporalTarget
 from graduate.services.providers import make_provider
-from tests.conftest import service_url
+from tests.conftest import processes_mentioning, service_url
 
 FLOW = (Path(__file__).resolve().parents[1] / "flows" / "chaos.toml").read_text()
 USER_TEST = '''
@@ -110,6 +110,35 @@ def test_a_worker_crash_fails_on_the_engine_that_loses_the_commitment(
         "*FAILED test_crash.py::test_approval_survives_a_worker_crash?celery-chain-kill-worker?*",
     ])
     assert len(list((evidence / "runs").glob("*.json"))) == 2
+
+
+def test_a_shared_server_that_dies_is_started_again_and_reported(
+        project: pytest.Pytester) -> None:
+    """One test kills the suite's own Temporal server with SIGKILL; the next test still
+    finds it answering at the same address, and the run says what happened."""
+    project.makepyfile(test_servers='''
+import os
+import signal
+import socket
+
+
+def test_kill_the_server(temporal_server, graduate_provider):
+    process = graduate_provider._temporal.process
+    os.killpg(process.pid, signal.SIGKILL)
+    process.popen.wait()
+
+
+def test_the_server_answers_again(temporal_server):
+    host, port = temporal_server.address.rsplit(":", 1)
+    socket.create_connection((host, int(port)), timeout=5).close()
+''')
+    result = project.runpytest_subprocess("-W", "always")
+
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*GraduateServerWarning: the suite's temporal server on port * had exited with "
+        "code -9 and was started again on the same port and data*"])
+    assert processes_mentioning(str(project.path)) == []
 
 
 def test_a_fault_the_provider_cannot_perform_is_skipped_with_the_reason(

@@ -34,6 +34,11 @@ class Provider(Protocol):
         """Why this provider cannot perform `fault`, or None if it can."""
         ...
 
+    def revive(self) -> list[str]:
+        """Start again each server of its own that died; one line per server, saying
+        what died and how (nothing when all are up, or when the servers are not ours)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -86,6 +91,20 @@ class LocalProvider:
             return configured
         return None
 
+    def revive(self) -> list[str]:
+        notes = []
+        for server in (self._temporal, self._redis):
+            process = server.process if server is not None else None
+            if server is None or process is None or process.alive():
+                continue
+            tail = process.log_tail()
+            server.start()  # the same port and data, so addresses already handed out hold
+            notes.append(f"the suite's {process.name} on port {server.port} had exited with "
+                         f"code {process.popen.returncode} and was started again on the "
+                         f"same port and data. Its log ({process.log_path}) ended with:\n"
+                         f"{tail}")
+        return notes
+
     def close(self) -> None:
         for server in (self._redis, self._temporal):
             if server is not None:
@@ -130,6 +149,9 @@ class ExternalProvider:
         if fault == "restart-server":
             return "the Temporal server is external: graduate cannot kill and restart it"
         return None
+
+    def revive(self) -> list[str]:
+        return []  # not our servers: whoever runs them restarts them
 
     def close(self) -> None:
         return None
@@ -201,6 +223,9 @@ class DockerProvider:
             return ("the docker provider does not restart its containers; use the local "
                     "provider for restart faults")
         return None
+
+    def revive(self) -> list[str]:
+        return []  # testcontainers does not restart a container; its tests fail loudly
 
     def close(self) -> None:
         for container in reversed(self._containers):

@@ -13,6 +13,7 @@ Registered as a `pytest11` entry point, so installing graduate is enough. It off
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from graduate.services.providers import PROVIDERS, DockerProvider, Provider, mak
 from graduate.testing.outcome import ChaosOutcome
 
 RESTART_FAULTS = ("restart-broker", "restart-server")
+_STARTED = pytest.StashKey[Provider]()  # the session's provider, once a test asked for it
 _OPTIONS = {
     "temporal_address": "--graduate-temporal-address",
     "temporal_namespace": "--graduate-temporal-namespace",
@@ -125,8 +127,27 @@ def graduate_provider(pytestconfig: pytest.Config, graduate_settings: Settings,
                                  docker)
     except GraduateError as error:
         pytest.skip(f"graduate provider {kind!r} is not available: {error}")
-    yield provider
-    provider.close()
+    pytestconfig.stash[_STARTED] = provider
+    try:
+        yield provider
+    finally:
+        del pytestconfig.stash[_STARTED]
+        provider.close()
+
+
+class GraduateServerWarning(UserWarning):
+    """A server the suite shares died between tests and was started again."""
+
+
+@pytest.fixture(autouse=True)
+def _graduate_shared_servers_alive(pytestconfig: pytest.Config) -> None:
+    """Before each test, start again any shared server that died, and say so: one dead
+    server would otherwise fail every later test with a connection error."""
+    provider = pytestconfig.stash.get(_STARTED, None)
+    if provider is None:
+        return  # no test has asked for a server yet: nothing to check, nothing started
+    for note in provider.revive():
+        warnings.warn(GraduateServerWarning(note), stacklevel=1)
 
 
 @pytest.fixture(scope="session")
