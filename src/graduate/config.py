@@ -78,6 +78,16 @@ def find_project_dir(start: Path | None = None) -> Path:
     return here
 
 
+def graduate_subtable(project_dir: Path, name: str) -> tuple[Any, str]:
+    """`[tool.graduate.NAME]` of the project's pyproject.toml (None when absent), and
+    where it is, for messages."""
+    pyproject = project_dir / "pyproject.toml"
+    where = f"{pyproject} [tool.graduate.{name}]"
+    if not pyproject.is_file():
+        return None, where
+    return _read(pyproject).get("tool", {}).get("graduate", {}).get(name), where
+
+
 def _read(pyproject: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(pyproject.read_text(encoding="utf-8"))

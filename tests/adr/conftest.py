@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from graduate.adr.document import AdrDocument, read_document
+from graduate.chaos.profiles import profile_settings
 from graduate.check import EffectVerdict, InstanceVerdict, Resume, Verdict, judge_run
 from graduate.cli.app import main
 from graduate.config import Settings, env_var
@@ -145,7 +146,9 @@ class Project:
             "run_id": run_id, "created_at": "2026-11-25T04:36:24.194+00:00",
             "flow": {"name": flow, "version": 1, "source": f"spikes/{FLOW}.toml",
                      "definition": flow_to_dict(load_flow(self.spike))},
-            "engine": engine, "profile": profile, "settings": {},
+            "engine": engine, "profile": profile,
+            # What the profile sets, as the engine's effective settings record it.
+            "settings": profile_settings(profile, engine, self.root),
             "fault": {"fault": fault, "step": step, "point": point, "offset": None,
                       "restart_delay": 1.0, "partition_for": 5.0, "versioned": versioned,
                       "change": "reorder", "description": description,

@@ -117,7 +117,7 @@ def test_a_run_of_an_earlier_definition_is_superseded_not_held_against_the_flow(
         project: Project) -> None:
     """A failing run, then a fix to the flow and passing runs of the fixed flow: the old
     failure no longer speaks for the flow, so it neither blocks nor counts."""
-    failing = project.run(verdict=Verdict.LOST)
+    failing = project.run(verdict=Verdict.LOST, trace_id="")
     project.spiking(failing)
     project.edit_spike('timeout = "10s"', 'timeout = "30s"')
 
@@ -139,4 +139,22 @@ def test_a_wait_deadline_shortened_by_the_harness_is_not_a_change(project: Proje
     project.edit_spike('deadline = "5s"', 'deadline = "72h"')
     project.spiking(*project.passing_runs(), wait_timeout)
 
+    project.ok("adr", "promote", "3", "--to", "approved")
+
+
+def test_a_run_of_a_profile_changed_since_does_not_count(project: Project) -> None:
+    """require_profiles names a project profile; a run made before the profile's
+    settings changed no longer shows what the profile does now."""
+    profile = ('[tool.graduate.profiles.production]\n'
+               'temporal = {{ heartbeat_timeout = {} }}\n')
+    _gates(project, 'require_profiles = ["production"]\n\n' + profile.format(5))
+    project.spiking(*project.passing_runs(profile="production"))
+    _gates(project, 'require_profiles = ["production"]\n\n' + profile.format(30))
+
+    refused = project.cli("adr", "promote", "3", "--to", "approved")
+    assert refused.code == 1
+    assert ("profile production has changed since it ran (heartbeat_timeout = 5, now 30)"
+            in refused.out)
+
+    project.ok("adr", "attach", "3", *project.passing_runs(profile="production"))
     project.ok("adr", "promote", "3", "--to", "approved")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from graduate.chaos.faults import parse_plan
-from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
+from graduate.chaos.harness import ChaosOptions, ChaosResult, TimelineEvent, run_chaos
 from graduate.check import InstanceVerdict, Verdict
 from graduate.config import Settings
 from graduate.evidence import EvidenceStore
@@ -165,9 +165,10 @@ def test_temporal_resumes_at_the_step_in_flight_after_a_worker_kill(
 
 def test_temporal_heartbeat_timeout_retries_a_dead_workers_step_long_before_start_to_close(
         settings: Settings, flow_file: FlowFactory) -> None:
-    """The tuned profile sets a heartbeat timeout (2 s) and the step heartbeats while it
-    runs. With a start-to-close of ten minutes, only the missed heartbeats can tell the
-    server that the killed worker's activity is dead, inside this run's deadline."""
+    """The tuned profile sets a heartbeat timeout (2 s), and a step heartbeats as it
+    starts and while paused. With a start-to-close of ten minutes, only the missed
+    heartbeats can tell the server that the killed worker's activity is dead, inside
+    this run's deadline."""
     path = flow_file("chaos", **{'timeout = "3s"': 'timeout = "10m"'})
     result = chaos(settings, path, "temporal", "kill-worker", "activate:before-effect",
                    profile="tuned", timeout=40)
@@ -197,6 +198,7 @@ def test_temporal_resumes_after_a_server_restart(own_services: Settings,
         "service-restarted", "run-ended"]
     [signal] = [e for e in _timeline(result) if e.kind == "signal-sent"]
     assert signal.detail == f"approval=approve to {instance.instance_id}"
+    assert signal.instance == instance.instance_id
 
 
 def test_a_wait_past_its_deadline_is_compensated(settings: Settings,
@@ -220,10 +222,10 @@ def test_a_fault_that_cannot_apply_is_reported_not_run(settings: Settings,
     assert result.instances == ()
 
 
-def _timeline(result: ChaosResult) -> list[_Event]:
+def _timeline(result: ChaosResult) -> list[TimelineEvent]:
     assert result.evidence is not None
     record = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id)
-    return [_Event(**e) for e in record["timeline"]]
+    return [TimelineEvent(**e) for e in record["timeline"]]
 
 
 def _history(result: ChaosResult, instance: InstanceVerdict) -> list[dict[str, str]]:
@@ -232,11 +234,6 @@ def _history(result: ChaosResult, instance: InstanceVerdict) -> list[dict[str, s
     [found] = [i for i in record["instances"] if i["instance_id"] == instance.instance_id]
     history: list[dict[str, str]] = found["history"]
     return history
-
-
-class _Event:
-    def __init__(self, at: float, kind: str, detail: str) -> None:
-        self.at, self.kind, self.detail = at, kind, detail
 
 
 def deploy(settings: Settings, path: Path, engine: str, *, change: str,

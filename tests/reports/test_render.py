@@ -257,13 +257,25 @@ def test_unknown_formats_are_refused(text: str) -> None:
         parse_formats(text)
 
 
-def test_a_signalled_decision_is_drawn_on_the_timeline(builder: EvidenceBuilder) -> None:
+def test_a_signalled_decision_is_drawn_on_its_instances_timeline(
+        builder: EvidenceBuilder) -> None:
     """The human's answer to a wait is one of the run's events: numbered in the list,
-    and a badge of its own colour on each instance's timeline."""
-    builder.run("human", fault="kill-worker")
+    and a badge of its own colour on the timeline of the instance it went to, and
+    only there."""
+    record = builder.run("human", fault="kill-worker", instances=(Instance(), Instance()))
+    [first, second] = [i["instance_id"] for i in record["instances"]]
+    for event in record["timeline"]:
+        if event["kind"] == "signal-sent":
+            event["instance"] = first
+    builder.store.save_run("human", record)
 
     html = render_html(build_report(builder.store, run_ids=["human"]))
 
-    assert re.search(r'<circle class="badge signal"[^>]*>\s*<title>2\. 0\.620 s decision '
-                     r"signalled \(the human(&#39;|&#x27;|')s answer\): approval=approve to "
-                     r"the instance</title>", html)
+    badge = (r'<circle class="badge signal"[^>]*>\s*<title>2\. 0\.620 s decision '
+             r"signalled \(the human(&#39;|&#x27;|')s answer\): approval=approve to the "
+             r"instance</title>")
+    charts = {iid: re.search(rf'aria-label="Timeline of {iid} in run human">.*?</svg>',
+                             html, re.S) for iid in (first, second)}
+    assert all(charts.values())
+    assert [len(re.findall(badge, chart.group(0))) for chart in charts.values() if chart] == [
+        1, 0]

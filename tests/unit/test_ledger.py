@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -340,3 +341,32 @@ def test_only_one_of_many_concurrent_workers_applies_a_key(
     assert Counter(r.outcome for r in records) == Counter(
         {Outcome.APPLIED: 1, Outcome.ABSORBED: PROCESSES * CALLS_PER_PROCESS - 1})
     assert {r.worker_pid for r in records} == {w.pid for w in workers}
+
+
+# ---------------------------------------------------------------------------- fault points
+
+
+def test_a_call_paused_at_a_fault_point_heartbeats_until_released(
+    ledger: Ledger, ledger_path: str, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    """An engine that watches heartbeats (Temporal with a heartbeat timeout) must see a
+    paused step alive, or it retries the step while the fault is still being prepared."""
+    request = make_request()
+    ledger.arm(request.instance_id, "create", "before-effect")
+    beats: list[float] = []
+    outcomes: list[Outcome] = []
+    caller = threading.Thread(target=lambda: outcomes.append(Ledger(ledger_path).call(
+        mini_flow, request, step(mini_flow, "create"), attempt=1, engine="temporal",
+        heartbeat=lambda: beats.append(time.monotonic()))))
+    caller.start()
+    deadline = time.monotonic() + 30
+    while len(beats) < 3 and time.monotonic() < deadline and caller.is_alive():
+        time.sleep(0.01)
+    reached = ledger.reached(request.instance_id, "create", "before-effect")
+    ledger.release(request.instance_id, "create", "before-effect")
+    caller.join(timeout=30)
+
+    assert reached is not None
+    assert len(beats) >= 3, "the paused call never heartbeat"
+    assert outcomes == [Outcome.APPLIED]
+    assert [e.step for e in ledger.effects()] == ["create"]

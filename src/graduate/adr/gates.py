@@ -18,8 +18,7 @@ item.
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,8 @@ from graduate.adr.checklists import CHECKLISTS, ChecklistItem
 from graduate.adr.document import AdrDocument
 from graduate.adr.record import CLOSING, Attachment, Status
 from graduate.chaos.faults import FAULTS, POINTS
-from graduate.chaos.profiles import load_profiles
+from graduate.chaos.profiles import Profile, load_profiles
+from graduate.config import graduate_subtable
 from graduate.errors import ConfigError, GraduateError
 from graduate.flow import Flow, flow_to_dict, load_flow
 
@@ -118,17 +118,9 @@ class GateResult:
 
 def load_policy(project_dir: Path) -> GatePolicy:
     """The gates, tightened by `[tool.graduate.gates]` in the project's pyproject.toml."""
-    pyproject = project_dir / "pyproject.toml"
-    if not pyproject.is_file():
-        return GatePolicy()
-    try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{pyproject} is not valid TOML: {error}") from error
-    table = data.get("tool", {}).get("graduate", {}).get("gates")
+    table, where = graduate_subtable(project_dir, "gates")
     if table is None:
         return GatePolicy()
-    where = f"{pyproject} [tool.graduate.gates]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
     table = {key.replace("-", "_"): value for key, value in table.items()}
@@ -194,10 +186,10 @@ def evaluate(document: AdrDocument, target: Status, policy: GatePolicy,
         return GateResult(target, tuple(items))
     items += [_classes(document, project_dir), _some_evidence(record.evidence)]
     if target in (Status.APPROVED, Status.SHIPPED):
-        current = _current_definition(document, project_dir)
-        items += [_fault(document, requirement, policy, loaded, current)
+        today = Today(_current_definition(document, project_dir), load_profiles(project_dir))
+        items += [_fault(document, requirement, policy, loaded, today)
                   for requirement in policy.required_faults]
-        items.append(_trace_ids(loaded))
+        items.append(_trace_ids(loaded, today))
     if target is Status.SHIPPED:
         items.append(_junit(document, loaded))
         items += [_checklist(document, heading, defaults) for heading, defaults in CHECKLISTS]
@@ -243,7 +235,7 @@ def _some_evidence(evidence: Sequence[Attachment]) -> GateItem:
 
 
 def _fault(document: AdrDocument, requirement: FaultRequirement, policy: GatePolicy,
-           loaded: Loaded, current: dict[str, Any] | None) -> GateItem:
+           loaded: Loaded, today: Today) -> GateItem:
     engine = policy.target_engine
     profiles = policy.require_profiles
     where = f" in profile(s) {', '.join(profiles)}" if profiles else ""
@@ -256,15 +248,15 @@ def _fault(document: AdrDocument, requirement: FaultRequirement, policy: GatePol
     problems: list[str] = []
     for attachment, run in runs:
         # A run of an earlier definition of the flow is superseded, not held against it.
-        if _definition_change(run, current) is None:
+        if today.stale(run) is None:
             problems += [f"run {attachment.id} ({run.get('profile')}): {p}"
                          for p in failures(run)]
     for profile in profiles or (None,):
         candidates = [(a, r) for a, r in runs if profile is None or r.get("profile") == profile]
-        counted = [a for a, r in candidates if _uncounted(r, policy, current) is None]
+        counted = [a for a, r in candidates if _uncounted(r, policy, today) is None]
         if counted:
             continue
-        notes = "".join(f"; run {a.id} does not count: {_uncounted(r, policy, current)}"
+        notes = "".join(f"; run {a.id} does not count: {_uncounted(r, policy, today)}"
                         for a, r in candidates)
         in_profile = f" in profile {profile}" if profile else ""
         flag = " --versioned" if requirement.versioned else ""
@@ -301,13 +293,12 @@ def failures(run: dict[str, Any]) -> list[str]:
 
 
 def _uncounted(run: dict[str, Any], policy: GatePolicy,
-               current: dict[str, Any] | None) -> str | None:
+               today: Today) -> str | None:
     """Why a run that did not fail still proves nothing, or None when it counts."""
     fault = run.get("fault") or {}
     instances = run.get("instances") or []
-    if (change := _definition_change(run, current)) is not None:
-        return (f"it ran another definition of the flow ({change}); run the fault again "
-                "on the flow as it is now")
+    if (stale := today.stale(run)) is not None:
+        return stale
     if not fault.get("applicable"):
         return f"the fault does not apply ({fault.get('reason') or 'no reason given'})"
     if fault.get("fault") != "none" and not fault.get("fired"):
@@ -324,6 +315,32 @@ def _uncounted(run: dict[str, Any], policy: GatePolicy,
 
 
 # ---------------------------------------------------------------------------- flow changes
+
+
+@dataclass(frozen=True)
+class Today:
+    """What runs are held against: the flow and the profiles as they are now."""
+
+    definition: dict[str, Any] | None  # None when the flow does not load
+    profiles: Mapping[str, Profile]
+
+    def stale(self, run: dict[str, Any]) -> str | None:
+        """Why a run no longer speaks for the flow (another definition of it, or a
+        profile whose settings changed since), or None when it still does."""
+        if (change := _definition_change(run, self.definition)) is not None:
+            return (f"it ran another definition of the flow ({change}); run the fault "
+                    "again on the flow as it is now")
+        profile = self.profiles.get(str(run.get("profile")))
+        recorded = run.get("settings") or {}
+        if profile is None:
+            return None  # a profile since removed: the run's settings are on record
+        changed = [f"{key} = {recorded.get(key)!r}, now {value!r}"
+                   for key, value in profile.settings(str(run.get("engine"))).items()
+                   if recorded.get(key) != value]
+        if changed:
+            return (f"profile {profile.name} has changed since it ran ({'; '.join(changed)}); "
+                    "run the fault again with the profile as it is now")
+        return None
 
 
 def _current_definition(document: AdrDocument, project_dir: Path) -> dict[str, Any] | None:
@@ -395,11 +412,13 @@ def _names(nodes: list[Any]) -> str:
     return ", ".join(_node_name(n) or "?" for n in nodes) or "none"
 
 
-def _trace_ids(loaded: Loaded) -> GateItem:
+def _trace_ids(loaded: Loaded, today: Today) -> GateItem:
     title = "every ledger row of the attached runs carries a correlation_id and a trace_id"
     missing: list[str] = []
     rows = 0
     for attachment, run in loaded.runs:
+        if today.stale(run) is not None:
+            continue  # superseded: it neither counts nor blocks
         for row in run.get("ledger") or []:
             rows += 1
             absent = [key for key in ("correlation_id", "trace_id") if not row.get(key)]

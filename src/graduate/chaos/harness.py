@@ -54,6 +54,7 @@ class TimelineEvent:
     at: float  # seconds since the run started
     kind: str
     detail: str = ""
+    instance: str | None = None  # set when the act concerns one instance only
 
 
 @dataclass
@@ -62,9 +63,10 @@ class Timeline:
     events: list[TimelineEvent] = field(default_factory=list)
     listener: Callable[[TimelineEvent], None] | None = None
 
-    def add(self, kind: str, detail: str = "", at: float | None = None) -> float:
+    def add(self, kind: str, detail: str = "", at: float | None = None,
+            instance: str | None = None) -> float:
         moment = time.time() if at is None else at
-        event = TimelineEvent(round(moment - self.started, 3), kind, detail)
+        event = TimelineEvent(round(moment - self.started, 3), kind, detail, instance)
         self.events.append(event)
         if self.listener is not None:
             self.listener(event)
@@ -123,7 +125,8 @@ def _run(store: EvidenceStore, options: ChaosOptions, session: RunSession, flow:
         session.held_signals.add(_wait(flow, plan.step).signal)
 
     def signalled(instance_id: str, signal: str, decision: str) -> None:
-        timeline.add("signal-sent", f"{signal}={decision} to {instance_id}")
+        timeline.add("signal-sent", f"{signal}={decision} to {instance_id}",
+                     instance=instance_id)
 
     session.on_signal = signalled
     session.start_instances(prepare=lambda r: _arm(session, plan, r.instance_id))

@@ -14,13 +14,13 @@ a built-in one (`extends`, "defaults" unless said) and overrides settings per en
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from graduate.adapters import ENGINES, check_settings
+from graduate.config import graduate_subtable
 from graduate.errors import ConfigError
 
 _CELERY_TUNED: dict[str, Any] = {
@@ -52,9 +52,10 @@ BUILT_IN: dict[str, Profile] = {
         "what a team would set for production: late acknowledgement, redelivery of tasks "
         "whose worker died, prefetch 1, a short Redis visibility timeout (10 s, shortened "
         "so runs stay fast; production sets it above the longest task) swept every "
-        "second; for Temporal, a heartbeat timeout (2 s), so a dead worker's step is "
-        "retried without waiting out its start-to-close timeout, and a graceful shutdown "
-        "window for its workers",
+        "second; for Temporal, a heartbeat timeout (2 s; steps heartbeat as they start and "
+        "while paused at a fault point), so a dead worker's step is retried without "
+        "waiting out its start-to-close timeout, and a graceful shutdown window for its "
+        "workers",
         {
             "temporal": {"graceful_shutdown_timeout": 10.0, "heartbeat_timeout": 2.0},
             "celery-chain": _CELERY_TUNED,
@@ -72,16 +73,14 @@ PROFILES: dict[str, str] = {name: profile.description for name, profile in BUILT
 def load_profiles(project_dir: Path) -> dict[str, Profile]:
     """The built-in profiles and those of the project's `[tool.graduate.profiles]`."""
     profiles = dict(BUILT_IN)
-    pyproject = project_dir / "pyproject.toml"
-    if not pyproject.is_file():
+    tables, where_all = graduate_subtable(project_dir, "profiles")
+    if tables is None:
         return profiles
-    try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{pyproject} is not valid TOML: {error}") from error
-    tables = data.get("tool", {}).get("graduate", {}).get("profiles", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{where_all} must be a table of profiles, each a table: "
+                          "[tool.graduate.profiles.NAME]")
     for name, table in tables.items():
-        where = f"{pyproject} [tool.graduate.profiles.{name}]"
+        where = f"{where_all.removesuffix(']')}.{name}]"
         if name in BUILT_IN:
             raise ConfigError(f"{where}: {name!r} is a built-in profile; give yours "
                               "another name and, to start from it, `extends = "
@@ -94,7 +93,7 @@ def load_profiles(project_dir: Path) -> dict[str, Profile]:
 
 def _project_profile(name: str, table: dict[str, Any], where: str) -> Profile:
     base_name = table.get("extends", "defaults")
-    if base_name not in BUILT_IN:
+    if not isinstance(base_name, str) or base_name not in BUILT_IN:
         raise ConfigError(f"{where}: extends = {base_name!r}; a project profile extends "
                           f"one of: {', '.join(BUILT_IN)}")
     description = table.get("description", f"the project's profile {name!r}")

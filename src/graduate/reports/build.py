@@ -328,7 +328,8 @@ def _run(run: dict[str, Any], flow: FlowInfo, label: str, title: str, settings_s
         Event(number=n, at=float(e["at"]), kind=str(e["kind"]),
               label=_EVENTS.get(str(e["kind"]), (str(e["kind"]).replace("-", " "), "info"))[0],
               category=_EVENTS.get(str(e["kind"]), ("", "info"))[1],
-              detail=str(e.get("detail", "")))
+              detail=str(e.get("detail", "")),
+              instance_id=str(e["instance"]) if e.get("instance") else None)
         for n, e in enumerate(timeline, start=1))
     fault = run.get("fault", {})
     verdicts = [_instance_verdict(i) for i in run.get("instances", [])]

@@ -76,8 +76,12 @@ class Event:
     at: float
     kind: str
     label: str  # the kind in plain words
-    category: str  # fault, point, recovery, stop, info
+    category: str  # fault, point, recovery, stop, signal, info
     detail: str
+    instance_id: str | None = None  # an act on one instance only (a signal), else None
+
+    def concerns(self, instance_id: str) -> bool:
+        return self.instance_id is None or self.instance_id == instance_id
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ def timeline(run: RunReport, instance: InstanceReport, flow: FlowInfo) -> Svg:
     # Event markers: staggered rows, so that acts a few milliseconds apart stay readable.
     rows_end: list[float] = []
     placed: list[tuple[float, int]] = []
-    for event in run.events:
+    events = [e for e in run.events if e.concerns(instance.instance_id)]
+    for event in events:
         ex = x(event.at)
         level = next((i for i, last in enumerate(rows_end) if ex - last >= 22),
                      len(rows_end))
@@ -110,7 +111,7 @@ def timeline(run: RunReport, instance: InstanceReport, flow: FlowInfo) -> Svg:
             shapes.append(Shape("text", "mark-note", x=left + (-4 if anchor == "end" else
                                                                 width + 4),
                                 y=y + LANE / 2 + 4, text=note, anchor=anchor))
-    for event, (ex, level) in zip(run.events, placed, strict=True):
+    for event, (ex, level) in zip(events, placed, strict=True):
         shapes.append(Shape("line", f"event {event.category}", x=ex,
                             y=level * MARK_ROW + 17, x2=ex, y2=axis_y))
         shapes.append(Shape("circle", f"badge {event.category}", x=ex,

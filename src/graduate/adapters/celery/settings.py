@@ -9,6 +9,7 @@ run can vary. Defaults are read from the installed Celery and kombu, not copied.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -80,7 +81,7 @@ def check_overrides(strategy: str, overrides: Mapping[str, Any]) -> None:
     """Every key a Celery setting (or one of graduate's), every value plain JSON."""
     defaults = celery_defaults()
     own = STATE_MACHINE if strategy == "state-machine" else {}
-    for key in overrides:
+    for key, value in overrides.items():
         if key not in defaults and key not in own and key not in TRANSPORT_OPTIONS:
             known = ", ".join([*TRANSPORT_OPTIONS, *own])
             raise ConfigError(
@@ -88,12 +89,50 @@ def check_overrides(strategy: str, overrides: Mapping[str, Any]) -> None:
                 "lower-case Celery setting name such as task_acks_late or "
                 "worker_prefetch_multiplier"
             )
+        # graduate's knobs and the transport's are seconds; Celery's own have the type
+        # Celery declares, so a typo fails here and not inside a worker.
+        kind = "float" if key in own or key in TRANSPORT_OPTIONS else _option_types()[key]
+        if value is not None and not _of_kind(value, kind):
+            raise ConfigError(f"Celery setting {key} = {value!r} must be "
+                              f"{_KIND_NAMES.get(kind, kind)}")
     try:
-        json.dumps(dict(overrides))
-    except TypeError as error:
+        json.dumps(dict(overrides), allow_nan=False)
+    except (TypeError, ValueError) as error:
         raise ConfigError(f"Celery settings must be plain JSON values (numbers, strings, "
                           f"lists, dicts) so workers and evidence can carry them: {error}"
                           ) from error
+
+
+_KIND_NAMES = {"bool": "true or false", "int": "a whole number, 0 or more",
+               "float": "a number of seconds, 0 or more", "string": "a string",
+               "dict": "a table", "list": "a list"}
+
+
+def _option_types() -> dict[str, str]:
+    """Each Celery setting's declared type: bool, int, float, string, dict, list, ..."""
+    from celery.app.defaults import NAMESPACES, flatten
+
+    aliases = {"str": "string", "tuple": "list"}
+    return {name: aliases.get(str(option.type), str(option.type))
+            for name, option in flatten(NAMESPACES)}
+
+
+def _of_kind(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return kind not in ("int", "float", "string", "dict", "list")
+    if kind in ("int", "float"):
+        whole = isinstance(value, int) or kind == "float"
+        return (isinstance(value, int | float) and whole and math.isfinite(value)
+                and value >= 0)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "dict":
+        return isinstance(value, dict)
+    if kind == "list":
+        return isinstance(value, list | tuple)
+    return True  # "any" and the like: Celery takes what it is given
 
 
 def celery_conf(settings: Mapping[str, Any]) -> dict[str, Any]:

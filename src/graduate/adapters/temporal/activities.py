@@ -41,6 +41,10 @@ class EffectActivities:
         flow = registry.get(effect_input.flow)
         step = flow.node(effect_input.step)
         assert isinstance(step, Step)
+        activity.heartbeat()  # started: a heartbeat timeout counts from here
+        # A cancellation (a worker shutting down, an attempt the server timed out) is
+        # raised into this thread wherever it runs, as for any synchronous activity; the
+        # ledger's transaction rolls back on it, so no half-recorded call remains.
         try:
             outcome = self._ledger().call(
                 flow, effect_input.request, step, attempt=activity.info().attempt,

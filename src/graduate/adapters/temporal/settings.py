@@ -5,6 +5,7 @@ No SDK import here: profiles are checked before any engine is opened.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,16 +20,26 @@ DEFAULTS: Mapping[str, float | None] = {
 }
 
 
+# Settings that may be left unset (None); the others always have a value.
+UNSETTABLE = ("heartbeat_timeout",)
+# A day: longer than any step graduate runs, and far inside what timedelta can hold.
+MAX_SECONDS = 86_400.0
+
+
 def check_overrides(overrides: Mapping[str, Any]) -> None:
     for key, value in overrides.items():
         if key not in DEFAULTS:
             raise ConfigError(f"{key!r} is not a Temporal setting graduate varies; use one "
                               f"of: {', '.join(DEFAULTS)}")
-        if value is None:
+        if value is None and key in UNSETTABLE:
             continue  # not set, as the SDK leaves it
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        # A heartbeat timeout of 0 would mean "none" to the SDK: say so by leaving it out.
+        smallest = 0.0 if key == "graceful_shutdown_timeout" else 0.001
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or not smallest <= value <= MAX_SECONDS):
+            low = "0" if smallest == 0.0 else "more than 0"
             raise ConfigError(f"Temporal setting {key} = {value!r} must be a number of "
-                              "seconds, 0 or more")
+                              f"seconds, {low} and at most {MAX_SECONDS:g}")
 
 
 def effective_settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
