@@ -228,8 +228,15 @@ def test_promotion_records_who_when_and_the_evidence_hashes(project: Project) ->
     assert [(p.kind, p.id, p.sha256) for p in approved.evidence] == expected
     history = (project.adr().section("Status history") or "").strip().splitlines()
     assert history[1].endswith(f"planned → spiking by Ann Smith; on matrix `{matrix_id}` "
-                               f"(sha256 `{expected[0][2][:12]}`, with its 4 run(s))")
+                               f"(sha256 `{expected[0][2][:12]}`, with its 4 run(s)); gate: "
+                               "spiking: the classes declared, some evidence attached")
     assert history[2].startswith(f"- {approved.when}: spiking → approved by Bo; on matrix")
+    # The policy the approval passed stays on record, whatever the gates become later.
+    assert approved.gate == (
+        "approved: temporal survived kill-worker, restart-server, stop-worker, a deploy of "
+        "changed code (deploy-change, versioned); at least 1 instance(s) per run; profiles "
+        "any; trace IDs on every row")
+    assert history[2].endswith(f"; gate: {approved.gate}")
 
 
 def test_promotion_to_shipped_pins_the_junit_report(project: Project) -> None:

@@ -27,7 +27,8 @@ RECORD = AdrRecord(
     history=(
         Transition(None, Status.PLANNED, "ann", "2026-11-25T04:00:00Z"),
         Transition(Status.PLANNED, Status.SPIKING, 'Zoë "Z" \\', "2026-11-25T05:00:00Z",
-                   (Pinned("run", "c12f1a", "ab" * 32),), reason="first\nsecond"),
+                   (Pinned("run", "c12f1a", "ab" * 32),), reason="first\nsecond",
+                   gate="spiking: the classes declared, some evidence attached"),
     ),
     evidence=(Attachment("run", "c12f1a", ".graduate/evidence/runs/c12f1a.json", "ab" * 32,
                          "2026-11-25T04:30:00Z", via="m1"),),

@@ -85,6 +85,17 @@ class GatePolicy:
     min_instances: int = 1  # per run that counts
     require_profiles: tuple[str, ...] = ()  # each required fault in each; () = any
 
+    def describe(self, target: Status) -> str:
+        """The policy as the gate for `target` applied it, for the ADR's history."""
+        if target in (Status.PLANNED, Status.SPIKING) or target in CLOSING:
+            return f"{target}: the classes declared, some evidence attached"
+        faults = ", ".join(r.describe() for r in self.required_faults)
+        profiles = ", ".join(self.require_profiles) or "any"
+        shipped = "; a passing JUnit run, checklists ticked" if target is Status.SHIPPED else ""
+        return (f"{target}: {self.target_engine} survived {faults}; at least "
+                f"{self.min_instances} instance(s) per run; profiles {profiles}; trace IDs "
+                f"on every row{shipped}")
+
 
 @dataclass(frozen=True)
 class GateItem:

@@ -282,7 +282,8 @@ def promote(project_dir: Path, adr: str, target: Status, *, who: str, reason: st
     record = document.record
     move = Transition(current, target, who, when,
                       tuple(Pinned(a.kind, a.id, a.sha256) for a in record.evidence),
-                      reason.strip())
+                      reason.strip(),
+                      gate="" if target in CLOSING else policy.describe(target))
     record = replace(record, status=target, history=(*record.history, move))
     document = document.with_record(record).appending(HISTORY_HEADING,
                                                       [_history_line(move, record)])
@@ -301,7 +302,9 @@ def _history_line(move: Transition, record: AdrRecord) -> str:
         extra = f", with its {runs} run(s)" if a.kind == "matrix" else ""
         shown.append(f"{a.kind} `{a.id}` (sha256 `{a.sha256[:12]}`{extra})")
     evidence = ", ".join(shown) or "no evidence"
-    return f"- {move.when}: {source} → {move.target} by {move.who}{because}; on {evidence}"
+    gate = f"; gate: {move.gate}" if move.gate else ""
+    return (f"- {move.when}: {source} → {move.target} by {move.who}{because}; on "
+            f"{evidence}{gate}")
 
 
 # ---------------------------------------------------------------------------- status, check

@@ -92,6 +92,7 @@ class Transition:
     when: str  # ISO-8601, UTC
     evidence: tuple[Pinned, ...] = ()
     reason: str = ""
+    gate: str = ""  # the gate policy the move passed, in words ("" for closing moves)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,8 @@ def render_record(record: AdrRecord) -> str:
                   f"when = {_string(move.when)}"]
         if move.reason:
             lines.append(f"reason = {_string(move.reason)}")
+        if move.gate:
+            lines.append(f"gate = {_string(move.gate)}")
         pins = [_inline({"kind": p.kind, "id": p.id, "sha256": p.sha256})
                 for p in move.evidence]
         lines.append("evidence = [" + "".join(f"\n  {p}," for p in pins) + ("\n]" if pins
@@ -230,8 +233,9 @@ def _transition(item: _Reader) -> Transition:
         target=item.status("to"),
         who=item.get("who", str), when=item.get("when", str), evidence=tuple(pins),
         reason=item.get("reason", str, required=False) or "",
+        gate=item.get("gate", str, required=False) or "",
     )
-    item.reject_unknown({"from", "to", "who", "when", "reason", "evidence"})
+    item.reject_unknown({"from", "to", "who", "when", "reason", "gate", "evidence"})
     return move
 
 
