@@ -195,12 +195,16 @@ def evaluate(document: AdrDocument, target: Status, policy: GatePolicy,
                       loaded.problems)]
     if target is Status.PLANNED or target in CLOSING:
         return GateResult(target, tuple(items))
-    items += [_classes(document, project_dir), _some_evidence(record.evidence)]
+    try:
+        flow: Flow | GraduateError = load_adr_flow(record.flow_source, project_dir)
+    except GraduateError as error:
+        flow = error  # the classes item says so; runs cannot be compared with it
+    items += [_classes(document, flow), _some_evidence(record.evidence)]
     if target in (Status.APPROVED, Status.SHIPPED):
-        today = Today(_current_definition(document, project_dir), load_profiles(project_dir))
-        items += [_fault(document, requirement, policy, loaded, today)
+        stale = _stale_runs(loaded, flow, load_profiles(project_dir))
+        items += [_fault(document, requirement, policy, loaded, stale)
                   for requirement in policy.required_faults]
-        items.append(_trace_ids(loaded, today))
+        items.append(_trace_ids(loaded, stale))
     if target is Status.SHIPPED:
         items.append(_junit(document, loaded))
         items += [_checklist(document, heading, defaults) for heading, defaults in CHECKLISTS]
@@ -215,14 +219,12 @@ def load_adr_flow(source: str, project_dir: Path) -> Flow:
     return load_flow(path if path.suffix in (".toml", ".json") else source)
 
 
-def _classes(document: AdrDocument, project_dir: Path) -> GateItem:
+def _classes(document: AdrDocument, flow: Flow | GraduateError) -> GateItem:
     title = "the flow declares approval_class, reversibility_class and sensitivity_class"
     record = document.record
-    try:
-        flow = load_adr_flow(record.flow_source, project_dir)
-    except GraduateError as error:
+    if isinstance(flow, GraduateError):
         return GateItem("classes", title, (f"the flow at {record.flow_source} does not load: "
-                                           f"{error}",))
+                                           f"{flow}",))
     problems = []
     if flow.name != record.flow:
         problems.append(f"{record.flow_source} now holds flow {flow.name!r}, not "
@@ -246,7 +248,7 @@ def _some_evidence(evidence: Sequence[Attachment]) -> GateItem:
 
 
 def _fault(document: AdrDocument, requirement: FaultRequirement, policy: GatePolicy,
-           loaded: Loaded, today: Today) -> GateItem:
+           loaded: Loaded, stale: Mapping[str, str]) -> GateItem:
     engine = policy.target_engine
     profiles = policy.require_profiles
     where = f" in profile(s) {', '.join(profiles)}" if profiles else ""
@@ -259,15 +261,17 @@ def _fault(document: AdrDocument, requirement: FaultRequirement, policy: GatePol
     problems: list[str] = []
     for attachment, run in runs:
         # A run of an earlier definition of the flow is superseded, not held against it.
-        if today.stale(run) is None:
+        if attachment.id not in stale:
             problems += [f"run {attachment.id} ({run.get('profile')}): {p}"
                          for p in failures(run)]
     for profile in profiles or (None,):
         candidates = [(a, r) for a, r in runs if profile is None or r.get("profile") == profile]
-        counted = [a for a, r in candidates if _uncounted(r, policy, today) is None]
+        counted = [a for a, r in candidates
+                   if _uncounted(r, policy, stale.get(a.id)) is None]
         if counted:
             continue
-        notes = "".join(f"; run {a.id} does not count: {_uncounted(r, policy, today)}"
+        notes = "".join(f"; run {a.id} does not count: "
+                        f"{_uncounted(r, policy, stale.get(a.id))}"
                         for a, r in candidates)
         in_profile = f" in profile {profile}" if profile else ""
         flag = " --versioned" if requirement.versioned else ""
@@ -304,11 +308,12 @@ def failures(run: dict[str, Any]) -> list[str]:
 
 
 def _uncounted(run: dict[str, Any], policy: GatePolicy,
-               today: Today) -> str | None:
-    """Why a run that did not fail still proves nothing, or None when it counts."""
+               stale: str | None) -> str | None:
+    """Why a run that did not fail still proves nothing, or None when it counts;
+    `stale` says why the run no longer speaks for the flow, if it does not."""
     fault = run.get("fault") or {}
     instances = run.get("instances") or []
-    if (stale := today.stale(run)) is not None:
+    if stale is not None:
         return stale
     if not fault.get("applicable"):
         return f"the fault does not apply ({fault.get('reason') or 'no reason given'})"
@@ -328,39 +333,34 @@ def _uncounted(run: dict[str, Any], policy: GatePolicy,
 # ---------------------------------------------------------------------------- flow changes
 
 
-@dataclass(frozen=True)
-class Today:
-    """What runs are held against: the flow and the profiles as they are now."""
-
-    definition: dict[str, Any] | None  # None when the flow does not load
-    profiles: Mapping[str, Profile]
-
-    def stale(self, run: dict[str, Any]) -> str | None:
-        """Why a run no longer speaks for the flow (another definition of it, or a
-        profile whose settings changed since), or None when it still does."""
-        if (change := _definition_change(run, self.definition)) is not None:
-            return (f"it ran another definition of the flow ({change}); run the fault "
-                    "again on the flow as it is now")
-        profile = self.profiles.get(str(run.get("profile")))
-        recorded = run.get("settings") or {}
-        if profile is None:
-            return None  # a profile since removed: the run's settings are on record
-        changed = [f"{key} = {recorded.get(key)!r}, now {value!r}"
-                   for key, value in profile.settings(str(run.get("engine"))).items()
-                   if recorded.get(key) != value]
-        if changed:
-            return (f"profile {profile.name} has changed since it ran ({'; '.join(changed)}); "
-                    "run the fault again with the profile as it is now")
-        return None
+def _stale_runs(loaded: Loaded, flow: Flow | GraduateError,
+                profiles: Mapping[str, Profile]) -> dict[str, str]:
+    """Attached runs that no longer speak for the flow as it is now (another definition
+    of it, or a profile whose settings changed since), by id, with the reason."""
+    current = None if isinstance(flow, GraduateError) else flow_to_dict(flow)
+    stale = {}
+    for attachment, run in loaded.runs:
+        if (reason := _staleness(run, current, profiles)) is not None:
+            stale[attachment.id] = reason
+    return stale
 
 
-def _current_definition(document: AdrDocument, project_dir: Path) -> dict[str, Any] | None:
-    """The flow as it stands, in evidence's layout; None when it does not load (the
-    classes item says why)."""
-    try:
-        return flow_to_dict(load_adr_flow(document.record.flow_source, project_dir))
-    except GraduateError:
-        return None
+def _staleness(run: dict[str, Any], current: dict[str, Any] | None,
+               profiles: Mapping[str, Profile]) -> str | None:
+    if (change := _definition_change(run, current)) is not None:
+        return (f"it ran another definition of the flow ({change}); run the fault "
+                "again on the flow as it is now")
+    profile = profiles.get(str(run.get("profile")))
+    if profile is None:
+        return None  # a profile since removed: the run's settings are on record
+    recorded = run.get("settings") or {}
+    changed = [f"{key} = {recorded.get(key)!r}, now {value!r}"
+               for key, value in profile.settings(str(run.get("engine"))).items()
+               if recorded.get(key) != value]
+    if changed:
+        return (f"profile {profile.name} has changed since it ran ({'; '.join(changed)}); "
+                "run the fault again with the profile as it is now")
+    return None
 
 
 def _definition_change(run: dict[str, Any], current: dict[str, Any] | None) -> str | None:
@@ -423,12 +423,12 @@ def _names(nodes: list[Any]) -> str:
     return ", ".join(_node_name(n) or "?" for n in nodes) or "none"
 
 
-def _trace_ids(loaded: Loaded, today: Today) -> GateItem:
+def _trace_ids(loaded: Loaded, stale: Mapping[str, str]) -> GateItem:
     title = "every ledger row of the attached runs carries a correlation_id and a trace_id"
     missing: list[str] = []
     rows = 0
     for attachment, run in loaded.runs:
-        if today.stale(run) is not None:
+        if attachment.id in stale:
             continue  # superseded: it neither counts nor blocks
         for row in run.get("ledger") or []:
             rows += 1
