@@ -16,7 +16,7 @@ from typing import Any
 from graduate.adapters import ENGINES, check_engine
 from graduate.chaos.faults import FAULTS, FaultPlan, parse_plan
 from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
-from graduate.chaos.profiles import profile_settings
+from graduate.chaos.profiles import load_profiles, require_profile
 from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore, now_iso
@@ -74,8 +74,9 @@ def plan_cells(flow: Flow, spec: MatrixSpec, project_dir: Path) -> list[CellOutc
     """Every cell of the matrix, validated before any runs."""
     for engine in spec.engines:
         check_engine(engine)
-        for profile in spec.profiles:
-            profile_settings(profile, engine, project_dir)
+    known = load_profiles(project_dir)  # each one's settings checked for every engine
+    for profile in spec.profiles:
+        require_profile(known, profile)
     cells = []
     for engine in spec.engines:
         for item in spec.faults:

@@ -122,11 +122,15 @@ def _example(engine: str) -> str:
     return "heartbeat_timeout = 5" if engine == "temporal" else "task_acks_late = true"
 
 
-def profile_settings(profile: str, engine: str, project_dir: Path) -> dict[str, Any]:
-    """The settings `profile` overrides for `engine` (empty for the defaults)."""
-    profiles = load_profiles(project_dir)
-    if profile not in profiles:
-        raise ConfigError(f"unknown profile {profile!r}; choose one of: "
+def require_profile(profiles: Mapping[str, Profile], name: str) -> Profile:
+    """The profile called `name`, or a ConfigError that lists the known ones."""
+    if name not in profiles:
+        raise ConfigError(f"unknown profile {name!r}; choose one of: "
                           f"{', '.join(profiles)} (a project adds its own in "
                           "[tool.graduate.profiles.NAME] of pyproject.toml)")
-    return profiles[profile].settings(engine)
+    return profiles[name]
+
+
+def profile_settings(profile: str, engine: str, project_dir: Path) -> dict[str, Any]:
+    """The settings `profile` overrides for `engine` (empty for the defaults)."""
+    return require_profile(load_profiles(project_dir), profile).settings(engine)

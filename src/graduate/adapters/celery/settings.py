@@ -79,10 +79,10 @@ def effective_settings(strategy: str, broker_url: str,
 
 def check_overrides(strategy: str, overrides: Mapping[str, Any]) -> None:
     """Every key a Celery setting (or one of graduate's), every value plain JSON."""
-    defaults = celery_defaults()
+    types = _option_types()  # every Celery setting, with the type Celery declares
     own = STATE_MACHINE if strategy == "state-machine" else {}
     for key, value in overrides.items():
-        if key not in defaults and key not in own and key not in TRANSPORT_OPTIONS:
+        if key not in types and key not in own and key not in TRANSPORT_OPTIONS:
             known = ", ".join([*TRANSPORT_OPTIONS, *own])
             raise ConfigError(
                 f"{key!r} is not a Celery setting nor one of graduate's ({known}); use a "
@@ -91,7 +91,7 @@ def check_overrides(strategy: str, overrides: Mapping[str, Any]) -> None:
             )
         # graduate's knobs and the transport's are seconds; Celery's own have the type
         # Celery declares, so a typo fails here and not inside a worker.
-        kind = "float" if key in own or key in TRANSPORT_OPTIONS else _option_types()[key]
+        kind = "float" if key in own or key in TRANSPORT_OPTIONS else types[key]
         if value is not None and not _of_kind(value, kind):
             raise ConfigError(f"Celery setting {key} = {value!r} must be "
                               f"{_KIND_NAMES.get(kind, kind)}")
