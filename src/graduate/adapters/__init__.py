@@ -47,7 +47,7 @@ def open_engine(name: str, flow: Flow, services: Services, run_dir: Path, *,
     """
     check_engine(name)
     if name == "temporal":
-        from graduate.adapters.temporal import TemporalEngine
+        from graduate.adapters.temporal.engine import TemporalEngine
 
         return TemporalEngine(flow, services, run_dir, settings=settings,
                               worker_services=worker_services)

@@ -1,5 +1,5 @@
-"""The Temporal adapter: the only place that imports temporalio."""
+"""The Temporal adapter: the only place that imports temporalio.
 
-from graduate.adapters.temporal.engine import TemporalEngine
-
-__all__ = ["TemporalEngine"]
+Its modules are imported by name (`graduate.adapters.temporal.engine`), so that reading
+`settings` to check a profile does not load the SDK.
+"""
