@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from graduate.adapters import ENGINES
+from graduate.adapters import engine_names
 from graduate.adapters.base import InstanceState
 from graduate.config import Settings
 from graduate.flow import Flow, load_flow
@@ -21,7 +21,7 @@ from tests.conftest import FlowFactory
 FORWARD = ["create_record", "reserve", "activate", "notify"]
 
 
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(params=engine_names())
 def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -1,40 +1,41 @@
-"""Engine adapters: one package per engine, all behind `graduate.adapters.base.Engine`."""
+"""Engine adapters: one package per engine, all behind `graduate.adapters.base.Engine`,
+each described once in the registry (`graduate.adapters.registry`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from graduate.adapters import celery as _celery
+from graduate.adapters import temporal as _temporal
 from graduate.adapters.base import Engine
-from graduate.errors import ConfigError
+from graduate.adapters.registry import (
+    EngineDescription,
+    describe,
+    engine_names,
+    engines,
+    register,
+)
 from graduate.flow import Flow
 from graduate.services.model import Services
+from graduate.services.provider import Needs
 
-ENGINES = ("temporal", "celery-chain", "celery-state-machine")
+__all__ = ["EngineDescription", "check_engine", "check_settings", "describe", "engine_names",
+           "engines", "needs", "open_engine", "register"]
 
-
-def needs_temporal(engine: str) -> bool:
-    return engine == "temporal"
+for _description in (*_temporal.DESCRIPTIONS, *_celery.DESCRIPTIONS):
+    register(_description)
 
 
 def check_engine(name: str) -> str:
-    if name not in ENGINES:
-        raise ConfigError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
+    describe(name)
     return name
 
 
 def check_settings(name: str, overrides: Mapping[str, Any]) -> None:
     """Raise ConfigError unless `overrides` are settings engine `name` knows."""
-    check_engine(name)
-    if name == "temporal":
-        from graduate.adapters.temporal import settings as temporal_settings
-
-        temporal_settings.check_overrides(overrides)
-    else:
-        from graduate.adapters.celery import settings as celery_settings
-
-        celery_settings.check_overrides(name.removeprefix("celery-"), overrides)
+    describe(name).check_settings(overrides)
 
 
 def open_engine(name: str, flow: Flow, services: Services, run_dir: Path, *,
@@ -45,14 +46,12 @@ def open_engine(name: str, flow: Flow, services: Services, run_dir: Path, *,
     `settings` overrides the engine's defaults; `worker_services`, when given, is what
     the workers connect to instead of `services` (see `Engine`).
     """
-    check_engine(name)
-    if name == "temporal":
-        from graduate.adapters.temporal.engine import TemporalEngine
+    return describe(name).open(flow, services, run_dir, settings=settings,
+                               worker_services=worker_services)
 
-        return TemporalEngine(flow, services, run_dir, settings=settings,
-                              worker_services=worker_services)
-    from graduate.adapters.celery import CeleryEngine
 
-    strategy = name.removeprefix("celery-")
-    return CeleryEngine(flow, services, run_dir, strategy=strategy, settings=settings,
-                        worker_services=worker_services)
+def needs(names: Sequence[str]) -> Needs:
+    """The services runs on the engines `names` need, from each one's description."""
+    described = [describe(name) for name in names]
+    return Needs(temporal=any(d.needs_server for d in described),
+                 broker=any(d.needs_broker for d in described))

@@ -65,6 +65,11 @@ class Capabilities:
     timers: bool
     compensation: bool
     versioning: bool
+    # What a fault can break: a pool child apart from the worker's main process, a
+    # broker that holds the queued work, a server that holds the instances' progress.
+    pool_children: bool = False
+    broker: bool = False
+    server: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,19 +23,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graduate.adapters import ENGINES
+from graduate.adapters import engine_names
 from graduate.adr.attached import Loaded, load
 from graduate.adr.checklists import CHECKLISTS, ChecklistItem
 from graduate.adr.document import AdrDocument
 from graduate.adr.record import CLOSING, Attachment, Status
-from graduate.chaos.faults import FAULTS, POINTS
+from graduate.chaos.faults import (
+    POINTS,
+    deploy_change,
+    fault_names,
+    get_fault,
+    kill_worker,
+    restart_server,
+    stop_worker,
+)
 from graduate.chaos.profiles import Profile, load_profiles
 from graduate.config import graduate_subtable
 from graduate.errors import ConfigError, GraduateError
 from graduate.flow import Flow, flow_to_dict, load_flow
 
-# Faults after which no step is in flight, so there is no resume to judge.
-_NO_RESUME = ("none", "wait-timeout")
 _SHOWN = 5  # problems of one kind listed before "and N more"
 
 
@@ -47,31 +53,24 @@ class FaultRequirement:
     step: str | None = None
     point: str | None = None
 
-    @property
-    def versioned(self) -> bool:
-        """A deploy counts only with the engine's versioning guard on: that is the story
-        ADR 0001 asks for, and the unguarded deploy is expected to break."""
-        return self.fault == "deploy-change"
-
     def describe(self) -> str:
-        at = f" at {self.step}:{self.point}" if self.step else ""
-        if self.versioned:
-            return f"a deploy of changed code (deploy-change{at}, versioned)"
-        return f"{self.fault}{at}"
+        return get_fault(self.fault).requirement(
+            f" at {self.step}:{self.point}" if self.step else "")
 
     def matches(self, run: dict[str, Any]) -> bool:
         fault = run.get("fault") or {}
         return (fault.get("fault") == self.fault
                 and (self.step is None or fault.get("step") == self.step)
                 and (self.point is None or fault.get("point") == self.point)
-                and (not self.versioned or fault.get("versioned") is True))
+                and all(fault.get(name) == value
+                        for name, value in get_fault(self.fault).proven_with.items()))
 
 
 DEFAULT_REQUIRED_FAULTS = (
-    FaultRequirement("kill-worker"),
-    FaultRequirement("restart-server"),
-    FaultRequirement("stop-worker"),
-    FaultRequirement("deploy-change"),
+    FaultRequirement(kill_worker.NAME),
+    FaultRequirement(restart_server.NAME),
+    FaultRequirement(stop_worker.NAME),
+    FaultRequirement(deploy_change.NAME),
 )
 GATE_KEYS = ("target_engine", "required_faults", "min_instances", "require_profiles")
 
@@ -140,9 +139,9 @@ def load_policy(project_dir: Path) -> GatePolicy:
                           f"never loosened, with: {', '.join(GATE_KEYS)}")
     policy = GatePolicy()
     target = table.get("target_engine", policy.target_engine)
-    if target not in ENGINES:
+    if target not in engine_names():
         raise ConfigError(f"{where}: target_engine = {target!r} must be one of "
-                          f"{', '.join(ENGINES)}")
+                          f"{', '.join(engine_names())}")
     minimum = table.get("min_instances", policy.min_instances)
     if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 1:
         raise ConfigError(f"{where}: min_instances = {minimum!r} must be a whole number "
@@ -171,9 +170,9 @@ def _strings(value: object, where: str) -> list[str]:
 
 def _requirement(item: str, where: str) -> FaultRequirement:
     fault, sep, at = item.partition("@")
-    if fault not in FAULTS:
+    if fault not in fault_names():
         raise ConfigError(f"{where}: required_faults names {fault!r}; faults: "
-                          f"{', '.join(FAULTS)} (optionally FAULT@STEP:POINT)")
+                          f"{', '.join(fault_names())} (optionally FAULT@STEP:POINT)")
     if not sep:
         return FaultRequirement(fault)
     step, colon, point = at.partition(":")
@@ -274,7 +273,8 @@ def _fault(document: AdrDocument, requirement: FaultRequirement, policy: GatePol
                         f"{_uncounted(r, policy, stale.get(a.id))}"
                         for a, r in candidates)
         in_profile = f" in profile {profile}" if profile else ""
-        flag = " --versioned" if requirement.versioned else ""
+        flag = "".join(f" --{name}" for name, value in
+                       get_fault(requirement.fault).proven_with.items() if value is True)
         at = f"{requirement.step}:{requirement.point}" if requirement.step else "STEP:POINT"
         problems.append(
             f"no attached {engine} run of {requirement.describe()}{in_profile} that counts"
@@ -312,17 +312,18 @@ def _uncounted(run: dict[str, Any], policy: GatePolicy,
     """Why a run that did not fail still proves nothing, or None when it counts;
     `stale` says why the run no longer speaks for the flow, if it does not."""
     fault = run.get("fault") or {}
+    kind = get_fault(str(fault.get("fault") or "none"))
     instances = run.get("instances") or []
     if stale is not None:
         return stale
     if not fault.get("applicable"):
         return f"the fault does not apply ({fault.get('reason') or 'no reason given'})"
-    if fault.get("fault") != "none" and not fault.get("fired"):
+    if kind.fires and not fault.get("fired"):
         return f"the fault never fired ({fault.get('reason') or 'no reason given'})"
     if len(instances) < policy.min_instances:
         return (f"it ran {len(instances)} instance(s); the gate asks for at least "
                 f"{policy.min_instances}")
-    if fault.get("fault") not in _NO_RESUME and not any(i.get("resume") for i in instances):
+    if kind.expects_resume and not any(i.get("resume") for i in instances):
         return ("no instance was caught in flight, so it shows no resume; fire the fault "
                 "at STEP:before-effect, STEP:after-effect or WAIT:during-wait")
     if failures(run):

@@ -18,6 +18,7 @@ from typing import Any
 
 import jinja2
 
+from graduate.adapters import describe
 from graduate.adr.attached import file_of, read_junit, resolve, stored_path
 from graduate.adr.checklists import (
     RELEASE_CHECKLIST,
@@ -48,9 +49,6 @@ from graduate.adr.record import (
 )
 from graduate.evidence import EvidenceStore, read_json
 from graduate.flow import CLASS_MEANINGS, Flow, load_flow
-
-_ENGINE_LABELS = {"temporal": "Temporal", "celery-chain": "a Celery chain",
-                  "celery-state-machine": "a Celery state machine"}
 
 
 def now_utc() -> str:
@@ -115,7 +113,7 @@ def _render_body(number: int, flow: Flow, flow_source: str, policy: GatePolicy,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    engine = _ENGINE_LABELS.get(policy.target_engine, policy.target_engine)
+    engine = describe(policy.target_engine).title
     return environment.get_template("adr.md.j2").render(
         number_text=f"{number:04d}", flow=flow, flow_source=flow_source,
         target_engine=engine,

@@ -13,26 +13,43 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graduate.adapters import ENGINES, check_engine
-from graduate.chaos.faults import FAULTS, FaultPlan, parse_plan
+from graduate.adapters import check_engine, engine_names
+from graduate.chaos.faults import (
+    Fault,
+    FaultPlan,
+    deploy_change,
+    fault_names,
+    kill_pool_child,
+    kill_worker,
+    none,
+    parse_label,
+    parse_plan,
+    restart_broker,
+    restart_server,
+    stop_worker,
+    wait_timeout,
+)
 from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
 from graduate.chaos.profiles import load_profiles, require_profile
 from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore, now_iso
 from graduate.flow import Flow, Step, load_flow
-from graduate.runner import RunOptions, approve_all, new_run_id
+from graduate.runner import RunOptions, approve_all
+from graduate.runs.session import new_run_id
 
-VARIANTS = {("deploy-change", "versioned"), ("stop-worker", "cold")}
-DEFAULT_FAULTS = ("none", "kill-worker", "kill-pool-child", "stop-worker", "restart-broker",
-                  "restart-server", "wait-timeout")
+DEFAULT_FAULTS = (none.NAME, kill_worker.NAME, kill_pool_child.NAME, stop_worker.NAME,
+                  restart_broker.NAME, restart_server.NAME, wait_timeout.NAME)
+# Cells written before faults carried their options kept these two as fields.
+_LEGACY_OPTIONS = (deploy_change.VERSIONED.name, stop_worker.COLD.name)
 
 
 @dataclass(frozen=True)
 class MatrixSpec:
     flow: str
-    engines: tuple[str, ...] = ENGINES
-    faults: tuple[str, ...] = DEFAULT_FAULTS  # FAULT or FAULT@STEP:POINT
+    engines: tuple[str, ...] = field(default_factory=engine_names)
+    # FAULT[+OPTION...][@STEP:POINT]: an option is a flag the fault declares
+    faults: tuple[str, ...] = DEFAULT_FAULTS
     profiles: tuple[str, ...] = ("defaults",)
     at: str | None = None  # default fault point for faults given without one
     instances: int = 1
@@ -51,11 +68,25 @@ class CellOutcome:
     fault: str
     at: str | None
     profile: str
-    versioned: bool = False
-    cold: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # the fault's, when not default
     status: str = "pending"  # pending, done, not-applicable
     run_id: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The fault with its flags, as the cell's key names it: `stop-worker+cold`."""
+        return "+".join((self.fault, *(k for k, v in self.options.items() if v is True)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellOutcome:
+        """A cell as a matrix file keeps it, also from before faults had options."""
+        values = dict(data)
+        options = dict(values.pop("options", None) or {})
+        for name in _LEGACY_OPTIONS:
+            if values.pop(name, False):
+                options[name] = True
+        return cls(**values, options=options)
 
 
 def default_point(flow: Flow) -> str:
@@ -81,27 +112,24 @@ def plan_cells(flow: Flow, spec: MatrixSpec, project_dir: Path) -> list[CellOutc
     for engine in spec.engines:
         for item in spec.faults:
             name, _, at = item.partition("@")
-            fault, plus, variant = name.partition("+")
-            if fault not in FAULTS or (plus and (fault, variant) not in VARIANTS):
-                raise ConfigError(f"unknown fault {name!r} in --faults; choose from: "
-                                  f"{', '.join(FAULTS)}, as FAULT[@STEP:POINT] "
-                                  "(deploy-change+versioned for the versioning guard, "
-                                  "stop-worker+cold for a cold shutdown)")
+            try:
+                fault, options = parse_label(name)
+            except ConfigError as error:
+                raise ConfigError(f"{error}; in --faults, write FAULT[+OPTION][@STEP:POINT] "
+                                  f"with FAULT one of: {', '.join(fault_names())}") from error
             point = at or _default_at(flow, fault, spec.at)
-            versioned, cold = variant == "versioned", variant == "cold"
-            parse_plan(fault, point, flow, versioned=versioned, cold=cold)
+            plan = parse_plan(fault, point, flow, options=options)
             for profile in spec.profiles:
-                key = f"{engine}|{name}@{point or '-'}|{profile}"
-                cells.append(CellOutcome(key=key, engine=engine, fault=fault, at=point,
-                                         profile=profile, versioned=versioned, cold=cold))
+                key = f"{engine}|{plan.label}@{point or '-'}|{profile}"
+                cells.append(CellOutcome(key=key, engine=engine, fault=fault.name, at=point,
+                                         profile=profile, options=options))
     return cells
 
 
-def _default_at(flow: Flow, fault: str, given: str | None) -> str | None:
-    if fault in ("none", "wait-timeout"):
+def _default_at(flow: Flow, fault: Fault, given: str | None) -> str | None:
+    if not fault.needs_point:
         return None
-    if fault == "deploy-change" and flow.waits:
-        # A deploy lands while instances are parked at a human wait: the usual window.
+    if fault.at_wait and flow.waits:
         return f"{flow.waits[0].name}:during-wait"
     return given or default_point(flow)
 
@@ -133,7 +161,7 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
         record = store.load_matrix(resume)
         spec = _spec_from_record(record["spec"])
         matrix_id = resume
-        outcomes = [CellOutcome(**c) for c in record["cells"]]
+        outcomes = [CellOutcome.from_dict(c) for c in record["cells"]]
     else:
         flow = load_flow(spec.flow, spikes_dir=settings.spikes_dir)
         matrix_id = f"m{new_run_id()}"
@@ -146,7 +174,7 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     pending = [o for o in outcomes if o.status == "pending"]
     for number, outcome in enumerate(pending, start=1):
         plan = parse_plan(outcome.fault, outcome.at, flow, restart_delay=spec.restart_delay,
-                          versioned=outcome.versioned, cold=outcome.cold)
+                          options=outcome.options)
         result = run_chaos(settings, _options(spec, flow, plan, outcome), store)
         outcome.run_id = result.run_id
         outcome.status = "done" if result.applicable else "not-applicable"
@@ -163,7 +191,7 @@ def _options(spec: MatrixSpec, flow: Flow, plan: FaultPlan,
         run=RunOptions(flow=spec.flow, engine=cell.engine, instances=spec.instances,
                        timeout=spec.timeout, decisions=approve_all(flow)),
         plan=plan, profile=cell.profile,
-        wait_deadline=spec.wait_deadline if plan.fault == "wait-timeout" else None,
+        wait_deadline=spec.wait_deadline if plan.fault.lets_waits_expire else None,
     )
 
 

@@ -14,23 +14,29 @@ a built-in one (`extends`, "defaults" unless said) and overrides settings per en
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graduate.adapters import ENGINES, check_settings
+from graduate.adapters import check_settings, describe, engine_names
 from graduate.config import graduate_subtable
 from graduate.errors import ConfigError
 
-_CELERY_TUNED: dict[str, Any] = {
-    "task_acks_late": True,
-    "task_reject_on_worker_lost": True,
-    "worker_prefetch_multiplier": 1,
-    "visibility_timeout": 10,
-    "unacked_restore_interval": 1,
-    "unacked_restore_throttle": 1,
-}
+
+class _Tuned(Mapping[str, Mapping[str, Any]]):
+    """Each registered engine's own production settings, read from its description."""
+
+    def __getitem__(self, engine: str) -> Mapping[str, Any]:
+        if engine not in engine_names():
+            raise KeyError(engine)
+        return describe(engine).tuned
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(engine_names())
+
+    def __len__(self) -> int:
+        return len(engine_names())
 
 
 @dataclass(frozen=True)
@@ -56,14 +62,7 @@ BUILT_IN: dict[str, Profile] = {
         "while paused at a fault point), so a dead worker's step is retried without "
         "waiting out its start-to-close timeout, and a graceful shutdown window for its "
         "workers",
-        {
-            "temporal": {"graceful_shutdown_timeout": 10.0, "heartbeat_timeout": 2.0},
-            "celery-chain": _CELERY_TUNED,
-            # The state machine's own recovery: a step's lease outlives its time limit
-            # by 1 s, and an idle row is nudged after 2 s.
-            "celery-state-machine": {**_CELERY_TUNED, "lease_margin": 1.0,
-                                     "idle_grace": 2.0},
-        },
+        _Tuned(),
     ),
 }
 # What --help lists; a project's own profiles come on top.
@@ -100,13 +99,13 @@ def _project_profile(name: str, table: dict[str, Any], where: str) -> Profile:
     if not isinstance(description, str):
         raise ConfigError(f"{where}: description must be a string")
     base = BUILT_IN[base_name]
-    engines = {engine: base.settings(engine) for engine in ENGINES}
+    engines = {engine: base.settings(engine) for engine in engine_names()}
     for key, value in table.items():
         if key in ("extends", "description"):
             continue
-        if key not in ENGINES:
+        if key not in engine_names():
             raise ConfigError(f"{where}: {key!r} is not an engine; keys are description, "
-                              f"extends and the engines {', '.join(ENGINES)}")
+                              f"extends and the engines {', '.join(engine_names())}")
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {key} must be a table of settings, such as "
                               f"{key} = {{ {_example(key)} }}")
@@ -119,7 +118,7 @@ def _project_profile(name: str, table: dict[str, Any], where: str) -> Profile:
 
 
 def _example(engine: str) -> str:
-    return "heartbeat_timeout = 5" if engine == "temporal" else "task_acks_late = true"
+    return describe(engine).example_setting
 
 
 def require_profile(profiles: Mapping[str, Profile], name: str) -> Profile:

@@ -11,8 +11,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from graduate.adapters import ENGINES, check_engine
-from graduate.chaos.faults import DESCRIPTIONS, FAULTS, parse_plan
+from graduate.adapters import check_engine, engine_names
+from graduate.chaos.faults import deploy_change, descriptions, fault_names, parse_plan, stop_worker
 from graduate.chaos.harness import ChaosOptions, ChaosResult, TimelineEvent, run_chaos
 from graduate.chaos.matrix import DEFAULT_FAULTS, CellOutcome, MatrixSpec, run_matrix
 from graduate.chaos.profiles import PROFILES, profile_settings
@@ -37,9 +37,10 @@ def _store(config: Settings, evidence: Path | None) -> EvidenceStore:
 def chaos(
     ctx: typer.Context,
     flow: Annotated[str, typer.Argument(help="A flow name from the spikes folder or a file.")],
-    engine: Annotated[str, typer.Option("--engine", "-e", help=f"One of {', '.join(ENGINES)}.")],
+    engine: Annotated[str, typer.Option("--engine", "-e",
+                                        help=f"One of {', '.join(engine_names())}.")],
     fault: Annotated[str, typer.Option(help="; ".join(f"{k}: {v}" for k, v in
-                                                      DESCRIPTIONS.items()))],
+                                                      descriptions().items()))],
     at: Annotated[str | None, typer.Option(
         help="Where the fault fires: STEP:before-effect, STEP:after-effect (effect applied, "
              "step not yet acknowledged), WAIT:during-wait, or +SECONDS.")] = None,
@@ -52,10 +53,9 @@ def chaos(
     partition_for: Annotated[float, typer.Option(
         help="Seconds a partition lasts before it heals.")] = 5.0,
     versioned: Annotated[bool, typer.Option(
-        help="deploy-change: deploy with the engine's versioning guard.")] = False,
+        help=f"{deploy_change.NAME}: {deploy_change.VERSIONED.help}.")] = False,
     cold: Annotated[bool, typer.Option(
-        help="stop-worker: a cold shutdown (SIGQUIT: Celery abandons the task in hand) "
-             "instead of a warm one (SIGTERM).")] = False,
+        help=f"{stop_worker.NAME}: {stop_worker.COLD.help}.")] = False,
     wait_deadline: Annotated[float | None, typer.Option(
         help="Shorten the flow's wait deadlines to this many seconds for the run.")] = None,
     timeout: Annotated[float, typer.Option(
@@ -78,8 +78,10 @@ def chaos(
     profile_settings(profile, engine, config.project_dir)
     loaded = load_flow(flow, spikes_dir=config.spikes_dir)
     plan = parse_plan(fault, at, loaded, restart_delay=restart_delay,
-                      partition_for=partition_for, versioned=versioned, cold=cold)
-    if plan.fault == "wait-timeout" and wait_deadline is None and max(
+                      partition_for=partition_for,
+                      options={deploy_change.VERSIONED.name: versioned,
+                               stop_worker.COLD.name: cold})
+    if plan.fault.lets_waits_expire and wait_deadline is None and max(
             w.deadline for w in loaded.waits) > timeout:
         raise ConfigError(f"the waits of {loaded.name} last longer than the run's "
                           f"--timeout {timeout:g}s; add --wait-deadline 5 to shorten them")
@@ -147,10 +149,13 @@ def matrix(
     flow: Annotated[str | None, typer.Argument(
         help="A flow name from the spikes folder or a file (not needed with --resume).")
     ] = None,
-    engines: Annotated[str, typer.Option(help="Comma-separated engines.")] = ",".join(ENGINES),
+    engines: Annotated[str, typer.Option(
+        help="Comma-separated engines.")] = ",".join(engine_names()),
     faults: Annotated[str, typer.Option(
-        help=f"Comma-separated faults, each optionally FAULT@STEP:POINT. Known: "
-             f"{', '.join(FAULTS)}.")] = ",".join(DEFAULT_FAULTS),
+        help=f"Comma-separated faults, each FAULT[+OPTION][@STEP:POINT] (an option is a "
+             f"flag the fault takes, such as {deploy_change.NAME}+"
+             f"{deploy_change.VERSIONED.name}). Known: {', '.join(fault_names())}."
+    )] = ",".join(DEFAULT_FAULTS),
     profiles: Annotated[str, typer.Option(
         help=f"Comma-separated profiles: {', '.join(PROFILES)}, or the project's own "
              "([tool.graduate.profiles.NAME]).")] = "defaults",
@@ -226,12 +231,12 @@ def matrix_table(matrix_id: str, cells: list[CellOutcome]) -> Table:
             if cell.status == "not-applicable":
                 notes.append(f"{cell.engine} {cell.fault}: {s.get('reason', '')}")
                 result = f"[dim]n/a ({len(notes)})[/]"
-            table.add_row(cell.engine, _fault_name(cell), cell.at or "-", cell.profile,
+            table.add_row(cell.engine, cell.label, cell.at or "-", cell.profile,
                           *["-"] * 9, result)
             continue
         resume = s.get("median_time_to_resume")
         table.add_row(
-            cell.engine, _fault_name(cell), cell.at or "-", cell.profile,
+            cell.engine, cell.label, cell.at or "-", cell.profile,
             str(s["completed"]), str(s["compensated"]), _alarm(s["failed"]),
             _alarm(s["lost"]), _alarm(s["stuck"]), _alarm(s["unabsorbed_duplicates"]),
             str(s["absorbed_duplicates"]), f"{s['resumed_exactly']}/{s['hit_by_fault']}",
@@ -241,11 +246,6 @@ def matrix_table(matrix_id: str, cells: list[CellOutcome]) -> Table:
     if notes:
         table.caption = "\n".join(f"({n}) {text}" for n, text in enumerate(notes, 1))
     return table
-
-
-def _fault_name(cell: CellOutcome) -> str:
-    variant = "+versioned" if cell.versioned else "+cold" if cell.cold else ""
-    return f"{cell.fault}{variant}"
 
 
 def _alarm(count: int) -> str:

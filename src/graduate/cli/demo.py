@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from graduate.adapters import ENGINES
+from graduate.adapters import engine_names
+from graduate.chaos.faults import (
+    deploy_change,
+    kill_worker,
+    none,
+    restart_broker,
+    restart_server,
+    stop_worker,
+    wait_timeout,
+)
 from graduate.chaos.matrix import CellOutcome, MatrixSpec, run_matrix
 from graduate.cli.chaos import matrix_table
 from graduate.cli.common import console, settings
@@ -16,8 +25,9 @@ from graduate.reports.build import build_report
 from graduate.reports.render import write_reports
 
 SAMPLE_FLOW = "partner_approval"
-DEMO_FAULTS = ("none", "kill-worker", "stop-worker", "restart-broker", "restart-server",
-               "deploy-change", "deploy-change+versioned", "wait-timeout")
+DEMO_FAULTS = (none.NAME, kill_worker.NAME, stop_worker.NAME, restart_broker.NAME,
+               restart_server.NAME, deploy_change.NAME,
+               f"{deploy_change.NAME}+{deploy_change.VERSIONED.name}", wait_timeout.NAME)
 
 
 def demo(
@@ -37,9 +47,10 @@ def demo(
     """
     config = settings(ctx)
     store = EvidenceStore(config.evidence_dir)
-    spec = MatrixSpec(flow=SAMPLE_FLOW, engines=ENGINES, faults=DEMO_FAULTS, timeout=timeout)
+    engines = engine_names()
+    spec = MatrixSpec(flow=SAMPLE_FLOW, engines=engines, faults=DEMO_FAULTS, timeout=timeout)
     console.print(f"[bold]graduate demo[/]: the crash matrix of {SAMPLE_FLOW} on "
-                  f"{', '.join(ENGINES)}; {len(DEMO_FAULTS)} faults each")
+                  f"{', '.join(engines)}; {len(DEMO_FAULTS)} faults each")
 
     def progress(cell: CellOutcome, number: int, total: int) -> None:
         result = ("n/a" if cell.status == "not-applicable"

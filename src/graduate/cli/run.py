@@ -9,14 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from graduate.adapters import ENGINES, check_engine, needs_temporal
+from graduate.adapters import check_engine, engine_names, needs
 from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.cli.common import console, settings
 from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.flow import load_flow
 from graduate.runner import Decision, Failure, RunOptions, RunResult, run_flow, validate_options
-from graduate.services.provider import Needs, shared_services
+from graduate.services.provider import open_stack
 
 STATE_STYLE = {
     InstanceState.COMPLETED: "green", InstanceState.COMPENSATED: "yellow",
@@ -31,7 +31,7 @@ def run(
         help="A flow name from the spikes folder, a .toml file, or module:ATTRIBUTE.")],
     engine: Annotated[list[str], typer.Option(
         "--engine", "-e",
-        help=f"Engine to run on: {', '.join(ENGINES)}. Repeat to run on several.")],
+        help=f"Engine to run on: {', '.join(engine_names())}. Repeat to run on several.")],
     instances: Annotated[int, typer.Option(help="Instances to start at once.")] = 1,
     workers: Annotated[int, typer.Option(help="Worker processes to start.")] = 1,
     timeout: Annotated[float, typer.Option(
@@ -74,19 +74,19 @@ def run(
 def run_all(config: Settings, options: list[RunOptions], *, as_json: bool = False,
             temporal_port: int | None = None, redis_port: int | None = None) -> None:
     """Run each option in turn on services started once; exit 1 unless all succeeded."""
-    engines = [o.engine for o in options]
-    needs = Needs(temporal=any(needs_temporal(e) for e in engines),
-                  broker=not all(needs_temporal(e) for e in engines))
+    # Each flow is loaded and the services resolved once, for every run.
+    flows = {o.flow: load_flow(o.flow, spikes_dir=config.spikes_dir) for o in options}
     for option in options:
-        validate_options(load_flow(option.flow, spikes_dir=config.spikes_dir), option)
+        validate_options(flows[option.flow], option)
     results = []
-    with shared_services(config, needs, temporal_port=temporal_port,
-                         redis_port=redis_port) as shared:
+    with open_stack(config, needs([o.engine for o in options]), temporal_port=temporal_port,
+                    redis_port=redis_port) as stack:
         for option in options:
             if not as_json:
                 console.print(f"[bold]Running {option.flow} on {option.engine}[/] "
                               f"({option.instances} instance(s))")
-            result = run_flow(shared, option, on_status=None if as_json else _progress)
+            result = run_flow(config, option, flow=flows[option.flow], stack=stack,
+                              on_status=None if as_json else _progress)
             results.append(result)
             if not as_json:
                 console.print(_table(result))

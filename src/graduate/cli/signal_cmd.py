@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
-from graduate.adapters import needs_temporal, open_engine
+from graduate.adapters import needs, open_engine
 from graduate.cli.common import console, settings
 from graduate.errors import ConfigError
 from graduate.flow import load_flow
 from graduate.ledger import Ledger
-from graduate.services.provider import Needs, kept_services, open_services
+from graduate.services.provider import kept_services, open_services
 
 
 def signal_instance(
@@ -47,11 +47,10 @@ def signal_instance(
     if name not in {w.signal for w in flow.waits}:
         raise ConfigError(f"flow {flow.name!r} waits for no signal {name!r}; its waits take: "
                           f"{', '.join(w.signal for w in flow.waits) or 'none'}")
-    temporal = needs_temporal(record.engine)
     if not (kept_services(config.state_dir) or config.temporal_address or config.broker_url):
         raise ConfigError("no running services to signal through: start them with "
                           "`graduate env up` before `graduate run`, or configure external ones")
-    with open_services(config, Needs(temporal=temporal, broker=not temporal)) as services:
+    with open_services(config, needs([record.engine])) as services:
         # The run's own folder: engines route to that run's queues by its name.
         engine = open_engine(record.engine, flow, services,
                              config.state_dir / "runs" / record.run_id)

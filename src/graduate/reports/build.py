@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from graduate.adapters import ENGINES
-from graduate.chaos.faults import DESCRIPTIONS
+from graduate.adapters import describe, engine_names
+from graduate.chaos.faults import descriptions, parse_label, plan_from_record, timeline_events
 from graduate.check import EffectVerdict, InstanceVerdict, Resume, Verdict, judge_run
-from graduate.errors import ConfigError
+from graduate.errors import ConfigError, GraduateError
 from graduate.evidence import EvidenceStore
 from graduate.flow import CLASS_MEANINGS
 from graduate.reports.decision import criteria, recommend
@@ -48,29 +48,6 @@ from graduate.reports.model import (
 )
 from graduate.reports.redaction import redact_value
 
-ENGINE_TITLES = {
-    "temporal": "Temporal: a durable workflow whose steps are activities; the Temporal "
-                "server keeps its progress",
-    "celery-chain": "Celery chain: tasks linked one after another, as most Celery code is "
-                    "written",
-    "celery-state-machine": "Celery state machine: step state kept in a database and "
-                            "advanced by tasks and a periodic tick",
-}
-_EVENTS: dict[str, tuple[str, str]] = {
-    "instances-started": ("instances started", "info"),
-    "signal-sent": ("decision signalled (the human's answer)", "signal"),
-    "fault-point-reached": ("fault point reached", "point"),
-    "fault-fired": ("fault fired", "fault"),
-    "fault-not-fired": ("fault did not fire", "stop"),
-    "fault-skipped": ("fault skipped", "stop"),
-    "worker-exited": ("worker exited", "stop"),
-    "worker-forced": ("worker killed after its grace period", "stop"),
-    "process-died": ("process died", "stop"),
-    "worker-started": ("worker started", "recovery"),
-    "service-restarted": ("service restarted", "recovery"),
-    "network-healed": ("network healed", "recovery"),
-    "run-ended": ("run ended", "info"),
-}
 _EPSILON = 1e-6
 
 
@@ -164,15 +141,14 @@ def _from_runs(store: EvidenceStore, run_ids: list[str]) -> Report:
         fault = run.get("fault", {})
         step, point, offset = fault.get("step"), fault.get("point"), fault.get("offset")
         at = f"{step}:{point}" if step else (f"+{offset:g}s" if offset is not None else None)
-        name = str(fault.get("fault", "none")) + ("+versioned" if fault.get("versioned") else
-                                                  "+cold" if fault.get("cold") else "")
+        name = plan_from_record(fault).label
         key = f"{run['engine']}|{name}@{at or '-'}|{run['profile']}"
         specs.append(_CellSpec(key=key, engine=str(run["engine"]),
                                fault=str(fault.get("fault", "none")), at=at,
                                profile=str(run["profile"]),
                                status="done" if fault.get("applicable", True) else
                                "not-applicable", run_id=run_id, summary={}))
-    engines = [e for e in ENGINES if any(s.engine == e for s in specs)]
+    engines = [e for e in engine_names() if any(s.engine == e for s in specs)]
     engines += [s.engine for s in specs if s.engine not in engines]
     return _assemble(source="runs", matrix_id=None, record={}, specs=specs, runs=runs,
                      engines=list(dict.fromkeys(engines)), warnings=[])
@@ -254,14 +230,28 @@ def _titles(specs: list[_CellSpec]) -> dict[str, str]:
 
 def _explain(column: str) -> str:
     """What the fault of a column does, e.g. for "deploy-change+versioned@approval:..."."""
-    name = column.split("@", 1)[0]
-    fault, _, variant = name.partition("+")
-    text = DESCRIPTIONS.get(fault, "")
-    if variant == "versioned":
-        return f"{text}, with the engine's versioning guard"
-    if variant == "cold":
-        return f"{text}, as a cold shutdown (SIGQUIT: the task in hand is abandoned)"
-    return text
+    try:
+        fault, options = parse_label(column.split("@", 1)[0])
+    except GraduateError:
+        return ""  # a fault this release does not know: the column's name says it all
+    return fault.explain(options)
+
+
+def _engine_summary(engine: str) -> str:
+    try:
+        return describe(engine).summary
+    except GraduateError:
+        return engine  # evidence of an engine this installation does not know
+
+
+def _event_title(kind: str) -> str:
+    known = timeline_events().get(kind)
+    return known.title if known else kind.replace("-", " ")
+
+
+def _event_category(kind: str) -> str:
+    known = timeline_events().get(kind)
+    return known.category if known else "info"
 
 
 # ---------------------------------------------------------------------------- the flow
@@ -326,8 +316,7 @@ def _run(run: dict[str, Any], flow: FlowInfo, label: str, title: str, settings_s
     fired_at = next((float(e["at"]) for e in timeline if e["kind"] == "fault-fired"), None)
     events = tuple(
         Event(number=n, at=float(e["at"]), kind=str(e["kind"]),
-              label=_EVENTS.get(str(e["kind"]), (str(e["kind"]).replace("-", " "), "info"))[0],
-              category=_EVENTS.get(str(e["kind"]), ("", "info"))[1],
+              label=_event_title(str(e["kind"])), category=_event_category(str(e["kind"])),
               detail=str(e.get("detail", "")),
               instance_id=str(e["instance"]) if e.get("instance") else None)
         for n, e in enumerate(timeline, start=1))
@@ -347,7 +336,7 @@ def _run(run: dict[str, Any], flow: FlowInfo, label: str, title: str, settings_s
         title=title,
         fault=FaultInfo(kind=str(fault.get("fault", "none")),
                         description=str(fault.get("description", fault.get("fault", ""))),
-                        explanation=DESCRIPTIONS.get(str(fault.get("fault")), ""),
+                        explanation=descriptions().get(str(fault.get("fault")), ""),
                         applicable=bool(fault.get("applicable", True)),
                         fired=bool(fault.get("fired", False)),
                         reason=str(fault.get("reason", ""))),
@@ -599,7 +588,7 @@ def _summary(engine: str, cells: list[CellReport], resume: ResumeStats) -> Engin
     if extra:
         sentence += f" Other cells: {', '.join(extra)}."
     return EngineSummary(
-        engine=engine, title=ENGINE_TITLES.get(engine, engine), verdict=verdict,
+        engine=engine, title=_engine_summary(engine), verdict=verdict,
         sentence=sentence, cells_passed=len(ran) - len(failed), cells_failed=len(failed),
         cells_not_applicable=not_applicable, cells_pending=pending,
         instances=total(lambda c: c.instances), completed=total(lambda c: c.completed),

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from graduate.adapters import describe
+from graduate.chaos.faults import Fault, get_fault, parse_label
+from graduate.errors import GraduateError
 from graduate.reports.model import (
     CellReport,
     Criterion,
@@ -23,8 +26,6 @@ from graduate.reports.model import (
 from graduate.reports.units import HOUR, duration, seconds
 
 LONG_LIVED = 4 * HOUR  # the workflow inventory's line between queued and durable
-WORKER_FAULTS = ("kill-worker", "kill-pool-child", "stop-worker", "deploy-change")
-SERVICE_FAULTS = ("restart-broker", "restart-server", "partition")
 _UNFINISHED = ("failed", "lost", "stuck")
 
 
@@ -103,7 +104,7 @@ def _state(flow: FlowInfo, cells: Sequence[CellReport], engines: list[str]) -> C
         evidence.append(f"{engine}: {sum(c.unabsorbed_duplicates for c in mine)} unabsorbed "
                         f"duplicate(s), {sum(c.absorbed_duplicates for c in mine)} absorbed by "
                         "an idempotency key.")
-    deploys = [c for c in cells if c.fault == "deploy-change"]
+    deploys = [c for c in cells if _fault(c).changes_code]
     if not deploys:
         evidence.append("Versioning was not tested: no deploy-change cell in this evidence "
                         "(add deploy-change to the matrix's --faults).")
@@ -175,9 +176,9 @@ def _failure_domain(flow: FlowInfo, cells: Sequence[CellReport],
     for engine in engines:
         mine = [c for c in cells if c.engine == engine and c.status in ("pass", "fail")]
         parts = []
-        for group, name in ((WORKER_FAULTS, "a worker kill or deploy"),
-                            (SERVICE_FAULTS, "a broker/server restart or partition")):
-            hit = [c for c in mine if c.fault in group]
+        for group, name in (("worker", "a worker kill or deploy"),
+                            ("service", "a broker/server restart or partition")):
+            hit = [c for c in mine if _fault(c).group == group]
             if sum(c.hit_by_fault for c in hit):
                 parts.append(f"after {name}, resumed at the exact step in "
                              f"{sum(c.resumed_exactly for c in hit)} of "
@@ -197,9 +198,8 @@ def _failure_domain(flow: FlowInfo, cells: Sequence[CellReport],
 def recommend(flow: FlowInfo, cells: Sequence[CellReport], summaries: Sequence[EngineSummary],
               answered: Sequence[Criterion]) -> Recommendation:
     """Graduate, keep Celery, or not enough evidence, with the reasons."""
-    by_engine = {s.engine: s for s in summaries}
-    temporal = by_engine.get("temporal")
-    celery = [s for s in summaries if s.engine.startswith("celery")
+    temporal = next((s for s in summaries if _engine_side(s.engine) == "temporal"), None)
+    celery = [s for s in summaries if _engine_side(s.engine) == "celery"
               and s.verdict != "no evidence"]
     pending = sum(1 for c in cells if c.status == "pending")
     caveat = ((f"{pending} cell(s) have not run yet: render the report again once the "
@@ -225,7 +225,7 @@ def recommend(flow: FlowInfo, cells: Sequence[CellReport], summaries: Sequence[E
     passing = [s for s in celery if s.verdict == "pass"]
     failing = [s for s in celery if s.verdict == "fail"]
     caught = _caught_by_replay(cells)
-    real_failures = [c for c in cells if c.engine == "temporal" and c.status == "fail"
+    real_failures = [c for c in cells if _engine_side(c.engine) == "temporal" and c.status == "fail"
                      and c not in caught]
     if temporal.verdict == "fail" and real_failures:
         if not needs and passing:
@@ -262,11 +262,31 @@ def _caught_by_replay(cells: Sequence[CellReport]) -> list[CellReport]:
     """Temporal's unversioned deploy cells that failed the safe way (held, not lost,
     nothing duplicated) while the same deploy with the versioning guard passed: the
     engine refusing changed code, which is what the guard exists for."""
-    temporal = [c for c in cells if c.engine == "temporal" and c.fault == "deploy-change"]
-    guarded = any(c.status == "pass" and "+versioned" in c.column for c in temporal)
+    temporal = [c for c in cells if _engine_side(c.engine) == "temporal" and _fault(c).changes_code]
+    guarded = any(c.status == "pass" and _guarded(c) for c in temporal)
     return [c for c in temporal if guarded and c.status == "fail"
-            and "+versioned" not in c.column and c.lost == 0 and c.failed == 0
+            and not _guarded(c) and c.lost == 0 and c.failed == 0
             and c.unabsorbed_duplicates == 0]
+
+
+def _fault(cell: CellReport) -> Fault:
+    return get_fault(cell.fault)
+
+
+def _guarded(cell: CellReport) -> bool:
+    """Whether the cell ran with every option its fault needs to count as proof (the
+    versioning guard, for a deploy)."""
+    fault, options = parse_label(cell.column.split("@", 1)[0])
+    return bool(fault.proven_with) and all(options.get(name) == value
+                                           for name, value in fault.proven_with.items())
+
+
+def _engine_side(engine: str) -> str | None:
+    """The side of the source document's table that `engine` stands for."""
+    try:
+        return describe(engine).side
+    except GraduateError:
+        return None
 
 
 def _keep(flow: FlowInfo, passing: Sequence[EngineSummary], answered: Sequence[Criterion],

@@ -180,16 +180,3 @@ def open_services(settings: Settings, needs: Needs, *, temporal_port: int | None
     with open_stack(settings, needs, temporal_port=temporal_port,
                     redis_port=redis_port) as stack:
         yield stack.services
-
-
-@contextlib.contextmanager
-def shared_services(settings: Settings, needs: Needs, *, temporal_port: int | None = None,
-                    redis_port: int | None = None) -> Iterator[Settings]:
-    """Start what `needs` asks for once, for several runs: settings that point at it."""
-    with open_services(settings, needs, temporal_port=temporal_port,
-                       redis_port=redis_port) as services:
-        yield replace(
-            settings,
-            temporal_address=services.temporal.address if services.temporal else None,
-            broker_url=services.broker_url, result_backend_url=services.result_backend_url,
-        )

@@ -10,14 +10,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from graduate.config import Settings
 from graduate.errors import ServiceError
 from graduate.services.local import LocalRedis, LocalTemporal
 from graduate.services.model import TemporalTarget
 
+if TYPE_CHECKING:
+    from graduate.chaos.faults import Fault
+
 PROVIDERS = ("local", "external", "docker")
+
 DOCKER_TIMEOUT = 10  # seconds to reach a Docker engine before saying there is none
 
 
@@ -30,7 +34,7 @@ class Provider(Protocol):
 
     def result_backend(self) -> str: ...
 
-    def cannot(self, fault: str) -> str | None:
+    def cannot(self, fault: Fault) -> str | None:
         """Why this provider cannot perform `fault`, or None if it can."""
         ...
 
@@ -82,13 +86,12 @@ class LocalProvider:
             self._redis = server
         return self._redis.url
 
-    def cannot(self, fault: str) -> str | None:
+    def cannot(self, fault: Fault) -> str | None:
         # What the settings name is someone else's to restart, as on the external provider.
-        configured = ExternalProvider(self.settings).cannot(fault)
-        if fault == "restart-broker" and self.settings.broker_url:
-            return configured
-        if fault == "restart-server" and self.settings.temporal_address:
-            return configured
+        configured = {"broker": self.settings.broker_url,
+                      "server": self.settings.temporal_address}
+        if fault.restarts is not None and configured[fault.restarts]:
+            return ExternalProvider(self.settings).cannot(fault)
         return None
 
     def revive(self) -> list[str]:
@@ -143,11 +146,9 @@ class ExternalProvider:
                                "GRADUATE_RESULT_BACKEND_URL or --graduate-result-backend-url")
         return backend
 
-    def cannot(self, fault: str) -> str | None:
-        if fault == "restart-broker":
-            return "the broker is external: graduate cannot kill and restart it"
-        if fault == "restart-server":
-            return "the Temporal server is external: graduate cannot kill and restart it"
+    def cannot(self, fault: Fault) -> str | None:
+        if fault.restarts is not None:
+            return fault.external()
         return None
 
     def revive(self) -> list[str]:
@@ -218,8 +219,8 @@ class DockerProvider:
         return self._start("postgres", PostgresContainer(self.postgres_image, driver=None),
                            lambda c: str(c.get_connection_url()))
 
-    def cannot(self, fault: str) -> str | None:
-        if fault in ("restart-broker", "restart-server"):
+    def cannot(self, fault: Fault) -> str | None:
+        if fault.restarts is not None:
             return ("the docker provider does not restart its containers; use the local "
                     "provider for restart faults")
         return None

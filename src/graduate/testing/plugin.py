@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from graduate.adapters import ENGINES, check_engine
-from graduate.chaos.faults import FAULTS, parse_plan
+from graduate.adapters import check_engine, describe, engine_names
+from graduate.chaos.faults import get_fault, none, parse_plan
 from graduate.chaos.harness import ChaosOptions, run_chaos
 from graduate.chaos.profiles import profile_settings
 from graduate.config import Settings, load_settings
-from graduate.errors import ConfigError, GraduateError
+from graduate.errors import GraduateError
 from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow
 from graduate.ledger import Ledger
@@ -35,7 +35,6 @@ from graduate.services.model import TemporalTarget
 from graduate.services.providers import PROVIDERS, DockerProvider, Provider, make_provider
 from graduate.testing.outcome import ChaosOutcome
 
-RESTART_FAULTS = ("restart-broker", "restart-server")
 _STARTED = pytest.StashKey[Provider]()  # the session's provider, once a test asked for it
 _OPTIONS = {
     "temporal_address": "--graduate-temporal-address",
@@ -50,7 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("graduate", "graduate: crash-resume tests on real engines")
     group.addoption("--graduate-engines", metavar="LIST",
                     help="run @pytest.mark.graduate tests only on these engines "
-                         f"(comma-separated; known: {', '.join(ENGINES)})")
+                         f"(comma-separated; known: {', '.join(engine_names())})")
     group.addoption("--graduate-faults", metavar="LIST",
                     help="run @pytest.mark.graduate tests only under these faults "
                          "(comma-separated)")
@@ -83,15 +82,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if marker is None:
         return
     engines = _chosen(metafunc.config.getoption("graduate_engines"),
-                      marker.kwargs.get("engines") or ENGINES)
+                      marker.kwargs.get("engines") or engine_names())
     faults = _chosen(metafunc.config.getoption("graduate_faults"),
-                     marker.kwargs.get("faults") or ["none"])
+                     marker.kwargs.get("faults") or [none.NAME])
     try:
         for engine in engines:
             check_engine(engine)
         for fault in faults:
-            if fault not in FAULTS:
-                raise ConfigError(f"unknown fault {fault!r}; choose from: {', '.join(FAULTS)}")
+            get_fault(fault)
     except GraduateError as error:
         raise pytest.UsageError(f"@pytest.mark.graduate on {metafunc.definition.nodeid}: "
                                 f"{error}") from error
@@ -188,7 +186,7 @@ class ChaosRunner:
         self.folder = folder
         self.store = EvidenceStore(Path(evidence) if evidence else folder / "evidence")
 
-    def __call__(self, flow: str, *, engine: str, fault: str = "none", at: str | None = None,
+    def __call__(self, flow: str, *, engine: str, fault: str = none.NAME, at: str | None = None,
                  instances: int = 1, profile: str = "defaults", timeout: float = 60.0,
                  restart_delay: float = 0.5, partition_for: float = 5.0,
                  wait_deadline: float | None = None, versioned: bool = False,
@@ -202,27 +200,28 @@ class ChaosRunner:
         plan = parse_plan(fault, at, loaded, restart_delay=restart_delay,
                           partition_for=partition_for, versioned=versioned, change=change)
         profile_settings(profile, engine, self.settings.project_dir)
-        if (reason := self.provider.cannot(fault)) is not None:
+        if (reason := self.provider.cannot(plan.fault)) is not None:
             pytest.skip(f"{fault} on provider {self.provider.name}: {reason}")
-        if plan.fault == "wait-timeout" and wait_deadline is None:
+        if plan.fault.lets_waits_expire and wait_deadline is None:
             wait_deadline = min(5.0, timeout / 2)
         options = ChaosOptions(
             run=RunOptions(flow=loaded.source or flow, engine=engine, instances=instances,
                            timeout=timeout, decisions=approve_all(loaded)),
             plan=plan, profile=profile, wait_deadline=wait_deadline)
-        result = run_chaos(self._settings_for(engine, fault), options, self.store)
+        result = run_chaos(self._settings_for(engine, plan.fault.restarts is not None), options,
+                           self.store)
         if not result.applicable:
             pytest.skip(f"{fault} on {engine}: {result.reason}")
         return ChaosOutcome(result, loaded)
 
-    def _settings_for(self, engine: str, fault: str) -> Settings:
+    def _settings_for(self, engine: str, restarts: bool) -> Settings:
         base = replace(self.settings, project_dir=self.folder, ledger_url=self.ledger.url,
                        app_db_url=self.settings.app_db_url or str(self.folder / "app.sqlite3"))
-        if fault in RESTART_FAULTS and self.provider.name == "local":
+        if restarts and self.provider.name == "local":
             # The harness starts servers of its own to kill; the suite's stay untouched.
             return replace(base, temporal_address=None, broker_url=None,
                            result_backend_url=None)
-        if engine == "temporal":
+        if describe(engine).needs_server:
             target = self.request.getfixturevalue("temporal_server")
             return replace(base, temporal_address=target.address,
                            temporal_namespace=target.namespace)

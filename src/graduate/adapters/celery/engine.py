@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from graduate.adapters.base import (
-    Capabilities,
     HistoryEvent,
     InstanceStatus,
     WorkerGroup,
@@ -17,6 +16,7 @@ from graduate.adapters.base import (
 from graduate.adapters.celery.app import check_strategy, create_app
 from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.chain import ChainStrategy
+from graduate.adapters.celery.description import CHAIN, STATE_MACHINE
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import effective_settings
 from graduate.adapters.celery.state_machine import StateMachineStrategy
@@ -58,10 +58,8 @@ class CeleryEngine:
         self.flow = flow
         self.run_dir = run_dir
         self.name = f"celery-{strategy}"
-        self.capabilities = Capabilities(
-            durable_progress=strategy == "state-machine", signals=True, timers=True,
-            compensation=True, versioning=False,
-        )
+        self.capabilities = (STATE_MACHINE if strategy == "state-machine"
+                             else CHAIN).capabilities
         self.settings = effective_settings(strategy, services.broker_url, settings)
         self._services = services_for_worker(services)
         self._worker_services = services_for_worker(worker_services or services)

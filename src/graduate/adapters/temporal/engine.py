@@ -13,7 +13,6 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError, RPCStatusCode
 
 from graduate.adapters.base import (
-    Capabilities,
     HistoryEvent,
     InstanceState,
     InstanceStatus,
@@ -23,6 +22,7 @@ from graduate.adapters.base import (
     start_worker_process,
 )
 from graduate.adapters.temporal.client import connect
+from graduate.adapters.temporal.description import TEMPORAL
 from graduate.adapters.temporal.messages import WORKFLOW_NAME, FlowInput, FlowResult, task_queue
 from graduate.adapters.temporal.settings import effective_settings
 from graduate.errors import EngineError, ServiceError
@@ -57,8 +57,7 @@ class TemporalEngine:
     """Runs a flow as the interpreter workflow on a Temporal server."""
 
     name = "temporal"
-    capabilities = Capabilities(durable_progress=True, signals=True, timers=True,
-                                compensation=True, versioning=True)
+    capabilities = TEMPORAL.capabilities
 
     def __init__(self, flow: Flow, services: Services, run_dir: Path, *,
                  settings: dict[str, Any] | None = None,

@@ -1,0 +1,74 @@
+"""How graduate describes Celery's two strategies (no Celery import: read before any run)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from graduate.adapters.base import Capabilities, Engine
+from graduate.adapters.celery import settings
+from graduate.adapters.registry import EngineDescription, Opener
+from graduate.flow import Flow
+from graduate.services.model import Services
+
+# What a team would set for production (see the "tuned" profile): late acknowledgement,
+# redelivery of tasks whose worker died, prefetch 1, a short visibility timeout swept
+# every second.
+_TUNED: dict[str, Any] = {
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "visibility_timeout": 10,
+    "unacked_restore_interval": 1,
+    "unacked_restore_throttle": 1,
+}
+
+
+def _opener(strategy: str) -> Opener:
+    def open_celery(flow: Flow, services: Services, run_dir: Path, *,
+                    settings: dict[str, Any] | None = None,
+                    worker_services: Services | None = None) -> Engine:
+        from graduate.adapters.celery.engine import CeleryEngine
+
+        return CeleryEngine(flow, services, run_dir, strategy=strategy, settings=settings,
+                            worker_services=worker_services)
+
+    return open_celery
+
+
+def _checker(strategy: str) -> Callable[[Mapping[str, Any]], None]:
+    def check(overrides: Mapping[str, Any]) -> None:
+        settings.check_overrides(strategy, overrides)
+
+    return check
+
+
+def _capabilities(*, durable_progress: bool) -> Capabilities:
+    return Capabilities(durable_progress=durable_progress, signals=True, timers=True,
+                        compensation=True, versioning=False, pool_children=True,
+                        broker=True)
+
+
+CHAIN = EngineDescription(
+    name="celery-chain", title="a Celery chain", product="Celery", side="celery",
+    summary="Celery chain: tasks linked one after another, as most Celery code is written",
+    capabilities=_capabilities(durable_progress=False),
+    needs_server=False, needs_broker=True, open=_opener("chain"),
+    check_settings=_checker("chain"), tuned=_TUNED,
+    example_setting="task_acks_late = true",
+)
+STATE_MACHINE = EngineDescription(
+    name="celery-state-machine", title="a Celery state machine", product="Celery",
+    side="celery",
+    summary="Celery state machine: step state kept in a database and advanced by tasks and "
+            "a periodic tick",
+    capabilities=_capabilities(durable_progress=True),
+    needs_server=False, needs_broker=True, open=_opener("state-machine"),
+    check_settings=_checker("state-machine"),
+    # The state machine's own recovery: a step's lease outlives its time limit by 1 s,
+    # and an idle row is nudged after 2 s.
+    tuned={**_TUNED, "lease_margin": 1.0, "idle_grace": 2.0},
+    example_setting="task_acks_late = true",
+)
+DESCRIPTIONS = (CHAIN, STATE_MACHINE)

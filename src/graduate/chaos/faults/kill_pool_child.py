@@ -1,0 +1,42 @@
+"""SIGKILL to the pool child running the step; the worker's main process lives on."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+from graduate.adapters.registry import EngineDescription
+from graduate.chaos.faults import FAULT_FIRED, Fault, FaultContext, FaultPlan, kill_worker
+from graduate.runs.timeline import EventKind
+
+NAME = "kill-pool-child"
+SKIPPED = EventKind("fault-skipped", "fault skipped", "stop")
+
+
+class KillPoolChild(Fault):
+    name = NAME
+    description = ("SIGKILL to the process running the step; the worker's main process "
+                   "lives on")
+    events = (FAULT_FIRED, SKIPPED)
+
+    def applies(self, plan: FaultPlan, engine: EngineDescription) -> str | None:
+        if not engine.capabilities.pool_children:
+            return (f"the {engine.product} worker runs activities in threads of its own "
+                    f"process: there is no pool child to kill (see {kill_worker.NAME})")
+        return None
+
+    def fire(self, context: FaultContext) -> None:
+        reached = context.reached
+        victim = context.session.supervisor.holding(reached.pid if reached else None)
+        if reached is None or reached.pid == victim.pid:
+            context.timeline.add(SKIPPED, "no pool child holds the step: the worker runs it "
+                                          "in its main process")
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(reached.pid, signal.SIGKILL)
+        context.timeline.add(FAULT_FIRED, f"SIGKILL to pool child {reached.pid} of "
+                                          f"{victim.name}; the worker's main process lives on")
+
+
+FAULT = KillPoolChild()

@@ -1,0 +1,26 @@
+"""SIGKILL to the worker holding the step: the whole process group, then a new worker."""
+
+from __future__ import annotations
+
+from graduate.chaos.faults import FAULT_FIRED, Fault, FaultContext
+from graduate.runs.supervisor import WORKER_STARTED
+
+NAME = "kill-worker"
+
+
+class KillWorker(Fault):
+    name = NAME
+    description = "SIGKILL to a worker's whole process group, then a new worker"
+    events = (FAULT_FIRED, WORKER_STARTED)
+
+    def fire(self, context: FaultContext) -> None:
+        supervisor = context.session.supervisor
+        victim = supervisor.holding(context.reached.pid if context.reached else None)
+        victim.kill()
+        context.timeline.add(FAULT_FIRED, f"SIGKILL to {victim.name} (process group "
+                                          f"{victim.pid})")
+        context.release()
+        supervisor.replace(victim, context.plan.restart_delay)
+
+
+FAULT = KillWorker()

@@ -1,0 +1,45 @@
+"""SIGTERM to the worker holding the step (a deploy or a scale-down), then a new worker.
+
+With the `cold` option, SIGQUIT: Celery's cold shutdown, which abandons the task in hand.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from graduate.chaos.faults import FAULT_FIRED, Fault, FaultContext, FaultOption, FaultPlan
+from graduate.runs.supervisor import WORKER_EXITED, WORKER_FORCED, WORKER_STARTED
+
+NAME = "stop-worker"
+COLD = FaultOption("cold", False, "a cold shutdown (SIGQUIT: Celery abandons the task in "
+                                  "hand) instead of a warm one (SIGTERM)",
+                   sentence="as a cold shutdown (SIGQUIT: the task in hand is abandoned)")
+
+
+class StopWorker(Fault):
+    name = NAME
+    description = "SIGTERM to a worker (a deploy or a scale-down), then a new worker"
+    options = (COLD,)
+    events = (FAULT_FIRED, WORKER_EXITED, WORKER_FORCED, WORKER_STARTED)
+
+    def variant(self, plan: FaultPlan) -> str:
+        return " (cold shutdown)" if plan.option(COLD.name) else " (warm shutdown)"
+
+    def fire(self, context: FaultContext) -> None:
+        supervisor = context.session.supervisor
+        cold = bool(context.plan.option(COLD.name))
+        victim = supervisor.holding(context.reached.pid if context.reached else None)
+        # A deploy signals the worker's main process. SIGTERM asks for a warm shutdown:
+        # Celery finishes the task in hand, Temporal waits its graceful shutdown timeout.
+        # SIGQUIT is Celery's cold shutdown: the task in hand is abandoned.
+        stop = signal.SIGQUIT if cold else signal.SIGTERM
+        victim.popen.send_signal(stop)
+        context.timeline.add(FAULT_FIRED, f"{stop.name} to {victim.name}'s main process "
+                                          f"({'cold' if cold else 'warm'} shutdown, as a "
+                                          "deploy or scale-down)")
+        context.release()  # a warm shutdown finishes the task in hand
+        supervisor.await_exit(victim)
+        supervisor.replace(victim, context.plan.restart_delay)
+
+
+FAULT = StopWorker()

@@ -1,0 +1,217 @@
+"""A run in progress: its flow, services, engine, workers and instances.
+
+This is the path of a run (DESIGN.md): resolve the services, let the supervisor start
+the workers in their own process groups, register and start each instance with its
+correlation and trace IDs, answer its waits if asked to, and wait until every instance
+has finished or the run's deadline passes. Whatever happens, every process the run
+started is stopped when the session closes.
+
+A plain run and a chaos run differ only in what they give the session when it opens
+(a fault plan's `Arming`, a timeline) and in what they do between starting the
+instances and judging them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from graduate.adapters import check_engine, needs, open_engine
+from graduate.adapters.base import Engine, InstanceState, InstanceStatus
+from graduate.config import Settings
+from graduate.errors import ConfigError
+from graduate.flow import Flow, InstanceRequest, Wait, load_flow
+from graduate.ledger import Ledger
+from graduate.runs.supervisor import Supervisor
+from graduate.runs.timeline import SIGNAL_SENT, Timeline
+from graduate.services.model import Services
+from graduate.services.provider import Stack, open_stack
+
+if TYPE_CHECKING:
+    from graduate.runner import RunOptions
+
+POLL_INTERVAL = 0.1
+
+
+class Arming(Protocol):
+    """What a fault plan asks of the session, given once when it opens."""
+
+    def arm(self, ledger: Ledger, request: InstanceRequest) -> None:
+        """Prepare an instance before it starts (arm its fault point)."""
+        ...
+
+    def withheld(self) -> Collection[str]:
+        """Signals not to answer yet: a fault that fires during a wait holds its answer."""
+        ...
+
+
+def new_run_id() -> str:
+    """Short enough to read in a table; the ledger keeps each instance's start time."""
+    return secrets.token_hex(3)
+
+
+def new_request(flow: Flow, run_id: str, number: int, tenant_id: str) -> InstanceRequest:
+    return InstanceRequest(
+        instance_id=f"{flow.name}-{run_id}-{number:02d}", run_id=run_id, tenant_id=tenant_id,
+        entity_id=f"{run_id}-{number:02d}", date=f"{datetime.now(UTC):%Y%m%d}",
+        correlation_id=str(uuid.uuid4()), trace_id=uuid.uuid4().hex,
+    )
+
+
+def validate_options(flow: Flow, options: RunOptions) -> None:
+    """Reject options that do not fit the flow before anything starts."""
+    check_engine(options.engine)
+    if options.instances < 1 or options.workers < 1:
+        raise ConfigError("--instances and --workers must be 1 or more")
+    if options.timeout <= 0:
+        raise ConfigError("--timeout must be a positive number of seconds")
+    signals = {w.signal for w in flow.waits}
+    for name, decision in options.decisions.items():
+        if name not in signals:
+            raise ConfigError(f"flow {flow.name!r} waits for no signal {name!r}; its waits "
+                              f"take: {', '.join(sorted(signals)) or 'none'}")
+        if decision not in ("approve", "reject"):
+            raise ConfigError(f"decision {decision!r} for {name} must be approve or reject")
+    steps = {s.name for s in flow.steps}
+    for failure in options.failures:
+        if failure.step not in steps:
+            raise ConfigError(f"--fail names step {failure.step!r}, which flow {flow.name!r} "
+                              f"does not have; its steps: {', '.join(sorted(steps))}")
+
+
+def next_wait(flow: Flow, done: Sequence[str]) -> Wait | None:
+    """The first wait the instance has not passed yet."""
+    return next((w for w in flow.waits if w.name not in done), None)
+
+
+@dataclass
+class RunSession:
+    """A run in progress. `open_session` builds it and tears it down."""
+
+    flow: Flow
+    options: RunOptions
+    run_id: str
+    run_dir: Path
+    ledger: Ledger
+    stack: Stack
+    engine: Engine
+    supervisor: Supervisor
+    timeline: Timeline
+    arming: Arming | None = None
+    requests: list[InstanceRequest] = field(default_factory=list)
+    signalled: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def instance_ids(self) -> list[str]:
+        return [r.instance_id for r in self.requests]
+
+    def start_instances(self) -> None:
+        """Register, prepare (inject failures, arm fault points) and start each instance."""
+        for number in range(1, self.options.instances + 1):
+            request = new_request(self.flow, self.run_id, number, self.options.tenant_id)
+            self.ledger.register(self.flow, request, self.engine.name)
+            for failure in self.options.failures:
+                self.ledger.inject_failure(request.instance_id, failure.step, failure.mode,
+                                           failure.times)
+            if self.arming is not None:
+                self.arming.arm(self.ledger, request)
+            self.requests.append(request)
+            self.engine.start(request)
+
+    def watch(self, deadline: float, *,
+              until: Callable[[dict[str, InstanceStatus]], bool] | None = None,
+              on_status: Callable[[str, InstanceStatus], None] | None = None,
+              revive_after: float | None = None,
+              ) -> dict[str, InstanceStatus]:
+        """Poll the engine until every instance finished, `until` holds, or `deadline`
+        (monotonic) passed. An instance that waits for a signal listed in the options'
+        decisions is sent that decision, once. With `revive_after`, a process that died
+        is started again after that many seconds, on every round."""
+        statuses: dict[str, InstanceStatus] = {}
+        while True:
+            if revive_after is not None:
+                self.supervisor.revive(revive_after)
+            for instance_id in self.instance_ids:
+                previous = statuses.get(instance_id)
+                if previous is not None and previous.state.finished:
+                    continue
+                status = self._status(instance_id, previous, deadline)
+                if on_status is not None and previous != status:
+                    on_status(instance_id, status)
+                statuses[instance_id] = status
+                self._answer(instance_id, status)
+            if (all(s.state.finished for s in statuses.values())
+                    or (until is not None and until(statuses))
+                    or time.monotonic() > deadline):
+                return statuses
+            time.sleep(POLL_INTERVAL)
+
+    def _status(self, instance_id: str, previous: InstanceStatus | None,
+                deadline: float) -> InstanceStatus:
+        # A broker or server being restarted by a fault makes status calls fail for a
+        # while; the last known status stands until it answers again.
+        try:
+            return self.engine.status(instance_id)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            return previous or InstanceStatus(InstanceState.UNKNOWN,
+                                              detail="the engine does not answer")
+
+    def _answer(self, instance_id: str, status: InstanceStatus) -> None:
+        if status.state is not InstanceState.WAITING:
+            return
+        wait = next_wait(self.flow, status.done)
+        decisions = self.options.decisions
+        withheld = self.arming.withheld() if self.arming is not None else ()
+        if (wait and wait.signal in decisions and wait.signal not in withheld
+                and (instance_id, wait.signal) not in self.signalled):
+            decision = decisions[wait.signal]
+            try:
+                self.engine.signal(instance_id, wait.signal, {"decision": decision})
+            except Exception:
+                return  # the engine is down; the next poll tries again
+            self.signalled.add((instance_id, wait.signal))
+            self.timeline.add(SIGNAL_SENT, f"{wait.signal}={decision} to {instance_id}",
+                              instance=instance_id)
+
+
+@contextlib.contextmanager
+def open_session(settings: Settings, options: RunOptions, *, flow: Flow | None = None,
+                 stack: Stack | None = None, engine_settings: dict[str, Any] | None = None,
+                 use_kept: bool = True,
+                 worker_services: Callable[[Stack], Services] | None = None,
+                 arming: Arming | None = None, timeline: Timeline | None = None,
+                 ) -> Iterator[RunSession]:
+    """Services, engine and workers for one run; everything started is stopped on exit.
+
+    `flow` and `stack`, when given, were loaded and resolved once by the caller (for
+    several runs); otherwise the session loads the flow and opens its own services.
+    """
+    flow = flow or load_flow(options.flow, spikes_dir=settings.spikes_dir)
+    validate_options(flow, options)
+    run_id = new_run_id()
+    run_dir = settings.state_dir / "runs" / run_id
+    timeline = timeline or Timeline()
+    with contextlib.ExitStack() as resources:
+        if stack is None:
+            stack = resources.enter_context(open_stack(
+                settings, needs([options.engine]), temporal_port=options.temporal_port,
+                redis_port=options.redis_port, use_kept=use_kept))
+        engine = open_engine(
+            options.engine, flow, stack.services, run_dir, settings=engine_settings,
+            worker_services=worker_services(stack) if worker_services else None)
+        resources.callback(engine.close)
+        supervisor = Supervisor(engine, timeline)
+        resources.callback(supervisor.stop_all)
+        supervisor.start(options.workers)
+        yield RunSession(flow=flow, options=options, run_id=run_id, run_dir=run_dir,
+                         ledger=Ledger(settings.ledger), stack=stack, engine=engine,
+                         supervisor=supervisor, timeline=timeline, arming=arming)
