@@ -34,6 +34,7 @@ from graduate.chaos.faults import (
     fault_names,
     get_fault,
     kill_worker,
+    plan_from_record,
     restart_server,
     stop_worker,
 )
@@ -312,7 +313,7 @@ def _uncounted(run: dict[str, Any], policy: GatePolicy,
     """Why a run that did not fail still proves nothing, or None when it counts;
     `stale` says why the run no longer speaks for the flow, if it does not."""
     fault = run.get("fault") or {}
-    kind = get_fault(str(fault.get("fault") or "none"))
+    kind = plan_from_record(fault).fault
     instances = run.get("instances") or []
     if stale is not None:
         return stale

@@ -141,10 +141,10 @@ def _from_runs(store: EvidenceStore, run_ids: list[str]) -> Report:
         fault = run.get("fault", {})
         step, point, offset = fault.get("step"), fault.get("point"), fault.get("offset")
         at = f"{step}:{point}" if step else (f"+{offset:g}s" if offset is not None else None)
-        name = plan_from_record(fault).label
-        key = f"{run['engine']}|{name}@{at or '-'}|{run['profile']}"
+        plan = plan_from_record(fault)
+        key = f"{run['engine']}|{plan.label}@{at or '-'}|{run['profile']}"
         specs.append(_CellSpec(key=key, engine=str(run["engine"]),
-                               fault=str(fault.get("fault", "none")), at=at,
+                               fault=plan.fault.name, at=at,
                                profile=str(run["profile"]),
                                status="done" if fault.get("applicable", True) else
                                "not-applicable", run_id=run_id, summary={}))
@@ -321,6 +321,7 @@ def _run(run: dict[str, Any], flow: FlowInfo, label: str, title: str, settings_s
               instance_id=str(e["instance"]) if e.get("instance") else None)
         for n, e in enumerate(timeline, start=1))
     fault = run.get("fault", {})
+    planned = plan_from_record(fault)
     verdicts = [_instance_verdict(i) for i in run.get("instances", [])]
     instances = tuple(
         _instance(data, verdict, [row for row in ledger if row["instance_id"] ==
@@ -334,7 +335,7 @@ def _run(run: dict[str, Any], flow: FlowInfo, label: str, title: str, settings_s
         run_id=str(run["run_id"]), created_at=str(run.get("created_at", "")),
         engine=str(run["engine"]), profile=str(run.get("profile", "")), cell=label,
         title=title,
-        fault=FaultInfo(kind=str(fault.get("fault", "none")),
+        fault=FaultInfo(kind=planned.fault.name, planned=planned.fault.fires,
                         description=str(fault.get("description", fault.get("fault", ""))),
                         explanation=descriptions().get(str(fault.get("fault")), ""),
                         applicable=bool(fault.get("applicable", True)),
@@ -500,7 +501,7 @@ def _cell(spec: _CellSpec, title: str, run: RunReport | None) -> CellReport:
     problems = tuple(p for i in instances for p in i.problems)
     return CellReport(
         **base, status="pass" if verdict.passed else "fail",
-        reason="" if run.fault.fired or run.fault.kind == "none" else run.fault.reason,
+        reason="" if run.fault.fired or not run.fault.planned else run.fault.reason,
         instances=len(instances), completed=verdict.counts["completed"],
         compensated=verdict.counts["compensated"], failed=verdict.counts["failed"],
         lost=verdict.counts["lost"], stuck=verdict.counts["stuck"],

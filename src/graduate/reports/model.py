@@ -139,6 +139,7 @@ class InstanceReport:
 @dataclass(frozen=True)
 class FaultInfo:
     kind: str
+    planned: bool  # a fault was planned (not the baseline), so not firing means something
     description: str  # as the run described it, e.g. "kill-worker at activate:before-effect"
     explanation: str  # what the fault does, in plain words
     applicable: bool

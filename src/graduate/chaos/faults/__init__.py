@@ -254,7 +254,7 @@ def parse_label(label: str) -> tuple[Fault, dict[str, OptionValue]]:
     declared = {o.name for o in fault.options if o.flag}
     for flag in flags:
         if flag not in declared:
-            known = ", ".join(f"{fault.name}+{o}" for o in sorted(declared)) or "none"
+            known = ", ".join(f"{fault.name}+{o}" for o in sorted(declared)) or "no flags"
             raise ConfigError(f"fault {fault.name!r} has no option {flag!r} (its options: "
                               f"{known})")
     return fault, {flag: True for flag in flags}
@@ -262,12 +262,15 @@ def parse_label(label: str) -> tuple[Fault, dict[str, OptionValue]]:
 
 def plan_from_record(data: Mapping[str, Any]) -> FaultPlan:
     """The plan a stored run's `fault` block describes (without checking it again)."""
-    fault = get_fault(str(data.get("fault") or "none"))
+    from graduate.chaos.faults import none
+
+    fault = get_fault(str(data.get("fault") or none.NAME))
     return FaultPlan(fault, step=data.get("step"), point=data.get("point"),
                      offset=data.get("offset"),
                      restart_delay=float(data.get("restart_delay", 1.0)),
                      partition_for=float(data.get("partition_for", 5.0)),
-                     options={o.name: data[o.name] for o in fault.options if o.name in data})
+                     options={o.name: data[o.name] for o in fault.options
+                              if data.get(o.name, o.default) != o.default})
 
 
 def parse_plan(fault: str | Fault, at: str | None, flow: Flow, *, restart_delay: float = 1.0,

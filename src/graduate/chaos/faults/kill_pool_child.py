@@ -22,8 +22,8 @@ class KillPoolChild(Fault):
 
     def applies(self, plan: FaultPlan, engine: EngineDescription) -> str | None:
         if not engine.capabilities.pool_children:
-            return (f"the {engine.product} worker runs activities in threads of its own "
-                    f"process: there is no pool child to kill (see {kill_worker.NAME})")
+            return (f"the {engine.product} worker runs steps in threads of its own process: "
+                    f"there is no pool child to kill (see {kill_worker.NAME})")
         return None
 
     def fire(self, context: FaultContext) -> None:

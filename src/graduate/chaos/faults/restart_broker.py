@@ -20,8 +20,9 @@ class RestartBroker(Fault):
         if not engine.capabilities.broker:
             from graduate.chaos.faults import restart_server
 
-            return (f"{engine.product} has no broker: workers talk to the server (see "
-                    f"{restart_server.NAME})")
+            instead = (f": workers talk to the server (see {restart_server.NAME})"
+                       if engine.capabilities.server else "")
+            return f"{engine.product} has no broker{instead}"
         return None
 
     def fire(self, context: FaultContext) -> None:

@@ -20,8 +20,9 @@ class RestartServer(Fault):
         if not engine.capabilities.server:
             from graduate.chaos.faults import restart_broker
 
-            return (f"{engine.product} has no workflow server: its state is in the broker "
-                    f"(see {restart_broker.NAME})")
+            instead = (f": its state is in the broker (see {restart_broker.NAME})"
+                       if engine.capabilities.broker else "")
+            return f"{engine.product} has no workflow server{instead}"
         return None
 
     def fire(self, context: FaultContext) -> None:

@@ -1,0 +1,223 @@
+"""Each fault module on its own: where it applies (by the engine's declared capabilities
+and by who runs the services), what it writes into the timeline, whether a resume is
+expected after it, and its options."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from tests.unit.conftest import SAMPLE
+
+from graduate.adapters import describe
+from graduate.adapters.registry import EngineDescription
+from graduate.chaos.faults import (
+    FaultPlan,
+    deploy_change,
+    fault_names,
+    get_fault,
+    kill_pool_child,
+    kill_worker,
+    none,
+    not_applicable,
+    parse_label,
+    parse_plan,
+    partition,
+    plan_from_record,
+    restart_broker,
+    restart_server,
+    stop_worker,
+    timeline_events,
+    wait_timeout,
+)
+from graduate.config import Settings, load_settings
+from graduate.errors import ConfigError
+from graduate.flow import Flow, load_flow
+from graduate.services.providers import DockerProvider, ExternalProvider, LocalProvider
+
+TEMPORAL, CHAIN = describe("temporal"), describe("celery-chain")
+AT = "activate:before-effect"
+
+
+@pytest.fixture(scope="module")
+def flow() -> Flow:
+    return load_flow(str(SAMPLE))
+
+
+def reason(plan: FaultPlan, engine: EngineDescription, *, local: bool = True) -> str | None:
+    return not_applicable(plan, engine, local_broker=local, local_server=local)
+
+
+def without(engine: EngineDescription, **capabilities: bool) -> EngineDescription:
+    return replace(engine, capabilities=replace(engine.capabilities, **capabilities))
+
+
+def events(module: ModuleType) -> dict[str, tuple[str, str]]:
+    fault = module.FAULT
+    return {e.kind: (e.title, e.category) for e in fault.events}
+
+
+def external(tmp_path: Path, **values: str) -> Settings:
+    return load_settings(values, project_dir=tmp_path)
+
+
+def test_none_applies_everywhere_fires_nothing_and_expects_no_resume(flow: Flow) -> None:
+    plan = parse_plan(none.NAME, None, flow, restart_delay=0.5)
+
+    assert plan == FaultPlan(none.FAULT)  # the baseline keeps nothing of the options
+    assert reason(plan, TEMPORAL) is None
+    assert reason(plan, CHAIN, local=False) is None
+    assert not none.FAULT.fires
+    assert not none.FAULT.expects_resume
+    assert events(none) == {}
+
+
+def test_kill_worker_applies_everywhere_and_restarts_the_worker(flow: Flow) -> None:
+    plan = parse_plan(kill_worker.NAME, AT, flow)
+
+    assert reason(plan, TEMPORAL, local=False) is None
+    assert reason(plan, CHAIN, local=False) is None
+    assert kill_worker.FAULT.expects_resume
+    assert kill_worker.FAULT.group == "worker"
+    assert events(kill_worker) == {"fault-fired": ("fault fired", "fault"),
+                                   "worker-started": ("worker started", "recovery")}
+
+
+def test_kill_pool_child_needs_pool_children(flow: Flow) -> None:
+    plan = parse_plan(kill_pool_child.NAME, AT, flow)
+
+    assert reason(plan, CHAIN) is None
+    assert "no pool child" in str(reason(plan, TEMPORAL))
+    assert "no pool child" in str(reason(plan, without(CHAIN, pool_children=False)))
+    assert events(kill_pool_child) == {"fault-fired": ("fault fired", "fault"),
+                                       "fault-skipped": ("fault skipped", "stop")}
+
+
+def test_stop_worker_is_warm_unless_cold(flow: Flow) -> None:
+    warm = parse_plan(stop_worker.NAME, AT, flow)
+    cold = parse_plan(stop_worker.NAME, AT, flow, cold=True)
+
+    assert reason(warm, TEMPORAL) is None
+    assert reason(cold, CHAIN) is None
+    assert warm.describe() == f"stop-worker at {AT} (warm shutdown)"
+    assert cold.describe() == f"stop-worker at {AT} (cold shutdown)"
+    assert (warm.label, cold.label) == ("stop-worker", "stop-worker+cold")
+    assert parse_label("stop-worker+cold") == (stop_worker.FAULT, {"cold": True})
+    assert events(stop_worker) == {
+        "fault-fired": ("fault fired", "fault"), "worker-exited": ("worker exited", "stop"),
+        "worker-forced": ("worker killed after its grace period", "stop"),
+        "worker-started": ("worker started", "recovery")}
+
+
+def test_restart_broker_needs_a_broker_graduate_started(flow: Flow, tmp_path: Path) -> None:
+    plan = parse_plan(restart_broker.NAME, AT, flow)
+
+    assert reason(plan, CHAIN) is None
+    assert reason(plan, TEMPORAL) == ("Temporal has no broker: workers talk to the server "
+                                      "(see restart-server)")
+    assert reason(plan, CHAIN, local=False) == ("the broker is external: graduate cannot "
+                                                "kill and restart it")
+    fault = restart_broker.FAULT
+    assert ExternalProvider(external(tmp_path)).cannot(fault) == (
+        "the broker is external: graduate cannot kill and restart it")
+    assert LocalProvider(tmp_path, external(tmp_path)).cannot(fault) is None
+    configured = external(tmp_path, broker_url="redis://elsewhere:6379/0")
+    assert LocalProvider(tmp_path, configured).cannot(fault) is not None
+    assert events(restart_broker) == {"fault-fired": ("fault fired", "fault"),
+                                      "service-restarted": ("service restarted", "recovery")}
+
+
+def test_restart_server_needs_a_server_graduate_started(flow: Flow, tmp_path: Path) -> None:
+    plan = parse_plan(restart_server.NAME, AT, flow)
+
+    assert reason(plan, TEMPORAL) is None
+    assert reason(plan, CHAIN) == ("Celery has no workflow server: its state is in the "
+                                   "broker (see restart-broker)")
+    assert reason(plan, TEMPORAL, local=False) == ("the Temporal server is external: "
+                                                   "graduate cannot kill and restart it")
+    fault = restart_server.FAULT
+    assert LocalProvider(tmp_path, external(tmp_path)).cannot(fault) is None
+    configured = external(tmp_path, temporal_address="elsewhere:7233")
+    assert "Temporal server is external" in str(
+        LocalProvider(tmp_path, configured).cannot(fault))
+    assert restart_server.FAULT.restarts == "server"
+    assert events(restart_server) == events(restart_broker)
+
+
+def test_no_provider_but_the_local_one_restarts_servers() -> None:
+    docker = DockerProvider.__new__(DockerProvider)  # no Docker engine needed to ask
+    assert docker.cannot(restart_broker.FAULT) is not None
+    assert docker.cannot(restart_server.FAULT) is not None
+    assert docker.cannot(kill_worker.FAULT) is None
+
+
+def test_partition_applies_everywhere_and_routes_the_workers(flow: Flow) -> None:
+    plan = parse_plan(partition.NAME, AT, flow, partition_for=2.0)
+
+    assert reason(plan, TEMPORAL, local=False) is None
+    assert reason(plan, CHAIN, local=False) is None
+    assert partition.FAULT.worker_services(Settings.__new__(Settings), []) is not None
+    assert kill_worker.FAULT.worker_services(Settings.__new__(Settings), []) is None
+    assert partition.FAULT.group == "service"
+    assert events(partition) == {"fault-fired": ("fault fired", "fault"),
+                                 "network-healed": ("network healed", "recovery")}
+
+
+def test_deploy_change_versioned_needs_a_versioning_guard(flow: Flow) -> None:
+    unguarded = parse_plan(deploy_change.NAME, "approval:during-wait", flow)
+    guarded = parse_plan(deploy_change.NAME, "approval:during-wait", flow, versioned=True,
+                         change="add-step")
+
+    assert reason(unguarded, CHAIN) is None
+    assert reason(guarded, TEMPORAL) is None
+    assert "Celery has no versioning guard" in str(reason(guarded, CHAIN))
+    assert guarded.describe() == ("deploy-change at approval:during-wait "
+                                  "(add-step, versioned)")
+    assert guarded.label == "deploy-change+versioned"
+    assert deploy_change.FAULT.requirement("") == ("a deploy of changed code "
+                                                    "(deploy-change, versioned)")
+    with pytest.raises(ConfigError, match="change 'rewrite' is not one of reorder"):
+        parse_plan(deploy_change.NAME, "approval:during-wait", flow, change="rewrite")
+    assert events(deploy_change) == events(stop_worker)
+
+
+def test_wait_timeout_picks_the_wait_and_expects_no_resume(flow: Flow) -> None:
+    plan = parse_plan(wait_timeout.NAME, None, flow, restart_delay=0.5)
+
+    assert (plan.step, plan.point, plan.restart_delay) == ("approval", "during-wait", 0.5)
+    assert reason(plan, TEMPORAL) is None
+    assert reason(plan, CHAIN, local=False) is None
+    assert not wait_timeout.FAULT.expects_resume
+    assert wait_timeout.FAULT.lets_waits_expire
+    assert events(wait_timeout) == {"fault-fired": ("fault fired", "fault")}
+
+
+def test_every_fault_is_registered_once_and_its_events_are_known() -> None:
+    assert fault_names() == ("none", "kill-worker", "kill-pool-child", "stop-worker",
+                             "restart-broker", "restart-server", "partition",
+                             "deploy-change", "wait-timeout")
+    known = timeline_events()
+    for name in fault_names():
+        assert all(known[e.kind] == e for e in get_fault(name).events)
+    assert known["signal-sent"].category == "signal"
+
+
+def test_an_option_of_another_fault_is_refused_unless_left_at_its_default(
+        flow: Flow) -> None:
+    parse_plan(kill_worker.NAME, AT, flow, versioned=False, cold=False, change="reorder")
+    with pytest.raises(ConfigError, match="option cold does not apply to kill-worker"):
+        parse_plan(kill_worker.NAME, AT, flow, cold=True)
+    with pytest.raises(ConfigError, match="fault 'kill-worker' has no option 'cold'"):
+        parse_label("kill-worker+cold")
+
+
+def test_a_stored_plan_reads_back_the_same(flow: Flow) -> None:
+    plan = parse_plan(deploy_change.NAME, "approval:during-wait", flow, versioned=True)
+    stored = plan.to_dict()
+
+    assert stored["versioned"] is True
+    assert stored["cold"] is False
+    assert plan_from_record(stored) == plan
+    assert plan_from_record({}).fault is none.FAULT

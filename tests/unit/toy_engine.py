@@ -1,0 +1,40 @@
+"""A trivial extra engine, for the test that adding an engine needs no core edit.
+
+It declares no broker, no server, no pool children and no versioning guard, so the
+faults that need one of them must say they do not apply to it, from its description
+alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from graduate.adapters.base import Capabilities, Engine
+from graduate.adapters.registry import EngineDescription
+from graduate.errors import ConfigError
+from graduate.flow import Flow
+from graduate.services.model import Services
+
+
+def _open(flow: Flow, services: Services, run_dir: Path, *,
+          settings: dict[str, Any] | None = None,
+          worker_services: Services | None = None) -> Engine:
+    raise ConfigError("the toy engine only exists to be described")
+
+
+def _check(overrides: Mapping[str, Any]) -> None:
+    unknown = set(overrides) - {"speed"}
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)} are not settings of the toy engine")
+
+
+TOY = EngineDescription(
+    name="toy", title="a toy engine", product="Toy", side="celery",
+    summary="Toy: steps run in the worker's own thread, nothing kept anywhere",
+    capabilities=Capabilities(durable_progress=False, signals=True, timers=False,
+                              compensation=False, versioning=False),
+    needs_server=False, needs_broker=False, open=_open, check_settings=_check,
+    tuned={"speed": 2}, example_setting="speed = 2",
+)
