@@ -4,7 +4,7 @@ expected after it, and its options."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -32,6 +32,7 @@ from graduate.chaos.faults import (
     timeline_events,
     wait_timeout,
 )
+from graduate.chaos.matrix import CellOutcome
 from graduate.config import Settings, load_settings
 from graduate.errors import ConfigError
 from graduate.flow import Flow, load_flow
@@ -221,3 +222,17 @@ def test_a_stored_plan_reads_back_the_same(flow: Flow) -> None:
     assert stored["cold"] is False
     assert plan_from_record(stored) == plan
     assert plan_from_record({}).fault is none.FAULT
+
+
+def test_a_matrix_cell_written_before_faults_had_options_still_loads() -> None:
+    legacy = {"key": "temporal|deploy-change+versioned@approval:during-wait|defaults",
+              "engine": "temporal", "fault": "deploy-change", "at": "approval:during-wait",
+              "profile": "defaults", "versioned": True, "cold": False, "status": "done",
+              "run_id": "abc123", "summary": {"passed": True}}
+
+    cell = CellOutcome.from_dict(legacy)
+
+    assert cell.options == {"versioned": True}
+    assert cell.label == "deploy-change+versioned"
+    assert cell.key == legacy["key"]
+    assert CellOutcome.from_dict(asdict(cell)) == cell

@@ -95,7 +95,8 @@ def chaos(
     result = run_chaos(config, options, _store(config, evidence),
                        on_event=None if as_json else _event)
     if as_json:
-        console.print_json(json.dumps(asdict(result), default=str))
+        console.print_json(json.dumps({**asdict(result), "plan": result.plan.to_dict()},
+                                      default=str))
     else:
         _print_result(result)
     if result.applicable and not result.verdict.passed:
