@@ -165,7 +165,7 @@ def load_policy(project_dir: Path) -> GatePolicy:
 
 def _strings(value: object, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where} must be a list of strings, e.g. [\"kill-worker\"]")
+        raise ConfigError(f"{where} must be a list of strings, e.g. [\"{kill_worker.NAME}\"]")
     return list(value)
 
 

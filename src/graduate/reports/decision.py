@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from graduate.adapters import describe
-from graduate.chaos.faults import Fault, get_fault, parse_label
+from graduate.chaos.faults import (
+    Fault,
+    deploy_change,
+    get_fault,
+    kill_worker,
+    parse_label,
+    stop_worker,
+)
 from graduate.errors import GraduateError
 from graduate.reports.model import (
     CellReport,
@@ -106,8 +113,8 @@ def _state(flow: FlowInfo, cells: Sequence[CellReport], engines: list[str]) -> C
                         "an idempotency key.")
     deploys = [c for c in cells if _fault(c).changes_code]
     if not deploys:
-        evidence.append("Versioning was not tested: no deploy-change cell in this evidence "
-                        "(add deploy-change to the matrix's --faults).")
+        evidence.append(f"Versioning was not tested: no {deploy_change.NAME} cell in this "
+                        f"evidence (add {deploy_change.NAME} to the matrix's --faults).")
     for cell in deploys:
         outcome = {"pass": "passed", "fail": "failed", "not-applicable": "does not apply",
                    "pending": "has not run"}[cell.status]
@@ -220,7 +227,8 @@ def recommend(flow: FlowInfo, cells: Sequence[CellReport], summaries: Sequence[E
                          "compare Temporal with.")
     if temporal.hit_by_fault == 0:
         return undecided("No fault hit a Temporal instance in flight, so its resume is "
-                         "untested: add kill-worker and stop-worker to the matrix's --faults.")
+                         f"untested: add {kill_worker.NAME} and {stop_worker.NAME} to the "
+                         "matrix's --faults.")
     needs = [c for c in answered if c.points_to == "temporal"]
     passing = [s for s in celery if s.verdict == "pass"]
     failing = [s for s in celery if s.verdict == "fail"]
