@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graduate.chaos.faults import Fault, FaultPlan
+from graduate.chaos.faults import Fault, FaultContext, FaultPlan
 from graduate.flow import Flow
 
 NAME = "none"
@@ -19,8 +19,8 @@ class NoFault(Fault):
     def check(self, plan: FaultPlan, flow: Flow) -> FaultPlan:
         return FaultPlan(self)
 
-    def fire(self, context: object) -> None:
-        return None
+    def fire(self, context: FaultContext) -> None:
+        return None  # the harness never fires it: `fires` is False
 
 
 FAULT = NoFault()
