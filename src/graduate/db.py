@@ -107,6 +107,16 @@ class Database:
             for statement in statements:
                 self.execute(statement.replace("{id}", identity))
 
+    def add_column(self, table: str, column: str, definition: str) -> None:
+        """Add `column` to `table` unless it is there: a ledger written by an earlier
+        version of graduate gains the columns a newer one records."""
+        if self.postgres:
+            self.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}")
+            return
+        present = {row[1] for row in self.query(f"PRAGMA table_info({table})")}
+        if column not in present:
+            self.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """A serialised write transaction (BEGIN IMMEDIATE on SQLite)."""

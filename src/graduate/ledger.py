@@ -8,15 +8,17 @@ started instances and the failures a test injects into a system.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from graduate.db import Database
+from graduate.db import Database, Row
 from graduate.errors import ConfigError, PermanentEffectError, TransientEffectError
 from graduate.flow import Flow, InstanceRequest, Step, SystemSpec
 
@@ -35,6 +37,11 @@ class Outcome(StrEnum):
     ABSORBED = "absorbed"  # a repeat of an applied key that the system ignored
     TRANSIENT_ERROR = "transient_error"  # failed; a retry may succeed
     PERMANENT_ERROR = "permanent_error"  # refused for good
+    ERROR = "error"  # an application's own call raised (graduate.effect); see error_type
+
+    @property
+    def failed(self) -> bool:
+        return self in (Outcome.TRANSIENT_ERROR, Outcome.PERMANENT_ERROR, Outcome.ERROR)
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,27 @@ class PointReached:
 
 
 @dataclass(frozen=True)
+class EffectCall:
+    """Who makes one call to an external system, with which key and which IDs.
+
+    `instance_id` is empty when the caller's engine context named no instance (an
+    application's task whose correlation header was lost): the call is still recorded.
+    """
+
+    run_id: str
+    flow: str
+    instance_id: str
+    step: str
+    effect: str
+    kind: EffectKind
+    attempt: int
+    idempotency_key: str
+    correlation_id: str
+    trace_id: str
+    engine: str
+
+
+@dataclass(frozen=True)
 class EffectRecord:
     """One call to an external system."""
 
@@ -94,6 +122,19 @@ class EffectRecord:
     started_at: float
     finished_at: float
     outcome: Outcome
+    error_type: str = ""  # the exception an application's call raised (Outcome.ERROR)
+    error_message: str = ""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """The audit record of one effect call, and what its schema found wrong with it."""
+
+    effect_id: int
+    run_id: str
+    instance_id: str
+    envelope: dict[str, Any]
+    problems: tuple[str, ...]
 
 
 _SCHEMA = (
@@ -124,11 +165,21 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS injected_failures (
         instance_id TEXT NOT NULL, step TEXT NOT NULL, mode TEXT NOT NULL,
         remaining INTEGER NOT NULL, PRIMARY KEY (instance_id, step))""",
+    # One audit record (a JSON envelope) per effect call of an instrumented application.
+    """CREATE TABLE IF NOT EXISTS audit_records (
+        effect_id BIGINT PRIMARY KEY, run_id TEXT NOT NULL, instance_id TEXT NOT NULL,
+        envelope TEXT NOT NULL, problems TEXT NOT NULL)""",
+)
+# Columns added after the first release: ledgers written before gain them on open.
+_ADDED_COLUMNS = (
+    ("effects", "error_type", "TEXT NOT NULL DEFAULT ''"),
+    ("effects", "error_message", "TEXT NOT NULL DEFAULT ''"),
 )
 
 _EFFECT_COLUMNS = (
     "id, run_id, flow, instance_id, step, effect, kind, attempt, idempotency_key, "
-    "correlation_id, trace_id, engine, worker_pid, started_at, finished_at, outcome"
+    "correlation_id, trace_id, engine, worker_pid, started_at, finished_at, outcome, "
+    "error_type, error_message"
 )
 _INSTANCE_COLUMNS = (
     "instance_id, run_id, flow, flow_source, engine, tenant_id, entity_id, date, "
@@ -144,6 +195,9 @@ class Ledger:
         self.url = url
         self.db = Database(url)
         self.db.script(_SCHEMA)
+        with self.db.transaction():  # serialised: workers open the same ledger at once
+            for table, column, definition in _ADDED_COLUMNS:
+                self.db.add_column(table, column, definition)
 
     def close(self) -> None:
         self.db.close()
@@ -193,11 +247,7 @@ class Ledger:
                 params.append(value)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         rows = self.db.query(f"SELECT {_EFFECT_COLUMNS} FROM effects{clause} ORDER BY id", params)
-        return [
-            # mypy cannot see that the row has 16 columns, the last one the outcome.
-            EffectRecord(*row[:15], outcome=Outcome(row[15]))  # type: ignore[misc]
-            for row in rows
-        ]
+        return [_effect_record(row) for row in rows]
 
     def inject_failure(self, instance_id: str, step: str, mode: FailureMode,
                        times: int = 1) -> None:
@@ -231,28 +281,79 @@ class Ledger:
             raise ConfigError(f"step {step.name!r} of flow {flow.name!r} has no compensation")
         system = flow.system(effect.split(".", 1)[0])
         key = flow.key_for(step.name, request, compensation=kind == "compensation")
+        call = EffectCall(
+            run_id=request.run_id, flow=flow.name, instance_id=request.instance_id,
+            step=step.name, effect=effect, kind=kind, attempt=attempt, idempotency_key=key,
+            correlation_id=request.correlation_id, trace_id=request.trace_id, engine=engine)
         if kind == "effect":
-            self._pause_if_armed(request.instance_id, step.name, "before-effect", heartbeat)
+            self.pause_at(call.instance_id, call.step, "before-effect", heartbeat)
         started = time.time()
         # One transaction: a worker killed midway leaves neither the key claimed nor the
         # row written, never a claimed key without the call that claimed it.
         with self.db.transaction():
             outcome = self._decide(request.instance_id, step.name, kind, system, key)
-            self.db.execute(
-                f"INSERT INTO effects ({_EFFECT_COLUMNS.removeprefix('id, ')}) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [request.run_id, flow.name, request.instance_id, step.name, effect, kind,
-                 attempt, key, request.correlation_id, request.trace_id, engine, os.getpid(),
-                 started, time.time(), outcome.value],
-            )
+            self.record_call(call, outcome, started_at=started)
         if kind == "effect" and outcome in (Outcome.APPLIED, Outcome.ABSORBED):
             # The classic duplicate window: the world changed, the engine does not know yet.
-            self._pause_if_armed(request.instance_id, step.name, "after-effect", heartbeat)
+            self.pause_at(call.instance_id, call.step, "after-effect", heartbeat)
         if outcome is Outcome.TRANSIENT_ERROR:
             raise TransientEffectError(f"{effect} failed transiently (injected)")
         if outcome is Outcome.PERMANENT_ERROR:
             raise PermanentEffectError(f"{effect} refused the call (injected)")
         return outcome
+
+    def record_call(self, call: EffectCall, outcome: Outcome, *, started_at: float,
+                    error: BaseException | None = None) -> EffectRecord:
+        """Write one call to an external system, made by this process, as it ended.
+
+        The simulated systems record through here, and so does `graduate.effect` for an
+        application's own calls (with the exception the call raised, if any).
+        """
+        record = EffectRecord(
+            id=0, run_id=call.run_id, flow=call.flow, instance_id=call.instance_id,
+            step=call.step, effect=call.effect, kind=call.kind, attempt=call.attempt,
+            idempotency_key=call.idempotency_key, correlation_id=call.correlation_id,
+            trace_id=call.trace_id, engine=call.engine, worker_pid=os.getpid(),
+            started_at=started_at, finished_at=time.time(), outcome=outcome,
+            error_type="" if error is None else type(error).__qualname__,
+            error_message="" if error is None else str(error),
+        )
+        columns = _EFFECT_COLUMNS.removeprefix("id, ")
+        values = [getattr(record, c.strip()) for c in columns.split(",")]
+        values = [v.value if isinstance(v, Outcome) else v for v in values]
+        rows = self.db.query(
+            f"INSERT INTO effects ({columns}) VALUES ({', '.join('?' * len(values))}) "
+            "RETURNING id", values)
+        return replace(record, id=int(rows[0][0]))
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction: a call and its audit record land together or not at all."""
+        return self.db.transaction()
+
+    # ------------------------------------------------------------------ audit records
+
+    def record_audit(self, effect: EffectRecord, envelope: Mapping[str, Any],
+                     problems: Sequence[str]) -> None:
+        """Store the audit record of `effect`, with the schema's findings on it."""
+        self.db.execute(
+            "INSERT INTO audit_records (effect_id, run_id, instance_id, envelope, problems) "
+            "VALUES (?,?,?,?,?)",
+            [effect.id, effect.run_id, effect.instance_id, json.dumps(dict(envelope)),
+             json.dumps(list(problems))])
+
+    def audit_records(self, *, instance_id: str | None = None,
+                      run_id: str | None = None) -> list[AuditRecord]:
+        """Audit records in the order their calls were recorded, by instance or run."""
+        where, params = [], []
+        for column, value in (("instance_id", instance_id), ("run_id", run_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self.db.query("SELECT effect_id, run_id, instance_id, envelope, problems FROM "
+                             f"audit_records{clause} ORDER BY effect_id", params)
+        return [AuditRecord(int(row[0]), row[1], row[2], json.loads(row[3]),
+                            tuple(json.loads(row[4]))) for row in rows]
 
     # ------------------------------------------------------------------ fault points
 
@@ -280,8 +381,10 @@ class Ledger:
                         "WHERE instance_id = ? AND step = ? AND point = ?",
                         [time.time(), instance_id, step, point])
 
-    def _pause_if_armed(self, instance_id: str, step: str, point: PausePoint,
-                        heartbeat: Callable[[], None] | None) -> None:
+    def pause_at(self, instance_id: str, step: str, point: PausePoint,
+                 heartbeat: Callable[[], None] | None = None) -> None:
+        """If `point` is armed for this step of this instance, mark it reached by this
+        process and wait until the harness releases it (after firing its fault)."""
         hit = self.db.execute(
             "UPDATE fault_points SET state = 'reached', reached_pid = ?, reached_at = ? "
             "WHERE instance_id = ? AND step = ? AND point = ? AND state = 'armed'",
@@ -332,6 +435,12 @@ class Ledger:
             if taken:
                 return mode
         return None
+
+
+def _effect_record(row: Row) -> EffectRecord:
+    # The outcome is the 16th column; the two after it are the error's type and message.
+    return EffectRecord(*row[:15], outcome=Outcome(row[15]),  # type: ignore[misc]
+                        error_type=row[16], error_message=row[17])
 
 
 def applied_counts(effects: list[EffectRecord]) -> Counter[tuple[str, str]]:
