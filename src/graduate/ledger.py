@@ -220,13 +220,17 @@ class Ledger:
         return record
 
     def instance(self, instance_id: str) -> InstanceRecord:
+        record = self.find_instance(instance_id)
+        if record is None:
+            raise ConfigError(f"no instance {instance_id!r} in the ledger at {self.url}; "
+                              "`graduate run` prints the instance IDs it starts")
+        return record
+
+    def find_instance(self, instance_id: str) -> InstanceRecord | None:
         rows = self.db.query(
             f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?", [instance_id]
         )
-        if not rows:
-            raise ConfigError(f"no instance {instance_id!r} in the ledger at {self.url}; "
-                              "`graduate run` prints the instance IDs it starts")
-        return InstanceRecord(*rows[0])
+        return InstanceRecord(*rows[0]) if rows else None
 
     def instances(self, run_id: str) -> list[InstanceRecord]:
         rows = self.db.query(

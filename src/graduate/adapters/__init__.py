@@ -27,6 +27,13 @@ __all__ = ["EngineDescription", "check_engine", "check_settings", "describe", "e
 for _description in (*_temporal.DESCRIPTIONS, *_celery.DESCRIPTIONS):
     register(_description)
 
+# Where `graduate.effect` learns which instance and attempt it runs in: each adapter's
+# module with a `current()` function, asked only once its SDK module is loaded.
+CONTEXT_PROVIDERS = {
+    "temporalio.activity": "graduate.adapters.temporal.instrument",
+    "celery": "graduate.adapters.celery.instrument",
+}
+
 
 def check_engine(name: str) -> str:
     describe(name)
