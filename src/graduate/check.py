@@ -57,6 +57,36 @@ class Resume:
 
 
 @dataclass(frozen=True)
+class CorrelationBreak:
+    """An effect whose correlation or trace ID is not its instance's: the propagation of
+    graduate's IDs (or of the application's trace) broke before this call."""
+
+    effect_id: int
+    step: str
+    attempt: int
+    instance_id: str  # as the call recorded it: empty when it named no instance
+    field: str  # "correlation_id" or "trace_id"
+    expected: str
+    found: str
+
+
+def correlation_breaks(correlation_id: str, trace_id: str,
+                       effects: Sequence[EffectRecord]) -> tuple[CorrelationBreak, ...]:
+    """Every effect among `effects` whose correlation or trace ID differs from the
+    instance's (`correlation_id`, `trace_id`), one item per differing ID."""
+    breaks = []
+    for effect in effects:
+        for name, expected, found in (("correlation_id", correlation_id, effect.correlation_id),
+                                      ("trace_id", trace_id, effect.trace_id)):
+            if found != expected:
+                breaks.append(CorrelationBreak(
+                    effect_id=effect.id, step=effect.step, attempt=effect.attempt,
+                    instance_id=effect.instance_id, field=name, expected=expected,
+                    found=found))
+    return tuple(breaks)
+
+
+@dataclass(frozen=True)
 class InstanceVerdict:
     instance_id: str
     correlation_id: str
@@ -67,6 +97,7 @@ class InstanceVerdict:
     effects: tuple[EffectVerdict, ...]
     resume: Resume | None
     time_to_complete: float | None
+    correlation_breaks: tuple[CorrelationBreak, ...] = ()
 
     @property
     def unabsorbed_duplicates(self) -> int:
@@ -106,8 +137,7 @@ def effect_verdicts(effects: Sequence[EffectRecord]) -> tuple[EffectVerdict, ...
             step=step, kind=kind, calls=len(calls),
             applied=sum(1 for e in calls if e.outcome is Outcome.APPLIED),
             absorbed=sum(1 for e in calls if e.outcome is Outcome.ABSORBED),
-            errors=sum(1 for e in calls if e.outcome in (Outcome.TRANSIENT_ERROR,
-                                                         Outcome.PERMANENT_ERROR)),
+            errors=sum(1 for e in calls if e.outcome.failed),
         ))
     return tuple(verdicts)
 
@@ -131,6 +161,7 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
         trace_id=record.trace_id, verdict=verdict, reason=reason,
         engine_state=status.state.value, effects=per_effect, resume=resume,
         time_to_complete=complete,
+        correlation_breaks=correlation_breaks(record.correlation_id, record.trace_id, effects),
     )
 
 
