@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 
-from celery import Celery
+from celery import Celery, chord
 
 import graduate.instrument as graduate
 
@@ -66,3 +66,8 @@ def confirm_with_own_headers(order_id: str) -> str:
     correlation header."""
     confirm.apply_async([order_id], headers={"graduate_correlation": None})
     return order_id
+
+
+def reserve_all_then_confirm(order_id: str, items: list[str]) -> object:
+    """Reserve every item in parallel, then confirm once all are reserved: a chord."""
+    return chord(reserve.s(order_id, item) for item in items)(confirm.s(order_id=order_id))
