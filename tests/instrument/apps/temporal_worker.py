@@ -85,6 +85,15 @@ async def start_order(address: str, task_queue: str, correlation: Correlation,
     return result
 
 
+async def start_untraced_order(address: str, task_queue: str, order: Order) -> str:
+    """Start one order from a client without graduate's interceptor: the workflow runs,
+    but graduate's correlation never reaches it (a stripped header)."""
+    client = await Client.connect(address)
+    result: str = await client.execute_workflow(OrderWorkflow.run, order, id=order.order_id,
+                                                task_queue=task_queue)
+    return result
+
+
 async def serve(ready_file: Path) -> None:
     client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
     stop = asyncio.Event()
