@@ -6,8 +6,6 @@ and sets GRADUATE_REQUIRE_SERVICES=1, which turns the skips into failures.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 
 import psycopg
@@ -20,19 +18,6 @@ from graduate.runner import RunOptions, run_flow
 from tests.conftest import FlowFactory, service_url
 
 STEPS = ["create_record", "reserve", "activate", "notify"]
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
-    url = service_url("GRADUATE_TEST_POSTGRES_URL", "PostgreSQL")
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in url else "?"
-    yield f"{url}{separator}options=-csearch_path%3D{schema}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture

@@ -14,10 +14,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from graduate import instrument
 from graduate.check import correlation_breaks
 from graduate.errors import ConfigError
-from graduate.instrument import RunContext, effect, propagating
+from graduate.flow import Flow, InstanceRequest
+from graduate.instrument import Correlation, RunContext, effect, propagating
 from graduate.ledger import Ledger, Outcome
 from graduate.processes import wait_until
-from tests.instrument.conftest import WAIT, Register
+from tests.instrument.conftest import ORDERS, WAIT, Register
 
 
 @pytest.fixture
@@ -145,3 +146,29 @@ def test_a_call_pauses_at_an_armed_before_effect_point_until_released(
 
     [row] = run_ledger.effects(instance_id="o-4")
     assert row.started_at >= released
+
+
+@pytest.mark.postgres
+def test_calls_and_their_audit_records_on_postgres(postgres_url: str, orders: Flow) -> None:
+    context = RunContext(ledger_url=postgres_url, run_id="run-pg", flow_source=str(ORDERS))
+    ledger = Ledger(postgres_url)
+    record = ledger.register(orders, InstanceRequest(
+        instance_id="pg-1", run_id="run-pg", tenant_id="acme", entity_id="order-pg",
+        date="20261129", correlation_id="c-pg", trace_id="a" * 32), engine="app")
+    instrument.activate(context)
+    try:
+        correlation = Correlation(record.instance_id, record.correlation_id, record.trace_id)
+        with (propagating(correlation), pytest.raises(ValueError, match="declined"),
+              effect("payments.charge", key="pg-1:charge")):
+            raise ValueError("card declined")
+    finally:
+        instrument.activate(None)
+
+    [row] = ledger.effects(instance_id="pg-1")
+    assert (row.outcome, row.error_type, row.error_message) == (
+        Outcome.ERROR, "ValueError", "card declined")
+    [audit] = ledger.audit_records(instance_id="pg-1")
+    assert audit.effect_id == row.id
+    assert audit.envelope["data"]["outcome"] == "error"
+    assert audit.problems == ("causation_id: '' should be non-empty",)  # no engine here
+    ledger.close()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
+from pathlib import Path
 
 import pytest
 
@@ -370,3 +372,32 @@ def test_a_call_paused_at_a_fault_point_heartbeats_until_released(
     assert len(beats) >= 3, "the paused call never heartbeat"
     assert outcomes == [Outcome.APPLIED]
     assert [e.step for e in ledger.effects()] == ["create"]
+
+
+def test_a_ledger_written_before_effect_errors_were_recorded_gains_their_columns(
+    tmp_path: Path, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    path = str(tmp_path / "old.sqlite3")
+    old = sqlite3.connect(path)
+    old.execute("""CREATE TABLE effects (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, flow TEXT NOT NULL,
+        instance_id TEXT NOT NULL, step TEXT NOT NULL, effect TEXT NOT NULL,
+        kind TEXT NOT NULL, attempt INTEGER NOT NULL, idempotency_key TEXT NOT NULL,
+        correlation_id TEXT NOT NULL, trace_id TEXT NOT NULL, engine TEXT NOT NULL,
+        worker_pid INTEGER NOT NULL, started_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL)""")
+    old.execute("INSERT INTO effects (run_id, flow, instance_id, step, effect, kind, attempt, "
+                "idempotency_key, correlation_id, trace_id, engine, worker_pid, started_at, "
+                "finished_at, outcome) VALUES ('r', 'f', 'i', 's', 'e.x', 'effect', 1, 'k', "
+                "'c', 't', 'temporal', 1, 1.0, 2.0, 'applied')")
+    old.commit()
+    old.close()
+
+    ledger = Ledger(path)
+    ledger.call(mini_flow, make_request(), step(mini_flow, "create"), attempt=1,
+                engine="temporal")
+
+    first, second = ledger.effects()
+    assert (first.instance_id, first.error_type, first.error_message) == ("i", "", "")
+    assert second.step == "create"
+    ledger.close()
