@@ -128,6 +128,21 @@ def test_a_chord_carries_its_instance_to_its_members_and_its_body(
     assert_of(correlation, rows)
 
 
+def test_a_group_sent_from_a_task_carries_its_instance_to_every_member(
+        orders_app: ModuleType, celery_worker: StartCelery, run_context: RunContext,
+        run_ledger: Ledger, register: Register) -> None:
+    celery_worker(run_context)
+    correlation = register("group-1")
+    with propagating(correlation):
+        assert get(orders_app.reserve_each.apply_async(["group-1", ["desk", "lamp"]])) == (
+            "group-1")
+    rows = wait_for_rows(run_ledger, 2, run_id=run_context.run_id)
+
+    assert sorted(r.idempotency_key for r in rows) == [
+        "group-1:reserve:desk", "group-1:reserve:lamp"]
+    assert_of(correlation, rows)
+
+
 @pytest.mark.parametrize("task", ["confirm_from_thread", "confirm_with_own_headers"])
 def test_a_lost_correlation_is_reported_by_the_checker(
         orders_app: ModuleType, celery_worker: StartCelery, run_context: RunContext,

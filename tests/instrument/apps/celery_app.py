@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 
-from celery import Celery, chord
+from celery import Celery, chord, group
 
 import graduate.instrument as graduate
 
@@ -48,6 +48,13 @@ def confirm(previous: object, order_id: str = "") -> str:
     with graduate.effect("mail.send", key=f"{order}:confirm"):
         pass
     return order
+
+
+@app.task
+def reserve_each(order_id: str, items: list[str]) -> str:
+    """Reserve every item in parallel from inside a task: a group this task sends."""
+    group(reserve.s(order_id, item) for item in items).apply_async()
+    return order_id
 
 
 @app.task
