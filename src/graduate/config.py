@@ -105,8 +105,9 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
         table = dict(_read(pyproject).get("tool", {}).get("graduate", {}))
     table = {key.replace("-", "_"): value for key, value in table.items()}
     # Sub-tables belong to their own modules: [tool.graduate.gates] to graduate.adr.gates,
-    # [tool.graduate.profiles] to graduate.chaos.profiles.
-    if unknown := sorted(set(table) - set(_KEYS) - {"gates", "profiles"}):
+    # [tool.graduate.profiles] to graduate.chaos.profiles, [tool.graduate.apps] to
+    # graduate.apps.
+    if unknown := sorted(set(table) - set(_KEYS) - {"gates", "profiles", "apps"}):
         raise ConfigError(f"{pyproject} [tool.graduate] has unknown key(s) {unknown}; "
                           f"known keys: {', '.join(_KEYS)}")
     values: dict[str, Any] = {}

@@ -33,6 +33,13 @@ CONTEXT_PROVIDERS = {
     "temporalio.activity": "graduate.adapters.temporal.instrument",
     "celery": "graduate.adapters.celery.instrument",
 }
+# How a team declares its own app on each engine ([tool.graduate.apps.NAME.ENGINE]): a
+# module with `declare(table, where)` (the table as data, checked) and `check(declaration,
+# where)` (the team's modules imported, their shapes checked).
+APP_MODULES = {
+    "temporal": "graduate.adapters.temporal.application",
+    "celery": "graduate.adapters.celery.application",
+}
 
 
 def check_engine(name: str) -> str:

@@ -13,6 +13,7 @@ import threading
 from celery import Celery, chord, group
 
 import graduate.instrument as graduate
+from graduate.flow import InstanceRequest
 
 app = Celery("orders", broker=os.environ["ORDERS_BROKER_URL"],
              backend=os.environ["ORDERS_BROKER_URL"], set_as_current=False)
@@ -78,3 +79,8 @@ def confirm_with_own_headers(order_id: str) -> str:
 def reserve_all_then_confirm(order_id: str, items: list[str]) -> object:
     """Reserve every item in parallel, then confirm once all are reserved: a chord."""
     return chord(reserve.s(order_id, item) for item in items)(confirm.s(order_id=order_id))
+
+
+def start(request: InstanceRequest) -> None:
+    """The start function the app's declaration names: one order per instance."""
+    (reserve.s(request.instance_id) | charge.s() | confirm.s()).apply_async()

@@ -24,6 +24,8 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     import graduate.instrument as graduate
     from graduate.adapters.temporal.instrument import CorrelationInterceptor
+    from graduate.apps import TemporalWorker
+    from graduate.flow import InstanceRequest
     from graduate.instrument import Correlation, propagating
 
 TIMEOUT = timedelta(seconds=10)
@@ -72,6 +74,18 @@ class OrderWorkflow:
         return order.order_id
 
 
+def create_worker() -> TemporalWorker:
+    """The worker factory the app's declaration names."""
+    return TemporalWorker(task_queue=os.environ.get("ORDERS_TASK_QUEUE", "orders"),
+                          workflows=[OrderWorkflow], activities=[reserve, charge, confirm])
+
+
+async def start(client: Client, request: InstanceRequest) -> None:
+    """The start function the app's declaration names: one order per instance."""
+    await client.start_workflow(OrderWorkflow.run, Order(request.instance_id),
+                                id=request.instance_id, task_queue=create_worker().task_queue)
+
+
 async def start_order(address: str, task_queue: str, correlation: Correlation,
                       order: Order) -> str:
     """Start one order under `correlation`, as the harness's start function would, and
@@ -100,10 +114,11 @@ async def serve(ready_file: Path) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    parts = create_worker()
     with ThreadPoolExecutor(max_workers=4) as executor:
-        worker = Worker(client, task_queue=os.environ["ORDERS_TASK_QUEUE"],
-                        workflows=[OrderWorkflow], activities=[reserve, charge, confirm],
-                        activity_executor=executor, interceptors=[CorrelationInterceptor()])
+        worker = Worker(client, task_queue=parts.task_queue, workflows=parts.workflows,
+                        activities=parts.activities, activity_executor=executor,
+                        interceptors=[CorrelationInterceptor()])
         async with worker:
             ready_file.write_text(str(os.getpid()))
             await stop.wait()

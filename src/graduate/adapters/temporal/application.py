@@ -1,0 +1,64 @@
+"""A team's own Temporal app: its declaration, and the shape of what the declaration names.
+
+    [tool.graduate.apps.NAME.temporal]
+    worker = "module:create_worker"   # () -> graduate.apps.TemporalWorker
+    start = "module:start"            # async (client, graduate.flow.InstanceRequest) -> None
+
+Only this module knows Temporal's definitions; it imports temporalio when it checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from graduate.apps import TemporalWorker, check_function, reference, resolve, table_of
+from graduate.errors import ConfigError
+
+WORKER_SHAPE = ("a function taking no argument that returns graduate.apps.TemporalWorker("
+                "task_queue=..., workflows=[...], activities=[...])")
+START_SHAPE = ("async def start(client, request): start one workflow for the "
+               "graduate.flow.InstanceRequest, with request.instance_id as its ID")
+
+
+def declare(value: Any, where: str) -> dict[str, str]:
+    table = table_of(value, where, {"worker", "start"})
+    return {"worker": reference(table, "worker", where, WORKER_SHAPE),
+            "start": reference(table, "start", where, START_SHAPE)}
+
+
+def check(declaration: Mapping[str, str], where: str) -> None:
+    worker = load_worker(declaration["worker"], where)
+    if not worker.workflows:
+        raise ConfigError(f"{where}: {declaration['worker']!r} returned no workflows")
+    start = resolve(declaration["start"], where)
+    check_function(start, declaration["start"], where, parameters=2, coroutine=True,
+                   shape=START_SHAPE)
+
+
+def load_worker(ref: str, where: str) -> TemporalWorker:
+    """Call the team's worker factory and check what it returns."""
+    from temporalio import activity, workflow
+
+    factory = resolve(ref, where)
+    check_function(factory, ref, where, parameters=0, coroutine=False, shape=WORKER_SHAPE)
+    try:
+        worker = factory()
+    except Exception as error:  # the team's factory may fail in any way
+        raise ConfigError(f"{where}: {ref}() raised {type(error).__name__}: {error}") from error
+    if not isinstance(worker, TemporalWorker):
+        raise ConfigError(f"{where}: {ref}() returned a {type(worker).__name__}; it must be "
+                          f"{WORKER_SHAPE}")
+    if not isinstance(worker.task_queue, str) or not worker.task_queue:
+        raise ConfigError(f"{where}: {ref}() returned task_queue {worker.task_queue!r}; give "
+                          "the task queue the team's workers poll")
+    for item in worker.workflows:
+        # The SDK's own reading of @workflow.defn (what Worker(...) would reject).
+        if not isinstance(item, type) or workflow._Definition.from_class(item) is None:
+            raise ConfigError(f"{where}: {ref}() lists {item!r} among its workflows, but it "
+                              "is not a class decorated with @workflow.defn")
+    for function in worker.activities:
+        if activity._Definition.from_callable(function) is None:
+            raise ConfigError(f"{where}: {ref}() lists {function!r} among its activities, but it "
+                              "is not a function decorated with @activity.defn")
+    return worker

@@ -1,0 +1,239 @@
+"""A team's own application, declared in `[tool.graduate.apps.NAME]` of pyproject.toml.
+
+    [tool.graduate.apps.orders]
+    flow = "flows/orders.toml"      # the expected steps, waits and compensations
+
+    [tool.graduate.apps.orders.temporal]
+    worker = "orders.temporal:create_worker"  # () -> graduate.apps.TemporalWorker
+    start = "orders.temporal:start_order"     # async (client, InstanceRequest) -> None
+
+    [tool.graduate.apps.orders.celery]
+    app = "orders.celery:app"                 # the celery.Celery instance
+    queues = ["orders"]
+    beat = false
+    start = "orders.celery:start_order"       # (InstanceRequest) -> None
+
+The flow only says what to expect; the code is the team's. `load_apps` reads and checks
+the declarations without importing anything; `check_app` then imports the team's
+modules and refuses, before anything runs, a module that is missing, a function of the
+wrong shape, or a `graduate.effect` whose name no step of the flow has.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graduate.adapters import APP_MODULES
+from graduate.config import graduate_subtable
+from graduate.errors import ConfigError, FlowError
+from graduate.flow import Flow, load_flow
+
+_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+@dataclass(frozen=True)
+class TemporalWorker:
+    """What a Temporal worker factory returns: graduate builds the worker from it (with
+    its own client, interceptors and executor)."""
+
+    task_queue: str
+    workflows: Sequence[type]
+    activities: Sequence[Callable[..., Any]]
+
+
+@dataclass(frozen=True)
+class App:
+    """One declared application: the flow it implements, and per engine its table."""
+
+    name: str
+    flow: Flow
+    engines: Mapping[str, Mapping[str, Any]]  # "temporal" / "celery" -> its declaration
+    project_dir: Path
+    where: str  # the table, for messages
+
+    def references(self) -> list[str]:
+        """Every `module:attribute` the declaration names."""
+        return [value for table in self.engines.values() for value in table.values()
+                if isinstance(value, str) and _REFERENCE.match(value)]
+
+
+def load_apps(project_dir: Path) -> dict[str, App]:
+    """The project's declared applications, checked as data (nothing is imported)."""
+    tables, where_all = graduate_subtable(project_dir, "apps")
+    if tables is None:
+        return {}
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{where_all} must be a table of applications: "
+                          "[tool.graduate.apps.NAME]")
+    apps = {}
+    for name, table in tables.items():
+        where = where_all.replace("apps]", f"apps.{name}]")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table with flow = ... and an engine table")
+        if unknown := sorted(set(table) - {"flow", *APP_MODULES}):
+            raise ConfigError(f"{where} has unknown key(s) {unknown}; allowed: flow, "
+                              f"{', '.join(APP_MODULES)}")
+        flow_ref = table.get("flow")
+        if not isinstance(flow_ref, str) or not flow_ref:
+            raise ConfigError(f"{where}: flow is missing; add flow = \"path/to/flow.toml\" "
+                              "(the steps, waits and compensations the app implements)")
+        try:
+            flow = load_flow(project_dir / flow_ref if flow_ref.endswith(".toml")
+                             else flow_ref)
+        except FlowError as error:
+            raise ConfigError(f"{where}: {error}") from error
+        engines = {}
+        for engine, module in APP_MODULES.items():
+            if engine in table:
+                engines[engine] = importlib.import_module(module).declare(
+                    table[engine], f"{where[:-1]}.{engine}]")
+        if not engines:
+            raise ConfigError(f"{where} declares no engine; add a "
+                              f"{' or '.join(f'[...{name}.{e}]' for e in APP_MODULES)}"
+                              " table")
+        apps[name] = App(name, flow, engines, project_dir, where)
+    return apps
+
+
+def find_app(project_dir: Path, name: str) -> App:
+    apps = load_apps(project_dir)
+    if name not in apps:
+        known = ", ".join(sorted(apps)) or "none"
+        raise ConfigError(f"no application {name!r} is declared in {project_dir / 'pyproject.toml'}"
+                          f" [tool.graduate.apps]; declared: {known}")
+    return apps[name]
+
+
+def reference(table: Mapping[str, Any], key: str, where: str, shape: str) -> str:
+    """A required `module:attribute` value of a declaration."""
+    value = table.get(key)
+    if not isinstance(value, str) or not _REFERENCE.match(value):
+        raise ConfigError(f"{where}: {key} = {value!r} must be \"module:attribute\", {shape}")
+    return value
+
+
+def resolve(ref: str, where: str) -> Any:
+    """Import `module:attribute`; a ConfigError that names the declaration when it fails."""
+    module_name, _, attribute = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # the team's module may fail in any way as it imports
+        raise ConfigError(f"{where}: cannot import {module_name!r} for {ref!r}: "
+                          f"{type(error).__name__}: {error}") from error
+    if not hasattr(module, attribute):
+        raise ConfigError(f"{where}: module {module_name!r} has no {attribute!r} (for {ref!r})")
+    return getattr(module, attribute)
+
+
+@contextmanager
+def project_on_path(project_dir: Path) -> Iterator[None]:
+    """The team's modules import as they do in the project's own folder."""
+    entry = str(project_dir.resolve())
+    added = entry not in sys.path
+    if added:
+        sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(entry)
+
+
+def check_app(app: App) -> None:
+    """Import the app's modules and refuse, with the fix, what cannot run: a missing
+    module, a function of the wrong shape, an effect name the flow does not have."""
+    with project_on_path(app.project_dir):
+        for engine, declaration in app.engines.items():
+            importlib.import_module(APP_MODULES[engine]).check(
+                declaration, f"{app.where[:-1]}.{engine}]")
+        for path, line, name, step in effect_calls(_module_files(app)):
+            _check_effect(app, path, line, name, step)
+
+
+def _module_files(app: App) -> list[Path]:
+    """The Python files of every package that the declaration's modules belong to."""
+    folders = set()
+    for ref in app.references():
+        spec = importlib.util.find_spec(ref.partition(":")[0])
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            folders.add(Path(spec.origin).parent)
+    return sorted({path for folder in folders for path in folder.rglob("*.py")})
+
+
+def effect_calls(files: Sequence[Path]) -> Iterator[tuple[Path, int, str, str | None]]:
+    """Every `effect("NAME", ..., step="STEP")` with literal names in `files`."""
+    for path in files:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        except (SyntaxError, UnicodeDecodeError):
+            continue  # importing the module reports it, if the app uses it
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or not _is_effect(node.func) or not node.args:
+                continue
+            first = node.args[0]
+            if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+                continue
+            step = next((k.value.value for k in node.keywords if k.arg == "step"
+                         and isinstance(k.value, ast.Constant)
+                         and isinstance(k.value.value, str)), None)
+            yield path, node.lineno, first.value, step
+
+
+def _is_effect(func: ast.expr) -> bool:
+    return (isinstance(func, ast.Name) and func.id == "effect") or (
+        isinstance(func, ast.Attribute) and func.attr == "effect")
+
+
+def _check_effect(app: App, path: Path, line: int, name: str, step: str | None) -> None:
+    flow = app.flow
+    steps = {s.name for s in flow.steps}
+    effects = {s.effect for s in flow.steps} | {s.compensation for s in flow.steps
+                                                 if s.compensation}
+    at = f"{path}:{line}"
+    if step is not None and step not in steps:
+        raise ConfigError(f"{at}: graduate.effect({name!r}, step={step!r}) names a step that "
+                          f"flow {flow.name!r} of app {app.name!r} does not have; its steps: "
+                          f"{', '.join(sorted(steps))}")
+    if step is None and name not in effects:
+        raise ConfigError(f"{at}: graduate.effect({name!r}) names an effect that no step of "
+                          f"flow {flow.name!r} (app {app.name!r}) has; its effects: "
+                          f"{', '.join(sorted(effects))}. Rename it, or add step= to say "
+                          "which step it belongs to")
+
+
+def check_function(value: Any, ref: str, where: str, *, parameters: int,
+                   coroutine: bool, shape: str) -> None:
+    """Refuse `value` unless it is a (coroutine) function taking `parameters` arguments."""
+    if not callable(value):
+        raise ConfigError(f"{where}: {ref!r} is a {type(value).__name__}, not a function; "
+                          f"it must be {shape}")
+    if inspect.iscoroutinefunction(value) != coroutine:
+        kind = "an async function (async def)" if coroutine else "a plain function (def)"
+        raise ConfigError(f"{where}: {ref!r} must be {kind}: {shape}")
+    try:
+        inspect.signature(value).bind(*range(parameters))
+    except TypeError as error:
+        raise ConfigError(f"{where}: {ref!r} cannot be called with {parameters} argument(s) "
+                          f"({error}); it must be {shape}") from error
+    except ValueError:
+        return  # a builtin without a signature: it will say so when called
+
+
+def table_of(value: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
+    """An engine's declaration table, with only the keys it knows."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table")
+    if unknown := sorted(set(value) - allowed):
+        raise ConfigError(f"{where} has unknown key(s) {unknown}; allowed: "
+                          f"{', '.join(sorted(allowed))}")
+    return value

@@ -1,0 +1,185 @@
+"""A team's app declared in [tool.graduate.apps.NAME]: good declarations load and check;
+bad ones are refused before anything runs, with what to fix."""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from graduate.apps import check_app, find_app, load_apps
+from graduate.config import load_settings
+from graduate.errors import ConfigError
+from tests.instrument.conftest import ORDERS
+
+APPS = "tests.instrument.apps"
+
+
+def project(folder: Path, declaration: str, **modules: str) -> Path:
+    """A project folder with `declaration` under [tool.graduate.apps.orders] and a
+    package of the team's `modules` (returned package name replaces PKG)."""
+    package = f"team_{uuid.uuid4().hex[:8]}"
+    (folder / package).mkdir()
+    (folder / package / "__init__.py").write_text("")
+    for name, text in modules.items():
+        (folder / package / f"{name}.py").write_text(textwrap.dedent(text))
+    (folder / "pyproject.toml").write_text(
+        "[tool.graduate]\n" + textwrap.dedent(declaration).replace("PKG", package)
+        .replace("ORDERS", str(ORDERS)))
+    return folder
+
+
+GOOD = f"""
+    [tool.graduate.apps.orders]
+    flow = "ORDERS"
+
+    [tool.graduate.apps.orders.temporal]
+    worker = "{APPS}.temporal_worker:create_worker"
+    start = "{APPS}.temporal_worker:start"
+
+    [tool.graduate.apps.orders.celery]
+    app = "{APPS}.celery_app:app"
+    queues = ["orders"]
+    beat = false
+    start = "{APPS}.celery_app:start"
+"""
+
+
+def test_a_declared_app_loads_and_passes_its_checks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDERS_BROKER_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("ORDERS_QUEUE", "orders")
+    folder = project(tmp_path, GOOD)
+
+    app = find_app(folder, "orders")
+    check_app(app)
+
+    assert app.flow.name == "orders"
+    assert app.engines["celery"] == {"app": f"{APPS}.celery_app:app", "queues": ["orders"],
+                                     "beat": False, "start": f"{APPS}.celery_app:start"}
+    assert load_settings(project_dir=folder).project_dir == folder  # [apps] is known
+
+
+@pytest.mark.parametrize(("declaration", "message"), [
+    ("[tool.graduate.apps.orders]\n[tool.graduate.apps.orders.celery]\n",
+     r"flow is missing"),
+    ('[tool.graduate.apps.orders]\nflow = "ORDERS"\n', r"declares no engine"),
+    ('[tool.graduate.apps.orders]\nflow = "ORDERS"\nrabbit = {}\n',
+     r"unknown key\(s\) \['rabbit'\]"),
+    ('[tool.graduate.apps.orders]\nflow = "ORDERS"\n[tool.graduate.apps.orders.temporal]\n'
+     'worker = "no_colon"\nstart = "m:f"\n', r"worker = 'no_colon' must be \"module:attr"),
+    ('[tool.graduate.apps.orders]\nflow = "ORDERS"\n[tool.graduate.apps.orders.celery]\n'
+     'app = "m:app"\nqueues = "orders"\nstart = "m:f"\n', r"queues = 'orders' must list"),
+    ('[tool.graduate.apps.orders]\nflow = "missing.toml"\n[tool.graduate.apps.orders.celery]'
+     '\napp = "m:app"\nqueues = ["q"]\nstart = "m:f"\n', r"missing\.toml does not exist"),
+])
+def test_a_bad_declaration_is_refused_as_data(tmp_path: Path, declaration: str,
+                                              message: str) -> None:
+    folder = project(tmp_path, declaration)
+    with pytest.raises(ConfigError, match=message):
+        load_apps(folder)
+
+
+def test_an_undeclared_app_is_named_with_the_declared_ones(tmp_path: Path) -> None:
+    folder = project(tmp_path, GOOD)
+    with pytest.raises(ConfigError, match=r"no application 'billing'.*declared: orders"):
+        find_app(folder, "billing")
+
+
+WORKFLOW = """
+    from temporalio import activity, workflow
+    from graduate.apps import TemporalWorker
+
+    @workflow.defn
+    class Flow:
+        @workflow.run
+        async def run(self) -> None: ...
+
+    @activity.defn
+    def charge() -> None: ...
+
+    def not_a_workflow() -> None: ...
+
+    def create_worker():
+        return TemporalWorker("q", [Flow], [charge])
+
+    def create_wrong():
+        return {"task_queue": "q"}
+
+    def create_undecorated():
+        return TemporalWorker("q", [Flow], [not_a_workflow])
+
+    async def start(client, request) -> None: ...
+
+    def start_sync(client, request) -> None: ...
+"""
+
+
+@pytest.mark.parametrize(("worker", "start", "message"), [
+    ("missing_module:create", "PKG.team:start", r"cannot import 'missing_module'"),
+    ("PKG.team:create_nothing", "PKG.team:start", r"has no 'create_nothing'"),
+    ("PKG.team:create_wrong", "PKG.team:start", r"returned a dict; it must be"),
+    ("PKG.team:create_undecorated", "PKG.team:start", r"not a function decorated with "
+                                                      r"@activity\.defn"),
+    ("PKG.team:create_worker", "PKG.team:start_sync", r"must be an async function"),
+    ("PKG.team:create_worker", "PKG.team:create_worker", r"must be an async function"),
+])
+def test_a_temporal_app_of_the_wrong_shape_is_refused(
+        tmp_path: Path, worker: str, start: str, message: str) -> None:
+    folder = project(tmp_path, f"""
+        [tool.graduate.apps.orders]
+        flow = "ORDERS"
+        [tool.graduate.apps.orders.temporal]
+        worker = "{worker}"
+        start = "{start}"
+        """, team=WORKFLOW)
+    with pytest.raises(ConfigError, match=message):
+        check_app(find_app(folder, "orders"))
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    ('graduate.effect("crm.update", key="k")',
+     r"team\.py:\d+: graduate\.effect\('crm\.update'\) names an effect that no step"),
+    ('graduate.effect("crm.update", key="k", step="ship")',
+     r"step='ship'\) names a step that flow 'orders'"),
+])
+def test_an_effect_name_the_flow_does_not_have_is_refused(
+        tmp_path: Path, code: str, message: str) -> None:
+    folder = project(tmp_path, """
+        [tool.graduate.apps.orders]
+        flow = "ORDERS"
+        [tool.graduate.apps.orders.celery]
+        app = "PKG.team:app"
+        queues = ["orders"]
+        start = "PKG.team:start"
+        """, team=f"""
+        import graduate.instrument as graduate
+        from celery import Celery
+
+        app = Celery("team", set_as_current=False)
+
+        def start(request) -> None:
+            with graduate.effect("payments.charge", key="fine"):
+                pass
+
+        def update(order) -> None:
+            with {code}:
+                pass
+        """)
+    with pytest.raises(ConfigError, match=message):
+        check_app(find_app(folder, "orders"))
+
+
+def test_a_celery_app_that_is_not_a_celery_instance_is_refused(tmp_path: Path) -> None:
+    folder = project(tmp_path, """
+        [tool.graduate.apps.orders]
+        flow = "ORDERS"
+        [tool.graduate.apps.orders.celery]
+        app = "PKG.team:app"
+        queues = ["orders"]
+        start = "PKG.team:start"
+        """, team="app = object()\n\ndef start(request) -> None: ...\n")
+    with pytest.raises(ConfigError, match=r"is not a Celery app \(found object\)"):
+        check_app(find_app(folder, "orders"))
