@@ -8,6 +8,7 @@ instance, starts it inside `propagating` and reads the ledger.
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from graduate.adapters.celery import application
 from graduate.adapters.celery.instrument import install
 from graduate.check import correlation_breaks
 from graduate.instrument import Correlation, RunContext, propagating
@@ -37,8 +39,8 @@ def orders_app(broker: str, queue: str, monkeypatch: pytest.MonkeyPatch) -> Modu
     """The team's app in this process, as the harness's client: sends to the test's queue."""
     monkeypatch.setenv("ORDERS_BROKER_URL", broker)
     monkeypatch.setenv("ORDERS_QUEUE", queue)
+    sys.modules.pop(APP, None)  # the app reads its settings as it imports, as a team's does
     module = importlib.import_module(APP)
-    module.app.conf.task_default_queue = queue
     install()
     return module
 
@@ -109,6 +111,21 @@ def test_a_chain_carries_its_instance_to_every_task(
     assert [r.effect_id for r in records] == [r.id for r in rows]
     assert all(r.problems == () for r in records)
     assert len({r.envelope["causation_id"] for r in records}) == 3  # one per task
+
+
+def test_the_declared_start_function_starts_an_instance_graduate_can_follow(
+        orders_app: ModuleType, celery_worker: StartCelery, run_context: RunContext,
+        run_ledger: Ledger, register: Register, queue: str) -> None:
+    celery_worker(run_context)
+    correlation = register("declared-1")
+    declaration = {"app": f"{APP}:app", "queues": [queue], "beat": False,
+                   "start": f"{APP}:start"}
+
+    application.start(declaration, run_ledger.instance("declared-1").request)
+
+    rows = wait_for_rows(run_ledger, 3, instance_id="declared-1")
+    assert [r.step for r in rows] == ["reserve", "charge", "confirm"]
+    assert_of(correlation, rows)
 
 
 def test_a_chord_carries_its_instance_to_its_members_and_its_body(

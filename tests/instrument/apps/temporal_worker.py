@@ -1,32 +1,25 @@
-"""A team's Temporal worker for the order flow, with its side effects instrumented.
+"""A team's Temporal app for the order flow, with its side effects instrumented.
 
-Run as `python -m tests.instrument.apps.temporal_worker READY_FILE` with TEMPORAL_ADDRESS
-and ORDERS_TASK_QUEUE in the environment. Only the interceptor is graduate's: the
-harness adds it to the workers it builds, and so does this module.
+graduate runs its worker from `create_worker` (the declared factory) and starts orders
+with `start`. The task queue comes from ORDERS_TASK_QUEUE; ORDERS_CHARGE_FAILURES makes
+the payment gateway time out on that many attempts, as a flaky gateway would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
-from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     import graduate.instrument as graduate
-    from graduate.adapters.temporal.instrument import CorrelationInterceptor
     from graduate.apps import TemporalWorker
     from graduate.flow import InstanceRequest
-    from graduate.instrument import Correlation, propagating
 
 TIMEOUT = timedelta(seconds=10)
 RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=4)
@@ -35,7 +28,6 @@ RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attemp
 @dataclass(frozen=True)
 class Order:
     order_id: str
-    fail_times: int = 0
 
 
 @graduate.effect("stock.reserve", key=lambda order: f"{order.order_id}:reserve")
@@ -52,7 +44,7 @@ def reserve(order: Order) -> str:
 @activity.defn
 def charge(order: Order) -> str:
     with graduate.effect("payments.charge", key=f"{order.order_id}:charge"):
-        if activity.info().attempt <= order.fail_times:
+        if activity.info().attempt <= int(os.environ.get("ORDERS_CHARGE_FAILURES", "0")):
             raise RuntimeError("payment gateway timed out")
     return order.order_id
 
@@ -86,19 +78,6 @@ async def start(client: Client, request: InstanceRequest) -> None:
                                 id=request.instance_id, task_queue=create_worker().task_queue)
 
 
-async def start_order(address: str, task_queue: str, correlation: Correlation,
-                      order: Order) -> str:
-    """Start one order under `correlation`, as the harness's start function would, and
-    wait for its result."""
-    client = await Client.connect(address, interceptors=[CorrelationInterceptor()])
-    with propagating(correlation):
-        handle = await client.start_workflow(OrderWorkflow.run, order,
-                                             id=correlation.instance_id,
-                                             task_queue=task_queue)
-    result: str = await handle.result()
-    return result
-
-
 async def start_untraced_order(address: str, task_queue: str, order: Order) -> str:
     """Start one order from a client without graduate's interceptor: the workflow runs,
     but graduate's correlation never reaches it (a stripped header)."""
@@ -106,23 +85,3 @@ async def start_untraced_order(address: str, task_queue: str, order: Order) -> s
     result: str = await client.execute_workflow(OrderWorkflow.run, order, id=order.order_id,
                                                 task_queue=task_queue)
     return result
-
-
-async def serve(ready_file: Path) -> None:
-    client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    parts = create_worker()
-    with ThreadPoolExecutor(max_workers=4) as executor:
-        worker = Worker(client, task_queue=parts.task_queue, workflows=parts.workflows,
-                        activities=parts.activities, activity_executor=executor,
-                        interceptors=[CorrelationInterceptor()])
-        async with worker:
-            ready_file.write_text(str(os.getpid()))
-            await stop.wait()
-
-
-if __name__ == "__main__":
-    asyncio.run(serve(Path(sys.argv[1])))

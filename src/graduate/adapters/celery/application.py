@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from graduate.adapters.celery.app_worker import load_app
+from graduate.adapters.celery.instrument import install
 from graduate.apps import check_function, reference, resolve, table_of
 from graduate.errors import ConfigError
+from graduate.flow import InstanceRequest
+from graduate.instrument import Correlation, propagating
 
 APP_SHAPE = "the celery.Celery instance of the team's app"
 START_SHAPE = ("def start(request): send the tasks of one instance for the "
@@ -43,3 +46,13 @@ def check(declaration: Mapping[str, Any], where: str) -> None:
     start = resolve(declaration["start"], where)
     check_function(start, declaration["start"], where, parameters=1, coroutine=False,
                    shape=START_SHAPE)
+
+
+def start(declaration: Mapping[str, Any], request: InstanceRequest) -> None:
+    """Start one instance with the team's start function; every message it sends
+    carries graduate's correlation."""
+    install()
+    start_function = resolve(declaration["start"], f"start function {declaration['start']}")
+    with propagating(Correlation(request.instance_id, request.correlation_id,
+                                 request.trace_id)):
+        start_function(request)

@@ -14,6 +14,9 @@ from typing import Any
 
 from graduate.apps import TemporalWorker, check_function, reference, resolve, table_of
 from graduate.errors import ConfigError
+from graduate.flow import InstanceRequest
+from graduate.instrument import Correlation, propagating
+from graduate.services.model import TemporalTarget
 
 WORKER_SHAPE = ("a function taking no argument that returns graduate.apps.TemporalWorker("
                 "task_queue=..., workflows=[...], activities=[...])")
@@ -62,3 +65,17 @@ def load_worker(ref: str, where: str) -> TemporalWorker:
             raise ConfigError(f"{where}: {ref}() lists {function!r} among its activities, but it "
                               "is not a function decorated with @activity.defn")
     return worker
+
+
+async def start(declaration: Mapping[str, str], target: TemporalTarget,
+                request: InstanceRequest) -> None:
+    """Start one instance with the team's start function, on a client that carries
+    graduate's correlation to the workflow and its activities."""
+    from graduate.adapters.temporal.client import connect
+    from graduate.adapters.temporal.instrument import CorrelationInterceptor
+
+    start_function = resolve(declaration["start"], f"start function {declaration['start']}")
+    client = await connect(target, interceptors=[CorrelationInterceptor()])
+    with propagating(Correlation(request.instance_id, request.correlation_id,
+                                 request.trace_id)):
+        await start_function(client, request)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.service import RPCError, TLSConfig
 
 from graduate.errors import ServiceError
@@ -20,7 +21,7 @@ def _read(path: str | None, what: str) -> bytes | None:
         raise ServiceError(f"cannot read the Temporal {what} {path!r}: {error}") from error
 
 
-async def connect(target: TemporalTarget) -> Client:
+async def connect(target: TemporalTarget, interceptors: Sequence[Interceptor] = ()) -> Client:
     """A client for `target`, with a message that says what to check when it fails."""
     tls: TLSConfig | bool = False
     if target.tls_cert or target.tls_ca:
@@ -33,7 +34,7 @@ async def connect(target: TemporalTarget) -> Client:
         tls = True
     try:
         return await Client.connect(target.address, namespace=target.namespace, tls=tls,
-                                    api_key=target.api_key)
+                                    api_key=target.api_key, interceptors=interceptors)
     except (RuntimeError, RPCError) as error:
         raise ServiceError(
             f"cannot connect to Temporal at {target.address} (namespace {target.namespace}): "
