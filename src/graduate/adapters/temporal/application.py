@@ -79,3 +79,12 @@ async def start(declaration: Mapping[str, str], target: TemporalTarget,
     with propagating(Correlation(request.instance_id, request.correlation_id,
                                  request.trace_id)):
         await start_function(client, request)
+
+
+async def signal(target: TemporalTarget, instance_id: str, name: str,
+                 payload: Mapping[str, Any]) -> None:
+    """Send signal `name` (a flow's wait: a human decision) to the instance's workflow."""
+    from graduate.adapters.temporal.client import connect
+
+    client = await connect(target)
+    await client.get_workflow_handle(instance_id).signal(name, dict(payload))
