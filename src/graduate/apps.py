@@ -155,7 +155,7 @@ def check_app(app: App) -> None:
     with project_on_path(app.project_dir):
         for engine, declaration in app.engines.items():
             importlib.import_module(APP_MODULES[engine]).check(
-                declaration, f"{app.where[:-1]}.{engine}]")
+                declaration, f"{app.where[:-1]}.{engine}]", app.flow)
         for path, line, name, step in effect_calls(_module_files(app)):
             _check_effect(app, path, line, name, step)
 

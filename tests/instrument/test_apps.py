@@ -12,7 +12,7 @@ import pytest
 from graduate.apps import check_app, find_app, load_apps
 from graduate.config import load_settings
 from graduate.errors import ConfigError
-from tests.instrument.conftest import ORDERS
+from tests.instrument.conftest import ORDERS, ROOT
 
 APPS = "tests.instrument.apps"
 
@@ -182,4 +182,25 @@ def test_a_celery_app_that_is_not_a_celery_instance_is_refused(tmp_path: Path) -
         start = "PKG.team:start"
         """, team="app = object()\n\ndef start(request) -> None: ...\n")
     with pytest.raises(ConfigError, match=r"is not a Celery app \(found object\)"):
+        check_app(find_app(folder, "orders"))
+
+
+def test_a_celery_app_whose_flow_waits_must_declare_how_to_signal_it(
+        tmp_path: Path) -> None:
+    folder = project(tmp_path, f"""
+        [tool.graduate.apps.orders]
+        flow = "{ROOT / 'spikes' / 'partner_approval.toml'}"
+        [tool.graduate.apps.orders.celery]
+        app = "PKG.team:app"
+        queues = ["orders"]
+        start = "PKG.team:start"
+        """, team="""
+        from celery import Celery
+
+        app = Celery("team", set_as_current=False)
+
+        def start(request) -> None: ...
+        """)
+    with pytest.raises(ConfigError, match=r"waits for approval, but the app declares no "
+                                          r"signal; add signal = "):
         check_app(find_app(folder, "orders"))

@@ -1,17 +1,20 @@
 """The partner approval example (examples/partner_approval_app/), as the repository
-declares it, on a real Temporal server: its declaration checks, and each path records
-what the flow expects."""
+declares it, on real engines through graduate's worker launchers: its declaration
+checks, and on each engine each path records what the flow expects."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from graduate.adapters.temporal import application
+from graduate.adapters.celery import application as celery_application
+from graduate.adapters.temporal import application as temporal_application
 from graduate.apps import App, check_app, find_app
 from graduate.check import correlation_breaks
 from graduate.flow import InstanceRequest
@@ -21,6 +24,9 @@ from graduate.services.model import TemporalTarget
 from tests.instrument.conftest import ROOT, Spawn, wait_for_rows
 
 FORWARD = ["create_record", "request_approval", "activate", "notify"]
+UNDONE = [("create_record", "effect"), ("request_approval", "effect"),
+          ("request_approval", "compensation"), ("create_record", "compensation")]
+CELERY_APP = "examples.partner_approval_app.celery_app"
 
 
 @pytest.fixture(scope="module")
@@ -35,36 +41,67 @@ def run_context(tmp_path: Path, app: App) -> RunContext:
                       run_id=f"run-{uuid.uuid4().hex[:8]}", flow_source=app.flow.source)
 
 
-Start = Callable[[], InstanceRequest]
+@dataclass
+class Pilot:
+    """One engine's version of the pilot, running under the test's run."""
+
+    start: Callable[[InstanceRequest], None]
+    decide: Callable[[InstanceRequest, str], None]
 
 
 @pytest.fixture
-def start_instance(app: App, start_worker: Spawn, temporal_server: TemporalTarget,
-                   run_context: RunContext, run_ledger: Ledger,
-                   monkeypatch: pytest.MonkeyPatch) -> Start:
-    """The app's worker under the run, and a function that starts one instance of it."""
+def temporal_pilot(app: App, start_worker: Spawn, temporal_server: TemporalTarget,
+                   run_context: RunContext, monkeypatch: pytest.MonkeyPatch) -> Pilot:
     queue = f"partners-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("PARTNER_APPROVAL_TASK_QUEUE", queue)
-    start_worker("graduate.adapters.temporal.app_worker", [app.engines["temporal"]["worker"],
-                                                            "{ready}"], {
+    declaration = app.engines["temporal"]
+    start_worker("graduate.adapters.temporal.app_worker", [declaration["worker"], "{ready}"], {
         "GRADUATE_TEMPORAL_ADDRESS": temporal_server.address,
         "PARTNER_APPROVAL_TASK_QUEUE": queue, **run_context.environ()})
+    return Pilot(
+        start=lambda request: asyncio.run(
+            temporal_application.start(declaration, temporal_server, request)),
+        decide=lambda request, decision: asyncio.run(temporal_application.signal(
+            temporal_server, request.instance_id, "approval", {"decision": decision})))
 
-    def start() -> InstanceRequest:
+
+@pytest.fixture
+def celery_pilot(app: App, start_worker: Spawn, broker: str, run_context: RunContext,
+                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pilot:
+    queue = f"partners-{uuid.uuid4().hex[:8]}"
+    env = {"PARTNER_APPROVAL_BROKER_URL": broker, "PARTNER_APPROVAL_QUEUE": queue,
+           "PARTNER_APPROVAL_DB": str(tmp_path / "approvals.sqlite3")}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    sys.modules.pop(CELERY_APP, None)  # the app reads its settings as it imports
+    declaration = app.engines["celery"]
+    start_worker("graduate.adapters.celery.app_worker", [
+        declaration["app"], "{ready}", "--pool", "prefork", "--concurrency", "1",
+        "--without-mingle", "--without-gossip", "--without-heartbeat", "-Q", queue,
+        "-n", f"{queue}@%h", "--loglevel", "INFO"], {**env, **run_context.environ()})
+    return Pilot(
+        start=lambda request: celery_application.start(declaration, request),
+        decide=lambda request, decision: celery_application.signal(
+            declaration, request, "approval", {"decision": decision}))
+
+
+@pytest.fixture(params=["temporal", "celery"])
+def pilot(request: pytest.FixtureRequest) -> Pilot:
+    found: Pilot = request.getfixturevalue(f"{request.param}_pilot")
+    return found
+
+
+@pytest.fixture
+def new_instance(app: App, run_context: RunContext, run_ledger: Ledger) -> Callable[
+        [], InstanceRequest]:
+    def make() -> InstanceRequest:
         instance_id = f"partner-{uuid.uuid4().hex[:6]}"
-        request = run_ledger.register(app.flow, InstanceRequest(
+        return run_ledger.register(app.flow, InstanceRequest(
             instance_id=instance_id, run_id=run_context.run_id, tenant_id="dealix",
             entity_id=f"p-{instance_id}", date="20261129",
             correlation_id=str(uuid.uuid4()), trace_id=uuid.uuid4().hex), engine="app").request
-        asyncio.run(application.start(app.engines["temporal"], temporal_server, request))
-        return request
 
-    return start
-
-
-def decide(temporal_server: TemporalTarget, request: InstanceRequest, decision: str) -> None:
-    asyncio.run(application.signal(temporal_server, request.instance_id, "approval",
-                                   {"decision": decision}))
+    return make
 
 
 def traced(request: InstanceRequest, rows: list[EffectRecord]) -> list[EffectRecord]:
@@ -77,11 +114,12 @@ def test_the_declared_app_passes_its_checks(app: App) -> None:
 
 
 def test_an_approved_partner_is_activated_then_welcomed(
-        start_instance: Start, temporal_server: TemporalTarget, run_ledger: Ledger,
+        pilot: Pilot, new_instance: Callable[[], InstanceRequest], run_ledger: Ledger,
         app: App) -> None:
-    request = start_instance()
+    request = new_instance()
+    pilot.start(request)
     wait_for_rows(run_ledger, 2, instance_id=request.instance_id)
-    decide(temporal_server, request, "approve")
+    pilot.decide(request, "approve")
 
     rows = traced(request, wait_for_rows(run_ledger, 4, instance_id=request.instance_id))
     assert [(r.step, r.kind, r.outcome) for r in rows] == [
@@ -91,27 +129,26 @@ def test_an_approved_partner_is_activated_then_welcomed(
 
 
 def test_a_rejection_undoes_the_draft_and_the_approval_request_in_reverse(
-        start_instance: Start, temporal_server: TemporalTarget, run_ledger: Ledger,
+        pilot: Pilot, new_instance: Callable[[], InstanceRequest], run_ledger: Ledger,
         app: App) -> None:
-    request = start_instance()
+    request = new_instance()
+    pilot.start(request)
     wait_for_rows(run_ledger, 2, instance_id=request.instance_id)
-    decide(temporal_server, request, "reject")
+    pilot.decide(request, "reject")
 
     rows = traced(request, wait_for_rows(run_ledger, 4, instance_id=request.instance_id))
-    assert [(r.step, r.kind) for r in rows] == [
-        ("create_record", "effect"), ("request_approval", "effect"),
-        ("request_approval", "compensation"), ("create_record", "compensation")]
+    assert [(r.step, r.kind) for r in rows] == UNDONE
     assert [r.idempotency_key for r in rows[2:]] == [
         app.flow.key_for(step, request, compensation=True)
         for step in ("request_approval", "create_record")]
 
 
 def test_an_unanswered_approval_expires_and_is_undone(
-        start_instance: Start, run_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+        pilot: Pilot, new_instance: Callable[[], InstanceRequest], run_ledger: Ledger,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PARTNER_APPROVAL_DEADLINE_SECONDS", "1")
-    request = start_instance()
+    request = new_instance()
+    pilot.start(request)
 
     rows = traced(request, wait_for_rows(run_ledger, 4, instance_id=request.instance_id))
-    assert [(r.step, r.kind) for r in rows] == [
-        ("create_record", "effect"), ("request_approval", "effect"),
-        ("request_approval", "compensation"), ("create_record", "compensation")]
+    assert [(r.step, r.kind) for r in rows] == UNDONE

@@ -34,8 +34,8 @@ CONTEXT_PROVIDERS = {
     "celery": "graduate.adapters.celery.instrument",
 }
 # How a team declares its own app on each engine ([tool.graduate.apps.NAME.ENGINE]): a
-# module with `declare(table, where)` (the table as data, checked) and `check(declaration,
-# where)` (the team's modules imported, their shapes checked).
+# module with `declare(table, where)` (the table as data, checked), `check(declaration,
+# where, flow)` (the team's modules imported, their shapes checked), `start` and `signal`.
 APP_MODULES = {
     "temporal": "graduate.adapters.temporal.application",
     "celery": "graduate.adapters.celery.application",

@@ -5,6 +5,8 @@
     queues = ["orders"]         # the queues its workers consume
     beat = false                # whether the app's beat runs beside its workers
     start = "module:start"      # (graduate.flow.InstanceRequest) -> None: send its tasks
+    signal = "module:signal"    # (instance_id, name, payload) -> None: a human decision,
+                                # as the team's API takes it; needed when the flow waits
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ from graduate.adapters.celery.app_worker import load_app
 from graduate.adapters.celery.instrument import install
 from graduate.apps import check_function, reference, resolve, table_of
 from graduate.errors import ConfigError
-from graduate.flow import InstanceRequest
+from graduate.flow import Flow, InstanceRequest
 from graduate.instrument import Correlation, propagating
 
 APP_SHAPE = "the celery.Celery instance of the team's app"
 START_SHAPE = ("def start(request): send the tasks of one instance for the "
                "graduate.flow.InstanceRequest (graduate carries its correlation)")
+SIGNAL_SHAPE = ("def signal(instance_id, name, payload): deliver a human decision (the "
+                "flow's wait signal, payload {\"decision\": ...}) as the team's API does")
 
 
 def declare(value: Any, where: str) -> dict[str, Any]:
-    table = table_of(value, where, {"app", "queues", "beat", "start"})
+    table = table_of(value, where, {"app", "queues", "beat", "start", "signal"})
     queues = table.get("queues")
     if not isinstance(queues, list) or not queues or not all(
             isinstance(q, str) and q for q in queues):
@@ -34,11 +38,14 @@ def declare(value: Any, where: str) -> dict[str, Any]:
     beat = table.get("beat", False)
     if not isinstance(beat, bool):
         raise ConfigError(f"{where}: beat = {beat!r} must be true or false")
-    return {"app": reference(table, "app", where, APP_SHAPE), "queues": list(queues),
-            "beat": beat, "start": reference(table, "start", where, START_SHAPE)}
+    declaration = {"app": reference(table, "app", where, APP_SHAPE), "queues": list(queues),
+                   "beat": beat, "start": reference(table, "start", where, START_SHAPE)}
+    if "signal" in table:
+        declaration["signal"] = reference(table, "signal", where, SIGNAL_SHAPE)
+    return declaration
 
 
-def check(declaration: Mapping[str, Any], where: str) -> None:
+def check(declaration: Mapping[str, Any], where: str, flow: Flow) -> None:
     try:
         load_app(declaration["app"])
     except ConfigError as error:
@@ -46,6 +53,16 @@ def check(declaration: Mapping[str, Any], where: str) -> None:
     start = resolve(declaration["start"], where)
     check_function(start, declaration["start"], where, parameters=1, coroutine=False,
                    shape=START_SHAPE)
+    if "signal" not in declaration:
+        if flow.waits:
+            raise ConfigError(f"{where}: flow {flow.name!r} waits for "
+                              f"{', '.join(w.signal for w in flow.waits)}, but the app "
+                              f"declares no signal; add signal = \"module:function\", "
+                              f"{SIGNAL_SHAPE}")
+        return
+    deliver = resolve(declaration["signal"], where)
+    check_function(deliver, declaration["signal"], where, parameters=3, coroutine=False,
+                   shape=SIGNAL_SHAPE)
 
 
 def start(declaration: Mapping[str, Any], request: InstanceRequest) -> None:
@@ -56,3 +73,14 @@ def start(declaration: Mapping[str, Any], request: InstanceRequest) -> None:
     with propagating(Correlation(request.instance_id, request.correlation_id,
                                  request.trace_id)):
         start_function(request)
+
+
+def signal(declaration: Mapping[str, Any], request: InstanceRequest, name: str,
+           payload: Mapping[str, Any]) -> None:
+    """Deliver a human decision through the team's signal function; the tasks it sends
+    carry the instance's correlation."""
+    install()
+    deliver = resolve(declaration["signal"], f"signal function {declaration['signal']}")
+    with propagating(Correlation(request.instance_id, request.correlation_id,
+                                 request.trace_id)):
+        deliver(request.instance_id, name, dict(payload))

@@ -14,7 +14,7 @@ from typing import Any
 
 from graduate.apps import TemporalWorker, check_function, reference, resolve, table_of
 from graduate.errors import ConfigError
-from graduate.flow import InstanceRequest
+from graduate.flow import Flow, InstanceRequest
 from graduate.instrument import Correlation, propagating
 from graduate.services.model import TemporalTarget
 
@@ -30,7 +30,8 @@ def declare(value: Any, where: str) -> dict[str, str]:
             "start": reference(table, "start", where, START_SHAPE)}
 
 
-def check(declaration: Mapping[str, str], where: str) -> None:
+def check(declaration: Mapping[str, str], where: str, flow: Flow) -> None:
+    """The factory's parts and the start function's shape (signals are Temporal's own)."""
     worker = load_worker(declaration["worker"], where)
     if not worker.workflows:
         raise ConfigError(f"{where}: {declaration['worker']!r} returned no workflows")

@@ -1,0 +1,219 @@
+"""Partner approval on Celery, written as a careful Celery team writes it.
+
+Celery cannot wait for a human, so the approval's state lives in the team's own table
+(`approvals`, in PARTNER_APPROVAL_DB) and tasks move it on:
+
+- `start` sends a chain, create the draft then request the approval, with `link_error`
+  so that a step that fails for good undoes what was done;
+- the request step marks the approval pending and sends `expire` with a countdown of
+  the deadline; beat's `expire_overdue` sweep is the safety net for a countdown message
+  that was lost;
+- `signal` (the decision, from the team's API) sends `decide`, which settles the approval
+  once (compare-and-set) and sends the activation chain or the compensation;
+- compensation undoes the steps the table says were done, in reverse order.
+
+Late acknowledgement and retries with backoff are set, as a careful team sets them.
+Each external call is wrapped in `graduate.effect`; graduate runs the workers and
+starts instances from the app's declaration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Celery, chain
+
+import graduate.instrument as graduate
+from examples.partner_approval_app import clients
+from graduate.flow import InstanceRequest
+
+BROKER_URL = os.environ.get("PARTNER_APPROVAL_BROKER_URL", "redis://127.0.0.1:6379/0")
+DEADLINE_VARIABLE = "PARTNER_APPROVAL_DEADLINE_SECONDS"
+SWEEP_SECONDS = 30.0
+
+app = Celery("partner_approval", broker=BROKER_URL, backend=BROKER_URL,
+             set_as_current=False)
+app.conf.update(
+    task_default_queue=os.environ.get("PARTNER_APPROVAL_QUEUE", "partner-approval"),
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    beat_schedule={"expire-overdue": {"task": "partner_approval.expire_overdue",
+                                      "schedule": SWEEP_SECONDS}},
+)
+RETRIES: dict[str, Any] = {"autoretry_for": (ConnectionError, TimeoutError),
+                           "retry_backoff": 0.2, "retry_backoff_max": 2, "max_retries": 4}
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+@contextmanager
+def approvals() -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(os.environ.get("PARTNER_APPROVAL_DB", "approvals.sqlite3"),
+                                 timeout=30, isolation_level=None)
+    try:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS approvals (instance_id TEXT PRIMARY KEY, "
+            "partner_id TEXT NOT NULL, key_prefix TEXT NOT NULL, status TEXT NOT NULL, "
+            "deadline_seconds REAL NOT NULL, deadline_at REAL, done TEXT NOT NULL)")
+        yield connection
+    finally:
+        connection.close()
+
+
+def _row(instance_id: str) -> tuple[str, str, list[str]]:
+    with approvals() as db:
+        partner, prefix, done = db.execute(
+            "SELECT partner_id, key_prefix, done FROM approvals WHERE instance_id = ?",
+            [instance_id]).fetchone()
+    return partner, prefix, json.loads(done)
+
+
+def _mark_done(instance_id: str, step: str) -> None:
+    _, _, done = _row(instance_id)
+    if step not in done:
+        with approvals() as db:
+            db.execute("UPDATE approvals SET done = ? WHERE instance_id = ?",
+                       [json.dumps([*done, step]), instance_id])
+
+
+def _settle(instance_id: str, status: str) -> bool:
+    """Move a pending approval to `status`; False when it was settled already."""
+    with approvals() as db:
+        changed = db.execute("UPDATE approvals SET status = ? WHERE instance_id = ? AND "
+                             "status = 'pending'", [status, instance_id]).rowcount
+    return bool(changed)
+
+
+# ----------------------------------------------------------------------------- the steps
+
+
+def _call(instance_id: str, step: str, effect: str, call: Any, *, keyed: bool) -> None:
+    partner, prefix, _ = _row(instance_id)
+    key = f"{prefix}:{step}"
+    with graduate.effect(effect, key=key):
+        if keyed:
+            call(partner, key)
+        else:
+            call(partner)
+
+
+@app.task(name="partner_approval.create_draft", **RETRIES)
+def create_draft(instance_id: str) -> str:
+    _call(instance_id, "create_record", "crm.create_draft", clients.crm_create_draft,
+          keyed=True)
+    _mark_done(instance_id, "create_record")
+    return instance_id
+
+
+@app.task(name="partner_approval.request_approval", **RETRIES)
+def request_approval(instance_id: str) -> str:
+    _call(instance_id, "request_approval", "approvals.request", clients.approvals_request,
+          keyed=True)
+    _mark_done(instance_id, "request_approval")
+    with approvals() as db:
+        [deadline] = db.execute("SELECT deadline_seconds FROM approvals WHERE instance_id = ?",
+                                [instance_id]).fetchone()
+        db.execute("UPDATE approvals SET status = 'pending', deadline_at = ? WHERE "
+                   "instance_id = ? AND status = 'drafting'", [time.time() + deadline,
+                                                               instance_id])
+    expire.apply_async([instance_id], countdown=deadline)
+    return instance_id
+
+
+@app.task(name="partner_approval.activate", **RETRIES)
+def activate(instance_id: str) -> str:
+    _call(instance_id, "activate", "partner_portal.activate", clients.portal_activate,
+          keyed=False)
+    _mark_done(instance_id, "activate")
+    return instance_id
+
+
+@app.task(name="partner_approval.send_welcome", **RETRIES)
+def send_welcome(instance_id: str) -> str:
+    _call(instance_id, "notify", "notify.send_welcome", clients.notify_send_welcome,
+          keyed=False)
+    _mark_done(instance_id, "notify")
+    return instance_id
+
+
+# ----------------------------------------------------------------------------- decisions
+
+
+@app.task(name="partner_approval.decide")
+def decide(instance_id: str, decision: str) -> None:
+    if decision == "approve" and _settle(instance_id, "approved"):
+        chain(activate.si(instance_id), send_welcome.si(instance_id)).apply_async(
+            link_error=on_failure.s(instance_id=instance_id))
+    elif decision != "approve" and _settle(instance_id, "rejected"):
+        compensate.delay(instance_id)
+
+
+@app.task(name="partner_approval.expire")
+def expire(instance_id: str) -> None:
+    if _settle(instance_id, "expired"):
+        compensate.delay(instance_id)
+
+
+@app.task(name="partner_approval.expire_overdue")
+def expire_overdue() -> None:
+    with approvals() as db:
+        overdue = [row[0] for row in db.execute(
+            "SELECT instance_id FROM approvals WHERE status = 'pending' AND deadline_at < ?",
+            [time.time()])]
+    for instance_id in overdue:
+        expire.delay(instance_id)
+
+
+# ----------------------------------------------------------------------------- undoing
+
+
+UNDO = {"request_approval": ("approvals.withdraw", clients.approvals_withdraw),
+        "create_record": ("crm.void_draft", clients.crm_void_draft)}
+
+
+@app.task(name="partner_approval.compensate", **RETRIES)
+def compensate(instance_id: str) -> None:
+    """Undo the done steps that can be undone, newest first; each undo is keyed, so a
+    retried compensation repeats nothing the systems have not absorbed."""
+    _, _, done = _row(instance_id)
+    for step in reversed(done):
+        if step in UNDO and f"{step}.compensation" not in done:
+            effect, call = UNDO[step]
+            _call(instance_id, f"{step}.compensation", effect, call, keyed=True)
+            _mark_done(instance_id, f"{step}.compensation")
+
+
+@app.task(name="partner_approval.on_failure")
+def on_failure(request: Any, exc: BaseException, traceback: Any, instance_id: str) -> None:
+    """The chain's link_error: a step failed for good, so undo what was done."""
+    compensate.delay(instance_id)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def start(request: InstanceRequest) -> None:
+    """Start one approval for the partner `request.entity_id` (the declared start)."""
+    prefix = f"{request.tenant_id}:partner_approval:{request.entity_id}:{request.date}"
+    deadline = float(os.environ.get(DEADLINE_VARIABLE, "259200"))  # 72 h, fixed at start
+    with approvals() as db:
+        db.execute("INSERT INTO approvals (instance_id, partner_id, key_prefix, status, "
+                   "deadline_seconds, done) VALUES (?, ?, ?, 'drafting', ?, '[]')",
+                   [request.instance_id, request.entity_id, prefix, deadline])
+    chain(create_draft.si(request.instance_id), request_approval.si(request.instance_id)
+          ).apply_async(link_error=on_failure.s(instance_id=request.instance_id))
+
+
+def signal(instance_id: str, name: str, payload: Mapping[str, Any]) -> None:
+    """A human decision on the approval (the declared signal; the team's API calls it)."""
+    if name == "approval":
+        decide.delay(instance_id, str(payload.get("decision", "")))
