@@ -111,10 +111,16 @@ class Database:
         """Add `column` to `table` unless it is there: a ledger written by an earlier
         version of graduate gains the columns a newer one records."""
         if self.postgres:
-            self.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}")
+            # Look first: ALTER TABLE locks the table even when the column is there.
+            present = self.query(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = ? AND column_name = ?", [table, column])
+            if not present:
+                self.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} "
+                             f"{definition}")
             return
-        present = {row[1] for row in self.query(f"PRAGMA table_info({table})")}
-        if column not in present:
+        present_columns = {row[1] for row in self.query(f"PRAGMA table_info({table})")}
+        if column not in present_columns:
             self.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     @contextmanager
