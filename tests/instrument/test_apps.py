@@ -3,12 +3,17 @@ bad ones are refused before anything runs, with what to fix."""
 
 from __future__ import annotations
 
+import importlib
+import sys
 import textwrap
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from graduate.adapters.celery.app_worker import configure
+from graduate.adapters.celery.application import app_settings
 from graduate.apps import check_app, find_app, load_apps
 from graduate.config import load_settings
 from graduate.errors import ConfigError
@@ -204,3 +209,33 @@ def test_a_celery_app_whose_flow_waits_must_declare_how_to_signal_it(
     with pytest.raises(ConfigError, match=r"waits for approval, but the app declares no "
                                           r"signal; add signal = "):
         check_app(find_app(folder, "orders"))
+
+
+def fresh_app(module: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The team's Celery app as a worker imports it (settings read at import)."""
+    monkeypatch.setenv("ORDERS_BROKER_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("ORDERS_QUEUE", "orders")
+    monkeypatch.setenv("PARTNER_APPROVAL_BROKER_URL", "redis://127.0.0.1:1/0")
+    sys.modules.pop(module, None)
+    return importlib.import_module(module).app
+
+
+def test_a_celery_apps_own_settings_are_what_evidence_records(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = app_settings(fresh_app(f"{APPS}.celery_app", monkeypatch))
+    careful = app_settings(fresh_app("examples.partner_approval_app.celery_app", monkeypatch))
+
+    assert (plain["task_acks_late"], plain["worker_prefetch_multiplier"]) == (False, 4)
+    assert (careful["task_acks_late"], careful["task_reject_on_worker_lost"],
+            careful["worker_prefetch_multiplier"]) == (True, True, 1)
+    assert careful["visibility_timeout"] == 3600  # the Redis transport's own default
+
+
+def test_a_profile_overrides_the_apps_own_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = fresh_app(f"{APPS}.celery_app", monkeypatch)
+    configure(app, {"task_acks_late": True, "visibility_timeout": 10})
+
+    settings = app_settings(app)
+    assert (settings["task_acks_late"], settings["visibility_timeout"]) == (True, 10)
+    with pytest.raises(ConfigError, match="'task_ack_late' is not a Celery setting"):
+        configure(app, {"task_ack_late": True})

@@ -14,8 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from celery import Celery
+
 from graduate.adapters.celery.app_worker import load_app
 from graduate.adapters.celery.instrument import install
+from graduate.adapters.celery.settings import recorded_settings
 from graduate.apps import check_function, reference, resolve, table_of
 from graduate.errors import ConfigError
 from graduate.flow import Flow, InstanceRequest
@@ -84,3 +87,8 @@ def signal(declaration: Mapping[str, Any], request: InstanceRequest, name: str,
     with propagating(Correlation(request.instance_id, request.correlation_id,
                                  request.trace_id)):
         deliver(request.instance_id, name, dict(payload))
+
+
+def app_settings(app: Celery) -> dict[str, Any]:
+    """The team's own values of the settings that decide what a fault does, for evidence."""
+    return recorded_settings(app.conf, str(app.conf.broker_url or ""))

@@ -63,17 +63,24 @@ def celery_defaults() -> dict[str, Any]:
 def effective_settings(strategy: str, broker_url: str,
                        overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The settings a strategy runs with: defaults, graduate's few choices, then overrides."""
-    defaults = celery_defaults()
-    settings: dict[str, Any] = {key: _plain(defaults[key]) for key in RECORDED}
+    settings = recorded_settings(celery_defaults(), broker_url)
     settings.update(CHOSEN)
-    if broker_url.startswith(("redis://", "rediss://", "unix://")):
-        from kombu.transport.redis import Channel
-
-        for option in TRANSPORT_OPTIONS:
-            settings[option] = getattr(Channel, option)
     settings.update(STATE_MACHINE if strategy == "state-machine" else {})
     check_overrides(strategy, overrides or {})
     settings.update(overrides or {})
+    return settings
+
+
+def recorded_settings(conf: Mapping[str, Any], broker_url: str) -> dict[str, Any]:
+    """The values in `conf` (Celery's defaults, or a team's app.conf) of the settings that
+    decide what a fault does, with the Redis transport's options where Redis is the broker."""
+    settings: dict[str, Any] = {key: _plain(conf.get(key)) for key in RECORDED}
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
+        from kombu.transport.redis import Channel
+
+        transport = conf.get("broker_transport_options") or {}
+        for option in TRANSPORT_OPTIONS:
+            settings[option] = transport.get(option, getattr(Channel, option))
     return settings
 
 
