@@ -29,7 +29,7 @@ from typing import Any
 
 from celery import Celery, chain
 
-import graduate.instrument as graduate
+import graduate
 from examples.partner_approval_app import clients
 from graduate.flow import InstanceRequest
 

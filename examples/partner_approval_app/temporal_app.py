@@ -23,7 +23,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    import graduate.instrument as graduate
+    import graduate
     from examples.partner_approval_app import clients
     from graduate.apps import TemporalWorker
     from graduate.flow import InstanceRequest

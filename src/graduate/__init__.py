@@ -6,6 +6,7 @@ live behind one protocol in `graduate.adapters`.
 """
 
 from graduate.errors import GraduateError
+from graduate.instrument import effect
 
-__all__ = ["GraduateError"]
+__all__ = ["GraduateError", "effect"]
 __version__ = "0.1.0"

@@ -22,7 +22,6 @@ handlers carry through apply_async, chains, groups, chords and retries.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import inspect
@@ -38,11 +37,12 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from graduate.errors import ConfigError
-from graduate.ledger import EffectCall, EffectKind, Ledger, Outcome
 
+# Production code imports this module outside any run: what only a run needs (the
+# ledger, the flow, asyncio, the audit schema) is imported when a run first needs it.
 if TYPE_CHECKING:
     from graduate.flow import Flow
-    from graduate.ledger import InstanceRecord
+    from graduate.ledger import EffectCall, EffectKind, InstanceRecord, Ledger
 
 # The variables graduate's harness sets for a worker process it runs under a run.
 LEDGER_URL_VARIABLE = "GRADUATE_RUN_LEDGER_URL"
@@ -210,6 +210,8 @@ class _Recorder:
         with self._lock:
             # A prefork pool child must not share its parent's database connection.
             if self._ledger is None or self._ledger_pid != os.getpid():
+                from graduate.ledger import Ledger
+
                 self._ledger = Ledger(self.context.ledger_url)
                 self._ledger_pid = os.getpid()
             return self._ledger
@@ -253,6 +255,8 @@ class _Recorder:
     def begin(self, name: str, key: str, step: str | None,
               where: EngineCall | None) -> _RecordedCall:
         """Resolve who makes the call, then pause if before-effect is armed for it."""
+        from graduate.ledger import EffectCall
+
         step_name, kind = self.step_for(name, step)
         correlation = propagated()
         instance_id = (where.instance_id if where is not None and where.instance_id
@@ -274,6 +278,7 @@ class _Recorder:
         """Record the call as it ended, with its audit record; then pause if after-effect
         is armed (the world changed; the engine does not know yet)."""
         from graduate import audit
+        from graduate.ledger import Outcome
 
         outcome = (Outcome.ERROR if error is not None
                    else Outcome.ABSORBED if call.was_absorbed else Outcome.APPLIED)
@@ -318,10 +323,14 @@ class _RecordedEffect(Effect):
     async def __aenter__(self) -> Call:
         # The engine's context is read here, on the loop; the pause at a fault point and
         # the ledger's writes block, so they run in a thread.
+        import asyncio
+
         return await asyncio.to_thread(self._begin, engine_call())
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         traceback: TracebackType | None) -> None:
+        import asyncio
+
         await asyncio.to_thread(self.__exit__, kind, error, traceback)
 
     def __call__(self, function: F) -> F:

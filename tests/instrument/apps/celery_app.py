@@ -12,7 +12,7 @@ import threading
 
 from celery import Celery, chord, group
 
-import graduate.instrument as graduate
+import graduate
 from graduate.flow import InstanceRequest
 
 app = Celery("orders", broker=os.environ["ORDERS_BROKER_URL"],

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    import graduate.instrument as graduate
+    import graduate
     from graduate.apps import TemporalWorker
     from graduate.flow import InstanceRequest
 
