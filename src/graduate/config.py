@@ -7,13 +7,13 @@ environment variable overrides it for one shell, a flag for one command.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from graduate.errors import ConfigError
+from graduate.files import parse_toml, read_text
 
 STATE_DIR_NAME = ".graduate"
 
@@ -71,9 +71,7 @@ def find_project_dir(start: Path | None = None) -> Path:
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and "tool" in _read(pyproject) and (
-            "graduate" in _read(pyproject)["tool"]
-        ):
+        if pyproject.is_file() and _graduate_table(pyproject) is not None:
             return folder
     return here
 
@@ -85,14 +83,22 @@ def graduate_subtable(project_dir: Path, name: str) -> tuple[Any, str]:
     where = f"{pyproject} [tool.graduate.{name}]"
     if not pyproject.is_file():
         return None, where
-    return _read(pyproject).get("tool", {}).get("graduate", {}).get(name), where
+    return (_graduate_table(pyproject) or {}).get(name), where
 
 
-def _read(pyproject: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{pyproject} is not valid TOML: {error}") from error
+def _graduate_table(pyproject: Path) -> dict[str, Any] | None:
+    """`[tool.graduate]` of a pyproject.toml, or None when it has none."""
+    data = parse_toml(read_text(pyproject, "settings file", ConfigError), str(pyproject),
+                      ConfigError)
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(f"{pyproject}: tool = {tool!r} must be a table; write [tool] "
+                          "sections (such as [tool.graduate]) instead")
+    table = tool.get("graduate")
+    if table is not None and not isinstance(table, dict):
+        raise ConfigError(f"{pyproject}: tool.graduate = {table!r} must be a table; write "
+                          "the settings under a [tool.graduate] header")
+    return table
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None,
@@ -102,7 +108,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     pyproject = root / "pyproject.toml"
     table: dict[str, Any] = {}
     if pyproject.is_file():
-        table = dict(_read(pyproject).get("tool", {}).get("graduate", {}))
+        table = dict(_graduate_table(pyproject) or {})
     table = {key.replace("-", "_"): value for key, value in table.items()}
     # Sub-tables belong to their own modules: [tool.graduate.gates] to graduate.adr.gates,
     # [tool.graduate.profiles] to graduate.chaos.profiles, [tool.graduate.apps] to

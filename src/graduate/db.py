@@ -7,6 +7,7 @@ runs synchronous activities in threads.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -43,6 +44,25 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
+_PATH_HINT = ("the path of a database file in a folder you can write (--ledger-url, "
+              "--app-db-url), or a postgresql:// URL")
+
+
+def _check_sqlite_path(path: Path) -> None:
+    """Refuse a database path that cannot be a writable file, before any run starts."""
+    if path.is_dir():
+        raise ConfigError(f"database {path} is a directory, not a file; give {_PATH_HINT}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the folder of database {path} ({error.strerror}); "
+                          f"give {_PATH_HINT}") from error
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise ConfigError(f"database {path} is read-only (no write permission on {target}); "
+                          f"give {_PATH_HINT}")
+
+
 class Database:
     """One database, by URL: `postgresql://...`, `sqlite:///path` or a plain file path."""
 
@@ -57,7 +77,7 @@ class Database:
                 raise ConfigError(f"database URL {redact(url)!r} is not understood; use a file "
                                   "path, sqlite:///path/to/file.db or postgresql://user@host/db")
             self.path = Path(path)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _check_sqlite_path(self.path)
         self._local = threading.local()
 
     @property
@@ -82,9 +102,13 @@ class Database:
                     f"cannot connect to PostgreSQL at {redact(self.url)}: {error}. Check that "
                     "the server runs and the URL, user and database are right."
                 ) from error
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=60,
-                               check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as error:
+            raise ConfigError(f"cannot use {self.path} as a SQLite database ({error}); give "
+                              f"{_PATH_HINT}") from error
         conn.execute("PRAGMA busy_timeout=60000")
         return conn
 

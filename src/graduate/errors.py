@@ -17,6 +17,14 @@ class ServiceError(GraduateError):
     """A service (Temporal, a broker, a database) cannot be started or reached."""
 
 
+class ServiceUnavailable(ServiceError):
+    """A service answers no connection at its address: it is down, or the address is wrong."""
+
+
+class EvidenceError(GraduateError):
+    """A stored evidence file cannot be read: missing, damaged, or of an unknown schema."""
+
+
 class EngineError(GraduateError):
     """An engine refused an operation (unknown instance, signal to a finished flow...)."""
 

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from graduate.errors import ConfigError
+from graduate.errors import EvidenceError
+from graduate.files import parse_json, read_text
 
 SCHEMA_VERSION = 1
 
@@ -35,17 +36,21 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """The stored record at `path`; EvidenceError when it is missing, unreadable, not
+    JSON, or of another schema version."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = read_text(path, "evidence file", EvidenceError)
     except FileNotFoundError as error:
-        raise ConfigError(f"no evidence file {path}") from error
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"evidence file {path} is not valid JSON ({error}); it was "
-                          "edited or damaged: restore it or run again") from error
+        raise EvidenceError(f"no evidence file {path}") from error
+    try:
+        data = parse_json(text, f"evidence file {path}", EvidenceError)
+    except EvidenceError as error:
+        raise EvidenceError(f"{error}; it was edited or damaged: restore it or run again"
+                            ) from error
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-        raise ConfigError(f"evidence file {path} has schema version "
-                          f"{data.get('schema_version') if isinstance(data, dict) else None}; "
-                          f"this graduate reads version {SCHEMA_VERSION}")
+        raise EvidenceError(f"evidence file {path} has schema version "
+                            f"{data.get('schema_version') if isinstance(data, dict) else None}"
+                            f"; this graduate reads version {SCHEMA_VERSION}")
     return data
 
 
@@ -63,6 +68,22 @@ class EvidenceStore:
     """A folder of evidence: `runs/RUN_ID.json` and `matrices/MATRIX_ID.json`."""
 
     root: Path
+
+    def ensure_writable(self) -> None:
+        """Refuse, before a run starts, a folder that could not take its record (a run
+        whose evidence cannot be written is a run lost). Creates nothing."""
+        for folder in (self.root / "runs", self.root / "matrices"):
+            nearest = folder
+            while not nearest.exists() and nearest != nearest.parent:
+                nearest = nearest.parent
+            if not nearest.is_dir():
+                raise EvidenceError(f"cannot create the evidence folder {folder}: {nearest} "
+                                    "is not a folder; give a folder you can write with "
+                                    "--evidence, or `evidence` in [tool.graduate]")
+            if not os.access(nearest, os.W_OK):
+                raise EvidenceError(f"the evidence folder {folder} cannot be written "
+                                    f"({nearest} is read-only); give a folder you can write "
+                                    "with --evidence")
 
     def run_path(self, run_id: str) -> Path:
         return self.root / "runs" / f"{run_id}.json"

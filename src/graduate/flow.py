@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import re
 import string
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, get_args
 
-from graduate.errors import FlowError
+from graduate.errors import FlowError, GraduateError
+from graduate.files import parse_json, parse_toml, read_text
 
 
 class ApprovalClass(StrEnum):
@@ -81,6 +82,11 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _EFFECT = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Beyond these an engine overflows (Temporal's int32 attempts, datetime's year 9999) or
+# a run never ends; no business flow needs more.
+MAX_SECONDS = 366 * 86400.0
+MAX_ATTEMPTS = 10_000
+MAX_BACKOFF = 100.0
 
 
 @dataclass(frozen=True)
@@ -251,12 +257,15 @@ def validate(flow: Flow) -> Flow:
                 raise FlowError(f"{at}: signal {node.signal!r} is already awaited by another "
                                 "wait; give each wait its own signal name")
             signals.add(node.signal)
+            _check_seconds(at, "deadline", node.deadline, "72h")
             if node.deadline <= 0:
                 raise FlowError(f"{at}: deadline must be positive, for example \"72h\"")
             _check_choice(at, "on_timeout", node.on_timeout, get_args(OnTimeout))
             _check_choice(at, "on_reject", node.on_reject, get_args(OnReject))
-        elif node.duration < 0:
-            raise FlowError(f"{at}: duration must not be negative")
+        else:
+            _check_seconds(at, "duration", node.duration, "1h")
+            if node.duration < 0:
+                raise FlowError(f"{at}: duration must not be negative")
     if flow.reversibility_class in (ReversibilityClass.R2, ReversibilityClass.R3) and not (
         flow.waits
     ):
@@ -305,16 +314,40 @@ def _validate_step(at: str, step: Step, systems: set[str]) -> None:
             raise FlowError(f"{at}: {label} {effect!r} goes to system {system!r}, which is "
                             f"not declared; add [systems.{system}] with honours_idempotency "
                             "= true or false")
+    _check_seconds(at, "timeout", step.timeout, "30s")
     if step.timeout <= 0:
         raise FlowError(f"{at}: timeout must be positive, for example \"30s\"")
     retry = step.retry
     if retry.max_attempts < 1:
         raise FlowError(f"{at}: retry.max_attempts must be 1 or more (1 means no retry)")
+    if retry.max_attempts > MAX_ATTEMPTS:
+        raise FlowError(f"{at}: retry.max_attempts = {retry.max_attempts} is more than any "
+                        f"engine takes; give at most {MAX_ATTEMPTS}")
+    _check_seconds(at, "retry.initial_interval", retry.initial_interval, "1s")
+    _check_seconds(at, "retry.maximum_interval", retry.maximum_interval, "30s")
     if retry.initial_interval <= 0 or retry.maximum_interval < retry.initial_interval:
         raise FlowError(f"{at}: retry intervals must be positive and maximum_interval at "
                         "least initial_interval")
-    if retry.backoff_coefficient < 1:
+    if not math.isfinite(retry.backoff_coefficient) or retry.backoff_coefficient < 1:
         raise FlowError(f"{at}: retry.backoff_coefficient must be 1 or more")
+    if retry.backoff_coefficient > MAX_BACKOFF:
+        raise FlowError(f"{at}: retry.backoff_coefficient = {retry.backoff_coefficient:g} "
+                        f"multiplies the interval absurdly; give at most {MAX_BACKOFF:g}")
+
+
+def _check_seconds(at: str, key: str, value: float, example: str) -> None:
+    check_seconds(value, f"{at}: {key}", f'"{example}"')
+
+
+def check_seconds(value: float, what: str, example: str, *,
+                  error: type[GraduateError] = FlowError) -> float:
+    """`value` unless it is NaN, infinite or above MAX_SECONDS (then `error`, naming
+    `what`): such a timeout or deadline leaves an instance, a run or an operator
+    waiting forever. The sign is each caller's to check, in its own words."""
+    if not (math.isfinite(value) and value <= MAX_SECONDS):
+        raise error(f"{what} = {value!r} is not a usable number of seconds: give a finite "
+                    f"one of at most {MAX_SECONDS / 86400:g} days, for example {example}")
+    return value
 
 
 def _check_choice(at: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -329,10 +362,21 @@ def parse_duration(value: object, what: str) -> float:
     """Seconds from `30`, `"500ms"`, `"10s"`, `"5m"`, `"72h"` or `"1d"`."""
     if isinstance(value, bool):
         raise FlowError(f"{what}: {value!r} is not a duration; write for example \"30s\"")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and (match := _DURATION.match(value)):
-        return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds: float | None = None
+    if isinstance(value, float):
+        seconds = value
+    elif isinstance(value, int):
+        # An integer beyond a float's range is as unusable as infinity, not an overflow.
+        seconds = float(value) if abs(value) <= MAX_SECONDS else (
+            math.inf if value > 0 else -math.inf)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds is not None:
+        if not math.isnan(seconds) and seconds <= MAX_SECONDS:
+            return seconds  # the sign is validate()'s to judge, with the item's name
+        raise FlowError(f"{what}: {value!r} is not a duration graduate can wait for; give "
+                        f"a finite one of at most {MAX_SECONDS / 86400:g}d, for example "
+                        "\"30s\"")
     raise FlowError(f"{what}: {value!r} is not a duration; write for example \"30s\", "
                     "\"500ms\", \"5m\", \"72h\" or a number of seconds")
 
@@ -370,10 +414,14 @@ def discover(spikes_dir: Path) -> list[tuple[Path, Flow | FlowError]]:
 
 def _load_python(ref: str) -> Flow:
     module_name, _, attribute = ref.partition(":")
+    if not module_name or not attribute:
+        raise FlowError(f"flow {ref!r} must read module:ATTRIBUTE, both parts given, for "
+                        "example myapp.flows:APPROVAL")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise FlowError(f"cannot import {module_name!r} for flow {ref!r}: {error}") from error
+    except Exception as error:  # the user's module, failing as it imports: say so, plainly
+        raise FlowError(f"cannot import {module_name!r} for flow {ref!r}: {error!r}; fix the "
+                        "module, or check the reference") from error
     flow = getattr(module, attribute, None)
     if not isinstance(flow, Flow):
         raise FlowError(f"{ref!r} is not a graduate.flow.Flow; point at a Flow object")
@@ -382,12 +430,11 @@ def _load_python(ref: str) -> Flow:
 
 def _load_toml(path: Path) -> Flow:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = read_text(path, "flow file", FlowError)
     except FileNotFoundError as error:
         raise FlowError(f"flow file {path} does not exist; check the path, or give a flow "
                         "name from the spikes folder (`graduate flows` lists them)") from error
-    except tomllib.TOMLDecodeError as error:
-        raise FlowError(f"flow file {path} is not valid TOML: {error}") from error
+    data = parse_toml(text, f"flow file {path}", FlowError)
     return validate(flow_from_dict(data, source=str(path.resolve()), origin=str(path)))
 
 
@@ -395,11 +442,13 @@ def _load_json(path: Path) -> Flow:
     """A flow in the JSON form of `flow_to_dict`: how graduate hands derived flows (a
     shortened deadline, a changed version for a deploy) to worker processes."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = read_text(path, "flow file", FlowError)
     except FileNotFoundError as error:
         raise FlowError(f"flow file {path} does not exist") from error
-    except json.JSONDecodeError as error:
-        raise FlowError(f"flow file {path} is not valid JSON: {error}") from error
+    data = parse_json(text, f"flow file {path}", FlowError)
+    if not isinstance(data, dict):
+        raise FlowError(f"flow file {path} must hold a JSON object, as `flow_to_dict` "
+                        "writes it")
     return validate(flow_from_dict(data, source=str(path.resolve()), origin=str(path)))
 
 
@@ -559,7 +608,7 @@ class _Reader:
             raise FlowError(f"{self.origin}: {key} is missing; the execution-fabric policy "
                             f"requires it. Add {key} = one of: {allowed}")
         value = self.data[key]
-        if value not in {m.value for m in cls}:
+        if not isinstance(value, str) or value not in {m.value for m in cls}:
             raise FlowError(f"{self.origin}: {key} = {value!r} is not allowed; use one of: "
                             f"{allowed}")
         return str(value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
@@ -10,6 +9,7 @@ import typer
 from graduate.adapters import needs, open_engine
 from graduate.cli.common import console, settings
 from graduate.errors import ConfigError
+from graduate.files import parse_json
 from graduate.flow import load_flow
 from graduate.ledger import Ledger
 from graduate.services.provider import kept_services, open_services
@@ -35,10 +35,7 @@ def signal_instance(
         raise ConfigError(f"--decision {decision!r} must be approve or reject")
     body: dict[str, Any] = {}
     if payload:
-        try:
-            body = json.loads(payload)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"--payload is not valid JSON: {error}") from error
+        body = parse_json(payload, "--payload", ConfigError)
         if not isinstance(body, dict):
             raise ConfigError("--payload must be a JSON object, for example '{\"by\": \"ana\"}'")
     body["decision"] = decision

@@ -131,7 +131,9 @@ def _from_matrix(store: EvidenceStore, matrix_id: str) -> Report:
 
 
 def _from_runs(store: EvidenceStore, run_ids: list[str]) -> Report:
-    missing = [r for r in run_ids if not store.run_path(r).exists()]
+    # A link that leads nowhere is there, and unreadable: read_json says why.
+    missing = [r for r in run_ids
+               if not (store.run_path(r).exists() or store.run_path(r).is_symlink())]
     if missing:
         raise ConfigError(f"no run {', '.join(missing)} in {store.root}; runs there: "
                           f"{_known(store.runs())}")
