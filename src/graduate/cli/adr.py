@@ -62,7 +62,8 @@ def new(
     config = settings(ctx)
     document = new_adr(config.project_dir, flow, spikes_dir=config.spikes_dir,
                        who=_who(config, by), policy=load_policy(config.project_dir))
-    console.print(f"wrote {document.path} ({document.record.status})", soft_wrap=True)
+    console.print(f"wrote {escape(str(document.path))} ({document.record.status})",
+                  soft_wrap=True)
     console.print(f"next: fill it in, then `graduate adr attach {document.record.number} "
                   "RUN_OR_MATRIX_ID`", soft_wrap=True)
 
@@ -89,7 +90,7 @@ def attach_evidence(
     done = attach(config.project_dir, adr, items, store)
     for attachment in done.added:
         via = f" (from matrix {attachment.via})" if attachment.via else ""
-        console.print(f"attached {attachment.kind} {attachment.id}{via}: {attachment.path} "
+        console.print(f"attached {attachment.kind} {attachment.id}{via}: {escape(attachment.path)} "
                       f"sha256 {attachment.sha256[:12]}", soft_wrap=True)
     for attachment in done.already:
         console.print(f"already attached: {attachment.kind} {attachment.id}", soft_wrap=True)
@@ -153,13 +154,13 @@ def promote_adr(
                      policy=load_policy(config.project_dir))
     name = result.document.name
     if not result.moved:
-        console.print(f"[bold red]refused:[/] {name} cannot move to {target}; unmet:",
+        console.print(f"[bold red]refused:[/] {escape(name)} cannot move to {target}; unmet:",
                       soft_wrap=True)
         _print_unmet(result.gate)
         raise typer.Exit(1)
     move = result.document.record.history[-1]
     pinned = len(move.evidence)
-    console.print(f"{name}: {move.source} → {move.target} by {escape(move.who)} at "
+    console.print(f"{escape(name)}: {move.source} → {move.target} by {escape(move.who)} at "
                   f"{move.when}, on {pinned} evidence file(s)", soft_wrap=True)
     if target is Status.SHIPPED:
         console.print("shipped: keep `graduate adr check` in CI so the evidence stays as "

@@ -10,15 +10,31 @@ from __future__ import annotations
 import signal
 import sys
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from graduate.cli import adr, chaos, demo, env, flows, report, run, signal_cmd
-from graduate.cli.common import err_console
+from graduate.cli.common import err_console, print_error
 from graduate.errors import GraduateError
 
+
+class _Commands(TyperGroup):
+    """The root group: a GraduateError from any command becomes its message and exit 2
+    here, inside the app, so that an in-process runner sees what a user sees."""
+
+    # Any: typer vendors click, and the vendored Context type is not public.
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GraduateError as error:
+            print_error(str(error))
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="graduate",
     help=(
         "Run one business flow on Celery and on Temporal, break it, and prove what happened "
@@ -93,9 +109,6 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
-    except GraduateError as error:
-        err_console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
-        sys.exit(2)
     except Terminated:
         err_console.print("terminated; every process graduate started was stopped")
         sys.exit(143)

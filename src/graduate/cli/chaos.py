@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -104,12 +105,12 @@ def chaos(
 
 
 def _event(event: TimelineEvent) -> None:
-    console.print(f"  [dim]{event.at:7.2f}s[/] {event.kind}: {event.detail}")
+    console.print(f"  [dim]{event.at:7.2f}s[/] {event.kind}: {escape(event.detail)}")
 
 
 def _print_result(result: ChaosResult) -> None:
     if not result.applicable:
-        console.print(f"[yellow]not applicable:[/] {result.reason}")
+        console.print(f"[yellow]not applicable:[/] {escape(result.reason)}")
         return
     table = Table(title=f"Verdicts (run {result.run_id})")
     for column in ("instance", "verdict", "in flight", "resumed at", "time to resume",
@@ -130,15 +131,15 @@ def _print_result(result: ChaosResult) -> None:
             _seconds(item.time_to_complete), effects, item.correlation_id, item.reason)
     console.print(table)
     if not result.fired:
-        console.print(f"[yellow]the fault did not fire:[/] {result.reason}")
+        console.print(f"[yellow]the fault did not fire:[/] {escape(result.reason)}")
     if result.verdict.passed:
         console.print("[bold green]passed[/]: nothing lost or stuck, no unabsorbed duplicate, "
                       "every instance hit resumed at the step in flight")
     else:
         console.print("[bold red]failed[/]:")
         for failure in result.verdict.failures:
-            console.print(f"  - {failure}", soft_wrap=True)
-    console.print(f"evidence: {result.evidence}")
+            console.print(f"  - {escape(failure)}", soft_wrap=True)
+    console.print(f"evidence: {escape(str(result.evidence))}")
 
 
 def _seconds(value: float | None) -> str:

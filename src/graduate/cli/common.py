@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from graduate.config import Settings, load_settings
 
@@ -14,6 +15,12 @@ console = Console(highlight=False)
 if not console.is_terminal:
     console.width = max(console.width, 160)
 err_console = Console(stderr=True, highlight=False)
+
+
+def print_error(message: str, label: str = "error") -> None:
+    """The one place the command line prints an error: as plain text, never as markup,
+    so that brackets in a message ([tool.graduate], [[nodes]], a name) reach the user."""
+    err_console.print(Text.assemble((f"{label}:", "bold red"), " ", message), soft_wrap=True)
 
 
 def settings(ctx: typer.Context) -> Settings:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from graduate.cli.common import console, err_console, settings
+from graduate.cli.common import console, print_error, settings
 from graduate.errors import FlowError
 from graduate.flow import Flow, Step, Timer, Wait, discover
 
@@ -32,14 +33,15 @@ def flows(ctx: typer.Context) -> None:
                 flow.name, str(flow.version),
                 f"{flow.approval_class} {flow.reversibility_class} {flow.sensitivity_class}",
                 str(_count(flow, Step)), str(_count(flow, Wait)), str(_count(flow, Timer)),
-                path.name,
+                escape(path.name),
             )
         else:
-            table.add_row(f"[red]{path.stem}[/]", "", "[red]invalid[/]", "", "", "", path.name)
+            table.add_row(f"[red]{escape(path.stem)}[/]", "", "[red]invalid[/]", "", "", "",
+                          escape(path.name))
             broken.append(flow)
     console.print(table)
     for error in broken:
-        err_console.print(f"[bold red]invalid:[/] {error}", soft_wrap=True)
+        print_error(str(error), label="invalid")
     if broken:
         raise typer.Exit(2)
 

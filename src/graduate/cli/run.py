@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from graduate.adapters import check_engine, engine_names, needs
@@ -83,7 +84,7 @@ def run_all(config: Settings, options: list[RunOptions], *, as_json: bool = Fals
                     redis_port=redis_port) as stack:
         for option in options:
             if not as_json:
-                console.print(f"[bold]Running {option.flow} on {option.engine}[/] "
+                console.print(f"[bold]Running {escape(option.flow)} on {option.engine}[/] "
                               f"({option.instances} instance(s))")
             result = run_flow(config, option, flow=flows[option.flow], stack=stack,
                               on_status=None if as_json else _progress)
@@ -117,7 +118,7 @@ def _progress(instance_id: str, status: InstanceStatus) -> None:
         return
     _last_state[instance_id] = status.state
     style = STATE_STYLE[status.state]
-    detail = f": {status.detail}" if status.detail else ""
+    detail = f": {escape(status.detail)}" if status.detail else ""
     console.print(f"  {instance_id} [{style}]{status.state}[/]{detail}")
 
 
