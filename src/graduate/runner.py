@@ -109,9 +109,11 @@ def run_flow(settings: Settings, options: RunOptions, *, flow: Flow | None = Non
     `flow` and `stack` are the flow and services the caller already loaded and
     resolved (once, for several runs); without them the run does both itself.
     """
+    # The deadline covers the whole run: services, workers, and starting the instances.
+    deadline = time.monotonic() + options.timeout
     with open_session(settings, options, flow=flow, stack=stack) as session:
-        session.start_instances()
-        statuses = session.watch(time.monotonic() + options.timeout, on_status=on_status)
+        session.start_instances(deadline=deadline)
+        statuses = session.watch(deadline, on_status=on_status)
         return RunResult(
             run_id=session.run_id, flow=session.flow.name, engine=session.engine.name,
             instances=tuple(summarise(session.flow, session.ledger, r,

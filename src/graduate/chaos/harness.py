@@ -32,8 +32,17 @@ from graduate.chaos.proxy import Proxy
 from graduate.check import InstanceVerdict, RunVerdict, judge_instance, judge_run
 from graduate.config import Settings
 from graduate.environment import host, package_versions, server_versions
+from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore, now_iso
-from graduate.flow import Flow, InstanceRequest, Wait, flow_to_dict, load_flow, write_flow_json
+from graduate.flow import (
+    Flow,
+    InstanceRequest,
+    Wait,
+    check_seconds,
+    flow_to_dict,
+    load_flow,
+    write_flow_json,
+)
 from graduate.ledger import Ledger, PointReached
 from graduate.runner import RunOptions
 from graduate.runs.session import RunSession, open_session
@@ -50,6 +59,13 @@ class ChaosOptions:
     plan: FaultPlan
     profile: str = "defaults"
     wait_deadline: float | None = None  # shorten the flow's waits (for wait-timeout runs)
+
+    def __post_init__(self) -> None:
+        if self.wait_deadline is not None:
+            check_seconds(self.wait_deadline, "--wait-deadline", "5", error=ConfigError)
+            if self.wait_deadline <= 0:
+                raise ConfigError(f"--wait-deadline {self.wait_deadline:g}: a wait's deadline "
+                                  "must be more than 0 seconds, for example 5")
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,7 @@ class _Arming:
 def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *,
               on_event: Callable[[TimelineEvent], None] | None = None) -> ChaosResult:
     """Run `options` once and store its evidence; every process started is stopped."""
+    store.ensure_writable()
     flow = _flow_for_run(settings, options)
     plan = options.plan
     run = plan.fault.adjust(plan, flow, options.run)

@@ -36,7 +36,7 @@ from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore, now_iso
 from graduate.flow import Flow, Step, load_flow
 from graduate.runner import RunOptions, approve_all
-from graduate.runs.session import new_run_id
+from graduate.runs.session import new_run_id, validate_options
 
 DEFAULT_FAULTS = (none.NAME, kill_worker.NAME, kill_pool_child.NAME, stop_worker.NAME,
                   restart_broker.NAME, restart_server.NAME, wait_timeout.NAME)
@@ -105,6 +105,8 @@ def plan_cells(flow: Flow, spec: MatrixSpec, project_dir: Path) -> list[CellOutc
     """Every cell of the matrix, validated before any runs."""
     for engine in spec.engines:
         check_engine(engine)
+        validate_options(flow, RunOptions(flow=spec.flow, engine=engine,
+                                          instances=spec.instances, timeout=spec.timeout))
     known = load_profiles(project_dir)  # each one's settings checked for every engine
     for profile in spec.profiles:
         require_profile(known, profile)
@@ -118,7 +120,8 @@ def plan_cells(flow: Flow, spec: MatrixSpec, project_dir: Path) -> list[CellOutc
                 raise ConfigError(f"{error}; in --faults, write FAULT[+OPTION][@STEP:POINT] "
                                   f"with FAULT one of: {', '.join(fault_names())}") from error
             point = at or _default_at(flow, fault, spec.at)
-            plan = parse_plan(fault, point, flow, options=options)
+            plan = parse_plan(fault, point, flow, restart_delay=spec.restart_delay,
+                              options=options)
             for profile in spec.profiles:
                 key = f"{engine}|{plan.label}@{point or '-'}|{profile}"
                 cells.append(CellOutcome(key=key, engine=engine, fault=fault.name, at=point,
@@ -157,6 +160,7 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
                on_cell: Callable[[CellOutcome, int, int], None] | None = None,
                ) -> tuple[str, list[CellOutcome]]:
     """Run every cell not yet done; return the matrix id and all cells."""
+    store.ensure_writable()
     if resume is not None:
         record = store.load_matrix(resume)
         spec = _spec_from_record(record["spec"])

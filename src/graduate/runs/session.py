@@ -27,7 +27,7 @@ from graduate.adapters import check_engine, needs, open_engine
 from graduate.adapters.base import Engine, InstanceState, InstanceStatus
 from graduate.config import Settings
 from graduate.errors import ConfigError
-from graduate.flow import Flow, InstanceRequest, Wait, load_flow
+from graduate.flow import Flow, InstanceRequest, Wait, check_seconds, load_flow
 from graduate.ledger import Ledger
 from graduate.runs.supervisor import Supervisor
 from graduate.runs.timeline import SIGNAL_SENT, Timeline
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from graduate.runner import RunOptions
 
 POLL_INTERVAL = 0.1
+MAX_WORKERS = 64  # each a process of its own, started and awaited one by one
 
 
 class Arming(Protocol):
@@ -70,6 +71,10 @@ def validate_options(flow: Flow, options: RunOptions) -> None:
     check_engine(options.engine)
     if options.instances < 1 or options.workers < 1:
         raise ConfigError("--instances and --workers must be 1 or more")
+    if options.workers > MAX_WORKERS:
+        raise ConfigError(f"--workers {options.workers} would start more worker processes "
+                          f"than a run needs or a machine holds; give at most {MAX_WORKERS}")
+    check_seconds(options.timeout, "--timeout", "120", error=ConfigError)
     if options.timeout <= 0:
         raise ConfigError("--timeout must be a positive number of seconds")
     signals = {w.signal for w in flow.waits}
@@ -112,9 +117,15 @@ class RunSession:
     def instance_ids(self) -> list[str]:
         return [r.instance_id for r in self.requests]
 
-    def start_instances(self) -> None:
-        """Register, prepare (inject failures, arm fault points) and start each instance."""
+    def start_instances(self, *, deadline: float | None = None) -> None:
+        """Register, prepare (inject failures, arm fault points) and start each instance;
+        stop with a ConfigError once `deadline` (monotonic) has passed."""
         for number in range(1, self.options.instances + 1):
+            if deadline is not None and time.monotonic() > deadline:
+                raise ConfigError(
+                    f"the run's --timeout {self.options.timeout:g}s passed while starting "
+                    f"instances ({number - 1} of {self.options.instances} started); give a "
+                    "longer --timeout or fewer --instances")
             request = new_request(self.flow, self.run_id, number, self.options.tenant_id)
             self.ledger.register(self.flow, request, self.engine.name)
             for failure in self.options.failures:

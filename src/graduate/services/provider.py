@@ -16,9 +16,12 @@ from typing import Any
 
 from graduate.config import Settings
 from graduate.errors import ServiceError
+from graduate.files import parse_json, read_text
+from graduate.ledger import Ledger
 from graduate.processes import group_alive, stop_group
 from graduate.services.local import LocalRedis, LocalTemporal
 from graduate.services.model import Services, TemporalTarget
+from graduate.services.probe import probe_address, probe_url
 
 ENV_FILE = "env.json"
 
@@ -47,14 +50,19 @@ class KeptService:
 def kept_services(state_dir: Path) -> dict[str, KeptService]:
     """The services `graduate env up` recorded (empty when none)."""
     path = state_dir / ENV_FILE
-    if not path.exists():
-        return {}
+    damaged = (f"{path} is damaged; stop any graduate servers by hand and delete the "
+               "file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(read_text(path, "the services file", ServiceError), str(path),
+                          ServiceError)
+    except FileNotFoundError:
+        return {}
+    except ServiceError as error:
+        raise ServiceError(f"{error}: {damaged}") from error
+    try:
         return {name: KeptService(name=name, **entry) for name, entry in data.items()}
-    except (json.JSONDecodeError, TypeError) as error:
-        raise ServiceError(f"{path} is damaged ({error}); stop any graduate servers by hand "
-                           "and delete the file") from error
+    except (AttributeError, TypeError) as error:
+        raise ServiceError(f"{damaged} ({error})") from error
 
 
 def env_up(settings: Settings, *, temporal_port: int | None = None,
@@ -125,6 +133,16 @@ def open_stack(settings: Settings, needs: Needs, *, temporal_port: int | None = 
             if use_kept and svc.alive()}
     stack = Stack(services=Services(temporal=None, broker_url=None, result_backend_url=None,
                                     ledger_url=settings.ledger, app_db_url=settings.app_db))
+    # Refused before anything starts: a ledger that cannot be written, and an external
+    # service that is down (named in seconds, not after a worker's minute of retries).
+    Ledger(settings.ledger).close()
+    if needs.temporal and settings.temporal_address:
+        probe_address(settings.temporal_address, "the Temporal server")
+    if needs.broker:
+        for url, what in ((settings.broker_url, "the broker"),
+                          (settings.result_backend_url, "the result backend")):
+            if url:
+                probe_url(url, what)
     try:
         temporal: TemporalTarget | None = None
         if needs.temporal:

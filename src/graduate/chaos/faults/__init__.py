@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from graduate.adapters.registry import EngineDescription
 from graduate.errors import ConfigError
-from graduate.flow import Flow, Step, Wait
+from graduate.flow import Flow, Step, Wait, check_seconds
 from graduate.ledger import PointReached
 from graduate.runs.supervisor import SUPERVISOR_EVENTS
 from graduate.runs.timeline import SESSION_EVENTS, EventKind, Timeline
@@ -142,6 +142,7 @@ class Fault:
     needs_point: bool = True  # --at is required
     # Nobody answers the waits, so a run shortens their deadlines to stay fast.
     lets_waits_expire: bool = False
+    heals_after: bool = False  # it lasts --partition-for seconds, then heals
 
     def applies(self, plan: FaultPlan, engine: EngineDescription) -> str | None:
         """Why `plan` cannot be performed on `engine`, or None when it can."""
@@ -281,6 +282,7 @@ def parse_plan(fault: str | Fault, at: str | None, flow: Flow, *, restart_delay:
     unless it is left at its default."""
     chosen = fault if isinstance(fault, Fault) else get_fault(fault)
     own = _options(chosen, {**(options or {}), **named})
+    _check_times(chosen, restart_delay, partition_for)
     plan = FaultPlan(chosen, restart_delay=restart_delay, partition_for=partition_for,
                      options=own)
     if not chosen.needs_point:  # the fault picks its own point, from a name at most
@@ -289,7 +291,8 @@ def parse_plan(fault: str | Fault, at: str | None, flow: Flow, *, restart_delay:
         raise ConfigError(f"--fault {chosen.name} needs --at STEP:POINT (POINT is one of "
                           f"{', '.join(POINTS)}) or --at +SECONDS")
     if match := _OFFSET.match(at):
-        return chosen.check(FaultPlan(chosen, offset=float(match.group(1)),
+        offset = check_seconds(float(match.group(1)), f"--at {at}", "+2.5", error=ConfigError)
+        return chosen.check(FaultPlan(chosen, offset=offset,
                                       restart_delay=restart_delay,
                                       partition_for=partition_for, options=own), flow)
     name, sep, point = at.partition(":")
@@ -305,6 +308,23 @@ def parse_plan(fault: str | Fault, at: str | None, flow: Flow, *, restart_delay:
                           f"{steps}")
     return chosen.check(FaultPlan(chosen, step=name, point=point, restart_delay=restart_delay,
                                   partition_for=partition_for, options=own), flow)
+
+
+def _check_times(fault: Fault, restart_delay: float, partition_for: float) -> None:
+    """Refuse a time no operator or network could keep (NaN, infinite, negative, absurd),
+    and --partition-for given to a fault that does not heal after it."""
+    check_seconds(restart_delay, "--restart-delay", "1", error=ConfigError)
+    if restart_delay < 0:
+        raise ConfigError(f"--restart-delay {restart_delay:g} is negative; give the seconds "
+                          "the operator takes to restart what was killed, 0 or more")
+    check_seconds(partition_for, "--partition-for", "5", error=ConfigError)
+    if partition_for <= 0:
+        raise ConfigError(f"--partition-for {partition_for:g}: a partition must last more "
+                          "than 0 seconds, for example 5")
+    if partition_for != FaultPlan(fault).partition_for and not fault.heals_after:
+        raise ConfigError(f"--partition-for does not apply to --fault {fault.name}; faults "
+                          "that take it: " + ", ".join(f.name for f in faults()
+                                                       if f.heals_after))
 
 
 def _options(fault: Fault, given: Mapping[str, OptionValue]) -> dict[str, OptionValue]:

@@ -26,6 +26,7 @@ class Partition(Fault):
     description = "cut the network between workers and broker or server, then heal it"
     events = (FAULT_FIRED, HEALED)
     group = "service"
+    heals_after = True
 
     def worker_services(self, settings: Settings,
                         proxies: list[Proxy]) -> Callable[[Stack], Services] | None:
