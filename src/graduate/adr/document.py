@@ -3,7 +3,12 @@
 An ADR graduate manages is Markdown with a front block (see `graduate.adr.record`).
 Files without one (a project's own hand-written decisions) are left alone. The body
 is edited by people; graduate only appends lines to two of its sections (Evidence and
-Status history) and reads the task lists of two others (the checklists).
+Status history) and reads the task lists of two others (the checklists). Sections are
+found by the Markdown's structure: a heading inside a fenced code block is text.
+
+The file is the user's: graduate edits its front block in place (comments and layout
+kept), and writes only if the file is still as it was read, so that an edit made
+meanwhile, in an editor or by another command, is never overwritten.
 """
 
 from __future__ import annotations
@@ -14,7 +19,15 @@ import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from graduate.adr.record import AdrError, AdrRecord, parse_record, render_record, split_front
+from graduate.adr.record import (
+    AdrError,
+    AdrRecord,
+    parse_record,
+    render_record,
+    split_front,
+    updated_front,
+)
+from graduate.files import read_text
 
 ADR_DIR = Path("docs") / "adr"
 EVIDENCE_HEADING = "Evidence"
@@ -24,6 +37,8 @@ _NUMBERED = re.compile(r"^(\d{4})-.+\.md$")
 _TASK = re.compile(r"^\s*[-*+]\s+\[([ xX])\]\s+(.*?)\s*$")
 _LABEL = re.compile(r"^\*\*(.+?)\*\*")
 _ITEM = re.compile(r"^\s*[-*+]\s")
+_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*(?:#+[ \t]*)?$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
 @dataclass(frozen=True)
@@ -42,11 +57,13 @@ class Task:
 
 @dataclass(frozen=True)
 class AdrDocument:
-    """An ADR file: where it is, its record, and its Markdown body."""
+    """An ADR file: where it is, its record, its Markdown body, and the text it had when
+    read (None for an ADR not yet written)."""
 
     path: Path
     record: AdrRecord
     body: str
+    original: str | None = None
 
     @property
     def name(self) -> str:
@@ -92,43 +109,90 @@ class AdrDocument:
         return replace(self, body=body[:start] + section + ("\n" + tail if tail else ""))
 
     def text(self) -> str:
-        return render_record(self.record) + self.body
+        if self.original is None:
+            return render_record(self.record) + self.body
+        parts = split_front(self.original, str(self.path))
+        if parts is None:  # read_document returns None for such a file: never reached
+            raise AdrError(f"{self.path} has no front block")
+        front = parts[0]
+        return updated_front(front, parse_record(front, str(self.path)), self.record,
+                             ) + self.body
 
     def save(self) -> None:
-        write_text(self.path, self.text())
+        write_text(self.path, self.text(), expected=self.original)
 
 
 def _section_span(body: str, heading: str) -> tuple[int, int] | None:
-    match = re.search(rf"^##[ \t]+{re.escape(heading)}[ \t]*$", body, flags=re.M | re.I)
-    if match is None:
-        return None
-    start = match.end() + 1 if match.end() < len(body) else match.end()
-    following = re.compile(r"^##?[ \t]", flags=re.M).search(body, start)
-    return start, following.start() if following else len(body)
+    """Where the text under `## heading` starts and ends (at the next heading of level 1
+    or 2), by the Markdown's structure: lines inside fenced code blocks are not headings."""
+    start: int | None = None
+    offset = 0
+    fence = ""
+    for line in body.splitlines(keepends=True):
+        here, offset = offset, offset + len(line)
+        text = line.rstrip("\r\n")
+        if fence:
+            # A fence closes with at least as many of the same character, nothing after.
+            if text.strip() and set(text.strip()) == {fence[0]} and (
+                    len(text.strip()) >= len(fence)) and _FENCE.match(text):
+                fence = ""
+            continue
+        if opened := _FENCE.match(text):
+            fence = opened.group(1)
+            continue
+        match = _HEADING.match(text)
+        if match is None or len(match.group(1)) > 2:
+            continue
+        if start is not None:
+            return start, here
+        if len(match.group(1)) == 2 and (match.group(2) or "").strip().lower() == (
+                heading.lower()):
+            start = offset
+    return None if start is None else (start, len(body))
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write atomically: a half-written ADR would lose its record."""
+def write_text(path: Path, text: str, *, expected: str | None) -> None:
+    """Write atomically (a half-written ADR would lose its record), and only if the file
+    still holds `expected` (None: only if there is no file yet)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # Compared as late as possible, just before the rename, to leave an edit made
+        # meanwhile the smallest window.
+        if expected is None:
+            if path.exists() or path.is_symlink():
+                raise AdrError(f"{path} appeared while graduate was writing it; nothing was "
+                               "written. Look at it, then run the command again")
+        else:
+            try:
+                current = read_text(path, "ADR file", AdrError)
+            except FileNotFoundError:
+                current = None
+            if current != expected:
+                raise AdrError(f"{path} changed while graduate was working on it (an edit "
+                               "made meanwhile); nothing was written, so that edit is kept. "
+                               "Run the command again")
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def read_document(path: Path) -> AdrDocument | None:
     """The ADR at `path`, or None when it has no front block (not one graduate manages)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise AdrError(f"cannot read {path}: {error}") from error
+        text = read_text(path, "ADR file", AdrError)
+    except FileNotFoundError as error:
+        raise AdrError(f"cannot read {path}: it does not exist") from error
     parts = split_front(text, str(path))
     if parts is None:
         return None
     front, body = parts
-    return AdrDocument(path=path, record=parse_record(front, str(path)), body=body)
+    return AdrDocument(path=path, record=parse_record(front, str(path)), body=body,
+                       original=text)
 
 
 def adr_dir(project_dir: Path) -> Path:
@@ -140,7 +204,9 @@ def numbered_files(project_dir: Path) -> list[Path]:
     folder = adr_dir(project_dir)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and _NUMBERED.match(p.name))
+    # Every name that looks like an ADR counts, a directory or a broken link too: one
+    # that cannot be read is a problem for `adr check` to report, not a file to skip.
+    return sorted(p for p in folder.iterdir() if _NUMBERED.match(p.name))
 
 
 def next_number(project_dir: Path) -> int:

@@ -10,9 +10,10 @@ review sees only the lines that changed.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal, TypeAlias, get_args
 
@@ -140,29 +141,79 @@ def render_record(record: AdrRecord) -> str:
         *(f"{key} = {_string(value)}" for key, value in record.classes.items()),
     ]
     for move in record.history:
-        lines += ["", "[[history]]",
-                  f"from = {_string(move.source.value if move.source else '')}",
-                  f"to = {_string(move.target.value)}",
-                  f"who = {_string(move.who)}",
-                  f"when = {_string(move.when)}"]
-        if move.reason:
-            lines.append(f"reason = {_string(move.reason)}")
-        if move.gate:
-            lines.append(f"gate = {_string(move.gate)}")
-        pins = [_inline({"kind": p.kind, "id": p.id, "sha256": p.sha256})
-                for p in move.evidence]
-        lines.append("evidence = [" + "".join(f"\n  {p}," for p in pins) + ("\n]" if pins
-                                                                            else "]"))
+        lines += _history_table(move)
     for item in record.evidence:
-        lines += ["", "[[evidence]]",
-                  f"kind = {_string(item.kind)}",
-                  f"id = {_string(item.id)}",
-                  f"path = {_string(item.path)}",
-                  f"sha256 = {_string(item.sha256)}",
-                  f"attached_at = {_string(item.attached_at)}"]
-        if item.via:
-            lines.append(f"via = {_string(item.via)}")
+        lines += _evidence_table(item)
     return "\n".join([*lines, FENCE, ""])
+
+
+def _history_table(move: Transition) -> list[str]:
+    lines = ["", "[[history]]",
+             f"from = {_string(move.source.value if move.source else '')}",
+             f"to = {_string(move.target.value)}",
+             f"who = {_string(move.who)}",
+             f"when = {_string(move.when)}"]
+    if move.reason:
+        lines.append(f"reason = {_string(move.reason)}")
+    if move.gate:
+        lines.append(f"gate = {_string(move.gate)}")
+    pins = [_inline({"kind": p.kind, "id": p.id, "sha256": p.sha256}) for p in move.evidence]
+    lines.append("evidence = [" + "".join(f"\n  {p}," for p in pins) + ("\n]" if pins
+                                                                        else "]"))
+    return lines
+
+
+def _evidence_table(item: Attachment) -> list[str]:
+    lines = ["", "[[evidence]]",
+             f"kind = {_string(item.kind)}",
+             f"id = {_string(item.id)}",
+             f"path = {_string(item.path)}",
+             f"sha256 = {_string(item.sha256)}",
+             f"attached_at = {_string(item.attached_at)}"]
+    if item.via:
+        lines.append(f"via = {_string(item.via)}")
+    return lines
+
+
+_STATUS_LINE = re.compile(r"^(\s*status\s*=\s*)(\"[^\"\\]*\"|'[^']*')(.*)$")
+_HEADER = re.compile(r"^\s*\[")
+
+
+def updated_front(front: str, old: AdrRecord, new: AdrRecord) -> str:
+    """The front block (fences included) that takes `old` to `new`, edited in place so
+    that what a person wrote there (comments, spacing) stays: the status line changed,
+    new [[history]] tables after the last one, new [[evidence]] tables at the end.
+    graduate changes nothing else; anything else falls back to a fresh render."""
+    if (replace(new, status=old.status, history=old.history, evidence=old.evidence) != old
+            or new.history[:len(old.history)] != old.history
+            or new.evidence[:len(old.evidence)] != old.evidence):
+        return render_record(new)
+    lines = front.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if new.status is not old.status:
+        top = next((n for n, line in enumerate(lines) if _HEADER.match(line)), len(lines))
+        found = [n for n in range(top) if _STATUS_LINE.match(lines[n])]
+        if len(found) != 1:
+            return render_record(new)
+        lines[found[0]] = _STATUS_LINE.sub(
+            lambda m: f"{m.group(1)}{_string(new.status.value)}{m.group(3)}", lines[found[0]])
+    added_moves = [line for move in new.history[len(old.history):]
+                   for line in _history_table(move)]
+    if added_moves:
+        at = next((n for n, line in enumerate(lines)
+                   if line.strip().replace(" ", "") == "[[evidence]]"), len(lines))
+        while at > 0 and not lines[at - 1].strip():
+            at -= 1  # before the blank line that precedes the first [[evidence]]
+        lines[at:at] = added_moves
+    lines += [line for item in new.evidence[len(old.evidence):]
+              for line in _evidence_table(item)]
+    text = "\n".join([FENCE, *lines, FENCE, ""])
+    try:
+        same = parse_record(text[len(FENCE) + 1:-len(FENCE) - 1], "edited front block") == new
+    except AdrError:
+        same = False
+    return text if same else render_record(new)
 
 
 def _string(value: str) -> str:
