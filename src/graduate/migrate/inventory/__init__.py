@@ -1,0 +1,97 @@
+"""`graduate inventory`: read a Celery codebase (never importing or running it) and find
+what should graduate to a workflow engine: tasks, settings, canvas, beat, hand-made state
+machines, compensation, the hazards they run with, and flows ranked with reasons.
+
+    >>> from graduate import inventory
+    >>> found = inventory("path/to/celery/project")
+    >>> [(f.name, f.recommendation) for f in found.flows]
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from graduate.errors import ConfigError
+from graduate.migrate.inventory.flows import group
+from graduate.migrate.inventory.hazards import RULES, hazards
+from graduate.migrate.inventory.model import (
+    Evidence,
+    Finding,
+    FindingKind,
+    FlowCandidate,
+    FlowStep,
+    Hazard,
+    Inventory,
+    Location,
+    Recommendation,
+    Score,
+    Severity,
+    Skipped,
+)
+from graduate.migrate.inventory.project import link
+from graduate.migrate.inventory.reader import ModuleFacts, read_module
+from graduate.migrate.inventory.scoring import rank, score
+from graduate.migrate.inventory.source import Parsed, parse, python_files
+
+__all__ = [
+    "RULES",
+    "Evidence",
+    "Finding",
+    "FindingKind",
+    "FlowCandidate",
+    "FlowStep",
+    "Hazard",
+    "Inventory",
+    "Location",
+    "Recommendation",
+    "Score",
+    "Severity",
+    "Skipped",
+    "inventory",
+]
+
+
+def inventory(path: str | os.PathLike[str]) -> Inventory:
+    """Read the Celery code under `path` (a directory or one file) and return what it finds.
+
+    Raises ConfigError when `path` does not exist or is neither a directory nor a file.
+    Code it cannot read (syntax errors, dynamic task names, star imports) is listed in
+    `Inventory.skipped` with the reason; it never stops the inventory.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise ConfigError(f"inventory: {root} does not exist; give the folder of a Celery "
+                          "codebase (or one .py file)")
+    if not (root.is_dir() or root.is_file()):
+        raise ConfigError(f"inventory: {root} is neither a folder nor a file; give the folder "
+                          "of a Celery codebase (or one .py file)")
+    modules: list[ModuleFacts] = []
+    skipped: list[Skipped] = []
+    files = 0
+    for source in python_files(root):
+        files += 1
+        parsed = parse(source)
+        if isinstance(parsed, Parsed):
+            modules.append(read_module(parsed.tree, source.module, source.relative,
+                                       package=source.path.name == "__init__.py"))
+        else:
+            skipped.append(parsed)
+    project = link(root, modules)
+    found = hazards(project)
+    flows = rank([score(project, g, found) for g in group(project)])
+    return Inventory(
+        root=str(root), files=files,
+        findings=tuple(sorted(project.findings, key=lambda f: (f.location, f.kind))),
+        hazards=tuple(h for _, h in found), flows=tuple(flows),
+        skipped=tuple(sorted([*skipped, *project.skipped], key=lambda s: s.location)),
+        settings=project.settings.summary())
+
+
+def flow_named(found: Inventory, name: str) -> FlowCandidate:
+    """The flow called `name`, or a ConfigError listing the flows there are."""
+    for flow in found.flows:
+        if flow.name == name:
+            return flow
+    known = ", ".join(f.name for f in found.flows) or "none"
+    raise ConfigError(f"inventory: no flow named {name!r} in {found.root}; flows found: {known}")

@@ -1,0 +1,189 @@
+"""The Celery configuration of a codebase, wherever it lives, and the broker it implies.
+
+Sources, in the order a value is taken (the first one found wins): `Celery(...)`
+arguments, `app.conf.update(...)`, `app.conf.key = ...`, the object or module named by
+`config_from_object` (a class, `celeryconfig.py`, Django settings with the `CELERY_`
+namespace or old-style upper-case names), and `rabbitmq.conf` for the broker's own
+delivery acknowledgement timeout.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from graduate.migrate.inventory.model import Location
+from graduate.migrate.inventory.reader import ModuleFacts
+from graduate.migrate.inventory.symbols import Symbols
+from graduate.migrate.inventory.values import FromEnv, Ref, seconds
+
+# Redis transport: "the default visibility timeout for Redis is 1 hour"
+# (docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout).
+DEFAULT_VISIBILITY_TIMEOUT = 3600.0
+# RabbitMQ closes a channel whose delivery stays unacknowledged longer than
+# consumer_timeout, 30 minutes by default (rabbitmq.com/docs/consumers#acknowledgement-timeout;
+# Celery's "ETA and Countdown" warning in docs.celeryq.dev/en/stable/userguide/calling.html).
+DEFAULT_CONSUMER_TIMEOUT = 1800.0
+
+Broker = Literal["redis", "rabbitmq", "other", "unknown"]
+
+# Old-style names that do not map by dropping a prefix (celery/app/defaults.py).
+_TASK_SETTINGS = frozenset({"acks_late", "reject_on_worker_lost", "time_limit",
+                            "soft_time_limit", "default_retry_delay", "default_queue",
+                            "routes", "annotations", "serializer", "always_eager"})
+_PREFIXES = ("CELERYD_", "CELERYBEAT_", "CELERY_")
+_SETTING_NAME = re.compile(r"^(CELERY|CELERYD|CELERYBEAT|BROKER)_[A-Z0-9_]+$")
+
+
+@dataclass(frozen=True)
+class SettingValue:
+    key: str            # the setting's modern name, e.g. "task_acks_late"
+    written: str        # as the code names it, e.g. "CELERY_TASK_ACKS_LATE"
+    value: object
+    location: Location
+
+
+@dataclass(frozen=True)
+class CelerySettings:
+    """The settings the code sets, and the broker facts the hazards are judged against."""
+
+    values: tuple[SettingValue, ...]
+    broker: Broker
+    visibility_timeout: float
+    visibility_timeout_at: Location | None       # None: Celery's default
+    consumer_timeout: float
+    consumer_timeout_at: Location | None         # None: RabbitMQ's default
+
+    def get(self, key: str) -> SettingValue | None:
+        return next((v for v in self.values if v.key == key), None)
+
+    def summary(self) -> tuple[tuple[str, str], ...]:
+        vt = f"{self.visibility_timeout:g} s " + (
+            f"({self.visibility_timeout_at})" if self.visibility_timeout_at else "(default)")
+        ct = f"{self.consumer_timeout:g} s " + (
+            f"({self.consumer_timeout_at})" if self.consumer_timeout_at else "(default)")
+        rows: list[tuple[str, str]] = [("broker", self.broker)]
+        if self.broker in ("redis", "unknown"):
+            rows.append(("visibility_timeout", vt))
+        if self.broker in ("rabbitmq", "unknown"):
+            rows.append(("consumer_timeout", ct))
+        for key in ("task_acks_late", "task_reject_on_worker_lost", "task_time_limit",
+                    "task_soft_time_limit"):
+            if (found := self.get(key)) is not None:
+                rows.append((key, f"{found.value} ({found.location})"))
+        return tuple(rows)
+
+
+def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> CelerySettings:
+    """The configuration found in `modules`, and the broker facts it implies."""
+    found: list[SettingValue] = []
+
+    def add(key: str, written: str, value: object, facts: ModuleFacts, line: int) -> None:
+        found.append(SettingValue(key, written, value, Location(facts.path, line)))
+
+    config_modules: set[str] = set()
+    for facts in modules:
+        for app in facts.apps:
+            for key, value in app.kwargs.items():
+                name = {"broker": "broker_url", "backend": "result_backend"}.get(key, key)
+                if name != "main":
+                    add(name, f"Celery({key}=...)", value, facts, app.line)
+        for call in facts.calls:
+            if call.method == "update" and (call.base or "").endswith(".conf"):
+                for arg in call.positional:
+                    if isinstance(arg, dict):
+                        for key, value in arg.items():
+                            add(str(key), str(key), value, facts, call.line)
+                for key, value in call.kwargs.items():
+                    add(key, key, value, facts, call.line)
+            if call.method == "config_from_object" and call.positional:
+                config_modules |= _config_targets(facts, call.positional[0], symbols, found)
+        for write in facts.conf_writes:
+            add(write.key, f"{write.app}.conf.{write.key}", write.value, facts, write.line)
+    for facts in modules:
+        celeryconfig = (facts.module.rsplit(".", 1)[-1] == "celeryconfig"
+                        or facts.module in config_modules)
+        for assignment in facts.assignments:
+            if _SETTING_NAME.match(assignment.name):
+                add(_modern(assignment.name), assignment.name, assignment.value, facts,
+                    assignment.line)
+            elif celeryconfig and assignment.name.islower() and not assignment.name.startswith("_"):
+                add(assignment.name, assignment.name, assignment.value, facts, assignment.line)
+    return _settings(root, tuple(found))
+
+
+def _config_targets(facts: ModuleFacts, target: object, symbols: Symbols,
+                    found: list[SettingValue]) -> set[str]:
+    """Modules named by `config_from_object("x.y")`; a class named by reference is read now."""
+    if isinstance(target, str) and ":" not in target:
+        module = symbols.module(target)
+        return {module.module} if module else set()
+    if isinstance(target, Ref) and (full := symbols.resolve(facts, target.dotted)):
+        owner = symbols.defined[full]
+        for cls in owner.classes:
+            if f"{owner.module}.{cls.name}".lstrip(".") == full or cls.name == full:
+                for key, value in cls.attrs.items():
+                    if key.islower():
+                        found.append(SettingValue(key, f"{cls.name}.{key}", value,
+                                                  Location(owner.path, cls.line)))
+    return set()
+
+
+def _modern(name: str) -> str:
+    """`CELERY_TASK_ACKS_LATE` -> `task_acks_late`; old `CELERY_ACKS_LATE` too."""
+    if name.startswith("BROKER_"):
+        return name.lower()
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            key = name[len(prefix):].lower()
+            if prefix == "CELERYBEAT_":
+                return f"beat_{key}"
+            return f"task_{key}" if key in _TASK_SETTINGS else key
+    return name.lower()
+
+
+def _settings(root: Path, values: tuple[SettingValue, ...]) -> CelerySettings:
+    first: dict[str, SettingValue] = {}
+    for value in values:
+        first.setdefault(value.key, value)
+    broker = _broker(first.get("broker_url"))
+    visibility, visibility_at = DEFAULT_VISIBILITY_TIMEOUT, None
+    options = first.get("broker_transport_options")
+    if options is not None and isinstance(options.value, dict):
+        timeout = seconds(options.value.get("visibility_timeout"))
+        if timeout is not None:
+            visibility, visibility_at = timeout, options.location
+    consumer, consumer_at = _consumer_timeout(root)
+    return CelerySettings(values, broker, visibility, visibility_at, consumer, consumer_at)
+
+
+def _broker(setting: SettingValue | None) -> Broker:
+    if setting is None:
+        return "unknown"
+    url = setting.value.default if isinstance(setting.value, FromEnv) else setting.value
+    if not isinstance(url, str):
+        return "unknown"
+    scheme = url.split(":", 1)[0].lower()
+    if scheme in ("redis", "rediss", "sentinel", "redis+socket"):
+        return "redis"
+    if scheme in ("amqp", "amqps", "pyamqp", "librabbitmq"):
+        return "rabbitmq"
+    return "other"
+
+
+_CONSUMER_TIMEOUT = re.compile(r"^\s*consumer_timeout\s*=\s*(\d+)\s*$")
+
+
+def _consumer_timeout(root: Path) -> tuple[float, Location | None]:
+    """RabbitMQ's consumer_timeout (milliseconds) from a rabbitmq.conf in the codebase."""
+    files = [root] if root.is_file() else sorted(root.rglob("rabbitmq.conf"))
+    for path in files:
+        if path.name != "rabbitmq.conf":
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if match := _CONSUMER_TIMEOUT.match(line):
+                relative = path.relative_to(root).as_posix()
+                return int(match.group(1)) / 1000.0, Location(relative, number)
+    return DEFAULT_CONSUMER_TIMEOUT, None

@@ -1,0 +1,193 @@
+"""Group tasks into flows (call graph and canvas) and turn each task into a flow step.
+
+Tasks that start one another, run in one canvas, handle one another's errors, or advance
+the same status value are one flow. Its steps are ordered by who starts whom; error
+handlers (link_error) are its compensations, not steps.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from graduate.migrate.inventory.hazards import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_DELAY,
+    option,
+    time_limit,
+)
+from graduate.migrate.inventory.model import Evidence, FlowStep, Location
+from graduate.migrate.inventory.project import Project, Task
+from graduate.migrate.inventory.values import seconds
+
+_NOT_NAME = re.compile(r"[^a-z0-9_]+")
+
+
+@dataclass
+class Group:
+    """One flow's tasks before scoring."""
+
+    name: str
+    tasks: list[Task]             # steps, in order
+    handlers: list[Task]          # error handlers
+
+
+def group(project: Project) -> list[Group]:
+    """Every flow in the project, each task in exactly one."""
+    parent = {id(t): id(t) for t in project.tasks}
+
+    def root(key: int) -> int:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    def union(a: Task, b: Task) -> None:
+        parent[root(id(a))] = root(id(b))
+
+    for before, after, _ in [*project.edges, *project.error_edges]:
+        union(before, after)
+    for members in project.together:
+        for member in members[1:]:
+            union(members[0], member)
+    for sweeper, query, _ in project.sweeps:
+        for writer, write, _ in project.status_writes:
+            if write.field == query.field and _same_state(write.value, query.value):
+                union(sweeper, writer)
+    components: dict[int, list[Task]] = {}
+    for task in project.tasks:
+        components.setdefault(root(id(task)), []).append(task)
+    handlers = {id(h) for _, h, _ in project.error_edges}
+    linked = {id(t) for edge in project.edges for t in edge[:2]}
+    groups: list[Group] = []
+    taken: set[str] = set()
+    for members in components.values():
+        steps = [t for t in members if id(t) not in handlers or id(t) in linked]
+        ordered = _order(project, steps) if steps else members
+        name = _unique(_name(ordered[0].short), taken)
+        groups.append(Group(name, ordered, [t for t in members if t not in ordered]))
+    return groups
+
+
+def _same_state(written: str, queried: str) -> bool:
+    return written.strip("'\"") == queried.strip("'\"") or written.strip("'\"") in queried
+
+
+def _order(project: Project, tasks: list[Task]) -> list[Task]:
+    """Who starts whom first (a topological order); ties and cycles by place in the code."""
+    ids = {id(t) for t in tasks}
+    incoming = {id(t): 0 for t in tasks}
+    successors: dict[int, list[Task]] = {id(t): [] for t in tasks}
+    for before, after, _ in project.edges:
+        if id(before) in ids and id(after) in ids and before is not after and (
+                after not in successors[id(before)]):
+            successors[id(before)].append(after)
+            incoming[id(after)] += 1
+    ready = sorted((t for t in tasks if incoming[id(t)] == 0), key=_place)
+    ordered: list[Task] = []
+    while ready:
+        task = ready.pop(0)
+        ordered.append(task)
+        for after in successors[id(task)]:
+            incoming[id(after)] -= 1
+            if incoming[id(after)] == 0:
+                ready.append(after)
+                ready.sort(key=_place)
+    ordered += sorted((t for t in tasks if t not in ordered), key=_place)
+    return ordered
+
+
+def _place(task: Task) -> tuple[str, int]:
+    return task.location.path, task.location.line
+
+
+def _name(text: str) -> str:
+    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", text).lower()
+    name = _NOT_NAME.sub("_", snake).strip("_") or "flow"
+    return name if name[0].isalpha() else f"flow_{name}"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, number = name, 2
+    while candidate in taken:
+        candidate, number = f"{name}_{number}", number + 1
+    taken.add(candidate)
+    return candidate
+
+
+# -------------------------------------------------------------------------- steps
+
+
+def effect_name(project: Project, qualified: str) -> str:
+    """`system.operation` for a callee: a project function's module names the system
+    (`integrations/crm.py: update_deal` -> `crm.update_deal`), a library its package
+    (`stripe.Refund.create` -> `stripe.create`)."""
+    parts = qualified.split(".")
+    if project.symbols.find(qualified) is not None and len(parts) >= 2:
+        system, operation = parts[-2], parts[-1]
+    else:
+        system, operation = parts[0], parts[-1]
+    return f"{_name(system)}.{_name(operation)}"
+
+
+def effects(project: Project, task: Task) -> list[tuple[str, Location]]:
+    """The external calls a task makes itself (depth 0), as `system.operation`."""
+    found: list[tuple[str, Location]] = []
+    for body in task.bodies:
+        for callee, where, depth in project.effects(task.facts, body):
+            if depth == 0:
+                found.append((effect_name(project, callee), where))
+    return found
+
+
+def step(project: Project, task: Task, handlers: dict[int, Task]) -> FlowStep:
+    direct = effects(project, task)
+    module = task.facts.module.rsplit(".", 1)[-1] or "app"
+    effect = direct[0][0] if direct else f"{_name(module)}.{_name(task.short)}"
+    limit, _, _ = time_limit(project, task)
+    soft, _ = option(project, task, "soft_time_limit")
+    timeout = seconds(soft) or limit
+    retry_kwargs = task.options.get("retry_kwargs")
+    retry_kwargs = retry_kwargs if isinstance(retry_kwargs, dict) else {}
+    retry_sites = [delay for t, delay, _ in project.retries if t is task]
+    retries = "autoretry_for" in task.options or bool(retry_sites)
+    max_retries = task.options.get("max_retries", retry_kwargs.get("max_retries"))
+    attempts = 1
+    if retries:
+        attempts = 1 + (max_retries if isinstance(max_retries, int) and max_retries >= 0
+                        else DEFAULT_MAX_RETRIES)
+    backoff_value = task.options.get("retry_backoff")
+    backoff = backoff_value is True or bool(seconds(backoff_value))
+    delay = next((d for d in retry_sites if d), None) or seconds(retry_kwargs.get("countdown"))
+    if backoff:
+        delay = 1.0 if backoff_value is True else seconds(backoff_value)
+    if retries and delay is None:
+        delay = seconds(task.options.get("default_retry_delay")) or DEFAULT_RETRY_DELAY
+    waits = [launch.delay for launch in project.launches if launch.task is task and launch.delay]
+    compensation = next((c for t, c, _, context in project.compensations
+                         if t is task and context != "link_error handler"), None)
+    handler = handlers.get(id(task))
+    comp_effect = None
+    if compensation is not None:
+        full = project.symbols.qualify(task.facts, compensation)
+        comp_effect = effect_name(project, full)
+    elif handler is not None:
+        handler_effects = effects(project, handler)
+        comp_effect = handler_effects[0][0] if handler_effects else (
+            f"{_name(module)}.{_name(handler.short)}")
+    role: Literal["step", "sweep", "compensation"] = "step"
+    if any(t is task for t, _, _ in project.sweeps):
+        role = "sweep"
+    elif any(h is task for _, h, _ in project.error_edges):
+        role = "compensation"
+    return FlowStep(
+        task=task.short, location=task.location, effect=effect, timeout=timeout,
+        max_attempts=min(attempts, 100), retry_delay=delay if retries else None,
+        backoff=backoff, delay_before=max(waits) if waits else None,
+        compensation=comp_effect, idempotent=task.idempotent, role=role)
+
+
+def evidence_of_effects(project: Project, tasks: list[Task]) -> list[Evidence]:
+    return [Evidence(where, f"{task.short} calls {effect}")
+            for task in tasks for effect, where in effects(project, task)]

@@ -1,0 +1,205 @@
+"""Hazards visible in the code: settings and patterns with a known failure.
+
+Each rule says where (file:line), why it fails with the settings the code has (or the
+engine's default, said as such), and what would fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from graduate.migrate.inventory.model import Hazard, Location, Severity
+from graduate.migrate.inventory.project import Project, Task, crash_prone
+from graduate.migrate.inventory.values import seconds
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: Severity
+    title: str
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("eta-beyond-visibility-timeout", Severity.HIGH,
+         "Countdown or ETA longer than the Redis visibility timeout"),
+    Rule("time-limit-beyond-visibility-timeout", Severity.HIGH,
+         "Late-acked task may run longer than the Redis visibility timeout"),
+    Rule("late-ack-without-idempotency", Severity.MEDIUM,
+         "Late acknowledgement without an idempotency key"),
+    Rule("reject-on-worker-lost-loop", Severity.HIGH,
+         "reject_on_worker_lost with late ack on a task that can kill its worker"),
+    Rule("consumer-timeout-below-time-limit", Severity.HIGH,
+         "RabbitMQ consumer_timeout shorter than a late-acked task's time limit"),
+    Rule("eta-beyond-consumer-timeout", Severity.HIGH,
+         "Countdown or ETA longer than RabbitMQ's consumer_timeout"),
+    Rule("two-sources-of-truth", Severity.HIGH,
+         "The same external commitment driven from a Celery task and from a workflow"),
+)
+_RULES = {rule.id: rule for rule in RULES}
+_Add = Callable[[str, Task, Location, str, str], None]
+
+# Celery retries a task 3 times, 180 s apart, unless told otherwise
+# (docs.celeryq.dev/en/stable/userguide/tasks.html#Task.max_retries, #Task.default_retry_delay).
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RETRY_DELAY = 180.0
+
+
+def option(project: Project, task: Task, key: str) -> tuple[object, Location | None]:
+    """A task option, from the task itself or else from the app's `task_<key>` setting."""
+    if key in task.options:
+        return task.options[key], task.origin(key)
+    setting = project.settings.get(f"task_{key}")
+    return (setting.value, setting.location) if setting else (None, None)
+
+
+def time_limit(project: Project, task: Task) -> tuple[float | None, Location | None, bool]:
+    """The longest the task may run: (seconds, where set, whether it is the hard limit)."""
+    hard, hard_at = option(project, task, "time_limit")
+    if (limit := seconds(hard)) is not None:
+        return limit, hard_at, True
+    soft, soft_at = option(project, task, "soft_time_limit")
+    return seconds(soft), soft_at, False
+
+
+def hazards(project: Project) -> list[tuple[Task, Hazard]]:
+    """Every hazard found, with the task it concerns, in file and line order."""
+    found: list[tuple[Task, Hazard]] = []
+
+    def add(rule_id: str, task: Task, where: Location, why: str, fix: str) -> None:
+        rule = _RULES[rule_id]
+        hazard = Hazard(rule.id, rule.severity, task.short, where, why, fix)
+        if all(h != hazard for _, h in found):
+            found.append((task, hazard))
+
+    settings = project.settings
+    redis = settings.broker in ("redis", "unknown")
+    vt = settings.visibility_timeout
+    vt_text = (f"{vt:g} s, set at {settings.visibility_timeout_at}"
+               if settings.visibility_timeout_at else f"{vt:g} s, Celery's default")
+    if settings.broker == "unknown":
+        vt_text += "; no broker URL found, Redis assumed"
+    ct = settings.consumer_timeout
+    ct_text = (f"{ct:g} s, set at {settings.consumer_timeout_at}"
+               if settings.consumer_timeout_at else f"{ct:g} s, RabbitMQ's default")
+
+    delays = [(launch.task, launch.location, launch.delay, launch.how)
+              for launch in project.launches if launch.delay]
+    delays += [(task, where, delay, "retry") for task, delay, where in project.retries if delay]
+    for task in project.tasks:
+        retry_kwargs = task.options.get("retry_kwargs")
+        if isinstance(retry_kwargs, dict) and (delay := seconds(retry_kwargs.get("countdown"))):
+            delays.append((task, task.location, delay, "retry_kwargs countdown"))
+    for task, where, delay, how in delays:
+        assert delay is not None
+        if redis and delay > vt:
+            copies = int(delay // vt) + 1
+            add("eta-beyond-visibility-timeout", task, where,
+                f"{how} of {task.short} waits {delay:g} s, longer than the Redis visibility "
+                f"timeout ({vt_text}): the worker holds the message unacknowledged until its "
+                f"ETA, Redis restores it every {vt:g} s and another worker takes it too, so up "
+                f"to {copies} copies run at the ETA",
+                f"raise broker_transport_options['visibility_timeout'] above {delay:g} s on "
+                "every producer and worker, or keep the wait out of the broker (a durable "
+                "timer, or a periodic sweep of due rows)")
+        if settings.broker == "rabbitmq" and delay > ct:
+            add("eta-beyond-consumer-timeout", task, where,
+                f"{how} of {task.short} waits {delay:g} s; the worker holds the delivery "
+                f"unacknowledged until then, longer than consumer_timeout ({ct_text}): RabbitMQ "
+                "closes the channel (PRECONDITION_FAILED) and the message is redelivered",
+                f"raise consumer_timeout above {delay:g} s (rabbitmq.conf or the queue's "
+                "x-consumer-timeout), or keep the wait out of the broker")
+
+    for task in project.tasks:
+        acks_late, acks_at = option(project, task, "acks_late")
+        if acks_late is not True:
+            continue
+        limit, limit_at, hard = time_limit(project, task)
+        where = limit_at or task.location
+        if redis and limit is not None and limit > vt:
+            add("time-limit-beyond-visibility-timeout", task, where,
+                f"{task.short} is acknowledged late (set at {acks_at}) and may run "
+                f"{limit:g} s, longer than the Redis visibility timeout ({vt_text}): while it "
+                "still runs, Redis redelivers it to another worker, and it runs twice",
+                f"raise broker_transport_options['visibility_timeout'] above {limit:g} s, "
+                "or lower the time limit below it")
+        if settings.broker == "rabbitmq" and limit is not None and limit > ct:
+            add("consumer-timeout-below-time-limit", task, where,
+                f"{task.short} is acknowledged late and may run {limit:g} s, longer than "
+                f"consumer_timeout ({ct_text}): RabbitMQ closes the channel mid-task and "
+                "redelivers the message, so it runs again",
+                f"raise consumer_timeout above {limit:g} s for its queue, or lower the time "
+                "limit")
+        if not task.idempotent:
+            add("late-ack-without-idempotency", task, task.location,
+                f"{task.short} is acknowledged late (set at {acks_at}), so a crash or "
+                "redelivery runs it again, and nothing in it names an idempotency key: its "
+                "effects can apply twice",
+                "pass an idempotency key derived from the business entity (for example "
+                "{tenant_id}:{flow}:{entity_id}:{step}) to every external call, and have the "
+                "system (or a unique row) refuse a second use")
+        reject, reject_at = option(project, task, "reject_on_worker_lost")
+        crash = crash_prone(project, task)
+        if reject is True and (hard or crash is not None):
+            cause = (f"a hard time limit of {limit:g} s (set at {limit_at}) kills its pool "
+                     "process when reached" if hard and limit is not None
+                     else f"it calls code that can end its process (at {crash})")
+            add("reject-on-worker-lost-loop", task, reject_at or task.location,
+                f"{task.short} has late ack and reject_on_worker_lost (set at {reject_at}); "
+                f"{cause}; the message is then requeued and the same task kills the next "
+                "worker too: a redelivery loop (Celery warns that this setting can cause "
+                "message loops)",
+                "drop reject_on_worker_lost for this task, or count deliveries (a retry "
+                "counter in the message or a row) and stop requeueing after a few")
+
+    _two_sources(project, add)
+    return sorted(found, key=lambda pair: (pair[1].location, pair[1].rule))
+
+
+def _two_sources(project: Project, add: _Add) -> None:
+    """The same external commitment reachable from a Celery task and from a workflow."""
+    symbols = project.symbols
+    for label, full, _ in project.workflows:
+        owner = symbols.defined.get(full)
+        if owner is None:
+            continue
+        name = full.rsplit(".", 1)[-1]
+        workflow_effects = _reach(project.effects(owner, name))
+        for task in project.tasks:
+            task_effects: dict[str, tuple[Location, int]] = {}
+            for body in task.bodies:
+                task_effects.update(_reach(project.effects(task.facts, body)))
+            common = sorted(c for c in set(task_effects) & set(workflow_effects)
+                            if symbols.find(c) is not None
+                            or (task_effects[c][1] == 0 and workflow_effects[c][1] == 0))
+            for callee in _outermost(project, common):
+                add("two-sources-of-truth", task, task_effects[callee][0],
+                    f"{callee} is called from Celery task {task.short} "
+                    f"({task_effects[callee][0]}) and from {label} "
+                    f"({workflow_effects[callee][0]}): "
+                    "two sources of truth for \"what step are we on?\"; a retry on one side "
+                    "does not know the other already committed",
+                    "drive this commitment from one engine only; if both must exist during a "
+                    "migration, let one side call the other and share one idempotency key")
+
+
+def _reach(effects: Iterable[tuple[str, Location, int]]) -> dict[str, tuple[Location, int]]:
+    """Each callee once, where it is first reached and how deep (0: called directly)."""
+    found: dict[str, tuple[Location, int]] = {}
+    for callee, where, depth in effects:
+        if callee not in found or depth < found[callee][1]:
+            found[callee] = (where, depth)
+    return found
+
+
+def _outermost(project: Project, common: list[str]) -> list[str]:
+    """Drop a shared callee reached only through another shared one (report the helper
+    both sides call, not every library call inside it)."""
+    inner: set[str] = set()
+    for callee in common:
+        owner = project.symbols.defined.get(callee)
+        if owner is None:
+            continue
+        inner |= {c for c, _, _ in project.effects(owner, callee.rsplit(".", 1)[-1])}
+    return [c for c in common if c not in inner]

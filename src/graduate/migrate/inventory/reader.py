@@ -1,0 +1,547 @@
+"""Read one module's syntax tree into raw facts, before names are resolved across modules.
+
+The reader records what is written (a decorator `app.task(bind=True)`, a call
+`charge.apply_async(countdown=7200)`, a canvas `chain(a.s(), b.s())`) with its line;
+`project.py` then decides, across every module, which names are tasks and apps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from graduate.migrate.inventory.values import Ref, code, dotted, evaluate, offset_seconds
+
+# Attribute names that hold a row's place in a hand-made state machine.
+STATE_FIELDS = frozenset({"status", "state", "stage", "phase"})
+_QUERY_METHODS = frozenset({"filter", "exclude", "filter_by", "where", "get"})
+_CANVAS = frozenset({"chain", "group", "chord"})
+_SIGNATURE_METHODS = frozenset({"s", "si", "signature", "subtask"})
+_SIGNATURE_FUNCTIONS = frozenset({"signature", "subtask", "Signature"})
+
+
+@dataclass
+class Sig:
+    """One task in a canvas: by reference (`charge.s()`) or by name (`signature("x")`)."""
+
+    ref: str | None
+    name: str | None
+    line: int
+    text: str
+
+
+@dataclass
+class Canvas:
+    kind: Literal["sig", "chain", "group", "chord"]
+    line: int
+    sig: Sig | None = None
+    parts: list[Canvas] = field(default_factory=list)
+    body: Canvas | None = None
+    errors: list[Sig] = field(default_factory=list)
+    launch: dict[str, object] = field(default_factory=dict)
+    launched_at: int | None = None
+    eta_seconds: float | None = None
+
+    def sigs(self) -> list[Sig]:
+        found = [self.sig] if self.sig else []
+        for part in self.parts:
+            found += part.sigs()
+        if self.body:
+            found += self.body.sigs()
+        return found
+
+
+@dataclass
+class Call:
+    func: str | None              # the dotted callee as written, e.g. "charge.apply_async"
+    method: str | None            # the last attribute, e.g. "apply_async"
+    base: str | None              # what the method is called on, e.g. "charge"
+    table: str | None             # TABLE in TABLE[key].delay() or TABLE.get(key).delay()
+    positional: list[object]
+    kwargs: dict[str, object]
+    line: int
+    function: str | None          # the enclosing function ("f" or "Class.method")
+    in_except: bool
+    eta_seconds: float | None = None
+
+
+@dataclass
+class Decorator:
+    ref: str | None
+    kwargs: dict[str, object]
+    called: bool
+    line: int
+
+
+@dataclass
+class Function:
+    name: str
+    qualname: str                 # "f" or "Class.method"
+    line: int
+    decorators: list[Decorator]
+    idempotent: bool              # names an idempotency key or dedup somewhere in it
+
+
+@dataclass
+class ClassDef:
+    name: str
+    line: int
+    bases: list[str]
+    attrs: dict[str, object]
+    methods: list[str]
+    state_fields: list[tuple[str, int]]
+
+
+@dataclass
+class StatusWrite:
+    field: str
+    value: str
+    line: int
+    function: str
+
+
+@dataclass
+class Assignment:
+    name: str
+    value: object
+    line: int
+
+
+@dataclass
+class BeatEntry:
+    name: str
+    task: object                  # a task name (str), or a Ref from add_periodic_task
+    schedule: object
+    line: int
+
+
+@dataclass
+class App:
+    var: str
+    line: int
+    kwargs: dict[str, object]
+
+
+@dataclass
+class ConfWrite:
+    app: str
+    key: str
+    value: object
+    line: int
+
+
+@dataclass
+class ModuleFacts:
+    module: str
+    path: str
+    imports: dict[str, str] = field(default_factory=dict)
+    star_imports: list[tuple[str, int]] = field(default_factory=list)
+    apps: list[App] = field(default_factory=list)
+    functions: list[Function] = field(default_factory=list)
+    classes: list[ClassDef] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    canvases: list[tuple[Canvas, str | None]] = field(default_factory=list)
+    assignments: list[Assignment] = field(default_factory=list)
+    conf_writes: list[ConfWrite] = field(default_factory=list)
+    beat: list[BeatEntry] = field(default_factory=list)
+    status_writes: list[StatusWrite] = field(default_factory=list)
+    state_queries: list[StatusWrite] = field(default_factory=list)
+    tables: list[tuple[str, dict[str, str], int]] = field(default_factory=list)
+
+
+def read_module(tree: cst.Module, module: str, path: str, *, package: bool) -> ModuleFacts:
+    """The raw facts of one parsed module."""
+    facts = ModuleFacts(module=module, path=path)
+    constants = _constants(tree)
+    wrapper = MetadataWrapper(tree, unsafe_skip_copy=True)
+    wrapper.visit(_Reader(facts, constants, package))
+    return facts
+
+
+def _constants(tree: cst.Module) -> dict[str, object]:
+    """Module-level names bound to values that can be known (`ONE_DAY = 24 * 3600`)."""
+    constants: dict[str, object] = {}
+    for statement in tree.body:
+        if not isinstance(statement, cst.SimpleStatementLine):
+            continue
+        for small in statement.body:
+            target, value = _simple_assignment(small)
+            if target and value is not None:
+                constants[target] = evaluate(value, constants)
+    return constants
+
+
+def _simple_assignment(node: cst.CSTNode) -> tuple[str | None, cst.BaseExpression | None]:
+    if (isinstance(node, cst.Assign) and len(node.targets) == 1
+            and isinstance(node.targets[0].target, cst.Name)):
+        return node.targets[0].target.value, node.value
+    if isinstance(node, cst.AnnAssign) and isinstance(node.target, cst.Name) and node.value:
+        return node.target.value, node.value
+    return None, None
+
+
+class _Reader(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, facts: ModuleFacts, constants: dict[str, object], package: bool) -> None:
+        super().__init__()
+        self.facts = facts
+        self.constants = constants
+        self.package = package
+        self.function: str | None = None
+        self.function_node: cst.FunctionDef | None = None
+        self.classes: list[str] = []
+        self.except_depth = 0
+        self.local_canvases: dict[str, Canvas] = {}
+        self.local_values: dict[str, cst.BaseExpression] = {}
+
+    def line(self, node: cst.CSTNode) -> int:
+        return int(self.get_metadata(PositionProvider, node).start.line)
+
+    def value(self, expr: cst.BaseExpression) -> object:
+        return evaluate(expr, self.constants)
+
+    # -- imports -----------------------------------------------------------------------
+
+    def visit_Import(self, node: cst.Import) -> bool:
+        for alias in node.names:
+            name = dotted(alias.name) or ""
+            if alias.asname and isinstance(alias.asname.name, cst.Name):
+                self.facts.imports[alias.asname.name.value] = name
+            else:
+                self.facts.imports[name.split(".")[0]] = name.split(".")[0]
+        return False
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        source = self._absolute(node)
+        if isinstance(node.names, cst.ImportStar):
+            self.facts.star_imports.append((source, self.line(node)))
+            return False
+        for alias in node.names:
+            name = dotted(alias.name) or ""
+            local = (alias.asname.name.value
+                     if alias.asname and isinstance(alias.asname.name, cst.Name) else name)
+            self.facts.imports[local] = f"{source}.{name}" if source else name
+        return False
+
+    def _absolute(self, node: cst.ImportFrom) -> str:
+        written = dotted(node.module) if node.module else ""
+        dots = len(node.relative)
+        if not dots:
+            return written or ""
+        parts = self.facts.module.split(".") if self.facts.module else []
+        keep = len(parts) - dots + (1 if self.package else 0)
+        base = ".".join(parts[:max(keep, 0)])
+        return ".".join(p for p in (base, written) if p)
+
+    # -- definitions -------------------------------------------------------------------
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        if self.function is not None:
+            return True  # a nested function: its calls belong to the enclosing one
+        qualname = ".".join([*self.classes, node.name.value])
+        if len(self.classes) > 1:
+            return True
+        self.function, self.function_node = qualname, node
+        text = code(node).lower()
+        self.facts.functions.append(Function(
+            name=node.name.value, qualname=qualname, line=self.line(node.name),
+            decorators=[self._decorator(d) for d in node.decorators],
+            idempotent="idempot" in text or "dedup" in text,
+        ))
+        self.local_canvases = {}
+        self.local_values = {}
+        return True
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        if original_node is self.function_node:
+            self.function, self.function_node = None, None
+
+    def visit_Decorator(self, node: cst.Decorator) -> bool:
+        return False  # read by visit_FunctionDef; not calls made by the function
+
+    def _decorator(self, node: cst.Decorator) -> Decorator:
+        expr = node.decorator
+        if isinstance(expr, cst.Call):
+            kwargs = {a.keyword.value: self.value(a.value) for a in expr.args if a.keyword}
+            return Decorator(dotted(expr.func), kwargs, True, self.line(node))
+        return Decorator(dotted(expr), {}, False, self.line(node))
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        attrs: dict[str, object] = {}
+        methods: list[str] = []
+        state_fields: list[tuple[str, int]] = []
+        for statement in node.body.body:
+            if isinstance(statement, cst.FunctionDef):
+                methods.append(statement.name.value)
+            elif isinstance(statement, cst.SimpleStatementLine):
+                for small in statement.body:
+                    target, value = _simple_assignment(small)
+                    if not target or value is None:
+                        continue
+                    attrs[target] = self.value(value)
+                    if target in STATE_FIELDS and _is_field(value):
+                        state_fields.append((target, self.line(small)))
+        if self.function is None and not self.classes:
+            self.facts.classes.append(ClassDef(
+                node.name.value, self.line(node.name),
+                [b for b in (dotted(arg.value) for arg in node.bases) if b],
+                attrs, methods, state_fields))
+        self.classes.append(node.name.value)
+        return True
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self.classes.pop()
+
+    # -- assignments -------------------------------------------------------------------
+
+    def visit_Assign(self, node: cst.Assign) -> bool:
+        for target in node.targets:
+            self._assigned(target.target, node.value, node)
+        return True
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> bool:
+        if node.value is not None:
+            self._assigned(node.target, node.value, node)
+        return True
+
+    def _assigned(self, target: cst.BaseExpression, value: cst.BaseExpression,
+                  node: cst.CSTNode) -> None:
+        line = self.line(node)
+        name = dotted(target)
+        at_module = self.function is None and not self.classes
+        if isinstance(target, cst.Name) and at_module:
+            self.facts.assignments.append(Assignment(target.value, self.value(value), line))
+            if isinstance(value, cst.Call) and (dotted(value.func) or "").endswith("Celery"):
+                self.facts.apps.append(App(target.value, line, self._kwargs(value)))
+            if isinstance(value, cst.Dict):
+                self._table(target.value, value, line)
+        if name and ".conf." in f"{name}" and name.count(".") >= 2:
+            app, _, key = name.rpartition(".conf.")
+            self.facts.conf_writes.append(ConfWrite(app, key, self.value(value), line))
+        if self.function is None:
+            return
+        if isinstance(target, cst.Attribute) and target.attr.value in STATE_FIELDS:
+            self.facts.status_writes.append(
+                StatusWrite(target.attr.value, code(value), line, self.function))
+        if isinstance(target, cst.Name):
+            self.local_values[target.value] = value
+            if (canvas := self._canvas(value)) is not None:
+                self.local_canvases[target.value] = canvas
+
+    def _table(self, name: str, value: cst.Dict, line: int) -> None:
+        """`HANDLERS = {"paid": charge, ...}`: a dict that may map keys to tasks."""
+        entries: dict[str, str] = {}
+        for element in value.elements:
+            if isinstance(element, cst.DictElement) and (ref := dotted(element.value)):
+                entries[code(element.key)] = ref
+        if entries:
+            self.facts.tables.append((name, entries, line))
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def visit_ExceptHandler(self, node: cst.ExceptHandler) -> bool:
+        self.except_depth += 1
+        return True
+
+    def leave_ExceptHandler(self, original_node: cst.ExceptHandler) -> None:
+        self.except_depth -= 1
+
+    def visit_Dict(self, node: cst.Dict) -> bool:
+        for element in node.elements:
+            if not (isinstance(element, cst.DictElement) and isinstance(element.value, cst.Dict)):
+                continue
+            entry = self.value(element.value)
+            if isinstance(entry, dict) and "task" in entry:
+                key = self.value(element.key)
+                self.facts.beat.append(BeatEntry(
+                    key if isinstance(key, str) else code(element.key), entry["task"],
+                    entry.get("schedule"), self.line(element)))
+        return True
+
+    def visit_Call(self, node: cst.Call) -> bool:
+        line = self.line(node)
+        func = node.func
+        method = func.attr.value if isinstance(func, cst.Attribute) else None
+        base_expr = func.value if isinstance(func, cst.Attribute) else None
+        table = None
+        if isinstance(base_expr, cst.Subscript):
+            table = dotted(base_expr.value)
+        elif (isinstance(base_expr, cst.Call) and isinstance(base_expr.func, cst.Attribute)
+              and base_expr.func.attr.value == "get"):
+            table = dotted(base_expr.func.value)
+        kwargs = self._kwargs(node)
+        eta = next((self._offset(a.value) for a in node.args
+                    if a.keyword and a.keyword.value == "eta"), None)
+        call = Call(
+            func=dotted(func), method=method,
+            base=dotted(base_expr) if base_expr is not None else None, table=table,
+            positional=[self.value(a.value) for a in node.args
+                        if a.keyword is None and not a.star],
+            kwargs=kwargs, line=line, function=self.function,
+            in_except=self.except_depth > 0, eta_seconds=eta)
+        self._state_query(call, node)
+        if method == "add_periodic_task" and len(node.args) >= 2:
+            sig = self._canvas(node.args[1].value)
+            name = kwargs.get("name")
+            self.facts.beat.append(BeatEntry(
+                name if isinstance(name, str) else code(node.args[1].value),
+                Ref(sig.sig.ref) if sig and sig.sig and sig.sig.ref else (
+                    sig.sig.name if sig and sig.sig else None),
+                self.value(node.args[0].value), line))
+            return False
+        canvas = self._launched_canvas(node, method, base_expr, kwargs, eta)
+        if canvas is not None and canvas.kind == "sig" and canvas.sig and not canvas.errors:
+            call.base = canvas.sig.ref  # `charge.s(x).apply_async(...)`: a call of `charge`
+            self.facts.calls.append(call)
+            return False
+        if canvas is not None:
+            if canvas.launched_at is not None:  # a canvas built earlier, launched here
+                self.facts.canvases = [(c, f) for c, f in self.facts.canvases
+                                       if c.line != canvas.line or f != self.function]
+            self.facts.canvases.append((canvas, self.function))
+            return False
+        self.facts.calls.append(call)
+        return True
+
+    def _offset(self, expr: cst.BaseExpression) -> float | None:
+        """An ETA's distance from now, looking through a local variable once."""
+        if isinstance(expr, cst.Name) and expr.value in self.local_values:
+            expr = self.local_values[expr.value]
+        return offset_seconds(expr, self.constants)
+
+    def _kwargs(self, node: cst.Call) -> dict[str, object]:
+        return {a.keyword.value: self.value(a.value) for a in node.args if a.keyword}
+
+    def _state_query(self, call: Call, node: cst.Call) -> None:
+        if self.function is None:
+            return
+        if call.method == "update":
+            for arg in node.args:
+                if arg.keyword and arg.keyword.value in STATE_FIELDS:
+                    self.facts.status_writes.append(StatusWrite(
+                        arg.keyword.value, code(arg.value), call.line, self.function))
+        if call.method not in _QUERY_METHODS:
+            return
+        for arg in node.args:
+            if arg.keyword and arg.keyword.value.split("__")[0] in STATE_FIELDS:
+                self.facts.state_queries.append(StatusWrite(
+                    arg.keyword.value.split("__")[0], code(arg.value), call.line, self.function))
+            elif (isinstance(arg.value, cst.Comparison)
+                  and (dotted(arg.value.left) or "").rsplit(".", 1)[-1] in STATE_FIELDS):
+                self.facts.state_queries.append(StatusWrite(
+                    (dotted(arg.value.left) or "").rsplit(".", 1)[-1],
+                    code(arg.value.comparisons[0].comparator), call.line, self.function))
+
+    def _launched_canvas(self, node: cst.Call, method: str | None,
+                         base_expr: cst.BaseExpression | None, kwargs: dict[str, object],
+                         eta: float | None) -> Canvas | None:
+        """A canvas built here (chain, group, chord, |, link), or launched with options."""
+        if method in ("apply_async", "delay") and base_expr is not None:
+            canvas = self._canvas(base_expr)
+            if canvas is None and (name := dotted(base_expr)) in self.local_canvases:
+                canvas = self.local_canvases[name]
+            if canvas is None and ("link" in kwargs or "link_error" in kwargs):
+                canvas = Canvas("sig", self.line(node),
+                                sig=Sig(dotted(base_expr), None, self.line(node),
+                                        code(base_expr)))
+                canvas = self._with_links(canvas, node)
+            if canvas is not None and canvas.kind != "sig" and (
+                    "link" in kwargs or "link_error" in kwargs):
+                canvas = self._with_links(canvas, node)
+            if canvas is not None:
+                canvas.launch = {k: v for k, v in kwargs.items() if k in ("countdown", "eta")}
+                canvas.launched_at = self.line(node)
+                canvas.eta_seconds = eta
+            return canvas
+        canvas = self._canvas(node)
+        return canvas if canvas is not None and canvas.kind != "sig" else None
+
+    def _with_links(self, canvas: Canvas, node: cst.Call) -> Canvas:
+        for arg in node.args:
+            if not arg.keyword or arg.keyword.value not in ("link", "link_error"):
+                continue
+            linked = self._canvas(arg.value) or self._sequence(arg.value)
+            if linked is None:
+                continue
+            if arg.keyword.value == "link":
+                canvas = Canvas("chain", canvas.line, parts=[canvas, linked])
+            else:
+                canvas.errors += linked.sigs()
+        return canvas
+
+    def _sequence(self, expr: cst.BaseExpression) -> Canvas | None:
+        if isinstance(expr, cst.List | cst.Tuple):
+            parts = [c for c in (self._canvas(e.value) for e in expr.elements) if c]
+            return Canvas("group", self.line(expr), parts=parts) if parts else None
+        return None
+
+    def _canvas(self, expr: cst.BaseExpression) -> Canvas | None:
+        """The canvas an expression builds, or None if it builds none."""
+        line = self.line(expr)
+        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.BitOr):
+            left, right = self._canvas(expr.left), self._canvas(expr.right)
+            if left is None or right is None:
+                return None
+            parts = [*(left.parts if left.kind == "chain" else [left]), right]
+            return Canvas("chain", line, parts=parts)
+        if isinstance(expr, cst.Name) and expr.value in self.local_canvases:
+            return self.local_canvases[expr.value]
+        if not isinstance(expr, cst.Call):
+            return None
+        func = expr.func
+        name = dotted(func) or ""
+        last = name.rsplit(".", 1)[-1]
+        if isinstance(func, cst.Attribute) and last in _SIGNATURE_METHODS:
+            return Canvas("sig", line, sig=Sig(dotted(func.value), None, line, code(expr)))
+        if isinstance(func, cst.Attribute) and last in ("set", "options"):
+            return self._canvas(func.value)
+        if isinstance(func, cst.Attribute) and last in ("link", "link_error", "on_error"):
+            inner = self._canvas(func.value)
+            linked = self._canvas(expr.args[0].value) if expr.args else None
+            if inner is None or linked is None:
+                return inner
+            if last == "link":
+                return Canvas("chain", line, parts=[inner, linked])
+            inner.errors += linked.sigs()
+            return inner
+        if last in _SIGNATURE_FUNCTIONS and expr.args:
+            first = self.value(expr.args[0].value)
+            if isinstance(first, Ref):
+                return Canvas("sig", line, sig=Sig(first.dotted, None, line, code(expr)))
+            return Canvas("sig", line, sig=Sig(None, first if isinstance(first, str) else None,
+                                               line, code(expr)))
+        if isinstance(func, cst.Call) and (dotted(func.func) or "").endswith("chord"):
+            header = self._canvas(func)
+            body = self._canvas(expr.args[0].value) if expr.args else None
+            if header is not None:
+                header.body = body
+            return header
+        if last in _CANVAS:
+            members: list[Canvas] = []
+            args = [a for a in expr.args if a.keyword is None]
+            for arg in args:
+                value = arg.value
+                if isinstance(value, cst.List | cst.Tuple):
+                    members += [c for c in (self._canvas(e.value) for e in value.elements) if c]
+                elif isinstance(value, cst.GeneratorExp | cst.ListComp):
+                    if (inner := self._canvas(value.elt)) is not None:
+                        members.append(inner)
+                elif (inner := self._canvas(value)) is not None:
+                    members.append(inner)
+            canvas = Canvas(last, line, parts=members)  # type: ignore[arg-type]
+            if last == "chord" and len(args) >= 2 and canvas.parts:
+                canvas.body = canvas.parts.pop()
+            return canvas
+        return None
+
+
+def _is_field(value: cst.BaseExpression) -> bool:
+    """A model field declaration: `models.CharField(...)`, `Column(...)`, `mapped_column()`."""
+    if not isinstance(value, cst.Call):
+        return False
+    last = (dotted(value.func) or "").rsplit(".", 1)[-1]
+    return last.endswith("Field") or last in ("Column", "mapped_column", "FSMField")

@@ -1,0 +1,92 @@
+"""Names across modules: what `charge` in `orders/views.py` refers to.
+
+Module names are derived from file paths relative to the inventory's root, which need
+not be the import root (a Django project under `src/`, a repository holding several
+projects). So a qualified name is matched on whole trailing components: the import
+`billing.tasks.charge` finds `src.billing.tasks.charge`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from graduate.migrate.inventory.reader import ModuleFacts
+
+_MAX_HOPS = 6  # re-exports followed through package __init__ files
+
+
+class Symbols:
+    """Every module-level definition of the codebase, and how to resolve a name to one."""
+
+    def __init__(self, modules: list[ModuleFacts]) -> None:
+        self.modules = {m.module: m for m in modules}
+        self.defined: dict[str, ModuleFacts] = {}
+        for facts in modules:
+            names = ([f.name for f in facts.functions if "." not in f.qualname]
+                     + [c.name for c in facts.classes] + [a.name for a in facts.assignments])
+            for name in names:
+                self.defined[_join(facts.module, name)] = facts
+        self._suffixes: dict[str, list[str]] = defaultdict(list)
+        for full in sorted(self.defined, key=lambda n: (n.count("."), n)):
+            parts = full.split(".")
+            for start in range(len(parts)):
+                self._suffixes[".".join(parts[start:])].append(full)
+        self._module_suffixes: dict[str, list[str]] = defaultdict(list)
+        for module in sorted(self.modules, key=lambda n: (n.count("."), n)):
+            parts = module.split(".")
+            for start in range(len(parts)):
+                self._module_suffixes[".".join(parts[start:])].append(module)
+
+    def qualify(self, facts: ModuleFacts, ref: str) -> str:
+        """The absolute dotted name `ref` stands for inside module `facts`."""
+        head, _, rest = ref.partition(".")
+        if _join(facts.module, head) in self.defined:
+            return _join(facts.module, ref)
+        if head in facts.imports:
+            return f"{facts.imports[head]}.{rest}" if rest else facts.imports[head]
+        return ref
+
+    def find(self, qualified: str, hops: int = 0) -> str | None:
+        """The project definition a qualified name refers to, following re-exports."""
+        if qualified in self.defined:
+            return qualified
+        if candidates := self._suffixes.get(qualified):
+            return candidates[0]
+        if hops >= _MAX_HOPS:
+            return None
+        parts = qualified.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            module = self.module(".".join(parts[:cut]))
+            if module is None:
+                continue
+            name, rest = parts[cut], parts[cut + 1:]
+            if name in module.imports:
+                return self.find(".".join([module.imports[name], *rest]), hops + 1)
+            return None
+        return None
+
+    def module(self, dotted_name: str) -> ModuleFacts | None:
+        """The module `dotted_name` names, matched on trailing components."""
+        if dotted_name in self.modules:
+            return self.modules[dotted_name]
+        candidates = self._module_suffixes.get(dotted_name)
+        return self.modules[candidates[0]] if candidates else None
+
+    def is_project(self, qualified: str) -> bool:
+        """Whether a qualified name lies in one of the project's own modules."""
+        parts = qualified.split(".")
+        return any(".".join(parts[:cut]) in self.modules for cut in range(1, len(parts)))
+
+    def resolve(self, facts: ModuleFacts, ref: str) -> str | None:
+        """The project definition `ref` refers to inside module `facts`, if any.
+
+        Only names the module defines or imports resolve: a local variable never
+        matches a definition of the same name elsewhere."""
+        head = ref.partition(".")[0]
+        if _join(facts.module, head) not in self.defined and head not in facts.imports:
+            return None
+        return self.find(self.qualify(facts, ref))
+
+
+def _join(module: str, name: str) -> str:
+    return f"{module}.{name}" if module else name
