@@ -1,0 +1,113 @@
+"""`graduate inventory PATH`: what in a Celery codebase should graduate, and why."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from graduate import __version__
+from graduate.cli.common import console, err_console
+from graduate.migrate.inventory import Inventory, flow_named
+from graduate.migrate.inventory import inventory as read_inventory
+from graduate.migrate.inventory.flowfile import flow_toml
+from graduate.migrate.inventory.gate import THRESHOLDS, check, failures
+from graduate.migrate.inventory.jsonform import to_json
+from graduate.migrate.inventory.markdown import to_markdown
+from graduate.migrate.inventory.sarif import to_sarif
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    MD = "md"
+    JSON = "json"
+    SARIF = "sarif"
+
+
+def inventory(
+    path: Annotated[Path, typer.Argument(
+        help="The Celery codebase: a folder (or one .py file). It is read, never imported.")],
+    output_format: Annotated[OutputFormat, typer.Option(
+        "--format", help="table (terminal), md, json or sarif (for code scanning).")
+    ] = OutputFormat.TABLE,
+    out: Annotated[Path | None, typer.Option(
+        help="Write the report (or, with --flow, the flow file) here instead of stdout.")
+    ] = None,
+    fail_on: Annotated[list[str] | None, typer.Option(
+        help=f"Exit 1 when a hazard is at least this severe or a flow is recommended at "
+             f"least this strongly; repeatable. One of: {', '.join(THRESHOLDS)}.")] = None,
+    flow: Annotated[str | None, typer.Option(
+        help="Write a flow definition (TOML) for this found flow, ready for "
+             "`graduate matrix`.")] = None,
+) -> None:
+    """Find what should graduate in a Celery codebase: tasks, settings, canvas, beat,
+    hand-made state machines, compensation, hazards, and flows ranked with reasons.
+
+    Example: graduate inventory src/ --format md --fail-on high
+
+    Example: graduate inventory src/ --flow partner_approval --out spikes/partner.toml
+    """
+    thresholds = check(fail_on or [])
+    found = read_inventory(path)
+    if flow is not None:
+        text = flow_toml(found, flow_named(found, flow))
+        if out is None:
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text, encoding="utf-8")
+            err_console.print(f"wrote flow {flow} to {out}; next: graduate matrix {out}")
+        return
+    if output_format is OutputFormat.TABLE and out is None:
+        _print_tables(found)
+    else:
+        text = _render(found, output_format)
+        if out is None:
+            console.print(text, markup=False, highlight=False, soft_wrap=True, end="")
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text, encoding="utf-8")
+    reasons = failures(found, thresholds)
+    if reasons:
+        err_console.print(f"[bold red]--fail-on:[/] {len(reasons)} reason(s)", soft_wrap=True)
+        for reason in reasons:
+            err_console.print(f"  {reason}", soft_wrap=True, markup=False)
+        raise typer.Exit(1)
+
+
+def _render(found: Inventory, output_format: OutputFormat) -> str:
+    if output_format is OutputFormat.JSON:
+        return to_json(found) + "\n"
+    if output_format is OutputFormat.SARIF:
+        return to_sarif(found, __version__) + "\n"
+    return to_markdown(found)
+
+
+def _print_tables(found: Inventory) -> None:
+    flows = Table(title=f"Flows in {found.root}, ranked", caption_justify="left")
+    for column in ("#", "flow", "recommendation", "class", "criteria", "hazards", "steps",
+                   "entry"):
+        flows.add_column(column)
+    for number, item in enumerate(found.flows, 1):
+        flows.add_row(str(number), item.name, str(item.recommendation), item.classification,
+                      f"{item.workflow_criteria}/4", str(len(item.hazards)),
+                      " -> ".join(s.task for s in item.steps), str(item.location))
+    console.print(flows)
+    if found.hazards:
+        hazards = Table(title="Hazards")
+        for column in ("severity", "rule", "task", "where", "why"):
+            hazards.add_column(column)
+        for hazard in found.hazards:
+            hazards.add_row(str(hazard.severity), hazard.rule, hazard.task,
+                            str(hazard.location), hazard.why)
+        console.print(hazards)
+    counts = {kind.value: len(found.of_kind(kind)) for kind in {f.kind for f in found.findings}}
+    console.print(f"{found.files} files; findings: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), markup=False)
+    for skipped in found.skipped:
+        err_console.print(f"skipped {skipped.location}: {skipped.reason}", markup=False,
+                          soft_wrap=True)
+    console.print("Details: --format md or json; a flow file: --flow NAME", markup=False)
