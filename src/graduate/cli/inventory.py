@@ -55,18 +55,19 @@ def inventory(
     if flow is not None:
         text = flow_toml(found, flow_named(found, flow))
         if out is None:
-            console.print(text, markup=False, highlight=False, soft_wrap=True)
+            typer.echo(text)
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(text, encoding="utf-8")
-            err_console.print(f"wrote flow {flow} to {out}; next: graduate matrix {out}")
+            err_console.print(f"wrote flow {flow} to {out}; next: graduate matrix {out}",
+                              soft_wrap=True, markup=False)
         return
     if output_format is OutputFormat.TABLE and out is None:
         _print_tables(found)
     else:
         text = _render(found, output_format)
         if out is None:
-            console.print(text, markup=False, highlight=False, soft_wrap=True, end="")
+            typer.echo(text, nl=False)  # machine formats go out byte for byte, not through rich
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(text, encoding="utf-8")

@@ -15,7 +15,6 @@ from graduate.migrate.inventory.hazards import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RETRY_DELAY,
     option,
-    time_limit,
 )
 from graduate.migrate.inventory.model import Evidence, FlowStep, Location
 from graduate.migrate.inventory.project import Project, Task
@@ -145,9 +144,10 @@ def step(project: Project, task: Task, handlers: dict[int, Task]) -> FlowStep:
     direct = effects(project, task)
     module = task.facts.module.rsplit(".", 1)[-1] or "app"
     effect = direct[0][0] if direct else f"{_name(module)}.{_name(task.short)}"
-    limit, _, _ = time_limit(project, task)
+    hard, _ = option(project, task, "time_limit")
     soft, _ = option(project, task, "soft_time_limit")
-    timeout = seconds(soft) or limit
+    limits = [s for s in (seconds(hard), seconds(soft)) if s]
+    timeout = min(limits) if limits else None  # the soft limit stops the task first
     retry_kwargs = task.options.get("retry_kwargs")
     retry_kwargs = retry_kwargs if isinstance(retry_kwargs, dict) else {}
     retry_sites = [delay for t, delay, _ in project.retries if t is task]

@@ -545,8 +545,10 @@ def _beat(project: Project, modules: list[ModuleFacts]) -> None:
                 project.scheduled.append((task, every, where))
             shown = task.short if task else text(entry.task)
             missing = "" if task else " (not found in this code)"
+            schedule = (f"every {every:g} s" if every is not None
+                        and not isinstance(entry.schedule, Schedule) else text(entry.schedule))
             project.find(FindingKind.BEAT, entry.name, where,
-                         f"task {shown}{missing}; schedule {text(entry.schedule)}")
+                         f"task {shown}{missing}; schedule {schedule}")
     swept = {id(task) for task, _, _ in project.scheduled}
     for facts in modules:
         for query in facts.state_queries:
@@ -669,7 +671,7 @@ def text(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, tuple):
-        return "(" + ", ".join(text(v) for v in value) + ")"
+        return "[" + ", ".join(text(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k!r}: {text(v)}" for k, v in value.items()) + "}"
     return repr(value)

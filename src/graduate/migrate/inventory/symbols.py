@@ -75,7 +75,8 @@ class Symbols:
     def is_project(self, qualified: str) -> bool:
         """Whether a qualified name lies in one of the project's own modules."""
         parts = qualified.split(".")
-        return any(".".join(parts[:cut]) in self.modules for cut in range(1, len(parts)))
+        return any(self.module(".".join(parts[:cut])) is not None
+                   for cut in range(1, len(parts)))
 
     def resolve(self, facts: ModuleFacts, ref: str) -> str | None:
         """The project definition `ref` refers to inside module `facts`, if any.

@@ -1,0 +1,209 @@
+"""Each hazard rule on the smallest codebase that has it, and on one that does not."""
+
+from __future__ import annotations
+
+from graduate.migrate.inventory import Inventory, inventory
+from tests.migrate.conftest import Codebase
+
+REDIS_APP = """
+from celery import Celery
+
+app = Celery("shop", broker="redis://localhost:6379/0")
+"""
+RABBIT_APP = """
+from celery import Celery
+
+app = Celery("shop", broker="amqp://guest@localhost//")
+"""
+
+
+def rules(found: Inventory) -> list[tuple[str, str]]:
+    return [(h.rule, str(h.location)) for h in found.hazards]
+
+
+def test_countdown_beyond_the_default_visibility_timeout(codebase: Codebase) -> None:
+    root = codebase({"celery_app.py": REDIS_APP, "tasks.py": """
+        from celery_app import app
+
+        @app.task
+        def remind(order_id):
+            pass
+
+        def later(order_id):
+            remind.apply_async((order_id,), countdown=2 * 3600 + 1)
+            remind.apply_async((order_id,), countdown=600)
+        """})
+    found = inventory(root)
+    assert rules(found) == [("eta-beyond-visibility-timeout", "tasks.py:8")]
+    assert "3600 s, Celery's default" in found.hazards[0].why
+    assert "up to 3 copies" in found.hazards[0].why
+
+
+def test_retry_countdown_is_an_eta_too(codebase: Codebase) -> None:
+    root = codebase({"celery_app.py": REDIS_APP, "tasks.py": """
+        from celery_app import app
+
+        @app.task(bind=True)
+        def poll(self, job_id):
+            raise self.retry(countdown=5400)
+        """})
+    assert rules(inventory(root)) == [("eta-beyond-visibility-timeout", "tasks.py:5")]
+
+
+def test_a_broker_not_found_is_assumed_to_be_redis_and_said_so(codebase: Codebase) -> None:
+    root = codebase({"tasks.py": """
+        import os
+        from celery import Celery
+
+        app = Celery("shop", broker=os.environ["BROKER_URL"])
+
+        @app.task
+        def remind(order_id):
+            pass
+
+        def later(order_id):
+            remind.apply_async((order_id,), countdown=7200)
+        """})
+    found = inventory(root)
+    assert rules(found) == [("eta-beyond-visibility-timeout", "tasks.py:11")]
+    assert "no broker URL found, Redis assumed" in found.hazards[0].why
+
+
+def test_late_acked_time_limit_beyond_visibility_timeout(codebase: Codebase) -> None:
+    root = codebase({"celery_app.py": REDIS_APP + """
+app.conf.update(
+    broker_transport_options={"visibility_timeout": 1800},
+    task_acks_late=True,
+)
+""", "tasks.py": """
+        from celery_app import app
+
+        @app.task(time_limit=3000)
+        def export(report_id, idempotency_key):
+            pass
+
+        @app.task(time_limit=600)
+        def quick(report_id, idempotency_key):
+            pass
+        """})
+    found = inventory(root)
+    assert rules(found) == [("time-limit-beyond-visibility-timeout", "tasks.py:3")]
+    assert "1800 s, set at celery_app.py:5" in found.hazards[0].why
+
+
+def test_late_ack_needs_an_idempotency_key(codebase: Codebase) -> None:
+    root = codebase({"celery_app.py": REDIS_APP, "tasks.py": """
+        from celery_app import app
+        from payments import gateway
+
+        @app.task(acks_late=True)
+        def charge(order_id):
+            gateway.charge(order_id)
+
+        @app.task(acks_late=True)
+        def charge_keyed(order_id):
+            gateway.charge(order_id, idempotency_key=f"charge:{order_id}")
+        """})
+    assert rules(inventory(root)) == [("late-ack-without-idempotency", "tasks.py:5")]
+
+
+def test_reject_on_worker_lost_on_a_task_that_can_kill_its_worker(codebase: Codebase) -> None:
+    root = codebase({"celery_app.py": REDIS_APP, "tasks.py": """
+        import subprocess
+        from celery_app import app
+
+        @app.task(acks_late=True, reject_on_worker_lost=True)
+        def render(doc_id, idempotency_key):
+            subprocess.run(["wkhtmltopdf", doc_id], check=True)
+
+        @app.task(acks_late=True, reject_on_worker_lost=True)
+        def tidy(doc_id, idempotency_key):
+            return doc_id
+
+        @app.task(reject_on_worker_lost=True, time_limit=60)
+        def early_ack(doc_id):
+            return doc_id
+        """})
+    found = inventory(root)
+    assert rules(found) == [("reject-on-worker-lost-loop", "tasks.py:4")]
+    assert "it calls code that can end its process (at tasks.py:6)" in found.hazards[0].why
+
+
+def test_consumer_timeout_shorter_than_a_late_acked_time_limit(codebase: Codebase) -> None:
+    root = codebase({"celery_app.py": RABBIT_APP, "tasks.py": """
+        from celery_app import app
+
+        @app.task(acks_late=True, time_limit=3600)
+        def reindex(idempotency_key):
+            pass
+
+        def nightly():
+            reindex.apply_async(countdown=4 * 3600)
+        """})
+    found = inventory(root)
+    assert rules(found) == [("consumer-timeout-below-time-limit", "tasks.py:3"),
+                            ("eta-beyond-consumer-timeout", "tasks.py:8")]
+    assert "1800 s, RabbitMQ's default" in found.hazards[0].why
+
+
+def test_consumer_timeout_from_rabbitmq_conf(codebase: Codebase) -> None:
+    root = codebase({"celery_app.py": RABBIT_APP, "deploy/rabbitmq.conf": """
+        # raised for the nightly reindex
+        consumer_timeout = 7200000
+        """, "tasks.py": """
+        from celery_app import app
+
+        @app.task(acks_late=True, time_limit=3600)
+        def reindex(idempotency_key):
+            pass
+        """})
+    found = inventory(root)
+    assert rules(found) == []
+    assert ("consumer_timeout", "7200 s (deploy/rabbitmq.conf:2)") in found.settings
+
+
+def test_one_commitment_from_celery_and_from_a_langgraph_node(codebase: Codebase) -> None:
+    root = codebase({"celery_app.py": REDIS_APP, "billing.py": """
+        import stripe
+
+        def refund(order_id):
+            return stripe.Refund.create(metadata={"order": order_id})
+        """, "tasks.py": """
+        from celery_app import app
+        from billing import refund
+
+        @app.task
+        def refund_order(order_id):
+            refund(order_id)
+        """, "agent.py": """
+        from langgraph.graph import StateGraph
+        from billing import refund
+
+        def refund_node(state):
+            refund(state["order_id"])
+            return state
+
+        graph = StateGraph(dict)
+        graph.add_node("refund", refund_node)
+        """})
+    found = inventory(root)
+    assert rules(found) == [("two-sources-of-truth", "tasks.py:6")]
+    assert found.hazards[0].why.startswith(
+        "billing.refund is called from Celery task refund_order (tasks.py:6) and from "
+        "LangGraph node refund_node (agent.py:5)")
+
+
+def test_newer_python_syntax_is_read_on_this_interpreter(codebase: Codebase) -> None:
+    root = codebase({"tasks.py": """
+        from celery import shared_task
+
+        type Ids = list[int]
+
+        @shared_task(max_retries=2)
+        def batch[T = int](items: list[T]) -> None:  # a 3.13 type parameter default
+            print(f"{items[0]!r:>{len(items)}}")
+        """})
+    found = inventory(root)
+    assert [(f.kind.value, f.name, str(f.location)) for f in found.findings] == [
+        ("task", "batch", "tasks.py:6")]
+    assert found.skipped == ()
