@@ -7,6 +7,7 @@ live behind one protocol in `graduate.adapters`.
 
 from graduate.errors import GraduateError
 from graduate.instrument import effect
+from graduate.migrate.inventory import Inventory, inventory
 
-__all__ = ["GraduateError", "effect"]
+__all__ = ["GraduateError", "Inventory", "effect", "inventory"]
 __version__ = "0.1.0"

@@ -13,8 +13,6 @@ import os
 from pathlib import Path
 
 from graduate.errors import ConfigError
-from graduate.migrate.inventory.flows import group
-from graduate.migrate.inventory.hazards import RULES, hazards
 from graduate.migrate.inventory.model import (
     Evidence,
     Finding,
@@ -29,13 +27,8 @@ from graduate.migrate.inventory.model import (
     Severity,
     Skipped,
 )
-from graduate.migrate.inventory.project import link
-from graduate.migrate.inventory.reader import ModuleFacts, read_module
-from graduate.migrate.inventory.scoring import rank, score
-from graduate.migrate.inventory.source import Parsed, parse, python_files
 
 __all__ = [
-    "RULES",
     "Evidence",
     "Finding",
     "FindingKind",
@@ -59,6 +52,14 @@ def inventory(path: str | os.PathLike[str]) -> Inventory:
     Code it cannot read (syntax errors, dynamic task names, star imports) is listed in
     `Inventory.skipped` with the reason; it never stops the inventory.
     """
+    # The parser (libcst) loads here, not when graduate is imported: workers never need it.
+    from graduate.migrate.inventory.flows import group
+    from graduate.migrate.inventory.hazards import hazards
+    from graduate.migrate.inventory.project import link
+    from graduate.migrate.inventory.reader import ModuleFacts, read_module
+    from graduate.migrate.inventory.scoring import rank, score
+    from graduate.migrate.inventory.source import Parsed, parse, python_files
+
     root = Path(path)
     if not root.exists():
         raise ConfigError(f"inventory: {root} does not exist; give the folder of a Celery "
