@@ -7,6 +7,7 @@ The reader records what is written (a decorator `app.task(bind=True)`, a call
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,6 +22,7 @@ _QUERY_METHODS = frozenset({"filter", "exclude", "filter_by", "where", "get"})
 _CANVAS = frozenset({"chain", "group", "chord"})
 _SIGNATURE_METHODS = frozenset({"s", "si", "signature", "subtask"})
 _SIGNATURE_FUNCTIONS = frozenset({"signature", "subtask", "Signature"})
+_IDEMPOTENCY = re.compile(r"idempot|dedup", re.IGNORECASE)
 
 
 @dataclass
@@ -193,6 +195,7 @@ class _Reader(cst.CSTVisitor):
         self.package = package
         self.function: str | None = None
         self.function_node: cst.FunctionDef | None = None
+        self.current: Function | None = None
         self.classes: list[str] = []
         self.except_depth = 0
         self.local_canvases: dict[str, Canvas] = {}
@@ -246,19 +249,31 @@ class _Reader(cst.CSTVisitor):
         if len(self.classes) > 1:
             return True
         self.function, self.function_node = qualname, node
-        text = code(node).lower()
-        self.facts.functions.append(Function(
+        self.current = Function(
             name=node.name.value, qualname=qualname, line=self.line(node.name),
-            decorators=[self._decorator(d) for d in node.decorators],
-            idempotent="idempot" in text or "dedup" in text,
-        ))
+            decorators=[self._decorator(d) for d in node.decorators], idempotent=False)
+        self.facts.functions.append(self.current)
         self.local_canvases = {}
         self.local_values = {}
         return True
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         if original_node is self.function_node:
-            self.function, self.function_node = None, None
+            self.function, self.function_node, self.current = None, None, None
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self._mentions(node.value)
+
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        self._mentions(node.value)
+
+    def visit_FormattedStringText(self, node: cst.FormattedStringText) -> None:
+        self._mentions(node.value)
+
+    def _mentions(self, text: str) -> None:
+        """An idempotency key or deduplication named anywhere in the current function."""
+        if self.current is not None and _IDEMPOTENCY.search(text):
+            self.current.idempotent = True
 
     def visit_Decorator(self, node: cst.Decorator) -> bool:
         return False  # read by visit_FunctionDef; not calls made by the function

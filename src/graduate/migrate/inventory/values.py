@@ -16,11 +16,16 @@ import libcst as cst
 _EMPTY = cst.Module(body=[])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Unknown:
-    """An expression whose value depends on running the code."""
+    """An expression whose value depends on running the code; its source text is made
+    only when shown (printing code is the costly part of reading a large codebase)."""
 
-    text: str
+    node: cst.CSTNode
+
+    @property
+    def text(self) -> str:
+        return code(self.node)
 
     def __str__(self) -> str:
         return self.text
@@ -88,7 +93,7 @@ def evaluate(expr: cst.BaseExpression, constants: Mapping[str, object]) -> objec
             return expr.evaluated_value
         case cst.SimpleString() | cst.ConcatenatedString():
             value = expr.evaluated_value
-            return value if isinstance(value, str) else Unknown(code(expr))
+            return value if isinstance(value, str) else Unknown(expr)
         case cst.Name(value="True"):
             return True
         case cst.Name(value="False"):
@@ -102,14 +107,14 @@ def evaluate(expr: cst.BaseExpression, constants: Mapping[str, object]) -> objec
             return _dict(expr, constants)
         case cst.UnaryOperation(operator=cst.Minus()):
             inner = evaluate(expr.expression, constants)
-            return -float(inner) if isinstance(inner, int | float) else Unknown(code(expr))
+            return -float(inner) if isinstance(inner, int | float) else Unknown(expr)
         case cst.BinaryOperation():
             return _arithmetic(expr, constants)
         case cst.Call():
             return _call(expr, constants)
     name = dotted(expr)
     if name is None:
-        return Unknown(code(expr))
+        return Unknown(expr)
     if name in constants:
         return constants[name]
     return Ref(name)
@@ -149,9 +154,9 @@ def _dict(expr: cst.Dict, constants: Mapping[str, object]) -> object:
     result: dict[object, object] = {}
     for element in expr.elements:
         if not isinstance(element, cst.DictElement):
-            return Unknown(code(expr))  # a `**other` spread: the keys are not all known
+            return Unknown(expr)  # a `**other` spread: the keys are not all known
         key = evaluate(element.key, constants)
-        result[key if isinstance(key, str | int | float | bool) else code(element.key)] = (
+        result[key if isinstance(key, str | int | float | bool) else str(key)] = (
             evaluate(element.value, constants))
     return result
 
@@ -160,7 +165,7 @@ def _arithmetic(expr: cst.BinaryOperation, constants: Mapping[str, object]) -> o
     left = evaluate(expr.left, constants)
     right = evaluate(expr.right, constants)
     if not (_number(left) and _number(right)):
-        return Unknown(code(expr))
+        return Unknown(expr)
     a, b = float(left), float(right)  # type: ignore[arg-type]
     match expr.operator:
         case cst.Add():
@@ -174,7 +179,7 @@ def _arithmetic(expr: cst.BinaryOperation, constants: Mapping[str, object]) -> o
         case cst.Power() if abs(b) < 64:
             result = a**b
         case _:
-            return Unknown(code(expr))
+            return Unknown(expr)
     both_int = isinstance(left, int) and isinstance(right, int)
     return int(result) if both_int and result == int(result) else result
 
@@ -190,7 +195,7 @@ def _call(expr: cst.Call, constants: Mapping[str, object]) -> object:
         named = {**dict(zip(_TIMEDELTA_POSITIONAL, positional, strict=False)), **kwargs}
         for unit, value in named.items():
             if unit not in _TIMEDELTA_UNITS or not _number(value):
-                return Unknown(code(expr))
+                return Unknown(expr)
             total += float(value) * _TIMEDELTA_UNITS[unit]  # type: ignore[arg-type]
         return total
     if last == "crontab":
@@ -203,7 +208,7 @@ def _call(expr: cst.Call, constants: Mapping[str, object]) -> object:
     if name in _ENV_READERS and positional and isinstance(positional[0], str):
         default = kwargs.get("default", positional[1] if len(positional) > 1 else None)
         return FromEnv(positional[0], default)
-    return Unknown(code(expr))
+    return Unknown(expr)
 
 
 _EVERY = re.compile(r"^\*/(\d+)$")
