@@ -73,11 +73,16 @@ def inventory(path: str | os.PathLike[str]) -> Inventory:
     for source in python_files(root):
         files += 1
         parsed = parse(source)
-        if isinstance(parsed, Parsed):
+        if not isinstance(parsed, Parsed):
+            skipped.append(parsed)
+            continue
+        try:
             modules.append(read_module(parsed.tree, source.module, source.relative,
                                        package=source.path.name == "__init__.py"))
-        else:
-            skipped.append(parsed)
+        except Exception as error:  # one odd file must not stop the inventory
+            skipped.append(Skipped(Location(source.relative, 1),
+                                   f"could not be read ({type(error).__name__}: {error}); "
+                                   "the rest of the code was read. Please report this file"))
     project = link(root, modules)
     found = hazards(project)
     flows = rank([score(project, g, found) for g in group(project)])

@@ -16,6 +16,7 @@ from typing import Literal
 
 from graduate.migrate.inventory.model import Location
 from graduate.migrate.inventory.reader import ModuleFacts
+from graduate.migrate.inventory.source import files
 from graduate.migrate.inventory.symbols import Symbols
 from graduate.migrate.inventory.values import FromEnv, Ref, seconds
 
@@ -178,8 +179,7 @@ _CONSUMER_TIMEOUT = re.compile(r"^\s*consumer_timeout\s*=\s*(\d+)\s*$")
 
 def _consumer_timeout(root: Path) -> tuple[float, Location | None]:
     """RabbitMQ's consumer_timeout (milliseconds) from a rabbitmq.conf in the codebase."""
-    files = [root] if root.is_file() else sorted(root.rglob("rabbitmq.conf"))
-    for path in files:
+    for path in [root] if root.is_file() else files(root, "rabbitmq.conf"):
         if path.name != "rabbitmq.conf":
             continue
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):

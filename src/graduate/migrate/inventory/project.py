@@ -471,7 +471,8 @@ def _walk(project: Project, facts: ModuleFacts, canvas: Canvas) -> tuple[list[Ta
     lasts: list[Task] = []
     if canvas.kind == "sig" and canvas.sig is not None:
         task = _sig_task(project, facts, canvas.sig)
-        if task is None and canvas.sig.ref is None and canvas.sig.name is None:
+        if task is None and canvas.sig.name is None and (
+                canvas.sig.dynamic or canvas.sig.ref is None):
             project.skipped.append(Skipped(Location(facts.path, canvas.sig.line),
                                            f"dynamic task name in {canvas.sig.text}: "
                                            "not linked to a task"))
@@ -543,7 +544,8 @@ def _beat(project: Project, modules: list[ModuleFacts]) -> None:
                      else seconds(entry.schedule))
             if task is not None:
                 project.scheduled.append((task, every, where))
-            shown = task.short if task else text(entry.task)
+            shown = task.short if task else (
+                entry.task if isinstance(entry.task, str) else text(entry.task))
             missing = "" if task else " (not found in this code)"
             schedule = (f"every {every:g} s" if every is not None
                         and not isinstance(entry.schedule, Schedule) else text(entry.schedule))

@@ -33,6 +33,7 @@ class Sig:
     name: str | None
     line: int
     text: str
+    dynamic: bool = False         # `signature(variable)`: the name is known only at run time
 
 
 @dataclass
@@ -463,9 +464,7 @@ class _Reader(cst.CSTVisitor):
                 canvas = Canvas("sig", self.line(node),
                                 sig=Sig(dotted(base_expr), None, self.line(node),
                                         code(base_expr)))
-                canvas = self._with_links(canvas, node)
-            if canvas is not None and canvas.kind != "sig" and (
-                    "link" in kwargs or "link_error" in kwargs):
+            if canvas is not None and ("link" in kwargs or "link_error" in kwargs):
                 canvas = self._with_links(canvas, node)
             if canvas is not None:
                 canvas.launch = {k: v for k, v in kwargs.items() if k in ("countdown", "eta")}
@@ -526,7 +525,8 @@ class _Reader(cst.CSTVisitor):
         if last in _SIGNATURE_FUNCTIONS and expr.args:
             first = self.value(expr.args[0].value)
             if isinstance(first, Ref):
-                return Canvas("sig", line, sig=Sig(first.dotted, None, line, code(expr)))
+                return Canvas("sig", line, sig=Sig(first.dotted, None, line, code(expr),
+                                                   dynamic=True))
             return Canvas("sig", line, sig=Sig(None, first if isinstance(first, str) else None,
                                                line, code(expr)))
         if isinstance(func, cst.Call) and (dotted(func.func) or "").endswith("chord"):

@@ -1,0 +1,183 @@
+"""How tasks, configuration and canvas are read, whatever way a codebase writes them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from graduate.errors import ConfigError
+from graduate.migrate.inventory import FindingKind, Inventory, inventory
+from tests.migrate.conftest import Codebase
+
+
+def found(inv: Inventory, kind: FindingKind) -> dict[str, str]:
+    return {f"{f.name}@{f.location}": f.detail for f in inv.of_kind(kind)}
+
+
+def test_every_way_of_declaring_a_task(codebase: Codebase) -> None:
+    root = codebase({
+        "proj/__init__.py": "",
+        "proj/worker.py": """
+            import celery
+            from celery import Celery, Task
+
+            celery_app = Celery("proj", broker="redis://")
+            app = celery_app
+
+            @celery_app.task(name="proj.ping", queue="fast", rate_limit="5/s")
+            def ping():
+                return "pong"
+
+            @celery.shared_task(soft_time_limit=10, time_limit=20)
+            def pong():
+                return "ping"
+
+            class Audited(celery_app.Task):
+                acks_late = True
+
+            class Export(Audited):
+                name = "proj.export"
+                max_retries = 7
+
+                def run(self, report_id):
+                    return report_id
+
+            celery_app.register_task(Export())
+            """,
+        "proj/deco.py": """
+            from celery import shared_task
+
+            def base_task(**options):
+                return shared_task(bind=True, **options)
+
+            def audited_task(**options):
+                return base_task(acks_late=True, **options)
+            """,
+        "proj/jobs.py": """
+            from proj.deco import audited_task
+
+            @audited_task(queue="audit")
+            def audit(self, event_id):
+                return event_id
+            """,
+    })
+    tasks = found(inventory(root), FindingKind.TASK)
+    assert tasks == {
+        "ping@proj/worker.py:8": "proj.ping; @celery_app.task; name='proj.ping', queue='fast', "
+                                 "rate_limit='5/s'",
+        "pong@proj/worker.py:12": "proj.worker.pong; @celery.shared_task; soft_time_limit=10, "
+                                  "time_limit=20",
+        "Export@proj/worker.py:18": "proj.export; class Export(Audited); acks_late=True, "
+                                    "name='proj.export', max_retries=7",
+        "audit@proj/jobs.py:4": "proj.jobs.audit; @audited_task; bind=True, acks_late=True, "
+                                "queue='audit'",
+    }
+
+
+def test_configuration_from_a_module_a_class_and_conf_updates(codebase: Codebase) -> None:
+    root = codebase({
+        "celeryconfig.py": """
+            broker_url = "amqp://rabbit//"
+            task_acks_late = True
+            _private = 1
+            """,
+        "app.py": """
+            from celery import Celery
+
+            app = Celery("shop")
+            app.config_from_object("celeryconfig")
+
+            class Config:
+                task_time_limit = 600
+                worker_prefetch_multiplier = 1
+
+            app.config_from_object(Config)
+            app.conf.update({"result_expires": 60}, beat_schedule={
+                "tick": {"task": "shop.tick", "schedule": 30.0},
+            })
+            app.conf.task_reject_on_worker_lost = True
+            """,
+    })
+    inv = inventory(root)
+    settings = {(f.name, str(f.location)) for f in inv.of_kind(FindingKind.SETTING)}
+    assert settings == {
+        ("broker_url", "celeryconfig.py:1"), ("task_acks_late", "celeryconfig.py:2"),
+        ("task_time_limit", "app.py:6"), ("worker_prefetch_multiplier", "app.py:6"),
+        ("result_expires", "app.py:11"), ("beat_schedule", "app.py:11"),
+        ("task_reject_on_worker_lost", "app.py:14"),
+    }
+    assert found(inv, FindingKind.BEAT) == {
+        "tick@app.py:12": "task shop.tick (not found in this code); schedule every 30 s"}
+    assert ("broker", "rabbitmq") in inv.settings
+
+
+def test_canvas_in_every_spelling(codebase: Codebase) -> None:
+    root = codebase({"tasks.py": """
+        from celery import Celery, chain, group, signature
+
+        app = Celery("shop", broker="redis://")
+
+        @app.task
+        def reserve(order_id): ...
+
+        @app.task
+        def charge(order_id): ...
+
+        @app.task
+        def ship(order_id): ...
+
+        @app.task
+        def release(order_id): ...
+
+        @app.task
+        def notify(order_id): ...
+
+        def checkout(order_id, step_name):
+            (reserve.s(order_id) | charge.si(order_id) | ship.si(order_id)).apply_async(
+                link_error=release.si(order_id), countdown=5)
+            sig = reserve.s(order_id)
+            sig.link(notify.si(order_id))
+            charge.apply_async((order_id,), link=ship.si(order_id),
+                               link_error=[release.si(order_id)])
+            group(notify.s(i) for i in range(3)).delay()
+            chain(signature("tasks.ship", args=(order_id,)), signature(step_name)).delay()
+        """})
+    inv = inventory(root)
+    assert found(inv, FindingKind.CANVAS) == {
+        "chain@tasks.py:21": "chain(reserve -> charge -> ship); link_error -> release; "
+                             "starts after 5 s",
+        "chain@tasks.py:24": "chain(reserve -> notify)",
+        "chain@tasks.py:25": "chain(charge -> ship); link_error -> release",
+        "group@tasks.py:27": "group(notify)",
+        "chain@tasks.py:28": "chain(ship -> step_name)",
+    }
+    assert [(str(s.location), s.reason) for s in inv.skipped] == [
+        ("tasks.py:28", "dynamic task name in signature(step_name): not linked to a task")]
+    (flow,) = inv.flows
+    assert [s.task for s in flow.steps] == ["reserve", "charge", "ship", "notify"]
+    assert flow.handlers == ("release",)
+    assert [s.compensation for s in flow.steps] == [
+        "tasks.release", "tasks.release", "tasks.release", None]
+
+
+def test_paths_that_are_not_code_are_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is neither a folder nor a file"):
+        inventory(fifo)
+    with pytest.raises(ConfigError, match="does not exist"):
+        inventory(tmp_path / "missing")
+
+
+def test_environments_and_caches_are_not_read(codebase: Codebase) -> None:
+    root = codebase({
+        "app.py": "from celery import shared_task\n\n@shared_task\ndef ok(): ...\n",
+        ".venv/lib/site-packages/celery/app.py": "from celery import shared_task\n"
+                                                 "@shared_task\ndef vendored(): ...\n",
+        "node_modules/x/y.py": "def broken(:\n",
+    })
+    inv = inventory(root)
+    assert inv.files == 1
+    assert [f.name for f in inv.of_kind(FindingKind.TASK)] == ["ok"]
