@@ -16,7 +16,7 @@ from graduate.migrate.inventory.gate import check, failures
 from graduate.migrate.inventory.jsonform import SCHEMA, to_json
 from graduate.migrate.inventory.markdown import to_markdown
 from graduate.migrate.inventory.sarif import to_sarif
-from tests.migrate.conftest import ACME
+from tests.migrate.conftest import ACME, Codebase
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +119,27 @@ def test_fail_on_thresholds(acme: Inventory) -> None:
 def test_bad_paths_are_refused_with_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist; give the folder of a Celery"):
         inventory(tmp_path / "missing")
+
+
+def test_a_flow_of_one_sweep_still_has_a_step(codebase: Codebase, tmp_path: Path) -> None:
+    root = codebase({"tasks.py": """
+        from celery import shared_task
+        from orders.models import Order
+
+        @shared_task
+        def remind_pending_approvals():
+            for order in Order.objects.filter(status="pending_approval"):
+                order.status = "reminded"
+                order.save()
+        """, "settings.py": """
+        CELERY_BEAT_SCHEDULE = {
+            "remind": {"task": "tasks.remind_pending_approvals", "schedule": 3600},
+        }
+        """})
+    found = inventory(root)
+    (flow,) = found.flows
+    assert [(s.task, s.role) for s in flow.steps] == [("remind_pending_approvals", "sweep")]
+    path = tmp_path / "remind.toml"
+    path.write_text(flow_toml(found, flow))
+    loaded = load_flow(path)
+    assert [n.name for n in loaded.nodes] == ["remind_pending_approvals", "decision"]

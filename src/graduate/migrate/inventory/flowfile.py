@@ -22,6 +22,11 @@ _NOT_NAME = re.compile(r"[^a-z0-9_]+")
 
 def flow_toml(found: Inventory, flow: FlowCandidate) -> str:
     """The TOML text of `flow`, ready for `graduate flows` and `graduate matrix`."""
+    # A flow made only of a sweep (or of handlers) still needs steps: they are its work.
+    steps = [s for s in flow.steps if s.role == "step"] or list(flow.steps)
+    names = [s.task for s in steps]
+    wait_after = (flow.wait_after if flow.wait_after in names else names[0]) if (
+        flow.wait_after) else None
     lines = [
         f"# Written by `graduate inventory {found.root} --flow {flow.name}`.",
         f"# Entry: task {flow.entry} ({flow.location}); recommendation: {flow.recommendation}"
@@ -34,35 +39,34 @@ def flow_toml(found: Inventory, flow: FlowCandidate) -> str:
         "version = 1",
         f"description = {_s(_description(flow))}",
         'approval_class = "A1"  # placeholder: who must approve (A0-A3)',
-        f"reversibility_class = {_s('R2' if flow.wait_after else 'R1')}"
+        f"reversibility_class = {_s('R2' if wait_after else 'R1')}"
         "  # placeholder: R2/R3 need a human wait first",
         'sensitivity_class = "S1"  # placeholder: how sensitive its data is (S0-S3)',
         f"idempotency_key = {_s(DEFAULT_IDEMPOTENCY_KEY)}",
         "",
     ]
-    for system, honoured in _systems(flow):
+    for system, honoured in _systems(steps):
         note = "" if honoured else "  # no idempotency key found in the tasks that call it"
         lines += [f"[systems.{system}]", f"honours_idempotency = {str(honoured).lower()}{note}",
                   ""]
-    others = [s for s in flow.steps if s.role != "step"]
+    others = [s for s in flow.steps if s not in steps]
     if others:
         lines += [f"# Not steps: {s.task} ({s.role}, {s.location})" for s in others]
         lines += ["# A sweep becomes the wait's deadline or a timer; a handler, a compensation.",
                   ""]
-    for step in (s for s in flow.steps if s.role == "step"):
+    for step in steps:
         name = _name(step.task)
         if step.delay_before:
             lines += ["[[nodes]]", f"timer = {_s(f'before_{name}')}",
                       f"duration = {_s(_seconds(step.delay_before))}"
                       "  # countdown/ETA in the code; shorten it for a spike", ""]
         lines += _step(step, name)
-        if flow.wait_after == step.task:
+        if wait_after == step.task:
             lines += ["[[nodes]]", f"wait = {_s('decision')}", f"signal = {_s('decision')}",
                       f"deadline = {_s(_DEADLINE)}"
                       "  # the code sweeps a waiting state; set its real deadline",
                       'on_timeout = "compensate"', 'on_reject = "compensate"', ""]
-    compensations = [(s, s.compensation) for s in flow.steps
-                     if s.compensation and s.role == "step"]
+    compensations = [(s, s.compensation) for s in steps if s.compensation]
     if compensations:
         lines.append("[compensations]")
         lines += [f"{_name(s.task)} = {_s(c)}" for s, c in compensations if c]
@@ -82,9 +86,9 @@ def _step(step: FlowStep, name: str) -> list[str]:
             f"retry = {retry}", ""]
 
 
-def _systems(flow: FlowCandidate) -> list[tuple[str, bool]]:
+def _systems(steps: list[FlowStep]) -> list[tuple[str, bool]]:
     honoured: dict[str, bool] = {}
-    for step in (s for s in flow.steps if s.role == "step"):
+    for step in steps:
         for effect in (step.effect, step.compensation):
             if effect:
                 system = effect.split(".")[0]

@@ -139,6 +139,10 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
                 "pass an idempotency key derived from the business entity (for example "
                 "{tenant_id}:{flow}:{entity_id}:{step}) to every external call, and have the "
                 "system (or a unique row) refuse a second use")
+        # A hard time limit terminates the pool process and replaces it
+        # (docs.celeryq.dev/en/stable/userguide/workers.html#time-limits); with
+        # reject_on_worker_lost the message is requeued, and "enabling this can cause message
+        # loops" (docs.celeryq.dev/en/stable/userguide/configuration.html#task-reject-on-worker-lost).
         reject, reject_at = option(project, task, "reject_on_worker_lost")
         crash = crash_prone(project, task)
         if reject is True and (hard or crash is not None):
