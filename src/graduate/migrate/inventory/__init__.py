@@ -55,7 +55,7 @@ def inventory(path: str | os.PathLike[str]) -> Inventory:
     # The parser (libcst) loads here, not when graduate is imported: workers never need it.
     from graduate.migrate.inventory.flows import group
     from graduate.migrate.inventory.hazards import hazards
-    from graduate.migrate.inventory.project import link
+    from graduate.migrate.inventory.link import link
     from graduate.migrate.inventory.reader import ModuleFacts, read_module
     from graduate.migrate.inventory.scoring import rank, score
     from graduate.migrate.inventory.source import Parsed, parse, python_files

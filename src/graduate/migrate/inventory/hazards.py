@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from graduate.migrate.inventory.model import Hazard, Location, Severity
-from graduate.migrate.inventory.project import Project, Task, crash_prone
+from graduate.migrate.inventory.project import Project, Task
+from graduate.migrate.inventory.signs import crash_prone
 from graduate.migrate.inventory.values import seconds
 
 
@@ -142,7 +143,8 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
         # A hard time limit terminates the pool process and replaces it
         # (docs.celeryq.dev/en/stable/userguide/workers.html#time-limits); with
         # reject_on_worker_lost the message is requeued, and "enabling this can cause message
-        # loops" (docs.celeryq.dev/en/stable/userguide/configuration.html#task-reject-on-worker-lost).
+        # loops" (docs.celeryq.dev/en/stable/userguide/configuration.html
+        # #task-reject-on-worker-lost).
         reject, reject_at = option(project, task, "reject_on_worker_lost")
         crash = crash_prone(project, task)
         if reject is True and (hard or crash is not None):

@@ -27,7 +27,8 @@ from graduate.migrate.inventory.model import (
     Recommendation,
     Score,
 )
-from graduate.migrate.inventory.project import Project, Task, human_wait
+from graduate.migrate.inventory.project import Project, Task
+from graduate.migrate.inventory.signs import human_wait
 
 SHORT = 15 * 60.0
 LONG = 4 * 3600.0

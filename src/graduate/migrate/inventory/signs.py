@@ -1,0 +1,149 @@
+"""Signs that a flow outgrew Celery: beat schedules and periodic sweeps over rows in a
+state, a status field advanced by tasks, compensation on failure paths, the same
+commitment reached from a Temporal activity or a LangGraph node; and crash-prone tasks.
+"""
+
+from __future__ import annotations
+
+import re
+
+from graduate.migrate.inventory.model import FindingKind, Location
+from graduate.migrate.inventory.project import CELERY_METHODS, Project, Task, text
+from graduate.migrate.inventory.reader import ModuleFacts
+from graduate.migrate.inventory.values import Ref, Schedule, seconds
+
+# An undo on a failure path: refund, void, revert, release, cancel, rollback, ...
+_COMPENSATION = re.compile(
+    r"(^|_)(refund|void|revert|release|cancel|rollback|roll_back|compensate|undo|reverse"
+    r"|withdraw|unreserve)", re.IGNORECASE)
+# Calls that end the pool process a task runs in, or can (native code, exits).
+_CRASHERS = frozenset({"os._exit", "os.abort", "os.kill", "sys.exit"})
+_CRASHING_MODULES = frozenset({"subprocess", "ctypes", "cffi", "multiprocessing"})
+_HUMAN = re.compile(r"approv|await|review|sign|pending_(?:human|manual)|manual", re.IGNORECASE)
+
+
+def _beat(project: Project, modules: list[ModuleFacts]) -> None:
+    for facts in modules:
+        for entry in facts.beat:
+            where = Location(facts.path, entry.line)
+            task: Task | None = None
+            if isinstance(entry.task, str):
+                task = project.task_named(entry.task)
+            elif isinstance(entry.task, Ref):
+                task = project.task(project.symbols.resolve(facts, entry.task.dotted))
+            every = (entry.schedule.seconds if isinstance(entry.schedule, Schedule)
+                     else seconds(entry.schedule))
+            if task is not None:
+                project.scheduled.append((task, every, where))
+            shown = task.short if task else (
+                entry.task if isinstance(entry.task, str) else text(entry.task))
+            missing = "" if task else " (not found in this code)"
+            schedule = (f"every {every:g} s" if every is not None
+                        and not isinstance(entry.schedule, Schedule) else text(entry.schedule))
+            project.find(FindingKind.BEAT, entry.name, where,
+                         f"task {shown}{missing}; schedule {schedule}")
+    swept = {id(task) for task, _, _ in project.scheduled}
+    for facts in modules:
+        for query in facts.state_queries:
+            task = project.task_of_body(facts, query.function)
+            if task is not None and id(task) in swept:
+                where = Location(facts.path, query.line)
+                project.sweeps.append((task, query, where))
+                project.find(FindingKind.STATE_SWEEP, task.short, where,
+                             f"periodic query of rows with {query.field} = {query.value}")
+
+
+def _state(project: Project, facts: ModuleFacts) -> None:
+    for write in facts.status_writes:
+        task = project.task_of_body(facts, write.function)
+        if task is not None:
+            where = Location(facts.path, write.line)
+            project.status_writes.append((task, write, where))
+            project.find(FindingKind.STATUS_WRITE, task.short, where,
+                         f"{write.field} = {write.value}")
+    for cls in facts.classes:
+        for name, line in cls.state_fields:
+            project.find(FindingKind.STATE_MODEL, f"{cls.name}.{name}",
+                         Location(facts.path, line), "a persisted status field")
+
+
+def _compensations(project: Project) -> None:
+    handlers = {id(handler) for _, handler, _ in project.error_edges}
+    for task in project.tasks:
+        bodies = [(task.facts, body, "except block") for body in task.bodies]
+        bodies += [(facts, body, "on_failure") for facts, body in task.failure_bodies]
+        if id(task) in handlers:
+            bodies += [(task.facts, body, "link_error handler") for body in task.bodies]
+        for facts, body, context in bodies:
+            for call in facts.calls:
+                if call.function != body or not call.func:
+                    continue
+                last = call.func.rsplit(".", 1)[-1]
+                if not _COMPENSATION.search(last) or last in CELERY_METHODS:
+                    continue
+                if context == "except block" and not call.in_except:
+                    continue
+                where = Location(facts.path, call.line)
+                project.compensations.append((task, call.func, where, context))
+                project.find(FindingKind.COMPENSATION, call.func, where,
+                             f"in the {context} of task {task.short}"
+                             if context != "link_error handler"
+                             else f"in task {task.short}, a link_error handler")
+
+
+# -------------------------------------------------------------------------- workflows
+
+
+def _workflows(project: Project, facts: ModuleFacts) -> None:
+    symbols = project.symbols
+    for function in facts.functions:
+        for decorator in function.decorators:
+            ref = decorator.ref or ""
+            if symbols.qualify(facts, ref) in ("temporalio.activity.defn", "activity.defn"):
+                where = Location(facts.path, function.line)
+                project.workflows.append((f"Temporal activity {function.name}",
+                                          f"{facts.module}.{function.qualname}".lstrip("."),
+                                          where))
+                project.find(FindingKind.WORKFLOW, function.name, where, "Temporal activity")
+    if not any(target.startswith("langgraph") for target in facts.imports.values()):
+        return
+    for call in facts.calls:
+        if call.method != "add_node":
+            continue
+        for arg in call.positional:
+            if isinstance(arg, Ref) and (full := symbols.resolve(facts, arg.dotted)):
+                where = Location(facts.path, call.line)
+                name = full.rsplit(".", 1)[-1]
+                project.workflows.append((f"LangGraph node {name}", full, where))
+                project.find(FindingKind.WORKFLOW, name, where, "LangGraph node")
+
+
+def crash_prone(project: Project, task: Task) -> Location | None:
+    """Where a task calls something that can end its pool process (exit, kill, native code)."""
+    for body in task.bodies:
+        for call in task.facts.calls:
+            if call.function != body or not call.func:
+                continue
+            qualified = project.symbols.qualify(task.facts, call.func)
+            if qualified in _CRASHERS or qualified.split(".")[0] in _CRASHING_MODULES:
+                return Location(task.facts.path, call.line)
+    return None
+
+
+def human_wait(project: Project, tasks: list[Task]) -> tuple[Location, str, Task] | None:
+    """A state that waits for a person (awaiting approval, pending review) in these tasks:
+    where, what, and the task that puts rows in it (or sweeps it, if none does)."""
+    members = {id(t) for t in tasks}
+    for task, state, where in [*project.status_writes, *project.sweeps]:
+        if id(task) in members and _HUMAN.search(state.value):
+            return where, f"{state.field} {state.value}", task
+    return None
+
+
+def read_signs(project: Project, modules: list[ModuleFacts]) -> None:
+    """State, workflows, beat and compensation, once every task and start is linked."""
+    for facts in modules:
+        _state(project, facts)
+        _workflows(project, facts)
+    _beat(project, modules)
+    _compensations(project)

@@ -1,0 +1,192 @@
+"""Which functions and classes are Celery tasks, and with which options, however they
+are declared: `@app.task`, `@shared_task`, `@celery.task`, a `Task` subclass with `run`,
+or the project's own decorator that calls one of these (found to a fixed point).
+"""
+
+from __future__ import annotations
+
+from graduate.migrate.inventory.model import FindingKind, Location
+from graduate.migrate.inventory.project import Project, Task, kwargs_text, text
+from graduate.migrate.inventory.reader import ClassDef, Function, ModuleFacts
+from graduate.migrate.inventory.symbols import Symbols
+from graduate.migrate.inventory.values import Ref
+
+_TASK_DECORATORS = frozenset({"celery.shared_task", "celery.task", "celery.decorators.task",
+                              "celery.app.shared_task"})
+_TASK_BASES = frozenset({"celery.Task", "celery.app.task.Task", "celery.task.Task"})
+_APP_NAMES = frozenset({"app", "celery", "celery_app", "capp"})
+
+
+def _apps(project: Project, modules: list[ModuleFacts]) -> set[str]:
+    apps: set[str] = set()
+    for facts in modules:
+        for app in facts.apps:
+            if project.symbols.qualify(facts, "Celery").startswith("celery"):
+                apps.add(f"{facts.module}.{app.var}".lstrip("."))
+                project.find(FindingKind.APP, app.var, Location(facts.path, app.line),
+                             kwargs_text(app.kwargs))
+        for call in facts.calls:
+            if call.method == "autodiscover_tasks":
+                project.find(FindingKind.SETTING, "autodiscover_tasks",
+                             Location(facts.path, call.line),
+                             ", ".join(map(text, call.positional)) or "every installed app")
+    return apps
+
+
+def _is_app(symbols: Symbols, facts: ModuleFacts, ref: str, apps: set[str]) -> bool:
+    found = symbols.resolve(facts, ref)
+    return found in apps if found else ref.rsplit(".", 1)[-1] in _APP_NAMES
+
+
+_Options = tuple[dict[str, object], dict[str, Location]]  # options, and where each is set
+
+
+def _task_decorator(symbols: Symbols, facts: ModuleFacts, ref: str | None, apps: set[str],
+                    decorators: dict[str, _Options]) -> _Options | None:
+    """The options a decorator gives a task, or None if it does not make one."""
+    if ref is None:
+        return None
+    qualified = symbols.qualify(facts, ref)
+    if qualified in _TASK_DECORATORS:
+        return {}, {}
+    if ref.endswith(".task") and _is_app(symbols, facts, ref[:-5], apps):
+        return {}, {}
+    found = symbols.resolve(facts, ref)
+    if found in decorators:
+        options, origins = decorators[found]
+        return dict(options), dict(origins)
+    return None
+
+
+def _project_decorators(symbols: Symbols, modules: list[ModuleFacts],
+                        apps: set[str]) -> dict[str, _Options]:
+    """The project's own decorators that make tasks (`def tenant_task(...)` calling
+    `shared_task` inside), with the options they pass; found to a fixed point, since one
+    such decorator may wrap another."""
+    found: dict[str, _Options] = {}
+    changed = True
+    while changed:
+        changed = False
+        for facts in modules:
+            for function in facts.functions:
+                full = f"{facts.module}.{function.qualname}".lstrip(".")
+                if full in found or "." in function.qualname or function.decorators:
+                    continue
+                for call in facts.calls:
+                    if call.function != function.qualname:
+                        continue
+                    made = _task_decorator(symbols, facts, call.func, apps, found)
+                    if made is not None:
+                        where = Location(facts.path, call.line)
+                        found[full] = ({**made[0], **call.kwargs},
+                                       {**made[1], **dict.fromkeys(call.kwargs, where)})
+                        changed = True
+                        break
+    return found
+
+
+def _tasks(project: Project, modules: list[ModuleFacts], apps: set[str],
+           decorators: dict[str, _Options]) -> None:
+    symbols = project.symbols
+    for facts in modules:
+        for function in facts.functions:
+            if "." in function.qualname:
+                continue
+            for decorator in function.decorators:
+                made = _task_decorator(symbols, facts, decorator.ref, apps, decorators)
+                if made is None:
+                    continue
+                options, origins = made
+                options.update(decorator.kwargs)
+                origins.update(dict.fromkeys(decorator.kwargs, Location(facts.path,
+                                                                         decorator.line)))
+                task = _task(project, facts, function, options, f"@{decorator.ref}",
+                             (function.qualname,))
+                task.origins = origins
+                project.tasks.append(task)
+                break
+    task_classes = _task_classes(project, modules, apps)
+    for facts, cls, (options, origins) in task_classes:
+        if "run" not in cls.methods:
+            continue
+        run = next(f for f in facts.functions if f.qualname == f"{cls.name}.run")
+        task = _task(project, facts, run, options, f"class {cls.name}({', '.join(cls.bases)})",
+                     (f"{cls.name}.run",), short=cls.name, line=cls.line)
+        task.origins = dict(origins)
+        task.failure_bodies += _failure_bodies(project, facts, cls, task_classes)
+        project.tasks.append(task)
+    for task in project.tasks:
+        base = task.options.get("base")
+        if isinstance(base, Ref) and (full := symbols.resolve(task.facts, base.dotted)):
+            for facts, cls, (options, origins) in task_classes:
+                if f"{facts.module}.{cls.name}".lstrip(".") == full:
+                    task.options = {**options, **task.options}
+                    task.origins = {**origins, **task.origins}
+                    task.failure_bodies += _failure_bodies(project, facts, cls, task_classes)
+    for task in project.tasks:
+        project.find(FindingKind.TASK, task.short, task.location,
+                     f"{task.name}; {task.declared}"
+                     + (f"; {kwargs_text(task.options)}" if task.options else ""))
+
+
+def _task(project: Project, facts: ModuleFacts, function: Function, options: dict[str, object],
+          declared: str, bodies: tuple[str, ...], *, short: str | None = None,
+          line: int | None = None) -> Task:
+    short = short or function.name
+    name = options.get("name")
+    module = facts.module
+    return Task(
+        name=name if isinstance(name, str) else f"{module}.{short}".lstrip("."),
+        short=short, function=f"{module}.{short}".lstrip("."), facts=facts, bodies=bodies,
+        failure_bodies=[], location=Location(facts.path, line or function.line),
+        options=options, declared=declared, idempotent=function.idempotent)
+
+
+def _task_classes(project: Project, modules: list[ModuleFacts],
+                  apps: set[str]) -> list[tuple[ModuleFacts, ClassDef, _Options]]:
+    """Classes that subclass Celery's Task (directly or through the project's own base),
+    with the options their class attributes set, the base's first."""
+    symbols = project.symbols
+    known: dict[str, tuple[ModuleFacts, ClassDef, _Options]] = {}
+    changed = True
+    while changed:
+        changed = False
+        for facts in modules:
+            for cls in facts.classes:
+                full = f"{facts.module}.{cls.name}".lstrip(".")
+                if full in known:
+                    continue
+                for base in cls.bases:
+                    inherited: _Options | None = None
+                    if symbols.qualify(facts, base) in _TASK_BASES or (
+                            base.endswith(".Task") and _is_app(symbols, facts, base[:-5], apps)):
+                        inherited = {}, {}
+                    elif (parent := symbols.resolve(facts, base)) in known:
+                        inherited = known[parent][2]
+                    if inherited is not None:
+                        options = {k: v for k, v in cls.attrs.items() if not k.startswith("_")}
+                        here = dict.fromkeys(options, Location(facts.path, cls.line))
+                        known[full] = (facts, cls, ({**inherited[0], **options},
+                                                    {**inherited[1], **here}))
+                        changed = True
+                        break
+    return list(known.values())
+
+
+def _failure_bodies(project: Project, facts: ModuleFacts, cls: ClassDef,
+                    classes: list[tuple[ModuleFacts, ClassDef, _Options]]
+                    ) -> list[tuple[ModuleFacts, str]]:
+    """`on_failure` of the class and of the project's task classes it derives from."""
+    bodies = [(facts, f"{cls.name}.on_failure")] if "on_failure" in cls.methods else []
+    for base in cls.bases:
+        parent = project.symbols.resolve(facts, base)
+        for owner, other, _ in classes:
+            if f"{owner.module}.{other.name}".lstrip(".") == parent and other is not cls:
+                bodies += _failure_bodies(project, owner, other, classes)
+    return bodies
+
+
+def read_tasks(project: Project, modules: list[ModuleFacts]) -> None:
+    """Every app and task of the codebase into `project`, with a finding for each."""
+    apps = _apps(project, modules)
+    _tasks(project, modules, apps, _project_decorators(project.symbols, modules, apps))
