@@ -85,3 +85,11 @@ def test_a_missing_path_exits_2_with_a_message(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"{missing} does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_fail_on_applies_when_writing_a_flow_too(tmp_path: Path) -> None:
+    out = tmp_path / "approval.toml"
+    result = runner.invoke(app, ["inventory", str(ACME), "--flow", "create_crm_draft",
+                                 "--out", str(out), "--fail-on", "graduate"])
+    assert result.exit_code == 1
+    assert load_flow(out).name == "create_crm_draft"

@@ -31,7 +31,8 @@ def inventory(
     path: Annotated[Path, typer.Argument(
         help="The Celery codebase: a folder (or one .py file). It is read, never imported.")],
     output_format: Annotated[OutputFormat, typer.Option(
-        "--format", help="table (terminal), md, json or sarif (for code scanning).")
+        "--format", help="table (terminal; Markdown with --out), md, json, or sarif (for "
+                         "code scanning).")
     ] = OutputFormat.TABLE,
     out: Annotated[Path | None, typer.Option(
         help="Write the report (or, with --flow, the flow file) here instead of stdout.")
@@ -57,26 +58,28 @@ def inventory(
         if out is None:
             typer.echo(text)
         else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
+            _write(out, text)
             err_console.print(f"wrote flow {flow} to {out}; next: graduate matrix {out}",
                               soft_wrap=True, markup=False)
-        return
-    if output_format is OutputFormat.TABLE and out is None:
+    elif output_format is OutputFormat.TABLE and out is None:
         _print_tables(found)
     else:
         text = _render(found, output_format)
         if out is None:
             typer.echo(text, nl=False)  # machine formats go out byte for byte, not through rich
         else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
+            _write(out, text)
     reasons = failures(found, thresholds)
     if reasons:
         err_console.print(f"[bold red]--fail-on:[/] {len(reasons)} reason(s)", soft_wrap=True)
         for reason in reasons:
             err_console.print(f"  {reason}", soft_wrap=True, markup=False)
         raise typer.Exit(1)
+
+
+def _write(out: Path, text: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
 
 
 def _render(found: Inventory, output_format: OutputFormat) -> str:
