@@ -140,10 +140,18 @@ def effects(project: Project, task: Task) -> list[tuple[str, Location]]:
     return found
 
 
-def step(project: Project, task: Task, handlers: dict[int, Task]) -> FlowStep:
+def own_effect(project: Project, task: Task) -> str:
+    """The first external call a task makes, or (none found) the task itself, named after
+    its module: `tasks.expire_stale_approvals`."""
     direct = effects(project, task)
     module = task.facts.module.rsplit(".", 1)[-1] or "app"
-    effect = direct[0][0] if direct else f"{_name(module)}.{_name(task.short)}"
+    return direct[0][0] if direct else f"{_name(module)}.{_name(task.short)}"
+
+
+def step(project: Project, task: Task, handlers: dict[int, Task]) -> FlowStep:
+    """What the flow file needs to know of one task: effect, timeout, retries, delay,
+    compensation, and its role in the flow."""
+    effect = own_effect(project, task)
     hard, _ = option(project, task, "time_limit")
     soft, _ = option(project, task, "soft_time_limit")
     limits = [s for s in (seconds(hard), seconds(soft)) if s]
@@ -173,9 +181,7 @@ def step(project: Project, task: Task, handlers: dict[int, Task]) -> FlowStep:
         full = project.symbols.qualify(task.facts, compensation)
         comp_effect = effect_name(project, full)
     elif handler is not None:
-        handler_effects = effects(project, handler)
-        comp_effect = handler_effects[0][0] if handler_effects else (
-            f"{_name(module)}.{_name(handler.short)}")
+        comp_effect = own_effect(project, handler)
     role: Literal["step", "sweep", "compensation"] = "step"
     if any(t is task for t, _, _ in project.sweeps):
         role = "sweep"
