@@ -181,3 +181,56 @@ def test_environments_and_caches_are_not_read(codebase: Codebase) -> None:
     inv = inventory(root)
     assert inv.files == 1
     assert [f.name for f in inv.of_kind(FindingKind.TASK)] == ["ok"]
+
+
+def test_look_alikes_are_not_celery(codebase: Codebase) -> None:
+    root = codebase({
+        "app/tasks.py": """
+            import re
+            from itertools import chain
+
+            from celery import shared_task
+
+            CELERY_LIKE_CONSTANT = 3  # a module constant, not a setting
+
+            @shared_task
+            def parse(text):
+                match = re.match(r"(\\w+)", text)
+                words = list(chain([1], [2]))
+                return match.group(1), words
+
+            def _send_task(name):
+                return name
+            """,
+        "app/settings.py": "CELERY_TASK_ACKS_LATE = True\n",
+    })
+    inv = inventory(root)
+    assert inv.of_kind(FindingKind.CANVAS) == ()
+    assert [(f.name, str(f.location)) for f in inv.of_kind(FindingKind.SETTING)] == [
+        ("task_acks_late", "app/settings.py:1")]
+    assert inv.skipped == ()
+
+
+def test_tasks_registered_by_calling_the_decorator(codebase: Codebase) -> None:
+    root = codebase({"worker.py": """
+        from celery import Celery, shared_task
+
+        STEP = "shop.step"
+        app = Celery("shop", broker="redis://")
+
+        def step(self, order_id):
+            return order_id
+
+        def tick():
+            return None
+
+        def build():
+            app.task(name=STEP, bind=True, acks_late=True)(step)
+            shared_task(tick)
+        """})
+    tasks = found(inventory(root), FindingKind.TASK)
+    assert tasks == {
+        "step@worker.py:6": "shop.step; app.task(...)(step) at worker.py:13; name='shop.step', "
+                            "bind=True, acks_late=True",
+        "tick@worker.py:9": "worker.tick; shared_task(...)(tick) at worker.py:14",
+    }

@@ -36,6 +36,8 @@ _TASK_SETTINGS = frozenset({"acks_late", "reject_on_worker_lost", "time_limit",
                             "routes", "annotations", "serializer", "always_eager"})
 _PREFIXES = ("CELERYD_", "CELERYBEAT_", "CELERY_")
 _SETTING_NAME = re.compile(r"^(CELERY|CELERYD|CELERYBEAT|BROKER)_[A-Z0-9_]+$")
+# Where Django-style settings live: settings.py, settings/base.py, config/prod.py, conf.py.
+_SETTINGS_MODULE = re.compile(r"settings|config|conf")
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,10 @@ def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> C
     for facts in modules:
         celeryconfig = (facts.module.rsplit(".", 1)[-1] == "celeryconfig"
                         or facts.module in config_modules)
+        settings_like = celeryconfig or any(_SETTINGS_MODULE.search(part)
+                                            for part in facts.module.split("."))
         for assignment in facts.assignments:
-            if _SETTING_NAME.match(assignment.name):
+            if settings_like and _SETTING_NAME.match(assignment.name):
                 add(_modern(assignment.name), assignment.name, assignment.value, facts,
                     assignment.line)
             elif celeryconfig and assignment.name.islower() and not assignment.name.startswith("_"):

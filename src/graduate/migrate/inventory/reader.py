@@ -80,6 +80,14 @@ class Decorator:
 
 
 @dataclass
+class Registration:
+    """A task made by calling a decorator: `app.task(name=X)(run_step)`, `shared_task(f)`."""
+
+    decorator: Decorator
+    target: str
+
+
+@dataclass
 class Function:
     name: str
     qualname: str                 # "f" or "Class.method"
@@ -153,6 +161,7 @@ class ModuleFacts:
     status_writes: list[StatusWrite] = field(default_factory=list)
     state_queries: list[StatusWrite] = field(default_factory=list)
     tables: list[tuple[str, dict[str, str], int]] = field(default_factory=list)
+    registrations: list[Registration] = field(default_factory=list)
 
 
 def read_module(tree: cst.Module, module: str, path: str, *, package: bool) -> ModuleFacts:
@@ -400,6 +409,7 @@ class _Reader(cst.CSTVisitor):
             kwargs=kwargs, line=line, function=self.function,
             in_except=self.except_depth > 0, eta_seconds=eta)
         self._state_query(call, node)
+        self._registration(node)
         if method == "add_periodic_task" and len(node.args) >= 2:
             sig = self._canvas(node.args[1].value)
             name = kwargs.get("name")
@@ -428,6 +438,21 @@ class _Reader(cst.CSTVisitor):
         if isinstance(expr, cst.Name) and expr.value in self.local_values:
             expr = self.local_values[expr.value]
         return offset_seconds(expr, self.constants)
+
+    def _registration(self, node: cst.Call) -> None:
+        positional = [a.value for a in node.args if a.keyword is None and not a.star]
+        if len(positional) != 1 or (target := dotted(positional[0])) is None:
+            return
+        if isinstance(node.func, cst.Call):  # app.task(name=X)(target)
+            inner = node.func
+            decorator = Decorator(dotted(inner.func), self._kwargs(inner), True,
+                                  self.line(node))
+        elif (dotted(node.func) or "").rsplit(".", 1)[-1] in ("task", "shared_task"):
+            decorator = Decorator(dotted(node.func), self._kwargs(node), False,  # app.task(f)
+                                  self.line(node))
+        else:
+            return
+        self.facts.registrations.append(Registration(decorator, target))
 
     def _kwargs(self, node: cst.Call) -> dict[str, object]:
         return {a.keyword.value: self.value(a.value) for a in node.args if a.keyword}
@@ -522,20 +547,21 @@ class _Reader(cst.CSTVisitor):
                 return Canvas("chain", line, parts=[inner, linked])
             inner.errors += linked.sigs()
             return inner
-        if last in _SIGNATURE_FUNCTIONS and expr.args:
+        if last in _SIGNATURE_FUNCTIONS and expr.args and self._from_celery(name):
             first = self.value(expr.args[0].value)
             if isinstance(first, Ref):
                 return Canvas("sig", line, sig=Sig(first.dotted, None, line, code(expr),
                                                    dynamic=True))
             return Canvas("sig", line, sig=Sig(None, first if isinstance(first, str) else None,
                                                line, code(expr)))
-        if isinstance(func, cst.Call) and (dotted(func.func) or "").endswith("chord"):
+        if (isinstance(func, cst.Call) and (inner_name := dotted(func.func) or "")
+                and inner_name.rsplit(".", 1)[-1] == "chord" and self._from_celery(inner_name)):
             header = self._canvas(func)
             body = self._canvas(expr.args[0].value) if expr.args else None
             if header is not None:
                 header.body = body
             return header
-        if last in _CANVAS:
+        if last in _CANVAS and self._from_celery(name):
             members: list[Canvas] = []
             args = [a for a in expr.args if a.keyword is None]
             for arg in args:
@@ -552,6 +578,16 @@ class _Reader(cst.CSTVisitor):
                 canvas.body = canvas.parts.pop()
             return canvas
         return None
+
+
+    def _from_celery(self, name: str) -> bool:
+        """Whether `group`, `chain`, `signature`... is Celery's (and not `match.group`)."""
+        head, _, rest = name.partition(".")
+        qualified = self.facts.imports.get(head)
+        if qualified is None:
+            return False
+        return f"{qualified}.{rest}".startswith("celery") if rest else qualified.startswith(
+            "celery")
 
 
 def _is_field(value: cst.BaseExpression) -> bool:

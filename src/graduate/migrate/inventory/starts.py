@@ -26,7 +26,7 @@ def _calls(project: Project, facts: ModuleFacts) -> None:
             if task is not None:
                 _launch(project, task, where, call, f".{call.method}", caller)
             continue
-        if call.method == "send_task" or (call.func or "").endswith("send_task"):
+        if call.method == "send_task" or call.func == "send_task":
             _send_task(project, facts, call, where, caller)
             continue
         if call.table and call.method in (*_LAUNCH, "s", "si"):

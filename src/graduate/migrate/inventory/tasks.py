@@ -105,6 +105,7 @@ def _tasks(project: Project, modules: list[ModuleFacts], apps: set[str],
                 task.origins = origins
                 project.tasks.append(task)
                 break
+    _registered(project, modules, apps, decorators)
     task_classes = _task_classes(project, modules, apps)
     for facts, cls, (options, origins) in task_classes:
         if "run" not in cls.methods:
@@ -127,6 +128,32 @@ def _tasks(project: Project, modules: list[ModuleFacts], apps: set[str],
         project.find(FindingKind.TASK, task.short, task.location,
                      f"{task.name}; {task.declared}"
                      + (f"; {kwargs_text(task.options)}" if task.options else ""))
+
+
+def _registered(project: Project, modules: list[ModuleFacts], apps: set[str],
+                decorators: dict[str, _Options]) -> None:
+    """Tasks made by calling a decorator on a function: `app.task(name=STEP)(step)`."""
+    symbols = project.symbols
+    for facts in modules:
+        for registration in facts.registrations:
+            decorator = registration.decorator
+            made = _task_decorator(symbols, facts, decorator.ref, apps, decorators)
+            full = symbols.resolve(facts, registration.target)
+            if made is None or full is None or project.task(full) is not None:
+                continue
+            owner = symbols.defined[full]
+            name = full.rsplit(".", 1)[-1]
+            function = next((f for f in owner.functions if f.qualname == name), None)
+            if function is None:
+                continue
+            options, origins = made
+            options.update(decorator.kwargs)
+            where = Location(facts.path, decorator.line)
+            origins.update(dict.fromkeys(decorator.kwargs, where))
+            task = _task(project, owner, function, options,
+                         f"{decorator.ref}(...)({registration.target}) at {where}", (name,))
+            task.origins = origins
+            project.tasks.append(task)
 
 
 def _task(project: Project, facts: ModuleFacts, function: Function, options: dict[str, object],
