@@ -91,6 +91,9 @@ def _render(found: Inventory, output_format: OutputFormat) -> str:
 
 
 def _print_tables(found: Inventory) -> None:
+    if not found.flows:
+        console.print(f"No Celery task found in {found.root} ({found.files} Python files read; "
+                      "tasks defined inside functions are not seen).", markup=False)
     flows = Table(title=f"Flows in {found.root}, ranked", caption_justify="left")
     for column in ("#", "flow", "recommendation", "class", "criteria", "hazards", "steps",
                    "entry"):
@@ -99,7 +102,8 @@ def _print_tables(found: Inventory) -> None:
         flows.add_row(str(number), item.name, str(item.recommendation), item.classification,
                       f"{item.workflow_criteria}/4", str(len(item.hazards)),
                       " -> ".join(s.task for s in item.steps), str(item.location))
-    console.print(flows)
+    if found.flows:
+        console.print(flows)
     if found.hazards:
         hazards = Table(title="Hazards")
         for column in ("severity", "rule", "task", "where", "why"):
