@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from graduate.errors import ConfigError
-from graduate.migrate.inventory import FindingKind, Inventory, inventory
-from tests.migrate.conftest import Codebase
+from graduate.migrate.inventory import FindingKind, Inventory, inventory, source
+from graduate.migrate.inventory.jsonform import to_json
+from tests.migrate.conftest import ACME, Codebase
 
 
 def found(inv: Inventory, kind: FindingKind) -> dict[str, str]:
@@ -234,3 +235,11 @@ def test_tasks_registered_by_calling_the_decorator(codebase: Codebase) -> None:
                             "bind=True, acks_late=True",
         "tick@worker.py:9": "worker.tick; shared_task(...)(tick) at worker.py:14",
     }
+
+
+def test_a_large_codebase_is_read_in_parallel_with_the_same_result(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    serial = to_json(inventory(ACME))
+    monkeypatch.setattr(source, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert to_json(inventory(ACME)) == serial

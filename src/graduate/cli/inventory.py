@@ -114,7 +114,8 @@ def _print_tables(found: Inventory) -> None:
         console.print(hazards)
     counts = {kind.value: len(found.of_kind(kind)) for kind in {f.kind for f in found.findings}}
     console.print(f"{found.files} files; findings: "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), markup=False)
+                  + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
+                  markup=False)
     for skipped in found.skipped:
         err_console.print(f"skipped {skipped.location}: {skipped.reason}", markup=False,
                           soft_wrap=True)

@@ -56,9 +56,9 @@ def inventory(path: str | os.PathLike[str]) -> Inventory:
     from graduate.migrate.inventory.flows import group
     from graduate.migrate.inventory.hazards import hazards
     from graduate.migrate.inventory.link import link
-    from graduate.migrate.inventory.reader import ModuleFacts, read_module
+    from graduate.migrate.inventory.reader import ModuleFacts
     from graduate.migrate.inventory.scoring import rank, score
-    from graduate.migrate.inventory.source import Parsed, parse, python_files
+    from graduate.migrate.inventory.source import python_files, read_all
 
     root = Path(path)
     if not root.exists():
@@ -67,27 +67,15 @@ def inventory(path: str | os.PathLike[str]) -> Inventory:
     if not (root.is_dir() or root.is_file()):
         raise ConfigError(f"inventory: {root} is neither a folder nor a file; give the folder "
                           "of a Celery codebase (or one .py file)")
-    modules: list[ModuleFacts] = []
-    skipped: list[Skipped] = []
-    files = 0
-    for source in python_files(root):
-        files += 1
-        parsed = parse(source)
-        if not isinstance(parsed, Parsed):
-            skipped.append(parsed)
-            continue
-        try:
-            modules.append(read_module(parsed.tree, source.module, source.relative,
-                                       package=source.path.name == "__init__.py"))
-        except Exception as error:  # one odd file must not stop the inventory
-            skipped.append(Skipped(Location(source.relative, 1),
-                                   f"could not be read ({type(error).__name__}: {error}); "
-                                   "the rest of the code was read. Please report this file"))
+    sources = list(python_files(root))
+    read = read_all(sources)
+    modules = [r for r in read if isinstance(r, ModuleFacts)]
+    skipped = [r for r in read if isinstance(r, Skipped)]
     project = link(root, modules)
     found = hazards(project)
     flows = rank([score(project, g, found) for g in group(project)])
     return Inventory(
-        root=str(root), files=files,
+        root=str(root), files=len(sources),
         findings=tuple(sorted(project.findings, key=lambda f: (f.location, f.kind))),
         hazards=tuple(h for _, h in found), flows=tuple(flows),
         skipped=tuple(sorted([*skipped, *project.skipped], key=lambda s: s.location)),
