@@ -207,3 +207,44 @@ def test_newer_python_syntax_is_read_on_this_interpreter(codebase: Codebase) -> 
     assert [(f.kind.value, f.name, str(f.location)) for f in found.findings] == [
         ("task", "batch", "tasks.py:6")]
     assert found.skipped == ()
+
+
+def test_each_app_is_judged_by_its_own_settings(codebase: Codebase) -> None:
+    root = codebase({
+        "billing/app.py": """
+            from celery import Celery
+
+            app = Celery("billing", broker="redis://localhost:6379/0")
+            app.conf.task_acks_late = True
+            """,
+        "billing/tasks.py": """
+            from billing.app import app
+
+            @app.task
+            def invoice(order_id):
+                pass
+
+            def later(order_id):
+                invoice.apply_async((order_id,), countdown=2 * 3600)
+            """,
+        "mailer/app.py": """
+            from celery import Celery
+
+            app = Celery("mailer", broker="amqp://rabbit//")
+            """,
+        "mailer/tasks.py": """
+            from mailer.app import app
+
+            @app.task
+            def send(order_id):
+                pass
+
+            def later(order_id):
+                send.apply_async((order_id,), countdown=2 * 3600)
+            """,
+    })
+    assert rules(inventory(root)) == [
+        ("late-ack-without-idempotency", "billing/tasks.py:4"),
+        ("eta-beyond-visibility-timeout", "billing/tasks.py:8"),
+        ("eta-beyond-consumer-timeout", "mailer/tasks.py:8"),
+    ]

@@ -46,6 +46,7 @@ class SettingValue:
     written: str        # as the code names it, e.g. "CELERY_TASK_ACKS_LATE"
     value: object
     location: Location
+    app: str | None = None   # the app it configures; None: whichever app reads it
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ class CelerySettings:
 
     def get(self, key: str) -> SettingValue | None:
         return next((v for v in self.values if v.key == key), None)
+
+    def for_app(self, app: str) -> CelerySettings:
+        """The settings one app runs with, when a codebase holds several apps."""
+        values = tuple(v for v in self.values if v.app in (None, app))
+        return _derive(values, self.consumer_timeout, self.consumer_timeout_at)
 
     def summary(self) -> tuple[tuple[str, str], ...]:
         vt = f"{self.visibility_timeout:g} s " + (
@@ -82,45 +88,65 @@ class CelerySettings:
 def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> CelerySettings:
     """The configuration found in `modules`, and the broker facts it implies."""
     found: list[SettingValue] = []
+    apps = {f"{m.module}.{a.var}".lstrip(".") for m in modules for a in m.apps}
 
-    def add(key: str, written: str, value: object, facts: ModuleFacts, line: int) -> None:
-        found.append(SettingValue(key, written, value, Location(facts.path, line)))
+    def app_of(facts: ModuleFacts, ref: str | None) -> str | None:
+        full = symbols.resolve(facts, ref) if ref else None
+        return full if full in apps else None
 
-    config_modules: set[str] = set()
+    def add(key: str, written: str, value: object, facts: ModuleFacts, line: int,
+            app: str | None) -> None:
+        found.append(SettingValue(key, written, value, Location(facts.path, line), app))
+
+    config_modules: dict[str, str | None] = {}   # module named by config_from_object -> app
+    django_apps: set[str | None] = set()          # apps reading "django.conf:settings"
     for facts in modules:
         for app in facts.apps:
             for key, value in app.kwargs.items():
                 name = {"broker": "broker_url", "backend": "result_backend"}.get(key, key)
                 if name != "main":
-                    add(name, f"Celery({key}=...)", value, facts, app.line)
+                    add(name, f"Celery({key}=...)", value, facts, app.line,
+                        f"{facts.module}.{app.var}".lstrip("."))
         for call in facts.calls:
             if call.method == "update" and (call.base or "").endswith(".conf"):
+                owner = app_of(facts, (call.base or "")[:-5])
                 for arg in call.positional:
                     if isinstance(arg, dict):
                         for key, value in arg.items():
-                            add(str(key), str(key), value, facts, call.line)
+                            add(str(key), str(key), value, facts, call.line, owner)
                 for key, value in call.kwargs.items():
-                    add(key, key, value, facts, call.line)
+                    add(key, key, value, facts, call.line, owner)
             if call.method == "config_from_object" and call.positional:
-                config_modules |= _config_targets(facts, call.positional[0], symbols, found)
+                owner = app_of(facts, call.base)
+                target = call.positional[0]
+                if isinstance(target, str) and ":" in target:
+                    django_apps.add(owner)
+                for module in _config_targets(facts, target, symbols, found, owner):
+                    config_modules[module] = owner
         for write in facts.conf_writes:
-            add(write.key, f"{write.app}.conf.{write.key}", write.value, facts, write.line)
+            add(write.key, f"{write.app}.conf.{write.key}", write.value, facts, write.line,
+                app_of(facts, write.app))
+    # Django settings configure the app that reads them, when exactly one does.
+    django_app = next(iter(django_apps)) if len(django_apps) == 1 else None
     for facts in modules:
         celeryconfig = (facts.module.rsplit(".", 1)[-1] == "celeryconfig"
                         or facts.module in config_modules)
         settings_like = celeryconfig or any(_SETTINGS_MODULE.search(part)
                                             for part in facts.module.split("."))
+        owner = config_modules.get(facts.module, django_app)
         for assignment in facts.assignments:
             if settings_like and _SETTING_NAME.match(assignment.name):
                 add(_modern(assignment.name), assignment.name, assignment.value, facts,
-                    assignment.line)
+                    assignment.line, owner)
             elif celeryconfig and assignment.name.islower() and not assignment.name.startswith("_"):
-                add(assignment.name, assignment.name, assignment.value, facts, assignment.line)
-    return _settings(root, tuple(found))
+                add(assignment.name, assignment.name, assignment.value, facts, assignment.line,
+                    owner)
+    consumer, consumer_at = _consumer_timeout(root)
+    return _derive(tuple(found), consumer, consumer_at)
 
 
 def _config_targets(facts: ModuleFacts, target: object, symbols: Symbols,
-                    found: list[SettingValue]) -> set[str]:
+                    found: list[SettingValue], app: str | None) -> set[str]:
     """Modules named by `config_from_object("x.y")`; a class named by reference is read now."""
     if isinstance(target, str) and ":" not in target:
         module = symbols.module(target)
@@ -132,7 +158,7 @@ def _config_targets(facts: ModuleFacts, target: object, symbols: Symbols,
                 for key, value in cls.attrs.items():
                     if key.islower():
                         found.append(SettingValue(key, f"{cls.name}.{key}", value,
-                                                  Location(owner.path, cls.line)))
+                                                  Location(owner.path, cls.line), app))
     return set()
 
 
@@ -149,7 +175,9 @@ def _modern(name: str) -> str:
     return name.lower()
 
 
-def _settings(root: Path, values: tuple[SettingValue, ...]) -> CelerySettings:
+def _derive(values: tuple[SettingValue, ...], consumer: float,
+            consumer_at: Location | None) -> CelerySettings:
+    """The broker facts the values imply (the first value of each setting wins)."""
     first: dict[str, SettingValue] = {}
     for value in values:
         first.setdefault(value.key, value)
@@ -160,7 +188,6 @@ def _settings(root: Path, values: tuple[SettingValue, ...]) -> CelerySettings:
         timeout = seconds(options.value.get("visibility_timeout"))
         if timeout is not None:
             visibility, visibility_at = timeout, options.location
-    consumer, consumer_at = _consumer_timeout(root)
     return CelerySettings(values, broker, visibility, visibility_at, consumer, consumer_at)
 
 

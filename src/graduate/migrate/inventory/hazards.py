@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from graduate.migrate.inventory.config import CelerySettings
 from graduate.migrate.inventory.model import Hazard, Location, Severity
 from graduate.migrate.inventory.project import Project, Task
 from graduate.migrate.inventory.signs import crash_prone
@@ -51,7 +52,7 @@ def option(project: Project, task: Task, key: str) -> tuple[object, Location | N
     """A task option, from the task itself or else from the app's `task_<key>` setting."""
     if key in task.options:
         return task.options[key], task.origin(key)
-    setting = project.settings.get(f"task_{key}")
+    setting = project.settings_for(task).get(f"task_{key}")
     return (setting.value, setting.location) if setting else (None, None)
 
 
@@ -64,6 +65,22 @@ def time_limit(project: Project, task: Task) -> tuple[float | None, Location | N
     return seconds(soft), soft_at, False
 
 
+class _Broker:
+    """The broker facts one task runs with, and how a message names them."""
+
+    def __init__(self, settings: CelerySettings) -> None:
+        self.redis = settings.broker in ("redis", "unknown")
+        self.rabbitmq = settings.broker == "rabbitmq"
+        self.vt = settings.visibility_timeout
+        self.vt_text = (f"{self.vt:g} s, set at {settings.visibility_timeout_at}"
+                        if settings.visibility_timeout_at else f"{self.vt:g} s, Celery's default")
+        if settings.broker == "unknown":
+            self.vt_text += "; no broker URL found, Redis assumed"
+        self.ct = settings.consumer_timeout
+        self.ct_text = (f"{self.ct:g} s, set at {settings.consumer_timeout_at}"
+                        if settings.consumer_timeout_at else f"{self.ct:g} s, RabbitMQ's default")
+
+
 def hazards(project: Project) -> list[tuple[Task, Hazard]]:
     """Every hazard found, with the task it concerns, in file and line order."""
     found: list[tuple[Task, Hazard]] = []
@@ -74,17 +91,6 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
         if all(h != hazard for _, h in found):
             found.append((task, hazard))
 
-    settings = project.settings
-    redis = settings.broker in ("redis", "unknown")
-    vt = settings.visibility_timeout
-    vt_text = (f"{vt:g} s, set at {settings.visibility_timeout_at}"
-               if settings.visibility_timeout_at else f"{vt:g} s, Celery's default")
-    if settings.broker == "unknown":
-        vt_text += "; no broker URL found, Redis assumed"
-    ct = settings.consumer_timeout
-    ct_text = (f"{ct:g} s, set at {settings.consumer_timeout_at}"
-               if settings.consumer_timeout_at else f"{ct:g} s, RabbitMQ's default")
-
     delays = [(launch.task, launch.location, launch.delay, launch.how)
               for launch in project.launches if launch.delay]
     delays += [(task, where, delay, "retry") for task, delay, where in project.retries if delay]
@@ -94,7 +100,9 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
             delays.append((task, task.location, delay, "retry_kwargs countdown"))
     for task, where, delay, how in delays:
         assert delay is not None
-        if redis and delay > vt:
+        broker = _Broker(project.settings_for(task))
+        vt, vt_text, ct, ct_text = broker.vt, broker.vt_text, broker.ct, broker.ct_text
+        if broker.redis and delay > vt:
             copies = int(delay // vt) + 1
             add("eta-beyond-visibility-timeout", task, where,
                 f"{how} of {task.short} waits {delay:g} s, longer than the Redis visibility "
@@ -104,7 +112,7 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
                 f"raise broker_transport_options['visibility_timeout'] above {delay:g} s on "
                 "every producer and worker, or keep the wait out of the broker (a durable "
                 "timer, or a periodic sweep of due rows)")
-        if settings.broker == "rabbitmq" and delay > ct:
+        if broker.rabbitmq and delay > ct:
             add("eta-beyond-consumer-timeout", task, where,
                 f"{how} of {task.short} waits {delay:g} s; the worker holds the delivery "
                 f"unacknowledged until then, longer than consumer_timeout ({ct_text}): RabbitMQ "
@@ -118,14 +126,16 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
             continue
         limit, limit_at, hard = time_limit(project, task)
         where = limit_at or task.location
-        if redis and limit is not None and limit > vt:
+        broker = _Broker(project.settings_for(task))
+        vt, vt_text, ct, ct_text = broker.vt, broker.vt_text, broker.ct, broker.ct_text
+        if broker.redis and limit is not None and limit > vt:
             add("time-limit-beyond-visibility-timeout", task, where,
                 f"{task.short} is acknowledged late (set at {acks_at}) and may run "
                 f"{limit:g} s, longer than the Redis visibility timeout ({vt_text}): while it "
                 "still runs, Redis redelivers it to another worker, and it runs twice",
                 f"raise broker_transport_options['visibility_timeout'] above {limit:g} s, "
                 "or lower the time limit below it")
-        if settings.broker == "rabbitmq" and limit is not None and limit > ct:
+        if broker.rabbitmq and limit is not None and limit > ct:
             add("consumer-timeout-below-time-limit", task, where,
                 f"{task.short} is acknowledged late and may run {limit:g} s, longer than "
                 f"consumer_timeout ({ct_text}): RabbitMQ closes the channel mid-task and "

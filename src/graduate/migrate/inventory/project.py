@@ -37,6 +37,7 @@ class Task:
     declared: str
     idempotent: bool
     origins: dict[str, Location] = field(default_factory=dict)  # where each option is set
+    app: str | None = None        # `@app.task`: the app; `@shared_task`: whichever runs it
 
     def origin(self, key: str) -> Location:
         return self.origins.get(key, self.location)
@@ -69,6 +70,12 @@ class Project:
     workflows: list[tuple[str, str, Location]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+
+    def settings_for(self, task: Task) -> CelerySettings:
+        """The settings a task runs with: its app's when the codebase holds several apps."""
+        apps = {v.app for v in self.settings.values if v.app}
+        app = task.app or (next(iter(apps)) if len(apps) == 1 else None)
+        return self.settings.for_app(app) if app else self.settings
 
     def find(self, kind: FindingKind, name: str, location: Location, detail: str = "") -> None:
         self.findings.append(Finding(kind, name, location, detail))

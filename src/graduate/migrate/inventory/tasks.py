@@ -41,6 +41,15 @@ def _is_app(symbols: Symbols, facts: ModuleFacts, ref: str, apps: set[str]) -> b
 _Options = tuple[dict[str, object], dict[str, Location]]  # options, and where each is set
 
 
+def _app_of(symbols: Symbols, facts: ModuleFacts, ref: str | None, apps: set[str],
+            attribute: str) -> str | None:
+    """The app of `app.task` or `app.Task` (`attribute`), when it is one of the apps."""
+    if not ref or not ref.endswith(f".{attribute}"):
+        return None
+    found = symbols.resolve(facts, ref[: -len(attribute) - 1])
+    return found if found in apps else None
+
+
 def _task_decorator(symbols: Symbols, facts: ModuleFacts, ref: str | None, apps: set[str],
                     decorators: dict[str, _Options]) -> _Options | None:
     """The options a decorator gives a task, or None if it does not make one."""
@@ -103,6 +112,7 @@ def _tasks(project: Project, modules: list[ModuleFacts], apps: set[str],
                 task = _task(project, facts, function, options, f"@{decorator.ref}",
                              (function.qualname,))
                 task.origins = origins
+                task.app = _app_of(symbols, facts, decorator.ref, apps, "task")
                 project.tasks.append(task)
                 break
     _registered(project, modules, apps, decorators)
@@ -114,6 +124,8 @@ def _tasks(project: Project, modules: list[ModuleFacts], apps: set[str],
         task = _task(project, facts, run, options, f"class {cls.name}({', '.join(cls.bases)})",
                      (f"{cls.name}.run",), short=cls.name, line=cls.line)
         task.origins = dict(origins)
+        task.app = next((a for a in (_app_of(symbols, facts, b, apps, "Task") for b in cls.bases)
+                         if a), None)
         task.failure_bodies += _failure_bodies(project, facts, cls, task_classes)
         project.tasks.append(task)
     for task in project.tasks:
@@ -153,6 +165,7 @@ def _registered(project: Project, modules: list[ModuleFacts], apps: set[str],
             task = _task(project, owner, function, options,
                          f"{decorator.ref}(...)({registration.target}) at {where}", (name,))
             task.origins = origins
+            task.app = _app_of(symbols, facts, decorator.ref, apps, "task")
             project.tasks.append(task)
 
 
