@@ -248,3 +248,19 @@ def test_each_app_is_judged_by_its_own_settings(codebase: Codebase) -> None:
         ("eta-beyond-visibility-timeout", "billing/tasks.py:8"),
         ("eta-beyond-consumer-timeout", "mailer/tasks.py:8"),
     ]
+
+
+def test_settings_made_inside_a_function_stay_with_it(codebase: Codebase) -> None:
+    root = codebase({
+        "app.py": REDIS_APP + """
+@app.task
+def ping():
+    pass
+""",
+        "tests/fixtures.py": """
+            def worker_app(app):
+                app.conf.task_acks_late = True  # a test fixture's own app
+                return app
+            """,
+    })
+    assert rules(inventory(root)) == []

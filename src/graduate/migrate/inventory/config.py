@@ -63,8 +63,9 @@ class CelerySettings:
     def get(self, key: str) -> SettingValue | None:
         return next((v for v in self.values if v.key == key), None)
 
-    def for_app(self, app: str) -> CelerySettings:
-        """The settings one app runs with, when a codebase holds several apps."""
+    def for_app(self, app: str | None) -> CelerySettings:
+        """The settings one app runs with, when a codebase holds several apps; for None,
+        only the settings no app claims (a shared task whose app cannot be told)."""
         values = tuple(v for v in self.values if v.app in (None, app))
         return _derive(values, self.consumer_timeout, self.consumer_timeout_at)
 
@@ -90,9 +91,13 @@ def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> C
     found: list[SettingValue] = []
     apps = {f"{m.module}.{a.var}".lstrip(".") for m in modules for a in m.apps}
 
-    def app_of(facts: ModuleFacts, ref: str | None) -> str | None:
+    def app_of(facts: ModuleFacts, ref: str | None, function: str | None) -> str | None:
+        """The app a setting configures; an unknown app configured inside a function (a
+        factory, a test fixture) is that function's own, so it leaks to no other task."""
         full = symbols.resolve(facts, ref) if ref else None
-        return full if full in apps else None
+        if full in apps:
+            return full
+        return f"{facts.module}:{function}()" if function else None
 
     def add(key: str, written: str, value: object, facts: ModuleFacts, line: int,
             app: str | None) -> None:
@@ -109,7 +114,7 @@ def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> C
                         f"{facts.module}.{app.var}".lstrip("."))
         for call in facts.calls:
             if call.method == "update" and (call.base or "").endswith(".conf"):
-                owner = app_of(facts, (call.base or "")[:-5])
+                owner = app_of(facts, (call.base or "")[:-5], call.function)
                 for arg in call.positional:
                     if isinstance(arg, dict):
                         for key, value in arg.items():
@@ -117,7 +122,7 @@ def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> C
                 for key, value in call.kwargs.items():
                     add(key, key, value, facts, call.line, owner)
             if call.method == "config_from_object" and call.positional:
-                owner = app_of(facts, call.base)
+                owner = app_of(facts, call.base, call.function)
                 target = call.positional[0]
                 if isinstance(target, str) and ":" in target:
                     django_apps.add(owner)
@@ -125,7 +130,7 @@ def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> C
                     config_modules[module] = owner
         for write in facts.conf_writes:
             add(write.key, f"{write.app}.conf.{write.key}", write.value, facts, write.line,
-                app_of(facts, write.app))
+                app_of(facts, write.app, write.function))
     # Django settings configure the app that reads them, when exactly one does.
     django_app = next(iter(django_apps)) if len(django_apps) == 1 else None
     for facts in modules:

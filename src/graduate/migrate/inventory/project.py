@@ -74,8 +74,9 @@ class Project:
     def settings_for(self, task: Task) -> CelerySettings:
         """The settings a task runs with: its app's when the codebase holds several apps."""
         apps = {v.app for v in self.settings.values if v.app}
-        app = task.app or (next(iter(apps)) if len(apps) == 1 else None)
-        return self.settings.for_app(app) if app else self.settings
+        if len(apps) <= 1:
+            return self.settings
+        return self.settings.for_app(task.app)
 
     def find(self, kind: FindingKind, name: str, location: Location, detail: str = "") -> None:
         self.findings.append(Finding(kind, name, location, detail))

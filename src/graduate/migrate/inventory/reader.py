@@ -142,6 +142,7 @@ class ConfWrite:
     key: str
     value: object
     line: int
+    function: str | None = None
 
 
 @dataclass
@@ -346,7 +347,8 @@ class _Reader(cst.CSTVisitor):
                 self._table(target.value, value, line)
         if name and ".conf." in f"{name}" and name.count(".") >= 2:
             app, _, key = name.rpartition(".conf.")
-            self.facts.conf_writes.append(ConfWrite(app, key, self.value(value), line))
+            self.facts.conf_writes.append(
+                ConfWrite(app, key, self.value(value), line, self.function))
         if self.function is None:
             return
         if isinstance(target, cst.Attribute) and target.attr.value in STATE_FIELDS:
