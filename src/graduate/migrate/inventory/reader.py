@@ -207,6 +207,7 @@ class _Reader(cst.CSTVisitor):
         self.function: str | None = None
         self.function_node: cst.FunctionDef | None = None
         self.current: Function | None = None
+        self.def_depth = 0  # every def entered, read or not (methods of nested classes)
         self.classes: list[str] = []
         self.except_depth = 0
         self.local_canvases: dict[str, Canvas] = {}
@@ -254,6 +255,7 @@ class _Reader(cst.CSTVisitor):
     # -- definitions -------------------------------------------------------------------
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        self.def_depth += 1
         if self.function is not None:
             return True  # a nested function: its calls belong to the enclosing one
         qualname = ".".join([*self.classes, node.name.value])
@@ -269,6 +271,7 @@ class _Reader(cst.CSTVisitor):
         return True
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.def_depth -= 1
         if original_node is self.function_node:
             self.function, self.function_node, self.current = None, None, None
 
@@ -347,8 +350,9 @@ class _Reader(cst.CSTVisitor):
                 self._table(target.value, value, line)
         if name and ".conf." in f"{name}" and name.count(".") >= 2:
             app, _, key = name.rpartition(".conf.")
-            self.facts.conf_writes.append(
-                ConfWrite(app, key, self.value(value), line, self.function))
+            self.facts.conf_writes.append(ConfWrite(
+                app, key, self.value(value), line,
+                self.function or ("<nested>" if self.def_depth else None)))
         if self.function is None:
             return
         if isinstance(target, cst.Attribute) and target.attr.value in STATE_FIELDS:
