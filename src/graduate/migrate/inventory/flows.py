@@ -21,6 +21,8 @@ from graduate.migrate.inventory.project import Project, Task
 from graduate.migrate.inventory.values import seconds
 
 _NOT_NAME = re.compile(r"[^a-z0-9_]+")
+_GENERIC_MODULES = frozenset({"clients", "client", "integrations", "services", "external",
+                              "api", "apis", "gateways", "providers", "vendors", "adapters"})
 
 
 @dataclass
@@ -125,6 +127,9 @@ def effect_name(project: Project, qualified: str) -> str:
     parts = qualified.split(".")
     if project.symbols.find(qualified) is not None and len(parts) >= 2:
         system, operation = parts[-2], parts[-1]
+        # `clients.crm_create_draft`: a module of many systems' clients names none of them
+        if system in _GENERIC_MODULES and "_" in operation.strip("_"):
+            system, operation = operation.strip("_").split("_", 1)
     else:
         system, operation = parts[0], parts[-1]
     return f"{_name(system)}.{_name(operation)}"

@@ -18,7 +18,7 @@ from graduate.migrate.inventory.values import FromEnv, Ref, Schedule, Unknown
 CELERY_METHODS = frozenset({"delay", "apply_async", "s", "si", "signature", "retry",
                              "send_task", "apply"})
 # Libraries whose calls are not external commitments of the team's own.
-_NOT_EFFECTS = frozenset({"celery", "kombu", "django", "temporalio", "langgraph",
+_NOT_EFFECTS = frozenset({"celery", "kombu", "django", "temporalio", "langgraph", "graduate",
                           "langchain_core", "structlog", "pydantic", "attrs", "typing_extensions",
                           "sqlalchemy"}) | frozenset(sys.stdlib_module_names)
 _REACH_DEPTH = 3
@@ -100,31 +100,41 @@ class Project:
             return None
         return next((t for t in self.tasks if t.facts is facts and qualname in t.bodies), None)
 
-    def effects(self, facts: ModuleFacts, qualname: str, depth: int = 0) -> Iterator[
-            tuple[str, Location, int]]:
+    def effects(self, facts: ModuleFacts, qualname: str, depth: int = 0,
+                origin: ModuleFacts | None = None) -> Iterator[tuple[str, Location, int]]:
         """External calls a function makes, directly or through the project's functions:
-        (qualified callee, where, depth)."""
+        (qualified callee, where, depth). A function passed to a helper
+        (`call_with_retry(crm.create_draft, ...)`) counts as called; the helpers of the
+        function's own module are looked through, not reported."""
+        origin = origin or facts
         for call in facts.calls:
             if call.function != qualname or not call.func or call.method in CELERY_METHODS:
                 continue
-            head = call.func.split(".")[0]
-            defined = self.symbols.resolve(facts, call.func)
-            if defined is not None:
-                owner = self.symbols.defined[defined]
-                name = defined.rsplit(".", 1)[-1]
-                if self.task(defined) is not None:
-                    continue
-                if any(f.qualname == name for f in owner.functions):
-                    yield defined, Location(facts.path, call.line), depth
-                    if depth < _REACH_DEPTH:
-                        yield from self.effects(owner, name, depth + 1)
-                continue
-            if head not in facts.imports:
-                continue
-            qualified = self.symbols.qualify(facts, call.func)
-            if qualified.split(".")[0] not in _NOT_EFFECTS and not self.symbols.is_project(
-                    qualified):
-                yield qualified, Location(facts.path, call.line), depth
+            where = Location(facts.path, call.line)
+            refs = [call.func, *(a.dotted for a in call.positional if isinstance(a, Ref))]
+            for ref in refs:
+                yield from self._callee(facts, ref, where, depth, origin, ref is call.func)
+
+    def _callee(self, facts: ModuleFacts, ref: str, where: Location, depth: int,
+                origin: ModuleFacts, called: bool) -> Iterator[tuple[str, Location, int]]:
+        defined = self.symbols.resolve(facts, ref)
+        if defined is not None:
+            owner = self.symbols.defined[defined]
+            name = defined.rsplit(".", 1)[-1]
+            if self.task(defined) is not None or not any(
+                    f.qualname == name for f in owner.functions):
+                return
+            if owner is not origin:
+                yield defined, where, depth
+            if depth < _REACH_DEPTH:
+                yield from self.effects(owner, name, depth + 1, origin)
+            return
+        if ref.partition(".")[0] not in facts.imports or (not called and "." not in ref):
+            return  # a local name, or an imported value passed along (not a call target)
+        qualified = self.symbols.qualify(facts, ref)
+        if qualified.split(".")[0] not in _NOT_EFFECTS and not self.symbols.is_project(
+                qualified):
+            yield qualified, where, depth
 
 
 def text(value: object) -> str:

@@ -295,8 +295,7 @@ class _Reader(cst.CSTVisitor):
     def _decorator(self, node: cst.Decorator) -> Decorator:
         expr = node.decorator
         if isinstance(expr, cst.Call):
-            kwargs = {a.keyword.value: self.value(a.value) for a in expr.args if a.keyword}
-            return Decorator(dotted(expr.func), kwargs, True, self.line(node))
+            return Decorator(dotted(expr.func), self._kwargs(expr), True, self.line(node))
         return Decorator(dotted(expr), {}, False, self.line(node))
 
     def visit_ClassDef(self, node: cst.ClassDef) -> bool:
@@ -461,7 +460,14 @@ class _Reader(cst.CSTVisitor):
         self.facts.registrations.append(Registration(decorator, target))
 
     def _kwargs(self, node: cst.Call) -> dict[str, object]:
-        return {a.keyword.value: self.value(a.value) for a in node.args if a.keyword}
+        """Keyword arguments, with a `**OPTIONS` spread of a dict the module defines."""
+        kwargs: dict[str, object] = {}
+        for arg in node.args:
+            if arg.keyword:
+                kwargs[arg.keyword.value] = self.value(arg.value)
+            elif arg.star == "**" and isinstance(spread := self.value(arg.value), dict):
+                kwargs.update({k: v for k, v in spread.items() if isinstance(k, str)})
+        return kwargs
 
     def _state_query(self, call: Call, node: cst.Call) -> None:
         if self.function is None:
