@@ -198,7 +198,8 @@ def test_every_score_cites_its_evidence(acme: Inventory) -> None:
                 for score in approval.scores}
     assert evidence["state"] == {"approvals/tasks.py:14", "approvals/tasks.py:24",
                                  "approvals/tasks.py:31", "approvals/tasks.py:21"}
-    assert evidence["compensation"] == {"approvals/tasks.py:40", "approvals/tasks.py:51"}
+    assert evidence["compensation"] == {"approvals/tasks.py:40", "approvals/tasks.py:50",
+                                        "approvals/tasks.py:51"}
     assert "approvals/tasks.py:21" in evidence["duration"]
     assert evidence["failure domain"] >= {"approvals/tasks.py:13", "approvals/tasks.py:38",
                                           "approvals/tasks.py:46"}

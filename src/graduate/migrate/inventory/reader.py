@@ -23,6 +23,10 @@ _CANVAS = frozenset({"chain", "group", "chord"})
 _SIGNATURE_METHODS = frozenset({"s", "si", "signature", "subtask"})
 _SIGNATURE_FUNCTIONS = frozenset({"signature", "subtask", "Signature"})
 _IDEMPOTENCY = re.compile(r"idempot|dedup", re.IGNORECASE)
+_SQL_SET = re.compile(r"\bUPDATE\s+(\w+)\s+SET\s+(?:[^;]*?,\s*)?(status|state|stage|phase)\s*=\s*"
+                      r"('[^']*'|\?|%s|:\w+)", re.IGNORECASE)
+_SQL_WHERE = re.compile(r"\bFROM\s+(\w+)\b[^;]*?\bWHERE\b[^;]*?\b(status|state|stage|phase)\s*"
+                        r"(?:=|IN)\s*('[^']*'|\([^)]*\))", re.IGNORECASE)
 
 
 @dataclass
@@ -280,6 +284,30 @@ class _Reader(cst.CSTVisitor):
 
     def visit_SimpleString(self, node: cst.SimpleString) -> None:
         self._mentions(node.value)
+        self._sql(node, node.value)
+
+    def visit_ConcatenatedString(self, node: cst.ConcatenatedString) -> bool:
+        text = node.evaluated_value
+        if isinstance(text, str):
+            self._mentions(text)
+            self._sql(node, text)
+            return False
+        return True
+
+    def _sql(self, node: cst.CSTNode, text: str) -> None:
+        """A state machine kept in SQL: `UPDATE t SET status = ...`, `... WHERE status = ...`."""
+        upper = text.upper()
+        if self.function is None or ("UPDATE" not in upper and "WHERE" not in upper):
+            return
+        line = self.line(node)
+        for match in _SQL_SET.finditer(text):
+            self.facts.status_writes.append(StatusWrite(
+                match.group(2).lower(), f"{match.group(3)} (table {match.group(1)})", line,
+                self.function))
+        for match in _SQL_WHERE.finditer(text):
+            self.facts.state_queries.append(StatusWrite(
+                match.group(2).lower(), f"{match.group(3)} (table {match.group(1)})", line,
+                self.function))
 
     def visit_FormattedStringText(self, node: cst.FormattedStringText) -> None:
         self._mentions(node.value)

@@ -28,7 +28,7 @@ from graduate.migrate.inventory.model import (
     Score,
 )
 from graduate.migrate.inventory.project import Project, Task
-from graduate.migrate.inventory.signs import human_wait
+from graduate.migrate.inventory.signs import human_wait, undoes
 
 SHORT = 15 * 60.0
 LONG = 4 * 3600.0
@@ -49,7 +49,7 @@ def score(project: Project, group: Group, hazards: list[tuple[Task, Hazard]]) ->
     scores = (
         _duration_score(project, group.tasks, steps, estimated),
         _state_score(project, members, wait_evidence),
-        _compensation_score(project, members, group.handlers),
+        _compensation_score(project, members),
         _failure_domain_score(project, group.tasks, systems),
     )
     compensation = scores[2].leans == "workflow"
@@ -153,11 +153,15 @@ def _state_score(project: Project, members: list[Task], wait: Evidence | None) -
                  "idempotency is enough", tuple(evidence))
 
 
-def _compensation_score(project: Project, members: list[Task], handlers: list[Task]) -> Score:
+def _compensation_score(project: Project, members: list[Task]) -> Score:
     ids = {id(t) for t in members}
     evidence = [Evidence(where, f"{call} in {context} of {t.short}")
                 for t, call, where, context in project.compensations if id(t) in ids]
-    evidence += [Evidence(h.location, f"{h.short} is a link_error handler") for h in handlers]
+    handler_ids = {id(h) for _, h, _ in project.error_edges}
+    evidence += [Evidence(t.location, f"{t.short} is a link_error handler")
+                 for t in members if id(t) in handler_ids]
+    evidence += [Evidence(t.location, f"{t.short} undoes work, by its name")
+                 for t in members if id(t) not in handler_ids and undoes(t.short)]
     if evidence:
         return Score("compensation", "workflow",
                      "required: failures are undone in code (except blocks, on_failure, "

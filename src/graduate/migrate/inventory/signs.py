@@ -22,7 +22,35 @@ _CRASHING_MODULES = frozenset({"subprocess", "ctypes", "cffi", "multiprocessing"
 _HUMAN = re.compile(r"approv|await|review|sign|pending_(?:human|manual)|manual", re.IGNORECASE)
 
 
-def _beat(project: Project, modules: list[ModuleFacts]) -> None:
+_Callers = dict[tuple[str, str], list[Task]]
+
+
+def _callers(project: Project) -> _Callers:
+    """The tasks that call each of the project's module-level functions directly."""
+    callers: _Callers = {}
+    for task in project.tasks:
+        for call in task.facts.calls:
+            if call.function not in task.bodies or not call.func:
+                continue
+            if (full := project.symbols.resolve(task.facts, call.func)) is None:
+                continue
+            owner, name = project.symbols.defined[full], full.rsplit(".", 1)[-1]
+            if any(f.qualname == name for f in owner.functions):
+                callers.setdefault((owner.module, name), []).append(task)
+    return callers
+
+
+def _doers(project: Project, facts: ModuleFacts, function: str,
+           callers: _Callers) -> list[tuple[Task, str]]:
+    """The tasks a state change in `function` belongs to: the task itself, or the tasks
+    that call the helper it is in (`_settle(...)`), with how."""
+    if (task := project.task_of_body(facts, function)) is not None:
+        return [(task, "")]
+    unique = {id(t): t for t in callers.get((facts.module, function), [])}
+    return [(t, f" (in {function}(), which {t.short} calls)") for t in unique.values()]
+
+
+def _beat(project: Project, modules: list[ModuleFacts], callers: _Callers) -> None:
     for facts in modules:
         for entry in facts.beat:
             where = Location(facts.path, entry.line)
@@ -45,22 +73,22 @@ def _beat(project: Project, modules: list[ModuleFacts]) -> None:
     swept = {id(task) for task, _, _ in project.scheduled}
     for facts in modules:
         for query in facts.state_queries:
-            task = project.task_of_body(facts, query.function)
-            if task is not None and id(task) in swept:
-                where = Location(facts.path, query.line)
-                project.sweeps.append((task, query, where))
-                project.find(FindingKind.STATE_SWEEP, task.short, where,
-                             f"periodic query of rows with {query.field} = {query.value}")
+            for task, how in _doers(project, facts, query.function, callers):
+                if id(task) in swept:
+                    where = Location(facts.path, query.line)
+                    project.sweeps.append((task, query, where))
+                    project.find(FindingKind.STATE_SWEEP, task.short, where,
+                                 f"periodic query of rows with {query.field} = "
+                                 f"{query.value}{how}")
 
 
-def _state(project: Project, facts: ModuleFacts) -> None:
+def _state(project: Project, facts: ModuleFacts, callers: _Callers) -> None:
     for write in facts.status_writes:
-        task = project.task_of_body(facts, write.function)
-        if task is not None:
+        for task, how in _doers(project, facts, write.function, callers):
             where = Location(facts.path, write.line)
             project.status_writes.append((task, write, where))
             project.find(FindingKind.STATUS_WRITE, task.short, where,
-                         f"{write.field} = {write.value}")
+                         f"{write.field} = {write.value}{how}")
     for cls in facts.classes:
         for name, line in cls.state_fields:
             project.find(FindingKind.STATE_MODEL, f"{cls.name}.{name}",
@@ -118,6 +146,11 @@ def _workflows(project: Project, facts: ModuleFacts) -> None:
                 project.find(FindingKind.WORKFLOW, name, where, "LangGraph node")
 
 
+def undoes(name: str) -> bool:
+    """Whether a name says it undoes something: refund, void_draft, compensate, ..."""
+    return _COMPENSATION.search(name) is not None
+
+
 def crash_prone(project: Project, task: Task) -> Location | None:
     """Where a task calls something that can end its pool process (exit, kill, native code)."""
     for body in task.bodies:
@@ -142,8 +175,9 @@ def human_wait(project: Project, tasks: list[Task]) -> tuple[Location, str, Task
 
 def read_signs(project: Project, modules: list[ModuleFacts]) -> None:
     """State, workflows, beat and compensation, once every task and start is linked."""
+    callers = _callers(project)
     for facts in modules:
-        _state(project, facts)
+        _state(project, facts, callers)
         _workflows(project, facts)
-    _beat(project, modules)
+    _beat(project, modules, callers)
     _compensations(project)

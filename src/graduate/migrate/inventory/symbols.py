@@ -52,9 +52,14 @@ class Symbols:
             return qualified
         if candidates := self._suffixes.get(qualified):
             return candidates[0]
+        parts = qualified.split(".")
+        # The root read may lie inside the import root: `examples.app.clients.send` is
+        # `clients.send` when the inventory reads examples/app/.
+        for cut in range(1, len(parts) - 1):
+            if (tail := ".".join(parts[cut:])) in self.defined:
+                return tail
         if hops >= _MAX_HOPS:
             return None
-        parts = qualified.split(".")
         for cut in range(len(parts) - 1, 0, -1):
             module = self.module(".".join(parts[:cut]))
             if module is None:
@@ -69,8 +74,13 @@ class Symbols:
         """The module `dotted_name` names, matched on trailing components."""
         if dotted_name in self.modules:
             return self.modules[dotted_name]
-        candidates = self._module_suffixes.get(dotted_name)
-        return self.modules[candidates[0]] if candidates else None
+        if candidates := self._module_suffixes.get(dotted_name):
+            return self.modules[candidates[0]]
+        parts = dotted_name.split(".")
+        for cut in range(1, len(parts)):  # the root read may lie inside the import root
+            if (tail := ".".join(parts[cut:])) in self.modules:
+                return self.modules[tail]
+        return None
 
     def is_project(self, qualified: str) -> bool:
         """Whether a qualified name lies in one of the project's own modules."""

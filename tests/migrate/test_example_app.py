@@ -1,0 +1,48 @@
+"""`graduate inventory` on the project's own Celery pilot (examples/partner_approval_app):
+the state kept in SQL, the helpers it calls, the sweep, the link_error handler and the
+Temporal version of the same flow are all read as such."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from graduate.migrate.inventory import FindingKind, Inventory, Recommendation, inventory
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "partner_approval_app"
+
+
+@pytest.fixture(scope="module")
+def pilot() -> Inventory:
+    if not EXAMPLE.is_dir():
+        pytest.fail(f"{EXAMPLE} is missing: the example app is part of the repository")
+    return inventory(EXAMPLE)
+
+
+def test_the_pilot_should_graduate_on_all_four_criteria(pilot: Inventory) -> None:
+    (flow,) = pilot.flows
+    assert flow.recommendation == Recommendation.GRADUATE
+    assert flow.classification == "long-lived-durable"
+    assert flow.systems == ("approvals", "crm", "notify", "portal")  # through clients.*
+    assert {s.criterion: s.leans for s in flow.scores} == {
+        "duration": "workflow", "state": "workflow", "compensation": "workflow",
+        "failure domain": "workflow"}
+    assert flow.human_wait is not None  # rows 'pending' in the approvals table
+
+
+def test_state_kept_in_sql_and_advanced_through_helpers(pilot: Inventory) -> None:
+    writes = {(f.name, f.detail) for f in pilot.of_kind(FindingKind.STATUS_WRITE)}
+    assert ("request_approval", "status = 'pending' (table approvals)") in writes
+    assert ("decide", "status = ? (table approvals) (in _settle(), which decide calls)") in writes
+    sweeps = [f.detail for f in pilot.of_kind(FindingKind.STATE_SWEEP)]
+    assert sweeps == ["periodic query of rows with status = 'pending' (table approvals)"]
+    tasks = {f.name: f.detail for f in pilot.of_kind(FindingKind.TASK)}
+    assert "autoretry_for=[ConnectionError, TimeoutError]" in tasks["create_draft"]  # **RETRIES
+
+
+def test_the_same_commitments_from_celery_and_temporal(pilot: Inventory) -> None:
+    shared = sorted(h.why.split(" ", 1)[0] for h in pilot.hazards
+                    if h.rule == "two-sources-of-truth")
+    assert shared == ["clients.approvals_request", "clients.crm_create_draft",
+                      "clients.notify_send_welcome", "clients.portal_activate"]
