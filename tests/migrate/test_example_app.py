@@ -46,3 +46,8 @@ def test_the_same_commitments_from_celery_and_temporal(pilot: Inventory) -> None
                     if h.rule == "two-sources-of-truth")
     assert shared == ["clients.approvals_request", "clients.crm_create_draft",
                       "clients.notify_send_welcome", "clients.portal_activate"]
+
+
+def test_the_deadline_countdown_is_flagged_as_unknown(pilot: Inventory) -> None:
+    unknown = [h for h in pilot.hazards if h.rule == "eta-not-known"]
+    assert [h.task for h in unknown] == ["expire"]  # countdown=deadline: 72 h by default

@@ -264,3 +264,20 @@ def ping():
             """,
     })
     assert rules(inventory(root)) == []
+
+
+def test_a_countdown_known_only_at_run_time_is_a_low_hazard(codebase: Codebase) -> None:
+    root = codebase({"celery_app.py": REDIS_APP, "tasks.py": """
+        from celery_app import app
+
+        @app.task
+        def expire(approval_id):
+            pass
+
+        def request(approval_id, deadline):
+            expire.apply_async((approval_id,), countdown=deadline)
+        """})
+    found = inventory(root)
+    assert rules(found) == [("eta-not-known", "tasks.py:8")]
+    assert found.hazards[0].severity == "low"
+    assert "countdown=deadline, known only at run time" in found.hazards[0].why

@@ -38,6 +38,8 @@ RULES: tuple[Rule, ...] = (
          "Countdown or ETA longer than RabbitMQ's consumer_timeout"),
     Rule("two-sources-of-truth", Severity.HIGH,
          "The same external commitment driven from a Celery task and from a workflow"),
+    Rule("eta-not-known", Severity.LOW,
+         "Countdown or ETA whose length is known only at run time"),
 )
 _RULES = {rule.id: rule for rule in RULES}
 _Add = Callable[[str, Task, Location, str, str], None]
@@ -119,6 +121,20 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
                 "closes the channel (PRECONDITION_FAILED) and the message is redelivered",
                 f"raise consumer_timeout above {delay:g} s (rabbitmq.conf or the queue's "
                 "x-consumer-timeout), or keep the wait out of the broker")
+
+    for launch in project.launches:
+        if launch.unknown_delay is None or launch.delay:
+            continue
+        broker = _Broker(project.settings_for(launch.task))
+        bound = (f"the Redis visibility timeout ({broker.vt_text})" if broker.redis
+                 else f"RabbitMQ's consumer_timeout ({broker.ct_text})" if broker.rabbitmq
+                 else "the broker's redelivery timeout")
+        add("eta-not-known", launch.task, launch.location,
+            f"{launch.how} of {launch.task.short} waits {launch.unknown_delay}, known only at "
+            f"run time: if it can exceed {bound}, the message is redelivered while it waits "
+            "and the task runs more than once",
+            "bound the wait below that timeout, or keep long waits out of the broker (a "
+            "durable timer, or a periodic sweep of due rows)")
 
     for task in project.tasks:
         acks_late, acks_at = option(project, task, "acks_late")

@@ -50,6 +50,7 @@ class Launch:
     how: str
     delay: float | None           # countdown or ETA offset, seconds
     caller: Task | None
+    unknown_delay: str | None = None  # a countdown or ETA written but not known statically
 
 
 @dataclass

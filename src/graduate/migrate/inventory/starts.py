@@ -47,7 +47,12 @@ def _launch(project: Project, task: Task, where: Location, call: Call, how: str,
     delay = seconds(call.kwargs.get("countdown"))
     if call.eta_seconds is not None:
         delay = max(delay or 0.0, call.eta_seconds)
-    project.launches.append(Launch(task, where, how, delay, caller))
+    unknown = None
+    if "countdown" in call.kwargs and seconds(call.kwargs["countdown"]) is None:
+        unknown = f"countdown={text(call.kwargs['countdown'])}"
+    elif "eta" in call.kwargs and call.eta_seconds is None:
+        unknown = f"eta={text(call.kwargs['eta'])}"
+    project.launches.append(Launch(task, where, how, delay, caller, unknown))
     if caller is not None and caller is not task:
         project.edges.append((caller, task, where))
     timing = ""
