@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from graduate.flow import Step, load_flow
 from graduate.migrate.inventory import FindingKind, Inventory, Recommendation, inventory
+from graduate.migrate.inventory.flowfile import flow_toml
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "partner_approval_app"
 
@@ -51,3 +53,15 @@ def test_the_same_commitments_from_celery_and_temporal(pilot: Inventory) -> None
 def test_the_deadline_countdown_is_flagged_as_unknown(pilot: Inventory) -> None:
     unknown = [h for h in pilot.hazards if h.rule == "eta-not-known"]
     assert [h.task for h in unknown] == ["expire"]  # countdown=deadline: 72 h by default
+
+
+def test_its_flow_file_waits_where_the_code_waits(pilot: Inventory, tmp_path: Path) -> None:
+    path = tmp_path / "pilot.toml"
+    path.write_text(flow_toml(pilot, pilot.flows[0]))
+    flow = load_flow(path)
+    names = [n.name for n in flow.nodes]
+    assert names[:3] == ["create_draft", "request_approval", "decision"]
+    assert "compensate" not in names  # it undoes: a compensation, not a step
+    first = flow.node("create_draft")
+    assert isinstance(first, Step)
+    assert first.effect == "crm.create_draft"

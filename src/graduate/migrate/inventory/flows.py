@@ -18,6 +18,7 @@ from graduate.migrate.inventory.hazards import (
 )
 from graduate.migrate.inventory.model import Evidence, FlowStep, Location
 from graduate.migrate.inventory.project import Project, Task
+from graduate.migrate.inventory.signs import undoes
 from graduate.migrate.inventory.values import seconds
 
 _NOT_NAME = re.compile(r"[^a-z0-9_]+")
@@ -190,7 +191,7 @@ def step(project: Project, task: Task, handlers: dict[int, Task]) -> FlowStep:
     role: Literal["step", "sweep", "compensation"] = "step"
     if any(t is task for t, _, _ in project.sweeps):
         role = "sweep"
-    elif any(h is task for _, h, _ in project.error_edges):
+    elif any(h is task for _, h, _ in project.error_edges) or undoes(task.short):
         role = "compensation"
     return FlowStep(
         task=task.short, location=task.location, effect=effect, timeout=timeout,

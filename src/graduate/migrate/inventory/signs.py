@@ -167,10 +167,17 @@ def human_wait(project: Project, tasks: list[Task]) -> tuple[Location, str, Task
     """A state that waits for a person (awaiting approval, pending review) in these tasks:
     where, what, and the task that puts rows in it (or sweeps it, if none does)."""
     members = {id(t) for t in tasks}
-    for task, state, where in [*project.status_writes, *project.sweeps]:
-        if id(task) in members and _HUMAN.search(state.value):
-            return where, f"{state.field} {state.value}", task
-    return None
+    candidates = [(task, state, where) for task, state, where
+                  in [*project.status_writes, *project.sweeps]
+                  if id(task) in members and _HUMAN.search(state.value)]
+    # A task that writes the waiting state itself, as a literal, says most precisely where
+    # the flow starts to wait; a helper's `status = ?` says least.
+    candidates.sort(key=lambda c: (c[1].function not in c[0].bodies, "'" not in c[1].value
+                                   and '"' not in c[1].value))
+    if not candidates:
+        return None
+    task, state, where = candidates[0]
+    return where, f"{state.field} {state.value}", task
 
 
 def read_signs(project: Project, modules: list[ModuleFacts]) -> None:
