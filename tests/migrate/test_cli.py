@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from graduate.cli.app import app
-from graduate.errors import ConfigError
 from graduate.flow import load_flow
 from tests.migrate.conftest import ACME, CELERY_EXAMPLES
 
@@ -70,12 +69,17 @@ def test_flow_writes_a_file_that_loads(tmp_path: Path) -> None:
     assert printed.stdout.strip() == out.read_text().strip()
 
 
-def test_unknown_flow_and_bad_threshold_are_config_errors(tmp_path: Path) -> None:
+def test_bad_input_exits_2_with_what_to_fix(tmp_path: Path) -> None:
     unknown = runner.invoke(app, ["inventory", str(ACME), "--flow", "nope"])
-    assert isinstance(unknown.exception, ConfigError)
-    assert "flows found: create_crm_draft, schedule_renewal" in str(unknown.exception)
+    assert unknown.exit_code == 2
+    assert "flows found: create_crm_draft, schedule_renewal" in unknown.stderr
     threshold = runner.invoke(app, ["inventory", str(ACME), "--fail-on", "severe"])
-    assert isinstance(threshold.exception, ConfigError)
+    assert threshold.exit_code == 2
+    assert "--fail-on 'severe' is not known" in threshold.stderr
+    folder = runner.invoke(app, ["inventory", str(ACME), "--format", "json",
+                                 "--out", str(tmp_path)])
+    assert folder.exit_code == 2
+    assert f"--out {tmp_path} cannot be written" in folder.stderr
 
 
 def test_a_missing_path_exits_2_with_a_message(tmp_path: Path) -> None:

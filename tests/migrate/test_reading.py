@@ -179,6 +179,7 @@ def test_environments_and_caches_are_not_read(codebase: Codebase) -> None:
                                                  "@shared_task\ndef vendored(): ...\n",
         "node_modules/x/y.py": "def broken(:\n",
     })
+    os.mkfifo(root / "pipe.py")  # never opened: a read would wait for a writer forever
     inv = inventory(root)
     assert inv.files == 1
     assert [f.name for f in inv.of_kind(FindingKind.TASK)] == ["ok"]

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from graduate import __version__
 from graduate.cli.common import console, err_console
+from graduate.errors import ConfigError
 from graduate.migrate.inventory import Inventory, flow_named
 from graduate.migrate.inventory import inventory as read_inventory
 from graduate.migrate.inventory.flowfile import flow_toml
@@ -78,8 +79,12 @@ def inventory(
 
 
 def _write(out: Path, text: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"--out {out} cannot be written ({error.strerror}); give a file "
+                          "path in a folder you can write to") from error
 
 
 def _render(found: Inventory, output_format: OutputFormat) -> str:

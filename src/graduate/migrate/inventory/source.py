@@ -48,7 +48,9 @@ def files(root: Path, keep: str) -> list[Path]:
     found: list[Path] = []
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS and not d.endswith(".egg-info"))
-        found += [Path(folder, name) for name in names if name.endswith(keep)]
+        # Regular files only: a FIFO named like a module would block the read forever.
+        found += [path for name in names
+                  if name.endswith(keep) and (path := Path(folder, name)).is_file()]
     return sorted(found)
 
 
