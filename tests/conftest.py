@@ -12,6 +12,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -92,7 +93,12 @@ def service_url(variable: str, what: str) -> str:
     url = os.environ.get(variable)
     if url:
         return url
-    message = f"{what} is not configured: set {variable} (`.ci/run` starts one and sets it)"
+    unavailable(f"{what} is not configured: set {variable} (`.ci/run` starts one and sets it)")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Something a test needs from outside is missing: skip, but fail in CI
+    (GRADUATE_REQUIRE_SERVICES=1), where everything must be there."""
     if REQUIRE_SERVICES:
         pytest.fail(f"GRADUATE_REQUIRE_SERVICES=1 but {message}")
     pytest.skip(message)
