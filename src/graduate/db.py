@@ -8,7 +8,6 @@ runs synchronous activities in threads.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -17,11 +16,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from graduate.errors import ConfigError, ServiceError
+from graduate.redaction import redact_password
 
 Row = tuple[Any, ...]
-
-# libpq also takes the password as a query parameter: postgresql://host/db?password=...
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 class _Connection(Protocol):
@@ -31,17 +28,6 @@ class _Connection(Protocol):
 
 def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced, for messages and evidence."""
-    url = _QUERY_PASSWORD.sub(r"\1***", url)
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
 _PATH_HINT = ("the path of a database file in a folder you can write (--ledger-url, "
@@ -74,8 +60,9 @@ class Database:
             # Any other scheme (mysql://, postgresql+psycopg://) would become a local file.
             other_scheme = url.startswith("sqlite:") or "://" in url
             if not path or (other_scheme and not url.startswith("sqlite:///")):
-                raise ConfigError(f"database URL {redact(url)!r} is not understood; use a file "
-                                  "path, sqlite:///path/to/file.db or postgresql://user@host/db")
+                raise ConfigError(f"database URL {redact_password(url)!r} is not understood; "
+                                  "use a file path, sqlite:///path/to/file.db or "
+                                  "postgresql://user@host/db")
             self.path = Path(path)
             _check_sqlite_path(self.path)
         self._local = threading.local()
@@ -99,8 +86,8 @@ class Database:
                 return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
             except psycopg.OperationalError as error:
                 raise ServiceError(
-                    f"cannot connect to PostgreSQL at {redact(self.url)}: {error}. Check that "
-                    "the server runs and the URL, user and database are right."
+                    f"cannot connect to PostgreSQL at {redact_password(self.url)}: {error}. "
+                    "Check that the server runs and the URL, user and database are right."
                 ) from error
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=60,

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from graduate.db import Database, Row
 from graduate.errors import ConfigError, PermanentEffectError, TransientEffectError
 from graduate.flow import Flow, InstanceRequest, Step, SystemSpec
+from graduate.redaction import redact_url
 
 EffectKind = Literal["effect", "compensation"]
 FailureMode = Literal["transient", "permanent"]
@@ -222,7 +223,8 @@ class Ledger:
     def instance(self, instance_id: str) -> InstanceRecord:
         record = self.find_instance(instance_id)
         if record is None:
-            raise ConfigError(f"no instance {instance_id!r} in the ledger at {self.url}; "
+            raise ConfigError(f"no instance {instance_id!r} in the ledger at "
+                              f"{redact_url(self.url)}; "
                               "`graduate run` prints the instance IDs it starts")
         return record
 

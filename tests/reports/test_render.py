@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from graduate.redaction import redact_text, redact_value
 from graduate.reports import (
     FORMATS,
     build_report,
@@ -21,7 +22,6 @@ from graduate.reports import (
     write_reports,
 )
 from graduate.reports.model import Report
-from graduate.reports.redaction import redact_text, redact_value
 from tests.reports.conftest import BASE, BEFORE, CellSpec, EvidenceBuilder, Instance
 
 EVIL = "<script>alert(1)</script>"

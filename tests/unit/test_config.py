@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from graduate.config import Settings, env_var, find_project_dir, load_settings
-from graduate.db import Database, redact
+from graduate.db import Database
 from graduate.errors import ConfigError
+from graduate.redaction import redact_password
 
 
 @pytest.fixture(autouse=True)
@@ -157,8 +158,8 @@ def test_without_a_project_the_start_folder_is_used(tmp_path: Path) -> None:
      "postgresql://db.example/ledger?sslmode=require&PASSWORD=***"),
 ])
 def test_redact_hides_passwords(url: str, shown: str) -> None:
-    assert redact(url) == shown
-    assert "s3cret" not in redact(url)
+    assert redact_password(url) == shown
+    assert "s3cret" not in redact_password(url)
 
 
 @pytest.mark.parametrize("url", [
@@ -169,7 +170,7 @@ def test_redact_hides_passwords(url: str, shown: str) -> None:
     "postgresql://db.example/ledger?sslmode=require",
 ])
 def test_redact_leaves_urls_without_passwords_alone(url: str) -> None:
-    assert redact(url) == url
+    assert redact_password(url) == url
 
 
 @pytest.mark.parametrize("url", [

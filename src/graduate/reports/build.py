@@ -20,6 +20,7 @@ from graduate.check import EffectVerdict, InstanceVerdict, Resume, Verdict, judg
 from graduate.errors import ConfigError, GraduateError
 from graduate.evidence import EvidenceStore
 from graduate.flow import CLASS_MEANINGS
+from graduate.redaction import redact_value
 from graduate.reports.decision import criteria, recommend
 from graduate.reports.model import (
     CellReport,
@@ -46,7 +47,6 @@ from graduate.reports.model import (
     StepInfo,
     WaitInfo,
 )
-from graduate.reports.redaction import redact_value
 
 _EPSILON = 1e-6
 

@@ -2,7 +2,7 @@
 
 Renderers only lay these values out; they decide nothing. Every string that came from
 a flow or a run is still plain text here (escaping is the renderer's job) but secrets
-are already redacted (see `graduate.reports.redaction`). Times inside a run are seconds
+are already redacted (see `graduate.redaction`). Times inside a run are seconds
 since the run started.
 """
 

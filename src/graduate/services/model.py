@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from graduate.db import redact
+from graduate.redaction import redact_password
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,10 @@ class Services:
         """For output and evidence: every secret redacted."""
         return {
             "temporal": self.temporal.describe() if self.temporal else None,
-            "broker_url": redact(self.broker_url) if self.broker_url else None,
-            "result_backend_url": (redact(self.result_backend_url)
+            "broker_url": redact_password(self.broker_url) if self.broker_url else None,
+            "result_backend_url": (redact_password(self.result_backend_url)
                                    if self.result_backend_url else None),
-            "ledger_url": redact(self.ledger_url),
-            "app_db_url": redact(self.app_db_url),
+            "ledger_url": redact_password(self.ledger_url),
+            "app_db_url": redact_password(self.app_db_url),
             "local": list(self.local),
         }

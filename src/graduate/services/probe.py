@@ -10,8 +10,8 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit
 
-from graduate.db import redact
 from graduate.errors import ServiceUnavailable
+from graduate.redaction import redact_url
 
 PROBE_TIMEOUT = 3.0
 # Schemes whose host and port a probe can reach; any other (memory://, a socket path)
@@ -29,9 +29,9 @@ def probe_url(url: str, what: str) -> None:
     try:
         port = parts.port or DEFAULT_PORTS[scheme]
     except ValueError:
-        raise ServiceUnavailable(f"{what} URL {redact(url)} has no valid port; write "
+        raise ServiceUnavailable(f"{what} URL {redact_url(url)} has no valid port; write "
                                  f"{scheme}://HOST:PORT/...") from None
-    _connect(parts.hostname or "localhost", port, f"{what} at {redact(url)}")
+    _connect(parts.hostname or "localhost", port, f"{what} at {redact_url(url)}")
 
 
 def probe_address(address: str, what: str) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 import redis
 from kombu.transport.redis import Channel
 
-from graduate.db import redact
 from graduate.errors import ServiceError
+from graduate.redaction import redact_url
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Long enough for a busy broker, short enough that a dead one fails the check visibly.
@@ -61,7 +61,7 @@ class BrokerView:
                 pipe.hvals(self._prefix + self._unacked)
                 *queued, unacked = pipe.execute()
         except redis.RedisError as error:
-            raise ServiceError(f"cannot read the broker at {redact(self.url)} to see which "
+            raise ServiceError(f"cannot read the broker at {redact_url(self.url)} to see which "
                                f"tasks it still holds: {error}; check that it is up and "
                                "reachable from this machine") from error
         messages = [json.loads(raw) for entries in queued for raw in entries]

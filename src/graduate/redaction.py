@@ -1,8 +1,9 @@
-"""Secrets out of every report: passwords in URLs, and settings whose name says secret.
+"""Secrets out of every message, record and report: passwords in URLs, secret settings.
 
-The evidence store already redacts the service URLs it records; a report redacts again
-because evidence may come from an older graduate, from an external service whose error
-message quoted its URL, or from settings a team added.
+The evidence store redacts the service URLs it records (`redact_password`, which keeps
+the user name); every error message and every report redacts again (`redact_url`,
+`redact_text`, `redact_value`), because evidence may come from an older graduate, from
+an external service whose error message quoted its URL, or from settings a team added.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from graduate.db import redact
-
 MASK = "***"
 SENSITIVE_KEYS = ("password", "passwd", "secret", "api_key", "apikey", "token")
 
+# libpq also takes the password as a query parameter: postgresql://host/db?password=...
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 # A user-info part without a colon is often a token alone (https://TOKEN@host).
 _BARE_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/@:]+)@")
@@ -29,8 +30,21 @@ def sensitive(key: str) -> bool:
     return any(word in lowered for word in SENSITIVE_KEYS)
 
 
+def redact_password(url: str) -> str:
+    """The URL with any password replaced and the user name kept, for evidence."""
+    url = _QUERY_PASSWORD.sub(rf"\1{MASK}", url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:{MASK}@{host}" if ":" in credentials else url
+
+
 def redact_url(url: str) -> str:
-    url = _QUERY_SECRET.sub(rf"\1{MASK}", redact(url))
+    """The URL with every part that may be a secret replaced: passwords, secret query
+    parameters, and a user-info part alone (often a token)."""
+    url = _QUERY_SECRET.sub(rf"\1{MASK}", redact_password(url))
     return _BARE_USERINFO.sub(rf"\1{MASK}@", url)
 
 
