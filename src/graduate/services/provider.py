@@ -73,13 +73,13 @@ def env_up(settings: Settings, *, temporal_port: int | None = None,
     try:
         if "temporal" not in kept and not settings.temporal_address:
             temporal = LocalTemporal.create(settings.state_dir, cli=settings.temporal_cli,
-                                            port=temporal_port)
+                                            port=temporal_port, kept=True)
             started.append(temporal)
             process = temporal.start()
             kept["temporal"] = KeptService("temporal", process.pid, temporal.address,
                                            str(temporal.log_path))
         if "redis" not in kept and not settings.broker_url:
-            redis = LocalRedis.create(settings.state_dir, port=redis_port)
+            redis = LocalRedis.create(settings.state_dir, port=redis_port, kept=True)
             started.append(redis)
             process = redis.start()
             kept["redis"] = KeptService("redis", process.pid, redis.url, str(redis.log_path))
@@ -152,7 +152,7 @@ def open_stack(settings: Settings, needs: Needs, *, temporal_port: int | None = 
             if not address:
                 stack.temporal = LocalTemporal.create(
                     settings.state_dir, cli=settings.temporal_cli, port=temporal_port,
-                    name="temporal-run")
+                    name="temporal-run", first_free=True)
                 stack.temporal.start()
                 address = stack.temporal.address
             temporal = TemporalTarget(
@@ -167,7 +167,7 @@ def open_stack(settings: Settings, needs: Needs, *, temporal_port: int | None = 
                 broker = kept["redis"].address
             if not broker:
                 stack.redis = LocalRedis.create(settings.state_dir, port=redis_port,
-                                                name="redis-run")
+                                                name="redis-run", first_free=True)
                 stack.redis.start()
                 broker = stack.redis.url
             backend = settings.result_backend_url or (

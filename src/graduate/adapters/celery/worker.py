@@ -1,6 +1,7 @@
-"""A Celery worker or beat process: `python -m graduate.adapters.celery.worker SPEC ROLE NAME`.
+"""A Celery worker or beat process: `python -m graduate.adapters.celery.worker RUN_DIR ROLE NAME`.
 
-ROLE is `worker` or `beat` (beat takes its schedule file as a fourth argument). The
+ROLE is `worker` or `beat` (beat takes its schedule file as a fourth argument); the
+WorkerSpec arrives as JSON on standard input (see `start_worker_process`). The
 process builds the same app as the engine from the WorkerSpec and writes its ready
 file when Celery says it takes work (`worker_ready`) or ticks (`beat_init`).
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 from celery.signals import beat_init, worker_process_init, worker_ready
 
+from graduate._launch import die_with_parent
 from graduate.adapters.base import WorkerSpec, write_ready_file
 from graduate.adapters.celery.app import create_app
 from graduate.adapters.celery.resources import ProcessResources
@@ -23,9 +25,10 @@ from graduate.flow import load_flow
 def main(argv: list[str]) -> None:
     wanted = {"worker": 3, "beat": 4}
     if len(argv) < 2 or argv[1] not in wanted or len(argv) < wanted[argv[1]]:
-        raise ConfigError("usage: python -m graduate.adapters.celery.worker SPEC worker NAME | "
-                          "SPEC beat NAME SCHEDULE_FILE (the engine starts these itself)")
-    spec = WorkerSpec.from_json(argv[0])
+        raise ConfigError("usage: python -m graduate.adapters.celery.worker RUN_DIR worker "
+                          "NAME | RUN_DIR beat NAME SCHEDULE_FILE, with the worker spec on "
+                          "standard input (the engine starts these itself)")
+    spec = WorkerSpec.from_stdin()
     role, name = argv[1], argv[2]
     flow = load_flow(spec.flow_source)
     resources = ProcessResources(spec.services)
@@ -36,7 +39,10 @@ def main(argv: list[str]) -> None:
     def ready(**_: Any) -> None:
         write_ready_file(spec.ready_file, os.getpid())
 
-    def warm_up(**_: Any) -> None:
+    def start_pool_child(**_: Any) -> None:
+        # A forked child does not inherit the parent-death signal: without it, pool
+        # children would outlive a worker killed with SIGKILL.
+        die_with_parent(os.getppid())
         resources.warm_up()
 
     if role == "beat":
@@ -44,7 +50,7 @@ def main(argv: list[str]) -> None:
         app.Beat(schedule=argv[3], loglevel="INFO", quiet=True).run()
         return
     # Each pool child opens its own ledger right after the fork, before any task runs.
-    worker_process_init.connect(warm_up, weak=False)
+    worker_process_init.connect(start_pool_child, weak=False)
     worker_ready.connect(ready, weak=False)
     app.worker_main([
         "worker", "--pool", "prefork", "--concurrency", "1", "--without-mingle",

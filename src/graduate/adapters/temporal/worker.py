@@ -1,4 +1,6 @@
-"""A Temporal worker process: `python -m graduate.adapters.temporal.worker SPEC_JSON`.
+"""A Temporal worker process: `python -m graduate.adapters.temporal.worker RUN_DIR`.
+
+Its WorkerSpec arrives as JSON on standard input (see `start_worker_process`).
 
 It loads the flow from its source (the worker's own code), registers the interpreter
 workflow and the effect activity, writes its ready file once it polls, and shuts
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -59,7 +60,7 @@ async def serve(spec: WorkerSpec) -> None:
 
 
 def main() -> None:
-    asyncio.run(serve(WorkerSpec.from_json(sys.argv[1])))
+    asyncio.run(serve(WorkerSpec.from_stdin()))
 
 
 if __name__ == "__main__":
