@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import itertools
 import os
 import shutil
 import socket
@@ -79,13 +78,13 @@ def claim_first_free(state_dir: Path, name: str, data: Callable[[Path, str], Pat
                      what: str) -> tuple[str, int]:
     """The first of `name`, `name-2`, `name-3`... whose data no live server holds, with
     the descriptor that now holds it."""
-    for number in itertools.count(1):
+    number = 1
+    while True:
         candidate = name if number == 1 else f"{name}-{number}"
         try:
             return candidate, lock_data(data(state_dir, candidate), what)
         except ServiceError:
-            continue
-    raise AssertionError("unreachable")
+            number += 1
 
 
 def find_binary(name: str, configured: str | None, how_to_get: str) -> Path:
