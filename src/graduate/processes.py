@@ -2,10 +2,10 @@
 
 Every worker and server runs in a new session, so a signal reaches the whole group
 (a Celery worker's pool children included) and nothing the tool started survives it.
-Each also dies with the command that started it, even one killed with SIGKILL: it is
-started through `graduate/_launch.py`, which sets Linux's parent-death signal. That
-signal follows the *thread* that started the child, so start processes from the main
-thread (or one that lives as long as they should).
+On Linux, each also dies with the command that started it, even one killed with
+SIGKILL: it starts through `graduate/_launch.py`, which sets the parent-death signal.
+That signal follows the *thread* that started the child, so start processes from the
+main thread (or one that lives as long as they should).
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ def spawn(name: str, argv: Sequence[str], log_path: Path,
     that `graduate env up` keeps), the process is killed when this one exits.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = list(argv) if outlive_parent else [
+    # The parent-death signal is Linux's; elsewhere only the command's own cleanup runs.
+    command = list(argv) if outlive_parent or sys.platform != "linux" else [
         sys.executable, "-I", "-S", str(LAUNCHER), str(os.getpid()), *argv]
     process: ManagedProcess | None = None
     try:

@@ -42,7 +42,8 @@ def main(argv: list[str]) -> None:
     def start_pool_child(**_: Any) -> None:
         # A forked child does not inherit the parent-death signal: without it, pool
         # children would outlive a worker killed with SIGKILL.
-        die_with_parent(os.getppid())
+        if sys.platform == "linux":
+            die_with_parent(os.getppid())
         resources.warm_up()
 
     if role == "beat":
