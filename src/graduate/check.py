@@ -26,6 +26,11 @@ class Verdict(StrEnum):
     LOST = "lost"  # no progress, and nothing holds it any more
     STUCK = "stuck"  # the engine still holds it, but it did not finish in time
 
+    @property
+    def fails_run(self) -> bool:
+        """A commitment lost, stuck, or failed (neither done nor undone) fails its run."""
+        return self in (Verdict.LOST, Verdict.STUCK, Verdict.FAILED)
+
 
 @dataclass(frozen=True)
 class EffectVerdict:
@@ -237,18 +242,20 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
     counts = {v.value: sum(1 for i in instances if i.verdict is v) for v in Verdict}
     failures = []
     for item in instances:
-        if item.verdict in (Verdict.LOST, Verdict.STUCK, Verdict.FAILED):
-            failures.append(f"{item.instance_id} {item.verdict} ({item.correlation_id}): "
-                            f"{item.reason}")
+        if item.verdict.fails_run:
+            failures.append(f"{item.instance_id} {item.verdict}: {item.reason} "
+                            f"({item.correlation_id})")
         for effect in item.effects:
             if effect.unabsorbed_duplicates:
                 failures.append(
                     f"{item.instance_id}: {effect.step} ({effect.kind}) applied "
-                    f"{effect.applied} times ({item.correlation_id})")
+                    f"{effect.applied} times, an unabsorbed duplicate "
+                    f"({item.correlation_id})")
         if require_exact_resume and item.resume is not None and not item.resume.exact:
             failures.append(
-                f"{item.instance_id}: was in flight at {item.resume.in_flight}, resumed at "
-                f"{item.resume.resumed_at or 'nothing'} ({item.correlation_id})")
+                f"{item.instance_id}: in flight at {item.resume.in_flight}, resumed at "
+                f"{item.resume.resumed_at or 'nothing'}, not at the exact step "
+                f"({item.correlation_id})")
     hit = [i for i in instances if i.resume is not None]
     return RunVerdict(
         counts=counts,

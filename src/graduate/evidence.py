@@ -1,5 +1,8 @@
 """The evidence store: every run and matrix as versioned JSON, written atomically.
 
+What a file holds is `graduate.runs.record`: a `RunRecord` or a `MatrixRecord`, read
+back through its typed class, never by raw keys.
+
 A file is written to a temporary name, flushed to disk and renamed over the target,
 so a run killed or interrupted while writing leaves either the old file or the new
 one, never half of one. A matrix file lists its cells and the run that settled each,
@@ -19,8 +22,7 @@ from typing import Any
 
 from graduate.errors import EvidenceError
 from graduate.files import parse_json, read_text
-
-SCHEMA_VERSION = 1
+from graduate.runs.record import MatrixRecord, Record, RunRecord, record_from_dict
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -36,8 +38,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """The stored record at `path`; EvidenceError when it is missing, unreadable, not
-    JSON, or of another schema version."""
+    """The JSON object in an evidence file, unchecked: `read_record` checks it."""
     try:
         text = read_text(path, "evidence file", EvidenceError)
     except FileNotFoundError as error:
@@ -47,11 +48,23 @@ def read_json(path: Path) -> dict[str, Any]:
     except EvidenceError as error:
         raise EvidenceError(f"{error}; it was edited or damaged: restore it or run again"
                             ) from error
-    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-        raise EvidenceError(f"evidence file {path} has schema version "
-                            f"{data.get('schema_version') if isinstance(data, dict) else None}"
-                            f"; this graduate reads version {SCHEMA_VERSION}")
+    if not isinstance(data, dict):
+        raise EvidenceError(f"evidence file {path} holds a JSON {type(data).__name__}, not "
+                            "a run or a matrix; restore it or run again")
     return data
+
+
+def read_record(path: Path) -> Record:
+    """The run or matrix in `path`, checked field by field against its schema version."""
+    return record_from_dict(read_json(path), source=f"evidence file {path}")
+
+
+def read_run(path: Path) -> RunRecord:
+    return RunRecord.from_dict(read_json(path), source=f"evidence file {path}")
+
+
+def read_matrix(path: Path) -> MatrixRecord:
+    return MatrixRecord.from_dict(read_json(path), source=f"evidence file {path}")
 
 
 def content_hash(path: Path) -> str:
@@ -91,25 +104,25 @@ class EvidenceStore:
     def matrix_path(self, matrix_id: str) -> Path:
         return self.root / "matrices" / f"{matrix_id}.json"
 
-    def save_run(self, run_id: str, record: dict[str, Any]) -> Path:
-        path = self.run_path(run_id)
-        write_json(path, {"schema_version": SCHEMA_VERSION, "kind": "run", **record})
+    def save_run(self, record: RunRecord) -> Path:
+        path = self.run_path(record.run_id)
+        write_json(path, record.to_dict())
         return path
 
-    def load_run(self, run_id: str) -> dict[str, Any]:
-        return read_json(self.run_path(run_id))
+    def load_run(self, run_id: str) -> RunRecord:
+        return read_run(self.run_path(run_id))
 
     def runs(self) -> list[str]:
         folder = self.root / "runs"
         return sorted(p.stem for p in folder.glob("*.json")) if folder.exists() else []
 
-    def save_matrix(self, matrix_id: str, record: dict[str, Any]) -> Path:
-        path = self.matrix_path(matrix_id)
-        write_json(path, {"schema_version": SCHEMA_VERSION, "kind": "matrix", **record})
+    def save_matrix(self, record: MatrixRecord) -> Path:
+        path = self.matrix_path(record.matrix_id)
+        write_json(path, record.to_dict())
         return path
 
-    def load_matrix(self, matrix_id: str) -> dict[str, Any]:
-        return read_json(self.matrix_path(matrix_id))
+    def load_matrix(self, matrix_id: str) -> MatrixRecord:
+        return read_matrix(self.matrix_path(matrix_id))
 
     def latest_matrix(self) -> str | None:
         """The most recently written matrix, for `--resume` without an id."""

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from graduate.adapters.base import InstanceState, InstanceStatus
+from graduate.check import judge_instance
 from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.flow import Flow, InstanceRequest, Step
-from graduate.ledger import FailureMode, Ledger, Outcome
+from graduate.ledger import FailureMode, Ledger
 from graduate.runs.session import new_run_id, open_session, validate_options
 from graduate.services.provider import Stack
 
@@ -129,21 +130,20 @@ def approve_all(flow: Flow) -> dict[str, Decision]:
 
 def summarise(flow: Flow, ledger: Ledger, request: InstanceRequest,
               status: InstanceStatus) -> InstanceResult:
-    effects = [e for e in ledger.effects(instance_id=request.instance_id) if e.kind == "effect"]
-    applied = [e for e in effects if e.outcome is Outcome.APPLIED]
-    per_step: dict[str, int] = {}
-    for effect in effects:
-        if effect.outcome in (Outcome.APPLIED, Outcome.ABSORBED):
-            per_step[effect.step] = per_step.get(effect.step, 0) + 1
-    registered = ledger.instance(request.instance_id).started_at
+    """What became of one instance, counted by the checker (`graduate.check`), as a chaos
+    run counts it: a repeat its idempotency key absorbed is not a duplicate."""
+    record = ledger.instance(request.instance_id)
+    verdict = judge_instance(flow, record, ledger.effects(instance_id=request.instance_id),
+                             status, engine_holds=None)
     return InstanceResult(
         instance_id=request.instance_id, correlation_id=request.correlation_id,
         trace_id=request.trace_id, state=status.state,
         steps_done=sum(1 for name in status.done if isinstance(_node(flow, name), Step)),
-        steps_total=len(flow.steps), effects_applied=len(applied),
-        effects_absorbed=sum(1 for e in effects if e.outcome is Outcome.ABSORBED),
-        duplicates=sum(count - 1 for count in per_step.values() if count > 1),
-        duration=status.finished_at - registered if status.finished_at else None,
+        steps_total=len(flow.steps),
+        effects_applied=sum(e.applied for e in verdict.effects if e.kind == "effect"),
+        effects_absorbed=verdict.absorbed,
+        duplicates=verdict.unabsorbed_duplicates,
+        duration=status.finished_at - record.started_at if status.finished_at else None,
         detail=status.detail,
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,23 @@ from graduate.cli.app import main
 from graduate.config import Settings, env_var
 from graduate.evidence import EvidenceStore
 from graduate.flow import flow_to_dict, load_flow
+from graduate.ledger import EffectRecord, Outcome
+from graduate.runs.record import (
+    CellOutcome,
+    EnvironmentRecord,
+    FaultRecord,
+    FlowRecord,
+    InstanceEvidence,
+    MatrixRecord,
+    MatrixSpecRecord,
+    OptionsRecord,
+    RunRecord,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 FLOW = "partner_approval"
 STEPS = ("create_record", "request_approval", "activate", "notify")
+START = 1_795_581_372.5  # the runs' start on the ledger's (epoch) clock
 # The faults the approved gate requires by default, as (fault, versioned).
 REQUIRED = (("kill-worker", False), ("restart-server", False), ("stop-worker", False),
             ("deploy-change", True))
@@ -123,7 +136,7 @@ class Project:
         point = None if fault in ("none", "wait-timeout") else "before-effect"
         step = "activate" if point else None
         verdicts = []
-        ledger: list[dict[str, Any]] = []
+        ledger: list[EffectRecord] = []
         for n in range(1, (instances if applicable else 0) + 1):
             iid = f"{flow}-{run_id}-{n:02d}"
             correlation = f"corr-{iid}"
@@ -135,31 +148,33 @@ class Project:
                              1.5) if point and fired and hit else None)
             verdicts.append(InstanceVerdict(iid, correlation, trace, verdict, "as built",
                                             verdict.value, effects, resume, 2.0))
-            ledger += [{"id": len(ledger) + k, "run_id": run_id, "instance_id": iid,
-                        "flow": flow, "engine": engine, "step": s, "kind": "effect",
-                        "attempt": 1, "outcome": "applied", "correlation_id": correlation,
-                        "trace_id": trace, "idempotency_key": f"t:{flow}:{n}:{s}"}
-                       for k, s in enumerate(STEPS, start=1)]
-        judged = judge_run(verdicts)
+            ledger += [EffectRecord(
+                id=len(ledger) + k, run_id=run_id, flow=flow, instance_id=iid, step=s,
+                effect=f"system.{s}", kind="effect", attempt=1,
+                idempotency_key=f"t:{flow}:{n}:{s}", correlation_id=correlation,
+                trace_id=trace, engine=engine, worker_pid=1000, started_at=START + k,
+                finished_at=START + k + 0.01, outcome=Outcome.APPLIED)
+                for k, s in enumerate(STEPS, start=1)]
         description = fault if point is None else f"{fault} at {step}:{point}"
-        self.store.save_run(run_id, {
-            "run_id": run_id, "created_at": "2026-11-25T04:36:24.194+00:00",
-            "flow": {"name": flow, "version": 1, "source": f"spikes/{FLOW}.toml",
-                     "definition": flow_to_dict(load_flow(self.spike))},
-            "engine": engine, "profile": profile,
+        self.store.save_run(RunRecord(
+            run_id=run_id, created_at="2026-11-25T04:36:24.194+00:00", started_at=START,
+            flow=FlowRecord(name=flow, version=1, source=f"spikes/{FLOW}.toml",
+                            definition=flow_to_dict(load_flow(self.spike))),
+            engine=engine, profile=profile,
             # What the profile sets, as the engine's effective settings record it.
-            "settings": profile_settings(profile, engine, self.root),
-            "fault": {"fault": fault, "step": step, "point": point, "offset": None,
-                      "restart_delay": 1.0, "partition_for": 5.0, "versioned": versioned,
-                      "change": "reorder", "description": description,
-                      "applicable": applicable, "fired": fired and applicable,
-                      "reason": "" if applicable else "does not apply here"},
-            "options": {"instances": instances, "wait_deadline": wait_deadline},
-            "environment": {}, "timeline": [],
-            "instances": [{**asdict(v), "history": []} for v in verdicts],
-            "ledger": ledger,
-            "verdict": {**asdict(judged), "passed": judged.passed},
-        })
+            settings=profile_settings(profile, engine, self.root),
+            fault=FaultRecord(fault=fault, step=step, point=point, offset=None,
+                              restart_delay=1.0, partition_for=5.0,
+                              options={"versioned": versioned, "change": "reorder"},
+                              description=description,
+                              applicable=applicable, fired=fired and applicable,
+                              reason="" if applicable else "does not apply here"),
+            options=OptionsRecord(instances=instances, workers=1, deadline=45.0,
+                                  decisions={"approval": "approve"},
+                                  wait_deadline=wait_deadline),
+            environment=EnvironmentRecord(host={}, packages={}, servers={}, services={}),
+            timeline=(), instances=tuple(InstanceEvidence(v, ()) for v in verdicts),
+            ledger=tuple(ledger), verdict=judge_run(verdicts)))
         return run_id
 
     def passing_runs(self, **changes: Any) -> list[str]:
@@ -170,17 +185,18 @@ class Project:
     def matrix(self, run_ids: list[str], *, pending: bool = False,
                flow: str = FLOW) -> str:
         matrix_id = f"m{len(list(self.store.root.glob('matrices/*.json'))) + 1:05d}"
-        cells: list[dict[str, Any]] = [
-            {"key": f"cell-{rid}", "engine": "temporal", "fault": "kill-worker", "at": None,
-             "profile": "defaults", "status": "done", "run_id": rid, "summary": {}}
-            for rid in run_ids]
+        cells = [CellOutcome(key=f"cell-{rid}", engine="temporal", fault="kill-worker",
+                             at=None, profile="defaults", status="done", run_id=rid)
+                 for rid in run_ids]
         if pending:
-            cells.append({"key": "cell-pending", "engine": "temporal", "fault": "none",
-                          "at": None, "profile": "defaults", "status": "pending",
-                          "run_id": None, "summary": {}})
-        self.store.save_matrix(matrix_id, {"matrix_id": matrix_id, "flow": flow,
-                                           "created_at": "2026-11-25T04:36:10.209+00:00",
-                                           "spec": {}, "cells": cells})
+            cells.append(CellOutcome(key="cell-pending", engine="temporal", fault="none",
+                                     at=None, profile="defaults", status="pending"))
+        spec = MatrixSpecRecord(flow=flow, engines=("temporal",), faults=("kill-worker",),
+                                profiles=("defaults",), at=None, instances=1, timeout=45.0,
+                                restart_delay=1.0, wait_deadline=5.0)
+        self.store.save_matrix(MatrixRecord(matrix_id=matrix_id, flow=flow,
+                                            created_at="2026-11-25T04:36:10.209+00:00",
+                                            spec=spec, cells=tuple(cells)))
         return matrix_id
 
     def junit(self, name: str = "crash-resume.xml", *, tests: int = 3, failures: int = 0,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from graduate.adapters.base import HistoryEvent
 from graduate.chaos.faults import parse_plan
 from graduate.chaos.harness import ChaosOptions, ChaosResult, TimelineEvent, run_chaos
 from graduate.check import InstanceVerdict, Verdict
@@ -178,7 +179,7 @@ def test_temporal_heartbeat_timeout_retries_a_dead_workers_step_long_before_star
     assert instance.resume is not None
     assert instance.resume.exact
     assert applied(settings, instance, "activate") == [Outcome.APPLIED]
-    started = [e["detail"] for e in _history(result, instance) if e["kind"] ==
+    started = [e.detail for e in _history(result, instance) if e.kind ==
                "activity_task_started"]
     assert "attempt 2 after heartbeat timeout" in started
 
@@ -225,15 +226,14 @@ def test_a_fault_that_cannot_apply_is_reported_not_run(settings: Settings,
 def _timeline(result: ChaosResult) -> list[TimelineEvent]:
     assert result.evidence is not None
     record = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id)
-    return [TimelineEvent(**e) for e in record["timeline"]]
+    return list(record.timeline)
 
 
-def _history(result: ChaosResult, instance: InstanceVerdict) -> list[dict[str, str]]:
+def _history(result: ChaosResult, instance: InstanceVerdict) -> list[HistoryEvent]:
     assert result.evidence is not None
     record = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id)
-    [found] = [i for i in record["instances"] if i["instance_id"] == instance.instance_id]
-    history: list[dict[str, str]] = found["history"]
-    return history
+    [found] = [i for i in record.instances if i.verdict.instance_id == instance.instance_id]
+    return list(found.history)
 
 
 def deploy(settings: Settings, path: Path, engine: str, *, change: str,

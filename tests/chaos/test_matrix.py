@@ -60,7 +60,7 @@ def _done_cells(store: EvidenceStore) -> dict[str, str]:
     if matrix is None:
         return {}
     try:
-        cells = store.load_matrix(matrix)["cells"]
+        cells = store.load_matrix(matrix).cells
     except Exception:
         return {}
-    return {c["key"]: c["run_id"] for c in cells if c["status"] == "done"}
+    return {c.key: str(c.run_id) for c in cells if c.status == "done"}

@@ -22,6 +22,7 @@ import pytest
 from graduate.check import InstanceVerdict, Resume, Verdict, effect_verdicts, judge_run
 from graduate.evidence import EvidenceStore
 from graduate.ledger import EffectRecord, Outcome
+from graduate.runs.record import MatrixRecord, RunRecord
 
 DATA = Path(__file__).parent / "data"
 BASE: dict[str, Any] = json.loads((DATA / "run-temporal-kill-worker.json").read_text())
@@ -138,8 +139,7 @@ class EvidenceBuilder:
         record = dict(json.loads(json.dumps(record, default=str)))
         self.records[run_id] = record
         if save:
-            self.store.save_run(run_id, {k: v for k, v in record.items()
-                                         if k not in ("schema_version", "kind")})
+            self.store.save_run(RunRecord.from_dict(record))
         return record
 
     def _instance(self, run_id: str, engine: str, number: int, spec: Instance, step: str,
@@ -192,8 +192,9 @@ class EvidenceBuilder:
                 "status": cell.status, "run_id": cell.run_id,
                 "summary": _summary(self.records[cell.run_id]) if cell.run_id else {},
             })
-        self.store.save_matrix(matrix_id, {
-            "matrix_id": matrix_id, "created_at": "2026-11-25T04:36:10.209+00:00",
+        self.store.save_matrix(MatrixRecord.from_dict({
+            "schema_version": 1, "kind": "matrix", "matrix_id": matrix_id,
+            "created_at": "2026-11-25T04:36:10.209+00:00",
             "updated_at": "2026-11-25T04:39:17.106+00:00", "flow": self.flow_name,
             "spec": {"flow": self.flow_name, "engines": list(dict.fromkeys(
                 c.engine for c in cells)), "faults": list(dict.fromkeys(
@@ -201,7 +202,7 @@ class EvidenceBuilder:
                      "instances": 1, "timeout": 45.0, "restart_delay": 1.0,
                      "wait_deadline": 5.0},
             "cells": outcomes,
-        })
+        }))
         return matrix_id
 
 

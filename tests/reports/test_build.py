@@ -12,6 +12,7 @@ from graduate.check import EffectVerdict, InstanceVerdict, Resume, Verdict, judg
 from graduate.errors import GraduateError
 from graduate.reports import build_report
 from graduate.reports.model import CellReport, Report
+from graduate.runs.record import RunRecord
 from tests.reports.conftest import (
     BASE,
     BEFORE,
@@ -203,8 +204,7 @@ def test_a_changed_checker_rule_is_applied_and_said(builder: EvidenceBuilder) ->
     stored = copy.deepcopy(record)
     stored["verdict"]["passed"] = True
     stored["verdict"]["failures"] = []
-    builder.store.save_run("old", {k: v for k, v in stored.items()
-                                   if k not in ("schema_version", "kind")})
+    builder.store.save_run(RunRecord.from_dict(stored))
 
     report = build_report(builder.store, run_ids=["old"])
 
@@ -295,8 +295,7 @@ def test_the_flow_is_shown_as_written_not_as_shortened(builder: EvidenceBuilder)
                             instances=(COMPENSATED,))
     shortened["options"]["wait_deadline"] = 5.0
     next(n for n in shortened["flow"]["definition"]["nodes"] if "wait" in n)["deadline"] = 5.0
-    builder.store.save_run("short", {k: v for k, v in shortened.items()
-                                     if k not in ("schema_version", "kind")})
+    builder.store.save_run(RunRecord.from_dict(shortened))
     builder.run("plain", fault="none", at=None)
 
     report = build_report(builder.store, run_ids=["short", "plain"])

@@ -22,6 +22,7 @@ from graduate.reports import (
     write_reports,
 )
 from graduate.reports.model import Report
+from graduate.runs.record import RunRecord
 from tests.reports.conftest import BASE, BEFORE, CellSpec, EvidenceBuilder, Instance
 
 EVIL = "<script>alert(1)</script>"
@@ -267,7 +268,7 @@ def test_a_signalled_decision_is_drawn_on_its_instances_timeline(
     for event in record["timeline"]:
         if event["kind"] == "signal-sent":
             event["instance"] = first
-    builder.store.save_run("human", record)
+    builder.store.save_run(RunRecord.from_dict(record))
 
     html = render_html(build_report(builder.store, run_ids=["human"]))
 

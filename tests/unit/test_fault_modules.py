@@ -228,7 +228,12 @@ def test_a_matrix_cell_written_before_faults_had_options_still_loads() -> None:
     legacy = {"key": "temporal|deploy-change+versioned@approval:during-wait|defaults",
               "engine": "temporal", "fault": "deploy-change", "at": "approval:during-wait",
               "profile": "defaults", "versioned": True, "cold": False, "status": "done",
-              "run_id": "abc123", "summary": {"passed": True}}
+              "run_id": "abc123", "summary": {
+                  "completed": 1, "compensated": 0, "failed": 0, "lost": 0, "stuck": 0,
+                  "instances": 1, "applicable": True, "fired": True, "reason": "",
+                  "unabsorbed_duplicates": 0, "absorbed_duplicates": 0, "hit_by_fault": 1,
+                  "resumed_exactly": 1, "median_time_to_resume": 1.5, "passed": True,
+                  "failures": []}}
 
     cell = CellOutcome.from_dict(legacy)
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from graduate.adr.record import AdrError, AdrRecord, Attachment
 from graduate.errors import GraduateError
-from graduate.evidence import EvidenceStore, content_hash, read_json
+from graduate.evidence import EvidenceStore, content_hash, read_record, read_run
+from graduate.runs.record import MatrixRecord, Record, RunRecord
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class JunitSummary:
 class Loaded:
     """The attached evidence of an ADR, read back and checked against its pins."""
 
-    runs: tuple[tuple[Attachment, dict[str, Any]], ...]
+    runs: tuple[tuple[Attachment, RunRecord], ...]
     junits: tuple[tuple[Attachment, JunitSummary], ...]
     problems: tuple[str, ...]  # files missing, changed or unreadable
 
@@ -110,71 +110,71 @@ def resolve(ref: str, store: EvidenceStore, project_dir: Path, flow: str,
         where = stored_path(path, project_dir)
         return [Attachment("junit", where, where, content_hash(path), when)]
     if path.is_file() and path.suffix.lower() == ".json":
-        data = _read(path)
-        kind = data.get("kind")
-        if kind not in ("run", "matrix"):
-            raise AdrError(f"{path} is neither a run nor a matrix of the evidence store "
-                           f"(kind = {kind!r})")
-        if kind == "run":
-            return [_run(path, data, project_dir, flow, when)]
-        return _matrix(path, data, EvidenceStore(path.parent.parent), project_dir, flow, when)
+        record = _read(path)
+        if isinstance(record, RunRecord):
+            return [_run(path, record, project_dir, flow, when)]
+        return _matrix(path, record, EvidenceStore(path.parent.parent), project_dir, flow,
+                       when)
     if store.run_path(ref).is_file():
         path = store.run_path(ref)
-        return [_run(path, _read(path), project_dir, flow, when)]
+        return [_run(path, _read_run(path), project_dir, flow, when)]
     if store.matrix_path(ref).is_file():
         path = store.matrix_path(ref)
-        return _matrix(path, _read(path), store, project_dir, flow, when)
+        matrix = _read(path)
+        if not isinstance(matrix, MatrixRecord):
+            raise AdrError(f"{path} holds a run, not a matrix; restore the matrix file")
+        return _matrix(path, matrix, store, project_dir, flow, when)
     raise AdrError(f"no run, matrix or JUnit file {ref!r}: not a file, and not an id in "
                    f"{store.root} (runs/ or matrices/). Give a run id (`graduate chaos` "
                    "prints it), a matrix id (`graduate matrix`), or a path to a JUnit XML "
                    "file; use --evidence DIR for another evidence folder")
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> Record:
     try:
-        return read_json(path)
+        return read_record(path)
     except GraduateError as error:
         raise AdrError(str(error)) from error
 
 
-def _run(path: Path, data: dict[str, Any], project_dir: Path, flow: str, when: str,
+def _read_run(path: Path) -> RunRecord:
+    try:
+        return read_run(path)
+    except GraduateError as error:
+        raise AdrError(str(error)) from error
+
+
+def _run(path: Path, run: RunRecord, project_dir: Path, flow: str, when: str,
          via: str = "") -> Attachment:
-    run_flow = _flow_name(data)
-    if run_flow != flow:
-        raise AdrError(f"run {path.stem} is evidence for flow {run_flow!r}, not {flow!r}; "
-                       "attach it to that flow's ADR")
-    return Attachment("run", str(data.get("run_id") or path.stem),
-                      stored_path(path, project_dir), content_hash(path), when, via)
-
-
-def _matrix(path: Path, data: dict[str, Any], store: EvidenceStore, project_dir: Path,
-            flow: str, when: str) -> list[Attachment]:
-    matrix_id = str(data.get("matrix_id") or path.stem)
-    if data.get("flow") != flow:
-        raise AdrError(f"matrix {matrix_id} is evidence for flow {data.get('flow')!r}, not "
+    if run.flow.name != flow:
+        raise AdrError(f"run {path.stem} is evidence for flow {run.flow.name!r}, not "
                        f"{flow!r}; attach it to that flow's ADR")
-    cells = data.get("cells") or []
-    pending = [c.get("key", "?") for c in cells if c.get("status") == "pending"
-               or not c.get("run_id")]
+    return Attachment("run", run.run_id or path.stem, stored_path(path, project_dir),
+                      content_hash(path), when, via)
+
+
+def _matrix(path: Path, matrix: MatrixRecord, store: EvidenceStore, project_dir: Path,
+            flow: str, when: str) -> list[Attachment]:
+    matrix_id = matrix.matrix_id or path.stem
+    if matrix.flow != flow:
+        raise AdrError(f"matrix {matrix_id} is evidence for flow {matrix.flow!r}, not "
+                       f"{flow!r}; attach it to that flow's ADR")
+    pending = [c.key for c in matrix.cells if c.status == "pending" or not c.run_id]
     if pending:
         raise AdrError(f"matrix {matrix_id} is unfinished ({len(pending)} cell(s) without a "
                        f"run, e.g. {pending[0]}) and its file will still change; finish it "
                        f"with `graduate matrix --resume {matrix_id}`, then attach it")
     runs = []
-    for cell in cells:
-        run_path = store.run_path(str(cell["run_id"]))
+    for cell in matrix.cells:
+        run_path = store.run_path(str(cell.run_id))
         if not run_path.is_file():
-            raise AdrError(f"matrix {matrix_id} names run {cell['run_id']} for cell "
-                           f"{cell.get('key')}, but {run_path} is missing; restore it")
-        runs.append(_run(run_path, _read(run_path), project_dir, flow, when, via=matrix_id))
-    matrix = Attachment("matrix", matrix_id, stored_path(path, project_dir),
-                        content_hash(path), when)
-    return [matrix, *runs]
-
-
-def _flow_name(run: dict[str, Any]) -> str | None:
-    flow = run.get("flow")
-    return flow.get("name") if isinstance(flow, dict) else None
+            raise AdrError(f"matrix {matrix_id} names run {cell.run_id} for cell "
+                           f"{cell.key}, but {run_path} is missing; restore it")
+        runs.append(_run(run_path, _read_run(run_path), project_dir, flow, when,
+                         via=matrix_id))
+    attachment = Attachment("matrix", matrix_id, stored_path(path, project_dir),
+                            content_hash(path), when)
+    return [attachment, *runs]
 
 
 def verify(attachment: Attachment, project_dir: Path) -> str | None:
@@ -193,7 +193,7 @@ def verify(attachment: Attachment, project_dir: Path) -> str | None:
 
 def load(record: AdrRecord, project_dir: Path) -> Loaded:
     """Read every attached run and JUnit report that still matches its pin."""
-    runs: list[tuple[Attachment, dict[str, Any]]] = []
+    runs: list[tuple[Attachment, RunRecord]] = []
     junits: list[tuple[Attachment, JunitSummary]] = []
     problems: list[str] = []
     for attachment in record.evidence:
@@ -204,12 +204,12 @@ def load(record: AdrRecord, project_dir: Path) -> Loaded:
         path = file_of(attachment, project_dir)
         try:
             if attachment.kind == "run":
-                data = read_json(path)
-                if _flow_name(data) != record.flow:
+                run = read_run(path)
+                if run.flow.name != record.flow:
                     problems.append(f"run {attachment.id} is evidence for flow "
-                                    f"{_flow_name(data)!r}, not {record.flow!r}")
+                                    f"{run.flow.name!r}, not {record.flow!r}")
                     continue
-                runs.append((attachment, data))
+                runs.append((attachment, run))
             elif attachment.kind == "junit":
                 junits.append((attachment, read_junit(path)))
         except GraduateError as error:

@@ -39,9 +39,11 @@ from graduate.chaos.faults import (
     stop_worker,
 )
 from graduate.chaos.profiles import Profile, load_profiles
+from graduate.check import judge_run
 from graduate.config import graduate_subtable
 from graduate.errors import ConfigError, GraduateError
 from graduate.flow import Flow, flow_to_dict, load_flow
+from graduate.runs.record import RunRecord
 
 _SHOWN = 5  # problems of one kind listed before "and N more"
 
@@ -58,12 +60,12 @@ class FaultRequirement:
         return get_fault(self.fault).requirement(
             f" at {self.step}:{self.point}" if self.step else "")
 
-    def matches(self, run: dict[str, Any]) -> bool:
-        fault = run.get("fault") or {}
-        return (fault.get("fault") == self.fault
-                and (self.step is None or fault.get("step") == self.step)
-                and (self.point is None or fault.get("point") == self.point)
-                and all(fault.get(name) == value
+    def matches(self, run: RunRecord) -> bool:
+        fault = run.fault
+        return (fault.fault == self.fault
+                and (self.step is None or fault.step == self.step)
+                and (self.point is None or fault.point == self.point)
+                and all(fault.options.get(name) == value
                         for name, value in get_fault(self.fault).proven_with.items()))
 
 
@@ -257,15 +259,15 @@ def _fault(document: AdrDocument, requirement: FaultRequirement, policy: GatePol
     title = (f"{engine} survived {requirement.describe()}{where}: nothing lost, stuck or "
              "failed, no unabsorbed duplicate, resumed at the exact step")
     runs = [(a, run) for a, run in loaded.runs
-            if run.get("engine") == engine and requirement.matches(run)]
+            if run.engine == engine and requirement.matches(run)]
     problems: list[str] = []
     for attachment, run in runs:
         # A run of an earlier definition of the flow is superseded, not held against it.
         if attachment.id not in stale:
-            problems += [f"run {attachment.id} ({run.get('profile')}): {p}"
+            problems += [f"run {attachment.id} ({run.profile}): {p}"
                          for p in failures(run)]
     for profile in profiles or (None,):
-        candidates = [(a, r) for a, r in runs if profile is None or r.get("profile") == profile]
+        candidates = [(a, r) for a, r in runs if profile is None or r.profile == profile]
         counted = [a for a, r in candidates
                    if _uncounted(r, policy, stale.get(a.id)) is None]
         if counted:
@@ -284,47 +286,32 @@ def _fault(document: AdrDocument, requirement: FaultRequirement, policy: GatePol
     return GateItem(name, title, tuple(problems))
 
 
-def failures(run: dict[str, Any]) -> list[str]:
-    """What a run shows going wrong: lost, stuck or failed instances, unabsorbed
-    duplicates, resumes at another step. Read from the instances, not only the run's
-    summary."""
-    found = []
-    for instance in run.get("instances") or []:
-        iid = instance.get("instance_id", "?")
-        # A failed commitment is neither done nor undone: it fails a run (graduate.check).
-        if instance.get("verdict") in ("lost", "stuck", "failed"):
-            found.append(f"{iid} {instance['verdict']}: {instance.get('reason', '')}")
-        for effect in instance.get("effects") or []:
-            if (effect.get("applied") or 0) > 1:
-                found.append(f"{iid}: {effect.get('step')} ({effect.get('kind')}) applied "
-                             f"{effect['applied']} times, an unabsorbed duplicate")
-        resume = instance.get("resume")
-        if resume and not resume.get("exact"):
-            found.append(f"{iid}: in flight at {resume.get('in_flight')}, resumed at "
-                         f"{resume.get('resumed_at') or 'nothing'}, not at the exact step")
-    verdict = run.get("verdict") or {}
-    if not found and not verdict.get("passed"):
-        found += [str(f) for f in verdict.get("failures") or ["the run did not pass"]]
+def failures(run: RunRecord) -> list[str]:
+    """What a run shows going wrong, as the checker judges its instances now
+    (`graduate.check.judge_run`); a run stored as failed stays failed."""
+    found = list(judge_run(run.verdicts).failures)
+    if not found and not run.verdict.passed:
+        found += list(run.verdict.failures) or ["the run did not pass"]
     return found
 
 
-def _uncounted(run: dict[str, Any], policy: GatePolicy,
+def _uncounted(run: RunRecord, policy: GatePolicy,
                stale: str | None) -> str | None:
     """Why a run that did not fail still proves nothing, or None when it counts;
     `stale` says why the run no longer speaks for the flow, if it does not."""
-    fault = run.get("fault") or {}
-    kind = plan_from_record(fault).fault
-    instances = run.get("instances") or []
+    fault = run.fault
+    kind = plan_from_record(fault.plan_fields()).fault
+    instances = run.verdicts
     if stale is not None:
         return stale
-    if not fault.get("applicable"):
-        return f"the fault does not apply ({fault.get('reason') or 'no reason given'})"
-    if kind.fires and not fault.get("fired"):
-        return f"the fault never fired ({fault.get('reason') or 'no reason given'})"
+    if not fault.applicable:
+        return f"the fault does not apply ({fault.reason or 'no reason given'})"
+    if kind.fires and not fault.fired:
+        return f"the fault never fired ({fault.reason or 'no reason given'})"
     if len(instances) < policy.min_instances:
         return (f"it ran {len(instances)} instance(s); the gate asks for at least "
                 f"{policy.min_instances}")
-    if kind.expects_resume and not any(i.get("resume") for i in instances):
+    if kind.expects_resume and not any(i.resume for i in instances):
         return ("no instance was caught in flight, so it shows no resume; fire the fault "
                 "at STEP:before-effect, STEP:after-effect or WAIT:during-wait")
     if failures(run):
@@ -347,17 +334,17 @@ def _stale_runs(loaded: Loaded, flow: Flow | GraduateError,
     return stale
 
 
-def _staleness(run: dict[str, Any], current: dict[str, Any] | None,
+def _staleness(run: RunRecord, current: dict[str, Any] | None,
                profiles: Mapping[str, Profile]) -> str | None:
     if (change := _definition_change(run, current)) is not None:
         return (f"it ran another definition of the flow ({change}); run the fault "
                 "again on the flow as it is now")
-    profile = profiles.get(str(run.get("profile")))
+    profile = profiles.get(run.profile)
     if profile is None:
         return None  # a profile since removed: the run's settings are on record
-    recorded = run.get("settings") or {}
+    recorded = run.settings
     changed = [f"{key} = {recorded.get(key)!r}, now {value!r}"
-               for key, value in profile.settings(str(run.get("engine"))).items()
+               for key, value in profile.settings(run.engine).items()
                if recorded.get(key) != value]
     if changed:
         return (f"profile {profile.name} has changed since it ran ({'; '.join(changed)}); "
@@ -365,17 +352,17 @@ def _staleness(run: dict[str, Any], current: dict[str, Any] | None,
     return None
 
 
-def _definition_change(run: dict[str, Any], current: dict[str, Any] | None) -> str | None:
+def _definition_change(run: RunRecord, current: dict[str, Any] | None) -> str | None:
     """How the flow a run ran differs from the flow as it stands, or None when it is the
     same (or when there is nothing to compare it with)."""
     if current is None:
         return None
-    recorded = (run.get("flow") or {}).get("definition")
-    if not isinstance(recorded, dict) or not recorded:
+    recorded = run.flow.definition
+    if not recorded:
         return "the run does not record the flow's definition"
     # The harness shortens wait deadlines for wait-timeout runs on purpose; that is the
     # run's setting, not a change of the flow.
-    shortened = (run.get("options") or {}).get("wait_deadline") is not None
+    shortened = run.options.wait_deadline is not None
     differences = _differences(_comparable(current, shortened),
                                _comparable(recorded, shortened))
     if not differences:
@@ -432,12 +419,13 @@ def _trace_ids(loaded: Loaded, stale: Mapping[str, str]) -> GateItem:
     for attachment, run in loaded.runs:
         if attachment.id in stale:
             continue  # superseded: it neither counts nor blocks
-        for row in run.get("ledger") or []:
+        for row in run.ledger:
             rows += 1
-            absent = [key for key in ("correlation_id", "trace_id") if not row.get(key)]
+            absent = [name for name, value in (("correlation_id", row.correlation_id),
+                                               ("trace_id", row.trace_id)) if not value]
             if absent:
-                missing.append(f"run {attachment.id}, ledger row {row.get('id', '?')} "
-                               f"({row.get('step', '?')}): no {' and no '.join(absent)}")
+                missing.append(f"run {attachment.id}, ledger row {row.id} "
+                               f"({row.step}): no {' and no '.join(absent)}")
     if not rows:
         return GateItem("trace-ids", title, ("the attached runs have no ledger rows to show "
                                              "it",))

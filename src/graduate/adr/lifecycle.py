@@ -14,7 +14,6 @@ import subprocess
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
@@ -47,8 +46,9 @@ from graduate.adr.record import (
     Status,
     Transition,
 )
-from graduate.evidence import EvidenceStore, read_json
+from graduate.evidence import EvidenceStore, read_record
 from graduate.flow import CLASS_MEANINGS, Flow, load_flow
+from graduate.runs.record import MatrixRecord
 
 
 def now_utc() -> str:
@@ -217,16 +217,14 @@ def _describe(attachment: Attachment, project_dir: Path) -> str:
     path = file_of(attachment, project_dir)
     if attachment.kind == "junit":
         return read_junit(path).describe()
-    data: dict[str, Any] = read_json(path)
-    if attachment.kind == "matrix":
-        return f"{len(data.get('cells') or [])} cell(s)"
-    fault = data.get("fault") or {}
-    verdict = data.get("verdict") or {}
-    outcome = ("not applicable" if not fault.get("applicable") else
-               "passed" if verdict.get("passed") else "failed")
-    return (f"{data.get('engine')}, {fault.get('description', fault.get('fault'))}, profile "
-            f"{data.get('profile')}, {len(data.get('instances') or [])} instance(s), "
-            f"{outcome}")
+    record = read_record(path)
+    if isinstance(record, MatrixRecord):
+        return f"{len(record.cells)} cell(s)"
+    fault = record.fault
+    outcome = ("not applicable" if not fault.applicable else
+               "passed" if record.verdict.passed else "failed")
+    return (f"{record.engine}, {fault.description}, profile {record.profile}, "
+            f"{len(record.instances)} instance(s), {outcome}")
 
 
 # ---------------------------------------------------------------------------- promote

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from graduate.adapters import describe
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
@@ -45,6 +44,14 @@ from graduate.flow import (
 )
 from graduate.ledger import Ledger, PointReached
 from graduate.runner import RunOptions
+from graduate.runs.record import (
+    EnvironmentRecord,
+    FaultRecord,
+    FlowRecord,
+    InstanceEvidence,
+    OptionsRecord,
+    RunRecord,
+)
 from graduate.runs.session import RunSession, open_session
 from graduate.runs.timeline import INSTANCES_STARTED, RUN_ENDED, Timeline, TimelineEvent
 
@@ -259,36 +266,33 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
             engine_holds=holds.get(iid), reached=reached, fault_at=fault_at))
     verdict = judge_run(verdicts)
     stack = session.stack
-    record: dict[str, Any] = {
-        "run_id": session.run_id,
-        "created_at": now_iso(),
-        "started_at": timeline.started,  # epoch seconds; timeline times count from here
-        "flow": {"name": flow.name, "version": flow.version, "source": flow.source,
-                 "definition": flow_to_dict(flow)},
-        "engine": session.engine.name,
-        "profile": options.profile,
-        "settings": session.engine.settings,
-        "fault": {**options.plan.to_dict(), "description": options.plan.describe(),
-                  "applicable": applicable, "fired": fired, "reason": reason},
-        "options": {"instances": options.run.instances, "workers": options.run.workers,
-                    "deadline": options.run.timeout,
-                    "decisions": dict(options.run.decisions),
-                    "wait_deadline": options.wait_deadline},
-        "environment": {
-            "host": host(), "packages": package_versions(),
-            "servers": server_versions(stack.temporal.binary if stack.temporal else None,
-                                       stack.redis.binary if stack.redis else None),
-            "services": stack.services.describe(),
-        },
-        "timeline": [asdict(e) for e in timeline.events],
-        "instances": [
-            {**asdict(v), "history": [asdict(h) for h in histories.get(v.instance_id, [])]}
-            for v in verdicts
-        ],
-        "ledger": [asdict(e) for e in ledger.effects(run_id=session.run_id)],
-        "verdict": {**asdict(verdict), "passed": verdict.passed},
-    }
-    path = store.save_run(session.run_id, record)
+    record = RunRecord(
+        run_id=session.run_id,
+        created_at=now_iso(),
+        started_at=timeline.started,
+        flow=FlowRecord(name=flow.name, version=flow.version, source=flow.source,
+                        definition=flow_to_dict(flow)),
+        engine=session.engine.name,
+        profile=options.profile,
+        settings=session.engine.settings,
+        fault=FaultRecord.of(options.plan.to_dict(), description=options.plan.describe(),
+                             applicable=applicable, fired=fired, reason=reason),
+        options=OptionsRecord(instances=options.run.instances, workers=options.run.workers,
+                              deadline=options.run.timeout,
+                              decisions=dict(options.run.decisions),
+                              wait_deadline=options.wait_deadline),
+        environment=EnvironmentRecord(
+            host=host(), packages=package_versions(),
+            servers=server_versions(stack.temporal.binary if stack.temporal else None,
+                                    stack.redis.binary if stack.redis else None),
+            services=stack.services.describe()),
+        timeline=tuple(timeline.events),
+        instances=tuple(InstanceEvidence(v, tuple(histories.get(v.instance_id, [])))
+                        for v in verdicts),
+        ledger=tuple(ledger.effects(run_id=session.run_id)),
+        verdict=verdict,
+    )
+    path = store.save_run(record)
     return ChaosResult(
         run_id=session.run_id, flow=flow.name, engine=session.engine.name, plan=options.plan,
         profile=options.profile, applicable=applicable, reason=reason, fired=fired,

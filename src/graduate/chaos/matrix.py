@@ -8,16 +8,14 @@ runs only the cells that have no run yet.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from graduate.adapters import check_engine, engine_names
 from graduate.chaos.faults import (
     Fault,
     FaultPlan,
-    deploy_change,
     fault_names,
     kill_pool_child,
     kill_worker,
@@ -36,12 +34,14 @@ from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore, now_iso
 from graduate.flow import Flow, Step, load_flow
 from graduate.runner import RunOptions, approve_all
+from graduate.runs.record import CellOutcome, CellSummary, MatrixRecord, MatrixSpecRecord
 from graduate.runs.session import new_run_id, validate_options
 
 DEFAULT_FAULTS = (none.NAME, kill_worker.NAME, kill_pool_child.NAME, stop_worker.NAME,
                   restart_broker.NAME, restart_server.NAME, wait_timeout.NAME)
-# Cells written before faults carried their options kept these two as fields.
-_LEGACY_OPTIONS = (deploy_change.VERSIONED.name, stop_worker.COLD.name)
+# A cell, as planned and as the matrix file keeps it, is the stored record's.
+__all__ = ["DEFAULT_FAULTS", "CellOutcome", "MatrixSpec", "default_point", "plan_cells",
+           "run_matrix", "summarise"]
 
 
 @dataclass(frozen=True)
@@ -56,37 +56,6 @@ class MatrixSpec:
     timeout: float = 90.0
     restart_delay: float = 1.0
     wait_deadline: float = 5.0  # the waits' deadline in wait-timeout cells
-
-
-@dataclass
-class CellOutcome:
-    """One cell of a matrix, as planned and then as the matrix file keeps it: enough for
-    the summary, and the id of the run that settled it."""
-
-    key: str
-    engine: str
-    fault: str
-    at: str | None
-    profile: str
-    options: dict[str, Any] = field(default_factory=dict)  # the fault's, when not default
-    status: str = "pending"  # pending, done, not-applicable
-    run_id: str | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        """The fault with its flags, as the cell's key names it: `stop-worker+cold`."""
-        return "+".join((self.fault, *(k for k, v in self.options.items() if v is True)))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CellOutcome:
-        """A cell as a matrix file keeps it, also from before faults had options."""
-        values = dict(data)
-        options = dict(values.pop("options", None) or {})
-        for name in _LEGACY_OPTIONS:
-            if values.pop(name, False):
-                options[name] = True
-        return cls(**values, options=options)
 
 
 def default_point(flow: Flow) -> str:
@@ -137,22 +106,24 @@ def _default_at(flow: Flow, fault: Fault, given: str | None) -> str | None:
     return given or default_point(flow)
 
 
-def summarise(result: ChaosResult) -> dict[str, Any]:
+def summarise(result: ChaosResult) -> CellSummary:
     """The numbers of one cell, from its verdicts."""
     resumes = [i.resume.time_to_resume for i in result.instances
                if i.resume is not None and i.resume.time_to_resume is not None]
-    return {
-        **result.verdict.counts,
-        "instances": len(result.instances),
-        "applicable": result.applicable, "fired": result.fired, "reason": result.reason,
-        "unabsorbed_duplicates": result.verdict.unabsorbed_duplicates,
-        "absorbed_duplicates": result.verdict.absorbed_duplicates,
-        "hit_by_fault": result.verdict.hit_by_fault,
-        "resumed_exactly": result.verdict.resumed_exactly,
-        "median_time_to_resume": statistics.median(resumes) if resumes else None,
-        "passed": result.verdict.passed,
-        "failures": list(result.verdict.failures),
-    }
+    counts = result.verdict.counts
+    return CellSummary(
+        completed=counts["completed"], compensated=counts["compensated"],
+        failed=counts["failed"], lost=counts["lost"], stuck=counts["stuck"],
+        instances=len(result.instances),
+        applicable=result.applicable, fired=result.fired, reason=result.reason,
+        unabsorbed_duplicates=result.verdict.unabsorbed_duplicates,
+        absorbed_duplicates=result.verdict.absorbed_duplicates,
+        hit_by_fault=result.verdict.hit_by_fault,
+        resumed_exactly=result.verdict.resumed_exactly,
+        median_time_to_resume=statistics.median(resumes) if resumes else None,
+        passed=result.verdict.passed,
+        failures=result.verdict.failures,
+    )
 
 
 def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
@@ -163,30 +134,33 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     store.ensure_writable()
     if resume is not None:
         record = store.load_matrix(resume)
-        spec = _spec_from_record(record["spec"])
-        matrix_id = resume
-        outcomes = [CellOutcome.from_dict(c) for c in record["cells"]]
+        spec = MatrixSpec(**asdict(record.spec))
     else:
         flow = load_flow(spec.flow, spikes_dir=settings.spikes_dir)
-        matrix_id = f"m{new_run_id()}"
-        outcomes = plan_cells(flow, spec, settings.project_dir)
-        record = {"matrix_id": matrix_id, "created_at": now_iso(), "flow": flow.name,
-                  "spec": asdict(spec)}
+        record = MatrixRecord(matrix_id=f"m{new_run_id()}", created_at=now_iso(),
+                              flow=flow.name, spec=MatrixSpecRecord(**asdict(spec)),
+                              cells=tuple(plan_cells(flow, spec, settings.project_dir)))
     flow = load_flow(spec.flow, spikes_dir=settings.spikes_dir)
-    save = _saver(store, matrix_id, record, outcomes)
+    cells = list(record.cells)
+
+    def save() -> None:
+        # Rewritten whole after every cell: a matrix stopped midway keeps what it settled.
+        store.save_matrix(replace(record, cells=tuple(cells), updated_at=now_iso()))
+
     save()
-    pending = [o for o in outcomes if o.status == "pending"]
-    for number, outcome in enumerate(pending, start=1):
-        plan = parse_plan(outcome.fault, outcome.at, flow, restart_delay=spec.restart_delay,
-                          options=outcome.options)
-        result = run_chaos(settings, _options(spec, flow, plan, outcome), store)
-        outcome.run_id = result.run_id
-        outcome.status = "done" if result.applicable else "not-applicable"
-        outcome.summary = summarise(result)
+    pending = [n for n, cell in enumerate(cells) if cell.status == "pending"]
+    for number, index in enumerate(pending, start=1):
+        cell = cells[index]
+        plan = parse_plan(cell.fault, cell.at, flow, restart_delay=spec.restart_delay,
+                          options=cell.options)
+        result = run_chaos(settings, _options(spec, flow, plan, cell), store)
+        cells[index] = replace(cell, run_id=result.run_id,
+                               status="done" if result.applicable else "not-applicable",
+                               summary=summarise(result))
         save()
         if on_cell is not None:
-            on_cell(outcome, number, len(pending))
-    return matrix_id, outcomes
+            on_cell(cells[index], number, len(pending))
+    return record.matrix_id, cells
 
 
 def _options(spec: MatrixSpec, flow: Flow, plan: FaultPlan,
@@ -197,17 +171,3 @@ def _options(spec: MatrixSpec, flow: Flow, plan: FaultPlan,
         plan=plan, profile=cell.profile,
         wait_deadline=spec.wait_deadline if plan.fault.lets_waits_expire else None,
     )
-
-
-def _spec_from_record(data: dict[str, Any]) -> MatrixSpec:
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                              for k, v in data.items()}
-    return MatrixSpec(**values)
-
-
-def _saver(store: EvidenceStore, matrix_id: str, record: dict[str, Any],
-           outcomes: Sequence[CellOutcome]) -> Callable[[], None]:
-    def save() -> None:
-        store.save_matrix(matrix_id, {**record, "updated_at": now_iso(),
-                                      "cells": [asdict(o) for o in outcomes]})
-    return save

@@ -208,7 +208,7 @@ def matrix(
 
         found_id, cells = run_matrix(config, spec, store, resume=resume_id, on_cell=advance)
     if as_json:
-        console.print_json(json.dumps(store.load_matrix(found_id)))
+        console.print_json(json.dumps(store.load_matrix(found_id).to_dict()))
         return
     console.print(matrix_table(found_id, cells))
     console.print(f"evidence: {store.matrix_path(found_id)}")
@@ -228,22 +228,22 @@ def matrix_table(matrix_id: str, cells: list[CellOutcome]) -> Table:
     notes: list[str] = []
     for cell in cells:
         s = cell.summary
-        if cell.status != "done":
+        if cell.status != "done" or s is None:
             result = "[dim]pending[/]"
             if cell.status == "not-applicable":
-                notes.append(f"{cell.engine} {cell.fault}: {s.get('reason', '')}")
+                notes.append(f"{cell.engine} {cell.fault}: {s.reason if s else ''}")
                 result = f"[dim]n/a ({len(notes)})[/]"
             table.add_row(cell.engine, cell.label, cell.at or "-", cell.profile,
                           *["-"] * 9, result)
             continue
-        resume = s.get("median_time_to_resume")
+        resume = s.median_time_to_resume
         table.add_row(
             cell.engine, cell.label, cell.at or "-", cell.profile,
-            str(s["completed"]), str(s["compensated"]), _alarm(s["failed"]),
-            _alarm(s["lost"]), _alarm(s["stuck"]), _alarm(s["unabsorbed_duplicates"]),
-            str(s["absorbed_duplicates"]), f"{s['resumed_exactly']}/{s['hit_by_fault']}",
+            str(s.completed), str(s.compensated), _alarm(s.failed),
+            _alarm(s.lost), _alarm(s.stuck), _alarm(s.unabsorbed_duplicates),
+            str(s.absorbed_duplicates), f"{s.resumed_exactly}/{s.hit_by_fault}",
             "-" if resume is None else f"{resume:.1f}s",
-            "[green]pass[/]" if s["passed"] else "[red]fail[/]",
+            "[green]pass[/]" if s.passed else "[red]fail[/]",
         )
     if notes:
         table.caption = "\n".join(f"({n}) {text}" for n, text in enumerate(notes, 1))

@@ -54,7 +54,7 @@ def demo(
 
     def progress(cell: CellOutcome, number: int, total: int) -> None:
         result = ("n/a" if cell.status == "not-applicable"
-                  else "pass" if cell.summary.get("passed") else "fail")
+                  else "pass" if cell.summary is not None and cell.summary.passed else "fail")
         console.print(f"  [{number}/{total}] {cell.key.split('|')[1].split('@')[0]} on "
                       f"{cell.engine}: {result}")
 

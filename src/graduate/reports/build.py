@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypeVar
 
 from graduate.adapters import describe, engine_names
 from graduate.chaos.faults import descriptions, parse_label, plan_from_record, timeline_events
 from graduate.check import EffectVerdict, InstanceVerdict, Resume, Verdict, judge_run
 from graduate.errors import ConfigError, GraduateError
 from graduate.evidence import EvidenceStore
-from graduate.flow import CLASS_MEANINGS
+from graduate.flow import CLASS_MEANINGS, Step, Wait
+from graduate.ledger import EffectRecord
 from graduate.redaction import redact_value
 from graduate.reports.decision import criteria, recommend
 from graduate.reports.model import (
@@ -47,8 +48,10 @@ from graduate.reports.model import (
     StepInfo,
     WaitInfo,
 )
+from graduate.runs.record import CellSummary, MatrixRecord, RunRecord
 
 _EPSILON = 1e-6
+R = TypeVar("R", RunRecord, MatrixRecord)
 
 
 def build_report(store: EvidenceStore, *, matrix_id: str | None = None,
@@ -63,6 +66,12 @@ def build_report(store: EvidenceStore, *, matrix_id: str | None = None,
         # A folder of runs and no matrix (a crash-resume suite's): report every run.
         return _from_runs(store, store.runs())
     return _from_matrix(store, matrix_id or _latest_matrix(store))
+
+
+def _redacted(record: R) -> R:
+    """A copy of a stored run or matrix with every secret replaced, at any depth."""
+    return type(record).from_dict(redact_value(record.to_dict()),
+                                  source=f"{record.KIND} record (redacted)")
 
 
 def _latest_matrix(store: EvidenceStore) -> str:
@@ -88,7 +97,7 @@ class _CellSpec:
     profile: str
     status: str  # pending, done, not-applicable (as the matrix file says)
     run_id: str | None
-    summary: dict[str, Any]
+    summary: CellSummary | None
 
     @property
     def column(self) -> str:
@@ -105,26 +114,24 @@ def _from_matrix(store: EvidenceStore, matrix_id: str) -> Report:
         matrices = sorted(p.stem for p in (store.root / "matrices").glob("*.json"))
         raise ConfigError(f"no matrix {matrix_id!r} in {store.root}; matrices there: "
                           f"{_known(matrices)}. Leave out --matrix for the latest one")
-    record = redact_value(store.load_matrix(matrix_id))
-    specs = [_CellSpec(key=str(c["key"]), engine=str(c["engine"]), fault=str(c["fault"]),
-                       at=c.get("at"), profile=str(c["profile"]),
-                       status=str(c.get("status", "pending")), run_id=c.get("run_id"),
-                       summary=dict(c.get("summary") or {}))
-             for c in record.get("cells", [])]
-    runs: dict[str, dict[str, Any]] = {}
+    record = _redacted(store.load_matrix(matrix_id))
+    specs = [_CellSpec(key=c.key, engine=c.engine, fault=c.fault, at=c.at, profile=c.profile,
+                       status=c.status, run_id=c.run_id, summary=c.summary)
+             for c in record.cells]
+    runs: dict[str, RunRecord] = {}
     warnings = []
     for spec in specs:
         if spec.status == "pending" or not spec.run_id:
             continue
         if store.run_path(spec.run_id).exists():
-            runs[spec.run_id] = redact_value(store.load_run(spec.run_id))
+            runs[spec.run_id] = _redacted(store.load_run(spec.run_id))
         else:
             warnings.append(
                 f"cell {spec.engine} {spec.label} names run {spec.run_id}, but "
                 f"{store.run_path(spec.run_id)} is missing: its result comes from the "
                 "matrix's summary, and its timeline, settings and IDs cannot be shown. "
                 "Restore the file from where the evidence is kept, or run the matrix again")
-    engines = list(record.get("spec", {}).get("engines") or [])
+    engines = list(record.spec.engines)
     engines += [s.engine for s in specs if s.engine not in engines]
     return _assemble(source="matrix", matrix_id=matrix_id, record=record, specs=specs,
                      runs=runs, engines=engines, warnings=warnings)
@@ -137,28 +144,27 @@ def _from_runs(store: EvidenceStore, run_ids: list[str]) -> Report:
     if missing:
         raise ConfigError(f"no run {', '.join(missing)} in {store.root}; runs there: "
                           f"{_known(store.runs())}")
-    runs = {r: redact_value(store.load_run(r)) for r in run_ids}
+    runs = {r: _redacted(store.load_run(r)) for r in run_ids}
     specs = []
     for run_id, run in runs.items():
-        fault = run.get("fault", {})
-        step, point, offset = fault.get("step"), fault.get("point"), fault.get("offset")
+        fault = run.fault
+        step, point, offset = fault.step, fault.point, fault.offset
         at = f"{step}:{point}" if step else (f"+{offset:g}s" if offset is not None else None)
-        plan = plan_from_record(fault)
-        key = f"{run['engine']}|{plan.label}@{at or '-'}|{run['profile']}"
-        specs.append(_CellSpec(key=key, engine=str(run["engine"]),
-                               fault=plan.fault.name, at=at,
-                               profile=str(run["profile"]),
-                               status="done" if fault.get("applicable", True) else
-                               "not-applicable", run_id=run_id, summary={}))
+        plan = plan_from_record(fault.plan_fields())
+        key = f"{run.engine}|{plan.label}@{at or '-'}|{run.profile}"
+        specs.append(_CellSpec(key=key, engine=run.engine, fault=plan.fault.name, at=at,
+                               profile=run.profile,
+                               status="done" if fault.applicable else "not-applicable",
+                               run_id=run_id, summary=None))
     engines = [e for e in engine_names() if any(s.engine == e for s in specs)]
     engines += [s.engine for s in specs if s.engine not in engines]
-    return _assemble(source="runs", matrix_id=None, record={}, specs=specs, runs=runs,
+    return _assemble(source="runs", matrix_id=None, record=None, specs=specs, runs=runs,
                      engines=list(dict.fromkeys(engines)), warnings=[])
 
 
-def _assemble(*, source: Literal["matrix", "runs"], matrix_id: str | None, record: dict[str, Any],
-              specs: list[_CellSpec], runs: dict[str, dict[str, Any]], engines: list[str],
-              warnings: list[str]) -> Report:
+def _assemble(*, source: Literal["matrix", "runs"], matrix_id: str | None,
+              record: MatrixRecord | None, specs: list[_CellSpec], runs: dict[str, RunRecord],
+              engines: list[str], warnings: list[str]) -> Report:
     flow = _flow(record, runs)
     settings_sets = _settings_sets(runs)
     environment_sets = _environment_sets(runs)
@@ -170,9 +176,9 @@ def _assemble(*, source: Literal["matrix", "runs"], matrix_id: str | None, recor
         for run_id, run in runs.items()
     }
     for run_id, run in runs.items():
-        stored = run.get("verdict", {}).get("passed")
+        stored = run.verdict.passed
         now = run_reports[run_id]
-        if now.fault.applicable and stored is not None and bool(stored) != now.passed:
+        if now.fault.applicable and stored != now.passed:
             warnings.append(
                 f"run {run_id} ({now.engine} {now.title}) was judged "
                 f"{'pass' if stored else 'fail'} when it ran, but "
@@ -201,7 +207,8 @@ def _assemble(*, source: Literal["matrix", "runs"], matrix_id: str | None, recor
         f"matrix {matrix_id}" if matrix_id else f"{len(runs)} run(s)")
     return Report(
         title=title, source=source, matrix_id=matrix_id,
-        created_at=record.get("created_at"), updated_at=record.get("updated_at"),
+        created_at=record.created_at if record else None,
+        updated_at=record.updated_at if record else None,
         run_ids=tuple(s.run_id for s in specs if s.run_id), flow=flow,
         engines=tuple(engines), columns=columns,
         column_notes=tuple((c, _explain(c)) for c in columns),
@@ -259,99 +266,82 @@ def _event_category(kind: str) -> str:
 # ---------------------------------------------------------------------------- the flow
 
 
-def _flow(record: dict[str, Any], runs: dict[str, dict[str, Any]]) -> FlowInfo:
-    names = {str(r.get("flow", {}).get("name")) for r in runs.values()}
+def _flow(record: MatrixRecord | None, runs: dict[str, RunRecord]) -> FlowInfo:
+    names = {r.flow.name for r in runs.values()}
     if len(names) > 1:
         raise ConfigError(f"these runs are of different flows ({', '.join(sorted(names))}); "
                           "a report covers one flow: give the runs of one flow only")
     # A wait-timeout run records the flow with its waits shortened for the run: prefer
     # the definition as written.
-    candidates = sorted(runs.values(),
-                        key=lambda r: r.get("options", {}).get("wait_deadline") is not None)
-    recorded = next((r["flow"] for r in candidates
-                     if isinstance(r.get("flow"), dict) and r["flow"].get("definition")), None)
+    candidates = sorted(runs.values(), key=lambda r: r.options.wait_deadline is not None)
+    recorded = next((r.flow for r in candidates if r.flow.definition), None)
     if recorded is None:
-        name = str(record.get("flow") or record.get("spec", {}).get("flow") or
-                   (names.pop() if names else "unknown flow"))
+        name = (record.flow or record.spec.flow if record else
+                names.pop() if names else "unknown flow")
         return FlowInfo(name=name, version=None, description="", classes=(), order=(),
                         steps=(), waits=(), timers=(), known=False)
-    definition = recorded["definition"]
-    head = definition.get("flow", {})
-    systems = {str(k): bool(v.get("honours_idempotency", True))
-               for k, v in definition.get("systems", {}).items()}
-    compensations = {str(k): str(v) for k, v in definition.get("compensations", {}).items()}
-    steps, waits, timers, order = [], [], [], []
-    for node in definition.get("nodes", []):
-        if "step" in node:
-            system = str(node["effect"]).split(".", 1)[0]
-            steps.append(StepInfo(name=str(node["step"]), effect=str(node["effect"]),
-                                  system=system, honours_idempotency=systems.get(system, True),
-                                  compensation=compensations.get(str(node["step"]))))
-            order.append(str(node["step"]))
-        elif "wait" in node:
-            waits.append(WaitInfo(name=str(node["wait"]), signal=str(node.get("signal", "")),
-                                  deadline=float(node["deadline"]),
-                                  on_timeout=str(node.get("on_timeout", "")),
-                                  on_reject=str(node.get("on_reject", ""))))
-            order.append(str(node["wait"]))
-        elif "timer" in node:
-            timers.append((str(node["timer"]), float(node["duration"])))
-            order.append(str(node["timer"]))
+    flow = recorded.load()
+    honours = {s.name: s.honours_idempotency for s in flow.systems}
+    steps, waits, timers = [], [], []
+    for node in flow.nodes:
+        if isinstance(node, Step):
+            system = node.effect.split(".", 1)[0]
+            steps.append(StepInfo(name=node.name, effect=node.effect, system=system,
+                                  honours_idempotency=honours.get(system, True),
+                                  compensation=node.compensation))
+        elif isinstance(node, Wait):
+            waits.append(WaitInfo(name=node.name, signal=node.signal, deadline=node.deadline,
+                                  on_timeout=node.on_timeout, on_reject=node.on_reject))
+        else:
+            timers.append((node.name, node.duration))
     classes = tuple(
-        (name, f"{head[name]} ({CLASS_MEANINGS[name].get(str(head[name]), 'unknown')})")
-        for name in ("approval_class", "reversibility_class", "sensitivity_class")
-        if name in head)
-    return FlowInfo(name=str(recorded.get("name", head.get("name", ""))),
-                    version=recorded.get("version"), description=str(head.get("description", "")),
-                    classes=classes, order=tuple(order), steps=tuple(steps), waits=tuple(waits),
-                    timers=tuple(timers), known=True)
+        (name, f"{value} ({CLASS_MEANINGS[name].get(str(value), 'unknown')})")
+        for name, value in (("approval_class", flow.approval_class),
+                            ("reversibility_class", flow.reversibility_class),
+                            ("sensitivity_class", flow.sensitivity_class)))
+    return FlowInfo(name=recorded.name, version=recorded.version,
+                    description=flow.description, classes=classes,
+                    order=tuple(n.name for n in flow.nodes), steps=tuple(steps),
+                    waits=tuple(waits), timers=tuple(timers), known=True)
 
 
 # ---------------------------------------------------------------------------- runs
 
 
-def _run(run: dict[str, Any], flow: FlowInfo, label: str, title: str, settings_set: int,
+def _run(run: RunRecord, flow: FlowInfo, label: str, title: str, settings_set: int,
          environment_set: int) -> RunReport:
-    timeline = run.get("timeline", [])
-    ledger = run.get("ledger", [])
     origin, clock = _origin(run)
-    fired_at = next((float(e["at"]) for e in timeline if e["kind"] == "fault-fired"), None)
+    fired_at = run.fault_fired_at
     events = tuple(
-        Event(number=n, at=float(e["at"]), kind=str(e["kind"]),
-              label=_event_title(str(e["kind"])), category=_event_category(str(e["kind"])),
-              detail=str(e.get("detail", "")),
-              instance_id=str(e["instance"]) if e.get("instance") else None)
-        for n, e in enumerate(timeline, start=1))
-    fault = run.get("fault", {})
-    planned = plan_from_record(fault)
-    verdicts = [_instance_verdict(i) for i in run.get("instances", [])]
+        Event(number=n, at=e.at, kind=e.kind,
+              label=_event_title(e.kind), category=_event_category(e.kind),
+              detail=e.detail, instance_id=e.instance or None)
+        for n, e in enumerate(run.timeline, start=1))
+    fault = run.fault
+    planned = plan_from_record(fault.plan_fields())
+    verdicts = run.verdicts
     instances = tuple(
-        _instance(data, verdict, [row for row in ledger if row["instance_id"] ==
-                                  verdict.instance_id],
-                  origin, fired_at, run_id=str(run["run_id"]), engine=str(run["engine"]),
-                  cell=title)
-        for data, verdict in zip(run.get("instances", []), verdicts, strict=True))
+        _instance(verdict, [row for row in run.ledger
+                            if row.instance_id == verdict.instance_id],
+                  origin, fired_at, run_id=run.run_id, engine=run.engine, cell=title)
+        for verdict in verdicts)
     ends = [e.at for e in events] + [r.finish for i in instances for r in i.rows]
-    options = run.get("options", {})
     return RunReport(
-        run_id=str(run["run_id"]), created_at=str(run.get("created_at", "")),
-        engine=str(run["engine"]), profile=str(run.get("profile", "")), cell=label,
-        title=title,
+        run_id=run.run_id, created_at=run.created_at, engine=run.engine,
+        profile=run.profile, cell=label, title=title,
         fault=FaultInfo(kind=planned.fault.name, planned=planned.fault.fires,
-                        description=str(fault.get("description", fault.get("fault", ""))),
-                        explanation=descriptions().get(str(fault.get("fault")), ""),
-                        applicable=bool(fault.get("applicable", True)),
-                        fired=bool(fault.get("fired", False)),
-                        reason=str(fault.get("reason", ""))),
-        options=tuple((str(k), _text(v)) for k, v in sorted(options.items())),
+                        description=fault.description,
+                        explanation=descriptions().get(fault.fault, ""),
+                        applicable=fault.applicable, fired=fault.fired, reason=fault.reason),
+        options=tuple((k, _text(v)) for k, v in sorted(asdict(run.options).items())),
         settings_set=settings_set, environment_set=environment_set,
-        services=_flatten(run.get("environment", {}).get("services", {})),
+        services=_flatten(run.environment.services),
         events=events, instances=instances, clock=clock,
         span=max(ends, default=0.0), passed=judge_run(verdicts).passed,
     )
 
 
-def _origin(run: dict[str, Any]) -> tuple[float, Clock]:
+def _origin(run: RunRecord) -> tuple[float, Clock]:
     """The run's start on the ledger's clock (epoch seconds), and how sure it is.
 
     The timeline counts from the run's start, the ledger in epoch seconds. The checker
@@ -360,62 +350,38 @@ def _origin(run: dict[str, Any]) -> tuple[float, Clock]:
     first thing recorded (an effect, or the engine's first history event) is taken as
     happening when the instances were started.
     """
-    timeline = run.get("timeline", [])
-    ledger = run.get("ledger", [])
-    fired = next((float(e["at"]) for e in timeline if e["kind"] == "fault-fired"), None)
-    for instance in run.get("instances", []):
-        resume = instance.get("resume") or {}
-        ttr = resume.get("time_to_resume")
-        if fired is None or ttr is None or not resume.get("resumed_at"):
+    fired = run.fault_fired_at
+    for verdict in run.verdicts:
+        resume = verdict.resume
+        if (fired is None or resume is None or resume.time_to_resume is None
+                or not resume.resumed_at):
             continue
-        step, _, tail = str(resume["resumed_at"]).partition(" (")
+        step, _, tail = resume.resumed_at.partition(" (")
         kind = "compensation" if tail else "effect"
-        rows = [r for r in ledger if r["instance_id"] == instance["instance_id"]]
+        rows = [r for r in run.ledger if r.instance_id == verdict.instance_id]
         for row in rows:
-            if row["step"] != step or row["kind"] != kind:
+            if row.step != step or row.kind != kind:
                 continue
-            fault_at = float(row["started_at"]) - float(ttr)
-            first = next((r for r in rows if float(r["started_at"]) >= fault_at - _EPSILON),
-                         None)
+            fault_at = row.started_at - resume.time_to_resume
+            first = next((r for r in rows if r.started_at >= fault_at - _EPSILON), None)
             if first is row:
                 return fault_at - fired, "exact"
-    moments = [float(r["started_at"]) for r in ledger] + [
-        float(h["at"]) for i in run.get("instances", []) for h in i.get("history", [])
-        if h.get("kind") != "history-unavailable"]
-    started = next((float(e["at"]) for e in timeline if e["kind"] == "instances-started"), 0.0)
+    moments = [r.started_at for r in run.ledger] + [
+        h.at for i in run.instances for h in i.history if h.kind != "history-unavailable"]
+    started = next((e.at for e in run.timeline if e.kind == "instances-started"), 0.0)
     if moments:
         return min(moments) - started, "approximate"
     return 0.0, "none"
 
 
-def _instance_verdict(data: dict[str, Any]) -> InstanceVerdict:
-    resume = data.get("resume")
-    return InstanceVerdict(
-        instance_id=str(data["instance_id"]), correlation_id=str(data["correlation_id"]),
-        trace_id=str(data["trace_id"]), verdict=Verdict(data["verdict"]),
-        reason=str(data.get("reason", "")), engine_state=str(data.get("engine_state", "")),
-        effects=tuple(EffectVerdict(step=str(e["step"]), kind=str(e["kind"]),
-                                    calls=int(e["calls"]), applied=int(e["applied"]),
-                                    absorbed=int(e["absorbed"]), errors=int(e["errors"]))
-                      for e in data.get("effects", [])),
-        resume=None if not resume else Resume(
-            in_flight=str(resume["in_flight"]), point=str(resume["point"]),
-            resumed_at=resume.get("resumed_at"), exact=bool(resume["exact"]),
-            time_to_resume=resume.get("time_to_resume"),
-            reran=tuple(resume.get("reran", ()))),
-        time_to_complete=data.get("time_to_complete"),
-    )
-
-
-def _instance(data: dict[str, Any], verdict: InstanceVerdict, ledger: list[dict[str, Any]],
-              origin: float, fired_at: float | None, *, run_id: str, engine: str,
+def _instance(verdict: InstanceVerdict, ledger: list[EffectRecord], origin: float,
+              fired_at: float | None, *, run_id: str, engine: str,
               cell: str) -> InstanceReport:
     rows = tuple(
-        LedgerRow(step=str(r["step"]), kind=str(r["kind"]), effect=str(r["effect"]),
-                  outcome=str(r["outcome"]), attempt=int(r["attempt"]),
-                  start=float(r["started_at"]) - origin,
-                  finish=float(r["finished_at"]) - origin, worker_pid=int(r["worker_pid"]),
-                  idempotency_key=str(r["idempotency_key"]))
+        LedgerRow(step=r.step, kind=r.kind, effect=r.effect, outcome=r.outcome.value,
+                  attempt=r.attempt, start=r.started_at - origin,
+                  finish=r.finished_at - origin, worker_pid=r.worker_pid,
+                  idempotency_key=r.idempotency_key)
         for r in ledger)
     resume = verdict.resume
     return InstanceReport(
@@ -433,7 +399,7 @@ def _instance(data: dict[str, Any], verdict: InstanceVerdict, ledger: list[dict[
                           if fired_at is not None and resume.time_to_resume is not None
                           else None),
             reran=resume.reran),
-        time_to_complete=data.get("time_to_complete"), rows=rows,
+        time_to_complete=verdict.time_to_complete, rows=rows,
         problems=_problems(verdict, rows, run_id=run_id, engine=engine, cell=cell),
     )
 
@@ -450,8 +416,7 @@ def _problems(verdict: InstanceVerdict, rows: tuple[LedgerRow, ...], *, run_id: 
 
     found = []
     # Which verdicts break a run is the checker's call: ask it rather than repeat its list.
-    if any(f.startswith(f"{verdict.instance_id} {verdict.verdict.value} (")
-           for f in judge_run([verdict]).failures):
+    if verdict.verdict.fails_run:
         found.append(problem(verdict.verdict.value, None, verdict.reason))
     for effect in verdict.effects:
         if effect.unabsorbed_duplicates:
@@ -493,7 +458,7 @@ def _cell(spec: _CellSpec, title: str, run: RunReport | None) -> CellReport:
     if spec.status == "pending":
         return CellReport(**base, **zero, status="pending", reason="not run")
     if run is None:
-        return _from_summary(spec, base)
+        return _from_summary(spec, base, zero)
     if not run.fault.applicable:
         return CellReport(**base, **zero, status="not-applicable", reason=run.fault.reason)
     instances = run.instances
@@ -532,27 +497,25 @@ def _back(instance: InstanceReport) -> InstanceVerdict:
         time_to_complete=instance.time_to_complete)
 
 
-def _from_summary(spec: _CellSpec, base: dict[str, Any]) -> CellReport:
+def _from_summary(spec: _CellSpec, base: dict[str, Any],
+                  zero: dict[str, Any]) -> CellReport:
     """A settled cell whose run file is gone: what the matrix file kept of it."""
     s = spec.summary
-
-    def number(name: str) -> int:
-        return int(s.get(name) or 0)
-
-    applicable = spec.status != "not-applicable" and s.get("applicable", True)
+    applicable = spec.status != "not-applicable" and (s is None or s.applicable)
+    reason = "run file missing" if applicable else s.reason if s is not None else ""
+    if s is None:
+        return CellReport(**base, **{**zero, "evidence_missing": True},
+                          status="fail" if applicable else "not-applicable", reason=reason)
     status: CellStatus = ("not-applicable" if not applicable else
-                          "pass" if s.get("passed", False) else "fail")
+                          "pass" if s.passed else "fail")
     return CellReport(
-        **base, status=status,
-        reason=str(s.get("reason", "")) if not applicable else "run file missing",
-        instances=number("instances"), completed=number("completed"),
-        compensated=number("compensated"), failed=number("failed"), lost=number("lost"),
-        stuck=number("stuck"), unabsorbed_duplicates=number("unabsorbed_duplicates"),
-        absorbed_duplicates=number("absorbed_duplicates"),
-        hit_by_fault=number("hit_by_fault"), resumed_exactly=number("resumed_exactly"),
-        median_time_to_resume=s.get("median_time_to_resume"), fired=bool(s.get("fired")),
-        failures=tuple(str(f) for f in s.get("failures", [])), problems=(),
-        evidence_missing=True)
+        **base, status=status, reason=reason,
+        instances=s.instances, completed=s.completed, compensated=s.compensated,
+        failed=s.failed, lost=s.lost, stuck=s.stuck,
+        unabsorbed_duplicates=s.unabsorbed_duplicates,
+        absorbed_duplicates=s.absorbed_duplicates, hit_by_fault=s.hit_by_fault,
+        resumed_exactly=s.resumed_exactly, median_time_to_resume=s.median_time_to_resume,
+        fired=s.fired, failures=s.failures, problems=(), evidence_missing=True)
 
 
 # ---------------------------------------------------------------------------- summaries
@@ -627,11 +590,11 @@ def _resume_stats(engine: str, runs: list[RunReport]) -> ResumeStats:
 # ---------------------------------------------------------------------------- settings
 
 
-def _settings_sets(runs: dict[str, dict[str, Any]]) -> tuple[SettingsSet, ...]:
+def _settings_sets(runs: dict[str, RunRecord]) -> tuple[SettingsSet, ...]:
     groups: dict[str, list[str]] = {}
     for run_id, run in runs.items():
-        groups.setdefault(_signature(run["engine"], run.get("profile"),
-                                     run.get("settings", {})), []).append(run_id)
+        groups.setdefault(_signature(run.engine, run.profile, run.settings),
+                          []).append(run_id)
     sets = []
     for number, (signature, members) in enumerate(groups.items(), start=1):
         engine, profile, values = json.loads(signature)
@@ -642,12 +605,12 @@ def _settings_sets(runs: dict[str, dict[str, Any]]) -> tuple[SettingsSet, ...]:
     return tuple(sets)
 
 
-def _environment_sets(runs: dict[str, dict[str, Any]]) -> tuple[EnvironmentSet, ...]:
+def _environment_sets(runs: dict[str, RunRecord]) -> tuple[EnvironmentSet, ...]:
     groups: dict[str, list[str]] = {}
     for run_id, run in runs.items():
-        env = run.get("environment", {})
-        groups.setdefault(_signature(env.get("host", {}), env.get("packages", {}),
-                                     env.get("servers", {})), []).append(run_id)
+        env = run.environment
+        groups.setdefault(_signature(env.host, env.packages, env.servers),
+                          []).append(run_id)
     sets = []
     for number, (signature, members) in enumerate(groups.items(), start=1):
         host, packages, servers = json.loads(signature)

@@ -20,6 +20,7 @@ from graduate.chaos.faults import (
     parse_label,
     stop_worker,
 )
+from graduate.check import Verdict
 from graduate.errors import GraduateError
 from graduate.reports.model import (
     CellReport,
@@ -33,7 +34,6 @@ from graduate.reports.model import (
 from graduate.reports.units import HOUR, duration, seconds
 
 LONG_LIVED = 4 * HOUR  # the workflow inventory's line between queued and durable
-_UNFINISHED = ("failed", "lost", "stuck")
 
 
 def criteria(flow: FlowInfo, cells: Sequence[CellReport], runs: Sequence[RunReport],
@@ -146,7 +146,7 @@ def _compensation(flow: FlowInfo, runs: Sequence[RunReport], engines: list[str])
         done = [(r, i) for r, i in instances if i.verdict == "compensated"]
         half = []
         for run, instance in instances:
-            if instance.verdict not in _UNFINISHED:
+            if not Verdict(instance.verdict).fails_run:
                 continue
             landed = {e.step for e in instance.effects
                       if e.kind == "effect" and (e.applied or e.absorbed)}

@@ -15,12 +15,12 @@ import jinja2
 from markupsafe import Markup
 
 from graduate.errors import ConfigError
-from graduate.evidence import SCHEMA_VERSION
 from graduate.reports import svg
 from graduate.reports.model import CellReport, Problem, Report
 from graduate.reports.units import duration, seconds
 
 FORMATS = ("html", "md", "junit", "json")
+SCHEMA_VERSION = 1  # of the JSON report; the stored records have their own
 SUFFIXES = {"html": ".html", "md": ".md", "junit": ".junit.xml", "json": ".json"}
 PROBLEM_TITLES = {
     "lost": "commitment lost",

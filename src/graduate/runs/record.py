@@ -1,0 +1,539 @@
+"""The stored record of a run and of a matrix: typed, versioned, read back field by field.
+
+The evidence store keeps a `RunRecord` for each chaos run and a `MatrixRecord` for each
+matrix, as JSON with a `schema_version` and a `kind`. Reports, the ADR gates and the
+attached evidence read them only through these classes, never by raw keys.
+
+`from_dict` checks every field against its declared type, so a damaged or edited file
+is refused with the name of the file and of the field, and a schema version this
+graduate does not know is refused as such. The record holds the checker's own verdict
+types (`graduate.check`), the ledger's rows and the timeline's events, and the codec
+follows their fields: a field added to a verdict
+(with a default, for older files) is written and read with no change here.
+
+Each kind has its own schema version. A run is at version 1, the shape the first
+release wrote, including the committed demo evidence. A matrix is at version 2: its
+cells carry the fault's `options` since faults declare them (version 1 cells had
+`versioned` and `cold` fields, read as those options). Change a written shape only with
+a new version, and keep reading the older ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from graduate.adapters.base import HistoryEvent
+from graduate.chaos.faults import OptionValue
+from graduate.check import InstanceVerdict, RunVerdict
+from graduate.errors import EvidenceError
+from graduate.flow import Flow, flow_from_dict
+from graduate.ledger import EffectRecord
+from graduate.runs.timeline import TimelineEvent
+
+# ---------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class FlowRecord:
+    """The flow a run ran, with its definition as the run saw it."""
+
+    name: str
+    version: int
+    source: str
+    definition: dict[str, Any]  # `graduate.flow.flow_to_dict`
+
+    def load(self) -> Flow:
+        """The flow as the run ran it."""
+        return flow_from_dict(self.definition, source=self.source,
+                              origin=f"the flow recorded by a run ({self.source})")
+
+
+@dataclass(frozen=True)
+class FaultRecord:
+    """The fault plan of a run, and what became of it.
+
+    Stored flat, as `FaultPlan.to_dict` writes a plan (each option of every registered
+    fault is a key of its own) with the outcome beside it. Which options exist is the
+    fault registry's to say, so any key besides the fields here is read as an option.
+    """
+
+    fault: str
+    step: str | None
+    point: str | None
+    offset: float | None
+    restart_delay: float
+    partition_for: float
+    description: str
+    applicable: bool
+    fired: bool
+    reason: str  # why it does not apply, or why it never fired
+    options: dict[str, OptionValue] = field(default_factory=dict)  # by option name
+
+    @classmethod
+    def of(cls, plan: Mapping[str, Any], *, description: str, applicable: bool, fired: bool,
+           reason: str) -> FaultRecord:
+        """The record of a plan (`FaultPlan.to_dict()`) and its outcome."""
+        return _from_value(cls, {**plan, "description": description, "applicable": applicable,
+                                 "fired": fired, "reason": reason}, source="a fault plan")
+
+    def plan_fields(self) -> dict[str, Any]:
+        """The plan as `FaultPlan.to_dict` wrote it, for `chaos.faults.plan_from_record`."""
+        return {"fault": self.fault, "step": self.step, "point": self.point,
+                "offset": self.offset, "restart_delay": self.restart_delay,
+                "partition_for": self.partition_for, **self.options}
+
+
+@dataclass(frozen=True)
+class OptionsRecord:
+    """What the run was asked for."""
+
+    instances: int
+    workers: int
+    deadline: float
+    decisions: dict[str, str]
+    wait_deadline: float | None  # the waits' shortened deadline, for wait-timeout runs
+
+
+@dataclass(frozen=True)
+class EnvironmentRecord:
+    """Where the run ran: the host, package and server versions, and the services."""
+
+    host: dict[str, Any]
+    packages: dict[str, str | None]
+    servers: dict[str, str | None]
+    services: dict[str, Any]  # `Services.describe()`: every secret already redacted
+
+
+@dataclass(frozen=True)
+class InstanceEvidence:
+    """One instance: the checker's verdict, and the engine's own record of it. Stored as
+    one object: the verdict's fields and `history`."""
+
+    verdict: InstanceVerdict
+    history: tuple[HistoryEvent, ...]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything one chaos run leaves: inputs, environment, timeline, ledger, verdicts."""
+
+    KIND: ClassVar[str] = "run"
+    SCHEMA_VERSION: ClassVar[int] = 1  # what this graduate writes
+    READABLE_VERSIONS: ClassVar[tuple[int, ...]] = (1,)
+
+    run_id: str
+    created_at: str
+    flow: FlowRecord
+    engine: str
+    profile: str
+    settings: dict[str, Any]  # the engine's effective settings
+    fault: FaultRecord
+    options: OptionsRecord
+    environment: EnvironmentRecord
+    timeline: tuple[TimelineEvent, ...]
+    instances: tuple[InstanceEvidence, ...]
+    ledger: tuple[EffectRecord, ...]
+    verdict: RunVerdict  # as judged when the run was stored
+    # Epoch seconds; timeline times count from here. Absent from runs stored before
+    # version 1 recorded it.
+    started_at: float | None = None
+
+    @property
+    def verdicts(self) -> tuple[InstanceVerdict, ...]:
+        return tuple(i.verdict for i in self.instances)
+
+    @property
+    def fault_fired_at(self) -> float | None:
+        """When the fault fired, in seconds since the run started."""
+        return next((e.at for e in self.timeline if e.kind == "fault-fired"), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "run record") -> RunRecord:
+        """Read a stored run; `source` (the file) is named in every error."""
+        return _from_dict(cls, data, source)
+
+
+# ---------------------------------------------------------------------------- the matrix
+
+
+@dataclass(frozen=True)
+class MatrixSpecRecord:
+    """What a matrix was asked to cover (`graduate.chaos.matrix.MatrixSpec`, as stored)."""
+
+    flow: str
+    engines: tuple[str, ...]
+    faults: tuple[str, ...]
+    profiles: tuple[str, ...]
+    at: str | None
+    instances: int
+    timeout: float
+    restart_delay: float
+    wait_deadline: float
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    """The numbers of one settled cell, kept in the matrix file so that the matrix still
+    reads when a run file is missing."""
+
+    completed: int
+    compensated: int
+    failed: int
+    lost: int
+    stuck: int
+    instances: int
+    applicable: bool
+    fired: bool
+    reason: str
+    unabsorbed_duplicates: int
+    absorbed_duplicates: int
+    hit_by_fault: int
+    resumed_exactly: int
+    median_time_to_resume: float | None
+    passed: bool
+    failures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """One cell of a matrix, as planned and then as settled by its run. Stored with an
+    empty summary (`{}`) until it has one."""
+
+    key: str
+    engine: str
+    fault: str
+    at: str | None
+    profile: str
+    options: dict[str, OptionValue] = field(default_factory=dict)  # the fault's, if not default
+    status: Literal["pending", "done", "not-applicable"] = "pending"
+    run_id: str | None = None
+    summary: CellSummary | None = None
+
+    @property
+    def label(self) -> str:
+        """The fault with its flags, as the cell's key names it: `stop-worker+cold`."""
+        return "+".join((self.fault, *(k for k, v in self.options.items() if v is True)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "matrix cell") -> CellOutcome:
+        """A cell as a matrix file keeps it (any version)."""
+        return _from_value(cls, data, source=source)
+
+
+@dataclass(frozen=True)
+class MatrixRecord:
+    """A matrix file: its spec, and every cell with the run that settled it."""
+
+    KIND: ClassVar[str] = "matrix"
+    SCHEMA_VERSION: ClassVar[int] = 2  # version 1 cells had `versioned` and `cold` fields
+    READABLE_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2)
+
+    matrix_id: str
+    created_at: str
+    flow: str
+    spec: MatrixSpecRecord
+    cells: tuple[CellOutcome, ...]
+    updated_at: str | None = None  # absent until the first save after planning
+
+    def to_dict(self) -> dict[str, Any]:
+        data = _to_dict(self)
+        if self.updated_at is None:
+            del data["updated_at"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *,
+                  source: str = "matrix record") -> MatrixRecord:
+        """Read a stored matrix; `source` (the file) is named in every error."""
+        return _from_dict(cls, data, source)
+
+
+Record = RunRecord | MatrixRecord
+R = TypeVar("R", RunRecord, MatrixRecord)
+T = TypeVar("T")
+
+
+def record_from_dict(data: Mapping[str, Any], *, source: str) -> Record:
+    """A run or a matrix, by the `kind` the file says it holds."""
+    kinds: dict[object, type[Record]] = {RunRecord.KIND: RunRecord,
+                                         MatrixRecord.KIND: MatrixRecord}
+    cls = kinds.get(data.get("kind"))
+    if cls is None:
+        raise EvidenceError(f"{source} is neither a run nor a matrix of the evidence store "
+                            f"(kind = {data.get('kind')!r})")
+    return cls.from_dict(data, source=source)
+
+
+# ---------------------------------------------------------------------------- the codec
+
+
+class _Invalid(Exception):
+    def __init__(self, where: str, problem: str, *, unknown: bool = False) -> None:
+        super().__init__(problem)
+        self.where = where or "(the record)"
+        self.problem = problem
+        self.unknown = unknown  # a field the schema does not have
+
+    def describe(self, version: object) -> str:
+        if self.unknown:
+            return f"field {self.where} is not part of schema version {version}"
+        return f"field {self.where} {self.problem}"
+
+
+def _to_dict(record: RunRecord | MatrixRecord) -> dict[str, Any]:
+    body = _encode(record)
+    assert isinstance(body, dict)
+    return {"schema_version": record.SCHEMA_VERSION, "kind": record.KIND, **body}
+
+
+def _from_dict(cls: type[R], data: Mapping[str, Any], source: str) -> R:
+    if not isinstance(data, Mapping):
+        raise EvidenceError(f"{source} holds {type(data).__name__}, not a record; restore "
+                            "the file or run again")
+    kind = cls.KIND
+    if data.get("kind") != kind:
+        raise EvidenceError(f"{source} holds a {data.get('kind')!r} record, not a {kind}")
+    version = data.get("schema_version")
+    if version not in cls.READABLE_VERSIONS:
+        readable = " or ".join(str(v) for v in cls.READABLE_VERSIONS)
+        raise EvidenceError(f"{source} has schema version {version!r}; this graduate reads "
+                            f"a {kind} of version {readable}. Read it with the graduate that "
+                            "wrote it, or run again to write it anew")
+    body = {k: v for k, v in data.items() if k not in ("schema_version", "kind")}
+    return _from_value(cls, body, source=source, version=version)
+
+
+def _from_value(cls: type[T], data: Mapping[str, Any], *, source: str,
+                version: object = None) -> T:
+    try:
+        value: T = _decode(cls, dict(data), "")
+        return value
+    except _Invalid as error:
+        raise EvidenceError(f"{source}: {error.describe(version)}; the file was edited or "
+                            "damaged: restore it, or run again") from None
+
+
+def _encode(value: Any) -> Any:
+    custom = _ENCODERS.get(type(value))
+    if custom is not None:
+        return custom(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _encode_fields(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    return value
+
+
+def _encode_fields(value: Any) -> dict[str, Any]:
+    return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+
+
+def _decode(kind: Any, raw: Any, where: str) -> Any:
+    custom = _DECODERS.get(kind)
+    if custom is not None:
+        return custom(raw, where)
+    if kind is Any:
+        return raw
+    origin = get_origin(kind)
+    if origin in (Union, types.UnionType):
+        return _decode_union(get_args(kind), raw, where)
+    if origin is Literal:
+        if raw not in get_args(kind):
+            raise _Invalid(where, f"is {raw!r}, not one of "
+                                  f"{', '.join(repr(a) for a in get_args(kind))}")
+        return raw
+    if origin is tuple:
+        item = get_args(kind)[0]
+        if not isinstance(raw, list | tuple):  # a tuple: a record built in Python
+            raise _Invalid(where, f"should be a list, not {_shown(raw)}")
+        return tuple(_decode(item, v, f"{where}[{n}]") for n, v in enumerate(raw))
+    if origin is dict:
+        _, item = get_args(kind)
+        if not isinstance(raw, dict):
+            raise _Invalid(where, f"should be an object, not {_shown(raw)}")
+        return {str(k): _decode(item, v, f"{where}.{k}") for k, v in raw.items()}
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        try:
+            return kind(raw)
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in kind)
+            raise _Invalid(where, f"is {raw!r}, not one of {choices}") from None
+    if dataclasses.is_dataclass(kind):
+        return _decode_fields(kind, raw, where)
+    return _decode_scalar(kind, raw, where)
+
+
+def _decode_union(options: tuple[Any, ...], raw: Any, where: str) -> Any:
+    if raw is None and type(None) in options:
+        return None
+    problems = []
+    for option in (o for o in options if o is not type(None)):
+        try:
+            return _decode(option, raw, where)
+        except _Invalid as error:
+            problems.append(error)
+    if len(problems) == 1:
+        raise problems[0]
+    raise _Invalid(where, f"is {_shown(raw)}, which none of its types accepts")
+
+
+_SCALARS: dict[Any, tuple[tuple[type, ...], str]] = {
+    str: ((str,), "a string"),
+    bool: ((bool,), "true or false"),
+    int: ((int,), "a whole number"),
+    float: ((int, float), "a number"),
+}
+
+
+def _decode_scalar(kind: Any, raw: Any, where: str) -> Any:
+    if kind is type(None):
+        if raw is not None:
+            raise _Invalid(where, f"should be null, not {_shown(raw)}")
+        return None
+    if kind not in _SCALARS:
+        raise TypeError(f"a stored record cannot hold a {kind!r} ({where})")
+    accepted, name = _SCALARS[kind]
+    # JSON has no separate booleans-as-numbers: true is not 1 here.
+    if not isinstance(raw, accepted) or (kind is not bool and isinstance(raw, bool)):
+        raise _Invalid(where, f"should be {name}, not {_shown(raw)}")
+    # A float field written as a whole number (JSON's 5 for 5.0) reads as the float.
+    return float(raw) if kind is float and isinstance(raw, int) else raw
+
+
+def _decode_fields(cls: Any, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise _Invalid(where, f"should be an object, not {_shown(raw)}")
+    declared = [f for f in dataclasses.fields(cls) if f.init]
+    names = {f.name for f in declared}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise _Invalid(_join(where, unknown[0]), "is not part of the schema", unknown=True)
+    hints = _hints(cls)
+    values = {}
+    for item in declared:
+        path = _join(where, item.name)
+        if item.name not in raw:
+            if (item.default is dataclasses.MISSING
+                    and item.default_factory is dataclasses.MISSING):
+                raise _Invalid(path, "is missing")
+            continue
+        values[item.name] = _decode(hints[item.name], raw[item.name], path)
+    return cls(**values)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _shown(raw: Any) -> str:
+    if raw is None:
+        return "null"
+    text = repr(raw)
+    return f"{type(raw).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+# The three places where the stored shape is not the dataclass's: an instance is its
+# verdict's fields plus `history`; a run verdict carries `passed`, derived from its
+# failures; a cell not yet settled has an empty summary.
+
+
+def _encode_instance(value: InstanceEvidence) -> dict[str, Any]:
+    return {**_encode_fields(value.verdict), "history": _encode(value.history)}
+
+
+def _decode_instance(raw: Any, where: str) -> InstanceEvidence:
+    if not isinstance(raw, dict):
+        raise _Invalid(where, f"should be an object, not {_shown(raw)}")
+    if "history" not in raw:
+        raise _Invalid(_join(where, "history"), "is missing")
+    return InstanceEvidence(
+        verdict=_decode_fields(InstanceVerdict,
+                               {k: v for k, v in raw.items() if k != "history"}, where),
+        history=_decode(tuple[HistoryEvent, ...], raw["history"], _join(where, "history")))
+
+
+def _encode_run_verdict(value: RunVerdict) -> dict[str, Any]:
+    return {**_encode_fields(value), "passed": value.passed}
+
+
+def _decode_run_verdict(raw: Any, where: str) -> RunVerdict:
+    if not isinstance(raw, dict):
+        raise _Invalid(where, f"should be an object, not {_shown(raw)}")
+    if "passed" not in raw:
+        raise _Invalid(_join(where, "passed"), "is missing")
+    _decode(bool, raw["passed"], _join(where, "passed"))
+    verdict: RunVerdict = _decode_fields(
+        RunVerdict, {k: v for k, v in raw.items() if k != "passed"}, where)
+    return verdict
+
+
+def _encode_fault(value: FaultRecord) -> dict[str, Any]:
+    fields = _encode_fields(value)
+    return {**{k: v for k, v in fields.items() if k != "options"}, **value.options}
+
+
+def _decode_fault(raw: Any, where: str) -> FaultRecord:
+    if not isinstance(raw, dict):
+        raise _Invalid(where, f"should be an object, not {_shown(raw)}")
+    named = {f.name for f in dataclasses.fields(FaultRecord)} - {"options"}
+    options = {k: _decode(OptionValue, v, _join(where, k))
+               for k, v in raw.items() if k not in named}
+    fault: FaultRecord = _decode_fields(
+        FaultRecord, {**{k: v for k, v in raw.items() if k in named}, "options": options},
+        where)
+    return fault
+
+
+# Cells of version 1 kept these options of their fault as fields of their own.
+_LEGACY_CELL_OPTIONS = ("versioned", "cold")
+
+
+def _encode_cell(value: CellOutcome) -> dict[str, Any]:
+    return {**_encode_fields(value), "summary": _encode(value.summary) or {}}
+
+
+def _decode_cell(raw: Any, where: str) -> CellOutcome:
+    if isinstance(raw, dict):
+        raw = dict(raw)
+        if raw.get("summary") == {}:
+            raw["summary"] = None
+        legacy = {name: raw.pop(name) for name in _LEGACY_CELL_OPTIONS if name in raw}
+        for name, value in legacy.items():
+            _decode(bool, value, _join(where, name))
+        if legacy:
+            raw["options"] = {**{k: True for k, v in legacy.items() if v},
+                              **(raw.get("options") or {})}
+    cell: CellOutcome = _decode_fields(CellOutcome, raw, where)
+    return cell
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {
+    InstanceEvidence: _encode_instance,
+    RunVerdict: _encode_run_verdict,
+    FaultRecord: _encode_fault,
+    CellOutcome: _encode_cell,
+}
+_DECODERS: dict[Any, Callable[[Any, str], Any]] = {
+    InstanceEvidence: _decode_instance,
+    RunVerdict: _decode_run_verdict,
+    FaultRecord: _decode_fault,
+    CellOutcome: _decode_cell,
+}
