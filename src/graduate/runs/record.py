@@ -285,7 +285,8 @@ class _Invalid(Exception):
 
     def describe(self, version: object) -> str:
         if self.unknown:
-            return f"field {self.where} is not part of schema version {version}"
+            schema = f"schema version {version}" if version is not None else "the schema"
+            return f"field {self.where} is not part of {schema}"
         return f"field {self.where} {self.problem}"
 
 
