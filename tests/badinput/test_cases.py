@@ -300,10 +300,9 @@ def test_case_names_are_unique() -> None:
     assert len(names) == len(set(names))
 
 
-# Evidence whose JSON is sound but whose fields are not: missing keys, wrong types.
-# FIELD-LEVEL, not yet refused on this branch: the typed RunRecord (h-record, issue 9)
-# reads a stored run and raises EvidenceError for these. Until it is merged these cases
-# fail with a traceback; they are kept failing on purpose, not skipped.
+# Evidence whose JSON is sound but whose fields are not: missing keys, wrong types. The
+# typed RunRecord (graduate.runs.record) reads a stored run field by field and raises an
+# EvidenceError naming the file and the field.
 FIELD_LEVEL_EVIDENCE_CASES = [
     Case("evidence-missing-keys", ("report", "--run", "bad"), ("bad.json",),
          files={".graduate/evidence/runs/bad.json": '{"schema_version": 1, "kind": "run"}'}),

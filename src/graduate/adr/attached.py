@@ -141,7 +141,7 @@ def _read_run(path: Path) -> RunRecord:
     try:
         return read_run(path)
     except GraduateError as error:
-        raise AdrError(str(error)) from error
+        raise AdrError(f"run {path.stem} cannot be attached: {error}") from error
 
 
 def _run(path: Path, run: RunRecord, project_dir: Path, flow: str, when: str,
