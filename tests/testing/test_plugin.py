@@ -10,7 +10,7 @@ import pytest
 from graduate.config import Settings
 from graduate.errors import ServiceError
 from graduate.services.model import TemporalTarget
-from graduate.services.providers import make_provider
+from graduate.services.resolver import make_resolver
 from tests.conftest import processes_mentioning, service_url
 
 FLOW = (Path(__file__).resolve().parents[1] / "flows" / "chaos.toml").read_text()
@@ -123,7 +123,7 @@ import socket
 
 
 def test_kill_the_server(temporal_server, graduate_provider):
-    process = graduate_provider._temporal.process
+    process = graduate_provider.strategy.temporal_server.process
     os.killpg(process.pid, signal.SIGKILL)
     process.popen.wait()
 
@@ -161,7 +161,7 @@ def test_the_docker_provider_says_there_is_no_engine_instead_of_hanging(
     started = time.monotonic()
 
     with pytest.raises(ServiceError) as caught:
-        make_provider("docker", Settings(project_dir=tmp_path), tmp_path)
+        make_resolver("docker", Settings(project_dir=tmp_path), tmp_path)
 
     assert "no Docker engine is reachable" in str(caught.value)
     assert "--graduate-provider local" in str(caught.value)

@@ -36,7 +36,7 @@ from graduate.chaos.matrix import CellOutcome
 from graduate.config import Settings, load_settings
 from graduate.errors import ConfigError
 from graduate.flow import Flow, load_flow
-from graduate.services.providers import DockerProvider, ExternalProvider, LocalProvider
+from graduate.services.resolver import DockerStrategy, Resolver, make_resolver
 
 TEMPORAL, CHAIN = describe("temporal"), describe("celery-chain")
 AT = "activate:before-effect"
@@ -121,11 +121,11 @@ def test_restart_broker_needs_a_broker_graduate_started(flow: Flow, tmp_path: Pa
     assert reason(plan, CHAIN, local=False) == ("the broker is external: graduate cannot "
                                                 "kill and restart it")
     fault = restart_broker.FAULT
-    assert ExternalProvider(external(tmp_path)).cannot(fault) == (
+    assert make_resolver("external", external(tmp_path), tmp_path).cannot(fault) == (
         "the broker is external: graduate cannot kill and restart it")
-    assert LocalProvider(tmp_path, external(tmp_path)).cannot(fault) is None
+    assert make_resolver("local", external(tmp_path), tmp_path).cannot(fault) is None
     configured = external(tmp_path, broker_url="redis://elsewhere:6379/0")
-    assert LocalProvider(tmp_path, configured).cannot(fault) is not None
+    assert make_resolver("local", configured, tmp_path).cannot(fault) is not None
     assert events(restart_broker) == {"fault-fired": ("fault fired", "fault"),
                                       "service-restarted": ("service restarted", "recovery")}
 
@@ -139,16 +139,18 @@ def test_restart_server_needs_a_server_graduate_started(flow: Flow, tmp_path: Pa
     assert reason(plan, TEMPORAL, local=False) == ("the Temporal server is external: "
                                                    "graduate cannot kill and restart it")
     fault = restart_server.FAULT
-    assert LocalProvider(tmp_path, external(tmp_path)).cannot(fault) is None
+    assert make_resolver("local", external(tmp_path), tmp_path).cannot(fault) is None
     configured = external(tmp_path, temporal_address="elsewhere:7233")
     assert "Temporal server is external" in str(
-        LocalProvider(tmp_path, configured).cannot(fault))
+        make_resolver("local", configured, tmp_path).cannot(fault))
     assert restart_server.FAULT.restarts == "server"
     assert events(restart_server) == events(restart_broker)
 
 
 def test_no_provider_but_the_local_one_restarts_servers() -> None:
-    docker = DockerProvider.__new__(DockerProvider)  # no Docker engine needed to ask
+    # No Docker engine needed to ask.
+    docker = Resolver(Settings(project_dir=Path.cwd()),
+                      DockerStrategy.__new__(DockerStrategy))
     assert docker.cannot(restart_broker.FAULT) is not None
     assert docker.cannot(restart_server.FAULT) is not None
     assert docker.cannot(kill_worker.FAULT) is None

@@ -1,4 +1,4 @@
-"""Resolve the services of a command: external by setting, kept up by `env up`, or local.
+"""The services of one command: kept up by `env up`, or resolved for the command alone.
 
 A command that starts local services stops them when it ends, on error and on Ctrl-C
 too. `graduate env up` starts them once and records them in `.graduate/env.json`, so
@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +20,13 @@ from graduate.files import parse_json, read_text
 from graduate.ledger import Ledger
 from graduate.processes import group_alive, stop_group
 from graduate.services.local import LocalRedis, LocalTemporal
-from graduate.services.model import Services, TemporalTarget
+from graduate.services.model import Services
 from graduate.services.probe import probe_address, probe_url
+from graduate.services.resolver import LocalStrategy, Needs, Resolver
 
+__all__ = ["KeptService", "Needs", "Stack", "env_down", "env_up", "kept_services",
+           "open_services", "open_stack"]
 ENV_FILE = "env.json"
-
-
-@dataclass(frozen=True)
-class Needs:
-    """Which services a command needs."""
-
-    temporal: bool = False
-    broker: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,8 +108,9 @@ def _write_env(state_dir: Path, kept: dict[str, KeptService]) -> None:
 
 @dataclass
 class Stack:
-    """The services of one command, with handles on the local ones it started itself:
-    those, and only those, a fault may kill and restart."""
+    """The services of one command, with handles on the local servers it started
+    itself as broker and Temporal server: those, and only those, a fault may kill and
+    restart."""
 
     services: Services
     temporal: LocalTemporal | None = None
@@ -124,15 +120,14 @@ class Stack:
 @contextlib.contextmanager
 def open_stack(settings: Settings, needs: Needs, *, temporal_port: int | None = None,
                redis_port: int | None = None, use_kept: bool = True) -> Iterator[Stack]:
-    """The services `needs` asks for; local ones started here are stopped on exit.
+    """The services `needs` asks for, from the local strategy of the one resolver
+    (`graduate.services.resolver`); local servers started here are stopped on exit.
 
     With `use_kept=False`, services kept up by `graduate env up` are not used: the
     command starts its own, so that it may kill and restart them.
     """
-    kept = {name: svc for name, svc in kept_services(settings.state_dir).items()
+    kept = {name: svc.address for name, svc in kept_services(settings.state_dir).items()
             if use_kept and svc.alive()}
-    stack = Stack(services=Services(temporal=None, broker_url=None, result_backend_url=None,
-                                    ledger_url=settings.ledger, app_db_url=settings.app_db))
     # Refused before anything starts: a ledger that cannot be written, and an external
     # service that is down (named in seconds, not after a worker's minute of retries).
     Ledger(settings.ledger).close()
@@ -143,52 +138,15 @@ def open_stack(settings: Settings, needs: Needs, *, temporal_port: int | None = 
                           (settings.result_backend_url, "the result backend")):
             if url:
                 probe_url(url, what)
-    try:
-        temporal: TemporalTarget | None = None
-        if needs.temporal:
-            address = settings.temporal_address
-            if not address and "temporal" in kept and temporal_port is None:
-                address = kept["temporal"].address
-            if not address:
-                stack.temporal = LocalTemporal.create(
-                    settings.state_dir, cli=settings.temporal_cli, port=temporal_port,
-                    name="temporal-run", first_free=True)
-                stack.temporal.start()
-                address = stack.temporal.address
-            temporal = TemporalTarget(
-                address=address, namespace=settings.temporal_namespace,
-                tls_cert=settings.temporal_tls_cert, tls_key=settings.temporal_tls_key,
-                tls_ca=settings.temporal_tls_ca, api_key=settings.temporal_api_key,
-            )
-        broker = backend = None
-        if needs.broker:
-            broker = settings.broker_url
-            if not broker and "redis" in kept and redis_port is None:
-                broker = kept["redis"].address
-            if not broker:
-                stack.redis = LocalRedis.create(settings.state_dir, port=redis_port,
-                                                name="redis-run", first_free=True)
-                stack.redis.start()
-                broker = stack.redis.url
-            backend = settings.result_backend_url or (
-                broker if broker.startswith(("redis://", "rediss://")) else None
-            )
-            if backend is None:
-                raise ServiceError(
-                    f"the broker {broker.split('://')[0]}:// needs a Redis result backend for "
-                    "graduate's Celery strategies; give one with --result-backend-url or "
-                    "GRADUATE_RESULT_BACKEND_URL (redis://host:port/0)"
-                )
-        stack.services = replace(
-            stack.services, temporal=temporal, broker_url=broker, result_backend_url=backend,
-            local=tuple(name for name, svc in (("temporal", stack.temporal),
-                                               ("redis", stack.redis)) if svc),
-        )
-        yield stack
-    finally:
-        for service in (stack.redis, stack.temporal):
-            if service is not None:
-                service.stop()
+    local = LocalStrategy(settings.state_dir, temporal_cli=settings.temporal_cli,
+                          temporal_port=temporal_port, redis_port=redis_port, kept=kept)
+    with Resolver(settings, local) as resolver:
+        services = resolver.services(needs)
+        redis = local.redis_server
+        yield Stack(services=services, temporal=local.temporal_server,
+                    # A Redis started only as the result backend is not the broker.
+                    redis=redis if redis is not None and redis.url == services.broker_url
+                    else None)
 
 
 @contextlib.contextmanager

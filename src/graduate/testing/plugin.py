@@ -32,10 +32,10 @@ from graduate.flow import load_flow
 from graduate.ledger import Ledger
 from graduate.runner import RunOptions, approve_all
 from graduate.services.model import TemporalTarget
-from graduate.services.providers import PROVIDERS, DockerProvider, Provider, make_provider
+from graduate.services.resolver import STRATEGIES, Resolver, make_resolver
 from graduate.testing.outcome import ChaosOutcome
 
-_STARTED = pytest.StashKey[Provider]()  # the session's provider, once a test asked for it
+_STARTED = pytest.StashKey[Resolver]()  # the session's services, once a test asked for them
 _OPTIONS = {
     "temporal_address": "--graduate-temporal-address",
     "temporal_namespace": "--graduate-temporal-namespace",
@@ -56,7 +56,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--graduate-evidence", metavar="DIR",
                     help="keep the evidence of every chaos run in DIR, for `graduate report` "
                          "and `graduate adr attach` (default: a temporary folder per test)")
-    group.addoption("--graduate-provider", choices=PROVIDERS, default=None,
+    group.addoption("--graduate-provider", choices=STRATEGIES, default=None,
                     help="where servers come from: local processes from the virtual "
                          "environment (default), external URLs, or docker (testcontainers)")
     group.addoption("--graduate-docker-services", metavar="LIST", default="redis",
@@ -116,13 +116,15 @@ def graduate_settings(pytestconfig: pytest.Config) -> Settings:
 
 @pytest.fixture(scope="session")
 def graduate_provider(pytestconfig: pytest.Config, graduate_settings: Settings,
-                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[Resolver]:
+    """The suite's services: those the settings name, the rest from the provider chosen
+    with --graduate-provider (graduate's one resolver, `graduate.services.resolver`)."""
     kind = pytestconfig.getoption("graduate_provider") or "local"
     docker = tuple(item.strip() for item in
                    pytestconfig.getoption("graduate_docker_services").split(",") if item)
     try:
-        provider = make_provider(kind, graduate_settings, tmp_path_factory.mktemp("graduate"),
-                                 docker)
+        provider = make_resolver(kind, graduate_settings,
+                                 tmp_path_factory.mktemp("graduate"), docker)
     except GraduateError as error:
         pytest.skip(f"graduate provider {kind!r} is not available: {error}")
     pytestconfig.stash[_STARTED] = provider
@@ -149,25 +151,22 @@ def _graduate_shared_servers_alive(pytestconfig: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def temporal_server(graduate_provider: Provider) -> TemporalTarget:
+def temporal_server(graduate_provider: Resolver) -> TemporalTarget:
     """A Temporal frontend for the whole session (started on first use)."""
     return graduate_provider.temporal()
 
 
 @pytest.fixture(scope="session")
-def broker(graduate_provider: Provider) -> str:
+def broker(graduate_provider: Resolver) -> str:
     """A Celery broker URL for the whole session: Redis by default, RabbitMQ by URL."""
     return graduate_provider.broker()
 
 
 @pytest.fixture
-def ledger(graduate_settings: Settings, graduate_provider: Provider,
-           tmp_path: Path) -> Iterator[Ledger]:
-    """The ledger of one test: SQLite in its temporary folder, --graduate-ledger-url, or
-    the docker provider's PostgreSQL."""
-    from_docker = (graduate_provider.ledger_url()
-                   if isinstance(graduate_provider, DockerProvider) else None)
-    url = graduate_settings.ledger_url or from_docker or str(tmp_path / "ledger.sqlite3")
+def ledger(graduate_provider: Resolver, tmp_path: Path) -> Iterator[Ledger]:
+    """The ledger of one test: --graduate-ledger-url, the docker provider's PostgreSQL,
+    or SQLite in its temporary folder."""
+    url = graduate_provider.ledger_url() or str(tmp_path / "ledger.sqlite3")
     ledger = Ledger(url)
     yield ledger
     ledger.close()
@@ -177,7 +176,7 @@ class ChaosRunner:
     """The `chaos` fixture: `chaos(FLOW, engine=..., fault=..., at=...)` -> ChaosOutcome."""
 
     def __init__(self, request: pytest.FixtureRequest, settings: Settings,
-                 provider: Provider, ledger: Ledger, folder: Path,
+                 provider: Resolver, ledger: Ledger, folder: Path,
                  evidence: str | None) -> None:
         self.request = request
         self.settings = settings
@@ -231,7 +230,7 @@ class ChaosRunner:
 
 @pytest.fixture
 def chaos(request: pytest.FixtureRequest, pytestconfig: pytest.Config,
-          graduate_settings: Settings, graduate_provider: Provider, ledger: Ledger,
+          graduate_settings: Settings, graduate_provider: Resolver, ledger: Ledger,
           tmp_path: Path) -> ChaosRunner:
     """Run a flow under a fault and get its verdicts: `chaos("partner_approval",
     engine="temporal", fault="kill-worker", at="activate:before-effect").assert_ok()`."""
