@@ -3,6 +3,7 @@ from the strategy, and the result backend follows one rule for the CLI and the p
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,13 @@ def test_the_cli_and_the_plugin_resolve_a_rabbitmq_broker_alike(tmp_path: Path) 
     """A RabbitMQ broker without a result backend: the CLI's stack and the plugin's local
     provider both start a Redis for the results, and the broker stays as given. The
     Redis is not the broker, so a restart-broker fault may not kill it."""
-    settings = Settings(project_dir=tmp_path / "cli", broker_url=RABBIT)
+    with socket.create_server(("127.0.0.1", 0)) as listening:  # answers the CLI's probe
+        port = listening.getsockname()[1]
+        _resolve_a_rabbitmq_broker_alike(tmp_path, f"amqp://user:secret@127.0.0.1:{port}//")
+
+
+def _resolve_a_rabbitmq_broker_alike(tmp_path: Path, rabbit: str) -> None:
+    settings = Settings(project_dir=tmp_path / "cli", broker_url=rabbit)
     with open_stack(settings, Needs(broker=True)) as stack:
         cli = stack.services
         assert stack.redis is None
@@ -108,7 +115,7 @@ def test_the_cli_and_the_plugin_resolve_a_rabbitmq_broker_alike(tmp_path: Path) 
             "the broker is external: graduate cannot kill and restart it")
 
     for services in (cli, plugin):
-        assert services.broker_url == RABBIT
+        assert services.broker_url == rabbit
         assert services.result_backend_url is not None
         assert services.result_backend_url.startswith("redis://127.0.0.1:")
         assert services.local == ("redis",)

@@ -68,7 +68,7 @@ def root(
              "Default: a local Redis started by graduate.")] = None,
     result_backend_url: Annotated[str | None, typer.Option(
         help="Celery result backend, redis://... (env GRADUATE_RESULT_BACKEND_URL). "
-             "Default: the broker when it is Redis.")] = None,
+             "Default: the broker when it is Redis, else a local Redis.")] = None,
     ledger_url: Annotated[str | None, typer.Option(
         help="Ledger database: a SQLite file or postgresql://... (env GRADUATE_LEDGER_URL). "
              "Default: .graduate/ledger.sqlite3.")] = None,

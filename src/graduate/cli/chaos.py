@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -12,27 +13,19 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from graduate.adapters import check_engine, engine_names
-from graduate.chaos.faults import deploy_change, descriptions, fault_names, parse_plan, stop_worker
-from graduate.chaos.harness import ChaosOptions, ChaosResult, TimelineEvent, run_chaos
-from graduate.chaos.matrix import DEFAULT_FAULTS, CellOutcome, MatrixSpec, run_matrix
-from graduate.chaos.profiles import PROFILES, profile_settings
+import graduate
+from graduate.adapters import engine_names
+from graduate.chaos.faults import deploy_change, descriptions, fault_names, stop_worker
+from graduate.chaos.harness import ChaosResult, TimelineEvent
+from graduate.chaos.matrix import DEFAULT_FAULTS, CellOutcome
+from graduate.chaos.profiles import PROFILES
 from graduate.check import Verdict
 from graduate.cli.common import console, settings
-from graduate.config import Settings
-from graduate.errors import ConfigError
-from graduate.evidence import EvidenceStore
-from graduate.flow import load_flow
-from graduate.runner import RunOptions, approve_all
 
 VERDICT_STYLE = {Verdict.COMPLETED: "green", Verdict.COMPENSATED: "yellow",
                  Verdict.FAILED: "red", Verdict.LOST: "bold red", Verdict.STUCK: "bold red"}
 EvidenceOption = Annotated[Path | None, typer.Option(
     help="Evidence folder (default: .graduate/evidence, or `evidence` in \\[tool.graduate]).")]
-
-
-def _store(config: Settings, evidence: Path | None) -> EvidenceStore:
-    return EvidenceStore(evidence or config.evidence_dir)
 
 
 def chaos(
@@ -74,31 +67,27 @@ def chaos(
     Exits 0 when no commitment was lost or stuck, no duplicate went unabsorbed and every
     instance hit resumed at the step in flight; 1 otherwise; 2 on bad input.
     """
-    config = settings(ctx)
-    check_engine(engine)
-    profile_settings(profile, engine, config.project_dir)
-    loaded = load_flow(flow, spikes_dir=config.spikes_dir)
-    plan = parse_plan(fault, at, loaded, restart_delay=restart_delay,
-                      partition_for=partition_for,
-                      options={deploy_change.VERSIONED.name: versioned,
-                               stop_worker.COLD.name: cold})
-    if plan.fault.lets_waits_expire and wait_deadline is None and max(
-            w.deadline for w in loaded.waits) > timeout:
-        raise ConfigError(f"the waits of {loaded.name} last longer than the run's "
-                          f"--timeout {timeout:g}s; add --wait-deadline 5 to shorten them")
-    options = ChaosOptions(
-        run=RunOptions(flow=flow, engine=engine, instances=instances, timeout=timeout,
-                       decisions=approve_all(loaded)),
-        plan=plan, profile=profile, wait_deadline=wait_deadline)
-    if not as_json:
-        console.print(f"[bold]{loaded.name}[/] on {engine} ({profile}) under "
-                      f"{plan.describe()}")
-    result = run_chaos(config, options, _store(config, evidence),
-                       on_event=None if as_json else _event)
+    header = f"[bold]{escape(flow)}[/] on {escape(engine)} ({escape(profile)}) under " + (
+        escape(f"{fault} at {at}" if at else fault))
+    shown: list[str] = []
+
+    def event(item: TimelineEvent) -> None:
+        if not shown:  # once the run has started: bad input prints only its error
+            console.print(header)
+            shown.append(header)
+        _event(item)
+
+    result = graduate.chaos(
+        flow, engine=engine, fault=fault, at=at, instances=instances, profile=profile,
+        timeout=timeout, restart_delay=restart_delay, partition_for=partition_for,
+        versioned=versioned, cold=cold, wait_deadline=wait_deadline, settings=settings(ctx),
+        evidence=evidence, on_event=None if as_json else event)
     if as_json:
         console.print_json(json.dumps({**asdict(result), "plan": result.plan.to_dict()},
                                       default=str))
     else:
+        if not shown:
+            console.print(header)
         _print_result(result)
     if result.applicable and not result.verdict.passed:
         raise typer.Exit(1)
@@ -182,22 +171,6 @@ def matrix(
     Example: graduate matrix partner_approval --engines temporal,celery-chain
     --faults kill-worker,restart-broker,restart-server --profiles defaults,tuned
     """
-    config = settings(ctx)
-    store = _store(config, evidence)
-    resume_id = None
-    if resume or matrix_id:
-        resume_id = matrix_id or store.latest_matrix()
-        if resume_id is None:
-            raise ConfigError(f"no matrix to resume in {store.root}; start one with "
-                              "`graduate matrix FLOW`")
-        spec = MatrixSpec(flow="")
-    elif flow is None:
-        raise ConfigError("give a FLOW, or --resume to continue the latest matrix")
-    else:
-        spec = MatrixSpec(
-            flow=flow, engines=_split(engines), faults=_split(faults),
-            profiles=_split(profiles), at=at, instances=instances, timeout=timeout,
-            restart_delay=restart_delay)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=as_json) as progress:
         task = progress.add_task("matrix", total=None)
@@ -206,19 +179,23 @@ def matrix(
             progress.update(task, total=total, completed=number,
                             description=f"{cell.engine} {cell.fault} {cell.profile}")
 
-        found_id, cells = run_matrix(config, spec, store, resume=resume_id, on_cell=advance)
+        result = graduate.matrix(
+            flow, engines=_split(engines), faults=_split(faults), profiles=_split(profiles),
+            at=at, instances=instances, timeout=timeout, restart_delay=restart_delay,
+            resume=matrix_id or resume, settings=settings(ctx), evidence=evidence,
+            on_cell=advance)
     if as_json:
-        console.print_json(json.dumps(store.load_matrix(found_id).to_dict()))
+        console.print_json(result.evidence.read_text(encoding="utf-8"))
         return
-    console.print(matrix_table(found_id, cells))
-    console.print(f"evidence: {store.matrix_path(found_id)}")
+    console.print(matrix_table(result.matrix_id, result.cells))
+    console.print(f"evidence: {result.evidence}")
 
 
 def _split(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
-def matrix_table(matrix_id: str, cells: list[CellOutcome]) -> Table:
+def matrix_table(matrix_id: str, cells: Sequence[CellOutcome]) -> Table:
     """Engine by fault: what became of the commitments, and how the engine resumed."""
     table = Table(title=f"Matrix {matrix_id}", caption_justify="left")
     for column in ("engine", "fault", "at", "profile", "completed", "compensated", "failed",

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+import graduate
 from graduate.adapters import engine_names
 from graduate.chaos.faults import (
     deploy_change,
@@ -17,7 +18,7 @@ from graduate.chaos.faults import (
     stop_worker,
     wait_timeout,
 )
-from graduate.chaos.matrix import CellOutcome, MatrixSpec, run_matrix
+from graduate.chaos.matrix import CellOutcome
 from graduate.cli.chaos import matrix_table
 from graduate.cli.common import console, settings
 from graduate.evidence import EvidenceStore
@@ -46,9 +47,7 @@ def demo(
     Example: graduate demo
     """
     config = settings(ctx)
-    store = EvidenceStore(config.evidence_dir)
     engines = engine_names()
-    spec = MatrixSpec(flow=SAMPLE_FLOW, engines=engines, faults=DEMO_FAULTS, timeout=timeout)
     console.print(f"[bold]graduate demo[/]: the crash matrix of {SAMPLE_FLOW} on "
                   f"{', '.join(engines)}; {len(DEMO_FAULTS)} faults each")
 
@@ -58,11 +57,12 @@ def demo(
         console.print(f"  [{number}/{total}] {cell.key.split('|')[1].split('@')[0]} on "
                       f"{cell.engine}: {result}")
 
-    matrix_id, cells = run_matrix(config, spec, store, on_cell=progress)
-    console.print(matrix_table(matrix_id, cells))
-    built = build_report(store, matrix_id=matrix_id)
+    result = graduate.matrix(SAMPLE_FLOW, engines=engines, faults=DEMO_FAULTS,
+                             timeout=timeout, settings=config, on_cell=progress)
+    console.print(matrix_table(result.matrix_id, result.cells))
+    built = build_report(EvidenceStore(config.evidence_dir), matrix_id=result.matrix_id)
     written = write_reports(built, out or config.project_dir / "reports", ("html", "md"))
     console.print(f"recommendation: {built.recommendation.headline}")
-    console.print(f"evidence: {store.matrix_path(matrix_id)}")
+    console.print(f"evidence: {result.evidence}")
     for path in written:
         console.print(f"report: {path}", soft_wrap=True)

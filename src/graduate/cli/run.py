@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated
 
@@ -10,14 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from graduate.adapters import check_engine, engine_names, needs
+import graduate
+from graduate.adapters import check_engine, engine_names
 from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.cli.common import console, settings
-from graduate.config import Settings
 from graduate.errors import ConfigError
-from graduate.flow import load_flow
-from graduate.runner import Decision, Failure, RunOptions, RunResult, run_flow, validate_options
-from graduate.services.provider import open_stack
+from graduate.runner import Decision, Failure, RunResult
 
 STATE_STYLE = {
     InstanceState.COMPLETED: "green", InstanceState.COMPENSATED: "yellow",
@@ -62,35 +61,24 @@ def run(
 
     Exits 0 when every instance completed or was compensated, 1 otherwise.
     """
-    options = [
-        RunOptions(flow=flow, engine=check_engine(name), instances=instances, workers=workers,
-                   timeout=timeout, decisions=_decisions(signal or []),
-                   failures=[Failure.parse(text) for text in fail or []])
-        for name in engine
-    ]
-    run_all(settings(ctx), options, as_json=as_json, temporal_port=temporal_port,
-            redis_port=redis_port)
-
-
-def run_all(config: Settings, options: list[RunOptions], *, as_json: bool = False,
-            temporal_port: int | None = None, redis_port: int | None = None) -> None:
-    """Run each option in turn on services started once; exit 1 unless all succeeded."""
-    # Each flow is loaded and the services resolved once, for every run.
-    flows = {o.flow: load_flow(o.flow, spikes_dir=config.spikes_dir) for o in options}
-    for option in options:
-        validate_options(flows[option.flow], option)
+    config = settings(ctx)
+    # Everything but the flow, checked before the first run starts; the first run
+    # checks the flow against the options, which are the same for every engine.
+    for name in engine:
+        check_engine(name)
+    decisions = _decisions(signal or [])
+    failures = [Failure.parse(text) for text in fail or []]
     results = []
-    with open_stack(config, needs([o.engine for o in options]), temporal_port=temporal_port,
-                    redis_port=redis_port) as stack:
-        for option in options:
-            if not as_json:
-                console.print(f"[bold]Running {escape(option.flow)} on {option.engine}[/] "
-                              f"({option.instances} instance(s))")
-            result = run_flow(config, option, flow=flows[option.flow], stack=stack,
-                              on_status=None if as_json else _progress)
-            results.append(result)
-            if not as_json:
-                console.print(_table(result))
+    for name in engine:
+        result = graduate.run(
+            flow, engine=name, instances=instances, workers=workers, timeout=timeout,
+            decisions=decisions, failures=failures, settings=config,
+            temporal_port=temporal_port, redis_port=redis_port,
+            on_status=None if as_json else _progress_of(
+                f"[bold]Running {escape(flow)} on {name}[/] ({instances} instance(s))"))
+        results.append(result)
+        if not as_json:
+            console.print(_table(result))
     if as_json:
         console.print_json(json.dumps([asdict(r) for r in results]))
     elif len(results) > 1:
@@ -110,16 +98,22 @@ def _decisions(items: list[str]) -> dict[str, Decision]:
     return decisions
 
 
-_last_state: dict[str, InstanceState] = {}
+def _progress_of(header: str) -> Callable[[str, InstanceStatus], None]:
+    """Print `header` once the run has started (bad input prints only its error), then
+    each instance's state as it changes."""
+    last_state: dict[str, InstanceState] = {}
 
+    def progress(instance_id: str, status: InstanceStatus) -> None:
+        if not last_state:
+            console.print(header)
+        if last_state.get(instance_id) is status.state:
+            return
+        last_state[instance_id] = status.state
+        style = STATE_STYLE[status.state]
+        detail = f": {escape(status.detail)}" if status.detail else ""
+        console.print(f"  {instance_id} [{style}]{status.state}[/]{detail}")
 
-def _progress(instance_id: str, status: InstanceStatus) -> None:
-    if _last_state.get(instance_id) is status.state:
-        return
-    _last_state[instance_id] = status.state
-    style = STATE_STYLE[status.state]
-    detail = f": {escape(status.detail)}" if status.detail else ""
-    console.print(f"  {instance_id} [{style}]{status.state}[/]{detail}")
+    return progress
 
 
 def _table(result: RunResult) -> Table:

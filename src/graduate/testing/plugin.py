@@ -21,16 +21,13 @@ from typing import Any
 
 import pytest
 
+import graduate
 from graduate.adapters import check_engine, describe, engine_names
-from graduate.chaos.faults import get_fault, none, parse_plan
-from graduate.chaos.harness import ChaosOptions, run_chaos
-from graduate.chaos.profiles import profile_settings
+from graduate.chaos.faults import get_fault, none
 from graduate.config import Settings, load_settings
 from graduate.errors import GraduateError
-from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow
 from graduate.ledger import Ledger
-from graduate.runner import RunOptions, approve_all
 from graduate.services.model import TemporalTarget
 from graduate.services.resolver import STRATEGIES, Resolver, make_resolver
 from graduate.testing.outcome import ChaosOutcome
@@ -183,7 +180,7 @@ class ChaosRunner:
         self.provider = provider
         self.ledger = ledger
         self.folder = folder
-        self.store = EvidenceStore(Path(evidence) if evidence else folder / "evidence")
+        self.evidence = Path(evidence) if evidence else folder / "evidence"
 
     def __call__(self, flow: str, *, engine: str, fault: str = none.NAME, at: str | None = None,
                  instances: int = 1, profile: str = "defaults", timeout: float = 60.0,
@@ -196,19 +193,17 @@ class ChaosRunner:
         provider (an external broker cannot be restarted by graduate)."""
         __tracebackhide__ = True
         loaded = load_flow(flow, spikes_dir=self.settings.spikes_dir)
-        plan = parse_plan(fault, at, loaded, restart_delay=restart_delay,
-                          partition_for=partition_for, versioned=versioned, change=change)
-        profile_settings(profile, engine, self.settings.project_dir)
-        if (reason := self.provider.cannot(plan.fault)) is not None:
+        kind = get_fault(fault)
+        if (reason := self.provider.cannot(kind)) is not None:
             pytest.skip(f"{fault} on provider {self.provider.name}: {reason}")
-        if plan.fault.lets_waits_expire and wait_deadline is None:
-            wait_deadline = min(5.0, timeout / 2)
-        options = ChaosOptions(
-            run=RunOptions(flow=loaded.source or flow, engine=engine, instances=instances,
-                           timeout=timeout, decisions=approve_all(loaded)),
-            plan=plan, profile=profile, wait_deadline=wait_deadline)
-        result = run_chaos(self._settings_for(engine, plan.fault.restarts is not None), options,
-                           self.store)
+        # The flow by its file: the run's settings are the test's own folder, not the
+        # project's, so a name in the project's spikes folder would not be found there.
+        result = graduate.chaos(
+            loaded.source, engine=engine, fault=fault, at=at, instances=instances,
+            profile=profile, timeout=timeout, restart_delay=restart_delay,
+            partition_for=partition_for, wait_deadline=wait_deadline, versioned=versioned,
+            change=change, settings=self._settings_for(engine, kind.restarts is not None),
+            evidence=self.evidence)
         if not result.applicable:
             pytest.skip(f"{fault} on {engine}: {result.reason}")
         return ChaosOutcome(result, loaded)

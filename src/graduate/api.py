@@ -1,0 +1,223 @@
+"""The library API: run a flow, break it, run a matrix of faults, answer a wait.
+
+`graduate.run`, `graduate.chaos`, `graduate.matrix` and `graduate.signal` are what the
+command line and the pytest plugin call, so a program gets the same checks, with the
+same messages, and the same evidence. Each is a thin layer over the run's own entry
+points (`graduate.runner.run_flow`, `graduate.chaos.harness.run_chaos`,
+`graduate.chaos.matrix.run_matrix`): it turns keyword arguments into their options,
+refuses bad input with a `ConfigError` before anything starts, and returns their
+results.
+
+Every function takes optional `settings` (`graduate.Settings`); without them, settings
+are read as the command line reads them: GRADUATE_* variables over `[tool.graduate]`
+of the nearest project's pyproject.toml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+from graduate.adapters import check_engine, engine_names, needs, open_engine
+from graduate.adapters.base import InstanceStatus
+from graduate.chaos.faults import (
+    FaultPlan,
+    deploy_change,
+    find_wait,
+    parse_label,
+    parse_plan,
+    stop_worker,
+)
+from graduate.chaos.harness import ChaosOptions, ChaosResult, TimelineEvent, run_chaos
+from graduate.chaos.matrix import DEFAULT_FAULTS, CellOutcome, MatrixSpec, run_matrix
+from graduate.chaos.profiles import profile_settings
+from graduate.config import Settings, load_settings
+from graduate.errors import ConfigError
+from graduate.evidence import EvidenceStore
+from graduate.flow import Flow, load_flow
+from graduate.ledger import Ledger
+from graduate.runner import Decision, Failure, RunOptions, RunResult, approve_all, run_flow
+from graduate.services.provider import kept_services, open_services
+
+DECISIONS: tuple[Decision, ...] = get_args(Decision)
+
+
+@dataclass(frozen=True)
+class MatrixResult:
+    """A finished (or resumed) matrix: its id, every cell, and its evidence file."""
+
+    matrix_id: str
+    cells: tuple[CellOutcome, ...]  # each with its run's id and the numbers of its verdicts
+    evidence: Path
+
+
+@dataclass(frozen=True)
+class SignalSent:
+    """A decision delivered to a waiting instance."""
+
+    instance_id: str
+    signal: str
+    decision: Decision
+    engine: str
+
+
+def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
+        timeout: float = 120.0, decisions: Mapping[str, Decision] | None = None,
+        failures: Sequence[Failure | str] = (), settings: Settings | None = None,
+        temporal_port: int | None = None, redis_port: int | None = None,
+        on_status: Callable[[str, InstanceStatus], None] | None = None) -> RunResult:
+    """Run `flow` on `engine` and report what became of every instance.
+
+    `flow` is a name in the project's spikes folder, a .toml file, or `module:ATTRIBUTE`.
+    `decisions` answers waits as soon as an instance reaches them (`{"approval":
+    "approve"}`); a wait without one runs to its deadline, or until `graduate.signal`.
+    `failures` makes a step's external system fail (`Failure` or `"STEP=transient:2"`,
+    `"STEP=permanent"`). The services come from the settings, else from
+    `graduate env up`, else local ones started for the run (on `temporal_port` and
+    `redis_port` when given); everything started is stopped before it returns.
+    `on_status` is told each instance's status as it changes.
+    """
+    options = RunOptions(
+        flow=str(flow), engine=check_engine(engine), instances=instances, workers=workers,
+        timeout=timeout, decisions=dict(decisions or {}),
+        failures=tuple(item if isinstance(item, Failure) else Failure.parse(item)
+                       for item in failures),
+        temporal_port=temporal_port, redis_port=redis_port)
+    return run_flow(settings or load_settings(), options, on_status=on_status)
+
+
+def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None = None,
+          instances: int = 1, profile: str = "defaults", timeout: float = 90.0,
+          restart_delay: float = 1.0, partition_for: float = 5.0, versioned: bool = False,
+          cold: bool = False, change: str = "reorder", wait_deadline: float | None = None,
+          decisions: Mapping[str, Decision] | None = None, settings: Settings | None = None,
+          evidence: Path | None = None,
+          on_event: Callable[[TimelineEvent], None] | None = None) -> ChaosResult:
+    """Run `flow` on `engine` under one `fault`, judge every instance, store the evidence.
+
+    `at` is where the fault fires: `STEP:before-effect`, `STEP:after-effect`,
+    `WAIT:during-wait` or `+SECONDS`. The harness restarts what it killed after
+    `restart_delay` seconds; a partition lasts `partition_for` seconds; `versioned`
+    deploys with the engine's versioning guard, `change` says what the deploy changes
+    (reorder or add-step); `cold` makes stop-worker a cold shutdown. `wait_deadline`
+    shortens the flow's waits for the run: a wait-timeout run needs its wait to end
+    before `timeout`. Every wait is approved unless `decisions` says otherwise. The run
+    is stored in `evidence` (default: the project's evidence folder) and its result
+    says whether it passed (`result.verdict.passed`) and, when the fault cannot apply
+    to the engine or the services, why (`result.applicable`, `result.reason`).
+    """
+    config = settings or load_settings()
+    check_engine(engine)
+    profile_settings(profile, engine, config.project_dir)
+    loaded = load_flow(flow, spikes_dir=config.spikes_dir)
+    plan = parse_plan(fault, at, loaded, restart_delay=restart_delay,
+                      partition_for=partition_for,
+                      options={deploy_change.VERSIONED.name: versioned,
+                               deploy_change.CHANGE.name: change,
+                               stop_worker.COLD.name: cold})
+    _check_wait_deadline(loaded, plan, timeout=timeout, wait_deadline=wait_deadline)
+    options = ChaosOptions(
+        run=RunOptions(flow=loaded.source or str(flow), engine=engine, instances=instances,
+                       timeout=timeout,
+                       decisions=approve_all(loaded) if decisions is None else dict(decisions)),
+        plan=plan, profile=profile, wait_deadline=wait_deadline)
+    return run_chaos(config, options, EvidenceStore(evidence or config.evidence_dir),
+                     on_event=on_event)
+
+
+def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = None,
+           faults: Sequence[str] = DEFAULT_FAULTS, profiles: Sequence[str] = ("defaults",),
+           at: str | None = None, instances: int = 1, timeout: float = 90.0,
+           restart_delay: float = 1.0, wait_deadline: float = 5.0,
+           resume: bool | str = False, settings: Settings | None = None,
+           evidence: Path | None = None,
+           on_cell: Callable[[CellOutcome, int, int], None] | None = None) -> MatrixResult:
+    """Run `flow` under every combination of engine, fault and profile: one chaos run
+    per cell, the matrix file rewritten after each, so an interrupted matrix keeps every
+    finished cell.
+
+    `engines` defaults to every engine. `faults` are fault names, each
+    `FAULT[+OPTION][@STEP:POINT]` (`stop-worker+cold` for a fault's flag); `at` is the point
+    of faults given without one (default: the first step after the first wait). In
+    wait-timeout cells the waits last `wait_deadline` seconds. `resume=True` continues
+    the latest matrix in `evidence`, `resume="m1a2b3c"` that one, running only the
+    cells left (`flow` and the other options then come from the matrix file).
+    `on_cell(cell, number, total)` is told after each cell.
+    """
+    config = settings or load_settings()
+    store = EvidenceStore(evidence or config.evidence_dir)
+    resume_id: str | None = None
+    if resume:
+        resume_id = resume if isinstance(resume, str) else store.latest_matrix()
+        if resume_id is None:
+            raise ConfigError(f"no matrix to resume in {store.root}; start one with "
+                              "`graduate matrix FLOW`")
+        spec = MatrixSpec(flow="")
+    elif flow is None:
+        raise ConfigError("give a FLOW, or --resume (resume=True) to continue the latest "
+                          "matrix")
+    else:
+        spec = MatrixSpec(flow=str(flow),
+                          engines=engine_names() if engines is None else tuple(engines),
+                          faults=tuple(faults), profiles=tuple(profiles), at=at,
+                          instances=instances, timeout=timeout, restart_delay=restart_delay,
+                          wait_deadline=wait_deadline)
+        expiring = [kind for kind, _ in (parse_label(item.partition("@")[0])
+                                         for item in spec.faults) if kind.lets_waits_expire]
+        if expiring:
+            loaded = load_flow(spec.flow, spikes_dir=config.spikes_dir)
+            _check_wait_deadline(loaded, parse_plan(expiring[0], None, loaded),
+                                 timeout=timeout, wait_deadline=wait_deadline)
+    matrix_id, cells = run_matrix(config, spec, store, resume=resume_id, on_cell=on_cell)
+    return MatrixResult(matrix_id=matrix_id, cells=tuple(cells),
+                        evidence=store.matrix_path(matrix_id))
+
+
+def signal(instance_id: str, name: str, *, decision: str = "approve",
+           payload: Mapping[str, Any] | None = None,
+           settings: Settings | None = None) -> SignalSent:
+    """Deliver a human decision (`approve` or `reject`) on signal `name` to a waiting
+    instance, with `payload` as extra fields. The instance's run must still have its
+    services: kept up by `graduate env up`, or external ones in the settings."""
+    config = settings or load_settings()
+    if decision not in DECISIONS:
+        raise ConfigError(f"decision {decision!r} must be approve or reject")
+    if payload is not None and not isinstance(payload, Mapping):
+        raise ConfigError("the payload must be a JSON object, for example "
+                          "'{\"by\": \"ana\"}'")
+    record = Ledger(config.ledger).instance(instance_id)
+    flow = load_flow(record.flow_source)
+    if name not in {w.signal for w in flow.waits}:
+        raise ConfigError(f"flow {flow.name!r} waits for no signal {name!r}; its waits take: "
+                          f"{', '.join(w.signal for w in flow.waits) or 'none'}")
+    if not (kept_services(config.state_dir) or config.temporal_address or config.broker_url):
+        raise ConfigError("no running services to signal through: start them with "
+                          "`graduate env up` before `graduate run`, or configure external ones")
+    with open_services(config, needs([record.engine])) as services:
+        # The run's own folder: engines route to that run's queues by its name.
+        engine = open_engine(record.engine, flow, services,
+                             config.state_dir / "runs" / record.run_id)
+        try:
+            engine.signal(instance_id, name, {**(payload or {}), "decision": decision})
+        finally:
+            engine.close()
+    return SignalSent(instance_id=instance_id, signal=name, decision=decision,
+                      engine=record.engine)
+
+
+def _check_wait_deadline(flow: Flow, plan: FaultPlan, *, timeout: float,
+                        wait_deadline: float | None) -> None:
+    """Refuse a wait-timeout run whose wait cannot end before the run's deadline: the
+    fault would never play out, and every instance would be judged unfinished."""
+    if not plan.fault.lets_waits_expire:
+        return
+    wait = find_wait(flow, plan.step)
+    lasts = wait.deadline if wait_deadline is None else wait_deadline
+    if lasts >= timeout:
+        shorter = f"{min(5.0, timeout / 2):g}"
+        raise ConfigError(
+            f"the wait {wait.name} of {flow.name} lasts {lasts:g}s, not less than the run's "
+            f"timeout of {timeout:g}s, so it cannot time out within the run; shorten it for "
+            f"the run with --wait-deadline {shorter} (wait_deadline={shorter} in Python)")
