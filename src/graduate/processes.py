@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -220,10 +221,37 @@ def wait_until(ready: Callable[[], bool], *, timeout: float, what: str,
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Taken below the kernel's ephemeral range where there is one: a port the kernel hands
+    out (bind to 0) is also where every outgoing connection takes its source port, so
+    another process could take it before the server we name it to binds it.
+    """
+    low = _ephemeral_low()
+    if low is not None and low > _FIRST_PORT + 1000:
+        for _ in range(50):
+            candidate = random.randrange(_FIRST_PORT, low)
+            if port_is_free(candidate):
+                return candidate
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_FIRST_PORT = 20000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_low() -> int | None:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def port_taken(error: BaseException) -> bool:
+    """Whether a server failed to start because another process took its port first."""
+    return "address already in use" in str(error).lower()
 
 
 def port_is_free(port: int) -> bool:

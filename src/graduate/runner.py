@@ -90,16 +90,18 @@ class RunResult:
     engine: str
     instances: tuple[InstanceResult, ...]
     services: dict[str, object]
+    not_started: int = 0  # instances the run's deadline passed before it could start
 
     @property
     def finished(self) -> bool:
-        return all(i.state.finished for i in self.instances)
+        return not self.not_started and all(i.state.finished for i in self.instances)
 
     @property
     def succeeded(self) -> bool:
-        """Every instance ended as the flow intends: completed or compensated."""
-        return all(i.state in (InstanceState.COMPLETED, InstanceState.COMPENSATED)
-                   for i in self.instances)
+        """Every instance started and ended as the flow intends: completed or compensated."""
+        return not self.not_started and all(
+            i.state in (InstanceState.COMPLETED, InstanceState.COMPENSATED)
+            for i in self.instances)
 
 
 def run_flow(settings: Settings, options: RunOptions, *, flow: Flow | None = None,
@@ -113,13 +115,14 @@ def run_flow(settings: Settings, options: RunOptions, *, flow: Flow | None = Non
     # The deadline covers the whole run: services, workers, and starting the instances.
     deadline = time.monotonic() + options.timeout
     with open_session(settings, options, flow=flow, stack=stack) as session:
-        session.start_instances(deadline=deadline)
+        started = session.start_instances(deadline=deadline)
         statuses = session.watch(deadline, on_status=on_status)
         return RunResult(
             run_id=session.run_id, flow=session.flow.name, engine=session.engine.name,
             instances=tuple(summarise(session.flow, session.ledger, r,
                                       statuses[r.instance_id]) for r in session.requests),
             services=session.stack.services.describe(),
+            not_started=options.instances - started,
         )
 
 

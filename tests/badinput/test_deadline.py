@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from graduate.config import Settings
-from graduate.errors import ConfigError
 from graduate.runner import RunOptions, run_flow
 from tests.adr.conftest import REPO
 from tests.conftest import FlowFactory, processes_mentioning
@@ -28,14 +27,16 @@ def test_the_deadline_stops_an_endless_start(settings: Settings, flow_file: Flow
                          timeout=5)
     began = time.monotonic()
 
-    with pytest.raises(ConfigError) as refused:
-        run_flow(settings, options)
+    result = run_flow(settings, options)
 
     # Worker start-up is bounded on its own; the instances then get what is left.
     assert time.monotonic() - began < 5 + 30
-    message = str(refused.value)
-    assert "--timeout 5s passed while starting instances" in message
-    assert "of 100000 started" in message
+    # The run stopped starting at its deadline: a run that did not finish (exit 1), not
+    # bad input; what it did start is judged.
+    assert 0 < result.not_started < 100_000
+    assert len(result.instances) == 100_000 - result.not_started
+    assert not result.finished
+    assert not result.succeeded
     assert processes_mentioning(str(tmp_path)) == []
 
 

@@ -79,6 +79,11 @@ def run(
         results.append(result)
         if not as_json:
             console.print(_table(result))
+            if result.not_started:
+                console.print(
+                    f"[red]{result.not_started} of {instances} instance(s) never started:[/] "
+                    f"the run's --timeout passed while starting them; give a longer "
+                    "--timeout or fewer --instances")
     if as_json:
         console.print_json(json.dumps([asdict(r) for r in results]))
     elif len(results) > 1:

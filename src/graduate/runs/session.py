@@ -117,15 +117,12 @@ class RunSession:
     def instance_ids(self) -> list[str]:
         return [r.instance_id for r in self.requests]
 
-    def start_instances(self, *, deadline: float | None = None) -> None:
-        """Register, prepare (inject failures, arm fault points) and start each instance;
-        stop with a ConfigError once `deadline` (monotonic) has passed."""
+    def start_instances(self, *, deadline: float | None = None) -> int:
+        """Register, prepare (inject failures, arm fault points) and start each instance,
+        until `deadline` (monotonic) passes; how many were started."""
         for number in range(1, self.options.instances + 1):
             if deadline is not None and time.monotonic() > deadline:
-                raise ConfigError(
-                    f"the run's --timeout {self.options.timeout:g}s passed while starting "
-                    f"instances ({number - 1} of {self.options.instances} started); give a "
-                    "longer --timeout or fewer --instances")
+                return number - 1
             request = new_request(self.flow, self.run_id, number, self.options.tenant_id)
             self.ledger.register(self.flow, request, self.engine.name)
             for failure in self.options.failures:
@@ -135,6 +132,7 @@ class RunSession:
                 self.arming.arm(self.ledger, request)
             self.requests.append(request)
             self.engine.start(request)
+        return self.options.instances
 
     def watch(self, deadline: float, *,
               until: Callable[[dict[str, InstanceStatus]], bool] | None = None,

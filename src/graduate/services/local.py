@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from graduate.errors import ServiceError
-from graduate.processes import ManagedProcess, free_port, require_free_port, spawn, wait_until
+from graduate.processes import (
+    ManagedProcess,
+    free_port,
+    port_taken,
+    require_free_port,
+    spawn,
+    wait_until,
+)
 
 READY_TIMEOUT = 60.0
 
@@ -140,6 +147,7 @@ class LocalTemporal:
     metrics_port: int
     process: ManagedProcess | None = None
     kept: bool = False
+    fixed_port: bool = False  # given by the user: never moved to another
     _lock: int | None = field(default=None, repr=False)
 
     @classmethod
@@ -155,13 +163,22 @@ class LocalTemporal:
             name, lock = claim_first_free(state_dir, name, _temporal_db, "the Temporal server")
         return cls(binary=binary, db_file=_temporal_db(state_dir, name),
                    log_path=state_dir / f"{name}.log", port=ports[0], http_port=ports[1],
-                   metrics_port=ports[2], kept=kept, _lock=lock)
+                   metrics_port=ports[2], kept=kept, fixed_port=port is not None, _lock=lock)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> ManagedProcess:
+        """Start the server; a first start whose ports were taken meanwhile takes others
+        (a restart keeps its port, as the clients know it)."""
+        first = self.process is None and not self.fixed_port
+        return _start_retrying(self._start_once, self._repick_ports if first else None)
+
+    def _repick_ports(self) -> None:
+        self.port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
+
+    def _start_once(self) -> ManagedProcess:
         lock, self._lock = self._lock, None
         if lock is None:
             lock = lock_data(self.db_file, "the Temporal server")
@@ -190,6 +207,23 @@ class LocalTemporal:
             self.process.stop()
 
 
+_PORT_TRIES = 3
+
+
+def _start_retrying(start_once: Callable[[], ManagedProcess],
+                    repick: Callable[[], None] | None) -> ManagedProcess:
+    """`start_once()`; when another process took the port between choosing and binding
+    it (ports are chosen free, then handed to the server), `repick()` and try again."""
+    for attempt in range(1, _PORT_TRIES + 1):
+        try:
+            return start_once()
+        except ServiceError as error:
+            if repick is None or attempt == _PORT_TRIES or not port_taken(error):
+                raise
+            repick()
+    raise AssertionError("unreachable")
+
+
 def _temporal_db(state_dir: Path, name: str) -> Path:
     return state_dir / f"{name}.db"
 
@@ -214,6 +248,7 @@ class LocalRedis:
     port: int
     process: ManagedProcess | None = None
     kept: bool = False
+    fixed_port: bool = False  # given by the user: never moved to another
     _lock: int | None = field(default=None, repr=False)
 
     @classmethod
@@ -225,13 +260,22 @@ class LocalRedis:
         if first_free:
             name, lock = claim_first_free(state_dir, name, _redis_dir, "Redis")
         return cls(binary=binary, data_dir=_redis_dir(state_dir, name),
-                   log_path=state_dir / f"{name}.log", port=free, kept=kept, _lock=lock)
+                   log_path=state_dir / f"{name}.log", port=free, kept=kept,
+                   fixed_port=port is not None, _lock=lock)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> ManagedProcess:
+        """As `LocalTemporal.start`."""
+        first = self.process is None and not self.fixed_port
+        return _start_retrying(self._start_once, self._repick_port if first else None)
+
+    def _repick_port(self) -> None:
+        self.port = free_port()
+
+    def _start_once(self) -> ManagedProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         lock, self._lock = self._lock, None
         if lock is None:
