@@ -195,6 +195,19 @@ class Engine(Protocol):
         """Start one instance of the flow."""
         ...
 
+    def start_duplicate(self, request: InstanceRequest) -> str | None:
+        """Start `request`'s business key again while its instance may be in flight (a
+        retried webhook, a double click), as a caller of this engine would: same
+        instance ID, business key and correlation ID, a trace of its own (a new request).
+        The engine's refusal in words, or None when it accepted the start."""
+        ...
+
+    def cancel(self, instance_id: str) -> None:
+        """An operator's rollback: ask the engine to stop the instance and undo what it
+        applied, by whatever compensation path it has (the outcome is judged from the
+        ledger, not from what this promises)."""
+        ...
+
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
         """Deliver a named signal (a human decision) to an instance."""
         ...

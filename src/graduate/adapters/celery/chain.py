@@ -78,6 +78,10 @@ def claim_key(instance_id: str, wait: str) -> str:
     return _key(instance_id, "claim", wait)
 
 
+def cancel_key(instance_id: str) -> str:
+    return _key(instance_id, "cancel", "operator")
+
+
 def new_context(request: InstanceRequest) -> Context:
     return {"request": asdict(request), "done": []}
 
@@ -358,6 +362,22 @@ class ChainStrategy:
     def start(self, request: InstanceRequest) -> None:
         part_from(self.app, self.flow, 0, new_context(request)).apply_async()
 
+    def start_duplicate(self, request: InstanceRequest) -> str | None:
+        """Nothing in a chain records which instances are running: the chain is sent
+        again, and runs beside the first one."""
+        self.start(request)
+        return None
+
+    def cancel(self, instance_id: str) -> None:
+        """Revoke every task of the instance, as an operator would: tasks not yet run are
+        dropped by the workers that know of the revocation, the task in hand runs to its
+        end. A chain's compensations are sent by its own tasks when a step fails; nothing
+        sends them for a cancellation, so what applied stays applied (the ledger shows
+        it), and the instance is reported failed."""
+        self.app.control.revoke(self._task_ids(instance_id))
+        self.resources.redis().set(cancel_key(instance_id), json.dumps({"at": time.time()}),
+                                   ex=KEY_LIFETIME)
+
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
         if self.app.AsyncResult(task_id(instance_id, "finish")).state == "SUCCESS":
             raise EngineError(f"instance {instance_id!r} has finished; it takes no more "
@@ -373,6 +393,12 @@ class ChainStrategy:
                                   finished_at=_timestamp(finish.date_done),
                                   detail=result["reason"])
         client = self.resources.redis()
+        cancelled = _load(client, cancel_key(instance_id))
+        if cancelled is not None:
+            return InstanceStatus(
+                InstanceState.FAILED, finished_at=float(cancelled["at"]),
+                detail="revoked by an operator; a chain has no compensation path for a "
+                       "cancellation, so what applied stays applied")
         done: list[str] = []
         known = finish.state != "PENDING"
         for node in self.flow.nodes:

@@ -31,6 +31,8 @@ DECISIONS = ("approve", "reject")
 
 class _Strategy(Protocol):
     def start(self, request: InstanceRequest) -> None: ...
+    def start_duplicate(self, request: InstanceRequest) -> str | None: ...
+    def cancel(self, instance_id: str) -> None: ...
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None: ...
     def status(self, instance_id: str) -> InstanceStatus: ...
     def history(self, instance_id: str) -> list[HistoryEvent]: ...
@@ -117,6 +119,16 @@ class CeleryEngine:
 
     def start(self, request: InstanceRequest) -> None:
         self._impl.start(request)
+
+    def start_duplicate(self, request: InstanceRequest) -> str | None:
+        """chain: nothing records which instances run, so the chain is sent again.
+        state-machine: the instance's row already exists, so the start is refused."""
+        return self._impl.start_duplicate(request)
+
+    def cancel(self, instance_id: str) -> None:
+        """chain: revoke the instance's tasks (nothing compensates). state-machine: a
+        cancel request that the next advance turns into compensation."""
+        self._impl.cancel(instance_id)
 
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
         signals = [wait.signal for wait in self.flow.waits]

@@ -35,6 +35,8 @@ ENGINE = "celery-state-machine"
 ADVANCE = "graduate.sm.advance"
 SIGNAL = "graduate.sm.signal"
 TICK = "graduate.sm.tick"
+# An operator's cancel request, stored with the signals: the next advance compensates.
+CANCEL = "graduate.cancel"
 
 HARD_LIMIT_SLACK = 5.0
 
@@ -296,6 +298,11 @@ class Machine:
         now = time.time()
         if row.lease_until is not None and row.lease_until > now:
             return "leased: a step is in hand or backing off"
+        if row.state in (RUNNING, WAITING) and store.signal(instance_id, CANCEL) is not None:
+            # After the lease: a step in hand finishes (and counts as done) first.
+            at = self.flow.nodes[min(row.cursor, len(self.flow.nodes) - 1)].name
+            return self._begin_compensation(store, row, "cancelled by an operator", at,
+                                            consume=CANCEL)
         if row.state == COMPENSATING:
             return self._compensate_next(store, row)
         if row.cursor >= len(self.flow.nodes):
@@ -524,15 +531,34 @@ class StateMachineStrategy:
         store.insert(row)
         self.machine.send_advance(row)
 
+    def start_duplicate(self, request: InstanceRequest) -> str | None:
+        row = self.machine.store.load(request.instance_id)
+        if row is not None:
+            return (f"the application's table refused it: sm_instances already holds "
+                    f"{request.instance_id} ({row.state})")
+        self.start(request)
+        return None
+
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
+        self._unfinished(instance_id, "signals")
+        self.app.signature(SIGNAL, args=(instance_id, name, payload)).apply_async()
+
+    def cancel(self, instance_id: str) -> None:
+        """Store a cancel request; the next advance (this one, or the tick's) begins the
+        compensation of the steps done, once the step in hand has finished."""
+        row = self._unfinished(instance_id, "cancellations")
+        self.machine.store.put_signal(row, CANCEL, {})
+        self.machine.send_advance(row)
+
+    def _unfinished(self, instance_id: str, what: str) -> Row:
         row = self.machine.store.load(instance_id)
         if row is None:
             raise EngineError(f"no instance {instance_id!r} in sm_instances; check the ID "
                               "(`graduate run` prints the IDs it starts)")
         if row.state in FINISHED:
             raise EngineError(f"instance {instance_id!r} has finished ({row.state}); it takes "
-                              "no more signals")
-        self.app.signature(SIGNAL, args=(instance_id, name, payload)).apply_async()
+                              f"no more {what}")
+        return row
 
     def status(self, instance_id: str) -> InstanceStatus:
         row = self.machine.store.load(instance_id)

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.api.history.v1 import ActivityTaskStartedEventAttributes
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from graduate.adapters.base import (
@@ -122,12 +124,35 @@ class TemporalEngine:
         return description.status == WorkflowExecutionStatus.RUNNING
 
     def start(self, request: InstanceRequest) -> None:
+        # The workflow ID is the instance's business identity: the server keeps at most
+        # one open execution per ID. The policies are the SDK's defaults, spelled out
+        # because a double start depends on them: a start while one runs is refused
+        # (conflict policy FAIL); a start after one closed would run again (reuse policy
+        # ALLOW_DUPLICATE).
         self._run(self._client.start_workflow(
             WORKFLOW_NAME, FlowInput(flow=self.flow.name, request=request,
                                      heartbeat_timeout=self.settings["heartbeat_timeout"]),
             id=request.instance_id, task_queue=task_queue(self.flow.name, self.run_dir.name),
             memo={"done": [], "waiting": None, "correlation_id": request.correlation_id},
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         ))
+
+    def start_duplicate(self, request: InstanceRequest) -> str | None:
+        try:
+            self.start(request)
+        except WorkflowAlreadyStartedError as error:
+            return (f"the Temporal server refused it: workflow {error.workflow_id} is already "
+                    "running (WorkflowAlreadyStartedError, ID conflict policy FAIL)")
+        return None
+
+    def cancel(self, instance_id: str) -> None:
+        """Request cancellation; the workflow compensates what it applied (see
+        `workflow.GraduateFlow`)."""
+        try:
+            self._run(self._client.get_workflow_handle(instance_id).cancel())
+        except RPCError as error:
+            raise EngineError(f"cannot cancel {instance_id}: {error.message}") from error
 
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
         try:

@@ -2,12 +2,13 @@
 
 Steps are activities named after their effect (so Temporal's history and UI read
 `crm.create_record`, not a generic name), waits are signals with a deadline, timers
-are durable timers, and a permanent failure, a rejection or a passed deadline
-compensates the completed steps in reverse order.
+are durable timers, and a permanent failure, a rejection, a passed deadline or a
+cancellation (an operator's rollback) compensates the completed steps in reverse order.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from graduate.adapters.temporal import registry
@@ -39,6 +41,11 @@ def _retry_policy(step: Step) -> RetryPolicy:
     )
 
 
+def _cancelled() -> str:
+    reason = workflow.cancellation_reason()
+    return f"cancelled by an operator{': ' + reason if reason else ''}"
+
+
 def _cause(error: ActivityError) -> str:
     cause = error.cause
     return str(cause) if cause is not None else str(error)
@@ -58,13 +65,29 @@ class GraduateFlow:
         # replays without the marker, so patched() is False and it keeps its version.
         if older is not None and not workflow.patched(f"graduate-{flow.name}-v{flow.version}"):
             flow = older
+        try:
+            return await self._interpret(flow, flow_input)
+        except asyncio.CancelledError:
+            if workflow.cancellation_reason() is None:
+                raise  # not the operator's cancellation (the worker evicting the workflow)
+            # Temporal delivers a cancellation once: the compensations that follow run as
+            # activities like any others, recorded in the history.
+            return await self._compensate(flow, flow_input, _cancelled())
+
+    async def _interpret(self, flow: Flow, flow_input: FlowInput) -> FlowResult:
         for node in flow.nodes:
             if isinstance(node, Step):
                 try:
                     await self._activity(flow_input, node, "effect")
                 except ActivityError as error:
-                    return await self._compensate(
-                        flow, flow_input, f"step {node.name} failed: {_cause(error)}")
+                    reason = (_cancelled() if workflow.cancellation_reason() is not None
+                              else f"step {node.name} failed: {_cause(error)}")
+                    return await self._compensate(flow, flow_input, reason)
+                if workflow.cancellation_reason() is not None:
+                    # Cancelled while the step ran, which finished anyway: its effect
+                    # landed, so it is compensated with the others.
+                    self._progress(node.name)
+                    return await self._compensate(flow, flow_input, _cancelled())
             elif isinstance(node, Wait):
                 ended = await self._wait(flow, flow_input, node)
                 if ended is not None:
@@ -118,6 +141,10 @@ class GraduateFlow:
             start_to_close_timeout=timedelta(seconds=step.timeout),
             heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None,
             retry_policy=_retry_policy(step),
+            # On a cancellation the workflow learns how the step in flight ended (its
+            # effect landed or not) before it compensates: with the default, TRY_CANCEL,
+            # it would compensate while the step might still apply.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
 
     def _progress(self, node: str) -> None:
