@@ -6,12 +6,17 @@ whether the business commitment was completed, compensated, failed visibly, lost
 (nothing holds it any more) or stuck (held, but not moving); how often each effect
 ran and whether idempotency keys absorbed the repeats; and, when a fault hit the
 instance, at which step it resumed and how long that took.
+
+Two faults add a judgement of their own, each a pure function below: a second start of
+a business key (`judge_starts`: exactly one set of effects per key, or a visible
+refusal) and an operator's rollback (`judge_rollback`: compensation of exactly the steps
+that applied, in reverse, once each, and a consistent end).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from graduate.adapters.base import InstanceState, InstanceStatus
@@ -92,6 +97,56 @@ def correlation_breaks(correlation_id: str, trace_id: str,
 
 
 @dataclass(frozen=True)
+class SecondStart:
+    """A start of an instance's business key while the instance was in flight."""
+
+    trace_id: str  # the second start's own trace, which its effects carry
+    at: float
+    refused: str | None  # the engine's refusal in words; None when it accepted the start
+
+
+@dataclass(frozen=True)
+class StartsVerdict:
+    """What starting one business key more than once did to the outside world."""
+
+    business_key: str
+    starts: int  # the first start and every second one
+    refused: tuple[str, ...]  # the engine's refusals, in words
+    effect_sets: tuple[str, ...]  # the traces whose effects landed: one per start that ran
+    reason: str
+
+    @property
+    def passed(self) -> bool:
+        return len(self.effect_sets) <= 1
+
+
+@dataclass(frozen=True)
+class RollbackVerdict:
+    """What an operator's cancellation of an instance in flight undid."""
+
+    cancelled_at: float
+    applied: tuple[str, ...]  # steps whose effect landed, in the order they first landed
+    compensated: tuple[str, ...]  # compensations that landed, in the order they ran
+    problems: tuple[str, ...]  # each names the step it is about
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class FaultActs:
+    """What a fault did to single instances (a second start, a cancellation): facts the
+    verdicts of those instances take into account, filled in while the fault fires."""
+
+    second_starts: dict[str, list[SecondStart]] = field(default_factory=dict)
+    cancelled: dict[str, float] = field(default_factory=dict)  # instance -> when
+
+    def start_again(self, instance_id: str, start: SecondStart) -> None:
+        self.second_starts.setdefault(instance_id, []).append(start)
+
+
+@dataclass(frozen=True)
 class InstanceVerdict:
     instance_id: str
     correlation_id: str
@@ -103,6 +158,8 @@ class InstanceVerdict:
     resume: Resume | None
     time_to_complete: float | None
     correlation_breaks: tuple[CorrelationBreak, ...] = ()
+    starts: StartsVerdict | None = None  # when its business key was started again
+    rollback: RollbackVerdict | None = None  # when an operator cancelled it
 
     @property
     def unabsorbed_duplicates(self) -> int:
@@ -234,11 +291,107 @@ def _resume(flow: Flow, effects: Sequence[EffectRecord], reached: PointReached,
     )
 
 
+def _landed(effect: EffectRecord) -> bool:
+    return effect.outcome in (Outcome.APPLIED, Outcome.ABSORBED)
+
+
+def business_key(record: InstanceRecord) -> str:
+    """What identifies the commitment outside any engine: Dealix's key without the step,
+    `{tenant_id}:{flow}:{entity_id}:{yyyymmdd}`."""
+    return f"{record.tenant_id}:{record.flow}:{record.entity_id}:{record.date}"
+
+
+def judge_starts(record: InstanceRecord, effects: Sequence[EffectRecord],
+                 second: Sequence[SecondStart]) -> StartsVerdict:
+    """Exactly one set of effects per business key, or a visible refusal.
+
+    Each start carries a trace of its own, so the ledger tells the sets of effects apart.
+    A second set is a duplicate commitment even when the idempotency keys absorbed every
+    one of its effects: the flow ran twice, and only the external systems saved it."""
+    key = business_key(record)
+    sets = tuple(dict.fromkeys(e.trace_id for e in effects if _landed(e)))
+    refused = tuple(s.refused for s in second if s.refused is not None)
+    accepted = len(second) - len(refused)
+    if len(sets) > 1:
+        later = [e for e in effects if _landed(e) and e.trace_id in sets[1:]]
+        absorbed = all(e.outcome is Outcome.ABSORBED for e in later)
+        reason = (f"{len(sets)} sets of effects for business key {key}: "
+                  f"{accepted} second start(s) accepted and run"
+                  + (", every repeated effect absorbed by its idempotency key"
+                     if absorbed else f", {sum(1 for e in later if e.outcome is Outcome.APPLIED)}"
+                     " applied again"))
+    elif refused:
+        reason = f"one set of effects; the second start was refused: {refused[0]}"
+    else:
+        reason = "one set of effects; the second start was accepted but ran nothing"
+    return StartsVerdict(business_key=key, starts=1 + len(second), refused=refused,
+                         effect_sets=sets, reason=reason)
+
+
+def judge_rollback(flow: Flow, effects: Sequence[EffectRecord], status: InstanceStatus,
+                   cancelled_at: float) -> RollbackVerdict:
+    """Compensation ran for exactly the steps that applied (whenever they landed, the
+    step in flight included), in reverse order, once each; nothing applied after the
+    compensation began; and the engine reports the instance compensated."""
+    applied = tuple(dict.fromkeys(e.step for e in effects if e.kind == "effect"
+                                  and _landed(e)))
+    undone = [e for e in effects if e.kind == "compensation" and _landed(e)]
+    compensated = tuple(dict.fromkeys(e.step for e in undone))
+    declared = {s.name for s in flow.steps if s.compensation}
+    problems = []
+    for step in applied:
+        if step not in declared:
+            problems.append(f"{step} applied and has no compensation: the rollback cannot "
+                            "undo it")
+        elif step not in compensated:
+            problems.append(f"the rollback left {step} applied and uncompensated")
+    problems += [f"compensated {step}, which had not applied" for step in compensated
+                 if step not in applied]
+    for step in compensated:
+        times = sum(1 for e in undone if e.step == step and e.outcome is Outcome.APPLIED)
+        if times > 1:
+            problems.append(f"the compensation of {step} applied {times} times, not once")
+    expected = [s for s in reversed(applied) if s in compensated]
+    ran = [s for s in compensated if s in applied]
+    if ran != expected:
+        problems.append(f"compensations ran in the order {', '.join(ran)}; the steps applied "
+                        f"in the order {', '.join(applied)}, so the reverse is "
+                        f"{', '.join(expected)}")
+    if undone:
+        began = undone[0].started_at
+        problems += [f"{e.step} applied {e.started_at - began:.2f}s after the compensation "
+                     "began: it is left applied" for e in effects
+                     if e.kind == "effect" and _landed(e) and e.started_at > began]
+    if status.state is InstanceState.COMPLETED:
+        problems.append("the instance completed: the cancellation was not honoured")
+    elif status.state is not InstanceState.COMPENSATED:
+        problems.append(f"the engine reports {status.state.value} after the cancellation"
+                        f"{' (' + status.detail + ')' if status.detail else ''}, not "
+                        "compensated")
+    return RollbackVerdict(cancelled_at=cancelled_at, applied=applied,
+                           compensated=compensated, problems=tuple(problems))
+
+
+def judge_acts(verdict: InstanceVerdict, flow: Flow, record: InstanceRecord,
+               effects: Sequence[EffectRecord], status: InstanceStatus,
+               acts: FaultActs) -> InstanceVerdict:
+    """`verdict` with the judgements of what the fault did to this instance, if anything."""
+    iid = record.instance_id
+    if iid in acts.second_starts:
+        verdict = replace(verdict, starts=judge_starts(record, effects,
+                                                       acts.second_starts[iid]))
+    if iid in acts.cancelled:
+        verdict = replace(verdict, rollback=judge_rollback(flow, effects, status,
+                                                           acts.cancelled[iid]))
+    return verdict
+
+
 def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: bool = True,
               ) -> RunVerdict:
     """Counts, and the required properties: nothing lost, stuck or failed (a failed
-    commitment is neither done nor undone), no unabsorbed duplicate, and every instance
-    hit by the fault resumed at the step in flight."""
+    commitment is neither done nor undone), no unabsorbed duplicate, every instance
+    hit by the fault resumed at the step in flight, one set of effects per business key,
+    and every rollback complete."""
     counts = {v.value: sum(1 for i in instances if i.verdict is v) for v in Verdict}
     failures = []
     for item in instances:
@@ -256,6 +409,12 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
                 f"{item.instance_id}: in flight at {item.resume.in_flight}, resumed at "
                 f"{item.resume.resumed_at or 'nothing'}, not at the exact step "
                 f"({item.correlation_id})")
+        if item.starts is not None and not item.starts.passed:
+            failures.append(f"{item.instance_id}: duplicate commitment: {item.starts.reason} "
+                            f"({item.correlation_id})")
+        if item.rollback is not None:
+            failures += [f"{item.instance_id}: rollback: {problem} ({item.correlation_id})"
+                         for problem in item.rollback.problems]
     hit = [i for i in instances if i.resume is not None]
     return RunVerdict(
         counts=counts,

@@ -28,7 +28,14 @@ from graduate.chaos.faults import (
 )
 from graduate.chaos.profiles import profile_settings
 from graduate.chaos.proxy import Proxy
-from graduate.check import InstanceVerdict, RunVerdict, judge_instance, judge_run
+from graduate.check import (
+    FaultActs,
+    InstanceVerdict,
+    RunVerdict,
+    judge_acts,
+    judge_instance,
+    judge_run,
+)
 from graduate.config import Settings
 from graduate.environment import host, package_versions, server_versions
 from graduate.errors import ConfigError
@@ -139,9 +146,11 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
             # Await the point.
             fired, reached, why = _await_trigger(session, plan, timeline, deadline)
             # Fire, and recover as an operator would.
+            context = FaultContext(session, plan, reached, proxies,
+                                   release=lambda: _release_all(session, plan),
+                                   deadline=deadline)
             if fired:
-                plan.fault.fire(FaultContext(session, plan, reached, proxies,
-                                             release=lambda: _release_all(session, plan)))
+                plan.fault.fire(context)
             _release_all(session, plan)
             arming.held.clear()
             # Recover: the supervisor restarts what died until every instance finished.
@@ -153,7 +162,8 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
                      if not s.state.finished}
             histories = {iid: _history(session, iid) for iid in session.instance_ids}
             return _store(store, options, session, flow, timeline, statuses, holds,
-                          histories, applicable=True, fired=fired, reason=why)
+                          histories, applicable=True, fired=fired, reason=why,
+                          acts=context.acts)
     finally:
         for proxy in proxies:
             proxy.stop()
@@ -254,16 +264,19 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
            timeline: Timeline, statuses: dict[str, InstanceStatus],
            holds: dict[str, bool | None],
            histories: dict[str, list[HistoryEvent]], *, applicable: bool, fired: bool,
-           reason: str) -> ChaosResult:
+           reason: str, acts: FaultActs | None = None) -> ChaosResult:
     ledger = session.ledger
     fault_at = timeline.first(FAULT_FIRED)
     verdicts = []
     for request in session.requests:
         iid = request.instance_id
         reached = _hit(session, options.plan, iid, statuses.get(iid), fault_at)
-        verdicts.append(judge_instance(
-            flow, ledger.instance(iid), ledger.effects(instance_id=iid), statuses[iid],
-            engine_holds=holds.get(iid), reached=reached, fault_at=fault_at))
+        entry, effects = ledger.instance(iid), ledger.effects(instance_id=iid)
+        judged = judge_instance(flow, entry, effects, statuses[iid],
+                                engine_holds=holds.get(iid), reached=reached,
+                                fault_at=fault_at)
+        verdicts.append(judge_acts(judged, flow, entry, effects, statuses[iid],
+                                   acts or FaultActs()))
     verdict = judge_run(verdicts)
     stack = session.stack
     record = RunRecord(

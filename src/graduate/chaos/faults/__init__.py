@@ -15,11 +15,14 @@ time offset from the start of the run.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
+from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.adapters.registry import EngineDescription
+from graduate.check import FaultActs
 from graduate.errors import ConfigError
 from graduate.flow import Flow, Step, Wait, check_seconds
 from graduate.ledger import PointReached
@@ -62,6 +65,12 @@ class FaultOption:
     @property
     def flag(self) -> bool:
         return isinstance(self.default, bool)
+
+
+# An option of the faults that act on instances (a second start, a cancellation).
+EVERY = FaultOption("all", False, "act on every instance in flight at the point, not only "
+                                  "the first to reach it",
+                    sentence="on every instance in flight")
 
 
 @dataclass(frozen=True)
@@ -111,10 +120,44 @@ class FaultContext:
     reached: PointReached | None  # the instance that reached the point, if one did
     proxies: Sequence[Proxy]  # between the workers and the services, if routed
     release: Callable[[], None]  # let every step paused at the fault point go on
+    deadline: float = float("inf")  # the run's (monotonic): no fault waits past it
+    acts: FaultActs = field(default_factory=FaultActs)  # for the verdicts
 
     @property
     def timeline(self) -> Timeline:
         return self.session.timeline
+
+    def in_flight(self) -> list[str]:
+        """The instances the fault acts on: the one that reached the point, or with the
+        `all` option every unfinished instance once each has reached it (a step's point
+        armed on each instance, a wait, or for a time offset, the moment itself)."""
+        session, plan = self.session, self.plan
+        every = bool(plan.options.get(EVERY.name, False))
+        if not every and self.reached is not None:
+            return [self.reached.instance_id]
+
+        def there(instance_id: str, status: InstanceStatus) -> bool:
+            if plan.point in ("before-effect", "after-effect"):
+                return session.ledger.reached(instance_id, plan.step or "",
+                                              plan.point) is not None  # type: ignore[arg-type]
+            if plan.point == "during-wait":
+                return (status.state is InstanceState.WAITING
+                        and (plan.step or "") not in status.done)
+            return True
+
+        def settled(statuses: dict[str, InstanceStatus]) -> bool:
+            arrived = [iid for iid, s in statuses.items() if there(iid, s)]
+            if not every:
+                return bool(arrived)
+            return all(s.state.finished or there(iid, s) for iid, s in statuses.items())
+
+        # Bounded by the run's deadline: with fewer workers than instances, a worker that
+        # runs one step at a time holds the others back, and those are left out.
+        statuses = session.watch(min(self.deadline, time.monotonic() + session.options.timeout),
+                                 until=settled)
+        arrived = [iid for iid in session.instance_ids
+                   if not statuses[iid].state.finished and there(iid, statuses[iid])]
+        return arrived if every else arrived[:1]
 
 
 class Fault:
@@ -194,19 +237,22 @@ class Fault:
 def _builtin() -> tuple[Fault, ...]:
     from graduate.chaos.faults import (
         deploy_change,
+        double_start,
         kill_pool_child,
         kill_worker,
         none,
         partition,
         restart_broker,
         restart_server,
+        rollback_rehearsal,
         stop_worker,
         wait_timeout,
     )
 
     return (none.FAULT, kill_worker.FAULT, kill_pool_child.FAULT, stop_worker.FAULT,
             restart_broker.FAULT, restart_server.FAULT, partition.FAULT,
-            deploy_change.FAULT, wait_timeout.FAULT)
+            deploy_change.FAULT, wait_timeout.FAULT, double_start.FAULT,
+            rollback_rehearsal.FAULT)
 
 
 _REGISTRY: dict[str, Fault] = {}
