@@ -54,7 +54,8 @@ def hit(result: ChaosResult, attribute: str) -> list[InstanceVerdict]:
 
 def untouched_completed(result: ChaosResult, attribute: str) -> None:
     others = [i for i in result.instances if getattr(i, attribute) is None]
-    assert others and all(i.verdict is Verdict.COMPLETED for i in others), others
+    assert others
+    assert all(i.verdict is Verdict.COMPLETED for i in others), others
 
 
 def traces(settings: Settings, instance: InstanceVerdict) -> set[str]:
@@ -76,7 +77,8 @@ def test_temporal_refuses_a_second_start_of_a_running_workflow(
 
     [instance] = hit(result, "starts")
     assert instance.starts is not None
-    assert instance.starts.refused and "WorkflowAlreadyStartedError" in instance.starts.refused[0]
+    assert instance.starts.refused
+    assert "WorkflowAlreadyStartedError" in instance.starts.refused[0]
     assert len(instance.starts.effect_sets) == 1
     assert instance.verdict is Verdict.COMPLETED
     assert traces(settings, instance) == {instance.trace_id}
@@ -121,7 +123,8 @@ def test_celery_chain_second_start_after_a_crash_is_a_second_set_of_effects(
                    "create_record:after-effect", crash=True)
 
     [instance] = hit(result, "starts")
-    assert instance.starts is not None and not instance.starts.passed
+    assert instance.starts is not None
+    assert not instance.starts.passed
     assert any(e["kind"] == "fault-fired" and "SIGKILL" in e["detail"]
                for e in _timeline(result))
     assert not result.verdict.passed
@@ -136,7 +139,8 @@ def test_state_machine_table_refuses_a_second_start(settings: Settings,
 
     [instance] = hit(result, "starts")
     assert instance.starts is not None
-    assert instance.starts.refused and "sm_instances" in instance.starts.refused[0]
+    assert instance.starts.refused
+    assert "sm_instances" in instance.starts.refused[0]
     assert instance.verdict is Verdict.COMPLETED
     assert traces(settings, instance) == {instance.trace_id}
     untouched_completed(result, "starts")

@@ -91,4 +91,7 @@ def test_the_faults_judge_a_registered_engine_by_its_capabilities(toy: str) -> N
         "restart-server": "Toy has no workflow server",
         "deploy-change": "Toy has no versioning guard: a team would have to build one (see "
                          "the unversioned deploy-change for what happens without)",
+        "double-start": None,
+        "rollback-rehearsal": "Toy has no compensation path: there is nothing to rehearse a "
+                              "rollback with",
     }

@@ -16,6 +16,7 @@ from graduate.adapters.registry import EngineDescription
 from graduate.chaos.faults import (
     FaultPlan,
     deploy_change,
+    double_start,
     fault_names,
     get_fault,
     kill_pool_child,
@@ -28,6 +29,7 @@ from graduate.chaos.faults import (
     plan_from_record,
     restart_broker,
     restart_server,
+    rollback_rehearsal,
     stop_worker,
     timeline_events,
     wait_timeout,
@@ -197,10 +199,53 @@ def test_wait_timeout_picks_the_wait_and_expects_no_resume(flow: Flow) -> None:
     assert events(wait_timeout) == {"fault-fired": ("fault fired", "fault")}
 
 
+def test_double_start_applies_everywhere_at_once_or_after_a_crash(flow: Flow) -> None:
+    at_once = parse_plan(double_start.NAME, AT, flow)
+    crash = parse_plan(double_start.NAME, AT, flow, options={"crash": True, "all": True})
+
+    assert reason(at_once, TEMPORAL, local=False) is None
+    assert reason(crash, CHAIN, local=False) is None
+    assert at_once.describe() == f"double-start at {AT} (at once)"
+    assert crash.describe() == f"double-start at {AT} (after a worker crash, every instance " \
+                               "in flight)"
+    assert crash.label == "double-start+crash+all"
+    assert parse_label("double-start+crash") == (double_start.FAULT, {"crash": True})
+    assert not double_start.FAULT.expects_resume
+    assert double_start.FAULT.requirement("") == "double-start"
+    assert events(double_start) == {
+        "fault-fired": ("fault fired", "fault"),
+        "second-start-accepted": ("the same business key started again: accepted", "fault"),
+        "second-start-refused": ("the same business key started again: refused by the "
+                                 "engine", "recovery"),
+        "worker-started": ("worker started", "recovery")}
+
+
+def test_rollback_rehearsal_needs_an_engine_that_compensates(flow: Flow) -> None:
+    one = parse_plan(rollback_rehearsal.NAME, "approval:during-wait", flow)
+    every = parse_plan(rollback_rehearsal.NAME, "approval:during-wait", flow, options={
+        "all": True})
+
+    assert reason(one, TEMPORAL, local=False) is None
+    assert reason(every, CHAIN, local=False) is None
+    assert "has no compensation path" in str(reason(one, without(CHAIN, compensation=False)))
+    assert one.describe() == "rollback-rehearsal at approval:during-wait"
+    assert every.describe() == ("rollback-rehearsal at approval:during-wait (every instance "
+                                "in flight)")
+    assert every.label == "rollback-rehearsal+all"
+    assert not rollback_rehearsal.FAULT.expects_resume
+    with pytest.raises(ConfigError, match="option crash does not apply to rollback"):
+        parse_plan(rollback_rehearsal.NAME, AT, flow, options={"crash": True})
+    assert events(rollback_rehearsal) == {
+        "fault-fired": ("fault fired", "fault"),
+        "rollback-cancel": ("operator cancelled the instance (rollback)", "fault"),
+        "rollback-cancel-refused": ("the engine refused the cancellation", "stop")}
+
+
 def test_every_fault_is_registered_once_and_its_events_are_known() -> None:
     assert fault_names() == ("none", "kill-worker", "kill-pool-child", "stop-worker",
                              "restart-broker", "restart-server", "partition",
-                             "deploy-change", "wait-timeout")
+                             "deploy-change", "wait-timeout", "double-start",
+                             "rollback-rehearsal")
     known = timeline_events()
     for name in fault_names():
         assert all(known[e.kind] == e for e in get_fault(name).events)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import ClassVar
 
+from graduate.adapters.registry import EngineDescription
 from graduate.chaos.faults import (
     EVERY,
     FAULT_FIRED,
@@ -40,6 +41,12 @@ class RollbackRehearsal(Fault):
     proven_with: ClassVar[Mapping[str, OptionValue]] = {}
     events = (FAULT_FIRED, CANCELLED, REFUSED)
     expects_resume = False  # the instance is stopped on purpose
+
+    def applies(self, plan: FaultPlan, engine: EngineDescription) -> str | None:
+        if not engine.capabilities.compensation:
+            return (f"{engine.product} has no compensation path: there is nothing to "
+                    "rehearse a rollback with")
+        return None
 
     def variant(self, plan: FaultPlan) -> str:
         return " (every instance in flight)" if plan.option(EVERY.name) else ""
