@@ -44,6 +44,8 @@ START = 1_795_581_372.5  # the runs' start on the ledger's (epoch) clock
 # The faults the approved gate requires by default, as (fault, versioned).
 REQUIRED = (("kill-worker", False), ("restart-server", False), ("stop-worker", False),
             ("deploy-change", True))
+# The faults whose passing runs, and nothing else, meet a checklist item.
+PROVING = ("double-start", "rollback-rehearsal")
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,11 @@ class Project:
             timeline=(), instances=tuple(InstanceEvidence(v, ()) for v in verdicts),
             ledger=tuple(ledger), verdict=judge_run(verdicts)))
         return run_id
+
+    def proof_runs(self, **changes: Any) -> list[str]:
+        """One passing temporal run of each fault that proves a checklist item (the
+        double start, the rollback rehearsal), `changes` applied to each."""
+        return [self.run(**{"fault": fault, **changes}) for fault in PROVING]
 
     def passing_runs(self, **changes: Any) -> list[str]:
         """One passing temporal run per required fault (`changes` applied to each)."""

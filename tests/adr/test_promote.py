@@ -54,18 +54,26 @@ def _approved_then(change: Callable[[Project], None]) -> Setup:
     return setup
 
 
-def _ticked_with_junit(failures: int = 0, errors: int = 0,
-                       skipped: int = 0) -> Callable[[Project], None]:
+def _ticked_with_junit(failures: int = 0, errors: int = 0, skipped: int = 0,
+                       proof: dict[str, object] | None = None,
+                       tick: bool = True) -> Callable[[Project], None]:
+    """Every item ticked (with `tick`), a JUnit report attached, and runs of the faults
+    that prove checklist items, each built with `proof` (None: no such runs)."""
     def change(project: Project) -> None:
-        project.tick_all()
+        if tick:
+            project.tick_all()
+        runs = project.proof_runs(**proof) if proof is not None else []
         project.ok("adr", "attach", "3", project.junit(failures=failures, errors=errors,
-                                                       skipped=skipped))
+                                                       skipped=skipped), *runs)
     return change
+
+
+_SHIPPABLE = _ticked_with_junit(proof={})
 
 
 def _ticked_but(old: str, new: str) -> Callable[[Project], None]:
     def change(project: Project) -> None:
-        _ticked_with_junit()(project)
+        _SHIPPABLE(project)
         project.edit_adr(old, new)
     return change
 
@@ -111,18 +119,28 @@ REFUSED = [
     ("a ledger row without trace_id", _spiking_with({"fault": "none", "trace_id": ""}),
      "approved", "ledger row 1 (create_record): no trace_id"),
     ("no junit", _approved_then(Project.tick_all), "shipped", "no JUnit report attached"),
-    ("a failing junit", _approved_then(_ticked_with_junit(failures=1)), "shipped",
+    ("a failing junit", _approved_then(_ticked_with_junit(failures=1, proof={})), "shipped",
      "3 test(s), 1 failure(s), 0 error(s), 0 skipped"),
-    ("a junit with errors", _approved_then(_ticked_with_junit(errors=2)), "shipped",
-     "3 test(s), 0 failure(s), 2 error(s), 0 skipped"),
-    ("a junit that ran nothing", _approved_then(_ticked_with_junit(skipped=3)), "shipped",
-     "3 test(s), 0 failure(s), 0 error(s), 3 skipped"),
+    ("a junit with errors", _approved_then(_ticked_with_junit(errors=2, proof={})),
+     "shipped", "3 test(s), 0 failure(s), 2 error(s), 0 skipped"),
+    ("a junit that ran nothing", _approved_then(_ticked_with_junit(skipped=3, proof={})),
+     "shipped", "3 test(s), 0 failure(s), 0 error(s), 3 skipped"),
     ("an unticked security item", _approved_then(_ticked_but(
         "- [x] **Network boundaries reviewed**", "- [ ] **Network boundaries reviewed**")),
      "shipped", "not ticked: Network boundaries reviewed"),
     ("an unticked release item", _approved_then(_ticked_but(
-        "- [x] **Rollback rehearsal**", "- [ ] **Rollback rehearsal**")),
-     "shipped", "not ticked: Rollback rehearsal"),
+        "- [x] **Worker versioning documented**", "- [ ] **Worker versioning documented**")),
+     "shipped", "not ticked: Worker versioning documented"),
+    ("a rollback rehearsal ticked, with no run of it", _approved_then(_ticked_with_junit()),
+     "shipped", "'Rollback rehearsal' is met by evidence only, not by a tick: no attached "
+                "temporal run of rollback-rehearsal that passed"),
+    ("a double start ticked, with no run of it", _approved_then(_ticked_with_junit()),
+     "shipped", "'Runbook: double start' is met by evidence only, not by a tick"),
+    ("a double start that failed", _approved_then(_ticked_with_junit(
+        proof={"verdict": Verdict.FAILED})), "shipped", "does not count: it failed"),
+    ("a rollback rehearsed on another engine", _approved_then(_ticked_with_junit(
+        proof={"engine": "celery-state-machine"})), "shipped",
+     "no attached temporal run of rollback-rehearsal that passed"),
     ("an added item left unticked", _approved_then(_ticked_but(
         "## Release checklist\n\n", "## Release checklist\n\n- [ ] **Pen test**: done\n")),
      "shipped", "not ticked: Pen test"),
@@ -153,7 +171,10 @@ def test_the_gate_refuses_with_the_unmet_item(project: Project, setup: Setup, ta
 @pytest.mark.parametrize(("setup", "target"), [
     pytest.param(_planned_with_run, "spiking", id="spiking"),
     pytest.param(_spiking_with(), "approved", id="approved"),
-    pytest.param(_approved_then(_ticked_with_junit()), "shipped", id="shipped"),
+    pytest.param(_approved_then(_SHIPPABLE), "shipped", id="shipped"),
+    pytest.param(_approved_then(_ticked_but("- [x] **Rollback rehearsal**",
+                                            "- [ ] **Rollback rehearsal**")), "shipped",
+                 id="shipped, the rollback rehearsal proven and not ticked"),
 ])
 def test_the_gate_passes_on_sufficient_evidence(project: Project, setup: Setup,
                                                 target: str) -> None:
@@ -243,7 +264,7 @@ def test_promotion_to_shipped_pins_the_junit_report(project: Project) -> None:
     project.approved()
     project.tick_all()
     report = project.junit()
-    project.ok("adr", "attach", "3", report)
+    project.ok("adr", "attach", "3", report, *project.proof_runs())
 
     project.ok("adr", "promote", "3", "--to", "shipped", "--by", "po")
 
@@ -310,7 +331,7 @@ def test_a_closed_adr_neither_moves_nor_takes_evidence(project: Project) -> None
 
 
 def test_a_shipped_adr_goes_no_further(project: Project) -> None:
-    _approved_then(_ticked_with_junit())(project)
+    _approved_then(_SHIPPABLE)(project)
     project.ok("adr", "promote", "3", "--to", "shipped")
 
     result = project.cli("adr", "promote", "3", "--to", "approved")

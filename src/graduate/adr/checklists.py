@@ -4,18 +4,25 @@ The execution-fabric policy asks each new execution path to "pass security gate 
 release checklist for the environment"; Dealix's ADR 0001 names the exit criteria of
 a spike. Both lists are written into a new ADR as Markdown task lists. Teams may add
 items; the items below must stay, identified by their bold label, and every item in
-both sections must be ticked before the flow ships.
+both sections must be ticked before the flow ships, except the items graduate can
+prove: those are met by a passing run of their fault attached to the ADR, never by a
+tick.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graduate.chaos.faults import double_start, rollback_rehearsal
+
 
 @dataclass(frozen=True)
 class ChecklistItem:
     label: str  # the bold text that identifies the item; the explanation may be reworded
     explanation: str
+    # The fault whose passing run on the target engine, attached to the ADR, proves the
+    # item; such an item is met by that evidence only.
+    proven_by: str | None = None
 
 
 SECURITY_GATE_HEADING = "Security gate"
@@ -52,10 +59,14 @@ RELEASE_CHECKLIST: tuple[ChecklistItem, ...] = (
     ChecklistItem("Runbook: rollback",
                   "how to go back, and what happens to instances in flight"),
     ChecklistItem("Runbook: double start",
-                  "what happens when the same instance is started twice"),
+                  "what happens when the same instance is started twice (proven by an "
+                  "attached passing run of `--fault double-start`)",
+                  proven_by=double_start.NAME),
     ChecklistItem("Rollback rehearsal",
                   "cancel + compensation rehearsed before every worker upgrade that "
-                  "changes workflow code"),
+                  "changes workflow code (proven by an attached passing run of `--fault "
+                  "rollback-rehearsal`)",
+                  proven_by=rollback_rehearsal.NAME),
     ChecklistItem("Worker versioning documented",
                   "and adopted before the flow expands beyond the pilot"),
     ChecklistItem("Workflow types and task queues registered",

@@ -6,7 +6,9 @@
   the exact step in flight, including a deploy of changed code under the engine's
   versioning guard; every ledger row carries a correlation ID and a trace ID.
 - shipped: all of that, and a passing crash-resume test run (JUnit XML), and every
-  item of the ADR's Security gate and Release checklist ticked.
+  item of the ADR's Security gate and Release checklist ticked, except the items a
+  fault proves (the double start, the rollback rehearsal): those are met only by a
+  passing run of that fault on the target engine attached to the ADR.
 
 Every gate also needs every attached file to match the hash it was pinned with. A run
 counts only for the flow it ran: its recorded definition must match the flow file as
@@ -209,7 +211,8 @@ def evaluate(document: AdrDocument, target: Status, policy: GatePolicy,
         items.append(_trace_ids(loaded, stale))
     if target is Status.SHIPPED:
         items.append(_junit(document, loaded))
-        items += [_checklist(document, heading, defaults) for heading, defaults in CHECKLISTS]
+        items += [_checklist(document, heading, defaults, policy, loaded, stale)
+                  for heading, defaults in CHECKLISTS]
     return GateResult(target, tuple(items))
 
 
@@ -444,10 +447,13 @@ def _junit(document: AdrDocument, loaded: Loaded) -> GateItem:
         if not summary.passed))
 
 
-def _checklist(document: AdrDocument, heading: str,
-               defaults: Sequence[ChecklistItem]) -> GateItem:
+def _checklist(document: AdrDocument, heading: str, defaults: Sequence[ChecklistItem],
+               policy: GatePolicy, loaded: Loaded, stale: Mapping[str, str]) -> GateItem:
     name = heading.lower().replace(" ", "-")
-    title = f"every item of the {heading} ticked"
+    proven = {item.label.lower(): item for item in defaults if item.proven_by}
+    title = f"every item of the {heading} ticked" + (
+        f" ({', '.join(i.label for i in proven.values())}: proven by evidence)"
+        if proven else "")
     tasks = document.tasks(heading)
     if tasks is None:
         return GateItem(name, title, (f"the ADR has no '## {heading}' section; restore it "
@@ -455,8 +461,30 @@ def _checklist(document: AdrDocument, heading: str,
     labels = {t.label.lower() for t in tasks}
     problems = [f"'{item.label}' was removed; the default items stay (add items, do not "
                 "remove them)" for item in defaults if item.label.lower() not in labels]
-    problems += [f"not ticked: {t.label}" for t in tasks if not t.done]
+    problems += [f"not ticked: {t.label}" for t in tasks
+                 if not t.done and t.label.lower() not in proven]
+    for item in proven.values():
+        if item.label.lower() in labels and item.proven_by is not None and (
+                missing := _unproven(document, item.proven_by, policy, loaded, stale)):
+            problems.append(f"'{item.label}' is met by evidence only, not by a tick: {missing}")
     return GateItem(name, title, tuple(problems))
+
+
+def _unproven(document: AdrDocument, fault: str, policy: GatePolicy, loaded: Loaded,
+              stale: Mapping[str, str]) -> str | None:
+    """Why no attached run of `fault` on the target engine proves its checklist item, or
+    None when one does (it passed, fired, and speaks for the flow as it is now)."""
+    engine = policy.target_engine
+    requirement = FaultRequirement(fault)
+    runs = [(a, run) for a, run in loaded.runs
+            if run.get("engine") == engine and requirement.matches(run)]
+    if any(_uncounted(run, policy, stale.get(a.id)) is None for a, run in runs):
+        return None
+    notes = "".join(f"; run {a.id} does not count: {_uncounted(run, policy, stale.get(a.id))}"
+                    for a, run in runs)
+    return (f"no attached {engine} run of {requirement.describe()} that passed{notes}. Run "
+            f"`graduate chaos {document.record.flow} -e {engine} --fault {fault} --at "
+            "STEP:POINT` and attach it")
 
 
 def _cap(problems: list[str]) -> list[str]:
