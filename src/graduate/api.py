@@ -97,6 +97,9 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
           on_event: Callable[[TimelineEvent], None] | None = None) -> ChaosResult:
     """Run `flow` on `engine` under one `fault`, judge every instance, store the evidence.
 
+    `fault` is a fault's name, with its flags as a matrix cell writes them
+    (`double-start+crash`, `rollback-rehearsal+all`).
+
     `at` is where the fault fires: `STEP:before-effect`, `STEP:after-effect`,
     `WAIT:during-wait` or `+SECONDS`. The harness restarts what it killed after
     `restart_delay` seconds; a partition lasts `partition_for` seconds; `versioned`
@@ -112,11 +115,12 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
     check_engine(engine)
     profile_settings(profile, engine, config.project_dir)
     loaded = load_flow(flow, spikes_dir=config.spikes_dir)
-    plan = parse_plan(fault, at, loaded, restart_delay=restart_delay,
+    chosen, flags = parse_label(fault)
+    plan = parse_plan(chosen, at, loaded, restart_delay=restart_delay,
                       partition_for=partition_for,
                       options={deploy_change.VERSIONED.name: versioned,
                                deploy_change.CHANGE.name: change,
-                               stop_worker.COLD.name: cold})
+                               stop_worker.COLD.name: cold, **flags})
     _check_wait_deadline(loaded, plan, timeout=timeout, wait_deadline=wait_deadline)
     options = ChaosOptions(
         run=RunOptions(flow=loaded.source or str(flow), engine=engine, instances=instances,

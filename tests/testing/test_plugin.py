@@ -49,6 +49,32 @@ def test_flow(graduate_engine, graduate_fault):
                                  "*test_flow?celery-chain-kill-worker?*PASSED*"])
 
 
+def test_the_marker_takes_faults_with_their_flags(project: pytest.Pytester) -> None:
+    project.makepyfile(test_marker='''
+import pytest
+
+@pytest.mark.graduate(engines=["temporal"],
+                      faults=["double-start+crash", "rollback-rehearsal+all"])
+def test_flow(graduate_engine, graduate_fault):
+    pass
+''')
+    result = project.runpytest("-v")
+
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*test_flow?temporal-double-start+crash?*PASSED*",
+                                 "*test_flow?temporal-rollback-rehearsal+all?*PASSED*"])
+    project.makepyfile(test_marker='''
+import pytest
+
+@pytest.mark.graduate(engines=["temporal"], faults=["rollback-rehearsal+crash"])
+def test_wrong_flag(graduate_engine, graduate_fault):
+    pass
+''')
+    wrong = project.runpytest()
+    assert wrong.ret != 0
+    wrong.stdout.fnmatch_lines(["*fault 'rollback-rehearsal' has no option 'crash'*"])
+
+
 def test_options_narrow_the_engines_and_faults(project: pytest.Pytester) -> None:
     project.makepyfile(test_marker='''
 import pytest

@@ -33,8 +33,10 @@ def chaos(
     flow: Annotated[str, typer.Argument(help="A flow name from the spikes folder or a file.")],
     engine: Annotated[str, typer.Option("--engine", "-e",
                                         help=f"One of {', '.join(engine_names())}.")],
-    fault: Annotated[str, typer.Option(help="; ".join(f"{k}: {v}" for k, v in
-                                                      descriptions().items()))],
+    fault: Annotated[str, typer.Option(help="FAULT or FAULT+FLAG (as in a matrix cell: "
+                                            "double-start+crash). " + "; ".join(
+                                                f"{k}: {v}" for k, v in
+                                                descriptions().items()))],
     at: Annotated[str | None, typer.Option(
         help="Where the fault fires: STEP:before-effect, STEP:after-effect (effect applied, "
              "step not yet acknowledged), WAIT:during-wait, or +SECONDS.")] = None,

@@ -43,6 +43,12 @@ class ChaosOutcome:
                 lines.append(f"  was in flight at {item.resume.in_flight}; resumed at "
                              f"{resumed}" + (f"; ran again: {', '.join(item.resume.reran)}"
                                              if item.resume.reran else ""))
+            if item.starts is not None:
+                lines.append(f"  started {item.starts.starts} times: {item.starts.reason}")
+            if item.rollback is not None:
+                lines.append("  rolled back: " + ("; ".join(item.rollback.problems) or
+                                                  "compensated exactly what applied, in "
+                                                  "reverse"))
             lines.append(f"  effects: {self._effects(item)}")
         if result.verdict.failures:
             lines.append("required properties that do not hold:")

@@ -23,7 +23,7 @@ import pytest
 
 import graduate
 from graduate.adapters import check_engine, describe, engine_names
-from graduate.chaos.faults import get_fault, none
+from graduate.chaos.faults import none, parse_label
 from graduate.config import Settings, load_settings
 from graduate.errors import GraduateError
 from graduate.flow import load_flow
@@ -69,8 +69,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "graduate(engines=None, faults=None): run the test once per engine and fault; it "
-        "receives them as the graduate_engine and graduate_fault arguments",
+        "graduate(engines=None, faults=None): run the test once per engine and fault (a "
+        "fault with its flags as FAULT+FLAG, e.g. double-start+crash); it receives them "
+        "as the graduate_engine and graduate_fault arguments",
     )
 
 
@@ -86,7 +87,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for engine in engines:
             check_engine(engine)
         for fault in faults:
-            get_fault(fault)
+            parse_label(fault)
     except GraduateError as error:
         raise pytest.UsageError(f"@pytest.mark.graduate on {metafunc.definition.nodeid}: "
                                 f"{error}") from error
@@ -188,12 +189,13 @@ class ChaosRunner:
                  wait_deadline: float | None = None, versioned: bool = False,
                  change: str = "reorder") -> ChaosOutcome:
         """Run `flow` on `engine` under `fault` at `at` (STEP:POINT) and judge it.
+        `fault` may carry its flags as a matrix cell does: `double-start+crash`.
 
         Skips the test, with the reason, when the fault cannot apply to this engine or
         provider (an external broker cannot be restarted by graduate)."""
         __tracebackhide__ = True
         loaded = load_flow(flow, spikes_dir=self.settings.spikes_dir)
-        kind = get_fault(fault)
+        kind, _ = parse_label(fault)
         if (reason := self.provider.cannot(kind)) is not None:
             pytest.skip(f"{fault} on provider {self.provider.name}: {reason}")
         # The flow by its file: the run's settings are the test's own folder, not the
