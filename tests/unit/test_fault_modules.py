@@ -34,7 +34,7 @@ from graduate.chaos.faults import (
     timeline_events,
     wait_timeout,
 )
-from graduate.chaos.matrix import CellOutcome
+from graduate.chaos.matrix import DEFAULT_FAULTS, CellOutcome, MatrixSpec, plan_cells
 from graduate.config import Settings, load_settings
 from graduate.errors import ConfigError
 from graduate.flow import Flow, load_flow
@@ -239,6 +239,17 @@ def test_rollback_rehearsal_needs_an_engine_that_compensates(flow: Flow) -> None
         "fault-fired": ("fault fired", "fault"),
         "rollback-cancel": ("operator cancelled the instance (rollback)", "fault"),
         "rollback-cancel-refused": ("the engine refused the cancellation", "stop")}
+
+
+def test_the_default_matrix_starts_twice_and_rehearses_a_rollback_at_the_wait(
+        flow: Flow, tmp_path: Path) -> None:
+    cells = plan_cells(flow, MatrixSpec(flow=str(SAMPLE), engines=("temporal",)), tmp_path)
+    at = {c.fault: c.at for c in cells}
+
+    assert {double_start.NAME, rollback_rehearsal.NAME} <= set(DEFAULT_FAULTS)
+    assert at[double_start.NAME] == AT
+    assert at[rollback_rehearsal.NAME] == "approval:during-wait"
+    assert double_start.FAULT.group == rollback_rehearsal.FAULT.group == "operator"
 
 
 def test_every_fault_is_registered_once_and_its_events_are_known() -> None:

@@ -16,6 +16,7 @@ from graduate.adapters import check_engine, engine_names
 from graduate.chaos.faults import (
     Fault,
     FaultPlan,
+    double_start,
     fault_names,
     kill_pool_child,
     kill_worker,
@@ -24,6 +25,7 @@ from graduate.chaos.faults import (
     parse_plan,
     restart_broker,
     restart_server,
+    rollback_rehearsal,
     stop_worker,
     wait_timeout,
 )
@@ -37,8 +39,12 @@ from graduate.runner import RunOptions, approve_all
 from graduate.runs.record import CellOutcome, CellSummary, MatrixRecord, MatrixSpecRecord
 from graduate.runs.session import new_run_id, validate_options
 
+# The double start and the rollback rehearsal are in by default: the spike ADR's exit
+# criteria ask for both, its gate accepts them only from evidence, and a matrix attached
+# to the ADR brings their runs. They cost no recovery delay (nothing is restarted).
 DEFAULT_FAULTS = (none.NAME, kill_worker.NAME, kill_pool_child.NAME, stop_worker.NAME,
-                  restart_broker.NAME, restart_server.NAME, wait_timeout.NAME)
+                  restart_broker.NAME, restart_server.NAME, wait_timeout.NAME,
+                  double_start.NAME, rollback_rehearsal.NAME)
 # A cell, as planned and as the matrix file keeps it, is the stored record's.
 __all__ = ["DEFAULT_FAULTS", "CellOutcome", "MatrixSpec", "default_point", "plan_cells",
            "run_matrix", "summarise"]

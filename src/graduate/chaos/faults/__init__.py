@@ -43,8 +43,9 @@ OptionValue: TypeAlias = bool | str
 # What a fault restarts: graduate can only restart a service it started itself.
 Restarts: TypeAlias = Literal["broker", "server"] | None
 RESTARTED = {"broker": "broker", "server": "Temporal server"}  # in words
-# How a decision report groups faults: what they take away.
-Group: TypeAlias = Literal["baseline", "worker", "service", "wait"]
+# How a decision report groups faults: what they take away (or, for "operator", what a
+# caller or an operator does to instances in flight: a second start, a rollback).
+Group: TypeAlias = Literal["baseline", "worker", "service", "wait", "operator"]
 
 POINT_REACHED = EventKind("fault-point-reached", "fault point reached", "point")
 FAULT_FIRED = EventKind("fault-fired", "fault fired", "fault")

@@ -48,6 +48,7 @@ class DoubleStart(Fault):
     events = (FAULT_FIRED, STARTED_AGAIN, REFUSED, WORKER_STARTED)
     # Nothing is interrupted at once; after a crash the first instance's resume is the
     # kill-worker fault's question, and this fault judges the starts.
+    group = "operator"
     expects_resume = False
 
     def variant(self, plan: FaultPlan) -> str:

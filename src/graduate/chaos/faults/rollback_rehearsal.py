@@ -40,7 +40,11 @@ class RollbackRehearsal(Fault):
     # ADR 0001's rehearsal is "cancel + compensation" of what is in flight: any run counts.
     proven_with: ClassVar[Mapping[str, OptionValue]] = {}
     events = (FAULT_FIRED, CANCELLED, REFUSED)
+    group = "operator"
     expects_resume = False  # the instance is stopped on purpose
+    # A matrix rehearses where ADR 0001 asks for it, before a worker upgrade: while
+    # instances are parked at a human wait, the window a deploy lands in.
+    at_wait = True
 
     def applies(self, plan: FaultPlan, engine: EngineDescription) -> str | None:
         if not engine.capabilities.compensation:
