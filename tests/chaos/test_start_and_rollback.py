@@ -21,6 +21,9 @@ from graduate.config import Settings
 from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow
 from graduate.ledger import Ledger, Outcome
+from graduate.reports.build import build_report
+from graduate.reports.model import Report
+from graduate.reports.render import render_markdown
 from graduate.runner import RunOptions, approve_all
 from tests.conftest import FlowFactory, processes_mentioning
 
@@ -113,6 +116,10 @@ def test_celery_chain_runs_a_second_start_again_even_when_every_repeat_is_absorb
     assert not result.verdict.passed
     assert any("duplicate commitment" in f and instance.instance_id in f
                for f in result.verdict.failures)
+    report = reported(settings, result)
+    assert [(p.kind, p.instance_id) for p in report.problems
+            if p.kind == "double-start"] == [("double-start", instance.instance_id)]
+    assert "the same business key started again: accepted" in render_markdown(report)
 
 
 def test_celery_chain_second_start_after_a_crash_is_a_second_set_of_effects(
@@ -201,6 +208,18 @@ def test_celery_chain_rollback_leaves_what_applied_uncompensated(
                    for p in instance.rollback.problems)
         assert instance.verdict is Verdict.FAILED
     assert not result.verdict.passed
+    report = reported(settings, result)
+    assert {p.instance_id for p in report.problems if p.kind == "rollback"} == {
+        i.instance_id for i in result.instances}
+    assert "rollback incomplete" in render_markdown(report)
+
+
+def reported(settings: Settings, result: ChaosResult) -> Report:
+    """The report built from the run's stored evidence alone, judged again."""
+    report = build_report(EvidenceStore(settings.project_dir / "evidence"),
+                          run_ids=[result.run_id])
+    assert not report.warnings, report.warnings  # the stored verdict reads back the same
+    return report
 
 
 def _timeline(result: ChaosResult) -> list[dict[str, str]]:

@@ -437,6 +437,10 @@ def _problems(verdict: InstanceVerdict, rows: tuple[LedgerRow, ...], *, run_id: 
             "resume", resume.in_flight,
             f"was in flight at {resume.in_flight} ({resume.point.replace('-', ' ')}) when "
             f"the fault fired, and resumed at {resume.resumed_at or 'nothing'}{reran}"))
+    if verdict.starts is not None and not verdict.starts.passed:
+        found.append(problem("double-start", None, verdict.starts.reason))
+    if verdict.rollback is not None:
+        found += [problem("rollback", None, p) for p in verdict.rollback.problems]
     return tuple(found)
 
 

@@ -15,7 +15,8 @@ CellStatus: TypeAlias = Literal["pass", "fail", "not-applicable", "pending"]
 EngineVerdict: TypeAlias = Literal["pass", "fail", "no evidence"]
 Decision: TypeAlias = Literal["graduate", "keep-celery", "not-enough-evidence"]
 Side: TypeAlias = Literal["temporal", "celery", "open"]
-ProblemKind: TypeAlias = Literal["lost", "stuck", "failed", "duplicate", "resume"]
+ProblemKind: TypeAlias = Literal["lost", "stuck", "failed", "duplicate", "resume",
+                                 "double-start", "rollback"]
 Clock: TypeAlias = Literal["exact", "approximate", "none"]
 Pairs: TypeAlias = tuple[tuple[str, str], ...]
 

@@ -28,6 +28,8 @@ PROBLEM_TITLES = {
     "failed": "commitment failed, neither done nor undone",
     "duplicate": "unabsorbed duplicate",
     "resume": "not resumed at the step in flight",
+    "double-start": "duplicate commitment: one business key, two sets of effects",
+    "rollback": "rollback incomplete",
 }
 
 # In a Markdown table cell a pipe ends the cell and HTML is live: escape both, and the
