@@ -46,9 +46,9 @@ class DoubleStart(Fault):
     title = "a double start"
     options = (CRASH, EVERY)
     events = (FAULT_FIRED, STARTED_AGAIN, REFUSED, WORKER_STARTED)
+    group = "operator"
     # Nothing is interrupted at once; after a crash the first instance's resume is the
     # kill-worker fault's question, and this fault judges the starts.
-    group = "operator"
     expects_resume = False
 
     def variant(self, plan: FaultPlan) -> str:
