@@ -138,6 +138,28 @@ def test_a_worker_crash_fails_on_the_engine_that_loses_the_commitment(
     assert len(list((evidence / "runs").glob("*.json"))) == 2
 
 
+@pytest.mark.slow
+def test_the_chaos_fixture_runs_a_fault_with_its_flags(
+        project: pytest.Pytester, temporal_server: TemporalTarget, broker: str) -> None:
+    """Every instance parked at the wait is cancelled; Temporal compensates each."""
+    project.makepyfile(test_rollback='''
+import pytest
+
+@pytest.mark.graduate(engines=["temporal"], faults=["rollback-rehearsal+all"])
+def test_rollback(chaos, graduate_engine, graduate_fault):
+    outcome = chaos("approval", engine=graduate_engine, fault=graduate_fault,
+                    at="approval:during-wait", instances=3, profile="tuned", timeout=30)
+    outcome.assert_ok()
+    assert outcome.verdicts() == ["compensated"] * 3
+    assert all(i.rollback is not None for i in outcome.instances)
+''')
+    result = project.runpytest_subprocess(
+        "--graduate-provider", "external", "--graduate-temporal-address",
+        temporal_server.address, "--graduate-broker-url", broker)
+
+    result.assert_outcomes(passed=1)
+
+
 def test_a_shared_server_that_dies_is_started_again_and_reported(
         project: pytest.Pytester) -> None:
     """One test kills the suite's own Temporal server with SIGKILL; the next test still
