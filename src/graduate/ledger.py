@@ -274,16 +274,13 @@ class Ledger:
 
     def call(self, flow: Flow, request: InstanceRequest, step: Step, *, attempt: int,
              engine: str, kind: EffectKind = "effect",
-             heartbeat: Callable[[], None] | None = None,
-             on_landed: Callable[[Outcome], None] | None = None) -> Outcome:
+             heartbeat: Callable[[], None] | None = None) -> Outcome:
         """Perform `step`'s effect (or its compensation) on its simulated system.
 
         Records the call, then raises TransientEffectError or PermanentEffectError when
         a failure is injected, so engines retry and compensate as they would for real.
         `heartbeat` is called while the call is paused at a fault point, so an engine
-        that watches heartbeats sees a live step, not a dead one. `on_landed` is told an
-        applied or absorbed outcome as soon as it is recorded, before the after-effect
-        point: a caller interrupted there still knows the effect landed.
+        that watches heartbeats sees a live step, not a dead one.
         """
         effect = step.effect if kind == "effect" else step.compensation
         if effect is None:
@@ -302,10 +299,7 @@ class Ledger:
         with self.db.transaction():
             outcome = self._decide(request.instance_id, step.name, kind, system, key)
             self.record_call(call, outcome, started_at=started)
-        landed = outcome in (Outcome.APPLIED, Outcome.ABSORBED)
-        if landed and on_landed is not None:
-            on_landed(outcome)
-        if kind == "effect" and landed:
+        if kind == "effect" and outcome in (Outcome.APPLIED, Outcome.ABSORBED):
             # The classic duplicate window: the world changed, the engine does not know yet.
             self.pause_at(call.instance_id, call.step, "after-effect", heartbeat)
         if outcome is Outcome.TRANSIENT_ERROR:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from temporalio import activity
 from temporalio.common import RawValue
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError
 
 from graduate.adapters.temporal import registry
 from graduate.adapters.temporal.messages import (
@@ -17,7 +17,7 @@ from graduate.adapters.temporal.messages import (
 )
 from graduate.errors import PermanentEffectError, TransientEffectError
 from graduate.flow import Step
-from graduate.ledger import Ledger, Outcome
+from graduate.ledger import Ledger
 
 ENGINE_NAME = "temporal"
 
@@ -45,21 +45,14 @@ class EffectActivities:
         # A cancellation (a worker shutting down, an attempt the server timed out) is
         # raised into this thread wherever it runs, as for any synchronous activity; the
         # ledger's transaction rolls back on it, so no half-recorded call remains.
-        landed: list[Outcome] = []
         try:
             outcome = self._ledger().call(
                 flow, effect_input.request, step, attempt=activity.info().attempt,
                 engine=ENGINE_NAME,
                 kind="compensation" if effect_input.kind == "compensation" else "effect",
                 # Alive while paused at a fault point; the SDK throttles the calls.
-                heartbeat=activity.heartbeat, on_landed=landed.append,
+                heartbeat=activity.heartbeat,
             )
-        except CancelledError:
-            if landed and not activity.is_worker_shutdown():
-                # The workflow cancelled the step after its effect landed (an operator's
-                # rollback): report it done, so that the workflow compensates it.
-                return landed[0].value
-            raise
         except PermanentEffectError as error:
             raise ApplicationError(str(error), type=PERMANENT_ERROR_TYPE,
                                    non_retryable=True) from error

@@ -16,7 +16,6 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError
-from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from graduate.adapters.temporal import registry
@@ -78,16 +77,10 @@ class GraduateFlow:
         for node in flow.nodes:
             if isinstance(node, Step):
                 try:
-                    await self._activity(flow_input, node, "effect")
+                    await self._step(flow_input, node)
                 except ActivityError as error:
-                    reason = (_cancelled() if workflow.cancellation_reason() is not None
-                              else f"step {node.name} failed: {_cause(error)}")
-                    return await self._compensate(flow, flow_input, reason)
-                if workflow.cancellation_reason() is not None:
-                    # Cancelled while the step ran, which finished anyway: its effect
-                    # landed, so it is compensated with the others.
-                    self._progress(node.name)
-                    return await self._compensate(flow, flow_input, _cancelled())
+                    return await self._compensate(
+                        flow, flow_input, f"step {node.name} failed: {_cause(error)}")
             elif isinstance(node, Wait):
                 ended = await self._wait(flow, flow_input, node)
                 if ended is not None:
@@ -96,6 +89,21 @@ class GraduateFlow:
                 await workflow.sleep(timedelta(seconds=node.duration))
             self._progress(node.name)
         return FlowResult("completed", list(self._done))
+
+    async def _step(self, flow_input: FlowInput, step: Step) -> None:
+        """Run the step's activity. A cancellation of the workflow does not cancel it: the
+        step in flight finishes (its effect lands, or it fails), and only then does the
+        cancellation reach `run`, which compensates what the step applied too."""
+        activity = asyncio.create_task(self._activity(flow_input, step, "effect"))
+        try:
+            await asyncio.wait([activity])
+        except asyncio.CancelledError:
+            if workflow.cancellation_reason() is not None:
+                await asyncio.wait([activity])
+                if activity.exception() is None:
+                    self._progress(step.name)
+            raise
+        activity.result()  # an ActivityError when the step failed
 
     async def _wait(self, flow: Flow, flow_input: FlowInput, wait: Wait) -> FlowResult | None:
         """None to go on; a result when the wait ends the flow."""
@@ -141,10 +149,6 @@ class GraduateFlow:
             start_to_close_timeout=timedelta(seconds=step.timeout),
             heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None,
             retry_policy=_retry_policy(step),
-            # On a cancellation the workflow learns how the step in flight ended (its
-            # effect landed or not) before it compensates: with the default, TRY_CANCEL,
-            # it would compensate while the step might still apply.
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
 
     def _progress(self, node: str) -> None:
