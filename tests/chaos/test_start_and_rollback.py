@@ -165,13 +165,15 @@ def compensated_in_reverse(instance: InstanceVerdict, applied: tuple[str, ...]) 
     assert instance.verdict is Verdict.COMPENSATED
 
 
+@pytest.mark.parametrize("point", ["before-effect", "after-effect"])
 @pytest.mark.parametrize("engine", ["temporal", "celery-state-machine"])
 def test_a_rollback_compensates_the_step_in_flight_and_those_before_it(
-        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
-    """Cancelled while reserve's effect had landed but the engine did not know yet:
-    reserve is compensated too, then create_record, once each."""
+        settings: Settings, flow_file: FlowFactory, engine: str, point: str) -> None:
+    """Cancelled while reserve was in flight (its effect about to land, or landed but not
+    yet known to the engine): the step finishes, then reserve is compensated too, then
+    create_record, once each."""
     result = chaos(settings, flow_file("chaos"), engine, rollback_rehearsal.NAME,
-                   "reserve:after-effect")
+                   f"reserve:{point}")
 
     [instance] = hit(result, "rollback")
     compensated_in_reverse(instance, ("create_record", "reserve"))
