@@ -477,7 +477,7 @@ def _unproven(document: AdrDocument, fault: str, policy: GatePolicy, loaded: Loa
     engine = policy.target_engine
     requirement = FaultRequirement(fault)
     runs = [(a, run) for a, run in loaded.runs
-            if run.get("engine") == engine and requirement.matches(run)]
+            if run.engine == engine and requirement.matches(run)]
     if any(_uncounted(run, policy, stale.get(a.id)) is None for a, run in runs):
         return None
     notes = "".join(f"; run {a.id} does not count: {_uncounted(run, policy, stale.get(a.id))}"
