@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
-from graduate.adapters import check_engine, engine_names, needs, open_engine
+from graduate.adapters import needs, open_engine
 from graduate.adapters.base import InstanceStatus
+from graduate.apps import app_of_run, resolve_target, target_engines
 from graduate.chaos.faults import (
     FaultPlan,
     deploy_change,
@@ -70,7 +71,9 @@ def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
         on_status: Callable[[str, InstanceStatus], None] | None = None) -> RunResult:
     """Run `flow` on `engine` and report what became of every instance.
 
-    `flow` is a name in the project's spikes folder, a .toml file, or `module:ATTRIBUTE`.
+    `flow` is a name in the project's spikes folder, a .toml file, or `module:ATTRIBUTE`;
+    or a team's app declared in `[tool.graduate.apps.NAME]`, whose own workers then run
+    on `engine` ("temporal" or "celery", as the app declares), judged against its flow.
     `decisions` answers waits as soon as an instance reaches them (`{"approval":
     "approve"}`); a wait without one runs to its deadline, or until `graduate.signal`.
     `failures` makes a step's external system fail (`Failure` or `"STEP=transient:2"`,
@@ -79,13 +82,15 @@ def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
     `redis_port` when given); everything started is stopped before it returns.
     `on_status` is told each instance's status as it changes.
     """
+    config = settings or load_settings()
+    target = resolve_target(config.project_dir, config.spikes_dir, str(flow), engine)
     options = RunOptions(
-        flow=str(flow), engine=check_engine(engine), instances=instances, workers=workers,
+        flow=target.flow_ref, engine=target.engine, instances=instances, workers=workers,
         timeout=timeout, decisions=dict(decisions or {}),
         failures=tuple(item if isinstance(item, Failure) else Failure.parse(item)
                        for item in failures),
-        temporal_port=temporal_port, redis_port=redis_port)
-    return run_flow(settings or load_settings(), options, on_status=on_status)
+        temporal_port=temporal_port, redis_port=redis_port, app=target.app)
+    return run_flow(config, options, on_status=on_status)
 
 
 def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None = None,
@@ -94,7 +99,8 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
           cold: bool = False, change: str = "reorder", wait_deadline: float | None = None,
           decisions: Mapping[str, Decision] | None = None, settings: Settings | None = None,
           evidence: Path | None = None,
-          on_event: Callable[[TimelineEvent], None] | None = None) -> ChaosResult:
+          on_event: Callable[[TimelineEvent], None] | None = None,
+          project_dir: Path | None = None) -> ChaosResult:
     """Run `flow` on `engine` under one `fault`, judge every instance, store the evidence.
 
     `fault` is a fault's name, with its flags as a matrix cell writes them
@@ -110,11 +116,16 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
     is stored in `evidence` (default: the project's evidence folder) and its result
     says whether it passed (`result.verdict.passed`) and, when the fault cannot apply
     to the engine or the services, why (`result.applicable`, `result.reason`).
+
+    `flow` may name a team's app declared in `[tool.graduate.apps.NAME]` (see `run`).
+    The apps and profiles are the project's at `project_dir` (default: the settings'
+    project folder; the pytest plugin runs in a test's own folder).
     """
     config = settings or load_settings()
-    check_engine(engine)
-    profile_settings(profile, engine, config.project_dir)
-    loaded = load_flow(flow, spikes_dir=config.spikes_dir)
+    project = project_dir or config.project_dir
+    target = resolve_target(project, config.spikes_dir, str(flow), engine)
+    engine, loaded = target.engine, target.flow
+    engine_settings = profile_settings(profile, engine, project)
     chosen, flags = parse_label(fault)
     plan = parse_plan(chosen, at, loaded, restart_delay=restart_delay,
                       partition_for=partition_for,
@@ -123,10 +134,12 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
                                stop_worker.COLD.name: cold, **flags})
     _check_wait_deadline(loaded, plan, timeout=timeout, wait_deadline=wait_deadline)
     options = ChaosOptions(
-        run=RunOptions(flow=loaded.source or str(flow), engine=engine, instances=instances,
-                       timeout=timeout,
-                       decisions=approve_all(loaded) if decisions is None else dict(decisions)),
-        plan=plan, profile=profile, wait_deadline=wait_deadline)
+        run=RunOptions(flow=loaded.source or target.flow_ref, engine=engine,
+                       instances=instances, timeout=timeout,
+                       decisions=approve_all(loaded) if decisions is None else dict(decisions),
+                       app=target.app),
+        plan=plan, profile=profile, wait_deadline=wait_deadline,
+        engine_settings=engine_settings)
     return run_chaos(config, options, EvidenceStore(evidence or config.evidence_dir),
                      on_event=on_event)
 
@@ -142,7 +155,8 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
     per cell, the matrix file rewritten after each, so an interrupted matrix keeps every
     finished cell.
 
-    `engines` defaults to every engine. `faults` are fault names, each
+    `engines` defaults to every engine (for a team's declared app: those it declares).
+    `faults` are fault names, each
     `FAULT[+OPTION][@STEP:POINT]` (`stop-worker+cold` for a fault's flag); `at` is the point
     of faults given without one (default: the first step after the first wait). In
     wait-timeout cells the waits last `wait_deadline` seconds. `resume=True` continues
@@ -164,14 +178,16 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
                           "matrix")
     else:
         spec = MatrixSpec(flow=str(flow),
-                          engines=engine_names() if engines is None else tuple(engines),
+                          engines=(target_engines(config.project_dir, str(flow))
+                                   if engines is None else tuple(engines)),
                           faults=tuple(faults), profiles=tuple(profiles), at=at,
                           instances=instances, timeout=timeout, restart_delay=restart_delay,
                           wait_deadline=wait_deadline)
         expiring = [kind for kind, _ in (parse_label(item.partition("@")[0])
                                          for item in spec.faults) if kind.lets_waits_expire]
         if expiring:
-            loaded = load_flow(spec.flow, spikes_dir=config.spikes_dir)
+            loaded = resolve_target(config.project_dir, config.spikes_dir, spec.flow,
+                                    spec.engines[0]).flow
             _check_wait_deadline(loaded, parse_plan(expiring[0], None, loaded),
                                  timeout=timeout, wait_deadline=wait_deadline)
     matrix_id, cells = run_matrix(config, spec, store, resume=resume_id, on_cell=on_cell)
@@ -202,7 +218,9 @@ def signal(instance_id: str, name: str, *, decision: str = "approve",
     with open_services(config, needs([record.engine])) as services:
         # The run's own folder: engines route to that run's queues by its name.
         engine = open_engine(record.engine, flow, services,
-                             config.state_dir / "runs" / record.run_id)
+                             config.state_dir / "runs" / record.run_id,
+                             app=app_of_run(config.project_dir, record.engine,
+                                            record.flow_source))
         try:
             engine.signal(instance_id, name, {**(payload or {}), "decision": decision})
         finally:

@@ -33,7 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graduate.adapters import APP_MODULES
+from graduate.adapters import (
+    APP_MODULES,
+    all_engine_names,
+    check_engine,
+    describe,
+    engine_for_app,
+    engine_names,
+)
 from graduate.config import graduate_subtable
 from graduate.errors import ConfigError, FlowError
 from graduate.flow import Flow, load_flow
@@ -112,6 +119,57 @@ def find_app(project_dir: Path, name: str) -> App:
         raise ConfigError(f"no application {name!r} is declared in {project_dir / 'pyproject.toml'}"
                           f" [tool.graduate.apps]; declared: {known}")
     return apps[name]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a command runs: a model of a flow on an engine, or a team's app on the engine
+    that runs it (the flow then is what the app declares it implements)."""
+
+    flow: Flow
+    flow_ref: str  # how the run's options name the flow: as given, or the app's flow file
+    engine: str  # a registered engine: a model's, or an app engine ("temporal-app")
+    app: App | None = None
+
+
+def resolve_target(project_dir: Path, spikes_dir: Path, name: str, engine: str) -> Target:
+    """`name` as a declared app (checked: a bad declaration is refused here, before
+    anything runs), run by the app engine for `engine` ("temporal", "celery", or the app
+    engine's own name); otherwise a flow, by name, file or module:ATTRIBUTE, on `engine`."""
+    apps = load_apps(project_dir)
+    if name not in apps:
+        return Target(load_flow(name, spikes_dir=spikes_dir), name, check_engine(engine))
+    app = apps[name]
+    declared = engine
+    if engine in all_engine_names() and describe(engine).runs_app:
+        declared = describe(engine).runs_app  # "temporal-app" given: "temporal" declared
+    if declared not in app.engines:
+        raise ConfigError(f"app {name!r} declares no {engine!r} engine; it runs on: "
+                          f"{', '.join(app.engines)} ({app.where})")
+    check_app(app)
+    return Target(app.flow, app.flow.source, engine_for_app(declared).name, app)
+
+
+def app_of_run(project_dir: Path, engine: str, flow_source: str) -> App | None:
+    """The declared app an earlier run ran on `engine` (an app engine) with the flow at
+    `flow_source`, as the ledger records them; None for a model's engine."""
+    declared = describe(engine).runs_app
+    if not declared:
+        return None
+    found = [app for app in load_apps(project_dir).values()
+             if declared in app.engines and app.flow.source == flow_source]
+    if len(found) != 1:
+        names = ", ".join(app.name for app in found) or "none"
+        raise ConfigError(f"the run was of a team's app on {engine}, with flow {flow_source}; "
+                          f"the apps declared in {project_dir / 'pyproject.toml'} that match: "
+                          f"{names}. Run the command in the project that declares it once")
+    return found[0]
+
+
+def target_engines(project_dir: Path, name: str) -> tuple[str, ...]:
+    """The engines `name` runs on: those an app declares, or every model engine."""
+    apps = load_apps(project_dir)
+    return tuple(apps[name].engines) if name in apps else engine_names()
 
 
 def reference(table: Mapping[str, Any], key: str, where: str, shape: str) -> str:

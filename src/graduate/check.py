@@ -180,6 +180,7 @@ class RunVerdict:
     resumed_exactly: int
     hit_by_fault: int
     failures: tuple[str, ...] = field(default_factory=tuple)
+    correlation_breaks: int = 0  # effect calls that lost their instance's IDs
 
     @property
     def passed(self) -> bool:
@@ -391,7 +392,8 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
     """Counts, and the required properties: nothing lost, stuck or failed (a failed
     commitment is neither done nor undone), no unabsorbed duplicate, every instance
     hit by the fault resumed at the step in flight, one set of effects per business key,
-    and every rollback complete."""
+    every rollback complete, and every effect call carried its instance's correlation
+    and trace IDs (the audit trail holds together)."""
     counts = {v.value: sum(1 for i in instances if i.verdict is v) for v in Verdict}
     failures = []
     for item in instances:
@@ -415,6 +417,9 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
         if item.rollback is not None:
             failures += [f"{item.instance_id}: rollback: {problem} ({item.correlation_id})"
                          for problem in item.rollback.problems]
+        if item.correlation_breaks:
+            failures.append(f"{item.instance_id}: {correlation_failure(item.correlation_breaks)}"
+                            f" ({item.correlation_id})")
     hit = [i for i in instances if i.resume is not None]
     return RunVerdict(
         counts=counts,
@@ -423,4 +428,13 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
         resumed_exactly=sum(1 for i in hit if i.resume is not None and i.resume.exact),
         hit_by_fault=len(hit),
         failures=tuple(failures),
+        correlation_breaks=sum(len(i.correlation_breaks) for i in instances),
     )
+
+
+def correlation_failure(breaks: Sequence[CorrelationBreak]) -> str:
+    """In words: which calls carried another correlation or trace ID than the instance's."""
+    calls = "; ".join(f"{b.step} attempt {b.attempt} has {b.field} {b.found or 'none'}"
+                      for b in breaks)
+    return (f"{len(breaks)} ID(s) of its effect calls differ from the instance's, so "
+            f"correlation or trace propagation broke: {calls}")

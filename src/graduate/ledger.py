@@ -375,7 +375,7 @@ class Ledger:
         """The process paused at the point, once it got there."""
         rows = self.db.query(
             "SELECT reached_pid, reached_at FROM fault_points WHERE instance_id = ? AND "
-            "step = ? AND point = ? AND state IN ('reached', 'released')",
+            "step = ? AND point = ? AND reached_at IS NOT NULL",
             [instance_id, step, point])
         if not rows:
             return None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from graduate.adapters.base import InstanceState, InstanceStatus
+from graduate.apps import App
 from graduate.check import judge_instance
 from graduate.config import Settings
 from graduate.errors import ConfigError
@@ -64,6 +65,10 @@ class RunOptions:
     tenant_id: str = "demo-tenant"
     temporal_port: int | None = None
     redis_port: int | None = None
+    # A team's app ([tool.graduate.apps.NAME], see `graduate.apps.resolve_app`) runs
+    # instead of graduate's model; `flow` is then the flow it implements, `engine` an app
+    # engine.
+    app: App | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ bad ones are refused before anything runs, with what to fix."""
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -14,7 +17,7 @@ import pytest
 
 from graduate.adapters.celery.app_worker import configure
 from graduate.adapters.celery.application import app_settings
-from graduate.apps import check_app, find_app, load_apps
+from graduate.apps import app_of_run, check_app, find_app, load_apps
 from graduate.config import load_settings
 from graduate.errors import ConfigError
 from tests.instrument.conftest import ORDERS, ROOT
@@ -239,3 +242,38 @@ def test_a_profile_overrides_the_apps_own_settings(monkeypatch: pytest.MonkeyPat
     assert (settings["task_acks_late"], settings["visibility_timeout"]) == (True, 10)
     with pytest.raises(ConfigError, match="'task_ack_late' is not a Celery setting"):
         configure(app, {"task_ack_late": True})
+
+
+@pytest.mark.parametrize(("command", "message"), [
+    (["chaos", "orders", "--engine", "temporal", "--fault", "kill-worker", "--at",
+      "charge:after-effect"], r"returned a dict; it must be"),
+    (["run", "orders", "--engine", "temporal"], r"returned a dict; it must be"),
+    (["run", "orders", "--engine", "celery"], r"app 'orders' declares no 'celery' engine"),
+])
+def test_the_cli_refuses_a_bad_declaration_with_exit_2_before_anything_runs(
+        tmp_path: Path, command: list[str], message: str) -> None:
+    folder = project(tmp_path, """
+        [tool.graduate.apps.orders]
+        flow = "ORDERS"
+        [tool.graduate.apps.orders.temporal]
+        worker = "PKG.team:create_wrong"
+        start = "PKG.team:start"
+        """, team=WORKFLOW)
+    done = subprocess.run([str(Path(sys.executable).parent / "graduate"), *command], cwd=folder,
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert re.search(message, " ".join((done.stdout + done.stderr).split()))
+    assert not (folder / ".graduate" / "runs").exists()  # no service, no worker started
+
+
+def test_a_later_command_finds_the_app_a_run_ran_from_its_engine_and_flow(
+        tmp_path: Path) -> None:
+    folder = project(tmp_path, GOOD)
+    flow_source = find_app(folder, "orders").flow.source
+
+    assert app_of_run(folder, "temporal-app", flow_source) == find_app(folder, "orders")
+    assert app_of_run(folder, "temporal", flow_source) is None  # a model's run
+    with pytest.raises(ConfigError, match=r"that match: none"):
+        app_of_run(folder, "celery-app", "elsewhere.toml")

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import asdict
 
 import pytest
 
-from graduate.check import EffectVerdict, InstanceVerdict, Resume, Verdict, judge_run
+from graduate.check import (
+    CorrelationBreak,
+    EffectVerdict,
+    InstanceVerdict,
+    Resume,
+    Verdict,
+    judge_run,
+)
 from graduate.errors import GraduateError
 from graduate.reports import build_report
 from graduate.reports.model import CellReport, Report
@@ -327,3 +335,26 @@ def test_temporal_refusing_an_unguarded_deploy_counts_only_if_the_guard_works(
     else:
         assert report.recommendation.decision == "not-enough-evidence"
         assert "Temporal itself failed" in reasons
+
+
+def test_an_effect_that_lost_its_correlation_fails_the_run_and_the_report_names_it(
+        builder: EvidenceBuilder) -> None:
+    record = builder.run("relay", save=False)
+    instance = record["instances"][0]
+    lost = CorrelationBreak(effect_id=3, step="activate", attempt=2,
+                            instance_id=instance["instance_id"], field="correlation_id",
+                            expected=instance["correlation_id"], found="")
+    instance["correlation_breaks"] = [asdict(lost)]
+    builder.store.save_run(RunRecord.from_dict(record))
+
+    report = build_report(builder.store)
+    verdict = judge_run(builder.store.load_run("relay").verdicts)
+
+    assert not verdict.passed
+    assert verdict.correlation_breaks == 1
+    assert "activate attempt 2 has correlation_id none" in verdict.failures[0]
+    [problem] = report.problems
+    assert problem.kind == "correlation"
+    assert problem.step == "activate"
+    assert problem.instance_id == instance["instance_id"]
+    assert not report.runs[0].passed

@@ -299,3 +299,23 @@ def test_a_matrix_cell_written_before_faults_had_options_still_loads() -> None:
     assert cell.label == "deploy-change+versioned"
     assert cell.key == legacy["key"]
     assert CellOutcome.from_dict(asdict(cell)) == cell
+
+
+def test_a_fault_that_lets_waits_expire_does_not_apply_to_a_teams_app(flow: Flow) -> None:
+    plan = parse_plan(wait_timeout.NAME, None, flow, restart_delay=0.5)
+
+    assert reason(plan, TEMPORAL) is None
+    for app_engine in (describe("temporal-app"), describe("celery-app")):
+        assert reason(plan, app_engine) == (
+            f"{app_engine.title} sets its waits' deadlines in its own code; graduate can "
+            "shorten only a model's")
+    assert reason(parse_plan(kill_worker.NAME, AT, flow), describe("celery-app")) is None
+
+
+def test_graduate_deploys_no_change_of_a_teams_own_code(flow: Flow) -> None:
+    plan = parse_plan(deploy_change.NAME, "approval:during-wait", flow)
+
+    assert reason(plan, CHAIN) is None
+    assert reason(plan, describe("celery-app")) == (
+        "graduate cannot write a new version of the team's Celery app's code; deploy your "
+        "change yourself and run again")

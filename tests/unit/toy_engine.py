@@ -13,6 +13,7 @@ from typing import Any
 
 from graduate.adapters.base import Capabilities, Engine
 from graduate.adapters.registry import EngineDescription
+from graduate.apps import App
 from graduate.errors import ConfigError
 from graduate.flow import Flow
 from graduate.services.model import Services
@@ -20,7 +21,7 @@ from graduate.services.model import Services
 
 def _open(flow: Flow, services: Services, run_dir: Path, *,
           settings: dict[str, Any] | None = None,
-          worker_services: Services | None = None) -> Engine:
+          worker_services: Services | None = None, app: App | None = None) -> Engine:
     raise ConfigError("the toy engine only exists to be described")
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from graduate.adapters import celery as _celery
 from graduate.adapters import temporal as _temporal
 from graduate.adapters.base import Engine
 from graduate.adapters.registry import (
     EngineDescription,
+    all_engine_names,
     describe,
+    engine_for_app,
     engine_names,
     engines,
     register,
@@ -21,8 +23,22 @@ from graduate.flow import Flow
 from graduate.services.model import Services
 from graduate.services.provider import Needs
 
-__all__ = ["EngineDescription", "check_engine", "check_settings", "describe", "engine_names",
-           "engines", "needs", "open_engine", "register"]
+if TYPE_CHECKING:
+    from graduate.apps import App
+
+__all__ = [
+    "EngineDescription",
+    "all_engine_names",
+    "check_engine",
+    "check_settings",
+    "describe",
+    "engine_for_app",
+    "engine_names",
+    "engines",
+    "needs",
+    "open_engine",
+    "register",
+]
 
 for _description in (*_temporal.DESCRIPTIONS, *_celery.DESCRIPTIONS):
     register(_description)
@@ -54,14 +70,15 @@ def check_settings(name: str, overrides: Mapping[str, Any]) -> None:
 
 def open_engine(name: str, flow: Flow, services: Services, run_dir: Path, *,
                 settings: dict[str, Any] | None = None,
-                worker_services: Services | None = None) -> Engine:
+                worker_services: Services | None = None, app: App | None = None) -> Engine:
     """The adapter for `name`, connected to `services`, running `flow`.
 
     `settings` overrides the engine's defaults; `worker_services`, when given, is what
-    the workers connect to instead of `services` (see `Engine`).
+    the workers connect to instead of `services` (see `Engine`). An app engine runs
+    `app`, the team's own code, and takes `flow` as what to expect of it.
     """
     return describe(name).open(flow, services, run_dir, settings=settings,
-                               worker_services=worker_services)
+                               worker_services=worker_services, app=app)
 
 
 def needs(names: Sequence[str]) -> Needs:

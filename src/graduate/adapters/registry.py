@@ -11,18 +11,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from graduate.adapters.base import Capabilities, Engine
 from graduate.errors import ConfigError
 from graduate.flow import Flow
 from graduate.services.model import Services
 
+if TYPE_CHECKING:
+    from graduate.apps import App
+
 
 class Opener(Protocol):
+    """Opens the engine on `flow`; an app engine runs `app`, the team's own code, and
+    takes the flow only as what to expect."""
+
     def __call__(self, flow: Flow, services: Services, run_dir: Path, *,
                  settings: dict[str, Any] | None = None,
-                 worker_services: Services | None = None) -> Engine: ...
+                 worker_services: Services | None = None,
+                 app: App | None = None) -> Engine: ...
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,9 @@ class EngineDescription:
     check_settings: Callable[[Mapping[str, Any]], None]
     tuned: Mapping[str, Any] = field(default_factory=dict)  # the "tuned" profile's settings
     example_setting: str = ""  # one line of TOML, for an error message
+    # An app engine runs a team's own code, declared in [tool.graduate.apps.NAME.<runs_app>]
+    # ("temporal", "celery"), instead of graduate's model of a flow.
+    runs_app: str = ""
 
 
 _REGISTRY: dict[str, EngineDescription] = {}
@@ -57,16 +67,31 @@ def unregister(name: str) -> None:
 
 
 def engines() -> tuple[EngineDescription, ...]:
-    return tuple(_REGISTRY.values())
+    """The engines that run a model of a flow (what a spike's matrix compares)."""
+    return tuple(d for d in _REGISTRY.values() if not d.runs_app)
 
 
 def engine_names() -> tuple[str, ...]:
+    return tuple(d.name for d in engines())
+
+
+def all_engine_names() -> tuple[str, ...]:
+    """Model and app engines: every name a profile or a stored run may use."""
     return tuple(_REGISTRY)
+
+
+def engine_for_app(declared: str) -> EngineDescription:
+    """The engine that runs a team's app declared for `declared` ("temporal", "celery")."""
+    for description in _REGISTRY.values():
+        if description.runs_app == declared:
+            return description
+    raise ConfigError(f"no engine runs a team's {declared!r} app; apps run on: "
+                      f"{', '.join(d.runs_app for d in _REGISTRY.values() if d.runs_app)}")
 
 
 def describe(name: str) -> EngineDescription:
     """The description of engine `name`, or a ConfigError that lists the known ones."""
     if name not in _REGISTRY:
         raise ConfigError(f"unknown engine {name!r}; choose one of: "
-                          f"{', '.join(_REGISTRY)}")
+                          f"{', '.join(engine_names())}")
     return _REGISTRY[name]

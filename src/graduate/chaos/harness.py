@@ -11,9 +11,10 @@ only, and the whole run is written to the evidence store.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from graduate.adapters import describe
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
@@ -73,6 +74,9 @@ class ChaosOptions:
     plan: FaultPlan
     profile: str = "defaults"
     wait_deadline: float | None = None  # shorten the flow's waits (for wait-timeout runs)
+    # The profile's settings for the engine, when the caller read them from the project
+    # (the pytest plugin runs in a folder of its own); otherwise read here.
+    engine_settings: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.wait_deadline is not None:
@@ -121,7 +125,8 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
     flow = _flow_for_run(settings, options)
     plan = options.plan
     run = plan.fault.adjust(plan, flow, options.run)
-    engine_settings = profile_settings(options.profile, run.engine, settings.project_dir)
+    engine_settings = (dict(options.engine_settings) if options.engine_settings is not None
+                       else profile_settings(options.profile, run.engine, settings.project_dir))
     timeline = Timeline(listener=on_event)
     arming = _Arming(plan)
     if plan.point == "during-wait":
@@ -293,7 +298,9 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
         options=OptionsRecord(instances=options.run.instances, workers=options.run.workers,
                               deadline=options.run.timeout,
                               decisions=dict(options.run.decisions),
-                              wait_deadline=options.wait_deadline),
+                              wait_deadline=options.wait_deadline,
+                              app=options.run.app.name if options.run.app is not None
+                              else None),
         environment=EnvironmentRecord(
             host=host(), packages=package_versions(),
             servers=server_versions(stack.temporal.binary if stack.temporal else None,

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from graduate.adapters import check_engine, engine_names
+from graduate.apps import Target, resolve_target
 from graduate.chaos.faults import (
     Fault,
     FaultPlan,
@@ -34,7 +35,7 @@ from graduate.chaos.profiles import load_profiles, require_profile
 from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore, now_iso
-from graduate.flow import Flow, Step, load_flow
+from graduate.flow import Flow, Step
 from graduate.runner import RunOptions, approve_all
 from graduate.runs.record import CellOutcome, CellSummary, MatrixRecord, MatrixSpecRecord
 from graduate.runs.session import new_run_id, validate_options
@@ -141,12 +142,15 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     if resume is not None:
         record = store.load_matrix(resume)
         spec = MatrixSpec(**asdict(record.spec))
-    else:
-        flow = load_flow(spec.flow, spikes_dir=settings.spikes_dir)
+    targets = _targets(settings, spec)
+    # The matrix records the registered engines (an app's: "celery-app", not "celery").
+    spec = replace(spec, engines=tuple(t.engine for t in targets))
+    flow = targets[0].flow
+    if resume is None:
         record = MatrixRecord(matrix_id=f"m{new_run_id()}", created_at=now_iso(),
                               flow=flow.name, spec=MatrixSpecRecord(**asdict(spec)),
                               cells=tuple(plan_cells(flow, spec, settings.project_dir)))
-    flow = load_flow(spec.flow, spikes_dir=settings.spikes_dir)
+    by_engine = {t.engine: t for t in targets}
     cells = list(record.cells)
 
     def save() -> None:
@@ -159,7 +163,7 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
         cell = cells[index]
         plan = parse_plan(cell.fault, cell.at, flow, restart_delay=spec.restart_delay,
                           options=cell.options)
-        result = run_chaos(settings, _options(spec, flow, plan, cell), store)
+        result = run_chaos(settings, _options(spec, by_engine[cell.engine], plan, cell), store)
         cells[index] = replace(cell, run_id=result.run_id,
                                status="done" if result.applicable else "not-applicable",
                                summary=summarise(result))
@@ -169,11 +173,21 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     return record.matrix_id, cells
 
 
-def _options(spec: MatrixSpec, flow: Flow, plan: FaultPlan,
+def _targets(settings: Settings, spec: MatrixSpec) -> list[Target]:
+    """Each engine of the spec, resolved: the flow's model on it, or a declared app on the
+    app engine that runs it (checked before any cell runs)."""
+    if not spec.engines:
+        raise ConfigError("a matrix needs at least one engine; give --engines")
+    return [resolve_target(settings.project_dir, settings.spikes_dir, spec.flow, engine)
+            for engine in spec.engines]
+
+
+def _options(spec: MatrixSpec, target: Target, plan: FaultPlan,
              cell: CellOutcome) -> ChaosOptions:
     return ChaosOptions(
-        run=RunOptions(flow=spec.flow, engine=cell.engine, instances=spec.instances,
-                       timeout=spec.timeout, decisions=approve_all(flow)),
+        run=RunOptions(flow=target.flow_ref,
+                       engine=cell.engine, instances=spec.instances, timeout=spec.timeout,
+                       decisions=approve_all(target.flow), app=target.app),
         plan=plan, profile=cell.profile,
         wait_deadline=spec.wait_deadline if plan.fault.lets_waits_expire else None,
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graduate.adapters import check_settings, describe, engine_names
+from graduate.adapters import all_engine_names, check_settings, describe
 from graduate.config import graduate_subtable
 from graduate.errors import ConfigError
 
@@ -28,15 +28,15 @@ class _Tuned(Mapping[str, Mapping[str, Any]]):
     """Each registered engine's own production settings, read from its description."""
 
     def __getitem__(self, engine: str) -> Mapping[str, Any]:
-        if engine not in engine_names():
+        if engine not in all_engine_names():
             raise KeyError(engine)
         return describe(engine).tuned
 
     def __iter__(self) -> Iterator[str]:
-        return iter(engine_names())
+        return iter(all_engine_names())
 
     def __len__(self) -> int:
-        return len(engine_names())
+        return len(all_engine_names())
 
 
 @dataclass(frozen=True)
@@ -99,13 +99,13 @@ def _project_profile(name: str, table: dict[str, Any], where: str) -> Profile:
     if not isinstance(description, str):
         raise ConfigError(f"{where}: description must be a string")
     base = BUILT_IN[base_name]
-    engines = {engine: base.settings(engine) for engine in engine_names()}
+    engines = {engine: base.settings(engine) for engine in all_engine_names()}
     for key, value in table.items():
         if key in ("extends", "description"):
             continue
-        if key not in engine_names():
+        if key not in all_engine_names():
             raise ConfigError(f"{where}: {key!r} is not an engine; keys are description, "
-                              f"extends and the engines {', '.join(engine_names())}")
+                              f"extends and the engines {', '.join(all_engine_names())}")
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {key} must be a table of settings, such as "
                               f"{key} = {{ {_example(key)} }}")

@@ -30,9 +30,12 @@ EvidenceOption = Annotated[Path | None, typer.Option(
 
 def chaos(
     ctx: typer.Context,
-    flow: Annotated[str, typer.Argument(help="A flow name from the spikes folder or a file.")],
-    engine: Annotated[str, typer.Option("--engine", "-e",
-                                        help=f"One of {', '.join(engine_names())}.")],
+    flow: Annotated[str, typer.Argument(
+        help="A flow name from the spikes folder or a file, or an app declared in "
+             "[tool.graduate.apps.NAME] (its own workers run).")],
+    engine: Annotated[str, typer.Option(
+        "--engine", "-e", help=f"One of {', '.join(engine_names())}; for an app, the engine "
+                               "it declares: temporal or celery.")],
     fault: Annotated[str, typer.Option(help="FAULT or FAULT+FLAG (as in a matrix cell: "
                                             "double-start+crash). " + "; ".join(
                                                 f"{k}: {v}" for k, v in
@@ -140,10 +143,12 @@ def _seconds(value: float | None) -> str:
 def matrix(
     ctx: typer.Context,
     flow: Annotated[str | None, typer.Argument(
-        help="A flow name from the spikes folder or a file (not needed with --resume).")
+        help="A flow name from the spikes folder or a file, or an app declared in "
+             "[tool.graduate.apps.NAME] (not needed with --resume).")
     ] = None,
-    engines: Annotated[str, typer.Option(
-        help="Comma-separated engines.")] = ",".join(engine_names()),
+    engines: Annotated[str | None, typer.Option(
+        help=f"Comma-separated engines (default: {','.join(engine_names())}; for an app, "
+             "those it declares).")] = None,
     faults: Annotated[str, typer.Option(
         help=f"Comma-separated faults, each FAULT[+OPTION][@STEP:POINT] (an option is a "
              f"flag the fault takes, such as {deploy_change.NAME}+"
@@ -182,7 +187,8 @@ def matrix(
                             description=f"{cell.engine} {cell.fault} {cell.profile}")
 
         result = graduate.matrix(
-            flow, engines=_split(engines), faults=_split(faults), profiles=_split(profiles),
+            flow, engines=None if engines is None else _split(engines), faults=_split(faults),
+            profiles=_split(profiles),
             at=at, instances=instances, timeout=timeout, restart_delay=restart_delay,
             resume=matrix_id or resume, settings=settings(ctx), evidence=evidence,
             on_cell=advance)

@@ -12,8 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 import graduate
-from graduate.adapters import check_engine, engine_names
+from graduate.adapters import engine_names
 from graduate.adapters.base import InstanceState, InstanceStatus
+from graduate.apps import resolve_target
 from graduate.cli.common import console, settings
 from graduate.errors import ConfigError
 from graduate.runner import Decision, Failure, RunResult
@@ -28,10 +29,12 @@ STATE_STYLE = {
 def run(
     ctx: typer.Context,
     flow: Annotated[str, typer.Argument(
-        help="A flow name from the spikes folder, a .toml file, or module:ATTRIBUTE.")],
+        help="A flow name from the spikes folder, a .toml file, or module:ATTRIBUTE; or an "
+             "app declared in [tool.graduate.apps.NAME] (its own workers run).")],
     engine: Annotated[list[str], typer.Option(
         "--engine", "-e",
-        help=f"Engine to run on: {', '.join(engine_names())}. Repeat to run on several.")],
+        help=f"Engine to run on: {', '.join(engine_names())} (for an app: temporal or "
+             "celery). Repeat to run on several.")],
     instances: Annotated[int, typer.Option(help="Instances to start at once.")] = 1,
     workers: Annotated[int, typer.Option(help="Worker processes to start.")] = 1,
     timeout: Annotated[float, typer.Option(
@@ -62,10 +65,11 @@ def run(
     Exits 0 when every instance completed or was compensated, 1 otherwise.
     """
     config = settings(ctx)
-    # Everything but the flow, checked before the first run starts; the first run
-    # checks the flow against the options, which are the same for every engine.
+    # Everything but the flow, checked before the first run starts (a declared app: its
+    # declaration too); the first run checks the flow against the options, which are the
+    # same for every engine.
     for name in engine:
-        check_engine(name)
+        resolve_target(config.project_dir, config.spikes_dir, flow, name)
     decisions = _decisions(signal or [])
     failures = [Failure.parse(text) for text in fail or []]
     results = []

@@ -14,9 +14,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
-from graduate.adapters import describe, engine_names
+from graduate.adapters import all_engine_names, describe
 from graduate.chaos.faults import descriptions, parse_label, plan_from_record, timeline_events
-from graduate.check import EffectVerdict, InstanceVerdict, Resume, Verdict, judge_run
+from graduate.check import (
+    EffectVerdict,
+    InstanceVerdict,
+    Resume,
+    Verdict,
+    correlation_failure,
+    judge_run,
+)
 from graduate.errors import ConfigError, GraduateError
 from graduate.evidence import EvidenceStore
 from graduate.flow import CLASS_MEANINGS, Step, Wait
@@ -131,8 +138,7 @@ def _from_matrix(store: EvidenceStore, matrix_id: str) -> Report:
                 f"{store.run_path(spec.run_id)} is missing: its result comes from the "
                 "matrix's summary, and its timeline, settings and IDs cannot be shown. "
                 "Restore the file from where the evidence is kept, or run the matrix again")
-    engines = list(record.spec.engines)
-    engines += [s.engine for s in specs if s.engine not in engines]
+    engines = list(dict.fromkeys([*record.spec.engines, *(s.engine for s in specs)]))
     return _assemble(source="matrix", matrix_id=matrix_id, record=record, specs=specs,
                      runs=runs, engines=engines, warnings=warnings)
 
@@ -156,7 +162,7 @@ def _from_runs(store: EvidenceStore, run_ids: list[str]) -> Report:
                                profile=run.profile,
                                status="done" if fault.applicable else "not-applicable",
                                run_id=run_id, summary=None))
-    engines = [e for e in engine_names() if any(s.engine == e for s in specs)]
+    engines = [e for e in all_engine_names() if any(s.engine == e for s in specs)]
     engines += [s.engine for s in specs if s.engine not in engines]
     return _assemble(source="runs", matrix_id=None, record=None, specs=specs, runs=runs,
                      engines=list(dict.fromkeys(engines)), warnings=[])
@@ -441,6 +447,9 @@ def _problems(verdict: InstanceVerdict, rows: tuple[LedgerRow, ...], *, run_id: 
         found.append(problem("double-start", None, verdict.starts.reason))
     if verdict.rollback is not None:
         found += [problem("rollback", None, p) for p in verdict.rollback.problems]
+    if verdict.correlation_breaks:
+        found.append(problem("correlation", verdict.correlation_breaks[0].step,
+                             correlation_failure(verdict.correlation_breaks)))
     return tuple(found)
 
 

@@ -30,6 +30,7 @@ PROBLEM_TITLES = {
     "resume": "not resumed at the step in flight",
     "double-start": "duplicate commitment: one business key, two sets of effects",
     "rollback": "rollback incomplete",
+    "correlation": "correlation or trace ID lost",
 }
 
 # In a Markdown table cell a pipe ends the cell and HTML is live: escape both, and the

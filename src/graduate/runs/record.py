@@ -98,6 +98,7 @@ class OptionsRecord:
     deadline: float
     decisions: dict[str, str]
     wait_deadline: float | None  # the waits' shortened deadline, for wait-timeout runs
+    app: str | None = None  # the team's app that ran ([tool.graduate.apps.NAME]), if one did
 
 
 @dataclass(frozen=True)

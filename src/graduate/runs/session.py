@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from graduate.adapters import check_engine, needs, open_engine
 from graduate.adapters.base import Engine, InstanceState, InstanceStatus
+from graduate.apps import check_app
 from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.flow import Flow, InstanceRequest, Wait, check_seconds, load_flow
@@ -206,6 +207,8 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow | None =
     """
     flow = flow or load_flow(options.flow, spikes_dir=settings.spikes_dir)
     validate_options(flow, options)
+    if options.app is not None:
+        check_app(options.app)  # the team's code, refused before anything starts
     run_id = new_run_id()
     run_dir = settings.state_dir / "runs" / run_id
     timeline = timeline or Timeline()
@@ -216,7 +219,8 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow | None =
                 redis_port=options.redis_port, use_kept=use_kept))
         engine = open_engine(
             options.engine, flow, stack.services, run_dir, settings=engine_settings,
-            worker_services=worker_services(stack) if worker_services else None)
+            worker_services=worker_services(stack) if worker_services else None,
+            app=options.app)
         resources.callback(engine.close)
         supervisor = Supervisor(engine, timeline)
         resources.callback(supervisor.stop_all)

@@ -23,10 +23,10 @@ import pytest
 
 import graduate
 from graduate.adapters import check_engine, describe, engine_names
+from graduate.apps import resolve_target
 from graduate.chaos.faults import none, parse_label
 from graduate.config import Settings, load_settings
 from graduate.errors import GraduateError
-from graduate.flow import load_flow
 from graduate.ledger import Ledger
 from graduate.services.model import TemporalTarget
 from graduate.services.resolver import STRATEGIES, Resolver, make_resolver
@@ -191,21 +191,29 @@ class ChaosRunner:
         """Run `flow` on `engine` under `fault` at `at` (STEP:POINT) and judge it.
         `fault` may carry its flags as a matrix cell does: `double-start+crash`.
 
+        `flow` may name an app declared in `[tool.graduate.apps.NAME]`: its own workers
+        then run on `engine` ("temporal", "celery"), judged against the flow it declares.
+
         Skips the test, with the reason, when the fault cannot apply to this engine or
         provider (an external broker cannot be restarted by graduate)."""
         __tracebackhide__ = True
-        loaded = load_flow(flow, spikes_dir=self.settings.spikes_dir)
+        # A team's declared app runs its own code; its flow says what to expect.
+        target = resolve_target(self.settings.project_dir, self.settings.spikes_dir, flow,
+                                engine)
+        loaded = target.flow
         kind, _ = parse_label(fault)
         if (reason := self.provider.cannot(kind)) is not None:
             pytest.skip(f"{fault} on provider {self.provider.name}: {reason}")
         # The flow by its file: the run's settings are the test's own folder, not the
         # project's, so a name in the project's spikes folder would not be found there.
         result = graduate.chaos(
-            loaded.source, engine=engine, fault=fault, at=at, instances=instances,
+            flow if target.app is not None else loaded.source, engine=engine, fault=fault,
+            at=at, instances=instances,
             profile=profile, timeout=timeout, restart_delay=restart_delay,
             partition_for=partition_for, wait_deadline=wait_deadline, versioned=versioned,
-            change=change, settings=self._settings_for(engine, kind.restarts is not None),
-            evidence=self.evidence)
+            change=change,
+            settings=self._settings_for(target.engine, kind.restarts is not None),
+            evidence=self.evidence, project_dir=self.settings.project_dir)
         if not result.applicable:
             pytest.skip(f"{fault} on {engine}: {result.reason}")
         return ChaosOutcome(result, loaded)

@@ -1,11 +1,14 @@
 """A worker of a team's own Celery app, run by graduate:
-`python -m graduate.adapters.celery.app_worker MODULE:APP READY_FILE [CELERY WORKER ARGS]`.
+`python -m graduate.adapters.celery.app_worker MODULE:APP READY_FILE [CELERY WORKER ARGS]`,
+or its beat: `... MODULE:APP READY_FILE beat SCHEDULE_FILE`.
 
-It imports the application as it is, applies a profile's settings over the app's own
-(GRADUATE_APP_CELERY_SETTINGS, JSON), installs graduate's correlation handlers (see
-`instrument`) without any change to the application's code, and writes READY_FILE when
-Celery says the worker takes work. Under a run its environment carries the variables of
-`graduate.instrument.RunContext`, so `graduate.effect` records into the run's ledger.
+It imports the application as it is, connects it to the broker and result backend the
+run gives (GRADUATE_BROKER_URL, GRADUATE_RESULT_BACKEND_URL, over the app's own), applies
+a profile's settings over the app's own (GRADUATE_APP_CELERY_SETTINGS, JSON), installs
+graduate's correlation handlers (see `instrument`) without any change to the application's
+code, and writes READY_FILE when Celery says the worker (or beat) takes work. Under a run
+its environment carries the variables of `graduate.instrument.RunContext`, so
+`graduate.effect` records into the run's ledger.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ import importlib
 import json
 import os
 import sys
+import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import beat_init, worker_ready
 
 from graduate.adapters.base import write_ready_file
 from graduate.adapters.celery.instrument import install
 from graduate.adapters.celery.settings import celery_conf, check_overrides
+from graduate.config import load_settings
 from graduate.errors import ConfigError
 
 # A profile's Celery settings for the team's workers, as JSON: they override the app's own.
@@ -53,17 +59,41 @@ def configure(app: Celery, overrides: Mapping[str, Any]) -> None:
     app.conf.update(celery_conf(overrides))
 
 
+def connect_services(app: Celery, broker_url: str | None,
+                     result_backend_url: str | None) -> None:
+    """Point the team's app at the run's broker and result backend (when given).
+
+    The harness process keeps one app object (the team's module) from run to run, and
+    Celery caches on first use the connection pool, the producer pool and the result
+    backend: each is dropped here, so nothing goes to an earlier run's broker."""
+    if broker_url:
+        app.conf.broker_url = broker_url
+    if result_backend_url:
+        app.conf.result_backend = result_backend_url
+    app.close()  # the connection pool
+    app.__dict__.pop("amqp", None)  # a cached property, holding the producer pool
+    app._backend_cache = None
+    app._local = threading.local()  # where a backend that is not thread-safe is kept
+
+
 def main(argv: list[str]) -> None:
     if len(argv) < 2:
         raise ConfigError("usage: python -m graduate.adapters.celery.app_worker MODULE:APP "
-                          "READY_FILE [celery worker options] (graduate starts these itself)")
+                          "READY_FILE [celery worker options | beat SCHEDULE_FILE] (graduate "
+                          "starts these itself)")
     app = load_app(argv[0])
+    services = load_settings(project_dir=Path.cwd())
+    connect_services(app, services.broker_url, services.result_backend_url)
     configure(app, json.loads(os.environ.get(SETTINGS_VARIABLE) or "{}"))
     install()
 
     def ready(**_: Any) -> None:
         write_ready_file(argv[1], os.getpid())
 
+    if argv[2:3] == ["beat"]:
+        beat_init.connect(ready, weak=False)
+        app.Beat(schedule=argv[3], loglevel="INFO").run()
+        return
     worker_ready.connect(ready, weak=False)
     app.worker_main(["worker", *argv[2:]])
 

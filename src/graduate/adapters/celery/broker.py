@@ -16,7 +16,7 @@ other than Redis the answer is "cannot tell" (None).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -52,12 +52,23 @@ class BrokerView:
         """IDs starting with `prefix` of the tasks queued on `queue` or taken but not yet
         acknowledged (on any queue); None when the broker cannot be read without consuming.
         """
+        messages = self.messages([queue])
+        if messages is None:
+            return None
+        ids = {_task_id(message) for message in messages}
+        return {tid for tid in ids if tid.startswith(prefix)}
+
+    def messages(self, queues: Sequence[str]) -> list[dict[str, Any]] | None:
+        """The messages queued on `queues` or taken but not yet acknowledged (on any
+        queue), as kombu stored them; None when the broker cannot be read without
+        consuming."""
         if not self.peekable:
             return None
         try:
             with self._redis().pipeline(transaction=False) as pipe:
-                for key in self._queue_keys(queue):
-                    pipe.lrange(key, 0, -1)
+                for queue in queues:
+                    for key in self._queue_keys(queue):
+                        pipe.lrange(key, 0, -1)
                 pipe.hvals(self._prefix + self._unacked)
                 *queued, unacked = pipe.execute()
         except redis.RedisError as error:
@@ -67,8 +78,7 @@ class BrokerView:
         messages = [json.loads(raw) for entries in queued for raw in entries]
         # An unacked entry is [message, exchange, routing key].
         messages.extend(json.loads(raw)[0] for raw in unacked)
-        ids = {_task_id(message) for message in messages}
-        return {tid for tid in ids if tid.startswith(prefix)}
+        return messages
 
     def _redis(self) -> redis.Redis:
         if self._client is None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from graduate.adapters.base import Capabilities, Engine
 from graduate.adapters.celery import settings
 from graduate.adapters.registry import EngineDescription, Opener
+from graduate.errors import ConfigError
 from graduate.flow import Flow
 from graduate.services.model import Services
+
+if TYPE_CHECKING:
+    from graduate.apps import App
 
 # What a team would set for production (see the "tuned" profile): late acknowledgement,
 # redelivery of tasks whose worker died, prefetch 1, a short visibility timeout swept
@@ -28,7 +32,8 @@ _TUNED: dict[str, Any] = {
 def _opener(strategy: str) -> Opener:
     def open_celery(flow: Flow, services: Services, run_dir: Path, *,
                     settings: dict[str, Any] | None = None,
-                    worker_services: Services | None = None) -> Engine:
+                    worker_services: Services | None = None, app: App | None = None
+                    ) -> Engine:
         from graduate.adapters.celery.engine import CeleryEngine
 
         return CeleryEngine(flow, services, run_dir, strategy=strategy, settings=settings,
@@ -71,4 +76,27 @@ STATE_MACHINE = EngineDescription(
     tuned={**_TUNED, "lease_margin": 1.0, "idle_grace": 2.0},
     example_setting="task_acks_late = true",
 )
-DESCRIPTIONS = (CHAIN, STATE_MACHINE)
+
+
+def _open_app(flow: Flow, services: Services, run_dir: Path, *,
+              settings: dict[str, Any] | None = None,
+              worker_services: Services | None = None, app: App | None = None) -> Engine:
+    from graduate.adapters.celery.app_engine import CeleryAppEngine
+
+    if app is None:
+        raise ConfigError(f"engine {APP.name!r} runs a team's declared app: graduate chaos APP "
+                          "--engine celery")
+    return CeleryAppEngine(app, flow, services, run_dir, settings=settings,
+                           worker_services=worker_services)
+
+
+APP = EngineDescription(
+    name="celery-app", title="the team's Celery app", product="Celery", side="celery",
+    summary="the team's own Celery app and tasks, run by graduate with its own settings "
+            "(a profile overrides them)",
+    capabilities=_capabilities(durable_progress=False),
+    needs_server=False, needs_broker=True, open=_open_app, check_settings=_checker("app"),
+    tuned=_TUNED,
+    example_setting="task_acks_late = true", runs_app="celery",
+)
+DESCRIPTIONS = (CHAIN, STATE_MACHINE, APP)

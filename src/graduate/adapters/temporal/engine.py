@@ -211,24 +211,29 @@ class TemporalEngine:
         return self._run(self._history(instance_id))
 
     async def _history(self, instance_id: str) -> list[HistoryEvent]:
-        history = await self._client.get_workflow_handle(instance_id).fetch_history()
-        events = []
-        for event in history.events:
-            kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
-            detail = ""
-            if event.HasField("activity_task_scheduled_event_attributes"):
-                detail = event.activity_task_scheduled_event_attributes.activity_type.name
-            elif event.HasField("workflow_execution_signaled_event_attributes"):
-                detail = event.workflow_execution_signaled_event_attributes.signal_name
-            elif event.HasField("activity_task_started_event_attributes"):
-                detail = _started_detail(event.activity_task_started_event_attributes)
-            elif event.HasField("workflow_task_failed_event_attributes"):
-                detail = event.workflow_task_failed_event_attributes.failure.message[:300]
-            elif event.HasField("marker_recorded_event_attributes"):
-                detail = event.marker_recorded_event_attributes.marker_name
-            events.append(HistoryEvent(at=event.event_time.ToNanoseconds() / 1e9,
-                                       kind=kind.lower(), detail=detail))
-        return events
+        return await read_history(self._client, instance_id)
 
     def close(self) -> None:
         self._loop.close()
+
+
+async def read_history(client: Client, instance_id: str) -> list[HistoryEvent]:
+    """The workflow's history as plain events: what the server recorded, oldest first."""
+    history = await client.get_workflow_handle(instance_id).fetch_history()
+    events = []
+    for event in history.events:
+        kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+        detail = ""
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            detail = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.HasField("workflow_execution_signaled_event_attributes"):
+            detail = event.workflow_execution_signaled_event_attributes.signal_name
+        elif event.HasField("activity_task_started_event_attributes"):
+            detail = _started_detail(event.activity_task_started_event_attributes)
+        elif event.HasField("workflow_task_failed_event_attributes"):
+            detail = event.workflow_task_failed_event_attributes.failure.message[:300]
+        elif event.HasField("marker_recorded_event_attributes"):
+            detail = event.marker_recorded_event_attributes.marker_name
+        events.append(HistoryEvent(at=event.event_time.ToNanoseconds() / 1e9,
+                                   kind=kind.lower(), detail=detail))
+    return events

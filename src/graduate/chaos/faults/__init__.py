@@ -416,6 +416,9 @@ def not_applicable(plan: FaultPlan, engine: EngineDescription, *, local_broker: 
     reason = plan.fault.applies(plan, engine)
     if reason is not None:
         return reason
+    if plan.fault.lets_waits_expire and engine.runs_app:
+        return (f"{engine.title} sets its waits' deadlines in its own code; graduate can "
+                "shorten only a model's")
     if plan.fault.restarts == "broker" and not local_broker:
         return plan.fault.external()
     if plan.fault.restarts == "server" and not local_server:

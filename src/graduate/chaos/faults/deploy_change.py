@@ -43,6 +43,9 @@ class DeployChange(Fault):
     at_wait = True
 
     def applies(self, plan: FaultPlan, engine: EngineDescription) -> str | None:
+        if engine.runs_app:
+            return (f"graduate cannot write a new version of {engine.title}'s code; deploy "
+                    "your change yourself and run again")
         if plan.option(VERSIONED.name) and not engine.capabilities.versioning:
             return (f"{engine.product} has no versioning guard: a team would have to build "
                     f"one (see the unversioned {NAME} for what happens without)")

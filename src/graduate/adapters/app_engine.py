@@ -1,0 +1,103 @@
+"""What the engines that run a team's own app share (no SDK here): how the team's worker
+processes are started, and how far an instance got, read from the ledger.
+
+graduate does not know the team's tables or task names, so an app engine reads an
+instance's progress from the ledger rows its `graduate.effect` calls wrote (a step is
+done once its effect applied or was absorbed), and asks the engine itself only what
+only the engine knows: whether the workflow closed (Temporal), whether the broker
+still holds a message for the instance (Celery).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from graduate.adapters.base import WORKER_READY_TIMEOUT, InstanceState
+from graduate.apps import App
+from graduate.config import env_var
+from graduate.flow import Flow, Step, Wait
+from graduate.instrument import RunContext
+from graduate.ledger import EffectRecord, Outcome
+from graduate.processes import ManagedProcess, spawn, wait_until
+from graduate.services.model import Services
+
+
+def app_environment(app: App, flow: Flow, services: Services, run_id: str,
+                    variables: Mapping[str, str | None]) -> dict[str, str]:
+    """The environment of a team's worker under a run: the harness's own (the team's
+    variables pass through), the project's folder on the path, the run's context for
+    `graduate.effect`, and the services as GRADUATE_* variables, never as arguments."""
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = os.pathsep.join(
+        [str(app.project_dir.resolve()), *filter(None, [environ.get("PYTHONPATH")])])
+    environ.update(RunContext(ledger_url=services.ledger_url, run_id=run_id,
+                              flow_source=flow.source).environ())
+    for key, value in variables.items():
+        if value is None:
+            environ.pop(env_var(key), None)
+        else:
+            environ[env_var(key)] = value
+    return environ
+
+
+def start_app_worker(name: str, module: str, arguments: Sequence[str], app: App,
+                     environ: Mapping[str, str], run_dir: Path) -> ManagedProcess:
+    """Start `python -m module ARGUMENTS` (the last argument naming its ready file is
+    added here) in its own process group, in the project's folder; return once it
+    takes work. The one place where a team's workers are spawned."""
+    ready = run_dir / "ready" / f"{name}.ready"
+    ready.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", module, arguments[0], str(ready), *arguments[1:]]
+    process = spawn(name, argv, run_dir / "logs" / f"{name}.log", env=environ,
+                    cwd=app.project_dir)
+    try:
+        wait_until(ready.exists, timeout=WORKER_READY_TIMEOUT, what=f"worker {name}",
+                   process=process)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far an instance got, from the ledger: the nodes it passed, and its state as
+    far as the effects tell (the engine may know more: a closed workflow, a failure)."""
+
+    done: tuple[str, ...]
+    state: InstanceState
+    last_effect_at: float | None
+
+
+def progress(flow: Flow, effects: Sequence[EffectRecord]) -> Progress:
+    """Done: the steps whose effect applied or was absorbed, and a wait or timer once a
+    step after it or a compensation ran. Completed when every step is done; compensated when every
+    done step owed a compensation has one; waiting when the next node is a wait."""
+    landed = {e.step for e in effects if e.kind == "effect"
+              and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)}
+    undone = {e.step for e in effects if e.kind == "compensation"
+              and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)}
+    compensating = any(e.kind == "compensation" for e in effects)
+    done: list[str] = []
+    later_landed = set(landed)
+    for node in flow.nodes:
+        if isinstance(node, Step):
+            later_landed.discard(node.name)
+            if node.name in landed:
+                done.append(node.name)
+        elif later_landed or compensating:  # a wait or a timer, passed
+            done.append(node.name)
+    last = max((e.finished_at for e in effects), default=None)
+    owed = [s.name for s in flow.compensations_for(sorted(landed))]
+    if compensating and all(name in undone for name in owed):
+        return Progress(tuple(done), InstanceState.COMPENSATED, last)
+    if all(s.name in landed for s in flow.steps):
+        return Progress(tuple(done), InstanceState.COMPLETED, last)
+    upcoming = next((n for n in flow.nodes if n.name not in done), None)
+    if isinstance(upcoming, Wait) and not compensating:
+        return Progress(tuple(done), InstanceState.WAITING, None)
+    return Progress(tuple(done), InstanceState.RUNNING, None)

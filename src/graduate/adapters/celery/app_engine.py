@@ -1,0 +1,181 @@
+"""The Engine protocol on a team's own Celery app: its workers (and beat), its start and
+signal functions, and what its broker still holds for an instance.
+
+Celery keeps no record of a business instance; the team's tables are its own. So the
+instance's progress comes from the ledger (`graduate.effect`), and what Celery holds
+from the broker: a message that carries graduate's correlation header for the
+instance, queued or taken but not acknowledged. The effective settings (the app's own,
+a profile's overrides over them) go into the run's evidence.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from graduate.adapters.app_engine import app_environment, progress, start_app_worker
+from graduate.adapters.base import HistoryEvent, InstanceStatus, WorkerGroup
+from graduate.adapters.celery import application
+from graduate.adapters.celery.app_worker import SETTINGS_VARIABLE, connect_services, load_app
+from graduate.adapters.celery.broker import BrokerView
+from graduate.adapters.celery.description import APP
+from graduate.adapters.celery.instrument import HEADER, install
+from graduate.adapters.celery.settings import TRANSPORT_OPTIONS
+from graduate.apps import App, project_on_path
+from graduate.errors import ConfigError, EngineError
+from graduate.flow import Flow, InstanceRequest
+from graduate.instrument import Correlation
+from graduate.ledger import Ledger
+from graduate.processes import ManagedProcess
+from graduate.services.model import Services
+
+MODULE = "graduate.adapters.celery.app_worker"
+# A moving task is briefly in no list (popped, not yet in the unacked hash): a "no" is
+# only given after a second look.
+HOLD_SETTLE = 0.5
+
+
+class CeleryAppEngine:
+    """Runs a team's declared Celery app; judged against `flow`, what it implements."""
+
+    name = APP.name
+    capabilities = APP.capabilities
+
+    def __init__(self, app: App, flow: Flow, services: Services, run_dir: Path, *,
+                 settings: dict[str, Any] | None = None,
+                 worker_services: Services | None = None) -> None:
+        if not services.broker_url:
+            raise ConfigError("a team's Celery app needs a broker; give it with --broker-url, "
+                              "or let graduate start a local Redis")
+        self.app = app
+        self.declaration = app.engines["celery"]
+        self.flow = flow
+        self.run_dir = run_dir
+        self.services = services
+        self.worker_services = worker_services or services
+        self.overrides = dict(settings or {})
+        APP.check_settings(self.overrides)
+        with project_on_path(app.project_dir):
+            self._celery = load_app(self.declaration["app"])
+        # The run's broker, also for what this process sends (start, signal).
+        connect_services(self._celery, services.broker_url, services.result_backend_url)
+        install()
+        # Evidence: the team's own values, then what the profile changed.
+        self.settings: dict[str, Any] = {**application.app_settings(self._celery),
+                                         **self.overrides}
+        transport = {**(self._celery.conf.broker_transport_options or {}),
+                     **{k: v for k, v in self.overrides.items() if k in TRANSPORT_OPTIONS}}
+        self._broker = BrokerView(services.broker_url, transport)
+        self._ledger = Ledger(services.ledger_url)
+        self._requests: dict[str, InstanceRequest] = {}
+        self._launched: dict[str, int] = {}
+
+    def start_workers(self, count: int) -> WorkerGroup:
+        """Start `count` workers, and the app's beat when it declares one."""
+        group = WorkerGroup()
+        try:
+            for _ in range(count):
+                group.processes.append(self.start_worker())
+            if self.declaration["beat"]:
+                group.processes.append(self._launch("beat"))
+        except BaseException:
+            group.stop()
+            raise
+        return group
+
+    def start_worker(self) -> ManagedProcess:
+        return self._launch("worker")
+
+    def replace(self, process: ManagedProcess) -> ManagedProcess:
+        return self._launch("beat" if "-beat-" in process.name else "worker")
+
+    def _launch(self, role: str) -> ManagedProcess:
+        self._launched[role] = self._launched.get(role, 0) + 1
+        name = f"{self.app.name}-celery-{role}-{self._launched[role]}"
+        environ = app_environment(self.app, self.flow, self.worker_services, self.run_dir.name,
+                                  {"broker_url": self.worker_services.broker_url,
+                                   "result_backend_url": self.worker_services.result_backend_url})
+        environ[SETTINGS_VARIABLE] = json.dumps(self.overrides)
+        if role == "beat":
+            arguments = ["beat", str(self.run_dir / f"{name}.schedule")]
+        else:
+            # One process per pool child, as the strategies run: a kill takes one task.
+            arguments = ["--pool", "prefork", "--concurrency", "1", "--without-mingle",
+                         "--without-gossip", "-Q", ",".join(self.declaration["queues"]),
+                         "-n", f"{name}@%h", "--loglevel", "INFO"]
+        return start_app_worker(name, MODULE, [self.declaration["app"], *arguments],
+                                self.app, environ, self.run_dir)
+
+    def deploy(self, flow: Flow, previous: Flow | None = None) -> None:
+        raise EngineError(f"graduate cannot deploy a new version of {self.app.name}'s own "
+                          "code; deploy it yourself and run again")
+
+    def start(self, request: InstanceRequest) -> None:
+        self._requests[request.instance_id] = request
+        with project_on_path(self.app.project_dir):
+            application.start(self.declaration, request)
+
+    def start_duplicate(self, request: InstanceRequest) -> str | None:
+        """Celery keeps no record of which instances run: the team's start function
+        decides. An error it raises is its refusal."""
+        try:
+            self.start(request)
+        except Exception as error:  # the team's code refuses in a way of its own
+            return f"the team's start function refused it: {type(error).__name__}: {error}"
+        return None
+
+    def cancel(self, instance_id: str) -> None:
+        raise EngineError(f"app {self.app.name!r} declares no way to cancel an instance on "
+                          f"Celery, so graduate cannot roll {instance_id} back")
+
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
+        if "signal" not in self.declaration:
+            raise EngineError(f"app {self.app.name!r} declares no signal function")
+        # Started by this engine, or by an earlier command (`graduate signal`): the
+        # ledger keeps every instance's correlation.
+        request = self._requests.get(instance_id) or self._ledger.instance(instance_id).request
+        with project_on_path(self.app.project_dir):
+            application.signal(self.declaration, request, name, payload)
+
+    def status(self, instance_id: str) -> InstanceStatus:
+        found = progress(self.flow, self._ledger.effects(instance_id=instance_id))
+        finished_at = found.last_effect_at if found.state.finished else None
+        return InstanceStatus(found.state, found.done, finished_at)
+
+    def history(self, instance_id: str) -> list[HistoryEvent]:
+        """Celery keeps no history of an instance: what the ledger saw of its tasks."""
+        return [HistoryEvent(at=e.started_at, kind=f"{e.kind}-{e.outcome.value}",
+                             detail=f"{e.step} attempt {e.attempt} in pid {e.worker_pid}")
+                for e in self._ledger.effects(instance_id=instance_id)]
+
+    def holds(self, instance_id: str) -> bool:
+        """Whether the broker holds a message for the instance: queued on the app's queues
+        or taken by a worker and not acknowledged (a countdown waiting in a worker's
+        memory, a late-acknowledged task in flight; both come back once the visibility
+        timeout passes). A task acknowledged early whose worker died is nowhere: lost.
+        With a broker that cannot be read without consuming (AMQP), True: nothing proves
+        the messages are gone."""
+        if self.status(instance_id).state.finished:
+            return False
+        for look in range(2):
+            if look:
+                time.sleep(HOLD_SETTLE)
+            messages = self._broker.messages(self.declaration["queues"])
+            if messages is None:
+                return True
+            for message in messages:
+                correlation = Correlation.from_header((message.get("headers") or {}).get(HEADER))
+                if correlation is not None and correlation.instance_id == instance_id:
+                    return True
+        return False
+
+    def close(self) -> None:
+        # The results of what the team's start sent unsubscribe from the result backend
+        # when collected: let them, while the backend is still up.
+        gc.collect()
+        self._celery.close()
+        self._broker.close()
+        self._ledger.close()

@@ -1,0 +1,145 @@
+"""The crash-resume suite on a team's own code: the partner approval example
+(examples/partner_approval_app/), declared in the repository's pyproject.toml, run by
+graduate's pytest plugin exactly as a team's CI runs its app: `chaos("APP", ...)`.
+
+Three instances are in flight when the worker holding the armed step is killed (SIGKILL
+to its process group); each test asserts what the engine's semantics predict:
+
+- Temporal records the workflow's progress in the server: every instance resumes at the
+  step in flight. Killed before the portal was called, nothing runs twice; killed after
+  the call but before the activity completed, the activity is retried and the portal,
+  which takes no idempotency key, activates the partner a second time.
+- The Celery app acknowledges late (its own settings). With the Redis transport an
+  unacknowledged task comes back only after the visibility timeout: an hour by default,
+  so within the run the broker still holds the task and the instance is stuck. With the
+  tuned profile (a 10 s visibility timeout) the task comes back, runs again, and the
+  portal call is duplicated. With Celery's default early acknowledgement (the project's
+  "early-ack" profile) the task in hand is gone with its worker, and with it the rest of
+  the chain: the partner is activated and never welcomed. The approval's deadline
+  countdown is still held by the broker, so graduate calls the instance stuck rather than
+  lost: it cannot know that the countdown will do nothing to an approved partner.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from graduate.check import InstanceVerdict, Verdict
+from graduate.testing.outcome import ChaosOutcome
+from graduate.testing.plugin import ChaosRunner
+
+APP = "partner_approval_app"
+INSTANCES = 3
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def approvals_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Celery version's own table, in the test's folder (its workers inherit it)."""
+    monkeypatch.setenv("PARTNER_APPROVAL_DB", str(tmp_path / "approvals.sqlite3"))
+
+
+def recorded_settings(outcome: ChaosOutcome) -> dict[str, Any]:
+    """The engine settings the run's evidence records."""
+    assert outcome.result.evidence is not None
+    record = json.loads(outcome.result.evidence.read_text(encoding="utf-8"))
+    settings: dict[str, Any] = record["settings"]
+    return settings
+
+
+def applied(instance: InstanceVerdict, step: str) -> int:
+    return sum(e.applied + e.absorbed for e in instance.effects
+               if e.step == step and e.kind == "effect")
+
+
+def test_temporal_resumes_every_instance_at_the_step_in_flight(chaos: ChaosRunner) -> None:
+    outcome = chaos(APP, engine="temporal", fault="kill-worker", at="activate:before-effect",
+                    instances=INSTANCES, timeout=90)
+
+    outcome.assert_ok()
+    outcome.assert_all(Verdict.COMPLETED)
+    assert outcome.result.engine == "temporal-app"
+    assert any(i.resume is not None for i in outcome.instances)
+    for instance in outcome.instances:
+        assert [applied(instance, s) for s in ("create_record", "request_approval",
+                                               "activate", "notify")] == [1, 1, 1, 1]
+
+
+def test_temporal_retries_the_step_in_flight_and_the_unkeyed_portal_call_runs_twice(
+        chaos: ChaosRunner) -> None:
+    outcome = chaos(APP, engine="temporal", fault="kill-worker", at="activate:after-effect",
+                    instances=INSTANCES, timeout=90)
+
+    outcome.assert_all(Verdict.COMPLETED)
+    hit = [i for i in outcome.instances if i.resume is not None]
+    assert hit
+    for instance in hit:
+        assert instance.resume is not None
+        assert instance.resume.exact
+        assert instance.resume.resumed_at == "activate"
+        assert applied(instance, "activate") == 2
+        assert applied(instance, "notify") == 1
+
+
+@pytest.mark.usefixtures("approvals_table")
+def test_celery_late_ack_keeps_the_task_in_the_broker_until_the_visibility_timeout(
+        chaos: ChaosRunner) -> None:
+    outcome = chaos(APP, engine="celery", fault="kill-worker", at="activate:after-effect",
+                    instances=INSTANCES, timeout=30)
+
+    # The app's own settings are what evidence records (Celery's prefetch default is 4).
+    settings = recorded_settings(outcome)
+    assert (settings["task_acks_late"], settings["worker_prefetch_multiplier"],
+            settings["visibility_timeout"]) == (True, 1, 3600)
+    hit = [i for i in outcome.instances if i.resume is not None]
+    assert hit
+    for instance in hit:
+        assert instance.verdict is Verdict.STUCK, instance.reason
+        assert "still holds it" in instance.reason
+        assert applied(instance, "activate") == 1
+        assert applied(instance, "notify") == 0
+
+
+@pytest.mark.usefixtures("approvals_table")
+def test_celery_late_ack_with_a_short_visibility_timeout_runs_the_task_again(
+        chaos: ChaosRunner) -> None:
+    outcome = chaos(APP, engine="celery", fault="kill-worker", at="activate:after-effect",
+                    instances=INSTANCES, profile="tuned", timeout=90)
+
+    # The profile's overrides, over the app's own settings.
+    settings = recorded_settings(outcome)
+    assert (settings["task_acks_late"], settings["visibility_timeout"]) == (True, 10)
+    outcome.assert_all(Verdict.COMPLETED)
+    hit = [i for i in outcome.instances if i.resume is not None]
+    assert hit
+    for instance in hit:
+        assert instance.resume is not None
+        assert instance.resume.resumed_at == "activate"
+        assert applied(instance, "activate") == 2
+        assert applied(instance, "notify") == 1
+
+
+@pytest.mark.usefixtures("approvals_table")
+def test_celery_early_ack_loses_the_task_in_hand_and_the_rest_of_the_chain(
+        chaos: ChaosRunner) -> None:
+    # The project's profile "early-ack": the tuned profile with Celery's default ack.
+    outcome = chaos(APP, engine="celery", fault="kill-worker", at="activate:after-effect",
+                    instances=INSTANCES, profile="early-ack", timeout=30)
+
+    settings = recorded_settings(outcome)
+    assert (settings["task_acks_late"], settings["visibility_timeout"]) == (False, 10)
+    hit = [i for i in outcome.instances if i.resume is not None]
+    assert hit
+    for instance in hit:
+        # Acknowledged before it ran: even with the visibility timeout that brings a
+        # late-acknowledged task back in 10 s, activate never runs again, nor notify.
+        # The deadline countdown is all the broker still holds of it.
+        assert instance.verdict is Verdict.STUCK, instance.reason
+        assert instance.resume is not None
+        assert instance.resume.resumed_at is None
+        assert applied(instance, "activate") == 1
+        assert applied(instance, "notify") == 0
