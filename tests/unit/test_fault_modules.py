@@ -319,3 +319,12 @@ def test_graduate_deploys_no_change_of_a_teams_own_code(flow: Flow) -> None:
     assert reason(plan, describe("celery-app")) == (
         "graduate cannot write a new version of the team's Celery app's code; deploy your "
         "change yourself and run again")
+
+
+def test_a_rollback_is_rehearsed_only_where_an_instance_can_be_cancelled(flow: Flow) -> None:
+    plan = parse_plan(rollback_rehearsal.NAME, "approval:during-wait", flow)
+
+    assert reason(plan, describe("temporal-app")) is None
+    assert reason(plan, describe("celery-app")) == (
+        "the team's Celery app offers no way to cancel an instance: there is nothing to ask "
+        "for a rollback")

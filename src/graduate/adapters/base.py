@@ -70,6 +70,8 @@ class Capabilities:
     pool_children: bool = False
     broker: bool = False
     server: bool = False
+    # An operator can ask the engine to stop an instance and undo it (`Engine.cancel`).
+    cancellation: bool = True
 
 
 @dataclass(frozen=True)

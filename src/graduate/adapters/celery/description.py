@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +95,8 @@ APP = EngineDescription(
     name="celery-app", title="the team's Celery app", product="Celery", side="celery",
     summary="the team's own Celery app and tasks, run by graduate with its own settings "
             "(a profile overrides them)",
-    capabilities=_capabilities(durable_progress=False),
+    # The team's app declares no cancel: nothing graduate can ask it to roll back with.
+    capabilities=replace(_capabilities(durable_progress=False), cancellation=False),
     needs_server=False, needs_broker=True, open=_open_app, check_settings=_checker("app"),
     tuned=_TUNED,
     example_setting="task_acks_late = true", runs_app="celery",

@@ -50,6 +50,9 @@ class RollbackRehearsal(Fault):
         if not engine.capabilities.compensation:
             return (f"{engine.product} has no compensation path: there is nothing to "
                     "rehearse a rollback with")
+        if not engine.capabilities.cancellation:
+            return (f"{engine.title} offers no way to cancel an instance: there is nothing "
+                    "to ask for a rollback")
         return None
 
     def variant(self, plan: FaultPlan) -> str:
