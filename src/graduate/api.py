@@ -32,7 +32,13 @@ from graduate.chaos.faults import (
     stop_worker,
 )
 from graduate.chaos.harness import ChaosOptions, ChaosResult, TimelineEvent, run_chaos
-from graduate.chaos.matrix import DEFAULT_FAULTS, CellOutcome, MatrixSpec, run_matrix
+from graduate.chaos.matrix import (
+    DEFAULT_FAULTS,
+    DEFAULT_INSTANCES,
+    CellOutcome,
+    MatrixSpec,
+    run_matrix,
+)
 from graduate.chaos.profiles import profile_settings
 from graduate.config import Settings, load_settings
 from graduate.errors import ConfigError
@@ -96,7 +102,8 @@ def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
 def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None = None,
           instances: int = 1, profile: str = "defaults", timeout: float = 90.0,
           restart_delay: float = 1.0, partition_for: float = 5.0, versioned: bool = False,
-          cold: bool = False, change: str = "reorder", wait_deadline: float | None = None,
+          cold: bool = False, change: str = "reorder", hit: str = "one",
+          wait_deadline: float | None = None,
           decisions: Mapping[str, Decision] | None = None, settings: Settings | None = None,
           evidence: Path | None = None,
           on_event: Callable[[TimelineEvent], None] | None = None,
@@ -110,7 +117,9 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
     `WAIT:during-wait` or `+SECONDS`. The harness restarts what it killed after
     `restart_delay` seconds; a partition lasts `partition_for` seconds; `versioned`
     deploys with the engine's versioning guard, `change` says what the deploy changes
-    (reorder or add-step); `cold` makes stop-worker a cold shutdown. `wait_deadline`
+    (reorder or add-step); `cold` makes stop-worker a cold shutdown. With several
+    `instances` the fault hits the first to reach `at` (`hit="one"`) or each one as it
+    gets there (`hit="all"`); every instance is judged. `wait_deadline`
     shortens the flow's waits for the run: a wait-timeout run needs its wait to end
     before `timeout`. Every wait is approved unless `decisions` says otherwise. The run
     is stored in `evidence` (default: the project's evidence folder) and its result
@@ -128,7 +137,7 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
     engine_settings = profile_settings(profile, engine, project)
     chosen, flags = parse_label(fault)
     plan = parse_plan(chosen, at, loaded, restart_delay=restart_delay,
-                      partition_for=partition_for,
+                      partition_for=partition_for, hit=hit,
                       options={deploy_change.VERSIONED.name: versioned,
                                deploy_change.CHANGE.name: change,
                                stop_worker.COLD.name: cold, **flags})
@@ -146,7 +155,8 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
 
 def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = None,
            faults: Sequence[str] = DEFAULT_FAULTS, profiles: Sequence[str] = ("defaults",),
-           at: str | None = None, instances: int = 1, timeout: float = 90.0,
+           at: str | None = None, instances: int = DEFAULT_INSTANCES, hit: str = "one",
+           change: str = "reorder", timeout: float = 90.0,
            restart_delay: float = 1.0, wait_deadline: float = 5.0,
            resume: bool | str = False, settings: Settings | None = None,
            evidence: Path | None = None,
@@ -158,7 +168,9 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
     `engines` defaults to every engine (for a team's declared app: those it declares).
     `faults` are fault names, each
     `FAULT[+OPTION][@STEP:POINT]` (`stop-worker+cold` for a fault's flag); `at` is the point
-    of faults given without one (default: the first step after the first wait). In
+    of faults given without one (default: the first step after the first wait). Each
+    cell runs `instances` instances, the fault hitting one of them or, with
+    `hit="all"`, each; deploy-change cells deploy `change` (reorder or add-step). In
     wait-timeout cells the waits last `wait_deadline` seconds. `resume=True` continues
     the latest matrix in `evidence`, `resume="m1a2b3c"` that one, running only the
     cells left (`flow` and the other options then come from the matrix file).
@@ -182,7 +194,7 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
                                    if engines is None else tuple(engines)),
                           faults=tuple(faults), profiles=tuple(profiles), at=at,
                           instances=instances, timeout=timeout, restart_delay=restart_delay,
-                          wait_deadline=wait_deadline)
+                          wait_deadline=wait_deadline, hit=hit, change=change)
         expiring = [kind for kind, _ in (parse_label(item.partition("@")[0])
                                          for item in spec.faults) if kind.lets_waits_expire]
         if expiring:

@@ -158,7 +158,8 @@ _SCHEMA = (
         system TEXT NOT NULL, idempotency_key TEXT NOT NULL,
         PRIMARY KEY (system, idempotency_key))""",
     # Deterministic fault points: an armed step marks the row reached (with its pid) and
-    # pauses until the harness, having fired its fault, releases it.
+    # pauses until the harness, having fired its fault, releases it; a point the harness
+    # no longer wants is disarmed before any call reaches it.
     """CREATE TABLE IF NOT EXISTS fault_points (
         instance_id TEXT NOT NULL, step TEXT NOT NULL, point TEXT NOT NULL,
         state TEXT NOT NULL, reached_pid INTEGER, reached_at DOUBLE PRECISION,
@@ -372,7 +373,8 @@ class Ledger:
                             "VALUES (?, ?, ?, 'armed')", [instance_id, step, point])
 
     def reached(self, instance_id: str, step: str, point: PausePoint) -> PointReached | None:
-        """The process paused at the point, once it got there."""
+        """The process paused at the point, once it got there (a point disarmed before
+        any call reached it was never reached)."""
         rows = self.db.query(
             "SELECT reached_pid, reached_at FROM fault_points WHERE instance_id = ? AND "
             "step = ? AND point = ? AND reached_at IS NOT NULL",
@@ -382,10 +384,14 @@ class Ledger:
         return PointReached(instance_id, step, point, int(rows[0][0]), float(rows[0][1]))
 
     def release(self, instance_id: str, step: str, point: PausePoint) -> None:
-        """Let a paused step go on (or disarm a point not reached yet)."""
-        self.db.execute("UPDATE fault_points SET state = 'released', released_at = ? "
-                        "WHERE instance_id = ? AND step = ? AND point = ?",
-                        [time.time(), instance_id, step, point])
+        """Let a paused step go on, or disarm a point not reached yet."""
+        with self.db.transaction():
+            self.db.execute("UPDATE fault_points SET state = 'released', released_at = ? "
+                            "WHERE instance_id = ? AND step = ? AND point = ? AND "
+                            "state = 'reached'", [time.time(), instance_id, step, point])
+            self.db.execute("UPDATE fault_points SET state = 'disarmed' WHERE "
+                            "instance_id = ? AND step = ? AND point = ? AND state = 'armed'",
+                            [instance_id, step, point])
 
     def pause_at(self, instance_id: str, step: str, point: PausePoint,
                  heartbeat: Callable[[], None] | None = None) -> None:

@@ -42,12 +42,12 @@ def own_services(settings: Settings) -> Settings:
 
 def chaos(settings: Settings, path: Path, engine: str, fault: str, at: str | None, *,
           profile: str = "defaults", timeout: float = 30, instances: int = 1,
-          wait_deadline: float | None = None) -> ChaosResult:
+          wait_deadline: float | None = None, hit: str = "one") -> ChaosResult:
     flow = load_flow(path)
     options = ChaosOptions(
         run=RunOptions(flow=str(path), engine=engine, instances=instances, timeout=timeout,
                        decisions=approve_all(flow)),
-        plan=parse_plan(fault, at, flow, restart_delay=0.5), profile=profile,
+        plan=parse_plan(fault, at, flow, restart_delay=0.5, hit=hit), profile=profile,
         wait_deadline=wait_deadline)
     return run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
 
@@ -362,3 +362,37 @@ def test_celery_cold_shutdown_abandons_the_task_in_hand(settings: Settings,
     assert instance.verdict is Verdict.LOST
     assert applied(settings, instance, "activate") == []
     assert applied(settings, instance, "notify") == []
+
+
+@pytest.mark.parametrize("engine", ["temporal", "celery-chain"])
+def test_a_fault_among_several_instances_hits_the_one_at_its_point_and_judges_all(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    """Three instances, one armed point: the fault fires once the first reaches it; the
+    points the others never reached are disarmed, not reported as reached."""
+    result = chaos(settings, flow_file("chaos"), engine, "kill-worker",
+                   "activate:after-effect", profile="tuned", instances=3, timeout=60)
+
+    assert result.fired, result.reason
+    assert result.evidence is not None
+    assert result.evidence.exists()
+    assert len(result.instances) == 3
+    at_point = [i for i in result.instances
+                if i.resume is not None and i.resume.in_flight == "activate"]
+    assert at_point, "the instance at the armed point was not counted as hit"
+    assert [i.verdict for i in result.instances] == [Verdict.COMPLETED] * 3
+    for instance in result.instances:
+        assert applied(settings, instance, "notify") == [Outcome.APPLIED]
+
+
+def test_a_fault_meant_for_every_instance_fires_until_each_was_hit_at_its_point(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    result = chaos(settings, flow_file("chaos"), "temporal", "kill-worker",
+                   "activate:before-effect", instances=3, timeout=60, hit="all")
+
+    assert result.fired, result.reason
+    assert [i.resume is not None and i.resume.in_flight for i in result.instances] == [
+        "activate"] * 3
+    assert [i.verdict for i in result.instances] == [Verdict.COMPLETED] * 3
+    assert result.verdict.passed, result.verdict.failures
+    for instance in result.instances:
+        assert applied(settings, instance, "activate") == [Outcome.APPLIED]

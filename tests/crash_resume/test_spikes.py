@@ -2,7 +2,8 @@
 graduate's own pytest plugin, exactly as a user's CI would run it.
 
 Each test kills, stops, restarts or cuts off what runs the spike while a step is in
-flight, and asserts the required properties: nothing lost or stuck, no unabsorbed
+flight, with several instances in flight (the fault hitting one of them, or each), and
+asserts the required properties for all of them: nothing lost or stuck, no unabsorbed
 duplicate, resume at the step in flight. `--graduate-evidence DIR` keeps the runs for
 `graduate report` and `graduate adr attach`.
 """
@@ -18,17 +19,20 @@ from graduate.flow import load_flow
 from graduate.testing.plugin import ChaosRunner
 
 SPIKES = sorted((Path(__file__).resolve().parents[2] / "spikes").glob("*.toml"))
+INSTANCES = 3
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.graduate(engines=["temporal"],
                       faults=["kill-worker", "stop-worker", "restart-server", "partition"])
+@pytest.mark.parametrize("hit", ["one", "all"])
 @pytest.mark.parametrize("spike", SPIKES, ids=[p.stem for p in SPIKES])
-def test_the_target_engine_resumes_every_spike(chaos: ChaosRunner, spike: Path,
+def test_the_target_engine_resumes_every_spike(chaos: ChaosRunner, spike: Path, hit: str,
                                                graduate_engine: str,
                                                graduate_fault: str) -> None:
     outcome = chaos(str(spike), engine=graduate_engine, fault=graduate_fault,
-                    at=default_point(load_flow(spike)), timeout=60)
+                    at=default_point(load_flow(spike)), instances=INSTANCES, hit=hit,
+                    timeout=90)
 
     outcome.assert_ok()
 
@@ -40,6 +44,7 @@ def test_every_spike_survives_a_versioned_deploy(chaos: ChaosRunner, spike: Path
                                                  graduate_fault: str) -> None:
     flow = load_flow(spike)
     outcome = chaos(str(spike), engine=graduate_engine, fault=graduate_fault,
-                    at=f"{flow.waits[0].name}:during-wait", versioned=True, timeout=60)
+                    at=f"{flow.waits[0].name}:during-wait", versioned=True,
+                    instances=INSTANCES, hit="all", timeout=90)
 
     outcome.assert_ok()

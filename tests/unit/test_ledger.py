@@ -401,3 +401,19 @@ def test_a_ledger_written_before_effect_errors_were_recorded_gains_their_columns
     assert (first.instance_id, first.error_type, first.error_message) == ("i", "", "")
     assert second.step == "create"
     ledger.close()
+
+
+def test_a_point_disarmed_before_it_was_reached_is_not_reached_and_does_not_pause(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    """The harness releases every instance's point once the fault fired; one that no
+    call had reached is disarmed, so a later call neither pauses nor counts as hit."""
+    request = make_request()
+    ledger.arm(request.instance_id, "create", "before-effect")
+    ledger.release(request.instance_id, "create", "before-effect")
+
+    outcome = ledger.call(mini_flow, request, step(mini_flow, "create"), attempt=1,
+                          engine="temporal")
+
+    assert outcome is Outcome.APPLIED
+    assert ledger.reached(request.instance_id, "create", "before-effect") is None

@@ -50,7 +50,7 @@ from graduate.flow import (
     load_flow,
     write_flow_json,
 )
-from graduate.ledger import Ledger, PointReached
+from graduate.ledger import Ledger, PausePoint, PointReached
 from graduate.runner import RunOptions
 from graduate.runs.record import (
     EnvironmentRecord,
@@ -156,7 +156,16 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
                                    deadline=deadline)
             if fired:
                 plan.fault.fire(context)
-            _release_all(session, plan)
+                hit = _paused(session, plan)
+                # To hit every instance, the fault fires again for each that reaches its point.
+                while plan.hit == "all" and plan.point != "during-wait":
+                    again, reached, _ = _await_trigger(session, plan, timeline, deadline,
+                                                       skip=hit)
+                    if not again:
+                        break
+                    plan.fault.fire(replace(context, reached=reached))  # the same acts
+                    hit |= _paused(session, plan)
+            _release_all(session, plan, disarm=True)
             arming.held.clear()
             # Recover: the supervisor restarts what died until every instance finished.
             statuses = session.watch(deadline, revive_after=plan.restart_delay)
@@ -186,34 +195,56 @@ def _flow_for_run(settings: Settings, options: ChaosOptions) -> Flow:
                            folder / f"{flow.name}-wait-{options.wait_deadline:g}s.json")
 
 
-def _release_all(session: RunSession, plan: FaultPlan) -> None:
+def _release_all(session: RunSession, plan: FaultPlan, *, disarm: bool | None = None) -> None:
+    """Let every step paused at the fault point go on. The points no call reached yet
+    are disarmed too, unless the fault is still to hit every instance."""
     if plan.step and plan.point in ("before-effect", "after-effect"):
+        point: PausePoint = plan.point  # type: ignore[assignment]
+        keep_armed = not (plan.hit == "one" if disarm is None else disarm)
         for instance_id in session.instance_ids:
-            session.ledger.release(instance_id, plan.step, plan.point)  # type: ignore[arg-type]
+            if keep_armed and session.ledger.reached(instance_id, plan.step, point) is None:
+                continue
+            session.ledger.release(instance_id, plan.step, point)
+
+
+def _paused(session: RunSession, plan: FaultPlan) -> set[str]:
+    """The instances whose call has reached the fault point so far."""
+    if not (plan.step and plan.point in ("before-effect", "after-effect")):
+        return set(session.instance_ids)
+    point: PausePoint = plan.point  # type: ignore[assignment]
+    return {iid for iid in session.instance_ids
+            if session.ledger.reached(iid, plan.step, point) is not None}
 
 
 def _await_trigger(session: RunSession, plan: FaultPlan, timeline: Timeline,
-                   deadline: float) -> tuple[bool, PointReached | None, str]:
-    """Wait until the fault point is reached: (fired?, who reached it, why not)."""
+                   deadline: float, *, skip: set[str] | None = None,
+                   ) -> tuple[bool, PointReached | None, str]:
+    """Wait until the fault point is reached by an instance not in `skip`: (fired?, who
+    reached it, why not)."""
     if not plan.fault.fires:
         return False, None, "no fault planned"
     found: list[PointReached] = []
     start = time.monotonic()
+    waiting = [iid for iid in session.instance_ids if iid not in (skip or set())]
 
     def reached(statuses: dict[str, InstanceStatus]) -> bool:
         if plan.offset is not None:
             return time.monotonic() - start >= plan.offset
         if plan.point == "during-wait":
             wait = find_wait(session.flow, plan.step)
-            return any(s.state is InstanceState.WAITING and wait.name not in s.done
-                       for s in statuses.values())
-        for instance_id in session.instance_ids:
+            parked = [s.state is InstanceState.WAITING and wait.name not in s.done
+                      for s in statuses.values() if not s.state.finished]
+            # Hitting every instance: the fault fires once all of them wait there.
+            return bool(parked) and (all(parked) if plan.hit == "all" else any(parked))
+        for instance_id in waiting:
             hit = session.ledger.reached(instance_id, plan.step or "",
                                          plan.point)  # type: ignore[arg-type]
             if hit is not None:
                 found.append(hit)
                 return True
-        return False
+        # Every instance still to hit has finished without reaching the point.
+        return bool(skip) and all(statuses[i].state.finished for i in waiting
+                                  if i in statuses)
 
     statuses = session.watch(deadline, until=reached)
     if found:
@@ -221,6 +252,8 @@ def _await_trigger(session: RunSession, plan: FaultPlan, timeline: Timeline,
         timeline.add(POINT_REACHED,
                      f"{hit.instance_id} at {hit.step}:{hit.point} in pid {hit.pid}", at=hit.at)
         return True, hit, ""
+    if skip:
+        return False, None, "no other instance reached the fault point"
     if reached(statuses):
         timeline.add(POINT_REACHED, plan.describe())
         return True, None, ""
@@ -232,10 +265,13 @@ def _await_trigger(session: RunSession, plan: FaultPlan, timeline: Timeline,
 
 
 def _hit(session: RunSession, plan: FaultPlan, instance_id: str,
-         status: InstanceStatus | None, fault_at: float | None) -> PointReached | None:
-    """Where the fault caught this instance, or None if it did not catch it."""
-    if fault_at is None or plan.step is None or not plan.fault.expects_resume:
+         status: InstanceStatus | None,
+         fired: list[float]) -> tuple[PointReached, float] | None:
+    """Where a fault caught this instance, and when that fault fired; None if none did.
+    (A fault fires more than once when it is to hit every instance.)"""
+    if not fired or plan.step is None or not plan.fault.expects_resume:
         return None
+    fault_at = fired[0]
     if plan.point == "during-wait":
         # Parked at the wait when the fault fired: no effect of a later step before it.
         names = [n.name for n in session.flow.nodes]
@@ -244,10 +280,14 @@ def _hit(session: RunSession, plan: FaultPlan, instance_id: str,
                  if e.started_at < fault_at and e.step in later]
         if early or status is None:
             return None
-        return PointReached(instance_id, plan.step, "during-wait", 0, fault_at)
+        return PointReached(instance_id, plan.step, "during-wait", 0, fault_at), fault_at
     reached = session.ledger.reached(instance_id, plan.step, plan.point)  # type: ignore[arg-type]
-    # One that reached its point only after the fault was not hit by it.
-    return reached if reached is not None and reached.at <= fault_at else None
+    if reached is None:
+        return None
+    # The first fault after it reached its point; one that reached it after the last
+    # fault was not hit.
+    at = next((moment for moment in fired if moment >= reached.at), None)
+    return None if at is None else (reached, at)
 
 
 def _holds(session: RunSession, instance_id: str) -> bool | None:
@@ -271,15 +311,17 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
            histories: dict[str, list[HistoryEvent]], *, applicable: bool, fired: bool,
            reason: str, acts: FaultActs | None = None) -> ChaosResult:
     ledger = session.ledger
-    fault_at = timeline.first(FAULT_FIRED)
+    fault_times = [timeline.started + e.at for e in timeline.events
+                   if e.kind == FAULT_FIRED.kind]
     verdicts = []
     for request in session.requests:
         iid = request.instance_id
-        reached = _hit(session, options.plan, iid, statuses.get(iid), fault_at)
+        hit = _hit(session, options.plan, iid, statuses.get(iid), fault_times)
         entry, effects = ledger.instance(iid), ledger.effects(instance_id=iid)
         judged = judge_instance(flow, entry, effects, statuses[iid],
-                                engine_holds=holds.get(iid), reached=reached,
-                                fault_at=fault_at)
+                                engine_holds=holds.get(iid),
+                                reached=hit[0] if hit else None,
+                                fault_at=hit[1] if hit else None)
         verdicts.append(judge_acts(judged, flow, entry, effects, statuses[iid],
                                    acts or FaultActs()))
     verdict = judge_run(verdicts)

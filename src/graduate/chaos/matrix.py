@@ -17,6 +17,7 @@ from graduate.apps import Target, resolve_target
 from graduate.chaos.faults import (
     Fault,
     FaultPlan,
+    deploy_change,
     double_start,
     fault_names,
     kill_pool_child,
@@ -47,8 +48,11 @@ DEFAULT_FAULTS = (none.NAME, kill_worker.NAME, kill_pool_child.NAME, stop_worker
                   restart_broker.NAME, restart_server.NAME, wait_timeout.NAME,
                   double_start.NAME, rollback_rehearsal.NAME)
 # A cell, as planned and as the matrix file keeps it, is the stored record's.
-__all__ = ["DEFAULT_FAULTS", "CellOutcome", "MatrixSpec", "default_point", "plan_cells",
-           "run_matrix", "summarise"]
+__all__ = ["DEFAULT_FAULTS", "DEFAULT_INSTANCES", "CellOutcome", "MatrixSpec",
+           "default_point", "plan_cells", "run_matrix", "summarise"]
+# Several instances in flight, as in production: the fault hits one of them (or, with
+# hit="all", each), and the checker judges what it did to the others too.
+DEFAULT_INSTANCES = 3
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,12 @@ class MatrixSpec:
     faults: tuple[str, ...] = DEFAULT_FAULTS
     profiles: tuple[str, ...] = ("defaults",)
     at: str | None = None  # default fault point for faults given without one
-    instances: int = 1
+    instances: int = DEFAULT_INSTANCES
     timeout: float = 90.0
     restart_delay: float = 1.0
     wait_deadline: float = 5.0  # the waits' deadline in wait-timeout cells
+    hit: str = "one"  # the fault hits one instance, or "all" of them
+    change: str = "reorder"  # what deploy-change cells deploy: reorder or add-step
 
 
 def default_point(flow: Flow) -> str:
@@ -96,8 +102,10 @@ def plan_cells(flow: Flow, spec: MatrixSpec, project_dir: Path) -> list[CellOutc
                 raise ConfigError(f"{error}; in --faults, write FAULT[+OPTION][@STEP:POINT] "
                                   f"with FAULT one of: {', '.join(fault_names())}") from error
             point = at or _default_at(flow, fault, spec.at)
+            if deploy_change.CHANGE in fault.options:
+                options = {**options, deploy_change.CHANGE.name: spec.change}
             plan = parse_plan(fault, point, flow, restart_delay=spec.restart_delay,
-                              options=options)
+                              options=options, hit=spec.hit)
             for profile in spec.profiles:
                 key = f"{engine}|{plan.label}@{point or '-'}|{profile}"
                 cells.append(CellOutcome(key=key, engine=engine, fault=fault.name, at=point,
@@ -162,7 +170,7 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     for number, index in enumerate(pending, start=1):
         cell = cells[index]
         plan = parse_plan(cell.fault, cell.at, flow, restart_delay=spec.restart_delay,
-                          options=cell.options)
+                          options=cell.options, hit=spec.hit)
         result = run_chaos(settings, _options(spec, by_engine[cell.engine], plan, cell), store)
         cells[index] = replace(cell, run_id=result.run_id,
                                status="done" if result.applicable else "not-applicable",

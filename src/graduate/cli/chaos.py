@@ -15,9 +15,10 @@ from rich.table import Table
 
 import graduate
 from graduate.adapters import engine_names
-from graduate.chaos.faults import deploy_change, descriptions, fault_names, stop_worker
+from graduate.chaos.changes import CHANGES
+from graduate.chaos.faults import HITS, deploy_change, descriptions, fault_names, stop_worker
 from graduate.chaos.harness import ChaosResult, TimelineEvent
-from graduate.chaos.matrix import DEFAULT_FAULTS, CellOutcome
+from graduate.chaos.matrix import DEFAULT_FAULTS, DEFAULT_INSTANCES, CellOutcome
 from graduate.chaos.profiles import PROFILES
 from graduate.check import Verdict
 from graduate.cli.common import console, settings
@@ -26,6 +27,12 @@ VERDICT_STYLE = {Verdict.COMPLETED: "green", Verdict.COMPENSATED: "yellow",
                  Verdict.FAILED: "red", Verdict.LOST: "bold red", Verdict.STUCK: "bold red"}
 EvidenceOption = Annotated[Path | None, typer.Option(
     help="Evidence folder (default: .graduate/evidence, or `evidence` in \\[tool.graduate]).")]
+HitOption = Annotated[str, typer.Option(
+    help=f"Which instances the fault hits ({', '.join(HITS)}): the first to reach the fault "
+         "point, or every one as it reaches it (at a wait: once all wait there).")]
+ChangeOption = Annotated[str, typer.Option(
+    help=f"{deploy_change.NAME}: {deploy_change.CHANGE.help} ({', '.join(CHANGES)}): the "
+         "first two steps swapped, or a step added in front.")]
 
 
 def chaos(
@@ -53,6 +60,8 @@ def chaos(
         help="Seconds a partition lasts before it heals.")] = 5.0,
     versioned: Annotated[bool, typer.Option(
         help=f"{deploy_change.NAME}: {deploy_change.VERSIONED.help}.")] = False,
+    change: ChangeOption = "reorder",
+    hit: HitOption = "one",
     cold: Annotated[bool, typer.Option(
         help=f"{stop_worker.NAME}: {stop_worker.COLD.help}.")] = False,
     wait_deadline: Annotated[float | None, typer.Option(
@@ -85,8 +94,8 @@ def chaos(
     result = graduate.chaos(
         flow, engine=engine, fault=fault, at=at, instances=instances, profile=profile,
         timeout=timeout, restart_delay=restart_delay, partition_for=partition_for,
-        versioned=versioned, cold=cold, wait_deadline=wait_deadline, settings=settings(ctx),
-        evidence=evidence, on_event=None if as_json else event)
+        versioned=versioned, cold=cold, change=change, hit=hit, wait_deadline=wait_deadline,
+        settings=settings(ctx), evidence=evidence, on_event=None if as_json else event)
     if as_json:
         console.print_json(json.dumps({**asdict(result), "plan": result.plan.to_dict()},
                                       default=str))
@@ -160,7 +169,9 @@ def matrix(
     at: Annotated[str | None, typer.Option(
         help="Fault point for faults given without one (default: the first step after the "
              "first wait, before its effect).")] = None,
-    instances: Annotated[int, typer.Option(help="Instances per cell.")] = 1,
+    instances: Annotated[int, typer.Option(help="Instances per cell.")] = DEFAULT_INSTANCES,
+    hit: HitOption = "one",
+    change: ChangeOption = "reorder",
     timeout: Annotated[float, typer.Option(help="Deadline of each run, seconds.")] = 90.0,
     restart_delay: Annotated[float, typer.Option(
         help="Seconds the operator takes to restart what was killed.")] = 1.0,
@@ -189,9 +200,9 @@ def matrix(
         result = graduate.matrix(
             flow, engines=None if engines is None else _split(engines), faults=_split(faults),
             profiles=_split(profiles),
-            at=at, instances=instances, timeout=timeout, restart_delay=restart_delay,
-            resume=matrix_id or resume, settings=settings(ctx), evidence=evidence,
-            on_cell=advance)
+            at=at, instances=instances, hit=hit, change=change, timeout=timeout,
+            restart_delay=restart_delay, resume=matrix_id or resume, settings=settings(ctx),
+            evidence=evidence, on_cell=advance)
     if as_json:
         console.print_json(result.evidence.read_text(encoding="utf-8"))
         return

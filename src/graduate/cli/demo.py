@@ -18,8 +18,8 @@ from graduate.chaos.faults import (
     stop_worker,
     wait_timeout,
 )
-from graduate.chaos.matrix import CellOutcome
-from graduate.cli.chaos import matrix_table
+from graduate.chaos.matrix import DEFAULT_INSTANCES, CellOutcome
+from graduate.cli.chaos import HitOption, matrix_table
 from graduate.cli.common import console, settings
 from graduate.evidence import EvidenceStore
 from graduate.reports.build import build_report
@@ -34,6 +34,8 @@ DEMO_FAULTS = (none.NAME, kill_worker.NAME, stop_worker.NAME, restart_broker.NAM
 def demo(
     ctx: typer.Context,
     timeout: Annotated[float, typer.Option(help="Deadline of each run, seconds.")] = 45.0,
+    instances: Annotated[int, typer.Option(help="Instances per run.")] = DEFAULT_INSTANCES,
+    hit: HitOption = "one",
     out: Annotated[Path | None, typer.Option(
         help="Folder for the HTML and Markdown reports (default: reports/).")] = None,
 ) -> None:
@@ -58,7 +60,8 @@ def demo(
                       f"{cell.engine}: {result}")
 
     result = graduate.matrix(SAMPLE_FLOW, engines=engines, faults=DEMO_FAULTS,
-                             timeout=timeout, settings=config, on_cell=progress)
+                             instances=instances, hit=hit, timeout=timeout, settings=config,
+                             on_cell=progress)
     console.print(matrix_table(result.matrix_id, result.cells))
     built = build_report(EvidenceStore(config.evidence_dir), matrix_id=result.matrix_id)
     written = write_reports(built, out or config.project_dir / "reports", ("html", "md"))

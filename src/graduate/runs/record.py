@@ -29,7 +29,7 @@ from enum import Enum
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from graduate.adapters.base import HistoryEvent
-from graduate.chaos.faults import OptionValue
+from graduate.chaos.faults import Hit, OptionValue
 from graduate.check import InstanceVerdict, RunVerdict
 from graduate.errors import EvidenceError
 from graduate.flow import Flow, flow_from_dict
@@ -74,6 +74,9 @@ class FaultRecord:
     fired: bool
     reason: str  # why it does not apply, or why it never fired
     options: dict[str, OptionValue] = field(default_factory=dict)  # by option name
+    # Of several instances, the fault hit the first at its point, or each as it reached
+    # it (`chaos.faults.HITS`). Absent from runs stored before it could hit all.
+    hit: Hit = "one"
 
     @classmethod
     def of(cls, plan: Mapping[str, Any], *, description: str, applicable: bool, fired: bool,
@@ -86,7 +89,7 @@ class FaultRecord:
         """The plan as `FaultPlan.to_dict` wrote it, for `chaos.faults.plan_from_record`."""
         return {"fault": self.fault, "step": self.step, "point": self.point,
                 "offset": self.offset, "restart_delay": self.restart_delay,
-                "partition_for": self.partition_for, **self.options}
+                "partition_for": self.partition_for, "hit": self.hit, **self.options}
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,10 @@ class MatrixSpecRecord:
     timeout: float
     restart_delay: float
     wait_deadline: float
+    # Absent from matrices stored before a matrix could hit every instance or choose
+    # the deploy's change.
+    hit: str = "one"
+    change: str = "reorder"
 
 
 @dataclass(frozen=True)

@@ -187,12 +187,15 @@ class ChaosRunner:
                  instances: int = 1, profile: str = "defaults", timeout: float = 60.0,
                  restart_delay: float = 0.5, partition_for: float = 5.0,
                  wait_deadline: float | None = None, versioned: bool = False,
-                 change: str = "reorder") -> ChaosOutcome:
+                 change: str = "reorder", hit: str = "one") -> ChaosOutcome:
         """Run `flow` on `engine` under `fault` at `at` (STEP:POINT) and judge it.
         `fault` may carry its flags as a matrix cell does: `double-start+crash`.
 
         `flow` may name an app declared in `[tool.graduate.apps.NAME]`: its own workers
         then run on `engine` ("temporal", "celery"), judged against the flow it declares.
+
+        With several `instances` the fault hits the first to reach `at`, or each one
+        as it reaches it with `hit="all"`; every instance is judged.
 
         Skips the test, with the reason, when the fault cannot apply to this engine or
         provider (an external broker cannot be restarted by graduate)."""
@@ -211,7 +214,7 @@ class ChaosRunner:
             at=at, instances=instances,
             profile=profile, timeout=timeout, restart_delay=restart_delay,
             partition_for=partition_for, wait_deadline=wait_deadline, versioned=versioned,
-            change=change,
+            change=change, hit=hit,
             settings=self._settings_for(target.engine, kind.restarts is not None),
             evidence=self.evidence, project_dir=self.settings.project_dir)
         if not result.applicable:

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from graduate.services.provider import Stack
 
 POINTS = ("before-effect", "after-effect", "during-wait")
+# Of several instances, the fault hits the first at its point ("one"), or fires again
+# for each instance that reaches the point (at a wait: once all wait there) ("all").
+Hit: TypeAlias = Literal["one", "all"]
+HITS: tuple[Hit, ...] = ("one", "all")
 _OFFSET = re.compile(r"^\+(\d+(?:\.\d+)?)s?$")
 OptionValue: TypeAlias = bool | str
 # What a fault restarts: graduate can only restart a service it started itself.
@@ -85,6 +89,7 @@ class FaultPlan:
     restart_delay: float = 1.0  # how long the operator takes to restart what was killed
     partition_for: float = 5.0  # how long a partition lasts
     options: Mapping[str, OptionValue] = field(default_factory=dict)  # the fault's own
+    hit: Hit = "one"  # which of several instances it hits: see HITS
 
     def option(self, name: str) -> Any:
         """The value of one of the fault's options (its default when not given)."""
@@ -100,14 +105,15 @@ class FaultPlan:
     def describe(self) -> str:
         where = (f" at {self.step}:{self.point}" if self.step else
                  f" at +{self.offset:g}s" if self.offset is not None else "")
-        return f"{self.fault.name}{where}{self.fault.variant(self)}"
+        every = " on every instance" if self.hit == "all" and self.fault.fires else ""
+        return f"{self.fault.name}{where}{self.fault.variant(self)}{every}"
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as the evidence keeps it: every registered option, so that records
         of all faults have the same keys."""
         return {"fault": self.fault.name, "step": self.step, "point": self.point,
                 "offset": self.offset, "restart_delay": self.restart_delay,
-                "partition_for": self.partition_for,
+                "partition_for": self.partition_for, "hit": self.hit,
                 **{o.name: self.option(o.name) if o in self.fault.options else o.default
                    for o in _all_options()}}
 
@@ -318,20 +324,25 @@ def plan_from_record(data: Mapping[str, Any]) -> FaultPlan:
                      restart_delay=float(data.get("restart_delay", 1.0)),
                      partition_for=float(data.get("partition_for", 5.0)),
                      options={o.name: data[o.name] for o in fault.options
-                              if data.get(o.name, o.default) != o.default})
+                              if data.get(o.name, o.default) != o.default},
+                     hit="all" if data.get("hit") == "all" else "one")
 
 
 def parse_plan(fault: str | Fault, at: str | None, flow: Flow, *, restart_delay: float = 1.0,
                partition_for: float = 5.0, options: Mapping[str, OptionValue] | None = None,
-               **named: OptionValue) -> FaultPlan:
+               hit: str = "one", **named: OptionValue) -> FaultPlan:
     """Validate `--fault F --at STEP:POINT` (or `+SECONDS`) and its options (`options`,
     or named: `versioned=True`) against the flow. An option of another fault is refused
-    unless it is left at its default."""
+    unless it is left at its default. `hit` is which of several instances it hits."""
     chosen = fault if isinstance(fault, Fault) else get_fault(fault)
     own = _options(chosen, {**(options or {}), **named})
     _check_times(chosen, restart_delay, partition_for)
+    if hit not in HITS:
+        raise ConfigError(f"--hit {hit!r} is not understood; choose one (the first instance "
+                          "at the fault point) or all (every instance, as each reaches it)")
+    every: Hit = "all" if hit == "all" else "one"
     plan = FaultPlan(chosen, restart_delay=restart_delay, partition_for=partition_for,
-                     options=own)
+                     options=own, hit=every)
     if not chosen.needs_point:  # the fault picks its own point, from a name at most
         return chosen.check(replace(plan, step=(at or "").partition(":")[0] or None), flow)
     if not at:
@@ -339,22 +350,25 @@ def parse_plan(fault: str | Fault, at: str | None, flow: Flow, *, restart_delay:
                           f"{', '.join(POINTS)}) or --at +SECONDS")
     if match := _OFFSET.match(at):
         offset = check_seconds(float(match.group(1)), f"--at {at}", "+2.5", error=ConfigError)
-        return chosen.check(FaultPlan(chosen, offset=offset,
-                                      restart_delay=restart_delay,
-                                      partition_for=partition_for, options=own), flow)
+        if every == "all":
+            raise ConfigError(f"--hit all needs a fault point (STEP:POINT), not a time "
+                              f"offset ({at}): a fault at a time hits whatever is in flight")
+        return chosen.check(replace(plan, offset=offset), flow)
     name, sep, point = at.partition(":")
     if not sep or point not in POINTS:
         raise ConfigError(f"--at {at!r} is not understood; write STEP:POINT with POINT one "
                           f"of {', '.join(POINTS)}, or +SECONDS (for example +2.5)")
     node = next((n for n in flow.nodes if n.name == name), None)
+    if chosen.changes_code and every == "all" and point != "during-wait":
+        raise ConfigError(f"--hit all with {chosen.name} needs WAIT:during-wait: a deploy "
+                          "happens once, so it lands while every instance waits there")
     if point == "during-wait":
         find_wait(flow, name)
     elif not isinstance(node, Step):
         steps = ", ".join(s.name for s in flow.steps)
         raise ConfigError(f"--at {at!r}: flow {flow.name!r} has no step {name!r}; its steps: "
                           f"{steps}")
-    return chosen.check(FaultPlan(chosen, step=name, point=point, restart_delay=restart_delay,
-                                  partition_for=partition_for, options=own), flow)
+    return chosen.check(replace(plan, step=name, point=point), flow)
 
 
 def _check_times(fault: Fault, restart_delay: float, partition_for: float) -> None:
