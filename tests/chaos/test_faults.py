@@ -98,6 +98,25 @@ def test_celery_chain_with_late_ack_runs_the_step_again_after_the_visibility_tim
     assert result.verdict.passed
 
 
+def test_celery_redelivery_is_recorded_as_the_next_attempt_and_in_the_engines_record(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """A task redelivered after its worker died carries the same retry count as the
+    delivery that died (Celery counts only the retries it sent): the ledger still tells
+    the two deliveries apart, even when the first died before its effect left a row."""
+    result = chaos(settings, flow_file("chaos"), "celery-chain", "kill-worker",
+                   "activate:before-effect", profile="tuned", timeout=40)
+    instance = only(result)
+
+    calls = [e for e in Ledger(settings.ledger).effects(instance_id=instance.instance_id)
+             if e.step == "activate"]
+    assert [(e.attempt, e.outcome) for e in calls] == [(2, Outcome.APPLIED)]
+    assert [e.attempt for e in Ledger(settings.ledger).effects(
+        instance_id=instance.instance_id) if e.step == "notify"] == [1]
+    redelivered = [e["detail"] for e in _history(result, instance)
+                   if e["kind"] == "task redelivered"]
+    assert redelivered == ["activate: delivery 2 of attempt 1"]
+
+
 def test_celery_chain_with_late_ack_duplicates_an_effect_nobody_absorbs(
         settings: Settings, flow_file: FlowFactory) -> None:
     """The same redelivery on a system that ignores idempotency keys changes the world

@@ -82,6 +82,12 @@ def cancel_key(instance_id: str) -> str:
     return _key(instance_id, "cancel", "operator")
 
 
+def deliveries_key(instance_id: str, task: str, retries: int) -> str:
+    """When each delivery of one task message (a step, or a compensation) began: Celery
+    sends a new message per retry, and the broker redelivers one whose worker died."""
+    return _key(instance_id, "deliveries", f"{task}:{retries}")
+
+
 def new_context(request: InstanceRequest) -> Context:
     return {"request": asdict(request), "done": []}
 
@@ -185,12 +191,34 @@ class ChainTasks:
         self.flow = flow
         self.resources = resources
 
+    def delivered(self, task: Any, ctx: Context, name: str) -> int:
+        """Record this delivery of the task's message; the ledger's attempt number, which
+        counts every delivery (a redelivery after a lost worker included), as Temporal
+        counts an attempt that timed out.
+
+        Celery's own retry count is the same on a redelivered message as on the delivery
+        that died, so it alone would show a redelivery as the attempt before it. Each
+        delivery that begins is appended in Redis, with the broker's `redelivered` flag
+        (which is also set on a message that a dead worker had only prefetched, so it
+        does not count as an attempt by itself).
+        """
+        retries = int(task.request.retries)
+        key = deliveries_key(_instance(ctx), name, retries)
+        flagged = bool((task.request.delivery_info or {}).get("redelivered"))
+        client = self.resources.redis()
+        with client.pipeline() as pipe:
+            pipe.rpush(key, json.dumps({"at": time.time(), "redelivered": flagged}))
+            pipe.expire(key, KEY_LIFETIME)
+            deliveries = int(pipe.execute()[0])
+        return retries + deliveries
+
     def step(self, task: Any, ctx: Context, node: str) -> Context:
         step = cast(Step, self.flow.node(node))
-        attempt = int(task.request.retries) + 1
+        attempt = int(task.request.retries) + 1  # Celery's count: what its retries go by
         try:
             with self.resources.interruptible():
-                self.resources.ledger().call(self.flow, _request(ctx), step, attempt=attempt,
+                self.resources.ledger().call(self.flow, _request(ctx), step,
+                                             attempt=self.delivered(task, ctx, node),
                                              engine=ENGINE)
         except (TransientEffectError, SoftTimeLimitExceeded) as error:
             if attempt < step.retry.max_attempts:
@@ -212,8 +240,10 @@ class ChainTasks:
         attempt = int(task.request.retries) + 1
         try:
             with self.resources.interruptible():
-                self.resources.ledger().call(self.flow, _request(ctx), step, attempt=attempt,
-                                             engine=ENGINE, kind="compensation")
+                self.resources.ledger().call(
+                    self.flow, _request(ctx), step,
+                    attempt=self.delivered(task, ctx, f"compensate:{node}"),
+                    engine=ENGINE, kind="compensation")
         except (TransientEffectError, SoftTimeLimitExceeded, PermanentEffectError) as error:
             if not isinstance(error, PermanentEffectError) and (
                 attempt < step.retry.max_attempts
@@ -542,6 +572,7 @@ class ChainStrategy:
                 detail=tid.removeprefix(f"{instance_id}:"),
             ))
         client = self.resources.redis()
+        events.extend(self._redeliveries(client, instance_id))
         for wait in self.flow.waits:
             claim = _load(client, claim_key(instance_id, wait.name))
             if claim is not None:
@@ -552,3 +583,23 @@ class ChainStrategy:
                 ))
         return sorted(events, key=lambda event: event.at)
 
+    def _redeliveries(self, client: redis.Redis, instance_id: str) -> list[HistoryEvent]:
+        """Each delivery of a step's message after its first: the broker gave it again
+        to a worker because the one that had it died or lost its connection."""
+        tasks = [(s.name, s) for s in self.flow.steps]
+        tasks += [(f"compensate:{s.name}", s) for s in self.flow.steps if s.compensation]
+        events: list[HistoryEvent] = []
+        for name, step in tasks:
+            for retries in range(step.retry.max_attempts):
+                raw = client.lrange(deliveries_key(instance_id, name, retries), 0, -1)
+                for number, delivery in enumerate(map(json.loads, raw), start=1):
+                    if number > 1:
+                        detail = f"{name}: delivery {number} of attempt {retries + 1}"
+                    elif delivery["redelivered"]:
+                        detail = (f"{name}: attempt {retries + 1} began on a redelivered "
+                                  "message (the worker it was first given to never ran it)")
+                    else:
+                        continue
+                    events.append(HistoryEvent(at=float(delivery["at"]),
+                                               kind="task redelivered", detail=detail))
+        return events
