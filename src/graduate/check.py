@@ -208,12 +208,15 @@ def effect_verdicts(effects: Sequence[EffectRecord]) -> tuple[EffectVerdict, ...
 def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectRecord],
                    status: InstanceStatus, *, engine_holds: bool | None,
                    reached: PointReached | None = None,
-                   fault_at: float | None = None) -> InstanceVerdict:
-    """The verdict of one instance from its ledger rows and its engine's final status."""
+                   fault_at: float | None = None, cannot_tell: str = "") -> InstanceVerdict:
+    """The verdict of one instance from its ledger rows and its engine's final status.
+
+    `engine_holds` is None when the engine could not see whether anything still holds
+    an unfinished instance; `cannot_tell` then says what it could not inspect."""
     per_effect = effect_verdicts(effects)
     landed = {e.step for e in effects if e.kind == "effect"
               and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)}
-    verdict, reason = _outcome(flow, status, landed, per_effect, engine_holds)
+    verdict, reason = _outcome(flow, status, landed, per_effect, engine_holds, cannot_tell)
     resume = None
     if reached is not None and fault_at is not None:
         resume = _resume(flow, effects, reached, fault_at)
@@ -230,7 +233,7 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
 
 def _outcome(flow: Flow, status: InstanceStatus, landed: set[str],
              per_effect: tuple[EffectVerdict, ...],
-             engine_holds: bool | None) -> tuple[Verdict, str]:
+             engine_holds: bool | None, cannot_tell: str) -> tuple[Verdict, str]:
     if status.state is InstanceState.COMPLETED:
         missing = [s.name for s in flow.steps if s.name not in landed]
         if missing:
@@ -249,8 +252,10 @@ def _outcome(flow: Flow, status: InstanceStatus, landed: set[str],
     if status.state is InstanceState.FAILED:
         return Verdict.FAILED, status.detail or "the engine reports a failure"
     if engine_holds is None:
-        return Verdict.STUCK, (f"unfinished ({status.state.value}) at the run's deadline, and "
-                               "the engine could not say whether anything still holds it")
+        # Lost or held: the checker cannot tell, and says why; either way it is no pass.
+        return Verdict.STUCK, (f"unfinished ({status.state.value}) at the run's deadline; "
+                               "cannot tell whether it is lost or still held: "
+                               f"{cannot_tell or 'the engine could not say'}")
     if engine_holds:
         return Verdict.STUCK, (f"the engine still holds it ({status.state.value}"
                                f"{': ' + status.detail if status.detail else ''}) but it did "

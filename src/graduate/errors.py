@@ -29,6 +29,11 @@ class EngineError(GraduateError):
     """An engine refused an operation (unknown instance, signal to a finished flow...)."""
 
 
+class CannotTell(EngineError):
+    """An engine cannot see whether anything still holds an instance; the message says
+    why (what it could not inspect)."""
+
+
 class EffectError(Exception):
     """Raised by a simulated external system; engines map it to retries and compensation."""
 

@@ -23,7 +23,7 @@ from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow
 from graduate.ledger import Ledger, Outcome
 from graduate.runner import RunOptions, approve_all
-from tests.conftest import FlowFactory, processes_mentioning
+from tests.conftest import FlowFactory, processes_mentioning, service_url
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +38,13 @@ def no_orphans(tmp_path: Path) -> Iterator[None]:
 def own_services(settings: Settings) -> Settings:
     """No external services: the harness starts its own, so it may kill and restart them."""
     return replace(settings, temporal_address=None, broker_url=None)
+
+
+@pytest.fixture
+def on_rabbitmq(settings: Settings) -> Settings:
+    """Celery's broker on RabbitMQ (GRADUATE_TEST_RABBITMQ_URL); results stay in Redis."""
+    url = service_url("GRADUATE_TEST_RABBITMQ_URL", "RabbitMQ")
+    return replace(settings, broker_url=url, result_backend_url=settings.broker_url)
 
 
 def chaos(settings: Settings, path: Path, engine: str, fault: str, at: str | None, *,
@@ -112,8 +119,8 @@ def test_celery_redelivery_is_recorded_as_the_next_attempt_and_in_the_engines_re
     assert [(e.attempt, e.outcome) for e in calls] == [(2, Outcome.APPLIED)]
     assert [e.attempt for e in Ledger(settings.ledger).effects(
         instance_id=instance.instance_id) if e.step == "notify"] == [1]
-    redelivered = [e["detail"] for e in _history(result, instance)
-                   if e["kind"] == "task redelivered"]
+    redelivered = [e.detail for e in _history(result, instance)
+                   if e.kind == "task redelivered"]
     assert redelivered == ["activate: delivery 2 of attempt 1"]
 
 
@@ -415,3 +422,21 @@ def test_a_fault_meant_for_every_instance_fires_until_each_was_hit_at_its_point(
     assert result.verdict.passed, result.verdict.failures
     for instance in result.instances:
         assert applied(settings, instance, "activate") == [Outcome.APPLIED]
+
+
+@pytest.mark.rabbitmq
+def test_celery_chain_on_rabbitmq_judges_a_lost_instance_lost_among_finished_ones(
+        on_rabbitmq: Settings, flow_file: FlowFactory) -> None:
+    """RabbitMQ shows a queue's messages only to whoever consumes them; its ready count
+    (a passive declare) and the workers' own lists of reserved and active tasks are
+    enough to tell that nothing holds the instance whose task died with its worker,
+    whatever its stale STARTED state in the result backend says."""
+    result = chaos(on_rabbitmq, flow_file("chaos"), "celery-chain", "kill-worker",
+                   "activate:before-effect", instances=3, timeout=30)
+
+    assert result.fired, result.reason
+    [hit] = [i for i in result.instances if i.resume is not None]
+    assert hit.verdict is Verdict.LOST, hit.reason
+    assert applied(on_rabbitmq, hit, "activate") == []
+    others = [i.verdict for i in result.instances if i is not hit]
+    assert others == [Verdict.COMPLETED] * 2

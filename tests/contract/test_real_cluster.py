@@ -7,14 +7,23 @@ and sets GRADUATE_REQUIRE_SERVICES=1, which turns the skips into failures.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
+import amqp
 import psycopg
 import pytest
 
+from graduate.adapters import open_engine
 from graduate.adapters.base import InstanceState
+from graduate.adapters.celery.app import queue_name
 from graduate.config import Settings
+from graduate.errors import CannotTell
+from graduate.flow import load_flow
 from graduate.ledger import Ledger, Outcome
 from graduate.runner import RunOptions, run_flow
+from graduate.runs.session import new_request
+from graduate.services.model import Services
 from tests.conftest import FlowFactory, service_url
 
 STEPS = ["create_record", "reserve", "activate", "notify"]
@@ -59,3 +68,33 @@ def test_celery_on_rabbitmq(settings: Settings, flow_file: FlowFactory, rabbitmq
         undo = [e.step for e in ledger.effects(instance_id=item.instance_id)
                 if e.kind == "compensation"]
         assert undo == ["reserve", "create_record"]
+
+
+@pytest.mark.rabbitmq
+def test_chain_on_rabbitmq_cannot_tell_what_a_ready_message_holds(
+        settings: Settings, flow_file: FlowFactory, rabbitmq_url: str, tmp_path: Path) -> None:
+    """With no worker consuming, the instance's first task waits in RabbitMQ's queue;
+    RabbitMQ shows its count, not whose it is: the chain says it cannot tell (and why),
+    rather than "held" or "lost"."""
+    flow = load_flow(flow_file())
+    services = Services(temporal=None, broker_url=rabbitmq_url,
+                        result_backend_url=settings.broker_url, ledger_url=settings.ledger,
+                        app_db_url=str(tmp_path / "app.sqlite3"))
+    engine = open_engine("celery-chain", flow, services, tmp_path / "run-no-workers")
+    request = new_request(flow, "nowork", 1, "tenant")
+    try:
+        engine.start(request)
+        with pytest.raises(CannotTell, match=r"holds 1 ready message"):
+            engine.holds(request.instance_id)
+    finally:
+        engine.close()
+        _delete_queue(rabbitmq_url, queue_name(flow, "chain", "run-no-workers"))
+
+
+def _delete_queue(url: str, queue: str) -> None:
+    """Leave nothing in the shared broker: the message no worker took goes with it."""
+    parts = urlsplit(url)
+    vhost = unquote(parts.path[1:]) or "/"
+    with amqp.Connection(host=parts.netloc.rpartition("@")[2], userid=unquote(parts.username or ""),
+                         password=unquote(parts.password or ""), virtual_host=vhost) as conn:
+        conn.channel().queue_delete(queue)

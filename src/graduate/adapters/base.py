@@ -190,7 +190,8 @@ class Engine(Protocol):
     def holds(self, instance_id: str) -> bool:
         """Whether the engine still holds something that can move the instance on: a
         running workflow, a queued or unacknowledged task, a row its tick will advance.
-        False means nothing will ever move it again: the instance is lost."""
+        False means nothing will ever move it again: the instance is lost. Raises
+        CannotTell, saying what it could not inspect, rather than guess either way."""
         ...
 
     def start(self, request: InstanceRequest) -> None:

@@ -290,12 +290,12 @@ def _hit(session: RunSession, plan: FaultPlan, instance_id: str,
     return None if at is None else (reached, at)
 
 
-def _holds(session: RunSession, instance_id: str) -> bool | None:
-    """Whether the engine still holds the instance; None when it cannot tell."""
+def _holds(session: RunSession, instance_id: str) -> tuple[bool | None, str]:
+    """Whether the engine still holds the instance; None, and why, when it cannot tell."""
     try:
-        return session.engine.holds(instance_id)
-    except Exception:
-        return None
+        return session.engine.holds(instance_id), ""
+    except Exception as error:
+        return None, str(error) or type(error).__name__
 
 
 def _history(session: RunSession, instance_id: str) -> list[HistoryEvent]:
@@ -307,7 +307,7 @@ def _history(session: RunSession, instance_id: str) -> list[HistoryEvent]:
 
 def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flow: Flow,
            timeline: Timeline, statuses: dict[str, InstanceStatus],
-           holds: dict[str, bool | None],
+           holds: dict[str, tuple[bool | None, str]],
            histories: dict[str, list[HistoryEvent]], *, applicable: bool, fired: bool,
            reason: str, acts: FaultActs | None = None) -> ChaosResult:
     ledger = session.ledger
@@ -317,9 +317,10 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
     for request in session.requests:
         iid = request.instance_id
         hit = _hit(session, options.plan, iid, statuses.get(iid), fault_times)
+        held, why = holds.get(iid, (None, ""))
         entry, effects = ledger.instance(iid), ledger.effects(instance_id=iid)
         judged = judge_instance(flow, entry, effects, statuses[iid],
-                                engine_holds=holds.get(iid),
+                                engine_holds=held, cannot_tell=why,
                                 reached=hit[0] if hit else None,
                                 fault_at=hit[1] if hit else None)
         verdicts.append(judge_acts(judged, flow, entry, effects, statuses[iid],

@@ -9,17 +9,24 @@ stays in the hash too. A task acknowledged early (Celery's default) is in neithe
 a worker has begun it. Key names, separator and priority steps are kombu's own, with
 the app's transport options applied, so a team's custom prefix is read correctly.
 
-AMQP offers no way to look at a queue without consuming from it, so for any broker
-other than Redis the answer is "cannot tell" (None).
+AMQP shows a queue's messages only to whoever consumes them. What RabbitMQ does tell,
+through a passive declare, is how many messages are ready in the queue (not yet given
+to any consumer) and how many consumers it has; the messages a consumer has taken but
+not acknowledged are in that consumer's hands, which Celery's workers list themselves
+(see `ChainStrategy.holds`). A consumer that dies or loses its connection gives them
+back to the queue.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
+from kombu.connection import Connection
+from kombu.exceptions import KombuError
 from kombu.transport.redis import Channel
 
 from graduate.errors import ServiceError
@@ -28,6 +35,15 @@ from graduate.redaction import redact_url
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Long enough for a busy broker, short enough that a dead one fails the check visibly.
 SOCKET_TIMEOUT = 10.0
+AMQP_NOT_FOUND = 404  # the reply code of a passive declare of a queue that does not exist
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """What an AMQP broker says of a queue without giving away its messages."""
+
+    ready: int  # messages no consumer has taken
+    consumers: int  # consumers attached (each Celery worker has one)
 
 
 class BrokerView:
@@ -79,6 +95,29 @@ class BrokerView:
         # An unacked entry is [message, exchange, routing key].
         messages.extend(json.loads(raw)[0] for raw in unacked)
         return messages
+
+    def queue_counts(self, queue: str) -> QueueCounts:
+        """Ready messages and consumers of `queue` on an AMQP broker (a passive declare,
+        which neither creates the queue nor takes anything from it)."""
+        # kombu is untyped: its connection is used as Any.
+        connection: Any = Connection(self.url,  # type: ignore[no-untyped-call]
+                                     connect_timeout=SOCKET_TIMEOUT)
+        failures = (OSError, KombuError, *connection.connection_errors)
+        try:
+            channel = connection.channel()
+            try:
+                _, ready, consumers = channel.queue_declare(queue=queue, passive=True)
+            except connection.channel_errors as error:
+                if getattr(error, "code", None) != AMQP_NOT_FOUND:
+                    raise
+                return QueueCounts(0, 0)  # never declared, or deleted: it holds nothing
+        except failures as error:
+            raise ServiceError(f"cannot read the broker at {redact_url(self.url)} to see what it "
+                               f"still holds: {error}; check that it is up and reachable "
+                               "from this machine") from error
+        finally:
+            connection.release()
+        return QueueCounts(int(ready), int(consumers))
 
     def _redis(self) -> redis.Redis:
         if self._client is None:

@@ -24,7 +24,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
 from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.resources import ProcessResources
-from graduate.errors import EngineError, PermanentEffectError, TransientEffectError
+from graduate.errors import (
+    CannotTell,
+    EngineError,
+    PermanentEffectError,
+    TransientEffectError,
+)
 from graduate.flow import Flow, InstanceRequest, Node, Step, Wait
 
 ENGINE = "celery-chain"
@@ -480,35 +485,73 @@ class ChainStrategy:
 
     def holds(self, instance_id: str) -> bool:
         """Whether a message in the broker, or a task in a live worker's hands, can still
-        move the unfinished instance on.
+        move the unfinished instance on; raises CannotTell when the broker shows too
+        little to say.
 
         Only the broker's messages carry a chain on: a task acknowledged early (Celery's
         default) whose worker died is in no queue any more, and with it every later step.
         A message counts if running it can change the instance: a wait's deadline only
         while the wait is undecided, a signal only while its wait is parked undecided.
-        A task acknowledged but still running counts if its worker answers a ping (a
-        worker cut off from the broker cannot answer, and counts as gone).
+        A STARTED state in the result backend proves nothing (a killed worker leaves it
+        behind for good); a task counts as in hand only while a worker that answers says
+        it has it.
+
+        Redis: the queue's lists and the unacked hash are read directly. RabbitMQ shows
+        a queue's messages only to its consumers, so its counts (ready messages,
+        consumers) are read with a passive declare, and every consumer is asked for the
+        tasks it has reserved, scheduled or running: nothing ready, every consumer
+        answering, and none holding a task of the instance means nothing holds it. A
+        ready message or a silent consumer could be the instance's: cannot tell.
 
         A moving task is briefly in none of these places (popped from the list but not
         yet in the unacked hash; acknowledged but not yet recorded as started), so a
         "no" is only given after a second look that finds nothing either.
-
-        With a broker other than Redis (AMQP), the queue cannot be read without consuming
-        it: an unfinished instance counts as held, because nothing proves it is not.
         """
         if self.status(instance_id).state.finished:
             return False
+        queue = self.app.conf.task_default_queue
+        unseen = ""
         for look in range(HOLD_LOOKS):
             if look:
                 time.sleep(HOLD_SETTLE)
-            held = self.broker.task_ids(self.app.conf.task_default_queue, f"{instance_id}:")
-            if held is None:
+            if self.broker.peekable:
+                held = self.broker.task_ids(queue, f"{instance_id}:") or set()
+                if any(self._can_move(instance_id, tid) for tid in held):
+                    return True
+                if self._in_live_hands(instance_id):
+                    return True
+                continue
+            counts = self.broker.queue_counts(queue)
+            in_hands, answered = self._consumers_holding(instance_id, counts.consumers)
+            if any(self._can_move(instance_id, tid) for tid in in_hands):
                 return True
-            if any(self._can_move(instance_id, tid) for tid in held):
-                return True
-            if self._in_live_hands(instance_id):
-                return True
+            unseen = ""
+            if counts.ready:
+                unseen = (f"the broker's queue {queue} holds {counts.ready} ready "
+                          "message(s), and RabbitMQ shows a queue's messages only to whoever "
+                          "consumes them")
+            elif answered < counts.consumers:
+                unseen = (f"{counts.consumers - answered} of the {counts.consumers} "
+                          f"consumer(s) of queue {queue} did not answer Celery's inspect, "
+                          "and may hold the instance's unacknowledged messages")
+        if unseen:
+            raise CannotTell(f"cannot tell whether anything still holds {instance_id}: "
+                             f"{unseen}")
         return False
+
+    def _consumers_holding(self, instance_id: str, consumers: int) -> tuple[set[str], int]:
+        """The instance's task IDs that the workers hold (reserved, scheduled for an ETA,
+        or running), and how many workers answered."""
+        if not consumers:
+            return set(), 0
+        inspector = self.app.control.inspect(timeout=PING_TIMEOUT, limit=consumers)
+        ids = self._task_ids(instance_id)
+        known = inspector.query_task(*ids) or {}
+        scheduled = inspector.scheduled() or {}
+        held = {tid for tasks in known.values() for tid in tasks}
+        held |= {str(entry.get("request", {}).get("id", "")) for entries in scheduled.values()
+                 for entry in entries}
+        return held & set(ids), len(set(known) | set(scheduled))
 
     def _can_move(self, instance_id: str, tid: str) -> bool:
         client = self.resources.redis()

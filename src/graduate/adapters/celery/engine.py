@@ -150,9 +150,9 @@ class CeleryEngine:
         """Whether anything Celery holds can still move the instance on.
 
         state-machine: its row exists and is unfinished (the tick recovers it). chain: a
-        message for one of its tasks is in the broker, or a live worker runs one; with a
-        broker that cannot be read without consuming (AMQP), True, as nothing proves the
-        instance's messages are gone. See `ChainStrategy.holds`.
+        message for one of its tasks is in the broker, or a live worker has one; on
+        RabbitMQ, which shows messages only to consumers, CannotTell when a ready message
+        or a silent consumer could be the instance's. See `ChainStrategy.holds`.
         """
         return self._impl.holds(instance_id)
 
