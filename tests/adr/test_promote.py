@@ -125,6 +125,10 @@ REFUSED = [
      "shipped", "3 test(s), 0 failure(s), 2 error(s), 0 skipped"),
     ("a junit that ran nothing", _approved_then(_ticked_with_junit(skipped=3, proof={})),
      "shipped", "3 test(s), 0 failure(s), 0 error(s), 3 skipped"),
+    ("a junit with one crash test skipped",
+     _approved_then(_ticked_with_junit(skipped=1, proof={})),
+     "shipped", "3 test(s), 0 failure(s), 0 error(s), 1 skipped: a skipped test proves "
+     "nothing"),
     ("an unticked security item", _approved_then(_ticked_but(
         "- [x] **Network boundaries reviewed**", "- [ ] **Network boundaries reviewed**")),
      "shipped", "not ticked: Network boundaries reviewed"),

@@ -436,7 +436,8 @@ def _trace_ids(loaded: Loaded, stale: Mapping[str, str]) -> GateItem:
 
 
 def _junit(document: AdrDocument, loaded: Loaded) -> GateItem:
-    title = "a passing crash-resume test run (JUnit XML: tests ran, no failures or errors)"
+    title = ("a passing crash-resume test run (JUnit XML: tests ran, none failed, errored "
+             "or was skipped)")
     if not loaded.junits:
         return GateItem("junit", title, (
             "no JUnit report attached; run the crash-resume suite with `pytest "
