@@ -392,13 +392,36 @@ def judge_acts(verdict: InstanceVerdict, flow: Flow, record: InstanceRecord,
     return verdict
 
 
+@dataclass(frozen=True)
+class FaultFacts:
+    """What became of the planned fault: whether one was planned and fired (and why
+    not), and whether it fires with a step in flight (so a resume is to be seen)."""
+
+    planned: bool
+    fired: bool
+    expects_resume: bool
+    reason: str = ""
+
+
+def proves_nothing(fault: FaultFacts, hit_by_fault: int) -> str | None:
+    """Why a run shows nothing about surviving its fault, or None: the fault never fired,
+    or it caught no instance in flight (so no resume was seen)."""
+    if fault.planned and not fault.fired:
+        return f"the fault never fired ({fault.reason or 'no reason given'})"
+    if fault.expects_resume and not hit_by_fault:
+        return ("no instance was caught in flight, so it shows no resume; fire the fault "
+                "at STEP:before-effect, STEP:after-effect or WAIT:during-wait")
+    return None
+
+
 def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: bool = True,
-              ) -> RunVerdict:
+              fault: FaultFacts | None = None) -> RunVerdict:
     """Counts, and the required properties: nothing lost, stuck or failed (a failed
     commitment is neither done nor undone), no unabsorbed duplicate, every instance
     hit by the fault resumed at the step in flight, one set of effects per business key,
-    every rollback complete, and every effect call carried its instance's correlation
-    and trace IDs (the audit trail holds together)."""
+    every rollback complete, every effect call carried its instance's correlation and
+    trace IDs (the audit trail holds together), and (given `fault`) the fault fired and
+    caught an instance in flight: a run that shows nothing is no pass."""
     counts = {v.value: sum(1 for i in instances if i.verdict is v) for v in Verdict}
     failures = []
     for item in instances:
@@ -426,6 +449,8 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
             failures.append(f"{item.instance_id}: {correlation_failure(item.correlation_breaks)}"
                             f" ({item.correlation_id})")
     hit = [i for i in instances if i.resume is not None]
+    if fault is not None and (nothing := proves_nothing(fault, len(hit))) is not None:
+        failures.append(nothing)
     return RunVerdict(
         counts=counts,
         unabsorbed_duplicates=sum(i.unabsorbed_duplicates for i in instances),

@@ -22,7 +22,8 @@ from graduate.config import Settings
 from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow
 from graduate.ledger import Ledger, Outcome
-from graduate.runner import RunOptions, approve_all
+from graduate.runner import Failure, RunOptions, approve_all
+from graduate.testing.outcome import ChaosOutcome
 from tests.conftest import FlowFactory, processes_mentioning, service_url
 
 pytestmark = pytest.mark.slow
@@ -440,3 +441,24 @@ def test_celery_chain_on_rabbitmq_judges_a_lost_instance_lost_among_finished_one
     assert applied(on_rabbitmq, hit, "activate") == []
     others = [i.verdict for i in result.instances if i is not hit]
     assert others == [Verdict.COMPLETED] * 2
+
+
+def test_a_run_whose_fault_never_fired_does_not_pass(settings: Settings,
+                                                     flow_file: FlowFactory) -> None:
+    """Every instance compensates before it reaches the armed step: each one is fine,
+    but the run shows nothing about the fault, so it is no pass."""
+    path = flow_file("chaos")
+    flow = load_flow(path)
+    options = ChaosOptions(
+        run=RunOptions(flow=str(path), engine="temporal", instances=3, timeout=30,
+                       decisions=approve_all(flow),
+                       failures=(Failure("reserve", "permanent"),)),
+        plan=parse_plan("kill-worker", "activate:before-effect", flow, restart_delay=0.5))
+    result = run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
+
+    assert not result.fired
+    assert [i.verdict for i in result.instances] == [Verdict.COMPENSATED] * 3
+    assert not result.verdict.passed
+    assert any("the fault never fired" in f for f in result.verdict.failures)
+    with pytest.raises(AssertionError, match="the fault never fired"):
+        ChaosOutcome(result, flow).assert_ok()

@@ -25,6 +25,15 @@ def test_approval_survives_a_worker_crash(chaos, graduate_engine, graduate_fault
     outcome.assert_ok()
 '''
 
+RESTART_TEST = '''
+def test_restart(chaos):
+    chaos("approval", engine="temporal", fault="restart-server", at="activate:before-effect")
+'''
+NEEDS_TEMPORAL = '''
+def test_needs_temporal(temporal_server):
+    pass
+'''
+
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
@@ -190,17 +199,30 @@ def test_the_server_answers_again(temporal_server):
 
 
 def test_a_fault_the_provider_cannot_perform_is_skipped_with_the_reason(
-        project: pytest.Pytester, temporal_server: TemporalTarget) -> None:
-    project.makepyfile(test_restart='''
-def test_restart(chaos):
-    chaos("approval", engine="temporal", fault="restart-server", at="activate:before-effect")
-''')
+        project: pytest.Pytester, temporal_server: TemporalTarget,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRADUATE_REQUIRE_SERVICES", raising=False)
+    project.makepyfile(test_restart=RESTART_TEST)
     result = project.runpytest("-rs", "--graduate-provider", "external",
                                "--graduate-temporal-address", temporal_server.address)
 
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*restart-server on provider external: the Temporal server "
                                  "is external*"])
+
+
+def test_where_services_are_required_a_fault_the_provider_cannot_perform_fails(
+        project: pytest.Pytester, temporal_server: TemporalTarget,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A skipped crash test would pass unnoticed in CI: there it fails, with the reason."""
+    monkeypatch.setenv("GRADUATE_REQUIRE_SERVICES", "1")
+    project.makepyfile(test_restart=RESTART_TEST)
+    result = project.runpytest("--graduate-provider", "external",
+                               "--graduate-temporal-address", temporal_server.address)
+
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*GRADUATE_REQUIRE_SERVICES=1, but restart-server on "
+                                 "provider external: the Temporal server is external*"])
 
 
 def test_the_docker_provider_says_there_is_no_engine_instead_of_hanging(
@@ -219,15 +241,25 @@ def test_the_docker_provider_says_there_is_no_engine_instead_of_hanging(
 def test_tests_needing_docker_are_skipped_with_the_reason(project: pytest.Pytester,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           tmp_path: Path) -> None:
-    project.makepyfile(test_docker='''
-def test_needs_temporal(temporal_server):
-    pass
-''')
+    monkeypatch.delenv("GRADUATE_REQUIRE_SERVICES", raising=False)
+    project.makepyfile(test_docker=NEEDS_TEMPORAL)
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     result = project.runpytest("-rs", "--graduate-provider", "docker")
 
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*provider 'docker' is not available: no Docker engine*"])
+
+
+def test_where_services_are_required_tests_needing_docker_fail_without_it(
+        project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GRADUATE_REQUIRE_SERVICES", "1")
+    project.makepyfile(test_docker=NEEDS_TEMPORAL)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    result = project.runpytest("--graduate-provider", "docker")
+
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*GRADUATE_REQUIRE_SERVICES=1, but graduate provider "
+                                 "'docker' is not available: no Docker engine*"])
 
 
 @pytest.mark.slow
@@ -261,9 +293,12 @@ def test_a_worker_kill_on_rabbitmq(chaos, ledger):
     result.assert_outcomes(passed=1)
 
 
-def test_the_docker_provider_runs_a_flow_in_containers(project: pytest.Pytester) -> None:
+def test_the_docker_provider_runs_a_flow_in_containers(project: pytest.Pytester,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Where a Docker engine is reachable: Temporal, RabbitMQ, Redis and PostgreSQL in
-    containers. Elsewhere the test inside is skipped with the provider's reason."""
+    containers. Elsewhere the test inside is skipped with the provider's reason (Docker
+    is not among the services CI requires)."""
+    monkeypatch.delenv("GRADUATE_REQUIRE_SERVICES", raising=False)
     project.makepyfile(test_docker='''
 def test_in_containers(chaos, ledger):
     for engine in ("temporal", "celery-chain"):

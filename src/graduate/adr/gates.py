@@ -36,12 +36,11 @@ from graduate.chaos.faults import (
     fault_names,
     get_fault,
     kill_worker,
-    plan_from_record,
     restart_server,
     stop_worker,
 )
 from graduate.chaos.profiles import Profile, load_profiles
-from graduate.check import judge_run
+from graduate.check import judge_run, proves_nothing
 from graduate.config import graduate_subtable
 from graduate.errors import ConfigError, GraduateError
 from graduate.flow import Flow, flow_to_dict, load_flow
@@ -303,20 +302,19 @@ def _uncounted(run: RunRecord, policy: GatePolicy,
     """Why a run that did not fail still proves nothing, or None when it counts;
     `stale` says why the run no longer speaks for the flow, if it does not."""
     fault = run.fault
-    kind = plan_from_record(fault.plan_fields()).fault
     instances = run.verdicts
     if stale is not None:
         return stale
     if not fault.applicable:
         return f"the fault does not apply ({fault.reason or 'no reason given'})"
-    if kind.fires and not fault.fired:
-        return f"the fault never fired ({fault.reason or 'no reason given'})"
+    facts = fault.facts()
+    if facts.planned and not facts.fired:
+        return proves_nothing(facts, 0)
     if len(instances) < policy.min_instances:
         return (f"it ran {len(instances)} instance(s); the gate asks for at least "
                 f"{policy.min_instances}")
-    if kind.expects_resume and not any(i.resume for i in instances):
-        return ("no instance was caught in flight, so it shows no resume; fire the fault "
-                "at STEP:before-effect, STEP:after-effect or WAIT:during-wait")
+    if (nothing := proves_nothing(facts, sum(1 for i in instances if i.resume))):
+        return nothing
     if failures(run):
         return "it failed"
     return None

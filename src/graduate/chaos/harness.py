@@ -31,6 +31,7 @@ from graduate.chaos.profiles import profile_settings
 from graduate.chaos.proxy import Proxy
 from graduate.check import (
     FaultActs,
+    FaultFacts,
     InstanceVerdict,
     RunVerdict,
     judge_acts,
@@ -325,7 +326,9 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
                                 fault_at=hit[1] if hit else None)
         verdicts.append(judge_acts(judged, flow, entry, effects, statuses[iid],
                                    acts or FaultActs()))
-    verdict = judge_run(verdicts)
+    fault = options.plan.fault
+    verdict = judge_run(verdicts, fault=FaultFacts(fault.fires, fired, fault.expects_resume,
+                                                   reason) if applicable else None)
     stack = session.stack
     record = RunRecord(
         run_id=session.run_id,

@@ -18,6 +18,7 @@ from graduate.adapters import all_engine_names, describe
 from graduate.chaos.faults import descriptions, parse_label, plan_from_record, timeline_events
 from graduate.check import (
     EffectVerdict,
+    FaultFacts,
     InstanceVerdict,
     Resume,
     Verdict,
@@ -332,10 +333,12 @@ def _run(run: RunRecord, flow: FlowInfo, label: str, title: str, settings_set: i
                   origin, fired_at, run_id=run.run_id, engine=run.engine, cell=title)
         for verdict in verdicts)
     ends = [e.at for e in events] + [r.finish for i in instances for r in i.rows]
+    facts = fault.facts() if fault.applicable else None
     return RunReport(
         run_id=run.run_id, created_at=run.created_at, engine=run.engine,
         profile=run.profile, cell=label, title=title,
         fault=FaultInfo(kind=planned.fault.name, planned=planned.fault.fires,
+                        expects_resume=planned.fault.expects_resume,
                         description=fault.description,
                         explanation=descriptions().get(fault.fault, ""),
                         applicable=fault.applicable, fired=fault.fired, reason=fault.reason),
@@ -343,7 +346,7 @@ def _run(run: RunRecord, flow: FlowInfo, label: str, title: str, settings_set: i
         settings_set=settings_set, environment_set=environment_set,
         services=_flatten(run.environment.services),
         events=events, instances=instances, clock=clock,
-        span=max(ends, default=0.0), passed=judge_run(verdicts).passed,
+        span=max(ends, default=0.0), passed=judge_run(verdicts, fault=facts).passed,
     )
 
 
@@ -477,7 +480,9 @@ def _cell(spec: _CellSpec, title: str, run: RunReport | None) -> CellReport:
     instances = run.instances
     resumes = [i.resume.time_to_resume for i in instances
                if i.resume is not None and i.resume.time_to_resume is not None]
-    verdict = judge_run([_back(i) for i in instances])
+    fault = FaultFacts(run.fault.planned, run.fault.fired, run.fault.expects_resume,
+                       run.fault.reason)
+    verdict = judge_run([_back(i) for i in instances], fault=fault)
     problems = tuple(p for i in instances for p in i.problems)
     return CellReport(
         **base, status="pass" if verdict.passed else "fail",

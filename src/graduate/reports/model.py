@@ -141,6 +141,7 @@ class InstanceReport:
 class FaultInfo:
     kind: str
     planned: bool  # a fault was planned (not the baseline), so not firing means something
+    expects_resume: bool  # it fires with a step in flight, so a resume is to be seen
     description: str  # as the run described it, e.g. "kill-worker at activate:before-effect"
     explanation: str  # what the fault does, in plain words
     applicable: bool

@@ -29,8 +29,8 @@ from enum import Enum
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from graduate.adapters.base import HistoryEvent
-from graduate.chaos.faults import Hit, OptionValue
-from graduate.check import InstanceVerdict, RunVerdict
+from graduate.chaos.faults import Hit, OptionValue, plan_from_record
+from graduate.check import FaultFacts, InstanceVerdict, RunVerdict
 from graduate.errors import EvidenceError
 from graduate.flow import Flow, flow_from_dict
 from graduate.ledger import EffectRecord
@@ -84,6 +84,12 @@ class FaultRecord:
         """The record of a plan (`FaultPlan.to_dict()`) and its outcome."""
         return _from_value(cls, {**plan, "description": description, "applicable": applicable,
                                  "fired": fired, "reason": reason}, source="a fault plan")
+
+    def facts(self) -> FaultFacts:
+        """What the checker needs to know of this fault (`graduate.check.FaultFacts`), as
+        its fault module declares it."""
+        kind = plan_from_record(self.plan_fields()).fault
+        return FaultFacts(kind.fires, self.fired, kind.expects_resume, self.reason)
 
     def plan_fields(self) -> dict[str, Any]:
         """The plan as `FaultPlan.to_dict` wrote it, for `chaos.faults.plan_from_record`."""

@@ -20,7 +20,8 @@ class ChaosOutcome:
 
     @property
     def passed(self) -> bool:
-        """Nothing lost, stuck or failed; no unabsorbed duplicate; exact resumes."""
+        """Nothing lost, stuck or failed; no unabsorbed duplicate; exact resumes; and the
+        fault fired and caught an instance in flight (see `graduate.check.judge_run`)."""
         return self.result.verdict.passed
 
     @property

@@ -13,11 +13,12 @@ Registered as a `pytest11` entry point, so installing graduate is enough. It off
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -32,6 +33,9 @@ from graduate.services.model import TemporalTarget
 from graduate.services.resolver import STRATEGIES, Resolver, make_resolver
 from graduate.testing.outcome import ChaosOutcome
 
+# Set to 1 where the services must be there (CI): a test that would skip for want of
+# one fails instead, as a skipped crash test would pass unnoticed.
+REQUIRE_SERVICES = "GRADUATE_REQUIRE_SERVICES"
 _STARTED = pytest.StashKey[Resolver]()  # the session's services, once a test asked for them
 _OPTIONS = {
     "temporal_address": "--graduate-temporal-address",
@@ -124,13 +128,22 @@ def graduate_provider(pytestconfig: pytest.Config, graduate_settings: Settings,
         provider = make_resolver(kind, graduate_settings,
                                  tmp_path_factory.mktemp("graduate"), docker)
     except GraduateError as error:
-        pytest.skip(f"graduate provider {kind!r} is not available: {error}")
+        _unavailable(f"graduate provider {kind!r} is not available: {error}")
     pytestconfig.stash[_STARTED] = provider
     try:
         yield provider
     finally:
         del pytestconfig.stash[_STARTED]
         provider.close()
+
+
+def _unavailable(message: str) -> NoReturn:
+    """Skip a test that lacks a service or a provider able to fault it, or fail it where
+    services are required (GRADUATE_REQUIRE_SERVICES=1)."""
+    __tracebackhide__ = True
+    if os.environ.get(REQUIRE_SERVICES) == "1":
+        pytest.fail(f"{REQUIRE_SERVICES}=1, but {message}", pytrace=False)
+    pytest.skip(message)
 
 
 class GraduateServerWarning(UserWarning):
@@ -198,7 +211,8 @@ class ChaosRunner:
         as it reaches it with `hit="all"`; every instance is judged.
 
         Skips the test, with the reason, when the fault cannot apply to this engine or
-        provider (an external broker cannot be restarted by graduate)."""
+        provider (an external broker cannot be restarted by graduate); with
+        GRADUATE_REQUIRE_SERVICES=1, a provider that cannot perform the fault fails it."""
         __tracebackhide__ = True
         # A team's declared app runs its own code; its flow says what to expect.
         target = resolve_target(self.settings.project_dir, self.settings.spikes_dir, flow,
@@ -206,7 +220,7 @@ class ChaosRunner:
         loaded = target.flow
         kind, _ = parse_label(fault)
         if (reason := self.provider.cannot(kind)) is not None:
-            pytest.skip(f"{fault} on provider {self.provider.name}: {reason}")
+            _unavailable(f"{fault} on provider {self.provider.name}: {reason}")
         # The flow by its file: the run's settings are the test's own folder, not the
         # project's, so a name in the project's spikes folder would not be found there.
         result = graduate.chaos(
