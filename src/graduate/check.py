@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from graduate.adapters.base import InstanceState, InstanceStatus
+from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
 from graduate.flow import Flow
 from graduate.ledger import EffectRecord, InstanceRecord, Outcome, PointReached
 
@@ -56,14 +56,30 @@ class EffectVerdict:
 
 @dataclass(frozen=True)
 class Resume:
-    """How an instance hit by a fault went on."""
+    """How an instance hit by a fault went on.
 
-    in_flight: str  # the step that was paused at the fault point
-    point: str
+    An instance is hit when it sat at the armed fault point, or when the fault cut
+    short an attempt of one of its steps (`interrupted`): the ledger then shows a later
+    attempt of that step that no failure of the one before explains.
+    """
+
+    in_flight: str  # the step at the fault point, or whose attempt the fault cut short
+    point: str  # before-effect, after-effect (its effect had landed), during-wait
     resumed_at: str | None  # step of the first effect call after the fault
-    exact: bool
-    time_to_resume: float | None
-    reran: tuple[str, ...] = ()  # steps finished before the fault that ran again
+    exact: bool  # went on at the step in flight (or the next), no earlier step again
+    time_to_resume: float | None  # None when it continued: nothing had to resume
+    # Steps whose effect had landed before the fault and ran again after it: earlier
+    # steps, and at an after-effect point the step in flight itself.
+    reran: tuple[str, ...] = ()
+    # The very call at the fault point carried on, in the same process and attempt (a
+    # warm stop let it finish, a restarted server let it complete): no resume was needed.
+    continued: bool = False
+    interrupted: bool = False  # hit by an attempt cut short, not at the armed point
+
+    @property
+    def resumed_exactly(self) -> bool:
+        """At the step in flight, with nothing that had landed run again."""
+        return self.exact and not self.reran
 
 
 @dataclass(frozen=True)
@@ -208,8 +224,14 @@ def effect_verdicts(effects: Sequence[EffectRecord]) -> tuple[EffectVerdict, ...
 def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectRecord],
                    status: InstanceStatus, *, engine_holds: bool | None,
                    reached: PointReached | None = None,
-                   fault_at: float | None = None, cannot_tell: str = "") -> InstanceVerdict:
+                   fault_at: float | None = None, cannot_tell: str = "",
+                   history: Sequence[HistoryEvent] = ()) -> InstanceVerdict:
     """The verdict of one instance from its ledger rows and its engine's final status.
+
+    `fault_at` is when the fault fired (for an instance it caught at the armed point,
+    `reached`, the firing that caught it): an instance not at the point is still hit when
+    the fault cut short one of its attempts, as the ledger (see `interrupted`) or the
+    engine's own `history` (a task it records as cut short after the fault) shows.
 
     `engine_holds` is None when the engine could not see whether anything still holds
     an unfinished instance; `cannot_tell` then says what it could not inspect."""
@@ -218,8 +240,12 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
               and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)}
     verdict, reason = _outcome(flow, status, landed, per_effect, engine_holds, cannot_tell)
     resume = None
-    if reached is not None and fault_at is not None:
-        resume = _resume(flow, effects, reached, fault_at)
+    if fault_at is not None:
+        if reached is not None:
+            resume = _resume(flow, effects, reached, fault_at, cut_short=False)
+        elif (cut := interrupted(flow, effects, fault_at)
+               or _held_up(effects, history, fault_at)) is not None:
+            resume = _resume(flow, effects, cut, fault_at, cut_short=True)
     complete = (status.finished_at - record.started_at
                 if status.finished_at is not None and status.state.finished else None)
     return InstanceVerdict(
@@ -267,33 +293,38 @@ def _outcome(flow: Flow, status: InstanceStatus, landed: set[str],
 
 
 def _resume(flow: Flow, effects: Sequence[EffectRecord], reached: PointReached,
-            fault_at: float) -> Resume:
+            fault_at: float, *, cut_short: bool) -> Resume:
     """Where the instance went on after the fault, given the node it was at: a step
-    paused before or after its effect, or a wait."""
+    paused (or cut short) before or after its effect, or a wait."""
     nodes = [n.name for n in flow.nodes]
     steps = [s.name for s in flow.steps]
     at = nodes.index(reached.step) if reached.step in nodes else len(nodes)
     after = [e for e in effects if e.started_at >= fault_at]
     first = after[0] if after else None
     before = {name for name in nodes[:at] if name in steps}
-    reran = tuple(sorted({e.step for e in after if e.kind == "effect" and e.step in before},
+    landed = reached.point == "after-effect"
+    again = before | ({reached.step} if landed else set())
+    reran = tuple(sorted({e.step for e in after if e.kind == "effect" and e.step in again},
                          key=steps.index))
     following = next((n for n in nodes[at + 1:] if n in steps), None)
     if reached.point == "during-wait":
         allowed = {following}
     else:
         allowed = {reached.step}
-        if reached.point == "after-effect":
+        if landed:
             # The effect had landed: going on with the next step is resuming exactly too.
             allowed.add(following)
-    exact = first is not None and first.kind == "effect" and first.step in allowed and not reran
+    exact = (first is not None and first.kind == "effect" and first.step in allowed
+             and not set(reran) & before)
+    continued = _continued(effects, reached, fault_at, after)
     return Resume(
         in_flight=reached.step, point=reached.point,
         resumed_at=None if first is None else (
             first.step if first.kind == "effect" else f"{first.step} (compensation)"),
         exact=exact,
-        time_to_resume=None if first is None else first.started_at - fault_at,
-        reran=reran,
+        time_to_resume=None if first is None or continued else first.started_at - fault_at,
+        reran=reran, continued=continued,
+        interrupted=cut_short,
     )
 
 
@@ -392,6 +423,55 @@ def judge_acts(verdict: InstanceVerdict, flow: Flow, record: InstanceRecord,
     return verdict
 
 
+def _continued(effects: Sequence[EffectRecord], reached: PointReached, fault_at: float,
+               after: Sequence[EffectRecord]) -> bool:
+    """Whether the call at the fault point carried on in its own process and attempt.
+
+    Before its effect: the first call after the fault is that step's, made by the
+    process that was paused there, with the lowest attempt the step shows after the
+    fault (a retry in the same process would come with a higher one). After its effect:
+    the step never ran again, and the flow went on past it (a call killed there goes
+    nowhere, or runs again).
+    """
+    if reached.point == "before-effect" and after and after[0].kind != "compensation":
+        first = after[0]
+        attempts = [e.attempt for e in after if e.step == reached.step and e.kind == "effect"]
+        return (first.step == reached.step and first.worker_pid == reached.pid
+                and first.attempt == min(attempts))
+    if reached.point == "after-effect":
+        calls = [e for e in effects if e.step == reached.step and e.kind == "effect"]
+        return bool(calls) and calls[-1].started_at < fault_at and bool(after)
+    return False
+
+
+def interrupted(flow: Flow, effects: Sequence[EffectRecord],
+                fault_at: float) -> PointReached | None:
+    """The first step of an instance whose attempt the fault cut short, if any.
+
+    The ledger shows it: after the fault, the step made a call with attempt n > 1, and
+    no failed call of attempt n - 1 (a transient error the engine retried) explains
+    it, so attempt n - 1 died, timed out or was redelivered. The point is after-effect
+    when the step's effect had landed before the fault, else before-effect.
+    """
+    steps = [s.name for s in flow.steps]
+    calls = [e for e in effects if e.kind == "effect"]
+    for effect in sorted((e for e in calls if e.started_at >= fault_at and e.attempt > 1),
+                         key=lambda e: (steps.index(e.step) if e.step in steps else 0,
+                                        e.started_at)):
+        previous = [e for e in calls if e.step == effect.step
+                    and e.attempt == effect.attempt - 1]
+        if any(e.outcome in (Outcome.TRANSIENT_ERROR, Outcome.PERMANENT_ERROR)
+               for e in previous):
+            continue
+        earlier = [e for e in calls if e.step == effect.step and e.started_at < fault_at]
+        landed = any(e.outcome in (Outcome.APPLIED, Outcome.ABSORBED) for e in earlier)
+        # The process of the attempt cut short, where its call left a row (else unknown).
+        pid = earlier[-1].worker_pid if earlier else 0
+        return PointReached(effect.instance_id, effect.step,
+                            "after-effect" if landed else "before-effect", pid, fault_at)
+    return None
+
+
 @dataclass(frozen=True)
 class FaultFacts:
     """What became of the planned fault: whether one was planned and fired (and why
@@ -412,6 +492,19 @@ def proves_nothing(fault: FaultFacts, hit_by_fault: int) -> str | None:
         return ("no instance was caught in flight, so it shows no resume; fire the fault "
                 "at STEP:before-effect, STEP:after-effect or WAIT:during-wait")
     return None
+
+
+def _held_up(effects: Sequence[EffectRecord], history: Sequence[HistoryEvent],
+             fault_at: float) -> PointReached | None:
+    """Where an instance went on after the engine recorded one of its tasks cut short
+    after the fault (a workflow task that timed out on a dead worker, say), though no
+    effect call of it was: the first step it ran after that, held up until then."""
+    if not any(e.cut_short and e.at >= fault_at for e in history):
+        return None
+    after = [e for e in effects if e.kind == "effect" and e.started_at >= fault_at]
+    if not after:
+        return None
+    return PointReached(after[0].instance_id, after[0].step, "before-effect", 0, fault_at)
 
 
 def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: bool = True,
@@ -455,7 +548,8 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
         counts=counts,
         unabsorbed_duplicates=sum(i.unabsorbed_duplicates for i in instances),
         absorbed_duplicates=sum(i.absorbed for i in instances),
-        resumed_exactly=sum(1 for i in hit if i.resume is not None and i.resume.exact),
+        resumed_exactly=sum(1 for i in hit if i.resume is not None
+                            and i.resume.resumed_exactly),
         hit_by_fault=len(hit),
         failures=tuple(failures),
         correlation_breaks=sum(len(i.correlation_breaks) for i in instances),

@@ -98,6 +98,10 @@ def test_celery_chain_with_late_ack_runs_the_step_again_after_the_visibility_tim
     assert applied(settings, instance, "activate") == [Outcome.APPLIED, Outcome.ABSORBED]
     assert instance.resume is not None
     assert instance.resume.exact
+    # The effect had landed: its repeat is a re-run, shown as one, not "resumed exactly".
+    assert instance.resume.reran == ("activate",)
+    assert not instance.resume.resumed_exactly
+    assert result.verdict.resumed_exactly == 0
     first, again = [e for e in Ledger(settings.ledger).effects(instance_id=instance.instance_id)
                     if e.step == "activate"]
     # The message was delivered before its first call started: the visibility timeout
@@ -136,6 +140,9 @@ def test_celery_chain_with_late_ack_duplicates_an_effect_nobody_absorbs(
     assert instance.verdict is Verdict.COMPLETED
     assert applied(settings, instance, "notify") == [Outcome.APPLIED, Outcome.APPLIED]
     assert instance.unabsorbed_duplicates == 1
+    assert instance.resume is not None
+    assert instance.resume.reran == ("notify",)
+    assert result.verdict.resumed_exactly == 0
     assert not result.verdict.passed
     assert any("notify (effect) applied 2 times" in f for f in result.verdict.failures)
 
@@ -187,6 +194,7 @@ def test_temporal_resumes_at_the_step_in_flight_after_a_worker_kill(
     assert instance.resume.reran == ()
     assert instance.resume.time_to_resume is not None
     assert instance.resume.time_to_resume >= 3.0
+    assert not instance.resume.continued  # a new attempt, on the replacement worker
     for step in ("create_record", "reserve", "activate", "notify"):
         assert applied(settings, instance, step) == [Outcome.APPLIED]
 
@@ -221,6 +229,9 @@ def test_temporal_resumes_after_a_server_restart(own_services: Settings,
     assert instance.verdict is Verdict.COMPLETED
     assert instance.resume is not None
     assert instance.resume.exact
+    # The worker lived on: the paused activity went on in it once the server was back.
+    assert instance.resume.continued
+    assert instance.resume.time_to_resume is None
     assert [e.kind for e in _timeline(result)] == [
         "instances-started", "signal-sent", "fault-point-reached", "fault-fired",
         "service-restarted", "run-ended"]
@@ -462,3 +473,47 @@ def test_a_run_whose_fault_never_fired_does_not_pass(settings: Settings,
     assert any("the fault never fired" in f for f in result.verdict.failures)
     with pytest.raises(AssertionError, match="the fault never fired"):
         ChaosOutcome(result, flow).assert_ok()
+
+
+def test_a_warm_stop_lets_the_step_in_hand_continue_which_is_no_resume(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """SIGTERM: Celery finishes the task in hand in the same process and attempt. That
+    is a continuation, reported apart from a resume, with no time to resume."""
+    result = chaos(settings, flow_file("chaos"), "celery-chain", "stop-worker",
+                   "activate:before-effect", instances=3)
+
+    [hit] = [i for i in result.instances if i.resume is not None]
+    assert hit.resume is not None
+    assert hit.resume.continued
+    assert hit.resume.time_to_resume is None
+    assert [i.verdict for i in result.instances] == [Verdict.COMPLETED] * 3
+    assert result.verdict.passed, result.verdict.failures
+
+
+def test_every_instance_whose_attempt_the_kill_cut_short_is_judged(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """Five instances under one worker kill: besides the one at the armed point, any
+    whose activity died with the worker (a later attempt after the fault that no failed
+    attempt explains) counts as hit, with its interrupted step and its resume."""
+    result = chaos(settings, flow_file("chaos"), "temporal", "kill-worker",
+                   "activate:before-effect", instances=5, timeout=60)
+    ledger = Ledger(settings.ledger)
+
+    assert result.fired, result.reason
+    assert [i.verdict for i in result.instances] == [Verdict.COMPLETED] * 5
+    fired = next(e.at for e in _timeline(result) if e.kind == "fault-fired")
+    assert result.evidence is not None
+    started = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id).started_at
+    assert started is not None
+    for instance in result.instances:
+        retried = [e for e in ledger.effects(instance_id=instance.instance_id)
+                   if e.attempt > 1 and e.started_at >= started + fired]
+        if retried:
+            assert instance.resume is not None, f"{instance.instance_id} was cut short"
+            assert instance.resume.in_flight == retried[0].step
+        timed_out = [e for e in _history(result, instance) if e.kind.endswith(
+            "_timed_out") and e.at >= started + fired]
+        if timed_out:
+            assert instance.resume is not None, f"{instance.instance_id} was held up"
+    assert result.verdict.hit_by_fault == sum(1 for i in result.instances if i.resume)
+    assert result.verdict.passed, result.verdict.failures

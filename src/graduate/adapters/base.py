@@ -54,6 +54,9 @@ class HistoryEvent:
     at: float
     kind: str
     detail: str = ""
+    # The engine records here that an attempt of its (a task, an activity, a workflow
+    # task) ended unfinished: it timed out, its worker was lost, its message came back.
+    cut_short: bool = False
 
 
 @dataclass(frozen=True)

@@ -323,7 +323,8 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
         judged = judge_instance(flow, entry, effects, statuses[iid],
                                 engine_holds=held, cannot_tell=why,
                                 reached=hit[0] if hit else None,
-                                fault_at=hit[1] if hit else None)
+                                fault_at=hit[1] if hit else next(iter(fault_times), None),
+                                history=histories.get(iid, ()))
         verdicts.append(judge_acts(judged, flow, entry, effects, statuses[iid],
                                    acts or FaultActs()))
     fault = options.plan.fault

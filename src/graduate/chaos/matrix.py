@@ -134,6 +134,7 @@ def summarise(result: ChaosResult) -> CellSummary:
         unabsorbed_duplicates=result.verdict.unabsorbed_duplicates,
         absorbed_duplicates=result.verdict.absorbed_duplicates,
         hit_by_fault=result.verdict.hit_by_fault,
+        continued=sum(1 for i in result.instances if i.resume and i.resume.continued),
         resumed_exactly=result.verdict.resumed_exactly,
         median_time_to_resume=statistics.median(resumes) if resumes else None,
         passed=result.verdict.passed,

@@ -20,7 +20,7 @@ from graduate.chaos.faults import HITS, deploy_change, descriptions, fault_names
 from graduate.chaos.harness import ChaosResult, TimelineEvent
 from graduate.chaos.matrix import DEFAULT_FAULTS, DEFAULT_INSTANCES, CellOutcome
 from graduate.chaos.profiles import PROFILES
-from graduate.check import Verdict
+from graduate.check import Resume, Verdict
 from graduate.cli.common import console, settings
 
 VERDICT_STYLE = {Verdict.COMPLETED: "green", Verdict.COMPENSATED: "yellow",
@@ -127,22 +127,31 @@ def _print_result(result: ChaosResult) -> None:
             for e in item.effects if e.applied or e.absorbed)
         table.add_row(
             item.instance_id, f"[{VERDICT_STYLE[item.verdict]}]{item.verdict}[/]",
-            resume.in_flight if resume else "-",
-            ("-" if resume is None else
-             f"{resume.resumed_at or 'nothing'} {'✓' if resume.exact else '✗'}"),
-            _seconds(resume.time_to_resume if resume else None),
+            "-" if resume is None else (
+                resume.in_flight + (" (attempt cut short)" if resume.interrupted else "")),
+            "-" if resume is None else _resumed(resume),
+            ("continued" if resume is not None and resume.continued
+             else _seconds(resume.time_to_resume if resume else None)),
             _seconds(item.time_to_complete), effects, item.correlation_id, item.reason)
     console.print(table)
     if not result.fired:
         console.print(f"[yellow]the fault did not fire:[/] {escape(result.reason)}")
     if result.verdict.passed:
+        hit = result.verdict.hit_by_fault
         console.print("[bold green]passed[/]: nothing lost or stuck, no unabsorbed duplicate, "
-                      "every instance hit resumed at the step in flight")
+                      f"the {hit} instance(s) the fault caught went on at the step in flight")
     else:
         console.print("[bold red]failed[/]:")
         for failure in result.verdict.failures:
             console.print(f"  - {escape(failure)}", soft_wrap=True)
     console.print(f"evidence: {escape(str(result.evidence))}")
+
+
+def _resumed(resume: Resume) -> str:
+    where = resume.resumed_at or "nothing"
+    if resume.reran:
+        return f"{where} ✗ (re-ran {', '.join(resume.reran)})"
+    return f"{where} {'✓' if resume.exact else '✗'}"
 
 
 def _seconds(value: float | None) -> str:

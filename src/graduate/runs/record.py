@@ -215,6 +215,9 @@ class CellSummary:
     median_time_to_resume: float | None
     passed: bool
     failures: tuple[str, ...]
+    # Of those hit, how many carried on in the same process and attempt (not a resume).
+    # Absent from cells settled before the checker told the two apart.
+    continued: int = 0
 
 
 @dataclass(frozen=True)

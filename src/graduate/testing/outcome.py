@@ -39,11 +39,14 @@ class ChaosOutcome:
         for item in self.instances:
             lines.append(f"- instance {item.instance_id} (correlation {item.correlation_id}, "
                          f"trace {item.trace_id}): {item.verdict.value.upper()}: {item.reason}")
-            if item.resume is not None:
-                resumed = item.resume.resumed_at or "nothing"
-                lines.append(f"  was in flight at {item.resume.in_flight}; resumed at "
-                             f"{resumed}" + (f"; ran again: {', '.join(item.resume.reran)}"
-                                             if item.resume.reran else ""))
+            if (resume := item.resume) is not None:
+                how = ("its attempt there was cut short" if resume.interrupted
+                       else f"paused {resume.point.replace('-', ' ')}")
+                went_on = ("continued in the same process" if resume.continued
+                           else f"resumed at {resume.resumed_at or 'nothing'}")
+                lines.append(f"  was in flight at {resume.in_flight} ({how}); {went_on}"
+                             + (f"; ran again: {', '.join(resume.reran)}"
+                                if resume.reran else ""))
             if item.starts is not None:
                 lines.append(f"  started {item.starts.starts} times: {item.starts.reason}")
             if item.rollback is not None:

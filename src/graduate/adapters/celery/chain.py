@@ -644,5 +644,6 @@ class ChainStrategy:
                     else:
                         continue
                     events.append(HistoryEvent(at=float(delivery["at"]),
-                                               kind="task redelivered", detail=detail))
+                                               kind="task redelivered", detail=detail,
+                                               cut_short=True))
         return events

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.api.history.v1 import ActivityTaskStartedEventAttributes
+from temporalio.api.history.v1 import HistoryEvent as ServerEvent
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -53,6 +54,19 @@ def _started_detail(started: ActivityTaskStartedEventAttributes) -> str:
     else:
         cause = failure.message.splitlines()[0] if failure.message else "a failure"
     return f"{detail} after {cause}"
+
+
+def _cut_short(event: ServerEvent) -> bool:
+    """A task the server gave up on: a workflow or activity task that timed out (its
+    worker died or was cut off), or an activity attempt started after one that did."""
+    if event.event_type in (EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+                            EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT):
+        return True
+    if event.HasField("activity_task_started_event_attributes"):
+        started = event.activity_task_started_event_attributes
+        return bool(started.attempt > 1 and started.HasField("last_failure")
+                    and started.last_failure.HasField("timeout_failure_info"))
+    return False
 
 
 class TemporalEngine:
@@ -235,5 +249,6 @@ async def read_history(client: Client, instance_id: str) -> list[HistoryEvent]:
         elif event.HasField("marker_recorded_event_attributes"):
             detail = event.marker_recorded_event_attributes.marker_name
         events.append(HistoryEvent(at=event.event_time.ToNanoseconds() / 1e9,
-                                   kind=kind.lower(), detail=detail))
+                                   kind=kind.lower(), detail=detail,
+                                   cut_short=_cut_short(event)))
     return events
