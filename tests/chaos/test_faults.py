@@ -452,6 +452,10 @@ def test_celery_chain_on_rabbitmq_judges_a_lost_instance_lost_among_finished_one
     assert applied(on_rabbitmq, hit, "activate") == []
     others = [i.verdict for i in result.instances if i is not hit]
     assert others == [Verdict.COMPLETED] * 2
+    assert result.evidence is not None
+    servers = EvidenceStore(result.evidence.parents[1]).load_run(
+        result.run_id).environment.servers
+    assert (servers["broker"] or "").startswith("RabbitMQ 3."), servers  # an external broker too
 
 
 def test_a_run_whose_fault_never_fired_does_not_pass(settings: Settings,

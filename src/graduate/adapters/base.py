@@ -226,6 +226,11 @@ class Engine(Protocol):
         """The engine's own record of the instance, oldest first."""
         ...
 
+    def server_versions(self) -> dict[str, str]:
+        """The versions of the servers the engine talks to, as they report themselves
+        (a broker or server graduate did not start included); none it cannot reach."""
+        ...
+
     def close(self) -> None:
         """Release clients and connections (workers are stopped through their group)."""
         ...

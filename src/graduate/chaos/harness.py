@@ -350,8 +350,9 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
                               else None),
         environment=EnvironmentRecord(
             host=host(), packages=package_versions(),
-            servers=server_versions(stack.temporal.binary if stack.temporal else None,
-                                    stack.redis.binary if stack.redis else None),
+            servers={**server_versions(stack.temporal.binary if stack.temporal else None,
+                                       stack.redis.binary if stack.redis else None),
+                     **session.engine.server_versions()},
             services=stack.services.describe()),
         timeline=tuple(timeline.events),
         instances=tuple(InstanceEvidence(v, tuple(histories.get(v.instance_id, [])))

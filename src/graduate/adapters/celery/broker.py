@@ -119,6 +119,24 @@ class BrokerView:
             connection.release()
         return QueueCounts(int(ready), int(consumers))
 
+    def version(self) -> str | None:
+        """The broker's name and version as it reports them (None if it does not answer)."""
+        try:
+            if self.peekable:
+                info = self._redis().info("server")
+                return f"Redis {info['redis_version']}"
+            connection: Any = Connection(self.url,  # type: ignore[no-untyped-call]
+                                         connect_timeout=SOCKET_TIMEOUT)
+            try:
+                connection.connect()
+                properties = connection.connection.server_properties
+            finally:
+                connection.release()
+        except (OSError, KombuError, redis.RedisError, KeyError):
+            return None
+        name, version = properties.get("product"), properties.get("version")
+        return f"{name} {version}" if name and version else None
+
     def _redis(self) -> redis.Redis:
         if self._client is None:
             self._client = redis.Redis.from_url(self.url, socket_timeout=SOCKET_TIMEOUT,

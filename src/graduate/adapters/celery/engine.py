@@ -163,6 +163,10 @@ class CeleryEngine:
             raise EngineError("Celery has no versioning guard; deploy without one")
         self.flow = flow
 
+    def server_versions(self) -> dict[str, str]:
+        version = self._broker.version()
+        return {"broker": version} if version else {}
+
     def close(self) -> None:
         self._app.close()
         self._broker.close()

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.api.history.v1 import ActivityTaskStartedEventAttributes
 from temporalio.api.history.v1 import HistoryEvent as ServerEvent
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -226,6 +227,14 @@ class TemporalEngine:
 
     async def _history(self, instance_id: str) -> list[HistoryEvent]:
         return await read_history(self._client, instance_id)
+
+    def server_versions(self) -> dict[str, str]:
+        try:
+            info = self._run(self._client.workflow_service.get_system_info(
+                GetSystemInfoRequest()))
+        except RPCError:
+            return {}
+        return {"temporal_server": info.server_version} if info.server_version else {}
 
     def close(self) -> None:
         self._loop.close()
