@@ -43,9 +43,19 @@ def own_services(settings: Settings) -> Settings:
 
 @pytest.fixture
 def on_rabbitmq(settings: Settings) -> Settings:
-    """Celery's broker on RabbitMQ (GRADUATE_TEST_RABBITMQ_URL); results stay in Redis."""
+    """Celery's broker on RabbitMQ (GRADUATE_TEST_RABBITMQ_URL); results stay in Redis.
+    Without the URL the test is skipped, or fails where services are required."""
     url = service_url("GRADUATE_TEST_RABBITMQ_URL", "RabbitMQ")
     return replace(settings, broker_url=url, result_backend_url=settings.broker_url)
+
+
+@pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def celery_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """Each Celery fault scenario runs on both brokers: Redis, then RabbitMQ."""
+    if request.param == "redis":
+        return settings
+    on: Settings = request.getfixturevalue("on_rabbitmq")
+    return on
 
 
 def chaos(settings: Settings, path: Path, engine: str, fault: str, at: str | None, *,
@@ -73,15 +83,15 @@ def applied(settings: Settings, instance: InstanceVerdict, step: str) -> list[Ou
 
 
 def test_celery_chain_with_defaults_loses_the_rest_of_the_chain(
-        settings: Settings, flow_file: FlowFactory) -> None:
+        celery_settings: Settings, flow_file: FlowFactory) -> None:
     """Celery acknowledges before running: a killed worker takes the task, and every
     later step of the chain, with it."""
-    instance = only(chaos(settings, flow_file("chaos"), "celery-chain", "kill-worker",
+    instance = only(chaos(celery_settings, flow_file("chaos"), "celery-chain", "kill-worker",
                           "activate:before-effect", timeout=8))
 
     assert instance.verdict is Verdict.LOST
-    assert applied(settings, instance, "activate") == []
-    assert applied(settings, instance, "notify") == []
+    assert applied(celery_settings, instance, "activate") == []
+    assert applied(celery_settings, instance, "notify") == []
     assert instance.resume is not None
     assert instance.resume.resumed_at is None
 
@@ -111,18 +121,18 @@ def test_celery_chain_with_late_ack_runs_the_step_again_after_the_visibility_tim
 
 
 def test_celery_redelivery_is_recorded_as_the_next_attempt_and_in_the_engines_record(
-        settings: Settings, flow_file: FlowFactory) -> None:
+        celery_settings: Settings, flow_file: FlowFactory) -> None:
     """A task redelivered after its worker died carries the same retry count as the
     delivery that died (Celery counts only the retries it sent): the ledger still tells
     the two deliveries apart, even when the first died before its effect left a row."""
-    result = chaos(settings, flow_file("chaos"), "celery-chain", "kill-worker",
+    result = chaos(celery_settings, flow_file("chaos"), "celery-chain", "kill-worker",
                    "activate:before-effect", profile="tuned", timeout=40)
     instance = only(result)
 
-    calls = [e for e in Ledger(settings.ledger).effects(instance_id=instance.instance_id)
+    calls = [e for e in Ledger(celery_settings.ledger).effects(instance_id=instance.instance_id)
              if e.step == "activate"]
     assert [(e.attempt, e.outcome) for e in calls] == [(2, Outcome.APPLIED)]
-    assert [e.attempt for e in Ledger(settings.ledger).effects(
+    assert [e.attempt for e in Ledger(celery_settings.ledger).effects(
         instance_id=instance.instance_id) if e.step == "notify"] == [1]
     redelivered = [e.detail for e in _history(result, instance)
                    if e.kind == "task redelivered"]
@@ -130,15 +140,15 @@ def test_celery_redelivery_is_recorded_as_the_next_attempt_and_in_the_engines_re
 
 
 def test_celery_chain_with_late_ack_duplicates_an_effect_nobody_absorbs(
-        settings: Settings, flow_file: FlowFactory) -> None:
+        celery_settings: Settings, flow_file: FlowFactory) -> None:
     """The same redelivery on a system that ignores idempotency keys changes the world
     twice: an unabsorbed duplicate that fails the run."""
-    result = chaos(settings, flow_file("chaos"), "celery-chain", "kill-worker",
+    result = chaos(celery_settings, flow_file("chaos"), "celery-chain", "kill-worker",
                    "notify:after-effect", profile="tuned", timeout=40)
     instance = only(result)
 
     assert instance.verdict is Verdict.COMPLETED
-    assert applied(settings, instance, "notify") == [Outcome.APPLIED, Outcome.APPLIED]
+    assert applied(celery_settings, instance, "notify") == [Outcome.APPLIED, Outcome.APPLIED]
     assert instance.unabsorbed_duplicates == 1
     assert instance.resume is not None
     assert instance.resume.reran == ("notify",)
@@ -148,37 +158,37 @@ def test_celery_chain_with_late_ack_duplicates_an_effect_nobody_absorbs(
 
 
 def test_celery_pool_child_killed_fails_the_chain_visibly(
-        settings: Settings, flow_file: FlowFactory) -> None:
+        celery_settings: Settings, flow_file: FlowFactory) -> None:
     """Killing only the prefork child: the main process reports WorkerLostError, the
     chain stops there, and nothing compensates."""
-    instance = only(chaos(settings, flow_file("chaos"), "celery-chain", "kill-pool-child",
+    instance = only(chaos(celery_settings, flow_file("chaos"), "celery-chain", "kill-pool-child",
                           "activate:before-effect", timeout=15))
 
     assert instance.verdict is Verdict.FAILED
     assert "SIGKILL" in instance.reason or "exited" in instance.reason
-    assert applied(settings, instance, "activate") == []
+    assert applied(celery_settings, instance, "activate") == []
 
 
 def test_state_machine_still_holds_an_instance_its_lease_has_not_freed(
-        settings: Settings, flow_file: FlowFactory) -> None:
+        celery_settings: Settings, flow_file: FlowFactory) -> None:
     """The state machine's row survives the kill, but its lease (step timeout + 15 s
     by default) outlasts a short run: the instance is stuck, not lost."""
-    instance = only(chaos(settings, flow_file("chaos"), "celery-state-machine",
+    instance = only(chaos(celery_settings, flow_file("chaos"), "celery-state-machine",
                           "kill-worker", "activate:before-effect", timeout=6))
 
     assert instance.verdict is Verdict.STUCK
 
 
 def test_state_machine_recovers_at_the_step_in_flight(
-        settings: Settings, flow_file: FlowFactory) -> None:
-    instance = only(chaos(settings, flow_file("chaos"), "celery-state-machine",
+        celery_settings: Settings, flow_file: FlowFactory) -> None:
+    instance = only(chaos(celery_settings, flow_file("chaos"), "celery-state-machine",
                           "kill-worker", "activate:before-effect", profile="tuned",
                           timeout=40))
 
     assert instance.verdict is Verdict.COMPLETED
     assert instance.resume is not None
     assert instance.resume.exact
-    assert applied(settings, instance, "activate") == [Outcome.APPLIED]
+    assert applied(celery_settings, instance, "activate") == [Outcome.APPLIED]
 
 
 def test_temporal_resumes_at_the_step_in_flight_after_a_worker_kill(
@@ -321,14 +331,14 @@ def test_state_machine_cursor_reruns_a_finished_step_after_a_step_is_added(
     assert not result.verdict.passed
 
 
-def test_celery_warm_shutdown_finishes_the_task_in_hand(settings: Settings,
+def test_celery_warm_shutdown_finishes_the_task_in_hand(celery_settings: Settings,
                                                         flow_file: FlowFactory) -> None:
     """SIGTERM to the worker's main process: Celery waits for the running task."""
-    instance = only(chaos(settings, flow_file("chaos"), "celery-chain", "stop-worker",
+    instance = only(chaos(celery_settings, flow_file("chaos"), "celery-chain", "stop-worker",
                           "activate:before-effect"))
 
     assert instance.verdict is Verdict.COMPLETED
-    assert applied(settings, instance, "activate") == [Outcome.APPLIED]
+    assert applied(celery_settings, instance, "activate") == [Outcome.APPLIED]
     assert instance.resume is not None
     assert instance.resume.exact
 
@@ -382,7 +392,7 @@ def test_temporal_retries_an_activity_whose_completion_was_cut_off(
     assert kinds[kinds.index("fault-fired") + 1] == "network-healed"
 
 
-def test_celery_cold_shutdown_abandons_the_task_in_hand(settings: Settings,
+def test_celery_cold_shutdown_abandons_the_task_in_hand(celery_settings: Settings,
                                                         flow_file: FlowFactory) -> None:
     """SIGQUIT: Celery's cold shutdown does not wait for the running task; with the
     default early acknowledgement that task, and the chain after it, are gone."""
@@ -393,13 +403,14 @@ def test_celery_cold_shutdown_abandons_the_task_in_hand(settings: Settings,
                        decisions=approve_all(flow)),
         plan=parse_plan("stop-worker", "activate:before-effect", flow, restart_delay=0.5,
                         cold=True))
-    result = run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
+    result = run_chaos(celery_settings, options,
+                       EvidenceStore(celery_settings.project_dir / "evidence"))
     instance = only(result)
 
     assert "SIGQUIT" in next(e.detail for e in _timeline(result) if e.kind == "fault-fired")
     assert instance.verdict is Verdict.LOST
-    assert applied(settings, instance, "activate") == []
-    assert applied(settings, instance, "notify") == []
+    assert applied(celery_settings, instance, "activate") == []
+    assert applied(celery_settings, instance, "notify") == []
 
 
 @pytest.mark.parametrize("engine", ["temporal", "celery-chain"])
@@ -480,10 +491,10 @@ def test_a_run_whose_fault_never_fired_does_not_pass(settings: Settings,
 
 
 def test_a_warm_stop_lets_the_step_in_hand_continue_which_is_no_resume(
-        settings: Settings, flow_file: FlowFactory) -> None:
+        celery_settings: Settings, flow_file: FlowFactory) -> None:
     """SIGTERM: Celery finishes the task in hand in the same process and attempt. That
     is a continuation, reported apart from a resume, with no time to resume."""
-    result = chaos(settings, flow_file("chaos"), "celery-chain", "stop-worker",
+    result = chaos(celery_settings, flow_file("chaos"), "celery-chain", "stop-worker",
                    "activate:before-effect", instances=3)
 
     [hit] = [i for i in result.instances if i.resume is not None]
