@@ -48,11 +48,17 @@ HARD_LIMIT_SLACK = 5.0
 # Wait keys outlive their deadline by Celery's default result lifetime (one day), so that
 # status() can still explain a finished wait as long as the task results exist.
 KEY_LIFETIME = 86400
-# How long holds() waits for a worker holding a started task to answer a ping; how many
-# times it looks before it says nothing holds an instance, and how long apart.
+# How long holds() waits for workers to answer a ping or an inspect.
 PING_TIMEOUT = 1.0
-HOLD_LOOKS = 2
-HOLD_SETTLE = 0.5
+# holds() looks again while the instance's record moved during a look (a task finished,
+# started, or a wait was decided), at most this many times; an instance still moving
+# after that is held by whatever moves it.
+HOLD_LOOKS = 5
+# On Redis, a task acknowledged early (Celery's default) is in no queue and not yet
+# STARTED between the worker's acknowledgement and its pool process's first write: the
+# time a prefork worker takes to hand a task to its pool. A look that found nothing is
+# repeated once after this bound before "nothing holds it".
+REDIS_HANDOVER = 0.5
 # A worker that did not answer is not asked again for this long, so that the instances
 # of a run whose worker died cost one ping between them, not one each.
 SILENT_FOR = 10.0
@@ -503,41 +509,66 @@ class ChainStrategy:
         answering, and none holding a task of the instance means nothing holds it. A
         ready message or a silent consumer could be the instance's: cannot tell.
 
-        A moving task is briefly in none of these places (popped from the list but not
-        yet in the unacked hash; acknowledged but not yet recorded as started), so a
-        "no" is only given after a second look that finds nothing either.
+        A moving task can be missed by a look, so a look is repeated while the instance's
+        record in the result backend changed during it (up to HOLD_LOOKS times). On
+        RabbitMQ the places are read in the order a message moves through them, and a
+        worker answers an inspect only after the deliveries it received before it; on
+        Redis, where a task acknowledged early is briefly in none of the places read, a
+        "no" needs a second look after REDIS_HANDOVER.
         """
-        if self.status(instance_id).state.finished:
-            return False
         queue = self.app.conf.task_default_queue
         unseen = ""
-        for look in range(HOLD_LOOKS):
-            if look:
-                time.sleep(HOLD_SETTLE)
+        found_nothing = 0
+        for _ in range(HOLD_LOOKS):
+            before = self._record(instance_id)
+            if self.status(instance_id).state.finished:
+                return False
             if self.broker.peekable:
                 held = self.broker.task_ids(queue, f"{instance_id}:") or set()
                 if any(self._can_move(instance_id, tid) for tid in held):
                     return True
                 if self._in_live_hands(instance_id):
                     return True
-                continue
-            counts = self.broker.queue_counts(queue)
-            in_hands, answered = self._consumers_holding(instance_id, counts.consumers)
-            if any(self._can_move(instance_id, tid) for tid in in_hands):
-                return True
-            unseen = ""
-            if counts.ready:
-                unseen = (f"the broker's queue {queue} holds {counts.ready} ready "
-                          "message(s), and RabbitMQ shows a queue's messages only to whoever "
-                          "consumes them")
-            elif answered < counts.consumers:
-                unseen = (f"{counts.consumers - answered} of the {counts.consumers} "
-                          f"consumer(s) of queue {queue} did not answer Celery's inspect, "
-                          "and may hold the instance's unacknowledged messages")
+            else:
+                # In the order a message moves (queue, a worker's ETA timer, its requests),
+                # so that a message moving while it is read is seen at one place or next.
+                counts = self.broker.queue_counts(queue)
+                in_hands, answered = self._consumers_holding(instance_id, counts.consumers)
+                if any(self._can_move(instance_id, tid) for tid in in_hands):
+                    return True
+                unseen = self._unseen(queue, counts.ready, counts.consumers, answered)
+            if self._record(instance_id) != before:
+                continue  # something moved while it was read: look again
+            found_nothing += 1
+            if not self.broker.peekable or found_nothing == 2:
+                break
+            time.sleep(REDIS_HANDOVER)
+        else:
+            return True  # it kept moving at every look
         if unseen:
             raise CannotTell(f"cannot tell whether anything still holds {instance_id}: "
                              f"{unseen}")
         return False
+
+    @staticmethod
+    def _unseen(queue: str, ready: int, consumers: int, answered: int) -> str:
+        """What RabbitMQ holds that could be the instance's but cannot be looked at."""
+        if ready:
+            return (f"the broker's queue {queue} holds {ready} ready message(s), and "
+                    "RabbitMQ shows a queue's messages only to whoever consumes them")
+        if answered < consumers:
+            return (f"{consumers - answered} of the {consumers} consumer(s) of queue "
+                    f"{queue} did not answer Celery's inspect, and may hold the instance's "
+                    "unacknowledged messages")
+        return ""
+
+    def _record(self, instance_id: str) -> tuple[object, ...]:
+        """What the result backend says of each task and wait of the instance: if it
+        changes while holds() looks, something moved during the look."""
+        client = self.resources.redis()
+        states = tuple(self.app.AsyncResult(tid).state for tid in self._task_ids(instance_id))
+        claims = tuple(client.exists(claim_key(instance_id, w.name)) for w in self.flow.waits)
+        return states, claims
 
     def _consumers_holding(self, instance_id: str, consumers: int) -> tuple[set[str], int]:
         """The instance's task IDs that the workers hold (reserved, scheduled for an ETA,
@@ -546,8 +577,9 @@ class ChainStrategy:
             return set(), 0
         inspector = self.app.control.inspect(timeout=PING_TIMEOUT, limit=consumers)
         ids = self._task_ids(instance_id)
-        known = inspector.query_task(*ids) or {}
+        # The ETA timer first: a task leaves it for the worker's requests, never back.
         scheduled = inspector.scheduled() or {}
+        known = inspector.query_task(*ids) or {}
         held = {tid for tasks in known.values() for tid in tasks}
         held |= {str(entry.get("request", {}).get("id", "")) for entries in scheduled.values()
                  for entry in entries}
