@@ -66,8 +66,6 @@ from graduate.runs.timeline import INSTANCES_STARTED, RUN_ENDED, Timeline, Timel
 
 __all__ = ["ChaosOptions", "ChaosResult", "TimelineEvent", "run_chaos"]
 
-LOST_CHECK = 1.0  # after the fault, how often the engine is asked whether it holds anything
-
 
 @dataclass(frozen=True)
 class ChaosOptions:
@@ -171,11 +169,9 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
             _release_all(session, plan, disarm=True)
             arming.held.clear()
             # Recover: the supervisor restarts what died until every instance finished.
-            statuses = session.watch(deadline, revive_after=plan.restart_delay,
-                                     until=_all_lost(session))
+            statuses = session.watch(deadline, revive_after=plan.restart_delay)
             timeline.add(RUN_ENDED, "all finished" if all(
-                s.state.finished for s in statuses.values()) else "deadline passed"
-                if time.monotonic() > deadline else "nothing holds what is unfinished")
+                s.state.finished for s in statuses.values()) else "deadline passed")
             # Judge and store.
             holds = {iid: _holds(session, iid) for iid, s in statuses.items()
                      if not s.state.finished}
@@ -293,23 +289,6 @@ def _hit(session: RunSession, plan: FaultPlan, instance_id: str,
     # fault was not hit.
     at = next((moment for moment in fired if moment >= reached.at), None)
     return None if at is None else (reached, at)
-
-
-def _all_lost(session: RunSession) -> Callable[[dict[str, InstanceStatus]], bool]:
-    """Whether every unfinished instance is lost: nothing holds it, so nothing moves it
-    however long the run waits, and the run ends there rather than at its deadline.
-    The engine is asked at most every LOST_CHECK seconds (it may read the broker and
-    ping workers); an instance it cannot tell about is not lost."""
-    asked = [0.0]
-
-    def settled(statuses: dict[str, InstanceStatus]) -> bool:
-        unfinished = [iid for iid, s in statuses.items() if not s.state.finished]
-        if not unfinished or time.monotonic() - asked[0] < LOST_CHECK:
-            return False
-        asked[0] = time.monotonic()
-        return all(_holds(session, iid)[0] is False for iid in unfinished)
-
-    return settled
 
 
 def _holds(session: RunSession, instance_id: str) -> tuple[bool | None, str]:
