@@ -156,16 +156,18 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
                                    release=lambda: _release_all(session, plan),
                                    deadline=deadline)
             if fired:
-                plan.fault.fire(context)
+                # Hit: the instances paused at the point when it fires. One that reaches
+                # the point while the fault recovers waits there for the next firing.
                 hit = _paused(session, plan)
+                plan.fault.fire(context)
                 # To hit every instance, the fault fires again for each that reaches its point.
                 while plan.hit == "all" and plan.point != "during-wait":
                     again, reached, _ = _await_trigger(session, plan, timeline, deadline,
                                                        skip=hit)
                     if not again:
                         break
-                    plan.fault.fire(replace(context, reached=reached))  # the same acts
                     hit |= _paused(session, plan)
+                    plan.fault.fire(replace(context, reached=reached))  # the same acts
             _release_all(session, plan, disarm=True)
             arming.held.clear()
             # Recover: the supervisor restarts what died until every instance finished.
