@@ -51,7 +51,7 @@ def test_the_report_fixture_has_the_shape_of_a_real_run_record(
     store = EvidenceStore(settings.project_dir / "evidence")
     result = run_chaos(settings, options, store)
 
-    real = key_paths(store.load_run(result.run_id))
+    real = key_paths(store.load_run(result.run_id).to_dict())
     fixture = key_paths(json.loads(FIXTURE.read_text()))
 
     assert real - fixture == set(), "the fixture lacks what a real record has"
