@@ -109,6 +109,9 @@ class CeleryAppEngine:
         return start_app_worker(name, MODULE, [self.declaration["app"], *arguments],
                                 self.app, environ, self.run_dir)
 
+    def server_versions(self) -> dict[str, str]:
+        return self._broker.server_versions()
+
     def deploy(self, flow: Flow, previous: Flow | None = None) -> None:
         raise EngineError(f"graduate cannot deploy a new version of {self.app.name}'s own "
                           "code; deploy it yourself and run again")

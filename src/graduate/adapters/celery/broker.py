@@ -137,6 +137,11 @@ class BrokerView:
         name, version = properties.get("product"), properties.get("version")
         return f"{name} {version}" if name and version else None
 
+    def server_versions(self) -> dict[str, str]:
+        """`Engine.server_versions` of a Celery engine: the broker's, if it answers."""
+        version = self.version()
+        return {"broker": version} if version else {}
+
     def _redis(self) -> redis.Redis:
         if self._client is None:
             self._client = redis.Redis.from_url(self.url, socket_timeout=SOCKET_TIMEOUT,

@@ -164,8 +164,7 @@ class CeleryEngine:
         self.flow = flow
 
     def server_versions(self) -> dict[str, str]:
-        version = self._broker.version()
-        return {"broker": version} if version else {}
+        return self._broker.server_versions()
 
     def close(self) -> None:
         self._app.close()

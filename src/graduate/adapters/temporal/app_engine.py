@@ -23,7 +23,7 @@ from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus, 
 from graduate.adapters.temporal import application
 from graduate.adapters.temporal.client import connect
 from graduate.adapters.temporal.description import TEMPORAL_APP
-from graduate.adapters.temporal.engine import read_history
+from graduate.adapters.temporal.engine import read_history, read_server_versions
 from graduate.apps import App
 from graduate.errors import EngineError, ServiceError
 from graduate.flow import Flow, InstanceRequest
@@ -170,6 +170,9 @@ class TemporalAppEngine:
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         return self._run(read_history(self._client, instance_id))
+
+    def server_versions(self) -> dict[str, str]:
+        return self._run(read_server_versions(self._client))
 
     def close(self) -> None:
         self._ledger.close()

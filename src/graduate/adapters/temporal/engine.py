@@ -229,15 +229,19 @@ class TemporalEngine:
         return await read_history(self._client, instance_id)
 
     def server_versions(self) -> dict[str, str]:
-        try:
-            info = self._run(self._client.workflow_service.get_system_info(
-                GetSystemInfoRequest()))
-        except RPCError:
-            return {}
-        return {"temporal_server": info.server_version} if info.server_version else {}
+        return self._run(read_server_versions(self._client))
 
     def close(self) -> None:
         self._loop.close()
+
+
+async def read_server_versions(client: Client) -> dict[str, str]:
+    """`Engine.server_versions` of a Temporal engine: the server's, as it reports it."""
+    try:
+        info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
+    except RPCError:
+        return {}
+    return {"temporal_server": info.server_version} if info.server_version else {}
 
 
 async def read_history(client: Client, instance_id: str) -> list[HistoryEvent]:
