@@ -139,7 +139,7 @@ def test_a_worker_crash_fails_on_the_engine_that_loses_the_commitment(
         "*AssertionError: the flow did not survive the fault*",
         "*approval on celery-chain under kill-worker at activate:before-effect*",
         "*- instance approval-*-01 (correlation *): LOST: nothing holds it any more*",
-        "*was in flight at activate; resumed at nothing*",
+        "*was in flight at activate (paused before effect); resumed at nothing*",
         "*effects: create_record ran once, reserve ran once, activate never ran, "
         "notify never ran*",
         "*FAILED test_crash.py::test_approval_survives_a_worker_crash?celery-chain-kill-worker?*",
