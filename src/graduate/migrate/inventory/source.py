@@ -7,6 +7,7 @@ on 3.11. A file that does not parse is skipped with the parser's reason, never a
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -102,5 +103,9 @@ def read_all(sources: list[SourceFile]) -> list[ModuleFacts | Skipped]:
     workers = min(os.cpu_count() or 1, 8)
     if len(sources) < PARALLEL_FROM or workers < 2:
         return [read(source) for source in sources]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: a fork of a process that holds other threads (a library
+    # caller's Temporal client, an asyncio loop) can deadlock the child on a lock one of
+    # those threads held at the fork.
+    with ProcessPoolExecutor(max_workers=workers,
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(read, sources, chunksize=8))
