@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -49,7 +50,7 @@ def lock_data(data: Path, what: str) -> int:
     data.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(_lock_file(data), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _flock_unless_held(descriptor)
     except BlockingIOError:
         holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
         os.close(descriptor)
@@ -63,6 +64,33 @@ def lock_data(data: Path, what: str) -> int:
         os.close(descriptor)
         raise
     return descriptor
+
+
+def _flock_unless_held(descriptor: int) -> None:
+    """Take the lock; while its recorded holder is already dead, wait a moment for the
+    kernel to finish tearing it down (a killed server's files close as it exits)."""
+    deadline = time.monotonic() + LOCK_RELEASE_GRACE
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+            if (holder.isdigit() and _running(int(holder))) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+LOCK_RELEASE_GRACE = 2.0
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (not gone, not a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
 
 
 def _lock_file(data: Path) -> Path:
