@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -135,6 +136,19 @@ class WorkerGroup:
     def stop(self, grace: float = 10.0) -> None:
         for process in self.processes:
             process.stop(grace)
+
+    @classmethod
+    def start(cls, starters: Sequence[Callable[[], ManagedProcess]]) -> WorkerGroup:
+        """Start a process with each of `starters`, in order; if one fails (or start-up
+        is interrupted), stop those already started before the error goes on."""
+        group = cls()
+        try:
+            for start in starters:
+                group.processes.append(start())
+        except BaseException:
+            group.stop()
+            raise
+        return group
 
 
 def start_worker_process(name: str, module: str, spec: WorkerSpec, run_dir: Path,

@@ -75,16 +75,8 @@ class CeleryAppEngine:
 
     def start_workers(self, count: int) -> WorkerGroup:
         """Start `count` workers, and the app's beat when it declares one."""
-        group = WorkerGroup()
-        try:
-            for _ in range(count):
-                group.processes.append(self.start_worker())
-            if self.declaration["beat"]:
-                group.processes.append(self._launch("beat"))
-        except BaseException:
-            group.stop()
-            raise
-        return group
+        beat = [lambda: self._launch("beat")] if self.declaration["beat"] else []
+        return WorkerGroup.start([*[self.start_worker] * count, *beat])
 
     def start_worker(self) -> ManagedProcess:
         return self._launch("worker")

@@ -80,16 +80,8 @@ class CeleryEngine:
 
     def start_workers(self, count: int) -> WorkerGroup:
         """Start `count` workers (and, for the state machine, the beat that ticks it)."""
-        group = WorkerGroup()
-        try:
-            for _ in range(count):
-                group.processes.append(self.start_worker())
-            if self.strategy == "state-machine":
-                group.processes.append(self._launch("beat"))
-        except BaseException:
-            group.stop()
-            raise
-        return group
+        beat = [lambda: self._launch("beat")] if self.strategy == "state-machine" else []
+        return WorkerGroup.start([*[self.start_worker] * count, *beat])
 
     def start_worker(self) -> ManagedProcess:
         """Start one more worker process (never a beat), e.g. to replace a killed one."""

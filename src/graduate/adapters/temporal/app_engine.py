@@ -64,14 +64,7 @@ class TemporalAppEngine:
         return self._loop.run_until_complete(coroutine)
 
     def start_workers(self, count: int) -> WorkerGroup:
-        group = WorkerGroup()
-        try:
-            for _ in range(count):
-                group.processes.append(self.start_worker())
-        except BaseException:
-            group.stop()
-            raise
-        return group
+        return WorkerGroup.start([self.start_worker] * count)
 
     def start_worker(self) -> ManagedProcess:
         self._workers += 1

@@ -97,14 +97,7 @@ class TemporalEngine:
         return self._loop.run_until_complete(coroutine)
 
     def start_workers(self, count: int) -> WorkerGroup:
-        group = WorkerGroup()
-        try:
-            for _ in range(count):
-                group.processes.append(self.start_worker())
-        except BaseException:
-            group.stop()
-            raise
-        return group
+        return WorkerGroup.start([self.start_worker] * count)
 
     def start_worker(self) -> ManagedProcess:
         # Numbered and never reused, so a replacement worker gets a log of its own.
