@@ -15,7 +15,18 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from graduate.cli import adr, chaos, demo, env, flows, inventory, report, run, signal_cmd
+from graduate.cli import (
+    adr,
+    chaos,
+    demo,
+    env,
+    flows,
+    inventory,
+    report,
+    run,
+    scaffold,
+    signal_cmd,
+)
 from graduate.cli.common import err_console, print_error
 from graduate.errors import GraduateError
 
@@ -94,6 +105,7 @@ app.command(name="chaos")(chaos.chaos)
 app.command(name="matrix")(chaos.matrix)
 app.command(name="report")(report.report)
 app.command(name="inventory")(inventory.inventory)
+app.command(name="scaffold")(scaffold.scaffold)
 app.add_typer(env.app, name="env")
 app.add_typer(adr.app, name="adr")
 

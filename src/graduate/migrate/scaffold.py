@@ -1,0 +1,290 @@
+"""`graduate scaffold`: a flow definition rendered as the Temporal package an expert writes.
+
+The package holds the workflow (dataclass inputs, explicit timeouts and retry policies,
+idempotency keys passed to the activities, compensation in reverse, signals with
+deadlines), the activities (each effect in `graduate.effect`), the external calls for
+the team to fill in, a worker entry point, a `pyproject.toml` that declares the app for
+graduate, and a test that runs it on a dev server. The templates are package data
+(`migrate/templates/scaffold/`).
+
+What was generated is recorded, with a digest of each file, in `MANIFEST`: a later run
+rewrites a file only while it is as generated, and refuses (naming the files) when
+someone edited it, unless forced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from graduate.errors import ConfigError, GraduateError
+from graduate.flow import Flow, Step, Timer, Wait, flow_to_dict
+
+MANIFEST = ".graduate-scaffold.json"
+MANIFEST_VERSION = 1
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("graduate.migrate", "templates/scaffold"),
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,  # the output is Python and TOML, not HTML
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_TEMPLATES.filters["py"] = lambda value: (
+    json.dumps(value) if isinstance(value, str) else repr(value))  # a Python literal
+_TEMPLATES.filters["wrap"] = lambda text: textwrap.fill(str(text), width=88)
+_TEMPLATES.filters["tq"] = lambda value: json.dumps(str(value))  # a TOML basic string
+
+
+class ScaffoldConflict(GraduateError):
+    """Generated files were edited since they were generated (or were never generated)."""
+
+    def __init__(self, out: Path, files: Sequence[str]) -> None:
+        self.files = tuple(files)
+        super().__init__(
+            f"{out} holds {len(files)} file(s) that scaffold would overwrite and that were "
+            f"edited since it generated them (or that it did not write): "
+            f"{', '.join(files)}. Keep your edits (give another --out), or regenerate over "
+            "them with --force")
+
+
+@dataclass(frozen=True)
+class Scaffolded:
+    """What `scaffold` wrote: the package's name, the app it declares, every file."""
+
+    out: Path
+    package: str
+    app: str
+    written: tuple[str, ...]  # relative to `out`
+    unchanged: tuple[str, ...]  # already as generated
+
+
+def scaffold(flow: Flow, out: Path, *, force: bool = False) -> Scaffolded:
+    """Write the Temporal package for `flow` into `out` (created if need be).
+
+    Refuses with ScaffoldConflict, before writing anything, when a file it would write
+    exists and is not as this tool last generated it, unless `force`.
+    """
+    files = render(flow)
+    previous = _read_manifest(out)
+    conflicts = []
+    for name, text in files.items():
+        path = out / name
+        if not path.exists() or force:
+            continue
+        current = _digest(path.read_bytes())
+        if current != previous.get(name) and current != _digest(text.encode()):
+            conflicts.append(name)
+    if conflicts:
+        raise ScaffoldConflict(out, conflicts)
+    written, unchanged = [], []
+    try:
+        for name, text in files.items():
+            path = out / name
+            if path.exists() and path.read_text(encoding="utf-8") == text:
+                unchanged.append(name)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            written.append(name)
+        manifest = {"version": MANIFEST_VERSION, "flow": flow.name,
+                    "files": {name: _digest(text.encode()) for name, text in files.items()}}
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"--out {out} cannot be written ({error.strerror}); give a folder "
+                          "you can write to") from error
+    names = _names(flow)
+    return Scaffolded(out=out, package=names["package"], app=names["app"],
+                      written=tuple(written), unchanged=tuple(unchanged))
+
+
+def render(flow: Flow) -> dict[str, str]:
+    """Every file of the package for `flow`, by its path relative to the output folder."""
+    context = _context(flow)
+    package = context["package"]
+    files = {
+        f"{package}/__init__.py": f'"""{context["title"]} on Temporal, scaffolded by '
+                                  f'graduate from flow {flow.name}."""\n',
+        f"{package}/workflow.py": _TEMPLATES.get_template("workflow.py.j2").render(context),
+        f"{package}/activities.py": _TEMPLATES.get_template("activities.py.j2").render(context),
+        f"{package}/systems.py": _TEMPLATES.get_template("systems.py.j2").render(context),
+        f"{package}/worker.py": _TEMPLATES.get_template("worker.py.j2").render(context),
+        f"tests/test_{package}.py": _TEMPLATES.get_template("test.py.j2").render(context),
+        "pyproject.toml": _TEMPLATES.get_template("pyproject.toml.j2").render(context),
+        f"flows/{flow.name}.toml": _flow_file(flow),
+    }
+    return files
+
+
+def _flow_file(flow: Flow) -> str:
+    """The flow's own TOML file as written (comments and all), else the flow as TOML."""
+    source = Path(flow.source)
+    if source.suffix == ".toml" and source.is_file():
+        return source.read_text(encoding="utf-8")
+    return flow_toml(flow)
+
+
+def flow_toml(flow: Flow) -> str:
+    """The flow as TOML, in the layout `graduate.flow.load_flow` reads: the package's own
+    copy, so that it runs wherever the package goes."""
+    data = flow_to_dict(flow)
+    lines = [f"# Flow {flow.name}, as `graduate scaffold` generated the package from it.",
+             "", "[flow]"]
+    lines += [f"{key} = {_toml(value)}" for key, value in data["flow"].items()]
+    for system, table in data["systems"].items():
+        lines += ["", f"[systems.{system}]",
+                  f"honours_idempotency = {_toml(table['honours_idempotency'])}"]
+    for node in data["nodes"]:
+        lines += ["", "[[nodes]]"]
+        lines += [f"{key} = {_toml(value)}" for key, value in node.items()]
+    if data["compensations"]:
+        lines += ["", "[compensations]"]
+        lines += [f"{step} = {_toml(effect)}" for step, effect in data["compensations"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return json.dumps(str(value))
+
+
+def _names(flow: Flow) -> dict[str, str]:
+    package = f"{flow.name}_temporal"
+    return {"package": package, "app": package}
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_") if part)
+
+
+def _context(flow: Flow) -> dict[str, Any]:
+    names = _names(flow)
+    steps = [{"name": s.name, "effect": s.effect, "compensation": s.compensation,
+              "timeout": s.timeout, "retry": s.retry, "const": s.name.upper()}
+             for s in flow.steps]
+    waits = [{"name": w.name, "signal": w.signal, "deadline": w.deadline,
+              "field": f"{w.name}_deadline_seconds", "method": f"on_{_identifier(w.signal)}"}
+             for w in flow.waits]
+    unkeyed = sorted(s.name for s in flow.systems if not s.honours_idempotency)
+    return {
+        **names,
+        "flow": flow,
+        "title": flow.name.replace("_", " ").capitalize(),
+        "workflow_class": _camel(flow.name) + "Workflow",
+        "input_class": _camel(flow.name) + "Input",
+        "distribution": names["package"].replace("_", "-"),
+        "task_queue": flow.name.replace("_", "-"),
+        "task_queue_variable": f"{flow.name.upper()}_TASK_QUEUE",
+        "steps": steps,
+        "waits": waits,
+        "fails": any("fail" in (w.on_timeout, w.on_reject) for w in flow.waits),
+        "nodes": [_node(node) for node in flow.nodes],
+        "calls": _calls(flow),
+        "operations": _systems(flow),
+        "unkeyed": unkeyed,
+        "step_names": [s.name for s in flow.steps],
+        "about": " ".join(filter(None, [
+            f"Generated by `graduate scaffold` from flow {flow.name} (version {flow.version}).",
+            "Each step is an activity with an explicit timeout and retry policy, given the "
+            "idempotency key of its effect.",
+            "Each wait is a signal awaited with a deadline." if flow.waits else "",
+            f"A step that failed for good{', a rejection, a passed deadline' if flow.waits else ''}"
+            " or an operator's cancellation compensates the completed steps in reverse order.",
+        ])),
+        "activities_about": (
+            f"Generated by `graduate scaffold` from flow {flow.name}. Each activity is named "
+            "after its effect, gets the idempotency key the workflow made for it, and wraps "
+            "its external call in `graduate.effect`: outside a graduate run that only calls "
+            "through; under one, each call is recorded in graduate's ledger, so this code can "
+            "be crash-tested as it is. Activities are retried (at least once, maybe more): "
+            "the key lets the external system absorb a repeat"
+            + (f"; {' and '.join(unkeyed)} take no key (by the flow), so a repeat there is "
+               "applied again." if unkeyed else ".")),
+        "body_does": ", ".join(filter(None, [
+            "schedules activities", "waits for signals" if flow.waits else "",
+            "sleeps on durable timers" if any(isinstance(n, Timer) for n in flow.nodes) else "",
+        ])),
+        "first_step": flow.steps[0].name,
+    }
+
+
+def _node(node: Step | Wait | Timer) -> dict[str, Any]:
+    if isinstance(node, Step):
+        return {"kind": "step", "name": node.name, "function": node.name,
+                "const": node.name.upper(),
+                "undo": f"compensate_{node.name}" if node.compensation else None}
+    if isinstance(node, Wait):
+        var = f"{node.name}_decision"
+        branches = []
+        if node.on_timeout != "continue":
+            branches.append({"test": "is None", "lines": _action(
+                node.on_timeout, f"the deadline of {node.name} passed")})
+        branches.append({"test": '== "reject"', "lines": _action(
+            node.on_reject, f"rejected at {node.name}")})
+        return {"kind": "wait", "name": node.name, "signal": node.signal,
+                "field": f"{node.name}_deadline_seconds", "var": var, "branches": branches}
+    return {"kind": "timer", "name": node.name, "duration": node.duration}
+
+
+def _action(action: str, reason: str) -> list[str]:
+    if action == "fail":
+        return [f"raise ApplicationError({json.dumps(reason)}, non_retryable=True)"]
+    return ["await self._compensate(request)", f"return {json.dumps(reason + ': compensated')}"]
+
+
+def _calls(flow: Flow) -> list[dict[str, str]]:
+    """One activity per effect and per compensation of each step. An activity is named
+    after its effect, unless two steps share that effect: then after the step too."""
+    sites = [(step, step.effect, step.name, f"The effect of step {step.name}.")
+             for step in flow.steps]
+    sites += [(step, step.compensation, f"compensate_{step.name}",
+               f"Undo step {step.name} (its compensation).")
+              for step in flow.steps if step.compensation]
+    shared = {effect for effect in (s[1] for s in sites)
+              if sum(1 for other in sites if other[1] == effect) > 1}
+    return [{"effect": effect, "activity": f"{effect}@{step.name}" if effect in shared
+             else effect, "function": function, "doc": doc, "step": step.name,
+             "system_function": effect.replace(".", "_")}
+            for step, effect, function, doc in sites if effect is not None]
+
+
+def _systems(flow: Flow) -> list[dict[str, str]]:
+    """One function per external operation, however many steps call it."""
+    operations = dict.fromkeys(e for s in flow.steps for e in (s.effect, s.compensation) if e)
+    return [{"name": effect.replace(".", "_"),
+             "doc": f"Call {effect.split('.')[0]}: {effect.split('.')[1]} for `entity_id`, "
+                    "with `key` as its idempotency key."}
+            for effect in operations]
+
+
+def _identifier(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_manifest(out: Path) -> dict[str, str]:
+    path = out / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # a damaged manifest vouches for nothing: every existing file conflicts
+    files = data.get("files") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
