@@ -1,0 +1,172 @@
+"""`graduate scaffold`: the package it writes passes mypy strict and ruff, for the spike,
+for a flow `graduate inventory` wrote, and for a flow with every kind of node; and it
+never overwrites a file someone edited unless forced."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from graduate.cli.app import app
+from graduate.flow import load_flow
+from graduate.migrate.scaffold import MANIFEST
+from tests.migrate.conftest import ACME
+from tests.scaffold.conftest import ROOT, tool
+
+runner = CliRunner()
+
+# Every kind of node and action: a timer, a wait that fails on rejection and goes on at
+# its deadline, a wait that compensates, an effect two steps share, a key with the
+# instance, and a long name.
+EVERY_NODE = """
+[flow]
+name = "quarterly_vendor_contract_renewal_with_two_approvals"
+approval_class = "A3"
+reversibility_class = "R3"
+sensitivity_class = "S3"
+idempotency_key = "{tenant_id}:{instance_id}:{step}"
+
+[systems.crm]
+honours_idempotency = true
+
+[systems.mail]
+honours_idempotency = false
+
+[[nodes]]
+step = "draft"
+effect = "crm.write"
+timeout = "5s"
+
+[[nodes]]
+wait = "legal_review"
+deadline = "2h"
+on_timeout = "continue"
+on_reject = "fail"
+
+[[nodes]]
+timer = "cooling_off"
+duration = "1m"
+
+[[nodes]]
+wait = "board"
+signal = "board_decision"
+deadline = "3d"
+
+[[nodes]]
+step = "countersign"
+effect = "crm.write"
+retry = { max_attempts = 1 }
+
+[[nodes]]
+step = "announce"
+effect = "mail.send"
+
+[compensations]
+draft = "crm.delete"
+countersign = "crm.delete"
+"""
+
+
+def _flows(tmp_path: Path) -> dict[str, Path]:
+    inventoried = tmp_path / "inventoried.toml"
+    written = runner.invoke(app, ["inventory", str(ACME), "--flow", "create_crm_draft",
+                                  "--out", str(inventoried)])
+    assert written.exit_code == 0, written.output
+    every = tmp_path / "every_node.toml"
+    every.write_text(EVERY_NODE, encoding="utf-8")
+    return {"spike": ROOT / "spikes" / "partner_approval.toml", "inventory": inventoried,
+            "every-node": every}
+
+
+@pytest.mark.parametrize("which", ["spike", "inventory", "every-node"])
+def test_the_package_passes_mypy_strict_and_ruff(which: str, tmp_path: Path) -> None:
+    flow = _flows(tmp_path)[which]
+    out = tmp_path / "package"
+
+    result = runner.invoke(app, ["scaffold", str(flow), "--out", str(out)])
+
+    assert result.exit_code == 0, result.output
+    package = f"{load_flow(flow).name}_temporal"
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == {
+        f"{package}/__init__.py", f"{package}/workflow.py", f"{package}/activities.py",
+        f"{package}/systems.py", f"{package}/worker.py", f"tests/test_{package}.py",
+        "pyproject.toml", f"flows/{load_flow(flow).name}.toml", MANIFEST}
+    ruff = tool(out, ["ruff", "check", "--no-cache", "."], timeout=120)
+    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
+    mypy = tool(out, ["mypy", "--cache-dir", str(tmp_path / "mypy-cache")], timeout=300)
+    assert mypy.returncode == 0, mypy.stdout + mypy.stderr
+    assert "Success: no issues found in 6 source files" in mypy.stdout
+
+
+def test_the_app_it_declares_loads_and_its_effects_name_the_flow(tmp_path: Path) -> None:
+    from graduate.apps import check_app, find_app
+
+    out = tmp_path / "package"
+    assert runner.invoke(app, ["scaffold", str(_flows(tmp_path)["every-node"]),
+                               "--out", str(out)]).exit_code == 0
+
+    declared = find_app(out, "quarterly_vendor_contract_renewal_with_two_approvals_temporal")
+
+    check_app(declared)  # imports the package: factory, start, every graduate.effect name
+    assert declared.flow.name == "quarterly_vendor_contract_renewal_with_two_approvals"
+    assert set(declared.engines) == {"temporal"}
+    activities = (out / "quarterly_vendor_contract_renewal_with_two_approvals_temporal"
+                  / "activities.py").read_text(encoding="utf-8")
+    # Two steps share crm.write (and crm.delete): each gets an activity name of its own.
+    for name in ("crm.write@draft", "crm.write@countersign", "crm.delete@draft",
+                 "crm.delete@countersign", "mail.send"):
+        assert f'@activity.defn(name="{name}")' in activities
+
+
+def test_regenerating_rewrites_only_what_is_as_generated(tmp_path: Path) -> None:
+    flow = _flows(tmp_path)["spike"]
+    out = tmp_path / "package"
+    assert runner.invoke(app, ["scaffold", str(flow), "--out", str(out)]).exit_code == 0
+    systems = out / "partner_approval_temporal" / "systems.py"
+    workflow = out / "partner_approval_temporal" / "workflow.py"
+    generated = workflow.read_text(encoding="utf-8")
+
+    again = runner.invoke(app, ["scaffold", str(flow), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "8 file(s) already as generated" in again.stdout
+
+    edited = systems.read_text(encoding="utf-8") + "\nCLIENT = 'ours'\n"
+    systems.write_text(edited, encoding="utf-8")
+    workflow.write_text(generated.replace("10.0", "20.0"), encoding="utf-8")
+    refused = runner.invoke(app, ["scaffold", str(flow), "--out", str(out)])
+
+    assert refused.exit_code == 2
+    assert "partner_approval_temporal/systems.py" in refused.stderr
+    assert "partner_approval_temporal/workflow.py" in refused.stderr
+    assert "--force" in refused.stderr
+    assert systems.read_text(encoding="utf-8") == edited  # nothing was written
+
+    forced = runner.invoke(app, ["scaffold", str(flow), "--out", str(out), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert workflow.read_text(encoding="utf-8") == generated
+    assert "CLIENT" not in systems.read_text(encoding="utf-8")
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["flow"] == "partner_approval"
+
+
+def test_a_file_it_did_not_write_is_not_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "package"
+    (out / "tests").mkdir(parents=True)
+    (out / "pyproject.toml").write_text("[project]\nname = 'ours'\n", encoding="utf-8")
+
+    refused = runner.invoke(app, ["scaffold", "partner_approval", "--out", str(out)])
+
+    assert refused.exit_code == 2
+    assert "pyproject.toml" in refused.stderr
+    assert not (out / "partner_approval_temporal").exists()
+
+
+def test_an_unknown_flow_is_refused(tmp_path: Path) -> None:
+    refused = runner.invoke(app, ["scaffold", "no_such_flow", "--out", str(tmp_path / "x")])
+
+    assert refused.exit_code == 2
+    assert "no flow 'no_such_flow'" in refused.stderr
+    assert not (tmp_path / "x").exists()

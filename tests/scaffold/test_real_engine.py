@@ -1,0 +1,77 @@
+"""The scaffolded package on a real Temporal dev server: its own generated test passes,
+`graduate chaos` on it passes kill-worker and restart-server, and a rejection undoes the
+completed steps in reverse with the flow's idempotency keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from graduate.check import Verdict
+from graduate.evidence import EvidenceStore
+from graduate.flow import InstanceRequest, load_flow
+from graduate.ledger import Ledger, Outcome
+from graduate.migrate.scaffold import scaffold
+from tests.scaffold.conftest import ROOT, tool
+
+pytestmark = pytest.mark.slow
+APP = "partner_approval_temporal"
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("scaffolded") / "partner-approval-temporal"
+    scaffold(load_flow(ROOT / "spikes" / "partner_approval.toml"), out)
+    return out
+
+
+def test_its_generated_test_passes_against_the_dev_server(package: Path) -> None:
+    result = tool(package, ["pytest", "-q", "-p", "no:cacheprovider"], timeout=280)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "2 passed" in result.stdout
+
+
+@pytest.mark.parametrize("fault", ["kill-worker", "restart-server"])
+def test_graduate_chaos_passes_on_it(fault: str, package: Path, tmp_path: Path) -> None:
+    evidence = tmp_path / "evidence"
+
+    result = tool(package, ["graduate", "--ledger-url", str(tmp_path / "ledger.sqlite3"),
+                            "chaos", APP, "--engine", "temporal", "--fault", fault,
+                            "--at", "activate:before-effect", "--instances", "2",
+                            "--timeout", "90", "--evidence", str(evidence)], timeout=200)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    store = EvidenceStore(evidence)
+    [run_id] = store.runs()
+    record = store.load_run(run_id)
+    assert record.engine == "temporal-app"
+    assert record.fault.fired
+    assert record.verdict.passed
+    assert [i.verdict for i in record.verdicts] == [Verdict.COMPLETED] * 2
+
+
+def test_a_rejection_undoes_the_completed_steps_in_reverse_with_their_keys(
+        package: Path, tmp_path: Path) -> None:
+    ledger_url = str(tmp_path / "ledger.sqlite3")
+
+    result = tool(package, ["graduate", "--ledger-url", ledger_url, "run", APP,
+                            "--engine", "temporal", "--signal", "approval=reject",
+                            "--timeout", "60"], timeout=120)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    ledger = Ledger(ledger_url)
+    [instance] = ledger.instances(ledger.effects()[0].run_id)
+    effects = ledger.effects(instance_id=instance.instance_id)
+    assert [(e.effect, e.outcome) for e in effects] == [
+        ("crm.create_draft", Outcome.APPLIED), ("approvals.request", Outcome.APPLIED),
+        ("approvals.withdraw", Outcome.APPLIED), ("crm.void_draft", Outcome.APPLIED)]
+    flow = load_flow(ROOT / "spikes" / "partner_approval.toml")
+    request = InstanceRequest(instance.instance_id, instance.run_id, instance.tenant_id,
+                              instance.entity_id, instance.date, instance.correlation_id,
+                              instance.trace_id)
+    assert [e.idempotency_key for e in effects] == [
+        flow.key_for("create_record", request), flow.key_for("request_approval", request),
+        flow.key_for("request_approval", request, compensation=True),
+        flow.key_for("create_record", request, compensation=True)]
