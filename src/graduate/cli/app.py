@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from graduate.cli import (
     adr,
     chaos,
+    compare,
     demo,
     env,
     flows,
@@ -106,6 +107,7 @@ app.command(name="matrix")(chaos.matrix)
 app.command(name="report")(report.report)
 app.command(name="inventory")(inventory.inventory)
 app.command(name="scaffold")(scaffold.scaffold)
+app.command(name="compare")(compare.compare)
 app.add_typer(env.app, name="env")
 app.add_typer(adr.app, name="adr")
 

@@ -15,6 +15,7 @@ import jinja2
 from markupsafe import Markup
 
 from graduate.errors import ConfigError
+from graduate.migrate.compare import Comparison
 from graduate.reports import svg
 from graduate.reports.model import CellReport, Problem, Report
 from graduate.reports.units import duration, seconds
@@ -201,3 +202,13 @@ def write_reports(report: Report, out: Path, formats: tuple[str, ...]) -> list[P
         raise ConfigError(f"cannot write the report into {out} ({error.strerror}); give "
                           "--out a folder you can write to") from error
     return written
+
+
+def render_comparison_markdown(comparison: Comparison) -> str:
+    """A comparison of two implementations (`graduate compare`), for a pull request."""
+    return _environment().get_template("compare.md.j2").render(c=comparison)
+
+
+def render_comparison_html(comparison: Comparison) -> str:
+    """The same comparison as one self-contained page."""
+    return _environment().get_template("compare.html.j2").render(c=comparison)

@@ -1,0 +1,301 @@
+"""`graduate compare APP`: is the new implementation of a flow equivalent to the old one?
+
+An app declared with both engines runs on each, on the same inputs, decisions and fault.
+What each did to the outside world is then read from the ledger (the rows its
+`graduate.effect` calls wrote) and compared instance by instance, the first instance of
+one run with the first of the other: which effects landed and how often, in which order,
+under which idempotency keys, what was compensated, and how the instance ended. Each
+difference is one plain sentence. Differences a team declares allowed (the order of
+steps that run in parallel branches) are listed but do not fail the comparison.
+
+This module judges nothing about either engine's run: the checker did (`graduate.check`);
+a comparison holds two judged runs side by side.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from graduate.adapters import describe
+from graduate.apps import find_app
+from graduate.check import InstanceVerdict, Verdict
+from graduate.config import Settings, load_settings
+from graduate.errors import ConfigError
+from graduate.evidence import EvidenceStore
+from graduate.flow import Flow
+from graduate.ledger import EffectRecord, InstanceRecord, Ledger, Outcome
+from graduate.runner import Decision
+
+DifferenceKind = Literal["count", "order", "key", "outcome"]
+KEPT = (Verdict.COMPLETED, Verdict.COMPENSATED)
+# The new implementation first, the one it replaces second: "Temporal ...; Celery ...".
+ENGINES = ("temporal", "celery")
+
+
+@dataclass(frozen=True)
+class Allowances:
+    """Differences a team expects: groups of steps whose relative order may differ (the
+    branches of a parallel split run in no fixed order)."""
+
+    order: tuple[frozenset[str], ...] = ()
+
+    @classmethod
+    def parse(cls, groups: Sequence[str], flow: Flow) -> Allowances:
+        """`["activate,notify"]`: each a comma-separated group of the flow's steps."""
+        steps = {s.name for s in flow.steps}
+        parsed = []
+        for text in groups:
+            group = frozenset(name.strip() for name in text.split(",") if name.strip())
+            if len(group) < 2:
+                raise ConfigError(f"--allow-order {text!r} must name at least two steps, "
+                                  "comma-separated, for example activate,notify")
+            if unknown := sorted(group - steps):
+                raise ConfigError(f"--allow-order {text!r} names {', '.join(unknown)}, not "
+                                  f"steps of flow {flow.name!r}; its steps: "
+                                  f"{', '.join(s.name for s in flow.steps)}")
+            parsed.append(group)
+        return cls(tuple(parsed))
+
+    def allows_order(self, first: str, second: str) -> bool:
+        return any(first in group and second in group for group in self.order)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One implementation's instance: who ran it, how it ended, what it did."""
+
+    engine: str  # as the evidence names it: "temporal-app"
+    title: str  # in a sentence: "Temporal", "Celery"
+    instance: InstanceRecord
+    verdict: InstanceVerdict
+    effects: tuple[EffectRecord, ...]  # its ledger rows, in the order they were written
+
+    @property
+    def kept(self) -> bool:
+        """The commitment held: the instance completed or was undone, nothing doubled."""
+        return self.verdict.verdict in KEPT and not self.verdict.unabsorbed_duplicates
+
+    def landed(self) -> list[EffectRecord]:
+        """The calls that changed (or were absorbed by) the outside world."""
+        return [e for e in self.effects if e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)]
+
+    def key_shape(self, key: str) -> str:
+        """A key with this instance's own values named, so that keys compare across runs
+        (each run has business keys of its own)."""
+        names = {value: name for value, name in (
+            (self.instance.tenant_id, "{tenant_id}"), (self.instance.date, "{date}"),
+            (self.instance.entity_id, "{entity_id}"),
+            (self.instance.instance_id, "{instance_id}")) if value}
+        # One pass, longest value first, whole values only: a short value (the tenant
+        # "t") must not match inside a longer one, a word, or a name already put in.
+        pattern = "(?<![A-Za-z0-9])(?:{})(?![A-Za-z0-9])".format(
+            "|".join(re.escape(v) for v in sorted(names, key=len, reverse=True)))
+        shape = re.sub(pattern, lambda m: names[m.group(0)], key) if names else key
+        return shape or "no key"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way the two implementations differ on one instance, in a sentence."""
+
+    instance: int  # the instance's number in its run, from 1
+    step: str
+    kind: DifferenceKind
+    sentence: str
+    allowed: bool = False
+
+
+@dataclass(frozen=True)
+class InstancePair:
+    number: int
+    left: Side
+    right: Side
+    differences: tuple[Difference, ...]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two runs of one app, side by side, and how they differ."""
+
+    app: str
+    flow: str
+    fault: str  # the fault both ran under, as a matrix cell writes it ("none" for none)
+    at: str
+    runs: tuple[str, str]  # the run ids, left and right
+    titles: tuple[str, str]
+    pairs: tuple[InstancePair, ...]
+    unpaired: str = ""  # why some instances have no counterpart, when they do not
+    allowances: Allowances = field(default_factory=Allowances)
+
+    @property
+    def differences(self) -> tuple[Difference, ...]:
+        return tuple(d for pair in self.pairs for d in pair.differences)
+
+    @property
+    def unexpected(self) -> tuple[Difference, ...]:
+        return tuple(d for d in self.differences if not d.allowed)
+
+    @property
+    def equivalent(self) -> bool:
+        """No difference beyond the allowed ones, and every instance has its counterpart."""
+        return not self.unexpected and not self.unpaired
+
+
+def pair_instances(left: Sequence[Side], right: Sequence[Side], flow: Flow,
+                   allowances: Allowances) -> tuple[tuple[InstancePair, ...], str]:
+    """Compare the n-th instance of one run with the n-th of the other."""
+    ordered = [sorted(side, key=lambda s: s.instance.instance_id) for side in (left, right)]
+    pairs = tuple(InstancePair(n, a, b, compare_instance(n, a, b, flow, allowances))
+                  for n, (a, b) in enumerate(zip(*ordered, strict=False), 1))
+    unpaired = ""
+    if len(left) != len(right):
+        unpaired = (f"{left[0].title if left else 'one side'} ran {len(left)} instance(s), "
+                    f"{right[0].title if right else 'the other'} {len(right)}")
+    return pairs, unpaired
+
+
+def compare_instance(number: int, left: Side, right: Side, flow: Flow,
+                     allowances: Allowances | None = None) -> tuple[Difference, ...]:
+    """Every difference between what `left` and `right` did for one instance."""
+    allowances = allowances or Allowances()
+    steps = _steps_by_effect(flow)
+    found: list[Difference] = []
+
+    def add(step: str, kind: DifferenceKind, sentence: str, allowed: bool = False) -> None:
+        found.append(Difference(number, step, kind, sentence, allowed))
+
+    counts = [Counter(_label(e) for e in side.landed()) for side in (left, right)]
+    absorbed = [Counter(_label(e) for e in side.landed() if e.outcome is Outcome.ABSORBED)
+                for side in (left, right)]
+    for label in _in_flow_order(set(counts[0]) | set(counts[1]), flow):
+        if counts[0][label] != counts[1][label]:
+            add(steps(label), "count",
+                f"{_ran(left.title, label, counts[0][label], absorbed[0][label])}; "
+                f"{_ran(right.title, label, counts[1][label], absorbed[1][label])}.")
+    for label in _in_flow_order(set(counts[0]) & set(counts[1]), flow):
+        keys = [sorted({side.key_shape(e.idempotency_key) for e in side.landed()
+                        if _label(e) == label}) for side in (left, right)]
+        if keys[0] != keys[1]:
+            add(steps(label), "key",
+                f"{left.title} sent {_what(label)} with key {' or '.join(keys[0])}; "
+                f"{right.title} with {' or '.join(keys[1])}.")
+    firsts = [_first_order(side) for side in (left, right)]
+    common = [label for label in firsts[0] if label in firsts[1]]
+    for i, earlier in enumerate(common):
+        for later in common[i + 1:]:
+            if firsts[1].index(later) < firsts[1].index(earlier):
+                add(steps(earlier), "order",
+                    f"{left.title} ran {_what(earlier)} before {_what(later)}; "
+                    f"{right.title} after.",
+                    allowed=allowances.allows_order(steps(earlier), steps(later)))
+    if (left.verdict.verdict, left.kept) != (right.verdict.verdict, right.kept):
+        add("", "outcome", f"{_ended(left)}; {_ended(right)}.")
+    return tuple(found)
+
+
+def _label(effect: EffectRecord) -> tuple[str, str]:
+    return effect.effect, effect.kind
+
+
+def _steps_by_effect(flow: Flow) -> Callable[[tuple[str, str]], str]:
+    def step_of(label: tuple[str, str]) -> str:
+        name, kind = label
+        for step in flow.steps:
+            if (step.effect if kind == "effect" else step.compensation) == name:
+                return step.name
+        return ""
+
+    return step_of
+
+
+def _in_flow_order(labels: set[tuple[str, str]], flow: Flow) -> list[tuple[str, str]]:
+    order = [(s.effect, "effect") for s in flow.steps] + [
+        (s.compensation, "compensation") for s in reversed(flow.steps) if s.compensation]
+    return sorted(labels, key=lambda label: (order.index(label) if label in order
+                                             else len(order), label))
+
+
+def _first_order(side: Side) -> list[tuple[str, str]]:
+    return list(dict.fromkeys(_label(e) for e in side.landed()))
+
+
+def _what(label: tuple[str, str]) -> str:
+    name, kind = label
+    return f"{name} (a compensation)" if kind == "compensation" else name
+
+
+_TIMES = {0: "never", 1: "once", 2: "twice"}
+
+
+def _ran(title: str, label: tuple[str, str], count: int, absorbed: int) -> str:
+    if not count:
+        return f"{title} never ran {_what(label)}"
+    note = f" ({absorbed} absorbed by its key)" if absorbed else ""
+    return f"{title} ran {_what(label)} {_TIMES.get(count, f'{count} times')}{note}"
+
+
+def _ended(side: Side) -> str:
+    state = side.verdict.verdict.value
+    if side.kept:
+        return f"{side.title} kept the commitment ({state})"
+    if side.verdict.verdict in KEPT:
+        return (f"{side.title} did not keep the commitment ({state}, but with "
+                f"{side.verdict.unabsorbed_duplicates} repeated effect(s) no key absorbed)")
+    return f"{side.title} did not keep the commitment ({state}: {side.verdict.reason or state})"
+
+
+def sides(title: str, engine: str, verdicts: Sequence[InstanceVerdict],
+          ledger: Sequence[EffectRecord],
+          instance: Callable[[str], InstanceRecord]) -> list[Side]:
+    """One run's instances as sides of a comparison, from its stored evidence."""
+    return [Side(engine, title, instance(v.instance_id), v,
+                 tuple(e for e in ledger if e.instance_id == v.instance_id))
+            for v in verdicts]
+
+
+def run_comparison(app: str, *, fault: str = "none", at: str | None = None,
+                   instances: int = 1, profile: str = "defaults", timeout: float = 90.0,
+                   decisions: Mapping[str, Decision] | None = None,
+                   allow_order: Sequence[str] = (), settings: Settings | None = None,
+                   evidence: Path | None = None) -> Comparison:
+    """Run `app` on Temporal and on Celery (it must declare both) with the same
+    instances, decisions and fault, each as `graduate.chaos` runs it (judged and stored
+    as evidence), and compare what each did. `allow_order` names groups of steps
+    ("activate,notify") whose relative order may differ."""
+    from graduate.api import chaos
+
+    config = settings or load_settings()
+    declared = find_app(config.project_dir, app)
+    if missing := [e for e in ENGINES if e not in declared.engines]:
+        raise ConfigError(f"app {app!r} declares no {' or '.join(missing)} engine; compare "
+                          f"runs both, so declare [{declared.where[1:-1]}.{missing[0]}] "
+                          f"too ({declared.where} declares: {', '.join(declared.engines)})")
+    allowances = Allowances.parse(allow_order, declared.flow)
+    store = EvidenceStore(evidence or config.evidence_dir)
+    ledger = Ledger(config.ledger)
+    try:
+        runs = []
+        for engine in ENGINES:
+            result = chaos(app, engine=engine, fault=fault, at=at, instances=instances,
+                           profile=profile, timeout=timeout, decisions=decisions,
+                           settings=config, evidence=store.root)
+            if not result.applicable:
+                raise ConfigError(f"{fault} does not apply to {app} on {engine}: "
+                                  f"{result.reason}; compare under a fault both can take")
+            record = store.load_run(result.run_id)
+            runs.append((record, sides(describe(record.engine).product, record.engine,
+                                       record.verdicts, record.ledger, ledger.instance)))
+    finally:
+        ledger.close()
+    (left_record, left), (right_record, right) = runs
+    pairs, unpaired = pair_instances(left, right, declared.flow, allowances)
+    return Comparison(app=app, flow=declared.flow.name, fault=fault, at=at or "",
+                      runs=(left_record.run_id, right_record.run_id),
+                      titles=(describe(left_record.engine).product,
+                              describe(right_record.engine).product),
+                      pairs=pairs, unpaired=unpaired, allowances=allowances)

@@ -1,0 +1,152 @@
+"""`graduate compare`: the differences between two implementations' instances, each in
+one sentence, per instance and step; allowed differences; and bad input refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from graduate.check import EffectVerdict, InstanceVerdict, Verdict
+from graduate.cli.app import app
+from graduate.errors import ConfigError
+from graduate.flow import load_flow
+from graduate.ledger import EffectRecord, InstanceRecord, Outcome
+from graduate.migrate.compare import Allowances, Side, compare_instance
+
+ROOT = Path(__file__).parents[2]
+FLOW = load_flow(ROOT / "spikes" / "partner_approval.toml")
+runner = CliRunner()
+Call = tuple[str, str, Outcome] | tuple[str, str]  # (step, effect[, outcome])
+
+
+def side(title: str, run: str, calls: list[Call], verdict: Verdict = Verdict.COMPLETED, *,
+         reason: str = "", key: str = "{entity}:{step}") -> Side:
+    """An instance of run `run` that made `calls`, in order; keys made from `key`."""
+    instance = InstanceRecord(
+        instance_id=f"partner_approval-{run}-01", run_id=run, flow=FLOW.name,
+        flow_source=FLOW.source, engine=f"{title.lower()}-app", tenant_id="t",
+        entity_id=f"{run}-01", date="20261129", correlation_id="c", trace_id="x",
+        started_at=0.0)
+    effects = []
+    for number, call in enumerate(calls, 1):
+        step, effect = call[0], call[1]
+        outcome = call[2] if len(call) == 3 else Outcome.APPLIED
+        kind = "compensation" if step.endswith("+undo") else "effect"
+        step = step.removesuffix("+undo")
+        effects.append(EffectRecord(
+            id=number, run_id=run, flow=FLOW.name, instance_id=instance.instance_id, step=step,
+            effect=effect, kind=kind, attempt=1,  # type: ignore[arg-type]
+            idempotency_key=key.format(entity=instance.entity_id, step=step), correlation_id="c",
+            trace_id="x", engine=instance.engine, worker_pid=1, started_at=number,
+            finished_at=number, outcome=outcome))
+    applied: dict[tuple[str, str], int] = {}
+    for e in effects:
+        if e.outcome is Outcome.APPLIED:
+            applied[(e.step, e.kind)] = applied.get((e.step, e.kind), 0) + 1
+    return Side(engine=instance.engine, title=title, instance=instance, effects=tuple(effects),
+                verdict=InstanceVerdict(
+                    instance_id=instance.instance_id, correlation_id="c", trace_id="x",
+                    verdict=verdict, reason=reason, engine_state="", resume=None,
+                    time_to_complete=None,
+                    effects=tuple(EffectVerdict(step, kind, n, n, 0, 0)
+                                  for (step, kind), n in applied.items())))
+
+
+APPROVED: list[Call] = [("create_record", "crm.create_draft"),
+                        ("request_approval", "approvals.request"),
+                        ("activate", "partner_portal.activate"),
+                        ("notify", "notify.send_welcome")]
+
+
+def sentences(left: Side, right: Side, allowances: Allowances | None = None) -> list[str]:
+    allowances = allowances or Allowances()
+    return [f"{d.step}|{d.kind}|{d.sentence}|{'allowed' if d.allowed else 'unexpected'}"
+            for d in compare_instance(1, left, right, FLOW, allowances)]
+
+
+def test_the_same_effects_under_each_run_s_own_keys_are_no_difference() -> None:
+    assert sentences(side("Temporal", "aaa111", APPROVED), side("Celery", "bbb222", APPROVED)) == []
+
+
+def test_an_order_a_count_a_key_and_the_commitment_each_make_a_sentence() -> None:
+    celery = side("Celery", "bbb222", [APPROVED[0], APPROVED[1], APPROVED[3], APPROVED[2],
+                                       ("activate", "partner_portal.activate")],
+                  key="{entity}:{step}:v2")
+    temporal = side("Temporal", "aaa111", APPROVED)
+
+    assert sentences(temporal, celery) == [
+        "activate|count|Temporal ran partner_portal.activate once; Celery ran "
+        "partner_portal.activate twice.|unexpected",
+        "create_record|key|Temporal sent crm.create_draft with key {entity_id}:create_record; "
+        "Celery with {entity_id}:create_record:v2.|unexpected",
+        "request_approval|key|Temporal sent approvals.request with key "
+        "{entity_id}:request_approval; Celery with {entity_id}:request_approval:v2.|unexpected",
+        "activate|key|Temporal sent partner_portal.activate with key {entity_id}:activate; "
+        "Celery with {entity_id}:activate:v2.|unexpected",
+        "notify|key|Temporal sent notify.send_welcome with key {entity_id}:notify; Celery with "
+        "{entity_id}:notify:v2.|unexpected",
+        "activate|order|Temporal ran partner_portal.activate before notify.send_welcome; "
+        "Celery after.|unexpected",
+        "|outcome|Temporal kept the commitment (completed); Celery did not keep the commitment "
+        "(completed, but with 1 repeated effect(s) no key absorbed).|unexpected",
+    ]
+
+
+def test_a_compensation_run_twice_and_one_never_run_under_a_fault() -> None:
+    rejected: list[Call] = [APPROVED[0], APPROVED[1],
+                            ("request_approval+undo", "approvals.withdraw"),
+                            ("create_record+undo", "crm.void_draft")]
+    temporal = side("Temporal", "aaa111", rejected, Verdict.COMPENSATED)
+    celery = side("Celery", "bbb222",
+                  [*rejected[:3], ("create_record+undo", "crm.void_draft", Outcome.ABSORBED),
+                   rejected[3]])
+    stuck = side("Celery", "ccc333", rejected[:3], Verdict.STUCK, reason="the broker holds it")
+
+    assert sentences(temporal, celery)[0] == (
+        "create_record|count|Temporal ran crm.void_draft (a compensation) once; Celery ran "
+        "crm.void_draft (a compensation) twice (1 absorbed by its key).|unexpected")
+    assert sentences(temporal, stuck) == [
+        "create_record|count|Temporal ran crm.void_draft (a compensation) once; Celery never "
+        "ran crm.void_draft (a compensation).|unexpected",
+        "|outcome|Temporal kept the commitment (compensated); Celery did not keep the "
+        "commitment (stuck: the broker holds it).|unexpected"]
+
+
+def test_an_allowed_order_is_listed_but_does_not_count() -> None:
+    celery = side("Celery", "bbb222", [APPROVED[0], APPROVED[1], APPROVED[3], APPROVED[2]])
+    temporal = side("Temporal", "aaa111", APPROVED)
+
+    assert sentences(temporal, celery, Allowances.parse(["activate, notify"], FLOW)) == [
+        "activate|order|Temporal ran partner_portal.activate before notify.send_welcome; "
+        "Celery after.|allowed"]
+
+
+@pytest.mark.parametrize(("groups", "message"), [
+    (["activate"], "must name at least two steps"),
+    (["activate,shipping"], "names shipping, not steps of flow 'partner_approval'"),
+])
+def test_a_bad_allowance_is_refused(groups: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Allowances.parse(groups, FLOW)
+
+
+def test_an_app_without_both_engines_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(f"""
+[tool.graduate.apps.only_temporal]
+flow = "{ROOT / 'spikes' / 'partner_approval.toml'}"
+
+[tool.graduate.apps.only_temporal.temporal]
+worker = "examples.partner_approval_app.temporal_app:create_worker"
+start = "examples.partner_approval_app.temporal_app:start"
+""", encoding="utf-8")
+    evidence = tmp_path / "evidence"
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        result = runner.invoke(app, ["compare", "only_temporal", "--evidence", str(evidence)])
+
+    assert result.exit_code == 2
+    assert "app 'only_temporal' declares no celery engine" in result.stderr
+    assert not evidence.exists()
