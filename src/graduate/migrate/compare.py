@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from graduate.adapters import describe
+from graduate.adapters import all_engine_names, describe
 from graduate.apps import find_app
 from graduate.check import InstanceVerdict, Verdict
 from graduate.config import Settings, load_settings
@@ -33,8 +33,7 @@ from graduate.runner import Decision
 
 DifferenceKind = Literal["count", "order", "key", "outcome"]
 KEPT = (Verdict.COMPLETED, Verdict.COMPENSATED)
-# The new implementation first, the one it replaces second: "Temporal ...; Celery ...".
-ENGINES = ("temporal", "celery")
+
 
 
 @dataclass(frozen=True)
@@ -258,6 +257,14 @@ def sides(title: str, engine: str, verdicts: Sequence[InstanceVerdict],
             for v in verdicts]
 
 
+def _app_engines() -> list[str]:
+    """What an app declares for each engine that runs a team's app ("temporal", "celery"),
+    the new implementation (the Temporal side) first: sentences read "Temporal ...;
+    Celery ..."."""
+    described = [describe(name) for name in all_engine_names() if describe(name).runs_app]
+    return [d.runs_app for d in sorted(described, key=lambda d: d.side != "temporal")]
+
+
 def run_comparison(app: str, *, fault: str = "none", at: str | None = None,
                    instances: int = 1, profile: str = "defaults", timeout: float = 90.0,
                    decisions: Mapping[str, Decision] | None = None,
@@ -271,7 +278,8 @@ def run_comparison(app: str, *, fault: str = "none", at: str | None = None,
 
     config = settings or load_settings()
     declared = find_app(config.project_dir, app)
-    if missing := [e for e in ENGINES if e not in declared.engines]:
+    engines = _app_engines()
+    if missing := [e for e in engines if e not in declared.engines]:
         raise ConfigError(f"app {app!r} declares no {' or '.join(missing)} engine; compare "
                           f"runs both, so declare [{declared.where[1:-1]}.{missing[0]}] "
                           f"too ({declared.where} declares: {', '.join(declared.engines)})")
@@ -280,7 +288,7 @@ def run_comparison(app: str, *, fault: str = "none", at: str | None = None,
     ledger = Ledger(config.ledger)
     try:
         runs = []
-        for engine in ENGINES:
+        for engine in engines:
             result = chaos(app, engine=engine, fault=fault, at=at, instances=instances,
                            profile=profile, timeout=timeout, decisions=decisions,
                            settings=config, evidence=store.root)
