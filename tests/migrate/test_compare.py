@@ -150,3 +150,30 @@ start = "examples.partner_approval_app.temporal_app:start"
     assert result.exit_code == 2
     assert "app 'only_temporal' declares no celery engine" in result.stderr
     assert not evidence.exists()
+
+
+def test_the_report_says_what_differs_and_what_was_allowed() -> None:
+    from graduate.migrate.compare import Comparison, InstancePair
+    from graduate.reports.render import render_comparison_html, render_comparison_markdown
+
+    temporal = side("Temporal", "aaa111", APPROVED)
+    celery = side("Celery", "bbb222", [APPROVED[0], APPROVED[1], APPROVED[3], APPROVED[2],
+                                       APPROVED[3]])
+    allowances = Allowances.parse(["activate,notify"], FLOW)
+    comparison = Comparison(
+        app="partner_approval_app", flow=FLOW.name, fault="kill-worker",
+        at="activate:after-effect", runs=("aaa111", "bbb222"), titles=("Temporal", "Celery"),
+        pairs=(InstancePair(1, temporal, celery,
+                            compare_instance(1, temporal, celery, FLOW, allowances)),),
+        allowances=allowances)
+
+    markdown = render_comparison_markdown(comparison)
+    html = render_comparison_html(comparison)
+
+    assert not comparison.equivalent
+    assert "**Not equivalent**: 2 unexpected difference(s), 1 allowed." in markdown
+    assert "Allowed to differ: the order of activate, notify." in markdown
+    assert ("- notify: Temporal ran notify.send_welcome once; Celery ran "
+            "notify.send_welcome twice.") in markdown
+    assert "(allowed)" in markdown
+    assert '<li class="allowed"><strong>activate</strong>: Temporal ran' in html

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from graduate.adapters import all_engine_names, describe
 from graduate.apps import find_app
@@ -162,7 +162,6 @@ def compare_instance(number: int, left: Side, right: Side, flow: Flow,
                      allowances: Allowances | None = None) -> tuple[Difference, ...]:
     """Every difference between what `left` and `right` did for one instance."""
     allowances = allowances or Allowances()
-    steps = _steps_by_effect(flow)
     found: list[Difference] = []
 
     def add(step: str, kind: DifferenceKind, sentence: str, allowed: bool = False) -> None:
@@ -173,14 +172,14 @@ def compare_instance(number: int, left: Side, right: Side, flow: Flow,
                 for side in (left, right)]
     for label in _in_flow_order(set(counts[0]) | set(counts[1]), flow):
         if counts[0][label] != counts[1][label]:
-            add(steps(label), "count",
+            add(label.step, "count",
                 f"{_ran(left.title, label, counts[0][label], absorbed[0][label])}; "
                 f"{_ran(right.title, label, counts[1][label], absorbed[1][label])}.")
     for label in _in_flow_order(set(counts[0]) & set(counts[1]), flow):
         keys = [sorted({side.key_shape(e.idempotency_key) for e in side.landed()
                         if _label(e) == label}) for side in (left, right)]
         if keys[0] != keys[1]:
-            add(steps(label), "key",
+            add(label.step, "key",
                 f"{left.title} sent {_what(label)} with key {' or '.join(keys[0])}; "
                 f"{right.title} with {' or '.join(keys[1])}.")
     firsts = [_first_order(side) for side in (left, right)]
@@ -188,50 +187,48 @@ def compare_instance(number: int, left: Side, right: Side, flow: Flow,
     for i, earlier in enumerate(common):
         for later in common[i + 1:]:
             if firsts[1].index(later) < firsts[1].index(earlier):
-                add(steps(earlier), "order",
+                add(earlier.step, "order",
                     f"{left.title} ran {_what(earlier)} before {_what(later)}; "
                     f"{right.title} after.",
-                    allowed=allowances.allows_order(steps(earlier), steps(later)))
+                    allowed=allowances.allows_order(earlier.step, later.step))
     if (left.verdict.verdict, left.kept) != (right.verdict.verdict, right.kept):
         add("", "outcome", f"{_ended(left)}; {_ended(right)}.")
     return tuple(found)
 
 
-def _label(effect: EffectRecord) -> tuple[str, str]:
-    return effect.effect, effect.kind
+class _Label(NamedTuple):
+    """What a call did, whichever attempt made it: a step's effect or its compensation
+    (by step, not by effect name: two steps may share an effect)."""
+
+    step: str
+    kind: str
+    effect: str
 
 
-def _steps_by_effect(flow: Flow) -> Callable[[tuple[str, str]], str]:
-    def step_of(label: tuple[str, str]) -> str:
-        name, kind = label
-        for step in flow.steps:
-            if (step.effect if kind == "effect" else step.compensation) == name:
-                return step.name
-        return ""
-
-    return step_of
+def _label(effect: EffectRecord) -> _Label:
+    return _Label(effect.step, effect.kind, effect.effect)
 
 
-def _in_flow_order(labels: set[tuple[str, str]], flow: Flow) -> list[tuple[str, str]]:
-    order = [(s.effect, "effect") for s in flow.steps] + [
-        (s.compensation, "compensation") for s in reversed(flow.steps) if s.compensation]
-    return sorted(labels, key=lambda label: (order.index(label) if label in order
-                                             else len(order), label))
+def _in_flow_order(labels: set[_Label], flow: Flow) -> list[_Label]:
+    """Effects in the flow's order, then compensations in reverse (as they would run)."""
+    order = [(s.name, "effect") for s in flow.steps] + [
+        (s.name, "compensation") for s in reversed(flow.steps) if s.compensation]
+    return sorted(labels, key=lambda label: (
+        order.index(label[:2]) if label[:2] in order else len(order), label))
 
 
-def _first_order(side: Side) -> list[tuple[str, str]]:
+def _first_order(side: Side) -> list[_Label]:
     return list(dict.fromkeys(_label(e) for e in side.landed()))
 
 
-def _what(label: tuple[str, str]) -> str:
-    name, kind = label
-    return f"{name} (a compensation)" if kind == "compensation" else name
+def _what(label: _Label) -> str:
+    return f"{label.effect} (a compensation)" if label.kind == "compensation" else label.effect
 
 
 _TIMES = {0: "never", 1: "once", 2: "twice"}
 
 
-def _ran(title: str, label: tuple[str, str], count: int, absorbed: int) -> str:
+def _ran(title: str, label: _Label, count: int, absorbed: int) -> str:
     if not count:
         return f"{title} never ran {_what(label)}"
     note = f" ({absorbed} absorbed by its key)" if absorbed else ""

@@ -25,7 +25,7 @@ from typing import Any
 
 import jinja2
 
-from graduate.errors import ConfigError, GraduateError
+from graduate.errors import ConfigError
 from graduate.flow import Flow, Step, Timer, Wait, flow_to_dict
 
 MANIFEST = ".graduate-scaffold.json"
@@ -52,7 +52,7 @@ _TEMPLATES.filters["wrap"] = _wrap
 _TEMPLATES.filters["tq"] = lambda value: json.dumps(str(value))  # a TOML basic string
 
 
-class ScaffoldConflict(GraduateError):
+class ScaffoldConflict(ConfigError):
     """Generated files were edited since they were generated (or were never generated)."""
 
     def __init__(self, out: Path, files: Sequence[str]) -> None:
