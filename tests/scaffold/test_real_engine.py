@@ -1,6 +1,6 @@
 """The scaffolded package on a real Temporal dev server: its own generated test passes,
-`graduate chaos` on it passes kill-worker and restart-server, and a rejection undoes the
-completed steps in reverse with the flow's idempotency keys."""
+`graduate chaos` on it passes kill-worker, restart-server and an operator's rollback, and
+a rejection undoes the completed steps in reverse with the flow's idempotency keys."""
 
 from __future__ import annotations
 
@@ -33,13 +33,19 @@ def test_its_generated_test_passes_against_the_dev_server(package: Path) -> None
     assert "2 passed" in result.stdout
 
 
-@pytest.mark.parametrize("fault", ["kill-worker", "restart-server"])
-def test_graduate_chaos_passes_on_it(fault: str, package: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("fault", "at", "verdicts"), [
+    ("kill-worker", "activate:before-effect", [Verdict.COMPLETED] * 2),
+    ("restart-server", "activate:before-effect", [Verdict.COMPLETED] * 2),
+    # The operator cancels one instance at the approval: the workflow undoes what it did.
+    ("rollback-rehearsal", "approval:during-wait", [Verdict.COMPENSATED, Verdict.COMPLETED]),
+])
+def test_graduate_chaos_passes_on_it(fault: str, at: str, verdicts: list[Verdict],
+                                     package: Path, tmp_path: Path) -> None:
     evidence = tmp_path / "evidence"
 
     result = tool(package, ["graduate", "--ledger-url", str(tmp_path / "ledger.sqlite3"),
                             "chaos", APP, "--engine", "temporal", "--fault", fault,
-                            "--at", "activate:before-effect", "--instances", "2",
+                            "--at", at, "--instances", "2",
                             "--timeout", "90", "--evidence", str(evidence)], timeout=200)
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -49,7 +55,7 @@ def test_graduate_chaos_passes_on_it(fault: str, package: Path, tmp_path: Path) 
     assert record.engine == "temporal-app"
     assert record.fault.fired
     assert record.verdict.passed
-    assert [i.verdict for i in record.verdicts] == [Verdict.COMPLETED] * 2
+    assert sorted(i.verdict for i in record.verdicts) == sorted(verdicts)
 
 
 def test_a_rejection_undoes_the_completed_steps_in_reverse_with_their_keys(
