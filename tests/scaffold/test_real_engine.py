@@ -1,6 +1,8 @@
 """The scaffolded package on a real Temporal dev server: its own generated test passes,
 `graduate chaos` on it passes kill-worker, restart-server and an operator's rollback, and
-a rejection undoes the completed steps in reverse with the flow's idempotency keys."""
+a rejection undoes the completed steps in reverse with the flow's idempotency keys; and,
+declared beside the hand-written Celery example as one app, `graduate compare` finds
+the two equivalent."""
 
 from __future__ import annotations
 
@@ -81,3 +83,36 @@ def test_a_rejection_undoes_the_completed_steps_in_reverse_with_their_keys(
         flow.key_for("create_record", request), flow.key_for("request_approval", request),
         flow.key_for("request_approval", request, compensation=True),
         flow.key_for("create_record", request, compensation=True)]
+
+
+# The team's Celery code, declared beside the scaffolded Temporal code as one app.
+CELERY_EXAMPLE = """
+[tool.graduate.apps.partner_approval_temporal.celery]
+app = "examples.partner_approval_app.celery_app:app"
+queues = ["partner-approval"]
+beat = true
+start = "examples.partner_approval_app.celery_app:start"
+signal = "examples.partner_approval_app.celery_app:signal"
+"""
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_the_scaffolded_code_behaves_as_the_hand_written_celery_code(
+        decision: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    project = tmp_path_factory.mktemp("shadow") / "partner-approval"
+    scaffold(load_flow(ROOT / "spikes" / "partner_approval.toml"), project)
+    with (project / "pyproject.toml").open("a", encoding="utf-8") as pyproject:
+        pyproject.write(CELERY_EXAMPLE)
+
+    result = tool(project, ["graduate", "--ledger-url", str(tmp_path / "ledger.sqlite3"),
+                            "compare", APP, "--instances", "2",
+                            "--signal", f"approval={decision}",
+                            "--evidence", str(tmp_path / "evidence")], timeout=240,
+                  environ={"PYTHONPATH": str(ROOT),  # the example's Celery package
+                           "PARTNER_APPROVAL_DB": str(tmp_path / "approvals.sqlite3")})
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    state = "completed" if decision == "approve" else "compensated"
+    assert f"instance 1: Temporal {state}, Celery {state}" in result.stdout
+    assert f"instance 2: Temporal {state}, Celery {state}" in result.stdout
+    assert result.stdout.rstrip().endswith("equivalent")
