@@ -170,3 +170,18 @@ def test_an_unknown_flow_is_refused(tmp_path: Path) -> None:
     assert refused.exit_code == 2
     assert "no flow 'no_such_flow'" in refused.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_flow_from_python_is_written_as_toml_that_loads_back(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from graduate.migrate.scaffold import render
+
+    every = tmp_path / "every_node.toml"
+    every.write_text(EVERY_NODE, encoding="utf-8")
+    flow = replace(load_flow(every), source="myflows:RENEWAL")  # as module:ATTRIBUTE gives it
+
+    written = tmp_path / "written.toml"
+    written.write_text(render(flow)[f"flows/{flow.name}.toml"], encoding="utf-8")
+
+    assert replace(load_flow(written), source="") == replace(flow, source="")
