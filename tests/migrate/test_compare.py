@@ -3,6 +3,7 @@ one sentence, per instance and step; allowed differences; and bad input refused.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -154,7 +155,11 @@ start = "examples.partner_approval_app.temporal_app:start"
 
 def test_the_report_says_what_differs_and_what_was_allowed() -> None:
     from graduate.migrate.compare import Comparison, InstancePair
-    from graduate.reports.render import render_comparison_html, render_comparison_markdown
+    from graduate.reports.render import (
+        render_comparison_html,
+        render_comparison_json,
+        render_comparison_markdown,
+    )
 
     temporal = side("Temporal", "aaa111", APPROVED)
     celery = side("Celery", "bbb222", [APPROVED[0], APPROVED[1], APPROVED[3], APPROVED[2],
@@ -177,3 +182,8 @@ def test_the_report_says_what_differs_and_what_was_allowed() -> None:
             "notify.send_welcome twice.") in markdown
     assert "(allowed)" in markdown
     assert '<li class="allowed"><strong>activate</strong>: Temporal ran' in html
+    data = json.loads(render_comparison_json(comparison))
+    assert data["kind"] == "comparison"
+    assert data["equivalent"] is False
+    assert data["allowances"] == {"order": [["activate", "notify"]]}
+    assert [d["kind"] for d in data["pairs"][0]["differences"]] == ["count", "order", "outcome"]

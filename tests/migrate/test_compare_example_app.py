@@ -42,8 +42,8 @@ def test_with_no_fault_both_implementations_do_the_same(folder: Path, decision: 
     assert f"instance 1: Temporal {state}, Celery {state}" in output
     assert f"instance 2: Temporal {state}, Celery {state}" in output
     assert output.rstrip().endswith("equivalent")
-    assert [p.suffix for p in reports] == [".html", ".md"]
-    assert "**Equivalent**: 0 unexpected difference(s), 0 allowed." in reports[1].read_text()
+    assert [p.suffix for p in reports] == [".html", ".json", ".md"]
+    assert "**Equivalent**: 0 unexpected difference(s), 0 allowed." in reports[2].read_text()
 
 
 def test_a_worker_killed_after_the_portal_call_tells_which_kept_the_commitment(
@@ -62,6 +62,6 @@ def test_a_worker_killed_after_the_portal_call_tells_which_kept_the_commitment(
     assert ("Temporal did not keep the commitment (completed, but with 1 repeated effect(s) "
             "no key absorbed); Celery did not keep the commitment (stuck:") in output
     assert "not equivalent:" in output
-    markdown = reports[1].read_text()
+    markdown = reports[2].read_text()
     assert "**Not equivalent**" in markdown
     assert "under kill-worker at activate:after-effect" in markdown

@@ -13,7 +13,11 @@ from graduate.cli.common import console, err_console, settings
 from graduate.cli.run import _decisions
 from graduate.errors import ConfigError
 from graduate.migrate.compare import Comparison, run_comparison
-from graduate.reports.render import render_comparison_html, render_comparison_markdown
+from graduate.reports.render import (
+    render_comparison_html,
+    render_comparison_json,
+    render_comparison_markdown,
+)
 
 
 def compare(
@@ -39,7 +43,7 @@ def compare(
         + "; or one of the project's own")] = "defaults",
     timeout: Annotated[float, typer.Option(help="Each run's deadline, seconds.")] = 90.0,
     report: Annotated[Path | None, typer.Option(
-        help="Write the comparison as Markdown and HTML into this folder.")] = None,
+        help="Write the comparison as Markdown, HTML and JSON into this folder.")] = None,
     evidence: Annotated[Path | None, typer.Option(
         help="Evidence folder of the two runs (default: the project's).")] = None,
 ) -> None:
@@ -88,7 +92,8 @@ def _write(folder: Path, result: Comparison) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{stem}.md").write_text(render_comparison_markdown(result), "utf-8")
         (folder / f"{stem}.html").write_text(render_comparison_html(result), "utf-8")
+        (folder / f"{stem}.json").write_text(render_comparison_json(result), "utf-8")
     except OSError as error:
         raise ConfigError(f"--report {folder} cannot be written ({error.strerror}); give a "
                           "folder you can write to") from error
-    console.print(f"report: {folder / stem}.md, .html", markup=False)
+    console.print(f"report: {folder / stem}.md, .html, .json", markup=False)

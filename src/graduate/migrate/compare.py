@@ -29,7 +29,7 @@ from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore
 from graduate.flow import Flow
 from graduate.ledger import EffectRecord, InstanceRecord, Ledger, Outcome
-from graduate.runner import Decision
+from graduate.runner import Decision, approve_all
 
 DifferenceKind = Literal["count", "order", "key", "outcome"]
 KEPT = (Verdict.COMPLETED, Verdict.COMPENSATED)
@@ -268,8 +268,9 @@ def run_comparison(app: str, *, fault: str = "none", at: str | None = None,
                    allow_order: Sequence[str] = (), settings: Settings | None = None,
                    evidence: Path | None = None) -> Comparison:
     """Run `app` on Temporal and on Celery (it must declare both) with the same
-    instances, decisions and fault, each as `graduate.chaos` runs it (judged and stored
-    as evidence), and compare what each did. `allow_order` names groups of steps
+    instances, decisions (a wait `decisions` does not name is approved) and fault, each
+    as `graduate.chaos` runs it (judged and stored as evidence), and compare what each
+    did. `allow_order` names groups of steps
     ("activate,notify") whose relative order may differ."""
     from graduate.api import chaos
 
@@ -281,13 +282,14 @@ def run_comparison(app: str, *, fault: str = "none", at: str | None = None,
                           f"runs both, so declare [{declared.where[1:-1]}.{missing[0]}] "
                           f"too ({declared.where} declares: {', '.join(declared.engines)})")
     allowances = Allowances.parse(allow_order, declared.flow)
+    answers = {**approve_all(declared.flow), **(decisions or {})}  # unnamed waits: approved
     store = EvidenceStore(evidence or config.evidence_dir)
     ledger = Ledger(config.ledger)
     try:
         runs = []
         for engine in engines:
             result = chaos(app, engine=engine, fault=fault, at=at, instances=instances,
-                           profile=profile, timeout=timeout, decisions=decisions,
+                           profile=profile, timeout=timeout, decisions=answers,
                            settings=config, evidence=store.root)
             if not result.applicable:
                 raise ConfigError(f"{fault} does not apply to {app} on {engine}: "

@@ -212,3 +212,10 @@ def render_comparison_markdown(comparison: Comparison) -> str:
 def render_comparison_html(comparison: Comparison) -> str:
     """The same comparison as one self-contained page."""
     return _environment().get_template("compare.html.j2").render(c=comparison)
+
+
+def render_comparison_json(comparison: Comparison) -> str:
+    """The comparison for machines: every instance's sides and differences."""
+    data = {"schema_version": SCHEMA_VERSION, "kind": "comparison",
+            "equivalent": comparison.equivalent, **asdict(comparison)}
+    return json.dumps(data, indent=2, sort_keys=True, default=sorted) + "\n"
