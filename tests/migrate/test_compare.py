@@ -187,3 +187,28 @@ def test_the_report_says_what_differs_and_what_was_allowed() -> None:
     assert data["equivalent"] is False
     assert data["allowances"] == {"order": [["activate", "notify"]]}
     assert [d["kind"] for d in data["pairs"][0]["differences"]] == ["count", "order", "outcome"]
+
+
+def test_the_instances_the_fault_caught_are_compared_with_each_other() -> None:
+    from dataclasses import replace
+
+    from graduate.check import Resume
+    from graduate.migrate.compare import pair_instances
+
+    def numbered(base: Side, number: int, caught: bool) -> Side:
+        instance = replace(base.instance, instance_id=f"{base.instance.instance_id[:-3]}-0"
+                                                      f"{number}")
+        resume = Resume(in_flight="activate", point="after-effect", resumed_at="activate",
+                        exact=True, time_to_resume=1.0) if caught else None
+        return replace(base, instance=instance, verdict=replace(base.verdict, resume=resume))
+
+    temporal = side("Temporal", "aaa111", APPROVED)
+    celery = side("Celery", "bbb222", APPROVED)
+    pairs, unpaired = pair_instances(
+        [numbered(temporal, 1, True), numbered(temporal, 2, False)],
+        [numbered(celery, 1, False), numbered(celery, 2, True), numbered(celery, 3, False)],
+        FLOW, Allowances())
+
+    assert [(p.left.instance.instance_id[-2:], p.right.instance.instance_id[-2:])
+            for p in pairs] == [("01", "02"), ("02", "01")]
+    assert unpaired == "Temporal ran 2 instance(s), Celery 3"

@@ -147,8 +147,10 @@ class Comparison:
 
 def pair_instances(left: Sequence[Side], right: Sequence[Side], flow: Flow,
                    allowances: Allowances) -> tuple[tuple[InstancePair, ...], str]:
-    """Compare the n-th instance of one run with the n-th of the other."""
-    ordered = [sorted(side, key=lambda s: s.instance.instance_id) for side in (left, right)]
+    """Compare the n-th instance of one run with the n-th of the other, those the fault
+    caught at its point first, then those it cut short, then the rest: the fault hits
+    whichever instance reaches its point first, not the same number on each engine."""
+    ordered = [sorted(side, key=_caught_first) for side in (left, right)]
     pairs = tuple(InstancePair(n, a, b, compare_instance(n, a, b, flow, allowances))
                   for n, (a, b) in enumerate(zip(*ordered, strict=False), 1))
     unpaired = ""
@@ -156,6 +158,12 @@ def pair_instances(left: Sequence[Side], right: Sequence[Side], flow: Flow,
         unpaired = (f"{left[0].title if left else 'one side'} ran {len(left)} instance(s), "
                     f"{right[0].title if right else 'the other'} {len(right)}")
     return pairs, unpaired
+
+
+def _caught_first(side: Side) -> tuple[int, str]:
+    resume = side.verdict.resume
+    caught = 2 if resume is None else 1 if resume.interrupted else 0
+    return caught, side.instance.instance_id
 
 
 def compare_instance(number: int, left: Side, right: Side, flow: Flow,
