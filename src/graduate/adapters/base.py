@@ -58,6 +58,9 @@ class HistoryEvent:
     # The engine records here that an attempt of its (a task, an activity, a workflow
     # task) ended unfinished: it timed out, its worker was lost, its message came back.
     cut_short: bool = False
+    # The version of the code that made this event (a build ID under Temporal's worker
+    # versioning): which version ran each step. Empty when the engine does not say.
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class Capabilities:
     server: bool = False
     # An operator can ask the engine to stop an instance and undo it (`Engine.cancel`).
     cancellation: bool = True
+    # Workers run as versions side by side, each instance pinned to the version it
+    # started on (Temporal's worker deployment versions); `versioning` is a code guard.
+    worker_versioning: bool = False
 
 
 @dataclass(frozen=True)

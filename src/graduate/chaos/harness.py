@@ -128,6 +128,7 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
     run = plan.fault.adjust(plan, flow, options.run)
     engine_settings = (dict(options.engine_settings) if options.engine_settings is not None
                        else profile_settings(options.profile, run.engine, settings.project_dir))
+    engine_settings = plan.fault.engine_settings(plan, describe(run.engine), engine_settings)
     timeline = Timeline(listener=on_event)
     arming = _Arming(plan)
     if plan.point == "during-wait":
@@ -319,13 +320,16 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
     verdicts = []
     for request in session.requests:
         iid = request.instance_id
-        hit = _hit(session, options.plan, iid, statuses.get(iid), fault_times)
-        held, why = holds.get(iid, (None, ""))
         entry, effects = ledger.instance(iid), ledger.effects(instance_id=iid)
+        # An instance started after the fault fired (the first on a deploy's new code) was
+        # not in flight: the fault cannot have hit it.
+        faced = [] if fault_times and entry.started_at > fault_times[0] else fault_times
+        hit = _hit(session, options.plan, iid, statuses.get(iid), faced)
+        held, why = holds.get(iid, (None, ""))
         judged = judge_instance(flow, entry, effects, statuses[iid],
                                 engine_holds=held, cannot_tell=why,
                                 reached=hit[0] if hit else None,
-                                fault_at=hit[1] if hit else next(iter(fault_times), None),
+                                fault_at=hit[1] if hit else next(iter(faced), None),
                                 history=histories.get(iid, ()))
         verdicts.append(judge_acts(judged, flow, entry, effects, statuses[iid],
                                    acts or FaultActs()))

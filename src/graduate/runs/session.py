@@ -124,16 +124,22 @@ class RunSession:
         for number in range(1, self.options.instances + 1):
             if deadline is not None and time.monotonic() > deadline:
                 return number - 1
-            request = new_request(self.flow, self.run_id, number, self.options.tenant_id)
-            self.ledger.register(self.flow, request, self.engine.name)
-            for failure in self.options.failures:
-                self.ledger.inject_failure(request.instance_id, failure.step, failure.mode,
-                                           failure.times)
-            if self.arming is not None:
-                self.arming.arm(self.ledger, request)
-            self.requests.append(request)
-            self.engine.start(request)
+            self.start_instance()
         return self.options.instances
+
+    def start_instance(self) -> InstanceRequest:
+        """Register, prepare and start one more instance (numbered after the others)."""
+        request = new_request(self.flow, self.run_id, len(self.requests) + 1,
+                              self.options.tenant_id)
+        self.ledger.register(self.flow, request, self.engine.name)
+        for failure in self.options.failures:
+            self.ledger.inject_failure(request.instance_id, failure.step, failure.mode,
+                                       failure.times)
+        if self.arming is not None:
+            self.arming.arm(self.ledger, request)
+        self.requests.append(request)
+        self.engine.start(request)
+        return request
 
     def watch(self, deadline: float, *,
               until: Callable[[dict[str, InstanceStatus]], bool] | None = None,

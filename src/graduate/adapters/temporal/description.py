@@ -33,7 +33,8 @@ TEMPORAL = EngineDescription(
     summary="Temporal: a durable workflow whose steps are activities; the Temporal server "
             "keeps its progress",
     capabilities=Capabilities(durable_progress=True, signals=True, timers=True,
-                              compensation=True, versioning=True, server=True),
+                              compensation=True, versioning=True, server=True,
+                              worker_versioning=True),
     needs_server=True, needs_broker=False, open=_open,
     check_settings=settings.check_overrides,
     tuned={"graceful_shutdown_timeout": 10.0, "heartbeat_timeout": 2.0},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,7 +11,10 @@ from typing import Any, TypeVar
 from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.api.history.v1 import ActivityTaskStartedEventAttributes
 from temporalio.api.history.v1 import HistoryEvent as ServerEvent
-from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.api.workflowservice.v1 import (
+    GetSystemInfoRequest,
+    SetWorkerDeploymentCurrentVersionRequest,
+)
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -27,7 +31,14 @@ from graduate.adapters.base import (
 )
 from graduate.adapters.temporal.client import connect
 from graduate.adapters.temporal.description import TEMPORAL
-from graduate.adapters.temporal.messages import WORKFLOW_NAME, FlowInput, FlowResult, task_queue
+from graduate.adapters.temporal.messages import (
+    WORKFLOW_NAME,
+    FlowInput,
+    FlowResult,
+    build_id,
+    deployment_name,
+    task_queue,
+)
 from graduate.adapters.temporal.settings import effective_settings
 from graduate.errors import EngineError, ServiceError
 from graduate.flow import Flow, InstanceRequest
@@ -35,6 +46,9 @@ from graduate.processes import ManagedProcess
 from graduate.services.model import Services
 
 T = TypeVar("T")
+# How long a new worker deployment version may take to be seen by the server (its first
+# poll) before it can become the current version.
+VERSION_REGISTERED_TIMEOUT = 30.0
 
 _OUTCOMES = {
     "completed": InstanceState.COMPLETED,
@@ -92,6 +106,7 @@ class TemporalEngine:
         self._loop = asyncio.new_event_loop()
         self._client: Client = self._run(connect(services.temporal))
         self._workers = 0
+        self._current_version: int | None = None  # under worker versioning
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self._loop.run_until_complete(coroutine)
@@ -110,8 +125,25 @@ class TemporalEngine:
             previous_flow_source=self.previous.source if self.previous else None,
             run_id=self.run_dir.name,
         )
-        return start_worker_process(name, "graduate.adapters.temporal.worker", spec,
-                                    self.run_dir)
+        process = start_worker_process(name, "graduate.adapters.temporal.worker", spec,
+                                       self.run_dir)
+        if self.settings.get("worker_versioning"):
+            try:
+                self._make_current(self.flow.version)
+            except BaseException:
+                process.stop()
+                raise
+        return process
+
+    def _make_current(self, version: int) -> None:
+        """Route new workflows to the workers of `version` (the instances in flight stay
+        pinned to theirs): a rolling deploy under worker versioning."""
+        if self._current_version == version:
+            return
+        self._run(set_current_version(self._client,
+                                      deployment_name(self.flow.name, self.run_dir.name),
+                                      build_id(version)))
+        self._current_version = version
 
     def replace(self, process: ManagedProcess) -> ManagedProcess:
         del process  # every process this engine starts is a worker
@@ -237,15 +269,51 @@ async def read_server_versions(client: Client) -> dict[str, str]:
     return {"temporal_server": info.server_version} if info.server_version else {}
 
 
+async def set_current_version(client: Client, deployment: str, build: str) -> None:
+    """Make `build` the current version of `deployment`. The server knows a version only
+    once one of its workers has polled, which a worker's ready file does not wait for."""
+    deadline = time.monotonic() + VERSION_REGISTERED_TIMEOUT
+    while True:
+        try:
+            await client.workflow_service.set_worker_deployment_current_version(
+                SetWorkerDeploymentCurrentVersionRequest(
+                    namespace=client.namespace, deployment_name=deployment, build_id=build,
+                    identity="graduate"))
+            return
+        except RPCError as error:
+            if time.monotonic() > deadline:
+                raise EngineError(f"the Temporal server did not accept build ID {build} as "
+                                  f"the current version of worker deployment {deployment}: "
+                                  f"{error.message}") from error
+            await asyncio.sleep(0.2)
+
+
+def _versions(events: Any) -> dict[int, str]:
+    """The build ID that completed each workflow task, by event ID (under worker
+    versioning; an unversioned worker leaves it empty)."""
+    versions = {}
+    for event in events:
+        if event.HasField("workflow_task_completed_event_attributes"):
+            completed = event.workflow_task_completed_event_attributes
+            if completed.HasField("deployment_version"):
+                versions[event.event_id] = completed.deployment_version.build_id
+    return versions
+
+
 async def read_history(client: Client, instance_id: str) -> list[HistoryEvent]:
-    """The workflow's history as plain events: what the server recorded, oldest first."""
+    """The workflow's history as plain events: what the server recorded, oldest first.
+    Each workflow task and each step it scheduled carries the build ID that ran it."""
     history = await client.get_workflow_handle(instance_id).fetch_history()
+    versions = _versions(history.events)
     events = []
     for event in history.events:
+        version = versions.get(event.event_id, "")
         kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
         detail = ""
         if event.HasField("activity_task_scheduled_event_attributes"):
-            detail = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled = event.activity_task_scheduled_event_attributes
+            detail = scheduled.activity_type.name
+            version = versions.get(scheduled.workflow_task_completed_event_id, "")
         elif event.HasField("workflow_execution_signaled_event_attributes"):
             detail = event.workflow_execution_signaled_event_attributes.signal_name
         elif event.HasField("activity_task_started_event_attributes"):
@@ -256,5 +324,5 @@ async def read_history(client: Client, instance_id: str) -> list[HistoryEvent]:
             detail = event.marker_recorded_event_attributes.marker_name
         events.append(HistoryEvent(at=event.event_time.ToNanoseconds() / 1e9,
                                    kind=kind.lower(), detail=detail,
-                                   cut_short=_cut_short(event)))
+                                   cut_short=_cut_short(event), version=version))
     return events

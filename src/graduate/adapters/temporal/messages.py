@@ -17,6 +17,17 @@ def task_queue(flow_name: str, run_id: str) -> str:
     return f"graduate.{flow_name}.{run_id}" if run_id else f"graduate.{flow_name}"
 
 
+def deployment_name(flow_name: str, run_id: str) -> str:
+    """The worker deployment a run's workers belong to under worker versioning (a name
+    without dots: the SDK writes a version as `DEPLOYMENT.BUILD_ID`)."""
+    return "-".join(("graduate", flow_name.replace(".", "-"), *([run_id] if run_id else [])))
+
+
+def build_id(flow_version: int) -> str:
+    """The build ID of the workers that run version `flow_version` of a flow."""
+    return f"v{flow_version}"
+
+
 @dataclass
 class FlowInput:
     flow: str

@@ -17,7 +17,9 @@ def register(flow: Flow, previous: Flow | None = None) -> None:
     """Run `flow`; with `previous`, also keep running instances started on it (the
     versioning guard of a deploy)."""
     _FLOWS[flow.name] = flow
-    if previous is not None:
+    if previous is None:
+        _PREVIOUS.pop(flow.name, None)
+    else:
         _PREVIOUS[flow.name] = previous
 
 

@@ -18,6 +18,12 @@ DEFAULTS: Mapping[str, float | None] = {
     # Seconds without a heartbeat after which the server retries an activity elsewhere.
     "heartbeat_timeout": None,
 }
+# Switches, off unless given (so a run without one records only the times above).
+SWITCHES: Mapping[str, bool] = {
+    # Workers run as worker deployment versions (a build ID per version of the flow) and
+    # pin each workflow to the version it started on: Temporal's worker versioning.
+    "worker_versioning": False,
+}
 
 
 # Settings that may be left unset (None); the others always have a value.
@@ -28,9 +34,13 @@ MAX_SECONDS = 86_400.0
 
 def check_overrides(overrides: Mapping[str, Any]) -> None:
     for key, value in overrides.items():
+        if key in SWITCHES:
+            if not isinstance(value, bool):
+                raise ConfigError(f"Temporal setting {key} = {value!r} must be true or false")
+            continue
         if key not in DEFAULTS:
             raise ConfigError(f"{key!r} is not a Temporal setting graduate varies; use one "
-                              f"of: {', '.join(DEFAULTS)}")
+                              f"of: {', '.join([*DEFAULTS, *SWITCHES])}")
         if value is None and key in UNSETTABLE:
             continue  # not set, as the SDK leaves it
         # A heartbeat timeout of 0 would mean "none" to the SDK: say so by leaving it out.

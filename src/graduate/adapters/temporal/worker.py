@@ -15,18 +15,30 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from temporalio.worker import Worker
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from graduate.adapters.base import WorkerSpec, write_ready_file
 from graduate.adapters.temporal import registry
 from graduate.adapters.temporal.activities import EffectActivities
 from graduate.adapters.temporal.client import connect
-from graduate.adapters.temporal.messages import task_queue
+from graduate.adapters.temporal.messages import build_id, deployment_name, task_queue
 from graduate.adapters.temporal.workflow import GraduateFlow
-from graduate.flow import load_flow
+from graduate.flow import Flow, load_flow
 
 ACTIVITY_THREADS = 8
+
+
+def deployment_config(spec: WorkerSpec, flow: Flow) -> WorkerDeploymentConfig | None:
+    """Under worker versioning, this worker is the flow's version as a build ID, and each
+    workflow it starts stays pinned to it: later versions never replay its history."""
+    if not spec.settings.get("worker_versioning"):
+        return None
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(deployment_name(flow.name, spec.run_id),
+                                        build_id(flow.version)),
+        use_worker_versioning=True, default_versioning_behavior=VersioningBehavior.PINNED)
 
 
 async def serve(spec: WorkerSpec) -> None:
@@ -48,6 +60,7 @@ async def serve(spec: WorkerSpec) -> None:
             activity_executor=executor,
             max_concurrent_activities=ACTIVITY_THREADS,
             graceful_shutdown_timeout=timedelta(seconds=grace),
+            deployment_config=deployment_config(spec, flow),
             # graduate's own modules are deterministic data and code; passing them through
             # lets the workflow see the flow this worker loaded (see registry.py).
             workflow_runner=SandboxedWorkflowRunner(

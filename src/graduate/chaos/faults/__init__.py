@@ -227,6 +227,12 @@ class Fault:
         """The run's options under this fault (a wait nobody answers, say)."""
         return run
 
+    def engine_settings(self, plan: FaultPlan, engine: EngineDescription,
+                        settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The engine's settings under this fault, from the profile's `settings` (workers
+        that must run as versions from the start, say)."""
+        return dict(settings)
+
     def worker_services(self, settings: Settings,
                         proxies: list[Proxy]) -> Callable[[Stack], Services] | None:
         """What the workers connect to, when not the services themselves (proxies the

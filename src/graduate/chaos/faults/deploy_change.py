@@ -1,14 +1,16 @@
 """A rolling deploy of a changed flow while instances are in flight.
 
-Options: `change` (what changed: reorder or add-step) and `versioned` (deploy with the
-engine's versioning guard, where the engine declares one).
+Options: `change` (what changed: reorder or add-step), `versioned` (deploy with the
+engine's versioning guard in the code, where the engine declares one: Temporal's
+`workflow.patched`) and `pinned` (deploy as a new worker version beside the old one,
+where the engine runs versions side by side: Temporal's worker deployment versions).
 """
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from graduate.adapters.registry import EngineDescription
 from graduate.chaos.changes import CHANGES, changed_flow
@@ -20,12 +22,19 @@ from graduate.chaos.faults import (
     FaultPlan,
     OptionValue,
 )
+from graduate.errors import ConfigError
 from graduate.flow import Flow, write_flow_json
 from graduate.runs.supervisor import WORKER_EXITED, WORKER_FORCED, WORKER_STARTED
+from graduate.runs.timeline import EventKind
 
 NAME = "deploy-change"
+INSTANCE_STARTED_AFTER = EventKind("instance-started-after-deploy",
+                                   "instance started after the deploy", "info")
 VERSIONED = FaultOption("versioned", False, "deploy with the engine's versioning guard",
                         sentence="with the engine's versioning guard")
+PINNED = FaultOption("pinned", False, "deploy as a new worker version; the old workers keep "
+                                     "serving the instances pinned to theirs",
+                     sentence="as a new worker version, each instance pinned to its own")
 CHANGE = FaultOption("change", "reorder", "what the deploy changes", choices=CHANGES)
 
 
@@ -33,12 +42,13 @@ class DeployChange(Fault):
     name = NAME
     description = "replace the workers with a changed version of the flow mid-flight"
     title = "a deploy of changed code"
-    options = (VERSIONED, CHANGE)
+    options = (VERSIONED, PINNED, CHANGE)
     # A deploy counts only with the engine's versioning guard on: that is the story
     # ADR 0001 asks for, and the unguarded deploy is expected to break.
     proven_with: ClassVar[Mapping[str, OptionValue]] = {VERSIONED.name: True}
     changes_code = True
-    events = (FAULT_FIRED, WORKER_EXITED, WORKER_FORCED, WORKER_STARTED)
+    events = (FAULT_FIRED, WORKER_EXITED, WORKER_FORCED, WORKER_STARTED,
+              INSTANCE_STARTED_AFTER)
     # A deploy lands while instances are parked at a human wait: the usual window.
     at_wait = True
 
@@ -49,15 +59,30 @@ class DeployChange(Fault):
         if plan.option(VERSIONED.name) and not engine.capabilities.versioning:
             return (f"{engine.product} has no versioning guard: a team would have to build "
                     f"one (see the unversioned {NAME} for what happens without)")
+        if plan.option(PINNED.name) and not engine.capabilities.worker_versioning:
+            return (f"{engine.product} cannot run two versions of its workers side by side, "
+                    "each instance pinned to its own")
         return None
 
     def variant(self, plan: FaultPlan) -> str:
-        versioned = ", versioned" if plan.option(VERSIONED.name) else ", unversioned"
-        return f" ({plan.option(CHANGE.name)}{versioned})"
+        guard = (", pinned to worker versions" if plan.option(PINNED.name) else
+                 ", versioned" if plan.option(VERSIONED.name) else ", unversioned")
+        return f" ({plan.option(CHANGE.name)}{guard})"
 
     def check(self, plan: FaultPlan, flow: Flow) -> FaultPlan:
         changed_flow(flow, plan.option(CHANGE.name))  # refuses a change the flow cannot take
+        if plan.option(VERSIONED.name) and plan.option(PINNED.name):
+            raise ConfigError(f"{NAME}: choose one guard, versioned (the version decided in "
+                              "the workflow code) or pinned (worker versions side by side)")
         return plan
+
+    def engine_settings(self, plan: FaultPlan, engine: EngineDescription,
+                        settings: Mapping[str, Any]) -> dict[str, Any]:
+        # Pinning starts with the first workers: each instance is pinned to the version
+        # that ran its first workflow task.
+        if plan.option(PINNED.name) and engine.capabilities.worker_versioning:
+            return {**settings, "worker_versioning": True}
+        return dict(settings)
 
     def fire(self, context: FaultContext) -> None:
         """Each worker is stopped as a deploy stops it (SIGTERM) and replaced by one
@@ -68,6 +93,9 @@ class DeployChange(Fault):
         new = write_flow_json(changed_flow(old, change),
                               session.run_dir / "deploy" / f"{old.name}-v{old.version + 1}.json")
         session.engine.deploy(new, previous=old if versioned else None)
+        if plan.option(PINNED.name):
+            self._deploy_beside(context, old, new, change)
+            return
         context.timeline.add(FAULT_FIRED, f"deploy of {old.name} v{new.version} ({change}, "
                                           f"{'with' if versioned else 'without'} versioning "
                                           "guard)")
@@ -76,6 +104,24 @@ class DeployChange(Fault):
             worker.popen.send_signal(signal.SIGTERM)
             supervisor.await_exit(worker)
             supervisor.replace(worker, plan.restart_delay)
+
+    def _deploy_beside(self, context: FaultContext, old: Flow, new: Flow, change: str) -> None:
+        """Workers of the new version start beside the old ones and become the current
+        version; the old workers keep serving the instances pinned to them, and the
+        instance started next starts on the new version."""
+        session = context.session
+        count = len(session.supervisor.workers)
+        session.supervisor.start(count)
+        context.timeline.add(FAULT_FIRED, f"deploy of {old.name} v{new.version} ({change}) as "
+                                          f"a new worker version: {count} worker(s) of "
+                                          f"v{new.version} beside those of v{old.version}, "
+                                          "which keep their pinned instances")
+        for worker in session.supervisor.workers[-count:]:
+            context.timeline.add(WORKER_STARTED, f"{worker.name} (pid {worker.pid}) runs "
+                                                 f"v{new.version}")
+        request = session.start_instance()
+        context.timeline.add(INSTANCE_STARTED_AFTER, f"{request.instance_id} after the deploy",
+                             instance=request.instance_id)
 
 
 FAULT = DeployChange()

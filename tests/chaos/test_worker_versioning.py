@@ -1,0 +1,85 @@
+"""A deploy of reordered workflow code with several instances in flight on Temporal:
+pinned to worker deployment versions, against the same deploy without any guard.
+
+The versions are read from the server's history (the build ID that completed each
+workflow task, and so scheduled each step), as stored in the evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from graduate.chaos.faults import parse_plan
+from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
+from graduate.check import Verdict
+from graduate.config import Settings
+from graduate.evidence import EvidenceStore
+from graduate.flow import load_flow
+from graduate.runner import RunOptions, approve_all
+from tests.conftest import FlowFactory, processes_mentioning
+
+pytestmark = pytest.mark.slow
+
+INSTANCES = 3
+
+
+@pytest.fixture(autouse=True)
+def no_orphans(tmp_path: Path) -> Iterator[None]:
+    yield
+    assert processes_mentioning(str(tmp_path)) == [], "the harness left processes behind"
+
+
+def deploy(settings: Settings, path: Path, **guard: bool) -> ChaosResult:
+    flow = load_flow(path)
+    plan = parse_plan("deploy-change", "approval:during-wait", flow, restart_delay=0.5,
+                      change="reorder", hit="all", **guard)
+    options = ChaosOptions(run=RunOptions(flow=str(path), engine="temporal", timeout=30,
+                                          instances=INSTANCES, decisions=approve_all(flow)),
+                           plan=plan)
+    return run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
+
+
+def steps_by_version(result: ChaosResult) -> dict[str, list[tuple[str, str]]]:
+    """Each instance's steps, in the order its workflow scheduled them, with the build
+    ID that scheduled each, from the stored evidence."""
+    assert result.evidence is not None
+    record = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id)
+    return {i.verdict.instance_id: [(e.detail, e.version) for e in i.history
+                                    if e.kind == "activity_task_scheduled"]
+            for i in record.instances}
+
+
+def test_pinned_instances_finish_on_their_version_while_new_ones_start_on_the_new(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    result = deploy(settings, flow_file("chaos"), pinned=True)
+
+    assert result.applicable and result.fired, result.reason
+    by_id = {i.instance_id: i for i in result.instances}
+    assert len(by_id) == INSTANCES + 1  # the instances in flight, and one after the deploy
+    steps = steps_by_version(result)
+    in_flight, [after] = sorted(by_id)[:INSTANCES], sorted(by_id)[INSTANCES:]
+    for instance_id in in_flight:
+        assert by_id[instance_id].verdict is Verdict.COMPLETED, by_id[instance_id].reason
+        assert steps[instance_id] == [("crm.create_record", "v1"), ("crm.reserve", "v1"),
+                                      ("crm.activate", "v1"), ("notify.send", "v1")]
+    assert by_id[after].verdict is Verdict.COMPLETED, by_id[after].reason
+    # The new code, reordered, on the new version's workers.
+    assert steps[after] == [("crm.reserve", "v2"), ("crm.create_record", "v2"),
+                            ("crm.activate", "v2"), ("notify.send", "v2")]
+    assert not any("Nondeterminism" in i.reason for i in result.instances)
+    assert result.verdict.passed, result.verdict.failures
+
+
+def test_the_same_deploy_unguarded_breaks_every_instance_in_flight(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    result = deploy(settings, flow_file("chaos"))
+
+    assert result.applicable and result.fired, result.reason
+    assert len(result.instances) == INSTANCES
+    for instance in result.instances:
+        assert instance.verdict is Verdict.STUCK
+        assert "Nondeterminism" in instance.reason
+    assert not result.verdict.passed
