@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from graduate.chaos.faults import parse_plan
-from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
+from graduate.chaos.harness import ChaosOptions, ChaosResult, TimelineEvent, run_chaos
 from graduate.check import Verdict
 from graduate.config import Settings
 from graduate.evidence import EvidenceStore
@@ -35,7 +35,7 @@ def no_orphans(tmp_path: Path) -> Iterator[None]:
 def deploy(settings: Settings, path: Path, **guard: bool) -> ChaosResult:
     flow = load_flow(path)
     plan = parse_plan("deploy-change", "approval:during-wait", flow, restart_delay=0.5,
-                      change="reorder", hit="all", **guard)
+                      options={"change": "reorder", **guard}, hit="all")
     options = ChaosOptions(run=RunOptions(flow=str(path), engine="temporal", timeout=30,
                                           instances=INSTANCES, decisions=approve_all(flow)),
                            plan=plan)
@@ -52,11 +52,17 @@ def steps_by_version(result: ChaosResult) -> dict[str, list[tuple[str, str]]]:
             for i in record.instances}
 
 
+def result_timeline(result: ChaosResult) -> list[TimelineEvent]:
+    assert result.evidence is not None
+    return list(EvidenceStore(result.evidence.parents[1]).load_run(result.run_id).timeline)
+
+
 def test_pinned_instances_finish_on_their_version_while_new_ones_start_on_the_new(
         settings: Settings, flow_file: FlowFactory) -> None:
     result = deploy(settings, flow_file("chaos"), pinned=True)
 
-    assert result.applicable and result.fired, result.reason
+    assert result.applicable, result.reason
+    assert result.fired, result.reason
     by_id = {i.instance_id: i for i in result.instances}
     assert len(by_id) == INSTANCES + 1  # the instances in flight, and one after the deploy
     steps = steps_by_version(result)
@@ -70,6 +76,10 @@ def test_pinned_instances_finish_on_their_version_while_new_ones_start_on_the_ne
     assert steps[after] == [("crm.reserve", "v2"), ("crm.create_record", "v2"),
                             ("crm.activate", "v2"), ("notify.send", "v2")]
     assert not any("Nondeterminism" in i.reason for i in result.instances)
+    # The timeline, which every report shows, says it too.
+    ran = {e.instance: e.detail for e in result_timeline(result) if e.kind == "versions-ran"}
+    assert ran[after] == ("crm.reserve on v2, crm.create_record on v2, crm.activate on v2, "
+                          "notify.send on v2")
     assert result.verdict.passed, result.verdict.failures
 
 
@@ -77,7 +87,8 @@ def test_the_same_deploy_unguarded_breaks_every_instance_in_flight(
         settings: Settings, flow_file: FlowFactory) -> None:
     result = deploy(settings, flow_file("chaos"))
 
-    assert result.applicable and result.fired, result.reason
+    assert result.applicable, result.reason
+    assert result.fired, result.reason
     assert len(result.instances) == INSTANCES
     for instance in result.instances:
         assert instance.verdict is Verdict.STUCK

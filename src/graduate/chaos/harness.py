@@ -11,7 +11,7 @@ only, and the whole run is written to the evidence store.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,13 @@ from graduate.runs.record import (
     RunRecord,
 )
 from graduate.runs.session import RunSession, open_session
-from graduate.runs.timeline import INSTANCES_STARTED, RUN_ENDED, Timeline, TimelineEvent
+from graduate.runs.timeline import (
+    INSTANCES_STARTED,
+    RUN_ENDED,
+    VERSIONS_RAN,
+    Timeline,
+    TimelineEvent,
+)
 
 __all__ = ["ChaosOptions", "ChaosResult", "TimelineEvent", "run_chaos"]
 
@@ -179,6 +185,9 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
             holds = {iid: _holds(session, iid) for iid, s in statuses.items()
                      if not s.state.finished}
             histories = {iid: _history(session, iid) for iid in session.instance_ids}
+            for iid, history in histories.items():
+                if ran := versions_ran(history):
+                    timeline.add(VERSIONS_RAN, ran, instance=iid)
             return _store(store, options, session, flow, timeline, statuses, holds,
                           histories, applicable=True, fired=fired, reason=why,
                           acts=context.acts)
@@ -300,6 +309,12 @@ def _holds(session: RunSession, instance_id: str) -> tuple[bool | None, str]:
         return session.engine.holds(instance_id), ""
     except Exception as error:
         return None, str(error) or type(error).__name__
+
+
+def versions_ran(history: Sequence[HistoryEvent]) -> str:
+    """Which version ran each step, from the engine's record ("" when it names none):
+    "crm.reserve on v1, crm.activate on v2"."""
+    return ", ".join(f"{e.detail} on {e.version}" for e in history if e.version and e.detail)
 
 
 def _history(session: RunSession, instance_id: str) -> list[HistoryEvent]:

@@ -27,7 +27,8 @@ class EventKind:
 INSTANCES_STARTED = EventKind("instances-started", "instances started", "info")
 SIGNAL_SENT = EventKind("signal-sent", "decision signalled (the human's answer)", "signal")
 RUN_ENDED = EventKind("run-ended", "run ended", "info")
-SESSION_EVENTS = (INSTANCES_STARTED, SIGNAL_SENT, RUN_ENDED)
+VERSIONS_RAN = EventKind("versions-ran", "which version of the code ran each step", "info")
+SESSION_EVENTS = (INSTANCES_STARTED, SIGNAL_SENT, RUN_ENDED, VERSIONS_RAN)
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,9 @@ from graduate.chaos.faults import (
 from graduate.errors import ConfigError
 from graduate.flow import Flow, write_flow_json
 from graduate.runs.supervisor import WORKER_EXITED, WORKER_FORCED, WORKER_STARTED
-from graduate.runs.timeline import EventKind
+from graduate.runs.timeline import INSTANCES_STARTED
 
 NAME = "deploy-change"
-INSTANCE_STARTED_AFTER = EventKind("instance-started-after-deploy",
-                                   "instance started after the deploy", "info")
 VERSIONED = FaultOption("versioned", False, "deploy with the engine's versioning guard",
                         sentence="with the engine's versioning guard")
 PINNED = FaultOption("pinned", False, "deploy as a new worker version; the old workers keep "
@@ -47,8 +45,7 @@ class DeployChange(Fault):
     # ADR 0001 asks for, and the unguarded deploy is expected to break.
     proven_with: ClassVar[Mapping[str, OptionValue]] = {VERSIONED.name: True}
     changes_code = True
-    events = (FAULT_FIRED, WORKER_EXITED, WORKER_FORCED, WORKER_STARTED,
-              INSTANCE_STARTED_AFTER)
+    events = (FAULT_FIRED, WORKER_EXITED, WORKER_FORCED, WORKER_STARTED)
     # A deploy lands while instances are parked at a human wait: the usual window.
     at_wait = True
 
@@ -111,16 +108,16 @@ class DeployChange(Fault):
         instance started next starts on the new version."""
         session = context.session
         count = len(session.supervisor.workers)
-        session.supervisor.start(count)
         context.timeline.add(FAULT_FIRED, f"deploy of {old.name} v{new.version} ({change}) as "
                                           f"a new worker version: {count} worker(s) of "
                                           f"v{new.version} beside those of v{old.version}, "
                                           "which keep their pinned instances")
+        session.supervisor.start(count)
         for worker in session.supervisor.workers[-count:]:
             context.timeline.add(WORKER_STARTED, f"{worker.name} (pid {worker.pid}) runs "
                                                  f"v{new.version}")
         request = session.start_instance()
-        context.timeline.add(INSTANCE_STARTED_AFTER, f"{request.instance_id} after the deploy",
+        context.timeline.add(INSTANCES_STARTED, f"{request.instance_id}, after the deploy",
                              instance=request.instance_id)
 
 
