@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,6 +109,19 @@ class EvidenceStore:
         path = self.run_path(record.run_id)
         write_json(path, record.to_dict())
         return path
+
+    def histories_path(self, run_id: str) -> Path:
+        """The engine's exported histories of a run's instances (one JSON file each, as
+        `graduate replay` reads them), where the engine exports them."""
+        return self.root / "histories" / run_id
+
+    def save_histories(self, run_id: str, exported: Path) -> None:
+        """Keep the histories an engine exported into `exported` with the run."""
+        files = sorted(exported.glob("*.json")) if exported.is_dir() else []
+        for file in files:
+            target = self.histories_path(run_id) / file.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, target)
 
     def load_run(self, run_id: str) -> RunRecord:
         return read_run(self.run_path(run_id))

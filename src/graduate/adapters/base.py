@@ -20,6 +20,9 @@ from graduate.processes import ManagedProcess, spawn_until_ready
 from graduate.services.model import Services, TemporalTarget
 
 WORKER_READY_TIMEOUT = 60.0
+# Where an engine that can export its instances' histories (for a replay gate) writes
+# them, in its run folder: one JSON file per instance.
+HISTORIES = "histories"
 
 
 class InstanceState(StrEnum):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from graduate.adapters import describe
-from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
+from graduate.adapters.base import HISTORIES, HistoryEvent, InstanceState, InstanceStatus
 from graduate.chaos.faults import (
     FAULT_FIRED,
     NOT_FIRED,
@@ -382,6 +382,7 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
         verdict=verdict,
     )
     path = store.save_run(record)
+    store.save_histories(session.run_id, session.run_dir / HISTORIES)
     return ChaosResult(
         run_id=session.run_id, flow=flow.name, engine=session.engine.name, plan=options.plan,
         profile=options.profile, applicable=applicable, reason=reason, fired=fired,

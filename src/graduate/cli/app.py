@@ -23,6 +23,7 @@ from graduate.cli import (
     env,
     flows,
     inventory,
+    replay,
     report,
     run,
     scaffold,
@@ -108,6 +109,7 @@ app.command(name="report")(report.report)
 app.command(name="inventory")(inventory.inventory)
 app.command(name="scaffold")(scaffold.scaffold)
 app.command(name="compare")(compare.compare)
+app.command(name="replay")(replay.replay)
 app.add_typer(env.app, name="env")
 app.add_typer(adr.app, name="adr")
 

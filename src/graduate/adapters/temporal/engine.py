@@ -15,12 +15,18 @@ from temporalio.api.workflowservice.v1 import (
     GetSystemInfoRequest,
     SetWorkerDeploymentCurrentVersionRequest,
 )
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHistory,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from graduate.adapters.base import (
+    HISTORIES,
     HistoryEvent,
     InstanceState,
     InstanceStatus,
@@ -39,6 +45,7 @@ from graduate.adapters.temporal.messages import (
     deployment_name,
     task_queue,
 )
+from graduate.adapters.temporal.replay import export_history
 from graduate.adapters.temporal.settings import effective_settings
 from graduate.errors import EngineError, ServiceError
 from graduate.flow import Flow, InstanceRequest
@@ -251,7 +258,10 @@ class TemporalEngine:
         return self._run(self._history(instance_id))
 
     async def _history(self, instance_id: str) -> list[HistoryEvent]:
-        return await read_history(self._client, instance_id)
+        history = await self._client.get_workflow_handle(instance_id).fetch_history()
+        # Exported as the Temporal CLI exports it, for `graduate replay` to gate a deploy.
+        export_history(history.to_json(), self.run_dir / HISTORIES, instance_id)
+        return plain_events(history)
 
     def server_versions(self) -> dict[str, str]:
         return self._run(read_server_versions(self._client))
@@ -301,9 +311,13 @@ def _versions(events: Any) -> dict[int, str]:
 
 
 async def read_history(client: Client, instance_id: str) -> list[HistoryEvent]:
-    """The workflow's history as plain events: what the server recorded, oldest first.
-    Each workflow task and each step it scheduled carries the build ID that ran it."""
-    history = await client.get_workflow_handle(instance_id).fetch_history()
+    """The workflow's history as plain events: what the server recorded, oldest first."""
+    return plain_events(await client.get_workflow_handle(instance_id).fetch_history())
+
+
+def plain_events(history: WorkflowHistory) -> list[HistoryEvent]:
+    """A history as plain events. Each workflow task and each step it scheduled carries
+    the build ID that ran it."""
     versions = _versions(history.events)
     events = []
     for event in history.events:
