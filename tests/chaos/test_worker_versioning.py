@@ -90,7 +90,12 @@ def test_the_same_deploy_unguarded_breaks_every_instance_in_flight(
     assert result.applicable, result.reason
     assert result.fired, result.reason
     assert len(result.instances) == INSTANCES
+    # Replay predicted it before the deploy, instance by instance (`graduate replay`'s check).
+    predicted = {e.instance: e.detail for e in result_timeline(result)
+                 if e.kind == "replay-predicted"}
     for instance in result.instances:
         assert instance.verdict is Verdict.STUCK
         assert "Nondeterminism" in instance.reason
+        assert predicted[instance.instance_id].startswith(
+            f"{instance.instance_id}: breaks at event 5: ")
     assert not result.verdict.passed

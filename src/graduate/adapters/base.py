@@ -13,11 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from graduate.flow import Flow, InstanceRequest
 from graduate.processes import ManagedProcess, spawn_until_ready
 from graduate.services.model import Services, TemporalTarget
+
+if TYPE_CHECKING:
+    from graduate.replay import Replayed
 
 WORKER_READY_TIMEOUT = 60.0
 # Where an engine that can export its instances' histories (for a replay gate) writes
@@ -256,4 +259,16 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release clients and connections (workers are stopped through their group)."""
+        ...
+
+
+@runtime_checkable
+class PredictsDeploys(Protocol):
+    """An engine that can tell, before a deploy, which instances the new code breaks: it
+    replays their recorded histories on it (the check `graduate replay` makes)."""
+
+    def predict_deploy(self, instance_ids: Sequence[str], flow: Flow,
+                       previous: Flow | None = None) -> list[Replayed]:
+        """Each instance's history replayed on `flow` (with `previous` kept by the
+        versioning guard)."""
         ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,11 +45,12 @@ from graduate.adapters.temporal.messages import (
     deployment_name,
     task_queue,
 )
-from graduate.adapters.temporal.replay import export_history
+from graduate.adapters.temporal.replay import export_history, replay, workflows_for
 from graduate.adapters.temporal.settings import effective_settings
 from graduate.errors import EngineError, ServiceError
 from graduate.flow import Flow, InstanceRequest
 from graduate.processes import ManagedProcess
+from graduate.replay import Replayed
 from graduate.services.model import Services
 
 T = TypeVar("T")
@@ -159,6 +160,15 @@ class TemporalEngine:
     def deploy(self, flow: Flow, previous: Flow | None = None) -> None:
         self.flow = flow
         self.previous = previous
+
+    def predict_deploy(self, instance_ids: Sequence[str], flow: Flow,
+                       previous: Flow | None = None) -> list[Replayed]:
+        async def predict() -> list[Replayed]:
+            histories = [await self._client.get_workflow_handle(i).fetch_history()
+                         for i in instance_ids]
+            return await replay(histories, workflows_for(flow, previous))
+
+        return self._run(predict())
 
     def holds(self, instance_id: str) -> bool:
         """A running workflow execution is held by the server, whatever its workers do."""

@@ -12,6 +12,7 @@ import signal
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from graduate.adapters.base import PredictsDeploys
 from graduate.adapters.registry import EngineDescription
 from graduate.chaos.changes import CHANGES, changed_flow
 from graduate.chaos.faults import (
@@ -25,7 +26,7 @@ from graduate.chaos.faults import (
 from graduate.errors import ConfigError
 from graduate.flow import Flow, write_flow_json
 from graduate.runs.supervisor import WORKER_EXITED, WORKER_FORCED, WORKER_STARTED
-from graduate.runs.timeline import INSTANCES_STARTED
+from graduate.runs.timeline import INSTANCES_STARTED, REPLAY_PREDICTED
 
 NAME = "deploy-change"
 VERSIONED = FaultOption("versioned", False, "deploy with the engine's versioning guard",
@@ -89,6 +90,8 @@ class DeployChange(Fault):
         old = session.flow
         new = write_flow_json(changed_flow(old, change),
                               session.run_dir / "deploy" / f"{old.name}-v{old.version + 1}.json")
+        if not plan.option(PINNED.name):  # pinned instances never replay on the new code
+            self._predict(context, new, old if versioned else None)
         session.engine.deploy(new, previous=old if versioned else None)
         if plan.option(PINNED.name):
             self._deploy_beside(context, old, new, change)
@@ -101,6 +104,18 @@ class DeployChange(Fault):
             worker.popen.send_signal(signal.SIGTERM)
             supervisor.await_exit(worker)
             supervisor.replace(worker, plan.restart_delay)
+
+    def _predict(self, context: FaultContext, new: Flow, previous: Flow | None) -> None:
+        """What `graduate replay` predicts for each instance in flight, in the timeline
+        beside what then happens to it."""
+        session = context.session
+        if not isinstance(session.engine, PredictsDeploys):
+            return
+        in_flight = [iid for iid in session.instance_ids
+                     if not session.engine.status(iid).state.finished]
+        for replayed in session.engine.predict_deploy(in_flight, new, previous):
+            context.timeline.add(REPLAY_PREDICTED, replayed.describe(),
+                                 instance=replayed.instance_id)
 
     def _deploy_beside(self, context: FaultContext, old: Flow, new: Flow, change: str) -> None:
         """Workers of the new version start beside the old ones and become the current
