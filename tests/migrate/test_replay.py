@@ -20,6 +20,7 @@ from graduate.config import Settings
 from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow, write_flow_json
 from graduate.runner import RunOptions, approve_all
+from graduate.testing.plugin import ChaosRunner
 from tests.conftest import FlowFactory
 
 pytestmark = pytest.mark.slow
@@ -102,3 +103,30 @@ def test_bad_input_exits_2_with_the_fix(flow_file: FlowFactory, tmp_path: Path,
 
     assert code == 2
     assert message in " ".join(output.split())
+
+
+def test_the_histories_a_visibility_query_lists_are_fetched_from_the_server(
+        recorded: tuple[Path, Path], settings: Settings) -> None:
+    path, _ = recorded
+    flow = load_flow(path)
+    assert settings.temporal_address is not None
+
+    code, output = graduate("--temporal-address", settings.temporal_address, "replay",
+                            str(path), "--query", f'WorkflowId STARTS_WITH "{flow.name}-"')
+
+    assert code == 0, output
+    assert "all 2 histories replay on this code" in output
+
+
+def test_a_teams_app_replays_on_its_own_workflow_code(chaos: ChaosRunner) -> None:
+    """The example app's run, its histories replayed on the app's declared worker."""
+    outcome = chaos("partner_approval_app", engine="temporal", instances=2)
+    outcome.assert_ok()
+    evidence = outcome.result.evidence
+    assert evidence is not None
+    histories = EvidenceStore(evidence.parents[1]).histories_path(outcome.result.run_id)
+
+    code, output = graduate("replay", "partner_approval_app", str(histories))
+
+    assert code == 0, output
+    assert "all 2 histories replay on this code" in output

@@ -19,7 +19,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from graduate.adapters.app_engine import app_environment, progress, start_app_worker
-from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus, WorkerGroup
+from graduate.adapters.base import (
+    HISTORIES,
+    HistoryEvent,
+    InstanceState,
+    InstanceStatus,
+    WorkerGroup,
+)
 from graduate.adapters.temporal import application
 from graduate.adapters.temporal.client import connect
 from graduate.adapters.temporal.description import TEMPORAL_APP
@@ -162,7 +168,7 @@ class TemporalAppEngine:
                               f"workflow {status_name.lower()}: {detail}".rstrip(": "))
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
-        return self._run(read_history(self._client, instance_id))
+        return self._run(read_history(self._client, instance_id, self.run_dir / HISTORIES))
 
     def server_versions(self) -> dict[str, str]:
         return self._run(read_server_versions(self._client))

@@ -268,10 +268,7 @@ class TemporalEngine:
         return self._run(self._history(instance_id))
 
     async def _history(self, instance_id: str) -> list[HistoryEvent]:
-        history = await self._client.get_workflow_handle(instance_id).fetch_history()
-        # Exported as the Temporal CLI exports it, for `graduate replay` to gate a deploy.
-        export_history(history.to_json(), self.run_dir / HISTORIES, instance_id)
-        return plain_events(history)
+        return await read_history(self._client, instance_id, self.run_dir / HISTORIES)
 
     def server_versions(self) -> dict[str, str]:
         return self._run(read_server_versions(self._client))
@@ -320,9 +317,15 @@ def _versions(events: Any) -> dict[int, str]:
     return versions
 
 
-async def read_history(client: Client, instance_id: str) -> list[HistoryEvent]:
-    """The workflow's history as plain events: what the server recorded, oldest first."""
-    return plain_events(await client.get_workflow_handle(instance_id).fetch_history())
+async def read_history(client: Client, instance_id: str,
+                       export_to: Path | None = None) -> list[HistoryEvent]:
+    """The workflow's history as plain events: what the server recorded, oldest first.
+    With `export_to`, also written there as the Temporal CLI exports it, for `graduate
+    replay` to gate a later deploy."""
+    history = await client.get_workflow_handle(instance_id).fetch_history()
+    if export_to is not None:
+        export_history(history.to_json(), export_to, instance_id)
+    return plain_events(history)
 
 
 def plain_events(history: WorkflowHistory) -> list[HistoryEvent]:
