@@ -102,7 +102,7 @@ def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
 def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None = None,
           instances: int = 1, profile: str = "defaults", timeout: float = 90.0,
           restart_delay: float = 1.0, partition_for: float = 5.0, versioned: bool = False,
-          cold: bool = False, change: str = "reorder", hit: str = "one",
+          pinned: bool = False, cold: bool = False, change: str = "reorder", hit: str = "one",
           wait_deadline: float | None = None,
           decisions: Mapping[str, Decision] | None = None, settings: Settings | None = None,
           evidence: Path | None = None,
@@ -116,7 +116,8 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
     `at` is where the fault fires: `STEP:before-effect`, `STEP:after-effect`,
     `WAIT:during-wait` or `+SECONDS`. The harness restarts what it killed after
     `restart_delay` seconds; a partition lasts `partition_for` seconds; `versioned`
-    deploys with the engine's versioning guard, `change` says what the deploy changes
+    deploys with the engine's versioning guard, `pinned` as a new worker version beside
+    the old one (Temporal's worker deployment versions), `change` says what the deploy changes
     (reorder or add-step); `cold` makes stop-worker a cold shutdown. With several
     `instances` the fault hits the first to reach `at` (`hit="one"`) or each one as it
     gets there (`hit="all"`); every instance is judged. `wait_deadline`
@@ -139,6 +140,7 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
     plan = parse_plan(chosen, at, loaded, restart_delay=restart_delay,
                       partition_for=partition_for, hit=hit,
                       options={deploy_change.VERSIONED.name: versioned,
+                               deploy_change.PINNED.name: pinned,
                                deploy_change.CHANGE.name: change,
                                stop_worker.COLD.name: cold, **flags})
     _check_wait_deadline(loaded, plan, timeout=timeout, wait_deadline=wait_deadline)

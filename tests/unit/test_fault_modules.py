@@ -188,6 +188,25 @@ def test_deploy_change_versioned_needs_a_versioning_guard(flow: Flow) -> None:
     assert events(deploy_change) == events(stop_worker)
 
 
+def test_deploy_change_pinned_runs_temporal_workers_as_versions(flow: Flow) -> None:
+    pinned = parse_plan(deploy_change.NAME, "approval:during-wait", flow, pinned=True)
+
+    assert pinned.label == "deploy-change+pinned"
+    assert pinned.describe() == ("deploy-change at approval:during-wait "
+                                 "(reorder, pinned to worker versions)")
+    assert reason(pinned, TEMPORAL) is None
+    assert "cannot run two versions of its workers side by side" in str(reason(pinned, CHAIN))
+    # The workers run as versions from the start: each instance is pinned from its first task.
+    assert deploy_change.FAULT.engine_settings(pinned, TEMPORAL, {"heartbeat_timeout": 2}) == {
+        "heartbeat_timeout": 2, "worker_versioning": True}
+    assert deploy_change.FAULT.engine_settings(pinned, CHAIN, {}) == {}
+    unpinned = parse_plan(deploy_change.NAME, "approval:during-wait", flow)
+    assert deploy_change.FAULT.engine_settings(unpinned, TEMPORAL, {}) == {}
+    with pytest.raises(ConfigError, match="choose one guard"):
+        parse_plan(deploy_change.NAME, "approval:during-wait", flow, pinned=True,
+                   versioned=True)
+
+
 def test_wait_timeout_picks_the_wait_and_expects_no_resume(flow: Flow) -> None:
     plan = parse_plan(wait_timeout.NAME, None, flow, restart_delay=0.5)
 

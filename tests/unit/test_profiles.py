@@ -62,6 +62,8 @@ def test_a_project_profile_extends_the_defaults_unless_told(tmp_path: Path) -> N
       "heartbeat_timeout"]),
     ('[tool.graduate.profiles.p]\ntemporal = { heartbeat_timeout = -1 }\n',
      ["heartbeat_timeout = -1 must be a number of seconds, more than 0"]),
+    ('[tool.graduate.profiles.p]\ntemporal = { worker_versioning = "yes" }\n',
+     ["worker_versioning = 'yes' must be true or false"]),
     ('[tool.graduate.profiles.p]\ntemporal = { heartbeat_timeout = 0 }\n',
      ["heartbeat_timeout = 0 must be a number of seconds, more than 0"]),
     ('[tool.graduate.profiles.p]\ntemporal = { heartbeat_timeout = inf }\n',

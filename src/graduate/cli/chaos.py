@@ -60,6 +60,8 @@ def chaos(
         help="Seconds a partition lasts before it heals.")] = 5.0,
     versioned: Annotated[bool, typer.Option(
         help=f"{deploy_change.NAME}: {deploy_change.VERSIONED.help}.")] = False,
+    pinned: Annotated[bool, typer.Option(
+        help=f"{deploy_change.NAME}: {deploy_change.PINNED.help}.")] = False,
     change: ChangeOption = "reorder",
     hit: HitOption = "one",
     cold: Annotated[bool, typer.Option(
@@ -94,7 +96,8 @@ def chaos(
     result = graduate.chaos(
         flow, engine=engine, fault=fault, at=at, instances=instances, profile=profile,
         timeout=timeout, restart_delay=restart_delay, partition_for=partition_for,
-        versioned=versioned, cold=cold, change=change, hit=hit, wait_deadline=wait_deadline,
+        versioned=versioned, pinned=pinned, cold=cold, change=change, hit=hit,
+        wait_deadline=wait_deadline,
         settings=settings(ctx), evidence=evidence, on_event=None if as_json else event)
     if as_json:
         console.print_json(json.dumps({**asdict(result), "plan": result.plan.to_dict()},

@@ -200,7 +200,8 @@ class ChaosRunner:
                  instances: int = 1, profile: str = "defaults", timeout: float = 60.0,
                  restart_delay: float = 0.5, partition_for: float = 5.0,
                  wait_deadline: float | None = None, versioned: bool = False,
-                 change: str = "reorder", hit: str = "one") -> ChaosOutcome:
+                 pinned: bool = False, change: str = "reorder",
+                 hit: str = "one") -> ChaosOutcome:
         """Run `flow` on `engine` under `fault` at `at` (STEP:POINT) and judge it.
         `fault` may carry its flags as a matrix cell does: `double-start+crash`.
 
@@ -228,7 +229,7 @@ class ChaosRunner:
             at=at, instances=instances,
             profile=profile, timeout=timeout, restart_delay=restart_delay,
             partition_for=partition_for, wait_deadline=wait_deadline, versioned=versioned,
-            change=change, hit=hit,
+            pinned=pinned, change=change, hit=hit,
             settings=self._settings_for(target.engine, kind.restarts is not None),
             evidence=self.evidence, project_dir=self.settings.project_dir)
         if not result.applicable:
