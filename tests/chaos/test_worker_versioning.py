@@ -1,5 +1,5 @@
 """A deploy of reordered workflow code with several instances in flight on Temporal:
-pinned to worker deployment versions, against the same deploy without any guard.
+pinned to worker deployment versions, guarded by patching, and without any guard.
 
 The versions are read from the server's history (the build ID that completed each
 workflow task, and so scheduled each step), as stored in the evidence.
@@ -99,3 +99,20 @@ def test_the_same_deploy_unguarded_breaks_every_instance_in_flight(
         assert predicted[instance.instance_id].startswith(
             f"{instance.instance_id}: breaks at event 5: ")
     assert not result.verdict.passed
+
+
+def test_the_same_deploy_guarded_by_patching_replays_and_completes(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """The other guard: one worker version whose code keeps the old steps for the
+    instances that started on them (`workflow.patched`), as replay predicted."""
+    result = deploy(settings, flow_file("chaos"), versioned=True)
+
+    assert result.fired, result.reason
+    predicted = {e.instance: e.detail for e in result_timeline(result)
+                 if e.kind == "replay-predicted"}
+    assert len(result.instances) == INSTANCES
+    for instance in result.instances:
+        assert instance.verdict is Verdict.COMPLETED, instance.reason
+        assert predicted[instance.instance_id] == (f"{instance.instance_id}: replays on the "
+                                                   "new code")
+    assert result.verdict.passed, result.verdict.failures

@@ -20,7 +20,7 @@ from graduate.processes import ManagedProcess, spawn_until_ready
 from graduate.services.model import Services, TemporalTarget
 
 if TYPE_CHECKING:
-    from graduate.replay import Replayed
+    from graduate.migrate.replay import Replayed
 
 WORKER_READY_TIMEOUT = 60.0
 # Where an engine that can export its instances' histories (for a replay gate) writes

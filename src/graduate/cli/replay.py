@@ -12,7 +12,7 @@ from rich.table import Table
 from graduate.apps import resolve_target
 from graduate.cli.common import console, settings
 from graduate.errors import ConfigError
-from graduate.replay import IN_FLIGHT, replay_histories, to_junit
+from graduate.migrate.replay import IN_FLIGHT, replay_histories, to_junit
 from graduate.services.model import TemporalTarget
 
 

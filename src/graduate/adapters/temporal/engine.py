@@ -49,8 +49,8 @@ from graduate.adapters.temporal.replay import export_history, replay, workflows_
 from graduate.adapters.temporal.settings import effective_settings
 from graduate.errors import EngineError, ServiceError
 from graduate.flow import Flow, InstanceRequest
+from graduate.migrate.replay import Replayed
 from graduate.processes import ManagedProcess
-from graduate.replay import Replayed
 from graduate.services.model import Services
 
 T = TypeVar("T")

@@ -23,7 +23,7 @@ from graduate.adapters.temporal.client import connect
 from graduate.adapters.temporal.workflow import GraduateFlow
 from graduate.errors import ConfigError, ServiceError
 from graduate.flow import Flow
-from graduate.replay import Replayed
+from graduate.migrate.replay import Replayed
 from graduate.services.model import TemporalTarget
 
 # What SDK core's non-determinism errors say: the event by its ID ("event 7") or, for
