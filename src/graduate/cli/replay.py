@@ -20,7 +20,8 @@ def replay(
     ctx: typer.Context,
     flow: Annotated[str, typer.Argument(
         help="The code about to be deployed: a flow (name, file or module:ATTRIBUTE), run "
-             "by graduate's workflow, or an app declared in [tool.graduate.apps].")],
+             "by graduate's workflow, or an app declared in pyproject.toml "
+             "(tool.graduate.apps).")],
     histories: Annotated[list[Path] | None, typer.Argument(
         help="History files or folders of them (JSON: a run's export in "
              ".graduate/evidence/histories/RUN_ID/, or `temporal workflow show --output "
