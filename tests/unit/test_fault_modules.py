@@ -202,6 +202,10 @@ def test_deploy_change_pinned_runs_temporal_workers_as_versions(flow: Flow) -> N
     assert deploy_change.FAULT.engine_settings(pinned, CHAIN, {}) == {}
     unpinned = parse_plan(deploy_change.NAME, "approval:during-wait", flow)
     assert deploy_change.FAULT.engine_settings(unpinned, TEMPORAL, {}) == {}
+    # Either guard counts as the worker versioning story an ADR gate asks for.
+    assert deploy_change.FAULT.proves({"pinned": True})
+    assert deploy_change.FAULT.proves({"versioned": True})
+    assert not deploy_change.FAULT.proves({"versioned": False, "pinned": False})
     with pytest.raises(ConfigError, match="choose one guard"):
         parse_plan(deploy_change.NAME, "approval:during-wait", flow, pinned=True,
                    versioned=True)

@@ -66,8 +66,7 @@ class FaultRequirement:
         return (fault.fault == self.fault
                 and (self.step is None or fault.step == self.step)
                 and (self.point is None or fault.point == self.point)
-                and all(fault.options.get(name) == value
-                        for name, value in get_fault(self.fault).proven_with.items()))
+                and get_fault(self.fault).proves(fault.options))
 
 
 DEFAULT_REQUIRED_FAULTS = (

@@ -285,8 +285,7 @@ def _guarded(cell: CellReport) -> bool:
     """Whether the cell ran with every option its fault needs to count as proof (the
     versioning guard, for a deploy)."""
     fault, options = parse_label(cell.column.split("@", 1)[0])
-    return bool(fault.proven_with) and all(options.get(name) == value
-                                           for name, value in fault.proven_with.items())
+    return bool(fault.proven_with) and fault.proves(options)
 
 
 def _engine_side(engine: str) -> str | None:

@@ -210,6 +210,11 @@ class Fault:
         flags = ", ".join(name for name, value in self.proven_with.items() if value is True)
         return f"{self.title or self.name} ({self.name}{at}, {flags})"
 
+    def proves(self, options: Mapping[str, OptionValue]) -> bool:
+        """Whether a run with `options` counts as proof for an ADR gate: it had the
+        options `proven_with` names."""
+        return all(options.get(name) == value for name, value in self.proven_with.items())
+
     def explain(self, options: Mapping[str, OptionValue]) -> str:
         """The description, with what the flags among `options` change."""
         return "".join([self.description, *(f", {o.sentence}" for o in self.options

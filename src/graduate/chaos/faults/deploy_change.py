@@ -50,6 +50,11 @@ class DeployChange(Fault):
     # A deploy lands while instances are parked at a human wait: the usual window.
     at_wait = True
 
+    def proves(self, options: Mapping[str, OptionValue]) -> bool:
+        # Either guard tells the worker versioning story: patching in the code, or each
+        # instance pinned to its worker version.
+        return bool(options.get(VERSIONED.name) or options.get(PINNED.name))
+
     def applies(self, plan: FaultPlan, engine: EngineDescription) -> str | None:
         if engine.runs_app:
             return (f"graduate cannot write a new version of {engine.title}'s code; deploy "
