@@ -89,7 +89,8 @@ class DeployChange(Fault):
 
     def fire(self, context: FaultContext) -> None:
         """Each worker is stopped as a deploy stops it (SIGTERM) and replaced by one
-        running the new version."""
+        running the new version; or, pinned, the new version's workers start beside the
+        old ones. Replay first predicts what the new code does to the instances in flight."""
         session, plan = context.session, context.plan
         versioned, change = bool(plan.option(VERSIONED.name)), str(plan.option(CHANGE.name))
         old = session.flow
