@@ -6,6 +6,7 @@ The histories come from a real run on the Temporal dev server; the replayer is t
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -18,7 +19,7 @@ from graduate.chaos.harness import ChaosOptions, run_chaos
 from graduate.cli.app import app
 from graduate.config import Settings
 from graduate.evidence import EvidenceStore
-from graduate.flow import load_flow, write_flow_json
+from graduate.flow import Step, load_flow, write_flow_json
 from graduate.runner import RunOptions, approve_all
 from graduate.testing.plugin import ChaosRunner
 from tests.conftest import FlowFactory
@@ -50,11 +51,21 @@ def test_a_run_exports_one_history_per_instance(recorded: tuple[Path, Path]) -> 
     assert len(list(histories.glob("*.json"))) == 2
 
 
-def test_the_same_code_replays_clean(recorded: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_compatible_change_replays_clean(recorded: tuple[Path, Path],
+                                           tmp_path: Path) -> None:
+    """Longer timeouts and more attempts: the commands the workflow issues, in order,
+    are the same, so the recorded histories replay."""
     path, histories = recorded
+    flow = load_flow(path)
+    nodes = tuple(replace(n, timeout=n.timeout * 2,
+                          retry=replace(n.retry, max_attempts=n.retry.max_attempts + 2))
+                  if isinstance(n, Step) else n for n in flow.nodes)
+    compatible = write_flow_json(replace(flow, version=flow.version + 1, nodes=nodes,
+                                         source=""), tmp_path / "next.json")
     junit = tmp_path / "replay.xml"
 
-    code, output = graduate("replay", str(path), str(histories), "--junit", str(junit))
+    code, output = graduate("replay", compatible.source, str(histories), "--junit",
+                            str(junit))
 
     assert code == 0, output
     assert "all 2 histories replay on this code" in output
@@ -62,11 +73,12 @@ def test_the_same_code_replays_clean(recorded: tuple[Path, Path], tmp_path: Path
     assert (suite.get("tests"), suite.get("failures")) == ("2", "0")
 
 
-def test_reordered_activities_break_every_history_at_the_first_step(
-        recorded: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("change", ["reorder", "add-step"])
+def test_a_changed_order_of_activities_breaks_every_history_at_the_first_step(
+        recorded: tuple[Path, Path], tmp_path: Path, change: str) -> None:
     path, histories = recorded
     flow = load_flow(path)
-    reordered = write_flow_json(changed_flow(flow, "reorder"), tmp_path / "next.json")
+    reordered = write_flow_json(changed_flow(flow, change), tmp_path / "next.json")
     junit = tmp_path / "replay.xml"
 
     code, output = graduate("replay", str(reordered.source), str(histories), "--junit",

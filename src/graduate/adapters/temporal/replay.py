@@ -29,7 +29,8 @@ from graduate.services.model import TemporalTarget
 # What SDK core's non-determinism errors say: the event by its ID ("event 7") or, for
 # an activity that is no longer scheduled where it was, by its type ("Activity type of
 # scheduled event 'crm.create_record' does not match ..."), inside a failure's message.
-_EVENT_ID = re.compile(r"\bevent(?:[ _]id)?[:= ]*(\d+)", re.IGNORECASE)
+_EVENT_ID = re.compile(r"HistoryEvent\(id: (\d+)|\bevent(?:[ _]id)?[:= ]*(\d+)",
+                       re.IGNORECASE)
 _SCHEDULED = re.compile(r"scheduled event '([^']+)'")
 _MESSAGE = re.compile(r'message: "((?:[^"\\]|\\.)*)"')
 
@@ -127,7 +128,7 @@ _CLOSED = {EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
 def _event_id(message: str, history: WorkflowHistory) -> int | None:
     """The history event the replay could not match, as the error names it."""
     if match := _EVENT_ID.search(message):
-        event_id = int(match.group(1))
+        event_id = int(match.group(1) or match.group(2))
         if any(e.event_id == event_id for e in history.events):
             return event_id
     if match := _SCHEDULED.search(message):
