@@ -23,6 +23,7 @@ to its process group); each test asserts what the engine's semantics predict:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,49 @@ def test_celery_early_ack_loses_the_task_in_hand_and_the_rest_of_the_chain(
         assert instance.resume.resumed_at is None
         assert applied(instance, "activate") == 1
         assert applied(instance, "notify") == 0
+
+
+@pytest.mark.parametrize(("engine", "refusal"), [
+    ("temporal", "workflow .* is already running"),
+    ("celery", "the team's start function refused it: IntegrityError"),
+])
+@pytest.mark.usefixtures("approvals_table")
+def test_a_second_start_of_a_business_key_in_flight_is_refused_and_repeats_nothing(
+        chaos: ChaosRunner, engine: str, refusal: str) -> None:
+    # Temporal refuses a second workflow with a running one's ID; the Celery team's own
+    # table refuses a second row for the instance before its start sends anything.
+    outcome = chaos(APP, engine=engine, fault="double-start", at="approval:during-wait",
+                    instances=2, timeout=90)
+
+    outcome.assert_ok()
+    outcome.assert_all(Verdict.COMPLETED)
+    started_twice = [i for i in outcome.instances if i.starts is not None]
+    assert started_twice
+    for instance in started_twice:
+        assert instance.starts is not None
+        assert instance.starts.starts == 2
+        [refused] = instance.starts.refused
+        assert re.search(refusal, refused), refused
+        assert len(instance.starts.effect_sets) == 1
+    for instance in outcome.instances:
+        assert [applied(instance, s) for s in ("create_record", "request_approval",
+                                               "activate", "notify")] == [1, 1, 1, 1]
+
+
+@pytest.mark.usefixtures("approvals_table")
+def test_celery_a_killed_pool_child_gives_its_late_acknowledged_task_back_at_once(
+        chaos: ChaosRunner) -> None:
+    # The worker's main process sees its child die and, with the app's
+    # task_reject_on_worker_lost, puts the unacknowledged task back on the queue at once:
+    # no visibility timeout to wait for (compare the kill of the whole worker above).
+    outcome = chaos(APP, engine="celery", fault="kill-pool-child", at="activate:after-effect",
+                    instances=INSTANCES, timeout=90)
+
+    outcome.assert_all(Verdict.COMPLETED)
+    hit = [i for i in outcome.instances if i.resume is not None]
+    assert hit
+    for instance in hit:
+        assert instance.resume is not None
+        assert instance.resume.resumed_at == "activate"
+        assert applied(instance, "activate") == 2
+        assert applied(instance, "notify") == 1

@@ -109,7 +109,9 @@ class CeleryAppEngine:
                           "code; deploy it yourself and run again")
 
     def start(self, request: InstanceRequest) -> None:
-        self._requests[request.instance_id] = request
+        # The first start's request is the instance's: a second start of its business key
+        # (with a trace of its own) must not become what later signals carry.
+        self._requests.setdefault(request.instance_id, request)
         with project_on_path(self.app.project_dir):
             application.start(self.declaration, request)
 
