@@ -194,3 +194,22 @@ def test_celery_a_killed_pool_child_gives_its_late_acknowledged_task_back_at_onc
         assert instance.resume.resumed_at == "activate"
         assert applied(instance, "activate") == 2
         assert applied(instance, "notify") == 1
+
+
+@pytest.mark.usefixtures("approvals_table")
+def test_celery_a_broker_restart_under_a_paused_task_loses_and_repeats_nothing(
+        chaos: ChaosRunner) -> None:
+    # Redis comes back on its append-only file, so the queued messages (the rest of each
+    # chain, the deadline countdowns) survive; the task paused before the portal call
+    # lives on in its worker, which reconnects, and carries on once.
+    outcome = chaos(APP, engine="celery", fault="restart-broker", at="activate:before-effect",
+                    instances=INSTANCES, timeout=60)
+
+    outcome.assert_ok()
+    outcome.assert_all(Verdict.COMPLETED)
+    [hit] = [i for i in outcome.instances if i.resume is not None]
+    assert hit.resume is not None
+    assert hit.resume.continued
+    for instance in outcome.instances:
+        assert [applied(instance, s) for s in ("create_record", "request_approval",
+                                               "activate", "notify")] == [1, 1, 1, 1]
