@@ -25,6 +25,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, chain
@@ -63,22 +64,35 @@ def approvals() -> Iterator[sqlite3.Connection]:
         connection.execute(
             "CREATE TABLE IF NOT EXISTS approvals (instance_id TEXT PRIMARY KEY, "
             "partner_id TEXT NOT NULL, key_prefix TEXT NOT NULL, status TEXT NOT NULL, "
-            "deadline_seconds REAL NOT NULL, deadline_at REAL, done TEXT NOT NULL)")
+            "deadline_seconds REAL NOT NULL, deadline_at REAL, done TEXT NOT NULL, "
+            "tenant_id TEXT NOT NULL, correlation_id TEXT NOT NULL, trace_id TEXT NOT NULL)")
         yield connection
     finally:
         connection.close()
 
 
-def _row(instance_id: str) -> tuple[str, str, list[str]]:
+@dataclass(frozen=True)
+class Approval:
+    """One row of the team's table."""
+
+    partner_id: str
+    key_prefix: str
+    done: list[str]
+    tenant_id: str
+    correlation_id: str  # from the API call that started it: every audit record carries
+    trace_id: str        # these two
+
+
+def _row(instance_id: str) -> Approval:
     with approvals() as db:
-        partner, prefix, done = db.execute(
-            "SELECT partner_id, key_prefix, done FROM approvals WHERE instance_id = ?",
-            [instance_id]).fetchone()
-    return partner, prefix, json.loads(done)
+        partner, prefix, done, tenant, correlation, trace = db.execute(
+            "SELECT partner_id, key_prefix, done, tenant_id, correlation_id, trace_id FROM "
+            "approvals WHERE instance_id = ?", [instance_id]).fetchone()
+    return Approval(partner, prefix, json.loads(done), tenant, correlation, trace)
 
 
 def _mark_done(instance_id: str, step: str) -> None:
-    _, _, done = _row(instance_id)
+    done = _row(instance_id).done
     if step not in done:
         with approvals() as db:
             db.execute("UPDATE approvals SET done = ? WHERE instance_id = ?",
@@ -97,13 +111,14 @@ def _settle(instance_id: str, status: str) -> bool:
 
 
 def _call(instance_id: str, step: str, effect: str, call: Any, *, keyed: bool) -> None:
-    partner, prefix, _ = _row(instance_id)
-    key = f"{prefix}:{step}"
+    row = _row(instance_id)
+    key = f"{row.key_prefix}:{step}"
+    trail = clients.Trail(row.tenant_id, row.correlation_id, row.trace_id, request_id=key)
     with graduate.effect(effect, key=key):
         if keyed:
-            call(partner, key)
+            call(row.partner_id, key, trail)
         else:
-            call(partner)
+            call(row.partner_id, trail)
 
 
 @app.task(name="partner_approval.create_draft", **RETRIES)
@@ -184,7 +199,7 @@ UNDO = {"request_approval": ("approvals.withdraw", clients.approvals_withdraw),
 def compensate(instance_id: str) -> None:
     """Undo the done steps that can be undone, newest first; each undo is keyed, so a
     retried compensation repeats nothing the systems have not absorbed."""
-    _, _, done = _row(instance_id)
+    done = _row(instance_id).done
     for step in reversed(done):
         if step in UNDO and f"{step}.compensation" not in done:
             effect, call = UNDO[step]
@@ -207,8 +222,10 @@ def start(request: InstanceRequest) -> None:
     deadline = float(os.environ.get(DEADLINE_VARIABLE, "259200"))  # 72 h, fixed at start
     with approvals() as db:
         db.execute("INSERT INTO approvals (instance_id, partner_id, key_prefix, status, "
-                   "deadline_seconds, done) VALUES (?, ?, ?, 'drafting', ?, '[]')",
-                   [request.instance_id, request.entity_id, prefix, deadline])
+                   "deadline_seconds, done, tenant_id, correlation_id, trace_id) VALUES "
+                   "(?, ?, ?, 'drafting', ?, '[]', ?, ?, ?)",
+                   [request.instance_id, request.entity_id, prefix, deadline,
+                    request.tenant_id, request.correlation_id, request.trace_id])
     chain(create_draft.si(request.instance_id), request_approval.si(request.instance_id)
           ).apply_async(link_error=on_failure.s(instance_id=request.instance_id))
 

@@ -1,32 +1,103 @@
 """The partner approval pilot's external systems, as the team's code calls them.
 
 In the team's repository these are HTTP clients of the CRM, the approvals service, the
-partner portal and the notification service. Here they only describe the call, so the
-example runs anywhere; what graduate checks is recorded by `graduate.effect` around them.
+partner portal and the notification service. Every call carries the commitment's
+`Trail` as headers (X-Tenant-ID, X-Correlation-ID, traceparent, X-Request-ID), and each
+system persists an audit record of what it did, in the event envelope the execution
+fabric's policy asks for. Here the systems only keep that audit log (an SQLite file,
+PARTNER_APPROVAL_AUDIT_DB), so the example runs anywhere; `audit_records` reads it back,
+as the team's audit query would, and the app declares it (`audit = ...`) so graduate
+can check that every commitment left a record carrying its correlation and trace IDs.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
-def crm_create_draft(partner_id: str, key: str) -> None:
+AUDIT_DB_VARIABLE = "PARTNER_APPROVAL_AUDIT_DB"
+# The commitment's classes, as the approval policy sets them for partner approval.
+CLASSES = {"approval_class": "A2", "reversibility_class": "R2", "sensitivity_class": "S2"}
+
+
+@dataclass(frozen=True)
+class Trail:
+    """What travels with every call of one commitment, as request headers."""
+
+    tenant_id: str
+    correlation_id: str
+    trace_id: str
+    request_id: str  # this call's own ID: the causation of what the system records
+
+
+def crm_create_draft(partner_id: str, key: str, trail: Trail) -> None:
     """POST /partners/drafts with Idempotency-Key: key."""
+    _audit("crm", "crm.create_draft", partner_id, trail)
 
 
-def crm_void_draft(partner_id: str, key: str) -> None:
+def crm_void_draft(partner_id: str, key: str, trail: Trail) -> None:
     """DELETE /partners/drafts/{partner_id} with Idempotency-Key: key."""
+    _audit("crm", "crm.void_draft", partner_id, trail)
 
 
-def approvals_request(partner_id: str, key: str) -> None:
+def approvals_request(partner_id: str, key: str, trail: Trail) -> None:
     """POST /approvals (a packet for the function head) with Idempotency-Key: key."""
+    _audit("approvals", "approvals.request", partner_id, trail)
 
 
-def approvals_withdraw(partner_id: str, key: str) -> None:
+def approvals_withdraw(partner_id: str, key: str, trail: Trail) -> None:
     """POST /approvals/{partner_id}/withdraw with Idempotency-Key: key."""
+    _audit("approvals", "approvals.withdraw", partner_id, trail)
 
 
-def portal_activate(partner_id: str) -> None:
+def portal_activate(partner_id: str, trail: Trail) -> None:
     """POST /portal/partners/{partner_id}/activate: the portal takes no idempotency key."""
+    _audit("partner_portal", "partner_portal.activate", partner_id, trail)
 
 
-def notify_send_welcome(partner_id: str) -> None:
+def notify_send_welcome(partner_id: str, trail: Trail) -> None:
     """POST /notifications/welcome: the notification service takes no key either."""
+    _audit("notify", "notify.send_welcome", partner_id, trail)
+
+
+def audit_records(tenant_id: str, entity_id: str) -> list[dict[str, Any]]:
+    """Every audit record the systems kept about one partner (the declared reader)."""
+    with _audit_log() as db:
+        rows = db.execute("SELECT envelope FROM audit_log WHERE tenant_id = ? AND "
+                          "entity_id = ? ORDER BY rowid", [tenant_id, entity_id]).fetchall()
+    return [json.loads(envelope) for (envelope,) in rows]
+
+
+def _audit(system: str, operation: str, partner_id: str, trail: Trail) -> None:
+    envelope = {
+        "event_id": str(uuid.uuid4()), "event_type": operation, "spec_version": "1.0",
+        "schema_version": "1", "tenant_id": trail.tenant_id, "entity_id": partner_id,
+        "correlation_id": trail.correlation_id, "causation_id": trail.request_id,
+        "source": f"/{system}", "actor_type": "executor_system", **CLASSES,
+        "trace_id": trail.trace_id, "timestamp": datetime.now(UTC).isoformat(),
+        "data": {"partner_id": partner_id},
+    }
+    with _audit_log() as db:
+        db.execute("INSERT INTO audit_log (tenant_id, entity_id, envelope) VALUES (?, ?, ?)",
+                   [trail.tenant_id, partner_id, json.dumps(envelope)])
+
+
+@contextmanager
+def _audit_log() -> Iterator[sqlite3.Connection]:
+    path = os.environ.get(AUDIT_DB_VARIABLE) or os.path.join(
+        tempfile.gettempdir(), "partner_approval_audit.sqlite3")
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        connection.execute("CREATE TABLE IF NOT EXISTS audit_log (tenant_id TEXT NOT NULL, "
+                           "entity_id TEXT NOT NULL, envelope TEXT NOT NULL)")
+        yield connection
+    finally:
+        connection.close()

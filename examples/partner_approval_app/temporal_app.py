@@ -44,9 +44,17 @@ class PartnerRequest:
     partner_id: str
     key_prefix: str  # {tenant_id}:{flow}:{entity_id}:{yyyymmdd}, fixed at start
     approval_deadline_seconds: float = 72 * 3600.0
+    # The commitment's IDs, from the API call that started it: every system's audit
+    # record of it carries them.
+    correlation_id: str = ""
+    trace_id: str = ""
 
     def key(self, step: str) -> str:
         return f"{self.key_prefix}:{step}"
+
+    def trail(self, step: str) -> clients.Trail:
+        return clients.Trail(self.tenant_id, self.correlation_id, self.trace_id,
+                             request_id=self.key(step))
 
 
 Activity = Callable[[PartnerRequest], None]
@@ -61,40 +69,42 @@ class Decision:
 def create_draft(request: PartnerRequest) -> None:
     key = request.key("create_record")
     with graduate.effect("crm.create_draft", key=key):
-        clients.crm_create_draft(request.partner_id, key)
+        clients.crm_create_draft(request.partner_id, key, request.trail("create_record"))
 
 
 @activity.defn(name="approvals.request")
 def request_approval(request: PartnerRequest) -> None:
     key = request.key("request_approval")
     with graduate.effect("approvals.request", key=key):
-        clients.approvals_request(request.partner_id, key)
+        clients.approvals_request(request.partner_id, key, request.trail("request_approval"))
 
 
 @activity.defn(name="partner_portal.activate")
 def activate(request: PartnerRequest) -> None:
     with graduate.effect("partner_portal.activate", key=request.key("activate")):
-        clients.portal_activate(request.partner_id)
+        clients.portal_activate(request.partner_id, request.trail("activate"))
 
 
 @activity.defn(name="notify.send_welcome")
 def send_welcome(request: PartnerRequest) -> None:
     with graduate.effect("notify.send_welcome", key=request.key("notify")):
-        clients.notify_send_welcome(request.partner_id)
+        clients.notify_send_welcome(request.partner_id, request.trail("notify"))
 
 
 @activity.defn(name="crm.void_draft")
 def void_draft(request: PartnerRequest) -> None:
     key = request.key("create_record.compensation")
     with graduate.effect("crm.void_draft", key=key):
-        clients.crm_void_draft(request.partner_id, key)
+        clients.crm_void_draft(request.partner_id, key,
+                               request.trail("create_record.compensation"))
 
 
 @activity.defn(name="approvals.withdraw")
 def withdraw_approval(request: PartnerRequest) -> None:
     key = request.key("request_approval.compensation")
     with graduate.effect("approvals.withdraw", key=key):
-        clients.approvals_withdraw(request.partner_id, key)
+        clients.approvals_withdraw(request.partner_id, key,
+                                   request.trail("request_approval.compensation"))
 
 
 @workflow.defn(name="PartnerApproval")
@@ -162,6 +172,7 @@ async def start(client: Client, request: InstanceRequest) -> None:
     partner = PartnerRequest(
         tenant_id=request.tenant_id, partner_id=request.entity_id,
         key_prefix=f"{request.tenant_id}:partner_approval:{request.entity_id}:{request.date}",
-        approval_deadline_seconds=deadline)
+        approval_deadline_seconds=deadline, correlation_id=request.correlation_id,
+        trace_id=request.trace_id)
     await client.start_workflow(PartnerApproval.run, partner, id=request.instance_id,
                                 task_queue=create_worker().task_queue)

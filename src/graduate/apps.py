@@ -2,6 +2,8 @@
 
     [tool.graduate.apps.orders]
     flow = "flows/orders.toml"      # the expected steps, waits and compensations
+    audit = "orders.audit:records"  # optional: (tenant_id, entity_id) -> the audit
+                                    # records the team's systems kept about the entity
 
     [tool.graduate.apps.orders.temporal]
     worker = "orders.temporal:create_worker"  # () -> graduate.apps.TemporalWorker
@@ -46,6 +48,8 @@ from graduate.errors import ConfigError, FlowError
 from graduate.flow import Flow, load_flow
 
 _REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+AUDIT_SHAPE = ("def records(tenant_id, entity_id): the audit records (event envelopes, as "
+               "dicts, event_type the effect's name) the team's systems kept about the entity")
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,26 @@ class App:
     engines: Mapping[str, Mapping[str, Any]]  # "temporal" / "celery" -> its declaration
     project_dir: Path
     where: str  # the table, for messages
+    audit: str | None = None  # module:function reading the team's own audit records
 
     def references(self) -> list[str]:
         """Every `module:attribute` the declaration names."""
         return [value for table in self.engines.values() for value in table.values()
-                if isinstance(value, str) and _REFERENCE.match(value)]
+                if isinstance(value, str) and _REFERENCE.match(value)
+                ] + ([self.audit] if self.audit else [])
+
+    def audit_records(self, tenant_id: str, entity_id: str) -> list[Mapping[str, Any]]:
+        """The audit records the team's systems kept about one entity, by the declared
+        reader; a ConfigError when the app declares none or it returns no records."""
+        if self.audit is None:
+            raise ConfigError(f"{self.where} declares no audit reader; add "
+                              f"audit = \"module:function\", {AUDIT_SHAPE}")
+        with project_on_path(self.project_dir):
+            read = resolve(self.audit, self.where)
+            found = list(read(tenant_id, entity_id))
+        if not all(isinstance(item, Mapping) for item in found):
+            raise ConfigError(f"{self.where}: {self.audit} must return dicts: {AUDIT_SHAPE}")
+        return found
 
 
 def load_apps(project_dir: Path) -> dict[str, App]:
@@ -87,8 +106,8 @@ def load_apps(project_dir: Path) -> dict[str, App]:
         where = where_all.replace("apps]", f"apps.{name}]")
         if not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table with flow = ... and an engine table")
-        if unknown := sorted(set(table) - {"flow", *APP_MODULES}):
-            raise ConfigError(f"{where} has unknown key(s) {unknown}; allowed: flow, "
+        if unknown := sorted(set(table) - {"flow", "audit", *APP_MODULES}):
+            raise ConfigError(f"{where} has unknown key(s) {unknown}; allowed: flow, audit, "
                               f"{', '.join(APP_MODULES)}")
         flow_ref = table.get("flow")
         if not isinstance(flow_ref, str) or not flow_ref:
@@ -108,7 +127,8 @@ def load_apps(project_dir: Path) -> dict[str, App]:
             raise ConfigError(f"{where} declares no engine; add a "
                               f"{' or '.join(f'[...{name}.{e}]' for e in APP_MODULES)}"
                               " table")
-        apps[name] = App(name, flow, engines, project_dir, where)
+        audit = reference(table, "audit", where, AUDIT_SHAPE) if "audit" in table else None
+        apps[name] = App(name, flow, engines, project_dir, where, audit)
     return apps
 
 
@@ -214,6 +234,9 @@ def check_app(app: App) -> None:
         for engine, declaration in app.engines.items():
             importlib.import_module(APP_MODULES[engine]).check(
                 declaration, f"{app.where[:-1]}.{engine}]", app.flow)
+        if app.audit is not None:
+            check_function(resolve(app.audit, app.where), app.audit, app.where, parameters=2,
+                           coroutine=False, shape=AUDIT_SHAPE)
         for path, line, name, step in effect_calls(_module_files(app)):
             _check_effect(app, path, line, name, step)
 

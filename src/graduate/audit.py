@@ -10,8 +10,10 @@ with what is wrong, because a broken record is itself a finding.
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -42,10 +44,32 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(schema(), format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
-def problems(envelope: dict[str, Any]) -> list[str]:
+@cache
+def _envelope_validator() -> Draft202012Validator:
+    """The envelope alone, as a team's own systems write it: graduate's schema without
+    what only graduate's records hold (their event types, the call in `data`)."""
+    envelope_schema = copy.deepcopy(schema())
+    envelope_schema["properties"]["event_type"] = {"type": "string", "minLength": 1}
+    envelope_schema["properties"]["data"] = {"type": "object"}
+    envelope_schema["additionalProperties"] = True
+    return Draft202012Validator(envelope_schema,
+                                format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def problems(envelope: Mapping[str, Any]) -> list[str]:
     """What is wrong with `envelope` by the schema: empty when it is a valid record."""
+    return _problems(_validator(), envelope)
+
+
+def envelope_problems(record: Mapping[str, Any]) -> list[str]:
+    """What is wrong with an audit record a team's own system wrote, by the envelope's
+    minimum fields (any event type, any data)."""
+    return _problems(_envelope_validator(), record)
+
+
+def _problems(validator: Draft202012Validator, envelope: Mapping[str, Any]) -> list[str]:
     found = []
-    for error in sorted(_validator().iter_errors(envelope), key=lambda e: list(e.path)):
+    for error in sorted(validator.iter_errors(envelope), key=lambda e: list(e.path)):
         where = ".".join(str(part) for part in error.path) or "(record)"
         found.append(f"{where}: {error.message}")
     return found

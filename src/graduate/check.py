@@ -15,10 +15,12 @@ that applied, in reverse, once each, and a consistent end).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
+from graduate import audit
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
 from graduate.flow import Flow
 from graduate.ledger import EffectRecord, InstanceRecord, Outcome, PointReached
@@ -176,6 +178,9 @@ class InstanceVerdict:
     correlation_breaks: tuple[CorrelationBreak, ...] = ()
     starts: StartsVerdict | None = None  # when its business key was started again
     rollback: RollbackVerdict | None = None  # when an operator cancelled it
+    # What is missing or broken in the audit trail the team's own systems kept (an app
+    # that declares how to read it), one item per problem, each naming its effect.
+    audit_gaps: tuple[str, ...] = ()
 
     @property
     def unabsorbed_duplicates(self) -> int:
@@ -541,6 +546,8 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
         if item.correlation_breaks:
             failures.append(f"{item.instance_id}: {correlation_failure(item.correlation_breaks)}"
                             f" ({item.correlation_id})")
+        failures += [f"{item.instance_id}: audit trail: {gap} ({item.correlation_id})"
+                     for gap in item.audit_gaps]
     hit = [i for i in instances if i.resume is not None]
     if fault is not None and (nothing := proves_nothing(fault, len(hit))) is not None:
         failures.append(nothing)
@@ -554,6 +561,45 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
         failures=tuple(failures),
         correlation_breaks=sum(len(i.correlation_breaks) for i in instances),
     )
+
+
+def audit_trail(record: InstanceRecord, effects: Sequence[EffectRecord],
+                kept: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """What is missing or broken in the audit trail a team's systems `kept` for one
+    instance: each effect call that applied (changed the world) needs a record of its
+    own, its event_type the effect's name, that carries the instance's correlation and
+    trace IDs and holds the envelope's minimum fields (`graduate.audit`)."""
+    records = list(kept)
+    gaps = []
+    for name in dict.fromkeys(e.effect for e in effects if e.outcome is Outcome.APPLIED):
+        applied = sum(1 for e in effects if e.effect == name and e.outcome is Outcome.APPLIED)
+        found = [r for r in records if r.get("event_type") == name]
+        if len(found) < applied:
+            gaps.append(f"{name} applied {applied} time(s) but its system kept "
+                        f"{len(found)} audit record(s): {applied - len(found)} missing")
+        for item in found:
+            which = f"the audit record {item.get('event_id') or '(no event_id)'} of {name}"
+            for key, expected in (("correlation_id", record.correlation_id),
+                                  ("trace_id", record.trace_id)):
+                if item.get(key) != expected:
+                    gaps.append(f"{which} carries {key} {item.get(key) or 'none'}, not the "
+                                f"instance's {expected}")
+            gaps += [f"{which} breaks the envelope: {problem}"
+                     for problem in audit.envelope_problems(item)]
+    return tuple(gaps)
+
+
+def judge_audit(verdict: InstanceVerdict, record: InstanceRecord,
+                effects: Sequence[EffectRecord],
+                read: Callable[[], Iterable[Mapping[str, Any]]]) -> InstanceVerdict:
+    """`verdict` with the gaps in the audit trail that `read` returns (the team's own
+    reader: an error of it is a gap too, since then no trail can be shown)."""
+    try:
+        kept = list(read())
+    except Exception as error:  # the team's reader may fail in any way
+        return replace(verdict, audit_gaps=(
+            f"the app's audit reader failed: {type(error).__name__}: {error}",))
+    return replace(verdict, audit_gaps=audit_trail(record, effects, kept))
 
 
 def correlation_failure(breaks: Sequence[CorrelationBreak]) -> str:

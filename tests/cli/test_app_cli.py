@@ -31,6 +31,7 @@ def app_project(tmp_path: Path) -> Iterator[Path]:
 
 [tool.graduate.apps.{APP}]
 flow = "{REPO / 'spikes' / 'partner_approval.toml'}"
+audit = "examples.partner_approval_app.clients:audit_records"
 
 [tool.graduate.apps.{APP}.temporal]
 worker = "examples.partner_approval_app.temporal_app:create_worker"
@@ -49,8 +50,10 @@ signal = "examples.partner_approval_app.celery_app:signal"
 
 
 def app_env(project: Path) -> dict[str, str]:
-    """The example's code importable, and its Celery version's table in the project."""
-    return {"PYTHONPATH": str(REPO), "PARTNER_APPROVAL_DB": str(project / "approvals.sqlite3")}
+    """The example's code importable, its Celery version's table and its systems' audit
+    log in the project."""
+    return {"PYTHONPATH": str(REPO), "PARTNER_APPROVAL_DB": str(project / "approvals.sqlite3"),
+            "PARTNER_APPROVAL_AUDIT_DB": str(project / "audit.sqlite3")}
 
 
 def first_instance_at(ledger_path: Path, step: str, run: subprocess.Popen[str]) -> str:

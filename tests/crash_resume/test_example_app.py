@@ -38,10 +38,12 @@ INSTANCES = 3
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def approvals_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Celery version's own table, in the test's folder (its workers inherit it)."""
+@pytest.fixture(autouse=True)
+def example_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Celery version's own table and the systems' audit log, in the test's folder
+    (the app's workers inherit them)."""
     monkeypatch.setenv("PARTNER_APPROVAL_DB", str(tmp_path / "approvals.sqlite3"))
+    monkeypatch.setenv("PARTNER_APPROVAL_AUDIT_DB", str(tmp_path / "audit.sqlite3"))
 
 
 def recorded_settings(outcome: ChaosOutcome) -> dict[str, Any]:
@@ -90,7 +92,6 @@ def test_temporal_retries_the_step_in_flight_and_the_unkeyed_portal_call_runs_tw
     assert any(not i.resume.interrupted for i in hit if i.resume is not None)
 
 
-@pytest.mark.usefixtures("approvals_table")
 def test_celery_late_ack_keeps_the_task_in_the_broker_until_the_visibility_timeout(
         chaos: ChaosRunner) -> None:
     outcome = chaos(APP, engine="celery", fault="kill-worker", at="activate:after-effect",
@@ -109,7 +110,6 @@ def test_celery_late_ack_keeps_the_task_in_the_broker_until_the_visibility_timeo
         assert applied(instance, "notify") == 0
 
 
-@pytest.mark.usefixtures("approvals_table")
 def test_celery_late_ack_with_a_short_visibility_timeout_runs_the_task_again(
         chaos: ChaosRunner) -> None:
     outcome = chaos(APP, engine="celery", fault="kill-worker", at="activate:after-effect",
@@ -128,7 +128,6 @@ def test_celery_late_ack_with_a_short_visibility_timeout_runs_the_task_again(
         assert applied(instance, "notify") == 1
 
 
-@pytest.mark.usefixtures("approvals_table")
 def test_celery_early_ack_loses_the_task_in_hand_and_the_rest_of_the_chain(
         chaos: ChaosRunner) -> None:
     # The project's profile "early-ack": the tuned profile with Celery's default ack.
@@ -154,7 +153,6 @@ def test_celery_early_ack_loses_the_task_in_hand_and_the_rest_of_the_chain(
     ("temporal", "workflow .* is already running"),
     ("celery", "the team's start function refused it: IntegrityError"),
 ])
-@pytest.mark.usefixtures("approvals_table")
 def test_a_second_start_of_a_business_key_in_flight_is_refused_and_repeats_nothing(
         chaos: ChaosRunner, engine: str, refusal: str) -> None:
     # Temporal refuses a second workflow with a running one's ID; the Celery team's own
@@ -177,7 +175,6 @@ def test_a_second_start_of_a_business_key_in_flight_is_refused_and_repeats_nothi
                                                "activate", "notify")] == [1, 1, 1, 1]
 
 
-@pytest.mark.usefixtures("approvals_table")
 def test_celery_a_killed_pool_child_gives_its_late_acknowledged_task_back_at_once(
         chaos: ChaosRunner) -> None:
     # The worker's main process sees its child die and, with the app's
@@ -196,7 +193,6 @@ def test_celery_a_killed_pool_child_gives_its_late_acknowledged_task_back_at_onc
         assert applied(instance, "notify") == 1
 
 
-@pytest.mark.usefixtures("approvals_table")
 def test_celery_a_broker_restart_under_a_paused_task_loses_and_repeats_nothing(
         chaos: ChaosRunner) -> None:
     # Redis comes back on its append-only file, so the queued messages (the rest of each

@@ -80,6 +80,9 @@ def test_a_declared_app_loads_and_passes_its_checks(
      'worker = "no_colon"\nstart = "m:f"\n', r"worker = 'no_colon' must be \"module:attr"),
     ('[tool.graduate.apps.orders]\nflow = "ORDERS"\n[tool.graduate.apps.orders.celery]\n'
      'app = "m:app"\nqueues = "orders"\nstart = "m:f"\n', r"queues = 'orders' must list"),
+    ('[tool.graduate.apps.orders]\nflow = "ORDERS"\naudit = "records"\n'
+     '[tool.graduate.apps.orders.temporal]\nworker = "m:w"\nstart = "m:f"\n',
+     r"audit = 'records' must be \"module:attribute\", def records\(tenant_id, entity_id\)"),
     ('[tool.graduate.apps.orders]\nflow = "missing.toml"\n[tool.graduate.apps.orders.celery]'
      '\napp = "m:app"\nqueues = ["q"]\nstart = "m:f"\n', r"missing\.toml does not exist"),
 ])
@@ -177,6 +180,20 @@ def test_an_effect_name_the_flow_does_not_have_is_refused(
                 pass
         """)
     with pytest.raises(ConfigError, match=message):
+        check_app(find_app(folder, "orders"))
+
+
+def test_an_audit_reader_of_the_wrong_shape_is_refused(tmp_path: Path) -> None:
+    folder = project(tmp_path, """
+        [tool.graduate.apps.orders]
+        flow = "ORDERS"
+        audit = "PKG.audit:records"
+        [tool.graduate.apps.orders.temporal]
+        worker = "PKG.team:create_worker"
+        start = "PKG.team:start"
+        """, team=WORKFLOW, audit="def records(entity_id): ...\n")
+    with pytest.raises(ConfigError, match=r"audit:records' cannot be called with 2 argument"
+                                          r"\(s\).*def records\(tenant_id, entity_id\)"):
         check_app(find_app(folder, "orders"))
 
 

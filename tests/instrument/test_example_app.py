@@ -16,7 +16,7 @@ import pytest
 from graduate.adapters.celery import application as celery_application
 from graduate.adapters.temporal import application as temporal_application
 from graduate.apps import App, check_app, find_app
-from graduate.check import correlation_breaks
+from graduate.check import audit_trail, correlation_breaks
 from graduate.flow import InstanceRequest
 from graduate.instrument import RunContext
 from graduate.ledger import EffectRecord, Ledger, Outcome
@@ -47,6 +47,12 @@ class Pilot:
 
     start: Callable[[InstanceRequest], None]
     decide: Callable[[InstanceRequest, str], None]
+
+
+@pytest.fixture(autouse=True)
+def audit_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example's systems keep their audit log in the test's folder (workers inherit it)."""
+    monkeypatch.setenv("PARTNER_APPROVAL_AUDIT_DB", str(tmp_path / "audit.sqlite3"))
 
 
 @pytest.fixture
@@ -104,8 +110,14 @@ def new_instance(app: App, run_context: RunContext, run_ledger: Ledger) -> Calla
     return make
 
 
-def traced(request: InstanceRequest, rows: list[EffectRecord]) -> list[EffectRecord]:
+def traced(request: InstanceRequest, rows: list[EffectRecord], ledger: Ledger,
+           app: App) -> list[EffectRecord]:
+    """`rows`, once checked: each carries the instance's IDs, and each has its record in
+    the audit log of the system it changed, carrying them too."""
     assert correlation_breaks(request.correlation_id, request.trace_id, rows) == ()
+    kept = app.audit_records(request.tenant_id, request.entity_id)
+    assert audit_trail(ledger.instance(request.instance_id), rows, kept) == ()
+    assert [r["event_type"] for r in kept] == [row.effect for row in rows]
     return rows
 
 
@@ -121,7 +133,8 @@ def test_an_approved_partner_is_activated_then_welcomed(
     wait_for_rows(run_ledger, 2, instance_id=request.instance_id)
     pilot.decide(request, "approve")
 
-    rows = traced(request, wait_for_rows(run_ledger, 4, instance_id=request.instance_id))
+    rows = traced(request, wait_for_rows(run_ledger, 4, instance_id=request.instance_id),
+                  run_ledger, app)
     assert [(r.step, r.kind, r.outcome) for r in rows] == [
         (step, "effect", Outcome.APPLIED) for step in FORWARD]
     assert [r.idempotency_key for r in rows] == [
@@ -136,7 +149,8 @@ def test_a_rejection_undoes_the_draft_and_the_approval_request_in_reverse(
     wait_for_rows(run_ledger, 2, instance_id=request.instance_id)
     pilot.decide(request, "reject")
 
-    rows = traced(request, wait_for_rows(run_ledger, 4, instance_id=request.instance_id))
+    rows = traced(request, wait_for_rows(run_ledger, 4, instance_id=request.instance_id),
+                  run_ledger, app)
     assert [(r.step, r.kind) for r in rows] == UNDONE
     assert [r.idempotency_key for r in rows[2:]] == [
         app.flow.key_for(step, request, compensation=True)
@@ -145,10 +159,11 @@ def test_a_rejection_undoes_the_draft_and_the_approval_request_in_reverse(
 
 def test_an_unanswered_approval_expires_and_is_undone(
         pilot: Pilot, new_instance: Callable[[], InstanceRequest], run_ledger: Ledger,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PARTNER_APPROVAL_DEADLINE_SECONDS", "1")
     request = new_instance()
     pilot.start(request)
 
-    rows = traced(request, wait_for_rows(run_ledger, 4, instance_id=request.instance_id))
+    rows = traced(request, wait_for_rows(run_ledger, 4, instance_id=request.instance_id),
+                  run_ledger, app)
     assert [(r.step, r.kind) for r in rows] == UNDONE

@@ -10,6 +10,7 @@ only, and the whole run is written to the evidence store.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,6 +36,7 @@ from graduate.check import (
     InstanceVerdict,
     RunVerdict,
     judge_acts,
+    judge_audit,
     judge_instance,
     judge_run,
 )
@@ -346,8 +348,13 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
                                 reached=hit[0] if hit else None,
                                 fault_at=hit[1] if hit else next(iter(faced), None),
                                 history=histories.get(iid, ()))
-        verdicts.append(judge_acts(judged, flow, entry, effects, statuses[iid],
-                                   acts or FaultActs()))
+        judged = judge_acts(judged, flow, entry, effects, statuses[iid], acts or FaultActs())
+        app = options.run.app
+        if app is not None and app.audit is not None:
+            # What the team's own systems recorded of each commitment, by its reader.
+            judged = judge_audit(judged, entry, effects, functools.partial(
+                app.audit_records, entry.tenant_id, entry.entity_id))
+        verdicts.append(judged)
     fault = options.plan.fault
     verdict = judge_run(verdicts, fault=FaultFacts(fault.fires, fired, fault.expects_resume,
                                                    reason) if applicable else None)

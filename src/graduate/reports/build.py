@@ -453,6 +453,7 @@ def _problems(verdict: InstanceVerdict, rows: tuple[LedgerRow, ...], *, run_id: 
     if verdict.correlation_breaks:
         found.append(problem("correlation", verdict.correlation_breaks[0].step,
                              correlation_failure(verdict.correlation_breaks)))
+    found += [problem("audit", None, gap) for gap in verdict.audit_gaps]
     return tuple(found)
 
 

@@ -16,7 +16,7 @@ EngineVerdict: TypeAlias = Literal["pass", "fail", "no evidence"]
 Decision: TypeAlias = Literal["graduate", "keep-celery", "not-enough-evidence"]
 Side: TypeAlias = Literal["temporal", "celery", "open"]
 ProblemKind: TypeAlias = Literal["lost", "stuck", "failed", "duplicate", "resume",
-                                 "double-start", "rollback", "correlation"]
+                                 "double-start", "rollback", "correlation", "audit"]
 Clock: TypeAlias = Literal["exact", "approximate", "none"]
 Pairs: TypeAlias = tuple[tuple[str, str], ...]
 

@@ -32,6 +32,7 @@ PROBLEM_TITLES = {
     "double-start": "duplicate commitment: one business key, two sets of effects",
     "rollback": "rollback incomplete",
     "correlation": "correlation or trace ID lost",
+    "audit": "audit trail missing or broken",
 }
 
 # In a Markdown table cell a pipe ends the cell and HTML is live: escape both, and the
