@@ -12,20 +12,22 @@ can check that every commitment left a record carrying its correlation and trace
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 AUDIT_DB_VARIABLE = "PARTNER_APPROVAL_AUDIT_DB"
 # The commitment's classes, as the approval policy sets them for partner approval.
 CLASSES = {"approval_class": "A2", "reversibility_class": "R2", "sensitivity_class": "S2"}
+Call = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -38,34 +40,48 @@ class Trail:
     request_id: str  # this call's own ID: the causation of what the system records
 
 
+def _audited(system: str, operation: str) -> Callable[[Call], Call]:
+    """The system at the other end of a client call keeps its audit record of the call."""
+
+    def wrap(call: Call) -> Call:
+        @functools.wraps(call)
+        def audited(partner_id: str, *args: Any) -> None:
+            call(partner_id, *args)
+            _audit(system, operation, partner_id, args[-1])
+
+        return cast(Call, audited)
+
+    return wrap
+
+
+@_audited("crm", "crm.create_draft")
 def crm_create_draft(partner_id: str, key: str, trail: Trail) -> None:
     """POST /partners/drafts with Idempotency-Key: key."""
-    _audit("crm", "crm.create_draft", partner_id, trail)
 
 
+@_audited("crm", "crm.void_draft")
 def crm_void_draft(partner_id: str, key: str, trail: Trail) -> None:
     """DELETE /partners/drafts/{partner_id} with Idempotency-Key: key."""
-    _audit("crm", "crm.void_draft", partner_id, trail)
 
 
+@_audited("approvals", "approvals.request")
 def approvals_request(partner_id: str, key: str, trail: Trail) -> None:
     """POST /approvals (a packet for the function head) with Idempotency-Key: key."""
-    _audit("approvals", "approvals.request", partner_id, trail)
 
 
+@_audited("approvals", "approvals.withdraw")
 def approvals_withdraw(partner_id: str, key: str, trail: Trail) -> None:
     """POST /approvals/{partner_id}/withdraw with Idempotency-Key: key."""
-    _audit("approvals", "approvals.withdraw", partner_id, trail)
 
 
+@_audited("partner_portal", "partner_portal.activate")
 def portal_activate(partner_id: str, trail: Trail) -> None:
     """POST /portal/partners/{partner_id}/activate: the portal takes no idempotency key."""
-    _audit("partner_portal", "partner_portal.activate", partner_id, trail)
 
 
+@_audited("notify", "notify.send_welcome")
 def notify_send_welcome(partner_id: str, trail: Trail) -> None:
     """POST /notifications/welcome: the notification service takes no key either."""
-    _audit("notify", "notify.send_welcome", partner_id, trail)
 
 
 def audit_records(tenant_id: str, entity_id: str) -> list[dict[str, Any]]:

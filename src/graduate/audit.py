@@ -6,6 +6,10 @@ entity_id, correlation_id, causation_id, source, actor_type, the three classes,
 trace_id, a timestamp with its timezone). The schema ships with graduate as
 `graduate/schemas/audit-record.schema.json`; a record that breaks it is still stored,
 with what is wrong, because a broken record is itself a finding.
+
+A team's own systems keep audit records of their own; `envelope_problems` holds one of
+them to the envelope's minimum fields, whatever its event type and data
+(`graduate.check.audit_trail` judges the trail they make).
 """
 
 from __future__ import annotations

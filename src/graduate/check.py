@@ -518,7 +518,8 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
     commitment is neither done nor undone), no unabsorbed duplicate, every instance
     hit by the fault resumed at the step in flight, one set of effects per business key,
     every rollback complete, every effect call carried its instance's correlation and
-    trace IDs (the audit trail holds together), and (given `fault`) the fault fired and
+    trace IDs (the audit trail holds together), the audit trail the team's systems kept
+    has a whole record of each commitment, and (given `fault`) the fault fired and
     caught an instance in flight: a run that shows nothing is no pass."""
     counts = {v.value: sum(1 for i in instances if i.verdict is v) for v in Verdict}
     failures = []

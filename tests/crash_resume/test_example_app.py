@@ -18,6 +18,13 @@ to its process group); each test asserts what the engine's semantics predict:
   the chain: the partner is activated and never welcomed. The approval's deadline
   countdown is still held by the broker, so graduate calls the instance stuck rather than
   lost: it cannot know that the countdown will do nothing to an approved partner.
+
+The other faults an app takes, each asserted per instance and per effect: a killed pool
+child (the Celery worker gives the late-acknowledged task back at once), a broker
+restart under a paused task (nothing lost, nothing repeated), and a second start of a
+business key in flight (refused by the Temporal server, and by the Celery team's own
+table). The example declares its systems' audit reader, so every run here also checks
+that each commitment left its audit record.
 """
 
 from __future__ import annotations

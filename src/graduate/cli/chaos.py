@@ -39,7 +39,7 @@ def chaos(
     ctx: typer.Context,
     flow: Annotated[str, typer.Argument(
         help="A flow name from the spikes folder or a file, or an app declared in "
-             "[tool.graduate.apps.NAME] (its own workers run).")],
+             "\\[tool.graduate.apps.NAME] (its own workers run).")],
     engine: Annotated[str, typer.Option(
         "--engine", "-e", help=f"One of {', '.join(engine_names())}; for an app, the engine "
                                "it declares: temporal or celery.")],
@@ -53,7 +53,7 @@ def chaos(
     instances: Annotated[int, typer.Option(help="Instances in flight.")] = 1,
     profile: Annotated[str, typer.Option(
         help="; ".join(f"{k}: {v}" for k, v in PROFILES.items())
-        + "; or one of the project's own ([tool.graduate.profiles.NAME])")] = "defaults",
+        + "; or one of the project's own (\\[tool.graduate.profiles.NAME])")] = "defaults",
     restart_delay: Annotated[float, typer.Option(
         help="Seconds the operator takes to restart what was killed.")] = 1.0,
     partition_for: Annotated[float, typer.Option(
@@ -165,19 +165,19 @@ def matrix(
     ctx: typer.Context,
     flow: Annotated[str | None, typer.Argument(
         help="A flow name from the spikes folder or a file, or an app declared in "
-             "[tool.graduate.apps.NAME] (not needed with --resume).")
+             "\\[tool.graduate.apps.NAME] (not needed with --resume).")
     ] = None,
     engines: Annotated[str | None, typer.Option(
         help=f"Comma-separated engines (default: {','.join(engine_names())}; for an app, "
              "those it declares).")] = None,
     faults: Annotated[str, typer.Option(
-        help=f"Comma-separated faults, each FAULT[+OPTION][@STEP:POINT] (an option is a "
+        help=f"Comma-separated faults, each FAULT[+OPTION]\\[@STEP:POINT] (an option is a "
              f"flag the fault takes, such as {deploy_change.NAME}+"
              f"{deploy_change.VERSIONED.name}). Known: {', '.join(fault_names())}."
     )] = ",".join(DEFAULT_FAULTS),
     profiles: Annotated[str, typer.Option(
         help=f"Comma-separated profiles: {', '.join(PROFILES)}, or the project's own "
-             "([tool.graduate.profiles.NAME]).")] = "defaults",
+             "(\\[tool.graduate.profiles.NAME]).")] = "defaults",
     at: Annotated[str | None, typer.Option(
         help="Fault point for faults given without one (default: the first step after the "
              "first wait, before its effect).")] = None,

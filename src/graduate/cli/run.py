@@ -30,7 +30,7 @@ def run(
     ctx: typer.Context,
     flow: Annotated[str, typer.Argument(
         help="A flow name from the spikes folder, a .toml file, or module:ATTRIBUTE; or an "
-             "app declared in [tool.graduate.apps.NAME] (its own workers run).")],
+             "app declared in \\[tool.graduate.apps.NAME] (its own workers run).")],
     engine: Annotated[list[str], typer.Option(
         "--engine", "-e",
         help=f"Engine to run on: {', '.join(engine_names())} (for an app: temporal or "
