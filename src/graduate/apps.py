@@ -60,6 +60,9 @@ class TemporalWorker:
     task_queue: str
     workflows: Sequence[type]
     activities: Sequence[Callable[..., Any]]
+    # The app's own Temporal interceptors (temporalio.contrib.opentelemetry's
+    # TracingInterceptor, say): on its worker, and on the client that starts instances.
+    interceptors: Sequence[Any] = ()
 
 
 @dataclass(frozen=True)

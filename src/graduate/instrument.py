@@ -26,6 +26,8 @@ import functools
 import importlib
 import inspect
 import os
+import random
+import re
 import sys
 import threading
 import time
@@ -404,6 +406,23 @@ def _otel_trace() -> ModuleType | None:
         return importlib.import_module("opentelemetry.trace")
     except ImportError:
         return None
+
+
+@contextmanager
+def trace_parent(trace_id: str) -> Iterator[None]:
+    """Make the instance's trace (32 hex digits) the OpenTelemetry parent of what starts
+    in this block, when the application traces: the spans its engine's tracing
+    (temporalio.contrib.opentelemetry, opentelemetry-instrumentation-celery) starts from
+    here then carry the instance's trace ID, which `active_trace_id` reads back."""
+    trace = _otel_trace()
+    if trace is None or not re.fullmatch(r"[0-9a-f]{32}", trace_id):
+        yield
+        return
+    parent = trace.NonRecordingSpan(trace.SpanContext(
+        trace_id=int(trace_id, 16), span_id=random.getrandbits(63) + 1, is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED)))
+    with trace.use_span(parent, end_on_exit=False):
+        yield
 
 
 def active_trace_id() -> str:

@@ -122,6 +122,9 @@ WORKFLOW = """
     def create_undecorated():
         return TemporalWorker("q", [Flow], [not_a_workflow])
 
+    def create_with_a_stranger():
+        return TemporalWorker("q", [Flow], [charge], interceptors=[object()])
+
     async def start(client, request) -> None: ...
 
     def start_sync(client, request) -> None: ...
@@ -134,6 +137,8 @@ WORKFLOW = """
     ("PKG.team:create_wrong", "PKG.team:start", r"returned a dict; it must be"),
     ("PKG.team:create_undecorated", "PKG.team:start", r"not a function decorated with "
                                                       r"@activity\.defn"),
+    ("PKG.team:create_with_a_stranger", "PKG.team:start", r"among its interceptors, but it is "
+                                                         r"neither a temporalio\.client\."),
     ("PKG.team:create_worker", "PKG.team:start_sync", r"must be an async function"),
     ("PKG.team:create_worker", "PKG.team:create_worker", r"must be an async function"),
 ])

@@ -125,3 +125,27 @@ def test_an_async_activity_pauses_at_an_armed_after_effect_point_until_released(
     run_ledger.release(instance_id, "confirm", "after-effect")
 
     assert confirmed(run_ledger, instance_id, ROWS_PER_ORDER) == held
+
+
+TRACED = "tests.instrument.apps.traced_temporal"
+
+
+def test_an_app_that_traces_carries_the_instances_trace_to_its_effects(
+        start_worker: Spawn, temporal_server: TemporalTarget, task_queue: str,
+        run_context: RunContext, register: Register, run_ledger: Ledger) -> None:
+    # The app's TracingInterceptor goes on its worker and on the client graduate starts
+    # it with; graduate makes the instance's trace the parent of the app's spans, so the
+    # span the activity runs in (whose trace graduate.effect records) is on that trace.
+    declaration = {"worker": f"{TRACED}:create_worker", "start": f"{TRACED}:start"}
+    start_worker("graduate.adapters.temporal.app_worker", [declaration["worker"], "{ready}"],
+                 {"GRADUATE_TEMPORAL_ADDRESS": temporal_server.address,
+                  "ORDERS_TASK_QUEUE": task_queue, **run_context.environ()})
+    correlation = register("o-traced")
+    request = request_of(run_ledger, correlation.instance_id)
+
+    asyncio.run(application.start(declaration, temporal_server, request))
+
+    [row] = wait_for_rows(run_ledger, 1, instance_id=correlation.instance_id)
+    assert (row.step, row.outcome, row.attempt) == ("reserve", Outcome.APPLIED, 1)
+    assert row.trace_id == correlation.trace_id
+    assert correlation_breaks(correlation.correlation_id, correlation.trace_id, [row]) == ()

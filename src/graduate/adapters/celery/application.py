@@ -22,7 +22,7 @@ from graduate.adapters.celery.settings import recorded_settings
 from graduate.apps import check_function, reference, resolve, table_of
 from graduate.errors import ConfigError
 from graduate.flow import Flow, InstanceRequest
-from graduate.instrument import Correlation, propagating
+from graduate.instrument import Correlation, propagating, trace_parent
 
 APP_SHAPE = "the celery.Celery instance of the team's app"
 START_SHAPE = ("def start(request): send the tasks of one instance for the "
@@ -73,8 +73,9 @@ def start(declaration: Mapping[str, Any], request: InstanceRequest) -> None:
     carries graduate's correlation."""
     install()
     start_function = resolve(declaration["start"], f"start function {declaration['start']}")
-    with propagating(Correlation(request.instance_id, request.correlation_id,
-                                 request.trace_id)):
+    # The instance's trace is the parent of the app's own spans, when it traces.
+    with (propagating(Correlation(request.instance_id, request.correlation_id,
+                                  request.trace_id)), trace_parent(request.trace_id)):
         start_function(request)
 
 

@@ -18,7 +18,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from graduate.adapters.base import write_ready_file
 from graduate.adapters.temporal.application import load_worker
@@ -54,7 +54,8 @@ async def serve(factory: str, ready_file: str) -> None:
         worker = Worker(client, task_queue=parts.task_queue, workflows=list(parts.workflows),
                         activities=list(parts.activities), activity_executor=executor,
                         max_concurrent_activities=ACTIVITY_THREADS,
-                        interceptors=[CorrelationInterceptor()])
+                        interceptors=[CorrelationInterceptor(), *[
+                            i for i in parts.interceptors if isinstance(i, Interceptor)]])
         async with worker:
             write_ready_file(ready_file, os.getpid())
             await stop.wait()

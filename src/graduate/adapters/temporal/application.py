@@ -1,7 +1,8 @@
 """A team's own Temporal app: its declaration, and the shape of what the declaration names.
 
     [tool.graduate.apps.NAME.temporal]
-    worker = "module:create_worker"   # () -> graduate.apps.TemporalWorker
+    worker = "module:create_worker"   # () -> graduate.apps.TemporalWorker (its
+                                      # interceptors go on the worker and the client)
     start = "module:start"            # async (client, graduate.flow.InstanceRequest) -> None
 
 Only this module knows Temporal's definitions; it imports temporalio when it checks.
@@ -15,7 +16,7 @@ from typing import Any
 from graduate.apps import TemporalWorker, check_function, reference, resolve, table_of
 from graduate.errors import ConfigError
 from graduate.flow import Flow, InstanceRequest
-from graduate.instrument import Correlation, propagating
+from graduate.instrument import Correlation, propagating, trace_parent
 from graduate.services.model import TemporalTarget
 
 WORKER_SHAPE = ("a function taking no argument that returns graduate.apps.TemporalWorker("
@@ -42,7 +43,8 @@ def check(declaration: Mapping[str, str], where: str, flow: Flow) -> None:
 
 def load_worker(ref: str, where: str) -> TemporalWorker:
     """Call the team's worker factory and check what it returns."""
-    from temporalio import activity, workflow
+    from temporalio import activity, client, workflow
+    from temporalio import worker as temporal_worker
 
     factory = resolve(ref, where)
     check_function(factory, ref, where, parameters=0, coroutine=False, shape=WORKER_SHAPE)
@@ -65,6 +67,11 @@ def load_worker(ref: str, where: str) -> TemporalWorker:
         if activity._Definition.from_callable(function) is None:
             raise ConfigError(f"{where}: {ref}() lists {function!r} among its activities, but it "
                               "is not a function decorated with @activity.defn")
+    for interceptor in worker.interceptors:
+        if not isinstance(interceptor, (client.Interceptor, temporal_worker.Interceptor)):
+            raise ConfigError(f"{where}: {ref}() lists {interceptor!r} among its interceptors, "
+                              "but it is neither a temporalio.client.Interceptor nor a "
+                              "temporalio.worker.Interceptor")
     return worker
 
 
@@ -72,13 +79,18 @@ async def start(declaration: Mapping[str, str], target: TemporalTarget,
                 request: InstanceRequest) -> None:
     """Start one instance with the team's start function, on a client that carries
     graduate's correlation to the workflow and its activities."""
+    from temporalio.client import Interceptor
+
     from graduate.adapters.temporal.client import connect
     from graduate.adapters.temporal.instrument import CorrelationInterceptor
 
     start_function = resolve(declaration["start"], f"start function {declaration['start']}")
-    client = await connect(target, interceptors=[CorrelationInterceptor()])
-    with propagating(Correlation(request.instance_id, request.correlation_id,
-                                 request.trace_id)):
+    own = load_worker(declaration["worker"], f"worker factory {declaration['worker']}")
+    client = await connect(target, interceptors=[CorrelationInterceptor(), *[
+        i for i in own.interceptors if isinstance(i, Interceptor)]])
+    # The instance's trace is the parent of the app's own spans, when it traces.
+    with (propagating(Correlation(request.instance_id, request.correlation_id,
+                                  request.trace_id)), trace_parent(request.trace_id)):
         await start_function(client, request)
 
 
