@@ -243,7 +243,8 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
     per_effect = effect_verdicts(effects)
     landed = {e.step for e in effects if e.kind == "effect"
               and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)}
-    verdict, reason = _outcome(flow, status, landed, per_effect, engine_holds, cannot_tell)
+    verdict, reason = _outcome(flow, status, landed, per_effect, engine_holds, cannot_tell,
+                               effects)
     resume = None
     if fault_at is not None:
         if reached is not None:
@@ -264,7 +265,8 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
 
 def _outcome(flow: Flow, status: InstanceStatus, landed: set[str],
              per_effect: tuple[EffectVerdict, ...],
-             engine_holds: bool | None, cannot_tell: str) -> tuple[Verdict, str]:
+             engine_holds: bool | None, cannot_tell: str,
+             effects: Sequence[EffectRecord]) -> tuple[Verdict, str]:
     if status.state is InstanceState.COMPLETED:
         missing = [s.name for s in flow.steps if s.name not in landed]
         if missing:
@@ -279,6 +281,8 @@ def _outcome(flow: Flow, status: InstanceStatus, landed: set[str],
         if owed:
             return Verdict.FAILED, (f"reported compensated, but no compensation is in the "
                                     f"ledger for {', '.join(owed)}")
+        if disorder := compensation_order(flow, _applied_order(effects), _undone_order(effects)):
+            return Verdict.FAILED, f"reported compensated, but {disorder[0]}"
         return Verdict.COMPENSATED, status.detail or "compensated"
     if status.state is InstanceState.FAILED:
         return Verdict.FAILED, status.detail or "the engine reports a failure"
@@ -301,24 +305,28 @@ def _resume(flow: Flow, effects: Sequence[EffectRecord], reached: PointReached,
             fault_at: float, *, cut_short: bool) -> Resume:
     """Where the instance went on after the fault, given the node it was at: a step
     paused (or cut short) before or after its effect, or a wait."""
-    nodes = [n.name for n in flow.nodes]
     steps = [s.name for s in flow.steps]
-    at = nodes.index(reached.step) if reached.step in nodes else len(nodes)
     after = [e for e in effects if e.started_at >= fault_at]
     first = after[0] if after else None
-    before = {name for name in nodes[:at] if name in steps}
+    # Steps that finished before the one in flight began (its branch's earlier steps, not
+    # the other branches'); steps of the other branches of its group run beside it.
+    before = set(flow.before(reached.step))
+    beside = set(flow.beside(reached.step))
     landed = reached.point == "after-effect"
-    again = before | ({reached.step} if landed else set())
+    again = before | ({reached.step} if landed else set()) | {
+        e.step for e in effects if e.kind == "effect" and e.step in beside
+        and e.started_at < fault_at and _landed(e)}
     reran = tuple(sorted({e.step for e in after if e.kind == "effect" and e.step in again},
                          key=steps.index))
-    following = next((n for n in nodes[at + 1:] if n in steps), None)
+    following = set(flow.following(reached.step))
     if reached.point == "during-wait":
-        allowed = {following}
+        allowed = following
     else:
-        allowed = {reached.step}
+        # A branch beside it in flight may well make the first call after the fault.
+        allowed = {reached.step} | beside
         if landed:
             # The effect had landed: going on with the next step is resuming exactly too.
-            allowed.add(following)
+            allowed |= following
     exact = (first is not None and first.kind == "effect" and first.step in allowed
              and not set(reran) & before)
     continued = _continued(effects, reached, fault_at, after)
@@ -335,6 +343,17 @@ def _resume(flow: Flow, effects: Sequence[EffectRecord], reached: PointReached,
 
 def _landed(effect: EffectRecord) -> bool:
     return effect.outcome in (Outcome.APPLIED, Outcome.ABSORBED)
+
+
+def _applied_order(effects: Sequence[EffectRecord]) -> tuple[str, ...]:
+    """The steps whose effect landed, in the order each first landed."""
+    return tuple(dict.fromkeys(e.step for e in effects if e.kind == "effect" and _landed(e)))
+
+
+def _undone_order(effects: Sequence[EffectRecord]) -> tuple[str, ...]:
+    """The steps whose compensation landed, in the order each first landed."""
+    return tuple(dict.fromkeys(e.step for e in effects
+                               if e.kind == "compensation" and _landed(e)))
 
 
 def business_key(record: InstanceRecord) -> str:
@@ -375,10 +394,9 @@ def judge_rollback(flow: Flow, effects: Sequence[EffectRecord], status: Instance
     """Compensation ran for exactly the steps that applied (whenever they landed, the
     step in flight included), in reverse order, once each; nothing applied after the
     compensation began; and the engine reports the instance compensated."""
-    applied = tuple(dict.fromkeys(e.step for e in effects if e.kind == "effect"
-                                  and _landed(e)))
+    applied = _applied_order(effects)
     undone = [e for e in effects if e.kind == "compensation" and _landed(e)]
-    compensated = tuple(dict.fromkeys(e.step for e in undone))
+    compensated = _undone_order(effects)
     declared = {s.name for s in flow.steps if s.compensation}
     problems = []
     for step in applied:
@@ -393,12 +411,7 @@ def judge_rollback(flow: Flow, effects: Sequence[EffectRecord], status: Instance
         times = sum(1 for e in undone if e.step == step and e.outcome is Outcome.APPLIED)
         if times > 1:
             problems.append(f"the compensation of {step} applied {times} times, not once")
-    expected = [s for s in reversed(applied) if s in compensated]
-    ran = [s for s in compensated if s in applied]
-    if ran != expected:
-        problems.append(f"compensations ran in the order {', '.join(ran)}; the steps applied "
-                        f"in the order {', '.join(applied)}, so the reverse is "
-                        f"{', '.join(expected)}")
+    problems += compensation_order(flow, applied, compensated)
     if undone:
         began = undone[0].started_at
         problems += [f"{e.step} applied {e.started_at - began:.2f}s after the compensation "
@@ -412,6 +425,21 @@ def judge_rollback(flow: Flow, effects: Sequence[EffectRecord], status: Instance
                         "compensated")
     return RollbackVerdict(cancelled_at=cancelled_at, applied=applied,
                            compensated=compensated, problems=tuple(problems))
+
+
+def compensation_order(flow: Flow, applied: Sequence[str],
+                       compensated: Sequence[str]) -> list[str]:
+    """A problem if the compensations (in the order they first landed) undid a step before
+    one that applied after it: within a flow's order and within a branch the reverse is
+    fixed; between parallel branches any order is right."""
+    ran = [s for s in compensated if s in applied]
+    if not any(earlier in flow.before(later) for i, later in enumerate(ran)
+               for earlier in ran[:i]):
+        return []
+    expected = [s for s in reversed(applied) if s in compensated]
+    loose = " (between parallel branches any order is right)" if flow.groups else ""
+    return [f"compensations ran in the order {', '.join(ran)}; the steps applied in the "
+            f"order {', '.join(applied)}, so the reverse is {', '.join(expected)}{loose}"]
 
 
 def judge_acts(verdict: InstanceVerdict, flow: Flow, record: InstanceRecord,

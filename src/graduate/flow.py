@@ -145,7 +145,30 @@ class Timer:
     duration: float
 
 
-Node: TypeAlias = Step | Wait | Timer
+@dataclass(frozen=True)
+class Branch:
+    """Steps that run one after another, beside the other branches of their group."""
+
+    name: str
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """A group of branches that run at the same time. The flow goes on past the group
+    once every branch has finished (the join); when a branch fails, the others start no
+    further step, the steps in flight finish, and every step that applied, in any
+    branch or before the group, is compensated."""
+
+    name: str
+    branches: tuple[Branch, ...]
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(step for branch in self.branches for step in branch.steps)
+
+
+Node: TypeAlias = Step | Wait | Timer | Parallel
 
 
 @dataclass(frozen=True)
@@ -186,17 +209,79 @@ class Flow:
 
     @property
     def steps(self) -> tuple[Step, ...]:
-        return tuple(n for n in self.nodes if isinstance(n, Step))
+        """Every step, those inside parallel groups included, in the order written."""
+        return tuple(n for n in self.flat_nodes if isinstance(n, Step))
 
     @property
     def waits(self) -> tuple[Wait, ...]:
         return tuple(n for n in self.nodes if isinstance(n, Wait))
 
+    @property
+    def groups(self) -> tuple[Parallel, ...]:
+        return tuple(n for n in self.nodes if isinstance(n, Parallel))
+
+    @property
+    def flat_nodes(self) -> tuple[Step | Wait | Timer, ...]:
+        """The nodes in the order written, each parallel group replaced by its steps."""
+        return tuple(inner for node in self.nodes
+                     for inner in (node.steps if isinstance(node, Parallel) else (node,)))
+
     def node(self, name: str) -> Node:
-        for node in self.nodes:
+        for node in (*self.nodes, *(s for group in self.groups for s in group.steps)):
             if node.name == name:
                 return node
-        raise FlowError(f"flow {self.name!r} has no step, wait or timer named {name!r}")
+        raise FlowError(f"flow {self.name!r} has no step, wait or timer named {name!r} "
+                        "(nor a parallel group)")
+
+    def branch_of(self, step: str) -> tuple[Parallel, Branch] | None:
+        """The parallel group and branch that `step` runs in; None for a step of its own."""
+        for group in self.groups:
+            for branch in group.branches:
+                if any(s.name == step for s in branch.steps):
+                    return group, branch
+        return None
+
+    def before(self, step: str) -> tuple[str, ...]:
+        """The steps that have always finished before `step` begins: every step of the
+        nodes before its own, and the earlier steps of its branch."""
+        names: list[str] = []
+        for node in self.nodes:
+            inner = node.steps if isinstance(node, Parallel) else (node,)
+            if any(n.name == step for n in inner):
+                found = self.branch_of(step)
+                if found is not None:
+                    earlier = [s.name for s in found[1].steps]
+                    names += earlier[:earlier.index(step)]
+                return tuple(names)
+            names += [n.name for n in inner if isinstance(n, Step)]
+        return tuple(names)
+
+    def beside(self, step: str) -> tuple[str, ...]:
+        """The steps of the other branches of `step`'s group: they may run at any time
+        while `step` does."""
+        found = self.branch_of(step)
+        if found is None:
+            return ()
+        group, own = found
+        return tuple(s.name for b in group.branches if b is not own for s in b.steps)
+
+    def following(self, step: str) -> tuple[str, ...]:
+        """The steps that can begin first once `step` is done: the next of its branch, or
+        the step after its node (after its group, for a branch's last step), or the first
+        step of each branch when that node is a parallel group."""
+        found = self.branch_of(step)
+        if found is not None:
+            names = [s.name for s in found[1].steps]
+            if names.index(step) + 1 < len(names):
+                return (names[names.index(step) + 1],)
+            step = found[0].name
+        tops = [n.name for n in self.nodes]
+        for node in self.nodes[tops.index(step) + 1:] if step in tops else ():
+            if isinstance(node, Step):
+                return (node.name,)
+            if isinstance(node, Parallel):
+                return tuple(b.steps[0].name for b in node.branches)
+        return ()
 
     def system(self, name: str) -> SystemSpec:
         for system in self.systems:
@@ -243,7 +328,7 @@ def validate(flow: Flow) -> Flow:
     signals: set[str] = set()
     systems = {s.name for s in flow.systems}
     for node in flow.nodes:
-        at = f"{where}, {type(node).__name__.lower()} {node.name!r}"
+        at = f"{where}, {_KINDS[type(node)]} {node.name!r}"
         if not _NAME.match(node.name):
             raise FlowError(f"{at}: names are lower-case letters, digits and underscores")
         if node.name in seen:
@@ -252,6 +337,8 @@ def validate(flow: Flow) -> Flow:
         seen.add(node.name)
         if isinstance(node, Step):
             _validate_step(at, node, systems)
+        elif isinstance(node, Parallel):
+            _validate_group(at, node, systems, seen)
         elif isinstance(node, Wait):
             if node.signal in signals:
                 raise FlowError(f"{at}: signal {node.signal!r} is already awaited by another "
@@ -300,6 +387,37 @@ def _key_fields(where: str, key: str) -> set[str]:
 def _bad_key(where: str, key: str, error: Exception) -> FlowError:
     return FlowError(f"{where}: idempotency_key {key!r} is not a valid template ({error}); "
                      "write fields as {name}, for example \"{tenant_id}:{flow}:{step}\"")
+
+
+_KINDS: Mapping[type, str] = {Step: "step", Wait: "wait", Timer: "timer",
+                               Parallel: "parallel group"}
+
+
+def _validate_group(at: str, group: Parallel, systems: set[str], seen: set[str]) -> None:
+    if len(group.branches) < 2:
+        raise FlowError(f"{at}: a parallel group needs at least two branches to run at the "
+                        "same time; give each [[nodes.steps]] its own branch (the default), "
+                        "or write the steps as plain [[nodes]] steps")
+    branches: set[str] = set()
+    for branch in group.branches:
+        if not _NAME.match(branch.name):
+            raise FlowError(f"{at}: branch {branch.name!r}: names are lower-case letters, "
+                            "digits and underscores")
+        if branch.name in branches:
+            raise FlowError(f"{at}: branch {branch.name!r} is given twice")
+        branches.add(branch.name)
+        if not branch.steps:
+            raise FlowError(f"{at}: branch {branch.name!r} has no step")
+        for step in branch.steps:
+            where = f"{at}, step {step.name!r}"
+            if not _NAME.match(step.name):
+                raise FlowError(f"{where}: names are lower-case letters, digits and "
+                                "underscores")
+            if step.name in seen:
+                raise FlowError(f"{where}: the name is used twice; give every step, wait, "
+                                "timer and group its own name")
+            seen.add(step.name)
+            _validate_step(where, step, systems)
 
 
 def _validate_step(at: str, step: Step, systems: set[str]) -> None:
@@ -481,8 +599,10 @@ def flow_from_dict(data: Mapping[str, Any], *, source: str = "", origin: str = "
     )
     compensations = reader.table("compensations", required=False)
     comp_map = {key: compensations.text(key, required=True) for key in compensations}
-    nodes = tuple(_node(item, where) for item in reader.array("nodes", where))
-    step_names = {n.name for n in nodes if isinstance(n, Step)}
+    nodes = tuple(_group(item, where) if "parallel" in item.data else _node(item, where)
+                  for item in reader.array("nodes", where))
+    step_names = {s.name for n in nodes
+                  for s in (n.steps if isinstance(n, Parallel) else (n,)) if isinstance(s, Step)}
     for step_name in comp_map:
         if step_name not in step_names:
             raise FlowError(
@@ -490,7 +610,8 @@ def flow_from_dict(data: Mapping[str, Any], *, source: str = "", origin: str = "
                 f"have; use one of {sorted(step_names)} or remove the line"
             )
     nodes = tuple(
-        Step(n.name, n.effect, n.timeout, n.retry, comp_map.get(n.name)) if isinstance(n, Step)
+        replace(n, compensation=comp_map.get(n.name)) if isinstance(n, Step)
+        else _compensated_group(n, comp_map) if isinstance(n, Parallel)
         else n
         for n in nodes
     )
@@ -512,11 +633,49 @@ def flow_from_dict(data: Mapping[str, Any], *, source: str = "", origin: str = "
     )
 
 
+def _group(item: _Reader, where: str) -> Parallel:
+    """A parallel group: `parallel = "NAME"` and its `[[nodes.steps]]`, each a branch of
+    its own unless steps share `branch = "NAME"` (they then run in the order written)."""
+    name = item.text("parallel", required=True)
+    item.origin = f"{where}, parallel group {name!r}"
+    for kind in ("step", "wait", "timer"):
+        if kind in item.data:
+            raise FlowError(f"{item.origin}: a [[nodes]] entry is either a parallel group or "
+                            f"a {kind}; put the group's steps in [[nodes.steps]] entries")
+    item.reject_unknown({"parallel", "steps"})
+    entries = item.array("steps", item.origin)
+    if not entries:
+        raise FlowError(f"{item.origin}: it has no steps; add [[nodes.steps]] entries after "
+                        "it, one per step")
+    branches: dict[str, list[Step]] = {}
+    for entry in entries:
+        data = dict(entry.data)
+        if "step" not in data:
+            raise FlowError(f"{item.origin}: every [[nodes.steps]] entry is a step "
+                            f"(step = \"NAME\", effect = ...); waits, timers and groups go "
+                            f"between groups, not inside one; found {entry.describe()}")
+        branch = data.pop("branch", data["step"])
+        if not isinstance(branch, str):
+            raise FlowError(f"{item.origin}, step {data['step']!r}: branch = {branch!r} must "
+                            "be a string naming the branch")
+        step = _node(_Reader(data, item.origin), item.origin)
+        assert isinstance(step, Step)
+        branches.setdefault(branch, []).append(step)
+    return Parallel(name, tuple(Branch(b, tuple(steps)) for b, steps in branches.items()))
+
+
+def _compensated_group(group: Parallel, comp_map: Mapping[str, str]) -> Parallel:
+    return replace(group, branches=tuple(
+        replace(b, steps=tuple(replace(s, compensation=comp_map.get(s.name)) for s in b.steps))
+        for b in group.branches))
+
+
 def _node(item: _Reader, where: str) -> Node:
     kinds = [k for k in ("step", "wait", "timer") if k in item.data]
     if len(kinds) != 1:
         raise FlowError(f"{where}: each [[nodes]] entry needs exactly one of step = \"NAME\", "
-                        f"wait = \"NAME\" or timer = \"NAME\"; found {item.describe()}")
+                        f"wait = \"NAME\" or timer = \"NAME\" (or parallel = \"NAME\" for a "
+                        f"group of branches); found {item.describe()}")
     kind = kinds[0]
     name = item.text(kind, required=True)
     item.origin = f"{where}, {kind} {name!r}"
@@ -649,13 +808,11 @@ def flow_to_dict(flow: Flow) -> dict[str, Any]:
     nodes: list[dict[str, Any]] = []
     for node in flow.nodes:
         if isinstance(node, Step):
-            r = node.retry
-            nodes.append({
-                "step": node.name, "effect": node.effect, "timeout": node.timeout,
-                "retry": {"max_attempts": r.max_attempts, "initial_interval": r.initial_interval,
-                          "backoff_coefficient": r.backoff_coefficient,
-                          "maximum_interval": r.maximum_interval},
-            })
+            nodes.append(_step_dict(node))
+        elif isinstance(node, Parallel):
+            nodes.append({"parallel": node.name,
+                          "steps": [{**_step_dict(s), "branch": b.name}
+                                    for b in node.branches for s in b.steps]})
         elif isinstance(node, Wait):
             nodes.append({"wait": node.name, "signal": node.signal, "deadline": node.deadline,
                           "on_timeout": node.on_timeout, "on_reject": node.on_reject})
@@ -675,3 +832,12 @@ def flow_to_dict(flow: Flow) -> dict[str, Any]:
         "nodes": nodes,
     }
 
+
+def _step_dict(step: Step) -> dict[str, Any]:
+    r = step.retry
+    return {
+        "step": step.name, "effect": step.effect, "timeout": step.timeout,
+        "retry": {"max_attempts": r.max_attempts, "initial_interval": r.initial_interval,
+                  "backoff_coefficient": r.backoff_coefficient,
+                  "maximum_interval": r.maximum_interval},
+    }

@@ -2,7 +2,8 @@
 
 Steps are activities named after their effect (so Temporal's history and UI read
 `crm.create_record`, not a generic name), waits are signals with a deadline, timers
-are durable timers, and a permanent failure, a rejection, a passed deadline or a
+are durable timers, a parallel group's branches run as concurrent activities joined
+before the flow goes on, and a permanent failure, a rejection, a passed deadline or a
 cancellation (an operator's rollback) compensates the completed steps in reverse order.
 """
 
@@ -26,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         FlowInput,
         FlowResult,
     )
-    from graduate.flow import Flow, Step, Timer, Wait
+    from graduate.flow import Branch, Flow, Parallel, Step, Timer, Wait
 
 
 def _retry_policy(step: Step) -> RetryPolicy:
@@ -87,8 +88,41 @@ class GraduateFlow:
                     return ended
             elif isinstance(node, Timer):
                 await workflow.sleep(timedelta(seconds=node.duration))
+            elif isinstance(node, Parallel):
+                failure = await self._parallel(flow_input, node)
+                if failure is not None:
+                    return await self._compensate(flow, flow_input, failure)
             self._progress(node.name)
         return FlowResult("completed", list(self._done))
+
+    async def _parallel(self, flow_input: FlowInput, group: Parallel) -> str | None:
+        """Run the group's branches at once and join them; the first branch failure, or
+        None. After a failure the other branches start no further step; their steps in
+        flight finish (and count as done), so that every step that applied is compensated.
+        An operator's cancellation halts them the same way before it reaches `run`."""
+        failures: list[str] = []
+        branches = [asyncio.create_task(self._branch(flow_input, branch, failures))
+                    for branch in group.branches]
+        try:
+            await asyncio.wait(branches)
+        except asyncio.CancelledError:
+            if workflow.cancellation_reason() is not None:
+                failures.append(_cancelled())
+                await asyncio.wait(branches)
+            raise
+        return failures[0] if failures else None
+
+    async def _branch(self, flow_input: FlowInput, branch: Branch,
+                      failures: list[str]) -> None:
+        for step in branch.steps:
+            if failures:
+                return
+            try:
+                await self._step(flow_input, step)
+            except ActivityError as error:
+                failures.append(f"step {step.name} failed: {_cause(error)}")
+                return
+            self._progress(step.name)
 
     async def _step(self, flow_input: FlowInput, step: Step) -> None:
         """Run the step's activity. A cancellation of the workflow does not cancel it: the
