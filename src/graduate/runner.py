@@ -18,7 +18,7 @@ from graduate.apps import App
 from graduate.check import judge_instance
 from graduate.config import Settings
 from graduate.errors import ConfigError
-from graduate.flow import Flow, InstanceRequest, Step
+from graduate.flow import Flow, InstanceRequest
 from graduate.ledger import FailureMode, Ledger
 from graduate.runs.session import new_run_id, open_session, validate_options
 from graduate.services.provider import Stack
@@ -146,7 +146,7 @@ def summarise(flow: Flow, ledger: Ledger, request: InstanceRequest,
     return InstanceResult(
         instance_id=request.instance_id, correlation_id=request.correlation_id,
         trace_id=request.trace_id, state=status.state,
-        steps_done=sum(1 for name in status.done if isinstance(_node(flow, name), Step)),
+        steps_done=sum(1 for name in status.done if name in {s.name for s in flow.steps}),
         steps_total=len(flow.steps),
         effects_applied=sum(e.applied for e in verdict.effects if e.kind == "effect"),
         effects_absorbed=verdict.absorbed,
@@ -154,8 +154,3 @@ def summarise(flow: Flow, ledger: Ledger, request: InstanceRequest,
         duration=status.finished_at - record.started_at if status.finished_at else None,
         detail=status.detail,
     )
-
-
-def _node(flow: Flow, name: str) -> object:
-    return next((n for n in flow.nodes if n.name == name), None)
-

@@ -4,8 +4,12 @@ Each node is one task with a deterministic ID, `{instance}:{node}`, and the cont
 request and the nodes passed) travels as each task's return value to the next. A chain
 runs up to a wait; the wait parks its context in Redis, and whichever of the signal and
 the deadline claims the wait first (`SET NX`) sends the rest as a new chain with the same
-IDs. Nothing else records progress: `status()` reads Celery's result backend and the wait
-keys only, which is all that an operator of such a system has to go on.
+IDs. A parallel group is a chord: each branch a chain of its steps in the chord's
+header, and a `join` task as its body that sends the rest; the join's error callback
+(`link_error`), which Celery calls once every branch has ended when one failed, sends
+the compensation of every step that applied. Nothing else records progress:
+`status()` reads Celery's result backend and the wait keys only, which is all that an
+operator of such a system has to go on.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, cast
 import redis
 from celery import Celery
 from celery import chain as celery_chain
+from celery import chord as celery_chord
 from celery.exceptions import SoftTimeLimitExceeded
 
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
@@ -30,7 +35,7 @@ from graduate.errors import (
     PermanentEffectError,
     TransientEffectError,
 )
-from graduate.flow import Flow, InstanceRequest, Node, Step, Wait
+from graduate.flow import Flow, InstanceRequest, Node, Parallel, Step, Timer, Wait
 
 ENGINE = "celery-chain"
 
@@ -41,6 +46,8 @@ SIGNAL = "graduate.chain.signal"
 DEADLINE = "graduate.chain.deadline"
 COMPENSATE = "graduate.chain.compensate"
 FINISH = "graduate.chain.finish"
+JOIN = "graduate.chain.join"
+BRANCH_FAILED = "graduate.chain.branch_failed"
 
 # Celery's hard limit kills the pool child; the soft limit (the step's timeout) comes
 # first, so that the task can count it as a transient failure and retry.
@@ -133,7 +140,7 @@ def _limits(step: Step) -> dict[str, float]:
     return {"soft_time_limit": step.timeout, "time_limit": step.timeout + HARD_LIMIT_SLACK}
 
 
-def _node_signature(app: Celery, ctx: Context, node: Node) -> Any:
+def _node_signature(app: Celery, ctx: Context, node: Step | Wait | Timer) -> Any:
     iid = _instance(ctx)
     if isinstance(node, Step):
         return app.signature(STEP, kwargs={"node": node.name}, task_id=task_id(iid, node.name),
@@ -157,10 +164,31 @@ def _first_takes(signatures: list[Any], ctx: Context) -> Any:
     return celery_chain(*signatures)
 
 
+def _chord(app: Celery, ctx: Context, group: Parallel, *, first: bool) -> Any:
+    """The group as a chord: a chain per branch, all given the context that reaches the
+    group; `join` receives their contexts. The error callback is on the body task itself:
+    Celery finds a chord's errbacks on its body's options, not inside a chained body."""
+    iid = _instance(ctx)
+    branches = []
+    for branch in group.branches:
+        steps = [_node_signature(app, ctx, step) for step in branch.steps]
+        if first:  # no task before the group hands it the context
+            steps[0].args = (ctx,)
+        branches.append(celery_chain(*steps))
+    failed = app.signature(BRANCH_FAILED, task_id=task_id(iid, group.name, "failed"))
+    join = app.signature(JOIN, kwargs={"node": group.name}, task_id=task_id(iid, group.name))
+    return celery_chord(branches, join.on_error(failed))
+
+
 def part_from(app: Celery, flow: Flow, index: int, ctx: Context) -> Any:
-    """The chain of nodes from `index` up to the next wait, or to the end and `finish`."""
-    signatures = []
+    """The chain of nodes from `index` up to the next wait or parallel group (whose join
+    sends the rest), or to the end and `finish`."""
+    signatures: list[Any] = []
     for node in flow.nodes[index:]:
+        if isinstance(node, Parallel):
+            if not signatures:
+                return _chord(app, ctx, node, first=True)
+            return _first_takes([*signatures, _chord(app, ctx, node, first=False)], ctx)
         signatures.append(_node_signature(app, ctx, node))
         if isinstance(node, Wait):
             break
@@ -235,16 +263,70 @@ class ChainTasks:
             if attempt < step.retry.max_attempts:
                 raise task.retry(exc=error, countdown=step.retry.delay_after(attempt),
                                  max_retries=step.retry.max_attempts - 1) from error
-            _stop_chain(task)
-            reason = f"step {node} failed after {attempt} attempts: {_describe(error, step)}"
-            compensation_part(self.app, self.flow, ctx, reason).apply_async()
+            self._give_up(task, ctx, node,
+                          f"step {node} failed after {attempt} attempts: "
+                          f"{_describe(error, step)}")
             raise
         except PermanentEffectError as error:
-            _stop_chain(task)
-            reason = f"step {node} failed: {error}"
-            compensation_part(self.app, self.flow, ctx, reason).apply_async()
+            self._give_up(task, ctx, node, f"step {node} failed: {error}")
             raise
         return _passed(ctx, node)
+
+    def _give_up(self, task: Any, ctx: Context, node: str, reason: str) -> None:
+        """Compensate what applied, unless the step is a branch's: there Celery fails the
+        rest of the branch and, once every branch has ended, the chord's error callback
+        compensates (`branch_failed`)."""
+        if self.flow.branch_of(node) is not None:
+            return
+        _stop_chain(task)
+        compensation_part(self.app, self.flow, ctx, reason).apply_async()
+
+    def branch_start(self, ctx: Context, node: str) -> None:
+        """Park the context that reached the group, for its error callback: a failed chord
+        hands that callback no result of its header."""
+        found = self.flow.branch_of(node)
+        if found is not None and found[1].steps[0].name == node:
+            self.resources.redis().set(context_key(_instance(ctx), found[0].name),
+                                       json.dumps({"context": ctx}), ex=KEY_LIFETIME)
+
+    def join(self, contexts: list[Context], node: str) -> Context:
+        """Every branch ended well: merge their contexts and send the rest of the flow."""
+        group = cast(Parallel, self.flow.node(node))
+        inside = {s.name for s in group.steps}
+        done = [n for n in contexts[0]["done"] if n not in inside]
+        done += [n for ctx in contexts for n in ctx["done"] if n in inside]
+        joined = {**contexts[0], "done": [*done, node]}
+        following = _node_index(self.flow, node) + 1
+        part_from(self.app, self.flow, following, joined).apply_async()
+        return joined
+
+    def branch_failed(self, join_id: str) -> dict[str, Any]:
+        """The chord's error callback, called by Celery with the join's task ID once every
+        branch has ended and one failed: compensate every step that applied, in any
+        branch or before the group, once (the claim keeps a second call from sending
+        them again)."""
+        iid, _, name = join_id.rpartition(":")
+        group = cast(Parallel, self.flow.node(name))
+        client = self.resources.redis()
+        parked = _load(client, context_key(iid, name))
+        if parked is None:
+            return {"ignored": f"no context parked for {join_id}"}
+        ctx: Context = parked["context"]
+        applied, failure = [], ""
+        for branch in group.branches:
+            for step in branch.steps:
+                result = self.app.AsyncResult(task_id(iid, step.name))
+                if result.state == "SUCCESS":
+                    applied.append(step.name)
+                elif result.state == "FAILURE" and not failure:
+                    failure = f"step {step.name} failed: {result.result}"
+        reason = failure or f"a branch of {name} failed"
+        claim = {"by": "chord", "action": "compensate", "reason": reason, "at": time.time()}
+        if not client.set(claim_key(iid, name), json.dumps(claim), nx=True, ex=KEY_LIFETIME):
+            return {"resolved": False}
+        compensation_part(self.app, self.flow, {**ctx, "done": [*ctx["done"], *applied]},
+                          reason).apply_async()
+        return {"resolved": True}
 
     def compensate(self, task: Any, ctx: Context, node: str, reason: str) -> Context:
         step = cast(Step, self.flow.node(node))
@@ -335,7 +417,19 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     # shared: a shared task is added to every Celery app the process creates later, so a
     # second engine would run the first engine's closures.
     def step(task: Any, ctx: Context, node: str) -> Context:
+        with resources.interruptible():
+            tasks.branch_start(ctx, node)
         return tasks.step(task, ctx, node)
+
+    def join(contexts: list[Context], node: str) -> Context:
+        with resources.interruptible():
+            return tasks.join(contexts, node)
+
+    # One parameter: Celery sends such an error callback as a task, with the failed
+    # task's ID (here the join's, from which the instance and group are read).
+    def branch_failed(join_id: str) -> dict[str, Any]:
+        with resources.interruptible():
+            return tasks.branch_failed(join_id)
 
     def compensate(task: Any, ctx: Context, node: str, reason: str) -> Context:
         return tasks.compensate(task, ctx, node, reason)
@@ -365,6 +459,8 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     app.task(name=DEADLINE, shared=False)(deadline)
     app.task(name=TIMER, shared=False)(timer)
     app.task(name=FINISH, shared=False)(finish)
+    app.task(name=JOIN, shared=False)(join)
+    app.task(name=BRANCH_FAILED, shared=False)(branch_failed)
 
 
 # ---------------------------------------------------------------------------- engine side
@@ -445,6 +541,24 @@ class ChainStrategy:
         for node in self.flow.nodes:
             result = self.app.AsyncResult(task_id(instance_id, node.name))
             known = known or result.state != "PENDING"
+            if isinstance(node, Parallel):
+                states = {s.name: self.app.AsyncResult(task_id(instance_id, s.name)).state
+                          for s in node.steps}
+                known = known or any(state != "PENDING" for state in states.values())
+                done += [name for name, state in states.items() if state == "SUCCESS"]
+                claim = _load(client, claim_key(instance_id, node.name))
+                if claim is not None:
+                    return self._compensating(instance_id, done, claim["reason"])
+                if result.state == "SUCCESS":
+                    done.append(node.name)
+                    continue
+                failed = [name for name, state in states.items() if state == "FAILURE"]
+                if failed and known:
+                    return InstanceStatus(
+                        InstanceState.RUNNING, tuple(done),
+                        detail=f"at {node.name}: {', '.join(failed)} failed; the chord "
+                               "compensates once every branch has ended")
+                return self._running(known, done, node, result.state)
             if isinstance(node, Wait):
                 claim = _load(client, claim_key(instance_id, node.name))
                 if claim is not None and claim["action"] == "continue":
@@ -621,6 +735,9 @@ class ChainStrategy:
         ids = []
         for node in self.flow.nodes:
             ids.append(task_id(instance_id, node.name))
+            if isinstance(node, Parallel):
+                ids += [task_id(instance_id, step.name) for step in node.steps]
+                ids.append(task_id(instance_id, node.name, "failed"))
             if isinstance(node, Wait):
                 ids.append(task_id(instance_id, node.name, "deadline"))
                 ids.append(task_id(instance_id, "signal", node.signal))
