@@ -8,6 +8,13 @@ task, `advance`, moves it one node forward and writes with optimistic concurrenc
 leases and rows whose advance message was lost: progress is durable in the database,
 while every effect stays at-least-once (a step whose lease expires runs again).
 
+A parallel group gets a row per branch (`sm_branches`), each moved by its own task,
+`advance_branch`, with the same lease and optimistic concurrency. The instance's row
+stays at the group: its advance creates the branch rows, re-sends advance_branch for a
+branch whose lease ran out (the tick nudges it like any idle row), and joins once every
+branch has ended. After a branch fails (or an operator cancels), the others start no
+further step, and the join compensates every step that applied.
+
 The tables live in `services.app_db_url`, apart from the ledger, as an application's
 tables would.
 """
@@ -28,11 +35,12 @@ from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import STATE_MACHINE
 from graduate.db import Database
 from graduate.errors import EngineError, PermanentEffectError, TransientEffectError
-from graduate.flow import Flow, InstanceRequest, Step, Timer, Wait
+from graduate.flow import Flow, InstanceRequest, Parallel, Step, Timer, Wait
 
 ENGINE = "celery-state-machine"
 
 ADVANCE = "graduate.sm.advance"
+ADVANCE_BRANCH = "graduate.sm.advance_branch"
 SIGNAL = "graduate.sm.signal"
 TICK = "graduate.sm.tick"
 # An operator's cancel request, stored with the signals: the next advance compensates.
@@ -43,6 +51,9 @@ HARD_LIMIT_SLACK = 5.0
 RUNNING, WAITING, COMPENSATING = "running", "waiting", "compensating"
 COMPLETED, COMPENSATED, FAILED = "completed", "compensated", "failed"
 FINISHED = (COMPLETED, COMPENSATED, FAILED)
+# A branch ends applied (every step done), failed, or halted (it started no further step
+# after another branch failed or an operator cancelled).
+APPLIED, HALTED = "applied", "halted"
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sm_instances (
@@ -64,6 +75,12 @@ SCHEMA = (
         from_state TEXT NOT NULL, to_state TEXT NOT NULL, node TEXT NOT NULL,
         note TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS sm_transitions_instance ON sm_transitions (instance_id)",
+    """CREATE TABLE IF NOT EXISTS sm_branches (
+        instance_id TEXT NOT NULL, grp TEXT NOT NULL, branch TEXT NOT NULL,
+        cursor INTEGER NOT NULL, state TEXT NOT NULL, done TEXT NOT NULL,
+        attempt INTEGER NOT NULL, lease_until DOUBLE PRECISION, version INTEGER NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL,
+        PRIMARY KEY (instance_id, grp, branch))""",
 )
 
 _COLUMNS = (
@@ -135,6 +152,35 @@ class Row:
         )
 
 
+@dataclass(frozen=True)
+class BranchRow:
+    """One branch of a parallel group of one instance: where it is, as `Row` is for the
+    instance (`cursor` indexes the branch's steps)."""
+
+    instance_id: str
+    group: str
+    branch: str
+    cursor: int = 0
+    state: str = RUNNING
+    done: tuple[str, ...] = ()
+    attempt: int = 0
+    lease_until: float | None = None
+    version: int = 1
+    updated_at: float = 0.0
+    reason: str = ""
+
+
+_BRANCH_COLUMNS = ("instance_id, grp, branch, cursor, state, done, attempt, lease_until, "
+                   "version, updated_at, reason")
+
+
+def _branch_from_db(row: tuple[Any, ...]) -> BranchRow:
+    (instance_id, group, branch, cursor, state, done, attempt, lease_until, version,
+     updated_at, reason) = row
+    return BranchRow(instance_id, group, branch, int(cursor), state, tuple(json.loads(done)),
+                     int(attempt), lease_until, int(version), updated_at, reason)
+
+
 class Store:
     """The application's tables: rows written with optimistic concurrency, and transitions."""
 
@@ -176,6 +222,40 @@ class Store:
                 if consume is not None:
                     self.db.execute("DELETE FROM sm_signals WHERE instance_id = ? AND name = ?",
                                     [old.instance_id, consume])
+        return written if changed else None
+
+    def branches(self, instance_id: str, group: str) -> list[BranchRow]:
+        rows = self.db.query(f"SELECT {_BRANCH_COLUMNS} FROM sm_branches WHERE instance_id = ? "
+                             "AND grp = ? ORDER BY branch", [instance_id, group])
+        return [_branch_from_db(row) for row in rows]
+
+    def open_branches(self, rows: list[BranchRow]) -> None:
+        """Insert the branch rows of a group; a concurrent advance that did so first wins."""
+        with self.db.transaction():
+            for row in rows:
+                self.db.execute(
+                    f"INSERT INTO sm_branches ({_BRANCH_COLUMNS}) VALUES "
+                    "(?, ?, ?, 0, ?, '[]', 0, NULL, 1, ?, '') "
+                    "ON CONFLICT (instance_id, grp, branch) DO NOTHING",
+                    [row.instance_id, row.group, row.branch, row.state, row.updated_at])
+
+    def update_branch(self, old: BranchRow, new: BranchRow, node: str,
+                      note: str) -> BranchRow | None:
+        """Write `new` if the branch row is still at `old`'s version; None if another
+        writer won. The move is a transition of the instance, named after the branch."""
+        now = time.time()
+        written = replace(new, version=old.version + 1, updated_at=now)
+        with self.db.transaction():
+            changed = self.db.execute(
+                "UPDATE sm_branches SET cursor = ?, state = ?, done = ?, attempt = ?, "
+                "lease_until = ?, version = ?, updated_at = ?, reason = ? "
+                "WHERE instance_id = ? AND grp = ? AND branch = ? AND version = ?",
+                [written.cursor, written.state, json.dumps(list(written.done)),
+                 written.attempt, written.lease_until, written.version, now, written.reason,
+                 old.instance_id, old.group, old.branch, old.version])
+            if changed:
+                self._transition(old.instance_id, now, f"branch {old.branch} {old.state}",
+                                 f"branch {old.branch} {new.state}", node, note)
         return written if changed else None
 
     def signal(self, instance_id: str, name: str) -> dict[str, Any] | None:
@@ -298,6 +378,9 @@ class Machine:
         now = time.time()
         if row.lease_until is not None and row.lease_until > now:
             return "leased: a step is in hand or backing off"
+        if row.state == RUNNING and row.cursor < len(self.flow.nodes) and isinstance(
+                group := self.flow.nodes[row.cursor], Parallel):
+            return self._group(store, row, group, now)  # it takes a cancel request itself
         if row.state in (RUNNING, WAITING) and store.signal(instance_id, CANCEL) is not None:
             # After the lease: a step in hand finishes (and counts as done) first.
             at = self.flow.nodes[min(row.cursor, len(self.flow.nodes) - 1)].name
@@ -312,7 +395,123 @@ class Machine:
             return self._step(store, row, node)
         if isinstance(node, Wait):
             return self._wait(store, row, node, now)
+        if isinstance(node, Parallel):  # only a waiting row gets here, and none waits there
+            return f"{node.name}: not running ({row.state})"
         return self._timer(store, row, node, now)
+
+    def advance_branch(self, instance_id: str, group_name: str, branch_name: str) -> str:
+        """Move one branch of a parallel group one step forward."""
+        store = self.store
+        row = store.load(instance_id)
+        if (row is None or row.state != RUNNING or row.cursor >= len(self.flow.nodes)
+                or self.flow.nodes[row.cursor].name != group_name):
+            return "the instance is not at this group"
+        group = self.flow.nodes[row.cursor]
+        assert isinstance(group, Parallel)
+        spec = next(b for b in group.branches if b.name == branch_name)
+        branches = store.branches(instance_id, group_name)
+        branch = next((b for b in branches if b.branch == branch_name), None)
+        if branch is None or branch.state != RUNNING:
+            return f"branch {branch_name}: {branch.state if branch else 'not opened'}"
+        if branch.lease_until is not None and branch.lease_until > time.time():
+            return f"branch {branch_name}: leased: a step is in hand or backing off"
+        failed = next((b for b in branches if b.state == FAILED), None)
+        if failed is not None or store.signal(instance_id, CANCEL) is not None:
+            why = f"branch {failed.branch} failed" if failed else "an operator cancelled"
+            return self._end_branch(store, row, branch, HALTED, f"halted: {why}")
+        if branch.cursor >= len(spec.steps):
+            return self._end_branch(store, row, branch, APPLIED, "every step applied")
+        step = spec.steps[branch.cursor]
+        if branch.attempt >= step.retry.max_attempts:
+            return self._end_branch(
+                store, row, branch, FAILED,
+                f"step {step.name} failed after {branch.attempt} attempts: the last one never "
+                "finished (worker lost or timed out)")
+        leased = store.update_branch(
+            branch, replace(branch, attempt=branch.attempt + 1,
+                            lease_until=time.time() + step.timeout + HARD_LIMIT_SLACK
+                            + self.lease_margin),
+            step.name, f"branch {branch_name}: attempt {branch.attempt + 1} begins")
+        if leased is None:
+            return f"{step.name}: another worker took the step"
+        try:
+            with self.resources.interruptible():
+                self.resources.ledger().call(self.flow, row.request, step,
+                                             attempt=leased.attempt, engine=ENGINE)
+        except (TransientEffectError, SoftTimeLimitExceeded) as error:
+            if leased.attempt >= step.retry.max_attempts:
+                return self._end_branch(
+                    store, row, leased, FAILED,
+                    f"step {step.name} failed after {leased.attempt} attempts: "
+                    f"{_describe(error, step)}")
+            delay = step.retry.delay_after(leased.attempt)
+            backing_off = store.update_branch(
+                leased, replace(leased, lease_until=time.time() + delay), step.name,
+                f"attempt {leased.attempt} failed ({_describe(error, step)}); retry in "
+                f"{delay:g}s")
+            if backing_off is not None:
+                self.send_branch(backing_off, countdown=delay)
+            return f"{step.name}: retry in {delay:g}s"
+        except PermanentEffectError as error:
+            return self._end_branch(store, row, leased, FAILED,
+                                    f"step {step.name} failed: {error}")
+        passed = store.update_branch(
+            leased, replace(leased, cursor=leased.cursor + 1, done=(*leased.done, step.name),
+                            attempt=0, lease_until=None),
+            step.name, f"branch {branch_name}: attempt {leased.attempt} applied")
+        if passed is None:
+            return f"{step.name}: another writer moved the branch first"
+        self.send_branch(passed)
+        return f"{step.name}: applied"
+
+    def send_branch(self, branch: BranchRow, countdown: float | None = None) -> None:
+        group = self.flow.node(branch.group)
+        assert isinstance(group, Parallel)
+        steps = next(b.steps for b in group.branches if b.name == branch.branch)
+        options: dict[str, Any] = {}
+        if branch.cursor < len(steps):
+            step = steps[branch.cursor]
+            options = {"soft_time_limit": step.timeout,
+                       "time_limit": step.timeout + HARD_LIMIT_SLACK}
+        if countdown:
+            options["countdown"] = countdown
+        self.app.signature(ADVANCE_BRANCH,
+                           args=(branch.instance_id, branch.group, branch.branch),
+                           **options).apply_async()
+
+    def _end_branch(self, store: Store, row: Row, branch: BranchRow, state: str,
+                    reason: str) -> str:
+        ended = store.update_branch(
+            branch, replace(branch, state=state, reason=reason, lease_until=None, attempt=0),
+            branch.group, f"branch {branch.branch}: {reason}")
+        if ended is None:
+            return f"branch {branch.branch}: another writer moved the branch first"
+        self.send_advance(row)  # the join
+        return f"branch {branch.branch}: {reason}"
+
+    def _group(self, store: Store, row: Row, group: Parallel, now: float) -> str:
+        """Open the group's branches, look after them, and join once every one ended."""
+        branches = store.branches(row.instance_id, group.name)
+        if not branches:
+            store.open_branches([BranchRow(row.instance_id, group.name, b.name,
+                                           updated_at=now) for b in group.branches])
+            branches = store.branches(row.instance_id, group.name)
+        running = [b for b in branches if b.state == RUNNING]
+        if running:
+            # A branch whose advance was lost, or whose lease ran out with its worker.
+            for branch in running:
+                if branch.lease_until is None or branch.lease_until <= now:
+                    self.send_branch(branch)
+            return f"{group.name}: {len(running)} branch(es) running"
+        done = (*row.done, *(name for b in branches for name in b.done))
+        failed = next((b for b in branches if b.state == FAILED), None)
+        if failed is not None:
+            return self._begin_compensation(store, row, failed.reason, group.name, done=done)
+        if store.signal(row.instance_id, CANCEL) is not None:
+            return self._begin_compensation(store, row, "cancelled by an operator",
+                                            group.name, consume=CANCEL, done=done)
+        joined = replace(row, cursor=row.cursor + 1, done=(*done, group.name), attempt=0)
+        return self._move(store, row, joined, group.name, "every branch applied: joined")
 
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> str:
         store = self.store
@@ -353,9 +552,13 @@ class Machine:
         return self._move(store, row, finished, node, state, consume=consume)
 
     def _begin_compensation(self, store: Store, row: Row, reason: str, node: str,
-                            consume: str | None = None) -> str:
+                            consume: str | None = None,
+                            done: tuple[str, ...] | None = None) -> str:
+        """`done`: the steps to compensate, when the row does not list them all yet (a
+        group's branches joined)."""
         compensating = replace(row, state=COMPENSATING, reason=reason, attempt=0,
-                               lease_until=None, wait_deadline=None, timer_until=None)
+                               lease_until=None, wait_deadline=None, timer_until=None,
+                               done=row.done if done is None else done)
         return self._move(store, row, compensating, node, f"compensating: {reason}",
                           consume=consume)
 
@@ -491,7 +694,12 @@ def register(app: Celery, flow: Flow, resources: ProcessResources,
         with resources.interruptible():
             return machine.tick()
 
+    def advance_branch(instance_id: str, group: str, branch: str) -> str:
+        with resources.interruptible():
+            return machine.advance_branch(instance_id, group, branch)
+
     app.task(name=ADVANCE, shared=False)(advance)
+    app.task(name=ADVANCE_BRANCH, shared=False)(advance_branch)
     app.task(name=SIGNAL, shared=False)(signal)
     # A tick's result is worthless a second later; storing one a second is only noise.
     app.task(name=TICK, ignore_result=True, shared=False)(tick)
@@ -574,6 +782,13 @@ class StateMachineStrategy:
             where = (self.flow.nodes[row.cursor].name if row.cursor < len(self.flow.nodes)
                      else "finish")
             detail = f"at {where}" + (f" (attempt {row.attempt})" if row.attempt else "")
+            if row.cursor < len(self.flow.nodes) and isinstance(self.flow.nodes[row.cursor],
+                                                                 Parallel):
+                branches = self.machine.store.branches(instance_id, where)
+                done = (*row.done, *(name for b in branches for name in b.done))
+                states = ", ".join(f"{b.branch} {b.state}" for b in branches)
+                return InstanceStatus(_STATES[row.state], done, None,
+                                      f"{detail}: {states or 'branches not opened yet'}")
         else:
             detail = row.reason
         return InstanceStatus(_STATES[row.state], row.done, row.finished_at, detail)
