@@ -282,8 +282,38 @@ EXISTING = [
          files={"pyproject.toml": "[tool.graduate\n"}),
 ]
 
+GROUP = '\n[[nodes]]\nparallel = "provision"\n'
+BRANCH_STEP = '\n[[nodes.steps]]\nstep = "{name}"\neffect = "crm.{name}"\n'
+BRANCHES = [
+    Case("flow-group-of-one-branch", run("lone"),
+         ("parallel group 'provision'", "at least two branches", "own branch"),
+         files=spike("lone", extra=GROUP + BRANCH_STEP.format(name="open_a")
+                     + 'branch = "only"\n' + BRANCH_STEP.format(name="open_b")
+                     + 'branch = "only"\n')),
+    Case("flow-wait-inside-a-group", run("waitin"),
+         ("parallel group 'provision'", "every [[nodes.steps]] entry is a step",
+          "waits, timers and groups go between groups"),
+         files=spike("waitin", extra=GROUP + BRANCH_STEP.format(name="open_a")
+                     + '\n[[nodes.steps]]\nwait = "sign"\ndeadline = "1h"\n')),
+    Case("flow-group-without-steps", run("empty"),
+         ("parallel group 'provision'", "has no steps", "[[nodes.steps]]"),
+         files=spike("empty", extra=GROUP)),
+    Case("flow-branch-step-named-twice", run("twice"),
+         ("parallel group 'provision'", "step 'notify'", "used twice"),
+         files=spike("twice", extra=GROUP + BRANCH_STEP.format(name="open_a")
+                     + BRANCH_STEP.format(name="notify"))),
+    Case("flow-group-step-with-unknown-key", run("unknown"),
+         ("step 'open_a'", "unknown key(s) ['after']"),
+         files=spike("unknown", extra=GROUP + BRANCH_STEP.format(name="open_a")
+                     + 'after = "x"\n' + BRANCH_STEP.format(name="open_b"))),
+    Case("flow-group-branch-not-text", run("branchnum"),
+         ("step 'open_a'", "branch = 3 must be a string"),
+         files=spike("branchnum", extra=GROUP + BRANCH_STEP.format(name="open_a")
+                     + "branch = 3\n" + BRANCH_STEP.format(name="open_b"))),
+]
+
 CASES = [*TRACEBACKS, *BRACKETS, *VALUES, *UNREACHABLE, *SPECIAL_FILES, *UNREADABLE_ADRS,
-         *EXISTING]
+         *EXISTING, *BRANCHES]
 
 
 @pytest.mark.timeout(60)

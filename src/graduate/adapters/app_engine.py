@@ -19,7 +19,7 @@ from pathlib import Path
 from graduate.adapters.base import WORKER_READY_TIMEOUT, InstanceState
 from graduate.apps import App
 from graduate.config import env_var
-from graduate.flow import Flow, Step, Wait
+from graduate.flow import Flow, Parallel, Step, Wait
 from graduate.instrument import RunContext
 from graduate.ledger import EffectRecord, Outcome
 from graduate.processes import ManagedProcess, spawn, wait_until
@@ -85,10 +85,14 @@ def progress(flow: Flow, effects: Sequence[EffectRecord]) -> Progress:
     done: list[str] = []
     later_landed = set(landed)
     for node in flow.nodes:
-        if isinstance(node, Step):
-            later_landed.discard(node.name)
-            if node.name in landed:
-                done.append(node.name)
+        if isinstance(node, Step | Parallel):
+            inner = node.steps if isinstance(node, Parallel) else (node,)
+            for step in inner:
+                later_landed.discard(step.name)
+                if step.name in landed:
+                    done.append(step.name)
+            if isinstance(node, Parallel) and all(s.name in landed for s in inner):
+                done.append(node.name)  # joined
         elif later_landed or compensating:  # a wait or a timer, passed
             done.append(node.name)
     last = max((e.finished_at for e in effects), default=None)

@@ -30,8 +30,7 @@ def changed_flow(flow: Flow, change: str) -> Flow:
         first, second = steps[0], steps[1]
         nodes[first], nodes[second] = nodes[second], nodes[first]
     else:
-        template = nodes[steps[0]]
-        assert isinstance(template, Step)
+        template = flow.steps[0]  # the flow may begin with a parallel group
         audit = Step(name="audit_before_deploy", effect=f"{template.system}.audit",
                      timeout=template.timeout, retry=template.retry)
         nodes.insert(0, audit)

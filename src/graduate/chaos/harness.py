@@ -289,7 +289,7 @@ def _hit(session: RunSession, plan: FaultPlan, instance_id: str,
     fault_at = fired[0]
     if plan.point == "during-wait":
         # Parked at the wait when the fault fired: no effect of a later step before it.
-        names = [n.name for n in session.flow.nodes]
+        names = [n.name for n in session.flow.flat_nodes]
         later = set(names[names.index(plan.step) + 1:])
         early = [e for e in session.ledger.effects(instance_id=instance_id)
                  if e.started_at < fault_at and e.step in later]

@@ -75,7 +75,7 @@ def default_point(flow: Flow) -> str:
     """The step in flight that matters most: the first after the first wait (the
     commitment a human approved), else the first step; paused before its effect."""
     after_wait = False
-    for node in flow.nodes:
+    for node in flow.flat_nodes:
         if isinstance(node, Step) and (after_wait or not flow.waits):
             return f"{node.name}:before-effect"
         if node in flow.waits:

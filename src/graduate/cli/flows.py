@@ -47,4 +47,4 @@ def flows(ctx: typer.Context) -> None:
 
 
 def _count(flow: Flow, kind: type[Step] | type[Wait] | type[Timer]) -> int:
-    return sum(1 for node in flow.nodes if isinstance(node, kind))
+    return sum(1 for node in flow.flat_nodes if isinstance(node, kind))

@@ -27,7 +27,7 @@ from graduate.check import (
 )
 from graduate.errors import ConfigError, GraduateError
 from graduate.evidence import EvidenceStore
-from graduate.flow import CLASS_MEANINGS, Step, Wait
+from graduate.flow import CLASS_MEANINGS, Node, Parallel, Step, Wait
 from graduate.ledger import EffectRecord
 from graduate.redaction import redact_value
 from graduate.reports.decision import criteria, recommend
@@ -290,7 +290,7 @@ def _flow(record: MatrixRecord | None, runs: dict[str, RunRecord]) -> FlowInfo:
     flow = recorded.load()
     honours = {s.name: s.honours_idempotency for s in flow.systems}
     steps, waits, timers = [], [], []
-    for node in flow.nodes:
+    for node in flow.flat_nodes:
         if isinstance(node, Step):
             system = node.effect.split(".", 1)[0]
             steps.append(StepInfo(name=node.name, effect=node.effect, system=system,
@@ -308,8 +308,17 @@ def _flow(record: MatrixRecord | None, runs: dict[str, RunRecord]) -> FlowInfo:
                             ("sensitivity_class", flow.sensitivity_class)))
     return FlowInfo(name=recorded.name, version=recorded.version,
                     description=flow.description, classes=classes,
-                    order=tuple(n.name for n in flow.nodes), steps=tuple(steps),
+                    order=tuple(_in_order(n) for n in flow.nodes), steps=tuple(steps),
                     waits=tuple(waits), timers=tuple(timers), known=True)
+
+
+def _in_order(node: Node) -> str:
+    """A node's name in the flow's order; a parallel group with its branches, each a
+    sequence of steps, side by side."""
+    if not isinstance(node, Parallel):
+        return node.name
+    branches = " ∥ ".join(" → ".join(s.name for s in b.steps) for b in node.branches)
+    return f"{node.name} ({branches}, joined)"
 
 
 # ---------------------------------------------------------------------------- runs

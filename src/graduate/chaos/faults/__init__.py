@@ -369,7 +369,7 @@ def parse_plan(fault: str | Fault, at: str | None, flow: Flow, *, restart_delay:
     if not sep or point not in POINTS:
         raise ConfigError(f"--at {at!r} is not understood; write STEP:POINT with POINT one "
                           f"of {', '.join(POINTS)}, or +SECONDS (for example +2.5)")
-    node = next((n for n in flow.nodes if n.name == name), None)
+    node = next((n for n in flow.flat_nodes if n.name == name), None)
     if chosen.changes_code and every == "all" and point != "during-wait":
         raise ConfigError(f"--hit all with {chosen.name} needs WAIT:during-wait: a deploy "
                           "happens once, so it lands while every instance waits there")
