@@ -1,0 +1,143 @@
+"""A worker killed while parallel branches are in flight, on every engine, with several
+instances: the fault is armed at a step inside a branch (`grant_access`, the portal
+branch's second step) and fires once an instance pauses there, before its effect, while
+the other branches run beside it.
+
+What each engine does, judged from the ledger and the engine's own record:
+- Temporal keeps the workflow in the server: the activity in flight is retried on the
+  replacement worker and the join still happens; every step applies once.
+- The state machine keeps each branch in its own row: the branch's lease runs out, the
+  tick re-sends its advance, and the branch goes on at the step in flight.
+- A Celery chain's group is a chord: with Celery's defaults the task in hand is
+  acknowledged before it runs, so it dies with its worker, the portal branch never ends,
+  and the chord never joins: the instance is lost, its other branches applied and never
+  compensated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from graduate.chaos.faults import parse_plan
+from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
+from graduate.check import InstanceVerdict, Verdict
+from graduate.config import Settings
+from graduate.evidence import EvidenceStore
+from graduate.flow import load_flow
+from graduate.ledger import Ledger, Outcome
+from graduate.runner import RunOptions
+from tests.conftest import FlowFactory, processes_mentioning
+
+pytestmark = pytest.mark.slow
+
+INSTANCES = 3
+AT = "grant_access:before-effect"
+BRANCH_STEPS = ("open_portal", "grant_access", "open_account", "welcome")
+STEPS = ("create_record", *BRANCH_STEPS, "activate")
+
+
+@pytest.fixture(autouse=True)
+def no_orphans(tmp_path: Path) -> Iterator[None]:
+    yield
+    assert processes_mentioning(str(tmp_path)) == [], "the harness left processes behind"
+
+
+@pytest.fixture
+def branches(flow_file: FlowFactory) -> Path:
+    """The branches flow with short step timeouts (engines recover within a test), and
+    every system honouring keys, so that a sibling's call the kill cut short and ran
+    again is absorbed, not a duplicate that would hide what the test is about."""
+    return flow_file("branches", **{'timeout = "10s"': 'timeout = "3s"',
+                                    "honours_idempotency = false": "honours_idempotency = true"})
+
+
+def chaos(settings: Settings, path: Path, engine: str, *, profile: str = "defaults",
+          timeout: float = 60) -> ChaosResult:
+    flow = load_flow(path)
+    options = ChaosOptions(
+        run=RunOptions(flow=str(path), engine=engine, instances=INSTANCES, timeout=timeout),
+        plan=parse_plan("kill-worker", AT, flow, restart_delay=0.5), profile=profile)
+    result = run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
+    assert result.applicable, result.reason
+    assert result.fired, result.reason
+    return result
+
+
+def at_the_point(result: ChaosResult) -> InstanceVerdict:
+    """The instance paused at grant_access when the worker was killed."""
+    [paused] = [i for i in result.instances if i.resume is not None
+                and not i.resume.interrupted]
+    assert paused.resume is not None
+    assert paused.resume.in_flight == "grant_access"
+    return paused
+
+
+def landed(settings: Settings, instance_id: str, step: str) -> list[Outcome]:
+    return [e.outcome for e in Ledger(settings.ledger).effects(instance_id=instance_id)
+            if e.step == step and e.kind == "effect"
+            and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)]
+
+
+def test_temporal_resumes_the_branch_in_flight_and_joins(settings: Settings,
+                                                          branches: Path) -> None:
+    result = chaos(settings, branches, "temporal")
+
+    paused = at_the_point(result)
+    assert paused.resume is not None
+    assert paused.resume.exact
+    assert paused.resume.reran == ()
+    assert not paused.resume.continued  # a new attempt, on the replacement worker
+    assert [i.verdict for i in result.instances] == [Verdict.COMPLETED] * INSTANCES
+    for instance in result.instances:
+        for step in STEPS:
+            assert landed(settings, instance.instance_id, step)[:1] == [Outcome.APPLIED]
+            assert landed(settings, instance.instance_id, step).count(Outcome.APPLIED) == 1
+    assert landed(settings, paused.instance_id, "grant_access") == [Outcome.APPLIED]
+    assert result.verdict.passed, result.verdict.failures
+
+
+def test_state_machine_resumes_the_branch_in_flight_after_its_lease(
+        settings: Settings, branches: Path) -> None:
+    result = chaos(settings, branches, "celery-state-machine", profile="tuned", timeout=60)
+
+    paused = at_the_point(result)
+    assert paused.resume is not None
+    assert paused.resume.exact
+    assert paused.resume.time_to_resume is not None
+    assert [i.verdict for i in result.instances] == [Verdict.COMPLETED] * INSTANCES
+    for instance in result.instances:
+        for step in STEPS:
+            assert landed(settings, instance.instance_id, step).count(Outcome.APPLIED) == 1
+    assert landed(settings, paused.instance_id, "grant_access") == [Outcome.APPLIED]
+
+
+def test_celery_chain_with_defaults_never_joins_a_branch_lost_with_its_worker(
+        settings: Settings, branches: Path) -> None:
+    result = chaos(settings, branches, "celery-chain", timeout=10)
+
+    paused = at_the_point(result)
+    assert paused.verdict is Verdict.LOST, paused.reason
+    assert landed(settings, paused.instance_id, "grant_access") == []
+    assert landed(settings, paused.instance_id, "activate") == [], "the chord joined"
+    # What the other branches applied stays applied: nothing compensates a lost chord.
+    assert landed(settings, paused.instance_id, "open_portal") == [Outcome.APPLIED]
+    assert [e for e in Ledger(settings.ledger).effects(instance_id=paused.instance_id)
+            if e.kind == "compensation"] == []
+    assert not result.verdict.passed
+
+
+def test_celery_chain_with_late_ack_joins_once_the_branch_comes_back(
+        settings: Settings, branches: Path) -> None:
+    """With acks_late (the tuned profile) the broker gives the task back after the Redis
+    visibility timeout: the branch ends, and the chord joins."""
+    result = chaos(settings, branches, "celery-chain", profile="tuned", timeout=45)
+
+    paused = at_the_point(result)
+    assert paused.verdict is Verdict.COMPLETED, paused.reason
+    assert paused.resume is not None
+    assert paused.resume.exact
+    assert landed(settings, paused.instance_id, "grant_access") == [Outcome.APPLIED]
+    assert landed(settings, paused.instance_id, "activate") == [Outcome.APPLIED]
