@@ -9,6 +9,7 @@ before the group) compensated once, the compensations in an order the flow allow
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from graduate.config import Settings
 from graduate.flow import load_flow
 from graduate.ledger import EffectRecord, Ledger, Outcome
 from graduate.runner import Failure, RunOptions, RunResult, run_flow
-from tests.conftest import FlowFactory
+from tests.conftest import FlowFactory, service_url
 
 BRANCH_STEPS = ["open_portal", "grant_access", "open_account", "welcome"]
 ALL_STEPS = ["create_record", *BRANCH_STEPS, "activate"]
@@ -90,3 +91,28 @@ def test_a_failed_branch_compensates_every_step_that_applied_once(
         began = min(e.started_at for e in undo)
         assert all(e.started_at < began for e in forward), (
             "a branch step ran after the compensation began")
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("strategy", ["celery-chain", "celery-state-machine"])
+def test_branches_join_and_compensate_with_the_broker_on_rabbitmq(
+        settings: Settings, flow_file: FlowFactory, strategy: str) -> None:
+    """A chord needs a result backend that joins it: with the broker on RabbitMQ the
+    results stay in Redis, whose backend joins a chord natively (no chord_unlock task
+    polling); the state machine's branch rows do not care which broker carries them."""
+    url = service_url("GRADUATE_TEST_RABBITMQ_URL", "RabbitMQ")
+    on_rabbitmq = replace(settings, broker_url=url, result_backend_url=settings.broker_url)
+
+    joined = run(on_rabbitmq, flow_file("branches"), strategy)
+    failed = run(on_rabbitmq, flow_file("branches"), strategy,
+                 failures=[Failure("open_account", "permanent")])
+
+    assert [i.state for i in joined.instances] == [InstanceState.COMPLETED] * INSTANCES
+    for item in failed.instances:
+        assert item.state is InstanceState.COMPENSATED, item.detail
+        applied = landed(rows(on_rabbitmq, item.instance_id))
+        undo = landed(rows(on_rabbitmq, item.instance_id, "compensation"))
+        assert sorted(undo) == sorted({"create_record", "open_portal", "grant_access"}
+                                      & set(applied))
+        assert undo[-1] == "create_record"
+
