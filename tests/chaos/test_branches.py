@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from graduate.chaos.faults import parse_plan
+from graduate.chaos.faults import parse_plan, rollback_rehearsal
 from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
 from graduate.check import InstanceVerdict, Verdict
 from graduate.config import Settings
@@ -55,11 +55,11 @@ def branches(flow_file: FlowFactory) -> Path:
 
 
 def chaos(settings: Settings, path: Path, engine: str, *, profile: str = "defaults",
-          timeout: float = 60) -> ChaosResult:
+          timeout: float = 60, fault: str = "kill-worker") -> ChaosResult:
     flow = load_flow(path)
     options = ChaosOptions(
         run=RunOptions(flow=str(path), engine=engine, instances=INSTANCES, timeout=timeout),
-        plan=parse_plan("kill-worker", AT, flow, restart_delay=0.5), profile=profile)
+        plan=parse_plan(fault, AT, flow, restart_delay=0.5), profile=profile)
     result = run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
     assert result.applicable, result.reason
     assert result.fired, result.reason
@@ -141,3 +141,28 @@ def test_celery_chain_with_late_ack_joins_once_the_branch_comes_back(
     assert paused.resume.exact
     assert landed(settings, paused.instance_id, "grant_access") == [Outcome.APPLIED]
     assert landed(settings, paused.instance_id, "activate") == [Outcome.APPLIED]
+
+
+@pytest.mark.parametrize("engine", ["temporal", "celery-state-machine"])
+def test_a_rollback_with_branches_in_flight_compensates_what_applied_once(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    """An operator cancels the instance paused inside the portal branch: the branches in
+    flight finish their step and start no other, and everything that applied, in every
+    branch and before the group, is compensated once, in an order the flow allows."""
+    undoable = flow_file("branches", **{
+        'open_account = "billing.close_account"':
+            'open_account = "billing.close_account"\nwelcome = "notify.retract"'})
+    result = chaos(settings, undoable, engine, profile="tuned", timeout=40,
+                   fault=rollback_rehearsal.NAME)
+
+    [cancelled] = [i for i in result.instances if i.rollback is not None]
+    assert cancelled.rollback is not None
+    assert cancelled.rollback.problems == ()
+    assert "create_record" in cancelled.rollback.compensated
+    assert cancelled.rollback.compensated[-1] == "create_record"
+    assert "activate" not in cancelled.rollback.applied
+    assert cancelled.verdict is Verdict.COMPENSATED, cancelled.reason
+    others = [i for i in result.instances if i is not cancelled]
+    assert [i.verdict for i in others] == [Verdict.COMPLETED] * (INSTANCES - 1)
+    assert result.verdict.passed, result.verdict.failures
+
