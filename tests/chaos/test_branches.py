@@ -28,6 +28,8 @@ from graduate.config import Settings
 from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow
 from graduate.ledger import Ledger, Outcome
+from graduate.reports.build import build_report
+from graduate.reports.render import render_markdown
 from graduate.runner import RunOptions
 from tests.conftest import FlowFactory, processes_mentioning
 
@@ -66,13 +68,24 @@ def chaos(settings: Settings, path: Path, engine: str, *, profile: str = "defaul
     return result
 
 
-def at_the_point(result: ChaosResult) -> InstanceVerdict:
-    """The instance paused at grant_access when the worker was killed."""
-    [paused] = [i for i in result.instances if i.resume is not None
-                and not i.resume.interrupted]
-    assert paused.resume is not None
-    assert paused.resume.in_flight == "grant_access"
+def at_the_point(result: ChaosResult) -> list[InstanceVerdict]:
+    """The instances paused at grant_access when the worker was killed (the first to get
+    there, and any other that sat there too when the fault fired)."""
+    paused = [i for i in result.instances if i.resume is not None
+              and not i.resume.interrupted]
+    assert paused
+    assert {i.resume.in_flight for i in paused if i.resume is not None} == {"grant_access"}
     return paused
+
+
+def assert_reported(settings: Settings, result: ChaosResult) -> None:
+    """The report, built from the stored evidence alone, judges the run the same way and
+    shows the group with its branches in the flow's order."""
+    report = build_report(EvidenceStore(settings.project_dir / "evidence"),
+                          run_ids=[result.run_id])
+    assert not report.warnings, report.warnings
+    assert "provision (open_portal → grant_access ∥ open_account ∥ welcome, joined)" in (
+        render_markdown(report))
 
 
 def landed(settings: Settings, instance_id: str, step: str) -> list[Outcome]:
@@ -85,47 +98,48 @@ def test_temporal_resumes_the_branch_in_flight_and_joins(settings: Settings,
                                                           branches: Path) -> None:
     result = chaos(settings, branches, "temporal")
 
-    paused = at_the_point(result)
-    assert paused.resume is not None
-    assert paused.resume.exact
-    assert paused.resume.reran == ()
-    assert not paused.resume.continued  # a new attempt, on the replacement worker
+    for paused in at_the_point(result):
+        assert paused.resume is not None
+        assert paused.resume.exact
+        assert paused.resume.reran == ()
+        assert not paused.resume.continued  # a new attempt, on the replacement worker
+        assert landed(settings, paused.instance_id, "grant_access") == [Outcome.APPLIED]
     assert [i.verdict for i in result.instances] == [Verdict.COMPLETED] * INSTANCES
     for instance in result.instances:
         for step in STEPS:
             assert landed(settings, instance.instance_id, step)[:1] == [Outcome.APPLIED]
             assert landed(settings, instance.instance_id, step).count(Outcome.APPLIED) == 1
-    assert landed(settings, paused.instance_id, "grant_access") == [Outcome.APPLIED]
     assert result.verdict.passed, result.verdict.failures
+    assert_reported(settings, result)
 
 
 def test_state_machine_resumes_the_branch_in_flight_after_its_lease(
         settings: Settings, branches: Path) -> None:
     result = chaos(settings, branches, "celery-state-machine", profile="tuned", timeout=60)
 
-    paused = at_the_point(result)
-    assert paused.resume is not None
-    assert paused.resume.exact
-    assert paused.resume.time_to_resume is not None
+    for paused in at_the_point(result):
+        assert paused.resume is not None
+        assert paused.resume.exact
+        assert paused.resume.time_to_resume is not None
+        assert landed(settings, paused.instance_id, "grant_access") == [Outcome.APPLIED]
     assert [i.verdict for i in result.instances] == [Verdict.COMPLETED] * INSTANCES
     for instance in result.instances:
         for step in STEPS:
             assert landed(settings, instance.instance_id, step).count(Outcome.APPLIED) == 1
-    assert landed(settings, paused.instance_id, "grant_access") == [Outcome.APPLIED]
 
 
 def test_celery_chain_with_defaults_never_joins_a_branch_lost_with_its_worker(
         settings: Settings, branches: Path) -> None:
     result = chaos(settings, branches, "celery-chain", timeout=10)
 
-    paused = at_the_point(result)
-    assert paused.verdict is Verdict.LOST, paused.reason
-    assert landed(settings, paused.instance_id, "grant_access") == []
-    assert landed(settings, paused.instance_id, "activate") == [], "the chord joined"
-    # What the other branches applied stays applied: nothing compensates a lost chord.
-    assert landed(settings, paused.instance_id, "open_portal") == [Outcome.APPLIED]
-    assert [e for e in Ledger(settings.ledger).effects(instance_id=paused.instance_id)
-            if e.kind == "compensation"] == []
+    for paused in at_the_point(result):
+        assert paused.verdict is Verdict.LOST, paused.reason
+        assert landed(settings, paused.instance_id, "grant_access") == []
+        assert landed(settings, paused.instance_id, "activate") == [], "the chord joined"
+        # What the other branches applied stays applied: nothing compensates a lost chord.
+        assert landed(settings, paused.instance_id, "open_portal") == [Outcome.APPLIED]
+        assert [e for e in Ledger(settings.ledger).effects(instance_id=paused.instance_id)
+                if e.kind == "compensation"] == []
     assert not result.verdict.passed
 
 
@@ -135,12 +149,12 @@ def test_celery_chain_with_late_ack_joins_once_the_branch_comes_back(
     visibility timeout: the branch ends, and the chord joins."""
     result = chaos(settings, branches, "celery-chain", profile="tuned", timeout=45)
 
-    paused = at_the_point(result)
-    assert paused.verdict is Verdict.COMPLETED, paused.reason
-    assert paused.resume is not None
-    assert paused.resume.exact
-    assert landed(settings, paused.instance_id, "grant_access") == [Outcome.APPLIED]
-    assert landed(settings, paused.instance_id, "activate") == [Outcome.APPLIED]
+    for paused in at_the_point(result):
+        assert paused.verdict is Verdict.COMPLETED, paused.reason
+        assert paused.resume is not None
+        assert paused.resume.exact
+        assert landed(settings, paused.instance_id, "grant_access") == [Outcome.APPLIED]
+        assert landed(settings, paused.instance_id, "activate") == [Outcome.APPLIED]
 
 
 @pytest.mark.parametrize("engine", ["temporal", "celery-state-machine"])
@@ -165,4 +179,5 @@ def test_a_rollback_with_branches_in_flight_compensates_what_applied_once(
     others = [i for i in result.instances if i is not cancelled]
     assert [i.verdict for i in others] == [Verdict.COMPLETED] * (INSTANCES - 1)
     assert result.verdict.passed, result.verdict.failures
+    assert_reported(settings, result)
 
