@@ -172,6 +172,16 @@ def test_an_unknown_flow_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
+def test_a_flow_with_parallel_branches_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    flow = ROOT / "tests" / "flows" / "branches.toml"
+    refused = runner.invoke(app, ["scaffold", str(flow), "--out", str(tmp_path / "x")])
+
+    assert refused.exit_code == 2
+    assert "parallel group(s) provision" in refused.stderr
+    assert "does not render yet" in refused.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_flow_from_python_is_written_as_toml_that_loads_back(tmp_path: Path) -> None:
     from dataclasses import replace
 

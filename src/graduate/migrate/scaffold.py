@@ -116,6 +116,13 @@ def scaffold(flow: Flow, out: Path, *, force: bool = False) -> Scaffolded:
 
 def render(flow: Flow) -> dict[str, str]:
     """Every file of the package for `flow`, by its path relative to the output folder."""
+    if flow.groups:
+        raise ConfigError(
+            f"flow {flow.name!r} has parallel group(s) "
+            f"{', '.join(g.name for g in flow.groups)}, which graduate scaffold does not "
+            "render yet; scaffold a copy of the flow whose group steps run one after "
+            "another, and write the branches as concurrent activities (asyncio.gather) by "
+            "hand")
     context = _context(flow)
     package = context["package"]
     files = {
@@ -199,7 +206,7 @@ def _context(flow: Flow) -> dict[str, Any]:
         "steps": steps,
         "waits": waits,
         "fails": any("fail" in (w.on_timeout, w.on_reject) for w in flow.waits),
-        "nodes": [_node(node) for node in flow.nodes],
+        "nodes": [_node(node) for node in flow.flat_nodes],  # render() refuses groups
         "calls": _calls(flow),
         "operations": _systems(flow),
         "unkeyed": unkeyed,
