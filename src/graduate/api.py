@@ -47,6 +47,7 @@ from graduate.flow import Flow, load_flow
 from graduate.ledger import Ledger
 from graduate.runner import Decision, Failure, RunOptions, RunResult, approve_all, run_flow
 from graduate.services.provider import kept_services, open_services
+from graduate.timescale import TimeScale
 
 DECISIONS: tuple[Decision, ...] = get_args(Decision)
 
@@ -74,6 +75,7 @@ def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
         timeout: float = 120.0, decisions: Mapping[str, Decision] | None = None,
         failures: Sequence[Failure | str] = (), settings: Settings | None = None,
         temporal_port: int | None = None, redis_port: int | None = None,
+        time_scale: str | float = 1,
         on_status: Callable[[str, InstanceStatus], None] | None = None) -> RunResult:
     """Run `flow` on `engine` and report what became of every instance.
 
@@ -86,7 +88,9 @@ def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
     `"STEP=permanent"`). The services come from the settings, else from
     `graduate env up`, else local ones started for the run (on `temporal_port` and
     `redis_port` when given); everything started is stopped before it returns.
-    `on_status` is told each instance's status as it changes.
+    `on_status` is told each instance's status as it changes. `time_scale` compresses
+    every duration of the flow for the run (`"1h=1s"`, or a factor such as 3600; see
+    `graduate.timescale`): `result.time_scale` lists them as the run used them.
     """
     config = settings or load_settings()
     target = resolve_target(config.project_dir, config.spikes_dir, str(flow), engine)
@@ -95,7 +99,8 @@ def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
         timeout=timeout, decisions=dict(decisions or {}),
         failures=tuple(item if isinstance(item, Failure) else Failure.parse(item)
                        for item in failures),
-        temporal_port=temporal_port, redis_port=redis_port, app=target.app)
+        temporal_port=temporal_port, redis_port=redis_port, app=target.app,
+        time_scale=TimeScale.parse(time_scale))
     return run_flow(config, options, on_status=on_status)
 
 
@@ -103,7 +108,7 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
           instances: int = 1, profile: str = "defaults", timeout: float = 90.0,
           restart_delay: float = 1.0, partition_for: float = 5.0, versioned: bool = False,
           pinned: bool = False, cold: bool = False, change: str = "reorder", hit: str = "one",
-          wait_deadline: float | None = None,
+          wait_deadline: float | None = None, time_scale: str | float = 1,
           decisions: Mapping[str, Decision] | None = None, settings: Settings | None = None,
           evidence: Path | None = None,
           on_event: Callable[[TimelineEvent], None] | None = None,
@@ -122,7 +127,10 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
     `instances` the fault hits the first to reach `at` (`hit="one"`) or each one as it
     gets there (`hit="all"`); every instance is judged. `wait_deadline`
     shortens the flow's waits for the run: a wait-timeout run needs its wait to end
-    before `timeout`. Every wait is approved unless `decisions` says otherwise. The run
+    before `timeout` (in real seconds, as `timeout`, `restart_delay` and `partition_for`
+    are). `time_scale` compresses every duration of the flow for the run (`"1h=1s"`, or a
+    factor; see `graduate.timescale`); the engines' own settings stay real, and the
+    evidence records both. Every wait is approved unless `decisions` says otherwise. The run
     is stored in `evidence` (default: the project's evidence folder) and its result
     says whether it passed (`result.verdict.passed`) and, when the fault cannot apply
     to the engine or the services, why (`result.applicable`, `result.reason`).
@@ -143,12 +151,14 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
                                deploy_change.PINNED.name: pinned,
                                deploy_change.CHANGE.name: change,
                                stop_worker.COLD.name: cold, **flags})
-    _check_wait_deadline(loaded, plan, timeout=timeout, wait_deadline=wait_deadline)
+    scale = TimeScale.parse(time_scale)
+    _check_wait_deadline(loaded, plan, timeout=timeout, wait_deadline=wait_deadline,
+                         time_scale=scale)
     options = ChaosOptions(
         run=RunOptions(flow=loaded.source or target.flow_ref, engine=engine,
                        instances=instances, timeout=timeout,
                        decisions=approve_all(loaded) if decisions is None else dict(decisions),
-                       app=target.app),
+                       app=target.app, time_scale=scale),
         plan=plan, profile=profile, wait_deadline=wait_deadline,
         engine_settings=engine_settings)
     return run_chaos(config, options, EvidenceStore(evidence or config.evidence_dir),
@@ -160,7 +170,8 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
            at: str | None = None, instances: int = DEFAULT_INSTANCES, hit: str = "one",
            change: str = "reorder", timeout: float = 90.0,
            restart_delay: float = 1.0, wait_deadline: float = 5.0,
-           resume: bool | str = False, settings: Settings | None = None,
+           time_scale: str | float = 1, resume: bool | str = False,
+           settings: Settings | None = None,
            evidence: Path | None = None,
            on_cell: Callable[[CellOutcome, int, int], None] | None = None) -> MatrixResult:
     """Run `flow` under every combination of engine, fault and profile: one chaos run
@@ -176,6 +187,8 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
     wait-timeout cells the waits last `wait_deadline` seconds. `resume=True` continues
     the latest matrix in `evidence`, `resume="m1a2b3c"` that one, running only the
     cells left (`flow` and the other options then come from the matrix file).
+    `time_scale` compresses every duration of the flow in every cell (`"1h=1s"`, or a
+    factor; see `graduate.timescale`).
     `on_cell(cell, number, total)` is told after each cell.
     """
     config = settings or load_settings()
@@ -196,14 +209,16 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
                                    if engines is None else tuple(engines)),
                           faults=tuple(faults), profiles=tuple(profiles), at=at,
                           instances=instances, timeout=timeout, restart_delay=restart_delay,
-                          wait_deadline=wait_deadline, hit=hit, change=change)
+                          wait_deadline=wait_deadline, hit=hit, change=change,
+                          time_scale=TimeScale.parse(time_scale).label)
         expiring = [kind for kind, _ in (parse_label(item.partition("@")[0])
                                          for item in spec.faults) if kind.lets_waits_expire]
         if expiring:
             loaded = resolve_target(config.project_dir, config.spikes_dir, spec.flow,
                                     spec.engines[0]).flow
             _check_wait_deadline(loaded, parse_plan(expiring[0], None, loaded),
-                                 timeout=timeout, wait_deadline=wait_deadline)
+                                 timeout=timeout, wait_deadline=wait_deadline,
+                                 time_scale=TimeScale.parse(time_scale))
     matrix_id, cells = run_matrix(config, spec, store, resume=resume_id, on_cell=on_cell)
     return MatrixResult(matrix_id=matrix_id, cells=tuple(cells),
                         evidence=store.matrix_path(matrix_id))
@@ -244,11 +259,12 @@ def signal(instance_id: str, name: str, *, decision: str = "approve",
 
 
 def _check_wait_deadline(flow: Flow, plan: FaultPlan, *, timeout: float,
-                        wait_deadline: float | None) -> None:
+                        wait_deadline: float | None, time_scale: TimeScale) -> None:
     """Refuse a wait-timeout run whose wait cannot end before the run's deadline: the
     fault would never play out, and every instance would be judged unfinished."""
     if not plan.fault.lets_waits_expire:
         return
+    flow = time_scale.apply(flow)[0] if not time_scale.real_time else flow
     wait = find_wait(flow, plan.step)
     lasts = wait.deadline if wait_deadline is None else wait_deadline
     if lasts >= timeout:

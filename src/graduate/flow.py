@@ -116,6 +116,10 @@ class Step:
     timeout: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     compensation: str | None = None
+    # Seconds the step's work takes before its effect lands (a long computation, a slow
+    # API). The step heartbeats through it on Temporal and simply runs long on Celery,
+    # so a spike sees how it meets its timeout, heartbeat and visibility timeouts.
+    work: float = 0.0
 
     @property
     def system(self) -> str:
@@ -432,6 +436,10 @@ def _validate_step(at: str, step: Step, systems: set[str]) -> None:
             raise FlowError(f"{at}: {label} {effect!r} goes to system {system!r}, which is "
                             f"not declared; add [systems.{system}] with honours_idempotency "
                             "= true or false")
+    _check_seconds(at, "work", step.work, "90s")
+    if step.work < 0:
+        raise FlowError(f"{at}: work must not be negative; give how long the step's work "
+                        "takes, for example \"90s\", or leave it out")
     _check_seconds(at, "timeout", step.timeout, "30s")
     if step.timeout <= 0:
         raise FlowError(f"{at}: timeout must be positive, for example \"30s\"")
@@ -687,6 +695,7 @@ def _node(item: _Reader, where: str) -> Node:
             name=name,
             effect=item.text("effect", required=True),
             timeout=item.duration("timeout", 30.0),
+            work=item.duration("work", 0.0),
             retry=RetryPolicy(
                 max_attempts=retry.integer("max_attempts", default.max_attempts),
                 initial_interval=retry.duration("initial_interval", default.initial_interval),
@@ -697,7 +706,7 @@ def _node(item: _Reader, where: str) -> Node:
         )
         retry.reject_unknown({"max_attempts", "initial_interval", "backoff_coefficient",
                               "maximum_interval"})
-        item.reject_unknown({"step", "effect", "timeout", "retry"},
+        item.reject_unknown({"step", "effect", "timeout", "retry", "work"},
                             hint="compensations go in the [compensations] table")
     elif kind == "wait":
         node = Wait(
@@ -840,4 +849,6 @@ def _step_dict(step: Step) -> dict[str, Any]:
         "retry": {"max_attempts": r.max_attempts, "initial_interval": r.initial_interval,
                   "backoff_coefficient": r.backoff_coefficient,
                   "maximum_interval": r.maximum_interval},
+        # Only when declared: flows stored before steps had work read the same.
+        **({"work": step.work} if step.work else {}),
     }

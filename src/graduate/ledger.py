@@ -29,6 +29,9 @@ PausePoint = Literal["before-effect", "after-effect"]
 PAUSE_POLL = 0.05
 # An armed step never pauses longer than this, so a harness that died cannot wedge a worker.
 MAX_PAUSE = 600.0
+# How often a working step heartbeats: well inside any heartbeat timeout a profile sets
+# (the SDK sends at most one per 80 % of it, so more calls cost nothing).
+WORK_HEARTBEAT = 0.2
 
 
 class Outcome(StrEnum):
@@ -280,8 +283,10 @@ class Ledger:
 
         Records the call, then raises TransientEffectError or PermanentEffectError when
         a failure is injected, so engines retry and compensate as they would for real.
-        `heartbeat` is called while the call is paused at a fault point, so an engine
-        that watches heartbeats sees a live step, not a dead one.
+        `heartbeat` is called while the call is paused at a fault point and while the
+        step does its work (`Step.work`), so an engine that watches heartbeats sees a
+        live step, not a dead one. The call's record spans its work: a redelivery that
+        ran while the first delivery still worked shows as two overlapping calls.
         """
         effect = step.effect if kind == "effect" else step.compensation
         if effect is None:
@@ -295,6 +300,8 @@ class Ledger:
         if kind == "effect":
             self.pause_at(call.instance_id, call.step, "before-effect", heartbeat)
         started = time.time()
+        if kind == "effect" and step.work:
+            _work(step.work, heartbeat)
         # One transaction: a worker killed midway leaves neither the key claimed nor the
         # row written, never a claimed key without the call that claimed it.
         with self.db.transaction():
@@ -458,3 +465,12 @@ def _effect_record(row: Row) -> EffectRecord:
 def applied_counts(effects: list[EffectRecord]) -> Counter[tuple[str, str]]:
     """How often each (step, kind) was applied: more than once is a duplicate."""
     return Counter((e.step, e.kind) for e in effects if e.outcome is Outcome.APPLIED)
+
+
+def _work(seconds: float, heartbeat: Callable[[], None] | None) -> None:
+    """Do a step's work: take `seconds`, heartbeating all along when the engine asks."""
+    until = time.monotonic() + seconds
+    while (left := until - time.monotonic()) > 0:
+        if heartbeat is not None:
+            heartbeat()
+        time.sleep(min(left, WORK_HEARTBEAT))

@@ -22,6 +22,7 @@ from graduate.flow import Flow, InstanceRequest
 from graduate.ledger import FailureMode, Ledger
 from graduate.runs.session import new_run_id, open_session, validate_options
 from graduate.services.provider import Stack
+from graduate.timescale import TimeScale, TimeScaleRecord
 
 # Kept importable from here for the callers that take a run's options from this module.
 __all__ = ["Decision", "Failure", "InstanceResult", "RunOptions", "RunResult", "approve_all",
@@ -69,6 +70,8 @@ class RunOptions:
     # instead of graduate's model; `flow` is then the flow it implements, `engine` an app
     # engine.
     app: App | None = None
+    # Compresses every duration of the flow for the run (`graduate.timescale`).
+    time_scale: TimeScale = field(default_factory=TimeScale)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class RunResult:
     instances: tuple[InstanceResult, ...]
     services: dict[str, object]
     not_started: int = 0  # instances the run's deadline passed before it could start
+    time_scale: TimeScaleRecord | None = None  # the flow's durations as the run used them
 
     @property
     def finished(self) -> bool:
@@ -128,6 +132,7 @@ def run_flow(settings: Settings, options: RunOptions, *, flow: Flow | None = Non
                                       statuses[r.instance_id]) for r in session.requests),
             services=session.stack.services.describe(),
             not_started=options.instances - started,
+            time_scale=session.time_scale,
         )
 
 

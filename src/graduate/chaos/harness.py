@@ -50,7 +50,6 @@ from graduate.flow import (
     Wait,
     check_seconds,
     flow_to_dict,
-    load_flow,
     write_flow_json,
 )
 from graduate.ledger import Ledger, PausePoint, PointReached
@@ -63,7 +62,7 @@ from graduate.runs.record import (
     OptionsRecord,
     RunRecord,
 )
-from graduate.runs.session import RunSession, open_session
+from graduate.runs.session import RunSession, load_run_flow, open_session
 from graduate.runs.timeline import (
     INSTANCES_STARTED,
     RUN_ENDED,
@@ -71,6 +70,7 @@ from graduate.runs.timeline import (
     Timeline,
     TimelineEvent,
 )
+from graduate.timescale import TimeScaleRecord
 
 __all__ = ["ChaosOptions", "ChaosResult", "TimelineEvent", "run_chaos"]
 
@@ -131,7 +131,7 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
               on_event: Callable[[TimelineEvent], None] | None = None) -> ChaosResult:
     """Run `options` once and store its evidence; every process started is stopped."""
     store.ensure_writable()
-    flow = _flow_for_run(settings, options)
+    flow, time_scale = _flow_for_run(settings, options)
     plan = options.plan
     run = plan.fault.adjust(plan, flow, options.run)
     engine_settings = (dict(options.engine_settings) if options.engine_settings is not None
@@ -146,7 +146,8 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
         with open_session(settings, run, flow=flow, engine_settings=engine_settings,
                           use_kept=False,
                           worker_services=plan.fault.worker_services(settings, proxies),
-                          arming=arming, timeline=timeline) as session:
+                          arming=arming, timeline=timeline,
+                          time_scale=time_scale) as session:
             stack = session.stack
             reason = not_applicable(plan, describe(run.engine),
                                     local_broker=stack.redis is not None,
@@ -198,16 +199,21 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
             proxy.stop()
 
 
-def _flow_for_run(settings: Settings, options: ChaosOptions) -> Flow:
-    flow = load_flow(options.run.flow, spikes_dir=settings.spikes_dir)
+def _flow_for_run(settings: Settings, options: ChaosOptions,
+                  ) -> tuple[Flow, TimeScaleRecord | None]:
+    """The flow under the run's time scale, and with its waits shortened to
+    `--wait-deadline` (real seconds, applied after the scale)."""
+    flow, time_scale = load_run_flow(settings, options.run)
     if options.wait_deadline is None:
-        return flow
+        return flow, time_scale
     nodes = tuple(replace(n, deadline=options.wait_deadline) if isinstance(n, Wait) else n
                   for n in flow.nodes)
     # Workers load the flow from a file, so the shortened copy is written for them.
     folder = settings.state_dir / "derived"
-    return write_flow_json(replace(flow, nodes=nodes),
-                           folder / f"{flow.name}-wait-{options.wait_deadline:g}s.json")
+    scale = "" if time_scale is None else f"-x{time_scale.factor:g}"
+    return write_flow_json(
+        replace(flow, nodes=nodes),
+        folder / f"{flow.name}{scale}-wait-{options.wait_deadline:g}s.json"), time_scale
 
 
 def _release_all(session: RunSession, plan: FaultPlan, *, disarm: bool | None = None) -> None:
@@ -375,7 +381,8 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
                               decisions=dict(options.run.decisions),
                               wait_deadline=options.wait_deadline,
                               app=options.run.app.name if options.run.app is not None
-                              else None),
+                              else None,
+                              time_scale=session.time_scale),
         environment=EnvironmentRecord(
             host=host(), packages=package_versions(),
             servers={**server_versions(stack.temporal.binary if stack.temporal else None,

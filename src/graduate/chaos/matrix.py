@@ -40,6 +40,7 @@ from graduate.flow import Flow, Step
 from graduate.runner import RunOptions, approve_all
 from graduate.runs.record import CellOutcome, CellSummary, MatrixRecord, MatrixSpecRecord
 from graduate.runs.session import new_run_id, validate_options
+from graduate.timescale import TimeScale
 
 # The double start and the rollback rehearsal are in by default: the spike ADR's exit
 # criteria ask for both, its gate accepts them only from evidence, and a matrix attached
@@ -69,6 +70,7 @@ class MatrixSpec:
     wait_deadline: float = 5.0  # the waits' deadline in wait-timeout cells
     hit: str = "one"  # the fault hits one instance, or "all" of them
     change: str = "reorder"  # what deploy-change cells deploy: reorder or add-step
+    time_scale: str = "1"  # every cell's flow durations compressed: "1h=1s", "3600"
 
 
 def default_point(flow: Flow) -> str:
@@ -85,10 +87,13 @@ def default_point(flow: Flow) -> str:
 
 def plan_cells(flow: Flow, spec: MatrixSpec, project_dir: Path) -> list[CellOutcome]:
     """Every cell of the matrix, validated before any runs."""
+    scale = TimeScale.parse(spec.time_scale)
+    scale.apply(flow)  # a scale the flow cannot take is refused before any cell runs
     for engine in spec.engines:
         check_engine(engine)
         validate_options(flow, RunOptions(flow=spec.flow, engine=engine,
-                                          instances=spec.instances, timeout=spec.timeout))
+                                          instances=spec.instances, timeout=spec.timeout,
+                                          time_scale=scale))
     known = load_profiles(project_dir)  # each one's settings checked for every engine
     for profile in spec.profiles:
         require_profile(known, profile)
@@ -196,7 +201,8 @@ def _options(spec: MatrixSpec, target: Target, plan: FaultPlan,
     return ChaosOptions(
         run=RunOptions(flow=target.flow_ref,
                        engine=cell.engine, instances=spec.instances, timeout=spec.timeout,
-                       decisions=approve_all(target.flow), app=target.app),
+                       decisions=approve_all(target.flow), app=target.app,
+                       time_scale=TimeScale.parse(spec.time_scale)),
         plan=plan, profile=cell.profile,
         wait_deadline=spec.wait_deadline if plan.fault.lets_waits_expire else None,
     )

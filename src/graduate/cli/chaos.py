@@ -21,7 +21,7 @@ from graduate.chaos.harness import ChaosResult, TimelineEvent
 from graduate.chaos.matrix import DEFAULT_FAULTS, DEFAULT_INSTANCES, CellOutcome
 from graduate.chaos.profiles import PROFILES
 from graduate.check import Resume, Verdict
-from graduate.cli.common import console, settings
+from graduate.cli.common import TimeScaleOption, console, settings
 
 VERDICT_STYLE = {Verdict.COMPLETED: "green", Verdict.COMPENSATED: "yellow",
                  Verdict.FAILED: "red", Verdict.LOST: "bold red", Verdict.STUCK: "bold red"}
@@ -71,6 +71,7 @@ def chaos(
     timeout: Annotated[float, typer.Option(
         help="The run's deadline in seconds; unfinished instances are then judged stuck "
              "or lost.")] = 90.0,
+    time_scale: TimeScaleOption = "1",
     evidence: EvidenceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON.")] = False,
 ) -> None:
@@ -97,7 +98,7 @@ def chaos(
         flow, engine=engine, fault=fault, at=at, instances=instances, profile=profile,
         timeout=timeout, restart_delay=restart_delay, partition_for=partition_for,
         versioned=versioned, pinned=pinned, cold=cold, change=change, hit=hit,
-        wait_deadline=wait_deadline,
+        wait_deadline=wait_deadline, time_scale=time_scale,
         settings=settings(ctx), evidence=evidence, on_event=None if as_json else event)
     if as_json:
         console.print_json(json.dumps({**asdict(result), "plan": result.plan.to_dict()},
@@ -190,6 +191,7 @@ def matrix(
     resume: Annotated[bool, typer.Option(
         help="Continue the latest matrix (or --matrix-id) where it stopped.")] = False,
     matrix_id: Annotated[str | None, typer.Option(help="Matrix to resume.")] = None,
+    time_scale: TimeScaleOption = "1",
     evidence: EvidenceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the matrix as JSON.")] = False,
 ) -> None:
@@ -213,7 +215,8 @@ def matrix(
             flow, engines=None if engines is None else _split(engines), faults=_split(faults),
             profiles=_split(profiles),
             at=at, instances=instances, hit=hit, change=change, timeout=timeout,
-            restart_delay=restart_delay, resume=matrix_id or resume, settings=settings(ctx),
+            restart_delay=restart_delay, time_scale=time_scale, resume=matrix_id or resume,
+            settings=settings(ctx),
             evidence=evidence, on_cell=advance)
     if as_json:
         console.print_json(result.evidence.read_text(encoding="utf-8"))

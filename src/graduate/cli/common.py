@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,3 +27,12 @@ def settings(ctx: typer.Context) -> Settings:
     """Settings from the root options (flags), the environment and pyproject.toml."""
     overrides: dict[str, Any] = ctx.find_root().obj or {}
     return load_settings(overrides)
+
+
+# One option, read the same by `run`, `chaos` and `matrix` (see `graduate.timescale`).
+TimeScaleOption = Annotated[str, typer.Option(
+    "--time-scale",
+    help="Compress every duration of the flow (step work and timeouts, retry intervals, "
+         "wait deadlines, timers) for the run: FLOW_TIME=RUN_TIME such as 1h=1s (an hour "
+         "of the flow in a second), or a factor such as 3600. Engine settings (visibility "
+         "and heartbeat timeouts) and --timeout stay in real seconds. Default: real time.")]

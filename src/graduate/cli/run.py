@@ -15,7 +15,7 @@ import graduate
 from graduate.adapters import engine_names
 from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.apps import resolve_target
-from graduate.cli.common import console, settings
+from graduate.cli.common import TimeScaleOption, console, settings
 from graduate.errors import ConfigError
 from graduate.runner import Decision, Failure, RunResult
 
@@ -51,6 +51,7 @@ def run(
         help="Port for the local Temporal server (default: a free one).")] = None,
     redis_port: Annotated[int | None, typer.Option(
         help="Port for the local Redis (default: a free one).")] = None,
+    time_scale: TimeScaleOption = "1",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Run a flow on real engines and print, per instance: status, steps done, effects, duration.
@@ -77,7 +78,7 @@ def run(
         result = graduate.run(
             flow, engine=name, instances=instances, workers=workers, timeout=timeout,
             decisions=decisions, failures=failures, settings=config,
-            temporal_port=temporal_port, redis_port=redis_port,
+            temporal_port=temporal_port, redis_port=redis_port, time_scale=time_scale,
             on_status=None if as_json else _progress_of(
                 f"[bold]Running {escape(flow)} on {name}[/] ({instances} instance(s))"))
         results.append(result)

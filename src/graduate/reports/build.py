@@ -223,6 +223,7 @@ def _assemble(*, source: Literal["matrix", "runs"], matrix_id: str | None,
         problems=tuple(p for c in cells for p in c.problems), resume=resume,
         runs=ordered_runs, settings_sets=settings_sets, environment_sets=environment_sets,
         criteria=answered, recommendation=recommendation, warnings=tuple(warnings),
+        time_scales=tuple(dict.fromkeys(_time_scale(run) for run in runs.values())),
     )
 
 
@@ -351,7 +352,8 @@ def _run(run: RunRecord, flow: FlowInfo, label: str, title: str, settings_set: i
                         description=fault.description,
                         explanation=descriptions().get(fault.fault, ""),
                         applicable=fault.applicable, fired=fault.fired, reason=fault.reason),
-        options=tuple((k, _text(v)) for k, v in sorted(asdict(run.options).items())),
+        options=tuple((k, _text(v)) for k, v in sorted(
+            {**asdict(run.options), "time_scale": _time_scale(run)}.items())),
         settings_set=settings_set, environment_set=environment_set,
         services=_flatten(run.environment.services),
         events=events, instances=instances, clock=clock,
@@ -670,6 +672,11 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> Pairs:
 
 def _setting_text(value: Any) -> str:
     return "not set (the engine's default)" if value is None else _text(value)
+
+
+def _time_scale(run: RunRecord) -> str:
+    scale = run.options.time_scale
+    return "real time" if scale is None else scale.describe()
 
 
 def _text(value: Any) -> str:

@@ -315,6 +315,9 @@ class Report:
     criteria: tuple[Criterion, ...]
     recommendation: Recommendation
     warnings: tuple[str, ...]
+    # How the runs' flow durations relate to the flow's own: "real time", or each time
+    # scale with what it scaled (`graduate.timescale.TimeScaleRecord.describe`).
+    time_scales: tuple[str, ...] = ()
 
     @property
     def pending(self) -> int:

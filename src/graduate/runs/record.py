@@ -35,6 +35,7 @@ from graduate.errors import EvidenceError
 from graduate.flow import Flow, flow_from_dict
 from graduate.ledger import EffectRecord
 from graduate.runs.timeline import TimelineEvent
+from graduate.timescale import TimeScaleRecord
 
 # ---------------------------------------------------------------------------- the run
 
@@ -108,6 +109,9 @@ class OptionsRecord:
     decisions: dict[str, str]
     wait_deadline: float | None  # the waits' shortened deadline, for wait-timeout runs
     app: str | None = None  # the team's app that ran ([tool.graduate.apps.NAME]), if one did
+    # The flow's durations as the run used them, when it ran under a time scale (absent
+    # from runs in real time, and from runs stored before a run could be scaled).
+    time_scale: TimeScaleRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,8 @@ class MatrixSpecRecord:
     # the deploy's change.
     hit: str = "one"
     change: str = "reorder"
+    # Absent from matrices stored before a matrix could run under a time scale.
+    time_scale: str = "1"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from graduate.runs.supervisor import Supervisor
 from graduate.runs.timeline import SIGNAL_SENT, Timeline
 from graduate.services.model import Services
 from graduate.services.provider import Stack, open_stack
+from graduate.timescale import TimeScaleRecord, scaled_flow
 
 if TYPE_CHECKING:
     from graduate.runner import RunOptions
@@ -75,6 +76,10 @@ def validate_options(flow: Flow, options: RunOptions) -> None:
     if options.workers > MAX_WORKERS:
         raise ConfigError(f"--workers {options.workers} would start more worker processes "
                           f"than a run needs or a machine holds; give at most {MAX_WORKERS}")
+    if options.app is not None and not options.time_scale.real_time:
+        raise ConfigError(f"--time-scale {options.time_scale.label}: a team's app keeps the "
+                          "durations its own code sets; run it in real time (leave "
+                          "--time-scale out), or spike its flow as a model")
     check_seconds(options.timeout, "--timeout", "120", error=ConfigError)
     if options.timeout <= 0:
         raise ConfigError("--timeout must be a positive number of seconds")
@@ -90,6 +95,14 @@ def validate_options(flow: Flow, options: RunOptions) -> None:
         if failure.step not in steps:
             raise ConfigError(f"--fail names step {failure.step!r}, which flow {flow.name!r} "
                               f"does not have; its steps: {', '.join(sorted(steps))}")
+
+
+def load_run_flow(settings: Settings, options: RunOptions,
+                  ) -> tuple[Flow, TimeScaleRecord | None]:
+    """The flow a run runs: loaded, and under the options' time scale (written for the
+    workers, with the record of every duration scaled), or as defined in real time."""
+    flow = load_flow(options.flow, spikes_dir=settings.spikes_dir)
+    return scaled_flow(flow, options.time_scale, settings.state_dir / "derived")
 
 
 def next_wait(flow: Flow, done: Sequence[str]) -> Wait | None:
@@ -111,6 +124,7 @@ class RunSession:
     supervisor: Supervisor
     timeline: Timeline
     arming: Arming | None = None
+    time_scale: TimeScaleRecord | None = None  # the flow's durations, scaled for the run
     requests: list[InstanceRequest] = field(default_factory=list)
     signalled: set[tuple[str, str]] = field(default_factory=set)
 
@@ -205,13 +219,17 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow | None =
                  use_kept: bool = True,
                  worker_services: Callable[[Stack], Services] | None = None,
                  arming: Arming | None = None, timeline: Timeline | None = None,
+                 time_scale: TimeScaleRecord | None = None,
                  ) -> Iterator[RunSession]:
     """Services, engine and workers for one run; everything started is stopped on exit.
 
     `flow` and `stack`, when given, were loaded and resolved once by the caller (for
-    several runs); otherwise the session loads the flow and opens its own services.
+    several runs; `flow` already under the options' time scale, as `time_scale`
+    records); otherwise the session loads the flow (`load_run_flow`) and opens its own
+    services.
     """
-    flow = flow or load_flow(options.flow, spikes_dir=settings.spikes_dir)
+    if flow is None:
+        flow, time_scale = load_run_flow(settings, options)
     validate_options(flow, options)
     if options.app is not None:
         check_app(options.app)  # the team's code, refused before anything starts
@@ -233,4 +251,5 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow | None =
         supervisor.start(options.workers)
         yield RunSession(flow=flow, options=options, run_id=run_id, run_dir=run_dir,
                          ledger=Ledger(settings.ledger), stack=stack, engine=engine,
-                         supervisor=supervisor, timeline=timeline, arming=arming)
+                         supervisor=supervisor, timeline=timeline, arming=arming,
+                         time_scale=time_scale)

@@ -64,6 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="with --graduate-provider docker: containers to use besides "
                          "Temporal: redis (default), rabbitmq (the broker; Redis stays the "
                          "result backend), postgres (the ledger)")
+    group.addoption("--graduate-time-scale", metavar="SCALE", default=None,
+                    help="run every chaos run's flow under this time scale unless the test "
+                         "gives one: FLOW_TIME=RUN_TIME such as 1h=1s, or a factor")
     for key, flag in _OPTIONS.items():
         group.addoption(flag, dest=f"graduate_{key}", metavar="VALUE",
                         help=f"the {key.replace('_', ' ')} (else GRADUATE_{key.upper()} "
@@ -200,8 +203,8 @@ class ChaosRunner:
                  instances: int = 1, profile: str = "defaults", timeout: float = 60.0,
                  restart_delay: float = 0.5, partition_for: float = 5.0,
                  wait_deadline: float | None = None, versioned: bool = False,
-                 pinned: bool = False, change: str = "reorder",
-                 hit: str = "one") -> ChaosOutcome:
+                 pinned: bool = False, change: str = "reorder", hit: str = "one",
+                 time_scale: str | float | None = None) -> ChaosOutcome:
         """Run `flow` on `engine` under `fault` at `at` (STEP:POINT) and judge it.
         `fault` may carry its flags as a matrix cell does: `double-start+crash`.
 
@@ -210,6 +213,10 @@ class ChaosRunner:
 
         With several `instances` the fault hits the first to reach `at`, or each one
         as it reaches it with `hit="all"`; every instance is judged.
+
+        `time_scale` compresses the flow's durations (`"1h=1s"`, or a factor), as
+        `graduate chaos --time-scale` does; without it, `--graduate-time-scale`, else
+        real time.
 
         Skips the test, with the reason, when the fault cannot apply to this engine or
         provider (an external broker cannot be restarted by graduate); with
@@ -229,12 +236,18 @@ class ChaosRunner:
             at=at, instances=instances,
             profile=profile, timeout=timeout, restart_delay=restart_delay,
             partition_for=partition_for, wait_deadline=wait_deadline, versioned=versioned,
-            pinned=pinned, change=change, hit=hit,
+            pinned=pinned, change=change, hit=hit, time_scale=self._time_scale(time_scale),
             settings=self._settings_for(target.engine, kind.restarts is not None),
             evidence=self.evidence, project_dir=self.settings.project_dir)
         if not result.applicable:
             pytest.skip(f"{fault} on {engine}: {result.reason}")
         return ChaosOutcome(result, loaded)
+
+    def _time_scale(self, given: str | float | None) -> str | float:
+        if given is not None:
+            return given
+        option: str | None = self.request.config.getoption("graduate_time_scale")
+        return option or 1
 
     def _settings_for(self, engine: str, restarts: bool) -> Settings:
         base = replace(self.settings, project_dir=self.folder, ledger_url=self.ledger.url,
