@@ -3,7 +3,8 @@
 An ADR graduate manages is Markdown with a front block (see `graduate.adr.record`).
 Files without one (a project's own hand-written decisions) are left alone. The body
 is edited by people; graduate only appends lines to two of its sections (Evidence and
-Status history) and reads the task lists of two others (the checklists). Sections are
+Status history), rewrites one it owns (Runbooks, from the evidence) and reads the task
+lists of two others (the checklists). Sections are
 found by the Markdown's structure: a heading inside a fenced code block is text.
 
 The file is the user's: graduate edits its front block in place (comments and layout
@@ -107,6 +108,22 @@ class AdrDocument:
             section = f"{section}{gap}{joined}\n"
         tail = body[end:]
         return replace(self, body=body[:start] + section + ("\n" + tail if tail else ""))
+
+    def replacing(self, heading: str, lines: list[str], *, before: str) -> AdrDocument:
+        """The document with the text under `## heading` replaced by `lines`; a missing
+        section is put in front of `## before` (or at the end when that is missing too)."""
+        body = self.body
+        text = "\n" + "\n".join(lines) + "\n\n"
+        span = _section_span(body, heading)
+        if span is None:
+            where = _section_span(body, before)
+            if where is None:
+                return replace(self, body=f"{body.rstrip()}\n\n## {heading}\n{text}".rstrip()
+                               + "\n")
+            start = body.rfind("\n## ", 0, where[0]) + 1
+            return replace(self, body=f"{body[:start]}## {heading}\n{text}{body[start:]}")
+        start, end = span
+        return replace(self, body=body[:start] + text + body[end:].lstrip("\n"))
 
     def text(self) -> str:
         if self.original is None:

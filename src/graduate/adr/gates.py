@@ -45,6 +45,7 @@ from graduate.config import graduate_subtable
 from graduate.errors import ConfigError, GraduateError
 from graduate.flow import Flow, flow_to_dict, load_flow
 from graduate.runs.record import RunRecord
+from graduate.timescale import TimeScale
 
 _SHOWN = 5  # problems of one kind listed before "and N more"
 
@@ -326,12 +327,25 @@ def _stale_runs(loaded: Loaded, flow: Flow | GraduateError,
                 profiles: Mapping[str, Profile]) -> dict[str, str]:
     """Attached runs that no longer speak for the flow as it is now (another definition
     of it, or a profile whose settings changed since), by id, with the reason."""
-    current = None if isinstance(flow, GraduateError) else flow_to_dict(flow)
     stale = {}
     for attachment, run in loaded.runs:
+        current = None if isinstance(flow, GraduateError) else _as_run_saw_it(flow, run)
         if (reason := _staleness(run, current, profiles)) is not None:
             stale[attachment.id] = reason
     return stale
+
+
+def _as_run_saw_it(flow: Flow, run: RunRecord) -> dict[str, Any]:
+    """The flow as it is now, in the form a run of it records: under the run's time
+    scale, if it ran under one, so that scaled durations are not taken for a change."""
+    recorded = run.options.time_scale
+    if recorded is None:
+        return flow_to_dict(flow)
+    try:
+        scaled, _ = TimeScale(recorded.factor, recorded.label).apply(flow)
+    except GraduateError:  # the flow as it is now cannot take that scale: it changed
+        return flow_to_dict(flow)
+    return flow_to_dict(scaled)
 
 
 def _staleness(run: RunRecord, current: dict[str, Any] | None,

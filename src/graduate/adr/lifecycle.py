@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 
 from graduate.adapters import describe
-from graduate.adr.attached import file_of, read_junit, resolve, stored_path
+from graduate.adr.attached import file_of, load, read_junit, resolve, stored_path
 from graduate.adr.checklists import (
     RELEASE_CHECKLIST,
     RELEASE_CHECKLIST_HEADING,
@@ -34,7 +34,7 @@ from graduate.adr.document import (
     find_document,
     next_number,
 )
-from graduate.adr.gates import GatePolicy, GateResult, evaluate
+from graduate.adr.gates import GatePolicy, GateResult, evaluate, load_adr_flow
 from graduate.adr.record import (
     CLOSING,
     LADDER,
@@ -46,6 +46,7 @@ from graduate.adr.record import (
     Status,
     Transition,
 )
+from graduate.adr.runbook import RUNBOOKS_HEADING, build_runbook, render_runbook
 from graduate.evidence import EvidenceStore, read_record
 from graduate.flow import CLASS_MEANINGS, Flow, load_flow
 from graduate.runs.record import MatrixRecord
@@ -101,6 +102,7 @@ def new_adr(project_dir: Path, flow_ref: str, *, spikes_dir: Path, who: str,
                         created=f"- {when}: written as planned by {who}")
     document = AdrDocument(adr_dir(project_dir) / f"{number:04d}-graduate-{flow.name}.md",
                            record, body)
+    document = _with_runbooks(document, policy, project_dir, flow)
     document.save()
     return document
 
@@ -173,8 +175,9 @@ class Attached:
 
 
 def attach(project_dir: Path, adr: str, refs: list[str], store: EvidenceStore, *,
-           when: str | None = None) -> Attached:
-    """Pin evidence files to an ADR: run ids, matrix ids (with their runs), JUnit files."""
+           policy: GatePolicy | None = None, when: str | None = None) -> Attached:
+    """Pin evidence files to an ADR: run ids, matrix ids (with their runs), JUnit files;
+    then rewrite its runbooks from all its evidence (for `policy`'s target engine)."""
     document = find_document(project_dir, adr)
     record = document.record
     if record.status.terminal:
@@ -201,6 +204,7 @@ def attach(project_dir: Path, adr: str, refs: list[str], store: EvidenceStore, *
         record = replace(record, evidence=(*record.evidence, *added))
         lines = [_evidence_line(a, project_dir) for a in added]
         document = document.with_record(record).appending(EVIDENCE_HEADING, lines)
+        document = _with_runbooks(document, policy or GatePolicy(), project_dir)
         document.save()
     return Attached(document, tuple(added), tuple(already))
 
@@ -225,6 +229,32 @@ def _describe(attachment: Attachment, project_dir: Path) -> str:
                "passed" if record.verdict.passed else "failed")
     return (f"{record.engine}, {fault.description}, profile {record.profile}, "
             f"{len(record.instances)} instance(s), {outcome}")
+
+
+# ---------------------------------------------------------------------------- runbooks
+
+
+def write_runbooks(project_dir: Path, document: AdrDocument,
+                   policy: GatePolicy) -> AdrDocument:
+    """Rewrite the ADR's Runbooks section from its flow and the runs attached to it
+    (`graduate.adr.runbook`); the document as saved."""
+    updated = _with_runbooks(document, policy, project_dir)
+    if updated.body == document.body:
+        return document
+    updated.save()
+    return find_document(project_dir, str(document.path))
+
+
+def _with_runbooks(document: AdrDocument, policy: GatePolicy, project_dir: Path,
+                   flow: Flow | None = None) -> AdrDocument:
+    """The document with its Runbooks section drawn from its flow and its attached runs
+    (those whose file still matches its pin, as the gates read them)."""
+    flow = flow or load_adr_flow(document.record.flow_source, project_dir)
+    runs = [run for _, run in load(document.record, project_dir).runs]
+    runbook = build_runbook(flow, runs, target_engine=policy.target_engine,
+                            flow_ref=document.record.flow)
+    return document.replacing(RUNBOOKS_HEADING, render_runbook(runbook),
+                              before=SECURITY_GATE_HEADING)
 
 
 # ---------------------------------------------------------------------------- promote

@@ -16,11 +16,13 @@ from graduate.adr import (
     attach,
     check,
     default_actor,
+    find_document,
     load_policy,
     new_adr,
     parse_status,
     promote,
     standings,
+    write_runbooks,
 )
 from graduate.cli.common import console, settings
 from graduate.config import Settings
@@ -87,7 +89,8 @@ def attach_evidence(
     """
     config = settings(ctx)
     store = EvidenceStore(evidence or config.evidence_dir)
-    done = attach(config.project_dir, adr, items, store)
+    done = attach(config.project_dir, adr, items, store,
+                  policy=load_policy(config.project_dir))
     for attachment in done.added:
         via = f" (from matrix {attachment.via})" if attachment.via else ""
         console.print(f"attached {attachment.kind} {attachment.id}{via}: {escape(attachment.path)} "
@@ -95,7 +98,23 @@ def attach_evidence(
     for attachment in done.already:
         console.print(f"already attached: {attachment.kind} {attachment.id}", soft_wrap=True)
     console.print(f"{done.document.name}: {len(done.document.record.evidence)} evidence "
-                  "file(s) attached", soft_wrap=True)
+                  "file(s) attached; its runbooks rewritten from them", soft_wrap=True)
+
+
+@app.command(name="runbook")
+def runbook(ctx: typer.Context, adr: AdrArgument) -> None:
+    """Rewrite an ADR's Runbooks section (deploy, rollback, double start) from its flow's
+    compensation paths and the verdicts of its attached runs, with the commands that
+    rehearse each; `adr attach` does it too.
+
+    Example: graduate adr runbook 3
+    """
+    config = settings(ctx)
+    document = write_runbooks(config.project_dir, find_document(config.project_dir, adr),
+                              load_policy(config.project_dir))
+    console.print(f"{document.name}: runbooks written from "
+                  f"{sum(1 for a in document.record.evidence if a.kind == 'run')} attached "
+                  "run(s)", soft_wrap=True)
 
 
 @app.command()
