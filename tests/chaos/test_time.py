@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import graduate
 from graduate.adapters.base import InstanceState
 from graduate.chaos.faults import parse_plan
 from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
@@ -157,3 +158,20 @@ def test_a_celery_task_working_past_the_visibility_timeout_is_redelivered_while_
     assert not result.verdict.passed
     record = EvidenceStore(settings.project_dir / "evidence").load_run(result.run_id)
     assert record.settings["visibility_timeout"] == 2
+
+
+def test_a_matrix_runs_every_cell_under_its_time_scale_and_records_it(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    store = EvidenceStore(settings.project_dir / "evidence")
+    result = graduate.matrix(str(flow_file("long")), engines=["temporal"],
+                             faults=["none"], instances=1, timeout=60,
+                             time_scale="1d=1s", settings=settings, evidence=store.root)
+
+    matrix = store.load_matrix(result.matrix_id)
+    assert matrix.spec.time_scale == "1d=1s"
+    [cell] = result.cells
+    assert cell.summary is not None
+    assert cell.summary.completed == 1
+    run = store.load_run(str(cell.run_id))
+    assert run.options.time_scale is not None
+    assert run.options.time_scale.factor == 86400

@@ -280,3 +280,28 @@ def test_a_signalled_decision_is_drawn_on_its_instances_timeline(
     assert all(charts.values())
     assert [len(re.findall(badge, chart.group(0))) for chart in charts.values() if chart] == [
         1, 0]
+
+
+def test_a_time_scaled_run_says_so_under_the_flow_and_in_its_options(
+        builder: EvidenceBuilder) -> None:
+    record = builder.run("scaled", save=False)
+    record["options"]["time_scale"] = {
+        "label": "1h=1s", "factor": 3600.0, "engine_settings": "not scaled: real seconds",
+        "durations": [{"item": "wait approval", "name": "deadline", "real": 259200.0,
+                       "scaled": 72.0, "floored": False},
+                      {"item": "step activate", "name": "timeout", "real": 10.0,
+                       "scaled": 10.0, "floored": True}]}
+    builder.store.save_run(RunRecord.from_dict(record))
+    builder.run("real", fault="none", at=None)
+
+    report = build_report(builder.store, run_ids=["scaled", "real"])
+
+    scaled = ("1h=1s (x3600): 2 flow durations divided by 3600, 1 kept at their floor; "
+              "engine settings not scaled")
+    assert report.time_scales == (scaled, "real time")
+    assert f"- time scale: {scaled}; real time" in render_markdown(report)
+    assert f"Time scale: {scaled}; real time" in render_html(report)
+    [run] = [r for r in report.runs if r.run_id == "scaled"]
+    assert ("time_scale", scaled) in run.options
+    unscaled = build_report(builder.store, run_ids=["real"])
+    assert "time scale" not in render_markdown(unscaled).lower()
