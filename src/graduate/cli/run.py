@@ -84,6 +84,8 @@ def run(
         results.append(result)
         if not as_json:
             console.print(_table(result))
+            if result.time_scale is not None:
+                console.print(f"time scale: {escape(result.time_scale.describe())}")
             if result.not_started:
                 console.print(
                     f"[red]{result.not_started} of {instances} instance(s) never started:[/] "
