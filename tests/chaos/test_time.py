@@ -152,8 +152,8 @@ def test_a_celery_task_working_past_the_visibility_timeout_is_redelivered_while_
     assert second.outcome is Outcome.APPLIED
     assert second.started_at < first.finished_at, "the redelivery ran while the first worked"
     assert first.worker_pid != second.worker_pid
-    [instance] = result.instances
-    assert instance.verdict == "completed", instance.reason
+    # What the instance then became depends on which delivery's chain goes on first (each
+    # carries the rest of the flow): the duplicate is the finding, whatever follows.
     assert result.verdict.unabsorbed_duplicates >= 1
     assert not result.verdict.passed
     record = EvidenceStore(settings.project_dir / "evidence").load_run(result.run_id)
