@@ -131,6 +131,10 @@ def test_a_long_step_killed_mid_work_on_temporal_is_retried_after_its_heartbeat_
     started = [e.detail for e in record.instances[0].history
                if e.kind == "activity_task_started"]
     assert "attempt 2 after heartbeat timeout" in started
+    # The checker saw the attempt the kill cut short, and the step going on after it.
+    assert instance.resume is not None
+    assert instance.resume.in_flight == "prepare"
+    assert result.verdict.passed, result.verdict.failures
 
 
 def test_a_celery_task_working_past_the_visibility_timeout_is_redelivered_while_it_runs(
