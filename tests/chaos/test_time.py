@@ -84,6 +84,7 @@ def test_the_evidence_records_the_time_scale_and_what_it_left_real(
     record = EvidenceStore(settings.project_dir / "evidence").load_run(result.run_id)
     scale = record.options.time_scale
     assert scale is not None
+    assert scale == result.time_scale
     assert scale.factor == 86400
     assert "heartbeat timeout" in scale.engine_settings
     assert "not scaled" in scale.engine_settings

@@ -108,6 +108,7 @@ class ChaosResult:
     instances: tuple[InstanceVerdict, ...]
     verdict: RunVerdict
     evidence: Path | None
+    time_scale: TimeScaleRecord | None = None  # the flow's durations as the run used them
 
 
 @dataclass
@@ -401,4 +402,5 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
         run_id=session.run_id, flow=flow.name, engine=session.engine.name, plan=options.plan,
         profile=options.profile, applicable=applicable, reason=reason, fired=fired,
         instances=tuple(verdicts), verdict=verdict, evidence=path,
+        time_scale=session.time_scale,
     )

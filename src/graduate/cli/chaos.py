@@ -148,6 +148,8 @@ def _print_result(result: ChaosResult) -> None:
         console.print("[bold red]failed[/]:")
         for failure in result.verdict.failures:
             console.print(f"  - {escape(failure)}", soft_wrap=True)
+    if result.time_scale is not None:
+        console.print(f"time scale: {escape(result.time_scale.describe())}")
     console.print(f"evidence: {escape(str(result.evidence))}")
 
 
