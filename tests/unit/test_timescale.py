@@ -181,3 +181,32 @@ def test_a_work_that_is_no_duration_is_refused_naming_the_step(
         load_flow(path)
     assert "prepare" in str(caught.value)
     assert fragment in str(caught.value)
+
+
+def test_the_steps_of_a_parallel_group_are_scaled_too(tmp_path: Path) -> None:
+    path = tmp_path / "grouped.toml"
+    path.write_text(LONG_FLOW.replace('''[[nodes]]
+step = "activate"''', '''[[nodes]]
+parallel = "checks"
+
+[[nodes.steps]]
+step = "credit"
+effect = "crm.credit"
+work = "1h"
+timeout = "3h"
+
+[[nodes.steps]]
+step = "fraud"
+effect = "crm.fraud"
+work = "2h"
+timeout = "3h"
+
+[[nodes]]
+step = "activate"'''))
+    scaled, record = TimeScale.parse("1h=1s").apply(load_flow(path))
+
+    works = {s.name: s.work for s in scaled.steps}
+    assert works["credit"] == pytest.approx(1.0)
+    assert works["fraud"] == pytest.approx(2.0)
+    assert ("step fraud", "timeout") in {(d.item, d.name) for d in record.durations}
+    assert [g.name for g in scaled.groups] == ["checks"]
