@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -244,3 +247,28 @@ def test_a_large_codebase_is_read_in_parallel_with_the_same_result(
     monkeypatch.setattr(source, "PARALLEL_FROM", 1)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert to_json(inventory(ACME)) == serial
+
+
+def test_a_script_without_a_main_guard_reads_a_large_codebase_once(tmp_path: Path) -> None:
+    """A team's own script calls the library at its top level, as scripts do: reading in
+    parallel neither runs that script again in each process nor breaks on it."""
+    script = tmp_path / "count_tasks.py"
+    script.write_text(textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+
+        from graduate.migrate.inventory import inventory, source
+
+        with Path({str(tmp_path / "ran")!r}).open("a") as ran:
+            ran.write("ran\\n")
+        source.PARALLEL_FROM = 1
+        os.cpu_count = lambda: 2
+        print(inventory(Path({str(ACME)!r})).files)
+    """))
+
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(inventory(ACME).files)
+    assert (tmp_path / "ran").read_text() == "ran\n"

@@ -7,15 +7,20 @@ on 3.11. A file that does not parse is skipped with the parser's reason, never a
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import libcst as cst
 
+import graduate
+from graduate.errors import GraduateError
 from graduate.migrate.inventory.model import Location, Skipped
 from graduate.migrate.inventory.reader import ModuleFacts, read_module
 
@@ -103,9 +108,34 @@ def read_all(sources: list[SourceFile]) -> list[ModuleFacts | Skipped]:
     workers = min(os.cpu_count() or 1, 8)
     if len(sources) < PARALLEL_FROM or workers < 2:
         return [read(source) for source in sources]
-    # Spawned, not forked: a fork of a process that holds other threads (a library
-    # caller's Temporal client, an asyncio loop) can deadlock the child on a lock one of
-    # those threads held at the fork.
-    with ProcessPoolExecutor(max_workers=workers,
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(read, sources, chunksize=8))
+    # Every n-th file to each process: files sorted by path are of similar size nearby.
+    shares = [sources[index::workers] for index in range(workers)]
+    with ThreadPoolExecutor(max_workers=workers) as waiting:  # threads only wait on pipes
+        results = list(waiting.map(_read_in_a_process, shares))
+    # Back in the order given: the first file of each share, then the second of each, ...
+    return [file for row in zip_longest(*results) for file in row if file is not None]
+
+
+# A fresh interpreter per process, started as a command: not multiprocessing's fork (a
+# fork of a process that holds other threads, a caller's Temporal client or asyncio loop,
+# can leave the child waiting forever on a lock one of them held), nor its spawn, which
+# runs the caller's main script again in every child (a script without an
+# `if __name__ == "__main__":` guard would break the pool and repeat its own work).
+# -P: the caller's working folder is not on the child's path, so nothing there shadows a
+# module the child needs.
+_READER = [sys.executable, "-P", "-m", "graduate.migrate.inventory.read_worker"]
+
+
+def _read_in_a_process(share: list[SourceFile]) -> list[ModuleFacts | Skipped]:
+    """What `read` makes of each file of `share`, read in a process of its own."""
+    # The child imports this very graduate, even where the caller put it on sys.path.
+    here = str(Path(graduate.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run(_READER, input=pickle.dumps(share), capture_output=True,
+                          env={**os.environ, "PYTHONPATH": path}, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise GraduateError(f"inventory: a process reading {len(share)} files exited with "
+                            f"code {done.returncode}: " + "\n".join(tail))
+    files: list[ModuleFacts | Skipped] = pickle.loads(done.stdout)
+    return files
