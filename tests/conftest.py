@@ -23,6 +23,10 @@ pytest_plugins = ["pytester"]
 FLOWS = Path(__file__).parent / "flows"
 REQUIRE_SERVICES = os.environ.get("GRADUATE_REQUIRE_SERVICES") == "1"
 _names = itertools.count(1)
+# The suite runs on two pytest-xdist workers (pyproject's addopts, --dist loadgroup).
+# Crash tests whose verdicts hang on how far each instance got when the fault fired run
+# one at a time on one worker, never beside each other on two cores.
+CRASH_TIMING = pytest.mark.xdist_group("crash-timing")
 
 
 @pytest.fixture

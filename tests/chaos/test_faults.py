@@ -24,9 +24,9 @@ from graduate.flow import load_flow
 from graduate.ledger import Ledger, Outcome
 from graduate.runner import Failure, RunOptions, approve_all
 from graduate.testing.outcome import ChaosOutcome
-from tests.conftest import FlowFactory, processes_mentioning, service_url
+from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning, service_url
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, CRASH_TIMING]
 
 
 @pytest.fixture(autouse=True)

@@ -39,10 +39,11 @@ import pytest
 from graduate.check import InstanceVerdict, Verdict
 from graduate.testing.outcome import ChaosOutcome
 from graduate.testing.plugin import ChaosRunner
+from tests.conftest import CRASH_TIMING
 
 APP = "partner_approval_app"
 INSTANCES = 3
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, CRASH_TIMING]
 
 
 @pytest.fixture(autouse=True)
