@@ -31,9 +31,9 @@ from graduate.ledger import Ledger, Outcome
 from graduate.reports.build import build_report
 from graduate.reports.render import render_markdown
 from graduate.runner import RunOptions
-from tests.conftest import FlowFactory, processes_mentioning
+from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, CRASH_TIMING]
 
 INSTANCES = 3
 AT = "grant_access:before-effect"
