@@ -24,9 +24,9 @@ from graduate.flow import load_flow
 from graduate.ledger import EffectRecord, Ledger, Outcome
 from graduate.runner import RunOptions, approve_all, run_flow
 from graduate.timescale import TimeScale
-from tests.conftest import FlowFactory, processes_mentioning
+from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, CRASH_TIMING]
 
 
 @pytest.fixture(autouse=True)
