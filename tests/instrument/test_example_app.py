@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,22 +73,25 @@ def temporal_pilot(app: App, start_worker: Spawn, temporal_server: TemporalTarge
 
 @pytest.fixture
 def celery_pilot(app: App, start_worker: Spawn, broker: str, run_context: RunContext,
-                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pilot:
+                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pilot]:
     queue = f"partners-{uuid.uuid4().hex[:8]}"
     env = {"PARTNER_APPROVAL_BROKER_URL": broker, "PARTNER_APPROVAL_QUEUE": queue,
            "PARTNER_APPROVAL_DB": str(tmp_path / "approvals.sqlite3")}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    sys.modules.pop(CELERY_APP, None)  # the app reads its settings as it imports
+    # The app reads its settings as it imports: import it afresh under this test's
+    # settings, and drop that import afterwards so no later test sends to this queue.
+    sys.modules.pop(CELERY_APP, None)
     declaration = app.engines["celery"]
     start_worker("graduate.adapters.celery.app_worker", [
         declaration["app"], "{ready}", "--pool", "prefork", "--concurrency", "1",
         "--without-mingle", "--without-gossip", "--without-heartbeat", "-Q", queue,
         "-n", f"{queue}@%h", "--loglevel", "INFO"], {**env, **run_context.environ()})
-    return Pilot(
+    yield Pilot(
         start=lambda request: celery_application.start(declaration, request),
         decide=lambda request, decision: celery_application.signal(
             declaration, request, "approval", {"decision": decision}))
+    sys.modules.pop(CELERY_APP, None)
 
 
 @pytest.fixture(params=["temporal", "celery"])
