@@ -541,16 +541,21 @@ def _held_up(effects: Sequence[EffectRecord], history: Sequence[HistoryEvent],
 
 
 def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: bool = True,
-              fault: FaultFacts | None = None) -> RunVerdict:
+              fault: FaultFacts | None = None, not_started: int = 0) -> RunVerdict:
     """Counts, and the required properties: nothing lost, stuck or failed (a failed
     commitment is neither done nor undone), no unabsorbed duplicate, every instance
     hit by the fault resumed at the step in flight, one set of effects per business key,
     every rollback complete, every effect call carried its instance's correlation and
     trace IDs (the audit trail holds together), the audit trail the team's systems kept
     has a whole record of each commitment, and (given `fault`) the fault fired and
-    caught an instance in flight: a run that shows nothing is no pass."""
+    caught an instance in flight: a run that shows nothing is no pass. `not_started`
+    instances of the run were never started: its deadline passed while it started them."""
     counts = {v.value: sum(1 for i in instances if i.verdict is v) for v in Verdict}
     failures = []
+    if not_started:
+        failures.append(f"{not_started} of the run's {not_started + len(instances)} "
+                        "instance(s) never started: the run's deadline passed first; give "
+                        "it a longer --timeout or fewer --instances")
     for item in instances:
         if item.verdict.fails_run:
             failures.append(f"{item.instance_id} {item.verdict}: {item.reason} "

@@ -11,6 +11,7 @@ main thread (or one that lives as long as they should).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import random
 import signal
@@ -27,6 +28,31 @@ from graduate.errors import ServiceError
 
 POLL_INTERVAL = 0.05
 LAUNCHER = Path(__file__).with_name("_launch.py")
+# The deadline (monotonic) of the run whose processes are being started, if any: set by
+# `ready_by` around a run, so that no process of the run waits for readiness past it.
+_READY_BY: contextvars.ContextVar[float | None] = contextvars.ContextVar("ready_by",
+                                                                         default=None)
+
+
+@contextlib.contextmanager
+def ready_by(deadline: float) -> Iterator[None]:
+    """Within the block, `spawn_until_ready` waits for a process at most until `deadline`
+    (monotonic): a run's deadline covers its start-up and every restart, whatever bound
+    the process's own kind has."""
+    token = _READY_BY.set(deadline)
+    try:
+        yield
+    finally:
+        _READY_BY.reset(token)
+
+
+def time_left(limit: float) -> tuple[float, bool]:
+    """At most `limit` seconds, less if the run's deadline (`ready_by`) comes first; and
+    whether it does."""
+    deadline = _READY_BY.get()
+    if deadline is None or deadline - time.monotonic() >= limit:
+        return limit, False
+    return max(deadline - time.monotonic(), 0.0), True
 
 
 @dataclass
@@ -204,7 +230,10 @@ def spawn_until_ready(name: str, argv: Sequence[str], log_path: Path, ready_file
 
 def wait_until(ready: Callable[[], bool], *, timeout: float, what: str,
                process: ManagedProcess | None = None) -> None:
-    """Poll `ready` until it holds; fail early if `process` dies, with its log's tail."""
+    """Poll `ready` until it holds, for `timeout` seconds or until the run's deadline
+    (`ready_by`), whichever comes first; fail early if `process` dies, with its log's
+    tail."""
+    timeout, cut = time_left(timeout)
     deadline = time.monotonic() + timeout
     while True:
         if ready():
@@ -216,7 +245,8 @@ def wait_until(ready: Callable[[], bool], *, timeout: float, what: str,
             )
         if time.monotonic() > deadline:
             where = f"; see {process.log_path}" if process else ""
-            raise ServiceError(f"{what}: not ready after {timeout:.0f}s{where}")
+            when = ", when the run's deadline passed" if cut else ""
+            raise ServiceError(f"{what}: not ready after {timeout:.0f}s{when}{where}")
         time.sleep(POLL_INTERVAL)
 
 

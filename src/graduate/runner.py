@@ -123,9 +123,10 @@ def run_flow(settings: Settings, options: RunOptions, *, flow: Flow | None = Non
     """
     # The deadline covers the whole run: services, workers, and starting the instances.
     deadline = time.monotonic() + options.timeout
-    with open_session(settings, options, flow=flow, stack=stack) as session:
-        started = session.start_instances(deadline=deadline)
-        statuses = session.watch(deadline, on_status=on_status)
+    with open_session(settings, options, flow=flow, stack=stack,
+                      deadline=deadline) as session:
+        started = session.start_instances()
+        statuses = session.watch(session.deadline, on_status=on_status)
         return RunResult(
             run_id=session.run_id, flow=session.flow.name, engine=session.engine.name,
             instances=tuple(summarise(session.flow, session.ledger, r,

@@ -133,6 +133,8 @@ class EvidenceBuilder:
         record["instances"] = [{**asdict(v), "history": BASE["instances"][0]["history"]}
                                for v in verdicts]
         record["ledger"] = [asdict(r) for r in ledger]
+        # As the harness writes it: the instances asked for, all of them started.
+        record["options"] = {**record["options"], "instances": max(len(verdicts), 1)}
         record["timeline"] = _timeline(fault, applicable, end)
         judged = judge_run(verdicts)
         record["verdict"] = {**asdict(judged), "passed": judged.passed}

@@ -291,7 +291,7 @@ def _fault(document: AdrDocument, requirement: FaultRequirement, policy: GatePol
 def failures(run: RunRecord) -> list[str]:
     """What a run shows going wrong, as the checker judges its instances now
     (`graduate.check.judge_run`); a run stored as failed stays failed."""
-    found = list(judge_run(run.verdicts).failures)
+    found = list(judge_run(run.verdicts, not_started=run.not_started).failures)
     if not found and not run.verdict.passed:
         found += list(run.verdict.failures) or ["the run did not pass"]
     return found

@@ -131,6 +131,9 @@ class _Arming:
 def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *,
               on_event: Callable[[TimelineEvent], None] | None = None) -> ChaosResult:
     """Run `options` once and store its evidence; every process started is stopped."""
+    # One deadline for the whole run: services, workers, starting the instances, the
+    # fault, the recovery.
+    deadline = time.monotonic() + options.run.timeout
     store.ensure_writable()
     flow, time_scale = _flow_for_run(settings, options)
     plan = options.plan
@@ -147,8 +150,8 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
         with open_session(settings, run, flow=flow, engine_settings=engine_settings,
                           use_kept=False,
                           worker_services=plan.fault.worker_services(settings, proxies),
-                          arming=arming, timeline=timeline,
-                          time_scale=time_scale) as session:
+                          arming=arming, timeline=timeline, time_scale=time_scale,
+                          deadline=deadline) as session:
             stack = session.stack
             reason = not_applicable(plan, describe(run.engine),
                                     local_broker=stack.redis is not None,
@@ -157,9 +160,10 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
                 return _store(store, options, session, flow, timeline, {}, {}, {},
                               applicable=False, fired=False, reason=reason)
             # Arm: each instance starts with its fault point armed.
-            session.start_instances()
-            timeline.add(INSTANCES_STARTED, f"{len(session.requests)} instance(s)")
-            deadline = time.monotonic() + run.timeout
+            started = session.start_instances()
+            timeline.add(INSTANCES_STARTED, f"{started} instance(s)" + (
+                "" if started == run.instances else
+                f" of {run.instances}: the run's deadline passed while they started"))
             # Await the point.
             fired, reached, why = _await_trigger(session, plan, timeline, deadline)
             # Fire, and recover as an operator would.
@@ -364,7 +368,8 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
         verdicts.append(judged)
     fault = options.plan.fault
     verdict = judge_run(verdicts, fault=FaultFacts(fault.fires, fired, fault.expects_resume,
-                                                   reason) if applicable else None)
+                                                   reason) if applicable else None,
+                        not_started=options.run.instances - len(verdicts) if applicable else 0)
     stack = session.stack
     record = RunRecord(
         run_id=session.run_id,

@@ -357,7 +357,9 @@ def _run(run: RunRecord, flow: FlowInfo, label: str, title: str, settings_set: i
         settings_set=settings_set, environment_set=environment_set,
         services=_flatten(run.environment.services),
         events=events, instances=instances, clock=clock,
-        span=max(ends, default=0.0), passed=judge_run(verdicts, fault=facts).passed,
+        span=max(ends, default=0.0),
+        passed=judge_run(verdicts, fault=facts, not_started=run.not_started).passed,
+        not_started=run.not_started,
     )
 
 
@@ -494,7 +496,8 @@ def _cell(spec: _CellSpec, title: str, run: RunReport | None) -> CellReport:
                if i.resume is not None and i.resume.time_to_resume is not None]
     fault = FaultFacts(run.fault.planned, run.fault.fired, run.fault.expects_resume,
                        run.fault.reason)
-    verdict = judge_run([_back(i) for i in instances], fault=fault)
+    verdict = judge_run([_back(i) for i in instances], fault=fault,
+                        not_started=run.not_started)
     problems = tuple(p for i in instances for p in i.problems)
     return CellReport(
         **base, status="pass" if verdict.passed else "fail",

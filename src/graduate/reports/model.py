@@ -167,6 +167,7 @@ class RunReport:
     clock: Clock  # how the ledger's clock was aligned with the timeline's
     span: float  # seconds from the start to the last thing recorded
     passed: bool
+    not_started: int = 0  # instances the run's deadline passed before it started them
 
 
 @dataclass(frozen=True)

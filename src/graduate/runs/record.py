@@ -163,6 +163,12 @@ class RunRecord:
         return tuple(i.verdict for i in self.instances)
 
     @property
+    def not_started(self) -> int:
+        """Instances the run never started: its deadline passed first (a fault that did
+        not apply starts none, and has none to start)."""
+        return self.options.instances - len(self.instances) if self.fault.applicable else 0
+
+    @property
     def fault_fired_at(self) -> float | None:
         """When the fault fired, in seconds since the run started."""
         return next((e.at for e in self.timeline if e.kind == "fault-fired"), None)

@@ -30,6 +30,7 @@ from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.flow import Flow, InstanceRequest, Wait, check_seconds, load_flow
 from graduate.ledger import Ledger
+from graduate.processes import ready_by
 from graduate.runs.supervisor import Supervisor
 from graduate.runs.timeline import SIGNAL_SENT, Timeline
 from graduate.services.model import Services
@@ -123,6 +124,8 @@ class RunSession:
     engine: Engine
     supervisor: Supervisor
     timeline: Timeline
+    # When the run ends (monotonic): its start-up (services, workers, instances) counts.
+    deadline: float
     arming: Arming | None = None
     time_scale: TimeScaleRecord | None = None  # the flow's durations, scaled for the run
     requests: list[InstanceRequest] = field(default_factory=list)
@@ -132,11 +135,11 @@ class RunSession:
     def instance_ids(self) -> list[str]:
         return [r.instance_id for r in self.requests]
 
-    def start_instances(self, *, deadline: float | None = None) -> int:
+    def start_instances(self) -> int:
         """Register, prepare (inject failures, arm fault points) and start each instance,
-        until `deadline` (monotonic) passes; how many were started."""
+        until the run's deadline passes; how many were started."""
         for number in range(1, self.options.instances + 1):
-            if deadline is not None and time.monotonic() > deadline:
+            if time.monotonic() > self.deadline:
                 return number - 1
             self.start_instance()
         return self.options.instances
@@ -220,14 +223,18 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow | None =
                  worker_services: Callable[[Stack], Services] | None = None,
                  arming: Arming | None = None, timeline: Timeline | None = None,
                  time_scale: TimeScaleRecord | None = None,
-                 ) -> Iterator[RunSession]:
+                 deadline: float | None = None) -> Iterator[RunSession]:
     """Services, engine and workers for one run; everything started is stopped on exit.
 
     `flow` and `stack`, when given, were loaded and resolved once by the caller (for
     several runs; `flow` already under the options' time scale, as `time_scale`
     records); otherwise the session loads the flow (`load_run_flow`) and opens its own
-    services.
+    services. `deadline` (monotonic) is when the run ends, by default `options.timeout`
+    from now: it covers the start-up, so workers that are not ready by then end the run
+    with an error, and instances not started by then are never started.
     """
+    if deadline is None:
+        deadline = time.monotonic() + options.timeout
     if flow is None:
         flow, time_scale = load_run_flow(settings, options)
     validate_options(flow, options)
@@ -241,15 +248,19 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow | None =
             stack = resources.enter_context(open_stack(
                 settings, needs([options.engine]), temporal_port=options.temporal_port,
                 redis_port=options.redis_port, use_kept=use_kept))
-        engine = open_engine(
-            options.engine, flow, stack.services, run_dir, settings=engine_settings,
-            worker_services=worker_services(stack) if worker_services else None,
-            app=options.app)
-        resources.callback(engine.close)
-        supervisor = Supervisor(engine, timeline)
-        resources.callback(supervisor.stop_all)
-        supervisor.start(options.workers)
+        # The engine's first connection and the workers' readiness are bounded by the
+        # run's deadline. A replacement that a fault starts later keeps its own bound:
+        # a fault that fires near the deadline is still to be judged.
+        with ready_by(deadline):
+            engine = open_engine(
+                options.engine, flow, stack.services, run_dir, settings=engine_settings,
+                worker_services=worker_services(stack) if worker_services else None,
+                app=options.app)
+            resources.callback(engine.close)
+            supervisor = Supervisor(engine, timeline)
+            resources.callback(supervisor.stop_all)
+            supervisor.start(options.workers)
         yield RunSession(flow=flow, options=options, run_id=run_id, run_dir=run_dir,
                          ledger=Ledger(settings.ledger), stack=stack, engine=engine,
-                         supervisor=supervisor, timeline=timeline, arming=arming,
-                         time_scale=time_scale)
+                         supervisor=supervisor, timeline=timeline, deadline=deadline,
+                         arming=arming, time_scale=time_scale)

@@ -29,13 +29,14 @@ from kombu.connection import Connection
 from kombu.exceptions import KombuError
 from kombu.transport.redis import Channel
 
-from graduate.errors import ServiceError
-from graduate.redaction import redact_url
+from graduate.errors import ServiceError, ServiceUnavailable
+from graduate.redaction import redact_text, redact_url
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Long enough for a busy broker, short enough that a dead one fails the check visibly.
 SOCKET_TIMEOUT = 10.0
 AMQP_NOT_FOUND = 404  # the reply code of a passive declare of a queue that does not exist
+AMQP_ACCESS_REFUSED = 403  # the reply code of a login refused
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,35 @@ class BrokerView:
             connection.release()
         return QueueCounts(int(ready), int(consumers))
 
+    def check_login(self, timeout: float) -> None:
+        """Log in to the broker as the workers will, within `timeout` seconds: a password
+        it refuses, or a broker that takes connections and never answers, is named now
+        (a ServiceError), not found as a worker that retries it and never gets ready."""
+        named = f"the broker at {redact_url(self.url)}"
+        failures: tuple[type[BaseException], ...] = (OSError, KombuError, redis.RedisError,
+                                                     *_amqp_errors())
+        try:
+            if self.peekable:
+                with redis.Redis.from_url(self.url, socket_timeout=timeout,
+                                          socket_connect_timeout=timeout) as client:
+                    client.ping()
+                return
+            connection: Any = Connection(self.url,  # type: ignore[no-untyped-call]
+                                         connect_timeout=timeout)
+            try:
+                connection.connect()
+            finally:
+                connection.release()
+        except redis.AuthenticationError as error:
+            raise _refused(named, error) from None
+        except failures as error:
+            if getattr(error, "code", None) == AMQP_ACCESS_REFUSED:
+                raise _refused(named, error) from None
+            reason = redact_text(str(error)) or type(error).__name__
+            raise ServiceUnavailable(
+                f"{named} does not answer a login within {timeout:.0f}s ({reason}); check "
+                "that it is a broker of the URL's kind, up and reachable") from None
+
     def version(self) -> str | None:
         """The broker's name and version as it reports them (None if it does not answer)."""
         try:
@@ -152,6 +182,18 @@ class BrokerView:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _refused(named: str, error: BaseException) -> ServiceError:
+    return ServiceError(f"{named} refused the credentials ({redact_text(str(error))}); "
+                        "check the user name and password in the broker URL")
+
+
+def _amqp_errors() -> tuple[type[BaseException], ...]:
+    # What kombu's AMQP transport raises for a refused login: a channel-level error,
+    # which no OSError or KombuError covers.
+    connection: Any = Connection("amqp://")  # type: ignore[no-untyped-call]
+    return tuple(connection.channel_errors) + tuple(connection.connection_errors)
 
 
 def _task_id(message: Mapping[str, Any]) -> str:

@@ -22,11 +22,13 @@ from graduate.adapters.celery.settings import effective_settings
 from graduate.adapters.celery.state_machine import StateMachineStrategy
 from graduate.errors import ConfigError, EngineError
 from graduate.flow import Flow, InstanceRequest
-from graduate.processes import ManagedProcess
+from graduate.processes import ManagedProcess, time_left
 from graduate.services.model import Services
 
 WORKER_MODULE = "graduate.adapters.celery.worker"
 DECISIONS = ("approve", "reject")
+# How long the first login to the broker may take, at most (the run's deadline may cut it).
+LOGIN_TIMEOUT = 5.0
 
 
 class _Strategy(Protocol):
@@ -71,6 +73,7 @@ class CeleryEngine:
                                resources=self._resources)
         self._broker = BrokerView(services.broker_url,
                                   self._app.conf.broker_transport_options or {})
+        self._broker.check_login(max(time_left(LOGIN_TIMEOUT)[0], 0.1))
         self._impl: _Strategy = (
             ChainStrategy(self._app, flow, self._resources, self._broker)
             if strategy == "chain"
