@@ -58,14 +58,19 @@ class EffectVerdict:
 
 @dataclass(frozen=True)
 class Resume:
-    """How an instance hit by a fault went on.
+    """How an instance affected by a fault went on.
 
-    An instance is hit when it sat at the armed fault point, or when the fault cut
-    short an attempt of one of its steps (`interrupted`): the ledger then shows a later
-    attempt of that step that no failure of the one before explains.
+    An instance is affected when it sat at the armed fault point; when the fault cut
+    short an attempt of one of its steps (`interrupted`): the ledger shows a later
+    attempt of that step that no failure of the one before explains, or the engine
+    records an attempt that timed out or came back; or when, with none of its attempts
+    cut short, its work waited for the recovery (`held_up`): the engine records a task
+    that sat with the lost worker, or the instance, in flight when the fault fired,
+    made no call until the recovery. For a held-up instance, `time_to_resume` is the
+    delay the fault cost it.
     """
 
-    in_flight: str  # the step at the fault point, or whose attempt the fault cut short
+    in_flight: str  # the step at the fault point, cut short, or held up
     point: str  # before-effect, after-effect (its effect had landed), during-wait
     resumed_at: str | None  # step of the first effect call after the fault
     exact: bool  # went on at the step in flight (or the next), no earlier step again
@@ -77,6 +82,17 @@ class Resume:
     # warm stop let it finish, a restarted server let it complete): no resume was needed.
     continued: bool = False
     interrupted: bool = False  # hit by an attempt cut short, not at the armed point
+    held_up: bool = False  # no attempt cut short: its work waited for the recovery
+    # Where `time_to_resume` was read: the engine's own record (which event) when it
+    # has one, else the ledger (the first effect call after the fault).
+    measured_from: str = ""
+
+    @property
+    def affected_as(self) -> str:
+        """How the fault caught the instance, in words."""
+        if self.held_up:
+            return "held up"
+        return "attempt cut short" if self.interrupted else "at the fault point"
 
     @property
     def resumed_exactly(self) -> bool:
@@ -199,9 +215,11 @@ class RunVerdict:
     unabsorbed_duplicates: int
     absorbed_duplicates: int
     resumed_exactly: int
-    hit_by_fault: int
+    hit_by_fault: int  # every instance affected: at the point, cut short or held up
     failures: tuple[str, ...] = field(default_factory=tuple)
     correlation_breaks: int = 0  # effect calls that lost their instance's IDs
+    interrupted: int = 0  # of those hit: an attempt of theirs cut short elsewhere
+    held_up: int = 0  # of those hit: none of their attempts cut short, only delayed
 
     @property
     def passed(self) -> bool:
@@ -230,13 +248,17 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
                    status: InstanceStatus, *, engine_holds: bool | None,
                    reached: PointReached | None = None,
                    fault_at: float | None = None, cannot_tell: str = "",
-                   history: Sequence[HistoryEvent] = ()) -> InstanceVerdict:
+                   history: Sequence[HistoryEvent] = (),
+                   recovered_at: float | None = None) -> InstanceVerdict:
     """The verdict of one instance from its ledger rows and its engine's final status.
 
     `fault_at` is when the fault fired (for an instance it caught at the armed point,
     `reached`, the firing that caught it): an instance not at the point is still hit when
     the fault cut short one of its attempts, as the ledger (see `interrupted`) or the
-    engine's own `history` (a task it records as cut short after the fault) shows.
+    engine's own `history` (a task it records as cut short after the fault) shows; and
+    it is held up when its work waited for the recovery (`recovered_at`, when the fault's
+    recovery, such as a restarted worker, was done): see `held_up`. The time to resume
+    is read from the engine's `history` where it records a worker taking the work up.
 
     `engine_holds` is None when the engine could not see whether anything still holds
     an unfinished instance; `cannot_tell` then says what it could not inspect."""
@@ -248,10 +270,13 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
     resume = None
     if fault_at is not None:
         if reached is not None:
-            resume = _resume(flow, effects, reached, fault_at, cut_short=False)
+            resume = _resume(flow, effects, reached, fault_at, history)
         elif (cut := interrupted(flow, effects, fault_at)
-               or _held_up(effects, history, fault_at)) is not None:
-            resume = _resume(flow, effects, cut, fault_at, cut_short=True)
+               or _cut_short_by_engine(effects, history, fault_at)) is not None:
+            resume = replace(_resume(flow, effects, cut, fault_at, history), interrupted=True)
+        elif (waited := held_up(record, effects, status, history, fault_at,
+                                recovered_at)) is not None:
+            resume = replace(_resume(flow, effects, waited, fault_at, history), held_up=True)
     complete = (status.finished_at - record.started_at
                 if status.finished_at is not None and status.state.finished else None)
     return InstanceVerdict(
@@ -302,7 +327,7 @@ def _outcome(flow: Flow, status: InstanceStatus, landed: set[str],
 
 
 def _resume(flow: Flow, effects: Sequence[EffectRecord], reached: PointReached,
-            fault_at: float, *, cut_short: bool) -> Resume:
+            fault_at: float, history: Sequence[HistoryEvent]) -> Resume:
     """Where the instance went on after the fault, given the node it was at: a step
     paused (or cut short) before or after its effect, or a wait."""
     steps = [s.name for s in flow.steps]
@@ -330,15 +355,35 @@ def _resume(flow: Flow, effects: Sequence[EffectRecord], reached: PointReached,
     exact = (first is not None and first.kind == "effect" and first.step in allowed
              and not set(reran) & before)
     continued = _continued(effects, reached, fault_at, after)
+    took_up, measured_from = None, ""
+    if first is not None and not continued:
+        took_up, measured_from = time_taken_up(history, first, fault_at)
     return Resume(
         in_flight=reached.step, point=reached.point,
         resumed_at=None if first is None else (
             first.step if first.kind == "effect" else f"{first.step} (compensation)"),
         exact=exact,
-        time_to_resume=None if first is None or continued else first.started_at - fault_at,
-        reran=reran, continued=continued,
-        interrupted=cut_short,
+        time_to_resume=None if took_up is None else took_up - fault_at,
+        reran=reran, continued=continued, measured_from=measured_from,
     )
+
+
+def time_taken_up(history: Sequence[HistoryEvent], first: EffectRecord,
+                  fault_at: float) -> tuple[float, str]:
+    """When the instance's work was taken up again after the fault, and from which
+    record: the engine's (the first event after the fault where it records a worker
+    taking the work up: an activity or workflow task started, a redelivered task that
+    began), else the ledger's first effect call after the fault. The engine's event
+    comes no later than that call: a later one belongs to something else."""
+    for event in history:
+        if event.taken_up and fault_at <= event.at <= first.started_at:
+            return event.at, measured_to(event)
+    return first.started_at, "ledger: the first effect call after the fault"
+
+
+def measured_to(event: HistoryEvent) -> str:
+    """How a time to resume names the engine event it was measured to (`measured_from`)."""
+    return "engine: " + (f"{event.kind} ({event.detail})" if event.detail else event.kind)
 
 
 def _landed(effect: EffectRecord) -> bool:
@@ -527,13 +572,40 @@ def proves_nothing(fault: FaultFacts, hit_by_fault: int) -> str | None:
     return None
 
 
-def _held_up(effects: Sequence[EffectRecord], history: Sequence[HistoryEvent],
-             fault_at: float) -> PointReached | None:
-    """Where an instance went on after the engine recorded one of its tasks cut short
+def _cut_short_by_engine(effects: Sequence[EffectRecord], history: Sequence[HistoryEvent],
+                         fault_at: float) -> PointReached | None:
+    """Where an instance went on after the engine recorded one of its attempts cut short
     after the fault (a workflow task that timed out on a dead worker, say), though no
-    effect call of it was: the first step it ran after that, held up until then."""
+    effect call of it was: the first step it ran after that."""
     if not any(e.cut_short and e.at >= fault_at for e in history):
         return None
+    return _went_on(effects, fault_at)
+
+
+def held_up(record: InstanceRecord, effects: Sequence[EffectRecord], status: InstanceStatus,
+            history: Sequence[HistoryEvent], fault_at: float,
+            recovered_at: float | None) -> PointReached | None:
+    """Where an instance went on whose work waited for the fault's recovery, though none
+    of its attempts was cut short: the first step it ran after the fault.
+
+    The engine records it (a message the lost worker had only taken, a workflow task on
+    its sticky queue), or the timing shows it: the instance was in flight when the fault
+    fired (started, not finished) and made no effect call until the recovery was done.
+    """
+    went_on = _went_on(effects, fault_at)
+    if went_on is None:
+        return None
+    if any(e.held_up and e.at >= fault_at for e in history):
+        return went_on
+    in_flight = record.started_at < fault_at and (
+        status.finished_at is None or status.finished_at > fault_at)
+    first = min(e.started_at for e in effects if e.started_at >= fault_at)
+    if in_flight and recovered_at is not None and first >= recovered_at:
+        return went_on
+    return None
+
+
+def _went_on(effects: Sequence[EffectRecord], fault_at: float) -> PointReached | None:
     after = [e for e in effects if e.kind == "effect" and e.started_at >= fault_at]
     if not after:
         return None
@@ -594,6 +666,8 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
         hit_by_fault=len(hit),
         failures=tuple(failures),
         correlation_breaks=sum(len(i.correlation_breaks) for i in instances),
+        interrupted=sum(1 for i in hit if i.resume is not None and i.resume.interrupted),
+        held_up=sum(1 for i in hit if i.resume is not None and i.resume.held_up),
     )
 
 

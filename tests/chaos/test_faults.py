@@ -137,6 +137,12 @@ def test_celery_redelivery_is_recorded_as_the_next_attempt_and_in_the_engines_re
     redelivered = [e.detail for e in _history(result, instance)
                    if e.kind == "task redelivered"]
     assert redelivered == ["activate: delivery 2 of attempt 1"]
+    # The time to resume is read from that record: when the redelivered task began.
+    assert instance.resume is not None
+    assert instance.resume.measured_from == (
+        "engine: task redelivered (activate: delivery 2 of attempt 1)")
+    assert instance.resume.time_to_resume is not None
+    assert instance.resume.time_to_resume <= calls[0].started_at - _fired_at(result)
 
 
 def test_celery_chain_with_late_ack_duplicates_an_effect_nobody_absorbs(
@@ -195,8 +201,9 @@ def test_temporal_resumes_at_the_step_in_flight_after_a_worker_kill(
         settings: Settings, flow_file: FlowFactory) -> None:
     """The activity is retried after its start-to-close timeout (3 s in this flow), on
     the replacement worker; no step before it runs again."""
-    instance = only(chaos(settings, flow_file("chaos"), "temporal", "kill-worker",
-                          "activate:before-effect"))
+    result = chaos(settings, flow_file("chaos"), "temporal", "kill-worker",
+                   "activate:before-effect")
+    instance = only(result)
 
     assert instance.verdict is Verdict.COMPLETED
     assert instance.resume is not None
@@ -205,6 +212,13 @@ def test_temporal_resumes_at_the_step_in_flight_after_a_worker_kill(
     assert instance.resume.time_to_resume is not None
     assert instance.resume.time_to_resume >= 3.0
     assert not instance.resume.continued  # a new attempt, on the replacement worker
+    # Measured from the server's record of the retried attempt, which started before its
+    # effect call was written to the ledger.
+    assert instance.resume.measured_from == (
+        "engine: activity_task_started (attempt 2 after start-to-close timeout)")
+    [again] = [e for e in Ledger(settings.ledger).effects(instance_id=instance.instance_id)
+               if e.step == "activate"]
+    assert instance.resume.time_to_resume <= again.started_at - _fired_at(result)
     for step in ("create_record", "reserve", "activate", "notify"):
         assert applied(settings, instance, step) == [Outcome.APPLIED]
 
@@ -275,6 +289,15 @@ def _timeline(result: ChaosResult) -> list[TimelineEvent]:
     assert result.evidence is not None
     record = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id)
     return list(record.timeline)
+
+
+def _fired_at(result: ChaosResult) -> float:
+    """When the fault fired, on the ledger's (epoch) clock."""
+    assert result.evidence is not None
+    record = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id)
+    assert record.started_at is not None
+    assert record.fault_fired_at is not None
+    return record.started_at + record.fault_fired_at
 
 
 def _history(result: ChaosResult, instance: InstanceVerdict) -> list[HistoryEvent]:
@@ -493,15 +516,38 @@ def test_a_run_whose_fault_never_fired_does_not_pass(settings: Settings,
 def test_a_warm_stop_lets_the_step_in_hand_continue_which_is_no_resume(
         celery_settings: Settings, flow_file: FlowFactory) -> None:
     """SIGTERM: Celery finishes the task in hand in the same process and attempt. That
-    is a continuation, reported apart from a resume, with no time to resume."""
+    is a continuation, reported apart from a resume, with no time to resume.
+
+    The other instances were in flight too: their next tasks sat behind the one in hand
+    (queued, or prefetched by the stopping worker, which gives them back unstarted). None
+    of their attempts was cut short, but each waited for the replacement worker: held
+    up, with the delay the stop cost it, never counted as interrupted or continued."""
     result = chaos(celery_settings, flow_file("chaos"), "celery-chain", "stop-worker",
                    "activate:before-effect", instances=3)
+    fired = _fired_at(result)
+    ledger = Ledger(celery_settings.ledger)
 
-    [hit] = [i for i in result.instances if i.resume is not None]
+    assert [i.verdict for i in result.instances] == [Verdict.COMPLETED] * 3
+    [hit] = [i for i in result.instances
+             if i.resume is not None and i.resume.affected_as == "at the fault point"]
     assert hit.resume is not None
     assert hit.resume.continued
     assert hit.resume.time_to_resume is None
-    assert [i.verdict for i in result.instances] == [Verdict.COMPLETED] * 3
+    others = [i for i in result.instances if i is not hit]
+    for other in others:
+        effects = ledger.effects(instance_id=other.instance_id)
+        assert effects[-1].started_at > fired, "every other instance was still in flight"
+        assert other.resume is not None, f"{other.instance_id} waited, and is not counted"
+        assert other.resume.held_up, other.resume
+        assert not other.resume.interrupted
+        assert not other.resume.continued
+        assert all(e.attempt == 1 for e in effects)  # no attempt of its own cut short
+        assert other.resume.time_to_resume is not None
+        first_after = min(e.started_at for e in effects if e.started_at >= fired)
+        assert 0 < other.resume.time_to_resume <= first_after - fired + 0.001
+    assert result.verdict.hit_by_fault == 3
+    assert result.verdict.held_up == 2
+    assert result.verdict.interrupted == 0
     assert result.verdict.passed, result.verdict.failures
 
 

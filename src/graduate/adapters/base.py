@@ -67,6 +67,13 @@ class HistoryEvent:
     # The version of the code that made this event (a build ID under Temporal's worker
     # versioning): which version ran each step. Empty when the engine does not say.
     version: str = ""
+    # The engine records here that work of the instance waited for a worker that was
+    # gone, though none of its attempts had begun: a message a dead worker had only
+    # taken, a workflow task left on a dead worker's sticky queue.
+    held_up: bool = False
+    # A worker took the instance's work up here (an activity or workflow task started,
+    # a task's message began to run): where the engine's own record shows a resume.
+    taken_up: bool = False
 
 
 @dataclass(frozen=True)

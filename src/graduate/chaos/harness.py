@@ -27,6 +27,7 @@ from graduate.chaos.faults import (
     FaultPlan,
     find_wait,
     not_applicable,
+    timeline_events,
 )
 from graduate.chaos.profiles import profile_settings
 from graduate.chaos.proxy import Proxy
@@ -345,6 +346,9 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
     ledger = session.ledger
     fault_times = [timeline.started + e.at for e in timeline.events
                    if e.kind == FAULT_FIRED.kind]
+    kinds = timeline_events()
+    recoveries = [timeline.started + e.at for e in timeline.events
+                  if e.kind in kinds and kinds[e.kind].category == "recovery"]
     verdicts = []
     for request in session.requests:
         iid = request.instance_id
@@ -354,11 +358,14 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
         faced = [] if fault_times and entry.started_at > fault_times[0] else fault_times
         hit = _hit(session, options.plan, iid, statuses.get(iid), faced)
         held, why = holds.get(iid, (None, ""))
+        fault_at = hit[1] if hit else next(iter(faced), None)
         judged = judge_instance(flow, entry, effects, statuses[iid],
                                 engine_holds=held, cannot_tell=why,
-                                reached=hit[0] if hit else None,
-                                fault_at=hit[1] if hit else next(iter(faced), None),
-                                history=histories.get(iid, ()))
+                                reached=hit[0] if hit else None, fault_at=fault_at,
+                                history=histories.get(iid, ()),
+                                recovered_at=next((moment for moment in recoveries
+                                                   if fault_at is not None
+                                                   and moment >= fault_at), None))
         judged = judge_acts(judged, flow, entry, effects, statuses[iid], acts or FaultActs())
         app = options.run.app
         if app is not None and app.audit is not None:

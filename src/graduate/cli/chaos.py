@@ -20,7 +20,7 @@ from graduate.chaos.faults import HITS, deploy_change, descriptions, fault_names
 from graduate.chaos.harness import ChaosResult, TimelineEvent
 from graduate.chaos.matrix import DEFAULT_FAULTS, DEFAULT_INSTANCES, CellOutcome
 from graduate.chaos.profiles import PROFILES
-from graduate.check import Resume, Verdict
+from graduate.check import Resume, RunVerdict, Verdict
 from graduate.cli.common import TimeScaleOption, console, settings
 
 VERDICT_STYLE = {Verdict.COMPLETED: "green", Verdict.COMPENSATED: "yellow",
@@ -132,7 +132,8 @@ def _print_result(result: ChaosResult) -> None:
         table.add_row(
             item.instance_id, f"[{VERDICT_STYLE[item.verdict]}]{item.verdict}[/]",
             "-" if resume is None else (
-                resume.in_flight + (" (attempt cut short)" if resume.interrupted else "")),
+                resume.in_flight + ("" if resume.affected_as == "at the fault point"
+                                    else f" ({resume.affected_as})")),
             "-" if resume is None else _resumed(resume),
             ("continued" if resume is not None and resume.continued
              else _seconds(resume.time_to_resume if resume else None)),
@@ -143,7 +144,8 @@ def _print_result(result: ChaosResult) -> None:
     if result.verdict.passed:
         hit = result.verdict.hit_by_fault
         console.print("[bold green]passed[/]: nothing lost or stuck, no unabsorbed duplicate, "
-                      f"the {hit} instance(s) the fault caught went on at the step in flight")
+                      f"the {hit} instance(s) the fault caught went on at the step in flight"
+                      + _affected(result.verdict))
     else:
         console.print("[bold red]failed[/]:")
         for failure in result.verdict.failures:
@@ -151,6 +153,14 @@ def _print_result(result: ChaosResult) -> None:
     if result.time_scale is not None:
         console.print(f"time scale: {escape(result.time_scale.describe())}")
     console.print(f"evidence: {escape(str(result.evidence))}")
+
+
+def _affected(verdict: RunVerdict) -> str:
+    """Of the instances the fault caught, how many were not at its point, in words."""
+    parts = [f"{count} {what}" for count, what in ((verdict.interrupted, "cut short"),
+                                                  (verdict.held_up, "only held up"))
+             if count]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _resumed(resume: Resume) -> str:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
 from graduate.adapters import all_engine_names, describe
+from graduate.adapters.base import HistoryEvent
 from graduate.chaos.faults import descriptions, parse_label, plan_from_record, timeline_events
 from graduate.check import (
     EffectVerdict,
@@ -24,6 +25,7 @@ from graduate.check import (
     Verdict,
     correlation_failure,
     judge_run,
+    measured_to,
 )
 from graduate.errors import ConfigError, GraduateError
 from graduate.evidence import EvidenceStore
@@ -367,16 +369,23 @@ def _origin(run: RunRecord) -> tuple[float, Clock]:
     """The run's start on the ledger's clock (epoch seconds), and how sure it is.
 
     The timeline counts from the run's start, the ledger in epoch seconds. The checker
-    measured each time to resume from the fault to the first effect after it, so an
-    instance that resumed pins the fault, and with it the start, exactly. Otherwise the
-    first thing recorded (an effect, or the engine's first history event) is taken as
-    happening when the instances were started.
+    measured each time to resume from the fault to an engine event (in the instance's
+    history) or to the first effect after it, so an instance that resumed pins the
+    fault, and with it the start, exactly. Otherwise the first thing recorded (an
+    effect, or the engine's first history event) is taken as happening when the
+    instances were started.
     """
     fired = run.fault_fired_at
+    for item in run.instances:
+        resume = item.verdict.resume
+        if fired is None or resume is None or resume.time_to_resume is None:
+            continue
+        if (event := _measured_at(item.history, resume.measured_from)) is not None:
+            return event - resume.time_to_resume - fired, "exact"
     for verdict in run.verdicts:
         resume = verdict.resume
         if (fired is None or resume is None or resume.time_to_resume is None
-                or not resume.resumed_at):
+                or not resume.resumed_at or resume.measured_from.startswith("engine")):
             continue
         step, _, tail = resume.resumed_at.partition(" (")
         kind = "compensation" if tail else "effect"
@@ -394,6 +403,13 @@ def _origin(run: RunRecord) -> tuple[float, Clock]:
     if moments:
         return min(moments) - started, "approximate"
     return 0.0, "none"
+
+
+def _measured_at(history: Sequence[HistoryEvent], measured_from: str) -> float | None:
+    """When the engine event a time to resume was measured to happened (see
+    `graduate.check.time_taken_up`), if it was measured to one."""
+    return next((e.at for e in history if e.taken_up and measured_to(e) == measured_from),
+                None)
 
 
 def _instance(verdict: InstanceVerdict, ledger: list[EffectRecord], origin: float,
@@ -420,7 +436,9 @@ def _instance(verdict: InstanceVerdict, ledger: list[EffectRecord], origin: floa
             resumed_time=(fired_at + resume.time_to_resume
                           if fired_at is not None and resume.time_to_resume is not None
                           else None),
-            reran=resume.reran),
+            reran=resume.reran, affected_as=resume.affected_as,
+            interrupted=resume.interrupted, held_up=resume.held_up,
+            continued=resume.continued, measured_from=resume.measured_from),
         time_to_complete=verdict.time_to_complete, rows=rows,
         problems=_problems(verdict, rows, run_id=run_id, engine=engine, cell=cell),
     )
@@ -526,7 +544,9 @@ def _back(instance: InstanceReport) -> InstanceVerdict:
                       for e in instance.effects),
         resume=None if resume is None else Resume(
             in_flight=resume.in_flight, point=resume.point, resumed_at=resume.resumed_at,
-            exact=resume.exact, time_to_resume=resume.time_to_resume, reran=resume.reran),
+            exact=resume.exact, time_to_resume=resume.time_to_resume, reran=resume.reran,
+            continued=resume.continued, interrupted=resume.interrupted,
+            held_up=resume.held_up, measured_from=resume.measured_from),
         time_to_complete=instance.time_to_complete)
 
 

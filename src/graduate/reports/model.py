@@ -105,6 +105,11 @@ class ResumeInfo:
     time_to_resume: float | None
     resumed_time: float | None  # when the first effect after the fault started
     reran: tuple[str, ...]
+    affected_as: str = "at the fault point"  # or "attempt cut short", "held up"
+    interrupted: bool = False
+    held_up: bool = False  # then time_to_resume is the delay the fault cost it
+    continued: bool = False
+    measured_from: str = ""  # the record time_to_resume was read from
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ class ChaosOutcome:
                          f"trace {item.trace_id}): {item.verdict.value.upper()}: {item.reason}")
             if (resume := item.resume) is not None:
                 how = ("its attempt there was cut short" if resume.interrupted
+                       else "held up until the recovery" if resume.held_up
                        else f"paused {resume.point.replace('-', ' ')}")
                 went_on = ("continued in the same process" if resume.continued
                            else f"resumed at {resume.resumed_at or 'nothing'}")

@@ -764,7 +764,7 @@ class ChainStrategy:
                 detail=tid.removeprefix(f"{instance_id}:"),
             ))
         client = self.resources.redis()
-        events.extend(self._redeliveries(client, instance_id))
+        events.extend(self._deliveries(client, instance_id))
         for wait in self.flow.waits:
             claim = _load(client, claim_key(instance_id, wait.name))
             if claim is not None:
@@ -775,9 +775,13 @@ class ChainStrategy:
                 ))
         return sorted(events, key=lambda event: event.at)
 
-    def _redeliveries(self, client: redis.Redis, instance_id: str) -> list[HistoryEvent]:
-        """Each delivery of a step's message after its first: the broker gave it again
-        to a worker because the one that had it died or lost its connection."""
+    def _deliveries(self, client: redis.Redis, instance_id: str) -> list[HistoryEvent]:
+        """When each delivery of a step's message began to run (a worker took it up).
+
+        A delivery after the first one of an attempt shows that attempt cut short: the
+        broker gave the message again because the worker running it died or lost its
+        connection. A first delivery flagged redelivered was held up: the worker it was
+        first given to had only taken it (prefetched), and never ran it."""
         tasks = [(s.name, s) for s in self.flow.steps]
         tasks += [(f"compensate:{s.name}", s) for s in self.flow.steps if s.compensation]
         events: list[HistoryEvent] = []
@@ -785,14 +789,18 @@ class ChainStrategy:
             for retries in range(step.retry.max_attempts):
                 raw = client.lrange(deliveries_key(instance_id, name, retries), 0, -1)
                 for number, delivery in enumerate(map(json.loads, raw), start=1):
+                    at = float(delivery["at"])
                     if number > 1:
-                        detail = f"{name}: delivery {number} of attempt {retries + 1}"
+                        events.append(HistoryEvent(
+                            at=at, kind="task redelivered", cut_short=True, taken_up=True,
+                            detail=f"{name}: delivery {number} of attempt {retries + 1}"))
                     elif delivery["redelivered"]:
-                        detail = (f"{name}: attempt {retries + 1} began on a redelivered "
-                                  "message (the worker it was first given to never ran it)")
+                        events.append(HistoryEvent(
+                            at=at, kind="task redelivered", held_up=True, taken_up=True,
+                            detail=(f"{name}: attempt {retries + 1} began on a redelivered "
+                                    "message (the worker it was first given to never ran it)")))
                     else:
-                        continue
-                    events.append(HistoryEvent(at=float(delivery["at"]),
-                                               kind="task redelivered", detail=detail,
-                                               cut_short=True))
+                        events.append(HistoryEvent(
+                            at=at, kind="task started", taken_up=True,
+                            detail=f"{name}: attempt {retries + 1}"))
         return events

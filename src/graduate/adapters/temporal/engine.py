@@ -79,12 +79,27 @@ def _started_detail(started: ActivityTaskStartedEventAttributes) -> str:
     return f"{detail} after {cause}"
 
 
+def _held_up(event: ServerEvent) -> bool:
+    """A workflow task that waited on a worker's sticky queue until the server gave it
+    to another (schedule-to-start): its worker was gone, but it had not begun."""
+    return (event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
+            and event.workflow_task_timed_out_event_attributes.timeout_type
+            == TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START)
+
+
+# Where a worker took the workflow's work up. An activity's started event is written
+# when the activity closes, with the time its last attempt started.
+_TAKEN_UP = (EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+             EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
+
+
 def _cut_short(event: ServerEvent) -> bool:
-    """A task the server gave up on: a workflow or activity task that timed out (its
-    worker died or was cut off), or an activity attempt started after one that did."""
+    """A task the server gave up on: a workflow or activity task that timed out once
+    begun (its worker died or was cut off), or an activity attempt started after one
+    that did."""
     if event.event_type in (EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
                             EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT):
-        return True
+        return not _held_up(event)
     if event.HasField("activity_task_started_event_attributes"):
         started = event.activity_task_started_event_attributes
         return bool(started.attempt > 1 and started.HasField("last_failure")
@@ -351,5 +366,6 @@ def plain_events(history: WorkflowHistory) -> list[HistoryEvent]:
             detail = event.marker_recorded_event_attributes.marker_name
         events.append(HistoryEvent(at=event.event_time.ToNanoseconds() / 1e9,
                                    kind=kind.lower(), detail=detail,
-                                   cut_short=_cut_short(event), version=version))
+                                   cut_short=_cut_short(event), held_up=_held_up(event),
+                                   taken_up=event.event_type in _TAKEN_UP, version=version))
     return events
