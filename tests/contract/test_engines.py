@@ -6,12 +6,15 @@ and then reads the ledger: which effects ran, how often, with which keys and IDs
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import redis
 
 from graduate.adapters import engine_names
 from graduate.adapters.base import InstanceState
+from graduate.adapters.celery.chain import received_key
 from graduate.config import Settings
 from graduate.flow import Flow, load_flow
 from graduate.ledger import EffectRecord, Ledger, Outcome
@@ -128,16 +131,45 @@ def test_wait_past_its_deadline_takes_the_timeout_action(
 
 def test_many_instances_at_once(settings: Settings, flow_file: FlowFactory,
                                 engine: str) -> None:
+    """Eight instances share two workers: they are in flight together, and each one's
+    effects land once each, in its own order, under its own IDs, judged completed."""
     result = run(settings, flow_file(), engine, instances=8, workers=2,
                  decisions={"approval": "approve"})
 
     assert [i.state for i in result.instances] == [InstanceState.COMPLETED] * 8
     ledger = Ledger(settings.ledger)
-    correlation_ids = set()
+    spans = []
     for item in result.instances:
         rows = ledger.effects(instance_id=item.instance_id)
-        assert sorted(e.step for e in rows) == sorted(FORWARD)
-        assert {e.outcome for e in rows} == {Outcome.APPLIED}
-        correlation_ids.add(rows[0].correlation_id)
-    assert len(correlation_ids) == 8
-    assert len({e.worker_pid for e in ledger.effects(run_id=result.run_id)}) >= 1
+        assert [(e.step, e.outcome, e.attempt) for e in rows] == [
+            (s, Outcome.APPLIED, 1) for s in FORWARD]
+        assert {(e.correlation_id, e.trace_id) for e in rows} == {
+            (item.correlation_id, item.trace_id)}
+        assert (item.steps_done, item.effects_applied, item.duplicates) == (4, 4, 0)
+        spans.append((rows[0].started_at, rows[-1].finished_at))
+    assert len({item.correlation_id for item in result.instances}) == 8
+    # Several instances were in flight at once: one began before others had ended.
+    most = max(sum(1 for begin, end in spans if begin <= moment <= end)
+               for moment, _ in spans)
+    assert most >= 4, f"at most {most} of 8 instances were in flight at the same time"
+    # Their calls came from the workers, not from the process that started them.
+    pids = {e.worker_pid for e in ledger.effects(run_id=result.run_id)}
+    assert pids
+    assert os.getpid() not in pids
+
+
+def test_the_chain_records_which_worker_received_each_task_before_it_runs(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """Celery's `task_received`, in the worker's main process, marks each task with the
+    worker that has it, before an early acknowledgement takes it out of the broker: what
+    holds() reads where neither the broker nor a STARTED state shows the task yet."""
+    result = run(settings, flow_file(), "celery-chain", decisions={"approval": "approve"})
+    [item] = result.instances
+    client = redis.Redis.from_url(settings.broker_url)
+
+    for step in FORWARD:
+        received = client.get(received_key(f"{item.instance_id}:{step}"))
+        assert received is not None, f"no worker marked {step} as received"
+        assert received.decode().startswith("celery-chain-worker-1-"), received
+    [row] = effects(settings, item.instance_id)[:1]
+    assert row.worker_pid != os.getpid()

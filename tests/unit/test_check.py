@@ -3,6 +3,7 @@ what the rows say, never computed by the checker itself."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,83 @@ def test_an_unfinished_instance_nothing_holds_is_lost(flow: Flow) -> None:
     verdict = judge(flow, before_fault(), status=status, holds=False)
 
     assert verdict.verdict is Verdict.LOST
+
+
+RECOVERED_AT = FAULT_AT + 4  # the replacement worker was ready
+
+
+def test_an_instance_whose_work_waited_for_the_recovery_is_held_up_with_its_delay(
+        flow: Flow) -> None:
+    """In flight when the fault fired, no attempt of its own cut short, and no call until
+    the replacement was ready: held up (not interrupted), with the delay the fault cost."""
+    effects = [*before_fault(), call("activate", FAULT_AT + 5, pid=REPLACEMENT),
+               call("notify", FAULT_AT + 6, pid=REPLACEMENT)]
+
+    verdict = judge_instance(flow, record(), effects, DONE, engine_holds=None,
+                             fault_at=FAULT_AT, recovered_at=RECOVERED_AT)
+
+    assert verdict.resume is not None
+    assert verdict.resume.held_up
+    assert not verdict.resume.interrupted
+    assert verdict.resume.affected_as == "held up"
+    assert (verdict.resume.in_flight, verdict.resume.time_to_resume) == ("activate", 5.0)
+    assert verdict.resume.measured_from == "ledger: the first effect call after the fault"
+    run = judge_run([verdict], fault=KILL_FIRED)
+    assert (run.hit_by_fault, run.held_up, run.interrupted) == (1, 1, 0)
+    assert run.passed
+
+
+@pytest.mark.parametrize("case", ["moved during the outage", "finished before the fault",
+                                  "started after the fault", "no recovery recorded"])
+def test_an_instance_the_outage_did_not_delay_is_not_held_up(flow: Flow, case: str) -> None:
+    effects = [*before_fault(), call("activate", FAULT_AT + 5, pid=REPLACEMENT)]
+    status, entry = DONE, record()
+    recovered: float | None = RECOVERED_AT
+    if case == "moved during the outage":  # another worker ran it meanwhile
+        effects.insert(2, call("activate", FAULT_AT + 1, pid=REPLACEMENT))
+    elif case == "finished before the fault":
+        status = InstanceStatus(InstanceState.COMPLETED, finished_at=FAULT_AT - 1)
+    elif case == "started after the fault":
+        entry = replace(record(), started_at=FAULT_AT + 1)
+    else:
+        recovered = None
+
+    verdict = judge_instance(flow, entry, effects, status, engine_holds=None,
+                             fault_at=FAULT_AT, recovered_at=recovered)
+
+    assert verdict.resume is None
+
+
+def test_a_task_the_engine_records_as_held_up_makes_the_instance_held_up(flow: Flow) -> None:
+    """A message the lost worker had only prefetched comes back unstarted: the engine's
+    record says so, whatever the timing."""
+    effects = [*before_fault(), call("activate", FAULT_AT + 1, pid=REPLACEMENT)]
+    history = [HistoryEvent(FAULT_AT + 0.9, "task redelivered", "activate: attempt 1 began "
+                            "on a redelivered message", held_up=True, taken_up=True)]
+
+    verdict = judge_instance(flow, record(), effects, DONE, engine_holds=None,
+                             fault_at=FAULT_AT, history=history)
+
+    assert verdict.resume is not None
+    assert verdict.resume.held_up
+    assert not verdict.resume.interrupted
+
+
+def test_the_time_to_resume_is_read_from_the_engines_record_where_it_has_one(
+        flow: Flow) -> None:
+    """The engine's started event of the retried attempt, not the effect call it made
+    later; an engine event after that call, or before the fault, is something else."""
+    effects = [*before_fault(), call("activate", FAULT_AT + 3.5, attempt=2, pid=REPLACEMENT)]
+    history = [HistoryEvent(FAULT_AT - 1, "activity_task_started", "attempt 1",
+                            taken_up=True),
+               HistoryEvent(FAULT_AT + 3.2, "activity_task_started", "attempt 2",
+                            taken_up=True),
+               HistoryEvent(FAULT_AT + 3.7, "workflow_task_started", taken_up=True)]
+
+    resume = judge_instance(flow, record(), effects, DONE, engine_holds=None,
+                            reached=at_point("activate", "before-effect"),
+                            fault_at=FAULT_AT, history=history).resume
+
+    assert resume is not None
+    assert resume.time_to_resume == pytest.approx(3.2)
+    assert resume.measured_from == "engine: activity_task_started (attempt 2)"

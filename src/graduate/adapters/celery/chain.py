@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, cast
@@ -42,6 +43,7 @@ ENGINE = "celery-chain"
 STEP = "graduate.chain.step"
 WAIT = "graduate.chain.wait"
 TIMER = "graduate.chain.timer"
+TASK_PREFIX = "graduate.chain."
 SIGNAL = "graduate.chain.signal"
 DEADLINE = "graduate.chain.deadline"
 COMPENSATE = "graduate.chain.compensate"
@@ -61,10 +63,13 @@ PING_TIMEOUT = 1.0
 # started, or a wait was decided), at most this many times; an instance still moving
 # after that is held by whatever moves it.
 HOLD_LOOKS = 5
-# On Redis, a task acknowledged early (Celery's default) is in no queue and not yet
-# STARTED between the worker's acknowledgement and its pool process's first write: the
-# time a prefork worker takes to hand a task to its pool. A look that found nothing is
-# repeated once after this bound before "nothing holds it".
+# kombu's Redis transport takes a message from its queue (BRPOP) and then, in a second
+# command, files it in the unacked hash: between the two it is in neither, and nothing
+# in Redis or Celery marks that moment (a worker's `task_received` comes after both).
+# A look that found nothing is repeated once after this bound before "nothing holds it":
+# the two commands follow each other in one worker callback, so the bound only has to
+# outlast a worker process descheduled between them on a busy machine. (The later gap,
+# from an early acknowledgement to STARTED, is closed by an event: `mark_received`.)
 REDIS_HANDOVER = 0.5
 # A worker that did not answer is not asked again for this long, so that the instances
 # of a run whose worker died cost one ping between them, not one each.
@@ -104,6 +109,27 @@ def deliveries_key(instance_id: str, task: str, retries: int) -> str:
     """When each delivery of one task message (a step, or a compensation) began: Celery
     sends a new message per retry, and the broker redelivers one whose worker died."""
     return _key(instance_id, "deliveries", f"{task}:{retries}")
+
+
+def received_key(tid: str) -> str:
+    """Which worker received task `tid` (its node name), written before it acknowledges."""
+    return f"graduate:chain:received:{tid}"
+
+
+def mark_received(resources: ProcessResources) -> Callable[..., None]:
+    """A receiver of Celery's `task_received` for a worker process: it records which
+    worker received each task of a chain. Celery sends it in the worker's main process
+    before the request goes to the pool, and so before an early acknowledgement takes
+    the message out of the broker: from then on the record, not the broker, shows that
+    a worker has it (see `ChainStrategy._in_live_hands`)."""
+
+    def receive(sender: Any = None, request: Any = None, **_: Any) -> None:
+        if request is None or not str(request.name).startswith(TASK_PREFIX):
+            return
+        resources.redis().set(received_key(str(request.id)), str(request.hostname),
+                              ex=KEY_LIFETIME)
+
+    return receive
 
 
 def new_context(request: InstanceRequest) -> Context:
@@ -626,9 +652,10 @@ class ChainStrategy:
         A moving task can be missed by a look, so a look is repeated while the instance's
         record in the result backend changed during it (up to HOLD_LOOKS times). On
         RabbitMQ the places are read in the order a message moves through them, and a
-        worker answers an inspect only after the deliveries it received before it; on
-        Redis, where a task acknowledged early is briefly in none of the places read, a
-        "no" needs a second look after REDIS_HANDOVER.
+        worker answers an inspect only after the deliveries it received before it. On
+        Redis a task a worker received is marked before it is acknowledged (see
+        `mark_received`); only kombu's own move from queue to unacked hash has no mark,
+        so a "no" needs a second look after REDIS_HANDOVER.
         """
         queue = self.app.conf.task_default_queue
         unseen = ""
@@ -716,12 +743,18 @@ class ChainStrategy:
         now = time.monotonic()
         silent = {name for name, at in self._silent.items() if now - at < SILENT_FOR}
         workers = set()
+        client = self.resources.redis()
         for tid in self._task_ids(instance_id):
             result = self.app.AsyncResult(tid)
             # task_track_started stores the worker's node name with the STARTED state,
             # and a killed worker leaves that state behind for good.
             if result.state == "STARTED" and isinstance(result.info, dict):
                 workers.add(str(result.info.get("hostname", "")))
+            # Received, not yet finished: acknowledged early, perhaps not STARTED yet.
+            elif result.state in ("PENDING", "RETRY") and (
+                    received := client.get(received_key(tid))) is not None:
+                workers.add(received.decode() if isinstance(received, bytes)
+                            else str(received))
         workers -= {"", *silent}
         if not workers:
             return False

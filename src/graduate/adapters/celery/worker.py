@@ -12,11 +12,12 @@ import os
 import sys
 from typing import Any
 
-from celery.signals import beat_init, worker_process_init, worker_ready
+from celery.signals import beat_init, task_received, worker_process_init, worker_ready
 
 from graduate._launch import die_with_parent
 from graduate.adapters.base import WorkerSpec, write_ready_file
 from graduate.adapters.celery.app import create_app
+from graduate.adapters.celery.chain import mark_received
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.errors import ConfigError
 from graduate.flow import load_flow
@@ -53,6 +54,8 @@ def main(argv: list[str]) -> None:
     # Each pool child opens its own ledger right after the fork, before any task runs.
     worker_process_init.connect(start_pool_child, weak=False)
     worker_ready.connect(ready, weak=False)
+    if spec.engine == "celery-chain":
+        task_received.connect(mark_received(resources), weak=False)
     app.worker_main([
         "worker", "--pool", "prefork", "--concurrency", "1", "--without-mingle",
         "--without-gossip", "--without-heartbeat", "-Q", app.conf.task_default_queue,
