@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
+from graduate.adapters.base import HistoryEvent
 from graduate.adr.document import AdrDocument, read_document
+from graduate.chaos.faults import parse_plan
 from graduate.chaos.profiles import profile_settings
 from graduate.check import EffectVerdict, InstanceVerdict, Resume, Verdict, judge_run
 from graduate.cli.app import main
@@ -36,6 +38,7 @@ from graduate.runs.record import (
     OptionsRecord,
     RunRecord,
 )
+from graduate.runs.timeline import TimelineEvent
 
 REPO = Path(__file__).resolve().parents[2]
 FLOW = "partner_approval"
@@ -147,16 +150,19 @@ class Project:
                                           applied if s == "activate" else 1, 0, 0)
                             for s in STEPS)
             resume = (Resume("activate", point, "activate" if exact else "notify", exact,
-                             1.5) if point and fired and hit else None)
+                             1.5, measured_from="engine: activity_task_started (attempt 2)")
+                      if point and fired and hit else None)
             verdicts.append(InstanceVerdict(iid, correlation, trace, verdict, "as built",
                                             verdict.value, effects, resume, 2.0))
+            # One row per application the verdict counts, as the harness's ledger has.
+            calls = [s for s in STEPS for _ in range(applied if s == "activate" else 1)]
             ledger += [EffectRecord(
                 id=len(ledger) + k, run_id=run_id, flow=flow, instance_id=iid, step=s,
                 effect=f"system.{s}", kind="effect", attempt=1,
                 idempotency_key=f"t:{flow}:{n}:{s}", correlation_id=correlation,
                 trace_id=trace, engine=engine, worker_pid=1000, started_at=START + k,
                 finished_at=START + k + 0.01, outcome=Outcome.APPLIED)
-                for k, s in enumerate(STEPS, start=1)]
+                for k, s in enumerate(calls, start=1)]
         description = fault if point is None else f"{fault} at {step}:{point}"
         self.store.save_run(RunRecord(
             run_id=run_id, created_at="2026-11-25T04:36:24.194+00:00", started_at=START,
@@ -165,17 +171,18 @@ class Project:
             engine=engine, profile=profile,
             # What the profile sets, as the engine's effective settings record it.
             settings=profile_settings(profile, engine, self.root),
-            fault=FaultRecord(fault=fault, step=step, point=point, offset=None,
-                              restart_delay=1.0, partition_for=5.0,
-                              options={"versioned": versioned, "change": "reorder"},
-                              description=description,
-                              applicable=applicable, fired=fired and applicable,
-                              reason="" if applicable else "does not apply here"),
+            fault=FaultRecord.of(
+                {**_EVERY_OPTION, "fault": fault, "step": step, "point": point,
+                 "versioned": versioned},
+                description=description, applicable=applicable,
+                fired=fired and applicable,
+                reason="" if applicable else "does not apply here"),
             options=OptionsRecord(instances=instances, workers=1, deadline=45.0,
                                   decisions={"approval": "approve"},
                                   wait_deadline=wait_deadline),
             environment=EnvironmentRecord(host={}, packages={}, servers={}, services={}),
-            timeline=(), instances=tuple(InstanceEvidence(v, ()) for v in verdicts),
+            timeline=_timeline(len(verdicts), fired=fired and applicable, point=point),
+            instances=tuple(InstanceEvidence(v, _history(v)) for v in verdicts),
             ledger=tuple(ledger), verdict=judge_run(verdicts)))
         return run_id
 
@@ -234,6 +241,30 @@ class Project:
     def approved(self) -> None:
         self.spiking(*self.passing_runs())
         self.ok("adr", "promote", "3", "--to", "approved", "--by", "bob")
+
+
+# A plan as the harness stores it: every registered option of every fault, at its default.
+_EVERY_OPTION = parse_plan("none", None, load_flow(REPO / "spikes" / f"{FLOW}.toml")).to_dict()
+
+
+def _timeline(instances: int, *, fired: bool, point: str | None) -> tuple[TimelineEvent, ...]:
+    """What the harness's timeline holds for a run like this, in its order."""
+    events = [TimelineEvent(0.2, "instances-started", f"{instances} instance(s)")]
+    if fired and point:
+        events.append(TimelineEvent(1.0, "point-reached", f"at activate:{point}"))
+    if fired:
+        events += [TimelineEvent(1.01, "fault-fired", "SIGKILL to the worker's group"),
+                   TimelineEvent(2.0, "worker-started", "replacement")]
+    return (*events, TimelineEvent(6.0, "run-ended", "all finished"))
+
+
+def _history(verdict: InstanceVerdict) -> tuple[HistoryEvent, ...]:
+    """The engine's record of an instance, as far as the gates read it."""
+    events = [HistoryEvent(START, "workflow_execution_started")]
+    if verdict.resume is not None:
+        events.append(HistoryEvent(START + 2.5, "activity_task_started", "attempt 2",
+                                   taken_up=True))
+    return tuple(events)
 
 
 @pytest.fixture

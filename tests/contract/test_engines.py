@@ -165,11 +165,12 @@ def test_the_chain_records_which_worker_received_each_task_before_it_runs(
     holds() reads where neither the broker nor a STARTED state shows the task yet."""
     result = run(settings, flow_file(), "celery-chain", decisions={"approval": "approve"})
     [item] = result.instances
-    client = redis.Redis.from_url(settings.broker_url)
+    assert settings.broker_url is not None
+    client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
 
     for step in FORWARD:
         received = client.get(received_key(f"{item.instance_id}:{step}"))
         assert received is not None, f"no worker marked {step} as received"
-        assert received.decode().startswith("celery-chain-worker-1-"), received
+        assert str(received).startswith("celery-chain-worker-1-"), received
     [row] = effects(settings, item.instance_id)[:1]
     assert row.worker_pid != os.getpid()

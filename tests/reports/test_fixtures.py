@@ -16,6 +16,7 @@ from graduate.config import Settings
 from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow
 from graduate.runner import RunOptions, approve_all
+from tests.adr.conftest import Project, project  # noqa: F401 (the fixture, reused)
 from tests.conftest import FlowFactory
 
 FIXTURE = Path(__file__).parent / "data" / "run-temporal-kill-worker.json"
@@ -40,8 +41,11 @@ def key_paths(value: Any, prefix: str = "") -> set[str]:
 
 
 @pytest.mark.slow
-def test_the_report_fixture_has_the_shape_of_a_real_run_record(
-        settings: Settings, flow_file: FlowFactory) -> None:
+def test_the_report_and_adr_fixtures_have_the_shape_of_a_real_run_record(
+        settings: Settings, flow_file: FlowFactory,
+        project: Project) -> None:  # noqa: F811 (the fixture imported above)
+    """The report tests' JSON and the ADR tests' built runs (`Project.run`, read back
+    through the typed record's loader) against one real chaos run."""
     path = flow_file("chaos")
     flow = load_flow(path)
     options = ChaosOptions(
@@ -56,3 +60,6 @@ def test_the_report_fixture_has_the_shape_of_a_real_run_record(
 
     assert real - fixture == set(), "the fixture lacks what a real record has"
     assert fixture - real == set(), "the fixture has what no real record has"
+    built = key_paths(project.store.load_run(project.run(instances=3)).to_dict())
+    assert real - built == set(), "the ADR tests' runs lack what a real record has"
+    assert built - real == set(), "the ADR tests' runs have what no real record has"

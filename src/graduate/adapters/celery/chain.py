@@ -750,9 +750,11 @@ class ChainStrategy:
             # and a killed worker leaves that state behind for good.
             if result.state == "STARTED" and isinstance(result.info, dict):
                 workers.add(str(result.info.get("hostname", "")))
-            # Received, not yet finished: acknowledged early, perhaps not STARTED yet.
+            # Received, not yet finished: acknowledged early, perhaps not STARTED yet
+            # (or held for its ETA), and able to move the instance on.
             elif result.state in ("PENDING", "RETRY") and (
-                    received := client.get(received_key(tid))) is not None:
+                    received := client.get(received_key(tid))) is not None and (
+                    self._can_move(instance_id, tid)):
                 workers.add(received.decode() if isinstance(received, bytes)
                             else str(received))
         workers -= {"", *silent}
