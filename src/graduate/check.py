@@ -655,7 +655,9 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
         failures += [f"{item.instance_id}: audit trail: {gap} ({item.correlation_id})"
                      for gap in item.audit_gaps]
     hit = [i for i in instances if i.resume is not None]
-    if fault is not None and (nothing := proves_nothing(fault, len(hit))) is not None:
+    # An instance only held up shows a delay, not that an attempt in flight was resumed.
+    caught = sum(1 for i in hit if i.resume is not None and not i.resume.held_up)
+    if fault is not None and (nothing := proves_nothing(fault, caught)) is not None:
         failures.append(nothing)
     return RunVerdict(
         counts=counts,

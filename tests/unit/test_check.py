@@ -265,9 +265,11 @@ def test_an_instance_whose_work_waited_for_the_recovery_is_held_up_with_its_dela
     assert verdict.resume.affected_as == "held up"
     assert (verdict.resume.in_flight, verdict.resume.time_to_resume) == ("activate", 5.0)
     assert verdict.resume.measured_from == "ledger: the first effect call after the fault"
-    run = judge_run([verdict], fault=KILL_FIRED)
+    run = judge_run([verdict])
     assert (run.hit_by_fault, run.held_up, run.interrupted) == (1, 1, 0)
     assert run.passed
+    # Held up alone, it shows no resume of an attempt in flight: the fault proved nothing.
+    assert not judge_run([verdict], fault=KILL_FIRED).passed
 
 
 @pytest.mark.parametrize("case", ["moved during the outage", "finished before the fault",
