@@ -196,7 +196,8 @@ def test_celery_a_killed_pool_child_gives_its_late_acknowledged_task_back_at_onc
                     instances=INSTANCES, timeout=90)
 
     outcome.assert_all(Verdict.COMPLETED)
-    hit = [i for i in outcome.instances if i.resume is not None]
+    # At the point or cut short: an instance only held up behind them is not this case.
+    hit = [i for i in outcome.instances if i.resume is not None and not i.resume.held_up]
     assert hit
     for instance in hit:
         assert instance.resume is not None
