@@ -1,0 +1,129 @@
+"""The contract on every spike in spikes/, on every engine: what the definition says is
+what runs. Every wait approved, each forward effect lands once, in the flow's order; a
+wait rejected or past its deadline takes the action the spike gives it, compensating
+the steps done before it in reverse, each with its own compensation.
+
+Each test runs a copy of the spike under a unique name (its own task queue and Celery
+queue), with the deadline of the wait under test shortened where the test needs it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from graduate.adapters import engine_names
+from graduate.adapters.base import InstanceState
+from graduate.config import Settings
+from graduate.flow import Flow, Step, Wait, load_flow, write_flow_json
+from graduate.ledger import Outcome
+from graduate.runner import approve_all
+from tests.contract.test_engines import assert_traced, effects, run
+
+SPIKES = sorted((Path(__file__).resolve().parents[2] / "spikes").glob("*.toml"))
+WAITS = [(spike, wait.name) for spike in SPIKES for wait in load_flow(spike).waits]
+_copies = itertools.count(1)
+
+
+def copy_of(spike: Path, folder: Path, *, deadline: tuple[str, float] | None = None) -> Path:
+    """The spike under a name of its own; `deadline` = (wait, seconds) shortens one wait."""
+    flow = load_flow(spike)
+    nodes = tuple(replace(node, deadline=deadline[1])
+                  if deadline and isinstance(node, Wait) and node.name == deadline[0]
+                  else node for node in flow.nodes)
+    name = f"{flow.name}_{next(_copies)}_{os.getpid()}"
+    path = folder / f"{name}.json"
+    write_flow_json(replace(flow, name=name, nodes=nodes), path)
+    return path
+
+
+def steps_before(flow: Flow, wait: str) -> list[Step]:
+    """The steps an instance has done when it reaches `wait`."""
+    done: list[Step] = []
+    for node in flow.nodes:
+        if node.name == wait:
+            return done
+        if isinstance(node, Step):
+            done.append(node)
+    raise AssertionError(f"{flow.name} has no wait {wait!r}")
+
+
+def undo_of(done: list[Step]) -> list[tuple[str, str]]:
+    return [(s.name, s.compensation) for s in reversed(done) if s.compensation]
+
+
+@pytest.mark.parametrize("engine", engine_names())
+@pytest.mark.parametrize("spike", SPIKES, ids=[p.stem for p in SPIKES])
+def test_every_wait_approved_applies_each_effect_once_in_order(
+        settings: Settings, tmp_path: Path, spike: Path, engine: str) -> None:
+    path = copy_of(spike, tmp_path)
+    flow = load_flow(path)
+
+    result = run(settings, path, engine, decisions=approve_all(flow))
+
+    [item] = result.instances
+    assert item.state is InstanceState.COMPLETED, item.detail
+    assert [(e.step, e.effect, e.outcome) for e in effects(settings, item.instance_id)] == [
+        (s.name, s.effect, Outcome.APPLIED) for s in flow.steps]
+    assert effects(settings, item.instance_id, "compensation") == []
+    assert item.duplicates == 0
+    assert_traced(settings, flow, result, engine)
+
+
+@pytest.mark.parametrize("engine", engine_names())
+@pytest.mark.parametrize(("spike", "wait"), WAITS, ids=[f"{s.stem}-{w}" for s, w in WAITS])
+def test_a_rejected_wait_undoes_what_ran_before_it(
+        settings: Settings, tmp_path: Path, spike: Path, wait: str, engine: str) -> None:
+    path = copy_of(spike, tmp_path)
+    flow = load_flow(path)
+    rejected = flow.node(wait)
+    assert isinstance(rejected, Wait)
+    assert rejected.on_reject == "compensate"
+
+    result = run(settings, path, engine,
+                 decisions={**approve_all(flow), rejected.signal: "reject"})
+
+    [item] = result.instances
+    assert item.state is InstanceState.COMPENSATED, item.detail
+    assert "rejected" in item.detail
+    done = steps_before(flow, wait)
+    assert [(e.step, e.outcome) for e in effects(settings, item.instance_id)] == [
+        (s.name, Outcome.APPLIED) for s in done]
+    undo = effects(settings, item.instance_id, "compensation")
+    assert [(e.step, e.effect) for e in undo] == undo_of(done)
+    assert {e.outcome for e in undo} <= {Outcome.APPLIED}
+    assert_traced(settings, flow, result, engine)
+
+
+@pytest.mark.parametrize("engine", engine_names())
+@pytest.mark.parametrize(("spike", "wait"), WAITS, ids=[f"{s.stem}-{w}" for s, w in WAITS])
+def test_a_wait_past_its_deadline_takes_the_spikes_timeout_action(
+        settings: Settings, tmp_path: Path, spike: Path, wait: str, engine: str) -> None:
+    path = copy_of(spike, tmp_path, deadline=(wait, 2.0))
+    flow = load_flow(path)
+    lapsed = flow.node(wait)
+    assert isinstance(lapsed, Wait)
+    decisions = {k: v for k, v in approve_all(flow).items() if k != lapsed.signal}
+
+    result = run(settings, path, engine, decisions=decisions)
+
+    [item] = result.instances
+    rows = effects(settings, item.instance_id)
+    undo = effects(settings, item.instance_id, "compensation")
+    if lapsed.on_timeout == "continue":
+        assert item.state is InstanceState.COMPLETED, item.detail
+        assert [e.step for e in rows] == [s.name for s in flow.steps]
+        assert undo == []
+        return
+    assert lapsed.on_timeout == "compensate", "no spike fails on a deadline today"
+    assert item.state is InstanceState.COMPENSATED, item.detail
+    assert "deadline" in item.detail
+    done = steps_before(flow, wait)
+    assert [e.step for e in rows] == [s.name for s in done]
+    assert [(e.step, e.effect) for e in undo] == undo_of(done)
+    reached = max(e.finished_at for e in rows)
+    assert undo[0].started_at - reached >= 2.0, "compensation ran before the deadline"
