@@ -175,7 +175,6 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
                 # Hit: the instances paused at the point when it fires. One that reaches
                 # the point while the fault recovers waits there for the next firing.
                 hit = _paused(session, plan)
-                fired_at = time.time()
                 plan.fault.fire(context)
                 # To hit every instance, the fault fires again for each that reaches its point.
                 while plan.hit == "all" and plan.point != "during-wait":
@@ -183,9 +182,7 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
                                                        skip=hit)
                     if not again:
                         break
-                    _await_retries_confirmed(session, plan, hit, fired_at, deadline)
                     hit |= _paused(session, plan)
-                    fired_at = time.time()
                     plan.fault.fire(replace(context, reached=reached))  # the same acts
             _release_all(session, plan, disarm=True)
             arming.held.clear()
@@ -235,24 +232,6 @@ def _release_all(session: RunSession, plan: FaultPlan, *, disarm: bool | None = 
             if keep_armed and session.ledger.reached(instance_id, plan.step, point) is None:
                 continue
             session.ledger.release(instance_id, plan.step, point)
-
-
-def _await_retries_confirmed(session: RunSession, plan: FaultPlan, hit: Collection[str],
-                             since: float, deadline: float) -> None:
-    """Before the fault fires again: wait while an instance already hit has a retry of
-    the armed step whose effect landed but whose engine has not yet recorded the step
-    done. Fired in that window the fault would land the effect once more: a duplicate
-    made by firing twice at one instance, not what one crash does to it."""
-    step = plan.step or ""
-
-    def unconfirmed(instance_id: str, status: InstanceStatus) -> bool:
-        if status.state.finished or step in status.done:
-            return False
-        return any(e.step == step and e.started_at >= since
-                   for e in session.ledger.effects(instance_id=instance_id))
-
-    session.watch(deadline, until=lambda statuses: not any(
-        unconfirmed(iid, statuses[iid]) for iid in hit if iid in statuses))
 
 
 def _paused(session: RunSession, plan: FaultPlan) -> set[str]:
