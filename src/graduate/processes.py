@@ -129,6 +129,18 @@ def group_alive(pgid: int) -> bool:
     return any(_state(pid) not in ("Z", "X", "") for pid in _group_members(pgid))
 
 
+def running(pid: int) -> bool:
+    """True while process `pid` exists on this host and is not a zombie (a killed child
+    its parent has not reaped yet counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _state(pid) not in ("Z", "X", "")
+
+
 def _group_members(pgid: int) -> list[int]:
     members = []
     for entry in os.listdir("/proc"):

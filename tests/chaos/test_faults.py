@@ -86,10 +86,16 @@ def test_celery_chain_with_defaults_loses_the_rest_of_the_chain(
         celery_settings: Settings, flow_file: FlowFactory) -> None:
     """Celery acknowledges before running: a killed worker takes the task, and every
     later step of the chain, with it."""
-    instance = only(chaos(celery_settings, flow_file("chaos"), "celery-chain", "kill-worker",
-                          "activate:before-effect", timeout=8))
+    result = chaos(celery_settings, flow_file("chaos"), "celery-chain", "kill-worker",
+                   "activate:before-effect", timeout=90)
+    instance = only(result)
 
     assert instance.verdict is Verdict.LOST
+    # Nothing holds it, and the worker that had its task is dead: the run ends there,
+    # not at its deadline, and says how it knew.
+    ended = _timeline(result)[-1]
+    assert ended.detail.startswith(f"ended early: nothing holds {instance.instance_id}")
+    assert ended.at < 60
     assert applied(celery_settings, instance, "activate") == []
     assert applied(celery_settings, instance, "notify") == []
     assert instance.resume is not None

@@ -63,7 +63,7 @@ from graduate.runs.record import (
     OptionsRecord,
     RunRecord,
 )
-from graduate.runs.session import RunSession, load_run_flow, open_session
+from graduate.runs.session import RunSession, load_run_flow, next_wait, open_session
 from graduate.runs.timeline import (
     INSTANCES_STARTED,
     RUN_ENDED,
@@ -74,6 +74,10 @@ from graduate.runs.timeline import (
 from graduate.timescale import TimeScaleRecord
 
 __all__ = ["ChaosOptions", "ChaosResult", "TimelineEvent", "run_chaos"]
+
+# After the fault, how often the engine is asked whether it still holds the unfinished
+# instances (it may read the broker and ping workers).
+SETTLED_CHECK = 1.0
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
                 return _store(store, options, session, flow, timeline, {}, {}, {},
                               applicable=False, fired=False, reason=reason)
             # Arm: each instance starts with its fault point armed.
+            first_start = time.monotonic()
             started = session.start_instances()
             timeline.add(INSTANCES_STARTED, f"{started} instance(s)" + (
                 "" if started == run.instances else
@@ -186,10 +191,14 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
                     plan.fault.fire(replace(context, reached=reached))  # the same acts
             _release_all(session, plan, disarm=True)
             arming.held.clear()
-            # Recover: the supervisor restarts what died until every instance finished.
-            statuses = session.watch(deadline, revive_after=plan.restart_delay)
+            # Recover: the supervisor restarts what died until every instance finished,
+            # or until what is unfinished provably never moves again before the deadline.
+            settled = _Settled(session, first_start, deadline)
+            statuses = session.watch(deadline, revive_after=plan.restart_delay,
+                                     until=settled)
             timeline.add(RUN_ENDED, "all finished" if all(
-                s.state.finished for s in statuses.values()) else "deadline passed")
+                s.state.finished for s in statuses.values())
+                else settled.proof or "deadline passed")
             # Judge and store.
             holds = {iid: _holds(session, iid) for iid, s in statuses.items()
                      if not s.state.finished}
@@ -315,6 +324,65 @@ def _hit(session: RunSession, plan: FaultPlan, instance_id: str,
     # fault was not hit.
     at = next((moment for moment in fired if moment >= reached.at), None)
     return None if at is None else (reached, at)
+
+
+@dataclass
+class _Settled:
+    """Whether every unfinished instance is provably lost or provably parked, so that
+    waiting for the run's deadline could change nothing; `proof` says how it was proven.
+
+    Lost: the engine's `holds()` says nothing holds it (no message in the broker's queues
+    or unacknowledged set, no task in a live worker's hands, no timer, no running
+    workflow or row its tick advances); an engine that cannot tell is never taken for a
+    "no". Parked: it waits for a signal the run will not send, at a wait whose deadline
+    falls after the run's, even counted from the first instance's start.
+    """
+
+    session: RunSession
+    first_start: float  # monotonic, before the first instance started
+    deadline: float  # monotonic
+    proof: str = field(default="", init=False)
+    _asked: float = field(default=0.0, init=False)
+
+    def __call__(self, statuses: dict[str, InstanceStatus]) -> bool:
+        unfinished = {iid: s for iid, s in statuses.items() if not s.state.finished}
+        if not unfinished or time.monotonic() - self._asked < SETTLED_CHECK:
+            return False
+        self._asked = time.monotonic()
+        parked = {iid for iid, s in unfinished.items() if self._parked(s)}
+        lost = []
+        for iid in unfinished.keys() - parked:
+            held, _ = _holds(self.session, iid)
+            if held is not False:
+                return False
+            lost.append(iid)
+        # holds() says "no" for an instance that finished since its status was read (a
+        # worker failing its task visibly): only one still unfinished after it is lost.
+        if any(self._finished_now(iid) for iid in lost):
+            return False
+        parts = []
+        if lost:
+            parts.append(f"nothing holds {', '.join(sorted(lost))}: "
+                         f"{self.session.engine.name} keeps no message, task, timer or "
+                         "record that can move it")
+        if parked:
+            parts.append(f"{', '.join(sorted(parked))} wait(s) for a signal this run does "
+                         "not send, past the run's deadline")
+        self.proof = "ended early: " + "; ".join(parts)
+        return True
+
+    def _finished_now(self, instance_id: str) -> bool:
+        try:
+            return self.session.engine.status(instance_id).state.finished
+        except Exception:
+            return True  # not proven: the next round looks again
+
+    def _parked(self, status: InstanceStatus) -> bool:
+        if status.state is not InstanceState.WAITING:
+            return False
+        wait = next_wait(self.session.flow, status.done)
+        return (wait is not None and wait.signal not in self.session.options.decisions
+                and self.first_start + wait.deadline > self.deadline)
 
 
 def _holds(session: RunSession, instance_id: str) -> tuple[bool | None, str]:

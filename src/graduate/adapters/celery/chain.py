@@ -15,9 +15,10 @@ operator of such a system has to go on.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -37,6 +38,7 @@ from graduate.errors import (
     TransientEffectError,
 )
 from graduate.flow import Flow, InstanceRequest, Node, Parallel, Step, Timer, Wait
+from graduate.processes import running
 
 ENGINE = "celery-chain"
 
@@ -151,6 +153,14 @@ def _passed(ctx: Context, node: str) -> Context:
 def _load(client: redis.Redis, key: str) -> Any:
     raw = client.get(key)
     return None if raw is None else json.loads(raw)
+
+
+def _runs_here(worker: str) -> bool:
+    """Whether the worker named `worker` (`NAME-PID@HOST`, as the worker module names
+    it) is a process that still runs on this host. One on another host cannot be seen."""
+    node, _, host = worker.rpartition("@")
+    pid = node.rpartition("-")[2]
+    return host == socket.gethostname() and pid.isdigit() and running(int(pid))
 
 
 def _describe(error: BaseException, step: Step) -> str:
@@ -504,11 +514,55 @@ def _timestamp(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
-def _stopped(done: list[str], failure: str, result: Any) -> InstanceStatus:
+def _stopped(done: list[str], failure: str, date_done: datetime | None) -> InstanceStatus:
     return InstanceStatus(
-        InstanceState.FAILED, tuple(done), finished_at=_timestamp(result.date_done),
+        InstanceState.FAILED, tuple(done), finished_at=_timestamp(date_done),
         detail=f"{failure}; the chain stopped there and nothing compensates",
     )
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What the result backend holds of one instance, read in one round trip: each
+    task's meta as Celery stores it, each wait's claim and parked context, and an
+    operator's cancellation."""
+
+    metas: dict[str, dict[str, Any]]
+    claims: dict[str, Any]  # wait or parallel block -> its claim, or None while undecided
+    parked: dict[str, bool]  # wait name -> whether a chain parked its context there
+    cancel: Any
+
+    @classmethod
+    def read(cls, app: Celery, client: redis.Redis, flow: Flow, instance_id: str,
+             ids: list[str]) -> _Record:
+        waits = [w.name for w in flow.waits]
+        # A parallel block is claimed too, by the first branch that fails.
+        claimed = [n.name for n in flow.nodes if isinstance(n, Wait | Parallel)]
+        keys = [app.backend.get_key_for_task(tid) for tid in ids]
+        keys += [claim_key(instance_id, name) for name in claimed]
+        keys += [context_key(instance_id, w) for w in waits]
+        keys.append(cancel_key(instance_id))
+        raws = client.mget(keys)
+        metas = {tid: app.backend.decode_result(raw)
+                 for tid, raw in zip(ids, raws[:len(ids)], strict=True) if raw is not None}
+        claims = raws[len(ids):len(ids) + len(claimed)]
+        contexts = raws[len(ids) + len(claimed):-1]
+        return cls(metas=metas,
+                   claims={name: None if raw is None else json.loads(raw)
+                           for name, raw in zip(claimed, claims, strict=True)},
+                   parked={w: raw is not None for w, raw in zip(waits, contexts, strict=True)},
+                   cancel=None if raws[-1] is None else json.loads(raws[-1]))
+
+    def state(self, tid: str) -> str:
+        """Celery's state of the task; PENDING when the backend has no record of it."""
+        return str(self.metas.get(tid, {}).get("status", "PENDING"))
+
+    def result(self, tid: str) -> Any:
+        return self.metas.get(tid, {}).get("result")
+
+    def date_done(self, tid: str) -> datetime | None:
+        value = self.metas.get(tid, {}).get("date_done")
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 class ChainStrategy:
@@ -549,73 +603,77 @@ class ChainStrategy:
                            task_id=task_id(instance_id, "signal", name)).apply_async()
 
     def status(self, instance_id: str) -> InstanceStatus:
-        finish = self.app.AsyncResult(task_id(instance_id, "finish"))
-        if finish.state == "SUCCESS":
-            result = finish.result
+        # One MGET for the whole record: the harness asks this of every instance it
+        # watches, on the same two cores as the workers.
+        record = _Record.read(self.app, self.resources.redis(), self.flow, instance_id,
+                              self._task_ids(instance_id))
+        finish = task_id(instance_id, "finish")
+        if record.state(finish) == "SUCCESS":
+            result = record.result(finish)
             return InstanceStatus(state=_OUTCOMES[result["outcome"]], done=tuple(result["done"]),
-                                  finished_at=_timestamp(finish.date_done),
+                                  finished_at=_timestamp(record.date_done(finish)),
                                   detail=result["reason"])
-        client = self.resources.redis()
-        cancelled = _load(client, cancel_key(instance_id))
+        cancelled = record.cancel
         if cancelled is not None:
             return InstanceStatus(
                 InstanceState.FAILED, finished_at=float(cancelled["at"]),
                 detail="revoked by an operator; a chain has no compensation path for a "
                        "cancellation, so what applied stays applied")
         done: list[str] = []
-        known = finish.state != "PENDING"
+        known = record.state(finish) != "PENDING"
         for node in self.flow.nodes:
-            result = self.app.AsyncResult(task_id(instance_id, node.name))
-            known = known or result.state != "PENDING"
+            tid = task_id(instance_id, node.name)
+            state = record.state(tid)
+            known = known or state != "PENDING"
             if isinstance(node, Parallel):
-                states = {s.name: self.app.AsyncResult(task_id(instance_id, s.name)).state
+                states = {s.name: record.state(task_id(instance_id, s.name))
                           for s in node.steps}
-                known = known or any(state != "PENDING" for state in states.values())
-                done += [name for name, state in states.items() if state == "SUCCESS"]
-                claim = _load(client, claim_key(instance_id, node.name))
+                known = known or any(branch != "PENDING" for branch in states.values())
+                done += [name for name, branch in states.items() if branch == "SUCCESS"]
+                claim = record.claims[node.name]
                 if claim is not None:
-                    return self._compensating(instance_id, done, claim["reason"])
-                if result.state == "SUCCESS":
+                    return self._compensating(record, instance_id, done, claim["reason"])
+                if state == "SUCCESS":
                     done.append(node.name)
                     continue
-                failed = [name for name, state in states.items() if state == "FAILURE"]
+                failed = [name for name, branch in states.items() if branch == "FAILURE"]
                 if failed and known:
                     return InstanceStatus(
                         InstanceState.RUNNING, tuple(done),
                         detail=f"at {node.name}: {', '.join(failed)} failed; the chord "
                                "compensates once every branch has ended")
-                return self._running(known, done, node, result.state)
+                return self._running(known, done, node, state)
             if isinstance(node, Wait):
-                claim = _load(client, claim_key(instance_id, node.name))
+                claim = record.claims[node.name]
                 if claim is not None and claim["action"] == "continue":
                     done.append(node.name)
                     continue
                 if claim is not None and claim["action"] == "compensate":
-                    return self._compensating(instance_id, done, claim["reason"])
+                    return self._compensating(record, instance_id, done, claim["reason"])
                 if claim is not None:
                     return InstanceStatus(InstanceState.RUNNING, tuple(done),
                                           detail=f"failing: {claim['reason']}")
-                if result.state == "SUCCESS" or client.exists(context_key(instance_id,
-                                                                          node.name)):
+                if state == "SUCCESS" or record.parked[node.name]:
                     return InstanceStatus(InstanceState.WAITING, tuple(done), detail=node.signal)
-                return self._running(known, done, node, result.state)
-            if result.state == "SUCCESS":
+                return self._running(known, done, node, state)
+            if state == "SUCCESS":
                 done.append(node.name)
                 continue
-            if result.state == "FAILURE":
-                failure = f"step {node.name} failed: {result.result}"
-                if not isinstance(result.result, HANDLED):
-                    return _stopped(done, failure, result)
-                return self._compensating(instance_id, done, failure)
-            return self._running(known, done, node, result.state)
-        return self._running(known, done, None, finish.state)
+            if state == "FAILURE":
+                failure = f"step {node.name} failed: {record.result(tid)}"
+                if not isinstance(record.result(tid), HANDLED):
+                    return _stopped(done, failure, record.date_done(tid))
+                return self._compensating(record, instance_id, done, failure)
+            return self._running(known, done, node, state)
+        return self._running(known, done, None, record.state(finish))
 
-    def _compensating(self, instance_id: str, done: list[str], reason: str) -> InstanceStatus:
+    def _compensating(self, record: _Record, instance_id: str, done: list[str],
+                      reason: str) -> InstanceStatus:
         for step in self.flow.compensations_for(done):
-            result = self.app.AsyncResult(task_id(instance_id, "compensate", step.name))
-            if result.state == "FAILURE" and not isinstance(result.result, HANDLED):
-                return _stopped(done, f"compensation of {step.name} failed: {result.result}",
-                                result)
+            tid = task_id(instance_id, "compensate", step.name)
+            if record.state(tid) == "FAILURE" and not isinstance(record.result(tid), HANDLED):
+                return _stopped(done, f"compensation of {step.name} failed: "
+                                f"{record.result(tid)}", record.date_done(tid))
         return InstanceStatus(InstanceState.RUNNING, tuple(done), detail=f"compensating: {reason}")
 
     def _running(self, known: bool, done: list[str], node: Node | None,
@@ -739,7 +797,9 @@ class ChainStrategy:
         return True
 
     def _in_live_hands(self, instance_id: str) -> bool:
-        """Whether a worker that answers a ping runs a task of the instance."""
+        """Whether a worker that answers a ping runs a task of the instance. A worker on
+        this host that does not answer but whose process still runs (busy burying a
+        killed pool child, say) may yet finish or fail the task: CannotTell, never "no"."""
         now = time.monotonic()
         silent = {name for name, at in self._silent.items() if now - at < SILENT_FOR}
         workers = set()
@@ -757,14 +817,23 @@ class ChainStrategy:
                     self._can_move(instance_id, tid)):
                 workers.add(received.decode() if isinstance(received, bytes)
                             else str(received))
-        workers -= {"", *silent}
-        if not workers:
-            return False
-        replies = self.app.control.ping(destination=sorted(workers), timeout=PING_TIMEOUT,
-                                        limit=len(workers))
-        answered = {name for reply in replies for name in reply}
-        self._silent.update(dict.fromkeys(workers - answered, time.monotonic()))
-        return bool(workers & answered)
+        workers.discard("")
+        asked = workers - silent
+        answered: set[str] = set()
+        if asked:
+            replies = self.app.control.ping(destination=sorted(asked), timeout=PING_TIMEOUT,
+                                            limit=len(asked))
+            answered = {name for reply in replies for name in reply} & asked
+        if answered:
+            return True
+        alive = sorted(name for name in workers if _runs_here(name))
+        # Only a worker that cannot answer any more is spared the next ping.
+        self._silent.update(dict.fromkeys(set(asked) - set(alive), time.monotonic()))
+        if alive:
+            raise CannotTell(f"worker {alive[0]} ran a task of {instance_id} and did not "
+                             f"answer a ping within {PING_TIMEOUT:g} s, but its process "
+                             "still runs: it may yet finish or fail the task")
+        return False
 
     def _task_ids(self, instance_id: str) -> list[str]:
         ids = []
