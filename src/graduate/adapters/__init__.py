@@ -3,13 +3,16 @@ each described once in the registry (`graduate.adapters.registry`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import importlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graduate.adapters import celery as _celery
 from graduate.adapters import temporal as _temporal
 from graduate.adapters.base import Engine
+from graduate.adapters.plain import PlainClient, PlainSpec
 from graduate.adapters.registry import (
     EngineDescription,
     all_engine_names,
@@ -19,6 +22,7 @@ from graduate.adapters.registry import (
     engines,
     register,
 )
+from graduate.errors import ConfigError
 from graduate.flow import Flow
 from graduate.services.model import Services
 from graduate.services.provider import Needs
@@ -37,6 +41,7 @@ __all__ = [
     "engines",
     "needs",
     "open_engine",
+    "open_plain",
     "register",
 ]
 
@@ -55,6 +60,14 @@ CONTEXT_PROVIDERS = {
 APP_MODULES = {
     "temporal": "graduate.adapters.temporal.application",
     "celery": "graduate.adapters.celery.application",
+}
+
+# The flow written directly with each engine's SDK, the baseline `graduate bench`
+# compares an adapter with: a module with `start_worker(spec, run_dir)` and
+# `open_client(spec)` (see `graduate.adapters.plain`).
+PLAIN_MODULES = {
+    "temporal": "graduate.adapters.temporal.plain",
+    "celery-chain": "graduate.adapters.celery.plain",
 }
 
 
@@ -86,3 +99,22 @@ def needs(names: Sequence[str]) -> Needs:
     described = [describe(name) for name in names]
     return Needs(temporal=any(d.needs_server for d in described),
                  broker=any(d.needs_broker for d in described))
+
+
+@contextlib.contextmanager
+def open_plain(engine: str, spec: PlainSpec, run_dir: Path) -> Iterator[PlainClient]:
+    """A worker process and a client for `engine`'s plain baseline; the worker is stopped
+    on exit. ConfigError for an engine that has none."""
+    if engine not in PLAIN_MODULES:
+        raise ConfigError(f"engine {engine!r} has no plain baseline to bench against; "
+                          f"these do: {', '.join(PLAIN_MODULES)}")
+    module = importlib.import_module(PLAIN_MODULES[engine])
+    worker = module.start_worker(spec, run_dir)
+    try:
+        client = module.open_client(spec)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        worker.stop()

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from graduate.cli import (
     adr,
+    bench,
     chaos,
     compare,
     demo,
@@ -110,6 +111,7 @@ app.command(name="inventory")(inventory.inventory)
 app.command(name="scaffold")(scaffold.scaffold)
 app.command(name="compare")(compare.compare)
 app.command(name="replay")(replay.replay)
+app.command(name="bench")(bench.bench)
 app.add_typer(env.app, name="env")
 app.add_typer(adr.app, name="adr")
 

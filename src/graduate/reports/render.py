@@ -96,6 +96,11 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def template(name: str) -> jinja2.Template:
+    """One of the package's templates, with the reports' filters (the bench's too)."""
+    return _environment().get_template(name)
+
+
 def render_html(report: Report) -> str:
     """One self-contained page: inline CSS and SVG, nothing fetched."""
     timelines = {f"{run.run_id}/{instance.instance_id}": svg.timeline(run, instance, report.flow)

@@ -1,0 +1,357 @@
+"""`graduate bench`: what graduate costs, how a matrix spends its time, how far one
+machine goes. Four sections, each optional:
+
+- `effect`: `graduate.effect` outside a run (per call, against a bare call), and
+  recording a call inside one (the ledger's write, against a plain SQLite insert);
+- `overhead`: the flow through graduate's adapter and the same flow written directly
+  with the engine's SDK (`graduate.adapters.plain`), side by side on the same servers,
+  repeated: flows per second and per-step latency as ratios with their spread;
+- `matrix`: a crash matrix under `defaults` and `tuned`: its wall time split into the
+  engines' recovery, waiting for a deadline, and the harness; and the time to resume
+  per engine, fault and profile;
+- `scale`: one fault among many instances: lost, duplicated, time to finish, and the
+  harness's own peak memory.
+
+Every ratio is measured side by side in one bench; absolute times are labelled with
+the machine they came from (`environment.host()`).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sqlite3
+import tempfile
+import time
+import timeit
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import graduate
+from graduate.adapters import PLAIN_MODULES, engine_names, needs, open_plain
+from graduate.adapters.base import services_for_worker
+from graduate.adapters.plain import PlainSpec, create_database, drive, plain_nodes
+from graduate.bench.measure import FlowSample, Spread, sample
+from graduate.chaos.faults import FAULT_FIRED
+from graduate.config import Settings
+from graduate.environment import host
+from graduate.errors import ConfigError
+from graduate.evidence import EvidenceStore, now_iso
+from graduate.flow import Flow, InstanceRequest, Step, load_flow
+from graduate.instrument import RunContext, effect
+from graduate.ledger import Ledger
+from graduate.runner import RunOptions, approve_all, run_flow
+from graduate.runs.session import new_request
+from graduate.runs.timeline import INSTANCES_STARTED, RUN_ENDED
+from graduate.services.provider import open_stack
+
+SECTIONS = ("effect", "overhead", "matrix", "scale")
+Progress = Callable[[str, int, int], None]  # (what is running, steps done, steps in all)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    flow: str = "partner_approval"
+    sections: tuple[str, ...] = SECTIONS
+    # overhead: engines with a plain baseline, instances per run, runs per side
+    engines: tuple[str, ...] = tuple(PLAIN_MODULES)
+    instances: int = 20
+    repeats: int = 3
+    # matrix: faults and profiles, instances per cell
+    matrix_engines: tuple[str, ...] = field(default_factory=engine_names)
+    matrix_faults: tuple[str, ...] = ("kill-worker", "stop-worker", "restart-broker",
+                                      "restart-server")
+    profiles: tuple[str, ...] = ("defaults", "tuned")
+    matrix_instances: int = 3
+    # scale: instances per run, one fault
+    scale: tuple[int, ...] = (100, 1000, 5000)
+    scale_engines: tuple[str, ...] = field(default_factory=engine_names)
+    scale_fault: str = "kill-worker"
+    timeout: float = 300.0  # each run's deadline
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sections if s not in SECTIONS]
+        if unknown:
+            raise ConfigError(f"no bench section {', '.join(unknown)}; the sections are "
+                              f"{', '.join(SECTIONS)}")
+        for name in self.engines:
+            if name not in PLAIN_MODULES:
+                raise ConfigError(f"engine {name!r} has no plain baseline to bench against; "
+                                  f"give --engine {' or '.join(PLAIN_MODULES)}")
+        if min(self.instances, self.repeats, self.matrix_instances, *self.scale, 1) < 1:
+            raise ConfigError("instances, repeats and scale sizes must be 1 or more")
+        if self.timeout <= 0:
+            raise ConfigError("--timeout must be a positive number of seconds")
+
+    def steps(self) -> int:
+        """How many measurements the bench takes, for a progress bar."""
+        counts = {
+            "effect": 2,
+            "overhead": 2 * len(self.engines) * self.repeats,
+            "matrix": len(self.matrix_engines) * len(self.matrix_faults) * len(self.profiles),
+            "scale": len(self.scale_engines) * len(self.scale),
+        }
+        return sum(counts[s] for s in self.sections)
+
+
+def run_bench(settings: Settings, options: BenchOptions, *,
+              on_progress: Progress | None = None) -> dict[str, Any]:
+    """Run the chosen sections; the results as JSON-ready data (see `bench.report`)."""
+    total = options.steps()
+    done = [0]
+
+    def step(what: str) -> None:
+        if on_progress is not None:
+            on_progress(what, done[0], total)
+        done[0] += 1
+
+    flow = load_flow(options.flow, spikes_dir=settings.spikes_dir)
+    results: dict[str, Any] = {
+        "created_at": now_iso(), "host": host(), "flow": flow.name,
+        "options": {"instances": options.instances, "repeats": options.repeats,
+                    "scale": list(options.scale), "scale_fault": options.scale_fault,
+                    "matrix_faults": list(options.matrix_faults),
+                    "profiles": list(options.profiles), "timeout": options.timeout},
+    }
+    if "effect" in options.sections:
+        results["effect"] = effect_cost(settings, flow, step)
+    if "overhead" in options.sections:
+        results["overhead"] = {engine: adapter_overhead(settings, flow, engine, options, step)
+                               for engine in options.engines}
+    if "matrix" in options.sections:
+        results["matrix"] = matrix_time(settings, options, step)
+    if "scale" in options.sections:
+        results["scale"] = scale(settings, options, step)
+    if on_progress is not None:
+        on_progress("done", total, total)
+    return results
+
+
+# ---------------------------------------------------------------------------- effect
+
+CALLS = 100_000
+LEDGER_CALLS = 300
+
+
+def _bare(order: str) -> str:
+    return order
+
+
+def _wrapped(order: str) -> str:
+    with effect("partner_portal.activate", key=order):
+        return _bare(order)
+
+
+def effect_cost(settings: Settings, flow: Flow, step: Callable[[str], None]) -> dict[str, Any]:
+    """`graduate.effect` outside a run, and what recording a call costs inside one."""
+    del settings
+    step("graduate.effect outside a run")
+    if RunContext.from_environ(os.environ) is not None:
+        raise ConfigError("unset the GRADUATE_RUN_* variables: the bench measures "
+                          "graduate.effect outside a run")
+
+    def best(call: Callable[[], object]) -> float:
+        return min(timeit.repeat(call, number=CALLS, repeat=5)) / CALLS * 1e6
+
+    bare = best(lambda: _bare("p-1"))
+    wrapped = best(lambda: _wrapped("p-1"))
+    step("recording a call in the ledger")
+    with tempfile.TemporaryDirectory(prefix="graduate-bench-") as folder:
+        ledger_ms, plain_ms = _ledger_against_insert(flow, Path(folder))
+    return {"outside_bare_us": bare, "outside_wrapped_us": wrapped,
+            "outside_overhead_us": wrapped - bare, "outside_target_us": 2.0,
+            "inside_ledger_ms": ledger_ms, "inside_plain_insert_ms": plain_ms,
+            "inside_ratio": ledger_ms / plain_ms}
+
+
+def _ledger_against_insert(flow: Flow, folder: Path) -> tuple[float, float]:
+    """Milliseconds per call: the ledger recording a step's effect (what a run's
+    `graduate.effect` and the model's effects do), and a plain committed insert."""
+    ledger = Ledger(str(folder / "ledger.sqlite3"))
+    step = next(s for s in flow.nodes if isinstance(s, Step))
+    requests: list[InstanceRequest] = []
+    for number in range(LEDGER_CALLS):
+        request = new_request(flow, "bench", number, "bench")
+        ledger.register(flow, request, "bench")
+        requests.append(request)
+    start = time.perf_counter()
+    for request in requests:
+        ledger.call(flow, request, step, attempt=1, engine="bench")
+    ledger_ms = (time.perf_counter() - start) / LEDGER_CALLS * 1e3
+    connection = sqlite3.connect(folder / "plain.sqlite3")
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("CREATE TABLE effects (instance TEXT, step TEXT, at REAL)")
+    start = time.perf_counter()
+    for request in requests:
+        connection.execute("INSERT INTO effects VALUES (?, ?, ?)",
+                           (request.instance_id, step.name, time.time()))
+        connection.commit()
+    plain_ms = (time.perf_counter() - start) / LEDGER_CALLS * 1e3
+    connection.close()
+    return ledger_ms, plain_ms
+
+
+# ---------------------------------------------------------------------------- overhead
+
+
+def adapter_overhead(settings: Settings, flow: Flow, engine: str, options: BenchOptions,
+                     step: Callable[[str], None]) -> dict[str, Any]:
+    """graduate's adapter and the plain SDK on the same servers, alternately, each
+    `options.repeats` times: the ratios graduate/plain per pair, with their spread."""
+    nodes = plain_nodes(flow)
+    pairs: list[tuple[FlowSample, FlowSample]] = []
+    with open_stack(settings, needs([engine]), use_kept=False) as stack:
+        for repeat in range(options.repeats):
+            # The side that runs first alternates, so neither always meets a warmer server.
+            sides = [_graduate_sample, _plain_sample]
+            if repeat % 2:
+                sides.reverse()
+            measured = {}
+            for side in sides:
+                step(f"{engine}: {'graduate' if side is _graduate_sample else 'plain SDK'} "
+                     f"run {repeat + 1} of {options.repeats}")
+                measured[side] = side(settings, flow, nodes, engine, stack, options)
+            pairs.append((measured[_graduate_sample], measured[_plain_sample]))
+    return {
+        "graduate": [vars(g) for g, _ in pairs],
+        "plain": [vars(p) for _, p in pairs],
+        "throughput_ratio": vars(Spread.of([g.flows_per_second / p.flows_per_second
+                                            for g, p in pairs])),
+        "step_latency_ratio": vars(Spread.of([g.step_p50 / p.step_p50 for g, p in pairs
+                                              if p.step_p50 > 0])),
+        "wait_latency_ratio": vars(Spread.of([g.wait_p50 / p.wait_p50 for g, p in pairs
+                                              if g.wait_p50 and p.wait_p50]))
+        if all(g.wait_p50 and p.wait_p50 for g, p in pairs) else None,
+    }
+
+
+def _graduate_sample(settings: Settings, flow: Flow, nodes: Sequence[tuple[str, str]],
+                     engine: str, stack: Any, options: BenchOptions) -> FlowSample:
+    result = run_flow(settings, RunOptions(flow=options.flow, engine=engine,
+                                           instances=options.instances,
+                                           timeout=options.timeout,
+                                           decisions=approve_all(flow)),
+                      flow=flow, stack=stack)
+    if not result.succeeded:
+        raise ConfigError(f"graduate's run {result.run_id} on {engine} did not complete "
+                          "every instance; the bench measures finished runs only: give a "
+                          "longer --timeout or fewer --instances")
+    ledger = Ledger(settings.ledger)
+    started = {i.instance_id: ledger.instance(i.instance_id).started_at
+               for i in result.instances}
+    landed: dict[str, dict[str, float]] = {}
+    for record in ledger.effects(run_id=result.run_id):
+        if record.kind == "effect":
+            landed.setdefault(record.instance_id, {}).setdefault(record.step,
+                                                                  record.finished_at)
+    return sample(nodes, started, landed)
+
+
+def _plain_sample(settings: Settings, flow: Flow, nodes: Sequence[tuple[str, str]],
+                  engine: str, stack: Any, options: BenchOptions) -> FlowSample:
+    run_id = uuid.uuid4().hex[:6]
+    run_dir = settings.state_dir / "bench" / run_id
+    database = run_dir / "plain.sqlite3"
+    create_database(database)
+    spec = PlainSpec(nodes=tuple(nodes), services=services_for_worker(stack.services),
+                     database=str(database), queue=f"graduate-plain.{flow.name}.{run_id}",
+                     ready_file=str(run_dir / "ready" / "plain.ready"))
+    ids = [f"plain-{flow.name}-{run_id}-{n:04d}" for n in range(options.instances)]
+    with open_plain(engine, spec, run_dir) as client:
+        run = drive(client, nodes, ids, database, options.timeout)
+    return sample(nodes, run.started, run.landed)
+
+
+# ---------------------------------------------------------------------------- matrix
+
+
+def matrix_time(settings: Settings, options: BenchOptions,
+                step: Callable[[str], None]) -> dict[str, Any]:
+    """A crash matrix, timed cell by cell, with each cell's wall time split."""
+    cells: list[dict[str, Any]] = []
+    last = [time.monotonic()]
+    step("matrix: first cell")
+
+    def on_cell(cell: Any, number: int, total: int) -> None:
+        now = time.monotonic()
+        cells.append({"engine": cell.engine, "fault": cell.label, "profile": cell.profile,
+                      "run_id": cell.run_id, "status": cell.status, "wall": now - last[0],
+                      "time_to_resume": cell.summary.median_time_to_resume
+                      if cell.summary is not None else None})
+        last[0] = now
+        if number < total:
+            step(f"matrix: cell {number + 1} of {total}")
+
+    started = time.monotonic()
+    result = graduate.matrix(options.flow, engines=options.matrix_engines,
+                             faults=options.matrix_faults, profiles=options.profiles,
+                             instances=options.matrix_instances, timeout=options.timeout,
+                             settings=settings, on_cell=on_cell)
+    wall = time.monotonic() - started
+    store = EvidenceStore(settings.evidence_dir)
+    for cell in cells:
+        cell.update(_split(store, cell["run_id"], cell["wall"]))
+    return {"matrix_id": result.matrix_id, "wall": wall, "cells": cells,
+            "recovery": sum(c["recovery"] for c in cells),
+            "deadline_wait": sum(c["deadline_wait"] for c in cells),
+            "harness": sum(c["harness"] for c in cells)}
+
+
+def _split(store: EvidenceStore, run_id: str | None, wall: float) -> dict[str, Any]:
+    """A cell's wall time: inside the engine's recovery (from the fault to the last
+    effect, or to an early end), waiting for the run's deadline after the last effect,
+    and the rest (services, workers, starting, judging, storing: the harness)."""
+    if run_id is None:
+        return {"recovery": 0.0, "deadline_wait": 0.0, "harness": wall, "ended": ""}
+    record = store.load_run(run_id)
+    fired = [e.at for e in record.timeline if e.kind == FAULT_FIRED.kind]
+    ended = next((e for e in record.timeline if e.kind == RUN_ENDED.kind), None)
+    end = ended.at if ended is not None else 0.0
+    began = record.started_at if record.started_at is not None else 0.0
+    last_effect = max((e.finished_at - began for e in record.ledger), default=0.0)
+    by_deadline = ended is not None and ended.detail == "deadline passed"
+    recovery = 0.0
+    if fired:
+        recovery = max(0.0, (last_effect if by_deadline else end) - fired[0])
+    deadline_wait = max(0.0, end - max(last_effect, fired[0] if fired else 0.0)) \
+        if by_deadline else 0.0
+    return {"recovery": recovery, "deadline_wait": deadline_wait,
+            "harness": max(0.0, wall - recovery - deadline_wait),
+            "ended": ended.detail if ended is not None else ""}
+
+
+# ---------------------------------------------------------------------------- scale
+
+
+def scale(settings: Settings, options: BenchOptions,
+          step: Callable[[str], None]) -> list[dict[str, Any]]:
+    """One fault among `options.scale` instances on each engine, smallest first (the
+    harness's peak memory is the process's high-water mark, so it grows with the sizes)."""
+    rows = []
+    store = EvidenceStore(settings.evidence_dir)
+    for engine in options.scale_engines:
+        for size in sorted(options.scale):
+            step(f"scale: {size} instance(s) on {engine} under {options.scale_fault}")
+            result = graduate.chaos(options.flow, engine=engine, fault=options.scale_fault,
+                                    instances=size, timeout=options.timeout,
+                                    settings=settings)
+            rows.append(_scale_row(store, engine, size, result))
+    return rows
+
+
+def _scale_row(store: EvidenceStore, engine: str, size: int, result: Any) -> dict[str, Any]:
+    counts: Mapping[str, int] = result.verdict.counts
+    record = store.load_run(result.run_id)
+    began = next((e.at for e in record.timeline if e.kind == INSTANCES_STARTED.kind), 0.0)
+    ended = next((e for e in record.timeline if e.kind == RUN_ENDED.kind), None)
+    return {"engine": engine, "instances": size, "fired": result.fired,
+            "completed": counts.get("completed", 0), "lost": counts.get("lost", 0),
+            "stuck": counts.get("stuck", 0), "failed": counts.get("failed", 0),
+            "duplicates": result.verdict.unabsorbed_duplicates,
+            "time_to_finish": (ended.at - began) if ended is not None else None,
+            "ended": ended.detail if ended is not None else "",
+            # Linux reports the high-water mark of the resident set in KiB.
+            "harness_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
