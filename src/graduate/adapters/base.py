@@ -255,6 +255,11 @@ class Engine(Protocol):
         """The instance's state as the engine records it."""
         ...
 
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        """`status` of each instance, asked together where the engine can (the harness
+        watches every unfinished instance on every round, on the workers' cores)."""
+        ...
+
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The engine's own record of the instance, oldest first."""
         ...

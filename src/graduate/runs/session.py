@@ -14,6 +14,7 @@ instances and judging them.
 from __future__ import annotations
 
 import contextlib
+import math
 import secrets
 import time
 import uuid
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 
 POLL_INTERVAL = 0.1
 MAX_WORKERS = 64  # each a process of its own, started and awaited one by one
+# While many instances start, those already started are looked at this often, so that
+# one waiting for a signal gets its answer then, not after the last one started.
+ANSWER_WHILE_STARTING = 1.0
 
 
 class Arming(Protocol):
@@ -138,7 +142,11 @@ class RunSession:
     def start_instances(self) -> int:
         """Register, prepare (inject failures, arm fault points) and start each instance,
         until the run's deadline passes; how many were started."""
+        looked = time.monotonic()
         for number in range(1, self.options.instances + 1):
+            if time.monotonic() - looked > ANSWER_WHILE_STARTING:
+                self._answer_started()
+                looked = time.monotonic()
             if time.monotonic() > self.deadline:
                 return number - 1
             self.start_instance()
@@ -171,11 +179,11 @@ class RunSession:
         while True:
             if revive_after is not None:
                 self.supervisor.revive(revive_after)
-            for instance_id in self.instance_ids:
-                previous = statuses.get(instance_id)
-                if previous is not None and previous.state.finished:
-                    continue
-                status = self._status(instance_id, previous, deadline)
+            unfinished = [iid for iid in self.instance_ids
+                          if iid not in statuses or not statuses[iid].state.finished]
+            fresh = self._statuses(unfinished, statuses, deadline)
+            for instance_id in unfinished:
+                previous, status = statuses.get(instance_id), fresh[instance_id]
                 if on_status is not None and previous != status:
                     on_status(instance_id, status)
                 statuses[instance_id] = status
@@ -186,17 +194,21 @@ class RunSession:
                 return statuses
             time.sleep(POLL_INTERVAL)
 
-    def _status(self, instance_id: str, previous: InstanceStatus | None,
-                deadline: float) -> InstanceStatus:
+    def _answer_started(self) -> None:
+        for instance_id, status in self._statuses(self.instance_ids, {}, math.inf).items():
+            self._answer(instance_id, status)
+
+    def _statuses(self, instance_ids: list[str], known: dict[str, InstanceStatus],
+                  deadline: float) -> dict[str, InstanceStatus]:
         # A broker or server being restarted by a fault makes status calls fail for a
-        # while; the last known status stands until it answers again.
+        # while; the last known statuses stand until it answers again.
         try:
-            return self.engine.status(instance_id)
+            return self.engine.statuses(instance_ids)
         except Exception:
             if time.monotonic() > deadline:
                 raise
-            return previous or InstanceStatus(InstanceState.UNKNOWN,
-                                              detail="the engine does not answer")
+            unknown = InstanceStatus(InstanceState.UNKNOWN, detail="the engine does not answer")
+            return {iid: known.get(iid, unknown) for iid in instance_ids}
 
     def _answer(self, instance_id: str, status: InstanceStatus) -> None:
         if status.state is not InstanceState.WAITING:

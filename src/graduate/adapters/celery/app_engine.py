@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,9 @@ class CeleryAppEngine:
         request = self._requests.get(instance_id) or self._ledger.instance(instance_id).request
         with project_on_path(self.app.project_dir):
             application.signal(self.declaration, request, name, payload)
+
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        return {iid: self.status(iid) for iid in instance_ids}
 
     def status(self, instance_id: str) -> InstanceStatus:
         found = progress(self.flow, self._ledger.effects(instance_id=instance_id))

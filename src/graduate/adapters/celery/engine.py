@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -137,6 +138,9 @@ class CeleryEngine:
 
     def status(self, instance_id: str) -> InstanceStatus:
         return self._impl.status(instance_id)
+
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        return {iid: self._impl.status(iid) for iid in instance_ids}
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         return self._impl.history(instance_id)

@@ -41,7 +41,10 @@ class EffectActivities:
         flow = registry.get(effect_input.flow)
         step = flow.node(effect_input.step)
         assert isinstance(step, Step)
-        activity.heartbeat()  # started: a heartbeat timeout counts from here
+        if activity.info().heartbeat_timeout:
+            # Started: a heartbeat timeout counts from here. Without one the server
+            # watches no heartbeat, and a step that cannot fail spares the RPC.
+            activity.heartbeat()
         # A cancellation (a worker shutting down, an attempt the server timed out) is
         # raised into this thread wherever it runs, as for any synchronous activity; the
         # ledger's transaction rolls back on it, so no half-recorded call remains.

@@ -10,7 +10,7 @@ the instance is running, closed or failed comes from the server.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ from graduate.adapters.base import (
 from graduate.adapters.temporal import application
 from graduate.adapters.temporal.client import connect
 from graduate.adapters.temporal.description import TEMPORAL_APP
-from graduate.adapters.temporal.engine import read_history, read_server_versions
+from graduate.adapters.temporal.engine import gather_statuses, read_history, read_server_versions
 from graduate.apps import App
 from graduate.errors import EngineError, ServiceError
 from graduate.flow import Flow, InstanceRequest
@@ -134,6 +134,10 @@ class TemporalAppEngine:
 
     def status(self, instance_id: str) -> InstanceStatus:
         return self._run(self._status(instance_id))
+
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        """Every instance's `status`, the server asked for all of them at once."""
+        return self._run(gather_statuses(self._status, instance_ids))
 
     async def _status(self, instance_id: str) -> InstanceStatus:
         handle = self._client.get_workflow_handle(instance_id)
