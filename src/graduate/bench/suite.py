@@ -49,6 +49,12 @@ from graduate.runs.timeline import INSTANCES_STARTED, RUN_ENDED
 from graduate.services.provider import open_stack
 
 SECTIONS = ("effect", "overhead", "matrix", "scale")
+
+
+def bench_evidence(settings: Settings) -> Path:
+    """Where the bench's chaos runs keep their evidence: apart from the project's, which
+    holds the runs a team decides on."""
+    return settings.state_dir / "bench" / "evidence"
 Progress = Callable[[str, int, int], None]  # (what is running, steps done, steps in all)
 
 
@@ -117,7 +123,7 @@ def run_bench(settings: Settings, options: BenchOptions, *,
                     "profiles": list(options.profiles), "timeout": options.timeout},
     }
     if "effect" in options.sections:
-        results["effect"] = effect_cost(settings, flow, step)
+        results["effect"] = effect_cost(flow, step)
     if "overhead" in options.sections:
         results["overhead"] = {engine: adapter_overhead(settings, flow, engine, options, step)
                                for engine in options.engines}
@@ -145,9 +151,8 @@ def _wrapped(order: str) -> str:
         return _bare(order)
 
 
-def effect_cost(settings: Settings, flow: Flow, step: Callable[[str], None]) -> dict[str, Any]:
+def effect_cost(flow: Flow, step: Callable[[str], None]) -> dict[str, Any]:
     """`graduate.effect` outside a run, and what recording a call costs inside one."""
-    del settings
     step("graduate.effect outside a run")
     if RunContext.from_environ(os.environ) is not None:
         raise ConfigError("unset the GRADUATE_RUN_* variables: the bench measures "
@@ -289,9 +294,10 @@ def matrix_time(settings: Settings, options: BenchOptions,
     result = graduate.matrix(options.flow, engines=options.matrix_engines,
                              faults=options.matrix_faults, profiles=options.profiles,
                              instances=options.matrix_instances, timeout=options.timeout,
-                             settings=settings, on_cell=on_cell)
+                             settings=settings, evidence=bench_evidence(settings),
+                             on_cell=on_cell)
     wall = time.monotonic() - started
-    store = EvidenceStore(settings.evidence_dir)
+    store = EvidenceStore(bench_evidence(settings))
     for cell in cells:
         cell.update(_split(store, cell["run_id"], cell["wall"]))
     return {"matrix_id": result.matrix_id, "wall": wall, "cells": cells,
@@ -331,13 +337,13 @@ def scale(settings: Settings, options: BenchOptions,
     """One fault among `options.scale` instances on each engine, smallest first (the
     harness's peak memory is the process's high-water mark, so it grows with the sizes)."""
     rows = []
-    store = EvidenceStore(settings.evidence_dir)
+    store = EvidenceStore(bench_evidence(settings))
     for engine in options.scale_engines:
         for size in sorted(options.scale):
             step(f"scale: {size} instance(s) on {engine} under {options.scale_fault}")
             result = graduate.chaos(options.flow, engine=engine, fault=options.scale_fault,
                                     instances=size, timeout=options.timeout,
-                                    settings=settings)
+                                    settings=settings, evidence=bench_evidence(settings))
             rows.append(_scale_row(store, engine, size, result))
     return rows
 

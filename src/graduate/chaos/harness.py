@@ -199,9 +199,9 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
             timeline.add(RUN_ENDED, "all finished" if all(
                 s.state.finished for s in statuses.values())
                 else settled.proof or "deadline passed")
-            # Judge and store.
-            holds = {iid: _holds(session, iid) for iid, s in statuses.items()
-                     if not s.state.finished}
+            # Judge and store (what proved the early end is not asked again).
+            holds = {iid: settled.found.get(iid) or _holds(session, iid)
+                     for iid, s in statuses.items() if not s.state.finished}
             histories = {iid: _history(session, iid) for iid in session.instance_ids}
             for iid, history in histories.items():
                 if ran := versions_ran(history):
@@ -342,6 +342,8 @@ class _Settled:
     first_start: float  # monotonic, before the first instance started
     deadline: float  # monotonic
     proof: str = field(default="", init=False)
+    # What holds() said of each instance when the proof was made.
+    found: dict[str, tuple[bool | None, str]] = field(default_factory=dict, init=False)
     _asked: float = field(default=0.0, init=False)
 
     def __call__(self, statuses: dict[str, InstanceStatus]) -> bool:
@@ -350,12 +352,11 @@ class _Settled:
             return False
         self._asked = time.monotonic()
         parked = {iid for iid, s in unfinished.items() if self._parked(s)}
-        lost = []
+        lost: dict[str, tuple[bool | None, str]] = {}
         for iid in unfinished.keys() - parked:
-            held, _ = _holds(self.session, iid)
-            if held is not False:
+            lost[iid] = _holds(self.session, iid)
+            if lost[iid][0] is not False:
                 return False
-            lost.append(iid)
         # holds() says "no" for an instance that finished since its status was read (a
         # worker failing its task visibly): only one still unfinished after it is lost.
         if any(self._finished_now(iid) for iid in lost):
@@ -369,6 +370,7 @@ class _Settled:
             parts.append(f"{', '.join(sorted(parked))} wait(s) for a signal this run does "
                          "not send, past the run's deadline")
         self.proof = "ended early: " + "; ".join(parts)
+        self.found = lost
         return True
 
     def _finished_now(self, instance_id: str) -> bool:
