@@ -36,6 +36,7 @@ from graduate.adapters.base import services_for_worker
 from graduate.adapters.plain import PlainSpec, create_database, drive, plain_nodes
 from graduate.bench.measure import FlowSample, Spread, sample
 from graduate.chaos.faults import FAULT_FIRED
+from graduate.chaos.matrix import default_point
 from graduate.config import Settings
 from graduate.environment import host
 from graduate.errors import ConfigError
@@ -338,11 +339,13 @@ def scale(settings: Settings, options: BenchOptions,
     harness's peak memory is the process's high-water mark, so it grows with the sizes)."""
     rows = []
     store = EvidenceStore(bench_evidence(settings))
+    # Where the matrix puts a fault given without a point: the step after the approval.
+    at = default_point(load_flow(options.flow, spikes_dir=settings.spikes_dir))
     for engine in options.scale_engines:
         for size in sorted(options.scale):
             step(f"scale: {size} instance(s) on {engine} under {options.scale_fault}")
             result = graduate.chaos(options.flow, engine=engine, fault=options.scale_fault,
-                                    instances=size, timeout=options.timeout,
+                                    at=at, instances=size, timeout=options.timeout,
                                     settings=settings, evidence=bench_evidence(settings))
             rows.append(_scale_row(store, engine, size, result))
     return rows
