@@ -1,6 +1,6 @@
-"""`graduate scaffold`: the package it writes passes mypy strict and ruff, for the spike,
-for a flow `graduate inventory` wrote, and for a flow with every kind of node; and it
-never overwrites a file someone edited unless forced."""
+"""`graduate scaffold`: the package it writes passes mypy strict and ruff, for the spikes,
+for a flow `graduate inventory` wrote, for a flow with every kind of node, and for one
+whose steps work long; and it never overwrites a file someone edited unless forced."""
 
 from __future__ import annotations
 
@@ -69,6 +69,50 @@ draft = "crm.delete"
 countersign = "crm.delete"
 """
 
+# Steps with long work, one in a parallel group whose other branch has two steps.
+WORK = """
+[flow]
+name = "nightly_statements"
+approval_class = "A0"
+reversibility_class = "R1"
+sensitivity_class = "S2"
+
+[systems.ledger]
+honours_idempotency = true
+
+[systems.mail]
+honours_idempotency = false
+
+[[nodes]]
+step = "compute_statements"
+effect = "ledger.compute_statements"
+timeout = "5m"
+work = "90s"
+
+[[nodes]]
+parallel = "deliver"
+
+  [[nodes.steps]]
+  step = "render_pdfs"
+  effect = "ledger.render_pdfs"
+  timeout = "2m"
+  work = "40s"
+
+  [[nodes.steps]]
+  step = "archive"
+  branch = "records"
+  effect = "ledger.archive"
+
+  [[nodes.steps]]
+  step = "mail_summary"
+  branch = "records"
+  effect = "mail.send_summary"
+
+[compensations]
+compute_statements = "ledger.discard_statements"
+archive = "ledger.unarchive"
+"""
+
 
 def _flows(tmp_path: Path) -> dict[str, Path]:
     inventoried = tmp_path / "inventoried.toml"
@@ -77,11 +121,15 @@ def _flows(tmp_path: Path) -> dict[str, Path]:
     assert written.exit_code == 0, written.output
     every = tmp_path / "every_node.toml"
     every.write_text(EVERY_NODE, encoding="utf-8")
+    work = tmp_path / "work.toml"
+    work.write_text(WORK, encoding="utf-8")
     return {"spike": ROOT / "spikes" / "partner_approval.toml", "inventory": inventoried,
-            "every-node": every}
+            "every-node": every, "parallel": ROOT / "spikes" / "pmi_milestones.toml",
+            "branches": ROOT / "tests" / "flows" / "branches.toml", "work": work}
 
 
-@pytest.mark.parametrize("which", ["spike", "inventory", "every-node"])
+@pytest.mark.parametrize("which", ["spike", "inventory", "every-node", "parallel", "branches",
+                                   "work"])
 def test_the_package_passes_mypy_strict_and_ruff(which: str, tmp_path: Path) -> None:
     flow = _flows(tmp_path)[which]
     out = tmp_path / "package"
@@ -172,14 +220,53 @@ def test_an_unknown_flow_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_a_flow_with_parallel_branches_is_refused_with_what_to_do(tmp_path: Path) -> None:
-    flow = ROOT / "tests" / "flows" / "branches.toml"
-    refused = runner.invoke(app, ["scaffold", str(flow), "--out", str(tmp_path / "x")])
+def test_each_branch_is_a_task_of_its_steps_in_order_and_the_group_joins(
+        tmp_path: Path) -> None:
+    from graduate.migrate.scaffold import render
 
-    assert refused.exit_code == 2
-    assert "parallel group(s) provision" in refused.stderr
-    assert "does not render yet" in refused.stderr
-    assert not (tmp_path / "x").exists()
+    files = render(load_flow(ROOT / "tests" / "flows" / "branches.toml"))
+    workflow = files["branches_temporal/workflow.py"]
+
+    # One task per branch, the portal's two steps in one branch in the flow's order,
+    # awaited together (not gather: the branches must outlive a cancelled join).
+    group = workflow[workflow.index("await self._parallel("):]
+    group = group[:group.index("])") + 2]
+    assert [line.strip() for line in group.splitlines() if "# branch" in line] == [
+        "[  # branch portal", "[  # branch open_account", "[  # branch welcome"]
+    assert group.index('_Call("open_portal"') < group.index('_Call("grant_access"')
+    assert "asyncio.create_task(self._branch(" in workflow
+    assert "await asyncio.wait(tasks)" in workflow
+    assert "asyncio.gather" not in workflow
+    assert workflow.index("await self._parallel(") < workflow.index('"activate"')
+    assert "does not render yet" not in workflow
+
+
+def test_a_step_with_work_heartbeats_within_its_heartbeat_timeout(tmp_path: Path) -> None:
+    from graduate.migrate.scaffold import WORK_HEARTBEAT_TIMEOUT, render
+
+    work = tmp_path / "work.toml"
+    work.write_text(WORK, encoding="utf-8")
+    files = render(load_flow(work))
+    workflow = files["nightly_statements_temporal/workflow.py"]
+    activities = files["nightly_statements_temporal/activities.py"]
+
+    options = {name: workflow[workflow.index(f"\n{name.upper()} = StepOptions("):]
+               .split("\n)\n")[0] for name in ("compute_statements", "render_pdfs",
+                                               "archive", "mail_summary")}
+    beat = f"heartbeat=timedelta(seconds={WORK_HEARTBEAT_TIMEOUT!r})"
+    assert beat in options["compute_statements"]
+    assert beat in options["render_pdfs"]
+    assert "heartbeat=" not in options["archive"] + options["mail_summary"]
+    assert "heartbeat_timeout=options.heartbeat" in workflow
+    # The work's activities heartbeat through the call, at a third of the timeout; the
+    # others (and every compensation) do not.
+    bodies = {chunk.split("(")[0]: chunk for chunk in activities.split("\ndef ")[1:]}
+    assert "with heartbeating()" in bodies["compute_statements"]
+    assert "with heartbeating()" in bodies["render_pdfs"]
+    for name in ("archive", "mail_summary", "compensate_compute_statements",
+                 "compensate_archive"):
+        assert "heartbeating" not in bodies[name]
+    assert "timeout.total_seconds() / 3" in bodies["heartbeating"]
 
 
 def test_a_flow_from_python_is_written_as_toml_that_loads_back(tmp_path: Path) -> None:
@@ -189,9 +276,12 @@ def test_a_flow_from_python_is_written_as_toml_that_loads_back(tmp_path: Path) -
 
     every = tmp_path / "every_node.toml"
     every.write_text(EVERY_NODE, encoding="utf-8")
-    flow = replace(load_flow(every), source="myflows:RENEWAL")  # as module:ATTRIBUTE gives it
+    work = tmp_path / "work.toml"
+    work.write_text(WORK, encoding="utf-8")
+    for path in (every, work, ROOT / "spikes" / "pmi_milestones.toml"):
+        flow = replace(load_flow(path), source="myflows:FLOW")  # as module:ATTRIBUTE gives it
 
-    written = tmp_path / "written.toml"
-    written.write_text(render(flow)[f"flows/{flow.name}.toml"], encoding="utf-8")
+        written = tmp_path / "written.toml"
+        written.write_text(render(flow)[f"flows/{flow.name}.toml"], encoding="utf-8")
 
-    assert replace(load_flow(written), source="") == replace(flow, source="")
+        assert replace(load_flow(written), source="") == replace(flow, source="")

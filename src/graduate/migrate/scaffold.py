@@ -194,6 +194,7 @@ def _context(flow: Flow) -> dict[str, Any]:
               "field": f"{w.name}_deadline_seconds", "method": f"on_{_identifier(w.signal)}"}
              for w in flow.waits]
     unkeyed = sorted(s.name for s in flow.systems if not s.honours_idempotency)
+    works = any(s.work for s in flow.steps)
     return {
         **names,
         "flow": flow,
@@ -208,7 +209,7 @@ def _context(flow: Flow) -> dict[str, Any]:
         "fails": any("fail" in (w.on_timeout, w.on_reject) for w in flow.waits),
         "nodes": [_node(node) for node in flow.nodes],
         "groups": bool(flow.groups),
-        "works": any(s.work for s in flow.steps),
+        "works": works,
         "calls": _calls(flow),
         "operations": _systems(flow),
         "unkeyed": unkeyed,
@@ -222,8 +223,7 @@ def _context(flow: Flow) -> dict[str, Any]:
             "after a branch fails for good the others start no further step."
             if flow.groups else "",
             "A step with long work heartbeats through it, so a worker lost mid-work is found "
-            f"out within {WORK_HEARTBEAT_TIMEOUT:g}s." if any(s.work for s in flow.steps)
-            else "",
+            f"out within {WORK_HEARTBEAT_TIMEOUT:g}s." if works else "",
             f"A step that failed for good{', a rejection, a passed deadline' if flow.waits else ''}"
             " or an operator's cancellation compensates the completed steps (in every branch) in "
             "reverse order, each once.",
@@ -281,7 +281,7 @@ def _action(action: str, reason: str) -> list[str]:
     return ["await self._compensate(request)", f"return {json.dumps(reason + ': compensated')}"]
 
 
-def _calls(flow: Flow) -> list[dict[str, str]]:
+def _calls(flow: Flow) -> list[dict[str, Any]]:
     """One activity per effect and per compensation of each step. An activity is named
     after its effect, unless two steps share that effect: then after the step too."""
     sites = [(step, step.effect, step.name, f"The effect of step {step.name}.")
@@ -294,7 +294,7 @@ def _calls(flow: Flow) -> list[dict[str, str]]:
     return [{"effect": effect, "activity": f"{effect}@{step.name}" if effect in shared
              else effect, "function": function, "doc": doc, "step": step.name,
              "system_function": effect.replace(".", "_"),
-             "work": step.work if effect == step.effect and function == step.name else 0.0}
+             "heartbeats": function == step.name and step.work > 0}  # the effect's work
             for step, effect, function, doc in sites if effect is not None]
 
 
