@@ -235,7 +235,7 @@ def test_each_branch_is_a_task_of_its_steps_in_order_and_the_group_joins(
         "[  # branch portal", "[  # branch open_account", "[  # branch welcome"]
     assert group.index('_Call("open_portal"') < group.index('_Call("grant_access"')
     assert "asyncio.create_task(self._branch(" in workflow
-    assert "await asyncio.wait(tasks)" in workflow
+    assert "await workflow.wait(tasks)" in workflow
     assert "asyncio.gather" not in workflow
     assert workflow.index("await self._parallel(") < workflow.index('"activate"')
     assert "does not render yet" not in workflow
