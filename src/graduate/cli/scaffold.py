@@ -24,8 +24,9 @@ def scaffold(
 ) -> None:
     """Write the Temporal code an expert would write for a flow: workflow, activities (each
     effect in graduate.effect), dataclass inputs, timeouts and retry policies, idempotency
-    keys, compensation in reverse, signals with deadlines, a worker, an app declaration
-    for graduate, and a test.
+    keys, compensation in reverse, signals with deadlines, parallel branches as concurrent
+    tasks joined, heartbeats through a step's work, a worker, an app declaration for
+    graduate, and a test.
 
     Regenerating over files edited since they were generated is refused (exit 2), naming
     them, unless --force.
