@@ -127,11 +127,25 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Reminder:
+    """An effect sent once while a wait is still open, at a fraction of its deadline
+    (`at = 0.5`: half-way). A fraction, not a duration, so that it follows the deadline
+    wherever the deadline goes (a time scale, a shortened deadline)."""
+
+    at: float
+    effect: str
+
+
+REMINDER_SUFFIX = ".reminder"
+
+
+@dataclass(frozen=True)
 class Wait:
     """A wait for a named signal (a human decision) with a deadline.
 
     The signal's payload carries `{"decision": "approve" | "reject"}`; a reject and a
-    passed deadline lead to the configured action.
+    passed deadline lead to the configured action. A reminder, when declared, is sent
+    once if the wait is still open at its time.
     """
 
     name: str
@@ -139,6 +153,22 @@ class Wait:
     deadline: float
     on_timeout: OnTimeout = "compensate"
     on_reject: OnReject = "compensate"
+    reminder: Reminder | None = None
+
+    @property
+    def reminder_after(self) -> float | None:
+        """Seconds from the start of the wait to its reminder; None without one."""
+        return None if self.reminder is None else self.reminder.at * self.deadline
+
+    @property
+    def reminder_step(self) -> Step | None:
+        """The reminder as a step of its own, `<wait>.reminder`: it goes through the
+        ledger like any effect, with its own idempotency key, and the checker tells it
+        apart from the flow's steps."""
+        if self.reminder is None:
+            return None
+        return Step(name=f"{self.name}{REMINDER_SUFFIX}", effect=self.reminder.effect,
+                    retry=RetryPolicy(max_attempts=1))
 
 
 @dataclass(frozen=True)
@@ -234,6 +264,9 @@ class Flow:
         for node in (*self.nodes, *(s for group in self.groups for s in group.steps)):
             if node.name == name:
                 return node
+        for wait in self.waits:  # `<wait>.reminder`: the step a reminder is sent by
+            if (step := wait.reminder_step) is not None and step.name == name:
+                return step
         raise FlowError(f"flow {self.name!r} has no step, wait or timer named {name!r} "
                         "(nor a parallel group)")
 
@@ -353,6 +386,8 @@ def validate(flow: Flow) -> Flow:
                 raise FlowError(f"{at}: deadline must be positive, for example \"72h\"")
             _check_choice(at, "on_timeout", node.on_timeout, get_args(OnTimeout))
             _check_choice(at, "on_reject", node.on_reject, get_args(OnReject))
+            if node.reminder is not None:
+                _validate_reminder(at, node.reminder, systems)
         else:
             _check_seconds(at, "duration", node.duration, "1h")
             if node.duration < 0:
@@ -459,6 +494,20 @@ def _validate_step(at: str, step: Step, systems: set[str]) -> None:
     if retry.backoff_coefficient > MAX_BACKOFF:
         raise FlowError(f"{at}: retry.backoff_coefficient = {retry.backoff_coefficient:g} "
                         f"multiplies the interval absurdly; give at most {MAX_BACKOFF:g}")
+
+
+def _validate_reminder(at: str, reminder: Reminder, systems: set[str]) -> None:
+    if not math.isfinite(reminder.at) or not 0 < reminder.at < 1:
+        raise FlowError(f"{at}: reminder.at = {reminder.at!r} must be a fraction of the "
+                        "deadline between 0 and 1, for example 0.5 for half-way")
+    if not _EFFECT.match(reminder.effect):
+        raise FlowError(f"{at}: reminder.effect {reminder.effect!r} must read "
+                        "SYSTEM.OPERATION, for example \"notify.send_reminder\"")
+    system = reminder.effect.split(".", 1)[0]
+    if system not in systems:
+        raise FlowError(f"{at}: reminder.effect {reminder.effect!r} goes to system "
+                        f"{system!r}, which is not declared; add [systems.{system}] with "
+                        "honours_idempotency = true or false")
 
 
 def _check_seconds(at: str, key: str, value: float, example: str) -> None:
@@ -715,12 +764,28 @@ def _node(item: _Reader, where: str) -> Node:
             deadline=item.duration("deadline", None),
             on_timeout=item.text("on_timeout", required=False) or "compensate",  # type: ignore[arg-type]
             on_reject=item.text("on_reject", required=False) or "compensate",  # type: ignore[arg-type]
+            reminder=_reminder(item),
         )
-        item.reject_unknown({"wait", "signal", "deadline", "on_timeout", "on_reject"})
+        item.reject_unknown({"wait", "signal", "deadline", "on_timeout", "on_reject",
+                             "reminder"})
     else:
         node = Timer(name=name, duration=item.duration("duration", None))
         item.reject_unknown({"timer", "duration"})
     return node
+
+
+def _reminder(item: _Reader) -> Reminder | None:
+    """`reminder = { at = 0.5, effect = "notify.send_reminder" }`, or None."""
+    if "reminder" not in item.data:
+        return None
+    table = item.table("reminder", required=True)
+    if "at" not in table.data:
+        raise FlowError(f"{table.origin}: at is missing; add at = 0.5 (the fraction of the "
+                        "deadline after which the reminder is sent)")
+    reminder = Reminder(at=table.number("at", 0.0), effect=table.text("effect", required=True))
+    table.reject_unknown({"at", "effect"}, hint="the reminder's time is a fraction of the "
+                         "deadline, for example at = 0.5")
+    return reminder
 
 
 class _Reader:
@@ -824,7 +889,11 @@ def flow_to_dict(flow: Flow) -> dict[str, Any]:
                                     for b in node.branches for s in b.steps]})
         elif isinstance(node, Wait):
             nodes.append({"wait": node.name, "signal": node.signal, "deadline": node.deadline,
-                          "on_timeout": node.on_timeout, "on_reject": node.on_reject})
+                          "on_timeout": node.on_timeout, "on_reject": node.on_reject,
+                          # Only when declared: flows stored before reminders read the same.
+                          **({"reminder": {"at": node.reminder.at,
+                                           "effect": node.reminder.effect}}
+                             if node.reminder else {})})
         else:
             nodes.append({"timer": node.name, "duration": node.duration})
     return {
