@@ -48,6 +48,7 @@ TIMER = "graduate.chain.timer"
 TASK_PREFIX = "graduate.chain."
 SIGNAL = "graduate.chain.signal"
 DEADLINE = "graduate.chain.deadline"
+REMINDER = "graduate.chain.reminder"
 COMPENSATE = "graduate.chain.compensate"
 FINISH = "graduate.chain.finish"
 JOIN = "graduate.chain.join"
@@ -399,7 +400,32 @@ class ChainTasks:
         else:
             self.app.signature(DEADLINE, args=(iid, node), task_id=task_id(iid, node, "deadline"),
                                countdown=wait.deadline).apply_async()
+            if wait.reminder_after is not None:
+                self.app.signature(REMINDER, args=(iid, node),
+                                   task_id=task_id(iid, node, "reminder"),
+                                   countdown=wait.reminder_after).apply_async()
         return {"waiting": wait.signal}
+
+    def reminder(self, task: Any, instance_id: str, node: str) -> dict[str, Any]:
+        """The reminder's countdown came: send its effect if the wait is still open (parked,
+        not yet claimed by its signal or deadline). A redelivery sends it again with the
+        same idempotency key, for the system to absorb."""
+        wait = cast(Wait, self.flow.node(node))
+        step = wait.reminder_step
+        assert step is not None
+        client = self.resources.redis()
+        parked = _load(client, context_key(instance_id, node))
+        if parked is None or client.exists(claim_key(instance_id, node)):
+            return {"skipped": f"{node} is no longer open"}
+        ctx: Context = parked["context"]
+        try:
+            with self.resources.interruptible():
+                outcome = self.resources.ledger().call(
+                    self.flow, _request(ctx), step,
+                    attempt=self.delivered(task, ctx, step.name), engine=ENGINE)
+        except (TransientEffectError, PermanentEffectError) as error:
+            return {"failed": str(error)}  # seen in the ledger; the wait goes on
+        return {"sent": outcome.value}
 
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
         wait = next((w for w in self.flow.waits if w.signal == name), None)
@@ -482,6 +508,9 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
         with resources.interruptible():
             return tasks.deadline(instance_id, node)
 
+    def reminder(task: Any, instance_id: str, node: str) -> dict[str, Any]:
+        return tasks.reminder(task, instance_id, node)
+
     def timer(ctx: Context, node: str) -> Context:
         return _passed(ctx, node)
 
@@ -493,6 +522,7 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     app.task(name=WAIT, shared=False)(wait)
     app.task(name=SIGNAL, shared=False)(signal)
     app.task(name=DEADLINE, shared=False)(deadline)
+    app.task(name=REMINDER, bind=True, shared=False)(reminder)
     app.task(name=TIMER, shared=False)(timer)
     app.task(name=FINISH, shared=False)(finish)
     app.task(name=JOIN, shared=False)(join)

@@ -301,6 +301,23 @@ class Store:
         )
         return [Row.from_db(row) for row in rows]
 
+    def waiting(self, flow: str) -> list[Row]:
+        """Rows of `flow` waiting for a signal."""
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM sm_instances WHERE flow = ? AND "
+                             "state = ?", [flow, WAITING])
+        return [Row.from_db(row) for row in rows]
+
+    def reminded(self, instance_id: str, step: str) -> bool:
+        """Whether the reminder `step` (`<wait>.reminder`) was recorded as sent."""
+        return bool(self.db.query("SELECT 1 FROM sm_transitions WHERE instance_id = ? AND "
+                                  "node = ?", [instance_id, step]))
+
+    def record_reminder(self, row: Row, step: str, outcome: str) -> None:
+        # A transition that leaves the state as it is: the row's version does not move,
+        # so an advance in flight still wins.
+        self._transition(row.instance_id, time.time(), row.state, row.state, step,
+                         f"reminder sent ({outcome})")
+
     def nudged(self, instance_id: str, now: float) -> None:
         # Not a transition and no version change: an advance in flight must still win.
         self.db.execute("UPDATE sm_instances SET nudged_at = ? WHERE instance_id = ?",
@@ -532,7 +549,33 @@ class Machine:
         for row in due:
             store.nudged(row.instance_id, now)
             self.send_advance(row)
+        self._remind(store, now)
         return len(due)
+
+    def _remind(self, store: Store, now: float) -> None:
+        """Send each due reminder of a wait still open, through the ledger, then record
+        it. A tick killed between the two sends it again on the next tick, with the same
+        idempotency key, for the system to absorb: at least once, never lost."""
+        for row in store.waiting(self.flow.name):
+            if self.run_id and row.request.run_id != self.run_id:
+                continue
+            wait = self.flow.nodes[row.cursor] if row.cursor < len(self.flow.nodes) else None
+            if not isinstance(wait, Wait) or wait.reminder_after is None or (
+                    row.wait_deadline is None):
+                continue
+            step = wait.reminder_step
+            assert step is not None
+            if row.wait_deadline - wait.deadline + wait.reminder_after > now or (
+                    store.reminded(row.instance_id, step.name)):
+                continue
+            try:
+                outcome = self.resources.ledger().call(self.flow, row.request, step,
+                                                       attempt=1, engine=ENGINE)
+            except (TransientEffectError, PermanentEffectError) as error:
+                outcome_text = f"failed: {error}"
+            else:
+                outcome_text = outcome.value
+            store.record_reminder(row, step.name, outcome_text)
 
     # ------------------------------------------------------------------ moves
 

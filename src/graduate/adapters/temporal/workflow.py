@@ -10,6 +10,7 @@ cancellation (an operator's rollback) compensates the completed steps in reverse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -56,6 +57,7 @@ class GraduateFlow:
     def __init__(self) -> None:
         self._signals: dict[str, dict[str, Any]] = {}
         self._done: list[str] = []
+        self._reminding = False  # the reminder's effect is being sent
 
     @workflow.run
     async def run(self, flow_input: FlowInput) -> FlowResult:
@@ -142,6 +144,8 @@ class GraduateFlow:
     async def _wait(self, flow: Flow, flow_input: FlowInput, wait: Wait) -> FlowResult | None:
         """None to go on; a result when the wait ends the flow."""
         workflow.upsert_memo({"waiting": wait.signal})
+        reminder = (asyncio.create_task(self._remind(flow_input, wait))
+                    if wait.reminder is not None else None)
         try:
             await workflow.wait_condition(lambda: wait.signal in self._signals,
                                           timeout=timedelta(seconds=wait.deadline))
@@ -154,12 +158,40 @@ class GraduateFlow:
                 return None
             reason = f"rejected at {wait.name}"
             action = wait.on_reject
+        finally:
+            if reminder is not None:
+                await self._end_reminder(reminder)
         workflow.upsert_memo({"waiting": None})
         if action == "continue":
             return None
         if action == "fail":
             return FlowResult("failed", list(self._done), reason)
         return await self._compensate(flow, flow_input, reason)
+
+    async def _remind(self, flow_input: FlowInput, wait: Wait) -> None:
+        """A durable timer racing the signal: at the reminder's time, if the wait is
+        still open, send the reminder's effect once (its own activity, its own key)."""
+        step = wait.reminder_step
+        assert step is not None
+        assert wait.reminder_after is not None
+        await workflow.sleep(timedelta(seconds=wait.reminder_after))
+        if wait.signal in self._signals:
+            return
+        self._reminding = True
+        # A reminder that failed is seen in the ledger; the wait goes on.
+        with contextlib.suppress(ActivityError):
+            await self._activity(flow_input, step, "effect")
+
+    async def _end_reminder(self, reminder: asyncio.Task[None]) -> None:
+        """The wait ended: a reminder still waiting for its time is not sent; one being
+        sent finishes (its effect lands or fails, it is not abandoned halfway)."""
+        if reminder.done():
+            return
+        if self._reminding:
+            await asyncio.wait([reminder])
+        else:
+            reminder.cancel()
+        self._reminding = False
 
     async def _compensate(self, flow: Flow, flow_input: FlowInput, reason: str) -> FlowResult:
         for step in flow.compensations_for(self._done):
