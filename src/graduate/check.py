@@ -22,7 +22,7 @@ from typing import Any
 
 from graduate import audit
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
-from graduate.flow import Flow
+from graduate.flow import REMINDER_SUFFIX, Flow, Wait
 from graduate.ledger import EffectRecord, InstanceRecord, Outcome, PointReached
 
 
@@ -180,6 +180,103 @@ class FaultActs:
         self.second_starts.setdefault(instance_id, []).append(start)
 
 
+# How much longer than its reminder's time a wait must have lasted, as the ledger shows
+# it, before a reminder is owed: the ledger sees the wait end only when the step after it
+# (or a compensation) calls out, one engine hop after the answer, and a state machine's
+# tick comes up to its interval late. A fixed part for the hop, a part that grows with
+# the reminder's time for the engines' timers.
+REMINDER_GRACE = 2.0
+REMINDER_GRACE_SHARE = 0.1
+
+
+def is_reminder(step: str) -> bool:
+    """Whether a ledger row's step is a wait's reminder (`<wait>.reminder`), not a step."""
+    return step.endswith(REMINDER_SUFFIX)
+
+
+@dataclass(frozen=True)
+class ReminderVerdict:
+    """What became of one wait's reminder: expected at most once, and exactly once when
+    the wait outlived the reminder's time."""
+
+    wait: str
+    step: str  # `<wait>.reminder`, as the ledger names its calls
+    after: float  # seconds into the wait the reminder is due
+    waited: float | None  # how long the wait lasted, as the ledger shows; None: not ended
+    calls: int
+    applied: int
+    absorbed: int
+
+    @property
+    def due(self) -> bool:
+        return self.waited is not None and self.waited > (
+            self.after * (1 + REMINDER_GRACE_SHARE) + REMINDER_GRACE)
+
+    @property
+    def sent(self) -> bool:
+        return bool(self.applied or self.absorbed)
+
+    @property
+    def missing(self) -> bool:
+        """Due, and no call of it landed."""
+        return self.due and not self.sent
+
+    def describe(self) -> str:
+        waited = "" if self.waited is None else f" (the wait lasted {self.waited:.1f}s)"
+        if self.missing:
+            failed = f"; its {self.calls} call(s) failed" if self.calls else ""
+            return (f"reminder of {self.wait} missing: due {self.after:g}s into the wait, "
+                    f"never sent{waited}{failed}")
+        if self.applied > 1:
+            return f"reminder of {self.wait} sent {self.applied} times, a duplicate{waited}"
+        if self.sent:
+            absorbed = f", {self.absorbed} repeat(s) absorbed" if self.absorbed else ""
+            return f"reminder of {self.wait} sent once{absorbed}{waited}"
+        return f"reminder of {self.wait} not sent: not due{waited}"
+
+
+def judge_reminders(flow: Flow, record: InstanceRecord, effects: Sequence[EffectRecord],
+                    status: InstanceStatus) -> tuple[ReminderVerdict, ...]:
+    """One verdict per wait of `flow` that declares a reminder and that the instance
+    reached. Duplicates are counted with the other effects (`effect_verdicts`, where the
+    reminder is a step of its own); this adds whether a reminder was owed."""
+    verdicts = []
+    for wait in flow.waits:
+        step, after = wait.reminder_step, wait.reminder_after
+        if step is None or after is None:
+            continue
+        span = waited(flow, wait, record, effects, status)
+        if span is None and not any(e.step == step.name for e in effects):
+            continue  # never reached, or still waiting with nothing sent
+        calls = [e for e in effects if e.step == step.name and e.kind == "effect"]
+        verdicts.append(ReminderVerdict(
+            wait=wait.name, step=step.name, after=after, waited=span, calls=len(calls),
+            applied=sum(1 for e in calls if e.outcome is Outcome.APPLIED),
+            absorbed=sum(1 for e in calls if e.outcome is Outcome.ABSORBED)))
+    return tuple(verdicts)
+
+
+def waited(flow: Flow, wait: Wait, record: InstanceRecord, effects: Sequence[EffectRecord],
+           status: InstanceStatus) -> float | None:
+    """How long the instance sat at `wait`, from the ledger: from the moment the last step
+    before it landed (or the instance started) to the first call after it (the next
+    step's, or a compensation's), or to the end of a finished instance. None when the
+    instance never reached the wait or has not left it."""
+    before = set(flow.before(wait.name))
+    calls = [e for e in effects if not is_reminder(e.step)]
+    landed = [e for e in calls if e.kind == "effect" and e.step in before and _landed(e)]
+    if {e.step for e in landed} != before:
+        return None
+    began = max((e.finished_at for e in landed), default=record.started_at)
+    later = [e.started_at for e in calls if e.started_at >= began
+             and (e.kind == "compensation" or e.step not in before)]
+    if later:
+        return min(later) - began
+    if status.finished_at is not None and status.state.finished:
+        return status.finished_at - began
+    return None
+
+
 @dataclass(frozen=True)
 class InstanceVerdict:
     instance_id: str
@@ -197,6 +294,7 @@ class InstanceVerdict:
     # What is missing or broken in the audit trail the team's own systems kept (an app
     # that declares how to read it), one item per problem, each naming its effect.
     audit_gaps: tuple[str, ...] = ()
+    reminders: tuple[ReminderVerdict, ...] = ()  # one per wait with a reminder it reached
 
     @property
     def unabsorbed_duplicates(self) -> int:
@@ -262,7 +360,10 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
 
     `engine_holds` is None when the engine could not see whether anything still holds
     an unfinished instance; `cannot_tell` then says what it could not inspect."""
-    per_effect = effect_verdicts(effects)
+    per_effect = effect_verdicts(effects)  # reminders included: a duplicate is one
+    reminders = judge_reminders(flow, record, effects, status)
+    # A reminder is no step of the flow: resumes and outcomes are read without it.
+    every, effects = effects, [e for e in effects if not is_reminder(e.step)]
     landed = {e.step for e in effects if e.kind == "effect"
               and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)}
     verdict, reason = _outcome(flow, status, landed, per_effect, engine_holds, cannot_tell,
@@ -284,7 +385,8 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
         trace_id=record.trace_id, verdict=verdict, reason=reason,
         engine_state=status.state.value, effects=per_effect, resume=resume,
         time_to_complete=complete,
-        correlation_breaks=correlation_breaks(record.correlation_id, record.trace_id, effects),
+        correlation_breaks=correlation_breaks(record.correlation_id, record.trace_id, every),
+        reminders=reminders,
     )
 
 
@@ -391,8 +493,10 @@ def _landed(effect: EffectRecord) -> bool:
 
 
 def _applied_order(effects: Sequence[EffectRecord]) -> tuple[str, ...]:
-    """The steps whose effect landed, in the order each first landed."""
-    return tuple(dict.fromkeys(e.step for e in effects if e.kind == "effect" and _landed(e)))
+    """The steps whose effect landed, in the order each first landed (reminders, which
+    nothing compensates, left out)."""
+    return tuple(dict.fromkeys(e.step for e in effects if e.kind == "effect" and _landed(e)
+                               and not is_reminder(e.step)))
 
 
 def _undone_order(effects: Sequence[EffectRecord]) -> tuple[str, ...]:
@@ -654,6 +758,9 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
                             f" ({item.correlation_id})")
         failures += [f"{item.instance_id}: audit trail: {gap} ({item.correlation_id})"
                      for gap in item.audit_gaps]
+        # A reminder sent twice is already an unabsorbed duplicate above.
+        failures += [f"{item.instance_id}: {r.describe()} ({item.correlation_id})"
+                     for r in item.reminders if r.missing]
     hit = [i for i in instances if i.resume is not None]
     # An instance only held up shows a delay, not that an attempt in flight was resumed.
     caught = sum(1 for i in hit if i.resume is not None and not i.resume.held_up)

@@ -21,6 +21,7 @@ from graduate.check import (
     EffectVerdict,
     FaultFacts,
     InstanceVerdict,
+    ReminderVerdict,
     Resume,
     Verdict,
     correlation_failure,
@@ -49,6 +50,7 @@ from graduate.reports.model import (
     LedgerRow,
     Pairs,
     Problem,
+    ReminderInfo,
     Report,
     ResumeInfo,
     ResumePoint,
@@ -441,6 +443,10 @@ def _instance(verdict: InstanceVerdict, ledger: list[EffectRecord], origin: floa
             continued=resume.continued, measured_from=resume.measured_from),
         time_to_complete=verdict.time_to_complete, rows=rows,
         problems=_problems(verdict, rows, run_id=run_id, engine=engine, cell=cell),
+        reminders=tuple(ReminderInfo(
+            wait=r.wait, step=r.step, after=r.after, waited=r.waited, calls=r.calls,
+            applied=r.applied, absorbed=r.absorbed, missing=r.missing, summary=r.describe())
+            for r in verdict.reminders),
     )
 
 
@@ -485,6 +491,7 @@ def _problems(verdict: InstanceVerdict, rows: tuple[LedgerRow, ...], *, run_id: 
         found.append(problem("correlation", verdict.correlation_breaks[0].step,
                              correlation_failure(verdict.correlation_breaks)))
     found += [problem("audit", None, gap) for gap in verdict.audit_gaps]
+    found += [problem("reminder", r.step, r.describe()) for r in verdict.reminders if r.missing]
     return tuple(found)
 
 
@@ -547,7 +554,11 @@ def _back(instance: InstanceReport) -> InstanceVerdict:
             exact=resume.exact, time_to_resume=resume.time_to_resume, reran=resume.reran,
             continued=resume.continued, interrupted=resume.interrupted,
             held_up=resume.held_up, measured_from=resume.measured_from),
-        time_to_complete=instance.time_to_complete)
+        time_to_complete=instance.time_to_complete,
+        reminders=tuple(ReminderVerdict(wait=r.wait, step=r.step, after=r.after,
+                                        waited=r.waited, calls=r.calls, applied=r.applied,
+                                        absorbed=r.absorbed)
+                        for r in instance.reminders))
 
 
 def _from_summary(spec: _CellSpec, base: dict[str, Any],

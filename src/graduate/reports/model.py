@@ -16,7 +16,8 @@ EngineVerdict: TypeAlias = Literal["pass", "fail", "no evidence"]
 Decision: TypeAlias = Literal["graduate", "keep-celery", "not-enough-evidence"]
 Side: TypeAlias = Literal["temporal", "celery", "open"]
 ProblemKind: TypeAlias = Literal["lost", "stuck", "failed", "duplicate", "resume",
-                                 "double-start", "rollback", "correlation", "audit"]
+                                 "double-start", "rollback", "correlation", "audit",
+                                 "reminder"]
 Clock: TypeAlias = Literal["exact", "approximate", "none"]
 Pairs: TypeAlias = tuple[tuple[str, str], ...]
 
@@ -97,6 +98,21 @@ class EffectCount:
 
 
 @dataclass(frozen=True)
+class ReminderInfo:
+    """What became of one wait's reminder (see `graduate.check.ReminderVerdict`)."""
+
+    wait: str
+    step: str
+    after: float  # seconds into the wait it is due
+    waited: float | None  # how long the wait lasted; None when it had not ended
+    calls: int
+    applied: int
+    absorbed: int
+    missing: bool  # due, and never sent
+    summary: str  # in words
+
+
+@dataclass(frozen=True)
 class ResumeInfo:
     in_flight: str
     point: str
@@ -140,6 +156,7 @@ class InstanceReport:
     time_to_complete: float | None
     rows: tuple[LedgerRow, ...]
     problems: tuple[Problem, ...]
+    reminders: tuple[ReminderInfo, ...] = ()
 
 
 @dataclass(frozen=True)

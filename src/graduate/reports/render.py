@@ -33,6 +33,7 @@ PROBLEM_TITLES = {
     "rollback": "rollback incomplete",
     "correlation": "correlation or trace ID lost",
     "audit": "audit trail missing or broken",
+    "reminder": "reminder missing during a wait",
 }
 
 # In a Markdown table cell a pipe ends the cell and HTML is live: escape both, and the
