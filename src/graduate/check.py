@@ -22,7 +22,7 @@ from typing import Any
 
 from graduate import audit
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
-from graduate.flow import REMINDER_SUFFIX, Flow, Wait
+from graduate.flow import REMINDER_SUFFIX, Flow, Timer, Wait
 from graduate.ledger import EffectRecord, InstanceRecord, Outcome, PointReached
 
 
@@ -268,10 +268,21 @@ def waited(flow: Flow, wait: Wait, record: InstanceRecord, effects: Sequence[Eff
     if {e.step for e in landed} != before:
         return None
     began = max((e.finished_at for e in landed), default=record.started_at)
-    later = [e.started_at for e in calls if e.started_at >= began
+    later = [e for e in calls if e.started_at >= began
              and (e.kind == "compensation" or e.step not in before)]
     if later:
-        return min(later) - began
+        first = min(later, key=lambda e: e.started_at)
+        # The timers between the wait and that step ran in full after the wait: a lower
+        # bound, so that a reminder is owed only when the wait surely outlived its time.
+        timers = 0.0
+        if first.kind == "effect":
+            names = [n.name for n in flow.nodes]
+            found = flow.branch_of(first.step)
+            node = found[0].name if found else first.step
+            until = names.index(node) if node in names else len(names)
+            timers = sum(n.duration for n in flow.nodes[names.index(wait.name) + 1:until]
+                         if isinstance(n, Timer))
+        return max(first.started_at - began - timers, 0.0)
     if status.finished_at is not None and status.state.finished:
         return status.finished_at - began
     return None

@@ -1,0 +1,93 @@
+"""A wait's reminder on every engine, against real servers and real workers.
+
+The contract flow's approval wait gets a short deadline and a reminder half-way; the
+timer after it is long enough that an instance answered at once is still running (and
+its workers with it) well past the reminder's time, so "no reminder" is seen, not
+merely cut off by the end of the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from graduate.adapters import engine_names
+from graduate.adapters.base import InstanceState, InstanceStatus
+from graduate.check import judge_reminders
+from graduate.config import Settings
+from graduate.flow import load_flow
+from graduate.ledger import Ledger, Outcome
+from graduate.runner import InstanceResult, RunOptions, RunResult, run_flow
+from tests.conftest import FlowFactory
+
+DEADLINE = 6.0
+REMINDER_AT = DEADLINE / 2
+
+
+@pytest.fixture(params=engine_names())
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def reminded_flow(flow_file: FlowFactory) -> Path:
+    return flow_file(**{
+        'deadline = "60s"': f'deadline = "{DEADLINE:g}s"\n'
+                            'reminder = { at = 0.5, effect = "notify.remind" }',
+        'duration = "300ms"': 'duration = "5s"',
+    })
+
+
+def run(settings: Settings, path: Path, engine: str, **options: object) -> RunResult:
+    return run_flow(settings, RunOptions(flow=str(path), engine=engine, timeout=90,
+                                         **options))  # type: ignore[arg-type]
+
+
+def status(settings: Settings, item: InstanceResult) -> InstanceStatus:
+    started = Ledger(settings.ledger).instance(item.instance_id).started_at
+    return InstanceStatus(item.state, finished_at=None if item.duration is None
+                          else started + item.duration)
+
+
+def test_a_wait_that_outlives_half_its_deadline_gets_exactly_one_reminder(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    path = reminded_flow(flow_file)
+    result = run(settings, path, engine)  # no decision: the deadline passes
+
+    [item] = result.instances
+    assert item.state is InstanceState.COMPENSATED
+    ledger = Ledger(settings.ledger)
+    rows = ledger.effects(instance_id=item.instance_id)
+    reminders = [e for e in rows if e.step == "approval.reminder"]
+    assert [(e.effect, e.kind, e.outcome) for e in reminders] == [
+        ("notify.remind", "effect", Outcome.APPLIED)]
+    [reminder] = reminders
+    reserved = next(e for e in rows if e.step == "reserve")
+    undone = next(e for e in rows if e.kind == "compensation")
+    # Sent once its time had come, while the wait was still open.
+    assert reminder.started_at - reserved.finished_at >= REMINDER_AT
+    assert reminder.finished_at <= undone.started_at
+    assert reminder.idempotency_key == load_flow(path).key_for(
+        "approval.reminder", ledger.instance(item.instance_id).request)
+    assert item.duplicates == 0
+    [verdict] = judge_reminders(load_flow(path), ledger.instance(item.instance_id), rows,
+                                status(settings, item))
+    assert (verdict.due, verdict.applied, verdict.missing) == (True, 1, False)
+
+
+def test_a_wait_answered_before_its_reminder_gets_none(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    path = reminded_flow(flow_file)
+    result = run(settings, path, engine, decisions={"approval": "approve"})
+
+    [item] = result.instances
+    assert item.state is InstanceState.COMPLETED
+    ledger = Ledger(settings.ledger)
+    rows = ledger.effects(instance_id=item.instance_id)
+    # The run outlived the reminder's time: the timer after the wait held it open.
+    reserved = next(e for e in rows if e.step == "reserve")
+    assert rows[-1].started_at - reserved.finished_at > REMINDER_AT + 1
+    assert [e.step for e in rows] == ["create_record", "reserve", "activate", "notify"]
+    [verdict] = judge_reminders(load_flow(path), ledger.instance(item.instance_id), rows,
+                                status(settings, item))
+    assert (verdict.due, verdict.calls, verdict.missing) == (False, 0, False)
