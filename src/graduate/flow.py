@@ -779,13 +779,12 @@ def _reminder(item: _Reader) -> Reminder | None:
     if "reminder" not in item.data:
         return None
     table = item.table("reminder", required=True)
+    table.reject_unknown({"at", "effect"}, hint="the reminder's time is a fraction of the "
+                         "deadline, for example at = 0.5")
     if "at" not in table.data:
         raise FlowError(f"{table.origin}: at is missing; add at = 0.5 (the fraction of the "
                         "deadline after which the reminder is sent)")
-    reminder = Reminder(at=table.number("at", 0.0), effect=table.text("effect", required=True))
-    table.reject_unknown({"at", "effect"}, hint="the reminder's time is a fraction of the "
-                         "deadline, for example at = 0.5")
-    return reminder
+    return Reminder(at=table.number("at", 0.0), effect=table.text("effect", required=True))
 
 
 class _Reader:
