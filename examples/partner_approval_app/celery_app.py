@@ -8,6 +8,9 @@ Celery cannot wait for a human, so the approval's state lives in the team's own 
 - the request step marks the approval pending and sends `expire` with a countdown of
   the deadline; beat's `expire_overdue` sweep is the safety net for a countdown message
   that was lost;
+- the same sweep reminds the approver of each approval still pending past half its
+  deadline (`send_reminder`), once: a table records the reminders sent, and the
+  notification service absorbs a repeat by its key (two sweeps, a redelivery);
 - `signal` (the decision, from the team's API) sends `decide`, which settles the approval
   once (compare-and-set) and sends the activation chain or the compensation;
 - compensation undoes the steps the table says were done, in reverse order.
@@ -36,7 +39,9 @@ from graduate.flow import InstanceRequest
 
 BROKER_URL = os.environ.get("PARTNER_APPROVAL_BROKER_URL", "redis://127.0.0.1:6379/0")
 DEADLINE_VARIABLE = "PARTNER_APPROVAL_DEADLINE_SECONDS"
-SWEEP_SECONDS = 30.0
+# How often beat sweeps the table (seconds); short in tests, whose deadlines are short.
+SWEEP_SECONDS = float(os.environ.get("PARTNER_APPROVAL_SWEEP_SECONDS", "30"))
+REMIND_AT = 0.5  # of the deadline: the approver is reminded half-way
 
 app = Celery("partner_approval", broker=BROKER_URL, backend=BROKER_URL,
              set_as_current=False)
@@ -66,6 +71,8 @@ def approvals() -> Iterator[sqlite3.Connection]:
             "partner_id TEXT NOT NULL, key_prefix TEXT NOT NULL, status TEXT NOT NULL, "
             "deadline_seconds REAL NOT NULL, deadline_at REAL, done TEXT NOT NULL, "
             "tenant_id TEXT NOT NULL, correlation_id TEXT NOT NULL, trace_id TEXT NOT NULL)")
+        connection.execute("CREATE TABLE IF NOT EXISTS reminders (instance_id TEXT PRIMARY "
+                           "KEY, sent_at REAL NOT NULL)")
         yield connection
     finally:
         connection.close()
@@ -180,12 +187,40 @@ def expire(instance_id: str) -> None:
 
 @app.task(name="partner_approval.expire_overdue")
 def expire_overdue() -> None:
+    """Beat's sweep: expire what is past its deadline (its countdown may have been lost),
+    and remind the approver of what is past half of it."""
+    now = time.time()
     with approvals() as db:
-        overdue = [row[0] for row in db.execute(
-            "SELECT instance_id FROM approvals WHERE status = 'pending' AND deadline_at < ?",
-            [time.time()])]
-    for instance_id in overdue:
-        expire.delay(instance_id)
+        past_half = db.execute(
+            "SELECT instance_id, deadline_at < ?, sent_at IS NOT NULL FROM approvals "
+            "LEFT JOIN reminders USING (instance_id) WHERE status = 'pending' AND "
+            "deadline_at - deadline_seconds * ? <= ?", [now, 1 - REMIND_AT, now]).fetchall()
+    for instance_id, overdue, reminded in past_half:
+        if overdue:
+            expire.delay(instance_id)
+        elif not reminded:
+            send_reminder.delay(instance_id)
+
+
+@app.task(name="partner_approval.send_reminder", **RETRIES)
+def send_reminder(instance_id: str) -> None:
+    """Remind the approver, if the approval is still pending. Two sweeps can both send
+    this before either has recorded it, and a worker lost mid-call has it redelivered:
+    the key makes the notification service absorb the repeat."""
+    row = _row(instance_id)
+    with approvals() as db:
+        [status] = db.execute("SELECT status FROM approvals WHERE instance_id = ?",
+                              [instance_id]).fetchone()
+    if status != "pending":
+        return
+    key = f"{row.key_prefix}:approval.reminder"
+    trail = clients.Trail(row.tenant_id, row.correlation_id, row.trace_id, request_id=key)
+    with graduate.effect("notify.send_reminder", key=key) as call:
+        if clients.notify_send_reminder(row.partner_id, key, trail):
+            call.absorbed()
+    with approvals() as db:
+        db.execute("INSERT OR IGNORE INTO reminders (instance_id, sent_at) VALUES (?, ?)",
+                   [instance_id, time.time()])
 
 
 # ----------------------------------------------------------------------------- undoing

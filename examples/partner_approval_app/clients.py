@@ -54,6 +54,26 @@ def _audited(system: str, operation: str) -> Callable[[Call], Call]:
     return wrap
 
 
+def _audited_once(system: str, operation: str) -> Callable[[Call], Callable[..., bool]]:
+    """A system that honours the call's key (the argument before the trail): it acts on
+    a key once and ignores a repeat. The client returns True when it was ignored."""
+
+    def wrap(call: Call) -> Callable[..., bool]:
+        @functools.wraps(call)
+        def once(partner_id: str, key: str, trail: Trail) -> bool:
+            with _audit_log() as db:
+                repeated = not db.execute("INSERT OR IGNORE INTO sent_keys (key) VALUES (?)",
+                                          [key]).rowcount
+            if not repeated:
+                call(partner_id, key, trail)
+                _audit(system, operation, partner_id, trail)
+            return repeated
+
+        return once
+
+    return wrap
+
+
 @_audited("crm", "crm.create_draft")
 def crm_create_draft(partner_id: str, key: str, trail: Trail) -> None:
     """POST /partners/drafts with Idempotency-Key: key."""
@@ -82,6 +102,13 @@ def portal_activate(partner_id: str, trail: Trail) -> None:
 @_audited("notify", "notify.send_welcome")
 def notify_send_welcome(partner_id: str, trail: Trail) -> None:
     """POST /notifications/welcome: the notification service takes no key either."""
+
+
+@_audited_once("notify", "notify.send_reminder")
+def notify_send_reminder(partner_id: str, key: str, trail: Trail) -> None:
+    """POST /notifications/reminder with Idempotency-Key: key: the approver is reminded
+    of a pending approval. Unlike the welcome, the reminder is keyed, so a second sweep
+    or a redelivered task reminds nobody twice."""
 
 
 def audit_records(tenant_id: str, entity_id: str) -> list[dict[str, Any]]:
@@ -114,6 +141,8 @@ def _audit_log() -> Iterator[sqlite3.Connection]:
     try:
         connection.execute("CREATE TABLE IF NOT EXISTS audit_log (tenant_id TEXT NOT NULL, "
                            "entity_id TEXT NOT NULL, envelope TEXT NOT NULL)")
+        # The keys a system that honours them has acted on (`_audited_once`).
+        connection.execute("CREATE TABLE IF NOT EXISTS sent_keys (key TEXT PRIMARY KEY)")
         yield connection
     finally:
         connection.close()

@@ -36,6 +36,10 @@ RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200),
 # The versioned change: welcome the partner only once the portal has activated them
 # (version 1 sent the welcome first, and a failed activation left a welcomed stranger).
 WELCOME_AFTER_ACTIVATION = "welcome-after-activation"
+# The second change: remind the approver once half the deadline has passed with no
+# decision (a timer in the workflow). Instances started before it wait as they did.
+REMIND_HALF_WAY = "remind-half-way"
+REMIND_AT = 0.5  # of the deadline
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,16 @@ def send_welcome(request: PartnerRequest) -> None:
         clients.notify_send_welcome(request.partner_id, request.trail("notify"))
 
 
+@activity.defn(name="notify.send_reminder")
+def send_reminder(request: PartnerRequest) -> None:
+    key = request.key("approval.reminder")
+    with graduate.effect("notify.send_reminder", key=key) as call:
+        # Keyed: a retry after a lost worker reaches the service again, which absorbs it.
+        if clients.notify_send_reminder(request.partner_id, key,
+                                        request.trail("approval.reminder")):
+            call.absorbed()
+
+
 @activity.defn(name="crm.void_draft")
 def void_draft(request: PartnerRequest) -> None:
     key = request.key("create_record.compensation")
@@ -124,8 +138,11 @@ class PartnerApproval:
             await self._step(request_approval, request, undo=withdraw_approval)
             deadline = timedelta(seconds=request.approval_deadline_seconds)
             try:
-                await workflow.wait_condition(lambda: self._decision is not None,
-                                              timeout=deadline)
+                if workflow.patched(REMIND_HALF_WAY):
+                    await self._await_decision_with_reminder(request, deadline)
+                else:  # started before the reminder: wait as version 1 did
+                    await workflow.wait_condition(lambda: self._decision is not None,
+                                                  timeout=deadline)
             except TimeoutError:
                 await self._compensate(request)
                 return "expired"
@@ -142,6 +159,30 @@ class PartnerApproval:
             await self._compensate(request)
             raise
         return "activated"
+
+    async def _await_decision_with_reminder(self, request: PartnerRequest,
+                                            deadline: timedelta) -> None:
+        """Wait for the decision; at REMIND_AT of the deadline, if none came, remind the
+        approver once and wait out the rest. TimeoutError when the deadline passes."""
+        began = workflow.now()
+        try:
+            await workflow.wait_condition(lambda: self._decision is not None,
+                                          timeout=deadline * REMIND_AT)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await workflow.execute_activity(send_reminder, request,
+                                            start_to_close_timeout=STEP_TIMEOUT,
+                                            retry_policy=RETRY)
+        except ActivityError:
+            # A reminder that could not be sent does not undo the approval.
+            workflow.logger.warning("the approval reminder could not be sent")
+        left = deadline - (workflow.now() - began)
+        if self._decision is None and left <= timedelta(0):
+            raise TimeoutError
+        await workflow.wait_condition(lambda: self._decision is not None,
+                                      timeout=max(left, timedelta(milliseconds=1)))
 
     async def _step(self, step: Activity, request: PartnerRequest,
                     undo: Activity | None = None) -> None:
@@ -162,8 +203,8 @@ def create_worker() -> TemporalWorker:
     return TemporalWorker(
         task_queue=os.environ.get(TASK_QUEUE_VARIABLE, "partner-approval"),
         workflows=[PartnerApproval],
-        activities=[create_draft, request_approval, activate, send_welcome, void_draft,
-                    withdraw_approval])
+        activities=[create_draft, request_approval, activate, send_welcome, send_reminder,
+                    void_draft, withdraw_approval])
 
 
 async def start(client: Client, request: InstanceRequest) -> None:

@@ -280,9 +280,9 @@ def _is_effect(func: ast.expr) -> bool:
 
 def _check_effect(app: App, path: Path, line: int, name: str, step: str | None) -> None:
     flow = app.flow
-    steps = {s.name for s in flow.steps}
-    effects = {s.effect for s in flow.steps} | {s.compensation for s in flow.steps
-                                                 if s.compensation}
+    steps = {s.name for s in flow.effect_steps}
+    effects = {s.effect for s in flow.effect_steps} | {s.compensation for s in flow.steps
+                                                        if s.compensation}
     at = f"{path}:{line}"
     if step is not None and step not in steps:
         raise ConfigError(f"{at}: graduate.effect({name!r}, step={step!r}) names a step that "

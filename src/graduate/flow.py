@@ -247,6 +247,13 @@ class Flow:
         return tuple(n for n in self.flat_nodes if isinstance(n, Step))
 
     @property
+    def effect_steps(self) -> tuple[Step, ...]:
+        """Every step whose effect goes through the ledger: the flow's steps, then the
+        reminders of its waits (`<wait>.reminder`)."""
+        return (*self.steps,
+                *(w.reminder_step for w in self.waits if w.reminder_step is not None))
+
+    @property
     def waits(self) -> tuple[Wait, ...]:
         return tuple(n for n in self.nodes if isinstance(n, Wait))
 

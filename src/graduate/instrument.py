@@ -234,7 +234,7 @@ class _Recorder:
 
     def step_for(self, name: str, step: str | None) -> tuple[str, EffectKind]:
         flow = self.flow()
-        for candidate in flow.steps:
+        for candidate in flow.effect_steps:
             if step is not None and candidate.name != step:
                 continue
             if candidate.effect == name:
@@ -243,7 +243,7 @@ class _Recorder:
                 return candidate.name, "compensation"
             if step is not None:
                 return candidate.name, "effect"
-        known = sorted({s.effect for s in flow.steps}
+        known = sorted({s.effect for s in flow.effect_steps}
                        | {s.compensation for s in flow.steps if s.compensation})
         if step is not None:
             raise ConfigError(
