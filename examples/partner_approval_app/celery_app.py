@@ -36,6 +36,7 @@ from celery import Celery, chain
 import graduate
 from examples.partner_approval_app import clients
 from graduate.flow import InstanceRequest
+from graduate.instrument import Correlation, propagating
 
 BROKER_URL = os.environ.get("PARTNER_APPROVAL_BROKER_URL", "redis://127.0.0.1:6379/0")
 DEADLINE_VARIABLE = "PARTNER_APPROVAL_DEADLINE_SECONDS"
@@ -192,14 +193,18 @@ def expire_overdue() -> None:
     now = time.time()
     with approvals() as db:
         past_half = db.execute(
-            "SELECT instance_id, deadline_at < ?, sent_at IS NOT NULL FROM approvals "
-            "LEFT JOIN reminders USING (instance_id) WHERE status = 'pending' AND "
-            "deadline_at - deadline_seconds * ? <= ?", [now, 1 - REMIND_AT, now]).fetchall()
-    for instance_id, overdue, reminded in past_half:
-        if overdue:
-            expire.delay(instance_id)
-        elif not reminded:
-            send_reminder.delay(instance_id)
+            "SELECT instance_id, deadline_at < ?, sent_at IS NOT NULL, correlation_id, "
+            "trace_id FROM approvals LEFT JOIN reminders USING (instance_id) WHERE "
+            "status = 'pending' AND deadline_at - deadline_seconds * ? <= ?",
+            [now, 1 - REMIND_AT, now]).fetchall()
+    for instance_id, overdue, reminded, correlation_id, trace_id in past_half:
+        # Beat's messages belong to no commitment: each one sent for a row carries that
+        # row's IDs, so its audit records and graduate's ledger name the commitment.
+        with propagating(Correlation(instance_id, correlation_id, trace_id)):
+            if overdue:
+                expire.delay(instance_id)
+            elif not reminded:
+                send_reminder.delay(instance_id)
 
 
 @app.task(name="partner_approval.send_reminder", **RETRIES)

@@ -20,6 +20,7 @@ from graduate.check import audit_trail, correlation_breaks
 from graduate.flow import InstanceRequest
 from graduate.instrument import RunContext
 from graduate.ledger import EffectRecord, Ledger, Outcome
+from graduate.processes import ManagedProcess, wait_until
 from graduate.services.model import TemporalTarget
 from tests.instrument.conftest import ROOT, Spawn, wait_for_rows
 
@@ -27,6 +28,7 @@ FORWARD = ["create_record", "request_approval", "activate", "notify"]
 UNDONE = [("create_record", "effect"), ("request_approval", "effect"),
           ("request_approval", "compensation"), ("create_record", "compensation")]
 CELERY_APP = "examples.partner_approval_app.celery_app"
+REMINDED = ("approval.reminder", "effect")
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,10 @@ class Pilot:
 
     start: Callable[[InstanceRequest], None]
     decide: Callable[[InstanceRequest, str], None]
+    # Whether it reminds the approver without beat: the Temporal workflow's timer does;
+    # the Celery version's reminder comes from beat, which these pilots do not run.
+    reminds: bool
+    restart_worker: Callable[[], None]  # SIGKILL to the worker's group, then a new one
 
 
 @pytest.fixture(autouse=True)
@@ -61,10 +67,20 @@ def temporal_pilot(app: App, start_worker: Spawn, temporal_server: TemporalTarge
     queue = f"partners-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("PARTNER_APPROVAL_TASK_QUEUE", queue)
     declaration = app.engines["temporal"]
-    start_worker("graduate.adapters.temporal.app_worker", [declaration["worker"], "{ready}"], {
-        "GRADUATE_TEMPORAL_ADDRESS": temporal_server.address,
-        "PARTNER_APPROVAL_TASK_QUEUE": queue, **run_context.environ()})
-    return Pilot(
+
+    def worker() -> ManagedProcess:
+        return start_worker("graduate.adapters.temporal.app_worker", [
+            declaration["worker"], "{ready}"], {
+            "GRADUATE_TEMPORAL_ADDRESS": temporal_server.address,
+            "PARTNER_APPROVAL_TASK_QUEUE": queue, **run_context.environ()})
+
+    workers = [worker()]
+
+    def restart() -> None:
+        workers[-1].kill()
+        workers.append(worker())
+
+    return Pilot(reminds=True, restart_worker=restart,
         start=lambda request: asyncio.run(
             temporal_application.start(declaration, temporal_server, request)),
         decide=lambda request, decision: asyncio.run(temporal_application.signal(
@@ -88,6 +104,7 @@ def celery_pilot(app: App, start_worker: Spawn, broker: str, run_context: RunCon
         "--without-mingle", "--without-gossip", "--without-heartbeat", "-Q", queue,
         "-n", f"{queue}@%h", "--loglevel", "INFO"], {**env, **run_context.environ()})
     yield Pilot(
+        reminds=False, restart_worker=lambda: pytest.fail("not needed on Celery"),
         start=lambda request: celery_application.start(declaration, request),
         decide=lambda request, decision: celery_application.signal(
             declaration, request, "approval", {"decision": decision}))
@@ -167,6 +184,86 @@ def test_an_unanswered_approval_expires_and_is_undone(
     request = new_instance()
     pilot.start(request)
 
-    rows = traced(request, wait_for_rows(run_ledger, 4, instance_id=request.instance_id),
-                  run_ledger, app)
-    assert [(r.step, r.kind) for r in rows] == UNDONE
+    expected = [*UNDONE[:2], *[REMINDED] * pilot.reminds, *UNDONE[2:]]
+    rows = traced(request, wait_for_rows(run_ledger, len(expected),
+                                         instance_id=request.instance_id), run_ledger, app)
+    assert [(r.step, r.kind) for r in rows] == expected
+
+
+def test_temporal_an_approval_answered_in_time_sends_no_reminder(
+        temporal_pilot: Pilot, new_instance: Callable[[], InstanceRequest],
+        run_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARTNER_APPROVAL_DEADLINE_SECONDS", "4")
+    request = new_instance()
+    temporal_pilot.start(request)
+    wait_for_rows(run_ledger, 2, instance_id=request.instance_id)
+    temporal_pilot.decide(request, "approve")
+
+    # The workflow reminds only while it waits, and it waits no more once it activates:
+    # a reminder would be among the rows before the welcome.
+    rows = wait_for_rows(run_ledger, 4, instance_id=request.instance_id)
+    assert [r.step for r in rows] == FORWARD
+
+
+def undoing(ledger: Ledger, request: InstanceRequest) -> list[EffectRecord]:
+    return [r for r in ledger.effects(instance_id=request.instance_id)
+            if r.kind == "compensation"]
+
+
+def test_celery_beat_reminds_a_pending_approval_once_past_half_its_deadline(
+        celery_pilot: Pilot, start_worker: Spawn, app: App, run_context: RunContext,
+        new_instance: Callable[[], InstanceRequest], run_ledger: Ledger, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beat's sweep, every 0.2 s, finds the approval past half its 4 s deadline and
+    sends the reminder; the sweeps after it find it recorded (or, racing the record, see
+    the notification service absorb the repeat by its key)."""
+    monkeypatch.setenv("PARTNER_APPROVAL_DEADLINE_SECONDS", "4")
+    env = {"PARTNER_APPROVAL_SWEEP_SECONDS": "0.2", **run_context.environ()}
+    start_worker("graduate.adapters.celery.app_worker", [
+        app.engines["celery"]["app"], "{ready}", "beat", str(tmp_path / "beat.schedule")],
+        env)
+    request = new_instance()
+    celery_pilot.start(request)
+
+    wait_until(lambda: len(undoing(run_ledger, request)) == 2, timeout=60,
+               what="the expired approval undone")
+    rows = run_ledger.effects(instance_id=request.instance_id)
+    reminders = [r for r in rows if r.step == "approval.reminder"]
+    assert [r.outcome for r in reminders][:1] == [Outcome.APPLIED]
+    assert {r.outcome for r in reminders[1:]} <= {Outcome.ABSORBED}
+    assert reminders[0].idempotency_key == app.flow.key_for("approval.reminder", request)
+    requested = next(r for r in rows if r.step == "request_approval")
+    undone = [r for r in rows if r.kind == "compensation"]
+    # After half the deadline, before it passed and the approval was undone.
+    assert reminders[0].started_at - requested.finished_at >= 2.0
+    assert all(r.finished_at <= undone[0].started_at for r in reminders)
+    assert [(r.step, r.kind) for r in rows if r.step != "approval.reminder"] == UNDONE
+    kept = app.audit_records(request.tenant_id, request.entity_id)
+    assert [r["event_type"] for r in kept].count("notify.send_reminder") == 1
+
+
+def test_temporal_a_worker_killed_while_reminding_still_reminds_once(
+        temporal_pilot: Pilot, new_instance: Callable[[], InstanceRequest],
+        run_ledger: Ledger, app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker dies (SIGKILL) just after the notification service took the reminder,
+    before Temporal heard the activity complete: the activity runs again on a new worker
+    after its start-to-close timeout, and the service absorbs the repeat by its key."""
+    monkeypatch.setenv("PARTNER_APPROVAL_DEADLINE_SECONDS", "30")
+    request = new_instance()
+    run_ledger.arm(request.instance_id, "approval.reminder", "after-effect")
+    temporal_pilot.start(request)
+    wait_until(lambda: run_ledger.reached(request.instance_id, "approval.reminder",
+                                          "after-effect") is not None,
+               timeout=60, what="the reminder's call past its effect")
+    temporal_pilot.restart_worker()
+
+    rows = wait_for_rows(run_ledger, 6, instance_id=request.instance_id)
+    assert [(r.step, r.kind, r.outcome) for r in rows] == [
+        ("create_record", "effect", Outcome.APPLIED),
+        ("request_approval", "effect", Outcome.APPLIED),
+        ("approval.reminder", "effect", Outcome.APPLIED),
+        ("approval.reminder", "effect", Outcome.ABSORBED),
+        ("request_approval", "compensation", Outcome.APPLIED),
+        ("create_record", "compensation", Outcome.APPLIED)]
+    assert rows[2].worker_pid != rows[3].worker_pid
+    assert rows[3].attempt == 2
