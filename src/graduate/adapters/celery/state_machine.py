@@ -556,6 +556,8 @@ class Machine:
         """Send each due reminder of a wait still open, through the ledger, then record
         it. A tick killed between the two sends it again on the next tick, with the same
         idempotency key, for the system to absorb: at least once, never lost."""
+        if not any(wait.reminder for wait in self.flow.waits):
+            return
         for row in store.waiting(self.flow.name):
             if self.run_id and row.request.run_id != self.run_id:
                 continue
