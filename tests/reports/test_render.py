@@ -305,3 +305,36 @@ def test_a_time_scaled_run_says_so_under_the_flow_and_in_its_options(
     assert ("time_scale", scaled) in run.options
     unscaled = build_report(builder.store, run_ids=["real"])
     assert "time scale" not in render_markdown(unscaled).lower()
+
+
+def test_an_instances_reminder_is_shown_and_a_missing_one_is_a_problem(
+        builder: EvidenceBuilder) -> None:
+    record = builder.run("reminded", fault="none", at=None, save=False,
+                         instances=(Instance(), Instance()))
+    sent, missing = record["instances"]
+    common = {"wait": "approval", "step": "approval.reminder", "after": 1800.0}
+    sent["reminders"] = [{**common, "waited": 3600.0, "calls": 1, "applied": 1,
+                          "absorbed": 0}]
+    missing["reminders"] = [{**common, "waited": 3600.0, "calls": 0, "applied": 0,
+                             "absorbed": 0}]
+    builder.store.save_run(RunRecord.from_dict(record))
+
+    report = build_report(builder.store, run_ids=["reminded"])
+
+    [run] = report.runs
+    [ok, lost] = run.instances
+    assert [r.summary for r in ok.reminders] == [
+        "reminder of approval sent once (the wait lasted 3600.0s)"]
+    assert [(p.kind, p.step) for p in ok.problems] == []
+    assert [(p.kind, p.step, p.detail) for p in lost.problems] == [
+        ("reminder", "approval.reminder", "reminder of approval missing: due 1800s into "
+         "the wait, never sent (the wait lasted 3600.0s)")]
+    markdown = render_markdown(report)
+    assert "✅ reminder of approval sent once (the wait lasted 3600.0s)." in markdown
+    assert "❌ reminder missing during a wait: reminder of approval missing" in markdown
+    assert "reminder of approval sent once" in render_html(report)
+    [cell] = report.cells
+    assert cell.status == "fail"
+    assert [f for f in cell.failures if "reminder" in f] == [
+        f"{lost.instance_id}: reminder of approval missing: due 1800s into the wait, never "
+        f"sent (the wait lasted 3600.0s) ({lost.correlation_id})"]
