@@ -30,7 +30,7 @@ def app_project(tmp_path: Path) -> Iterator[Path]:
 [tool.graduate]
 
 [tool.graduate.apps.{APP}]
-flow = "{REPO / 'spikes' / 'partner_approval.toml'}"
+flow = "{REPO / 'examples' / 'partner_approval_app' / 'flow.toml'}"
 audit = "examples.partner_approval_app.clients:audit_records"
 
 [tool.graduate.apps.{APP}.temporal]

@@ -46,7 +46,7 @@ def records(tenant_id, entity_id):
 def declare(project: Path, audit: str) -> None:
     (project / "pyproject.toml").write_text(textwrap.dedent(f"""
         [tool.graduate.apps.{APP}]
-        flow = "{ROOT / 'spikes' / 'partner_approval.toml'}"
+        flow = "{ROOT / 'examples' / 'partner_approval_app' / 'flow.toml'}"
         audit = "{audit}"
 
         [tool.graduate.apps.{APP}.temporal]

@@ -100,7 +100,7 @@ signal = "examples.partner_approval_app.celery_app:signal"
 def test_the_scaffolded_code_behaves_as_the_hand_written_celery_code(
         decision: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     project = tmp_path_factory.mktemp("shadow") / "partner-approval"
-    scaffold(load_flow(ROOT / "spikes" / "partner_approval.toml"), project)
+    scaffold(load_flow(ROOT / "examples" / "partner_approval_app" / "flow.toml"), project)
     with (project / "pyproject.toml").open("a", encoding="utf-8") as pyproject:
         pyproject.write(CELERY_EXAMPLE)
 

@@ -17,7 +17,6 @@ from graduate.flow import (
     ApprovalClass,
     Flow,
     InstanceRequest,
-    Reminder,
     RetryPolicy,
     ReversibilityClass,
     SensitivityClass,
@@ -77,8 +76,7 @@ def test_the_sample_spike_loads_with_its_classes_nodes_and_systems(sample_path: 
         ApprovalClass.A2, ReversibilityClass.R2, SensitivityClass.S2)
     assert [n.name for n in flow.nodes] == [
         "create_record", "request_approval", "approval", "activate", "notify"]
-    assert flow.waits == (Wait("approval", signal="approval", deadline=72 * 3600.0,
-                               reminder=Reminder(0.5, "notify.send_reminder")),)
+    assert flow.waits == (Wait("approval", signal="approval", deadline=72 * 3600.0),)
     assert {s.name: s.honours_idempotency for s in flow.systems} == {
         "crm": True, "approvals": True, "partner_portal": False, "notify": False}
     assert {s.name: s.compensation for s in flow.steps} == {
