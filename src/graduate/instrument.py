@@ -425,6 +425,20 @@ def trace_parent(trace_id: str) -> Iterator[None]:
         yield
 
 
+def inject_trace(carrier: dict[str, Any]) -> None:
+    """Write the current OpenTelemetry context into a message's headers (W3C traceparent,
+    with the application's propagator) unless the message already carries one: a message
+    sent from under `trace_parent` by a process that does not trace (graduate's harness
+    starting an instance) then hands the instance's trace to the worker's tracing, which
+    would otherwise start a trace of its own."""
+    trace = _otel_trace()
+    if trace is None or not trace.get_current_span().get_span_context().is_valid:
+        return
+    propagate = importlib.import_module("opentelemetry.propagate")
+    if not propagate.get_global_textmap().fields & carrier.keys():
+        propagate.inject(carrier)
+
+
 def active_trace_id() -> str:
     """The trace ID of the active OpenTelemetry span, when the application traces."""
     trace = _otel_trace()

@@ -11,7 +11,7 @@ import importlib
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -216,3 +216,67 @@ def test_outside_a_run_the_app_runs_and_nothing_is_recorded(
     assert get(chain.apply_async()) == "plain-1"
 
     assert not Path(run_context.ledger_url).exists()
+
+
+TRACED = "tests.instrument.apps.traced_celery"
+
+
+@pytest.fixture
+def traced_worker(start_worker: Spawn, broker: str, queue: str, run_context: RunContext,
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ManagedProcess]]:
+    """A worker of the app that traces with opentelemetry-instrumentation-celery, under
+    the run; this process imports the app as graduate's harness does to start it."""
+    monkeypatch.setenv("ORDERS_BROKER_URL", broker)
+    monkeypatch.setenv("ORDERS_QUEUE", queue)
+    sys.modules.pop(TRACED, None)
+
+    def start(**env: str) -> ManagedProcess:
+        return start_worker("graduate.adapters.celery.app_worker", [
+            f"{TRACED}:app", "{ready}", "--pool", "prefork", "--concurrency", "1",
+            "--without-mingle", "--without-gossip", "--without-heartbeat", "-Q", queue,
+            "-n", f"{queue}@%h", "--loglevel", "INFO"],
+            {"ORDERS_BROKER_URL": broker, "ORDERS_QUEUE": queue, **run_context.environ(),
+             **env})
+
+    yield start
+    sys.modules.pop(TRACED, None)
+
+
+def start_traced(run_ledger: Ledger, queue: str, instance_id: str) -> list[EffectRecord]:
+    """Start the instance as graduate's harness does (the declared start function, under
+    the instance's correlation and trace); its rows once the chain confirmed."""
+    declaration = {"app": f"{TRACED}:app", "queues": [queue], "beat": False,
+                   "start": f"{TRACED}:start"}
+    application.start(declaration, run_ledger.instance(instance_id).request)
+    rows = wait_for_rows(run_ledger, 4, instance_id=instance_id)
+    assert [(r.step, r.attempt, r.outcome) for r in rows] == [
+        ("reserve", 1, Outcome.APPLIED), ("charge", 1, Outcome.ERROR),
+        ("charge", 2, Outcome.APPLIED), ("confirm", 1, Outcome.APPLIED)]
+    return rows
+
+
+def test_an_app_traced_by_the_celery_instrumentation_keeps_the_instances_trace(
+        traced_worker: Callable[..., ManagedProcess], run_ledger: Ledger,
+        register: Register, queue: str) -> None:
+    # Only the worker traces: the instance's trace reaches its first task in the message
+    # graduate sends (W3C traceparent), and CeleryInstrumentor carries it on through the
+    # chain and the retry. Each task runs in the instrumentation's own span.
+    traced_worker()
+    correlation = register("traced-1")
+
+    rows = start_traced(run_ledger, queue, "traced-1")
+    assert {r.trace_id for r in rows} == {correlation.trace_id}
+    assert_of(correlation, rows)
+
+
+def test_an_instrumentation_that_starts_a_trace_per_task_is_reported_as_a_trace_break(
+        traced_worker: Callable[..., ManagedProcess], run_ledger: Ledger,
+        register: Register, queue: str) -> None:
+    # use_span_links: every task starts a trace of its own, linked to its sender's.
+    traced_worker(ORDERS_SPAN_LINKS="1")
+    correlation = register("linked-1")
+
+    rows = start_traced(run_ledger, queue, "linked-1")
+    breaks = correlation_breaks(correlation.correlation_id, correlation.trace_id, rows)
+    assert [(b.effect_id, b.field) for b in breaks] == [(r.id, "trace_id") for r in rows]
+    assert len({r.trace_id for r in rows}) == 4  # one trace per task run: the retry too

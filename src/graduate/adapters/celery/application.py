@@ -82,11 +82,11 @@ def start(declaration: Mapping[str, Any], request: InstanceRequest) -> None:
 def signal(declaration: Mapping[str, Any], request: InstanceRequest, name: str,
            payload: Mapping[str, Any]) -> None:
     """Deliver a human decision through the team's signal function; the tasks it sends
-    carry the instance's correlation."""
+    carry the instance's correlation and trace."""
     install()
     deliver = resolve(declaration["signal"], f"signal function {declaration['signal']}")
-    with propagating(Correlation(request.instance_id, request.correlation_id,
-                                 request.trace_id)):
+    with (propagating(Correlation(request.instance_id, request.correlation_id,
+                                  request.trace_id)), trace_parent(request.trace_id)):
         deliver(request.instance_id, name, dict(payload))
 
 

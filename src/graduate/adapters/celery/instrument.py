@@ -10,6 +10,11 @@ runs (`install()`), carry it without any change to the application's calls:
   when the task ends), a group's and a chord's members, a chord's body (published by the
   last member) and a retry. A client that starts an instance does it inside
   `graduate.instrument.propagating`.
+  When the app traces with OpenTelemetry, the publisher's trace context goes with it
+  (a W3C traceparent, unless the app's own instrumentation put one there): the harness
+  starts an instance under the instance's trace without tracing itself, and
+  opentelemetry-instrumentation-celery in the worker continues that trace instead of
+  starting a new one at the instance's first task.
 - `task_prerun` reads the header of the message being run and makes it the task's
   correlation until `task_postrun`.
 
@@ -26,7 +31,7 @@ from typing import Any
 from celery import current_task
 from celery.signals import before_task_publish, task_postrun, task_prerun
 
-from graduate.instrument import Correlation, EngineCall, propagated, propagating
+from graduate.instrument import Correlation, EngineCall, inject_trace, propagated, propagating
 
 ENGINE_NAME = "celery"
 HEADER = "graduate_correlation"
@@ -56,8 +61,11 @@ def current() -> EngineCall | None:
 
 def _on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
     correlation = propagated()
-    if correlation is not None and headers is not None and HEADER not in headers:
+    if correlation is None or headers is None:
+        return
+    if HEADER not in headers:
         headers[HEADER] = correlation.to_header()
+    inject_trace(headers)
 
 
 def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
