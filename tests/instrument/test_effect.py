@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -124,6 +125,21 @@ def test_the_active_opentelemetry_span_gives_the_trace_id(
     [broken] = correlation_breaks(correlation.correlation_id, correlation.trace_id, [row])
     assert (broken.field, broken.expected, broken.found) == (
         "trace_id", correlation.trace_id, row.trace_id)
+
+
+def test_a_message_sent_under_the_instances_trace_carries_it_unless_it_has_one() -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with instrument.trace_parent(trace_id):
+        headers: dict[str, Any] = {}
+        instrument.inject_trace(headers)
+        own = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+        instrument.inject_trace(own)
+    untraced: dict[str, Any] = {}
+    instrument.inject_trace(untraced)
+
+    assert headers["traceparent"].split("-")[1] == trace_id
+    assert own == {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    assert untraced == {}
 
 
 def test_a_call_pauses_at_an_armed_before_effect_point_until_released(
