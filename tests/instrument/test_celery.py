@@ -280,3 +280,18 @@ def test_an_instrumentation_that_starts_a_trace_per_task_is_reported_as_a_trace_
     breaks = correlation_breaks(correlation.correlation_id, correlation.trace_id, rows)
     assert [(b.effect_id, b.field) for b in breaks] == [(r.id, "trace_id") for r in rows]
     assert len({r.trace_id for r in rows}) == 4  # one trace per task run: the retry too
+
+
+def test_a_decision_delivered_to_a_traced_app_keeps_the_instances_trace(
+        traced_worker: Callable[..., ManagedProcess], run_ledger: Ledger,
+        register: Register, queue: str) -> None:
+    traced_worker()
+    correlation = register("decided-1")
+    declaration = {"app": f"{TRACED}:app", "queues": [queue], "beat": False,
+                   "start": f"{TRACED}:start", "signal": f"{TRACED}:signal"}
+
+    application.signal(declaration, run_ledger.instance("decided-1").request, "approval",
+                       {"decision": "approved"})
+    [row] = wait_for_rows(run_ledger, 1, instance_id="decided-1")
+    assert row.step == "confirm"
+    assert_of(correlation, [row])
