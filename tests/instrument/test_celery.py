@@ -8,6 +8,8 @@ instance, starts it inside `propagating` and reads the ledger.
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 import time
 import uuid
@@ -295,3 +297,29 @@ def test_a_decision_delivered_to_a_traced_app_keeps_the_instances_trace(
     [row] = wait_for_rows(run_ledger, 1, instance_id="decided-1")
     assert row.step == "confirm"
     assert_of(correlation, [row])
+
+
+def test_a_redelivered_task_of_a_traced_app_keeps_the_instances_trace(
+        traced_worker: Callable[..., ManagedProcess], run_ledger: Ledger,
+        register: Register, queue: str) -> None:
+    # The pool process dies (SIGKILL) just after the charge landed; the worker requeues
+    # its message, and the charge runs again from it in a new pool process.
+    traced_worker()
+    correlation = register("redelivered-1")
+    run_ledger.arm("redelivered-1", "charge", "after-effect")
+    declaration = {"app": f"{TRACED}:app", "queues": [queue], "beat": False,
+                   "start": f"{TRACED}:start"}
+    application.start(declaration, run_ledger.instance("redelivered-1").request)
+    wait_until(lambda: run_ledger.reached("redelivered-1", "charge", "after-effect")
+               is not None, timeout=WAIT, what="the charge at its fault point")
+    reached = run_ledger.reached("redelivered-1", "charge", "after-effect")
+    assert reached is not None
+    os.kill(reached.pid, signal.SIGKILL)
+
+    rows = wait_for_rows(run_ledger, 5, instance_id="redelivered-1")
+    assert [(r.step, r.attempt, r.outcome) for r in rows] == [
+        ("reserve", 1, Outcome.APPLIED), ("charge", 1, Outcome.ERROR),
+        ("charge", 2, Outcome.APPLIED), ("charge", 2, Outcome.APPLIED),
+        ("confirm", 1, Outcome.APPLIED)]
+    assert rows[2].worker_pid == reached.pid != rows[3].worker_pid
+    assert_of(correlation, rows)

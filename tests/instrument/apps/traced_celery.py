@@ -54,7 +54,9 @@ def reserve(self: Task, order_id: str) -> str:
     return order_id
 
 
-@app.task(bind=True, max_retries=3)
+# Acknowledged once done and requeued when its worker process dies: a charge killed
+# mid-way runs again from the same message (a redelivery).
+@app.task(bind=True, max_retries=3, acks_late=True, reject_on_worker_lost=True)
 def charge(self: Task, order_id: str, fail_times: int = 0) -> str:
     in_its_span(self)
     try:
