@@ -195,6 +195,7 @@ def _context(flow: Flow) -> dict[str, Any]:
              for w in flow.waits]
     unkeyed = sorted(s.name for s in flow.systems if not s.honours_idempotency)
     works = any(s.work for s in flow.steps)
+    reminders = [_reminder(w) for w in flow.waits if w.reminder is not None]
     return {
         **names,
         "flow": flow,
@@ -206,6 +207,7 @@ def _context(flow: Flow) -> dict[str, Any]:
         "task_queue_variable": f"{flow.name.upper()}_TASK_QUEUE",
         "steps": steps,
         "waits": waits,
+        "reminders": reminders,
         "fails": any("fail" in (w.on_timeout, w.on_reject) for w in flow.waits),
         "nodes": [_node(node) for node in flow.nodes],
         "groups": bool(flow.groups),
@@ -219,6 +221,9 @@ def _context(flow: Flow) -> dict[str, Any]:
             "Each step is an activity with an explicit timeout and retry policy, given the "
             "idempotency key of its effect.",
             "Each wait is a signal awaited with a deadline." if flow.waits else "",
+            "A wait's reminder is a durable timer racing the signal: if the wait is still "
+            "open at its time, the reminder's activity runs once, under a key of its own; "
+            "a wait that ended first sends none." if reminders else "",
             "The branches of a parallel group run at once and join before the flow goes on; "
             "after a branch fails for good the others start no further step."
             if flow.groups else "",
@@ -247,6 +252,7 @@ def _context(flow: Flow) -> dict[str, Any]:
         "body_does": ", ".join(filter(None, [
             "schedules activities", "runs branches as concurrent tasks" if flow.groups else "",
             "waits for signals" if flow.waits else "",
+            "races each reminder's timer against its signal" if reminders else "",
             "sleeps on durable timers" if any(isinstance(n, Timer) for n in flow.nodes) else "",
         ])),
         "first_step": flow.steps[0].name,
@@ -271,8 +277,23 @@ def _node(node: Step | Wait | Timer | Parallel) -> dict[str, Any]:
         branches.append({"test": '== "reject"', "lines": _action(
             node.on_reject, f"rejected at {node.name}")})
         return {"kind": "wait", "name": node.name, "signal": node.signal,
-                "field": f"{node.name}_deadline_seconds", "var": var, "branches": branches}
+                "field": f"{node.name}_deadline_seconds", "var": var, "branches": branches,
+                "reminder": None if node.reminder is None else _reminder(node)}
     return {"kind": "timer", "name": node.name, "duration": node.duration}
+
+
+def _reminder(wait: Wait) -> dict[str, Any]:
+    """A wait's reminder: its step (`<wait>.reminder`, the name its key and the ledger
+    know it by), its activity and its options (one attempt: a reminder is not repeated)."""
+    step = wait.reminder_step
+    assert step is not None and wait.reminder is not None
+    return {"wait": wait.name, "step": step.name, "effect": step.effect, "at": wait.reminder.at,
+            "function": _reminder_function(wait), "const": f"{wait.name.upper()}_REMINDER",
+            "timeout": step.timeout, "retry": step.retry}
+
+
+def _reminder_function(wait: Wait) -> str:
+    return f"{wait.name}_reminder"
 
 
 def _action(action: str, reason: str) -> list[str]:
@@ -289,6 +310,9 @@ def _calls(flow: Flow) -> list[dict[str, Any]]:
     sites += [(step, step.compensation, f"compensate_{step.name}",
                f"Undo step {step.name} (its compensation).")
               for step in flow.steps if step.compensation]
+    sites += [(step, step.effect, _reminder_function(wait),
+               f"Remind during wait {wait.name}, once, while it is still open.")
+              for wait in flow.waits if (step := wait.reminder_step) is not None]
     shared = {effect for effect in (s[1] for s in sites)
               if sum(1 for other in sites if other[1] == effect) > 1}
     return [{"effect": effect, "activity": f"{effect}@{step.name}" if effect in shared
@@ -300,7 +324,8 @@ def _calls(flow: Flow) -> list[dict[str, Any]]:
 
 def _systems(flow: Flow) -> list[dict[str, str]]:
     """One function per external operation, however many steps call it."""
-    operations = dict.fromkeys(e for s in flow.steps for e in (s.effect, s.compensation) if e)
+    operations = dict.fromkeys(e for s in flow.effect_steps
+                               for e in (s.effect, s.compensation) if e)
     work = {s.effect: s.work for s in flow.steps if s.work}
     return [{"name": effect.replace(".", "_"),
              "doc": f"Call {effect.split('.')[0]}: {effect.split('.')[1]} for `entity_id`, "
