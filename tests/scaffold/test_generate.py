@@ -125,11 +125,13 @@ def _flows(tmp_path: Path) -> dict[str, Path]:
     work.write_text(WORK, encoding="utf-8")
     return {"spike": ROOT / "spikes" / "partner_approval.toml", "inventory": inventoried,
             "every-node": every, "parallel": ROOT / "spikes" / "pmi_milestones.toml",
-            "branches": ROOT / "tests" / "flows" / "branches.toml", "work": work}
+            "branches": ROOT / "tests" / "flows" / "branches.toml", "work": work,
+            "reminder": ROOT / "spikes" / "signature.toml",
+            "example": ROOT / "examples" / "partner_approval_app" / "flow.toml"}
 
 
 @pytest.mark.parametrize("which", ["spike", "inventory", "every-node", "parallel", "branches",
-                                   "work"])
+                                   "work", "reminder", "example"])
 def test_the_package_passes_mypy_strict_and_ruff(which: str, tmp_path: Path) -> None:
     flow = _flows(tmp_path)[which]
     out = tmp_path / "package"
@@ -285,3 +287,47 @@ def test_a_flow_from_python_is_written_as_toml_that_loads_back(tmp_path: Path) -
         written.write_text(render(flow)[f"flows/{flow.name}.toml"], encoding="utf-8")
 
         assert replace(load_flow(written), source="") == replace(flow, source="")
+
+
+def test_a_reminder_is_a_timer_racing_the_signal_sent_once_under_its_own_step(
+        tmp_path: Path) -> None:
+    from graduate.migrate.scaffold import render
+
+    files = render(load_flow(ROOT / "spikes" / "signature.toml"))
+    workflow = files["signature_temporal/workflow.py"]
+    activities = files["signature_temporal/activities.py"]
+    systems = files["signature_temporal/systems.py"]
+
+    # The wait hands its reminder to _decision: the reminder's step, activity, one
+    # attempt, due half-way.
+    body = workflow[workflow.index("async def _flow"):workflow.index("async def _step")]
+    assert ('_Reminder("signed.reminder", activities.signed_reminder,\n'
+            '                      SIGNED_REMINDER, at=0.5)') in body
+    options = workflow[workflow.index("\nSIGNED_REMINDER = StepOptions("):].split("\n)\n")[0]
+    assert "retry=RetryPolicy(maximum_attempts=1)" in options
+    # A durable timer, as a task racing the signal's wait_condition; the activity only
+    # when the decision has not come, keyed by the reminder's step; a timer not yet
+    # fired is cancelled when the wait ends, an activity under way is awaited.
+    decision = workflow[workflow.index("async def _decision"):workflow.index("async def _remind")]
+    assert decision.index("asyncio.create_task(") < decision.index("wait_condition(")
+    assert "await self._end_reminder(reminding)" in decision.split("finally:")[1]
+    remind = workflow[workflow.index("async def _remind"):workflow.index("async def _end_reminder")]
+    assert remind.index("await workflow.sleep(deadline * reminder.at)") < remind.index(
+        "if signal in self._state.decisions:\n            return") < remind.index(
+        "execute_activity(reminder.activity")
+    assert "request.key(reminder.step)" in remind
+    end = workflow[workflow.index("async def _end_reminder"):
+                   workflow.index("async def _compensate")]
+    assert ("if not reminding.done() and not self._state.reminding:\n"
+            "            reminding.cancel()") in end
+    assert "await workflow.wait([reminding])" in end
+    # Its activity is named after its effect and records its call as the reminder's step.
+    reminder = activities[activities.index('@activity.defn(name="esign.remind_signer")'):]
+    assert reminder.index('graduate.effect("esign.remind_signer"') < reminder.index(
+        'step="signed.reminder"') < reminder.index("systems.esign_remind_signer(")
+    assert "    signed_reminder,\n" in activities[activities.index("ALL = ["):]
+    assert "def esign_remind_signer(entity_id: str, key: str) -> None:" in systems
+    # A flow with no reminder renders none of it.
+    plain = render(load_flow(ROOT / "spikes" / "partner_approval.toml"))
+    assert "_Reminder" not in plain["partner_approval_temporal/workflow.py"]
+    assert "contextlib" not in plain["partner_approval_temporal/workflow.py"]

@@ -286,7 +286,8 @@ def _reminder(wait: Wait) -> dict[str, Any]:
     """A wait's reminder: its step (`<wait>.reminder`, the name its key and the ledger
     know it by), its activity and its options (one attempt: a reminder is not repeated)."""
     step = wait.reminder_step
-    assert step is not None and wait.reminder is not None
+    assert step is not None
+    assert wait.reminder is not None
     return {"wait": wait.name, "step": step.name, "effect": step.effect, "at": wait.reminder.at,
             "function": _reminder_function(wait), "const": f"{wait.name.upper()}_REMINDER",
             "timeout": step.timeout, "retry": step.retry}
