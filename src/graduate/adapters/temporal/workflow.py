@@ -105,12 +105,14 @@ class GraduateFlow:
         failures: list[str] = []
         branches = [asyncio.create_task(self._branch(flow_input, branch, failures))
                     for branch in group.branches]
+        # workflow.wait, not asyncio.wait: the same wait over a list, not a set, so that
+        # nothing in it depends on hashing order (the commands it issues are the same).
         try:
-            await asyncio.wait(branches)
+            await workflow.wait(branches)
         except asyncio.CancelledError:
             if workflow.cancellation_reason() is not None:
                 failures.append(_cancelled())
-                await asyncio.wait(branches)
+                await workflow.wait(branches)
             raise
         return failures[0] if failures else None
 
@@ -132,10 +134,10 @@ class GraduateFlow:
         cancellation reach `run`, which compensates what the step applied too."""
         activity = asyncio.create_task(self._activity(flow_input, step, "effect"))
         try:
-            await asyncio.wait([activity])
+            await workflow.wait([activity])
         except asyncio.CancelledError:
             if workflow.cancellation_reason() is not None:
-                await asyncio.wait([activity])
+                await workflow.wait([activity])
                 if activity.exception() is None:
                     self._progress(step.name)
             raise
@@ -188,7 +190,7 @@ class GraduateFlow:
         if reminder.done():
             return
         if self._reminding:
-            await asyncio.wait([reminder])
+            await workflow.wait([reminder])
         else:
             reminder.cancel()
         self._reminding = False
