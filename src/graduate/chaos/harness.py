@@ -446,7 +446,9 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
     fault = options.plan.fault
     verdict = judge_run(verdicts, fault=FaultFacts(fault.fires, fired, fault.expects_resume,
                                                    reason) if applicable else None,
-                        not_started=options.run.instances - len(verdicts) if applicable else 0)
+                        # A pinned deploy adds an instance after the fault: never negative.
+                        not_started=max(0, options.run.instances - len(verdicts))
+                        if applicable else 0)
     stack = session.stack
     record = RunRecord(
         run_id=session.run_id,

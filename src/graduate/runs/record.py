@@ -165,8 +165,10 @@ class RunRecord:
     @property
     def not_started(self) -> int:
         """Instances the run never started: its deadline passed first (a fault that did
-        not apply starts none, and has none to start)."""
-        return self.options.instances - len(self.instances) if self.fault.applicable else 0
+        not apply starts none, and has none to start). A pinned deploy starts one more
+        instance after the fault, so a run may hold more than it asked for."""
+        missing = self.options.instances - len(self.instances)
+        return max(0, missing) if self.fault.applicable else 0
 
     @property
     def fault_fired_at(self) -> float | None:
