@@ -261,7 +261,7 @@ def test_unknown_ids_are_refused_with_the_known_ones(builder: EvidenceBuilder,
     assert "no run nope" in str(run_error.value)
     assert "runs there: r00, r01" in str(run_error.value)
     assert "and 5 more" in str(run_error.value)
-    assert "not both" in str(both.value)
+    assert "give one of --matrix, --run or --flow" in str(both.value)
 
 
 def test_runs_of_different_flows_are_refused(builder: EvidenceBuilder) -> None:

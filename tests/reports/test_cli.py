@@ -83,3 +83,30 @@ def test_help_shows_an_example(project: Path) -> None:
     assert done.returncode == 0
     assert "Example: graduate report" in done.stdout
     assert "[tool.graduate]" in done.stdout
+
+
+def test_a_folder_of_runs_of_several_flows_is_reported_one_flow_at_a_time(
+        project: Path) -> None:
+    """A crash-resume suite's evidence holds runs of every spike: `--flow` picks one."""
+    builder = EvidenceBuilder(project / ".graduate" / "evidence")
+    builder.run("abc123")
+    builder.definition["flow"]["name"] = "signature"
+    builder.run("def456")
+
+    mixed = graduate(project, "report", "--format", "md")
+    assert mixed.returncode == 2
+    assert "different flows (partner_approval, signature)" in mixed.stderr
+    assert "--flow NAME" in mixed.stderr
+
+    done = graduate(project, "report", "--flow", "signature", "--format", "md")
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in (project / ".graduate" / "reports").iterdir()] == [
+        "report-runs-def456.md"]
+
+    unknown = graduate(project, "report", "--flow", "dd_room")
+    assert unknown.returncode == 2
+    assert "no run of the flow 'dd_room'" in unknown.stderr
+    assert "partner_approval, signature" in unknown.stderr
+    both = graduate(project, "report", "--flow", "signature", "--run", "abc123")
+    assert both.returncode == 2
+    assert "give one of --matrix, --run or --flow" in both.stderr

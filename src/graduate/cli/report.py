@@ -20,6 +20,10 @@ def report(
     run: Annotated[list[str] | None, typer.Option(
         "--run", help="A run id instead of a matrix; repeat the option for several runs.")
     ] = None,
+    flow: Annotated[str | None, typer.Option(
+        "--flow", help="Every stored run of this flow (a crash-resume suite's evidence "
+                       "holds runs of several flows).")
+    ] = None,
     formats: Annotated[str, typer.Option(
         "--format", help=f"Comma-separated formats: {', '.join(FORMATS)}.")
     ] = ",".join(FORMATS),
@@ -37,6 +41,8 @@ def report(
 
     Example: graduate report --run 3fa2c1 --run 9b0d4e --format junit
 
+    Example: graduate report --flow partner_approval --evidence .graduate/ci-evidence
+
     Exits 0 once the files are written, whatever the verdicts (the JUnit file carries them).
 
     Exits 2 when there is no evidence, or an id is unknown.
@@ -44,7 +50,7 @@ def report(
     config = settings(ctx)
     wanted = parse_formats(formats)
     store = EvidenceStore(evidence or config.evidence_dir)
-    built = build_report(store, matrix_id=matrix, run_ids=run or ())
+    built = build_report(store, matrix_id=matrix, run_ids=run or (), flow=flow)
     written = write_reports(built, out or config.state_dir / "reports", wanted)
     for name, path in zip(wanted, written, strict=True):
         console.print(f"{name}: {path}", soft_wrap=True)

@@ -67,11 +67,14 @@ R = TypeVar("R", RunRecord, MatrixRecord)
 
 
 def build_report(store: EvidenceStore, *, matrix_id: str | None = None,
-                 run_ids: Sequence[str] = ()) -> Report:
-    """The report of `matrix_id` (default: the latest matrix) or of the runs `run_ids`."""
-    if matrix_id and run_ids:
-        raise ConfigError("give either --matrix or --run, not both: a report covers one "
-                          "matrix or a list of runs")
+                 run_ids: Sequence[str] = (), flow: str | None = None) -> Report:
+    """The report of `matrix_id` (default: the latest matrix), of the runs `run_ids`, or
+    of every stored run of `flow`."""
+    if sum(bool(x) for x in (matrix_id, run_ids, flow)) > 1:
+        raise ConfigError("give one of --matrix, --run or --flow: a report covers one "
+                          "matrix, a list of runs, or the runs of one flow")
+    if flow:
+        return _from_runs(store, _runs_of(store, flow))
     if run_ids:
         return _from_runs(store, list(dict.fromkeys(run_ids)))
     if matrix_id is None and store.latest_matrix() is None and store.runs():
@@ -146,6 +149,16 @@ def _from_matrix(store: EvidenceStore, matrix_id: str) -> Report:
     engines = list(dict.fromkeys([*record.spec.engines, *(s.engine for s in specs)]))
     return _assemble(source="matrix", matrix_id=matrix_id, record=record, specs=specs,
                      runs=runs, engines=engines, warnings=warnings)
+
+
+def _runs_of(store: EvidenceStore, flow: str) -> list[str]:
+    """The stored runs of `flow`, in the store's order."""
+    found = [r for r in store.runs() if store.load_run(r).flow.name == flow]
+    if not found:
+        names = sorted({store.load_run(r).flow.name for r in store.runs()})
+        raise ConfigError(f"no run of the flow {flow!r} in {store.root}; flows there: "
+                          f"{_known(names)}")
+    return found
 
 
 def _from_runs(store: EvidenceStore, run_ids: list[str]) -> Report:
@@ -281,7 +294,8 @@ def _event_category(kind: str) -> str:
 def _flow(record: MatrixRecord | None, runs: dict[str, RunRecord]) -> FlowInfo:
     names = {r.flow.name for r in runs.values()}
     if len(names) > 1:
-        raise ConfigError(f"these runs are of different flows ({', '.join(sorted(names))}); "
+        raise ConfigError(f"these runs are of different flows ({', '.join(sorted(names))}), "
+                          "give --flow NAME for the runs of one flow; "
                           "a report covers one flow: give the runs of one flow only")
     # A wait-timeout run records the flow with its waits shortened for the run: prefer
     # the definition as written.
