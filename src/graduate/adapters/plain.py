@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 
 from graduate.errors import ConfigError, EngineError
 from graduate.flow import Flow, Step, Wait
+from graduate.processes import ManagedProcess, spawn_until_ready
 
 POLL_INTERVAL = 0.05
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS effects (instance TEXT NOT NULL, step TEXT NOT NULL, "
@@ -134,3 +136,16 @@ def drive(client: PlainClient, nodes: Sequence[tuple[str, str]], instance_ids: S
                               f"instance(s) unfinished after {timeout:g} s; give the bench "
                               "a longer --timeout or fewer instances")
         time.sleep(POLL_INTERVAL)
+
+
+PLAIN_READY_TIMEOUT = 60.0
+
+
+def start_plain_worker(spec: PlainSpec, run_dir: Path, module: str,
+                       engine: str) -> ManagedProcess:
+    """A plain-SDK worker (`python -m module run_dir`, its spec on stdin), once ready."""
+    name = f"{engine.lower()}-plain-worker"
+    return spawn_until_ready(name, [sys.executable, "-m", module, str(run_dir)],
+                             run_dir / "logs" / f"{name}.log", Path(spec.ready_file),
+                             what=f"plain {engine} worker", timeout=PLAIN_READY_TIMEOUT,
+                             stdin=spec.to_json().encode())

@@ -18,11 +18,10 @@ from celery.signals import worker_process_init, worker_ready
 
 from graduate._launch import die_with_parent
 from graduate.adapters.base import write_ready_file
-from graduate.adapters.plain import PlainSpec, record_effect
-from graduate.processes import ManagedProcess, spawn_until_ready
+from graduate.adapters.plain import PlainSpec, record_effect, start_plain_worker
+from graduate.processes import ManagedProcess
 
 STEP = "plain.step"
-READY_TIMEOUT = 60.0
 
 
 def create_plain_app(spec: PlainSpec) -> Celery:
@@ -39,11 +38,7 @@ def record_step(instance_id: str, name: str, database: str) -> None:
 
 
 def start_worker(spec: PlainSpec, run_dir: Path) -> ManagedProcess:
-    return spawn_until_ready("celery-plain-worker",
-                             [sys.executable, "-m", __name__, str(run_dir)],
-                             run_dir / "logs" / "celery-plain-worker.log",
-                             Path(spec.ready_file), what="plain Celery worker",
-                             timeout=READY_TIMEOUT, stdin=spec.to_json().encode())
+    return start_plain_worker(spec, run_dir, __name__, "Celery")
 
 
 class PlainCeleryClient:

@@ -25,14 +25,13 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from graduate.adapters.base import write_ready_file
-    from graduate.adapters.plain import PlainSpec, record_effect
+    from graduate.adapters.plain import PlainSpec, record_effect, start_plain_worker
     from graduate.adapters.temporal.client import connect
     from graduate.adapters.temporal.worker import ACTIVITY_THREADS
-    from graduate.processes import ManagedProcess, spawn_until_ready
+    from graduate.processes import ManagedProcess
     from graduate.services.model import TemporalTarget
 
 T = TypeVar("T")
-READY_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -79,11 +78,7 @@ class PlainFlow:
 
 
 def start_worker(spec: PlainSpec, run_dir: Path) -> ManagedProcess:
-    return spawn_until_ready("temporal-plain-worker",
-                             [sys.executable, "-m", __name__, str(run_dir)],
-                             run_dir / "logs" / "temporal-plain-worker.log",
-                             Path(spec.ready_file), what="plain Temporal worker",
-                             timeout=READY_TIMEOUT, stdin=spec.to_json().encode())
+    return start_plain_worker(spec, run_dir, __name__, "Temporal")
 
 
 class PlainTemporalClient:
