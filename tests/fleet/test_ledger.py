@@ -32,7 +32,8 @@ def fleet(postgres_url: str) -> FleetLedger:
 def register(fleet: FleetLedger, name: str = "w1", engine: str = "temporal",
              target: str = "approval") -> RegisteredWorker:
     return fleet.register(engine, target, "host-a", 1000, "flow v1", 1000, worker_id=name,
-                          agent_pid=999, queue="q1")
+                          agent_pid=999, pool="q1", flow_version=1,
+                          settings={"acks_late": True, "broker_password": "secret"})
 
 
 def test_a_sqlite_ledger_is_refused_with_what_to_give(tmp_path: Path) -> None:
@@ -43,7 +44,8 @@ def test_a_sqlite_ledger_is_refused_with_what_to_give(tmp_path: Path) -> None:
 def test_registered_workers_are_listed_while_they_send_heartbeats(fleet: FleetLedger) -> None:
     first = register(fleet, "w1")
     register(fleet, "w2", engine="celery-chain")
-    assert (first.epoch, first.host, first.pid, first.queue) == (1, "host-a", 1000, "q1")
+    assert (first.epoch, first.host, first.pid, first.pool) == (1, "host-a", 1000, "q1")
+    assert first.settings == {"acks_late": True, "broker_password": "***"}
     assert [w.worker_id for w in fleet.workers()] == ["w1", "w2"]
     assert [w.worker_id for w in fleet.workers(engine="celery-chain")] == ["w2"]
     assert fleet.workers(target="other") == []

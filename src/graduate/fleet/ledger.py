@@ -86,7 +86,11 @@ class RegisteredWorker:
     started_at: float  # epoch seconds, the database's clock
     heartbeat_at: float
     agent_pid: int = 0
-    queue: str = ""  # the run ID its queues are named by (see `graduate worker --queue`)
+    # The run ID its queues are named by (`graduate worker --pool`): a harness reaches
+    # these workers through an engine client opened with the same run ID.
+    pool: str = ""
+    flow_version: int = 0  # the version of the flow its worker loaded
+    settings: Mapping[str, object] = field(default_factory=dict)  # the engine's, effective
     stopped_at: float | None = None
 
 
@@ -145,9 +149,10 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS graduate_fleet_workers (
         worker_id TEXT PRIMARY KEY, engine TEXT NOT NULL, target TEXT NOT NULL,
         host TEXT NOT NULL, pid BIGINT NOT NULL, group_pid BIGINT NOT NULL,
-        agent_pid BIGINT NOT NULL, code_version TEXT NOT NULL, queue TEXT NOT NULL,
-        epoch BIGINT NOT NULL, started_at DOUBLE PRECISION NOT NULL,
-        heartbeat_at DOUBLE PRECISION NOT NULL, stopped_at DOUBLE PRECISION)""",
+        agent_pid BIGINT NOT NULL, code_version TEXT NOT NULL, pool TEXT NOT NULL,
+        flow_version INTEGER NOT NULL, settings TEXT NOT NULL, epoch BIGINT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL, heartbeat_at DOUBLE PRECISION NOT NULL,
+        stopped_at DOUBLE PRECISION)""",
     """CREATE TABLE IF NOT EXISTS graduate_fleet_commands (
         command_id TEXT PRIMARY KEY,
         worker_id TEXT NOT NULL REFERENCES graduate_fleet_workers (worker_id),
@@ -164,7 +169,7 @@ _SCHEMA = (
         ON graduate_fleet_commands (run_id)""",
 )
 _WORKER_COLUMNS = ("worker_id, engine, target, host, pid, group_pid, code_version, epoch, "
-                   "started_at, heartbeat_at, agent_pid, queue, stopped_at")
+                   "started_at, heartbeat_at, agent_pid, pool, flow_version, settings, stopped_at")
 _COMMAND_COLUMNS = "command_id, worker_id, kind, run_id, sequence, args, issued_at, expires_at"
 _RESULT_COLUMNS = ("command_id, worker_id, kind, state, issued_at, taken_at, finished_at, "
                    "observed, detail, taken_by")
@@ -197,7 +202,8 @@ class FleetLedger:
 
     def register(self, engine: str, target: str, host: str, pid: int, code_version: str,
                  group_pid: int, *, worker_id: str | None = None, agent_pid: int = 0,
-                 queue: str = "") -> RegisteredWorker:
+                 pool: str = "", flow_version: int = 0,
+                 settings: Mapping[str, object] | None = None) -> RegisteredWorker:
         """Register a worker (again) under `worker_id` (by default host/engine/target)
         with a new epoch. A command an earlier epoch took and never finished is marked
         failed: it may have half happened, so no agent runs it again."""
@@ -205,16 +211,17 @@ class FleetLedger:
         with self.db.transaction():
             rows = self.db.query(
                 f"INSERT INTO graduate_fleet_workers ({_WORKER_COLUMNS}) "
-                f"VALUES (?,?,?,?,?,?,?,1,{_NOW},{_NOW},?,?,NULL) "
+                f"VALUES (?,?,?,?,?,?,?,1,{_NOW},{_NOW},?,?,?,?,NULL) "
                 "ON CONFLICT (worker_id) DO UPDATE SET engine = EXCLUDED.engine, "
                 "target = EXCLUDED.target, host = EXCLUDED.host, pid = EXCLUDED.pid, "
                 "group_pid = EXCLUDED.group_pid, code_version = EXCLUDED.code_version, "
                 "epoch = graduate_fleet_workers.epoch + 1, started_at = EXCLUDED.started_at, "
                 "heartbeat_at = EXCLUDED.heartbeat_at, agent_pid = EXCLUDED.agent_pid, "
-                "queue = EXCLUDED.queue, stopped_at = NULL "
+                "pool = EXCLUDED.pool, flow_version = EXCLUDED.flow_version, "
+                "settings = EXCLUDED.settings, stopped_at = NULL "
                 f"RETURNING {_WORKER_COLUMNS}",
                 [worker_id, engine, target, host, pid, group_pid, code_version, agent_pid,
-                 queue])
+                 pool, flow_version, json.dumps(redact_value(dict(settings or {})))])
             worker = _worker(rows[0])
             self.db.execute(
                 f"UPDATE graduate_fleet_commands SET state = ?, finished_at = {_NOW}, "
@@ -234,13 +241,15 @@ class FleetLedger:
             self._fenced(worker_id, epoch)
 
     def update_process(self, worker: RegisteredWorker, pid: int, group_pid: int,
-                       code_version: str | None = None) -> RegisteredWorker:
+                       code_version: str | None = None,
+                       flow_version: int | None = None) -> RegisteredWorker:
         """The agent started its worker again (after a kill, a stop, a deploy)."""
         rows = self.db.query(
             "UPDATE graduate_fleet_workers SET pid = ?, group_pid = ?, "
-            f"code_version = COALESCE(?, code_version), heartbeat_at = {_NOW} "
+            "code_version = COALESCE(?, code_version), "
+            f"flow_version = COALESCE(?, flow_version), heartbeat_at = {_NOW} "
             f"WHERE worker_id = ? AND epoch = ? RETURNING {_WORKER_COLUMNS}",
-            [pid, group_pid, code_version, worker.worker_id, worker.epoch])
+            [pid, group_pid, code_version, flow_version, worker.worker_id, worker.epoch])
         if not rows:
             self._fenced(worker.worker_id, worker.epoch)
         return _worker(rows[0])
@@ -427,12 +436,13 @@ def _observed(result: CommandResult) -> str:
 
 def _worker(row: Row) -> RegisteredWorker:
     (worker_id, engine, target, host, pid, group_pid, code_version, epoch, started_at,
-     heartbeat_at, agent_pid, queue, stopped_at) = row
+     heartbeat_at, agent_pid, pool, flow_version, settings, stopped_at) = row
     return RegisteredWorker(
         worker_id=worker_id, engine=engine, target=target, host=host, pid=int(pid),
         group_pid=int(group_pid), code_version=code_version, epoch=int(epoch),
         started_at=float(started_at), heartbeat_at=float(heartbeat_at),
-        agent_pid=int(agent_pid), queue=queue,
+        agent_pid=int(agent_pid), pool=pool, flow_version=int(flow_version),
+        settings=json.loads(settings),
         stopped_at=None if stopped_at is None else float(stopped_at))
 
 
