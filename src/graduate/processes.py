@@ -141,6 +141,18 @@ def running(pid: int) -> bool:
     return _state(pid) not in ("Z", "X", "")
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (a Celery worker's pool children), oldest first."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+                    found.append(int(entry))
+    return sorted(found)
+
+
 def _group_members(pgid: int) -> list[int]:
     members = []
     for entry in os.listdir("/proc"):

@@ -29,6 +29,7 @@ from graduate.cli import (
     run,
     scaffold,
     signal_cmd,
+    worker,
 )
 from graduate.cli.common import err_console, print_error
 from graduate.errors import GraduateError
@@ -112,6 +113,7 @@ app.command(name="scaffold")(scaffold.scaffold)
 app.command(name="compare")(compare.compare)
 app.command(name="replay")(replay.replay)
 app.command(name="bench")(bench.bench)
+app.command(name="worker")(worker.worker)
 app.add_typer(env.app, name="env")
 app.add_typer(adr.app, name="adr")
 
