@@ -225,6 +225,38 @@ UNREACHABLE = [
          ("must read HOST:PORT",)),
 ]
 
+# `graduate worker` (issue 18) runs only against services a harness on another host
+# shares: the ledger on PostgreSQL, and the engine's server or broker given as external.
+CLOSED_POSTGRES = "postgresql://ann:s3cret@127.0.0.1:{closed_port}/graduate"
+WORKER = [
+    Case("worker-without-ledger-url", ("worker", "partner_approval", "-e", "temporal"),
+         ("graduate worker needs the ledger on PostgreSQL", "--ledger-url postgresql://")),
+    Case("worker-with-sqlite-ledger",
+         ("--ledger-url", "{project}/ledger.sqlite3", "worker", "partner_approval", "-e",
+          "temporal"), ("needs the ledger on PostgreSQL, not", "ledger.sqlite3")),
+    Case("worker-unknown-flow",
+         ("--ledger-url", CLOSED_POSTGRES, "worker", "no_such_flow", "-e", "temporal"),
+         ("no_such_flow",)),
+    Case("worker-unknown-engine",
+         ("--ledger-url", CLOSED_POSTGRES, "worker", "partner_approval", "-e", "dbos"),
+         ("unknown engine 'dbos'", "temporal")),
+    Case("worker-without-temporal-address",
+         ("--ledger-url", CLOSED_POSTGRES, "worker", "partner_approval", "-e", "temporal"),
+         ("needs the Temporal server the harness uses", "--temporal-address")),
+    Case("worker-without-broker",
+         ("--ledger-url", CLOSED_POSTGRES, "worker", "partner_approval", "-e",
+          "celery-chain"), ("needs the broker the harness uses", "--broker-url")),
+    Case("worker-state-machine-without-shared-tables",
+         ("--ledger-url", CLOSED_POSTGRES, "--broker-url", "redis://127.0.0.1:1/0", "worker",
+          "partner_approval", "-e", "celery-state-machine"),
+         ("app's own tables", "--app-db-url postgresql://")),
+    Case("worker-ledger-unreachable",
+         ("--ledger-url", CLOSED_POSTGRES, "--temporal-address", "127.0.0.1:{closed_port}",
+          "worker", "partner_approval", "-e", "temporal"),
+         ("cannot connect to PostgreSQL at postgresql://ann:***@127.0.0.1:{closed_port}",),
+         absent=("s3cret",)),
+]
+
 # Item 10: a FIFO in spikes/ hung `graduate flows`.
 SPECIAL_FILES = [
     Case("flows-lists-a-fifo", ("flows",), ("invalid:", "pipe.toml", "FIFO"),
@@ -312,8 +344,8 @@ BRANCHES = [
                      + "branch = 3\n" + BRANCH_STEP.format(name="open_b"))),
 ]
 
-CASES = [*TRACEBACKS, *BRACKETS, *VALUES, *UNREACHABLE, *SPECIAL_FILES, *UNREADABLE_ADRS,
-         *EXISTING, *BRANCHES]
+CASES = [*TRACEBACKS, *BRACKETS, *VALUES, *UNREACHABLE, *WORKER, *SPECIAL_FILES,
+         *UNREADABLE_ADRS, *EXISTING, *BRANCHES]
 
 
 @pytest.mark.timeout(60)
