@@ -5,6 +5,7 @@ nothing is left running afterwards."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from graduate.chaos.changes import changed_flow
 from graduate.fleet.ledger import (
     COMMAND_EXPIRED,
     DEAD_AFTER,
@@ -28,10 +30,11 @@ from graduate.fleet.ledger import (
     FleetLedger,
     RegisteredWorker,
 )
+from graduate.flow import flow_to_dict, load_flow
 from graduate.processes import children, group_alive, running
 from graduate.services.model import TemporalTarget
 from tests.conftest import FlowFactory, processes_mentioning
-from tests.hardening.conftest import environment, in_a_url
+from tests.hardening.conftest import REPO, environment, in_a_url
 from tests.hardening.proc import Seen, descendants, survivors
 
 # A worker's start on a loaded two-core machine, and a command's round trip with it.
@@ -52,12 +55,13 @@ class Fleet:
     agents: list[subprocess.Popen[str]] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
 
-    def start(self, engine: str, name: str = "w1") -> subprocess.Popen[str]:
+    def start(self, engine: str, name: str = "w1",
+              target: str | None = None) -> subprocess.Popen[str]:
         out = (self.project / f"agent-{len(self.agents)}.out").open("w")
         with out:
             agent = subprocess.Popen(
-                [sys.executable, "-m", "graduate", "worker", str(self.flow), "-e", engine,
-                 "--name", name], cwd=self.project, env=self.env, stdout=out,
+                [sys.executable, "-m", "graduate", "worker", target or str(self.flow), "-e",
+                 engine, "--name", name], cwd=self.project, env=self.env, stdout=out,
                 stderr=subprocess.STDOUT, text=True)
         self.agents.append(agent)
         return agent
@@ -170,18 +174,75 @@ def test_each_command_is_carried_out_on_the_real_worker(fleet: Fleet, engine: st
     restarted = fleet.command(CommandKind.RESTART_AFTER, 2, seconds=0)
     assert restarted.observed["old_pid"] == third
     assert not group_alive(third)
+    fourth = int(str(restarted.observed["pid"]))
 
-    # No secret reached a command line, the registry or the agent's output.
+    current = deploys_a_changed_flow(fleet, fourth)
+
+    shows_no_secret(fleet, agent)
+
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=EXIT_WITHIN) == 143
+    assert fleet.ledger.workers() == []  # it left the registry
+    assert not group_alive(current.pid)
+
+
+def deploys_a_changed_flow(fleet: Fleet, worker_pid: int) -> RegisteredWorker:
+    """A deploy: the worker is stopped warm and replaced by one that loads the new flow."""
+    flow = load_flow(fleet.flow)
+    changed = flow_to_dict(changed_flow(flow, "add-step"))
+    deployed = fleet.command(CommandKind.DEPLOY, flow=json.dumps(changed), seconds=0)
+    assert deployed.state is CommandState.DONE, deployed.detail
+    assert (deployed.observed["old_pid"], deployed.observed["exit_code"],
+            deployed.observed["version"]) == (worker_pid, 0, flow.version + 1)
+    current = fleet.ledger.worker("w1")
+    assert current is not None
+    assert (current.pid, current.flow_version) == (deployed.observed["pid"], flow.version + 1)
+    assert f"v{flow.version + 1}" in current.code_version
+    assert running(current.pid)
+    return current
+
+
+def shows_no_secret(fleet: Fleet, agent: subprocess.Popen[str]) -> None:
+    """No password reached a command line, the registry or the agent's output."""
     password = in_a_url(urlsplit(os.environ["GRADUATE_TEST_POSTGRES_URL"]).password or "")
     lines = [p.cmdline for p in [*fleet.seen, *descendants(agent.pid).values()]]
     assert not [line for line in lines for secret in password if secret in line]
     assert not [line for line in lines if "postgresql://" in line]
     assert not [s for s in password if s in fleet.output()]
+    registered = json.dumps([w.settings for w in fleet.ledger.workers()])
+    assert not [s for s in password if s in registered]
 
+
+APP = "partner_approval_app"
+
+
+def test_a_teams_own_worker_takes_its_faults_and_refuses_a_deploy(fleet: Fleet) -> None:
+    (fleet.project / "pyproject.toml").write_text(f"""
+[tool.graduate.apps.{APP}]
+flow = "{REPO / 'examples' / APP / 'flow.toml'}"
+
+[tool.graduate.apps.{APP}.celery]
+app = "examples.{APP}.celery_app:app"
+queues = ["partner-approval"]
+beat = false
+start = "examples.{APP}.celery_app:start"
+signal = "examples.{APP}.celery_app:signal"
+""")
+    fleet.env.update(PYTHONPATH=str(REPO),
+                     PARTNER_APPROVAL_DB=str(fleet.project / "approvals.sqlite3"),
+                     PARTNER_APPROVAL_AUDIT_DB=str(fleet.project / "audit.sqlite3"))
+    agent = fleet.start("celery", target=APP)
+    first = fleet.registered(agent)
+    assert (first.target, first.engine) == (APP, "celery-app")
+    assert fleet.command(CommandKind.KILL_GROUP).observed["pid"] == first.pid
+    assert not group_alive(first.pid)
+    restarted = fleet.command(CommandKind.RESTART_AFTER, seconds=0)
+    assert running(int(str(restarted.observed["pid"])))
+    refused = fleet.command(CommandKind.DEPLOY, flow="{}")
+    assert refused.state is CommandState.FAILED
+    assert "roll out the new version yourself" in refused.detail
     agent.send_signal(signal.SIGTERM)
-    assert agent.wait(timeout=EXIT_WITHIN) == 143
-    assert fleet.ledger.workers() == []  # it left the registry
-    assert not group_alive(int(str(restarted.observed["pid"])))
+    assert agent.wait(timeout=EXIT_WITHIN) == 143, fleet.output()
 
 
 def test_a_restarted_agent_never_runs_an_old_command_again(fleet: Fleet) -> None:
@@ -217,8 +278,16 @@ def test_a_restarted_agent_never_runs_an_old_command_again(fleet: Fleet) -> None
         (CommandKind.RESTART_AFTER, CommandState.FAILED, "1"),
         (CommandKind.RESTART_AFTER, CommandState.DONE, "2"),
     ]
-    second_agent.send_signal(signal.SIGINT)
-    assert second_agent.wait(timeout=EXIT_WITHIN) != 0
+
+    # A third agent under the same name, the second still up: the second is fenced off
+    # and stops with its worker, so that two agents never serve one name.
+    third_agent = fleet.start("celery-chain")
+    third = fleet.registered(third_agent)
+    assert second_agent.wait(timeout=EXIT_WITHIN) == 2, fleet.output()
+    assert f"epoch {third.epoch}" in fleet.output()
+    assert not group_alive(int(str(marker.observed["pid"])))
+    third_agent.send_signal(signal.SIGINT)
+    assert third_agent.wait(timeout=EXIT_WITHIN) != 0
 
 
 def test_a_command_to_a_dead_worker_expires_with_the_reason(fleet: Fleet) -> None:

@@ -238,6 +238,8 @@ class Agent:
         """Stop the worker (its whole group) and leave the registry."""
         self.supervisor.stop_all()
         if self.registered is not None and self.fenced is None:
+            # A new connection: SIGTERM or Ctrl-C may have cut a query short on the old one.
+            self.fleet.close()
             with contextlib.suppress(GraduateError):
                 self.fleet.deregister(self.registered)
 
