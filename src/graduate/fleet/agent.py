@@ -341,6 +341,8 @@ class Agent:
         forced = any(e.kind == WORKER_FORCED.kind
                      for e in self.supervisor.timeline.events[before:])
         exited_at, code = time.time(), victim.popen.returncode
+        if victim not in self.supervisor.processes:  # the last restart could not start one
+            self.supervisor.processes.append(victim)
         replacement = self.supervisor.replace(victim, seconds)
         self.current = replacement
         self.registered = self.fleet.update_process(
