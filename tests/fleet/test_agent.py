@@ -41,6 +41,7 @@ from tests.hardening.proc import Seen, descendants, survivors
 REGISTERED_WITHIN = 120.0
 ANSWERED_WITHIN = 120.0
 EXIT_WITHIN = 30.0
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
 @dataclass

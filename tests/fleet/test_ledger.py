@@ -23,6 +23,8 @@ from graduate.fleet.ledger import (
     RegisteredWorker,
 )
 
+pytestmark = pytest.mark.postgres
+
 
 @pytest.fixture
 def fleet(postgres_url: str) -> FleetLedger:
