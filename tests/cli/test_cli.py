@@ -152,7 +152,7 @@ def test_flows_lists_valid_and_invalid_flows(project: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [[], ["flows"], ["run"], ["signal"], ["env"], ["chaos"],
-                                     ["matrix"], ["demo"],
+                                     ["matrix"], ["demo"], ["worker"],
                                      ["env", "up"], ["env", "down"], ["env", "status"]])
 def test_every_command_explains_itself_with_an_example(project: Path,
                                                        command: list[str]) -> None:
