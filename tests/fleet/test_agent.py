@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 from graduate.chaos.changes import changed_flow
@@ -319,3 +320,26 @@ def test_an_unreachable_temporal_server_is_named_before_any_worker_starts(
     assert f"the Temporal server at 127.0.0.1:{closed}" in fleet.output()
     assert "Traceback" not in fleet.output()
     assert fleet.ledger.workers() == []
+
+
+def test_the_agent_carries_on_when_the_database_drops_its_connections(
+        fleet: Fleet, postgres_url: str) -> None:
+    name = f"fleet-test-{fleet.run_id}"
+    fleet.env["GRADUATE_LEDGER_URL"] = f"{postgres_url}&application_name={name}"
+    agent = fleet.start("celery-chain")
+    worker = fleet.registered(agent)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        dropped = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE application_name = %s", [name]).fetchall()
+    assert dropped  # the agent's connections (its loop's and its heartbeat's) are cut
+
+    killed = fleet.command(CommandKind.KILL_GROUP)
+    assert killed.state is CommandState.DONE, (killed, fleet.output())
+    assert killed.observed["pid"] == worker.pid
+    assert "the ledger does not answer" in fleet.output()
+    assert agent.poll() is None
+    current = fleet.ledger.worker("w1")
+    assert current is not None
+    assert current.epoch == worker.epoch
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=EXIT_WITHIN) == 143, fleet.output()

@@ -193,7 +193,13 @@ class Agent:
             while not stop.is_set():
                 if self.fenced is not None:
                     raise self.fenced
-                command = self.fleet.take(self.worker)
+                try:
+                    command = self.fleet.take(self.worker)
+                except Fenced:
+                    raise
+                except self.fleet.connection_errors() as error:
+                    self._reconnect(error)
+                    command = None
                 if command is None:
                     stop.wait(COMMAND_POLL)
                     continue
@@ -223,8 +229,8 @@ class Agent:
                     self.fenced = fenced
                     stop.set()
                     return
-                except GraduateError as error:  # the database is away: try again
-                    self.log(f"heartbeat failed: {error}")
+                except self.fleet.connection_errors() as error:
+                    self._reconnect(error)
 
         thread = threading.Thread(target=beat, name="graduate-heartbeat", daemon=True)
         thread.start()
@@ -233,6 +239,11 @@ class Agent:
         finally:
             done.set()
             thread.join()
+
+    def _reconnect(self, error: Exception) -> None:
+        """The database is away: this thread's next call opens a new connection."""
+        self.log(f"the ledger does not answer ({redact_text(str(error))}); trying again")
+        self.fleet.close()
 
     def stop(self) -> None:
         """Stop the worker (its whole group) and leave the registry."""

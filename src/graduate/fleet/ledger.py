@@ -192,7 +192,16 @@ class FleetLedger:
                 self.db.execute(statement)
 
     def close(self) -> None:
+        """Close this thread's connection; the next call opens a new one."""
         self.db.close()
+
+    @staticmethod
+    def connection_errors() -> tuple[type[Exception], ...]:
+        """What a call raises when the database went away under an open connection (a
+        restart, a network cut): worth a new connection and another try."""
+        import psycopg
+
+        return (GraduateError, psycopg.OperationalError, psycopg.InterfaceError)
 
     def now(self) -> float:
         """The database's clock, in epoch seconds."""
