@@ -56,6 +56,8 @@ from graduate.timescale import TimeScale, scaled_flow
 COMMAND_POLL = 0.2
 DEFAULT_POOL = "fleet"
 REAP_WITHIN = 5.0
+# How long the agent keeps trying to record a command's outcome while the ledger is away.
+REPORT_WITHIN = 60.0
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -211,8 +213,25 @@ class Agent:
             result = self._carry_out[command.kind](command)
         except GraduateError as error:
             result = Observed(CommandState.FAILED, {}, redact_text(str(error)))
-        self.fleet.finish(self.worker, command, result.state, result.seen, result.detail)
+        self._report(command, result)
         self.log(f"{command.kind} {result.state}: {result.detail}")
+
+    def _report(self, command: Command, result: Observed) -> None:
+        """Record the outcome, through a database that may be away for a while: what the
+        agent did is done, and the harness waits for this record of it."""
+        deadline = time.monotonic() + REPORT_WITHIN
+        while True:
+            try:
+                self.fleet.finish(self.worker, command, result.state, result.seen,
+                                  result.detail)
+                return
+            except Fenced:
+                raise
+            except self.fleet.connection_errors() as error:
+                if time.monotonic() > deadline:
+                    raise
+                self._reconnect(error)
+                time.sleep(HEARTBEAT_INTERVAL)
 
     @contextlib.contextmanager
     def _heartbeat(self, stop: threading.Event) -> Iterator[None]:
