@@ -72,6 +72,9 @@ def test_a_command_is_issued_once_and_taken_once(fleet: FleetLedger) -> None:
     assert fleet.command(command.command_id).state is CommandState.TAKEN
     fleet.finish(worker, taken, CommandState.DONE, {"signal": "SIGKILL", "new_pid": 42},
                  "SIGKILL to process group 1000")
+    # The agent's retry after a connection dropped under its first report changes nothing.
+    fleet.finish(worker, taken, CommandState.DONE, {"signal": "SIGKILL", "new_pid": 42},
+                 "SIGKILL to process group 1000")
     following = fleet.take(worker)
     assert following is not None
     assert following.command_id == other.command_id

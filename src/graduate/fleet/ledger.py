@@ -302,7 +302,10 @@ class FleetLedger:
             "AND epoch = ?)",
             [state, json.dumps(redact_value(dict(observed))), detail, command.command_id,
              CommandState.TAKEN, worker.epoch, worker.worker_id, worker.epoch])
-        if not changed:
+        # Unchanged but recorded: a retry after the database had taken the first try.
+        if not changed and not self.db.query(
+                "SELECT 1 FROM graduate_fleet_commands WHERE command_id = ? AND state = ? "
+                "AND taken_epoch = ?", [command.command_id, state, worker.epoch]):
             self._fenced(worker.worker_id, worker.epoch)
 
     def _fenced(self, worker_id: str, epoch: int | None) -> None:
