@@ -240,6 +240,10 @@ signal = "examples.{APP}.celery_app:signal"
     assert not group_alive(first.pid)
     restarted = fleet.command(CommandKind.RESTART_AFTER, seconds=0)
     assert running(int(str(restarted.observed["pid"])))
+    # A pid that is not one of the worker's pool children is never signalled.
+    outsider = fleet.command(CommandKind.KILL_POOL_CHILD, pid=os.getpid())
+    assert outsider.state is CommandState.FAILED
+    assert f"process {os.getpid()} is not a pool child" in outsider.detail
     refused = fleet.command(CommandKind.DEPLOY, flow="{}")
     assert refused.state is CommandState.FAILED
     assert "roll out the new version yourself" in refused.detail
