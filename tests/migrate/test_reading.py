@@ -272,3 +272,94 @@ def test_a_script_without_a_main_guard_reads_a_large_codebase_once(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(inventory(ACME).files)
     assert (tmp_path / "ran").read_text() == "ran\n"
+
+
+def test_a_canvas_called_directly_and_options_set_on_a_signature(codebase: Codebase) -> None:
+    """Calling a chain, group or chord applies it asynchronously, as `.delay()` does;
+    `.set(countdown=...)` and `signature(..., countdown=...)` delay the task like
+    `apply_async(countdown=...)`; `.link`/`.on_error` on a signature built in place link."""
+    root = codebase({"tasks.py": """
+        from celery import Celery
+
+        app = Celery("shop", broker="redis://")
+
+        @app.task
+        def reserve(order_id): ...
+
+        @app.task
+        def charge(order_id): ...
+
+        @app.task
+        def release(order_id): ...
+
+        def checkout(order_id):
+            (reserve.s(order_id) | charge.si(order_id))()
+
+        def later(order_id):
+            reserve.s(order_id).set(countdown=7200).delay()
+            charge.signature((order_id,), countdown=5400).apply_async()
+            charge.s(order_id).on_error(release.si(order_id)).delay()
+        """})
+    inv = inventory(root)
+    assert found(inv, FindingKind.CANVAS) == {
+        "chain@tasks.py:15": "chain(reserve -> charge)",
+        "sig@tasks.py:20": "charge; link_error -> release",
+    }
+    assert found(inv, FindingKind.CALL) == {
+        "reserve@tasks.py:18": ".delay from later(); countdown=7200",
+        "charge@tasks.py:19": ".apply_async from later(); countdown=5400",
+    }
+    assert [(h.rule, str(h.location)) for h in inv.hazards] == [
+        ("eta-beyond-visibility-timeout", "tasks.py:18"),
+        ("eta-beyond-visibility-timeout", "tasks.py:19")]
+
+
+def test_a_task_that_calls_another_inline_is_one_flow_with_it(codebase: Codebase) -> None:
+    root = codebase({"jobs.py": """
+        from celery import Task, shared_task
+        import requests
+
+        @shared_task
+        def reserve(order_id):
+            requests.post("https://stock/reserve", json={"id": order_id})
+            notify(order_id)
+            notify.apply((order_id,))
+
+        @shared_task
+        def notify(order_id):
+            requests.post("https://mail/send", json={"id": order_id})
+
+        class Export(Task):
+            def run(self, order_id):
+                return order_id
+
+        def register(app):
+            app.register_task(Export())
+        """})
+    inv = inventory(root)
+    assert found(inv, FindingKind.CALL) == {
+        "notify@jobs.py:7": "called inline (in the caller's process, not queued) from task "
+                            "reserve",
+        "notify@jobs.py:8": "called inline (in the caller's process, not queued) from task "
+                            "reserve",
+    }
+    assert [[s.task for s in flow.steps] for flow in inv.flows] == [
+        ["Export"], ["reserve", "notify"]]
+
+
+def test_a_task_reached_through_an_expression_is_skipped_with_the_reason(
+        codebase: Codebase) -> None:
+    root = codebase({"jobs.py": """
+        import importlib
+        from celery import shared_task
+
+        @shared_task
+        def notify(order_id): ...
+
+        def send(kind, order_id):
+            getattr(importlib.import_module("jobs"), kind).delay(order_id)
+        """})
+    inv = inventory(root)
+    assert [(str(s.location), s.reason) for s in inv.skipped] == [
+        ("jobs.py:8", "a task reached through getattr(importlib.import_module(\"jobs\"), kind), "
+                      "known only at run time: not linked to a task")]

@@ -20,6 +20,7 @@ from graduate.migrate.inventory.values import Ref, code, dotted, evaluate, offse
 STATE_FIELDS = frozenset({"status", "state", "stage", "phase"})
 _QUERY_METHODS = frozenset({"filter", "exclude", "filter_by", "where", "get"})
 _CANVAS = frozenset({"chain", "group", "chord"})
+_LAUNCH = frozenset({"delay", "apply_async"})
 _SIGNATURE_METHODS = frozenset({"s", "si", "signature", "subtask"})
 _SIGNATURE_FUNCTIONS = frozenset({"signature", "subtask", "Signature"})
 _IDEMPOTENCY = re.compile(r"idempot|dedup", re.IGNORECASE)
@@ -48,7 +49,7 @@ class Canvas:
     parts: list[Canvas] = field(default_factory=list)
     body: Canvas | None = None
     errors: list[Sig] = field(default_factory=list)
-    launch: dict[str, object] = field(default_factory=dict)
+    launch: dict[str, object] = field(default_factory=dict)  # countdown and eta, as written
     launched_at: int | None = None
     eta_seconds: float | None = None
 
@@ -73,6 +74,9 @@ class Call:
     function: str | None          # the enclosing function ("f" or "Class.method")
     in_except: bool
     eta_seconds: float | None = None
+    # `.delay()` on an expression that is neither a name nor a table lookup
+    # (`getattr(module, name).delay()`): the task is known only at run time.
+    dynamic_base: str | None = None
 
 
 @dataclass
@@ -432,8 +436,7 @@ class _Reader(cst.CSTVisitor):
               and base_expr.func.attr.value == "get"):
             table = dotted(base_expr.func.value)
         kwargs = self._kwargs(node)
-        eta = next((self._offset(a.value) for a in node.args
-                    if a.keyword and a.keyword.value == "eta"), None)
+        eta = self._eta(node)
         call = Call(
             func=dotted(func), method=method,
             base=dotted(base_expr) if base_expr is not None else None, table=table,
@@ -455,8 +458,13 @@ class _Reader(cst.CSTVisitor):
         canvas = self._launched_canvas(node, method, base_expr, kwargs, eta)
         if canvas is not None and canvas.kind == "sig" and canvas.sig and not canvas.errors:
             call.base = canvas.sig.ref  # `charge.s(x).apply_async(...)`: a call of `charge`
+            call.kwargs = {**canvas.launch, **call.kwargs}  # `.set(countdown=...)` too
+            call.eta_seconds = canvas.eta_seconds
             self.facts.calls.append(call)
             return False
+        if (method in _LAUNCH and canvas is None and call.base is None and table is None
+                and base_expr is not None):
+            call.dynamic_base = code(base_expr)
         if canvas is not None:
             if canvas.launched_at is not None:  # a canvas built earlier, launched here
                 self.facts.canvases = [(c, f) for c, f in self.facts.canvases
@@ -465,6 +473,11 @@ class _Reader(cst.CSTVisitor):
             return False
         self.facts.calls.append(call)
         return True
+
+    def _eta(self, node: cst.Call) -> float | None:
+        """How far ahead the `eta=` keyword of a call lies, in seconds, if it is known."""
+        return next((self._offset(a.value) for a in node.args
+                     if a.keyword and a.keyword.value == "eta"), None)
 
     def _offset(self, expr: cst.BaseExpression) -> float | None:
         """An ETA's distance from now, looking through a local variable once."""
@@ -521,7 +534,16 @@ class _Reader(cst.CSTVisitor):
                          base_expr: cst.BaseExpression | None, kwargs: dict[str, object],
                          eta: float | None) -> Canvas | None:
         """A canvas built here (chain, group, chord, |, link), or launched with options."""
-        if method in ("apply_async", "delay") and base_expr is not None:
+        if method is None and (isinstance(node.func, cst.BinaryOperation) or (
+                isinstance(node.func, cst.Name) and node.func.value in self.local_canvases)):
+            # Calling a chain, group or chord applies it asynchronously; calling a single
+            # signature runs its task in this process, which is no launch.
+            called = self._canvas(node.func)
+            if called is not None and called.kind != "sig":
+                called.launched_at = self.line(node)
+                return called
+            return None
+        if method in _LAUNCH and base_expr is not None:
             canvas = self._canvas(base_expr)
             if canvas is None and (name := dotted(base_expr)) in self.local_canvases:
                 canvas = self.local_canvases[name]
@@ -532,9 +554,9 @@ class _Reader(cst.CSTVisitor):
             if canvas is not None and ("link" in kwargs or "link_error" in kwargs):
                 canvas = self._with_links(canvas, node)
             if canvas is not None:
-                canvas.launch = {k: v for k, v in kwargs.items() if k in ("countdown", "eta")}
+                canvas.launch = {**canvas.launch, **_timing(kwargs)}
                 canvas.launched_at = self.line(node)
-                canvas.eta_seconds = eta
+                canvas.eta_seconds = eta if eta is not None else canvas.eta_seconds
             return canvas
         canvas = self._canvas(node)
         return canvas if canvas is not None and canvas.kind != "sig" else None
@@ -573,11 +595,20 @@ class _Reader(cst.CSTVisitor):
             return None
         func = expr.func
         name = dotted(func) or ""
-        last = name.rsplit(".", 1)[-1]
+        # The method's own name, also on a call (`charge.s(x).set(...)`, which has no dotted name)
+        last = func.attr.value if isinstance(func, cst.Attribute) else name.rsplit(".", 1)[-1]
         if isinstance(func, cst.Attribute) and last in _SIGNATURE_METHODS:
-            return Canvas("sig", line, sig=Sig(dotted(func.value), None, line, code(expr)))
-        if isinstance(func, cst.Attribute) and last in ("set", "options"):
-            return self._canvas(func.value)
+            sig = Canvas("sig", line, sig=Sig(dotted(func.value), None, line, code(expr)))
+            if last in ("signature", "subtask"):  # task.signature(args, countdown=60)
+                sig.launch, sig.eta_seconds = _timing(self._kwargs(expr)), self._eta(expr)
+            return sig
+        if isinstance(func, cst.Attribute) and last == "set":  # sig.set(countdown=60)
+            inner = self._canvas(func.value)
+            if inner is not None:
+                inner.launch = {**inner.launch, **_timing(self._kwargs(expr))}
+                eta = self._eta(expr)
+                inner.eta_seconds = eta if eta is not None else inner.eta_seconds
+            return inner
         if isinstance(func, cst.Attribute) and last in ("link", "link_error", "on_error"):
             inner = self._canvas(func.value)
             linked = self._canvas(expr.args[0].value) if expr.args else None
@@ -628,6 +659,11 @@ class _Reader(cst.CSTVisitor):
             return False
         return f"{qualified}.{rest}".startswith("celery") if rest else qualified.startswith(
             "celery")
+
+
+def _timing(kwargs: dict[str, object]) -> dict[str, object]:
+    """The options of a call that delay a task: countdown and eta."""
+    return {k: v for k, v in kwargs.items() if k in ("countdown", "eta")}
 
 
 def _is_field(value: cst.BaseExpression) -> bool:

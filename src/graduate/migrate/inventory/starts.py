@@ -11,6 +11,7 @@ from graduate.migrate.inventory.reader import Call, Canvas, ModuleFacts, Sig
 from graduate.migrate.inventory.values import Ref, seconds
 
 _LAUNCH = frozenset({"delay", "apply_async"})
+_INLINE = "called inline (in the caller's process, not queued)"
 
 
 def _calls(project: Project, facts: ModuleFacts) -> None:
@@ -26,11 +27,18 @@ def _calls(project: Project, facts: ModuleFacts) -> None:
             if task is not None:
                 _launch(project, task, where, call, f".{call.method}", caller)
             continue
+        if call.dynamic_base is not None:
+            project.skipped.append(Skipped(where, f"a task reached through {call.dynamic_base}, "
+                                                  "known only at run time: not linked to a task"))
+            continue
         if call.method == "send_task" or call.func == "send_task":
             _send_task(project, facts, call, where, caller)
             continue
         if call.table and call.method in (*_LAUNCH, "s", "si"):
             _table_dispatch(project, facts, call, where, caller)
+            continue
+        if caller is not None and (inline := _inline(project, facts, call)) is not None:
+            _launch(project, inline, where, call, _INLINE, caller)
             continue
         for arg in call.positional:
             if not isinstance(arg, Ref):
@@ -40,6 +48,19 @@ def _calls(project: Project, facts: ModuleFacts) -> None:
             task = project.task(project.symbols.resolve(facts, target))
             if task is not None and call.func:
                 _launch(project, task, where, call, f"through {call.func}(...)", caller)
+
+
+def _inline(project: Project, facts: ModuleFacts, call: Call) -> Task | None:
+    """The task a task runs in its own process: `notify(x)`, `notify.apply(...)`,
+    `notify.run(x)`. A task class called (`Export()`) is made, not run."""
+    if call.method in ("apply", "run") and call.base:
+        target = call.base
+    elif call.func:
+        target = call.func
+    else:
+        return None
+    task = project.task(project.symbols.resolve(facts, target))
+    return task if task is not None and "." not in task.bodies[0] else None
 
 
 def _launch(project: Project, task: Task, where: Location, call: Call, how: str,
