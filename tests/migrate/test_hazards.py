@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graduate.migrate.inventory import Inventory, inventory
+from graduate.migrate.inventory import FindingKind, Inventory, inventory
 from tests.migrate.conftest import Codebase
 
 REDIS_APP = """
@@ -281,3 +281,65 @@ def test_a_countdown_known_only_at_run_time_is_a_low_hazard(codebase: Codebase) 
     assert rules(found) == [("eta-not-known", "tasks.py:8")]
     assert found.hazards[0].severity == "low"
     assert "countdown=deadline, known only at run time" in found.hazards[0].why
+
+
+def test_one_commitment_from_celery_and_from_an_activity_method(codebase: Codebase) -> None:
+    """Temporal's samples hold activities as methods of a class that keeps the clients;
+    the same commitment reached from one of them is found too."""
+    root = codebase({"celery_app.py": REDIS_APP, "tasks.py": """
+        import stripe
+        from celery_app import app
+
+        @app.task
+        def charge(order_id):
+            stripe.PaymentIntent.create(metadata={"order": order_id})
+        """, "activities.py": """
+        import stripe
+        from temporalio import activity
+
+        class PaymentActivities:
+            def __init__(self, client):
+                self.client = client
+
+            @activity.defn(name="charge")
+            async def charge(self, order_id: str) -> None:
+                stripe.PaymentIntent.create(metadata={"order": order_id})
+        """})
+    found = inventory(root)
+    assert rules(found) == [("two-sources-of-truth", "tasks.py:6")]
+    assert found.hazards[0].why.startswith(
+        "stripe.PaymentIntent.create is called from Celery task charge (tasks.py:6) and from "
+        "Temporal activity PaymentActivities.charge (activities.py:10)")
+
+
+def test_one_commitment_from_celery_and_from_a_langgraph_task(codebase: Codebase) -> None:
+    root = codebase({"celery_app.py": REDIS_APP, "billing.py": """
+        import stripe
+
+        def refund(order_id):
+            return stripe.Refund.create(metadata={"order": order_id})
+        """, "tasks.py": """
+        from celery_app import app
+        from billing import refund
+
+        @app.task
+        def refund_order(order_id):
+            refund(order_id)
+        """, "agent.py": """
+        from langgraph.func import entrypoint, task
+        from billing import refund
+
+        @task
+        def refund_step(order_id):
+            return refund(order_id)
+
+        @entrypoint()
+        def support_agent(order_id):
+            return refund_step(order_id).result()
+        """})
+    found = inventory(root)
+    assert rules(found) == [("two-sources-of-truth", "tasks.py:6")]
+    assert found.hazards[0].why.startswith(
+        "billing.refund is called from Celery task refund_order (tasks.py:6) and from "
+        "LangGraph task refund_step (agent.py:6)")
+    assert [f.name for f in found.of_kind(FindingKind.TASK)] == ["refund_order"]

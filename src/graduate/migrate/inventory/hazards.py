@@ -192,12 +192,8 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
 def _two_sources(project: Project, add: _Add) -> None:
     """The same external commitment reachable from a Celery task and from a workflow."""
     symbols = project.symbols
-    for label, full, _ in project.workflows:
-        owner = symbols.defined.get(full)
-        if owner is None:
-            continue
-        name = full.rsplit(".", 1)[-1]
-        workflow_effects = _reach(project.effects(owner, name))
+    for label, owner, qualname, _ in project.workflows:
+        workflow_effects = _reach(project.effects(owner, qualname))
         for task in project.tasks:
             task_effects: dict[str, tuple[Location, int]] = {}
             for body in task.bodies:

@@ -68,7 +68,8 @@ class Project:
     status_writes: list[tuple[Task, StatusWrite, Location]] = field(default_factory=list)
     sweeps: list[tuple[Task, StatusWrite, Location]] = field(default_factory=list)
     compensations: list[tuple[Task, str, Location, str]] = field(default_factory=list)
-    workflows: list[tuple[str, str, Location]] = field(default_factory=list)
+    # a workflow's step (label, module, qualified name in it, where), e.g. an activity
+    workflows: list[tuple[str, ModuleFacts, str, Location]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
 

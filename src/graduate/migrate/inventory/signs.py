@@ -19,6 +19,10 @@ _COMPENSATION = re.compile(
 # Calls that end the pool process a task runs in, or can (native code, exits).
 _CRASHERS = frozenset({"os._exit", "os.abort", "os.kill", "sys.exit"})
 _CRASHING_MODULES = frozenset({"subprocess", "ctypes", "cffi", "multiprocessing"})
+# Decorators that make a function a workflow's step, and what to call it.
+_WORKFLOW_STEPS = {"temporalio.activity.defn": "Temporal activity",
+                   "activity.defn": "Temporal activity",
+                   "langgraph.func.task": "LangGraph task"}
 _HUMAN = re.compile(r"approv|await|review|sign|pending_(?:human|manual)|manual", re.IGNORECASE)
 
 
@@ -123,16 +127,17 @@ def _compensations(project: Project) -> None:
 
 
 def _workflows(project: Project, facts: ModuleFacts) -> None:
+    """The steps of workflows: Temporal activities (functions, or methods of the class that
+    holds their clients), LangGraph nodes and functional-API tasks."""
     symbols = project.symbols
     for function in facts.functions:
         for decorator in function.decorators:
-            ref = decorator.ref or ""
-            if symbols.qualify(facts, ref) in ("temporalio.activity.defn", "activity.defn"):
+            kind = _WORKFLOW_STEPS.get(symbols.qualify(facts, decorator.ref or ""))
+            if kind is not None:
                 where = Location(facts.path, function.line)
-                project.workflows.append((f"Temporal activity {function.name}",
-                                          f"{facts.module}.{function.qualname}".lstrip("."),
-                                          where))
-                project.find(FindingKind.WORKFLOW, function.name, where, "Temporal activity")
+                project.workflows.append((f"{kind} {function.qualname}", facts,
+                                          function.qualname, where))
+                project.find(FindingKind.WORKFLOW, function.qualname, where, kind)
     if not any(target.startswith("langgraph") for target in facts.imports.values()):
         return
     for call in facts.calls:
@@ -142,7 +147,8 @@ def _workflows(project: Project, facts: ModuleFacts) -> None:
             if isinstance(arg, Ref) and (full := symbols.resolve(facts, arg.dotted)):
                 where = Location(facts.path, call.line)
                 name = full.rsplit(".", 1)[-1]
-                project.workflows.append((f"LangGraph node {name}", full, where))
+                project.workflows.append((f"LangGraph node {name}", symbols.defined[full],
+                                          name, where))
                 project.find(FindingKind.WORKFLOW, name, where, "LangGraph node")
 
 
