@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from graduate.cli.app import app
 from graduate.errors import ConfigError
 from graduate.flow import Step, Timer, Wait, load_flow
 from graduate.migrate.inventory import Inventory, inventory
@@ -143,3 +145,32 @@ def test_a_flow_of_one_sweep_still_has_a_step(codebase: Codebase, tmp_path: Path
     path.write_text(flow_toml(found, flow))
     loaded = load_flow(path)
     assert [n.name for n in loaded.nodes] == ["remind_pending_approvals", "decision"]
+
+
+def test_sarif_paths_start_at_the_repository_root(codebase: Codebase) -> None:
+    """Code hosts place a result by its path from the repository's root: reading `src/`
+    of a repository reports `src/tasks.py`, with the repository as SRCROOT."""
+    root = codebase({"src/my tasks.py": """
+        from celery import Celery
+
+        app = Celery("shop", broker="redis://")
+
+        @app.task
+        def remind(order_id): ...
+
+        def later(order_id):
+            remind.apply_async((order_id,), countdown=7200)
+        """})
+    (root / ".git").mkdir()
+    result = CliRunner().invoke(app, ["inventory", str(root / "src"), "--format", "sarif"])
+    assert result.exit_code == 0, result.output
+    (run,) = json.loads(result.stdout)["runs"]
+    assert run["originalUriBaseIds"] == {"SRCROOT": {"uri": root.resolve().as_uri() + "/"}}
+    (hazard,) = run["results"]
+    assert hazard["locations"] == [{"physicalLocation": {
+        "artifactLocation": {"uri": "src/my%20tasks.py", "uriBaseId": "SRCROOT"},
+        "region": {"startLine": 9}}}]
+    # Outside any repository, paths start at the folder read.
+    alone = json.loads(to_sarif(inventory(root / "src"), "0.1.0"))["runs"][0]
+    assert alone["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"] == {
+        "uri": "my%20tasks.py", "uriBaseId": "SRCROOT"}

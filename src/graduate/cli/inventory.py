@@ -18,7 +18,7 @@ from graduate.migrate.inventory.flowfile import flow_toml
 from graduate.migrate.inventory.gate import THRESHOLDS, check, failures
 from graduate.migrate.inventory.jsonform import to_json
 from graduate.migrate.inventory.markdown import to_markdown
-from graduate.migrate.inventory.sarif import to_sarif
+from graduate.migrate.inventory.sarif import repository_of, to_sarif
 
 
 class OutputFormat(StrEnum):
@@ -91,7 +91,7 @@ def _render(found: Inventory, output_format: OutputFormat) -> str:
     if output_format is OutputFormat.JSON:
         return to_json(found) + "\n"
     if output_format is OutputFormat.SARIF:
-        return to_sarif(found, __version__) + "\n"
+        return to_sarif(found, __version__, repository_of(Path(found.root))) + "\n"
     return to_markdown(found)
 
 
