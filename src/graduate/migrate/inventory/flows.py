@@ -124,7 +124,7 @@ def _unique(name: str, taken: set[str]) -> str:
 def effect_name(project: Project, qualified: str) -> str:
     """`system.operation` for a callee: a project function's module names the system
     (`integrations/crm.py: update_deal` -> `crm.update_deal`), a library its package
-    (`stripe.Refund.create` -> `stripe.create`)."""
+    (`stripe.Refund.create` -> `stripe.create`; `integrations.crm.activate` -> `crm.activate`)."""
     parts = qualified.split(".")
     if project.symbols.find(qualified) is not None and len(parts) >= 2:
         system, operation = parts[-2], parts[-1]
@@ -133,6 +133,10 @@ def effect_name(project: Project, qualified: str) -> str:
             system, operation = operation.strip("_").split("_", 1)
     else:
         system, operation = parts[0], parts[-1]
+        # `integrations.crm.create_draft` from a package outside the folder read: a folder
+        # of clients names none of them, the module under it does
+        if system in _GENERIC_MODULES and len(parts) >= 3:
+            system = parts[1]
     return f"{_name(system)}.{_name(operation)}"
 
 

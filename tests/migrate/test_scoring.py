@@ -1,0 +1,121 @@
+"""Each of the four recommendations on the smallest codebase that earns it, classified by
+the Dealix inventory rules (short-lived-local, medium-lived-queued, long-lived-durable)
+and scored on the source document's four criteria, each score with its evidence."""
+
+from __future__ import annotations
+
+from graduate.migrate.inventory import FlowCandidate, Recommendation, inventory
+from tests.migrate.conftest import Codebase
+
+APP = """
+from celery import Celery
+
+app = Celery("shop", broker="redis://localhost:6379/0")
+app.conf.broker_transport_options = {"visibility_timeout": 86400}
+"""
+
+
+def only_flow(codebase: Codebase, tasks: str) -> FlowCandidate:
+    (flow,) = inventory(codebase({"celery_app.py": APP, "tasks.py": tasks})).flows
+    return flow
+
+
+def leans(flow: FlowCandidate) -> dict[str, str]:
+    return {score.criterion: score.leans for score in flow.scores}
+
+
+def test_short_one_service_no_compensation_keeps_on_celery(codebase: Codebase) -> None:
+    flow = only_flow(codebase, """
+        from celery_app import app
+        from pdf import render
+
+        @app.task(time_limit=120)
+        def make_pdf(doc_id):
+            render.page(doc_id)
+        """)
+    assert (flow.classification, flow.recommendation) == (
+        "short-lived-local", Recommendation.KEEP)
+    assert flow.reasons == ("15 min or less", "1 service(s), no compensation",
+                            "0 of 4 criteria lean to a workflow engine")
+    assert set(leans(flow).values()) == {"celery"}
+
+
+def test_medium_without_an_idempotency_key_is_kept_with_hardening(codebase: Codebase) -> None:
+    flow = only_flow(codebase, """
+        from celery_app import app
+        from crm import client
+
+        @app.task(autoretry_for=(ConnectionError,), max_retries=3, default_retry_delay=600)
+        def sync_lead(lead_id):
+            client.update(lead_id)
+        """)
+    assert flow.estimated_seconds == 3 * 600
+    assert (flow.classification, flow.recommendation) == (
+        "medium-lived-queued", Recommendation.HARDEN)
+    assert flow.hardening == ("sync_lead: carry an idempotency key and set acks_late=True "
+                              "(medium-lived-queued: Celery + idempotency key)",)
+    assert set(leans(flow).values()) == {"celery"}
+
+
+def test_long_on_one_criterion_is_spiked_first(codebase: Codebase) -> None:
+    flow = only_flow(codebase, """
+        from celery_app import app
+        from mailer import client
+
+        @app.task
+        def send_drip(contact_id, idempotency_key):
+            client.send(contact_id, idempotency_key=idempotency_key)
+
+        def enrol(contact_id):
+            send_drip.apply_async((contact_id, f"{contact_id}:drip"), countdown=3 * 86400 // 4)
+        """)
+    assert flow.estimated_seconds == 64800
+    assert (flow.classification, flow.recommendation) == (
+        "long-lived-durable", Recommendation.SPIKE_FIRST)
+    assert flow.reasons == ("lasts over 4 h", "1 of 4 criteria lean to a workflow engine")
+    assert leans(flow) == {"duration": "workflow", "state": "celery",
+                           "compensation": "celery", "failure domain": "celery"}
+    (duration,) = [s for s in flow.scores if s.criterion == "duration"]
+    assert [(str(e.location), e.text) for e in duration.evidence] == [
+        ("tasks.py:9", "send_drip starts after 64800 s (.apply_async)")]
+
+
+def test_long_with_compensation_across_systems_graduates(codebase: Codebase) -> None:
+    """The clients live in a package of the team's outside the folder read
+    (`integrations.crm`): each module is its own system, not one called `integrations`."""
+    flow = only_flow(codebase, """
+        from celery import chain
+        from celery_app import app
+        from integrations import crm, esign
+
+        @app.task
+        def mark_sent(deal_id, idempotency_key):
+            crm.mark_sent(deal_id, idempotency_key=idempotency_key)
+
+        @app.task(bind=True, max_retries=2)
+        def send_contract(self, deal_id, idempotency_key):
+            try:
+                esign.send(deal_id, idempotency_key=idempotency_key)
+            except esign.Error as error:
+                crm.revert_sent(deal_id)
+                raise self.retry(exc=error, countdown=3600)
+
+        def start(deal_id, key):
+            chain(mark_sent.si(deal_id, key), send_contract.si(deal_id, key)).delay()
+        """)
+    assert flow.systems == ("crm", "esign")
+    assert [s.task for s in flow.steps] == ["mark_sent", "send_contract"]
+    assert (flow.classification, flow.recommendation) == (
+        "long-lived-durable", Recommendation.GRADUATE)
+    assert flow.reasons == ("needs compensation", "2 of 4 criteria lean to a workflow engine")
+    assert leans(flow) == {"duration": "celery", "state": "celery",
+                           "compensation": "workflow", "failure domain": "workflow"}
+    evidence = {s.criterion: [(str(e.location), e.text) for e in s.evidence]
+                for s in flow.scores}
+    assert evidence["duration"] == [("tasks.py:15", "send_contract retries after 3600 s")]
+    assert evidence["compensation"] == [
+        ("tasks.py:14", "crm.revert_sent in except block of send_contract")]
+    assert evidence["failure domain"] == [
+        ("tasks.py:7", "mark_sent calls crm.mark_sent"),
+        ("tasks.py:12", "send_contract calls esign.send"),
+        ("tasks.py:14", "send_contract calls crm.revert_sent")]
