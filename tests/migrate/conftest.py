@@ -76,13 +76,18 @@ def celery_sdist(cache: Path) -> Path:
 
 
 def extract_examples(sdist: Path, into: Path) -> Path:
-    """Only `examples/<folder>` for each of CELERY_EXAMPLE_FOLDERS, as the folder `into`."""
-    prefixes = tuple(f"{CELERY_SDIST.removesuffix('.tar.gz')}/examples/{folder}/"
-                     for folder in CELERY_EXAMPLE_FOLDERS)
+    """Only `examples/<folder>` for each of CELERY_EXAMPLE_FOLDERS, as the folder `into`,
+    with Celery's licence (BSD 3-Clause) beside them as `examples/LICENSE`: the excerpt
+    travels with its licence and its copyright notice."""
+    release = CELERY_SDIST.removesuffix(".tar.gz")
+    prefixes = tuple(f"{release}/examples/{folder}/" for folder in CELERY_EXAMPLE_FOLDERS)
     with tarfile.open(sdist) as archive:
         members = [m for m in archive.getmembers() if m.name.startswith(prefixes)]
         archive.extractall(into, members=members, filter="data")
-    return into / CELERY_SDIST.removesuffix(".tar.gz") / "examples"
+        licence = archive.extractfile(f"{release}/LICENSE")
+        assert licence is not None, f"{sdist} holds no LICENSE"
+        (into / release / "examples" / "LICENSE").write_bytes(licence.read())
+    return into / release / "examples"
 
 
 @pytest.fixture(scope="session")

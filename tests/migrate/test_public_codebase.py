@@ -1,6 +1,7 @@
 """`graduate inventory` on a public codebase: Celery's own examples (django, next-steps,
-periodic-tasks), unpacked from Celery 5.7.0's source distribution on PyPI at test time.
-Each expectation below was checked by hand against those files."""
+periodic-tasks), unpacked from Celery 5.7.0's source distribution on PyPI at test time,
+with Celery's licence beside them (BSD 3-Clause; Copyright (c) Ask Solem, the Celery core
+team and contributors). Each expectation below was checked by hand against those files."""
 
 from __future__ import annotations
 
@@ -23,6 +24,15 @@ def test_every_file_is_read(examples: Inventory) -> None:
     # periodic-tasks: myapp. Not demoapp/migrations (2 files): migrations are never walked.
     assert examples.files == 15
     assert examples.skipped == ()
+
+
+def test_the_excerpt_keeps_its_licence(celery_examples: Path) -> None:
+    licence = (celery_examples / "LICENSE").read_text()
+    assert "Celery is licensed under The BSD License (3 Clause" in licence
+    assert "Copyright (c) 2009, 2010, 2011, 2012 Ask Solem" in licence
+    # Only the three example folders and the licence: nothing else of Celery is read.
+    assert sorted(p.name for p in celery_examples.iterdir()) == [
+        "LICENSE", "django", "next-steps", "periodic-tasks"]
 
 
 def test_tasks_of_three_layouts(examples: Inventory) -> None:
