@@ -343,3 +343,31 @@ def test_one_commitment_from_celery_and_from_a_langgraph_task(codebase: Codebase
         "billing.refund is called from Celery task refund_order (tasks.py:6) and from "
         "LangGraph task refund_step (agent.py:6)")
     assert [f.name for f in found.of_kind(FindingKind.TASK)] == ["refund_order"]
+
+
+def test_consumer_timeout_from_advanced_config_or_the_servers_arguments(
+        codebase: Codebase) -> None:
+    tasks = """
+        from celery_app import app
+
+        @app.task(acks_late=True, time_limit=3600)
+        def reindex(idempotency_key):
+            pass
+        """
+    compose = codebase({"celery_app.py": RABBIT_APP, "tasks.py": tasks,
+                        "deploy/docker-compose.yml": """
+        services:
+          rabbitmq:
+            image: rabbitmq:3.13
+            environment:
+              RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: "-rabbit consumer_timeout 7200000"
+        """, "deploy/myrabbitmq.conf": "consumer_timeout = 60000\n"})
+    found = inventory(compose)
+    assert rules(found) == []
+    assert ("consumer_timeout", "7200 s (deploy/docker-compose.yml:5)") in found.settings
+    (compose / "deploy" / "docker-compose.yml").unlink()
+    (compose / "deploy" / "advanced.config").write_text(
+        "[\n  {rabbit, [{consumer_timeout, 600000}]}\n].\n")
+    found = inventory(compose)
+    assert rules(found) == [("consumer-timeout-below-time-limit", "tasks.py:3")]
+    assert "600 s, set at deploy/advanced.config:2" in found.hazards[0].why

@@ -210,16 +210,29 @@ def _broker(setting: SettingValue | None) -> Broker:
     return "other"
 
 
-_CONSUMER_TIMEOUT = re.compile(r"^\s*consumer_timeout\s*=\s*(\d+)\s*$")
+# Where a deployment sets RabbitMQ's consumer_timeout (milliseconds): rabbitmq.conf
+# (`consumer_timeout = 7200000`), advanced.config (`{consumer_timeout, 7200000}`), or the
+# server's Erlang arguments in a compose or env file
+# (`RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-rabbit consumer_timeout 7200000`).
+_CONSUMER_TIMEOUT = {
+    "rabbitmq.conf": re.compile(r"^\s*consumer_timeout\s*=\s*(\d+)\s*$"),
+    "advanced.config": re.compile(r"\{\s*consumer_timeout\s*,\s*(\d+)\s*\}"),
+}
+_ERL_ARGS = re.compile(r"-rabbit\s+consumer_timeout\s+(\d+)")
+_DEPLOY_FILES = (".yml", ".yaml", ".env")
 
 
 def _consumer_timeout(root: Path) -> tuple[float, Location | None]:
-    """RabbitMQ's consumer_timeout (milliseconds) from a rabbitmq.conf in the codebase."""
-    for path in [root] if root.is_file() else files(root, "rabbitmq.conf"):
-        if path.name != "rabbitmq.conf":
-            continue
+    """RabbitMQ's consumer_timeout, from the first deployment file in the codebase that
+    sets it (rabbitmq.conf, advanced.config, a compose or env file)."""
+    if root.is_file():
+        return DEFAULT_CONSUMER_TIMEOUT, None
+    for path in files(root, (*_CONSUMER_TIMEOUT, *_DEPLOY_FILES)):
+        pattern = _CONSUMER_TIMEOUT.get(path.name, _ERL_ARGS)
+        if pattern is _ERL_ARGS and not path.name.endswith(_DEPLOY_FILES):
+            continue  # `myrabbitmq.conf`: not RabbitMQ's own file
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            if match := _CONSUMER_TIMEOUT.match(line):
+            if match := pattern.search(line):
                 relative = path.relative_to(root).as_posix()
                 return int(match.group(1)) / 1000.0, Location(relative, number)
     return DEFAULT_CONSUMER_TIMEOUT, None

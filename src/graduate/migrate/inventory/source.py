@@ -48,9 +48,10 @@ class Parsed:
     tree: cst.Module
 
 
-def files(root: Path, keep: str) -> list[Path]:
-    """Files under `root` whose name ends with `keep`, in a stable order; environments,
-    caches and VCS folders are not entered at all (a virtualenv can hold 100 000 files)."""
+def files(root: Path, keep: str | tuple[str, ...]) -> list[Path]:
+    """Files under `root` whose name ends with `keep` (or one of them), in a stable order;
+    environments, caches and VCS folders are not entered at all (a virtualenv can hold
+    100 000 files)."""
     found: list[Path] = []
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS and not d.endswith(".egg-info"))
