@@ -303,7 +303,7 @@ def test_a_canvas_called_directly_and_options_set_on_a_signature(codebase: Codeb
     inv = inventory(root)
     assert found(inv, FindingKind.CANVAS) == {
         "chain@tasks.py:15": "chain(reserve -> charge)",
-        "sig@tasks.py:20": "charge; link_error -> release",
+        "link_error@tasks.py:20": "charge; link_error -> release",
     }
     assert found(inv, FindingKind.CALL) == {
         "reserve@tasks.py:18": ".delay from later(); countdown=7200",

@@ -146,7 +146,9 @@ def _canvases(project: Project, facts: ModuleFacts) -> None:
             detail += f"; link_error -> {', '.join(handlers)}"
         if delay:
             detail += f"; starts after {delay:g} s"
-        project.find(FindingKind.CANVAS, canvas.kind, where, detail)
+        # A single signature is a canvas only for its error handlers: `charge.s().on_error(...)`
+        name = "link_error" if canvas.kind == "sig" else canvas.kind
+        project.find(FindingKind.CANVAS, name, where, detail)
 
 
 def _errors(canvas: Canvas) -> list[Sig]:
