@@ -363,3 +363,22 @@ def test_a_task_reached_through_an_expression_is_skipped_with_the_reason(
     assert [(str(s.location), s.reason) for s in inv.skipped] == [
         ("jobs.py:8", "a task reached through getattr(importlib.import_module(\"jobs\"), kind), "
                       "known only at run time: not linked to a task")]
+
+
+def test_an_app_named_celery_as_flask_projects_name_it(codebase: Codebase) -> None:
+    root = codebase({"web/__init__.py": """
+        from celery import Celery
+
+        celery = Celery(__name__, broker="redis://localhost:6379/0")
+        """, "web/jobs.py": """
+        from web import celery
+
+        @celery.task(bind=True, acks_late=True, max_retries=4)
+        def export(self, report_id):
+            return report_id
+        """})
+    inv = inventory(root)
+    assert found(inv, FindingKind.TASK) == {
+        "export@web/jobs.py:4": "web.jobs.export; @celery.task; bind=True, acks_late=True, "
+                                "max_retries=4"}
+    assert [h.rule for h in inv.hazards] == ["late-ack-without-idempotency"]
