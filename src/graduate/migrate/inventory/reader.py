@@ -463,7 +463,7 @@ class _Reader(cst.CSTVisitor):
             self.facts.calls.append(call)
             return False
         if (method in _LAUNCH and canvas is None and call.base is None and table is None
-                and base_expr is not None):
+                and base_expr is not None and not _is_super(base_expr)):
             call.dynamic_base = code(base_expr)
         if canvas is not None:
             if canvas.launched_at is not None:  # a canvas built earlier, launched here
@@ -659,6 +659,11 @@ class _Reader(cst.CSTVisitor):
             return False
         return f"{qualified}.{rest}".startswith("celery") if rest else qualified.startswith(
             "celery")
+
+
+def _is_super(expr: cst.BaseExpression) -> bool:
+    """`super()`: a Task class's own `apply_async` handing on to Celery's."""
+    return isinstance(expr, cst.Call) and dotted(expr.func) == "super"
 
 
 def _timing(kwargs: dict[str, object]) -> dict[str, object]:
