@@ -4,9 +4,14 @@ expected after it, and its options."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from tests.unit.conftest import SAMPLE
@@ -14,10 +19,12 @@ from tests.unit.conftest import SAMPLE
 from graduate.adapters import describe
 from graduate.adapters.registry import EngineDescription
 from graduate.chaos.faults import (
+    Fault,
     FaultPlan,
     deploy_change,
     double_start,
     fault_names,
+    faults,
     get_fault,
     kill_pool_child,
     kill_worker,
@@ -38,6 +45,8 @@ from graduate.chaos.matrix import DEFAULT_FAULTS, CellOutcome, MatrixSpec, plan_
 from graduate.config import Settings, load_settings
 from graduate.errors import ConfigError
 from graduate.flow import Flow, load_flow
+from graduate.runs.supervisor import Supervisor
+from graduate.runs.timeline import EventKind
 from graduate.services.resolver import DockerStrategy, Resolver, make_resolver
 
 TEMPORAL, CHAIN = describe("temporal"), describe("celery-chain")
@@ -185,7 +194,10 @@ def test_deploy_change_versioned_needs_a_versioning_guard(flow: Flow) -> None:
                                                     "(deploy-change, versioned)")
     with pytest.raises(ConfigError, match="change 'rewrite' is not one of reorder"):
         parse_plan(deploy_change.NAME, "approval:during-wait", flow, change="rewrite")
-    assert events(deploy_change) == events(stop_worker)
+    assert events(deploy_change) == {
+        **events(stop_worker),
+        "replay-predicted": ("replay's prediction for an instance, before the deploy", "info"),
+        "instances-started": ("instances started", "info")}
 
 
 def test_deploy_change_pinned_runs_temporal_workers_as_versions(flow: Flow) -> None:
@@ -351,3 +363,38 @@ def test_a_rollback_is_rehearsed_only_where_an_instance_can_be_cancelled(flow: F
     assert reason(plan, describe("celery-app")) == (
         "the team's Celery app offers no way to cancel an instance: there is nothing to ask "
         "for a rollback")
+
+
+def _written(code: Callable[..., Any] | ModuleType, namespace: Mapping[str, Any],
+             seen: set[object]) -> set[EventKind]:
+    """The kinds of timeline event `code` writes: its own `timeline.add(KIND, ...)`
+    calls, and those of the fault helpers and supervisor acts it calls."""
+    if code in seen:
+        return set()
+    seen.add(code)
+    found: set[EventKind] = set()
+    for call in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(code)))):
+        if not isinstance(call, ast.Call):
+            continue
+        target = call.func
+        if (isinstance(target, ast.Attribute) and target.attr == "add" and call.args
+                and isinstance(target.value, ast.Attribute) and target.value.attr == "timeline"
+                and isinstance(call.args[0], ast.Name)):
+            found.add(namespace[call.args[0].id])
+        elif (isinstance(target, ast.Attribute) and ast.unparse(target.value).endswith(
+                "supervisor") and callable(act := getattr(Supervisor, target.attr, None))):
+            found |= _written(act, vars(inspect.getmodule(Supervisor)), seen)
+        elif isinstance(target, ast.Name) and inspect.isfunction(helper := namespace.get(
+                target.id)) and helper.__module__.startswith("graduate.chaos.faults."):
+            found |= _written(helper, vars(inspect.getmodule(helper)), seen)
+    return found
+
+
+@pytest.mark.parametrize("fault", faults(), ids=fault_names())
+def test_a_fault_declares_every_timeline_event_it_writes(fault: Fault) -> None:
+    """A report titles and files each event by the fault's own list: an event the fault
+    writes but does not declare would be described elsewhere, or nowhere."""
+    module = inspect.getmodule(fault)
+    assert module is not None
+
+    assert _written(module, vars(module), set()) <= set(fault.events)

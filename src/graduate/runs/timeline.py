@@ -28,9 +28,7 @@ INSTANCES_STARTED = EventKind("instances-started", "instances started", "info")
 SIGNAL_SENT = EventKind("signal-sent", "decision signalled (the human's answer)", "signal")
 RUN_ENDED = EventKind("run-ended", "run ended", "info")
 VERSIONS_RAN = EventKind("versions-ran", "which version of the code ran each step", "info")
-REPLAY_PREDICTED = EventKind("replay-predicted",
-                             "replay's prediction for an instance, before the deploy", "info")
-SESSION_EVENTS = (INSTANCES_STARTED, SIGNAL_SENT, RUN_ENDED, VERSIONS_RAN, REPLAY_PREDICTED)
+SESSION_EVENTS = (INSTANCES_STARTED, SIGNAL_SENT, RUN_ENDED, VERSIONS_RAN)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from graduate.chaos.faults import (
 from graduate.errors import ConfigError
 from graduate.flow import Flow, write_flow_json
 from graduate.runs.supervisor import WORKER_EXITED, WORKER_FORCED, WORKER_STARTED
-from graduate.runs.timeline import INSTANCES_STARTED, REPLAY_PREDICTED
+from graduate.runs.timeline import INSTANCES_STARTED, EventKind
 
 NAME = "deploy-change"
 VERSIONED = FaultOption("versioned", False, "deploy with the engine's versioning guard",
@@ -35,6 +35,8 @@ PINNED = FaultOption("pinned", False, "deploy as a new worker version; the old w
                                      "serving the instances pinned to theirs",
                      sentence="as a new worker version, each instance pinned to its own")
 CHANGE = FaultOption("change", "reorder", "what the deploy changes", choices=CHANGES)
+REPLAY_PREDICTED = EventKind("replay-predicted",
+                             "replay's prediction for an instance, before the deploy", "info")
 
 
 class DeployChange(Fault):
@@ -46,7 +48,9 @@ class DeployChange(Fault):
     # ADR 0001 asks for, and the unguarded deploy is expected to break.
     proven_with: ClassVar[Mapping[str, OptionValue]] = {VERSIONED.name: True}
     changes_code = True
-    events = (FAULT_FIRED, WORKER_EXITED, WORKER_FORCED, WORKER_STARTED)
+    # Pinned, the instance started after the deploy is the first on the new version.
+    events = (FAULT_FIRED, REPLAY_PREDICTED, WORKER_EXITED, WORKER_FORCED, WORKER_STARTED,
+              INSTANCES_STARTED)
     # A deploy lands while instances are parked at a human wait: the usual window.
     at_wait = True
 
