@@ -35,7 +35,13 @@ from graduate.adapters import PLAIN_MODULES, engine_names, needs, open_plain
 from graduate.adapters.base import services_for_worker
 from graduate.adapters.plain import PlainSpec, create_database, drive, plain_nodes
 from graduate.bench.measure import FlowSample, Spread, sample
-from graduate.chaos.faults import FAULT_FIRED
+from graduate.chaos.faults import (
+    FAULT_FIRED,
+    kill_worker,
+    restart_broker,
+    restart_server,
+    stop_worker,
+)
 from graduate.chaos.matrix import default_point
 from graduate.config import Settings
 from graduate.environment import host
@@ -69,14 +75,14 @@ class BenchOptions:
     repeats: int = 3
     # matrix: faults and profiles, instances per cell
     matrix_engines: tuple[str, ...] = field(default_factory=engine_names)
-    matrix_faults: tuple[str, ...] = ("kill-worker", "stop-worker", "restart-broker",
-                                      "restart-server")
+    matrix_faults: tuple[str, ...] = (kill_worker.NAME, stop_worker.NAME, restart_broker.NAME,
+                                      restart_server.NAME)
     profiles: tuple[str, ...] = ("defaults", "tuned")
     matrix_instances: int = 3
     # scale: instances per run, one fault
     scale: tuple[int, ...] = (100, 1000, 5000)
     scale_engines: tuple[str, ...] = field(default_factory=engine_names)
-    scale_fault: str = "kill-worker"
+    scale_fault: str = kill_worker.NAME
     timeout: float = 300.0  # each run's deadline
 
     def __post_init__(self) -> None:

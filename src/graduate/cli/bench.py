@@ -38,9 +38,9 @@ def bench(
     scale: Annotated[str, typer.Option(
         help="Comma-separated instance counts for the scale section.")] = "100,1000,5000",
     scale_fault: Annotated[str, typer.Option(help="The fault of the scale section.")]
-    = "kill-worker",
+    = BenchOptions.scale_fault,
     faults: Annotated[str, typer.Option(help="Comma-separated faults of the matrix section.")]
-    = "kill-worker,stop-worker,restart-broker,restart-server",
+    = ",".join(BenchOptions.matrix_faults),
     timeout: Annotated[float, typer.Option(help="Deadline of each run, seconds.")] = 300.0,
     out: Annotated[Path | None, typer.Option(
         help="Folder for benchmarks.md, benchmarks.json and the charts (default: reports/).")]

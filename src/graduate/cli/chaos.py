@@ -14,13 +14,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import graduate
+from graduate import CellOutcome, ChaosResult, Resume, RunVerdict, TimelineEvent, Verdict
 from graduate.adapters import engine_names
 from graduate.chaos.changes import CHANGES
 from graduate.chaos.faults import HITS, deploy_change, descriptions, fault_names, stop_worker
-from graduate.chaos.harness import ChaosResult, TimelineEvent
-from graduate.chaos.matrix import DEFAULT_FAULTS, DEFAULT_INSTANCES, CellOutcome
+from graduate.chaos.matrix import DEFAULT_FAULTS, DEFAULT_INSTANCES
 from graduate.chaos.profiles import PROFILES
-from graduate.check import Resume, RunVerdict, Verdict
 from graduate.cli.common import TimeScaleOption, console, settings
 
 VERDICT_STYLE = {Verdict.COMPLETED: "green", Verdict.COMPENSATED: "yellow",

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from graduate.chaos.faults import none, parse_label
 from graduate.chaos.profiles import PROFILES
 from graduate.cli.common import console, err_console, settings
 from graduate.cli.run import _decisions
@@ -27,7 +28,7 @@ def compare(
              "table.")],
     fault: Annotated[str, typer.Option(
         help="The fault both implementations run under (FAULT or FAULT+FLAG, as `graduate "
-             "chaos` takes it); none by default.")] = "none",
+             "chaos` takes it); none by default.")] = none.NAME,
     at: Annotated[str | None, typer.Option(
         help="Where the fault fires: STEP:before-effect, STEP:after-effect, "
              "WAIT:during-wait or +SECONDS.")] = None,
@@ -65,7 +66,8 @@ def compare(
                             evidence=evidence)
     left, right = result.titles
     console.print(f"{app}: {left} (run {result.runs[0]}) and {right} (run {result.runs[1]})"
-                  f"{'' if fault == 'none' else f' under {fault}'}", markup=False)
+                  f"{f' under {fault}' if parse_label(fault)[0].fires else ''}",
+                  markup=False)
     for pair in result.pairs:
         console.print(f"instance {pair.number}: {left} {pair.left.verdict.verdict.value}, "
                       f"{right} {pair.right.verdict.verdict.value}", markup=False)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 import graduate
+from graduate import CellOutcome
 from graduate.adapters import engine_names
 from graduate.chaos.faults import (
     deploy_change,
@@ -18,7 +19,7 @@ from graduate.chaos.faults import (
     stop_worker,
     wait_timeout,
 )
-from graduate.chaos.matrix import DEFAULT_INSTANCES, CellOutcome
+from graduate.chaos.matrix import DEFAULT_INSTANCES
 from graduate.cli.chaos import HitOption, matrix_table
 from graduate.cli.common import console, settings
 from graduate.evidence import EvidenceStore

@@ -12,12 +12,11 @@ from rich.markup import escape
 from rich.table import Table
 
 import graduate
+from graduate import Decision, Failure, InstanceState, InstanceStatus, RunResult
 from graduate.adapters import engine_names
-from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.apps import resolve_target
 from graduate.cli.common import TimeScaleOption, console, settings
 from graduate.errors import ConfigError
-from graduate.runner import Decision, Failure, RunResult
 
 STATE_STYLE = {
     InstanceState.COMPLETED: "green", InstanceState.COMPENSATED: "yellow",

@@ -23,6 +23,7 @@ from typing import Literal, NamedTuple
 
 from graduate.adapters import all_engine_names, describe
 from graduate.apps import find_app
+from graduate.chaos.faults import none
 from graduate.check import InstanceVerdict, Verdict
 from graduate.config import Settings, load_settings
 from graduate.errors import ConfigError
@@ -123,7 +124,7 @@ class Comparison:
 
     app: str
     flow: str
-    fault: str  # the fault both ran under, as a matrix cell writes it ("none" for none)
+    fault: str  # the fault both ran under, as a matrix cell writes it
     at: str
     runs: tuple[str, str]  # the run ids, left and right
     titles: tuple[str, str]
@@ -270,7 +271,7 @@ def _app_engines() -> list[str]:
     return [d.runs_app for d in sorted(described, key=lambda d: d.side != "temporal")]
 
 
-def run_comparison(app: str, *, fault: str = "none", at: str | None = None,
+def run_comparison(app: str, *, fault: str = none.NAME, at: str | None = None,
                    instances: int = 1, profile: str = "defaults", timeout: float = 90.0,
                    decisions: Mapping[str, Decision] | None = None,
                    allow_order: Sequence[str] = (), settings: Settings | None = None,

@@ -1,7 +1,7 @@
 """graduate's testing side: a pytest plugin (`graduate.testing.plugin`) and the verdict
 objects its `chaos` fixture returns."""
 
-from graduate.check import Verdict
+from graduate import Verdict
 from graduate.testing.outcome import ChaosOutcome
 
 __all__ = ["ChaosOutcome", "Verdict"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from graduate.chaos.harness import ChaosResult
-from graduate.check import InstanceVerdict, Verdict
+from graduate import ChaosResult, InstanceVerdict, Verdict
 from graduate.flow import Flow
 
 _TIMES = {0: "never ran", 1: "ran once", 2: "ran twice"}
