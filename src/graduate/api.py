@@ -101,7 +101,7 @@ def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
                        for item in failures),
         temporal_port=temporal_port, redis_port=redis_port, app=target.app,
         time_scale=TimeScale.parse(time_scale))
-    return run_flow(config, options, on_status=on_status)
+    return run_flow(config, options, flow=target.flow, on_status=on_status)
 
 
 def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None = None,
@@ -162,7 +162,7 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
         plan=plan, profile=profile, wait_deadline=wait_deadline,
         engine_settings=engine_settings)
     return run_chaos(config, options, EvidenceStore(evidence or config.evidence_dir),
-                     on_event=on_event)
+                     flow=loaded, on_event=on_event)
 
 
 def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = None,

@@ -20,7 +20,7 @@ from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.flow import Flow, InstanceRequest
 from graduate.ledger import FailureMode, Ledger
-from graduate.runs.session import new_run_id, open_session, validate_options
+from graduate.runs.session import load_run_flow, new_run_id, open_session, validate_options
 from graduate.services.provider import Stack
 from graduate.timescale import TimeScale, TimeScaleRecord
 
@@ -118,12 +118,14 @@ def run_flow(settings: Settings, options: RunOptions, *, flow: Flow | None = Non
              on_status: Callable[[str, InstanceStatus], None] | None = None) -> RunResult:
     """Run `options.flow` on `options.engine` and report what became of every instance.
 
-    `flow` and `stack` are the flow and services the caller already loaded and
-    resolved (once, for several runs); without them the run does both itself.
+    `flow` and `stack` are the flow (as loaded from `options.flow`; the run applies its
+    time scale) and the services the caller already loaded and resolved, once, for this
+    run or several; without them the run does both itself.
     """
     # The deadline covers the whole run: services, workers, and starting the instances.
     deadline = time.monotonic() + options.timeout
-    with open_session(settings, options, flow=flow, stack=stack,
+    prepared, time_scale = load_run_flow(settings, options, flow)
+    with open_session(settings, options, flow=prepared, time_scale=time_scale, stack=stack,
                       deadline=deadline) as session:
         started = session.start_instances()
         statuses = session.watch(session.deadline, on_status=on_status)

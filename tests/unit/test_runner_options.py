@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import graduate
+from graduate import apps
+from graduate.config import load_settings
 from graduate.errors import ConfigError
-from graduate.flow import Flow
+from graduate.flow import Flow, load_flow
 from graduate.runner import Decision, Failure, RunOptions, validate_options
+from graduate.runs import session
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -102,3 +107,25 @@ def test_counts_and_timeout_must_be_positive(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         validate_options(sample_flow, replace(options(), **changes))
+
+
+@pytest.mark.parametrize("call", [graduate.run, graduate.chaos], ids=["run", "chaos"])
+def test_a_library_run_loads_its_flow_once(call: Callable[..., object], sample_path: Path,
+                                           tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flow is read where the target is resolved and handed down to the session,
+    which used to read it again. (A signal the flow lacks stops the run right after, as
+    the session checks the options: before any service or worker starts.)"""
+    loads: list[str] = []
+
+    def counted(ref: str, **named: Any) -> Flow:
+        loads.append(ref)
+        return load_flow(ref, **named)
+
+    monkeypatch.setattr(apps, "load_flow", counted)
+    monkeypatch.setattr(session, "load_flow", counted)
+    with pytest.raises(ConfigError, match="waits for no signal 'nope'"):
+        call(str(sample_path), engine="temporal", decisions={"nope": "approve"},
+             settings=load_settings(project_dir=tmp_path))
+
+    assert loads == [str(sample_path)]

@@ -134,13 +134,15 @@ class _Arming:
 
 
 def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *,
+              flow: Flow | None = None,
               on_event: Callable[[TimelineEvent], None] | None = None) -> ChaosResult:
-    """Run `options` once and store its evidence; every process started is stopped."""
+    """Run `options` once and store its evidence; every process started is stopped.
+    `flow` is the flow the caller already loaded from `options.run.flow`, if it did."""
     # One deadline for the whole run: services, workers, starting the instances, the
     # fault, the recovery.
     deadline = time.monotonic() + options.run.timeout
     store.ensure_writable()
-    flow, time_scale = _flow_for_run(settings, options)
+    flow, time_scale = _flow_for_run(settings, options, flow)
     plan = options.plan
     run = plan.fault.adjust(plan, flow, options.run)
     engine_settings = (dict(options.engine_settings) if options.engine_settings is not None
@@ -214,11 +216,11 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
             proxy.stop()
 
 
-def _flow_for_run(settings: Settings, options: ChaosOptions,
+def _flow_for_run(settings: Settings, options: ChaosOptions, loaded: Flow | None,
                   ) -> tuple[Flow, TimeScaleRecord | None]:
-    """The flow under the run's time scale, and with its waits shortened to
-    `--wait-deadline` (real seconds, applied after the scale)."""
-    flow, time_scale = load_run_flow(settings, options.run)
+    """The flow (`loaded`, or loaded here) under the run's time scale, and with its
+    waits shortened to `--wait-deadline` (real seconds, applied after the scale)."""
+    flow, time_scale = load_run_flow(settings, options.run, loaded)
     if options.wait_deadline is None:
         return flow, time_scale
     nodes = tuple(replace(n, deadline=options.wait_deadline) if isinstance(n, Wait) else n

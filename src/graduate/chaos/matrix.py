@@ -177,7 +177,9 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
         cell = cells[index]
         plan = parse_plan(cell.fault, cell.at, flow, restart_delay=spec.restart_delay,
                           options=cell.options, hit=spec.hit)
-        result = run_chaos(settings, _options(spec, by_engine[cell.engine], plan, cell), store)
+        target = by_engine[cell.engine]
+        result = run_chaos(settings, _options(spec, target, plan, cell), store,
+                           flow=target.flow)
         cells[index] = replace(cell, run_id=result.run_id,
                                status="done" if result.applicable else "not-applicable",
                                summary=summarise(result))

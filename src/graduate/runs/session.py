@@ -102,11 +102,12 @@ def validate_options(flow: Flow, options: RunOptions) -> None:
                               f"does not have; its steps: {', '.join(sorted(steps))}")
 
 
-def load_run_flow(settings: Settings, options: RunOptions,
+def load_run_flow(settings: Settings, options: RunOptions, loaded: Flow | None = None,
                   ) -> tuple[Flow, TimeScaleRecord | None]:
-    """The flow a run runs: loaded, and under the options' time scale (written for the
-    workers, with the record of every duration scaled), or as defined in real time."""
-    flow = load_flow(options.flow, spikes_dir=settings.spikes_dir)
+    """The flow a run runs: `loaded` (the caller's, already read from `options.flow`) or
+    loaded here, under the options' time scale (written for the workers, with the record
+    of every duration scaled), or as defined in real time."""
+    flow = loaded or load_flow(options.flow, spikes_dir=settings.spikes_dir)
     return scaled_flow(flow, options.time_scale, settings.state_dir / "derived")
 
 
@@ -229,7 +230,7 @@ class RunSession:
 
 
 @contextlib.contextmanager
-def open_session(settings: Settings, options: RunOptions, *, flow: Flow | None = None,
+def open_session(settings: Settings, options: RunOptions, *, flow: Flow,
                  stack: Stack | None = None, engine_settings: dict[str, Any] | None = None,
                  use_kept: bool = True,
                  worker_services: Callable[[Stack], Services] | None = None,
@@ -238,17 +239,15 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow | None =
                  deadline: float | None = None) -> Iterator[RunSession]:
     """Services, engine and workers for one run; everything started is stopped on exit.
 
-    `flow` and `stack`, when given, were loaded and resolved once by the caller (for
-    several runs; `flow` already under the options' time scale, as `time_scale`
-    records); otherwise the session loads the flow (`load_run_flow`) and opens its own
-    services. `deadline` (monotonic) is when the run ends, by default `options.timeout`
+    `flow` is the flow to run, prepared by the caller (`load_run_flow`: under the
+    options' time scale, as `time_scale` records). `stack`, when given, was resolved once
+    by the caller (for several runs); otherwise the session opens its own services.
+    `deadline` (monotonic) is when the run ends, by default `options.timeout`
     from now: it covers the start-up, so workers that are not ready by then end the run
     with an error, and instances not started by then are never started.
     """
     if deadline is None:
         deadline = time.monotonic() + options.timeout
-    if flow is None:
-        flow, time_scale = load_run_flow(settings, options)
     validate_options(flow, options)
     if options.app is not None:
         check_app(options.app)  # the team's code, refused before anything starts
