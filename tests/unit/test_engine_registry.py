@@ -10,6 +10,7 @@ import pytest
 from tests.unit.conftest import SAMPLE
 from tests.unit.toy_engine import TOY
 
+import graduate
 from graduate.adapters import (
     check_engine,
     check_settings,
@@ -22,6 +23,7 @@ from graduate.adapters.registry import unregister
 from graduate.chaos.faults import faults, not_applicable, parse_plan
 from graduate.chaos.matrix import MatrixSpec, plan_cells
 from graduate.chaos.profiles import profile_settings
+from graduate.config import load_settings
 from graduate.errors import ConfigError
 from graduate.flow import load_flow
 
@@ -95,3 +97,12 @@ def test_the_faults_judge_a_registered_engine_by_its_capabilities(toy: str) -> N
         "rollback-rehearsal": "Toy has no compensation path: there is nothing to rehearse a "
                               "rollback with",
     }
+
+
+def test_the_library_runs_a_registered_engine_through_its_own_description(
+        toy: str, tmp_path: Path) -> None:
+    """`graduate.run` resolves the services the toy declares (none), then opens the
+    engine by the toy's own opener: nothing between the API and the adapter names it."""
+    with pytest.raises(ConfigError, match="the toy engine only exists to be described"):
+        graduate.run(str(SAMPLE), engine=toy, decisions={"approval": "approve"},
+                     settings=load_settings(project_dir=tmp_path), timeout=10)
