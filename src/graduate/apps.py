@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from graduate.adapters import (
-    APP_MODULES,
     all_engine_names,
+    app_modules,
     check_engine,
     describe,
     engine_for_app,
@@ -109,9 +109,10 @@ def load_apps(project_dir: Path) -> dict[str, App]:
         where = where_all.replace("apps]", f"apps.{name}]")
         if not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table with flow = ... and an engine table")
-        if unknown := sorted(set(table) - {"flow", "audit", *APP_MODULES}):
+        declarable = app_modules()
+        if unknown := sorted(set(table) - {"flow", "audit", *declarable}):
             raise ConfigError(f"{where} has unknown key(s) {unknown}; allowed: flow, audit, "
-                              f"{', '.join(APP_MODULES)}")
+                              f"{', '.join(declarable)}")
         flow_ref = table.get("flow")
         if not isinstance(flow_ref, str) or not flow_ref:
             raise ConfigError(f"{where}: flow is missing; add flow = \"path/to/flow.toml\" "
@@ -122,13 +123,13 @@ def load_apps(project_dir: Path) -> dict[str, App]:
         except FlowError as error:
             raise ConfigError(f"{where}: {error}") from error
         engines = {}
-        for engine, module in APP_MODULES.items():
+        for engine, module in declarable.items():
             if engine in table:
                 engines[engine] = importlib.import_module(module).declare(
                     table[engine], f"{where[:-1]}.{engine}]")
         if not engines:
             raise ConfigError(f"{where} declares no engine; add a "
-                              f"{' or '.join(f'[...{name}.{e}]' for e in APP_MODULES)}"
+                              f"{' or '.join(f'[...{name}.{e}]' for e in declarable)}"
                               " table")
         audit = reference(table, "audit", where, AUDIT_SHAPE) if "audit" in table else None
         apps[name] = App(name, flow, engines, project_dir, where, audit)
@@ -235,7 +236,7 @@ def check_app(app: App) -> None:
     module, a function of the wrong shape, an effect name the flow does not have."""
     with project_on_path(app.project_dir):
         for engine, declaration in app.engines.items():
-            importlib.import_module(APP_MODULES[engine]).check(
+            importlib.import_module(app_modules()[engine]).check(
                 declaration, f"{app.where[:-1]}.{engine}]", app.flow)
         if app.audit is not None:
             check_function(resolve(app.audit, app.where), app.audit, app.where, parameters=2,

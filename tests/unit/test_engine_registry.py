@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from tests.unit.conftest import SAMPLE
-from tests.unit.toy_engine import TOY
+from tests.unit.toy_engine import TOY, TOY_APP, TOY_BASELINE
 
 import graduate
 from graduate.adapters import (
@@ -20,6 +20,8 @@ from graduate.adapters import (
     register,
 )
 from graduate.adapters.registry import unregister
+from graduate.apps import load_apps, resolve_target
+from graduate.bench.suite import BenchOptions
 from graduate.chaos.faults import faults, not_applicable, parse_plan
 from graduate.chaos.matrix import MatrixSpec, plan_cells
 from graduate.chaos.profiles import profile_settings
@@ -106,3 +108,27 @@ def test_the_library_runs_a_registered_engine_through_its_own_description(
     with pytest.raises(ConfigError, match="the toy engine only exists to be described"):
         graduate.run(str(SAMPLE), engine=toy, decisions={"approval": "approve"},
                      settings=load_settings(project_dir=tmp_path), timeout=10)
+
+
+def test_a_registered_engine_brings_its_bench_baseline_and_its_teams_apps(
+        tmp_path: Path) -> None:
+    """What else an engine package may offer is in its description too: `graduate bench`
+    compares it with its plain-SDK baseline, and a project declares its own app on it."""
+    (tmp_path / "flow.toml").write_text(SAMPLE.read_text(encoding="utf-8"))
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.graduate.apps.shop]\nflow = "flow.toml"\n\n'
+        '[tool.graduate.apps.shop.toy]\nqueue = "orders"\n')
+    with pytest.raises(ConfigError, match="no plain baseline"):
+        BenchOptions(engines=(TOY_BASELINE.name,))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['toy'\]"):
+        load_apps(tmp_path)
+    register(TOY_BASELINE)
+    register(TOY_APP)
+    try:
+        assert BenchOptions(engines=(TOY_BASELINE.name,)).engines == (TOY_BASELINE.name,)
+        app = load_apps(tmp_path)["shop"]
+        assert app.engines == {"toy": {"queue": "orders"}}
+        assert resolve_target(tmp_path, tmp_path, "shop", "toy").engine == TOY_APP.name
+    finally:
+        unregister(TOY_APP.name)
+        unregister(TOY_BASELINE.name)

@@ -16,10 +16,12 @@ from graduate.adapters.plain import PlainClient, PlainSpec
 from graduate.adapters.registry import (
     EngineDescription,
     all_engine_names,
+    app_modules,
     describe,
     engine_for_app,
     engine_names,
     engines,
+    plain_modules,
     register,
 )
 from graduate.errors import ConfigError
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EngineDescription",
     "all_engine_names",
+    "app_modules",
     "check_engine",
     "check_settings",
     "describe",
@@ -42,6 +45,7 @@ __all__ = [
     "needs",
     "open_engine",
     "open_plain",
+    "plain_modules",
     "register",
 ]
 
@@ -53,21 +57,6 @@ for _description in (*_temporal.DESCRIPTIONS, *_celery.DESCRIPTIONS):
 CONTEXT_PROVIDERS = {
     "temporalio.activity": "graduate.adapters.temporal.instrument",
     "celery": "graduate.adapters.celery.instrument",
-}
-# How a team declares its own app on each engine ([tool.graduate.apps.NAME.ENGINE]): a
-# module with `declare(table, where)` (the table as data, checked), `check(declaration,
-# where, flow)` (the team's modules imported, their shapes checked), `start` and `signal`.
-APP_MODULES = {
-    "temporal": "graduate.adapters.temporal.application",
-    "celery": "graduate.adapters.celery.application",
-}
-
-# The flow written directly with each engine's SDK, the baseline `graduate bench`
-# compares an adapter with: a module with `start_worker(spec, run_dir)` and
-# `open_client(spec)` (see `graduate.adapters.plain`).
-PLAIN_MODULES = {
-    "temporal": "graduate.adapters.temporal.plain",
-    "celery-chain": "graduate.adapters.celery.plain",
 }
 
 
@@ -105,10 +94,11 @@ def needs(names: Sequence[str]) -> Needs:
 def open_plain(engine: str, spec: PlainSpec, run_dir: Path) -> Iterator[PlainClient]:
     """A worker process and a client for `engine`'s plain baseline; the worker is stopped
     on exit. ConfigError for an engine that has none."""
-    if engine not in PLAIN_MODULES:
+    baselines = plain_modules()
+    if engine not in baselines:
         raise ConfigError(f"engine {engine!r} has no plain baseline to bench against; "
-                          f"these do: {', '.join(PLAIN_MODULES)}")
-    module = importlib.import_module(PLAIN_MODULES[engine])
+                          f"these do: {', '.join(baselines)}")
+    module = importlib.import_module(baselines[engine])
     worker = module.start_worker(spec, run_dir)
     try:
         client = module.open_client(spec)

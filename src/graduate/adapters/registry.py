@@ -50,8 +50,14 @@ class EngineDescription:
     tuned: Mapping[str, Any] = field(default_factory=dict)  # the "tuned" profile's settings
     example_setting: str = ""  # one line of TOML, for an error message
     # An app engine runs a team's own code, declared in [tool.graduate.apps.NAME.<runs_app>]
-    # ("temporal", "celery"), instead of graduate's model of a flow.
+    # ("temporal", "celery"), instead of graduate's model of a flow; `app_module` reads and
+    # checks that declaration (`declare(table, where)`, `check(declaration, where, flow)`).
     runs_app: str = ""
+    app_module: str = ""
+    # The flow written directly with the engine's SDK, the baseline `graduate bench`
+    # compares the adapter with: a module with `start_worker(spec, run_dir)` and
+    # `open_client(spec)` (see `graduate.adapters.plain`); "" when it has none.
+    plain_module: str = ""
 
 
 _REGISTRY: dict[str, EngineDescription] = {}
@@ -78,6 +84,17 @@ def engine_names() -> tuple[str, ...]:
 def all_engine_names() -> tuple[str, ...]:
     """Model and app engines: every name a profile or a stored run may use."""
     return tuple(_REGISTRY)
+
+
+def app_modules() -> dict[str, str]:
+    """How a team declares its own app on each engine ([tool.graduate.apps.NAME.ENGINE]):
+    the module that reads that table, by the table's name ("temporal", "celery")."""
+    return {d.runs_app: d.app_module for d in _REGISTRY.values() if d.runs_app}
+
+
+def plain_modules() -> dict[str, str]:
+    """The engines with a plain-SDK baseline to bench against, and its module."""
+    return {d.name: d.plain_module for d in _REGISTRY.values() if d.plain_module}
 
 
 def engine_for_app(declared: str) -> EngineDescription:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import graduate
-from graduate.adapters import PLAIN_MODULES, engine_names, needs, open_plain
+from graduate.adapters import engine_names, needs, open_plain, plain_modules
 from graduate.adapters.base import services_for_worker
 from graduate.adapters.plain import PlainSpec, create_database, drive, plain_nodes
 from graduate.bench.measure import FlowSample, Spread, sample
@@ -70,7 +70,7 @@ class BenchOptions:
     flow: str = "partner_approval"
     sections: tuple[str, ...] = SECTIONS
     # overhead: engines with a plain baseline, instances per run, runs per side
-    engines: tuple[str, ...] = tuple(PLAIN_MODULES)
+    engines: tuple[str, ...] = field(default_factory=lambda: tuple(plain_modules()))
     instances: int = 20
     repeats: int = 3
     # matrix: faults and profiles, instances per cell
@@ -91,9 +91,9 @@ class BenchOptions:
             raise ConfigError(f"no bench section {', '.join(unknown)}; the sections are "
                               f"{', '.join(SECTIONS)}")
         for name in self.engines:
-            if name not in PLAIN_MODULES:
+            if name not in plain_modules():
                 raise ConfigError(f"engine {name!r} has no plain baseline to bench against; "
-                                  f"give --engine {' or '.join(PLAIN_MODULES)}")
+                                  f"give --engine {' or '.join(plain_modules())}")
         if min(self.instances, self.repeats, self.matrix_instances, *self.scale, 1) < 1:
             raise ConfigError("instances, repeats and scale sizes must be 1 or more")
         if self.timeout <= 0:

@@ -62,7 +62,7 @@ CHAIN = EngineDescription(
     capabilities=_capabilities(durable_progress=False),
     needs_server=False, needs_broker=True, open=_opener("chain"),
     check_settings=_checker("chain"), tuned=_TUNED,
-    example_setting="task_acks_late = true",
+    example_setting="task_acks_late = true", plain_module="graduate.adapters.celery.plain",
 )
 STATE_MACHINE = EngineDescription(
     name="celery-state-machine", title="a Celery state machine", product="Celery",
@@ -100,5 +100,6 @@ APP = EngineDescription(
     needs_server=False, needs_broker=True, open=_open_app, check_settings=_checker("app"),
     tuned=_TUNED,
     example_setting="task_acks_late = true", runs_app="celery",
+    app_module="graduate.adapters.celery.application",
 )
 DESCRIPTIONS = (CHAIN, STATE_MACHINE, APP)

@@ -38,7 +38,7 @@ TEMPORAL = EngineDescription(
     needs_server=True, needs_broker=False, open=_open,
     check_settings=settings.check_overrides,
     tuned={"graceful_shutdown_timeout": 10.0, "heartbeat_timeout": 2.0},
-    example_setting="heartbeat_timeout = 5",
+    example_setting="heartbeat_timeout = 5", plain_module="graduate.adapters.temporal.plain",
 )
 
 
@@ -70,6 +70,6 @@ TEMPORAL_APP = EngineDescription(
     capabilities=Capabilities(durable_progress=True, signals=True, timers=True,
                               compensation=True, versioning=False, server=True),
     needs_server=True, needs_broker=False, open=_open_app, check_settings=_no_settings,
-    runs_app="temporal",
+    runs_app="temporal", app_module="graduate.adapters.temporal.application",
 )
 DESCRIPTIONS = (TEMPORAL, TEMPORAL_APP)
