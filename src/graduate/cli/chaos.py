@@ -17,7 +17,14 @@ import graduate
 from graduate import CellOutcome, ChaosResult, Resume, RunVerdict, TimelineEvent, Verdict
 from graduate.adapters import engine_names
 from graduate.chaos.changes import CHANGES
-from graduate.chaos.faults import HITS, deploy_change, descriptions, fault_names, stop_worker
+from graduate.chaos.faults import (
+    HITS,
+    deploy_change,
+    descriptions,
+    double_start,
+    fault_names,
+    stop_worker,
+)
 from graduate.chaos.matrix import DEFAULT_FAULTS, DEFAULT_INSTANCES
 from graduate.chaos.profiles import PROFILES
 from graduate.cli.common import TimeScaleOption, console, settings
@@ -43,7 +50,8 @@ def chaos(
         "--engine", "-e", help=f"One of {', '.join(engine_names())}; for an app, the engine "
                                "it declares: temporal or celery.")],
     fault: Annotated[str, typer.Option(help="FAULT or FAULT+FLAG (as in a matrix cell: "
-                                            "double-start+crash). " + "; ".join(
+                                            f"{double_start.NAME}+{double_start.CRASH.name}). "
+                                            + "; ".join(
                                                 f"{k}: {v}" for k, v in
                                                 descriptions().items()))],
     at: Annotated[str | None, typer.Option(
