@@ -4,6 +4,7 @@ one sentence, per instance and step; allowed differences; and bad input refused.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,21 @@ def test_the_instances_the_fault_caught_are_compared_with_each_other() -> None:
     assert [(p.left.instance.instance_id[-2:], p.right.instance.instance_id[-2:])
             for p in pairs] == [("01", "02"), ("02", "01")]
     assert unpaired == "Temporal ran 2 instance(s), Celery 3"
+
+
+def test_the_report_names_the_fault_unless_it_is_the_baseline() -> None:
+    from graduate.chaos.faults import none
+    from graduate.migrate.compare import Comparison
+    from graduate.reports.render import render_comparison_html, render_comparison_markdown
+
+    under = Comparison(app="partner_approval_app", flow=FLOW.name, fault="stop-worker+cold",
+                       at="activate:after-effect", runs=("aaa111", "bbb222"),
+                       titles=("Temporal", "Celery"), pairs=())
+    baseline = replace(under, fault=none.NAME, at="")
+
+    assert under.faulted
+    assert not baseline.faulted
+    assert ("under stop-worker+cold at activate:after-effect"
+            in render_comparison_markdown(under))
+    assert "Flow partner_approval, no fault;" in render_comparison_markdown(baseline)
+    assert "Flow partner_approval, no fault;" in render_comparison_html(baseline)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +57,12 @@ def test_no_fault_name_is_compared_outside_its_module() -> None:
     found = [f"{module}:{line}: {text!r}" for module, tree in _sources()
              if not module.startswith("chaos/faults/")
              for line, text in _compared(tree) if text in names]
+    # The report templates too: `{% if c.fault == "none" %}`.
+    compared = re.compile(r"""(?:==|!=|\bin)\s*\(?["']([a-z-]+)["']""")
+    for template in sorted((PACKAGE / "reports" / "templates").glob("*.j2")):
+        for line, text in enumerate(template.read_text(encoding="utf-8").splitlines(), 1):
+            found += [f"{template.name}:{line}: {name!r}" for name in compared.findall(text)
+                      if name in names]
 
     assert found == []
 

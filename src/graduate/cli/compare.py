@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from graduate.chaos.faults import none, parse_label
+from graduate.chaos.faults import none
 from graduate.chaos.profiles import PROFILES
 from graduate.cli.common import console, err_console, settings
 from graduate.cli.run import _decisions
@@ -66,8 +66,7 @@ def compare(
                             evidence=evidence)
     left, right = result.titles
     console.print(f"{app}: {left} (run {result.runs[0]}) and {right} (run {result.runs[1]})"
-                  f"{f' under {fault}' if parse_label(fault)[0].fires else ''}",
-                  markup=False)
+                  f"{f' under {fault}' if result.faulted else ''}", markup=False)
     for pair in result.pairs:
         console.print(f"instance {pair.number}: {left} {pair.left.verdict.verdict.value}, "
                       f"{right} {pair.right.verdict.verdict.value}", markup=False)

@@ -23,7 +23,7 @@ from typing import Literal, NamedTuple
 
 from graduate.adapters import all_engine_names, describe
 from graduate.apps import find_app
-from graduate.chaos.faults import none
+from graduate.chaos.faults import none, parse_label
 from graduate.check import InstanceVerdict, Verdict
 from graduate.config import Settings, load_settings
 from graduate.errors import ConfigError
@@ -131,6 +131,11 @@ class Comparison:
     pairs: tuple[InstancePair, ...]
     unpaired: str = ""  # why some instances have no counterpart, when they do not
     allowances: Allowances = field(default_factory=Allowances)
+
+    @property
+    def faulted(self) -> bool:
+        """Whether the runs were under a fault that fires (not the baseline)."""
+        return parse_label(self.fault)[0].fires
 
     @property
     def differences(self) -> tuple[Difference, ...]:
