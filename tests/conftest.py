@@ -23,10 +23,41 @@ pytest_plugins = ["pytester"]
 FLOWS = Path(__file__).parent / "flows"
 REQUIRE_SERVICES = os.environ.get("GRADUATE_REQUIRE_SERVICES") == "1"
 _names = itertools.count(1)
-# The suite runs on two pytest-xdist workers (pyproject's addopts, --dist loadgroup).
-# Crash tests whose verdicts hang on how far each instance got when the fault fired run
-# one at a time on one worker, never beside each other on two cores.
+# The suite runs on four pytest-xdist workers (pyproject's addopts, --dist loadgroup):
+# its tests mostly wait for engines. Crash tests whose verdicts hang on how far each
+# instance got when the fault fired run in two lanes, each one test at a time on one
+# worker: never more than two beside each other on two cores. The lanes take about as
+# long as each other; each starts first on its worker, as the largest groups.
 CRASH_TIMING = pytest.mark.xdist_group("crash-timing")
+# The second lane: the Temporal-only ones (the spikes, scaffolded packages, deploys).
+CRASH_TIMING_TEMPORAL = pytest.mark.xdist_group("crash-timing-temporal")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make `--dist loadgroup` group again on pytest 9.2, and fail if it does not.
+
+    pytest-xdist (3.8) tells its scheduler an item's group by appending `@GROUP` to the
+    item's node id on the worker, through a field pytest 9.2 no longer reads: the mark
+    is then silently ignored and grouped tests run side by side (pytest-xdist#1386).
+    Until xdist sets it itself, the worker's items get the suffix here; an item still
+    without it stops the run rather than run its group beside itself.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return  # not an xdist worker distributing by group
+    for item in items:
+        names = {str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                 for mark in item.iter_markers("xdist_group")}
+        if not names:
+            continue
+        suffix = "@" + "_".join(sorted(names))
+        if not item.nodeid.endswith(suffix):
+            from _pytest.nodeid import NodeId  # pytest 9.2's structured node ids
+
+            item._id = NodeId.parse(item.nodeid + suffix)  # what xdist means to set
+        if not item.nodeid.endswith(suffix):
+            raise pytest.UsageError(f"{item.nodeid}: its xdist_group {suffix[1:]!r} cannot "
+                                    "be given to pytest-xdist's scheduler")
 
 
 @pytest.fixture
