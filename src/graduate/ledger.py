@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -83,6 +84,10 @@ class PointReached:
     point: PausePoint | Literal["during-wait"]
     pid: int
     at: float
+    # Where that process runs: its host and process group, so that a harness driving
+    # workers on other hosts knows which registered worker holds the step.
+    host: str = ""
+    group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,8 @@ _SCHEMA = (
 _ADDED_COLUMNS = (
     ("effects", "error_type", "TEXT NOT NULL DEFAULT ''"),
     ("effects", "error_message", "TEXT NOT NULL DEFAULT ''"),
+    ("fault_points", "reached_host", "TEXT NOT NULL DEFAULT ''"),
+    ("fault_points", "reached_group", "INTEGER"),
 )
 
 _EFFECT_COLUMNS = (
@@ -383,12 +390,14 @@ class Ledger:
         """The process paused at the point, once it got there (a point disarmed before
         any call reached it was never reached)."""
         rows = self.db.query(
-            "SELECT reached_pid, reached_at FROM fault_points WHERE instance_id = ? AND "
-            "step = ? AND point = ? AND reached_at IS NOT NULL",
+            "SELECT reached_pid, reached_at, reached_host, reached_group FROM fault_points "
+            "WHERE instance_id = ? AND step = ? AND point = ? AND reached_at IS NOT NULL",
             [instance_id, step, point])
         if not rows:
             return None
-        return PointReached(instance_id, step, point, int(rows[0][0]), float(rows[0][1]))
+        pid, at, host, group = rows[0]
+        return PointReached(instance_id, step, point, int(pid), float(at), host or "",
+                            None if group is None else int(group))
 
     def release(self, instance_id: str, step: str, point: PausePoint) -> None:
         """Let a paused step go on, or disarm a point not reached yet."""
@@ -405,9 +414,11 @@ class Ledger:
         """If `point` is armed for this step of this instance, mark it reached by this
         process and wait until the harness releases it (after firing its fault)."""
         hit = self.db.execute(
-            "UPDATE fault_points SET state = 'reached', reached_pid = ?, reached_at = ? "
-            "WHERE instance_id = ? AND step = ? AND point = ? AND state = 'armed'",
-            [os.getpid(), time.time(), instance_id, step, point])
+            "UPDATE fault_points SET state = 'reached', reached_pid = ?, reached_at = ?, "
+            "reached_host = ?, reached_group = ? WHERE instance_id = ? AND step = ? AND "
+            "point = ? AND state = 'armed'",
+            [os.getpid(), time.time(), socket.gethostname(), os.getpgid(0), instance_id,
+             step, point])
         if not hit:
             return
         deadline = time.monotonic() + MAX_PAUSE

@@ -22,7 +22,8 @@ from graduate.services.model import Services
 
 def _open(flow: Flow, services: Services, run_dir: Path, *,
           settings: dict[str, Any] | None = None,
-          worker_services: Services | None = None, app: App | None = None) -> Engine:
+          worker_services: Services | None = None, app: App | None = None,
+          queue: str | None = None) -> Engine:
     raise ConfigError("the toy engine only exists to be described")
 
 

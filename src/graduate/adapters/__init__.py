@@ -72,15 +72,17 @@ def check_settings(name: str, overrides: Mapping[str, Any]) -> None:
 
 def open_engine(name: str, flow: Flow, services: Services, run_dir: Path, *,
                 settings: dict[str, Any] | None = None,
-                worker_services: Services | None = None, app: App | None = None) -> Engine:
+                worker_services: Services | None = None, app: App | None = None,
+                queue: str | None = None) -> Engine:
     """The adapter for `name`, connected to `services`, running `flow`.
 
     `settings` overrides the engine's defaults; `worker_services`, when given, is what
     the workers connect to instead of `services` (see `Engine`). An app engine runs
-    `app`, the team's own code, and takes `flow` as what to expect of it.
+    `app`, the team's own code, and takes `flow` as what to expect of it. `queue` names
+    the queues its client sends to, when they are registered workers' (see `Opener`).
     """
     return describe(name).open(flow, services, run_dir, settings=settings,
-                               worker_services=worker_services, app=app)
+                               worker_services=worker_services, app=app, queue=queue)
 
 
 def needs(names: Sequence[str]) -> Needs:

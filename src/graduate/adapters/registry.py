@@ -24,12 +24,14 @@ if TYPE_CHECKING:
 
 class Opener(Protocol):
     """Opens the engine on `flow`; an app engine runs `app`, the team's own code, and
-    takes the flow only as what to expect."""
+    takes the flow only as what to expect. `queue` names the queues the engine's client
+    sends to when its workers are not the run's own (registered `graduate worker`s serve
+    the queues of that name); by default the run's, named by its folder."""
 
     def __call__(self, flow: Flow, services: Services, run_dir: Path, *,
                  settings: dict[str, Any] | None = None,
                  worker_services: Services | None = None,
-                 app: App | None = None) -> Engine: ...
+                 app: App | None = None, queue: str | None = None) -> Engine: ...
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,12 @@ _TUNED: dict[str, Any] = {
 def _opener(strategy: str) -> Opener:
     def open_celery(flow: Flow, services: Services, run_dir: Path, *,
                     settings: dict[str, Any] | None = None,
-                    worker_services: Services | None = None, app: App | None = None
-                    ) -> Engine:
+                    worker_services: Services | None = None, app: App | None = None,
+                    queue: str | None = None) -> Engine:
         from graduate.adapters.celery.engine import CeleryEngine
 
         return CeleryEngine(flow, services, run_dir, strategy=strategy, settings=settings,
-                            worker_services=worker_services)
+                            worker_services=worker_services, queue=queue)
 
     return open_celery
 
@@ -81,7 +81,10 @@ STATE_MACHINE = EngineDescription(
 
 def _open_app(flow: Flow, services: Services, run_dir: Path, *,
               settings: dict[str, Any] | None = None,
-              worker_services: Services | None = None, app: App | None = None) -> Engine:
+              worker_services: Services | None = None, app: App | None = None,
+              queue: str | None = None) -> Engine:
+    # A team's app names its own queues, whoever starts its workers.
+    del queue
     from graduate.adapters.celery.app_engine import CeleryAppEngine
 
     if app is None:

@@ -54,7 +54,7 @@ class CeleryEngine:
 
     def __init__(self, flow: Flow, services: Services, run_dir: Path, *, strategy: str,
                  settings: dict[str, Any] | None = None,
-                 worker_services: Services | None = None) -> None:
+                 worker_services: Services | None = None, queue: str | None = None) -> None:
         self.strategy = check_strategy(strategy)
         if not services.broker_url or not services.result_backend_url:
             raise ConfigError("the Celery engines need a broker and a Redis result backend; "
@@ -62,6 +62,8 @@ class CeleryEngine:
                               "graduate start a local Redis")
         self.flow = flow
         self.run_dir = run_dir
+        # Its queues are named by the run (its folder), or by the registered workers'.
+        self.queue = run_dir.name if queue is None else queue
         self.name = f"celery-{strategy}"
         self.capabilities = (STATE_MACHINE if strategy == "state-machine"
                              else CHAIN).capabilities
@@ -70,7 +72,7 @@ class CeleryEngine:
         self._worker_services = services_for_worker(worker_services or services)
         self._resources = ProcessResources(self._services)
         self._app = create_app(flow, self._services, self.settings, strategy=strategy,
-                               run_id=run_dir.name,
+                               run_id=self.queue,
                                resources=self._resources)
         self._broker = BrokerView(services.broker_url,
                                   self._app.conf.broker_transport_options or {})
@@ -106,7 +108,7 @@ class CeleryEngine:
         spec = WorkerSpec(
             engine=self.name, flow_source=self.flow.source, services=self._worker_services,
             ready_file=str(self.run_dir / "ready" / f"{name}.ready"), settings=self.settings,
-            run_id=self.run_dir.name,
+            run_id=self.queue,
         )
         extra: tuple[str, ...] = (role, name)
         if role == "beat":

@@ -21,11 +21,12 @@ NAME = "temporal"
 
 def _open(flow: Flow, services: Services, run_dir: Path, *,
           settings: dict[str, Any] | None = None,
-          worker_services: Services | None = None, app: App | None = None) -> Engine:
+          worker_services: Services | None = None, app: App | None = None,
+          queue: str | None = None) -> Engine:
     from graduate.adapters.temporal.engine import TemporalEngine
 
     return TemporalEngine(flow, services, run_dir, settings=settings,
-                          worker_services=worker_services)
+                          worker_services=worker_services, queue=queue)
 
 
 TEMPORAL = EngineDescription(
@@ -44,7 +45,10 @@ TEMPORAL = EngineDescription(
 
 def _open_app(flow: Flow, services: Services, run_dir: Path, *,
               settings: dict[str, Any] | None = None,
-              worker_services: Services | None = None, app: App | None = None) -> Engine:
+              worker_services: Services | None = None, app: App | None = None,
+              queue: str | None = None) -> Engine:
+    # A team's app names its own task queue, whoever starts its workers.
+    del queue
     from graduate.adapters.temporal.app_engine import TemporalAppEngine
 
     if app is None:

@@ -115,7 +115,7 @@ class TemporalEngine:
 
     def __init__(self, flow: Flow, services: Services, run_dir: Path, *,
                  settings: dict[str, Any] | None = None,
-                 worker_services: Services | None = None) -> None:
+                 worker_services: Services | None = None, queue: str | None = None) -> None:
         if services.temporal is None:
             raise ServiceError("the temporal engine needs a Temporal server")
         self.flow = flow
@@ -123,6 +123,8 @@ class TemporalEngine:
         self.services = services
         self.worker_services = worker_services or services
         self.run_dir = run_dir
+        # Its task queue is named by the run (its folder), or by the registered workers'.
+        self.queue = run_dir.name if queue is None else queue
         # The SDK's defaults (no graceful shutdown wait, no heartbeat timeout), unless a
         # profile says otherwise.
         self.settings = effective_settings(settings)
@@ -146,7 +148,7 @@ class TemporalEngine:
             services=services_for_worker(self.worker_services),
             ready_file=str(self.run_dir / "ready" / f"{name}.ready"), settings=self.settings,
             previous_flow_source=self.previous.source if self.previous else None,
-            run_id=self.run_dir.name,
+            run_id=self.queue,
         )
         process = start_worker_process(name, "graduate.adapters.temporal.worker", spec,
                                        self.run_dir)
@@ -164,7 +166,7 @@ class TemporalEngine:
         if self._current_version == version:
             return
         self._run(set_current_version(self._client,
-                                      deployment_name(self.flow.name, self.run_dir.name),
+                                      deployment_name(self.flow.name, self.queue),
                                       build_id(version)))
         self._current_version = version
 
@@ -204,7 +206,7 @@ class TemporalEngine:
         self._run(self._client.start_workflow(
             WORKFLOW_NAME, FlowInput(flow=self.flow.name, request=request,
                                      heartbeat_timeout=self.settings["heartbeat_timeout"]),
-            id=request.instance_id, task_queue=task_queue(self.flow.name, self.run_dir.name),
+            id=request.instance_id, task_queue=task_queue(self.flow.name, self.queue),
             memo={"done": [], "waiting": None, "correlation_id": request.correlation_id},
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,

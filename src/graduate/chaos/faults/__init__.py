@@ -198,6 +198,12 @@ class Fault:
         """Why `plan` cannot be performed on `engine`, or None when it can."""
         return None
 
+    def needs_own_workers(self, plan: FaultPlan) -> str | None:
+        """Why `plan` cannot be performed on workers graduate did not start (registered
+        by `graduate worker`, driven through the fleet ledger), or None when it can: the
+        worker faults act through `RunSession.workers`, whoever started them."""
+        return None
+
     def external(self) -> str:
         """Why this fault cannot be performed when what it restarts is someone else's."""
         return (f"the {RESTARTED.get(self.restarts or '', 'service')} is external: graduate "
@@ -436,10 +442,13 @@ def find_wait(flow: Flow, name: str | None) -> Wait:
 
 
 def not_applicable(plan: FaultPlan, engine: EngineDescription, *, local_broker: bool,
-                   local_server: bool) -> str | None:
-    """Why `plan` cannot be performed on `engine` with these services, or None."""
+                   local_server: bool, own_workers: bool = True) -> str | None:
+    """Why `plan` cannot be performed on `engine` with these services and workers
+    (`own_workers`: graduate started them), or None."""
     reason = plan.fault.applies(plan, engine)
     if reason is not None:
+        return reason
+    if not own_workers and (reason := plan.fault.needs_own_workers(plan)) is not None:
         return reason
     if plan.fault.lets_waits_expire and engine.runs_app:
         return (f"{engine.title} sets its waits' deadlines in its own code; graduate can "

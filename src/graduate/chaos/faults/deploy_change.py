@@ -8,7 +8,6 @@ where the engine runs versions side by side: Temporal's worker deployment versio
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -71,6 +70,12 @@ class DeployChange(Fault):
                     "each instance pinned to its own")
         return None
 
+    def needs_own_workers(self, plan: FaultPlan) -> str | None:
+        if plan.option(PINNED.name):
+            return ("a pinned deploy starts workers of the new version beside the old ones; "
+                    "graduate starts no workers beside registered workers it did not start")
+        return None  # each registered worker's agent restarts it on the new version
+
     def variant(self, plan: FaultPlan) -> str:
         guard = (", pinned to worker versions" if plan.option(PINNED.name) else
                  ", versioned" if plan.option(VERSIONED.name) else ", unversioned")
@@ -109,11 +114,7 @@ class DeployChange(Fault):
         context.timeline.add(FAULT_FIRED, f"deploy of {old.name} v{new.version} ({change}, "
                                           f"{'with' if versioned else 'without'} versioning "
                                           "guard)")
-        supervisor = session.supervisor
-        for worker in supervisor.workers:
-            worker.popen.send_signal(signal.SIGTERM)
-            supervisor.await_exit(worker)
-            supervisor.replace(worker, plan.restart_delay)
+        session.workers.redeploy(new, old if versioned else None, plan.restart_delay)
 
     def _predict(self, context: FaultContext, new: Flow, previous: Flow | None) -> None:
         """What `graduate replay` predicts for each instance in flight, in the timeline
@@ -132,13 +133,12 @@ class DeployChange(Fault):
         version; the old workers keep serving the instances pinned to them, and the
         instance started next starts on the new version."""
         session = context.session
-        count = len(session.supervisor.workers)
+        count = len(session.workers.current())
         context.timeline.add(FAULT_FIRED, f"deploy of {old.name} v{new.version} ({change}) as "
                                           f"a new worker version: {count} worker(s) of "
                                           f"v{new.version} beside those of v{old.version}, "
                                           "which keep their pinned instances")
-        session.supervisor.start(count)
-        for worker in session.supervisor.workers[-count:]:
+        for worker in session.workers.start(count):
             context.timeline.add(WORKER_STARTED, f"{worker.name} (pid {worker.pid}) runs "
                                                  f"v{new.version}")
         request = session.start_instance()

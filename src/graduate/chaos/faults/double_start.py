@@ -25,9 +25,9 @@ from graduate.chaos.faults import (
     FaultPlan,
 )
 from graduate.check import SecondStart
-from graduate.processes import ManagedProcess
 from graduate.runs.supervisor import WORKER_STARTED
 from graduate.runs.timeline import EventKind
+from graduate.runs.workers import Worker
 
 NAME = "double-start"
 CRASH = FaultOption("crash", False, "first SIGKILL the worker holding the instance, then "
@@ -59,11 +59,11 @@ class DoubleStart(Fault):
     def fire(self, context: FaultContext) -> None:
         session, plan = context.session, context.plan
         targets = context.in_flight()
-        supervisor = session.supervisor
-        killed: list[ManagedProcess] = []
+        workers = session.workers
+        killed: list[Worker] = []
         if plan.option(CRASH.name):
             for victim in _holders(context, targets):
-                victim.kill()
+                workers.kill(victim)
                 killed.append(victim)
         context.timeline.add(FAULT_FIRED, f"second start of {len(targets)} business key(s)"
                              + (f" after SIGKILL to {', '.join(v.name for v in killed)}"
@@ -81,19 +81,19 @@ class DoubleStart(Fault):
                 context.timeline.add(REFUSED, f"{iid}: {refused}", at=at, instance=iid)
         context.release()
         for victim in killed:
-            supervisor.replace(victim, plan.restart_delay)
+            workers.replace(victim, plan.restart_delay)
 
 
-def _holders(context: FaultContext, targets: list[str]) -> list[ManagedProcess]:
+def _holders(context: FaultContext, targets: list[str]) -> list[Worker]:
     """The workers holding the targets paused at a step's point (the first worker when
     they wait or hold no step), each once."""
     plan, session = context.plan, context.session
-    holders: dict[int, ManagedProcess] = {}
+    holders: dict[tuple[str, int], Worker] = {}
     for iid in targets:
         hit = (session.ledger.reached(iid, plan.step or "", plan.point)  # type: ignore[arg-type]
                if plan.point in ("before-effect", "after-effect") else None)
-        worker = session.supervisor.holding(hit.pid if hit else None)
-        holders.setdefault(worker.pid, worker)
+        worker = session.workers.holding(hit)
+        holders.setdefault((worker.host, worker.group), worker)
     return list(holders.values())
 
 

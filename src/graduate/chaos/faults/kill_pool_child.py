@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-
 from graduate.adapters.registry import EngineDescription
 from graduate.chaos.faults import FAULT_FIRED, Fault, FaultContext, FaultPlan, kill_worker
 from graduate.runs.timeline import EventKind
@@ -27,16 +23,16 @@ class KillPoolChild(Fault):
         return None
 
     def fire(self, context: FaultContext) -> None:
-        reached = context.reached
-        victim = context.session.supervisor.holding(reached.pid if reached else None)
-        if reached is None or reached.pid == victim.pid:
+        reached, workers = context.reached, context.session.workers
+        victim = workers.holding(reached)
+        at = None if reached is None else workers.kill_child(victim, reached.pid)
+        if reached is None or at is None:
             context.timeline.add(SKIPPED, "no pool child holds the step: the worker runs it "
                                           "in its main process")
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(reached.pid, signal.SIGKILL)
         context.timeline.add(FAULT_FIRED, f"SIGKILL to pool child {reached.pid} of "
-                                          f"{victim.name}; the worker's main process lives on")
+                                          f"{victim.name}; the worker's main process lives on",
+                             at=at)
 
 
 FAULT = KillPoolChild()

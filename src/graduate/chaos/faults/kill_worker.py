@@ -14,13 +14,13 @@ class KillWorker(Fault):
     events = (FAULT_FIRED, WORKER_STARTED)
 
     def fire(self, context: FaultContext) -> None:
-        supervisor = context.session.supervisor
-        victim = supervisor.holding(context.reached.pid if context.reached else None)
-        victim.kill()
+        workers = context.session.workers
+        victim = workers.holding(context.reached)
+        at = workers.kill(victim)
         context.timeline.add(FAULT_FIRED, f"SIGKILL to {victim.name} (process group "
-                                          f"{victim.pid})")
+                                          f"{victim.group})", at=at)
         context.release()
-        supervisor.replace(victim, context.plan.restart_delay)
+        workers.replace(victim, context.plan.restart_delay)
 
 
 FAULT = KillWorker()

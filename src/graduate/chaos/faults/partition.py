@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from graduate.chaos.faults import FAULT_FIRED, Fault, FaultContext
+from graduate.chaos.faults import FAULT_FIRED, Fault, FaultContext, FaultPlan
 from graduate.chaos.proxy import Proxy
 from graduate.config import Settings
 from graduate.runs.timeline import EventKind
@@ -27,6 +27,10 @@ class Partition(Fault):
     events = (FAULT_FIRED, HEALED)
     group = "service"
     heals_after = True
+
+    def needs_own_workers(self, plan: FaultPlan) -> str | None:
+        return ("the workers are registered, not started by graduate: their connections "
+                "do not pass through a proxy graduate can cut; cut their network yourself")
 
     def worker_services(self, settings: Settings,
                         proxies: list[Proxy]) -> Callable[[Stack], Services] | None:

@@ -26,20 +26,20 @@ class StopWorker(Fault):
         return " (cold shutdown)" if plan.option(COLD.name) else " (warm shutdown)"
 
     def fire(self, context: FaultContext) -> None:
-        supervisor = context.session.supervisor
+        workers = context.session.workers
         cold = bool(context.plan.option(COLD.name))
-        victim = supervisor.holding(context.reached.pid if context.reached else None)
+        victim = workers.holding(context.reached)
         # A deploy signals the worker's main process. SIGTERM asks for a warm shutdown:
         # Celery finishes the task in hand, Temporal waits its graceful shutdown timeout.
         # SIGQUIT is Celery's cold shutdown: the task in hand is abandoned.
         stop = signal.SIGQUIT if cold else signal.SIGTERM
-        victim.popen.send_signal(stop)
+        at = workers.stop(victim, cold=cold)
         context.timeline.add(FAULT_FIRED, f"{stop.name} to {victim.name}'s main process "
                                           f"({'cold' if cold else 'warm'} shutdown, as a "
-                                          "deploy or scale-down)")
+                                          "deploy or scale-down)", at=at)
         context.release()  # a warm shutdown finishes the task in hand
-        supervisor.await_exit(victim)
-        supervisor.replace(victim, context.plan.restart_delay)
+        workers.await_exit(victim)
+        workers.replace(victim, context.plan.restart_delay)
 
 
 FAULT = StopWorker()
