@@ -46,6 +46,7 @@ from graduate.evidence import EvidenceStore
 from graduate.flow import Flow, load_flow
 from graduate.ledger import Ledger
 from graduate.runner import Decision, Failure, RunOptions, RunResult, approve_all, run_flow
+from graduate.runs.workers import workers_kind
 from graduate.services.provider import kept_services, open_services
 from graduate.timescale import TimeScale
 
@@ -112,7 +113,7 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
           decisions: Mapping[str, Decision] | None = None, settings: Settings | None = None,
           evidence: Path | None = None,
           on_event: Callable[[TimelineEvent], None] | None = None,
-          project_dir: Path | None = None) -> ChaosResult:
+          project_dir: Path | None = None, workers: str = "local") -> ChaosResult:
     """Run `flow` on `engine` under one `fault`, judge every instance, store the evidence.
 
     `fault` is a fault's name, with its flags as a matrix cell writes them
@@ -138,6 +139,13 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
     `flow` may name a team's app declared in `[tool.graduate.apps.NAME]` (see `run`).
     The apps and profiles are the project's at `project_dir` (default: the settings'
     project folder; the pytest plugin runs in a test's own folder).
+
+    `workers="external"` runs on workers registered by `graduate worker` on any host
+    instead of starting its own: the run waits (within `timeout`) for one of `engine`
+    running `flow` to be alive in the PostgreSQL ledger, fires the fault as commands its
+    agent carries out, and judges as always. The settings must name that ledger and the
+    services those workers use; a fault that needs workers graduate started itself (a
+    partition through its proxies, a pinned deploy) is not applicable, with the reason.
     """
     config = settings or load_settings()
     project = project_dir or config.project_dir
@@ -158,7 +166,8 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
         run=RunOptions(flow=loaded.source or target.flow_ref, engine=engine,
                        instances=instances, timeout=timeout,
                        decisions=approve_all(loaded) if decisions is None else dict(decisions),
-                       app=target.app, time_scale=scale),
+                       app=target.app, time_scale=scale,
+                       workers_from=workers_kind(workers)),
         plan=plan, profile=profile, wait_deadline=wait_deadline,
         engine_settings=engine_settings)
     return run_chaos(config, options, EvidenceStore(evidence or config.evidence_dir),
@@ -173,7 +182,8 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
            time_scale: str | float = 1, resume: bool | str = False,
            settings: Settings | None = None,
            evidence: Path | None = None,
-           on_cell: Callable[[CellOutcome, int, int], None] | None = None) -> MatrixResult:
+           on_cell: Callable[[CellOutcome, int, int], None] | None = None,
+           workers: str = "local") -> MatrixResult:
     """Run `flow` under every combination of engine, fault and profile: one chaos run
     per cell, the matrix file rewritten after each, so an interrupted matrix keeps every
     finished cell.
@@ -189,7 +199,9 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
     cells left (`flow` and the other options then come from the matrix file).
     `time_scale` compresses every duration of the flow in every cell (`"1h=1s"`, or a
     factor; see `graduate.timescale`).
-    `on_cell(cell, number, total)` is told after each cell.
+    `on_cell(cell, number, total)` is told after each cell. `workers="external"` runs
+    every cell on workers registered by `graduate worker` (see `chaos`): two of each
+    engine, say, on other hosts.
     """
     config = settings or load_settings()
     store = EvidenceStore(evidence or config.evidence_dir)
@@ -210,7 +222,8 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
                           faults=tuple(faults), profiles=tuple(profiles), at=at,
                           instances=instances, timeout=timeout, restart_delay=restart_delay,
                           wait_deadline=wait_deadline, hit=hit, change=change,
-                          time_scale=TimeScale.parse(time_scale).label)
+                          time_scale=TimeScale.parse(time_scale).label,
+                          workers=workers_kind(workers))
         expiring = [kind for kind, _ in (parse_label(item.partition("@")[0])
                                          for item in spec.faults) if kind.lets_waits_expire]
         if expiring:
@@ -273,3 +286,4 @@ def _check_wait_deadline(flow: Flow, plan: FaultPlan, *, timeout: float,
             f"the wait {wait.name} of {flow.name} lasts {lasts:g}s, not less than the run's "
             f"timeout of {timeout:g}s, so it cannot time out within the run; shorten it for "
             f"the run with --wait-deadline {shorter} (wait_deadline={shorter} in Python)")
+

@@ -21,6 +21,7 @@ from graduate.errors import ConfigError
 from graduate.flow import Flow, InstanceRequest
 from graduate.ledger import FailureMode, Ledger
 from graduate.runs.session import load_run_flow, new_run_id, open_session, validate_options
+from graduate.runs.workers import WorkersKind
 from graduate.services.provider import Stack
 from graduate.timescale import TimeScale, TimeScaleRecord
 
@@ -72,6 +73,9 @@ class RunOptions:
     app: App | None = None
     # Compresses every duration of the flow for the run (`graduate.timescale`).
     time_scale: TimeScale = field(default_factory=TimeScale)
+    # Where the workers come from: started by the run ("local"), or registered by
+    # `graduate worker` on any host ("external"; then `workers` is how many it needs).
+    workers_from: WorkersKind = "local"
 
 
 @dataclass(frozen=True)

@@ -160,9 +160,14 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
                           arming=arming, timeline=timeline, time_scale=time_scale,
                           deadline=deadline) as session:
             stack = session.stack
+            own_workers = session.workers.owned
             reason = not_applicable(plan, describe(run.engine),
                                     local_broker=stack.redis is not None,
-                                    local_server=stack.temporal is not None)
+                                    local_server=stack.temporal is not None,
+                                    own_workers=own_workers)
+            if reason is None and not own_workers and options.wait_deadline is not None:
+                reason = ("the registered workers run the flow they were started with: "
+                          "graduate cannot shorten its waits for them (--wait-deadline)")
             if reason is not None:
                 return _store(store, options, session, flow, timeline, {}, {}, {},
                               applicable=False, fired=False, reason=reason)
@@ -469,7 +474,8 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
                               wait_deadline=options.wait_deadline,
                               app=options.run.app.name if options.run.app is not None
                               else None,
-                              time_scale=session.time_scale),
+                              time_scale=session.time_scale,
+                              workers_from=options.run.workers_from),
         environment=EnvironmentRecord(
             host=host(), packages=package_versions(),
             servers={**server_versions(stack.temporal.binary if stack.temporal else None,

@@ -40,6 +40,7 @@ from graduate.flow import Flow, Step
 from graduate.runner import RunOptions, approve_all
 from graduate.runs.record import CellOutcome, CellSummary, MatrixRecord, MatrixSpecRecord
 from graduate.runs.session import new_run_id, validate_options
+from graduate.runs.workers import WorkersKind
 from graduate.timescale import TimeScale
 
 # The double start and the rollback rehearsal are in by default: the spike ADR's exit
@@ -71,6 +72,9 @@ class MatrixSpec:
     hit: str = "one"  # the fault hits one instance, or "all" of them
     change: str = "reorder"  # what deploy-change cells deploy: reorder or add-step
     time_scale: str = "1"  # every cell's flow durations compressed: "1h=1s", "3600"
+    # Started by each cell's run ("local"), or registered by `graduate worker`
+    # ("external": each cell waits for one at least, and drives all of its pool).
+    workers: WorkersKind = "local"
 
 
 def default_point(flow: Flow) -> str:
@@ -93,7 +97,8 @@ def plan_cells(flow: Flow, spec: MatrixSpec, project_dir: Path) -> list[CellOutc
         check_engine(engine)
         validate_options(flow, RunOptions(flow=spec.flow, engine=engine,
                                           instances=spec.instances, timeout=spec.timeout,
-                                          time_scale=scale))
+                                          time_scale=scale,
+                                          workers_from=spec.workers))
     known = load_profiles(project_dir)  # each one's settings checked for every engine
     for profile in spec.profiles:
         require_profile(known, profile)
@@ -204,7 +209,8 @@ def _options(spec: MatrixSpec, target: Target, plan: FaultPlan,
         run=RunOptions(flow=target.flow_ref,
                        engine=cell.engine, instances=spec.instances, timeout=spec.timeout,
                        decisions=approve_all(target.flow), app=target.app,
-                       time_scale=TimeScale.parse(spec.time_scale)),
+                       time_scale=TimeScale.parse(spec.time_scale),
+                       workers_from=spec.workers),
         plan=plan, profile=cell.profile,
         wait_deadline=spec.wait_deadline if plan.fault.lets_waits_expire else None,
     )

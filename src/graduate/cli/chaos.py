@@ -36,6 +36,10 @@ EvidenceOption = Annotated[Path | None, typer.Option(
 HitOption = Annotated[str, typer.Option(
     help=f"Which instances the fault hits ({', '.join(HITS)}): the first to reach the fault "
          "point, or every one as it reaches it (at a wait: once all wait there).")]
+WorkersOption = Annotated[str, typer.Option(
+    help="Where the workers come from: local (each run starts its own) or external "
+         "(workers registered by `graduate worker` on any host, driven through the "
+         "PostgreSQL ledger; name the services they use and that ledger).")]
 ChangeOption = Annotated[str, typer.Option(
     help=f"{deploy_change.NAME}: {deploy_change.CHANGE.help} ({', '.join(CHANGES)}): the "
          "first two steps swapped, or a step added in front.")]
@@ -79,6 +83,7 @@ def chaos(
         help="The run's deadline in seconds; unfinished instances are then judged stuck "
              "or lost.")] = 90.0,
     time_scale: TimeScaleOption = "1",
+    workers: WorkersOption = "local",
     evidence: EvidenceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON.")] = False,
 ) -> None:
@@ -87,6 +92,9 @@ def chaos(
 
     Example: graduate chaos partner_approval -e celery-chain --fault kill-worker
     --at activate:before-effect --profile tuned
+
+    With --workers external the run drives workers registered by `graduate worker`
+    (on other hosts), firing the fault as commands in the ledger their agents carry out.
 
     Exits 0 when no commitment was lost or stuck, no duplicate went unabsorbed and every
     instance hit resumed at the step in flight; 1 otherwise; 2 on bad input.
@@ -105,7 +113,7 @@ def chaos(
         flow, engine=engine, fault=fault, at=at, instances=instances, profile=profile,
         timeout=timeout, restart_delay=restart_delay, partition_for=partition_for,
         versioned=versioned, pinned=pinned, cold=cold, change=change, hit=hit,
-        wait_deadline=wait_deadline, time_scale=time_scale,
+        wait_deadline=wait_deadline, time_scale=time_scale, workers=workers,
         settings=settings(ctx), evidence=evidence, on_event=None if as_json else event)
     if as_json:
         console.print_json(json.dumps({**asdict(result), "plan": result.plan.to_dict()},
@@ -211,6 +219,7 @@ def matrix(
         help="Continue the latest matrix (or --matrix-id) where it stopped.")] = False,
     matrix_id: Annotated[str | None, typer.Option(help="Matrix to resume.")] = None,
     time_scale: TimeScaleOption = "1",
+    workers: WorkersOption = "local",
     evidence: EvidenceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the matrix as JSON.")] = False,
 ) -> None:
@@ -235,7 +244,7 @@ def matrix(
             profiles=_split(profiles),
             at=at, instances=instances, hit=hit, change=change, timeout=timeout,
             restart_delay=restart_delay, time_scale=time_scale, resume=matrix_id or resume,
-            settings=settings(ctx),
+            workers=workers, settings=settings(ctx),
             evidence=evidence, on_cell=advance)
     if as_json:
         console.print_json(result.evidence.read_text(encoding="utf-8"))

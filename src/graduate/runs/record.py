@@ -112,6 +112,9 @@ class OptionsRecord:
     # The flow's durations as the run used them, when it ran under a time scale (absent
     # from runs in real time, and from runs stored before a run could be scaled).
     time_scale: TimeScaleRecord | None = None
+    # Started by the run ("local"), or registered by `graduate worker` ("external");
+    # absent from runs stored before workers could be registered.
+    workers_from: str = "local"
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,9 @@ class MatrixSpecRecord:
     change: str = "reorder"
     # Absent from matrices stored before a matrix could run under a time scale.
     time_scale: str = "1"
+    # Where the workers came from: started by each run, or registered (`graduate worker`);
+    # absent from matrices stored before workers could be registered.
+    workers: str = "local"
 
 
 @dataclass(frozen=True)

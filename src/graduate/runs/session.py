@@ -1,7 +1,8 @@
 """A run in progress: its flow, services, engine, workers and instances.
 
 This is the path of a run (DESIGN.md): resolve the services, let the supervisor start
-the workers in their own process groups, register and start each instance with its
+the workers in their own process groups (or, with `--workers external`, wait for enough
+workers registered by `graduate worker` on any host), register and start each instance with its
 correlation and trace IDs, answer its waits if asked to, and wait until every instance
 has finished or the run's deadline passes. Whatever happens, every process the run
 started is stopped when the session closes.
@@ -34,6 +35,7 @@ from graduate.ledger import Ledger
 from graduate.processes import ready_by
 from graduate.runs.supervisor import Supervisor
 from graduate.runs.timeline import SIGNAL_SENT, Timeline
+from graduate.runs.workers import LocalWorkers, WorkerControl
 from graduate.services.model import Services
 from graduate.services.provider import Stack, open_stack
 from graduate.timescale import TimeScaleRecord, scaled_flow
@@ -127,7 +129,7 @@ class RunSession:
     ledger: Ledger
     stack: Stack
     engine: Engine
-    supervisor: Supervisor
+    workers: WorkerControl  # the run's own processes, or registered workers elsewhere
     timeline: Timeline
     # When the run ends (monotonic): its start-up (services, workers, instances) counts.
     deadline: float
@@ -179,7 +181,7 @@ class RunSession:
         statuses: dict[str, InstanceStatus] = {}
         while True:
             if revive_after is not None:
-                self.supervisor.revive(revive_after)
+                self.workers.revive(revive_after)
             unfinished = [iid for iid in self.instance_ids
                           if iid not in statuses or not statuses[iid].state.finished]
             fresh = self._statuses(unfinished, statuses, deadline)
@@ -254,6 +256,11 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow,
     run_id = new_run_id()
     run_dir = settings.state_dir / "runs" / run_id
     timeline = timeline or Timeline()
+    external = options.workers_from == "external"
+    if external:
+        from graduate.runs.remote import check_external
+
+        check_external(settings, options)
     with contextlib.ExitStack() as resources:
         if stack is None:
             stack = resources.enter_context(open_stack(
@@ -263,15 +270,33 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow,
         # run's deadline. A replacement that a fault starts later keeps its own bound:
         # a fault that fires near the deadline is still to be judged.
         with ready_by(deadline):
-            engine = open_engine(
-                options.engine, flow, stack.services, run_dir, settings=engine_settings,
-                worker_services=worker_services(stack) if worker_services else None,
-                app=options.app)
-            resources.callback(engine.close)
-            supervisor = Supervisor(engine, timeline)
-            resources.callback(supervisor.stop_all)
-            supervisor.start(options.workers)
+            workers: WorkerControl
+            if external:
+                from graduate.runs.remote import RegisteredWorkers
+
+                registered = RegisteredWorkers.await_registered(
+                    settings.ledger, engine=options.engine,
+                    target=options.app.name if options.app is not None else flow.name,
+                    count=options.workers, run_id=run_id, timeline=timeline,
+                    deadline=deadline)
+                resources.callback(registered.stop_all)
+                # The client sends to the workers' pool, with the settings they run with.
+                engine = open_engine(options.engine, flow, stack.services, run_dir,
+                                     settings=dict(registered.settings), app=options.app,
+                                     queue=registered.pool)
+                resources.callback(engine.close)
+                workers = registered
+            else:
+                engine = open_engine(
+                    options.engine, flow, stack.services, run_dir, settings=engine_settings,
+                    worker_services=worker_services(stack) if worker_services else None,
+                    app=options.app)
+                resources.callback(engine.close)
+                supervisor = Supervisor(engine, timeline)
+                resources.callback(supervisor.stop_all)
+                supervisor.start(options.workers)
+                workers = LocalWorkers(supervisor)
         yield RunSession(flow=flow, options=options, run_id=run_id, run_dir=run_dir,
                          ledger=Ledger(settings.ledger), stack=stack, engine=engine,
-                         supervisor=supervisor, timeline=timeline, deadline=deadline,
+                         workers=workers, timeline=timeline, deadline=deadline,
                          arming=arming, time_scale=time_scale)

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
 
+from graduate.errors import ConfigError
 from graduate.runs.supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -30,6 +31,15 @@ if TYPE_CHECKING:
 # `graduate worker` on any host.
 WorkersKind: TypeAlias = Literal["local", "external"]
 WORKERS_KINDS: tuple[WorkersKind, ...] = ("local", "external")
+
+
+def workers_kind(given: str) -> WorkersKind:
+    """`local` or `external`, or a ConfigError that says which to choose."""
+    for kind in WORKERS_KINDS:
+        if given == kind:
+            return kind
+    raise ConfigError(f"--workers {given!r} is not understood; choose local (each run starts "
+                      "its own workers) or external (workers registered by `graduate worker`)")
 
 
 @dataclass(frozen=True)

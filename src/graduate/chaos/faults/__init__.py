@@ -24,6 +24,7 @@ from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.adapters.registry import EngineDescription
 from graduate.check import FaultActs
 from graduate.errors import ConfigError
+from graduate.fleet import FLEET_EVENTS
 from graduate.flow import Flow, Step, Wait, check_seconds
 from graduate.ledger import PointReached
 from graduate.runs.supervisor import SUPERVISOR_EVENTS
@@ -312,8 +313,8 @@ def descriptions() -> dict[str, str]:
 
 def timeline_events() -> dict[str, EventKind]:
     """Every kind of timeline event a run can write, by kind: the session's, the
-    supervisor's, and each fault's."""
-    kinds = [*SESSION_EVENTS, *FAULT_EVENTS, *SUPERVISOR_EVENTS,
+    supervisor's, the fleet's commands to registered workers, and each fault's."""
+    kinds = [*SESSION_EVENTS, *FAULT_EVENTS, *SUPERVISOR_EVENTS, *FLEET_EVENTS,
              *(e for f in faults() for e in f.events)]
     return {k.kind: k for k in kinds}
 
