@@ -39,6 +39,7 @@ from graduate.evidence import EvidenceStore, now_iso
 from graduate.flow import Flow, Step
 from graduate.runner import RunOptions, approve_all
 from graduate.runs.record import CellOutcome, CellSummary, MatrixRecord, MatrixSpecRecord
+from graduate.runs.remote import check_external
 from graduate.runs.session import new_run_id, validate_options
 from graduate.runs.workers import WorkersKind
 from graduate.timescale import TimeScale
@@ -170,6 +171,11 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
                               flow=flow.name, spec=MatrixSpecRecord(**asdict(spec)),
                               cells=tuple(plan_cells(flow, spec, settings.project_dir)))
     by_engine = {t.engine: t for t in targets}
+    if spec.workers == "external":  # refused before any cell, not at the first
+        for target in targets:
+            check_external(settings, RunOptions(
+                flow=target.flow_ref, engine=target.engine, workers_from=spec.workers,
+                time_scale=TimeScale.parse(spec.time_scale)))
     cells = list(record.cells)
 
     def save() -> None:

@@ -1,0 +1,205 @@
+"""`--workers external` on real engines and a PostgreSQL ledger: a matrix on two
+registered `graduate worker`s per engine judges kill-worker and stop-worker exactly as
+the run's own workers do, through fault commands their agents carry out; and a run
+that cannot reach registered workers says what to give, before anything starts or
+within its deadline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import graduate
+from graduate.cli.app import app
+from graduate.config import Settings
+from graduate.errors import ConfigError, ServiceError
+from graduate.evidence import EvidenceStore
+from graduate.fleet import FleetLedger
+from graduate.fleet.ledger import COMMAND_DONE, COMMAND_ISSUED
+from graduate.runs.supervisor import WORKER_EXITED, WORKER_STARTED
+from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
+
+ENGINES = ("temporal", "celery-chain")
+FAULTS = ("kill-worker", "stop-worker")
+PER_ENGINE = 2
+REGISTERED_WITHIN = 120.0
+# What a cell's verdict is made of: equal numbers mean the same verdict.
+VERDICT = ("applicable", "fired", "completed", "compensated", "failed", "lost", "stuck",
+           "unabsorbed_duplicates", "hit_by_fault", "resumed_exactly", "passed")
+
+
+@pytest.fixture
+def external(settings: Settings, postgres_url: str) -> Settings:
+    """The suite's Temporal server and broker, and a PostgreSQL ledger of the test's own:
+    what the harness and the registered workers share."""
+    return replace(settings, ledger_url=postgres_url)
+
+
+@pytest.fixture
+def fleet(external: Settings) -> Iterator[FleetLedger]:
+    ledger = FleetLedger(external.ledger)
+    yield ledger
+    ledger.close()
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The services by environment, as a deployment gives them (never on a command line)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GRADUATE_")}
+    assert settings.temporal_address
+    assert settings.broker_url
+    environ.update(GRADUATE_LEDGER_URL=settings.ledger,
+                   GRADUATE_TEMPORAL_ADDRESS=settings.temporal_address,
+                   GRADUATE_BROKER_URL=settings.broker_url)
+    return environ
+
+
+@pytest.fixture
+def start_workers(external: Settings, fleet: FleetLedger, tmp_path: Path,
+                  ) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start `graduate worker` processes as a team's hosts would (each in its own
+    session); every one is stopped at the end, and nothing of theirs may outlive it."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for agent in started:
+        if agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGTERM)
+    for agent in started:
+        try:
+            agent.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(agent.pid, signal.SIGKILL)
+            agent.wait(timeout=10)
+    assert all(agent.returncode is not None for agent in started)
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+def launch(started: list[subprocess.Popen[bytes]], settings: Settings, flow: Path,
+           engine: str, name: str, pool: str) -> None:
+    log = flow.parent / f"{name}.log"
+    with log.open("wb") as out:
+        started.append(subprocess.Popen(
+            [sys.executable, "-m", "graduate", "worker", str(flow), "--engine", engine,
+             "--name", name, "--pool", pool],
+            cwd=flow.parent, env=worker_environment(settings), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True))
+
+
+def await_registered(fleet: FleetLedger, flow: str, count: int,
+                     started: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + REGISTERED_WITHIN
+    while len(fleet.workers(target=flow)) < count:
+        dead = [a.args for a in started if a.poll() is not None]
+        assert not dead, f"a `graduate worker` exited before it registered: {dead}"
+        assert time.monotonic() < deadline, "the workers did not register in time"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@CRASH_TIMING
+def test_a_matrix_on_registered_workers_judges_as_the_runs_own_workers(
+        external: Settings, fleet: FleetLedger, flow_file: FlowFactory, tmp_path: Path,
+        start_workers: list[subprocess.Popen[bytes]]) -> None:
+    flow = flow_file("approval")
+    name = flow.stem
+    for engine in ENGINES:
+        for number in range(1, PER_ENGINE + 1):
+            launch(start_workers, external, flow, engine, f"{engine}-{number}",
+                   pool=f"p{os.getpid()}")
+    await_registered(fleet, name, PER_ENGINE * len(ENGINES), start_workers)
+    before = {w.worker_id: w.pid for w in fleet.workers(target=name)}
+
+    runs = {}
+    for workers in ("local", "external"):
+        runs[workers] = graduate.matrix(
+            flow, engines=ENGINES, faults=FAULTS, instances=1, timeout=90,
+            restart_delay=0.5, workers=workers, settings=external,
+            evidence=tmp_path / f"evidence-{workers}")
+
+    local, remote = ({c.key: c for c in runs[kind].cells} for kind in ("local", "external"))
+    assert sorted(local) == sorted(remote)
+    assert len(local) == len(ENGINES) * len(FAULTS)
+    for key, cell in local.items():
+        assert cell.summary is not None
+        assert remote[key].summary is not None
+        assert cell.summary.applicable, key
+        assert cell.summary.fired, key
+        assert ({f: getattr(remote[key].summary, f) for f in VERDICT}
+                == {f: getattr(cell.summary, f) for f in VERDICT}), key
+    # The faults reached the registered workers through their agents: each cell's fault
+    # is in its timeline as a command done, and each hit worker runs again, a new pid.
+    store = EvidenceStore(tmp_path / "evidence-external")
+    for cell in remote.values():
+        record = store.load_run(str(cell.run_id))
+        assert record.options.workers_from == "external"
+        kinds = [e.kind for e in record.timeline]
+        assert COMMAND_ISSUED.kind in kinds, cell.key
+        assert COMMAND_DONE.kind in kinds, cell.key
+        assert WORKER_STARTED.kind in kinds, cell.key
+        if cell.fault == "stop-worker":
+            assert WORKER_EXITED.kind in kinds, cell.key
+        commands = fleet.results(record.run_id)
+        assert commands, cell.key
+        assert all(c.state == "done" for c in commands), cell.key
+    after = {w.worker_id: w.pid for w in fleet.workers(target=name)}
+    assert sorted(after) == sorted(before)
+    assert any(after[w] != before[w] for w in before), "no registered worker was restarted"
+
+
+def test_registered_workers_need_the_shared_postgresql_ledger(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    with pytest.raises(ConfigError, match=r"--workers external needs the ledger on the "
+                                          r"PostgreSQL.*--ledger-url postgresql://"):
+        graduate.chaos(flow_file("approval"), engine="temporal", fault="kill-worker",
+                       at="activate:before-effect", workers="external", settings=settings)
+
+
+def test_registered_workers_need_the_services_they_use_named(
+        external: Settings, flow_file: FlowFactory) -> None:
+    with pytest.raises(ConfigError, match=r"name the Temporal address"):
+        graduate.chaos(flow_file("approval"), engine="temporal", fault="kill-worker",
+                       at="activate:before-effect", workers="external",
+                       settings=replace(external, temporal_address=None))
+
+
+def test_too_few_registered_workers_end_the_run_at_its_deadline(
+        external: Settings, fleet: FleetLedger, flow_file: FlowFactory) -> None:
+    began = time.monotonic()
+    with pytest.raises(ServiceError, match=r"0 registered worker\(s\) of temporal for "
+                                           r"'approval_.*the run needs 1; start more with "
+                                           r"`graduate worker"):
+        graduate.chaos(flow_file("approval"), engine="temporal", fault="kill-worker",
+                       at="activate:before-effect", workers="external", timeout=3,
+                       settings=external)
+    assert time.monotonic() - began < 3 + 15
+
+
+def test_the_command_line_exits_2_with_what_to_give(
+        tmp_path: Path, flow_file: FlowFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith("GRADUATE_")]:
+        monkeypatch.delenv(key)
+    flow = str(flow_file("approval"))
+    runner = CliRunner()
+
+    wrong = runner.invoke(app, ["chaos", flow, "-e", "temporal", "--fault", "kill-worker",
+                                "--at", "activate:before-effect", "--workers", "elsewhere"])
+    sqlite = runner.invoke(app, ["chaos", flow, "-e", "temporal", "--fault", "kill-worker",
+                                 "--at", "activate:before-effect", "--workers", "external"])
+    matrix = runner.invoke(app, ["matrix", flow, "--engines", "temporal", "--faults",
+                                 "kill-worker", "--workers", "external"])
+
+    assert wrong.exit_code == 2
+    assert "choose local" in wrong.output
+    assert sqlite.exit_code == 2
+    assert "PostgreSQL" in sqlite.output
+    assert matrix.exit_code == 2
+    assert "PostgreSQL" in matrix.output
