@@ -179,6 +179,29 @@ def test_partition_applies_everywhere_and_routes_the_workers(flow: Flow) -> None
                                  "network-healed": ("network healed", "recovery")}
 
 
+def test_registered_workers_take_the_worker_faults_but_not_what_needs_graduates_own(
+        flow: Flow) -> None:
+    """On workers `graduate worker` registered, the worker faults fire through their
+    agents; what needs workers graduate started says why it cannot, from its module."""
+    temporal = describe("temporal")
+
+    def on_registered(fault: str, **options: bool | str) -> str | None:
+        plan = parse_plan(fault, None if fault == none.NAME else AT, flow, options=options)
+        return not_applicable(plan, temporal, local_broker=False, local_server=False,
+                              own_workers=False)
+
+    for fault in (none.NAME, kill_worker.NAME, stop_worker.NAME, double_start.NAME,
+                  rollback_rehearsal.NAME):
+        assert on_registered(fault) is None, fault
+    assert on_registered(deploy_change.NAME, versioned=True) is None
+    assert "proxy graduate can cut" in (on_registered(partition.NAME) or "")
+    assert "starts no workers beside registered workers" in (
+        on_registered(deploy_change.NAME, pinned=True) or "")
+    # Graduate's own workers take both.
+    plan = parse_plan(partition.NAME, AT, flow)
+    assert not_applicable(plan, temporal, local_broker=True, local_server=True) is None
+
+
 def test_deploy_change_versioned_needs_a_versioning_guard(flow: Flow) -> None:
     unguarded = parse_plan(deploy_change.NAME, "approval:during-wait", flow)
     guarded = parse_plan(deploy_change.NAME, "approval:during-wait", flow, versioned=True,
