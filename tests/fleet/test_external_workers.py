@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -62,13 +62,21 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     return environ
 
 
+@dataclass
+class Agents:
+    """The `graduate worker` processes a test started, and the folders they run in."""
+
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    folders: set[Path] = field(default_factory=set)
+
+
 @pytest.fixture
-def start_workers(external: Settings, fleet: FleetLedger, tmp_path: Path,
-                  ) -> Iterator[list[subprocess.Popen[bytes]]]:
+def start_workers(external: Settings, fleet: FleetLedger, tmp_path: Path) -> Iterator[Agents]:
     """Start `graduate worker` processes as a team's hosts would (each in its own
     session); every one is stopped at the end, and nothing of theirs may outlive it."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
+    agents = Agents(folders={tmp_path})
+    yield agents
+    started = agents.processes
     for agent in started:
         if agent.poll() is None:
             os.killpg(agent.pid, signal.SIGTERM)
@@ -79,25 +87,27 @@ def start_workers(external: Settings, fleet: FleetLedger, tmp_path: Path,
             os.killpg(agent.pid, signal.SIGKILL)
             agent.wait(timeout=10)
     assert all(agent.returncode is not None for agent in started)
-    assert processes_mentioning(str(tmp_path)) == []
+    # Each worker runs in its agent's folder (the project it was started in).
+    for folder in agents.folders:
+        assert processes_mentioning(str(folder)) == []
 
 
-def launch(started: list[subprocess.Popen[bytes]], settings: Settings, flow: Path,
-           engine: str, name: str, pool: str) -> None:
+def launch(agents: Agents, settings: Settings, flow: Path, engine: str, name: str,
+           pool: str) -> None:
     log = flow.parent / f"{name}.log"
+    agents.folders.add(flow.parent)
     with log.open("wb") as out:
-        started.append(subprocess.Popen(
+        agents.processes.append(subprocess.Popen(
             [sys.executable, "-m", "graduate", "worker", str(flow), "--engine", engine,
              "--name", name, "--pool", pool],
             cwd=flow.parent, env=worker_environment(settings), stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True))
 
 
-def await_registered(fleet: FleetLedger, flow: str, count: int,
-                     started: list[subprocess.Popen[bytes]]) -> None:
+def await_registered(fleet: FleetLedger, flow: str, count: int, agents: Agents) -> None:
     deadline = time.monotonic() + REGISTERED_WITHIN
     while len(fleet.workers(target=flow)) < count:
-        dead = [a.args for a in started if a.poll() is not None]
+        dead = [a.args for a in agents.processes if a.poll() is not None]
         assert not dead, f"a `graduate worker` exited before it registered: {dead}"
         assert time.monotonic() < deadline, "the workers did not register in time"
         time.sleep(0.2)
@@ -107,7 +117,7 @@ def await_registered(fleet: FleetLedger, flow: str, count: int,
 @CRASH_TIMING
 def test_a_matrix_on_registered_workers_judges_as_the_runs_own_workers(
         external: Settings, fleet: FleetLedger, flow_file: FlowFactory, tmp_path: Path,
-        start_workers: list[subprocess.Popen[bytes]]) -> None:
+        start_workers: Agents) -> None:
     flow = flow_file("approval")
     name = flow.stem
     for engine in ENGINES:
@@ -203,3 +213,47 @@ def test_the_command_line_exits_2_with_what_to_give(
     assert "PostgreSQL" in sqlite.output
     assert matrix.exit_code == 2
     assert "PostgreSQL" in matrix.output
+
+
+@pytest.mark.slow
+@CRASH_TIMING
+def test_the_pytest_plugin_runs_on_registered_workers(
+        pytester: pytest.Pytester, external: Settings, fleet: FleetLedger,
+        start_workers: Agents, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--graduate-workers external`: the `chaos` fixture drives a worker `graduate
+    worker` registered, and skips, with the reason, what needs graduate's own workers."""
+    pytester.makefile(".toml", pyproject='[tool.graduate]\nspikes = "spikes"\n')
+    (pytester.path / "spikes").mkdir()
+    flow = pytester.path / "spikes" / "approval.toml"
+    flow.write_text((Path(__file__).resolve().parents[1] / "flows" / "chaos.toml").read_text())
+    launch(start_workers, external, flow, "temporal", "plugin-1", pool=f"plugin{os.getpid()}")
+    await_registered(fleet, "approval", 1, start_workers)
+    pytester.makepyfile(test_registered='''
+def test_a_registered_worker_is_killed_and_the_flow_resumes(chaos):
+    outcome = chaos("approval", engine="temporal", fault="kill-worker",
+                    at="activate:before-effect", timeout=60)
+    outcome.assert_ok()
+    assert outcome.result.fired
+
+
+def test_a_partition_needs_graduates_own_workers(chaos):
+    chaos("approval", engine="temporal", fault="partition", at="activate:before-effect")
+''')
+    assert external.temporal_address
+    assert external.broker_url
+    monkeypatch.setenv("GRADUATE_LEDGER_URL", external.ledger)  # a password: not in argv
+    result = pytester.runpytest_subprocess(
+        "-rs", "--graduate-provider", "external", "--graduate-workers", "external",
+        "--graduate-temporal-address", external.temporal_address,
+        "--graduate-broker-url", external.broker_url)
+
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*partition on temporal: the workers are registered, not "
+                                 "started by graduate*"])
+    assert [c.state for c in fleet.results(_only_run(fleet))] == ["done", "done"]
+
+
+def _only_run(fleet: FleetLedger) -> str:
+    rows = fleet.db.query("SELECT DISTINCT run_id FROM graduate_fleet_commands")
+    assert len(rows) == 1, rows
+    return str(rows[0][0])

@@ -8,7 +8,9 @@ Registered as a `pytest11` entry point, so installing graduate is enough. It off
 - the marker `@pytest.mark.graduate(engines=[...], faults=[...])`, which runs a test
   once per engine and fault, handed to it as `graduate_engine` and `graduate_fault`;
 - options `--graduate-engines`, `--graduate-faults`, `--graduate-evidence DIR`,
-  `--graduate-provider local|external|docker` and the service URLs.
+  `--graduate-provider local|external|docker`, `--graduate-workers local|external`
+  (external: the workers `graduate worker` registered, driven through the PostgreSQL
+  ledger given by `--graduate-ledger-url`) and the service URLs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from graduate.chaos.faults import none, parse_label
 from graduate.config import Settings, load_settings
 from graduate.errors import GraduateError
 from graduate.ledger import Ledger
+from graduate.runs.workers import WORKERS_KINDS
 from graduate.services.model import TemporalTarget
 from graduate.services.resolver import STRATEGIES, Resolver, make_resolver
 from graduate.testing.outcome import ChaosOutcome
@@ -64,6 +67,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="with --graduate-provider docker: containers to use besides "
                          "Temporal: redis (default), rabbitmq (the broker; Redis stays the "
                          "result backend), postgres (the ledger)")
+    group.addoption("--graduate-workers", choices=WORKERS_KINDS, default="local",
+                    help="where each chaos run's workers come from: started by the run "
+                         "(local, default), or registered by `graduate worker` on any host "
+                         "(external: give the services they use and --graduate-ledger-url, "
+                         "the PostgreSQL ledger they share)")
     group.addoption("--graduate-time-scale", metavar="SCALE", default=None,
                     help="run every chaos run's flow under this time scale unless the test "
                          "gives one: FLOW_TIME=RUN_TIME such as 1h=1s, or a factor")
@@ -204,7 +212,8 @@ class ChaosRunner:
                  restart_delay: float = 0.5, partition_for: float = 5.0,
                  wait_deadline: float | None = None, versioned: bool = False,
                  pinned: bool = False, change: str = "reorder", hit: str = "one",
-                 time_scale: str | float | None = None) -> ChaosOutcome:
+                 time_scale: str | float | None = None,
+                 workers: str | None = None) -> ChaosOutcome:
         """Run `flow` on `engine` under `fault` at `at` (STEP:POINT) and judge it.
         `fault` may carry its flags as a matrix cell does: `double-start+crash`.
 
@@ -218,6 +227,11 @@ class ChaosRunner:
         `graduate chaos --time-scale` does; without it, `--graduate-time-scale`, else
         real time.
 
+        `workers="external"` (default: `--graduate-workers`) runs on the workers that
+        `graduate worker` registered for `engine` and the flow, in the ledger
+        `--graduate-ledger-url` names, instead of starting its own; a fault that needs
+        workers graduate started skips, with the reason.
+
         Skips the test, with the reason, when the fault cannot apply to this engine or
         provider (an external broker cannot be restarted by graduate); with
         GRADUATE_REQUIRE_SERVICES=1, a provider that cannot perform the fault fails it."""
@@ -227,6 +241,7 @@ class ChaosRunner:
                                 engine)
         loaded = target.flow
         kind, _ = parse_label(fault)
+        chosen = workers or self.request.config.getoption("graduate_workers")
         if (reason := self.provider.cannot(kind)) is not None:
             _unavailable(f"{fault} on provider {self.provider.name}: {reason}")
         # The flow by its file: the run's settings are the test's own folder, not the
@@ -237,8 +252,9 @@ class ChaosRunner:
             profile=profile, timeout=timeout, restart_delay=restart_delay,
             partition_for=partition_for, wait_deadline=wait_deadline, versioned=versioned,
             pinned=pinned, change=change, hit=hit, time_scale=self._time_scale(time_scale),
-            settings=self._settings_for(target.engine, kind.restarts is not None),
-            evidence=self.evidence, project_dir=self.settings.project_dir)
+            settings=self._settings_for(target.engine, kind.restarts is not None
+                                        and chosen == "local"),
+            evidence=self.evidence, project_dir=self.settings.project_dir, workers=chosen)
         if not result.applicable:
             pytest.skip(f"{fault} on {engine}: {result.reason}")
         return ChaosOutcome(result, loaded)
