@@ -156,6 +156,8 @@ class RegisteredWorkers:
         return self._act(worker, kind).at or time.time()
 
     def kill_child(self, worker: Worker, pid: int) -> float | None:
+        if pid == worker.pid:
+            return None  # the worker runs its steps in its main process
         result = self._act(worker, CommandKind.KILL_POOL_CHILD, {"pid": pid})
         return result.at if result.observed.get("killed") else None
 
