@@ -35,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import graduate
 from graduate.config import Settings, load_settings
+from graduate.evidence import EvidenceStore
 from graduate.fleet import FleetLedger
 
 BRIDGE, SUBNET = "gxbr0", "10.231.0"
@@ -181,6 +182,7 @@ def measure(settings: Settings, flow: Path, args: argparse.Namespace, count: int
             latencies = {c.kind.value: round((c.at or 0) - issued.get(c.kind.value, 0), 2)
                          for c in commands}
             counts = result.verdict.counts
+            record = EvidenceStore(flow.parent.parent / "evidence").load_run(result.run_id)
             rows.append({
                 "workers": count, "instances": instances,
                 "registered_in_s": round(registered, 1), "run_wall_s": round(wall, 1),
@@ -188,6 +190,13 @@ def measure(settings: Settings, flow: Path, args: argparse.Namespace, count: int
                 "completed": counts["completed"], "lost": counts["lost"],
                 "stuck": counts["stuck"], "failed": counts["failed"],
                 "passed": result.verdict.passed,
+                # Starting many instances on a loaded machine can take longer than a step's
+                # timeout: a point reached early is then long past when the fault fires.
+                "all_started_at_s": next((e.at for e in record.timeline
+                                          if e.kind == "instances-started"), None),
+                "point_reached_at_s": next((e.at for e in record.timeline
+                                            if e.kind == "fault-point-reached"), None),
+                "failures": list(result.verdict.failures[:2]),
                 "median_time_to_complete_s": _median([
                     i.time_to_complete for i in result.instances if i.time_to_complete]),
             })
