@@ -19,13 +19,16 @@ import pytest
 from typer.testing import CliRunner
 
 import graduate
+from graduate.chaos.faults import FAULT_FIRED, NOT_FIRED
+from graduate.check import Verdict
 from graduate.cli.app import app
 from graduate.config import Settings
 from graduate.errors import ConfigError, ServiceError
 from graduate.evidence import EvidenceStore
 from graduate.fleet import FleetLedger
-from graduate.fleet.ledger import COMMAND_DONE, COMMAND_ISSUED
+from graduate.fleet.ledger import COMMAND_DONE, COMMAND_EXPIRED, COMMAND_ISSUED
 from graduate.runs.supervisor import WORKER_EXITED, WORKER_STARTED
+from graduate.runs.timeline import INSTANCES_STARTED, TimelineEvent
 from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
 
 ENGINES = ("temporal", "celery-chain")
@@ -79,6 +82,7 @@ def start_workers(external: Settings, fleet: FleetLedger, tmp_path: Path) -> Ite
     started = agents.processes
     for agent in started:
         if agent.poll() is None:
+            os.kill(agent.pid, signal.SIGCONT)  # one a test froze
             os.killpg(agent.pid, signal.SIGTERM)
     for agent in started:
         try:
@@ -213,6 +217,43 @@ def test_the_command_line_exits_2_with_what_to_give(
     assert "PostgreSQL" in sqlite.output
     assert matrix.exit_code == 2
     assert "PostgreSQL" in matrix.output
+
+
+@pytest.mark.slow
+@CRASH_TIMING
+def test_a_command_no_agent_takes_expires_in_the_timeline_and_the_fault_never_fired(
+        external: Settings, fleet: FleetLedger, flow_file: FlowFactory, tmp_path: Path,
+        start_workers: Agents) -> None:
+    """The agent is frozen (SIGSTOP) once the instance started; its worker runs on to
+    the fault point, and the kill written for it is never taken: it expires, the timeline
+    says why, and the run is judged as one whose fault did not fire."""
+    flow = flow_file("approval")
+    launch(start_workers, external, flow, "temporal", "frozen-1", pool=f"f{os.getpid()}")
+    await_registered(fleet, flow.stem, 1, start_workers)
+    agent = start_workers.processes[0]
+
+    def freeze(event: TimelineEvent) -> None:
+        if event.kind == INSTANCES_STARTED.kind:
+            os.kill(agent.pid, signal.SIGSTOP)
+
+    result = graduate.chaos(flow, engine="temporal", fault="kill-worker",
+                            at="activate:before-effect", timeout=90, workers="external",
+                            settings=external, evidence=tmp_path / "evidence",
+                            on_event=freeze)
+
+    assert not result.fired
+    assert not result.verdict.passed
+    assert "did not carry out kill-group (expired)" in result.reason
+    record = EvidenceStore(tmp_path / "evidence").load_run(result.run_id)
+    expired = [e for e in record.timeline if e.kind == COMMAND_EXPIRED.kind]
+    assert len(expired) == 1
+    assert "kill-group to worker frozen-1" in expired[0].detail
+    assert "its agent's last heartbeat came" in expired[0].detail
+    assert NOT_FIRED.kind in [e.kind for e in record.timeline]
+    assert FAULT_FIRED.kind not in [e.kind for e in record.timeline]
+    assert [c.state for c in fleet.results(result.run_id)] == ["expired"]
+    # Let go at the point, the frozen agent's worker finishes the instance.
+    assert [i.verdict for i in result.instances] == [Verdict.COMPLETED]
 
 
 @pytest.mark.slow

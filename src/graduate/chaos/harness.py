@@ -71,6 +71,7 @@ from graduate.runs.timeline import (
     Timeline,
     TimelineEvent,
 )
+from graduate.runs.workers import ActNotCarriedOut
 from graduate.timescale import TimeScaleRecord
 
 __all__ = ["ChaosOptions", "ChaosResult", "TimelineEvent", "run_chaos"]
@@ -184,18 +185,13 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
                                    release=lambda: _release_all(session, plan),
                                    deadline=deadline)
             if fired:
-                # Hit: the instances paused at the point when it fires. One that reaches
-                # the point while the fault recovers waits there for the next firing.
-                hit = _paused(session, plan)
-                plan.fault.fire(context)
-                # To hit every instance, the fault fires again for each that reaches its point.
-                while plan.hit == "all" and plan.point != "during-wait":
-                    again, reached, _ = _await_trigger(session, plan, timeline, deadline,
-                                                       skip=hit)
-                    if not again:
-                        break
-                    hit |= _paused(session, plan)
-                    plan.fault.fire(replace(context, reached=reached))  # the same acts
+                try:
+                    _fire(session, plan, context, timeline, deadline)
+                except ActNotCarriedOut as error:
+                    # A registered worker's agent did not act (its command expired or
+                    # failed): judged as a fault that never fired, unless an act had landed.
+                    timeline.add(NOT_FIRED, str(error))
+                    fired, why = error.after > 0, str(error)
             _release_all(session, plan, disarm=True)
             arming.held.clear()
             # Recover: the supervisor restarts what died until every instance finished,
@@ -219,6 +215,22 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
     finally:
         for proxy in proxies:
             proxy.stop()
+
+
+def _fire(session: RunSession, plan: FaultPlan, context: FaultContext, timeline: Timeline,
+          deadline: float) -> None:
+    """Fire the fault, and recover as an operator would."""
+    # Hit: the instances paused at the point when it fires. One that reaches the point
+    # while the fault recovers waits there for the next firing.
+    hit = _paused(session, plan)
+    plan.fault.fire(context)
+    # To hit every instance, the fault fires again for each that reaches its point.
+    while plan.hit == "all" and plan.point != "during-wait":
+        again, reached, _ = _await_trigger(session, plan, timeline, deadline, skip=hit)
+        if not again:
+            break
+        hit |= _paused(session, plan)
+        plan.fault.fire(replace(context, reached=reached))  # the same acts
 
 
 def _flow_for_run(settings: Settings, options: ChaosOptions, loaded: Flow | None,

@@ -24,7 +24,7 @@ from graduate.flow import flow_to_dict
 from graduate.redaction import redact_url
 from graduate.runs.supervisor import WORKER_EXITED, WORKER_FORCED, WORKER_STARTED
 from graduate.runs.timeline import Timeline
-from graduate.runs.workers import Worker
+from graduate.runs.workers import ActNotCarriedOut, Worker
 
 if TYPE_CHECKING:
     from graduate.config import Settings
@@ -87,6 +87,7 @@ class RegisteredWorkers:
         self._sequence: Counter[tuple[str, CommandKind]] = Counter()
         self._events_seen = 0
         self._stopped: set[str] = set()  # awaited after a stop: their exit is recorded
+        self._carried_out = 0  # commands of the run its agents carried out
 
     @classmethod
     def await_registered(cls, url: str, *, engine: str, target: str, count: int,
@@ -194,8 +195,8 @@ class RegisteredWorkers:
 
     def _act(self, worker: Worker, kind: CommandKind,
              args: Mapping[str, object] | None = None) -> CommandResult:
-        """Issue one command to `worker`'s agent and wait for what became of it; a
-        ServiceError when it failed or expired (the fault did not happen)."""
+        """Issue one command to `worker`'s agent and wait for what became of it;
+        ActNotCarriedOut when it failed or expired (the timeline says why)."""
         key = (worker.name, kind)
         self._sequence[key] += 1
         command = self.fleet.issue(worker.name, kind, run_id=self.run_id, args=args,
@@ -203,9 +204,11 @@ class RegisteredWorkers:
         result = self.fleet.await_command(command.command_id, self.deadline)
         self._sync_events()
         if result.state is not CommandState.DONE:
-            raise ServiceError(f"the agent of worker {worker.name} did not carry out {kind} "
-                               f"({result.state}): {result.detail or 'no detail'}; see the "
-                               "run's timeline")
+            raise ActNotCarriedOut(f"the agent of worker {worker.name} did not carry out "
+                                   f"{kind} ({result.state}): "
+                                   f"{result.detail or 'it did not answer in time'}",
+                                   after=self._carried_out)
+        self._carried_out += 1
         return result
 
     def _restarted(self, worker: Worker, result: CommandResult,

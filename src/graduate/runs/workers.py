@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
 
-from graduate.errors import ConfigError
+from graduate.errors import ConfigError, GraduateError
 from graduate.runs.supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -40,6 +40,16 @@ def workers_kind(given: str) -> WorkersKind:
             return kind
     raise ConfigError(f"--workers {given!r} is not understood; choose local (each run starts "
                       "its own workers) or external (workers registered by `graduate worker`)")
+
+
+class ActNotCarriedOut(GraduateError):
+    """A worker's agent did not carry out an act of a fault (its command expired or
+    failed). `after` counts the acts of the run it had carried out before: with none,
+    the fault never happened."""
+
+    def __init__(self, message: str, *, after: int) -> None:
+        super().__init__(message)
+        self.after = after
 
 
 @dataclass(frozen=True)
