@@ -118,6 +118,7 @@ def await_registered(fleet: FleetLedger, flow: str, count: int, agents: Agents) 
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 @CRASH_TIMING
 def test_a_matrix_on_registered_workers_judges_as_the_runs_own_workers(
         external: Settings, fleet: FleetLedger, flow_file: FlowFactory, tmp_path: Path,
@@ -176,6 +177,7 @@ def test_registered_workers_need_the_shared_postgresql_ledger(
                        at="activate:before-effect", workers="external", settings=settings)
 
 
+@pytest.mark.postgres
 def test_registered_workers_need_the_services_they_use_named(
         external: Settings, flow_file: FlowFactory) -> None:
     with pytest.raises(ConfigError, match=r"name the Temporal address"):
@@ -184,6 +186,7 @@ def test_registered_workers_need_the_services_they_use_named(
                        settings=replace(external, temporal_address=None))
 
 
+@pytest.mark.postgres
 def test_too_few_registered_workers_end_the_run_at_its_deadline(
         external: Settings, fleet: FleetLedger, flow_file: FlowFactory) -> None:
     began = time.monotonic()
@@ -220,6 +223,7 @@ def test_the_command_line_exits_2_with_what_to_give(
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 @CRASH_TIMING
 def test_a_command_no_agent_takes_expires_in_the_timeline_and_the_fault_never_fired(
         external: Settings, fleet: FleetLedger, flow_file: FlowFactory, tmp_path: Path,
@@ -257,6 +261,7 @@ def test_a_command_no_agent_takes_expires_in_the_timeline_and_the_fault_never_fi
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 @CRASH_TIMING
 def test_the_pytest_plugin_runs_on_registered_workers(
         pytester: pytest.Pytester, external: Settings, fleet: FleetLedger,
