@@ -12,6 +12,7 @@ import json
 import math
 import re
 import string
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -72,11 +73,20 @@ CLASS_MEANINGS: Mapping[str, Mapping[str, str]] = {
 
 OnTimeout: TypeAlias = Literal["compensate", "fail", "continue"]
 OnReject: TypeAlias = Literal["compensate", "fail"]
+# How a wait ended other than by an approval: a rejection, or its deadline passing.
+WaitEnd: TypeAlias = Literal["rejected", "expired"]
+WAIT_ENDS: tuple[WaitEnd, ...] = get_args(WaitEnd)
 
 # Dealix's key format, {tenant_id}:{workflow_type}:{entity_id}:{yyyymmdd}, plus the step,
-# because every effect of one instance needs a key of its own.
+# so that the key alone tells every call of one instance apart. A key without {step} (the
+# Dealix format as written) stays unique per effect because a simulated system, like a
+# real API, remembers keys per operation (see `graduate.ledger`); `validate` then refuses
+# two calls of one flow to the same operation, which would share a key.
 DEFAULT_IDEMPOTENCY_KEY = "{tenant_id}:{flow}:{entity_id}:{date}:{step}"
-KEY_FIELDS = frozenset({"tenant_id", "flow", "entity_id", "date", "step", "instance_id"})
+# `workflow_type` and `yyyymmdd` are the Dealix names of `flow` and `date`.
+KEY_ALIASES: Mapping[str, str] = {"workflow_type": "flow", "yyyymmdd": "date"}
+KEY_FIELDS = frozenset({"tenant_id", "flow", "entity_id", "date", "step", "instance_id",
+                        *KEY_ALIASES})
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _EFFECT = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
@@ -137,6 +147,9 @@ class Reminder:
 
 
 REMINDER_SUFFIX = ".reminder"
+NOTICE_SUFFIX = "_notice"  # `<wait>.rejected_notice`, `<wait>.expired_notice`
+# A notice tells people how their case ended: it is retried like any step that must land.
+NOTICE_RETRY = RetryPolicy(max_attempts=5, initial_interval=1.0, maximum_interval=10.0)
 
 
 @dataclass(frozen=True)
@@ -145,7 +158,9 @@ class Wait:
 
     The signal's payload carries `{"decision": "approve" | "reject"}`; a reject and a
     passed deadline lead to the configured action. A reminder, when declared, is sent
-    once if the wait is still open at its time.
+    once if the wait is still open at its time. A notice per ending (`notices`: the
+    effect sent when the wait ended `rejected` or `expired`) is sent once, after the
+    compensations that ending runs, as the last call of the instance.
     """
 
     name: str
@@ -154,6 +169,27 @@ class Wait:
     on_timeout: OnTimeout = "compensate"
     on_reject: OnReject = "compensate"
     reminder: Reminder | None = None
+    # (ending, effect) pairs: a tuple, so that a wait (and its flow) stays hashable.
+    notices: tuple[tuple[WaitEnd, str], ...] = ()
+
+    def reason(self, end: WaitEnd) -> str:
+        """How an engine words the end of an instance that ended here this way: the one
+        wording every engine reports, so the checker reads the ending from the engine."""
+        return f"rejected at {self.name}" if end == "rejected" else (
+            f"deadline of {self.name} passed")
+
+    def notice_step(self, end: WaitEnd) -> Step | None:
+        """The notice of `end` as a step of its own, `<wait>.<end>_notice`: it goes
+        through the ledger with its own key; None when the wait declares none."""
+        effect = dict(self.notices).get(end)
+        if effect is None:
+            return None
+        return Step(name=f"{self.name}.{end}{NOTICE_SUFFIX}", effect=effect,
+                    retry=NOTICE_RETRY)
+
+    @property
+    def notice_steps(self) -> tuple[Step, ...]:
+        return tuple(s for end in WAIT_ENDS if (s := self.notice_step(end)) is not None)
 
     @property
     def reminder_after(self) -> float | None:
@@ -250,8 +286,32 @@ class Flow:
     def effect_steps(self) -> tuple[Step, ...]:
         """Every step whose effect goes through the ledger: the flow's steps, then the
         reminders of its waits (`<wait>.reminder`)."""
-        return (*self.steps,
-                *(w.reminder_step for w in self.waits if w.reminder_step is not None))
+        return (*self.steps, *self.wait_effect_steps)
+
+    @property
+    def wait_effect_steps(self) -> tuple[Step, ...]:
+        """The effects a wait sends besides the flow's steps: its reminder, and its notice
+        of a rejection or of a passed deadline. Nothing compensates them."""
+        return tuple(step for w in self.waits
+                     for step in (w.reminder_step, *w.notice_steps) if step is not None)
+
+    def is_wait_effect(self, step: str) -> bool:
+        """Whether a ledger row's step is a wait's reminder or notice, not a step."""
+        return any(s.name == step for s in self.wait_effect_steps)
+
+    def ended_at(self, reason: str) -> tuple[Wait, WaitEnd] | None:
+        """The wait and how it ended, when an engine's reason for an instance's end says
+        it ended at a wait by a rejection or a passed deadline (see `Wait.reason`)."""
+        for wait in self.waits:
+            for end in WAIT_ENDS:
+                if reason == wait.reason(end) or reason.startswith(f"{wait.reason(end)};"):
+                    return wait, end
+        return None
+
+    def notice_for(self, reason: str) -> Step | None:
+        """The notice an instance that ended for `reason` owes, if any."""
+        ended = self.ended_at(reason)
+        return None if ended is None else ended[0].notice_step(ended[1])
 
     @property
     def waits(self) -> tuple[Wait, ...]:
@@ -271,8 +331,8 @@ class Flow:
         for node in (*self.nodes, *(s for group in self.groups for s in group.steps)):
             if node.name == name:
                 return node
-        for wait in self.waits:  # `<wait>.reminder`: the step a reminder is sent by
-            if (step := wait.reminder_step) is not None and step.name == name:
+        for step in self.wait_effect_steps:  # a wait's reminder or notice
+            if step.name == name:
                 return step
         raise FlowError(f"flow {self.name!r} has no step, wait or timer named {name!r} "
                         "(nor a parallel group)")
@@ -338,11 +398,20 @@ class Flow:
         return self.idempotency_key.format(
             tenant_id=request.tenant_id,
             flow=self.name,
+            workflow_type=self.name,
             entity_id=request.entity_id,
             date=request.date,
+            yyyymmdd=request.date,
             step=f"{step}.compensation" if compensation else step,
             instance_id=request.instance_id,
         )
+
+    @property
+    def operations(self) -> tuple[str, ...]:
+        """Every operation the flow calls (`SYSTEM.OPERATION`): its steps' effects and
+        compensations, its waits' reminders and notices, once each call site."""
+        return (*(s.effect for s in self.effect_steps),
+                *(s.compensation for s in self.steps if s.compensation))
 
     def compensations_for(self, done: list[str] | tuple[str, ...]) -> list[Step]:
         """The steps to compensate, in reverse order of completion."""
@@ -395,6 +464,7 @@ def validate(flow: Flow) -> Flow:
             _check_choice(at, "on_reject", node.on_reject, get_args(OnReject))
             if node.reminder is not None:
                 _validate_reminder(at, node.reminder, systems)
+            _validate_notices(at, node, systems)
         else:
             _check_seconds(at, "duration", node.duration, "1h")
             if node.duration < 0:
@@ -414,8 +484,14 @@ def validate(flow: Flow) -> Flow:
             f"allowed: {sorted(KEY_FIELDS)}"
         )
     if "step" not in fields:
-        raise FlowError(f"{where}: idempotency_key must contain {{step}} so that each effect "
-                        "of an instance has its own key")
+        # The systems tell the calls apart by operation: two calls to one operation
+        # would share a key, and the second would be absorbed as a repeat of the first.
+        shared = sorted(op for op, n in Counter(flow.operations).items() if n > 1)
+        if shared:
+            raise FlowError(f"{where}: idempotency_key has no {{step}}, and the flow calls "
+                            f"{', '.join(shared)} from more than one step, so those calls "
+                            "would share a key and all but the first be absorbed; add "
+                            "{step} to the key, or give each call its own operation")
     try:  # a format spec or conversion can still fail; find out now, not mid-run
         flow.idempotency_key.format(**dict.fromkeys(KEY_FIELDS, "x"))
     except (ValueError, KeyError, IndexError, AttributeError) as error:
@@ -515,6 +591,27 @@ def _validate_reminder(at: str, reminder: Reminder, systems: set[str]) -> None:
         raise FlowError(f"{at}: reminder.effect {reminder.effect!r} goes to system "
                         f"{system!r}, which is not declared; add [systems.{system}] with "
                         "honours_idempotency = true or false")
+
+
+def _validate_notices(at: str, wait: Wait, systems: set[str]) -> None:
+    for end, effect in wait.notices:
+        if end not in WAIT_ENDS:
+            raise FlowError(f"{at}: notices.{end} is not an ending; a wait ends "
+                            f"{' or '.join(WAIT_ENDS)} (or approved, which needs no notice)")
+        if not _EFFECT.match(effect):
+            raise FlowError(f"{at}: notices.{end} {effect!r} must read SYSTEM.OPERATION, "
+                            "for example \"notify.send_rejection\"")
+        system = effect.split(".", 1)[0]
+        if system not in systems:
+            raise FlowError(f"{at}: notices.{end} {effect!r} goes to system {system!r}, "
+                            f"which is not declared; add [systems.{system}] with "
+                            "honours_idempotency = true or false")
+        key, action = ("on_reject", wait.on_reject) if end == "rejected" else (
+            "on_timeout", wait.on_timeout)
+        if action != "compensate":
+            raise FlowError(f"{at}: notices.{end} is sent after the compensations of that "
+                            f"ending, but {key} = {action!r}; set {key} = \"compensate\" or "
+                            "remove the notice")
 
 
 def _check_seconds(at: str, key: str, value: float, example: str) -> None:
@@ -772,9 +869,10 @@ def _node(item: _Reader, where: str) -> Node:
             on_timeout=item.text("on_timeout", required=False) or "compensate",  # type: ignore[arg-type]
             on_reject=item.text("on_reject", required=False) or "compensate",  # type: ignore[arg-type]
             reminder=_reminder(item),
+            notices=_notices(item),
         )
         item.reject_unknown({"wait", "signal", "deadline", "on_timeout", "on_reject",
-                             "reminder"})
+                             "reminder", "notices"})
     else:
         node = Timer(name=name, duration=item.duration("duration", None))
         item.reject_unknown({"timer", "duration"})
@@ -792,6 +890,17 @@ def _reminder(item: _Reader) -> Reminder | None:
         raise FlowError(f"{table.origin}: at is missing; add at = 0.5 (the fraction of the "
                         "deadline after which the reminder is sent)")
     return Reminder(at=table.number("at", 0.0), effect=table.text("effect", required=True))
+
+
+def _notices(item: _Reader) -> tuple[tuple[WaitEnd, str], ...]:
+    """`notices = { rejected = "notify.send_rejection", expired = "notify.send_expiry" }`."""
+    if "notices" not in item.data:
+        return ()
+    table = item.table("notices", required=True)
+    table.reject_unknown(set(WAIT_ENDS), hint="a notice is sent when the wait ended "
+                         "rejected or expired, after that ending's compensations")
+    return tuple((end, table.text(end, required=True)) for end in WAIT_ENDS
+                 if end in table.data)
 
 
 class _Reader:
@@ -899,7 +1008,8 @@ def flow_to_dict(flow: Flow) -> dict[str, Any]:
                           # Only when declared: flows stored before reminders read the same.
                           **({"reminder": {"at": node.reminder.at,
                                            "effect": node.reminder.effect}}
-                             if node.reminder else {})})
+                             if node.reminder else {}),
+                          **({"notices": dict(node.notices)} if node.notices else {})})
         else:
             nodes.append({"timer": node.name, "duration": node.duration})
     return {

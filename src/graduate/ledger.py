@@ -161,10 +161,14 @@ _SCHEMA = (
         outcome TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS effects_instance ON effects (instance_id)",
     "CREATE INDEX IF NOT EXISTS effects_run ON effects (run_id)",
-    # What a system that honours idempotency keys remembers: the keys it applied.
-    """CREATE TABLE IF NOT EXISTS applied_keys (
-        system TEXT NOT NULL, idempotency_key TEXT NOT NULL,
-        PRIMARY KEY (system, idempotency_key))""",
+    # What a system that honours idempotency keys remembers: the keys it applied, per
+    # operation, as real APIs scope them (a key is unique per endpoint, not per system),
+    # so a key without the step (Dealix's `{tenant_id}:{workflow_type}:{entity_id}:
+    # {yyyymmdd}`) tells the instance's calls to different operations apart. (Ledgers
+    # written before keep an unused `applied_keys` table, scoped per system.)
+    """CREATE TABLE IF NOT EXISTS operation_keys (
+        system TEXT NOT NULL, operation TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+        PRIMARY KEY (system, operation, idempotency_key))""",
     # Deterministic fault points: an armed step marks the row reached (with its pid) and
     # pauses until the harness, having fired its fault, releases it; a point the harness
     # no longer wants is disarmed before any call reaches it.
@@ -312,7 +316,7 @@ class Ledger:
         # One transaction: a worker killed midway leaves neither the key claimed nor the
         # row written, never a claimed key without the call that claimed it.
         with self.db.transaction():
-            outcome = self._decide(request.instance_id, step.name, kind, system, key)
+            outcome = self._decide(request.instance_id, step.name, kind, system, effect, key)
             self.record_call(call, outcome, started_at=started)
         if kind == "effect" and outcome in (Outcome.APPLIED, Outcome.ABSORBED):
             # The classic duplicate window: the world changed, the engine does not know yet.
@@ -432,7 +436,7 @@ class Ledger:
             time.sleep(PAUSE_POLL)
 
     def _decide(self, instance_id: str, step: str, kind: EffectKind, system: SystemSpec,
-                key: str) -> Outcome:
+                operation: str, key: str) -> Outcome:
         """What the external system does with this call (inside the caller's transaction)."""
         failure = self._take_failure(instance_id, step) if kind == "effect" else None
         if failure == "transient":
@@ -442,8 +446,8 @@ class Ledger:
         if not system.honours_idempotency:
             return Outcome.APPLIED
         first = self.db.execute(
-            "INSERT INTO applied_keys (system, idempotency_key) VALUES (?, ?) "
-            "ON CONFLICT DO NOTHING", [system.name, key],
+            "INSERT INTO operation_keys (system, operation, idempotency_key) "
+            "VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [system.name, operation, key],
         )
         return Outcome.APPLIED if first == 1 else Outcome.ABSORBED
 
