@@ -50,6 +50,7 @@ SIGNAL = "graduate.chain.signal"
 DEADLINE = "graduate.chain.deadline"
 REMINDER = "graduate.chain.reminder"
 COMPENSATE = "graduate.chain.compensate"
+NOTICE = "graduate.chain.notice"
 FINISH = "graduate.chain.finish"
 JOIN = "graduate.chain.join"
 BRANCH_FAILED = "graduate.chain.branch_failed"
@@ -235,13 +236,18 @@ def part_from(app: Celery, flow: Flow, index: int, ctx: Context) -> Any:
 
 
 def compensation_part(app: Celery, flow: Flow, ctx: Context, reason: str) -> Any:
-    """Compensations of the steps passed, newest first, then `finish` as compensated."""
+    """Compensations of the steps passed, newest first, then the notice the ending owes
+    (a wait's rejection or passed deadline, `Flow.notice_for`), then `finish` as
+    compensated."""
     iid = _instance(ctx)
     signatures = [
         app.signature(COMPENSATE, kwargs={"node": step.name, "reason": reason},
                       task_id=task_id(iid, "compensate", step.name), **_limits(step))
         for step in flow.compensations_for(ctx["done"])
     ]
+    if (notice := flow.notice_for(reason)) is not None:
+        signatures.append(app.signature(NOTICE, kwargs={"node": notice.name, "reason": reason},
+                                        task_id=task_id(iid, notice.name), **_limits(notice)))
     signatures.append(_finish_signature(app, ctx, "compensated", reason))
     return _first_takes(signatures, ctx)
 
@@ -386,6 +392,29 @@ class ChainTasks:
             raise
         return ctx
 
+    def notice(self, task: Any, ctx: Context, node: str, reason: str) -> Context:
+        """Send the notice of how a wait ended, after its compensations; retried like a
+        step. A notice that never lands ends the instance failed, saying so."""
+        step = self.flow.node(node)
+        assert isinstance(step, Step)
+        attempt = int(task.request.retries) + 1
+        try:
+            with self.resources.interruptible():
+                self.resources.ledger().call(self.flow, _request(ctx), step,
+                                             attempt=self.delivered(task, ctx, node),
+                                             engine=ENGINE)
+        except (TransientEffectError, SoftTimeLimitExceeded, PermanentEffectError) as error:
+            if not isinstance(error, PermanentEffectError) and (
+                attempt < step.retry.max_attempts
+            ):
+                raise task.retry(exc=error, countdown=step.retry.delay_after(attempt),
+                                 max_retries=step.retry.max_attempts - 1) from error
+            _stop_chain(task)
+            failed = f"{reason}; {node} failed: {_describe(error, step)}"
+            _finish_signature(self.app, ctx, "failed", failed).apply_async(args=(ctx,))
+            raise
+        return _passed(ctx, node)
+
     def wait(self, ctx: Context, node: str) -> dict[str, str]:
         wait = cast(Wait, self.flow.node(node))
         iid = _instance(ctx)
@@ -446,9 +475,9 @@ class ChainTasks:
         decision = (payload or {}).get("decision")
         if by == "signal":
             action = "continue" if decision == "approve" else wait.on_reject
-            reason = "" if decision == "approve" else f"rejected at {wait.name}"
+            reason = "" if decision == "approve" else wait.reason("rejected")
         else:
-            action, reason = wait.on_timeout, f"deadline of {wait.name} passed"
+            action, reason = wait.on_timeout, wait.reason("expired")
         claim = {"by": by, "decision": decision, "action": action, "reason": reason,
                  "at": time.time()}
         client = self.resources.redis()
@@ -496,6 +525,9 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     def compensate(task: Any, ctx: Context, node: str, reason: str) -> Context:
         return tasks.compensate(task, ctx, node, reason)
 
+    def notice(task: Any, ctx: Context, node: str, reason: str) -> Context:
+        return tasks.notice(task, ctx, node, reason)
+
     def wait(ctx: Context, node: str) -> dict[str, str]:
         with resources.interruptible():
             return tasks.wait(ctx, node)
@@ -519,6 +551,7 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
 
     app.task(name=STEP, bind=True, shared=False)(step)
     app.task(name=COMPENSATE, bind=True, shared=False)(compensate)
+    app.task(name=NOTICE, bind=True, shared=False)(notice)
     app.task(name=WAIT, shared=False)(wait)
     app.task(name=SIGNAL, shared=False)(signal)
     app.task(name=DEADLINE, shared=False)(deadline)
@@ -704,6 +737,11 @@ class ChainStrategy:
             if record.state(tid) == "FAILURE" and not isinstance(record.result(tid), HANDLED):
                 return _stopped(done, f"compensation of {step.name} failed: "
                                 f"{record.result(tid)}", record.date_done(tid))
+        if (notice := self.flow.notice_for(reason)) is not None:
+            tid = task_id(instance_id, notice.name)
+            if record.state(tid) == "FAILURE" and not isinstance(record.result(tid), HANDLED):
+                return _stopped(done, f"{notice.name} failed: {record.result(tid)}",
+                                record.date_done(tid))
         return InstanceStatus(InstanceState.RUNNING, tuple(done), detail=f"compensating: {reason}")
 
     def _running(self, known: bool, done: list[str], node: Node | None,
@@ -877,6 +915,8 @@ class ChainStrategy:
                 ids.append(task_id(instance_id, "signal", node.signal))
         ids.extend(task_id(instance_id, "compensate", step.name)
                    for step in self.flow.steps if step.compensation)
+        ids.extend(task_id(instance_id, wait_step.name)
+                   for wait in self.flow.waits for wait_step in wait.notice_steps)
         ids.append(task_id(instance_id, "finish"))
         return ids
 
@@ -918,6 +958,7 @@ class ChainStrategy:
         first given to had only taken it (prefetched), and never ran it."""
         tasks = [(s.name, s) for s in self.flow.steps]
         tasks += [(f"compensate:{s.name}", s) for s in self.flow.steps if s.compensation]
+        tasks += [(s.name, s) for w in self.flow.waits for s in w.notice_steps]
         events: list[HistoryEvent] = []
         for name, step in tasks:
             for retries in range(step.retry.max_attempts):

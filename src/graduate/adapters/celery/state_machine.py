@@ -360,10 +360,11 @@ class Machine:
     # ------------------------------------------------------------------ sending
 
     def current_step(self, row: Row) -> Step | None:
-        """The step (or the compensation's step) the row is at, if it is at one."""
+        """The step (or the compensation's step, or the notice that follows the
+        compensations) the row is at, if it is at one."""
         if row.state == COMPENSATING:
             pending = self.pending_compensations(row)
-            return pending[0] if pending else None
+            return pending[0] if pending else self.pending_notice(row)
         if row.state == RUNNING and row.cursor < len(self.flow.nodes):
             node = self.flow.nodes[row.cursor]
             return node if isinstance(node, Step) else None
@@ -371,6 +372,12 @@ class Machine:
 
     def pending_compensations(self, row: Row) -> list[Step]:
         return [s for s in self.flow.compensations_for(row.done) if s.name not in row.compensated]
+
+    def pending_notice(self, row: Row) -> Step | None:
+        """The notice the row's ending owes (a wait rejected or expired), until it is sent:
+        a sent notice joins the row's done nodes."""
+        notice = self.flow.notice_for(row.reason)
+        return None if notice is None or notice.name in row.done else notice
 
     def send_advance(self, row: Row, countdown: float | None = None) -> None:
         options: dict[str, Any] = {}
@@ -637,9 +644,10 @@ class Machine:
 
     def _retry_or(self, store: Store, leased: Row, step: Step, error: BaseException,
                   give_up: Callable[[Store, Row, str, str], str]) -> str:
-        what = "step" if leased.state == RUNNING else "compensation of"
+        what = ("step " if leased.state == RUNNING else
+                "" if self.flow.is_wait_effect(step.name) else "compensation of ")
         if leased.attempt >= step.retry.max_attempts:
-            reason = (f"{what} {step.name} failed after {leased.attempt} attempts: "
+            reason = (f"{what}{step.name} failed after {leased.attempt} attempts: "
                       f"{_describe(error, step)}")
             return give_up(store, leased, reason, step.name)
         delay = step.retry.delay_after(leased.attempt)
@@ -655,14 +663,14 @@ class Machine:
             used = wait.signal
             if payload.get("decision") == "approve":
                 return self._pass(store, row, wait.name, "approved", consume=used)
-            reason = f"rejected at {wait.name}"
+            reason = wait.reason("rejected")
             if wait.on_reject == "compensate":
                 return self._begin_compensation(store, row, reason, wait.name, consume=used)
             return self._finish(store, row, FAILED, reason, wait.name, consume=used)
         if row.state == WAITING:
             if row.wait_deadline is None or row.wait_deadline > now:
                 return f"{wait.name}: still waiting"
-            reason = f"deadline of {wait.name} passed"
+            reason = wait.reason("expired")
             if wait.on_timeout == "continue":
                 return self._pass(store, row, wait.name, reason)
             if wait.on_timeout == "compensate":
@@ -689,6 +697,8 @@ class Machine:
     def _compensate_next(self, store: Store, row: Row) -> str:
         pending = self.pending_compensations(row)
         if not pending:
+            if (notice := self.pending_notice(row)) is not None:
+                return self._notify(store, row, notice)
             return self._finish(store, row, COMPENSATED, row.reason, "compensation")
         step = pending[0]
         if row.attempt >= step.retry.max_attempts:
@@ -715,6 +725,29 @@ class Machine:
 
     def _fail_compensation(self, store: Store, row: Row, reason: str, node: str) -> str:
         return self._finish(store, row, FAILED, f"{row.reason}; {reason}", node)
+
+    def _notify(self, store: Store, row: Row, notice: Step) -> str:
+        """Send the notice of how the wait ended, the compensations done; leased and
+        retried like a step. A notice that never lands ends the row failed, saying so."""
+        if row.attempt >= notice.retry.max_attempts:
+            return self._fail_compensation(
+                store, row, f"{notice.name} failed after {row.attempt} attempts: the last "
+                "one never finished (worker lost or timed out)", notice.name)
+        leased = self._take_lease(store, row, notice)
+        if leased is None:
+            return f"{notice.name}: another worker took the notice"
+        try:
+            with self.resources.interruptible():
+                self.resources.ledger().call(self.flow, row.request, notice,
+                                             attempt=leased.attempt, engine=ENGINE)
+        except (TransientEffectError, SoftTimeLimitExceeded) as error:
+            return self._retry_or(store, leased, notice, error, self._fail_compensation)
+        except PermanentEffectError as error:
+            return self._fail_compensation(store, leased, f"{notice.name} failed: {error}",
+                                           notice.name)
+        sent = replace(leased, done=(*leased.done, notice.name), attempt=0, lease_until=None)
+        return self._move(store, leased, sent, notice.name,
+                          f"notice attempt {leased.attempt} applied")
 
 
 def register(app: Celery, flow: Flow, resources: ProcessResources,

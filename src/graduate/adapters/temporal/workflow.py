@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         FlowInput,
         FlowResult,
     )
-    from graduate.flow import Branch, Flow, Parallel, Step, Timer, Wait
+    from graduate.flow import Branch, Flow, Parallel, Step, Timer, Wait, WaitEnd
 
 
 def _retry_policy(step: Step) -> RetryPolicy:
@@ -152,23 +152,39 @@ class GraduateFlow:
             await workflow.wait_condition(lambda: wait.signal in self._signals,
                                           timeout=timedelta(seconds=wait.deadline))
         except TimeoutError:
-            reason = f"deadline of {wait.name} passed"
+            end: WaitEnd = "expired"
             action: str = wait.on_timeout
         else:
             if self._signals[wait.signal].get("decision", "approve") != "reject":
                 workflow.upsert_memo({"waiting": None})
                 return None
-            reason = f"rejected at {wait.name}"
+            end = "rejected"
             action = wait.on_reject
         finally:
             if reminder is not None:
                 await self._end_reminder(reminder)
         workflow.upsert_memo({"waiting": None})
+        reason = wait.reason(end)
         if action == "continue":
             return None
         if action == "fail":
             return FlowResult("failed", list(self._done), reason)
-        return await self._compensate(flow, flow_input, reason)
+        result = await self._compensate(flow, flow_input, reason)
+        notice = wait.notice_step(end)
+        if notice is None or result.outcome != "compensated":
+            return result
+        return await self._notify(flow_input, notice, reason)
+
+    async def _notify(self, flow_input: FlowInput, notice: Step, reason: str) -> FlowResult:
+        """Send the notice of how the wait ended, once the compensations are done: the
+        instance's last call. A notice that never lands fails the instance visibly."""
+        try:
+            await self._activity(flow_input, notice, "effect")
+        except ActivityError as error:
+            return FlowResult("failed", list(self._done),
+                              f"{reason}; {notice.name} failed: {_cause(error)}")
+        self._progress(notice.name)
+        return FlowResult("compensated", list(self._done), reason)
 
     async def _remind(self, flow_input: FlowInput, wait: Wait) -> None:
         """A durable timer racing the signal: at the reminder's time, if the wait is
