@@ -22,7 +22,7 @@ from typing import Any
 
 from graduate import audit
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
-from graduate.flow import REMINDER_SUFFIX, Flow, Timer, Wait
+from graduate.flow import WAIT_ENDS, Flow, Timer, Wait
 from graduate.ledger import EffectRecord, InstanceRecord, Outcome, PointReached
 
 
@@ -189,9 +189,81 @@ REMINDER_GRACE = 2.0
 REMINDER_GRACE_SHARE = 0.1
 
 
-def is_reminder(step: str) -> bool:
-    """Whether a ledger row's step is a wait's reminder (`<wait>.reminder`), not a step."""
-    return step.endswith(REMINDER_SUFFIX)
+@dataclass(frozen=True)
+class NoticeVerdict:
+    """What became of one notice of how a wait ended (`rejected` or `expired`): owed
+    exactly once, after the compensations, when the engine reports the instance ended
+    that way at that wait; never owed otherwise."""
+
+    wait: str
+    end: str  # rejected or expired
+    step: str  # `<wait>.<end>_notice`, as the ledger names its calls
+    expected: bool  # the engine reports the instance ended this way here
+    calls: int
+    applied: int
+    absorbed: int
+    # It landed before a compensation of the instance did: people were told before the
+    # drafts were voided.
+    early: bool = False
+
+    @property
+    def sent(self) -> bool:
+        return bool(self.applied or self.absorbed)
+
+    @property
+    def missing(self) -> bool:
+        return self.expected and not self.sent
+
+    @property
+    def unexpected(self) -> bool:
+        """Sent, though the instance did not end this way."""
+        return self.sent and not self.expected
+
+    @property
+    def problem(self) -> bool:
+        """Missing, unexpected or early. (Sent twice is an unabsorbed duplicate, counted
+        with the other effects.)"""
+        return self.missing or self.unexpected or self.early
+
+    def describe(self) -> str:
+        what = f"{self.end} notice of {self.wait}"
+        if self.missing:
+            failed = f"; its {self.calls} call(s) failed" if self.calls else ""
+            return f"{what} missing: the instance ended {self.end} and it was never sent{failed}"
+        if self.unexpected:
+            return f"{what} sent, but the instance did not end {self.end} there"
+        if self.early:
+            return f"{what} sent before the compensations had landed"
+        if self.applied > 1:
+            return f"{what} sent {self.applied} times, a duplicate"
+        absorbed = f", {self.absorbed} repeat(s) absorbed" if self.absorbed else ""
+        return f"{what} sent once after the compensations{absorbed}"
+
+
+def judge_notices(flow: Flow, effects: Sequence[EffectRecord],
+                  status: InstanceStatus) -> tuple[NoticeVerdict, ...]:
+    """One verdict per notice the instance owed or sent. Which ending the instance had is
+    the engine's word (its reason, worded by `Wait.reason` on every engine); what was
+    sent, and when, is the ledger's."""
+    ended = flow.ended_at(status.detail) if status.state.finished else None
+    undone = [e.finished_at for e in effects if e.kind == "compensation" and _landed(e)]
+    verdicts = []
+    for wait in flow.waits:
+        for end in WAIT_ENDS:
+            step = wait.notice_step(end)
+            if step is None:
+                continue
+            calls = [e for e in effects if e.step == step.name and e.kind == "effect"]
+            expected = ended == (wait, end)
+            if not expected and not calls:
+                continue
+            landed = [e.finished_at for e in calls if _landed(e)]
+            verdicts.append(NoticeVerdict(
+                wait=wait.name, end=end, step=step.name, expected=expected, calls=len(calls),
+                applied=sum(1 for e in calls if e.outcome is Outcome.APPLIED),
+                absorbed=sum(1 for e in calls if e.outcome is Outcome.ABSORBED),
+                early=bool(landed and undone and min(landed) < max(undone))))
+    return tuple(verdicts)
 
 
 @dataclass(frozen=True)
@@ -263,7 +335,7 @@ def waited(flow: Flow, wait: Wait, record: InstanceRecord, effects: Sequence[Eff
     step's, or a compensation's), or to the end of a finished instance. None when the
     instance never reached the wait or has not left it."""
     before = set(flow.before(wait.name))
-    calls = [e for e in effects if not is_reminder(e.step)]
+    calls = [e for e in effects if not flow.is_wait_effect(e.step)]
     landed = [e for e in calls if e.kind == "effect" and e.step in before and _landed(e)]
     if {e.step for e in landed} != before:
         return None
@@ -306,6 +378,7 @@ class InstanceVerdict:
     # that declares how to read it), one item per problem, each naming its effect.
     audit_gaps: tuple[str, ...] = ()
     reminders: tuple[ReminderVerdict, ...] = ()  # one per wait with a reminder it reached
+    notices: tuple[NoticeVerdict, ...] = ()  # one per notice owed or sent
 
     @property
     def unabsorbed_duplicates(self) -> int:
@@ -373,8 +446,10 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
     an unfinished instance; `cannot_tell` then says what it could not inspect."""
     per_effect = effect_verdicts(effects)  # reminders included: a duplicate is one
     reminders = judge_reminders(flow, record, effects, status)
-    # A reminder is no step of the flow: resumes and outcomes are read without it.
-    every, effects = effects, [e for e in effects if not is_reminder(e.step)]
+    notices = judge_notices(flow, effects, status)
+    # A reminder or a notice is no step of the flow: resumes and outcomes are read
+    # without them.
+    every, effects = effects, [e for e in effects if not flow.is_wait_effect(e.step)]
     landed = {e.step for e in effects if e.kind == "effect"
               and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)}
     verdict, reason = _outcome(flow, status, landed, per_effect, engine_holds, cannot_tell,
@@ -398,6 +473,7 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
         time_to_complete=complete,
         correlation_breaks=correlation_breaks(record.correlation_id, record.trace_id, every),
         reminders=reminders,
+        notices=notices,
     )
 
 
@@ -419,7 +495,8 @@ def _outcome(flow: Flow, status: InstanceStatus, landed: set[str],
         if owed:
             return Verdict.FAILED, (f"reported compensated, but no compensation is in the "
                                     f"ledger for {', '.join(owed)}")
-        if disorder := compensation_order(flow, _applied_order(effects), _undone_order(effects)):
+        if disorder := compensation_order(flow, _applied_order(flow, effects),
+                                             _undone_order(effects)):
             return Verdict.FAILED, f"reported compensated, but {disorder[0]}"
         return Verdict.COMPENSATED, status.detail or "compensated"
     if status.state is InstanceState.FAILED:
@@ -503,11 +580,11 @@ def _landed(effect: EffectRecord) -> bool:
     return effect.outcome in (Outcome.APPLIED, Outcome.ABSORBED)
 
 
-def _applied_order(effects: Sequence[EffectRecord]) -> tuple[str, ...]:
-    """The steps whose effect landed, in the order each first landed (reminders, which
-    nothing compensates, left out)."""
+def _applied_order(flow: Flow, effects: Sequence[EffectRecord]) -> tuple[str, ...]:
+    """The steps whose effect landed, in the order each first landed (a wait's reminders
+    and notices, which nothing compensates, left out)."""
     return tuple(dict.fromkeys(e.step for e in effects if e.kind == "effect" and _landed(e)
-                               and not is_reminder(e.step)))
+                               and not flow.is_wait_effect(e.step)))
 
 
 def _undone_order(effects: Sequence[EffectRecord]) -> tuple[str, ...]:
@@ -554,7 +631,7 @@ def judge_rollback(flow: Flow, effects: Sequence[EffectRecord], status: Instance
     """Compensation ran for exactly the steps that applied (whenever they landed, the
     step in flight included), in reverse order, once each; nothing applied after the
     compensation began; and the engine reports the instance compensated."""
-    applied = _applied_order(effects)
+    applied = _applied_order(flow, effects)
     undone = [e for e in effects if e.kind == "compensation" and _landed(e)]
     compensated = _undone_order(effects)
     declared = {s.name for s in flow.steps if s.compensation}
@@ -772,6 +849,9 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
         # A reminder sent twice is already an unabsorbed duplicate above.
         failures += [f"{item.instance_id}: {r.describe()} ({item.correlation_id})"
                      for r in item.reminders if r.missing]
+        # A notice sent twice is already an unabsorbed duplicate above.
+        failures += [f"{item.instance_id}: {n.describe()} ({item.correlation_id})"
+                     for n in item.notices if n.problem]
     hit = [i for i in instances if i.resume is not None]
     # An instance only held up shows a delay, not that an attempt in flight was resumed.
     caught = sum(1 for i in hit if i.resume is not None and not i.resume.held_up)
