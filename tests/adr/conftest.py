@@ -39,6 +39,7 @@ from graduate.runs.record import (
     RunRecord,
 )
 from graduate.runs.timeline import TimelineEvent
+from tests.sample import SAMPLE_FLOW
 
 REPO = Path(__file__).resolve().parents[2]
 FLOW = "partner_approval"
@@ -244,7 +245,7 @@ class Project:
 
 
 # A plan as the harness stores it: every registered option of every fault, at its default.
-_EVERY_OPTION = parse_plan("none", None, load_flow(REPO / "spikes" / f"{FLOW}.toml")).to_dict()
+_EVERY_OPTION = parse_plan("none", None, load_flow(SAMPLE_FLOW)).to_dict()
 
 
 def _timeline(instances: int, *, fired: bool, point: str | None) -> tuple[TimelineEvent, ...]:
@@ -272,7 +273,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
             capsys: pytest.CaptureFixture[str]) -> Project:
     root = tmp_path / "team"
     (root / "spikes").mkdir(parents=True)
-    shutil.copy(REPO / "spikes" / f"{FLOW}.toml", root / "spikes")
+    shutil.copy(SAMPLE_FLOW, root / "spikes" / f"{FLOW}.toml")
     (root / "pyproject.toml").write_text('[tool.graduate]\nspikes = "spikes"\n',
                                          encoding="utf-8")
     adrs = root / "docs" / "adr"

@@ -12,19 +12,19 @@ from graduate.adr.runbook import Runbook, RunbookSection, build_runbook, render_
 from graduate.evidence import read_run
 from graduate.flow import Flow, load_flow
 from graduate.runs.record import RunRecord
+from tests.sample import SAMPLE_FLOW, sample_run_files
 
 REPO = Path(__file__).resolve().parents[2]
-RUNS = REPO / "reports" / "evidence" / "runs"
 
 
 @pytest.fixture(scope="module")
 def demo_runs() -> list[RunRecord]:
-    return [read_run(path) for path in sorted(RUNS.glob("*.json"))]
+    return [read_run(path) for path in sample_run_files()]
 
 
 @pytest.fixture(scope="module")
 def spike() -> Flow:
-    return load_flow(REPO / "spikes" / "partner_approval.toml")
+    return load_flow(SAMPLE_FLOW)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_the_double_start_runbook_asks_for_evidence_it_does_not_have(
 
 def test_the_summary_shows_what_each_fault_lost_resumed_or_broke(runbook: Runbook) -> None:
     shown = {o.run_id: o for o in runbook.observed}
-    assert len(shown) == len(list(RUNS.glob("*.json")))
+    assert len(shown) == len(sample_run_files())
     assert shown["b12fe3"].outcome == "failed"  # celery-chain, kill-worker: lost
     assert shown["b12fe3"].shown.startswith("1 lost")
     assert shown["31fad4"].shown == "1 completed; resumed exactly 1/1"
@@ -111,7 +111,7 @@ def test_the_section_is_rewritten_in_place_not_added_again(
     assert once.body.index("## Evidence") < once.body.index("## Runbooks") < (
         once.body.index("## Security gate"))
     assert once.tasks("Security gate") == document.tasks("Security gate")
-    empty = build_runbook(load_flow(REPO / "spikes" / "partner_approval.toml"), [],
+    empty = build_runbook(load_flow(SAMPLE_FLOW), [],
                           target_engine="temporal", flow_ref="partner_approval")
     emptied = once.replacing("Runbooks", render_runbook(empty), before="Security gate")
     assert "No run is attached yet" in (emptied.section("Runbooks") or "")

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.adr.conftest import REPO, Project
+from tests.adr.conftest import Project
 from tests.badinput.conftest import Case, check_case
+from tests.sample import SAMPLE_FLOW
 
-SPIKE = (REPO / "spikes" / "partner_approval.toml").read_text(encoding="utf-8")
+SPIKE = SAMPLE_FLOW.read_text(encoding="utf-8")
 DEEP = "[" * 5000 + "]" * 5000
 RETRY = 'retry = { max_attempts = 5, initial_interval = "200ms", maximum_interval = "2s" }'
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 from graduate.ledger import Ledger, Outcome
 from graduate.services.model import TemporalTarget
 from tests.conftest import processes_mentioning
+from tests.sample import copy_sample_spikes
 
 REPO = Path(__file__).resolve().parents[2]
 GRADUATE = [sys.executable, "-m", "graduate"]
@@ -25,9 +25,10 @@ GRADUATE = [sys.executable, "-m", "graduate"]
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
-    """A user's project: pyproject with [tool.graduate] and the sample spike."""
+    """A user's project: pyproject with [tool.graduate] and the spikes, partner_approval
+    as the sample flow these tests name the steps of."""
     (tmp_path / "pyproject.toml").write_text('[tool.graduate]\nspikes = "spikes"\n')
-    shutil.copytree(REPO / "spikes", tmp_path / "spikes")
+    copy_sample_spikes(tmp_path / "spikes")
     yield tmp_path
     leftovers = processes_mentioning(str(tmp_path))
     assert not leftovers, f"graduate left processes behind: {leftovers}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import processes_mentioning
+from tests.sample import copy_sample_spikes
 
 REPO = Path(__file__).resolve().parents[2]
 GRADUATE = [sys.executable, "-m", "graduate"]
@@ -21,7 +21,7 @@ GRADUATE = [sys.executable, "-m", "graduate"]
 def project(tmp_path: Path) -> Iterator[Path]:
     """A user's project with the sample spike; nothing of it may outlive the test."""
     (tmp_path / "pyproject.toml").write_text('[tool.graduate]\nspikes = "spikes"\n')
-    shutil.copytree(REPO / "spikes", tmp_path / "spikes")
+    copy_sample_spikes(tmp_path / "spikes")  # the tests name the sample's steps
     yield tmp_path
     leftovers = processes_mentioning(str(tmp_path))
     assert not leftovers, f"graduate left processes behind: {leftovers}"

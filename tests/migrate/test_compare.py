@@ -16,9 +16,10 @@ from graduate.errors import ConfigError
 from graduate.flow import load_flow
 from graduate.ledger import EffectRecord, InstanceRecord, Outcome
 from graduate.migrate.compare import Allowances, Side, compare_instance
+from tests.sample import SAMPLE_FLOW
 
 ROOT = Path(__file__).parents[2]
-FLOW = load_flow(ROOT / "spikes" / "partner_approval.toml")
+FLOW = load_flow(SAMPLE_FLOW)
 runner = CliRunner()
 Call = tuple[str, str, Outcome] | tuple[str, str]  # (step, effect[, outcome])
 

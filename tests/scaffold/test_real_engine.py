@@ -15,6 +15,7 @@ from graduate.evidence import EvidenceStore
 from graduate.flow import InstanceRequest, load_flow
 from graduate.ledger import Ledger, Outcome
 from graduate.migrate.scaffold import scaffold
+from tests.sample import SAMPLE_FLOW
 from tests.scaffold.conftest import ROOT, tool
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,7 @@ APP = "partner_approval_temporal"
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("scaffolded") / "partner-approval-temporal"
-    scaffold(load_flow(ROOT / "spikes" / "partner_approval.toml"), out)
+    scaffold(load_flow(SAMPLE_FLOW), out)
     return out
 
 
@@ -75,7 +76,7 @@ def test_a_rejection_undoes_the_completed_steps_in_reverse_with_their_keys(
     assert [(e.effect, e.outcome) for e in effects] == [
         ("crm.create_draft", Outcome.APPLIED), ("approvals.request", Outcome.APPLIED),
         ("approvals.withdraw", Outcome.APPLIED), ("crm.void_draft", Outcome.APPLIED)]
-    flow = load_flow(ROOT / "spikes" / "partner_approval.toml")
+    flow = load_flow(SAMPLE_FLOW)
     request = InstanceRequest(instance.instance_id, instance.run_id, instance.tenant_id,
                               instance.entity_id, instance.date, instance.correlation_id,
                               instance.trace_id)

@@ -10,7 +10,12 @@ import pytest
 from graduate.flow import Flow, InstanceRequest, load_flow
 from graduate.ledger import Ledger
 
-SAMPLE = Path(__file__).resolve().parents[2] / "spikes" / "partner_approval.toml"
+# The sample flow the harness mechanics were first tested on (create_record,
+# request_approval, approval, activate, notify): kept as a fixture now that
+# spikes/partner_approval.toml is the pilot as Dealix specifies it.
+SAMPLE = Path(__file__).resolve().parents[1] / "flows" / "partner_approval_sample.toml"
+# The pilot itself.
+PILOT = Path(__file__).resolve().parents[2] / "spikes" / "partner_approval.toml"
 
 # The wait node on its own, so that a variant can drop it with one edit.
 WAIT_NODE = """\
@@ -95,7 +100,7 @@ def mini_flow(write_flow: Callable[..., Path]) -> Flow:
 
 @pytest.fixture
 def sample_path() -> Path:
-    """The sample spike that ships with the repository."""
+    """The sample flow partner_approval was before it became the pilot."""
     return SAMPLE
 
 

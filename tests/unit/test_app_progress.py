@@ -12,7 +12,8 @@ from graduate.adapters.base import InstanceState
 from graduate.flow import Flow, load_flow
 from graduate.ledger import EffectKind, EffectRecord, Outcome
 
-PILOT = Path(__file__).resolve().parents[2] / "spikes" / "partner_approval.toml"
+# The sample flow partner_approval was before it became the pilot: what these rows name.
+PILOT = Path(__file__).resolve().parents[1] / "flows" / "partner_approval_sample.toml"
 
 
 @pytest.fixture(scope="module")

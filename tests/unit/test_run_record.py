@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.sample import SAMPLE_MATRIX, sample_run_files
 
 from graduate.errors import EvidenceError, GraduateError
 from graduate.evidence import EvidenceStore, read_record
 from graduate.runs.record import CellOutcome, MatrixRecord, RunRecord
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "reports" / "evidence"  # pinned by docs/adr/0003-graduate-partner_approval.md
-RUN_FILES = sorted((DEMO / "runs").glob("*.json"))
-MATRIX_FILES = sorted((DEMO / "matrices").glob("*.json"))
+# The demo evidence of the sample flow, of schema version 1, pinned by the history of
+# docs/adr/0003-graduate-partner_approval.md (the pilot's newer evidence sits beside it).
+RUN_FILES = sample_run_files()
+MATRIX_FILES = [SAMPLE_MATRIX]
 
 
 def raw(path: Path) -> dict[str, Any]:
