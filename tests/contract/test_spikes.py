@@ -1,7 +1,8 @@
 """The contract on every spike in spikes/, on every engine: what the definition says is
 what runs. Every wait approved, each forward effect lands once, in the flow's order; a
 wait rejected or past its deadline takes the action the spike gives it, compensating
-the steps done before it in reverse, each with its own compensation. Steps of a parallel
+the steps done before it in reverse, each with its own compensation, and then sends the
+notice of that ending, when the wait declares one, exactly once. Steps of a parallel
 group may land in any order among themselves, never before a step they follow.
 
 Each test runs a copy of the spike under a unique name (its own task queue and Celery
@@ -20,7 +21,7 @@ import pytest
 from graduate.adapters import engine_names
 from graduate.adapters.base import InstanceState
 from graduate.config import Settings
-from graduate.flow import Flow, Step, Wait, load_flow, write_flow_json
+from graduate.flow import Flow, Step, Wait, WaitEnd, load_flow, write_flow_json
 from graduate.ledger import EffectRecord, Outcome
 from graduate.runner import approve_all
 from tests.contract.test_engines import assert_traced, effects, run
@@ -58,6 +59,26 @@ def assert_in_flow_order(flow: Flow, landed: list[str], expected: list[Step]) ->
     assert sorted(landed) == sorted(s.name for s in expected)
     for at, name in enumerate(landed):
         assert set(flow.before(name)) <= set(landed[:at]), f"{name} landed too early"
+
+
+def split_notices(rows: list[EffectRecord], flow: Flow) -> tuple[list[EffectRecord],
+                                                                   list[EffectRecord]]:
+    """The rows of the flow's steps, and those of its waits' notices."""
+    notices = {s.name for w in flow.waits for s in w.notice_steps}
+    return ([e for e in rows if e.step not in notices],
+            [e for e in rows if e.step in notices])
+
+
+def assert_one_notice_after(wait: Wait, end: WaitEnd, notices: list[EffectRecord],
+                            undo: list[EffectRecord]) -> None:
+    """The notice of `end`, if `wait` declares one, sent exactly once, after every
+    compensation landed; no other notice."""
+    step = wait.notice_step(end)
+    expected = [] if step is None else [(step.name, step.effect, Outcome.APPLIED)]
+    assert [(e.step, e.effect, e.outcome) for e in notices] == expected
+    if notices and undo:
+        assert notices[0].started_at >= max(e.finished_at for e in undo), (
+            "the notice went out before the compensations had landed")
 
 
 def assert_undone_in_reverse(flow: Flow, undo: list[EffectRecord], done: list[Step]) -> None:
@@ -107,12 +128,13 @@ def test_a_rejected_wait_undoes_what_ran_before_it(
     assert item.state is InstanceState.COMPENSATED, item.detail
     assert "rejected" in item.detail
     done = steps_before(flow, wait)
-    rows = effects(settings, item.instance_id)
+    rows, notices = split_notices(effects(settings, item.instance_id), flow)
     assert {e.outcome for e in rows} <= {Outcome.APPLIED}
     assert_in_flow_order(flow, [e.step for e in rows], done)
     undo = effects(settings, item.instance_id, "compensation")
     assert_undone_in_reverse(flow, undo, done)
     assert {e.outcome for e in undo} <= {Outcome.APPLIED}
+    assert_one_notice_after(rejected, "rejected", notices, undo)
     assert_traced(settings, flow, result, engine)
 
 
@@ -133,7 +155,7 @@ def test_a_wait_past_its_deadline_takes_the_spikes_timeout_action(
     # The lapsed wait outlived half its deadline: its reminder, if it declares one, was
     # sent once while it waited; the waits answered at once sent none.
     reminders = [e for e in rows if e.step.endswith(".reminder")]
-    rows = [e for e in rows if e not in reminders]
+    rows, notices = split_notices([e for e in rows if e not in reminders], flow)
     assert [(e.step, e.effect, e.outcome) for e in reminders] == (
         [(f"{wait}.reminder", lapsed.reminder.effect, Outcome.APPLIED)]
         if lapsed.reminder is not None else [])
@@ -154,3 +176,4 @@ def test_a_wait_past_its_deadline_takes_the_spikes_timeout_action(
     assert_undone_in_reverse(flow, undo, done)
     reached = max(e.finished_at for e in rows)
     assert undo[0].started_at - reached >= 2.0, "compensation ran before the deadline"
+    assert_one_notice_after(lapsed, "expired", notices, undo)

@@ -273,11 +273,20 @@ INVALID: list[object] = [
     # idempotency keys
     pytest.param(with_key("{tenant_id}:{customer}:{step}"), "",
                  ["flow 'mini'", "idempotency_key uses unknown field(s) ['customer']",
-                  "allowed: ['date', 'entity_id', 'flow', 'instance_id', 'step', 'tenant_id']"],
+                  "allowed: ['date', 'entity_id', 'flow', 'instance_id', 'step', 'tenant_id', "
+                  "'workflow_type', 'yyyymmdd']"],
                  id="key-unknown-field"),
-    pytest.param(with_key("{tenant_id}:{entity_id}:{date}"), "",
-                 ["flow 'mini'", "idempotency_key must contain {step}",
-                  "each effect of an instance has its own key"], id="key-without-step"),
+    # Without {step}, the systems tell calls apart by operation only: two steps calling
+    # one operation would share a key, and the second would be absorbed.
+    pytest.param([*with_key("{tenant_id}:{entity_id}:{date}"),
+                  ('effect = "mail.send"', 'effect = "crm.create"')], "",
+                 ["flow 'mini'", "idempotency_key has no {step}", "crm.create",
+                  "from more than one step", "add {step} to the key"],
+                 id="key-without-step-shared-operation"),
+    pytest.param([*with_key("{tenant_id}:{entity_id}:{date}"),
+                  ('create = "crm.delete"', 'create = "crm.create"')], "",
+                 ["flow 'mini'", "idempotency_key has no {step}", "crm.create"],
+                 id="key-without-step-compensation-shares-operation"),
     pytest.param(with_key("{tenant_id}:{}:{step}"), "",
                  ["flow 'mini'", "unknown field(s) ['']"], id="key-positional-field"),
     pytest.param(with_key("{tenant_id.upper}:{step}"), "",
