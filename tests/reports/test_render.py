@@ -338,3 +338,36 @@ def test_an_instances_reminder_is_shown_and_a_missing_one_is_a_problem(
     assert [f for f in cell.failures if "reminder" in f] == [
         f"{lost.instance_id}: reminder of approval missing: due 1800s into the wait, never "
         f"sent (the wait lasted 3600.0s) ({lost.correlation_id})"]
+
+
+def test_an_instances_notice_is_shown_and_a_missing_one_is_a_problem(
+        builder: EvidenceBuilder) -> None:
+    record = builder.run("noticed", fault="none", at=None, save=False,
+                         instances=(Instance(), Instance()))
+    sent, missing = record["instances"]
+    common = {"wait": "approval", "end": "rejected", "step": "approval.rejected_notice",
+              "expected": True, "early": False}
+    sent["notices"] = [{**common, "calls": 1, "applied": 1, "absorbed": 0}]
+    missing["notices"] = [{**common, "calls": 0, "applied": 0, "absorbed": 0}]
+    builder.store.save_run(RunRecord.from_dict(record))
+
+    report = build_report(builder.store, run_ids=["noticed"])
+
+    [run] = report.runs
+    [ok, lost] = run.instances
+    assert [n.summary for n in ok.notices] == [
+        "rejected notice of approval sent once after the compensations"]
+    assert [(p.kind, p.step) for p in ok.problems] == []
+    assert [(p.kind, p.step, p.detail) for p in lost.problems] == [
+        ("notice", "approval.rejected_notice", "rejected notice of approval missing: the "
+         "instance ended rejected and it was never sent")]
+    markdown = render_markdown(report)
+    assert "✅ rejected notice of approval sent once after the compensations." in markdown
+    assert ("❌ notice of how a wait ended missing, early or wrong: rejected notice of "
+            "approval missing") in markdown
+    assert "rejected notice of approval sent once" in render_html(report)
+    [cell] = report.cells
+    assert cell.status == "fail"
+    assert [f for f in cell.failures if "notice" in f] == [
+        f"{lost.instance_id}: rejected notice of approval missing: the instance ended "
+        f"rejected and it was never sent ({lost.correlation_id})"]

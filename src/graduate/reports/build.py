@@ -21,6 +21,7 @@ from graduate.check import (
     EffectVerdict,
     FaultFacts,
     InstanceVerdict,
+    NoticeVerdict,
     ReminderVerdict,
     Resume,
     Verdict,
@@ -48,6 +49,7 @@ from graduate.reports.model import (
     GridRow,
     InstanceReport,
     LedgerRow,
+    NoticeInfo,
     Pairs,
     Problem,
     ReminderInfo,
@@ -461,6 +463,11 @@ def _instance(verdict: InstanceVerdict, ledger: list[EffectRecord], origin: floa
             wait=r.wait, step=r.step, after=r.after, waited=r.waited, calls=r.calls,
             applied=r.applied, absorbed=r.absorbed, missing=r.missing, summary=r.describe())
             for r in verdict.reminders),
+        notices=tuple(NoticeInfo(
+            wait=n.wait, end=n.end, step=n.step, expected=n.expected, calls=n.calls,
+            applied=n.applied, absorbed=n.absorbed, early=n.early, problem=n.problem,
+            summary=n.describe())
+            for n in verdict.notices),
     )
 
 
@@ -506,6 +513,7 @@ def _problems(verdict: InstanceVerdict, rows: tuple[LedgerRow, ...], *, run_id: 
                              correlation_failure(verdict.correlation_breaks)))
     found += [problem("audit", None, gap) for gap in verdict.audit_gaps]
     found += [problem("reminder", r.step, r.describe()) for r in verdict.reminders if r.missing]
+    found += [problem("notice", n.step, n.describe()) for n in verdict.notices if n.problem]
     return tuple(found)
 
 
@@ -572,7 +580,11 @@ def _back(instance: InstanceReport) -> InstanceVerdict:
         reminders=tuple(ReminderVerdict(wait=r.wait, step=r.step, after=r.after,
                                         waited=r.waited, calls=r.calls, applied=r.applied,
                                         absorbed=r.absorbed)
-                        for r in instance.reminders))
+                        for r in instance.reminders),
+        notices=tuple(NoticeVerdict(wait=n.wait, end=n.end, step=n.step, expected=n.expected,
+                                    calls=n.calls, applied=n.applied, absorbed=n.absorbed,
+                                    early=n.early)
+                      for n in instance.notices))
 
 
 def _from_summary(spec: _CellSpec, base: dict[str, Any],

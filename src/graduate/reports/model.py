@@ -17,7 +17,7 @@ Decision: TypeAlias = Literal["graduate", "keep-celery", "not-enough-evidence"]
 Side: TypeAlias = Literal["temporal", "celery", "open"]
 ProblemKind: TypeAlias = Literal["lost", "stuck", "failed", "duplicate", "resume",
                                  "double-start", "rollback", "correlation", "audit",
-                                 "reminder"]
+                                 "reminder", "notice"]
 Clock: TypeAlias = Literal["exact", "approximate", "none"]
 Pairs: TypeAlias = tuple[tuple[str, str], ...]
 
@@ -113,6 +113,22 @@ class ReminderInfo:
 
 
 @dataclass(frozen=True)
+class NoticeInfo:
+    """What became of one notice of how a wait ended (see `graduate.check.NoticeVerdict`)."""
+
+    wait: str
+    end: str  # rejected or expired
+    step: str
+    expected: bool  # the instance ended this way at this wait
+    calls: int
+    applied: int
+    absorbed: int
+    early: bool  # landed before a compensation did
+    problem: bool  # missing, unexpected or early
+    summary: str  # in words
+
+
+@dataclass(frozen=True)
 class ResumeInfo:
     in_flight: str
     point: str
@@ -157,6 +173,7 @@ class InstanceReport:
     rows: tuple[LedgerRow, ...]
     problems: tuple[Problem, ...]
     reminders: tuple[ReminderInfo, ...] = ()
+    notices: tuple[NoticeInfo, ...] = ()
 
 
 @dataclass(frozen=True)

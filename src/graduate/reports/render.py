@@ -34,6 +34,7 @@ PROBLEM_TITLES = {
     "correlation": "correlation or trace ID lost",
     "audit": "audit trail missing or broken",
     "reminder": "reminder missing during a wait",
+    "notice": "notice of how a wait ended missing, early or wrong",
 }
 
 # In a Markdown table cell a pipe ends the cell and HTML is live: escape both, and the
