@@ -26,7 +26,7 @@ from typing import Any
 import jinja2
 
 from graduate.errors import ConfigError
-from graduate.flow import Flow, Parallel, Step, Timer, Wait, flow_to_dict
+from graduate.flow import WAIT_ENDS, Flow, Parallel, Step, Timer, Wait, WaitEnd, flow_to_dict
 
 MANIFEST = ".graduate-scaffold.json"
 MANIFEST_VERSION = 1
@@ -196,6 +196,8 @@ def _context(flow: Flow) -> dict[str, Any]:
     unkeyed = sorted(s.name for s in flow.systems if not s.honours_idempotency)
     works = any(s.work for s in flow.steps)
     reminders = [_reminder(w) for w in flow.waits if w.reminder is not None]
+    notices = [_notice(w, end) for w in flow.waits for end in WAIT_ENDS
+               if w.notice_step(end) is not None]
     return {
         **names,
         "flow": flow,
@@ -208,6 +210,7 @@ def _context(flow: Flow) -> dict[str, Any]:
         "steps": steps,
         "waits": waits,
         "reminders": reminders,
+        "notices": notices,
         "fails": any("fail" in (w.on_timeout, w.on_reject) for w in flow.waits),
         "nodes": [_node(node) for node in flow.nodes],
         "groups": bool(flow.groups),
@@ -224,6 +227,8 @@ def _context(flow: Flow) -> dict[str, Any]:
             "A wait's reminder is a durable timer racing the signal: if the wait is still "
             "open at its time, the reminder's activity runs once, under a key of its own; "
             "a wait that ended first sends none." if reminders else "",
+            "A wait rejected or past its deadline compensates, then sends the notice of "
+            "that ending once, under a key of its own." if notices else "",
             "The branches of a parallel group run at once and join before the flow goes on; "
             "after a branch fails for good the others start no further step."
             if flow.groups else "",
@@ -273,9 +278,11 @@ def _node(node: Step | Wait | Timer | Parallel) -> dict[str, Any]:
         branches = []
         if node.on_timeout != "continue":
             branches.append({"test": "is None", "lines": _action(
-                node.on_timeout, f"the deadline of {node.name} passed")})
+                node.on_timeout, f"the deadline of {node.name} passed",
+                _notice(node, "expired") if node.notice_step("expired") else None)})
         branches.append({"test": '== "reject"', "lines": _action(
-            node.on_reject, f"rejected at {node.name}")})
+            node.on_reject, f"rejected at {node.name}",
+            _notice(node, "rejected") if node.notice_step("rejected") else None)})
         return {"kind": "wait", "name": node.name, "signal": node.signal,
                 "field": f"{node.name}_deadline_seconds", "var": var, "branches": branches,
                 "reminder": None if node.reminder is None else _reminder(node)}
@@ -297,10 +304,29 @@ def _reminder_function(wait: Wait) -> str:
     return f"{wait.name}_reminder"
 
 
-def _action(action: str, reason: str) -> list[str]:
+def _notice(wait: Wait, end: WaitEnd) -> dict[str, Any]:
+    """A wait's notice of one ending: its step (`<wait>.<end>_notice`, the name its key
+    and the ledger know it by), its activity and its options (retried: it must land)."""
+    step = wait.notice_step(end)
+    assert step is not None
+    return {"wait": wait.name, "end": end, "step": step.name, "effect": step.effect,
+            "function": _notice_function(wait, end),
+            "const": f"{wait.name.upper()}_{end.upper()}_NOTICE",
+            "timeout": step.timeout, "retry": step.retry}
+
+
+def _notice_function(wait: Wait, end: WaitEnd) -> str:
+    return f"{wait.name}_{end}_notice"
+
+
+def _action(action: str, reason: str, notice: dict[str, Any] | None) -> list[str]:
     if action == "fail":
         return [f"raise ApplicationError({json.dumps(reason)}, non_retryable=True)"]
-    return ["await self._compensate(request)", f"return {json.dumps(reason + ': compensated')}"]
+    told = ([f"await self._notice(request, {json.dumps(notice['step'])},",
+             f"                   activities.{notice['function']}, {notice['const']})"]
+            if notice else [])
+    return ["await self._compensate(request)", *told,
+            f"return {json.dumps(reason + ': compensated')}"]
 
 
 def _calls(flow: Flow) -> list[dict[str, Any]]:
@@ -314,6 +340,10 @@ def _calls(flow: Flow) -> list[dict[str, Any]]:
     sites += [(step, step.effect, _reminder_function(wait),
                f"Remind during wait {wait.name}, once, while it is still open.")
               for wait in flow.waits if (step := wait.reminder_step) is not None]
+    sites += [(step, step.effect, _notice_function(wait, end),
+               f"Tell the parties that wait {wait.name} ended {end}, after the compensations.")
+              for wait in flow.waits for end in WAIT_ENDS
+              if (step := wait.notice_step(end)) is not None]
     shared = {effect for effect in (s[1] for s in sites)
               if sum(1 for other in sites if other[1] == effect) > 1}
     return [{"effect": effect, "activity": f"{effect}@{step.name}" if effect in shared
