@@ -635,8 +635,11 @@ def judge_rollback(flow: Flow, effects: Sequence[EffectRecord], status: Instance
     undone = [e for e in effects if e.kind == "compensation" and _landed(e)]
     compensated = _undone_order(effects)
     declared = {s.name for s in flow.steps if s.compensation}
+    read_only = {s.name for s in flow.steps if s.read_only}  # nothing of theirs to undo
     problems = []
     for step in applied:
+        if step in read_only:
+            continue
         if step not in declared:
             problems.append(f"{step} applied and has no compensation: the rollback cannot "
                             "undo it")

@@ -130,6 +130,9 @@ class Step:
     # API). The step heartbeats through it on Temporal and simply runs long on Celery,
     # so a spike sees how it meets its timeout, heartbeat and visibility timeouts.
     work: float = 0.0
+    # The step only reads (a validation, a lookup): it changes nothing outside, so there
+    # is nothing to compensate, and a rollback that leaves it applied undoes everything.
+    read_only: bool = False
 
     @property
     def system(self) -> str:
@@ -554,6 +557,9 @@ def _validate_step(at: str, step: Step, systems: set[str]) -> None:
             raise FlowError(f"{at}: {label} {effect!r} goes to system {system!r}, which is "
                             f"not declared; add [systems.{system}] with honours_idempotency "
                             "= true or false")
+    if step.read_only and step.compensation:
+        raise FlowError(f"{at}: read_only = true says the step changes nothing, yet "
+                        f"[compensations] undoes it with {step.compensation!r}; remove one")
     _check_seconds(at, "work", step.work, "90s")
     if step.work < 0:
         raise FlowError(f"{at}: work must not be negative; give how long the step's work "
@@ -849,6 +855,7 @@ def _node(item: _Reader, where: str) -> Node:
             effect=item.text("effect", required=True),
             timeout=item.duration("timeout", 30.0),
             work=item.duration("work", 0.0),
+            read_only=item.boolean("read_only", False),
             retry=RetryPolicy(
                 max_attempts=retry.integer("max_attempts", default.max_attempts),
                 initial_interval=retry.duration("initial_interval", default.initial_interval),
@@ -859,7 +866,7 @@ def _node(item: _Reader, where: str) -> Node:
         )
         retry.reject_unknown({"max_attempts", "initial_interval", "backoff_coefficient",
                               "maximum_interval"})
-        item.reject_unknown({"step", "effect", "timeout", "retry", "work"},
+        item.reject_unknown({"step", "effect", "timeout", "retry", "work", "read_only"},
                             hint="compensations go in the [compensations] table")
     elif kind == "wait":
         node = Wait(
@@ -1036,4 +1043,6 @@ def _step_dict(step: Step) -> dict[str, Any]:
                   "maximum_interval": r.maximum_interval},
         # Only when declared: flows stored before steps had work read the same.
         **({"work": step.work} if step.work else {}),
+        # Only when declared, likewise.
+        **({"read_only": True} if step.read_only else {}),
     }

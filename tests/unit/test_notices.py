@@ -265,3 +265,28 @@ def test_the_notice_is_no_step_to_compensate_or_resume(flow: Flow) -> None:
 
     assert rollback.applied == ("create",)
     assert verdict.verdict.value == "compensated"
+
+
+# ---------------------------------------------------------------------------- a read-only step
+
+
+def test_a_read_only_step_needs_no_compensation_and_a_rollback_leaves_it(
+        write_flow: Callable[..., Path]) -> None:
+    flow = load_flow(write_flow([('effect = "mail.send"',
+                                  'effect = "mail.send"\nread_only = true')]))
+    effects = [call("create", 1), call("notify", 2), call("create", 10, kind="compensation")]
+
+    rollback = judge_rollback(flow, effects, REJECTED, cancelled_at=STARTED + 5)
+
+    assert flow.node("notify").read_only  # type: ignore[union-attr]
+    assert rollback.problems == ()
+    assert flow_from_dict(json.loads(json.dumps(flow_to_dict(flow)))) == replace(
+        flow, source="")
+
+
+def test_a_read_only_step_with_a_compensation_is_refused(
+        write_flow: Callable[..., Path]) -> None:
+    with pytest.raises(FlowError, match="read_only = true says the step changes nothing, "
+                                        "yet \\[compensations\\] undoes it"):
+        load_flow(write_flow([('effect = "crm.create"\n',
+                               'effect = "crm.create"\nread_only = true\n')]))

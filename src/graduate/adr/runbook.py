@@ -166,6 +166,8 @@ def _rollback(flow: Flow, runs: Sequence[RunRecord], rehearse: _Commands,
                      "its system honours no idempotency key: retry only after checking "
                      "the ledger")
             undo.append(f"`{step.name}` applied → `{step.compensation}` ({retry})")
+        elif step.read_only:
+            undo.append(f"`{step.name}` only read ({system.name}): nothing to undo")
         else:
             undo.append(f"`{step.name}` applied → no compensation declared: undo by hand "
                         f"({system.name} {honours})")
