@@ -65,7 +65,11 @@ def flow_toml(found: Inventory, flow: FlowCandidate) -> str:
             lines += ["[[nodes]]", f"wait = {_s('decision')}", f"signal = {_s('decision')}",
                       f"deadline = {_s(_DEADLINE)}"
                       "  # the code sweeps a waiting state; set its real deadline",
-                      'on_timeout = "compensate"', 'on_reject = "compensate"', ""]
+                      'on_timeout = "compensate"', 'on_reject = "compensate"',
+                      "# How the people involved are told that it ended: nothing in the code "
+                      "says which task does it.",
+                      '# notices = { rejected = "SYSTEM.OPERATION", expired = '
+                      '"SYSTEM.OPERATION" }  # each sent once, after the compensations', ""]
     compensations = [(s, s.compensation) for s in steps if s.compensation]
     if compensations:
         lines.append("[compensations]")
