@@ -1,4 +1,4 @@
-"""`graduate demo`: the main job of the README, the sample spike's crash matrix."""
+"""`graduate demo`: the main job of the README, the pilot's crash matrix."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from graduate.evidence import EvidenceStore
 from graduate.reports.build import build_report
 from graduate.reports.render import write_reports
 
-SAMPLE_FLOW = "partner_approval"
+PILOT_FLOW = "partner_approval"
 DEMO_FAULTS = (none.NAME, kill_worker.NAME, stop_worker.NAME, restart_broker.NAME,
                restart_server.NAME, deploy_change.NAME,
                f"{deploy_change.NAME}+{deploy_change.VERSIONED.name}", wait_timeout.NAME)
@@ -40,7 +40,7 @@ def demo(
     out: Annotated[Path | None, typer.Option(
         help="Folder for the HTML and Markdown reports (default: reports/).")] = None,
 ) -> None:
-    """Run the sample spike (partner_approval) under every fault on Temporal and on both
+    """Run the pilot (partner_approval) under every fault on Temporal and on both
     Celery strategies, and summarise what each engine did with each commitment.
 
     Every run starts its own local Temporal server or Redis, and everything it starts is
@@ -51,7 +51,7 @@ def demo(
     """
     config = settings(ctx)
     engines = engine_names()
-    console.print(f"[bold]graduate demo[/]: the crash matrix of {SAMPLE_FLOW} on "
+    console.print(f"[bold]graduate demo[/]: the crash matrix of {PILOT_FLOW} on "
                   f"{', '.join(engines)}; {len(DEMO_FAULTS)} faults each")
 
     def progress(cell: CellOutcome, number: int, total: int) -> None:
@@ -60,7 +60,7 @@ def demo(
         console.print(f"  [{number}/{total}] {cell.key.split('|')[1].split('@')[0]} on "
                       f"{cell.engine}: {result}")
 
-    result = graduate.matrix(SAMPLE_FLOW, engines=engines, faults=DEMO_FAULTS,
+    result = graduate.matrix(PILOT_FLOW, engines=engines, faults=DEMO_FAULTS,
                              instances=instances, hit=hit, timeout=timeout, settings=config,
                              on_cell=progress)
     console.print(matrix_table(result.matrix_id, result.cells))
