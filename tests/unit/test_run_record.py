@@ -261,3 +261,22 @@ def test_the_cli_says_which_file_and_field_and_exits_2(damaged: Callable[..., Pa
     assert "Traceback" not in done.stderr
     assert "instances[0].effects[0].applied" in done.stderr
     assert path.name in done.stderr
+
+
+PILOT_MATRIX = SAMPLE_MATRIX.with_name("m71bd4b.json")  # pinned by ADR 0003 now
+
+
+def test_the_pilots_evidence_reads_back_whole_and_shows_its_notices() -> None:
+    written = raw(PILOT_MATRIX)
+    matrix = MatrixRecord.from_dict(written)
+    assert kept(written, matrix.to_dict()) == []
+    runs = [PILOT_MATRIX.parents[1] / "runs" / f"{c.run_id}.json" for c in matrix.cells]
+    records = [RunRecord.from_dict(raw(path)) for path in runs]
+    assert all(kept(raw(p), r.to_dict()) == [] for p, r in zip(runs, records, strict=True))
+    # Every wait that ran past its deadline ended expired: voided, then one expiry notice.
+    lapsed = [r for r in records if r.fault.fault == "wait-timeout"]
+    assert len(lapsed) == 6
+    for record in lapsed:
+        [verdict] = record.verdicts
+        assert [(n.step, n.expected, n.applied) for n in verdict.notices] == [
+            ("approval.expired_notice", True, 1)], record.run_id
