@@ -101,7 +101,7 @@ def test_a_folder_of_runs_of_several_flows_is_reported_one_flow_at_a_time(
     done = graduate(project, "report", "--flow", "signature", "--format", "md")
     assert done.returncode == 0, done.stderr
     assert [p.name for p in (project / ".graduate" / "reports").iterdir()] == [
-        "report-runs-def456.md"]
+        "report-signature.md"]
 
     unknown = graduate(project, "report", "--flow", "dd_room")
     assert unknown.returncode == 2

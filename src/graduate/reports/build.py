@@ -76,7 +76,7 @@ def build_report(store: EvidenceStore, *, matrix_id: str | None = None,
         raise ConfigError("give one of --matrix, --run or --flow: a report covers one "
                           "matrix, a list of runs, or the runs of one flow")
     if flow:
-        return _from_runs(store, _runs_of(store, flow))
+        return _from_runs(store, _runs_of(store, flow), source="flow")
     if run_ids:
         return _from_runs(store, list(dict.fromkeys(run_ids)))
     if matrix_id is None and store.latest_matrix() is None and store.runs():
@@ -154,16 +154,20 @@ def _from_matrix(store: EvidenceStore, matrix_id: str) -> Report:
 
 
 def _runs_of(store: EvidenceStore, flow: str) -> list[str]:
-    """The stored runs of `flow`, in the store's order."""
-    found = [r for r in store.runs() if store.load_run(r).flow.name == flow]
+    """The stored runs of `flow`, in the order they ran (a matrix's order: its columns
+    read as the matrix ran them, not by random run id)."""
+    runs = {r: store.load_run(r) for r in store.runs()}
+    found = sorted((r for r, run in runs.items() if run.flow.name == flow),
+                   key=lambda r: (runs[r].started_at or 0.0, r))  # none recorded: first
     if not found:
-        names = sorted({store.load_run(r).flow.name for r in store.runs()})
+        names = sorted({run.flow.name for run in runs.values()})
         raise ConfigError(f"no run of the flow {flow!r} in {store.root}; flows there: "
                           f"{_known(names)}")
     return found
 
 
-def _from_runs(store: EvidenceStore, run_ids: list[str]) -> Report:
+def _from_runs(store: EvidenceStore, run_ids: list[str],
+               source: Literal["runs", "flow"] = "runs") -> Report:
     # A link that leads nowhere is there, and unreadable: read_json says why.
     missing = [r for r in run_ids
                if not (store.run_path(r).exists() or store.run_path(r).is_symlink())]
@@ -184,11 +188,11 @@ def _from_runs(store: EvidenceStore, run_ids: list[str]) -> Report:
                                run_id=run_id, summary=None))
     engines = [e for e in all_engine_names() if any(s.engine == e for s in specs)]
     engines += [s.engine for s in specs if s.engine not in engines]
-    return _assemble(source="runs", matrix_id=None, record=None, specs=specs, runs=runs,
+    return _assemble(source=source, matrix_id=None, record=None, specs=specs, runs=runs,
                      engines=list(dict.fromkeys(engines)), warnings=[])
 
 
-def _assemble(*, source: Literal["matrix", "runs"], matrix_id: str | None,
+def _assemble(*, source: Literal["matrix", "runs", "flow"], matrix_id: str | None,
               record: MatrixRecord | None, specs: list[_CellSpec], runs: dict[str, RunRecord],
               engines: list[str], warnings: list[str]) -> Report:
     flow = _flow(record, runs)

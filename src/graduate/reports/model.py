@@ -335,7 +335,7 @@ class Recommendation:
 @dataclass(frozen=True)
 class Report:
     title: str
-    source: Literal["matrix", "runs"]
+    source: Literal["matrix", "runs", "flow"]  # "flow": every stored run of one flow
     matrix_id: str | None
     created_at: str | None
     updated_at: str | None

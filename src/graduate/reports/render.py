@@ -189,9 +189,12 @@ RENDERERS = {"html": render_html, "md": render_markdown, "junit": render_junit,
 
 
 def report_name(report: Report) -> str:
-    """The files' common name: report-MATRIX, or report-runs-ID-ID."""
+    """The files' common name: report-MATRIX, report-FLOW (every run of one flow: one
+    name per flow, which an index can link to), or report-runs-ID-ID."""
     if report.matrix_id:
         return f"report-{report.matrix_id}"
+    if report.source == "flow":
+        return f"report-{report.flow.name}"
     ids = list(report.run_ids)
     shown = "-".join(ids[:3]) + (f"-and-{len(ids) - 3}-more" if len(ids) > 3 else "")
     return f"report-runs-{shown}"
