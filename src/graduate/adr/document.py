@@ -37,6 +37,12 @@ HISTORY_HEADING = "Status history"
 _NUMBERED = re.compile(r"^(\d{4})-.+\.md$")
 _TASK = re.compile(r"^\s*[-*+]\s+\[([ xX])\]\s+(.*?)\s*$")
 _LABEL = re.compile(r"^\*\*(.+?)\*\*")
+# The spike ADR's three outcomes (ADR 0001 of the source: "an explicit outcome").
+OUTCOMES = ("Approved", "Rejected", "Extend pilot")
+DECISION_HEADING = "Decision outcome"
+# How a filled-in decision states it: "Outcome: **Extend pilot**" at the start of a line
+# (the template's "Outcome (to fill): **Approved**, **Rejected** or ..." is not one).
+_OUTCOME = re.compile(r"^Outcome:\s*\*\*(" + "|".join(OUTCOMES) + r")\*\*", re.M)
 _ITEM = re.compile(r"^\s*[-*+]\s")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*(?:#+[ \t]*)?$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
@@ -137,6 +143,13 @@ class AdrDocument:
 
     def save(self) -> None:
         write_text(self.path, self.text(), expected=self.original)
+
+
+def decision_outcome(document: AdrDocument) -> str | None:
+    """The outcome the ADR records under "Decision outcome" (`Outcome: **Approved**`),
+    or None while it is still to fill."""
+    match = _OUTCOME.search(document.section(DECISION_HEADING) or "")
+    return match.group(1) if match else None
 
 
 def _section_span(body: str, heading: str) -> tuple[int, int] | None:

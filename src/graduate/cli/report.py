@@ -7,9 +7,12 @@ from typing import Annotated
 
 import typer
 
+from graduate.adr import load_policy
 from graduate.cli.common import console, settings
+from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore
 from graduate.reports import FORMATS, build_report, parse_formats, write_reports
+from graduate.reports.index import build_index, write_index
 
 
 def report(
@@ -24,6 +27,11 @@ def report(
         "--flow", help="Every stored run of this flow (a crash-resume suite's evidence "
                        "holds runs of several flows).")
     ] = None,
+    index: Annotated[bool, typer.Option(
+        "--index", help="Write index.md instead: one page comparing every flow that has a "
+                        "graduate ADR in docs/adr, from each ADR and the runs attached to "
+                        "it (which graduate, which could stay on Celery, and why).")
+    ] = False,
     formats: Annotated[str, typer.Option(
         "--format", help=f"Comma-separated formats: {', '.join(FORMATS)}.")
     ] = ",".join(FORMATS),
@@ -43,11 +51,22 @@ def report(
 
     Example: graduate report --flow partner_approval --evidence .graduate/ci-evidence
 
+    Example: graduate report --index --out reports
+
     Exits 0 once the files are written, whatever the verdicts (the JUnit file carries them).
 
     Exits 2 when there is no evidence, or an id is unknown.
     """
     config = settings(ctx)
+    if index:
+        if matrix or run or flow or evidence:
+            raise ConfigError("--index reads each ADR's attached runs where they are; give "
+                              "it without --matrix, --run, --flow or --evidence")
+        target = out or config.state_dir / "reports"
+        built_index = build_index(config.project_dir, load_policy(config.project_dir), target)
+        console.print(f"index: {write_index(built_index, target)} "
+                      f"({len(built_index.entries)} ADR(s))", soft_wrap=True)
+        return
     wanted = parse_formats(formats)
     store = EvidenceStore(evidence or config.evidence_dir)
     built = build_report(store, matrix_id=matrix, run_ids=run or (), flow=flow)
