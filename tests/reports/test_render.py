@@ -299,7 +299,8 @@ def test_a_time_scaled_run_says_so_under_the_flow_and_in_its_options(
     scaled = ("1h=1s (x3600): 2 flow durations divided by 3600, 1 kept at their floor; "
               "engine settings not scaled")
     assert report.time_scales == (scaled, "real time")
-    assert f"- time scale: {scaled}; real time" in render_markdown(report)
+    # A list item of its own, under the steps' line (it once ran on at the line's end).
+    assert f"notify\n- time scale: {scaled}; real time" in render_markdown(report)
     assert f"Time scale: {scaled}; real time" in render_html(report)
     [run] = [r for r in report.runs if r.run_id == "scaled"]
     assert ("time_scale", scaled) in run.options
