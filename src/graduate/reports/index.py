@@ -61,7 +61,8 @@ class SpikeEntry:
     problems: tuple[str, ...]  # why it does not, when it does not
     classes: Pairs
     runs: int
-    needs_temporal: tuple[str, ...]  # the source table's signals on the Temporal side
+    # The source table's signals on the Temporal side (None: no run, so not known).
+    needs_temporal: tuple[str, ...] | None
     recommendation: str  # the report's headline on these runs
     target: tuple[ProfileResult, ...]
     celery: tuple[ProfileResult, ...]
@@ -107,7 +108,7 @@ def _entry(project_dir: Path, document: AdrDocument, policy: GatePolicy,
         problems=problems, classes=record.classes.items(),
         runs=len(report.runs) if report is not None else 0,
         needs_temporal=tuple(c.signal for c in report.criteria if c.points_to == "temporal")
-        if report is not None else (),
+        if report is not None else None,
         recommendation=report.recommendation.headline if report is not None
         else "No run is attached yet.",
         target=tuple(r for r in results if r.engine == target), celery=celery,
