@@ -16,7 +16,7 @@ def test_the_index_reads_each_adrs_status_outcome_and_attached_verdicts(
         project: Project) -> None:
     runs = [*project.passing_runs(),
             project.run(engine="celery-chain", verdict=Verdict.LOST, exact=False),
-            project.run(engine="celery-state-machine", profile="tuned")]
+            *project.passing_runs(engine="celery-state-machine", profile="tuned")]
     project.spiking(*runs)
 
     text = index(project)
@@ -31,7 +31,19 @@ def test_the_index_reads_each_adrs_status_outcome_and_attached_verdicts(
     assert "- **celery-chain under defaults**: 0 cell(s) passed, 1 failed: kill-worker at " \
            "activate:before-effect: 1 lost, 1 not resumed at the step in flight." in text
     assert "**Could it stay on Celery?** Yes, as celery-state-machine under tuned (" in text
-    assert "it passed all 1 cell(s) it ran." in text
+    assert "it passed all 4 cell(s) it ran." in text
+
+
+def test_a_celery_strategy_that_ran_fewer_cells_than_the_target_is_not_yet_an_answer(
+        project: Project) -> None:
+    project.spiking(*project.passing_runs(),
+                    project.run(engine="celery-state-machine", profile="tuned"))
+
+    text = index(project)
+
+    assert text.splitlines()[10].endswith("| unknown |")
+    assert ("**Could it stay on Celery?** Unknown: celery-state-machine under tuned passed "
+            "all 1 cell(s) it ran, but ran 1 of the 4 the target engine ran.") in text
 
 
 def test_the_index_follows_the_outcome_written_in_the_adr(project: Project) -> None:

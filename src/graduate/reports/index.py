@@ -112,7 +112,9 @@ def _entry(project_dir: Path, document: AdrDocument, policy: GatePolicy,
         recommendation=report.recommendation.headline if report is not None
         else "No run is attached yet.",
         target=tuple(r for r in results if r.engine == target), celery=celery,
-        stays_on_celery=_stays_on_celery(celery, report is not None),
+        stays_on_celery=_stays_on_celery(
+            celery, report is not None,
+            max((_cells(r) for r in results if r.engine == target), default=0)),
         report_link=_report_link(reports_dir, record.flow,
                                  [a.id for a in record.evidence if a.kind == "matrix"]))
 
@@ -167,13 +169,23 @@ def _failing(cell: CellReport) -> str:
     return f"{cell.column.split('@', 1)[0]}{at}: {', '.join(what)}"
 
 
-def _stays_on_celery(celery: Sequence[ProfileResult], has_runs: bool) -> str:
-    """Whether a Celery strategy passed every cell it ran, and under which settings."""
+def _cells(result: ProfileResult) -> int:
+    return result.passed + result.failed + result.not_applicable
+
+
+def _stays_on_celery(celery: Sequence[ProfileResult], has_runs: bool, target_cells: int) -> str:
+    """Whether a Celery strategy passed every cell it ran, and under which settings;
+    unknown while the ones that passed ran fewer cells than the target engine did."""
     if not has_runs:
         return "Unknown: no run is attached."
     if not celery:
         return "Unknown: no Celery run is attached."
     clean = [r for r in celery if r.clean]
+    if clean and all(_cells(r) < target_cells for r in clean):
+        return "Unknown: " + "; ".join(
+            f"{r.engine} under {r.profile} passed all {r.passed} cell(s) it ran, but ran "
+            f"{_cells(r)} of the {target_cells} the target engine ran" for r in clean) + "."
+    clean = [r for r in clean if _cells(r) >= target_cells]
     if clean:
         return "Yes, " + "; or ".join(
             f"as {r.engine} under {r.profile}"
