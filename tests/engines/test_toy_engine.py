@@ -22,11 +22,12 @@ CONTRACT = [
 
 def test_a_toy_engine_package_passes_the_engine_contract(tmp_path: Path) -> None:
     report = tmp_path / "contract.xml"
+    # Its own report and evidence folder: the suite's (addopts) belong to the outer run.
     finished = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/contract/test_engines.py", "-p",
          "tests.engines.toy.plugin", "-k", "toy", "-n", "0", "-p", "no:cacheprovider",
-         f"--junitxml={report}", "-q"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+         f"--junitxml={report}", f"--graduate-evidence={tmp_path / 'evidence'}", "-q"],
+        cwd=ROOT, capture_output=True, text=True, timeout=270, check=False)
 
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-2000:]
     cases = ElementTree.parse(report).getroot().iter("testcase")
