@@ -10,8 +10,9 @@ under it.
     print(result.verdict.passed, [i.verdict for i in result.instances])
 
 `run`, `chaos`, `matrix` and `signal` are what the command line and the pytest plugin
-call; the names below them are the values they take and return. `effect` records a
-team's own side effects under a run; `inventory` reads a Celery codebase for what
+call (`resolve` reads a flow or an app once, for a caller that needs it first); the
+names below them are the values they take and return. `effect` records a team's own
+side effects under a run; `inventory` reads a Celery codebase for what
 should graduate. Every error graduate raises on purpose is a
 `GraduateError`; bad input is a `ConfigError`, a service that cannot be started or
 reached a `ServiceError`.
@@ -31,7 +32,8 @@ from graduate.instrument import effect
 
 if TYPE_CHECKING:
     from graduate.adapters.base import InstanceState, InstanceStatus
-    from graduate.api import MatrixResult, SignalSent, chaos, matrix, run, signal
+    from graduate.api import MatrixResult, SignalSent, chaos, matrix, resolve, run, signal
+    from graduate.apps import Target
     from graduate.chaos.faults import FaultPlan
     from graduate.chaos.harness import ChaosResult
     from graduate.chaos.matrix import CellOutcome
@@ -44,8 +46,9 @@ if TYPE_CHECKING:
 # Each name the API brings, and the module it lives in.
 _LAZY = {
     **dict.fromkeys(("InstanceState", "InstanceStatus"), "graduate.adapters.base"),
-    **dict.fromkeys(("MatrixResult", "SignalSent", "chaos", "matrix", "run", "signal"),
-                    "graduate.api"),
+    **dict.fromkeys(("MatrixResult", "SignalSent", "chaos", "matrix", "resolve", "run",
+                     "signal"), "graduate.api"),
+    "Target": "graduate.apps",
     "FaultPlan": "graduate.chaos.faults",
     "ChaosResult": "graduate.chaos.harness",
     "CellOutcome": "graduate.chaos.matrix",
@@ -80,6 +83,7 @@ __all__ = [
     "ServiceError",
     "Settings",
     "SignalSent",
+    "Target",
     "TimelineEvent",
     "Verdict",
     "chaos",
@@ -87,6 +91,7 @@ __all__ = [
     "inventory",
     "load_settings",
     "matrix",
+    "resolve",
     "run",
     "signal",
 ]

@@ -22,7 +22,7 @@ from typing import Any, get_args
 
 from graduate.adapters import needs, open_engine
 from graduate.adapters.base import InstanceStatus
-from graduate.apps import app_of_run, resolve_target, target_engines
+from graduate.apps import Target, app_of_run, resolve_target, target_engines
 from graduate.chaos.faults import (
     FaultPlan,
     deploy_change,
@@ -72,7 +72,26 @@ class SignalSent:
     engine: str
 
 
-def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
+def resolve(flow: str | Path, *, engine: str, settings: Settings | None = None,
+            project_dir: Path | None = None) -> Target:
+    """What `run` and `chaos` would run for `flow` on `engine`, read and checked once: the
+    flow (a name in the spikes folder, a file, `module:ATTRIBUTE`), or a team's app
+    declared at `project_dir` (default: the settings' project folder) with the flow it
+    declares. Hand the result to `run` or `chaos` in place of the flow to run it as
+    resolved (a caller that needs the flow or the engine first reads it only once)."""
+    config = settings or load_settings()
+    return resolve_target(project_dir or config.project_dir, config.spikes_dir, str(flow),
+                          engine)
+
+
+def _target(flow: str | Path | Target, engine: str, config: Settings,
+            project_dir: Path) -> Target:
+    if isinstance(flow, Target):
+        return flow
+    return resolve_target(project_dir, config.spikes_dir, str(flow), engine)
+
+
+def run(flow: str | Path | Target, *, engine: str, instances: int = 1, workers: int = 1,
         timeout: float = 120.0, decisions: Mapping[str, Decision] | None = None,
         failures: Sequence[Failure | str] = (), settings: Settings | None = None,
         temporal_port: int | None = None, redis_port: int | None = None,
@@ -82,7 +101,8 @@ def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
 
     `flow` is a name in the project's spikes folder, a .toml file, or `module:ATTRIBUTE`;
     or a team's app declared in `[tool.graduate.apps.NAME]`, whose own workers then run
-    on `engine` ("temporal" or "celery", as the app declares), judged against its flow.
+    on `engine` ("temporal" or "celery", as the app declares), judged against its flow;
+    or what `resolve` made of either.
     `decisions` answers waits as soon as an instance reaches them (`{"approval":
     "approve"}`); a wait without one runs to its deadline, or until `graduate.signal`.
     `failures` makes a step's external system fail (`Failure` or `"STEP=transient:2"`,
@@ -94,7 +114,7 @@ def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
     `graduate.timescale`): `result.time_scale` lists them as the run used them.
     """
     config = settings or load_settings()
-    target = resolve_target(config.project_dir, config.spikes_dir, str(flow), engine)
+    target = _target(flow, engine, config, config.project_dir)
     options = RunOptions(
         flow=target.flow_ref, engine=target.engine, instances=instances, workers=workers,
         timeout=timeout, decisions=dict(decisions or {}),
@@ -105,7 +125,7 @@ def run(flow: str | Path, *, engine: str, instances: int = 1, workers: int = 1,
     return run_flow(config, options, flow=target.flow, on_status=on_status)
 
 
-def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None = None,
+def chaos(flow: str | Path | Target, *, engine: str, fault: str = "none", at: str | None = None,
           instances: int = 1, profile: str = "defaults", timeout: float = 90.0,
           restart_delay: float = 1.0, partition_for: float = 5.0, versioned: bool = False,
           pinned: bool = False, cold: bool = False, change: str = "reorder", hit: str = "one",
@@ -136,7 +156,8 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
     says whether it passed (`result.verdict.passed`) and, when the fault cannot apply
     to the engine or the services, why (`result.applicable`, `result.reason`).
 
-    `flow` may name a team's app declared in `[tool.graduate.apps.NAME]` (see `run`).
+    `flow` may name a team's app declared in `[tool.graduate.apps.NAME]` (see `run`), or
+    be what `resolve` made of one (the target's engine is then the one it runs on).
     The apps and profiles are the project's at `project_dir` (default: the settings'
     project folder; the pytest plugin runs in a test's own folder).
 
@@ -149,7 +170,7 @@ def chaos(flow: str | Path, *, engine: str, fault: str = "none", at: str | None 
     """
     config = settings or load_settings()
     project = project_dir or config.project_dir
-    target = resolve_target(project, config.spikes_dir, str(flow), engine)
+    target = _target(flow, engine, config, project)
     engine, loaded = target.engine, target.flow
     engine_settings = profile_settings(profile, engine, project)
     chosen, flags = parse_label(fault)

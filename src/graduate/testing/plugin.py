@@ -26,7 +26,6 @@ import pytest
 
 import graduate
 from graduate.adapters import check_engine, describe, engine_names
-from graduate.apps import resolve_target
 from graduate.chaos.faults import none, parse_label
 from graduate.config import Settings, load_settings
 from graduate.errors import GraduateError
@@ -236,19 +235,15 @@ class ChaosRunner:
         provider (an external broker cannot be restarted by graduate); with
         GRADUATE_REQUIRE_SERVICES=1, a provider that cannot perform the fault fails it."""
         __tracebackhide__ = True
-        # A team's declared app runs its own code; its flow says what to expect.
-        target = resolve_target(self.settings.project_dir, self.settings.spikes_dir, flow,
-                                engine)
-        loaded = target.flow
+        # Read once, in the project (a name in its spikes folder, or a team's declared
+        # app, whose flow says what to expect): the run's settings are the test's folder.
+        target = graduate.resolve(flow, engine=engine, settings=self.settings)
         kind, _ = parse_label(fault)
         chosen = workers or self.request.config.getoption("graduate_workers")
         if (reason := self.provider.cannot(kind)) is not None:
             _unavailable(f"{fault} on provider {self.provider.name}: {reason}")
-        # The flow by its file: the run's settings are the test's own folder, not the
-        # project's, so a name in the project's spikes folder would not be found there.
         result = graduate.chaos(
-            flow if target.app is not None else loaded.source, engine=engine, fault=fault,
-            at=at, instances=instances,
+            target, engine=engine, fault=fault, at=at, instances=instances,
             profile=profile, timeout=timeout, restart_delay=restart_delay,
             partition_for=partition_for, wait_deadline=wait_deadline, versioned=versioned,
             pinned=pinned, change=change, hit=hit, time_scale=self._time_scale(time_scale),
@@ -257,7 +252,7 @@ class ChaosRunner:
             evidence=self.evidence, project_dir=self.settings.project_dir, workers=chosen)
         if not result.applicable:
             pytest.skip(f"{fault} on {engine}: {result.reason}")
-        return ChaosOutcome(result, loaded)
+        return ChaosOutcome(result, target.flow)
 
     def _time_scale(self, given: str | float | None) -> str | float:
         if given is not None:
@@ -272,12 +267,15 @@ class ChaosRunner:
             # The harness starts servers of its own to kill; the suite's stay untouched.
             return replace(base, temporal_address=None, broker_url=None,
                            result_backend_url=None)
-        if describe(engine).needs_server:
+        described = describe(engine)
+        if described.needs_server:
             target = self.request.getfixturevalue("temporal_server")
             return replace(base, temporal_address=target.address,
                            temporal_namespace=target.namespace)
-        return replace(base, broker_url=self.request.getfixturevalue("broker"),
-                       result_backend_url=self.provider.result_backend())
+        if described.needs_broker:
+            return replace(base, broker_url=self.request.getfixturevalue("broker"),
+                           result_backend_url=self.provider.result_backend())
+        return base  # an engine that needs neither server nor broker
 
 
 @pytest.fixture
