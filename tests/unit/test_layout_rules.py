@@ -16,10 +16,11 @@ from graduate.adapters import all_engine_names, describe
 from graduate.chaos.faults import fault_names
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "graduate"
-# The modules that run a flow: the shells call them through `graduate` (run, chaos,
-# matrix, signal and the values they return), never directly.
+# The modules that run a flow, and `graduate.apps` that resolves what a run runs: the
+# shells call them through `graduate` (resolve, run, chaos, matrix, signal and the values
+# they return), never directly.
 RUN_MACHINERY = ("graduate.api", "graduate.runner", "graduate.runs", "graduate.chaos.harness",
-                 "graduate.chaos.matrix")
+                 "graduate.chaos.matrix", "graduate.apps")
 
 
 @functools.cache

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from graduate.apps import resolve_target
+import graduate
 from graduate.cli.common import console, settings
 from graduate.errors import ConfigError
 from graduate.migrate.replay import IN_FLIGHT, replay_histories, to_junit
@@ -42,7 +42,7 @@ def replay(
     --junit replay.xml
     """
     config = settings(ctx)
-    target = resolve_target(config.project_dir, config.spikes_dir, flow, "temporal")
+    target = graduate.resolve(flow, engine="temporal", settings=config)
     app = dict(target.app.engines["temporal"]) if target.app is not None else None
     server = None
     if not histories:

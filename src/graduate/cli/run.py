@@ -14,7 +14,6 @@ from rich.table import Table
 import graduate
 from graduate import Decision, Failure, InstanceState, InstanceStatus, RunResult
 from graduate.adapters import engine_names
-from graduate.apps import resolve_target
 from graduate.cli.common import TimeScaleOption, console, settings
 from graduate.errors import ConfigError
 
@@ -65,17 +64,16 @@ def run(
     Exits 0 when every instance completed or was compensated, 1 otherwise.
     """
     config = settings(ctx)
-    # Everything but the flow, checked before the first run starts (a declared app: its
-    # declaration too); the first run checks the flow against the options, which are the
-    # same for every engine.
-    for name in engine:
-        resolve_target(config.project_dir, config.spikes_dir, flow, name)
+    # The flow (a declared app: its declaration too) read and checked once per engine,
+    # before the first run starts; the first run checks it against the options, which
+    # are the same for every engine.
+    targets = {name: graduate.resolve(flow, engine=name, settings=config) for name in engine}
     decisions = _decisions(signal or [])
     failures = [Failure.parse(text) for text in fail or []]
     results = []
     for name in engine:
         result = graduate.run(
-            flow, engine=name, instances=instances, workers=workers, timeout=timeout,
+            targets[name], engine=name, instances=instances, workers=workers, timeout=timeout,
             decisions=decisions, failures=failures, settings=config,
             temporal_port=temporal_port, redis_port=redis_port, time_scale=time_scale,
             on_status=None if as_json else _progress_of(
