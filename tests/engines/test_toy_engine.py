@@ -4,6 +4,8 @@ the engine contract tests exactly as the built-in engines do."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +35,44 @@ def test_a_toy_engine_package_passes_the_engine_contract(tmp_path: Path) -> None
     cases = ElementTree.parse(report).getroot().iter("testcase")
     passed = {case.get("name") for case in cases if not list(case)}
     assert passed == {f"{name}[toy]" for name in CONTRACT}
+
+
+
+def _graduate_with(entry_point: str, tmp_path: Path,
+                   *args: str) -> subprocess.CompletedProcess[str]:
+    """`graduate ARGS` in a fresh process where a package is installed with
+    `entry_point` in `graduate.engines` (a bare dist-info on the path)."""
+    site = tmp_path / "site"
+    info = site / "graduate_toy_engine-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: graduate-toy-engine\n"
+                                   "Version: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[graduate.engines]\n{entry_point}\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    return subprocess.run([sys.executable, "-m", "graduate", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_an_installed_engine_package_runs_from_the_command_line(tmp_path: Path) -> None:
+    """Installed with an entry point in `graduate.engines`, the package's engine is one
+    `graduate run --engine` knows, in a fresh process: nothing else registers it."""
+    flow = tmp_path / "approval.toml"
+    flow.write_text((ROOT / "tests" / "flows" / "approval.toml").read_text())
+
+    finished = _graduate_with("toy = tests.engines.toy:DESCRIPTIONS", tmp_path, "run",
+                              str(flow), "--engine", "toy", "--signal", "approval=approve",
+                              "--json")
+
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    [result] = json.loads(finished.stdout)
+    assert [(i["state"], i["effects_applied"]) for i in result["instances"]] == [
+        ("completed", 4)]
+
+
+def test_an_engine_package_that_does_not_load_is_named(tmp_path: Path) -> None:
+    finished = _graduate_with("toy = tests.engines.toy:NOTHING", tmp_path, "run",
+                              "approval.toml", "--engine", "toy")
+
+    assert finished.returncode == 2
+    assert ("entry point 'toy' (tests.engines.toy:NOTHING) in group 'graduate.engines' "
+            "failed to load") in finished.stderr

@@ -3,11 +3,14 @@ do, and how to open it.
 
 An engine package contributes its descriptions (`adapters/<engine>/description.py`,
 which must not import the engine's SDK); `graduate.adapters` registers the built-in
-ones. Everything outside `adapters/` asks a description instead of comparing names.
+ones. An installed package outside graduate names its descriptions with an entry point
+in the group `graduate.engines`, read the first time the registry is asked. Everything
+outside `adapters/` asks a description instead of comparing names.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +66,35 @@ class EngineDescription:
 
 
 _REGISTRY: dict[str, EngineDescription] = {}
+ENTRY_POINTS = "graduate.engines"
+_installed_read = False
+
+
+def _known() -> dict[str, EngineDescription]:
+    """Every engine: registered, and installed with an entry point (read once, on the
+    first question, so that a package may import graduate's modules as it loads)."""
+    global _installed_read  # noqa: PLW0603 - the registry is one per process
+    if not _installed_read:
+        _installed_read = True
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
+            _register_installed(entry)
+    return _REGISTRY
+
+
+def _register_installed(entry: importlib.metadata.EntryPoint) -> None:
+    where = f"entry point {entry.name!r} ({entry.value}) in group {ENTRY_POINTS!r}"
+    try:
+        descriptions = tuple(entry.load())
+    except Exception as error:
+        raise ConfigError(f"{where} failed to load: {error}") from error
+    for description in descriptions:
+        if not isinstance(description, EngineDescription):
+            raise ConfigError(f"{where} must name a sequence of EngineDescription; it "
+                              f"holds {description!r}")
+        if _REGISTRY.get(description.name, description) is not description:
+            raise ConfigError(f"{where} describes engine {description.name!r}, which is "
+                              "already known: give it a name of its own")
+        register(description)
 
 
 def register(description: EngineDescription) -> None:
@@ -76,7 +108,7 @@ def unregister(name: str) -> None:
 
 def engines() -> tuple[EngineDescription, ...]:
     """The engines that run a model of a flow (what a spike's matrix compares)."""
-    return tuple(d for d in _REGISTRY.values() if not d.runs_app)
+    return tuple(d for d in _known().values() if not d.runs_app)
 
 
 def engine_names() -> tuple[str, ...]:
@@ -85,23 +117,23 @@ def engine_names() -> tuple[str, ...]:
 
 def all_engine_names() -> tuple[str, ...]:
     """Model and app engines: every name a profile or a stored run may use."""
-    return tuple(_REGISTRY)
+    return tuple(_known())
 
 
 def app_modules() -> dict[str, str]:
     """How a team declares its own app on each engine ([tool.graduate.apps.NAME.ENGINE]):
     the module that reads that table, by the table's name ("temporal", "celery")."""
-    return {d.runs_app: d.app_module for d in _REGISTRY.values() if d.runs_app}
+    return {d.runs_app: d.app_module for d in _known().values() if d.runs_app}
 
 
 def plain_modules() -> dict[str, str]:
     """The engines with a plain-SDK baseline to bench against, and its module."""
-    return {d.name: d.plain_module for d in _REGISTRY.values() if d.plain_module}
+    return {d.name: d.plain_module for d in _known().values() if d.plain_module}
 
 
 def engine_for_app(declared: str) -> EngineDescription:
     """The engine that runs a team's app declared for `declared` ("temporal", "celery")."""
-    for description in _REGISTRY.values():
+    for description in _known().values():
         if description.runs_app == declared:
             return description
     raise ConfigError(f"no engine runs a team's {declared!r} app; apps run on: "
@@ -110,7 +142,7 @@ def engine_for_app(declared: str) -> EngineDescription:
 
 def describe(name: str) -> EngineDescription:
     """The description of engine `name`, or a ConfigError that lists the known ones."""
-    if name not in _REGISTRY:
+    if name not in _known():
         raise ConfigError(f"unknown engine {name!r}; choose one of: "
                           f"{', '.join(engine_names())}")
     return _REGISTRY[name]

@@ -130,6 +130,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
+    except GraduateError as error:
+        # Raised while the commands are built, before `_Commands.invoke`: the help texts
+        # list the engines, and an installed engine package may fail to load.
+        print_error(str(error))
+        sys.exit(2)
     except Terminated:
         err_console.print("terminated; every process graduate started was stopped")
         sys.exit(143)

@@ -46,3 +46,5 @@ TOY = EngineDescription(
     needs_server=False, needs_broker=False, open=_open, check_settings=_check,
     tuned={"poll": 0.02}, example_setting="poll = 0.02",
 )
+# What the package's entry point in `graduate.engines` names.
+DESCRIPTIONS = (TOY,)
