@@ -24,8 +24,13 @@ if TYPE_CHECKING:
 
 def _open(flow: Flow, services: Services, run_dir: Path, *,
           settings: dict[str, Any] | None = None,
-          worker_services: Services | None = None, app: App | None = None) -> Engine:
+          worker_services: Services | None = None, app: App | None = None,
+          queue: str | None = None) -> Engine:
     from tests.engines.toy.engine import ToyEngine
+
+    if queue is not None:
+        raise ConfigError("the toy engine keeps its state in the run's folder: it runs on "
+                          "workers graduate starts (--workers local), not registered ones")
 
     return ToyEngine(TOY, flow, worker_services or services, run_dir, settings=settings)
 
