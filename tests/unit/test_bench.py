@@ -10,7 +10,10 @@ import pytest
 
 from graduate.bench import BenchOptions, write_bench
 from graduate.bench.measure import Spread, sample
+from graduate.bench.scale import generated_flow
+from graduate.chaos.matrix import default_point
 from graduate.errors import ConfigError
+from graduate.flow import load_flow
 
 NODES = (("step", "a"), ("step", "b"), ("wait", "approval"), ("step", "c"))
 
@@ -44,10 +47,19 @@ def test_a_spread_is_median_lowest_highest() -> None:
     ({"sections": ("speed",)}, "speed"),
     ({"engines": ("celery-state-machine",)}, "celery-state-machine"),
     ({"scale": (100, 0)}, "scale"),
+    ({"scale_steps": (4, 2)}, "--scale-steps"),
 ])
 def test_bad_options_say_what_to_fix(options: dict[str, object], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         BenchOptions(**options)  # type: ignore[arg-type]
+
+
+def scale_row(instances: int, steps: int, time_to_finish: float) -> dict[str, object]:
+    return {"engine": "temporal", "instances": instances, "steps": steps, "run_id": "r1",
+            "applicable": True, "reason": "", "fired": True, "completed": instances,
+            "lost": 0, "stuck": 0, "failed": 0, "duplicates": 0, "absorbed_duplicates": 1,
+            "time_to_finish": time_to_finish, "ended": "all finished",
+            "harness_peak_mb": 120.0, "load": 3.0}
 
 
 def test_the_report_writes_markdown_json_and_svg_charts(tmp_path: Path) -> None:
@@ -56,15 +68,15 @@ def test_the_report_writes_markdown_json_and_svg_charts(tmp_path: Path) -> None:
     results = {
         "created_at": "2026-01-01T00:00:00Z", "flow": "partner_approval",
         "host": {"hostname": "ci", "platform": "Linux", "python": "3.11", "cpus": 2},
-        "options": {"instances": 5, "repeats": 2, "scale": [10], "scale_fault": "kill-worker",
-                    "matrix_faults": ["kill-worker"], "profiles": ["defaults"],
-                    "timeout": 60.0},
+        "options": {"instances": 5, "repeats": 2, "scale": [10, 100], "scale_steps": [4, 6],
+                    "scale_fault": "kill-worker+restart", "scale_timeout": 60.0,
+                    "scale_per_instance": 1.0},
         "overhead": {"temporal": {"graduate": [run, run], "plain": [run, run],
                                   "throughput_ratio": ratio, "step_latency_ratio": ratio,
                                   "wait_latency_ratio": None}},
-        "scale": [{"engine": "temporal", "instances": 10, "fired": True, "completed": 10,
-                   "lost": 0, "stuck": 0, "failed": 0, "duplicates": 0,
-                   "time_to_finish": 4.2, "ended": "all finished", "harness_peak_mb": 120.0}],
+        "scale": [scale_row(10, 4, 4.2), scale_row(100, 4, 30.5), scale_row(10, 6, 5.0),
+                  {"engine": "temporal", "instances": 1000, "steps": 4,
+                   "error": "MemoryError: "}],
     }
 
     written = write_bench(results, tmp_path)
@@ -72,10 +84,57 @@ def test_the_report_writes_markdown_json_and_svg_charts(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "benchmarks.json").read_text()) == results
     markdown = (tmp_path / "benchmarks.md").read_text()
     assert "| temporal | 0.80 (0.70\N{EN DASH}0.90) |" in markdown
-    assert "| temporal | 10 | yes | 10 | 0 |" in markdown
+    assert "| temporal | 10 | 4 | yes | 10 | 0 | 0 | 0 | 0 (1) | 4.2 s |" in markdown
+    assert "| temporal | 1000 | 4 | did not finish: MemoryError: |" in markdown
     charts = sorted(p.name for p in written if p.suffix == ".svg")
-    assert charts == ["overhead.svg", "scale-memory.svg", "scale-time.svg"]
+    # Each figure by instances (at 4 steps) and by steps per flow (at 10 instances).
+    assert charts == ["overhead.svg", *sorted(
+        f"scale-{figure}-by-{by}.svg" for figure in ("time", "memory", "lost", "duplicated")
+        for by in ("instances", "steps"))]
     for name in charts:
         root = ET.parse(tmp_path / "benchmarks" / name).getroot()
         assert root.tag == "{http://www.w3.org/2000/svg}svg"
         assert f"benchmarks/{name}" in markdown
+
+
+def test_a_section_not_measured_again_keeps_its_figures_and_options(tmp_path: Path) -> None:
+    host = {"hostname": "ci", "platform": "Linux", "python": "3.11", "cpus": 2}
+    earlier = {"created_at": "2026-01-01T00:00:00Z", "flow": "partner_approval", "host": host,
+               "options": {"scale": [10, 100], "scale_steps": [4],
+                           "scale_fault": "kill-worker+restart"},
+               "measured": {"scale": {"at": "2026-01-01T00:00:00Z", "host": host,
+                                      "load": [7.0, 9.0]}},
+               "scale": [scale_row(10, 4, 4.2), scale_row(100, 4, 30.5)]}
+    write_bench(earlier, tmp_path)
+    effect = {"outside_bare_us": 0.05, "outside_wrapped_us": 0.7, "outside_overhead_us": 0.65,
+              "outside_target_us": 2.0, "inside_ledger_ms": 1.0,
+              "inside_plain_insert_ms": 2.0, "inside_ratio": 0.5}
+    later = {"created_at": "2026-01-02T00:00:00Z", "flow": "partner_approval", "host": host,
+             "options": {}, "effect": effect,
+             "measured": {"effect": {"at": "2026-01-02T00:00:00Z", "host": host,
+                                     "load": [1.0, 1.5]}}}
+
+    write_bench(later, tmp_path)
+
+    kept = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert kept["effect"] == effect
+    assert kept["scale"] == earlier["scale"]
+    assert kept["options"] == earlier["options"]
+    assert set(kept["measured"]) == {"effect", "scale"}
+    markdown = (tmp_path / "benchmarks.md").read_text()
+    assert "load average 7.0 when this section started, 9.0" in markdown
+    assert "load average 1.0 when this section started, 1.5" in markdown
+    assert "| temporal | 100 | 4 | yes | 100 |" in markdown
+
+
+def test_a_generated_scale_flow_has_the_sample_spikes_shape_with_the_steps_asked(
+        tmp_path: Path) -> None:
+    flow = generated_flow(6, tmp_path)
+
+    assert [n.name for n in flow.nodes] == [
+        "create_record", "request_approval", "approval", "apply_01", "apply_02", "apply_03",
+        "apply_04"]
+    assert load_flow(flow.source) == flow
+    assert default_point(flow) == "apply_01:before-effect"
+    with pytest.raises(ConfigError, match="3 steps or more"):
+        generated_flow(2, tmp_path)

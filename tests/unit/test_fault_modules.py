@@ -94,7 +94,27 @@ def test_kill_worker_applies_everywhere_and_restarts_the_worker(flow: Flow) -> N
     assert kill_worker.FAULT.expects_resume
     assert kill_worker.FAULT.group == "worker"
     assert events(kill_worker) == {"fault-fired": ("fault fired", "fault"),
+                                   "service-restarted": ("service restarted", "recovery"),
                                    "worker-started": ("worker started", "recovery")}
+
+
+def test_kill_worker_with_restart_also_restarts_the_broker_or_server_graduate_started(
+        flow: Flow) -> None:
+    plan = parse_plan("kill-worker", AT, flow, restart=True)
+
+    assert (plan.label, parse_label("kill-worker+restart")) == (
+        "kill-worker+restart", (kill_worker.FAULT, {"restart": True}))
+    assert plan.describe() == f"kill-worker at {AT} with the broker or server restarted"
+    assert kill_worker.FAULT.restarted(plan, TEMPORAL) == "server"
+    assert kill_worker.FAULT.restarted(plan, CHAIN) == "broker"
+    assert reason(plan, TEMPORAL) is None
+    assert reason(plan, CHAIN) is None
+    assert reason(plan, TEMPORAL, local=False) == (
+        "the Temporal server is external: graduate cannot kill and restart it")
+    assert reason(plan, CHAIN, local=False) == (
+        "the broker is external: graduate cannot kill and restart it")
+    assert "neither a broker nor a workflow server" in str(
+        reason(plan, without(CHAIN, broker=False, server=False)))
 
 
 def test_kill_pool_child_needs_pool_children(flow: Flow) -> None:

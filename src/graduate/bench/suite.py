@@ -9,8 +9,9 @@ machine goes. Four sections, each optional:
 - `matrix`: a crash matrix under `defaults` and `tuned`: its wall time split into the
   engines' recovery, waiting for a deadline, and the harness; and the time to resume
   per engine, fault and profile;
-- `scale`: one fault among many instances: lost, duplicated, time to finish, and the
-  harness's own peak memory.
+- `scale`: a worker killed and the broker or server restarted among many instances of
+  a generated flow, grown by instances and by steps per flow (`bench.scale`): lost,
+  duplicated, time to finish, and the harness's own peak memory.
 
 Every ratio is measured side by side in one bench; absolute times are labelled with
 the machine they came from (`environment.host()`).
@@ -19,13 +20,12 @@ the machine they came from (`environment.host()`).
 from __future__ import annotations
 
 import os
-import resource
 import sqlite3
 import tempfile
 import time
 import timeit
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from graduate.adapters import engine_names, needs, open_plain, plain_modules
 from graduate.adapters.base import services_for_worker
 from graduate.adapters.plain import PlainSpec, create_database, drive, plain_nodes
 from graduate.bench.measure import FlowSample, Spread, sample
+from graduate.bench.scale import MIN_STEPS, SCALE_FAULT, scale_runs
 from graduate.chaos.faults import (
     FAULT_FIRED,
     kill_worker,
@@ -42,7 +43,6 @@ from graduate.chaos.faults import (
     restart_server,
     stop_worker,
 )
-from graduate.chaos.matrix import default_point
 from graduate.config import Settings
 from graduate.environment import host
 from graduate.errors import ConfigError
@@ -52,7 +52,7 @@ from graduate.instrument import RunContext, effect
 from graduate.ledger import Ledger
 from graduate.runner import RunOptions, approve_all, run_flow
 from graduate.runs.session import new_request
-from graduate.runs.timeline import INSTANCES_STARTED, RUN_ENDED
+from graduate.runs.timeline import RUN_ENDED
 from graduate.services.provider import open_stack
 
 SECTIONS = ("effect", "overhead", "matrix", "scale")
@@ -79,10 +79,12 @@ class BenchOptions:
                                       restart_server.NAME)
     profiles: tuple[str, ...] = ("defaults", "tuned")
     matrix_instances: int = 3
-    # scale: instances per run, one fault
+    # scale: instances per run (with the fewest steps), steps per flow (with the fewest
+    # instances); a scale run's deadline is `timeout` plus `scale_per_instance` a instance
     scale: tuple[int, ...] = (100, 1000, 5000)
+    scale_steps: tuple[int, ...] = (4, 8, 16)
     scale_engines: tuple[str, ...] = field(default_factory=engine_names)
-    scale_fault: str = kill_worker.NAME
+    scale_per_instance: float = 1.0
     timeout: float = 300.0  # each run's deadline
 
     def __post_init__(self) -> None:
@@ -96,6 +98,13 @@ class BenchOptions:
                                   f"give --engine {' or '.join(plain_modules())}")
         if min(self.instances, self.repeats, self.matrix_instances, *self.scale, 1) < 1:
             raise ConfigError("instances, repeats and scale sizes must be 1 or more")
+        if not self.scale or not self.scale_steps:
+            raise ConfigError("give at least one scale size and one number of steps")
+        if min(self.scale_steps) < MIN_STEPS:
+            raise ConfigError(f"--scale-steps: a scale flow needs {MIN_STEPS} steps or more "
+                              "(two before the approval wait, one after it)")
+        if self.scale_per_instance < 0:
+            raise ConfigError("--scale-per-instance must be 0 or more seconds")
         if self.timeout <= 0:
             raise ConfigError("--timeout must be a positive number of seconds")
 
@@ -105,7 +114,8 @@ class BenchOptions:
             "effect": 2,
             "overhead": 2 * len(self.engines) * self.repeats,
             "matrix": len(self.matrix_engines) * len(self.matrix_faults) * len(self.profiles),
-            "scale": len(self.scale_engines) * len(self.scale),
+            "scale": len(self.scale_engines) * (len(set(self.scale))
+                                                + len(set(self.scale_steps)) - 1),
         }
         return sum(counts[s] for s in self.sections)
 
@@ -124,10 +134,12 @@ def run_bench(settings: Settings, options: BenchOptions, *,
     flow = load_flow(options.flow, spikes_dir=settings.spikes_dir)
     results: dict[str, Any] = {
         "created_at": now_iso(), "host": host(), "flow": flow.name,
-        "options": {"instances": options.instances, "repeats": options.repeats,
-                    "scale": list(options.scale), "scale_fault": options.scale_fault,
-                    "matrix_faults": list(options.matrix_faults),
-                    "profiles": list(options.profiles), "timeout": options.timeout},
+        # Other developers' work shares the cores: how loaded they were (1, 5, 15 min).
+        "load_at_start": list(os.getloadavg()),
+        # Only the measured sections' options: a report keeps other sections from an
+        # earlier bench, with that bench's options (`bench.report.merged`).
+        "options": {key: value for section, chosen in _options_by_section(options).items()
+                    if section in options.sections for key, value in chosen.items()},
     }
     if "effect" in options.sections:
         results["effect"] = effect_cost(flow, step)
@@ -137,10 +149,32 @@ def run_bench(settings: Settings, options: BenchOptions, *,
     if "matrix" in options.sections:
         results["matrix"] = matrix_time(settings, options, step)
     if "scale" in options.sections:
-        results["scale"] = scale(settings, options, step)
+        results["scale"] = scale_runs(
+            settings, bench_evidence(settings), options.scale_engines, options.scale,
+            options.scale_steps, timeout=options.timeout,
+            per_instance=options.scale_per_instance, step=step)
+    results["load_at_end"] = list(os.getloadavg())
+    results["measured"] = {section: {"at": results["created_at"], "host": results["host"],
+                                     "load": [results["load_at_start"][0],
+                                              results["load_at_end"][0]]}
+                           for section in SECTIONS if section in results}
     if on_progress is not None:
         on_progress("done", total, total)
     return results
+
+
+def _options_by_section(options: BenchOptions) -> dict[str, dict[str, Any]]:
+    """Which options shape which section."""
+    return {"overhead": {"instances": options.instances, "repeats": options.repeats,
+                         "overhead_timeout": options.timeout},
+            "matrix": {"matrix_faults": list(options.matrix_faults),
+                       "profiles": list(options.profiles),
+                       "matrix_instances": options.matrix_instances,
+                       "matrix_timeout": options.timeout},
+            "scale": {"scale": list(options.scale), "scale_steps": list(options.scale_steps),
+                      "scale_fault": SCALE_FAULT, "scale_timeout": options.timeout,
+                      "scale_per_instance": options.scale_per_instance},
+    }
 
 
 # ---------------------------------------------------------------------------- effect
@@ -334,39 +368,3 @@ def _split(store: EvidenceStore, run_id: str | None, wall: float) -> dict[str, A
     return {"recovery": recovery, "deadline_wait": deadline_wait,
             "harness": max(0.0, wall - recovery - deadline_wait),
             "ended": ended.detail if ended is not None else ""}
-
-
-# ---------------------------------------------------------------------------- scale
-
-
-def scale(settings: Settings, options: BenchOptions,
-          step: Callable[[str], None]) -> list[dict[str, Any]]:
-    """One fault among `options.scale` instances on each engine, smallest first (the
-    harness's peak memory is the process's high-water mark, so it grows with the sizes)."""
-    rows = []
-    store = EvidenceStore(bench_evidence(settings))
-    # Where the matrix puts a fault given without a point: the step after the approval.
-    at = default_point(load_flow(options.flow, spikes_dir=settings.spikes_dir))
-    for engine in options.scale_engines:
-        for size in sorted(options.scale):
-            step(f"scale: {size} instance(s) on {engine} under {options.scale_fault}")
-            result = graduate.chaos(options.flow, engine=engine, fault=options.scale_fault,
-                                    at=at, instances=size, timeout=options.timeout,
-                                    settings=settings, evidence=bench_evidence(settings))
-            rows.append(_scale_row(store, engine, size, result))
-    return rows
-
-
-def _scale_row(store: EvidenceStore, engine: str, size: int, result: Any) -> dict[str, Any]:
-    counts: Mapping[str, int] = result.verdict.counts
-    record = store.load_run(result.run_id)
-    began = next((e.at for e in record.timeline if e.kind == INSTANCES_STARTED.kind), 0.0)
-    ended = next((e for e in record.timeline if e.kind == RUN_ENDED.kind), None)
-    return {"engine": engine, "instances": size, "fired": result.fired,
-            "completed": counts.get("completed", 0), "lost": counts.get("lost", 0),
-            "stuck": counts.get("stuck", 0), "failed": counts.get("failed", 0),
-            "duplicates": result.verdict.unabsorbed_duplicates,
-            "time_to_finish": (ended.at - began) if ended is not None else None,
-            "ended": ended.detail if ended is not None else "",
-            # Linux reports the high-water mark of the resident set in KiB.
-            "harness_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

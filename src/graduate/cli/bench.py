@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -36,9 +37,15 @@ def bench(
     repeats: Annotated[int, typer.Option(
         help="Runs per side (graduate, plain SDK) in the adapter-overhead section.")] = 3,
     scale: Annotated[str, typer.Option(
-        help="Comma-separated instance counts for the scale section.")] = "100,1000,5000",
-    scale_fault: Annotated[str, typer.Option(help="The fault of the scale section.")]
-    = BenchOptions.scale_fault,
+        help="Comma-separated instance counts for the scale section (at the fewest steps).")]
+    = "100,1000,5000",
+    scale_steps: Annotated[str, typer.Option(
+        help="Comma-separated steps per flow for the scale section (at the fewest "
+             "instances).")] = "4,8,16",
+    scale_engines: Annotated[str, typer.Option(
+        help="Comma-separated engines of the scale section (default: every engine).")] = "",
+    scale_per_instance: Annotated[float, typer.Option(
+        help="Seconds added to a scale run's deadline for each of its instances.")] = 1.0,
     faults: Annotated[str, typer.Option(help="Comma-separated faults of the matrix section.")]
     = ",".join(BenchOptions.matrix_faults),
     timeout: Annotated[float, typer.Option(help="Deadline of each run, seconds.")] = 300.0,
@@ -55,8 +62,11 @@ def bench(
     config = settings(ctx)
     options = BenchOptions(flow=flow, sections=_names(sections), instances=instances,
                            repeats=repeats, scale=_numbers(scale, "--scale"),
-                           scale_fault=scale_fault, matrix_faults=_names(faults),
-                           timeout=timeout)
+                           scale_steps=_numbers(scale_steps, "--scale-steps"),
+                           scale_per_instance=scale_per_instance,
+                           matrix_faults=_names(faults), timeout=timeout)
+    if scale_engines:
+        options = replace(options, scale_engines=_names(scale_engines))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("bench", total=options.steps())

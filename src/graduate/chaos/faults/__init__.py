@@ -205,10 +205,16 @@ class Fault:
         worker faults act through `RunSession.workers`, whoever started them."""
         return None
 
-    def external(self) -> str:
+    def restarted(self, plan: FaultPlan, engine: EngineDescription) -> Restarts:
+        """What `plan` kills and starts again on `engine` (`restarts`, unless an option
+        adds a service)."""
+        return self.restarts
+
+    def external(self, restarts: Restarts = None) -> str:
         """Why this fault cannot be performed when what it restarts is someone else's."""
-        return (f"the {RESTARTED.get(self.restarts or '', 'service')} is external: graduate "
-                "cannot kill and restart it")
+        what = restarts or self.restarts or ""
+        return (f"the {RESTARTED.get(what, 'service')} is external: graduate cannot kill "
+                "and restart it")
 
     def requirement(self, at: str) -> str:
         """The fault as an ADR gate requires it, `at` a point (" at STEP:POINT") or ""."""
@@ -454,8 +460,9 @@ def not_applicable(plan: FaultPlan, engine: EngineDescription, *, local_broker: 
     if plan.fault.lets_waits_expire and engine.runs_app:
         return (f"{engine.title} sets its waits' deadlines in its own code; graduate can "
                 "shorten only a model's")
-    if plan.fault.restarts == "broker" and not local_broker:
-        return plan.fault.external()
-    if plan.fault.restarts == "server" and not local_server:
-        return plan.fault.external()
+    restarts = plan.fault.restarted(plan, engine)
+    if restarts == "broker" and not local_broker:
+        return plan.fault.external(restarts)
+    if restarts == "server" and not local_server:
+        return plan.fault.external(restarts)
     return None
