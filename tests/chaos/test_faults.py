@@ -102,6 +102,35 @@ def test_celery_chain_with_defaults_loses_the_rest_of_the_chain(
     assert instance.resume.resumed_at is None
 
 
+def test_celery_chain_with_defaults_ends_once_only_a_dead_workers_unacked_messages_hold_it(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """The killed worker had prefetched other instances' tasks: Redis keeps them in its
+    unacked hash and gives them back only after the visibility timeout (an hour by
+    default). Nothing can move those instances before the run's deadline, so the run
+    ends without waiting for it, judges them stuck, as the deadline would, and its
+    timeline says until when each is held up."""
+    result = chaos(settings, flow_file("chaos"), "celery-chain", "kill-worker",
+                   "activate:before-effect", timeout=150, instances=4)
+    assert result.fired, result.reason
+
+    timeline = _timeline(result)
+    ended = timeline[-1]
+    stuck = {i.instance_id for i in result.instances if i.verdict is Verdict.STUCK}
+    held_up = {e.instance: e.detail for e in timeline if e.kind == "held-up"}
+    assert stuck, "no instance was held by the killed worker's prefetched messages"
+    assert set(held_up) == stuck
+    for detail in held_up.values():
+        assert "never acknowledged" in detail
+        assert "visibility timeout (3600 s)" in detail
+    assert ended.detail.startswith("ended early: ")
+    assert "before the run's deadline (see their held-up events)" in ended.detail
+    assert ended.at < 120
+    # Held, so never judged lost: the message comes back after the visibility timeout.
+    for instance in result.instances:
+        if instance.instance_id in stuck:
+            assert "the engine still holds it" in instance.reason
+
+
 def test_celery_chain_with_late_ack_runs_the_step_again_after_the_visibility_timeout(
         settings: Settings, flow_file: FlowFactory) -> None:
     """With acks_late the task comes back, after the Redis visibility timeout (10 s in

@@ -55,6 +55,15 @@ class InstanceStatus:
 
 
 @dataclass(frozen=True)
+class HeldUp:
+    """An unfinished instance that nothing can move before `until` (epoch seconds), and
+    what holds it until then (see `Engine.held_until`)."""
+
+    until: float
+    why: str
+
+
+@dataclass(frozen=True)
 class HistoryEvent:
     """One entry of the engine's own record of an instance."""
 
@@ -228,6 +237,13 @@ class Engine(Protocol):
         running workflow, a queued or unacknowledged task, a row its tick will advance.
         False means nothing will ever move it again: the instance is lost. Raises
         CannotTell, saying what it could not inspect, rather than guess either way."""
+        ...
+
+    def held_until(self, instance_id: str) -> HeldUp | None:
+        """When the unfinished instance is held only by what the engine gives back at a
+        known time (a dead worker's unacknowledged messages, back after the broker's
+        visibility timeout): nothing can move it before `HeldUp.until`. None when
+        something may move it any time, or nothing holds it (see `holds`)."""
         ...
 
     def start(self, request: InstanceRequest) -> None:

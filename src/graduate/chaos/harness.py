@@ -14,11 +14,18 @@ import functools
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from graduate.adapters import describe
-from graduate.adapters.base import HISTORIES, HistoryEvent, InstanceState, InstanceStatus
+from graduate.adapters.base import (
+    HISTORIES,
+    HeldUp,
+    HistoryEvent,
+    InstanceState,
+    InstanceStatus,
+)
 from graduate.chaos.faults import (
     FAULT_FIRED,
     NOT_FIRED,
@@ -65,6 +72,7 @@ from graduate.runs.record import (
 )
 from graduate.runs.session import RunSession, load_run_flow, next_wait, open_session
 from graduate.runs.timeline import (
+    HELD_UP,
     INSTANCES_STARTED,
     RUN_ENDED,
     VERSIONS_RAN,
@@ -199,6 +207,12 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
             settled = _Settled(session, first_start, deadline)
             statuses = session.watch(deadline, revive_after=plan.restart_delay,
                                      until=settled)
+            for iid, held_up in sorted(settled.held.items()):
+                until = datetime.fromtimestamp(held_up.until, UTC).isoformat(
+                    timespec="seconds")
+                timeline.add(HELD_UP, f"nothing can move it before {until} ("
+                                      f"{held_up.until - time.time():.0f} s from now, after "
+                                      f"the run's deadline): {held_up.why}", instance=iid)
             timeline.add(RUN_ENDED, "all finished" if all(
                 s.state.finished for s in statuses.values())
                 else settled.proof or "deadline passed")
@@ -347,14 +361,19 @@ def _hit(session: RunSession, plan: FaultPlan, instance_id: str,
 
 @dataclass
 class _Settled:
-    """Whether every unfinished instance is provably lost or provably parked, so that
-    waiting for the run's deadline could change nothing; `proof` says how it was proven.
+    """Whether every unfinished instance is provably lost, provably held up past the
+    run's deadline, or provably parked, so that waiting for the deadline could change
+    nothing; `proof` says how it was proven.
 
     Lost: the engine's `holds()` says nothing holds it (no message in the broker's queues
     or unacknowledged set, no task in a live worker's hands, no timer, no running
     workflow or row its tick advances); an engine that cannot tell is never taken for a
-    "no". Parked: it waits for a signal the run will not send, at a wait whose deadline
-    falls after the run's, even counted from the first instance's start.
+    "no". Held up: it is held (so at the deadline it would be judged stuck, as it is
+    now), but only by what the engine gives back at a known time after the deadline
+    (`Engine.held_until`: a dead worker's unacknowledged messages on Redis, back after
+    the visibility timeout). Parked: it waits for a signal the run will not send, at a
+    wait whose deadline falls after the run's, even counted from the first instance's
+    start.
     """
 
     session: RunSession
@@ -363,6 +382,7 @@ class _Settled:
     proof: str = field(default="", init=False)
     # What holds() said of each instance when the proof was made.
     found: dict[str, tuple[bool | None, str]] = field(default_factory=dict, init=False)
+    held: dict[str, HeldUp] = field(default_factory=dict, init=False)  # until when
     _asked: float = field(default=0.0, init=False)
 
     def __call__(self, statuses: dict[str, InstanceStatus]) -> bool:
@@ -371,11 +391,16 @@ class _Settled:
             return False
         self._asked = time.monotonic()
         parked = {iid for iid, s in unfinished.items() if self._parked(s)}
-        lost: dict[str, tuple[bool | None, str]] = {}
+        found: dict[str, tuple[bool | None, str]] = {}
+        held: dict[str, HeldUp] = {}
         for iid in unfinished.keys() - parked:
-            lost[iid] = _holds(self.session, iid)
-            if lost[iid][0] is not False:
+            found[iid] = _holds(self.session, iid)
+            if found[iid][0] is False:
+                continue
+            if found[iid][0] is None or (up := self._held_past_deadline(iid)) is None:
                 return False
+            held[iid] = up
+        lost = [iid for iid in found if iid not in held]
         # holds() says "no" for an instance that finished since its status was read (a
         # worker failing its task visibly): only one still unfinished after it is lost.
         if any(self._finished_now(iid) for iid in lost):
@@ -385,12 +410,23 @@ class _Settled:
             parts.append(f"nothing holds {', '.join(sorted(lost))}: "
                          f"{self.session.engine.name} keeps no message, task, timer or "
                          "record that can move it")
+        if held:
+            parts.append(f"nothing can move {', '.join(sorted(held))} before the run's "
+                         "deadline (see their held-up events)")
         if parked:
             parts.append(f"{', '.join(sorted(parked))} wait(s) for a signal this run does "
                          "not send, past the run's deadline")
         self.proof = "ended early: " + "; ".join(parts)
-        self.found = lost
+        self.found, self.held = found, held
         return True
+
+    def _held_past_deadline(self, instance_id: str) -> HeldUp | None:
+        try:
+            up = self.session.engine.held_until(instance_id)
+        except Exception:
+            return None  # not proven: the next round looks again
+        deadline = time.time() + (self.deadline - time.monotonic())
+        return up if up is not None and up.until > deadline else None
 
     def _finished_now(self, instance_id: str) -> bool:
         try:

@@ -27,8 +27,11 @@ class EventKind:
 INSTANCES_STARTED = EventKind("instances-started", "instances started", "info")
 SIGNAL_SENT = EventKind("signal-sent", "decision signalled (the human's answer)", "signal")
 RUN_ENDED = EventKind("run-ended", "run ended", "info")
+# An unfinished instance that nothing can move before a known time after the run's
+# deadline (a dead worker's unacknowledged messages), so the run ended without waiting.
+HELD_UP = EventKind("held-up", "held up past the run's deadline", "info")
 VERSIONS_RAN = EventKind("versions-ran", "which version of the code ran each step", "info")
-SESSION_EVENTS = (INSTANCES_STARTED, SIGNAL_SENT, RUN_ENDED, VERSIONS_RAN)
+SESSION_EVENTS = (INSTANCES_STARTED, SIGNAL_SENT, RUN_ENDED, HELD_UP, VERSIONS_RAN)
 
 
 @dataclass(frozen=True)

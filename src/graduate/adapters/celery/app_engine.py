@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from graduate.adapters.app_engine import app_environment, progress, start_app_worker
-from graduate.adapters.base import HistoryEvent, InstanceStatus, WorkerGroup
+from graduate.adapters.base import HeldUp, HistoryEvent, InstanceStatus, WorkerGroup
 from graduate.adapters.celery import application
 from graduate.adapters.celery.app_worker import SETTINGS_VARIABLE, connect_services, load_app
 from graduate.adapters.celery.broker import BrokerView
@@ -172,6 +172,11 @@ class CeleryAppEngine:
                 if correlation is not None and correlation.instance_id == instance_id:
                     return True
         return False
+
+    def held_until(self, instance_id: str) -> HeldUp | None:
+        """A team's own app marks no task with the worker that took it, so a dead
+        worker's unacknowledged message cannot be told from a live one's: not proven."""
+        return None
 
     def close(self) -> None:
         # The results of what the team's start sent unsubscribe from the result backend

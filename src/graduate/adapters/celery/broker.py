@@ -56,6 +56,11 @@ class BrokerView:
         options = dict(transport_options)
         self._prefix = str(options.get("global_keyprefix", Channel.global_keyprefix))
         self._unacked = str(options.get("unacked_key", Channel.unacked_key))
+        self._unacked_index = str(options.get("unacked_index_key", Channel.unacked_index_key))
+        # A message taken and never acknowledged goes back to its queue only this long
+        # after it was taken (kombu's QoS.restore_visible, swept by a live worker).
+        self.visibility_timeout = float(options.get("visibility_timeout",
+                                                    Channel.visibility_timeout))
         self._steps = [int(step) for step in options.get("priority_steps",
                                                           Channel.priority_steps)]
         self._client: redis.Redis | None = None
@@ -96,6 +101,30 @@ class BrokerView:
         # An unacked entry is [message, exchange, routing key].
         messages.extend(json.loads(raw)[0] for raw in unacked)
         return messages
+
+    def taken_at(self, prefix: str) -> dict[str, float] | None:
+        """IDs starting with `prefix` of the tasks in the unacked hash, with when a worker
+        took each (epoch seconds: the score kombu gives the delivery in the unacked index;
+        it restores none before that plus `visibility_timeout`); None when the broker
+        cannot be read without consuming."""
+        if not self.peekable:
+            return None
+        try:
+            with self._redis().pipeline(transaction=False) as pipe:
+                pipe.hgetall(self._prefix + self._unacked)
+                pipe.zrange(self._prefix + self._unacked_index, 0, -1, withscores=True)
+                unacked, index = pipe.execute()
+        except redis.RedisError as error:
+            raise ServiceError(f"cannot read the broker at {redact_url(self.url)} to see which "
+                               f"tasks it still holds: {error}; check that it is up and "
+                               "reachable from this machine") from error
+        scores = {_text(tag): float(score) for tag, score in index}
+        taken = {}
+        for tag, raw in unacked.items():
+            tid = _task_id(json.loads(raw)[0])
+            if tid.startswith(prefix) and _text(tag) in scores:
+                taken[tid] = scores[_text(tag)]
+        return taken
 
     def queue_counts(self, queue: str) -> QueueCounts:
         """Ready messages and consumers of `queue` on an AMQP broker (a passive declare,
@@ -202,3 +231,7 @@ def _task_id(message: Mapping[str, Any]) -> str:
     headers = message.get("headers") or {}
     properties = message.get("properties") or {}
     return str(headers.get("id") or properties.get("correlation_id") or "")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

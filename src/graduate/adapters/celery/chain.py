@@ -28,7 +28,7 @@ from celery import chain as celery_chain
 from celery import chord as celery_chord
 from celery.exceptions import SoftTimeLimitExceeded
 
-from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
+from graduate.adapters.base import HeldUp, HistoryEvent, InstanceState, InstanceStatus
 from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.errors import (
@@ -816,6 +816,57 @@ class ChainStrategy:
             raise CannotTell(f"cannot tell whether anything still holds {instance_id}: "
                              f"{unseen}")
         return False
+
+    def held_until(self, instance_id: str) -> HeldUp | None:
+        """When the unfinished instance is held only by messages that a dead worker took
+        and never acknowledged (prefetched, or in hand when it was killed): Redis gives
+        them back to the queue no sooner than the visibility timeout after they were
+        taken (kombu's restore sweep), so nothing can move the instance before then. The
+        earliest such moment (epoch seconds) and what holds it; None when anything else
+        may move it sooner (a queued message, a live worker's task, a message whose
+        taker cannot be proven dead) or when the broker cannot be read (RabbitMQ gives a
+        dead consumer's messages back at once)."""
+        if not self.broker.peekable or self.status(instance_id).state.finished:
+            return None
+        queue = self.app.conf.task_default_queue
+        movable = {tid for tid in self.broker.task_ids(queue, f"{instance_id}:") or set()
+                   if self._can_move(instance_id, tid)}
+        taken = self.broker.taken_at(f"{instance_id}:") or {}
+        if not movable or movable - taken.keys():
+            return None  # nothing movable (lost), or a queued message moves it any time
+        client = self.resources.redis()
+        takers: dict[str, str] = {}
+        for tid in movable:
+            worker = client.get(received_key(tid))
+            if worker is None:
+                return None  # taken a moment ago, not yet marked: by a live worker maybe
+            takers[tid] = worker.decode() if isinstance(worker, bytes) else str(worker)
+        if self._answering(set(takers.values())) or any(
+                _runs_here(name) for name in takers.values()):
+            return None  # its taker runs: it will run the task or give the message back
+        if self._in_live_hands(instance_id):
+            return None
+        first = min(movable, key=lambda tid: taken[tid])
+        until = taken[first] + self.broker.visibility_timeout
+        return HeldUp(until, f"held only by {len(movable)} message(s) that worker "
+                       f"{takers[first]}, now dead, took and never acknowledged; Redis gives "
+                       f"them back no sooner than the visibility timeout "
+                       f"({self.broker.visibility_timeout:g} s) after they were taken")
+
+    def _answering(self, workers: set[str]) -> set[str]:
+        """Which of `workers` answer a ping (a worker that did not lately is not asked)."""
+        now = time.monotonic()
+        asked = {name for name in workers
+                 if now - self._silent.get(name, -SILENT_FOR) >= SILENT_FOR}
+        if not asked:
+            return set()
+        replies = self.app.control.ping(destination=sorted(asked), timeout=PING_TIMEOUT,
+                                        limit=len(asked))
+        answered = {name for reply in replies for name in reply} & asked
+        # Only a worker that cannot answer any more is spared the next ping.
+        self._silent.update(dict.fromkeys({name for name in asked - answered
+                                           if not _runs_here(name)}, time.monotonic()))
+        return answered
 
     @staticmethod
     def _unseen(queue: str, ready: int, consumers: int, answered: int) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from graduate.adapters.base import (
+    HeldUp,
     HistoryEvent,
     InstanceStatus,
     WorkerGroup,
@@ -40,6 +41,7 @@ class _Strategy(Protocol):
     def status(self, instance_id: str) -> InstanceStatus: ...
     def history(self, instance_id: str) -> list[HistoryEvent]: ...
     def holds(self, instance_id: str) -> bool: ...
+    def held_until(self, instance_id: str) -> HeldUp | None: ...
 
 
 class CeleryEngine:
@@ -156,6 +158,11 @@ class CeleryEngine:
         or a silent consumer could be the instance's. See `ChainStrategy.holds`.
         """
         return self._impl.holds(instance_id)
+
+    def held_until(self, instance_id: str) -> HeldUp | None:
+        """chain: when only a dead worker's unacknowledged messages hold it (see
+        `ChainStrategy.held_until`); state-machine: never (its tick moves it)."""
+        return self._impl.held_until(instance_id)
 
     def deploy(self, flow: Flow, previous: Flow | None = None) -> None:
         """Workers started from now on load `flow`. Celery has no versioning guard, so

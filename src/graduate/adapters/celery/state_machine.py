@@ -30,7 +30,7 @@ from typing import Any
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
-from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
+from graduate.adapters.base import HeldUp, HistoryEvent, InstanceState, InstanceStatus
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import STATE_MACHINE
 from graduate.db import Database
@@ -876,6 +876,10 @@ class StateMachineStrategy:
         advance for it once its lease or idle grace runs out (while beat runs)."""
         row = self.machine.store.load(instance_id)
         return row is not None and row.state not in FINISHED
+
+    def held_until(self, instance_id: str) -> HeldUp | None:
+        """The tick re-sends advance for an unfinished row: never held to a set time."""
+        return None
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         return self.machine.store.transitions(instance_id)

@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from graduate.adapters.app_engine import app_environment, progress, start_app_worker
 from graduate.adapters.base import (
     HISTORIES,
+    HeldUp,
     HistoryEvent,
     InstanceState,
     InstanceStatus,
@@ -104,6 +105,10 @@ class TemporalAppEngine:
                 return False
             raise
         return description.status == WorkflowExecutionStatus.RUNNING
+
+    def held_until(self, instance_id: str) -> HeldUp | None:
+        """A running workflow may move whenever a worker polls: never held to a set time."""
+        return None
 
     def start(self, request: InstanceRequest) -> None:
         assert self.services.temporal is not None

@@ -27,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from graduate.adapters.base import (
     HISTORIES,
+    HeldUp,
     HistoryEvent,
     InstanceState,
     InstanceStatus,
@@ -196,6 +197,10 @@ class TemporalEngine:
                 return False
             raise
         return description.status == WorkflowExecutionStatus.RUNNING
+
+    def held_until(self, instance_id: str) -> HeldUp | None:
+        """A running workflow may move whenever a worker polls: never held to a set time."""
+        return None
 
     def start(self, request: InstanceRequest) -> None:
         # The workflow ID is the instance's business identity: the server keeps at most
