@@ -54,6 +54,15 @@ def test_bad_options_say_what_to_fix(options: dict[str, object], names: str) -> 
         BenchOptions(**options)  # type: ignore[arg-type]
 
 
+def matrix_of(fault: str, time_to_resume: float | None, *, ended: str) -> dict[str, object]:
+    cell = {"engine": "temporal", "fault": fault, "profile": "defaults", "run_id": "r1",
+            "status": "done", "wall": 10.0, "time_to_resume": time_to_resume,
+            "recovery": 6.0, "deadline_wait": 1.0, "harness": 3.0, "ended": ended}
+    return {"matrix_id": "m1", "wall": 10.0, "cells": [cell], "faults": [fault],
+            "profiles": ["defaults"], "instances": 3, "timeout": 45.0, "recovery": 6.0,
+            "deadline_wait": 1.0, "harness": 3.0}
+
+
 def scale_row(instances: int, steps: int, time_to_finish: float) -> dict[str, object]:
     return {"engine": "temporal", "instances": instances, "steps": steps, "run_id": "r1",
             "applicable": True, "reason": "", "fired": True, "completed": instances,
@@ -74,6 +83,8 @@ def test_the_report_writes_markdown_json_and_svg_charts(tmp_path: Path) -> None:
         "overhead": {"temporal": {"graduate": [run, run], "plain": [run, run],
                                   "throughput_ratio": ratio, "step_latency_ratio": ratio,
                                   "wait_latency_ratio": None}},
+        "matrix": {"demo": matrix_of("none", None, ended="all finished"),
+                   "sla": matrix_of("kill-worker", 3.25, ended="ended early: nothing holds")},
         "scale": [scale_row(10, 4, 4.2), scale_row(100, 4, 30.5), scale_row(10, 6, 5.0),
                   {"engine": "temporal", "instances": 1000, "steps": 4,
                    "error": "MemoryError: "}],
@@ -86,9 +97,13 @@ def test_the_report_writes_markdown_json_and_svg_charts(tmp_path: Path) -> None:
     assert "| temporal | 0.80 (0.70\N{EN DASH}0.90) |" in markdown
     assert "| temporal | 10 | 4 | yes | 10 | 0 | 0 | 0 | 0 (1) | 4.2 s |" in markdown
     assert "| temporal | 1000 | 4 | did not finish: MemoryError: |" in markdown
+    assert ("Engine recovery 6.0 s (60 %), waiting for a deadline 1.0 s (10 %), harness "
+            "3.0 s (30 %)") in markdown
+    assert ("| temporal | kill-worker | defaults | 3.25 s | 10.0 s | 6.0 s | 1.0 s | 3.0 s | "
+            "ended early: nothing holds |") in markdown
     charts = sorted(p.name for p in written if p.suffix == ".svg")
     # Each figure by instances (at 4 steps) and by steps per flow (at 10 instances).
-    assert charts == ["overhead.svg", *sorted(
+    assert charts == ["matrix.svg", "overhead.svg", *sorted(
         f"scale-{figure}-by-{by}.svg" for figure in ("time", "memory", "lost", "duplicated")
         for by in ("instances", "steps"))]
     for name in charts:
@@ -104,7 +119,9 @@ def test_a_section_not_measured_again_keeps_its_figures_and_options(tmp_path: Pa
                            "scale_fault": "kill-worker+restart"},
                "measured": {"scale": {"at": "2026-01-01T00:00:00Z", "host": host,
                                       "load": [7.0, 9.0]}},
-               "scale": [scale_row(10, 4, 4.2), scale_row(100, 4, 30.5)]}
+               "matrix": {"demo": matrix_of("none", None, ended="all finished"),
+                   "sla": matrix_of("kill-worker", 3.25, ended="ended early: nothing holds")},
+        "scale": [scale_row(10, 4, 4.2), scale_row(100, 4, 30.5)]}
     write_bench(earlier, tmp_path)
     effect = {"outside_bare_us": 0.05, "outside_wrapped_us": 0.7, "outside_overhead_us": 0.65,
               "outside_target_us": 2.0, "inside_ledger_ms": 1.0,

@@ -6,9 +6,9 @@ machine goes. Four sections, each optional:
 - `overhead`: the flow through graduate's adapter and the same flow written directly
   with the engine's SDK (`graduate.adapters.plain`), side by side on the same servers,
   repeated: flows per second and per-step latency as ratios with their spread;
-- `matrix`: a crash matrix under `defaults` and `tuned`: its wall time split into the
-  engines' recovery, waiting for a deadline, and the harness; and the time to resume
-  per engine, fault and profile;
+- `matrix`: the demo's crash matrix (as `graduate demo` runs it), its wall time split
+  into the engines' recovery, waiting for a deadline, and the harness; then a matrix
+  under `defaults` and `tuned` for the time to resume per engine, fault and profile;
 - `scale`: a worker killed and the broker or server restarted among many instances of
   a generated flow, grown by instances and by steps per flow (`bench.scale`): lost,
   duplicated, time to finish, and the harness's own peak memory.
@@ -43,6 +43,7 @@ from graduate.chaos.faults import (
     restart_server,
     stop_worker,
 )
+from graduate.chaos.matrix import DEFAULT_INSTANCES, DEMO_FAULTS, DEMO_FLOW, DEMO_TIMEOUT
 from graduate.config import Settings
 from graduate.environment import host
 from graduate.errors import ConfigError
@@ -113,7 +114,8 @@ class BenchOptions:
         counts = {
             "effect": 2,
             "overhead": 2 * len(self.engines) * self.repeats,
-            "matrix": len(self.matrix_engines) * len(self.matrix_faults) * len(self.profiles),
+            "matrix": len(self.matrix_engines) * (len(DEMO_FAULTS) + len(self.matrix_faults)
+                                                  * len(self.profiles)),
             "scale": len(self.scale_engines) * (len(set(self.scale))
                                                 + len(set(self.scale_steps)) - 1),
         }
@@ -316,10 +318,25 @@ def _plain_sample(settings: Settings, flow: Flow, nodes: Sequence[tuple[str, str
 
 def matrix_time(settings: Settings, options: BenchOptions,
                 step: Callable[[str], None]) -> dict[str, Any]:
+    """The demo's matrix exactly as `graduate demo` runs it, with its wall time split;
+    then the faults of `options` under each profile, for the time to resume."""
+    demo = _timed_matrix(settings, step, "demo", DEMO_FLOW, engines=options.matrix_engines,
+                         faults=DEMO_FAULTS, profiles=("defaults",),
+                         instances=DEFAULT_INSTANCES, timeout=DEMO_TIMEOUT)
+    sla = _timed_matrix(settings, step, "time to resume", options.flow,
+                        engines=options.matrix_engines, faults=options.matrix_faults,
+                        profiles=options.profiles, instances=options.matrix_instances,
+                        timeout=options.timeout)
+    return {"demo": demo, "sla": sla}
+
+
+def _timed_matrix(settings: Settings, step: Callable[[str], None], what: str, flow: str, *,
+                  engines: Sequence[str], faults: Sequence[str], profiles: Sequence[str],
+                  instances: int, timeout: float) -> dict[str, Any]:
     """A crash matrix, timed cell by cell, with each cell's wall time split."""
     cells: list[dict[str, Any]] = []
     last = [time.monotonic()]
-    step("matrix: first cell")
+    step(f"{what} matrix: first cell")
 
     def on_cell(cell: Any, number: int, total: int) -> None:
         now = time.monotonic()
@@ -329,19 +346,19 @@ def matrix_time(settings: Settings, options: BenchOptions,
                       if cell.summary is not None else None})
         last[0] = now
         if number < total:
-            step(f"matrix: cell {number + 1} of {total}")
+            step(f"{what} matrix: cell {number + 1} of {total}")
 
     started = time.monotonic()
-    result = graduate.matrix(options.flow, engines=options.matrix_engines,
-                             faults=options.matrix_faults, profiles=options.profiles,
-                             instances=options.matrix_instances, timeout=options.timeout,
-                             settings=settings, evidence=bench_evidence(settings),
-                             on_cell=on_cell)
+    result = graduate.matrix(flow, engines=engines, faults=faults, profiles=profiles,
+                             instances=instances, timeout=timeout, settings=settings,
+                             evidence=bench_evidence(settings), on_cell=on_cell)
     wall = time.monotonic() - started
     store = EvidenceStore(bench_evidence(settings))
     for cell in cells:
         cell.update(_split(store, cell["run_id"], cell["wall"]))
     return {"matrix_id": result.matrix_id, "wall": wall, "cells": cells,
+            "faults": list(faults), "profiles": list(profiles), "instances": instances,
+            "timeout": timeout,
             "recovery": sum(c["recovery"] for c in cells),
             "deadline_wait": sum(c["deadline_wait"] for c in cells),
             "harness": sum(c["harness"] for c in cells)}

@@ -50,9 +50,16 @@ from graduate.timescale import TimeScale
 DEFAULT_FAULTS = (none.NAME, kill_worker.NAME, kill_pool_child.NAME, stop_worker.NAME,
                   restart_broker.NAME, restart_server.NAME, wait_timeout.NAME,
                   double_start.NAME, rollback_rehearsal.NAME)
+# `graduate demo`'s matrix (and the bench's timing of it): the sample spike under every
+# fault a reader of the README meets, on each engine, with the demo's deadline.
+DEMO_FLOW = "partner_approval"
+DEMO_FAULTS = (none.NAME, kill_worker.NAME, stop_worker.NAME, restart_broker.NAME,
+               restart_server.NAME, deploy_change.NAME,
+               f"{deploy_change.NAME}+{deploy_change.VERSIONED.name}", wait_timeout.NAME)
+DEMO_TIMEOUT = 45.0
 # A cell, as planned and as the matrix file keeps it, is the stored record's.
-__all__ = ["DEFAULT_FAULTS", "DEFAULT_INSTANCES", "CellOutcome", "MatrixSpec",
-           "default_point", "plan_cells", "run_matrix", "summarise"]
+__all__ = ["DEFAULT_FAULTS", "DEFAULT_INSTANCES", "DEMO_FAULTS", "DEMO_FLOW", "DEMO_TIMEOUT",
+           "CellOutcome", "MatrixSpec", "default_point", "plan_cells", "run_matrix", "summarise"]
 # Several instances in flight, as in production: the fault hits one of them (or, with
 # hit="all", each), and the checker judges what it did to the others too.
 DEFAULT_INSTANCES = 3

@@ -10,31 +10,18 @@ import typer
 import graduate
 from graduate import CellOutcome
 from graduate.adapters import engine_names
-from graduate.chaos.faults import (
-    deploy_change,
-    kill_worker,
-    none,
-    restart_broker,
-    restart_server,
-    stop_worker,
-    wait_timeout,
-)
-from graduate.chaos.matrix import DEFAULT_INSTANCES
+from graduate.chaos.matrix import DEFAULT_INSTANCES, DEMO_FAULTS, DEMO_FLOW, DEMO_TIMEOUT
 from graduate.cli.chaos import HitOption, matrix_table
 from graduate.cli.common import console, settings
 from graduate.evidence import EvidenceStore
 from graduate.reports.build import build_report
 from graduate.reports.render import write_reports
 
-PILOT_FLOW = "partner_approval"
-DEMO_FAULTS = (none.NAME, kill_worker.NAME, stop_worker.NAME, restart_broker.NAME,
-               restart_server.NAME, deploy_change.NAME,
-               f"{deploy_change.NAME}+{deploy_change.VERSIONED.name}", wait_timeout.NAME)
-
 
 def demo(
     ctx: typer.Context,
-    timeout: Annotated[float, typer.Option(help="Deadline of each run, seconds.")] = 45.0,
+    timeout: Annotated[float, typer.Option(help="Deadline of each run, seconds.")]
+    = DEMO_TIMEOUT,
     instances: Annotated[int, typer.Option(help="Instances per run.")] = DEFAULT_INSTANCES,
     hit: HitOption = "one",
     out: Annotated[Path | None, typer.Option(
@@ -51,7 +38,7 @@ def demo(
     """
     config = settings(ctx)
     engines = engine_names()
-    console.print(f"[bold]graduate demo[/]: the crash matrix of {PILOT_FLOW} on "
+    console.print(f"[bold]graduate demo[/]: the crash matrix of {DEMO_FLOW} on "
                   f"{', '.join(engines)}; {len(DEMO_FAULTS)} faults each")
 
     def progress(cell: CellOutcome, number: int, total: int) -> None:
@@ -60,7 +47,7 @@ def demo(
         console.print(f"  [{number}/{total}] {cell.key.split('|')[1].split('@')[0]} on "
                       f"{cell.engine}: {result}")
 
-    result = graduate.matrix(PILOT_FLOW, engines=engines, faults=DEMO_FAULTS,
+    result = graduate.matrix(DEMO_FLOW, engines=engines, faults=DEMO_FAULTS,
                              instances=instances, hit=hit, timeout=timeout, settings=config,
                              on_cell=progress)
     console.print(matrix_table(result.matrix_id, result.cells))
