@@ -13,6 +13,7 @@ seen so far in the bench.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import resource
@@ -99,27 +100,31 @@ def scale_run(settings: Settings, evidence: Path, engine: str, flow_path: str, s
 def scale_runs(settings: Settings, evidence: Path, engines: tuple[str, ...],
                sizes: tuple[int, ...], steps: tuple[int, ...], *, timeout: float,
                per_instance: float, step: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Every engine at each size (with the fewest steps), then at each number of steps
-    (with the fewest instances); a run's deadline is `timeout` plus `per_instance`
-    seconds for each of its instances. A run that fails is a row saying why, and the
-    bench goes on."""
+    """Every engine at each size (with the fewest steps), and at each number of steps
+    (with the fewest instances), the cheapest runs first so that a bench stopped partway
+    has measured every engine as far as it got; a run's deadline is `timeout` plus
+    `per_instance` seconds for each of its instances. A run that fails is a row saying
+    why, and the bench goes on. Each row is also appended to `scale-rows.jsonl` beside
+    the evidence as soon as it is measured."""
     folder = settings.state_dir / "bench" / "flows"
     flows = {count: generated_flow(count, folder) for count in sorted(set(steps))}
     fewest_steps, fewest = min(flows), min(sizes)
-    plan = [(engine, size, fewest_steps) for engine in engines for size in sorted(sizes)]
-    plan += [(engine, fewest, count) for engine in engines for count in sorted(flows)
-             if count != fewest_steps]
+    plan = {(size, fewest_steps, engine) for engine in engines for size in sizes}
+    plan |= {(fewest, count, engine) for engine in engines for count in flows}
     rows = []
     spawn = multiprocessing.get_context("spawn")
-    for engine, size, count in plan:
+    for size, count, engine in sorted(plan, key=lambda run: (run[0] * run[1], run)):
         step(f"scale: {size} instance(s) of {count} steps on {engine} under {SCALE_FAULT}")
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
             future = pool.submit(scale_run, settings, evidence, engine,
                                  str(flows[count].source), size,
                                  timeout + per_instance * size)
             try:
-                rows.append(future.result())
+                row = future.result()
             except Exception as error:  # the row says how far it got; the bench goes on
-                rows.append({"engine": engine, "instances": size, "steps": count,
-                             "error": f"{type(error).__name__}: {error}"})
+                row = {"engine": engine, "instances": size, "steps": count,
+                       "error": f"{type(error).__name__}: {error}"}
+        rows.append(row)
+        with (evidence.parent / "scale-rows.jsonl").open("a", encoding="utf-8") as log:
+            log.write(json.dumps(row) + "\n")
     return rows
