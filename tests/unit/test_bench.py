@@ -155,3 +155,25 @@ def test_a_generated_scale_flow_has_the_sample_spikes_shape_with_the_steps_asked
     assert default_point(flow) == "apply_01:before-effect"
     with pytest.raises(ConfigError, match="3 steps or more"):
         generated_flow(2, tmp_path)
+
+
+def test_a_ratio_whose_runs_disagree_by_more_than_half_is_called_noisy(tmp_path: Path) -> None:
+    run = {"instances": 5, "flows_per_second": 2.0, "step_p50": 0.1, "wait_p50": 0.3}
+    steady = {"median": 0.8, "low": 0.7, "high": 0.9, "runs": 3}
+    noisy = {"median": 1.12, "low": 0.37, "high": 1.13, "runs": 3}
+    results = {
+        "created_at": "2026-01-01T00:00:00Z", "flow": "partner_approval",
+        "host": {"hostname": "ci", "platform": "Linux", "python": "3.11", "cpus": 2},
+        "options": {"instances": 5, "repeats": 3},
+        "overhead": {engine: {"graduate": [run] * 3, "plain": [run] * 3,
+                              "throughput_ratio": ratio, "step_latency_ratio": steady,
+                              "wait_latency_ratio": None}
+                     for engine, ratio in (("temporal", steady), ("celery-chain", noisy))},
+    }
+
+    write_bench(results, tmp_path)
+
+    markdown = (tmp_path / "benchmarks.md").read_text()
+    assert "Noisy: the runs of one side disagree" in markdown
+    assert "- celery-chain: flows/s ratio from 0.37 to 1.13 over 3 pairs of runs" in markdown
+    assert "- temporal:" not in markdown
