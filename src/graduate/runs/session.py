@@ -48,6 +48,11 @@ MAX_WORKERS = 64  # each a process of its own, started and awaited one by one
 # While many instances start, those already started are looked at this often, so that
 # one waiting for a signal gets its answer then, not after the last one started.
 ANSWER_WHILE_STARTING = 1.0
+# A look at every unfinished instance costs a status call each: with thousands of them
+# a look takes seconds of the harness's CPU, on the cores the workers and servers use.
+# The pause after a look is at least this many times as long as the look took, so the
+# harness spends at most a third of the time looking.
+LOOK_PAUSE_FACTOR = 2.0
 
 
 class Arming(Protocol):
@@ -145,11 +150,15 @@ class RunSession:
     def start_instances(self) -> int:
         """Register, prepare (inject failures, arm fault points) and start each instance,
         until the run's deadline passes; how many were started."""
-        looked = time.monotonic()
+        looked, took = time.monotonic(), 0.0
+        known: dict[str, InstanceStatus] = {}
         for number in range(1, self.options.instances + 1):
-            if time.monotonic() - looked > ANSWER_WHILE_STARTING:
-                self._answer_started()
+            if time.monotonic() - looked > max(ANSWER_WHILE_STARTING,
+                                               LOOK_PAUSE_FACTOR * took):
+                began = time.monotonic()
+                self._answer_started(known)
                 looked = time.monotonic()
+                took = looked - began
             if time.monotonic() > self.deadline:
                 return number - 1
             self.start_instance()
@@ -182,6 +191,7 @@ class RunSession:
         while True:
             if revive_after is not None:
                 self.workers.revive(revive_after)
+            began = time.monotonic()
             unfinished = [iid for iid in self.instance_ids
                           if iid not in statuses or not statuses[iid].state.finished]
             fresh = self._statuses(unfinished, statuses, deadline)
@@ -195,10 +205,16 @@ class RunSession:
                     or (until is not None and until(statuses))
                     or time.monotonic() > deadline):
                 return statuses
-            time.sleep(POLL_INTERVAL)
+            pause = max(POLL_INTERVAL, LOOK_PAUSE_FACTOR * (time.monotonic() - began))
+            time.sleep(min(pause, max(POLL_INTERVAL, deadline - time.monotonic())))
 
-    def _answer_started(self) -> None:
-        for instance_id, status in self._statuses(self.instance_ids, {}, math.inf).items():
+    def _answer_started(self, known: dict[str, InstanceStatus]) -> None:
+        """Answer the waits of the instances started so far; `known` keeps what each was
+        last seen doing, so that a finished one is not asked again."""
+        unfinished = [iid for iid in self.instance_ids
+                      if iid not in known or not known[iid].state.finished]
+        for instance_id, status in self._statuses(unfinished, known, math.inf).items():
+            known[instance_id] = status
             self._answer(instance_id, status)
 
     def _statuses(self, instance_ids: list[str], known: dict[str, InstanceStatus],
