@@ -1,6 +1,7 @@
 """The harness's looks at the instances pace themselves: after a look that took long
 (thousands of instances, a status call each), it pauses at least twice as long, so it
-spends at most a third of the time looking, on the cores the workers need."""
+spends at most a third of the time looking, on the cores the workers need; after a quick
+look (tens of instances) it looks again at once, so waits are answered without delay."""
 
 from __future__ import annotations
 
@@ -14,9 +15,16 @@ from tests.unit.conftest import SAMPLE
 from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.flow import load_flow
 from graduate.runner import RunOptions
-from graduate.runs.session import LOOK_PAUSE_FACTOR, RunSession, new_request
+from graduate.runs.session import (
+    LOOK_PAUSE_FACTOR,
+    PACED_AFTER,
+    POLL_INTERVAL,
+    RunSession,
+    new_request,
+    pause_after,
+)
 
-LOOK = 0.3  # seconds each look at the instances takes
+LOOK = PACED_AFTER + 0.1  # seconds each look at the instances takes
 
 
 class SlowEngine:
@@ -51,3 +59,8 @@ def test_after_a_long_look_the_harness_pauses_twice_as_long(tmp_path: Path) -> N
     # Each look (LOOK) and the pause after it (twice LOOK); the last pause is cut short
     # by the deadline.
     assert min(gaps[:-1]) >= LOOK * (1 + LOOK_PAUSE_FACTOR) * 0.95
+
+
+def test_after_a_quick_look_the_harness_looks_again_at_once() -> None:
+    assert pause_after(PACED_AFTER / 2) == POLL_INTERVAL
+    assert pause_after(PACED_AFTER * 4) == LOOK_PAUSE_FACTOR * PACED_AFTER * 4

@@ -50,9 +50,16 @@ MAX_WORKERS = 64  # each a process of its own, started and awaited one by one
 ANSWER_WHILE_STARTING = 1.0
 # A look at every unfinished instance costs a status call each: with thousands of them
 # a look takes seconds of the harness's CPU, on the cores the workers and servers use.
-# The pause after a look is at least this many times as long as the look took, so the
-# harness spends at most a third of the time looking.
+# A look that took longer than PACED_AFTER is followed by a pause LOOK_PAUSE_FACTOR times
+# as long, so the harness spends at most a third of the time looking; a quicker one
+# (tens of instances) by POLL_INTERVAL only, so that a wait is answered at once.
+PACED_AFTER = 0.5
 LOOK_PAUSE_FACTOR = 2.0
+
+
+def pause_after(took: float) -> float:
+    """How long to pause after a look at the instances that took `took` seconds."""
+    return LOOK_PAUSE_FACTOR * took if took > PACED_AFTER else POLL_INTERVAL
 
 
 class Arming(Protocol):
@@ -153,8 +160,7 @@ class RunSession:
         looked, took = time.monotonic(), 0.0
         known: dict[str, InstanceStatus] = {}
         for number in range(1, self.options.instances + 1):
-            if time.monotonic() - looked > max(ANSWER_WHILE_STARTING,
-                                               LOOK_PAUSE_FACTOR * took):
+            if time.monotonic() - looked > max(ANSWER_WHILE_STARTING, pause_after(took)):
                 began = time.monotonic()
                 self._answer_started(known)
                 looked = time.monotonic()
@@ -205,7 +211,7 @@ class RunSession:
                     or (until is not None and until(statuses))
                     or time.monotonic() > deadline):
                 return statuses
-            pause = max(POLL_INTERVAL, LOOK_PAUSE_FACTOR * (time.monotonic() - began))
+            pause = pause_after(time.monotonic() - began)
             time.sleep(min(pause, max(POLL_INTERVAL, deadline - time.monotonic())))
 
     def _answer_started(self, known: dict[str, InstanceStatus]) -> None:
