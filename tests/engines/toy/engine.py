@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from graduate.adapters.base import (
+    HeldUp,
     HistoryEvent,
     InstanceState,
     InstanceStatus,
@@ -65,6 +66,9 @@ class ToyEngine:
     def holds(self, instance_id: str) -> bool:
         row = self.store.rows([instance_id]).get(instance_id)
         return row is not None and row.state not in FINISHED
+
+    def held_until(self, instance_id: str) -> HeldUp | None:
+        return None  # a worker advances every unfinished row on its next look
 
     def start(self, request: InstanceRequest) -> None:
         if not self.store.insert(request):
