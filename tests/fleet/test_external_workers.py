@@ -31,7 +31,7 @@ from graduate.runs.supervisor import WORKER_EXITED, WORKER_STARTED
 from graduate.runs.timeline import INSTANCES_STARTED, TimelineEvent
 from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
 
-ENGINES = ("temporal", "celery-chain")
+ENGINES = ("temporal", "celery-chain", "celery-state-machine")
 FAULTS = ("kill-worker", "stop-worker")
 PER_ENGINE = 2
 REGISTERED_WITHIN = 120.0
@@ -42,9 +42,10 @@ VERDICT = ("applicable", "fired", "completed", "compensated", "failed", "lost", 
 
 @pytest.fixture
 def external(settings: Settings, postgres_url: str) -> Settings:
-    """The suite's Temporal server and broker, and a PostgreSQL ledger of the test's own:
-    what the harness and the registered workers share."""
-    return replace(settings, ledger_url=postgres_url)
+    """The suite's Temporal server and broker, and a PostgreSQL ledger of the test's own
+    (with the state machine's tables beside it): what the harness and the registered
+    workers share."""
+    return replace(settings, ledger_url=postgres_url, app_db_url=postgres_url)
 
 
 @pytest.fixture
@@ -59,7 +60,8 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("GRADUATE_")}
     assert settings.temporal_address
     assert settings.broker_url
-    environ.update(GRADUATE_LEDGER_URL=settings.ledger,
+    assert settings.app_db_url
+    environ.update(GRADUATE_LEDGER_URL=settings.ledger, GRADUATE_APP_DB_URL=settings.app_db_url,
                    GRADUATE_TEMPORAL_ADDRESS=settings.temporal_address,
                    GRADUATE_BROKER_URL=settings.broker_url)
     return environ
@@ -184,6 +186,16 @@ def test_registered_workers_need_the_services_they_use_named(
         graduate.chaos(flow_file("approval"), engine="temporal", fault="kill-worker",
                        at="activate:before-effect", workers="external",
                        settings=replace(external, temporal_address=None))
+
+
+@pytest.mark.postgres
+def test_registered_state_machine_workers_need_its_tables_on_postgresql(
+        external: Settings, flow_file: FlowFactory, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"name the PostgreSQL database of "
+                                          r"celery-state-machine's own tables.*--app-db-url"):
+        graduate.chaos(flow_file("approval"), engine="celery-state-machine",
+                       fault="kill-worker", at="activate:before-effect", workers="external",
+                       settings=replace(external, app_db_url=str(tmp_path / "app.sqlite3")))
 
 
 @pytest.mark.postgres

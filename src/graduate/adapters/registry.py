@@ -64,6 +64,12 @@ class EngineDescription:
     # `open_client(spec)` (see `graduate.adapters.plain`); "" when it has none.
     plain_module: str = ""
 
+    @property
+    def keeps_app_tables(self) -> bool:
+        """Each instance's progress lives in the app's own tables (`app_db_url`), which
+        the harness reads: workers on other hosts must share them with it."""
+        return self.needs_broker and self.capabilities.durable_progress
+
 
 _REGISTRY: dict[str, EngineDescription] = {}
 ENTRY_POINTS = "graduate.engines"

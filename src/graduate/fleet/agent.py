@@ -114,10 +114,8 @@ def check_services(settings: Settings, engine: str) -> None:
             raise ConfigError("with a RabbitMQ broker, give the Redis result backend the "
                               "harness uses: --result-backend-url redis://..., or "
                               "GRADUATE_RESULT_BACKEND_URL")
-    # A Celery strategy that keeps each instance's progress in the app's own tables
-    # shares them with the harness, which reads them.
-    keeps_tables = description.needs_broker and description.capabilities.durable_progress
-    if keeps_tables and not (settings.app_db_url and is_postgres(settings.app_db_url)):
+    app_db = settings.app_db_url
+    if description.keeps_app_tables and not (app_db and is_postgres(app_db)):
         raise ConfigError(f"{engine} keeps each instance's state in the app's own tables, "
                           "which the harness reads from its host: give --app-db-url "
                           "postgresql://... (or GRADUATE_APP_DB_URL)")

@@ -62,6 +62,11 @@ def check_external(settings: Settings, options: RunOptions) -> None:
                 settings.result_backend_url):
             missing.append("the Redis result backend (--result-backend-url or "
                            "GRADUATE_RESULT_BACKEND_URL)")
+    if engine.keeps_app_tables and not (settings.app_db_url
+                                        and is_postgres(settings.app_db_url)):
+        missing.append(f"the PostgreSQL database of {engine.name}'s own tables, which the "
+                       "workers write and the harness reads (--app-db-url "
+                       "postgresql://... or GRADUATE_APP_DB_URL)")
     if missing:
         raise ConfigError("--workers external runs against the services the registered "
                           f"workers use; name {' and '.join(missing)}")

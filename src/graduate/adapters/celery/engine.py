@@ -82,7 +82,8 @@ class CeleryEngine:
         self._impl: _Strategy = (
             ChainStrategy(self._app, flow, self._resources, self._broker)
             if strategy == "chain"
-            else StateMachineStrategy(self._app, flow, self._resources, self.settings)
+            else StateMachineStrategy(self._app, flow, self._resources, self.settings,
+                                      pool=self.queue)
         )
         self._launched: dict[str, int] = {}
 

@@ -63,7 +63,7 @@ SCHEMA = (
         wait_deadline DOUBLE PRECISION, timer_until DOUBLE PRECISION,
         lease_until DOUBLE PRECISION, nudged_at DOUBLE PRECISION, version INTEGER NOT NULL,
         started_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
-        finished_at DOUBLE PRECISION, reason TEXT NOT NULL)""",
+        finished_at DOUBLE PRECISION, reason TEXT NOT NULL, pool {pool})""",
     "CREATE INDEX IF NOT EXISTS sm_instances_flow_state ON sm_instances (flow, state)",
     # Signals wait in a table of their own: storing one must not change the instance's
     # version, or a step in flight would lose its write and run again after its lease.
@@ -83,12 +83,15 @@ SCHEMA = (
         PRIMARY KEY (instance_id, grp, branch))""",
 )
 
+# The queue an instance's advance messages go to, so the tick of the workers on that
+# queue (and of no others) looks after it: a run's own, or registered workers' pool.
+_POOL = "TEXT NOT NULL DEFAULT ''"
 _COLUMNS = (
     "instance_id, flow, request, cursor, state, done, compensated, attempt, "
     "wait_deadline, timer_until, lease_until, nudged_at, version, started_at, updated_at, "
-    "finished_at, reason"
+    "finished_at, reason, pool"
 )
-# What a move may change; instance_id, flow, request and started_at never change, and
+# What a move may change; instance_id, flow, request, started_at and pool never change, and
 # nudged_at belongs to the tick alone.
 _MOVED = ("cursor", "state", "done", "compensated", "attempt", "wait_deadline",
           "timer_until", "lease_until", "version", "updated_at", "finished_at", "reason")
@@ -121,6 +124,7 @@ class Row:
     updated_at: float = 0.0
     finished_at: float | None = None
     reason: str = ""
+    pool: str = ""  # the queue its advance messages go to ("": started before pools)
 
     def columns(self) -> dict[str, Any]:
         """The row as column values, in the order of `_COLUMNS`."""
@@ -133,14 +137,14 @@ class Row:
             "timer_until": self.timer_until, "lease_until": self.lease_until,
             "nudged_at": self.nudged_at, "version": self.version,
             "started_at": self.started_at, "updated_at": self.updated_at,
-            "finished_at": self.finished_at, "reason": self.reason,
+            "finished_at": self.finished_at, "reason": self.reason, "pool": self.pool,
         }
 
     @classmethod
     def from_db(cls, row: tuple[Any, ...]) -> Row:
         (instance_id, flow, request, cursor, state, done, compensated, attempt,
          wait_deadline, timer_until, lease_until, nudged_at, version, started_at, updated_at,
-         finished_at, reason) = row
+         finished_at, reason, pool) = row
         return cls(
             instance_id=instance_id, flow=flow, request=InstanceRequest(**json.loads(request)),
             cursor=int(cursor), state=state, done=tuple(json.loads(done)),
@@ -148,7 +152,7 @@ class Row:
             wait_deadline=wait_deadline, timer_until=timer_until,
             lease_until=lease_until, nudged_at=nudged_at, version=int(version),
             started_at=started_at, updated_at=updated_at, finished_at=finished_at,
-            reason=reason,
+            reason=reason, pool=pool or "",
         )
 
 
@@ -188,7 +192,8 @@ class Store:
         self.db = db
 
     def create_tables(self) -> None:
-        self.db.script(SCHEMA)
+        self.db.script([s.replace("{pool}", _POOL) for s in SCHEMA])
+        self.db.add_column("sm_instances", "pool", _POOL)  # tables of an earlier version
 
     def load(self, instance_id: str) -> Row | None:
         rows = self.db.query(f"SELECT {_COLUMNS} FROM sm_instances WHERE instance_id = ?",
@@ -318,10 +323,14 @@ class Store:
         self._transition(row.instance_id, time.time(), row.state, row.state, step,
                          f"reminder sent ({outcome})")
 
-    def nudged(self, instance_id: str, now: float) -> None:
+    def nudge(self, row: Row, now: float, idle_grace: float) -> bool:
+        """Claim the nudge of `row`: False when another tick (a second beat beside
+        another registered worker) nudged it within `idle_grace`, so that one sends it."""
         # Not a transition and no version change: an advance in flight must still win.
-        self.db.execute("UPDATE sm_instances SET nudged_at = ? WHERE instance_id = ?",
-                        [now, instance_id])
+        return self.db.execute(
+            "UPDATE sm_instances SET nudged_at = ? WHERE instance_id = ? "
+            "AND (nudged_at IS NULL OR nudged_at <= ?)",
+            [now, row.instance_id, now - idle_grace]) == 1
 
     def transitions(self, instance_id: str) -> list[HistoryEvent]:
         rows = self.db.query(
@@ -351,7 +360,9 @@ class Machine:
         self.resources = resources
         self.lease_margin = float(settings.get("lease_margin", STATE_MACHINE["lease_margin"]))
         self.idle_grace = float(settings.get("idle_grace", STATE_MACHINE["idle_grace"]))
-        self.run_id = ""  # the run whose rows the tick looks after ("" = every row)
+        # The queue whose rows the tick looks after ("" = every row): the run's own, or
+        # the pool of registered workers, whose harness runs under another run ID.
+        self.pool = ""
 
     @property
     def store(self) -> Store:
@@ -550,14 +561,20 @@ class Machine:
         """Send advance for every row whose next move no message may be carrying."""
         store = self.store
         now = time.time()
-        # Only this run's rows: an earlier run's leftovers belong to that run's workers.
         due = [row for row in store.due(self.flow.name, now, self.idle_grace)
-               if not self.run_id or row.request.run_id == self.run_id]
-        for row in due:
-            store.nudged(row.instance_id, now)
+               if self.looks_after(row)]
+        # Every beat of a pool ticks; each row is nudged by the one tick that claims it.
+        nudged = [row for row in due if store.nudge(row, now, self.idle_grace)]
+        for row in nudged:
             self.send_advance(row)
         self._remind(store, now)
-        return len(due)
+        return len(nudged)
+
+    def looks_after(self, row: Row) -> bool:
+        """Only rows started on this queue: an earlier run's leftovers belong to that
+        run's workers. A row from before pools were recorded is its run's."""
+        return not self.pool or row.pool == self.pool or (
+            not row.pool and row.request.run_id == self.pool)
 
     def _remind(self, store: Store, now: float) -> None:
         """Send each due reminder of a wait still open, through the ledger, then record
@@ -566,7 +583,7 @@ class Machine:
         if not any(wait.reminder for wait in self.flow.waits):
             return
         for row in store.waiting(self.flow.name):
-            if self.run_id and row.request.run_id != self.run_id:
+            if not self.looks_after(row):
                 continue
             wait = self.flow.nodes[row.cursor] if row.cursor < len(self.flow.nodes) else None
             if not isinstance(wait, Wait) or wait.reminder_after is None or (
@@ -754,7 +771,7 @@ def register(app: Celery, flow: Flow, resources: ProcessResources,
              settings: Mapping[str, Any], run_id: str) -> None:
     """Register advance, signal and tick on `app`, and the tick's beat schedule."""
     machine = Machine(app, flow, resources, settings)
-    machine.run_id = run_id
+    machine.pool = run_id
 
     # Plain functions, not bound methods: Celery checks a task's arguments against the
     # function's signature, and takes the first parameter of a method for `self`. Not
@@ -800,8 +817,9 @@ class StateMachineStrategy:
     """Starts, signals and reads instances of the state machine from the client side."""
 
     def __init__(self, app: Celery, flow: Flow, resources: ProcessResources,
-                 settings: Mapping[str, Any]) -> None:
+                 settings: Mapping[str, Any], pool: str) -> None:
         self.machine = Machine(app, flow, resources, settings)
+        self.machine.pool = pool  # where its rows' advance messages go
         self.app = app
         self.flow = flow
         self.machine.store.create_tables()
@@ -813,7 +831,7 @@ class StateMachineStrategy:
                               "sm_instances; give every instance its own ID")
         now = time.time()
         row = Row(instance_id=request.instance_id, flow=self.flow.name, request=request,
-                  started_at=now, updated_at=now)
+                  started_at=now, updated_at=now, pool=self.machine.pool)
         store.insert(row)
         self.machine.send_advance(row)
 
