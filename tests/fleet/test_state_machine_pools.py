@@ -115,3 +115,17 @@ def test_a_row_from_before_pools_were_recorded_is_its_runs(
     assert own_run.machine.tick() == 1
     assert own_run.sent == [instance]
     own_run.resources.close()
+
+
+@pytest.mark.postgres
+def test_reminders_are_sent_by_one_tick_of_a_pool_at_a_time(
+        tickers: dict[str, Ticker]) -> None:
+    first, second = (tickers[name].machine.store for name in ("a1", "a2"))
+    with first.only_one("graduate.sm.remind.f.pool-a") as held:
+        assert held
+        with second.only_one("graduate.sm.remind.f.pool-a") as also:
+            assert not also
+        with second.only_one("graduate.sm.remind.f.pool-b") as other_pool:
+            assert other_pool
+    with second.only_one("graduate.sm.remind.f.pool-a") as after:
+        assert after

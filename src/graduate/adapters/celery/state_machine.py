@@ -21,9 +21,10 @@ tables would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -332,6 +333,21 @@ class Store:
             "AND (nudged_at IS NULL OR nudged_at <= ?)",
             [now, row.instance_id, now - idle_grace]) == 1
 
+    @contextlib.contextmanager
+    def only_one(self, name: str) -> Iterator[bool]:
+        """True for the one holder of the lock `name` among the processes sharing the
+        tables (a PostgreSQL advisory lock, let go if the holder dies); always True on
+        SQLite, which only a run's own single beat uses."""
+        if not self.db.postgres:
+            yield True
+            return
+        held = bool(self.db.query("SELECT pg_try_advisory_lock(hashtext(?))", [name])[0][0])
+        try:
+            yield held
+        finally:
+            if held:
+                self.db.query("SELECT pg_advisory_unlock(hashtext(?))", [name])
+
     def transitions(self, instance_id: str) -> list[HistoryEvent]:
         rows = self.db.query(
             "SELECT at, from_state, to_state, node, note FROM sm_transitions "
@@ -582,6 +598,13 @@ class Machine:
         idempotency key, for the system to absorb: at least once, never lost."""
         if not any(wait.reminder for wait in self.flow.waits):
             return
+        # One tick of a pool at a time: two beats must not both send a reminder that
+        # neither has recorded yet.
+        with store.only_one(f"graduate.sm.remind.{self.flow.name}.{self.pool}") as mine:
+            if mine:
+                self._send_reminders(store, now)
+
+    def _send_reminders(self, store: Store, now: float) -> None:
         for row in store.waiting(self.flow.name):
             if not self.looks_after(row):
                 continue
