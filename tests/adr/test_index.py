@@ -59,6 +59,22 @@ def test_the_index_follows_the_outcome_written_in_the_adr(project: Project) -> N
     assert "**not recorded**" not in text
 
 
+def test_the_index_counts_only_the_runs_of_the_flow_as_it_is_now(project: Project) -> None:
+    """An ADR may pin the runs of an earlier definition beside the current ones (its
+    history); as for the gates, a run counts only for the definition it ran."""
+    earlier = project.run(engine="celery-chain", verdict=Verdict.LOST, exact=False)
+    project.edit_spike('timeout = "10s"', 'timeout = "30s"')
+    project.spiking(earlier, *project.passing_runs())
+
+    text = index(project)
+
+    row = next(line for line in text.splitlines() if line.startswith(f"| {FLOW}"))
+    assert row.endswith("| defaults 4✅ | no run | no run | unknown |")
+    assert ("on 4 attached run(s) of the flow as it is now (1 of an earlier definition or "
+            "profile left out)") in text
+    assert "celery-chain under defaults" not in text
+
+
 def test_no_celery_strategy_that_passed_everywhere_means_no(project: Project) -> None:
     project.spiking(project.run(),
                     project.run(engine="celery-chain", verdict=Verdict.LOST, exact=False),

@@ -323,6 +323,16 @@ def _uncounted(run: RunRecord, policy: GatePolicy,
 # ---------------------------------------------------------------------------- flow changes
 
 
+def stale_runs(document: AdrDocument, loaded: Loaded, project_dir: Path) -> dict[str, str]:
+    """The ADR's attached runs that no longer speak for its flow as it is now, by id,
+    with the reason: what the gates leave out, for anyone else counting its runs."""
+    try:
+        flow: Flow | GraduateError = load_adr_flow(document.record.flow_source, project_dir)
+    except GraduateError as error:
+        flow = error  # nothing to compare a run's definition with
+    return _stale_runs(loaded, flow, load_profiles(project_dir))
+
+
 def _stale_runs(loaded: Loaded, flow: Flow | GraduateError,
                 profiles: Mapping[str, Profile]) -> dict[str, str]:
     """Attached runs that no longer speak for the flow as it is now (another definition

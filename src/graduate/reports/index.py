@@ -19,13 +19,14 @@ from pathlib import Path
 from graduate.adapters import describe
 from graduate.adr.attached import file_of, load
 from graduate.adr.document import AdrDocument, decision_outcome, discover
-from graduate.adr.gates import GatePolicy, evaluate
-from graduate.adr.record import AdrError
+from graduate.adr.gates import GatePolicy, evaluate, stale_runs
+from graduate.adr.record import AdrError, Attachment
 from graduate.errors import ConfigError, GraduateError
 from graduate.evidence import EvidenceStore
 from graduate.reports.build import build_report
 from graduate.reports.model import CellReport, Pairs, Report
 from graduate.reports.render import template
+from graduate.runs.record import RunRecord
 
 INDEX_NAME = "index.md"
 BASELINE = "defaults"  # the profile whose settings a hardening is told apart from
@@ -60,7 +61,8 @@ class SpikeEntry:
     holds: bool  # the gate of its status passes on its evidence now
     problems: tuple[str, ...]  # why it does not, when it does not
     classes: Pairs
-    runs: int
+    runs: int  # attached runs of the flow as it is now: the ones counted here
+    superseded: int  # attached runs of an earlier definition (or profile), left out
     # The source table's signals on the Temporal side (None: no run, so not known).
     needs_temporal: tuple[str, ...] | None
     recommendation: str  # the report's headline on these runs
@@ -97,7 +99,12 @@ def _entry(project_dir: Path, document: AdrDocument, policy: GatePolicy,
     gate = evaluate(document, record.status, policy, project_dir)
     problems = tuple(f"{item.title}: {problem}" for item in gate.unmet
                      for problem in item.problems)
-    report = _report(project_dir, document)
+    loaded = load(record, project_dir)
+    # A run counts only for the definition it ran, as for the gates: an ADR that pins
+    # the runs of an earlier definition beside the current ones counts only the latter.
+    stale = stale_runs(document, loaded, project_dir)
+    current = [(a, run) for a, run in loaded.runs if a.id not in stale]
+    report = _report(project_dir, document, current)
     target = policy.target_engine
     results = _results(report) if report is not None else []
     celery = tuple(r for r in results if _side(r.engine) == "celery")
@@ -106,10 +113,11 @@ def _entry(project_dir: Path, document: AdrDocument, policy: GatePolicy,
         adr_link=_relative(document.path, reports_dir), status=record.status.value,
         outcome=decision_outcome(document) or "not recorded", holds=gate.passed,
         problems=problems, classes=record.classes.items(),
-        runs=len(report.runs) if report is not None else 0,
+        runs=len(report.runs) if report is not None else 0, superseded=len(stale),
         needs_temporal=tuple(c.signal for c in report.criteria if c.points_to == "temporal")
         if report is not None else None,
         recommendation=report.recommendation.headline if report is not None
+        else "No run of the flow as it is now is attached." if stale
         else "No run is attached yet.",
         target=tuple(r for r in results if r.engine == target), celery=celery,
         stays_on_celery=_stays_on_celery(
@@ -119,18 +127,19 @@ def _entry(project_dir: Path, document: AdrDocument, policy: GatePolicy,
                                  [a.id for a in record.evidence if a.kind == "matrix"]))
 
 
-def _report(project_dir: Path, document: AdrDocument) -> Report | None:
-    """The report of the runs attached to the ADR (None when none is); runs whose files
-    are missing or changed are the ADR check's to name, and are left out here."""
-    loaded = load(document.record, project_dir)
-    if not loaded.runs:
+def _report(project_dir: Path, document: AdrDocument,
+            runs: Sequence[tuple[Attachment, RunRecord]]) -> Report | None:
+    """The report of `runs`, the ADR's attached runs that count (None when none does);
+    runs whose files are missing or changed are the ADR check's to name, and are not
+    among them."""
+    if not runs:
         return None
-    roots = {file_of(a, project_dir).parent.parent for a, _ in loaded.runs}
+    roots = {file_of(a, project_dir).parent.parent for a, _ in runs}
     if len(roots) > 1:
         raise ConfigError(f"{document.name} pins runs from {len(roots)} evidence folders "
                           f"({', '.join(sorted(map(str, roots)))}); the index reads one "
                           "folder per ADR: attach runs from one")
-    return build_report(EvidenceStore(roots.pop()), run_ids=[a.id for a, _ in loaded.runs])
+    return build_report(EvidenceStore(roots.pop()), run_ids=[a.id for a, _ in runs])
 
 
 def _results(report: Report) -> list[ProfileResult]:
