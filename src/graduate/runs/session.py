@@ -206,11 +206,16 @@ class RunSession:
                 if on_status is not None and previous != status:
                     on_status(instance_id, status)
                 statuses[instance_id] = status
-                self._answer(instance_id, status)
+            # `until` is asked before any answer is sent: once a fault point is reached,
+            # the step paused there stands for the instant of a crash, and a decision
+            # sent now would be taken (prefetched) by the worker about to be killed,
+            # which a worker crashing at that instant is never given.
             if (all(s.state.finished for s in statuses.values())
                     or (until is not None and until(statuses))
                     or time.monotonic() > deadline):
                 return statuses
+            for instance_id in unfinished:
+                self._answer(instance_id, statuses[instance_id])
             pause = pause_after(time.monotonic() - began)
             time.sleep(min(pause, max(POLL_INTERVAL, deadline - time.monotonic())))
 

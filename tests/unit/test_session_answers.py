@@ -1,0 +1,75 @@
+"""The run's answers to waits, and a fault point reached in the same poll.
+
+A step paused at a fault point stands for the instant a worker crashes. A decision the
+harness sends after that instant goes to the broker, and a worker that is about to be
+killed takes it (prefetches it) and dies with it: under Celery's defaults it then comes
+back only after the visibility timeout, an hour, which a crash at that instant would
+never cause. So in a poll where the fault's trigger holds, no answer is sent; the next
+poll, once the fault fired, sends it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from graduate.adapters.base import Engine, InstanceState, InstanceStatus
+from graduate.flow import load_flow
+from graduate.ledger import Ledger
+from graduate.runner import RunOptions
+from graduate.runs.session import RunSession, new_request
+from graduate.runs.timeline import Timeline
+from graduate.runs.workers import WorkerControl
+from graduate.services.provider import Stack
+
+REPO = Path(__file__).resolve().parents[2]
+FLOW = load_flow(REPO / "spikes" / "pmi_milestones.toml")
+
+
+class WaitingEngine:
+    """Reports every instance waiting at the first sign-off; records the signals sent."""
+
+    name = "celery-state-machine"
+
+    def __init__(self) -> None:
+        self.signals: list[tuple[str, str]] = []
+
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        return {iid: InstanceStatus(InstanceState.WAITING, ("open_plan", "day_one"), None,
+                                    "day_one_signoff") for iid in instance_ids}
+
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
+        self.signals.append((instance_id, name))
+
+
+def session(engine: WaitingEngine, tmp_path: Path) -> RunSession:
+    options = RunOptions(flow=FLOW.name, engine=engine.name,
+                         decisions={"day_one_signoff": "approve"})
+    run = RunSession(flow=FLOW, options=options, run_id="r1", run_dir=tmp_path,
+                     ledger=cast(Ledger, None), stack=cast(Stack, None),
+                     engine=cast(Engine, engine), workers=cast(WorkerControl, None),
+                     timeline=Timeline(), deadline=time.monotonic() + 30)
+    run.requests.append(new_request(FLOW, "r1", 1, "t"))
+    return run
+
+
+def test_no_decision_is_sent_in_the_poll_where_the_fault_point_was_reached(
+        tmp_path: Path) -> None:
+    engine = WaitingEngine()
+
+    session(engine, tmp_path).watch(time.monotonic() + 30, until=lambda statuses: True)
+
+    assert engine.signals == []
+
+
+def test_a_waiting_instance_is_answered_while_no_fault_point_is_reached(
+        tmp_path: Path) -> None:
+    engine = WaitingEngine()
+    run = session(engine, tmp_path)
+    polls = iter([False, True])
+
+    run.watch(time.monotonic() + 30, until=lambda statuses: next(polls))
+
+    assert engine.signals == [(run.instance_ids[0], "day_one_signoff")]
