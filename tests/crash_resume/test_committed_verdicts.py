@@ -9,7 +9,7 @@ its reports. Two things must stay true of them:
   stored (cheap: no engine runs);
 - the engines still do what the evidence says: for each committed matrix, one
   representative cell per engine (a worker killed at the step after the first wait,
-  under the engines' defaults) runs again, on real engines, with the matrix's own
+  under the `tuned` profile, see Representative) runs again, on real engines, with the matrix's own
   instances and time scale (and twice its deadline), and must come out with the
   committed verdict: the same pass or fail, as many instances completed, compensated,
   failed and unfinished, and duplicates or none as committed.
@@ -114,7 +114,15 @@ def test_every_committed_runs_duplicates_are_counted_again_from_its_ledger_rows(
 
 @dataclass(frozen=True)
 class Representative:
-    """One committed cell to run again: a killed worker under the engines' defaults."""
+    """One committed cell to run again: a killed worker under the `tuned` profile.
+
+    Not under the defaults: there, whether a Celery worker killed at the step holds
+    another instance's message (a signal it prefetched a few milliseconds before the
+    kill, given back only after Redis's hour-long visibility timeout) is timing, so a
+    committed verdict under the defaults is one draw, not a property to reproduce
+    (pmi_milestones' state machine passed once and left a sign-off held about one run
+    in seven). Under `tuned` every held message comes back inside the run, so the
+    verdict depends on the engine alone."""
 
     store: EvidenceStore
     matrix: MatrixRecord
@@ -135,7 +143,7 @@ def representatives() -> list[Representative]:
             # it) has nothing committed for them to compare with.
             found += [Representative(store, matrix, cell) for cell in matrix.cells
                       if cell.fault == kill_worker.NAME and cell.at == point
-                      and cell.profile == "defaults" and cell.status == "done"]
+                      and cell.profile == "tuned" and cell.status == "done"]
     return found
 
 
@@ -155,7 +163,7 @@ def test_every_engine_of_every_committed_matrix_has_a_cell_to_run_again() -> Non
                                  for c in matrix.cells)
                 assert (matrix.matrix_id, engine) in chosen or unfinished, (
                     f"matrix {matrix.matrix_id} has no kill-worker cell at the first step "
-                    f"after the first wait under the defaults for {engine}")
+                    f"after the first wait under tuned for {engine}")
 
 
 def outcomes(instances: Sequence[InstanceVerdict]) -> Counter[str]:
