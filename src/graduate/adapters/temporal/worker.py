@@ -10,8 +10,10 @@ down gracefully on SIGTERM or SIGINT, as a deploy would ask it to.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -74,6 +76,14 @@ async def serve(spec: WorkerSpec) -> None:
 
 def main() -> None:
     asyncio.run(serve(WorkerSpec.from_stdin()))
+    # The worker has shut down cleanly. Interpreter finalisation can still abort the
+    # process (SIGABRT, "PyGILState_Release") when the SDK's core threads call back into
+    # a finalising interpreter, which made a warm stop exit -6 instead of 0. So run the
+    # exit handlers (log and trace flushes) and leave without finalising.
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
