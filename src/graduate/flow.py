@@ -545,18 +545,24 @@ def _validate_group(at: str, group: Parallel, systems: set[str], seen: set[str])
             _validate_step(where, step, systems)
 
 
+def _check_effect(at: str, label: str, effect: str, example: str,
+                  systems: set[str]) -> None:
+    """An effect (a step's, its compensation's, a reminder's or a notice's) names an
+    operation of a declared system."""
+    if not _EFFECT.match(effect):
+        raise FlowError(f"{at}: {label} {effect!r} must read SYSTEM.OPERATION, "
+                        f"for example \"{example}\"")
+    system = effect.split(".", 1)[0]
+    if system not in systems:
+        raise FlowError(f"{at}: {label} {effect!r} goes to system {system!r}, which is "
+                        f"not declared; add [systems.{system}] with honours_idempotency "
+                        "= true or false")
+
+
 def _validate_step(at: str, step: Step, systems: set[str]) -> None:
     for label, effect in (("effect", step.effect), ("compensation", step.compensation)):
-        if effect is None:
-            continue
-        if not _EFFECT.match(effect):
-            raise FlowError(f"{at}: {label} {effect!r} must read SYSTEM.OPERATION, "
-                            "for example \"crm.create_record\"")
-        system = effect.split(".", 1)[0]
-        if system not in systems:
-            raise FlowError(f"{at}: {label} {effect!r} goes to system {system!r}, which is "
-                            f"not declared; add [systems.{system}] with honours_idempotency "
-                            "= true or false")
+        if effect is not None:
+            _check_effect(at, label, effect, "crm.create_record", systems)
     if step.read_only and step.compensation:
         raise FlowError(f"{at}: read_only = true says the step changes nothing, yet "
                         f"[compensations] undoes it with {step.compensation!r}; remove one")
@@ -589,14 +595,7 @@ def _validate_reminder(at: str, reminder: Reminder, systems: set[str]) -> None:
     if not math.isfinite(reminder.at) or not 0 < reminder.at < 1:
         raise FlowError(f"{at}: reminder.at = {reminder.at!r} must be a fraction of the "
                         "deadline between 0 and 1, for example 0.5 for half-way")
-    if not _EFFECT.match(reminder.effect):
-        raise FlowError(f"{at}: reminder.effect {reminder.effect!r} must read "
-                        "SYSTEM.OPERATION, for example \"notify.send_reminder\"")
-    system = reminder.effect.split(".", 1)[0]
-    if system not in systems:
-        raise FlowError(f"{at}: reminder.effect {reminder.effect!r} goes to system "
-                        f"{system!r}, which is not declared; add [systems.{system}] with "
-                        "honours_idempotency = true or false")
+    _check_effect(at, "reminder.effect", reminder.effect, "notify.send_reminder", systems)
 
 
 def _validate_notices(at: str, wait: Wait, systems: set[str]) -> None:
@@ -604,14 +603,7 @@ def _validate_notices(at: str, wait: Wait, systems: set[str]) -> None:
         if end not in WAIT_ENDS:
             raise FlowError(f"{at}: notices.{end} is not an ending; a wait ends "
                             f"{' or '.join(WAIT_ENDS)} (or approved, which needs no notice)")
-        if not _EFFECT.match(effect):
-            raise FlowError(f"{at}: notices.{end} {effect!r} must read SYSTEM.OPERATION, "
-                            "for example \"notify.send_rejection\"")
-        system = effect.split(".", 1)[0]
-        if system not in systems:
-            raise FlowError(f"{at}: notices.{end} {effect!r} goes to system {system!r}, "
-                            f"which is not declared; add [systems.{system}] with "
-                            "honours_idempotency = true or false")
+        _check_effect(at, f"notices.{end}", effect, "notify.send_rejection", systems)
         key, action = ("on_reject", wait.on_reject) if end == "rejected" else (
             "on_timeout", wait.on_timeout)
         if action != "compensate":
