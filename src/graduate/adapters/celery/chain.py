@@ -38,6 +38,7 @@ from graduate.errors import (
     TransientEffectError,
 )
 from graduate.flow import Flow, InstanceRequest, Node, Parallel, Step, Timer, Wait
+from graduate.ledger import EffectKind
 from graduate.processes import running
 
 ENGINE = "celery-chain"
@@ -372,24 +373,9 @@ class ChainTasks:
         return {"resolved": True}
 
     def compensate(self, task: Any, ctx: Context, node: str, reason: str) -> Context:
-        step = cast(Step, self.flow.node(node))
-        attempt = int(task.request.retries) + 1
-        try:
-            with self.resources.interruptible():
-                self.resources.ledger().call(
-                    self.flow, _request(ctx), step,
-                    attempt=self.delivered(task, ctx, f"compensate:{node}"),
-                    engine=ENGINE, kind="compensation")
-        except (TransientEffectError, SoftTimeLimitExceeded, PermanentEffectError) as error:
-            if not isinstance(error, PermanentEffectError) and (
-                attempt < step.retry.max_attempts
-            ):
-                raise task.retry(exc=error, countdown=step.retry.delay_after(attempt),
-                                 max_retries=step.retry.max_attempts - 1) from error
-            _stop_chain(task)
-            failed = f"{reason}; compensation of {node} failed: {_describe(error, step)}"
-            _finish_signature(self.app, ctx, "failed", failed).apply_async(args=(ctx,))
-            raise
+        self._call_or_fail(task, ctx, cast(Step, self.flow.node(node)),
+                           delivery=f"compensate:{node}", kind="compensation",
+                           failed=f"{reason}; compensation of {node} failed")
         return ctx
 
     def notice(self, task: Any, ctx: Context, node: str, reason: str) -> Context:
@@ -397,12 +383,20 @@ class ChainTasks:
         step. A notice that never lands ends the instance failed, saying so."""
         step = self.flow.node(node)
         assert isinstance(step, Step)
+        self._call_or_fail(task, ctx, step, delivery=node, kind="effect",
+                           failed=f"{reason}; {node} failed")
+        return _passed(ctx, node)
+
+    def _call_or_fail(self, task: Any, ctx: Context, step: Step, *, delivery: str,
+                      kind: EffectKind, failed: str) -> None:
+        """Call a compensation or a notice, retried like a step; one that never lands
+        stops the chain and ends the instance failed with `failed` and the cause."""
         attempt = int(task.request.retries) + 1
         try:
             with self.resources.interruptible():
                 self.resources.ledger().call(self.flow, _request(ctx), step,
-                                             attempt=self.delivered(task, ctx, node),
-                                             engine=ENGINE)
+                                             attempt=self.delivered(task, ctx, delivery),
+                                             engine=ENGINE, kind=kind)
         except (TransientEffectError, SoftTimeLimitExceeded, PermanentEffectError) as error:
             if not isinstance(error, PermanentEffectError) and (
                 attempt < step.retry.max_attempts
@@ -410,10 +404,9 @@ class ChainTasks:
                 raise task.retry(exc=error, countdown=step.retry.delay_after(attempt),
                                  max_retries=step.retry.max_attempts - 1) from error
             _stop_chain(task)
-            failed = f"{reason}; {node} failed: {_describe(error, step)}"
-            _finish_signature(self.app, ctx, "failed", failed).apply_async(args=(ctx,))
+            reason = f"{failed}: {_describe(error, step)}"
+            _finish_signature(self.app, ctx, "failed", reason).apply_async(args=(ctx,))
             raise
-        return _passed(ctx, node)
 
     def wait(self, ctx: Context, node: str) -> dict[str, str]:
         wait = cast(Wait, self.flow.node(node))
