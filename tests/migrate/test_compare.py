@@ -216,6 +216,36 @@ def test_the_instances_the_fault_caught_are_compared_with_each_other() -> None:
     assert unpaired == "Temporal ran 2 instance(s), Celery 3"
 
 
+def test_the_instance_that_set_the_fault_off_is_paired_with_its_counterpart() -> None:
+    """Seen in CI: Celery's second instance reached the point first and the first was only
+    held up; Temporal's first set the fault off and the second was caught at the point too.
+    Paired by number, each line compared a hit instance with one the fault barely touched."""
+    from dataclasses import replace
+
+    from graduate.check import Resume
+    from graduate.migrate.compare import pair_instances
+
+    def numbered(base: Side, number: int, *, set_off: bool = False,
+                 held_up: bool = False) -> Side:
+        instance = replace(base.instance, instance_id=f"{base.instance.instance_id[:-3]}-0"
+                                                      f"{number}")
+        resume = Resume(in_flight="activate", point="before-effect" if held_up else
+                        "after-effect", resumed_at="activate", exact=True,
+                        time_to_resume=1.0, held_up=held_up)
+        return replace(base, instance=instance, set_off=set_off,
+                       verdict=replace(base.verdict, resume=resume))
+
+    temporal = side("Temporal", "aaa111", APPROVED)
+    celery = side("Celery", "bbb222", APPROVED)
+    pairs, _ = pair_instances(
+        [numbered(temporal, 1, set_off=True), numbered(temporal, 2)],
+        [numbered(celery, 1, held_up=True), numbered(celery, 2, set_off=True)],
+        FLOW, Allowances())
+
+    assert [(p.left.instance.instance_id[-2:], p.right.instance.instance_id[-2:])
+            for p in pairs] == [("01", "02"), ("02", "01")]
+
+
 def test_the_report_names_the_fault_unless_it_is_the_baseline() -> None:
     from graduate.chaos.faults import none
     from graduate.migrate.compare import Comparison

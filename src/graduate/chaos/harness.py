@@ -319,7 +319,8 @@ def _await_trigger(session: RunSession, plan: FaultPlan, timeline: Timeline,
     if found:
         hit = found[0]
         timeline.add(POINT_REACHED,
-                     f"{hit.instance_id} at {hit.step}:{hit.point} in pid {hit.pid}", at=hit.at)
+                     f"{hit.instance_id} at {hit.step}:{hit.point} in pid {hit.pid}", at=hit.at,
+                     instance=hit.instance_id)
         return True, hit, ""
     if skip:
         return False, None, "no other instance reached the fault point"

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 from graduate.adapters import all_engine_names, describe
 from graduate.apps import find_app
-from graduate.chaos.faults import none, parse_label
+from graduate.chaos.faults import POINT_REACHED, none, parse_label
 from graduate.check import InstanceVerdict, Verdict
 from graduate.config import Settings, load_settings
 from graduate.errors import ConfigError
@@ -74,6 +74,7 @@ class Side:
     instance: InstanceRecord
     verdict: InstanceVerdict
     effects: tuple[EffectRecord, ...]  # its ledger rows, in the order they were written
+    set_off: bool = False  # it reached the fault point first and the fault fired on it
 
     @property
     def kept(self) -> bool:
@@ -153,9 +154,10 @@ class Comparison:
 
 def pair_instances(left: Sequence[Side], right: Sequence[Side], flow: Flow,
                    allowances: Allowances) -> tuple[tuple[InstancePair, ...], str]:
-    """Compare the n-th instance of one run with the n-th of the other, those the fault
-    caught at its point first, then those it cut short, then the rest: the fault hits
-    whichever instance reaches its point first, not the same number on each engine."""
+    """Compare the n-th instance of one run with the n-th of the other, in the order the
+    fault caught them: the one that reached its point and set it off, the others at the
+    point, those it cut short, those it held up, then the rest. The fault hits whichever
+    instance gets there first, not the same number on each engine."""
     ordered = [sorted(side, key=_caught_first) for side in (left, right)]
     pairs = tuple(InstancePair(n, a, b, compare_instance(n, a, b, flow, allowances))
                   for n, (a, b) in enumerate(zip(*ordered, strict=False), 1))
@@ -166,9 +168,12 @@ def pair_instances(left: Sequence[Side], right: Sequence[Side], flow: Flow,
     return pairs, unpaired
 
 
+_CAUGHT_AS = {"at the fault point": 1, "attempt cut short": 2, "held up": 3}
+
+
 def _caught_first(side: Side) -> tuple[int, str]:
     resume = side.verdict.resume
-    caught = 2 if resume is None else 1 if resume.interrupted else 0
+    caught = 0 if side.set_off else 4 if resume is None else _CAUGHT_AS[resume.affected_as]
     return caught, side.instance.instance_id
 
 
@@ -261,10 +266,13 @@ def _ended(side: Side) -> str:
 
 def sides(title: str, engine: str, verdicts: Sequence[InstanceVerdict],
           ledger: Sequence[EffectRecord],
-          instance: Callable[[str], InstanceRecord]) -> list[Side]:
-    """One run's instances as sides of a comparison, from its stored evidence."""
+          instance: Callable[[str], InstanceRecord],
+          set_off: Collection[str] = ()) -> list[Side]:
+    """One run's instances as sides of a comparison, from its stored evidence; `set_off`
+    names the instances the timeline says reached the fault point."""
     return [Side(engine, title, instance(v.instance_id), v,
-                 tuple(e for e in ledger if e.instance_id == v.instance_id))
+                 tuple(e for e in ledger if e.instance_id == v.instance_id),
+                 set_off=v.instance_id in set_off)
             for v in verdicts]
 
 
@@ -309,8 +317,11 @@ def run_comparison(app: str, *, fault: str = none.NAME, at: str | None = None,
                 raise ConfigError(f"{fault} does not apply to {app} on {engine}: "
                                   f"{result.reason}; compare under a fault both can take")
             record = store.load_run(result.run_id)
+            set_off = {e.instance for e in record.timeline
+                       if e.kind == POINT_REACHED.kind and e.instance}
             runs.append((record, sides(describe(record.engine).product, record.engine,
-                                       record.verdicts, record.ledger, ledger.instance)))
+                                       record.verdicts, record.ledger, ledger.instance,
+                                       set_off)))
     finally:
         ledger.close()
     (left_record, left), (right_record, right) = runs
