@@ -90,8 +90,9 @@ KEY_FIELDS = frozenset({"tenant_id", "flow", "entity_id", "date", "step", "insta
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _EFFECT = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+# Weeks, for the milestones of a long-lived flow (a six-week review is "6w", not "42d").
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 # Beyond these an engine overflows (Temporal's int32 attempts, datetime's year 9999) or
 # a run never ends; no business flow needs more.
 MAX_SECONDS = 366 * 86400.0
@@ -636,7 +637,7 @@ def _check_choice(at: str, key: str, value: str, allowed: tuple[str, ...]) -> No
 
 
 def parse_duration(value: object, what: str) -> float:
-    """Seconds from `30`, `"500ms"`, `"10s"`, `"5m"`, `"72h"` or `"1d"`."""
+    """Seconds from `30`, `"500ms"`, `"10s"`, `"5m"`, `"72h"`, `"1d"` or `"2w"`."""
     if isinstance(value, bool):
         raise FlowError(f"{what}: {value!r} is not a duration; write for example \"30s\"")
     seconds: float | None = None
@@ -655,7 +656,7 @@ def parse_duration(value: object, what: str) -> float:
                         f"a finite one of at most {MAX_SECONDS / 86400:g}d, for example "
                         "\"30s\"")
     raise FlowError(f"{what}: {value!r} is not a duration; write for example \"30s\", "
-                    "\"500ms\", \"5m\", \"72h\" or a number of seconds")
+                    "\"500ms\", \"5m\", \"72h\", \"2d\", \"2w\" or a number of seconds")
 
 
 def load_flow(ref: str | Path, *, spikes_dir: Path | None = None) -> Flow:

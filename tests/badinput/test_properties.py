@@ -31,7 +31,7 @@ from tests.adr.conftest import REPO
 
 SPIKE = REPO / "spikes" / "partner_approval.toml"
 BASE = flow_to_dict(load_flow(SPIKE))
-UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=10**300)
            | st.floats() | st.text(max_size=12)

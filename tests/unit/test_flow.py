@@ -361,6 +361,7 @@ def test_a_missing_file_is_named_with_what_to_do(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("value", "seconds"), [
     (30, 30.0), (2.5, 2.5), (0, 0.0), ("500ms", 0.5), ("10s", 10.0), ("5m", 300.0),
     ("72h", 259200.0), ("1d", 86400.0), ("1.5h", 5400.0), (" 10 s ", 10.0),
+    ("2w", 14 * 86400.0), ("0.5w", 3.5 * 86400.0),
 ])
 def test_durations_are_read_in_seconds(value: object, seconds: float) -> None:
     assert parse_duration(value, "timeout") == seconds
@@ -373,6 +374,11 @@ def test_a_value_that_is_no_duration_is_rejected_naming_where_it_is(value: objec
     message = raises_flow_error(lambda: parse_duration(value, "flow 'mini', step 'x': timeout"))
     assert_mentions(message, ["flow 'mini', step 'x': timeout", f"{value!r} is not a duration",
                               'write for example "30s"'])
+
+
+def test_a_duration_error_lists_the_units_weeks_included() -> None:
+    message = raises_flow_error(lambda: parse_duration("2 weeks", "wait 'review': deadline"))
+    assert_mentions(message, ['"500ms"', '"30s"', '"5m"', '"72h"', '"2d"', '"2w"'])
 
 
 # ---------------------------------------------------------------------------- JSON form
