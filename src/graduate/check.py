@@ -22,7 +22,7 @@ from typing import Any
 
 from graduate import audit
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
-from graduate.flow import WAIT_ENDS, Flow, Timer, Wait
+from graduate.flow import ESCALATION_SUFFIX, WAIT_ENDS, Flow, Timer, Wait
 from graduate.ledger import EffectRecord, InstanceRecord, Outcome, PointReached
 
 
@@ -268,12 +268,12 @@ def judge_notices(flow: Flow, effects: Sequence[EffectRecord],
 
 @dataclass(frozen=True)
 class ReminderVerdict:
-    """What became of one wait's reminder: expected at most once, and exactly once when
-    the wait outlived the reminder's time."""
+    """What became of one wait's reminder or escalation (see `Wait.while_open`): expected
+    at most once, and exactly once when the wait outlived its time."""
 
     wait: str
-    step: str  # `<wait>.reminder`, as the ledger names its calls
-    after: float  # seconds into the wait the reminder is due
+    step: str  # `<wait>.reminder` or `<wait>.escalation`, as the ledger names its calls
+    after: float  # seconds into the wait it is due
     waited: float | None  # how long the wait lasted, as the ledger shows; None: not ended
     calls: int
     applied: int
@@ -293,30 +293,49 @@ class ReminderVerdict:
         """Due, and no call of it landed."""
         return self.due and not self.sent
 
+    @property
+    def early(self) -> bool:
+        """Sent, though the wait had surely ended before its time: the ledger's span of
+        the wait runs past the answer (to the next call), so one shorter than the time,
+        by more than the grace, means the wait was no longer open then."""
+        return self.sent and self.waited is not None and (
+            self.waited < self.after - REMINDER_GRACE)
+
+    @property
+    def problem(self) -> bool:
+        return self.missing or self.early
+
+    @property
+    def kind(self) -> str:
+        """`reminder` or `escalation`, read from the step's name (evidence stored before
+        escalations keeps no kind)."""
+        return "escalation" if self.step.endswith(ESCALATION_SUFFIX) else "reminder"
+
     def describe(self) -> str:
         waited = "" if self.waited is None else f" (the wait lasted {self.waited:.1f}s)"
+        what = f"{self.kind} of {self.wait}"
         if self.missing:
             failed = f"; its {self.calls} call(s) failed" if self.calls else ""
-            return (f"reminder of {self.wait} missing: due {self.after:g}s into the wait, "
+            return (f"{what} missing: due {self.after:g}s into the wait, "
                     f"never sent{waited}{failed}")
+        if self.early:
+            return (f"{what} sent though the wait ended before its time: due "
+                    f"{self.after:g}s into the wait{waited}")
         if self.applied > 1:
-            return f"reminder of {self.wait} sent {self.applied} times, a duplicate{waited}"
+            return f"{what} sent {self.applied} times, a duplicate{waited}"
         if self.sent:
             absorbed = f", {self.absorbed} repeat(s) absorbed" if self.absorbed else ""
-            return f"reminder of {self.wait} sent once{absorbed}{waited}"
-        return f"reminder of {self.wait} not sent: not due{waited}"
+            return f"{what} sent once{absorbed}{waited}"
+        return f"{what} not sent: not due{waited}"
 
 
 def judge_reminders(flow: Flow, record: InstanceRecord, effects: Sequence[EffectRecord],
                     status: InstanceStatus) -> tuple[ReminderVerdict, ...]:
-    """One verdict per wait of `flow` that declares a reminder and that the instance
-    reached. Duplicates are counted with the other effects (`effect_verdicts`, where the
-    reminder is a step of its own); this adds whether a reminder was owed."""
+    """One verdict per reminder and per escalation of a wait of `flow` that the instance
+    reached. Duplicates are counted with the other effects (`effect_verdicts`, where each
+    is a step of its own); this adds whether one was owed."""
     verdicts = []
-    for wait in flow.waits:
-        step, after = wait.reminder_step, wait.reminder_after
-        if step is None or after is None:
-            continue
+    for wait, step, after in ((w, s.step, s.after) for w in flow.waits for s in w.while_open):
         span = waited(flow, wait, record, effects, status)
         if span is None and not any(e.step == step.name for e in effects):
             continue  # never reached, or still waiting with nothing sent
@@ -851,7 +870,7 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
                      for gap in item.audit_gaps]
         # A reminder sent twice is already an unabsorbed duplicate above.
         failures += [f"{item.instance_id}: {r.describe()} ({item.correlation_id})"
-                     for r in item.reminders if r.missing]
+                     for r in item.reminders if r.problem]
         # A notice sent twice is already an unabsorbed duplicate above.
         failures += [f"{item.instance_id}: {n.describe()} ({item.correlation_id})"
                      for n in item.notices if n.problem]

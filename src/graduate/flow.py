@@ -150,7 +150,34 @@ class Reminder:
     effect: str
 
 
+@dataclass(frozen=True)
+class Escalation:
+    """An effect sent once if a wait is still open `after` seconds into it: the
+    milestone's due date has passed and someone above must be told, while the wait stays
+    open for its answer until its hard deadline. A duration, not a fraction like a
+    reminder's: a due date is set for itself, not as a share of the deadline."""
+
+    after: float
+    effect: str
+
+
+# What a wait sends, once, if it is still open at the time: its reminder, its escalation.
+WhileOpenKind: TypeAlias = Literal["reminder", "escalation"]
+
+
+@dataclass(frozen=True)
+class WhileOpen:
+    """One effect a wait sends once if it is still open `after` seconds into it, as a
+    step of its own (`<wait>.reminder`, `<wait>.escalation`) that goes through the
+    ledger with its own key. Every engine sends, and the checker judges, each alike."""
+
+    kind: WhileOpenKind
+    step: Step
+    after: float
+
+
 REMINDER_SUFFIX = ".reminder"
+ESCALATION_SUFFIX = ".escalation"
 NOTICE_SUFFIX = "_notice"  # `<wait>.rejected_notice`, `<wait>.expired_notice`
 # A notice tells people how their case ended: it is retried like any step that must land.
 NOTICE_RETRY = RetryPolicy(max_attempts=5, initial_interval=1.0, maximum_interval=10.0)
@@ -161,10 +188,12 @@ class Wait:
     """A wait for a named signal (a human decision) with a deadline.
 
     The signal's payload carries `{"decision": "approve" | "reject"}`; a reject and a
-    passed deadline lead to the configured action. A reminder, when declared, is sent
-    once if the wait is still open at its time. A notice per ending (`notices`: the
-    effect sent when the wait ended `rejected` or `expired`) is sent once, after the
-    compensations that ending runs, as the last call of the instance.
+    passed deadline lead to the configured action. A reminder and an escalation, when
+    declared, are each sent once if the wait is still open at their time (see
+    `while_open`); the wait stays open after either, until its answer or deadline. A
+    notice per ending (`notices`: the effect sent when the wait ended `rejected` or
+    `expired`) is sent once, after the compensations that ending runs, as the last call
+    of the instance.
     """
 
     name: str
@@ -175,6 +204,7 @@ class Wait:
     reminder: Reminder | None = None
     # (ending, effect) pairs: a tuple, so that a wait (and its flow) stays hashable.
     notices: tuple[tuple[WaitEnd, str], ...] = ()
+    escalation: Escalation | None = None
 
     def reason(self, end: WaitEnd) -> str:
         """How an engine words the end of an instance that ended here this way: the one
@@ -209,6 +239,27 @@ class Wait:
             return None
         return Step(name=f"{self.name}{REMINDER_SUFFIX}", effect=self.reminder.effect,
                     retry=RetryPolicy(max_attempts=1))
+
+    @property
+    def escalation_step(self) -> Step | None:
+        """The escalation as a step of its own, `<wait>.escalation`, sent once like the
+        reminder (one attempt; a redelivery repeats it under the same key)."""
+        if self.escalation is None:
+            return None
+        return Step(name=f"{self.name}{ESCALATION_SUFFIX}", effect=self.escalation.effect,
+                    retry=RetryPolicy(max_attempts=1))
+
+    @property
+    def while_open(self) -> tuple[WhileOpen, ...]:
+        """What the wait sends if still open at the time: its reminder, then its
+        escalation (this order, so that a workflow's commands for a wait with only a
+        reminder stay those it always recorded)."""
+        sends: list[WhileOpen] = []
+        if (reminder := self.reminder_step) is not None and self.reminder_after is not None:
+            sends.append(WhileOpen("reminder", reminder, self.reminder_after))
+        if (escalation := self.escalation_step) is not None and self.escalation is not None:
+            sends.append(WhileOpen("escalation", escalation, self.escalation.after))
+        return tuple(sends)
 
 
 @dataclass(frozen=True)
@@ -294,13 +345,15 @@ class Flow:
 
     @property
     def wait_effect_steps(self) -> tuple[Step, ...]:
-        """The effects a wait sends besides the flow's steps: its reminder, and its notice
-        of a rejection or of a passed deadline. Nothing compensates them."""
+        """The effects a wait sends besides the flow's steps: its reminder and its
+        escalation, and its notice of a rejection or of a passed deadline. Nothing
+        compensates them."""
         return tuple(step for w in self.waits
-                     for step in (w.reminder_step, *w.notice_steps) if step is not None)
+                     for step in (*(s.step for s in w.while_open), *w.notice_steps))
 
     def is_wait_effect(self, step: str) -> bool:
-        """Whether a ledger row's step is a wait's reminder or notice, not a step."""
+        """Whether a ledger row's step is a wait's reminder, escalation or notice, not a
+        step."""
         return any(s.name == step for s in self.wait_effect_steps)
 
     def ended_at(self, reason: str) -> tuple[Wait, WaitEnd] | None:
@@ -335,7 +388,7 @@ class Flow:
         for node in (*self.nodes, *(s for group in self.groups for s in group.steps)):
             if node.name == name:
                 return node
-        for step in self.wait_effect_steps:  # a wait's reminder or notice
+        for step in self.wait_effect_steps:  # a wait's reminder, escalation or notice
             if step.name == name:
                 return step
         raise FlowError(f"flow {self.name!r} has no step, wait or timer named {name!r} "
@@ -413,7 +466,7 @@ class Flow:
     @property
     def operations(self) -> tuple[str, ...]:
         """Every operation the flow calls (`SYSTEM.OPERATION`): its steps' effects and
-        compensations, its waits' reminders and notices, once each call site."""
+        compensations, its waits' reminders, escalations and notices, once each call site."""
         return (*(s.effect for s in self.effect_steps),
                 *(s.compensation for s in self.steps if s.compensation))
 
@@ -466,8 +519,7 @@ def validate(flow: Flow) -> Flow:
                 raise FlowError(f"{at}: deadline must be positive, for example \"72h\"")
             _check_choice(at, "on_timeout", node.on_timeout, get_args(OnTimeout))
             _check_choice(at, "on_reject", node.on_reject, get_args(OnReject))
-            if node.reminder is not None:
-                _validate_reminder(at, node.reminder, systems)
+            _validate_while_open(at, node, systems)
             _validate_notices(at, node, systems)
         else:
             _check_seconds(at, "duration", node.duration, "1h")
@@ -548,8 +600,8 @@ def _validate_group(at: str, group: Parallel, systems: set[str], seen: set[str])
 
 def _check_effect(at: str, label: str, effect: str, example: str,
                   systems: set[str]) -> None:
-    """An effect (a step's, its compensation's, a reminder's or a notice's) names an
-    operation of a declared system."""
+    """An effect (a step's, its compensation's, a reminder's, an escalation's or a
+    notice's) names an operation of a declared system."""
     if not _EFFECT.match(effect):
         raise FlowError(f"{at}: {label} {effect!r} must read SYSTEM.OPERATION, "
                         f"for example \"{example}\"")
@@ -592,11 +644,40 @@ def _validate_step(at: str, step: Step, systems: set[str]) -> None:
                         f"multiplies the interval absurdly; give at most {MAX_BACKOFF:g}")
 
 
+def _validate_while_open(at: str, wait: Wait, systems: set[str]) -> None:
+    if wait.reminder is not None:
+        _validate_reminder(at, wait.reminder, systems)
+    if wait.escalation is not None:
+        _validate_escalation(at, wait, wait.escalation, systems)
+
+
 def _validate_reminder(at: str, reminder: Reminder, systems: set[str]) -> None:
     if not math.isfinite(reminder.at) or not 0 < reminder.at < 1:
         raise FlowError(f"{at}: reminder.at = {reminder.at!r} must be a fraction of the "
                         "deadline between 0 and 1, for example 0.5 for half-way")
     _check_effect(at, "reminder.effect", reminder.effect, "notify.send_reminder", systems)
+
+
+def _validate_escalation(at: str, wait: Wait, escalation: Escalation,
+                         systems: set[str]) -> None:
+    _check_seconds(at, "escalation.after", escalation.after, "14d")
+    if escalation.after <= 0:
+        raise FlowError(f"{at}: escalation.after must be positive: how long into the wait "
+                        "its due date passes, for example \"14d\"")
+    if escalation.after >= wait.deadline:
+        raise FlowError(f"{at}: escalation.after = {_seconds_text(escalation.after)} is not "
+                        f"before the deadline ({_seconds_text(wait.deadline)}), so the wait "
+                        "would end before it escalates; give a shorter escalation.after, "
+                        "or a longer deadline")
+    _check_effect(at, "escalation.effect", escalation.effect, "notify.escalate", systems)
+
+
+def _seconds_text(seconds: float) -> str:
+    """A duration as its largest whole unit reads it: 1209600 s is "14d", 90 s "90s"."""
+    for unit in ("w", "d", "h", "m", "s"):
+        if seconds >= _UNITS[unit] and (seconds / _UNITS[unit]).is_integer():
+            return f"{seconds / _UNITS[unit]:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _validate_notices(at: str, wait: Wait, systems: set[str]) -> None:
@@ -870,9 +951,10 @@ def _node(item: _Reader, where: str) -> Node:
             on_reject=item.text("on_reject", required=False) or "compensate",  # type: ignore[arg-type]
             reminder=_reminder(item),
             notices=_notices(item),
+            escalation=_escalation(item),
         )
         item.reject_unknown({"wait", "signal", "deadline", "on_timeout", "on_reject",
-                             "reminder", "notices"})
+                             "reminder", "notices", "escalation"})
     else:
         node = Timer(name=name, duration=item.duration("duration", None))
         item.reject_unknown({"timer", "duration"})
@@ -890,6 +972,21 @@ def _reminder(item: _Reader) -> Reminder | None:
         raise FlowError(f"{table.origin}: at is missing; add at = 0.5 (the fraction of the "
                         "deadline after which the reminder is sent)")
     return Reminder(at=table.number("at", 0.0), effect=table.text("effect", required=True))
+
+
+def _escalation(item: _Reader) -> Escalation | None:
+    """`escalation = { after = "14d", effect = "notify.escalate" }`, or None."""
+    if "escalation" not in item.data:
+        return None
+    table = item.table("escalation", required=True)
+    table.reject_unknown({"after", "effect"}, hint="after is how long into the wait its "
+                         "due date passes, for example after = \"14d\"; the wait stays "
+                         "open until its deadline")
+    if "after" not in table.data:
+        raise FlowError(f"{table.origin}: after is missing; add after = \"14d\" (how long "
+                        "into the wait the escalation is sent if the wait is still open)")
+    return Escalation(after=table.duration("after", None),
+                      effect=table.text("effect", required=True))
 
 
 def _notices(item: _Reader) -> tuple[tuple[WaitEnd, str], ...]:
@@ -1009,7 +1106,10 @@ def flow_to_dict(flow: Flow) -> dict[str, Any]:
                           **({"reminder": {"at": node.reminder.at,
                                            "effect": node.reminder.effect}}
                              if node.reminder else {}),
-                          **({"notices": dict(node.notices)} if node.notices else {})})
+                          **({"notices": dict(node.notices)} if node.notices else {}),
+                          **({"escalation": {"after": node.escalation.after,
+                                             "effect": node.escalation.effect}}
+                             if node.escalation else {})})
         else:
             nodes.append({"timer": node.name, "duration": node.duration})
     return {

@@ -4,9 +4,9 @@ A flow keeps its real durations (a 72-hour approval deadline, a 90-second step).
 may compress them all by one factor, written as the user reads it: `--time-scale 1h=1s`
 (an hour of the flow lasts a second of the run) or `--time-scale 3600`. Every duration
 of the flow is divided by the factor: step work, step timeouts, retry intervals, wait
-deadlines and timers; the engines derive theirs from these (a chain's countdown from
-the wait's deadline, Celery's time limits and the state machine's leases from the
-step's timeout, Temporal's timers and start-to-close timeouts from both).
+deadlines and escalations, and timers; the engines derive theirs from these (a chain's
+countdown from the wait's deadline, Celery's time limits and the state machine's leases
+from the step's timeout, Temporal's timers and start-to-close timeouts from both).
 
 Two things are not scaled, on purpose, and the evidence says so:
 - The engines' own recovery settings (the Redis visibility timeout and its restore
@@ -170,6 +170,20 @@ class TimeScale:
                 backoff_coefficient=retry.backoff_coefficient,
                 maximum_interval=scale(at, "retry.maximum_interval", retry.maximum_interval)))
 
+        def scale_wait(wait: Wait) -> Wait:
+            deadline = scale(f"wait {wait.name}", "deadline", wait.deadline)
+            if wait.escalation is None:
+                return replace(wait, deadline=deadline)
+            # The escalation keeps its share of the deadline, as a reminder's fraction
+            # does: divided by the factor like the deadline, and moved with it when the
+            # deadline is kept at its floor, so it still comes before the deadline.
+            real = wait.escalation.after
+            after = real * deadline / wait.deadline
+            durations.append(ScaledDuration(f"wait {wait.name}", "escalation.after", real,
+                                            after, floored=durations[-1].floored))
+            return replace(wait, deadline=deadline,
+                           escalation=replace(wait.escalation, after=after))
+
         nodes: list[Node] = []
         for node in flow.nodes:
             if isinstance(node, Step):
@@ -179,8 +193,7 @@ class TimeScale:
                     replace(branch, steps=tuple(scale_step(s) for s in branch.steps))
                     for branch in node.branches)))
             elif isinstance(node, Wait):
-                nodes.append(replace(node, deadline=scale(f"wait {node.name}", "deadline",
-                                                          node.deadline)))
+                nodes.append(scale_wait(node))
             else:
                 nodes.append(replace(node, duration=scale(f"timer {node.name}", "duration",
                                                           node.duration)))

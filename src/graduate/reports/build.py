@@ -516,7 +516,7 @@ def _problems(verdict: InstanceVerdict, rows: tuple[LedgerRow, ...], *, run_id: 
         found.append(problem("correlation", verdict.correlation_breaks[0].step,
                              correlation_failure(verdict.correlation_breaks)))
     found += [problem("audit", None, gap) for gap in verdict.audit_gaps]
-    found += [problem("reminder", r.step, r.describe()) for r in verdict.reminders if r.missing]
+    found += [problem("reminder", r.step, r.describe()) for r in verdict.reminders if r.problem]
     found += [problem("notice", n.step, n.describe()) for n in verdict.notices if n.problem]
     return tuple(found)
 

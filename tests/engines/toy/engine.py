@@ -31,9 +31,10 @@ class ToyEngine:
     def __init__(self, description: EngineDescription, flow: Flow, services: Services,
                  run_dir: Path, *, settings: dict[str, Any] | None = None) -> None:
         if any(isinstance(n, Parallel) for n in flow.nodes) or any(
-                w.reminder for w in flow.waits):
+                w.while_open for w in flow.waits):
             raise ConfigError(f"flow {flow.name!r}: the toy engine runs no parallel group "
-                              "and sends no reminder; remove them or choose another engine")
+                              "and sends no reminder or escalation; remove them or choose "
+                              "another engine")
         self.name = description.name
         self.capabilities = description.capabilities
         self.settings = dict(settings or {})
