@@ -37,7 +37,16 @@ from graduate.errors import (
     PermanentEffectError,
     TransientEffectError,
 )
-from graduate.flow import Flow, InstanceRequest, Node, Parallel, Step, Timer, Wait
+from graduate.flow import (
+    Flow,
+    InstanceRequest,
+    Node,
+    Parallel,
+    Step,
+    Timer,
+    Wait,
+    WhileOpenKind,
+)
 from graduate.ledger import EffectKind
 from graduate.processes import running
 
@@ -422,19 +431,21 @@ class ChainTasks:
         else:
             self.app.signature(DEADLINE, args=(iid, node), task_id=task_id(iid, node, "deadline"),
                                countdown=wait.deadline).apply_async()
-            if wait.reminder_after is not None:
-                self.app.signature(REMINDER, args=(iid, node),
-                                   task_id=task_id(iid, node, "reminder"),
-                                   countdown=wait.reminder_after).apply_async()
+            for send in wait.while_open:
+                self.app.signature(REMINDER, args=(iid, node, send.kind),
+                                   task_id=task_id(iid, node, send.kind),
+                                   countdown=send.after).apply_async()
         return {"waiting": wait.signal}
 
-    def reminder(self, task: Any, instance_id: str, node: str) -> dict[str, Any]:
-        """The reminder's countdown came: send its effect if the wait is still open (parked,
-        not yet claimed by its signal or deadline). A redelivery sends it again with the
-        same idempotency key, for the system to absorb."""
+    def reminder(self, task: Any, instance_id: str, node: str,
+                 kind: WhileOpenKind = "reminder") -> dict[str, Any]:
+        """The countdown of the wait's reminder (or, by `kind`, its escalation) came:
+        send its effect if the wait is still open (parked, not yet claimed by its signal
+        or deadline), and leave the wait open. A redelivery sends it again with the same
+        idempotency key, for the system to absorb. (`kind` defaults to the reminder, the
+        only one a task sent before escalations names.)"""
         wait = cast(Wait, self.flow.node(node))
-        step = wait.reminder_step
-        assert step is not None
+        step = next(send.step for send in wait.while_open if send.kind == kind)
         client = self.resources.redis()
         parked = _load(client, context_key(instance_id, node))
         if parked is None or client.exists(claim_key(instance_id, node)):
@@ -533,8 +544,9 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
         with resources.interruptible():
             return tasks.deadline(instance_id, node)
 
-    def reminder(task: Any, instance_id: str, node: str) -> dict[str, Any]:
-        return tasks.reminder(task, instance_id, node)
+    def reminder(task: Any, instance_id: str, node: str,
+                 kind: WhileOpenKind = "reminder") -> dict[str, Any]:
+        return tasks.reminder(task, instance_id, node, kind)
 
     def timer(ctx: Context, node: str) -> Context:
         return _passed(ctx, node)

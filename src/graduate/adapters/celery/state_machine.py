@@ -36,7 +36,7 @@ from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import STATE_MACHINE
 from graduate.db import Database
 from graduate.errors import EngineError, PermanentEffectError, TransientEffectError
-from graduate.flow import Flow, InstanceRequest, Parallel, Step, Timer, Wait
+from graduate.flow import Flow, InstanceRequest, Parallel, Step, Timer, Wait, WhileOpen
 
 ENGINE = "celery-state-machine"
 
@@ -314,15 +314,16 @@ class Store:
         return [Row.from_db(row) for row in rows]
 
     def reminded(self, instance_id: str, step: str) -> bool:
-        """Whether the reminder `step` (`<wait>.reminder`) was recorded as sent."""
+        """Whether the reminder or escalation `step` (`<wait>.reminder`,
+        `<wait>.escalation`) was recorded as sent."""
         return bool(self.db.query("SELECT 1 FROM sm_transitions WHERE instance_id = ? AND "
                                   "node = ?", [instance_id, step]))
 
-    def record_reminder(self, row: Row, step: str, outcome: str) -> None:
+    def record_reminder(self, row: Row, send: WhileOpen, outcome: str) -> None:
         # A transition that leaves the state as it is: the row's version does not move,
         # so an advance in flight still wins.
-        self._transition(row.instance_id, time.time(), row.state, row.state, step,
-                         f"reminder sent ({outcome})")
+        self._transition(row.instance_id, time.time(), row.state, row.state, send.step.name,
+                         f"{send.kind} sent ({outcome})")
 
     def nudge(self, row: Row, now: float, idle_grace: float) -> bool:
         """Claim the nudge of `row`: False when another tick (a second beat beside
@@ -593,10 +594,11 @@ class Machine:
             not row.pool and row.request.run_id == self.pool)
 
     def _remind(self, store: Store, now: float) -> None:
-        """Send each due reminder of a wait still open, through the ledger, then record
-        it. A tick killed between the two sends it again on the next tick, with the same
-        idempotency key, for the system to absorb: at least once, never lost."""
-        if not any(wait.reminder for wait in self.flow.waits):
+        """Send each due reminder and escalation of a wait still open, through the
+        ledger, then record it; the wait stays open. A tick killed between the two sends
+        it again on the next tick, with the same idempotency key, for the system to
+        absorb: at least once, never lost."""
+        if not any(wait.while_open for wait in self.flow.waits):
             return
         # One tick of a pool at a time: two beats must not both send a reminder that
         # neither has recorded yet.
@@ -609,22 +611,23 @@ class Machine:
             if not self.looks_after(row):
                 continue
             wait = self.flow.nodes[row.cursor] if row.cursor < len(self.flow.nodes) else None
-            if not isinstance(wait, Wait) or wait.reminder_after is None or (
-                    row.wait_deadline is None):
+            if not isinstance(wait, Wait) or row.wait_deadline is None:
                 continue
-            step = wait.reminder_step
-            assert step is not None
-            if row.wait_deadline - wait.deadline + wait.reminder_after > now or (
-                    store.reminded(row.instance_id, step.name)):
-                continue
-            try:
-                outcome = self.resources.ledger().call(self.flow, row.request, step,
-                                                       attempt=1, engine=ENGINE)
-            except (TransientEffectError, PermanentEffectError) as error:
-                outcome_text = f"failed: {error}"
-            else:
-                outcome_text = outcome.value
-            store.record_reminder(row, step.name, outcome_text)
+            began = row.wait_deadline - wait.deadline
+            for send in wait.while_open:
+                if began + send.after <= now and not store.reminded(row.instance_id,
+                                                                    send.step.name):
+                    self._send_while_open(store, row, send)
+
+    def _send_while_open(self, store: Store, row: Row, send: WhileOpen) -> None:
+        try:
+            outcome = self.resources.ledger().call(self.flow, row.request, send.step,
+                                                   attempt=1, engine=ENGINE)
+        except (TransientEffectError, PermanentEffectError) as error:
+            outcome_text = f"failed: {error}"
+        else:
+            outcome_text = outcome.value
+        store.record_reminder(row, send, outcome_text)
 
     # ------------------------------------------------------------------ moves
 

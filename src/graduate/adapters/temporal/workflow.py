@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         FlowInput,
         FlowResult,
     )
-    from graduate.flow import Branch, Flow, Parallel, Step, Timer, Wait, WaitEnd
+    from graduate.flow import Branch, Flow, Parallel, Step, Timer, Wait, WaitEnd, WhileOpen
 
 
 def _retry_policy(step: Step) -> RetryPolicy:
@@ -64,7 +64,7 @@ class GraduateFlow:
     def __init__(self) -> None:
         self._signals: dict[str, dict[str, Any]] = {}
         self._done: list[str] = []
-        self._reminding = False  # the reminder's effect is being sent
+        self._sending: set[str] = set()  # reminders and escalations being sent
         self._memo: dict[str, Any] = {}  # memo changes not sent yet
         self._memo_per_task = False  # see MEMO_ONCE_PER_TASK
 
@@ -158,8 +158,8 @@ class GraduateFlow:
     async def _wait(self, flow: Flow, flow_input: FlowInput, wait: Wait) -> FlowResult | None:
         """None to go on; a result when the wait ends the flow."""
         self._set_memo(waiting=wait.signal)
-        reminder = (asyncio.create_task(self._remind(flow_input, wait))
-                    if wait.reminder is not None else None)
+        sends = [(send.step.name, asyncio.create_task(self._send_while_open(
+            flow_input, wait, send))) for send in wait.while_open]
         try:
             self._send_memo()
             await workflow.wait_condition(lambda: wait.signal in self._signals,
@@ -174,8 +174,8 @@ class GraduateFlow:
             end = "rejected"
             action = wait.on_reject
         finally:
-            if reminder is not None:
-                await self._end_reminder(reminder)
+            for name, send in sends:
+                await self._end_send(name, send)
         self._set_memo(waiting=None)
         reason = wait.reason(end)
         if action == "continue":
@@ -199,31 +199,31 @@ class GraduateFlow:
         self._progress(notice.name)
         return FlowResult("compensated", list(self._done), reason)
 
-    async def _remind(self, flow_input: FlowInput, wait: Wait) -> None:
-        """A durable timer racing the signal: at the reminder's time, if the wait is
-        still open, send the reminder's effect once (its own activity, its own key)."""
-        step = wait.reminder_step
-        assert step is not None
-        assert wait.reminder_after is not None
-        await workflow.sleep(timedelta(seconds=wait.reminder_after))
+    async def _send_while_open(self, flow_input: FlowInput, wait: Wait,
+                               send: WhileOpen) -> None:
+        """A durable timer racing the signal: at the reminder's (or the escalation's)
+        time, if the wait is still open, send its effect once (its own activity, its own
+        key). The wait stays open: only the signal or the deadline ends it."""
+        await workflow.sleep(timedelta(seconds=send.after))
         if wait.signal in self._signals:
             return
-        self._reminding = True
-        # A reminder that failed is seen in the ledger; the wait goes on.
+        self._sending.add(send.step.name)
+        # One that failed is seen in the ledger; the wait goes on.
         with contextlib.suppress(ActivityError):
-            await self._activity(flow_input, step, "effect")
+            await self._activity(flow_input, send.step, "effect")
 
-    async def _end_reminder(self, reminder: asyncio.Task[None]) -> None:
-        """The wait ended: a reminder still waiting for its time is not sent; one being
-        sent finishes (its effect lands or fails, it is not abandoned halfway)."""
-        if reminder.done():
+    async def _end_send(self, name: str, send: asyncio.Task[None]) -> None:
+        """The wait ended: a reminder or escalation still waiting for its time is not
+        sent; one being sent finishes (its effect lands or fails, it is not abandoned
+        halfway)."""
+        if send.done():
             return
-        if self._reminding:
+        if name in self._sending:
             self._send_memo()
-            await workflow.wait([reminder])
+            await workflow.wait([send])
         else:
-            reminder.cancel()
-        self._reminding = False
+            send.cancel()
+        self._sending.discard(name)
 
     async def _compensate(self, flow: Flow, flow_input: FlowInput, reason: str) -> FlowResult:
         for step in flow.compensations_for(self._done):
