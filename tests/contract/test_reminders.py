@@ -1,4 +1,4 @@
-"""A wait's reminder on every engine, against real servers and real workers.
+"""A wait's reminder and escalation on every engine, against real servers and workers.
 
 The contract flow's approval wait gets a short deadline and a reminder half-way; the
 timer after it is long enough that an instance answered at once is still running (and
@@ -91,3 +91,69 @@ def test_a_wait_answered_before_its_reminder_gets_none(
     [verdict] = judge_reminders(load_flow(path), ledger.instance(item.instance_id), rows,
                                 status(settings, item))
     assert (verdict.due, verdict.calls, verdict.missing) == (False, 0, False)
+
+
+# ---------------------------------------------------------------------------- escalation
+
+ESCALATION_DEADLINE = 8.0
+ESCALATE_AFTER = 4.0  # the due date: the wait stays open past it, until its deadline
+
+
+def escalated_flow(flow_file: FlowFactory) -> Path:
+    """The approval wait with a reminder a quarter in and an escalation half-way."""
+    return flow_file(**{
+        'deadline = "60s"': f'deadline = "{ESCALATION_DEADLINE:g}s"\n'
+                            'reminder = { at = 0.25, effect = "notify.remind" }\n'
+                            f'escalation = {{ after = "{ESCALATE_AFTER:g}s", '
+                            'effect = "notify.escalate" }',
+        'duration = "300ms"': 'duration = "5s"',
+    })
+
+
+def test_a_wait_past_its_due_date_escalates_once_and_stays_open_until_its_deadline(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    path = escalated_flow(flow_file)
+    result = run(settings, path, engine)  # no decision: the due date, then the deadline
+
+    [item] = result.instances
+    assert item.state is InstanceState.COMPENSATED
+    ledger = Ledger(settings.ledger)
+    rows = ledger.effects(instance_id=item.instance_id)
+    sends = [(e.step, e.effect, e.outcome) for e in rows if e.step.startswith("approval.")]
+    assert sends == [("approval.reminder", "notify.remind", Outcome.APPLIED),
+                     ("approval.escalation", "notify.escalate", Outcome.APPLIED)]
+    escalation = next(e for e in rows if e.step == "approval.escalation")
+    reserved = next(e for e in rows if e.step == "reserve")
+    undone = next(e for e in rows if e.kind == "compensation")
+    # Sent once its due date had come; the wait stayed open until its hard deadline,
+    # which the compensation followed.
+    assert escalation.started_at - reserved.finished_at >= ESCALATE_AFTER
+    assert escalation.finished_at <= undone.started_at
+    assert undone.started_at - reserved.finished_at >= ESCALATION_DEADLINE
+    assert "deadline of approval passed" in item.detail
+    assert escalation.idempotency_key == load_flow(path).key_for(
+        "approval.escalation", ledger.instance(item.instance_id).request)
+    assert item.duplicates == 0
+    verdicts = judge_reminders(load_flow(path), ledger.instance(item.instance_id), rows,
+                               status(settings, item))
+    assert [(v.kind, v.due, v.applied, v.missing, v.early) for v in verdicts] == [
+        ("reminder", True, 1, False, False), ("escalation", True, 1, False, False)]
+
+
+def test_a_wait_answered_before_its_due_date_sends_no_escalation(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    path = escalated_flow(flow_file)
+    result = run(settings, path, engine, decisions={"approval": "approve"})
+
+    [item] = result.instances
+    assert item.state is InstanceState.COMPLETED
+    ledger = Ledger(settings.ledger)
+    rows = ledger.effects(instance_id=item.instance_id)
+    # The run outlived the due date: the timer after the wait held it open.
+    reserved = next(e for e in rows if e.step == "reserve")
+    assert rows[-1].started_at - reserved.finished_at > ESCALATE_AFTER + 1
+    assert [e.step for e in rows] == ["create_record", "reserve", "activate", "notify"]
+    verdicts = judge_reminders(load_flow(path), ledger.instance(item.instance_id), rows,
+                               status(settings, item))
+    assert [(v.kind, v.due, v.calls, v.problem) for v in verdicts] == [
+        ("reminder", False, 0, False), ("escalation", False, 0, False)]
