@@ -222,6 +222,22 @@ def test_an_unknown_flow_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
+def test_a_flow_with_an_escalation_is_refused_rather_than_scaffolded_without_it(
+        tmp_path: Path) -> None:
+    spike = (ROOT / "spikes" / "signature.toml").read_text(encoding="utf-8")
+    flow = tmp_path / "escalated.toml"
+    flow.write_text(spike.replace('deadline = "5d"', 'deadline = "5d"\nescalation = '
+                                  '{ after = "4d", effect = "esign.remind_signer" }', 1),
+                    encoding="utf-8")
+    assert load_flow(flow).waits[0].escalation is not None
+
+    refused = runner.invoke(app, ["scaffold", str(flow), "--out", str(tmp_path / "x")])
+
+    assert refused.exit_code == 2
+    assert "does not generate a wait's escalation yet (wait signed)" in refused.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_each_branch_is_a_task_of_its_steps_in_order_and_the_group_joins(
         tmp_path: Path) -> None:
     from graduate.migrate.scaffold import render

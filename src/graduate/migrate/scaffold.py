@@ -119,6 +119,12 @@ def scaffold(flow: Flow, out: Path, *, force: bool = False) -> Scaffolded:
 
 def render(flow: Flow) -> dict[str, str]:
     """Every file of the package for `flow`, by its path relative to the output folder."""
+    if escalating := [w.name for w in flow.waits if w.escalation is not None]:
+        # Refused rather than generated without it: the package would never escalate.
+        raise ConfigError(f"flow {flow.name}: the scaffold does not generate a wait's "
+                          f"escalation yet (wait {', '.join(escalating)}); remove the "
+                          "escalation to scaffold the flow, then add it by hand as a second "
+                          "timer racing the signal, like the reminder's")
     context = _context(flow)
     package = context["package"]
     files = {
