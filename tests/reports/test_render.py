@@ -341,6 +341,28 @@ def test_an_instances_reminder_is_shown_and_a_missing_one_is_a_problem(
         f"sent (the wait lasted 3600.0s) ({lost.correlation_id})"]
 
 
+def test_an_escalation_sent_after_its_wait_ended_is_shown_as_a_problem(
+        builder: EvidenceBuilder) -> None:
+    record = builder.run("escalated", fault="none", at=None, save=False)
+    [late] = record["instances"]
+    late["reminders"] = [{"wait": "approval", "step": "approval.escalation",
+                          "after": 2400.0, "waited": 60.0, "calls": 1, "applied": 1,
+                          "absorbed": 0}]
+    builder.store.save_run(RunRecord.from_dict(record))
+
+    report = build_report(builder.store, run_ids=["escalated"])
+
+    [run] = report.runs
+    [instance] = run.instances
+    detail = ("escalation of approval sent though the wait ended before its time: due 2400s "
+              "into the wait (the wait lasted 60.0s)")
+    assert [(p.kind, p.step, p.detail) for p in instance.problems] == [
+        ("reminder", "approval.escalation", detail)]
+    assert f"❌ {detail}." in render_markdown(report)
+    [cell] = report.cells
+    assert cell.status == "fail"
+
+
 def test_an_instances_notice_is_shown_and_a_missing_one_is_a_problem(
         builder: EvidenceBuilder) -> None:
     record = builder.run("noticed", fault="none", at=None, save=False,

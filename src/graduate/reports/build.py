@@ -465,7 +465,8 @@ def _instance(verdict: InstanceVerdict, ledger: list[EffectRecord], origin: floa
         problems=_problems(verdict, rows, run_id=run_id, engine=engine, cell=cell),
         reminders=tuple(ReminderInfo(
             wait=r.wait, step=r.step, after=r.after, waited=r.waited, calls=r.calls,
-            applied=r.applied, absorbed=r.absorbed, missing=r.missing, summary=r.describe())
+            applied=r.applied, absorbed=r.absorbed, missing=r.missing, summary=r.describe(),
+            problem=r.problem)
             for r in verdict.reminders),
         notices=tuple(NoticeInfo(
             wait=n.wait, end=n.end, step=n.step, expected=n.expected, calls=n.calls,

@@ -99,7 +99,8 @@ class EffectCount:
 
 @dataclass(frozen=True)
 class ReminderInfo:
-    """What became of one wait's reminder (see `graduate.check.ReminderVerdict`)."""
+    """What became of one wait's reminder or escalation (see
+    `graduate.check.ReminderVerdict`)."""
 
     wait: str
     step: str
@@ -110,6 +111,7 @@ class ReminderInfo:
     absorbed: int
     missing: bool  # due, and never sent
     summary: str  # in words
+    problem: bool = False  # missing, or sent after its wait had surely ended
 
 
 @dataclass(frozen=True)
