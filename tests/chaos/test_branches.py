@@ -70,9 +70,11 @@ def chaos(settings: Settings, path: Path, engine: str, *, profile: str = "defaul
 
 def at_the_point(result: ChaosResult) -> list[InstanceVerdict]:
     """The instances paused at grant_access when the worker was killed (the first to get
-    there, and any other that sat there too when the fault fired)."""
+    there, and any other that sat there too when the fault fired). Another instance the
+    kill caught with a sibling branch's step in hand (`open_account`, say) is affected
+    too, but held up or cut short at that step, not at the point: it is not one of them."""
     paused = [i for i in result.instances if i.resume is not None
-              and not i.resume.interrupted]
+              and i.resume.affected_as == "at the fault point"]
     assert paused
     assert {i.resume.in_flight for i in paused if i.resume is not None} == {"grant_access"}
     return paused
