@@ -403,15 +403,18 @@ class Ledger:
         return PointReached(instance_id, step, point, int(pid), float(at), host or "",
                             None if group is None else int(group))
 
-    def release(self, instance_id: str, step: str, point: PausePoint) -> None:
-        """Let a paused step go on, or disarm a point not reached yet."""
+    def release(self, instance_id: str, step: str, point: PausePoint) -> bool:
+        """Let a paused step go on, or disarm a point not reached yet; whether a paused
+        step was let go (not one let go before)."""
         with self.db.transaction():
-            self.db.execute("UPDATE fault_points SET state = 'released', released_at = ? "
-                            "WHERE instance_id = ? AND step = ? AND point = ? AND "
-                            "state = 'reached'", [time.time(), instance_id, step, point])
+            let_go = self.db.execute(
+                "UPDATE fault_points SET state = 'released', released_at = ? "
+                "WHERE instance_id = ? AND step = ? AND point = ? AND state = 'reached'",
+                [time.time(), instance_id, step, point])
             self.db.execute("UPDATE fault_points SET state = 'disarmed' WHERE "
                             "instance_id = ? AND step = ? AND point = ? AND state = 'armed'",
                             [instance_id, step, point])
+        return bool(let_go)
 
     def pause_at(self, instance_id: str, step: str, point: PausePoint,
                  heartbeat: Callable[[], None] | None = None) -> None:

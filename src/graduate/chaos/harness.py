@@ -189,12 +189,13 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
             # Await the point.
             fired, reached, why = _await_trigger(session, plan, timeline, deadline)
             # Fire, and recover as an operator would.
+            let_go: set[str] = set()  # the instances a firing's release let go
             context = FaultContext(session, plan, reached, proxies,
-                                   release=lambda: _release_all(session, plan),
+                                   release=lambda: let_go.update(_release_all(session, plan)),
                                    deadline=deadline)
             if fired:
                 try:
-                    _fire(session, plan, context, timeline, deadline)
+                    _fire(session, plan, context, timeline, deadline, let_go)
                 except ActNotCarriedOut as error:
                     # A registered worker's agent did not act (its command expired or
                     # failed): judged as a fault that never fired, unless an act had landed.
@@ -232,19 +233,26 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
 
 
 def _fire(session: RunSession, plan: FaultPlan, context: FaultContext, timeline: Timeline,
-          deadline: float) -> None:
-    """Fire the fault, and recover as an operator would."""
-    # Hit: the instances paused at the point when it fires. One that reaches the point
-    # while the fault recovers waits there for the next firing.
+          deadline: float, let_go: set[str]) -> None:
+    """Fire the fault, and recover as an operator would. `let_go` gathers the instances
+    that the context's release let go."""
+    # Hit: the instances paused at the point when it fires, and those its release let go
+    # (one that got there while the fault was firing, between the two). One that reaches
+    # the point after the release, while the fault recovers, waits there for the next
+    # firing.
     hit = _paused(session, plan)
     plan.fault.fire(context)
-    # To hit every instance, the fault fires again for each that reaches its point.
+    hit |= let_go
+    # To hit every instance, the fault fires again for each that reaches its point: never
+    # for one an earlier firing let go, which would cut short, kill or cut off again the
+    # step it had already gone on with.
     while plan.hit == "all" and plan.point != "during-wait":
         again, reached, _ = _await_trigger(session, plan, timeline, deadline, skip=hit)
         if not again:
             break
         hit |= _paused(session, plan)
         plan.fault.fire(replace(context, reached=reached))  # the same acts
+        hit |= let_go
 
 
 def _flow_for_run(settings: Settings, options: ChaosOptions, loaded: Flow | None,
@@ -264,16 +272,21 @@ def _flow_for_run(settings: Settings, options: ChaosOptions, loaded: Flow | None
         folder / f"{flow.name}{scale}-wait-{options.wait_deadline:g}s.json"), time_scale
 
 
-def _release_all(session: RunSession, plan: FaultPlan, *, disarm: bool | None = None) -> None:
-    """Let every step paused at the fault point go on. The points no call reached yet
-    are disarmed too, unless the fault is still to hit every instance."""
+def _release_all(session: RunSession, plan: FaultPlan, *,
+                 disarm: bool | None = None) -> set[str]:
+    """Let every step paused at the fault point go on: the instances let go. The points
+    no call reached yet are disarmed too, unless the fault is still to hit every
+    instance."""
+    let_go: set[str] = set()
     if plan.step and plan.point in ("before-effect", "after-effect"):
         point: PausePoint = plan.point  # type: ignore[assignment]
         keep_armed = not (plan.hit == "one" if disarm is None else disarm)
         for instance_id in session.instance_ids:
             if keep_armed and session.ledger.reached(instance_id, plan.step, point) is None:
                 continue
-            session.ledger.release(instance_id, plan.step, point)
+            if session.ledger.release(instance_id, plan.step, point):
+                let_go.add(instance_id)
+    return let_go
 
 
 def _paused(session: RunSession, plan: FaultPlan) -> set[str]:
