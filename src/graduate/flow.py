@@ -296,6 +296,38 @@ class Parallel:
 Node: TypeAlias = Step | Wait | Timer | Parallel
 
 
+INTERRUPT_NOTICE = "interrupt.notice"  # a dot: no node's name can take it
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """A signal that may arrive at any point in an instance's life (a red flag, a
+    cancellation by the board), not only at a declared wait.
+
+    Once it arrives no further step starts; a step in flight finishes (its effect lands
+    or fails as usual); then every step that applied is compensated in reverse, once
+    each, and the instance ends compensated, `reason` giving the signal. Arriving during
+    a wait ends the wait the same way; arriving after the instance finished does
+    nothing. In a parallel group, no branch starts a further step. A notice, when
+    declared, is sent once after the compensations, as the instance's last call.
+    """
+
+    signal: str
+    notice: str | None = None
+
+    @property
+    def reason(self) -> str:
+        """How every engine words the end of an interrupted instance."""
+        return f"interrupted by {self.signal}"
+
+    @property
+    def notice_step(self) -> Step | None:
+        """The notice as a step of its own, `interrupt.notice`, with its own key."""
+        if self.notice is None:
+            return None
+        return Step(name=INTERRUPT_NOTICE, effect=self.notice, retry=NOTICE_RETRY)
+
+
 @dataclass(frozen=True)
 class SystemSpec:
     """A simulated external system that effects are sent to."""
@@ -319,7 +351,18 @@ class InstanceRequest:
 
 @dataclass(frozen=True)
 class Flow:
-    """A validated, engine-neutral business flow."""
+    """A validated, engine-neutral business flow.
+
+    Its nodes run in the order written. A wait's rejection or passed deadline, and a
+    step's permanent failure, compensate the steps that applied. An `interrupt`, when
+    declared, does the same from any point in the instance's life: once its signal
+    arrives no further step starts (in any parallel branch either), a step in flight
+    finishes (its effect lands or fails as usual), and then every step that applied is
+    compensated in reverse, exactly once; the instance ends compensated with the reason
+    "interrupted by <signal>", then sends the interrupt's notice if it declares one.
+    Arriving during a wait ends the wait that way; arriving after the instance finished
+    does nothing.
+    """
 
     name: str
     version: int
@@ -331,6 +374,8 @@ class Flow:
     systems: tuple[SystemSpec, ...]
     idempotency_key: str = DEFAULT_IDEMPOTENCY_KEY
     source: str = ""
+    # A signal that may arrive at any point and compensates (see `Interrupt`).
+    interrupt: Interrupt | None = None
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -346,10 +391,23 @@ class Flow:
     @property
     def wait_effect_steps(self) -> tuple[Step, ...]:
         """The effects a wait sends besides the flow's steps: its reminder and its
-        escalation, and its notice of a rejection or of a passed deadline. Nothing
-        compensates them."""
-        return tuple(step for w in self.waits
-                     for step in (*(s.step for s in w.while_open), *w.notice_steps))
+        escalation, and its notice of a rejection or of a passed deadline; and the
+        interrupt's notice. Nothing compensates them."""
+        return (*(step for w in self.waits
+                  for step in (*(s.step for s in w.while_open), *w.notice_steps)),
+                *self.interrupt_steps)
+
+    @property
+    def interrupt_steps(self) -> tuple[Step, ...]:
+        """The interrupt's notice as a step, when the flow declares one."""
+        notice = None if self.interrupt is None else self.interrupt.notice_step
+        return () if notice is None else (notice,)
+
+    def interrupted(self, reason: str) -> bool:
+        """Whether an engine's reason for an instance's end says its interrupt ended it
+        (the reason alone, or followed by `; <what failed after>`)."""
+        return self.interrupt is not None and (
+            reason == self.interrupt.reason or reason.startswith(f"{self.interrupt.reason};"))
 
     def is_wait_effect(self, step: str) -> bool:
         """Whether a ledger row's step is a wait's reminder, escalation or notice, not a
@@ -367,6 +425,8 @@ class Flow:
 
     def notice_for(self, reason: str) -> Step | None:
         """The notice an instance that ended for `reason` owes, if any."""
+        if self.interrupt is not None and self.interrupted(reason):
+            return self.interrupt.notice_step
         ended = self.ended_at(reason)
         return None if ended is None else ended[0].notice_step(ended[1])
 
@@ -525,6 +585,8 @@ def validate(flow: Flow) -> Flow:
             _check_seconds(at, "duration", node.duration, "1h")
             if node.duration < 0:
                 raise FlowError(f"{at}: duration must not be negative")
+    if flow.interrupt is not None:
+        _validate_interrupt(where, flow.interrupt, signals, systems)
     if flow.reversibility_class in (ReversibilityClass.R2, ReversibilityClass.R3) and not (
         flow.waits
     ):
@@ -678,6 +740,20 @@ def _seconds_text(seconds: float) -> str:
         if seconds >= _UNITS[unit] and (seconds / _UNITS[unit]).is_integer():
             return f"{seconds / _UNITS[unit]:g}{unit}"
     return f"{seconds:g}s"
+
+
+def _validate_interrupt(where: str, interrupt: Interrupt, awaited: set[str],
+                        systems: set[str]) -> None:
+    at = f"{where}, [interrupt]"
+    if not _NAME.match(interrupt.signal):
+        raise FlowError(f"{at}: signal = {interrupt.signal!r} must be lower-case letters, "
+                        "digits and underscores, for example \"red_flag\"")
+    if interrupt.signal in awaited:
+        raise FlowError(f"{at}: signal {interrupt.signal!r} is also awaited by a wait; an "
+                        "interrupt needs a signal of its own (a wait's reject already "
+                        "compensates there)")
+    if interrupt.notice is not None:
+        _check_effect(at, "notice", interrupt.notice, "notify.send_cancellation", systems)
 
 
 def _validate_notices(at: str, wait: Wait, systems: set[str]) -> None:
@@ -856,7 +932,8 @@ def flow_from_dict(data: Mapping[str, Any], *, source: str = "", origin: str = "
         else n
         for n in nodes
     )
-    reader.reject_unknown({"flow", "systems", "compensations", "nodes"})
+    interrupt = _interrupt(reader)
+    reader.reject_unknown({"flow", "systems", "compensations", "nodes", "interrupt"})
     meta.reject_unknown(
         {"name", "version", "description", "idempotency_key", *classes},
     )
@@ -871,7 +948,19 @@ def flow_from_dict(data: Mapping[str, Any], *, source: str = "", origin: str = "
         systems=systems,
         idempotency_key=meta.text("idempotency_key", required=False) or DEFAULT_IDEMPOTENCY_KEY,
         source=source,
+        interrupt=interrupt,
     )
+
+
+def _interrupt(reader: _Reader) -> Interrupt | None:
+    """`[interrupt]` with `signal = "red_flag"` and an optional `notice = "SYSTEM.OP"`."""
+    if "interrupt" not in reader.data:
+        return None
+    table = reader.table("interrupt", required=True)
+    table.reject_unknown({"signal", "notice"}, hint="an interrupt is a signal that may "
+                         "arrive at any time and compensates; its notice is sent after")
+    return Interrupt(signal=table.text("signal", required=True),
+                     notice=table.text("notice", required=False) or None)
 
 
 def _group(item: _Reader, where: str) -> Parallel:
@@ -1124,6 +1213,11 @@ def flow_to_dict(flow: Flow) -> dict[str, Any]:
                     for s in flow.systems},
         "compensations": {s.name: s.compensation for s in flow.steps if s.compensation},
         "nodes": nodes,
+        # Only when declared: flows stored before interrupts read the same.
+        **({"interrupt": {"signal": flow.interrupt.signal,
+                          **({"notice": flow.interrupt.notice}
+                             if flow.interrupt.notice else {})}}
+           if flow.interrupt else {}),
     }
 
 
