@@ -3,8 +3,11 @@
 Steps are activities named after their effect (so Temporal's history and UI read
 `crm.create_record`, not a generic name), waits are signals with a deadline, timers
 are durable timers, a parallel group's branches run as concurrent activities joined
-before the flow goes on, and a permanent failure, a rejection, a passed deadline or a
-cancellation (an operator's rollback) compensates the completed steps in reverse order.
+before the flow goes on, and a permanent failure, a rejection, a passed deadline, a
+cancellation (an operator's rollback) or the flow's interrupt compensates the completed
+steps in reverse order. The interrupt is a signal like any other, recorded in the
+history; the workflow looks for it before each step, timer and join and in every wait's
+condition, so that a replay takes the same path.
 """
 
 from __future__ import annotations
@@ -28,7 +31,17 @@ with workflow.unsafe.imports_passed_through():
         FlowInput,
         FlowResult,
     )
-    from graduate.flow import Branch, Flow, Parallel, Step, Timer, Wait, WaitEnd, WhileOpen
+    from graduate.flow import (
+        Branch,
+        Flow,
+        Interrupt,
+        Parallel,
+        Step,
+        Timer,
+        Wait,
+        WaitEnd,
+        WhileOpen,
+    )
 
 
 def _retry_policy(step: Step) -> RetryPolicy:
@@ -67,6 +80,7 @@ class GraduateFlow:
         self._sending: set[str] = set()  # reminders and escalations being sent
         self._memo: dict[str, Any] = {}  # memo changes not sent yet
         self._memo_per_task = False  # see MEMO_ONCE_PER_TASK
+        self._interrupt: Interrupt | None = None  # the flow's, set as it starts
 
     @workflow.run
     async def run(self, flow_input: FlowInput) -> FlowResult:
@@ -87,7 +101,10 @@ class GraduateFlow:
             return await self._compensate(flow, flow_input, _cancelled())
 
     async def _interpret(self, flow: Flow, flow_input: FlowInput) -> FlowResult:
+        self._interrupt = flow.interrupt
         for node in flow.nodes:
+            if self._interrupted():
+                return await self._end_interrupted(flow, flow_input)
             if isinstance(node, Step):
                 try:
                     await self._step(flow_input, node)
@@ -99,14 +116,35 @@ class GraduateFlow:
                 if ended is not None:
                     return ended
             elif isinstance(node, Timer):
-                self._send_memo()
-                await workflow.sleep(timedelta(seconds=node.duration))
+                await self._timer(node)
             elif isinstance(node, Parallel):
                 failure = await self._parallel(flow_input, node)
                 if failure is not None:
                     return await self._compensate(flow, flow_input, failure)
             self._progress(node.name)
+        if self._interrupted():  # during the last step: the instance had not finished
+            return await self._end_interrupted(flow, flow_input)
         return FlowResult("completed", list(self._done))
+
+    def _interrupted(self) -> bool:
+        return self._interrupt is not None and self._interrupt.signal in self._signals
+
+    async def _timer(self, timer: Timer) -> None:
+        """A durable timer; with an interrupt declared, one that the interrupt ends early
+        (a flow without one keeps the plain timer its histories recorded)."""
+        self._send_memo()
+        if self._interrupt is None:
+            await workflow.sleep(timedelta(seconds=timer.duration))
+            return
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(self._interrupted,
+                                          timeout=timedelta(seconds=timer.duration))
+
+    async def _end_interrupted(self, flow: Flow, flow_input: FlowInput) -> FlowResult:
+        """The interrupt arrived: compensate every step that applied, then send its notice."""
+        assert self._interrupt is not None
+        return await self._compensate_then_notify(flow, flow_input, self._interrupt.reason,
+                                                  self._interrupt.notice_step)
 
     async def _parallel(self, flow_input: FlowInput, group: Parallel) -> str | None:
         """Run the group's branches at once and join them; the first branch failure, or
@@ -131,7 +169,7 @@ class GraduateFlow:
     async def _branch(self, flow_input: FlowInput, branch: Branch,
                       failures: list[str]) -> None:
         for step in branch.steps:
-            if failures:
+            if failures or self._interrupted():
                 return
             try:
                 await self._step(flow_input, step)
@@ -162,13 +200,16 @@ class GraduateFlow:
             flow_input, wait, send))) for send in wait.while_open]
         try:
             self._send_memo()
-            await workflow.wait_condition(lambda: wait.signal in self._signals,
-                                          timeout=timedelta(seconds=wait.deadline))
+            await workflow.wait_condition(
+                lambda: wait.signal in self._signals or self._interrupted(),
+                timeout=timedelta(seconds=wait.deadline))
         except TimeoutError:
-            end: WaitEnd = "expired"
+            end: WaitEnd | None = "expired"
             action: str = wait.on_timeout
         else:
-            if self._signals[wait.signal].get("decision", "approve") != "reject":
+            if self._interrupted():
+                end, action = None, "compensate"  # ended below, once the sends are
+            elif self._signals[wait.signal].get("decision", "approve") != "reject":
                 self._set_memo(waiting=None)
                 return None
             end = "rejected"
@@ -177,20 +218,26 @@ class GraduateFlow:
             for name, send in sends:
                 await self._end_send(name, send)
         self._set_memo(waiting=None)
+        if end is None:
+            return await self._end_interrupted(flow, flow_input)
         reason = wait.reason(end)
         if action == "continue":
             return None
         if action == "fail":
             return FlowResult("failed", list(self._done), reason)
+        return await self._compensate_then_notify(flow, flow_input, reason,
+                                                  wait.notice_step(end))
+
+    async def _compensate_then_notify(self, flow: Flow, flow_input: FlowInput, reason: str,
+                                      notice: Step | None) -> FlowResult:
         result = await self._compensate(flow, flow_input, reason)
-        notice = wait.notice_step(end)
         if notice is None or result.outcome != "compensated":
             return result
         return await self._notify(flow_input, notice, reason)
 
     async def _notify(self, flow_input: FlowInput, notice: Step, reason: str) -> FlowResult:
-        """Send the notice of how the wait ended, once the compensations are done: the
-        instance's last call. A notice that never lands fails the instance visibly."""
+        """Send the notice of how the wait ended (or of the interrupt), once the
+        compensations are done: the instance's last call. A notice that never lands fails the instance visibly."""
         try:
             await self._activity(flow_input, notice, "effect")
         except ActivityError as error:
