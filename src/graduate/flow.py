@@ -595,6 +595,12 @@ def validate(flow: Flow) -> Flow:
             "approval wait before the flow acts; add a [[nodes]] wait, or lower the class "
             "if the effects are in fact easy to reverse"
         )
+    _validate_key(where, flow)
+    return flow
+
+
+def _validate_key(where: str, flow: Flow) -> None:
+    """The idempotency key is a template of known fields that tells every call apart."""
     fields = _key_fields(where, flow.idempotency_key)
     if unknown := fields - KEY_FIELDS:
         raise FlowError(
@@ -614,7 +620,6 @@ def validate(flow: Flow) -> Flow:
         flow.idempotency_key.format(**dict.fromkeys(KEY_FIELDS, "x"))
     except (ValueError, KeyError, IndexError, AttributeError) as error:
         raise _bad_key(where, flow.idempotency_key, error) from error
-    return flow
 
 
 def _key_fields(where: str, key: str) -> set[str]:
