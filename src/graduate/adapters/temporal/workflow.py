@@ -237,7 +237,8 @@ class GraduateFlow:
 
     async def _notify(self, flow_input: FlowInput, notice: Step, reason: str) -> FlowResult:
         """Send the notice of how the wait ended (or of the interrupt), once the
-        compensations are done: the instance's last call. A notice that never lands fails the instance visibly."""
+        compensations are done: the instance's last call. A notice that never lands
+        fails the instance visibly."""
         try:
             await self._activity(flow_input, notice, "effect")
         except ActivityError as error:
