@@ -7,7 +7,11 @@ the deadline claims the wait first (`SET NX`) sends the rest as a new chain with
 IDs. A parallel group is a chord: each branch a chain of its steps in the chord's
 header, and a `join` task as its body that sends the rest; the join's error callback
 (`link_error`), which Celery calls once every branch has ended when one failed, sends
-the compensation of every step that applied. Nothing else records progress:
+the compensation of every step that applied. The flow's interrupt is a key in Redis,
+written by whoever sends it before the send returns: every step, timer and `finish`
+looks for it before it runs (and then stops the chain and sends the compensations in
+its place), a wait looks for it once parked, and the interrupt's signal task ends a
+wait already parked. Nothing else records progress:
 `status()` reads Celery's result backend and the wait keys only, which is all that an
 operator of such a system has to go on.
 """
@@ -40,6 +44,7 @@ from graduate.errors import (
 from graduate.flow import (
     Flow,
     InstanceRequest,
+    Interrupt,
     Node,
     Parallel,
     Step,
@@ -117,6 +122,26 @@ def claim_key(instance_id: str, wait: str) -> str:
 
 def cancel_key(instance_id: str) -> str:
     return _key(instance_id, "cancel", "operator")
+
+
+def interrupt_key(instance_id: str) -> str:
+    return _key(instance_id, "interrupt", "signal")
+
+
+def record_interrupt(client: redis.Redis, flow: Flow, instance_id: str) -> None:
+    """Record that the flow's interrupt arrived for the instance (the first arrival
+    stands): durable as soon as this returns, whatever becomes of the task that acts
+    on it. The key outlives every wait and timer of the flow."""
+    lifetime = int(sum(w.deadline for w in flow.waits)
+                   + sum(n.duration for n in flow.nodes if isinstance(n, Timer))) + KEY_LIFETIME
+    client.set(interrupt_key(instance_id), json.dumps({"at": time.time()}), nx=True,
+               ex=lifetime)
+
+
+class Interrupted(Exception):
+    """A task of an interrupted instance that did not run its node, with the
+    interrupt's reason: Celery records the node as not passed, and a failed branch
+    makes the chord's error callback send the compensations."""
 
 
 def deliveries_key(instance_id: str, task: str, retries: int) -> str:
@@ -305,6 +330,7 @@ class ChainTasks:
         return retries + deliveries
 
     def step(self, task: Any, ctx: Context, node: str) -> Context:
+        self.halt_if_interrupted(task, ctx, node)
         step = cast(Step, self.flow.node(node))
         attempt = int(task.request.retries) + 1  # Celery's count: what its retries go by
         try:
@@ -333,6 +359,44 @@ class ChainTasks:
             return
         _stop_chain(task)
         compensation_part(self.app, self.flow, ctx, reason).apply_async()
+
+    def interrupted(self, instance_id: str) -> Interrupt | None:
+        """The flow's interrupt, once it was recorded for the instance."""
+        interrupt = self.flow.interrupt
+        if interrupt is None or not self.resources.redis().exists(interrupt_key(instance_id)):
+            return None
+        return interrupt
+
+    def halt_if_interrupted(self, task: Any, ctx: Context, node: str) -> None:
+        """Before a step, a timer or the end: once the interrupt was recorded, drop the
+        rest of the chain and send the compensations of what applied (for a branch's
+        step, the chord's error callback sends them once every branch has ended)."""
+        interrupt = self.interrupted(_instance(ctx))
+        if interrupt is None:
+            return
+        _stop_chain(task)
+        if self.flow.branch_of(node) is None:
+            compensation_part(self.app, self.flow, ctx, interrupt.reason).apply_async()
+        raise Interrupted(interrupt.reason)
+
+    def timer(self, task: Any, ctx: Context, node: str) -> Context:
+        self.halt_if_interrupted(task, ctx, node)
+        return _passed(ctx, node)
+
+    def finish(self, task: Any, ctx: Context, outcome: str, reason: str) -> dict[str, Any]:
+        if outcome == "completed":  # the last step was in flight when the interrupt came
+            self.halt_if_interrupted(task, ctx, "finish")
+        return {"outcome": outcome, "done": ctx["done"], "reason": reason}
+
+    def interrupt(self, instance_id: str) -> dict[str, Any]:
+        """The interrupt's signal task: record it (a sender through graduate already
+        did) and end the wait the instance is parked at, if it is."""
+        client = self.resources.redis()
+        record_interrupt(client, self.flow, instance_id)
+        ended = [wait.name for wait in self.flow.waits
+                 if client.exists(context_key(instance_id, wait.name))
+                 and self.resolve(instance_id, wait, "interrupt", None)]
+        return {"interrupted": True, "ended": ended}
 
     def branch_start(self, ctx: Context, node: str) -> None:
         """Park the context that reached the group, for its error callback: a failed chord
@@ -371,9 +435,11 @@ class ChainTasks:
                 result = self.app.AsyncResult(task_id(iid, step.name))
                 if result.state == "SUCCESS":
                     applied.append(step.name)
-                elif result.state == "FAILURE" and not failure:
+                elif result.state == "FAILURE" and not failure and not isinstance(
+                        result.result, Interrupted):
                     failure = f"step {step.name} failed: {result.result}"
-        reason = failure or f"a branch of {name} failed"
+        interrupt = self.interrupted(iid)
+        reason = failure or (interrupt.reason if interrupt else f"a branch of {name} failed")
         claim = {"by": "chord", "action": "compensate", "reason": reason, "at": time.time()}
         if not client.set(claim_key(iid, name), json.dumps(claim), nx=True, ex=KEY_LIFETIME):
             return {"resolved": False}
@@ -426,7 +492,9 @@ class ChainTasks:
         parked = {"context": ctx, "deadline": time.time() + wait.deadline}
         client.set(context_key(iid, node), json.dumps(parked), ex=_lifetime(wait))
         early = _load(client, signal_key(iid, wait.signal))
-        if early is not None:
+        if self.interrupted(iid) is not None:
+            self.resolve(iid, wait, "interrupt", None)
+        elif early is not None:
             self.resolve(iid, wait, "signal", early)
         else:
             self.app.signature(DEADLINE, args=(iid, node), task_id=task_id(iid, node, "deadline"),
@@ -461,6 +529,8 @@ class ChainTasks:
         return {"sent": outcome.value}
 
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.flow.interrupt is not None and name == self.flow.interrupt.signal:
+            return self.interrupt(instance_id)
         wait = next((w for w in self.flow.waits if w.signal == name), None)
         if wait is None:
             return {"ignored": f"flow {self.flow.name} awaits no signal {name!r}"}
@@ -477,7 +547,10 @@ class ChainTasks:
     def resolve(self, iid: str, wait: Wait, by: str, payload: dict[str, Any] | None) -> bool:
         """Claim the wait for the signal or the deadline; the winner sends what follows."""
         decision = (payload or {}).get("decision")
-        if by == "signal":
+        interrupt = self.interrupted(iid)
+        if interrupt is not None:  # recorded first: the wait ends interrupted, whoever ends it
+            action, reason = "compensate", interrupt.reason
+        elif by == "signal":
             action = "continue" if decision == "approve" else wait.on_reject
             reason = "" if decision == "approve" else wait.reason("rejected")
         else:
@@ -548,11 +621,13 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
                  kind: WhileOpenKind = "reminder") -> dict[str, Any]:
         return tasks.reminder(task, instance_id, node, kind)
 
-    def timer(ctx: Context, node: str) -> Context:
-        return _passed(ctx, node)
+    def timer(task: Any, ctx: Context, node: str) -> Context:
+        with resources.interruptible():
+            return tasks.timer(task, ctx, node)
 
-    def finish(ctx: Context, outcome: str, reason: str) -> dict[str, Any]:
-        return {"outcome": outcome, "done": ctx["done"], "reason": reason}
+    def finish(task: Any, ctx: Context, outcome: str, reason: str) -> dict[str, Any]:
+        with resources.interruptible():
+            return tasks.finish(task, ctx, outcome, reason)
 
     app.task(name=STEP, bind=True, shared=False)(step)
     app.task(name=COMPENSATE, bind=True, shared=False)(compensate)
@@ -561,8 +636,8 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     app.task(name=SIGNAL, shared=False)(signal)
     app.task(name=DEADLINE, shared=False)(deadline)
     app.task(name=REMINDER, bind=True, shared=False)(reminder)
-    app.task(name=TIMER, shared=False)(timer)
-    app.task(name=FINISH, shared=False)(finish)
+    app.task(name=TIMER, bind=True, shared=False)(timer)
+    app.task(name=FINISH, bind=True, shared=False)(finish)
     app.task(name=JOIN, shared=False)(join)
     app.task(name=BRANCH_FAILED, shared=False)(branch_failed)
 
@@ -575,7 +650,7 @@ _OUTCOMES = {"completed": InstanceState.COMPLETED, "compensated": InstanceState.
 
 # Failures the task code handles itself, by retrying or by sending the compensations.
 # Any other failure (the hard time limit, a lost pool child, a bug) ends the chain there.
-HANDLED = (TransientEffectError, PermanentEffectError, SoftTimeLimitExceeded)
+HANDLED = (TransientEffectError, PermanentEffectError, SoftTimeLimitExceeded, Interrupted)
 
 
 def _timestamp(value: datetime | None) -> float | None:
@@ -667,6 +742,10 @@ class ChainStrategy:
         if self.app.AsyncResult(task_id(instance_id, "finish")).state == "SUCCESS":
             raise EngineError(f"instance {instance_id!r} has finished; it takes no more "
                               "signals")
+        if self.flow.interrupt is not None and name == self.flow.interrupt.signal:
+            # Recorded here, before the signal task: a worker lost with that task (acked
+            # early) must not lose the interrupt; the next step, timer or deadline sees it.
+            record_interrupt(self.resources.redis(), self.flow, instance_id)
         self.app.signature(SIGNAL, args=(instance_id, name, payload),
                            task_id=task_id(instance_id, "signal", name)).apply_async()
 
@@ -728,7 +807,8 @@ class ChainStrategy:
                 done.append(node.name)
                 continue
             if state == "FAILURE":
-                failure = f"step {node.name} failed: {record.result(tid)}"
+                failure = (str(record.result(tid)) if isinstance(record.result(tid), Interrupted)
+                           else f"step {node.name} failed: {record.result(tid)}")
                 if not isinstance(record.result(tid), HANDLED):
                     return _stopped(done, failure, record.date_done(tid))
                 return self._compensating(record, instance_id, done, failure)
@@ -973,6 +1053,9 @@ class ChainStrategy:
                    for step in self.flow.steps if step.compensation)
         ids.extend(task_id(instance_id, wait_step.name)
                    for wait in self.flow.waits for wait_step in wait.notice_steps)
+        ids.extend(task_id(instance_id, notice.name) for notice in self.flow.interrupt_steps)
+        if self.flow.interrupt is not None:
+            ids.append(task_id(instance_id, "signal", self.flow.interrupt.signal))
         ids.append(task_id(instance_id, "finish"))
         return ids
 
@@ -998,7 +1081,8 @@ class ChainStrategy:
         for wait in self.flow.waits:
             claim = _load(client, claim_key(instance_id, wait.name))
             if claim is not None:
-                how = claim["decision"] if claim["by"] == "signal" else "passed"
+                how = {"signal": claim["decision"], "deadline": "passed"}.get(
+                    claim["by"], "arrived")
                 events.append(HistoryEvent(
                     at=claim["at"], kind="wait resolved",
                     detail=f"{wait.name}: {claim['by']} {how} -> {claim['action']}",
@@ -1015,6 +1099,7 @@ class ChainStrategy:
         tasks = [(s.name, s) for s in self.flow.steps]
         tasks += [(f"compensate:{s.name}", s) for s in self.flow.steps if s.compensation]
         tasks += [(s.name, s) for w in self.flow.waits for s in w.notice_steps]
+        tasks += [(s.name, s) for s in self.flow.interrupt_steps]
         events: list[HistoryEvent] = []
         for name, step in tasks:
             for retries in range(step.retry.max_attempts):
