@@ -15,6 +15,10 @@ branch whose lease ran out (the tick nudges it like any idle row), and joins onc
 branch has ended. After a branch fails (or an operator cancels), the others start no
 further step, and the join compensates every step that applied.
 
+The flow's interrupt is a signal row like the others, stored by whoever sends it before
+the send returns. The next advance of a running or waiting row (after the lease of a
+step in hand) compensates instead of moving on; a branch halts; the join compensates.
+
 The tables live in `services.app_db_url`, apart from the ledger, as an application's
 tables would.
 """
@@ -438,6 +442,9 @@ class Machine:
             at = self.flow.nodes[min(row.cursor, len(self.flow.nodes) - 1)].name
             return self._begin_compensation(store, row, "cancelled by an operator", at,
                                             consume=CANCEL)
+        if row.state in (RUNNING, WAITING) and (reason := self._interrupted(store, row)):
+            at = self.flow.nodes[min(row.cursor, len(self.flow.nodes) - 1)].name
+            return self._begin_compensation(store, row, reason, at)
         if row.state == COMPENSATING:
             return self._compensate_next(store, row)
         if row.cursor >= len(self.flow.nodes):
@@ -471,6 +478,8 @@ class Machine:
         if failed is not None or store.signal(instance_id, CANCEL) is not None:
             why = f"branch {failed.branch} failed" if failed else "an operator cancelled"
             return self._end_branch(store, row, branch, HALTED, f"halted: {why}")
+        if reason := self._interrupted(store, row):
+            return self._end_branch(store, row, branch, HALTED, f"halted: {reason}")
         if branch.cursor >= len(spec.steps):
             return self._end_branch(store, row, branch, APPLIED, "every step applied")
         step = spec.steps[branch.cursor]
@@ -562,8 +571,18 @@ class Machine:
         if store.signal(row.instance_id, CANCEL) is not None:
             return self._begin_compensation(store, row, "cancelled by an operator",
                                             group.name, consume=CANCEL, done=done)
+        if reason := self._interrupted(store, row):
+            return self._begin_compensation(store, row, reason, group.name, done=done)
         joined = replace(row, cursor=row.cursor + 1, done=(*done, group.name), attempt=0)
         return self._move(store, row, joined, group.name, "every branch applied: joined")
+
+    def _interrupted(self, store: Store, row: Row) -> str:
+        """The interrupt's reason once its signal is stored for the row; else empty. It
+        is not consumed: the stored row says when it arrived."""
+        interrupt = self.flow.interrupt
+        if interrupt is None or store.signal(row.instance_id, interrupt.signal) is None:
+            return ""
+        return interrupt.reason
 
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> str:
         store = self.store
@@ -870,7 +889,13 @@ class StateMachineStrategy:
         return None
 
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
-        self._unfinished(instance_id, "signals")
+        row = self._unfinished(instance_id, "signals")
+        if self.flow.interrupt is not None and name == self.flow.interrupt.signal:
+            # Stored here, as a cancel request is: a worker lost with the signal task
+            # (acked early) must not lose the interrupt; the tick's advance sees it.
+            self.machine.store.put_signal(row, name, payload)
+            self.machine.send_advance(row)
+            return
         self.app.signature(SIGNAL, args=(instance_id, name, payload)).apply_async()
 
     def cancel(self, instance_id: str) -> None:
