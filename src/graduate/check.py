@@ -10,7 +10,9 @@ instance, at which step it resumed and how long that took.
 Two faults add a judgement of their own, each a pure function below: a second start of
 a business key (`judge_starts`: exactly one set of effects per key, or a visible
 refusal) and an operator's rollback (`judge_rollback`: compensation of exactly the steps
-that applied, in reverse, once each, and a consistent end).
+that applied, in reverse, once each, and a consistent end). The flow's interrupt gets
+one too (`judge_interrupt`): no step started once it was recorded, and every step that
+applied compensated once, in reverse.
 """
 
 from __future__ import annotations
@@ -168,6 +170,21 @@ class RollbackVerdict:
         return not self.problems
 
 
+@dataclass(frozen=True)
+class InterruptVerdict:
+    """What the flow's interrupt undid, and whether anything ran after it."""
+
+    signal: str
+    interrupted_at: float | None  # when it was recorded; None when unknown
+    applied: tuple[str, ...]  # steps whose effect landed, in the order they first landed
+    compensated: tuple[str, ...]  # compensations that landed, in the order they ran
+    problems: tuple[str, ...]  # each a sentence naming the step it is about
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
 @dataclass
 class FaultActs:
     """What a fault did to single instances (a second start, a cancellation): facts the
@@ -263,7 +280,27 @@ def judge_notices(flow: Flow, effects: Sequence[EffectRecord],
                 applied=sum(1 for e in calls if e.outcome is Outcome.APPLIED),
                 absorbed=sum(1 for e in calls if e.outcome is Outcome.ABSORBED),
                 early=bool(landed and undone and min(landed) < max(undone))))
+    if (notice := _interrupt_notice(flow, effects, status, undone)) is not None:
+        verdicts.append(notice)
     return tuple(verdicts)
+
+
+def _interrupt_notice(flow: Flow, effects: Sequence[EffectRecord], status: InstanceStatus,
+                      undone: Sequence[float]) -> NoticeVerdict | None:
+    """The interrupt's notice, owed when the engine reports the instance interrupted."""
+    step = None if flow.interrupt is None else flow.interrupt.notice_step
+    if flow.interrupt is None or step is None:
+        return None
+    calls = [e for e in effects if e.step == step.name and e.kind == "effect"]
+    expected = status.state.finished and flow.interrupted(status.detail)
+    if not expected and not calls:
+        return None
+    landed = [e.finished_at for e in calls if _landed(e)]
+    return NoticeVerdict(
+        wait=flow.interrupt.signal, end="interrupted", step=step.name, expected=expected,
+        calls=len(calls), applied=sum(1 for e in calls if e.outcome is Outcome.APPLIED),
+        absorbed=sum(1 for e in calls if e.outcome is Outcome.ABSORBED),
+        early=bool(landed and undone and min(landed) < max(undone)))
 
 
 @dataclass(frozen=True)
@@ -398,6 +435,7 @@ class InstanceVerdict:
     audit_gaps: tuple[str, ...] = ()
     reminders: tuple[ReminderVerdict, ...] = ()  # one per wait with a reminder it reached
     notices: tuple[NoticeVerdict, ...] = ()  # one per notice owed or sent
+    interrupt: InterruptVerdict | None = None  # when its interrupt was sent or ended it
 
     @property
     def unabsorbed_duplicates(self) -> int:
@@ -450,7 +488,8 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
                    reached: PointReached | None = None,
                    fault_at: float | None = None, cannot_tell: str = "",
                    history: Sequence[HistoryEvent] = (),
-                   recovered_at: float | None = None) -> InstanceVerdict:
+                   recovered_at: float | None = None,
+                   interrupted_at: float | None = None) -> InstanceVerdict:
     """The verdict of one instance from its ledger rows and its engine's final status.
 
     `fault_at` is when the fault fired (for an instance it caught at the armed point,
@@ -462,7 +501,9 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
     is read from the engine's `history` where it records a worker taking the work up.
 
     `engine_holds` is None when the engine could not see whether anything still holds
-    an unfinished instance; `cannot_tell` then says what it could not inspect."""
+    an unfinished instance; `cannot_tell` then says what it could not inspect.
+    `interrupted_at` is when the flow's interrupt was recorded for the instance (the
+    sender's clock, once the engine took it), if it was sent: see `judge_interrupt`."""
     per_effect = effect_verdicts(effects)  # reminders included: a duplicate is one
     reminders = judge_reminders(flow, record, effects, status)
     notices = judge_notices(flow, effects, status)
@@ -485,7 +526,7 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
             resume = replace(_resume(flow, effects, waited, fault_at, history), held_up=True)
     complete = (status.finished_at - record.started_at
                 if status.finished_at is not None and status.state.finished else None)
-    return InstanceVerdict(
+    return _with_interrupt(InstanceVerdict(
         instance_id=record.instance_id, correlation_id=record.correlation_id,
         trace_id=record.trace_id, verdict=verdict, reason=reason,
         engine_state=status.state.value, effects=per_effect, resume=resume,
@@ -493,7 +534,21 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
         correlation_breaks=correlation_breaks(record.correlation_id, record.trace_id, every),
         reminders=reminders,
         notices=notices,
-    )
+    ), flow, every, status, interrupted_at)
+
+
+def _with_interrupt(verdict: InstanceVerdict, flow: Flow, effects: Sequence[EffectRecord],
+                    status: InstanceStatus, interrupted_at: float | None) -> InstanceVerdict:
+    """`verdict` with the judgement of the interrupt, when it was sent or the engine
+    says it ended the instance; its first problem fails a verdict that would pass."""
+    if flow.interrupt is None or (interrupted_at is None and not flow.interrupted(
+            status.detail)):
+        return verdict
+    judged = judge_interrupt(flow, effects, status, interrupted_at)
+    if judged.problems and not verdict.verdict.fails_run:
+        verdict = replace(verdict, verdict=Verdict.FAILED,
+                          reason=f"interrupted by {judged.signal}, but {judged.problems[0]}")
+    return replace(verdict, interrupt=judged)
 
 
 def _outcome(flow: Flow, status: InstanceStatus, landed: set[str],
@@ -684,6 +739,45 @@ def judge_rollback(flow: Flow, effects: Sequence[EffectRecord], status: Instance
                         "compensated")
     return RollbackVerdict(cancelled_at=cancelled_at, applied=applied,
                            compensated=compensated, problems=tuple(problems))
+
+
+def judge_interrupt(flow: Flow, effects: Sequence[EffectRecord], status: InstanceStatus,
+                    interrupted_at: float | None) -> InterruptVerdict:
+    """Once the interrupt was recorded (`interrupted_at`, when known) no step started;
+    every step that applied, the one in flight included, was compensated exactly once,
+    in reverse; and the engine reports the instance compensated. An instance that
+    finished before the interrupt arrived (completed, nothing started after it) passes:
+    there was nothing left to interrupt."""
+    assert flow.interrupt is not None
+    signal = flow.interrupt.signal
+    steps = {s.name for s in flow.steps}
+    applied = _applied_order(flow, effects)
+    compensated = _undone_order(effects)
+    undone = [e for e in effects if e.kind == "compensation" and _landed(e)]
+    problems = []
+    if interrupted_at is not None:
+        problems += [f"{e.step} started {e.started_at - interrupted_at:.2f}s after the "
+                     "interrupt was recorded: no step may start once it has"
+                     for e in effects if e.kind == "effect" and e.step in steps
+                     and e.started_at > interrupted_at and e.attempt == 1]
+    finished_first = status.state is InstanceState.COMPLETED and not problems
+    if finished_first:
+        return InterruptVerdict(signal, interrupted_at, applied, compensated, ())
+    owed = {s.name for s in flow.steps if s.compensation}  # as `_outcome` owes them
+    problems += [f"{step} applied and was left uncompensated" for step in applied
+                 if step in owed and step not in compensated]
+    for step in compensated:
+        times = sum(1 for e in undone if e.step == step and e.outcome is Outcome.APPLIED)
+        if times > 1:
+            problems.append(f"the compensation of {step} applied {times} times, not once")
+    problems += compensation_order(flow, applied, compensated)
+    if status.state is InstanceState.COMPLETED:
+        problems.append("the instance completed: the interrupt was not honoured")
+    elif status.state is not InstanceState.COMPENSATED:
+        problems.append(f"the engine reports {status.state.value}"
+                        f"{' (' + status.detail + ')' if status.detail else ''}, not "
+                        "compensated")
+    return InterruptVerdict(signal, interrupted_at, applied, compensated, tuple(problems))
 
 
 def compensation_order(flow: Flow, applied: Sequence[str],

@@ -31,10 +31,10 @@ class ToyEngine:
     def __init__(self, description: EngineDescription, flow: Flow, services: Services,
                  run_dir: Path, *, settings: dict[str, Any] | None = None) -> None:
         if any(isinstance(n, Parallel) for n in flow.nodes) or any(
-                w.while_open for w in flow.waits):
-            raise ConfigError(f"flow {flow.name!r}: the toy engine runs no parallel group "
-                              "and sends no reminder or escalation; remove them or choose "
-                              "another engine")
+                w.while_open for w in flow.waits) or flow.interrupt is not None:
+            raise ConfigError(f"flow {flow.name!r}: the toy engine runs no parallel group, "
+                              "sends no reminder or escalation and takes no interrupt; "
+                              "remove them or choose another engine")
         self.name = description.name
         self.capabilities = description.capabilities
         self.settings = dict(settings or {})
