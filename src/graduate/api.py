@@ -96,7 +96,8 @@ def run(flow: str | Path | Target, *, engine: str, instances: int = 1, workers: 
         failures: Sequence[Failure | str] = (), settings: Settings | None = None,
         temporal_port: int | None = None, redis_port: int | None = None,
         time_scale: str | float = 1,
-        on_status: Callable[[str, InstanceStatus], None] | None = None) -> RunResult:
+        on_status: Callable[[str, InstanceStatus], None] | None = None,
+        interrupt_after: str | None = None) -> RunResult:
     """Run `flow` on `engine` and report what became of every instance.
 
     `flow` is a name in the project's spikes folder, a .toml file, or `module:ATTRIBUTE`;
@@ -105,6 +106,9 @@ def run(flow: str | Path | Target, *, engine: str, instances: int = 1, workers: 
     or what `resolve` made of either.
     `decisions` answers waits as soon as an instance reaches them (`{"approval":
     "approve"}`); a wait without one runs to its deadline, or until `graduate.signal`.
+    The flow's interrupt is sent when `decisions` names its signal with "interrupt"
+    (`{"red_flag": "interrupt"}`): to each instance as soon as it started, or once the
+    ledger shows the effect of step `interrupt_after` landed.
     `failures` makes a step's external system fail (`Failure` or `"STEP=transient:2"`,
     `"STEP=permanent"`). The services come from the settings, else from
     `graduate env up`, else local ones started for the run (on `temporal_port` and
@@ -117,7 +121,7 @@ def run(flow: str | Path | Target, *, engine: str, instances: int = 1, workers: 
     target = _target(flow, engine, config, config.project_dir)
     options = RunOptions(
         flow=target.flow_ref, engine=target.engine, instances=instances, workers=workers,
-        timeout=timeout, decisions=dict(decisions or {}),
+        timeout=timeout, decisions=dict(decisions or {}), interrupt_after=interrupt_after,
         failures=tuple(item if isinstance(item, Failure) else Failure.parse(item)
                        for item in failures),
         temporal_port=temporal_port, redis_port=redis_port, app=target.app,
@@ -262,19 +266,32 @@ def signal(instance_id: str, name: str, *, decision: str = "approve",
            payload: Mapping[str, Any] | None = None,
            settings: Settings | None = None) -> SignalSent:
     """Deliver a human decision (`approve` or `reject`) on signal `name` to a waiting
-    instance, with `payload` as extra fields. The instance's run must still have its
-    services: kept up by `graduate env up`, or external ones in the settings."""
+    instance, with `payload` as extra fields; or, when `name` is the flow's interrupt
+    signal, interrupt the instance wherever it is (the decision is then "interrupt").
+    The instance's run must still have its services: kept up by `graduate env up`, or
+    external ones in the settings."""
     config = settings or load_settings()
     if decision not in DECISIONS:
-        raise ConfigError(f"decision {decision!r} must be approve or reject")
+        raise ConfigError(f"decision {decision!r} must be approve or reject (or interrupt, "
+                          "which goes with the flow's interrupt signal)")
     if payload is not None and not isinstance(payload, Mapping):
         raise ConfigError("the payload must be a JSON object, for example "
                           "'{\"by\": \"ana\"}'")
     record = Ledger(config.ledger).instance(instance_id)
     flow = load_flow(record.flow_source)
-    if name not in {w.signal for w in flow.waits}:
+    sent: Decision = decision
+    if flow.interrupt is not None and name == flow.interrupt.signal:
+        sent = "interrupt"
+    elif decision == "interrupt":
+        raise ConfigError("decision interrupt goes with the flow's interrupt signal, "
+                          + (f"{flow.interrupt.signal}" if flow.interrupt else
+                             f"and flow {flow.name!r} declares none")
+                          + f"; a wait's signal such as {name!r} takes approve or reject")
+    elif name not in {w.signal for w in flow.waits}:
         raise ConfigError(f"flow {flow.name!r} waits for no signal {name!r}; its waits take: "
-                          f"{', '.join(w.signal for w in flow.waits) or 'none'}")
+                          f"{', '.join(w.signal for w in flow.waits) or 'none'}"
+                          + (f", and its interrupt {flow.interrupt.signal}"
+                             if flow.interrupt else ""))
     if not (kept_services(config.state_dir) or config.temporal_address or config.broker_url):
         raise ConfigError("no running services to signal through: start them with "
                           "`graduate env up` before `graduate run`, or configure external ones")
@@ -285,10 +302,10 @@ def signal(instance_id: str, name: str, *, decision: str = "approve",
                              app=app_of_run(config.project_dir, record.engine,
                                             record.flow_source))
         try:
-            engine.signal(instance_id, name, {**(payload or {}), "decision": decision})
+            engine.signal(instance_id, name, {**(payload or {}), "decision": sent})
         finally:
             engine.close()
-    return SignalSent(instance_id=instance_id, signal=name, decision=decision,
+    return SignalSent(instance_id=instance_id, signal=name, decision=sent,
                       engine=record.engine)
 
 

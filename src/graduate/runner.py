@@ -30,7 +30,9 @@ __all__ = ["Decision", "Failure", "InstanceResult", "RunOptions", "RunResult", "
            "new_run_id", "run_flow", "summarise", "validate_options"]
 _FAILURE = re.compile(
     r"(?P<step>[a-z][a-z0-9_]*)=(?P<mode>permanent|transient(?::(?P<times>[0-9]+))?)", re.ASCII)
-Decision = Literal["approve", "reject"]
+# A wait's answer, or "interrupt": the flow's interrupt signal, sent by the harness (see
+# `RunOptions.interrupt_after`).
+Decision = Literal["approve", "reject", "interrupt"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ class RunOptions:
     workers: int = 1
     timeout: float = 120.0
     decisions: Mapping[str, Decision] = field(default_factory=dict)
+    # With `decisions = {INTERRUPT_SIGNAL: "interrupt"}`: the interrupt goes to each
+    # instance once the ledger shows this step's effect landed; None: once it started.
+    interrupt_after: str | None = None
     failures: Sequence[Failure] = ()
     tenant_id: str = "demo-tenant"
     temporal_port: int | None = None
@@ -93,6 +98,7 @@ class InstanceResult:
     duplicates: int
     duration: float | None
     detail: str
+    interrupted_at: float | None = None  # when the run sent the flow's interrupt, if it did
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,9 @@ def run_flow(settings: Settings, options: RunOptions, *, flow: Flow | None = Non
         return RunResult(
             run_id=session.run_id, flow=session.flow.name, engine=session.engine.name,
             instances=tuple(summarise(session.flow, session.ledger, r,
-                                      statuses[r.instance_id]) for r in session.requests),
+                                      statuses[r.instance_id],
+                                      interrupted_at=session.interrupted.get(r.instance_id))
+                            for r in session.requests),
             services=session.stack.services.describe(),
             not_started=options.instances - started,
             time_scale=session.time_scale,
@@ -149,12 +157,13 @@ def approve_all(flow: Flow) -> dict[str, Decision]:
 
 
 def summarise(flow: Flow, ledger: Ledger, request: InstanceRequest,
-              status: InstanceStatus) -> InstanceResult:
+              status: InstanceStatus, *, interrupted_at: float | None = None,
+              ) -> InstanceResult:
     """What became of one instance, counted by the checker (`graduate.check`), as a chaos
     run counts it: a repeat its idempotency key absorbed is not a duplicate."""
     record = ledger.instance(request.instance_id)
     verdict = judge_instance(flow, record, ledger.effects(instance_id=request.instance_id),
-                             status, engine_holds=None)
+                             status, engine_holds=None, interrupted_at=interrupted_at)
     return InstanceResult(
         instance_id=request.instance_id, correlation_id=request.correlation_id,
         trace_id=request.trace_id, state=status.state,
@@ -165,4 +174,5 @@ def summarise(flow: Flow, ledger: Ledger, request: InstanceRequest,
         duplicates=verdict.unabsorbed_duplicates,
         duration=status.finished_at - record.started_at if status.finished_at else None,
         detail=status.detail,
+        interrupted_at=interrupted_at,
     )

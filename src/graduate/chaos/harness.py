@@ -504,7 +504,8 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
                                 history=histories.get(iid, ()),
                                 recovered_at=next((moment for moment in recoveries
                                                    if fault_at is not None
-                                                   and moment >= fault_at), None))
+                                                   and moment >= fault_at), None),
+                                interrupted_at=session.interrupted.get(iid))
         judged = judge_acts(judged, flow, entry, effects, statuses[iid], acts or FaultActs())
         app = options.run.app
         if app is not None and app.audit is not None:

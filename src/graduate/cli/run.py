@@ -41,7 +41,11 @@ def run(
         "--signal", "-s",
         help="Answer a wait as soon as an instance reaches it: SIGNAL=approve or "
              "SIGNAL=reject. Without it, waits run to their deadline or until "
-             "`graduate signal` is sent from another terminal.")] = None,
+             "`graduate signal` is sent from another terminal. SIGNAL=interrupt sends the "
+             "flow's interrupt (see --interrupt-after).")] = None,
+    interrupt_after: Annotated[str | None, typer.Option(
+        help="With --signal SIGNAL=interrupt: send the interrupt once the ledger shows "
+             "this step's effect landed (default: as soon as the instance started).")] = None,
     fail: Annotated[list[str] | None, typer.Option(
         help="Make the external system of a step fail: STEP=transient:N (N times, then "
              "succeed) or STEP=permanent.")] = None,
@@ -75,6 +79,7 @@ def run(
         result = graduate.run(
             targets[name], engine=name, instances=instances, workers=workers, timeout=timeout,
             decisions=decisions, failures=failures, settings=config,
+            interrupt_after=interrupt_after,
             temporal_port=temporal_port, redis_port=redis_port, time_scale=time_scale,
             on_status=None if as_json else _progress_of(
                 f"[bold]Running {escape(flow)} on {name}[/] ({instances} instance(s))"))
@@ -100,9 +105,10 @@ def _decisions(items: list[str]) -> dict[str, Decision]:
     decisions: dict[str, Decision] = {}
     for item in items:
         name, sep, decision = item.partition("=")
-        if not sep or decision not in ("approve", "reject"):
+        if not sep or decision not in ("approve", "reject", "interrupt"):
             raise ConfigError(f"--signal {item!r} is not understood; write SIGNAL=approve or "
-                              "SIGNAL=reject, for example --signal approval=approve")
+                              "SIGNAL=reject, for example --signal approval=approve (or "
+                              "SIGNAL=interrupt for the flow's interrupt)")
         decisions[name] = decision  # type: ignore[assignment]
     return decisions
 

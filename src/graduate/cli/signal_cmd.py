@@ -15,12 +15,17 @@ from graduate.files import parse_json
 def signal_instance(
     ctx: typer.Context,
     instance: Annotated[str, typer.Argument(help="Instance ID, as `graduate run` prints it.")],
-    name: Annotated[str, typer.Argument(help="Signal name the flow's wait takes.")],
-    decision: Annotated[str, typer.Option(help="approve or reject.")] = "approve",
+    name: Annotated[str, typer.Argument(
+        help="Signal name the flow's wait takes, or the flow's interrupt signal.")],
+    decision: Annotated[str, typer.Option(
+        help="approve or reject (the interrupt signal takes none).")] = "approve",
     payload: Annotated[str | None, typer.Option(
         help="Extra JSON object to send with the decision.")] = None,
 ) -> None:
-    """Send a signal (a human decision) to a running instance.
+    """Send a signal (a human decision, or the flow's interrupt) to a running instance.
+
+    The interrupt (declared by the flow's [interrupt] table) may come at any point: no
+    further step starts, and every step that applied is compensated.
 
     Use it while `graduate run` waits in another terminal, with services kept up by
     `graduate env up` or given as external services.

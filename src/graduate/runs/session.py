@@ -31,7 +31,7 @@ from graduate.apps import check_app
 from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.flow import Flow, InstanceRequest, Wait, check_seconds, load_flow
-from graduate.ledger import Ledger
+from graduate.ledger import Ledger, Outcome
 from graduate.processes import ready_by
 from graduate.runs.supervisor import Supervisor
 from graduate.runs.timeline import SIGNAL_SENT, Timeline
@@ -104,16 +104,39 @@ def validate_options(flow: Flow, options: RunOptions) -> None:
         raise ConfigError("--timeout must be a positive number of seconds")
     signals = {w.signal for w in flow.waits}
     for name, decision in options.decisions.items():
+        if flow.interrupt is not None and name == flow.interrupt.signal:
+            if decision != "interrupt":
+                raise ConfigError(f"{name} is the flow's interrupt: its decision is "
+                                  f"{name}=interrupt, not {decision!r}")
+            continue
         if name not in signals:
             raise ConfigError(f"flow {flow.name!r} waits for no signal {name!r}; its waits "
-                              f"take: {', '.join(sorted(signals)) or 'none'}")
+                              f"take: {', '.join(sorted(signals)) or 'none'}"
+                              + (f", and its interrupt {flow.interrupt.signal}"
+                                 if flow.interrupt else ""))
         if decision not in ("approve", "reject"):
             raise ConfigError(f"decision {decision!r} for {name} must be approve or reject")
+    _check_interrupt_after(flow, options)
     steps = {s.name for s in flow.steps}
     for failure in options.failures:
         if failure.step not in steps:
             raise ConfigError(f"--fail names step {failure.step!r}, which flow {flow.name!r} "
                               f"does not have; its steps: {', '.join(sorted(steps))}")
+
+
+def _check_interrupt_after(flow: Flow, options: RunOptions) -> None:
+    if options.interrupt_after is None:
+        return
+    if flow.interrupt is None or options.decisions.get(flow.interrupt.signal) != "interrupt":
+        signal = flow.interrupt.signal if flow.interrupt else None
+        raise ConfigError(
+            f"--interrupt-after {options.interrupt_after} sends the flow's interrupt, but "
+            + (f"the run does not send it: add --signal {signal}=interrupt" if signal else
+               f"flow {flow.name!r} declares none: add an [interrupt] table with its signal"))
+    if options.interrupt_after not in {s.name for s in flow.steps}:
+        raise ConfigError(f"--interrupt-after names step {options.interrupt_after!r}, which "
+                          f"flow {flow.name!r} does not have; its steps: "
+                          f"{', '.join(s.name for s in flow.steps)}")
 
 
 def load_run_flow(settings: Settings, options: RunOptions, loaded: Flow | None = None,
@@ -149,6 +172,7 @@ class RunSession:
     time_scale: TimeScaleRecord | None = None  # the flow's durations, scaled for the run
     requests: list[InstanceRequest] = field(default_factory=list)
     signalled: set[tuple[str, str]] = field(default_factory=set)
+    interrupted: dict[str, float] = field(default_factory=dict)  # instance -> when sent
 
     @property
     def instance_ids(self) -> list[str]:
@@ -241,6 +265,7 @@ class RunSession:
             return {iid: known.get(iid, unknown) for iid in instance_ids}
 
     def _answer(self, instance_id: str, status: InstanceStatus) -> None:
+        self._interrupt(instance_id)
         if status.state is not InstanceState.WAITING:
             return
         wait = next_wait(self.flow, status.done)
@@ -256,6 +281,29 @@ class RunSession:
             self.signalled.add((instance_id, wait.signal))
             self.timeline.add(SIGNAL_SENT, f"{wait.signal}={decision} to {instance_id}",
                               instance=instance_id)
+
+
+    def _interrupt(self, instance_id: str) -> None:
+        """Send the flow's interrupt, once, when the options decide it: as soon as the
+        instance started, or once the ledger shows `interrupt_after`'s effect landed.
+        The time it was taken is what the checker judges later starts by."""
+        interrupt = self.flow.interrupt
+        if (interrupt is None or instance_id in self.interrupted
+                or self.options.decisions.get(interrupt.signal) != "interrupt"):
+            return
+        after = self.options.interrupt_after
+        if after is not None and not any(
+                e.step == after and e.kind == "effect"
+                and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)
+                for e in self.ledger.effects(instance_id=instance_id)):
+            return
+        try:
+            self.engine.signal(instance_id, interrupt.signal, {"decision": "interrupt"})
+        except Exception:
+            return  # the engine is down, or the instance finished; the next poll decides
+        self.interrupted[instance_id] = time.time()
+        self.timeline.add(SIGNAL_SENT, f"{interrupt.signal}=interrupt to {instance_id}",
+                          instance=instance_id)
 
 
 @contextlib.contextmanager

@@ -132,6 +132,9 @@ class CeleryEngine:
         self._impl.cancel(instance_id)
 
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
+        if self.flow.interrupt is not None and name == self.flow.interrupt.signal:
+            self._impl.signal(instance_id, name, payload)  # it carries no decision
+            return
         signals = [wait.signal for wait in self.flow.waits]
         if name not in signals:
             raise EngineError(f"flow {self.flow.name!r} awaits no signal {name!r}; it awaits: "
