@@ -212,8 +212,8 @@ class GraduateFlow:
             elif self._signals[wait.signal].get("decision", "approve") != "reject":
                 self._set_memo(waiting=None)
                 return None
-            end = "rejected"
-            action = wait.on_reject
+            else:
+                end, action = "rejected", wait.on_reject
         finally:
             for name, send in sends:
                 await self._end_send(name, send)

@@ -1,0 +1,137 @@
+"""The flow's interrupt on every engine and strategy, against real servers and workers.
+
+The contract flows get an `[interrupt]` table; the run's harness sends the interrupt once
+the ledger shows a chosen step's effect landed (`interrupt_after`), so each test is
+synchronised on ledger rows. The ledger is then the judge: no step started after the
+interrupt was recorded, the step in flight finished, every step that applied was
+compensated once, in reverse, and the notice went last.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from graduate.adapters import engine_names
+from graduate.adapters.base import InstanceState, InstanceStatus
+from graduate.check import judge_instance
+from graduate.config import Settings
+from graduate.flow import INTERRUPT_NOTICE, load_flow
+from graduate.ledger import EffectRecord, Ledger, Outcome
+from graduate.runner import InstanceResult, RunOptions, RunResult, run_flow
+from tests.conftest import FlowFactory
+
+INTERRUPT = '\n[interrupt]\nsignal = "red_flag"\nnotice = "notify.red_flag"\n'
+REASON = "interrupted by red_flag"
+# Long enough that the harness's interrupt (sent within a poll of the step before it
+# landing) reaches the engine while the step still works.
+IN_FLIGHT = "3s"
+
+
+@pytest.fixture(params=engine_names())
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def run(settings: Settings, path: Path, engine: str, after: str) -> RunResult:
+    return run_flow(settings, RunOptions(
+        flow=str(path), engine=engine, timeout=90, decisions={"red_flag": "interrupt"},
+        interrupt_after=after))
+
+
+def rows(settings: Settings, instance_id: str, kind: str = "effect") -> list[EffectRecord]:
+    return [e for e in Ledger(settings.ledger).effects(instance_id=instance_id)
+            if e.kind == kind]
+
+
+def landed(effects: list[EffectRecord]) -> list[str]:
+    return [e.step for e in effects if e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)]
+
+
+def assert_judged_interrupted(settings: Settings, path: Path, item: InstanceResult) -> None:
+    """The checker's verdict, given when the harness sent the interrupt: a pass."""
+    ledger = Ledger(settings.ledger)
+    assert item.interrupted_at is not None
+    status = InstanceStatus(item.state, detail=item.detail, finished_at=None)
+    verdict = judge_instance(load_flow(path), ledger.instance(item.instance_id),
+                             ledger.effects(instance_id=item.instance_id), status,
+                             engine_holds=False, interrupted_at=item.interrupted_at)
+    assert verdict.interrupt is not None
+    assert verdict.interrupt.problems == ()
+    assert (verdict.verdict.value, verdict.reason) == ("compensated", REASON)
+    assert [(n.step, n.expected, n.applied) for n in verdict.notices] == [
+        (INTERRUPT_NOTICE, True, 1)]
+
+
+def assert_noticed_last(settings: Settings, item: InstanceResult) -> None:
+    forward = rows(settings, item.instance_id)
+    [notice] = [e for e in forward if e.step == INTERRUPT_NOTICE]
+    assert notice.outcome is Outcome.APPLIED
+    undone = rows(settings, item.instance_id, "compensation")
+    assert notice.started_at >= max(e.finished_at for e in undone)
+
+
+def test_an_interrupt_at_a_wait_ends_it_and_compensates_what_applied(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    """No answer is given: the approval wait would hold the instance for a minute."""
+    path = flow_file(**{"reserve = \"crm.release\"\n": f"reserve = \"crm.release\"\n{INTERRUPT}"})
+    result = run(settings, path, engine, after="reserve")
+
+    [item] = result.instances
+    assert (item.state, item.detail) == (InstanceState.COMPENSATED, REASON)
+    assert landed(rows(settings, item.instance_id)) == ["create_record", "reserve",
+                                                        INTERRUPT_NOTICE]
+    assert [(e.step, e.outcome) for e in rows(settings, item.instance_id, "compensation")] == [
+        ("reserve", Outcome.APPLIED), ("create_record", Outcome.APPLIED)]
+    assert item.duration is not None
+    assert item.duration < 30, "the wait ran on to its deadline: the interrupt did not end it"
+    assert_noticed_last(settings, item)
+    assert_judged_interrupted(settings, path, item)
+
+
+def test_a_step_in_flight_finishes_and_no_further_step_starts(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    path = flow_file(**{
+        'effect = "crm.reserve"': f'effect = "crm.reserve"\nwork = "{IN_FLIGHT}"',
+        "reserve = \"crm.release\"\n": f"reserve = \"crm.release\"\n{INTERRUPT}"})
+    result = run(settings, path, engine, after="create_record")
+
+    [item] = result.instances
+    assert (item.state, item.detail) == (InstanceState.COMPENSATED, REASON)
+    forward = rows(settings, item.instance_id)
+    assert item.interrupted_at is not None
+    [reserve] = [e for e in forward if e.step == "reserve"]
+    assert reserve.started_at < item.interrupted_at < reserve.finished_at, (
+        "the interrupt did not come while reserve worked")
+    # The step in flight landed; neither the wait's steps nor any other ran.
+    assert landed(forward) == ["create_record", "reserve", INTERRUPT_NOTICE]
+    assert [e.step for e in rows(settings, item.instance_id, "compensation")] == [
+        "reserve", "create_record"]
+    assert_noticed_last(settings, item)
+    assert_judged_interrupted(settings, path, item)
+
+
+def test_an_interrupt_halts_every_parallel_branch_then_compensates_them_all(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    path = flow_file("branches", **{
+        'effect = "portal.open"': f'effect = "portal.open"\n  work = "{IN_FLIGHT}"',
+        'open_account = "billing.close_account"':
+            f'open_account = "billing.close_account"\n{INTERRUPT}'})
+    result = run(settings, path, engine, after="create_record")
+
+    [item] = result.instances
+    assert (item.state, item.detail) == (InstanceState.COMPENSATED, REASON)
+    forward = rows(settings, item.instance_id)
+    assert item.interrupted_at is not None
+    [portal] = [e for e in forward if e.step == "open_portal"]
+    assert portal.started_at < item.interrupted_at < portal.finished_at
+    # The branches' first steps were in flight and finished; the portal branch started
+    # no second step, and the step after the group never ran.
+    assert sorted(landed(forward)) == sorted(
+        ["create_record", "open_portal", "open_account", "welcome", INTERRUPT_NOTICE])
+    undone = [e.step for e in rows(settings, item.instance_id, "compensation")]
+    assert sorted(undone) == ["create_record", "open_account", "open_portal"]
+    assert undone[-1] == "create_record"  # before the group: undone last
+    assert_noticed_last(settings, item)
+    assert_judged_interrupted(settings, path, item)
