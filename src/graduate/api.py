@@ -97,7 +97,7 @@ def run(flow: str | Path | Target, *, engine: str, instances: int = 1, workers: 
         temporal_port: int | None = None, redis_port: int | None = None,
         time_scale: str | float = 1,
         on_status: Callable[[str, InstanceStatus], None] | None = None,
-        interrupt_after: str | None = None) -> RunResult:
+        interrupt_at: str | None = None) -> RunResult:
     """Run `flow` on `engine` and report what became of every instance.
 
     `flow` is a name in the project's spikes folder, a .toml file, or `module:ATTRIBUTE`;
@@ -107,8 +107,8 @@ def run(flow: str | Path | Target, *, engine: str, instances: int = 1, workers: 
     `decisions` answers waits as soon as an instance reaches them (`{"approval":
     "approve"}`); a wait without one runs to its deadline, or until `graduate.signal`.
     The flow's interrupt is sent when `decisions` names its signal with "interrupt"
-    (`{"red_flag": "interrupt"}`): to each instance as soon as it started, or once the
-    ledger shows the effect of step `interrupt_after` landed.
+    (`{"red_flag": "interrupt"}`): to each instance as soon as it started, or where
+    `interrupt_at` says: while that step is in flight, or while it waits at that wait.
     `failures` makes a step's external system fail (`Failure` or `"STEP=transient:2"`,
     `"STEP=permanent"`). The services come from the settings, else from
     `graduate env up`, else local ones started for the run (on `temporal_port` and
@@ -121,7 +121,7 @@ def run(flow: str | Path | Target, *, engine: str, instances: int = 1, workers: 
     target = _target(flow, engine, config, config.project_dir)
     options = RunOptions(
         flow=target.flow_ref, engine=target.engine, instances=instances, workers=workers,
-        timeout=timeout, decisions=dict(decisions or {}), interrupt_after=interrupt_after,
+        timeout=timeout, decisions=dict(decisions or {}), interrupt_at=interrupt_at,
         failures=tuple(item if isinstance(item, Failure) else Failure.parse(item)
                        for item in failures),
         temporal_port=temporal_port, redis_port=redis_port, app=target.app,

@@ -750,16 +750,10 @@ def judge_interrupt(flow: Flow, effects: Sequence[EffectRecord], status: Instanc
     there was nothing left to interrupt."""
     assert flow.interrupt is not None
     signal = flow.interrupt.signal
-    steps = {s.name for s in flow.steps}
     applied = _applied_order(flow, effects)
     compensated = _undone_order(effects)
     undone = [e for e in effects if e.kind == "compensation" and _landed(e)]
-    problems = []
-    if interrupted_at is not None:
-        problems += [f"{e.step} started {e.started_at - interrupted_at:.2f}s after the "
-                     "interrupt was recorded: no step may start once it has"
-                     for e in effects if e.kind == "effect" and e.step in steps
-                     and e.started_at > interrupted_at and e.attempt == 1]
+    problems = [] if interrupted_at is None else _started_after(flow, effects, interrupted_at)
     finished_first = status.state is InstanceState.COMPLETED and not problems
     if finished_first:
         return InterruptVerdict(signal, interrupted_at, applied, compensated, ())
@@ -778,6 +772,32 @@ def judge_interrupt(flow: Flow, effects: Sequence[EffectRecord], status: Instanc
                         f"{' (' + status.detail + ')' if status.detail else ''}, not "
                         "compensated")
     return InterruptVerdict(signal, interrupted_at, applied, compensated, tuple(problems))
+
+
+def _started_after(flow: Flow, effects: Sequence[EffectRecord],
+                   interrupted_at: float) -> list[str]:
+    """Each step the engine started after the interrupt was recorded. The ledger shows
+    when a worker began a call, not when the engine sent it: a step whose predecessors
+    had all landed before the interrupt may have been sent before it (the step in
+    flight), so a late start counts only when a step before it landed after the
+    interrupt, which the engine cannot have sent it before."""
+    steps = {s.name for s in flow.steps}
+    landed_at: dict[str, float] = {}
+    for effect in effects:
+        if effect.kind == "effect" and effect.step in steps and _landed(effect):
+            landed_at.setdefault(effect.step, effect.finished_at)
+    problems = []
+    for effect in effects:
+        if (effect.kind != "effect" or effect.step not in steps or effect.attempt != 1
+                or effect.started_at <= interrupted_at):
+            continue
+        later = [s for s in flow.before(effect.step)
+                 if landed_at.get(s, interrupted_at) > interrupted_at]
+        if later:
+            problems.append(f"{effect.step} started {effect.started_at - interrupted_at:.2f}s "
+                            f"after the interrupt was recorded, once {later[-1]} had landed "
+                            "after it: no step may start once the interrupt is recorded")
+    return problems
 
 
 def compensation_order(flow: Flow, applied: Sequence[str],

@@ -65,9 +65,10 @@ class RunOptions:
     workers: int = 1
     timeout: float = 120.0
     decisions: Mapping[str, Decision] = field(default_factory=dict)
-    # With `decisions = {INTERRUPT_SIGNAL: "interrupt"}`: the interrupt goes to each
-    # instance once the ledger shows this step's effect landed; None: once it started.
-    interrupt_after: str | None = None
+    # With `decisions = {INTERRUPT_SIGNAL: "interrupt"}`, where the interrupt reaches
+    # each instance: a step's name, while that step is in flight; a wait's name, while
+    # the instance waits there; None, as soon as it started. See RunSession._interrupt.
+    interrupt_at: str | None = None
     failures: Sequence[Failure] = ()
     tenant_id: str = "demo-tenant"
     temporal_port: int | None = None

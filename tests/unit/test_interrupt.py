@@ -173,8 +173,18 @@ def test_a_step_started_after_the_interrupt_fails_saying_which(flow: Flow) -> No
 
     assert verdict == "failed"
     assert reason == ("interrupted by red_flag, but notify started 2.00s after the "
-                      "interrupt was recorded: no step may start once it has")
+                      "interrupt was recorded, once update had landed after it: no step "
+                      "may start once the interrupt is recorded")
     assert failures == [f"i1 failed: {reason} (corr)"]
+
+
+def test_a_step_the_engine_sent_before_the_interrupt_may_begin_after_it(flow: Flow) -> None:
+    """update's call began after the interrupt, but create had landed before it: the
+    engine may have sent update first (the worker took it up a moment later)."""
+    sent_before = [call("create", 1), call("update", 5.1)]
+
+    assert judged(flow, [*sent_before, *UNDONE, *NOTICED], ended())[:2] == (
+        "compensated", REASON)
 
 
 def test_a_step_left_uncompensated_fails_saying_which(flow: Flow) -> None:

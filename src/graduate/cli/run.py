@@ -42,10 +42,11 @@ def run(
         help="Answer a wait as soon as an instance reaches it: SIGNAL=approve or "
              "SIGNAL=reject. Without it, waits run to their deadline or until "
              "`graduate signal` is sent from another terminal. SIGNAL=interrupt sends the "
-             "flow's interrupt (see --interrupt-after).")] = None,
-    interrupt_after: Annotated[str | None, typer.Option(
-        help="With --signal SIGNAL=interrupt: send the interrupt once the ledger shows "
-             "this step's effect landed (default: as soon as the instance started).")] = None,
+             "flow's interrupt (see --interrupt-at).")] = None,
+    interrupt_at: Annotated[str | None, typer.Option(
+        help="With --signal SIGNAL=interrupt: send the interrupt while this step is in "
+             "flight, or while the instance waits at this wait (default: as soon as the "
+             "instance started).")] = None,
     fail: Annotated[list[str] | None, typer.Option(
         help="Make the external system of a step fail: STEP=transient:N (N times, then "
              "succeed) or STEP=permanent.")] = None,
@@ -79,7 +80,7 @@ def run(
         result = graduate.run(
             targets[name], engine=name, instances=instances, workers=workers, timeout=timeout,
             decisions=decisions, failures=failures, settings=config,
-            interrupt_after=interrupt_after,
+            interrupt_at=interrupt_at,
             temporal_port=temporal_port, redis_port=redis_port, time_scale=time_scale,
             on_status=None if as_json else _progress_of(
                 f"[bold]Running {escape(flow)} on {name}[/] ({instances} instance(s))"))

@@ -31,7 +31,7 @@ from graduate.apps import check_app
 from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.flow import Flow, InstanceRequest, Wait, check_seconds, load_flow
-from graduate.ledger import Ledger, Outcome
+from graduate.ledger import Ledger
 from graduate.processes import ready_by
 from graduate.runs.supervisor import Supervisor
 from graduate.runs.timeline import SIGNAL_SENT, Timeline
@@ -116,7 +116,7 @@ def validate_options(flow: Flow, options: RunOptions) -> None:
                                  if flow.interrupt else ""))
         if decision not in ("approve", "reject"):
             raise ConfigError(f"decision {decision!r} for {name} must be approve or reject")
-    _check_interrupt_after(flow, options)
+    _check_interrupt_at(flow, options)
     steps = {s.name for s in flow.steps}
     for failure in options.failures:
         if failure.step not in steps:
@@ -124,19 +124,20 @@ def validate_options(flow: Flow, options: RunOptions) -> None:
                               f"does not have; its steps: {', '.join(sorted(steps))}")
 
 
-def _check_interrupt_after(flow: Flow, options: RunOptions) -> None:
-    if options.interrupt_after is None:
+def _check_interrupt_at(flow: Flow, options: RunOptions) -> None:
+    at = options.interrupt_at
+    if at is None:
         return
     if flow.interrupt is None or options.decisions.get(flow.interrupt.signal) != "interrupt":
         signal = flow.interrupt.signal if flow.interrupt else None
         raise ConfigError(
-            f"--interrupt-after {options.interrupt_after} sends the flow's interrupt, but "
+            f"--interrupt-at {at} places the flow's interrupt, but "
             + (f"the run does not send it: add --signal {signal}=interrupt" if signal else
                f"flow {flow.name!r} declares none: add an [interrupt] table with its signal"))
-    if options.interrupt_after not in {s.name for s in flow.steps}:
-        raise ConfigError(f"--interrupt-after names step {options.interrupt_after!r}, which "
-                          f"flow {flow.name!r} does not have; its steps: "
-                          f"{', '.join(s.name for s in flow.steps)}")
+    places = [s.name for s in flow.steps] + [w.name for w in flow.waits]
+    if at not in places:
+        raise ConfigError(f"--interrupt-at names {at!r}, which is no step or wait of flow "
+                          f"{flow.name!r}; give one of: {', '.join(places)}")
 
 
 def load_run_flow(settings: Settings, options: RunOptions, loaded: Flow | None = None,
@@ -204,6 +205,8 @@ class RunSession:
                                        failure.times)
         if self.arming is not None:
             self.arming.arm(self.ledger, request)
+        if (at := self._interrupted_in_flight()) is not None:
+            self.ledger.arm(request.instance_id, at, "before-effect")
         self.requests.append(request)
         self.engine.start(request)
         return request
@@ -265,7 +268,7 @@ class RunSession:
             return {iid: known.get(iid, unknown) for iid in instance_ids}
 
     def _answer(self, instance_id: str, status: InstanceStatus) -> None:
-        self._interrupt(instance_id)
+        self._interrupt(instance_id, status)
         if status.state is not InstanceState.WAITING:
             return
         wait = next_wait(self.flow, status.done)
@@ -283,19 +286,33 @@ class RunSession:
                               instance=instance_id)
 
 
-    def _interrupt(self, instance_id: str) -> None:
-        """Send the flow's interrupt, once, when the options decide it: as soon as the
-        instance started, or once the ledger shows `interrupt_after`'s effect landed.
-        The time it was taken is what the checker judges later starts by."""
+    def _sends_interrupt(self) -> bool:
         interrupt = self.flow.interrupt
-        if (interrupt is None or instance_id in self.interrupted
-                or self.options.decisions.get(interrupt.signal) != "interrupt"):
+        return interrupt is not None and self.options.decisions.get(
+            interrupt.signal) == "interrupt"
+
+    def _interrupted_in_flight(self) -> str | None:
+        """The step the interrupt is to reach in flight, if the options say so."""
+        at = self.options.interrupt_at
+        return at if self._sends_interrupt() and any(
+            s.name == at for s in self.flow.steps) else None
+
+    def _interrupt(self, instance_id: str, status: InstanceStatus) -> None:
+        """Send the flow's interrupt, once, where the options place it (`interrupt_at`):
+        while a step is in flight (its call, armed at start, pauses before its effect,
+        a ledger row says so; released once the interrupt is sent, its effect lands);
+        while the instance waits at a wait, as the engine reports; or as soon as it
+        started. The time it was sent is what the checker judges later starts by."""
+        interrupt = self.flow.interrupt
+        if interrupt is None or instance_id in self.interrupted or not self._sends_interrupt():
             return
-        after = self.options.interrupt_after
-        if after is not None and not any(
-                e.step == after and e.kind == "effect"
-                and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)
-                for e in self.ledger.effects(instance_id=instance_id)):
+        at = self.options.interrupt_at
+        step = self._interrupted_in_flight()
+        if step is not None:
+            if self.ledger.reached(instance_id, step, "before-effect") is None:
+                return
+        elif at is not None and not (status.state is InstanceState.WAITING
+                                     and _waits_at(self.flow, status, at)):
             return
         try:
             self.engine.signal(instance_id, interrupt.signal, {"decision": "interrupt"})
@@ -304,6 +321,13 @@ class RunSession:
         self.interrupted[instance_id] = time.time()
         self.timeline.add(SIGNAL_SENT, f"{interrupt.signal}=interrupt to {instance_id}",
                           instance=instance_id)
+        if step is not None:
+            self.ledger.release(instance_id, step, "before-effect")
+
+
+def _waits_at(flow: Flow, status: InstanceStatus, wait: str) -> bool:
+    found = next_wait(flow, status.done)
+    return found is not None and found.name == wait
 
 
 @contextlib.contextmanager

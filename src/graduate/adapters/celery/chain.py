@@ -374,9 +374,11 @@ class ChainTasks:
         interrupt = self.interrupted(_instance(ctx))
         if interrupt is None:
             return
-        _stop_chain(task)
         if self.flow.branch_of(node) is None:
+            _stop_chain(task)
             compensation_part(self.app, self.flow, ctx, interrupt.reason).apply_async()
+        # A branch's chain is left to Celery, which fails the rest of it and then calls
+        # the chord's error callback: stopping it would leave the chord waiting forever.
         raise Interrupted(interrupt.reason)
 
     def timer(self, task: Any, ctx: Context, node: str) -> Context:
