@@ -14,7 +14,7 @@ from tests.unit.conftest import variant
 
 from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.check import FaultFacts, judge_instance, judge_run
-from graduate.errors import FlowError
+from graduate.errors import ConfigError, FlowError
 from graduate.flow import (
     INTERRUPT_NOTICE,
     NOTICE_RETRY,
@@ -24,6 +24,7 @@ from graduate.flow import (
     load_flow,
 )
 from graduate.ledger import EffectKind, EffectRecord, InstanceRecord, Outcome
+from graduate.runner import Decision, RunOptions, validate_options
 
 INTERRUPT = '\n[interrupt]\nsignal = "red_flag"\nnotice = "mail.red_flag"\n'
 STARTED = 1000.0
@@ -228,3 +229,41 @@ def test_the_engines_reason_alone_has_the_instance_judged_as_interrupted(flow: F
     assert verdict.interrupt.interrupted_at is None
     assert run.failures == ("i1: interrupted notice of red_flag missing: the instance ended "
                             "interrupted and it was never sent (corr)",)
+
+
+# ---------------------------------------------------------------------------- run options
+
+
+def run_options(decisions: dict[str, Decision], at: str | None = None) -> RunOptions:
+    return RunOptions(flow="mini", engine="temporal", decisions=decisions, interrupt_at=at)
+
+
+@pytest.mark.parametrize("at", [None, "update", "approval"])
+def test_a_run_sends_the_interrupt_where_its_options_place_it(flow: Flow,
+                                                              at: str | None) -> None:
+    validate_options(flow, run_options({"red_flag": "interrupt", "approval": "approve"}, at))
+
+
+@pytest.mark.parametrize(("decisions", "at", "message"), [
+    ({"red_flag": "approve"}, None,
+     "red_flag is the flow's interrupt: its decision is red_flag=interrupt, not 'approve'"),
+    ({"approval": "interrupt"}, None, "decision 'interrupt' for approval must be approve or "
+                                      "reject"),
+    ({}, "update", "--interrupt-at update places the flow's interrupt, but the run does not "
+                   "send it: add --signal red_flag=interrupt"),
+    ({"red_flag": "interrupt"}, "cool_off", "--interrupt-at names 'cool_off', which is no "
+                                            "step or wait of flow 'mini'; give one of: "
+                                            "create, update, notify, approval"),
+    ({"red_flag2": "interrupt"}, None, "waits for no signal 'red_flag2'; its waits take: "
+                                       "approval, and its interrupt red_flag"),
+])
+def test_run_options_that_misplace_the_interrupt_are_refused(
+        flow: Flow, decisions: dict[str, Decision], at: str | None, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        validate_options(flow, run_options(decisions, at))
+    assert message in str(error.value)
+
+
+def test_a_flow_without_an_interrupt_cannot_place_one(mini_flow: Flow) -> None:
+    with pytest.raises(ConfigError, match="declares none: add an \\[interrupt\\] table"):
+        validate_options(mini_flow, run_options({}, "create"))
