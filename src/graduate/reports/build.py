@@ -513,6 +513,8 @@ def _problems(verdict: InstanceVerdict, rows: tuple[LedgerRow, ...], *, run_id: 
         found.append(problem("double-start", None, verdict.starts.reason))
     if verdict.rollback is not None:
         found += [problem("rollback", None, p) for p in verdict.rollback.problems]
+    if verdict.interrupt is not None:
+        found += [problem("interrupt", None, p) for p in verdict.interrupt.problems]
     if verdict.correlation_breaks:
         found.append(problem("correlation", verdict.correlation_breaks[0].step,
                              correlation_failure(verdict.correlation_breaks)))

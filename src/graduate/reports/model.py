@@ -17,7 +17,7 @@ Decision: TypeAlias = Literal["graduate", "keep-celery", "not-enough-evidence"]
 Side: TypeAlias = Literal["temporal", "celery", "open"]
 ProblemKind: TypeAlias = Literal["lost", "stuck", "failed", "duplicate", "resume",
                                  "double-start", "rollback", "correlation", "audit",
-                                 "reminder", "notice"]
+                                 "reminder", "notice", "interrupt"]
 Clock: TypeAlias = Literal["exact", "approximate", "none"]
 Pairs: TypeAlias = tuple[tuple[str, str], ...]
 

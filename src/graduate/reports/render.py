@@ -35,6 +35,7 @@ PROBLEM_TITLES = {
     "audit": "audit trail missing or broken",
     "reminder": "reminder missing during a wait",
     "notice": "notice of how a wait ended missing, early or wrong",
+    "interrupt": "interrupt not honoured: a step after it, or one left applied",
 }
 
 # In a Markdown table cell a pipe ends the cell and HTML is live: escape both, and the
