@@ -285,7 +285,6 @@ class RunSession:
             self.timeline.add(SIGNAL_SENT, f"{wait.signal}={decision} to {instance_id}",
                               instance=instance_id)
 
-
     def _sends_interrupt(self) -> bool:
         interrupt = self.flow.interrupt
         return interrupt is not None and self.options.decisions.get(
