@@ -55,3 +55,26 @@ def create_app(flow: Flow, services: Mapping[str, Any], settings: Mapping[str, A
     else:
         state_machine.register(app, flow, resources, settings, run_id)
     return app
+
+
+def close_app(app: Celery) -> None:
+    """Close an app this process sent tasks with, its result subscriptions dropped first.
+
+    graduate reads results from the backend's keys and never waits on one, yet Celery's
+    Redis backend subscribes the sending process to every task it sends, and each
+    AsyncResult unsubscribes when it is collected. One that only the cycle collector
+    frees (held by an exception's traceback, say) goes at any later moment, after the
+    run's Redis is gone: its __del__ then retries the dead server and raises. Python
+    reports that through sys.unraisablehook; pytest's hook formats the traceback with
+    ast.parse, and when the collection fell inside another ast.parse (pytest rewriting a
+    module it imports) CPython 3.11 fails that outer parse with "SystemError: AST
+    constructor recursion depth mismatch". So the subscriptions end here: closing the
+    pubsub connection sends nothing (it works with the backend already gone), and a
+    result collected later finds nothing to unsubscribe.
+    """
+    consumer = getattr(app.backend, "result_consumer", None)
+    subscribed = getattr(consumer, "subscribed_to", None)
+    if consumer is not None and isinstance(subscribed, set):
+        consumer.stop()
+        subscribed.clear()
+    app.close()

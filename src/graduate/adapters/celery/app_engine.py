@@ -10,7 +10,6 @@ a profile's overrides over them) go into the run's evidence.
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from typing import Any
 from graduate.adapters.app_engine import app_environment, progress, start_app_worker
 from graduate.adapters.base import HeldUp, HistoryEvent, InstanceStatus, WorkerGroup
 from graduate.adapters.celery import application
+from graduate.adapters.celery.app import close_app
 from graduate.adapters.celery.app_worker import SETTINGS_VARIABLE, connect_services, load_app
 from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.description import APP
@@ -179,9 +179,6 @@ class CeleryAppEngine:
         return None
 
     def close(self) -> None:
-        # The results of what the team's start sent unsubscribe from the result backend
-        # when collected: let them, while the backend is still up.
-        gc.collect()
-        self._celery.close()
+        close_app(self._celery)
         self._broker.close()
         self._ledger.close()

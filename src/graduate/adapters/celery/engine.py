@@ -15,7 +15,7 @@ from graduate.adapters.base import (
     services_for_worker,
     start_worker_process,
 )
-from graduate.adapters.celery.app import check_strategy, create_app
+from graduate.adapters.celery.app import check_strategy, close_app, create_app
 from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.chain import ChainStrategy
 from graduate.adapters.celery.description import CHAIN, STATE_MACHINE
@@ -179,6 +179,6 @@ class CeleryEngine:
         return self._broker.server_versions()
 
     def close(self) -> None:
-        self._app.close()
+        close_app(self._app)
         self._broker.close()
         self._resources.close()

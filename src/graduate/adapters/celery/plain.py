@@ -18,6 +18,7 @@ from celery.signals import worker_process_init, worker_ready
 
 from graduate._launch import die_with_parent
 from graduate.adapters.base import write_ready_file
+from graduate.adapters.celery.app import close_app
 from graduate.adapters.plain import PlainSpec, record_effect, start_plain_worker
 from graduate.processes import ManagedProcess
 
@@ -71,7 +72,7 @@ class PlainCeleryClient:
         self._send(instance_id, wait)
 
     def close(self) -> None:
-        self._app.close()
+        close_app(self._app)
 
 
 
