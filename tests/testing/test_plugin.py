@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -11,19 +12,19 @@ from graduate.config import Settings
 from graduate.errors import ServiceError
 from graduate.services.model import TemporalTarget
 from graduate.services.resolver import make_resolver
+from tests.adr.conftest import REPO
 from tests.conftest import processes_mentioning, service_url
 
 FLOW = (Path(__file__).resolve().parents[1] / "flows" / "chaos.toml").read_text()
-USER_TEST = '''
-import pytest
+DOCS = REPO / "docs" / "testing.md"
 
 
-@pytest.mark.graduate(engines=["temporal", "celery-chain"], faults=["kill-worker"])
-def test_approval_survives_a_worker_crash(chaos, graduate_engine, graduate_fault):
-    outcome = chaos("approval", engine=graduate_engine, fault=graduate_fault,
-                    at="activate:before-effect", timeout=20)
-    outcome.assert_ok()
-'''
+def docs_example() -> str:
+    """The test docs/testing.md tells a user to write, as it stands there: the first
+    Python block after "Then `tests/test_crash.py`:"."""
+    text = DOCS.read_text()
+    after = text.split("Then `tests/test_crash.py`:", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
 
 RESTART_TEST = '''
 def test_restart(chaos):
@@ -125,9 +126,12 @@ def test_help_lists_the_options(project: pytest.Pytester) -> None:
 def test_a_worker_crash_fails_on_the_engine_that_loses_the_commitment(
         project: pytest.Pytester, temporal_server: TemporalTarget, broker: str,
         tmp_path: Path) -> None:
-    """The ten-line test of docs/testing.md: it passes on Temporal and fails on the
-    Celery chain, saying which instance, which step, how often each effect ran."""
-    project.makepyfile(test_crash=USER_TEST)
+    """The example of docs/testing.md, as a user copies it, on the pilot's flow
+    (spikes/partner_approval.toml): it passes on Temporal and fails on the Celery chain
+    with the message the page shows, saying which instance, which step, how often each
+    effect ran."""
+    shutil.copy(REPO / "spikes" / "partner_approval.toml", project.path / "spikes")
+    project.makepyfile(test_crash=docs_example())
     evidence = tmp_path / "evidence"
     result = project.runpytest_subprocess(
         "--graduate-provider", "external", "--graduate-temporal-address",
@@ -137,12 +141,14 @@ def test_a_worker_crash_fails_on_the_engine_that_loses_the_commitment(
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
         "*AssertionError: the flow did not survive the fault*",
-        "*approval on celery-chain under kill-worker at activate:before-effect*",
-        "*- instance approval-*-01 (correlation *): LOST: nothing holds it any more*",
-        "*was in flight at activate (paused before effect); resumed at nothing*",
-        "*effects: create_record ran once, reserve ran once, activate never ran, "
-        "notify never ran*",
-        "*FAILED test_crash.py::test_approval_survives_a_worker_crash?celery-chain-kill-worker?*",
+        "*partner_approval on celery-chain under kill-worker at update_crm:before-effect*",
+        "*- instance partner_approval-*-01 (correlation *): LOST: nothing holds it any "
+        "more*",
+        "*was in flight at update_crm (paused before effect); resumed at nothing*",
+        "*effects: validate_partner ran once, create_packet ran once, update_crm never ran, "
+        "send_esign never ran, send_confirmation never ran*",
+        "*FAILED test_crash.py::test_partner_approval_survives_a_worker_crash"
+        "?celery-chain-kill-worker?*",
     ])
     assert len(list((evidence / "runs").glob("*.json"))) == 2
 
