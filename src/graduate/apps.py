@@ -260,8 +260,10 @@ def effect_calls(files: Sequence[Path]) -> Iterator[tuple[Path, int, str, str | 
     for path in files:
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        except (SyntaxError, UnicodeDecodeError):
-            continue  # importing the module reports it, if the app uses it
+        except (SyntaxError, UnicodeDecodeError, RecursionError, MemoryError):
+            # Unreadable, or nested too deeply for the parser (generated code): importing
+            # the module reports it, if the app uses it.
+            continue
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call) or not _is_effect(node.func) or not node.args:
                 continue

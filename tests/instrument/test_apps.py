@@ -17,7 +17,7 @@ import pytest
 
 from graduate.adapters.celery.app_worker import configure
 from graduate.adapters.celery.application import app_settings
-from graduate.apps import app_of_run, check_app, find_app, load_apps
+from graduate.apps import app_of_run, check_app, effect_calls, find_app, load_apps
 from graduate.config import load_settings
 from graduate.errors import ConfigError
 from tests.instrument.conftest import ORDERS, ROOT
@@ -299,3 +299,16 @@ def test_a_later_command_finds_the_app_a_run_ran_from_its_engine_and_flow(
     assert app_of_run(folder, "temporal", flow_source) is None  # a model's run
     with pytest.raises(ConfigError, match=r"that match: none"):
         app_of_run(folder, "celery-app", "elsewhere.toml")
+
+
+def test_a_module_nested_too_deeply_to_parse_has_no_effect_calls_and_no_crash(
+        tmp_path: Path) -> None:
+    """Generated code thousands of levels deep: CPython's parser refuses it (the import
+    would say so); looking for effect names skips it and reads the other files."""
+    deep = tmp_path / "generated.py"
+    deep.write_text("x = " + "-" * 40_000 + "1\n")
+    calls = tmp_path / "steps.py"
+    calls.write_text('effect("crm.create_record", step="create_record")\n')
+
+    assert list(effect_calls([deep, calls])) == [(calls, 1, "crm.create_record",
+                                                   "create_record")]

@@ -386,3 +386,27 @@ def test_an_app_named_celery_as_flask_projects_name_it(codebase: Codebase) -> No
         "export@web/jobs.py:4": "web.jobs.export; @celery.task; bind=True, acks_late=True, "
                                 "max_retries=4"}
     assert [h.rule for h in inv.hazards] == ["late-ack-without-idempotency"]
+
+
+@pytest.mark.parametrize("deep", ["x = " + "-" * 40_000 + "1\n",
+                                  "x = f" + "()" * 100_000 + "\n",
+                                  "x = " + " + ".join(["1"] * 100_000) + "\n"])
+def test_a_file_nested_too_deeply_to_parse_is_skipped_with_the_reason(
+        codebase: Codebase, deep: str) -> None:
+    """Generated code can nest thousands of levels deep; libcst's parser would crash on
+    it (a segmentation fault at 30,000) or take minutes. It is skipped, the rest read."""
+    root = codebase({"proj/__init__.py": "", "proj/generated.py": deep,
+                     "proj/tasks.py": """
+                         from celery import shared_task
+
+                         @shared_task
+                         def ping():
+                             return "pong"
+                     """})
+
+    inv = inventory(root)
+
+    assert [(str(s.location), s.reason) for s in inv.skipped] == [
+        ("proj/generated.py:1", "nests expressions too deeply to parse (thousands of "
+                                "levels, as generated code can): the file was not read")]
+    assert [f.name for f in inv.of_kind(FindingKind.TASK)] == ["ping"]
