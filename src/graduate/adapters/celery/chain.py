@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -680,14 +680,24 @@ class _Record:
     @classmethod
     def read(cls, app: Celery, client: redis.Redis, flow: Flow, instance_id: str,
              ids: list[str]) -> _Record:
-        waits = [w.name for w in flow.waits]
+        return cls.parse(app, flow, ids, client.mget(cls.keys(app, flow, instance_id, ids)))
+
+    @staticmethod
+    def keys(app: Celery, flow: Flow, instance_id: str, ids: list[str]) -> list[Any]:
+        """The keys of one instance's record, in the order `parse` reads them."""
         # A parallel block is claimed too, by the first branch that fails.
         claimed = [n.name for n in flow.nodes if isinstance(n, Wait | Parallel)]
         keys = [app.backend.get_key_for_task(tid) for tid in ids]
         keys += [claim_key(instance_id, name) for name in claimed]
-        keys += [context_key(instance_id, w) for w in waits]
+        keys += [context_key(instance_id, w.name) for w in flow.waits]
         keys.append(cancel_key(instance_id))
-        raws = client.mget(keys)
+        return keys
+
+    @classmethod
+    def parse(cls, app: Celery, flow: Flow, ids: list[str], raws: list[Any]) -> _Record:
+        """The record from the values of `keys`."""
+        waits = [w.name for w in flow.waits]
+        claimed = [n.name for n in flow.nodes if isinstance(n, Wait | Parallel)]
         metas = {tid: app.backend.decode_result(raw)
                  for tid, raw in zip(ids, raws[:len(ids)], strict=True) if raw is not None}
         claims = raws[len(ids):len(ids) + len(claimed)]
@@ -752,10 +762,24 @@ class ChainStrategy:
                            task_id=task_id(instance_id, "signal", name)).apply_async()
 
     def status(self, instance_id: str) -> InstanceStatus:
-        # One MGET for the whole record: the harness asks this of every instance it
-        # watches, on the same two cores as the workers.
-        record = _Record.read(self.app, self.resources.redis(), self.flow, instance_id,
-                              self._task_ids(instance_id))
+        # One MGET for the whole record.
+        return self._status(instance_id, _Record.read(
+            self.app, self.resources.redis(), self.flow, instance_id,
+            self._task_ids(instance_id)))
+
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        """Every instance's `status`, their records read in one round trip (one MGET
+        each, pipelined): the harness asks this of every instance it watches, on the
+        same cores as the workers."""
+        task_ids = {iid: self._task_ids(iid) for iid in instance_ids}
+        pipeline = self.resources.redis().pipeline(transaction=False)
+        for iid in instance_ids:
+            pipeline.mget(_Record.keys(self.app, self.flow, iid, task_ids[iid]))
+        found = pipeline.execute()
+        return {iid: self._status(iid, _Record.parse(self.app, self.flow, task_ids[iid], raws))
+                for iid, raws in zip(instance_ids, found, strict=True)}
+
+    def _status(self, instance_id: str, record: _Record) -> InstanceStatus:
         finish = task_id(instance_id, "finish")
         if record.state(finish) == "SUCCESS":
             result = record.result(finish)

@@ -148,6 +148,8 @@ class CeleryEngine:
         return self._impl.status(instance_id)
 
     def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        if isinstance(self._impl, ChainStrategy):
+            return self._impl.statuses(instance_ids)  # one round trip to Redis for all
         return {iid: self._impl.status(iid) for iid in instance_ids}
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
