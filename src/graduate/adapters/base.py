@@ -273,7 +273,8 @@ class Engine(Protocol):
 
     def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
         """`status` of each instance, asked together where the engine can (the harness
-        watches every unfinished instance on every round, on the workers' cores)."""
+        watches every unfinished instance on every round, on the workers' cores). It may
+        lag `status` by a moment (Temporal's visibility store), never run ahead of it."""
         ...
 
     def history(self, instance_id: str) -> list[HistoryEvent]:

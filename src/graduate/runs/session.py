@@ -240,11 +240,21 @@ class RunSession:
             if (all(s.state.finished for s in statuses.values())
                     or (until is not None and until(statuses))
                     or time.monotonic() > deadline):
-                return statuses
+                return self._exact(statuses)
             for instance_id in unfinished:
                 self._answer(instance_id, statuses[instance_id])
             pause = pause_after(time.monotonic() - began)
             time.sleep(min(pause, max(POLL_INTERVAL, deadline - time.monotonic())))
+
+    def _exact(self, statuses: dict[str, InstanceStatus]) -> dict[str, InstanceStatus]:
+        """`statuses` with each unfinished instance's read again by itself: a batched
+        read may lag the engine by a moment (`Engine.statuses`), and what the watch
+        ends on is what the run is judged on."""
+        for instance_id, status in statuses.items():
+            if not status.state.finished:
+                with contextlib.suppress(Exception):  # the engine is down: as last seen
+                    statuses[instance_id] = self.engine.status(instance_id)
+        return statuses
 
     def _answer_started(self, known: dict[str, InstanceStatus]) -> None:
         """Answer the waits of the instances started so far; `known` keeps what each was

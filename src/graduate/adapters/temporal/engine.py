@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +60,8 @@ T = TypeVar("T")
 # How long a new worker deployment version may take to be seen by the server (its first
 # poll) before it can become the current version.
 VERSION_REGISTERED_TIMEOUT = 30.0
+# A running workflow listed with the same memo this long is described (see `_Listed`).
+STILL_FOR = 2.0
 
 _OUTCOMES = {
     "completed": InstanceState.COMPLETED,
@@ -133,6 +137,7 @@ class TemporalEngine:
         self._client: Client = self._run(connect(services.temporal))
         self._workers = 0
         self._current_version: int | None = None  # under worker versioning
+        self._listed = _Listed()
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self._loop.run_until_complete(coroutine)
@@ -243,8 +248,33 @@ class TemporalEngine:
         return self._run(self._status(instance_id))
 
     def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
-        """Every instance's `status`, the server asked for all of them at once."""
-        return self._run(gather_statuses(self._status, instance_ids))
+        """Every instance's `status`: the running ones read from one visibility list of
+        the run's task queue (see `_Listed`), the rest described one by one."""
+        return self._run(self._statuses(instance_ids))
+
+    async def _statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        listed: dict[str, Any] = {}
+        query = (f"TaskQueue = '{task_queue(self.flow.name, self.queue)}' "
+                 "AND ExecutionStatus = 'Running'")
+        async for execution in self._client.list_workflows(query):
+            known = listed.get(execution.id)
+            if known is None or execution.start_time > known.start_time:
+                listed[execution.id] = execution  # the newest run of a reused ID
+        wanted = set(instance_ids)
+        for instance_id, execution in listed.items():
+            if instance_id in wanted:
+                self._listed.see(instance_id, await execution.memo())
+        now = time.monotonic()
+        # Not listed (closed, or started too recently for the visibility store), or
+        # listed unchanged for a while (its workflow task may be failing): described.
+        described = [iid for iid in instance_ids
+                     if iid not in listed or self._listed.due(iid, now)]
+        found = await gather_statuses(self._status, described)
+        for instance_id in described:
+            if instance_id in listed:
+                self._listed.described(instance_id, found[instance_id], now)
+        return {iid: found[iid] if iid in found else self._listed.status(iid)
+                for iid in instance_ids}
 
     async def _status(self, instance_id: str) -> InstanceStatus:
         handle = self._client.get_workflow_handle(instance_id, result_type=FlowResult)
@@ -264,11 +294,7 @@ class TemporalEngine:
                 # workflow task for ever, and the workflow goes nowhere.
                 return InstanceStatus(InstanceState.RUNNING, done, None,
                                       f"workflow task failing: {await self._task_failure(handle)}")
-            waiting = memo.get("waiting")
-            if waiting:
-                return InstanceStatus(InstanceState.WAITING, done, None,
-                                      f"waiting for signal {waiting!r}")
-            return InstanceStatus(InstanceState.RUNNING, done)
+            return running_status(memo)
         if description.status == WorkflowExecutionStatus.COMPLETED:
             result = await handle.result()
             return InstanceStatus(_OUTCOMES[result.outcome], tuple(result.done), closed,
@@ -301,6 +327,54 @@ class TemporalEngine:
 
     def close(self) -> None:
         self._loop.close()
+
+
+def running_status(memo: Mapping[str, Any]) -> InstanceStatus:
+    """A running workflow's status from its memo: waiting for a signal, or running."""
+    done = tuple(memo.get("done") or ())
+    waiting = memo.get("waiting")
+    if waiting:
+        return InstanceStatus(InstanceState.WAITING, done, None,
+                              f"waiting for signal {waiting!r}")
+    return InstanceStatus(InstanceState.RUNNING, done)
+
+
+@dataclass
+class _Seen:
+    memo: dict[str, Any]
+    since: float  # monotonic: when its memo last changed
+    described: float = -math.inf  # monotonic: when it was last described
+    status: InstanceStatus | None = None  # what that description said
+
+
+@dataclass
+class _Listed:
+    """What the visibility list showed of each running workflow. A running workflow's
+    status is its memo, which the list carries: one call per look for the whole run,
+    where a describe per instance put the server's CPU beside the workers'. A failing
+    workflow task shows only in a describe, and the memo of a workflow that fails its
+    task never changes; so one listed unchanged for STILL_FOR is described, again every
+    STILL_FOR, and keeps what the description said while its memo stays the same. The
+    list may lag the server by a moment, which only delays what the harness sees."""
+
+    seen: dict[str, _Seen] = field(default_factory=dict)
+
+    def see(self, instance_id: str, memo: Mapping[str, Any]) -> None:
+        known = self.seen.get(instance_id)
+        if known is None or known.memo != memo:
+            self.seen[instance_id] = _Seen(dict(memo), time.monotonic())
+
+    def due(self, instance_id: str, now: float) -> bool:
+        known = self.seen[instance_id]
+        return now - known.since >= STILL_FOR and now - known.described >= STILL_FOR
+
+    def described(self, instance_id: str, status: InstanceStatus, now: float) -> None:
+        known = self.seen[instance_id]
+        known.described, known.status = now, status
+
+    def status(self, instance_id: str) -> InstanceStatus:
+        known = self.seen[instance_id]
+        return known.status or running_status(known.memo)
 
 
 async def gather_statuses(status: Callable[[str], Awaitable[InstanceStatus]],
