@@ -357,13 +357,22 @@ def deploy(settings: Settings, path: Path, engine: str, *, change: str,
 def test_temporal_catches_a_reorder_deployed_in_flight(settings: Settings,
                                                        flow_file: FlowFactory) -> None:
     """Replay meets commands that no longer match the history: the workflow task fails
-    with a non-determinism error, and the instance goes nowhere (it is not lost)."""
-    instance = only(deploy(settings, flow_file("chaos"), "temporal", change="reorder",
-                           versioned=False))
+    with a non-determinism error, and the instance goes nowhere (it is not lost). Its
+    workflow task fails again at every attempt on the same code, so the run ends there,
+    not at its deadline, and says that only a deploy can move it."""
+    result = deploy(settings, flow_file("chaos"), "temporal", change="reorder",
+                    versioned=False)
+    instance = only(result)
 
     assert instance.verdict is Verdict.STUCK
     assert "Nondeterminism" in instance.reason
     assert applied(settings, instance, "activate") == []
+    timeline = _timeline(result)
+    [held_up] = [e for e in timeline if e.kind == "held-up"]
+    assert held_up.instance == instance.instance_id
+    assert held_up.detail.startswith("nothing can move it until a deploy: ")
+    assert "NON_DETERMINISTIC_ERROR" in held_up.detail
+    assert timeline[-1].detail.startswith("ended early: ")
 
 
 def test_temporal_versioning_guard_keeps_instances_in_flight_on_their_version(

@@ -56,8 +56,8 @@ class InstanceStatus:
 
 @dataclass(frozen=True)
 class HeldUp:
-    """An unfinished instance that nothing can move before `until` (epoch seconds), and
-    what holds it until then (see `Engine.held_until`)."""
+    """An unfinished instance that nothing can move before `until` (epoch seconds;
+    infinite: until a deploy), and what holds it until then (see `Engine.held_until`)."""
 
     until: float
     why: str
@@ -242,8 +242,9 @@ class Engine(Protocol):
     def held_until(self, instance_id: str) -> HeldUp | None:
         """When the unfinished instance is held only by what the engine gives back at a
         known time (a dead worker's unacknowledged messages, back after the broker's
-        visibility timeout): nothing can move it before `HeldUp.until`. None when
-        something may move it any time, or nothing holds it (see `holds`)."""
+        visibility timeout): nothing can move it before `HeldUp.until`; infinite when
+        only a deploy can (a workflow task that fails on replay at every attempt). None
+        when something may move it any time, or nothing holds it (see `holds`)."""
         ...
 
     def start(self, request: InstanceRequest) -> None:

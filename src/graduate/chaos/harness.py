@@ -11,6 +11,7 @@ only, and the whole run is written to the evidence store.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -209,11 +210,7 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
             statuses = session.watch(deadline, revive_after=plan.restart_delay,
                                      until=settled)
             for iid, held_up in sorted(settled.held.items()):
-                until = datetime.fromtimestamp(held_up.until, UTC).isoformat(
-                    timespec="seconds")
-                timeline.add(HELD_UP, f"nothing can move it before {until} ("
-                                      f"{held_up.until - time.time():.0f} s from now, after "
-                                      f"the run's deadline): {held_up.why}", instance=iid)
+                timeline.add(HELD_UP, _held_up_text(held_up), instance=iid)
             timeline.add(RUN_ENDED, "all finished" if all(
                 s.state.finished for s in statuses.values())
                 else settled.proof or "deadline passed")
@@ -454,6 +451,15 @@ class _Settled:
         wait = next_wait(self.session.flow, status.done)
         return (wait is not None and wait.signal not in self.session.options.decisions
                 and self.first_start + wait.deadline > self.deadline)
+
+
+def _held_up_text(held_up: HeldUp) -> str:
+    """A held-up event's words: until when nothing can move the instance, and why."""
+    if math.isinf(held_up.until):
+        return f"nothing can move it until a deploy: {held_up.why}"
+    until = datetime.fromtimestamp(held_up.until, UTC).isoformat(timespec="seconds")
+    return (f"nothing can move it before {until} ({held_up.until - time.time():.0f} s from "
+            f"now, after the run's deadline): {held_up.why}")
 
 
 def _holds(session: RunSession, instance_id: str) -> tuple[bool | None, str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from temporalio.api.enums.v1 import EventType, TimeoutType
+from temporalio.api.enums.v1 import EventType, TimeoutType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import ActivityTaskStartedEventAttributes
 from temporalio.api.history.v1 import HistoryEvent as ServerEvent
 from temporalio.api.workflowservice.v1 import (
@@ -62,6 +62,11 @@ T = TypeVar("T")
 VERSION_REGISTERED_TIMEOUT = 30.0
 # A running workflow listed with the same memo this long is described (see `_Listed`).
 STILL_FOR = 2.0
+
+# Why a workflow task failed when the workflow's own code made it fail: on the same code
+# and history, every attempt fails the same way.
+_FAILING_IN_CODE = (WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_NON_DETERMINISTIC_ERROR,
+                    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_WORKFLOW_WORKER_UNHANDLED_FAILURE)
 
 _OUTCOMES = {
     "completed": InstanceState.COMPLETED,
@@ -204,8 +209,30 @@ class TemporalEngine:
         return description.status == WorkflowExecutionStatus.RUNNING
 
     def held_until(self, instance_id: str) -> HeldUp | None:
-        """A running workflow may move whenever a worker polls: never held to a set time."""
-        return None
+        """A running workflow may move whenever a worker polls, unless its workflow task
+        fails again after failing in the workflow's own code (a non-deterministic replay
+        after a deploy, an exception): the workers replay the same history on the same
+        code at every attempt, so nothing moves it until a deploy (`HeldUp.until` is
+        infinite)."""
+        return self._run(self._held_until(instance_id))
+
+    async def _held_until(self, instance_id: str) -> HeldUp | None:
+        handle = self._client.get_workflow_handle(instance_id)
+        description = await handle.describe()
+        attempt = description.raw_description.pending_workflow_task.attempt
+        if description.status != WorkflowExecutionStatus.RUNNING or attempt < 2:
+            return None
+        failed = None
+        async for event in handle.fetch_history_events():
+            if event.HasField("workflow_task_failed_event_attributes"):
+                failed = event.workflow_task_failed_event_attributes
+        if failed is None or failed.cause not in _FAILING_IN_CODE:
+            return None  # failed for a reason of the moment (a command it had not seen)
+        message = failed.failure.message.splitlines()[0] if failed.failure.message else ""
+        return HeldUp(until=math.inf, why=(
+            f"its workflow task failed ({WorkflowTaskFailedCause.Name(failed.cause)}: "
+            f"{message}) and is on attempt {attempt}: the workers replay the same history "
+            "on the same code at every attempt, so nothing moves it until a deploy"))
 
     def start(self, request: InstanceRequest) -> None:
         # The workflow ID is the instance's business identity: the server keeps at most
