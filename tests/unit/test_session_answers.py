@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from graduate.adapters.base import Engine, InstanceState, InstanceStatus
+from graduate.adapters.base import Engine, InstanceState, InstanceStatus, Signal
+from graduate.errors import EngineError
 from graduate.flow import load_flow
 from graduate.ledger import Ledger
 from graduate.runner import RunOptions
@@ -73,3 +74,32 @@ def test_a_waiting_instance_is_answered_while_no_fault_point_is_reached(
     run.watch(time.monotonic() + 30, until=lambda statuses: next(polls))
 
     assert engine.signals == [(run.instance_ids[0], "day_one_signoff")]
+
+
+class TogetherEngine(WaitingEngine):
+    """Sends signals together (`SignalsTogether`); the second of the first batch fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    def signal_all(self, signals: Sequence[Signal]) -> list[Exception | None]:
+        self.batches.append([s.instance_id for s in signals])
+        down = EngineError("the server is down")
+        return [down if (len(self.batches), n) == (1, 1) else None for n in range(len(signals))]
+
+
+def test_the_waits_found_in_one_look_are_answered_together_and_a_failed_one_again(
+        tmp_path: Path) -> None:
+    engine = TogetherEngine()
+    run = session(engine, tmp_path)
+    run.requests.extend(new_request(FLOW, "r1", n, "t") for n in (2, 3))
+    polls = iter([False, False, True])
+
+    run.watch(time.monotonic() + 30, until=lambda statuses: next(polls))
+
+    first, second, third = run.instance_ids
+    # One batch per look; the one the engine could not signal is sent again next look.
+    assert engine.batches == [[first, second, third], [second]]
+    assert engine.signals == []
+    assert run.signalled == {(iid, "day_one_signoff") for iid in run.instance_ids}

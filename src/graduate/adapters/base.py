@@ -292,6 +292,26 @@ class Engine(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Signal:
+    """A named signal (a human decision) for one instance (`Engine.signal`)."""
+
+    instance_id: str
+    name: str
+    payload: dict[str, Any]
+
+
+@runtime_checkable
+class SignalsTogether(Protocol):
+    """An engine that sends several signals at once, where each `Engine.signal` is a
+    round trip to a server the harness would otherwise wait on one by one."""
+
+    def signal_all(self, signals: Sequence[Signal]) -> list[Exception | None]:
+        """`Engine.signal` for each, sent together: for each, None once delivered, or
+        what `signal` would have raised."""
+        ...
+
+
 @runtime_checkable
 class PredictsDeploys(Protocol):
     """An engine that can tell, before a deploy, which instances the new code breaks: it

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from graduate.adapters import check_engine, needs, open_engine
-from graduate.adapters.base import Engine, InstanceState, InstanceStatus
+from graduate.adapters.base import (
+    Engine,
+    InstanceState,
+    InstanceStatus,
+    Signal,
+    SignalsTogether,
+)
 from graduate.apps import check_app
 from graduate.config import Settings
 from graduate.errors import ConfigError
@@ -241,8 +247,7 @@ class RunSession:
                     or (until is not None and until(statuses))
                     or time.monotonic() > deadline):
                 return self._exact(statuses)
-            for instance_id in unfinished:
-                self._answer(instance_id, statuses[instance_id])
+            self._answer({iid: statuses[iid] for iid in unfinished})
             pause = pause_after(time.monotonic() - began)
             time.sleep(min(pause, max(POLL_INTERVAL, deadline - time.monotonic())))
 
@@ -261,9 +266,8 @@ class RunSession:
         last seen doing, so that a finished one is not asked again."""
         unfinished = [iid for iid in self.instance_ids
                       if iid not in known or not known[iid].state.finished]
-        for instance_id, status in self._statuses(unfinished, known, math.inf).items():
-            known[instance_id] = status
-            self._answer(instance_id, status)
+        known.update(self._statuses(unfinished, known, math.inf))
+        self._answer({iid: known[iid] for iid in unfinished})
 
     def _statuses(self, instance_ids: list[str], known: dict[str, InstanceStatus],
                   deadline: float) -> dict[str, InstanceStatus]:
@@ -277,23 +281,43 @@ class RunSession:
             unknown = InstanceStatus(InstanceState.UNKNOWN, detail="the engine does not answer")
             return {iid: known.get(iid, unknown) for iid in instance_ids}
 
-    def _answer(self, instance_id: str, status: InstanceStatus) -> None:
-        self._interrupt(instance_id, status)
-        if status.state is not InstanceState.WAITING:
-            return
-        wait = next_wait(self.flow, status.done)
+    def _answer(self, statuses: dict[str, InstanceStatus]) -> None:
+        """Send each instance the flow's interrupt where the options place it, then each
+        that waits for a signal listed in the options' decisions that decision, once;
+        the decisions all together where the engine can."""
+        for instance_id, status in statuses.items():
+            self._interrupt(instance_id, status)
         decisions = self.options.decisions
         withheld = self.arming.withheld() if self.arming is not None else ()
-        if (wait and wait.signal in decisions and wait.signal not in withheld
-                and (instance_id, wait.signal) not in self.signalled):
-            decision = decisions[wait.signal]
-            try:
-                self.engine.signal(instance_id, wait.signal, {"decision": decision})
-            except Exception:
-                return  # the engine is down; the next poll tries again
-            self.signalled.add((instance_id, wait.signal))
-            self.timeline.add(SIGNAL_SENT, f"{wait.signal}={decision} to {instance_id}",
-                              instance=instance_id)
+        answers = []
+        for instance_id, status in statuses.items():
+            if status.state is not InstanceState.WAITING:
+                continue
+            wait = next_wait(self.flow, status.done)
+            if (wait and wait.signal in decisions and wait.signal not in withheld
+                    and (instance_id, wait.signal) not in self.signalled):
+                answers.append(Signal(instance_id, wait.signal,
+                                      {"decision": decisions[wait.signal]}))
+        if not answers:
+            return
+        failed: list[Exception | None]
+        if isinstance(self.engine, SignalsTogether):
+            failed = self.engine.signal_all(answers)
+        else:
+            failed = [self._signal_one(answer) for answer in answers]
+        for answer, error in zip(answers, failed, strict=True):
+            if error is not None:
+                continue  # the engine is down; the next look tries again
+            self.signalled.add((answer.instance_id, answer.name))
+            self.timeline.add(SIGNAL_SENT, f"{answer.name}={answer.payload['decision']} to "
+                                           f"{answer.instance_id}", instance=answer.instance_id)
+
+    def _signal_one(self, answer: Signal) -> Exception | None:
+        try:
+            self.engine.signal(answer.instance_id, answer.name, answer.payload)
+        except Exception as error:
+            return error
+        return None
 
     def _sends_interrupt(self) -> bool:
         interrupt = self.flow.interrupt

@@ -33,6 +33,7 @@ from graduate.adapters.base import (
     HistoryEvent,
     InstanceState,
     InstanceStatus,
+    Signal,
     WorkerGroup,
     WorkerSpec,
     services_for_worker,
@@ -266,10 +267,24 @@ class TemporalEngine:
             raise EngineError(f"cannot cancel {instance_id}: {error.message}") from error
 
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
+        error = self._run(self._signal(Signal(instance_id, name, payload)))
+        if error is not None:
+            raise error
+
+    def signal_all(self, signals: Sequence[Signal]) -> list[Exception | None]:
+        """Every signal's RPC in flight together on one client."""
+        async def send() -> list[Exception | None]:
+            return list(await asyncio.gather(*(self._signal(s) for s in signals)))
+
+        return self._run(send())
+
+    async def _signal(self, signal: Signal) -> EngineError | None:
         try:
-            self._run(self._client.get_workflow_handle(instance_id).signal(name, payload))
+            await self._client.get_workflow_handle(signal.instance_id).signal(
+                signal.name, signal.payload)
         except RPCError as error:
-            raise EngineError(f"cannot signal {instance_id}: {error.message}") from error
+            return EngineError(f"cannot signal {signal.instance_id}: {error.message}")
+        return None
 
     def status(self, instance_id: str) -> InstanceStatus:
         return self._run(self._status(instance_id))
