@@ -730,6 +730,8 @@ class ChainStrategy:
         self.resources = resources
         self.broker = broker
         self._silent: dict[str, float] = {}  # worker name -> when it last failed to answer
+        self._record_keys: dict[str, tuple[list[str], list[Any]]] = {}  # see statuses()
+        self._looked: dict[str, tuple[tuple[Any, ...], InstanceStatus]] = {}
 
     def start(self, request: InstanceRequest) -> None:
         part_from(self.app, self.flow, 0, new_context(request)).apply_async()
@@ -771,13 +773,26 @@ class ChainStrategy:
         """Every instance's `status`, their records read in one round trip (one MGET
         each, pipelined): the harness asks this of every instance it watches, on the
         same cores as the workers."""
-        task_ids = {iid: self._task_ids(iid) for iid in instance_ids}
+        # Kept from the last look, for the instances watched now only: each one's task
+        # IDs and keys, and the status its record's values gave (an instance whose
+        # values did not change is not decoded and read again).
+        known, looked = self._record_keys, self._looked
+        self._record_keys = {iid: known.get(iid) or self._keys_of(iid) for iid in instance_ids}
         pipeline = self.resources.redis().pipeline(transaction=False)
         for iid in instance_ids:
-            pipeline.mget(_Record.keys(self.app, self.flow, iid, task_ids[iid]))
-        found = pipeline.execute()
-        return {iid: self._status(iid, _Record.parse(self.app, self.flow, task_ids[iid], raws))
-                for iid, raws in zip(instance_ids, found, strict=True)}
+            pipeline.mget(self._record_keys[iid][1])
+        self._looked = {}
+        for iid, raws in zip(instance_ids, pipeline.execute(), strict=True):
+            values = tuple(raws)
+            last = looked.get(iid)
+            status = last[1] if last is not None and last[0] == values else self._status(
+                iid, _Record.parse(self.app, self.flow, self._record_keys[iid][0], raws))
+            self._looked[iid] = (values, status)
+        return {iid: self._looked[iid][1] for iid in instance_ids}
+
+    def _keys_of(self, instance_id: str) -> tuple[list[str], list[Any]]:
+        ids = self._task_ids(instance_id)
+        return ids, _Record.keys(self.app, self.flow, instance_id, ids)
 
     def _status(self, instance_id: str, record: _Record) -> InstanceStatus:
         finish = task_id(instance_id, "finish")
