@@ -139,7 +139,7 @@ def run_flow(settings: Settings, options: RunOptions, *, flow: Flow | None = Non
     with open_session(settings, options, flow=prepared, time_scale=time_scale, stack=stack,
                       deadline=deadline) as session:
         started = session.start_instances()
-        statuses = session.watch(session.deadline, on_status=on_status)
+        statuses = session.exact(session.watch(session.deadline, on_status=on_status))
         return RunResult(
             run_id=session.run_id, flow=session.flow.name, engine=session.engine.name,
             instances=tuple(summarise(session.flow, session.ledger, r,

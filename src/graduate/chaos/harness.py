@@ -207,8 +207,8 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
             # Recover: the supervisor restarts what died until every instance finished,
             # or until what is unfinished provably never moves again before the deadline.
             settled = _Settled(session, first_start, deadline)
-            statuses = session.watch(deadline, revive_after=plan.restart_delay,
-                                     until=settled)
+            statuses = session.exact(session.watch(deadline, revive_after=plan.restart_delay,
+                                                   until=settled))
             for iid, held_up in sorted(settled.held.items()):
                 timeline.add(HELD_UP, _held_up_text(held_up), instance=iid)
             timeline.add(RUN_ENDED, "all finished" if all(

@@ -246,15 +246,15 @@ class RunSession:
             if (all(s.state.finished for s in statuses.values())
                     or (until is not None and until(statuses))
                     or time.monotonic() > deadline):
-                return self._exact(statuses)
+                return statuses
             self._answer({iid: statuses[iid] for iid in unfinished})
             pause = pause_after(time.monotonic() - began)
             time.sleep(min(pause, max(POLL_INTERVAL, deadline - time.monotonic())))
 
-    def _exact(self, statuses: dict[str, InstanceStatus]) -> dict[str, InstanceStatus]:
-        """`statuses` with each unfinished instance's read again by itself: a batched
-        read may lag the engine by a moment (`Engine.statuses`), and what the watch
-        ends on is what the run is judged on."""
+    def exact(self, statuses: dict[str, InstanceStatus]) -> dict[str, InstanceStatus]:
+        """`statuses` (from `watch`) with each unfinished instance's read again by
+        itself, before the run is judged on them: a batched read may lag the engine by
+        a moment (`Engine.statuses`)."""
         for instance_id, status in statuses.items():
             if not status.state.finished:
                 with contextlib.suppress(Exception):  # the engine is down: as last seen
