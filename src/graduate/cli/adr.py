@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from graduate.adr import (
-    AdrError,
-    GateResult,
-    Status,
-    attach,
-    check,
-    default_actor,
-    find_document,
-    load_policy,
-    new_adr,
-    parse_status,
-    promote,
-    standings,
-    write_runbooks,
-)
 from graduate.cli.common import console, settings
 from graduate.config import Settings
-from graduate.evidence import EvidenceStore
+
+# graduate.adr (with the evidence, the checker and jsonschema it reads) is imported by
+# the command that runs, not here: every `graduate` process would pay for it otherwise.
+if TYPE_CHECKING:
+    from graduate.adr import GateResult
 
 app = typer.Typer(
     help="Architecture decision records that move a flow from planned to shipped: "
@@ -43,6 +32,7 @@ ByOption = Annotated[str | None, typer.Option(
 
 
 def _who(config: Settings, by: str | None) -> str:
+    from graduate.adr import AdrError, default_actor
     who = (by or "").strip() or default_actor(config.project_dir)
     if not who:
         raise AdrError("say who acts with --by NAME: neither $USER nor git's user.name is set")
@@ -61,6 +51,7 @@ def new(
 
     Exits 2 for an unknown flow, or when the flow already has an open ADR.
     """
+    from graduate.adr import load_policy, new_adr
     config = settings(ctx)
     document = new_adr(config.project_dir, flow, spikes_dir=config.spikes_dir,
                        who=_who(config, by), policy=load_policy(config.project_dir))
@@ -87,6 +78,8 @@ def attach_evidence(
 
     Exits 2 for an id or file that is not found, or evidence of another flow.
     """
+    from graduate.adr import attach, load_policy
+    from graduate.evidence import EvidenceStore
     config = settings(ctx)
     store = EvidenceStore(evidence or config.evidence_dir)
     done = attach(config.project_dir, adr, items, store,
@@ -109,6 +102,7 @@ def runbook(ctx: typer.Context, adr: AdrArgument) -> None:
 
     Example: graduate adr runbook 3
     """
+    from graduate.adr import find_document, load_policy, write_runbooks
     config = settings(ctx)
     document = write_runbooks(config.project_dir, find_document(config.project_dir, adr),
                               load_policy(config.project_dir))
@@ -123,6 +117,7 @@ def status(ctx: typer.Context) -> None:
 
     Example: graduate adr status
     """
+    from graduate.adr import load_policy, standings
     config = settings(ctx)
     rows = standings(config.project_dir, load_policy(config.project_dir))
     if not rows:
@@ -167,6 +162,7 @@ def promote_adr(
     Exits 1 with the unmet gate items when the gate does not pass; 2 for a step the
     lifecycle does not allow (skipping a status, going back, a closed ADR).
     """
+    from graduate.adr import Status, load_policy, parse_status, promote
     config = settings(ctx)
     target = parse_status(to)
     result = promote(config.project_dir, adr, target, who=_who(config, by), reason=reason,
@@ -204,6 +200,7 @@ def check_adrs(ctx: typer.Context) -> None:
 
     Exits 1 when any ADR has a problem (each is printed), 0 otherwise.
     """
+    from graduate.adr import check, load_policy
     config = settings(ctx)
     checked, findings = check(config.project_dir, load_policy(config.project_dir))
     for finding in findings:

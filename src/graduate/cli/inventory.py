@@ -18,7 +18,6 @@ from graduate.migrate.inventory.flowfile import flow_toml
 from graduate.migrate.inventory.gate import THRESHOLDS, check, failures
 from graduate.migrate.inventory.jsonform import to_json
 from graduate.migrate.inventory.markdown import to_markdown
-from graduate.migrate.inventory.sarif import repository_of, to_sarif
 
 
 class OutputFormat(StrEnum):
@@ -91,6 +90,10 @@ def _render(found: Inventory, output_format: OutputFormat) -> str:
     if output_format is OutputFormat.JSON:
         return to_json(found) + "\n"
     if output_format is OutputFormat.SARIF:
+        # Here, not at the top: the SARIF rules come with the reader and libcst, which
+        # every `graduate` process would load otherwise (inventory() loads them itself).
+        from graduate.migrate.inventory.sarif import repository_of, to_sarif
+
         return to_sarif(found, __version__, repository_of(Path(found.root))) + "\n"
     return to_markdown(found)
 
