@@ -126,6 +126,10 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+    # The leader first: while it runs (most of a stop's grace period) no scan of /proc
+    # is needed, and group_alive is polled every POLL_INTERVAL.
+    if _group_of_live(pgid) == pgid:
+        return True
     return any(_state(pid) not in ("Z", "X", "") for pid in _group_members(pgid))
 
 
@@ -163,6 +167,15 @@ def _group_members(pgid: int) -> list[int]:
                 if int(fields[2]) == pgid:
                     members.append(int(entry))
     return members
+
+
+def _group_of_live(pid: int) -> int | None:
+    """The process group of `pid` if it is running (not a zombie), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[2]) if fields[0] not in ("Z", "X") else None
 
 
 def _state(pid: int) -> str:
