@@ -16,6 +16,7 @@ from typing import NoReturn
 
 import pytest
 
+from graduate import adapters
 from graduate.config import Settings
 from graduate.services.model import TemporalTarget
 
@@ -61,14 +62,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def settings(tmp_path: Path, temporal_server: TemporalTarget, broker: str) -> Settings:
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings that point at the session's servers (from graduate's own pytest plugin),
-    with a ledger of the test's own."""
+    with a ledger of the test's own.
+
+    A test parametrised with an `engine` that needs only some of the servers gets only
+    those (`engine` names a registered engine): the toy engine's contract run, a pytest
+    process of its own, would otherwise start a Temporal server and Redis it never uses.
+    """
+    needs = adapters.needs([engine]) if (engine := _engine_of(request)) else None
+    temporal: TemporalTarget | None = (request.getfixturevalue("temporal_server")
+                                       if needs is None or needs.temporal else None)
+    broker: str | None = (request.getfixturevalue("broker")
+                          if needs is None or needs.broker else None)
     return Settings(
-        project_dir=tmp_path, temporal_address=temporal_server.address,
+        project_dir=tmp_path, temporal_address=temporal.address if temporal else None,
         broker_url=broker, ledger_url=str(tmp_path / "ledger.sqlite3"),
         app_db_url=str(tmp_path / "app.sqlite3"),
     )
+
+
+def _engine_of(request: pytest.FixtureRequest) -> str | None:
+    """The registered engine a test is parametrised with, if any."""
+    callspec = getattr(request.node, "callspec", None)
+    engine = callspec.params.get("engine") if callspec is not None else None
+    return engine if isinstance(engine, str) and engine in adapters.engine_names() else None
 
 
 FlowFactory = Callable[..., Path]
