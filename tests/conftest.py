@@ -28,10 +28,12 @@ _names = itertools.count(1)
 # its tests mostly wait for engines. Crash tests whose verdicts hang on how far each
 # instance got when the fault fired run in two lanes, each one test at a time on one
 # worker: never more than two beside each other on two cores. The lanes take about as
-# long as each other; each starts first on its worker, as the largest groups.
+# long as each other (by their tests' measured durations: the longer lane bounds the
+# suite); each starts first on its worker, as the largest groups.
 CRASH_TIMING = pytest.mark.xdist_group("crash-timing")
-# The second lane: the Temporal-only ones (the spikes, scaffolded packages, deploys).
-CRASH_TIMING_TEMPORAL = pytest.mark.xdist_group("crash-timing-temporal")
+# The second lane: the spikes (their crash-resume suite and the re-runs of their committed
+# verdicts), the scaffolded packages and the deploys on Temporal.
+CRASH_TIMING_SPIKES = pytest.mark.xdist_group("crash-timing-spikes")
 
 
 @pytest.hookimpl(trylast=True)

@@ -35,7 +35,7 @@ from graduate.evidence import EvidenceStore, read_run
 from graduate.flow import load_flow
 from graduate.runs.record import CellOutcome, MatrixRecord, RunRecord
 from graduate.testing.plugin import ChaosRunner
-from tests.conftest import CRASH_TIMING
+from tests.conftest import CRASH_TIMING_SPIKES
 
 REPO = Path(__file__).resolve().parents[2]
 REPORTS = REPO / "reports"
@@ -176,7 +176,7 @@ def outcomes(instances: Sequence[InstanceVerdict]) -> Counter[str]:
 
 
 @pytest.mark.slow
-@CRASH_TIMING
+@CRASH_TIMING_SPIKES
 @pytest.mark.parametrize("committed", representatives(), ids=lambda r: r.name)
 def test_a_worker_killed_at_a_step_gives_the_committed_verdict_again(
         chaos: ChaosRunner, committed: Representative) -> None:

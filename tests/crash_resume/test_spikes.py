@@ -17,11 +17,11 @@ import pytest
 from graduate.chaos.matrix import default_point
 from graduate.flow import load_flow
 from graduate.testing.plugin import ChaosRunner
-from tests.conftest import CRASH_TIMING_TEMPORAL
+from tests.conftest import CRASH_TIMING_SPIKES
 
 SPIKES = sorted((Path(__file__).resolve().parents[2] / "spikes").glob("*.toml"))
 INSTANCES = 3
-pytestmark = [pytest.mark.slow, CRASH_TIMING_TEMPORAL]
+pytestmark = [pytest.mark.slow, CRASH_TIMING_SPIKES]
 
 
 @pytest.mark.graduate(engines=["temporal"],

@@ -12,10 +12,10 @@ from graduate.check import Verdict
 from graduate.evidence import EvidenceStore
 from graduate.flow import Parallel, load_flow
 from graduate.migrate.scaffold import scaffold
-from tests.conftest import CRASH_TIMING_TEMPORAL
+from tests.conftest import CRASH_TIMING_SPIKES
 from tests.scaffold.conftest import ROOT, tool
 
-pytestmark = [pytest.mark.slow, CRASH_TIMING_TEMPORAL]
+pytestmark = [pytest.mark.slow, CRASH_TIMING_SPIKES]
 FLOW = ROOT / "spikes" / "pmi_milestones.toml"
 APP = "pmi_milestones_temporal"
 

@@ -12,10 +12,10 @@ from graduate.check import Verdict
 from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow
 from graduate.migrate.scaffold import WORK_HEARTBEAT_TIMEOUT, scaffold
-from tests.conftest import CRASH_TIMING_TEMPORAL
+from tests.conftest import CRASH_TIMING_SPIKES
 from tests.scaffold.conftest import tool
 
-pytestmark = [pytest.mark.slow, CRASH_TIMING_TEMPORAL]
+pytestmark = [pytest.mark.slow, CRASH_TIMING_SPIKES]
 WORK = 15.0  # longer than the heartbeat timeout: only heartbeats keep the attempt alive
 STEP_TIMEOUT = 300.0  # far past the run's deadline: only the heartbeat timeout resumes
 FLOW = f"""
