@@ -7,37 +7,39 @@ message that says what to fix; 130 interrupted (every process started is stopped
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 from types import FrameType
 from typing import Annotated, Any
 
 import typer
+import typer.main
 from typer.core import TyperGroup
+from typer.models import CommandInfo
 
-from graduate.cli import (
-    adr,
-    bench,
-    chaos,
-    compare,
-    demo,
-    env,
-    flows,
-    inventory,
-    replay,
-    report,
-    run,
-    scaffold,
-    signal_cmd,
-    worker,
-)
 from graduate.cli.common import err_console, print_error
 from graduate.errors import GraduateError
+
+# The commands, by name: the module under graduate.cli that defines each, and in it the
+# command's function or, for a group of commands, its Typer. A module is imported when
+# its command runs (or the root's help lists them all): a `graduate` process loads what
+# its own command needs, not every command's modules.
+COMMANDS = {
+    "demo": ("demo", "demo"), "flows": ("flows", "flows"), "run": ("run", "run"),
+    "signal": ("signal_cmd", "signal_instance"), "chaos": ("chaos", "chaos"),
+    "matrix": ("chaos", "matrix"), "report": ("report", "report"),
+    "inventory": ("inventory", "inventory"), "scaffold": ("scaffold", "scaffold"),
+    "compare": ("compare", "compare"), "replay": ("replay", "replay"),
+    "bench": ("bench", "bench"), "worker": ("worker", "worker"), "env": ("env", "app"),
+    "adr": ("adr", "app"),
+}
 
 
 class _Commands(TyperGroup):
     """The root group: a GraduateError from any command becomes its message and exit 2
-    here, inside the app, so that an in-process runner sees what a user sees."""
+    here, inside the app, so that an in-process runner sees what a user sees. Its
+    commands are built from COMMANDS when first asked for."""
 
     # Any: typer vendors click, and the vendored Context type is not public.
     def invoke(self, ctx: Any) -> Any:
@@ -46,6 +48,23 @@ class _Commands(TyperGroup):
         except GraduateError as error:
             print_error(str(error))
             raise typer.Exit(2) from None
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *COMMANDS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in self.commands or cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = COMMANDS[cmd_name]
+        found = getattr(importlib.import_module(f"graduate.cli.{module}"), attribute)
+        command = (typer.main.get_group(found) if isinstance(found, typer.Typer) else
+                   typer.main.get_command_from_info(
+                       CommandInfo(name=cmd_name, callback=found),
+                       pretty_exceptions_short=app.pretty_exceptions_short,
+                       rich_markup_mode=self.rich_markup_mode))
+        command.name = cmd_name  # a group's Typer has none of its own
+        self.add_command(command, cmd_name)
+        return command
 
 
 app = typer.Typer(
@@ -99,23 +118,6 @@ def root(
         "broker_url": broker_url, "result_backend_url": result_backend_url,
         "ledger_url": ledger_url, "app_db_url": app_db_url,
     }
-
-
-app.command(name="demo")(demo.demo)
-app.command(name="flows")(flows.flows)
-app.command(name="run")(run.run)
-app.command(name="signal")(signal_cmd.signal_instance)
-app.command(name="chaos")(chaos.chaos)
-app.command(name="matrix")(chaos.matrix)
-app.command(name="report")(report.report)
-app.command(name="inventory")(inventory.inventory)
-app.command(name="scaffold")(scaffold.scaffold)
-app.command(name="compare")(compare.compare)
-app.command(name="replay")(replay.replay)
-app.command(name="bench")(bench.bench)
-app.command(name="worker")(worker.worker)
-app.add_typer(env.app, name="env")
-app.add_typer(adr.app, name="adr")
 
 
 class Terminated(BaseException):
