@@ -330,7 +330,8 @@ class ChainTasks:
         return retries + deliveries
 
     def step(self, task: Any, ctx: Context, node: str) -> Context:
-        self.halt_if_interrupted(task, ctx, node)
+        if not self.began_before(task, ctx, node):
+            self.halt_if_interrupted(task, ctx, node)
         step = cast(Step, self.flow.node(node))
         attempt = int(task.request.retries) + 1  # Celery's count: what its retries go by
         try:
@@ -350,6 +351,15 @@ class ChainTasks:
             self._give_up(task, ctx, node, f"step {node} failed: {error}")
             raise
         return _passed(ctx, node)
+
+    def began_before(self, task: Any, ctx: Context, node: str) -> bool:
+        """Whether an earlier delivery of this very message began, on a worker that died
+        since: the step was in flight, and its effect may have landed. It finishes, as a
+        step in flight when the interrupt comes does (its repeat is absorbed or applies
+        once); halting it here would leave an effect that landed out of the
+        compensations. The next node halts."""
+        key = deliveries_key(_instance(ctx), node, int(task.request.retries))
+        return int(self.resources.redis().llen(key)) > 0
 
     def _give_up(self, task: Any, ctx: Context, node: str, reason: str) -> None:
         """Compensate what applied, unless the step is a branch's: there Celery fails the
