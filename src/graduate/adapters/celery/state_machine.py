@@ -17,7 +17,9 @@ further step, and the join compensates every step that applied.
 
 The flow's interrupt is a signal row like the others, stored by whoever sends it before
 the send returns. The next advance of a running or waiting row (after the lease of a
-step in hand) compensates instead of moving on; a branch halts; the join compensates.
+step in hand, and once a step whose attempt began has applied: its worker may have died
+after its effect landed) compensates instead of moving on; a branch halts likewise; the
+join compensates.
 
 The tables live in `services.app_db_url`, apart from the ledger, as an application's
 tables would.
@@ -365,6 +367,15 @@ class Store:
         ]
 
 
+def _in_flight(step: Step | None, attempt: int) -> bool:
+    """Whether an attempt of `step` began and never reported (its worker died, or it
+    backs off before a retry), with attempts left: the step was in flight when the
+    interrupt came, and its effect may have landed. It finishes first, as a step in
+    flight does (a repeat is absorbed or applies once), and counts as done; compensating
+    the steps done without it would leave an effect that landed uncompensated."""
+    return step is not None and 0 < attempt < step.retry.max_attempts
+
+
 def _describe(error: BaseException, step: Step) -> str:
     if isinstance(error, SoftTimeLimitExceeded):
         return f"timed out after {step.timeout:g}s"
@@ -442,7 +453,8 @@ class Machine:
             at = self.flow.nodes[min(row.cursor, len(self.flow.nodes) - 1)].name
             return self._begin_compensation(store, row, "cancelled by an operator", at,
                                             consume=CANCEL)
-        if row.state in (RUNNING, WAITING) and (reason := self._interrupted(store, row)):
+        if (row.state in (RUNNING, WAITING) and (reason := self._interrupted(store, row))
+                and not _in_flight(self.current_step(row), row.attempt)):
             at = self.flow.nodes[min(row.cursor, len(self.flow.nodes) - 1)].name
             return self._begin_compensation(store, row, reason, at)
         if row.state == COMPENSATING:
@@ -478,7 +490,8 @@ class Machine:
         if failed is not None or store.signal(instance_id, CANCEL) is not None:
             why = f"branch {failed.branch} failed" if failed else "an operator cancelled"
             return self._end_branch(store, row, branch, HALTED, f"halted: {why}")
-        if reason := self._interrupted(store, row):
+        in_hand = spec.steps[branch.cursor] if branch.cursor < len(spec.steps) else None
+        if (reason := self._interrupted(store, row)) and not _in_flight(in_hand, branch.attempt):
             return self._end_branch(store, row, branch, HALTED, f"halted: {reason}")
         if branch.cursor >= len(spec.steps):
             return self._end_branch(store, row, branch, APPLIED, "every step applied")
