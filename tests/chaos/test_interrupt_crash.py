@@ -1,0 +1,85 @@
+"""The flow's interrupt survives the worker that was running the instance when it came.
+
+On every engine, under the tuned profile (a dead worker's step comes back): the harness
+sends the interrupt while `reserve` is in flight (its call paused before its effect),
+lets the call go on, and kills the worker with SIGKILL once the effect landed, before
+the task or activity could return. The interrupt was recorded when the signal was sent
+(a Redis key, a row, a workflow signal), so the replacement worker finds it: the step
+that came back is absorbed, no later step starts, everything applied is compensated
+once, and the notice goes out once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from graduate.adapters import engine_names
+from graduate.chaos.faults import parse_plan
+from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
+from graduate.check import Verdict
+from graduate.config import Settings
+from graduate.evidence import EvidenceStore
+from graduate.flow import INTERRUPT_NOTICE, load_flow
+from graduate.ledger import Ledger, Outcome
+from graduate.runner import RunOptions, approve_all
+from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
+
+pytestmark = [pytest.mark.slow, CRASH_TIMING]
+
+INTERRUPT = '\n[interrupt]\nsignal = "red_flag"\nnotice = "notify.red_flag"\n'
+REASON = "interrupted by red_flag"
+
+
+@pytest.fixture(autouse=True)
+def no_orphans(tmp_path: Path) -> Iterator[None]:
+    yield
+    assert processes_mentioning(str(tmp_path)) == [], "the harness left processes behind"
+
+
+@pytest.fixture(params=engine_names())
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def interrupt_then_kill(settings: Settings, path: Path, engine: str) -> ChaosResult:
+    flow = load_flow(path)
+    options = ChaosOptions(
+        run=RunOptions(flow=str(path), engine=engine, timeout=90,
+                       decisions={**approve_all(flow), "red_flag": "interrupt"},
+                       interrupt_at="reserve"),
+        plan=parse_plan("kill-worker", "reserve:after-effect", flow, restart_delay=0.5),
+        profile="tuned")
+    return run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
+
+
+def test_a_worker_killed_after_the_interrupt_leaves_it_to_its_replacement(
+        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    path = flow_file(**{"reserve = \"crm.release\"\n": f"reserve = \"crm.release\"\n{INTERRUPT}"})
+    result = interrupt_then_kill(settings, path, engine)
+
+    assert result.applicable, result.reason
+    assert result.fired, result.reason
+    [instance] = result.instances
+    assert (instance.verdict, instance.reason) == (Verdict.COMPENSATED, REASON)
+    assert instance.interrupt is not None
+    assert instance.interrupt.problems == ()
+    # The interrupt was sent before the kill: the killed worker could have consumed it.
+    assert instance.interrupt.interrupted_at is not None
+    rows = Ledger(settings.ledger).effects(instance_id=instance.instance_id)
+    reached = Ledger(settings.ledger).reached(instance.instance_id, "reserve", "after-effect")
+    assert reached is not None
+    assert instance.interrupt.interrupted_at < reached.at
+
+    forward = [(e.step, e.outcome) for e in rows if e.kind == "effect"]
+    # The killed call's effect landed; the replacement's repeat of it was absorbed.
+    assert [o for s, o in forward if s == "reserve"] == [Outcome.APPLIED, Outcome.ABSORBED]
+    assert [s for s, o in forward if o is Outcome.APPLIED] == [
+        "create_record", "reserve", INTERRUPT_NOTICE]
+    undone = [(e.step, e.outcome) for e in rows if e.kind == "compensation"]
+    assert undone == [("reserve", Outcome.APPLIED), ("create_record", Outcome.APPLIED)]
+    assert [(n.step, n.expected, n.applied) for n in instance.notices] == [
+        (INTERRUPT_NOTICE, True, 1)]
+    assert result.verdict.passed, result.verdict.failures
