@@ -747,16 +747,20 @@ def judge_interrupt(flow: Flow, effects: Sequence[EffectRecord], status: Instanc
     every step that applied, the one in flight included, was compensated exactly once,
     in reverse; and the engine reports the instance compensated. An instance that
     finished before the interrupt arrived (completed, nothing started after it) passes:
-    there was nothing left to interrupt."""
+    there was nothing left to interrupt; unless a compensation or the notice also went
+    out, which leaves the world neither completed nor compensated."""
     assert flow.interrupt is not None
     signal = flow.interrupt.signal
     applied = _applied_order(flow, effects)
     compensated = _undone_order(effects)
     undone = [e for e in effects if e.kind == "compensation" and _landed(e)]
     problems = [] if interrupted_at is None else _started_after(flow, effects, interrupted_at)
-    finished_first = status.state is InstanceState.COMPLETED and not problems
-    if finished_first:
-        return InterruptVerdict(signal, interrupted_at, applied, compensated, ())
+    if status.state is InstanceState.COMPLETED and not problems:  # finished first
+        acted = _acted_on_interrupt(flow, effects, undone)
+        return InterruptVerdict(signal, interrupted_at, applied, compensated, () if not acted
+                                else (f"the instance completed, yet the interrupt was acted "
+                                      f"on ({', '.join(acted)} ran): an interrupt either "
+                                      "loses to completion or ends the instance compensated",))
     owed = {s.name for s in flow.steps if s.compensation}  # as `_outcome` owes them
     problems += [f"{step} applied and was left uncompensated" for step in applied
                  if step in owed and step not in compensated]
@@ -772,6 +776,16 @@ def judge_interrupt(flow: Flow, effects: Sequence[EffectRecord], status: Instanc
                         f"{' (' + status.detail + ')' if status.detail else ''}, not "
                         "compensated")
     return InterruptVerdict(signal, interrupted_at, applied, compensated, tuple(problems))
+
+
+def _acted_on_interrupt(flow: Flow, effects: Sequence[EffectRecord],
+                        undone: Sequence[EffectRecord]) -> list[str]:
+    """The compensations and the interrupt's notice that landed."""
+    assert flow.interrupt is not None
+    notice = flow.interrupt.notice_step
+    sent = [e.step for e in effects if e.kind == "effect" and _landed(e)
+            and notice is not None and e.step == notice.name]
+    return [*dict.fromkeys(e.step for e in undone), *sent]
 
 
 def _started_after(flow: Flow, effects: Sequence[EffectRecord],

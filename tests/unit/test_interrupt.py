@@ -217,6 +217,23 @@ def test_an_interrupt_after_the_instance_finished_changes_nothing(flow: Flow) ->
     assert reason == "every step's effect is in the ledger"
 
 
+@pytest.mark.parametrize("after", [UNDONE, NOTICED, [*UNDONE, *NOTICED]],
+                         ids=["compensated", "noticed", "both"])
+def test_an_instance_reported_completed_that_also_acted_on_the_interrupt_fails(
+        flow: Flow, after: list[EffectRecord]) -> None:
+    """An interrupt that came once the last step had landed may lose to completion
+    (nothing started after it), but not half-way: compensations or the notice sent for
+    an instance the engine reports completed leave the world inconsistent."""
+    completed = [call("create", 1), call("update", 2), call("notify", 3)]
+
+    verdict, reason, failures = judged(flow, [*completed, *after],
+                                       ended("", InstanceState.COMPLETED))
+
+    assert verdict == "failed"
+    assert "the instance completed, yet the interrupt was acted on" in reason
+    assert failures
+
+
 def test_the_engines_reason_alone_has_the_instance_judged_as_interrupted(flow: Flow) -> None:
     """`graduate signal` sent it: the checker knows no time, only the engine's reason."""
     missing_notice = [*APPLIED, *UNDONE]
