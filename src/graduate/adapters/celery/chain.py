@@ -10,8 +10,9 @@ header, and a `join` task as its body that sends the rest; the join's error call
 the compensation of every step that applied. The flow's interrupt is a key in Redis,
 written by whoever sends it before the send returns: every step, timer and `finish`
 looks for it before it runs (and then stops the chain and sends the compensations in
-its place), a wait looks for it once parked, and the interrupt's signal task ends a
-wait already parked. Nothing else records progress:
+its place; a step redelivered after its worker died finishes first), a wait looks for
+it once parked, and the interrupt's signal task ends a wait already parked. One
+recorded after `finish` looked loses to completion. Nothing else records progress:
 `status()` reads Celery's result backend and the wait keys only, which is all that an
 operator of such a system has to go on.
 """
@@ -396,7 +397,15 @@ class ChainTasks:
         return _passed(ctx, node)
 
     def finish(self, task: Any, ctx: Context, outcome: str, reason: str) -> dict[str, Any]:
-        if outcome == "completed":  # the last step was in flight when the interrupt came
+        """The end of the chain. Completing, it looks for the interrupt last (the last
+        step was in flight when it came: compensate instead). An interrupt recorded after
+        that look loses to completion: every step had landed before it, nothing is
+        compensated and no notice goes out; the instance ends completed, which the
+        checker accepts as long as nothing started after the interrupt. A halted finish
+        fails, and the compensation's own `finish` (same task ID) succeeds after it;
+        were the two writes to cross, Celery's Redis result backend never writes over a
+        success, so the instance cannot read as both."""
+        if outcome == "completed":
             self.halt_if_interrupted(task, ctx, "finish")
         return {"outcome": outcome, "done": ctx["done"], "reason": reason}
 
