@@ -1,17 +1,19 @@
 """The flow's interrupt survives the worker that was running the instance when it came.
 
-On every engine, under the tuned profile (a dead worker's step comes back): the harness
-sends the interrupt while `reserve` is in flight (its call paused before its effect),
-lets the call go on, and kills the worker with SIGKILL once the effect landed, before
-the task or activity could return. The interrupt was recorded when the signal was sent
-(a Redis key, a row, a workflow signal), so the replacement worker finds it: the step
-that came back is absorbed, no later step starts, everything applied is compensated
-once, and the notice goes out once.
+On every engine (the chain on Redis and on RabbitMQ), under the tuned profile (a dead
+worker's step comes back): the harness sends the interrupt while `reserve` is in flight
+(its call paused before its effect), lets the call go on, and kills the worker with
+SIGKILL once the effect landed, before the task or activity could return. The
+interrupt was recorded when the signal was sent (a Redis key, a row, a workflow
+signal), so the replacement worker finds it: the step that came back is absorbed, no
+later step starts, everything applied is compensated once, and the notice goes out
+once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,7 @@ from graduate.evidence import EvidenceStore
 from graduate.flow import INTERRUPT_NOTICE, load_flow
 from graduate.ledger import Ledger, Outcome
 from graduate.runner import RunOptions, approve_all
-from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
+from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning, service_url
 
 pytestmark = [pytest.mark.slow, CRASH_TIMING]
 
@@ -39,15 +41,27 @@ def no_orphans(tmp_path: Path) -> Iterator[None]:
     assert processes_mentioning(str(tmp_path)) == [], "the harness left processes behind"
 
 
-@pytest.fixture(params=engine_names())
+@pytest.fixture(params=[*engine_names(), pytest.param(
+    "celery-chain-on-rabbitmq", marks=pytest.mark.rabbitmq)])
 def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+def broker(settings: Settings, engine: str) -> Settings:
+    """The chain also on RabbitMQ, which redelivers at once when the killed worker's
+    connection drops (Redis waits out its visibility timeout); results stay in Redis."""
+    if not engine.endswith("-on-rabbitmq"):
+        return settings
+    url = service_url("GRADUATE_TEST_RABBITMQ_URL", "RabbitMQ")
+    return replace(settings, broker_url=url, result_backend_url=settings.broker_url)
 
 
 def interrupt_then_kill(settings: Settings, path: Path, engine: str) -> ChaosResult:
     flow = load_flow(path)
     options = ChaosOptions(
-        run=RunOptions(flow=str(path), engine=engine, timeout=90,
+        run=RunOptions(flow=str(path), engine=engine.removesuffix("-on-rabbitmq"),
+                       timeout=90,
                        decisions={**approve_all(flow), "red_flag": "interrupt"},
                        interrupt_at="reserve"),
         plan=parse_plan("kill-worker", "reserve:after-effect", flow, restart_delay=0.5),
@@ -56,9 +70,9 @@ def interrupt_then_kill(settings: Settings, path: Path, engine: str) -> ChaosRes
 
 
 def test_a_worker_killed_after_the_interrupt_leaves_it_to_its_replacement(
-        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+        broker: Settings, flow_file: FlowFactory, engine: str) -> None:
     path = flow_file(**{"reserve = \"crm.release\"\n": f"reserve = \"crm.release\"\n{INTERRUPT}"})
-    result = interrupt_then_kill(settings, path, engine)
+    result = interrupt_then_kill(broker, path, engine)
 
     assert result.applicable, result.reason
     assert result.fired, result.reason
@@ -68,8 +82,8 @@ def test_a_worker_killed_after_the_interrupt_leaves_it_to_its_replacement(
     assert instance.interrupt.problems == ()
     # The interrupt was sent before the kill: the killed worker could have consumed it.
     assert instance.interrupt.interrupted_at is not None
-    rows = Ledger(settings.ledger).effects(instance_id=instance.instance_id)
-    reached = Ledger(settings.ledger).reached(instance.instance_id, "reserve", "after-effect")
+    rows = Ledger(broker.ledger).effects(instance_id=instance.instance_id)
+    reached = Ledger(broker.ledger).reached(instance.instance_id, "reserve", "after-effect")
     assert reached is not None
     assert instance.interrupt.interrupted_at < reached.at
 
