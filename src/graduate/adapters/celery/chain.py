@@ -331,8 +331,7 @@ class ChainTasks:
         return retries + deliveries
 
     def step(self, task: Any, ctx: Context, node: str) -> Context:
-        if not self.began_before(task, ctx, node):
-            self.halt_if_interrupted(task, ctx, node)
+        self.halt_if_interrupted(task, ctx, node, step=True)
         step = cast(Step, self.flow.node(node))
         attempt = int(task.request.retries) + 1  # Celery's count: what its retries go by
         try:
@@ -378,12 +377,14 @@ class ChainTasks:
             return None
         return interrupt
 
-    def halt_if_interrupted(self, task: Any, ctx: Context, node: str) -> None:
+    def halt_if_interrupted(self, task: Any, ctx: Context, node: str, *,
+                            step: bool = False) -> None:
         """Before a step, a timer or the end: once the interrupt was recorded, drop the
         rest of the chain and send the compensations of what applied (for a branch's
-        step, the chord's error callback sends them once every branch has ended)."""
+        step, the chord's error callback sends them once every branch has ended). A
+        `step` that began before, on a worker that died, runs on (`began_before`)."""
         interrupt = self.interrupted(_instance(ctx))
-        if interrupt is None:
+        if interrupt is None or (step and self.began_before(task, ctx, node)):
             return
         if self.flow.branch_of(node) is None:
             _stop_chain(task)
