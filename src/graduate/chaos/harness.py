@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -370,6 +371,16 @@ def _hit(session: RunSession, plan: FaultPlan, instance_id: str,
     return None if at is None else (reached, at)
 
 
+@dataclass(frozen=True)
+class _Look:
+    """What `_Settled` saw of the unfinished instances when it proved the early end."""
+
+    statuses: dict[str, InstanceStatus]
+    ledger_rows: dict[str, int]  # effect rows in the ledger, per instance
+    held: dict[str, float]  # until when nothing can move each held one (its `why` may
+    # count a retry's attempts, which move nothing)
+
+
 @dataclass
 class _Settled:
     """Whether every unfinished instance is provably lost, provably held up past the
@@ -385,6 +396,12 @@ class _Settled:
     the visibility timeout). Parked: it waits for a signal the run will not send, at a
     wait whose deadline falls after the run's, even counted from the first instance's
     start.
+
+    A proof is taken only when the next round (SETTLED_CHECK later) proves it again and
+    a fresh read of the engine and the ledger finds each unfinished instance as the
+    first did: statuses lag the ledger (a batched read, a finish task not recorded yet)
+    and a message moves between workers in steps, so one round's proof may be of an
+    instance that is still moving.
     """
 
     session: RunSession
@@ -395,12 +412,48 @@ class _Settled:
     found: dict[str, tuple[bool | None, str]] = field(default_factory=dict, init=False)
     held: dict[str, HeldUp] = field(default_factory=dict, init=False)  # until when
     _asked: float = field(default=0.0, init=False)
+    # What the engine and the ledger showed when the proof last held: the run ends only
+    # when a later round proves it again and finds the same (see `_look`).
+    _first: _Look | None = field(default=None, init=False)
 
     def __call__(self, statuses: dict[str, InstanceStatus]) -> bool:
         unfinished = {iid: s for iid, s in statuses.items() if not s.state.finished}
         if not unfinished or time.monotonic() - self._asked < SETTLED_CHECK:
             return False
         self._asked = time.monotonic()
+        proven = self._prove(unfinished)
+        if proven is None:
+            self._first = None
+            return False
+        look = self._look(unfinished.keys(), proven[2])
+        if look is None or look != self._first:
+            # Proven for the first time, on what may be a moment's lag (a batched status
+            # behind its instance, a finish in flight, a message a new worker took but
+            # has not marked yet), or on a look that differs: the next round proves it
+            # again.
+            self._first = look
+            return False
+        self.proof, self.found, self.held = proven
+        return True
+
+    def _look(self, unfinished: Collection[str],
+              held: dict[str, HeldUp]) -> _Look | None:
+        """Each unfinished instance's status read again by itself, and its rows in the
+        ledger, with when nothing can move each held one: what must stay the same from
+        the round that first proved the early end to the one that ends the run. None
+        when the engine or the ledger does not answer."""
+        try:
+            statuses = {iid: self.session.engine.status(iid) for iid in unfinished}
+            rows = Counter(e.instance_id for e in self.session.ledger.effects(
+                run_id=self.session.run_id) if e.instance_id in unfinished)
+        except Exception:
+            return None  # not proven: the next round looks again
+        return _Look(statuses, dict(rows), {iid: up.until for iid, up in held.items()})
+
+    def _prove(self, unfinished: dict[str, InstanceStatus],
+               ) -> tuple[str, dict[str, tuple[bool | None, str]], dict[str, HeldUp]] | None:
+        """The proof that waiting for the deadline changes nothing, with what holds()
+        said of each instance and until when each held one is held; None when not proven."""
         parked = {iid for iid, s in unfinished.items() if self._parked(s)}
         found: dict[str, tuple[bool | None, str]] = {}
         held: dict[str, HeldUp] = {}
@@ -409,13 +462,13 @@ class _Settled:
             if found[iid][0] is False:
                 continue
             if found[iid][0] is None or (up := self._held_past_deadline(iid)) is None:
-                return False
+                return None
             held[iid] = up
         lost = [iid for iid in found if iid not in held]
         # holds() says "no" for an instance that finished since its status was read (a
         # worker failing its task visibly): only one still unfinished after it is lost.
         if any(self._finished_now(iid) for iid in lost):
-            return False
+            return None
         parts = []
         if lost:
             parts.append(f"nothing holds {', '.join(sorted(lost))}: "
@@ -427,9 +480,7 @@ class _Settled:
         if parked:
             parts.append(f"{', '.join(sorted(parked))} wait(s) for a signal this run does "
                          "not send, past the run's deadline")
-        self.proof = "ended early: " + "; ".join(parts)
-        self.found, self.held = found, held
-        return True
+        return "ended early: " + "; ".join(parts), found, held
 
     def _held_past_deadline(self, instance_id: str) -> HeldUp | None:
         try:
