@@ -19,6 +19,8 @@ from graduate.errors import ConfigError, ServiceError
 from graduate.redaction import redact_password
 
 Row = tuple[Any, ...]
+# The advisory lock that serialises the creation of tables on PostgreSQL (`script`).
+SCHEMA_LOCK = 7_318_018
 
 
 class _Connection(Protocol):
@@ -115,6 +117,11 @@ class Database:
         """Create tables; `{id}` stands for each dialect's auto-increment key."""
         identity = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
         with self.transaction():
+            if self.postgres:
+                # PostgreSQL's CREATE ... IF NOT EXISTS is not safe against a concurrent
+                # one (the loser fails on a unique index of the catalog): workers that
+                # start together take turns. (SQLite's BEGIN IMMEDIATE serialises them.)
+                self.query("SELECT pg_advisory_xact_lock(?)", [SCHEMA_LOCK])
             for statement in statements:
                 self.execute(statement.replace("{id}", identity))
 

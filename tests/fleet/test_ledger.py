@@ -4,11 +4,14 @@ expires with the reason."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from graduate.adapters.celery.state_machine import Store
+from graduate.db import Database
 from graduate.errors import ConfigError
 from graduate.fleet.ledger import (
     COMMAND_DONE,
@@ -22,6 +25,7 @@ from graduate.fleet.ledger import (
     FleetLedger,
     RegisteredWorker,
 )
+from graduate.ledger import Ledger
 
 pytestmark = pytest.mark.postgres
 
@@ -173,3 +177,31 @@ def test_a_runs_commands_read_as_timeline_events(fleet: FleetLedger) -> None:
     assert "host-a agent pid 999 epoch 1" in events[1].detail
     assert [r.command_id for r in fleet.results("r1")][:2] == [done.command_id,
                                                                failed.command_id]
+
+
+def test_workers_that_start_together_create_the_tables_each_once(postgres_url: str) -> None:
+    # Registered workers start at once on a fresh PostgreSQL: each creates the ledger's
+    # and the state machine's tables, and one that loses a race on the catalog would
+    # exit before it registers.
+    starters = 8
+    together = threading.Barrier(starters)
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        together.wait()
+        try:
+            FleetLedger(postgres_url).close()
+            Ledger(postgres_url).close()
+            db = Database(postgres_url)
+            Store(db).create_tables()
+            db.close()
+        except BaseException as error:  # recorded, and the test fails on it below
+            failures.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(starters)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == []
+    assert FleetLedger(postgres_url).workers() == []

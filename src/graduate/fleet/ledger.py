@@ -39,8 +39,6 @@ DEAD_AFTER = 3 * HEARTBEAT_INTERVAL
 # By default the harness offers only workers heard from this recently.
 ALIVE_WITHIN = 10.0
 _NOW = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
-# Serialises the creation of the tables by agents that start together.
-_SCHEMA_LOCK = 7_318_018
 
 
 class CommandKind(StrEnum):
@@ -186,10 +184,7 @@ class FleetLedger:
                 f"the fleet needs the ledger on PostgreSQL, not {redact_url(url)!r}: workers "
                 "on other hosts share it. Give --ledger-url postgresql://user@host/db (or "
                 "GRADUATE_LEDGER_URL, or ledger_url in [tool.graduate])")
-        with self.db.transaction():
-            self.db.query("SELECT pg_advisory_xact_lock(?)", [_SCHEMA_LOCK])
-            for statement in _SCHEMA:
-                self.db.execute(statement)
+        self.db.script(_SCHEMA)  # serialised: agents that start together create them
 
     def close(self) -> None:
         """Close this thread's connection; the next call opens a new one."""
