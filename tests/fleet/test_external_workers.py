@@ -35,6 +35,7 @@ ENGINES = ("temporal", "celery-chain", "celery-state-machine")
 FAULTS = ("kill-worker", "stop-worker")
 PER_ENGINE = 2
 REGISTERED_WITHIN = 120.0
+LOG_LINES = 40  # of a worker that exited, in the failure message
 # What a cell's verdict is made of: equal numbers mean the same verdict.
 VERDICT = ("applicable", "fired", "completed", "compensated", "failed", "lost", "stuck",
            "unabsorbed_duplicates", "hit_by_fault", "resumed_exactly", "passed")
@@ -73,6 +74,15 @@ class Agents:
 
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     folders: set[Path] = field(default_factory=set)
+    logs: dict[int, Path] = field(default_factory=dict)  # each one's output, by pid
+
+    def exited(self) -> str:
+        """Each process that exited, with the end of its log ("" when none did): pytest
+        keeps only a few runs' folders, so a failure carries the log with it."""
+        return "".join(
+            f"\n{a.args!r} exited with {a.returncode}; its log ends:\n"
+            + "\n".join(self.logs[a.pid].read_text(errors="replace").splitlines()[-LOG_LINES:])
+            for a in self.processes if a.poll() is not None)
 
 
 @pytest.fixture
@@ -103,18 +113,20 @@ def launch(agents: Agents, settings: Settings, flow: Path, engine: str, name: st
     log = flow.parent / f"{name}.log"
     agents.folders.add(flow.parent)
     with log.open("wb") as out:
-        agents.processes.append(subprocess.Popen(
+        agent = subprocess.Popen(
             [sys.executable, "-m", "graduate", "worker", str(flow), "--engine", engine,
              "--name", name, "--pool", pool],
             cwd=flow.parent, env=worker_environment(settings), stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True))
+            stderr=subprocess.STDOUT, start_new_session=True)
+    agents.processes.append(agent)
+    agents.logs[agent.pid] = log
 
 
 def await_registered(fleet: FleetLedger, flow: str, count: int, agents: Agents) -> None:
     deadline = time.monotonic() + REGISTERED_WITHIN
     while len(fleet.workers(target=flow)) < count:
-        dead = [a.args for a in agents.processes if a.poll() is not None]
-        assert not dead, f"a `graduate worker` exited before it registered: {dead}"
+        dead = agents.exited()
+        assert not dead, f"a `graduate worker` exited before it registered:{dead}"
         assert time.monotonic() < deadline, "the workers did not register in time"
         time.sleep(0.2)
 
