@@ -1,4 +1,7 @@
-"""How the chain's holds() tells a dead worker from a silent one: by its node name."""
+"""How the chain's holds() tells a dead worker from a silent one: by its node name; and
+which worker took a message: a received mark written before the message was taken is an
+earlier taker's (a worker stopped warm gives its prefetched messages back, and its marks
+stay behind)."""
 
 from __future__ import annotations
 
@@ -6,8 +9,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import uuid
 
-from graduate.adapters.celery.chain import _runs_here
+import redis
+
+from graduate.adapters.celery.chain import KEY_LIFETIME, _marked_before, _runs_here
 
 
 def test_a_worker_named_after_a_live_process_on_this_host_runs_here() -> None:
@@ -24,3 +31,18 @@ def test_a_worker_whose_process_exited_does_not() -> None:
 
 def test_a_worker_on_another_host_cannot_be_seen() -> None:
     assert not _runs_here(f"celery-chain-worker-1-{os.getpid()}@not-{socket.gethostname()}")
+
+
+def test_a_mark_written_before_its_message_was_taken_again_is_an_earlier_takers(
+        broker: str) -> None:
+    client = redis.Redis.from_url(broker)
+    key = f"test:received:{uuid.uuid4().hex}"
+    client.set(key, "stopped-worker-1@host", ex=KEY_LIFETIME)
+    try:
+        assert _marked_before(client, key, taken=time.time() + 5)  # taken again later
+        assert not _marked_before(client, key, taken=time.time())  # its taker's own mark
+        client.persist(key)
+        assert not _marked_before(client, key, taken=time.time() + 5)  # age unknown
+    finally:
+        client.delete(key)
+        client.close()

@@ -91,6 +91,9 @@ HOLD_LOOKS = 5
 # outlast a worker process descheduled between them on a busy machine. (The later gap,
 # from an early acknowledgement to STARTED, is closed by an event: `mark_received`.)
 REDIS_HANDOVER = 0.5
+# A received mark written this long before its message was taken is an earlier taker's
+# (the clocks of the worker that took it and of Redis may differ by a little).
+MARK_SLACK = 1.0
 # A worker that did not answer is not asked again for this long, so that the instances
 # of a run whose worker died cost one ping between them, not one each.
 SILENT_FOR = 10.0
@@ -191,6 +194,18 @@ def _passed(ctx: Context, node: str) -> Context:
 def _load(client: redis.Redis, key: str) -> Any:
     raw = client.get(key)
     return None if raw is None else json.loads(raw)
+
+
+def _marked_before(client: redis.Redis, key: str, taken: float) -> bool:
+    """Whether the mark at `key` (written with KEY_LIFETIME) was written before `taken`
+    (epoch seconds, the taking worker's clock), by more than MARK_SLACK: its age is read
+    from its time to live, on the Redis server's clock."""
+    left = client.pttl(key)
+    if not isinstance(left, int) or left < 0:
+        return False  # no lifetime to tell its age by
+    seconds, micros = client.time()
+    marked = seconds + micros / 1e6 - (KEY_LIFETIME * 1000 - left) / 1000
+    return marked < taken - MARK_SLACK
 
 
 def _runs_here(worker: str) -> bool:
@@ -984,8 +999,11 @@ class ChainStrategy:
         takers: dict[str, str] = {}
         for tid in movable:
             worker = client.get(received_key(tid))
-            if worker is None:
-                return None  # taken a moment ago, not yet marked: by a live worker maybe
+            if worker is None or _marked_before(client, received_key(tid), taken[tid]):
+                # Taken a moment ago, not yet marked (by a live worker maybe); or marked by
+                # an earlier taker: a worker stopped warm gives its prefetched messages
+                # back, and its marks stay until the next taker's overwrite them.
+                return None
             takers[tid] = worker.decode() if isinstance(worker, bytes) else str(worker)
         if self._answering(set(takers.values())) or any(
                 _runs_here(name) for name in takers.values()):
