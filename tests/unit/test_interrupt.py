@@ -265,7 +265,8 @@ def test_a_run_sends_the_interrupt_where_its_options_place_it(flow: Flow,
     ({"red_flag": "approve"}, None,
      "red_flag is the flow's interrupt: its decision is red_flag=interrupt, not 'approve'"),
     ({"approval": "interrupt"}, None, "decision 'interrupt' for approval must be approve or "
-                                      "reject"),
+                                      "reject; the flow's interrupt is sent with --signal "
+                                      "red_flag=interrupt"),
     ({}, "update", "--interrupt-at update places the flow's interrupt, but the run does not "
                    "send it: add --signal red_flag=interrupt"),
     ({"red_flag": "interrupt"}, "cool_off", "--interrupt-at names 'cool_off', which is no "
@@ -284,3 +285,9 @@ def test_run_options_that_misplace_the_interrupt_are_refused(
 def test_a_flow_without_an_interrupt_cannot_place_one(mini_flow: Flow) -> None:
     with pytest.raises(ConfigError, match="declares none: add an \\[interrupt\\] table"):
         validate_options(mini_flow, run_options({}, "create"))
+
+
+def test_a_flow_without_an_interrupt_cannot_send_one_to_a_wait(mini_flow: Flow) -> None:
+    signal = mini_flow.waits[0].signal
+    with pytest.raises(ConfigError, match="declares no interrupt to send"):
+        validate_options(mini_flow, run_options({signal: "interrupt"}, None))

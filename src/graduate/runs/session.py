@@ -121,13 +121,23 @@ def validate_options(flow: Flow, options: RunOptions) -> None:
                               + (f", and its interrupt {flow.interrupt.signal}"
                                  if flow.interrupt else ""))
         if decision not in ("approve", "reject"):
-            raise ConfigError(f"decision {decision!r} for {name} must be approve or reject")
+            raise ConfigError(f"decision {decision!r} for {name} must be approve or reject"
+                              + _interrupt_hint(flow, decision))
     _check_interrupt_at(flow, options)
     steps = {s.name for s in flow.steps}
     for failure in options.failures:
         if failure.step not in steps:
             raise ConfigError(f"--fail names step {failure.step!r}, which flow {flow.name!r} "
                               f"does not have; its steps: {', '.join(sorted(steps))}")
+
+
+def _interrupt_hint(flow: Flow, decision: str) -> str:
+    """Where `interrupt`, given to a wait's signal, belongs instead."""
+    if decision != "interrupt":
+        return ""
+    if flow.interrupt is None:
+        return f"; flow {flow.name!r} declares no interrupt to send"
+    return f"; the flow's interrupt is sent with --signal {flow.interrupt.signal}=interrupt"
 
 
 def _check_interrupt_at(flow: Flow, options: RunOptions) -> None:
