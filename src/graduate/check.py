@@ -24,7 +24,7 @@ from typing import Any
 
 from graduate import audit
 from graduate.adapters.base import HistoryEvent, InstanceState, InstanceStatus
-from graduate.flow import ESCALATION_SUFFIX, WAIT_ENDS, Flow, Timer, Wait
+from graduate.flow import ESCALATION_SUFFIX, WAIT_ENDS, Flow, Step, Timer, Wait
 from graduate.ledger import EffectRecord, InstanceRecord, Outcome, PointReached
 
 
@@ -270,16 +270,9 @@ def judge_notices(flow: Flow, effects: Sequence[EffectRecord],
             step = wait.notice_step(end)
             if step is None:
                 continue
-            calls = [e for e in effects if e.step == step.name and e.kind == "effect"]
-            expected = ended == (wait, end)
-            if not expected and not calls:
-                continue
-            landed = [e.finished_at for e in calls if _landed(e)]
-            verdicts.append(NoticeVerdict(
-                wait=wait.name, end=end, step=step.name, expected=expected, calls=len(calls),
-                applied=sum(1 for e in calls if e.outcome is Outcome.APPLIED),
-                absorbed=sum(1 for e in calls if e.outcome is Outcome.ABSORBED),
-                early=bool(landed and undone and min(landed) < max(undone))))
+            if (verdict := _notice_verdict(wait.name, end, step, effects, undone,
+                                           expected=ended == (wait, end))) is not None:
+                verdicts.append(verdict)
     if (notice := _interrupt_notice(flow, effects, status, undone)) is not None:
         verdicts.append(notice)
     return tuple(verdicts)
@@ -291,14 +284,21 @@ def _interrupt_notice(flow: Flow, effects: Sequence[EffectRecord], status: Insta
     step = None if flow.interrupt is None else flow.interrupt.notice_step
     if flow.interrupt is None or step is None:
         return None
+    return _notice_verdict(flow.interrupt.signal, "interrupted", step, effects, undone,
+                           expected=status.state.finished and flow.interrupted(status.detail))
+
+
+def _notice_verdict(owner: str, end: str, step: Step, effects: Sequence[EffectRecord],
+                    undone: Sequence[float], *, expected: bool) -> NoticeVerdict | None:
+    """The verdict on one notice, from its calls in the ledger; None when it was neither
+    owed nor sent. `undone`: when each compensation landed (a notice goes after them)."""
     calls = [e for e in effects if e.step == step.name and e.kind == "effect"]
-    expected = status.state.finished and flow.interrupted(status.detail)
     if not expected and not calls:
         return None
     landed = [e.finished_at for e in calls if _landed(e)]
     return NoticeVerdict(
-        wait=flow.interrupt.signal, end="interrupted", step=step.name, expected=expected,
-        calls=len(calls), applied=sum(1 for e in calls if e.outcome is Outcome.APPLIED),
+        wait=owner, end=end, step=step.name, expected=expected, calls=len(calls),
+        applied=sum(1 for e in calls if e.outcome is Outcome.APPLIED),
         absorbed=sum(1 for e in calls if e.outcome is Outcome.ABSORBED),
         early=bool(landed and undone and min(landed) < max(undone)))
 
