@@ -721,24 +721,38 @@ def judge_rollback(flow: Flow, effects: Sequence[EffectRecord], status: Instance
             problems.append(f"the rollback left {step} applied and uncompensated")
     problems += [f"compensated {step}, which had not applied" for step in compensated
                  if step not in applied]
-    for step in compensated:
-        times = sum(1 for e in undone if e.step == step and e.outcome is Outcome.APPLIED)
-        if times > 1:
-            problems.append(f"the compensation of {step} applied {times} times, not once")
+    problems += _compensated_twice(compensated, undone)
     problems += compensation_order(flow, applied, compensated)
     if undone:
         began = undone[0].started_at
         problems += [f"{e.step} applied {e.started_at - began:.2f}s after the compensation "
                      "began: it is left applied" for e in effects
                      if e.kind == "effect" and _landed(e) and e.started_at > began]
-    if status.state is InstanceState.COMPLETED:
-        problems.append("the instance completed: the cancellation was not honoured")
-    elif status.state is not InstanceState.COMPENSATED:
-        problems.append(f"the engine reports {status.state.value} after the cancellation"
-                        f"{' (' + status.detail + ')' if status.detail else ''}, not "
-                        "compensated")
+    problems += _not_compensated(status, "the cancellation")
     return RollbackVerdict(cancelled_at=cancelled_at, applied=applied,
                            compensated=compensated, problems=tuple(problems))
+
+
+def _compensated_twice(compensated: Sequence[str],
+                       undone: Sequence[EffectRecord]) -> list[str]:
+    """A problem per step whose compensation applied more than once."""
+    problems = []
+    for step in compensated:
+        times = sum(1 for e in undone if e.step == step and e.outcome is Outcome.APPLIED)
+        if times > 1:
+            problems.append(f"the compensation of {step} applied {times} times, not once")
+    return problems
+
+
+def _not_compensated(status: InstanceStatus, cause: str) -> list[str]:
+    """The problem, if any, with the end the engine reports for an instance that `cause`
+    (a cancellation, the interrupt) should have left compensated."""
+    if status.state is InstanceState.COMPLETED:
+        return [f"the instance completed: {cause} was not honoured"]
+    if status.state is not InstanceState.COMPENSATED:
+        detail = f" ({status.detail})" if status.detail else ""
+        return [f"the engine reports {status.state.value} after {cause}{detail}, not compensated"]
+    return []
 
 
 def judge_interrupt(flow: Flow, effects: Sequence[EffectRecord], status: InstanceStatus,
@@ -764,17 +778,9 @@ def judge_interrupt(flow: Flow, effects: Sequence[EffectRecord], status: Instanc
     owed = {s.name for s in flow.steps if s.compensation}  # as `_outcome` owes them
     problems += [f"{step} applied and was left uncompensated" for step in applied
                  if step in owed and step not in compensated]
-    for step in compensated:
-        times = sum(1 for e in undone if e.step == step and e.outcome is Outcome.APPLIED)
-        if times > 1:
-            problems.append(f"the compensation of {step} applied {times} times, not once")
+    problems += _compensated_twice(compensated, undone)
     problems += compensation_order(flow, applied, compensated)
-    if status.state is InstanceState.COMPLETED:
-        problems.append("the instance completed: the interrupt was not honoured")
-    elif status.state is not InstanceState.COMPENSATED:
-        problems.append(f"the engine reports {status.state.value}"
-                        f"{' (' + status.detail + ')' if status.detail else ''}, not "
-                        "compensated")
+    problems += _not_compensated(status, "the interrupt")
     return InterruptVerdict(signal, interrupted_at, applied, compensated, tuple(problems))
 
 

@@ -13,7 +13,7 @@ import pytest
 from tests.unit.conftest import variant
 
 from graduate.adapters.base import InstanceState, InstanceStatus
-from graduate.check import FaultFacts, judge_instance, judge_run
+from graduate.check import FaultFacts, judge_instance, judge_interrupt, judge_run
 from graduate.errors import ConfigError, FlowError
 from graduate.flow import (
     INTERRUPT_NOTICE,
@@ -206,6 +206,15 @@ def test_an_interrupt_the_engine_ignored_fails(flow: Flow) -> None:
 
     assert verdict == "failed"
     assert "notify started 25.00s after the interrupt was recorded" in reason
+
+
+def test_an_interrupted_instance_the_engine_reports_failed_says_so(flow: Flow) -> None:
+    status = ended("boom", InstanceState.FAILED)
+
+    verdict = judge_interrupt(flow, [*APPLIED, *UNDONE, *NOTICED], status, STARTED + 5)
+
+    assert verdict.problems == ("the engine reports failed after the interrupt (boom), not "
+                                "compensated",)
 
 
 def test_an_interrupt_after_the_instance_finished_changes_nothing(flow: Flow) -> None:
