@@ -294,3 +294,17 @@ def test_chaos_runs_a_project_profile_and_records_its_settings(
     assert instance["verdict"] == "completed"
     assert "attempt 2 after heartbeat timeout" in [
         event["detail"] for event in instance["history"]]
+
+
+def test_the_root_lists_each_command_once_after_one_was_built() -> None:
+    import typer.main
+    from typer.core import TyperGroup
+
+    from graduate.cli.app import COMMANDS, app
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    ctx = group.context_class(group)
+    assert group.get_command(ctx, "flows") is not None
+
+    assert group.list_commands(ctx) == list(COMMANDS)

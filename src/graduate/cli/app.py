@@ -50,7 +50,9 @@ class _Commands(TyperGroup):
             raise typer.Exit(2) from None
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*super().list_commands(ctx), *COMMANDS]
+        # A command already built is in self.commands too: listed once, in COMMANDS' order.
+        return [*(name for name in super().list_commands(ctx) if name not in COMMANDS),
+                *COMMANDS]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in self.commands or cmd_name not in COMMANDS:
