@@ -389,6 +389,8 @@ def test_an_app_named_celery_as_flask_projects_name_it(codebase: Codebase) -> No
 
 
 @pytest.mark.parametrize("deep", ["x = " + "-" * 40_000 + "1\n",
+                                  "x = " + "(" * 30_000 + "1" + ")" * 30_000 + "\n",
+                                  "x = " + "[" * 300 + "]" * 300 + "\n",
                                   "x = f" + "()" * 100_000 + "\n",
                                   "x = " + " + ".join(["1"] * 100_000) + "\n"])
 def test_a_file_nested_too_deeply_to_parse_is_skipped_with_the_reason(
