@@ -238,6 +238,20 @@ def test_a_flow_with_an_escalation_is_refused_rather_than_scaffolded_without_it(
     assert not (tmp_path / "x").exists()
 
 
+def test_a_flow_with_an_interrupt_is_refused_rather_than_scaffolded_without_it(
+        tmp_path: Path) -> None:
+    spike = (ROOT / "spikes" / "signature.toml").read_text(encoding="utf-8")
+    flow = tmp_path / "interrupted.toml"
+    flow.write_text('[interrupt]\nsignal = "withdrawn"\n\n' + spike, encoding="utf-8")
+    assert load_flow(flow).interrupt is not None
+
+    refused = runner.invoke(app, ["scaffold", str(flow), "--out", str(tmp_path / "x")])
+
+    assert refused.exit_code == 2
+    assert "does not generate the flow's interrupt (withdrawn) yet" in refused.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_each_branch_is_a_task_of_its_steps_in_order_and_the_group_joins(
         tmp_path: Path) -> None:
     from graduate.migrate.scaffold import render

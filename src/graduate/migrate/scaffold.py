@@ -125,6 +125,13 @@ def render(flow: Flow) -> dict[str, str]:
                           f"escalation yet (wait {', '.join(escalating)}); remove the "
                           "escalation to scaffold the flow, then add it by hand as a second "
                           "timer racing the signal, like the reminder's")
+    if flow.interrupt is not None:
+        # Likewise: the package would run on through the interrupt's signal.
+        raise ConfigError(f"flow {flow.name}: the scaffold does not generate the flow's "
+                          f"interrupt ({flow.interrupt.signal}) yet; remove its [interrupt] "
+                          "table to scaffold the flow, then add it by hand: a signal handler "
+                          "that sets a flag, checked before each step and timer and in each "
+                          "wait's condition, and the compensations once it is set")
     context = _context(flow)
     package = context["package"]
     files = {
