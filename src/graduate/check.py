@@ -206,6 +206,10 @@ REMINDER_GRACE = 2.0
 REMINDER_GRACE_SHARE = 0.1
 
 
+# A NoticeVerdict's `end` for the interrupt's notice (a wait's are `rejected`, `expired`).
+INTERRUPTED = "interrupted"
+
+
 @dataclass(frozen=True)
 class NoticeVerdict:
     """What became of one notice of how a wait ended (`rejected` or `expired`): owed
@@ -243,12 +247,17 @@ class NoticeVerdict:
         return self.missing or self.unexpected or self.early
 
     def describe(self) -> str:
-        what = f"{self.end} notice of {self.wait}"
+        if self.end == INTERRUPTED:  # `wait` is then the interrupt's signal
+            what, ended = f"notice of the interrupt {self.wait}", "was interrupted"
+            not_ended = "was not interrupted"
+        else:
+            what, ended = f"{self.end} notice of {self.wait}", f"ended {self.end}"
+            not_ended = f"did not end {self.end} there"
         if self.missing:
             failed = f"; its {self.calls} call(s) failed" if self.calls else ""
-            return f"{what} missing: the instance ended {self.end} and it was never sent{failed}"
+            return f"{what} missing: the instance {ended} and it was never sent{failed}"
         if self.unexpected:
-            return f"{what} sent, but the instance did not end {self.end} there"
+            return f"{what} sent, but the instance {not_ended}"
         if self.early:
             return f"{what} sent before the compensations had landed"
         if self.applied > 1:
@@ -284,7 +293,7 @@ def _interrupt_notice(flow: Flow, effects: Sequence[EffectRecord], status: Insta
     step = None if flow.interrupt is None else flow.interrupt.notice_step
     if flow.interrupt is None or step is None:
         return None
-    return _notice_verdict(flow.interrupt.signal, "interrupted", step, effects, undone,
+    return _notice_verdict(flow.interrupt.signal, INTERRUPTED, step, effects, undone,
                            expected=status.state.finished and flow.interrupted(status.detail))
 
 

@@ -253,7 +253,7 @@ def test_the_engines_reason_alone_has_the_instance_judged_as_interrupted(flow: F
 
     assert verdict.interrupt is not None
     assert verdict.interrupt.interrupted_at is None
-    assert run.failures == ("i1: interrupted notice of red_flag missing: the instance ended "
+    assert run.failures == ("i1: notice of the interrupt red_flag missing: the instance was "
                             "interrupted and it was never sent (corr)",)
 
 
