@@ -168,12 +168,14 @@ def pair_instances(left: Sequence[Side], right: Sequence[Side], flow: Flow,
     return pairs, unpaired
 
 
-_CAUGHT_AS = {"at the fault point": 1, "attempt cut short": 2, "held up": 3}
-
-
 def _caught_first(side: Side) -> tuple[int, str]:
     resume = side.verdict.resume
-    caught = 0 if side.set_off else 4 if resume is None else _CAUGHT_AS[resume.affected_as]
+    if side.set_off:
+        caught = 0
+    elif resume is None:
+        caught = 4  # the fault did not touch it
+    else:
+        caught = 3 if resume.held_up else 2 if resume.interrupted else 1
     return caught, side.instance.instance_id
 
 
