@@ -204,6 +204,10 @@ class Agent:
                     stop.wait(COMMAND_POLL)
                     continue
                 self.carry_out(command)
+        # The heartbeat sets `stop` when it finds this agent fenced: the loop then ends
+        # without passing the check at its top, and must not end as a clean stop.
+        if self.fenced is not None:
+            raise self.fenced
 
     def carry_out(self, command: Command) -> None:
         self.log(f"took {command.kind} {dict(command.args) or ''} (run {command.run_id})")
