@@ -206,6 +206,16 @@ class Wait:
     notices: tuple[tuple[WaitEnd, str], ...] = ()
     escalation: Escalation | None = None
 
+    def with_deadline(self, deadline: float) -> Wait:
+        """This wait lasting `deadline` seconds (a time scale, a run's --wait-deadline).
+        Its escalation keeps its share of the deadline, as a reminder's fraction does,
+        so that it still comes before the deadline."""
+        if self.escalation is None:
+            return replace(self, deadline=deadline)
+        after = self.escalation.after * deadline / self.deadline
+        return replace(self, deadline=deadline,
+                       escalation=replace(self.escalation, after=after))
+
     def reason(self, end: WaitEnd) -> str:
         """How an engine words the end of an instance that ended here this way: the one
         wording every engine reports, so the checker reads the ending from the engine."""

@@ -172,17 +172,14 @@ class TimeScale:
 
         def scale_wait(wait: Wait) -> Wait:
             deadline = scale(f"wait {wait.name}", "deadline", wait.deadline)
-            if wait.escalation is None:
-                return replace(wait, deadline=deadline)
-            # The escalation keeps its share of the deadline, as a reminder's fraction
-            # does: divided by the factor like the deadline, and moved with it when the
-            # deadline is kept at its floor, so it still comes before the deadline.
-            real = wait.escalation.after
-            after = real * deadline / wait.deadline
-            durations.append(ScaledDuration(f"wait {wait.name}", "escalation.after", real,
-                                            after, floored=durations[-1].floored))
-            return replace(wait, deadline=deadline,
-                           escalation=replace(wait.escalation, after=after))
+            scaled = wait.with_deadline(deadline)
+            # The escalation is divided by the factor like the deadline, and moved with
+            # it when the deadline is kept at its floor, so it still comes before it.
+            if wait.escalation is not None and scaled.escalation is not None:
+                durations.append(ScaledDuration(
+                    f"wait {wait.name}", "escalation.after", wait.escalation.after,
+                    scaled.escalation.after, floored=durations[-1].floored))
+            return scaled
 
         nodes: list[Node] = []
         for node in flow.nodes:

@@ -142,6 +142,21 @@ def test_a_wait_deadline_shortened_by_the_harness_is_not_a_change(project: Proje
     project.ok("adr", "promote", "3", "--to", "approved")
 
 
+def test_an_escalation_moved_with_its_shortened_deadline_is_not_a_change(
+        project: Project) -> None:
+    """A shortened wait keeps its escalation before its deadline by moving it with the
+    deadline: the escalation's time differs on purpose too, its effect does not."""
+    _gates(project, 'required_faults = ["wait-timeout"]')
+    escalation = '\nescalation = {{ after = "{}", effect = "notify.escalate" }}'
+    project.edit_spike('deadline = "72h"', 'deadline = "5s"' + escalation.format("2.5s"))
+    wait_timeout = project.run(fault="wait-timeout", wait_deadline=5.0)
+    project.edit_spike('deadline = "5s"' + escalation.format("2.5s"),
+                       'deadline = "72h"' + escalation.format("36h"))
+    project.spiking(*project.passing_runs(), wait_timeout)
+
+    project.ok("adr", "promote", "3", "--to", "approved")
+
+
 def test_a_run_of_a_profile_changed_since_does_not_count(project: Project) -> None:
     """require_profiles names a project profile; a run made before the profile's
     settings changed no longer shows what the profile does now."""

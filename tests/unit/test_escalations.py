@@ -130,6 +130,20 @@ def test_a_deadline_kept_at_its_floor_keeps_the_escalation_before_it(flow: Flow)
     assert kept.floored
 
 
+def test_a_shortened_wait_moves_its_escalation_with_its_deadline(flow: Flow) -> None:
+    """A run's --wait-deadline (and a contract test's short deadline) keeps the
+    escalation at its share of the deadline, so the shortened flow still loads."""
+    wait = flow.node("approval")
+    assert isinstance(wait, Wait)
+
+    shortened = wait.with_deadline(5.0)
+
+    assert shortened.deadline == 5.0
+    assert shortened.escalation == Escalation(after=5.0 * AFTER / DEADLINE,
+                                              effect="mail.escalate")
+    assert replace(wait, escalation=None).with_deadline(5.0).escalation is None
+
+
 @pytest.mark.parametrize(("line", "fragments"), [
     ('\nescalation = { after = "1h", effect = "mail.escalate" }',
      ["wait 'approval'", "escalation.after = 1h is not before the deadline (1h)",

@@ -384,8 +384,9 @@ def _definition_change(run: RunRecord, current: dict[str, Any] | None) -> str | 
     recorded = run.flow.definition
     if not recorded:
         return "the run does not record the flow's definition"
-    # The harness shortens wait deadlines for wait-timeout runs on purpose; that is the
-    # run's setting, not a change of the flow.
+    # The harness shortens wait deadlines for wait-timeout runs on purpose (and moves
+    # each escalation with its deadline); that is the run's setting, not a change of the
+    # flow.
     shortened = run.options.wait_deadline is not None
     differences = _differences(_comparable(current, shortened),
                                _comparable(recorded, shortened))
@@ -397,11 +398,20 @@ def _definition_change(run: RunRecord, current: dict[str, Any] | None) -> str | 
 
 
 def _comparable(definition: dict[str, Any], shortened: bool) -> dict[str, Any]:
-    """A definition without what does not change behaviour (the description)."""
+    """A definition without what does not change behaviour (the description), and
+    without the durations a shortened run moved (a wait's deadline and its escalation's
+    time, its effect kept)."""
     flow = {k: v for k, v in (definition.get("flow") or {}).items() if k != "description"}
-    nodes = [{k: v for k, v in node.items() if not (shortened and k == "deadline")}
-             if isinstance(node, dict) else node for node in definition.get("nodes") or []]
+    nodes = [_unshortened(node) if shortened and isinstance(node, dict) else node
+             for node in definition.get("nodes") or []]
     return {**definition, "flow": flow, "nodes": nodes}
+
+
+def _unshortened(node: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: v for k, v in node.items() if k != "deadline"}
+    if isinstance(escalation := node.get("escalation"), dict):
+        kept["escalation"] = {k: v for k, v in escalation.items() if k != "after"}
+    return kept
 
 
 def _differences(now: Any, then: Any, path: str = "") -> list[str]:

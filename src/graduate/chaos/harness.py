@@ -260,7 +260,7 @@ def _flow_for_run(settings: Settings, options: ChaosOptions, loaded: Flow | None
     flow, time_scale = load_run_flow(settings, options.run, loaded)
     if options.wait_deadline is None:
         return flow, time_scale
-    nodes = tuple(replace(n, deadline=options.wait_deadline) if isinstance(n, Wait) else n
+    nodes = tuple(n.with_deadline(options.wait_deadline) if isinstance(n, Wait) else n
                   for n in flow.nodes)
     # Workers load the flow from a file, so the shortened copy is written for them.
     folder = settings.state_dir / "derived"
