@@ -32,9 +32,10 @@ _copies = itertools.count(1)
 
 
 def copy_of(spike: Path, folder: Path, *, deadline: tuple[str, float] | None = None) -> Path:
-    """The spike under a name of its own; `deadline` = (wait, seconds) shortens one wait."""
+    """The spike under a name of its own; `deadline` = (wait, seconds) shortens one wait
+    (its escalation moved with it)."""
     flow = load_flow(spike)
-    nodes = tuple(replace(node, deadline=deadline[1])
+    nodes = tuple(node.with_deadline(deadline[1])
                   if deadline and isinstance(node, Wait) and node.name == deadline[0]
                   else node for node in flow.nodes)
     name = f"{flow.name}_{next(_copies)}_{os.getpid()}"
@@ -152,14 +153,19 @@ def test_a_wait_past_its_deadline_takes_the_spikes_timeout_action(
 
     [item] = result.instances
     rows = effects(settings, item.instance_id)
-    # The lapsed wait outlived half its deadline: its reminder, if it declares one, was
-    # sent once while it waited; the waits answered at once sent none.
-    reminders = [e for e in rows if e.step.endswith(".reminder")]
-    rows, notices = split_notices([e for e in rows if e not in reminders], flow)
-    assert [(e.step, e.effect, e.outcome) for e in reminders] == (
-        [(f"{wait}.reminder", lapsed.reminder.effect, Outcome.APPLIED)]
-        if lapsed.reminder is not None else [])
+    # The lapsed wait outlived its reminder's time and its escalation's due date: each
+    # it declares was sent once while it waited, in the order of their times; the waits
+    # answered at once sent none.
+    while_open = {send.step.name for w in flow.waits for send in w.while_open}
+    sent = [e for e in rows if e.step in while_open]
+    rows, notices = split_notices([e for e in rows if e not in sent], flow)
+    assert [(e.step, e.effect, e.outcome) for e in sent] == [
+        (send.step.name, send.step.effect, Outcome.APPLIED)
+        for send in sorted(lapsed.while_open, key=lambda send: send.after)]
     undo = effects(settings, item.instance_id, "compensation")
+    # Each went out while the wait was still open: before the first call of its ending.
+    if sent and (ending := [e.started_at for e in undo + notices]):
+        assert max(e.finished_at for e in sent) <= min(ending)
     if lapsed.on_timeout == "continue":
         assert item.state is InstanceState.COMPLETED, item.detail
         assert_in_flow_order(flow, [e.step for e in rows], list(flow.steps))
