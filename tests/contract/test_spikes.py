@@ -2,8 +2,12 @@
 what runs. Every wait approved, each forward effect lands once, in the flow's order; a
 wait rejected or past its deadline takes the action the spike gives it, compensating
 the steps done before it in reverse, each with its own compensation, and then sends the
-notice of that ending, when the wait declares one, exactly once. Steps of a parallel
-group may land in any order among themselves, never before a step they follow.
+notice of that ending, when the wait declares one, exactly once; a wait left open past
+its reminder's time or its escalation's due date sends each once, and stays open. A
+spike's interrupt, sent while a step is in flight or at a wait, lets that step finish,
+starts no further step, and compensates what applied in reverse, then sends its notice.
+Steps of a parallel group may land in any order among themselves, never before a step
+they follow.
 
 Each test runs a copy of the spike under a unique name (its own task queue and Celery
 queue), with the deadline of the wait under test shortened where the test needs it.
@@ -183,3 +187,58 @@ def test_a_wait_past_its_deadline_takes_the_spikes_timeout_action(
     reached = max(e.finished_at for e in rows)
     assert undo[0].started_at - reached >= 2.0, "compensation ran before the deadline"
     assert_one_notice_after(lapsed, "expired", notices, undo)
+
+
+def interrupt_points(spike: Path) -> list[str]:
+    """Where a spike's interrupt is sent: while the first step after its first wait is
+    in flight, and at its last wait, when the most has applied."""
+    flow = load_flow(spike)
+    if flow.interrupt is None or not flow.waits:
+        return []
+    order = [node.name for node in flow.flat_nodes]
+    first_wait = flow.waits[0].name
+    in_flight = next(s.name for s in flow.steps if order.index(s.name) > order.index(first_wait))
+    return [in_flight, flow.waits[-1].name]
+
+
+INTERRUPTS = [(spike, at) for spike in SPIKES for at in interrupt_points(spike)]
+
+
+@pytest.mark.parametrize("engine", engine_names())
+@pytest.mark.parametrize(("spike", "at"), INTERRUPTS, ids=[f"{s.stem}-{a}" for s, a in INTERRUPTS])
+def test_the_spikes_interrupt_halts_it_and_undoes_what_applied_in_reverse(
+        settings: Settings, tmp_path: Path, spike: Path, at: str, engine: str) -> None:
+    path = copy_of(spike, tmp_path)
+    flow = load_flow(path)
+    assert flow.interrupt is not None
+    reached = flow.node(at)
+    # The waits before `at` are answered at once; the one at `at` is left open for the
+    # interrupt to find it waiting there.
+    order = [node.name for node in flow.flat_nodes]
+    answered = {w.signal: "approve" for w in flow.waits
+                if order.index(w.name) < order.index(at)}
+
+    result = run(settings, path, engine, decisions={**answered,
+                                                   flow.interrupt.signal: "interrupt"},
+                 interrupt_at=at)
+
+    [item] = result.instances
+    assert (item.state, item.detail) == (InstanceState.COMPENSATED, flow.interrupt.reason)
+    # The step in flight finished; no further step started.
+    done = steps_before(flow, at) + ([reached] if isinstance(reached, Step) else [])
+    notice = flow.interrupt.notice_step
+    forward = effects(settings, item.instance_id)
+    rows = [e for e in forward if notice is None or e.step != notice.name]
+    assert {e.outcome for e in rows} <= {Outcome.APPLIED}
+    assert_in_flow_order(flow, [e.step for e in rows], done)
+    undo = effects(settings, item.instance_id, "compensation")
+    assert_undone_in_reverse(flow, undo, done)
+    assert {e.outcome for e in undo} <= {Outcome.APPLIED}
+    # Its notice, if it declares one, went once, last.
+    sent = [e for e in forward if e not in rows]
+    assert [(e.step, e.effect, e.outcome) for e in sent] == (
+        [] if notice is None else [(notice.name, notice.effect, Outcome.APPLIED)])
+    if sent and undo:
+        assert sent[0].started_at >= max(e.finished_at for e in undo)
+    assert item.duplicates == 0
+    assert_traced(settings, flow, result, engine)
