@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from graduate.cli.app import app
-from graduate.flow import load_flow
+from graduate.flow import load_flow, write_flow_json
 from graduate.migrate.scaffold import MANIFEST
 from tests.migrate.conftest import ACME
-from tests.scaffold.conftest import ROOT, tool
+from tests.scaffold.conftest import ROOT, scaffoldable_pmi, tool
 
 runner = CliRunner()
 
@@ -123,8 +123,10 @@ def _flows(tmp_path: Path) -> dict[str, Path]:
     every.write_text(EVERY_NODE, encoding="utf-8")
     work = tmp_path / "work.toml"
     work.write_text(WORK, encoding="utf-8")
+    parallel = tmp_path / "pmi_milestones.json"
+    write_flow_json(scaffoldable_pmi(), parallel)
     return {"spike": ROOT / "spikes" / "partner_approval.toml", "inventory": inventoried,
-            "every-node": every, "parallel": ROOT / "spikes" / "pmi_milestones.toml",
+            "every-node": every, "parallel": parallel,
             "branches": ROOT / "tests" / "flows" / "branches.toml", "work": work,
             "reminder": ROOT / "spikes" / "signature.toml",
             "example": ROOT / "examples" / "partner_approval_app" / "flow.toml"}
@@ -310,8 +312,8 @@ def test_a_flow_from_python_is_written_as_toml_that_loads_back(tmp_path: Path) -
     every.write_text(EVERY_NODE, encoding="utf-8")
     work = tmp_path / "work.toml"
     work.write_text(WORK, encoding="utf-8")
-    for path in (every, work, ROOT / "spikes" / "pmi_milestones.toml"):
-        flow = replace(load_flow(path), source="myflows:FLOW")  # as module:ATTRIBUTE gives it
+    for loaded in (load_flow(every), load_flow(work), scaffoldable_pmi()):
+        flow = replace(loaded, source="myflows:FLOW")  # as module:ATTRIBUTE gives it
 
         written = tmp_path / "written.toml"
         written.write_text(render(flow)[f"flows/{flow.name}.toml"], encoding="utf-8")
