@@ -14,7 +14,9 @@ from graduate.cli.app import app
 from graduate.flow import load_flow, write_flow_json
 from graduate.migrate.scaffold import MANIFEST
 from tests.migrate.conftest import ACME
-from tests.scaffold.conftest import ROOT, scaffoldable_pmi, tool
+from tests.scaffold.conftest import ROOT, tool
+
+PMI = ROOT / "spikes" / "pmi_milestones.toml"
 
 runner = CliRunner()
 
@@ -114,6 +116,18 @@ archive = "ledger.unarchive"
 """
 
 
+# Every kind of node under an interrupt without a notice: a timer the interrupt ends early,
+# waits without a reminder or an escalation.
+INTERRUPTED_EVERY_NODE = '[interrupt]\nsignal = "withdrawn"\n\n' + EVERY_NODE
+
+
+def _escalated_signature() -> str:
+    """The signature spike's wait with an escalation after its reminder."""
+    spike = (ROOT / "spikes" / "signature.toml").read_text(encoding="utf-8")
+    return spike.replace('deadline = "5d"', 'deadline = "5d"\nescalation = '
+                         '{ after = "4d", effect = "esign.escalate_signer" }', 1)
+
+
 def _flows(tmp_path: Path) -> dict[str, Path]:
     inventoried = tmp_path / "inventoried.toml"
     written = runner.invoke(app, ["inventory", str(ACME), "--flow", "create_crm_draft",
@@ -124,16 +138,21 @@ def _flows(tmp_path: Path) -> dict[str, Path]:
     work = tmp_path / "work.toml"
     work.write_text(WORK, encoding="utf-8")
     parallel = tmp_path / "pmi_milestones.json"
-    write_flow_json(scaffoldable_pmi(), parallel)
+    write_flow_json(load_flow(PMI), parallel)
+    interrupted = tmp_path / "interrupted.toml"
+    interrupted.write_text(INTERRUPTED_EVERY_NODE, encoding="utf-8")
+    escalated = tmp_path / "escalated.toml"
+    escalated.write_text(_escalated_signature(), encoding="utf-8")
     return {"spike": ROOT / "spikes" / "partner_approval.toml", "inventory": inventoried,
             "every-node": every, "parallel": parallel,
             "branches": ROOT / "tests" / "flows" / "branches.toml", "work": work,
-            "reminder": ROOT / "spikes" / "signature.toml",
+            "reminder": ROOT / "spikes" / "signature.toml", "escalation": escalated,
+            "interrupt": interrupted,
             "example": ROOT / "examples" / "partner_approval_app" / "flow.toml"}
 
 
 @pytest.mark.parametrize("which", ["spike", "inventory", "every-node", "parallel", "branches",
-                                   "work", "reminder", "example"])
+                                   "work", "reminder", "escalation", "interrupt", "example"])
 def test_the_package_passes_mypy_strict_and_ruff(which: str, tmp_path: Path) -> None:
     flow = _flows(tmp_path)[which]
     out = tmp_path / "package"
@@ -224,36 +243,6 @@ def test_an_unknown_flow_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_a_flow_with_an_escalation_is_refused_rather_than_scaffolded_without_it(
-        tmp_path: Path) -> None:
-    spike = (ROOT / "spikes" / "signature.toml").read_text(encoding="utf-8")
-    flow = tmp_path / "escalated.toml"
-    flow.write_text(spike.replace('deadline = "5d"', 'deadline = "5d"\nescalation = '
-                                  '{ after = "4d", effect = "esign.remind_signer" }', 1),
-                    encoding="utf-8")
-    assert load_flow(flow).waits[0].escalation is not None
-
-    refused = runner.invoke(app, ["scaffold", str(flow), "--out", str(tmp_path / "x")])
-
-    assert refused.exit_code == 2
-    assert "does not generate a wait's escalation yet (wait signed)" in refused.stderr
-    assert not (tmp_path / "x").exists()
-
-
-def test_a_flow_with_an_interrupt_is_refused_rather_than_scaffolded_without_it(
-        tmp_path: Path) -> None:
-    spike = (ROOT / "spikes" / "signature.toml").read_text(encoding="utf-8")
-    flow = tmp_path / "interrupted.toml"
-    flow.write_text('[interrupt]\nsignal = "withdrawn"\n\n' + spike, encoding="utf-8")
-    assert load_flow(flow).interrupt is not None
-
-    refused = runner.invoke(app, ["scaffold", str(flow), "--out", str(tmp_path / "x")])
-
-    assert refused.exit_code == 2
-    assert "does not generate the flow's interrupt (withdrawn) yet" in refused.stderr
-    assert not (tmp_path / "x").exists()
-
-
 def test_each_branch_is_a_task_of_its_steps_in_order_and_the_group_joins(
         tmp_path: Path) -> None:
     from graduate.migrate.scaffold import render
@@ -312,7 +301,7 @@ def test_a_flow_from_python_is_written_as_toml_that_loads_back(tmp_path: Path) -
     every.write_text(EVERY_NODE, encoding="utf-8")
     work = tmp_path / "work.toml"
     work.write_text(WORK, encoding="utf-8")
-    for loaded in (load_flow(every), load_flow(work), scaffoldable_pmi()):
+    for loaded in (load_flow(every), load_flow(work), load_flow(PMI)):
         flow = replace(loaded, source="myflows:FLOW")  # as module:ATTRIBUTE gives it
 
         written = tmp_path / "written.toml"
@@ -333,26 +322,28 @@ def test_a_reminder_is_a_timer_racing_the_signal_sent_once_under_its_own_step(
     # The wait hands its reminder to _decision: the reminder's step, activity, one
     # attempt, due half-way.
     body = workflow[workflow.index("async def _flow"):workflow.index("async def _step")]
-    assert ('_Reminder("signed.reminder", activities.signed_reminder,\n'
-            '                      SIGNED_REMINDER, at=0.5)') in body
+    assert ('_WhileOpen("signed.reminder", activities.signed_reminder,\n'
+            '                       SIGNED_REMINDER, at=0.5))') in body
     options = workflow[workflow.index("\nSIGNED_REMINDER = StepOptions("):].split("\n)\n")[0]
     assert "retry=RetryPolicy(maximum_attempts=1)" in options
     # A durable timer, as a task racing the signal's wait_condition; the activity only
-    # when the decision has not come, keyed by the reminder's step; a timer not yet
-    # fired is cancelled when the wait ends, an activity under way is awaited.
-    decision = workflow[workflow.index("async def _decision"):workflow.index("async def _remind")]
+    # when the decision has not come, keyed by the send's step; a timer not yet fired is
+    # cancelled when the wait ends, an activity under way is awaited.
+    decision = workflow[workflow.index("async def _decision"):
+                        workflow.index("async def _send_while_open")]
     assert decision.index("asyncio.create_task(") < decision.index("wait_condition(")
-    assert "await self._end_reminder(reminding)" in decision.split("finally:")[1]
-    remind = workflow[workflow.index("async def _remind"):workflow.index("async def _end_reminder")]
-    assert remind.index("await workflow.sleep(deadline * reminder.at)") < remind.index(
-        "if signal in self._state.decisions:\n            return") < remind.index(
-        "execute_activity(reminder.activity")
-    assert "request.key(reminder.step)" in remind
-    end = workflow[workflow.index("async def _end_reminder"):
+    assert "await self._end_send(send, task)" in decision.split("finally:")[1]
+    send = workflow[workflow.index("async def _send_while_open"):
+                    workflow.index("async def _end_send")]
+    assert send.index("await workflow.sleep(deadline * send.at)") < send.index(
+        "if signal in self._state.decisions:\n            return") < send.index(
+        "execute_activity(send.activity")
+    assert "request.key(send.step)" in send
+    end = workflow[workflow.index("async def _end_send"):
                    workflow.index("async def _compensate")]
-    assert ("if not reminding.done() and not self._state.reminding:\n"
-            "            reminding.cancel()") in end
-    assert "await workflow.wait([reminding])" in end
+    assert ("if not task.done() and send.step not in self._state.sending:\n"
+            "            task.cancel()") in end
+    assert "await workflow.wait([task])" in end
     # Its activity is named after its effect and records its call as the reminder's step.
     reminder = activities[activities.index('@activity.defn(name="esign.remind_signer")'):]
     assert reminder.index('graduate.effect("esign.remind_signer"') < reminder.index(
@@ -361,5 +352,103 @@ def test_a_reminder_is_a_timer_racing_the_signal_sent_once_under_its_own_step(
     assert "def esign_remind_signer(entity_id: str, key: str) -> None:" in systems
     # A flow with no reminder renders none of it.
     plain = render(load_flow(ROOT / "spikes" / "partner_approval.toml"))
-    assert "_Reminder" not in plain["partner_approval_temporal/workflow.py"]
+    assert "_WhileOpen" not in plain["partner_approval_temporal/workflow.py"]
     assert "contextlib" not in plain["partner_approval_temporal/workflow.py"]
+
+
+def test_an_escalation_is_a_timer_racing_the_signal_sent_once_under_its_own_step(
+        tmp_path: Path) -> None:
+    from graduate.migrate.scaffold import render
+
+    files = render(load_flow(PMI))
+    workflow = files["pmi_milestones_temporal/workflow.py"]
+    activities = files["pmi_milestones_temporal/activities.py"]
+    systems = files["pmi_milestones_temporal/systems.py"]
+
+    # Each sign-off hands its escalation to _decision, due at its share of the hard
+    # deadline (2w of 4w, 6w of 8w), so that it follows the deadline an instance is given.
+    body = workflow[workflow.index("async def _flow"):workflow.index("async def _step")]
+    assert ('_WhileOpen("day_one_review.escalation", activities.day_one_review_escalation,\n'
+            '                       DAY_ONE_REVIEW_ESCALATION, at=0.5))') in body
+    assert ('_WhileOpen("final_review.escalation", activities.final_review_escalation,\n'
+            '                       FINAL_REVIEW_ESCALATION, at=0.75))') in body
+    # One attempt; the timer races the signal like the reminder's (same code: see above),
+    # and the wait stays open after it, until its decision or deadline.
+    options = workflow[workflow.index("\nDAY_ONE_REVIEW_ESCALATION = StepOptions("):]
+    assert "retry=RetryPolicy(maximum_attempts=1)" in options.split("\n)\n")[0]
+    send = workflow[workflow.index("async def _send_while_open"):
+                    workflow.index("async def _end_send")]
+    assert "return" not in send.split("execute_activity(")[1]
+    # Its activity is named after its effect and records its call as the escalation's step.
+    escalation = activities[activities.index('@activity.defn(name="notify.escalate_day_one")'):]
+    assert escalation.index('graduate.effect("notify.escalate_day_one"') < escalation.index(
+        'step="day_one_review.escalation"') < escalation.index(
+        "systems.notify_escalate_day_one(")
+    assert "    day_one_review_escalation,\n" in activities[activities.index("ALL = ["):]
+    assert "def notify_escalate_day_one(entity_id: str, key: str) -> None:" in systems
+    # A wait with a reminder and an escalation sends both, the reminder first, each its own.
+    both = render(load_flow(_write(tmp_path / "escalated.toml", _escalated_signature())))
+    body = both["signature_temporal/workflow.py"]
+    assert ('_WhileOpen("signed.reminder", activities.signed_reminder,\n'
+            '                       SIGNED_REMINDER, at=0.5),\n'
+            '            _WhileOpen("signed.escalation", activities.signed_escalation,\n'
+            '                       SIGNED_ESCALATION, at=0.8))') in body
+
+
+def test_the_interrupt_is_a_flag_checked_before_each_node_then_compensates_and_notifies(
+        tmp_path: Path) -> None:
+    from graduate.migrate.scaffold import render
+
+    files = render(load_flow(PMI))
+    workflow = files["pmi_milestones_temporal/workflow.py"]
+    activities = files["pmi_milestones_temporal/activities.py"]
+
+    # The signal's handler only records it.
+    handler = workflow[workflow.index('@workflow.signal(name="board_cancellation")'):]
+    assert handler.split("\n\n")[0].endswith("self._state.interrupted = True")
+    # Checked before each step starts its activity (a step in flight finishes), before
+    # and after each wait (whose condition it ends), and once the last node is done.
+    step = workflow[workflow.index("async def _step"):workflow.index("async def _parallel")]
+    assert step.index("self._go_on()") < step.index("workflow.start_activity(")
+    decision = workflow[workflow.index("async def _decision"):
+                        workflow.index("async def _send_while_open")]
+    assert decision.index("self._go_on()") < decision.index("wait_condition(") < decision.rindex(
+        "self._go_on()")
+    assert "lambda: signal in self._state.decisions or self._state.interrupted" in decision
+    send = workflow[workflow.index("async def _send_while_open"):
+                    workflow.index("async def _end_send")]
+    assert "if signal in self._state.decisions or self._state.interrupted:" in send
+    body = workflow[workflow.index("async def _flow"):workflow.index("async def _step")]
+    assert body.rindex("self._go_on()") < body.index('return "completed"')
+    go_on = workflow[workflow.index("def _go_on"):workflow.index("async def _end_interrupted")]
+    assert "if self._state.interrupted:\n            raise _Interrupted" in go_on
+    # run ends it: every completed step compensated in reverse, then the notice, once,
+    # as its own step; the instance ends compensated, saying which signal ended it.
+    run = workflow[workflow.index("async def run"):workflow.index("async def _flow")]
+    assert run.index("except _Interrupted:") < run.index("except ActivityError:")
+    end = workflow[workflow.index("async def _end_interrupted"):]
+    end = end[:end.index("\n\n")]
+    assert end.index("await self._compensate(request)") < end.index(
+        'await self._notice(request, "interrupt.notice",') < end.index(
+        'return "interrupted by board_cancellation: compensated"')
+    assert "activities.interrupt_notice, INTERRUPT_NOTICE)" in end
+    options = workflow[workflow.index("\nINTERRUPT_NOTICE = StepOptions("):].split("\n)\n")[0]
+    assert "maximum_attempts=5" in options  # retried: it must land
+    notice = activities[activities.index('@activity.defn(name="notify.announce_cancellation")'):]
+    assert 'step="interrupt.notice"' in notice
+    # A timer under an interrupt is ended early by it; without a notice none is sent.
+    every = render(load_flow(_write(tmp_path / "interrupted.toml", INTERRUPTED_EVERY_NODE)))
+    timed = every["quarterly_vendor_contract_renewal_with_two_approvals_temporal/workflow.py"]
+    assert "await self._sleep(timedelta(seconds=60.0))  # cooling_off" in timed
+    assert "wait_condition(lambda: self._state.interrupted, timeout=duration)" in timed
+    assert "interrupt.notice" not in timed
+    assert 'return "interrupted by withdrawn: compensated"' in timed
+    # A flow without an interrupt renders none of it.
+    plain = render(load_flow(ROOT / "spikes" / "partner_approval.toml"))
+    assert "interrupted" not in plain["partner_approval_temporal/workflow.py"]
+    assert "_go_on" not in plain["partner_approval_temporal/workflow.py"]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

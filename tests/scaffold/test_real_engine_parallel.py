@@ -10,19 +10,20 @@ import pytest
 
 from graduate.check import Verdict
 from graduate.evidence import EvidenceStore
-from graduate.flow import Parallel
+from graduate.flow import Parallel, load_flow
 from graduate.migrate.scaffold import scaffold
 from tests.conftest import CRASH_TIMING_SPIKES
-from tests.scaffold.conftest import scaffoldable_pmi, tool
+from tests.scaffold.conftest import ROOT, tool
 
 pytestmark = [pytest.mark.slow, CRASH_TIMING_SPIKES]
 APP = "pmi_milestones_temporal"
+PMI = ROOT / "spikes" / "pmi_milestones.toml"
 
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("scaffolded") / "pmi-milestones-temporal"
-    scaffold(scaffoldable_pmi(), out)
+    scaffold(load_flow(PMI), out)
     return out
 
 
@@ -54,7 +55,7 @@ def test_a_worker_killed_at_a_step_in_a_branch_resumes_it_on_every_instance(
     assert [i.verdict for i in record.verdicts] == [Verdict.COMPLETED] * 3
     resumed = [i.resume for i in record.verdicts if i.resume is not None]
     assert "migrate_plans" in {r.in_flight for r in resumed}
-    flow = scaffoldable_pmi()
+    flow = load_flow(PMI)
     siblings = {s.name for group in flow.nodes if isinstance(group, Parallel)
                 if "migrate_plans" in {t.name for t in group.steps} for s in group.steps}
     doubled = set()

@@ -26,7 +26,18 @@ from typing import Any
 import jinja2
 
 from graduate.errors import ConfigError
-from graduate.flow import WAIT_ENDS, Flow, Parallel, Step, Timer, Wait, WaitEnd, flow_to_dict
+from graduate.flow import (
+    INTERRUPT_NOTICE,
+    WAIT_ENDS,
+    Flow,
+    Parallel,
+    Step,
+    Timer,
+    Wait,
+    WaitEnd,
+    WhileOpen,
+    flow_to_dict,
+)
 
 MANIFEST = ".graduate-scaffold.json"
 MANIFEST_VERSION = 1
@@ -119,19 +130,6 @@ def scaffold(flow: Flow, out: Path, *, force: bool = False) -> Scaffolded:
 
 def render(flow: Flow) -> dict[str, str]:
     """Every file of the package for `flow`, by its path relative to the output folder."""
-    if escalating := [w.name for w in flow.waits if w.escalation is not None]:
-        # Refused rather than generated without it: the package would never escalate.
-        raise ConfigError(f"flow {flow.name}: the scaffold does not generate a wait's "
-                          f"escalation yet (wait {', '.join(escalating)}); remove the "
-                          "escalation to scaffold the flow, then add it by hand as a second "
-                          "timer racing the signal, like the reminder's")
-    if flow.interrupt is not None:
-        # Likewise: the package would run on through the interrupt's signal.
-        raise ConfigError(f"flow {flow.name}: the scaffold does not generate the flow's "
-                          f"interrupt ({flow.interrupt.signal}) yet; remove its [interrupt] "
-                          "table to scaffold the flow, then add it by hand: a signal handler "
-                          "that sets a flag, checked before each step and timer and in each "
-                          "wait's condition, and the compensations once it is set")
     context = _context(flow)
     package = context["package"]
     files = {
@@ -172,6 +170,9 @@ def flow_toml(flow: Flow) -> str:
         for step in node.get("steps", ()):  # a parallel group's steps, each with its branch
             lines += ["", "  [[nodes.steps]]"]
             lines += [f"  {key} = {_toml(value)}" for key, value in step.items()]
+    if "interrupt" in data:
+        lines += ["", "[interrupt]"]
+        lines += [f"{key} = {_toml(value)}" for key, value in data["interrupt"].items()]
     if data["compensations"]:
         lines += ["", "[compensations]"]
         lines += [f"{step} = {_toml(effect)}" for step, effect in data["compensations"].items()]
@@ -208,7 +209,9 @@ def _context(flow: Flow) -> dict[str, Any]:
              for w in flow.waits]
     unkeyed = sorted(s.name for s in flow.systems if not s.honours_idempotency)
     works = any(s.work for s in flow.steps)
-    reminders = [_reminder(w) for w in flow.waits if w.reminder is not None]
+    sends = [_send(w, send) for w in flow.waits for send in w.while_open]
+    interrupt = _interrupt(flow)
+    timers = any(isinstance(n, Timer) for n in flow.nodes)
     notices = [_notice(w, end) for w in flow.waits for end in WAIT_ENDS
                if w.notice_step(end) is not None]
     return {
@@ -222,8 +225,12 @@ def _context(flow: Flow) -> dict[str, Any]:
         "task_queue_variable": f"{flow.name.upper()}_TASK_QUEUE",
         "steps": steps,
         "waits": waits,
-        "reminders": reminders,
+        "sends": sends,
         "notices": notices,
+        "interrupt": interrupt,
+        "notifies": bool(notices) or bool(interrupt and interrupt["notice"]),
+        "timers": timers,
+        "suppresses": bool(sends) or bool(interrupt and timers),  # contextlib.suppress
         "fails": any("fail" in (w.on_timeout, w.on_reject) for w in flow.waits),
         "nodes": [_node(node) for node in flow.nodes],
         "groups": bool(flow.groups),
@@ -237,9 +244,10 @@ def _context(flow: Flow) -> dict[str, Any]:
             "Each step is an activity with an explicit timeout and retry policy, given the "
             "idempotency key of its effect.",
             "Each wait is a signal awaited with a deadline." if flow.waits else "",
-            "A wait's reminder is a durable timer racing the signal: if the wait is still "
-            "open at its time, the reminder's activity runs once, under a key of its own; "
-            "a wait that ended first sends none." if reminders else "",
+            "A wait's reminder and escalation are each a durable timer racing the signal: "
+            "if the wait is still open at its time, its activity runs once, under a key of "
+            "its own, and the wait stays open; a wait that ended first sends none."
+            if sends else "",
             "A wait rejected or past its deadline compensates, then sends the notice of "
             "that ending once, under a key of its own." if notices else "",
             "The branches of a parallel group run at once and join before the flow goes on; "
@@ -247,6 +255,10 @@ def _context(flow: Flow) -> dict[str, Any]:
             if flow.groups else "",
             "A step with long work heartbeats through it, so a worker lost mid-work is found "
             f"out within {WORK_HEARTBEAT_TIMEOUT:g}s." if works else "",
+            f"The flow's interrupt ({flow.interrupt.signal}) may come at any point: once it "
+            "has, no further step starts, a step in flight finishes, the completed steps are "
+            "compensated" + (", then its notice is sent once" if flow.interrupt.notice
+                             else "") + "." if flow.interrupt is not None else "",
             f"A step that failed for good{', a rejection, a passed deadline' if flow.waits else ''}"
             " or an operator's cancellation compensates the completed steps"
             f"{' (in every branch)' if flow.groups else ''} in reverse order, each once.",
@@ -270,8 +282,9 @@ def _context(flow: Flow) -> dict[str, Any]:
         "body_does": ", ".join(filter(None, [
             "schedules activities", "runs branches as concurrent tasks" if flow.groups else "",
             "waits for signals" if flow.waits else "",
-            "races each reminder's timer against its signal" if reminders else "",
-            "sleeps on durable timers" if any(isinstance(n, Timer) for n in flow.nodes) else "",
+            "races each reminder's and escalation's timer against its signal" if sends else "",
+            "sleeps on durable timers" if timers else "",
+            "checks a flag its interrupt's signal sets" if interrupt else "",
         ])),
         "first_step": flow.steps[0].name,
     }
@@ -298,23 +311,42 @@ def _node(node: Step | Wait | Timer | Parallel) -> dict[str, Any]:
             _notice(node, "rejected") if node.notice_step("rejected") else None)})
         return {"kind": "wait", "name": node.name, "signal": node.signal,
                 "field": f"{node.name}_deadline_seconds", "var": var, "branches": branches,
-                "reminder": None if node.reminder is None else _reminder(node)}
+                "sends": [_send(node, send) for send in node.while_open]}
     return {"kind": "timer", "name": node.name, "duration": node.duration}
 
 
-def _reminder(wait: Wait) -> dict[str, Any]:
-    """A wait's reminder: its step (`<wait>.reminder`, the name its key and the ledger
-    know it by), its activity and its options (one attempt: a reminder is not repeated)."""
-    step = wait.reminder_step
-    assert step is not None
-    assert wait.reminder is not None
-    return {"wait": wait.name, "step": step.name, "effect": step.effect, "at": wait.reminder.at,
-            "function": _reminder_function(wait), "const": f"{wait.name.upper()}_REMINDER",
-            "timeout": step.timeout, "retry": step.retry}
+def _send(wait: Wait, send: WhileOpen) -> dict[str, Any]:
+    """What a wait sends once while still open (its reminder, its escalation): its step
+    (`<wait>.reminder`, `<wait>.escalation`, the name its key and the ledger know it by),
+    its activity, its options (one attempt: it is not repeated) and its time as a share
+    of the wait's deadline, so that it follows the deadline an instance is given."""
+    at = wait.reminder.at if send.kind == "reminder" and wait.reminder else (
+        send.after / wait.deadline)
+    return {"wait": wait.name, "kind": send.kind, "step": send.step.name,
+            "effect": send.step.effect, "at": at, "function": _send_function(wait, send),
+            "const": f"{wait.name.upper()}_{send.kind.upper()}",
+            "timeout": send.step.timeout}
 
 
-def _reminder_function(wait: Wait) -> str:
-    return f"{wait.name}_reminder"
+def _send_function(wait: Wait, send: WhileOpen) -> str:
+    return f"{wait.name}_{send.kind}"
+
+
+def _interrupt(flow: Flow) -> dict[str, Any] | None:
+    """The flow's interrupt: its signal, the handler that records it, how the instance's
+    end is worded, and its notice (`interrupt.notice`, retried: it must land)."""
+    if flow.interrupt is None:
+        return None
+    step = flow.interrupt.notice_step
+    notice = None if step is None else {
+        "step": step.name, "effect": step.effect, "function": INTERRUPT_FUNCTION,
+        "const": INTERRUPT_FUNCTION.upper(), "timeout": step.timeout, "retry": step.retry}
+    return {"signal": flow.interrupt.signal,
+            "method": f"on_{_identifier(flow.interrupt.signal)}",
+            "reason": flow.interrupt.reason, "notice": notice}
+
+
+INTERRUPT_FUNCTION = INTERRUPT_NOTICE.replace(".", "_")  # interrupt_notice
 
 
 def _notice(wait: Wait, end: WaitEnd) -> dict[str, Any]:
@@ -350,13 +382,17 @@ def _calls(flow: Flow) -> list[dict[str, Any]]:
     sites += [(step, step.compensation, f"compensate_{step.name}",
                f"Undo step {step.name} (its compensation).")
               for step in flow.steps if step.compensation]
-    sites += [(step, step.effect, _reminder_function(wait),
-               f"Remind during wait {wait.name}, once, while it is still open.")
-              for wait in flow.waits if (step := wait.reminder_step) is not None]
+    sites += [(send.step, send.step.effect, _send_function(wait, send),
+               f"The {send.kind} of wait {wait.name}: sent once, while it is still open.")
+              for wait in flow.waits for send in wait.while_open]
     sites += [(step, step.effect, _notice_function(wait, end),
                f"Tell the parties that wait {wait.name} ended {end}, after the compensations.")
               for wait in flow.waits for end in WAIT_ENDS
               if (step := wait.notice_step(end)) is not None]
+    sites += [(step, step.effect, INTERRUPT_FUNCTION,
+               f"Tell the parties that {flow.interrupt.signal} interrupted the flow, after "
+               "the compensations.")
+              for step in flow.interrupt_steps if flow.interrupt is not None]
     shared = {effect for effect in (s[1] for s in sites)
               if sum(1 for other in sites if other[1] == effect) > 1}
     return [{"effect": effect, "activity": f"{effect}@{step.name}" if effect in shared
