@@ -1,4 +1,5 @@
-"""Shared fixtures for the unit tests: one minimal valid flow, its variants, and requests."""
+"""Shared fixtures for the unit tests: one minimal valid flow, its variants, requests,
+and the ledger rows of instance i1 of the mini flow that the checker's tests judge."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from graduate.flow import Flow, InstanceRequest, load_flow
-from graduate.ledger import Ledger
+from graduate.ledger import EffectKind, EffectRecord, InstanceRecord, Ledger, Outcome
 
 # The sample flow the harness mechanics were first tested on (create_record,
 # request_approval, approval, activate, notify): kept as a fixture now that
@@ -134,3 +135,21 @@ def ledger(ledger_path: str) -> Iterator[Ledger]:
     opened = Ledger(ledger_path)
     yield opened
     opened.close()
+
+
+def instance_row(engine: str, started_at: float) -> InstanceRecord:
+    """Instance i1 of the mini flow, as the ledger records its start."""
+    return InstanceRecord(instance_id="i1", run_id="r", flow="mini", flow_source="",
+                          engine=engine, tenant_id="t", entity_id="e", date="20250101",
+                          correlation_id="corr", trace_id="trace", started_at=started_at)
+
+
+def effect_row(step: str, started_at: float, *, effect: str, engine: str, key: str,
+               kind: EffectKind = "effect", outcome: Outcome = Outcome.APPLIED,
+               attempt: int = 1, took: float = 0.01) -> EffectRecord:
+    """One call of instance i1's `step`, as `graduate.effect` records it."""
+    return EffectRecord(id=0, run_id="r", flow="mini", instance_id="i1", step=step,
+                        effect=effect, kind=kind, attempt=attempt, idempotency_key=key,
+                        correlation_id="corr", trace_id="trace", engine=engine,
+                        worker_pid=7, started_at=started_at, finished_at=started_at + took,
+                        outcome=outcome)

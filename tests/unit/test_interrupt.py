@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from tests.unit.conftest import variant
+from tests.unit.conftest import effect_row, instance_row, variant
 
 from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.check import FaultFacts, judge_instance, judge_interrupt, judge_run
@@ -111,20 +111,12 @@ def test_a_bad_interrupt_is_refused_saying_what_to_fix(
 
 
 def record() -> InstanceRecord:
-    return InstanceRecord(instance_id="i1", run_id="r", flow="mini", flow_source="",
-                          engine="temporal", tenant_id="t", entity_id="e",
-                          date="20250101", correlation_id="corr", trace_id="trace",
-                          started_at=STARTED)
-
+    return instance_row("temporal", STARTED)
 
 def call(step: str, at: float, *, kind: EffectKind = "effect",
          outcome: Outcome = Outcome.APPLIED, attempt: int = 1) -> EffectRecord:
-    return EffectRecord(id=0, run_id="r", flow="mini", instance_id="i1", step=step,
-                        effect=f"x.{step}", kind=kind, attempt=attempt, idempotency_key="k",
-                        correlation_id="corr", trace_id="trace", engine="temporal",
-                        worker_pid=7, started_at=STARTED + at, finished_at=STARTED + at + 0.5,
-                        outcome=outcome)
-
+    return effect_row(step, STARTED + at, effect=f"x.{step}", engine="temporal", key="k",
+                      kind=kind, outcome=outcome, attempt=attempt, took=0.5)
 
 def ended(reason: str = REASON,
           state: InstanceState = InstanceState.COMPENSATED) -> InstanceStatus:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from tests.unit.conftest import PILOT
+from tests.unit.conftest import PILOT, effect_row, instance_row
 
 from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.check import FaultFacts, judge_instance, judge_rollback, judge_run
@@ -146,20 +146,12 @@ def test_a_key_without_the_step_is_remembered_per_operation(
 
 
 def record() -> InstanceRecord:
-    return InstanceRecord(instance_id="i1", run_id="r", flow="mini", flow_source="",
-                          engine="temporal", tenant_id="t", entity_id="e",
-                          date="20250101", correlation_id="corr", trace_id="trace",
-                          started_at=STARTED)
-
+    return instance_row("temporal", STARTED)
 
 def call(step: str, at: float, *, kind: EffectKind = "effect",
          outcome: Outcome = Outcome.APPLIED) -> EffectRecord:
-    return EffectRecord(id=0, run_id="r", flow="mini", instance_id="i1", step=step,
-                        effect=f"x.{step}", kind=kind, attempt=1, idempotency_key="k",
-                        correlation_id="corr", trace_id="trace", engine="temporal",
-                        worker_pid=7, started_at=STARTED + at, finished_at=STARTED + at + 0.01,
-                        outcome=outcome)
-
+    return effect_row(step, STARTED + at, effect=f"x.{step}", engine="temporal", key="k",
+                      kind=kind, outcome=outcome)
 
 def ended(reason: str, state: InstanceState = InstanceState.COMPENSATED) -> InstanceStatus:
     return InstanceStatus(state, ("create",), finished_at=STARTED + 100, detail=reason)

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from tests.unit.conftest import effect_row, instance_row
 
 from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.check import FaultFacts, judge_instance, judge_rollback, judge_run
@@ -132,21 +133,13 @@ def test_a_bad_reminder_exits_2_on_the_command_line(
 
 
 def record() -> InstanceRecord:
-    return InstanceRecord(instance_id="i1", run_id="r", flow="mini", flow_source="",
-                          engine="celery-chain", tenant_id="t", entity_id="e",
-                          date="20250101", correlation_id="corr", trace_id="trace",
-                          started_at=STARTED)
-
+    return instance_row("celery-chain", STARTED)
 
 def call(step: str, at: float, *, kind: EffectKind = "effect",
          outcome: Outcome = Outcome.APPLIED) -> EffectRecord:
     effect = "mail.remind" if step.endswith(".reminder") else f"crm.{step}"
-    return EffectRecord(id=0, run_id="r", flow="mini", instance_id="i1", step=step,
-                        effect=effect, kind=kind, attempt=1, idempotency_key=f"i1:{step}",
-                        correlation_id="corr", trace_id="trace", engine="celery-chain",
-                        worker_pid=7, started_at=STARTED + at, finished_at=STARTED + at + 0.01,
-                        outcome=outcome)
-
+    return effect_row(step, STARTED + at, effect=effect, engine="celery-chain",
+                      key=f"i1:{step}", kind=kind, outcome=outcome)
 
 COMPLETED = InstanceStatus(InstanceState.COMPLETED, ("create", "approval", "notify"),
                            finished_at=STARTED + DEADLINE)
