@@ -172,13 +172,14 @@ class TimeScale:
 
         def scale_wait(wait: Wait) -> Wait:
             deadline = scale(f"wait {wait.name}", "deadline", wait.deadline)
+            deadline_floored = durations[-1].floored  # the record scale() just made
             scaled = wait.with_deadline(deadline)
             # The escalation is divided by the factor like the deadline, and moved with
             # it when the deadline is kept at its floor, so it still comes before it.
             if wait.escalation is not None and scaled.escalation is not None:
                 durations.append(ScaledDuration(
                     f"wait {wait.name}", "escalation.after", wait.escalation.after,
-                    scaled.escalation.after, floored=durations[-1].floored))
+                    scaled.escalation.after, floored=deadline_floored))
             return scaled
 
         nodes: list[Node] = []
