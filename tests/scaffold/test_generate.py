@@ -372,6 +372,12 @@ def test_an_escalation_is_a_timer_racing_the_signal_sent_once_under_its_own_step
             '                       DAY_ONE_REVIEW_ESCALATION, at=0.5))') in body
     assert ('_WhileOpen("final_review.escalation", activities.final_review_escalation,\n'
             '                       FINAL_REVIEW_ESCALATION, at=0.75))') in body
+    # A share with no short decimal (1w of 3w) is written as the fraction it is, and a
+    # call too long for one line takes its deadline on the next.
+    assert ('            request, "invoicing_signoff",\n'
+            '            timedelta(seconds=request.invoicing_review_deadline_seconds),\n'
+            '            _WhileOpen("invoicing_review.escalation",') in body
+    assert "INVOICING_REVIEW_ESCALATION, at=1 / 3))" in body
     # One attempt; the timer races the signal like the reminder's (same code: see above),
     # and the wait stays open after it, until its decision or deadline.
     options = workflow[workflow.index("\nDAY_ONE_REVIEW_ESCALATION = StepOptions("):]

@@ -20,6 +20,7 @@ import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,7 @@ def _context(flow: Flow) -> dict[str, Any]:
         "suppresses": bool(sends) or bool(interrupt and timers),  # contextlib.suppress
         "fails": any("fail" in (w.on_timeout, w.on_reject) for w in flow.waits),
         "nodes": [_node(node) for node in flow.nodes],
+        "flow_returns": _flow_returns(flow),
         "groups": bool(flow.groups),
         "works": works,
         "calls": _calls(flow),
@@ -323,9 +325,29 @@ def _send(wait: Wait, send: WhileOpen) -> dict[str, Any]:
     at = wait.reminder.at if send.kind == "reminder" and wait.reminder else (
         send.after / wait.deadline)
     return {"wait": wait.name, "kind": send.kind, "step": send.step.name,
-            "effect": send.step.effect, "at": at, "function": _send_function(wait, send),
+            "effect": send.step.effect, "at": _share(at),
+            "function": _send_function(wait, send),
             "const": f"{wait.name.upper()}_{send.kind.upper()}",
             "timeout": send.step.timeout}
+
+
+def _share(at: float) -> str:
+    """A share of a deadline as a reader would write it: `0.5`, or `1 / 3` for the
+    share a week's escalation takes of a three-week deadline, rather than the float's
+    seventeen digits (the same float either way)."""
+    if len(text := repr(at)) <= 6:
+        return text
+    fraction = Fraction(at).limit_denominator(1000)
+    exact = fraction.numerator / fraction.denominator == at
+    return f"{fraction.numerator} / {fraction.denominator}" if exact else text
+
+
+def _flow_returns(flow: Flow) -> int:
+    """How many returns the generated `_flow` holds: one per wait ending that
+    compensates (its rejection, its lapse), and its end."""
+    return 1 + sum(1 for wait in flow.waits for action in (
+        wait.on_reject, None if wait.on_timeout == "continue" else wait.on_timeout)
+        if action == "compensate")
 
 
 def _send_function(wait: Wait, send: WhileOpen) -> str:
