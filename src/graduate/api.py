@@ -262,16 +262,16 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
                         evidence=store.matrix_path(matrix_id))
 
 
-def signal(instance_id: str, name: str, *, decision: str = "approve",
+def signal(instance_id: str, name: str, *, decision: str | None = None,
            payload: Mapping[str, Any] | None = None,
            settings: Settings | None = None) -> SignalSent:
-    """Deliver a human decision (`approve` or `reject`) on signal `name` to a waiting
-    instance, with `payload` as extra fields; or, when `name` is the flow's interrupt
-    signal, interrupt the instance wherever it is (the decision is then "interrupt").
-    The instance's run must still have its services: kept up by `graduate env up`, or
-    external ones in the settings."""
+    """Deliver a human decision (`approve`, the default, or `reject`) on signal `name`
+    to a waiting instance, with `payload` as extra fields; or, when `name` is the flow's
+    interrupt signal, interrupt the instance wherever it is (the decision is then
+    "interrupt"; an interrupt takes no approve or reject). The instance's run must still
+    have its services: kept up by `graduate env up`, or external ones in the settings."""
     config = settings or load_settings()
-    if decision not in DECISIONS:
+    if decision is not None and decision not in DECISIONS:
         raise ConfigError(f"decision {decision!r} must be approve or reject (or interrupt, "
                           "which goes with the flow's interrupt signal)")
     if payload is not None and not isinstance(payload, Mapping):
@@ -279,8 +279,13 @@ def signal(instance_id: str, name: str, *, decision: str = "approve",
                           "'{\"by\": \"ana\"}'")
     record = Ledger(config.ledger).instance(instance_id)
     flow = load_flow(record.flow_source)
-    sent: Decision = decision
+    sent: Decision = "approve" if decision is None else decision
     if flow.interrupt is not None and name == flow.interrupt.signal:
+        if decision not in (None, "interrupt"):
+            # A reject sent as an interrupt would compensate: refuse rather than guess.
+            raise ConfigError(f"{name} is flow {flow.name!r}'s interrupt: it takes no "
+                              f"decision, and --decision {decision} would be ignored; "
+                              f"send it without --decision")
         sent = "interrupt"
     elif decision == "interrupt":
         raise ConfigError("decision interrupt goes with the flow's interrupt signal, "

@@ -974,8 +974,8 @@ def _interrupt(reader: _Reader) -> Interrupt | None:
     table = reader.table("interrupt", required=True)
     table.reject_unknown({"signal", "notice"}, hint="an interrupt is a signal that may "
                          "arrive at any time and compensates; its notice is sent after")
-    return Interrupt(signal=table.text("signal", required=True),
-                     notice=table.text("notice", required=False) or None)
+    notice = table.text("notice", required=False) if "notice" in table.data else None
+    return Interrupt(signal=table.text("signal", required=True), notice=notice)
 
 
 def _group(item: _Reader, where: str) -> Parallel:

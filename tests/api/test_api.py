@@ -137,3 +137,24 @@ def test_signal_refuses_bad_input_before_looking_for_the_instance(
         graduate.signal("partner_approval-000000-01", "approval",
                         settings=graduate.load_settings(project_dir=project),
                         **call)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_an_interrupt_sent_with_a_decision_is_refused_not_sent_as_an_interrupt(
+        project: Path, decision: str) -> None:
+    from graduate.flow import load_flow
+    from graduate.ledger import Ledger
+    from graduate.runs.session import new_request
+
+    settings = graduate.load_settings(project_dir=project)
+    flow = load_flow(project / "spikes" / "dd_room.toml")
+    request = new_request(flow, "r1", 1, "acme")
+    ledger = Ledger(settings.ledger)
+    ledger.register(flow, request, "temporal")
+    ledger.close()
+
+    # Refused before any service is looked for: nothing runs, nothing is signalled.
+    with pytest.raises(graduate.ConfigError, match=(
+            f"red_flag is flow 'dd_room''s interrupt: it takes no decision, and "
+            f"--decision {decision} would be ignored")):
+        graduate.signal(request.instance_id, "red_flag", decision=decision, settings=settings)

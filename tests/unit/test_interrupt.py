@@ -92,6 +92,8 @@ def test_an_interrupt_without_a_notice_owes_none(write_flow: Callable[..., Path]
     ('[interrupt]\nsignal = "approval"\n', "signal 'approval' is also awaited by a wait"),
     ('[interrupt]\nsignal = "red_flag"\nnotice = "mail"\n',
      "notice 'mail' must read SYSTEM.OPERATION"),
+    ('[interrupt]\nsignal = "red_flag"\nnotice = ""\n',
+     "notice '' must read SYSTEM.OPERATION"),
     ('[interrupt]\nsignal = "red_flag"\nnotice = "fax.send"\n',
      "goes to system 'fax', which is not declared"),
     ('[interrupt]\nsignal = "red_flag"\nat = "any"\n', "unknown key(s) ['at']"),

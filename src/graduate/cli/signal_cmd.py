@@ -17,8 +17,8 @@ def signal_instance(
     instance: Annotated[str, typer.Argument(help="Instance ID, as `graduate run` prints it.")],
     name: Annotated[str, typer.Argument(
         help="Signal name the flow's wait takes, or the flow's interrupt signal.")],
-    decision: Annotated[str, typer.Option(
-        help="approve or reject (the interrupt signal takes none).")] = "approve",
+    decision: Annotated[str | None, typer.Option(
+        help="approve (the default) or reject; the interrupt signal takes none.")] = None,
     payload: Annotated[str | None, typer.Option(
         help="Extra JSON object to send with the decision.")] = None,
 ) -> None:
