@@ -92,6 +92,46 @@ class TimeScaleRecord:
                 f"divided by {self.factor:g}, {floored} kept at their floor; engine "
                 "settings not scaled")
 
+    def unscaled(self, flow: Flow) -> Flow:
+        """`flow` as a run under this scale ran it, with every duration the scale
+        changed back at its real value: the flow as it was written. A floor cannot be
+        divided back, so the record's own real values are put back, item by item."""
+        real = {(d.item, d.name): d.real for d in self.durations}
+
+        def back(item: str, name: str, value: float) -> float:
+            return real.get((item, name), value)
+
+        def step_back(step: Step) -> Step:
+            at = f"step {step.name}"
+            return replace(step, work=back(at, "work", step.work),
+                           timeout=back(at, "timeout", step.timeout),
+                           retry=replace(step.retry, initial_interval=back(
+                               at, "retry.initial_interval", step.retry.initial_interval),
+                               maximum_interval=back(at, "retry.maximum_interval",
+                                                     step.retry.maximum_interval)))
+
+        def wait_back(wait: Wait) -> Wait:
+            at = f"wait {wait.name}"
+            escalation = wait.escalation and replace(
+                wait.escalation, after=back(at, "escalation.after", wait.escalation.after))
+            return replace(wait, deadline=back(at, "deadline", wait.deadline),
+                           escalation=escalation)
+
+        nodes: list[Node] = []
+        for node in flow.nodes:
+            if isinstance(node, Step):
+                nodes.append(step_back(node))
+            elif isinstance(node, Parallel):
+                nodes.append(replace(node, branches=tuple(
+                    replace(branch, steps=tuple(step_back(s) for s in branch.steps))
+                    for branch in node.branches)))
+            elif isinstance(node, Wait):
+                nodes.append(wait_back(node))
+            else:
+                nodes.append(replace(node, duration=back(f"timer {node.name}", "duration",
+                                                         node.duration)))
+        return replace(flow, nodes=tuple(nodes))
+
 
 @dataclass(frozen=True)
 class TimeScale:

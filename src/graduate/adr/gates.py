@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from graduate.adapters import engine_names
 from graduate.adr.attached import Loaded, load
@@ -43,9 +42,9 @@ from graduate.chaos.profiles import Profile, load_profiles
 from graduate.check import judge_run, proves_nothing
 from graduate.config import graduate_subtable
 from graduate.errors import ConfigError, GraduateError
-from graduate.flow import Flow, flow_to_dict, load_flow
+from graduate.flow import Flow, load_flow
+from graduate.runs import definitions
 from graduate.runs.record import RunRecord
-from graduate.timescale import TimeScale
 
 _SHOWN = 5  # problems of one kind listed before "and N more"
 
@@ -338,29 +337,17 @@ def _stale_runs(loaded: Loaded, flow: Flow | GraduateError,
     """Attached runs that no longer speak for the flow as it is now (another definition
     of it, or a profile whose settings changed since), by id, with the reason."""
     stale = {}
+    current = None if isinstance(flow, GraduateError) else flow
     for attachment, run in loaded.runs:
-        current = None if isinstance(flow, GraduateError) else _as_run_saw_it(flow, run)
         if (reason := _staleness(run, current, profiles)) is not None:
             stale[attachment.id] = reason
     return stale
 
 
-def _as_run_saw_it(flow: Flow, run: RunRecord) -> dict[str, Any]:
-    """The flow as it is now, in the form a run of it records: under the run's time
-    scale, if it ran under one, so that scaled durations are not taken for a change."""
-    recorded = run.options.time_scale
-    if recorded is None:
-        return flow_to_dict(flow)
-    try:
-        scaled, _ = TimeScale(recorded.factor, recorded.label).apply(flow)
-    except GraduateError:  # the flow as it is now cannot take that scale: it changed
-        return flow_to_dict(flow)
-    return flow_to_dict(scaled)
-
-
-def _staleness(run: RunRecord, current: dict[str, Any] | None,
+def _staleness(run: RunRecord, current: Flow | None,
                profiles: Mapping[str, Profile]) -> str | None:
-    if (change := _definition_change(run, current)) is not None:
+    # Nothing to compare the run's definition with when the flow does not load.
+    if current is not None and (change := definitions.change(run, current)) is not None:
         return (f"it ran another definition of the flow ({change}); run the fault "
                 "again on the flow as it is now")
     profile = profiles.get(run.profile)
@@ -374,76 +361,6 @@ def _staleness(run: RunRecord, current: dict[str, Any] | None,
         return (f"profile {profile.name} has changed since it ran ({'; '.join(changed)}); "
                 "run the fault again with the profile as it is now")
     return None
-
-
-def _definition_change(run: RunRecord, current: dict[str, Any] | None) -> str | None:
-    """How the flow a run ran differs from the flow as it stands, or None when it is the
-    same (or when there is nothing to compare it with)."""
-    if current is None:
-        return None
-    recorded = run.flow.definition
-    if not recorded:
-        return "the run does not record the flow's definition"
-    # The harness shortens wait deadlines for wait-timeout runs on purpose (and moves
-    # each escalation with its deadline); that is the run's setting, not a change of the
-    # flow.
-    shortened = run.options.wait_deadline is not None
-    differences = _differences(_comparable(current, shortened),
-                               _comparable(recorded, shortened))
-    if not differences:
-        return None
-    shown = "; ".join(differences[:3])
-    more = f"; and {len(differences) - 3} more" if len(differences) > 3 else ""
-    return f"{shown}{more}"
-
-
-def _comparable(definition: dict[str, Any], shortened: bool) -> dict[str, Any]:
-    """A definition without what does not change behaviour (the description), and
-    without the durations a shortened run moved (a wait's deadline and its escalation's
-    time, its effect kept)."""
-    flow = {k: v for k, v in (definition.get("flow") or {}).items() if k != "description"}
-    nodes = [_unshortened(node) if shortened and isinstance(node, dict) else node
-             for node in definition.get("nodes") or []]
-    return {**definition, "flow": flow, "nodes": nodes}
-
-
-def _unshortened(node: dict[str, Any]) -> dict[str, Any]:
-    kept = {k: v for k, v in node.items() if k != "deadline"}
-    if isinstance(escalation := node.get("escalation"), dict):
-        kept["escalation"] = {k: v for k, v in escalation.items() if k != "after"}
-    return kept
-
-
-def _differences(now: Any, then: Any, path: str = "") -> list[str]:
-    """Each place where `then` (the run's flow) differs from `now`, as `path: then -> now`."""
-    if isinstance(now, dict) and isinstance(then, dict):
-        found = []
-        for key in sorted(set(now) | set(then), key=str):
-            found += _differences(now.get(key), then.get(key), f"{path}.{key}" if path else key)
-        return found
-    if (isinstance(now, list) and isinstance(then, list)
-            and [_node_name(n) for n in now] == [_node_name(n) for n in then]
-            and all(_node_name(n) for n in now)):
-        found = []
-        for before, after in zip(then, now, strict=True):
-            found += _differences(after, before, f"{path}.{_node_name(after)}")
-        return found
-    if now == then:
-        return []
-    if isinstance(now, list) and isinstance(then, list):
-        return [f"{path}: {_names(then)} -> {_names(now)}"]
-    return [f"{path}: {then!r} -> {now!r}"]
-
-
-def _node_name(node: Any) -> str | None:
-    if not isinstance(node, dict):
-        return None
-    name = node.get("step") or node.get("wait") or node.get("timer")
-    return str(name) if name else None
-
-
-def _names(nodes: list[Any]) -> str:
-    return ", ".join(_node_name(n) or "?" for n in nodes) or "none"
 
 
 def _trace_ids(loaded: Loaded, stale: Mapping[str, str]) -> GateItem:
