@@ -51,7 +51,8 @@ def demo(
                              instances=instances, hit=hit, timeout=timeout, settings=config,
                              on_cell=progress)
     console.print(matrix_table(result.matrix_id, result.cells))
-    built = build_report(EvidenceStore(config.evidence_dir), matrix_id=result.matrix_id)
+    built = build_report(EvidenceStore(config.evidence_dir), matrix_id=result.matrix_id,
+                         settings=config)
     written = write_reports(built, out or config.project_dir / "reports", ("html", "md"))
     console.print(f"recommendation: {built.recommendation.headline}")
     console.print(f"evidence: {result.evidence}")

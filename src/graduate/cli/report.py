@@ -24,9 +24,15 @@ def report(
         "--run", help="A run id instead of a matrix; repeat the option for several runs.")
     ] = None,
     flow: Annotated[str | None, typer.Option(
-        "--flow", help="Every stored run of this flow (a crash-resume suite's evidence "
-                       "holds runs of several flows).")
+        "--flow", help="The stored runs of this flow (a crash-resume suite's evidence "
+                       "holds runs of several flows) that ran its current definition, as "
+                       "the spikes folder holds it; the report says how many runs of older "
+                       "definitions it left out.")
     ] = None,
+    all_definitions: Annotated[bool, typer.Option(
+        "--all-definitions", help="With --flow: the runs of every definition the flow had, "
+                                  "each marked with its own.")
+    ] = False,
     index: Annotated[bool, typer.Option(
         "--index", help="Write index.md instead: one page comparing every flow that has a "
                         "graduate ADR in docs/adr, from each ADR and the runs attached to "
@@ -51,6 +57,8 @@ def report(
 
     Example: graduate report --flow partner_approval --evidence .graduate/ci-evidence
 
+    Example: graduate report --flow partner_approval --all-definitions
+
     Example: graduate report --index --out reports
 
     Exits 0 once the files are written, whatever the verdicts (the JUnit file carries them).
@@ -59,9 +67,10 @@ def report(
     """
     config = settings(ctx)
     if index:
-        if matrix or run or flow or evidence:
+        if matrix or run or flow or evidence or all_definitions:
             raise ConfigError("--index reads each ADR's attached runs where they are; give "
-                              "it without --matrix, --run, --flow or --evidence")
+                              "it without --matrix, --run, --flow, --all-definitions or "
+                              "--evidence")
         target = out or config.state_dir / "reports"
         built_index = build_index(config.project_dir, load_policy(config.project_dir), target)
         console.print(f"index: {write_index(built_index, target)} "
@@ -69,8 +78,11 @@ def report(
         return
     wanted = parse_formats(formats)
     store = EvidenceStore(evidence or config.evidence_dir)
-    built = build_report(store, matrix_id=matrix, run_ids=run or (), flow=flow)
+    built = build_report(store, matrix_id=matrix, run_ids=run or (), flow=flow,
+                         all_definitions=all_definitions, settings=config)
     written = write_reports(built, out or config.state_dir / "reports", wanted)
     for name, path in zip(wanted, written, strict=True):
         console.print(f"{name}: {path}", soft_wrap=True)
+    for note in built.definition_notes:
+        console.print(f"note: {note}", soft_wrap=True)
     console.print(f"recommendation: {built.recommendation.headline}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
@@ -29,6 +29,7 @@ from graduate.check import (
     judge_run,
     measured_to,
 )
+from graduate.config import Settings
 from graduate.errors import ConfigError, GraduateError
 from graduate.evidence import EvidenceStore
 from graduate.flow import CLASS_MEANINGS, Node, Parallel, Step, Wait
@@ -39,6 +40,7 @@ from graduate.reports.model import (
     CellReport,
     CellStatus,
     Clock,
+    DefinitionInfo,
     EffectCount,
     EngineSummary,
     EngineVerdict,
@@ -62,6 +64,12 @@ from graduate.reports.model import (
     StepInfo,
     WaitInfo,
 )
+from graduate.runs.definitions import (
+    CurrentDefinition,
+    Definition,
+    by_definition,
+    current_definition,
+)
 from graduate.runs.record import CellSummary, MatrixRecord, RunRecord
 
 _EPSILON = 1e-6
@@ -69,20 +77,32 @@ R = TypeVar("R", RunRecord, MatrixRecord)
 
 
 def build_report(store: EvidenceStore, *, matrix_id: str | None = None,
-                 run_ids: Sequence[str] = (), flow: str | None = None) -> Report:
+                 run_ids: Sequence[str] = (), flow: str | None = None,
+                 all_definitions: bool = False, settings: Settings | None = None) -> Report:
     """The report of `matrix_id` (default: the latest matrix), of the runs `run_ids`, or
-    of every stored run of `flow`."""
+    of the stored runs of `flow`: those of the flow's current definition, or with
+    `all_definitions` those of every definition it had.
+
+    `settings` say where each flow is as it stands now (the project's spikes folder, or
+    the flow file its runs recorded); without them, or when the flow no longer loads,
+    the newest definition among its runs stands for it. A named matrix or run is always
+    reported; when the runs in a report ran more than one definition of the flow (or an
+    older one), each run is marked with its own (`runs.definitions`)."""
     if sum(bool(x) for x in (matrix_id, run_ids, flow)) > 1:
         raise ConfigError("give one of --matrix, --run or --flow: a report covers one "
                           "matrix, a list of runs, or the runs of one flow")
+    if all_definitions and not flow:
+        raise ConfigError("--all-definitions goes with --flow NAME; a matrix or the runs "
+                          "named by --run are reported whatever definition of the flow they "
+                          "ran, each run marked with its own")
     if flow:
-        return _from_runs(store, _runs_of(store, flow), source="flow")
+        return _from_flow(store, flow, settings, all_definitions)
     if run_ids:
-        return _from_runs(store, list(dict.fromkeys(run_ids)))
+        return _from_runs(store, list(dict.fromkeys(run_ids)), settings=settings)
     if matrix_id is None and store.latest_matrix() is None and store.runs():
         # A folder of runs and no matrix (a crash-resume suite's): report every run.
-        return _from_runs(store, store.runs())
-    return _from_matrix(store, matrix_id or _latest_matrix(store))
+        return _from_runs(store, store.runs(), settings=settings)
+    return _from_matrix(store, matrix_id or _latest_matrix(store), settings)
 
 
 def _redacted(record: R) -> R:
@@ -126,7 +146,7 @@ class _CellSpec:
         return f"{self.column}[{self.profile}]"
 
 
-def _from_matrix(store: EvidenceStore, matrix_id: str) -> Report:
+def _from_matrix(store: EvidenceStore, matrix_id: str, settings: Settings | None) -> Report:
     if not store.matrix_path(matrix_id).exists():
         matrices = sorted(p.stem for p in (store.root / "matrices").glob("*.json"))
         raise ConfigError(f"no matrix {matrix_id!r} in {store.root}; matrices there: "
@@ -150,12 +170,13 @@ def _from_matrix(store: EvidenceStore, matrix_id: str) -> Report:
                 "Restore the file from where the evidence is kept, or run the matrix again")
     engines = list(dict.fromkeys([*record.spec.engines, *(s.engine for s in specs)]))
     return _assemble(source="matrix", matrix_id=matrix_id, record=record, specs=specs,
-                     runs=runs, engines=engines, warnings=warnings)
+                     runs=runs, engines=engines, warnings=warnings,
+                     definitions=_Definitions.of(runs, settings))
 
 
-def _runs_of(store: EvidenceStore, flow: str) -> list[str]:
-    """The stored runs of `flow`, in the order they ran (a matrix's order: its columns
-    read as the matrix ran them, not by random run id)."""
+def _runs_of(store: EvidenceStore, flow: str) -> dict[str, RunRecord]:
+    """The stored runs of `flow`, by id, in the order they ran (a matrix's order: its
+    columns read as the matrix ran them, not by random run id)."""
     runs = {r: store.load_run(r) for r in store.runs()}
     found = sorted((r for r, run in runs.items() if run.flow.name == flow),
                    key=lambda r: (runs[r].started_at or 0.0, r))  # none recorded: first
@@ -163,11 +184,33 @@ def _runs_of(store: EvidenceStore, flow: str) -> list[str]:
         names = sorted({run.flow.name for run in runs.values()})
         raise ConfigError(f"no run of the flow {flow!r} in {store.root}; flows there: "
                           f"{_known(names)}")
-    return found
+    return {r: runs[r] for r in found}
+
+
+def _from_flow(store: EvidenceStore, flow: str, settings: Settings | None,
+               all_definitions: bool) -> Report:
+    """The stored runs of `flow`: of its current definition, or of every one."""
+    runs = _runs_of(store, flow)
+    definitions = _Definitions.of(runs, settings)
+    if all_definitions:
+        return _from_runs(store, list(runs), source="flow", settings=settings)
+    current, *older = definitions.found
+    left_out = tuple(d for d in older if d.runs)
+    if not current.runs:
+        where = f" ({definitions.current.where})" if definitions.current else ""
+        raise ConfigError(
+            f"no run of the current definition of {flow}{where} in {store.root}: its "
+            f"{len(runs)} run(s) ran "
+            f"{len(left_out)} older definition(s), the newest differing from it in "
+            f"{left_out[0].change}. Run the flow again (`graduate matrix {flow}`), or give "
+            "--all-definitions to report the older runs, each marked with its definition")
+    return _from_runs(store, list(current.runs), source="flow", settings=settings,
+                      left_out=left_out)
 
 
 def _from_runs(store: EvidenceStore, run_ids: list[str],
-               source: Literal["runs", "flow"] = "runs") -> Report:
+               source: Literal["runs", "flow"] = "runs", *, settings: Settings | None,
+               left_out: tuple[Definition, ...] = ()) -> Report:
     # A link that leads nowhere is there, and unreadable: read_json says why.
     missing = [r for r in run_ids
                if not (store.run_path(r).exists() or store.run_path(r).is_symlink())]
@@ -189,20 +232,22 @@ def _from_runs(store: EvidenceStore, run_ids: list[str],
     engines = [e for e in all_engine_names() if any(s.engine == e for s in specs)]
     engines += [s.engine for s in specs if s.engine not in engines]
     return _assemble(source=source, matrix_id=None, record=None, specs=specs, runs=runs,
-                     engines=list(dict.fromkeys(engines)), warnings=[])
+                     engines=list(dict.fromkeys(engines)), warnings=[],
+                     definitions=_Definitions.of(runs, settings, left_out))
 
 
 def _assemble(*, source: Literal["matrix", "runs", "flow"], matrix_id: str | None,
               record: MatrixRecord | None, specs: list[_CellSpec], runs: dict[str, RunRecord],
-              engines: list[str], warnings: list[str]) -> Report:
-    flow = _flow(record, runs)
+              engines: list[str], warnings: list[str], definitions: _Definitions) -> Report:
+    flow = _flow(record, runs, definitions.preferred)
     settings_sets = _settings_sets(runs)
     environment_sets = _environment_sets(runs)
     titles = _titles(specs)
     by_run = {s.run_id: s for s in specs if s.run_id}
     run_reports = {
         run_id: _run(run, flow, by_run[run_id].label, titles[by_run[run_id].key],
-                     _number_of(settings_sets, run_id), _number_of(environment_sets, run_id))
+                     _number_of(settings_sets, run_id), _number_of(environment_sets, run_id),
+                     definitions.label(run_id))
         for run_id, run in runs.items()
     }
     for run_id, run in runs.items():
@@ -247,6 +292,8 @@ def _assemble(*, source: Literal["matrix", "runs", "flow"], matrix_id: str | Non
         runs=ordered_runs, settings_sets=settings_sets, environment_sets=environment_sets,
         criteria=answered, recommendation=recommendation, warnings=tuple(warnings),
         time_scales=tuple(dict.fromkeys(_time_scale(run) for run in runs.values())),
+        definition_notes=definitions.notes(), definitions=definitions.marked,
+        left_out=tuple(_definition_info(d) for d in definitions.left_out),
     )
 
 
@@ -297,15 +344,17 @@ def _event_category(kind: str) -> str:
 # ---------------------------------------------------------------------------- the flow
 
 
-def _flow(record: MatrixRecord | None, runs: dict[str, RunRecord]) -> FlowInfo:
+def _flow(record: MatrixRecord | None, runs: dict[str, RunRecord],
+          preferred: Sequence[str]) -> FlowInfo:
     names = {r.flow.name for r in runs.values()}
     if len(names) > 1:
         raise ConfigError(f"these runs are of different flows ({', '.join(sorted(names))}), "
                           "give --flow NAME for the runs of one flow; "
                           "a report covers one flow: give the runs of one flow only")
-    # A wait-timeout run records the flow with its waits shortened for the run: prefer
-    # the definition as written.
-    candidates = sorted(runs.values(), key=lambda r: r.options.wait_deadline is not None)
+    # The flow as it is now (the runs of its current definition), as written: a
+    # wait-timeout run records the flow with its waits shortened for the run.
+    candidates = sorted(runs.values(), key=lambda r: (r.run_id not in preferred,
+                                                      r.options.wait_deadline is not None))
     recorded = next((r.flow for r in candidates if r.flow.definition), None)
     if recorded is None:
         name = (record.flow or record.spec.flow if record else
@@ -337,6 +386,79 @@ def _flow(record: MatrixRecord | None, runs: dict[str, RunRecord]) -> FlowInfo:
                     waits=tuple(waits), timers=tuple(timers), known=True)
 
 
+@dataclass(frozen=True)
+class _Definitions:
+    """The definitions of the flow that a report's runs ran (`graduate.runs.definitions`),
+    and what the report says of them."""
+
+    flow: str
+    current: CurrentDefinition | None  # None: no run, or runs of several flows
+    found: tuple[Definition, ...]  # the current one first, then the older ones
+    left_out: tuple[Definition, ...]  # older definitions whose runs the report leaves out
+    looked: bool  # the flow was looked for where it is now (settings were given)
+
+    @classmethod
+    def of(cls, runs: Mapping[str, RunRecord], settings: Settings | None,
+           left_out: tuple[Definition, ...] = ()) -> _Definitions:
+        names = {run.flow.name for run in runs.values()}
+        if len(names) != 1:
+            return cls("", None, (), left_out, settings is not None)
+        name = names.pop()
+        current = current_definition(
+            name, list(runs.values()),
+            spikes_dir=settings.spikes_dir if settings else None,
+            project_dir=settings.project_dir if settings else None)
+        return cls(name, current, by_definition(list(runs.values()), current.flow), left_out,
+                   settings is not None)
+
+    @property
+    def preferred(self) -> tuple[str, ...]:
+        """The runs of the current definition, to describe the flow from."""
+        return self.found[0].runs if self.found else ()
+
+    @property
+    def marked(self) -> tuple[DefinitionInfo, ...]:
+        """Each definition the runs ran, when they ran an older one: then every run is
+        marked with its own. Empty when all ran the current one."""
+        if not any(d.runs for d in self.found[1:]):
+            return ()
+        return tuple(_definition_info(d) for d in self.found if d.runs)
+
+    def label(self, run_id: str) -> str:
+        if not self.marked:
+            return ""
+        return next(d.label for d in self.found if run_id in d.runs)
+
+    def notes(self) -> tuple[str, ...]:
+        """What the report says of the definitions, plainly."""
+        if self.current is None:
+            return ()
+        notes = []
+        if self.looked and not self.current.loaded:
+            notes.append(f"{self.flow} no longer loads ({self.current.why}): its runs are "
+                         "counted against the newest definition among them, that of "
+                         f"{self.current.where}.")
+        if self.left_out:
+            runs = sum(len(d.runs) for d in self.left_out)
+            notes.append(
+                f"Only the runs of {self.flow}'s current definition are here: {runs} run(s) "
+                f"of {len(self.left_out)} older definition(s) are left out (listed below); "
+                f"graduate report --flow {self.flow} --all-definitions includes them, "
+                "each marked with its definition.")
+        if self.marked:
+            notes.append(
+                f"These runs ran {len(self.marked)} definitions of {self.flow}, each run "
+                "marked with its own (listed below), counted against "
+                f"{self.current.describe()}. Read older definitions' verdicts as evidence of "
+                "a flow that has changed since.")
+        return tuple(notes)
+
+
+def _definition_info(definition: Definition) -> DefinitionInfo:
+    return DefinitionInfo(label=definition.label, current=definition.current,
+                          runs=definition.runs, change=definition.change)
+
+
 def _in_order(node: Node) -> str:
     """A node's name in the flow's order; a parallel group with its branches, each a
     sequence of steps, side by side."""
@@ -350,7 +472,7 @@ def _in_order(node: Node) -> str:
 
 
 def _run(run: RunRecord, flow: FlowInfo, label: str, title: str, settings_set: int,
-         environment_set: int) -> RunReport:
+         environment_set: int, definition: str) -> RunReport:
     origin, clock = _origin(run)
     fired_at = run.fault_fired_at
     events = tuple(
@@ -383,7 +505,7 @@ def _run(run: RunRecord, flow: FlowInfo, label: str, title: str, settings_set: i
         events=events, instances=instances, clock=clock,
         span=max(ends, default=0.0),
         passed=judge_run(verdicts, fault=facts, not_started=run.not_started).passed,
-        not_started=run.not_started,
+        not_started=run.not_started, definition=definition,
     )
 
 
@@ -531,7 +653,7 @@ def _cell(spec: _CellSpec, title: str, run: RunReport | None) -> CellReport:
     base: dict[str, Any] = {
         "key": spec.key, "engine": spec.engine, "profile": spec.profile, "fault": spec.fault,
         "at": spec.at, "column": spec.column, "label": spec.label, "title": title,
-        "run_id": spec.run_id,
+        "run_id": spec.run_id, "definition": run.definition if run is not None else "",
     }
     zero: dict[str, Any] = {
         "instances": 0, "completed": 0, "compensated": 0, "failed": 0, "lost": 0,

@@ -209,6 +209,19 @@ class RunReport:
     span: float  # seconds from the start to the last thing recorded
     passed: bool
     not_started: int = 0  # instances the run's deadline passed before it started them
+    # The definition of the flow it ran ("current definition", "older definition 1"),
+    # when the report holds runs of more than one, or runs of an older one; else "".
+    definition: str = ""
+
+
+@dataclass(frozen=True)
+class DefinitionInfo:
+    """One definition of the flow among the report's runs (or left out of it)."""
+
+    label: str  # "current definition", "older definition 1"
+    current: bool
+    runs: tuple[str, ...]
+    change: str  # how the current definition differs from it (`path: then -> now`)
 
 
 @dataclass(frozen=True)
@@ -259,6 +272,7 @@ class CellReport:
     failures: tuple[str, ...]  # the checker's own words, naming instance and correlation ID
     problems: tuple[Problem, ...]
     evidence_missing: bool
+    definition: str = ""  # its run's definition of the flow, when the report marks them
 
 
 @dataclass(frozen=True)
@@ -360,6 +374,13 @@ class Report:
     # How the runs' flow durations relate to the flow's own: "real time", or each time
     # scale with what it scaled (`graduate.timescale.TimeScaleRecord.describe`).
     time_scales: tuple[str, ...] = ()
+    # Which definitions of the flow the runs ran, in sentences: the runs of older ones
+    # left out (and how to include them), or each run's marked; where the current
+    # definition comes from when the flow no longer loads. Empty when there is nothing
+    # to say: every run ran the flow as it is.
+    definition_notes: tuple[str, ...] = ()
+    definitions: tuple[DefinitionInfo, ...] = ()  # those marked on runs, when marked
+    left_out: tuple[DefinitionInfo, ...] = ()  # older definitions whose runs are left out
 
     @property
     def pending(self) -> int:
