@@ -5,7 +5,9 @@ things graduate knows for certain: the flow's compensation paths (what is undone
 which order, and which systems honour idempotency keys) and the verdicts of the runs
 attached to the ADR (which faults resumed, lost or duplicated; what the rollback
 rehearsal compensated; whether a second start was refused). Each section ends with the
-commands that rehearse it again.
+commands that rehearse it again. Only the runs of the flow as it is now are cited
+(`graduate.runs.definitions`): an attached run of an older definition is named as left
+out, as the gates count it for nothing.
 
 The section is graduate's own: `graduate adr attach` rewrites it from the evidence
 after every attachment, and `graduate adr runbook` on demand. Notes of a team's own go
@@ -27,10 +29,12 @@ from graduate.chaos.faults import (
 )
 from graduate.chaos.matrix import default_point
 from graduate.flow import Flow
+from graduate.runs.definitions import by_definition
 from graduate.runs.record import RunRecord
 
 RUNBOOKS_HEADING = "Runbooks"
 _CELL = 240  # characters of a table cell: a run's first failure, cut; its report has all
+_NAMED = 6  # runs of an older definition named before "and N more"
 
 
 @dataclass(frozen=True)
@@ -55,24 +59,36 @@ class RunbookSection:
 
 
 @dataclass(frozen=True)
+class LeftOut:
+    """Attached runs of an older definition of the flow: not cited, only named."""
+
+    runs: tuple[str, ...]
+    change: str  # how the flow changed since the newest of them ran
+
+
+@dataclass(frozen=True)
 class Runbook:
     flow: str
     target_engine: str
     sections: tuple[RunbookSection, ...]
-    observed: tuple[Observation, ...]  # every attached run, for the summary
+    observed: tuple[Observation, ...]  # every attached run of the flow as it is, for the summary
+    left_out: tuple[LeftOut, ...] = ()  # by older definition, the newest first
 
 
 def build_runbook(flow: Flow, runs: Sequence[RunRecord], *, target_engine: str,
                   flow_ref: str) -> Runbook:
-    """The runbooks of `flow` from its attached `runs` (the latest first counts as any
-    other: every run is cited). `flow_ref` is how the commands name the flow."""
+    """The runbooks of `flow` (as it is now) from its attached `runs` (the latest first
+    counts as any other: every run of this definition of the flow is cited; the runs of
+    older ones are left out, and named). `flow_ref` is how the commands name the flow."""
+    current, *older = by_definition(runs, flow)
+    runs = [r for r in runs if r.run_id in current.runs]
     observed = tuple(_observe(run) for run in runs)
     rehearse = _Commands(flow, flow_ref, target_engine, runs)
     return Runbook(flow=flow.name, target_engine=target_engine, observed=observed, sections=(
         _deploy(flow, runs, rehearse, target_engine),
         _rollback(flow, runs, rehearse, target_engine),
         _double_start(flow, runs, rehearse, target_engine),
-    ))
+    ), left_out=tuple(LeftOut(d.runs, d.change) for d in older))
 
 
 def render_runbook(runbook: Runbook) -> list[str]:
@@ -87,8 +103,17 @@ def render_runbook(runbook: Runbook) -> list[str]:
         lines += ["What the attached runs showed, by engine and fault:", "",
                   *_table(runbook.observed), ""]
     else:
-        lines += ["No run is attached yet: each runbook below comes from the flow alone "
-                  "until one is (`graduate matrix` then `graduate adr attach`).", ""]
+        which = " of the flow as it is now" if runbook.left_out else ""
+        lines += [f"No run{which} is attached yet: each runbook below comes from the flow "
+                  "alone until one is (`graduate matrix` then `graduate adr attach`).", ""]
+    for older in runbook.left_out:
+        named = ", ".join(f"`{r}`" for r in older.runs[:_NAMED])
+        more = (f" and {len(older.runs) - _NAMED} more, all in the Evidence section"
+                if len(older.runs) > _NAMED else "")
+        lines += [f"Left out: {len(older.runs)} attached run(s) of an older definition of "
+                  f"the flow ({named}{more}), which has changed since they ran "
+                  f"({_cell(older.change)}); they prove nothing about the flow as it is, "
+                  "and its gates do not count them.", ""]
     for section in runbook.sections:
         lines += [f"### {section.title}", "",
                   f"Answers the release checklist's **{section.checklist_item}**.", ""]
