@@ -3,15 +3,24 @@ three engines), read as the ADR's attached evidence is read."""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from graduate.adr.document import AdrDocument
-from graduate.adr.runbook import Runbook, RunbookSection, build_runbook, render_runbook
+from graduate.adr.runbook import (
+    LeftOut,
+    Runbook,
+    RunbookSection,
+    build_runbook,
+    render_runbook,
+)
 from graduate.evidence import read_run
 from graduate.flow import Flow, load_flow
 from graduate.runs.record import RunRecord
+from tests.adr.conftest import FLOW, Project
 from tests.sample import SAMPLE_FLOW, sample_run_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,3 +125,47 @@ def test_the_section_is_rewritten_in_place_not_added_again(
     emptied = once.replacing("Runbooks", render_runbook(empty), before="Security gate")
     assert "No run is attached yet" in (emptied.section("Runbooks") or "")
     assert "`ecea69`" not in emptied.body
+
+
+def of_an_older_definition(run: RunRecord, run_id: str) -> RunRecord:
+    """`run` as if it had run the flow when `activate`'s timeout was 30 s, not 10 s."""
+    definition = copy.deepcopy(run.flow.definition)
+    next(n for n in definition["nodes"] if n.get("step") == "activate")["timeout"] = 30.0
+    return replace(run, run_id=run_id, flow=replace(run.flow, definition=definition))
+
+
+def test_runs_of_an_older_definition_are_named_as_left_out_and_cited_nowhere(
+        spike: Flow, demo_runs: list[RunRecord], runbook: Runbook) -> None:
+    older = [of_an_older_definition(run, f"old{n:03d}") for n, run in enumerate(demo_runs[:8])]
+
+    mixed = build_runbook(spike, [*older, *demo_runs], target_engine="temporal",
+                          flow_ref="partner_approval")
+
+    assert mixed.observed == runbook.observed
+    assert mixed.sections == runbook.sections
+    assert mixed.left_out == (LeftOut(tuple(r.run_id for r in older),
+                                      "nodes.activate.timeout: 30.0 -> 10.0"),)
+    text = "\n".join(render_runbook(mixed))
+    assert ("Left out: 8 attached run(s) of an older definition of the flow (`old000`, "
+            "`old001`, `old002`, `old003`, `old004`, `old005` and 2 more, all in the Evidence "
+            "section), which has changed since they ran (nodes.activate.timeout: 30.0 -> "
+            "10.0)") in text
+    assert "`old006`" not in text
+
+
+def test_attach_rewrites_the_runbooks_from_the_runs_of_the_flow_as_it_is(
+        project: Project) -> None:
+    project.ok("adr", "new", FLOW)
+    before = project.run(fault="stop-worker")
+    project.ok("adr", "attach", "3", before)
+    project.edit_spike('timeout = "10s"', 'timeout = "20s"')
+    after = project.run(fault="stop-worker")
+
+    project.ok("adr", "attach", "3", after)
+
+    runbooks = project.adr().section("Runbooks") or ""
+    assert f"| `{after}` | temporal | stop-worker" in runbooks
+    assert f"| `{before}` |" not in runbooks
+    assert f"Left out: 1 attached run(s) of an older definition of the flow (`{before}`)" \
+        in runbooks
+    assert "timeout: 10.0 -> 20.0" in runbooks

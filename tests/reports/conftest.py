@@ -103,8 +103,9 @@ class EvidenceBuilder:
             instances: Sequence[Instance] = (Instance(),), applicable: bool = True,
             reason: str = "", settings: dict[str, Any] | None = None,
             services: dict[str, Any] | None = None, versioned: bool = False,
-            save: bool = True) -> dict[str, Any]:
-        """A run record; `save=False` keeps it out of the store (a lost file)."""
+            save: bool = True, started_at: float | None = None) -> dict[str, Any]:
+        """A run record of `definition` as it is now; `save=False` keeps it out of the
+        store (a lost file); `started_at` (epoch seconds) orders runs in time."""
         record = copy.deepcopy(BASE)
         step, _, point = (at or "").partition(":")
         fired = applicable and fault != "none"
@@ -121,6 +122,8 @@ class EvidenceBuilder:
                    "reason": reason or ("" if fault != "none" else "no fault planned")},
             flow={**BASE["flow"], "name": self.flow_name, "definition": self.definition},
         )
+        if started_at is not None:
+            record["started_at"] = started_at
         if services is not None:
             record["environment"]["services"] = services
         verdicts, ledger = [], []

@@ -190,7 +190,7 @@ RENDERERS = {"html": render_html, "md": render_markdown, "junit": render_junit,
 
 
 def report_name(report: Report) -> str:
-    """The files' common name: report-MATRIX, report-FLOW (every run of one flow: one
+    """The files' common name: report-MATRIX, report-FLOW (the runs of one flow: one
     name per flow, which an index can link to), or report-runs-ID-ID."""
     if report.matrix_id:
         return f"report-{report.matrix_id}"
