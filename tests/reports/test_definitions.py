@@ -99,6 +99,8 @@ def test_a_named_run_or_matrix_is_reported_whatever_definition_it_ran_and_marked
     assert definitions_of(old_matrix) == {"old1": "older definition 1",
                                           "old2": "older definition 1"}
     assert [d.label for d in old_matrix.definitions] == ["older definition 1"]
+    assert "These runs ran an older definition of partner_approval" in (
+        old_matrix.definition_notes[0])
     assert (current.definition_notes, current.definitions) == ((), ())
 
 

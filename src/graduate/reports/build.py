@@ -445,12 +445,17 @@ class _Definitions:
                 f"of {len(self.left_out)} older definition(s) are left out (listed below); "
                 f"graduate report --flow {self.flow} --all-definitions includes them, "
                 "each marked with its definition.")
-        if self.marked:
+        if len(self.marked) > 1:
             notes.append(
                 f"These runs ran {len(self.marked)} definitions of {self.flow}, each run "
                 "marked with its own (listed below), counted against "
                 f"{self.current.describe()}. Read older definitions' verdicts as evidence of "
                 "a flow that has changed since.")
+        elif self.marked:
+            notes.append(
+                f"These runs ran an older definition of {self.flow} (listed below), not "
+                f"{self.current.describe()}: read their verdicts as evidence of a flow that "
+                "has changed since.")
         return tuple(notes)
 
 
