@@ -212,12 +212,12 @@ INTERRUPTED = "interrupted"
 
 @dataclass(frozen=True)
 class NoticeVerdict:
-    """What became of one notice of how a wait ended (`rejected` or `expired`): owed
-    exactly once, after the compensations, when the engine reports the instance ended
-    that way at that wait; never owed otherwise."""
+    """What became of one notice of how a wait ended (`rejected` or `expired`), or of the
+    interrupt's (`interrupted`): owed exactly once, after the compensations, when the
+    engine reports the instance ended that way there; never owed otherwise."""
 
-    wait: str
-    end: str  # rejected or expired
+    owner: str  # what the notice tells of: the wait's name, or the interrupt's signal
+    end: str  # rejected or expired (a wait's), or interrupted (the interrupt's)
     step: str  # `<wait>.<end>_notice`, as the ledger names its calls
     expected: bool  # the engine reports the instance ended this way here
     calls: int
@@ -247,11 +247,11 @@ class NoticeVerdict:
         return self.missing or self.unexpected or self.early
 
     def describe(self) -> str:
-        if self.end == INTERRUPTED:  # `wait` is then the interrupt's signal
-            what, ended = f"notice of the interrupt {self.wait}", "was interrupted"
+        if self.end == INTERRUPTED:
+            what, ended = f"notice of the interrupt {self.owner}", "was interrupted"
             not_ended = "was not interrupted"
         else:
-            what, ended = f"{self.end} notice of {self.wait}", f"ended {self.end}"
+            what, ended = f"{self.end} notice of {self.owner}", f"ended {self.end}"
             not_ended = f"did not end {self.end} there"
         if self.missing:
             failed = f"; its {self.calls} call(s) failed" if self.calls else ""
@@ -306,7 +306,7 @@ def _notice_verdict(owner: str, end: str, step: Step, effects: Sequence[EffectRe
         return None
     landed = [e.finished_at for e in calls if _landed(e)]
     return NoticeVerdict(
-        wait=owner, end=end, step=step.name, expected=expected, calls=len(calls),
+        owner=owner, end=end, step=step.name, expected=expected, calls=len(calls),
         applied=sum(1 for e in calls if e.outcome is Outcome.APPLIED),
         absorbed=sum(1 for e in calls if e.outcome is Outcome.ABSORBED),
         early=bool(landed and undone and min(landed) < max(undone)))

@@ -280,3 +280,4 @@ def test_the_pilots_evidence_reads_back_whole_and_shows_its_notices() -> None:
         [verdict] = record.verdicts
         assert [(n.step, n.expected, n.applied) for n in verdict.notices] == [
             ("approval.expired_notice", True, 1)], record.run_id
+        assert [n.owner for n in verdict.notices] == ["approval"]  # stored as `wait`

@@ -596,7 +596,7 @@ def _instance(verdict: InstanceVerdict, ledger: list[EffectRecord], origin: floa
             problem=r.problem)
             for r in verdict.reminders),
         notices=tuple(NoticeInfo(
-            wait=n.wait, end=n.end, step=n.step, expected=n.expected, calls=n.calls,
+            owner=n.owner, end=n.end, step=n.step, expected=n.expected, calls=n.calls,
             applied=n.applied, absorbed=n.absorbed, early=n.early, problem=n.problem,
             summary=n.describe())
             for n in verdict.notices),
@@ -715,7 +715,7 @@ def _back(instance: InstanceReport) -> InstanceVerdict:
                                         waited=r.waited, calls=r.calls, applied=r.applied,
                                         absorbed=r.absorbed)
                         for r in instance.reminders),
-        notices=tuple(NoticeVerdict(wait=n.wait, end=n.end, step=n.step, expected=n.expected,
+        notices=tuple(NoticeVerdict(owner=n.owner, end=n.end, step=n.step, expected=n.expected,
                                     calls=n.calls, applied=n.applied, absorbed=n.absorbed,
                                     early=n.early)
                       for n in instance.notices))

@@ -116,10 +116,11 @@ class ReminderInfo:
 
 @dataclass(frozen=True)
 class NoticeInfo:
-    """What became of one notice of how a wait ended (see `graduate.check.NoticeVerdict`)."""
+    """What became of one notice of how a wait or the interrupt ended an instance (see
+    `graduate.check.NoticeVerdict`)."""
 
-    wait: str
-    end: str  # rejected or expired
+    owner: str  # the wait's name, or the interrupt's signal
+    end: str  # rejected or expired (a wait's), or interrupted
     step: str
     expected: bool  # the instance ended this way at this wait
     calls: int

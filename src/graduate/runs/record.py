@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin,
 
 from graduate.adapters.base import HistoryEvent
 from graduate.chaos.faults import Hit, OptionValue, plan_from_record
-from graduate.check import FaultFacts, InstanceVerdict, RunVerdict
+from graduate.check import FaultFacts, InstanceVerdict, NoticeVerdict, RunVerdict
 from graduate.errors import EvidenceError
 from graduate.flow import Flow, flow_from_dict
 from graduate.ledger import EffectRecord
@@ -488,9 +488,10 @@ def _shown(raw: Any) -> str:
     return f"{type(raw).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
-# The three places where the stored shape is not the dataclass's: an instance is its
+# The places where the stored shape is not the dataclass's: an instance is its
 # verdict's fields plus `history`; a run verdict carries `passed`, derived from its
-# failures; a cell not yet settled has an empty summary.
+# failures; a cell not yet settled has an empty summary; a notice keeps its owner under
+# the key `wait`, as version 1 wrote it before the interrupt's notice shared the type.
 
 
 def _encode_instance(value: InstanceEvidence) -> dict[str, Any]:
@@ -563,15 +564,36 @@ def _decode_cell(raw: Any, where: str) -> CellOutcome:
     return cell
 
 
+_NOTICE_OWNER = "wait"  # the stored key of `NoticeVerdict.owner`
+
+
+def _encode_notice(value: NoticeVerdict) -> dict[str, Any]:
+    fields = _encode_fields(value)
+    return {(_NOTICE_OWNER if k == "owner" else k): v for k, v in fields.items()}
+
+
+def _decode_notice(raw: Any, where: str) -> NoticeVerdict:
+    if not isinstance(raw, dict):
+        raise _Invalid(where, f"should be an object, not {_shown(raw)}")
+    if "owner" in raw:
+        raise _Invalid(_join(where, "owner"), "is not part of the schema", unknown=True)
+    notice: NoticeVerdict = _decode_fields(
+        NoticeVerdict, {("owner" if k == _NOTICE_OWNER else k): v for k, v in raw.items()},
+        where)
+    return notice
+
+
 _ENCODERS: dict[type, Callable[[Any], Any]] = {
     InstanceEvidence: _encode_instance,
     RunVerdict: _encode_run_verdict,
     FaultRecord: _encode_fault,
     CellOutcome: _encode_cell,
+    NoticeVerdict: _encode_notice,
 }
 _DECODERS: dict[Any, Callable[[Any, str], Any]] = {
     InstanceEvidence: _decode_instance,
     RunVerdict: _decode_run_verdict,
     FaultRecord: _decode_fault,
     CellOutcome: _decode_cell,
+    NoticeVerdict: _decode_notice,
 }
