@@ -69,8 +69,8 @@ def report(
     if index:
         if matrix or run or flow or evidence or all_definitions:
             raise ConfigError("--index reads each ADR's attached runs where they are; give "
-                              "it without --matrix, --run, --flow, --all-definitions or "
-                              "--evidence")
+                              "it without --matrix, --run, --flow or --evidence, and without "
+                              "--all-definitions")
         target = out or config.state_dir / "reports"
         built_index = build_index(config.project_dir, load_policy(config.project_dir), target)
         console.print(f"index: {write_index(built_index, target)} "
