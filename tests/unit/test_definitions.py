@@ -13,6 +13,7 @@ import pytest
 from tests.reports.conftest import EvidenceBuilder
 from tests.sample import SAMPLE_FLOW
 
+from graduate.errors import GraduateError
 from graduate.flow import Flow, flow_to_dict, load_flow
 from graduate.runs.definitions import as_written, by_definition, change, current_definition, ran
 from graduate.runs.record import RunRecord
@@ -116,3 +117,18 @@ def test_the_flow_as_it_is_is_the_spikes_file_else_the_newest_runs_definition(
     assert "no longer loads" in gone.describe()
     assert ran(old, gone.flow)
     assert not ran(new, gone.flow)
+
+
+def test_an_older_definition_this_graduate_cannot_read_is_still_told_apart(
+        builder: EvidenceBuilder, flow: Flow) -> None:
+    new = stored(builder, "new001")
+    builder.definition["flow"]["approval_class"] = "Z9"  # no longer a class
+    unreadable = [stored(builder, "old001"), stored(builder, "old002")]
+    with pytest.raises(GraduateError):
+        as_written(unreadable[0])
+
+    found = by_definition([*unreadable, new], flow)
+
+    assert [(d.label, d.runs) for d in found] == [
+        ("current definition", ("new001",)), ("older definition 1", ("old001", "old002"))]
+    assert found[1].change == "flow.approval_class: 'Z9' -> 'A2'"

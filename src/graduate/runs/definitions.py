@@ -141,7 +141,6 @@ class Definition:
     """One definition of a flow, and the runs (by id) that ran it."""
 
     number: int  # 0: the current definition; older ones from 1, newest first
-    flow: Flow
     runs: tuple[str, ...]
     change: str = ""  # how the current definition differs from this one (older only)
 
@@ -158,25 +157,33 @@ def by_definition(runs: Sequence[RunRecord], current: Flow) -> tuple[Definition,
     """`runs` sorted by the definition they ran: the current one first (always, even
     with no run), then each older one, the one with the newest run first."""
     of_current = [r.run_id for r in runs if ran(r, current)]
-    older: list[tuple[Flow, list[RunRecord]]] = []
+    # Each older definition as a flow, or as recorded when this graduate can no longer
+    # read it as one (a run of a much older release): then only the same record matches.
+    older: list[tuple[Flow | dict[str, Any], list[RunRecord]]] = []
     # Newest first, and a run that kept its waits' deadlines before one that shortened
     # them, so that each older definition is known by a run that ran it as written.
     rest = sorted((r for r in runs if r.run_id not in of_current),
                   key=lambda r: (r.options.wait_deadline is not None,
                                  -(r.started_at or 0.0), r.run_id))
     for run in rest:
-        group = next((members for flow, members in older if ran(run, flow)), None)
-        if group is None:
-            older.append((as_written(run), [run]))
-        else:
+        group = next((members for known, members in older if _same(run, known)), None)
+        if group is not None:
             group.append(run)
+            continue
+        try:
+            older.append((as_written(run), [run]))
+        except GraduateError:
+            older.append((run.flow.definition, [run]))
     order = {r.run_id: n for n, r in enumerate(runs)}
     older.sort(key=lambda item: -max(r.started_at or 0.0 for r in item[1]))
-    return (Definition(0, current, tuple(of_current)), *(
-        Definition(number, flow, tuple(sorted((r.run_id for r in members),
-                                              key=order.__getitem__)),
+    return (Definition(0, tuple(of_current)), *(
+        Definition(number, tuple(sorted((r.run_id for r in members), key=order.__getitem__)),
                    change=change(members[0], current) or "")
-        for number, (flow, members) in enumerate(older, start=1)))
+        for number, (_, members) in enumerate(older, start=1)))
+
+
+def _same(run: RunRecord, known: Flow | dict[str, Any]) -> bool:
+    return ran(run, known) if isinstance(known, Flow) else run.flow.definition == known
 
 
 # ---------------------------------------------------------------------------- comparing
