@@ -132,3 +132,26 @@ def test_an_older_definition_this_graduate_cannot_read_is_still_told_apart(
     assert [(d.label, d.runs) for d in found] == [
         ("current definition", ("new001",)), ("older definition 1", ("old001", "old002"))]
     assert found[1].change == "flow.approval_class: 'Z9' -> 'A2'"
+
+
+def test_with_the_file_gone_the_newest_run_says_which_definition_even_a_shortened_one(
+        builder: EvidenceBuilder, flow: Flow) -> None:
+    original = copy.deepcopy(builder.definition)
+    without_notify(builder)
+    old = stored(builder, "old001", started_at=20.0)
+    builder.definition = original
+    new = stored(builder, "new001", started_at=10.0)
+    # The newest run of all shortened its waits (a wait-timeout run) of the flow as written
+    # now: its definition is the newest, read from new001, which kept the deadlines.
+    shortened = stored(builder, "new002", started_at=30.0)
+    definition = copy.deepcopy(shortened.flow.definition)
+    next(n for n in definition["nodes"] if n.get("wait"))["deadline"] = 5.0
+    shortened = replace(shortened, flow=replace(shortened.flow, definition=definition),
+                        options=replace(shortened.options, wait_deadline=5.0))
+
+    found = current_definition(FLOW, [old, new, shortened])
+
+    assert (found.loaded, found.where) == (False, "run new001")
+    assert flow_to_dict(found.flow) == flow_to_dict(flow)
+    assert [d.runs for d in by_definition([old, new, shortened], found.flow)] == [
+        ("new001", "new002"), ("old001",)]

@@ -116,9 +116,10 @@ def current_definition(name: str, runs: Sequence[RunRecord], *,
     if not newest:
         raise ConfigError(f"flow {name!r} does not load ({'; '.join(failures) or 'not found'}) "
                           "and no run of it records a definition; give a flow that loads")
-    # A shortened run's deadlines are the run's own: prefer one that kept them.
-    chosen = next((r for r in reversed(newest) if r.options.wait_deadline is None),
-                  newest[-1])
+    # The newest run's definition; a shortened run's deadlines are the run's own, so it
+    # is read from the newest run of that definition that kept them, if one did.
+    chosen = next((r for r in reversed(newest) if r.options.wait_deadline is None
+                   and _same(newest[-1], _written_or_recorded(r))), newest[-1])
     why = "; ".join(failures) or (
         f"no {name}.toml in {spikes_dir}" if spikes_dir is not None else
         "no project folder to look for it in")
@@ -170,10 +171,7 @@ def by_definition(runs: Sequence[RunRecord], current: Flow) -> tuple[Definition,
         if group is not None:
             group.append(run)
             continue
-        try:
-            older.append((as_written(run), [run]))
-        except GraduateError:
-            older.append((run.flow.definition, [run]))
+        older.append((_written_or_recorded(run), [run]))
     order = {r.run_id: n for n, r in enumerate(runs)}
     older.sort(key=lambda item: -max(r.started_at or 0.0 for r in item[1]))
     return (Definition(0, tuple(of_current)), *(
@@ -184,6 +182,15 @@ def by_definition(runs: Sequence[RunRecord], current: Flow) -> tuple[Definition,
 
 def _same(run: RunRecord, known: Flow | dict[str, Any]) -> bool:
     return ran(run, known) if isinstance(known, Flow) else run.flow.definition == known
+
+
+def _written_or_recorded(run: RunRecord) -> Flow | dict[str, Any]:
+    """The definition `run` ran, as written; as recorded when this graduate can no
+    longer read it as a flow (a run of a much older release)."""
+    try:
+        return as_written(run)
+    except GraduateError:
+        return run.flow.definition
 
 
 # ---------------------------------------------------------------------------- comparing
