@@ -24,16 +24,22 @@ pytest_plugins = ["pytester"]
 FLOWS = Path(__file__).parent / "flows"
 REQUIRE_SERVICES = os.environ.get("GRADUATE_REQUIRE_SERVICES") == "1"
 _names = itertools.count(1)
-# The suite runs on four pytest-xdist workers (pyproject's addopts, --dist loadgroup):
+# The suite runs on five pytest-xdist workers (pyproject's addopts, --dist loadgroup):
 # its tests mostly wait for engines. Crash tests whose verdicts hang on how far each
-# instance got when the fault fired run in two lanes, each one test at a time on one
-# worker: never more than two beside each other on two cores. The lanes take about as
-# long as each other (by their tests' measured durations: the longer lane bounds the
-# suite); each starts first on its worker, as the largest groups.
+# instance got when the fault fired run in three lanes, each one test at a time on one
+# worker: never more than three beside each other on two cores, and they mostly wait
+# (for a lease, a timeout, a worker to start), so the other two workers keep the cores
+# busy. The lanes take about as long as each other (by their tests' measured durations,
+# 9 to 10 minutes each: the longest lane bounds the suite); each starts first on its
+# worker, as the largest groups.
+# The first lane: the faults on the contract flows (tests/chaos).
 CRASH_TIMING = pytest.mark.xdist_group("crash-timing")
-# The second lane: the spikes (their crash-resume suite and the re-runs of their committed
-# verdicts), the scaffolded packages and the deploys on Temporal.
+# The second: the spikes (their crash-resume suite), the scaffolded packages and the
+# deploys on Temporal.
 CRASH_TIMING_SPIKES = pytest.mark.xdist_group("crash-timing-spikes")
+# The third: the team's example app, the workers registered by `graduate worker`, and
+# the committed verdicts run again on real engines.
+CRASH_TIMING_APPS = pytest.mark.xdist_group("crash-timing-apps")
 
 
 @pytest.hookimpl(trylast=True)

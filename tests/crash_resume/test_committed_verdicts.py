@@ -36,7 +36,7 @@ from graduate.evidence import EvidenceStore, read_run
 from graduate.flow import load_flow
 from graduate.runs.record import CellOutcome, MatrixRecord, RunRecord
 from graduate.testing.plugin import ChaosRunner
-from tests.conftest import CRASH_TIMING_SPIKES
+from tests.conftest import CRASH_TIMING_APPS
 
 REPO = Path(__file__).resolve().parents[2]
 REPORTS = REPO / "reports"
@@ -201,7 +201,7 @@ def reruns() -> list[Rerun]:
 
 
 @pytest.mark.slow
-@CRASH_TIMING_SPIKES
+@CRASH_TIMING_APPS
 @pytest.mark.parametrize("rerun", reruns(), ids=lambda r: r.name)
 def test_a_worker_killed_at_a_step_gives_the_committed_verdict_again(
         chaos: ChaosRunner, rerun: Rerun) -> None:

@@ -39,11 +39,11 @@ import pytest
 from graduate.check import InstanceVerdict, Verdict
 from graduate.testing.outcome import ChaosOutcome
 from graduate.testing.plugin import ChaosRunner
-from tests.conftest import CRASH_TIMING
+from tests.conftest import CRASH_TIMING_APPS
 
 APP = "partner_approval_app"
 INSTANCES = 3
-pytestmark = [pytest.mark.slow, CRASH_TIMING]
+pytestmark = [pytest.mark.slow, CRASH_TIMING_APPS]
 
 
 @pytest.fixture(autouse=True)

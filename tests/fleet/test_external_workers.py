@@ -29,7 +29,7 @@ from graduate.fleet import FleetLedger
 from graduate.fleet.ledger import COMMAND_DONE, COMMAND_EXPIRED, COMMAND_ISSUED
 from graduate.runs.supervisor import WORKER_EXITED, WORKER_STARTED
 from graduate.runs.timeline import INSTANCES_STARTED, TimelineEvent
-from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
+from tests.conftest import CRASH_TIMING_APPS, FlowFactory, processes_mentioning
 
 ENGINES = ("temporal", "celery-chain", "celery-state-machine")
 FAULTS = ("kill-worker", "stop-worker")
@@ -134,7 +134,7 @@ def await_registered(fleet: FleetLedger, flow: str, count: int, agents: Agents) 
 
 @pytest.mark.slow
 @pytest.mark.postgres
-@CRASH_TIMING
+@CRASH_TIMING_APPS
 def test_a_matrix_on_registered_workers_judges_as_the_runs_own_workers(
         external: Settings, fleet: FleetLedger, flow_file: FlowFactory, tmp_path: Path,
         start_workers: Agents) -> None:
@@ -252,7 +252,7 @@ def test_the_command_line_exits_2_with_what_to_give(
 
 @pytest.mark.slow
 @pytest.mark.postgres
-@CRASH_TIMING
+@CRASH_TIMING_APPS
 def test_a_command_no_agent_takes_expires_in_the_timeline_and_the_fault_never_fired(
         external: Settings, fleet: FleetLedger, flow_file: FlowFactory, tmp_path: Path,
         start_workers: Agents) -> None:
@@ -290,7 +290,7 @@ def test_a_command_no_agent_takes_expires_in_the_timeline_and_the_fault_never_fi
 
 @pytest.mark.slow
 @pytest.mark.postgres
-@CRASH_TIMING
+@CRASH_TIMING_APPS
 def test_the_pytest_plugin_runs_on_registered_workers(
         pytester: pytest.Pytester, external: Settings, fleet: FleetLedger,
         start_workers: Agents, monkeypatch: pytest.MonkeyPatch) -> None:
