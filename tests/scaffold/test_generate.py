@@ -153,12 +153,15 @@ def _flows(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One mypy cache for every package this module checks (on each xdist worker its
-    own): the cold cache made each run read temporalio's and graduate's types again,
-    about 8 CPU-seconds of the 9. Incremental mode checks each package itself in full."""
+    """One mypy cache for every package this module checks: a cold cache made each run
+    read temporalio's and graduate's types again, about 8 CPU-seconds of the 9.
+    Incremental mode checks each package itself in full."""
     return tmp_path_factory.mktemp("mypy-cache")
 
 
+# On one xdist worker, one after another, so that only the first run fills the cache
+# (each worker has its own temporary folders, and so its own cache).
+@pytest.mark.xdist_group("scaffold-mypy")
 @pytest.mark.parametrize("which", ["spike", "inventory", "every-node", "parallel", "branches",
                                    "work", "reminder", "escalation", "interrupt", "example"])
 def test_the_package_passes_mypy_strict_and_ruff(which: str, tmp_path: Path,
