@@ -43,6 +43,7 @@ from graduate.adapters.celery.settings import STATE_MACHINE
 from graduate.db import Database
 from graduate.errors import EngineError, PermanentEffectError, TransientEffectError
 from graduate.flow import Flow, InstanceRequest, Parallel, Step, Timer, Wait, WhileOpen
+from graduate.ledger import Outcome
 
 ENGINE = "celery-state-machine"
 
@@ -376,6 +377,12 @@ def _in_flight(step: Step | None, attempt: int) -> bool:
     return step is not None and 0 < attempt < step.retry.max_attempts
 
 
+def _last_attempt_lost(step: Step, attempt: int) -> bool:
+    """Whether the last attempt `step` may make began and never reported (its lease ran
+    out): its worker died, before or after its effect landed."""
+    return attempt >= step.retry.max_attempts
+
+
 def _describe(error: BaseException, step: Step) -> str:
     if isinstance(error, SoftTimeLimitExceeded):
         return f"timed out after {step.timeout:g}s"
@@ -448,8 +455,14 @@ class Machine:
         if row.state == RUNNING and row.cursor < len(self.flow.nodes) and isinstance(
                 group := self.flow.nodes[row.cursor], Parallel):
             return self._group(store, row, group, now)  # it takes a cancel request itself
-        if row.state in (RUNNING, WAITING) and store.signal(instance_id, CANCEL) is not None:
-            # After the lease: a step in hand finishes (and counts as done) first.
+        step = self.current_step(row)
+        if (row.state == RUNNING and step is not None and _last_attempt_lost(step, row.attempt)
+                and self._landed(row.request, step)):
+            return self._settle_landed(store, row, step)
+        if (row.state in (RUNNING, WAITING) and store.signal(instance_id, CANCEL) is not None
+                and not _in_flight(step, row.attempt)):
+            # After the lease, and once a step whose attempt began has applied (its
+            # worker may have died after its effect landed): it counts as done first.
             at = self.flow.nodes[min(row.cursor, len(self.flow.nodes) - 1)].name
             return self._begin_compensation(store, row, "cancelled by an operator", at,
                                             consume=CANCEL)
@@ -486,13 +499,18 @@ class Machine:
             return f"branch {branch_name}: {branch.state if branch else 'not opened'}"
         if branch.lease_until is not None and branch.lease_until > time.time():
             return f"branch {branch_name}: leased: a step is in hand or backing off"
-        failed = next((b for b in branches if b.state == FAILED), None)
-        if failed is not None or store.signal(instance_id, CANCEL) is not None:
-            why = f"branch {failed.branch} failed" if failed else "an operator cancelled"
-            return self._end_branch(store, row, branch, HALTED, f"halted: {why}")
         in_hand = spec.steps[branch.cursor] if branch.cursor < len(spec.steps) else None
-        if (reason := self._interrupted(store, row)) and not _in_flight(in_hand, branch.attempt):
-            return self._end_branch(store, row, branch, HALTED, f"halted: {reason}")
+        if (in_hand is not None and _last_attempt_lost(in_hand, branch.attempt)
+                and self._landed(row.request, in_hand)):
+            return self._pass_branch(store, branch, in_hand, "applied, as the system's "
+                                     "record of its key says: its worker was lost after")
+        failed = next((b for b in branches if b.state == FAILED), None)
+        why = (f"branch {failed.branch} failed" if failed else "an operator cancelled"
+               if store.signal(instance_id, CANCEL) is not None
+               else self._interrupted(store, row))
+        # A step in flight finishes first, as the instance's does.
+        if why and not _in_flight(in_hand, branch.attempt):
+            return self._end_branch(store, row, branch, HALTED, f"halted: {why}")
         if branch.cursor >= len(spec.steps):
             return self._end_branch(store, row, branch, APPLIED, "every step applied")
         step = spec.steps[branch.cursor]
@@ -529,10 +547,13 @@ class Machine:
         except PermanentEffectError as error:
             return self._end_branch(store, row, leased, FAILED,
                                     f"step {step.name} failed: {error}")
+        return self._pass_branch(store, leased, step, "applied")
+
+    def _pass_branch(self, store: Store, branch: BranchRow, step: Step, how: str) -> str:
         passed = store.update_branch(
-            leased, replace(leased, cursor=leased.cursor + 1, done=(*leased.done, step.name),
+            branch, replace(branch, cursor=branch.cursor + 1, done=(*branch.done, step.name),
                             attempt=0, lease_until=None),
-            step.name, f"branch {branch_name}: attempt {leased.attempt} applied")
+            step.name, f"branch {branch.branch}: attempt {branch.attempt} {how}")
         if passed is None:
             return f"{step.name}: another writer moved the branch first"
         self.send_branch(passed)
@@ -689,6 +710,24 @@ class Machine:
         return self._move(store, row, compensating, node, f"compensating: {reason}",
                           consume=consume)
 
+    def _landed(self, request: InstanceRequest, step: Step) -> bool:
+        """Whether the step's effect landed, as the external system's record of its
+        idempotency key says: asked when the worker of its last attempt was lost, which
+        may have died after the effect and before it could record the step."""
+        key = self.flow.key_for(step.name, request)
+        return any(e.kind == "effect" and e.idempotency_key == key
+                   and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)
+                   for e in self.resources.ledger().effects(instance_id=request.instance_id))
+
+    def _settle_landed(self, store: Store, row: Row, step: Step) -> str:
+        """The step of a lost last attempt whose effect landed is done, not failed: failing
+        it would compensate the steps before it and leave its own effect applied."""
+        passed = replace(row, cursor=row.cursor + 1, done=(*row.done, step.name), attempt=0,
+                         lease_until=None)
+        return self._move(store, row, passed, step.name,
+                          f"attempt {row.attempt} applied, as the system's record of its key "
+                          "says: its worker was lost after the effect")
+
     def _take_lease(self, store: Store, row: Row, step: Step) -> Row | None:
         leased = replace(row, attempt=row.attempt + 1,
                          lease_until=time.time() + step.timeout + HARD_LIMIT_SLACK
@@ -697,7 +736,8 @@ class Machine:
 
     def _step(self, store: Store, row: Row, step: Step) -> str:
         if row.attempt >= step.retry.max_attempts:
-            # The last attempt began but never reported: its worker was lost.
+            # The last attempt began, never reported, and its effect never landed (the
+            # advance settles one that did): its worker was lost.
             reason = (f"step {step.name} failed after {row.attempt} attempts: the last one "
                       "never finished (worker lost or timed out)")
             return self._begin_compensation(store, row, reason, step.name)
