@@ -8,18 +8,23 @@ interrupt was recorded when the signal was sent (a Redis key, a row, a workflow
 signal), so the replacement worker finds it: the step that came back is absorbed, no
 later step starts, everything applied is compensated once, and the notice goes out
 once.
+
+And with the worker killed while the step is still paused before its effect, once the
+interrupt was sent: the step in flight finishes on its retry or redelivery (its effect
+lands then), no further step starts, and the same compensations and notice follow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from graduate.adapters import engine_names
-from graduate.chaos.faults import parse_plan
+from graduate.chaos.faults import FAULT_FIRED, parse_plan
 from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
 from graduate.check import Verdict
 from graduate.config import Settings
@@ -27,6 +32,7 @@ from graduate.evidence import EvidenceStore
 from graduate.flow import INTERRUPT_NOTICE, load_flow
 from graduate.ledger import Ledger, Outcome
 from graduate.runner import RunOptions, approve_all
+from graduate.runs.timeline import TimelineEvent
 from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning, service_url
 
 pytestmark = [pytest.mark.slow, CRASH_TIMING]
@@ -57,16 +63,20 @@ def broker(settings: Settings, engine: str) -> Settings:
     return replace(settings, broker_url=url, result_backend_url=settings.broker_url)
 
 
-def interrupt_then_kill(settings: Settings, path: Path, engine: str) -> ChaosResult:
+def interrupt_then_kill(settings: Settings, path: Path, engine: str,
+                        point: str = "after-effect", profile: str = "tuned",
+                        on_event: Callable[[TimelineEvent], None] | None = None,
+                        ) -> ChaosResult:
     flow = load_flow(path)
     options = ChaosOptions(
         run=RunOptions(flow=str(path), engine=engine.removesuffix("-on-rabbitmq"),
                        timeout=90,
                        decisions={**approve_all(flow), "red_flag": "interrupt"},
                        interrupt_at="reserve"),
-        plan=parse_plan("kill-worker", "reserve:after-effect", flow, restart_delay=0.5),
-        profile="tuned")
-    return run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))
+        plan=parse_plan("kill-worker", f"reserve:{point}", flow, restart_delay=0.5),
+        profile=profile)
+    return run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"),
+                     on_event=on_event)
 
 
 def test_a_worker_killed_after_the_interrupt_leaves_it_to_its_replacement(
@@ -96,4 +106,41 @@ def test_a_worker_killed_after_the_interrupt_leaves_it_to_its_replacement(
     assert undone == [("reserve", Outcome.APPLIED), ("create_record", Outcome.APPLIED)]
     assert [(n.step, n.expected, n.applied) for n in instance.notices] == [
         (INTERRUPT_NOTICE, True, 1)]
+    assert result.verdict.passed, result.verdict.failures
+
+
+def test_a_worker_killed_before_the_effect_after_the_interrupt_leaves_the_step_to_finish(
+        broker: Settings, flow_file: FlowFactory, engine: str) -> None:
+    path = flow_file(**{"reserve = \"crm.release\"\n": f"reserve = \"crm.release\"\n{INTERRUPT}"})
+    fired: list[float] = []  # when the harness recorded the kill, on this clock
+
+    def on_event(event: TimelineEvent) -> None:
+        if event.kind == FAULT_FIRED.kind:
+            fired.append(time.time())
+
+    result = interrupt_then_kill(broker, path, engine, "before-effect", on_event=on_event)
+
+    assert result.applicable, result.reason
+    assert result.fired, result.reason
+    [instance] = result.instances
+    assert instance.interrupt is not None
+    # The interrupt was sent while reserve was paused before its effect, then the
+    # worker was killed there: the kill came after the interrupt.
+    reached = Ledger(broker.ledger).reached(instance.instance_id, "reserve", "before-effect")
+    assert reached is not None
+    assert instance.interrupt.interrupted_at is not None
+    assert fired
+    assert reached.at < instance.interrupt.interrupted_at < fired[0]
+    rows = Ledger(broker.ledger).effects(instance_id=instance.instance_id)
+    forward = [(e.step, e.outcome) for e in rows if e.kind == "effect"]
+    # The killed call never reached its effect; the retry or redelivery applied it once.
+    assert [o for s, o in forward if s == "reserve"] == [Outcome.APPLIED]
+    assert [s for s, o in forward if o is Outcome.APPLIED] == [
+        "create_record", "reserve", INTERRUPT_NOTICE]
+    undone = [(e.step, e.outcome) for e in rows if e.kind == "compensation"]
+    assert undone == [("reserve", Outcome.APPLIED), ("create_record", Outcome.APPLIED)]
+    assert [(n.step, n.expected, n.applied) for n in instance.notices] == [
+        (INTERRUPT_NOTICE, True, 1)]
+    assert (instance.verdict, instance.reason) == (Verdict.COMPENSATED, REASON)
+    assert instance.interrupt.problems == ()
     assert result.verdict.passed, result.verdict.failures

@@ -143,6 +143,9 @@ class _Arming:
     def withheld(self) -> Collection[str]:
         return self.held
 
+    def holds(self, step: str, point: PausePoint) -> bool:
+        return (self.plan.step, self.plan.point) == (step, point)
+
 
 def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *,
               flow: Flow | None = None,
@@ -319,7 +322,10 @@ def _await_trigger(session: RunSession, plan: FaultPlan, timeline: Timeline,
         for instance_id in waiting:
             hit = session.ledger.reached(instance_id, plan.step or "",
                                          plan.point)  # type: ignore[arg-type]
-            if hit is not None:
+            # The interrupt placed at this very pause is sent first (this round's
+            # answers): the fault then fires on a step that was in flight when it came.
+            if hit is not None and not (plan.point == "before-effect"
+                                        and session.owes_interrupt(instance_id, hit.step)):
                 found.append(hit)
                 return True
         # Every instance still to hit has finished without reaching the point.

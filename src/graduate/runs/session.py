@@ -37,7 +37,7 @@ from graduate.apps import check_app
 from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.flow import Flow, InstanceRequest, Wait, check_seconds, load_flow
-from graduate.ledger import Ledger
+from graduate.ledger import Ledger, PausePoint
 from graduate.processes import ready_by
 from graduate.runs.supervisor import Supervisor
 from graduate.runs.timeline import SIGNAL_SENT, Timeline
@@ -77,6 +77,10 @@ class Arming(Protocol):
 
     def withheld(self) -> Collection[str]:
         """Signals not to answer yet: a fault that fires during a wait holds its answer."""
+        ...
+
+    def holds(self, step: str, point: PausePoint) -> bool:
+        """Whether a step paused at `point` is the fault's to let go (once it fired)."""
         ...
 
 
@@ -364,8 +368,15 @@ class RunSession:
         self.interrupted[instance_id] = time.time()
         self.timeline.add(SIGNAL_SENT, f"{interrupt.signal}=interrupt to {instance_id}",
                           instance=instance_id)
-        if step is not None:
+        # A fault armed at the same pause fires next, on the step still paused there.
+        if step is not None and not (self.arming is not None
+                                     and self.arming.holds(step, "before-effect")):
             self.ledger.release(instance_id, step, "before-effect")
+
+    def owes_interrupt(self, instance_id: str, step: str) -> bool:
+        """Whether the interrupt is still to be sent to the instance while `step` is in
+        flight (paused before its effect), as the options place it."""
+        return self._interrupted_in_flight() == step and instance_id not in self.interrupted
 
 
 def _waits_at(flow: Flow, status: InstanceStatus, wait: str) -> bool:
