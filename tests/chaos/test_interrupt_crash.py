@@ -144,3 +144,30 @@ def test_a_worker_killed_before_the_effect_after_the_interrupt_leaves_the_step_t
     assert (instance.verdict, instance.reason) == (Verdict.COMPENSATED, REASON)
     assert instance.interrupt.problems == ()
     assert result.verdict.passed, result.verdict.failures
+
+
+@pytest.mark.parametrize("engine", ["celery-chain"])
+def test_under_early_ack_the_chain_loses_the_step_in_hand_with_its_worker(
+        broker: Settings, flow_file: FlowFactory, engine: str) -> None:
+    """Celery's default: a task is acknowledged as the worker takes it, so a worker
+    killed with the task in hand loses it, and the chain with it (Celery's documented
+    behaviour; `task_acks_late` is the setting that changes it). The interrupt was
+    recorded, but no task of the chain is left to act on it, and the interrupt's own
+    signal task (prefetched by the dead worker, given back only after Redis's visibility
+    timeout) ends only a parked wait: nothing can move the instance. The checker judges
+    it lost, with create_record left uncompensated: a failed run, not a pass."""
+    path = flow_file(**{"reserve = \"crm.release\"\n": f"reserve = \"crm.release\"\n{INTERRUPT}"})
+    result = interrupt_then_kill(broker, path, engine, "before-effect", profile="defaults")
+
+    assert result.fired, result.reason
+    [instance] = result.instances
+    rows = Ledger(broker.ledger).effects(instance_id=instance.instance_id)
+    assert [(e.step, e.kind, e.outcome) for e in rows] == [
+        ("create_record", "effect", Outcome.APPLIED)]
+    assert instance.verdict is Verdict.LOST, instance.reason
+    assert instance.reason.startswith("nothing holds it any more")
+    assert instance.interrupt is not None
+    assert instance.interrupt.interrupted_at is not None
+    assert instance.interrupt.problems[0] == "create_record applied and was left uncompensated"
+    assert not result.verdict.passed
+    assert result.verdict.counts["lost"] == 1

@@ -1069,6 +1069,14 @@ class ChainStrategy:
 
     def _can_move(self, instance_id: str, tid: str) -> bool:
         client = self.resources.redis()
+        interrupt = self.flow.interrupt
+        if interrupt is not None and tid == task_id(instance_id, "signal", interrupt.signal):
+            # The interrupt's signal task ends only a wait parked undecided: elsewhere the
+            # chain's own next task acts on the interrupt (its sender recorded it), and
+            # counts by itself; with that task lost, the signal moves nothing.
+            return any(client.exists(context_key(instance_id, wait.name))
+                       and not client.exists(claim_key(instance_id, wait.name))
+                       for wait in self.flow.waits)
         for wait in self.flow.waits:
             undecided = not client.exists(claim_key(instance_id, wait.name))
             if tid == task_id(instance_id, wait.name, "deadline"):
