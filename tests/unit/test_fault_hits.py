@@ -45,6 +45,9 @@ class _Session:
         until(statuses)
         return statuses
 
+    def owes_interrupt(self, instance_id: str, step: str) -> bool:
+        return False  # the runs here place no interrupt
+
 
 class _Calls:
     """Calls of STEP, each paused at the point in a thread until the harness lets it go."""
