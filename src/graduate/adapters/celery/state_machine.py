@@ -6,7 +6,10 @@ task, `advance`, moves it one node forward and writes with optimistic concurrenc
 (`WHERE version = ?`), so duplicate or late advance messages do nothing. A periodic
 `tick` from celery beat re-sends advance for passed deadlines, due timers, expired
 leases and rows whose advance message was lost: progress is durable in the database,
-while every effect stays at-least-once (a step whose lease expires runs again).
+while every effect stays at-least-once (a step whose lease expires runs again). A step
+whose last attempt's lease expired is decided by the external system's record of its
+idempotency key: its worker may have died after the effect landed, and then the step is
+done, not failed (failing it would leave its effect applied and uncompensated).
 
 A parallel group gets a row per branch (`sm_branches`), each moved by its own task,
 `advance_branch`, with the same lease and optimistic concurrency. The instance's row
@@ -16,10 +19,10 @@ branch has ended. After a branch fails (or an operator cancels), the others star
 further step, and the join compensates every step that applied.
 
 The flow's interrupt is a signal row like the others, stored by whoever sends it before
-the send returns. The next advance of a running or waiting row (after the lease of a
-step in hand, and once a step whose attempt began has applied: its worker may have died
-after its effect landed) compensates instead of moving on; a branch halts likewise; the
-join compensates.
+the send returns, and so is an operator's cancel. The next advance of a running or
+waiting row (after the lease of a step in hand, and once a step whose attempt began has
+applied: its worker may have died after its effect landed) compensates instead of moving
+on; a branch halts likewise; the join compensates.
 
 The tables live in `services.app_db_url`, apart from the ledger, as an application's
 tables would.
