@@ -3,17 +3,19 @@
 Celery cannot wait for a human, so the approval's state lives in the team's own table
 (`approvals`, in PARTNER_APPROVAL_DB) and tasks move it on:
 
-- `start` sends a chain, create the draft then request the approval, with `link_error`
-  so that a step that fails for good undoes what was done;
-- the request step marks the approval pending and sends `expire` with a countdown of
+- `start` sends a chain, validate the partner then draft the approval packet, with
+  `link_error` so that a step that fails for good undoes what was done;
+- the packet step marks the approval pending and sends `expire` with a countdown of
   the deadline; beat's `expire_overdue` sweep is the safety net for a countdown message
   that was lost;
 - the same sweep reminds the approver of each approval still pending past half its
   deadline (`send_reminder`), once: a table records the reminders sent, and the
   notification service absorbs a repeat by its key (two sweeps, a redelivery);
 - `signal` (the decision, from the team's API) sends `decide`, which settles the approval
-  once (compare-and-set) and sends the activation chain or the compensation;
-- compensation undoes the steps the table says were done, in reverse order.
+  once (compare-and-set) and sends the approved chain (update the CRM, send the
+  e-signature request, confirm) or the compensation;
+- compensation undoes the steps the table says were done, in reverse order, then sends
+  the notice of a rejection or a passed deadline.
 
 Late acknowledgement and retries with backoff are set, as a careful team sets them.
 Each external call is wrapped in `graduate.effect`; graduate runs the workers and
@@ -69,7 +71,7 @@ def approvals() -> Iterator[sqlite3.Connection]:
     try:
         connection.execute(
             "CREATE TABLE IF NOT EXISTS approvals (instance_id TEXT PRIMARY KEY, "
-            "partner_id TEXT NOT NULL, key_prefix TEXT NOT NULL, status TEXT NOT NULL, "
+            "partner_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, status TEXT NOT NULL, "
             "deadline_seconds REAL NOT NULL, deadline_at REAL, done TEXT NOT NULL, "
             "tenant_id TEXT NOT NULL, correlation_id TEXT NOT NULL, trace_id TEXT NOT NULL)")
         connection.execute("CREATE TABLE IF NOT EXISTS reminders (instance_id TEXT PRIMARY "
@@ -84,7 +86,8 @@ class Approval:
     """One row of the team's table."""
 
     partner_id: str
-    key_prefix: str
+    key: str  # {tenant_id}:{workflow_type}:{entity_id}:{yyyymmdd}, fixed at start
+    status: str
     done: list[str]
     tenant_id: str
     correlation_id: str  # from the API call that started it: every audit record carries
@@ -93,10 +96,10 @@ class Approval:
 
 def _row(instance_id: str) -> Approval:
     with approvals() as db:
-        partner, prefix, done, tenant, correlation, trace = db.execute(
-            "SELECT partner_id, key_prefix, done, tenant_id, correlation_id, trace_id FROM "
-            "approvals WHERE instance_id = ?", [instance_id]).fetchone()
-    return Approval(partner, prefix, json.loads(done), tenant, correlation, trace)
+        partner, key, status, done, tenant, correlation, trace = db.execute(
+            "SELECT partner_id, idempotency_key, status, done, tenant_id, correlation_id, "
+            "trace_id FROM approvals WHERE instance_id = ?", [instance_id]).fetchone()
+    return Approval(partner, key, status, json.loads(done), tenant, correlation, trace)
 
 
 def _mark_done(instance_id: str, step: str) -> None:
@@ -118,30 +121,31 @@ def _settle(instance_id: str, status: str) -> bool:
 # ----------------------------------------------------------------------------- the steps
 
 
-def _call(instance_id: str, step: str, effect: str, call: Any, *, keyed: bool) -> None:
+def _call(instance_id: str, effect: str, call: Any, *, keyed: bool) -> None:
+    """One call of the approval; a system that honours the key absorbs a repeat (a retry,
+    a redelivered task), the notification service sends it again."""
     row = _row(instance_id)
-    key = f"{row.key_prefix}:{step}"
-    trail = clients.Trail(row.tenant_id, row.correlation_id, row.trace_id, request_id=key)
-    with graduate.effect(effect, key=key):
+    trail = clients.Trail(row.tenant_id, row.correlation_id, row.trace_id,
+                          request_id=f"{row.key}:{effect}")
+    with graduate.effect(effect, key=row.key) as recorded:
         if keyed:
-            call(row.partner_id, key, trail)
+            if call(row.partner_id, row.key, trail):
+                recorded.absorbed()
         else:
             call(row.partner_id, trail)
 
 
-@app.task(name="partner_approval.create_draft", **RETRIES)
-def create_draft(instance_id: str) -> str:
-    _call(instance_id, "create_record", "crm.create_draft", clients.crm_create_draft,
-          keyed=True)
-    _mark_done(instance_id, "create_record")
+@app.task(name="partner_approval.validate_partner", **RETRIES)
+def validate_partner(instance_id: str) -> str:
+    _call(instance_id, "partners.validate", clients.partners_validate, keyed=True)
+    _mark_done(instance_id, "validate_partner")
     return instance_id
 
 
-@app.task(name="partner_approval.request_approval", **RETRIES)
-def request_approval(instance_id: str) -> str:
-    _call(instance_id, "request_approval", "approvals.request", clients.approvals_request,
-          keyed=True)
-    _mark_done(instance_id, "request_approval")
+@app.task(name="partner_approval.create_packet", **RETRIES)
+def create_packet(instance_id: str) -> str:
+    _call(instance_id, "crm.create_draft", clients.crm_create_draft, keyed=True)
+    _mark_done(instance_id, "create_packet")
     with approvals() as db:
         [deadline] = db.execute("SELECT deadline_seconds FROM approvals WHERE instance_id = ?",
                                 [instance_id]).fetchone()
@@ -152,19 +156,25 @@ def request_approval(instance_id: str) -> str:
     return instance_id
 
 
-@app.task(name="partner_approval.activate", **RETRIES)
-def activate(instance_id: str) -> str:
-    _call(instance_id, "activate", "partner_portal.activate", clients.portal_activate,
-          keyed=False)
-    _mark_done(instance_id, "activate")
+@app.task(name="partner_approval.update_crm", **RETRIES)
+def update_crm(instance_id: str) -> str:
+    _call(instance_id, "crm.update_partner", clients.crm_update_partner, keyed=True)
+    _mark_done(instance_id, "update_crm")
     return instance_id
 
 
-@app.task(name="partner_approval.send_welcome", **RETRIES)
-def send_welcome(instance_id: str) -> str:
-    _call(instance_id, "notify", "notify.send_welcome", clients.notify_send_welcome,
+@app.task(name="partner_approval.send_esign", **RETRIES)
+def send_esign(instance_id: str) -> str:
+    _call(instance_id, "esign.send_envelope", clients.esign_send_envelope, keyed=True)
+    _mark_done(instance_id, "send_esign")
+    return instance_id
+
+
+@app.task(name="partner_approval.send_confirmation", **RETRIES)
+def send_confirmation(instance_id: str) -> str:
+    _call(instance_id, "notify.send_confirmation", clients.notify_send_confirmation,
           keyed=False)
-    _mark_done(instance_id, "notify")
+    _mark_done(instance_id, "send_confirmation")
     return instance_id
 
 
@@ -174,16 +184,17 @@ def send_welcome(instance_id: str) -> str:
 @app.task(name="partner_approval.decide")
 def decide(instance_id: str, decision: str) -> None:
     if decision == "approve" and _settle(instance_id, "approved"):
-        chain(activate.si(instance_id), send_welcome.si(instance_id)).apply_async(
+        chain(update_crm.si(instance_id), send_esign.si(instance_id),
+              send_confirmation.si(instance_id)).apply_async(
             link_error=on_failure.s(instance_id=instance_id))
     elif decision != "approve" and _settle(instance_id, "rejected"):
-        compensate.delay(instance_id)
+        chain(compensate.si(instance_id), send_notice.si(instance_id)).apply_async()
 
 
 @app.task(name="partner_approval.expire")
 def expire(instance_id: str) -> None:
     if _settle(instance_id, "expired"):
-        compensate.delay(instance_id)
+        chain(compensate.si(instance_id), send_notice.si(instance_id)).apply_async()
 
 
 @app.task(name="partner_approval.expire_overdue")
@@ -212,17 +223,9 @@ def send_reminder(instance_id: str) -> None:
     """Remind the approver, if the approval is still pending. Two sweeps can both send
     this before either has recorded it, and a worker lost mid-call has it redelivered:
     the key makes the notification service absorb the repeat."""
-    row = _row(instance_id)
-    with approvals() as db:
-        [status] = db.execute("SELECT status FROM approvals WHERE instance_id = ?",
-                              [instance_id]).fetchone()
-    if status != "pending":
+    if _row(instance_id).status != "pending":
         return
-    key = f"{row.key_prefix}:approval.reminder"
-    trail = clients.Trail(row.tenant_id, row.correlation_id, row.trace_id, request_id=key)
-    with graduate.effect("notify.send_reminder", key=key) as call:
-        if clients.notify_send_reminder(row.partner_id, key, trail):
-            call.absorbed()
+    _call(instance_id, "notify.send_reminder", clients.notify_send_reminder, keyed=True)
     with approvals() as db:
         db.execute("INSERT OR IGNORE INTO reminders (instance_id, sent_at) VALUES (?, ?)",
                    [instance_id, time.time()])
@@ -231,8 +234,13 @@ def send_reminder(instance_id: str) -> None:
 # ----------------------------------------------------------------------------- undoing
 
 
-UNDO = {"request_approval": ("approvals.withdraw", clients.approvals_withdraw),
-        "create_record": ("crm.void_draft", clients.crm_void_draft)}
+# By failure point: whatever of these the table says was done, newest first.
+UNDO = {"send_esign": ("esign.void_envelope", clients.esign_void_envelope),
+        "update_crm": ("crm.revert_draft", clients.crm_revert_draft),
+        "create_packet": ("crm.void_draft", clients.crm_void_draft)}
+# The notice of how the approval ended, sent once its drafts are voided.
+NOTICES = {"rejected": ("notify.send_rejection", clients.notify_send_rejection),
+           "expired": ("notify.send_expiry", clients.notify_send_expiry)}
 
 
 @app.task(name="partner_approval.compensate", **RETRIES)
@@ -243,13 +251,28 @@ def compensate(instance_id: str) -> None:
     for step in reversed(done):
         if step in UNDO and f"{step}.compensation" not in done:
             effect, call = UNDO[step]
-            _call(instance_id, f"{step}.compensation", effect, call, keyed=True)
+            _call(instance_id, effect, call, keyed=True)
             _mark_done(instance_id, f"{step}.compensation")
+
+
+@app.task(name="partner_approval.send_notice", **RETRIES)
+def send_notice(instance_id: str) -> None:
+    """Tell the parties how the approval ended. The notification service takes no key:
+    the table skips a notice already sent, and a task redelivered between the send and
+    that record sends it again."""
+    row = _row(instance_id)
+    if row.status in NOTICES and "notice" not in row.done:
+        effect, call = NOTICES[row.status]
+        _call(instance_id, effect, call, keyed=False)
+        _mark_done(instance_id, "notice")
 
 
 @app.task(name="partner_approval.on_failure")
 def on_failure(request: Any, exc: BaseException, traceback: Any, instance_id: str) -> None:
     """The chain's link_error: a step failed for good, so undo what was done."""
+    with approvals() as db:
+        db.execute("UPDATE approvals SET status = 'failed' WHERE instance_id = ?",
+                   [instance_id])
     compensate.delay(instance_id)
 
 
@@ -258,15 +281,15 @@ def on_failure(request: Any, exc: BaseException, traceback: Any, instance_id: st
 
 def start(request: InstanceRequest) -> None:
     """Start one approval for the partner `request.entity_id` (the declared start)."""
-    prefix = f"{request.tenant_id}:partner_approval:{request.entity_id}:{request.date}"
+    key = f"{request.tenant_id}:partner_approval:{request.entity_id}:{request.date}"
     deadline = float(os.environ.get(DEADLINE_VARIABLE, "259200"))  # 72 h, fixed at start
     with approvals() as db:
-        db.execute("INSERT INTO approvals (instance_id, partner_id, key_prefix, status, "
+        db.execute("INSERT INTO approvals (instance_id, partner_id, idempotency_key, status, "
                    "deadline_seconds, done, tenant_id, correlation_id, trace_id) VALUES "
                    "(?, ?, ?, 'drafting', ?, '[]', ?, ?, ?)",
-                   [request.instance_id, request.entity_id, prefix, deadline,
+                   [request.instance_id, request.entity_id, key, deadline,
                     request.tenant_id, request.correlation_id, request.trace_id])
-    chain(create_draft.si(request.instance_id), request_approval.si(request.instance_id)
+    chain(validate_partner.si(request.instance_id), create_packet.si(request.instance_id)
           ).apply_async(link_error=on_failure.s(instance_id=request.instance_id))
 
 
@@ -274,3 +297,10 @@ def signal(instance_id: str, name: str, payload: Mapping[str, Any]) -> None:
     """A human decision on the approval (the declared signal; the team's API calls it)."""
     if name == "approval":
         decide.delay(instance_id, str(payload.get("decision", "")))
+
+
+def outcome(instance_id: str) -> str | None:
+    """How the approval ended, as the team's table says (the declared outcome): approved,
+    rejected, expired or failed; None while it is drafting or pending."""
+    status = _row(instance_id).status
+    return None if status in ("drafting", "pending") else status

@@ -1,7 +1,7 @@
 """The partner approval pilot's external systems, as the team's code calls them.
 
-In the team's repository these are HTTP clients of the CRM, the approvals service, the
-partner portal and the notification service. Every call carries the commitment's
+In the team's repository these are HTTP clients of the partner data service, the CRM,
+the e-signature provider and the notification service. Every call carries the commitment's
 `Trail` as headers (X-Tenant-ID, X-Correlation-ID, traceparent, X-Request-ID), and each
 system persists an audit record of what it did, in the event envelope the execution
 fabric's policy asks for. Here the systems only keep that audit log (an SQLite file,
@@ -56,14 +56,15 @@ def _audited(system: str, operation: str) -> Callable[[Call], Call]:
 
 def _audited_once(system: str, operation: str) -> Callable[[Call], Callable[..., bool]]:
     """A system that honours the call's key (the argument before the trail): it acts on
-    a key once and ignores a repeat. The client returns True when it was ignored."""
+    a key once per operation, as real APIs scope keys, and ignores a repeat. The client
+    returns True when it was ignored."""
 
     def wrap(call: Call) -> Callable[..., bool]:
         @functools.wraps(call)
         def once(partner_id: str, key: str, trail: Trail) -> bool:
             with _audit_log() as db:
-                repeated = not db.execute("INSERT OR IGNORE INTO sent_keys (key) VALUES (?)",
-                                          [key]).rowcount
+                repeated = not db.execute("INSERT OR IGNORE INTO operation_keys (operation, "
+                                          "key) VALUES (?, ?)", [operation, key]).rowcount
             if not repeated:
                 call(partner_id, key, trail)
                 _audit(system, operation, partner_id, trail)
@@ -74,41 +75,69 @@ def _audited_once(system: str, operation: str) -> Callable[[Call], Callable[...,
     return wrap
 
 
-@_audited("crm", "crm.create_draft")
+@_audited_once("partners", "partners.validate")
+def partners_validate(partner_id: str, key: str, trail: Trail) -> None:
+    """POST /partners/{partner_id}/validations with Idempotency-Key: key: the partner data
+    service checks the partner's registration, sanctions and banking data. It reads
+    only; the key spares it a second check of the same request."""
+
+
+@_audited_once("crm", "crm.create_draft")
 def crm_create_draft(partner_id: str, key: str, trail: Trail) -> None:
-    """POST /partners/drafts with Idempotency-Key: key."""
+    """POST /partners/drafts with Idempotency-Key: key: the approval packet, a draft
+    partner record with status pending."""
 
 
-@_audited("crm", "crm.void_draft")
+@_audited_once("crm", "crm.void_draft")
 def crm_void_draft(partner_id: str, key: str, trail: Trail) -> None:
     """DELETE /partners/drafts/{partner_id} with Idempotency-Key: key."""
 
 
-@_audited("approvals", "approvals.request")
-def approvals_request(partner_id: str, key: str, trail: Trail) -> None:
-    """POST /approvals (a packet for the function head) with Idempotency-Key: key."""
+@_audited_once("crm", "crm.update_partner")
+def crm_update_partner(partner_id: str, key: str, trail: Trail) -> None:
+    """PATCH /partners/{partner_id} (status approved) with Idempotency-Key: key."""
 
 
-@_audited("approvals", "approvals.withdraw")
-def approvals_withdraw(partner_id: str, key: str, trail: Trail) -> None:
-    """POST /approvals/{partner_id}/withdraw with Idempotency-Key: key."""
+@_audited_once("crm", "crm.revert_draft")
+def crm_revert_draft(partner_id: str, key: str, trail: Trail) -> None:
+    """POST /partners/{partner_id}/revert with Idempotency-Key: key: the record goes back
+    to the pending draft it was before the update."""
 
 
-@_audited("partner_portal", "partner_portal.activate")
-def portal_activate(partner_id: str, trail: Trail) -> None:
-    """POST /portal/partners/{partner_id}/activate: the portal takes no idempotency key."""
+@_audited_once("esign", "esign.send_envelope")
+def esign_send_envelope(partner_id: str, key: str, trail: Trail) -> None:
+    """POST /envelopes (the partnership agreement, to the partner's signatory) with
+    Idempotency-Key: key: the provider sends one envelope per key."""
 
 
-@_audited("notify", "notify.send_welcome")
-def notify_send_welcome(partner_id: str, trail: Trail) -> None:
-    """POST /notifications/welcome: the notification service takes no key either."""
+@_audited_once("esign", "esign.void_envelope")
+def esign_void_envelope(partner_id: str, key: str, trail: Trail) -> None:
+    """POST /envelopes/{partner_id}/void with Idempotency-Key: key: an envelope sent and
+    not yet signed can no longer be signed."""
+
+
+@_audited("notify", "notify.send_confirmation")
+def notify_send_confirmation(partner_id: str, trail: Trail) -> None:
+    """POST /notifications/confirmation: the notification service takes no key, so a
+    second call is a second email."""
+
+
+@_audited("notify", "notify.send_rejection")
+def notify_send_rejection(partner_id: str, trail: Trail) -> None:
+    """POST /notifications/rejection: no key either."""
+
+
+@_audited("notify", "notify.send_expiry")
+def notify_send_expiry(partner_id: str, trail: Trail) -> None:
+    """POST /notifications/expiry, to every party of the packet: no key either."""
 
 
 @_audited_once("notify", "notify.send_reminder")
 def notify_send_reminder(partner_id: str, key: str, trail: Trail) -> None:
     """POST /notifications/reminder with Idempotency-Key: key: the approver is reminded
-    of a pending approval. Unlike the welcome, the reminder is keyed, so a second sweep
-    or a redelivered task reminds nobody twice."""
+    of a pending approval. Unlike the other notifications, the reminder is keyed (the
+    service's newer endpoint), so a second sweep or a redelivered task reminds nobody
+    twice."""
 
 
 def audit_records(tenant_id: str, entity_id: str) -> list[dict[str, Any]]:
@@ -141,8 +170,9 @@ def _audit_log() -> Iterator[sqlite3.Connection]:
     try:
         connection.execute("CREATE TABLE IF NOT EXISTS audit_log (tenant_id TEXT NOT NULL, "
                            "entity_id TEXT NOT NULL, envelope TEXT NOT NULL)")
-        # The keys a system that honours them has acted on (`_audited_once`).
-        connection.execute("CREATE TABLE IF NOT EXISTS sent_keys (key TEXT PRIMARY KEY)")
+        # The keys a system that honours them has acted on, per operation (`_audited_once`).
+        connection.execute("CREATE TABLE IF NOT EXISTS operation_keys (operation TEXT NOT "
+                           "NULL, key TEXT NOT NULL, PRIMARY KEY (operation, key))")
         yield connection
     finally:
         connection.close()

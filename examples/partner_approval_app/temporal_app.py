@@ -2,9 +2,10 @@
 
 Dataclass inputs; activities with explicit timeouts and retry policies; the human
 decision as a signal, awaited with a deadline; compensation of the completed steps, in
-reverse order, on a rejection, a passed deadline or a step that failed for good; and a
-versioned change guarded with `workflow.patched`, so instances already in flight keep
-the order they started with. Each external call is wrapped in `graduate.effect`.
+reverse order, on a rejection, a passed deadline or a step that failed for good, then
+the notice of a rejection or a passed deadline; and versioned changes guarded with
+`workflow.patched`, so instances already in flight keep the code they started with.
+Each external call is wrapped in `graduate.effect`.
 
 graduate runs it from its declaration (`[tool.graduate.apps.partner_approval_app]`):
 `create_worker` says what the worker runs, `start` starts one instance.
@@ -16,6 +17,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 from temporalio import activity, workflow
 from temporalio.client import Client
@@ -33,32 +35,34 @@ DEADLINE_VARIABLE = "PARTNER_APPROVAL_DEADLINE_SECONDS"
 STEP_TIMEOUT = timedelta(seconds=10)
 RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200),
                     maximum_interval=timedelta(seconds=2), maximum_attempts=5)
-# The versioned change: welcome the partner only once the portal has activated them
-# (version 1 sent the welcome first, and a failed activation left a welcomed stranger).
-WELCOME_AFTER_ACTIVATION = "welcome-after-activation"
+# The versioned change: confirm only once the e-signature request is out (version 1
+# confirmed first, and an envelope that failed for good left a confirmed partner with
+# nothing to sign).
+CONFIRM_AFTER_ENVELOPE = "confirm-after-envelope"
 # The second change: remind the approver once half the deadline has passed with no
 # decision (a timer in the workflow). Instances started before it wait as they did.
 REMIND_HALF_WAY = "remind-half-way"
 REMIND_AT = 0.5  # of the deadline
+# How the approval wait ended other than by an approval; the workflow returns it.
+Ending = Literal["rejected", "expired"]
 
 
 @dataclass(frozen=True)
 class PartnerRequest:
     tenant_id: str
     partner_id: str
-    key_prefix: str  # {tenant_id}:{flow}:{entity_id}:{yyyymmdd}, fixed at start
+    # Dealix's key, {tenant_id}:{workflow_type}:{entity_id}:{yyyymmdd}, fixed at start.
+    # Every call of the approval carries it: each system keeps its keys per operation.
+    key: str
     approval_deadline_seconds: float = 72 * 3600.0
     # The commitment's IDs, from the API call that started it: every system's audit
     # record of it carries them.
     correlation_id: str = ""
     trace_id: str = ""
 
-    def key(self, step: str) -> str:
-        return f"{self.key_prefix}:{step}"
-
-    def trail(self, step: str) -> clients.Trail:
+    def trail(self, operation: str) -> clients.Trail:
         return clients.Trail(self.tenant_id, self.correlation_id, self.trace_id,
-                             request_id=self.key(step))
+                             request_id=f"{self.key}:{operation}")
 
 
 Activity = Callable[[PartnerRequest], None]
@@ -69,56 +73,78 @@ class Decision:
     decision: str  # "approve" or "reject"
 
 
+def _keyed(operation: str, call: Callable[[str, str, clients.Trail], bool],
+           request: PartnerRequest) -> None:
+    """A call to a system that honours the key: a retry after a lost worker reaches the
+    system again, which absorbs it."""
+    with graduate.effect(operation, key=request.key) as recorded:
+        if call(request.partner_id, request.key, request.trail(operation)):
+            recorded.absorbed()
+
+
+def _unkeyed(operation: str, call: Callable[[str, clients.Trail], None],
+             request: PartnerRequest) -> None:
+    """A call to the notification service, which takes no key: a retry sends again."""
+    with graduate.effect(operation, key=request.key):
+        call(request.partner_id, request.trail(operation))
+
+
+@activity.defn(name="partners.validate")
+def validate_partner(request: PartnerRequest) -> None:
+    _keyed("partners.validate", clients.partners_validate, request)
+
+
 @activity.defn(name="crm.create_draft")
-def create_draft(request: PartnerRequest) -> None:
-    key = request.key("create_record")
-    with graduate.effect("crm.create_draft", key=key):
-        clients.crm_create_draft(request.partner_id, key, request.trail("create_record"))
+def create_packet(request: PartnerRequest) -> None:
+    _keyed("crm.create_draft", clients.crm_create_draft, request)
 
 
-@activity.defn(name="approvals.request")
-def request_approval(request: PartnerRequest) -> None:
-    key = request.key("request_approval")
-    with graduate.effect("approvals.request", key=key):
-        clients.approvals_request(request.partner_id, key, request.trail("request_approval"))
+@activity.defn(name="crm.update_partner")
+def update_crm(request: PartnerRequest) -> None:
+    _keyed("crm.update_partner", clients.crm_update_partner, request)
 
 
-@activity.defn(name="partner_portal.activate")
-def activate(request: PartnerRequest) -> None:
-    with graduate.effect("partner_portal.activate", key=request.key("activate")):
-        clients.portal_activate(request.partner_id, request.trail("activate"))
+@activity.defn(name="esign.send_envelope")
+def send_esign(request: PartnerRequest) -> None:
+    _keyed("esign.send_envelope", clients.esign_send_envelope, request)
 
 
-@activity.defn(name="notify.send_welcome")
-def send_welcome(request: PartnerRequest) -> None:
-    with graduate.effect("notify.send_welcome", key=request.key("notify")):
-        clients.notify_send_welcome(request.partner_id, request.trail("notify"))
+@activity.defn(name="notify.send_confirmation")
+def send_confirmation(request: PartnerRequest) -> None:
+    _unkeyed("notify.send_confirmation", clients.notify_send_confirmation, request)
 
 
 @activity.defn(name="notify.send_reminder")
 def send_reminder(request: PartnerRequest) -> None:
-    key = request.key("approval.reminder")
-    with graduate.effect("notify.send_reminder", key=key) as call:
-        # Keyed: a retry after a lost worker reaches the service again, which absorbs it.
-        if clients.notify_send_reminder(request.partner_id, key,
-                                        request.trail("approval.reminder")):
-            call.absorbed()
+    _keyed("notify.send_reminder", clients.notify_send_reminder, request)
+
+
+@activity.defn(name="notify.send_rejection")
+def send_rejection(request: PartnerRequest) -> None:
+    _unkeyed("notify.send_rejection", clients.notify_send_rejection, request)
+
+
+@activity.defn(name="notify.send_expiry")
+def send_expiry(request: PartnerRequest) -> None:
+    _unkeyed("notify.send_expiry", clients.notify_send_expiry, request)
 
 
 @activity.defn(name="crm.void_draft")
 def void_draft(request: PartnerRequest) -> None:
-    key = request.key("create_record.compensation")
-    with graduate.effect("crm.void_draft", key=key):
-        clients.crm_void_draft(request.partner_id, key,
-                               request.trail("create_record.compensation"))
+    _keyed("crm.void_draft", clients.crm_void_draft, request)
 
 
-@activity.defn(name="approvals.withdraw")
-def withdraw_approval(request: PartnerRequest) -> None:
-    key = request.key("request_approval.compensation")
-    with graduate.effect("approvals.withdraw", key=key):
-        clients.approvals_withdraw(request.partner_id, key,
-                                   request.trail("request_approval.compensation"))
+@activity.defn(name="crm.revert_draft")
+def revert_crm_update(request: PartnerRequest) -> None:
+    _keyed("crm.revert_draft", clients.crm_revert_draft, request)
+
+
+@activity.defn(name="esign.void_envelope")
+def void_envelope(request: PartnerRequest) -> None:
+    _keyed("esign.void_envelope", clients.esign_void_envelope, request)
+
+
+NOTICES: dict[Ending, Activity] = {"rejected": send_rejection, "expired": send_expiry}
 
 
 @workflow.defn(name="PartnerApproval")
@@ -133,32 +159,40 @@ class PartnerApproval:
 
     @workflow.run
     async def run(self, request: PartnerRequest) -> str:
+        """"approved", or how the approval wait ended ("rejected", "expired")."""
         try:
-            await self._step(create_draft, request, undo=void_draft)
-            await self._step(request_approval, request, undo=withdraw_approval)
-            deadline = timedelta(seconds=request.approval_deadline_seconds)
-            try:
-                if workflow.patched(REMIND_HALF_WAY):
-                    await self._await_decision_with_reminder(request, deadline)
-                else:  # started before the reminder: wait as version 1 did
-                    await workflow.wait_condition(lambda: self._decision is not None,
-                                                  timeout=deadline)
-            except TimeoutError:
-                await self._compensate(request)
-                return "expired"
-            if self._decision != "approve":
-                await self._compensate(request)
-                return "rejected"
-            if workflow.patched(WELCOME_AFTER_ACTIVATION):
-                await self._step(activate, request)
-                await self._step(send_welcome, request)
-            else:  # started before the change: keep version 1's order
-                await self._step(send_welcome, request)
-                await self._step(activate, request)
+            await self._step(validate_partner, request)
+            await self._step(create_packet, request, undo=void_draft)
+            ending = await self._await_decision(request)
+            if ending is None:
+                await self._step(update_crm, request, undo=revert_crm_update)
+                if workflow.patched(CONFIRM_AFTER_ENVELOPE):
+                    await self._step(send_esign, request, undo=void_envelope)
+                    await self._step(send_confirmation, request)
+                else:  # started before the change: keep version 1's order
+                    await self._step(send_confirmation, request)
+                    await self._step(send_esign, request, undo=void_envelope)
+                return "approved"
         except ActivityError:
             await self._compensate(request)
             raise
-        return "activated"
+        # The drafts are voided before anyone is told.
+        await self._compensate(request)
+        await self._step(NOTICES[ending], request)
+        return ending
+
+    async def _await_decision(self, request: PartnerRequest) -> Ending | None:
+        """None once approved; otherwise how the wait ended."""
+        deadline = timedelta(seconds=request.approval_deadline_seconds)
+        try:
+            if workflow.patched(REMIND_HALF_WAY):
+                await self._await_decision_with_reminder(request, deadline)
+            else:  # started before the reminder: wait as version 1 did
+                await workflow.wait_condition(lambda: self._decision is not None,
+                                              timeout=deadline)
+        except TimeoutError:
+            return "expired"
+        return None if self._decision == "approve" else "rejected"
 
     async def _await_decision_with_reminder(self, request: PartnerRequest,
                                             deadline: timedelta) -> None:
@@ -192,6 +226,8 @@ class PartnerApproval:
             self._undo.append(undo)
 
     async def _compensate(self, request: PartnerRequest) -> None:
+        """Undo the completed steps, newest first: the envelope, the CRM update, the
+        draft, as far as the approval got."""
         for undo in reversed(self._undo):
             await workflow.execute_activity(undo, request, start_to_close_timeout=STEP_TIMEOUT,
                                             retry_policy=RETRY)
@@ -203,8 +239,9 @@ def create_worker() -> TemporalWorker:
     return TemporalWorker(
         task_queue=os.environ.get(TASK_QUEUE_VARIABLE, "partner-approval"),
         workflows=[PartnerApproval],
-        activities=[create_draft, request_approval, activate, send_welcome, send_reminder,
-                    void_draft, withdraw_approval])
+        activities=[validate_partner, create_packet, update_crm, send_esign,
+                    send_confirmation, send_reminder, send_rejection, send_expiry,
+                    void_draft, revert_crm_update, void_envelope])
 
 
 async def start(client: Client, request: InstanceRequest) -> None:
@@ -212,7 +249,7 @@ async def start(client: Client, request: InstanceRequest) -> None:
     deadline = float(os.environ.get(DEADLINE_VARIABLE, "259200"))  # 72 h
     partner = PartnerRequest(
         tenant_id=request.tenant_id, partner_id=request.entity_id,
-        key_prefix=f"{request.tenant_id}:partner_approval:{request.entity_id}:{request.date}",
+        key=f"{request.tenant_id}:partner_approval:{request.entity_id}:{request.date}",
         approval_deadline_seconds=deadline, correlation_id=request.correlation_id,
         trace_id=request.trace_id)
     await client.start_workflow(PartnerApproval.run, partner, id=request.instance_id,

@@ -24,9 +24,12 @@ from graduate.processes import ManagedProcess, wait_until
 from graduate.services.model import TemporalTarget
 from tests.instrument.conftest import ROOT, Spawn, wait_for_rows
 
-FORWARD = ["create_record", "request_approval", "activate", "notify"]
-UNDONE = [("create_record", "effect"), ("request_approval", "effect"),
-          ("request_approval", "compensation"), ("create_record", "compensation")]
+FORWARD = ["validate_partner", "create_packet", "update_crm", "send_esign",
+           "send_confirmation"]
+DRAFTED = [("validate_partner", "effect"), ("create_packet", "effect")]
+VOIDED = ("create_packet", "compensation")
+REJECTED = [*DRAFTED, VOIDED, ("approval.rejected_notice", "effect")]
+EXPIRED = [*DRAFTED, VOIDED, ("approval.expired_notice", "effect")]
 CELERY_APP = "examples.partner_approval_app.celery_app"
 REMINDED = ("approval.reminder", "effect")
 
@@ -145,7 +148,7 @@ def test_the_declared_app_passes_its_checks(app: App) -> None:
     check_app(app)
 
 
-def test_an_approved_partner_is_activated_then_welcomed(
+def test_an_approved_partner_is_updated_sent_the_envelope_then_confirmed(
         pilot: Pilot, new_instance: Callable[[], InstanceRequest], run_ledger: Ledger,
         app: App) -> None:
     request = new_instance()
@@ -153,7 +156,7 @@ def test_an_approved_partner_is_activated_then_welcomed(
     wait_for_rows(run_ledger, 2, instance_id=request.instance_id)
     pilot.decide(request, "approve")
 
-    rows = traced(request, wait_for_rows(run_ledger, 4, instance_id=request.instance_id),
+    rows = traced(request, wait_for_rows(run_ledger, 5, instance_id=request.instance_id),
                   run_ledger, app)
     assert [(r.step, r.kind, r.outcome) for r in rows] == [
         (step, "effect", Outcome.APPLIED) for step in FORWARD]
@@ -161,7 +164,7 @@ def test_an_approved_partner_is_activated_then_welcomed(
         app.flow.key_for(step, request) for step in FORWARD]
 
 
-def test_a_rejection_undoes_the_draft_and_the_approval_request_in_reverse(
+def test_a_rejection_voids_the_draft_then_sends_the_rejection_notice(
         pilot: Pilot, new_instance: Callable[[], InstanceRequest], run_ledger: Ledger,
         app: App) -> None:
     request = new_instance()
@@ -171,20 +174,21 @@ def test_a_rejection_undoes_the_draft_and_the_approval_request_in_reverse(
 
     rows = traced(request, wait_for_rows(run_ledger, 4, instance_id=request.instance_id),
                   run_ledger, app)
-    assert [(r.step, r.kind) for r in rows] == UNDONE
+    assert [(r.step, r.kind) for r in rows] == REJECTED
+    assert [r.effect for r in rows[2:]] == ["crm.void_draft", "notify.send_rejection"]
     assert [r.idempotency_key for r in rows[2:]] == [
-        app.flow.key_for(step, request, compensation=True)
-        for step in ("request_approval", "create_record")]
+        app.flow.key_for("create_packet", request, compensation=True),
+        app.flow.key_for("approval.rejected_notice", request)]
 
 
-def test_an_unanswered_approval_expires_and_is_undone(
+def test_an_unanswered_approval_expires_voids_the_draft_and_sends_the_expiry_notice(
         pilot: Pilot, new_instance: Callable[[], InstanceRequest], run_ledger: Ledger,
         app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PARTNER_APPROVAL_DEADLINE_SECONDS", "1")
     request = new_instance()
     pilot.start(request)
 
-    expected = [*UNDONE[:2], *[REMINDED] * pilot.reminds, *UNDONE[2:]]
+    expected = [*EXPIRED[:2], *[REMINDED] * pilot.reminds, *EXPIRED[2:]]
     rows = traced(request, wait_for_rows(run_ledger, len(expected),
                                          instance_id=request.instance_id), run_ledger, app)
     assert [(r.step, r.kind) for r in rows] == expected
@@ -199,9 +203,9 @@ def test_temporal_an_approval_answered_in_time_sends_no_reminder(
     wait_for_rows(run_ledger, 2, instance_id=request.instance_id)
     temporal_pilot.decide(request, "approve")
 
-    # The workflow reminds only while it waits, and it waits no more once it activates:
-    # a reminder would be among the rows before the welcome.
-    rows = wait_for_rows(run_ledger, 4, instance_id=request.instance_id)
+    # The workflow reminds only while it waits, and it waits no more once it updates the
+    # CRM: a reminder would be among the rows before the confirmation.
+    rows = wait_for_rows(run_ledger, 5, instance_id=request.instance_id)
     assert [r.step for r in rows] == FORWARD
 
 
@@ -225,19 +229,20 @@ def test_celery_beat_reminds_a_pending_approval_once_past_half_its_deadline(
     request = new_instance()
     celery_pilot.start(request)
 
-    wait_until(lambda: len(undoing(run_ledger, request)) == 2, timeout=60,
-               what="the expired approval undone")
+    wait_until(lambda: any(r.step == "approval.expired_notice"
+                           for r in run_ledger.effects(instance_id=request.instance_id)),
+               timeout=60, what="the expired approval undone and its notice sent")
     rows = run_ledger.effects(instance_id=request.instance_id)
     reminders = [r for r in rows if r.step == "approval.reminder"]
     assert [r.outcome for r in reminders][:1] == [Outcome.APPLIED]
     assert {r.outcome for r in reminders[1:]} <= {Outcome.ABSORBED}
     assert reminders[0].idempotency_key == app.flow.key_for("approval.reminder", request)
-    requested = next(r for r in rows if r.step == "request_approval")
-    undone = [r for r in rows if r.kind == "compensation"]
+    requested = next(r for r in rows if r.step == "create_packet")
+    undone = undoing(run_ledger, request)
     # After half the deadline, before it passed and the approval was undone.
     assert reminders[0].started_at - requested.finished_at >= 2.0
     assert all(r.finished_at <= undone[0].started_at for r in reminders)
-    assert [(r.step, r.kind) for r in rows if r.step != "approval.reminder"] == UNDONE
+    assert [(r.step, r.kind) for r in rows if r.step != "approval.reminder"] == EXPIRED
     kept = app.audit_records(request.tenant_id, request.entity_id)
     assert [r["event_type"] for r in kept].count("notify.send_reminder") == 1
 
@@ -259,11 +264,11 @@ def test_temporal_a_worker_killed_while_reminding_still_reminds_once(
 
     rows = wait_for_rows(run_ledger, 6, instance_id=request.instance_id)
     assert [(r.step, r.kind, r.outcome) for r in rows] == [
-        ("create_record", "effect", Outcome.APPLIED),
-        ("request_approval", "effect", Outcome.APPLIED),
+        ("validate_partner", "effect", Outcome.APPLIED),
+        ("create_packet", "effect", Outcome.APPLIED),
         ("approval.reminder", "effect", Outcome.APPLIED),
         ("approval.reminder", "effect", Outcome.ABSORBED),
-        ("request_approval", "compensation", Outcome.APPLIED),
-        ("create_record", "compensation", Outcome.APPLIED)]
+        ("create_packet", "compensation", Outcome.APPLIED),
+        ("approval.expired_notice", "effect", Outcome.APPLIED)]
     assert rows[2].worker_pid != rows[3].worker_pid
     assert rows[3].attempt == 2

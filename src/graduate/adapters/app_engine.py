@@ -19,7 +19,7 @@ from pathlib import Path
 from graduate.adapters.base import WORKER_READY_TIMEOUT, InstanceState
 from graduate.apps import App
 from graduate.config import env_var
-from graduate.flow import Flow, Parallel, Step, Wait
+from graduate.flow import WAIT_ENDS, Flow, Node, Parallel, Step, Wait
 from graduate.instrument import RunContext
 from graduate.ledger import EffectRecord, Outcome
 from graduate.processes import ManagedProcess, spawn, wait_until
@@ -105,3 +105,42 @@ def progress(flow: Flow, effects: Sequence[EffectRecord]) -> Progress:
     if isinstance(upcoming, Wait) and not compensating:
         return Progress(tuple(done), InstanceState.WAITING, None)
     return Progress(tuple(done), InstanceState.RUNNING, None)
+
+
+def wait_ending(flow: Flow, effects: Sequence[EffectRecord], said: str) -> str | None:
+    """How an app's instance ended at a wait, in the words every engine reports
+    (`Wait.reason`), so the checker can hold it to the notice it owes; None when it did
+    not end at a wait. `said` is the team's own word for the ending (the workflow's
+    result, the state in its table): a wait's reason as such, or just "rejected" or
+    "expired", said of the last wait the instance reached (no step after it landed)."""
+    if flow.ended_at(said) is not None:
+        return said
+    end = next((e for e in WAIT_ENDS if e == said), None)
+    if end is None:
+        return None
+    landed = {e.step for e in effects if e.kind == "effect"
+              and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)}
+    nodes = list(flow.nodes)
+    for index in reversed(range(len(nodes))):
+        node = nodes[index]
+        passed = any(step.name in landed for later in nodes[index + 1:]
+                     for step in _steps_of(later))
+        if isinstance(node, Wait) and not passed:
+            return node.reason(end)
+    return None
+
+
+def owes_notice(flow: Flow, effects: Sequence[EffectRecord], reason: str) -> bool:
+    """Whether an instance that ended for `reason` still owes the notice of that ending:
+    a team's code sends it after its compensations, so until it lands the instance has
+    not finished."""
+    notice = flow.notice_for(reason)
+    return notice is not None and not any(
+        e.step == notice.name and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)
+        for e in effects)
+
+
+def _steps_of(node: Node) -> tuple[Step, ...]:
+    if isinstance(node, Parallel):
+        return node.steps
+    return (node,) if isinstance(node, Step) else ()

@@ -16,8 +16,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from graduate.adapters.app_engine import app_environment, progress, start_app_worker
-from graduate.adapters.base import HeldUp, HistoryEvent, InstanceStatus, WorkerGroup
+from graduate.adapters.app_engine import (
+    app_environment,
+    owes_notice,
+    progress,
+    start_app_worker,
+    wait_ending,
+)
+from graduate.adapters.base import (
+    HeldUp,
+    HistoryEvent,
+    InstanceState,
+    InstanceStatus,
+    WorkerGroup,
+)
 from graduate.adapters.celery import application
 from graduate.adapters.celery.app import close_app
 from graduate.adapters.celery.app_worker import SETTINGS_VARIABLE, connect_services, load_app
@@ -142,9 +154,16 @@ class CeleryAppEngine:
         return {iid: self.status(iid) for iid in instance_ids}
 
     def status(self, instance_id: str) -> InstanceStatus:
-        found = progress(self.flow, self._ledger.effects(instance_id=instance_id))
-        finished_at = found.last_effect_at if found.state.finished else None
-        return InstanceStatus(found.state, found.done, finished_at)
+        effects = self._ledger.effects(instance_id=instance_id)
+        found = progress(self.flow, effects)
+        if not found.state.finished:
+            return InstanceStatus(found.state, found.done)
+        # How it ended is the team's word (its table); at a wait, the flow's words for it.
+        said = application.outcome(self.declaration, instance_id)
+        ending = None if said is None else wait_ending(self.flow, effects, said)
+        if ending is not None and owes_notice(self.flow, effects, ending):
+            return InstanceStatus(InstanceState.RUNNING, found.done)
+        return InstanceStatus(found.state, found.done, found.last_effect_at, ending or "")
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """Celery keeps no history of an instance: what the ledger saw of its tasks."""

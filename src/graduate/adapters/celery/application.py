@@ -7,6 +7,9 @@
     start = "module:start"      # (graduate.flow.InstanceRequest) -> None: send its tasks
     signal = "module:signal"    # (instance_id, name, payload) -> None: a human decision,
                                 # as the team's API takes it; needed when the flow waits
+    outcome = "module:outcome"  # (instance_id) -> str | None: how the instance ended in
+                                # the team's own records ("rejected", "expired", ...);
+                                # needed when a wait of the flow sends notices
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from graduate.instrument import Correlation, propagating, trace_parent
 APP_SHAPE = "the celery.Celery instance of the team's app"
 START_SHAPE = ("def start(request): send the tasks of one instance for the "
                "graduate.flow.InstanceRequest (graduate carries its correlation)")
+OUTCOME_SHAPE = ("def outcome(instance_id): how the instance ended in the team's own "
+                 "records, \"rejected\" or \"expired\" at a wait (or a wait's reason as "
+                 "graduate words it), anything else otherwise; None while it runs")
 SIGNAL_SHAPE = ("def signal(instance_id, name, payload): deliver a human decision (the "
                 "flow's wait signal, payload {\"decision\": ...}) as the team's API does")
 
 
 def declare(value: Any, where: str) -> dict[str, Any]:
-    table = table_of(value, where, {"app", "queues", "beat", "start", "signal"})
+    table = table_of(value, where, {"app", "queues", "beat", "start", "signal", "outcome"})
     queues = table.get("queues")
     if not isinstance(queues, list) or not queues or not all(
             isinstance(q, str) and q for q in queues):
@@ -45,6 +51,8 @@ def declare(value: Any, where: str) -> dict[str, Any]:
                    "beat": beat, "start": reference(table, "start", where, START_SHAPE)}
     if "signal" in table:
         declaration["signal"] = reference(table, "signal", where, SIGNAL_SHAPE)
+    if "outcome" in table:
+        declaration["outcome"] = reference(table, "outcome", where, OUTCOME_SHAPE)
     return declaration
 
 
@@ -56,6 +64,14 @@ def check(declaration: Mapping[str, Any], where: str, flow: Flow) -> None:
     start = resolve(declaration["start"], where)
     check_function(start, declaration["start"], where, parameters=1, coroutine=False,
                    shape=START_SHAPE)
+    if "outcome" in declaration:
+        check_function(resolve(declaration["outcome"], where), declaration["outcome"], where,
+                       parameters=1, coroutine=False, shape=OUTCOME_SHAPE)
+    elif any(w.notices for w in flow.waits):
+        raise ConfigError(f"{where}: flow {flow.name!r} sends a notice when a wait is "
+                          "rejected or expires, but the app declares no outcome to tell "
+                          f"how an instance ended; add outcome = \"module:function\", "
+                          f"{OUTCOME_SHAPE}")
     if "signal" not in declaration:
         if flow.waits:
             raise ConfigError(f"{where}: flow {flow.name!r} waits for "
@@ -88,6 +104,16 @@ def signal(declaration: Mapping[str, Any], request: InstanceRequest, name: str,
     with (propagating(Correlation(request.instance_id, request.correlation_id,
                                   request.trace_id)), trace_parent(request.trace_id)):
         deliver(request.instance_id, name, dict(payload))
+
+
+def outcome(declaration: Mapping[str, Any], instance_id: str) -> str | None:
+    """How the instance ended, in the team's own records (the declared outcome); None
+    when the app declares none or the instance runs."""
+    if "outcome" not in declaration:
+        return None
+    said = resolve(declaration["outcome"], f"outcome function {declaration['outcome']}")(
+        instance_id)
+    return None if said is None else str(said)
 
 
 def app_settings(app: Celery) -> dict[str, Any]:

@@ -18,7 +18,12 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from graduate.adapters.app_engine import app_environment, progress, start_app_worker
+from graduate.adapters.app_engine import (
+    app_environment,
+    progress,
+    start_app_worker,
+    wait_ending,
+)
 from graduate.adapters.base import (
     HISTORIES,
     HeldUp,
@@ -152,7 +157,8 @@ class TemporalAppEngine:
             if error.status == RPCStatusCode.NOT_FOUND:
                 return InstanceStatus(InstanceState.UNKNOWN)
             raise
-        found = progress(self.flow, self._ledger.effects(instance_id=instance_id))
+        effects = self._ledger.effects(instance_id=instance_id)
+        found = progress(self.flow, effects)
         closed = description.close_time.timestamp() if description.close_time else None
         if description.status == WorkflowExecutionStatus.RUNNING:
             if found.state is InstanceState.WAITING and not (
@@ -164,8 +170,12 @@ class TemporalAppEngine:
             # holds each against the effects.
             state = (InstanceState.COMPENSATED if found.state is InstanceState.COMPENSATED
                      else InstanceState.COMPLETED)
+            result = await handle.result()
+            # A result that says the instance ended at a wait ("rejected", "expired") is
+            # reported in the flow's words: the checker then holds it to that notice.
+            ending = wait_ending(self.flow, effects, result) if isinstance(result, str) else None
             return InstanceStatus(state, found.done, closed,
-                                  f"workflow returned {await handle.result()!r}")
+                                  ending or f"workflow returned {result!r}")
         try:
             await handle.result()
         except WorkflowFailureError as error:
