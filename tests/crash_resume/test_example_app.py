@@ -6,18 +6,20 @@ Three instances are in flight when the worker holding the armed step is killed (
 to its process group); each test asserts what the engine's semantics predict:
 
 - Temporal records the workflow's progress in the server: every instance resumes at the
-  step in flight. Killed before the portal was called, nothing runs twice; killed after
-  the call but before the activity completed, the activity is retried and the portal,
-  which takes no idempotency key, activates the partner a second time.
+  step in flight. Killed before the e-signature request, nothing runs twice; killed after
+  a call but before its activity completed, the activity is retried: the e-signature
+  provider absorbs the repeated envelope by its key, while the notification service,
+  which takes no idempotency key, sends the confirmation a second time.
 - The Celery app acknowledges late (its own settings). With the Redis transport an
   unacknowledged task comes back only after the visibility timeout: an hour by default,
   so within the run the broker still holds the task and the instance is stuck. With the
-  tuned profile (a 10 s visibility timeout) the task comes back, runs again, and the
-  portal call is duplicated. With Celery's default early acknowledgement (the project's
-  "early-ack" profile) the task in hand is gone with its worker, and with it the rest of
-  the chain: the partner is activated and never welcomed. The approval's deadline
-  countdown is still held by the broker, so graduate calls the instance stuck rather than
-  lost: it cannot know that the countdown will do nothing to an approved partner.
+  tuned profile (a 10 s visibility timeout) the task comes back and runs again: the
+  envelope is requested twice, the provider absorbing the second. With Celery's default
+  early acknowledgement (the project's "early-ack" profile) the task in hand is gone with
+  its worker, and with it the rest of the chain: the envelope is out and the partner
+  never confirmed. The approval's deadline countdown is still held by the broker, so
+  graduate calls the instance stuck rather than lost: it cannot know that the countdown
+  will do nothing to an approved partner.
 
 The other faults an app takes, each asserted per instance and per effect: a killed pool
 child (the Celery worker gives the late-acknowledged task back at once), a broker
@@ -62,13 +64,21 @@ def recorded_settings(outcome: ChaosOutcome) -> dict[str, Any]:
     return settings
 
 
+FORWARD = ("validate_partner", "create_packet", "update_crm", "send_esign",
+           "send_confirmation")
+
+
 def applied(instance: InstanceVerdict, step: str) -> int:
     return sum(e.applied + e.absorbed for e in instance.effects
                if e.step == step and e.kind == "effect")
 
 
+def absorbed(instance: InstanceVerdict, step: str) -> int:
+    return sum(e.absorbed for e in instance.effects if e.step == step and e.kind == "effect")
+
+
 def test_temporal_resumes_every_instance_at_the_step_in_flight(chaos: ChaosRunner) -> None:
-    outcome = chaos(APP, engine="temporal", fault="kill-worker", at="activate:before-effect",
+    outcome = chaos(APP, engine="temporal", fault="kill-worker", at="send_esign:before-effect",
                     instances=INSTANCES, timeout=90)
 
     outcome.assert_ok()
@@ -76,14 +86,13 @@ def test_temporal_resumes_every_instance_at_the_step_in_flight(chaos: ChaosRunne
     assert outcome.result.engine == "temporal-app"
     assert any(i.resume is not None for i in outcome.instances)
     for instance in outcome.instances:
-        assert [applied(instance, s) for s in ("create_record", "request_approval",
-                                               "activate", "notify")] == [1, 1, 1, 1]
+        assert [applied(instance, s) for s in FORWARD] == [1, 1, 1, 1, 1]
 
 
-def test_temporal_retries_the_step_in_flight_and_the_unkeyed_portal_call_runs_twice(
+def test_temporal_retries_the_step_in_flight_and_the_unkeyed_confirmation_is_sent_twice(
         chaos: ChaosRunner) -> None:
-    outcome = chaos(APP, engine="temporal", fault="kill-worker", at="activate:after-effect",
-                    instances=INSTANCES, timeout=90)
+    outcome = chaos(APP, engine="temporal", fault="kill-worker",
+                    at="send_confirmation:after-effect", instances=INSTANCES, timeout=90)
 
     outcome.assert_all(Verdict.COMPLETED)
     # At the point or cut short: an instance only held up behind them is not this case.
@@ -92,18 +101,43 @@ def test_temporal_retries_the_step_in_flight_and_the_unkeyed_portal_call_runs_tw
     for instance in hit:
         assert instance.resume is not None
         assert instance.resume.exact
-        assert instance.resume.resumed_at == "activate"
+        assert instance.resume.resumed_at == "send_confirmation"
         # Its effect had landed when the kill cut it short, at the armed point or (another
-        # instance whose attempt died with the worker) just past it: it runs twice.
+        # instance whose attempt died with the worker) just past it: it runs twice, and
+        # nothing absorbs the second email.
         landed = instance.resume.point == "after-effect"
-        assert applied(instance, "activate") == (2 if landed else 1)
-        assert applied(instance, "notify") == 1
+        assert applied(instance, "send_confirmation") == (2 if landed else 1)
+        assert absorbed(instance, "send_confirmation") == 0
+        assert [applied(instance, s) for s in FORWARD[:-1]] == [1, 1, 1, 1]
+    assert any(not i.resume.interrupted for i in hit if i.resume is not None)
+
+
+def test_temporal_retries_the_step_in_flight_and_the_provider_absorbs_the_keyed_envelope(
+        chaos: ChaosRunner) -> None:
+    outcome = chaos(APP, engine="temporal", fault="kill-worker", at="send_esign:after-effect",
+                    instances=INSTANCES, timeout=90)
+
+    outcome.assert_ok()
+    outcome.assert_all(Verdict.COMPLETED)
+    # At the point or cut short: an instance only held up behind them is not this case.
+    hit = [i for i in outcome.instances if i.resume is not None and not i.resume.held_up]
+    assert hit
+    for instance in hit:
+        assert instance.resume is not None
+        assert instance.resume.exact
+        assert instance.resume.resumed_at == "send_esign"
+        # Landed when the kill cut it short: the retry reaches the provider again, which
+        # absorbs it by its key; one envelope either way.
+        landed = instance.resume.point == "after-effect"
+        assert applied(instance, "send_esign") == (2 if landed else 1)
+        assert absorbed(instance, "send_esign") == (1 if landed else 0)
+        assert applied(instance, "send_confirmation") == 1
     assert any(not i.resume.interrupted for i in hit if i.resume is not None)
 
 
 def test_celery_late_ack_keeps_the_task_in_the_broker_until_the_visibility_timeout(
         chaos: ChaosRunner) -> None:
-    outcome = chaos(APP, engine="celery", fault="kill-worker", at="activate:after-effect",
+    outcome = chaos(APP, engine="celery", fault="kill-worker", at="send_esign:after-effect",
                     instances=INSTANCES, timeout=30)
 
     # The app's own settings are what evidence records (Celery's prefetch default is 4).
@@ -116,13 +150,13 @@ def test_celery_late_ack_keeps_the_task_in_the_broker_until_the_visibility_timeo
     for instance in hit:
         assert instance.verdict is Verdict.STUCK, instance.reason
         assert "still holds it" in instance.reason
-        assert applied(instance, "activate") == 1
-        assert applied(instance, "notify") == 0
+        assert applied(instance, "send_esign") == 1
+        assert applied(instance, "send_confirmation") == 0
 
 
 def test_celery_late_ack_with_a_short_visibility_timeout_runs_the_task_again(
         chaos: ChaosRunner) -> None:
-    outcome = chaos(APP, engine="celery", fault="kill-worker", at="activate:after-effect",
+    outcome = chaos(APP, engine="celery", fault="kill-worker", at="send_esign:after-effect",
                     instances=INSTANCES, profile="tuned", timeout=90)
 
     # The profile's overrides, over the app's own settings.
@@ -134,15 +168,17 @@ def test_celery_late_ack_with_a_short_visibility_timeout_runs_the_task_again(
     assert hit
     for instance in hit:
         assert instance.resume is not None
-        assert instance.resume.resumed_at == "activate"
-        assert applied(instance, "activate") == 2
-        assert applied(instance, "notify") == 1
+        assert instance.resume.resumed_at == "send_esign"
+        # The task ran again; the provider absorbed the repeated envelope by its key.
+        assert applied(instance, "send_esign") == 2
+        assert absorbed(instance, "send_esign") == 1
+        assert applied(instance, "send_confirmation") == 1
 
 
 def test_celery_early_ack_loses_the_task_in_hand_and_the_rest_of_the_chain(
         chaos: ChaosRunner) -> None:
     # The project's profile "early-ack": the tuned profile with Celery's default ack.
-    outcome = chaos(APP, engine="celery", fault="kill-worker", at="activate:after-effect",
+    outcome = chaos(APP, engine="celery", fault="kill-worker", at="send_esign:after-effect",
                     instances=INSTANCES, profile="early-ack", timeout=30)
 
     settings = recorded_settings(outcome)
@@ -152,13 +188,14 @@ def test_celery_early_ack_loses_the_task_in_hand_and_the_rest_of_the_chain(
     assert hit
     for instance in hit:
         # Acknowledged before it ran: even with the visibility timeout that brings a
-        # late-acknowledged task back in 10 s, activate never runs again, nor notify.
+        # late-acknowledged task back in 10 s, send_esign never runs again, nor
+        # send_confirmation.
         # The deadline countdown is all the broker still holds of it.
         assert instance.verdict is Verdict.STUCK, instance.reason
         assert instance.resume is not None
         assert instance.resume.resumed_at is None
-        assert applied(instance, "activate") == 1
-        assert applied(instance, "notify") == 0
+        assert applied(instance, "send_esign") == 1
+        assert applied(instance, "send_confirmation") == 0
 
 
 @pytest.mark.parametrize(("engine", "refusal"), [
@@ -183,8 +220,7 @@ def test_a_second_start_of_a_business_key_in_flight_is_refused_and_repeats_nothi
         assert re.search(refusal, refused), refused
         assert len(instance.starts.effect_sets) == 1
     for instance in outcome.instances:
-        assert [applied(instance, s) for s in ("create_record", "request_approval",
-                                               "activate", "notify")] == [1, 1, 1, 1]
+        assert [applied(instance, s) for s in FORWARD] == [1, 1, 1, 1, 1]
 
 
 def test_celery_a_killed_pool_child_gives_its_late_acknowledged_task_back_at_once(
@@ -192,7 +228,7 @@ def test_celery_a_killed_pool_child_gives_its_late_acknowledged_task_back_at_onc
     # The worker's main process sees its child die and, with the app's
     # task_reject_on_worker_lost, puts the unacknowledged task back on the queue at once:
     # no visibility timeout to wait for (compare the kill of the whole worker above).
-    outcome = chaos(APP, engine="celery", fault="kill-pool-child", at="activate:after-effect",
+    outcome = chaos(APP, engine="celery", fault="kill-pool-child", at="send_esign:after-effect",
                     instances=INSTANCES, timeout=90)
 
     outcome.assert_all(Verdict.COMPLETED)
@@ -201,17 +237,19 @@ def test_celery_a_killed_pool_child_gives_its_late_acknowledged_task_back_at_onc
     assert hit
     for instance in hit:
         assert instance.resume is not None
-        assert instance.resume.resumed_at == "activate"
-        assert applied(instance, "activate") == 2
-        assert applied(instance, "notify") == 1
+        assert instance.resume.resumed_at == "send_esign"
+        # The task ran again; the provider absorbed the repeated envelope by its key.
+        assert applied(instance, "send_esign") == 2
+        assert absorbed(instance, "send_esign") == 1
+        assert applied(instance, "send_confirmation") == 1
 
 
 def test_celery_a_broker_restart_under_a_paused_task_loses_and_repeats_nothing(
         chaos: ChaosRunner) -> None:
     # Redis comes back on its append-only file, so the queued messages (the rest of each
-    # chain, the deadline countdowns) survive; the task paused before the portal call
+    # chain, the deadline countdowns) survive; the task paused before the envelope call
     # lives on in its worker, which reconnects, and carries on once.
-    outcome = chaos(APP, engine="celery", fault="restart-broker", at="activate:before-effect",
+    outcome = chaos(APP, engine="celery", fault="restart-broker", at="send_esign:before-effect",
                     instances=INSTANCES, timeout=60)
 
     outcome.assert_ok()
@@ -224,5 +262,4 @@ def test_celery_a_broker_restart_under_a_paused_task_loses_and_repeats_nothing(
     assert all(i.resume is None or i.resume.held_up for i in outcome.instances
                if i is not hit)
     for instance in outcome.instances:
-        assert [applied(instance, s) for s in ("create_record", "request_approval",
-                                               "activate", "notify")] == [1, 1, 1, 1]
+        assert [applied(instance, s) for s in FORWARD] == [1, 1, 1, 1, 1]

@@ -1,8 +1,11 @@
 """`graduate compare` on the partner approval example (examples/partner_approval_app/),
 declared with both engines in the repository's pyproject.toml, on real engines: with no
-fault the two implementations are equivalent; with the worker killed after the portal
-call, and Celery acknowledging early, the comparison says what each did differently and
-which kept the commitment, and the gate exits 1."""
+fault the two implementations are equivalent; with the worker killed after a call, and
+Celery acknowledging early, the comparison says what each did differently and which
+kept the commitment, and the gate exits 1: after the e-signature request, Temporal's
+retry is absorbed by the provider's key while Celery loses the rest of its chain; after
+the confirmation, which the notification service takes without a key, Temporal's retry
+sends it twice while Celery's lost task had nothing left to lose.""")
 
 from __future__ import annotations
 
@@ -46,22 +49,43 @@ def test_with_no_fault_both_implementations_do_the_same(folder: Path, decision: 
     assert "**Equivalent**: 0 unexpected difference(s), 0 allowed." in reports[2].read_text()
 
 
-def test_a_worker_killed_after_the_portal_call_tells_which_kept_the_commitment(
+def test_a_worker_killed_after_the_envelope_tells_which_kept_the_commitment(
         folder: Path) -> None:
     code, output, reports = compare(folder, "--fault", "kill-worker", "--at",
-                                    "activate:after-effect", "--profile", "early-ack",
+                                    "send_esign:after-effect", "--profile", "early-ack",
                                     "--timeout", "40")
 
     assert code == 1, output
-    # Temporal retries the activity whose worker died: the unkeyed portal call runs again.
-    # Celery's early ack lost the task in hand, and the rest of the chain with it.
-    assert ("activate: Temporal ran partner_portal.activate twice; Celery ran "
-            "partner_portal.activate once.") in output
-    assert "notify: Temporal ran notify.send_welcome once; Celery never ran " \
-           "notify.send_welcome." in output
-    assert ("Temporal did not keep the commitment (completed, but with 1 repeated effect(s) "
-            "no key absorbed); Celery did not keep the commitment (stuck:") in output
+    # Temporal retries the activity whose worker died: the provider absorbs the repeated
+    # envelope by its key. Celery's early ack lost the task in hand, and the rest of the
+    # chain with it.
+    assert ("send_esign: Temporal ran esign.send_envelope twice (1 absorbed by its key); "
+            "Celery ran esign.send_envelope once.") in output
+    assert ("send_confirmation: Temporal ran notify.send_confirmation once; Celery never ran "
+            "notify.send_confirmation.") in output
+    assert ("Temporal kept the commitment (completed); Celery did not keep the commitment "
+            "(stuck:") in output
     assert "not equivalent:" in output
     markdown = reports[2].read_text()
     assert "**Not equivalent**" in markdown
-    assert "under kill-worker at activate:after-effect" in markdown
+    assert "under kill-worker at send_esign:after-effect" in markdown
+
+
+def test_a_worker_killed_after_the_unkeyed_confirmation_tells_which_kept_the_commitment(
+        folder: Path) -> None:
+    code, output, reports = compare(folder, "--fault", "kill-worker", "--at",
+                                    "send_confirmation:after-effect", "--profile",
+                                    "early-ack", "--timeout", "40")
+
+    assert code == 1, output
+    # Temporal retries the activity whose worker died: the notification service, which
+    # takes no key, sends the confirmation again. Celery's early ack lost the task in
+    # hand after its email went out, the last of the chain: nothing else was lost.
+    assert ("send_confirmation: Temporal ran notify.send_confirmation twice; Celery ran "
+            "notify.send_confirmation once.") in output
+    assert ("Temporal did not keep the commitment (completed, but with 1 repeated effect(s) "
+            "no key absorbed); Celery kept the commitment (completed)") in output
+    assert "not equivalent:" in output
+    markdown = reports[2].read_text()
+    assert "**Not equivalent**" in markdown
+    assert "under kill-worker at send_confirmation:after-effect" in markdown

@@ -38,7 +38,7 @@ def compare(
                                "Every wait is approved unless said otherwise.")] = None,
     allow_order: Annotated[list[str] | None, typer.Option(
         help="Steps whose relative order may differ (parallel branches), comma-separated: "
-             "activate,notify; repeatable.")] = None,
+             "send_esign,send_confirmation; repeatable.")] = None,
     profile: Annotated[str, typer.Option(
         help="; ".join(f"{k}: {v}" for k, v in PROFILES.items())
         + "; or one of the project's own")] = "defaults",
@@ -57,7 +57,7 @@ def compare(
     difference (a CI gate before the cut-over), 2 on bad input.
 
     Example: graduate compare partner_approval_app --fault kill-worker
-    --at activate:after-effect --instances 3
+    --at send_esign:after-effect --instances 3
     """
     decisions = _decisions(signal) if signal else None  # None: every wait approved
     result = run_comparison(app, fault=fault, at=at, instances=instances, profile=profile,
