@@ -18,8 +18,8 @@ from tests.cli.test_cli import GRADUATE, REPO, _env, graduate
 from tests.conftest import processes_mentioning
 
 APP = "partner_approval_app"
-UNDONE = [("create_record", "effect"), ("request_approval", "effect"),
-          ("request_approval", "compensation"), ("create_record", "compensation")]
+REJECTED = [("validate_partner", "effect"), ("create_packet", "effect"),
+            ("create_packet", "compensation"), ("approval.rejected_notice", "effect")]
 pytestmark = pytest.mark.slow
 
 
@@ -43,6 +43,7 @@ queues = ["partner-approval"]
 beat = false
 start = "examples.partner_approval_app.celery_app:start"
 signal = "examples.partner_approval_app.celery_app:signal"
+outcome = "examples.partner_approval_app.celery_app:outcome"
 """)
     yield tmp_path
     leftovers = processes_mentioning(str(tmp_path))
@@ -80,7 +81,7 @@ def test_graduate_signal_reaches_a_waiting_instance_of_the_app(app_project: Path
                                cwd=app_project, env=_env(env), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         ledger_path = app_project / ".graduate" / "ledger.sqlite3"
-        instance = first_instance_at(ledger_path, "request_approval", run)
+        instance = first_instance_at(ledger_path, "create_packet", run)
 
         # On Temporal a signal to the workflow; on Celery the app's declared signal
         # function, which sends its decide task.
@@ -94,21 +95,21 @@ def test_graduate_signal_reaches_a_waiting_instance_of_the_app(app_project: Path
         down = graduate(app_project, "env", "down", env=env)
         assert down.returncode == 0, down.stdout + down.stderr
     rows = Ledger(str(ledger_path)).effects(instance_id=instance)
-    assert [(r.step, r.kind) for r in rows] == UNDONE
+    assert [(r.step, r.kind) for r in rows] == REJECTED
     assert {r.outcome for r in rows} == {Outcome.APPLIED}
     assert "compensated" in out
 
 
 def test_graduate_matrix_runs_the_app_on_its_engines_and_reports_it(app_project: Path) -> None:
     env = app_env(app_project)
-    done = graduate(app_project, "matrix", APP, "--faults", "kill-worker@activate:after-effect",
-                    "--profiles", "tuned", "--instances", "2", "--timeout", "90", env=env,
-                    timeout=600)
+    done = graduate(app_project, "matrix", APP, "--faults",
+                    "kill-worker@send_confirmation:after-effect", "--profiles", "tuned",
+                    "--instances", "2", "--timeout", "90", env=env, timeout=600)
 
-    # Temporal retries the activity whose completion died with its worker, and the portal,
-    # which takes no key, activates twice; Celery (late ack, 10 s visibility timeout)
-    # redelivers the task, with the same duplicate: neither cell passes (the matrix
-    # summarises; its cells carry the verdicts).
+    # Temporal retries the activity whose completion died with its worker, and the
+    # notification service, which takes no key, sends the confirmation twice; Celery (late
+    # ack, 10 s visibility timeout) redelivers the task, with the same duplicate: neither
+    # cell passes (the matrix summarises; its cells carry the verdicts).
     assert done.returncode == 0, done.stdout + done.stderr
     [matrix_file] = (app_project / ".graduate" / "evidence" / "matrices").glob("*.json")
     matrix = json.loads(matrix_file.read_text(encoding="utf-8"))
@@ -127,4 +128,4 @@ def test_graduate_matrix_runs_the_app_on_its_engines_and_reports_it(app_project:
     markdown = report_file.read_text(encoding="utf-8")
     for engine in ("temporal-app", "celery-app"):
         assert engine in markdown
-    assert "activate" in markdown
+    assert "send_confirmation" in markdown

@@ -229,6 +229,7 @@ queues = ["partner-approval"]
 beat = false
 start = "examples.{APP}.celery_app:start"
 signal = "examples.{APP}.celery_app:signal"
+outcome = "examples.{APP}.celery_app:outcome"
 """)
     fleet.env.update(PYTHONPATH=str(REPO),
                      PARTNER_APPROVAL_DB=str(fleet.project / "approvals.sqlite3"),

@@ -24,7 +24,7 @@ OTHER_TRACE = "0" * 32
 
 # The team's audit query, over systems that keep their trail unevenly: the notification
 # service keeps none, the CRM records the trace of its own request handler, and the
-# approvals service leaves out the tenant.
+# e-signature provider leaves out the tenant.
 UNEVEN_SYSTEMS = '''
 from examples.partner_approval_app import clients
 
@@ -36,7 +36,7 @@ def records(tenant_id, entity_id):
             continue
         if record["source"] == "/crm":
             record = {**record, "trace_id": "OTHER_TRACE"}
-        if record["source"] == "/approvals":
+        if record["source"] == "/esign":
             record = {k: v for k, v in record.items() if k != "tenant_id"}
         kept.append(record)
     return kept
@@ -92,16 +92,17 @@ def test_a_missing_or_broken_audit_trail_fails_the_run_and_the_report_names_it(
     assert not result.verdict.passed
     for instance in result.instances:
         assert instance.verdict is graduate.Verdict.COMPLETED
-        crm, approvals, missing = instance.audit_gaps
-        assert crm.endswith(f"of crm.create_draft carries trace_id {OTHER_TRACE}, not the "
-                            f"instance's {instance.trace_id}")
-        assert "of approvals.request breaks the envelope: (record): 'tenant_id' is a " \
-               "required property" in approvals
-        assert missing == ("notify.send_welcome applied 1 time(s) but its system kept 0 "
+        drafted, updated, esign, missing = instance.audit_gaps
+        for gap, effect in ((drafted, "crm.create_draft"), (updated, "crm.update_partner")):
+            assert gap.endswith(f"of {effect} carries trace_id {OTHER_TRACE}, not the "
+                                f"instance's {instance.trace_id}")
+        assert "of esign.send_envelope breaks the envelope: (record): 'tenant_id' is a " \
+               "required property" in esign
+        assert missing == ("notify.send_confirmation applied 1 time(s) but its system kept 0 "
                            "audit record(s): 1 missing")
     report = build_report(EvidenceStore(project / "evidence"), run_ids=[result.run_id])
     audit = [p for p in report.problems if p.kind == "audit"]
-    assert len(audit) == 3 * len(result.instances)
+    assert len(audit) == 4 * len(result.instances)
     assert {p.instance_id for p in audit} == {i.instance_id for i in result.instances}
 
 
@@ -114,15 +115,15 @@ def test_a_repeated_commitment_needs_a_record_for_each_time_it_applied() -> None
     def call(number: int, outcome: Outcome) -> EffectRecord:
         return EffectRecord(
             id=number, run_id="r", flow="partner_approval", instance_id="p-1",
-            step="activate", effect="partner_portal.activate", kind="effect",
+            step="send_confirmation", effect="notify.send_confirmation", kind="effect",
             attempt=number, idempotency_key="k", correlation_id="c-1", trace_id="a" * 32,
             engine="temporal-app", worker_pid=1, started_at=0.0, finished_at=1.0,
             outcome=outcome)
 
-    record = {"event_id": "ev-1", "event_type": "partner_portal.activate",
+    record = {"event_id": "ev-1", "event_type": "notify.send_confirmation",
               "spec_version": "1.0", "schema_version": "1", "tenant_id": "t",
               "entity_id": "e", "correlation_id": "c-1", "causation_id": "k",
-              "source": "/partner_portal", "actor_type": "executor_system",
+              "source": "/notify", "actor_type": "executor_system",
               "approval_class": "A2", "reversibility_class": "R2",
               "sensitivity_class": "S2", "trace_id": "a" * 32,
               "timestamp": "2026-11-29T10:00:00+00:00", "data": {}}
@@ -131,6 +132,6 @@ def test_a_repeated_commitment_needs_a_record_for_each_time_it_applied() -> None
     calls = [call(1, Outcome.APPLIED), call(2, Outcome.APPLIED), call(3, Outcome.ERROR)]
 
     assert audit_trail(instance, calls, [record]) == (
-        "partner_portal.activate applied 2 time(s) but its system kept 1 audit record(s): "
+        "notify.send_confirmation applied 2 time(s) but its system kept 1 audit record(s): "
         "1 missing",)
     assert audit_trail(instance, calls, [record, {**record, "event_id": "ev-2"}]) == ()

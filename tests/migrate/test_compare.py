@@ -16,10 +16,10 @@ from graduate.errors import ConfigError
 from graduate.flow import load_flow
 from graduate.ledger import EffectRecord, InstanceRecord, Outcome
 from graduate.migrate.compare import Allowances, Side, compare_instance
-from tests.sample import SAMPLE_FLOW
 
 ROOT = Path(__file__).parents[2]
-FLOW = load_flow(SAMPLE_FLOW)
+# The flow the partner approval example implements, which `graduate compare` runs on.
+FLOW = load_flow(ROOT / "examples" / "partner_approval_app" / "flow.toml")
 runner = CliRunner()
 Call = tuple[str, str, Outcome] | tuple[str, str]  # (step, effect[, outcome])
 
@@ -57,10 +57,11 @@ def side(title: str, run: str, calls: list[Call], verdict: Verdict = Verdict.COM
                                   for (step, kind), n in applied.items())))
 
 
-APPROVED: list[Call] = [("create_record", "crm.create_draft"),
-                        ("request_approval", "approvals.request"),
-                        ("activate", "partner_portal.activate"),
-                        ("notify", "notify.send_welcome")]
+APPROVED: list[Call] = [("validate_partner", "partners.validate"),
+                        ("create_packet", "crm.create_draft"),
+                        ("update_crm", "crm.update_partner"),
+                        ("send_esign", "esign.send_envelope"),
+                        ("send_confirmation", "notify.send_confirmation")]
 
 
 def sentences(left: Side, right: Side, allowances: Allowances | None = None) -> list[str]:
@@ -74,23 +75,25 @@ def test_the_same_effects_under_each_run_s_own_keys_are_no_difference() -> None:
 
 
 def test_an_order_a_count_a_key_and_the_commitment_each_make_a_sentence() -> None:
-    celery = side("Celery", "bbb222", [APPROVED[0], APPROVED[1], APPROVED[3], APPROVED[2],
-                                       ("activate", "partner_portal.activate")],
+    celery = side("Celery", "bbb222", [*APPROVED[:3], APPROVED[4], APPROVED[3],
+                                       ("send_confirmation", "notify.send_confirmation")],
                   key="{entity}:{step}:v2")
     temporal = side("Temporal", "aaa111", APPROVED)
 
     assert sentences(temporal, celery) == [
-        "activate|count|Temporal ran partner_portal.activate once; Celery ran "
-        "partner_portal.activate twice.|unexpected",
-        "create_record|key|Temporal sent crm.create_draft with key {entity_id}:create_record; "
-        "Celery with {entity_id}:create_record:v2.|unexpected",
-        "request_approval|key|Temporal sent approvals.request with key "
-        "{entity_id}:request_approval; Celery with {entity_id}:request_approval:v2.|unexpected",
-        "activate|key|Temporal sent partner_portal.activate with key {entity_id}:activate; "
-        "Celery with {entity_id}:activate:v2.|unexpected",
-        "notify|key|Temporal sent notify.send_welcome with key {entity_id}:notify; Celery with "
-        "{entity_id}:notify:v2.|unexpected",
-        "activate|order|Temporal ran partner_portal.activate before notify.send_welcome; "
+        "send_confirmation|count|Temporal ran notify.send_confirmation once; Celery ran "
+        "notify.send_confirmation twice.|unexpected",
+        "validate_partner|key|Temporal sent partners.validate with key "
+        "{entity_id}:validate_partner; Celery with {entity_id}:validate_partner:v2.|unexpected",
+        "create_packet|key|Temporal sent crm.create_draft with key {entity_id}:create_packet; "
+        "Celery with {entity_id}:create_packet:v2.|unexpected",
+        "update_crm|key|Temporal sent crm.update_partner with key {entity_id}:update_crm; "
+        "Celery with {entity_id}:update_crm:v2.|unexpected",
+        "send_esign|key|Temporal sent esign.send_envelope with key {entity_id}:send_esign; "
+        "Celery with {entity_id}:send_esign:v2.|unexpected",
+        "send_confirmation|key|Temporal sent notify.send_confirmation with key "
+        "{entity_id}:send_confirmation; Celery with {entity_id}:send_confirmation:v2.|unexpected",
+        "send_esign|order|Temporal ran esign.send_envelope before notify.send_confirmation; "
         "Celery after.|unexpected",
         "|outcome|Temporal kept the commitment (completed); Celery did not keep the commitment "
         "(completed, but with 1 repeated effect(s) no key absorbed).|unexpected",
@@ -98,37 +101,38 @@ def test_an_order_a_count_a_key_and_the_commitment_each_make_a_sentence() -> Non
 
 
 def test_a_compensation_run_twice_and_one_never_run_under_a_fault() -> None:
-    rejected: list[Call] = [APPROVED[0], APPROVED[1],
-                            ("request_approval+undo", "approvals.withdraw"),
-                            ("create_record+undo", "crm.void_draft")]
-    temporal = side("Temporal", "aaa111", rejected, Verdict.COMPENSATED)
+    # The CRM updated, then a step failed for good: the update reverted, the draft voided.
+    undone: list[Call] = [*APPROVED[:3], ("update_crm+undo", "crm.revert_draft"),
+                          ("create_packet+undo", "crm.void_draft")]
+    temporal = side("Temporal", "aaa111", undone, Verdict.COMPENSATED)
     celery = side("Celery", "bbb222",
-                  [*rejected[:3], ("create_record+undo", "crm.void_draft", Outcome.ABSORBED),
-                   rejected[3]])
-    stuck = side("Celery", "ccc333", rejected[:3], Verdict.STUCK, reason="the broker holds it")
+                  [*undone[:4], ("create_packet+undo", "crm.void_draft", Outcome.ABSORBED),
+                   undone[4]])
+    stuck = side("Celery", "ccc333", undone[:4], Verdict.STUCK, reason="the broker holds it")
 
     assert sentences(temporal, celery)[0] == (
-        "create_record|count|Temporal ran crm.void_draft (a compensation) once; Celery ran "
+        "create_packet|count|Temporal ran crm.void_draft (a compensation) once; Celery ran "
         "crm.void_draft (a compensation) twice (1 absorbed by its key).|unexpected")
     assert sentences(temporal, stuck) == [
-        "create_record|count|Temporal ran crm.void_draft (a compensation) once; Celery never "
+        "create_packet|count|Temporal ran crm.void_draft (a compensation) once; Celery never "
         "ran crm.void_draft (a compensation).|unexpected",
         "|outcome|Temporal kept the commitment (compensated); Celery did not keep the "
         "commitment (stuck: the broker holds it).|unexpected"]
 
 
 def test_an_allowed_order_is_listed_but_does_not_count() -> None:
-    celery = side("Celery", "bbb222", [APPROVED[0], APPROVED[1], APPROVED[3], APPROVED[2]])
+    celery = side("Celery", "bbb222", [*APPROVED[:3], APPROVED[4], APPROVED[3]])
     temporal = side("Temporal", "aaa111", APPROVED)
 
-    assert sentences(temporal, celery, Allowances.parse(["activate, notify"], FLOW)) == [
-        "activate|order|Temporal ran partner_portal.activate before notify.send_welcome; "
+    assert sentences(temporal, celery,
+                     Allowances.parse(["send_esign, send_confirmation"], FLOW)) == [
+        "send_esign|order|Temporal ran esign.send_envelope before notify.send_confirmation; "
         "Celery after.|allowed"]
 
 
 @pytest.mark.parametrize(("groups", "message"), [
-    (["activate"], "must name at least two steps"),
-    (["activate,shipping"], "names shipping, not steps of flow 'partner_approval'"),
+    (["send_esign"], "must name at least two steps"),
+    (["send_esign,shipping"], "names shipping, not steps of flow 'partner_approval'"),
 ])
 def test_a_bad_allowance_is_refused(groups: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -164,12 +168,12 @@ def test_the_report_says_what_differs_and_what_was_allowed() -> None:
     )
 
     temporal = side("Temporal", "aaa111", APPROVED)
-    celery = side("Celery", "bbb222", [APPROVED[0], APPROVED[1], APPROVED[3], APPROVED[2],
-                                       APPROVED[3]])
-    allowances = Allowances.parse(["activate,notify"], FLOW)
+    celery = side("Celery", "bbb222", [*APPROVED[:3], APPROVED[4], APPROVED[3],
+                                       APPROVED[4]])
+    allowances = Allowances.parse(["send_esign,send_confirmation"], FLOW)
     comparison = Comparison(
         app="partner_approval_app", flow=FLOW.name, fault="kill-worker",
-        at="activate:after-effect", runs=("aaa111", "bbb222"), titles=("Temporal", "Celery"),
+        at="send_esign:after-effect", runs=("aaa111", "bbb222"), titles=("Temporal", "Celery"),
         pairs=(InstancePair(1, temporal, celery,
                             compare_instance(1, temporal, celery, FLOW, allowances)),),
         allowances=allowances)
@@ -179,15 +183,15 @@ def test_the_report_says_what_differs_and_what_was_allowed() -> None:
 
     assert not comparison.equivalent
     assert "**Not equivalent**: 2 unexpected difference(s), 1 allowed." in markdown
-    assert "Allowed to differ: the order of activate, notify." in markdown
-    assert ("- notify: Temporal ran notify.send_welcome once; Celery ran "
-            "notify.send_welcome twice.") in markdown
+    assert "Allowed to differ: the order of send_confirmation, send_esign." in markdown
+    assert ("- send_confirmation: Temporal ran notify.send_confirmation once; Celery ran "
+            "notify.send_confirmation twice.") in markdown
     assert "(allowed)" in markdown
-    assert '<li class="allowed"><strong>activate</strong>: Temporal ran' in html
+    assert '<li class="allowed"><strong>send_esign</strong>: Temporal ran' in html
     data = json.loads(render_comparison_json(comparison))
     assert data["kind"] == "comparison"
     assert data["equivalent"] is False
-    assert data["allowances"] == {"order": [["activate", "notify"]]}
+    assert data["allowances"] == {"order": [["send_confirmation", "send_esign"]]}
     assert [d["kind"] for d in data["pairs"][0]["differences"]] == ["count", "order", "outcome"]
 
 
@@ -200,7 +204,7 @@ def test_the_instances_the_fault_caught_are_compared_with_each_other() -> None:
     def numbered(base: Side, number: int, caught: bool) -> Side:
         instance = replace(base.instance, instance_id=f"{base.instance.instance_id[:-3]}-0"
                                                       f"{number}")
-        resume = Resume(in_flight="activate", point="after-effect", resumed_at="activate",
+        resume = Resume(in_flight="send_esign", point="after-effect", resumed_at="send_esign",
                         exact=True, time_to_resume=1.0) if caught else None
         return replace(base, instance=instance, verdict=replace(base.verdict, resume=resume))
 
@@ -229,8 +233,8 @@ def test_the_instance_that_set_the_fault_off_is_paired_with_its_counterpart() ->
                  held_up: bool = False) -> Side:
         instance = replace(base.instance, instance_id=f"{base.instance.instance_id[:-3]}-0"
                                                       f"{number}")
-        resume = Resume(in_flight="activate", point="before-effect" if held_up else
-                        "after-effect", resumed_at="activate", exact=True,
+        resume = Resume(in_flight="send_esign", point="before-effect" if held_up else
+                        "after-effect", resumed_at="send_esign", exact=True,
                         time_to_resume=1.0, held_up=held_up)
         return replace(base, instance=instance, set_off=set_off,
                        verdict=replace(base.verdict, resume=resume))
@@ -252,13 +256,13 @@ def test_the_report_names_the_fault_unless_it_is_the_baseline() -> None:
     from graduate.reports.render import render_comparison_html, render_comparison_markdown
 
     under = Comparison(app="partner_approval_app", flow=FLOW.name, fault="stop-worker+cold",
-                       at="activate:after-effect", runs=("aaa111", "bbb222"),
+                       at="send_esign:after-effect", runs=("aaa111", "bbb222"),
                        titles=("Temporal", "Celery"), pairs=())
     baseline = replace(under, fault=none.NAME, at="")
 
     assert under.faulted
     assert not baseline.faulted
-    assert ("under stop-worker+cold at activate:after-effect"
+    assert ("under stop-worker+cold at send_esign:after-effect"
             in render_comparison_markdown(under))
     assert "Flow partner_approval, no fault;" in render_comparison_markdown(baseline)
     assert "Flow partner_approval, no fault;" in render_comparison_html(baseline)

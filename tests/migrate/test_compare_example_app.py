@@ -5,7 +5,7 @@ Celery acknowledging early, the comparison says what each did differently and wh
 kept the commitment, and the gate exits 1: after the e-signature request, Temporal's
 retry is absorbed by the provider's key while Celery loses the rest of its chain; after
 the confirmation, which the notification service takes without a key, Temporal's retry
-sends it twice while Celery's lost task had nothing left to lose.""")
+sends it twice while Celery's lost task had nothing left to lose."""
 
 from __future__ import annotations
 

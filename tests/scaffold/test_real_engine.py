@@ -94,6 +94,7 @@ queues = ["partner-approval"]
 beat = true
 start = "examples.partner_approval_app.celery_app:start"
 signal = "examples.partner_approval_app.celery_app:signal"
+outcome = "examples.partner_approval_app.celery_app:outcome"
 """
 
 

@@ -111,10 +111,14 @@ def wait_ending(flow: Flow, effects: Sequence[EffectRecord], said: str) -> str |
     """How an app's instance ended at a wait, in the words every engine reports
     (`Wait.reason`), so the checker can hold it to the notice it owes; None when it did
     not end at a wait. `said` is the team's own word for the ending (the workflow's
-    result, the state in its table): a wait's reason as such, or just "rejected" or
-    "expired", said of the last wait the instance reached (no step after it landed)."""
-    if flow.ended_at(said) is not None:
-        return said
+    result, the state in its table): a wait's reason as such (and what follows it after
+    ":" or ";"), or just "rejected" or "expired", said of the last wait the instance
+    reached (no step after it landed)."""
+    for wait in flow.waits:
+        for ending in WAIT_ENDS:
+            reason = wait.reason(ending)
+            if said == reason or said.startswith((f"{reason};", f"{reason}:")):
+                return reason
     end = next((e for e in WAIT_ENDS if e == said), None)
     if end is None:
         return None
