@@ -236,6 +236,30 @@ def test_a_celery_app_whose_flow_waits_must_declare_how_to_signal_it(
         check_app(find_app(folder, "orders"))
 
 
+def test_a_celery_app_whose_flow_sends_notices_must_declare_how_an_instance_ended(
+        tmp_path: Path) -> None:
+    folder = project(tmp_path, f"""
+        [tool.graduate.apps.orders]
+        flow = "{ROOT / 'spikes' / 'partner_approval.toml'}"
+        [tool.graduate.apps.orders.celery]
+        app = "PKG.team:app"
+        queues = ["orders"]
+        start = "PKG.team:start"
+        signal = "PKG.team:signal"
+        """, team="""
+        from celery import Celery
+
+        app = Celery("team", set_as_current=False)
+
+        def start(request) -> None: ...
+
+        def signal(instance_id, name, payload) -> None: ...
+        """)
+    with pytest.raises(ConfigError, match=r"sends a notice when a wait is rejected or "
+                                          r"expires, but the app declares no outcome"):
+        check_app(find_app(folder, "orders"))
+
+
 def fresh_app(module: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The team's Celery app as a worker imports it (settings read at import)."""
     monkeypatch.setenv("ORDERS_BROKER_URL", "redis://127.0.0.1:1/0")

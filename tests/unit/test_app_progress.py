@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from graduate.adapters.app_engine import progress
+from graduate.adapters.app_engine import owes_notice, progress, wait_ending
 from graduate.adapters.base import InstanceState
 from graduate.flow import Flow, load_flow
 from graduate.ledger import EffectKind, EffectRecord, Outcome
 
 # The sample flow partner_approval was before it became the pilot: what these rows name.
 PILOT = Path(__file__).resolve().parents[1] / "flows" / "partner_approval_sample.toml"
+# The pilot as the example app implements it: its approval wait sends notices.
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "partner_approval_app" / "flow.toml"
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +75,45 @@ def test_compensated_only_once_every_done_step_is_undone(pilot: Flow) -> None:
     assert halfway.state is InstanceState.RUNNING
     assert undone.state is InstanceState.COMPENSATED
     assert "approval" in undone.done
+
+
+@pytest.fixture(scope="module")
+def example() -> Flow:
+    return load_flow(EXAMPLE)
+
+
+DRAFTED = (("validate_partner", "effect", APPLIED), ("create_packet", "effect", APPLIED),
+           ("create_packet", "compensation", APPLIED))
+
+
+@pytest.mark.parametrize(("said", "reason"), [
+    ("rejected", "rejected at approval"),
+    ("expired", "deadline of approval passed"),
+    ("rejected at approval", "rejected at approval"),
+    ("deadline of approval passed: compensated", "deadline of approval passed"),
+    ("approved", None),
+    ("failed", None),
+])
+def test_an_apps_word_for_its_ending_is_read_in_the_flows_words(
+        example: Flow, said: str, reason: str | None) -> None:
+    assert wait_ending(example, rows(*DRAFTED), said) == reason
+
+
+def test_an_ending_said_of_no_wait_the_instance_reached_is_none(example: Flow) -> None:
+    # The CRM was updated: the instance passed the approval, so it cannot have been
+    # rejected there (a step failed for good after it).
+    passed = rows(*DRAFTED[:2], ("update_crm", "effect", APPLIED),
+                  ("update_crm", "compensation", APPLIED), DRAFTED[2])
+
+    assert wait_ending(example, passed, "rejected") is None
+
+
+def test_an_instance_ended_at_a_wait_owes_its_notice_until_it_lands(example: Flow) -> None:
+    reason = "rejected at approval"
+    sent = rows(*DRAFTED, ("approval.rejected_notice", "effect", APPLIED))
+    failed = rows(*DRAFTED, ("approval.rejected_notice", "effect", Outcome.ERROR))
+
+    assert owes_notice(example, rows(*DRAFTED), reason)
+    assert owes_notice(example, failed, reason)
+    assert not owes_notice(example, sent, reason)
+    assert not owes_notice(example, rows(*DRAFTED), "")  # ended at no wait: owes none

@@ -64,14 +64,6 @@ def check(declaration: Mapping[str, Any], where: str, flow: Flow) -> None:
     start = resolve(declaration["start"], where)
     check_function(start, declaration["start"], where, parameters=1, coroutine=False,
                    shape=START_SHAPE)
-    if "outcome" in declaration:
-        check_function(resolve(declaration["outcome"], where), declaration["outcome"], where,
-                       parameters=1, coroutine=False, shape=OUTCOME_SHAPE)
-    elif any(w.notices for w in flow.waits):
-        raise ConfigError(f"{where}: flow {flow.name!r} sends a notice when a wait is "
-                          "rejected or expires, but the app declares no outcome to tell "
-                          f"how an instance ended; add outcome = \"module:function\", "
-                          f"{OUTCOME_SHAPE}")
     if "signal" not in declaration:
         if flow.waits:
             raise ConfigError(f"{where}: flow {flow.name!r} waits for "
@@ -82,6 +74,14 @@ def check(declaration: Mapping[str, Any], where: str, flow: Flow) -> None:
     deliver = resolve(declaration["signal"], where)
     check_function(deliver, declaration["signal"], where, parameters=3, coroutine=False,
                    shape=SIGNAL_SHAPE)
+    if "outcome" in declaration:
+        check_function(resolve(declaration["outcome"], where), declaration["outcome"], where,
+                       parameters=1, coroutine=False, shape=OUTCOME_SHAPE)
+    elif any(w.notices for w in flow.waits):
+        raise ConfigError(f"{where}: flow {flow.name!r} sends a notice when a wait is "
+                          "rejected or expires, but the app declares no outcome to tell "
+                          f"how an instance ended; add outcome = \"module:function\", "
+                          f"{OUTCOME_SHAPE}")
 
 
 def start(declaration: Mapping[str, Any], request: InstanceRequest) -> None:
