@@ -3,8 +3,8 @@
 A team wraps each external call in its tasks or activities and leaves it there in
 production::
 
-    with graduate.effect("partner_portal.activate", key=req.idempotency_key) as call:
-        if portal.activate(req.partner_id) == "already active":
+    with graduate.effect("esign.send_envelope", key=req.idempotency_key) as call:
+        if esign.send_envelope(req.partner_id) == "already sent":
             call.absorbed()
 
 Outside a graduate run this does nothing but call through: `effect` looks at one

@@ -82,8 +82,9 @@ def example() -> Flow:
     return load_flow(EXAMPLE)
 
 
-DRAFTED = (("validate_partner", "effect", APPLIED), ("create_packet", "effect", APPLIED),
-           ("create_packet", "compensation", APPLIED))
+DRAFTED: tuple[tuple[str, EffectKind, Outcome], ...] = (
+    ("validate_partner", "effect", APPLIED), ("create_packet", "effect", APPLIED),
+    ("create_packet", "compensation", APPLIED))
 
 
 @pytest.mark.parametrize(("said", "reason"), [
