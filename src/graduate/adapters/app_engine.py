@@ -112,8 +112,8 @@ def wait_ending(flow: Flow, effects: Sequence[EffectRecord], said: str) -> str |
     (`Wait.reason`), so the checker can hold it to the notice it owes; None when it did
     not end at a wait. `said` is the team's own word for the ending (the workflow's
     result, the state in its table): a wait's reason as such (and what follows it after
-    ":" or ";"), or just "rejected" or "expired", said of the last wait the instance
-    reached (no step after it landed)."""
+    ":" or ";"), or just "rejected" or "expired", said of the wait the instance stopped
+    at: the first that no step after it landed past."""
     for wait in flow.waits:
         for ending in WAIT_ENDS:
             reason = wait.reason(ending)
@@ -125,8 +125,7 @@ def wait_ending(flow: Flow, effects: Sequence[EffectRecord], said: str) -> str |
     landed = {e.step for e in effects if e.kind == "effect"
               and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)}
     nodes = list(flow.nodes)
-    for index in reversed(range(len(nodes))):
-        node = nodes[index]
+    for index, node in enumerate(nodes):
         passed = any(step.name in landed for later in nodes[index + 1:]
                      for step in _steps_of(later))
         if isinstance(node, Wait) and not passed:
