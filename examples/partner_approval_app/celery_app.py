@@ -57,6 +57,8 @@ app.conf.update(
     beat_schedule={"expire-overdue": {"task": "partner_approval.expire_overdue",
                                       "schedule": SWEEP_SECONDS}},
 )
+# A call a system turned down (clients.Refused) is not retried: the chain's link_error
+# undoes what was done.
 RETRIES: dict[str, Any] = {"autoretry_for": (ConnectionError, TimeoutError),
                            "retry_backoff": 0.2, "retry_backoff_max": 2, "max_retries": 4}
 
@@ -110,11 +112,12 @@ def _mark_done(instance_id: str, step: str) -> None:
                        [json.dumps([*done, step]), instance_id])
 
 
-def _settle(instance_id: str, status: str) -> bool:
-    """Move a pending approval to `status`; False when it was settled already."""
+def _settle(instance_id: str, status: str, *, was: str = "pending") -> bool:
+    """Move the approval from `was` (pending: awaiting the decision) to `status`; False
+    when it had moved on already (compare-and-set)."""
     with approvals() as db:
         changed = db.execute("UPDATE approvals SET status = ? WHERE instance_id = ? AND "
-                             "status = 'pending'", [status, instance_id]).rowcount
+                             "status = ?", [status, instance_id, was]).rowcount
     return bool(changed)
 
 
@@ -175,6 +178,7 @@ def send_confirmation(instance_id: str) -> str:
     _call(instance_id, "notify.send_confirmation", clients.notify_send_confirmation,
           keyed=False)
     _mark_done(instance_id, "send_confirmation")
+    _settle(instance_id, "completed", was="approved")
     return instance_id
 
 
@@ -253,6 +257,7 @@ def compensate(instance_id: str) -> None:
             effect, call = UNDO[step]
             _call(instance_id, effect, call, keyed=True)
             _mark_done(instance_id, f"{step}.compensation")
+    _mark_done(instance_id, "compensated")
 
 
 @app.task(name="partner_approval.send_notice", **RETRIES)
@@ -300,7 +305,10 @@ def signal(instance_id: str, name: str, payload: Mapping[str, Any]) -> None:
 
 
 def outcome(instance_id: str) -> str | None:
-    """How the approval ended, as the team's table says (the declared outcome): approved,
-    rejected, expired or failed; None while it is drafting or pending."""
-    status = _row(instance_id).status
-    return None if status in ("drafting", "pending") else status
+    """How the approval ended, as the team's table says (the declared outcome): completed,
+    rejected or expired once its notice is sent, failed once undone; None until then."""
+    row = _row(instance_id)
+    ended = (row.status == "completed"
+             or (row.status in NOTICES and "notice" in row.done)
+             or (row.status == "failed" and "compensated" in row.done))
+    return row.status if ended else None

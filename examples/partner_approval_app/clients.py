@@ -30,6 +30,11 @@ CLASSES = {"approval_class": "A2", "reversibility_class": "R2", "sensitivity_cla
 Call = Callable[..., None]
 
 
+class Refused(Exception):
+    """The system turned the call down (an HTTP 4xx: an invalid signatory, a partner the
+    CRM will not take): asking again cannot help, so callers do not retry it."""
+
+
 @dataclass(frozen=True)
 class Trail:
     """What travels with every call of one commitment, as request headers."""
@@ -46,6 +51,7 @@ def _audited(system: str, operation: str) -> Callable[[Call], Call]:
     def wrap(call: Call) -> Call:
         @functools.wraps(call)
         def audited(partner_id: str, *args: Any) -> None:
+            _unless_refused(operation, partner_id)
             call(partner_id, *args)
             _audit(system, operation, partner_id, args[-1])
 
@@ -62,6 +68,7 @@ def _audited_once(system: str, operation: str) -> Callable[[Call], Callable[...,
     def wrap(call: Call) -> Callable[..., bool]:
         @functools.wraps(call)
         def once(partner_id: str, key: str, trail: Trail) -> bool:
+            _unless_refused(operation, partner_id)
             with _audit_log() as db:
                 repeated = not db.execute("INSERT OR IGNORE INTO operation_keys (operation, "
                                           "key) VALUES (?, ?)", [operation, key]).rowcount
@@ -140,6 +147,22 @@ def notify_send_reminder(partner_id: str, key: str, trail: Trail) -> None:
     twice."""
 
 
+def refuse(partner_id: str, operation: str) -> None:
+    """From now on the system turns down `operation` for the partner (how a test makes a
+    step fail for good, as the real system would with a 4xx)."""
+    with _audit_log() as db:
+        db.execute("INSERT OR IGNORE INTO refusals (entity_id, operation) VALUES (?, ?)",
+                   [partner_id, operation])
+
+
+def _unless_refused(operation: str, partner_id: str) -> None:
+    with _audit_log() as db:
+        refused = db.execute("SELECT 1 FROM refusals WHERE entity_id = ? AND operation = ?",
+                             [partner_id, operation]).fetchone()
+    if refused:
+        raise Refused(f"{operation} refused for partner {partner_id}")
+
+
 def audit_records(tenant_id: str, entity_id: str) -> list[dict[str, Any]]:
     """Every audit record the systems kept about one partner (the declared reader)."""
     with _audit_log() as db:
@@ -173,6 +196,9 @@ def _audit_log() -> Iterator[sqlite3.Connection]:
         # The keys a system that honours them has acted on, per operation (`_audited_once`).
         connection.execute("CREATE TABLE IF NOT EXISTS operation_keys (operation TEXT NOT "
                            "NULL, key TEXT NOT NULL, PRIMARY KEY (operation, key))")
+        # The calls a system turns down (`refuse`).
+        connection.execute("CREATE TABLE IF NOT EXISTS refusals (entity_id TEXT NOT NULL, "
+                           "operation TEXT NOT NULL, PRIMARY KEY (entity_id, operation))")
         yield connection
     finally:
         connection.close()

@@ -33,8 +33,10 @@ with workflow.unsafe.imports_passed_through():
 TASK_QUEUE_VARIABLE = "PARTNER_APPROVAL_TASK_QUEUE"
 DEADLINE_VARIABLE = "PARTNER_APPROVAL_DEADLINE_SECONDS"
 STEP_TIMEOUT = timedelta(seconds=10)
+# A call a system turned down (clients.Refused) fails for good at once.
 RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200),
-                    maximum_interval=timedelta(seconds=2), maximum_attempts=5)
+                    maximum_interval=timedelta(seconds=2), maximum_attempts=5,
+                    non_retryable_error_types=["Refused"])
 # The versioned change: confirm only once the e-signature request is out (version 1
 # confirmed first, and an envelope that failed for good left a confirmed partner with
 # nothing to sign).

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from examples.partner_approval_app import clients
 
 from graduate.adapters.celery import application as celery_application
 from graduate.adapters.temporal import application as temporal_application
 from graduate.apps import App, check_app, find_app
 from graduate.check import audit_trail, correlation_breaks
-from graduate.flow import InstanceRequest
+from graduate.flow import InstanceRequest, Step
 from graduate.instrument import RunContext
 from graduate.ledger import EffectRecord, Ledger, Outcome
 from graduate.processes import ManagedProcess, wait_until
@@ -192,6 +193,41 @@ def test_an_unanswered_approval_expires_voids_the_draft_and_sends_the_expiry_not
     rows = traced(request, wait_for_rows(run_ledger, len(expected),
                                          instance_id=request.instance_id), run_ledger, app)
     assert [(r.step, r.kind) for r in rows] == expected
+
+
+@pytest.mark.parametrize(("refused", "undone"), [
+    # After the CRM update, before the e-signature request: revert it, void the draft.
+    ("send_esign", ["crm.revert_draft", "crm.void_draft"]),
+    # After the envelope is sent, before it is signed: void it too, first.
+    ("send_confirmation", ["esign.void_envelope", "crm.revert_draft", "crm.void_draft"]),
+])
+def test_a_step_that_fails_for_good_is_compensated_by_its_failure_point(
+        pilot: Pilot, new_instance: Callable[[], InstanceRequest], run_ledger: Ledger,
+        app: App, refused: str, undone: list[str]) -> None:
+    """The system turns the step's call down (a 4xx, not retried): what was done is undone
+    newest first, as the spike's compensation by failure point says; no notice, since
+    the approval neither was rejected nor expired."""
+    request = new_instance()
+    step = app.flow.node(refused)
+    assert isinstance(step, Step)
+    clients.refuse(request.entity_id, step.effect)
+    pilot.start(request)
+    wait_for_rows(run_ledger, 2, instance_id=request.instance_id)
+    pilot.decide(request, "approve")
+
+    done = FORWARD[:FORWARD.index(refused)]
+    rows = wait_for_rows(run_ledger, len(done) + 1 + len(undone),
+                         instance_id=request.instance_id)
+    assert [(r.step, r.kind, r.outcome) for r in rows] == [
+        *((s, "effect", Outcome.APPLIED) for s in done), (refused, "effect", Outcome.ERROR),
+        # validate_partner only read: nothing of it to undo.
+        *((s, "compensation", Outcome.APPLIED) for s in reversed(done[1:]))]
+    assert [r.effect for r in rows if r.kind == "compensation"] == undone
+    assert correlation_breaks(request.correlation_id, request.trace_id, rows) == ()
+    landed = [r for r in rows if r.outcome is Outcome.APPLIED]
+    kept = app.audit_records(request.tenant_id, request.entity_id)
+    assert audit_trail(run_ledger.instance(request.instance_id), landed, kept) == ()
+    assert [r["event_type"] for r in kept] == [r.effect for r in landed]
 
 
 def test_temporal_an_approval_answered_in_time_sends_no_reminder(

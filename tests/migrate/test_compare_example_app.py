@@ -5,7 +5,7 @@ Celery acknowledging early, the comparison says what each did differently and wh
 kept the commitment, and the gate exits 1: after the e-signature request, Temporal's
 retry is absorbed by the provider's key while Celery loses the rest of its chain; after
 the confirmation, which the notification service takes without a key, Temporal's retry
-sends it twice while Celery's lost task had nothing left to lose."""
+sends it twice while Celery's lost task never records the approval completed."""
 
 from __future__ import annotations
 
@@ -80,11 +80,12 @@ def test_a_worker_killed_after_the_unkeyed_confirmation_tells_which_kept_the_com
     assert code == 1, output
     # Temporal retries the activity whose worker died: the notification service, which
     # takes no key, sends the confirmation again. Celery's early ack lost the task in
-    # hand after its email went out, the last of the chain: nothing else was lost.
+    # hand after its email went out, before the team's table recorded the approval
+    # completed: by its own records it never ends.
     assert ("send_confirmation: Temporal ran notify.send_confirmation twice; Celery ran "
             "notify.send_confirmation once.") in output
     assert ("Temporal did not keep the commitment (completed, but with 1 repeated effect(s) "
-            "no key absorbed); Celery kept the commitment (completed)") in output
+            "no key absorbed); Celery did not keep the commitment (stuck:") in output
     assert "not equivalent:" in output
     markdown = reports[2].read_text()
     assert "**Not equivalent**" in markdown

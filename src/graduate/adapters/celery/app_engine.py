@@ -158,10 +158,13 @@ class CeleryAppEngine:
         found = progress(self.flow, effects)
         if not found.state.finished:
             return InstanceStatus(found.state, found.done)
-        # How it ended is the team's word (its table); at a wait, the flow's words for it.
+        if "outcome" not in self.declaration:
+            return InstanceStatus(found.state, found.done, found.last_effect_at)
+        # Whether and how it ended is the team's word (its table): a last task whose
+        # worker died after its effect may yet run again. At a wait, the flow's words.
         said = application.outcome(self.declaration, instance_id)
         ending = None if said is None else wait_ending(self.flow, effects, said)
-        if ending is not None and owes_notice(self.flow, effects, ending):
+        if said is None or (ending is not None and owes_notice(self.flow, effects, ending)):
             return InstanceStatus(InstanceState.RUNNING, found.done)
         return InstanceStatus(found.state, found.done, found.last_effect_at, ending or "")
 

@@ -8,8 +8,9 @@
     signal = "module:signal"    # (instance_id, name, payload) -> None: a human decision,
                                 # as the team's API takes it; needed when the flow waits
     outcome = "module:outcome"  # (instance_id) -> str | None: how the instance ended in
-                                # the team's own records ("rejected", "expired", ...);
-                                # needed when a wait of the flow sends notices
+                                # the team's own records ("rejected", "expired", ...),
+                                # None until it has; needed when a wait of the flow
+                                # sends notices
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ START_SHAPE = ("def start(request): send the tasks of one instance for the "
                "graduate.flow.InstanceRequest (graduate carries its correlation)")
 OUTCOME_SHAPE = ("def outcome(instance_id): how the instance ended in the team's own "
                  "records, \"rejected\" or \"expired\" at a wait (or a wait's reason as "
-                 "graduate words it), anything else otherwise; None while it runs")
+                 "graduate words it), anything else otherwise; None until it has ended")
 SIGNAL_SHAPE = ("def signal(instance_id, name, payload): deliver a human decision (the "
                 "flow's wait signal, payload {\"decision\": ...}) as the team's API does")
 
@@ -108,9 +109,7 @@ def signal(declaration: Mapping[str, Any], request: InstanceRequest, name: str,
 
 def outcome(declaration: Mapping[str, Any], instance_id: str) -> str | None:
     """How the instance ended, in the team's own records (the declared outcome); None
-    when the app declares none or the instance runs."""
-    if "outcome" not in declaration:
-        return None
+    while it has not, as far as they say."""
     said = resolve(declaration["outcome"], f"outcome function {declaration['outcome']}")(
         instance_id)
     return None if said is None else str(said)
