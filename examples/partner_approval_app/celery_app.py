@@ -54,6 +54,11 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
+    # Publishing a chain's next step rides out a broker restart. Celery's default (three
+    # retries in under a second) fails the step that had just succeeded when the broker
+    # is back a moment later, and its link_error would undo an approved partner.
+    task_publish_retry_policy={"max_retries": 10, "interval_start": 0.2,
+                               "interval_step": 0.5, "interval_max": 2.0},
     beat_schedule={"expire-overdue": {"task": "partner_approval.expire_overdue",
                                       "schedule": SWEEP_SECONDS}},
 )
