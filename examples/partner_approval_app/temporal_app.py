@@ -161,7 +161,7 @@ class PartnerApproval:
 
     @workflow.run
     async def run(self, request: PartnerRequest) -> str:
-        """"approved", or how the approval wait ended ("rejected", "expired")."""
+        """Returns "approved", or how the approval wait ended: "rejected", "expired"."""
         try:
             await self._step(validate_partner, request)
             await self._step(create_packet, request, undo=void_draft)
