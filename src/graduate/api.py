@@ -208,7 +208,7 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
            settings: Settings | None = None,
            evidence: Path | None = None,
            on_cell: Callable[[CellOutcome, int, int], None] | None = None,
-           workers: str = "local") -> MatrixResult:
+           workers: str = "local", jobs: int = 1) -> MatrixResult:
     """Run `flow` under every combination of engine, fault and profile: one chaos run
     per cell, the matrix file rewritten after each, so an interrupted matrix keeps every
     finished cell.
@@ -224,10 +224,16 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
     cells left (`flow` and the other options then come from the matrix file).
     `time_scale` compresses every duration of the flow in every cell (`"1h=1s"`, or a
     factor; see `graduate.timescale`).
-    `on_cell(cell, number, total)` is told after each cell. `workers="external"` runs
-    every cell on workers registered by `graduate worker` (see `chaos`): two of each
-    engine, say, on other hosts.
+    `on_cell(cell, number, total)` is told after each cell, in the order they end.
+    `workers="external"` runs every cell on workers registered by `graduate worker` (see
+    `chaos`): two of each engine, say, on other hosts.
+    `jobs` cells run at once, each in a process of its own with its own local servers,
+    workers, queues and files (the engines' recovery is mostly waiting, so cells overlap
+    well); the default runs them one after another, in this process.
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs {jobs!r} must be a whole number of cells to run at once, 1 "
+                          "or more: --jobs 2 (jobs=2 in Python), or 1 for one at a time")
     config = settings or load_settings()
     store = EvidenceStore(evidence or config.evidence_dir)
     resume_id: str | None = None
@@ -257,7 +263,8 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
             _check_wait_deadline(loaded, parse_plan(expiring[0], None, loaded),
                                  timeout=timeout, wait_deadline=wait_deadline,
                                  time_scale=TimeScale.parse(time_scale))
-    matrix_id, cells = run_matrix(config, spec, store, resume=resume_id, on_cell=on_cell)
+    matrix_id, cells = run_matrix(config, spec, store, resume=resume_id, jobs=jobs,
+                                  on_cell=on_cell)
     return MatrixResult(matrix_id=matrix_id, cells=tuple(cells),
                         evidence=store.matrix_path(matrix_id))
 

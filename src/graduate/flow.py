@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import re
+import secrets
 import string
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -905,7 +907,11 @@ def _load_json(path: Path) -> Flow:
 def write_flow_json(flow: Flow, path: Path) -> Flow:
     """Write `flow` as JSON to `path`; return it with `path` as its source."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(flow_to_dict(flow), indent=2), encoding="utf-8")
+    # Whole or not at all: matrix cells running side by side write the same derived flow
+    # while another cell's workers may be reading it.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    temporary.write_text(json.dumps(flow_to_dict(flow), indent=2), encoding="utf-8")
+    temporary.replace(path)
     return replace(flow, source=str(path.resolve()))
 
 

@@ -2,18 +2,21 @@
 
 The matrix file in the evidence store is rewritten atomically after every cell, so a
 matrix killed or interrupted with Ctrl-C keeps every finished cell, and `--resume`
-runs only the cells that have no run yet.
+runs only the cells that have no run yet. Cells may run side by side (`jobs`), each
+then in a process of its own with its own servers, workers and queues; the matrix file
+is still written by the matrix alone, as each cell ends.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from graduate.adapters import check_engine, engine_names
 from graduate.apps import Target, resolve_target
+from graduate.chaos.cells import Cell, run_side_by_side
 from graduate.chaos.faults import (
     Fault,
     FaultPlan,
@@ -59,7 +62,8 @@ DEMO_FAULTS = (none.NAME, kill_worker.NAME, stop_worker.NAME, restart_broker.NAM
 DEMO_TIMEOUT = 45.0
 # A cell, as planned and as the matrix file keeps it, is the stored record's.
 __all__ = ["DEFAULT_FAULTS", "DEFAULT_INSTANCES", "DEMO_FAULTS", "DEMO_FLOW", "DEMO_TIMEOUT",
-           "CellOutcome", "MatrixSpec", "default_point", "plan_cells", "run_matrix", "summarise"]
+           "CellOutcome", "MatrixSpec", "default_point", "demo_jobs", "plan_cells",
+           "run_matrix", "settle_cell", "summarise"]
 # Several instances in flight, as in production: the fault hits one of them (or, with
 # hit="all", each), and the checker judges what it did to the others too.
 DEFAULT_INSTANCES = 3
@@ -83,6 +87,13 @@ class MatrixSpec:
     # Started by each cell's run ("local"), or registered by `graduate worker`
     # ("external": each cell waits for one at least, and drives all of its pool).
     workers: WorkersKind = "local"
+
+
+def demo_jobs(engines: Sequence[str]) -> int:
+    """How many of the demo's cells run at once: one per engine. A cell mostly waits on
+    an engine's clock (a timeout, a visibility sweep), so on two cores three overlap
+    without slowing each other's recovery; more would crowd the starts of the servers."""
+    return max(1, len(engines))
 
 
 def default_point(flow: Flow) -> str:
@@ -161,14 +172,19 @@ def summarise(result: ChaosResult) -> CellSummary:
 
 
 def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
-               resume: str | None = None,
+               resume: str | None = None, jobs: int = 1,
                on_cell: Callable[[CellOutcome, int, int], None] | None = None,
                ) -> tuple[str, list[CellOutcome]]:
-    """Run every cell not yet done; return the matrix id and all cells."""
+    """Run every cell not yet done, up to `jobs` at once (each then in a process of its
+    own: `graduate.chaos.cells`); return the matrix id and all cells."""
     store.ensure_writable()
     if resume is not None:
         record = store.load_matrix(resume)
         spec = MatrixSpec(**asdict(record.spec))
+    if jobs > 1 and spec.workers == "external":
+        raise ConfigError("cells on registered workers (--workers external) share them, and "
+                          "one cell's fault would hit another's instances: run them one at "
+                          "a time (--jobs 1)")
     targets = _targets(settings, spec)
     # The matrix records the registered engines (an app's: "celery-app", not "celery").
     spec = replace(spec, engines=tuple(t.engine for t in targets))
@@ -186,25 +202,45 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     cells = list(record.cells)
 
     def save() -> None:
-        # Rewritten whole after every cell: a matrix stopped midway keeps what it settled.
+        # Rewritten whole after every cell, by this process alone: a matrix stopped
+        # midway keeps what it settled.
         store.save_matrix(replace(record, cells=tuple(cells), updated_at=now_iso()))
 
     save()
     pending = [n for n, cell in enumerate(cells) if cell.status == "pending"]
-    for number, index in enumerate(pending, start=1):
+
+    def settled(index: int, outcome: CellOutcome) -> None:
+        cells[index] = outcome
+        save()
+        if on_cell is not None:
+            on_cell(outcome, sum(cells[n].status != "pending" for n in pending), len(pending))
+
+    calls = []
+    for index in pending:
         cell = cells[index]
         plan = parse_plan(cell.fault, cell.at, flow, restart_delay=spec.restart_delay,
                           options=cell.options, hit=spec.hit)
         target = by_engine[cell.engine]
-        result = run_chaos(settings, _options(spec, target, plan, cell), store,
-                           flow=target.flow)
-        cells[index] = replace(cell, run_id=result.run_id,
-                               status="done" if result.applicable else "not-applicable",
-                               summary=summarise(result))
-        save()
-        if on_cell is not None:
-            on_cell(cells[index], number, len(pending))
+        calls.append(Cell(name=str(index), call=settle_cell,
+                          args=(settings, _options(spec, target, plan, cell), store,
+                                target.flow, cell)))
+    if jobs == 1:
+        for call in calls:
+            settled(int(call.name), settle_cell(*call.args))
+    else:
+        run_side_by_side(calls, at_once=jobs,
+                         folder=settings.state_dir / "matrices" / record.matrix_id,
+                         on_done=lambda call, outcome: settled(int(call.name), outcome))
     return record.matrix_id, cells
+
+
+def settle_cell(settings: Settings, options: ChaosOptions, store: EvidenceStore, flow: Flow,
+                cell: CellOutcome) -> CellOutcome:
+    """Run one cell and store its run: the cell as settled by it."""
+    result = run_chaos(settings, options, store, flow=flow)
+    return replace(cell, run_id=result.run_id,
+                   status="done" if result.applicable else "not-applicable",
+                   summary=summarise(result))
 
 
 def _targets(settings: Settings, spec: MatrixSpec) -> list[Target]:

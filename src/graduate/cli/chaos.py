@@ -40,6 +40,9 @@ WorkersOption = Annotated[str, typer.Option(
     help="Where the workers come from: local (each run starts its own) or external "
          "(workers registered by `graduate worker` on any host, driven through the "
          "PostgreSQL ledger; name the services they use and that ledger).")]
+JobsOption = Annotated[int, typer.Option(
+    help="Cells to run at once, each with its own servers, workers and queues (a cell "
+         "mostly waits for an engine's recovery, so they overlap well).")]
 ChangeOption = Annotated[str, typer.Option(
     help=f"{deploy_change.NAME}: {deploy_change.CHANGE.help} ({', '.join(CHANGES)}): the "
          "first two steps swapped, or a step added in front.")]
@@ -220,13 +223,15 @@ def matrix(
     matrix_id: Annotated[str | None, typer.Option(help="Matrix to resume.")] = None,
     time_scale: TimeScaleOption = "1",
     workers: WorkersOption = "local",
+    jobs: JobsOption = 1,
     evidence: EvidenceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the matrix as JSON.")] = False,
 ) -> None:
     """Run a flow under every combination of engine, fault and profile, and summarise.
 
     Each cell is one chaos run; the matrix is saved after every cell, so an interrupted
-    matrix loses nothing finished and `--resume` runs only what is left.
+    matrix loses nothing finished and `--resume` runs only what is left. With --jobs N,
+    N cells run at once.
 
     Example: graduate matrix partner_approval --engines temporal,celery-chain
     --faults kill-worker,restart-broker,restart-server --profiles defaults,tuned
@@ -244,7 +249,7 @@ def matrix(
             profiles=_split(profiles),
             at=at, instances=instances, hit=hit, change=change, timeout=timeout,
             restart_delay=restart_delay, time_scale=time_scale, resume=matrix_id or resume,
-            workers=workers, settings=settings(ctx),
+            workers=workers, jobs=jobs, settings=settings(ctx),
             evidence=evidence, on_cell=advance)
     if as_json:
         console.print_json(result.evidence.read_text(encoding="utf-8"))

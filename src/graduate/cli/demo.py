@@ -10,7 +10,13 @@ import typer
 import graduate
 from graduate import CellOutcome
 from graduate.adapters import engine_names
-from graduate.chaos.matrix import DEFAULT_INSTANCES, DEMO_FAULTS, DEMO_FLOW, DEMO_TIMEOUT
+from graduate.chaos.matrix import (
+    DEFAULT_INSTANCES,
+    DEMO_FAULTS,
+    DEMO_FLOW,
+    DEMO_TIMEOUT,
+    demo_jobs,
+)
 from graduate.cli.chaos import HitOption, matrix_table
 from graduate.cli.common import console, settings
 from graduate.evidence import EvidenceStore
@@ -24,6 +30,9 @@ def demo(
     = DEMO_TIMEOUT,
     instances: Annotated[int, typer.Option(help="Instances per run.")] = DEFAULT_INSTANCES,
     hit: HitOption = "one",
+    jobs: Annotated[int | None, typer.Option(
+        help="Cells to run at once (default: one per engine), each with its own servers "
+             "and workers.")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Folder for the HTML and Markdown reports (default: reports/).")] = None,
 ) -> None:
@@ -32,14 +41,16 @@ def demo(
 
     Every run starts its own local Temporal server or Redis, and everything it starts is
     stopped again. The evidence goes to the evidence folder, and the HTML and Markdown
-    reports to reports/. This takes a few minutes.
+    reports to reports/. The cells run side by side, one per engine at a time by
+    default: about two minutes on two cores.
 
     Example: graduate demo
     """
     config = settings(ctx)
     engines = engine_names()
+    at_once = demo_jobs(engines) if jobs is None else jobs
     console.print(f"[bold]graduate demo[/]: the crash matrix of {DEMO_FLOW} on "
-                  f"{', '.join(engines)}; {len(DEMO_FAULTS)} faults each")
+                  f"{', '.join(engines)}; {len(DEMO_FAULTS)} faults each, {at_once} at once")
 
     def progress(cell: CellOutcome, number: int, total: int) -> None:
         result = ("n/a" if cell.status == "not-applicable"
@@ -49,7 +60,7 @@ def demo(
 
     result = graduate.matrix(DEMO_FLOW, engines=engines, faults=DEMO_FAULTS,
                              instances=instances, hit=hit, timeout=timeout, settings=config,
-                             on_cell=progress)
+                             jobs=at_once, on_cell=progress)
     console.print(matrix_table(result.matrix_id, result.cells))
     built = build_report(EvidenceStore(config.evidence_dir), matrix_id=result.matrix_id,
                          settings=config)
