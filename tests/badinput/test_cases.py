@@ -209,6 +209,11 @@ VALUES = [
          ("matrix", "partner_approval", "--restart-delay", "-1"), ("--restart-delay -1",)),
     Case("matrix-no-instances", ("matrix", "partner_approval", "--instances", "0"),
          ("--instances and --workers must be 1 or more",)),
+    Case("matrix-no-jobs", ("matrix", "partner_approval", "--jobs", "0"),
+         ("jobs 0", "1 or more", "--jobs 2")),
+    Case("matrix-jobs-not-a-number", ("matrix", "partner_approval", "--jobs", "two"),
+         ("Invalid value for '--jobs'", "valid integer")),
+    Case("demo-no-jobs", ("demo", "--jobs", "-1"), ("jobs -1", "1 or more", "--jobs 2")),
 ]
 
 # Item 9: an external service that is not there is named within seconds.
