@@ -11,6 +11,7 @@ import pytest
 from graduate.bench import BenchOptions, write_bench
 from graduate.bench.measure import Spread, sample
 from graduate.bench.scale import generated_flow
+from graduate.bench.suite import matrix_split
 from graduate.chaos.matrix import default_point
 from graduate.errors import ConfigError
 from graduate.flow import load_flow
@@ -177,3 +178,33 @@ def test_a_ratio_whose_runs_disagree_by_more_than_half_is_called_noisy(tmp_path:
     assert "Noisy: the runs of one side disagree" in markdown
     assert "- celery-chain: flows/s ratio from 0.37 to 1.13 over 3 pairs of runs" in markdown
     assert "- temporal:" not in markdown
+
+
+def test_cells_side_by_side_are_counted_once_against_the_wall_time(tmp_path: Path) -> None:
+    # Two cells at once over a 10 s matrix: 0-8 s and 2-9 s, each recovering part of it.
+    cells = [{"began": 100.0, "wall": 8.0, "recovery": 5.0, "recovery_span": (102.0, 107.0),
+              "deadline_wait": 0.0, "harness": 3.0},
+             {"began": 102.0, "wall": 7.0, "recovery": 4.0, "recovery_span": (104.0, 108.0),
+              "deadline_wait": 1.0, "harness": 2.0}]
+
+    split = matrix_split(cells, (100.0, 110.0))
+
+    # Parts are cells' seconds, adding up to the cells' time (15 s in 10 s of wall time).
+    assert split["cell_time"] == 15.0
+    assert (split["recovery"], split["deadline_wait"], split["harness"]) == (9.0, 1.0, 5.0)
+    # Some cell recovered from 102 s to 108 s: 60 % of the wall time, not 90 %.
+    assert split["recovery_covered"] == pytest.approx(0.6)
+    # No run was under way in the last second.
+    assert split["between_runs"] == pytest.approx(1.0)
+
+    demo = {**matrix_of("none", None, ended="all finished"), "jobs": 2, "wall": 10.0, **split}
+    results = {"created_at": "2026-01-01T00:00:00Z", "flow": "partner_approval",
+               "host": {"hostname": "ci", "platform": "Linux", "python": "3.11", "cpus": 2},
+               "options": {}, "matrix": {"demo": demo, "sla": matrix_of(
+                   "kill-worker", 3.25, ended="all finished")}}
+    write_bench(results, tmp_path)
+    markdown = (tmp_path / "benchmarks.md").read_text()
+    assert "45.0 s deadline, 2 cell(s) at once" in markdown
+    assert "The cells' own times add up to 15.0 s (1.5 times the wall time)" in markdown
+    assert "engine recovery 9.0 s (60 %)" in markdown
+    assert "inside an engine's recovery for 60 % of it" in markdown

@@ -164,7 +164,7 @@ def _charts(results: dict[str, Any]) -> dict[str, Svg]:
     matrix = results.get("matrix")
     if matrix:
         demo = matrix["demo"]
-        charts["matrix"] = bar_chart("Where the demo matrix's wall time went", [
+        charts["matrix"] = bar_chart("Where the demo matrix's cells spent their time", [
             ("engine recovery", demo["recovery"]),
             ("waiting for a deadline", demo["deadline_wait"]),
             ("harness", demo["harness"])], "s")

@@ -25,8 +25,9 @@ import tempfile
 import time
 import timeit
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,13 @@ from graduate.chaos.faults import (
     restart_server,
     stop_worker,
 )
-from graduate.chaos.matrix import DEFAULT_INSTANCES, DEMO_FAULTS, DEMO_FLOW, DEMO_TIMEOUT
+from graduate.chaos.matrix import (
+    DEFAULT_INSTANCES,
+    DEMO_FAULTS,
+    DEMO_FLOW,
+    DEMO_TIMEOUT,
+    demo_jobs,
+)
 from graduate.config import Settings
 from graduate.environment import host
 from graduate.errors import ConfigError
@@ -322,59 +329,90 @@ def matrix_time(settings: Settings, options: BenchOptions,
     then the faults of `options` under each profile, for the time to resume."""
     demo = _timed_matrix(settings, step, "demo", DEMO_FLOW, engines=options.matrix_engines,
                          faults=DEMO_FAULTS, profiles=("defaults",),
-                         instances=DEFAULT_INSTANCES, timeout=DEMO_TIMEOUT)
+                         instances=DEFAULT_INSTANCES, timeout=DEMO_TIMEOUT,
+                         jobs=demo_jobs(options.matrix_engines))
     sla = _timed_matrix(settings, step, "time to resume", options.flow,
                         engines=options.matrix_engines, faults=options.matrix_faults,
                         profiles=options.profiles, instances=options.matrix_instances,
-                        timeout=options.timeout)
+                        timeout=options.timeout, jobs=1)
     return {"demo": demo, "sla": sla}
 
 
 def _timed_matrix(settings: Settings, step: Callable[[str], None], what: str, flow: str, *,
                   engines: Sequence[str], faults: Sequence[str], profiles: Sequence[str],
-                  instances: int, timeout: float) -> dict[str, Any]:
-    """A crash matrix, timed cell by cell, with each cell's wall time split."""
+                  instances: int, timeout: float, jobs: int) -> dict[str, Any]:
+    """A crash matrix, `jobs` cells at once, with each cell's wall time split."""
     cells: list[dict[str, Any]] = []
-    last = [time.monotonic()]
     step(f"{what} matrix: first cell")
 
     def on_cell(cell: Any, number: int, total: int) -> None:
-        now = time.monotonic()
         cells.append({"engine": cell.engine, "fault": cell.label, "profile": cell.profile,
-                      "run_id": cell.run_id, "status": cell.status, "wall": now - last[0],
+                      "run_id": cell.run_id, "status": cell.status,
                       "time_to_resume": cell.summary.median_time_to_resume
                       if cell.summary is not None else None})
-        last[0] = now
         if number < total:
             step(f"{what} matrix: cell {number + 1} of {total}")
 
-    started = time.monotonic()
+    started = time.time()  # epoch seconds, as the runs record their own times
     result = graduate.matrix(flow, engines=engines, faults=faults, profiles=profiles,
                              instances=instances, timeout=timeout, settings=settings,
-                             evidence=bench_evidence(settings), on_cell=on_cell)
-    wall = time.monotonic() - started
+                             evidence=bench_evidence(settings), on_cell=on_cell, jobs=jobs)
+    wall = time.time() - started
     store = EvidenceStore(bench_evidence(settings))
     for cell in cells:
-        cell.update(_split(store, cell["run_id"], cell["wall"]))
+        cell.update(_split(store, cell["run_id"]))
     return {"matrix_id": result.matrix_id, "wall": wall, "cells": cells,
             "faults": list(faults), "profiles": list(profiles), "instances": instances,
-            "timeout": timeout,
+            "timeout": timeout, "jobs": jobs,
+            **matrix_split(cells, (started, started + wall))}
+
+
+def matrix_split(cells: Sequence[Mapping[str, Any]], span: tuple[float, float],
+                 ) -> dict[str, float]:
+    """A matrix's time, from its cells' splits (`_split`) and its wall-clock `span`.
+
+    Cells side by side add up to more than the wall time, so each part is a sum of
+    cells' seconds and its share is of `cell_time` (the cells' walls added up): overlap
+    neither inflates a part nor hides one. Against the wall time itself:
+    `recovery_covered` is the share of it in which at least one cell was inside an
+    engine's recovery, and `between_runs` the seconds in which no cell's run was under
+    way (the matrix's own work: planning, starting each cell's process, saving).
+    """
+    wall = span[1] - span[0]
+    runs = _covered([(c["began"], c["began"] + c["wall"]) for c in cells], span)
+    recovering = _covered([c["recovery_span"] for c in cells if c["recovery"] > 0], span)
+    return {"cell_time": sum(c["wall"] for c in cells),
             "recovery": sum(c["recovery"] for c in cells),
             "deadline_wait": sum(c["deadline_wait"] for c in cells),
-            "harness": sum(c["harness"] for c in cells)}
+            "harness": sum(c["harness"] for c in cells),
+            "recovery_covered": recovering / wall if wall > 0 else 0.0,
+            "between_runs": max(0.0, wall - runs)}
 
 
-def _split(store: EvidenceStore, run_id: str | None, wall: float) -> dict[str, Any]:
-    """A cell's wall time: inside the engine's recovery (from the fault to the last
-    effect, or to an early end), waiting for the run's deadline after the last effect,
-    and the rest (services, workers, starting, judging, storing: the harness)."""
+def _covered(spans: Sequence[Sequence[float]], within: tuple[float, float]) -> float:
+    """Seconds of `within` that at least one of `spans` (start, end) covers."""
+    total, reached = 0.0, within[0]
+    for start, end in sorted((max(a, within[0]), min(b, within[1])) for a, b in spans):
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
+
+
+def _split(store: EvidenceStore, run_id: str | None) -> dict[str, Any]:
+    """A cell's wall time, from its run's start to its storing: inside the engine's
+    recovery (from the fault to the last effect, or to an early end), waiting for the
+    run's deadline after the last effect, and the rest (services, workers, starting,
+    judging, storing: the harness). Times are epoch seconds, as the run records them."""
     if run_id is None:
-        return {"recovery": 0.0, "deadline_wait": 0.0, "harness": wall, "ended": ""}
+        return {"wall": 0.0, "began": 0.0, "recovery": 0.0, "recovery_span": (0.0, 0.0),
+                "deadline_wait": 0.0, "harness": 0.0, "ended": ""}
     record = store.load_run(run_id)
+    began = record.started_at if record.started_at is not None else 0.0
+    wall = max(0.0, datetime.fromisoformat(record.created_at).timestamp() - began)
     fired = [e.at for e in record.timeline if e.kind == FAULT_FIRED.kind]
     ended = next((e for e in record.timeline if e.kind == RUN_ENDED.kind), None)
     end = ended.at if ended is not None else 0.0
-    began = record.started_at if record.started_at is not None else 0.0
     last_effect = max((e.finished_at - began for e in record.ledger), default=0.0)
     by_deadline = ended is not None and ended.detail == "deadline passed"
     recovery = 0.0
@@ -382,6 +420,8 @@ def _split(store: EvidenceStore, run_id: str | None, wall: float) -> dict[str, A
         recovery = max(0.0, (last_effect if by_deadline else end) - fired[0])
     deadline_wait = max(0.0, end - max(last_effect, fired[0] if fired else 0.0)) \
         if by_deadline else 0.0
-    return {"recovery": recovery, "deadline_wait": deadline_wait,
+    since = began + (fired[0] if fired else 0.0)
+    return {"wall": wall, "began": began, "recovery": recovery,
+            "recovery_span": (since, since + recovery), "deadline_wait": deadline_wait,
             "harness": max(0.0, wall - recovery - deadline_wait),
             "ended": ended.detail if ended is not None else ""}
