@@ -50,6 +50,11 @@ def create_app(flow: Flow, services: Mapping[str, Any], settings: Mapping[str, A
                  backend=services.get("result_backend_url"), set_as_current=False)
     app.conf.update(celery_conf(settings))
     app.conf.task_default_queue = queue_name(flow, strategy, run_id)
+    # Pings and inspects go to the run's own workers only: on a broker that other runs
+    # share (one RabbitMQ vhost, matrix cells side by side), a broadcast on Celery's
+    # default control exchange is answered by theirs too, and an inspect that stops at
+    # as many replies as the queue has consumers could count theirs instead.
+    app.conf.control_exchange = queue_name(flow, strategy, run_id)
     if strategy == "chain":
         chain.register(app, flow, resources)
     else:
