@@ -88,9 +88,15 @@ def run_side_by_side(cells: Sequence[Cell[T]], *, at_once: int, folder: Path,
             if not ended:
                 time.sleep(POLL_INTERVAL)
                 continue
-            for item in ended:
+            failed: BaseException | None = None
+            for item in ended:  # every cell that ended is told, before a failure is raised
                 running.remove(item)
-                on_done(item.cell, item.outcome())
+                try:
+                    on_done(item.cell, item.outcome())
+                except Exception as error:
+                    failed = failed or error
+            if failed is not None:
+                raise failed
 
 
 def _start(cell: Cell[T], folder: Path) -> _Running[T]:
