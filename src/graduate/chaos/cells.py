@@ -10,6 +10,12 @@ call from standard input (the settings may hold credentials, which a command lin
 to every user of the machine) and leaves its outcome in a file that only the command
 reads: the command alone writes the matrix file.
 
+A cell's start (its servers, workers and instances) is what takes the cores; after it, a
+cell mostly waits on an engine's clock. So a cell may say when its start is over (it
+creates its `started` file), and no other cell starts before then: the waits overlap,
+the starts do not crowd each other, and a start that counts against its run's deadline
+is not slowed by two more.
+
 Ctrl-C or SIGTERM of the command sends SIGTERM to each running cell, which stops what its
 run started as an interrupted run does; SIGKILL of the command kills each cell by its
 parent-death signal, and each cell's servers and workers by theirs.
@@ -48,6 +54,7 @@ class Cell(Generic[T]):
     name: str  # names the cell's log and outcome files
     call: Callable[..., T]
     args: tuple[Any, ...]
+    started: Path | None = None  # created by the call once its start is over, if given
 
 
 @dataclass
@@ -55,6 +62,11 @@ class _Running(Generic[T]):
     cell: Cell[T]
     process: ManagedProcess
     outcome_path: Path
+
+    def starting(self) -> bool:
+        """Whether the cell's start is not over yet (it did not say so, and runs)."""
+        started = self.cell.started
+        return started is not None and not started.exists() and self.process.alive()
 
     def outcome(self) -> T:
         """What the call returned; what it raised is raised here, as it was raised."""
@@ -67,6 +79,8 @@ class _Running(Generic[T]):
                 f"{self.process.log_tail()}") from None
         finally:
             self.outcome_path.unlink(missing_ok=True)
+            if self.cell.started is not None:
+                self.cell.started.unlink(missing_ok=True)
         if kind == "raised":
             raise value
         result: T = value
@@ -82,7 +96,8 @@ def run_side_by_side(cells: Sequence[Cell[T]], *, at_once: int, folder: Path,
     running: list[_Running[T]] = []
     with _stopped_on_exit(running):
         while waiting or running:
-            while waiting and len(running) < at_once:
+            while waiting and len(running) < at_once and not any(
+                    item.starting() for item in running):
                 running.append(_start(waiting.pop(0), folder))
             ended = [item for item in running if not item.process.alive()]
             if not ended:
@@ -102,6 +117,8 @@ def run_side_by_side(cells: Sequence[Cell[T]], *, at_once: int, folder: Path,
 def _start(cell: Cell[T], folder: Path) -> _Running[T]:
     outcome = folder / f"{cell.name}.outcome"
     outcome.unlink(missing_ok=True)
+    if cell.started is not None:
+        cell.started.unlink(missing_ok=True)
     process = spawn(f"matrix cell {cell.name}",
                     [sys.executable, "-m", __name__, str(outcome)],
                     folder / f"{cell.name}.log",

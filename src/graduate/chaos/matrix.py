@@ -44,6 +44,7 @@ from graduate.runner import RunOptions, approve_all
 from graduate.runs.record import CellOutcome, CellSummary, MatrixRecord, MatrixSpecRecord
 from graduate.runs.remote import check_external
 from graduate.runs.session import new_run_id, validate_options
+from graduate.runs.timeline import INSTANCES_STARTED, TimelineEvent
 from graduate.runs.workers import WorkersKind
 from graduate.timescale import TimeScale
 
@@ -215,34 +216,46 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
         if on_cell is not None:
             on_cell(outcome, sum(cells[n].status != "pending" for n in pending), len(pending))
 
-    calls = []
+    runs = {}
     for index in pending:
         cell = cells[index]
         plan = parse_plan(cell.fault, cell.at, flow, restart_delay=spec.restart_delay,
                           options=cell.options, hit=spec.hit)
         target = by_engine[cell.engine]
-        calls.append(Cell(name=str(index), call=settle_cell,
-                          args=(settings, _options(spec, target, plan, cell), store,
-                                target.flow, cell)))
+        runs[index] = (settings, _options(spec, target, plan, cell), store, target.flow, cell)
     if jobs == 1:
-        for call in calls:
-            settled(int(call.name), settle_cell(*call.args))
+        for index, args in runs.items():
+            settled(index, settle_cell(*args))
     else:
+        folder = settings.state_dir / "matrices" / record.matrix_id  # the cells' own files
         # Engines taken in turn, so that the cells at once are of different engines: a
         # Temporal server's start and a Redis's weigh differently on the cores.
         turn = {index: sum(cells[n].engine == cells[index].engine for n in pending[:at])
                 for at, index in enumerate(pending)}
-        calls.sort(key=lambda call: (turn[int(call.name)], int(call.name)))
-        run_side_by_side(calls, at_once=jobs,
-                         folder=settings.state_dir / "matrices" / record.matrix_id,
+        order = sorted(runs, key=lambda index: (turn[index], index))
+        calls = [_cell(index, runs[index], folder) for index in order]
+        run_side_by_side(calls, at_once=jobs, folder=folder,
                          on_done=lambda call, outcome: settled(int(call.name), outcome))
     return record.matrix_id, cells
 
 
+def _cell(index: int, args: tuple[Settings, ChaosOptions, EvidenceStore, Flow, CellOutcome],
+          folder: Path) -> Cell[CellOutcome]:
+    """Cell `index` to run in a process of its own, saying in `folder` when it started."""
+    started = folder / f"{index}.started"
+    return Cell(name=str(index), call=settle_cell, args=(*args, started), started=started)
+
+
 def settle_cell(settings: Settings, options: ChaosOptions, store: EvidenceStore, flow: Flow,
-                cell: CellOutcome) -> CellOutcome:
-    """Run one cell and store its run: the cell as settled by it."""
-    result = run_chaos(settings, options, store, flow=flow)
+                cell: CellOutcome, started: Path | None = None) -> CellOutcome:
+    """Run one cell and store its run: the cell as settled by it. `started` is created
+    once the run's instances have started: its start, which takes the cores, is over."""
+
+    def event(item: TimelineEvent) -> None:
+        if started is not None and item.kind == INSTANCES_STARTED.kind:
+            started.touch()
+
+    result = run_chaos(settings, options, store, flow=flow, on_event=event)
     return replace(cell, run_id=result.run_id,
                    status="done" if result.applicable else "not-applicable",
                    summary=summarise(result))
