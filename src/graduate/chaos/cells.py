@@ -90,8 +90,9 @@ class _Running(Generic[T]):
 def run_side_by_side(cells: Sequence[Cell[T]], *, at_once: int, folder: Path,
                      on_done: Callable[[Cell[T], T], None]) -> None:
     """Run `cells`, `at_once` at a time, each in a process of its own with its log in
-    `folder`; `on_done` is told each outcome in the order they end. The first cell that
-    raises stops the others (each stops what it started) and is raised here."""
+    `folder`, and none while another's start is not over; `on_done` is told each outcome
+    in the order they end. The first cell that raises stops the others (each stops what it
+    started) and is raised here."""
     waiting = list(cells)
     running: list[_Running[T]] = []
     with _stopped_on_exit(running):
