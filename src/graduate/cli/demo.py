@@ -42,7 +42,7 @@ def demo(
     Every run starts its own local Temporal server or Redis, and everything it starts is
     stopped again. The evidence goes to the evidence folder, and the HTML and Markdown
     reports to reports/. The cells run side by side, one per engine at a time by
-    default: about two minutes on two cores.
+    default: a few minutes on two cores.
 
     Example: graduate demo
     """
