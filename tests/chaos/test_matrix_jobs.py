@@ -17,9 +17,11 @@ import pytest
 
 from graduate.evidence import EvidenceStore
 from graduate.runs.record import RunRecord
-from tests.conftest import processes_mentioning
+from tests.conftest import CRASH_TIMING_APPS, processes_mentioning
 
-pytestmark = pytest.mark.slow
+# Its cells run side by side and compare verdicts with one at a time: a crash lane keeps
+# other crash tests off the cores meanwhile.
+pytestmark = [pytest.mark.slow, CRASH_TIMING_APPS]
 FLOWS = Path(__file__).resolve().parents[1] / "flows"
 MATRIX = ("matrix", "chaos", "--engines", "temporal,celery-chain",
           "--faults", "none,kill-worker", "--timeout", "30")
