@@ -222,18 +222,26 @@ class Ledger:
 
     def register(self, flow: Flow, request: InstanceRequest, engine: str) -> InstanceRecord:
         """Record an instance before its engine is asked to start it."""
-        record = InstanceRecord(
+        return self.register_all(flow, [request], engine)[0]
+
+    def register_all(self, flow: Flow, requests: Sequence[InstanceRequest],
+                     engine: str) -> list[InstanceRecord]:
+        """`register` each, in one transaction (one commit where each would be one)."""
+        records = [InstanceRecord(
             instance_id=request.instance_id, run_id=request.run_id, flow=flow.name,
             flow_source=flow.source, engine=engine, tenant_id=request.tenant_id,
             entity_id=request.entity_id, date=request.date,
             correlation_id=request.correlation_id, trace_id=request.trace_id,
             started_at=time.time(),
-        )
-        self.db.execute(
-            f"INSERT INTO instances ({_INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            [getattr(record, c.strip()) for c in _INSTANCE_COLUMNS.split(",")],
-        )
-        return record
+        ) for request in requests]
+        with self.db.transaction():
+            for record in records:
+                self.db.execute(
+                    f"INSERT INTO instances ({_INSTANCE_COLUMNS}) VALUES "
+                    "(?,?,?,?,?,?,?,?,?,?,?)",
+                    [getattr(record, c.strip()) for c in _INSTANCE_COLUMNS.split(",")],
+                )
+        return records
 
     def instance(self, instance_id: str) -> InstanceRecord:
         record = self.find_instance(instance_id)

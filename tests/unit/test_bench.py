@@ -46,7 +46,7 @@ def test_a_spread_is_median_lowest_highest() -> None:
 
 @pytest.mark.parametrize(("options", "names"), [
     ({"sections": ("speed",)}, "speed"),
-    ({"engines": ("celery-state-machine",)}, "celery-state-machine"),
+    ({"engines": ("celery-app",)}, "celery-app"),
     ({"scale": (100, 0)}, "scale"),
     ({"scale_steps": (4, 2)}, "--scale-steps"),
 ])

@@ -313,6 +313,17 @@ class SignalsTogether(Protocol):
 
 
 @runtime_checkable
+class StartsTogether(Protocol):
+    """An engine that starts several instances at once, where each `Engine.start` is a
+    round trip (or a transaction) the harness would otherwise wait on one by one."""
+
+    def start_all(self, requests: Sequence[InstanceRequest]) -> None:
+        """`Engine.start` for each; raises as `start` would (then some may have started,
+        as with `start` called in turn)."""
+        ...
+
+
+@runtime_checkable
 class PredictsDeploys(Protocol):
     """An engine that can tell, before a deploy, which instances the new code breaks: it
     replays their recorded histories on it (the check `graduate replay` makes)."""

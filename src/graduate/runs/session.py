@@ -32,6 +32,7 @@ from graduate.adapters.base import (
     InstanceStatus,
     Signal,
     SignalsTogether,
+    StartsTogether,
 )
 from graduate.apps import check_app
 from graduate.config import Settings
@@ -54,6 +55,9 @@ MAX_WORKERS = 64  # each a process of its own, started and awaited one by one
 # While many instances start, those already started are looked at this often, so that
 # one waiting for a signal gets its answer then, not after the last one started.
 ANSWER_WHILE_STARTING = 1.0
+# Instances registered in one ledger transaction and started together (where the engine
+# can: `StartsTogether`), between two looks at those already started.
+START_BATCH = 50
 # A look at every unfinished instance costs a status call each: with thousands of them
 # a look takes seconds of the harness's CPU, on the cores the workers and servers use.
 # A look that took longer than PACED_AFTER is followed by a pause LOOK_PAUSE_FACTOR times
@@ -201,35 +205,47 @@ class RunSession:
 
     def start_instances(self) -> int:
         """Register, prepare (inject failures, arm fault points) and start each instance,
-        until the run's deadline passes; how many were started."""
+        START_BATCH at a time, until the run's deadline passes; how many were started."""
         looked, took = time.monotonic(), 0.0
         known: dict[str, InstanceStatus] = {}
-        for number in range(1, self.options.instances + 1):
+        started = 0
+        while started < self.options.instances:
             if time.monotonic() - looked > max(ANSWER_WHILE_STARTING, pause_after(took)):
                 began = time.monotonic()
                 self._answer_started(known)
                 looked = time.monotonic()
                 took = looked - began
             if time.monotonic() > self.deadline:
-                return number - 1
-            self.start_instance()
-        return self.options.instances
+                return started
+            started += len(self._start_batch(min(START_BATCH,
+                                                 self.options.instances - started)))
+        return started
 
     def start_instance(self) -> InstanceRequest:
         """Register, prepare and start one more instance (numbered after the others)."""
-        request = new_request(self.flow, self.run_id, len(self.requests) + 1,
-                              self.options.tenant_id)
-        self.ledger.register(self.flow, request, self.engine.name)
-        for failure in self.options.failures:
-            self.ledger.inject_failure(request.instance_id, failure.step, failure.mode,
-                                       failure.times)
-        if self.arming is not None:
-            self.arming.arm(self.ledger, request)
-        if (at := self._interrupted_in_flight()) is not None:
-            self.ledger.arm(request.instance_id, at, "before-effect")
-        self.requests.append(request)
-        self.engine.start(request)
-        return request
+        return self._start_batch(1)[0]
+
+    def _start_batch(self, count: int) -> list[InstanceRequest]:
+        """Register `count` more instances (numbered after the others) together, prepare
+        each, then start them, together where the engine can (`StartsTogether`)."""
+        requests = [new_request(self.flow, self.run_id, len(self.requests) + number,
+                                self.options.tenant_id) for number in range(1, count + 1)]
+        self.ledger.register_all(self.flow, requests, self.engine.name)
+        for request in requests:
+            for failure in self.options.failures:
+                self.ledger.inject_failure(request.instance_id, failure.step, failure.mode,
+                                           failure.times)
+            if self.arming is not None:
+                self.arming.arm(self.ledger, request)
+            if (at := self._interrupted_in_flight()) is not None:
+                self.ledger.arm(request.instance_id, at, "before-effect")
+        self.requests.extend(requests)
+        if isinstance(self.engine, StartsTogether):
+            self.engine.start_all(requests)
+        else:
+            for request in requests:
+                self.engine.start(request)
+        return requests
 
     def watch(self, deadline: float, *,
               until: Callable[[dict[str, InstanceStatus]], bool] | None = None,

@@ -39,6 +39,7 @@ class _Strategy(Protocol):
     def cancel(self, instance_id: str) -> None: ...
     def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None: ...
     def status(self, instance_id: str) -> InstanceStatus: ...
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]: ...
     def history(self, instance_id: str) -> list[HistoryEvent]: ...
     def holds(self, instance_id: str) -> bool: ...
     def held_until(self, instance_id: str) -> HeldUp | None: ...
@@ -121,6 +122,15 @@ class CeleryEngine:
     def start(self, request: InstanceRequest) -> None:
         self._impl.start(request)
 
+    def start_all(self, requests: Sequence[InstanceRequest]) -> None:
+        """state-machine: the rows inserted in one transaction (`StartsTogether`); chain:
+        each chain sent in turn (a send is one publish already)."""
+        if isinstance(self._impl, StateMachineStrategy):
+            self._impl.start_all(requests)
+            return
+        for request in requests:
+            self._impl.start(request)
+
     def start_duplicate(self, request: InstanceRequest) -> str | None:
         """chain: nothing records which instances run, so the chain is sent again.
         state-machine: the instance's row already exists, so the start is refused."""
@@ -148,9 +158,9 @@ class CeleryEngine:
         return self._impl.status(instance_id)
 
     def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
-        if isinstance(self._impl, ChainStrategy):
-            return self._impl.statuses(instance_ids)  # one round trip to Redis for all
-        return {iid: self._impl.status(iid) for iid in instance_ids}
+        """chain: every record in one round trip to Redis; state-machine: every row in
+        one query (per chunk of IDs)."""
+        return self._impl.statuses(instance_ids)
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         return self._impl.history(instance_id)

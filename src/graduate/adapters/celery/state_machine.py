@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -58,6 +58,8 @@ TICK = "graduate.sm.tick"
 CANCEL = "graduate.cancel"
 
 HARD_LIMIT_SLACK = 5.0
+# IDs a query of `Store.load_many` (SQLite allows 999 parameters a statement before 3.32).
+LOAD_CHUNK = 500
 
 RUNNING, WAITING, COMPENSATING = "running", "waiting", "compensating"
 COMPLETED, COMPENSATED, FAILED = "completed", "compensated", "failed"
@@ -211,12 +213,28 @@ class Store:
                              [instance_id])
         return Row.from_db(rows[0]) if rows else None
 
-    def insert(self, row: Row) -> None:
-        values = list(row.columns().values())
+    def load_many(self, instance_ids: Sequence[str]) -> dict[str, Row]:
+        """The rows of those of `instance_ids` that exist, a query per LOAD_CHUNK IDs
+        (where `load` is a query each)."""
+        rows: dict[str, Row] = {}
+        for first in range(0, len(instance_ids), LOAD_CHUNK):
+            chunk = instance_ids[first:first + LOAD_CHUNK]
+            for found in self.db.query(f"SELECT {_COLUMNS} FROM sm_instances WHERE "
+                                       f"instance_id IN ({', '.join('?' * len(chunk))})",
+                                       chunk):
+                row = Row.from_db(found)
+                rows[row.instance_id] = row
+        return rows
+
+    def insert_all(self, rows: Sequence[Row]) -> None:
+        """Insert the rows and their first transitions in one transaction."""
         with self.db.transaction():
-            self.db.execute(f"INSERT INTO sm_instances ({_COLUMNS}) VALUES "
-                            f"({', '.join('?' * len(values))})", values)
-            self._transition(row.instance_id, row.started_at, "", row.state, "", "started")
+            for row in rows:
+                values = list(row.columns().values())
+                self.db.execute(f"INSERT INTO sm_instances ({_COLUMNS}) VALUES "
+                                f"({', '.join('?' * len(values))})", values)
+                self._transition(row.instance_id, row.started_at, "", row.state, "",
+                                 "started")
 
     def update(self, old: Row, new: Row, node: str, note: str,
                consume: str | None = None) -> Row | None:
@@ -926,15 +944,22 @@ class StateMachineStrategy:
         self.machine.store.create_tables()
 
     def start(self, request: InstanceRequest) -> None:
+        self.start_all([request])
+
+    def start_all(self, requests: Sequence[InstanceRequest]) -> None:
+        """`start` of each: their rows looked up and inserted together (one query, one
+        transaction), then an advance sent for each."""
         store = self.machine.store
-        if store.load(request.instance_id) is not None:
-            raise EngineError(f"instance {request.instance_id!r} already exists in "
+        taken = store.load_many([r.instance_id for r in requests])
+        if taken:
+            raise EngineError(f"instance(s) {', '.join(sorted(taken))} already exist in "
                               "sm_instances; give every instance its own ID")
         now = time.time()
-        row = Row(instance_id=request.instance_id, flow=self.flow.name, request=request,
-                  started_at=now, updated_at=now, pool=self.machine.pool)
-        store.insert(row)
-        self.machine.send_advance(row)
+        rows = [Row(instance_id=r.instance_id, flow=self.flow.name, request=r,
+                    started_at=now, updated_at=now, pool=self.machine.pool) for r in requests]
+        store.insert_all(rows)
+        for row in rows:
+            self.machine.send_advance(row)
 
     def start_duplicate(self, request: InstanceRequest) -> str | None:
         row = self.machine.store.load(request.instance_id)
@@ -972,7 +997,15 @@ class StateMachineStrategy:
         return row
 
     def status(self, instance_id: str) -> InstanceStatus:
-        row = self.machine.store.load(instance_id)
+        return self._status(instance_id, self.machine.store.load(instance_id))
+
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        """Every instance's `status`, their rows read together (`Store.load_many`): the
+        harness asks this of every instance it watches, on the same cores as the workers."""
+        rows = self.machine.store.load_many(instance_ids)
+        return {iid: self._status(iid, rows.get(iid)) for iid in instance_ids}
+
+    def _status(self, instance_id: str, row: Row | None) -> InstanceStatus:
         if row is None:
             return InstanceStatus(InstanceState.UNKNOWN,
                                   detail=f"no row for {instance_id!r} in sm_instances")

@@ -236,19 +236,34 @@ class TemporalEngine:
             "on the same code at every attempt, so nothing moves it until a deploy"))
 
     def start(self, request: InstanceRequest) -> None:
+        self._run(self._start(request))
+
+    def start_all(self, requests: Sequence[InstanceRequest]) -> None:
+        """`start` of each, the calls in flight together on one client; raises what the
+        first that failed raised, once every call has returned."""
+        async def start_all() -> None:
+            outcomes = await asyncio.gather(*(self._start(r) for r in requests),
+                                            return_exceptions=True)
+            failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failed is not None:
+                raise failed
+
+        self._run(start_all())
+
+    async def _start(self, request: InstanceRequest) -> None:
         # The workflow ID is the instance's business identity: the server keeps at most
         # one open execution per ID. The policies are the SDK's defaults, spelled out
         # because a double start depends on them: a start while one runs is refused
         # (conflict policy FAIL); a start after one closed would run again (reuse policy
         # ALLOW_DUPLICATE).
-        self._run(self._client.start_workflow(
+        await self._client.start_workflow(
             WORKFLOW_NAME, FlowInput(flow=self.flow.name, request=request,
                                      heartbeat_timeout=self.settings["heartbeat_timeout"]),
             id=request.instance_id, task_queue=task_queue(self.flow.name, self.queue),
             memo={"done": [], "waiting": None, "correlation_id": request.correlation_id},
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        ))
+        )
 
     def start_duplicate(self, request: InstanceRequest) -> str | None:
         try:
