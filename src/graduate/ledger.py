@@ -33,6 +33,8 @@ MAX_PAUSE = 600.0
 # How often a working step heartbeats: well inside any heartbeat timeout a profile sets
 # (the SDK sends at most one per 80 % of it, so more calls cost nothing).
 WORK_HEARTBEAT = 0.2
+# Instance IDs a query of `reached_by` (SQLite allows 999 parameters a statement before 3.32).
+REACHED_CHUNK = 500
 
 
 class Outcome(StrEnum):
@@ -401,15 +403,24 @@ class Ledger:
     def reached(self, instance_id: str, step: str, point: PausePoint) -> PointReached | None:
         """The process paused at the point, once it got there (a point disarmed before
         any call reached it was never reached)."""
-        rows = self.db.query(
-            "SELECT reached_pid, reached_at, reached_host, reached_group FROM fault_points "
-            "WHERE instance_id = ? AND step = ? AND point = ? AND reached_at IS NOT NULL",
-            [instance_id, step, point])
-        if not rows:
-            return None
-        pid, at, host, group = rows[0]
-        return PointReached(instance_id, step, point, int(pid), float(at), host or "",
-                            None if group is None else int(group))
+        return self.reached_by([instance_id], step, point).get(instance_id)
+
+    def reached_by(self, instance_ids: Sequence[str], step: str,
+                   point: PausePoint) -> dict[str, PointReached]:
+        """`reached` of each instance that got there, a query per REACHED_CHUNK IDs (a
+        harness watching thousands of instances would otherwise ask one by one)."""
+        found: dict[str, PointReached] = {}
+        for first in range(0, len(instance_ids), REACHED_CHUNK):
+            chunk = list(instance_ids[first:first + REACHED_CHUNK])
+            rows = self.db.query(
+                "SELECT instance_id, reached_pid, reached_at, reached_host, reached_group "
+                "FROM fault_points WHERE step = ? AND point = ? AND reached_at IS NOT NULL "
+                f"AND instance_id IN ({', '.join('?' * len(chunk))})", [step, point, *chunk])
+            for instance_id, pid, at, host, group in rows:
+                found[instance_id] = PointReached(instance_id, step, point, int(pid),
+                                                  float(at), host or "",
+                                                  None if group is None else int(group))
+        return found
 
     def release(self, instance_id: str, step: str, point: PausePoint) -> bool:
         """Let a paused step go on, or disarm a point not reached yet; whether a paused

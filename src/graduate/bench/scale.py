@@ -27,9 +27,8 @@ from graduate.chaos.faults import kill_worker
 from graduate.chaos.matrix import default_point
 from graduate.config import Settings
 from graduate.errors import ConfigError
-from graduate.evidence import EvidenceStore
 from graduate.flow import Flow, flow_from_dict, load_flow, write_flow_json
-from graduate.runs.timeline import INSTANCES_STARTED, RUN_ENDED
+from graduate.runs.timeline import INSTANCES_STARTED, RUN_ENDED, TimelineEvent
 
 SCALE_FAULT = f"{kill_worker.NAME}+{kill_worker.RESTART.name}"
 MIN_STEPS = 3  # two before the approval wait and at least one after it (the fault's step)
@@ -76,13 +75,21 @@ def scale_run(settings: Settings, evidence: Path, engine: str, flow_path: str, s
               timeout: float) -> dict[str, Any]:
     """One run of `size` instances under SCALE_FAULT, in this process: its row."""
     flow = load_flow(flow_path)
+    # The two events the row needs, caught as they happen: the stored record holds every
+    # instance's history and effects, and reading it back would cost the harness as much
+    # memory again as writing it.
+    seen: dict[str, TimelineEvent] = {}
+
+    def on_event(event: TimelineEvent) -> None:
+        if event.kind in (INSTANCES_STARTED.kind, RUN_ENDED.kind):
+            seen.setdefault(event.kind, event)
+
     result = graduate.chaos(flow_path, engine=engine, fault=SCALE_FAULT,
                             at=default_point(flow), instances=size, timeout=timeout,
-                            settings=settings, evidence=evidence)
+                            settings=settings, evidence=evidence, on_event=on_event)
     counts: Mapping[str, int] = result.verdict.counts
-    record = EvidenceStore(evidence).load_run(result.run_id)
-    began = next((e.at for e in record.timeline if e.kind == INSTANCES_STARTED.kind), 0.0)
-    ended = next((e for e in record.timeline if e.kind == RUN_ENDED.kind), None)
+    began = seen[INSTANCES_STARTED.kind].at if INSTANCES_STARTED.kind in seen else 0.0
+    ended = seen.get(RUN_ENDED.kind)
     return {"engine": engine, "instances": size, "steps": len(flow.steps),
             "run_id": result.run_id, "applicable": result.applicable,
             "reason": result.reason, "fired": result.fired,

@@ -282,8 +282,10 @@ def _release_all(session: RunSession, plan: FaultPlan, *,
     if plan.step and plan.point in ("before-effect", "after-effect"):
         point: PausePoint = plan.point  # type: ignore[assignment]
         keep_armed = not (plan.hit == "one" if disarm is None else disarm)
+        reached = (session.ledger.reached_by(session.instance_ids, plan.step, point)
+                   if keep_armed else {})
         for instance_id in session.instance_ids:
-            if keep_armed and session.ledger.reached(instance_id, plan.step, point) is None:
+            if keep_armed and instance_id not in reached:
                 continue
             if session.ledger.release(instance_id, plan.step, point):
                 let_go.add(instance_id)
@@ -295,8 +297,7 @@ def _paused(session: RunSession, plan: FaultPlan) -> set[str]:
     if not (plan.step and plan.point in ("before-effect", "after-effect")):
         return set(session.instance_ids)
     point: PausePoint = plan.point  # type: ignore[assignment]
-    return {iid for iid in session.instance_ids
-            if session.ledger.reached(iid, plan.step, point) is not None}
+    return set(session.ledger.reached_by(session.instance_ids, plan.step, point))
 
 
 def _await_trigger(session: RunSession, plan: FaultPlan, timeline: Timeline,
@@ -319,9 +320,10 @@ def _await_trigger(session: RunSession, plan: FaultPlan, timeline: Timeline,
                       for s in statuses.values() if not s.state.finished]
             # Hitting every instance: the fault fires once all of them wait there.
             return bool(parked) and (all(parked) if plan.hit == "all" else any(parked))
-        for instance_id in waiting:
-            hit = session.ledger.reached(instance_id, plan.step or "",
+        hits = session.ledger.reached_by(waiting, plan.step or "",
                                          plan.point)  # type: ignore[arg-type]
+        for instance_id in waiting:
+            hit = hits.get(instance_id)
             # The interrupt placed at this very pause is sent first (this round's
             # answers): the fault then fires on a step that was in flight when it came.
             if hit is not None and not (plan.point == "before-effect"
