@@ -417,3 +417,43 @@ def test_a_point_disarmed_before_it_was_reached_is_not_reached_and_does_not_paus
 
     assert outcome is Outcome.APPLIED
     assert ledger.reached(request.instance_id, "create", "before-effect") is None
+
+
+def test_many_instances_registered_together_read_back_as_registered_one_by_one(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    requests = [make_request(number) for number in (1, 2, 3)]
+
+    registered = ledger.register_all(mini_flow, requests, "celery-state-machine")
+
+    assert [ledger.instance(r.instance_id) for r in requests] == registered
+    assert [i.request for i in ledger.instances("run1")] == requests
+
+
+def test_which_instances_reached_a_point_is_read_for_many_at_once(
+    ledger: Ledger, ledger_path: str, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    """Beyond one query's worth of IDs too: the harness asks it of every instance."""
+    requests = [make_request(number) for number in (1, 2, 3)]
+    for request in requests:
+        ledger.arm(request.instance_id, "create", "before-effect")
+    callers = [threading.Thread(target=lambda r=r: Ledger(ledger_path).call(
+        mini_flow, r, step(mini_flow, "create"), attempt=1, engine="temporal"))
+        for r in (requests[0], requests[2])]
+    for caller in callers:
+        caller.start()
+    asked = [f"other-{n}" for n in range(700)] + [r.instance_id for r in requests]
+    deadline = time.monotonic() + 30
+    while len(ledger.reached_by(asked, "create", "before-effect")) < 2:
+        assert time.monotonic() < deadline, "the paused calls never reached their point"
+        time.sleep(0.01)
+
+    reached = ledger.reached_by(asked, "create", "before-effect")
+    for request in requests:
+        ledger.release(request.instance_id, "create", "before-effect")
+    for caller in callers:
+        caller.join(timeout=30)
+
+    assert sorted(reached) == ["run1-inst1", "run1-inst3"]
+    assert all(r.pid == os.getpid() and r.step == "create" for r in reached.values())
+    assert reached["run1-inst1"] == ledger.reached("run1-inst1", "create", "before-effect")
