@@ -16,10 +16,11 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from graduate.errors import EvidenceError
 from graduate.files import parse_json, read_text
@@ -28,16 +29,30 @@ from graduate.runs.record import MatrixRecord, Record, RunRecord, record_from_di
 
 def write_json(path: Path, data: Any) -> None:
     """Write `data` to `path` atomically (temporary file, fsync, rename)."""
-    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
-    write_bytes(path, text.encode("utf-8"))
+    write_json_text(path, json.JSONEncoder(indent=2, sort_keys=True,
+                                           default=str).iterencode(data))
 
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically: a reader sees the old file or the new, whole."""
+    _write_atomically(path, lambda handle: handle.write(data))
+
+
+def write_json_text(path: Path, chunks: Iterable[str]) -> None:
+    """Write JSON text, given in pieces, to `path` atomically, as `write_json` does."""
+    def write(handle: BinaryIO) -> None:
+        for chunk in chunks:
+            handle.write(chunk.encode("utf-8"))
+        handle.write(b"\n")
+    _write_atomically(path, write)
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through a temporary file beside `path`, fsync it, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     with temporary.open("wb") as handle:
-        handle.write(data)
+        write(handle)
         handle.flush()
         os.fsync(handle.fileno())
     temporary.replace(path)
@@ -112,7 +127,7 @@ class EvidenceStore:
 
     def save_run(self, record: RunRecord) -> Path:
         path = self.run_path(record.run_id)
-        write_json(path, record.to_dict())
+        write_json_text(path, record.json_chunks())
         return path
 
     def histories_path(self, run_id: str) -> Path:

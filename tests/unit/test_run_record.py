@@ -68,6 +68,22 @@ def test_every_demo_run_reads_back_whole(path: Path) -> None:
     assert len(record.ledger) == len(written["ledger"])
 
 
+@pytest.mark.parametrize("path", RUN_FILES, ids=lambda p: p.stem)
+def test_a_run_is_stored_in_pieces_as_the_same_text_as_its_whole_dict(path: Path,
+                                                                     tmp_path: Path) -> None:
+    """The store writes a run instance by instance (`RunRecord.json_chunks`), so that a
+    run of thousands is never held twice in the harness's memory: same file, byte for
+    byte, as dumping the record's dict whole."""
+    record = RunRecord.from_dict(raw(path))
+    store = EvidenceStore(tmp_path)
+
+    stored = store.save_run(record)
+
+    assert stored.read_text(encoding="utf-8") == json.dumps(
+        record.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
+    assert store.load_run(record.run_id) == record
+
+
 @pytest.mark.parametrize("path", MATRIX_FILES, ids=lambda p: p.stem)
 def test_the_demo_matrix_reads_back_whole(path: Path) -> None:
     """The demo matrix is of version 1, whose cells kept a fault's `versioned` and `cold`

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -181,6 +182,31 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
 
+    def json_chunks(self) -> Iterator[str]:
+        """`json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)`, the same
+        text, in pieces: each instance and each ledger row is encoded in turn, so the
+        whole record is never held a second time as a dict (thousands of instances,
+        each with its history and effects)."""
+        long = {"instances": self.instances, "ledger": self.ledger}
+        head = _to_dict(self, leave_out=tuple(long))
+
+        def dumped(value: Any, depth: int) -> str:
+            text = json.dumps(value, indent=2, sort_keys=True, default=str)
+            return text.replace("\n", "\n" + "  " * depth)
+
+        for number, key in enumerate(sorted([*head, *long])):
+            yield f"{',' if number else '{'}\n  {json.dumps(key)}: "
+            if key in head:
+                yield dumped(head[key], 1)
+                continue
+            items = long[key]
+            yield "[" if items else "[]"
+            for place, item in enumerate(items):
+                yield f"{',' if place else ''}\n    {dumped(_encode(item), 2)}"
+            if items:
+                yield "\n  ]"
+        yield "\n}"
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "run record") -> RunRecord:
         """Read a stored run; `source` (the file) is named in every error."""
@@ -327,9 +353,10 @@ class _Invalid(Exception):
         return f"field {self.where} {self.problem}"
 
 
-def _to_dict(record: RunRecord | MatrixRecord) -> dict[str, Any]:
-    body = _encode(record)
-    assert isinstance(body, dict)
+def _to_dict(record: RunRecord | MatrixRecord,
+             leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    body = {f.name: _encode(getattr(record, f.name)) for f in dataclasses.fields(record)
+            if f.name not in leave_out}
     return {"schema_version": record.SCHEMA_VERSION, "kind": record.KIND, **body}
 
 
