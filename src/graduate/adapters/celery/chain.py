@@ -19,6 +19,7 @@ operator of such a system has to go on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import time
@@ -755,6 +756,20 @@ class _Record:
         return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
+# Instances whose records `ChainStrategy.statuses` reads in one round trip.
+STATUS_CHUNK = 500
+
+
+def _digest(raws: Sequence[bytes | str | None]) -> bytes:
+    """A digest of one instance's record values, each told apart from the next and from
+    an absent key: what `ChainStrategy.statuses` compares between looks."""
+    digest = hashlib.blake2b(digest_size=16)
+    for raw in raws:
+        value = b"" if raw is None else raw.encode() if isinstance(raw, str) else raw
+        digest.update(b"-" if raw is None else b"+" + len(value).to_bytes(8, "big") + value)
+    return digest.digest()
+
+
 class ChainStrategy:
     """Starts, signals and reads instances of the chain strategy from the client side."""
 
@@ -766,7 +781,7 @@ class ChainStrategy:
         self.broker = broker
         self._silent: dict[str, float] = {}  # worker name -> when it last failed to answer
         self._record_keys: dict[str, tuple[list[str], list[Any]]] = {}  # see statuses()
-        self._looked: dict[str, tuple[tuple[Any, ...], InstanceStatus]] = {}
+        self._looked: dict[str, tuple[bytes, InstanceStatus]] = {}
 
     def start(self, request: InstanceRequest) -> None:
         part_from(self.app, self.flow, 0, new_context(request)).apply_async()
@@ -809,20 +824,26 @@ class ChainStrategy:
         each, pipelined): the harness asks this of every instance it watches, on the
         same cores as the workers."""
         # Kept from the last look, for the instances watched now only: each one's task
-        # IDs and keys, and the status its record's values gave (an instance whose
-        # values did not change is not decoded and read again).
+        # IDs and keys, and the status its record's values gave, with a digest of those
+        # values (an instance whose values did not change is not decoded and read again;
+        # the values themselves, every task's meta with its arguments, would hold
+        # kilobytes an instance in the harness).
         known, looked = self._record_keys, self._looked
         self._record_keys = {iid: known.get(iid) or self._keys_of(iid) for iid in instance_ids}
-        pipeline = self.resources.redis().pipeline(transaction=False)
-        for iid in instance_ids:
-            pipeline.mget(self._record_keys[iid][1])
         self._looked = {}
-        for iid, raws in zip(instance_ids, pipeline.execute(), strict=True):
-            values = tuple(raws)
-            last = looked.get(iid)
-            status = last[1] if last is not None and last[0] == values else self._status(
-                iid, _Record.parse(self.app, self.flow, self._record_keys[iid][0], raws))
-            self._looked[iid] = (values, status)
+        # Read STATUS_CHUNK instances a round trip: all the values of thousands at once
+        # would be tens of megabytes in the harness at a time.
+        for first in range(0, len(instance_ids), STATUS_CHUNK):
+            chunk = instance_ids[first:first + STATUS_CHUNK]
+            pipeline = self.resources.redis().pipeline(transaction=False)
+            for iid in chunk:
+                pipeline.mget(self._record_keys[iid][1])
+            for iid, raws in zip(chunk, pipeline.execute(), strict=True):
+                values = _digest(raws)
+                last = looked.get(iid)
+                status = last[1] if last is not None and last[0] == values else self._status(
+                    iid, _Record.parse(self.app, self.flow, self._record_keys[iid][0], raws))
+                self._looked[iid] = (values, status)
         return {iid: self._looked[iid][1] for iid in instance_ids}
 
     def _keys_of(self, instance_id: str) -> tuple[list[str], list[Any]]:
