@@ -37,6 +37,7 @@ from graduate.chaos.matrix import (
     DEFAULT_INSTANCES,
     CellOutcome,
     MatrixSpec,
+    demo_jobs,
     run_matrix,
 )
 from graduate.chaos.profiles import profile_settings
@@ -208,7 +209,7 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
            settings: Settings | None = None,
            evidence: Path | None = None,
            on_cell: Callable[[CellOutcome, int, int], None] | None = None,
-           workers: str = "local", jobs: int = 1) -> MatrixResult:
+           workers: str = "local", jobs: int | None = 1) -> MatrixResult:
     """Run `flow` under every combination of engine, fault and profile: one chaos run
     per cell, the matrix file rewritten after each, so an interrupted matrix keeps every
     finished cell.
@@ -229,9 +230,10 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
     `chaos`): two of each engine, say, on other hosts.
     `jobs` cells run at once, each in a process of its own with its own local servers,
     workers, queues and files (the engines' recovery is mostly waiting, so cells overlap
-    well); the default runs them one after another, in this process.
+    well); the default runs them one after another, in this process; `jobs=None` runs
+    one per engine at once, as `graduate demo` does.
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"jobs {jobs!r} must be a whole number of cells to run at once, 1 "
                           "or more: --jobs 2 (jobs=2 in Python), or 1 for one at a time")
     config = settings or load_settings()
@@ -263,7 +265,8 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
             _check_wait_deadline(loaded, parse_plan(expiring[0], None, loaded),
                                  timeout=timeout, wait_deadline=wait_deadline,
                                  time_scale=TimeScale.parse(time_scale))
-    matrix_id, cells = run_matrix(config, spec, store, resume=resume_id, jobs=jobs,
+    matrix_id, cells = run_matrix(config, spec, store, resume=resume_id,
+                                  jobs=demo_jobs(spec.engines) if jobs is None else jobs,
                                   on_cell=on_cell)
     return MatrixResult(matrix_id=matrix_id, cells=tuple(cells),
                         evidence=store.matrix_path(matrix_id))

@@ -15,7 +15,6 @@ from graduate.chaos.matrix import (
     DEMO_FAULTS,
     DEMO_FLOW,
     DEMO_TIMEOUT,
-    demo_jobs,
 )
 from graduate.cli.chaos import HitOption, matrix_table
 from graduate.cli.common import console, settings
@@ -48,7 +47,7 @@ def demo(
     """
     config = settings(ctx)
     engines = engine_names()
-    at_once = demo_jobs(engines) if jobs is None else jobs
+    at_once = "one per engine" if jobs is None else str(jobs)
     console.print(f"[bold]graduate demo[/]: the crash matrix of {DEMO_FLOW} on "
                   f"{', '.join(engines)}; {len(DEMO_FAULTS)} faults each, {at_once} at once")
 
@@ -60,7 +59,7 @@ def demo(
 
     result = graduate.matrix(DEMO_FLOW, engines=engines, faults=DEMO_FAULTS,
                              instances=instances, hit=hit, timeout=timeout, settings=config,
-                             jobs=at_once, on_cell=progress)
+                             jobs=jobs, on_cell=progress)
     console.print(matrix_table(result.matrix_id, result.cells))
     built = build_report(EvidenceStore(config.evidence_dir), matrix_id=result.matrix_id,
                          settings=config)
