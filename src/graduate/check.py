@@ -512,7 +512,14 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
     `engine_holds` is None when the engine could not see whether anything still holds
     an unfinished instance; `cannot_tell` then says what it could not inspect.
     `interrupted_at` is when the flow's interrupt was recorded for the instance (the
-    sender's clock, once the engine took it), if it was sent: see `judge_interrupt`."""
+    sender's clock, once the engine took it), if it was sent: see `judge_interrupt`.
+
+    The instance is judged on the flow it ran: its `for_each` steps expanded for the
+    input the ledger registered (`Flow.for_instance`); a point armed at such a step
+    was reached by one of its expansions, which the ledger names."""
+    flow = flow.for_instance(record.request)
+    if reached is not None and reached.expansion:
+        reached = replace(reached, step=reached.expansion)
     per_effect = effect_verdicts(effects)  # reminders included: a duplicate is one
     reminders = judge_reminders(flow, record, effects, status)
     notices = judge_notices(flow, effects, status)
@@ -848,6 +855,7 @@ def judge_acts(verdict: InstanceVerdict, flow: Flow, record: InstanceRecord,
                effects: Sequence[EffectRecord], status: InstanceStatus,
                acts: FaultActs) -> InstanceVerdict:
     """`verdict` with the judgements of what the fault did to this instance, if anything."""
+    flow = flow.for_instance(record.request)  # the flow it ran, as in `judge_instance`
     iid = record.instance_id
     if iid in acts.second_starts:
         verdict = replace(verdict, starts=judge_starts(record, effects,

@@ -13,6 +13,11 @@ class ConfigError(GraduateError):
     """A setting (flag, environment variable or pyproject) is invalid."""
 
 
+class InputError(ConfigError):
+    """An instance's input does not fit its flow's `[input]` (an unknown name, an
+    ill-formed or repeated item)."""
+
+
 class ServiceError(GraduateError):
     """A service (Temporal, a broker, a database) cannot be started or reached."""
 

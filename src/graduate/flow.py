@@ -7,6 +7,7 @@ never sees a flow it would have to reject halfway through a run.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import math
@@ -21,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, get_args
 
-from graduate.errors import FlowError, GraduateError
+from graduate.errors import FlowError, GraduateError, InputError
 from graduate.files import parse_json, parse_toml, read_text
 
 
@@ -136,10 +137,33 @@ class Step:
     # The step only reads (a validation, a lookup): it changes nothing outside, so there
     # is nothing to compensate, and a rollback that leaves it applied undoes everything.
     read_only: bool = False
+    # The name of a flow input (`[input]`) whose items the step runs for, one call each,
+    # at the same time: see `Flow.for_instance`. None for a step that runs once.
+    for_each: str | None = None
 
     @property
     def system(self) -> str:
         return self.effect.split(".", 1)[0]
+
+    def for_item(self, item: str) -> Step:
+        """This step as it runs for one item of its `for_each` input: its own name
+        (`grant_access[acme]`), so its own idempotency key, ledger rows and
+        compensation."""
+        return replace(self, name=expanded_name(self.name, item), for_each=None)
+
+
+def expanded_name(step: str, item: str) -> str:
+    """The name of `step` run for `item`: `grant_access[acme]`. Brackets, because no
+    declared name can hold them (names are letters, digits and underscores) and a dot
+    already marks a wait's sends and a compensation's key (`nda.reminder`,
+    `<step>.compensation`)."""
+    return f"{step}[{item}]"
+
+
+def declared_name(step: str) -> str:
+    """The declared step behind an expanded name (`grant_access[acme]` is
+    `grant_access`); any other name is its own."""
+    return step.split("[", 1)[0] if step.endswith("]") else step
 
 
 @dataclass(frozen=True)
@@ -359,6 +383,27 @@ class InstanceRequest:
     date: str  # yyyymmdd, fixed when the instance starts so retries keep their keys
     correlation_id: str
     trace_id: str
+    # The instance's values of the flow's inputs (`[input]`), as (name, items) pairs: a
+    # tuple, so the request stays hashable and its expansion can be cached. An input not
+    # given takes the flow's default. Lists (read back from JSON) become tuples.
+    input: InstanceInput = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input", tuple(
+            (str(name), tuple(str(item) for item in items)) for name, items in self.input))
+
+
+# One instance's input values: (input name, its items), in the order the flow declares.
+InstanceInput: TypeAlias = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """An input the flow takes from each instance: a list of item names (the parties of
+    a deal), with the default an instance started without it takes."""
+
+    name: str
+    default: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -388,6 +433,40 @@ class Flow:
     source: str = ""
     # A signal that may arrive at any point and compensates (see `Interrupt`).
     interrupt: Interrupt | None = None
+    # What each instance may give (`[input]`): the items of a `for_each` step.
+    inputs: tuple[InputSpec, ...] = ()
+
+    def input_for(self, given: Mapping[str, tuple[str, ...]] | InstanceInput = (),
+                  ) -> InstanceInput:
+        """Every input of the flow, from `given` or its default; raises FlowError (a
+        ConfigError to a caller) naming what to fix when `given` does not fit."""
+        values = dict(given)
+        declared = {spec.name for spec in self.inputs}
+        if unknown := sorted(set(values) - declared):
+            raise InputError(
+                f"flow {self.name!r} takes no input {', '.join(unknown)}; "
+                + (f"its inputs: {', '.join(sorted(declared))}" if declared else
+                   "it declares none (an [input] table names what an instance may give)"))
+        for name, items in values.items():
+            check_items(f"input {name}", tuple(items))
+        return tuple((spec.name, tuple(values.get(spec.name, spec.default)))
+                     for spec in self.inputs)
+
+    def for_instance(self, request: InstanceRequest | InstanceInput) -> Flow:
+        """The flow one instance runs: each `for_each` step becomes a parallel group,
+        named after the step, with a branch per item of the instance's input (a step
+        `grant_access[acme]` in branch `acme`), in the order the items are given. The
+        same input always gives the same flow (a Temporal workflow expands it again on
+        replay); a flow without `for_each` is itself."""
+        if not self.inputs:
+            return self
+        given = request.input if isinstance(request, InstanceRequest) else request
+        return _expand(self, self.input_for(given))
+
+    @property
+    def expanded(self) -> bool:
+        """Whether any step runs per item (a flow an instance expands)."""
+        return any(s.for_each for s in self.steps)
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -551,6 +630,39 @@ class Flow:
         ]
 
 
+_ITEM = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def check_items(what: str, items: tuple[str, ...]) -> tuple[str, ...]:
+    """`items` when each is a usable item name (it becomes part of a step's name and of
+    its idempotency key) and none is given twice; else InputError saying what to fix."""
+    if not items:
+        raise InputError(f"{what}: give at least one item (it lists whom the step runs "
+                         "for, for example buyer,counsel)")
+    for item in items:
+        if not _ITEM.match(item):
+            raise InputError(f"{what}: item {item!r} must be 1 to 63 lower-case letters, "
+                             "digits, '_' or '-', starting with a letter or digit (it "
+                             "becomes part of a step's name and idempotency key), for "
+                             "example acme or bidco-uk")
+    if twice := sorted(item for item, n in Counter(items).items() if n > 1):
+        raise InputError(f"{what}: {', '.join(twice)} given twice; give each item once")
+    return items
+
+
+@functools.lru_cache(maxsize=256)
+def _expand(flow: Flow, values: InstanceInput) -> Flow:
+    items = dict(values)
+    nodes: list[Node] = []
+    for node in flow.nodes:
+        if isinstance(node, Step) and node.for_each is not None:
+            nodes.append(Parallel(node.name, tuple(
+                Branch(item, (node.for_item(item),)) for item in items[node.for_each])))
+        else:
+            nodes.append(node)
+    return replace(flow, nodes=tuple(nodes))
+
+
 # ---------------------------------------------------------------------------- validation
 
 
@@ -599,6 +711,7 @@ def validate(flow: Flow) -> Flow:
                 raise FlowError(f"{at}: duration must not be negative")
     if flow.interrupt is not None:
         _validate_interrupt(where, flow.interrupt, signals, systems)
+    _validate_inputs(where, flow)
     if flow.reversibility_class in (ReversibilityClass.R2, ReversibilityClass.R3) and not (
         flow.waits
     ):
@@ -611,6 +724,31 @@ def validate(flow: Flow) -> Flow:
     return flow
 
 
+def _validate_inputs(where: str, flow: Flow) -> None:
+    """Each input has a sound name and default and feeds a `for_each` step; each
+    `for_each` names a declared input."""
+    declared = [spec.name for spec in flow.inputs]
+    used = {s.for_each for s in flow.steps if s.for_each}
+    for spec in flow.inputs:
+        at = f"{where}, [input] {spec.name}"
+        if not _NAME.match(spec.name):
+            raise FlowError(f"{at}: names are lower-case letters, digits and underscores")
+        if declared.count(spec.name) > 1:
+            raise FlowError(f"{at}: the input is declared twice")
+        try:
+            check_items(f"{at} (its default)", spec.default)
+        except InputError as error:
+            raise FlowError(str(error)) from error
+        if spec.name not in used:
+            raise FlowError(f"{at}: no step runs for its items; add for_each = "
+                            f"\"{spec.name}\" to a step, or remove the input")
+    for step in flow.steps:
+        if step.for_each is not None and step.for_each not in declared:
+            raise FlowError(f"{where}, step {step.name!r}: for_each = {step.for_each!r} names "
+                            "no input; declare it in [input] with its default items, for "
+                            f"example {step.for_each} = [\"buyer\", \"counsel\"]")
+
+
 def _validate_key(where: str, flow: Flow) -> None:
     """The idempotency key is a template of known fields that tells every call apart."""
     fields = _key_fields(where, flow.idempotency_key)
@@ -619,6 +757,11 @@ def _validate_key(where: str, flow: Flow) -> None:
             f"{where}: idempotency_key uses unknown field(s) {sorted(unknown)}; "
             f"allowed: {sorted(KEY_FIELDS)}"
         )
+    if "step" not in fields and (fanned := [s.name for s in flow.steps if s.for_each]):
+        raise FlowError(f"{where}: idempotency_key has no {{step}}, and step(s) "
+                        f"{', '.join(fanned)} run once per item, so each item's call would "
+                        "share one key and all but the first be absorbed; add {step} to "
+                        "the key")
     if "step" not in fields:
         # The systems tell the calls apart by operation: two calls to one operation
         # would share a key, and the second would be absorbed as a repeat of the first.
@@ -667,6 +810,10 @@ def _validate_group(at: str, group: Parallel, systems: set[str], seen: set[str])
             raise FlowError(f"{at}: branch {branch.name!r} has no step")
         for step in branch.steps:
             where = f"{at}, step {step.name!r}"
+            if step.for_each is not None:
+                raise FlowError(f"{where}: for_each = {step.for_each!r} makes the step a "
+                                "parallel group of its own, one branch per item; write it as "
+                                "a plain [[nodes]] step, outside the group")
             if not _NAME.match(step.name):
                 raise FlowError(f"{where}: names are lower-case letters, digits and "
                                 "underscores")
@@ -954,7 +1101,8 @@ def flow_from_dict(data: Mapping[str, Any], *, source: str = "", origin: str = "
         for n in nodes
     )
     interrupt = _interrupt(reader)
-    reader.reject_unknown({"flow", "systems", "compensations", "nodes", "interrupt"})
+    inputs = _inputs(reader)
+    reader.reject_unknown({"flow", "systems", "compensations", "nodes", "interrupt", "input"})
     meta.reject_unknown(
         {"name", "version", "description", "idempotency_key", *classes},
     )
@@ -970,7 +1118,22 @@ def flow_from_dict(data: Mapping[str, Any], *, source: str = "", origin: str = "
         idempotency_key=meta.text("idempotency_key", required=False) or DEFAULT_IDEMPOTENCY_KEY,
         source=source,
         interrupt=interrupt,
+        inputs=inputs,
     )
+
+
+def _inputs(reader: _Reader) -> tuple[InputSpec, ...]:
+    """`[input]` with `parties = ["buyer", "counsel"]`: each input's default items."""
+    table = reader.table("input", required=False)
+    specs = []
+    for name in table:
+        value = table.data[name]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise FlowError(f"{table.origin}: {name} = {value!r} must be a list of item "
+                            f"names, the default an instance takes, for example {name} = "
+                            "[\"buyer\", \"counsel\"]")
+        specs.append(InputSpec(name, tuple(value)))
+    return tuple(specs)
 
 
 def _interrupt(reader: _Reader) -> Interrupt | None:
@@ -1040,6 +1203,7 @@ def _node(item: _Reader, where: str) -> Node:
             timeout=item.duration("timeout", 30.0),
             work=item.duration("work", 0.0),
             read_only=item.boolean("read_only", False),
+            for_each=item.text("for_each", required=False) or None,
             retry=RetryPolicy(
                 max_attempts=retry.integer("max_attempts", default.max_attempts),
                 initial_interval=retry.duration("initial_interval", default.initial_interval),
@@ -1050,7 +1214,8 @@ def _node(item: _Reader, where: str) -> Node:
         )
         retry.reject_unknown({"max_attempts", "initial_interval", "backoff_coefficient",
                               "maximum_interval"})
-        item.reject_unknown({"step", "effect", "timeout", "retry", "work", "read_only"},
+        item.reject_unknown({"step", "effect", "timeout", "retry", "work", "read_only",
+                             "for_each"},
                             hint="compensations go in the [compensations] table")
     elif kind == "wait":
         node = Wait(
@@ -1234,6 +1399,9 @@ def flow_to_dict(flow: Flow) -> dict[str, Any]:
                     for s in flow.systems},
         "compensations": {s.name: s.compensation for s in flow.steps if s.compensation},
         "nodes": nodes,
+        # Only when declared: flows stored before inputs read the same.
+        **({"input": {spec.name: list(spec.default) for spec in flow.inputs}}
+           if flow.inputs else {}),
         # Only when declared: flows stored before interrupts read the same.
         **({"interrupt": {"signal": flow.interrupt.signal,
                           **({"notice": flow.interrupt.notice}
@@ -1253,4 +1421,5 @@ def _step_dict(step: Step) -> dict[str, Any]:
         **({"work": step.work} if step.work else {}),
         # Only when declared, likewise.
         **({"read_only": True} if step.read_only else {}),
+        **({"for_each": step.for_each} if step.for_each else {}),
     }

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from graduate.db import Database, Row
 from graduate.errors import ConfigError, PermanentEffectError, TransientEffectError
-from graduate.flow import Flow, InstanceRequest, Step, SystemSpec
+from graduate.flow import Flow, InstanceInput, InstanceRequest, Step, SystemSpec, declared_name
 from graduate.redaction import redact_url
 
 EffectKind = Literal["effect", "compensation"]
@@ -66,13 +66,16 @@ class InstanceRecord:
     correlation_id: str
     trace_id: str
     started_at: float
+    # The instance's input (see `InstanceRequest.input`); () for an instance of a flow
+    # without inputs, or one registered before inputs (the flow's defaults).
+    input: InstanceInput = ()
 
     @property
     def request(self) -> InstanceRequest:
         return InstanceRequest(
             instance_id=self.instance_id, run_id=self.run_id, tenant_id=self.tenant_id,
             entity_id=self.entity_id, date=self.date, correlation_id=self.correlation_id,
-            trace_id=self.trace_id,
+            trace_id=self.trace_id, input=self.input,
         )
 
 
@@ -90,6 +93,9 @@ class PointReached:
     # workers on other hosts knows which registered worker holds the step.
     host: str = ""
     group: int | None = None
+    # The expansion of a `for_each` step that got there (`grant_access[acme]` for a
+    # point armed at `grant_access`); '' when the armed step itself did.
+    expansion: str = ""
 
 
 @dataclass(frozen=True)
@@ -192,6 +198,11 @@ _ADDED_COLUMNS = (
     ("effects", "error_message", "TEXT NOT NULL DEFAULT ''"),
     ("fault_points", "reached_host", "TEXT NOT NULL DEFAULT ''"),
     ("fault_points", "reached_group", "INTEGER"),
+    # An instance's input, as JSON ([[name, [items]]]); '' before inputs existed.
+    ("instances", "input", "TEXT NOT NULL DEFAULT ''"),
+    # Which expansion of an armed step reached its point (`grant_access[acme]` for a
+    # point armed at `grant_access`); '' when the armed step itself did.
+    ("fault_points", "reached_step", "TEXT NOT NULL DEFAULT ''"),
 )
 
 _EFFECT_COLUMNS = (
@@ -201,7 +212,7 @@ _EFFECT_COLUMNS = (
 )
 _INSTANCE_COLUMNS = (
     "instance_id, run_id, flow, flow_source, engine, tenant_id, entity_id, date, "
-    "correlation_id, trace_id, started_at"
+    "correlation_id, trace_id, started_at, input"
 )
 ANY_INSTANCE = "*"
 
@@ -234,15 +245,15 @@ class Ledger:
             flow_source=flow.source, engine=engine, tenant_id=request.tenant_id,
             entity_id=request.entity_id, date=request.date,
             correlation_id=request.correlation_id, trace_id=request.trace_id,
-            started_at=time.time(),
+            started_at=time.time(), input=request.input,
         ) for request in requests]
         with self.db.transaction():
             for record in records:
+                values = [getattr(record, c.strip()) for c in _INSTANCE_COLUMNS.split(",")]
+                values[-1] = json.dumps(record.input) if record.input else ""
                 self.db.execute(
                     f"INSERT INTO instances ({_INSTANCE_COLUMNS}) VALUES "
-                    "(?,?,?,?,?,?,?,?,?,?,?)",
-                    [getattr(record, c.strip()) for c in _INSTANCE_COLUMNS.split(",")],
-                )
+                    "(?,?,?,?,?,?,?,?,?,?,?,?)", values)
         return records
 
     def instance(self, instance_id: str) -> InstanceRecord:
@@ -257,14 +268,14 @@ class Ledger:
         rows = self.db.query(
             f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?", [instance_id]
         )
-        return InstanceRecord(*rows[0]) if rows else None
+        return _instance_record(rows[0]) if rows else None
 
     def instances(self, run_id: str) -> list[InstanceRecord]:
         rows = self.db.query(
             f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE run_id = ? ORDER BY instance_id",
             [run_id],
         )
-        return [InstanceRecord(*row) for row in rows]
+        return [_instance_record(row) for row in rows]
 
     # ------------------------------------------------------------------ effects
 
@@ -413,13 +424,15 @@ class Ledger:
         for first in range(0, len(instance_ids), REACHED_CHUNK):
             chunk = list(instance_ids[first:first + REACHED_CHUNK])
             rows = self.db.query(
-                "SELECT instance_id, reached_pid, reached_at, reached_host, reached_group "
-                "FROM fault_points WHERE step = ? AND point = ? AND reached_at IS NOT NULL "
-                f"AND instance_id IN ({', '.join('?' * len(chunk))})", [step, point, *chunk])
-            for instance_id, pid, at, host, group in rows:
+                "SELECT instance_id, reached_pid, reached_at, reached_host, reached_group, "
+                "reached_step FROM fault_points WHERE step = ? AND point = ? AND reached_at "
+                f"IS NOT NULL AND instance_id IN ({', '.join('?' * len(chunk))})",
+                [step, point, *chunk])
+            for instance_id, pid, at, host, group, expansion in rows:
                 found[instance_id] = PointReached(instance_id, step, point, int(pid),
                                                   float(at), host or "",
-                                                  None if group is None else int(group))
+                                                  None if group is None else int(group),
+                                                  expansion or "")
         return found
 
     def release(self, instance_id: str, step: str, point: PausePoint) -> bool:
@@ -438,15 +451,19 @@ class Ledger:
     def pause_at(self, instance_id: str, step: str, point: PausePoint,
                  heartbeat: Callable[[], None] | None = None) -> None:
         """If `point` is armed for this step of this instance, mark it reached by this
-        process and wait until the harness releases it (after firing its fault)."""
+        process and wait until the harness releases it (after firing its fault). A point
+        armed at a `for_each` step is reached by whichever of its expansions
+        (`grant_access[acme]`) gets there first, which it records."""
+        armed = declared_name(step)
         hit = self.db.execute(
             "UPDATE fault_points SET state = 'reached', reached_pid = ?, reached_at = ?, "
-            "reached_host = ?, reached_group = ? WHERE instance_id = ? AND step = ? AND "
-            "point = ? AND state = 'armed'",
-            [os.getpid(), time.time(), socket.gethostname(), os.getpgid(0), instance_id,
-             step, point])
+            "reached_host = ?, reached_group = ?, reached_step = ? WHERE instance_id = ? "
+            "AND step = ? AND point = ? AND state = 'armed'",
+            [os.getpid(), time.time(), socket.gethostname(), os.getpgid(0),
+             "" if armed == step else step, instance_id, armed, point])
         if not hit:
             return
+        step = armed
         deadline = time.monotonic() + MAX_PAUSE
         while time.monotonic() < deadline:
             rows = self.db.query("SELECT state FROM fault_points WHERE instance_id = ? AND "
@@ -460,7 +477,10 @@ class Ledger:
     def _decide(self, instance_id: str, step: str, kind: EffectKind, system: SystemSpec,
                 operation: str, key: str) -> Outcome:
         """What the external system does with this call (inside the caller's transaction)."""
-        failure = self._take_failure(instance_id, step) if kind == "effect" else None
+        # A failure injected at a `for_each` step fails each of its expansions.
+        failure = (self._take_failure(instance_id, step)
+                   or self._take_failure(instance_id, declared_name(step))
+                   if kind == "effect" else None)
         if failure == "transient":
             return Outcome.TRANSIENT_ERROR
         if failure == "permanent":
@@ -491,6 +511,13 @@ class Ledger:
             if taken:
                 return mode
         return None
+
+
+def _instance_record(row: Row) -> InstanceRecord:
+    raw = row[-1]
+    given = json.loads(raw) if raw else ()
+    return InstanceRecord(*row[:-1], input=tuple(  # type: ignore[misc]
+        (str(name), tuple(items)) for name, items in given))
 
 
 def _effect_record(row: Row) -> EffectRecord:

@@ -82,6 +82,17 @@ class RunOptions:
     # Where the workers come from: started by the run ("local"), or registered by
     # `graduate worker` on any host ("external"; then `workers` is how many it needs).
     workers_from: WorkersKind = "local"
+    # The flow's inputs (`[input]`) every instance of the run takes: input name -> its
+    # items (`{"parties": ("acme", "bidco")}`); an input not given takes its default.
+    input: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # One input per instance, in the order they start, over `input` (an instance past
+    # the end of the list takes `input` alone).
+    instance_inputs: Sequence[Mapping[str, tuple[str, ...]]] = ()
+
+    def input_of(self, number: int) -> Mapping[str, tuple[str, ...]]:
+        """The input instance `number` (from 1) is given."""
+        own = self.instance_inputs[number - 1] if number <= len(self.instance_inputs) else {}
+        return {**self.input, **own}
 
 
 @dataclass(frozen=True)
@@ -163,6 +174,7 @@ def summarise(flow: Flow, ledger: Ledger, request: InstanceRequest,
     """What became of one instance, counted by the checker (`graduate.check`), as a chaos
     run counts it: a repeat its idempotency key absorbed is not a duplicate."""
     record = ledger.instance(request.instance_id)
+    flow = flow.for_instance(record.request)  # its steps as the instance ran them
     verdict = judge_instance(flow, record, ledger.effects(instance_id=request.instance_id),
                              status, engine_holds=None, interrupted_at=interrupted_at)
     return InstanceResult(

@@ -25,8 +25,8 @@ import pytest
 from graduate.adapters import engine_names
 from graduate.adapters.base import InstanceState
 from graduate.config import Settings
-from graduate.flow import Flow, Step, Wait, WaitEnd, load_flow, write_flow_json
-from graduate.ledger import EffectRecord, Outcome
+from graduate.flow import Flow, Parallel, Step, Wait, WaitEnd, load_flow, write_flow_json
+from graduate.ledger import EffectRecord, Ledger, Outcome
 from graduate.runner import approve_all
 from tests.contract.test_engines import assert_traced, effects, run
 
@@ -49,10 +49,12 @@ def copy_of(spike: Path, folder: Path, *, deadline: tuple[str, float] | None = N
 
 
 def steps_before(flow: Flow, wait: str) -> list[Step]:
-    """The steps an instance has done when it reaches `wait`."""
+    """The steps an instance has done when it reaches `wait` (or a parallel group: its
+    first step, a `for_each` step's expansions)."""
     done: list[Step] = []
+    begins = {g.name: g.steps[0].name for g in flow.groups}
     for node in flow.flat_nodes:
-        if node.name == wait:
+        if node.name in (wait, begins.get(wait)):
             return done
         if isinstance(node, Step):
             done.append(node)
@@ -101,7 +103,7 @@ def assert_undone_in_reverse(flow: Flow, undo: list[EffectRecord], done: list[St
 def test_every_wait_approved_applies_each_effect_once_in_order(
         settings: Settings, tmp_path: Path, spike: Path, engine: str) -> None:
     path = copy_of(spike, tmp_path)
-    flow = load_flow(path)
+    flow = load_flow(path).for_instance(())  # as an instance without input runs it
 
     result = run(settings, path, engine, decisions=approve_all(flow))
 
@@ -121,7 +123,7 @@ def test_every_wait_approved_applies_each_effect_once_in_order(
 def test_a_rejected_wait_undoes_what_ran_before_it(
         settings: Settings, tmp_path: Path, spike: Path, wait: str, engine: str) -> None:
     path = copy_of(spike, tmp_path)
-    flow = load_flow(path)
+    flow = load_flow(path).for_instance(())  # as an instance without input runs it
     rejected = flow.node(wait)
     assert isinstance(rejected, Wait)
     assert rejected.on_reject == "compensate"
@@ -148,7 +150,7 @@ def test_a_rejected_wait_undoes_what_ran_before_it(
 def test_a_wait_past_its_deadline_takes_the_spikes_timeout_action(
         settings: Settings, tmp_path: Path, spike: Path, wait: str, engine: str) -> None:
     path = copy_of(spike, tmp_path, deadline=(wait, 2.0))
-    flow = load_flow(path)
+    flow = load_flow(path).for_instance(())  # as an instance without input runs it
     lapsed = flow.node(wait)
     assert isinstance(lapsed, Wait)
     decisions = {k: v for k, v in approve_all(flow).items() if k != lapsed.signal}
@@ -209,14 +211,16 @@ INTERRUPTS = [(spike, at) for spike in SPIKES for at in interrupt_points(spike)]
 def test_the_spikes_interrupt_halts_it_and_undoes_what_applied_in_reverse(
         settings: Settings, tmp_path: Path, spike: Path, at: str, engine: str) -> None:
     path = copy_of(spike, tmp_path)
-    flow = load_flow(path)
+    flow = load_flow(path).for_instance(())  # as an instance without input runs it
     assert flow.interrupt is not None
     reached = flow.node(at)
     # The waits before `at` are answered at once; the one at `at` is left open for the
     # interrupt to find it waiting there.
     order = [node.name for node in flow.flat_nodes]
+    # `at` may be a group (a `for_each` step's expansions): where its first step is.
+    begins = next((g.steps[0].name for g in flow.groups if g.name == at), at)
     answered = {w.signal: "approve" for w in flow.waits
-                if order.index(w.name) < order.index(at)}
+                if order.index(w.name) < order.index(begins)}
 
     result = run(settings, path, engine, decisions={**answered,
                                                    flow.interrupt.signal: "interrupt"},
@@ -224,12 +228,23 @@ def test_the_spikes_interrupt_halts_it_and_undoes_what_applied_in_reverse(
 
     [item] = result.instances
     assert (item.state, item.detail) == (InstanceState.COMPENSATED, flow.interrupt.reason)
-    # The step in flight finished; no further step started.
+    # The step in flight finished; no further step started. At a `for_each` step (a
+    # group of one step per item, all begun at once) the interrupt caught one of them in
+    # flight (the ledger names which); its siblings may have begun before it came, and
+    # each that began landed and is undone.
     done = steps_before(flow, at) + ([reached] if isinstance(reached, Step) else [])
+    beside: set[str] = set()
+    if isinstance(reached, Parallel):
+        caught = Ledger(settings.ledger).reached(item.instance_id, at, "before-effect")
+        assert caught is not None
+        assert caught.expansion
+        done.append(next(s for s in reached.steps if s.name == caught.expansion))
+        beside = set(flow.beside(caught.expansion))
     notice = flow.interrupt.notice_step
     forward = effects(settings, item.instance_id)
     rows = [e for e in forward if notice is None or e.step != notice.name]
     assert {e.outcome for e in rows} <= {Outcome.APPLIED}
+    done += [s for s in flow.steps if s.name in beside & {e.step for e in rows}]
     assert_in_flow_order(flow, [e.step for e in rows], done)
     undo = effects(settings, item.instance_id, "compensation")
     assert_undone_in_reverse(flow, undo, done)

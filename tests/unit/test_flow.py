@@ -224,7 +224,7 @@ INVALID: list[object] = [
     # unknown keys
     pytest.param([], '\n[owner]\nteam = "ops"\n',
                  ["flow 'mini'", "unknown key(s) ['owner']",
-                  "allowed: ['compensations', 'flow', 'interrupt', 'nodes', 'systems']"],
+                  "allowed: ['compensations', 'flow', 'input', 'interrupt', 'nodes', 'systems']"],
                  id="unknown-top-level-table"),
     pytest.param([("version = 1\n", 'version = 1\nowner = "ops"\n')], "",
                  ["flow 'mini'", "unknown key(s) ['owner']", "allowed: ['approval_class'"],

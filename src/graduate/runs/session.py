@@ -19,7 +19,7 @@ import math
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,11 +93,15 @@ def new_run_id() -> str:
     return secrets.token_hex(3)
 
 
-def new_request(flow: Flow, run_id: str, number: int, tenant_id: str) -> InstanceRequest:
+def new_request(flow: Flow, run_id: str, number: int, tenant_id: str,
+                given: Mapping[str, tuple[str, ...]] | None = None) -> InstanceRequest:
+    """Instance `number` of the run, with every input of the flow (`given`, else its
+    default) written into the request, so the ledger and evidence show what it ran for."""
     return InstanceRequest(
         instance_id=f"{flow.name}-{run_id}-{number:02d}", run_id=run_id, tenant_id=tenant_id,
         entity_id=f"{run_id}-{number:02d}", date=f"{datetime.now(UTC):%Y%m%d}",
         correlation_id=str(uuid.uuid4()), trace_id=uuid.uuid4().hex,
+        input=flow.input_for(given or {}),
     )
 
 
@@ -132,6 +136,8 @@ def validate_options(flow: Flow, options: RunOptions) -> None:
             raise ConfigError(f"decision {decision!r} for {name} must be approve or reject"
                               + _interrupt_hint(flow, decision))
     _check_interrupt_at(flow, options)
+    for number in range(1, max(len(options.instance_inputs), 1) + 1):
+        flow.input_for(options.input_of(number))  # raises InputError saying what to fix
     steps = {s.name for s in flow.steps}
     for failure in options.failures:
         if failure.step not in steps:
@@ -228,8 +234,9 @@ class RunSession:
     def _start_batch(self, count: int) -> list[InstanceRequest]:
         """Register `count` more instances (numbered after the others) together, prepare
         each, then start them, together where the engine can (`StartsTogether`)."""
-        requests = [new_request(self.flow, self.run_id, len(self.requests) + number,
-                                self.options.tenant_id) for number in range(1, count + 1)]
+        numbers = range(len(self.requests) + 1, len(self.requests) + count + 1)
+        requests = [new_request(self.flow, self.run_id, number, self.options.tenant_id,
+                                self.options.input_of(number)) for number in numbers]
         self.ledger.register_all(self.flow, requests, self.engine.name)
         for request in requests:
             for failure in self.options.failures:

@@ -45,6 +45,7 @@ from graduate.errors import (
 )
 from graduate.flow import (
     Flow,
+    InstanceInput,
     InstanceRequest,
     Interrupt,
     Node,
@@ -325,6 +326,11 @@ class ChainTasks:
         self.flow = flow
         self.resources = resources
 
+    def _flow(self, ctx: Context) -> Flow:
+        """The flow of the instance `ctx` belongs to: its `for_each` steps expanded for
+        its input (see `Flow.for_instance`)."""
+        return self.flow.for_instance(_request(ctx))
+
     def delivered(self, task: Any, ctx: Context, name: str) -> int:
         """Record this delivery of the task's message; the ledger's attempt number, which
         counts every delivery (a redelivery after a lost worker included), as Temporal
@@ -348,11 +354,12 @@ class ChainTasks:
 
     def step(self, task: Any, ctx: Context, node: str) -> Context:
         self.halt_if_interrupted(task, ctx, node, step=True)
-        step = cast(Step, self.flow.node(node))
+        flow = self._flow(ctx)
+        step = cast(Step, flow.node(node))
         attempt = int(task.request.retries) + 1  # Celery's count: what its retries go by
         try:
             with self.resources.interruptible():
-                self.resources.ledger().call(self.flow, _request(ctx), step,
+                self.resources.ledger().call(flow, _request(ctx), step,
                                              attempt=self.delivered(task, ctx, node),
                                              engine=ENGINE)
         except (TransientEffectError, SoftTimeLimitExceeded) as error:
@@ -381,10 +388,10 @@ class ChainTasks:
         """Compensate what applied, unless the step is a branch's: there Celery fails the
         rest of the branch and, once every branch has ended, the chord's error callback
         compensates (`branch_failed`)."""
-        if self.flow.branch_of(node) is not None:
+        if self._flow(ctx).branch_of(node) is not None:
             return
         _stop_chain(task)
-        compensation_part(self.app, self.flow, ctx, reason).apply_async()
+        compensation_part(self.app, self._flow(ctx), ctx, reason).apply_async()
 
     def interrupted(self, instance_id: str) -> Interrupt | None:
         """The flow's interrupt, once it was recorded for the instance."""
@@ -402,9 +409,9 @@ class ChainTasks:
         interrupt = self.interrupted(_instance(ctx))
         if interrupt is None or (step and self.began_before(task, ctx, node)):
             return
-        if self.flow.branch_of(node) is None:
+        if self._flow(ctx).branch_of(node) is None:
             _stop_chain(task)
-            compensation_part(self.app, self.flow, ctx, interrupt.reason).apply_async()
+            compensation_part(self.app, self._flow(ctx), ctx, interrupt.reason).apply_async()
         # A branch's chain is left to Celery, which fails the rest of it and then calls
         # the chord's error callback: stopping it would leave the chord waiting forever.
         raise Interrupted(interrupt.reason)
@@ -439,20 +446,21 @@ class ChainTasks:
     def branch_start(self, ctx: Context, node: str) -> None:
         """Park the context that reached the group, for its error callback: a failed chord
         hands that callback no result of its header."""
-        found = self.flow.branch_of(node)
+        found = self._flow(ctx).branch_of(node)
         if found is not None and found[1].steps[0].name == node:
             self.resources.redis().set(context_key(_instance(ctx), found[0].name),
                                        json.dumps({"context": ctx}), ex=KEY_LIFETIME)
 
     def join(self, contexts: list[Context], node: str) -> Context:
         """Every branch ended well: merge their contexts and send the rest of the flow."""
-        group = cast(Parallel, self.flow.node(node))
+        flow = self._flow(contexts[0])
+        group = cast(Parallel, flow.node(node))
         inside = {s.name for s in group.steps}
         done = [n for n in contexts[0]["done"] if n not in inside]
         done += [n for ctx in contexts for n in ctx["done"] if n in inside]
         joined = {**contexts[0], "done": [*done, node]}
-        following = _node_index(self.flow, node) + 1
-        part_from(self.app, self.flow, following, joined).apply_async()
+        following = _node_index(flow, node) + 1
+        part_from(self.app, flow, following, joined).apply_async()
         return joined
 
     def branch_failed(self, join_id: str) -> dict[str, Any]:
@@ -461,12 +469,13 @@ class ChainTasks:
         branch or before the group, once (the claim keeps a second call from sending
         them again)."""
         iid, _, name = join_id.rpartition(":")
-        group = cast(Parallel, self.flow.node(name))
         client = self.resources.redis()
         parked = _load(client, context_key(iid, name))
         if parked is None:
             return {"ignored": f"no context parked for {join_id}"}
         ctx: Context = parked["context"]
+        flow = self._flow(ctx)
+        group = cast(Parallel, flow.node(name))
         applied, failure = [], ""
         for branch in group.branches:
             for step in branch.steps:
@@ -481,12 +490,12 @@ class ChainTasks:
         claim = {"by": "chord", "action": "compensate", "reason": reason, "at": time.time()}
         if not client.set(claim_key(iid, name), json.dumps(claim), nx=True, ex=KEY_LIFETIME):
             return {"resolved": False}
-        compensation_part(self.app, self.flow, {**ctx, "done": [*ctx["done"], *applied]},
+        compensation_part(self.app, flow, {**ctx, "done": [*ctx["done"], *applied]},
                           reason).apply_async()
         return {"resolved": True}
 
     def compensate(self, task: Any, ctx: Context, node: str, reason: str) -> Context:
-        self._call_or_fail(task, ctx, cast(Step, self.flow.node(node)),
+        self._call_or_fail(task, ctx, cast(Step, self._flow(ctx).node(node)),
                            delivery=f"compensate:{node}", kind="compensation",
                            failed=f"{reason}; compensation of {node} failed")
         return ctx
@@ -494,7 +503,7 @@ class ChainTasks:
     def notice(self, task: Any, ctx: Context, node: str, reason: str) -> Context:
         """Send the notice of how a wait ended, after its compensations; retried like a
         step. A notice that never lands ends the instance failed, saying so."""
-        step = self.flow.node(node)
+        step = self._flow(ctx).node(node)
         assert isinstance(step, Step)
         self._call_or_fail(task, ctx, step, delivery=node, kind="effect",
                            failed=f"{reason}; {node} failed")
@@ -507,7 +516,7 @@ class ChainTasks:
         attempt = int(task.request.retries) + 1
         try:
             with self.resources.interruptible():
-                self.resources.ledger().call(self.flow, _request(ctx), step,
+                self.resources.ledger().call(self._flow(ctx), _request(ctx), step,
                                              attempt=self.delivered(task, ctx, delivery),
                                              engine=ENGINE, kind=kind)
         except (TransientEffectError, SoftTimeLimitExceeded, PermanentEffectError) as error:
@@ -560,7 +569,7 @@ class ChainTasks:
         try:
             with self.resources.interruptible():
                 outcome = self.resources.ledger().call(
-                    self.flow, _request(ctx), step,
+                    self._flow(ctx), _request(ctx), step,
                     attempt=self.delivered(task, ctx, step.name), engine=ENGINE)
         except (TransientEffectError, PermanentEffectError) as error:
             return {"failed": str(error)}  # seen in the ledger; the wait goes on
@@ -600,11 +609,12 @@ class ChainTasks:
                           ex=_lifetime(wait)):
             return False
         ctx: Context = _load(client, context_key(iid, wait.name))["context"]
+        flow = self._flow(ctx)
         if action == "continue":
-            following = _node_index(self.flow, wait.name) + 1
-            part_from(self.app, self.flow, following, _passed(ctx, wait.name)).apply_async()
+            following = _node_index(flow, wait.name) + 1
+            part_from(self.app, flow, following, _passed(ctx, wait.name)).apply_async()
         elif action == "compensate":
-            compensation_part(self.app, self.flow, ctx, reason).apply_async()
+            compensation_part(self.app, flow, ctx, reason).apply_async()
         else:
             _finish_signature(self.app, ctx, "failed", reason).apply_async(args=(ctx,))
         return True
@@ -782,9 +792,22 @@ class ChainStrategy:
         self._silent: dict[str, float] = {}  # worker name -> when it last failed to answer
         self._record_keys: dict[str, tuple[list[str], list[Any]]] = {}  # see statuses()
         self._looked: dict[str, tuple[bytes, InstanceStatus]] = {}
+        self._inputs: dict[str, InstanceInput] = {}  # instance -> its input, see _flow
+
+    def _flow(self, instance_id: str) -> Flow:
+        """The instance's flow (its `for_each` steps expanded, `Flow.for_instance`),
+        from the input it was started with, else the one the ledger registered."""
+        if not self.flow.inputs:
+            return self.flow
+        if instance_id not in self._inputs:
+            record = self.resources.ledger().find_instance(instance_id)
+            self._inputs[instance_id] = () if record is None else record.input
+        return self.flow.for_instance(self._inputs[instance_id])
 
     def start(self, request: InstanceRequest) -> None:
-        part_from(self.app, self.flow, 0, new_context(request)).apply_async()
+        self._inputs[request.instance_id] = request.input
+        part_from(self.app, self._flow(request.instance_id), 0,
+                  new_context(request)).apply_async()
 
     def start_duplicate(self, request: InstanceRequest) -> str | None:
         """Nothing in a chain records which instances are running: the chain is sent
@@ -816,7 +839,7 @@ class ChainStrategy:
     def status(self, instance_id: str) -> InstanceStatus:
         # One MGET for the whole record.
         return self._status(instance_id, _Record.read(
-            self.app, self.resources.redis(), self.flow, instance_id,
+            self.app, self.resources.redis(), self._flow(instance_id), instance_id,
             self._task_ids(instance_id)))
 
     def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
@@ -842,13 +865,14 @@ class ChainStrategy:
                 values = _digest(raws)
                 last = looked.get(iid)
                 status = last[1] if last is not None and last[0] == values else self._status(
-                    iid, _Record.parse(self.app, self.flow, self._record_keys[iid][0], raws))
+                    iid, _Record.parse(self.app, self._flow(iid), self._record_keys[iid][0],
+                                       raws))
                 self._looked[iid] = (values, status)
         return {iid: self._looked[iid][1] for iid in instance_ids}
 
     def _keys_of(self, instance_id: str) -> tuple[list[str], list[Any]]:
         ids = self._task_ids(instance_id)
-        return ids, _Record.keys(self.app, self.flow, instance_id, ids)
+        return ids, _Record.keys(self.app, self._flow(instance_id), instance_id, ids)
 
     def _status(self, instance_id: str, record: _Record) -> InstanceStatus:
         finish = task_id(instance_id, "finish")
@@ -865,7 +889,7 @@ class ChainStrategy:
                        "cancellation, so what applied stays applied")
         done: list[str] = []
         known = record.state(finish) != "PENDING"
-        for node in self.flow.nodes:
+        for node in self._flow(instance_id).nodes:
             tid = task_id(instance_id, node.name)
             state = record.state(tid)
             known = known or state != "PENDING"
@@ -914,7 +938,7 @@ class ChainStrategy:
 
     def _compensating(self, record: _Record, instance_id: str, done: list[str],
                       reason: str) -> InstanceStatus:
-        for step in self.flow.compensations_for(done):
+        for step in self._flow(instance_id).compensations_for(done):
             tid = task_id(instance_id, "compensate", step.name)
             if record.state(tid) == "FAILURE" and not isinstance(record.result(tid), HANDLED):
                 return _stopped(done, f"compensation of {step.name} failed: "
@@ -1149,7 +1173,8 @@ class ChainStrategy:
 
     def _task_ids(self, instance_id: str) -> list[str]:
         ids = []
-        for node in self.flow.nodes:
+        flow = self._flow(instance_id)
+        for node in flow.nodes:
             ids.append(task_id(instance_id, node.name))
             if isinstance(node, Parallel):
                 ids += [task_id(instance_id, step.name) for step in node.steps]
@@ -1158,7 +1183,7 @@ class ChainStrategy:
                 ids.append(task_id(instance_id, node.name, "deadline"))
                 ids.append(task_id(instance_id, "signal", node.signal))
         ids.extend(task_id(instance_id, "compensate", step.name)
-                   for step in self.flow.steps if step.compensation)
+                   for step in flow.steps if step.compensation)
         ids.extend(task_id(instance_id, wait_step.name)
                    for wait in self.flow.waits for wait_step in wait.notice_steps)
         ids.extend(task_id(instance_id, notice.name) for notice in self.flow.interrupt_steps)
@@ -1204,8 +1229,9 @@ class ChainStrategy:
         broker gave the message again because the worker running it died or lost its
         connection. A first delivery flagged redelivered was held up: the worker it was
         first given to had only taken it (prefetched), and never ran it."""
-        tasks = [(s.name, s) for s in self.flow.steps]
-        tasks += [(f"compensate:{s.name}", s) for s in self.flow.steps if s.compensation]
+        steps = self._flow(instance_id).steps
+        tasks = [(s.name, s) for s in steps]
+        tasks += [(f"compensate:{s.name}", s) for s in steps if s.compensation]
         tasks += [(s.name, s) for w in self.flow.waits for s in w.notice_steps]
         tasks += [(s.name, s) for s in self.flow.interrupt_steps]
         events: list[HistoryEvent] = []

@@ -424,6 +424,11 @@ class Machine:
         # the pool of registered workers, whose harness runs under another run ID.
         self.pool = ""
 
+    def flow_of(self, row: Row) -> Flow:
+        """The row's instance's flow: its `for_each` steps expanded for its input (see
+        `Flow.for_instance`). A node's index, the row's cursor, is the same in both."""
+        return self.flow.for_instance(row.request)
+
     @property
     def store(self) -> Store:
         return Store(self.resources.app_db())
@@ -436,13 +441,14 @@ class Machine:
         if row.state == COMPENSATING:
             pending = self.pending_compensations(row)
             return pending[0] if pending else self.pending_notice(row)
-        if row.state == RUNNING and row.cursor < len(self.flow.nodes):
-            node = self.flow.nodes[row.cursor]
+        if row.state == RUNNING and row.cursor < len(self.flow_of(row).nodes):
+            node = self.flow_of(row).nodes[row.cursor]
             return node if isinstance(node, Step) else None
         return None
 
     def pending_compensations(self, row: Row) -> list[Step]:
-        return [s for s in self.flow.compensations_for(row.done) if s.name not in row.compensated]
+        return [s for s in self.flow_of(row).compensations_for(row.done)
+                if s.name not in row.compensated]
 
     def pending_notice(self, row: Row) -> Step | None:
         """The notice the row's ending owes (a wait rejected or expired), until it is sent:
@@ -473,8 +479,8 @@ class Machine:
         now = time.time()
         if row.lease_until is not None and row.lease_until > now:
             return "leased: a step is in hand or backing off"
-        if row.state == RUNNING and row.cursor < len(self.flow.nodes) and isinstance(
-                group := self.flow.nodes[row.cursor], Parallel):
+        if row.state == RUNNING and row.cursor < len(self.flow_of(row).nodes) and isinstance(
+                group := self.flow_of(row).nodes[row.cursor], Parallel):
             return self._group(store, row, group, now)  # it takes a cancel request itself
         step = self.current_step(row)
         if (row.state == RUNNING and step is not None and _last_attempt_lost(step, row.attempt)
@@ -484,18 +490,19 @@ class Machine:
                 and not _in_flight(step, row.attempt)):
             # After the lease, and once a step whose attempt began has applied (its
             # worker may have died after its effect landed): it counts as done first.
-            at = self.flow.nodes[min(row.cursor, len(self.flow.nodes) - 1)].name
+            nodes = self.flow_of(row).nodes
+            at = nodes[min(row.cursor, len(nodes) - 1)].name
             return self._begin_compensation(store, row, "cancelled by an operator", at,
                                             consume=CANCEL)
         if (row.state in (RUNNING, WAITING) and (reason := self._interrupted(store, row))
                 and not _in_flight(self.current_step(row), row.attempt)):
-            at = self.flow.nodes[min(row.cursor, len(self.flow.nodes) - 1)].name
+            at = self.flow_of(row).nodes[min(row.cursor, len(self.flow_of(row).nodes) - 1)].name
             return self._begin_compensation(store, row, reason, at)
         if row.state == COMPENSATING:
             return self._compensate_next(store, row)
-        if row.cursor >= len(self.flow.nodes):
+        if row.cursor >= len(self.flow_of(row).nodes):
             return self._finish(store, row, COMPLETED, row.reason, "flow")
-        node = self.flow.nodes[row.cursor]
+        node = self.flow_of(row).nodes[row.cursor]
         if isinstance(node, Step):
             return self._step(store, row, node)
         if isinstance(node, Wait):
@@ -508,10 +515,10 @@ class Machine:
         """Move one branch of a parallel group one step forward."""
         store = self.store
         row = store.load(instance_id)
-        if (row is None or row.state != RUNNING or row.cursor >= len(self.flow.nodes)
-                or self.flow.nodes[row.cursor].name != group_name):
+        if (row is None or row.state != RUNNING or row.cursor >= len(self.flow_of(row).nodes)
+                or self.flow_of(row).nodes[row.cursor].name != group_name):
             return "the instance is not at this group"
-        group = self.flow.nodes[row.cursor]
+        group = self.flow_of(row).nodes[row.cursor]
         assert isinstance(group, Parallel)
         spec = next(b for b in group.branches if b.name == branch_name)
         branches = store.branches(instance_id, group_name)
@@ -523,7 +530,7 @@ class Machine:
         in_hand = spec.steps[branch.cursor] if branch.cursor < len(spec.steps) else None
         if (in_hand is not None and _last_attempt_lost(in_hand, branch.attempt)
                 and self._landed(row.request, in_hand)):
-            return self._pass_branch(store, branch, in_hand, "applied, as the system's "
+            return self._pass_branch(store, row, branch, in_hand, "applied, as the system's "
                                      "record of its key says: its worker was lost after")
         failed = next((b for b in branches if b.state == FAILED), None)
         why = (f"branch {failed.branch} failed" if failed else "an operator cancelled"
@@ -549,7 +556,7 @@ class Machine:
             return f"{step.name}: another worker took the step"
         try:
             with self.resources.interruptible():
-                self.resources.ledger().call(self.flow, row.request, step,
+                self.resources.ledger().call(self.flow_of(row), row.request, step,
                                              attempt=leased.attempt, engine=ENGINE)
         except (TransientEffectError, SoftTimeLimitExceeded) as error:
             if leased.attempt >= step.retry.max_attempts:
@@ -563,25 +570,27 @@ class Machine:
                 f"attempt {leased.attempt} failed ({_describe(error, step)}); retry in "
                 f"{delay:g}s")
             if backing_off is not None:
-                self.send_branch(backing_off, countdown=delay)
+                self.send_branch(row, backing_off, countdown=delay)
             return f"{step.name}: retry in {delay:g}s"
         except PermanentEffectError as error:
             return self._end_branch(store, row, leased, FAILED,
                                     f"step {step.name} failed: {error}")
-        return self._pass_branch(store, leased, step, "applied")
+        return self._pass_branch(store, row, leased, step, "applied")
 
-    def _pass_branch(self, store: Store, branch: BranchRow, step: Step, how: str) -> str:
+    def _pass_branch(self, store: Store, row: Row, branch: BranchRow, step: Step,
+                     how: str) -> str:
         passed = store.update_branch(
             branch, replace(branch, cursor=branch.cursor + 1, done=(*branch.done, step.name),
                             attempt=0, lease_until=None),
             step.name, f"branch {branch.branch}: attempt {branch.attempt} {how}")
         if passed is None:
             return f"{step.name}: another writer moved the branch first"
-        self.send_branch(passed)
+        self.send_branch(row, passed)
         return f"{step.name}: applied"
 
-    def send_branch(self, branch: BranchRow, countdown: float | None = None) -> None:
-        group = self.flow.node(branch.group)
+    def send_branch(self, row: Row, branch: BranchRow,
+                    countdown: float | None = None) -> None:
+        group = self.flow_of(row).node(branch.group)
         assert isinstance(group, Parallel)
         steps = next(b.steps for b in group.branches if b.name == branch.branch)
         options: dict[str, Any] = {}
@@ -617,7 +626,7 @@ class Machine:
             # A branch whose advance was lost, or whose lease ran out with its worker.
             for branch in running:
                 if branch.lease_until is None or branch.lease_until <= now:
-                    self.send_branch(branch)
+                    self.send_branch(row, branch)
             return f"{group.name}: {len(running)} branch(es) running"
         done = (*row.done, *(name for b in branches for name in b.done))
         failed = next((b for b in branches if b.state == FAILED), None)
@@ -684,7 +693,8 @@ class Machine:
         for row in store.waiting(self.flow.name):
             if not self.looks_after(row):
                 continue
-            wait = self.flow.nodes[row.cursor] if row.cursor < len(self.flow.nodes) else None
+            nodes = self.flow_of(row).nodes
+            wait = nodes[row.cursor] if row.cursor < len(nodes) else None
             if not isinstance(wait, Wait) or row.wait_deadline is None:
                 continue
             began = row.wait_deadline - wait.deadline
@@ -695,7 +705,7 @@ class Machine:
 
     def _send_while_open(self, store: Store, row: Row, send: WhileOpen) -> None:
         try:
-            outcome = self.resources.ledger().call(self.flow, row.request, send.step,
+            outcome = self.resources.ledger().call(self.flow_of(row), row.request, send.step,
                                                    attempt=1, engine=ENGINE)
         except (TransientEffectError, PermanentEffectError) as error:
             outcome_text = f"failed: {error}"
@@ -767,7 +777,7 @@ class Machine:
             return f"{step.name}: another worker took the step"
         try:
             with self.resources.interruptible():
-                self.resources.ledger().call(self.flow, row.request, step,
+                self.resources.ledger().call(self.flow_of(row), row.request, step,
                                              attempt=leased.attempt, engine=ENGINE)
         except (TransientEffectError, SoftTimeLimitExceeded) as error:
             return self._retry_or(store, leased, step, error, self._begin_compensation)
@@ -846,7 +856,7 @@ class Machine:
             return f"{step.name}: another worker took the compensation"
         try:
             with self.resources.interruptible():
-                self.resources.ledger().call(self.flow, row.request, step,
+                self.resources.ledger().call(self.flow_of(row), row.request, step,
                                              attempt=leased.attempt, engine=ENGINE,
                                              kind="compensation")
         except (TransientEffectError, SoftTimeLimitExceeded) as error:
@@ -874,7 +884,7 @@ class Machine:
             return f"{notice.name}: another worker took the notice"
         try:
             with self.resources.interruptible():
-                self.resources.ledger().call(self.flow, row.request, notice,
+                self.resources.ledger().call(self.flow_of(row), row.request, notice,
                                              attempt=leased.attempt, engine=ENGINE)
         except (TransientEffectError, SoftTimeLimitExceeded) as error:
             return self._retry_or(store, leased, notice, error, self._fail_compensation)
@@ -1009,17 +1019,16 @@ class StateMachineStrategy:
         if row is None:
             return InstanceStatus(InstanceState.UNKNOWN,
                                   detail=f"no row for {instance_id!r} in sm_instances")
+        nodes = self.machine.flow_of(row).nodes
         if row.state == WAITING:
-            wait = self.flow.nodes[row.cursor]
+            wait = nodes[row.cursor]
             detail = wait.signal if isinstance(wait, Wait) else ""
         elif row.state == COMPENSATING:
             detail = f"compensating: {row.reason}"
         elif row.state == RUNNING:
-            where = (self.flow.nodes[row.cursor].name if row.cursor < len(self.flow.nodes)
-                     else "finish")
+            where = nodes[row.cursor].name if row.cursor < len(nodes) else "finish"
             detail = f"at {where}" + (f" (attempt {row.attempt})" if row.attempt else "")
-            if row.cursor < len(self.flow.nodes) and isinstance(self.flow.nodes[row.cursor],
-                                                                 Parallel):
+            if row.cursor < len(nodes) and isinstance(nodes[row.cursor], Parallel):
                 branches = self.machine.store.branches(instance_id, where)
                 done = (*row.done, *(name for b in branches for name in b.done))
                 states = ", ".join(f"{b.branch} {b.state}" for b in branches)

@@ -38,7 +38,7 @@ class EffectActivities:
     @activity.defn(dynamic=True)
     def perform(self, args: Sequence[RawValue]) -> str:
         effect_input = activity.payload_converter().from_payload(args[0].payload, EffectInput)
-        flow = registry.get(effect_input.flow)
+        flow = registry.get(effect_input.flow).for_instance(effect_input.request)
         step = flow.node(effect_input.step)
         assert isinstance(step, Step)
         if activity.info().heartbeat_timeout:

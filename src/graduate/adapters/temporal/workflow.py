@@ -91,6 +91,9 @@ class GraduateFlow:
         # replays without the marker, so patched() is False and it keeps its version.
         if older is not None and not workflow.patched(f"graduate-{flow.name}-v{flow.version}"):
             flow = older
+        # The instance's own flow (a `for_each` step as a branch per item): its input is
+        # in the workflow's input, so a replay expands it the same way.
+        flow = flow.for_instance(flow_input.request)
         try:
             return await self._interpret(flow, flow_input)
         except asyncio.CancelledError:
