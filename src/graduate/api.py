@@ -46,7 +46,16 @@ from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore
 from graduate.flow import Flow, load_flow
 from graduate.ledger import Ledger
-from graduate.runner import Decision, Failure, RunOptions, RunResult, approve_all, run_flow
+from graduate.runner import (
+    Decision,
+    Failure,
+    InputValues,
+    RunOptions,
+    RunResult,
+    approve_all,
+    input_values,
+    run_flow,
+)
 from graduate.runs.workers import workers_kind
 from graduate.services.provider import kept_services, open_services
 from graduate.timescale import TimeScale
@@ -98,7 +107,8 @@ def run(flow: str | Path | Target, *, engine: str, instances: int = 1, workers: 
         temporal_port: int | None = None, redis_port: int | None = None,
         time_scale: str | float = 1,
         on_status: Callable[[str, InstanceStatus], None] | None = None,
-        interrupt_at: str | None = None) -> RunResult:
+        interrupt_at: str | None = None, inputs: InputValues | None = None,
+        instance_inputs: Sequence[InputValues] = ()) -> RunResult:
     """Run `flow` on `engine` and report what became of every instance.
 
     `flow` is a name in the project's spikes folder, a .toml file, or `module:ATTRIBUTE`;
@@ -117,6 +127,9 @@ def run(flow: str | Path | Target, *, engine: str, instances: int = 1, workers: 
     `on_status` is told each instance's status as it changes. `time_scale` compresses
     every duration of the flow for the run (`"1h=1s"`, or a factor such as 3600; see
     `graduate.timescale`): `result.time_scale` lists them as the run used them.
+    `inputs` gives every instance the flow's inputs (`{"parties": ["acme", "bidco"]}`,
+    or `{"parties": "acme,bidco"}`); `instance_inputs` one per instance, in the order
+    they start, over `inputs`. An input not given takes the flow's default.
     """
     config = settings or load_settings()
     target = _target(flow, engine, config, config.project_dir)
@@ -126,7 +139,8 @@ def run(flow: str | Path | Target, *, engine: str, instances: int = 1, workers: 
         failures=tuple(item if isinstance(item, Failure) else Failure.parse(item)
                        for item in failures),
         temporal_port=temporal_port, redis_port=redis_port, app=target.app,
-        time_scale=TimeScale.parse(time_scale))
+        time_scale=TimeScale.parse(time_scale), input=input_values(inputs),
+        instance_inputs=tuple(input_values(given) for given in instance_inputs))
     return run_flow(config, options, flow=target.flow, on_status=on_status)
 
 
@@ -138,7 +152,8 @@ def chaos(flow: str | Path | Target, *, engine: str, fault: str = "none", at: st
           decisions: Mapping[str, Decision] | None = None, settings: Settings | None = None,
           evidence: Path | None = None,
           on_event: Callable[[TimelineEvent], None] | None = None,
-          project_dir: Path | None = None, workers: str = "local") -> ChaosResult:
+          project_dir: Path | None = None, workers: str = "local",
+          inputs: InputValues | None = None) -> ChaosResult:
     """Run `flow` on `engine` under one `fault`, judge every instance, store the evidence.
 
     `fault` is a fault's name, with its flags as a matrix cell writes them
@@ -172,6 +187,8 @@ def chaos(flow: str | Path | Target, *, engine: str, fault: str = "none", at: st
     agent carries out, and judges as always. The settings must name that ledger and the
     services those workers use; a fault that needs workers graduate started itself (a
     partition through its proxies, a pinned deploy) is not applicable, with the reason.
+
+    `inputs` gives every instance the flow's inputs, as for `run`.
     """
     config = settings or load_settings()
     project = project_dir or config.project_dir
@@ -193,7 +210,7 @@ def chaos(flow: str | Path | Target, *, engine: str, fault: str = "none", at: st
                        instances=instances, timeout=timeout,
                        decisions=approve_all(loaded) if decisions is None else dict(decisions),
                        app=target.app, time_scale=scale,
-                       workers_from=workers_kind(workers)),
+                       workers_from=workers_kind(workers), input=input_values(inputs)),
         plan=plan, profile=profile, wait_deadline=wait_deadline,
         engine_settings=engine_settings)
     return run_chaos(config, options, EvidenceStore(evidence or config.evidence_dir),
@@ -209,7 +226,8 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
            settings: Settings | None = None,
            evidence: Path | None = None,
            on_cell: Callable[[CellOutcome, int, int], None] | None = None,
-           workers: str = "local", jobs: int | None = 1) -> MatrixResult:
+           workers: str = "local", jobs: int | None = 1,
+           inputs: InputValues | None = None) -> MatrixResult:
     """Run `flow` under every combination of engine, fault and profile: one chaos run
     per cell, the matrix file rewritten after each, so an interrupted matrix keeps every
     finished cell.
@@ -232,6 +250,7 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
     workers, queues and files (the engines' recovery is mostly waiting, so cells overlap
     well); the default runs them one after another, in this process; `jobs=None` runs
     one per engine at once, as `graduate demo` does.
+    `inputs` gives every instance of every cell the flow's inputs, as for `run`.
     """
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"jobs {jobs!r} must be a whole number of cells to run at once, 1 "
@@ -256,7 +275,7 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
                           instances=instances, timeout=timeout, restart_delay=restart_delay,
                           wait_deadline=wait_deadline, hit=hit, change=change,
                           time_scale=TimeScale.parse(time_scale).label,
-                          workers=workers_kind(workers))
+                          workers=workers_kind(workers), input=input_values(inputs))
         expiring = [kind for kind, _ in (parse_label(item.partition("@")[0])
                                          for item in spec.faults) if kind.lets_waits_expire]
         if expiring:

@@ -445,6 +445,9 @@ class InstanceVerdict:
     reminders: tuple[ReminderVerdict, ...] = ()  # one per wait with a reminder it reached
     notices: tuple[NoticeVerdict, ...] = ()  # one per notice owed or sent
     interrupt: InterruptVerdict | None = None  # when its interrupt was sent or ended it
+    # The instance's input, defaults included (the items its `for_each` steps ran for);
+    # empty for a flow without inputs.
+    input: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def unabsorbed_duplicates(self) -> int:
@@ -544,7 +547,7 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
                 if status.finished_at is not None and status.state.finished else None)
     return _with_interrupt(InstanceVerdict(
         instance_id=record.instance_id, correlation_id=record.correlation_id,
-        trace_id=record.trace_id, verdict=verdict, reason=reason,
+        trace_id=record.trace_id, verdict=verdict, reason=reason, input=dict(record.input),
         engine_state=status.state.value, effects=per_effect, resume=resume,
         time_to_complete=complete,
         correlation_breaks=correlation_breaks(record.correlation_id, record.trace_id, every),

@@ -17,7 +17,7 @@ from graduate.adapters.base import InstanceState, InstanceStatus
 from graduate.apps import App
 from graduate.check import judge_instance
 from graduate.config import Settings
-from graduate.errors import ConfigError
+from graduate.errors import ConfigError, InputError
 from graduate.flow import Flow, InstanceRequest
 from graduate.ledger import FailureMode, Ledger
 from graduate.runs.session import load_run_flow, new_run_id, open_session, validate_options
@@ -53,6 +53,44 @@ class Failure:
         if match["mode"] == "permanent":
             return cls(step=match["step"], mode="permanent")
         return cls(step=match["step"], mode="transient", times=int(match["times"] or 1))
+
+
+def parse_inputs(items: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """`--input NAME=ITEM,ITEM,...` (repeatable, one per input) as {name: items}; the
+    items themselves are checked against the flow (`Flow.input_for`)."""
+    given: dict[str, tuple[str, ...]] = {}
+    for text in items:
+        name, sep, listed = text.partition("=")
+        items_given = tuple(item.strip() for item in listed.split(","))
+        if not sep or not name.strip() or not listed.strip():
+            raise InputError(f"--input {text!r} is not understood; write NAME=ITEM,ITEM,... "
+                             "for example --input parties=acme,bidco,counsel")
+        if "" in items_given:
+            raise InputError(f"--input {text!r} has an empty item; separate items by single "
+                             "commas, for example parties=acme,bidco")
+        if name.strip() in given:
+            raise InputError(f"--input {name.strip()} is given twice; give each input once, "
+                             "its items separated by commas")
+        given[name.strip()] = items_given
+    return given
+
+
+# The flow's inputs as the library API takes them: {"parties": ["acme", "bidco"]} (or
+# "acme,bidco"), or the command line's ["parties=acme,bidco"].
+InputValues = Mapping[str, Sequence[str] | str] | Sequence[str]
+
+
+def input_values(given: InputValues | None) -> dict[str, tuple[str, ...]]:
+    """`given` as RunOptions holds it: {input name: its items}."""
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        if isinstance(given, str):
+            given = [given]
+        return parse_inputs(given)
+    return {name: tuple(item.strip() for item in items.split(","))
+            if isinstance(items, str) else tuple(items)
+            for name, items in given.items()}
 
 
 @dataclass(frozen=True)

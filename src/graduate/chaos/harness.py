@@ -603,7 +603,8 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
                               app=options.run.app.name if options.run.app is not None
                               else None,
                               time_scale=session.time_scale,
-                              workers_from=options.run.workers_from),
+                              workers_from=options.run.workers_from,
+                              input=dict(options.run.input)),
         environment=EnvironmentRecord(
             host=host(), packages=package_versions(),
             servers={**server_versions(stack.temporal.binary if stack.temporal else None,

@@ -88,6 +88,9 @@ class MatrixSpec:
     # Started by each cell's run ("local"), or registered by `graduate worker`
     # ("external": each cell waits for one at least, and drives all of its pool).
     workers: WorkersKind = "local"
+    # The flow's inputs every instance of every cell takes (`--input`); the defaults
+    # for those not given.
+    input: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def demo_jobs(engines: Sequence[str]) -> int:
@@ -118,7 +121,7 @@ def plan_cells(flow: Flow, spec: MatrixSpec, project_dir: Path) -> list[CellOutc
         validate_options(flow, RunOptions(flow=spec.flow, engine=engine,
                                           instances=spec.instances, timeout=spec.timeout,
                                           time_scale=scale,
-                                          workers_from=spec.workers))
+                                          workers_from=spec.workers, input=spec.input))
     known = load_profiles(project_dir)  # each one's settings checked for every engine
     for profile in spec.profiles:
         require_profile(known, profile)
@@ -277,7 +280,7 @@ def _options(spec: MatrixSpec, target: Target, plan: FaultPlan,
                        engine=cell.engine, instances=spec.instances, timeout=spec.timeout,
                        decisions=approve_all(target.flow), app=target.app,
                        time_scale=TimeScale.parse(spec.time_scale),
-                       workers_from=spec.workers),
+                       workers_from=spec.workers, input=spec.input),
         plan=plan, profile=cell.profile,
         wait_deadline=spec.wait_deadline if plan.fault.lets_waits_expire else None,
     )

@@ -27,7 +27,7 @@ from graduate.chaos.faults import (
 )
 from graduate.chaos.matrix import DEFAULT_FAULTS, DEFAULT_INSTANCES
 from graduate.chaos.profiles import PROFILES
-from graduate.cli.common import TimeScaleOption, console, settings
+from graduate.cli.common import InputOption, TimeScaleOption, console, settings
 
 VERDICT_STYLE = {Verdict.COMPLETED: "green", Verdict.COMPENSATED: "yellow",
                  Verdict.FAILED: "red", Verdict.LOST: "bold red", Verdict.STUCK: "bold red"}
@@ -86,6 +86,7 @@ def chaos(
         help="The run's deadline in seconds; unfinished instances are then judged stuck "
              "or lost.")] = 90.0,
     time_scale: TimeScaleOption = "1",
+    input_: InputOption = None,
     workers: WorkersOption = "local",
     evidence: EvidenceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON.")] = False,
@@ -117,7 +118,8 @@ def chaos(
         timeout=timeout, restart_delay=restart_delay, partition_for=partition_for,
         versioned=versioned, pinned=pinned, cold=cold, change=change, hit=hit,
         wait_deadline=wait_deadline, time_scale=time_scale, workers=workers,
-        settings=settings(ctx), evidence=evidence, on_event=None if as_json else event)
+        inputs=input_, settings=settings(ctx), evidence=evidence,
+        on_event=None if as_json else event)
     if as_json:
         console.print_json(json.dumps({**asdict(result), "plan": result.plan.to_dict()},
                                       default=str))
@@ -222,6 +224,7 @@ def matrix(
         help="Continue the latest matrix (or --matrix-id) where it stopped.")] = False,
     matrix_id: Annotated[str | None, typer.Option(help="Matrix to resume.")] = None,
     time_scale: TimeScaleOption = "1",
+    input_: InputOption = None,
     workers: WorkersOption = "local",
     jobs: JobsOption = 1,
     evidence: EvidenceOption = None,
@@ -249,7 +252,7 @@ def matrix(
             profiles=_split(profiles),
             at=at, instances=instances, hit=hit, change=change, timeout=timeout,
             restart_delay=restart_delay, time_scale=time_scale, resume=matrix_id or resume,
-            workers=workers, jobs=jobs, settings=settings(ctx),
+            workers=workers, jobs=jobs, inputs=input_, settings=settings(ctx),
             evidence=evidence, on_cell=advance)
     if as_json:
         console.print_json(result.evidence.read_text(encoding="utf-8"))

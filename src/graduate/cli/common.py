@@ -36,3 +36,12 @@ TimeScaleOption = Annotated[str, typer.Option(
          "wait deadlines, timers) for the run: FLOW_TIME=RUN_TIME such as 1h=1s (an hour "
          "of the flow in a second), or a factor such as 3600. Engine settings (visibility "
          "and heartbeat timeouts) and --timeout stay in real seconds. Default: real time.")]
+
+
+# One option, read the same by `run`, `chaos` and `matrix` (see `Flow.for_instance`).
+InputOption = Annotated[list[str] | None, typer.Option(
+    "--input",
+    help="Give every instance a flow input declared in its [input] table: NAME=ITEM,ITEM "
+         "such as parties=acme,bidco,counsel (each party then gets its own grant_access "
+         "step, key and compensation). Repeat for several inputs; an input not given "
+         "takes its default.")]

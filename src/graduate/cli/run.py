@@ -14,7 +14,7 @@ from rich.table import Table
 import graduate
 from graduate import Decision, Failure, InstanceState, InstanceStatus, RunResult
 from graduate.adapters import engine_names
-from graduate.cli.common import TimeScaleOption, console, settings
+from graduate.cli.common import InputOption, TimeScaleOption, console, settings
 from graduate.errors import ConfigError
 
 STATE_STYLE = {
@@ -55,6 +55,7 @@ def run(
     redis_port: Annotated[int | None, typer.Option(
         help="Port for the local Redis (default: a free one).")] = None,
     time_scale: TimeScaleOption = "1",
+    input_: InputOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Run a flow on real engines and print, per instance: status, steps done, effects, duration.
@@ -80,7 +81,7 @@ def run(
         result = graduate.run(
             targets[name], engine=name, instances=instances, workers=workers, timeout=timeout,
             decisions=decisions, failures=failures, settings=config,
-            interrupt_at=interrupt_at,
+            interrupt_at=interrupt_at, inputs=input_,
             temporal_port=temporal_port, redis_port=redis_port, time_scale=time_scale,
             on_status=None if as_json else _progress_of(
                 f"[bold]Running {escape(flow)} on {name}[/] ({instances} instance(s))"))

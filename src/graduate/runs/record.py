@@ -116,6 +116,9 @@ class OptionsRecord:
     # Started by the run ("local"), or registered by `graduate worker` ("external");
     # absent from runs stored before workers could be registered.
     workers_from: str = "local"
+    # The flow's inputs given to every instance (`--input`; each instance's own, defaults
+    # included, is in its verdict); absent from runs stored before flows took inputs.
+    input: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,9 @@ class MatrixSpecRecord:
     # Where the workers came from: started by each run, or registered (`graduate worker`);
     # absent from matrices stored before workers could be registered.
     workers: str = "local"
+    # The flow's inputs given to every instance (`--input`); absent from matrices
+    # stored before flows took inputs.
+    input: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
