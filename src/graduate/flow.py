@@ -660,7 +660,8 @@ def _expand(flow: Flow, values: InstanceInput) -> Flow:
                 Branch(item, (node.for_item(item),)) for item in items[node.for_each])))
         else:
             nodes.append(node)
-    return replace(flow, nodes=tuple(nodes))
+    # No inputs left to expand: the instance's flow is its own expansion.
+    return replace(flow, nodes=tuple(nodes), inputs=())
 
 
 # ---------------------------------------------------------------------------- validation
@@ -729,6 +730,11 @@ def _validate_inputs(where: str, flow: Flow) -> None:
     `for_each` names a declared input."""
     declared = [spec.name for spec in flow.inputs]
     used = {s.for_each for s in flow.steps if s.for_each}
+    for step in flow.steps:
+        if step.for_each is not None and step.for_each not in declared:
+            raise FlowError(f"{where}, step {step.name!r}: for_each = {step.for_each!r} names "
+                            "no input; declare it in [input] with its default items, for "
+                            f"example {step.for_each} = [\"buyer\", \"counsel\"]")
     for spec in flow.inputs:
         at = f"{where}, [input] {spec.name}"
         if not _NAME.match(spec.name):
@@ -742,11 +748,6 @@ def _validate_inputs(where: str, flow: Flow) -> None:
         if spec.name not in used:
             raise FlowError(f"{at}: no step runs for its items; add for_each = "
                             f"\"{spec.name}\" to a step, or remove the input")
-    for step in flow.steps:
-        if step.for_each is not None and step.for_each not in declared:
-            raise FlowError(f"{where}, step {step.name!r}: for_each = {step.for_each!r} names "
-                            "no input; declare it in [input] with its default items, for "
-                            f"example {step.for_each} = [\"buyer\", \"counsel\"]")
 
 
 def _validate_key(where: str, flow: Flow) -> None:

@@ -350,8 +350,41 @@ BRANCHES = [
                      + "branch = 3\n" + BRANCH_STEP.format(name="open_b"))),
 ]
 
+# A flow's inputs (`[input]`, a step's `for_each`), and --input on the command line.
+FANOUT = spike("fan", ('step = "activate"', 'step = "activate"\nfor_each = "parties"'),
+               extra='\n[input]\nparties = ["acme", "bidco"]\n')
+INPUTS = [
+    Case("run-input-unknown-name", run("fan", "--input", "people=a"),
+         ("takes no input people", "its inputs: parties"), files=FANOUT),
+    Case("run-input-flow-without-inputs", run("partner_approval", "--input", "parties=a"),
+         ("takes no input parties", "declares none", "[input]")),
+    Case("run-input-without-items", run("fan", "--input", "parties"),
+         ("--input 'parties' is not understood", "NAME=ITEM,ITEM"), files=FANOUT),
+    Case("run-input-empty-item", run("fan", "--input", "parties=a,,b"),
+         ("empty item", "single commas"), files=FANOUT),
+    Case("run-input-ill-formed-item", run("fan", "--input", "parties=Acme"),
+         ("item 'Acme'", "lower-case letters", "idempotency key"), files=FANOUT),
+    Case("run-input-item-twice", run("fan", "--input", "parties=a,a"),
+         ("a given twice", "each item once"), files=FANOUT),
+    Case("run-input-given-twice", run("fan", "--input", "parties=a", "--input", "parties=b"),
+         ("--input parties is given twice",), files=FANOUT),
+    Case("chaos-input-unknown-name", chaos("--input", "people=a"),
+         ("takes no input people", "declares none")),
+    Case("matrix-input-ill-formed-item", ("matrix", "fan", "--input", "parties=a:b"),
+         ("item 'a:b'",), files=FANOUT),
+    Case("flow-for-each-names-no-input", run("nofan"),
+         ("for_each = 'parties' names no input", "declare it in [input]"),
+         files=spike("nofan", ('step = "activate"',
+                               'step = "activate"\nfor_each = "parties"'))),
+    Case("flow-input-not-a-list", run("fanlist"),
+         ("parties = 'acme'", "must be a list of item names"),
+         files=spike("fanlist", ('step = "activate"',
+                                 'step = "activate"\nfor_each = "parties"'),
+                     extra='\n[input]\nparties = "acme"\n')),
+]
+
 CASES = [*TRACEBACKS, *BRACKETS, *VALUES, *UNREACHABLE, *WORKER, *SPECIAL_FILES,
-         *UNREADABLE_ADRS, *EXISTING, *BRANCHES]
+         *UNREADABLE_ADRS, *EXISTING, *BRANCHES, *INPUTS]
 
 
 @pytest.mark.timeout(60)
