@@ -97,7 +97,7 @@ def test_the_definition_keeps_for_each_and_inputs_through_its_json_form(
 
 def test_a_request_read_back_from_json_is_hashable_and_equal() -> None:
     listed = InstanceRequest("i1", "r", "t", "e", "20250101", "corr", "trace",
-                             [["parties", ["acme", "bidco", "counsel"]]])  # type: ignore[list-item]
+                             [["parties", ["acme", "bidco", "counsel"]]])  # type: ignore[arg-type]
     assert listed == request()
     assert hash(listed) == hash(request())
 
