@@ -337,9 +337,10 @@ def _await_trigger(session: RunSession, plan: FaultPlan, timeline: Timeline,
     statuses = session.watch(deadline, until=reached)
     if found:
         hit = found[0]
-        timeline.add(POINT_REACHED,
-                     f"{hit.instance_id} at {hit.step}:{hit.point} in pid {hit.pid}", at=hit.at,
-                     instance=hit.instance_id)
+        # A point armed at a `for_each` step: which of its expansions got there.
+        where = f"{hit.step}:{hit.point}" + (f" (by {hit.expansion})" if hit.expansion else "")
+        timeline.add(POINT_REACHED, f"{hit.instance_id} at {where} in pid {hit.pid}",
+                     at=hit.at, instance=hit.instance_id)
         return True, hit, ""
     if skip:
         return False, None, "no other instance reached the fault point"
