@@ -25,7 +25,7 @@ from graduate.chaos.harness import ChaosOptions, run_chaos
 from graduate.check import Verdict
 from graduate.config import Settings
 from graduate.evidence import EvidenceStore
-from graduate.flow import load_flow, write_flow_json
+from graduate.flow import Step, load_flow, write_flow_json
 from graduate.ledger import Ledger, Outcome
 from graduate.runner import RunOptions, approve_all
 from tests.conftest import CRASH_TIMING, processes_mentioning
@@ -50,7 +50,7 @@ def dd_room(tmp_path: Path) -> Path:
     and the access system honouring keys."""
     flow = load_flow(DD_ROOM)
     systems = tuple(replace(s, honours_idempotency=True) for s in flow.systems)
-    nodes = tuple(replace(n, timeout=3.0) if n.name == "grant_access" else n
+    nodes = tuple(replace(n, timeout=3.0) if isinstance(n, Step) and n.for_each else n
                   for n in flow.nodes)
     path = tmp_path / "dd_room_fanout.json"
     write_flow_json(replace(flow, name=f"dd_room_fanout_{os.getpid()}_{next(_copies)}",
