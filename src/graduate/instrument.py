@@ -234,15 +234,21 @@ class _Recorder:
 
     def step_for(self, name: str, step: str | None) -> tuple[str, EffectKind]:
         flow = self.flow()
+        # A `for_each` step's call names its item (`grant_access[acme]`): the declared
+        # step's, recorded under the item's own name.
+        from graduate.flow import declared_name
+
+        declared = None if step is None else declared_name(step)
         for candidate in flow.effect_steps:
-            if step is not None and candidate.name != step:
+            if declared is not None and candidate.name != declared:
                 continue
+            recorded = step or candidate.name
             if candidate.effect == name:
-                return candidate.name, "effect"
+                return recorded, "effect"
             if candidate.compensation == name:
-                return candidate.name, "compensation"
+                return recorded, "compensation"
             if step is not None:
-                return candidate.name, "effect"
+                return recorded, "effect"
         known = sorted({s.effect for s in flow.effect_steps}
                        | {s.compensation for s in flow.steps if s.compensation})
         if step is not None:

@@ -21,7 +21,7 @@ from graduate.apps import App
 from graduate.config import env_var
 from graduate.flow import WAIT_ENDS, Flow, Node, Parallel, Step, Wait
 from graduate.instrument import RunContext
-from graduate.ledger import EffectRecord, Outcome
+from graduate.ledger import EffectRecord, Ledger, Outcome
 from graduate.processes import ManagedProcess, spawn, wait_until
 from graduate.services.model import Services
 
@@ -71,6 +71,15 @@ class Progress:
     done: tuple[str, ...]
     state: InstanceState
     last_effect_at: float | None
+
+
+def instance_flow(flow: Flow, ledger: Ledger, instance_id: str) -> Flow:
+    """The flow the instance runs: its `for_each` steps expanded for the input the ledger
+    registered (`Flow.for_instance`)."""
+    if not flow.inputs:
+        return flow
+    record = ledger.find_instance(instance_id)
+    return flow.for_instance(() if record is None else record.request)
 
 
 def progress(flow: Flow, effects: Sequence[EffectRecord]) -> Progress:

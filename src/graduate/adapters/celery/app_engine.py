@@ -19,6 +19,7 @@ from typing import Any
 from graduate.adapters.app_engine import (
     app_environment,
     owes_notice,
+    instance_flow,
     progress,
     start_app_worker,
     wait_ending,
@@ -155,7 +156,8 @@ class CeleryAppEngine:
 
     def status(self, instance_id: str) -> InstanceStatus:
         effects = self._ledger.effects(instance_id=instance_id)
-        found = progress(self.flow, effects)
+        flow = instance_flow(self.flow, self._ledger, instance_id)
+        found = progress(flow, effects)
         if not found.state.finished:
             return InstanceStatus(found.state, found.done)
         if "outcome" not in self.declaration:
@@ -163,8 +165,8 @@ class CeleryAppEngine:
         # Whether and how it ended is the team's word (its table): a last task whose
         # worker died after its effect may yet run again. At a wait, the flow's words.
         said = application.outcome(self.declaration, instance_id)
-        ending = None if said is None else wait_ending(self.flow, effects, said)
-        if said is None or (ending is not None and owes_notice(self.flow, effects, ending)):
+        ending = None if said is None else wait_ending(flow, effects, said)
+        if said is None or (ending is not None and owes_notice(flow, effects, ending)):
             return InstanceStatus(InstanceState.RUNNING, found.done)
         return InstanceStatus(found.state, found.done, found.last_effect_at, ending or "")
 

@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from graduate.adapters.app_engine import (
     app_environment,
+    instance_flow,
     progress,
     start_app_worker,
     wait_ending,
@@ -158,7 +159,8 @@ class TemporalAppEngine:
                 return InstanceStatus(InstanceState.UNKNOWN)
             raise
         effects = self._ledger.effects(instance_id=instance_id)
-        found = progress(self.flow, effects)
+        flow = instance_flow(self.flow, self._ledger, instance_id)
+        found = progress(flow, effects)
         closed = description.close_time.timestamp() if description.close_time else None
         if description.status == WorkflowExecutionStatus.RUNNING:
             if found.state is InstanceState.WAITING and not (
@@ -173,7 +175,7 @@ class TemporalAppEngine:
             result = await handle.result()
             # A result that says the instance ended at a wait ("rejected", "expired") is
             # reported in the flow's words: the checker then holds it to that notice.
-            ending = wait_ending(self.flow, effects, result) if isinstance(result, str) else None
+            ending = wait_ending(flow, effects, result) if isinstance(result, str) else None
             return InstanceStatus(state, found.done, closed,
                                   ending or f"workflow returned {result!r}")
         try:
