@@ -18,8 +18,8 @@ from typing import Any
 
 from graduate.adapters.app_engine import (
     app_environment,
-    owes_notice,
     instance_flow,
+    owes_notice,
     progress,
     start_app_worker,
     wait_ending,
