@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -212,7 +212,8 @@ class ChaosRunner:
                  wait_deadline: float | None = None, versioned: bool = False,
                  pinned: bool = False, change: str = "reorder", hit: str = "one",
                  time_scale: str | float | None = None,
-                 workers: str | None = None) -> ChaosOutcome:
+                 workers: str | None = None,
+                 inputs: Mapping[str, Sequence[str]] | None = None) -> ChaosOutcome:
         """Run `flow` on `engine` under `fault` at `at` (STEP:POINT) and judge it.
         `fault` may carry its flags as a matrix cell does: `double-start+crash`.
 
@@ -225,6 +226,10 @@ class ChaosRunner:
         `time_scale` compresses the flow's durations (`"1h=1s"`, or a factor), as
         `graduate chaos --time-scale` does; without it, `--graduate-time-scale`, else
         real time.
+
+        `inputs` gives every instance the flow's inputs (`{"parties": ["acme", "bidco"]}`
+        for a `for_each` step), as `graduate chaos --input` does; without it, the flow's
+        defaults.
 
         `workers="external"` (default: `--graduate-workers`) runs on the workers that
         `graduate worker` registered for `engine` and the flow, in the ledger
@@ -249,7 +254,8 @@ class ChaosRunner:
             pinned=pinned, change=change, hit=hit, time_scale=self._time_scale(time_scale),
             settings=self._settings_for(target.engine, kind.restarts is not None
                                         and chosen == "local"),
-            evidence=self.evidence, project_dir=self.settings.project_dir, workers=chosen)
+            evidence=self.evidence, project_dir=self.settings.project_dir, workers=chosen,
+            inputs=inputs)
         if not result.applicable:
             pytest.skip(f"{fault} on {engine}: {result.reason}")
         return ChaosOutcome(result, target.flow)
