@@ -41,7 +41,7 @@ TimeScaleOption = Annotated[str, typer.Option(
 # One option, read the same by `run`, `chaos` and `matrix` (see `Flow.for_instance`).
 InputOption = Annotated[list[str] | None, typer.Option(
     "--input",
-    help="Give every instance a flow input declared in its [input] table: NAME=ITEM,ITEM "
+    help="Give every instance a flow input declared in its \\[input] table: NAME=ITEM,ITEM "
          "such as parties=acme,bidco,counsel (each party then gets its own grant_access "
          "step, key and compensation). Repeat for several inputs; an input not given "
          "takes its default.")]
