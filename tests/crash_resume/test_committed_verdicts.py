@@ -33,7 +33,8 @@ from graduate.chaos.faults import kill_worker
 from graduate.chaos.matrix import default_point
 from graduate.check import InstanceVerdict, Verdict, effect_verdicts, judge_run
 from graduate.evidence import EvidenceStore, read_run
-from graduate.flow import load_flow
+from graduate.flow import Flow, Step, load_flow
+from graduate.runs.definitions import ran
 from graduate.runs.record import CellOutcome, MatrixRecord, RunRecord
 from graduate.testing.plugin import ChaosRunner
 from tests.conftest import CRASH_TIMING_APPS
@@ -134,17 +135,39 @@ class Representative:
         return f"{self.matrix.flow}-{self.cell.engine}-{self.matrix.matrix_id}"
 
 
+def rerun_point(flow: Flow) -> str:
+    """Where the cell run again kills the worker: the first step after the first wait
+    that runs alone, paused before its effect (the matrix's default point, unless that
+    step is one of several at once). A worker killed while a parallel group or a
+    `for_each` step's items are in flight also cuts short the siblings, and whether a
+    sibling's effect had landed then (and so runs twice) is timing, not the engine: a
+    committed verdict there is one draw, not a property to reproduce."""
+    after_wait = False
+    for node in flow.nodes:
+        if isinstance(node, Step) and node.for_each is None and (
+                after_wait or not flow.waits):
+            return f"{node.name}:before-effect"
+        if node in flow.waits:
+            after_wait = True
+    return default_point(flow)
+
+
 def representatives() -> list[Representative]:
     found = []
     for store in STORES:
         for path in sorted((store.root / "matrices").glob("*.json")):
             matrix = store.load_matrix(path.stem)
-            point = default_point(load_flow(REPO / "spikes" / f"{matrix.flow}.toml"))
+            flow = load_flow(REPO / "spikes" / f"{matrix.flow}.toml")
+            point = rerun_point(flow)
             # A matrix stopped before some cells ran (`graduate matrix --resume` finishes
             # it) has nothing committed for them to compare with.
+            # Of the flow as it is now: a matrix of an older definition is a verdict on
+            # another flow, even where its cell's point has the same name.
             found += [Representative(store, matrix, cell) for cell in matrix.cells
                       if cell.fault == kill_worker.NAME and cell.at == point
-                      and cell.profile == "tuned" and cell.status == "done"]
+                      and cell.profile == "tuned" and cell.status == "done"
+                      and cell.run_id is not None
+                      and ran(store.load_run(cell.run_id), flow)]
     return found
 
 
@@ -196,7 +219,8 @@ def reruns() -> list[Rerun]:
         spec, cell = committed.matrix.spec, committed.cell
         same.setdefault((committed.matrix.flow, cell.engine, cell.fault, cell.at, cell.profile,
                          spec.instances, spec.timeout, spec.restart_delay, spec.hit,
-                         spec.time_scale), []).append(committed)
+                         spec.time_scale, tuple(sorted(spec.input.items()))),
+                        []).append(committed)
     return [Rerun(tuple(group)) for group in same.values()]
 
 
@@ -215,7 +239,7 @@ def test_a_worker_killed_at_a_step_gives_the_committed_verdict_again(
                     fault=cell.fault, at=cell.at, instances=spec.instances,
                     profile=cell.profile, timeout=2 * spec.timeout,
                     restart_delay=spec.restart_delay, hit=spec.hit,
-                    time_scale=spec.time_scale)
+                    time_scale=spec.time_scale, inputs=spec.input)
 
     again = outcome.result
     for committed in rerun.committed:
