@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from graduate.flow import (
     Parallel,
     RetryPolicy,
     Step,
+    Timer,
     Wait,
     parse_duration,
     validate,
@@ -117,20 +119,9 @@ class TimeScaleRecord:
             return replace(wait, deadline=back(at, "deadline", wait.deadline),
                            escalation=escalation)
 
-        nodes: list[Node] = []
-        for node in flow.nodes:
-            if isinstance(node, Step):
-                nodes.append(step_back(node))
-            elif isinstance(node, Parallel):
-                nodes.append(replace(node, branches=tuple(
-                    replace(branch, steps=tuple(step_back(s) for s in branch.steps))
-                    for branch in node.branches)))
-            elif isinstance(node, Wait):
-                nodes.append(wait_back(node))
-            else:
-                nodes.append(replace(node, duration=back(f"timer {node.name}", "duration",
-                                                         node.duration)))
-        return replace(flow, nodes=tuple(nodes))
+        return replace(flow, nodes=_each_node(
+            flow, step_back, wait_back,
+            lambda timer: back(f"timer {timer.name}", "duration", timer.duration)))
 
 
 @dataclass(frozen=True)
@@ -222,22 +213,30 @@ class TimeScale:
                     scaled.escalation.after, floored=deadline_floored))
             return scaled
 
-        nodes: list[Node] = []
-        for node in flow.nodes:
-            if isinstance(node, Step):
-                nodes.append(scale_step(node))
-            elif isinstance(node, Parallel):
-                nodes.append(replace(node, branches=tuple(
-                    replace(branch, steps=tuple(scale_step(s) for s in branch.steps))
-                    for branch in node.branches)))
-            elif isinstance(node, Wait):
-                nodes.append(scale_wait(node))
-            else:
-                nodes.append(replace(node, duration=scale(f"timer {node.name}", "duration",
-                                                          node.duration)))
+        nodes = _each_node(flow, scale_step, scale_wait, lambda timer: scale(
+            f"timer {timer.name}", "duration", timer.duration))
         record = TimeScaleRecord(label=self.label, factor=self.factor,
                                  durations=tuple(durations))
-        return validate(replace(flow, nodes=tuple(nodes))), record
+        return validate(replace(flow, nodes=nodes)), record
+
+
+def _each_node(flow: Flow, step: Callable[[Step], Step], wait: Callable[[Wait], Wait],
+               timer: Callable[[Timer], float]) -> tuple[Node, ...]:
+    """The flow's nodes with `step` applied to each step (in parallel branches too),
+    `wait` to each wait, and each timer lasting `timer(timer)`, in the order written."""
+    nodes: list[Node] = []
+    for node in flow.nodes:
+        if isinstance(node, Step):
+            nodes.append(step(node))
+        elif isinstance(node, Parallel):
+            nodes.append(replace(node, branches=tuple(
+                replace(branch, steps=tuple(step(s) for s in branch.steps))
+                for branch in node.branches)))
+        elif isinstance(node, Wait):
+            nodes.append(wait(node))
+        else:
+            nodes.append(replace(node, duration=timer(node)))
+    return tuple(nodes)
 
 
 def scaled_flow(flow: Flow, scale: TimeScale, folder: Path) -> tuple[Flow, TimeScaleRecord | None]:
