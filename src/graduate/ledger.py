@@ -279,6 +279,15 @@ class Ledger:
 
     # ------------------------------------------------------------------ effects
 
+    def key_recorded(self, system: str, effect: str, key: str) -> bool:
+        """Whether `system` recorded a call of `effect` (SYSTEM.OPERATION) under idempotency
+        `key`: what an engine may ask the external system itself (its record of keys), as
+        opposed to the ledger's record of every call, which only the checker reads. A
+        system that honours no key keeps no record: always False."""
+        return bool(self.db.query(
+            "SELECT 1 FROM operation_keys WHERE system = ? AND operation = ? "
+            "AND idempotency_key = ?", [system, effect, key]))
+
     def effects(self, *, instance_id: str | None = None,
                 run_id: str | None = None) -> list[EffectRecord]:
         """Effect calls in the order they were recorded, filtered by instance or run."""
@@ -477,10 +486,7 @@ class Ledger:
     def _decide(self, instance_id: str, step: str, kind: EffectKind, system: SystemSpec,
                 operation: str, key: str) -> Outcome:
         """What the external system does with this call (inside the caller's transaction)."""
-        # A failure injected at a `for_each` step fails each of its expansions.
-        failure = (self._take_failure(instance_id, step)
-                   or self._take_failure(instance_id, declared_name(step))
-                   if kind == "effect" else None)
+        failure = self._take_failure(instance_id, step) if kind == "effect" else None
         if failure == "transient":
             return Outcome.TRANSIENT_ERROR
         if failure == "permanent":

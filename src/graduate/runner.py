@@ -88,9 +88,16 @@ def input_values(given: InputValues | None) -> dict[str, tuple[str, ...]]:
         if isinstance(given, str):
             given = [given]
         return parse_inputs(given)
-    return {name: tuple(item.strip() for item in items.split(","))
-            if isinstance(items, str) else tuple(items)
-            for name, items in given.items()}
+    values: dict[str, tuple[str, ...]] = {}
+    for name, items in given.items():
+        if isinstance(items, str):
+            values[name] = tuple(item.strip() for item in items.split(","))
+        elif isinstance(items, Sequence) and all(isinstance(i, str) for i in items):
+            values[name] = tuple(items)
+        else:
+            raise InputError(f"input {name!r} = {items!r} must be a list of names, for "
+                             f"example {{{name!r}: [\"acme\", \"bidco\"]}}, or \"acme,bidco\"")
+    return values
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,9 @@ class _Stopped(BaseException):
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
+    # Once: a second SIGTERM (the parent's stop follows its signal) must not cut short
+    # the clean-up the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Stopped
 
 

@@ -59,6 +59,7 @@ from graduate.flow import (
     InstanceRequest,
     Wait,
     check_seconds,
+    declared_name,
     flow_to_dict,
     write_flow_json,
 )
@@ -367,7 +368,7 @@ def _hit(session: RunSession, plan: FaultPlan, instance_id: str,
         names = [n.name for n in session.flow.flat_nodes]
         later = set(names[names.index(plan.step) + 1:])
         early = [e for e in session.ledger.effects(instance_id=instance_id)
-                 if e.started_at < fault_at and e.step in later]
+                 if e.started_at < fault_at and declared_name(e.step) in later]
         if early or status is None:
             return None
         return PointReached(instance_id, plan.step, "during-wait", 0, fault_at), fault_at

@@ -46,7 +46,6 @@ from graduate.adapters.celery.settings import STATE_MACHINE
 from graduate.db import Database
 from graduate.errors import EngineError, PermanentEffectError, TransientEffectError
 from graduate.flow import Flow, InstanceRequest, Parallel, Step, Timer, Wait, WhileOpen
-from graduate.ledger import Outcome
 
 ENGINE = "celery-state-machine"
 
@@ -744,11 +743,10 @@ class Machine:
     def _landed(self, request: InstanceRequest, step: Step) -> bool:
         """Whether the step's effect landed, as the external system's record of its
         idempotency key says: asked when the worker of its last attempt was lost, which
-        may have died after the effect and before it could record the step."""
-        key = self.flow.key_for(step.name, request)
-        return any(e.kind == "effect" and e.idempotency_key == key
-                   and e.outcome in (Outcome.APPLIED, Outcome.ABSORBED)
-                   for e in self.resources.ledger().effects(instance_id=request.instance_id))
+        may have died after the effect and before it could record the step. A system
+        that honours no key keeps no such record: the step then fails, as it must."""
+        return self.resources.ledger().key_recorded(
+            step.system, step.effect, self.flow.key_for(step.name, request))
 
     def _settle_landed(self, store: Store, row: Row, step: Step) -> str:
         """The step of a lost last attempt whose effect landed is done, not failed: failing
