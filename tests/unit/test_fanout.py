@@ -26,7 +26,7 @@ from graduate.flow import (
     load_flow,
 )
 from graduate.ledger import EffectRecord, InstanceRecord, Ledger, Outcome
-from graduate.runner import parse_inputs
+from graduate.runner import input_values, parse_inputs
 
 DD_ROOM = Path(__file__).resolve().parents[2] / "spikes" / "dd_room.toml"
 THREE = (("parties", ("acme", "bidco", "counsel")),)
@@ -294,3 +294,16 @@ def test_the_checker_sees_a_granted_party_not_revoked(dd_room: Flow) -> None:
 
 def test_a_group_of_expansions_is_a_parallel_group(dd_room: Flow) -> None:
     assert isinstance(dd_room.for_instance(THREE).node("grant_access"), Parallel)
+
+
+@pytest.mark.parametrize("given", [{"parties": ["acme", 5]}, {"parties": 5},
+                                   {"parties": None}])
+def test_inputs_through_the_library_that_are_no_list_of_names_are_refused_saying_so(
+        given: dict[str, object]) -> None:
+    with pytest.raises(InputError, match="must be a list of names, for example"):
+        input_values(given)  # type: ignore[arg-type]
+
+
+def test_inputs_through_the_library_read_as_the_cli_reads_them() -> None:
+    assert input_values({"parties": ["acme", "bidco"]}) == {"parties": ("acme", "bidco")}
+    assert input_values({"parties": "acme, bidco"}) == {"parties": ("acme", "bidco")}
