@@ -30,14 +30,13 @@ from pathlib import Path
 import pytest
 
 from graduate.chaos.faults import kill_worker
-from graduate.chaos.matrix import default_point
 from graduate.check import InstanceVerdict, Verdict, effect_verdicts, judge_run
 from graduate.evidence import EvidenceStore, read_run
-from graduate.flow import Flow, Step, load_flow
+from graduate.flow import load_flow
 from graduate.runs.definitions import ran
 from graduate.runs.record import CellOutcome, MatrixRecord, RunRecord
 from graduate.testing.plugin import ChaosRunner
-from tests.conftest import CRASH_TIMING_APPS
+from tests.conftest import CRASH_TIMING_APPS, lone_point
 
 REPO = Path(__file__).resolve().parents[2]
 REPORTS = REPO / "reports"
@@ -135,30 +134,13 @@ class Representative:
         return f"{self.matrix.flow}-{self.cell.engine}-{self.matrix.matrix_id}"
 
 
-def rerun_point(flow: Flow) -> str:
-    """Where the cell run again kills the worker: the first step after the first wait
-    that runs alone, paused before its effect (the matrix's default point, unless that
-    step is one of several at once). A worker killed while a parallel group or a
-    `for_each` step's items are in flight also cuts short the siblings, and whether a
-    sibling's effect had landed then (and so runs twice) is timing, not the engine: a
-    committed verdict there is one draw, not a property to reproduce."""
-    after_wait = False
-    for node in flow.nodes:
-        if isinstance(node, Step) and node.for_each is None and (
-                after_wait or not flow.waits):
-            return f"{node.name}:before-effect"
-        if node in flow.waits:
-            after_wait = True
-    return default_point(flow)
-
-
 def representatives() -> list[Representative]:
     found = []
     for store in STORES:
         for path in sorted((store.root / "matrices").glob("*.json")):
             matrix = store.load_matrix(path.stem)
             flow = load_flow(REPO / "spikes" / f"{matrix.flow}.toml")
-            point = rerun_point(flow)
+            point = lone_point(flow)
             # A matrix stopped before some cells ran (`graduate matrix --resume` finishes
             # it) has nothing committed for them to compare with.
             # Of the flow as it is now: a matrix of an older definition is a verdict on

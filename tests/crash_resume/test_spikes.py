@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from graduate.chaos.matrix import default_point
 from graduate.flow import load_flow
 from graduate.testing.plugin import ChaosRunner
-from tests.conftest import CRASH_TIMING_SPIKES
+from tests.conftest import CRASH_TIMING_SPIKES, lone_point
 
 SPIKES = sorted((Path(__file__).resolve().parents[2] / "spikes").glob("*.toml"))
 INSTANCES = 3
@@ -31,7 +30,7 @@ def test_the_target_engine_resumes_every_spike(chaos: ChaosRunner, spike: Path,
                                                graduate_engine: str,
                                                graduate_fault: str) -> None:
     outcome = chaos(str(spike), engine=graduate_engine, fault=graduate_fault,
-                    at=default_point(load_flow(spike)), instances=INSTANCES, timeout=90)
+                    at=lone_point(load_flow(spike)), instances=INSTANCES, timeout=90)
 
     outcome.assert_ok()
 
@@ -45,7 +44,7 @@ def test_the_target_engine_resumes_every_spike(chaos: ChaosRunner, spike: Path,
 def test_the_target_engine_resumes_every_spike_across_a_deploy_with_a_shutdown_window(
         chaos: ChaosRunner, spike: Path, graduate_engine: str, graduate_fault: str) -> None:
     outcome = chaos(str(spike), engine=graduate_engine, fault=graduate_fault,
-                    at=default_point(load_flow(spike)), instances=INSTANCES,
+                    at=lone_point(load_flow(spike)), instances=INSTANCES,
                     profile="tuned", timeout=90)
 
     outcome.assert_ok()
@@ -62,7 +61,7 @@ def test_the_target_engine_resumes_every_spike_across_a_deploy_with_a_shutdown_w
 def test_the_target_engine_resumes_every_spike_with_every_instance_hit(
         chaos: ChaosRunner, spike: Path, graduate_engine: str, graduate_fault: str) -> None:
     outcome = chaos(str(spike), engine=graduate_engine, fault=graduate_fault,
-                    at=default_point(load_flow(spike)), instances=INSTANCES, hit="all",
+                    at=lone_point(load_flow(spike)), instances=INSTANCES, hit="all",
                     timeout=90)
 
     outcome.assert_ok()
