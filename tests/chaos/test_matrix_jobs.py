@@ -17,11 +17,11 @@ import pytest
 
 from graduate.evidence import EvidenceStore
 from graduate.runs.record import RunRecord
-from tests.conftest import CRASH_TIMING_APPS, processes_mentioning
+from tests.conftest import CRASH_TIMING, processes_mentioning
 
 # Its cells run side by side and compare verdicts with one at a time: a crash lane keeps
 # other crash tests off the cores meanwhile.
-pytestmark = [pytest.mark.slow, CRASH_TIMING_APPS]
+pytestmark = [pytest.mark.slow, CRASH_TIMING]
 FLOWS = Path(__file__).resolve().parents[1] / "flows"
 MATRIX = ("matrix", "chaos", "--engines", "temporal,celery-chain",
           "--faults", "none,kill-worker", "--timeout", "30")

@@ -19,9 +19,9 @@ from graduate.config import Settings
 from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow
 from graduate.runner import RunOptions, approve_all
-from tests.conftest import CRASH_TIMING_SPIKES, FlowFactory, processes_mentioning
+from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
 
-pytestmark = [pytest.mark.slow, CRASH_TIMING_SPIKES]
+pytestmark = [pytest.mark.slow, CRASH_TIMING]
 
 INSTANCES = 3
 
