@@ -458,6 +458,12 @@ class InstanceVerdict:
         return sum(e.absorbed for e in self.effects)
 
 
+def duplicate_failure(item: InstanceVerdict, effect: EffectVerdict) -> str:
+    """The run's failure for an effect that changed the world more than once."""
+    return (f"{item.instance_id}: {effect.step} ({effect.kind}) applied {effect.applied} "
+            f"times, an unabsorbed duplicate ({item.correlation_id})")
+
+
 @dataclass(frozen=True)
 class RunVerdict:
     """The run as a whole: counts per verdict, and whether the required properties hold."""
@@ -1000,12 +1006,8 @@ def judge_run(instances: Sequence[InstanceVerdict], *, require_exact_resume: boo
         if item.verdict.fails_run:
             failures.append(f"{item.instance_id} {item.verdict}: {item.reason} "
                             f"({item.correlation_id})")
-        for effect in item.effects:
-            if effect.unabsorbed_duplicates:
-                failures.append(
-                    f"{item.instance_id}: {effect.step} ({effect.kind}) applied "
-                    f"{effect.applied} times, an unabsorbed duplicate "
-                    f"({item.correlation_id})")
+        failures += [duplicate_failure(item, effect) for effect in item.effects
+                     if effect.unabsorbed_duplicates]
         if require_exact_resume and item.resume is not None and not item.resume.exact:
             failures.append(
                 f"{item.instance_id}: in flight at {item.resume.in_flight}, resumed at "

@@ -32,11 +32,11 @@ import pytest
 from graduate.chaos.faults import kill_worker
 from graduate.check import InstanceVerdict, Verdict, effect_verdicts, judge_run
 from graduate.evidence import EvidenceStore, read_run
-from graduate.flow import Flow, Parallel, load_flow
+from graduate.flow import load_flow
 from graduate.runs.definitions import ran
 from graduate.runs.record import CellOutcome, MatrixRecord, RunRecord
 from graduate.testing.plugin import ChaosRunner
-from tests.conftest import CRASH_TIMING_APPS, lone_point
+from tests.conftest import CRASH_TIMING_APPS, lone_point, timing_doubled_steps
 
 REPO = Path(__file__).resolve().parents[2]
 REPORTS = REPO / "reports"
@@ -134,24 +134,14 @@ class Representative:
         return f"{self.matrix.flow}-{self.cell.engine}-{self.matrix.matrix_id}"
 
 
-def _doubles_by_timing(flow: Flow) -> bool:
-    """Whether a step whose system takes no key runs beside others (a parallel group, a
-    `for_each` step): a worker killed anywhere then may catch another instance amid
-    those steps, and whether one of them runs twice is timing (CI saw dd_room's grants
-    doubled on one run and not on the next). Such a flow's committed kill is one draw,
-    not a verdict to reproduce; its runs are still re-judged from their ledgers above."""
-    beside = [s for n in flow.nodes if isinstance(n, Parallel) for s in n.steps]
-    beside += [s for s in flow.steps if s.for_each is not None]
-    return any(not flow.system(s.system).honours_idempotency for s in beside)
-
-
 def representatives() -> list[Representative]:
     found = []
     for store in STORES:
         for path in sorted((store.root / "matrices").glob("*.json")):
             matrix = store.load_matrix(path.stem)
             flow = load_flow(REPO / "spikes" / f"{matrix.flow}.toml")
-            if _doubles_by_timing(flow):
+            # A kill of a flow whose keyless steps run beside others is one draw.
+            if timing_doubled_steps(flow):
                 continue
             point = lone_point(flow)
             # A matrix stopped before some cells ran (`graduate matrix --resume` finishes
