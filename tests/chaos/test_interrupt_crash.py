@@ -11,7 +11,8 @@ once.
 
 And with the worker killed while the step is still paused before its effect, once the
 interrupt was sent: the step in flight finishes on its retry or redelivery (its effect
-lands then), no further step starts, and the same compensations and notice follow.
+lands then), no further step starts, and the same compensations and notice follow; for
+several instances at once too, each killed at its own pause after its own interrupt.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ pytestmark = [pytest.mark.slow, CRASH_TIMING]
 
 INTERRUPT = '\n[interrupt]\nsignal = "red_flag"\nnotice = "notify.red_flag"\n'
 REASON = "interrupted by red_flag"
+INSTANCES = 3
 
 
 @pytest.fixture(autouse=True)
@@ -66,14 +68,16 @@ def broker(settings: Settings, engine: str) -> Settings:
 def interrupt_then_kill(settings: Settings, path: Path, engine: str,
                         point: str = "after-effect", profile: str = "tuned",
                         on_event: Callable[[TimelineEvent], None] | None = None,
-                        ) -> ChaosResult:
+                        instances: int = 1) -> ChaosResult:
+    """Several `instances`: the kill hits each at its point, in turn."""
     flow = load_flow(path)
     options = ChaosOptions(
         run=RunOptions(flow=str(path), engine=engine.removesuffix("-on-rabbitmq"),
-                       timeout=90,
+                       instances=instances, timeout=90,
                        decisions={**approve_all(flow), "red_flag": "interrupt"},
                        interrupt_at="reserve"),
-        plan=parse_plan("kill-worker", f"reserve:{point}", flow, restart_delay=0.5),
+        plan=parse_plan("kill-worker", f"reserve:{point}", flow, restart_delay=0.5,
+                        hit="all" if instances > 1 else "one"),
         profile=profile)
     return run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"),
                      on_event=on_event)
@@ -112,37 +116,42 @@ def test_a_worker_killed_after_the_interrupt_leaves_it_to_its_replacement(
 def test_a_worker_killed_before_the_effect_after_the_interrupt_leaves_the_step_to_finish(
         broker: Settings, flow_file: FlowFactory, engine: str) -> None:
     path = flow_file(**{"reserve = \"crm.release\"\n": f"reserve = \"crm.release\"\n{INTERRUPT}"})
-    fired: list[float] = []  # when the harness recorded the kill, on this clock
+    fired: list[float] = []  # when the harness recorded each kill, on this clock
 
     def on_event(event: TimelineEvent) -> None:
         if event.kind == FAULT_FIRED.kind:
             fired.append(time.time())
 
-    result = interrupt_then_kill(broker, path, engine, "before-effect", on_event=on_event)
+    result = interrupt_then_kill(broker, path, engine, "before-effect", on_event=on_event,
+                                 instances=INSTANCES)
 
     assert result.applicable, result.reason
     assert result.fired, result.reason
-    [instance] = result.instances
-    assert instance.interrupt is not None
-    # The interrupt was sent while reserve was paused before its effect, then the
-    # worker was killed there: the kill came after the interrupt.
-    reached = Ledger(broker.ledger).reached(instance.instance_id, "reserve", "before-effect")
-    assert reached is not None
-    assert instance.interrupt.interrupted_at is not None
-    assert fired
-    assert reached.at < instance.interrupt.interrupted_at < fired[0]
-    rows = Ledger(broker.ledger).effects(instance_id=instance.instance_id)
-    forward = [(e.step, e.outcome) for e in rows if e.kind == "effect"]
-    # The killed call never reached its effect; the retry or redelivery applied it once.
-    assert [o for s, o in forward if s == "reserve"] == [Outcome.APPLIED]
-    assert [s for s, o in forward if o is Outcome.APPLIED] == [
-        "create_record", "reserve", INTERRUPT_NOTICE]
-    undone = [(e.step, e.outcome) for e in rows if e.kind == "compensation"]
-    assert undone == [("reserve", Outcome.APPLIED), ("create_record", Outcome.APPLIED)]
-    assert [(n.step, n.expected, n.applied) for n in instance.notices] == [
-        (INTERRUPT_NOTICE, True, 1)]
-    assert (instance.verdict, instance.reason) == (Verdict.COMPENSATED, REASON)
-    assert instance.interrupt.problems == ()
+    assert len(result.instances) == INSTANCES
+    ledger = Ledger(broker.ledger)
+    for instance in result.instances:
+        assert instance.interrupt is not None
+        # The interrupt was sent while reserve was paused before its effect, then the
+        # worker was killed there (by the first kill after it got there): the kill came
+        # after the interrupt.
+        reached = ledger.reached(instance.instance_id, "reserve", "before-effect")
+        assert reached is not None
+        killed = next((at for at in fired if at >= reached.at), None)
+        assert instance.interrupt.interrupted_at is not None
+        assert killed is not None, instance.instance_id
+        assert reached.at < instance.interrupt.interrupted_at < killed
+        rows = ledger.effects(instance_id=instance.instance_id)
+        forward = [(e.step, e.outcome) for e in rows if e.kind == "effect"]
+        # The killed call never reached its effect; the retry or redelivery applied it once.
+        assert [o for s, o in forward if s == "reserve"] == [Outcome.APPLIED]
+        assert [s for s, o in forward if o is Outcome.APPLIED] == [
+            "create_record", "reserve", INTERRUPT_NOTICE]
+        undone = [(e.step, e.outcome) for e in rows if e.kind == "compensation"]
+        assert undone == [("reserve", Outcome.APPLIED), ("create_record", Outcome.APPLIED)]
+        assert [(n.step, n.expected, n.applied) for n in instance.notices] == [
+            (INTERRUPT_NOTICE, True, 1)]
+        assert (instance.verdict, instance.reason) == (Verdict.COMPENSATED, REASON)
+        assert instance.interrupt.problems == ()
     assert result.verdict.passed, result.verdict.failures
 
 

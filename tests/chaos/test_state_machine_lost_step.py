@@ -6,6 +6,8 @@ that began and never reported. On the step's last attempt it must not fail the s
 and compensate without it (its effect would stay applied); when an operator cancelled
 in between, the compensation must not begin before the step in flight is decided and
 counted. Real workers, beat and tick; the ledger says what happened to each effect.
+Several instances, each hit at its point in turn: one worker runs one step at a time, so
+the kill catches none of them elsewhere.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 
 from graduate.chaos.faults import POINT_REACHED, parse_plan
 from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
-from graduate.check import Verdict
+from graduate.check import InstanceVerdict, Verdict
 from graduate.config import Settings
 from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow
@@ -31,6 +33,7 @@ from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
 pytestmark = [pytest.mark.slow, CRASH_TIMING]
 
 ENGINE = "celery-state-machine"
+INSTANCES = 3
 RESERVE = 'step = "reserve"\neffect = "crm.reserve"\ntimeout = "10s"\nretry = { max_attempts = 3'
 
 
@@ -51,17 +54,28 @@ def chaos(settings: Settings, path: Path, fault: str,
           on_event: Callable[[TimelineEvent], None] | None = None) -> ChaosResult:
     flow = load_flow(path)
     options = ChaosOptions(
-        run=RunOptions(flow=str(path), engine=ENGINE, timeout=90, decisions=approve_all(flow)),
-        plan=parse_plan(fault, "reserve:after-effect", flow, restart_delay=0.5),
+        run=RunOptions(flow=str(path), engine=ENGINE, instances=INSTANCES, timeout=90,
+                       decisions=approve_all(flow)),
+        plan=parse_plan(fault, "reserve:after-effect", flow, restart_delay=0.5, hit="all"),
         profile="tuned")
     return run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"),
                      on_event=on_event)
 
 
-def effects(settings: Settings, result: ChaosResult, kind: str) -> list[tuple[str, Outcome]]:
-    [instance] = result.instances
+def effects(settings: Settings, instance: InstanceVerdict,
+            kind: str) -> list[tuple[str, Outcome]]:
     return [(e.step, e.outcome) for e in Ledger(settings.ledger).effects(
         instance_id=instance.instance_id) if e.kind == kind]
+
+
+def hit_at_the_point(result: ChaosResult) -> list[InstanceVerdict]:
+    """Every instance, once each was caught at the armed point."""
+    assert len(result.instances) == INSTANCES
+    for instance in result.instances:
+        assert instance.resume is not None, instance.instance_id
+        assert (instance.resume.in_flight, instance.resume.affected_as) == (
+            "reserve", "at the fault point"), instance.instance_id
+    return list(result.instances)
 
 
 def test_a_worker_lost_on_the_last_attempt_after_the_effect_leaves_the_step_applied(
@@ -69,12 +83,12 @@ def test_a_worker_lost_on_the_last_attempt_after_the_effect_leaves_the_step_appl
     result = chaos(settings, reserve_with(flow_file, 1), "kill-worker")
 
     assert result.fired, result.reason
-    [instance] = result.instances
-    # The only attempt landed: the step is done, not failed, and not run a second time.
-    assert [o for s, o in effects(settings, result, "effect") if s == "reserve"] == [
-        Outcome.APPLIED]
-    assert effects(settings, result, "compensation") == []
-    assert instance.verdict is Verdict.COMPLETED, instance.reason
+    for instance in hit_at_the_point(result):
+        # The only attempt landed: the step is done, not failed, and not run a second time.
+        assert [o for s, o in effects(settings, instance, "effect") if s == "reserve"] == [
+            Outcome.APPLIED]
+        assert effects(settings, instance, "compensation") == []
+        assert instance.verdict is Verdict.COMPLETED, instance.reason
     assert result.verdict.passed, result.verdict.failures
 
 
@@ -104,16 +118,17 @@ def test_a_cancel_after_the_worker_died_in_flight_compensates_its_step_too(
                    on_event=kill)
 
     assert result.fired, result.reason
-    assert kill.killed, "the worker in flight was not killed"
-    [instance] = result.instances
-    forward = [o for s, o in effects(settings, result, "effect") if s == "reserve"]
-    # With attempts left the step runs again under its key (absorbed); on its last
-    # attempt the system's record of the key decides it, without a further call.
-    assert forward == ([Outcome.APPLIED, Outcome.ABSORBED] if max_attempts > 1
-                       else [Outcome.APPLIED])
-    assert effects(settings, result, "compensation") == [
-        ("reserve", Outcome.APPLIED), ("create_record", Outcome.APPLIED)]
-    assert instance.rollback is not None
-    assert instance.rollback.problems == ()
-    assert instance.verdict is Verdict.COMPENSATED, instance.reason
+    assert len(kill.killed) == INSTANCES, "a worker in flight was not killed"
+    assert len(result.instances) == INSTANCES
+    for instance in result.instances:
+        forward = [o for s, o in effects(settings, instance, "effect") if s == "reserve"]
+        # With attempts left the step runs again under its key (absorbed); on its last
+        # attempt the system's record of the key decides it, without a further call.
+        assert forward == ([Outcome.APPLIED, Outcome.ABSORBED] if max_attempts > 1
+                           else [Outcome.APPLIED]), instance.instance_id
+        assert effects(settings, instance, "compensation") == [
+            ("reserve", Outcome.APPLIED), ("create_record", Outcome.APPLIED)]
+        assert instance.rollback is not None
+        assert instance.rollback.problems == ()
+        assert instance.verdict is Verdict.COMPENSATED, instance.reason
     assert result.verdict.passed, result.verdict.failures

@@ -247,9 +247,12 @@ def _fire(session: RunSession, plan: FaultPlan, context: FaultContext, timeline:
     hit |= let_go
     # To hit every instance, the fault fires again for each that reaches its point: never
     # for one an earlier firing let go, which would cut short, kill or cut off again the
-    # step it had already gone on with.
+    # step it had already gone on with. Meanwhile the operator's supervisor restarts what
+    # died (as it does after the last firing): a worker lost beside the fault's own acts
+    # would otherwise keep every instance still to hit from its point until the deadline.
     while plan.hit == "all" and plan.point != "during-wait":
-        again, reached, _ = _await_trigger(session, plan, timeline, deadline, skip=hit)
+        again, reached, _ = _await_trigger(session, plan, timeline, deadline, skip=hit,
+                                           revive_after=plan.restart_delay)
         if not again:
             break
         hit |= _paused(session, plan)
@@ -303,9 +306,11 @@ def _paused(session: RunSession, plan: FaultPlan) -> set[str]:
 
 def _await_trigger(session: RunSession, plan: FaultPlan, timeline: Timeline,
                    deadline: float, *, skip: set[str] | None = None,
+                   revive_after: float | None = None,
                    ) -> tuple[bool, PointReached | None, str]:
     """Wait until the fault point is reached by an instance not in `skip`: (fired?, who
-    reached it, why not)."""
+    reached it, why not). With `revive_after`, a process that died meanwhile is started
+    again (`RunSession.watch`)."""
     if not plan.fault.fires:
         return False, None, "no fault planned"
     found: list[PointReached] = []
@@ -323,19 +328,23 @@ def _await_trigger(session: RunSession, plan: FaultPlan, timeline: Timeline,
             return bool(parked) and (all(parked) if plan.hit == "all" else any(parked))
         hits = session.ledger.reached_by(waiting, plan.step or "",
                                          plan.point)  # type: ignore[arg-type]
+        # The interrupt placed at this very pause is sent first (this round's answers) to
+        # every instance paused there, not only to the first: the fault then fires on
+        # steps that were in flight when it came, and a kill that takes the worker of
+        # one takes none of the others paused beside it before its interrupt.
+        if plan.point == "before-effect" and any(
+                session.owes_interrupt(iid, hit.step) for iid, hit in hits.items()
+                if iid in statuses and not statuses[iid].state.finished):
+            return False
         for instance_id in waiting:
-            hit = hits.get(instance_id)
-            # The interrupt placed at this very pause is sent first (this round's
-            # answers): the fault then fires on a step that was in flight when it came.
-            if hit is not None and not (plan.point == "before-effect"
-                                        and session.owes_interrupt(instance_id, hit.step)):
+            if (hit := hits.get(instance_id)) is not None:
                 found.append(hit)
                 return True
         # Every instance still to hit has finished without reaching the point.
         return bool(skip) and all(statuses[i].state.finished for i in waiting
                                   if i in statuses)
 
-    statuses = session.watch(deadline, until=reached)
+    statuses = session.watch(deadline, until=reached, revive_after=revive_after)
     if found:
         hit = found[0]
         # A point armed at a `for_each` step: which of its expansions got there.
