@@ -195,10 +195,33 @@ def test_markdown_escapes_markup_and_pipes(hostile: Report) -> None:
     markdown = render_markdown(hostile)
 
     assert EVIL not in markdown
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown
+    # A tag opens with `<` only: a `>` is no markup there.
+    assert "&lt;script>alert(1)&lt;/script>" in markdown
+    assert "<script" not in markdown
     assert r"failed \| could not reach" in markdown
     assert "&amp; gave up" in markdown
     check_markdown(markdown, hostile)
+
+
+def test_markdown_shows_quotes_and_arrows_as_written(builder: EvidenceBuilder) -> None:
+    """Markdown is no HTML: an apostrophe or an arrow in the evidence (a reason, the
+    label of the human's answer) is written as it is, not as `&#39;` or `-&gt;`, while
+    the HTML report escapes the same markup for HTML."""
+    reason = "step activate failed: the partner's CRM said no -> compensate"
+    record = builder.run("quotes", instances=(Instance("failed", BEFORE, reason=reason),))
+    record["timeline"].append({"at": 0.7, "kind": "signal-sent", "detail": "approval=approve",
+                               "instance": record["instances"][0]["instance_id"]})
+    builder.store.save_run(RunRecord.from_dict(record))
+    report = build_report(builder.store, run_ids=["quotes"])
+
+    markdown = render_markdown(report)
+    html = render_html(report)
+
+    assert "partner's CRM said no -> compensate" in markdown
+    assert "decision signalled (the human's answer): approval=approve" in markdown
+    assert "&#39;" not in markdown
+    assert "&gt;" not in markdown
+    assert "partner&#39;s CRM said no -&gt; compensate" in html
 
 
 @pytest.mark.parametrize("form", FORMATS)

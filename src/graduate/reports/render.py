@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
 
 from graduate.errors import ConfigError
 from graduate.migrate.compare import Comparison
@@ -38,9 +37,10 @@ PROBLEM_TITLES = {
     "interrupt": "interrupt not honoured: a step after it, or one left applied",
 }
 
-# In a Markdown table cell a pipe ends the cell and HTML is live: escape both, and the
-# characters that would start emphasis, code or a link.
-_MARKDOWN = re.compile(r"[\\`*\[\]|<>&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+# In a Markdown table cell a pipe ends the cell and HTML is live: escape both (a tag
+# opens with `<`, an entity with `&`), the characters that would start emphasis, code or
+# a link, and a `>` that could open a quote (only at the start: `a -> b` stays as written).
+_MARKDOWN = re.compile(r"[\\`*\[\]|<&]|^>|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 _HTML_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 # Characters XML 1.0 cannot hold at all, even escaped.
 _NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -56,11 +56,10 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return wanted
 
 
-def markdown_escape(value: object) -> Markup:
+def markdown_escape(value: object) -> str:
     """Text from evidence, safe inside a Markdown paragraph or table cell."""
     text = " ".join(str(value).split())
-    return Markup(_MARKDOWN.sub(
-        lambda m: _HTML_ENTITIES.get(m.group(0), "\\" + m.group(0)), text))
+    return _MARKDOWN.sub(lambda m: _HTML_ENTITIES.get(m.group(0), "\\" + m.group(0)), text)
 
 
 def when(stamp: str | None) -> str:
@@ -89,10 +88,14 @@ def column_point(column: str) -> str:
 
 
 def _environment() -> jinja2.Environment:
+    # HTML and SVG are escaped for HTML. Markdown is not (HTML's escapes would show as
+    # `&#39;` and `-&gt;` wherever the file is read as text): its templates put text from
+    # evidence through the `md` filter instead. A template of any other kind is escaped.
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("graduate.reports", "templates"),
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-        lstrip_blocks=True, keep_trailing_newline=True)
+        autoescape=jinja2.select_autoescape(disabled_extensions=("md.j2",), default=True),
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=True)
     env.filters.update(md=markdown_escape, seconds=seconds, duration=duration, when=when,
                        column_title=column_title, column_point=column_point)
     env.globals.update(problem_titles=PROBLEM_TITLES)
