@@ -16,7 +16,6 @@ What each engine does, judged from the ledger and the engine's own record:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,20 +30,14 @@ from graduate.ledger import Ledger, Outcome
 from graduate.reports.build import build_report
 from graduate.reports.render import render_markdown
 from graduate.runner import RunOptions
-from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
+from tests.conftest import CRASH_TIMING, FlowFactory
 
-pytestmark = [pytest.mark.slow, CRASH_TIMING]
+pytestmark = [pytest.mark.slow, CRASH_TIMING, pytest.mark.usefixtures("no_orphans")]
 
 INSTANCES = 3
 AT = "grant_access:before-effect"
 BRANCH_STEPS = ("open_portal", "grant_access", "open_account", "welcome")
 STEPS = ("create_record", *BRANCH_STEPS, "activate")
-
-
-@pytest.fixture(autouse=True)
-def no_orphans(tmp_path: Path) -> Iterator[None]:
-    yield
-    assert processes_mentioning(str(tmp_path)) == [], "the harness left processes behind"
 
 
 @pytest.fixture

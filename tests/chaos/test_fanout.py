@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,20 +27,14 @@ from graduate.evidence import EvidenceStore
 from graduate.flow import Step, load_flow, write_flow_json
 from graduate.ledger import Ledger, Outcome
 from graduate.runner import RunOptions, approve_all
-from tests.conftest import CRASH_TIMING, processes_mentioning
+from tests.conftest import CRASH_TIMING
 
-pytestmark = [pytest.mark.slow, CRASH_TIMING]
+pytestmark = [pytest.mark.slow, CRASH_TIMING, pytest.mark.usefixtures("no_orphans")]
 
 DD_ROOM = Path(__file__).resolve().parents[2] / "spikes" / "dd_room.toml"
 PARTIES = ("acme", "bidco", "counsel")
 INSTANCES = 2
 _copies = itertools.count(1)
-
-
-@pytest.fixture(autouse=True)
-def no_orphans(tmp_path: Path) -> Iterator[None]:
-    yield
-    assert processes_mentioning(str(tmp_path)) == [], "the harness left processes behind"
 
 
 @pytest.fixture

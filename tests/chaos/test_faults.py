@@ -8,7 +8,6 @@ harness started may remain.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,15 +23,9 @@ from graduate.flow import load_flow
 from graduate.ledger import Ledger, Outcome
 from graduate.runner import Failure, RunOptions, approve_all
 from graduate.testing.outcome import ChaosOutcome
-from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning, service_url
+from tests.conftest import CRASH_TIMING, FlowFactory, service_url
 
-pytestmark = [pytest.mark.slow, CRASH_TIMING]
-
-
-@pytest.fixture(autouse=True)
-def no_orphans(tmp_path: Path) -> Iterator[None]:
-    yield
-    assert processes_mentioning(str(tmp_path)) == [], "the harness left processes behind"
+pytestmark = [pytest.mark.slow, CRASH_TIMING, pytest.mark.usefixtures("no_orphans")]
 
 
 @pytest.fixture

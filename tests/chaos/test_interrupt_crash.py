@@ -18,35 +18,28 @@ several instances at once too, each killed at its own pause after its own interr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from graduate.adapters import engine_names
-from graduate.chaos.faults import FAULT_FIRED, parse_plan
-from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
-from graduate.check import Verdict
+from graduate.chaos.faults import FAULT_FIRED
+from graduate.chaos.harness import ChaosResult
+from graduate.check import InstanceVerdict, Verdict
 from graduate.config import Settings
-from graduate.evidence import EvidenceStore
-from graduate.flow import INTERRUPT_NOTICE, load_flow
+from graduate.flow import INTERRUPT_NOTICE
 from graduate.ledger import Ledger, Outcome
-from graduate.runner import RunOptions, approve_all
 from graduate.runs.timeline import TimelineEvent
-from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning, service_url
+from tests.chaos.conftest import calls, chaos_at
+from tests.conftest import CRASH_TIMING, FlowFactory, service_url
 
-pytestmark = [pytest.mark.slow, CRASH_TIMING]
+pytestmark = [pytest.mark.slow, CRASH_TIMING, pytest.mark.usefixtures("no_orphans")]
 
 INTERRUPT = '\n[interrupt]\nsignal = "red_flag"\nnotice = "notify.red_flag"\n'
 REASON = "interrupted by red_flag"
 INSTANCES = 3
-
-
-@pytest.fixture(autouse=True)
-def no_orphans(tmp_path: Path) -> Iterator[None]:
-    yield
-    assert processes_mentioning(str(tmp_path)) == [], "the harness left processes behind"
 
 
 @pytest.fixture(params=[*engine_names(), pytest.param(
@@ -65,28 +58,41 @@ def broker(settings: Settings, engine: str) -> Settings:
     return replace(settings, broker_url=url, result_backend_url=settings.broker_url)
 
 
+@pytest.fixture
+def interruptible(flow_file: FlowFactory) -> Path:
+    """The approval flow with the interrupt (a red flag) and its notice."""
+    return flow_file(**{"reserve = \"crm.release\"\n": f"reserve = \"crm.release\"\n{INTERRUPT}"})
+
+
 def interrupt_then_kill(settings: Settings, path: Path, engine: str,
                         point: str = "after-effect", profile: str = "tuned",
                         on_event: Callable[[TimelineEvent], None] | None = None,
                         instances: int = 1) -> ChaosResult:
     """Several `instances`: the kill hits each at its point, in turn."""
-    flow = load_flow(path)
-    options = ChaosOptions(
-        run=RunOptions(flow=str(path), engine=engine.removesuffix("-on-rabbitmq"),
-                       instances=instances, timeout=90,
-                       decisions={**approve_all(flow), "red_flag": "interrupt"},
-                       interrupt_at="reserve"),
-        plan=parse_plan("kill-worker", f"reserve:{point}", flow, restart_delay=0.5,
-                        hit="all" if instances > 1 else "one"),
-        profile=profile)
-    return run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"),
-                     on_event=on_event)
+    return chaos_at(settings, path, engine.removesuffix("-on-rabbitmq"), "kill-worker",
+                    f"reserve:{point}", instances=instances,
+                    hit="all" if instances > 1 else "one", profile=profile,
+                    decisions={"red_flag": "interrupt"}, interrupt_at="reserve",
+                    on_event=on_event)
+
+
+def assert_undone_once(settings: Settings, instance: InstanceVerdict,
+                       reserve: list[Outcome]) -> None:
+    """After the interrupt: reserve's calls came out as `reserve`, no later step applied,
+    what applied was compensated once, in reverse, and the notice went out once."""
+    forward = calls(settings, instance, "effect")
+    assert [o for s, o in forward if s == "reserve"] == reserve, instance.instance_id
+    assert [s for s, o in forward if o is Outcome.APPLIED] == [
+        "create_record", "reserve", INTERRUPT_NOTICE]
+    assert calls(settings, instance, "compensation") == [
+        ("reserve", Outcome.APPLIED), ("create_record", Outcome.APPLIED)]
+    assert [(n.step, n.expected, n.applied) for n in instance.notices] == [
+        (INTERRUPT_NOTICE, True, 1)]
 
 
 def test_a_worker_killed_after_the_interrupt_leaves_it_to_its_replacement(
-        broker: Settings, flow_file: FlowFactory, engine: str) -> None:
-    path = flow_file(**{"reserve = \"crm.release\"\n": f"reserve = \"crm.release\"\n{INTERRUPT}"})
-    result = interrupt_then_kill(broker, path, engine)
+        broker: Settings, interruptible: Path, engine: str) -> None:
+    result = interrupt_then_kill(broker, interruptible, engine)
 
     assert result.applicable, result.reason
     assert result.fired, result.reason
@@ -96,34 +102,24 @@ def test_a_worker_killed_after_the_interrupt_leaves_it_to_its_replacement(
     assert instance.interrupt.problems == ()
     # The interrupt was sent before the kill: the killed worker could have consumed it.
     assert instance.interrupt.interrupted_at is not None
-    rows = Ledger(broker.ledger).effects(instance_id=instance.instance_id)
     reached = Ledger(broker.ledger).reached(instance.instance_id, "reserve", "after-effect")
     assert reached is not None
     assert instance.interrupt.interrupted_at < reached.at
-
-    forward = [(e.step, e.outcome) for e in rows if e.kind == "effect"]
     # The killed call's effect landed; the replacement's repeat of it was absorbed.
-    assert [o for s, o in forward if s == "reserve"] == [Outcome.APPLIED, Outcome.ABSORBED]
-    assert [s for s, o in forward if o is Outcome.APPLIED] == [
-        "create_record", "reserve", INTERRUPT_NOTICE]
-    undone = [(e.step, e.outcome) for e in rows if e.kind == "compensation"]
-    assert undone == [("reserve", Outcome.APPLIED), ("create_record", Outcome.APPLIED)]
-    assert [(n.step, n.expected, n.applied) for n in instance.notices] == [
-        (INTERRUPT_NOTICE, True, 1)]
+    assert_undone_once(broker, instance, [Outcome.APPLIED, Outcome.ABSORBED])
     assert result.verdict.passed, result.verdict.failures
 
 
 def test_a_worker_killed_before_the_effect_after_the_interrupt_leaves_the_step_to_finish(
-        broker: Settings, flow_file: FlowFactory, engine: str) -> None:
-    path = flow_file(**{"reserve = \"crm.release\"\n": f"reserve = \"crm.release\"\n{INTERRUPT}"})
+        broker: Settings, interruptible: Path, engine: str) -> None:
     fired: list[float] = []  # when the harness recorded each kill, on this clock
 
     def on_event(event: TimelineEvent) -> None:
         if event.kind == FAULT_FIRED.kind:
             fired.append(time.time())
 
-    result = interrupt_then_kill(broker, path, engine, "before-effect", on_event=on_event,
-                                 instances=INSTANCES)
+    result = interrupt_then_kill(broker, interruptible, engine, "before-effect",
+                                 on_event=on_event, instances=INSTANCES)
 
     assert result.applicable, result.reason
     assert result.fired, result.reason
@@ -140,16 +136,8 @@ def test_a_worker_killed_before_the_effect_after_the_interrupt_leaves_the_step_t
         assert instance.interrupt.interrupted_at is not None
         assert killed is not None, instance.instance_id
         assert reached.at < instance.interrupt.interrupted_at < killed
-        rows = ledger.effects(instance_id=instance.instance_id)
-        forward = [(e.step, e.outcome) for e in rows if e.kind == "effect"]
         # The killed call never reached its effect; the retry or redelivery applied it once.
-        assert [o for s, o in forward if s == "reserve"] == [Outcome.APPLIED]
-        assert [s for s, o in forward if o is Outcome.APPLIED] == [
-            "create_record", "reserve", INTERRUPT_NOTICE]
-        undone = [(e.step, e.outcome) for e in rows if e.kind == "compensation"]
-        assert undone == [("reserve", Outcome.APPLIED), ("create_record", Outcome.APPLIED)]
-        assert [(n.step, n.expected, n.applied) for n in instance.notices] == [
-            (INTERRUPT_NOTICE, True, 1)]
+        assert_undone_once(broker, instance, [Outcome.APPLIED])
         assert (instance.verdict, instance.reason) == (Verdict.COMPENSATED, REASON)
         assert instance.interrupt.problems == ()
     assert result.verdict.passed, result.verdict.failures
@@ -157,7 +145,7 @@ def test_a_worker_killed_before_the_effect_after_the_interrupt_leaves_the_step_t
 
 @pytest.mark.parametrize("engine", ["celery-chain"])
 def test_under_early_ack_the_chain_loses_the_step_in_hand_with_its_worker(
-        broker: Settings, flow_file: FlowFactory, engine: str) -> None:
+        broker: Settings, interruptible: Path, engine: str) -> None:
     """Celery's default: a task is acknowledged as the worker takes it, so a worker
     killed with the task in hand loses it, and the chain with it (Celery's documented
     behaviour; `task_acks_late` is the setting that changes it). The interrupt was
@@ -165,8 +153,8 @@ def test_under_early_ack_the_chain_loses_the_step_in_hand_with_its_worker(
     signal task (prefetched by the dead worker, given back only after Redis's visibility
     timeout) ends only a parked wait: nothing can move the instance. The checker judges
     it lost, with create_record left uncompensated: a failed run, not a pass."""
-    path = flow_file(**{"reserve = \"crm.release\"\n": f"reserve = \"crm.release\"\n{INTERRUPT}"})
-    result = interrupt_then_kill(broker, path, engine, "before-effect", profile="defaults")
+    result = interrupt_then_kill(broker, interruptible, engine, "before-effect",
+                                 profile="defaults")
 
     assert result.fired, result.reason
     [instance] = result.instances

@@ -9,7 +9,6 @@ and the ledger rows themselves.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,17 +24,11 @@ from graduate.reports.build import build_report
 from graduate.reports.model import Report
 from graduate.reports.render import render_markdown
 from graduate.runner import RunOptions, approve_all
-from tests.conftest import FlowFactory, processes_mentioning
+from tests.conftest import FlowFactory
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_orphans")]
 
 INSTANCES = 3
-
-
-@pytest.fixture(autouse=True)
-def no_orphans(tmp_path: Path) -> Iterator[None]:
-    yield
-    assert processes_mentioning(str(tmp_path)) == [], "the harness left processes behind"
 
 
 def chaos(settings: Settings, path: Path, engine: str, fault: str, at: str, *,

@@ -14,33 +14,25 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from graduate.chaos.faults import POINT_REACHED, parse_plan
-from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
+from graduate.chaos.faults import POINT_REACHED
+from graduate.chaos.harness import ChaosResult
 from graduate.check import InstanceVerdict, Verdict
 from graduate.config import Settings
-from graduate.evidence import EvidenceStore
-from graduate.flow import load_flow
 from graduate.ledger import Ledger, Outcome
-from graduate.runner import RunOptions, approve_all
 from graduate.runs.timeline import TimelineEvent
-from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
+from tests.chaos.conftest import calls, chaos_at
+from tests.conftest import CRASH_TIMING, FlowFactory
 
-pytestmark = [pytest.mark.slow, CRASH_TIMING]
+pytestmark = [pytest.mark.slow, CRASH_TIMING, pytest.mark.usefixtures("no_orphans")]
 
 ENGINE = "celery-state-machine"
 INSTANCES = 3
 RESERVE = 'step = "reserve"\neffect = "crm.reserve"\ntimeout = "10s"\nretry = { max_attempts = 3'
-
-
-@pytest.fixture(autouse=True)
-def no_orphans(tmp_path: Path) -> Iterator[None]:
-    yield
-    assert processes_mentioning(str(tmp_path)) == [], "the harness left processes behind"
 
 
 def reserve_with(flow_file: FlowFactory, max_attempts: int) -> Path:
@@ -52,20 +44,8 @@ def reserve_with(flow_file: FlowFactory, max_attempts: int) -> Path:
 
 def chaos(settings: Settings, path: Path, fault: str,
           on_event: Callable[[TimelineEvent], None] | None = None) -> ChaosResult:
-    flow = load_flow(path)
-    options = ChaosOptions(
-        run=RunOptions(flow=str(path), engine=ENGINE, instances=INSTANCES, timeout=90,
-                       decisions=approve_all(flow)),
-        plan=parse_plan(fault, "reserve:after-effect", flow, restart_delay=0.5, hit="all"),
-        profile="tuned")
-    return run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"),
-                     on_event=on_event)
-
-
-def effects(settings: Settings, instance: InstanceVerdict,
-            kind: str) -> list[tuple[str, Outcome]]:
-    return [(e.step, e.outcome) for e in Ledger(settings.ledger).effects(
-        instance_id=instance.instance_id) if e.kind == kind]
+    return chaos_at(settings, path, ENGINE, fault, "reserve:after-effect",
+                    instances=INSTANCES, hit="all", on_event=on_event)
 
 
 def hit_at_the_point(result: ChaosResult) -> list[InstanceVerdict]:
@@ -85,9 +65,9 @@ def test_a_worker_lost_on_the_last_attempt_after_the_effect_leaves_the_step_appl
     assert result.fired, result.reason
     for instance in hit_at_the_point(result):
         # The only attempt landed: the step is done, not failed, and not run a second time.
-        assert [o for s, o in effects(settings, instance, "effect") if s == "reserve"] == [
+        assert [o for s, o in calls(settings, instance, "effect") if s == "reserve"] == [
             Outcome.APPLIED]
-        assert effects(settings, instance, "compensation") == []
+        assert calls(settings, instance, "compensation") == []
         assert instance.verdict is Verdict.COMPLETED, instance.reason
     assert result.verdict.passed, result.verdict.failures
 
@@ -121,12 +101,12 @@ def test_a_cancel_after_the_worker_died_in_flight_compensates_its_step_too(
     assert len(kill.killed) == INSTANCES, "a worker in flight was not killed"
     assert len(result.instances) == INSTANCES
     for instance in result.instances:
-        forward = [o for s, o in effects(settings, instance, "effect") if s == "reserve"]
+        forward = [o for s, o in calls(settings, instance, "effect") if s == "reserve"]
         # With attempts left the step runs again under its key (absorbed); on its last
         # attempt the system's record of the key decides it, without a further call.
         assert forward == ([Outcome.APPLIED, Outcome.ABSORBED] if max_attempts > 1
                            else [Outcome.APPLIED]), instance.instance_id
-        assert effects(settings, instance, "compensation") == [
+        assert calls(settings, instance, "compensation") == [
             ("reserve", Outcome.APPLIED), ("create_record", Outcome.APPLIED)]
         assert instance.rollback is not None
         assert instance.rollback.problems == ()

@@ -8,7 +8,6 @@ long step's work, scaled or not, is what meets them.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,9 @@ from graduate.flow import load_flow
 from graduate.ledger import EffectRecord, Ledger, Outcome
 from graduate.runner import RunOptions, approve_all, run_flow
 from graduate.timescale import TimeScale
-from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
+from tests.conftest import CRASH_TIMING, FlowFactory
 
-pytestmark = [pytest.mark.slow, CRASH_TIMING]
-
-
-@pytest.fixture(autouse=True)
-def no_orphans(tmp_path: Path) -> Iterator[None]:
-    yield
-    assert processes_mentioning(str(tmp_path)) == [], "the run left processes behind"
+pytestmark = [pytest.mark.slow, CRASH_TIMING, pytest.mark.usefixtures("no_orphans")]
 
 
 def chaos(settings: Settings, path: Path, engine: str, *, fault: str = "none",

@@ -7,7 +7,6 @@ workflow task, and so scheduled each step), as stored in the evidence.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,17 +18,11 @@ from graduate.config import Settings
 from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow
 from graduate.runner import RunOptions, approve_all
-from tests.conftest import CRASH_TIMING, FlowFactory, processes_mentioning
+from tests.conftest import CRASH_TIMING, FlowFactory
 
-pytestmark = [pytest.mark.slow, CRASH_TIMING]
+pytestmark = [pytest.mark.slow, CRASH_TIMING, pytest.mark.usefixtures("no_orphans")]
 
 INSTANCES = 3
-
-
-@pytest.fixture(autouse=True)
-def no_orphans(tmp_path: Path) -> Iterator[None]:
-    yield
-    assert processes_mentioning(str(tmp_path)) == [], "the harness left processes behind"
 
 
 def deploy(settings: Settings, path: Path, **guard: bool) -> ChaosResult:
