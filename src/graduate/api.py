@@ -38,8 +38,10 @@ from graduate.chaos.matrix import (
     CellOutcome,
     MatrixSpec,
     demo_jobs,
+    new_matrix_id,
     run_matrix,
 )
+from graduate.chaos.matrix_lock import matrix_lock
 from graduate.chaos.profiles import profile_settings
 from graduate.config import Settings, load_settings
 from graduate.errors import ConfigError
@@ -240,7 +242,9 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
     `hit="all"`, each; deploy-change cells deploy `change` (reorder or add-step). In
     wait-timeout cells the waits last `wait_deadline` seconds. `resume=True` continues
     the latest matrix in `evidence`, `resume="m1a2b3c"` that one, running only the
-    cells left (`flow` and the other options then come from the matrix file).
+    cells left (`flow` and the other options then come from the matrix file). One
+    process at a time runs a matrix: a resume of one that another process is running is
+    refused with InUse, which names that process.
     `time_scale` compresses every duration of the flow in every cell (`"1h=1s"`, or a
     factor; see `graduate.timescale`).
     `on_cell(cell, number, total)` is told after each cell, in the order they end.
@@ -284,9 +288,14 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
             _check_wait_deadline(loaded, parse_plan(expiring[0], None, loaded),
                                  timeout=timeout, wait_deadline=wait_deadline,
                                  time_scale=TimeScale.parse(time_scale))
-    matrix_id, cells = run_matrix(config, spec, store, resume=resume_id,
-                                  jobs=demo_jobs(spec.engines) if jobs is None else jobs,
-                                  on_cell=on_cell)
+    # One process at a time runs a matrix: a new one is held from before its first save,
+    # so that a resume started beside it cannot run its cells too.
+    store.ensure_writable()  # before the lock's file is made there
+    matrix_id = resume_id or new_matrix_id()
+    with matrix_lock(store, matrix_id):
+        matrix_id, cells = run_matrix(config, spec, store, resume=resume_id,
+                                      jobs=demo_jobs(spec.engines) if jobs is None else jobs,
+                                      on_cell=on_cell, matrix_id=matrix_id)
     return MatrixResult(matrix_id=matrix_id, cells=tuple(cells),
                         evidence=store.matrix_path(matrix_id))
 

@@ -26,6 +26,10 @@ class ServiceUnavailable(ServiceError):
     """A service answers no connection at its address: it is down, or the address is wrong."""
 
 
+class InUse(GraduateError):
+    """Another process holds what the command would change (a matrix it is running)."""
+
+
 class EvidenceError(GraduateError):
     """A stored evidence file cannot be read: missing, damaged, or of an unknown schema."""
 

@@ -63,8 +63,8 @@ DEMO_FAULTS = (none.NAME, kill_worker.NAME, stop_worker.NAME, restart_broker.NAM
 DEMO_TIMEOUT = 45.0
 # A cell, as planned and as the matrix file keeps it, is the stored record's.
 __all__ = ["DEFAULT_FAULTS", "DEFAULT_INSTANCES", "DEMO_FAULTS", "DEMO_FLOW", "DEMO_TIMEOUT",
-           "CellOutcome", "MatrixSpec", "default_point", "demo_jobs", "plan_cells",
-           "run_matrix", "settle_cell", "summarise"]
+           "CellOutcome", "MatrixSpec", "default_point", "demo_jobs", "new_matrix_id",
+           "plan_cells", "run_matrix", "settle_cell", "summarise"]
 # Several instances in flight, as in production: the fault hits one of them (or, with
 # hit="all", each), and the checker judges what it did to the others too.
 DEFAULT_INSTANCES = 3
@@ -175,12 +175,17 @@ def summarise(result: ChaosResult) -> CellSummary:
     )
 
 
+def new_matrix_id() -> str:
+    return f"m{new_run_id()}"
+
+
 def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
                resume: str | None = None, jobs: int = 1,
                on_cell: Callable[[CellOutcome, int, int], None] | None = None,
-               ) -> tuple[str, list[CellOutcome]]:
+               matrix_id: str | None = None) -> tuple[str, list[CellOutcome]]:
     """Run every cell not yet done, up to `jobs` at once (each then in a process of its
-    own: `graduate.chaos.cells`); return the matrix id and all cells."""
+    own: `graduate.chaos.cells`); return the matrix id and all cells. A new matrix takes
+    `matrix_id` (from `new_matrix_id`: its caller holds its lock, `matrix_lock`)."""
     store.ensure_writable()
     if resume is not None:
         record = store.load_matrix(resume)
@@ -194,7 +199,7 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
     spec = replace(spec, engines=tuple(t.engine for t in targets))
     flow = targets[0].flow
     if resume is None:
-        record = MatrixRecord(matrix_id=f"m{new_run_id()}", created_at=now_iso(),
+        record = MatrixRecord(matrix_id=matrix_id or new_matrix_id(), created_at=now_iso(),
                               flow=flow.name, spec=MatrixSpecRecord(**asdict(spec)),
                               cells=tuple(plan_cells(flow, spec, settings.project_dir)))
     by_engine = {t.engine: t for t in targets}
