@@ -1,11 +1,15 @@
 """The Temporal workflow sends its memo once per workflow task (MEMO_ONCE_PER_TASK):
 histories recorded before, with one upsert per change, still replay on the code (the
 SDK's replayer, no server). Recorded from a kill-worker+restart run of the scale bench's
-generated 4-step flow: one instance undisturbed, one whose workflow task timed out."""
+generated 4-step flow: one instance undisturbed, one whose workflow task timed out.
+Executions started since the workflow's input says so record no patch marker; those
+that recorded one replay with it."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from pathlib import Path
 
 from graduate.adapters.temporal.replay import read_history_files, replay, workflows_for
@@ -40,3 +44,28 @@ def test_a_history_recorded_with_the_memo_once_per_task_replays_with_four_upsert
     replayed = asyncio.run(replay(read_history_files([path]), workflows_for(flow)))
 
     assert [r.broken for r in replayed] == [False]
+
+
+def test_a_history_whose_input_asks_the_memo_once_per_task_records_no_patch_marker(
+        tmp_path: Path) -> None:
+    """FlowInput.memo_once_per_task, set at every start, spares each instance the patch
+    marker and the search attribute upsert the SDK records with it: two events fewer, and
+    still four memo upserts."""
+    flow = generated_flow(4, tmp_path)
+    [path] = sorted((DATA / "histories-memo-in-input").glob("*.json"))
+    text = path.read_text(encoding="utf-8")
+    assert '"memo_once_per_task": true' in _input_of(text)
+    assert text.count('"EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED"') == 4
+    assert '"EVENT_TYPE_MARKER_RECORDED"' not in text
+    assert '"EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES"' not in text
+
+    replayed = asyncio.run(replay(read_history_files([path]), workflows_for(flow)))
+
+    assert [r.broken for r in replayed] == [False]
+
+
+def _input_of(history_json: str) -> str:
+    """The workflow's input as JSON text (the first event's first payload)."""
+    started = json.loads(history_json)["events"][0]
+    payload = started["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
+    return json.dumps(json.loads(base64.b64decode(payload["data"])))

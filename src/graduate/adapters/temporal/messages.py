@@ -35,6 +35,9 @@ class FlowInput:
     # Seconds without a heartbeat after which the server deems an activity's worker dead
     # and retries it; None is the SDK's default: only start-to-close detects a death.
     heartbeat_timeout: float | None = None
+    # Send the memo once per workflow task (`workflow.MEMO_ONCE_PER_TASK`). Every start
+    # sets it; an input without it (started before it was added) asks a patch marker.
+    memo_once_per_task: bool = False
 
 
 @dataclass

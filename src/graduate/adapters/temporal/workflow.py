@@ -56,9 +56,13 @@ def _retry_policy(step: Step) -> RetryPolicy:
 
 
 # The memo is sent once per workflow task, with the commands that end it, instead of once
-# per change (seven upserts per instance of the sample flow become four). An execution
-# that started before this change replays without the marker and keeps one upsert per
-# change, so the histories it recorded still match.
+# per change (seven upserts per instance of the sample flow become four). Executions
+# started since say so in their input (FlowInput.memo_once_per_task). One whose input
+# does not asks this patch marker, as executions did before the input said it: one
+# recorded with the marker replays once per task, one recorded before the marker replays
+# without it and keeps one upsert per change, so the histories each recorded still match.
+# (The input, not the marker, for new executions: a marker costs every instance two
+# events, the marker and the search attribute upsert the SDK adds with it.)
 MEMO_ONCE_PER_TASK = "graduate-memo-once-per-task"
 
 
@@ -84,7 +88,8 @@ class GraduateFlow:
 
     @workflow.run
     async def run(self, flow_input: FlowInput) -> FlowResult:
-        self._memo_per_task = workflow.patched(MEMO_ONCE_PER_TASK)
+        self._memo_per_task = (flow_input.memo_once_per_task
+                               or workflow.patched(MEMO_ONCE_PER_TASK))
         flow = registry.get(flow_input.flow)
         older = registry.previous(flow_input.flow)
         # The versioning guard: an execution started before this version was deployed
