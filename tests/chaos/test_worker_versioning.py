@@ -89,10 +89,10 @@ def test_the_same_deploy_unguarded_breaks_every_instance_in_flight(
     for instance in result.instances:
         assert instance.verdict is Verdict.STUCK
         assert "Nondeterminism" in instance.reason
-        # Event 7, the first step's scheduling: the workflow's first task records the
-        # memo patch's marker (5) and its change-version search attribute (6) before it.
+        # Event 5, the first step's scheduling, the first command of the workflow's
+        # first task (the memo's policy is in the input: no patch marker before it).
         assert predicted[instance.instance_id].startswith(
-            f"{instance.instance_id}: breaks at event 7: ")
+            f"{instance.instance_id}: breaks at event 5: ")
     assert not result.verdict.passed
 
 
