@@ -1,5 +1,6 @@
-"""`graduate matrix --jobs N`: cells side by side, each with its own servers and workers,
-the same verdicts as one at a time, and nothing left behind when the command dies."""
+"""`graduate matrix --jobs N`: cells side by side in lanes, each lane with its own servers
+and each cell with its own workers, the same verdicts as one at a time, and nothing left
+behind when the command dies."""
 
 from __future__ import annotations
 
@@ -133,13 +134,14 @@ def _verdicts(cell: dict[str, Any]) -> tuple[object, ...]:
 
 
 def _await_cells_side_by_side(project: Path, cli: subprocess.Popen[Any]) -> None:
-    """Until two cells run at once, one of them past its start (its instances started,
-    so its server and workers run)."""
+    """Until two lanes run at once, a cell of one of them past its start (its server and
+    workers run)."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert cli.poll() is None, "the matrix ended before its cells ran side by side"
-        cells = [p for p in processes_mentioning("graduate.chaos.cells") if str(project) in p]
-        if len(cells) >= 2 and any(project.glob(".graduate/matrices/*/*.started")):
+        mine = processes_mentioning(str(project))
+        lanes = [p for p in mine if "graduate.chaos.cells" in p]
+        if len(lanes) >= 2 and any("graduate.adapters" in p for p in mine):
             return
         time.sleep(0.1)
     raise AssertionError("two cells never ran at once")

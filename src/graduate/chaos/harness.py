@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from graduate.adapters import describe
+from graduate.adapters import describe, needs
 from graduate.adapters.base import (
     HISTORIES,
     HeldUp,
@@ -83,6 +83,7 @@ from graduate.runs.timeline import (
     TimelineEvent,
 )
 from graduate.runs.workers import ActNotCarriedOut
+from graduate.services.provider import Stack, own_servers
 from graduate.timescale import TimeScaleRecord
 
 __all__ = ["ChaosOptions", "ChaosResult", "TimelineEvent", "run_chaos"]
@@ -149,10 +150,12 @@ class _Arming:
 
 
 def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *,
-              flow: Flow | None = None,
+              flow: Flow | None = None, stack: Stack | None = None,
               on_event: Callable[[TimelineEvent], None] | None = None) -> ChaosResult:
     """Run `options` once and store its evidence; every process started is stopped.
-    `flow` is the flow the caller already loaded from `options.run.flow`, if it did."""
+    `flow` is the flow the caller already loaded from `options.run.flow`, if it did.
+    `stack` holds servers the caller started for several runs (use_kept=False, with the
+    same settings); otherwise the run starts its own."""
     # One deadline for the whole run: services, workers, starting the instances, the
     # fault, the recovery.
     deadline = time.monotonic() + options.run.timeout
@@ -167,22 +170,16 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
     arming = _Arming(plan)
     if plan.point == "during-wait":
         arming.held.add(find_wait(flow, plan.step).signal)
+    # A fault that cannot apply is decided before any worker starts: what it needs is
+    # known from the engine's description, the settings and the options.
+    reason = _cannot_apply(settings, options, run)
     proxies: list[Proxy] = []
     try:
-        with open_session(settings, run, flow=flow, engine_settings=engine_settings,
-                          use_kept=False,
+        with open_session(settings, run, flow=flow, stack=stack,
+                          engine_settings=engine_settings, use_kept=False,
                           worker_services=plan.fault.worker_services(settings, proxies),
                           arming=arming, timeline=timeline, time_scale=time_scale,
-                          deadline=deadline) as session:
-            stack = session.stack
-            own_workers = session.workers.owned
-            reason = not_applicable(plan, describe(run.engine),
-                                    local_broker=stack.redis is not None,
-                                    local_server=stack.temporal is not None,
-                                    own_workers=own_workers)
-            if reason is None and not own_workers and options.wait_deadline is not None:
-                reason = ("the registered workers run the flow they were started with: "
-                          "graduate cannot shorten its waits for them (--wait-deadline)")
+                          deadline=deadline, workers=reason is None) as session:
             if reason is not None:
                 return _store(store, options, session, flow, timeline, {}, {}, {},
                               applicable=False, fired=False, reason=reason)
@@ -232,6 +229,19 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
     finally:
         for proxy in proxies:
             proxy.stop()
+
+
+def _cannot_apply(settings: Settings, options: ChaosOptions, run: RunOptions) -> str | None:
+    """Why the run's fault cannot be performed here, or None."""
+    engine = describe(run.engine)
+    own = own_servers(settings, needs([run.engine]))
+    own_workers = run.workers_from != "external"
+    reason = not_applicable(options.plan, engine, local_broker=own.broker,
+                            local_server=own.temporal, own_workers=own_workers)
+    if reason is None and not own_workers and options.wait_deadline is not None:
+        reason = ("the registered workers run the flow they were started with: "
+                  "graduate cannot shorten its waits for them (--wait-deadline)")
+    return reason
 
 
 def _fire(session: RunSession, plan: FaultPlan, context: FaultContext, timeline: Timeline,

@@ -2,21 +2,31 @@
 
 The matrix file in the evidence store is rewritten atomically after every cell, so a
 matrix killed or interrupted with Ctrl-C keeps every finished cell, and `--resume`
-runs only the cells that have no run yet. Cells may run side by side (`jobs`), each
-then in a process of its own with its own servers, workers and queues; the matrix file
-is still written by the matrix alone, as each cell ends.
+runs only the cells that have no run yet. Cells may run side by side (`jobs`), in lanes:
+processes of their own that run an engine's cells one after another
+(`graduate.chaos.cells`); the matrix file is still written by the matrix alone, as each
+cell ends.
+
+A lane starts its Temporal server or Redis once and its cells share them (`lane_services`):
+each cell's run has its own run id, task queue or Celery queues, workflow ids and
+instance ids, so no cell sees another's work, and a fault that restarts the server or
+the broker still kills and restarts the lane's own. A team's app names its own queues,
+which would carry one cell's leftovers into the next: its cells start servers of their
+own, as do cells on registered workers (`--workers external`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from graduate.adapters import check_engine, engine_names
+from graduate.adapters import check_engine, describe, engine_names, needs
 from graduate.apps import Target, resolve_target
-from graduate.chaos.cells import Cell, run_side_by_side
+from graduate.chaos.cells import Cell, Lane, run_side_by_side
 from graduate.chaos.faults import (
     Fault,
     FaultPlan,
@@ -46,6 +56,7 @@ from graduate.runs.remote import check_external
 from graduate.runs.session import new_run_id, validate_options
 from graduate.runs.timeline import INSTANCES_STARTED, TimelineEvent
 from graduate.runs.workers import WorkersKind
+from graduate.services.provider import Stack, open_stack
 from graduate.timescale import TimeScale
 
 # The double start and the rollback rehearsal are in by default: the spike ADR's exit
@@ -63,7 +74,8 @@ DEMO_FAULTS = (none.NAME, kill_worker.NAME, stop_worker.NAME, restart_broker.NAM
 DEMO_TIMEOUT = 45.0
 # A cell, as planned and as the matrix file keeps it, is the stored record's.
 __all__ = ["DEFAULT_FAULTS", "DEFAULT_INSTANCES", "DEMO_FAULTS", "DEMO_FLOW", "DEMO_TIMEOUT",
-           "CellOutcome", "MatrixSpec", "default_point", "demo_jobs", "new_matrix_id",
+           "CellOutcome", "MatrixSpec", "default_point", "demo_jobs", "lane_services",
+           "new_matrix_id",
            "plan_cells", "run_matrix", "settle_cell", "summarise"]
 # Several instances in flight, as in production: the fault hits one of them (or, with
 # hit="all", each), and the checker judges what it did to the others too.
@@ -94,9 +106,9 @@ class MatrixSpec:
 
 
 def demo_jobs(engines: Sequence[str]) -> int:
-    """How many of the demo's cells run at once: one per engine. A cell mostly waits on
-    an engine's clock (a timeout, a visibility sweep), so on two cores three overlap
-    without slowing each other's recovery; more would crowd the starts of the servers."""
+    """How many of the demo's cells run at once: one per engine (a lane each). A cell
+    mostly waits on an engine's clock (a timeout, a visibility sweep), so on two cores
+    three overlap without slowing each other's recovery; more would crowd their starts."""
     return max(1, len(engines))
 
 
@@ -232,38 +244,71 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
         target = by_engine[cell.engine]
         runs[index] = (settings, _options(spec, target, plan, cell), store, target.flow, cell)
     if jobs == 1:
-        for index, args in runs.items():
-            settled(index, settle_cell(*args))
+        with lane_services(settings, spec.engines, spec.workers) as shared:
+            for index, args in runs.items():
+                settled(index, settle_cell(*args, shared))
     else:
-        folder = settings.state_dir / "matrices" / record.matrix_id  # the cells' own files
-        # Engines taken in turn, so that the cells at once are of different engines: a
-        # Temporal server's start and a Redis's weigh differently on the cores.
-        turn = {index: sum(cells[n].engine == cells[index].engine for n in pending[:at])
-                for at, index in enumerate(pending)}
-        order = sorted(runs, key=lambda index: (turn[index], index))
-        calls = [_cell(index, runs[index], folder) for index in order]
-        run_side_by_side(calls, at_once=jobs, folder=folder,
+        folder = settings.state_dir / "matrices" / record.matrix_id  # the lanes' own files
+        run_side_by_side(_lanes(settings, spec, [(n, cells[n].engine) for n in pending],
+                                runs, jobs),
+                         at_once=jobs, folder=folder,
                          on_done=lambda call, outcome: settled(int(call.name), outcome))
     return record.matrix_id, cells
 
 
-def _cell(index: int, args: tuple[Settings, ChaosOptions, EvidenceStore, Flow, CellOutcome],
-          folder: Path) -> Cell[CellOutcome]:
-    """Cell `index` to run in a process of its own, saying in `folder` when it started."""
-    started = folder / f"{index}.started"
-    return Cell(name=str(index), call=settle_cell, args=(*args, started), started=started)
+def _lanes(settings: Settings, spec: MatrixSpec, pending: Sequence[tuple[int, str]],
+           runs: dict[int, tuple[Settings, ChaosOptions, EvidenceStore, Flow, CellOutcome]],
+           jobs: int) -> list[Lane[CellOutcome]]:
+    """The pending cells (index, engine) in lanes: each engine's cells dealt in turn to
+    as many lanes as `jobs` gives each engine (one at least), so that the lanes at once
+    are of different engines: a Temporal server's start and a Redis's weigh differently
+    on the cores."""
+    engines = list(dict.fromkeys(engine for _, engine in pending))
+    per_engine = max(1, math.ceil(jobs / max(1, len(engines))))
+    dealt: dict[tuple[int, str], list[int]] = {}
+    for engine in engines:
+        mine = [index for index, on in pending if on == engine]
+        for number, index in enumerate(mine):
+            dealt.setdefault((number % per_engine, engine), []).append(index)
+    order = sorted(dealt, key=lambda key: (key[0], engines.index(key[1])))
+    return [Lane(name=f"{engine}-{turn}",
+                 cells=tuple(Cell(name=str(index), call=settle_cell, args=runs[index])
+                             for index in dealt[(turn, engine)]),
+                 opens=lane_services, open_args=(settings, (engine,), spec.workers))
+            for turn, engine in order]
+
+
+def _shares(engine: str, workers: WorkersKind) -> bool:
+    """Whether a cell on `engine` runs on its lane's servers (see the module's doc)."""
+    return workers == "local" and not describe(engine).runs_app
+
+
+@contextlib.contextmanager
+def lane_services(settings: Settings, engines: Sequence[str],
+                  workers: WorkersKind) -> Iterator[Stack | None]:
+    """The servers a lane's cells on `engines` share, started once (None when none
+    shares: see `_shares`); stopped when the lane ends."""
+    sharing = [engine for engine in engines if _shares(engine, workers)]
+    if not sharing:
+        yield None
+        return
+    with open_stack(settings, needs(sharing), use_kept=False) as stack:
+        yield stack
 
 
 def settle_cell(settings: Settings, options: ChaosOptions, store: EvidenceStore, flow: Flow,
-                cell: CellOutcome, started: Path | None = None) -> CellOutcome:
-    """Run one cell and store its run: the cell as settled by it. `started` is created
-    once the run's instances have started: its start, which takes the cores, is over."""
+                cell: CellOutcome, shared: Stack | None = None,
+                started: Callable[[], None] | None = None) -> CellOutcome:
+    """Run one cell, on the lane's `shared` servers where it shares them, and store its
+    run: the cell as settled by it. `started` is called once the run's instances have
+    started: its start, which takes the cores, is over."""
 
     def event(item: TimelineEvent) -> None:
         if started is not None and item.kind == INSTANCES_STARTED.kind:
-            started.touch()
+            started()
 
-    result = run_chaos(settings, options, store, flow=flow, on_event=event)
+    stack = shared if _shares(options.run.engine, options.run.workers_from) else None
+    result = run_chaos(settings, options, store, flow=flow, stack=stack, on_event=event)
     return replace(cell, run_id=result.run_id,
                    status="done" if result.applicable else "not-applicable",
                    summary=summarise(result))

@@ -41,8 +41,9 @@ WorkersOption = Annotated[str, typer.Option(
          "(workers registered by `graduate worker` on any host, driven through the "
          "PostgreSQL ledger; name the services they use and that ledger).")]
 JobsOption = Annotated[int, typer.Option(
-    help="Cells to run at once, each with its own servers, workers and queues (a cell "
-         "mostly waits for an engine's recovery, so they overlap well).")]
+    help="Cells to run at once, in lanes: each lane runs an engine's cells one after "
+         "another on a Temporal server or Redis of its own, each cell with its own workers "
+         "and queues (a cell mostly waits for an engine's recovery, so they overlap well).")]
 ChangeOption = Annotated[str, typer.Option(
     help=f"{deploy_change.NAME}: {deploy_change.CHANGE.help} ({', '.join(CHANGES)}): the "
          "first two steps swapped, or a step added in front.")]
@@ -234,7 +235,7 @@ def matrix(
 
     Each cell is one chaos run; the matrix is saved after every cell, so an interrupted
     matrix loses nothing finished and `--resume` runs only what is left. With --jobs N,
-    N cells run at once.
+    N cells run at once, each engine's in lanes that start their servers once.
 
     Example: graduate matrix partner_approval --engines temporal,celery-chain
     --faults kill-worker,restart-broker,restart-server --profiles defaults,tuned

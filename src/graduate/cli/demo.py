@@ -30,18 +30,19 @@ def demo(
     instances: Annotated[int, typer.Option(help="Instances per run.")] = DEFAULT_INSTANCES,
     hit: HitOption = "one",
     jobs: Annotated[int | None, typer.Option(
-        help="Cells to run at once (default: one per engine), each with its own servers "
-             "and workers.")] = None,
+        help="Cells to run at once (default: one per engine), each engine's in lanes "
+             "that share a server, each cell with its own workers.")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Folder for the HTML and Markdown reports (default: reports/).")] = None,
 ) -> None:
     """Run the pilot (partner_approval) under every fault on Temporal and on both
     Celery strategies, and summarise what each engine did with each commitment.
 
-    Every run starts its own local Temporal server or Redis, and everything it starts is
-    stopped again. The evidence goes to the evidence folder, and the HTML and Markdown
-    reports to reports/. The cells run side by side, one per engine at a time by
-    default: a few minutes on two cores.
+    Each engine's cells run one after another on a local Temporal server or Redis that
+    the demo starts for them, and everything it starts is stopped again. The evidence
+    goes to the evidence folder, and the HTML and Markdown reports to reports/. The
+    engines run side by side, one cell each at a time by default: about two minutes on
+    two cores.
 
     Example: graduate demo
     """

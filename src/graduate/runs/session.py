@@ -428,7 +428,8 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow,
                  worker_services: Callable[[Stack], Services] | None = None,
                  arming: Arming | None = None, timeline: Timeline | None = None,
                  time_scale: TimeScaleRecord | None = None,
-                 deadline: float | None = None) -> Iterator[RunSession]:
+                 deadline: float | None = None, workers: bool = True,
+                 ) -> Iterator[RunSession]:
     """Services, engine and workers for one run; everything started is stopped on exit.
 
     `flow` is the flow to run, prepared by the caller (`load_run_flow`: under the
@@ -436,7 +437,9 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow,
     by the caller (for several runs); otherwise the session opens its own services.
     `deadline` (monotonic) is when the run ends, by default `options.timeout`
     from now: it covers the start-up, so workers that are not ready by then end the run
-    with an error, and instances not started by then are never started.
+    with an error, and instances not started by then are never started. With
+    `workers=False` no worker is started or awaited (a run decided before it starts: a
+    fault that cannot apply), and the engine is opened only to be recorded.
     """
     if deadline is None:
         deadline = time.monotonic() + options.timeout
@@ -446,7 +449,7 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow,
     run_id = new_run_id()
     run_dir = settings.state_dir / "runs" / run_id
     timeline = timeline or Timeline()
-    external = options.workers_from == "external"
+    external = workers and options.workers_from == "external"
     if external:
         from graduate.runs.remote import check_external
 
@@ -460,7 +463,7 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow,
         # run's deadline. A replacement that a fault starts later keeps its own bound:
         # a fault that fires near the deadline is still to be judged.
         with ready_by(deadline):
-            workers: WorkerControl
+            control: WorkerControl
             if external:
                 from graduate.runs.remote import RegisteredWorkers
 
@@ -475,7 +478,7 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow,
                                      settings=dict(registered.settings), app=options.app,
                                      queue=registered.pool)
                 resources.callback(engine.close)
-                workers = registered
+                control = registered
             else:
                 engine = open_engine(
                     options.engine, flow, stack.services, run_dir, settings=engine_settings,
@@ -484,9 +487,10 @@ def open_session(settings: Settings, options: RunOptions, *, flow: Flow,
                 resources.callback(engine.close)
                 supervisor = Supervisor(engine, timeline)
                 resources.callback(supervisor.stop_all)
-                supervisor.start(options.workers)
-                workers = LocalWorkers(supervisor)
+                if workers:
+                    supervisor.start(options.workers)
+                control = LocalWorkers(supervisor)
         yield RunSession(flow=flow, options=options, run_id=run_id, run_dir=run_dir,
                          ledger=Ledger(settings.ledger), stack=stack, engine=engine,
-                         workers=workers, timeline=timeline, deadline=deadline,
+                         workers=control, timeline=timeline, deadline=deadline,
                          arming=arming, time_scale=time_scale)

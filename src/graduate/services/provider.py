@@ -25,7 +25,7 @@ from graduate.services.probe import probe_address, probe_url
 from graduate.services.resolver import LocalStrategy, Needs, Resolver
 
 __all__ = ["KeptService", "Needs", "Stack", "env_down", "env_up", "kept_services",
-           "open_services", "open_stack"]
+           "open_services", "open_stack", "own_servers"]
 ENV_FILE = "env.json"
 
 
@@ -115,6 +115,14 @@ class Stack:
     services: Services
     temporal: LocalTemporal | None = None
     redis: LocalRedis | None = None
+
+
+def own_servers(settings: Settings, needs: Needs) -> Needs:
+    """The servers a stack opened with `use_kept=False` starts itself, and a fault may
+    therefore kill and restart: those `needs` asks for that the settings do not name.
+    Known before anything starts."""
+    return Needs(temporal=needs.temporal and not settings.temporal_address,
+                 broker=needs.broker and not settings.broker_url)
 
 
 @contextlib.contextmanager
