@@ -183,15 +183,20 @@ def test_a_ratio_whose_runs_disagree_by_more_than_half_is_called_noisy(tmp_path:
 def test_cells_side_by_side_are_counted_once_against_the_wall_time(tmp_path: Path) -> None:
     # Two cells at once over a 10 s matrix: 0-8 s and 2-9 s, each recovering part of it.
     cells = [{"began": 100.0, "wall": 8.0, "recovery": 5.0, "recovery_span": (102.0, 107.0),
-              "deadline_wait": 0.0, "harness": 3.0},
+              "deadline_wait": 0.0, "harness": 3.0, "starting": 1.0, "flow": 1.5,
+              "judging": 0.5},
              {"began": 102.0, "wall": 7.0, "recovery": 4.0, "recovery_span": (104.0, 108.0),
-              "deadline_wait": 1.0, "harness": 2.0}]
+              "deadline_wait": 1.0, "harness": 2.0, "starting": 1.0, "flow": 0.5,
+              "judging": 0.5}]
 
     split = matrix_split(cells, (100.0, 110.0))
 
     # Parts are cells' seconds, adding up to the cells' time (15 s in 10 s of wall time).
     assert split["cell_time"] == 15.0
     assert (split["recovery"], split["deadline_wait"], split["harness"]) == (9.0, 1.0, 5.0)
+    assert (split["starting"], split["flow"], split["judging"]) == (2.0, 2.0, 1.0)
+    # The flow up to each fault is never recovery: 9 of 9 + 1 + 2 s at best.
+    assert split["best_share"] == pytest.approx(0.75)
     # Some cell recovered from 102 s to 108 s: 60 % of the wall time, not 90 %.
     assert split["recovery_covered"] == pytest.approx(0.6)
     # No run was under way in the last second.
@@ -208,3 +213,6 @@ def test_cells_side_by_side_are_counted_once_against_the_wall_time(tmp_path: Pat
     assert "The cells' own times add up to 15.0 s (1.5 times the wall time)" in markdown
     assert "engine recovery 9.0 s (60 %)" in markdown
     assert "inside an engine's recovery for 60 % of it" in markdown
+    assert ("2.0 s went to starting each cell's workers and instances, 2.0 s to the flow's "
+            "own steps") in markdown
+    assert "(60 %: 20 points short of the target) cannot pass 75 %" in markdown

@@ -60,7 +60,7 @@ from graduate.instrument import RunContext, effect
 from graduate.ledger import Ledger
 from graduate.runner import RunOptions, approve_all, run_flow
 from graduate.runs.session import new_request
-from graduate.runs.timeline import RUN_ENDED
+from graduate.runs.timeline import INSTANCES_STARTED, RUN_ENDED
 from graduate.services.provider import open_stack
 
 SECTIONS = ("effect", "overhead", "matrix", "scale")
@@ -373,18 +373,23 @@ def matrix_split(cells: Sequence[Mapping[str, Any]], span: tuple[float, float],
 
     Cells side by side add up to more than the wall time, so each part is a sum of
     cells' seconds and its share is of `cell_time` (the cells' walls added up): overlap
-    neither inflates a part nor hides one. Against the wall time itself:
-    `recovery_covered` is the share of it in which at least one cell was inside an
+    neither inflates a part nor hides one. The harness is split further into `starting`,
+    `flow` and `judging` (see `_split`); `best_share` is the recovery's share if starting
+    and judging cost nothing: the flow up to each fault (in a cell without one, its whole
+    run) is not recovery by definition, so the share cannot pass it. Against the wall
+    time: `recovery_covered` is the share of it in which at least one cell was inside an
     engine's recovery, and `between_runs` the seconds in which no cell's run was under
-    way (the matrix's own work: planning, starting each cell's process, saving).
+    way (the matrix's own work: planning, starting each lane, stopping a cell's workers,
+    saving, and a cell waiting for another's start).
     """
     wall = span[1] - span[0]
     runs = _covered([(c["began"], c["began"] + c["wall"]) for c in cells], span)
     recovering = _covered([c["recovery_span"] for c in cells if c["recovery"] > 0], span)
-    return {"cell_time": sum(c["wall"] for c in cells),
-            "recovery": sum(c["recovery"] for c in cells),
-            "deadline_wait": sum(c["deadline_wait"] for c in cells),
-            "harness": sum(c["harness"] for c in cells),
+    parts = {key: sum(c.get(key, 0.0) for c in cells)
+             for key in ("recovery", "deadline_wait", "harness", "starting", "flow", "judging")}
+    floor = parts["recovery"] + parts["deadline_wait"] + parts["flow"]
+    return {"cell_time": sum(c["wall"] for c in cells), **parts,
+            "best_share": parts["recovery"] / floor if floor > 0 else 0.0,
             "recovery_covered": recovering / wall if wall > 0 else 0.0,
             "between_runs": max(0.0, wall - runs)}
 
@@ -402,16 +407,22 @@ def _covered(spans: Sequence[Sequence[float]], within: tuple[float, float]) -> f
 def _split(store: EvidenceStore, run_id: str | None) -> dict[str, Any]:
     """A cell's wall time, from its run's start to its storing: inside the engine's
     recovery (from the fault to the last effect, or to an early end), waiting for the
-    run's deadline after the last effect, and the rest (services, workers, starting,
-    judging, storing: the harness). Times are epoch seconds, as the run records them."""
+    run's deadline after the last effect, and the rest (the harness). The harness is
+    `starting` (workers and instances, up to the instances-started event: a run that
+    could not apply starts none), `flow` (from there to the fault, or to the run's end
+    or last effect when no fault fired: the flow's own steps and waits) and `judging`
+    (after the run ended: histories, verdicts, storing). Times are epoch seconds, as
+    the run records them."""
     if run_id is None:
         return {"wall": 0.0, "began": 0.0, "recovery": 0.0, "recovery_span": (0.0, 0.0),
-                "deadline_wait": 0.0, "harness": 0.0, "ended": ""}
+                "deadline_wait": 0.0, "harness": 0.0, "starting": 0.0, "flow": 0.0,
+                "judging": 0.0, "ended": ""}
     record = store.load_run(run_id)
     began = record.started_at if record.started_at is not None else 0.0
     wall = max(0.0, datetime.fromisoformat(record.created_at).timestamp() - began)
     fired = [e.at for e in record.timeline if e.kind == FAULT_FIRED.kind]
     ended = next((e for e in record.timeline if e.kind == RUN_ENDED.kind), None)
+    started = next((e.at for e in record.timeline if e.kind == INSTANCES_STARTED.kind), None)
     end = ended.at if ended is not None else 0.0
     last_effect = max((e.finished_at - began for e in record.ledger), default=0.0)
     by_deadline = ended is not None and ended.detail == "deadline passed"
@@ -421,7 +432,11 @@ def _split(store: EvidenceStore, run_id: str | None) -> dict[str, Any]:
     deadline_wait = max(0.0, end - max(last_effect, fired[0] if fired else 0.0)) \
         if by_deadline else 0.0
     since = began + (fired[0] if fired else 0.0)
+    harness = max(0.0, wall - recovery - deadline_wait)
+    starting = min(harness, started if started is not None else wall)
+    judging = min(harness - starting, max(0.0, wall - end)) if ended is not None else 0.0
     return {"wall": wall, "began": began, "recovery": recovery,
             "recovery_span": (since, since + recovery), "deadline_wait": deadline_wait,
-            "harness": max(0.0, wall - recovery - deadline_wait),
+            "harness": harness, "starting": starting, "judging": judging,
+            "flow": max(0.0, harness - starting - judging),
             "ended": ended.detail if ended is not None else ""}
