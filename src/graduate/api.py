@@ -250,10 +250,11 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
     `on_cell(cell, number, total)` is told after each cell, in the order they end.
     `workers="external"` runs every cell on workers registered by `graduate worker` (see
     `chaos`): two of each engine, say, on other hosts.
-    `jobs` cells run at once, each in a process of its own with its own local servers,
+    `jobs` cells run at once, in lanes: processes of their own, each running an engine's
+    cells one after another on local servers it starts once, each cell with its own
     workers, queues and files (the engines' recovery is mostly waiting, so cells overlap
-    well); the default runs them one after another, in this process; `jobs=None` runs
-    one per engine at once, as `graduate demo` does.
+    well); the default runs them one after another, in this process, on one set of
+    servers; `jobs=None` runs one per engine at once, as `graduate demo` does.
     `inputs` gives every instance of every cell the flow's inputs, as for `run`.
     """
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
