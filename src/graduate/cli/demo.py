@@ -41,8 +41,8 @@ def demo(
     Each engine's cells run one after another on a local Temporal server or Redis that
     the demo starts for them, and everything it starts is stopped again. The evidence
     goes to the evidence folder, and the HTML and Markdown reports to reports/. The
-    engines run side by side, one cell each at a time by default: about two minutes on
-    two cores.
+    engines run side by side, one cell each at a time by default: a few minutes on two
+    cores.
 
     Example: graduate demo
     """
