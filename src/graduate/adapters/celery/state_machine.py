@@ -403,6 +403,13 @@ def _last_attempt_lost(step: Step, attempt: int) -> bool:
     return attempt >= step.retry.max_attempts
 
 
+def _limits(step: Step | None) -> dict[str, Any]:
+    """The time limits of a message that runs `step`'s effect (none without a step)."""
+    if step is None:
+        return {}
+    return {"soft_time_limit": step.timeout, "time_limit": step.timeout + HARD_LIMIT_SLACK}
+
+
 def _describe(error: BaseException, step: Step) -> str:
     if isinstance(error, SoftTimeLimitExceeded):
         return f"timed out after {step.timeout:g}s"
@@ -422,6 +429,10 @@ class Machine:
         # The queue whose rows the tick looks after ("" = every row): the run's own, or
         # the pool of registered workers, whose harness runs under another run ID.
         self.pool = ""
+        # The step whose time limits the task in hand was sent with, until its effect
+        # begins: the one effect this task may run (see `advance`). A pool child runs
+        # one task at a time.
+        self._carries: str | None = None
 
     def flow_of(self, row: Row) -> Flow:
         """The row's instance's flow: its `for_each` steps expanded for its input (see
@@ -455,24 +466,45 @@ class Machine:
         notice = self.flow.notice_for(row.reason)
         return None if notice is None or notice.name in row.done else notice
 
+    def step_after(self, row: Row, signal: str) -> Step | None:
+        """The step that follows the wait for `signal`, which an approval leads to."""
+        nodes = self.flow_of(row).nodes
+        at = next((i for i, n in enumerate(nodes) if isinstance(n, Wait) and n.signal == signal
+                   and i >= row.cursor), None)
+        follows = nodes[at + 1] if at is not None and at + 1 < len(nodes) else None
+        return follows if isinstance(follows, Step) else None
+
     def send_advance(self, row: Row, countdown: float | None = None) -> None:
-        options: dict[str, Any] = {}
         step = self.current_step(row)
-        if step is not None:
-            options = {"soft_time_limit": step.timeout,
-                       "time_limit": step.timeout + HARD_LIMIT_SLACK}
+        options = _limits(step)
         if countdown:
             options["countdown"] = countdown
-        self.app.signature(ADVANCE, args=(row.instance_id,), **options).apply_async()
+        self.app.signature(ADVANCE, args=(row.instance_id, step.name if step else None),
+                           **options).apply_async()
 
     # ------------------------------------------------------------------ tasks
 
-    def advance(self, instance_id: str) -> str:
-        """Move the instance one node forward; return what was done, for Celery's result."""
-        store = self.store
-        row = store.load(instance_id)
-        if row is None or row.flow != self.flow.name:
-            return "no such instance of this flow"
+    def advance(self, instance_id: str, carries: str | None = None) -> str:
+        """Move the instance forward; return what was done, for the worker's log.
+
+        One message runs at most one effect (a step, a compensation or a notice), the
+        one named by `carries`, whose time limits the message was sent with; moves that
+        run none (entering or passing a wait, finishing, beginning to compensate) go on
+        in the same task, where each once sent a message of its own. An effect that the
+        message does not carry gets a message of its own, with its limits.
+        """
+        self._carries = carries
+        try:
+            store = self.store
+            row = store.load(instance_id)
+            if row is None or row.flow != self.flow.name:
+                return "no such instance of this flow"
+            return self._advance(store, row)
+        finally:
+            self._carries = None
+
+    def _advance(self, store: Store, row: Row) -> str:
+        instance_id = row.instance_id
         if row.state in FINISHED:
             return f"already {row.state}"
         now = time.time()
@@ -497,6 +529,9 @@ class Machine:
                 and not _in_flight(self.current_step(row), row.attempt)):
             at = self.flow_of(row).nodes[min(row.cursor, len(self.flow_of(row).nodes) - 1)].name
             return self._begin_compensation(store, row, reason, at)
+        if step is not None and step.name != self._carries:
+            self.send_advance(row)
+            return f"{step.name}: sent with its own time limits"
         if row.state == COMPENSATING:
             return self._compensate_next(store, row)
         if row.cursor >= len(self.flow_of(row).nodes):
@@ -592,11 +627,7 @@ class Machine:
         group = self.flow_of(row).node(branch.group)
         assert isinstance(group, Parallel)
         steps = next(b.steps for b in group.branches if b.name == branch.branch)
-        options: dict[str, Any] = {}
-        if branch.cursor < len(steps):
-            step = steps[branch.cursor]
-            options = {"soft_time_limit": step.timeout,
-                       "time_limit": step.timeout + HARD_LIMIT_SLACK}
+        options = _limits(steps[branch.cursor] if branch.cursor < len(steps) else None)
         if countdown:
             options["countdown"] = countdown
         self.app.signature(ADVANCE_BRANCH,
@@ -647,14 +678,17 @@ class Machine:
             return ""
         return interrupt.reason
 
-    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> str:
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any],
+               carries: str | None = None) -> str:
+        """Store the signal, then advance the row in the same task: sent with the time
+        limits of the step after its wait (`carries`), it passes the wait and runs that
+        step, as an advance would."""
         store = self.store
         row = store.load(instance_id)
         if row is None or row.state in FINISHED:
             return "no running instance"
         store.put_signal(row, name, payload)
-        self.send_advance(row)
-        return "stored"
+        return f"stored; {self.advance(instance_id, carries)}"
 
     def tick(self) -> int:
         """Send advance for every row whose next move no message may be carrying."""
@@ -719,9 +753,13 @@ class Machine:
         written = store.update(old, new, node, note, consume)
         if written is None:
             return f"{node}: another writer moved the row first"
-        if written.state not in FINISHED and written.state != WAITING:
+        if written.state in FINISHED or written.state == WAITING:
+            return f"{node}: {note}"
+        if countdown:
             self.send_advance(written, countdown)
-        return f"{node}: {note}"
+            return f"{node}: {note}"
+        # The next move goes on in this task (see `advance`).
+        return f"{node}: {note}; {self._advance(store, written)}"
 
     def _finish(self, store: Store, row: Row, state: str, reason: str, node: str,
                 consume: str | None = None) -> str:
@@ -758,6 +796,7 @@ class Machine:
                           "says: its worker was lost after the effect")
 
     def _take_lease(self, store: Store, row: Row, step: Step) -> Row | None:
+        self._carries = None  # the task's one effect begins: any other gets its own message
         leased = replace(row, attempt=row.attempt + 1,
                          lease_until=time.time() + step.timeout + HARD_LIMIT_SLACK
                          + self.lease_margin)
@@ -904,13 +943,14 @@ def register(app: Celery, flow: Flow, resources: ProcessResources,
     # function's signature, and takes the first parameter of a method for `self`. Not
     # shared: a shared task is added to every Celery app the process creates later, so a
     # second engine would run the first engine's closures.
-    def advance(instance_id: str) -> str:
+    def advance(instance_id: str, carries: str | None = None) -> str:
         with resources.interruptible():
-            return machine.advance(instance_id)
+            return machine.advance(instance_id, carries)
 
-    def signal(instance_id: str, name: str, payload: dict[str, Any]) -> str:
+    def signal(instance_id: str, name: str, payload: dict[str, Any],
+               carries: str | None = None) -> str:
         with resources.interruptible():
-            return machine.signal(instance_id, name, payload)
+            return machine.signal(instance_id, name, payload, carries)
 
     def tick() -> int:
         with resources.interruptible():
@@ -920,11 +960,12 @@ def register(app: Celery, flow: Flow, resources: ProcessResources,
         with resources.interruptible():
             return machine.advance_branch(instance_id, group, branch)
 
-    app.task(name=ADVANCE, shared=False)(advance)
-    app.task(name=ADVANCE_BRANCH, shared=False)(advance_branch)
-    app.task(name=SIGNAL, shared=False)(signal)
-    # A tick's result is worthless a second later; storing one a second is only noise.
-    app.task(name=TICK, ignore_result=True, shared=False)(tick)
+    # No task stores a result: the rows and their transitions are the record, and what a
+    # task did is in its worker's log. A stored result (and a started state) cost the
+    # backend three writes a task, and each send a subscription to the result.
+    for name, task in ((ADVANCE, advance), (ADVANCE_BRANCH, advance_branch),
+                       (SIGNAL, signal), (TICK, tick)):
+        app.task(name=name, ignore_result=True, shared=False)(task)
     interval = float(settings.get("tick_interval", STATE_MACHINE["tick_interval"]))
     app.conf.beat_schedule = {
         TICK: {"task": TICK, "schedule": interval,
@@ -985,7 +1026,12 @@ class StateMachineStrategy:
             self.machine.store.put_signal(row, name, payload)
             self.machine.send_advance(row)
             return
-        self.app.signature(SIGNAL, args=(instance_id, name, payload)).apply_async()
+        # Sent with the time limits of the step an approval leads to: the signal task
+        # runs it (`Machine.signal`).
+        after = self.machine.step_after(row, name)
+        self.app.signature(SIGNAL, args=(instance_id, name, payload,
+                                         after.name if after else None),
+                           **_limits(after)).apply_async()
 
     def cancel(self, instance_id: str) -> None:
         """Store a cancel request; the next advance (this one, or the tick's) begins the
