@@ -75,9 +75,11 @@ STATE_MACHINE = EngineDescription(
     # The state machine's own recovery: a step's lease outlives its time limit by 1 s,
     # and an idle row is nudged after 2 s.
     tuned={**_TUNED, "lease_margin": 1.0, "idle_grace": 2.0},
-    # Benched against the same plain Celery chains as the chain: what a team writes
-    # without graduate, whichever strategy graduate runs.
-    example_setting="task_acks_late = true", plain_module="graduate.adapters.celery.plain",
+    # Benched against the same state machine written by hand (a row and a task per
+    # step): a chain keeps no progress to write, so it would bench the strategy, not
+    # graduate (docs/adr/0010).
+    example_setting="task_acks_late = true",
+    plain_module="graduate.adapters.celery.plain_state_machine",
 )
 
 

@@ -75,14 +75,18 @@ class PlainCeleryClient:
         close_app(self._app)
 
 
-
 def open_client(spec: PlainSpec) -> PlainCeleryClient:
     return PlainCeleryClient(spec)
+
 
 def main(run_dir: str) -> None:
     del run_dir  # names the run for `ps` readers; the spec carries everything
     spec = PlainSpec.from_json(sys.stdin.read())
-    app = create_plain_app(spec)
+    run_plain_worker(create_plain_app(spec), spec)
+
+
+def run_plain_worker(app: Celery, spec: PlainSpec) -> None:
+    """Run a plain baseline's worker on `app` until it is stopped."""
 
     def ready(**_: Any) -> None:
         write_ready_file(spec.ready_file, os.getpid())

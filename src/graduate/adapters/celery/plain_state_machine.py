@@ -1,0 +1,122 @@
+"""The flow written directly as a Celery state machine, as a team writes one without
+graduate: a row per instance in the application's table (the node it is at, and a
+version), and one task, `advance`, that runs the row's step, moves the row one node on
+with optimistic concurrency (`WHERE version = ?`, so a duplicate message moves nothing)
+and sends itself again for the next step. A wait is a row that stops at it; the approval
+handler moves the row past it and sends the advance. Celery's defaults but for results,
+which nobody reads; no lease, no history, no tick: nothing of graduate's in between. The
+baseline of `graduate bench` for the celery-state-machine engine (see
+`graduate.adapters.plain`, and docs/adr/0010 for why it has a baseline of its own).
+
+    python -m graduate.adapters.celery.plain_state_machine RUN_DIR   (a PlainSpec on stdin)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from celery import Celery
+
+from graduate.adapters.celery.app import close_app
+from graduate.adapters.celery.plain import run_plain_worker
+from graduate.adapters.plain import PlainSpec, record_effect, start_plain_worker
+from graduate.errors import EngineError
+from graduate.processes import ManagedProcess
+
+ADVANCE = "plain.sm.advance"
+_SCHEMA = ("CREATE TABLE IF NOT EXISTS progress (instance TEXT PRIMARY KEY, "
+           "cursor INTEGER NOT NULL, version INTEGER NOT NULL)")
+# How long an approval handler gives a row to reach its wait, and how often it looks.
+ARRIVAL_TIMEOUT, ARRIVAL_POLL = 30.0, 0.001
+
+
+@contextmanager
+def _table(database: str) -> Iterator[sqlite3.Connection]:
+    """A connection to the application's table, each statement its own transaction,
+    committed as graduate's state machine commits its tables (without an fsync)."""
+    with closing(sqlite3.connect(database, timeout=30, isolation_level=None)) as connection:
+        connection.execute("PRAGMA synchronous=NORMAL")
+        yield connection
+
+
+def create_plain_app(spec: PlainSpec) -> Celery:
+    app = Celery("graduate-plain-state-machine", broker=spec.services["broker_url"],
+                 backend=spec.services["result_backend_url"])
+    app.conf.task_default_queue = spec.queue
+
+    def advance(instance_id: str) -> None:
+        with _table(spec.database) as table:
+            row = table.execute("SELECT cursor, version FROM progress WHERE instance = ?",
+                                (instance_id,)).fetchone()
+            if row is None or row[0] >= len(spec.nodes) or spec.nodes[row[0]][0] != "step":
+                return  # finished, or at a wait: its handler moves it on
+            cursor, version = row
+            record_effect(spec.database, instance_id, spec.nodes[cursor][1])
+            moved = table.execute("UPDATE progress SET cursor = ?, version = ? WHERE "
+                                  "instance = ? AND version = ?",
+                                  (cursor + 1, version + 1, instance_id, version)).rowcount
+        if moved and cursor + 1 < len(spec.nodes) and spec.nodes[cursor + 1][0] == "step":
+            app.signature(ADVANCE, args=(instance_id,)).apply_async()
+
+    # Its table is the record, as graduate's state machine's is: no result is stored.
+    app.task(name=ADVANCE, ignore_result=True, shared=False)(advance)
+    return app
+
+
+def start_worker(spec: PlainSpec, run_dir: Path) -> ManagedProcess:
+    return start_plain_worker(spec, run_dir, __name__, "Celery state machine")
+
+
+class PlainStateMachineClient:
+    """Inserts each instance's row and moves it past each wait, sending the advance
+    (`graduate.adapters.plain.PlainClient`)."""
+
+    def __init__(self, spec: PlainSpec) -> None:
+        self._spec = spec
+        self._app = create_plain_app(spec)
+        with _table(spec.database) as table:
+            table.execute(_SCHEMA)
+
+    def start(self, instance_id: str) -> None:
+        with _table(self._spec.database) as table:
+            table.execute("INSERT INTO progress VALUES (?, 0, 1)", (instance_id,))
+        self._app.signature(ADVANCE, args=(instance_id,)).apply_async()
+
+    def signal(self, instance_id: str, wait: str) -> None:
+        """Move the row past `wait` and send its advance. The driver signals once the
+        step before the wait landed, which the worker commits just before it moves the
+        row onto the wait: the handler waits those few moments for the row."""
+        at = next(i for i, (kind, name) in enumerate(self._spec.nodes)
+                  if kind == "wait" and name == wait)
+        deadline = time.monotonic() + ARRIVAL_TIMEOUT
+        with _table(self._spec.database) as table:
+            while not table.execute("UPDATE progress SET cursor = cursor + 1, version = "
+                                    "version + 1 WHERE instance = ? AND cursor = ?",
+                                    (instance_id, at)).rowcount:
+                if time.monotonic() > deadline:
+                    raise EngineError(f"the plain state machine's {instance_id} never "
+                                      f"reached wait {wait!r}")
+                time.sleep(ARRIVAL_POLL)
+        self._app.signature(ADVANCE, args=(instance_id,)).apply_async()
+
+    def close(self) -> None:
+        close_app(self._app)
+
+
+def open_client(spec: PlainSpec) -> PlainStateMachineClient:
+    return PlainStateMachineClient(spec)
+
+
+def main(run_dir: str) -> None:
+    del run_dir  # names the run for `ps` readers; the spec carries everything
+    spec = PlainSpec.from_json(sys.stdin.read())
+    run_plain_worker(create_plain_app(spec), spec)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:2])
