@@ -52,10 +52,17 @@ def _check_sqlite_path(path: Path) -> None:
 
 
 class Database:
-    """One database, by URL: `postgresql://...`, `sqlite:///path` or a plain file path."""
+    """One database, by URL: `postgresql://...`, `sqlite:///path` or a plain file path.
 
-    def __init__(self, url: str) -> None:
+    `fsync_each_commit=False` lets SQLite commit without an fsync (its WAL's
+    `synchronous=NORMAL`): a commit still outlives the process that made it, killed or
+    not, and only a machine that loses power may lose the last ones. PostgreSQL keeps
+    its server's setting either way.
+    """
+
+    def __init__(self, url: str, *, fsync_each_commit: bool = True) -> None:
         self.url = url
+        self.fsync_each_commit = fsync_each_commit
         self.postgres = is_postgres(url)
         if not self.postgres:
             path = url.removeprefix("sqlite:///")
@@ -99,6 +106,8 @@ class Database:
             raise ConfigError(f"cannot use {self.path} as a SQLite database ({error}); give "
                               f"{_PATH_HINT}") from error
         conn.execute("PRAGMA busy_timeout=60000")
+        if not self.fsync_each_commit:
+            conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
     def _sql(self, sql: str) -> str:

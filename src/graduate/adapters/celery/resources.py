@@ -55,7 +55,10 @@ class ProcessResources:
     def app_db(self) -> Database:
         self._check_pid()
         if self._app_db is None:
-            self._app_db = Database(self.services["app_db_url"])
+            # The state machine commits twice a step (a lease, a move): an fsync each
+            # would double what a step costs on SQLite, and graduate's faults kill
+            # processes and servers, never the machine (docs/adr/0010).
+            self._app_db = Database(self.services["app_db_url"], fsync_each_commit=False)
         return self._app_db
 
     def redis(self) -> redis.Redis:
