@@ -71,8 +71,13 @@ def plain_nodes(flow: Flow) -> tuple[tuple[str, str], ...]:
 def record_effect(database: str, instance: str, step: str) -> None:
     """The plain effect: one insert, committed."""
     with sqlite3.connect(database, timeout=30) as connection:
-        connection.execute("INSERT INTO effects VALUES (?, ?, ?)", (instance, step, time.time()))
+        insert_effect(connection, instance, step)
     connection.close()
+
+
+def insert_effect(connection: sqlite3.Connection, instance: str, step: str) -> None:
+    """The plain effect's insert, on a connection the caller keeps (and commits)."""
+    connection.execute("INSERT INTO effects VALUES (?, ?, ?)", (instance, step, time.time()))
 
 
 def create_database(path: Path) -> None:

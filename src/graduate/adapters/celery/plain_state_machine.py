@@ -13,18 +13,17 @@ baseline of `graduate bench` for the celery-state-machine engine (see
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from pathlib import Path
 
 from celery import Celery
 
 from graduate.adapters.celery.app import close_app
 from graduate.adapters.celery.plain import run_plain_worker
-from graduate.adapters.plain import PlainSpec, record_effect, start_plain_worker
+from graduate.adapters.plain import PlainSpec, insert_effect, start_plain_worker
 from graduate.errors import EngineError
 from graduate.processes import ManagedProcess
 
@@ -35,13 +34,31 @@ _SCHEMA = ("CREATE TABLE IF NOT EXISTS progress (instance TEXT PRIMARY KEY, "
 ARRIVAL_TIMEOUT, ARRIVAL_POLL = 30.0, 0.001
 
 
-@contextmanager
-def _table(database: str) -> Iterator[sqlite3.Connection]:
-    """A connection to the application's table, each statement its own transaction,
-    committed as graduate's state machine commits its tables (without an fsync)."""
-    with closing(sqlite3.connect(database, timeout=30, isolation_level=None)) as connection:
-        connection.execute("PRAGMA synchronous=NORMAL")
-        yield connection
+class _Connections:
+    """The process's connections, as a team's pool keeps them: one to the effects (an
+    fsync a commit, as `record_effect`'s), one to the application's table, committed as
+    graduate's state machine commits its tables (without an fsync). Opened on first use
+    in each process: a pool child must not use its parent's."""
+
+    def __init__(self, database: str) -> None:
+        self._database = database
+        self._pid = 0
+        self._effects: sqlite3.Connection | None = None
+        self._table: sqlite3.Connection | None = None
+
+    def get(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        if self._effects is None or self._table is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._effects = sqlite3.connect(self._database, timeout=30, isolation_level=None)
+            self._table = sqlite3.connect(self._database, timeout=30, isolation_level=None)
+            self._table.execute("PRAGMA synchronous=NORMAL")
+        return self._effects, self._table
+
+    def close(self) -> None:
+        for connection in (self._effects, self._table):
+            if connection is not None and self._pid == os.getpid():
+                connection.close()
+        self._effects = self._table = None
 
 
 def create_plain_app(spec: PlainSpec) -> Celery:
@@ -49,17 +66,19 @@ def create_plain_app(spec: PlainSpec) -> Celery:
                  backend=spec.services["result_backend_url"])
     app.conf.task_default_queue = spec.queue
 
+    connections = _Connections(spec.database)
+
     def advance(instance_id: str) -> None:
-        with _table(spec.database) as table:
-            row = table.execute("SELECT cursor, version FROM progress WHERE instance = ?",
-                                (instance_id,)).fetchone()
-            if row is None or row[0] >= len(spec.nodes) or spec.nodes[row[0]][0] != "step":
-                return  # finished, or at a wait: its handler moves it on
-            cursor, version = row
-            record_effect(spec.database, instance_id, spec.nodes[cursor][1])
-            moved = table.execute("UPDATE progress SET cursor = ?, version = ? WHERE "
-                                  "instance = ? AND version = ?",
-                                  (cursor + 1, version + 1, instance_id, version)).rowcount
+        effects, table = connections.get()
+        row = table.execute("SELECT cursor, version FROM progress WHERE instance = ?",
+                            (instance_id,)).fetchone()
+        if row is None or row[0] >= len(spec.nodes) or spec.nodes[row[0]][0] != "step":
+            return  # finished, or at a wait: its handler moves it on
+        cursor, version = row
+        insert_effect(effects, instance_id, spec.nodes[cursor][1])
+        moved = table.execute("UPDATE progress SET cursor = ?, version = ? WHERE "
+                              "instance = ? AND version = ?",
+                              (cursor + 1, version + 1, instance_id, version)).rowcount
         if moved and cursor + 1 < len(spec.nodes) and spec.nodes[cursor + 1][0] == "step":
             app.signature(ADVANCE, args=(instance_id,)).apply_async()
 
@@ -79,12 +98,12 @@ class PlainStateMachineClient:
     def __init__(self, spec: PlainSpec) -> None:
         self._spec = spec
         self._app = create_plain_app(spec)
-        with _table(spec.database) as table:
-            table.execute(_SCHEMA)
+        self._connections = _Connections(spec.database)
+        self._table = self._connections.get()[1]
+        self._table.execute(_SCHEMA)
 
     def start(self, instance_id: str) -> None:
-        with _table(self._spec.database) as table:
-            table.execute("INSERT INTO progress VALUES (?, 0, 1)", (instance_id,))
+        self._table.execute("INSERT INTO progress VALUES (?, 0, 1)", (instance_id,))
         self._app.signature(ADVANCE, args=(instance_id,)).apply_async()
 
     def signal(self, instance_id: str, wait: str) -> None:
@@ -94,17 +113,17 @@ class PlainStateMachineClient:
         at = next(i for i, (kind, name) in enumerate(self._spec.nodes)
                   if kind == "wait" and name == wait)
         deadline = time.monotonic() + ARRIVAL_TIMEOUT
-        with _table(self._spec.database) as table:
-            while not table.execute("UPDATE progress SET cursor = cursor + 1, version = "
-                                    "version + 1 WHERE instance = ? AND cursor = ?",
-                                    (instance_id, at)).rowcount:
-                if time.monotonic() > deadline:
-                    raise EngineError(f"the plain state machine's {instance_id} never "
-                                      f"reached wait {wait!r}")
-                time.sleep(ARRIVAL_POLL)
+        while not self._table.execute("UPDATE progress SET cursor = cursor + 1, version = "
+                                      "version + 1 WHERE instance = ? AND cursor = ?",
+                                      (instance_id, at)).rowcount:
+            if time.monotonic() > deadline:
+                raise EngineError(f"the plain state machine's {instance_id} never reached "
+                                  f"wait {wait!r}")
+            time.sleep(ARRIVAL_POLL)
         self._app.signature(ADVANCE, args=(instance_id,)).apply_async()
 
     def close(self) -> None:
+        self._connections.close()
         close_app(self._app)
 
 
