@@ -722,6 +722,10 @@ class _Record:
     claims: dict[str, Any]  # wait or parallel block -> its claim, or None while undecided
     parked: dict[str, bool]  # wait name -> whether a chain parked its context there
     cancel: Any
+    # Whether a worker received one of the tasks the instance starts with: Celery
+    # records no state of a task until it ends (started tasks are not tracked), and
+    # this tells a first task in hand from one never taken.
+    received: bool = False
 
     @classmethod
     def read(cls, app: Celery, client: redis.Redis, flow: Flow, instance_id: str,
@@ -736,6 +740,7 @@ class _Record:
         keys = [app.backend.get_key_for_task(tid) for tid in ids]
         keys += [claim_key(instance_id, name) for name in claimed]
         keys += [context_key(instance_id, w.name) for w in flow.waits]
+        keys += [received_key(tid) for tid in _first_task_ids(flow, instance_id)]
         keys.append(cancel_key(instance_id))
         return keys
 
@@ -747,12 +752,14 @@ class _Record:
         metas = {tid: app.backend.decode_result(raw)
                  for tid, raw in zip(ids, raws[:len(ids)], strict=True) if raw is not None}
         claims = raws[len(ids):len(ids) + len(claimed)]
-        contexts = raws[len(ids) + len(claimed):-1]
+        contexts = raws[len(ids) + len(claimed):len(ids) + len(claimed) + len(waits)]
+        received = raws[len(ids) + len(claimed) + len(waits):-1]
         return cls(metas=metas,
                    claims={name: None if raw is None else json.loads(raw)
                            for name, raw in zip(claimed, claims, strict=True)},
                    parked={w: raw is not None for w, raw in zip(waits, contexts, strict=True)},
-                   cancel=None if raws[-1] is None else json.loads(raws[-1]))
+                   cancel=None if raws[-1] is None else json.loads(raws[-1]),
+                   received=any(raw is not None for raw in received))
 
     def state(self, tid: str) -> str:
         """Celery's state of the task; PENDING when the backend has no record of it."""
@@ -764,6 +771,26 @@ class _Record:
     def date_done(self, tid: str) -> datetime | None:
         value = self.metas.get(tid, {}).get("date_done")
         return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _first_task_ids(flow: Flow, instance_id: str) -> list[str]:
+    """The tasks an instance starts with: its first node's, or each branch's first step
+    when it starts with a parallel group."""
+    first = flow.nodes[0]
+    if isinstance(first, Parallel):
+        return [task_id(instance_id, branch.steps[0].name) for branch in first.branches]
+    return [task_id(instance_id, first.name)]
+
+
+@dataclass(frozen=True)
+class _Look:
+    """What `ChainStrategy.statuses` keeps of an instance between looks: which values of
+    its record (by their place in `_Record.keys`) can still change, a digest of those
+    values, and the status its whole record gave."""
+
+    open: tuple[int, ...]
+    digest: bytes
+    status: InstanceStatus
 
 
 # Instances whose records `ChainStrategy.statuses` reads in one round trip.
@@ -791,7 +818,7 @@ class ChainStrategy:
         self.broker = broker
         self._silent: dict[str, float] = {}  # worker name -> when it last failed to answer
         self._record_keys: dict[str, tuple[list[str], list[Any]]] = {}  # see statuses()
-        self._looked: dict[str, tuple[bytes, InstanceStatus]] = {}
+        self._looked: dict[str, _Look] = {}
         self._inputs: dict[str, InstanceInput] = {}  # instance -> its input, see _flow
 
     def _flow(self, instance_id: str) -> Flow:
@@ -843,32 +870,59 @@ class ChainStrategy:
             self._task_ids(instance_id)))
 
     def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
-        """Every instance's `status`, their records read in one round trip (one MGET
-        each, pipelined): the harness asks this of every instance it watches, on the
-        same cores as the workers."""
-        # Kept from the last look, for the instances watched now only: each one's task
-        # IDs and keys, and the status its record's values gave, with a digest of those
-        # values (an instance whose values did not change is not decoded and read again;
-        # the values themselves, every task's meta with its arguments, would hold
-        # kilobytes an instance in the harness).
+        """Every instance's `status`, in at most two round trips: the harness asks this
+        of every instance it watches, on the same cores as the workers.
+
+        The first reads, for each instance seen before, only the values of its record
+        that can still change (`_Look.open`): a task's meta until it is SUCCESS (Celery
+        never writes over a success), a claim, parked context, received mark or
+        cancellation until it exists (each is written once; only its presence or its
+        first value counts). The second reads the whole record of each instance whose
+        open values moved (or that is new), one MGET each, and decodes it. Most of a
+        record's bytes are the metas of the tasks it passed, each carrying the context:
+        read once, not at every look.
+        """
         known, looked = self._record_keys, self._looked
+        # Kept for the instances watched now only: each one's task IDs and keys, and
+        # what its last full read gave (`_Look`); never the values themselves, which
+        # would hold kilobytes an instance in the harness.
         self._record_keys = {iid: known.get(iid) or self._keys_of(iid) for iid in instance_ids}
         self._looked = {}
-        # Read STATUS_CHUNK instances a round trip: all the values of thousands at once
-        # would be tens of megabytes in the harness at a time.
+        # STATUS_CHUNK instances a round trip: all the values of thousands at once would
+        # be tens of megabytes in the harness at a time.
         for first in range(0, len(instance_ids), STATUS_CHUNK):
             chunk = instance_ids[first:first + STATUS_CHUNK]
-            pipeline = self.resources.redis().pipeline(transaction=False)
-            for iid in chunk:
-                pipeline.mget(self._record_keys[iid][1])
-            for iid, raws in zip(chunk, pipeline.execute(), strict=True):
-                values = _digest(raws)
-                last = looked.get(iid)
-                status = last[1] if last is not None and last[0] == values else self._status(
-                    iid, _Record.parse(self.app, self._flow(iid), self._record_keys[iid][0],
-                                       raws))
-                self._looked[iid] = (values, status)
-        return {iid: self._looked[iid][1] for iid in instance_ids}
+            moved = [iid for iid in chunk if iid not in looked]
+            seen = [iid for iid in chunk if iid in looked and looked[iid].open]
+            self._looked.update({iid: looked[iid] for iid in chunk
+                                 if iid in looked and not looked[iid].open})
+            if seen:
+                pipeline = self.resources.redis().pipeline(transaction=False)
+                for iid in seen:
+                    keys = self._record_keys[iid][1]
+                    pipeline.mget([keys[i] for i in looked[iid].open])
+                for iid, raws in zip(seen, pipeline.execute(), strict=True):
+                    if _digest(raws) == looked[iid].digest:
+                        self._looked[iid] = looked[iid]
+                    else:
+                        moved.append(iid)
+            if moved:
+                pipeline = self.resources.redis().pipeline(transaction=False)
+                for iid in moved:
+                    pipeline.mget(self._record_keys[iid][1])
+                for iid, raws in zip(moved, pipeline.execute(), strict=True):
+                    self._looked[iid] = self._look(iid, raws)
+        return {iid: self._looked[iid].status for iid in instance_ids}
+
+    def _look(self, instance_id: str, raws: list[Any]) -> _Look:
+        """The status of the instance from its whole record's values, and which of
+        them can still change."""
+        ids = self._record_keys[instance_id][0]
+        record = _Record.parse(self.app, self._flow(instance_id), ids, raws)
+        open_ = tuple(i for i, raw in enumerate(raws) if raw is None or (
+            i < len(ids) and record.state(ids[i]) != "SUCCESS"))
+        return _Look(open_, _digest([raws[i] for i in open_]),
+                     self._status(instance_id, record))
 
     def _keys_of(self, instance_id: str) -> tuple[list[str], list[Any]]:
         ids = self._task_ids(instance_id)
@@ -888,7 +942,7 @@ class ChainStrategy:
                 detail="revoked by an operator; a chain has no compensation path for a "
                        "cancellation, so what applied stays applied")
         done: list[str] = []
-        known = record.state(finish) != "PENDING"
+        known = record.received or record.state(finish) != "PENDING"
         for node in self._flow(instance_id).nodes:
             tid = task_id(instance_id, node.name)
             state = record.state(tid)
@@ -1142,8 +1196,9 @@ class ChainStrategy:
         client = self.resources.redis()
         for tid in self._task_ids(instance_id):
             result = self.app.AsyncResult(tid)
-            # task_track_started stores the worker's node name with the STARTED state,
-            # and a killed worker leaves that state behind for good.
+            # With task_track_started (a team's override: graduate leaves it off), the
+            # STARTED state holds the worker's node name, and a killed worker leaves
+            # that state behind for good.
             if result.state == "STARTED" and isinstance(result.info, dict):
                 workers.add(str(result.info.get("hostname", "")))
             # Received, not yet finished: acknowledged early, perhaps not STARTED yet
