@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -299,6 +299,23 @@ class Ledger:
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         rows = self.db.query(f"SELECT {_EFFECT_COLUMNS} FROM effects{clause} ORDER BY id", params)
         return [_effect_record(row) for row in rows]
+
+    def landed_since(self, run_id: str, steps: Collection[str], after: int,
+                     ) -> tuple[list[tuple[str, str]], int]:
+        """(instance, step) of each effect of `steps` in the run that its system applied
+        or absorbed, recorded after row `after`, and the last row read (the next call's
+        `after`): a cheap look, for a harness that acts as soon as an effect landed. (On
+        PostgreSQL a row may commit after one numbered later, and so be passed over: a
+        look for what landed, never the record of what did.)"""
+        if not steps:
+            return [], after
+        rows = self.db.query(
+            f"SELECT id, instance_id, step FROM effects WHERE run_id = ? AND id > ? AND "
+            f"kind = 'effect' AND outcome IN (?, ?) AND step IN "
+            f"({', '.join('?' * len(steps))}) ORDER BY id",
+            [run_id, after, Outcome.APPLIED.value, Outcome.ABSORBED.value, *steps])
+        return [(str(row[1]), str(row[2])) for row in rows], max(
+            (int(row[0]) for row in rows), default=after)
 
     def inject_failure(self, instance_id: str, step: str, mode: FailureMode,
                        times: int = 1) -> None:

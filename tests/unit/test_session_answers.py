@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from graduate.adapters import describe
 from graduate.adapters.base import Engine, InstanceState, InstanceStatus, Signal
 from graduate.errors import EngineError
-from graduate.flow import load_flow
+from graduate.flow import Step, load_flow
 from graduate.ledger import Ledger
 from graduate.runner import RunOptions
 from graduate.runs.session import RunSession, new_request
@@ -33,6 +34,7 @@ class WaitingEngine:
     """Reports every instance waiting at the first sign-off; records the signals sent."""
 
     name = "celery-state-machine"
+    capabilities = describe(name).capabilities
 
     def __init__(self) -> None:
         self.signals: list[tuple[str, str]] = []
@@ -103,3 +105,72 @@ def test_the_waits_found_in_one_look_are_answered_together_and_a_failed_one_agai
     assert engine.batches == [[first, second, third], [second]]
     assert engine.signals == []
     assert run.signalled == {(iid, "day_one_signoff") for iid in run.instance_ids}
+
+
+class RunningEngine:
+    """A chain-like engine (it keeps a signal sent before its wait) whose instances never
+    report waiting: only the ledger can tell the harness that a wait is due."""
+
+    name = "celery-chain"
+    capabilities = describe(name).capabilities
+
+    def __init__(self) -> None:
+        self.signals: list[tuple[str, str]] = []
+
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        return {iid: InstanceStatus(InstanceState.RUNNING) for iid in instance_ids}
+
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
+        self.signals.append((instance_id, name))
+
+
+def early_session(tmp_path: Path, *, arming: object = None) -> tuple[RunSession, RunningEngine]:
+    engine = RunningEngine()
+    options = RunOptions(flow=FLOW.name, engine=engine.name,
+                         decisions={"invoicing_signoff": "approve"})
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    run = RunSession(flow=FLOW, options=options, run_id="r1", run_dir=tmp_path, ledger=ledger,
+                     stack=cast(Stack, None), engine=cast(Engine, engine),
+                     workers=cast(WorkerControl, None), timeline=Timeline(),
+                     deadline=time.monotonic() + 30, arming=cast(Any, arming))
+    run.requests.extend(new_request(FLOW, "r1", n, "t") for n in (1, 2))
+    ledger.register_all(FLOW, run.requests, engine.name)
+    return run, engine
+
+
+def land(run: RunSession, number: int, step: str) -> None:
+    request = run.requests[number]
+    run.ledger.call(FLOW, request, cast(Step, FLOW.node(step)), attempt=1,
+                    engine=run.engine.name)
+
+
+def test_a_plain_run_answers_a_wait_once_the_step_before_it_landed(tmp_path: Path) -> None:
+    run, engine = early_session(tmp_path)
+    first = run.instance_ids[0]
+    land(run, 0, "open_plan")
+    polls = iter([False, False, False, True])
+
+    run.watch(time.monotonic() + 30, until=lambda statuses: next(polls))
+    assert engine.signals == []  # the step before the wait has not landed yet
+
+    land(run, 0, "cut_over_invoicing")
+    polls = iter([False, False, True])
+    run.watch(time.monotonic() + 30, until=lambda statuses: next(polls))
+
+    # Answered at the first look after it landed, once, and only that instance.
+    assert engine.signals == [(first, "invoicing_signoff")]
+    assert run.signalled == {(first, "invoicing_signoff")}
+
+
+def test_a_chaos_run_answers_only_an_instance_that_waits(tmp_path: Path) -> None:
+    class NoFault:
+        def withheld(self) -> tuple[str, ...]:
+            return ()
+
+    run, engine = early_session(tmp_path, arming=NoFault())
+    land(run, 0, "cut_over_invoicing")
+    polls = iter([False, True])
+
+    run.watch(time.monotonic() + 30, until=lambda statuses: next(polls))
+
+    assert engine.signals == []

@@ -104,6 +104,9 @@ class Capabilities:
     # Workers run as versions side by side, each instance pinned to the version it
     # started on (Temporal's worker deployment versions); `versioning` is a code guard.
     worker_versioning: bool = False
+    # A signal sent before the instance reaches its wait is kept, and the wait takes it
+    # when reached: a plain run answers a wait as soon as the step before it landed.
+    early_signals: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ instances and judging them.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import secrets
 import time
@@ -40,6 +41,7 @@ from graduate.errors import ConfigError
 from graduate.flow import (
     Flow,
     InstanceRequest,
+    Step,
     Wait,
     check_seconds,
     declared_name,
@@ -214,6 +216,7 @@ class RunSession:
     requests: list[InstanceRequest] = field(default_factory=list)
     signalled: set[tuple[str, str]] = field(default_factory=set)
     interrupted: dict[str, float] = field(default_factory=dict)  # instance -> when sent
+    landed_mark: int = 0  # the last ledger row `_early_answers` read
 
     @property
     def instance_ids(self) -> list[str]:
@@ -340,13 +343,15 @@ class RunSession:
             self._interrupt(instance_id, status)
         decisions = self.options.decisions
         withheld = self.arming.withheld() if self.arming is not None else ()
-        answers = []
+        answers = self._early_answers()
         for instance_id, status in statuses.items():
             if status.state is not InstanceState.WAITING:
                 continue
             wait = next_wait(self.flow, status.done)
             if (wait and wait.signal in decisions and wait.signal not in withheld
-                    and (instance_id, wait.signal) not in self.signalled):
+                    and (instance_id, wait.signal) not in self.signalled
+                    and not any(a.instance_id == instance_id and a.name == wait.signal
+                                for a in answers)):
                 answers.append(Signal(instance_id, wait.signal,
                                       {"decision": decisions[wait.signal]}))
         if not answers:
@@ -362,6 +367,28 @@ class RunSession:
             self.signalled.add((answer.instance_id, answer.name))
             self.timeline.add(SIGNAL_SENT, f"{answer.name}={answer.payload['decision']} to "
                                            f"{answer.instance_id}", instance=answer.instance_id)
+
+    def _early_answers(self) -> list[Signal]:
+        """A plain run's answers to the waits whose step before them landed since the
+        last look (from the ledger, not the engine's record), where the engine keeps a
+        signal that comes before its wait (`Capabilities.early_signals`): the approver
+        answers as soon as there is something to approve (the plain SDK baselines of
+        `graduate bench` do the same), not a look after the engine parked the instance.
+        A chaos run answers only instances that wait: a step that landed may be paused
+        at a fault point, the instant of a crash, and a worker about to be killed would
+        take the answer with it (see `watch`). One that fails is sent again once the
+        instance waits."""
+        if (self.arming is not None or not self.options.decisions
+                or not self.engine.capabilities.early_signals):
+            return []
+        opens = _steps_opening_waits(self.flow)
+        rows, self.landed_mark = self.ledger.landed_since(self.run_id, opens, self.landed_mark)
+        decisions, answers = self.options.decisions, []
+        for instance_id, step in rows:
+            signal = opens[step].signal
+            if signal in decisions and (instance_id, signal) not in self.signalled:
+                answers.append(Signal(instance_id, signal, {"decision": decisions[signal]}))
+        return answers
 
     def _signal_one(self, answer: Signal) -> Exception | None:
         try:
@@ -414,6 +441,13 @@ class RunSession:
         """Whether the interrupt is still to be sent to the instance while `step` is in
         flight (paused before its effect), as the options place it."""
         return self._interrupted_in_flight() == step and instance_id not in self.interrupted
+
+
+def _steps_opening_waits(flow: Flow) -> dict[str, Wait]:
+    """Each step the flow runs right before a wait (a `for_each` step, run once per
+    item, excepted), with that wait."""
+    return {before.name: node for before, node in itertools.pairwise(flow.nodes)
+            if isinstance(node, Wait) and isinstance(before, Step) and before.for_each is None}
 
 
 def _waits_at(flow: Flow, status: InstanceStatus, wait: str) -> bool:

@@ -59,7 +59,8 @@ def _capabilities(*, durable_progress: bool) -> Capabilities:
 CHAIN = EngineDescription(
     name="celery-chain", title="a Celery chain", product="Celery", side="celery",
     summary="Celery chain: tasks linked one after another, as most Celery code is written",
-    capabilities=_capabilities(durable_progress=False),
+    # A wait that finds its signal stored takes it (`ChainTasks.wait`).
+    capabilities=replace(_capabilities(durable_progress=False), early_signals=True),
     needs_server=False, needs_broker=True, open=_opener("chain"),
     check_settings=_checker("chain"), tuned=_TUNED,
     example_setting="task_acks_late = true", plain_module="graduate.adapters.celery.plain",
