@@ -2,7 +2,9 @@
 
 Each node is one task with a deterministic ID, `{instance}:{node}`, and the context (the
 request and the nodes passed) travels as each task's return value to the next. A chain
-runs up to a wait; the wait parks its context in Redis, and whichever of the signal and
+runs up to a wait; the wait parks its context in Redis (the task of the step right
+before it does, once its effect landed; a wait after anything else is a task of its
+own), and whichever of the signal and
 the deadline claims the wait first (`SET NX`) sends the rest as a new chain with the same
 IDs. A parallel group is a chord: each branch a chain of its steps in the chord's
 header, and a `join` task as its body that sends the rest; the join's error callback
@@ -231,10 +233,12 @@ def _limits(step: Step) -> dict[str, float]:
     return {"soft_time_limit": step.timeout, "time_limit": step.timeout + HARD_LIMIT_SLACK}
 
 
-def _node_signature(app: Celery, ctx: Context, node: Step | Wait | Timer) -> Any:
+def _node_signature(app: Celery, ctx: Context, node: Step | Wait | Timer,
+                    then_wait: Wait | None = None) -> Any:
     iid = _instance(ctx)
     if isinstance(node, Step):
-        return app.signature(STEP, kwargs={"node": node.name}, task_id=task_id(iid, node.name),
+        kwargs = {"node": node.name} | ({"then_wait": then_wait.name} if then_wait else {})
+        return app.signature(STEP, kwargs=kwargs, task_id=task_id(iid, node.name),
                              **_limits(node))
     if isinstance(node, Wait):
         return app.signature(WAIT, kwargs={"node": node.name}, task_id=task_id(iid, node.name))
@@ -273,14 +277,23 @@ def _chord(app: Celery, ctx: Context, group: Parallel, *, first: bool) -> Any:
 
 def part_from(app: Celery, flow: Flow, index: int, ctx: Context) -> Any:
     """The chain of nodes from `index` up to the next wait or parallel group (whose join
-    sends the rest), or to the end and `finish`."""
+    sends the rest), or to the end and `finish`. A wait right after a step is parked by
+    that step's task once its effect landed (`then_wait`), as code that drafts what is
+    to be approved records that it awaits approval: a task of its own would cost a
+    message and a trip through the queue; a wait after anything else is a task."""
     signatures: list[Any] = []
-    for node in flow.nodes[index:]:
+    nodes = flow.nodes[index:]
+    for number, node in enumerate(nodes):
         if isinstance(node, Parallel):
             if not signatures:
                 return _chord(app, ctx, node, first=True)
             return _first_takes([*signatures, _chord(app, ctx, node, first=False)], ctx)
-        signatures.append(_node_signature(app, ctx, node))
+        if isinstance(node, Wait) and number and isinstance(nodes[number - 1], Step):
+            break  # parked by the step before it, whose signature says so
+        following = nodes[number + 1] if number + 1 < len(nodes) else None
+        signatures.append(_node_signature(
+            app, ctx, node, following if isinstance(node, Step)
+            and isinstance(following, Wait) else None))
         if isinstance(node, Wait):
             break
     else:
@@ -352,7 +365,17 @@ class ChainTasks:
             deliveries = int(pipe.execute()[0])
         return retries + deliveries
 
-    def step(self, task: Any, ctx: Context, node: str) -> Context:
+    def step(self, task: Any, ctx: Context, node: str, then_wait: str | None = None,
+             ) -> Context:
+        """Run the step's effect; with `then_wait`, park the wait that follows it once
+        the effect landed (see `part_from`)."""
+        passed = self._step(task, ctx, node)
+        if then_wait is not None:
+            with self.resources.interruptible():
+                self.wait(passed, then_wait)
+        return passed
+
+    def _step(self, task: Any, ctx: Context, node: str) -> Context:
         self.halt_if_interrupted(task, ctx, node, step=True)
         flow = self._flow(ctx)
         step = cast(Step, flow.node(node))
@@ -632,10 +655,10 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     # function's signature, and takes the first parameter of a method for `self`. Not
     # shared: a shared task is added to every Celery app the process creates later, so a
     # second engine would run the first engine's closures.
-    def step(task: Any, ctx: Context, node: str) -> Context:
+    def step(task: Any, ctx: Context, node: str, then_wait: str | None = None) -> Context:
         with resources.interruptible():
             tasks.branch_start(ctx, node)
-        return tasks.step(task, ctx, node)
+        return tasks.step(task, ctx, node, then_wait)
 
     def join(contexts: list[Context], node: str) -> Context:
         with resources.interruptible():
