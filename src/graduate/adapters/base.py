@@ -327,6 +327,31 @@ class StartsTogether(Protocol):
 
 
 @runtime_checkable
+class ReadsTogether(Protocol):
+    """An engine that reads many instances' records at once, where each `Engine.status`,
+    `holds` or `history` is a round trip to a server: judging a run of thousands of
+    instances one call at a time took longer than the run (issue 16)."""
+
+    def statuses_alone(self, instance_ids: Sequence[str],
+                       ) -> dict[str, InstanceStatus | Exception]:
+        """`Engine.status` of each (each read by itself, never from a batched list that
+        may lag), the calls in flight together: for each, its status or what `status`
+        would have raised."""
+        ...
+
+    def holds_all(self, instance_ids: Sequence[str]) -> dict[str, bool | Exception]:
+        """`Engine.holds` of each, the calls in flight together: for each, the answer or
+        what `holds` would have raised."""
+        ...
+
+    def histories(self, instance_ids: Sequence[str],
+                  ) -> dict[str, list[HistoryEvent] | Exception]:
+        """`Engine.history` of each, the calls in flight together: for each, the history
+        or what `history` would have raised."""
+        ...
+
+
+@runtime_checkable
 class PredictsDeploys(Protocol):
     """An engine that can tell, before a deploy, which instances the new code breaks: it
     replays their recorded histories on it (the check `graduate replay` makes)."""
