@@ -75,6 +75,7 @@ def scale_run(settings: Settings, evidence: Path, engine: str, flow_path: str, s
               timeout: float) -> dict[str, Any]:
     """One run of `size` instances under SCALE_FAULT, in this process: its row."""
     flow = load_flow(flow_path)
+    load_at_start = os.getloadavg()[0]  # other developers' work shares the cores
     # The two events the row needs, caught as they happen: the stored record holds every
     # instance's history and effects, and reading it back would cost the harness as much
     # memory again as writing it.
@@ -101,6 +102,7 @@ def scale_run(settings: Settings, evidence: Path, engine: str, flow_path: str, s
             "ended": ended.detail if ended is not None else "",
             # Linux reports the high-water mark of the resident set in KiB.
             "harness_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "deadline": timeout, "load_at_start": load_at_start,
             "load": os.getloadavg()[0]}
 
 

@@ -212,16 +212,8 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
             settled = _Settled(session, first_start, deadline)
             statuses = session.watch(deadline, revive_after=plan.restart_delay,
                                      until=settled)
-            # Judge and store (what proved the early end is not asked again). What holds
-            # each unfinished instance is asked before its status is read again: an
-            # instance that finishes in between is then judged on its finished status,
-            # never lost on the "no" its finishing gave (3,401 of 5,000 chain instances
-            # finishing while a run was judged were judged lost so).
-            holds = _holds_of(session, [iid for iid, s in statuses.items()
-                                        if not s.state.finished], settled.found)
-            statuses = session.exact(statuses)
-            holds = {iid: found for iid, found in holds.items()
-                     if not statuses[iid].state.finished}
+            # Judge and store (what proved the early end is not asked again).
+            statuses, holds = _last_look(session, statuses, settled.found)
             for iid, held_up in sorted(settled.held.items()):
                 timeline.add(HELD_UP, _held_up_text(held_up), instance=iid)
             timeline.add(RUN_ENDED, "all finished" if all(
@@ -565,6 +557,21 @@ def versions_ran(history: Sequence[HistoryEvent]) -> str:
     """Which version ran each step, from the engine's record ("" when it names none):
     "crm.reserve on v1, crm.activate on v2"."""
     return ", ".join(f"{e.detail} on {e.version}" for e in history if e.version and e.detail)
+
+
+def _last_look(session: RunSession, statuses: dict[str, InstanceStatus],
+               found: Mapping[str, tuple[bool | None, str]],
+               ) -> tuple[dict[str, InstanceStatus], dict[str, tuple[bool | None, str]]]:
+    """The statuses the run is judged on (`RunSession.exact`), and what holds each
+    instance still unfinished (`_holds`; those in `found` as found). What holds it is
+    asked first: an instance that finishes before its status is read again is judged on
+    its finished status, never lost on the "no" its finishing gave (3,401 of 5,000
+    chain instances that finished while a run was judged were judged lost so)."""
+    holds = _holds_of(session, [iid for iid, s in statuses.items() if not s.state.finished],
+                      found)
+    statuses = session.exact(statuses)
+    return statuses, {iid: held for iid, held in holds.items()
+                      if not statuses[iid].state.finished}
 
 
 def _holds_of(session: RunSession, instance_ids: Sequence[str],
