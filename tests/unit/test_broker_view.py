@@ -5,13 +5,22 @@ instance's tasks, queued or taken, and none of another's."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 import redis
-from celery import Celery
 
 from graduate.adapters.celery.broker import BrokerView
+
+
+def message(task_id: str) -> dict[str, object]:
+    """A task message as kombu stores it on Redis (task protocol 2: the ID in the
+    headers), its body encoded."""
+    return {"body": "W1tdLCB7fSwge31d", "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {"lang": "py", "task": "graduate.step", "id": task_id},
+            "properties": {"correlation_id": task_id, "delivery_tag": uuid.uuid4().hex}}
 
 
 @pytest.mark.timeout(60)
@@ -19,17 +28,15 @@ def test_the_ids_of_one_instance_among_many(broker: str) -> None:
     if not broker.startswith("redis"):
         pytest.skip("the broker's queues are read directly on Redis only")
     queue = f"q-{uuid.uuid4().hex[:8]}"
-    app = Celery(broker=broker)
     mine = [f"scale-r1-16:apply_0{n}" for n in (1, 2)]
     others = ["scale-r1-1601:apply_01", "scale-r1-160:apply_01"]
+    client = redis.Redis.from_url(broker)
     try:
-        for task_id in [*mine, *others]:
-            app.send_task("graduate.step", task_id=task_id, queue=queue)
-        client = redis.Redis.from_url(broker)
-        # A worker took one of them: kombu moves it to the unacked hash.
-        taken = client.rpop(queue)
-        assert taken is not None
-        client.hset("unacked", "tag-1", b'[' + taken + b', "", "' + queue.encode() + b'"]')
+        for task_id in [mine[1], *others]:
+            client.lpush(queue, json.dumps(message(task_id)))
+        # A worker took the other: kombu keeps [message, exchange, routing key] in the
+        # unacked hash until it is acknowledged.
+        client.hset("unacked", "tag-1", json.dumps([message(mine[0]), "", queue]))
 
         view = BrokerView(broker, {})
 
@@ -39,4 +46,3 @@ def test_the_ids_of_one_instance_among_many(broker: str) -> None:
     finally:
         client.delete(queue)
         client.hdel("unacked", "tag-1")
-        app.close()
