@@ -238,10 +238,11 @@ class RunSession:
             left = self.deadline - time.monotonic()
             if left < 0:
                 return started
-            # A batch that would run past the deadline at the last batch's pace is cut
-            # to what fits (at least one): on loaded cores a batch of 50 took seconds.
+            # The first instance starts alone, to learn the pace; a batch that would
+            # then run past the deadline is cut to what fits (at least one): on loaded
+            # cores a batch of 50 took seconds.
             count = min(START_BATCH, self.options.instances - started,
-                        max(1, int(left / each)) if each > 0 else START_BATCH)
+                        max(1, int(left / each)) if each > 0 else 1)
             began = time.monotonic()
             started += len(self._start_batch(count))
             each = (time.monotonic() - began) / count
