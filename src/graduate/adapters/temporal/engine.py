@@ -218,7 +218,27 @@ class TemporalEngine:
         return description.status == WorkflowExecutionStatus.RUNNING
 
     def holds_all(self, instance_ids: Sequence[str]) -> dict[str, bool | Exception]:
-        return self._run(read_together(self._holds, instance_ids))
+        """`holds` of each: one visibility list of the run's task queue (a running
+        execution is held), and a describe only for those it does not show yet. The list
+        may lag a moment: one shown running that has just closed is read as finished by
+        the status read that follows (`RunSession.exact`); it is never taken for lost."""
+        return self._run(self._holds_all(instance_ids))
+
+    async def _holds_all(self, instance_ids: Sequence[str]) -> dict[str, bool | Exception]:
+        running: dict[str, bool] = {}
+        query = f"TaskQueue = '{task_queue(self.flow.name, self.queue)}'"
+        try:
+            async for execution in self._client.list_workflows(query):
+                # A reused ID is held while any of its runs runs.
+                held = execution.status == WorkflowExecutionStatus.RUNNING
+                running[execution.id] = running.get(execution.id, False) or held
+        except RPCError:
+            running = {}  # the server is down: each is asked by itself below
+        found: dict[str, bool | Exception] = {iid: True for iid in instance_ids
+                                              if running.get(iid)}
+        found.update(await read_together(self._holds, [iid for iid in instance_ids
+                                                         if iid not in found]))
+        return found
 
     def statuses_alone(self, instance_ids: Sequence[str],
                        ) -> dict[str, InstanceStatus | Exception]:
