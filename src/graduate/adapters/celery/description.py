@@ -70,7 +70,8 @@ STATE_MACHINE = EngineDescription(
     side="celery",
     summary="Celery state machine: step state kept in a database and advanced by tasks and "
             "a periodic tick",
-    capabilities=_capabilities(durable_progress=True),
+    # A decision is stored in the instance's row; the wait takes it when reached.
+    capabilities=replace(_capabilities(durable_progress=True), early_signals=True),
     needs_server=False, needs_broker=True, open=_opener("state-machine"),
     check_settings=_checker("state-machine"),
     # The state machine's own recovery: a step's lease outlives its time limit by 1 s,

@@ -35,7 +35,8 @@ TEMPORAL = EngineDescription(
             "keeps its progress",
     capabilities=Capabilities(durable_progress=True, signals=True, timers=True,
                               compensation=True, versioning=True, server=True,
-                              worker_versioning=True),
+                              # The workflow keeps every signal it is sent (on_signal).
+                              worker_versioning=True, early_signals=True),
     needs_server=True, needs_broker=False, open=_open,
     check_settings=settings.check_overrides,
     tuned={"graceful_shutdown_timeout": 10.0, "heartbeat_timeout": 2.0},
