@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,7 +35,8 @@ class WaitingEngine:
     """Reports every instance waiting at the first sign-off; records the signals sent."""
 
     name = "celery-state-machine"
-    capabilities = describe(name).capabilities
+    # Answers that follow the engine's looks: none sent before the instance waits.
+    capabilities = replace(describe(name).capabilities, early_signals=False)
 
     def __init__(self) -> None:
         self.signals: list[tuple[str, str]] = []
