@@ -176,3 +176,16 @@ def test_a_chaos_run_answers_only_an_instance_that_waits(tmp_path: Path) -> None
     run.watch(time.monotonic() + 30, until=lambda statuses: next(polls))
 
     assert engine.signals == []
+
+
+def test_a_step_that_landed_twice_before_a_look_is_answered_once(tmp_path: Path) -> None:
+    run, engine = early_session(tmp_path)
+    first, second = run.instance_ids
+    for number in (0, 0, 1):  # the first instance's step redelivered and absorbed
+        land(run, number, "cut_over_invoicing")
+    polls = iter([False, True])
+
+    run.watch(time.monotonic() + 30, until=lambda statuses: next(polls))
+
+    assert sorted(engine.signals) == [(first, "invoicing_signoff"),
+                                      (second, "invoicing_signoff")]

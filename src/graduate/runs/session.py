@@ -357,14 +357,15 @@ class RunSession:
         decisions = self.options.decisions
         withheld = self.arming.withheld() if self.arming is not None else ()
         answers = self._early_answers()
+        # What is sent this look: thousands of waiting instances must not each scan it.
+        sending = {(a.instance_id, a.name) for a in answers}
         for instance_id, status in statuses.items():
             if status.state is not InstanceState.WAITING:
                 continue
             wait = next_wait(self.flow, status.done)
             if (wait and wait.signal in decisions and wait.signal not in withheld
                     and (instance_id, wait.signal) not in self.signalled
-                    and not any(a.instance_id == instance_id and a.name == wait.signal
-                                for a in answers)):
+                    and (instance_id, wait.signal) not in sending):
                 answers.append(Signal(instance_id, wait.signal,
                                       {"decision": decisions[wait.signal]}))
         if not answers:
@@ -397,8 +398,9 @@ class RunSession:
         opens = _steps_opening_waits(self.flow)
         rows, self.landed_mark = self.ledger.landed_since(self.run_id, opens, self.landed_mark)
         decisions, answers = self.options.decisions, []
-        for instance_id, step in rows:
-            signal = opens[step].signal
+        # A step whose effect landed twice (redelivered, absorbed) is one answer.
+        due = dict.fromkeys((instance_id, opens[step].signal) for instance_id, step in rows)
+        for instance_id, signal in due:
             if signal in decisions and (instance_id, signal) not in self.signalled:
                 answers.append(Signal(instance_id, signal, {"decision": decisions[signal]}))
         return answers
