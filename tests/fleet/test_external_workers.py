@@ -250,9 +250,10 @@ def test_the_command_line_exits_2_with_what_to_give(
     assert "PostgreSQL" in matrix.output
 
 
+# Off the crash lanes (as the next test): one instance, and a fault that never fires;
+# its verdict cannot hang on how far other instances got, nor on the cores being free.
 @pytest.mark.slow
 @pytest.mark.postgres
-@CRASH_TIMING_APPS
 def test_a_command_no_agent_takes_expires_in_the_timeline_and_the_fault_never_fired(
         external: Settings, fleet: FleetLedger, flow_file: FlowFactory, tmp_path: Path,
         start_workers: Agents) -> None:
@@ -288,9 +289,9 @@ def test_a_command_no_agent_takes_expires_in_the_timeline_and_the_fault_never_fi
     assert [i.verdict for i in result.instances] == [Verdict.COMPLETED]
 
 
+# One instance on Temporal, killed and resumed: the same verdict however slow the cores.
 @pytest.mark.slow
 @pytest.mark.postgres
-@CRASH_TIMING_APPS
 def test_the_pytest_plugin_runs_on_registered_workers(
         pytester: pytest.Pytester, external: Settings, fleet: FleetLedger,
         start_workers: Agents, monkeypatch: pytest.MonkeyPatch) -> None:
