@@ -37,15 +37,18 @@ _names = itertools.count(1)
 # Which tests go in which lane is a matter of balance: the lanes should end together,
 # as the later one is the suite's critical path. By the per-test times of the CI
 # rehearsal of 30 November 2026 at 03:07 (its JUnit file: 4,225 s of tests in 1,088 s),
-# the first lane held 930 s and the second 998 s, beside 2,270 s of other tests; with
-# two single-instance tests of registered workers moved off the second lane (56 s),
-# each holds about 930 s: re-balance from a new rehearsal's JUnit file when a lane
-# grows. A test whose verdict does not hang on timing belongs off the lanes: four tests
-# run at once either way, and the lanes are the suite's floor.
+# the first lane held 930 s and the second 998 s, beside 2,270 s of other tests. Since,
+# the second lost two single-instance tests of registered workers (56 s, off the lanes)
+# and the spikes' single-hit runs (140 s, which their every-instance runs cover), and
+# took the branches' crash tests from the first (67 s): about 865 s each. Re-balance
+# from a new rehearsal's JUnit file when a lane grows. A test whose verdict does not
+# hang on timing belongs off the lanes: four tests run at once either way, and the
+# lanes are the suite's floor.
 # The first lane: the faults on the contract flows (tests/chaos), with the matrix run
 # side by side and the deploys on Temporal.
 CRASH_TIMING = pytest.mark.xdist_group("crash-timing")
-# The second: the spikes (their crash-resume suite) and the scaffolded packages.
+# The second: the spikes (their crash-resume suite), the scaffolded packages, and the
+# crash tests of the parallel branches (tests/chaos/test_branches.py).
 CRASH_TIMING_SPIKES = pytest.mark.xdist_group("crash-timing-spikes")
 # In the second lane too: the team's example app, the workers registered by `graduate
 # worker`, and the committed verdicts run again on real engines.

@@ -30,9 +30,10 @@ from graduate.ledger import Ledger, Outcome
 from graduate.reports.build import build_report
 from graduate.reports.render import render_markdown
 from graduate.runner import RunOptions
-from tests.conftest import CRASH_TIMING, FlowFactory
+from tests.conftest import CRASH_TIMING_SPIKES, FlowFactory
 
-pytestmark = [pytest.mark.slow, CRASH_TIMING, pytest.mark.usefixtures("no_orphans")]
+# In the second crash lane, for balance (tests/conftest.py).
+pytestmark = [pytest.mark.slow, CRASH_TIMING_SPIKES, pytest.mark.usefixtures("no_orphans")]
 
 INSTANCES = 3
 AT = "grant_access:before-effect"
