@@ -20,7 +20,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +43,9 @@ class PlainSpec:
     database: str  # the SQLite file the effects are inserted into
     queue: str
     ready_file: str
+    # Each wait's deadline in seconds, as the flow declares it (`plain_deadlines`): a
+    # baseline whose engine keeps a deadline timer per wait starts it as graduate does.
+    deadlines: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -66,6 +69,11 @@ def plain_nodes(flow: Flow) -> tuple[tuple[str, str], ...]:
                               "nor a wait; the plain baselines of `graduate bench` run "
                               "steps and waits only: bench a flow without timers")
     return tuple(nodes)
+
+
+def plain_deadlines(flow: Flow) -> dict[str, float]:
+    """Each wait's deadline in seconds, by the wait's name."""
+    return {node.name: node.deadline for node in flow.nodes if isinstance(node, Wait)}
 
 
 def record_effect(database: str, instance: str, step: str) -> None:

@@ -34,7 +34,13 @@ from typing import Any
 import graduate
 from graduate.adapters import engine_names, needs, open_plain, plain_modules
 from graduate.adapters.base import services_for_worker
-from graduate.adapters.plain import PlainSpec, create_database, drive, plain_nodes
+from graduate.adapters.plain import (
+    PlainSpec,
+    create_database,
+    drive,
+    plain_deadlines,
+    plain_nodes,
+)
 from graduate.bench.measure import FlowSample, Spread, sample
 from graduate.bench.scale import MIN_STEPS, SCALE_FAULT, scale_runs
 from graduate.chaos.faults import (
@@ -313,7 +319,8 @@ def _plain_sample(settings: Settings, flow: Flow, nodes: Sequence[tuple[str, str
     create_database(database)
     spec = PlainSpec(nodes=tuple(nodes), services=services_for_worker(stack.services),
                      database=str(database), queue=f"graduate-plain.{flow.name}.{run_id}",
-                     ready_file=str(run_dir / "ready" / "plain.ready"))
+                     ready_file=str(run_dir / "ready" / "plain.ready"),
+                     deadlines=plain_deadlines(flow))
     ids = [f"plain-{flow.name}-{run_id}-{n:04d}" for n in range(options.instances)]
     with open_plain(engine, spec, run_dir) as client:
         run = drive(client, nodes, ids, database, options.timeout)

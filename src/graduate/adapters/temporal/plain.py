@@ -1,6 +1,7 @@
 """The flow written directly with the Temporal SDK: a workflow that runs one activity per
-step and waits on a signal per wait, with nothing of graduate's in between (no memo, no
-ledger, no fault points). The baseline of `graduate bench` (see `graduate.adapters.plain`).
+step and waits on a signal per wait until the wait's deadline, with nothing of graduate's
+in between (no memo, no ledger, no fault points). The baseline of `graduate bench` (see
+`graduate.adapters.plain`).
 
     python -m graduate.adapters.temporal.plain RUN_DIR   (a PlainSpec on standard input)
 """
@@ -13,7 +14,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
@@ -39,6 +41,7 @@ class PlainInput:
     instance_id: str
     nodes: list[list[str]]
     database: str
+    deadlines: dict[str, float] = field(default_factory=dict)  # seconds, by wait
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,19 @@ class PlainFlow:
                     start_to_close_timeout=timedelta(seconds=10),
                     retry_policy=RetryPolicy(maximum_attempts=5))
             else:
-                await self._approval(name)
+                await self._approval(name, flow_input.deadlines.get(name))
 
-    async def _approval(self, wait: str) -> None:
-        await workflow.wait_condition(lambda: wait in self._approved)
+    async def _approval(self, wait: str, deadline: float | None) -> None:
+        """The approval, or its deadline: the wait as a team writes it (a durable timer
+        that the signal cancels, as graduate's wait has). The bench answers every wait,
+        so no deadline passes; one that did would fail the instance."""
+        try:
+            await workflow.wait_condition(
+                lambda: wait in self._approved,
+                timeout=timedelta(seconds=deadline) if deadline is not None else None)
+        except TimeoutError:
+            raise ApplicationError(f"no decision on {wait} before its deadline",
+                                   non_retryable=True) from None
 
     @workflow.signal(name="approve")
     def approve(self, wait: str) -> None:
@@ -95,7 +107,7 @@ class PlainTemporalClient:
     def start(self, instance_id: str) -> None:
         self._run(self._client.start_workflow(
             PlainFlow.run, PlainInput(instance_id, [list(n) for n in self._spec.nodes],
-                                      self._spec.database),
+                                      self._spec.database, dict(self._spec.deadlines)),
             id=instance_id, task_queue=self._spec.queue))
 
     def signal(self, instance_id: str, wait: str) -> None:
