@@ -3,7 +3,8 @@ histories recorded before, with one upsert per change, still replay on the code 
 SDK's replayer, no server). Recorded from a kill-worker+restart run of the scale bench's
 generated 4-step flow: one instance undisturbed, one whose workflow task timed out.
 Executions started since the workflow's input says so record no patch marker; those
-that recorded one replay with it."""
+that recorded one replay with it. Executions started since the input also says
+`memo_at_waits` change the memo only where a wait opens and closes (docs/adr/0014)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,36 @@ def test_a_history_whose_input_asks_the_memo_once_per_task_records_no_patch_mark
     replayed = asyncio.run(replay(read_history_files([path]), workflows_for(flow)))
 
     assert [r.broken for r in replayed] == [False]
+
+
+def test_a_history_whose_input_asks_the_memo_at_waits_upserts_it_twice_and_replays(
+        tmp_path: Path) -> None:
+    """FlowInput.memo_at_waits: the memo changes where the approval wait opens (the wait,
+    and the two steps passed before it) and where it closes, not at every step; the
+    histories recorded before it (above) replay as they were recorded."""
+    flow = generated_flow(4, tmp_path)
+    [path] = sorted((DATA / "histories-memo-at-waits").glob("*.json"))
+    text = path.read_text(encoding="utf-8")
+    assert '"memo_at_waits": true' in _input_of(text)
+    assert _memo_changes(text) == [
+        {"waiting": "approval", "done": ["create_record", "request_approval"]},
+        {"waiting": None}]
+
+    replayed = asyncio.run(replay(read_history_files([path]), workflows_for(flow)))
+
+    assert [r.broken for r in replayed] == [False]
+
+
+def _memo_changes(history_json: str) -> list[dict[str, object]]:
+    """Each memo upsert of a history, its fields decoded, oldest first."""
+    changes = []
+    for event in json.loads(history_json)["events"]:
+        modified = event.get("workflowPropertiesModifiedEventAttributes")
+        if modified is not None:
+            fields = modified["upsertedMemo"]["fields"]
+            changes.append({name: json.loads(base64.b64decode(value.get("data", "")) or "null")
+                            for name, value in fields.items()})
+    return changes
 
 
 def _input_of(history_json: str) -> str:

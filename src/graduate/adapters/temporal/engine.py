@@ -299,7 +299,7 @@ class TemporalEngine:
         await self._client.start_workflow(
             WORKFLOW_NAME, FlowInput(flow=self.flow.name, request=request,
                                      heartbeat_timeout=self.settings["heartbeat_timeout"],
-                                     memo_once_per_task=True),
+                                     memo_once_per_task=True, memo_at_waits=True),
             id=request.instance_id, task_queue=task_queue(self.flow.name, self.queue),
             memo={"done": [], "waiting": None, "correlation_id": request.correlation_id},
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,

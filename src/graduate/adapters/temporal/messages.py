@@ -38,6 +38,10 @@ class FlowInput:
     # Send the memo once per workflow task (`workflow.MEMO_ONCE_PER_TASK`). Every start
     # sets it; an input without it (started before it was added) asks a patch marker.
     memo_once_per_task: bool = False
+    # Change the memo only where a wait opens and closes (docs/adr/0014). Every start
+    # sets it, with memo_once_per_task; an input without it (started before it was
+    # added) keeps a memo change per node passed.
+    memo_at_waits: bool = False
 
 
 @dataclass

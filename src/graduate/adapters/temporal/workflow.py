@@ -64,6 +64,12 @@ def _retry_policy(step: Step) -> RetryPolicy:
 # (The input, not the marker, for new executions: a marker costs every instance two
 # events, the marker and the search attribute upsert the SDK adds with it.)
 MEMO_ONCE_PER_TASK = "graduate-memo-once-per-task"
+# Since FlowInput.memo_at_waits (docs/adr/0014), the memo says where an instance waits:
+# it changes when a wait opens (the wait, and the nodes passed before it) and when it
+# closes, two upserts per wait, where a change per node passed cost the sample flow five.
+# What a running instance has done between waits is in the ledger and the history; the
+# result of a finished one carries all it did. Executions started without the flag
+# replay as they recorded: a memo change per node, once per task or not.
 
 
 def _cancelled() -> str:
@@ -84,12 +90,14 @@ class GraduateFlow:
         self._sending: set[str] = set()  # reminders and escalations being sent
         self._memo: dict[str, Any] = {}  # memo changes not sent yet
         self._memo_per_task = False  # see MEMO_ONCE_PER_TASK
+        self._memo_at_waits = False  # see FlowInput.memo_at_waits
         self._interrupt: Interrupt | None = None  # the flow's, set as it starts
 
     @workflow.run
     async def run(self, flow_input: FlowInput) -> FlowResult:
         self._memo_per_task = (flow_input.memo_once_per_task
                                or workflow.patched(MEMO_ONCE_PER_TASK))
+        self._memo_at_waits = flow_input.memo_at_waits
         flow = registry.get(flow_input.flow)
         older = registry.previous(flow_input.flow)
         # The versioning guard: an execution started before this version was deployed
@@ -203,7 +211,10 @@ class GraduateFlow:
 
     async def _wait(self, flow: Flow, flow_input: FlowInput, wait: Wait) -> FlowResult | None:
         """None to go on; a result when the wait ends the flow."""
-        self._set_memo(waiting=wait.signal)
+        if self._memo_at_waits:
+            self._set_memo(waiting=wait.signal, done=list(self._done))
+        else:
+            self._set_memo(waiting=wait.signal)
         sends = [(send.step.name, asyncio.create_task(self._send_while_open(
             flow_input, wait, send))) for send in wait.while_open]
         try:
@@ -307,9 +318,11 @@ class GraduateFlow:
         )
 
     def _progress(self, node: str) -> None:
-        # The memo lets `status` read progress from the server with no worker running.
+        # The memo lets `status` read progress from the server with no worker running:
+        # with FlowInput.memo_at_waits, the progress as of the last wait (see `_wait`).
         self._done.append(node)
-        self._set_memo(done=list(self._done))
+        if not self._memo_at_waits:
+            self._set_memo(done=list(self._done))
 
     def _set_memo(self, **changes: Any) -> None:
         """Change the memo: at once as recorded before MEMO_ONCE_PER_TASK, else with
