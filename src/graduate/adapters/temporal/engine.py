@@ -63,7 +63,10 @@ R = TypeVar("R")
 # poll) before it can become the current version.
 VERSION_REGISTERED_TIMEOUT = 30.0
 # A running workflow listed with the same memo this long is described (see `_Listed`).
-STILL_FOR = 2.0
+# The memo changes only where a wait opens and closes (docs/adr/0014), so an instance
+# between waits keeps it for as long as its steps take: at 2 s the looks described most
+# running instances of a loaded bench every 2 s, more calls than the memo upserts saved.
+STILL_FOR = 10.0
 # Reads in flight together when a run is judged (`ReadsTogether`): one at a time, a
 # thousand histories took longer than the run; all at once, thousands of RPCs queue on
 # the server's two cores beside the workers' and time out.
@@ -465,7 +468,8 @@ class _Listed:
     workflow task shows only in a describe, and the memo of a workflow that fails its
     task never changes; so one listed unchanged for STILL_FOR is described, again every
     STILL_FOR, and keeps what the description said while its memo stays the same. The
-    list may lag the server by a moment, which only delays what the harness sees."""
+    list may lag the server by a moment, which only delays what the harness sees; a run
+    is judged on statuses read one by one (`statuses_alone`), never on the list."""
 
     seen: dict[str, _Seen] = field(default_factory=dict)
 
