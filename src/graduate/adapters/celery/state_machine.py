@@ -107,6 +107,8 @@ _COLUMNS = (
 # nudged_at belongs to the tick alone.
 _MOVED = ("cursor", "state", "done", "compensated", "attempt", "wait_deadline",
           "timer_until", "lease_until", "version", "updated_at", "finished_at", "reason")
+_UPDATE_MOVED = (f"UPDATE sm_instances SET {', '.join(f'{c} = ?' for c in _MOVED)} "
+                 "WHERE instance_id = ? AND version = ?")
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,15 @@ class Row:
             "started_at": self.started_at, "updated_at": self.updated_at,
             "finished_at": self.finished_at, "reason": self.reason, "pool": self.pool,
         }
+
+    def moved_values(self) -> list[Any]:
+        """The values of the columns a move writes, in the order of `_MOVED`: without
+        encoding the request, which a move never writes (a fifth of a step's CPU in the
+        worker, graduate bench)."""
+        return [self.cursor, self.state, json.dumps(list(self.done)),
+                json.dumps(list(self.compensated)), self.attempt, self.wait_deadline,
+                self.timer_until, self.lease_until, self.version, self.updated_at,
+                self.finished_at, self.reason]
 
     @classmethod
     def from_db(cls, row: tuple[Any, ...]) -> Row:
@@ -243,13 +254,9 @@ class Store:
         """
         now = time.time()
         written = replace(new, version=old.version + 1, updated_at=now)
-        columns = written.columns()
         with self.db.transaction():
             changed = self.db.execute(
-                f"UPDATE sm_instances SET {', '.join(f'{c} = ?' for c in _MOVED)} "
-                "WHERE instance_id = ? AND version = ?",
-                [*(columns[c] for c in _MOVED), old.instance_id, old.version],
-            )
+                _UPDATE_MOVED, [*written.moved_values(), old.instance_id, old.version])
             if changed:
                 self._transition(old.instance_id, now, old.state, new.state, node, note)
                 if consume is not None:
