@@ -43,8 +43,9 @@ class PlainSpec:
     database: str  # the SQLite file the effects are inserted into
     queue: str
     ready_file: str
-    # Each wait's deadline in seconds, as the flow declares it (`plain_deadlines`): a
-    # baseline whose engine keeps a deadline timer per wait starts it as graduate does.
+    # Each wait's deadline in seconds, as the flow declares it (`plain_deadlines`): each
+    # baseline expires its waits as graduate's adapter for its engine does (a timer, a
+    # countdown task, a deadline in the row that a sweep ends).
     deadlines: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -85,8 +85,9 @@ def main(run_dir: str) -> None:
     run_plain_worker(create_plain_app(spec), spec)
 
 
-def run_plain_worker(app: Celery, spec: PlainSpec) -> None:
-    """Run a plain baseline's worker on `app` until it is stopped."""
+def run_plain_worker(app: Celery, spec: PlainSpec, *, beat: bool = False) -> None:
+    """Run a plain baseline's worker on `app` until it is stopped; with `beat`, the
+    worker runs the app's beat schedule too (a baseline that sweeps its table)."""
 
     def ready(**_: Any) -> None:
         write_ready_file(spec.ready_file, os.getpid())
@@ -100,7 +101,9 @@ def run_plain_worker(app: Celery, spec: PlainSpec) -> None:
     # As graduate's worker runs: one prefork child, no mingle, gossip or heartbeat.
     app.worker_main(["worker", "--pool", "prefork", "--concurrency", "1", "--without-mingle",
                      "--without-gossip", "--without-heartbeat", "-Q", spec.queue,
-                     "-n", f"plain-{os.getpid()}@%h", "--loglevel", "WARNING"])
+                     "-n", f"plain-{os.getpid()}@%h", "--loglevel", "WARNING",
+                     *(["--beat", "--schedule", str(Path(spec.database).parent / "plain-beat")]
+                       if beat else [])])
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 graduate: a row per instance in the application's table (the node it is at, and a
 version), and one task, `advance`, that runs the row's step, moves the row one node on
 with optimistic concurrency (`WHERE version = ?`, so a duplicate message moves nothing)
-and sends itself again for the next step. A wait is a row that stops at it; the approval
-handler moves the row past it and sends the advance. Celery's defaults but for results,
-which nobody reads; no lease, no history, no tick: nothing of graduate's in between. The
-baseline of `graduate bench` for the celery-state-machine engine (see
-`graduate.adapters.plain`, and docs/adr/0010 for why it has a baseline of its own).
+and sends itself again for the next step. A wait is a row that stops at it, with its
+deadline; the approval handler moves the row past it and sends the advance, and a sweep
+that beat runs every second (in the worker) ends the rows whose deadline passed: the
+flow's wait expires, so a team's machine needs it too. Celery's defaults but for
+results, which nobody reads; no lease, no history, no recovery of lost messages:
+nothing of graduate's in between. The baseline of `graduate bench` for the
+celery-state-machine engine (see `graduate.adapters.plain`, and docs/adr/0010 and 0016
+for why it has a baseline of its own and what it does).
 
     python -m graduate.adapters.celery.plain_state_machine RUN_DIR   (a PlainSpec on stdin)
 """
@@ -23,13 +26,21 @@ from celery import Celery
 
 from graduate.adapters.celery.app import close_app
 from graduate.adapters.celery.plain import run_plain_worker
+from graduate.adapters.celery.settings import STATE_MACHINE
 from graduate.adapters.plain import PlainSpec, insert_effect, start_plain_worker
 from graduate.errors import EngineError
 from graduate.processes import ManagedProcess
 
 ADVANCE = "plain.sm.advance"
+EXPIRE = "plain.sm.expire"
+# `deadline`: when the wait the row is at expires (NULL away from a wait); a row whose
+# wait expired moves to EXPIRED.
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS progress (instance TEXT PRIMARY KEY, "
-           "cursor INTEGER NOT NULL, version INTEGER NOT NULL)")
+           "cursor INTEGER NOT NULL, version INTEGER NOT NULL, deadline REAL)",
+           "CREATE INDEX IF NOT EXISTS progress_deadline ON progress (deadline)")
+EXPIRED = -1
+# How often beat sweeps for expired waits: graduate's tick interval.
+SWEEP_INTERVAL = STATE_MACHINE["tick_interval"]
 # How long an approval handler gives a row to reach its wait, and how often it looks.
 ARRIVAL_TIMEOUT, ARRIVAL_POLL = 30.0, 0.001
 
@@ -76,14 +87,37 @@ def create_plain_app(spec: PlainSpec) -> Celery:
             return  # finished, or at a wait: its handler moves it on
         cursor, version = row
         insert_effect(effects, instance_id, spec.nodes[cursor][1])
-        moved = table.execute("UPDATE progress SET cursor = ?, version = ? WHERE "
-                              "instance = ? AND version = ?",
-                              (cursor + 1, version + 1, instance_id, version)).rowcount
-        if moved and cursor + 1 < len(spec.nodes) and spec.nodes[cursor + 1][0] == "step":
+        after = spec.nodes[cursor + 1] if cursor + 1 < len(spec.nodes) else None
+        # Onto a wait: with its deadline, in the same write.
+        deadline = (time.time() + spec.deadlines[after[1]]
+                    if after is not None and after[0] == "wait"
+                    and after[1] in spec.deadlines else None)
+        moved = table.execute("UPDATE progress SET cursor = ?, version = ?, deadline = ? "
+                              "WHERE instance = ? AND version = ?",
+                              (cursor + 1, version + 1, deadline, instance_id,
+                               version)).rowcount
+        if moved and after is not None and after[0] == "step":
             app.signature(ADVANCE, args=(instance_id,)).apply_async()
+
+    def expire() -> int:
+        """End every row whose wait's deadline passed (versioned, as a move is). The
+        compensations an expiry starts are not in the baseline: no bench instance
+        expires, so neither side ever runs them; the sweep runs all along."""
+        _, table = connections.get()
+        due = table.execute("SELECT instance, version FROM progress WHERE deadline <= ?",
+                            (time.time(),)).fetchall()
+        return sum(table.execute("UPDATE progress SET cursor = ?, version = ?, deadline = "
+                                 "NULL WHERE instance = ? AND version = ?",
+                                 (EXPIRED, version + 1, instance, version)).rowcount
+                   for instance, version in due)
 
     # Its table is the record, as graduate's state machine's is: no result is stored.
     app.task(name=ADVANCE, ignore_result=True, shared=False)(advance)
+    app.task(name=EXPIRE, ignore_result=True, shared=False)(expire)
+    app.conf.beat_schedule = {
+        EXPIRE: {"task": EXPIRE, "schedule": SWEEP_INTERVAL,
+                 "options": {"expires": max(10 * SWEEP_INTERVAL, 10.0)}},
+    }
     return app
 
 
@@ -100,10 +134,11 @@ class PlainStateMachineClient:
         self._app = create_plain_app(spec)
         self._connections = _Connections(spec.database)
         self._table = self._connections.get()[1]
-        self._table.execute(_SCHEMA)
+        for statement in _SCHEMA:
+            self._table.execute(statement)
 
     def start(self, instance_id: str) -> None:
-        self._table.execute("INSERT INTO progress VALUES (?, 0, 1)", (instance_id,))
+        self._table.execute("INSERT INTO progress VALUES (?, 0, 1, NULL)", (instance_id,))
         self._app.signature(ADVANCE, args=(instance_id,)).apply_async()
 
     def signal(self, instance_id: str, wait: str) -> None:
@@ -114,8 +149,8 @@ class PlainStateMachineClient:
                   if kind == "wait" and name == wait)
         deadline = time.monotonic() + ARRIVAL_TIMEOUT
         while not self._table.execute("UPDATE progress SET cursor = cursor + 1, version = "
-                                      "version + 1 WHERE instance = ? AND cursor = ?",
-                                      (instance_id, at)).rowcount:
+                                      "version + 1, deadline = NULL WHERE instance = ? AND "
+                                      "cursor = ?", (instance_id, at)).rowcount:
             if time.monotonic() > deadline:
                 raise EngineError(f"the plain state machine's {instance_id} never reached "
                                   f"wait {wait!r}")
@@ -134,7 +169,7 @@ def open_client(spec: PlainSpec) -> PlainStateMachineClient:
 def main(run_dir: str) -> None:
     del run_dir  # names the run for `ps` readers; the spec carries everything
     spec = PlainSpec.from_json(sys.stdin.read())
-    run_plain_worker(create_plain_app(spec), spec)
+    run_plain_worker(create_plain_app(spec), spec, beat=True)
 
 
 if __name__ == "__main__":
