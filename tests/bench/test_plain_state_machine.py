@@ -37,7 +37,7 @@ def test_an_unanswered_wait_expires_and_an_answered_one_runs_on(settings: Settin
         spec = PlainSpec(nodes=NODES, services=services_for_worker(stack.services),
                          database=str(database), queue=f"plain-sm-{tmp_path.name}",
                          ready_file=str(tmp_path / "ready" / "plain.ready"),
-                         wait_deadlines={"approval": 1.0})
+                         deadlines={"approval": 1.0})
         with open_plain(engine, spec, tmp_path) as client:
             client.start("answered")
             client.start("unanswered")
