@@ -234,10 +234,12 @@ def _limits(step: Step) -> dict[str, float]:
 
 
 def _node_signature(app: Celery, ctx: Context, node: Step | Wait | Timer,
-                    then_wait: Wait | None = None) -> Any:
+                    then_wait: Wait | None = None, *, then_finish: bool = False) -> Any:
     iid = _instance(ctx)
     if isinstance(node, Step):
-        kwargs = {"node": node.name} | ({"then_wait": then_wait.name} if then_wait else {})
+        kwargs: dict[str, Any] = {"node": node.name}
+        kwargs |= {"then_wait": then_wait.name} if then_wait else {}
+        kwargs |= {"then_finish": True} if then_finish else {}
         return app.signature(STEP, kwargs=kwargs, task_id=task_id(iid, node.name),
                              **_limits(node))
     if isinstance(node, Wait):
@@ -280,7 +282,10 @@ def part_from(app: Celery, flow: Flow, index: int, ctx: Context) -> Any:
     sends the rest), or to the end and `finish`. A wait right after a step is parked by
     that step's task once its effect landed (`then_wait`), as code that drafts what is
     to be approved records that it awaits approval: a task of its own would cost a
-    message and a trip through the queue; a wait after anything else is a task."""
+    message and a trip through the queue; a wait after anything else is a task. For the
+    same reason the flow's last step, when it ends a chain, records the end itself once
+    its effect landed (`then_finish`), as the last task of a team's chain is simply the
+    last: `finish` is a task of its own only after a timer, a wait or a group."""
     signatures: list[Any] = []
     nodes = flow.nodes[index:]
     for number, node in enumerate(nodes):
@@ -297,7 +302,10 @@ def part_from(app: Celery, flow: Flow, index: int, ctx: Context) -> Any:
         if isinstance(node, Wait):
             break
     else:
-        signatures.append(_finish_signature(app, ctx, "completed", ""))
+        if nodes and isinstance(nodes[-1], Step):  # a step of its own, not a branch's
+            signatures[-1] = _node_signature(app, ctx, nodes[-1], then_finish=True)
+        else:
+            signatures.append(_finish_signature(app, ctx, "completed", ""))
     return _first_takes(signatures, ctx)
 
 
@@ -366,14 +374,31 @@ class ChainTasks:
         return retries + deliveries
 
     def step(self, task: Any, ctx: Context, node: str, then_wait: str | None = None,
-             ) -> Context:
+             then_finish: bool = False) -> Context:
         """Run the step's effect; with `then_wait`, park the wait that follows it once
-        the effect landed (see `part_from`)."""
+        the effect landed, and with `then_finish` record the end (see `part_from`)."""
         passed = self._step(task, ctx, node)
-        if then_wait is not None:
-            with self.resources.interruptible():
+        with self.resources.interruptible():
+            if then_wait is not None:
                 self.wait(passed, then_wait)
+            if then_finish:
+                self.finish_after_last_step(passed)
         return passed
+
+    def finish_after_last_step(self, ctx: Context) -> None:
+        """What `finish` does, done by the last step's task once its effect landed: look
+        for the interrupt last (it came while the step was in flight: compensate, the
+        step included), else record the instance completed under `finish`'s task ID,
+        where `status()` reads it. A worker killed before that record loses the end as
+        it loses the `finish` message it would have sent: with the step, whose
+        redelivery (late acknowledgement) records it."""
+        interrupt = self.interrupted(_instance(ctx))
+        if interrupt is not None:
+            compensation_part(self.app, self._flow(ctx), ctx, interrupt.reason).apply_async()
+            return
+        self.app.backend.mark_as_done(task_id(_instance(ctx), "finish"),
+                                      {"outcome": "completed", "done": ctx["done"],
+                                       "reason": ""})
 
     def _step(self, task: Any, ctx: Context, node: str) -> Context:
         self.halt_if_interrupted(task, ctx, node, step=True)
@@ -655,10 +680,11 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     # function's signature, and takes the first parameter of a method for `self`. Not
     # shared: a shared task is added to every Celery app the process creates later, so a
     # second engine would run the first engine's closures.
-    def step(task: Any, ctx: Context, node: str, then_wait: str | None = None) -> Context:
+    def step(task: Any, ctx: Context, node: str, then_wait: str | None = None,
+             then_finish: bool = False) -> Context:
         with resources.interruptible():
             tasks.branch_start(ctx, node)
-        return tasks.step(task, ctx, node, then_wait)
+        return tasks.step(task, ctx, node, then_wait, then_finish)
 
     def join(contexts: list[Context], node: str) -> Context:
         with resources.interruptible():

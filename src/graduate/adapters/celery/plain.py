@@ -3,6 +3,12 @@ Celery's defaults (no started tracking, no extended results), and each wait answ
 sending the rest of the flow as a new chain, as an approval handler would. Nothing of
 graduate's in between. The baseline of `graduate bench` (see `graduate.adapters.plain`).
 
+A wait has a deadline, and Celery has no timer inside a wait: the step before it sends
+an expiry task with the deadline as its countdown (Celery's own way to run something
+later), and the approval handler and the expiry each claim the decision in Redis first
+(`SET NX`), so that only one of them acts. An expiry that wins records that the wait
+expired; the rejection and expiry paths of the flow are not part of the bench.
+
     python -m graduate.adapters.celery.plain RUN_DIR   (a PlainSpec on standard input)
 """
 
@@ -13,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery, chain
 from celery.signals import worker_process_init, worker_ready
 
@@ -23,6 +30,13 @@ from graduate.adapters.plain import PlainSpec, record_effect, start_plain_worker
 from graduate.processes import ManagedProcess
 
 STEP = "plain.step"
+EXPIRE = "plain.expire"
+# The decisions outlive the longest wait by a day, as Celery's results do.
+DECISION_LIFETIME = 86400
+
+
+def decision_key(instance_id: str, wait: str) -> str:
+    return f"plain:{instance_id}:decided:{wait}"
 
 
 def create_plain_app(spec: PlainSpec) -> Celery:
@@ -30,12 +44,31 @@ def create_plain_app(spec: PlainSpec) -> Celery:
                  backend=spec.services["result_backend_url"])
     app.conf.task_default_queue = spec.queue
 
+    def record_step(instance_id: str, name: str, database: str,
+                    opens: str | None = None) -> None:
+        """The step's effect; the step before a wait then starts the wait's expiry."""
+        record_effect(database, instance_id, name)
+        if opens is not None:
+            app.signature(EXPIRE, args=(instance_id, opens, database),
+                          countdown=spec.deadlines[opens]).apply_async()
+
+    def expire(instance_id: str, wait: str, database: str) -> None:
+        client = redis.Redis.from_url(spec.services["result_backend_url"])
+        try:
+            if claim_decision(client, spec, instance_id, wait):
+                record_effect(database, instance_id, f"{wait}:expired")
+        finally:
+            client.close()
+
     app.task(name=STEP, shared=False)(record_step)
+    app.task(name=EXPIRE, shared=False)(expire)
     return app
 
 
-def record_step(instance_id: str, name: str, database: str) -> None:
-    record_effect(database, instance_id, name)
+def claim_decision(client: redis.Redis, spec: PlainSpec, instance_id: str, wait: str) -> bool:
+    """Whether this caller decides the wait (its approval, or its expiry), first."""
+    lifetime = int(spec.deadlines.get(wait, 0)) + DECISION_LIFETIME
+    return bool(client.set(decision_key(instance_id, wait), "1", nx=True, ex=lifetime))
 
 
 def start_worker(spec: PlainSpec, run_dir: Path) -> ManagedProcess:
@@ -49,11 +82,16 @@ class PlainCeleryClient:
     def __init__(self, spec: PlainSpec) -> None:
         self._spec = spec
         self._app = create_plain_app(spec)
+        self._redis = redis.Redis.from_url(spec.services["result_backend_url"])
         # The steps before the first wait, and after each wait up to the next.
         self._stretches: dict[str | None, list[str]] = {None: []}
+        # The step right before each wait, which starts the wait's expiry.
+        self._opens: dict[str, str] = {}
         current: str | None = None
         for kind, name in spec.nodes:
             if kind == "wait":
+                if self._stretches[current] and name in spec.deadlines:
+                    self._opens[self._stretches[current][-1]] = name
                 current = name
                 self._stretches[current] = []
             else:
@@ -62,16 +100,21 @@ class PlainCeleryClient:
     def _send(self, instance_id: str, after: str | None) -> None:
         steps = self._stretches[after]
         if steps:
-            chain(*(self._app.signature(STEP, args=(instance_id, name, self._spec.database),
-                                        immutable=True) for name in steps)).apply_async()
+            chain(*(self._app.signature(
+                STEP, args=(instance_id, name, self._spec.database),
+                kwargs={"opens": self._opens[name]} if name in self._opens else {},
+                immutable=True) for name in steps)).apply_async()
 
     def start(self, instance_id: str) -> None:
         self._send(instance_id, None)
 
     def signal(self, instance_id: str, wait: str) -> None:
-        self._send(instance_id, wait)
+        """The approval handler: claim the decision, then send the rest of the flow."""
+        if claim_decision(self._redis, self._spec, instance_id, wait):
+            self._send(instance_id, wait)
 
     def close(self) -> None:
+        self._redis.close()
         close_app(self._app)
 
 
