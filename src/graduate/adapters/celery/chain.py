@@ -585,8 +585,12 @@ class ChainTasks:
         # Write first, then look for an early signal: the signal task does the reverse, so
         # at least one of the two sees the other, and the claim lets only one continue.
         parked = {"context": ctx, "deadline": time.time() + wait.deadline}
-        client.set(context_key(iid, node), json.dumps(parked), ex=_lifetime(wait))
-        early = _load(client, signal_key(iid, wait.signal))
+        # One round trip; Redis runs the two in order.
+        with client.pipeline(transaction=False) as pipe:
+            pipe.set(context_key(iid, node), json.dumps(parked), ex=_lifetime(wait))
+            pipe.get(signal_key(iid, wait.signal))
+            raw = pipe.execute()[1]
+        early = None if raw is None else json.loads(raw)
         if self.interrupted(iid) is not None:
             self.resolve(iid, wait, "interrupt", None)
         elif early is not None:
@@ -629,9 +633,13 @@ class ChainTasks:
         wait = next((w for w in self.flow.waits if w.signal == name), None)
         if wait is None:
             return {"ignored": f"flow {self.flow.name} awaits no signal {name!r}"}
-        client = self.resources.redis()
-        client.set(signal_key(instance_id, name), json.dumps(payload), ex=_lifetime(wait))
-        if client.exists(context_key(instance_id, wait.name)):
+        # Write first, then look for the parked wait (the reverse of `wait`), in one round
+        # trip: Redis runs the two in order.
+        with self.resources.redis().pipeline(transaction=False) as pipe:
+            pipe.set(signal_key(instance_id, name), json.dumps(payload), ex=_lifetime(wait))
+            pipe.exists(context_key(instance_id, wait.name))
+            parked = pipe.execute()[1]
+        if parked:
             return {"resolved": self.resolve(instance_id, wait, "signal", payload)}
         return {"stored": True}
 
@@ -652,11 +660,15 @@ class ChainTasks:
             action, reason = wait.on_timeout, wait.reason("expired")
         claim = {"by": by, "decision": decision, "action": action, "reason": reason,
                  "at": time.time()}
-        client = self.resources.redis()
-        if not client.set(claim_key(iid, wait.name), json.dumps(claim), nx=True,
-                          ex=_lifetime(wait)):
+        # The claim and the parked context in one round trip (the context is read whether
+        # or not the claim is won; only the winner uses it).
+        with self.resources.redis().pipeline(transaction=False) as pipe:
+            pipe.set(claim_key(iid, wait.name), json.dumps(claim), nx=True, ex=_lifetime(wait))
+            pipe.get(context_key(iid, wait.name))
+            won, raw = pipe.execute()
+        if not won:
             return False
-        ctx: Context = _load(client, context_key(iid, wait.name))["context"]
+        ctx: Context = json.loads(raw)["context"]
         flow = self._flow(ctx)
         if action == "continue":
             following = _node_index(flow, wait.name) + 1
