@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from graduate.adapters.celery.app import create_app
+from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import STATE_MACHINE
 from graduate.adapters.celery.state_machine import Machine, Row, StateMachineStrategy
@@ -57,7 +58,8 @@ def start_on(flow: Flow, url: str, pool: str, number: int) -> str:
     resources = ProcessResources(services)
     app = create_app(flow, services, STATE_MACHINE, strategy="state-machine", run_id=pool,
                      resources=resources)
-    strategy = StateMachineStrategy(app, flow, resources, STATE_MACHINE, pool=pool)
+    strategy = StateMachineStrategy(app, flow, resources, STATE_MACHINE, pool=pool,
+                                    broker=BrokerView("memory://", {}))
     request = new_request(flow, HARNESS_RUN, number, "tenant")
     strategy.start(request)
     resources.app_db().execute("UPDATE sm_instances SET updated_at = updated_at - 3600 "

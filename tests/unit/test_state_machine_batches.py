@@ -12,6 +12,7 @@ from tests.conftest import FlowFactory
 
 from graduate.adapters.base import InstanceState
 from graduate.adapters.celery.app import close_app, create_app
+from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import STATE_MACHINE
 from graduate.adapters.celery.state_machine import LOAD_CHUNK, StateMachineStrategy
@@ -32,7 +33,8 @@ def strategy(flow: Flow, tmp_path: Path) -> Iterator[StateMachineStrategy]:
     resources = ProcessResources(services)
     app = create_app(flow, services, STATE_MACHINE, strategy="state-machine", run_id="q",
                      resources=resources)
-    yield StateMachineStrategy(app, flow, resources, STATE_MACHINE, pool="q")
+    yield StateMachineStrategy(app, flow, resources, STATE_MACHINE, pool="q",
+                               broker=BrokerView("memory://", {}))
     close_app(app)
     resources.close()
 

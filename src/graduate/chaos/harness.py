@@ -423,7 +423,9 @@ class _Settled:
     "no". Held up: it is held (so at the deadline it would be judged stuck, as it is
     now), but only by what the engine gives back at a known time after the deadline
     (`Engine.held_until`: a dead worker's unacknowledged messages on Redis, back after
-    the visibility timeout). Parked: it waits for a signal the run will not send, at a
+    the visibility timeout; a state machine's row whose decision was lost, moved only by
+    its wait's expiry). An instance that waits for an answer the run has yet to send is
+    never held up: the answer moves it. Parked: it waits for a signal the run will not send, at a
     wait whose deadline falls after the run's, even counted from the first instance's
     start.
 
@@ -486,6 +488,8 @@ class _Settled:
                ) -> tuple[str, dict[str, tuple[bool | None, str]], dict[str, HeldUp]] | None:
         """The proof that waiting for the deadline changes nothing, with what holds()
         said of each instance and until when each held one is held; None when not proven."""
+        if any(self._owed_answer(iid, s) for iid, s in unfinished.items()):
+            return None  # the run sends it on this round, after this look (`watch`)
         parked = {iid for iid, s in unfinished.items() if self._parked(s)}
         found: dict[str, tuple[bool | None, str]] = {}
         held: dict[str, HeldUp] = {}
@@ -527,6 +531,14 @@ class _Settled:
             return self.session.engine.status(instance_id).state.finished
         except Exception:
             return True  # not proven: the next round looks again
+
+    def _owed_answer(self, instance_id: str, status: InstanceStatus) -> bool:
+        """Whether the instance waits for a decision the run sends and has not sent yet."""
+        if status.state is not InstanceState.WAITING:
+            return False
+        wait = next_wait(self.session.flow, status.done)
+        return (wait is not None and wait.signal in self.session.options.decisions
+                and (instance_id, wait.signal) not in self.session.signalled)
 
     def _parked(self, status: InstanceStatus) -> bool:
         if status.state is not InstanceState.WAITING:

@@ -163,15 +163,17 @@ def received_key(tid: str) -> str:
     return f"graduate:chain:received:{tid}"
 
 
-def mark_received(resources: ProcessResources) -> Callable[..., None]:
+def mark_received(resources: ProcessResources,
+                  tasks: tuple[str, ...] = (TASK_PREFIX,)) -> Callable[..., None]:
     """A receiver of Celery's `task_received` for a worker process: it records which
-    worker received each task of a chain. Celery sends it in the worker's main process
-    before the request goes to the pool, and so before an early acknowledgement takes
-    the message out of the broker: from then on the record, not the broker, shows that
-    a worker has it (see `ChainStrategy._in_live_hands`)."""
+    worker received each task whose name starts with one of `tasks` (by default a
+    chain's). Celery sends it in the worker's main process before the request goes to
+    the pool, and so before an early acknowledgement takes the message out of the
+    broker: from then on the record, not the broker, shows that a worker has it (see
+    `ChainStrategy._in_live_hands`, and the state machine's decisions)."""
 
     def receive(sender: Any = None, request: Any = None, **_: Any) -> None:
-        if request is None or not str(request.name).startswith(TASK_PREFIX):
+        if request is None or not str(request.name).startswith(tasks):
             return
         resources.redis().set(received_key(str(request.id)), str(request.hostname),
                               ex=KEY_LIFETIME)
@@ -218,6 +220,23 @@ def _runs_here(worker: str) -> bool:
     node, _, host = worker.rpartition("@")
     pid = node.rpartition("-")[2]
     return host == socket.gethostname() and pid.isdigit() and running(int(pid))
+
+
+def consumers_holding(app: Celery, ids: Sequence[str], consumers: int,
+                      ) -> tuple[set[str], int]:
+    """Which of the task `ids` the workers hold (reserved, scheduled for an ETA, or
+    running), and how many of the queue's `consumers` answered Celery's inspect: what a
+    broker that shows its messages only to their consumers (RabbitMQ) leaves to ask."""
+    if not consumers:
+        return set(), 0
+    inspector = app.control.inspect(timeout=PING_TIMEOUT, limit=consumers)
+    # The ETA timer first: a task leaves it for the worker's requests, never back.
+    scheduled = inspector.scheduled() or {}
+    known = inspector.query_task(*ids) or {}
+    held = {tid for tasks in known.values() for tid in tasks}
+    held |= {str(entry.get("request", {}).get("id", "")) for entries in scheduled.values()
+             for entry in entries}
+    return held & set(ids), len(set(known) | set(scheduled))
 
 
 def _describe(error: BaseException, step: Step) -> str:
@@ -1213,19 +1232,9 @@ class ChainStrategy:
         return states, claims
 
     def _consumers_holding(self, instance_id: str, consumers: int) -> tuple[set[str], int]:
-        """The instance's task IDs that the workers hold (reserved, scheduled for an ETA,
-        or running), and how many workers answered."""
-        if not consumers:
-            return set(), 0
-        inspector = self.app.control.inspect(timeout=PING_TIMEOUT, limit=consumers)
-        ids = self._task_ids(instance_id)
-        # The ETA timer first: a task leaves it for the worker's requests, never back.
-        scheduled = inspector.scheduled() or {}
-        known = inspector.query_task(*ids) or {}
-        held = {tid for tasks in known.values() for tid in tasks}
-        held |= {str(entry.get("request", {}).get("id", "")) for entries in scheduled.values()
-                 for entry in entries}
-        return held & set(ids), len(set(known) | set(scheduled))
+        """The instance's task IDs that the workers hold, and how many workers answered
+        (`consumers_holding`)."""
+        return consumers_holding(self.app, self._task_ids(instance_id), consumers)
 
     def _can_move(self, instance_id: str, tid: str) -> bool:
         client = self.resources.redis()

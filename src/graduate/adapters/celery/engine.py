@@ -84,7 +84,7 @@ class CeleryEngine:
             ChainStrategy(self._app, flow, self._resources, self._broker)
             if strategy == "chain"
             else StateMachineStrategy(self._app, flow, self._resources, self.settings,
-                                      pool=self.queue)
+                                      pool=self.queue, broker=self._broker)
         )
         self._launched: dict[str, int] = {}
 
@@ -177,7 +177,9 @@ class CeleryEngine:
 
     def held_until(self, instance_id: str) -> HeldUp | None:
         """chain: when only a dead worker's unacknowledged messages hold it (see
-        `ChainStrategy.held_until`); state-machine: never (its tick moves it)."""
+        `ChainStrategy.held_until`); state-machine: when it waits at a wait whose
+        decision no message can bring before the wait expires (see
+        `StateMachineStrategy.held_until`)."""
         return self._impl.held_until(instance_id)
 
     def deploy(self, flow: Flow, previous: Flow | None = None) -> None:

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -41,6 +43,16 @@ from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
 from graduate.adapters.base import HeldUp, HistoryEvent, InstanceState, InstanceStatus
+from graduate.adapters.celery.broker import BrokerView
+from graduate.adapters.celery.chain import (
+    PING_TIMEOUT,
+    REDIS_HANDOVER,
+    _marked_before,
+    _runs_here,
+    consumers_holding,
+    received_key,
+    task_id,
+)
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import STATE_MACHINE
 from graduate.db import Database
@@ -408,6 +420,11 @@ def _last_attempt_lost(step: Step, attempt: int) -> bool:
     """Whether the last attempt `step` may make began and never reported (its lease ran
     out): its worker died, before or after its effect landed."""
     return attempt >= step.retry.max_attempts
+
+
+def decision_id(instance_id: str, signal: str) -> str:
+    """The task ID of a decision's signal task: the chain's naming."""
+    return task_id(instance_id, "signal", signal)
 
 
 def _limits(step: Step | None) -> dict[str, Any]:
@@ -992,11 +1009,13 @@ class StateMachineStrategy:
     """Starts, signals and reads instances of the state machine from the client side."""
 
     def __init__(self, app: Celery, flow: Flow, resources: ProcessResources,
-                 settings: Mapping[str, Any], pool: str) -> None:
+                 settings: Mapping[str, Any], pool: str, broker: BrokerView) -> None:
         self.machine = Machine(app, flow, resources, settings)
         self.machine.pool = pool  # where its rows' advance messages go
         self.app = app
         self.flow = flow
+        self.resources = resources
+        self.broker = broker  # where held_until looks for a decision's message
         self.machine.store.create_tables()
 
     def start(self, request: InstanceRequest) -> None:
@@ -1036,8 +1055,11 @@ class StateMachineStrategy:
         # Sent with the time limits of the step an approval leads to: the signal task
         # runs it (`Machine.signal`).
         after = self.machine.step_after(row, name)
+        # Its ID names the instance and the signal, so that `held_until` finds it in the
+        # broker and in a worker's hands, as the chain's tasks are found.
         self.app.signature(SIGNAL, args=(instance_id, name, payload,
                                          after.name if after else None),
+                           task_id=decision_id(instance_id, name),
                            **_limits(after)).apply_async()
 
     def cancel(self, instance_id: str) -> None:
@@ -1096,8 +1118,107 @@ class StateMachineStrategy:
         return row is not None and row.state not in FINISHED
 
     def held_until(self, instance_id: str) -> HeldUp | None:
-        """The tick re-sends advance for an unfinished row: never held to a set time."""
-        return None
+        """When a row waits at a wait whose decision no message can bring any more:
+        nothing but the wait's own expiry (which the tick acts on) moves it before then,
+        or, on Redis, a dead worker's unacknowledged message of the decision, given back
+        after the visibility timeout. None when something may move it sooner: a row that
+        does not wait (the tick re-sends its advance), a decision, cancel or interrupt
+        stored for it (the tick's advance takes it), the decision's message queued or in
+        a live worker's hands, or a broker that cannot show where it is (RabbitMQ with
+        ready messages or a consumer that does not answer). A decision sent after this
+        look is the sender's to know: the harness knows which answers it still owes.
+
+        Read in the order a decision moves (the broker's queue, its unacked hash, a
+        worker's hands, the row's stored signal), so that one moving while it is read
+        is seen at one place or the next; the row is read again last, and must not
+        have moved."""
+        store = self.machine.store
+        row = store.load(instance_id)
+        wait = self._waiting_at(row)
+        if row is None or wait is None or self._stored(instance_id, wait):
+            return None
+        back = self._decision_back(decision_id(instance_id, wait.signal))
+        if back is None or store.load(instance_id) != row or self._stored(instance_id, wait):
+            return None
+        assert row.wait_deadline is not None  # a waiting row's, see `_waiting_at`
+        if back[0] < row.wait_deadline:
+            return HeldUp(back[0], back[1])
+        return HeldUp(row.wait_deadline, f"it waits at {wait.name} until the wait expires, "
+                      f"and {back[1]}")
+
+    def _waiting_at(self, row: Row | None) -> Wait | None:
+        """The wait the row waits at (with a deadline), if it waits."""
+        if row is None or row.state != WAITING or row.wait_deadline is None:
+            return None
+        nodes = self.machine.flow_of(row).nodes
+        node = nodes[row.cursor] if row.cursor < len(nodes) else None
+        return node if isinstance(node, Wait) else None
+
+    def _stored(self, instance_id: str, wait: Wait) -> bool:
+        """Whether a signal that the next advance takes is stored for the instance."""
+        interrupt = self.flow.interrupt
+        names = [wait.signal, CANCEL, *([interrupt.signal] if interrupt else [])]
+        store = self.machine.store
+        return any(store.signal(instance_id, name) is not None for name in names)
+
+    def _decision_back(self, tid: str) -> tuple[float, str] | None:
+        """No sooner than when (epoch seconds; infinite: never) the decision's message
+        `tid` can reach a worker, and why; None when it may any time, or the broker and
+        the workers cannot show that it cannot."""
+        queue = self.app.conf.task_default_queue
+        if not self.broker.peekable:
+            counts = self.broker.queue_counts(queue)
+            if counts.ready:
+                return None  # RabbitMQ shows a queue's messages only to its consumers
+            held, answered = consumers_holding(self.app, [tid], counts.consumers)
+            if held or answered < counts.consumers:
+                return None
+            return math.inf, "its decision is in no queue and no worker's hands"
+        for look in range(2):
+            queued = {t for t in self.broker.task_ids(queue, tid) or set() if t == tid}
+            taken = {t: at for t, at in (self.broker.taken_at(tid) or {}).items() if t == tid}
+            if queued - taken.keys():
+                return None  # a worker takes it any time
+            taker = self._taker(tid, taken.get(tid))
+            if taker is None:
+                return None
+            if tid in taken:
+                until = taken[tid] + self.broker.visibility_timeout
+                return until, (f"its decision is held only by a message that worker {taker} "
+                               "took and never acknowledged; Redis gives it back no sooner "
+                               "than the visibility timeout "
+                               f"({self.broker.visibility_timeout:g} s) after it was taken")
+            if look == 0:
+                # kombu moves a message from the queue to the unacked hash in two commands:
+                # one between them is in neither (see the chain's REDIS_HANDOVER).
+                time.sleep(REDIS_HANDOVER)
+        return math.inf, ("its decision is in no queue, no unacknowledged message and no "
+                          "live worker's hands")
+
+    def _taker(self, tid: str, taken: float | None) -> str | None:
+        """The worker that received the decision `tid` last, now without it in hand: dead,
+        or alive and saying it does not hold it (a worker whose broker connection broke
+        drops what it had reserved); "" when none received it. None when it may still be
+        in a worker's hands: its receiver holds it, or does not answer but may (its
+        process runs, or it runs on another host), or the message was `taken` (epoch
+        seconds) and its taker has not marked it yet."""
+        client = self.resources.redis()
+        mark = client.get(received_key(tid))
+        if mark is None:
+            return None if taken is not None else ""
+        if taken is not None and _marked_before(client, received_key(tid), taken):
+            return None  # marked by an earlier taker: this one has not marked it yet
+        worker = mark.decode() if isinstance(mark, bytes) else str(mark)
+        here = worker.rpartition("@")[2] == socket.gethostname()
+        if here and not _runs_here(worker):
+            return f"{worker}, now dead,"
+        # Celery answers an inspect from the worker's main loop, the one that received
+        # the task and filed it among its requests: no answer falls between the two.
+        replies = self.app.control.inspect(destination=[worker], timeout=PING_TIMEOUT,
+                                           limit=1).query_task(tid) or {}
+        if worker not in replies:
+            return None  # busy, or on a host whose processes cannot be seen: cannot tell
+        return None if tid in replies[worker] else f"{worker}, which no longer holds it,"
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         return self.machine.store.transitions(instance_id)

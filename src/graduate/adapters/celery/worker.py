@@ -19,6 +19,8 @@ from graduate.adapters.base import WorkerSpec, write_ready_file
 from graduate.adapters.celery.app import create_app
 from graduate.adapters.celery.chain import mark_received
 from graduate.adapters.celery.resources import ProcessResources
+from graduate.adapters.celery.state_machine import ENGINE as STATE_MACHINE_ENGINE
+from graduate.adapters.celery.state_machine import SIGNAL as STATE_MACHINE_SIGNAL
 from graduate.errors import ConfigError
 from graduate.flow import load_flow
 
@@ -56,6 +58,9 @@ def main(argv: list[str]) -> None:
     worker_ready.connect(ready, weak=False)
     if spec.engine == "celery-chain":
         task_received.connect(mark_received(resources), weak=False)
+    elif spec.engine == STATE_MACHINE_ENGINE:
+        # Which worker took a decision: `StateMachineStrategy.held_until` asks.
+        task_received.connect(mark_received(resources, (STATE_MACHINE_SIGNAL,)), weak=False)
     app.worker_main([
         "worker", "--pool", "prefork", "--concurrency", "1", "--without-mingle",
         "--without-gossip", "--without-heartbeat", "-Q", app.conf.task_default_queue,
