@@ -257,12 +257,19 @@ def spawn_until_ready(name: str, argv: Sequence[str], log_path: Path, ready_file
     on any interruption (Ctrl-C) while it starts: until it is returned, it is ours."""
     ready_file.unlink(missing_ok=True)
     process = spawn(name, argv, log_path, stdin=stdin)
+    await_ready(process, ready_file, what=what, timeout=timeout)
+    return process
+
+
+def await_ready(process: ManagedProcess, ready_file: Path, *, what: str,
+                timeout: float = 60.0) -> None:
+    """Return once `process` (spawned after `ready_file` was removed) writes `ready_file`;
+    stop it if it never does, and on any interruption (Ctrl-C) while it starts."""
     try:
         wait_until(ready_file.exists, timeout=timeout, what=what, process=process)
     except BaseException:
         process.stop()
         raise
-    return process
 
 
 def wait_until(ready: Callable[[], bool], *, timeout: float, what: str,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from graduate.flow import Flow, InstanceRequest
-from graduate.processes import ManagedProcess, spawn_until_ready
+from graduate.processes import ManagedProcess, await_ready, spawn
 from graduate.services.model import Services, TemporalTarget
 
 if TYPE_CHECKING:
@@ -181,16 +181,57 @@ class WorkerGroup:
             raise
         return group
 
+    @classmethod
+    def start_together(cls, launchers: Sequence[Callable[[], Launched]]) -> WorkerGroup:
+        """Launch a process with each of `launchers`, then wait until each is ready: their
+        start-ups (an interpreter importing its SDK each, seconds on loaded cores)
+        overlap instead of adding up. If one fails (or start-up is interrupted), every
+        one launched is stopped before the error goes on."""
+        group = cls()
+        try:
+            launched = []
+            for launch in launchers:
+                launched.append(launch())
+                group.processes.append(launched[-1].process)
+            for one in launched:
+                one.await_ready()
+        except BaseException:
+            group.stop()
+            raise
+        return group
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A worker process spawned and not yet known to be ready (`launch_worker_process`)."""
+
+    process: ManagedProcess
+    ready_file: Path
+
+    def await_ready(self) -> ManagedProcess:
+        """The process, once it wrote its ready file (stopped if it never does)."""
+        await_ready(self.process, self.ready_file, what=f"worker {self.process.name}",
+                    timeout=WORKER_READY_TIMEOUT)
+        return self.process
+
 
 def start_worker_process(name: str, module: str, spec: WorkerSpec, run_dir: Path,
                          extra_args: tuple[str, ...] = ()) -> ManagedProcess:
     """Start `python -m module RUN_DIR EXTRA_ARGS...` with `spec` on its standard input,
     and wait until it writes its ready file. RUN_DIR tells `ps` readers which run the
     worker serves; the worker itself reads everything it needs from the spec."""
-    return spawn_until_ready(name, [sys.executable, "-m", module, str(run_dir), *extra_args],
-                             run_dir / "logs" / f"{name}.log", Path(spec.ready_file),
-                             what=f"worker {name}", timeout=WORKER_READY_TIMEOUT,
-                             stdin=spec.to_json().encode())
+    return launch_worker_process(name, module, spec, run_dir, extra_args).await_ready()
+
+
+def launch_worker_process(name: str, module: str, spec: WorkerSpec, run_dir: Path,
+                          extra_args: tuple[str, ...] = ()) -> Launched:
+    """`start_worker_process` without the wait for its ready file: spawned, and its
+    readiness to be awaited (`Launched.await_ready`)."""
+    ready_file = Path(spec.ready_file)
+    ready_file.unlink(missing_ok=True)
+    process = spawn(name, [sys.executable, "-m", module, str(run_dir), *extra_args],
+                    run_dir / "logs" / f"{name}.log", stdin=spec.to_json().encode())
+    return Launched(process, ready_file)
 
 
 def write_ready_file(path: str, pid: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -10,10 +11,11 @@ from graduate.adapters.base import (
     HeldUp,
     HistoryEvent,
     InstanceStatus,
+    Launched,
     WorkerGroup,
     WorkerSpec,
+    launch_worker_process,
     services_for_worker,
-    start_worker_process,
 )
 from graduate.adapters.celery.app import check_strategy, close_app, create_app
 from graduate.adapters.celery.broker import BrokerView
@@ -89,18 +91,20 @@ class CeleryEngine:
         self._launched: dict[str, int] = {}
 
     def start_workers(self, count: int) -> WorkerGroup:
-        """Start `count` workers (and, for the state machine, the beat that ticks it)."""
-        beat = [lambda: self._launch("beat")] if self.strategy == "state-machine" else []
-        return WorkerGroup.start([*[self.start_worker] * count, *beat])
+        """Start `count` workers (and, for the state machine, the beat that ticks it), all
+        launched before any is awaited."""
+        roles = ["worker"] * count + (["beat"] if self.strategy == "state-machine" else [])
+        return WorkerGroup.start_together([functools.partial(self._launch, role)
+                                           for role in roles])
 
     def start_worker(self) -> ManagedProcess:
         """Start one more worker process (never a beat), e.g. to replace a killed one."""
-        return self._launch("worker")
+        return self._launch("worker").await_ready()
 
     def replace(self, process: ManagedProcess) -> ManagedProcess:
-        return self._launch("beat" if "-beat-" in process.name else "worker")
+        return self._launch("beat" if "-beat-" in process.name else "worker").await_ready()
 
-    def _launch(self, role: str) -> ManagedProcess:
+    def _launch(self, role: str) -> Launched:
         if not self.flow.source:
             raise ConfigError(f"flow {self.flow.name!r} has no source, so worker processes "
                               "cannot load it; load it with graduate.flow.load_flow from a "
@@ -117,7 +121,7 @@ class CeleryEngine:
         extra: tuple[str, ...] = (role, name)
         if role == "beat":
             extra = (*extra, str(self.run_dir / f"{name}.schedule"))
-        return start_worker_process(name, WORKER_MODULE, spec, self.run_dir, extra)
+        return launch_worker_process(name, WORKER_MODULE, spec, self.run_dir, extra)
 
     def start(self, request: InstanceRequest) -> None:
         self._impl.start(request)
