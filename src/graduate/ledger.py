@@ -317,6 +317,19 @@ class Ledger:
         return [(str(row[1]), str(row[2])) for row in rows], max(
             (int(row[0]) for row in rows), default=after)
 
+    def moved_since(self, run_id: str, after: int) -> tuple[set[str], int]:
+        """The instances of the run with any effect row (a call of a step or a
+        compensation, whatever its outcome) recorded after row `after`, and the last row
+        read (the next call's `after`): what a harness that watches thousands of
+        instances asks before it asks the engine about them. (On PostgreSQL a row may
+        commit after one numbered later, and so be passed over: a hint of what moved,
+        never the record of it.)"""
+        rows = self.db.query(
+            "SELECT instance_id, MAX(id) FROM effects WHERE run_id = ? AND id > ? "
+            "GROUP BY instance_id", [run_id, after])
+        return {str(row[0]) for row in rows}, max((int(row[1]) for row in rows),
+                                                  default=after)
+
     def inject_failure(self, instance_id: str, step: str, mode: FailureMode,
                        times: int = 1) -> None:
         """Make the system behind `step` fail: `times` transient failures, or for good.

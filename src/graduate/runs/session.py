@@ -78,6 +78,13 @@ START_BATCH = 50
 # (tens of instances) by POLL_INTERVAL only, so that a wait is answered at once.
 PACED_AFTER = 0.5
 LOOK_PAUSE_FACTOR = 2.0
+# A look asks the engine only about the instances due (docs/adr/0017): one whose ledger
+# rows moved since it was last looked at is due at once, and one whose status just
+# changed is due again POLL_INTERVAL later; each look that finds it unchanged doubles
+# that gap, up to REVISIT_AT_MOST. What leaves no row in the ledger (an instance that
+# finishes after its last effect, parks at a wait, fails or times out) is so seen
+# within REVISIT_AT_MOST, and at once when it follows a move.
+REVISIT_AT_MOST = 2.0
 
 
 def pause_after(took: float) -> float:
@@ -218,6 +225,10 @@ class RunSession:
     signalled: set[tuple[str, str]] = field(default_factory=set)
     interrupted: dict[str, float] = field(default_factory=dict)  # instance -> when sent
     landed_mark: int = 0  # the last ledger row `_early_answers` read
+    revisits: Revisits = field(init=False)  # which instances the next look asks about
+
+    def __post_init__(self) -> None:
+        self.revisits = Revisits(self.ledger, self.run_id)
 
     @property
     def instance_ids(self) -> list[str]:
@@ -284,10 +295,13 @@ class RunSession:
               on_status: Callable[[str, InstanceStatus], None] | None = None,
               revive_after: float | None = None,
               ) -> dict[str, InstanceStatus]:
-        """Poll the engine until every instance finished, `until` holds, or `deadline`
-        (monotonic) passed. An instance that waits for a signal listed in the options'
-        decisions is sent that decision, once. With `revive_after`, a process that died
-        is started again after that many seconds, on every round."""
+        """Watch the instances until every one finished, `until` holds, or `deadline`
+        (monotonic) passed. Every POLL_INTERVAL the ledger is read for what moved, and
+        the engine asked about the instances due (`Revisits`): every one at the first
+        look, then those that moved or may have. `until` is asked every round, with each
+        instance as last seen. An instance that waits for a signal listed in the
+        options' decisions is sent that decision, once. With `revive_after`, a process
+        that died is started again after that many seconds, on every round."""
         statuses: dict[str, InstanceStatus] = {}
         while True:
             if revive_after is not None:
@@ -295,10 +309,8 @@ class RunSession:
             began = time.monotonic()
             unfinished = [iid for iid in self.instance_ids
                           if iid not in statuses or not statuses[iid].state.finished]
-            fresh = self._statuses(unfinished, statuses, deadline)
-            for instance_id in unfinished:
-                previous, status = statuses.get(instance_id), fresh[instance_id]
-                if on_status is not None and previous != status:
+            for instance_id, status in self._look(unfinished, statuses, deadline).items():
+                if on_status is not None and statuses.get(instance_id) != status:
                     on_status(instance_id, status)
                 statuses[instance_id] = status
             # `until` is asked before any answer is sent: once a fault point is reached,
@@ -333,8 +345,19 @@ class RunSession:
         last seen doing, so that a finished one is not asked again."""
         unfinished = [iid for iid in self.instance_ids
                       if iid not in known or not known[iid].state.finished]
-        known.update(self._statuses(unfinished, known, math.inf))
+        known.update(self._look(unfinished, known, math.inf))
         self._answer({iid: known[iid] for iid in unfinished})
+
+    def _look(self, unfinished: list[str], known: dict[str, InstanceStatus],
+              deadline: float) -> dict[str, InstanceStatus]:
+        """The statuses of those of `unfinished` that are due (`Revisits`; every one
+        not in `known`), read together."""
+        due = self.revisits.due(unfinished, known)
+        if not due:
+            return {}
+        fresh = self._statuses(due, known, deadline)
+        self.revisits.looked({iid: known.get(iid) != status for iid, status in fresh.items()})
+        return fresh
 
     def _statuses(self, instance_ids: list[str], known: dict[str, InstanceStatus],
                   deadline: float) -> dict[str, InstanceStatus]:
@@ -379,6 +402,7 @@ class RunSession:
             if error is not None:
                 continue  # the engine is down; the next look tries again
             self.signalled.add((answer.instance_id, answer.name))
+            self.revisits.nudge(answer.instance_id)  # the answer moves it on
             self.timeline.add(SIGNAL_SENT, f"{answer.name}={answer.payload['decision']} to "
                                            f"{answer.instance_id}", instance=answer.instance_id)
 
@@ -445,6 +469,7 @@ class RunSession:
         except Exception:
             return  # the engine is down, or the instance finished; the next poll decides
         self.interrupted[instance_id] = time.time()
+        self.revisits.nudge(instance_id)
         self.timeline.add(SIGNAL_SENT, f"{interrupt.signal}=interrupt to {instance_id}",
                           instance=instance_id)
         # A fault armed at the same pause fires next, on the step still paused there.
@@ -456,6 +481,60 @@ class RunSession:
         """Whether the interrupt is still to be sent to the instance while `step` is in
         flight (paused before its effect), as the options place it."""
         return self._interrupted_in_flight() == step and instance_id not in self.interrupted
+
+
+class Revisits:
+    """When the harness next asks the engine about each instance it watches.
+
+    The engine is asked only about the instances due, not about every unfinished one on
+    every round (issue 16: on two cores, the harness's status calls competed with the
+    workers; docs/adr/0017). The ledger is the event: every effect an instance's steps
+    and compensations call lands there with a row number, so a cheap read of the rows
+    since the last one read tells which instances moved, and each of those is due at
+    once. What leaves no row (an instance that finishes after its last effect, parks at
+    a wait, fails, times out or is cancelled) is caught by each instance's own revisit:
+    due POLL_INTERVAL after its status last changed (or it moved, or was sent a
+    signal), the gap doubling at each look that finds it unchanged, up to
+    REVISIT_AT_MOST. A ledger that cannot be read makes every instance due: a look as
+    before.
+    """
+
+    def __init__(self, ledger: Ledger, run_id: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ledger = ledger
+        self.run_id = run_id
+        self.clock = clock
+        self.mark = 0  # the last ledger row read
+        self._next: dict[str, float] = {}  # instance -> when it is due (monotonic)
+        self._gap: dict[str, float] = {}  # instance -> the gap to its next revisit
+
+    def due(self, unfinished: Sequence[str],
+            known: Mapping[str, InstanceStatus]) -> list[str]:
+        """Those of `unfinished` to ask the engine about now: each not in `known`, each
+        that moved in the ledger since it was last looked at, each whose revisit is due."""
+        try:
+            moved, self.mark = self.ledger.moved_since(self.run_id, self.mark)
+        except Exception:
+            return list(unfinished)  # the ledger does not answer: look at every one
+        for instance_id in moved:
+            self.nudge(instance_id)
+        now = self.clock()
+        return [iid for iid in unfinished
+                if iid not in known or self._next.get(iid, now) <= now]
+
+    def looked(self, changed: Mapping[str, bool]) -> None:
+        """After a look: which of the instances it read changed since the look before."""
+        now = self.clock()
+        for instance_id, moved in changed.items():
+            gap = POLL_INTERVAL if moved else min(
+                2 * self._gap.get(instance_id, POLL_INTERVAL), REVISIT_AT_MOST)
+            self._gap[instance_id] = gap
+            self._next[instance_id] = now + gap
+
+    def nudge(self, instance_id: str) -> None:
+        """The instance moved (or is about to): due at the next look, then soon again."""
+        self._next[instance_id] = 0.0
+        self._gap[instance_id] = POLL_INTERVAL / 2  # doubled to POLL_INTERVAL if unchanged
 
 
 def _steps_opening_waits(flow: Flow) -> dict[str, Wait]:

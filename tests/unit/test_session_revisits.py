@@ -1,0 +1,178 @@
+"""The run asks the engine only about the instances due (docs/adr/0017): one whose
+effect landed in the ledger at once, one whose status changed soon again, and every
+other one at least every REVISIT_AT_MOST seconds, so that what leaves no ledger row (a
+finish after the last effect, a park at a wait, a failure) is still seen."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from tests.unit.conftest import SAMPLE
+
+from graduate.adapters.base import Engine, InstanceState, InstanceStatus
+from graduate.flow import InstanceRequest, Step, load_flow
+from graduate.ledger import Ledger
+from graduate.runner import RunOptions
+from graduate.runs.session import (
+    POLL_INTERVAL,
+    REVISIT_AT_MOST,
+    Revisits,
+    RunSession,
+    new_request,
+)
+from graduate.runs.timeline import Timeline
+
+FLOW = load_flow(SAMPLE)
+FIRST_STEP = next(node for node in FLOW.nodes if isinstance(node, Step))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def registered(ledger: Ledger, count: int) -> list[InstanceRequest]:
+    requests = [new_request(FLOW, "r1", n, "t") for n in range(1, count + 1)]
+    ledger.register_all(FLOW, requests, "fake")
+    return requests
+
+
+def land(ledger: Ledger, request: InstanceRequest) -> None:
+    """An effect of the instance's first step lands in the ledger."""
+    ledger.call(FLOW, request, FIRST_STEP, attempt=1, engine="fake")
+
+
+def running(instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+    return {iid: InstanceStatus(InstanceState.RUNNING) for iid in instance_ids}
+
+
+def test_every_instance_is_due_at_the_first_look_then_only_those_whose_effects_landed(
+        tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    first, second, third = registered(ledger, 3)
+    ids = [first.instance_id, second.instance_id, third.instance_id]
+    clock = Clock()
+    revisits = Revisits(ledger, "r1", clock)
+
+    assert revisits.due(ids, {}) == ids
+    revisits.looked(dict.fromkeys(ids, True))
+    known = running(ids)
+    assert revisits.due(ids, known) == []
+
+    land(ledger, second)
+    assert revisits.due(ids, known) == [second.instance_id]
+    revisits.looked({second.instance_id: True})
+    assert revisits.due(ids, known) == []  # its row is read once
+
+
+def test_an_unchanged_instance_is_looked_at_less_and_less_often_up_to_a_bound(
+        tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    (request,) = registered(ledger, 1)
+    iid = request.instance_id
+    clock = Clock()
+    revisits = Revisits(ledger, "r1", clock)
+    known = running([iid])
+    revisits.due([iid], {})
+    revisits.looked({iid: True})
+
+    gaps: list[float] = []
+    last = clock.now
+    while len(gaps) < 8:
+        clock.now += POLL_INTERVAL / 4
+        if revisits.due([iid], known):
+            gaps.append(round(clock.now - last, 3))
+            last = clock.now
+            revisits.looked({iid: False})
+
+    # Each gap at least the one before, none past the bound, and the bound reached.
+    assert gaps == sorted(gaps)
+    assert gaps[0] <= 2 * POLL_INTERVAL
+    assert max(gaps) <= REVISIT_AT_MOST + POLL_INTERVAL / 4
+    assert gaps[-1] >= REVISIT_AT_MOST
+    # A change brings it back to a look every POLL_INTERVAL.
+    revisits.looked({iid: True})
+    clock.now += POLL_INTERVAL
+    assert revisits.due([iid], known) == [iid]
+
+
+def test_an_effect_that_lands_makes_an_idle_instance_due_at_once(tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    (request,) = registered(ledger, 1)
+    iid = request.instance_id
+    clock = Clock()
+    revisits = Revisits(ledger, "r1", clock)
+    known = running([iid])
+    revisits.due([iid], {})
+    for _ in range(6):  # idle: its gap grows to the bound
+        clock.now += REVISIT_AT_MOST
+        assert revisits.due([iid], known) == [iid]
+        revisits.looked({iid: False})
+
+    land(ledger, request)
+    assert revisits.due([iid], known) == [iid]
+
+
+def test_a_ledger_that_does_not_answer_makes_every_instance_due(tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    requests = registered(ledger, 2)
+    ids = [r.instance_id for r in requests]
+    revisits = Revisits(ledger, "r1", Clock())
+    revisits.due(ids, {})
+    revisits.looked(dict.fromkeys(ids, True))
+    ledger.db.execute("DROP TABLE effects")
+
+    assert revisits.due(ids, running(ids)) == ids
+
+
+class MovingEngine:
+    """Instance 1 lands an effect at each look at it; both finish, without a ledger row,
+    at a given look of their own; every look is counted per instance."""
+
+    name = "moving"
+
+    def __init__(self, ledger: Ledger, requests: list[InstanceRequest],
+                 finish_at: dict[str, int]) -> None:
+        self.ledger, self.requests, self.finish_at = ledger, requests, finish_at
+        self.looks: Counter[str] = Counter()
+
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        read = {}
+        for iid in instance_ids:
+            self.looks[iid] += 1
+            finished = self.looks[iid] >= self.finish_at[iid]
+            read[iid] = InstanceStatus(InstanceState.COMPLETED if finished
+                                       else InstanceState.RUNNING)
+            if iid == self.requests[0].instance_id and not finished:
+                land(self.ledger, self.requests[0])
+        return read
+
+
+def test_the_watch_asks_about_the_instance_that_moves_and_still_sees_the_idle_one_finish(
+        tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    busy, idle = registered(ledger, 2)
+    # The idle instance finishes at its fifth look, with no row in the ledger: after
+    # gaps of about 0.1, 0.2, 0.4 and 0.8 s; the busy one lands an effect at each look.
+    engine = MovingEngine(ledger, [busy, idle], {busy.instance_id: 40, idle.instance_id: 5})
+    nothing = cast(Any, None)
+    session = RunSession(flow=FLOW, options=RunOptions(flow=str(SAMPLE), engine="moving",
+                                                       instances=2),
+                         run_id="r1", run_dir=tmp_path, ledger=ledger, stack=nothing,
+                         engine=cast(Engine, engine), workers=nothing, timeline=Timeline(),
+                         deadline=time.monotonic() + 60, requests=[busy, idle])
+
+    statuses = session.watch(time.monotonic() + 60)
+
+    assert {s.state for s in statuses.values()} == {InstanceState.COMPLETED}
+    assert engine.looks[busy.instance_id] == 40
+    # Asked about eight times less often than the one that moved at every look, and not
+    # once after it finished.
+    assert engine.looks[idle.instance_id] == 5
