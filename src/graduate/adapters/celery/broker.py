@@ -82,6 +82,24 @@ class BrokerView:
         ids = {_task_id(message) for message in messages}
         return {tid for tid in ids if tid.startswith(prefix)}
 
+    def task_ids_by_instance(self, queue: str, instance_ids: Sequence[str],
+                             ) -> dict[str, set[str]] | None:
+        """`task_ids(queue, f"{instance}:")` of each instance, the broker read once for
+        all of them (judging thousands of instances read every queued message once per
+        instance); None when the broker cannot be read without consuming."""
+        messages = self.messages([queue])
+        if messages is None:
+            return None
+        wanted = set(instance_ids)
+        found: dict[str, set[str]] = {iid: set() for iid in instance_ids}
+        for tid in {_task_id(message) for message in messages}:
+            # An instance's task IDs are its ID, a colon, then the task's parts; an ID
+            # may hold colons of its own, so each colon is tried as the end of it.
+            for at in (i for i, char in enumerate(tid) if char == ":"):
+                if tid[:at] in wanted:
+                    found[tid[:at]].add(tid)
+        return found
+
     def messages(self, queues: Sequence[str], *,
                  containing: str = "") -> list[dict[str, Any]] | None:
         """The messages queued on `queues` or taken but not yet acknowledged (on any

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from graduate.adapters.base import (
     HeldUp,
@@ -33,6 +33,16 @@ WORKER_MODULE = "graduate.adapters.celery.worker"
 DECISIONS = ("approve", "reject")
 # How long the first login to the broker may take, at most (the run's deadline may cut it).
 LOGIN_TIMEOUT = 5.0
+
+
+T = TypeVar("T")
+
+
+def _or_error(read: Callable[[str], T], instance_id: str) -> T | Exception:
+    try:
+        return read(instance_id)
+    except Exception as error:
+        return error
 
 
 class _Strategy(Protocol):
@@ -178,6 +188,29 @@ class CeleryEngine:
         or a silent consumer could be the instance's. See `ChainStrategy.holds`.
         """
         return self._impl.holds(instance_id)
+
+    def statuses_alone(self, instance_ids: Sequence[str],
+                       ) -> dict[str, InstanceStatus | Exception]:
+        """`ReadsTogether`: chain, each record read afresh, pipelined; state-machine, one
+        `status` after another."""
+        if isinstance(self._impl, ChainStrategy):
+            return self._impl.statuses_alone(instance_ids)
+        return {iid: _or_error(self._impl.status, iid) for iid in instance_ids}
+
+    def holds_all(self, instance_ids: Sequence[str]) -> dict[str, bool | Exception]:
+        """`ReadsTogether`: chain, the instances looked at together (see
+        `ChainStrategy.holds_all`); state-machine, one `holds` after another."""
+        if isinstance(self._impl, ChainStrategy):
+            return self._impl.holds_all(instance_ids)
+        return {iid: _or_error(self._impl.holds, iid) for iid in instance_ids}
+
+    def histories(self, instance_ids: Sequence[str],
+                  ) -> dict[str, list[HistoryEvent] | Exception]:
+        """`ReadsTogether`: chain, read together (pipelined); state-machine, one
+        `history` after another."""
+        if isinstance(self._impl, ChainStrategy):
+            return self._impl.histories(instance_ids)
+        return {iid: _or_error(self._impl.history, iid) for iid in instance_ids}
 
     def held_until(self, instance_id: str) -> HeldUp | None:
         """chain: when only a dead worker's unacknowledged messages hold it (see
