@@ -1357,18 +1357,12 @@ class ChainStrategy:
     def _consumers_holding_all(self, instance_ids: Sequence[str], consumers: int,
                                ) -> tuple[dict[str, set[str]], dict[str, int]]:
         """Each instance's task IDs that the workers hold (reserved, scheduled for an ETA,
-        or running), and how many workers answered the inspect that covered it."""
-        if not consumers or not instance_ids:
-            return ({iid: set() for iid in instance_ids}, dict.fromkeys(instance_ids, 0))
-        inspector = self.app.control.inspect(timeout=PING_TIMEOUT, limit=consumers)
-        # The ETA timer first: a task leaves it for the worker's requests, never back.
-        scheduled = inspector.scheduled() or {}
-        waiting = {str(entry.get("request", {}).get("id", "")) for entries in scheduled.values()
-                   for entry in entries}
+        or running), and how many workers answered: one inspect for all of them."""
+        if not instance_ids:
+            return {}, {}
         ids = {iid: self._task_ids(iid) for iid in instance_ids}
-        known = inspector.query_task(*[tid for tids in ids.values() for tid in tids]) or {}
-        held = {tid for tasks in known.values() for tid in tasks} | waiting
-        answered = len(set(known) | set(scheduled))
+        held, answered = consumers_holding(
+            self.app, [tid for tids in ids.values() for tid in tids], consumers)
         return ({iid: held & set(tids) for iid, tids in ids.items()},
                 dict.fromkeys(instance_ids, answered))
 
