@@ -877,6 +877,14 @@ class _Look:
 STATUS_CHUNK = 500
 
 
+# Every list of KEYS, whole, in one command (`ChainStrategy._deliveries_of`).
+_READ_LISTS = """
+local lists = {}
+for i, key in ipairs(KEYS) do lists[i] = redis.call('LRANGE', key, 0, -1) end
+return lists
+"""
+
+
 def _digest(raws: Sequence[bytes | str | None]) -> bytes:
     """A digest of one instance's record values, each told apart from the next and from
     an absent key: what `ChainStrategy.statuses` compares between looks."""
@@ -1548,11 +1556,20 @@ class ChainStrategy:
             named += [(s.name, s) for s in self.flow.interrupt_steps]
             lists += [(iid, name, retries) for name, step in named
                       for retries in range(step.retry.max_attempts)]
-        pipeline = self.resources.redis().pipeline(transaction=False)
-        for iid, name, retries in lists:
-            pipeline.lrange(deliveries_key(iid, name, retries), 0, -1)
+        # One script for all the lists, not an LRANGE each: most are empty (a retry that
+        # never happened), and tens of thousands of commands cost the harness far more
+        # to pack and parse than Redis to run.
+        keys = [deliveries_key(iid, name, retries) for iid, name, retries in lists]
+        client = self.resources.redis()
+        try:
+            raws = client.register_script(_READ_LISTS)(keys=keys)
+        except redis.ResponseError:  # a Redis that runs no scripts: an LRANGE each
+            pipeline = client.pipeline(transaction=False)
+            for key in keys:
+                pipeline.lrange(key, 0, -1)
+            raws = pipeline.execute()
         events: dict[str, list[HistoryEvent]] = {iid: [] for iid in instance_ids}
-        for (iid, name, retries), raw in zip(lists, pipeline.execute(), strict=True):
+        for (iid, name, retries), raw in zip(lists, raws, strict=True):
             for number, delivery in enumerate(map(json.loads, raw), start=1):
                 at = float(delivery["at"])
                 if number > 1:
