@@ -1315,11 +1315,6 @@ class ChainStrategy:
                       tuple(int(raw is not None) for raw in present[iid]))
                 for iid in instance_ids}
 
-    def _consumers_holding(self, instance_id: str, consumers: int) -> tuple[set[str], int]:
-        """The instance's task IDs that the workers hold, and how many workers answered
-        (`consumers_holding`)."""
-        return consumers_holding(self.app, self._task_ids(instance_id), consumers)
-
     def _metas(self, instance_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
         """Each task's meta as the result backend holds it, per instance and task ID in
         `_task_ids` order (PENDING, as Celery reports a task it holds nothing of)."""
