@@ -21,12 +21,14 @@ import redis
 from graduate.adapters.base import InstanceState
 from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.chain import received_key
+from graduate.chaos.harness import ChaosResult
 from graduate.check import Verdict
 from graduate.config import Settings
 from graduate.evidence import EvidenceStore
 from graduate.flow import load_flow
 from graduate.runner import RunOptions
 from graduate.runs.session import open_session
+from graduate.runs.timeline import TimelineEvent
 from tests.chaos.conftest import chaos_at
 from tests.conftest import CRASH_TIMING, FlowFactory
 
@@ -108,18 +110,24 @@ def test_decisions_a_killed_worker_reserved_hold_their_rows_until_redis_gives_th
         marks.close()
 
 
+def killed_at_activate(settings: Settings, flow_file: FlowFactory, profile: str,
+                       ) -> tuple[ChaosResult, list[TimelineEvent]]:
+    """4 instances of the sample flow, the worker killed at the first approved step's
+    effect under `profile`: the run's result and its timeline."""
+    result = chaos_at(settings, flow_file("partner_approval_sample"), ENGINE, "kill-worker",
+                      "activate:before-effect", instances=4, profile=profile)
+    assert result.fired, result.reason
+    assert result.evidence is not None
+    run = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id)
+    return result, list(run.timeline)
+
+
 def test_a_run_whose_lost_decisions_are_all_that_is_left_ends_early_with_them_stuck(
         settings: Settings, flow_file: FlowFactory) -> None:
     """The demo's cell: the worker running the first approved step is killed; the others'
     decisions it had reserved are lost with it until Redis gives them back (an hour). The
     run ends once the first one finished, without waiting for its deadline."""
-    path = flow_file("partner_approval_sample")
-    result = chaos_at(settings, path, ENGINE, "kill-worker", "activate:before-effect",
-                      instances=4, profile="defaults")
-    assert result.fired, result.reason
-
-    assert result.evidence is not None
-    timeline = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id).timeline
+    result, timeline = killed_at_activate(settings, flow_file, "defaults")
     ended = timeline[-1]
     stuck = {i.instance_id for i in result.instances if i.verdict is Verdict.STUCK}
     held_up = {e.instance: e.detail for e in timeline if e.kind == "held-up"}
@@ -147,12 +155,7 @@ def test_a_decision_the_killed_worker_reserved_under_late_ack_comes_back_and_end
     """Tuned: Redis gives an unacknowledged message back after 10 s. A decision the killed
     worker reserved is then still the broker's to deliver before the deadline: the run
     waits for it, and every instance completes."""
-    path = flow_file("partner_approval_sample")
-    result = chaos_at(settings, path, ENGINE, "kill-worker", "activate:before-effect",
-                      instances=4, profile="tuned")
-    assert result.fired, result.reason
-    assert result.evidence is not None
-    timeline = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id).timeline
+    result, timeline = killed_at_activate(settings, flow_file, "tuned")
     assert timeline[-1].detail == "all finished"
     assert "held-up" not in [e.kind for e in timeline]
     assert [i.verdict for i in result.instances] == [Verdict.COMPLETED] * 4

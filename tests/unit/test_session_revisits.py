@@ -53,6 +53,16 @@ def running(instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
     return {iid: InstanceStatus(InstanceState.RUNNING) for iid in instance_ids}
 
 
+def first_look_at_one(tmp_path: Path) -> tuple[Ledger, InstanceRequest, Clock, Revisits]:
+    """One registered instance, which the first look asks the engine about."""
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    (request,) = registered(ledger, 1)
+    clock = Clock()
+    revisits = Revisits(ledger, "r1", clock)
+    assert revisits.due([request.instance_id], {}) == [request.instance_id]
+    return ledger, request, clock, revisits
+
+
 def test_every_instance_is_due_at_the_first_look_then_only_those_whose_effects_landed(
         tmp_path: Path) -> None:
     ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
@@ -74,13 +84,9 @@ def test_every_instance_is_due_at_the_first_look_then_only_those_whose_effects_l
 
 def test_an_unchanged_instance_is_looked_at_less_and_less_often_up_to_a_bound(
         tmp_path: Path) -> None:
-    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
-    (request,) = registered(ledger, 1)
+    _, request, clock, revisits = first_look_at_one(tmp_path)
     iid = request.instance_id
-    clock = Clock()
-    revisits = Revisits(ledger, "r1", clock)
     known = running([iid])
-    revisits.due([iid], {})
     revisits.looked({iid: True})
 
     gaps: list[float] = []
@@ -104,13 +110,9 @@ def test_an_unchanged_instance_is_looked_at_less_and_less_often_up_to_a_bound(
 
 
 def test_an_effect_that_lands_makes_an_idle_instance_due_at_once(tmp_path: Path) -> None:
-    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
-    (request,) = registered(ledger, 1)
+    ledger, request, clock, revisits = first_look_at_one(tmp_path)
     iid = request.instance_id
-    clock = Clock()
-    revisits = Revisits(ledger, "r1", clock)
     known = running([iid])
-    revisits.due([iid], {})
     for _ in range(6):  # idle: its gap grows to the bound
         clock.now += REVISIT_AT_MOST
         assert revisits.due([iid], known) == [iid]
