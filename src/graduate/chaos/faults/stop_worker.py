@@ -37,8 +37,15 @@ class StopWorker(Fault):
         context.timeline.add(FAULT_FIRED, f"{stop.name} to {victim.name}'s main process "
                                           f"({'cold' if cold else 'warm'} shutdown, as a "
                                           "deploy or scale-down)", at=at)
-        context.release()  # a warm shutdown finishes the task in hand
-        workers.await_exit(victim)
+        if cold:
+            # The task in hand is abandoned: its process must be gone before the step
+            # paused at the fault point is let go, or a worker slow to tear its pool
+            # down (seen on RabbitMQ) would run the step it was meant to abandon.
+            workers.await_exit(victim)
+            context.release()
+        else:
+            context.release()  # a warm shutdown finishes the task in hand
+            workers.await_exit(victim)
         workers.replace(victim, context.plan.restart_delay)
 
 
