@@ -435,8 +435,9 @@ class TemporalEngine:
     def close(self) -> None:
         """Close the loop once nothing the SDK started can answer into it. An SDK call
         answers from the SDK's own threads through `call_soon_threadsafe`: into a closed
-        loop it raises there ("Event loop is closed"), and at a 5,000-instance run's end
-        that path crashed the harness with a segfault in those threads (issue 16). So
+        loop it raises there ("Event loop is closed", by the thousand at the end of a
+        5,000-instance run that then crashed; a later one died of a segfault in those
+        threads while judging, not proven to be this path: issue 16). So
         every task still pending (a read cut off by an exception, a call slower than
         CLOSE_WAIT) is awaited, then cancelled; and if any was still pending, the loop
         and client stay open, referenced for the life of the process (`_STRAGGLERS`): a
