@@ -255,10 +255,17 @@ def spawn_until_ready(name: str, argv: Sequence[str], log_path: Path, ready_file
                       stdin: bytes | None = None) -> ManagedProcess:
     """Start `argv` and return once it writes `ready_file`; stop it if it never does, and
     on any interruption (Ctrl-C) while it starts: until it is returned, it is ours."""
-    ready_file.unlink(missing_ok=True)
-    process = spawn(name, argv, log_path, stdin=stdin)
+    process = spawn_awaiting(name, argv, log_path, ready_file, stdin=stdin)
     await_ready(process, ready_file, what=what, timeout=timeout)
     return process
+
+
+def spawn_awaiting(name: str, argv: Sequence[str], log_path: Path, ready_file: Path, *,
+                   stdin: bytes | None = None) -> ManagedProcess:
+    """`spawn`, once a `ready_file` left by an earlier process is gone: its appearance
+    then says this one is ready (`await_ready`)."""
+    ready_file.unlink(missing_ok=True)
+    return spawn(name, argv, log_path, stdin=stdin)
 
 
 def await_ready(process: ManagedProcess, ready_file: Path, *, what: str,

@@ -7,16 +7,17 @@ process group, and report readiness by writing a file (not by a fixed sleep).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from graduate.flow import Flow, InstanceRequest
-from graduate.processes import ManagedProcess, await_ready, spawn
+from graduate.processes import ManagedProcess, await_ready, spawn_awaiting
 from graduate.services.model import Services, TemporalTarget
 
 if TYPE_CHECKING:
@@ -173,12 +174,9 @@ class WorkerGroup:
         """Start a process with each of `starters`, in order; if one fails (or start-up
         is interrupted), stop those already started before the error goes on."""
         group = cls()
-        try:
+        with group._stopped_on_failure():
             for start in starters:
                 group.processes.append(start())
-        except BaseException:
-            group.stop()
-            raise
         return group
 
     @classmethod
@@ -188,17 +186,23 @@ class WorkerGroup:
         overlap instead of adding up. If one fails (or start-up is interrupted), every
         one launched is stopped before the error goes on."""
         group = cls()
-        try:
+        with group._stopped_on_failure():
             launched = []
             for launch in launchers:
                 launched.append(launch())
                 group.processes.append(launched[-1].process)
             for one in launched:
                 one.await_ready()
-        except BaseException:
-            group.stop()
-            raise
         return group
+
+    @contextlib.contextmanager
+    def _stopped_on_failure(self) -> Iterator[None]:
+        """Stop every process of the group if the block fails or is interrupted."""
+        try:
+            yield
+        except BaseException:
+            self.stop()
+            raise
 
 
 @dataclass(frozen=True)
@@ -228,9 +232,9 @@ def launch_worker_process(name: str, module: str, spec: WorkerSpec, run_dir: Pat
     """`start_worker_process` without the wait for its ready file: spawned, and its
     readiness to be awaited (`Launched.await_ready`)."""
     ready_file = Path(spec.ready_file)
-    ready_file.unlink(missing_ok=True)
-    process = spawn(name, [sys.executable, "-m", module, str(run_dir), *extra_args],
-                    run_dir / "logs" / f"{name}.log", stdin=spec.to_json().encode())
+    process = spawn_awaiting(name, [sys.executable, "-m", module, str(run_dir), *extra_args],
+                             run_dir / "logs" / f"{name}.log", ready_file,
+                             stdin=spec.to_json().encode())
     return Launched(process, ready_file)
 
 
