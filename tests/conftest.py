@@ -22,7 +22,7 @@ from graduate.config import Settings
 from graduate.flow import Flow, Parallel, Step
 from graduate.services.model import TemporalTarget
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "tests.alone"]
 FLOWS = Path(__file__).parent / "flows"
 REQUIRE_SERVICES = os.environ.get("GRADUATE_REQUIRE_SERVICES") == "1"
 _names = itertools.count(1)

@@ -23,6 +23,7 @@ INSTANCES, REPEATS = 20, 3
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a ratio beside other tests measures their load
 def test_each_adapter_keeps_its_throughput_ratio_to_the_plain_sdk(settings: Settings) -> None:
     options = BenchOptions(flow=str(REPO / "spikes" / "partner_approval.toml"),
                            sections=("overhead",), engines=tuple(BASELINE["throughput_ratio"]),
