@@ -20,7 +20,7 @@ import redis
 
 from graduate.adapters.base import InstanceState
 from graduate.adapters.celery.broker import BrokerView
-from graduate.adapters.celery.chain import received_key
+from graduate.adapters.celery.receipts import received_key
 from graduate.chaos.harness import ChaosResult
 from graduate.check import Verdict
 from graduate.config import Settings

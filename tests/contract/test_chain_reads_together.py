@@ -22,9 +22,9 @@ from graduate.adapters.celery.chain import (
     claim_key,
     context_key,
     deliveries_key,
-    received_key,
     task_id,
 )
+from graduate.adapters.celery.receipts import received_key
 from graduate.config import Settings
 from graduate.errors import CannotTell
 from graduate.flow import Flow, load_flow
@@ -39,7 +39,7 @@ KINDS = ("queued", "finished", "nothing", "dead taker", "silent taker", "signal 
          "signal parked")
 
 
-def _answer(read: Any) -> object:
+def _answer(read: Any) -> Any:
     """What a read gave, an error as its kind and words (errors are never equal)."""
     return (type(read).__name__, str(read)) if isinstance(read, Exception) else read
 
@@ -95,7 +95,7 @@ def set_up(flow: Flow, engine: Engine, client: redis.Redis) -> dict[str, str]:
 def test_holds_histories_and_statuses_read_together_are_those_read_one_at_a_time(
         settings: Settings, flow_file: FlowFactory, chain: Any) -> None:
     flow = load_flow(flow_file())
-    engine = chain(flow)
+    engine: Engine = chain(flow)
     assert isinstance(engine, ReadsTogether)
     assert settings.broker_url is not None
     try:

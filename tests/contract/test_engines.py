@@ -14,7 +14,7 @@ import redis
 
 from graduate.adapters import engine_names
 from graduate.adapters.base import InstanceState
-from graduate.adapters.celery.chain import received_key
+from graduate.adapters.celery.receipts import received_key
 from graduate.config import Settings
 from graduate.flow import Flow, load_flow
 from graduate.ledger import EffectRecord, Ledger, Outcome

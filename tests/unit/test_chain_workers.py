@@ -14,11 +14,11 @@ import uuid
 
 import redis
 
-from graduate.adapters.celery.chain import KEY_LIFETIME, _marked_before, _runs_here
+from graduate.adapters.celery.receipts import RECEIPT_LIFETIME, marked_before, runs_here
 
 
-def test_a_worker_named_after_a_live_process_on_this_host_runs_here() -> None:
-    assert _runs_here(f"celery-chain-worker-1-{os.getpid()}@{socket.gethostname()}")
+def test_a_worker_named_after_a_live_process_on_this_hostruns_here() -> None:
+    assert runs_here(f"celery-chain-worker-1-{os.getpid()}@{socket.gethostname()}")
 
 
 def test_a_worker_whose_process_exited_does_not() -> None:
@@ -26,23 +26,23 @@ def test_a_worker_whose_process_exited_does_not() -> None:
                            capture_output=True, text=True, check=True)
     pid = int(child.stdout)
 
-    assert not _runs_here(f"celery-chain-worker-1-{pid}@{socket.gethostname()}")
+    assert not runs_here(f"celery-chain-worker-1-{pid}@{socket.gethostname()}")
 
 
 def test_a_worker_on_another_host_cannot_be_seen() -> None:
-    assert not _runs_here(f"celery-chain-worker-1-{os.getpid()}@not-{socket.gethostname()}")
+    assert not runs_here(f"celery-chain-worker-1-{os.getpid()}@not-{socket.gethostname()}")
 
 
 def test_a_mark_written_before_its_message_was_taken_again_is_an_earlier_takers(
         broker: str) -> None:
     client = redis.Redis.from_url(broker)
     key = f"test:received:{uuid.uuid4().hex}"
-    client.set(key, "stopped-worker-1@host", ex=KEY_LIFETIME)
+    client.set(key, "stopped-worker-1@host", ex=RECEIPT_LIFETIME)
     try:
-        assert _marked_before(client, key, taken=time.time() + 5)  # taken again later
-        assert not _marked_before(client, key, taken=time.time())  # its taker's own mark
+        assert marked_before(client, key, taken=time.time() + 5)  # taken again later
+        assert not marked_before(client, key, taken=time.time())  # its taker's own mark
         client.persist(key)
-        assert not _marked_before(client, key, taken=time.time() + 5)  # age unknown
+        assert not marked_before(client, key, taken=time.time() + 5)  # age unknown
     finally:
         client.delete(key)
         client.close()

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -38,6 +37,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from graduate.adapters.base import HeldUp, HistoryEvent, InstanceState, InstanceStatus
 from graduate.adapters.celery.broker import BrokerView
+from graduate.adapters.celery.receipts import (
+    PING_TIMEOUT,
+    REDIS_HANDOVER,
+    consumers_holding,
+    marked_before,
+    received_key,
+    runs_here,
+)
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.errors import (
     CannotTell,
@@ -58,7 +65,6 @@ from graduate.flow import (
     WhileOpenKind,
 )
 from graduate.ledger import EffectKind
-from graduate.processes import running
 
 ENGINE = "celery-chain"
 
@@ -81,23 +87,10 @@ HARD_LIMIT_SLACK = 5.0
 # Wait keys outlive their deadline by Celery's default result lifetime (one day), so that
 # status() can still explain a finished wait as long as the task results exist.
 KEY_LIFETIME = 86400
-# How long holds() waits for workers to answer a ping or an inspect.
-PING_TIMEOUT = 1.0
 # holds() looks again while the instance's record moved during a look (a task finished,
 # started, or a wait was decided), at most this many times; an instance still moving
 # after that is held by whatever moves it.
 HOLD_LOOKS = 5
-# kombu's Redis transport takes a message from its queue (BRPOP) and then, in a second
-# command, files it in the unacked hash: between the two it is in neither, and nothing
-# in Redis or Celery marks that moment (a worker's `task_received` comes after both).
-# A look that found nothing is repeated once after this bound before "nothing holds it":
-# the two commands follow each other in one worker callback, so the bound only has to
-# outlast a worker process descheduled between them on a busy machine. (The later gap,
-# from an early acknowledgement to STARTED, is closed by an event: `mark_received`.)
-REDIS_HANDOVER = 0.5
-# A received mark written this long before its message was taken is an earlier taker's
-# (the clocks of the worker that took it and of Redis may differ by a little).
-MARK_SLACK = 1.0
 # A worker that did not answer is not asked again for this long, so that the instances
 # of a run whose worker died cost one ping between them, not one each.
 SILENT_FOR = 10.0
@@ -158,29 +151,6 @@ def deliveries_key(instance_id: str, task: str, retries: int) -> str:
     return _key(instance_id, "deliveries", f"{task}:{retries}")
 
 
-def received_key(tid: str) -> str:
-    """Which worker received task `tid` (its node name), written before it acknowledges."""
-    return f"graduate:chain:received:{tid}"
-
-
-def mark_received(resources: ProcessResources,
-                  tasks: tuple[str, ...] = (TASK_PREFIX,)) -> Callable[..., None]:
-    """A receiver of Celery's `task_received` for a worker process: it records which
-    worker received each task whose name starts with one of `tasks` (by default a
-    chain's). Celery sends it in the worker's main process before the request goes to
-    the pool, and so before an early acknowledgement takes the message out of the
-    broker: from then on the record, not the broker, shows that a worker has it (see
-    `ChainStrategy._in_live_hands`, and the state machine's decisions)."""
-
-    def receive(sender: Any = None, request: Any = None, **_: Any) -> None:
-        if request is None or not str(request.name).startswith(tasks):
-            return
-        resources.redis().set(received_key(str(request.id)), str(request.hostname),
-                              ex=KEY_LIFETIME)
-
-    return receive
-
-
 def new_context(request: InstanceRequest) -> Context:
     return {"request": asdict(request), "done": []}
 
@@ -200,43 +170,6 @@ def _passed(ctx: Context, node: str) -> Context:
 def _load(client: redis.Redis, key: str) -> Any:
     raw = client.get(key)
     return None if raw is None else json.loads(raw)
-
-
-def _marked_before(client: redis.Redis, key: str, taken: float) -> bool:
-    """Whether the mark at `key` (written with KEY_LIFETIME) was written before `taken`
-    (epoch seconds, the taking worker's clock), by more than MARK_SLACK: its age is read
-    from its time to live, on the Redis server's clock."""
-    left = client.pttl(key)
-    if not isinstance(left, int) or left < 0:
-        return False  # no lifetime to tell its age by
-    seconds, micros = client.time()
-    marked = seconds + micros / 1e6 - (KEY_LIFETIME * 1000 - left) / 1000
-    return marked < taken - MARK_SLACK
-
-
-def _runs_here(worker: str) -> bool:
-    """Whether the worker named `worker` (`NAME-PID@HOST`, as the worker module names
-    it) is a process that still runs on this host. One on another host cannot be seen."""
-    node, _, host = worker.rpartition("@")
-    pid = node.rpartition("-")[2]
-    return host == socket.gethostname() and pid.isdigit() and running(int(pid))
-
-
-def consumers_holding(app: Celery, ids: Sequence[str], consumers: int,
-                      ) -> tuple[set[str], int]:
-    """Which of the task `ids` the workers hold (reserved, scheduled for an ETA, or
-    running), and how many of the queue's `consumers` answered Celery's inspect: what a
-    broker that shows its messages only to their consumers (RabbitMQ) leaves to ask."""
-    if not consumers:
-        return set(), 0
-    inspector = app.control.inspect(timeout=PING_TIMEOUT, limit=consumers)
-    # The ETA timer first: a task leaves it for the worker's requests, never back.
-    scheduled = inspector.scheduled() or {}
-    known = inspector.query_task(*ids) or {}
-    held = {tid for tasks in known.values() for tid in tasks}
-    held |= {str(entry.get("request", {}).get("id", "")) for entries in scheduled.values()
-             for entry in entries}
-    return held & set(ids), len(set(known) | set(scheduled))
 
 
 def _describe(error: BaseException, step: Step) -> str:
@@ -1259,14 +1192,14 @@ class ChainStrategy:
         takers: dict[str, str] = {}
         for tid in movable:
             worker = client.get(received_key(tid))
-            if worker is None or _marked_before(client, received_key(tid), taken[tid]):
+            if worker is None or marked_before(client, received_key(tid), taken[tid]):
                 # Taken a moment ago, not yet marked (by a live worker maybe); or marked by
                 # an earlier taker: a worker stopped warm gives its prefetched messages
                 # back, and its marks stay until the next taker's overwrite them.
                 return None
             takers[tid] = worker.decode() if isinstance(worker, bytes) else str(worker)
         if self._answering(set(takers.values())) or any(
-                _runs_here(name) for name in takers.values()):
+                runs_here(name) for name in takers.values()):
             return None  # its taker runs: it will run the task or give the message back
         if self._in_live_hands(instance_id):
             return None
@@ -1289,7 +1222,7 @@ class ChainStrategy:
         answered = {name for reply in replies for name in reply} & asked
         # Only a worker that cannot answer any more is spared the next ping.
         self._silent.update(dict.fromkeys({name for name in asked - answered
-                                           if not _runs_here(name)}, time.monotonic()))
+                                           if not runs_here(name)}, time.monotonic()))
         return answered
 
     @staticmethod
@@ -1440,7 +1373,7 @@ class ChainStrategy:
             if names & answered:
                 found[iid] = True
                 continue
-            alive = sorted(name for name in names if _runs_here(name))
+            alive = sorted(name for name in names if runs_here(name))
             # Only a worker that cannot answer any more is spared the next ping.
             self._silent.update(dict.fromkeys((names - silent) - set(alive), time.monotonic()))
             found[iid] = False if not alive else CannotTell(

@@ -31,7 +31,7 @@ RECORDED = (
 # are not tracked nor results extended (Celery's defaults): each costs the worker two
 # more round trips to the result backend per task, a third of a chain step's own
 # (graduate bench), and the chain learns which worker took a task from its received
-# mark instead (`chain.mark_received`), written before the task is acknowledged.
+# mark instead (`receipts.mark_received`), written before the task is acknowledged.
 CHOSEN: Mapping[str, Any] = {
     "broker_connection_retry_on_startup": True,
     "task_serializer": "json",

@@ -44,14 +44,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from graduate.adapters.base import HeldUp, HistoryEvent, InstanceState, InstanceStatus
 from graduate.adapters.celery.broker import BrokerView
-from graduate.adapters.celery.chain import (
+from graduate.adapters.celery.chain import task_id
+from graduate.adapters.celery.receipts import (
     PING_TIMEOUT,
     REDIS_HANDOVER,
-    _marked_before,
-    _runs_here,
     consumers_holding,
+    marked_before,
     received_key,
-    task_id,
+    runs_here,
 )
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import STATE_MACHINE
@@ -1190,7 +1190,7 @@ class StateMachineStrategy:
                                f"({self.broker.visibility_timeout:g} s) after it was taken")
             if look == 0:
                 # kombu moves a message from the queue to the unacked hash in two commands:
-                # one between them is in neither (see the chain's REDIS_HANDOVER).
+                # one between them is in neither (see receipts.REDIS_HANDOVER).
                 time.sleep(REDIS_HANDOVER)
         return math.inf, ("its decision is in no queue, no unacknowledged message and no "
                           "live worker's hands")
@@ -1206,11 +1206,11 @@ class StateMachineStrategy:
         mark = client.get(received_key(tid))
         if mark is None:
             return None if taken is not None else ""
-        if taken is not None and _marked_before(client, received_key(tid), taken):
+        if taken is not None and marked_before(client, received_key(tid), taken):
             return None  # marked by an earlier taker: this one has not marked it yet
         worker = mark.decode() if isinstance(mark, bytes) else str(mark)
         here = worker.rpartition("@")[2] == socket.gethostname()
-        if here and not _runs_here(worker):
+        if here and not runs_here(worker):
             return f"{worker}, now dead,"
         # Celery answers an inspect from the worker's main loop, the one that received
         # the task and filed it among its requests: no answer falls between the two.

@@ -17,7 +17,8 @@ from celery.signals import beat_init, task_received, worker_process_init, worker
 from graduate._launch import die_with_parent
 from graduate.adapters.base import WorkerSpec, write_ready_file
 from graduate.adapters.celery.app import create_app
-from graduate.adapters.celery.chain import mark_received
+from graduate.adapters.celery.chain import TASK_PREFIX
+from graduate.adapters.celery.receipts import mark_received
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.state_machine import ENGINE as STATE_MACHINE_ENGINE
 from graduate.adapters.celery.state_machine import SIGNAL as STATE_MACHINE_SIGNAL
@@ -57,7 +58,7 @@ def main(argv: list[str]) -> None:
     worker_process_init.connect(start_pool_child, weak=False)
     worker_ready.connect(ready, weak=False)
     if spec.engine == "celery-chain":
-        task_received.connect(mark_received(resources), weak=False)
+        task_received.connect(mark_received(resources, (TASK_PREFIX,)), weak=False)
     elif spec.engine == STATE_MACHINE_ENGINE:
         # Which worker took a decision: `StateMachineStrategy.held_until` asks.
         task_received.connect(mark_received(resources, (STATE_MACHINE_SIGNAL,)), weak=False)
