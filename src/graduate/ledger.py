@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -141,6 +141,16 @@ class EffectRecord:
     outcome: Outcome
     error_type: str = ""  # the exception an application's call raised (Outcome.ERROR)
     error_message: str = ""
+
+
+@dataclass(frozen=True)
+class Moved:
+    """An effect row as a watching harness reads it (`Ledger.moved_since`): whose step,
+    and whether the effect landed (its system applied or absorbed it)."""
+
+    instance_id: str
+    step: str
+    landed: bool
 
 
 @dataclass(frozen=True)
@@ -300,35 +310,19 @@ class Ledger:
         rows = self.db.query(f"SELECT {_EFFECT_COLUMNS} FROM effects{clause} ORDER BY id", params)
         return [_effect_record(row) for row in rows]
 
-    def landed_since(self, run_id: str, steps: Collection[str], after: int,
-                     ) -> tuple[list[tuple[str, str]], int]:
-        """(instance, step) of each effect of `steps` in the run that its system applied
-        or absorbed, recorded after row `after`, and the last row read (the next call's
-        `after`): a cheap look, for a harness that acts as soon as an effect landed. (On
-        PostgreSQL a row may commit after one numbered later, and so be passed over: a
-        look for what landed, never the record of what did.)"""
-        if not steps:
-            return [], after
+    def moved_since(self, run_id: str, after: int) -> tuple[list[Moved], int]:
+        """Each effect row of the run (a call of a step or a compensation, whatever its
+        outcome) recorded after row `after`, in order, and the last row read (the next
+        call's `after`): what a harness that watches thousands of instances asks before
+        it asks the engine about them, and what tells it that the step before a wait
+        landed. (On PostgreSQL a row may commit after one numbered later, and so be
+        passed over: a hint of what moved, never the record of it.)"""
         rows = self.db.query(
-            f"SELECT id, instance_id, step FROM effects WHERE run_id = ? AND id > ? AND "
-            f"kind = 'effect' AND outcome IN (?, ?) AND step IN "
-            f"({', '.join('?' * len(steps))}) ORDER BY id",
-            [run_id, after, Outcome.APPLIED.value, Outcome.ABSORBED.value, *steps])
-        return [(str(row[1]), str(row[2])) for row in rows], max(
-            (int(row[0]) for row in rows), default=after)
-
-    def moved_since(self, run_id: str, after: int) -> tuple[set[str], int]:
-        """The instances of the run with any effect row (a call of a step or a
-        compensation, whatever its outcome) recorded after row `after`, and the last row
-        read (the next call's `after`): what a harness that watches thousands of
-        instances asks before it asks the engine about them. (On PostgreSQL a row may
-        commit after one numbered later, and so be passed over: a hint of what moved,
-        never the record of it.)"""
-        rows = self.db.query(
-            "SELECT instance_id, MAX(id) FROM effects WHERE run_id = ? AND id > ? "
-            "GROUP BY instance_id", [run_id, after])
-        return {str(row[0]) for row in rows}, max((int(row[1]) for row in rows),
-                                                  default=after)
+            "SELECT id, instance_id, step, kind = 'effect' AND outcome IN (?, ?) "
+            "FROM effects WHERE run_id = ? AND id > ? ORDER BY id",
+            [Outcome.APPLIED.value, Outcome.ABSORBED.value, run_id, after])
+        return ([Moved(str(row[1]), str(row[2]), bool(row[3])) for row in rows],
+                max((int(row[0]) for row in rows), default=after))
 
     def inject_failure(self, instance_id: str, step: str, mode: FailureMode,
                        times: int = 1) -> None:

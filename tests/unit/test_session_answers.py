@@ -189,3 +189,17 @@ def test_a_step_that_landed_twice_before_a_look_is_answered_once(tmp_path: Path)
 
     assert sorted(engine.signals) == [(first, "invoicing_signoff"),
                                       (second, "invoicing_signoff")]
+
+
+def test_a_landing_read_by_a_watch_that_ends_before_it_answers_is_answered_by_the_next(
+        tmp_path: Path) -> None:
+    run, engine = early_session(tmp_path)
+    first = run.instance_ids[0]
+    land(run, 0, "cut_over_invoicing")
+
+    run.watch(time.monotonic() + 30, until=lambda statuses: True)  # reads it, sends nothing
+    assert engine.signals == []
+    polls = iter([False, True])
+    run.watch(time.monotonic() + 30, until=lambda statuses: next(polls))
+
+    assert engine.signals == [(first, "invoicing_signoff")]

@@ -224,7 +224,6 @@ class RunSession:
     requests: list[InstanceRequest] = field(default_factory=list)
     signalled: set[tuple[str, str]] = field(default_factory=set)
     interrupted: dict[str, float] = field(default_factory=dict)  # instance -> when sent
-    landed_mark: int = 0  # the last ledger row `_early_answers` read
     revisits: Revisits = field(init=False)  # which instances the next look asks about
 
     def __post_init__(self) -> None:
@@ -416,14 +415,15 @@ class RunSession:
         at a fault point, the instant of a crash, and a worker about to be killed would
         take the answer with it (see `watch`). One that fails is sent again once the
         instance waits."""
+        landed = self.revisits.take_landed()
         if (self.arming is not None or not self.options.decisions
                 or not self.engine.capabilities.early_signals):
             return []
         opens = _steps_opening_waits(self.flow)
-        rows, self.landed_mark = self.ledger.landed_since(self.run_id, opens, self.landed_mark)
         decisions, answers = self.options.decisions, []
         # A step whose effect landed twice (redelivered, absorbed) is one answer.
-        due = dict.fromkeys((instance_id, opens[step].signal) for instance_id, step in rows)
+        due = dict.fromkeys((instance_id, opens[step].signal) for instance_id, step in landed
+                            if step in opens)
         for instance_id, signal in due:
             if signal in decisions and (instance_id, signal) not in self.signalled:
                 answers.append(Signal(instance_id, signal, {"decision": decisions[signal]}))
@@ -507,6 +507,7 @@ class Revisits:
         self.mark = 0  # the last ledger row read
         self._next: dict[str, float] = {}  # instance -> when it is due (monotonic)
         self._gap: dict[str, float] = {}  # instance -> the gap to its next revisit
+        self._landed: list[tuple[str, str]] = []  # (instance, step) landed, not yet taken
 
     def due(self, unfinished: Sequence[str],
             known: Mapping[str, InstanceStatus]) -> list[str]:
@@ -516,8 +517,9 @@ class Revisits:
             moved, self.mark = self.ledger.moved_since(self.run_id, self.mark)
         except Exception:
             return list(unfinished)  # the ledger does not answer: look at every one
-        for instance_id in moved:
-            self.nudge(instance_id)
+        for row in moved:
+            self.nudge(row.instance_id)
+        self._landed.extend((row.instance_id, row.step) for row in moved if row.landed)
         now = self.clock()
         return [iid for iid in unfinished
                 if iid not in known or self._next.get(iid, now) <= now]
@@ -530,6 +532,13 @@ class Revisits:
                 2 * self._gap.get(instance_id, POLL_INTERVAL), REVISIT_AT_MOST)
             self._gap[instance_id] = gap
             self._next[instance_id] = now + gap
+
+    def take_landed(self) -> list[tuple[str, str]]:
+        """(instance, step) of each effect that landed (applied or absorbed) in the rows
+        read since the last call: the same read of the ledger tells the run which waits
+        it may answer early (`RunSession._early_answers`)."""
+        landed, self._landed = self._landed, []
+        return landed
 
     def nudge(self, instance_id: str) -> None:
         """The instance moved (or is about to): due at the next look, then soon again."""
