@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from graduate.errors import ConfigError, ServiceError
-from graduate.redaction import redact_password
+from graduate.redaction import redact_password, redact_text, redact_url
 
 Row = tuple[Any, ...]
 # The advisory lock that serialises the creation of tables on PostgreSQL (`script`).
@@ -95,9 +95,18 @@ class Database:
                 return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
             except psycopg.OperationalError as error:
                 raise ServiceError(
-                    f"cannot connect to PostgreSQL at {redact_password(self.url)}: {error}. "
-                    "Check that the server runs and the URL, user and database are right."
+                    f"cannot connect to PostgreSQL at {redact_password(self.url)}: "
+                    f"{redact_text(str(error).strip())}. Check that the server runs and the URL, "
+                    "user and database are right."
                 ) from error
+            except psycopg.ProgrammingError as error:
+                # libpq could not parse the URL; its message quotes the URL, password too.
+                raise ConfigError(
+                    f"database URL {redact_url(self.url)!r} is not a valid PostgreSQL URL "
+                    f"({redact_text(str(error).strip())}); write "
+                    "postgresql://USER:PASSWORD@HOST:PORT/DB, with any special character "
+                    "in the password percent-encoded"
+                ) from None
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=60,
                                    check_same_thread=False)
