@@ -48,7 +48,7 @@ from graduate.redaction import redact_text, redact_url
 from graduate.runs.supervisor import WORKER_FORCED, Supervisor
 from graduate.runs.timeline import Timeline, TimelineEvent
 from graduate.services.model import Services
-from graduate.services.probe import probe_address, probe_url
+from graduate.services.probe import probe_address, probe_celery_services
 from graduate.services.resolver import ExternalStrategy, Resolver, is_redis
 from graduate.timescale import TimeScale, scaled_flow
 
@@ -128,10 +128,7 @@ def external_services(settings: Settings, engine: str) -> Services:
     if wanted.temporal and settings.temporal_address:
         probe_address(settings.temporal_address, "the Temporal server")
     if wanted.broker:
-        for url, what in ((settings.broker_url, "the broker"),
-                          (settings.result_backend_url, "the result backend")):
-            if url:
-                probe_url(url, what)
+        probe_celery_services(settings.broker_url, settings.result_backend_url)
     return Resolver(settings, ExternalStrategy()).services(wanted)
 
 

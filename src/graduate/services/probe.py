@@ -10,22 +10,29 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit
 
-from graduate.errors import ServiceUnavailable
+from graduate.errors import ConfigError, ServiceUnavailable
 from graduate.redaction import redact_url
 
 PROBE_TIMEOUT = 3.0
-# Schemes whose host and port a probe can reach; any other (memory://, a socket path)
-# is left to its client.
+# Schemes whose host and port a probe can reach, with their default ports.
 DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671,
                  "pyamqp": 5672, "postgresql": 5432, "postgres": 5432}
+# What graduate can run Celery on. The harness, the workers and beat are processes of
+# their own, so an in-process transport (memory://) would leave every task unseen; and
+# what a broker still holds is read from Redis or AMQP only.
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+RESULT_BACKEND_SCHEMES = ("redis", "rediss")
 
 
-def probe_url(url: str, what: str) -> None:
-    """Refuse `url` (a broker or a backend) unless its host answers on its port."""
+def probe_url(url: str, what: str, schemes: tuple[str, ...]) -> None:
+    """Refuse `url` (a broker or a backend) unless its scheme is one of `schemes` and
+    its host answers on its port."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS:
-        return
+    if "://" not in url or scheme not in schemes:
+        raise ConfigError(f"{what} URL {redact_url(url)!r} is not one graduate can use: "
+                          f"use a {', '.join(f'{s}://' for s in schemes)} URL, such as "
+                          f"{schemes[0]}://HOST:{DEFAULT_PORTS[schemes[0]]}/0")
     try:
         port = parts.port or DEFAULT_PORTS[scheme]
     except ValueError:
@@ -34,8 +41,23 @@ def probe_url(url: str, what: str) -> None:
     _connect(parts.hostname or "localhost", port, f"{what} at {redact_url(url)}")
 
 
+def probe_celery_services(broker_url: str | None, result_backend_url: str | None) -> None:
+    """Probe the external broker and result backend given (None: a local one is started)."""
+    if broker_url:
+        probe_url(broker_url, "the broker", BROKER_SCHEMES)
+    if result_backend_url:
+        probe_url(result_backend_url, "the result backend", RESULT_BACKEND_SCHEMES)
+
+
 def probe_address(address: str, what: str) -> None:
     """Refuse `address` (HOST:PORT, as Temporal takes it) unless it answers."""
+    if "://" in address or "@" in address:
+        # gRPC takes no scheme, and a password here would be sent nowhere but shown.
+        shown = redact_url(address if "://" in address else f"x://{address}")
+        raise ConfigError(f"{what} address {shown.removeprefix('x://')!r} must read "
+                          "HOST:PORT, with no scheme and no user or password, for example "
+                          "localhost:7233; give an API key with --temporal-api-key (or "
+                          "GRADUATE_TEMPORAL_API_KEY) and TLS with --temporal-tls-*")
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ServiceUnavailable(f"{what} address {address!r} must read HOST:PORT, for "

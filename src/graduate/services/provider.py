@@ -21,7 +21,7 @@ from graduate.ledger import Ledger
 from graduate.processes import group_alive, stop_group
 from graduate.services.local import LocalRedis, LocalTemporal
 from graduate.services.model import Services
-from graduate.services.probe import probe_address, probe_url
+from graduate.services.probe import probe_address, probe_celery_services
 from graduate.services.resolver import LocalStrategy, Needs, Resolver
 
 __all__ = ["KeptService", "Needs", "Stack", "env_down", "env_up", "kept_services",
@@ -142,10 +142,7 @@ def open_stack(settings: Settings, needs: Needs, *, temporal_port: int | None = 
     if needs.temporal and settings.temporal_address:
         probe_address(settings.temporal_address, "the Temporal server")
     if needs.broker:
-        for url, what in ((settings.broker_url, "the broker"),
-                          (settings.result_backend_url, "the result backend")):
-            if url:
-                probe_url(url, what)
+        probe_celery_services(settings.broker_url, settings.result_backend_url)
     local = LocalStrategy(settings.state_dir, temporal_cli=settings.temporal_cli,
                           temporal_port=temporal_port, redis_port=redis_port, kept=kept)
     with Resolver(settings, local) as resolver:
