@@ -58,6 +58,7 @@ from graduate.runner import (
     input_values,
     run_flow,
 )
+from graduate.runs.session import check_timeout
 from graduate.runs.workers import workers_kind
 from graduate.services.provider import kept_services, open_services
 from graduate.timescale import TimeScale
@@ -283,7 +284,7 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
                           workers=workers_kind(workers), input=input_values(inputs))
         expiring = [kind for kind, _ in (parse_label(item.partition("@")[0])
                                          for item in spec.faults) if kind.lets_waits_expire]
-        if expiring:
+        if expiring and spec.engines:  # none is refused with the matrix's own message
             loaded = resolve_target(config.project_dir, config.spikes_dir, spec.flow,
                                     spec.engines[0]).flow
             _check_wait_deadline(loaded, parse_plan(expiring[0], None, loaded),
@@ -359,6 +360,7 @@ def _check_wait_deadline(flow: Flow, plan: FaultPlan, *, timeout: float,
     fault would never play out, and every instance would be judged unfinished."""
     if not plan.fault.lets_waits_expire:
         return
+    check_timeout(timeout)  # before it is compared with the wait's deadline
     flow = time_scale.apply(flow)[0] if not time_scale.real_time else flow
     wait = find_wait(flow, plan.step)
     lasts = wait.deadline if wait_deadline is None else wait_deadline

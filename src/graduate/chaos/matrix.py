@@ -134,6 +134,15 @@ def plan_cells(flow: Flow, spec: MatrixSpec, project_dir: Path) -> list[CellOutc
                                           instances=spec.instances, timeout=spec.timeout,
                                           time_scale=scale,
                                           workers_from=spec.workers, input=spec.input))
+    # An empty list would store a matrix of no cells, which `graduate report` would then
+    # take for the latest one.
+    for items, option in ((spec.faults, "--faults"), (spec.profiles, "--profiles")):
+        if not items:
+            raise ConfigError(f"a matrix needs at least one cell: give {option} at least one "
+                              "name (comma-separated), or leave it out for the defaults")
+    if spec.change not in deploy_change.CHANGE.choices:  # even with no deploy-change cell
+        raise ConfigError(f"--change {spec.change!r} is not one of "
+                          f"{', '.join(deploy_change.CHANGE.choices)}")
     known = load_profiles(project_dir)  # each one's settings checked for every engine
     for profile in spec.profiles:
         require_profile(known, profile)

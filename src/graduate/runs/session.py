@@ -125,6 +125,13 @@ def new_request(flow: Flow, run_id: str, number: int, tenant_id: str,
     )
 
 
+def check_timeout(timeout: float) -> None:
+    """Refuse a run's deadline that is not a positive, finite number of seconds."""
+    check_seconds(timeout, "--timeout", "120", error=ConfigError)
+    if timeout <= 0:
+        raise ConfigError("--timeout must be a positive number of seconds")
+
+
 def validate_options(flow: Flow, options: RunOptions) -> None:
     """Reject options that do not fit the flow before anything starts."""
     check_engine(options.engine)
@@ -137,9 +144,7 @@ def validate_options(flow: Flow, options: RunOptions) -> None:
         raise ConfigError(f"--time-scale {options.time_scale.label}: a team's app keeps the "
                           "durations its own code sets; run it in real time (leave "
                           "--time-scale out), or spike its flow as a model")
-    check_seconds(options.timeout, "--timeout", "120", error=ConfigError)
-    if options.timeout <= 0:
-        raise ConfigError("--timeout must be a positive number of seconds")
+    check_timeout(options.timeout)
     signals = {w.signal for w in flow.waits}
     for name, decision in options.decisions.items():
         if flow.interrupt is not None and name == flow.interrupt.signal:
