@@ -51,13 +51,17 @@ def read_history_files(paths: Sequence[Path]) -> list[WorkflowHistory]:
     for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
-            histories.append(WorkflowHistory.from_json(path.stem, json.loads(text)))
+            history = WorkflowHistory.from_json(path.stem, json.loads(text))
+            # SDK core panics in a thread and the replay never ends without it.
+            if not history.run_id:
+                raise ValueError("its first event names no run: originalExecutionRunId")
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"cannot read history file {path}: {error}") from error
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as error:
             raise ConfigError(f"{path} is not a Temporal workflow history in JSON ({error}); "
                               "export one with `temporal workflow show --workflow-id ID "
                               "--output json`") from error
+        histories.append(history)
     return histories
 
 
