@@ -6,14 +6,15 @@ written out by a template, so that no plotting library is needed.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from graduate.bench.suite import SECTIONS
+from graduate.errors import ConfigError
 from graduate.evidence import write_json
+from graduate.files import parse_json, read_text
 from graduate.reports.render import template
 from graduate.reports.svg import Shape, Svg
 
@@ -186,24 +187,49 @@ def merged(results: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def previous_bench(out: Path) -> dict[str, Any]:
+    """The `benchmarks.json` already in `out` ({} when there is none). A bench reads it
+    before it measures, so that an --out that is not a folder, or a damaged file, is
+    refused before the hours of measuring rather than after."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is not a folder; give the folder for "
+                          "benchmarks.md, benchmarks.json and the charts")
+    path = out / "benchmarks.json"
+    if not path.exists():
+        return {}
+    where = f"{path} (the benchmarks measured before, kept for the sections not run now)"
+    fix = "restore it from git, or move it away to start anew"
+    try:
+        data = parse_json(read_text(path, "benchmarks file", ConfigError), where, ConfigError)
+    except ConfigError as error:
+        raise ConfigError(f"{error}; {fix}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} holds a JSON {type(data).__name__}, not benchmarks; {fix}")
+    return data
+
+
 def write_bench(results: dict[str, Any], out: Path) -> list[Path]:
     """`benchmarks.json`, `benchmarks.md` and its charts (`benchmarks/NAME.svg`) in `out`;
     sections this bench did not measure are kept from the `benchmarks.json` already
     there (see `merged`)."""
-    json_path = out / "benchmarks.json"
-    if json_path.exists():
-        results = merged(results, json.loads(json_path.read_text(encoding="utf-8")))
+    if previous := previous_bench(out):
+        results = merged(results, previous)
     charts = _charts(results)
     written = []
     folder = out / "benchmarks"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, chart in charts.items():
-        path = folder / f"{name}.svg"
-        path.write_text(template("chart.svg.j2").render(chart=chart), encoding="utf-8")
-        written.append(path)
-    write_json(json_path, results)
-    md_path = out / "benchmarks.md"
-    md_path.write_text(template("benchmarks.md.j2").render(results=results,
-                                                           charts=sorted(charts)),
-                       encoding="utf-8")
+    json_path = out / "benchmarks.json"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, chart in charts.items():
+            path = folder / f"{name}.svg"
+            path.write_text(template("chart.svg.j2").render(chart=chart), encoding="utf-8")
+            written.append(path)
+        write_json(json_path, results)
+        md_path = out / "benchmarks.md"
+        md_path.write_text(template("benchmarks.md.j2").render(results=results,
+                                                               charts=sorted(charts)),
+                           encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot write the benchmarks into {out} ({error.strerror}); give "
+                          "--out a folder you can write to") from error
     return [md_path, json_path, *written]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import graduate
-from graduate.adapters import engine_names, needs, open_plain, plain_modules
+from graduate.adapters import check_engine, engine_names, needs, open_plain, plain_modules
 from graduate.adapters.base import services_for_worker
 from graduate.adapters.plain import (
     PlainSpec,
@@ -61,7 +61,7 @@ from graduate.config import Settings
 from graduate.environment import host
 from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore, now_iso
-from graduate.flow import Flow, InstanceRequest, Step, load_flow
+from graduate.flow import Flow, InstanceRequest, Step, check_seconds, load_flow
 from graduate.instrument import RunContext, effect
 from graduate.ledger import Ledger
 from graduate.runner import RunOptions, approve_all, run_flow
@@ -103,6 +103,8 @@ class BenchOptions:
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sections if s not in SECTIONS]
+        if not self.sections:
+            raise ConfigError(f"give at least one bench section: {', '.join(SECTIONS)}")
         if unknown:
             raise ConfigError(f"no bench section {', '.join(unknown)}; the sections are "
                               f"{', '.join(SECTIONS)}")
@@ -117,8 +119,12 @@ class BenchOptions:
         if min(self.scale_steps) < MIN_STEPS:
             raise ConfigError(f"--scale-steps: a scale flow needs {MIN_STEPS} steps or more "
                               "(two before the approval wait, one after it)")
+        for engine in (*self.matrix_engines, *self.scale_engines):
+            check_engine(engine)
+        check_seconds(self.scale_per_instance, "--scale-per-instance", "1", error=ConfigError)
         if self.scale_per_instance < 0:
             raise ConfigError("--scale-per-instance must be 0 or more seconds")
+        check_seconds(self.timeout, "--timeout", "300", error=ConfigError)
         if self.timeout <= 0:
             raise ConfigError("--timeout must be a positive number of seconds")
 

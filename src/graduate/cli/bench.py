@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from graduate.bench import SECTIONS, BenchOptions, run_bench, write_bench
+from graduate.bench import SECTIONS, BenchOptions, previous_bench, run_bench, write_bench
 from graduate.cli.common import console, settings
 from graduate.errors import ConfigError
 
@@ -67,6 +67,8 @@ def bench(
                            matrix_faults=_names(faults), timeout=timeout)
     if scale_engines:
         options = replace(options, scale_engines=_names(scale_engines))
+    destination = out or config.project_dir / "reports"
+    previous_bench(destination)  # a folder it cannot write to is refused before it measures
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("bench", total=options.steps())
@@ -75,5 +77,5 @@ def bench(
             progress.update(task, completed=done, total=total, description=what)
 
         results = run_bench(config, options, on_progress=advance)
-    for path in write_bench(results, out or config.project_dir / "reports"):
+    for path in write_bench(results, destination):
         console.print(f"wrote {path}", soft_wrap=True)
