@@ -21,6 +21,8 @@ from graduate.errors import GraduateError
 
 RECORD_VERSION = 1
 FENCE = "+++"
+# The front block's first comment: how a file whose fence was damaged is still known.
+WRITTEN_BY = "# Written by `graduate adr`"
 
 
 class AdrError(GraduateError):
@@ -129,7 +131,7 @@ def render_record(record: AdrRecord) -> str:
     """The front block, fences included, in a fixed key order."""
     lines = [
         FENCE,
-        "# Written by `graduate adr`; `graduate adr check` verifies it.",
+        f"{WRITTEN_BY}; `graduate adr check` verifies it.",
         "# Edit the Markdown below, not this block.",
         f"record_version = {RECORD_VERSION}",
         f"adr = {record.number}",
@@ -231,12 +233,34 @@ def _inline(values: Mapping[str, str]) -> str:
 def split_front(text: str, origin: str) -> tuple[str, str] | None:
     """(front block, body) of an ADR file's text, or None when it has no front block."""
     if not text.startswith(FENCE + "\n"):
+        if damage := _damaged_fence(text):
+            # Taken for a hand-written ADR, it would leave `adr check` silent about it.
+            raise AdrError(f"{origin}: graduate's front block must open with {FENCE} alone "
+                           f"on the first line, but {damage}; or restore the file from git")
         return None
     end = text.find(f"\n{FENCE}\n", len(FENCE))
     if end < 0:
         raise AdrError(f"{origin}: the front block opened by {FENCE} on the first line is "
                        f"never closed; restore the closing {FENCE} line")
     return text[len(FENCE) + 1:end + 1], text[end + len(FENCE) + 2:]
+
+
+def _damaged_fence(text: str) -> str | None:
+    """What hides the front block of a file graduate wrote (None: it never had one)."""
+    first = text.split("\n", 1)[0]
+    if text.startswith("\ufeff"):
+        return "a byte-order mark comes first: save the file as UTF-8 without one"
+    if first == FENCE + "\r":
+        return ("its lines end in CRLF: save it with LF line endings (git config "
+                "core.autocrlf input)")
+    if first.strip() == FENCE:
+        return f"the first line is {first!r}: remove the spaces around {FENCE}"
+    head = text.lstrip()
+    if head.startswith(FENCE + "\n"):
+        return "blank lines come before it: remove them"
+    if WRITTEN_BY in "\n".join(head.splitlines()[:3]):
+        return f"the first line is {first!r}: make it {FENCE}"
+    return None
 
 
 def parse_record(block: str, origin: str) -> AdrRecord:
