@@ -91,7 +91,7 @@ def parse(file: SourceFile) -> Parsed | Skipped:
         message = str(error.message).splitlines()[0] if error.message else "invalid syntax"
         return Skipped(Location(file.relative, error.raw_line),
                        f"syntax error ({message}): the file was not read")
-    except (UnicodeDecodeError, ValueError) as error:
+    except (UnicodeDecodeError, ValueError, SyntaxError) as error:  # SyntaxError: encoding
         return Skipped(Location(file.relative, 1), f"not Python source text: {error}")
 
 
