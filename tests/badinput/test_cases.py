@@ -383,8 +383,99 @@ INPUTS = [
                      extra='\n[input]\nparties = "acme"\n')),
 ]
 
+
+def edit_adr(change: Callable[[bytes], bytes]) -> Make:
+    """The ready project's ADR 0003 as `change` leaves it (an editor's or git's damage)."""
+    def make(root: Path) -> None:
+        path = next((root / "docs" / "adr").glob("0003-*.md"))
+        path.write_bytes(change(path.read_bytes()))
+    return make
+
+
+CRLF = edit_adr(lambda text: text.replace(b"\n", b"\r\n"))
+BOM = edit_adr(lambda text: b"\xef\xbb\xbf" + text)
+DASHES = edit_adr(lambda text: b"---" + text[3:])
+HISTORY_WITHOUT_START = '{"events": [{"eventId": "1", "eventType": "EVENT_TYPE_TIMER_FIRED"}]}'
+SCALE = ("bench", "--sections", "scale")
+
+# The audit of 2026-11-30: a traceback (some quoting a password), a hang, a matrix of no
+# cells stored as the latest, a bench that measured for hours before finding it could
+# not write, a damaged ADR that `adr check` passed over in silence.
+AUDIT = [
+    Case("ledger-url-postgres-malformed",
+         ("--ledger-url", "postgresql://ann:s3cret@[::1/db", "signal", "i-1", "approval"),
+         ("'postgresql://ann:***@[::1/db' is not a valid PostgreSQL URL",
+          "postgresql://USER:PASSWORD@HOST:PORT/DB"), absent=("s3cret",)),
+    Case("ledger-url-postgres-unknown-parameter",
+         ("--ledger-url", "postgresql://ann:s3cret@db.internal/g?colour=red", "signal", "i-1",
+          "approval"), ("is not a valid PostgreSQL URL", "colour"), absent=("s3cret",)),
+    Case("broker-url-of-another-scheme",
+         ("--broker-url", "http://ann:s3cret@mq.internal/0",
+          *run("partner_approval", engine="celery-chain")),
+         ("the broker URL 'http://ann:***@mq.internal/0' is not one graduate can use",
+          "redis://HOST:6379/0"), absent=("s3cret",)),
+    Case("broker-url-without-scheme",
+         ("--broker-url", "mq.internal", *run("partner_approval", engine="celery-chain")),
+         ("the broker URL 'mq.internal'", "amqp://")),
+    Case("broker-url-in-process-transport",
+         ("--broker-url", "memory://", *run("partner_approval", engine="celery-chain")),
+         ("'memory://' is not one graduate can use",)),
+    Case("result-backend-url-not-redis",
+         ("--result-backend-url", "rpc://", *run("partner_approval", engine="celery-chain")),
+         ("the result backend URL 'rpc://'", "redis://")),
+    Case("temporal-address-with-scheme",
+         ("--temporal-address", "http://127.0.0.1:{closed_port}", *run("partner_approval")),
+         ("must read HOST:PORT, with no scheme",)),
+    Case("temporal-address-with-password",
+         ("--temporal-address", "ann:s3cret@127.0.0.1:{closed_port}", *run("partner_approval")),
+         ("'ann:***@127.0.0.1:{closed_port}'", "--temporal-api-key"), absent=("s3cret",)),
+    Case("matrix-no-engines", ("matrix", "partner_approval", "--engines", ""),
+         ("a matrix needs at least one engine",)),
+    Case("matrix-no-faults", ("matrix", "partner_approval", "--faults", ",,"),
+         ("give --faults at least one name",)),
+    Case("matrix-no-profiles", ("matrix", "partner_approval", "--profiles", " "),
+         ("give --profiles at least one name",)),
+    Case("matrix-change-unknown", ("matrix", "partner_approval", "--change", "rename"),
+         ("--change 'rename' is not one of reorder, add-step",)),
+    Case("matrix-wait-timeout-negative-timeout",
+         ("matrix", "partner_approval", "--timeout", "-1"),
+         ("--timeout must be a positive number of seconds",)),
+    Case("chaos-wait-timeout-negative-timeout",
+         chaos("--timeout", "-1", fault="wait-timeout", at="approval"),
+         ("--timeout must be a positive number of seconds",)),
+    Case("replay-history-without-start", ("replay", "partner_approval", "{project}/h.json"),
+         ("h.json is not a Temporal workflow history", "workflow start"),
+         files={"h.json": HISTORY_WITHOUT_START}),
+    Case("replay-history-without-events", ("replay", "partner_approval", "{project}/h.json"),
+         ("h.json is not a Temporal workflow history", "No events"),
+         files={"h.json": '{"events": []}'}),
+    Case("bench-no-section", ("bench", "--sections", ","), ("at least one bench section",)),
+    Case("bench-scale-engine-unknown", (*SCALE, "--scale-engines", "dbos"),
+         ("unknown engine 'dbos'",)),
+    Case("bench-scale-per-instance-nan", (*SCALE, "--scale-per-instance", "nan"),
+         ("--scale-per-instance = nan",)),
+    Case("bench-timeout-inf", (*SCALE, "--timeout", "inf"), ("--timeout = inf",)),
+    Case("bench-out-is-a-file", (*SCALE, "--out", "{project}/pyproject.toml"),
+         ("pyproject.toml is not a folder",)),
+    Case("bench-previous-results-damaged", SCALE,
+         ("benchmarks.json", "not valid JSON", "restore it from git"),
+         files={"reports/benchmarks.json": '{"effect": '}),
+    Case("adr-check-reports-crlf-line-endings", ("adr", "check"),
+         ("FAIL", "0003-graduate-partner_approval.md", "CRLF", "LF line endings"),
+         make=CRLF, code=1),
+    Case("adr-check-reports-a-byte-order-mark", ("adr", "check"),
+         ("FAIL", "byte-order mark"), make=BOM, code=1),
+    Case("adr-check-reports-a-damaged-fence", ("adr", "check"),
+         ("FAIL", "the first line is '---': make it +++"), make=DASHES, code=1),
+    Case("adr-promote-a-damaged-fence", ("adr", "promote", "3", "--to", "spiking"),
+         ("must open with +++ alone on the first line",), make=DASHES),
+    Case("inventory-reports-a-file-of-another-encoding", ("inventory", "{project}/code"),
+         ("skipped tasks.py:1: not Python source text",),
+         files={"code/tasks.py": b"\xff\xfe#\x00"}, code=0),
+]
+
 CASES = [*TRACEBACKS, *BRACKETS, *VALUES, *UNREACHABLE, *WORKER, *SPECIAL_FILES,
-         *UNREADABLE_ADRS, *EXISTING, *BRANCHES, *INPUTS]
+         *UNREADABLE_ADRS, *EXISTING, *BRANCHES, *INPUTS, *AUDIT]
 
 
 @pytest.mark.timeout(60)
