@@ -199,6 +199,9 @@ def target_engines(project_dir: Path, name: str) -> tuple[str, ...]:
 def reference(table: Mapping[str, Any], key: str, where: str, shape: str) -> str:
     """A required `module:attribute` value of a declaration."""
     value = table.get(key)
+    if value is None:
+        raise ConfigError(f"{where}: {key} is missing; add {key} = \"module:attribute\", "
+                          f"{shape}")
     if not isinstance(value, str) or not _REFERENCE.match(value):
         raise ConfigError(f"{where}: {key} = {value!r} must be \"module:attribute\", {shape}")
     return value
@@ -209,7 +212,7 @@ def resolve(ref: str, where: str) -> Any:
     module_name, _, attribute = ref.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:  # the team's module may fail in any way as it imports
+    except (Exception, SystemExit) as error:  # the team's module may fail in any way
         raise ConfigError(f"{where}: cannot import {module_name!r} for {ref!r}: "
                           f"{type(error).__name__}: {error}") from error
     if not hasattr(module, attribute):

@@ -398,6 +398,16 @@ DASHES = edit_adr(lambda text: b"---" + text[3:])
 HISTORY_WITHOUT_START = '{"events": [{"eventId": "1", "eventType": "EVENT_TYPE_TIMER_FIRED"}]}'
 SCALE = ("bench", "--sections", "scale")
 
+
+
+def celery_app(module: str, source: str) -> dict[str, str]:
+    """A project declaring app `shop`, whose Celery app is `module`:app, with `source`."""
+    return {"pyproject.toml": '[tool.graduate]\nspikes = "spikes"\n[tool.graduate.apps.shop]\n'
+            'flow = "spikes/partner_approval.toml"\n[tool.graduate.apps.shop.celery]\n'
+            f'app = "{module}:app"\nqueues = ["orders"]\n'
+            f'start = "{module}:start"\n', f"{module}.py": source}
+
+
 # The audit of 2026-11-30: a traceback (some quoting a password), a hang, a matrix of no
 # cells stored as the latest, a bench that measured for hours before finding it could
 # not write, a damaged ADR that `adr check` passed over in silence.
@@ -469,6 +479,21 @@ AUDIT = [
          ("FAIL", "the first line is '---': make it +++"), make=DASHES, code=1),
     Case("adr-promote-a-damaged-fence", ("adr", "promote", "3", "--to", "spiking"),
          ("must open with +++ alone on the first line",), make=DASHES),
+    Case("app-module-syntax-error", run("shop", engine="celery"),
+         ("[tool.graduate.apps.shop.celery]", "cannot import 'shop_syntax'",
+          "SyntaxError", "fix the module"), files=celery_app("shop_syntax", "def (\n")),
+    Case("app-module-raises-on-import", run("shop", engine="celery"),
+         ("cannot import 'shop_raises'", "RuntimeError: no settings"),
+         files=celery_app("shop_raises", "raise RuntimeError('no settings')\n")),
+    Case("app-module-exits-on-import", run("shop", engine="celery"),
+         ("cannot import 'shop_exits'", "SystemExit: 3"),
+         files=celery_app("shop_exits", "import sys\nsys.exit(3)\n")),
+    Case("app-module-without-the-attribute", run("shop", engine="celery"),
+         ("module 'shop_plain' has no 'app'",), files=celery_app("shop_plain", "x = 1\n")),
+    Case("app-without-start", run("shop", engine="celery"),
+         ("start is missing; add start = \"module:attribute\"",),
+         files={"pyproject.toml": celery_app("shop_nostart", "")["pyproject.toml"].replace(
+             'start = "shop_nostart:start"\n', "")}),
     Case("inventory-reports-a-file-of-another-encoding", ("inventory", "{project}/code"),
          ("skipped tasks.py:1: not Python source text",),
          files={"code/tasks.py": b"\xff\xfe#\x00"}, code=0),

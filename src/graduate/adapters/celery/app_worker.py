@@ -43,10 +43,16 @@ def load_app(reference: str) -> Celery:
                           "myproject.celery:app")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
+    # The team's module may fail in any way as it imports: a syntax error, an exception,
+    # a sys.exit() that would otherwise end graduate with the module's own code.
+    except (Exception, SystemExit) as error:
         raise ConfigError(f"cannot import {module_name!r} for Celery app {reference!r}: "
-                          f"{error}") from error
-    app = getattr(module, attribute, None)
+                          f"{type(error).__name__}: {error}; fix the module, or point "
+                          "app at the module that defines the app") from error
+    if not hasattr(module, attribute):
+        raise ConfigError(f"module {module_name!r} has no {attribute!r} (for Celery app "
+                          f"{reference!r}); point at the celery.Celery instance")
+    app = getattr(module, attribute)
     if not isinstance(app, Celery):
         raise ConfigError(f"{reference!r} is not a Celery app (found {type(app).__name__}); "
                           "point at the celery.Celery instance")
