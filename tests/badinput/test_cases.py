@@ -494,6 +494,13 @@ AUDIT = [
          ("start is missing; add start = \"module:attribute\"",),
          files={"pyproject.toml": celery_app("shop_nostart", "")["pyproject.toml"].replace(
              'start = "shop_nostart:start"\n', "")}),
+    # Before: pid -1 was an OSError traceback, and `env down` on pid 0 would have sent
+    # SIGTERM to graduate's own process group (os.killpg(0, ...)).
+    Case("services-file-pid-negative", ("env", "down"), ("env.json is damaged", "pid -1"),
+         files={".graduate/env.json": '{"redis": {"pid": -1, "address": 5, "log": null}}'}),
+    Case("services-file-pid-of-own-group", ("env", "down"), ("env.json is damaged", "pid 0"),
+         files={".graduate/env.json": '{"redis": {"pid": 0, "address": "redis://h:1", '
+                '"log": "redis.log"}}'}),
     Case("inventory-reports-a-file-of-another-encoding", ("inventory", "{project}/code"),
          ("skipped tasks.py:1: not Python source text",),
          files={"code/tasks.py": b"\xff\xfe#\x00"}, code=0),

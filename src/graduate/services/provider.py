@@ -55,9 +55,17 @@ def kept_services(state_dir: Path) -> dict[str, KeptService]:
     except ServiceError as error:
         raise ServiceError(f"{error}: {damaged}") from error
     try:
-        return {name: KeptService(name=name, **entry) for name, entry in data.items()}
+        kept = {name: KeptService(name=name, **entry) for name, entry in data.items()}
     except (AttributeError, TypeError) as error:
         raise ServiceError(f"{damaged} ({error})") from error
+    for service in kept.values():
+        # A process group of 0 is graduate's own, and 1 is init's: `env down` stops it.
+        if (isinstance(service.pid, bool) or not isinstance(service.pid, int)
+                or service.pid <= 1 or not isinstance(service.address, str)
+                or not isinstance(service.log, str)):
+            raise ServiceError(f"{damaged} ({service.name}: pid {service.pid!r}, address "
+                               f"{service.address!r}, log {service.log!r})")
+    return kept
 
 
 def env_up(settings: Settings, *, temporal_port: int | None = None,
