@@ -119,10 +119,19 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     values: dict[str, Any] = {}
     for key in _KEYS:
         value = (overrides or {}).get(key)
+        where = "given"
         if value is None:
-            value = os.environ.get(env_var(key)) or table.get(key)
+            value = os.environ.get(env_var(key)) or None  # set but empty: unset
+            where = f"in {env_var(key)}"
+        if value is None:
+            value = table.get(key)
+            where = f"in {pyproject} [tool.graduate]"
+            if value == "":
+                raise ConfigError(f"setting {key} = '' {where} is empty; give a value, or "
+                                  "remove the line for the default")
         if value is not None:
             if not isinstance(value, str):
-                raise ConfigError(f"setting {key} = {value!r} must be a string")
+                raise ConfigError(f"setting {key} = {value!r} must be a string ({where}); "
+                                  f"write {key} = \"...\"")
             values[key] = value
     return Settings(project_dir=root, **values)

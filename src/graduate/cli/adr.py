@@ -70,7 +70,7 @@ def attach_evidence(
         help="Run ids, matrix ids (their runs come too), or JUnit XML files.")],
     evidence: Annotated[Path | None, typer.Option(
         "--evidence", help="Evidence folder (default: .graduate/evidence, or `evidence` in "
-                           "[tool.graduate]).")] = None,
+                           "\\[tool.graduate]).")] = None,
 ) -> None:
     """Pin evidence to an ADR by its sha256: runs, matrices and JUnit reports.
 

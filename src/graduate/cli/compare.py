@@ -24,7 +24,7 @@ from graduate.reports.render import (
 def compare(
     ctx: typer.Context,
     app: Annotated[str, typer.Argument(
-        help="An app declared in [tool.graduate.apps.NAME] with a temporal and a celery "
+        help="An app declared in \\[tool.graduate.apps.NAME] with a temporal and a celery "
              "table.")],
     fault: Annotated[str, typer.Option(
         help="The fault both implementations run under (FAULT or FAULT+FLAG, as `graduate "

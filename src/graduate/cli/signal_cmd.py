@@ -24,7 +24,7 @@ def signal_instance(
 ) -> None:
     """Send a signal (a human decision, or the flow's interrupt) to a running instance.
 
-    The interrupt (declared by the flow's [interrupt] table) may come at any point: no
+    The interrupt (declared by the flow's \\[interrupt] table) may come at any point: no
     further step starts, and every step that applied is compensated.
 
     Use it while `graduate run` waits in another terminal, with services kept up by

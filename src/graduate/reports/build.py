@@ -115,9 +115,13 @@ def _latest_matrix(store: EvidenceStore) -> str:
     found = store.latest_matrix()
     if found is not None:
         return found
+    if store.root.exists() and not store.root.is_dir():
+        raise ConfigError(f"the evidence folder {store.root} is not a folder; point --evidence "
+                          "at the folder that holds your evidence")
+    absent = "" if store.root.exists() else " (no such folder exists yet)"
     raise ConfigError(f"the evidence folder {store.root} is empty; run `graduate matrix FLOW` "
                       "(or `graduate chaos ...`) first, or point --evidence at the folder that "
-                      "holds your evidence")
+                      f"holds your evidence{absent}")
 
 
 def _known(ids: list[str]) -> str:
