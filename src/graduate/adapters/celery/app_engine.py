@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from graduate.adapters.app_engine import (
     app_environment,
     instance_flow,
@@ -34,9 +36,16 @@ from graduate.adapters.base import (
 from graduate.adapters.celery import application
 from graduate.adapters.celery.app import close_app
 from graduate.adapters.celery.app_worker import SETTINGS_VARIABLE, connect_services, load_app
-from graduate.adapters.celery.broker import BrokerView
+from graduate.adapters.celery.broker import BrokerView, message_eta, message_task_id
 from graduate.adapters.celery.description import APP
 from graduate.adapters.celery.instrument import HEADER, install
+from graduate.adapters.celery.receipts import (
+    PING_TIMEOUT,
+    instance_tasks_key,
+    proven_dead,
+    received_key,
+    taker_of,
+)
 from graduate.adapters.celery.settings import TRANSPORT_OPTIONS
 from graduate.apps import App, project_on_path
 from graduate.errors import ConfigError, EngineError
@@ -111,6 +120,7 @@ class CeleryAppEngine:
             # One process per pool child, as the strategies run: a kill takes one task.
             arguments = ["--pool", "prefork", "--concurrency", "1", "--without-mingle",
                          "--without-gossip", "-Q", ",".join(self.declaration["queues"]),
+                         # app_worker adds the PID: NAME-PID@HOST (`receipts.runs_here`).
                          "-n", f"{name}@%h", "--loglevel", "INFO"]
         return start_app_worker(name, MODULE, [self.declaration["app"], *arguments],
                                 self.app, environ, self.run_dir)
@@ -191,18 +201,103 @@ class CeleryAppEngine:
             messages = self._broker.messages(self.declaration["queues"])
             if messages is None:
                 return True
-            for message in messages:
-                correlation = Correlation.from_header((message.get("headers") or {}).get(HEADER))
-                if correlation is not None and correlation.instance_id == instance_id:
-                    return True
+            if any(_instance_of(message) == instance_id for message in messages):
+                return True
         return False
 
     def held_until(self, instance_id: str) -> HeldUp | None:
-        """A team's own app marks no task with the worker that took it, so a dead
-        worker's unacknowledged message cannot be told from a live one's: not proven."""
-        return None
+        """When nothing can move the unfinished instance before a known time: each message
+        carrying its correlation (on the app's queues, or taken and not acknowledged) was
+        taken by a worker now dead, which graduate's worker marked when it received it
+        (`receipts.mark_received`), and Redis gives it back no sooner than the visibility
+        timeout after it was taken (kombu's restore sweep); or it has an ETA (a countdown)
+        before which no worker runs it, whoever holds it. The earliest such moment and
+        what holds it until then.
+
+        None when anything may move it sooner, or cannot be told: a broker that cannot be
+        read without consuming (RabbitMQ gives a dead consumer's messages back at once),
+        an instance at a wait (the app's own timers, beat's sweeps, act on a wait as it
+        pleases), a queued message due now, a message taken by a worker that still runs,
+        runs on another host, or has not marked it yet, or a task of the instance that a
+        live worker (or one that does not answer) received and still holds: acknowledged
+        early, it is in the broker no more. Like `holds`, what the app's beat may send
+        later is not foreseen."""
+        if not self._broker.peekable:
+            return None
+        state = self.status(instance_id).state
+        if state.finished or state is InstanceState.WAITING:
+            return None
+        messages = self._messages_of(instance_id)
+        # Read after the messages: one taken meanwhile is seen taken (from then on).
+        taken = self._broker.taken_at("") or {}
+        if not messages:
+            return None  # nothing holds it: `holds` says so
+        client = self._broker.redis_client()
+        now = time.time()
+        earliest: list[tuple[float, str]] = []
+        for message in messages:
+            tid, eta = message_task_id(message), message_eta(message)
+            taker = taker_of(client, tid, taken[tid]) if tid in taken else None
+            if taker is not None and proven_dead(taker):
+                back = taken[tid] + self._broker.visibility_timeout
+                earliest.append((max(back, eta or back), (
+                    f"held by a message that worker {taker}, now dead, took and never "
+                    "acknowledged; Redis gives it back no sooner than the visibility timeout "
+                    f"({self._broker.visibility_timeout:g} s) after it was taken")))
+            elif eta is not None and eta > now:
+                earliest.append((eta, f"held by task {tid}, due no sooner than its ETA"))
+            else:
+                return None  # queued, or in a live (or unproven) worker's hands: any time
+        # In the order a message moves (queue, unacknowledged, a worker's hands), then the
+        # messages again: a task that finished meanwhile sent its next message before.
+        in_broker = {message_task_id(m) for m in messages}
+        if self._in_live_hands(client, instance_id, in_broker) or (
+                {message_task_id(m) for m in self._messages_of(instance_id)}
+                != {message_task_id(m) for m in messages}):
+            return None
+        until, why = min(earliest)
+        return HeldUp(until, f"{why} (the first of {len(earliest)} message(s) that hold it)")
+
+    def _messages_of(self, instance_id: str) -> list[dict[str, Any]]:
+        """The messages carrying the instance's correlation, queued or unacknowledged."""
+        return [m for m in self._broker.messages(self.declaration["queues"]) or []
+                if _instance_of(m) == instance_id]
+
+    def _in_live_hands(self, client: redis.Redis, instance_id: str,
+                       in_broker: set[str]) -> bool:
+        """Whether a worker that is not proven dead received a task of the instance and
+        may still hold it (reserved or running; a task acknowledged early is in no broker
+        list), or does not answer Celery's inspect to say it does not. A task whose
+        message the broker still has (`in_broker`, held for its ETA say) is counted
+        there, and no worker is asked about it."""
+        tids = sorted(set(map(_text, client.smembers(instance_tasks_key(instance_id))))
+                      - in_broker)
+        receivers: dict[str, list[str]] = {}
+        marks = client.mget([received_key(tid) for tid in tids]) if tids else []
+        for tid, mark in zip(tids, marks, strict=True):
+            if mark is not None and not proven_dead(_text(mark)):
+                receivers.setdefault(_text(mark), []).append(tid)
+        for worker, ids in sorted(receivers.items()):
+            # Celery answers an inspect from the worker's main loop, the one that received
+            # the task and filed it among its requests: no answer falls between the two.
+            replies = self._celery.control.inspect(destination=[worker], timeout=PING_TIMEOUT,
+                                                   limit=1).query_task(*ids) or {}
+            if worker not in replies or any(
+                    state != "scheduled" for state, _ in replies[worker].values()):
+                return True
+        return False
 
     def close(self) -> None:
         close_app(self._celery)
         self._broker.close()
         self._ledger.close()
+
+
+def _instance_of(message: dict[str, Any]) -> str | None:
+    """The instance whose correlation header a stored message carries, if any."""
+    correlation = Correlation.from_header((message.get("headers") or {}).get(HEADER))
+    return correlation.instance_id if correlation is not None else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -6,7 +6,10 @@ It imports the application as it is, connects it to the broker and result backen
 run gives (GRADUATE_BROKER_URL, GRADUATE_RESULT_BACKEND_URL, over the app's own), applies
 a profile's settings over the app's own (GRADUATE_APP_CELERY_SETTINGS, JSON), installs
 graduate's correlation handlers (see `instrument`) without any change to the application's
-code, and writes READY_FILE when Celery says the worker (or beat) takes work. Under a run
+code, and writes READY_FILE when Celery says the worker (or beat) takes work. A worker's
+node name gets its PID (`-n NAME@%h` becomes NAME-PID@HOST), and on a Redis broker it
+marks every task it receives, by instance, before acknowledging it (see `receipts`):
+what `CeleryAppEngine.held_until` reads to prove that a message's taker is dead. Under a run
 its environment carries the variables of `graduate.instrument.RunContext`, so
 `graduate.effect` records into the run's ledger.
 """
@@ -18,15 +21,18 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery
-from celery.signals import beat_init, worker_ready
+from celery.signals import beat_init, task_received, worker_ready
 
 from graduate.adapters.base import write_ready_file
-from graduate.adapters.celery.instrument import install
+from graduate.adapters.celery.broker import REDIS_SCHEMES, SOCKET_TIMEOUT
+from graduate.adapters.celery.instrument import install, instance_of
+from graduate.adapters.celery.receipts import mark_received, worker_node
 from graduate.adapters.celery.settings import celery_conf, check_overrides
 from graduate.config import load_settings
 from graduate.errors import ConfigError
@@ -82,6 +88,31 @@ def connect_services(app: Celery, broker_url: str | None,
     app._local = threading.local()  # where a backend that is not thread-safe is kept
 
 
+def with_pid(arguments: Sequence[str], pid: int) -> list[str]:
+    """Celery worker `arguments` whose node name (`-n NAME@%h`, `--hostname NAME@%h`;
+    Celery's own `celery@%h` when none is given) carries the worker's `pid`."""
+    found = list(arguments)
+    for at, option in enumerate(found[:-1]):
+        if option in ("-n", "--hostname"):
+            found[at + 1] = worker_node(found[at + 1].partition("@")[0], pid)
+            return found
+    return [*found, "-n", worker_node("celery", pid)]
+
+
+def receipts_client(broker_url: str) -> Callable[[], redis.Redis]:
+    """A Redis client of the broker, opened on first use (by the worker's main process,
+    which alone receives tasks)."""
+    clients: list[redis.Redis] = []
+
+    def client() -> redis.Redis:
+        if not clients:
+            clients.append(redis.Redis.from_url(broker_url, socket_timeout=SOCKET_TIMEOUT,
+                                                socket_connect_timeout=SOCKET_TIMEOUT))
+        return clients[0]
+
+    return client
+
+
 def main(argv: list[str]) -> None:
     if len(argv) < 2:
         raise ConfigError("usage: python -m graduate.adapters.celery.app_worker MODULE:APP "
@@ -101,7 +132,12 @@ def main(argv: list[str]) -> None:
         app.Beat(schedule=argv[3], loglevel="INFO").run()
         return
     worker_ready.connect(ready, weak=False)
-    app.worker_main(["worker", *argv[2:]])
+    broker_url = str(app.conf.broker_url or "")
+    if broker_url.startswith(REDIS_SCHEMES):
+        # Every task it receives: it consumes only the queues the app declares.
+        task_received.connect(mark_received(receipts_client(broker_url), ("",), instance_of),
+                              weak=False)
+    app.worker_main(["worker", *with_pid(argv[2:], os.getpid())])
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -79,7 +80,7 @@ class BrokerView:
         messages = self.messages([queue], containing=prefix if verbatim else "")
         if messages is None:
             return None
-        ids = {_task_id(message) for message in messages}
+        ids = {message_task_id(message) for message in messages}
         return {tid for tid in ids if tid.startswith(prefix)}
 
     def task_ids_by_instance(self, queue: str, instance_ids: Sequence[str],
@@ -92,7 +93,7 @@ class BrokerView:
             return None
         wanted = set(instance_ids)
         found: dict[str, set[str]] = {iid: set() for iid in instance_ids}
-        for tid in {_task_id(message) for message in messages}:
+        for tid in {message_task_id(message) for message in messages}:
             # An instance's task IDs are its ID, a colon, then the task's parts; an ID
             # may hold colons of its own, so each colon is tried as the end of it.
             for at in (i for i, char in enumerate(tid) if char == ":"):
@@ -146,7 +147,7 @@ class BrokerView:
         scores = {_text(tag): float(score) for tag, score in index}
         taken = {}
         for tag, raw in unacked.items():
-            tid = _task_id(json.loads(raw)[0])
+            tid = message_task_id(json.loads(raw)[0])
             if tid.startswith(prefix) and _text(tag) in scores:
                 taken[tid] = scores[_text(tag)]
         return taken
@@ -226,6 +227,11 @@ class BrokerView:
         version = self.version()
         return {"broker": version} if version else {}
 
+    def redis_client(self) -> redis.Redis:
+        """A client of the Redis broker (only when `peekable`): graduate's own keys beside
+        kombu's, such as which worker received a task (`receipts.mark_received`)."""
+        return self._redis()
+
     def _redis(self) -> redis.Redis:
         if self._client is None:
             self._client = redis.Redis.from_url(self.url, socket_timeout=SOCKET_TIMEOUT,
@@ -255,12 +261,24 @@ def _raw(stored: bytes | str) -> bytes:
     return stored if isinstance(stored, bytes) else stored.encode()
 
 
-def _task_id(message: Mapping[str, Any]) -> str:
+def message_task_id(message: Mapping[str, Any]) -> str:
+    """The task ID of a message as kombu stored it (see `BrokerView.messages`)."""
     # Task protocol 2 carries the ID in the headers; Celery also sets it as the
     # correlation ID, which is all protocol 1 offers outside its encoded body.
     headers = message.get("headers") or {}
     properties = message.get("properties") or {}
     return str(headers.get("id") or properties.get("correlation_id") or "")
+
+
+def message_eta(message: Mapping[str, Any]) -> float | None:
+    """When a message's ETA or countdown lets a worker run it (epoch seconds), if it has
+    one: a worker that takes it sooner keeps it, unacknowledged, until then."""
+    eta = (message.get("headers") or {}).get("eta")
+    if not eta:
+        return None
+    moment = datetime.fromisoformat(str(eta))
+    # Celery writes an aware time (UTC unless the app says otherwise); a naive one is UTC.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _text(value: bytes | str) -> str:

@@ -41,9 +41,9 @@ from graduate.adapters.celery.receipts import (
     PING_TIMEOUT,
     REDIS_HANDOVER,
     consumers_holding,
-    marked_before,
     received_key,
     runs_here,
+    taker_of,
 )
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.errors import (
@@ -1191,13 +1191,10 @@ class ChainStrategy:
         client = self.resources.redis()
         takers: dict[str, str] = {}
         for tid in movable:
-            worker = client.get(received_key(tid))
-            if worker is None or marked_before(client, received_key(tid), taken[tid]):
-                # Taken a moment ago, not yet marked (by a live worker maybe); or marked by
-                # an earlier taker: a worker stopped warm gives its prefetched messages
-                # back, and its marks stay until the next taker's overwrite them.
-                return None
-            takers[tid] = worker.decode() if isinstance(worker, bytes) else str(worker)
+            worker = taker_of(client, tid, taken[tid])
+            if worker is None:
+                return None  # not yet marked by its taker (a live worker maybe)
+            takers[tid] = worker
         if self._answering(set(takers.values())) or any(
                 runs_here(name) for name in takers.values()):
             return None  # its taker runs: it will run the task or give the message back

@@ -59,6 +59,13 @@ def current() -> EngineCall | None:
         attempt=int(request.retries or 0) + 1, execution_id=str(request.id))
 
 
+def instance_of(request: Any) -> str | None:
+    """The instance whose correlation header a worker's request carries, if any."""
+    headers = getattr(request, "request_dict", None) or {}
+    correlation = Correlation.from_header(headers.get(HEADER))
+    return correlation.instance_id if correlation is not None else None
+
+
 def _on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
     correlation = propagated()
     if correlation is None or headers is None:

@@ -1,6 +1,7 @@
 """Which worker received a Celery task, and whether it can still run it: what both
-Celery strategies read to prove that a message can reach no worker (the chain's
-`held_until` and judging, the state machine's lost decisions).
+Celery strategies and a team's own app read to prove that a message can reach no worker
+(the chain's `held_until` and judging, the state machine's lost decisions, the app
+engine's `held_until`).
 
 A worker marks each task it receives (`mark_received`, on Celery's `task_received`)
 before an early acknowledgement takes the message out of the broker; from then on the
@@ -19,7 +20,6 @@ from typing import Any
 import redis
 from celery import Celery
 
-from graduate.adapters.celery.resources import ProcessResources
 from graduate.processes import running
 
 # How long a look waits for workers to answer a ping or an inspect.
@@ -45,22 +45,55 @@ def received_key(tid: str) -> str:
     return f"graduate:chain:received:{tid}"
 
 
-def mark_received(resources: ProcessResources,
-                  tasks: tuple[str, ...]) -> Callable[..., None]:
-    """A receiver of Celery's `task_received` for a worker process: it records which
-    worker received each task whose name starts with one of `tasks`. Celery sends it in
-    the worker's main process before the request goes to the pool, and so before an
-    early acknowledgement takes the message out of the broker: from then on the record,
-    not the broker, shows that a worker has it (see `ChainStrategy._in_live_hands`, and
-    the state machine's decisions)."""
+def instance_tasks_key(instance_id: str) -> str:
+    """The IDs of the tasks of instance `instance_id` that a worker received (a set), for
+    a worker that marks them by instance (a team's own app: its task IDs are Celery's)."""
+    return f"graduate:app:received:{instance_id}"
+
+
+def worker_node(name: str, pid: int) -> str:
+    """A worker's node name as `runs_here` reads it, NAME-PID@HOST (Celery puts the host
+    for `%h`): the PID keeps names unique among the workers of several runs on a broker."""
+    return f"{name}-{pid}@%h"
+
+
+def mark_received(client: Callable[[], redis.Redis], tasks: tuple[str, ...],
+                  instance_of: Callable[[Any], str | None] | None = None,
+                  ) -> Callable[..., None]:
+    """A receiver of Celery's `task_received` for a worker process: it records (in the
+    Redis of `client`) which worker received each task whose name starts with one of
+    `tasks`, and, with `instance_of` (a request's instance, if any), files the task's ID
+    under its instance. Celery sends it in the worker's main process before the request
+    goes to the pool, and so before an early acknowledgement takes the message out of the
+    broker: from then on the record, not the broker, shows that a worker has it (see
+    `ChainStrategy._in_live_hands`, the state machine's decisions, and
+    `CeleryAppEngine.held_until`)."""
 
     def receive(sender: Any = None, request: Any = None, **_: Any) -> None:
         if request is None or not str(request.name).startswith(tasks):
             return
-        resources.redis().set(received_key(str(request.id)), str(request.hostname),
-                              ex=RECEIPT_LIFETIME)
+        tid = str(request.id)
+        instance = instance_of(request) if instance_of is not None else None
+        with client().pipeline(transaction=False) as pipe:
+            pipe.set(received_key(tid), str(request.hostname), ex=RECEIPT_LIFETIME)
+            if instance:
+                pipe.sadd(instance_tasks_key(instance), tid)
+                pipe.expire(instance_tasks_key(instance), RECEIPT_LIFETIME)
+            pipe.execute()
 
     return receive
+
+
+def taker_of(client: redis.Redis, tid: str, taken: float) -> str | None:
+    """The worker (its node name) that marked task `tid` when it took its message at
+    `taken` (epoch seconds, the unacked index's score); None when the mark is missing
+    (taken a moment ago, not yet marked) or an earlier taker's (a worker stopped warm
+    gives its prefetched messages back, and its marks stay until the next taker's
+    overwrite them)."""
+    mark = client.get(received_key(tid))
+    if mark is None or marked_before(client, received_key(tid), taken):
+        return None
+    return mark.decode() if isinstance(mark, bytes) else str(mark)
 
 
 def marked_before(client: redis.Redis, key: str, taken: float) -> bool:
@@ -81,6 +114,12 @@ def runs_here(worker: str) -> bool:
     node, _, host = worker.rpartition("@")
     pid = node.rpartition("-")[2]
     return host == socket.gethostname() and pid.isdigit() and running(int(pid))
+
+
+def proven_dead(worker: str) -> bool:
+    """Whether the worker named `worker` is proven gone: a worker of this host whose
+    process no longer runs. One on another host is never proven so."""
+    return worker.rpartition("@")[2] == socket.gethostname() and not runs_here(worker)
 
 
 def consumers_holding(app: Celery, ids: Sequence[str], consumers: int,

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -49,9 +48,9 @@ from graduate.adapters.celery.receipts import (
     PING_TIMEOUT,
     REDIS_HANDOVER,
     consumers_holding,
-    marked_before,
+    proven_dead,
     received_key,
-    runs_here,
+    taker_of,
 )
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import STATE_MACHINE
@@ -1203,14 +1202,17 @@ class StateMachineStrategy:
         process runs, or it runs on another host), or the message was `taken` (epoch
         seconds) and its taker has not marked it yet."""
         client = self.resources.redis()
-        mark = client.get(received_key(tid))
-        if mark is None:
-            return None if taken is not None else ""
-        if taken is not None and marked_before(client, received_key(tid), taken):
-            return None  # marked by an earlier taker: this one has not marked it yet
-        worker = mark.decode() if isinstance(mark, bytes) else str(mark)
-        here = worker.rpartition("@")[2] == socket.gethostname()
-        if here and not runs_here(worker):
+        if taken is None:
+            mark = client.get(received_key(tid))
+            if mark is None:
+                return ""
+            worker = mark.decode() if isinstance(mark, bytes) else str(mark)
+        else:
+            found = taker_of(client, tid, taken)
+            if found is None:
+                return None  # not yet marked by this taker
+            worker = found
+        if proven_dead(worker):
             return f"{worker}, now dead,"
         # Celery answers an inspect from the worker's main loop, the one that received
         # the task and filed it among its requests: no answer falls between the two.

@@ -18,7 +18,7 @@ from graduate._launch import die_with_parent
 from graduate.adapters.base import WorkerSpec, write_ready_file
 from graduate.adapters.celery.app import create_app
 from graduate.adapters.celery.chain import TASK_PREFIX
-from graduate.adapters.celery.receipts import mark_received
+from graduate.adapters.celery.receipts import mark_received, worker_node
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.state_machine import ENGINE as STATE_MACHINE_ENGINE
 from graduate.adapters.celery.state_machine import SIGNAL as STATE_MACHINE_SIGNAL
@@ -58,15 +58,14 @@ def main(argv: list[str]) -> None:
     worker_process_init.connect(start_pool_child, weak=False)
     worker_ready.connect(ready, weak=False)
     if spec.engine == "celery-chain":
-        task_received.connect(mark_received(resources, (TASK_PREFIX,)), weak=False)
+        task_received.connect(mark_received(resources.redis, (TASK_PREFIX,)), weak=False)
     elif spec.engine == STATE_MACHINE_ENGINE:
         # Which worker took a decision: `StateMachineStrategy.held_until` asks.
-        task_received.connect(mark_received(resources, (STATE_MACHINE_SIGNAL,)), weak=False)
+        task_received.connect(mark_received(resources.redis, (STATE_MACHINE_SIGNAL,)), weak=False)
     app.worker_main([
         "worker", "--pool", "prefork", "--concurrency", "1", "--without-mingle",
         "--without-gossip", "--without-heartbeat", "-Q", app.conf.task_default_queue,
-        # The PID keeps names unique among the workers of several runs on one broker.
-        "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "INFO",
+        "-n", worker_node(name, os.getpid()), "--loglevel", "INFO",
     ])
 
 
