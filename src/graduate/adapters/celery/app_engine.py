@@ -282,8 +282,7 @@ class CeleryAppEngine:
             # the task and filed it among its requests: no answer falls between the two.
             replies = self._celery.control.inspect(destination=[worker], timeout=PING_TIMEOUT,
                                                    limit=1).query_task(*ids) or {}
-            if worker not in replies or any(
-                    state != "scheduled" for state, _ in replies[worker].values()):
+            if worker not in replies or replies[worker]:
                 return True
         return False
 
