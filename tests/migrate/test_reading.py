@@ -388,6 +388,60 @@ def test_an_app_named_celery_as_flask_projects_name_it(codebase: Codebase) -> No
     assert [h.rule for h in inv.hazards] == ["late-ack-without-idempotency"]
 
 
+def test_an_app_made_by_a_factory_function(codebase: Codebase) -> None:
+    """`app = make_celery()`: the app is what the project's own function builds; its tasks
+    and the settings the factory writes are that app's."""
+    root = codebase({"svc/worker.py": """
+        from celery import Celery
+
+        def make_celery(name):
+            made = Celery(name, broker="redis://cache:6379/0")
+            made.conf.task_acks_late = True
+            made.config_from_object("django.conf:settings", namespace="CELERY")
+            return made
+
+        app = make_celery("svc")
+        """, "svc/jobs.py": """
+        from svc.worker import app
+
+        @app.task(max_retries=2)
+        def rebuild(project_id):
+            return project_id
+        """, "svc/settings.py": """
+        CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7200}
+        """})
+    inv = inventory(root)
+    assert found(inv, FindingKind.APP) == {
+        "app@svc/worker.py:9": "made by svc.worker:make_celery() at svc/worker.py:4; "
+                               "broker='redis://cache:6379/0'"}
+    assert found(inv, FindingKind.TASK) == {
+        "rebuild@svc/jobs.py:4": "svc.jobs.rebuild; @app.task; max_retries=2"}
+    assert {f.name: f.location.path for f in inv.of_kind(FindingKind.SETTING)} == {
+        "broker_url": "svc/worker.py", "task_acks_late": "svc/worker.py",
+        "broker_transport_options": "svc/settings.py"}
+    assert ("visibility_timeout", "7200 s (svc/settings.py:1)") in inv.settings
+    assert [h.rule for h in inv.hazards] == ["late-ack-without-idempotency"]
+
+
+def test_a_module_level_call_that_builds_no_app_is_no_app(codebase: Codebase) -> None:
+    root = codebase({"svc/worker.py": """
+        import logging
+
+        def make_registry():
+            return {}
+
+        log = logging.getLogger(__name__)
+        app = make_registry()
+
+        @app.task
+        def not_a_task():
+            return 1
+        """})
+    inv = inventory(root)
+    assert inv.of_kind(FindingKind.APP) == ()
+    assert inv.of_kind(FindingKind.TASK) == ()
+
+
 @pytest.mark.parametrize("deep", ["x = " + "-" * 40_000 + "1\n",
                                   "x = " + "(" * 30_000 + "1" + ")" * 30_000 + "\n",
                                   "x = " + "[" * 300 + "]" * 300 + "\n",

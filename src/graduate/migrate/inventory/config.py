@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from graduate.migrate.inventory.model import Location
-from graduate.migrate.inventory.reader import ModuleFacts
+from graduate.migrate.inventory.reader import Call, ModuleFacts
 from graduate.migrate.inventory.source import files
 from graduate.migrate.inventory.symbols import Symbols
 from graduate.migrate.inventory.values import FromEnv, Ref, seconds
@@ -86,10 +86,57 @@ class CelerySettings:
         return tuple(rows)
 
 
+@dataclass(frozen=True)
+class CeleryApp:
+    """A Celery app the code creates: `app = Celery(...)`, or `app = make_celery()` where
+    the project's `make_celery` builds one (an application factory)."""
+
+    name: str                   # qualified, e.g. "proj.worker.app"
+    facts: ModuleFacts          # the module that binds the name
+    line: int
+    options: dict[str, object]  # the arguments of `Celery(...)`
+    built_at: Location          # where `Celery(...)` is called
+    factory: str | None         # the factory's own settings key, "module:function()"
+
+
+def celery_apps(modules: list[ModuleFacts], symbols: Symbols) -> list[CeleryApp]:
+    """Every app the codebase creates, directly or through a factory function of its own."""
+    apps: list[CeleryApp] = []
+    for facts in modules:
+        for app in facts.apps:
+            name = f"{facts.module}.{app.var}".lstrip(".")
+            if app.factory is None:
+                if symbols.qualify(facts, "Celery").startswith("celery"):
+                    apps.append(CeleryApp(name, facts, app.line, app.kwargs,
+                                          Location(facts.path, app.line), None))
+            elif (built := _built_by(facts, app.factory, symbols)) is not None:
+                owner, function, call = built
+                apps.append(CeleryApp(name, facts, app.line, call.kwargs,
+                                      Location(owner.path, call.line),
+                                      f"{owner.module}:{function}()"))
+    return apps
+
+
+def _built_by(facts: ModuleFacts, callee: str, symbols: Symbols
+              ) -> tuple[ModuleFacts, str, Call] | None:
+    """The `Celery(...)` call inside `callee`, when it is a project function that makes one."""
+    full = symbols.resolve(facts, callee)
+    if full is None:
+        return None
+    owner, function = symbols.defined[full], full.rsplit(".", 1)[-1]
+    return next(((owner, function, call) for call in owner.calls
+                 if call.function == function and call.func
+                 and call.func.rsplit(".", 1)[-1] == "Celery"
+                 and symbols.qualify(owner, call.func).startswith("celery")), None)
+
+
 def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> CelerySettings:
     """The configuration found in `modules`, and the broker facts it implies."""
     found: list[SettingValue] = []
-    apps = {f"{m.module}.{a.var}".lstrip(".") for m in modules for a in m.apps}
+    made = celery_apps(modules, symbols)
+    apps = {a.name for a in made}
+    # What a factory sets on the app it builds is the settings of the app it is bound to.
+    factories = {a.factory: a.name for a in made if a.factory}
 
     def app_of(facts: ModuleFacts, ref: str | None, function: str | None) -> str | None:
         """The app a setting configures; an unknown app configured inside a function (a
@@ -97,7 +144,8 @@ def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> C
         full = symbols.resolve(facts, ref) if ref else None
         if full in apps:
             return full
-        return f"{facts.module}:{function}()" if function else None
+        key = f"{facts.module}:{function}()" if function else None
+        return factories.get(key, key) if key else None
 
     def add(key: str, written: str, value: object, facts: ModuleFacts, line: int,
             app: str | None) -> None:
@@ -105,13 +153,13 @@ def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> C
 
     config_modules: dict[str, str | None] = {}   # module named by config_from_object -> app
     django_apps: set[str | None] = set()          # apps reading "django.conf:settings"
+    for created in made:
+        for key, value in created.options.items():
+            name = {"broker": "broker_url", "backend": "result_backend"}.get(key, key)
+            if name != "main":
+                found.append(SettingValue(name, f"Celery({key}=...)", value, created.built_at,
+                                          created.name))
     for facts in modules:
-        for app in facts.apps:
-            for key, value in app.kwargs.items():
-                name = {"broker": "broker_url", "backend": "result_backend"}.get(key, key)
-                if name != "main":
-                    add(name, f"Celery({key}=...)", value, facts, app.line,
-                        f"{facts.module}.{app.var}".lstrip("."))
         for call in facts.calls:
             if call.method == "update" and (call.base or "").endswith(".conf"):
                 owner = app_of(facts, (call.base or "")[:-5], call.function)

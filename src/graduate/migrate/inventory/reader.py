@@ -142,6 +142,9 @@ class App:
     var: str
     line: int
     kwargs: dict[str, object]
+    # `app = create_app()`: the function called, which is an app only if it builds one
+    # (`config.celery_apps` decides); None for `Celery(...)` itself.
+    factory: str | None = None
 
 
 @dataclass
@@ -375,8 +378,9 @@ class _Reader(cst.CSTVisitor):
         at_module = self.function is None and not self.classes
         if isinstance(target, cst.Name) and at_module:
             self.facts.assignments.append(Assignment(target.value, self.value(value), line))
-            if isinstance(value, cst.Call) and (dotted(value.func) or "").endswith("Celery"):
-                self.facts.apps.append(App(target.value, line, self._kwargs(value)))
+            if isinstance(value, cst.Call) and (callee := dotted(value.func)):
+                factory = None if callee.endswith("Celery") else callee
+                self.facts.apps.append(App(target.value, line, self._kwargs(value), factory))
             if isinstance(value, cst.Dict):
                 self._table(target.value, value, line)
         if name and ".conf." in f"{name}" and name.count(".") >= 2:

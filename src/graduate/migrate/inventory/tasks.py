@@ -5,6 +5,7 @@ or the project's own decorator that calls one of these (found to a fixed point).
 
 from __future__ import annotations
 
+from graduate.migrate.inventory.config import celery_apps
 from graduate.migrate.inventory.model import FindingKind, Location
 from graduate.migrate.inventory.project import Project, Task, kwargs_text, text
 from graduate.migrate.inventory.reader import ClassDef, Function, ModuleFacts
@@ -19,12 +20,13 @@ _APP_NAMES = frozenset({"app", "celery", "celery_app", "capp"})
 
 def _apps(project: Project, modules: list[ModuleFacts]) -> set[str]:
     apps: set[str] = set()
+    for app in celery_apps(modules, project.symbols):
+        apps.add(app.name)
+        made = f"made by {app.factory} at {app.built_at}" if app.factory else ""
+        project.find(FindingKind.APP, app.name.rsplit(".", 1)[-1],
+                     Location(app.facts.path, app.line),
+                     "; ".join(t for t in (made, kwargs_text(app.options)) if t))
     for facts in modules:
-        for app in facts.apps:
-            if project.symbols.qualify(facts, "Celery").startswith("celery"):
-                apps.add(f"{facts.module}.{app.var}".lstrip("."))
-                project.find(FindingKind.APP, app.var, Location(facts.path, app.line),
-                             kwargs_text(app.kwargs))
         for call in facts.calls:
             if call.method == "autodiscover_tasks":
                 project.find(FindingKind.SETTING, "autodiscover_tasks",
