@@ -257,7 +257,7 @@ def test_settings_made_inside_a_function_stay_with_it(codebase: Codebase) -> Non
 def ping():
     pass
 """,
-        "tests/fixtures.py": """
+        "support/fixtures.py": """
             def worker_app(app):
                 app.conf.task_acks_late = True  # a test fixture's own app
                 return app

@@ -50,7 +50,8 @@ def inventory(path: str | os.PathLike[str]) -> Inventory:
 
     Raises ConfigError when `path` does not exist or is neither a directory nor a file.
     Code it cannot read (syntax errors, dynamic task names, star imports) is listed in
-    `Inventory.skipped` with the reason; it never stops the inventory.
+    `Inventory.skipped` with the reason; it never stops the inventory. The codebase's own
+    tests (`tests/` folders, `test_*.py`, `*_test.py`, `conftest.py`) are not read.
     """
     # The parser (libcst) loads here, not when graduate is imported: workers never need it.
     from graduate.migrate.inventory.flows import group
