@@ -188,6 +188,33 @@ def test_environments_and_caches_are_not_read(codebase: Codebase) -> None:
     assert [f.name for f in inv.of_kind(FindingKind.TASK)] == ["ok"]
 
 
+def test_the_codebases_tests_are_not_read(codebase: Codebase) -> None:
+    """Tests launch tasks on mocks and set eager mode and fake brokers; none of it is the
+    app's configuration or its flows."""
+    root = codebase({
+        "shop/tasks.py": """
+            from celery import shared_task
+
+            @shared_task
+            def ship(order_id):
+                return order_id
+            """,
+        "shop/tests/test_tasks.py": """
+            from shop.tasks import ship
+
+            def test_ship():
+                ship.delay(1)
+            """,
+        "shop/tests/settings.py": "CELERY_TASK_ALWAYS_EAGER = True\n",
+        "conftest.py": 'BROKER_URL = "memory://"\n',
+        "shop/checkout_test.py": "from shop.tasks import ship\nship.delay(2)\n",
+    })
+    inv = inventory(root)
+    assert inv.files == 1
+    assert {f.kind for f in inv.findings} == {FindingKind.TASK}
+    assert ("broker", "unknown") in inv.settings
+
+
 def test_look_alikes_are_not_celery(codebase: Codebase) -> None:
     root = codebase({
         "app/tasks.py": """
@@ -420,6 +447,32 @@ def test_an_app_made_by_a_factory_function(codebase: Codebase) -> None:
         "broker_url": "svc/worker.py", "task_acks_late": "svc/worker.py",
         "broker_transport_options": "svc/settings.py"}
     assert ("visibility_timeout", "7200 s (svc/settings.py:1)") in inv.settings
+    assert [h.rule for h in inv.hazards] == ["late-ack-without-idempotency"]
+
+
+def test_django_settings_kept_as_class_attributes(codebase: Codebase) -> None:
+    """django-configurations: `class Base(Configuration)` holds the settings."""
+    root = codebase({"site/worker.py": """
+        from celery import Celery
+
+        app = Celery("site")
+        app.config_from_object("django.conf:settings", namespace="CELERY")
+
+        @app.task
+        def rebuild(project_id):
+            return project_id
+        """, "site/settings/base.py": """
+        class Base:
+            DEBUG = False
+            CELERY_TASK_ACKS_LATE = True
+            CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4 * 3600}
+        """})
+    inv = inventory(root)
+    assert found(inv, FindingKind.SETTING) == {
+        "task_acks_late@site/settings/base.py:3": "Base.CELERY_TASK_ACKS_LATE = True",
+        "broker_transport_options@site/settings/base.py:4":
+            "Base.CELERY_BROKER_TRANSPORT_OPTIONS = {'visibility_timeout': 14400}"}
+    assert ("visibility_timeout", "14400 s (site/settings/base.py:4)") in inv.settings
     assert [h.rule for h in inv.hazards] == ["late-ack-without-idempotency"]
 
 

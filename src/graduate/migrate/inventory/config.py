@@ -194,6 +194,12 @@ def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> C
             elif celeryconfig and assignment.name.islower() and not assignment.name.startswith("_"):
                 add(assignment.name, assignment.name, assignment.value, facts, assignment.line,
                     owner)
+        # Settings kept as a class's attributes (django-configurations' `class Base(Settings)`).
+        for cls in facts.classes if settings_like else ():
+            for name, value in cls.attrs.items():
+                if _SETTING_NAME.match(name):
+                    add(_modern(name), f"{cls.name}.{name}", value, facts,
+                        cls.attr_lines.get(name, cls.line), owner)
     consumer, consumer_at = _consumer_timeout(root)
     return _derive(tuple(found), consumer, consumer_at)
 

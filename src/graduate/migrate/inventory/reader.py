@@ -112,6 +112,7 @@ class ClassDef:
     attrs: dict[str, object]
     methods: list[str]
     state_fields: list[tuple[str, int]]
+    attr_lines: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -335,6 +336,7 @@ class _Reader(cst.CSTVisitor):
 
     def visit_ClassDef(self, node: cst.ClassDef) -> bool:
         attrs: dict[str, object] = {}
+        attr_lines: dict[str, int] = {}
         methods: list[str] = []
         state_fields: list[tuple[str, int]] = []
         for statement in node.body.body:
@@ -346,13 +348,14 @@ class _Reader(cst.CSTVisitor):
                     if not target or value is None:
                         continue
                     attrs[target] = self.value(value)
+                    attr_lines[target] = self.line(small)
                     if target in STATE_FIELDS and _is_field(value):
                         state_fields.append((target, self.line(small)))
         if self.function is None and not self.classes:
             self.facts.classes.append(ClassDef(
                 node.name.value, self.line(node.name),
                 [b for b in (dotted(arg.value) for arg in node.bases) if b],
-                attrs, methods, state_fields))
+                attrs, methods, state_fields, attr_lines))
         self.classes.append(node.name.value)
         return True
 
