@@ -166,6 +166,66 @@ def test_canvas_in_every_spelling(codebase: Codebase) -> None:
         "tasks.release", "tasks.release", "tasks.release", None]
 
 
+def test_a_canvas_of_signatures_gathered_in_a_list(codebase: Codebase) -> None:
+    """A group or chain over a list the function builds: a comprehension, appends in a
+    loop, or a list literal extended, passed whole or spread with `*`."""
+    root = codebase({"feed/tasks.py": """
+        from celery import chain, group, shared_task
+
+        @shared_task
+        def fetch(page):
+            return page
+
+        @shared_task
+        def index(pages):
+            return pages
+
+        @shared_task
+        def notify():
+            return None
+
+        def crawl(count):
+            batch = [fetch.s(page) for page in range(count)]
+            group(batch).apply_async()
+
+        def crawl_in_ranges(count):
+            steps = []
+            for page in range(count):
+                steps.append(fetch.s(page))
+            group(*steps).apply_async()
+
+        def rebuild():
+            steps = [fetch.si(1)]
+            steps.extend([index.si([1])])
+            steps.append(notify.si())
+            chain(*steps).apply_async()
+        """})
+    inv = inventory(root)
+    assert found(inv, FindingKind.CANVAS) == {
+        "group@feed/tasks.py:17": "group(fetch)",
+        "group@feed/tasks.py:23": "group(fetch)",
+        "chain@feed/tasks.py:29": "chain(fetch -> index -> notify)"}
+    assert [f.name for f in inv.flows] == ["fetch"]
+    assert [s.task for s in inv.flows[0].steps] == ["fetch", "index", "notify"]
+
+
+def test_a_beat_entry_added_to_a_schedule_by_key(codebase: Codebase) -> None:
+    root = codebase({"site/settings.py": """
+        from datetime import timedelta
+
+        CELERY_BEAT_SCHEDULE = {
+            "purge": {"task": "site.tasks.purge", "schedule": timedelta(hours=1)},
+        }
+        if REPORTING:
+            CELERY_BEAT_SCHEDULE["report"] = {
+                "task": "site.tasks.report",
+                "schedule": timedelta(minutes=5),
+            }
+        """})
+    assert set(found(inventory(root), FindingKind.BEAT)) == {
+        "purge@site/settings.py:4", "report@site/settings.py:7"}
+
+
 def test_paths_that_are_not_code_are_refused(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

@@ -223,6 +223,8 @@ class _Reader(cst.CSTVisitor):
         self.classes: list[str] = []
         self.except_depth = 0
         self.local_canvases: dict[str, Canvas] = {}
+        # Lists of signatures a function builds for a group or chain (`tasks.append(x.s())`).
+        self.local_lists: dict[str, list[Canvas]] = {}
         self.local_values: dict[str, cst.BaseExpression] = {}
 
     def line(self, node: cst.CSTNode) -> int:
@@ -279,6 +281,7 @@ class _Reader(cst.CSTVisitor):
             decorators=[self._decorator(d) for d in node.decorators], idempotent=False)
         self.facts.functions.append(self.current)
         self.local_canvases = {}
+        self.local_lists = {}
         self.local_values = {}
         return True
 
@@ -386,6 +389,9 @@ class _Reader(cst.CSTVisitor):
                 self.facts.apps.append(App(target.value, line, self._kwargs(value), factory))
             if isinstance(value, cst.Dict):
                 self._table(target.value, value, line)
+        if (isinstance(target, cst.Subscript) and isinstance(value, cst.Dict)
+                and isinstance(index := target.slice[0].slice, cst.Index)):
+            self._beat_entry(index.value, value)  # SCHEDULE["name"] = {"task": ...}
         if name and ".conf." in f"{name}" and name.count(".") >= 2:
             app, _, key = name.rpartition(".conf.")
             self.facts.conf_writes.append(ConfWrite(
@@ -400,6 +406,8 @@ class _Reader(cst.CSTVisitor):
             self.local_values[target.value] = value
             if (canvas := self._canvas(value)) is not None:
                 self.local_canvases[target.value] = canvas
+            elif isinstance(value, cst.List | cst.Tuple | cst.ListComp | cst.GeneratorExp):
+                self.local_lists[target.value] = self._members(value)
 
     def _table(self, name: str, value: cst.Dict, line: int) -> None:
         """`HANDLERS = {"paid": charge, ...}`: a dict that may map keys to tasks."""
@@ -421,15 +429,18 @@ class _Reader(cst.CSTVisitor):
 
     def visit_Dict(self, node: cst.Dict) -> bool:
         for element in node.elements:
-            if not (isinstance(element, cst.DictElement) and isinstance(element.value, cst.Dict)):
-                continue
-            entry = self.value(element.value)
-            if isinstance(entry, dict) and "task" in entry:
-                key = self.value(element.key)
-                self.facts.beat.append(BeatEntry(
-                    key if isinstance(key, str) else code(element.key), entry["task"],
-                    entry.get("schedule"), self.line(element)))
+            if isinstance(element, cst.DictElement) and isinstance(element.value, cst.Dict):
+                self._beat_entry(element.key, element.value)
         return True
+
+    def _beat_entry(self, key: cst.BaseExpression, value: cst.Dict) -> None:
+        """`"name": {"task": ..., "schedule": ...}`: an entry of a beat schedule."""
+        entry = self.value(value)
+        if isinstance(entry, dict) and "task" in entry:
+            name = self.value(key)
+            self.facts.beat.append(BeatEntry(
+                name if isinstance(name, str) else code(key), entry["task"],
+                entry.get("schedule"), self.line(key)))
 
     def visit_Call(self, node: cst.Call) -> bool:
         line = self.line(node)
@@ -444,6 +455,12 @@ class _Reader(cst.CSTVisitor):
             table = dotted(base_expr.func.value)
         kwargs = self._kwargs(node)
         eta = self._eta(node)
+        if (method in ("append", "extend") and isinstance(base_expr, cst.Name)
+                and base_expr.value in self.local_lists and node.args):
+            added = node.args[0].value
+            one = self._canvas(added) if method == "append" else None
+            self.local_lists[base_expr.value] += (
+                self._members(added) if method == "extend" else [one] if one else [])
         call = Call(
             func=dotted(func), method=method,
             base=dotted(base_expr) if base_expr is not None else None, table=table,
@@ -643,20 +660,26 @@ class _Reader(cst.CSTVisitor):
             members: list[Canvas] = []
             args = [a for a in expr.args if a.keyword is None]
             for arg in args:
-                value = arg.value
-                if isinstance(value, cst.List | cst.Tuple):
-                    members += [c for c in (self._canvas(e.value) for e in value.elements) if c]
-                elif isinstance(value, cst.GeneratorExp | cst.ListComp):
-                    if (inner := self._canvas(value.elt)) is not None:
-                        members.append(inner)
-                elif (inner := self._canvas(value)) is not None:
-                    members.append(inner)
+                members += self._members(arg.value)
             canvas = Canvas(last, line, parts=members)  # type: ignore[arg-type]
             if last == "chord" and len(args) >= 2 and canvas.parts:
                 canvas.body = canvas.parts.pop()
             return canvas
         return None
 
+
+    def _members(self, value: cst.BaseExpression) -> list[Canvas]:
+        """What an argument of a group or chain holds: a canvas, a list or comprehension of
+        them, or a list the function built (`group(*tasks)` after `tasks.append(x.s())`)."""
+        if isinstance(value, cst.List | cst.Tuple):
+            return [c for c in (self._canvas(e.value) for e in value.elements) if c]
+        if isinstance(value, cst.GeneratorExp | cst.ListComp):
+            inner = self._canvas(value.elt)
+        elif isinstance(value, cst.Name) and value.value in self.local_lists:
+            return list(self.local_lists[value.value])
+        else:
+            inner = self._canvas(value)
+        return [inner] if inner is not None else []
 
     def _from_celery(self, name: str) -> bool:
         """Whether `group`, `chain`, `signature`... is Celery's (and not `match.group`)."""
