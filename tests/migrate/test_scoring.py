@@ -119,3 +119,60 @@ def test_long_with_compensation_across_systems_graduates(codebase: Codebase) -> 
         ("tasks.py:7", "mark_sent calls crm.mark_sent"),
         ("tasks.py:12", "send_contract calls esign.send"),
         ("tasks.py:14", "send_contract calls crm.revert_sent")]
+
+
+def test_a_helper_that_only_logs_is_no_service(codebase: Codebase) -> None:
+    """The project's own `log_exception(e)` (logging and traceback) commits nothing; a
+    client module of its own, even one whose body calls nothing, is a service."""
+    root = codebase({"celery_app.py": APP, "errors.py": """
+        import logging
+        import traceback
+
+        def log_exception(error):
+            logging.getLogger("shop").exception(error)
+            logging.getLogger("shop").debug(traceback.format_exc())
+        """, "crm.py": """
+        def create_draft(deal_id):
+            return {"id": deal_id}
+        """, "tasks.py": """
+        from celery_app import app
+        from crm import create_draft
+        from errors import log_exception
+
+        @app.task(time_limit=120)
+        def open_deal(deal_id):
+            try:
+                create_draft(deal_id)
+            except Exception as error:
+                log_exception(error)
+        """})
+    (flow,) = inventory(root).flows
+    assert flow.systems == ("crm",)
+    assert flow.reasons[1] == "1 service(s), no compensation"
+
+
+def test_a_notice_of_a_refund_is_no_compensation(codebase: Codebase) -> None:
+    """`send_order_refund_email_task` tells the customer of a refund; it undoes nothing,
+    so its flow does not need compensation (a task that refunds does)."""
+    flow = only_flow(codebase, """
+        from celery_app import app
+        from mailer import outbox
+
+        @app.task
+        def send_order_refund_email_task(order_id):
+            try:
+                outbox.deliver(order_id)
+            except Exception:
+                notify_cancel_failed(order_id)
+        """)
+    assert leans(flow)["compensation"] == "celery"
+    assert flow.steps[0].role == "step"
+    refund = only_flow(codebase, """
+        from celery_app import app
+        from payments import gateway
+
+        @app.task
+        def refund_order(order_id):
+            gateway.refund(order_id)
+        """)
+    assert leans(refund)["compensation"] == "workflow"

@@ -22,6 +22,8 @@ _NOT_EFFECTS = frozenset({"celery", "kombu", "django", "temporalio", "langgraph"
                           "langchain_core", "structlog", "pydantic", "attrs", "typing_extensions",
                           "sqlalchemy"}) | frozenset(sys.stdlib_module_names)
 _REACH_DEPTH = 3
+# Libraries a helper calls to report, not to commit: a helper calling only these is no system.
+_BOOKKEEPING = frozenset({"logging", "traceback", "warnings", "structlog", "sentry_sdk"})
 
 
 @dataclass
@@ -126,10 +128,11 @@ class Project:
             if self.task(defined) is not None or not any(
                     f.qualname == name for f in owner.functions):
                 return
-            if owner is not origin:
+            reached = list(self.effects(owner, name, depth + 1, origin)
+                           ) if depth < _REACH_DEPTH else []
+            if owner is not origin and (reached or not self._bookkeeping(owner, name)):
                 yield defined, where, depth
-            if depth < _REACH_DEPTH:
-                yield from self.effects(owner, name, depth + 1, origin)
+            yield from reached
             return
         if ref.partition(".")[0] not in facts.imports or (not called and "." not in ref):
             return  # a local name, or an imported value passed along (not a call target)
@@ -137,6 +140,16 @@ class Project:
         if qualified.split(".")[0] not in _NOT_EFFECTS and not self.symbols.is_project(
                 qualified):
             yield qualified, where, depth
+
+
+    def _bookkeeping(self, facts: ModuleFacts, qualname: str) -> bool:
+        """Whether a project function only logs or reports errors (`log_exception(e)`
+        calling `logging` and `traceback`): no system. A function that calls nothing is a
+        client whose body is not shown, and counts."""
+        libraries = [self.symbols.qualify(facts, call.func) for call in facts.calls
+                     if call.function == qualname and call.func
+                     and call.func.partition(".")[0] in facts.imports]
+        return bool(libraries) and all(name.split(".")[0] in _BOOKKEEPING for name in libraries)
 
 
 def text(value: object) -> str:

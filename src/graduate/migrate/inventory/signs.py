@@ -16,6 +16,10 @@ from graduate.migrate.inventory.values import Ref, Schedule, seconds
 _COMPENSATION = re.compile(
     r"(^|_)(refund|void|revert|release|cancel|rollback|roll_back|compensate|undo|reverse"
     r"|withdraw|unreserve)", re.IGNORECASE)
+# A name that tells someone of a cancellation or refund (`send_order_canceled_email_task`)
+# reports the undo; it undoes nothing itself.
+_TELLS = re.compile(r"(^|_)(e?mails?|sms|notify|notifications?|messages?|alerts?|webhooks?)"
+                    r"(_|$)", re.IGNORECASE)
 # Calls that end the pool process a task runs in, or can (native code, exits).
 _CRASHERS = frozenset({"os._exit", "os.abort", "os.kill", "sys.exit"})
 _CRASHING_MODULES = frozenset({"subprocess", "ctypes", "cffi", "multiprocessing"})
@@ -111,7 +115,7 @@ def _compensations(project: Project) -> None:
                 if call.function != body or not call.func:
                     continue
                 last = call.func.rsplit(".", 1)[-1]
-                if not _COMPENSATION.search(last) or last in CELERY_METHODS:
+                if not undoes(last) or last in CELERY_METHODS:
                     continue
                 if context == "except block" and not call.in_except:
                     continue
@@ -153,8 +157,9 @@ def _workflows(project: Project, facts: ModuleFacts) -> None:
 
 
 def undoes(name: str) -> bool:
-    """Whether a name says it undoes something: refund, void_draft, compensate, ..."""
-    return _COMPENSATION.search(name) is not None
+    """Whether a name says it undoes something: refund, void_draft, compensate, ...; not
+    a notice of it (`send_refund_email`)."""
+    return _COMPENSATION.search(name) is not None and _TELLS.search(name) is None
 
 
 def crash_prone(project: Project, task: Task) -> Location | None:
