@@ -536,6 +536,24 @@ def test_django_settings_kept_as_class_attributes(codebase: Codebase) -> None:
     assert [h.rule for h in inv.hazards] == ["late-ack-without-idempotency"]
 
 
+def test_a_task_of_the_current_app(codebase: Codebase) -> None:
+    root = codebase({"jobs.py": """
+        import celery
+        from celery import current_app
+
+        @current_app.task(bind=True, acks_late=True)
+        def export(self, report_id):
+            return report_id
+
+        @celery.current_app.task
+        def purge():
+            return None
+        """})
+    assert found(inventory(root), FindingKind.TASK) == {
+        "export@jobs.py:5": "jobs.export; @current_app.task; bind=True, acks_late=True",
+        "purge@jobs.py:9": "jobs.purge; @celery.current_app.task"}
+
+
 def test_a_module_level_call_that_builds_no_app_is_no_app(codebase: Codebase) -> None:
     root = codebase({"svc/worker.py": """
         import logging

@@ -13,7 +13,7 @@ from graduate.migrate.inventory.symbols import Symbols
 from graduate.migrate.inventory.values import Ref
 
 _TASK_DECORATORS = frozenset({"celery.shared_task", "celery.task", "celery.decorators.task",
-                              "celery.app.shared_task"})
+                              "celery.app.shared_task", "celery.current_app.task"})
 _TASK_BASES = frozenset({"celery.Task", "celery.app.task.Task", "celery.task.Task"})
 _APP_NAMES = frozenset({"app", "celery", "celery_app", "capp"})
 
