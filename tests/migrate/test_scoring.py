@@ -176,3 +176,22 @@ def test_a_notice_of_a_refund_is_no_compensation(codebase: Codebase) -> None:
             gateway.refund(order_id)
         """)
     assert leans(refund)["compensation"] == "workflow"
+
+
+def test_reporting_an_error_and_the_web_framework_are_no_services(codebase: Codebase) -> None:
+    """A Flask app's task reads `current_app.config` and reports to Sentry: neither is a
+    system its flow commits to."""
+    flow = only_flow(codebase, """
+        from flask import current_app
+        from sentry_sdk import capture_exception
+        from celery_app import app
+        from registry import certificates
+
+        @app.task(time_limit=120)
+        def rotate(cert_id):
+            try:
+                certificates.rotate(cert_id, current_app.config.get("CA"))
+            except Exception as error:
+                capture_exception(error)
+        """)
+    assert flow.systems == ("registry",)

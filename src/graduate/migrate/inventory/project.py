@@ -18,9 +18,10 @@ from graduate.migrate.inventory.values import FromEnv, Ref, Schedule, Unknown
 CELERY_METHODS = frozenset({"delay", "apply_async", "s", "si", "signature", "retry",
                              "send_task", "apply"})
 # Libraries whose calls are not external commitments of the team's own.
-_NOT_EFFECTS = frozenset({"celery", "kombu", "django", "temporalio", "langgraph", "graduate",
-                          "langchain_core", "structlog", "pydantic", "attrs", "typing_extensions",
-                          "sqlalchemy"}) | frozenset(sys.stdlib_module_names)
+_NOT_EFFECTS = frozenset({"celery", "kombu", "django", "flask", "temporalio", "langgraph",
+                          "graduate", "langchain_core", "structlog", "sentry_sdk", "pydantic",
+                          "attrs", "typing_extensions", "sqlalchemy"}
+                         ) | frozenset(sys.stdlib_module_names)
 _REACH_DEPTH = 3
 # Libraries a helper calls to report, not to commit: a helper calling only these is no system.
 _BOOKKEEPING = frozenset({"logging", "traceback", "warnings", "structlog", "sentry_sdk"})
