@@ -15,10 +15,11 @@ from graduate.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 BASELINE = load_baseline(REPO / "benchmarks" / "baseline.json")
-# The baseline's medians come from `graduate bench`'s own size (20 instances, 3 runs a
-# side). With 5 instances a Celery run lasts a tenth of a second, which one look of the
-# harness can double: a CI rehearsal measured the state machine from 0.22 to 0.58 that
-# way, on code whose 20-instance ratio is 0.76.
+# The baseline's medians were measured at this size (20 instances, 3 runs a side), which
+# keeps CI's bench near a minute. With 5 instances a Celery run lasts a tenth of a second,
+# which one look of the harness can double: a CI rehearsal measured the state machine from
+# 0.22 to 0.58 that way, on code whose 20-instance ratio is 0.76. (`graduate bench` itself
+# runs 100, whose spread is tighter still.)
 INSTANCES, REPEATS = 20, 3
 
 

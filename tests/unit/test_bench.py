@@ -211,8 +211,8 @@ def test_cells_side_by_side_are_counted_once_against_the_wall_time(tmp_path: Pat
     markdown = (tmp_path / "benchmarks.md").read_text()
     assert "45.0 s deadline, 2 cell(s) at once" in markdown
     assert "The cells' own times add up to 15.0 s (1.5 times the wall time)" in markdown
-    assert "engine recovery 9.0 s (60 %)" in markdown
+    assert "engine recovery 9.0 s (60.0 %)" in markdown
     assert "inside an engine's recovery for 60 % of it" in markdown
     assert ("2.0 s went to starting each cell's workers and instances, 2.0 s to the flow's "
             "own steps") in markdown
-    assert "(60 %: 20 points short of the target) cannot pass 75 %" in markdown
+    assert "(60.0 %: 20.0 points short of the target) cannot pass 75 %" in markdown

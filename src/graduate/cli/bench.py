@@ -33,7 +33,7 @@ def bench(
     sections: Annotated[str, typer.Option(
         help=f"Comma-separated sections to run: {', '.join(SECTIONS)}.")] = ",".join(SECTIONS),
     instances: Annotated[int, typer.Option(
-        help="Instances per run in the adapter-overhead section.")] = 20,
+        help="Instances per run in the adapter-overhead section.")] = 100,
     repeats: Annotated[int, typer.Option(
         help="Runs per side (graduate, plain SDK) in the adapter-overhead section.")] = 3,
     scale: Annotated[str, typer.Option(
