@@ -35,8 +35,8 @@ from tests.contract.test_real_cluster import _delete_queue
 
 EACH = 6  # instances of each kind
 DEAD_PID = 2**22 + 17  # above Linux's default pid_max: no process has it
-KINDS = ("queued", "finished", "nothing", "dead taker", "silent taker", "signal early",
-         "signal parked")
+KINDS = ("queued", "finished", "nothing", "dead taker", "silent taker", "remote taker",
+         "signal early", "signal parked")
 
 
 def _answer(read: Any) -> Any:
@@ -62,7 +62,7 @@ def set_up(flow: Flow, engine: Engine, client: redis.Redis) -> dict[str, str]:
     numbers = iter(range(1, 10_000))
     instances: dict[str, str] = {}
     for kind in KINDS:
-        for _ in range(EACH if kind != "silent taker" else 2):
+        for _ in range(EACH if kind not in ("silent taker", "remote taker") else 2):
             request = new_request(flow, "together", next(numbers), "tenant")
             iid = request.instance_id
             instances[iid] = kind
@@ -71,12 +71,14 @@ def set_up(flow: Flow, engine: Engine, client: redis.Redis) -> dict[str, str]:
             elif kind == "finished":
                 app.backend.store_result(task_id(iid, "finish"), {
                     "outcome": "completed", "done": [first], "reason": ""}, "SUCCESS")
-            elif kind in ("dead taker", "silent taker"):
+            elif kind.endswith("taker"):
                 # A worker received the first task (acknowledged early) and is gone, or
-                # its process runs but does not answer a ping.
-                pid = DEAD_PID if kind == "dead taker" else os.getpid()
+                # its process runs but does not answer a ping, or it runs on another host
+                # (registered workers elsewhere), whose processes cannot be seen.
+                pid = DEAD_PID if kind != "silent taker" else os.getpid()
+                host = here if kind != "remote taker" else f"not-{here}"
                 client.set(received_key(task_id(iid, first)),
-                           f"celery-chain-worker-1-{pid}@{here}")
+                           f"celery-chain-worker-1-{pid}@{host}")
                 client.rpush(deliveries_key(iid, first, 0),
                              json.dumps({"at": time.time(), "redelivered": False}))
             elif kind.startswith("signal"):
@@ -109,7 +111,7 @@ def test_holds_histories_and_statuses_read_together_are_those_read_one_at_a_time
         expected = {"queued": True, "finished": False, "nothing": False, "dead taker": False,
                     "signal early": False, "signal parked": True}
         for iid, kind in instances.items():
-            if kind == "silent taker":
+            if kind in ("silent taker", "remote taker"):
                 assert alone[iid][0] == CannotTell.__name__, alone[iid]
             else:
                 assert alone[iid] is expected[kind], (kind, alone[iid])

@@ -41,8 +41,8 @@ from graduate.adapters.celery.receipts import (
     PING_TIMEOUT,
     REDIS_HANDOVER,
     consumers_holding,
+    proven_dead,
     received_key,
-    runs_here,
     taker_of,
 )
 from graduate.adapters.celery.resources import ProcessResources
@@ -1195,9 +1195,10 @@ class ChainStrategy:
             if worker is None:
                 return None  # not yet marked by its taker (a live worker maybe)
             takers[tid] = worker
-        if self._answering(set(takers.values())) or any(
-                runs_here(name) for name in takers.values()):
-            return None  # its taker runs: it will run the task or give the message back
+        if not all(proven_dead(name) for name in takers.values()):
+            # Its taker runs (it will run the task or give the message back), or runs on
+            # another host, whose processes cannot be seen: a silence there is no proof.
+            return None
         if self._in_live_hands(instance_id):
             return None
         first = min(movable, key=lambda tid: taken[tid])
@@ -1206,21 +1207,6 @@ class ChainStrategy:
                        f"{takers[first]}, now dead, took and never acknowledged; Redis gives "
                        f"them back no sooner than the visibility timeout "
                        f"({self.broker.visibility_timeout:g} s) after they were taken")
-
-    def _answering(self, workers: set[str]) -> set[str]:
-        """Which of `workers` answer a ping (a worker that did not lately is not asked)."""
-        now = time.monotonic()
-        asked = {name for name in workers
-                 if now - self._silent.get(name, -SILENT_FOR) >= SILENT_FOR}
-        if not asked:
-            return set()
-        replies = self.app.control.ping(destination=sorted(asked), timeout=PING_TIMEOUT,
-                                        limit=len(asked))
-        answered = {name for reply in replies for name in reply} & asked
-        # Only a worker that cannot answer any more is spared the next ping.
-        self._silent.update(dict.fromkeys({name for name in asked - answered
-                                           if not runs_here(name)}, time.monotonic()))
-        return answered
 
     @staticmethod
     def _unseen(queue: str, ready: int, consumers: int, answered: int) -> str:
@@ -1370,13 +1356,15 @@ class ChainStrategy:
             if names & answered:
                 found[iid] = True
                 continue
-            alive = sorted(name for name in names if runs_here(name))
+            # A silent worker is gone only where its process can be seen gone: one on
+            # another host (registered workers elsewhere) may be slow to answer.
+            alive = sorted(name for name in names if not proven_dead(name))
             # Only a worker that cannot answer any more is spared the next ping.
             self._silent.update(dict.fromkeys((names - silent) - set(alive), time.monotonic()))
             found[iid] = False if not alive else CannotTell(
                 f"worker {alive[0]} ran a task of {iid} and did not answer a ping within "
-                f"{PING_TIMEOUT:g} s, but its process still runs: it may yet finish or "
-                "fail the task")
+                f"{PING_TIMEOUT:g} s, but its process still runs, or runs on another host "
+                "where it cannot be seen: it may yet finish or fail the task")
         return found
 
     def _task_ids(self, instance_id: str) -> list[str]:
