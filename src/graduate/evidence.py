@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from graduate.errors import EvidenceError
-from graduate.files import parse_json, read_text
+from graduate.files import parse_json, read_text, unwritable
 from graduate.runs.record import MatrixRecord, Record, RunRecord, record_from_dict
 
 
@@ -107,17 +107,10 @@ class EvidenceStore:
         """Refuse, before a run starts, a folder that could not take its record (a run
         whose evidence cannot be written is a run lost). Creates nothing."""
         for folder in (self.root / "runs", self.root / "matrices"):
-            nearest = folder
-            while not nearest.exists() and nearest != nearest.parent:
-                nearest = nearest.parent
-            if not nearest.is_dir():
-                raise EvidenceError(f"cannot create the evidence folder {folder}: {nearest} "
-                                    "is not a folder; give a folder you can write with "
-                                    "--evidence, or `evidence` in [tool.graduate]")
-            if not os.access(nearest, os.W_OK):
+            if problem := unwritable(folder):
                 raise EvidenceError(f"the evidence folder {folder} cannot be written "
-                                    f"({nearest} is read-only); give a folder you can write "
-                                    "with --evidence")
+                                    f"({problem}); give a folder you can write with "
+                                    "--evidence, or `evidence` in [tool.graduate]")
 
     def run_path(self, run_id: str) -> Path:
         return self.root / "runs" / f"{run_id}.json"

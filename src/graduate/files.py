@@ -73,3 +73,17 @@ def parse_json(text: str, where: str, error: type[GraduateError]) -> Any:
         raise error(f"{where} is not valid JSON ({problem})") from problem
     except RecursionError:
         raise error(f"{where} nests arrays or objects too deeply to read") from None
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why `folder` could not be created or written, or None when it could: checked
+    before hours of running, whose results would otherwise be lost at the end. Creates
+    nothing."""
+    nearest = folder
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        return f"{nearest} is not a folder"
+    if not os.access(nearest, os.W_OK):
+        return f"{nearest} is read-only"
+    return None

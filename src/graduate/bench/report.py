@@ -14,7 +14,7 @@ from typing import Any
 from graduate.bench.suite import SECTIONS
 from graduate.errors import ConfigError
 from graduate.evidence import write_json
-from graduate.files import parse_json, read_text
+from graduate.files import parse_json, read_text, unwritable
 from graduate.reports.render import template
 from graduate.reports.svg import Shape, Svg
 
@@ -191,8 +191,8 @@ def previous_bench(out: Path) -> dict[str, Any]:
     """The `benchmarks.json` already in `out` ({} when there is none). A bench reads it
     before it measures, so that an --out that is not a folder, or a damaged file, is
     refused before the hours of measuring rather than after."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is not a folder; give the folder for "
+    if problem := unwritable(out):
+        raise ConfigError(f"--out {out} cannot be written ({problem}); give the folder for "
                           "benchmarks.md, benchmarks.json and the charts")
     path = out / "benchmarks.json"
     if not path.exists():

@@ -18,7 +18,9 @@ from graduate.chaos.matrix import (
 )
 from graduate.cli.chaos import HitOption, matrix_table
 from graduate.cli.common import console, settings
+from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore
+from graduate.files import unwritable
 from graduate.reports.build import build_report
 from graduate.reports.render import write_reports
 
@@ -47,6 +49,10 @@ def demo(
     Example: graduate demo
     """
     config = settings(ctx)
+    reports = out or config.project_dir / "reports"
+    if problem := unwritable(reports):  # found now, not after minutes of running
+        raise ConfigError(f"the reports cannot be written into {reports} ({problem}); give "
+                          "--out a folder you can write to")
     engines = engine_names()
     at_once = "one per engine" if jobs is None else str(jobs)
     console.print(f"[bold]graduate demo[/]: the crash matrix of {DEMO_FLOW} on "
@@ -64,7 +70,7 @@ def demo(
     console.print(matrix_table(result.matrix_id, result.cells))
     built = build_report(EvidenceStore(config.evidence_dir), matrix_id=result.matrix_id,
                          settings=config)
-    written = write_reports(built, out or config.project_dir / "reports", ("html", "md"))
+    written = write_reports(built, reports, ("html", "md"))
     console.print(f"recommendation: {built.recommendation.headline}")
     console.print(f"evidence: {result.evidence}")
     for path in written:
