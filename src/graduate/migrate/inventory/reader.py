@@ -8,12 +8,13 @@ The reader records what is written (a decorator `app.task(bind=True)`, a call
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
+from graduate.migrate.inventory.positions import start_lines
 from graduate.migrate.inventory.values import Ref, code, dotted, evaluate, offset_seconds
 
 # Attribute names that hold a row's place in a hand-made state machine.
@@ -181,8 +182,7 @@ def read_module(tree: cst.Module, module: str, path: str, *, package: bool) -> M
     """The raw facts of one parsed module."""
     facts = ModuleFacts(module=module, path=path)
     constants = _constants(tree)
-    wrapper = MetadataWrapper(tree, unsafe_skip_copy=True)
-    wrapper.visit(_Reader(facts, constants, package))
+    tree.visit(_Reader(facts, constants, package, start_lines(tree)))
     return facts
 
 
@@ -209,11 +209,11 @@ def _simple_assignment(node: cst.CSTNode) -> tuple[str | None, cst.BaseExpressio
 
 
 class _Reader(cst.CSTVisitor):
-    METADATA_DEPENDENCIES = (PositionProvider,)
-
-    def __init__(self, facts: ModuleFacts, constants: dict[str, object], package: bool) -> None:
+    def __init__(self, facts: ModuleFacts, constants: dict[str, object], package: bool,
+                 lines: Mapping[cst.CSTNode, int]) -> None:
         super().__init__()
         self.facts = facts
+        self.lines = lines  # where each node starts
         self.constants = constants
         self.package = package
         self.function: str | None = None
@@ -228,7 +228,7 @@ class _Reader(cst.CSTVisitor):
         self.local_values: dict[str, cst.BaseExpression] = {}
 
     def line(self, node: cst.CSTNode) -> int:
-        return int(self.get_metadata(PositionProvider, node).start.line)
+        return self.lines[node]
 
     def value(self, expr: cst.BaseExpression) -> object:
         return evaluate(expr, self.constants)
