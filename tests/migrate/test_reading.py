@@ -15,7 +15,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from graduate.errors import ConfigError
 from graduate.migrate.inventory import FindingKind, Inventory, inventory, source
 from graduate.migrate.inventory.jsonform import to_json
-from graduate.migrate.inventory.positions import start_lines
+from graduate.migrate.inventory.positions import layout, walk
 from tests.migrate.conftest import ACME, Codebase
 
 
@@ -603,22 +603,34 @@ def test_a_file_nested_too_deeply_to_parse_is_skipped_with_the_reason(
 
 
 # Line breaks of every kind libcst knows, decorators, comments and blank lines before a
-# statement, a backslash continuation, brackets and strings over several lines.
+# statement, a backslash continuation, brackets and strings over several lines, and
+# syntax of every sort (the walk's order is checked on it).
 _WRITTEN_EVERY_WAY = (
     "# a header comment\r\n\r\n"
-    "import os\r\n"
+    "import os.path as p, sys\r\n"
+    "from . import (a as b,\r\n    c)\r\n"
     "@app.task(bind=True,\r\n          max_retries=3)\r\n"
     "# between decorators\n"
     "@other\n"
-    "def charge(self, order_id):\n"
+    "async def charge[T: int = int](self, order_id: T, /, *args, k=1, **kw) -> None:\n"
     "    note = '''one\n  two\r\n three'''\n"
     "    total = 1 + \\\n        2\r"
     "    charge.apply_async(\n        (order_id,),\n        countdown=60)\n"
+    "    async with lock() as held, other as (x, y):\n"
+    "        async for item in feed: await item\n"
+    "    try:\n        raise E from None\n    except* (A, B) as group:\n        pass\n"
+    "    finally:\n        del x[1:2, ::3]\n"
+    "    match order:\n"
+    "        case {'status': 'paid', **rest} | [1, *_] if rest:\n            pass\n"
+    "        case Point(x=0) as pt:\n            global g\n"
+    "    return [f\"{v!r:>{w}}\" if v else -v for v in (y := data)]\n"
     "\n\n"
-    "class Order(Model):  # trailing comment\n"
-    "    status = 'new'\n"
+    "class Order(Model, metaclass=Meta):  # trailing comment\n"
+    "    status: str = 'new'\n"
     "    def pay(self): self.status = 'paid'; self.save()\n"
-    "x = [\n    f(a)\n    for a in range(3)\n]\n"
+    "type Ids[K] = list[K]\n"
+    "x = {**base, 'k': lambda q, *, r=2: (yield from q)}\n"
+    "assert not x, 'no'\n"
 )
 
 
@@ -633,14 +645,43 @@ _ACME_LIKE = """
     """
 
 
-def test_start_lines_are_libcsts_own() -> None:
-    """`positions.start_lines` gives every node the start line libcst's PositionProvider
-    gives it (the inventory's locations), at a fraction of its cost."""
-    for written in (_WRITTEN_EVERY_WAY, textwrap.dedent(_ACME_LIKE), ""):
-        tree = cst.parse_module(written)
-        expected = MetadataWrapper(tree, unsafe_skip_copy=True).resolve(PositionProvider)
-        lines = start_lines(tree)
-        assert {node: lines[node] for node in expected} == {
-            node: place.start.line for node, place in expected.items()}
-        assert lines.keys() == expected.keys()
+class _Trail(cst.CSTVisitor):
+    """Records every node a visit enters and leaves, but whitespace and comments."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.trail: list[tuple[str, cst.CSTNode]] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if not _layout_only(node):
+            self.trail.append(("enter", node))
+        return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        if not _layout_only(original_node):
+            self.trail.append(("leave", original_node))
+
+
+def _layout_only(node: cst.CSTNode) -> bool:
+    return isinstance(node, (cst.BaseParenthesizableWhitespace, cst.TrailingWhitespace,
+                             cst.EmptyLine, cst.Comment, cst.Newline))
+
+
+@pytest.mark.parametrize("written", [_WRITTEN_EVERY_WAY, textwrap.dedent(_ACME_LIKE), ""])
+def test_a_modules_layout_is_libcsts_own(written: str) -> None:
+    """`positions.layout` gives every node the start line libcst's PositionProvider gives
+    it (the inventory's locations), and `positions.walk` visits nodes in the order
+    libcst's visit does: the inventory reads a module as libcst would, at a fraction of
+    the cost."""
+    tree = cst.parse_module(written)
+    expected = MetadataWrapper(tree, unsafe_skip_copy=True).resolve(PositionProvider)
+    lines = layout(tree).lines
+    assert lines.keys() == expected.keys()
+    assert lines == {node: place.start.line for node, place in expected.items()}
+
+    visited, walked = _Trail(), _Trail()
+    tree.visit(visited)
+    walk(tree, walked, layout(tree))
+    assert [(event, type(node).__name__) for event, node in walked.trail] == [
+        (event, type(node).__name__) for event, node in visited.trail]
+    assert all(a is b for (_, a), (_, b) in zip(walked.trail, visited.trail, strict=True))

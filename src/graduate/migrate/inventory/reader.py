@@ -14,7 +14,7 @@ from typing import Literal
 
 import libcst as cst
 
-from graduate.migrate.inventory.positions import start_lines
+from graduate.migrate.inventory.positions import layout, walk
 from graduate.migrate.inventory.values import Ref, code, dotted, evaluate, offset_seconds
 
 # Attribute names that hold a row's place in a hand-made state machine.
@@ -182,7 +182,8 @@ def read_module(tree: cst.Module, module: str, path: str, *, package: bool) -> M
     """The raw facts of one parsed module."""
     facts = ModuleFacts(module=module, path=path)
     constants = _constants(tree)
-    tree.visit(_Reader(facts, constants, package, start_lines(tree)))
+    written = layout(tree)
+    walk(tree, _Reader(facts, constants, package, written.lines), written)
     return facts
 
 
