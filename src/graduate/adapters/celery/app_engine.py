@@ -38,19 +38,18 @@ from graduate.adapters.celery.app import close_app
 from graduate.adapters.celery.app_worker import SETTINGS_VARIABLE, connect_services, load_app
 from graduate.adapters.celery.broker import BrokerView, message_eta, message_task_id
 from graduate.adapters.celery.description import APP
-from graduate.adapters.celery.instrument import HEADER, install
+from graduate.adapters.celery.instrument import install, instance_in
 from graduate.adapters.celery.receipts import (
-    PING_TIMEOUT,
     instance_tasks_key,
     proven_dead,
     received_key,
+    still_holds,
     taker_of,
 )
 from graduate.adapters.celery.settings import TRANSPORT_OPTIONS
 from graduate.apps import App, project_on_path
 from graduate.errors import ConfigError, EngineError
 from graduate.flow import Flow, InstanceRequest
-from graduate.instrument import Correlation
 from graduate.ledger import Ledger
 from graduate.processes import ManagedProcess
 from graduate.services.model import Services
@@ -277,14 +276,8 @@ class CeleryAppEngine:
         for tid, mark in zip(tids, marks, strict=True):
             if mark is not None and not proven_dead(_text(mark)):
                 receivers.setdefault(_text(mark), []).append(tid)
-        for worker, ids in sorted(receivers.items()):
-            # Celery answers an inspect from the worker's main loop, the one that received
-            # the task and filed it among its requests: no answer falls between the two.
-            replies = self._celery.control.inspect(destination=[worker], timeout=PING_TIMEOUT,
-                                                   limit=1).query_task(*ids) or {}
-            if worker not in replies or replies[worker]:
-                return True
-        return False
+        return any(still_holds(self._celery, worker, ids) is not False
+                   for worker, ids in sorted(receivers.items()))
 
     def close(self) -> None:
         close_app(self._celery)
@@ -294,8 +287,7 @@ class CeleryAppEngine:
 
 def _instance_of(message: dict[str, Any]) -> str | None:
     """The instance whose correlation header a stored message carries, if any."""
-    correlation = Correlation.from_header((message.get("headers") or {}).get(HEADER))
-    return correlation.instance_id if correlation is not None else None
+    return instance_in(message.get("headers") or {})
 
 
 def _text(value: bytes | str) -> str:

@@ -25,6 +25,7 @@ instance, which is how the checker sees a broken propagation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import Any
 
@@ -61,7 +62,12 @@ def current() -> EngineCall | None:
 
 def instance_of(request: Any) -> str | None:
     """The instance whose correlation header a worker's request carries, if any."""
-    headers = getattr(request, "request_dict", None) or {}
+    return instance_in(getattr(request, "request_dict", None) or {})
+
+
+def instance_in(headers: Mapping[str, Any]) -> str | None:
+    """The instance whose correlation header `headers` carry (a worker's request, or a
+    message as the broker stores it), if any."""
     correlation = Correlation.from_header(headers.get(HEADER))
     return correlation.instance_id if correlation is not None else None
 

@@ -122,6 +122,16 @@ def proven_dead(worker: str) -> bool:
     return worker.rpartition("@")[2] == socket.gethostname() and not runs_here(worker)
 
 
+def still_holds(app: Celery, worker: str, ids: Sequence[str]) -> bool | None:
+    """Whether the live worker named `worker` holds any of the tasks `ids` (reserved,
+    held for an ETA, or running), by its own word; None when it does not answer within
+    PING_TIMEOUT. Celery answers an inspect from the worker's main loop, the one that
+    received the task and filed it among its requests: no answer falls between the two."""
+    replies = app.control.inspect(destination=[worker], timeout=PING_TIMEOUT,
+                                  limit=1).query_task(*ids) or {}
+    return bool(replies[worker]) if worker in replies else None
+
+
 def consumers_holding(app: Celery, ids: Sequence[str], consumers: int,
                       ) -> tuple[set[str], int]:
     """Which of the task `ids` the workers hold (reserved, scheduled for an ETA, or

@@ -45,11 +45,11 @@ from graduate.adapters.base import HeldUp, HistoryEvent, InstanceState, Instance
 from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.chain import task_id
 from graduate.adapters.celery.receipts import (
-    PING_TIMEOUT,
     REDIS_HANDOVER,
     consumers_holding,
     proven_dead,
     received_key,
+    still_holds,
     taker_of,
 )
 from graduate.adapters.celery.resources import ProcessResources
@@ -1214,13 +1214,9 @@ class StateMachineStrategy:
             worker = found
         if proven_dead(worker):
             return f"{worker}, now dead,"
-        # Celery answers an inspect from the worker's main loop, the one that received
-        # the task and filed it among its requests: no answer falls between the two.
-        replies = self.app.control.inspect(destination=[worker], timeout=PING_TIMEOUT,
-                                           limit=1).query_task(tid) or {}
-        if worker not in replies:
-            return None  # busy, or on a host whose processes cannot be seen: cannot tell
-        return None if tid in replies[worker] else f"{worker}, which no longer holds it,"
+        # No answer: busy, or on a host whose processes cannot be seen: cannot tell.
+        held = still_holds(self.app, worker, [tid])
+        return None if held is not False else f"{worker}, which no longer holds it,"
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         return self.machine.store.transitions(instance_id)
