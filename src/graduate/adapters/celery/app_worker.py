@@ -21,16 +21,15 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import redis
 from celery import Celery
 from celery.signals import beat_init, task_received, worker_ready
 
 from graduate.adapters.base import write_ready_file
-from graduate.adapters.celery.broker import REDIS_SCHEMES, SOCKET_TIMEOUT
+from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.instrument import install, instance_of
 from graduate.adapters.celery.receipts import mark_received, worker_node
 from graduate.adapters.celery.settings import celery_conf, check_overrides
@@ -99,20 +98,6 @@ def with_pid(arguments: Sequence[str], pid: int) -> list[str]:
     return [*found, "-n", worker_node("celery", pid)]
 
 
-def receipts_client(broker_url: str) -> Callable[[], redis.Redis]:
-    """A Redis client of the broker, opened on first use (by the worker's main process,
-    which alone receives tasks)."""
-    clients: list[redis.Redis] = []
-
-    def client() -> redis.Redis:
-        if not clients:
-            clients.append(redis.Redis.from_url(broker_url, socket_timeout=SOCKET_TIMEOUT,
-                                                socket_connect_timeout=SOCKET_TIMEOUT))
-        return clients[0]
-
-    return client
-
-
 def main(argv: list[str]) -> None:
     if len(argv) < 2:
         raise ConfigError("usage: python -m graduate.adapters.celery.app_worker MODULE:APP "
@@ -132,10 +117,12 @@ def main(argv: list[str]) -> None:
         app.Beat(schedule=argv[3], loglevel="INFO").run()
         return
     worker_ready.connect(ready, weak=False)
-    broker_url = str(app.conf.broker_url or "")
-    if broker_url.startswith(REDIS_SCHEMES):
-        # Every task it receives: it consumes only the queues the app declares.
-        task_received.connect(mark_received(receipts_client(broker_url), ("",), instance_of),
+    broker = BrokerView(str(app.conf.broker_url or ""), {})
+    if broker.peekable:
+        # Every task it receives (it consumes only the queues the app declares), marked in
+        # the broker's Redis: its client opens on first use, in the main process, which
+        # alone receives tasks.
+        task_received.connect(mark_received(broker.redis_client, ("",), instance_of),
                               weak=False)
     app.worker_main(["worker", *with_pid(argv[2:], os.getpid())])
 
