@@ -19,9 +19,11 @@ DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671,
                  "pyamqp": 5672, "postgresql": 5432, "postgres": 5432}
 # What graduate can run Celery on. The harness, the workers and beat are processes of
 # their own, so an in-process transport (memory://) would leave every task unseen; and
-# what a broker still holds is read from Redis or AMQP only.
-BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
-RESULT_BACKEND_SCHEMES = ("redis", "rediss")
+# what a broker still holds is read from Redis (adapters.celery.broker.BrokerView) or
+# asked of AMQP only; a result backend is read from Redis only.
+REDIS_SCHEMES = ("redis", "rediss")
+BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp")
+RESULT_BACKEND_SCHEMES = REDIS_SCHEMES
 
 
 def probe_url(url: str, what: str, schemes: tuple[str, ...]) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from kombu.connection import Connection
@@ -32,8 +33,8 @@ from kombu.transport.redis import Channel
 
 from graduate.errors import ServiceError, ServiceUnavailable
 from graduate.redaction import redact_text, redact_url
+from graduate.services.probe import REDIS_SCHEMES
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Long enough for a busy broker, short enough that a dead one fails the check visibly.
 SOCKET_TIMEOUT = 10.0
 AMQP_NOT_FOUND = 404  # the reply code of a passive declare of a queue that does not exist
@@ -53,7 +54,7 @@ class BrokerView:
 
     def __init__(self, broker_url: str, transport_options: Mapping[str, Any]) -> None:
         self.url = broker_url
-        self.peekable = broker_url.startswith(REDIS_SCHEMES)
+        self.peekable = urlsplit(broker_url).scheme.lower() in REDIS_SCHEMES
         options = dict(transport_options)
         self._prefix = str(options.get("global_keyprefix", Channel.global_keyprefix))
         self._unacked = str(options.get("unacked_key", Channel.unacked_key))
