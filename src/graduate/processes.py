@@ -185,6 +185,15 @@ def _state(pid: int) -> str:
         return ""
 
 
+def dying_with_this_process(argv: Sequence[str]) -> list[str]:
+    """`argv` run through the launcher, so that it is killed when this process exits,
+    even by SIGKILL (for a process started without `spawn`, a test's CLI say)."""
+    # The parent-death signal is Linux's; elsewhere only the command's own cleanup runs.
+    if sys.platform != "linux":
+        return list(argv)
+    return [sys.executable, "-I", "-S", str(LAUNCHER), str(os.getpid()), *argv]
+
+
 def spawn(name: str, argv: Sequence[str], log_path: Path,
           env: Mapping[str, str] | None = None, cwd: Path | None = None, *,
           stdin: bytes | None = None, keep_fds: Sequence[int] = (),
@@ -197,9 +206,7 @@ def spawn(name: str, argv: Sequence[str], log_path: Path,
     that `graduate env up` keeps), the process is killed when this one exits.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    # The parent-death signal is Linux's; elsewhere only the command's own cleanup runs.
-    command = list(argv) if outlive_parent or sys.platform != "linux" else [
-        sys.executable, "-I", "-S", str(LAUNCHER), str(os.getpid()), *argv]
+    command = list(argv) if outlive_parent else dying_with_this_process(argv)
     process: ManagedProcess | None = None
     try:
         with log_path.open("ab") as log, _interrupts_held():

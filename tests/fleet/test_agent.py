@@ -32,7 +32,7 @@ from graduate.fleet.ledger import (
     RegisteredWorker,
 )
 from graduate.flow import flow_to_dict, load_flow
-from graduate.processes import children, group_alive, running
+from graduate.processes import children, dying_with_this_process, group_alive, running
 from graduate.services.model import TemporalTarget
 from tests.conftest import FlowFactory, processes_mentioning
 from tests.hardening.conftest import REPO, environment, in_a_url
@@ -62,8 +62,9 @@ class Fleet:
         out = (self.project / f"agent-{len(self.agents)}.out").open("w")
         with out:
             agent = subprocess.Popen(
-                [sys.executable, "-m", "graduate", "worker", target or str(self.flow), "-e",
-                 engine, "--name", name], cwd=self.project, env=self.env, stdout=out,
+                dying_with_this_process([sys.executable, "-m", "graduate", "worker",
+                                         target or str(self.flow), "-e", engine, "--name",
+                                         name]), cwd=self.project, env=self.env, stdout=out,
                 stderr=subprocess.STDOUT, text=True)
         self.agents.append(agent)
         return agent

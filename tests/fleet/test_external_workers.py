@@ -28,6 +28,7 @@ from graduate.errors import ConfigError, ServiceError
 from graduate.evidence import EvidenceStore
 from graduate.fleet import FleetLedger
 from graduate.fleet.ledger import COMMAND_DONE, COMMAND_EXPIRED, COMMAND_ISSUED
+from graduate.processes import dying_with_this_process
 from graduate.runs.supervisor import WORKER_EXITED, WORKER_STARTED
 from graduate.runs.timeline import INSTANCES_STARTED, TimelineEvent
 from tests.conftest import CRASH_TIMING_APPS, FlowFactory, processes_mentioning
@@ -116,8 +117,8 @@ def launch(agents: Agents, settings: Settings, flow: Path, engine: str, name: st
     agents.folders.add(flow.parent)
     with log.open("wb") as out:
         agent = subprocess.Popen(
-            [sys.executable, "-m", "graduate", "worker", str(flow), "--engine", engine,
-             "--name", name, "--pool", pool],
+            dying_with_this_process([sys.executable, "-m", "graduate", "worker", str(flow),
+                                     "--engine", engine, "--name", name, "--pool", pool]),
             cwd=flow.parent, env=worker_environment(settings), stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True)
     agents.processes.append(agent)
@@ -157,10 +158,11 @@ def test_a_matrix_on_registered_workers_judges_as_the_runs_own_workers(
     # whose verdict hangs on no timing but the engines' recovery, well within its
     # deadline; one after the other they took 160 s of the crash lane (CI rehearsal).
     own = subprocess.Popen(
-        [sys.executable, "-m", "graduate", "matrix", str(flow), "--engines", ",".join(ENGINES),
-         "--faults", ",".join(FAULTS), "--instances", "1", "--timeout", "90",
-         "--restart-delay", "0.5", "--workers", "local", "--evidence",
-         str(tmp_path / "evidence-local"), "--json"],
+        dying_with_this_process([
+            sys.executable, "-m", "graduate", "matrix", str(flow), "--engines",
+            ",".join(ENGINES), "--faults", ",".join(FAULTS), "--instances", "1", "--timeout",
+            "90", "--restart-delay", "0.5", "--workers", "local", "--evidence",
+            str(tmp_path / "evidence-local"), "--json"]),
         cwd=tmp_path, env=worker_environment(external), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

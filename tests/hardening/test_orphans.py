@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from graduate.processes import spawn_until_ready
+from graduate.processes import running, spawn_until_ready
 from tests.hardening.conftest import HELD_FLOW, output, start
 from tests.hardening.proc import Seen, alive, descendants, having, survivors, watch
 
@@ -103,3 +104,29 @@ def test_sigkill_of_the_command_takes_everything_it_started(project: Path,
 
     assert survivors(started, within=EXIT_WITHIN) == []
     assert all(not alive(p) for p in started)
+
+
+def test_a_process_a_test_starts_dies_with_the_test(tmp_path: Path) -> None:
+    # A test's own agents and servers run in sessions of their own (to be killed by
+    # group): only the launcher ties them to the test, if pytest itself is killed.
+    test_process = (
+        "import subprocess, sys\n"
+        "from graduate.processes import dying_with_this_process\n"
+        "server = subprocess.Popen(dying_with_this_process(['sleep', '600']),\n"
+        "                          start_new_session=True)\n"
+        "print(server.pid, flush=True)\n"
+        "sys.stdin.read()\n")
+    test = subprocess.Popen([sys.executable, "-c", test_process], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert test.stdout is not None
+    server = int(test.stdout.readline())
+    assert Path(f"/proc/{server}").exists()
+
+    test.kill()
+    test.wait()
+
+    deadline = time.monotonic() + EXIT_WITHIN
+    while running(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(server), "the server outlived the test that started it"
+

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from graduate.adapters.base import WorkerSpec, services_for_worker, start_worker_process
-from graduate.processes import free_port
+from graduate.processes import dying_with_this_process, free_port
 from graduate.services.local import REDIS_HOW_TO, find_binary
 from graduate.services.model import Services, TemporalTarget
 from tests.hardening.conftest import environment, in_a_url, output, start
@@ -59,8 +59,9 @@ def redis_with_password(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     binary = find_binary("redis-server", None, REDIS_HOW_TO)
     server = subprocess.Popen(
-        [str(binary), "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True, text=True)
+        dying_with_this_process([str(binary), "-"]), stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        text=True)
     assert server.stdin is not None
     with server.stdin as config:
         config.write(f"port {port}\nbind 127.0.0.1\nrequirepass {PASSWORD}\nsave \"\"\n"
