@@ -25,7 +25,13 @@ from graduate.runner import RunOptions, approve_all, run_flow
 from graduate.timescale import TimeScale
 from tests.conftest import CRASH_TIMING, FlowFactory
 
-pytestmark = [pytest.mark.slow, CRASH_TIMING, pytest.mark.usefixtures("no_orphans")]
+# Only the tests of a long step meeting an engine's recovery timeout (a heartbeat, a
+# visibility timeout, a few seconds of real time) run in the crash lane: a late heartbeat
+# or a starved worker there changes the verdict. The runs with no fault assert bounds
+# (at least the scaled time, well under the deadline) that CPU beside them cannot break:
+# off the lane, they cut its floor under the suite's time by about 51 s (CI rehearsal
+# of 30 November 2026 at 05:15).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_orphans")]
 
 
 def chaos(settings: Settings, path: Path, engine: str, *, fault: str = "none",
@@ -86,6 +92,7 @@ def test_the_evidence_records_the_time_scale_and_what_it_left_real(
     assert record.flow.load().node("approval").deadline == 7.0  # type: ignore[union-attr]
 
 
+@CRASH_TIMING
 def test_a_long_step_heartbeats_through_its_work_on_temporal(
         settings: Settings, flow_file: FlowFactory) -> None:
     """Ten seconds of work against a 2 s heartbeat timeout: one attempt, never timed out."""
@@ -100,6 +107,7 @@ def test_a_long_step_heartbeats_through_its_work_on_temporal(
     assert prepare.finished_at - prepare.started_at >= 10.0
 
 
+@CRASH_TIMING
 def test_a_long_step_killed_mid_work_on_temporal_is_retried_after_its_heartbeat_timeout(
         settings: Settings, flow_file: FlowFactory) -> None:
     """The worker dies three seconds into ten seconds of work. The server notices by the
@@ -131,6 +139,7 @@ def test_a_long_step_killed_mid_work_on_temporal_is_retried_after_its_heartbeat_
     assert result.verdict.passed, result.verdict.failures
 
 
+@CRASH_TIMING
 def test_a_celery_task_working_past_the_visibility_timeout_is_redelivered_while_it_runs(
         settings: Settings, flow_file: FlowFactory) -> None:
     """Late ack on Redis: a task unacknowledged after the visibility timeout (2 s) goes
