@@ -9,8 +9,10 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import resource
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -42,9 +44,13 @@ _names = itertools.count(1)
 # and the spikes' single-hit runs (151 s, which their every-instance runs cover), runs
 # the registered workers' two matrices at once (about 65 s less), and took the
 # branches' crash tests from the first (67 s): about 865 s and 790 s, below the 985 s
-# each worker then runs in all. Re-balance from a new rehearsal's JUnit file when a lane
-# outgrows that. A test whose verdict does not hang on timing belongs off the lanes:
-# four tests run at once either way, and a lane is a floor under the suite's time.
+# each worker then runs in all. By the rehearsal of 05:15 the lanes held 907 s and 764 s;
+# since, the first lost the time-scale runs without a fault (tests/chaos/test_time.py,
+# 51 s) and the second gained the example app's held-up tests. Re-balance from a new
+# rehearsal's JUnit file when a lane outgrows that: it says, for each test, the worker
+# that ran it and when it began (pytest_runtest_setup below). A test whose verdict does
+# not hang on timing belongs off the lanes: four tests run at once either way, and a
+# lane is a floor under the suite's time.
 # The first lane: the faults on the contract flows (tests/chaos), with the matrix run
 # side by side and the deploys on Temporal.
 CRASH_TIMING = pytest.mark.xdist_group("crash-timing")
@@ -112,6 +118,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not item.nodeid.endswith(suffix):
             raise pytest.UsageError(f"{item.nodeid}: its xdist_group {suffix[1:]!r} cannot "
                                     "be given to pytest-xdist's scheduler")
+
+
+_CPU_AT_SETUP = pytest.StashKey[float]()
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of the children it has reaped (a run's workers,
+    a CLI): not the session's servers, which outlive the tests."""
+    own, reaped = (resource.getrusage(who) for who in
+                   (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Which xdist worker ran each test and when it began (after the `alone` gate),
+    kept in the JUnit file: with the durations there, the run's timeline per worker,
+    to see where workers idled, when each lane ended and what started last."""
+    item.user_properties += [("worker", os.environ.get("PYTEST_XDIST_WORKER", "-")),
+                             ("started", f"{time.time():.1f}")]
+    item.stash[_CPU_AT_SETUP] = _cpu_seconds()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """And the CPU-seconds it took, in the JUnit file beside its duration: their sums
+    over a run say how many of the cores the suite's workers kept busy, which decides
+    whether more workers would end it sooner or only slow each test."""
+    try:
+        yield
+    finally:
+        if (began := item.stash.get(_CPU_AT_SETUP, None)) is not None:
+            item.user_properties.append(("cpu", f"{_cpu_seconds() - began:.2f}"))
 
 
 @pytest.fixture
