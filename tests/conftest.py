@@ -48,7 +48,8 @@ _names = itertools.count(1)
 # since, the first lost the time-scale runs without a fault (tests/chaos/test_time.py,
 # 51 s) and the second gained the example app's held-up tests. Re-balance from a new
 # rehearsal's JUnit file when a lane outgrows that: it says, for each test, the worker
-# that ran it and when it began (pytest_runtest_setup below). A test whose verdict does
+# that ran it and when it began (pytest_runtest_setup below), which
+# `python .ci/timeline.py JUNIT` sums per worker and lane. A test whose verdict does
 # not hang on timing belongs off the lanes: four tests run at once either way, and a
 # lane is a floor under the suite's time.
 # The first lane: the faults on the contract flows (tests/chaos), with the matrix run
