@@ -29,6 +29,7 @@ from graduate.evidence import EvidenceStore
 from graduate.fleet import FleetLedger
 from graduate.fleet.ledger import COMMAND_DONE, COMMAND_EXPIRED, COMMAND_ISSUED
 from graduate.processes import dying_with_this_process
+from graduate.runs import remote
 from graduate.runs.supervisor import WORKER_EXITED, WORKER_STARTED
 from graduate.runs.timeline import INSTANCES_STARTED, TimelineEvent
 from tests.conftest import CRASH_TIMING_APPS, FlowFactory, processes_mentioning
@@ -277,10 +278,13 @@ def test_the_command_line_exits_2_with_what_to_give(
 @pytest.mark.postgres
 def test_a_command_no_agent_takes_expires_in_the_timeline_and_the_fault_never_fired(
         external: Settings, fleet: FleetLedger, flow_file: FlowFactory, tmp_path: Path,
-        start_workers: Agents) -> None:
+        start_workers: Agents, monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent is frozen (SIGSTOP) once the instance started; its worker runs on to
     the fault point, and the kill written for it is never taken: it expires, the timeline
     says why, and the run is judged as one whose fault did not fire."""
+    # A frozen agent never takes the command, however long it is given: 5 s, not the
+    # product's 30 s (graduate.runs.remote.COMMAND_EXPIRY), ends the same way 25 s sooner.
+    monkeypatch.setattr(remote, "COMMAND_EXPIRY", 5.0)
     flow = flow_file("approval")
     launch(start_workers, external, flow, "temporal", "frozen-1", pool=f"f{os.getpid()}")
     await_registered(fleet, flow.stem, 1, start_workers)
