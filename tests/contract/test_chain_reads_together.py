@@ -172,3 +172,49 @@ def _or_error(read: Any, instance_id: str) -> object:
         return read(instance_id)
     except Exception as error:
         return error
+
+
+# The contract flow with its timer taken out: the step `activate` follows the wait, so
+# the wait's signal task runs it (docs/adr/0015, decision 4).
+NO_TIMER = {'[[nodes]]\ntimer = "cool_off"\nduration = "300ms"\n\n': ""}
+
+
+def test_a_signal_that_claimed_its_wait_holds_the_instance_until_its_step_succeeded(
+        settings: Settings, flow_file: FlowFactory, chain: Any) -> None:
+    """A signal message whose task claimed the wait to run the step after it (its token
+    in the claim) can still move the instance, redelivered or retried, until that step
+    succeeded; one whose wait another claimed (the deadline) moves nothing. Read alone
+    and together alike."""
+    flow = load_flow(flow_file(**NO_TIMER))
+    engine: Engine = chain(flow)
+    assert isinstance(engine, ReadsTogether)
+    assert settings.broker_url is not None
+    client = redis.Redis.from_url(settings.broker_url)
+    app = cast(Any, engine)._app
+    wait, first = flow.waits[0], flow.steps[0].name
+    kinds = {"step pending": True, "step succeeded": False, "claimed by the deadline": False}
+    instances: dict[str, str] = {}
+    try:
+        for number, kind in enumerate(kinds, start=1):
+            iid = new_request(flow, "carried", number, "tenant").instance_id
+            instances[iid] = kind
+            app.backend.store_result(task_id(iid, first), {"done": [first]}, "SUCCESS")
+            client.set(context_key(iid, wait.name), json.dumps({"parked": True}))
+            claim = {"by": "signal", "decision": "approve", "at": time.time(),
+                     "action": "continue", "reason": "", "token": "an earlier delivery's"}
+            if kind == "claimed by the deadline":
+                claim = {**claim, "by": "deadline", "action": "compensate"}
+                del claim["token"]
+            client.set(claim_key(iid, wait.name), json.dumps(claim))
+            if kind == "step succeeded":
+                app.backend.store_result(task_id(iid, "activate"), {"done": []}, "SUCCESS")
+            engine.signal(iid, wait.signal, {"decision": "approve"})  # queued, as redelivered
+        ids = list(instances)
+
+        alone = {iid: _answer(_or_error(engine.holds, iid)) for iid in ids}
+        together = {iid: _answer(a) for iid, a in engine.holds_all(ids).items()}
+
+        assert together == alone
+        assert {instances[iid]: answer for iid, answer in alone.items()} == kinds
+    finally:
+        engine.close()

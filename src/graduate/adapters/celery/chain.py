@@ -4,19 +4,20 @@ Each node is one task with a deterministic ID, `{instance}:{node}`, and the cont
 request and the nodes passed) travels as each task's return value to the next. A chain
 runs up to a wait; the wait parks its context in Redis (the task of the step right
 before it does, once its effect landed; a wait after anything else is a task of its
-own), and whichever of the signal and
-the deadline claims the wait first (`SET NX`) sends the rest as a new chain with the same
-IDs. A parallel group is a chord: each branch a chain of its steps in the chord's
-header, and a `join` task as its body that sends the rest; the join's error callback
-(`link_error`), which Celery calls once every branch has ended when one failed, sends
-the compensation of every step that applied. The flow's interrupt is a key in Redis,
-written by whoever sends it before the send returns: every step, timer and `finish`
-looks for it before it runs (and then stops the chain and sends the compensations in
-its place; a step redelivered after its worker died finishes first), a wait looks for
-it once parked, and the interrupt's signal task ends a wait already parked. One
-recorded after `finish` looked loses to completion. Nothing else records progress:
-`status()` reads Celery's result backend and the wait keys only, which is all that an
-operator of such a system has to go on.
+own), and whichever of the signal and the deadline claims the wait first (`SET NX`)
+sends the rest as a new chain with the same IDs; a signal task that claims it runs the
+step after the wait itself first, as a team's approval handler does
+(`ChainTasks.run_carried`). A parallel group is a chord: each branch a chain of its
+steps in the chord's header, and a `join` task as its body that sends the rest; the
+join's error callback (`link_error`), which Celery calls once every branch has ended
+when one failed, sends the compensation of every step that applied. The flow's
+interrupt is a key in Redis, written by whoever sends it before the send returns: every
+step, timer and `finish` looks for it before it runs (and then stops the chain and
+sends the compensations in its place; a step redelivered after its worker died
+finishes first), a wait looks for it once parked, and the interrupt's signal task ends
+a wait already parked. One recorded after `finish` looked loses to completion. Nothing
+else records progress: `status()` reads Celery's result backend and the wait keys
+only, which is all that an operator of such a system has to go on.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -33,7 +35,7 @@ import redis
 from celery import Celery
 from celery import chain as celery_chain
 from celery import chord as celery_chord
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 from graduate.adapters.base import HeldUp, HistoryEvent, InstanceState, InstanceStatus
 from graduate.adapters.celery.broker import BrokerView
@@ -282,6 +284,21 @@ def _node_index(flow: Flow, name: str) -> int:
     return [node.name for node in flow.nodes].index(name)
 
 
+def carried_step(flow: Flow, wait: Wait) -> Step | None:
+    """The step that the wait's signal task runs itself once it claimed the wait (as a
+    team's approval handler does the work the approval allows): the node right after
+    the wait, when it is a step. The signal is sent with that step's time limits."""
+    index = _node_index(flow, wait.name) + 1
+    node = flow.nodes[index] if index < len(flow.nodes) else None
+    return node if isinstance(node, Step) else None
+
+
+def carrying_key(instance_id: str, wait: str) -> str:
+    """Not a Redis key: where `ChainStrategy._decisions` says whether the wait's signal
+    task claimed it to run its carried step, and that step has not succeeded yet."""
+    return _key(instance_id, "carrying", wait)
+
+
 # ---------------------------------------------------------------------------- tasks
 
 
@@ -319,7 +336,10 @@ class ChainTasks:
         key = deliveries_key(_instance(ctx), name, retries)
         flagged = bool((task.request.delivery_info or {}).get("redelivered"))
         client = self.resources.redis()
-        with client.pipeline() as pipe:
+        # One round trip, without MULTI/EXEC (two commands a step fewer): both commands
+        # leave in one write and Redis runs them in order; nothing reads the list
+        # between them.
+        with client.pipeline(transaction=False) as pipe:
             pipe.rpush(key, json.dumps({"at": time.time(), "redelivered": flagged}))
             pipe.expire(key, KEY_LIFETIME)
             deliveries = int(pipe.execute()[0])
@@ -579,7 +599,13 @@ class ChainTasks:
             return {"failed": str(error)}  # seen in the ledger; the wait goes on
         return {"sent": outcome.value}
 
-    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def signal(self, task: Any, instance_id: str, name: str, payload: dict[str, Any],
+               token: str | None = None) -> dict[str, Any]:
+        """The signal task: store the signal, and if the wait is parked, claim it. With
+        `token` (the sender's mark of this very message, kept by a retry and a
+        redelivery), a claim that continues runs the step after the wait here
+        (`run_carried`), and a claim already made under the same token is this
+        message's own, cut short: it runs the step again."""
         if self.flow.interrupt is not None and name == self.flow.interrupt.signal:
             return self.interrupt(instance_id)
         wait = next((w for w in self.flow.waits if w.signal == name), None)
@@ -592,15 +618,20 @@ class ChainTasks:
             pipe.exists(context_key(instance_id, wait.name))
             parked = pipe.execute()[1]
         if parked:
-            return {"resolved": self.resolve(instance_id, wait, "signal", payload)}
+            return {"resolved": self.resolve(instance_id, wait, "signal", payload,
+                                             carrier=task, token=token)}
         return {"stored": True}
 
     def deadline(self, instance_id: str, node: str) -> dict[str, Any]:
         wait = cast(Wait, self.flow.node(node))
         return {"resolved": self.resolve(instance_id, wait, "deadline", None)}
 
-    def resolve(self, iid: str, wait: Wait, by: str, payload: dict[str, Any] | None) -> bool:
-        """Claim the wait for the signal or the deadline; the winner sends what follows."""
+    def resolve(self, iid: str, wait: Wait, by: str, payload: dict[str, Any] | None, *,
+                carrier: Any = None, token: str | None = None) -> bool:
+        """Claim the wait for the signal or the deadline; the winner sends what follows.
+        A signal task (`carrier`, with its message's `token`) that continues runs the
+        step after the wait itself (`run_carried`), and so does that same message
+        redelivered or retried after it claimed."""
         decision = (payload or {}).get("decision")
         interrupt = self.interrupted(iid)
         if interrupt is not None:  # recorded first: the wait ends interrupted, whoever ends it
@@ -612,17 +643,27 @@ class ChainTasks:
             action, reason = wait.on_timeout, wait.reason("expired")
         claim = {"by": by, "decision": decision, "action": action, "reason": reason,
                  "at": time.time()}
-        # The claim and the parked context in one round trip (the context is read whether
-        # or not the claim is won; only the winner uses it).
+        carries = (carrier is not None and token is not None and action == "continue"
+                   and carried_step(self.flow, wait) is not None)
+        if carries:
+            claim["token"] = token  # this message runs the step after the wait
+        # The claim, the parked context and the claim that stands in one round trip (the
+        # context is read whether or not the claim is won; only the winner uses it).
         with self.resources.redis().pipeline(transaction=False) as pipe:
             pipe.set(claim_key(iid, wait.name), json.dumps(claim), nx=True, ex=_lifetime(wait))
             pipe.get(context_key(iid, wait.name))
-            won, raw = pipe.execute()
-        if not won:
+            pipe.get(claim_key(iid, wait.name))
+            won, raw, standing = pipe.execute()
+        if not won and not (token is not None and standing is not None
+                            and json.loads(standing).get("token") == token):
             return False
         ctx: Context = json.loads(raw)["context"]
         flow = self._flow(ctx)
-        if action == "continue":
+        if not won or carries:
+            # Won now, or won by this very message before it was cut short (redelivered
+            # after its worker died, or retried after the step failed): run the step.
+            self.run_carried(carrier, flow, wait, _passed(ctx, wait.name))
+        elif action == "continue":
             following = _node_index(flow, wait.name) + 1
             part_from(self.app, flow, following, _passed(ctx, wait.name)).apply_async()
         elif action == "compensate":
@@ -630,6 +671,31 @@ class ChainTasks:
         else:
             _finish_signature(self.app, ctx, "failed", reason).apply_async(args=(ctx,))
         return True
+
+    def run_carried(self, task: Any, flow: Flow, wait: Wait, ctx: Context) -> None:
+        """Run the step after the wait in the signal task that claimed the wait, as its
+        own task would (`step`: its retries are the signal task's, sent with the step's
+        time limits), then send the rest, and store the step's result under the step's
+        own task ID, where `status()`, `history()` and the harness read it, after the
+        rest was sent (Celery's order for a chain's task). A failure the step handles
+        (it compensated, or was interrupted) is stored there too, then fails the signal
+        task; any other failure fails the signal task only, which `status()` reads for
+        the step (`_status`)."""
+        step = cast(Step, carried_step(flow, wait))
+        index = _node_index(flow, step.name)
+        following = flow.nodes[index + 1] if index + 1 < len(flow.nodes) else None
+        then_wait = following.name if isinstance(following, Wait) else None
+        tid = task_id(_instance(ctx), step.name)
+        try:
+            passed = self.step(task, ctx, step.name, then_wait, then_finish=following is None)
+        except Retry:
+            raise
+        except HANDLED as error:
+            self.app.backend.mark_as_failure(tid, error)
+            raise
+        if following is not None and then_wait is None:
+            part_from(self.app, flow, index + 1, passed).apply_async()
+        self.app.backend.mark_as_done(tid, passed)
 
 
 def _lifetime(wait: Wait) -> int:
@@ -670,9 +736,10 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
         with resources.interruptible():
             return tasks.wait(ctx, node)
 
-    def signal(instance_id: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def signal(task: Any, instance_id: str, name: str, payload: dict[str, Any],
+               token: str | None = None) -> dict[str, Any]:
         with resources.interruptible():
-            return tasks.signal(instance_id, name, payload)
+            return tasks.signal(task, instance_id, name, payload, token)
 
     def deadline(instance_id: str, node: str) -> dict[str, Any]:
         with resources.interruptible():
@@ -694,7 +761,7 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     app.task(name=COMPENSATE, bind=True, shared=False)(compensate)
     app.task(name=NOTICE, bind=True, shared=False)(notice)
     app.task(name=WAIT, shared=False)(wait)
-    app.task(name=SIGNAL, shared=False)(signal)
+    app.task(name=SIGNAL, bind=True, shared=False)(signal)
     app.task(name=DEADLINE, shared=False)(deadline)
     app.task(name=REMINDER, bind=True, shared=False)(reminder)
     app.task(name=TIMER, bind=True, shared=False)(timer)
@@ -881,8 +948,16 @@ class ChainStrategy:
             # Recorded here, before the signal task: a worker lost with that task (acked
             # early) must not lose the interrupt; the next step, timer or deadline sees it.
             record_interrupt(self.resources.redis(), self.flow, instance_id)
-        self.app.signature(SIGNAL, args=(instance_id, name, payload),
-                           task_id=task_id(instance_id, "signal", name)).apply_async()
+        flow = self._flow(instance_id)
+        wait = next((w for w in flow.waits if w.signal == name), None)
+        carried = None if wait is None else carried_step(flow, wait)
+        # A signal that may run the step after its wait (`ChainTasks.run_carried`) has
+        # that step's time limits, and a token by which its claim knows this message.
+        options: dict[str, Any] = {} if carried is None else _limits(carried)
+        kwargs = {} if carried is None else {"token": uuid.uuid4().hex}
+        self.app.signature(SIGNAL, args=(instance_id, name, payload), kwargs=kwargs,
+                           task_id=task_id(instance_id, "signal", name), **options,
+                           ).apply_async()
 
     def status(self, instance_id: str) -> InstanceStatus:
         # One MGET for the whole record.
@@ -983,9 +1058,18 @@ class ChainStrategy:
                        "cancellation, so what applied stays applied")
         done: list[str] = []
         known = record.received or record.state(finish) != "PENDING"
+        carrier = None  # the signal task that claimed the last wait to run the next step
         for node in self._flow(instance_id).nodes:
             tid = task_id(instance_id, node.name)
             state = record.state(tid)
+            if carrier is not None and state == "PENDING" and (
+                    record.state(carrier) in ("RETRY", "FAILURE")):
+                # The step runs in that task (`run_carried`), which stores the step's
+                # result under the step's ID: until then its retry, or a failure the
+                # step could not store (a lost pool child, the hard time limit), is the
+                # signal task's.
+                tid, state = carrier, record.state(carrier)
+            carrier = None
             known = known or state != "PENDING"
             if isinstance(node, Parallel):
                 states = {s.name: record.state(task_id(instance_id, s.name))
@@ -1009,6 +1093,8 @@ class ChainStrategy:
                 claim = record.claims[node.name]
                 if claim is not None and claim["action"] == "continue":
                     done.append(node.name)
+                    if "token" in claim:
+                        carrier = task_id(instance_id, "signal", node.signal)
                     continue
                 if claim is not None and claim["action"] == "compensate":
                     return self._compensating(record, instance_id, done, claim["reason"])
@@ -1063,7 +1149,9 @@ class ChainStrategy:
         Only the broker's messages carry a chain on: a task acknowledged early (Celery's
         default) whose worker died is in no queue any more, and with it every later step.
         A message counts if running it can change the instance: a wait's deadline only
-        while the wait is undecided, a signal only while its wait is parked undecided.
+        while the wait is undecided, a signal only while its wait is parked undecided or
+        was claimed by the signal's task to run the step after it, until that step
+        succeeded (redelivered or retried, the message runs the step again).
         A STARTED state in the result backend proves nothing (a killed worker leaves it
         behind for good); a task counts as in hand only while a worker that answers says
         it has it.
@@ -1264,14 +1352,32 @@ class ChainStrategy:
         return found
 
     def _decisions(self, instance_ids: Sequence[str]) -> dict[str, bool]:
-        """Which of the instances' wait claims and parked contexts exist (by key): what
-        `_can_move_in` asks, read once a look."""
-        keys = {iid: [key for w in self.flow.waits
+        """Which of the instances' wait claims and parked contexts exist (by key), and
+        which waits' signal tasks claimed them to run the step after (`carrying_key`)
+        whose result is not SUCCESS yet: what `_can_move_in` asks, read once a look."""
+        flows = {iid: self._flow(iid) for iid in instance_ids}
+        carried = {iid: [(w, carried_step(flow, w)) for w in flow.waits]
+                   for iid, flow in flows.items()}
+        keys = {iid: [key for w in flows[iid].waits
                       for key in (claim_key(iid, w.name), context_key(iid, w.name))]
                 for iid in instance_ids}
-        values = self._read(keys)
-        return {key: raw is not None for iid in instance_ids
-                for key, raw in zip(keys[iid], values[iid], strict=True)}
+        # The carried steps' metas after the keys, in the same round trip.
+        values = self._read({iid: [*keys[iid], *(
+            self.app.backend.get_key_for_task(task_id(iid, step.name))
+            for _, step in carried[iid] if step is not None)] for iid in instance_ids})
+        decided: dict[str, bool] = {}
+        for iid in instance_ids:
+            found = dict(zip(keys[iid], values[iid][:len(keys[iid])], strict=True))
+            decided.update({key: raw is not None for key, raw in found.items()})
+            step_metas = iter(values[iid][len(keys[iid]):])
+            for wait, step in carried[iid]:
+                meta = None if step is None else next(step_metas)
+                claim = found[claim_key(iid, wait.name)]
+                decided[carrying_key(iid, wait.name)] = (
+                    step is not None and claim is not None and "token" in json.loads(claim)
+                    and (meta is None or self.app.backend.decode_result(meta).get(
+                        "status") != "SUCCESS"))
+        return decided
 
     def _consumers_holding_all(self, instance_ids: Sequence[str], consumers: int,
                                ) -> tuple[dict[str, set[str]], dict[str, int]]:
@@ -1306,7 +1412,11 @@ class ChainStrategy:
             if tid == task_id(instance_id, "signal", wait.signal):
                 # Before the wait is parked a signal is only stored; the chain that
                 # reaches the wait is what moves the instance, and counts by itself.
-                return undecided and decided[context_key(instance_id, wait.name)]
+                # Once its message claimed the wait to run the step after it, that
+                # message (redelivered, or retried) moves the instance until the step
+                # succeeded.
+                return ((undecided and decided[context_key(instance_id, wait.name)])
+                        or decided[carrying_key(instance_id, wait.name)])
         return True
 
     def _in_live_hands(self, instance_id: str) -> bool:
