@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import os
 import random
 import signal
@@ -31,6 +32,10 @@ LAUNCHER = Path(__file__).with_name("_launch.py")
 # The deadline (monotonic) of the run whose processes are being started, if any: set by
 # `ready_by` around a run, so that no process of the run waits for readiness past it.
 _READY_BY: contextvars.ContextVar[float | None] = contextvars.ContextVar("ready_by",
+                                                                         default=None)
+SPARE_MODULE = "graduate._spare"
+# The spares a run's first workers may take (`Spares.offered`), if any.
+_OFFERED: contextvars.ContextVar[Spares | None] = contextvars.ContextVar("spares_offered",
                                                                          default=None)
 
 
@@ -197,13 +202,14 @@ def dying_with_this_process(argv: Sequence[str]) -> list[str]:
 def spawn(name: str, argv: Sequence[str], log_path: Path,
           env: Mapping[str, str] | None = None, cwd: Path | None = None, *,
           stdin: bytes | None = None, keep_fds: Sequence[int] = (),
-          outlive_parent: bool = False) -> ManagedProcess:
+          outlive_parent: bool = False, feed_later: bool = False) -> ManagedProcess:
     """Start `argv` in a new session with stdout and stderr going to `log_path`.
 
     `stdin` is written to the process's standard input, then closed: the way to hand it
-    secrets, which a command line would show to every user of the machine. `keep_fds`
-    stay open in the process (a lock it must hold). Unless `outlive_parent` (a server
-    that `graduate env up` keeps), the process is killed when this one exits.
+    secrets, which a command line would show to every user of the machine. With
+    `feed_later`, its standard input stays open for the caller to write (`feed`).
+    `keep_fds` stay open in the process (a lock it must hold). Unless `outlive_parent`
+    (a server that `graduate env up` keeps), the process is killed when this one exits.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = list(argv) if outlive_parent else dying_with_this_process(argv)
@@ -211,14 +217,15 @@ def spawn(name: str, argv: Sequence[str], log_path: Path,
     try:
         with log_path.open("ab") as log, _interrupts_held():
             popen = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                command, stdin=subprocess.PIPE if stdin is not None or feed_later
+                else subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 env=None if env is None else dict(env), cwd=cwd, pass_fds=tuple(keep_fds),
             )
             process = ManagedProcess(name=name, popen=popen, log_path=log_path)
         # An interrupt held back above is raised here, once `process` can be stopped.
-        if stdin is not None:
-            _feed(process.popen, stdin)
+        if stdin is not None and not feed_later:
+            feed(process, stdin)
     except BaseException:
         if process is not None:
             process.stop()
@@ -226,7 +233,10 @@ def spawn(name: str, argv: Sequence[str], log_path: Path,
     return process
 
 
-def _feed(popen: subprocess.Popen[bytes], data: bytes) -> None:
+def feed(process: ManagedProcess, data: bytes) -> None:
+    """Write `data` to the standard input of `process` (spawned with `feed_later`) and
+    close it."""
+    popen = process.popen
     assert popen.stdin is not None
     with contextlib.suppress(BrokenPipeError), popen.stdin as pipe:
         # A child that died before reading is reported by whoever waits for it.
@@ -255,6 +265,110 @@ def _interrupts_held() -> Iterator[None]:
             signal.signal(signum, handler)
         for number in held:
             signal.raise_signal(number)
+
+
+def spawn_module(name: str, module: str, args: Sequence[str], log_path: Path,
+                 ready_file: Path, *, stdin: bytes) -> ManagedProcess:
+    """`python -m MODULE ARGS...` with `stdin` written to it, once a `ready_file` left by
+    an earlier process is gone (see `spawn_awaiting`): a spare that has imported MODULE
+    already, where the run offers one (`Spares.offered`), else a new process."""
+    ready_file.unlink(missing_ok=True)
+    spares = _OFFERED.get()
+    if spares is not None:
+        taken = spares.take(module, name, args, log_path, stdin)
+        if taken is not None:
+            return taken
+    return spawn(name, [sys.executable, "-m", module, *args], log_path, stdin=stdin)
+
+
+class Spares:
+    """Worker processes started before a run needs them (ADR 0022).
+
+    A worker's start is mostly its interpreter importing its SDK: most of a second of a
+    core. A spare is `python -m graduate._spare FOLDER MODULE`, spawned as any worker
+    (its own session, dying with this process), that imports MODULE's code at idle
+    priority and then waits for its command line on standard input. Within `offered`,
+    a run's first workers take spares, so that their imports were done while the cores
+    waited on an earlier run's engine; `refill` (once the run's instances started) spawns
+    as many new ones as the run started workers of each module. A worker started later
+    (a replacement after a fault) never takes one: its start is part of the recovery
+    being measured, and pays what an operator's restart pays. Spawn them (`refill`) from
+    the thread that lives as long as they should: their parent-death signal follows it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder  # their logs until taken; names them to `ps` readers
+        self._idle: list[tuple[str, ManagedProcess]] = []
+        self._started: list[str] = []  # modules of the workers started under the offer
+        self._offering = False
+        self._spawned = 0
+
+    def __enter__(self) -> Spares:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+    @contextlib.contextmanager
+    def offered(self) -> Iterator[None]:
+        """Within the block, until `refill`, `spawn_module` takes these spares."""
+        self._offering = True
+        token = _OFFERED.set(self)
+        try:
+            yield
+        finally:
+            _OFFERED.reset(token)
+            self.refill()
+
+    def take(self, module: str, name: str, args: Sequence[str], log_path: Path,
+             stdin: bytes) -> ManagedProcess | None:
+        """An idle spare of `module` turned into the worker `name` (`python -m MODULE
+        ARGS...` writing to `log_path`, `stdin` on its standard input); None when there
+        is none, or the offer is over."""
+        if not self._offering:
+            return None
+        self._started.append(module)
+        spare = next((p for m, p in self._idle if m == module and p.alive()), None)
+        if spare is None:
+            return None
+        self._idle.remove((module, spare))
+        try:
+            # A spare still importing goes on at the priority of the worker it now is.
+            with contextlib.suppress(OSError, AttributeError):
+                os.sched_setscheduler(spare.pid, os.SCHED_OTHER, os.sched_param(0))
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            order = json.dumps({"args": list(args), "log": str(log_path)})
+            feed(spare, order.encode() + b"\n" + stdin)
+        except BaseException:
+            spare.stop()
+            raise
+        _drop_if_empty(spare.log_path)  # from now on it writes to `log_path`
+        return ManagedProcess(name=name, popen=spare.popen, log_path=log_path)
+
+    def refill(self) -> None:
+        """The offer is over: one new spare for each worker started under it."""
+        self._offering = False
+        started, self._started = self._started, []
+        for module in started:
+            self._spawned += 1
+            log = self.folder / f"spare-{os.getpid()}-{self._spawned}.log"
+            process = spawn(f"spare {module}",
+                            [sys.executable, "-m", SPARE_MODULE, str(self.folder), module],
+                            log, feed_later=True)
+            self._idle.append((module, process))
+
+    def stop_all(self) -> None:
+        """Stop every spare not taken (a taken one is its run's worker)."""
+        idle, self._idle = self._idle, []
+        for _, process in idle:
+            process.stop()
+            _drop_if_empty(process.log_path)
+
+
+def _drop_if_empty(log: Path) -> None:
+    with contextlib.suppress(OSError):
+        if log.stat().st_size == 0:
+            log.unlink()
 
 
 def spawn_until_ready(name: str, argv: Sequence[str], log_path: Path, ready_file: Path, *,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from graduate.flow import Flow, InstanceRequest
-from graduate.processes import ManagedProcess, await_ready, spawn_awaiting
+from graduate.processes import ManagedProcess, await_ready, spawn_module
 from graduate.services.model import Services, TemporalTarget
 
 if TYPE_CHECKING:
@@ -229,12 +229,13 @@ def start_worker_process(name: str, module: str, spec: WorkerSpec, run_dir: Path
 
 def launch_worker_process(name: str, module: str, spec: WorkerSpec, run_dir: Path,
                           extra_args: tuple[str, ...] = ()) -> Launched:
-    """`start_worker_process` without the wait for its ready file: spawned, and its
-    readiness to be awaited (`Launched.await_ready`)."""
+    """`start_worker_process` without the wait for its ready file: spawned (or a spare
+    taken: `graduate.processes.Spares`), and its readiness to be awaited
+    (`Launched.await_ready`)."""
     ready_file = Path(spec.ready_file)
-    process = spawn_awaiting(name, [sys.executable, "-m", module, str(run_dir), *extra_args],
-                             run_dir / "logs" / f"{name}.log", ready_file,
-                             stdin=spec.to_json().encode())
+    process = spawn_module(name, module, [str(run_dir), *extra_args],
+                           run_dir / "logs" / f"{name}.log", ready_file,
+                           stdin=spec.to_json().encode())
     return Launched(process, ready_file)
 
 

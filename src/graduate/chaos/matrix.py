@@ -50,6 +50,7 @@ from graduate.config import Settings
 from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore, now_iso
 from graduate.flow import Flow, Step
+from graduate.processes import Spares
 from graduate.runner import RunOptions, approve_all
 from graduate.runs.record import CellOutcome, CellSummary, MatrixRecord, MatrixSpecRecord
 from graduate.runs.remote import check_external
@@ -74,7 +75,7 @@ DEMO_FAULTS = (none.NAME, kill_worker.NAME, stop_worker.NAME, restart_broker.NAM
 DEMO_TIMEOUT = 45.0
 # A cell, as planned and as the matrix file keeps it, is the stored record's.
 __all__ = ["DEFAULT_FAULTS", "DEFAULT_INSTANCES", "DEMO_FAULTS", "DEMO_FLOW", "DEMO_TIMEOUT",
-           "CellOutcome", "MatrixSpec", "default_point", "demo_jobs", "lane_services",
+           "CellOutcome", "LaneShared", "MatrixSpec", "default_point", "demo_jobs", "lane_services",
            "new_matrix_id",
            "plan_cells", "run_matrix", "settle_cell", "summarise"]
 # Several instances in flight, as in production: the fault hits one of them (or, with
@@ -292,32 +293,50 @@ def _shares(engine: str, workers: WorkersKind) -> bool:
     return workers == "local" and not describe(engine).runs_app
 
 
+@dataclass(frozen=True)
+class LaneShared:
+    """What a lane opens once for its cells."""
+
+    stack: Stack | None  # the servers its cells share (None when none shares)
+    # Worker processes that imported their code during an earlier cell's wait, for the
+    # next cell's start to take (ADR 0022).
+    spares: Spares
+
+
 @contextlib.contextmanager
 def lane_services(settings: Settings, engines: Sequence[str],
-                  workers: WorkersKind) -> Iterator[Stack | None]:
-    """The servers a lane's cells on `engines` share, started once (None when none
-    shares: see `_shares`); stopped when the lane ends."""
+                  workers: WorkersKind) -> Iterator[LaneShared]:
+    """The servers a lane's cells on `engines` share, started once (see `_shares`), and
+    its spare workers; stopped when the lane ends."""
     sharing = [engine for engine in engines if _shares(engine, workers)]
-    if not sharing:
-        yield None
-        return
-    with open_stack(settings, needs(sharing), use_kept=False) as stack:
-        yield stack
+    with contextlib.ExitStack() as held:
+        stack = held.enter_context(open_stack(settings, needs(sharing), use_kept=False)
+                                   ) if sharing else None
+        spares = held.enter_context(Spares(settings.state_dir / "spares"))
+        yield LaneShared(stack, spares)
 
 
 def settle_cell(settings: Settings, options: ChaosOptions, store: EvidenceStore, flow: Flow,
-                cell: CellOutcome, shared: Stack | None = None,
+                cell: CellOutcome, shared: LaneShared | None = None,
                 started: Callable[[], None] | None = None) -> CellOutcome:
-    """Run one cell, on the lane's `shared` servers where it shares them, and store its
-    run: the cell as settled by it. `started` is called once the run's instances have
-    started: its start, which takes the cores, is over."""
+    """Run one cell, on the lane's `shared` servers where it shares them, its first
+    workers taken from the lane's spares, and store its run: the cell as settled by it.
+    `started` is called once the run's instances have started: its start, which takes
+    the cores, is over."""
+    spares = shared.spares if shared is not None else None
 
     def event(item: TimelineEvent) -> None:
-        if started is not None and item.kind == INSTANCES_STARTED.kind:
-            started()
+        if item.kind == INSTANCES_STARTED.kind:
+            if started is not None:
+                started()
+            if spares is not None:
+                spares.refill()  # they import at idle priority: no other start waits
 
-    stack = shared if _shares(options.run.engine, options.run.workers_from) else None
-    result = run_chaos(settings, options, store, flow=flow, stack=stack, on_event=event)
+    stack = shared.stack if shared is not None and _shares(
+        options.run.engine, options.run.workers_from) else None
+    with spares.offered() if spares is not None else contextlib.nullcontext():
+        result = run_chaos(settings, options, store, flow=flow, stack=stack,
+                           on_event=event)
     return replace(cell, run_id=result.run_id,
                    status="done" if result.applicable else "not-applicable",
                    summary=summarise(result))
