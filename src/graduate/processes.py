@@ -309,6 +309,11 @@ class Spares:
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
 
+    @property
+    def waiting(self) -> list[ManagedProcess]:
+        """The spares not taken yet."""
+        return [process for _, process in self._idle]
+
     @contextlib.contextmanager
     def offered(self) -> Iterator[None]:
         """Within the block, until `refill`, `spawn_module` takes these spares."""
@@ -349,7 +354,11 @@ class Spares:
         """The offer is over: one new spare for each worker started under it."""
         self._offering = False
         started, self._started = self._started, []
-        for module in started:
+        self.stock(started)
+
+    def stock(self, modules: Sequence[str]) -> None:
+        """One new spare for each of `modules` (a module twice: two spares)."""
+        for module in modules:
             self._spawned += 1
             log = self.folder / f"spare-{os.getpid()}-{self._spawned}.log"
             process = spawn(f"spare {module}",

@@ -63,6 +63,10 @@ class EngineDescription:
     # compares the adapter with: a module with `start_worker(spec, run_dir)` and
     # `open_client(spec)` (see `graduate.adapters.plain`); "" when it has none.
     plain_module: str = ""
+    # The module of each process a run with one worker starts (`python -m MODULE`, a
+    # helper such as Celery beat included): a matrix lane keeps spares of them (ADR
+    # 0022). Empty when they are not graduate's own (a team's app).
+    worker_modules: tuple[str, ...] = ()
 
     @property
     def keeps_app_tables(self) -> bool:

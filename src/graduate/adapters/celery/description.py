@@ -29,6 +29,9 @@ _TUNED: dict[str, Any] = {
     "unacked_restore_throttle": 1,
 }
 
+# The process each worker (and beat) of graduate's Celery engines runs as.
+WORKER_MODULE = "graduate.adapters.celery.worker"
+
 
 def _opener(strategy: str) -> Opener:
     def open_celery(flow: Flow, services: Services, run_dir: Path, *,
@@ -64,6 +67,7 @@ CHAIN = EngineDescription(
     needs_server=False, needs_broker=True, open=_opener("chain"),
     check_settings=_checker("chain"), tuned=_TUNED,
     example_setting="task_acks_late = true", plain_module="graduate.adapters.celery.plain",
+    worker_modules=(WORKER_MODULE,),
 )
 STATE_MACHINE = EngineDescription(
     name="celery-state-machine", title="a Celery state machine", product="Celery",
@@ -82,6 +86,7 @@ STATE_MACHINE = EngineDescription(
     # graduate (docs/adr/0010).
     example_setting="task_acks_late = true",
     plain_module="graduate.adapters.celery.plain_state_machine",
+    worker_modules=(WORKER_MODULE, WORKER_MODULE),  # its worker and its beat
 )
 
 

@@ -20,7 +20,7 @@ from graduate.adapters.base import (
 from graduate.adapters.celery.app import check_strategy, close_app, create_app
 from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.chain import ChainStrategy
-from graduate.adapters.celery.description import CHAIN, STATE_MACHINE
+from graduate.adapters.celery.description import CHAIN, STATE_MACHINE, WORKER_MODULE
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import effective_settings
 from graduate.adapters.celery.state_machine import StateMachineStrategy
@@ -29,7 +29,6 @@ from graduate.flow import Flow, InstanceRequest
 from graduate.processes import ManagedProcess, time_left
 from graduate.services.model import Services
 
-WORKER_MODULE = "graduate.adapters.celery.worker"
 DECISIONS = ("approve", "reject")
 # How long the first login to the broker may take, at most (the run's deadline may cut it).
 LOGIN_TIMEOUT = 5.0

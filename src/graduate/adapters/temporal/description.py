@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from graduate.apps import App
 
 NAME = "temporal"
+# The process each of its workers runs as.
+WORKER_MODULE = "graduate.adapters.temporal.worker"
 
 
 def _open(flow: Flow, services: Services, run_dir: Path, *,
@@ -41,6 +43,7 @@ TEMPORAL = EngineDescription(
     check_settings=settings.check_overrides,
     tuned={"graceful_shutdown_timeout": 10.0, "heartbeat_timeout": 2.0},
     example_setting="heartbeat_timeout = 5", plain_module="graduate.adapters.temporal.plain",
+    worker_modules=(WORKER_MODULE,),
 )
 
 
