@@ -1,8 +1,10 @@
-"""`python -m graduate._spare FOLDER MODULE`: a worker process started before it is needed.
+"""`python -m graduate._spare FOLDER MODULE idle|normal`: a worker process started before
+it is needed.
 
 `graduate.processes.Spares` spawns it as any worker (its own session, dying with its
-parent). It imports MODULE's code at idle priority (most of a second of a core, spent
-while nothing else wants the cores), then waits for one line on standard input, the
+parent). It imports MODULE's code (most of a second of a core), at idle priority when
+told (only what no other process wants of the cores), then waits for one line on
+standard input, the
 command line and log of the worker it is to be: `{"args": [...], "log": PATH}`. It then
 runs MODULE as `python -m MODULE ARGS...` would, at normal priority, writing to that
 log, with the rest of standard input (the worker's spec) left for MODULE to read. End of
@@ -18,14 +20,15 @@ import os
 import runpy
 import sys
 
-USAGE = "usage: python -m graduate._spare FOLDER MODULE, its order on standard input"
+USAGE = ("usage: python -m graduate._spare FOLDER MODULE idle|normal, its order on standard "
+         "input")
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 2:
+    if len(argv) != 3 or argv[2] not in ("idle", "normal"):
         sys.exit(USAGE)
     module = argv[1]
-    idle = _idle()
+    idle = argv[2] == "idle" and _idle()
     importlib.import_module(module)
     # What it imported stays; the module itself runs afresh as __main__, as under
     # `python -m` (run_module warns of a module it finds imported already).

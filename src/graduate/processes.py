@@ -285,15 +285,16 @@ class Spares:
     """Worker processes started before a run needs them (ADR 0022).
 
     A worker's start is mostly its interpreter importing its SDK: most of a second of a
-    core. A spare is `python -m graduate._spare FOLDER MODULE`, spawned as any worker
-    (its own session, dying with this process), that imports MODULE's code at idle
-    priority and then waits for its command line on standard input. Within `offered`,
-    a run's first workers take spares, so that their imports were done while the cores
-    waited on an earlier run's engine; `refill` (once the run's instances started) spawns
-    as many new ones as the run started workers of each module. A worker started later
-    (a replacement after a fault) never takes one: its start is part of the recovery
-    being measured, and pays what an operator's restart pays. Spawn them (`refill`) from
-    the thread that lives as long as they should: their parent-death signal follows it.
+    core. A spare is `python -m graduate._spare FOLDER MODULE PRIORITY`, spawned as any
+    worker (its own session, dying with this process), that imports MODULE's code and
+    then waits for its command line on standard input. Within `offered`, a run's first
+    workers take spares, so that their imports were done while the cores waited on an
+    earlier run's engine; `refill` (once the run's instances started) spawns, at idle
+    priority, as many new ones as the run started workers of each module. A worker
+    started later (a replacement after a fault) never takes one: its start is part of
+    the recovery being measured, and pays what an operator's restart pays. Spawn them
+    (`stock`, `refill`) from the thread that lives as long as they should: their
+    parent-death signal follows it.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -354,16 +355,18 @@ class Spares:
         """The offer is over: one new spare for each worker started under it."""
         self._offering = False
         started, self._started = self._started, []
-        self.stock(started)
+        self.stock(started, idle=True)
 
-    def stock(self, modules: Sequence[str]) -> None:
-        """One new spare for each of `modules` (a module twice: two spares)."""
+    def stock(self, modules: Sequence[str], *, idle: bool) -> None:
+        """One new spare for each of `modules` (a module twice: two spares), importing at
+        idle priority (while other runs go on) or at normal priority (while nothing but
+        the caller's own start-up competes, the import overlapping it)."""
         for module in modules:
             self._spawned += 1
             log = self.folder / f"spare-{os.getpid()}-{self._spawned}.log"
-            process = spawn(f"spare {module}",
-                            [sys.executable, "-m", SPARE_MODULE, str(self.folder), module],
-                            log, feed_later=True)
+            process = spawn(f"spare {module}", [
+                sys.executable, "-m", SPARE_MODULE, str(self.folder), module,
+                "idle" if idle else "normal"], log, feed_later=True)
             self._idle.append((module, process))
 
     def stop_all(self) -> None:

@@ -307,13 +307,15 @@ class LaneShared:
 def lane_services(settings: Settings, engines: Sequence[str],
                   workers: WorkersKind) -> Iterator[LaneShared]:
     """The servers a lane's cells on `engines` share, started once (see `_shares`), and
-    its spare workers, the first ones importing while the servers start; stopped when
-    the lane ends."""
+    its spare workers, the first ones importing while the servers start (at normal
+    priority: the lane holds the start lock, and the import would otherwise be its
+    first cell's); stopped when the lane ends."""
     sharing = [engine for engine in engines if _shares(engine, workers)]
     with contextlib.ExitStack() as held:
         spares = held.enter_context(Spares(settings.state_dir / "spares"))
         if workers == "local":
-            spares.stock([m for engine in engines for m in describe(engine).worker_modules])
+            spares.stock([m for engine in engines for m in describe(engine).worker_modules],
+                         idle=False)
         stack = held.enter_context(open_stack(settings, needs(sharing), use_kept=False)
                                    ) if sharing else None
         yield LaneShared(stack, spares)
