@@ -4,12 +4,11 @@ it is needed.
 `graduate.processes.Spares` spawns it as any worker (its own session, dying with its
 parent). It imports MODULE's code (most of a second of a core), at idle priority when
 told (only what no other process wants of the cores), then waits for one line on
-standard input, the
-command line and log of the worker it is to be: `{"args": [...], "log": PATH}`. It then
-runs MODULE as `python -m MODULE ARGS...` would, at normal priority, writing to that
-log, with the rest of standard input (the worker's spec) left for MODULE to read. End of
-input instead of that line: it was not needed, and exits. FOLDER (its pool's) tells
-`ps` readers whose spare it is.
+standard input, the command line and log of the worker it is to be: `{"args": [...],
+"log": PATH}`. It then runs MODULE as `python -m MODULE ARGS...` would, at normal
+priority, writing to that log, with the rest of standard input (the worker's spec) left
+for MODULE to read. End of input instead of that line: it was not needed, and exits.
+FOLDER (its pool's) tells `ps` readers whose spare it is. See docs/adr/0022.
 """
 
 from __future__ import annotations

@@ -317,14 +317,19 @@ class Spares:
 
     @contextlib.contextmanager
     def offered(self) -> Iterator[None]:
-        """Within the block, until `refill`, `spawn_module` takes these spares."""
+        """Within the block, until `refill`, `spawn_module` takes these spares; refilled
+        at the end of the block unless it failed (then nothing is started any more)."""
         self._offering = True
         token = _OFFERED.set(self)
         try:
             yield
+        except BaseException:
+            self._offering = False
+            self._started.clear()
+            raise
         finally:
             _OFFERED.reset(token)
-            self.refill()
+        self.refill()
 
     def take(self, module: str, name: str, args: Sequence[str], log_path: Path,
              stdin: bytes) -> ManagedProcess | None:
