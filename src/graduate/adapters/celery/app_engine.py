@@ -45,6 +45,7 @@ from graduate.adapters.celery.receipts import (
     received_key,
     still_holds,
     taker_of,
+    unacknowledged,
 )
 from graduate.adapters.celery.settings import TRANSPORT_OPTIONS
 from graduate.apps import App, project_on_path
@@ -239,10 +240,8 @@ class CeleryAppEngine:
             taker = taker_of(client, tid, taken[tid]) if tid in taken else None
             if taker is not None and proven_dead(taker):
                 back = taken[tid] + self._broker.visibility_timeout
-                earliest.append((max(back, eta or back), (
-                    f"held by a message that worker {taker}, now dead, took and never "
-                    "acknowledged; Redis gives it back no sooner than the visibility timeout "
-                    f"({self._broker.visibility_timeout:g} s) after it was taken")))
+                earliest.append((max(back, eta or back), "held by " + unacknowledged(
+                    "a message", f"{taker}, now dead,", self._broker.visibility_timeout)))
             elif eta is not None and eta > now:
                 earliest.append((eta, f"held by task {tid}, due no sooner than its ETA"))
             else:

@@ -46,6 +46,7 @@ from graduate.adapters.celery.receipts import (
     proven_dead,
     received_key,
     taker_of,
+    unacknowledged,
 )
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.errors import (
@@ -1291,10 +1292,9 @@ class ChainStrategy:
             return None
         first = min(movable, key=lambda tid: taken[tid])
         until = taken[first] + self.broker.visibility_timeout
-        return HeldUp(until, f"held only by {len(movable)} message(s) that worker "
-                       f"{takers[first]}, now dead, took and never acknowledged; Redis gives "
-                       f"them back no sooner than the visibility timeout "
-                       f"({self.broker.visibility_timeout:g} s) after they were taken")
+        return HeldUp(until, "held only by " + unacknowledged(
+            f"{len(movable)} message(s)", f"{takers[first]}, now dead,",
+            self.broker.visibility_timeout))
 
     @staticmethod
     def _unseen(queue: str, ready: int, consumers: int, answered: int) -> str:

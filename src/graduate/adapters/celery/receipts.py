@@ -122,6 +122,16 @@ def proven_dead(worker: str) -> bool:
     return worker.rpartition("@")[2] == socket.gethostname() and not runs_here(worker)
 
 
+def unacknowledged(messages: str, taker: str, visibility_timeout: float) -> str:
+    """Why `messages` ("a message", "3 message(s)") hold an instance up: worker `taker`
+    (with what became of it: "w1@host, now dead,") took them and never acknowledged,
+    and Redis gives a message back only a visibility timeout after it was taken."""
+    one = messages == "a message"
+    return (f"{messages} that worker {taker} took and never acknowledged; Redis gives "
+            f"{'it' if one else 'them'} back no sooner than the visibility timeout "
+            f"({visibility_timeout:g} s) after {'it was' if one else 'they were'} taken")
+
+
 def still_holds(app: Celery, worker: str, ids: Sequence[str]) -> bool | None:
     """Whether the live worker named `worker` holds any of the tasks `ids` (reserved,
     held for an ETA, or running), by its own word; None when it does not answer within

@@ -51,6 +51,7 @@ from graduate.adapters.celery.receipts import (
     received_key,
     still_holds,
     taker_of,
+    unacknowledged,
 )
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import STATE_MACHINE
@@ -1183,10 +1184,8 @@ class StateMachineStrategy:
                 return None
             if tid in taken:
                 until = taken[tid] + self.broker.visibility_timeout
-                return until, (f"its decision is held only by a message that worker {taker} "
-                               "took and never acknowledged; Redis gives it back no sooner "
-                               "than the visibility timeout "
-                               f"({self.broker.visibility_timeout:g} s) after it was taken")
+                return until, "its decision is held only by " + unacknowledged(
+                    "a message", taker, self.broker.visibility_timeout)
             if look == 0:
                 # kombu moves a message from the queue to the unacked hash in two commands:
                 # one between them is in neither (see receipts.REDIS_HANDOVER).
