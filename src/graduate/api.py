@@ -45,7 +45,7 @@ from graduate.chaos.matrix_lock import matrix_lock
 from graduate.chaos.profiles import profile_settings
 from graduate.config import Settings, load_settings
 from graduate.errors import ConfigError
-from graduate.evidence import EvidenceStore
+from graduate.evidence import EvidenceStore, known_ids
 from graduate.flow import Flow, load_flow
 from graduate.ledger import Ledger
 from graduate.runner import (
@@ -269,6 +269,10 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
         if resume_id is None:
             raise ConfigError(f"no matrix to resume in {store.root}; start one with "
                               "`graduate matrix FLOW`")
+        if resume_id not in store.matrices():  # a name, not a path: ../runs/x is no matrix
+            raise ConfigError(f"no matrix {resume_id!r} to resume in {store.root}; matrices "
+                              f"there: {known_ids(store.matrices())}. Leave out --matrix-id "
+                              "to resume the latest, or start one with `graduate matrix FLOW`")
         spec = MatrixSpec(flow="")
     elif flow is None:
         raise ConfigError("give a FLOW, or --resume (resume=True) to continue the latest "

@@ -16,7 +16,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,6 +88,12 @@ def read_matrix(path: Path) -> MatrixRecord:
     return MatrixRecord.from_dict(read_json(path), source=f"evidence file {path}")
 
 
+def known_ids(ids: Sequence[str]) -> str:
+    """Stored IDs as a message lists them: the first ten, and how many more."""
+    shown = ", ".join(ids[:10]) if ids else "none"
+    return f"{shown}{f' and {len(ids) - 10} more' if len(ids) > 10 else ''}"
+
+
 def content_hash(path: Path) -> str:
     """sha256 of a file's bytes: how an ADR pins the evidence it was promoted on."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -105,7 +111,7 @@ class EvidenceStore:
 
     def ensure_writable(self) -> None:
         """Refuse, before a run starts, a folder that could not take its record (a run
-        whose evidence cannot be written is a run lost). Creates nothing."""
+        whose evidence cannot be written is a run lost). Leaves nothing behind."""
         for folder in (self.root / "runs", self.root / "matrices"):
             if problem := unwritable(folder):
                 raise EvidenceError(f"the evidence folder {folder} cannot be written "
@@ -150,6 +156,10 @@ class EvidenceStore:
 
     def load_matrix(self, matrix_id: str) -> MatrixRecord:
         return read_matrix(self.matrix_path(matrix_id))
+
+    def matrices(self) -> list[str]:
+        folder = self.root / "matrices"
+        return sorted(p.stem for p in folder.glob("*.json")) if folder.exists() else []
 
     def latest_matrix(self) -> str | None:
         """The most recently written matrix, for `--resume` without an id."""

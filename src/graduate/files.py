@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -77,13 +78,24 @@ def parse_json(text: str, where: str, error: type[GraduateError]) -> Any:
 
 def unwritable(folder: Path) -> str | None:
     """Why `folder` could not be created or written, or None when it could: checked
-    before hours of running, whose results would otherwise be lost at the end. Creates
-    nothing."""
+    before hours of running, whose results would otherwise be lost at the end. Leaves
+    nothing behind.
+
+    Asked of the file system itself, by creating and removing a probe (a file in an
+    existing folder, a folder in the nearest existing parent of a missing one): as root,
+    `os.access` says yes to everything, /proc and /sys and read-only mounts included."""
     nearest = folder
     while not nearest.exists() and nearest != nearest.parent:
         nearest = nearest.parent
     if not nearest.is_dir():
         return f"{nearest} is not a folder"
-    if not os.access(nearest, os.W_OK):
-        return f"{nearest} is read-only"
+    try:
+        if nearest == folder:
+            fd, probe = tempfile.mkstemp(prefix=".graduate-probe-", dir=nearest)
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".graduate-probe-", dir=nearest))
+    except OSError as problem:
+        return f"{nearest} lets nothing be created in it ({problem.strerror or problem})"
     return None

@@ -31,7 +31,7 @@ from graduate.check import (
 )
 from graduate.config import Settings
 from graduate.errors import ConfigError, GraduateError
-from graduate.evidence import EvidenceStore
+from graduate.evidence import EvidenceStore, known_ids
 from graduate.flow import CLASS_MEANINGS, Node, Parallel, Step, Wait
 from graduate.ledger import EffectRecord
 from graduate.redaction import redact_value
@@ -124,9 +124,6 @@ def _latest_matrix(store: EvidenceStore) -> str:
                       f"holds your evidence{absent}")
 
 
-def _known(ids: list[str]) -> str:
-    shown = ", ".join(ids[:10]) if ids else "none"
-    return f"{shown}{f' and {len(ids) - 10} more' if len(ids) > 10 else ''}"
 
 
 @dataclass(frozen=True)
@@ -152,9 +149,9 @@ class _CellSpec:
 
 def _from_matrix(store: EvidenceStore, matrix_id: str, settings: Settings | None) -> Report:
     if not store.matrix_path(matrix_id).exists():
-        matrices = sorted(p.stem for p in (store.root / "matrices").glob("*.json"))
         raise ConfigError(f"no matrix {matrix_id!r} in {store.root}; matrices there: "
-                          f"{_known(matrices)}. Leave out --matrix for the latest one")
+                          f"{known_ids(store.matrices())}. Leave out --matrix for the latest "
+                          "one")
     record = _redacted(store.load_matrix(matrix_id))
     specs = [_CellSpec(key=c.key, engine=c.engine, fault=c.fault, at=c.at, profile=c.profile,
                        status=c.status, run_id=c.run_id, summary=c.summary)
@@ -187,7 +184,7 @@ def _runs_of(store: EvidenceStore, flow: str) -> dict[str, RunRecord]:
     if not found:
         names = sorted({run.flow.name for run in runs.values()})
         raise ConfigError(f"no run of the flow {flow!r} in {store.root}; flows there: "
-                          f"{_known(names)}")
+                          f"{known_ids(names)}")
     return {r: runs[r] for r in found}
 
 
@@ -220,7 +217,7 @@ def _from_runs(store: EvidenceStore, run_ids: list[str],
                if not (store.run_path(r).exists() or store.run_path(r).is_symlink())]
     if missing:
         raise ConfigError(f"no run {', '.join(missing)} in {store.root}; runs there: "
-                          f"{_known(store.runs())}")
+                          f"{known_ids(store.runs())}")
     runs = {r: _redacted(store.load_run(r)) for r in run_ids}
     specs = []
     for run_id, run in runs.items():
