@@ -91,8 +91,15 @@ KEY_ALIASES: Mapping[str, str] = {"workflow_type": "flow", "yyyymmdd": "date"}
 KEY_FIELDS = frozenset({"tenant_id", "flow", "entity_id", "date", "step", "instance_id",
                         *KEY_ALIASES})
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_EFFECT = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+# A name becomes a Temporal activity and signal name, a Celery task name, a ledger key,
+# and a file's name (spikes/NAME.toml, an ADR's): letters a file system and every engine
+# take as they are, and no longer than a PostgreSQL identifier or an input item (63).
+# Matched whole (fullmatch): `$` would let a trailing newline through.
+NAME_LIMIT = 63
+_NAME = re.compile(rf"[a-z][a-z0-9_]{{0,{NAME_LIMIT - 1}}}")
+NAME_RULE = (f"names are lower-case letters, digits and underscores, 1 to {NAME_LIMIT} of "
+             "them, starting with a letter")
+_EFFECT = re.compile(rf"{_NAME.pattern}\.{_NAME.pattern}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 # Weeks, for the milestones of a long-lived flow (a six-week review is "6w", not "42d").
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
@@ -670,11 +677,8 @@ def _expand(flow: Flow, values: InstanceInput) -> Flow:
 def validate(flow: Flow) -> Flow:
     """Return `flow` if it is sound; raise FlowError naming the flow, the item and the fix."""
     where = f"flow {flow.name!r}"
-    if not _NAME.match(flow.name):
-        raise FlowError(
-            f"{where}: the name must be lower-case letters, digits and underscores, "
-            "starting with a letter"
-        )
+    if not _NAME.fullmatch(flow.name):
+        raise FlowError(f"{where}: {NAME_RULE}")
     if flow.version < 1:
         raise FlowError(f"{where}: version must be a whole number from 1 up")
     if not flow.nodes:
@@ -684,8 +688,8 @@ def validate(flow: Flow) -> Flow:
     systems = {s.name for s in flow.systems}
     for node in flow.nodes:
         at = f"{where}, {_KINDS[type(node)]} {node.name!r}"
-        if not _NAME.match(node.name):
-            raise FlowError(f"{at}: names are lower-case letters, digits and underscores")
+        if not _NAME.fullmatch(node.name):
+            raise FlowError(f"{at}: {NAME_RULE}")
         if node.name in seen:
             raise FlowError(f"{at}: the name is used twice; give every step, wait and timer "
                             "its own name")
@@ -695,6 +699,8 @@ def validate(flow: Flow) -> Flow:
         elif isinstance(node, Parallel):
             _validate_group(at, node, systems, seen)
         elif isinstance(node, Wait):
+            if not _NAME.fullmatch(node.signal):
+                raise FlowError(f"{at}: signal = {node.signal!r}: {NAME_RULE}")
             if node.signal in signals:
                 raise FlowError(f"{at}: signal {node.signal!r} is already awaited by another "
                                 "wait; give each wait its own signal name")
@@ -737,8 +743,8 @@ def _validate_inputs(where: str, flow: Flow) -> None:
                             f"example {step.for_each} = [\"buyer\", \"counsel\"]")
     for spec in flow.inputs:
         at = f"{where}, [input] {spec.name}"
-        if not _NAME.match(spec.name):
-            raise FlowError(f"{at}: names are lower-case letters, digits and underscores")
+        if not _NAME.fullmatch(spec.name):
+            raise FlowError(f"{at}: {NAME_RULE}")
         if declared.count(spec.name) > 1:
             raise FlowError(f"{at}: the input is declared twice")
         try:
@@ -801,9 +807,8 @@ def _validate_group(at: str, group: Parallel, systems: set[str], seen: set[str])
                         "or write the steps as plain [[nodes]] steps")
     branches: set[str] = set()
     for branch in group.branches:
-        if not _NAME.match(branch.name):
-            raise FlowError(f"{at}: branch {branch.name!r}: names are lower-case letters, "
-                            "digits and underscores")
+        if not _NAME.fullmatch(branch.name):
+            raise FlowError(f"{at}: branch {branch.name!r}: {NAME_RULE}")
         if branch.name in branches:
             raise FlowError(f"{at}: branch {branch.name!r} is given twice")
         branches.add(branch.name)
@@ -815,9 +820,8 @@ def _validate_group(at: str, group: Parallel, systems: set[str], seen: set[str])
                 raise FlowError(f"{where}: for_each = {step.for_each!r} makes the step a "
                                 "parallel group of its own, one branch per item; write it as "
                                 "a plain [[nodes]] step, outside the group")
-            if not _NAME.match(step.name):
-                raise FlowError(f"{where}: names are lower-case letters, digits and "
-                                "underscores")
+            if not _NAME.fullmatch(step.name):
+                raise FlowError(f"{where}: {NAME_RULE}")
             if step.name in seen:
                 raise FlowError(f"{where}: the name is used twice; give every step, wait, "
                                 "timer and group its own name")
@@ -829,7 +833,7 @@ def _check_effect(at: str, label: str, effect: str, example: str,
                   systems: set[str]) -> None:
     """An effect (a step's, its compensation's, a reminder's, an escalation's or a
     notice's) names an operation of a declared system."""
-    if not _EFFECT.match(effect):
+    if not _EFFECT.fullmatch(effect):
         raise FlowError(f"{at}: {label} {effect!r} must read SYSTEM.OPERATION, "
                         f"for example \"{example}\"")
     system = effect.split(".", 1)[0]
@@ -910,9 +914,9 @@ def _seconds_text(seconds: float) -> str:
 def _validate_interrupt(where: str, interrupt: Interrupt, awaited: set[str],
                         systems: set[str]) -> None:
     at = f"{where}, [interrupt]"
-    if not _NAME.match(interrupt.signal):
-        raise FlowError(f"{at}: signal = {interrupt.signal!r} must be lower-case letters, "
-                        "digits and underscores, for example \"red_flag\"")
+    if not _NAME.fullmatch(interrupt.signal):
+        raise FlowError(f"{at}: signal = {interrupt.signal!r} must be "
+                        f"{NAME_RULE.removeprefix('names are ')}, for example \"red_flag\"")
     if interrupt.signal in awaited:
         raise FlowError(f"{at}: signal {interrupt.signal!r} is also awaited by a wait; an "
                         "interrupt needs a signal of its own (a wait's reject already "

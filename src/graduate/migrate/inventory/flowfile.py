@@ -11,6 +11,7 @@ import json
 import re
 
 from graduate.flow import DEFAULT_IDEMPOTENCY_KEY
+from graduate.migrate.inventory.flows import fit_name
 from graduate.migrate.inventory.model import FlowCandidate, FlowStep, Inventory
 
 # Celery's retry_backoff_max default, 10 minutes (docs.celeryq.dev/en/stable/userguide/tasks.html).
@@ -57,7 +58,7 @@ def flow_toml(found: Inventory, flow: FlowCandidate) -> str:
     for step in steps:
         name = _name(step.task)
         if step.delay_before:
-            lines += ["[[nodes]]", f"timer = {_s(f'before_{name}')}",
+            lines += ["[[nodes]]", f"timer = {_s(fit_name(f'before_{name}'))}",
                       f"duration = {_s(_seconds(step.delay_before))}"
                       "  # countdown/ETA in the code; shorten it for a spike", ""]
         lines += _step(step, name)
@@ -108,7 +109,7 @@ def _description(flow: FlowCandidate) -> str:
 def _name(text: str) -> str:
     snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", text).lower()
     name = _NOT_NAME.sub("_", snake).strip("_") or "step"
-    return name if name[0].isalpha() else f"step_{name}"
+    return fit_name(name if name[0].isalpha() else f"step_{name}")
 
 
 def _seconds(value: float) -> str:

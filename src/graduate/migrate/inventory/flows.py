@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from graduate.flow import NAME_LIMIT
 from graduate.migrate.inventory.hazards import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RETRY_DELAY,
@@ -107,13 +108,18 @@ def _place(task: Task) -> tuple[str, int]:
 def _name(text: str) -> str:
     snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", text).lower()
     name = _NOT_NAME.sub("_", snake).strip("_") or "flow"
-    return name if name[0].isalpha() else f"flow_{name}"
+    return fit_name(name if name[0].isalpha() else f"flow_{name}")
+
+
+def fit_name(name: str, suffix: str = "") -> str:
+    """`name` + `suffix`, `name` cut short enough that the whole is a flow's name."""
+    return name[:NAME_LIMIT - len(suffix)].rstrip("_") + suffix
 
 
 def _unique(name: str, taken: set[str]) -> str:
     candidate, number = name, 2
     while candidate in taken:
-        candidate, number = f"{name}_{number}", number + 1
+        candidate, number = fit_name(name, f"_{number}"), number + 1
     taken.add(candidate)
     return candidate
 
