@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
+from google.protobuf.json_format import ParseError
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
@@ -20,6 +21,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from graduate.adapters.temporal import registry
 from graduate.adapters.temporal.application import load_worker
 from graduate.adapters.temporal.client import connect
+from graduate.adapters.temporal.history_check import check_history
+from graduate.adapters.temporal.messages import WORKFLOW_NAME
 from graduate.adapters.temporal.workflow import GraduateFlow
 from graduate.errors import ConfigError, ServiceError
 from graduate.flow import Flow
@@ -44,9 +47,12 @@ def export_history(history_json: str, folder: Path, workflow_id: str) -> Path:
     return path
 
 
-def read_history_files(paths: Sequence[Path]) -> list[WorkflowHistory]:
+def read_history_files(paths: Sequence[Path], *,
+                       own_flow: bool = True) -> list[WorkflowHistory]:
     """Histories from JSON files (`temporal workflow show --output json`, the UI's
-    download, or a run's export): the workflow ID is the file's name."""
+    download, or a run's export): the workflow ID is the file's name. With `own_flow`,
+    each must be a history of graduate's workflow (a team's app may have removed a
+    workflow type, which its replay then shows breaking)."""
     histories = []
     for path in paths:
         try:
@@ -57,10 +63,12 @@ def read_history_files(paths: Sequence[Path]) -> list[WorkflowHistory]:
                 raise ValueError("its first event names no run: originalExecutionRunId")
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"cannot read history file {path}: {error}") from error
-        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as error:
+        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError,
+                ParseError) as error:
             raise ConfigError(f"{path} is not a Temporal workflow history in JSON ({error}); "
                               "export one with `temporal workflow show --workflow-id ID "
                               "--output json`") from error
+        check_history(history, str(path), WORKFLOW_NAME if own_flow else None)
         histories.append(history)
     return histories
 
@@ -90,9 +98,10 @@ def workflows_for(flow: Flow, previous: Flow | None = None,
     return [GraduateFlow]
 
 
-async def replay(histories: Sequence[WorkflowHistory],
-                 workflows: Sequence[type]) -> list[Replayed]:
-    """Each history replayed on `workflows`: clean, or where and why it breaks."""
+async def replay(histories: Sequence[WorkflowHistory], workflows: Sequence[type],
+                 on_result: Callable[[Replayed], None] | None = None) -> list[Replayed]:
+    """Each history replayed on `workflows`: clean, or where and why it breaks; each
+    result also to `on_result` as it comes."""
     replayer = Replayer(
         workflows=workflows,
         # As the worker runs them: graduate's modules pass through the sandbox.
@@ -100,25 +109,40 @@ async def replay(histories: Sequence[WorkflowHistory],
             restrictions=SandboxRestrictions.default.with_passthrough_modules("graduate")),
     )
 
+    # A history whose workflow never started a task ran no code: it replays on any code,
+    # and SDK core, handed it, waits for a task that never comes.
+    results = [Replayed(h.workflow_id, h.run_id, running=True) for h in histories
+               if not _ran(h)]
+    if on_result is not None:
+        for idle in results:
+            on_result(idle)
+
     async def each() -> AsyncIterator[WorkflowHistory]:
         for history in histories:
-            yield history
+            if _ran(history):
+                yield history
 
-    results = []
     async with replayer.workflow_replay_iterator(each()) as replayed:
         async for result in replayed:
             history, failure = result.history, result.replay_failure
             running = not any(e.event_type in _CLOSED for e in history.events)
             if failure is None:
                 results.append(Replayed(history.workflow_id, history.run_id, running))
-                continue
-            message = str(failure).strip() or type(failure).__name__
-            inner = _MESSAGE.search(message)
-            reason = inner.group(1) if inner else message.splitlines()[0]
-            results.append(Replayed(history.workflow_id, history.run_id, running,
-                                    broken=True, event_id=_event_id(message, history),
-                                    reason=reason[:500]))
+            else:
+                message = str(failure).strip() or type(failure).__name__
+                inner = _MESSAGE.search(message)
+                reason = inner.group(1) if inner else message.splitlines()[0]
+                results.append(Replayed(history.workflow_id, history.run_id, running,
+                                        broken=True, event_id=_event_id(message, history),
+                                        reason=reason[:500]))
+            if on_result is not None:
+                on_result(results[-1])
     return results
+
+
+def _ran(history: WorkflowHistory) -> bool:
+    return any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+               for e in history.events)
 
 
 _CLOSED = {EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
