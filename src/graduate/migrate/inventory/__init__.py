@@ -48,7 +48,8 @@ __all__ = [
 def inventory(path: str | os.PathLike[str]) -> Inventory:
     """Read the Celery code under `path` (a directory or one file) and return what it finds.
 
-    Raises ConfigError when `path` does not exist or is neither a directory nor a file.
+    Raises ConfigError when `path` does not exist, is neither a directory nor a file, or
+    is a file whose name does not end in .py.
     Code it cannot read (syntax errors, dynamic task names, star imports) is listed in
     `Inventory.skipped` with the reason; it never stops the inventory. The codebase's own
     tests (`tests/` folders, `test_*.py`, `*_test.py`, `conftest.py`) are not read.
@@ -68,6 +69,9 @@ def inventory(path: str | os.PathLike[str]) -> Inventory:
     if not (root.is_dir() or root.is_file()):
         raise ConfigError(f"inventory: {root} is neither a folder nor a file; give the folder "
                           "of a Celery codebase (or one .py file)")
+    if root.is_file() and root.suffix != ".py":  # read as Python, it would find nothing
+        raise ConfigError(f"inventory: {root} is not a Python file (.py); give the folder of "
+                          "a Celery codebase, or one of its .py files")
     sources = list(python_files(root))
     read = read_all(sources)
     modules = [r for r in read if isinstance(r, ModuleFacts)]
