@@ -5,9 +5,12 @@ names the fix, nothing written. A new bad input is one more line in a list below
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -518,8 +521,119 @@ AUDIT = [
          files={"code/tasks.py": b"\xff\xfe#\x00"}, code=0),
 ]
 
+HISTORY = json.loads((Path(__file__).parent / "history.json").read_text(encoding="utf-8"))
+
+
+def history(change: Callable[[list[dict[str, Any]]], object]) -> dict[str, str]:
+    """h.json: the first events of a real run's history (tests/badinput/history.json) as
+    `change` leaves them (a hand's edit, a cut, a merge)."""
+    events = copy.deepcopy(HISTORY["events"])
+    change(events)
+    return {"h.json": json.dumps({"events": events})}
+
+
+def swap(events: list[dict[str, Any]]) -> None:
+    events[4], events[8] = events[8], events[4]
+
+
+def renumber(events: list[dict[str, Any]], start: int) -> list[dict[str, Any]]:
+    for number, event in enumerate(events, start):
+        event["eventId"] = str(number)
+    return events
+
+
+def drop_scheduled(events: list[dict[str, Any]]) -> None:
+    """The activity's scheduling gone, its start then refers to itself (event 5)."""
+    events.pop(4)
+    renumber(events, 1)
+
+
+def start_twice(events: list[dict[str, Any]]) -> None:
+    events.insert(5, copy.deepcopy(events[0]))
+    renumber(events, 1)
+
+
+REPLAY = ("replay", "partner_approval", "{project}/h.json")
+NOT_WHOLE = "h.json is not a whole Temporal workflow history"
+NOTIFY = ('step = "notify"', 'step = "{}"')
+
+# The leftovers of that audit, and the second audit of 2026-11-30: a "can I write
+# there" that root always passed, a resume that did not say which matrices there are,
+# names no engine or file system should take, histories that hung or panicked the SDK
+# (no Ctrl-C stopped it) or passed for a deploy that breaks, a TOML read as Python.
+LEFTOVERS = [
+    Case("chaos-evidence-in-proc", chaos("--evidence", "/proc/graduate-evidence"),
+         ("evidence folder /proc/graduate-evidence/runs cannot be written",
+          "/proc lets nothing be created in it", "--evidence")),
+    Case("bench-out-in-proc", (*SCALE, "--out", "/proc/graduate-bench"),
+         ("--out /proc/graduate-bench cannot be written", "/proc lets nothing")),
+    Case("demo-out-in-sys", ("demo", "--out", "/sys/graduate-reports"),
+         ("the reports cannot be written into /sys/graduate-reports", "--out")),
+    Case("matrix-id-unknown", ("matrix", "--matrix-id", "nope"),
+         ("no matrix 'nope' to resume", "matrices there: none",
+          "Leave out --matrix-id to resume the latest")),
+    Case("matrix-id-names-a-run", ("matrix", "--resume", "--matrix-id", "../runs/x"),
+         ("no matrix '../runs/x' to resume",),
+         files={".graduate/evidence/runs/x.json": "{}",
+                ".graduate/evidence/matrices/m1.json": "{}"}),
+    Case("matrix-id-unknown-lists-those-there", ("matrix", "--matrix-id", "nope"),
+         ("matrices there: m1, m2",),
+         files={".graduate/evidence/matrices/m1.json": "{}",
+                ".graduate/evidence/matrices/m2.json": "{}"}),
+    Case("flow-step-name-300-characters", run("long"),
+         (f"step '{'n' * 300}'", "1 to 63 of them"),
+         files=spike("long", (NOTIFY[0], NOTIFY[1].format("n" * 300)))),
+    Case("flow-step-name-ends-in-a-newline", run("newline"),
+         ("step 'notify\\n'", "lower-case letters, digits and underscores"),
+         files=spike("newline", (NOTIFY[0], NOTIFY[1].format("notify\\n")))),
+    Case("flow-step-name-with-a-path", run("path"),
+         ("step '../notify'", "lower-case letters"),
+         files=spike("path", (NOTIFY[0], NOTIFY[1].format("../notify")))),
+    Case("flow-step-name-empty", run("empty"), ("step ''", "1 to 63 of them"),
+         files=spike("empty", (NOTIFY[0], NOTIFY[1].format("")))),
+    Case("flow-wait-signal-with-a-slash", run("sig"),
+         ("wait 'approval'", "signal = 'app/roval'", "lower-case letters"),
+         files=spike("sig", ('signal = "approval"', 'signal = "app/roval"'))),
+    Case("flow-effect-ends-in-a-newline", run("effect"),
+         ("'notify.send_welcome\\n' must read SYSTEM.OPERATION",),
+         files=spike("effect", ('effect = "notify.send_welcome"',
+                                'effect = "notify.send_welcome\\n"'))),
+    Case("replay-history-event-without-type", REPLAY, (NOT_WHOLE, "event 4 has no eventType"),
+         files=history(lambda events: events[3].pop("eventType"))),
+    Case("replay-history-events-out-of-order", REPLAY,
+         (NOT_WHOLE, "event 5 has eventId 9", "1, 2, 3... in order"), files=history(swap)),
+    Case("replay-history-with-a-gap", REPLAY, (NOT_WHOLE, "event 2 has eventId 3"),
+         files=history(lambda events: events.pop(1))),
+    Case("replay-history-numbered-from-101", REPLAY, (NOT_WHOLE, "event 1 has eventId 101"),
+         files=history(lambda events: renumber(events, 101))),
+    Case("replay-history-event-id-not-a-number", REPLAY,
+         ("h.json is not a Temporal workflow history in JSON", "eventId"),
+         files=history(lambda events: events[3].update(eventId="four"))),
+    Case("replay-history-attributes-of-another-type", REPLAY,
+         (NOT_WHOLE, "event 5 is EVENT_TYPE_TIMER_FIRED but carries "
+          "activity_task_scheduled_event_attributes"),
+         files=history(lambda events: events[4].update(eventType="EVENT_TYPE_TIMER_FIRED"))),
+    Case("replay-history-started-twice", REPLAY,
+         (NOT_WHOLE, "event 6 is EVENT_TYPE_WORKFLOW_EXECUTION_STARTED", "only once"),
+         files=history(start_twice)),
+    Case("replay-history-refers-to-a-later-event", REPLAY,
+         (NOT_WHOLE, "has scheduled_event_id 5, which is not an earlier event"),
+         files=history(drop_scheduled)),
+    Case("replay-history-of-another-workflow-type", REPLAY,
+         ("h.json is a history of workflow type 'OtherWorkflow'", "GraduateFlow"),
+         files=history(lambda events: events[0]["workflowExecutionStartedEventAttributes"][
+             "workflowType"].update(name="OtherWorkflow"))),
+    # Not bad input: a workflow that never started a task ran no code, so it replays on
+    # any (SDK core, handed it, waited for a task forever).
+    Case("replay-history-of-a-workflow-that-ran-no-task", REPLAY,
+         ("all 1 histories replay on this code",),
+         files=history(lambda events: events.__delitem__(slice(1, None))), code=0),
+    Case("inventory-of-a-toml-file", ("inventory", "{project}/pyproject.toml"),
+         ("pyproject.toml is not a Python file (.py)", "one of its .py files")),
+]
+
 CASES = [*TRACEBACKS, *BRACKETS, *VALUES, *UNREACHABLE, *WORKER, *SPECIAL_FILES,
-         *UNREADABLE_ADRS, *EXISTING, *BRANCHES, *INPUTS, *AUDIT]
+         *UNREADABLE_ADRS, *EXISTING, *BRANCHES, *INPUTS, *AUDIT, *LEFTOVERS]
 
 
 @pytest.mark.timeout(60)
