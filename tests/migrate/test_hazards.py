@@ -107,6 +107,43 @@ def test_late_ack_needs_an_idempotency_key(codebase: Codebase) -> None:
     assert rules(inventory(root)) == [("late-ack-without-idempotency", "tasks.py:5")]
 
 
+def test_an_apps_late_ack_is_one_hazard_at_its_setting_naming_its_tasks(
+        codebase: Codebase) -> None:
+    """task_acks_late for the whole app: one decision, so one hazard where it is made,
+    listing the tasks without a key; each task's flow still counts it, and a task that
+    sets acks_late itself keeps its own."""
+    root = codebase({"celery_app.py": REDIS_APP + "app.conf.task_acks_late = True\n",
+                     "tasks.py": """
+        from celery_app import app
+        from payments import gateway
+
+        @app.task
+        def charge(order_id):
+            gateway.charge(order_id)
+
+        @app.task
+        def refund(order_id):
+            gateway.refund(order_id)
+
+        @app.task
+        def capture(order_id):
+            gateway.capture(order_id, idempotency_key=f"capture:{order_id}")
+
+        @app.task(acks_late=True)
+        def void(order_id):
+            gateway.void(order_id)
+        """})
+    found = inventory(root)
+    assert rules(found) == [("late-ack-without-idempotency", "celery_app.py:4"),
+                            ("late-ack-without-idempotency", "tasks.py:17")]
+    app_wide, own = found.hazards
+    assert app_wide.task == "2 tasks"
+    assert app_wide.why.endswith("their effects can apply twice: charge, refund")
+    assert own.task == "void"
+    counted = {f.entry: [h.task for h in f.hazards] for f in found.flows}
+    assert counted["charge"] == ["2 tasks"] and counted["refund"] == ["2 tasks"]
+
+
 def test_reject_on_worker_lost_on_a_task_that_can_kill_its_worker(codebase: Codebase) -> None:
     root = codebase({"celery_app.py": REDIS_APP, "tasks.py": """
         import subprocess

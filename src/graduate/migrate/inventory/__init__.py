@@ -82,7 +82,7 @@ def inventory(path: str | os.PathLike[str]) -> Inventory:
     return Inventory(
         root=str(root), files=len(sources),
         findings=tuple(sorted(project.findings, key=lambda f: (f.location, f.kind))),
-        hazards=tuple(h for _, h in found), flows=tuple(flows),
+        hazards=tuple(dict.fromkeys(h for _, h in found)), flows=tuple(flows),
         skipped=tuple(sorted([*skipped, *project.skipped], key=lambda s: s.location)),
         settings=project.settings.summary())
 

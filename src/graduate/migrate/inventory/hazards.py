@@ -42,6 +42,10 @@ RULES: tuple[Rule, ...] = (
          "Countdown or ETA whose length is known only at run time"),
 )
 _RULES = {rule.id: rule for rule in RULES}
+LATE_ACK = "late-ack-without-idempotency"
+_LATE_ACK_FIX = ("pass an idempotency key derived from the business entity (for example "
+                 "{tenant_id}:{flow}:{entity_id}:{step}) to every external call, and have the "
+                 "system (or a unique row) refuse a second use")
 _Add = Callable[[str, Task, Location, str, str], None]
 
 # Celery retries a task 3 times, 180 s apart, unless told otherwise
@@ -84,8 +88,10 @@ class _Broker:
 
 
 def hazards(project: Project) -> list[tuple[Task, Hazard]]:
-    """Every hazard found, with the task it concerns, in file and line order."""
+    """Every hazard found, with the task it concerns, in file and line order; a hazard
+    of an app's setting comes once for each task it covers."""
     found: list[tuple[Task, Hazard]] = []
+    by_setting: dict[Location, list[Task]] = {}
 
     def add(rule_id: str, task: Task, where: Location, why: str, fix: str) -> None:
         rule = _RULES[rule_id]
@@ -159,13 +165,11 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
                 f"raise consumer_timeout above {limit:g} s for its queue, or lower the time "
                 "limit")
         if not task.idempotent:
-            add("late-ack-without-idempotency", task, task.location,
-                f"{task.short} is acknowledged late (set at {acks_at}), so a crash or "
-                "redelivery runs it again, and nothing in it names an idempotency key: its "
-                "effects can apply twice",
-                "pass an idempotency key derived from the business entity (for example "
-                "{tenant_id}:{flow}:{entity_id}:{step}) to every external call, and have the "
-                "system (or a unique row) refuse a second use")
+            if "acks_late" in task.options or acks_at is None:
+                add(LATE_ACK, task, task.location, _late_ack_why(task.short, acks_at),
+                    _LATE_ACK_FIX)
+            else:  # the app's setting: one hazard for the app, below
+                by_setting.setdefault(acks_at, []).append(task)
         # A hard time limit terminates the pool process and replaces it
         # (docs.celeryq.dev/en/stable/userguide/workers.html#time-limits); with
         # reject_on_worker_lost the message is requeued, and "enabling this can cause message
@@ -185,8 +189,37 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
                 "drop reject_on_worker_lost for this task, or count deliveries (a retry "
                 "counter in the message or a row) and stop requeueing after a few")
 
+    _late_acks_of_an_app(by_setting, add, found)
     _two_sources(project, add)
     return sorted(found, key=lambda pair: (pair[1].location, pair[1].rule))
+
+
+def _late_acks_of_an_app(by_setting: dict[Location, list[Task]], add: _Add,
+                         found: list[tuple[Task, Hazard]]) -> None:
+    """The tasks acknowledged late by an app's task_acks_late, without an idempotency key.
+    One setting, one decision: named once, at the setting, with the tasks it covers
+    (readthedocs had 45 hazards, one per task, for one line of settings)."""
+    for setting_at, tasks in by_setting.items():
+        if len(tasks) == 1:
+            add(LATE_ACK, tasks[0], tasks[0].location, _late_ack_why(tasks[0].short, setting_at),
+                _LATE_ACK_FIX)
+            continue
+        names = sorted(task.short for task in tasks)
+        hazard = Hazard(LATE_ACK, _RULES[LATE_ACK].severity, f"{len(names)} tasks",
+                        setting_at,
+                        f"task_acks_late = True (set at {setting_at}) acknowledges every task "
+                        "of the app late, so a crash or redelivery runs it again, and nothing "
+                        f"in these {len(names)} names an idempotency key: their effects can "
+                        f"apply twice: {', '.join(names)}",
+                        _LATE_ACK_FIX + "; or set acks_late=True only on the tasks that are "
+                        "safe to run twice")
+        found.extend((task, hazard) for task in tasks)  # each task's flow counts it
+
+
+def _late_ack_why(task: str, acks_at: Location | None) -> str:
+    return (f"{task} is acknowledged late (set at {acks_at}), so a crash or redelivery runs "
+            "it again, and nothing in it names an idempotency key: its effects can apply "
+            "twice")
 
 
 def _two_sources(project: Project, add: _Add) -> None:
