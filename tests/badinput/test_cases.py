@@ -628,6 +628,16 @@ LEFTOVERS = [
     Case("replay-history-of-a-workflow-that-ran-no-task", REPLAY,
          ("all 1 histories replay on this code",),
          files=history(lambda events: events.__delitem__(slice(1, None))), code=0),
+    # The second audit: a --junit that cannot be written was a traceback, after the replay.
+    Case("replay-junit-in-proc", (*REPLAY, "--junit", "/proc/graduate/replay.xml"),
+         ("--junit /proc/graduate/replay.xml cannot be written", "/proc lets nothing"),
+         files=history(lambda events: None)),
+    Case("replay-junit-folder-is-a-file", (*REPLAY, "--junit", "{project}/pyproject.toml/r.xml"),
+         ("pyproject.toml is not a folder", "give a file path"),
+         files=history(lambda events: None)),
+    Case("replay-junit-is-a-folder", (*REPLAY, "--junit", "{project}/docs"),
+         ("--junit {project}/docs cannot be written (it is a folder)",),
+         files=history(lambda events: None)),
     Case("inventory-of-a-toml-file", ("inventory", "{project}/pyproject.toml"),
          ("pyproject.toml is not a Python file (.py)", "one of its .py files")),
 ]

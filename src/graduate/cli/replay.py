@@ -12,6 +12,7 @@ from rich.table import Table
 import graduate
 from graduate.cli.common import console, settings
 from graduate.errors import ConfigError
+from graduate.files import unwritable
 from graduate.migrate.replay import IN_FLIGHT, replay_histories, to_junit
 from graduate.services.model import TemporalTarget
 
@@ -42,6 +43,9 @@ def replay(
     --junit replay.xml
     """
     config = settings(ctx)
+    if junit is not None and (problem := _unwritable_file(junit)):
+        raise ConfigError(f"--junit {junit} cannot be written ({problem}); give a file path "
+                          "in a folder you can write to")
     target = graduate.resolve(flow, engine="temporal", settings=config)
     app = dict(target.app.engines["temporal"]) if target.app is not None else None
     server = None
@@ -56,8 +60,12 @@ def replay(
     report = replay_histories(flow, target.flow, paths=histories or (), server=server,
                               query=query, app=app)
     if junit is not None:
-        junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_text(to_junit(report), encoding="utf-8")
+        try:
+            junit.parent.mkdir(parents=True, exist_ok=True)
+            junit.write_text(to_junit(report), encoding="utf-8")
+        except OSError as error:  # changed under it since the check
+            raise ConfigError(f"--junit {junit} cannot be written ({error.strerror})"
+                              ) from error
     table = Table(title=f"replay on the current code of {flow}")
     for column in ("instance", "run", "state", "replay", "event", "reason"):
         table.add_column(column)
@@ -74,3 +82,10 @@ def replay(
                       "version)")
         raise typer.Exit(1)
     console.print(f"all {len(report.results)} histories replay on this code")
+
+
+def _unwritable_file(path: Path) -> str | None:
+    """Why the file `path` could not be written, found before the replay."""
+    if path.is_dir():
+        return "it is a folder"
+    return unwritable(path.parent)
