@@ -141,7 +141,8 @@ def test_an_apps_late_ack_is_one_hazard_at_its_setting_naming_its_tasks(
     assert app_wide.why.endswith("their effects can apply twice: charge, refund")
     assert own.task == "void"
     counted = {f.entry: [h.task for h in f.hazards] for f in found.flows}
-    assert counted["charge"] == ["2 tasks"] and counted["refund"] == ["2 tasks"]
+    assert counted["charge"] == ["2 tasks"]
+    assert counted["refund"] == ["2 tasks"]
 
 
 def test_reject_on_worker_lost_on_a_task_that_can_kill_its_worker(codebase: Codebase) -> None:
