@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from xml.etree import ElementTree
 
+from graduate._launch import die_with_parent
 from graduate.errors import ConfigError, GraduateError
 from graduate.flow import Flow
 from graduate.services.model import TemporalTarget
@@ -124,8 +125,8 @@ def in_child(call: Callable[..., T], args: tuple[Any, ...], *, silence: float,
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
     receive, send = context.Pipe(duplex=False)
     with tempfile.NamedTemporaryFile(prefix="graduate-child-", suffix=".log") as log:
-        child = context.Process(target=_child, args=(send, log.name, call, args),
-                                daemon=True)
+        child = context.Process(target=_child, daemon=True,
+                                args=(os.getpid(), send, log.name, call, args))
         child.start()
         send.close()
         answered = False
@@ -157,8 +158,10 @@ def in_child(call: Callable[..., T], args: tuple[Any, ...], *, silence: float,
                 child.join()
 
 
-def _child(send: Connection, log: str, call: Callable[..., Any],
+def _child(parent: int, send: Connection, log: str, call: Callable[..., Any],
            args: tuple[Any, ...]) -> None:
+    # A CLI killed with SIGKILL takes this child with it, stuck in the SDK or not.
+    die_with_parent(parent)
     with open(log, "wb") as handle:  # SDK core writes its panics straight to fd 2
         os.dup2(handle.fileno(), 2)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it, and says why
