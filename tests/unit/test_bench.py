@@ -28,9 +28,27 @@ def test_a_sample_counts_steps_and_waits_apart_from_what_landed() -> None:
 
     # Two flows from the first start (100.0) to the last effect (103.6).
     assert figures.flows_per_second == pytest.approx(2 / 3.6)
-    # Steps: 0.2, 0.4 (i1) and 0.4, 0.4 (i2); across the wait: 3.0 and 1.0.
+    # Steps: 0.4 (i1) and 0.4 (i2), each from the step before (a start is no step);
+    # across the wait: 3.0 and 1.0.
     assert figures.step_p50 == pytest.approx(0.4)
     assert figures.wait_p50 == pytest.approx(2.0)
+
+
+def test_a_step_latency_does_not_depend_on_how_the_instances_were_started() -> None:
+    # The same steps, 0.3 s apart and 1.0 s across the wait, after two ways of starting:
+    # registered together then started as a batch (the harness: the second instance's
+    # first step queued 2.0 s behind the first), and one start at a time (the plain
+    # driver: each first step 0.1 s after its own start).
+    def landed(first: float) -> dict[str, float]:
+        return {"a": first, "b": first + 0.3, "c": first + 1.3}
+
+    batch = sample(NODES, {"i1": 0.0, "i2": 0.0}, {"i1": landed(1.0), "i2": landed(2.0)})
+    one_by_one = sample(NODES, {"i1": 0.0, "i2": 0.9}, {"i1": landed(0.1),
+                                                       "i2": landed(1.0)})
+
+    assert batch.step_p50 == pytest.approx(0.3)
+    assert one_by_one.step_p50 == pytest.approx(0.3)
+    assert batch.wait_p50 == one_by_one.wait_p50 == pytest.approx(1.0)
 
 
 def test_an_unfinished_instance_is_left_out_of_the_throughput() -> None:

@@ -26,8 +26,8 @@ class Spread:
 @dataclass(frozen=True)
 class FlowSample:
     """One run of N instances: flows per second from the first start to the last step's
-    effect, the median time from one step's effect to the next (the first counted from
-    the instance's start; never across a wait), and the median time across the waits
+    effect, the median time from one step's effect to the next (never across a wait, and
+    never from the instance's start: see `sample`), and the median time across the waits
     (from the effect before a wait to the effect after it)."""
 
     instances: int
@@ -38,13 +38,20 @@ class FlowSample:
 
 def sample(nodes: Sequence[tuple[str, str]], started: Mapping[str, float],
            landed: Mapping[str, Mapping[str, float]]) -> FlowSample:
-    """`landed[instance][step]`: when each step's (first) effect landed."""
+    """`landed[instance][step]`: when each step's (first) effect landed.
+
+    A step's latency runs from the effect of the step before it: an instance's first
+    step has none and is not counted. From a start to the first effect measures how the
+    instances were started as much as what a step costs, and the two sides start them
+    differently (the harness registers a batch and starts it together, each first step
+    then queueing behind the batch's others; the plain driver starts one at a time).
+    The starts still count in the throughput, from the first."""
     steps: list[float] = []
     waits: list[float] = []
     ends = []
     for instance, start in started.items():
         times = landed.get(instance, {})
-        previous: float | None = start
+        previous: float | None = None  # no step's effect yet: the first one is no interval
         across_wait = False
         for kind, name in nodes:
             if kind == "wait":
