@@ -30,6 +30,13 @@ from graduate.adapters.temporal.workflow import GraduateFlow
 from graduate.flow import Flow, load_flow
 
 ACTIVITY_THREADS = 8
+# Workflows a worker keeps in its sticky cache (the SDK's default is 1,000). Past it, a
+# workflow task of one pushed out fetches its whole history and replays it in a new
+# sandbox: with five times the instances in flight that the cache held (1,000 against a
+# cache of 200), 447 of the first 568 sticky tasks did. The cache holds only workflows
+# in flight (one is evicted when it completes), about 0.1 MB each for the scale flow;
+# docs/adr/0019.
+CACHED_WORKFLOWS = 10_000
 
 
 def deployment_config(spec: WorkerSpec, flow: Flow) -> WorkerDeploymentConfig | None:
@@ -61,6 +68,7 @@ async def serve(spec: WorkerSpec) -> None:
             activities=[EffectActivities(spec.services["ledger_url"]).perform],
             activity_executor=executor,
             max_concurrent_activities=ACTIVITY_THREADS,
+            max_cached_workflows=CACHED_WORKFLOWS,
             graceful_shutdown_timeout=timedelta(seconds=grace),
             deployment_config=deployment_config(spec, flow),
             # graduate's own modules are deterministic data and code; passing them through
