@@ -159,6 +159,14 @@ REDIS_HOW_TO = (
 )
 
 
+# The dev server's SQLite file in write-ahead-log mode, synced at checkpoints: in its
+# default rollback journal, every commit synced the journal and the file, and a read
+# (a visibility list) held off every write until it ended. A server killed by a fault
+# keeps every committed write (the log survives the process; only a machine's crash
+# could lose the last ones). docs/adr/0019.
+SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
+
+
 @dataclass
 class LocalTemporal:
     """A `temporal server start-dev` process with its state in `db_file`.
@@ -214,7 +222,7 @@ class LocalTemporal:
             str(self.binary), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
             "--port", str(self.port), "--http-port", str(self.http_port),
             "--metrics-port", str(self.metrics_port), "--db-filename", str(self.db_file),
-            "--log-level", "warn",
+            *SQLITE_PRAGMAS, "--log-level", "warn",
         ], self.log_path, keep_fds=keep, outlive_parent=self.kept))
         wait_until(self.ready, timeout=READY_TIMEOUT, what=f"Temporal server on {self.address}",
                    process=self.process)
