@@ -413,52 +413,97 @@ def _encode_fields(value: Any) -> dict[str, Any]:
 
 
 def _decode(kind: Any, raw: Any, where: str) -> Any:
+    return _decoder(kind)(raw, where)
+
+
+_Decoder = Callable[[Any, str], Any]
+
+
+@functools.cache
+def _decoder(kind: Any) -> _Decoder:
+    """The decoder of `kind`, worked out once per type: reading a folder of runs decodes
+    millions of values, and asking each time what a type is (its origin, its arguments,
+    its fields and their hints) cost most of the reading. Every check is still made on
+    every value; only the question of which checks to make is answered once."""
     custom = _DECODERS.get(kind)
     if custom is not None:
-        return custom(raw, where)
+        return custom
     if kind is Any:
-        return raw
+        return lambda raw, where: raw
     origin = get_origin(kind)
     if origin in (Union, types.UnionType):
-        return _decode_union(get_args(kind), raw, where)
+        return _union_decoder(get_args(kind))
     if origin is Literal:
-        if raw not in get_args(kind):
-            raise _Invalid(where, f"is {raw!r}, not one of "
-                                  f"{', '.join(repr(a) for a in get_args(kind))}")
-        return raw
+        return _literal_decoder(get_args(kind))
     if origin is tuple:
-        item = get_args(kind)[0]
+        return _tuple_decoder(_decoder(get_args(kind)[0]))
+    if origin is dict:
+        return _dict_decoder(_decoder(get_args(kind)[1]))
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return _enum_decoder(kind)
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        return _fields_decoder(kind)
+    return _scalar_decoder(kind)
+
+
+def _union_decoder(options: tuple[Any, ...]) -> _Decoder:
+    nullable = type(None) in options
+    decoders = [_decoder(o) for o in options if o is not type(None)]
+    if len(decoders) == 1:  # `X | None`: X's own problem is the value's problem
+        only = decoders[0]
+
+        def optional(raw: Any, where: str) -> Any:
+            return None if raw is None and nullable else only(raw, where)
+        return optional
+
+    def union(raw: Any, where: str) -> Any:
+        if raw is None and nullable:
+            return None
+        problems = []
+        for decode in decoders:
+            try:
+                return decode(raw, where)
+            except _Invalid as error:
+                problems.append(error)
+        if len(problems) == 1:
+            raise problems[0]
+        raise _Invalid(where, f"is {_shown(raw)}, which none of its types accepts")
+    return union
+
+
+def _literal_decoder(choices: tuple[Any, ...]) -> _Decoder:
+    def literal(raw: Any, where: str) -> Any:
+        if raw not in choices:
+            raise _Invalid(where, f"is {raw!r}, not one of "
+                                  f"{', '.join(repr(a) for a in choices)}")
+        return raw
+    return literal
+
+
+def _tuple_decoder(item: _Decoder) -> _Decoder:
+    def items(raw: Any, where: str) -> Any:
         if not isinstance(raw, list | tuple):  # a tuple: a record built in Python
             raise _Invalid(where, f"should be a list, not {_shown(raw)}")
-        return tuple(_decode(item, v, f"{where}[{n}]") for n, v in enumerate(raw))
-    if origin is dict:
-        _, item = get_args(kind)
+        return tuple([item(v, f"{where}[{n}]") for n, v in enumerate(raw)])
+    return items
+
+
+def _dict_decoder(item: _Decoder) -> _Decoder:
+    def entries(raw: Any, where: str) -> Any:
         if not isinstance(raw, dict):
             raise _Invalid(where, f"should be an object, not {_shown(raw)}")
-        return {str(k): _decode(item, v, f"{where}.{k}") for k, v in raw.items()}
-    if isinstance(kind, type) and issubclass(kind, Enum):
+        return {str(k): item(v, f"{where}.{k}") for k, v in raw.items()}
+    return entries
+
+
+def _enum_decoder(kind: type[Enum]) -> _Decoder:
+    def member(raw: Any, where: str) -> Any:
         try:
             return kind(raw)
         except ValueError:
             choices = ", ".join(repr(m.value) for m in kind)
             raise _Invalid(where, f"is {raw!r}, not one of {choices}") from None
-    if dataclasses.is_dataclass(kind):
-        return _decode_fields(kind, raw, where)
-    return _decode_scalar(kind, raw, where)
-
-
-def _decode_union(options: tuple[Any, ...], raw: Any, where: str) -> Any:
-    if raw is None and type(None) in options:
-        return None
-    problems = []
-    for option in (o for o in options if o is not type(None)):
-        try:
-            return _decode(option, raw, where)
-        except _Invalid as error:
-            problems.append(error)
-    if len(problems) == 1:
-        raise problems[0]
-    raise _Invalid(where, f"is {_shown(raw)}, which none of its types accepts")
+    return member
 
 
 _SCALARS: dict[Any, tuple[tuple[type, ...], str]] = {
@@ -469,45 +514,59 @@ _SCALARS: dict[Any, tuple[tuple[type, ...], str]] = {
 }
 
 
-def _decode_scalar(kind: Any, raw: Any, where: str) -> Any:
+def _scalar_decoder(kind: Any) -> _Decoder:
     if kind is type(None):
-        if raw is not None:
-            raise _Invalid(where, f"should be null, not {_shown(raw)}")
-        return None
+        def null(raw: Any, where: str) -> Any:
+            if raw is not None:
+                raise _Invalid(where, f"should be null, not {_shown(raw)}")
+            return None
+        return null
     if kind not in _SCALARS:
-        raise TypeError(f"a stored record cannot hold a {kind!r} ({where})")
+        raise TypeError(f"a stored record cannot hold a {kind!r}")
     accepted, name = _SCALARS[kind]
-    # JSON has no separate booleans-as-numbers: true is not 1 here.
-    if not isinstance(raw, accepted) or (kind is not bool and isinstance(raw, bool)):
-        raise _Invalid(where, f"should be {name}, not {_shown(raw)}")
-    # A float field written as a whole number (JSON's 5 for 5.0) reads as the float.
-    return float(raw) if kind is float and isinstance(raw, int) else raw
+
+    def scalar(raw: Any, where: str) -> Any:
+        if type(raw) is kind:  # what JSON gives: the checks below would all pass
+            return raw
+        # JSON has no separate booleans-as-numbers: true is not 1 here.
+        if not isinstance(raw, accepted) or (kind is not bool and isinstance(raw, bool)):
+            raise _Invalid(where, f"should be {name}, not {_shown(raw)}")
+        # A float field written as a whole number (JSON's 5 for 5.0) reads as the float.
+        return float(raw) if kind is float and isinstance(raw, int) else raw
+    return scalar
 
 
 def _decode_fields(cls: Any, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise _Invalid(where, f"should be an object, not {_shown(raw)}")
-    declared = [f for f in dataclasses.fields(cls) if f.init]
-    names = {f.name for f in declared}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise _Invalid(_join(where, unknown[0]), "is not part of the schema", unknown=True)
-    hints = _hints(cls)
-    values = {}
-    for item in declared:
-        path = _join(where, item.name)
-        if item.name not in raw:
-            if (item.default is dataclasses.MISSING
-                    and item.default_factory is dataclasses.MISSING):
-                raise _Invalid(path, "is missing")
-            continue
-        values[item.name] = _decode(hints[item.name], raw[item.name], path)
-    return cls(**values)
+    return _fields_decoder(cls)(raw, where)
 
 
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
+def _fields_decoder(cls: Any) -> _Decoder:
+    """The decoder of a dataclass's fields (as stored, whatever `_DECODERS` says of it)."""
+    hints = get_type_hints(cls)
+    # (name, required, decoder) of each field, in declared order: the first problem met
+    # is the one named.
+    plan = [(f.name, f.default is dataclasses.MISSING
+             and f.default_factory is dataclasses.MISSING, _decoder(hints[f.name]))
+            for f in dataclasses.fields(cls) if f.init]
+    names = frozenset(name for name, _, _ in plan)
+
+    def fields(raw: Any, where: str) -> Any:
+        if not isinstance(raw, dict):
+            raise _Invalid(where, f"should be an object, not {_shown(raw)}")
+        if not names.issuperset(raw):
+            unknown = sorted(set(raw) - names)
+            raise _Invalid(_join(where, unknown[0]), "is not part of the schema",
+                           unknown=True)
+        values = {}
+        for name, required, decode in plan:
+            if name not in raw:
+                if required:
+                    raise _Invalid(_join(where, name), "is missing")
+                continue
+            values[name] = decode(raw[name], f"{where}.{name}" if where else name)
+        return cls(**values)
+    return fields
 
 
 def _join(where: str, name: str) -> str:
