@@ -394,22 +394,33 @@ def _from_value(cls: type[T], data: Mapping[str, Any], *, source: str,
 
 
 def _encode(value: Any) -> Any:
-    custom = _ENCODERS.get(type(value))
+    return _encoder(value.__class__)(value)
+
+
+@functools.cache
+def _encoder(kind: Any) -> Callable[[Any], Any]:
+    """How a value of type `kind` is written, worked out once per type (as `_decoder`)."""
+    custom = _ENCODERS.get(kind)
     if custom is not None:
-        return custom(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _encode_fields(value)
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, list | tuple):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
-    return value
+        return custom
+    if dataclasses.is_dataclass(kind):
+        return _encode_fields
+    if issubclass(kind, Enum):
+        return lambda value: value.value
+    if issubclass(kind, list | tuple):
+        return lambda value: [_encode(v) for v in value]
+    if issubclass(kind, dict):
+        return lambda value: {str(k): _encode(v) for k, v in value.items()}
+    return lambda value: value
 
 
 def _encode_fields(value: Any) -> dict[str, Any]:
-    return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return {name: _encode(getattr(value, name)) for name in _field_names(value.__class__)}
+
+
+@functools.cache
+def _field_names(cls: Any) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def _decode(kind: Any, raw: Any, where: str) -> Any:
