@@ -16,7 +16,9 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,7 +83,40 @@ def read_record(path: Path) -> Record:
 
 
 def read_run(path: Path) -> RunRecord:
+    """The run in `path`; inside `reading_once`, a file already read is not read again."""
+    cache = _RUNS_READ.get()
+    if cache is None:
+        return _read_run(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return _read_run(path)  # missing or unreadable: read_json says why
+    # The same file under any name, unchanged since it was read.
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in cache:
+        cache[key] = _read_run(path)
+    return cache[key]
+
+
+def _read_run(path: Path) -> RunRecord:
     return RunRecord.from_dict(read_json(path), source=f"evidence file {path}")
+
+
+_RUNS_READ: ContextVar[dict[tuple[int, int, int, int], RunRecord] | None] = ContextVar(
+    "_RUNS_READ", default=None)
+
+
+@contextmanager
+def reading_once() -> Iterator[None]:
+    """Within it, each run file is read and checked once, however many times it is asked
+    for: the reports index reads every ADR's runs for its gate, for its row and for its
+    report. A file that changes meanwhile (size, mtime or inode) is read again. Records
+    are frozen and shared: a reader must not change the dicts they hold."""
+    token = _RUNS_READ.set({})
+    try:
+        yield
+    finally:
+        _RUNS_READ.reset(token)
 
 
 def read_matrix(path: Path) -> MatrixRecord:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import pytest
 from tests.sample import SAMPLE_MATRIX, sample_run_files
 
 from graduate.errors import EvidenceError, GraduateError
-from graduate.evidence import EvidenceStore, read_record
+from graduate.evidence import EvidenceStore, read_record, read_run, reading_once
 from graduate.runs.record import CellOutcome, MatrixRecord, RunRecord
 
 # The demo evidence of the sample flow, of schema version 1, pinned by the history of
@@ -135,6 +136,26 @@ def test_a_record_reads_back_from_the_store_as_it_was_saved(tmp_path: Path) -> N
     assert read_record(store.run_path(run.run_id)) == run
     assert (raw(store.run_path(run.run_id))["schema_version"],
             raw(store.run_path(run.run_id))["kind"]) == (RunRecord.SCHEMA_VERSION, "run")
+
+
+def test_inside_reading_once_a_run_is_read_once_and_again_once_its_file_changes(
+        tmp_path: Path) -> None:
+    store = EvidenceStore(tmp_path)
+    path = store.save_run(RunRecord.from_dict(raw(RUN_FILES[0])))
+    run_id = path.stem
+
+    with reading_once():
+        first = store.load_run(run_id)
+        assert read_run(path) is first
+        assert store.load_run(run_id) is first
+        data = raw(path)
+        data["profile"] = 7
+        path.write_text(json.dumps(data), encoding="utf-8")
+        with pytest.raises(EvidenceError, match=rf"{re.escape(str(path))}: field profile"):
+            store.load_run(run_id)
+
+    with pytest.raises(EvidenceError, match="field profile should be a string"):
+        store.load_run(run_id)
 
 
 # ---------------------------------------------------------------------------- refused

@@ -22,7 +22,7 @@ from graduate.adr.document import AdrDocument, decision_outcome, discover
 from graduate.adr.gates import GatePolicy, evaluate, stale_runs
 from graduate.adr.record import AdrError, Attachment
 from graduate.errors import ConfigError, GraduateError
-from graduate.evidence import EvidenceStore
+from graduate.evidence import EvidenceStore, reading_once
 from graduate.reports.build import build_report
 from graduate.reports.model import CellReport, Pairs, Report
 from graduate.reports.render import template
@@ -82,11 +82,13 @@ def build_index(project_dir: Path, policy: GatePolicy, reports_dir: Path) -> Spi
     """The index of every graduate ADR in the project, as its files stand now;
     `reports_dir` is where the index goes and where the flows' reports are looked for."""
     entries, unreadable = [], []
-    for path, found in discover(project_dir):
-        if isinstance(found, AdrError):
-            unreadable.append((path.name, str(found)))
-            continue
-        entries.append(_entry(project_dir, found, policy, reports_dir))
+    # Each ADR's runs are read for its gate, its row and its report: once is enough.
+    with reading_once():
+        for path, found in discover(project_dir):
+            if isinstance(found, AdrError):
+                unreadable.append((path.name, str(found)))
+                continue
+            entries.append(_entry(project_dir, found, policy, reports_dir))
     if not entries and not unreadable:
         raise ConfigError(f"no graduate ADR in {project_dir / 'docs' / 'adr'}; write one with "
                           "`graduate adr new FLOW` and attach its evidence first")
