@@ -269,7 +269,11 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
         if resume_id is None:
             raise ConfigError(f"no matrix to resume in {store.root}; start one with "
                               "`graduate matrix FLOW`")
-        if resume_id not in store.matrices():  # a name, not a path: ../runs/x is no matrix
+        # A name, not a path (../runs/x is no matrix); one being started by another
+        # process has only its lock so far, and matrix_lock names that process.
+        if resume_id not in store.matrices() and not (
+                resume_id == Path(resume_id).name
+                and store.matrix_path(resume_id).with_suffix(".lock").exists()):
             raise ConfigError(f"no matrix {resume_id!r} to resume in {store.root}; matrices "
                               f"there: {known_ids(store.matrices())}. Leave out --matrix-id "
                               "to resume the latest, or start one with `graduate matrix FLOW`")
