@@ -166,7 +166,7 @@ def test_a_plain_run_answers_a_wait_once_the_step_before_it_landed(tmp_path: Pat
 
 def test_a_chaos_run_answers_only_an_instance_that_waits(tmp_path: Path) -> None:
     class NoFault:
-        def withheld(self) -> tuple[str, ...]:
+        def withheld(self, instance_id: str) -> tuple[str, ...]:
             return ()
 
     run, engine = early_session(tmp_path, arming=NoFault())
@@ -203,3 +203,24 @@ def test_a_landing_read_by_a_watch_that_ends_before_it_answers_is_answered_by_th
     run.watch(time.monotonic() + 30, until=lambda statuses: next(polls))
 
     assert engine.signals == [(first, "invoicing_signoff")]
+
+
+def test_an_instance_the_operator_cancelled_at_its_wait_gets_no_answer(
+        tmp_path: Path) -> None:
+    engine = WaitingEngine()
+    run = session(engine, tmp_path)
+    run.requests.append(new_request(FLOW, "r1", 2, "t"))
+    cancelled, other = run.instance_ids
+
+    class CancelledAtWait:
+        """A rollback fired at the sign-off: the first instance's answer stays held."""
+
+        def withheld(self, instance_id: str) -> tuple[str, ...]:
+            return ("day_one_signoff",) if instance_id == cancelled else ()
+
+    run.arming = cast(Any, CancelledAtWait())
+    polls = iter([False, True])
+
+    run.watch(time.monotonic() + 30, until=lambda statuses: next(polls))
+
+    assert engine.signals == [(other, "day_one_signoff")]

@@ -137,14 +137,18 @@ class _Arming:
 
     plan: FaultPlan
     held: set[str] = field(default_factory=set)
+    at_wait: str = ""  # the signal of the wait the fault fires at, if it does
+    # Instances cancelled at that wait (a rollback there) never get its answer: sent
+    # after the cancel it would race it, and the rehearsal is of a cancel at the wait.
+    cancelled_at_wait: set[str] = field(default_factory=set)
 
     def arm(self, ledger: Ledger, request: InstanceRequest) -> None:
         if self.plan.step and self.plan.point in ("before-effect", "after-effect"):
             ledger.arm(request.instance_id, self.plan.step,
                        self.plan.point)  # type: ignore[arg-type]
 
-    def withheld(self) -> Collection[str]:
-        return self.held
+    def withheld(self, instance_id: str) -> Collection[str]:
+        return {self.at_wait} if instance_id in self.cancelled_at_wait else self.held
 
     def holds(self, step: str, point: PausePoint) -> bool:
         return (self.plan.step, self.plan.point) == (step, point)
@@ -170,7 +174,8 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
     timeline = Timeline(listener=on_event)
     arming = _Arming(plan)
     if plan.point == "during-wait":
-        arming.held.add(find_wait(flow, plan.step).signal)
+        arming.at_wait = find_wait(flow, plan.step).signal
+        arming.held.add(arming.at_wait)
     # A fault that cannot apply is decided before any worker starts: what it needs is
     # known from the engine's description, the settings and the options.
     reason = _cannot_apply(settings, options, run)
@@ -206,6 +211,8 @@ def run_chaos(settings: Settings, options: ChaosOptions, store: EvidenceStore, *
                     timeline.add(NOT_FIRED, str(error))
                     fired, why = error.after > 0, str(error)
             _release_all(session, plan, disarm=True)
+            if plan.point == "during-wait":
+                arming.cancelled_at_wait.update(context.acts.cancelled)
             arming.held.clear()
             # Recover: the supervisor restarts what died until every instance finished,
             # or until what is unfinished provably never moves again before the deadline.

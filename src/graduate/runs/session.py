@@ -99,8 +99,9 @@ class Arming(Protocol):
         """Prepare an instance before it starts (arm its fault point)."""
         ...
 
-    def withheld(self) -> Collection[str]:
-        """Signals not to answer yet: a fault that fires during a wait holds its answer."""
+    def withheld(self, instance_id: str) -> Collection[str]:
+        """Signals not to answer `instance_id` yet: a fault that fires during a wait holds
+        its answer, and to an instance the operator cancelled there, for good."""
         ...
 
     def holds(self, step: str, point: PausePoint) -> bool:
@@ -382,7 +383,6 @@ class RunSession:
         for instance_id, status in statuses.items():
             self._interrupt(instance_id, status)
         decisions = self.options.decisions
-        withheld = self.arming.withheld() if self.arming is not None else ()
         answers = self._early_answers()
         # What is sent this look: thousands of waiting instances must not each scan it.
         sending = {(a.instance_id, a.name) for a in answers}
@@ -390,7 +390,9 @@ class RunSession:
             if status.state is not InstanceState.WAITING:
                 continue
             wait = next_wait(self.flow, status.done)
-            if (wait and wait.signal in decisions and wait.signal not in withheld
+            if (wait and wait.signal in decisions
+                    and (self.arming is None
+                         or wait.signal not in self.arming.withheld(instance_id))
                     and (instance_id, wait.signal) not in self.signalled
                     and (instance_id, wait.signal) not in sending):
                 answers.append(Signal(instance_id, wait.signal,
