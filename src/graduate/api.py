@@ -229,6 +229,7 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
            settings: Settings | None = None,
            evidence: Path | None = None,
            on_cell: Callable[[CellOutcome, int, int], None] | None = None,
+           on_planned: Callable[[int], None] | None = None,
            workers: str = "local", jobs: int | None = 1,
            inputs: InputValues | None = None) -> MatrixResult:
     """Run `flow` under every combination of engine, fault and profile: one chaos run
@@ -248,7 +249,9 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
     refused with InUse, which names that process.
     `time_scale` compresses every duration of the flow in every cell (`"1h=1s"`, or a
     factor; see `graduate.timescale`).
-    `on_cell(cell, number, total)` is told after each cell, in the order they end.
+    `on_cell(cell, number, total)` is told after each cell, in the order they end;
+    `on_planned(cells)` once, when every option has been checked and before any cell runs
+    (a banner printed there never precedes a refusal).
     `workers="external"` runs every cell on workers registered by `graduate worker` (see
     `chaos`): two of each engine, say, on other hosts.
     `jobs` cells run at once, in lanes: processes of their own, each running an engine's
@@ -305,7 +308,8 @@ def matrix(flow: str | Path | None = None, *, engines: Sequence[str] | None = No
     with matrix_lock(store, matrix_id):
         matrix_id, cells = run_matrix(config, spec, store, resume=resume_id,
                                       jobs=demo_jobs(spec.engines) if jobs is None else jobs,
-                                      on_cell=on_cell, matrix_id=matrix_id)
+                                      on_cell=on_cell, on_planned=on_planned,
+                                      matrix_id=matrix_id)
     return MatrixResult(matrix_id=matrix_id, cells=tuple(cells),
                         evidence=store.matrix_path(matrix_id))
 

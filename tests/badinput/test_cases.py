@@ -640,6 +640,22 @@ LEFTOVERS = [
          files=history(lambda events: None)),
     Case("inventory-of-a-toml-file", ("inventory", "{project}/pyproject.toml"),
          ("pyproject.toml is not a Python file (.py)", "one of its .py files")),
+    # The third audit (2026-11-30): a banner or a progress bar before the refusal, an empty
+    # path read as the current folder (reports written into it, a venv read as histories),
+    # /dev/null called missing.
+    Case("demo-jobs-zero-prints-no-banner", ("demo", "--jobs", "0"),
+         ("jobs 0 must be a whole number of cells to run at once",),
+         absent=("graduate demo:",)),
+    Case("matrix-instances-zero-shows-no-progress", ("matrix", "partner_approval",
+                                                     "--instances", "0"),
+         ("--instances and --workers must be 1 or more",), absent=("0/?", "matrix ")),
+    Case("inventory-of-an-empty-path", ("inventory", ""),
+         ("inventory: the path is empty", "folder of a Celery codebase")),
+    Case("report-out-empty", ("report", "--out", ""), ("the path is empty",)),
+    Case("replay-of-an-empty-path", ("replay", "partner_approval", ""),
+         ("the path is empty",)),
+    Case("replay-of-dev-null", ("replay", "partner_approval", "/dev/null"),
+         ("/dev/null is neither a history file", "nor a folder of them")),
 ]
 
 CASES = [*TRACEBACKS, *BRACKETS, *VALUES, *UNREACHABLE, *WORKER, *SPECIAL_FILES,

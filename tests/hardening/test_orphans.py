@@ -52,7 +52,8 @@ def test_ctrl_c_while_a_worker_starts_leaves_nothing(project: Path, engine: str)
     assert having(started, f"graduate.adapters.{engine.split('-', maxsplit=1)[0]}.worker")
     run.send_signal(signal.SIGINT)
 
-    assert run.wait(timeout=60) != 0
+    assert run.wait(timeout=60) == 130, output(project)  # the README's code for Ctrl-C
+    assert "interrupted; every process graduate started was stopped" in output(project)
     assert survivors(started, within=EXIT_WITHIN) == []
 
 

@@ -204,10 +204,13 @@ def new_matrix_id() -> str:
 def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
                resume: str | None = None, jobs: int = 1,
                on_cell: Callable[[CellOutcome, int, int], None] | None = None,
+               on_planned: Callable[[int], None] | None = None,
                matrix_id: str | None = None) -> tuple[str, list[CellOutcome]]:
     """Run every cell not yet done, up to `jobs` at once (each then in a process of its
     own: `graduate.chaos.cells`); return the matrix id and all cells. A new matrix takes
-    `matrix_id` (from `new_matrix_id`: its caller holds its lock, `matrix_lock`)."""
+    `matrix_id` (from `new_matrix_id`: its caller holds its lock, `matrix_lock`).
+    `on_planned(cells to run)` is told once every option is checked and the matrix
+    saved, before the first cell starts."""
     store.ensure_writable()
     if resume is not None:
         record = store.load_matrix(resume)
@@ -239,6 +242,8 @@ def run_matrix(settings: Settings, spec: MatrixSpec, store: EvidenceStore, *,
 
     save()
     pending = [n for n, cell in enumerate(cells) if cell.status == "pending"]
+    if on_planned is not None:
+        on_planned(len(pending))
 
     def settled(index: int, outcome: CellOutcome) -> None:
         cells[index] = outcome

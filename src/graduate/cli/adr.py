@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from graduate.cli.common import console, settings
+from graduate.cli.common import console, given_path, settings
 from graduate.config import Settings
 
 # graduate.adr (with the evidence, the checker and jsonschema it reads) is imported by
@@ -69,8 +69,9 @@ def attach_evidence(
         metavar="EVIDENCE...",
         help="Run ids, matrix ids (their runs come too), or JUnit XML files.")],
     evidence: Annotated[Path | None, typer.Option(
-        "--evidence", help="Evidence folder (default: .graduate/evidence, or `evidence` in "
-                           "\\[tool.graduate]).")] = None,
+        "--evidence", parser=given_path,
+        help="Evidence folder (default: .graduate/evidence, or `evidence` in "
+             "\\[tool.graduate]).")] = None,
 ) -> None:
     """Pin evidence to an ADR by its sha256: runs, matrices and JUnit reports.
 

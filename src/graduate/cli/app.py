@@ -48,6 +48,10 @@ class _Commands(TyperGroup):
         except GraduateError as error:
             print_error(str(error))
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # typer would exit 130 without a word
+            # The with-blocks it unwound have stopped every process the command started.
+            err_console.print("interrupted; every process graduate started was stopped")
+            raise typer.Exit(130) from None
 
     def list_commands(self, ctx: Any) -> list[str]:
         # A command already built is in self.commands too: listed once, in COMMANDS' order.

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from graduate.bench import SECTIONS, BenchOptions, previous_bench, run_bench, write_bench
-from graduate.cli.common import console, settings
+from graduate.cli.common import console, given_path, settings
 from graduate.errors import ConfigError
 
 
@@ -50,6 +50,7 @@ def bench(
     = ",".join(BenchOptions.matrix_faults),
     timeout: Annotated[float, typer.Option(help="Deadline of each run, seconds.")] = 300.0,
     out: Annotated[Path | None, typer.Option(
+        parser=given_path,
         help="Folder for benchmarks.md, benchmarks.json and the charts (default: reports/).")]
     = None,
 ) -> None:

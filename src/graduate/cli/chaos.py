@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 import graduate
@@ -27,11 +35,12 @@ from graduate.chaos.faults import (
 )
 from graduate.chaos.matrix import DEFAULT_FAULTS, DEFAULT_INSTANCES
 from graduate.chaos.profiles import PROFILES
-from graduate.cli.common import InputOption, TimeScaleOption, console, settings
+from graduate.cli.common import InputOption, TimeScaleOption, console, given_path, settings
 
 VERDICT_STYLE = {Verdict.COMPLETED: "green", Verdict.COMPENSATED: "yellow",
                  Verdict.FAILED: "red", Verdict.LOST: "bold red", Verdict.STUCK: "bold red"}
 EvidenceOption = Annotated[Path | None, typer.Option(
+    parser=given_path,
     help="Evidence folder (default: .graduate/evidence, or `evidence` in \\[tool.graduate]).")]
 HitOption = Annotated[str, typer.Option(
     help=f"Which instances the fault hits ({', '.join(HITS)}): the first to reach the fault "
@@ -240,11 +249,17 @@ def matrix(
     Example: graduate matrix partner_approval --engines temporal,celery-chain
     --faults kill-worker,restart-broker,restart-server --profiles defaults,tuned
     """
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, disable=as_json) as progress:
-        task = progress.add_task("matrix", total=None)
+    with ExitStack() as stack:
+        bars: list[tuple[Progress, TaskID]] = []
+
+        def planned(cells: int) -> None:  # the bar once the options are checked
+            progress = stack.enter_context(Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=console, disable=as_json))
+            bars.append((progress, progress.add_task("matrix", total=cells)))
 
         def advance(cell: CellOutcome, number: int, total: int) -> None:
+            progress, task = bars[0]
             progress.update(task, total=total, completed=number,
                             description=f"{cell.engine} {cell.fault} {cell.profile}")
 
@@ -254,7 +269,7 @@ def matrix(
             at=at, instances=instances, hit=hit, change=change, timeout=timeout,
             restart_delay=restart_delay, time_scale=time_scale, resume=matrix_id or resume,
             workers=workers, jobs=jobs, inputs=input_, settings=settings(ctx),
-            evidence=evidence, on_cell=advance)
+            evidence=evidence, on_cell=advance, on_planned=planned)
     if as_json:
         console.print_json(result.evidence.read_text(encoding="utf-8"))
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +22,14 @@ def print_error(message: str, label: str = "error") -> None:
     """The one place the command line prints an error: as plain text, never as markup,
     so that brackets in a message ([tool.graduate], [[nodes]], a name) reach the user."""
     err_console.print(Text.assemble((f"{label}:", "bold red"), " ", message), soft_wrap=True)
+
+
+def given_path(text: str) -> Path:
+    """A file or folder typed on the command line (every path option's parser). An empty
+    one is refused: Path("") is the current folder, which nobody means by ''."""
+    if not text.strip():
+        raise typer.BadParameter("the path is empty; give a file or folder")
+    return Path(text)
 
 
 def settings(ctx: typer.Context) -> Settings:

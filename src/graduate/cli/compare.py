@@ -10,7 +10,7 @@ import typer
 
 from graduate.chaos.faults import none
 from graduate.chaos.profiles import PROFILES
-from graduate.cli.common import console, err_console, settings
+from graduate.cli.common import console, err_console, given_path, settings
 from graduate.cli.run import _decisions
 from graduate.errors import ConfigError
 from graduate.migrate.compare import Comparison, run_comparison
@@ -44,8 +44,10 @@ def compare(
         + "; or one of the project's own")] = "defaults",
     timeout: Annotated[float, typer.Option(help="Each run's deadline, seconds.")] = 90.0,
     report: Annotated[Path | None, typer.Option(
+        parser=given_path,
         help="Write the comparison as Markdown, HTML and JSON into this folder.")] = None,
     evidence: Annotated[Path | None, typer.Option(
+        parser=given_path,
         help="Evidence folder of the two runs (default: the project's).")] = None,
 ) -> None:
     """Run an app's Temporal and Celery implementations on the same instances, decisions

@@ -17,7 +17,7 @@ from graduate.chaos.matrix import (
     DEMO_TIMEOUT,
 )
 from graduate.cli.chaos import HitOption, matrix_table
-from graduate.cli.common import console, settings
+from graduate.cli.common import console, given_path, settings
 from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore
 from graduate.files import unwritable
@@ -35,6 +35,7 @@ def demo(
         help="Cells to run at once (default: one per engine), each engine's in lanes "
              "that share a server, each cell with its own workers.")] = None,
     out: Annotated[Path | None, typer.Option(
+        parser=given_path,
         help="Folder for the HTML and Markdown reports (default: reports/).")] = None,
 ) -> None:
     """Run the pilot (partner_approval) under every fault on Temporal and on both
@@ -55,8 +56,11 @@ def demo(
                           "--out a folder you can write to")
     engines = engine_names()
     at_once = "one per engine" if jobs is None else str(jobs)
-    console.print(f"[bold]graduate demo[/]: the crash matrix of {DEMO_FLOW} on "
-                  f"{', '.join(engines)}; {len(DEMO_FAULTS)} faults each, {at_once} at once")
+
+    def banner(cells: int) -> None:  # once the options are checked: never before an error
+        console.print(f"[bold]graduate demo[/]: the crash matrix of {DEMO_FLOW} on "
+                      f"{', '.join(engines)}; {len(DEMO_FAULTS)} faults each, {cells} cells, "
+                      f"{at_once} at once")
 
     def progress(cell: CellOutcome, number: int, total: int) -> None:
         result = ("n/a" if cell.status == "not-applicable"
@@ -66,7 +70,7 @@ def demo(
 
     result = graduate.matrix(DEMO_FLOW, engines=engines, faults=DEMO_FAULTS,
                              instances=instances, hit=hit, timeout=timeout, settings=config,
-                             jobs=jobs, on_cell=progress)
+                             jobs=jobs, on_cell=progress, on_planned=banner)
     console.print(matrix_table(result.matrix_id, result.cells))
     built = build_report(EvidenceStore(config.evidence_dir), matrix_id=result.matrix_id,
                          settings=config)

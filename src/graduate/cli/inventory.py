@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from graduate import __version__
-from graduate.cli.common import console, err_console
+from graduate.cli.common import console, err_console, given_path
 from graduate.errors import ConfigError
 from graduate.migrate.inventory import Inventory, flow_named
 from graduate.migrate.inventory import inventory as read_inventory
@@ -28,13 +28,14 @@ class OutputFormat(StrEnum):
 
 
 def inventory(
-    path: Annotated[Path, typer.Argument(
+    path: Annotated[str, typer.Argument(  # a str: typer would turn "" into "."
         help="The Celery codebase: a folder (or one .py file). It is read, never imported.")],
     output_format: Annotated[OutputFormat, typer.Option(
         "--format", help="table (terminal; Markdown with --out), md, json, or sarif (for "
                          "code scanning).")
     ] = OutputFormat.TABLE,
     out: Annotated[Path | None, typer.Option(
+        parser=given_path,
         help="Write the report (or, with --flow, the flow file) here instead of stdout.")
     ] = None,
     fail_on: Annotated[list[str] | None, typer.Option(

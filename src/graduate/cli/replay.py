@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import graduate
-from graduate.cli.common import console, settings
+from graduate.cli.common import console, given_path, settings
 from graduate.errors import ConfigError
 from graduate.files import unwritable
 from graduate.migrate.replay import IN_FLIGHT, replay_histories, to_junit
@@ -24,6 +24,7 @@ def replay(
              "by graduate's workflow, or an app declared in pyproject.toml "
              "(tool.graduate.apps).")],
     histories: Annotated[list[Path] | None, typer.Argument(
+        parser=given_path,
         help="History files or folders of them (JSON: a run's export in "
              ".graduate/evidence/histories/RUN_ID/, or `temporal workflow show --output "
              "json`). Without them, the server's workflows that --query lists.")] = None,
@@ -31,6 +32,7 @@ def replay(
         help="Visibility query for the workflows to replay, on the server given by "
              "--temporal-address.")] = IN_FLIGHT,
     junit: Annotated[Path | None, typer.Option(
+        parser=given_path,
         help="Also write the result as JUnit XML here, one test case per history.")] = None,
 ) -> None:
     """Replay recorded workflow histories against the current workflow code, with the

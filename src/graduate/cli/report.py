@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from graduate.adr import load_policy
-from graduate.cli.common import console, settings
+from graduate.cli.common import console, given_path, settings
 from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore
 from graduate.reports import FORMATS, build_report, parse_formats, write_reports
@@ -42,8 +42,10 @@ def report(
         "--format", help=f"Comma-separated formats: {', '.join(FORMATS)}.")
     ] = ",".join(FORMATS),
     out: Annotated[Path | None, typer.Option(
+        parser=given_path,
         help="Folder to write the reports into (default: .graduate/reports).")] = None,
     evidence: Annotated[Path | None, typer.Option(
+        parser=given_path,
         help="Evidence folder (default: .graduate/evidence, or `evidence` in "
              "\\[tool.graduate]).")] = None,
 ) -> None:

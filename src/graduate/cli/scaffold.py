@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from graduate.cli.common import console, settings
+from graduate.cli.common import console, given_path, settings
 from graduate.flow import load_flow
 from graduate.migrate.scaffold import scaffold as write_package
 
@@ -18,6 +18,7 @@ def scaffold(
         help="The flow: a name in the spikes folder, a .toml file (one `graduate inventory "
              "--flow` wrote, say), or module:ATTRIBUTE.")],
     out: Annotated[Path, typer.Option(
+        parser=given_path,
         help="The folder to write the package into (created if need be).")],
     force: Annotated[bool, typer.Option(
         help="Overwrite files edited since they were generated.")] = False,

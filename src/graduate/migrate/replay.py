@@ -76,6 +76,10 @@ def history_files(paths: Sequence[Path]) -> list[Path]:
             files.extend(found)
         elif path.is_file():
             files.append(path)
+        elif path.exists():  # /dev/null, a pipe, a socket: nothing a history is read from
+            raise ConfigError(f"{path} is neither a history file (JSON, as a run exports it "
+                              "or `temporal workflow show --output json` writes it) nor a "
+                              "folder of them")
         else:
             raise ConfigError(f"no history file or folder {path}")
     return files

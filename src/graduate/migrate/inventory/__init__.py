@@ -62,6 +62,9 @@ def inventory(path: str | os.PathLike[str]) -> Inventory:
     from graduate.migrate.inventory.scoring import rank, score
     from graduate.migrate.inventory.source import python_files, read_all
 
+    if not os.fspath(path).strip():  # Path("") is the current folder: never meant
+        raise ConfigError("inventory: the path is empty; give the folder of a Celery "
+                          "codebase (or one .py file), for example src/")
     root = Path(path)
     if not root.exists():
         raise ConfigError(f"inventory: {root} does not exist; give the folder of a Celery "
