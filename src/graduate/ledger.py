@@ -524,14 +524,14 @@ class Ledger:
         return Outcome.APPLIED if first == 1 else Outcome.ABSORBED
 
     def _take_failure(self, instance_id: str, step: str) -> FailureMode | None:
+        # The instance's own failure first, then one for any instance: read in one query.
+        modes: dict[str, FailureMode] = dict(self.db.query(
+            "SELECT instance_id, mode FROM injected_failures WHERE step = ? "
+            "AND instance_id IN (?, ?)", [step, instance_id, ANY_INSTANCE]))
         for target in (instance_id, ANY_INSTANCE):
-            rows = self.db.query(
-                "SELECT mode FROM injected_failures WHERE instance_id = ? AND step = ?",
-                [target, step],
-            )
-            if not rows:
+            if target not in modes:
                 continue
-            mode: FailureMode = rows[0][0]
+            mode = modes[target]
             if mode == "permanent":
                 return mode
             taken = self.db.execute(

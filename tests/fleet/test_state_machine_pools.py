@@ -15,9 +15,13 @@ from graduate.adapters.celery.broker import BrokerView
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import STATE_MACHINE
 from graduate.adapters.celery.state_machine import Machine, Row, StateMachineStrategy
+from graduate.db import Database
 from graduate.flow import Flow, load_flow
 from graduate.runs.session import new_request
 from tests.conftest import FlowFactory
+from tests.unit.test_state_machine_rows import (
+    check_a_move_uses_up_its_signal_and_writes_its_transition_only_when_it_wins,
+)
 
 HARNESS_RUN = "h1"  # the harness's run ID: the rows' request.run_id, never a pool
 
@@ -131,3 +135,11 @@ def test_reminders_are_sent_by_one_tick_of_a_pool_at_a_time(
             assert other_pool
     with second.only_one("graduate.sm.remind.f.pool-a") as after:
         assert after
+
+
+def test_a_move_in_one_statement_uses_up_its_signal_and_writes_its_transition_only_when_it_wins(
+        postgres_url: str) -> None:
+    """PostgreSQL's `Store.update` is one statement (a WITH of the move, the signal it uses
+    up and its transition): it must commit what SQLite's transaction does."""
+    check_a_move_uses_up_its_signal_and_writes_its_transition_only_when_it_wins(
+        Database(postgres_url))

@@ -7,7 +7,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from graduate.adapters.celery.state_machine import COMPENSATING, Row, Store
+from graduate.adapters.celery.state_machine import (
+    CANCEL,
+    COMPENSATING,
+    RUNNING,
+    WAITING,
+    Row,
+    Store,
+)
 from graduate.db import Database
 from graduate.flow import InstanceRequest
 
@@ -34,3 +41,56 @@ def test_a_moved_row_reads_back_as_written_and_keeps_its_request(tmp_path: Path)
     assert store.load("i-1") == written
     assert json.loads(store.db.query("SELECT request FROM sm_instances")[0][0])["input"] \
         == [["partners", ["acme", "globex"]]]
+
+
+def check_a_move_uses_up_its_signal_and_writes_its_transition_only_when_it_wins(
+        db: Database) -> None:
+    """What `Store.update` commits together (in one statement on PostgreSQL): the move,
+    its transition, and the signal it uses up; a writer that lost writes none of them."""
+    store = Store(db)
+    store.create_tables()
+    request = InstanceRequest(instance_id="i-1", run_id="r", tenant_id="t", entity_id="e",
+                              date="20261130", correlation_id="c", trace_id="x")
+    first = Row(instance_id="i-1", flow="f", request=request, started_at=1.0,
+                updated_at=1.0, state=WAITING)
+    store.insert_all([first])
+    # What a task reads first: the row and its stored signals, in one query.
+    assert store.load_with_signals("i-1") == (first, {})
+    assert store.load_with_signals("i-2") == (None, {})
+    store.put_signal(first, "approval", {"decision": "reject"})
+    # A repeat replaces the earlier signal, and is a transition of its own.
+    store.put_signal(first, "approval", {"decision": "approve"})
+    store.put_signal(first, CANCEL, {})
+    assert store.signals("i-1") == {"approval": {"decision": "approve"}, CANCEL: {}}
+    assert store.load_with_signals("i-1") == (first, store.signals("i-1"))
+
+    passed = store.update(first, replace(first, state=RUNNING, cursor=1), "approval",
+                          "approved", consume="approval")
+    assert passed is not None
+    assert store.signals("i-1") == {CANCEL: {}}  # only the one it used up is gone
+    assert [(e.kind, e.detail) for e in store.transitions("i-1")] == [
+        (WAITING, "started"),
+        (f"{WAITING} -> {WAITING}", "approval: signal approval stored: "
+         '{"decision": "reject"}'),
+        (f"{WAITING} -> {WAITING}", "approval: signal approval stored: "
+         '{"decision": "approve"}'),
+        (f"{WAITING} -> {WAITING}", f"{CANCEL}: signal {CANCEL} stored: {{}}"),
+        (f"{WAITING} -> {RUNNING}", "approval: approved"),
+    ]
+    # A writer from the version before loses: no transition, and its signal stays.
+    assert store.update(first, replace(first, state=COMPENSATING), "x", "late",
+                        consume=CANCEL) is None
+    assert store.update(first, replace(first, state=COMPENSATING), "x", "late") is None
+    assert store.signals("i-1") == {CANCEL: {}}
+    assert len(store.transitions("i-1")) == 5
+    assert store.load("i-1") == passed
+    # The winner's next move, without a signal to use up.
+    assert store.update(passed, replace(passed, cursor=2), "step", "applied") is not None
+    assert store.transitions("i-1")[-1].detail == "step: applied"
+    assert store.signals("i-1") == {CANCEL: {}}
+
+
+def test_a_move_uses_up_its_signal_and_writes_its_transition_only_when_it_wins(
+        tmp_path: Path) -> None:
+    check_a_move_uses_up_its_signal_and_writes_its_transition_only_when_it_wins(
+        Database(str(tmp_path / "app.sqlite3"), fsync_each_commit=False))

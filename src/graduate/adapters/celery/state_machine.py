@@ -121,6 +121,19 @@ _MOVED = ("cursor", "state", "done", "compensated", "attempt", "wait_deadline",
           "timer_until", "lease_until", "version", "updated_at", "finished_at", "reason")
 _UPDATE_MOVED = (f"UPDATE sm_instances SET {', '.join(f'{c} = ?' for c in _MOVED)} "
                  "WHERE instance_id = ? AND version = ?")
+_JOINED_COLUMNS = ", ".join(f"i.{column.strip()}" for column in _COLUMNS.split(","))
+_TRANSITION_COLUMNS = "instance_id, at, from_state, to_state, node, note"
+# PostgreSQL's `Store.update` in one statement (SQLite has no UPDATE or DELETE in a WITH):
+# the versioned move, the signal it uses up (with it, `True`), and its transition, which
+# is written only when the move was (its row count is the move's).
+_MOVE_IN_ONE = {
+    consumes: f"WITH moved AS ({_UPDATE_MOVED} RETURNING instance_id)"
+    + (", used AS (DELETE FROM sm_signals WHERE instance_id IN (SELECT instance_id FROM "
+       "moved) AND name = ?)" if consumes else "")
+    + f" INSERT INTO sm_transitions ({_TRANSITION_COLUMNS}) "
+    "SELECT instance_id, ?, ?, ?, ?, ? FROM moved"
+    for consumes in (False, True)
+}
 
 
 @dataclass(frozen=True)
@@ -235,6 +248,17 @@ class Store:
                              [instance_id])
         return Row.from_db(rows[0]) if rows else None
 
+    def load_with_signals(self, instance_id: str) -> tuple[Row | None, dict[str, dict[str, Any]]]:
+        """`load` and `signals` in one query (a row of the join per stored signal): what a
+        task reads first. Read together, they are one snapshot of the instance."""
+        rows = self.db.query(f"SELECT {_JOINED_COLUMNS}, s.name, s.payload FROM sm_instances AS i "
+                             "LEFT JOIN sm_signals AS s ON s.instance_id = i.instance_id "
+                             "WHERE i.instance_id = ?", [instance_id])
+        if not rows:
+            return None, {}
+        return Row.from_db(rows[0][:-2]), {str(found[-2]): dict(json.loads(found[-1]))
+                                           for found in rows if found[-2] is not None}
+
     def load_many(self, instance_ids: Sequence[str]) -> dict[str, Row]:
         """The rows of those of `instance_ids` that exist, a query per LOAD_CHUNK IDs
         (where `load` is a query each)."""
@@ -266,9 +290,16 @@ class Store:
         """
         now = time.time()
         written = replace(new, version=old.version + 1, updated_at=now)
+        moved = [*written.moved_values(), old.instance_id, old.version]
+        transition = [now, old.state, new.state, node, note]
+        if self.db.postgres:
+            # One statement, one round trip (a transaction of four or five otherwise): the
+            # move, its transition and the signal it uses up commit together or not at all.
+            changed = self.db.execute(_MOVE_IN_ONE[consume is not None], [
+                *moved, *([consume] if consume is not None else []), *transition])
+            return written if changed else None
         with self.db.transaction():
-            changed = self.db.execute(
-                _UPDATE_MOVED, [*written.moved_values(), old.instance_id, old.version])
+            changed = self.db.execute(_UPDATE_MOVED, moved)
             if changed:
                 self._transition(old.instance_id, now, old.state, new.state, node, note)
                 if consume is not None:
@@ -310,30 +341,29 @@ class Store:
                                  f"branch {old.branch} {new.state}", node, note)
         return written if changed else None
 
-    def signal(self, instance_id: str, name: str) -> dict[str, Any] | None:
-        rows = self.db.query("SELECT payload FROM sm_signals WHERE instance_id = ? AND name = ?",
-                             [instance_id, name])
-        return dict(json.loads(rows[0][0])) if rows else None
+    def signals(self, instance_id: str) -> dict[str, dict[str, Any]]:
+        """Every signal stored for the instance, by name: one query where a move asks
+        about the cancel, the interrupt and its wait's decision."""
+        rows = self.db.query("SELECT name, payload FROM sm_signals WHERE instance_id = ?",
+                             [instance_id])
+        return {str(name): dict(json.loads(payload)) for name, payload in rows}
 
     def put_signal(self, row: Row, name: str, payload: dict[str, Any]) -> None:
         """Store a signal for the instance (a repeat replaces the earlier one)."""
         now = time.time()
         with self.db.transaction():
-            self.db.execute("DELETE FROM sm_signals WHERE instance_id = ? AND name = ?",
-                            [row.instance_id, name])
             self.db.execute(
-                "INSERT INTO sm_signals (instance_id, name, payload, at) VALUES (?, ?, ?, ?)",
-                [row.instance_id, name, json.dumps(payload), now],
-            )
+                "INSERT INTO sm_signals (instance_id, name, payload, at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (instance_id, name) DO UPDATE SET payload = excluded.payload, "
+                "at = excluded.at", [row.instance_id, name, json.dumps(payload), now])
             self._transition(row.instance_id, now, row.state, row.state, name,
                              f"signal {name} stored: {json.dumps(payload)}")
 
     def _transition(self, instance_id: str, at: float, from_state: str, to_state: str,
                     node: str, note: str) -> None:
-        self.db.execute(
-            "INSERT INTO sm_transitions (instance_id, at, from_state, to_state, node, note) "
-            "VALUES (?, ?, ?, ?, ?, ?)", [instance_id, at, from_state, to_state, node, note],
-        )
+        self.db.execute(f"INSERT INTO sm_transitions ({_TRANSITION_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        [instance_id, at, from_state, to_state, node, note])
 
     def due(self, flow: str, now: float, idle_grace: float) -> list[Row]:
         """Rows of `flow` that need an advance nobody may have sent, not nudged lately."""
@@ -520,14 +550,17 @@ class Machine:
         self._carries = carries
         try:
             store = self.store
-            row = store.load(instance_id)
+            row, signals = store.load_with_signals(instance_id)
             if row is None or row.flow != self.flow.name:
                 return "no such instance of this flow"
-            return self._advance(store, row)
+            return self._advance(store, row, signals)
         finally:
             self._carries = None
 
-    def _advance(self, store: Store, row: Row) -> str:
+    def _advance(self, store: Store, row: Row,
+                 signals: Mapping[str, dict[str, Any]] | None = None) -> str:
+        """`advance` from `row`, with the instance's stored `signals` when they were read
+        with it (else they are read here, after the row)."""
         instance_id = row.instance_id
         if row.state in FINISHED:
             return f"already {row.state}"
@@ -541,7 +574,10 @@ class Machine:
         if (row.state == RUNNING and step is not None and _last_attempt_lost(step, row.attempt)
                 and self._landed(row.request, step)):
             return self._settle_landed(store, row, step)
-        if (row.state in (RUNNING, WAITING) and store.signal(instance_id, CANCEL) is not None
+        if signals is None:
+            # Read again at each move of the task: a cancel stored meanwhile is taken then.
+            signals = store.signals(instance_id) if row.state in (RUNNING, WAITING) else {}
+        if (row.state in (RUNNING, WAITING) and CANCEL in signals
                 and not _in_flight(step, row.attempt)):
             # After the lease, and once a step whose attempt began has applied (its
             # worker may have died after its effect landed): it counts as done first.
@@ -549,7 +585,7 @@ class Machine:
             at = nodes[min(row.cursor, len(nodes) - 1)].name
             return self._begin_compensation(store, row, "cancelled by an operator", at,
                                             consume=CANCEL)
-        if (row.state in (RUNNING, WAITING) and (reason := self._interrupted(store, row))
+        if (row.state in (RUNNING, WAITING) and (reason := self._interrupted(signals))
                 and not _in_flight(self.current_step(row), row.attempt)):
             at = self.flow_of(row).nodes[min(row.cursor, len(self.flow_of(row).nodes) - 1)].name
             return self._begin_compensation(store, row, reason, at)
@@ -564,7 +600,7 @@ class Machine:
         if isinstance(node, Step):
             return self._step(store, row, node)
         if isinstance(node, Wait):
-            return self._wait(store, row, node, now)
+            return self._wait(store, row, node, now, signals)
         if isinstance(node, Parallel):  # only a waiting row gets here, and none waits there
             return f"{node.name}: not running ({row.state})"
         return self._timer(store, row, node, now)
@@ -591,9 +627,9 @@ class Machine:
             return self._pass_branch(store, row, branch, in_hand, "applied, as the system's "
                                      "record of its key says: its worker was lost after")
         failed = next((b for b in branches if b.state == FAILED), None)
+        signals = {} if failed else store.signals(instance_id)
         why = (f"branch {failed.branch} failed" if failed else "an operator cancelled"
-               if store.signal(instance_id, CANCEL) is not None
-               else self._interrupted(store, row))
+               if CANCEL in signals else self._interrupted(signals))
         # A step in flight finishes first, as the instance's does.
         if why and not _in_flight(in_hand, branch.attempt):
             return self._end_branch(store, row, branch, HALTED, f"halted: {why}")
@@ -686,19 +722,20 @@ class Machine:
         failed = next((b for b in branches if b.state == FAILED), None)
         if failed is not None:
             return self._begin_compensation(store, row, failed.reason, group.name, done=done)
-        if store.signal(row.instance_id, CANCEL) is not None:
+        signals = store.signals(row.instance_id)
+        if CANCEL in signals:
             return self._begin_compensation(store, row, "cancelled by an operator",
                                             group.name, consume=CANCEL, done=done)
-        if reason := self._interrupted(store, row):
+        if reason := self._interrupted(signals):
             return self._begin_compensation(store, row, reason, group.name, done=done)
         joined = replace(row, cursor=row.cursor + 1, done=(*done, group.name), attempt=0)
         return self._move(store, row, joined, group.name, "every branch applied: joined")
 
-    def _interrupted(self, store: Store, row: Row) -> str:
-        """The interrupt's reason once its signal is stored for the row; else empty. It
-        is not consumed: the stored row says when it arrived."""
+    def _interrupted(self, signals: Mapping[str, Any]) -> str:
+        """The interrupt's reason once its signal is among the row's stored `signals`;
+        else empty. It is not consumed: the stored row says when it arrived."""
         interrupt = self.flow.interrupt
-        if interrupt is None or store.signal(row.instance_id, interrupt.signal) is None:
+        if interrupt is None or interrupt.signal not in signals:
             return ""
         return interrupt.reason
 
@@ -864,8 +901,9 @@ class Machine:
         note = f"attempt {leased.attempt} failed ({_describe(error, step)}); retry in {delay:g}s"
         return self._move(store, leased, backing_off, step.name, note, countdown=delay)
 
-    def _wait(self, store: Store, row: Row, wait: Wait, now: float) -> str:
-        payload = store.signal(row.instance_id, wait.signal)
+    def _wait(self, store: Store, row: Row, wait: Wait, now: float,
+              signals: Mapping[str, dict[str, Any]]) -> str:
+        payload = signals.get(wait.signal)
         if payload is not None:
             used = wait.signal
             if payload.get("decision") == "approve":
@@ -1158,8 +1196,7 @@ class StateMachineStrategy:
         """Whether a signal that the next advance takes is stored for the instance."""
         interrupt = self.flow.interrupt
         names = [wait.signal, CANCEL, *([interrupt.signal] if interrupt else [])]
-        store = self.machine.store
-        return any(store.signal(instance_id, name) is not None for name in names)
+        return not self.machine.store.signals(instance_id).keys().isdisjoint(names)
 
     def _decision_back(self, tid: str) -> tuple[float, str] | None:
         """No sooner than when (epoch seconds; infinite: never) the decision's message
