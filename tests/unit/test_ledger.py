@@ -287,6 +287,27 @@ def test_a_failure_for_any_instance_hits_every_instance(
                                                          "run1-inst3"}
 
 
+def test_an_instances_own_failure_comes_before_one_for_any_instance(
+    ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
+) -> None:
+    """Both are read in one query; the instance's own is taken first, then any instance's."""
+    request, other = make_request(1), make_request(2)
+    create = step(mini_flow, "create")
+    ledger.inject_failure(request.instance_id, "create", "transient", times=1)
+    ledger.inject_failure(ANY_INSTANCE, "create", "permanent")
+
+    with pytest.raises(TransientEffectError):  # its own
+        ledger.call(mini_flow, request, create, attempt=1, engine="temporal")
+    with pytest.raises(PermanentEffectError):  # its own used up: the one for any instance
+        ledger.call(mini_flow, request, create, attempt=2, engine="temporal")
+    with pytest.raises(PermanentEffectError):
+        ledger.call(mini_flow, other, create, attempt=1, engine="temporal")
+    assert [(r.instance_id, r.outcome) for r in ledger.effects()] == [
+        (request.instance_id, Outcome.TRANSIENT_ERROR),
+        (request.instance_id, Outcome.PERMANENT_ERROR),
+        (other.instance_id, Outcome.PERMANENT_ERROR)]
+
+
 def test_injecting_again_replaces_the_earlier_failure(
     ledger: Ledger, mini_flow: Flow, make_request: MakeRequest
 ) -> None:

@@ -121,6 +121,10 @@ _MOVED = ("cursor", "state", "done", "compensated", "attempt", "wait_deadline",
           "timer_until", "lease_until", "version", "updated_at", "finished_at", "reason")
 _UPDATE_MOVED = (f"UPDATE sm_instances SET {', '.join(f'{c} = ?' for c in _MOVED)} "
                  "WHERE instance_id = ? AND version = ?")
+# A signal stored again replaces the earlier one.
+_STORE_SIGNAL = ("INSERT INTO sm_signals (instance_id, name, payload, at) VALUES (?, ?, ?, ?) "
+                 "ON CONFLICT (instance_id, name) DO UPDATE SET payload = excluded.payload, "
+                 "at = excluded.at")
 _JOINED_COLUMNS = ", ".join(f"i.{column.strip()}" for column in _COLUMNS.split(","))
 _TRANSITION_COLUMNS = "instance_id, at, from_state, to_state, node, note"
 # PostgreSQL's `Store.update` in one statement (SQLite has no UPDATE or DELETE in a WITH):
@@ -134,6 +138,10 @@ _MOVE_IN_ONE = {
     "SELECT instance_id, ?, ?, ?, ?, ? FROM moved"
     for consumes in (False, True)
 }
+# PostgreSQL's `Store.put_signal` in one statement: the signal and its transition.
+_SIGNAL_IN_ONE = (f"WITH stored AS ({_STORE_SIGNAL} RETURNING instance_id) INSERT INTO "
+                  f"sm_transitions ({_TRANSITION_COLUMNS}) SELECT instance_id, ?, ?, ?, ?, ? "
+                  "FROM stored")
 
 
 @dataclass(frozen=True)
@@ -351,13 +359,16 @@ class Store:
     def put_signal(self, row: Row, name: str, payload: dict[str, Any]) -> None:
         """Store a signal for the instance (a repeat replaces the earlier one)."""
         now = time.time()
+        encoded = json.dumps(payload)
+        stored = [row.instance_id, name, encoded, now]
+        note = f"signal {name} stored: {encoded}"
+        if self.db.postgres:
+            # One round trip: the signal and its transition.
+            self.db.execute(_SIGNAL_IN_ONE, [*stored, now, row.state, row.state, name, note])
+            return
         with self.db.transaction():
-            self.db.execute(
-                "INSERT INTO sm_signals (instance_id, name, payload, at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (instance_id, name) DO UPDATE SET payload = excluded.payload, "
-                "at = excluded.at", [row.instance_id, name, json.dumps(payload), now])
-            self._transition(row.instance_id, now, row.state, row.state, name,
-                             f"signal {name} stored: {json.dumps(payload)}")
+            self.db.execute(_STORE_SIGNAL, stored)
+            self._transition(row.instance_id, now, row.state, row.state, name, note)
 
     def _transition(self, instance_id: str, at: float, from_state: str, to_state: str,
                     node: str, note: str) -> None:
