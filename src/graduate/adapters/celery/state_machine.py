@@ -127,9 +127,9 @@ _STORE_SIGNAL = ("INSERT INTO sm_signals (instance_id, name, payload, at) VALUES
                  "at = excluded.at")
 _JOINED_COLUMNS = ", ".join(f"i.{column.strip()}" for column in _COLUMNS.split(","))
 _TRANSITION_COLUMNS = "instance_id, at, from_state, to_state, node, note"
-# PostgreSQL's `Store.update` in one statement (SQLite has no UPDATE or DELETE in a WITH):
-# the versioned move, the signal it uses up (with it, `True`), and its transition, which
-# is written only when the move was (its row count is the move's).
+# PostgreSQL's `Store.update` in one statement (docs/adr/0025; SQLite has no UPDATE or
+# DELETE in a WITH): the versioned move, the signal it uses up (with it, `True`), and its
+# transition, which is written only when the move was (its row count is the move's).
 _MOVE_IN_ONE = {
     consumes: f"WITH moved AS ({_UPDATE_MOVED} RETURNING instance_id)"
     + (", used AS (DELETE FROM sm_signals WHERE instance_id IN (SELECT instance_id FROM "
