@@ -9,7 +9,9 @@ and the ledger rows themselves.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,14 +176,43 @@ def test_a_rollback_compensates_the_step_in_flight_and_those_before_it(
     assert result.verdict.passed, result.verdict.failures
 
 
+# Where each engine's own record shows that an instance got a wait's answer.
+ANSWER_RECORDED: dict[str, Callable[[dict[str, Any], str], bool]] = {
+    "temporal": lambda event, signal: (event["kind"] == "workflow_execution_signaled"
+                                       and event["detail"] == signal),
+    "celery-state-machine": lambda event, signal: f"signal {signal} stored" in event["detail"],
+}
+
+
+def never_answered(settings: Settings, result: ChaosResult, instance: InstanceVerdict,
+                   signal: str, after: tuple[str, ...]) -> None:
+    """An instance cancelled at the wait of `signal` never got its answer: none was sent,
+    the engine's own record has none, and no step after the wait ever began."""
+    assert not [e for e in _timeline(result) if e["kind"] == "signal-sent"
+                and e.get("instance") == instance.instance_id], instance.instance_id
+    answered = ANSWER_RECORDED.get(result.engine)
+    history = next(i["history"] for i in _instances(result)
+                   if i["instance_id"] == instance.instance_id)
+    assert history, instance.instance_id  # the engine's record was read
+    assert answered is None or not [e for e in history if answered(e, signal)], history
+    begun = {e.step for e in Ledger(settings.ledger).effects(
+        instance_id=instance.instance_id)}
+    assert not begun & set(after), (instance.instance_id, begun)
+
+
 @pytest.mark.parametrize("engine", ["temporal", "celery-state-machine"])
 def test_a_rollback_of_every_instance_waiting_for_approval(
         settings: Settings, flow_file: FlowFactory, engine: str) -> None:
+    """Every instance in flight is cancelled while it waits for approval: none of them
+    ever gets the approval (sent after the cancel it would race it, and on Temporal a
+    signal and a cancel in one activation ran activate before the compensation), and
+    each is compensated in reverse."""
     result = chaos(settings, flow_file("chaos"), engine, rollback_rehearsal.NAME,
                    "approval:during-wait", all=True)
 
     assert len(hit(result, "rollback")) == INSTANCES
     for instance in result.instances:
+        never_answered(settings, result, instance, "approval", ("activate", "notify"))
         compensated_in_reverse(instance, ("create_record", "reserve"))
     assert result.verdict.passed, result.verdict.failures
 
@@ -195,6 +226,7 @@ def test_celery_chain_rollback_leaves_what_applied_uncompensated(
 
     assert len(hit(result, "rollback")) == INSTANCES
     for instance in result.instances:
+        never_answered(settings, result, instance, "approval", ("activate", "notify"))
         assert instance.rollback is not None
         assert instance.rollback.compensated == ()
         assert any("reserve applied and uncompensated" in p
@@ -218,5 +250,13 @@ def reported(settings: Settings, result: ChaosResult) -> Report:
 
 
 def _timeline(result: ChaosResult) -> list[dict[str, str]]:
+    return list(_evidence(result)["timeline"])
+
+
+def _instances(result: ChaosResult) -> list[dict[str, Any]]:
+    return list(_evidence(result)["instances"])
+
+
+def _evidence(result: ChaosResult) -> dict[str, Any]:
     assert result.evidence is not None
-    return list(json.loads(result.evidence.read_text(encoding="utf-8"))["timeline"])
+    return dict(json.loads(result.evidence.read_text(encoding="utf-8")))
