@@ -15,13 +15,15 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from graduate import adapters
 from graduate.chaos.matrix import default_point
-from graduate.config import Settings
-from graduate.flow import Flow, Parallel, Step
+from graduate.config import STATE_DIR_NAME, Settings
+from graduate.errors import FlowError
+from graduate.flow import Flow, Parallel, Step, load_flow
 from graduate.services.model import TemporalTarget
 
 pytest_plugins = ["pytester", "tests.alone"]
@@ -232,6 +234,61 @@ def postgres_url() -> Iterator[str]:
     yield f"{url}{separator}options=-csearch_path%3D{schema}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def rabbitmq_url(tmp_path: Path) -> Iterator[str]:
+    """RabbitMQ's URL (GRADUATE_TEST_RABBITMQ_URL; skip without it, fail in CI). The
+    queues that the test's runs under `tmp_path` declared there go afterwards."""
+    url = service_url("GRADUATE_TEST_RABBITMQ_URL", "RabbitMQ")
+    yield url
+    delete_run_queues(url, tmp_path)
+
+
+def delete_run_queues(url: str, folder: Path) -> None:
+    """Delete from the broker at `url` each run's queue (and its exchange, of the same
+    name) of the runs under `folder`. Celery declares them durable, and the suite's runs
+    on the one RabbitMQ of CI left 930 after a few rehearsals, which RabbitMQ then took
+    minutes to recover at its start. A run's queue is named by its flow, strategy and
+    run (`queue_name`): the flows are the flow files under `folder`, the runs its run
+    folders (a state folder's `runs`, or an engine's folder of its own in `folder`),
+    and a registered worker's queue has no run."""
+    import amqp  # imported here: most tests never need RabbitMQ's client
+    from amqp.exceptions import NotFound
+
+    if not (names := run_queue_names(folder)):
+        return
+    parts = urlsplit(url)
+    with amqp.Connection(host=parts.netloc.rpartition("@")[2],
+                         userid=unquote(parts.username or ""),
+                         password=unquote(parts.password or ""),
+                         virtual_host=unquote(parts.path[1:]) or "/") as conn:
+        for name in names:
+            # Deleting what is not there may close the channel (the protocol's 404):
+            # one channel per deletion.
+            for delete in ("queue_delete", "exchange_delete"):
+                channel = conn.channel()
+                try:
+                    getattr(channel, delete)(name)
+                except NotFound:
+                    continue
+                channel.close()
+
+
+def run_queue_names(folder: Path) -> list[str]:
+    """The names that the Celery queues of the runs under `folder` may have."""
+    from graduate.adapters.celery.app import STRATEGIES, queue_name
+
+    flows = []
+    for path in folder.rglob("*.toml"):
+        try:
+            flows.append(load_flow(path))
+        except FlowError:
+            continue  # a project's pyproject.toml, say
+    runs = {"", *(run.name for state in [folder, *folder.rglob(f"{STATE_DIR_NAME}/runs")]
+                  for run in state.iterdir() if run.is_dir())}
+    return sorted({queue_name(flow, strategy, run) for flow in flows
+                   for strategy in STRATEGIES for run in runs})
 
 
 def service_url(variable: str, what: str) -> str:

@@ -23,7 +23,7 @@ from graduate.flow import load_flow
 from graduate.ledger import Ledger, Outcome
 from graduate.runner import Failure, RunOptions, approve_all
 from graduate.testing.outcome import ChaosOutcome
-from tests.conftest import CRASH_TIMING, FlowFactory, service_url
+from tests.conftest import CRASH_TIMING, FlowFactory
 
 pytestmark = [pytest.mark.slow, CRASH_TIMING, pytest.mark.usefixtures("no_orphans")]
 
@@ -35,11 +35,10 @@ def own_services(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def on_rabbitmq(settings: Settings) -> Settings:
+def on_rabbitmq(settings: Settings, rabbitmq_url: str) -> Settings:
     """Celery's broker on RabbitMQ (GRADUATE_TEST_RABBITMQ_URL); results stay in Redis.
     Without the URL the test is skipped, or fails where services are required."""
-    url = service_url("GRADUATE_TEST_RABBITMQ_URL", "RabbitMQ")
-    return replace(settings, broker_url=url, result_backend_url=settings.broker_url)
+    return replace(settings, broker_url=rabbitmq_url, result_backend_url=settings.broker_url)
 
 
 @pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])

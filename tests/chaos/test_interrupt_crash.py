@@ -33,7 +33,7 @@ from graduate.flow import INTERRUPT_NOTICE
 from graduate.ledger import Ledger, Outcome
 from graduate.runs.timeline import TimelineEvent
 from tests.chaos.conftest import calls, chaos_at
-from tests.conftest import CRASH_TIMING, FlowFactory, service_url
+from tests.conftest import CRASH_TIMING, FlowFactory
 
 pytestmark = [pytest.mark.slow, CRASH_TIMING, pytest.mark.usefixtures("no_orphans")]
 
@@ -49,12 +49,12 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def broker(settings: Settings, engine: str) -> Settings:
+def broker(request: pytest.FixtureRequest, settings: Settings, engine: str) -> Settings:
     """The chain also on RabbitMQ, which redelivers at once when the killed worker's
     connection drops (Redis waits out its visibility timeout); results stay in Redis."""
     if not engine.endswith("-on-rabbitmq"):
         return settings
-    url = service_url("GRADUATE_TEST_RABBITMQ_URL", "RabbitMQ")
+    url: str = request.getfixturevalue("rabbitmq_url")
     return replace(settings, broker_url=url, result_backend_url=settings.broker_url)
 
 

@@ -21,7 +21,7 @@ from graduate.config import Settings
 from graduate.flow import load_flow
 from graduate.ledger import EffectRecord, Ledger, Outcome
 from graduate.runner import Failure, RunOptions, RunResult, run_flow
-from tests.conftest import FlowFactory, service_url
+from tests.conftest import FlowFactory
 
 BRANCH_STEPS = ["open_portal", "grant_access", "open_account", "welcome"]
 ALL_STEPS = ["create_record", *BRANCH_STEPS, "activate"]
@@ -96,12 +96,12 @@ def test_a_failed_branch_compensates_every_step_that_applied_once(
 @pytest.mark.rabbitmq
 @pytest.mark.parametrize("strategy", ["celery-chain", "celery-state-machine"])
 def test_branches_join_and_compensate_with_the_broker_on_rabbitmq(
-        settings: Settings, flow_file: FlowFactory, strategy: str) -> None:
+        settings: Settings, flow_file: FlowFactory, strategy: str, rabbitmq_url: str) -> None:
     """A chord needs a result backend that joins it: with the broker on RabbitMQ the
     results stay in Redis, whose backend joins a chord natively (no chord_unlock task
     polling); the state machine's branch rows do not care which broker carries them."""
-    url = service_url("GRADUATE_TEST_RABBITMQ_URL", "RabbitMQ")
-    on_rabbitmq = replace(settings, broker_url=url, result_backend_url=settings.broker_url)
+    on_rabbitmq = replace(settings, broker_url=rabbitmq_url,
+                          result_backend_url=settings.broker_url)
 
     joined = run(on_rabbitmq, flow_file("branches"), strategy)
     failed = run(on_rabbitmq, flow_file("branches"), strategy,

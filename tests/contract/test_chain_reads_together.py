@@ -17,7 +17,6 @@ import redis
 
 from graduate.adapters import open_engine
 from graduate.adapters.base import Engine, InstanceState, ReadsTogether
-from graduate.adapters.celery.app import queue_name
 from graduate.adapters.celery.chain import (
     claim_key,
     context_key,
@@ -30,8 +29,7 @@ from graduate.errors import CannotTell
 from graduate.flow import Flow, load_flow
 from graduate.runs.session import new_request
 from graduate.services.model import Services
-from tests.conftest import FlowFactory, service_url
-from tests.contract.test_real_cluster import _delete_queue
+from tests.conftest import FlowFactory
 
 EACH = 6  # instances of each kind
 DEAD_PID = 2**22 + 17  # above Linux's default pid_max: no process has it
@@ -139,10 +137,10 @@ def test_holds_histories_and_statuses_read_together_are_those_read_one_at_a_time
 
 @pytest.mark.rabbitmq
 def test_on_rabbitmq_holds_read_together_cannot_tell_what_ready_messages_hold(
-        settings: Settings, flow_file: FlowFactory, chain: Any) -> None:
+        settings: Settings, flow_file: FlowFactory, chain: Any, rabbitmq_url: str) -> None:
     """RabbitMQ shows ready messages only by count: read together as one at a time, each
     unfinished instance is one the chain cannot tell about, and a finished one is not held."""
-    url = service_url("GRADUATE_TEST_RABBITMQ_URL", "RabbitMQ")
+    url = rabbitmq_url
     flow = load_flow(flow_file())
     engine = chain(flow, url)
     app = cast(Any, engine)._app
@@ -163,8 +161,7 @@ def test_on_rabbitmq_holds_read_together_cannot_tell_what_ready_messages_hold(
             assert together[iid][0] == CannotTell.__name__
             assert "holds 4 ready message" in together[iid][1]
     finally:
-        engine.close()
-        _delete_queue(url, queue_name(flow, "chain", "run-no-workers"))
+        engine.close()  # the fixture deletes the queue, with the messages no worker took
 
 
 def _or_error(read: Any, instance_id: str) -> object:

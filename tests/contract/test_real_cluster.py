@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
-import amqp
 import psycopg
 import pytest
 
 from graduate.adapters import open_engine
 from graduate.adapters.base import InstanceState
-from graduate.adapters.celery.app import queue_name
 from graduate.config import Settings
 from graduate.errors import CannotTell
 from graduate.flow import load_flow
@@ -24,14 +21,9 @@ from graduate.ledger import Ledger, Outcome
 from graduate.runner import RunOptions, run_flow
 from graduate.runs.session import new_request
 from graduate.services.model import Services
-from tests.conftest import FlowFactory, service_url
+from tests.conftest import FlowFactory
 
 STEPS = ["create_record", "reserve", "activate", "notify"]
-
-
-@pytest.fixture
-def rabbitmq_url() -> str:
-    return service_url("GRADUATE_TEST_RABBITMQ_URL", "RabbitMQ")
 
 
 @pytest.mark.postgres
@@ -87,14 +79,4 @@ def test_chain_on_rabbitmq_cannot_tell_what_a_ready_message_holds(
         with pytest.raises(CannotTell, match=r"holds 1 ready message"):
             engine.holds(request.instance_id)
     finally:
-        engine.close()
-        _delete_queue(rabbitmq_url, queue_name(flow, "chain", "run-no-workers"))
-
-
-def _delete_queue(url: str, queue: str) -> None:
-    """Leave nothing in the shared broker: the message no worker took goes with it."""
-    parts = urlsplit(url)
-    vhost = unquote(parts.path[1:]) or "/"
-    with amqp.Connection(host=parts.netloc.rpartition("@")[2], userid=unquote(parts.username or ""),
-                         password=unquote(parts.password or ""), virtual_host=vhost) as conn:
-        conn.channel().queue_delete(queue)
+        engine.close()  # the fixture deletes the queue, with the message no worker took

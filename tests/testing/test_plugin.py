@@ -13,7 +13,7 @@ from graduate.errors import ServiceError
 from graduate.services.model import TemporalTarget
 from graduate.services.resolver import make_resolver
 from tests.adr.conftest import REPO
-from tests.conftest import processes_mentioning, service_url
+from tests.conftest import delete_run_queues, processes_mentioning, service_url
 
 FLOW = (Path(__file__).resolve().parents[1] / "flows" / "chaos.toml").read_text()
 DOCS = REPO / "docs" / "testing.md"
@@ -272,11 +272,11 @@ def test_where_services_are_required_tests_needing_docker_fail_without_it(
 @pytest.mark.rabbitmq
 @pytest.mark.postgres
 def test_the_external_provider_runs_on_a_real_rabbitmq_and_postgres(
-        project: pytest.Pytester, broker: str) -> None:
+        project: pytest.Pytester, broker: str, rabbitmq_url: str) -> None:
     """Celery on RabbitMQ (a Redis result backend), the ledger on PostgreSQL. With late
     acknowledgement RabbitMQ hands a dead worker's task back as soon as its connection
     closes, so a worker kill costs one repeat of the step, absorbed by its key."""
-    rabbitmq = service_url("GRADUATE_TEST_RABBITMQ_URL", "RabbitMQ")
+    rabbitmq = rabbitmq_url
     postgres = service_url("GRADUATE_TEST_POSTGRES_URL", "PostgreSQL")
     project.makepyfile(test_cluster='''
 from graduate.testing import Verdict
@@ -292,9 +292,12 @@ def test_a_worker_kill_on_rabbitmq(chaos, ledger):
                 if e.step == "activate"]
     assert activate == ["applied", "absorbed"]
 ''')
-    result = project.runpytest_subprocess(
-        "--graduate-provider", "external", "--graduate-broker-url", rabbitmq,
-        "--graduate-result-backend-url", broker, "--graduate-ledger-url", postgres)
+    try:
+        result = project.runpytest_subprocess(
+            "--graduate-provider", "external", "--graduate-broker-url", rabbitmq,
+            "--graduate-result-backend-url", broker, "--graduate-ledger-url", postgres)
+    finally:
+        delete_run_queues(rabbitmq, project.path)  # its runs are in the project's folder
 
     result.assert_outcomes(passed=1)
 
