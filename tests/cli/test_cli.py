@@ -9,11 +9,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from graduate.cli.app import main
 from graduate.ledger import Ledger, Outcome
 from graduate.services.model import TemporalTarget
 from tests.conftest import processes_mentioning
@@ -50,6 +51,40 @@ def graduate(project: Path, *args: str, env: dict[str, str] | None = None,
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADUATE_")}
     return {**env, "COLUMNS": "200", **(extra or {})}
+
+
+@pytest.fixture
+def graduate_here(project: Path, monkeypatch: pytest.MonkeyPatch,
+                  capsys: pytest.CaptureFixture[str]) -> GraduateHere:
+    """`graduate ARGS` in the project, through `main()` in this process, with the
+    environment `graduate` gets: for what a command says and its exit code, where no
+    process of its own is what is tested (an interpreter that imports graduate costs
+    most of a second of a core)."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        with monkeypatch.context() as patched:
+            patched.chdir(project)
+            for name in [k for k in os.environ if k not in _env(env)]:
+                patched.delenv(name)
+            for name, value in _env(env).items():
+                patched.setenv(name, value)
+            patched.setattr(sys, "argv", ["graduate", *args])
+            sigterm = signal.getsignal(signal.SIGTERM)  # main() sets its own
+            capsys.readouterr()
+            try:
+                main()
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 1
+            finally:
+                signal.signal(signal.SIGTERM, sigterm)
+            out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["graduate", *args], code, out, err)
+
+    return run
+
+
+GraduateHere = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def test_run_on_both_engines_records_the_same_effects(project: Path,
@@ -105,12 +140,12 @@ def busy_port() -> Iterator[int]:
      ["step 'nope'"]),
     (["signal", "no-such-instance", "approval"], {}, ["no instance 'no-such-instance'"]),
 ])
-def test_bad_input_gets_one_paragraph_and_exit_2(project: Path, args: list[str],
-                                                 env: dict[str, str],
+def test_bad_input_gets_one_paragraph_and_exit_2(project: Path, graduate_here: GraduateHere,
+                                                 args: list[str], env: dict[str, str],
                                                  expected: list[str]) -> None:
     (project / "spikes" / "broken.toml").write_text(
         '[flow]\nname = "broken"\nreversibility_class = "R0"\nsensitivity_class = "S0"\n')
-    done = graduate(project, *args, env=env)
+    done = graduate_here(*args, env=env)
 
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
@@ -155,9 +190,9 @@ def test_flows_lists_valid_and_invalid_flows(project: Path) -> None:
 @pytest.mark.parametrize("command", [[], ["flows"], ["run"], ["signal"], ["env"], ["chaos"],
                                      ["matrix"], ["demo"], ["worker"],
                                      ["env", "up"], ["env", "down"], ["env", "status"]])
-def test_every_command_explains_itself_with_an_example(project: Path,
+def test_every_command_explains_itself_with_an_example(graduate_here: GraduateHere,
                                                        command: list[str]) -> None:
-    done = graduate(project, *command, "--help")
+    done = graduate_here(*command, "--help")
     assert done.returncode == 0
     assert "Example" in done.stdout
 
@@ -261,9 +296,10 @@ def test_ctrl_c_stops_every_process(project: Path) -> None:
      ["unknown engine 'airflow'"]),
     (["matrix", "--resume"], ["no matrix to resume"]),
 ])
-def test_chaos_and_matrix_refuse_bad_input_before_starting(project: Path, args: list[str],
-                                                           expected: list[str]) -> None:
-    done = graduate(project, *args)
+def test_chaos_and_matrix_refuse_bad_input_before_starting(
+        project: Path, graduate_here: GraduateHere, args: list[str],
+        expected: list[str]) -> None:
+    done = graduate_here(*args)
 
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
