@@ -226,14 +226,11 @@ def test_state_machine_recovers_at_the_step_in_flight(
     assert applied(celery_settings, instance, "activate") == [Outcome.APPLIED]
 
 
-def test_temporal_resumes_at_the_step_in_flight_after_a_worker_kill(
-        settings: Settings, flow_file: FlowFactory) -> None:
-    """The activity is retried after its start-to-close timeout (3 s in this flow), on
-    the replacement worker; no step before it runs again."""
-    result = chaos(settings, flow_file("chaos"), "temporal", "kill-worker",
-                   "activate:before-effect")
-    instance = only(result)
-
+def resumed_at_the_step_in_flight(settings: Settings, result: ChaosResult,
+                                  instance: InstanceVerdict) -> None:
+    """Temporal retried the activity that the worker kill cut short (paused before its
+    effect at activate) on the replacement worker, after its start-to-close timeout;
+    every step applied once."""
     assert instance.verdict is Verdict.COMPLETED
     assert instance.resume is not None
     assert instance.resume.exact
@@ -598,13 +595,20 @@ def test_every_instance_whose_attempt_the_kill_cut_short_is_judged(
         settings: Settings, flow_file: FlowFactory) -> None:
     """Five instances under one worker kill: besides the one at the armed point, any
     whose activity died with the worker (a later attempt after the fault that no failed
-    attempt explains) counts as hit, with its interrupted step and its resume."""
+    attempt explains) counts as hit, with its interrupted step and its resume.
+
+    The one at the armed point is resumed at the step in flight: its activity is retried
+    after its start-to-close timeout (3 s in this flow), on the replacement worker, and
+    no step before it runs again."""
     result = chaos(settings, flow_file("chaos"), "temporal", "kill-worker",
                    "activate:before-effect", instances=5, timeout=60)
     ledger = Ledger(settings.ledger)
 
     assert result.fired, result.reason
     assert [i.verdict for i in result.instances] == [Verdict.COMPLETED] * 5
+    at_point = next(e.instance for e in _timeline(result) if e.kind == "fault-point-reached")
+    [armed] = [i for i in result.instances if i.instance_id == at_point]
+    resumed_at_the_step_in_flight(settings, result, armed)
     fired = next(e.at for e in _timeline(result) if e.kind == "fault-fired")
     assert result.evidence is not None
     started = EvidenceStore(result.evidence.parents[1]).load_run(result.run_id).started_at
