@@ -389,18 +389,6 @@ def test_state_machine_cursor_reruns_a_finished_step_after_a_step_is_added(
     assert not result.verdict.passed
 
 
-def test_celery_warm_shutdown_finishes_the_task_in_hand(celery_settings: Settings,
-                                                        flow_file: FlowFactory) -> None:
-    """SIGTERM to the worker's main process: Celery waits for the running task."""
-    instance = only(chaos(celery_settings, flow_file("chaos"), "celery-chain", "stop-worker",
-                          "activate:before-effect"))
-
-    assert instance.verdict is Verdict.COMPLETED
-    assert applied(celery_settings, instance, "activate") == [Outcome.APPLIED]
-    assert instance.resume is not None
-    assert instance.resume.exact
-
-
 def test_state_machine_survives_a_broker_restart(own_services: Settings,
                                                  flow_file: FlowFactory) -> None:
     """Redis keeps its queue in its append-only file, and the state machine's tick
@@ -555,8 +543,9 @@ def test_a_run_whose_fault_never_fired_does_not_pass(settings: Settings,
 
 def test_a_warm_stop_lets_the_step_in_hand_continue_which_is_no_resume(
         celery_settings: Settings, flow_file: FlowFactory) -> None:
-    """SIGTERM: Celery finishes the task in hand in the same process and attempt. That
-    is a continuation, reported apart from a resume, with no time to resume.
+    """SIGTERM to the worker's main process: Celery waits for the running task, and
+    finishes it in the same process and attempt, its effect once. That is a
+    continuation, reported apart from a resume, with no time to resume.
 
     The other instances were in flight too: their next tasks sat behind the one in hand
     (queued, or prefetched by the stopping worker, which gives them back unstarted). None
@@ -571,8 +560,10 @@ def test_a_warm_stop_lets_the_step_in_hand_continue_which_is_no_resume(
     [hit] = [i for i in result.instances
              if i.resume is not None and i.resume.affected_as == "at the fault point"]
     assert hit.resume is not None
+    assert hit.resume.exact
     assert hit.resume.continued
     assert hit.resume.time_to_resume is None
+    assert applied(celery_settings, hit, "activate") == [Outcome.APPLIED]
     others = [i for i in result.instances if i is not hit]
     for other in others:
         effects = ledger.effects(instance_id=other.instance_id)
