@@ -48,7 +48,10 @@ _names = itertools.count(1)
 # branches' crash tests from the first (67 s): about 865 s and 790 s, below the 985 s
 # each worker then runs in all. By the rehearsal of 05:15 the lanes held 907 s and 764 s;
 # since, the first lost the time-scale runs without a fault (tests/chaos/test_time.py,
-# 51 s) and the second gained the example app's held-up tests. Re-balance from a new
+# 51 s) and the second gained the example app's held-up tests; on 30 November (14:00)
+# the first lost two runs whose verdicts its multi-instance runs of the same fault now
+# give (Temporal's resume at the step in flight, Celery's warm shutdown on each broker:
+# about 16 s and twice 8 s here, alone). Re-balance from a new
 # rehearsal's JUnit file when a lane outgrows that: it says, for each test, the worker
 # that ran it and when it began (pytest_runtest_setup below), which
 # `python .ci/timeline.py JUNIT` sums per worker and lane. A test whose verdict does
