@@ -18,7 +18,7 @@ from graduate.adapters.celery.receipts import received_key
 from graduate.config import Settings
 from graduate.flow import Flow, load_flow
 from graduate.ledger import EffectRecord, Ledger, Outcome
-from graduate.runner import Failure, RunOptions, RunResult, run_flow
+from graduate.runner import Failure, InstanceResult, RunOptions, RunResult, run_flow
 from tests.conftest import FlowFactory
 
 FORWARD = ["create_record", "reserve", "activate", "notify"]
@@ -67,6 +67,8 @@ def test_happy_path_applies_each_effect_once_in_order(
     assert item.steps_done == 4
     assert item.duplicates == 0
     assert_traced(settings, load_flow(path), result, engine)
+    if engine == "celery-chain":
+        received_before_it_runs(settings, item)
 
 
 def test_transient_failure_is_retried_to_success(
@@ -158,16 +160,13 @@ def test_many_instances_at_once(settings: Settings, flow_file: FlowFactory,
     assert os.getpid() not in pids
 
 
-def test_the_chain_records_which_worker_received_each_task_before_it_runs(
-        settings: Settings, flow_file: FlowFactory) -> None:
-    """Celery's `task_received`, in the worker's main process, marks each task with the
-    worker that has it, before an early acknowledgement takes it out of the broker: what
-    holds() reads where neither the broker nor a STARTED state shows the task yet."""
-    result = run(settings, flow_file(), "celery-chain", decisions={"approval": "approve"})
-    [item] = result.instances
+def received_before_it_runs(settings: Settings, item: InstanceResult) -> None:
+    """Celery's `task_received`, in the worker's main process, marked each task of the
+    chain's instance with the worker that had it, before an early acknowledgement took
+    it out of the broker: what holds() reads where neither the broker nor a STARTED
+    state shows the task yet."""
     assert settings.broker_url is not None
     client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
-
     for step in FORWARD:
         received = client.get(received_key(f"{item.instance_id}:{step}"))
         assert received is not None, f"no worker marked {step} as received"
