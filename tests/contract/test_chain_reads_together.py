@@ -48,7 +48,9 @@ def chain(settings: Settings, tmp_path: Path) -> Any:
         services = Services(temporal=None, broker_url=broker_url or settings.broker_url,
                             result_backend_url=settings.broker_url,
                             ledger_url=settings.ledger, app_db_url=str(tmp_path / "app.db"))
-        return open_engine("celery-chain", flow, services, tmp_path / "run-no-workers")
+        run_folder = tmp_path / "run-no-workers"
+        run_folder.mkdir(exist_ok=True)  # rabbitmq_url deletes the queues of the runs it finds
+        return open_engine("celery-chain", flow, services, run_folder)
     return open_chain
 
 

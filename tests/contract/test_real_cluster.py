@@ -72,7 +72,9 @@ def test_chain_on_rabbitmq_cannot_tell_what_a_ready_message_holds(
     services = Services(temporal=None, broker_url=rabbitmq_url,
                         result_backend_url=settings.broker_url, ledger_url=settings.ledger,
                         app_db_url=str(tmp_path / "app.sqlite3"))
-    engine = open_engine("celery-chain", flow, services, tmp_path / "run-no-workers")
+    run_folder = tmp_path / "run-no-workers"
+    run_folder.mkdir(exist_ok=True)  # rabbitmq_url deletes the queues of the runs it finds
+    engine = open_engine("celery-chain", flow, services, run_folder)
     request = new_request(flow, "nowork", 1, "tenant")
     try:
         engine.start(request)
