@@ -10,6 +10,7 @@ main thread (or one that lives as long as they should).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import json
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from graduate.errors import ServiceError
 
@@ -188,6 +190,18 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return ""
+
+
+def leave(code: int) -> NoReturn:
+    """Exit with `code` after the exit handlers (log and trace flushes), without
+    finalising the interpreter. A process that loaded the Temporal SDK can abort in
+    finalisation (SIGABRT, "PyGILState_Release ... finalizing", sdk-python issue 300)
+    when the SDK core's threads call into an interpreter going away: a command or
+    worker that did its work would then exit -6."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def dying_with_this_process(argv: Sequence[str]) -> list[str]:

@@ -20,6 +20,7 @@ from typer.models import CommandInfo
 
 from graduate.cli.common import err_console, print_error
 from graduate.errors import GraduateError
+from graduate.processes import leave
 
 # The commands, by name: the module under graduate.cli that defines each, and in it the
 # command's function or, for a group of commands, its Typer. A module is imported when
@@ -135,6 +136,18 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
+    try:
+        _main()
+    except SystemExit as leaving:  # how click ends every command, success included
+        if "temporalio" in sys.modules:  # its threads can abort finalisation: see leave()
+            code = leaving.code
+            if code is not None and not isinstance(code, int):
+                print_error(str(code))
+            leave(code if isinstance(code, int) else 0 if code is None else 1)
+        raise
+
+
+def _main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()

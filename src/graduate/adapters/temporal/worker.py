@@ -10,10 +10,8 @@ down gracefully on SIGTERM or SIGINT, as a deploy would ask it to.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
 import signal
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -28,6 +26,7 @@ from graduate.adapters.temporal.client import connect
 from graduate.adapters.temporal.messages import build_id, deployment_name, task_queue
 from graduate.adapters.temporal.workflow import GraduateFlow
 from graduate.flow import Flow, load_flow
+from graduate.processes import leave
 
 ACTIVITY_THREADS = 8
 # Workflows a worker keeps in its sticky cache (the SDK's default is 1,000). Past it, a
@@ -84,14 +83,8 @@ async def serve(spec: WorkerSpec) -> None:
 
 def main() -> None:
     asyncio.run(serve(WorkerSpec.from_stdin()))
-    # The worker has shut down cleanly. Interpreter finalisation can still abort the
-    # process (SIGABRT, "PyGILState_Release") when the SDK's core threads call back into
-    # a finalising interpreter, which made a warm stop exit -6 instead of 0. So run the
-    # exit handlers (log and trace flushes) and leave without finalising.
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    # Shut down cleanly: finalising could still abort (a warm stop then exited -6).
+    leave(0)
 
 
 if __name__ == "__main__":
