@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,6 +19,7 @@ import redis
 from graduate.adapters import open_engine
 from graduate.adapters.base import Engine, InstanceState, ReadsTogether
 from graduate.adapters.celery.chain import (
+    SIGNAL,
     claim_key,
     context_key,
     deliveries_key,
@@ -182,8 +184,9 @@ def test_a_signal_that_claimed_its_wait_holds_the_instance_until_its_step_succee
         settings: Settings, flow_file: FlowFactory, chain: Any) -> None:
     """A signal message whose task claimed the wait to run the step after it (its token
     in the claim) can still move the instance, redelivered or retried, until that step
-    succeeded; one whose wait another claimed (the deadline) moves nothing. Read alone
-    and together alike."""
+    succeeded; one whose wait another claimed (the deadline), and another signal
+    message (another token: its task finds the claim not its own), move nothing. Read
+    alone and together alike."""
     flow = load_flow(flow_file(**NO_TIMER))
     engine: Engine = chain(flow)
     assert isinstance(engine, ReadsTogether)
@@ -191,8 +194,10 @@ def test_a_signal_that_claimed_its_wait_holds_the_instance_until_its_step_succee
     client = redis.Redis.from_url(settings.broker_url)
     app = cast(Any, engine)._app
     wait, first = flow.waits[0], flow.steps[0].name
-    kinds = {"step pending": True, "step succeeded": False, "claimed by the deadline": False}
+    kinds = {"step pending": True, "step succeeded": False, "claimed by the deadline": False,
+             "another message's token": False}
     instances: dict[str, str] = {}
+    claimed_by = "an earlier delivery's"
     try:
         for number, kind in enumerate(kinds, start=1):
             iid = new_request(flow, "carried", number, "tenant").instance_id
@@ -200,14 +205,18 @@ def test_a_signal_that_claimed_its_wait_holds_the_instance_until_its_step_succee
             app.backend.store_result(task_id(iid, first), {"done": [first]}, "SUCCESS")
             client.set(context_key(iid, wait.name), json.dumps({"parked": True}))
             claim = {"by": "signal", "decision": "approve", "at": time.time(),
-                     "action": "continue", "reason": "", "token": "an earlier delivery's"}
+                     "action": "continue", "reason": "", "token": claimed_by}
             if kind == "claimed by the deadline":
                 claim = {**claim, "by": "deadline", "action": "compensate"}
                 del claim["token"]
             client.set(claim_key(iid, wait.name), json.dumps(claim))
             if kind == "step succeeded":
                 app.backend.store_result(task_id(iid, "activate"), {"done": []}, "SUCCESS")
-            engine.signal(iid, wait.signal, {"decision": "approve"})  # queued, as redelivered
+            # Queued: the claiming message again (redelivered, or retried), or another
+            # signal message, sent as `ChainStrategy.signal` sends one, with its own token.
+            token = uuid.uuid4().hex if kind == "another message's token" else claimed_by
+            app.send_task(SIGNAL, args=(iid, wait.signal, {"decision": "approve"}),
+                          kwargs={"token": token}, task_id=task_id(iid, "signal", wait.signal))
         ids = list(instances)
 
         alone = {iid: _answer(_or_error(engine.holds, iid)) for iid in ids}

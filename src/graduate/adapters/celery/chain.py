@@ -22,11 +22,12 @@ only, which is all that an operator of such a system has to go on.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -38,7 +39,7 @@ from celery import chord as celery_chord
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 from graduate.adapters.base import HeldUp, HistoryEvent, InstanceState, InstanceStatus
-from graduate.adapters.celery.broker import BrokerView
+from graduate.adapters.celery.broker import BrokerView, message_task_id
 from graduate.adapters.celery.receipts import (
     PING_TIMEOUT,
     REDIS_HANDOVER,
@@ -295,9 +296,26 @@ def carried_step(flow: Flow, wait: Wait) -> Step | None:
 
 
 def carrying_key(instance_id: str, wait: str) -> str:
-    """Not a Redis key: where `ChainStrategy._decisions` says whether the wait's signal
-    task claimed it to run its carried step, and that step has not succeeded yet."""
+    """Not a Redis key: where `_Decisions.carriers` keeps the token of the signal message
+    whose task claimed the wait to run its carried step, while that step has not
+    succeeded yet."""
     return _key(instance_id, "carrying", wait)
+
+
+def signal_token(message: dict[str, Any]) -> str | None:
+    """The token a signal message carries (`ChainStrategy.signal`), as kombu stored the
+    message; None when it carries none or its body cannot be read."""
+    try:
+        body: Any = message["body"]
+        if (message.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        decoded = json.loads(body)
+        # Task protocol 2: [args, kwargs, embed]; protocol 1: a dict with "kwargs".
+        kwargs = decoded[1] if isinstance(decoded, list) else decoded.get("kwargs", {})
+        token = kwargs.get("token")
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None
+    return token if isinstance(token, str) else None
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -874,6 +892,17 @@ class _Look:
     status: InstanceStatus
 
 
+@dataclass(frozen=True)
+class _Decisions:
+    """What `ChainStrategy._can_move_in` asks of instances' waits, read once a look:
+    which claims and parked contexts exist (by key), and, by `carrying_key`, the token
+    of the signal message whose task claimed a wait to run the step after it, while
+    that step has not succeeded."""
+
+    exists: dict[str, bool]
+    carriers: dict[str, str]
+
+
 # Instances whose records `ChainStrategy.statuses` reads in one round trip.
 STATUS_CHUNK = 500
 
@@ -1224,8 +1253,10 @@ class ChainStrategy:
         if self.broker.peekable:
             held = self._queued(queue, looking)
             decided = self._decisions(looking)
+            tokens = self._signal_tokens(queue, decided, held)
             moving = {iid for iid in looking
-                      if any(self._can_move_in(decided, iid, tid) for tid in held[iid])}
+                      if any(self._can_move_in(decided, iid, tid, tokens.get(tid))
+                             for tid in held[iid])}
             answers.update(dict.fromkeys(moving, True))
             live = self._in_live_hands_all([iid for iid in looking if iid not in moving],
                                            decided)
@@ -1272,8 +1303,11 @@ class ChainStrategy:
         if not self.broker.peekable or self.status(instance_id).state.finished:
             return None
         queue = self.app.conf.task_default_queue
-        movable = {tid for tid in self.broker.task_ids(queue, f"{instance_id}:") or set()
-                   if self._can_move(instance_id, tid)}
+        decided = self._decisions([instance_id])
+        found = {instance_id: self.broker.task_ids(queue, f"{instance_id}:") or set()}
+        tokens = self._signal_tokens(queue, decided, found)
+        movable = {tid for tid in found[instance_id]
+                   if self._can_move_in(decided, instance_id, tid, tokens.get(tid))}
         taken = self.broker.taken_at(f"{instance_id}:") or {}
         if not movable or movable - taken.keys():
             return None  # nothing movable (lost), or a queued message moves it any time
@@ -1351,10 +1385,11 @@ class ChainStrategy:
             raise CannotTell("the broker cannot be read without consuming its messages")
         return found
 
-    def _decisions(self, instance_ids: Sequence[str]) -> dict[str, bool]:
+    def _decisions(self, instance_ids: Sequence[str]) -> _Decisions:
         """Which of the instances' wait claims and parked contexts exist (by key), and
         which waits' signal tasks claimed them to run the step after (`carrying_key`)
-        whose result is not SUCCESS yet: what `_can_move_in` asks, read once a look."""
+        whose result is not SUCCESS yet, with the token of the message that claimed:
+        what `_can_move_in` asks, read once a look."""
         flows = {iid: self._flow(iid) for iid in instance_ids}
         carried = {iid: [(w, carried_step(flow, w)) for w in flow.waits]
                    for iid, flow in flows.items()}
@@ -1365,19 +1400,39 @@ class ChainStrategy:
         values = self._read({iid: [*keys[iid], *(
             self.app.backend.get_key_for_task(task_id(iid, step.name))
             for _, step in carried[iid] if step is not None)] for iid in instance_ids})
-        decided: dict[str, bool] = {}
+        decided = _Decisions({}, {})
         for iid in instance_ids:
             found = dict(zip(keys[iid], values[iid][:len(keys[iid])], strict=True))
-            decided.update({key: raw is not None for key, raw in found.items()})
+            decided.exists.update({key: raw is not None for key, raw in found.items()})
             step_metas = iter(values[iid][len(keys[iid]):])
             for wait, step in carried[iid]:
                 meta = None if step is None else next(step_metas)
-                claim = found[claim_key(iid, wait.name)]
-                decided[carrying_key(iid, wait.name)] = (
-                    step is not None and claim is not None and "token" in json.loads(claim)
-                    and (meta is None or self.app.backend.decode_result(meta).get(
-                        "status") != "SUCCESS"))
+                raw = found[claim_key(iid, wait.name)]
+                token = None if step is None or raw is None else json.loads(raw).get("token")
+                if token is not None and (meta is None or self.app.backend.decode_result(
+                        meta).get("status") != "SUCCESS"):
+                    decided.carriers[carrying_key(iid, wait.name)] = str(token)
         return decided
+
+    def _signal_tokens(self, queue: str, decided: _Decisions,
+                       held: dict[str, set[str]]) -> dict[str, set[str | None]]:
+        """The tokens of the signal messages in `held` (task IDs per instance, as the
+        broker showed them) whose wait a signal task claimed to run its step
+        (`_Decisions.carriers`): only such a message's token tells whether it is the
+        claiming message again (redelivered, or retried) or another one. The broker is
+        read for them only, and only when there are some; a message gone since `held`
+        was read leaves its ID without tokens (`_can_move_in` counts it)."""
+        wanted = {task_id(iid, "signal", wait.signal)
+                  for iid in held for wait in self.flow.waits
+                  if carrying_key(iid, wait.name) in decided.carriers
+                  and task_id(iid, "signal", wait.signal) in held[iid]}
+        if not wanted:
+            return {}
+        tokens: dict[str, set[str | None]] = {tid: set() for tid in wanted}
+        for message in self.broker.messages([queue], containing=":signal:") or []:
+            if (tid := message_task_id(message)) in tokens:
+                tokens[tid].add(signal_token(message))
+        return tokens
 
     def _consumers_holding_all(self, instance_ids: Sequence[str], consumers: int,
                                ) -> tuple[dict[str, set[str]], dict[str, int]]:
@@ -1391,32 +1446,37 @@ class ChainStrategy:
         return ({iid: held & set(tids) for iid, tids in ids.items()},
                 dict.fromkeys(instance_ids, answered))
 
-    def _can_move(self, instance_id: str, tid: str) -> bool:
-        return self._can_move_in(self._decisions([instance_id]), instance_id, tid)
-
-    def _can_move_in(self, decided: dict[str, bool], instance_id: str, tid: str) -> bool:
+    def _can_move_in(self, decided: _Decisions, instance_id: str, tid: str,
+                     tokens: Collection[str | None] | None = None) -> bool:
         """Whether running task `tid` can change the instance, by which of its wait claims
-        and parked contexts exist (`_decisions`)."""
+        and parked contexts exist (`_decisions`). `tokens`: those of the signal messages
+        with that ID in the broker (`_signal_tokens`), where they were read; a task in
+        a worker's hands is known by its ID only."""
         interrupt = self.flow.interrupt
         if interrupt is not None and tid == task_id(instance_id, "signal", interrupt.signal):
             # The interrupt's signal task ends only a wait parked undecided: elsewhere the
             # chain's own next task acts on the interrupt (its sender recorded it), and
             # counts by itself; with that task lost, the signal moves nothing.
-            return any(decided[context_key(instance_id, wait.name)]
-                       and not decided[claim_key(instance_id, wait.name)]
+            return any(decided.exists[context_key(instance_id, wait.name)]
+                       and not decided.exists[claim_key(instance_id, wait.name)]
                        for wait in self.flow.waits)
         for wait in self.flow.waits:
-            undecided = not decided[claim_key(instance_id, wait.name)]
+            undecided = not decided.exists[claim_key(instance_id, wait.name)]
             if tid == task_id(instance_id, wait.name, "deadline"):
                 return undecided
             if tid == task_id(instance_id, "signal", wait.signal):
                 # Before the wait is parked a signal is only stored; the chain that
                 # reaches the wait is what moves the instance, and counts by itself.
                 # Once its message claimed the wait to run the step after it, that
-                # message (redelivered, or retried) moves the instance until the step
-                # succeeded.
-                return ((undecided and decided[context_key(instance_id, wait.name)])
-                        or decided[carrying_key(instance_id, wait.name)])
+                # message (redelivered, or retried: the same token) moves the instance
+                # until the step succeeded; another signal message (another token)
+                # finds the claim not its own and moves nothing. Where the tokens are
+                # not known (a message in hand, one gone from the broker since, or one
+                # whose body cannot be read), it counts.
+                carrier = decided.carriers.get(carrying_key(instance_id, wait.name))
+                return ((undecided and decided.exists[context_key(instance_id, wait.name)])
+                        or (carrier is not None and (
+                            not tokens or carrier in tokens or None in tokens)))
         return True
 
     def _in_live_hands(self, instance_id: str) -> bool:
@@ -1426,7 +1486,7 @@ class ChainStrategy:
             raise answer
         return answer
 
-    def _in_live_hands_all(self, instance_ids: Sequence[str], decided: dict[str, bool],
+    def _in_live_hands_all(self, instance_ids: Sequence[str], decided: _Decisions,
                            ) -> dict[str, bool | Exception]:
         """Whether a worker that answers a ping runs a task of each instance (the workers
         any of them names pinged once). A worker on this host that does not answer but
