@@ -780,7 +780,12 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     app.task(name=COMPENSATE, bind=True, shared=False)(compensate)
     app.task(name=NOTICE, bind=True, shared=False)(notice)
     app.task(name=WAIT, shared=False)(wait)
-    app.task(name=SIGNAL, bind=True, shared=False)(signal)
+    # Nothing reads a signal task's success (the step it carries stores its own result,
+    # `run_carried`), so it is not stored: a read, a transaction of a write and a
+    # publish a signal fewer. Its retry and failure are, as `_status` reads them for
+    # the step it carries.
+    app.task(name=SIGNAL, bind=True, shared=False, ignore_result=True,
+             store_errors_even_if_ignored=True)(signal)
     app.task(name=DEADLINE, shared=False)(deadline)
     app.task(name=REMINDER, bind=True, shared=False)(reminder)
     app.task(name=TIMER, bind=True, shared=False)(timer)
