@@ -32,6 +32,7 @@ from graduate.flow import Flow, load_flow
 from graduate.runs.session import new_request
 from graduate.services.model import Services
 from tests.conftest import FlowFactory
+from tests.contract.test_engines import NO_TIMER
 
 EACH = 6  # instances of each kind
 DEAD_PID = 2**22 + 17  # above Linux's default pid_max: no process has it
@@ -173,11 +174,6 @@ def _or_error(read: Any, instance_id: str) -> object:
         return read(instance_id)
     except Exception as error:
         return error
-
-
-# The contract flow with its timer taken out: the step `activate` follows the wait, so
-# the wait's signal task runs it (docs/adr/0015, decision 4).
-NO_TIMER = {'[[nodes]]\ntimer = "cool_off"\nduration = "300ms"\n\n': ""}
 
 
 def test_a_signal_that_claimed_its_wait_holds_the_instance_until_its_step_succeeded(

@@ -1,6 +1,7 @@
 """The chain's signal task runs the step after its wait (docs/adr/0015, decision 4),
 against real Redis and real workers: the step is retried, fails, compensates and
-records its result as its own task does, and the rest of the flow follows it."""
+records its result as its own task does, and the rest of the flow follows it. (Its
+retries: the contract's transient failure, right after the wait.)"""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from graduate.config import Settings
 from graduate.ledger import Outcome
 from graduate.runner import Failure
 from tests.conftest import FlowFactory
-from tests.contract.test_chain_reads_together import NO_TIMER
-from tests.contract.test_engines import FORWARD, effects, run
+from tests.contract.test_engines import FORWARD, NO_TIMER, effects, run
 
 ENGINE = "celery-chain"
 
@@ -31,21 +31,6 @@ def test_the_signal_runs_the_step_after_the_wait_and_the_rest_follows(
     else:
         assert item.state is InstanceState.COMPENSATED, item.detail
         assert [e.step for e in rows] == ["create_record", "reserve"]
-
-
-def test_a_transient_failure_of_the_step_retries_the_signal_task_to_success(
-        settings: Settings, flow_file: FlowFactory) -> None:
-    """Each retry of the signal task finds the claim its own (the token it carries) and
-    runs the step again, counted as the step's next attempt."""
-    result = run(settings, flow_file(**NO_TIMER), ENGINE, decisions={"approval": "approve"},
-                 failures=[Failure("activate", "transient", 2)])
-
-    [item] = result.instances
-    assert item.state is InstanceState.COMPLETED, item.detail
-    activate = [e for e in effects(settings, item.instance_id) if e.step == "activate"]
-    assert [(e.attempt, e.outcome) for e in activate] == [
-        (1, Outcome.TRANSIENT_ERROR), (2, Outcome.TRANSIENT_ERROR), (3, Outcome.APPLIED)]
-    assert [e.step for e in effects(settings, item.instance_id)][-1] == "notify"
 
 
 def test_a_permanent_failure_of_the_step_compensates_and_says_where(

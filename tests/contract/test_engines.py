@@ -22,6 +22,12 @@ from graduate.runner import Failure, InstanceResult, RunOptions, RunResult, run_
 from tests.conftest import FlowFactory
 
 FORWARD = ["create_record", "reserve", "activate", "notify"]
+# The contract flow with its timer taken out: the step `activate` follows the wait (on
+# the chain, the wait's signal task runs it, docs/adr/0015, decision 4).
+NO_TIMER = {'[[nodes]]\ntimer = "cool_off"\nduration = "300ms"\n\n': ""}
+# Where the step that fails stands: after the timer that follows the wait, or right
+# after the wait.
+AFTER_THE_WAIT = {"after a timer": {}, "right after the wait": NO_TIMER}
 
 
 @pytest.fixture(params=engine_names())
@@ -71,9 +77,14 @@ def test_happy_path_applies_each_effect_once_in_order(
         received_before_it_runs(settings, item)
 
 
+@pytest.mark.parametrize("where", AFTER_THE_WAIT)
 def test_transient_failure_is_retried_to_success(
-        settings: Settings, flow_file: FlowFactory, engine: str) -> None:
-    result = run(settings, flow_file(), engine, decisions={"approval": "approve"},
+        settings: Settings, flow_file: FlowFactory, engine: str, where: str) -> None:
+    """Retried, each attempt counted, then the rest of the flow follows. Right after the
+    wait, on the chain, each retry of the signal task finds the claim its own (the token
+    it carries) and runs the step again, counted as the step's next attempt."""
+    result = run(settings, flow_file(**AFTER_THE_WAIT[where]), engine,
+                 decisions={"approval": "approve"},
                  failures=[Failure("activate", "transient", 2)])
 
     [item] = result.instances
@@ -82,6 +93,7 @@ def test_transient_failure_is_retried_to_success(
     assert [(e.attempt, e.outcome) for e in activate] == [
         (1, Outcome.TRANSIENT_ERROR), (2, Outcome.TRANSIENT_ERROR), (3, Outcome.APPLIED)]
     assert item.effects_applied == 4
+    assert [e.step for e in effects(settings, item.instance_id)][-1] == "notify"
 
 
 def test_permanent_failure_compensates_in_reverse(
