@@ -387,9 +387,20 @@ class ChainTasks:
         if interrupt is not None:
             compensation_part(self.app, self._flow(ctx), ctx, interrupt.reason).apply_async()
             return
-        self.app.backend.mark_as_done(task_id(_instance(ctx), "finish"),
-                                      {"outcome": "completed", "done": ctx["done"],
-                                       "reason": ""})
+        # `finish`'s SUCCESS meta as Celery's backend stores it, in one command where
+        # `mark_as_done` takes five (a read of the meta, then a transaction of the write
+        # and a publish that nobody subscribes to): NX keeps what Celery's read keeps,
+        # never a write over a success (the end recorded by an earlier delivery of this
+        # step, or the compensated end): a chain whose last step records its end sends
+        # no completing `finish` task, the only one that fails (halted by the interrupt).
+        tid = task_id(_instance(ctx), "finish")
+        backend = self.app.backend
+        meta = {"status": "SUCCESS", "result": {"outcome": "completed", "done": ctx["done"],
+                                                "reason": ""},
+                "traceback": None, "children": [], "date_done": self.app.now().isoformat(),
+                "task_id": tid}
+        self.resources.redis().set(backend.get_key_for_task(tid), backend.encode(meta),
+                                   nx=True, ex=backend.expires or None)
 
     def _step(self, task: Any, ctx: Context, node: str) -> Context:
         self.halt_if_interrupted(task, ctx, node, step=True)
