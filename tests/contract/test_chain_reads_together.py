@@ -176,13 +176,15 @@ def _or_error(read: Any, instance_id: str) -> object:
         return error
 
 
+@pytest.mark.parametrize("where", ["queued", "taken by a dead worker"])
 def test_a_signal_that_claimed_its_wait_holds_the_instance_until_its_step_succeeded(
-        settings: Settings, flow_file: FlowFactory, chain: Any) -> None:
+        settings: Settings, flow_file: FlowFactory, chain: Any, where: str) -> None:
     """A signal message whose task claimed the wait to run the step after it (its token
     in the claim) can still move the instance, redelivered or retried, until that step
     succeeded; one whose wait another claimed (the deadline), and another signal
     message (another token: its task finds the claim not its own), move nothing. Read
-    alone and together alike."""
+    alone and together alike. Taken by a worker now dead, unacknowledged, the claiming
+    message holds its instance up until Redis gives it back; another does not."""
     flow = load_flow(flow_file(**NO_TIMER))
     engine: Engine = chain(flow)
     assert isinstance(engine, ReadsTogether)
@@ -194,6 +196,7 @@ def test_a_signal_that_claimed_its_wait_holds_the_instance_until_its_step_succee
              "another message's token": False}
     instances: dict[str, str] = {}
     claimed_by = "an earlier delivery's"
+    taken: list[str] = []
     try:
         for number, kind in enumerate(kinds, start=1):
             iid = new_request(flow, "carried", number, "tenant").instance_id
@@ -213,6 +216,8 @@ def test_a_signal_that_claimed_its_wait_holds_the_instance_until_its_step_succee
             token = uuid.uuid4().hex if kind == "another message's token" else claimed_by
             app.send_task(SIGNAL, args=(iid, wait.signal, {"decision": "approve"}),
                           kwargs={"token": token}, task_id=task_id(iid, "signal", wait.signal))
+        if where == "taken by a dead worker":
+            taken = _taken_by_dead_worker(client, app.conf.task_default_queue)
         ids = list(instances)
 
         alone = {iid: _answer(_or_error(engine.holds, iid)) for iid in ids}
@@ -220,5 +225,26 @@ def test_a_signal_that_claimed_its_wait_holds_the_instance_until_its_step_succee
 
         assert together == alone
         assert {instances[iid]: answer for iid, answer in alone.items()} == kinds
+        held_up = {instances[iid]: engine.held_until(iid) is not None for iid in ids}
+        assert held_up == {kind: where == "taken by a dead worker" and kind == "step pending"
+                           for kind in kinds}
     finally:
+        if taken:  # not left for a live worker's restore sweep to give back
+            client.hdel("unacked", *taken)
+            client.zrem("unacked_index", *taken)
         engine.close()
+
+
+def _taken_by_dead_worker(client: redis.Redis, queue: str) -> list[str]:
+    """Every message queued on `queue` taken as kombu takes one (into the unacked hash,
+    indexed by when it was taken) by a worker of this host that is gone, which marked
+    each task received (`receipts.mark_received`): their delivery tags."""
+    worker = f"celery-chain-worker-1-{DEAD_PID}@{socket.gethostname()}"
+    tags = []
+    while (raw := cast(bytes | None, client.rpop(queue))) is not None:
+        message = json.loads(raw)
+        tags.append(tag := str(message["properties"]["delivery_tag"]))
+        client.hset("unacked", tag, json.dumps([message, "", queue]))
+        client.zadd("unacked_index", {tag: time.time()})
+        client.set(received_key(message["headers"]["id"]), worker)
+    return tags
