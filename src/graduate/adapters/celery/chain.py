@@ -594,9 +594,9 @@ class ChainTasks:
             raw = pipe.execute()[1]
         early = None if raw is None else json.loads(raw)
         if self.interrupted(iid) is not None:
-            self.resolve(iid, wait, "interrupt", None)
+            self.resolve(iid, wait, "interrupt", None, parked=ctx)
         elif early is not None:
-            self.resolve(iid, wait, "signal", early)
+            self.resolve(iid, wait, "signal", early, parked=ctx)
         else:
             self.app.signature(DEADLINE, args=(iid, node), task_id=task_id(iid, node, "deadline"),
                                countdown=wait.deadline).apply_async()
@@ -642,14 +642,16 @@ class ChainTasks:
         if wait is None:
             return {"ignored": f"flow {self.flow.name} awaits no signal {name!r}"}
         # Write first, then look for the parked wait (the reverse of `wait`), in one round
-        # trip: Redis runs the two in order.
+        # trip: Redis runs the two in order. The parked context, written once by the
+        # park, is read here for the claim that follows.
         with self.resources.redis().pipeline(transaction=False) as pipe:
             pipe.set(signal_key(instance_id, name), json.dumps(payload), ex=_lifetime(wait))
-            pipe.exists(context_key(instance_id, wait.name))
+            pipe.get(context_key(instance_id, wait.name))
             parked = pipe.execute()[1]
-        if parked:
+        if parked is not None:
             return {"resolved": self.resolve(instance_id, wait, "signal", payload,
-                                             carrier=task, token=token)}
+                                             carrier=task, token=token,
+                                             parked=json.loads(parked)["context"])}
         return {"stored": True}
 
     def deadline(self, instance_id: str, node: str) -> dict[str, Any]:
@@ -657,11 +659,13 @@ class ChainTasks:
         return {"resolved": self.resolve(instance_id, wait, "deadline", None)}
 
     def resolve(self, iid: str, wait: Wait, by: str, payload: dict[str, Any] | None, *,
-                carrier: Any = None, token: str | None = None) -> bool:
+                carrier: Any = None, token: str | None = None,
+                parked: Context | None = None) -> bool:
         """Claim the wait for the signal or the deadline; the winner sends what follows.
         A signal task (`carrier`, with its message's `token`) that continues runs the
         step after the wait itself (`run_carried`), and so does that same message
-        redelivered or retried after it claimed."""
+        redelivered or retried after it claimed. `parked`: the wait's parked context,
+        where the caller has it already (the park writes it once), else read here."""
         decision = (payload or {}).get("decision")
         interrupt = self.interrupted(iid)
         if interrupt is not None:  # recorded first: the wait ends interrupted, whoever ends it
@@ -677,17 +681,19 @@ class ChainTasks:
                    and carried_step(self.flow, wait) is not None)
         if carries:
             claim["token"] = token  # this message runs the step after the wait
-        # The claim, the parked context and the claim that stands in one round trip (the
-        # context is read whether or not the claim is won; only the winner uses it).
+        # The claim, the parked context (unless given) and the claim that stands in one
+        # round trip (the context is read whether or not the claim is won; only the
+        # winner uses it).
         with self.resources.redis().pipeline(transaction=False) as pipe:
             pipe.set(claim_key(iid, wait.name), json.dumps(claim), nx=True, ex=_lifetime(wait))
-            pipe.get(context_key(iid, wait.name))
+            if parked is None:
+                pipe.get(context_key(iid, wait.name))
             pipe.get(claim_key(iid, wait.name))
-            won, raw, standing = pipe.execute()
+            won, *raw, standing = pipe.execute()
         if not won and not (token is not None and standing is not None
                             and json.loads(standing).get("token") == token):
             return False
-        ctx: Context = json.loads(raw)["context"]
+        ctx: Context = parked if parked is not None else json.loads(raw[0])["context"]
         flow = self._flow(ctx)
         if not won or carries:
             # Won now, or won by this very message before it was cut short (redelivered
