@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -69,6 +71,10 @@ def graduate_here(project: Path, monkeypatch: pytest.MonkeyPatch,
             for name, value in _env(env).items():
                 patched.setenv(name, value)
             patched.setattr(sys, "argv", ["graduate", *args])
+            # main() leaves without finalising once the Temporal SDK is loaded (an earlier
+            # test in this process may have loaded it): here that would end the test run
+            # itself, its exit handlers run and pytest's summary never written.
+            patched.setattr("graduate.cli.app.leave", _exit_as_main_would)
             sigterm = signal.getsignal(signal.SIGTERM)  # main() sets its own
             capsys.readouterr()
             try:
@@ -85,6 +91,25 @@ def graduate_here(project: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 GraduateHere = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _exit_as_main_would(code: int) -> NoReturn:
+    """`processes.leave` in a test's process: the same exit code, the process kept."""
+    raise SystemExit(code)
+
+
+def test_a_command_in_this_process_returns_once_the_temporal_sdk_is_loaded(
+        graduate_here: GraduateHere, monkeypatch: pytest.MonkeyPatch) -> None:
+    importlib.import_module("graduate.adapters.temporal.client")  # loads temporalio
+
+    def process_left(code: int) -> NoReturn:
+        raise AssertionError(f"graduate's main() ended the test's process (exit {code})")
+
+    monkeypatch.setattr(os, "_exit", process_left)
+    done = graduate_here("flows", "--help")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Example" in done.stdout
 
 
 def test_run_on_both_engines_records_the_same_effects(project: Path,
