@@ -235,6 +235,45 @@ def test_a_signal_that_claimed_its_wait_holds_the_instance_until_its_step_succee
         engine.close()
 
 
+def test_a_signal_message_that_found_the_claim_not_its_own_holds_nothing_once_it_ended(
+        settings: Settings, flow_file: FlowFactory, chain: Any) -> None:
+    """The claiming signal message was lost with its worker (acknowledged early; the
+    step after the wait never ran). Another signal message (another token) then ran to
+    its end on a worker of this host that is alive: its task found the claim not its
+    own and moved nothing. Its received mark outlives it; only its stored success tells
+    that no worker has it any more: nothing holds the instance (the review of ADR 0026's
+    unstored signal success: it was "cannot tell", a live worker's mark and no end)."""
+    flow = load_flow(flow_file(**NO_TIMER))
+    engine: Engine = chain(flow)
+    assert isinstance(engine, ReadsTogether)
+    assert settings.broker_url is not None
+    client = redis.Redis.from_url(settings.broker_url)
+    app = cast(Any, engine)._app
+    wait, first = flow.waits[0], flow.steps[0].name
+    iid = new_request(flow, "ended", 1, "tenant").instance_id
+    try:
+        app.backend.store_result(task_id(iid, first), {"done": [first]}, "SUCCESS")
+        client.set(context_key(iid, wait.name),
+                   json.dumps({"context": {}, "deadline": time.time() + 60}))
+        client.set(claim_key(iid, wait.name), json.dumps({
+            "by": "signal", "decision": "approve", "at": time.time(), "action": "continue",
+            "reason": "", "token": "the lost message's"}))
+        signal_id = task_id(iid, "signal", wait.signal)
+        # Taken by a worker of this host whose process runs (this one: it answers no
+        # ping), and run to its end there: the signal task's own code, as a worker runs it.
+        client.set(received_key(signal_id),
+                   f"celery-chain-worker-1-{os.getpid()}@{socket.gethostname()}")
+        app.tasks[SIGNAL].apply(args=(iid, wait.signal, {"decision": "approve"}),
+                                kwargs={"token": uuid.uuid4().hex}, task_id=signal_id)
+        assert app.backend.get_task_meta(task_id(iid, "activate"))["status"] == "PENDING"
+        assert app.backend.get_task_meta(signal_id)["status"] == "SUCCESS"
+
+        assert _answer(_or_error(engine.holds, iid)) is False
+        assert _answer(engine.holds_all([iid])[iid]) is False
+    finally:
+        engine.close()
+
+
 def _taken_by_dead_worker(client: redis.Redis, queue: str) -> list[str]:
     """Every message queued on `queue` taken as kombu takes one (into the unacked hash,
     indexed by when it was taken) by a worker of this host that is gone, which marked

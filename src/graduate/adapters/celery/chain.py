@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from enum import IntEnum
 from typing import Any, cast
 
 import redis
@@ -141,6 +142,14 @@ def record_interrupt(client: redis.Redis, flow: Flow, instance_id: str) -> None:
                    + sum(n.duration for n in flow.nodes if isinstance(n, Timer))) + KEY_LIFETIME
     client.set(interrupt_key(instance_id), json.dumps({"at": time.time()}), nx=True,
                ex=lifetime)
+
+
+class Claimed(IntEnum):
+    """What `ChainTasks.resolve` did with a wait: false when another claim stood."""
+
+    NOT = 0  # another signal, deadline or interrupt had claimed it
+    SENT = 1  # claimed: what follows was sent as tasks of its own
+    RAN_STEP = 2  # claimed by a signal task that ran the step after the wait itself
 
 
 class Interrupted(Exception):
@@ -637,10 +646,11 @@ class ChainTasks:
         (`run_carried`), and a claim already made under the same token is this
         message's own, cut short: it runs the step again."""
         if self.flow.interrupt is not None and name == self.flow.interrupt.signal:
-            return self.interrupt(instance_id)
+            return self._stored(task, self.interrupt(instance_id))
         wait = next((w for w in self.flow.waits if w.signal == name), None)
         if wait is None:
-            return {"ignored": f"flow {self.flow.name} awaits no signal {name!r}"}
+            return self._stored(task, {"ignored": f"flow {self.flow.name} awaits no signal "
+                                                  f"{name!r}"})
         # Write first, then look for the parked wait (the reverse of `wait`), in one round
         # trip: Redis runs the two in order. The parked context, written once by the
         # park, is read here for the claim that follows.
@@ -649,18 +659,31 @@ class ChainTasks:
             pipe.get(context_key(instance_id, wait.name))
             parked = pipe.execute()[1]
         if parked is not None:
-            return {"resolved": self.resolve(instance_id, wait, "signal", payload,
-                                             carrier=task, token=token,
-                                             parked=json.loads(parked)["context"])}
-        return {"stored": True}
+            claimed = self.resolve(instance_id, wait, "signal", payload, carrier=task,
+                                   token=token, parked=json.loads(parked)["context"])
+            if claimed is Claimed.RAN_STEP:  # the step stored its own result
+                return {"resolved": True}
+            return self._stored(task, {"resolved": bool(claimed)})
+        return self._stored(task, {"stored": True})
+
+    def _stored(self, task: Any, result: dict[str, Any]) -> dict[str, Any]:
+        """Store the success of a signal task that ran no step (the task ignores its
+        result, for the one that does): its received mark outlives it, and without a
+        stored success `holds()` would count such a message as still in a worker's hands
+        (`_in_live_hands_all`): a second message that found the claim not its own, or a
+        signal stored before its wait parked, would hold its instance for good."""
+        # No request: the backend would read the task's ignore_result from it and store
+        # nothing.
+        self.app.backend.mark_as_done(task.request.id, result)
+        return result
 
     def deadline(self, instance_id: str, node: str) -> dict[str, Any]:
         wait = cast(Wait, self.flow.node(node))
-        return {"resolved": self.resolve(instance_id, wait, "deadline", None)}
+        return {"resolved": bool(self.resolve(instance_id, wait, "deadline", None))}
 
     def resolve(self, iid: str, wait: Wait, by: str, payload: dict[str, Any] | None, *,
                 carrier: Any = None, token: str | None = None,
-                parked: Context | None = None) -> bool:
+                parked: Context | None = None) -> Claimed:
         """Claim the wait for the signal or the deadline; the winner sends what follows.
         A signal task (`carrier`, with its message's `token`) that continues runs the
         step after the wait itself (`run_carried`), and so does that same message
@@ -692,21 +715,22 @@ class ChainTasks:
             won, *raw, standing = pipe.execute()
         if not won and not (token is not None and standing is not None
                             and json.loads(standing).get("token") == token):
-            return False
+            return Claimed.NOT
         ctx: Context = parked if parked is not None else json.loads(raw[0])["context"]
         flow = self._flow(ctx)
         if not won or carries:
             # Won now, or won by this very message before it was cut short (redelivered
             # after its worker died, or retried after the step failed): run the step.
             self.run_carried(carrier, flow, wait, _passed(ctx, wait.name))
-        elif action == "continue":
+            return Claimed.RAN_STEP
+        if action == "continue":
             following = _node_index(flow, wait.name) + 1
             part_from(self.app, flow, following, _passed(ctx, wait.name)).apply_async()
         elif action == "compensate":
             compensation_part(self.app, flow, ctx, reason).apply_async()
         else:
             _finish_signature(self.app, ctx, "failed", reason).apply_async(args=(ctx,))
-        return True
+        return Claimed.SENT
 
     def run_carried(self, task: Any, flow: Flow, wait: Wait, ctx: Context) -> None:
         """Run the step after the wait in the signal task that claimed the wait, as its
@@ -797,10 +821,11 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     app.task(name=COMPENSATE, bind=True, shared=False)(compensate)
     app.task(name=NOTICE, bind=True, shared=False)(notice)
     app.task(name=WAIT, shared=False)(wait)
-    # Nothing reads a signal task's success (the step it carries stores its own result,
-    # `run_carried`), so it is not stored: a read, a transaction of a write and a
-    # publish a signal fewer. Its retry and failure are, as `_status` reads them for
-    # the step it carries.
+    # A signal task that runs the step after its wait stores no success of its own (the
+    # step stores its result, `run_carried`): a read, a transaction of a write and a
+    # publish fewer a flow. One that runs no step stores it itself (`_stored`), which
+    # `holds()` reads. Retries and failures are stored, as `_status` reads them for the
+    # step it carries.
     app.task(name=SIGNAL, bind=True, shared=False, ignore_result=True,
              store_errors_even_if_ignored=True)(signal)
     app.task(name=DEADLINE, shared=False)(deadline)
