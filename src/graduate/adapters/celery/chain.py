@@ -23,6 +23,7 @@ only, which is all that an operator of such a system has to go on.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import time
@@ -408,8 +409,11 @@ class ChainTasks:
                                                 "reason": ""},
                 "traceback": None, "children": [], "date_done": self.app.now().isoformat(),
                 "task_id": tid}
-        self.resources.redis().set(backend.get_key_for_task(tid), backend.encode(meta),
-                                   nx=True, ex=backend.expires or None)
+        # Retried over a lost connection as Celery's own write is (`RedisBackend.ensure`):
+        # a broker restarted at this moment would fail a step whose effect has landed.
+        backend.ensure(functools.partial(
+            self.resources.redis().set, backend.get_key_for_task(tid), backend.encode(meta),
+            nx=True, ex=backend.expires or None), ())
 
     def _step(self, task: Any, ctx: Context, node: str) -> Context:
         self.halt_if_interrupted(task, ctx, node, step=True)
