@@ -3,18 +3,31 @@ keeps what it last read of one while the server does not answer (docs/adr/0019).
 
 from __future__ import annotations
 
+import math
 import re
+import time
 import urllib.request
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from graduate.adapters.base import InstanceState
+from graduate.adapters.base import Engine, InstanceState, InstanceStatus
 from graduate.adapters.temporal.engine import TemporalEngine
 from graduate.errors import EngineError
 from graduate.flow import load_flow
+from graduate.ledger import Ledger
 from graduate.processes import wait_until
-from graduate.runs.session import new_request
+from graduate.runner import RunOptions
+from graduate.runs.session import (
+    REVISIT_AT_MOST,
+    REVISITS_PER_SECOND,
+    RunSession,
+    new_request,
+)
+from graduate.runs.timeline import Timeline
 from graduate.services.local import LocalTemporal
 from graduate.services.model import Services, TemporalTarget
 from tests.conftest import FlowFactory
@@ -60,6 +73,58 @@ def test_a_look_asks_only_about_its_instances_and_keeps_the_last_read_while_the_
         # ...and one never read has no status to give: the look fails.
         with pytest.raises(EngineError, match=f"cannot read the status of {second}"):
             engine.statuses([second])
+    finally:
+        if engine is not None:
+            engine.close()
+        server.stop()
+
+
+def test_a_watch_of_many_idle_instances_asks_the_server_within_its_budget(
+        tmp_path: Path, flow_file: FlowFactory) -> None:
+    """Many instances in flight that do not move (no worker polls): after the first
+    look, the watch asks the server about at most REVISITS_PER_SECOND of them a second,
+    not each every REVISIT_AT_MOST (docs/adr/0024), and still about every one again."""
+    server = LocalTemporal.create(tmp_path / "state", first_free=True)
+    server.start()
+    engine: TemporalEngine | None = None
+    try:
+        services = Services(temporal=TemporalTarget(server.address), broker_url=None,
+                            result_backend_url=None, ledger_url="sqlite://",
+                            app_db_url="sqlite://")
+        flow = load_flow(flow_file())
+        engine = TemporalEngine(flow, services, tmp_path / "run")
+        ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+        count = int(3 * REVISITS_PER_SECOND * REVISIT_AT_MOST)
+        requests = [new_request(flow, "idle", n, "acme") for n in range(1, count + 1)]
+        ledger.register_all(flow, requests, engine.name)
+        engine.start_all(requests)
+        asked: Counter[str] = Counter()
+        read = engine.statuses
+
+        def counted(instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+            asked.update(instance_ids)
+            return read(instance_ids)
+
+        engine.statuses = counted  # type: ignore[method-assign]
+        nothing = cast(Any, None)
+        session = RunSession(flow=flow, options=RunOptions(flow=str(flow.source),
+                                                           engine=engine.name,
+                                                           instances=count),
+                             run_id="idle", run_dir=tmp_path, ledger=ledger, stack=nothing,
+                             engine=cast(Engine, engine), workers=nothing,
+                             timeline=Timeline(), deadline=math.inf, requests=requests)
+        watched = 3 * count / REVISITS_PER_SECOND
+        began = time.monotonic()
+        statuses = session.watch(began + watched)
+        took = time.monotonic() - began
+
+        assert {s.state for s in statuses.values()} == {InstanceState.RUNNING}
+        assert set(statuses) == {r.instance_id for r in requests}
+        # The first look asks about every one; then the budget (up to a second's worth
+        # saved), not each every REVISIT_AT_MOST (which here is three times as many).
+        assert sum(asked.values()) <= count + REVISITS_PER_SECOND * (took + 1)
+        assert min(asked.values()) >= 2  # none starved
+        assert _served(server, "ListWorkflowExecutions") == 0
     finally:
         if engine is not None:
             engine.close()

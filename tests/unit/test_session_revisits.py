@@ -20,6 +20,7 @@ from graduate.runner import RunOptions
 from graduate.runs.session import (
     POLL_INTERVAL,
     REVISIT_AT_MOST,
+    REVISITS_PER_SECOND,
     Revisits,
     RunSession,
     new_request,
@@ -178,3 +179,54 @@ def test_the_watch_asks_about_the_instance_that_moves_and_still_sees_the_idle_on
     # Asked about eight times less often than the one that moved at every look, and not
     # once after it finished.
     assert engine.looks[idle.instance_id] == 5
+
+
+def test_revisits_are_asked_within_a_budget_a_second_and_none_is_starved(
+        tmp_path: Path) -> None:
+    """At thousands in flight a 2 s revisit of each was thousands of status reads a
+    second (docs/adr/0024): unchanged instances are revisited at most
+    REVISITS_PER_SECOND a second, the longest due first, so each still comes round."""
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    count = int(4 * REVISITS_PER_SECOND * REVISIT_AT_MOST)
+    requests = registered(ledger, count)
+    ids = [r.instance_id for r in requests]
+    clock = Clock()
+    revisits = Revisits(ledger, "r1", clock)
+    assert revisits.due(ids, {}) == ids  # the first look: every one, whatever the budget
+    revisits.looked(dict.fromkeys(ids, True))
+    known = running(ids)
+
+    seconds, asked = 30.0, Counter[str]()
+    last_asked = dict.fromkeys(ids, clock.now)
+    longest = 0.0
+    while clock.now < 1000.0 + seconds:
+        clock.now += POLL_INTERVAL
+        due = revisits.due(ids, known)
+        asked.update(due)
+        for iid in due:
+            longest = max(longest, clock.now - last_asked[iid])
+            last_asked[iid] = clock.now
+        revisits.looked(dict.fromkeys(due, False))
+
+    assert sum(asked.values()) <= REVISITS_PER_SECOND * (seconds + 1)
+    # Every one asked again, none left longer than its share of the budget allows.
+    assert set(asked) == set(ids)
+    assert longest <= count / REVISITS_PER_SECOND + REVISIT_AT_MOST
+
+
+def test_an_instance_that_moves_is_asked_at_once_when_the_budget_is_spent(
+        tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    requests = registered(ledger, int(3 * REVISITS_PER_SECOND))
+    ids = [r.instance_id for r in requests]
+    clock = Clock()
+    revisits = Revisits(ledger, "r1", clock)
+    revisits.due(ids, {})
+    revisits.looked(dict.fromkeys(ids, True))
+    known = running(ids)
+    clock.now += REVISIT_AT_MOST  # every one due again: more than a second's budget
+    assert len(revisits.due(ids, known)) == REVISITS_PER_SECOND
+
+    land(ledger, requests[-1])
+    revisits.nudge(requests[-2].instance_id)  # a signal sent to it
+    assert revisits.due(ids, known) == [requests[-2].instance_id, requests[-1].instance_id]

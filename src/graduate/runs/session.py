@@ -83,8 +83,14 @@ LOOK_PAUSE_FACTOR = 2.0
 # changed is due again POLL_INTERVAL later; each look that finds it unchanged doubles
 # that gap, up to REVISIT_AT_MOST. What leaves no row in the ledger (an instance that
 # finishes after its last effect, parks at a wait, fails or times out) is so seen
-# within REVISIT_AT_MOST, and at once when it follows a move.
+# within REVISIT_AT_MOST (or the budget's round, below), and soon when it follows a move.
 REVISIT_AT_MOST = 2.0
+# Revisits (not the instances that moved, nor those not seen yet) are asked about at most
+# this many a second, whatever the instances in flight: at 5,000 in flight a 2 s revisit
+# was up to 2,500 status reads a second on the cores the workers and servers use
+# (docs/adr/0024). Past REVISITS_PER_SECOND * REVISIT_AT_MOST instances in flight an
+# unchanged one is so looked at about every (in flight / REVISITS_PER_SECOND) seconds.
+REVISITS_PER_SECOND = 50.0
 
 
 def pause_after(took: float) -> float:
@@ -502,8 +508,11 @@ class Revisits:
     a wait, fails, times out or is cancelled) is caught by each instance's own revisit:
     due POLL_INTERVAL after its status last changed (or it moved, or was sent a
     signal), the gap doubling at each look that finds it unchanged, up to
-    REVISIT_AT_MOST. A ledger that cannot be read makes every instance due: a look as
-    before.
+    REVISIT_AT_MOST. Revisits are taken the longest due first, at most
+    REVISITS_PER_SECOND a second (docs/adr/0024), so the engine's work on them does not
+    grow with the instances in flight; an instance not looked at yet, or that moved, is
+    due at once whatever the budget. A ledger that cannot be read makes every instance
+    due: a look as before.
     """
 
     def __init__(self, ledger: Ledger, run_id: str,
@@ -514,12 +523,18 @@ class Revisits:
         self.mark = 0  # the last ledger row read
         self._next: dict[str, float] = {}  # instance -> when it is due (monotonic)
         self._gap: dict[str, float] = {}  # instance -> the gap to its next revisit
+        self._moved: set[str] = set()  # nudged since it was last looked at: due at once
         self._landed: list[tuple[str, str]] = []  # (instance, step) landed, not yet taken
+        # Revisits the budget allows now (REVISITS_PER_SECOND, up to a second's worth).
+        self._allowed = REVISITS_PER_SECOND
+        self._filled = clock()
 
     def due(self, unfinished: Sequence[str],
             known: Mapping[str, InstanceStatus]) -> list[str]:
-        """Those of `unfinished` to ask the engine about now: each not in `known`, each
-        that moved in the ledger since it was last looked at, each whose revisit is due."""
+        """Those of `unfinished` to ask the engine about now: each not in `known` and
+        each that moved in the ledger (or was sent a signal) since it was last looked
+        at, all of them; then those whose revisit is due, the longest due first, as many
+        as the budget allows (REVISITS_PER_SECOND)."""
         try:
             moved, self.mark = self.ledger.moved_since(self.run_id, self.mark)
         except Exception:
@@ -528,12 +543,22 @@ class Revisits:
             self.nudge(row.instance_id)
         self._landed.extend((row.instance_id, row.step) for row in moved if row.landed)
         now = self.clock()
-        return [iid for iid in unfinished
-                if iid not in known or self._next.get(iid, now) <= now]
+        self._allowed = min(REVISITS_PER_SECOND,
+                            self._allowed + REVISITS_PER_SECOND * (now - self._filled))
+        self._filled = now
+        at_once = {iid for iid in unfinished if iid not in known or iid in self._moved}
+        revisits = sorted((iid for iid in unfinished
+                           if iid not in at_once and self._next.get(iid, now) <= now),
+                          key=lambda iid: self._next.get(iid, now))
+        taken = revisits[:max(0, int(self._allowed))]
+        self._allowed -= len(taken)
+        chosen = at_once.union(taken)
+        return [iid for iid in unfinished if iid in chosen]
 
     def looked(self, changed: Mapping[str, bool]) -> None:
         """After a look: which of the instances it read changed since the look before."""
         now = self.clock()
+        self._moved.difference_update(changed)
         for instance_id, moved in changed.items():
             gap = POLL_INTERVAL if moved else min(
                 2 * self._gap.get(instance_id, POLL_INTERVAL), REVISIT_AT_MOST)
@@ -549,6 +574,7 @@ class Revisits:
 
     def nudge(self, instance_id: str) -> None:
         """The instance moved (or is about to): due at the next look, then soon again."""
+        self._moved.add(instance_id)
         self._next[instance_id] = 0.0
         self._gap[instance_id] = POLL_INTERVAL / 2  # doubled to POLL_INTERVAL if unchanged
 
