@@ -24,11 +24,15 @@ from graduate.runs.session import (
     Revisits,
     RunSession,
     new_request,
+    steps_followed_by_steps,
 )
 from graduate.runs.timeline import Timeline
 
 FLOW = load_flow(SAMPLE)
 FIRST_STEP = next(node for node in FLOW.nodes if isinstance(node, Step))
+# The step before the approval wait: once it lands the instance may park, leaving no row.
+BEFORE_WAIT = next(node for node in FLOW.nodes
+                   if isinstance(node, Step) and node.name == "request_approval")
 
 
 class Clock:
@@ -45,9 +49,9 @@ def registered(ledger: Ledger, count: int) -> list[InstanceRequest]:
     return requests
 
 
-def land(ledger: Ledger, request: InstanceRequest) -> None:
-    """An effect of the instance's first step lands in the ledger."""
-    ledger.call(FLOW, request, FIRST_STEP, attempt=1, engine="fake")
+def land(ledger: Ledger, request: InstanceRequest, step: Step = FIRST_STEP) -> None:
+    """An effect of the instance's `step` (its first) lands in the ledger."""
+    ledger.call(FLOW, request, step, attempt=1, engine="fake")
 
 
 def running(instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
@@ -154,7 +158,7 @@ class MovingEngine:
             read[iid] = InstanceStatus(InstanceState.COMPLETED if finished
                                        else InstanceState.RUNNING)
             if iid == self.requests[0].instance_id and not finished:
-                land(self.ledger, self.requests[0])
+                land(self.ledger, self.requests[0], BEFORE_WAIT)
         return read
 
 
@@ -230,3 +234,30 @@ def test_an_instance_that_moves_is_asked_at_once_when_the_budget_is_spent(
     land(ledger, requests[-1])
     revisits.nudge(requests[-2].instance_id)  # a signal sent to it
     assert revisits.due(ids, known) == [requests[-2].instance_id, requests[-1].instance_id]
+
+
+def test_a_step_followed_by_a_step_asks_for_no_look_and_one_before_a_wait_does(
+        tmp_path: Path) -> None:
+    """A step whose next node is another step leaves what follows in the ledger too (the
+    next step's call, whatever its outcome): its landing makes the instance due on its
+    revisit, not at once (docs/adr/0024). The step before a wait (a park leaves no row)
+    and the last step (so does a finish) still do."""
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    (request,) = registered(ledger, 1)
+    iid = request.instance_id
+    clock = Clock()
+    revisits = Revisits(ledger, "r1", clock, passing=steps_followed_by_steps(FLOW))
+    assert steps_followed_by_steps(FLOW) == {"create_record", "activate"}
+    revisits.due([iid], {})
+    revisits.looked({iid: True})
+    known = running([iid])
+    for _ in range(6):  # idle: its gap grows to the bound
+        clock.now += REVISIT_AT_MOST
+        revisits.due([iid], known)
+        revisits.looked({iid: False})
+    clock.now += POLL_INTERVAL
+
+    land(ledger, request)
+    assert revisits.due([iid], known) == []
+    land(ledger, request, BEFORE_WAIT)
+    assert revisits.due([iid], known) == [iid]

@@ -239,7 +239,8 @@ class RunSession:
     revisits: Revisits = field(init=False)  # which instances the next look asks about
 
     def __post_init__(self) -> None:
-        self.revisits = Revisits(self.ledger, self.run_id)
+        self.revisits = Revisits(self.ledger, self.run_id,
+                                 passing=steps_followed_by_steps(self.flow))
 
     @property
     def instance_ids(self) -> list[str]:
@@ -367,7 +368,9 @@ class RunSession:
         if not due:
             return {}
         fresh = self._statuses(due, known, deadline)
-        self.revisits.looked({iid: known.get(iid) != status for iid, status in fresh.items()})
+        # A step more in `done` is no change here: its ledger row told of it already.
+        self.revisits.looked({iid: iid not in known or known[iid].state is not status.state
+                              for iid, status in fresh.items()})
         return fresh
 
     def _statuses(self, instance_ids: list[str], known: dict[str, InstanceStatus],
@@ -516,10 +519,12 @@ class Revisits:
     """
 
     def __init__(self, ledger: Ledger, run_id: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 passing: Collection[str] = ()) -> None:
         self.ledger = ledger
         self.run_id = run_id
         self.clock = clock
+        self.passing = frozenset(passing)  # steps whose landing makes no instance due
         self.mark = 0  # the last ledger row read
         self._next: dict[str, float] = {}  # instance -> when it is due (monotonic)
         self._gap: dict[str, float] = {}  # instance -> the gap to its next revisit
@@ -540,7 +545,8 @@ class Revisits:
         except Exception:
             return list(unfinished)  # the ledger does not answer: look at every one
         for row in moved:
-            self.nudge(row.instance_id)
+            if not (row.landed and row.step in self.passing):
+                self.nudge(row.instance_id)
         self._landed.extend((row.instance_id, row.step) for row in moved if row.landed)
         now = self.clock()
         self._allowed = min(REVISITS_PER_SECOND,
@@ -577,6 +583,16 @@ class Revisits:
         self._moved.add(instance_id)
         self._next[instance_id] = 0.0
         self._gap[instance_id] = POLL_INTERVAL / 2  # doubled to POLL_INTERVAL if unchanged
+
+
+def steps_followed_by_steps(flow: Flow) -> frozenset[str]:
+    """The steps whose effect landing asks for no look at once (docs/adr/0024): each is
+    followed by another step (not a wait, not the end), so what the instance does next,
+    its next step's call whatever its outcome, lands in the ledger too. A `for_each`
+    step (run once per item) is not one of them."""
+    return frozenset(before.name for before, node in itertools.pairwise(flow.nodes)
+                     if isinstance(before, Step) and isinstance(node, Step)
+                     and before.for_each is None)
 
 
 def _steps_opening_waits(flow: Flow) -> dict[str, Wait]:
