@@ -15,6 +15,7 @@ instances and judging them.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import math
 import secrets
@@ -553,10 +554,10 @@ class Revisits:
                             self._allowed + REVISITS_PER_SECOND * (now - self._filled))
         self._filled = now
         at_once = {iid for iid in unfinished if iid not in known or iid in self._moved}
-        revisits = sorted((iid for iid in unfinished
-                           if iid not in at_once and self._next.get(iid, now) <= now),
-                          key=lambda iid: self._next.get(iid, now))
-        taken = revisits[:max(0, int(self._allowed))]
+        taken = heapq.nsmallest(max(0, int(self._allowed)),
+                                (iid for iid in unfinished
+                                 if iid not in at_once and self._next.get(iid, now) <= now),
+                                key=lambda iid: self._next.get(iid, now))
         self._allowed -= len(taken)
         chosen = at_once.union(taken)
         return [iid for iid in unfinished if iid in chosen]
