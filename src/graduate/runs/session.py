@@ -86,8 +86,9 @@ LOOK_PAUSE_FACTOR = 2.0
 # finishes after its last effect, parks at a wait, fails or times out) is so seen
 # within REVISIT_AT_MOST (or the budget's round, below), and soon when it follows a move.
 REVISIT_AT_MOST = 2.0
-# Revisits (not the instances that moved, nor those not seen yet) are asked about at most
-# this many a second, whatever the instances in flight: at 5,000 in flight a 2 s revisit
+# Idle revisits (not the instances that moved, nor those not seen yet or backing off
+# after a move) are asked about at most this many a second, whatever the instances in
+# flight: at 5,000 in flight a 2 s revisit
 # was up to 2,500 status reads a second on the cores the workers and servers use
 # (docs/adr/0024). Past REVISITS_PER_SECOND * REVISIT_AT_MOST instances in flight an
 # unchanged one is so looked at about every (in flight / REVISITS_PER_SECOND) seconds.
@@ -531,16 +532,17 @@ class Revisits:
         self._gap: dict[str, float] = {}  # instance -> the gap to its next revisit
         self._moved: set[str] = set()  # nudged since it was last looked at: due at once
         self._landed: list[tuple[str, str]] = []  # (instance, step) landed, not yet taken
-        # Revisits the budget allows now (REVISITS_PER_SECOND, up to a second's worth).
+        # Idle revisits the budget allows now (REVISITS_PER_SECOND).
         self._allowed = REVISITS_PER_SECOND
         self._filled = clock()
 
     def due(self, unfinished: Sequence[str],
             known: Mapping[str, InstanceStatus]) -> list[str]:
-        """Those of `unfinished` to ask the engine about now: each not in `known` and
-        each that moved in the ledger (or was sent a signal) since it was last looked
-        at, all of them; then those whose revisit is due, the longest due first, as many
-        as the budget allows (REVISITS_PER_SECOND)."""
+        """Those of `unfinished` to ask the engine about now: each not in `known`, each
+        that moved in the ledger (or was sent a signal) since it was last looked at, and
+        each due while it backs off after a move or change, all of them; then the idle
+        ones due (their gap at REVISIT_AT_MOST), the longest due first, as many as the
+        budget allows (REVISITS_PER_SECOND)."""
         try:
             moved, self.mark = self.ledger.moved_since(self.run_id, self.mark)
         except Exception:
@@ -550,16 +552,21 @@ class Revisits:
                 self.nudge(row.instance_id)
         self._landed.extend((row.instance_id, row.step) for row in moved if row.landed)
         now = self.clock()
-        self._allowed = min(REVISITS_PER_SECOND,
-                            self._allowed + REVISITS_PER_SECOND * (now - self._filled))
+        # What the budget saved is kept for a second at most; a round paced after a slow
+        # look still gets what its own time allows.
+        self._allowed = (min(self._allowed, REVISITS_PER_SECOND)
+                         + REVISITS_PER_SECOND * (now - self._filled))
         self._filled = now
-        at_once = {iid for iid in unfinished if iid not in known or iid in self._moved}
+        # Not seen yet, moved, or backing off after a move or change: follows the work.
+        free = {iid for iid in unfinished
+                if iid not in known or iid in self._moved
+                or (self._gap.get(iid, 0.0) < REVISIT_AT_MOST and self._next.get(iid, now) <= now)}
         taken = heapq.nsmallest(max(0, int(self._allowed)),
                                 (iid for iid in unfinished
-                                 if iid not in at_once and self._next.get(iid, now) <= now),
+                                 if iid not in free and self._next.get(iid, now) <= now),
                                 key=lambda iid: self._next.get(iid, now))
         self._allowed -= len(taken)
-        chosen = at_once.union(taken)
+        chosen = free.union(taken)
         return [iid for iid in unfinished if iid in chosen]
 
     def looked(self, changed: Mapping[str, bool]) -> None:
