@@ -276,3 +276,35 @@ def test_a_step_followed_by_a_step_asks_for_no_look_and_one_before_a_wait_does(
     assert revisits.due([iid], known) == []
     land(ledger, request, BEFORE_WAIT)
     assert revisits.due([iid], known) == [iid]
+
+
+class IdleEngine:
+    """Every instance runs and never moves; every look is counted per instance."""
+
+    name = "idle"
+
+    def __init__(self) -> None:
+        self.looks: Counter[str] = Counter()
+
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        self.looks.update(instance_ids)
+        return running(instance_ids)
+
+
+def test_a_first_look_starts_an_instance_idle_not_backing_off(tmp_path: Path) -> None:
+    """A watch's first look at instances never looked at is no change to follow up
+    (docs/adr/0024): each is next asked about on its idle revisit, not 0.1, 0.3, 0.7 and
+    1.5 s later (at 5,000 instances, 25,000 describes in seconds)."""
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    requests = registered(ledger, 20)
+    engine = IdleEngine()
+    nothing = cast(Any, None)
+    session = RunSession(flow=FLOW, options=RunOptions(flow=str(SAMPLE), engine="idle",
+                                                       instances=len(requests)),
+                         run_id="r1", run_dir=tmp_path, ledger=ledger, stack=nothing,
+                         engine=cast(Engine, engine), workers=nothing, timeline=Timeline(),
+                         deadline=time.monotonic() + 60, requests=requests)
+
+    session.watch(time.monotonic() + REVISIT_AT_MOST * 0.8)
+
+    assert engine.looks == Counter({r.instance_id: 1 for r in requests})

@@ -370,9 +370,13 @@ class RunSession:
         if not due:
             return {}
         fresh = self._statuses(due, known, deadline)
-        # A step more in `done` is no change here: its ledger row told of it already.
-        self.revisits.looked({iid: iid not in known or known[iid].state is not status.state
-                              for iid, status in fresh.items()})
+        # A step more in `done` is no change here: its ledger row told of it already. A
+        # watch's first look is no change either, and one never looked at before starts
+        # idle: what it does next lands in the ledger or is seen on its revisit (at
+        # 5,000, a backoff from each first look was 25,000 describes in seconds).
+        self.revisits.looked({iid: iid in known and known[iid].state is not status.state
+                              for iid, status in fresh.items()},
+                             first=[iid for iid in fresh if iid not in known])
         return fresh
 
     def _statuses(self, instance_ids: list[str], known: dict[str, InstanceStatus],
@@ -569,15 +573,23 @@ class Revisits:
         chosen = free.union(taken)
         return [iid for iid in unfinished if iid in chosen]
 
-    def looked(self, changed: Mapping[str, bool]) -> None:
-        """After a look: which of the instances it read changed since the look before."""
+    def looked(self, changed: Mapping[str, bool], first: Collection[str] = ()) -> None:
+        """After a look: which of the instances it read changed since the look before;
+        those in `first` were looked at for the first time in a watch: one never looked
+        at before starts idle (revisited after REVISIT_AT_MOST, within the budget) unless
+        it moved meanwhile; any other keeps its backoff."""
         now = self.clock()
-        self._moved.difference_update(changed)
+        firsts = set(first)
         for instance_id, moved in changed.items():
-            gap = POLL_INTERVAL if moved else min(
-                2 * self._gap.get(instance_id, POLL_INTERVAL), REVISIT_AT_MOST)
+            if (instance_id in firsts and instance_id not in self._moved
+                    and instance_id not in self._gap):
+                gap = REVISIT_AT_MOST
+            else:
+                gap = POLL_INTERVAL if moved else min(
+                    2 * self._gap.get(instance_id, POLL_INTERVAL), REVISIT_AT_MOST)
             self._gap[instance_id] = gap
             self._next[instance_id] = now + gap
+        self._moved.difference_update(changed)
 
     def take_landed(self) -> list[tuple[str, str]]:
         """(instance, step) of each effect that landed (applied or absorbed) in the rows
