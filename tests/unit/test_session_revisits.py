@@ -308,3 +308,21 @@ def test_a_first_look_starts_an_instance_idle_not_backing_off(tmp_path: Path) ->
     session.watch(time.monotonic() + REVISIT_AT_MOST * 0.8)
 
     assert engine.looks == Counter({r.instance_id: 1 for r in requests})
+
+
+def test_after_a_long_pause_an_unchanged_instance_is_idle_at_once(tmp_path: Path) -> None:
+    """Looks paced tens of seconds apart (a look of thousands) do not make an unchanged
+    instance back off over five more looks of everyone: the backoff doubles the time
+    since its last look (docs/adr/0024)."""
+    _, request, clock, revisits = first_look_at_one(tmp_path)
+    iid = request.instance_id
+    known = running([iid])
+    revisits.looked({iid: True})  # changed: due again POLL_INTERVAL later...
+    clock.now += 30.0  # ...but the next look comes 30 s later, and finds it unchanged
+    assert revisits.due([iid], known) == [iid]
+    revisits.looked({iid: False})
+
+    clock.now += REVISIT_AT_MOST / 2
+    assert revisits.due([iid], known) == []
+    clock.now += REVISIT_AT_MOST / 2
+    assert revisits.due([iid], known) == [iid]

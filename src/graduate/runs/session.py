@@ -534,6 +534,7 @@ class Revisits:
         self.mark = 0  # the last ledger row read
         self._next: dict[str, float] = {}  # instance -> when it is due (monotonic)
         self._gap: dict[str, float] = {}  # instance -> the gap to its next revisit
+        self._looked_at: dict[str, float] = {}  # instance -> when it was last looked at
         self._moved: set[str] = set()  # nudged since it was last looked at: due at once
         self._landed: list[tuple[str, str]] = []  # (instance, step) landed, not yet taken
         # Idle revisits the budget allows now (REVISITS_PER_SECOND).
@@ -585,10 +586,16 @@ class Revisits:
                     and instance_id not in self._gap):
                 gap = REVISIT_AT_MOST
             else:
+                # The backoff doubles the time since the last look, not the gap asked
+                # for: after paced looks (tens of seconds apart at 5,000 instances) an
+                # unchanged instance is idle at once, not after five looks of everyone.
+                since = now - self._looked_at.get(instance_id, now)
                 gap = POLL_INTERVAL if moved else min(
-                    2 * self._gap.get(instance_id, POLL_INTERVAL), REVISIT_AT_MOST)
+                    2 * max(self._gap.get(instance_id, POLL_INTERVAL), since),
+                    REVISIT_AT_MOST)
             self._gap[instance_id] = gap
             self._next[instance_id] = now + gap
+            self._looked_at[instance_id] = now
         self._moved.difference_update(changed)
 
     def take_landed(self) -> list[tuple[str, str]]:
