@@ -1,5 +1,5 @@
 """`python -m graduate` runs the command line."""
 
-from graduate.cli.app import main
+from graduate.cli.app import entry
 
-main()
+entry()

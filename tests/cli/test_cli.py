@@ -71,10 +71,6 @@ def graduate_here(project: Path, monkeypatch: pytest.MonkeyPatch,
             for name, value in _env(env).items():
                 patched.setenv(name, value)
             patched.setattr(sys, "argv", ["graduate", *args])
-            # main() leaves without finalising once the Temporal SDK is loaded (an earlier
-            # test in this process may have loaded it): here that would end the test run
-            # itself, its exit handlers run and pytest's summary never written.
-            patched.setattr("graduate.cli.app.leave", _exit_as_main_would)
             sigterm = signal.getsignal(signal.SIGTERM)  # main() sets its own
             capsys.readouterr()
             try:
@@ -91,11 +87,6 @@ def graduate_here(project: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 GraduateHere = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def _exit_as_main_would(code: int) -> NoReturn:
-    """`processes.leave` in a test's process: the same exit code, the process kept."""
-    raise SystemExit(code)
 
 
 def test_a_command_in_this_process_returns_once_the_temporal_sdk_is_loaded(

@@ -135,11 +135,16 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
-def main() -> None:
+def entry() -> None:
+    """The `graduate` command (and `python -m graduate`): `main()`, then out of the
+    process without finalising the interpreter once the Temporal SDK is loaded: its core's
+    threads can abort finalisation (see `processes.leave`). Only the process's own entry
+    point leaves so: `main()` called inside another program (a test) returns by SystemExit
+    as click does."""
     try:
-        _main()
+        main()
     except SystemExit as leaving:  # how click ends every command, success included
-        if "temporalio" in sys.modules:  # its threads can abort finalisation: see leave()
+        if "temporalio" in sys.modules:
             code = leaving.code
             if code is not None and not isinstance(code, int):
                 print_error(str(code))
@@ -147,7 +152,7 @@ def main() -> None:
         raise
 
 
-def _main() -> None:
+def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
