@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -43,6 +44,19 @@ LOG_LINES = 40  # of a worker that exited, in the failure message
 # What a cell's verdict is made of: equal numbers mean the same verdict.
 VERDICT = ("applicable", "fired", "completed", "compensated", "failed", "lost", "stuck",
            "unabsorbed_duplicates", "hit_by_fault", "resumed_exactly", "passed")
+
+
+def _judged(key: str, verdict: dict[str, Any]) -> dict[str, Any]:
+    """A cell's verdict as both sides must agree on it. Celery acknowledges a message
+    early from the worker's main process, once a pool child has taken its task: a worker
+    group killed while the child runs the step leaves the message acknowledged (the
+    instance lost) or, when the kill beats the acknowledgement, unacknowledged in Redis
+    until its visibility timeout (held back past the deadline: stuck). Either is Celery
+    under its defaults, and which one is a race no harness decides (a rehearsal saw one
+    of each side by side): on a Celery kill-worker cell, the two count as one."""
+    if key.startswith("celery-") and "|kill-worker" in key and key.endswith("|defaults"):
+        verdict = {**verdict, "lost": verdict["lost"] + verdict["stuck"], "stuck": None}
+    return verdict
 
 
 @pytest.fixture
@@ -187,8 +201,8 @@ def test_a_matrix_on_registered_workers_judges_as_the_runs_own_workers(
         assert remote[key].summary is not None
         assert summary["applicable"], key
         assert summary["fired"], key
-        assert ({f: getattr(remote[key].summary, f) for f in VERDICT}
-                == {f: summary[f] for f in VERDICT}), key
+        assert (_judged(key, {f: getattr(remote[key].summary, f) for f in VERDICT})
+                == _judged(key, {f: summary[f] for f in VERDICT})), key
     # The faults reached the registered workers through their agents: each cell's fault
     # is in its timeline as a command done, and each hit worker runs again, a new pid.
     store = EvidenceStore(tmp_path / "evidence-external")
