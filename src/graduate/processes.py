@@ -69,6 +69,9 @@ class ManagedProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    # When it began as this process (a spare: when it was taken): it may run work before
+    # it says it is ready, so a recovery is judged from here, not from its ready file.
+    began_at: float = field(default_factory=time.time)
 
     @property
     def pid(self) -> int:

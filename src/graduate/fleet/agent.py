@@ -380,7 +380,7 @@ class Agent:
         seen = {**seen, "old_pid": victim.pid, "exit_code": code, "forced": forced,
                 "stopped_by_restart": stopped_here, "exited_at": round(exited_at, 3),
                 "pid": replacement.pid, "group_pid": os.getpgid(replacement.pid),
-                "started_at": round(time.time(), 3)}
+                "started_at": round(replacement.began_at, 3)}
         exit_signal = f" ({signal.Signals(-code).name})" if code is not None and code < 0 else ""
         return Observed(CommandState.DONE, seen,
                         f"{said}worker {victim.pid} exited with code {code}{exit_signal}"

@@ -72,7 +72,7 @@ class Supervisor:
         worker = self.engine.start_worker()
         self.processes.append(worker)
         self.timeline.add(WORKER_STARTED, f"{worker.name} (pid {worker.pid}) replaces "
-                                          f"{victim.name}")
+                                          f"{victim.name}", at=worker.began_at)
         return worker
 
     def revive(self, delay: float) -> None:
@@ -86,7 +86,8 @@ class Supervisor:
             replacement = self.engine.replace(process)
             self.processes.append(replacement)
             self.timeline.add(WORKER_STARTED, f"{replacement.name} (pid {replacement.pid}) "
-                                              f"replaces {process.name}")
+                                              f"replaces {process.name}",
+                              at=replacement.began_at)
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):

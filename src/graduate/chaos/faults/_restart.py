@@ -22,4 +22,8 @@ def restart(context: FaultContext, service: LocalTemporal | LocalRedis | None,
     context.release()
     time.sleep(context.plan.restart_delay)  # the operator's reaction time, part of the scenario
     service.start()
-    context.timeline.add(SERVICE_RESTARTED, f"{what} back on the same port and data")
+    # From its start, not from when its readiness was seen: a worker may reconnect and
+    # take work in between, and a recovery must not seem to end after work it allowed.
+    assert service.process is not None
+    context.timeline.add(SERVICE_RESTARTED, f"{what} back on the same port and data",
+                         at=service.process.began_at)
