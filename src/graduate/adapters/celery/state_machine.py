@@ -550,7 +550,7 @@ class Machine:
     # ------------------------------------------------------------------ tasks
 
     def advance(self, instance_id: str, carries: str | None = None) -> str:
-        """Move the instance forward; return what was done, for the worker's log.
+        """Move the instance forward; return what was done (its transitions record it).
 
         One message runs at most one effect (a step, a compensation or a notice), the
         one named by `carries`, whose time limits the message was sent with; moves that
@@ -1033,9 +1033,10 @@ def register(app: Celery, flow: Flow, resources: ProcessResources,
         with resources.interruptible():
             return machine.advance_branch(instance_id, group, branch)
 
-    # No task stores a result: the rows and their transitions are the record, and what a
-    # task did is in its worker's log. A stored result (and a started state) cost the
-    # backend three writes a task, and each send a subscription to the result.
+    # No task stores a result: the rows and their transitions are the record (what a
+    # task returns says the same, for a caller or a worker logging at INFO; graduate's
+    # workers log warnings only, docs/adr/0028). A stored result (and a started state)
+    # cost the backend three writes a task, and each send a subscription to the result.
     for name, task in ((ADVANCE, advance), (ADVANCE_BRANCH, advance_branch),
                        (SIGNAL, signal), (TICK, tick)):
         app.task(name=name, ignore_result=True, shared=False)(task)

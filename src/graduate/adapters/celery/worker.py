@@ -25,6 +25,13 @@ from graduate.adapters.celery.state_machine import SIGNAL as STATE_MACHINE_SIGNA
 from graduate.errors import ConfigError
 from graduate.flow import load_flow
 
+# Celery's own default, as the plain baselines' workers log (docs/adr/0028): at INFO
+# each task costs two more log lines, a received and a succeeded, in the main process
+# and the pool child. What each task did is recorded elsewhere: the state machine's
+# transitions and the chain's task states (each engine's `history`), and every effect
+# in the ledger; warnings and errors (a task that failed, a worker lost) still log.
+WORKER_LOGLEVEL = "WARNING"
+
 
 def main(argv: list[str]) -> None:
     wanted = {"worker": 3, "beat": 4}
@@ -65,7 +72,7 @@ def main(argv: list[str]) -> None:
     app.worker_main([
         "worker", "--pool", "prefork", "--concurrency", "1", "--without-mingle",
         "--without-gossip", "--without-heartbeat", "-Q", app.conf.task_default_queue,
-        "-n", worker_node(name, os.getpid()), "--loglevel", "INFO",
+        "-n", worker_node(name, os.getpid()), "--loglevel", WORKER_LOGLEVEL,
     ])
 
 
