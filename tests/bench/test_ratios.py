@@ -5,6 +5,7 @@ ratio past its tolerance is tested in tests/unit/test_bench_baseline.py.)"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,15 @@ def test_each_adapter_keeps_its_throughput_ratio_to_the_plain_sdk(settings: Sett
                            sections=("overhead",), engines=tuple(BASELINE["throughput_ratio"]),
                            instances=INSTANCES, repeats=REPEATS, timeout=120)
 
+    # The project's own ledger and tables, as `graduate bench` meets them (no URL given).
+    settings = replace(settings, ledger_url=None, app_db_url=None)
+
     results = run_bench(settings, options)
 
+    # graduate's runs had databases of their own, new as the plain side's: the project's
+    # (which grow with every run) were never written.
+    assert not Path(settings.ledger).exists()
+    assert not Path(settings.app_db).exists()
     assert all(results["overhead"][e]["throughput_ratio"]["runs"] == REPEATS
                for e in BASELINE["throughput_ratio"])
     assert regressions(results["overhead"], BASELINE) == []

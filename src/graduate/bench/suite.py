@@ -26,7 +26,7 @@ import time
 import timeit
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -272,6 +272,14 @@ def adapter_overhead(settings: Settings, flow: Flow, engine: str, options: Bench
     `options.repeats` times: the ratios graduate/plain per pair, with their spread."""
     nodes = plain_nodes(flow)
     pairs: list[tuple[FlowSample, FlowSample]] = []
+    # graduate's ledger and state-machine tables new for the section, as the plain side's
+    # table is for each run: the project's own grow with every run and bench (tens of MB
+    # after a session), and a larger SQLite file costs each write more. A URL the user
+    # gave is kept: then the bench measures what they run on.
+    folder = settings.state_dir / "bench" / f"overhead-{uuid.uuid4().hex[:6]}"
+    folder.mkdir(parents=True)
+    settings = replace(settings, ledger_url=settings.ledger_url or str(folder / "ledger.sqlite3"),
+                       app_db_url=settings.app_db_url or str(folder / "app.sqlite3"))
     with open_stack(settings, needs([engine]), use_kept=False) as stack:
         for repeat in range(options.repeats):
             # The side that runs first alternates, so neither always meets a warmer server.
