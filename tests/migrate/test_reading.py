@@ -685,3 +685,122 @@ def test_a_modules_layout_is_libcsts_own(written: str) -> None:
     assert [(event, type(node).__name__) for event, node in walked.trail] == [
         (event, type(node).__name__) for event, node in visited.trail]
     assert all(a is b for (_, a), (_, b) in zip(walked.trail, visited.trail, strict=True))
+
+
+def test_an_app_whose_class_is_not_named_is_recognised_by_its_use(codebase: Codebase) -> None:
+    """`app = import_string(path)(main=...)`: its class is known only at run time, but
+    only a Celery app is configured from an object, autodiscovers tasks and takes
+    `bind`/`ignore_result`; its tasks, settings and hazards are read as any app's."""
+    root = codebase({"proj/celery.py": """
+        from django.conf import settings
+        from django.utils.module_loading import import_string
+
+        from proj.appsettings import setting_app_class
+
+        app_class = import_string(dotted_path=setting_app_class.value)
+        app = app_class(main="proj")
+        app.config_from_object(namespace="CELERY", obj="django.conf:settings")
+        app.autodiscover_tasks(packages=lambda: settings.INSTALLED_APPS)
+        """, "proj/appsettings.py": """
+        from proj.options import Setting
+
+        setting_app_class = Setting(name="APP_CLASS", default="celery.Celery")
+        """, "proj/documents/tasks.py": """
+        from proj.celery import app
+
+        @app.task(bind=True, ignore_result=True, retry_backoff=True)
+        def scan_document(self, document_id):
+            return document_id
+
+        @app.task
+        def purge_cache():
+            return None
+        """, "proj/settings.py": """
+        CELERY_TASK_ACKS_LATE = True
+        """})
+    inv = inventory(root)
+    assert found(inv, FindingKind.APP) == {
+        "app@proj/celery.py:7": "its class is not named in the code; recognised as a Celery "
+                                "app by its use: config_from_object at proj/celery.py:8, "
+                                "autodiscover_tasks at proj/celery.py:9, "
+                                "@app.task(bind=..., ignore_result=..., retry_backoff=...) "
+                                "at proj/documents/tasks.py:3"}
+    assert found(inv, FindingKind.TASK) == {
+        "scan_document@proj/documents/tasks.py:4":
+            "proj.documents.tasks.scan_document; @app.task; bind=True, ignore_result=True, "
+            "retry_backoff=True",
+        "purge_cache@proj/documents/tasks.py:8": "proj.documents.tasks.purge_cache; @app.task"}
+    assert [(h.rule, h.task) for h in inv.hazards] == [
+        ("late-ack-without-idempotency", "2 tasks")]
+
+
+def test_an_app_recognised_by_celery_only_task_options_or_its_subclass(
+        codebase: Codebase) -> None:
+    root = codebase({"svc/worker.py": """
+        from celery import Celery
+        from platform_kit import load_app
+
+        class TracedCelery(Celery):
+            pass
+
+        app = TracedCelery("svc")
+        loaded = load_app("svc")
+
+        @app.task
+        def ping():
+            return "pong"
+
+        @loaded.task(acks_late=True, autoretry_for=(IOError,))
+        def export(report_id):
+            return report_id
+        """})
+    inv = inventory(root)
+    assert set(found(inv, FindingKind.APP)) == {"app@svc/worker.py:7", "loaded@svc/worker.py:8"}
+    assert set(found(inv, FindingKind.TASK)) == {"ping@svc/worker.py:11",
+                                                 "export@svc/worker.py:15"}
+
+
+def test_other_libraries_task_decorators_are_not_celery(codebase: Codebase) -> None:
+    """huey, procrastinate, taskiq, invoke and a project's registry have `.task` too: a
+    decorator without an option only Celery takes, on an object used as nothing else of
+    Celery's, makes no app and no task."""
+    root = codebase({"jobs/huey_jobs.py": """
+        from huey import RedisHuey
+
+        huey = RedisHuey("jobs")
+
+        @huey.task(retries=3, retry_delay=10, priority=5)
+        def resize(image_id):
+            return image_id
+        """, "jobs/queue_jobs.py": """
+        import procrastinate
+        from taskiq_redis import ListQueueBroker
+
+        app = procrastinate.App(connector=procrastinate.PsycopgConnector())
+        broker = ListQueueBroker("redis://localhost")
+
+        @app.task(queue="sums", name="sum", retry=5)
+        def add(a, b):
+            return a + b
+
+        @broker.task(task_name="mul", max_retries=3)
+        async def mul(a, b):
+            return a * b
+        """, "tasks.py": """
+        from invoke import task
+
+        from jobs.registry import make_registry
+
+        registry = make_registry()
+
+        @task(help={"name": "who to greet"})
+        def hello(c, name):
+            c.run(f"echo {name}")
+
+        @registry.task
+        def step():
+            return 1
+        """})
+    inv = inventory(root)
+    assert inv.of_kind(FindingKind.APP) == ()
+    assert inv.of_kind(FindingKind.TASK) == ()

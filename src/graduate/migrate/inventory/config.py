@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from graduate.migrate.inventory.model import Location
-from graduate.migrate.inventory.reader import Call, ModuleFacts
+from graduate.migrate.inventory.reader import App, Call, ModuleFacts
 from graduate.migrate.inventory.source import files
 from graduate.migrate.inventory.symbols import Symbols
 from graduate.migrate.inventory.values import FromEnv, Ref, seconds
@@ -88,8 +88,10 @@ class CelerySettings:
 
 @dataclass(frozen=True)
 class CeleryApp:
-    """A Celery app the code creates: `app = Celery(...)`, or `app = make_celery()` where
-    the project's `make_celery` builds one (an application factory)."""
+    """A Celery app the code creates: `app = Celery(...)`, `app = make_celery()` where
+    the project's `make_celery` builds one (an application factory), `app = MyCelery()`
+    for a subclass of Celery, or an object whose class the code does not name
+    (`app = import_string(path)(main="x")`) that the code uses as a Celery app."""
 
     name: str                   # qualified, e.g. "proj.worker.app"
     facts: ModuleFacts          # the module that binds the name
@@ -97,11 +99,37 @@ class CeleryApp:
     options: dict[str, object]  # the arguments of `Celery(...)`
     built_at: Location          # where `Celery(...)` is called
     factory: str | None         # the factory's own settings key, "module:function()"
+    # How an app whose class is not known statically was recognised: its uses that only a
+    # Celery app has ("config_from_object at proj/celery.py:9"); () when its class is known.
+    recognised_by: tuple[str, ...] = ()
+
+
+# What only a Celery app does: an object used so is one, whatever made it. Each of these
+# is Celery's own API (celery.app.base.Celery); other task libraries (huey, dramatiq, rq,
+# procrastinate, taskiq, invoke, prefect) name theirs otherwise.
+_APP_METHODS = frozenset({"config_from_object", "autodiscover_tasks", "send_task",
+                          "add_periodic_task", "add_defaults"})
+_APP_SIGNALS = frozenset({"on_configure", "on_after_configure", "on_after_finalize",
+                          "on_after_fork"})
+# Options of `@x.task(...)` that only Celery's task decorator takes: a bare `@x.task`, or
+# one with options other libraries share (name, queue, priority, max_retries, retries,
+# expires), is no evidence (huey's and procrastinate's apps have `.task` too).
+_CELERY_ONLY_TASK_OPTIONS = frozenset({
+    "bind", "acks_late", "acks_on_failure_or_timeout", "autoretry_for", "dont_autoretry_for",
+    "retry_backoff", "retry_backoff_max", "retry_jitter", "retry_kwargs", "ignore_result",
+    "soft_time_limit", "default_retry_delay", "rate_limit", "reject_on_worker_lost",
+    "track_started", "throws", "typing", "store_errors_even_if_ignored", "base",
+    "serializer", "send_events", "trail"})
+# Setting names that are Celery's (lower-case, as `app.conf` takes them).
+_CELERY_SETTING = re.compile(r"^(broker_|result_|task_|worker_|beat_|celery_|"
+                             r"timezone$|enable_utc$|accept_content$|imports$|include$)")
 
 
 def celery_apps(modules: list[ModuleFacts], symbols: Symbols) -> list[CeleryApp]:
-    """Every app the codebase creates, directly or through a factory function of its own."""
+    """Every app the codebase creates, directly, through a factory function or a subclass
+    of its own, or through a class it does not name but uses as a Celery app."""
     apps: list[CeleryApp] = []
+    unknown: list[tuple[ModuleFacts, App]] = []
     for facts in modules:
         for app in facts.apps:
             name = f"{facts.module}.{app.var}".lstrip(".")
@@ -114,7 +142,85 @@ def celery_apps(modules: list[ModuleFacts], symbols: Symbols) -> list[CeleryApp]
                 apps.append(CeleryApp(name, facts, app.line, call.kwargs,
                                       Location(owner.path, call.line),
                                       f"{owner.module}:{function}()"))
+            elif _subclasses_celery(facts, app.factory, symbols, 0):
+                apps.append(CeleryApp(name, facts, app.line, app.kwargs,
+                                      Location(facts.path, app.line), None))
+            else:
+                unknown.append((facts, app))
+    if unknown:
+        used = _used_as_app(modules, symbols)
+        for facts, app in unknown:
+            name = f"{facts.module}.{app.var}".lstrip(".")
+            if name in used:
+                # The app's own methods first (the strongest sign), in its own module
+                # first, then its task options.
+                here = f" at {facts.path}:"
+                uses = sorted(dict.fromkeys(used[name]),
+                              key=lambda u: (u.startswith("@"), here not in u))
+                shown = uses[:_USES_SHOWN] + ([f"{len(uses) - _USES_SHOWN} more"]
+                                             if len(uses) > _USES_SHOWN else [])
+                apps.append(CeleryApp(name, facts, app.line, {},
+                                      Location(facts.path, app.line), None, tuple(shown)))
     return apps
+
+
+_USES_SHOWN = 3
+
+
+def _subclasses_celery(facts: ModuleFacts, callee: str, symbols: Symbols, depth: int) -> bool:
+    """Whether `callee` is a project class deriving from `celery.Celery`."""
+    full = symbols.resolve(facts, callee)
+    if full is None or depth > 5:
+        return False
+    owner, name = symbols.defined[full], full.rsplit(".", 1)[-1]
+    cls = next((c for c in owner.classes if c.name == name), None)
+    return cls is not None and any(
+        symbols.qualify(owner, base) in ("celery.Celery", "celery.app.base.Celery")
+        or _subclasses_celery(owner, base, symbols, depth + 1) for base in cls.bases)
+
+
+def _used_as_app(modules: list[ModuleFacts], symbols: Symbols) -> dict[str, list[str]]:
+    """Project names used as only a Celery app is used, each with where and how."""
+    used: dict[str, list[str]] = {}
+
+    def use(facts: ModuleFacts, ref: str | None, how: str, line: int) -> None:
+        if ref and (full := symbols.resolve(facts, ref)) is not None:
+            used.setdefault(full, []).append(f"{how} at {facts.path}:{line}")
+
+    for facts in modules:
+        for call in facts.calls:
+            if call.method in _APP_METHODS:
+                use(facts, call.base, call.method or "", call.line)
+            elif call.method == "update" and (call.base or "").endswith(".conf") and any(
+                    _CELERY_SETTING.match(str(key)) for key in _keys(call)):
+                use(facts, (call.base or "")[:-5], "conf.update", call.line)
+        for write in facts.conf_writes:
+            if _CELERY_SETTING.match(write.key):
+                use(facts, write.app, f"conf.{write.key}", write.line)
+        decorators = [d for f in facts.functions for d in f.decorators] + [
+            r.decorator for r in facts.registrations]
+        for decorator in decorators:
+            ref = decorator.ref or ""
+            head, _, attribute = ref.rpartition(".")
+            options = sorted(_CELERY_ONLY_TASK_OPTIONS.intersection(decorator.kwargs))
+            if attribute == "task" and options:
+                use(facts, head, f"@{ref}({'=..., '.join(options)}=...)", decorator.line)
+            elif attribute == "connect" and head.rpartition(".")[2] in _APP_SIGNALS:
+                use(facts, head.rpartition(".")[0], head, decorator.line)
+        for cls in facts.classes:
+            for base in cls.bases:
+                if base.endswith(".Task"):
+                    use(facts, base[:-5], f"class {cls.name}({base})", cls.line)
+    return used
+
+
+def _keys(call: Call) -> list[object]:
+    """The setting names a `conf.update(...)` call writes."""
+    written: list[object] = list(call.kwargs)
+    for arg in call.positional:
+        if isinstance(arg, dict):
+            written += list(arg)
+    return written
 
 
 def _built_by(facts: ModuleFacts, callee: str, symbols: Symbols

@@ -22,7 +22,9 @@ def _apps(project: Project, modules: list[ModuleFacts]) -> set[str]:
     apps: set[str] = set()
     for app in celery_apps(modules, project.symbols):
         apps.add(app.name)
-        made = f"made by {app.factory} at {app.built_at}" if app.factory else ""
+        made = f"made by {app.factory} at {app.built_at}" if app.factory else (
+            "its class is not named in the code; recognised as a Celery app by its use: "
+            + ", ".join(app.recognised_by) if app.recognised_by else "")
         project.find(FindingKind.APP, app.name.rsplit(".", 1)[-1],
                      Location(app.facts.path, app.line),
                      "; ".join(t for t in (made, kwargs_text(app.options)) if t))
