@@ -25,6 +25,18 @@ def test_table_ranks_flows_and_lists_hazards() -> None:
     assert "skipped legacy/broken.py:6: syntax error" in result.stderr
 
 
+def test_many_skipped_places_are_summed_up_on_stderr_and_listed_in_md(tmp_path: Path) -> None:
+    for number in range(5):
+        (tmp_path / f"broken_{number}.py").write_text("def f(:\n")
+    result = runner.invoke(app, ["inventory", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == [
+        "skipped broken_0.py", "skipped broken_1.py", "skipped broken_2.py",
+        "skipped 2 more places (5 in all)"]
+    markdown = runner.invoke(app, ["inventory", str(tmp_path), "--format", "md"])
+    assert all(f"`broken_{number}.py:1`" in markdown.stdout for number in range(5))
+
+
 @pytest.mark.parametrize("output_format", ["md", "json", "sarif"])
 def test_each_format_to_stdout_and_to_a_file(output_format: str, tmp_path: Path) -> None:
     result = runner.invoke(app, ["inventory", str(ACME), "--format", output_format])

@@ -804,3 +804,65 @@ def test_other_libraries_task_decorators_are_not_celery(codebase: Codebase) -> N
     inv = inventory(root)
     assert inv.of_kind(FindingKind.APP) == ()
     assert inv.of_kind(FindingKind.TASK) == ()
+
+
+def test_star_imports_of_the_codebases_own_modules_are_followed(codebase: Codebase) -> None:
+    """A package re-exports its modules' tasks with `from .x import *`: the names are
+    known from each module's literal `__all__`, else its public names. Only a computed
+    `__all__` is left unlinked, with the reason; a star import of a library outside the
+    codebase brings none of its tasks and is no note."""
+    root = codebase({"shop/tasks/__init__.py": """
+        from .mail_tasks import *
+        from .order_tasks import *
+        from .report_tasks import *
+        """, "shop/tasks/mail_tasks.py": """
+        from celery import shared_task
+
+        __all__ = ["send_receipt"]
+
+        @shared_task
+        def send_receipt(order_id):
+            return order_id
+        """, "shop/tasks/order_tasks.py": """
+        from celery import shared_task
+
+        from .mail_tasks import *
+
+        @shared_task(bind=True)
+        def place_order(self, order_id):
+            send_receipt.delay(order_id)
+
+        def _private():
+            return None
+        """, "shop/tasks/report_tasks.py": """
+        from celery import shared_task
+
+        from . import names
+
+        __all__ = names.REPORTS + ["build_report"]
+
+        @shared_task
+        def build_report(report_id):
+            return report_id
+        """, "shop/tasks/names.py": "REPORTS = []\n",
+        "shop/views.py": """
+        from django.forms.fields import *
+
+        from shop.tasks import place_order, build_report
+
+        def checkout(request):
+            place_order.delay(request.order_id)
+
+        def report(request):
+            build_report.delay(request.report_id)
+        """})
+    inv = inventory(root)
+    calls = {str(f.location): f.name for f in inv.of_kind(FindingKind.CALL)}
+    assert calls == {"shop/tasks/order_tasks.py:7": "send_receipt",
+                     "shop/views.py:6": "place_order"}
+    assert [f.steps[1].task for f in inv.flows if len(f.steps) > 1] == ["send_receipt"]
+    assert {str(s.location): s.reason for s in inv.skipped} == {
+        "shop/tasks/__init__.py:3": "star import from shop.tasks.report_tasks: "
+                                    "shop.tasks.report_tasks computes its __all__, so the "
+                                    "names it brings are not known without running the "
+                                    "code; tasks used through them are not linked"}

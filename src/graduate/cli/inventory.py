@@ -99,6 +99,9 @@ def _render(found: Inventory, output_format: OutputFormat) -> str:
     return to_markdown(found)
 
 
+_SKIPPED_SHOWN = 3
+
+
 def _print_tables(found: Inventory) -> None:
     if not found.flows:
         console.print(f"No Celery task found in {found.root} ({found.files} Python files read; "
@@ -125,7 +128,12 @@ def _print_tables(found: Inventory) -> None:
     console.print(f"{found.files} files; findings: "
                   + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
                   markup=False)
-    for skipped in found.skipped:
+    # A large codebase can have dozens: the first few here, every one in md and json.
+    for skipped in found.skipped[:_SKIPPED_SHOWN]:
         err_console.print(f"skipped {skipped.location}: {skipped.reason}", markup=False,
                           soft_wrap=True)
+    if len(found.skipped) > _SKIPPED_SHOWN:
+        err_console.print(f"skipped {len(found.skipped) - _SKIPPED_SHOWN} more places "
+                          f"({len(found.skipped)} in all): --format md or json lists each "
+                          "with the reason", markup=False, soft_wrap=True)
     console.print("Details: --format md or json; a flow file: --flow NAME", markup=False)

@@ -50,7 +50,8 @@ def inventory(path: str | os.PathLike[str]) -> Inventory:
 
     Raises ConfigError when `path` does not exist, is neither a directory nor a file, or
     is a file whose name does not end in .py.
-    Code it cannot read (syntax errors, dynamic task names, star imports) is listed in
+    Code it cannot read (syntax errors, dynamic task names, star imports of a module
+    that computes its `__all__`) is listed in
     `Inventory.skipped` with the reason; it never stops the inventory. The codebase's own
     tests (`tests/` folders, `test_*.py`, `*_test.py`, `conftest.py`) are not read.
     """

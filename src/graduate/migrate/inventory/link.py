@@ -19,14 +19,15 @@ from graduate.migrate.inventory.tasks import read_tasks
 def link(root: Path, modules: list[ModuleFacts]) -> Project:
     """The project-wide picture of `modules` (read from files under `root`)."""
     symbols = Symbols(modules)
+    unbound = symbols.bring_star_imports()
     project = Project(root, symbols, read_settings(root, modules, symbols))
     read_tasks(project, modules)
+    for facts, module, line, why in unbound:
+        project.skipped.append(Skipped(
+            Location(facts.path, line),
+            f"star import from {module}: {why}, so the names it brings are not known "
+            "without running the code; tasks used through them are not linked"))
     for facts in modules:
-        for module, line in facts.star_imports:
-            project.skipped.append(Skipped(
-                Location(facts.path, line),
-                f"star import from {module or '.'}: the names it brings are not known "
-                "without running the code; tasks used through them are not linked"))
         read_starts(project, facts)
     read_signs(project, modules)
     _settings_findings(project)

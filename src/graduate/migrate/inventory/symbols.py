@@ -99,5 +99,61 @@ class Symbols:
         return self.find(self.qualify(facts, ref))
 
 
+    def bring_star_imports(self) -> list[tuple[ModuleFacts, str, int, str]]:
+        """Bind the names each `from M import *` brings, when M is a module of the
+        codebase: its `__all__` when that is a literal list or tuple, else its public
+        top-level names (definitions, imports, and what its own star imports bring; found
+        to a fixed point, since packages re-export through one another).
+
+        Returns the star imports of the codebase's modules left unbound, with why: M
+        computes its `__all__`. Star imports of modules outside the codebase bring no task
+        of its own and are not returned."""
+        changed = True
+        passes = 0
+        while changed and passes < _MAX_HOPS:
+            changed, passes = False, passes + 1
+            for facts in self.modules.values():
+                for source, _ in facts.star_imports:
+                    module = self.module(source) if source else None
+                    if module is None or module is facts:
+                        continue
+                    for name, target in _exported(module).items():
+                        if name not in facts.imports:
+                            facts.imports[name] = target
+                            changed = True
+        unbound: list[tuple[ModuleFacts, str, int, str]] = []
+        for facts in self.modules.values():
+            for source, line in facts.star_imports:
+                module = self.module(source) if source else None
+                if module is not None and _all_of(module) is None and any(
+                        a.name == "__all__" for a in module.assignments):
+                    unbound.append((facts, source, line,
+                                    f"{module.module} computes its __all__"))
+        return unbound
+
+
+def _all_of(module: ModuleFacts) -> tuple[str, ...] | None:
+    """A module's `__all__` when the code writes it as a literal list or tuple of names."""
+    written = [a.value for a in module.assignments if a.name == "__all__"]
+    if written and isinstance(written[-1], tuple) and all(
+            isinstance(name, str) for name in written[-1]):
+        return tuple(str(name) for name in written[-1])
+    return None
+
+
+def _exported(module: ModuleFacts) -> dict[str, str]:
+    """The names `from module import *` binds, each to the qualified name it stands for."""
+    own = {name: _join(module.module, name) for name in (
+        [f.name for f in module.functions if "." not in f.qualname]
+        + [c.name for c in module.classes] + [a.name for a in module.assignments])}
+    every = {**module.imports, **own}
+    listed = _all_of(module)
+    if listed is not None:
+        return {name: every.get(name, _join(module.module, name)) for name in listed}
+    if any(a.name == "__all__" for a in module.assignments):
+        return {}  # computed: not known without running the code
+    return {name: target for name, target in every.items() if not name.startswith("_")}
+
+
 def _join(module: str, name: str) -> str:
     return f"{module}.{name}" if module else name
