@@ -866,3 +866,44 @@ def test_star_imports_of_the_codebases_own_modules_are_followed(codebase: Codeba
                                     "shop.tasks.report_tasks computes its __all__, so the "
                                     "names it brings are not known without running the "
                                     "code; tasks used through them are not linked"}
+
+
+def test_two_entries_starting_one_task_are_two_flows(codebase: Codebase) -> None:
+    """A webhook sender started by the notifier and by an operator's manual retry: the
+    retry does not run after the notifier, so each is a flow of its own with the sender
+    as a step; a group launched from a view stays one flow."""
+    root = codebase({"hooks/tasks.py": """
+        import requests
+        from celery import group, shared_task
+
+        @shared_task(acks_late=True)
+        def notify(entry_ids):
+            for entry_id in entry_ids:
+                send_hook.apply_async(args=(entry_id,))
+
+        @shared_task(bind=True, max_retries=5)
+        def send_hook(self, entry_id):
+            requests.post("https://hooks.example", json={"id": entry_id}, timeout=30)
+
+        @shared_task
+        def retry_all(hook_id):
+            send_hook.delay(hook_id)
+
+        @shared_task
+        def thumbnail(image_id):
+            return image_id
+
+        @shared_task
+        def index(image_id):
+            return image_id
+        """, "hooks/views.py": """
+        from celery import group
+
+        from hooks.tasks import index, thumbnail
+
+        def upload(request):
+            group(thumbnail.s(request.image_id), index.s(request.image_id)).delay()
+        """})
+    flows = {f.name: [s.task for s in f.steps] for f in inventory(root).flows}
+    assert flows == {"notify": ["notify", "send_hook"], "retry_all": ["retry_all", "send_hook"],
+                     "thumbnail": ["thumbnail", "index"]}

@@ -1,8 +1,9 @@
 """Group tasks into flows (call graph and canvas) and turn each task into a flow step.
 
 Tasks that start one another, run in one canvas, handle one another's errors, or advance
-the same status value are one flow. Its steps are ordered by who starts whom; error
-handlers (link_error) are its compensations, not steps.
+the same status value are one flow; but two entries that start one task are two flows,
+the task a step of each. Its steps are ordered by who starts whom; error handlers
+(link_error) are its compensations, not steps.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class Group:
 
 
 def group(project: Project) -> list[Group]:
-    """Every flow in the project, each task in exactly one."""
+    """Every flow in the project: each task in one, or in each of the flows whose entries
+    start it."""
     parent = {id(t): id(t) for t in project.tasks}
 
     def root(key: int) -> int:
@@ -65,12 +67,55 @@ def group(project: Project) -> list[Group]:
     linked = {id(t) for edge in project.edges for t in edge[:2]}
     groups: list[Group] = []
     taken: set[str] = set()
-    for members in components.values():
-        steps = [t for t in members if id(t) not in handlers or id(t) in linked]
-        ordered = _order(project, steps) if steps else members
-        name = _unique(_name(ordered[0].short), taken)
-        groups.append(Group(name, ordered, [t for t in members if t not in ordered]))
+    for component in components.values():
+        for members in _by_entry(project, component):
+            steps = [t for t in members if id(t) not in handlers or id(t) in linked]
+            ordered = _order(project, steps) if steps else members
+            name = _unique(_name(ordered[0].short), taken)
+            groups.append(Group(name, ordered, [t for t in members if t not in ordered]))
     return groups
+
+
+def _by_entry(project: Project, component: list[Task]) -> list[list[Task]]:
+    """The flows of one component: one per entry (a task no other of them starts) with
+    what it starts, when each task is reached from an entry. Two entries that start one
+    task (a webhook sender started by the notifier and by a manual retry) are two flows,
+    the shared task a step of each; the tasks of one canvas group, or a sweep and the
+    task writing the state it sweeps, stay one flow."""
+    ids = {id(t) for t in component}
+    after: dict[int, list[Task]] = {id(t): [] for t in component}
+
+    def edge(before: Task, then: Task) -> None:
+        if before is not then and id(before) in ids and id(then) in ids:
+            after[id(before)].append(then)
+
+    for before, then, _ in [*project.edges, *project.error_edges]:
+        edge(before, then)
+    for members in project.together:  # run as one: each reaches the others
+        for one in members:
+            for other in members:
+                edge(one, other)
+    for sweeper, query, _ in project.sweeps:
+        for writer, write, _ in project.status_writes:
+            if write.field == query.field and _same_state(write.value, query.value):
+                edge(sweeper, writer)
+                edge(writer, sweeper)
+    started = {id(t) for targets in after.values() for t in targets}
+    entries = [t for t in component if id(t) not in started]
+    if len(entries) < 2:
+        return [component]
+    reaches: list[list[Task]] = []
+    for entry in entries:
+        reached, todo = [entry], [entry]
+        while todo:
+            for then in after[id(todo.pop())]:
+                if all(then is not r for r in reached):
+                    reached.append(then)
+                    todo.append(then)
+        reaches.append(reached)
+    if {id(t) for reached in reaches for t in reached} != ids:
+        return [component]  # a task no entry reaches: the component is one flow
+    return [[t for t in component if any(t is r for r in reached)] for reached in reaches]
 
 
 def _same_state(written: str, queried: str) -> bool:
