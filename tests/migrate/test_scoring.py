@@ -195,3 +195,22 @@ def test_reporting_an_error_and_the_web_framework_are_no_services(codebase: Code
                 capture_exception(error)
         """)
     assert flow.systems == ("registry",)
+
+
+def test_a_context_entered_and_a_value_built_are_no_services(codebase: Codebase) -> None:
+    """`with scopes_disabled():` and `with language(locale):` set up how the task runs,
+    and `LazyI18nString(text)` builds a value: only the webhook call commits anything."""
+    flow = only_flow(codebase, """
+        import requests
+        from django_scopes import scopes_disabled
+        from i18nfield.strings import LazyI18nString
+        from celery_app import app
+        from shop.i18n import language
+
+        @app.task(time_limit=60)
+        def announce(hook_url, locale, text):
+            with scopes_disabled(), language(locale):
+                body = str(LazyI18nString(text))
+                requests.post(hook_url, data=body, timeout=30)
+        """)
+    assert flow.systems == ("requests",)

@@ -110,10 +110,12 @@ class Project:
         """External calls a function makes, directly or through the project's functions:
         (qualified callee, where, depth). A function passed to a helper
         (`call_with_retry(crm.create_draft, ...)`) counts as called; the helpers of the
-        function's own module are looked through, not reported."""
+        function's own module are looked through, not reported. A context a `with` enters
+        (`with scopes_disabled():`, `with language(locale):`) commits nothing."""
         origin = origin or facts
         for call in facts.calls:
-            if call.function != qualname or not call.func or call.method in CELERY_METHODS:
+            if (call.function != qualname or not call.func or call.method in CELERY_METHODS
+                    or call.context):
                 continue
             where = Location(facts.path, call.line)
             refs = [call.func, *(a.dotted for a in call.positional if isinstance(a, Ref))]
@@ -138,6 +140,8 @@ class Project:
         if ref.partition(".")[0] not in facts.imports or (not called and "." not in ref):
             return  # a local name, or an imported value passed along (not a call target)
         qualified = self.symbols.qualify(facts, ref)
+        if qualified.rsplit(".", 1)[-1][:1].isupper():
+            return  # a library's class built (`LazyI18nString(text)`): a value, no call out
         if qualified.split(".")[0] not in _NOT_EFFECTS and not self.symbols.is_project(
                 qualified):
             yield qualified, where, depth

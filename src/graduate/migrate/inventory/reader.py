@@ -78,6 +78,7 @@ class Call:
     # `.delay()` on an expression that is neither a name nor a table lookup
     # (`getattr(module, name).delay()`): the task is known only at run time.
     dynamic_base: str | None = None
+    context: bool = False         # `with language(locale):`: the call enters a context
 
 
 @dataclass
@@ -227,6 +228,7 @@ class _Reader(cst.CSTVisitor):
         # Lists of signatures a function builds for a group or chain (`tasks.append(x.s())`).
         self.local_lists: dict[str, list[Canvas]] = {}
         self.local_values: dict[str, cst.BaseExpression] = {}
+        self.context_calls: set[int] = set()  # ids of the calls `with` statements enter
 
     def line(self, node: cst.CSTNode) -> int:
         return self.lines[node]
@@ -421,6 +423,11 @@ class _Reader(cst.CSTVisitor):
 
     # -- calls ---------------------------------------------------------------------------
 
+    def visit_With(self, node: cst.With) -> bool:
+        self.context_calls.update(id(item.item) for item in node.items
+                                  if isinstance(item.item, cst.Call))
+        return True
+
     def visit_ExceptHandler(self, node: cst.ExceptHandler) -> bool:
         self.except_depth += 1
         return True
@@ -468,7 +475,8 @@ class _Reader(cst.CSTVisitor):
             positional=[self.value(a.value) for a in node.args
                         if a.keyword is None and not a.star],
             kwargs=kwargs, line=line, function=self.function,
-            in_except=self.except_depth > 0, eta_seconds=eta)
+            in_except=self.except_depth > 0, eta_seconds=eta,
+            context=id(node) in self.context_calls)
         self._state_query(call, node)
         self._registration(node)
         if method == "add_periodic_task" and len(node.args) >= 2:
