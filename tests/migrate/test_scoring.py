@@ -214,3 +214,39 @@ def test_a_context_entered_and_a_value_built_are_no_services(codebase: Codebase)
                 requests.post(hook_url, data=body, timeout=30)
         """)
     assert flow.systems == ("requests",)
+
+
+def test_a_helper_computing_a_value_is_no_service(codebase: Codebase) -> None:
+    """`data_dir()` joins paths and `round_amount()` rounds: the project's own helpers
+    that compute a value commit nothing; one that sends mail through Django does."""
+    root = codebase({"celery_app.py": APP, "paths.py": """
+        import os
+
+        from django.conf import settings
+
+        def data_dir(*parts):
+            return os.path.join(settings.DATA_DIR, *parts)
+        """, "money.py": """
+        from decimal import ROUND_HALF_UP, Decimal
+
+        def round_amount(value):
+            return Decimal(value).quantize(Decimal("0.01"), ROUND_HALF_UP)
+        """, "mailer.py": """
+        from django.core.mail import send_mail
+
+        def send_receipt(to, amount):
+            send_mail("Receipt", str(amount), "shop@example.com", [to])
+        """, "tasks.py": """
+        from celery_app import app
+        from mailer import send_receipt
+        from money import round_amount
+        from paths import data_dir
+
+        @app.task(time_limit=120)
+        def close_invoice(invoice_id, to, amount):
+            with open(data_dir("invoices", str(invoice_id))) as invoice:
+                invoice.read()
+            send_receipt(to, round_amount(amount))
+        """})
+    (flow,) = inventory(root).flows
+    assert flow.systems == ("mailer",)

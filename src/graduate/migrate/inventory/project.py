@@ -23,8 +23,11 @@ _NOT_EFFECTS = frozenset({"celery", "kombu", "django", "flask", "temporalio", "l
                           "attrs", "typing_extensions", "sqlalchemy"}
                          ) | frozenset(sys.stdlib_module_names)
 _REACH_DEPTH = 3
-# Libraries a helper calls to report, not to commit: a helper calling only these is no system.
-_BOOKKEEPING = frozenset({"logging", "traceback", "warnings", "structlog", "sentry_sdk"})
+# Modules of the standard library and Django that talk to another system (mail, sockets,
+# HTTP, other processes): a project helper calling them is a client, though the calls
+# themselves are not counted as the team's own commitments.
+_TALKS_OUT = ("smtplib", "socket", "ssl", "http.client", "urllib.request", "ftplib",
+              "imaplib", "poplib", "subprocess", "django.core.mail")
 
 
 @dataclass
@@ -133,7 +136,7 @@ class Project:
                 return
             reached = list(self.effects(owner, name, depth + 1, origin)
                            ) if depth < _REACH_DEPTH else []
-            if owner is not origin and (reached or not self._bookkeeping(owner, name)):
+            if owner is not origin and (reached or self._client(owner, name)):
                 yield defined, where, depth
             yield from reached
             return
@@ -147,14 +150,17 @@ class Project:
             yield qualified, where, depth
 
 
-    def _bookkeeping(self, facts: ModuleFacts, qualname: str) -> bool:
-        """Whether a project function only logs or reports errors (`log_exception(e)`
-        calling `logging` and `traceback`): no system. A function that calls nothing is a
-        client whose body is not shown, and counts."""
-        libraries = [self.symbols.qualify(facts, call.func) for call in facts.calls
-                     if call.function == qualname and call.func
-                     and call.func.partition(".")[0] in facts.imports]
-        return bool(libraries) and all(name.split(".")[0] in _BOOKKEEPING for name in libraries)
+    def _client(self, facts: ModuleFacts, qualname: str) -> bool:
+        """Whether a project function that reaches no outside call is itself a client of
+        a system: one that calls no library (a client whose body is not shown), or one
+        that talks out through the standard library or Django (`smtplib`, `socket`,
+        `django.core.mail`). A helper computing a value (`data_dir()`, `round_decimal()`),
+        logging an error or only calling other such helpers is none."""
+        imported = [self.symbols.qualify(facts, call.func) for call in facts.calls
+                    if call.function == qualname and call.func
+                    and call.func.partition(".")[0] in facts.imports]
+        return not imported or any(name == module or name.startswith(f"{module}.")
+                                   for name in imported for module in _TALKS_OUT)
 
 
 def text(value: object) -> str:
