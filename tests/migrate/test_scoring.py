@@ -250,3 +250,37 @@ def test_a_helper_computing_a_value_is_no_service(codebase: Codebase) -> None:
         """})
     (flow,) = inventory(root).flows
     assert flow.systems == ("mailer",)
+
+
+def test_a_library_named_like_a_module_of_the_project_is_still_a_library(
+        codebase: Codebase) -> None:
+    """`site/utils/requests.py` is the project's own helper module; `import requests` is
+    still the HTTP library, and a local `request` object is not the `request` helper
+    imported at the top of the module."""
+    root = codebase({"site/__init__.py": "", "site/utils/__init__.py": "",
+                     "site/celery_app.py": APP, "site/utils/requests.py": """
+        import requests
+
+        def request(method, url, **kwargs):
+            return requests.request(method, url, timeout=30, **kwargs)
+        """, "site/tasks.py": """
+        import requests
+        from django.http import HttpRequest
+
+        from site.celery_app import app
+        from site.utils.requests import request
+
+        def render(request):
+            return request.path
+
+        @app.task(time_limit=120)
+        def ping(url):
+            requests.post(url, timeout=10)
+
+        @app.task(time_limit=120)
+        def rebuild(page_id):
+            request = HttpRequest()
+            render(request)
+        """})
+    flows = {f.name: f.systems for f in inventory(root).flows}
+    assert flows == {"ping": ("requests",), "rebuild": ()}

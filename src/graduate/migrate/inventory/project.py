@@ -116,6 +116,7 @@ class Project:
         function's own module are looked through, not reported. A context a `with` enters
         (`with scopes_disabled():`, `with language(locale):`) commits nothing."""
         origin = origin or facts
+        bound = next((f.bound for f in facts.functions if f.qualname == qualname), set())
         for call in facts.calls:
             if (call.function != qualname or not call.func or call.method in CELERY_METHODS
                     or call.context):
@@ -123,6 +124,8 @@ class Project:
             where = Location(facts.path, call.line)
             refs = [call.func, *(a.dotted for a in call.positional if isinstance(a, Ref))]
             for ref in refs:
+                if ref.partition(".")[0] in bound:
+                    continue  # the function's own object, named like an import
                 yield from self._callee(facts, ref, where, depth, origin, ref is call.func)
 
     def _callee(self, facts: ModuleFacts, ref: str, where: Location, depth: int,

@@ -104,6 +104,9 @@ class Function:
     line: int
     decorators: list[Decorator]
     idempotent: bool              # names an idempotency key or dedup somewhere in it
+    # Names the function binds itself (parameters, assignments, loop and `with` targets):
+    # `request` there is its own object, not the module's `request` import.
+    bound: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -282,6 +285,13 @@ class _Reader(cst.CSTVisitor):
         self.current = Function(
             name=node.name.value, qualname=qualname, line=self.line(node.name),
             decorators=[self._decorator(d) for d in node.decorators], idempotent=False)
+        params = node.params
+        self.current.bound.update(
+            p.name.value for p in (*params.posonly_params, *params.params,
+                                   *params.kwonly_params))
+        for star in (params.star_arg, params.star_kwarg):
+            if isinstance(star, cst.Param):
+                self.current.bound.add(star.name.value)
         self.facts.functions.append(self.current)
         self.local_canvases = {}
         self.local_lists = {}
@@ -406,6 +416,7 @@ class _Reader(cst.CSTVisitor):
             self.facts.status_writes.append(
                 StatusWrite(target.attr.value, code(value), line, self.function))
         if isinstance(target, cst.Name):
+            self._bind(target)
             self.local_values[target.value] = value
             if (canvas := self._canvas(value)) is not None:
                 self.local_canvases[target.value] = canvas
@@ -426,7 +437,24 @@ class _Reader(cst.CSTVisitor):
     def visit_With(self, node: cst.With) -> bool:
         self.context_calls.update(id(item.item) for item in node.items
                                   if isinstance(item.item, cst.Call))
+        for item in node.items:
+            if item.asname is not None:
+                self._bind(item.asname.name)
         return True
+
+    def visit_For(self, node: cst.For) -> bool:
+        self._bind(node.target)
+        return True
+
+    def _bind(self, target: cst.BaseExpression) -> None:
+        """Names a function binds by assignment, `for` or `with ... as`."""
+        if self.current is None:
+            return
+        if isinstance(target, cst.Name):
+            self.current.bound.add(target.value)
+        elif isinstance(target, cst.Tuple | cst.List):
+            for element in target.elements:
+                self._bind(element.value)
 
     def visit_ExceptHandler(self, node: cst.ExceptHandler) -> bool:
         self.except_depth += 1

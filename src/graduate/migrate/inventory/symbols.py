@@ -26,16 +26,22 @@ class Symbols:
                      + [c.name for c in facts.classes] + [a.name for a in facts.assignments])
             for name in names:
                 self.defined[_join(facts.module, name)] = facts
+        # A name matches on trailing components only past folders that are no package:
+        # `src/billing/tasks.py` is `billing.tasks`, but `weblate/utils/requests.py`
+        # (utils/__init__.py read) is not the `requests` library its code imports.
+        packages = {m.module for m in modules if m.path.endswith("__init__.py")}
         self._suffixes: dict[str, list[str]] = defaultdict(list)
         for full in sorted(self.defined, key=lambda n: (n.count("."), n)):
             parts = full.split(".")
             for start in range(len(parts)):
-                self._suffixes[".".join(parts[start:])].append(full)
+                if not start or ".".join(parts[:start]) not in packages:
+                    self._suffixes[".".join(parts[start:])].append(full)
         self._module_suffixes: dict[str, list[str]] = defaultdict(list)
         for module in sorted(self.modules, key=lambda n: (n.count("."), n)):
             parts = module.split(".")
             for start in range(len(parts)):
-                self._module_suffixes[".".join(parts[start:])].append(module)
+                if not start or ".".join(parts[:start]) not in packages:
+                    self._module_suffixes[".".join(parts[start:])].append(module)
 
     def qualify(self, facts: ModuleFacts, ref: str) -> str:
         """The absolute dotted name `ref` stands for inside module `facts`."""
