@@ -907,3 +907,71 @@ def test_two_entries_starting_one_task_are_two_flows(codebase: Codebase) -> None
     flows = {f.name: [s.task for s in f.steps] for f in inventory(root).flows}
     assert flows == {"notify": ["notify", "send_hook"], "retry_all": ["retry_all", "send_hook"],
                      "thumbnail": ["thumbnail", "index"]}
+
+
+def test_an_app_subclass_with_periodic_tasks_and_celery_dot_celery(codebase: Codebase) -> None:
+    """indico's `IndicoCelery(Celery)` named `celery`, with Celery 3's
+    `@celery.periodic_task(run_every=...)`; superset's `celery.Celery()` after
+    `import celery`."""
+    root = codebase({"portal/core/app.py": """
+        from celery import Celery
+
+        class PortalCelery(Celery):
+            def periodic_task(self, *args, **kwargs):
+                return self.task(*args, **kwargs)
+        """, "portal/core/celery.py": """
+        from celery.schedules import crontab
+
+        from portal.core.app import PortalCelery
+
+        celery = PortalCelery("portal")
+
+        @celery.periodic_task(name="heartbeat", run_every=crontab(minute="*/30"))
+        def heartbeat():
+            return None
+        """, "portal/mail.py": """
+        from portal.core.celery import celery
+
+        @celery.task(name="send_email", bind=True, max_retries=None)
+        def send_email(self, message_id):
+            return message_id
+        """, "dash/extensions.py": """
+        import celery
+
+        celery_app = celery.Celery()
+        """, "dash/thumbnails.py": """
+        from dash.extensions import celery_app
+
+        @celery_app.task(name="cache_thumbnail", soft_time_limit=300)
+        def cache_thumbnail(chart_id):
+            return chart_id
+        """})
+    inv = inventory(root)
+    assert set(found(inv, FindingKind.APP)) == {"celery@portal/core/celery.py:5",
+                                                "celery_app@dash/extensions.py:3"}
+    assert {f.name for f in inv.of_kind(FindingKind.TASK)} == {
+        "heartbeat", "send_email", "cache_thumbnail"}
+    assert found(inv, FindingKind.BEAT) == {
+        "heartbeat@portal/core/celery.py:7": 'task heartbeat; schedule crontab(minute="*/30")'}
+
+
+def test_a_root_that_is_a_package_knows_its_own_top_level_names(codebase: Codebase) -> None:
+    """Reading `shop/` (a package): `from shop import thumbnails` is the root's own code,
+    not a library named shop."""
+    root = codebase({"shop/__init__.py": "from shop.media import thumbnails\n",
+                     "shop/media.py": """
+        import requests
+
+        def thumbnails(image_id):
+            return requests.post("https://img.example", json={"id": image_id}, timeout=5)
+        """, "shop/tasks.py": """
+        from celery import shared_task
+
+        from shop import thumbnails
+
+        @shared_task(time_limit=60)
+        def resize(image_id):
+            thumbnails(image_id)
+        """})
+    (flow,) = inventory(root / "shop").flows
+    assert flow.systems == ("media",)

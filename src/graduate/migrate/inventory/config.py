@@ -133,10 +133,9 @@ def celery_apps(modules: list[ModuleFacts], symbols: Symbols) -> list[CeleryApp]
     for facts in modules:
         for app in facts.apps:
             name = f"{facts.module}.{app.var}".lstrip(".")
-            if app.factory is None:
-                if symbols.qualify(facts, "Celery").startswith("celery"):
-                    apps.append(CeleryApp(name, facts, app.line, app.kwargs,
-                                          Location(facts.path, app.line), None))
+            if app.factory is None:  # Celery's own class
+                apps.append(CeleryApp(name, facts, app.line, app.kwargs,
+                                      Location(facts.path, app.line), None))
             elif (built := _built_by(facts, app.factory, symbols)) is not None:
                 owner, function, call = built
                 apps.append(CeleryApp(name, facts, app.line, call.kwargs,

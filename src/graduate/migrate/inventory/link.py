@@ -18,7 +18,7 @@ from graduate.migrate.inventory.tasks import read_tasks
 
 def link(root: Path, modules: list[ModuleFacts]) -> Project:
     """The project-wide picture of `modules` (read from files under `root`)."""
-    symbols = Symbols(modules)
+    symbols = Symbols(modules, root.name if (root / "__init__.py").is_file() else None)
     unbound = symbols.bring_star_imports()
     project = Project(root, symbols, read_settings(root, modules, symbols))
     read_tasks(project, modules)

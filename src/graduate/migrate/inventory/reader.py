@@ -24,6 +24,7 @@ _CANVAS = frozenset({"chain", "group", "chord"})
 _LAUNCH = frozenset({"delay", "apply_async"})
 _SIGNATURE_METHODS = frozenset({"s", "si", "signature", "subtask"})
 _SIGNATURE_FUNCTIONS = frozenset({"signature", "subtask", "Signature"})
+_CELERY_CLASSES = frozenset({"celery.Celery", "celery.app.Celery", "celery.app.base.Celery"})
 _IDEMPOTENCY = re.compile(r"idempot|dedup", re.IGNORECASE)
 _SQL_SET = re.compile(r"\bUPDATE\s+(\w+)\s+SET\s+(?:[^;]*?,\s*)?(status|state|stage|phase)\s*=\s*"
                       r"('[^']*'|\?|%s|:\w+)", re.IGNORECASE)
@@ -149,7 +150,8 @@ class App:
     line: int
     kwargs: dict[str, object]
     # `app = create_app()`: the function called, which is an app only if it builds one
-    # (`config.celery_apps` decides); None for `Celery(...)` itself.
+    # (`config.celery_apps` decides); None for Celery's own class (`Celery(...)`,
+    # `celery.Celery(...)`), however imported.
     factory: str | None = None
 
 
@@ -285,6 +287,15 @@ class _Reader(cst.CSTVisitor):
         self.current = Function(
             name=node.name.value, qualname=qualname, line=self.line(node.name),
             decorators=[self._decorator(d) for d in node.decorators], idempotent=False)
+        for decorator in self.current.decorators:
+            # `@app.periodic_task(run_every=crontab(...))`: Celery 3's decorator, kept
+            # by apps of their own (indico's): a task and its beat entry in one.
+            if (decorator.ref or "").rsplit(".", 1)[-1] == "periodic_task" and (
+                    "run_every" in decorator.kwargs):
+                name = decorator.kwargs.get("name")
+                self.facts.beat.append(BeatEntry(
+                    name if isinstance(name, str) else qualname, Ref(qualname),
+                    decorator.kwargs["run_every"], decorator.line))
         params = node.params
         self.current.bound.update(
             p.name.value for p in (*params.posonly_params, *params.params,
@@ -398,7 +409,7 @@ class _Reader(cst.CSTVisitor):
         if isinstance(target, cst.Name) and at_module:
             self.facts.assignments.append(Assignment(target.value, self.value(value), line))
             if isinstance(value, cst.Call) and (callee := dotted(value.func)):
-                factory = None if callee.endswith("Celery") else callee
+                factory = None if self._qualified(callee) in _CELERY_CLASSES else callee
                 self.facts.apps.append(App(target.value, line, self._kwargs(value), factory))
             if isinstance(value, cst.Dict):
                 self._table(target.value, value, line)
@@ -717,6 +728,14 @@ class _Reader(cst.CSTVisitor):
         else:
             inner = self._canvas(value)
         return [inner] if inner is not None else []
+
+    def _qualified(self, name: str) -> str:
+        """`name` as imported so far: `Celery` -> `celery.Celery`."""
+        head, _, rest = name.partition(".")
+        qualified = self.facts.imports.get(head)
+        if qualified is None:
+            return name
+        return f"{qualified}.{rest}" if rest else qualified
 
     def _from_celery(self, name: str) -> bool:
         """Whether `group`, `chain`, `signature`... is Celery's (and not `match.group`)."""

@@ -18,7 +18,10 @@ _MAX_HOPS = 6  # re-exports followed through package __init__ files
 class Symbols:
     """Every module-level definition of the codebase, and how to resolve a name to one."""
 
-    def __init__(self, modules: list[ModuleFacts]) -> None:
+    def __init__(self, modules: list[ModuleFacts], package: str | None = None) -> None:
+        # The import name of the root read when it is a package itself (its __init__.py
+        # read): `from superset import db` names the root's own module.
+        self.package = package
         self.modules = {m.module: m for m in modules}
         self.defined: dict[str, ModuleFacts] = {}
         for facts in modules:
@@ -52,8 +55,16 @@ class Symbols:
             return f"{facts.imports[head]}.{rest}" if rest else facts.imports[head]
         return ref
 
+    def _within(self, name: str) -> str:
+        """`name` relative to the root read, when it names the root package's insides."""
+        if self.package and "" in self.modules and (
+                name == self.package or name.startswith(f"{self.package}.")):
+            return name[len(self.package) + 1:]
+        return name
+
     def find(self, qualified: str, hops: int = 0) -> str | None:
         """The project definition a qualified name refers to, following re-exports."""
+        qualified = self._within(qualified)
         if qualified in self.defined:
             return qualified
         if candidates := self._suffixes.get(qualified):
@@ -66,6 +77,9 @@ class Symbols:
                 return tail
         if hops >= _MAX_HOPS:
             return None
+        root = self.modules.get("")
+        if len(parts) == 1 and root is not None and parts[0] in root.imports:
+            return self.find(root.imports[parts[0]], hops + 1)  # re-exported by the root
         for cut in range(len(parts) - 1, 0, -1):
             module = self.module(".".join(parts[:cut]))
             if module is None:
@@ -78,6 +92,7 @@ class Symbols:
 
     def module(self, dotted_name: str) -> ModuleFacts | None:
         """The module `dotted_name` names, matched on trailing components."""
+        dotted_name = self._within(dotted_name)
         if dotted_name in self.modules:
             return self.modules[dotted_name]
         if candidates := self._module_suffixes.get(dotted_name):

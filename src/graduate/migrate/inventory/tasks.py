@@ -13,7 +13,11 @@ from graduate.migrate.inventory.symbols import Symbols
 from graduate.migrate.inventory.values import Ref
 
 _TASK_DECORATORS = frozenset({"celery.shared_task", "celery.task", "celery.decorators.task",
-                              "celery.app.shared_task", "celery.current_app.task"})
+                              "celery.app.shared_task", "celery.current_app.task",
+                              "celery.task.periodic_task", "celery.decorators.periodic_task"})
+# An app's methods that make a task: `task`, and Celery 3's `periodic_task`, which apps
+# of their own keep (indico's `@celery.periodic_task(run_every=...)`).
+_APP_TASK_METHODS = ("task", "periodic_task")
 _TASK_BASES = frozenset({"celery.Task", "celery.app.task.Task", "celery.task.Task"})
 _APP_NAMES = frozenset({"app", "celery", "celery_app", "capp"})
 
@@ -62,7 +66,8 @@ def _task_decorator(symbols: Symbols, facts: ModuleFacts, ref: str | None, apps:
     qualified = symbols.qualify(facts, ref)
     if qualified in _TASK_DECORATORS:
         return {}, {}
-    if ref.endswith(".task") and _is_app(symbols, facts, ref[:-5], apps):
+    head, _, method = ref.rpartition(".")
+    if head and method in _APP_TASK_METHODS and _is_app(symbols, facts, head, apps):
         return {}, {}
     found = symbols.resolve(facts, ref)
     if found in decorators:
@@ -116,7 +121,8 @@ def _tasks(project: Project, modules: list[ModuleFacts], apps: set[str],
                 task = _task(project, facts, function, options, f"@{decorator.ref}",
                              (function.qualname,))
                 task.origins = origins
-                task.app = _app_of(symbols, facts, decorator.ref, apps, "task")
+                task.app = _app_of(symbols, facts, decorator.ref, apps,
+                                   (decorator.ref or "").rpartition(".")[2])
                 project.tasks.append(task)
                 break
     _registered(project, modules, apps, decorators)
