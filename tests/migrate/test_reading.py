@@ -947,8 +947,9 @@ def test_an_app_subclass_with_periodic_tasks_and_celery_dot_celery(codebase: Cod
             return chart_id
         """})
     inv = inventory(root)
-    assert set(found(inv, FindingKind.APP)) == {"celery@portal/core/celery.py:5",
-                                                "celery_app@dash/extensions.py:3"}
+    assert found(inv, FindingKind.APP) == {
+        "celery@portal/core/celery.py:5": "a PortalCelery, the project's subclass of Celery",
+        "celery_app@dash/extensions.py:3": ""}
     assert {f.name for f in inv.of_kind(FindingKind.TASK)} == {
         "heartbeat", "send_email", "cache_thumbnail"}
     assert found(inv, FindingKind.BEAT) == {

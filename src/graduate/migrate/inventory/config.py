@@ -102,6 +102,7 @@ class CeleryApp:
     # How an app whose class is not known statically was recognised: its uses that only a
     # Celery app has ("config_from_object at proj/celery.py:9"); () when its class is known.
     recognised_by: tuple[str, ...] = ()
+    subclass: str | None = None  # the project's subclass of Celery it is made from
 
 
 # What only a Celery app does: an object used so is one, whatever made it. Each of these
@@ -143,7 +144,8 @@ def celery_apps(modules: list[ModuleFacts], symbols: Symbols) -> list[CeleryApp]
                                       f"{owner.module}:{function}()"))
             elif _subclasses_celery(facts, app.factory, symbols, 0):
                 apps.append(CeleryApp(name, facts, app.line, app.kwargs,
-                                      Location(facts.path, app.line), None))
+                                      Location(facts.path, app.line), None,
+                                      subclass=app.factory))
             else:
                 unknown.append((facts, app))
     if unknown:

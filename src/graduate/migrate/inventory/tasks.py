@@ -26,9 +26,14 @@ def _apps(project: Project, modules: list[ModuleFacts]) -> set[str]:
     apps: set[str] = set()
     for app in celery_apps(modules, project.symbols):
         apps.add(app.name)
-        made = f"made by {app.factory} at {app.built_at}" if app.factory else (
-            "its class is not named in the code; recognised as a Celery app by its use: "
-            + ", ".join(app.recognised_by) if app.recognised_by else "")
+        made = ""
+        if app.factory:
+            made = f"made by {app.factory} at {app.built_at}"
+        elif app.subclass:
+            made = f"a {app.subclass}, the project's subclass of Celery"
+        elif app.recognised_by:
+            made = ("its class is not named in the code; recognised as a Celery app by its "
+                    "use: " + ", ".join(app.recognised_by))
         project.find(FindingKind.APP, app.name.rsplit(".", 1)[-1],
                      Location(app.facts.path, app.line),
                      "; ".join(t for t in (made, kwargs_text(app.options)) if t))
