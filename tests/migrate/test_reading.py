@@ -948,7 +948,8 @@ def test_an_app_subclass_with_periodic_tasks_and_celery_dot_celery(codebase: Cod
         """})
     inv = inventory(root)
     assert found(inv, FindingKind.APP) == {
-        "celery@portal/core/celery.py:5": "a PortalCelery, the project's subclass of Celery",
+        "celery@portal/core/celery.py:5":
+            "made from PortalCelery, the project's subclass of Celery",
         "celery_app@dash/extensions.py:3": ""}
     assert {f.name for f in inv.of_kind(FindingKind.TASK)} == {
         "heartbeat", "send_email", "cache_thumbnail"}

@@ -30,7 +30,7 @@ def _apps(project: Project, modules: list[ModuleFacts]) -> set[str]:
         if app.factory:
             made = f"made by {app.factory} at {app.built_at}"
         elif app.subclass:
-            made = f"a {app.subclass}, the project's subclass of Celery"
+            made = f"made from {app.subclass}, the project's subclass of Celery"
         elif app.recognised_by:
             made = ("its class is not named in the code; recognised as a Celery app by its "
                     "use: " + ", ".join(app.recognised_by))
