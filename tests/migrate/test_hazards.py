@@ -107,6 +107,45 @@ def test_late_ack_needs_an_idempotency_key(codebase: Codebase) -> None:
     assert rules(inventory(root)) == [("late-ack-without-idempotency", "tasks.py:5")]
 
 
+def test_a_late_acked_task_that_claims_its_row_first_runs_once(codebase: Codebase) -> None:
+    """An outbox: the task locks its row, leaves it alone unless it is queued, and marks
+    it in flight (or swaps the state in one update); a redelivered message does nothing.
+    A locked read that checks no state claims nothing."""
+    root = codebase({"celery_app.py": REDIS_APP, "tasks.py": """
+        from django.db import transaction
+
+        from celery_app import app
+        from mail.models import OutgoingMail
+        from mail.smtp import deliver
+
+        @app.task(acks_late=True)
+        def send_mail(mail_id):
+            with transaction.atomic():
+                mail = OutgoingMail.objects.select_for_update().get(pk=mail_id)
+                if mail.status != OutgoingMail.QUEUED:
+                    return
+                mail.status = OutgoingMail.INFLIGHT
+                mail.save(update_fields=["status"])
+            deliver(mail)
+
+        @app.task(acks_late=True)
+        def send_digest(mail_id):
+            taken = OutgoingMail.objects.filter(pk=mail_id, status="queued").update(status="sent")
+            if taken:
+                deliver(OutgoingMail.objects.get(pk=mail_id))
+
+        @app.task(acks_late=True)
+        def resend(mail_id):
+            with transaction.atomic():
+                mail = OutgoingMail.objects.select_for_update().get(pk=mail_id)
+                mail.status = OutgoingMail.INFLIGHT
+                mail.save(update_fields=["status"])
+            deliver(mail)
+        """})
+    assert [(h.rule, h.task) for h in inventory(root).hazards] == [
+        ("late-ack-without-idempotency", "resend")]
+
+
 def test_an_apps_late_ack_is_one_hazard_at_its_setting_naming_its_tasks(
         codebase: Codebase) -> None:
     """task_acks_late for the whole app: one decision, so one hazard where it is made,

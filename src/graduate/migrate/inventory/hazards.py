@@ -164,7 +164,9 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
                 "redelivers the message, so it runs again",
                 f"raise consumer_timeout above {limit:g} s for its queue, or lower the time "
                 "limit")
-        if not task.idempotent:
+        # A task that claims its row first (a locked read checking the state, or a
+        # compare-and-set update) does nothing when its message is delivered again.
+        if not task.idempotent and not task.claims:
             if "acks_late" in task.options or acks_at is None:
                 add(LATE_ACK, task, task.location, _late_ack_why(task.short, acks_at),
                     _LATE_ACK_FIX)

@@ -44,6 +44,7 @@ class Task:
     idempotent: bool
     origins: dict[str, Location] = field(default_factory=dict)  # where each option is set
     app: str | None = None        # `@app.task`: the app; `@shared_task`: whichever runs it
+    claims: bool = False          # claims its row before working (`Function.claims`)
 
     def origin(self, key: str) -> Location:
         return self.origins.get(key, self.location)

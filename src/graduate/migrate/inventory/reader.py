@@ -24,6 +24,7 @@ _CANVAS = frozenset({"chain", "group", "chord"})
 _LAUNCH = frozenset({"delay", "apply_async"})
 _SIGNATURE_METHODS = frozenset({"s", "si", "signature", "subtask"})
 _SIGNATURE_FUNCTIONS = frozenset({"signature", "subtask", "Signature"})
+_ROW_LOCKS = frozenset({"select_for_update", "with_for_update"})  # Django, SQLAlchemy
 _CELERY_CLASSES = frozenset({"celery.Celery", "celery.app.Celery", "celery.app.base.Celery"})
 _IDEMPOTENCY = re.compile(r"idempot|dedup", re.IGNORECASE)
 _SQL_SET = re.compile(r"\bUPDATE\s+(\w+)\s+SET\s+(?:[^;]*?,\s*)?(status|state|stage|phase)\s*=\s*"
@@ -108,6 +109,10 @@ class Function:
     # Names the function binds itself (parameters, assignments, loop and `with` targets):
     # `request` there is its own object, not the module's `request` import.
     bound: set[str] = field(default_factory=set)
+    # Claims its row before working: a locked read (`select_for_update()`) that checks the
+    # row's state and moves it on, or `filter(status=A).update(status=B)`; a redelivered
+    # message finds the row claimed and does nothing.
+    claims: bool = False
 
 
 @dataclass
@@ -234,6 +239,7 @@ class _Reader(cst.CSTVisitor):
         self.local_lists: dict[str, list[Canvas]] = {}
         self.local_values: dict[str, cst.BaseExpression] = {}
         self.context_calls: set[int] = set()  # ids of the calls `with` statements enter
+        self.checks_state = False  # the current function compares a row's state
 
     def line(self, node: cst.CSTNode) -> int:
         return self.lines[node]
@@ -307,12 +313,29 @@ class _Reader(cst.CSTVisitor):
         self.local_canvases = {}
         self.local_lists = {}
         self.local_values = {}
+        self.checks_state = False
         return True
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self.def_depth -= 1
         if original_node is self.function_node:
+            if self.current is not None:
+                self.current.claims = self._claims(self.current.qualname)
             self.function, self.function_node, self.current = None, None, None
+
+    def _claims(self, qualname: str) -> bool:
+        """Whether the function claims its row before working (see `Function.claims`)."""
+        writes = {w.line for w in self.facts.status_writes if w.function == qualname}
+        if not writes:
+            return False
+        locks = any(c.function == qualname and c.method in _ROW_LOCKS for c in self.facts.calls)
+        swapped = any(q.function == qualname and q.line in writes
+                      for q in self.facts.state_queries)
+        return (locks and self.checks_state) or swapped
+
+    def visit_Comparison(self, node: cst.Comparison) -> None:
+        if isinstance(node.left, cst.Attribute) and node.left.attr.value in STATE_FIELDS:
+            self.checks_state = True
 
     def visit_Name(self, node: cst.Name) -> None:
         self._mentions(node.value)

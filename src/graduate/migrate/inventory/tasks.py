@@ -194,7 +194,8 @@ def _task(project: Project, facts: ModuleFacts, function: Function, options: dic
         name=name if isinstance(name, str) else f"{module}.{short}".lstrip("."),
         short=short, function=f"{module}.{short}".lstrip("."), facts=facts, bodies=bodies,
         failure_bodies=[], location=Location(facts.path, line or function.line),
-        options=options, declared=declared, idempotent=function.idempotent)
+        options=options, declared=declared, idempotent=function.idempotent,
+        claims=function.claims)
 
 
 def _task_classes(project: Project, modules: list[ModuleFacts],
