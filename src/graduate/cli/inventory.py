@@ -133,7 +133,8 @@ def _print_tables(found: Inventory) -> None:
         err_console.print(f"skipped {skipped.location}: {skipped.reason}", markup=False,
                           soft_wrap=True)
     if len(found.skipped) > _SKIPPED_SHOWN:
-        err_console.print(f"skipped {len(found.skipped) - _SKIPPED_SHOWN} more places "
+        more = len(found.skipped) - _SKIPPED_SHOWN
+        err_console.print(f"skipped {more} more place{'s' if more > 1 else ''} "
                           f"({len(found.skipped)} in all): --format md or json lists each "
                           "with the reason", markup=False, soft_wrap=True)
     console.print("Details: --format md or json; a flow file: --flow NAME", markup=False)
