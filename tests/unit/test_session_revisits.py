@@ -13,10 +13,10 @@ from typing import Any, cast
 
 from tests.unit.conftest import SAMPLE
 
-from graduate.adapters.base import Engine, InstanceState, InstanceStatus
+from graduate.adapters.base import Capabilities, Engine, InstanceState, InstanceStatus
 from graduate.flow import InstanceRequest, Step, load_flow
 from graduate.ledger import Ledger
-from graduate.runner import RunOptions
+from graduate.runner import Decision, RunOptions
 from graduate.runs.session import (
     POLL_INTERVAL,
     REVISIT_AT_MOST,
@@ -326,3 +326,73 @@ def test_after_a_long_pause_an_unchanged_instance_is_idle_at_once(tmp_path: Path
     assert revisits.due([iid], known) == []
     clock.now += REVISIT_AT_MOST / 2
     assert revisits.due([iid], known) == [iid]
+
+
+class AnsweringEngine(IdleEngine):
+    """An idle engine that keeps a signal sent before its wait; each signal is kept."""
+
+    capabilities = Capabilities(durable_progress=True, signals=True, timers=True,
+                                compensation=True, versioning=False, early_signals=True)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signals: list[tuple[str, str, dict[str, Any]]] = []
+
+    def signal(self, instance_id: str, name: str, payload: dict[str, Any]) -> None:
+        self.signals.append((instance_id, name, payload))
+
+
+def answering_session(tmp_path: Path, decision: Decision,
+                      ) -> tuple[RunSession, AnsweringEngine, InstanceRequest]:
+    """A plain run (no fault plan) of one instance, looked at once and idle since."""
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    (request,) = registered(ledger, 1)
+    engine = AnsweringEngine()
+    nothing = cast(Any, None)
+    session = RunSession(flow=FLOW, options=RunOptions(flow=str(SAMPLE), engine="idle",
+                                                       instances=1,
+                                                       decisions={"approval": decision}),
+                         run_id="r1", run_dir=tmp_path, ledger=ledger, stack=nothing,
+                         engine=cast(Engine, engine), workers=nothing, timeline=Timeline(),
+                         deadline=time.monotonic() + 60, requests=[request])
+    clock = Clock()
+    session.revisits.clock = clock
+    iid = request.instance_id
+    session.revisits.due([iid], {})
+    session.revisits.looked({iid: False}, first=[iid])
+    clock.now += POLL_INTERVAL
+    return session, engine, request
+
+
+def test_a_run_that_answers_early_asks_for_no_look_when_its_approval_moves_the_instance_on(
+        tmp_path: Path) -> None:
+    """In a run that answers a wait from the ledger (no fault plan, an engine that keeps
+    an early signal), the step before the wait lands and the approval is sent at once;
+    the wait's next node is a step, whose call lands in the ledger too: neither the
+    landing nor the answer makes the instance due before its revisit (docs/adr/0027)."""
+    session, engine, request = answering_session(tmp_path, "approve")
+    iid = request.instance_id
+    known = running([iid])
+    land(session.ledger, request, BEFORE_WAIT)
+
+    assert session.revisits.due([iid], known) == []
+    session._answer(known)
+    assert engine.signals == [(iid, "approval", {"decision": "approve"})]
+    assert session.revisits.due([iid], known) == []
+    land(session.ledger, request, FLOW.steps[-1])  # the last step: a finish leaves no row
+    assert session.revisits.due([iid], known) == [iid]
+
+
+def test_a_rejection_sent_early_still_asks_for_a_look_at_once(tmp_path: Path) -> None:
+    """A rejection may fail the instance with no row (`on_reject = "fail"`): the step
+    before the wait and the answer each make it due at once, as before."""
+    session, engine, request = answering_session(tmp_path, "reject")
+    iid = request.instance_id
+    known = running([iid])
+    land(session.ledger, request, BEFORE_WAIT)
+
+    assert session.revisits.due([iid], known) == [iid]
+    session.revisits.looked({iid: False})
+    session._answer(known)
+    assert engine.signals == [(iid, "approval", {"decision": "reject"})]
+    assert session.revisits.due([iid], known) == [iid]

@@ -241,8 +241,31 @@ class RunSession:
     revisits: Revisits = field(init=False)  # which instances the next look asks about
 
     def __post_init__(self) -> None:
-        self.revisits = Revisits(self.ledger, self.run_id,
-                                 passing=steps_followed_by_steps(self.flow))
+        passing = steps_followed_by_steps(self.flow)
+        if self._answers_early():
+            # The step before a wait this run answers from the ledger, where the answer
+            # moves the instance on to a step: what it does next lands there too.
+            passing |= {step for step, wait in _steps_opening_waits(self.flow).items()
+                        if self._moves_on_in_ledger(wait.signal,
+                                                    self.options.decisions.get(wait.signal))}
+        self.revisits = Revisits(self.ledger, self.run_id, passing=passing)
+
+    def _answers_early(self) -> bool:
+        """Whether this run answers a wait as soon as the step before it landed
+        (`_early_answers`): a run with no fault plan, on an engine that keeps a signal
+        sent before its wait."""
+        return (self.arming is None and bool(self.options.decisions)
+                and self.engine.capabilities.early_signals)
+
+    def _moves_on_in_ledger(self, signal: str, decision: str | None) -> bool:
+        """Whether an answer sent by this run needs no look at the instance at once
+        (docs/adr/0027): in a run that answers early, an approval of a wait that a step
+        follows moves the instance on to that step, whose call lands in the ledger
+        whatever its outcome (the row makes it due, as a step another step follows
+        does, docs/adr/0024). A rejection (which may fail the instance with no row), an
+        interrupt, or a wait that anything else follows still asks for a look at once."""
+        return (self._answers_early() and decision == "approve"
+                and signal in _waits_followed_by_steps(self.flow))
 
     @property
     def instance_ids(self) -> list[str]:
@@ -423,7 +446,8 @@ class RunSession:
             if error is not None:
                 continue  # the engine is down; the next look tries again
             self.signalled.add((answer.instance_id, answer.name))
-            self.revisits.nudge(answer.instance_id)  # the answer moves it on
+            if not self._moves_on_in_ledger(answer.name, answer.payload.get("decision")):
+                self.revisits.nudge(answer.instance_id)  # the answer moves it on
             self.timeline.add(SIGNAL_SENT, f"{answer.name}={answer.payload['decision']} to "
                                            f"{answer.instance_id}", instance=answer.instance_id)
 
@@ -627,6 +651,14 @@ def _steps_opening_waits(flow: Flow) -> dict[str, Wait]:
     item, excepted), with that wait."""
     return {before.name: node for before, node in itertools.pairwise(flow.nodes)
             if isinstance(node, Wait) and isinstance(before, Step) and before.for_each is None}
+
+
+def _waits_followed_by_steps(flow: Flow) -> frozenset[str]:
+    """The signals of the waits whose next node is a step (a `for_each` step, run once
+    per item, excepted): an approval moves the instance on to that step's call."""
+    return frozenset(wait.signal for wait, node in itertools.pairwise(flow.nodes)
+                     if isinstance(wait, Wait) and isinstance(node, Step)
+                     and node.for_each is None)
 
 
 def _waits_at(flow: Flow, status: InstanceStatus, wait: str) -> bool:
