@@ -396,3 +396,36 @@ def test_a_rejection_sent_early_still_asks_for_a_look_at_once(tmp_path: Path) ->
     session._answer(known)
     assert engine.signals == [(iid, "approval", {"decision": "reject"})]
     assert session.revisits.due([iid], known) == [iid]
+
+
+class StartingEngine(IdleEngine):
+    """An idle engine that starts instances (and counts each look)."""
+
+    def start(self, request: InstanceRequest) -> None:
+        del request
+
+
+def test_a_plain_runs_first_watch_asks_nothing_about_the_instances_it_just_started(
+        tmp_path: Path) -> None:
+    """An instance a run with no fault plan started runs as of its start's answer: the
+    first watch takes that, and asks about it on its idle revisit (docs/adr/0027); the
+    instances of another watch are read at its first look, as before."""
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    engine = StartingEngine()
+    nothing = cast(Any, None)
+    seen: list[tuple[str, InstanceState]] = []
+    session = RunSession(flow=FLOW, options=RunOptions(flow=str(SAMPLE), engine="idle",
+                                                       instances=20),
+                         run_id="r1", run_dir=tmp_path, ledger=ledger, stack=nothing,
+                         engine=cast(Engine, engine), workers=nothing, timeline=Timeline(),
+                         deadline=time.monotonic() + 60)
+    session.start_instances()
+
+    statuses = session.watch(time.monotonic() + REVISIT_AT_MOST * 0.8,
+                             on_status=lambda iid, status: seen.append((iid, status.state)))
+
+    assert engine.looks == Counter()
+    assert statuses == running(session.instance_ids)
+    assert seen == [(iid, InstanceState.RUNNING) for iid in session.instance_ids]
+    session.watch(time.monotonic() + REVISIT_AT_MOST * 0.8)
+    assert engine.looks == Counter(session.instance_ids)

@@ -239,6 +239,9 @@ class RunSession:
     signalled: set[tuple[str, str]] = field(default_factory=set)
     interrupted: dict[str, float] = field(default_factory=dict)  # instance -> when sent
     revisits: Revisits = field(init=False)  # which instances the next look asks about
+    # Instances this run started, with no fault plan, that no watch has seen yet: each
+    # is running as of its start's answer (`watch`).
+    unseen_starts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         passing = steps_followed_by_steps(self.flow)
@@ -325,6 +328,8 @@ class RunSession:
         else:
             for request in requests:
                 self.engine.start(request)
+        if self.arming is None:
+            self.unseen_starts.extend(r.instance_id for r in requests)
         return requests
 
     def watch(self, deadline: float, *,
@@ -338,8 +343,21 @@ class RunSession:
         look, then those that moved or may have. `until` is asked every round, with each
         instance as last seen. An instance that waits for a signal listed in the
         options' decisions is sent that decision, once. With `revive_after`, a process
-        that died is started again after that many seconds, on every round."""
+        that died is started again after that many seconds, on every round.
+
+        In a run with no fault plan, an instance the run started that no watch has seen
+        yet is not asked about at the first look: its start's answer said it runs, and
+        it starts idle, as a first look leaves it (docs/adr/0027). A fault plan's
+        watches read every instance, since a fault may have changed any of them."""
         statuses: dict[str, InstanceStatus] = {}
+        if self.unseen_starts:
+            started = dict.fromkeys(self.unseen_starts, InstanceStatus(InstanceState.RUNNING))
+            self.unseen_starts = []
+            self.revisits.looked(dict.fromkeys(started, False), first=started)
+            for instance_id, status in started.items():
+                if on_status is not None:
+                    on_status(instance_id, status)
+                statuses[instance_id] = status
         while True:
             if revive_after is not None:
                 self.workers.revive(revive_after)
