@@ -18,12 +18,14 @@ from graduate.flow import InstanceRequest, Step, load_flow
 from graduate.ledger import Ledger
 from graduate.runner import Decision, RunOptions
 from graduate.runs.session import (
+    FINISH_LOOK_AFTER,
     POLL_INTERVAL,
     REVISIT_AT_MOST,
     REVISITS_PER_SECOND,
     Revisits,
     RunSession,
     new_request,
+    steps_ending_the_flow,
     steps_followed_by_steps,
 )
 from graduate.runs.timeline import Timeline
@@ -379,7 +381,10 @@ def test_a_run_that_answers_early_asks_for_no_look_when_its_approval_moves_the_i
     session._answer(known)
     assert engine.signals == [(iid, "approval", {"decision": "approve"})]
     assert session.revisits.due([iid], known) == []
-    land(session.ledger, request, FLOW.steps[-1])  # the last step: a finish leaves no row
+    # The last step: its finish leaves no row, and comes once its call returned.
+    land(session.ledger, request, FLOW.steps[-1])
+    assert session.revisits.due([iid], known) == []
+    cast(Clock, session.revisits.clock).now += FINISH_LOOK_AFTER
     assert session.revisits.due([iid], known) == [iid]
 
 
@@ -429,3 +434,30 @@ def test_a_plain_runs_first_watch_asks_nothing_about_the_instances_it_just_start
     assert seen == [(iid, InstanceState.RUNNING) for iid in session.instance_ids]
     session.watch(time.monotonic() + REVISIT_AT_MOST * 0.8)
     assert engine.looks == Counter(session.instance_ids)
+
+
+def test_the_last_step_landing_asks_for_a_look_a_moment_later(
+        tmp_path: Path) -> None:
+    """The flow's last step lands while its call runs; the instance finishes once the
+    call returned: it is due FINISH_LOOK_AFTER later, not at once, outside the budget
+    of idle revisits, as one backing off is (docs/adr/0027). Any other row still makes
+    it due at once."""
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    requests = registered(ledger, 3)
+    ids = [r.instance_id for r in requests]
+    clock = Clock()
+    revisits = Revisits(ledger, "r1", clock, passing=steps_followed_by_steps(FLOW),
+                        finishing=steps_ending_the_flow(FLOW))
+    assert steps_ending_the_flow(FLOW) == {"notify"}
+    known = running(ids)
+    idle(revisits, ids, known, clock)
+
+    land(ledger, requests[0], FLOW.steps[-1])
+    land(ledger, requests[1], BEFORE_WAIT)
+    assert revisits.due(ids, known) == [ids[1]]
+    revisits.looked({ids[1]: False})
+    clock.now += FINISH_LOOK_AFTER / 2
+    assert ids[0] not in revisits.due(ids, known)  # (the other follows its move up)
+    clock.now += FINISH_LOOK_AFTER / 2
+    assert ids[0] in revisits.due(ids, known)
+    assert ids[2] not in revisits.due(ids, known)

@@ -93,6 +93,13 @@ REVISIT_AT_MOST = 2.0
 # (docs/adr/0024). Past REVISITS_PER_SECOND * REVISIT_AT_MOST instances in flight an
 # unchanged one is so looked at about every (in flight / REVISITS_PER_SECOND) seconds.
 REVISITS_PER_SECOND = 50.0
+# The flow's last step lands its effect while its call still runs, and the instance
+# finishes only once the call returned: a look at once found it running nearly always,
+# and its finish was seen on its idle revisit (a describe more, up to REVISIT_AT_MOST
+# later). So the look comes this long after its row is read: on Temporal, under the
+# overhead bench's load, an instance closed 0.08 / 0.19 / 0.32 s (p10 / p50 / p90, max
+# 0.49) after its last effect (docs/adr/0027).
+FINISH_LOOK_AFTER = 0.4
 
 
 def pause_after(took: float) -> float:
@@ -251,7 +258,8 @@ class RunSession:
             passing |= {step for step, wait in _steps_opening_waits(self.flow).items()
                         if self._moves_on_in_ledger(wait.signal,
                                                     self.options.decisions.get(wait.signal))}
-        self.revisits = Revisits(self.ledger, self.run_id, passing=passing)
+        self.revisits = Revisits(self.ledger, self.run_id, passing=passing,
+                                 finishing=steps_ending_the_flow(self.flow))
 
     def _answers_early(self) -> bool:
         """Whether this run answers a wait as soon as the step before it landed
@@ -568,11 +576,13 @@ class Revisits:
 
     def __init__(self, ledger: Ledger, run_id: str,
                  clock: Callable[[], float] = time.monotonic, *,
-                 passing: Collection[str] = ()) -> None:
+                 passing: Collection[str] = (), finishing: Collection[str] = ()) -> None:
         self.ledger = ledger
         self.run_id = run_id
         self.clock = clock
         self.passing = frozenset(passing)  # steps whose landing makes no instance due
+        # Steps whose landing makes the instance due FINISH_LOOK_AFTER later, not at once.
+        self.finishing = frozenset(finishing)
         self.mark = 0  # the last ledger row read
         self._next: dict[str, float] = {}  # instance -> when it is due (monotonic)
         self._gap: dict[str, float] = {}  # instance -> the gap to its next revisit
@@ -594,11 +604,13 @@ class Revisits:
             moved, self.mark = self.ledger.moved_since(self.run_id, self.mark)
         except Exception:
             return list(unfinished)  # the ledger does not answer: look at every one
+        now = self.clock()
         for row in moved:
-            if not (row.landed and row.step in self.passing):
+            if row.landed and row.step in self.finishing:
+                self._after_finishing(row.instance_id, now)
+            elif not (row.landed and row.step in self.passing):
                 self.nudge(row.instance_id)
         self._landed.extend((row.instance_id, row.step) for row in moved if row.landed)
-        now = self.clock()
         # What the budget saved is kept for a second at most; a round paced after a slow
         # look still gets what its own time allows.
         self._allowed = (min(self._allowed, REVISITS_PER_SECOND)
@@ -647,6 +659,15 @@ class Revisits:
         landed, self._landed = self._landed, []
         return landed
 
+    def _after_finishing(self, instance_id: str, now: float) -> None:
+        """The flow's last step landed: due FINISH_LOOK_AFTER from now, outside the
+        budget, unless something else already made it due sooner."""
+        if instance_id in self._moved:
+            return
+        self._next[instance_id] = min(self._next.get(instance_id, math.inf),
+                                      now + FINISH_LOOK_AFTER)
+        self._gap[instance_id] = POLL_INTERVAL / 2  # backing off: due whatever the budget
+
     def nudge(self, instance_id: str) -> None:
         """The instance moved (or is about to): due at the next look, then soon again."""
         self._moved.add(instance_id)
@@ -662,6 +683,14 @@ def steps_followed_by_steps(flow: Flow) -> frozenset[str]:
     return frozenset(before.name for before, node in itertools.pairwise(flow.nodes)
                      if isinstance(before, Step) and isinstance(node, Step)
                      and before.for_each is None)
+
+
+def steps_ending_the_flow(flow: Flow) -> frozenset[str]:
+    """The step the flow ends with, if it ends with one (a `for_each` step, run once per
+    item, excepted): once it lands, the instance finishes when its call returns."""
+    last = flow.nodes[-1] if flow.nodes else None
+    return frozenset({last.name} if isinstance(last, Step) and last.for_each is None
+                     else ())
 
 
 def _steps_opening_waits(flow: Flow) -> dict[str, Wait]:
