@@ -111,7 +111,19 @@ def test_a_late_acked_task_that_claims_its_row_first_runs_once(codebase: Codebas
     """An outbox: the task locks its row, leaves it alone unless it is queued, and marks
     it in flight (or swaps the state in one update); a redelivered message does nothing.
     A locked read that checks no state claims nothing."""
-    root = codebase({"celery_app.py": REDIS_APP, "tasks.py": """
+    root = codebase({"celery_app.py": REDIS_APP, "mail/__init__.py": "", "mail/models.py": """
+        from django.db import models
+
+        class OutgoingMail(models.Model):
+            QUEUED, INFLIGHT, SENT, CANCELLED = "queued", "inflight", "sent", "cancelled"
+            status = models.CharField(max_length=20)
+        """, "mail/smtp.py": """
+        import smtplib
+
+        def deliver(mail):
+            with smtplib.SMTP("localhost") as server:
+                server.send_message(mail.message())
+        """, "tasks.py": """
         from django.db import transaction
 
         from celery_app import app
@@ -141,9 +153,38 @@ def test_a_late_acked_task_that_claims_its_row_first_runs_once(codebase: Codebas
                 mail.status = OutgoingMail.INFLIGHT
                 mail.save(update_fields=["status"])
             deliver(mail)
+
+        @app.task(acks_late=True)
+        def ship(mail_id):
+            deliver(OutgoingMail.objects.get(pk=mail_id))
+            OutgoingMail.objects.filter(pk=mail_id, status="new").update(status="shipped")
+
+        @app.task(acks_late=True)
+        def send_within(mail_id):
+            with transaction.atomic():
+                mail = OutgoingMail.objects.select_for_update().get(pk=mail_id)
+                if mail.status == OutgoingMail.CANCELLED:
+                    return
+                deliver(mail)
+                mail.status = OutgoingMail.SENT
+                mail.save(update_fields=["status"])
+
+        @app.task(acks_late=True)
+        @transaction.atomic
+        def send_atomic(mail_id):
+            mail = OutgoingMail.objects.select_for_update().get(pk=mail_id)
+            if mail.status != OutgoingMail.QUEUED:
+                return
+            mail.status = OutgoingMail.INFLIGHT
+            mail.save(update_fields=["status"])
+            deliver(mail)
         """})
-    assert [(h.rule, h.task) for h in inventory(root).hazards] == [
-        ("late-ack-without-idempotency", "resend")]
+    # A claim made after the call out (`ship`), or committed only with it: in the same
+    # transaction (`send_within`), or the task's own (`send_atomic`), rolled back by a
+    # crash, claims nothing.
+    assert sorted((h.rule, h.task) for h in inventory(root).hazards) == [
+        ("late-ack-without-idempotency", task)
+        for task in ("resend", "send_atomic", "send_within", "ship")]
 
 
 def test_an_apps_late_ack_is_one_hazard_at_its_setting_naming_its_tasks(

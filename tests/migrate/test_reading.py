@@ -734,6 +734,29 @@ def test_an_app_whose_class_is_not_named_is_recognised_by_its_use(codebase: Code
         ("late-ack-without-idempotency", "2 tasks")]
 
 
+def test_an_app_made_at_once_from_a_class_known_at_run_time_is_recognised(
+        codebase: Codebase) -> None:
+    """`app = import_string(path)(main=...)` in one line is the same app."""
+    root = codebase({"proj/celery.py": """
+        from django.utils.module_loading import import_string
+
+        app = import_string("proj.apps.ProjCelery")(main="proj")
+        app.config_from_object("django.conf:settings", namespace="CELERY")
+        """, "proj/tasks.py": """
+        from proj.celery import app
+
+        @app.task(bind=True)
+        def scan_document(self, document_id):
+            return document_id
+        """})
+    inv = inventory(root)
+    assert found(inv, FindingKind.APP) == {
+        "app@proj/celery.py:3": "its class is not named in the code; recognised as a Celery "
+                                "app by its use: config_from_object at proj/celery.py:4, "
+                                "@app.task(bind=...) at proj/tasks.py:3"}
+    assert set(found(inv, FindingKind.TASK)) == {"scan_document@proj/tasks.py:4"}
+
+
 def test_an_app_recognised_by_celery_only_task_options_or_its_subclass(
         codebase: Codebase) -> None:
     root = codebase({"svc/worker.py": """

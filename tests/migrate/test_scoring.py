@@ -197,23 +197,42 @@ def test_reporting_an_error_and_the_web_framework_are_no_services(codebase: Code
     assert flow.systems == ("registry",)
 
 
-def test_a_context_entered_and_a_value_built_are_no_services(codebase: Codebase) -> None:
-    """`with scopes_disabled():` and `with language(locale):` set up how the task runs,
-    and `LazyI18nString(text)` builds a value: only the webhook call commits anything."""
+def test_a_context_entered_for_the_task_is_no_service(codebase: Codebase) -> None:
+    """`with scopes_disabled():` and `with language(locale):` set up how the task runs:
+    only the webhook call commits anything."""
     flow = only_flow(codebase, """
         import requests
         from django_scopes import scopes_disabled
-        from i18nfield.strings import LazyI18nString
         from celery_app import app
         from shop.i18n import language
 
         @app.task(time_limit=60)
         def announce(hook_url, locale, text):
             with scopes_disabled(), language(locale):
-                body = str(LazyI18nString(text))
-                requests.post(hook_url, data=body, timeout=30)
+                requests.post(hook_url, data=text, timeout=30)
         """)
     assert flow.systems == ("requests",)
+
+
+def test_a_client_built_or_entered_is_a_service(codebase: Codebase) -> None:
+    """A client the task builds (`Client(sid, token)`) or enters and keeps (`with
+    httpx.Client() as client:`, `with psycopg.connect(dsn) as db:`) is how it reaches
+    the other system: each counts, though its calls go through a local name."""
+    flow = only_flow(codebase, """
+        import httpx
+        import psycopg
+        from twilio.rest import Client
+        from celery_app import app
+
+        @app.task(time_limit=60)
+        def notify(sid, token, url, dsn):
+            Client(sid, token).messages.create(to="+1", body="hi")
+            with httpx.Client() as client:
+                client.post(url)
+            with psycopg.connect(dsn) as db:
+                db.execute("update partners set notified = true")
+        """)
+    assert set(flow.systems) == {"twilio", "httpx", "psycopg"}
 
 
 def test_a_helper_computing_a_value_is_no_service(codebase: Codebase) -> None:

@@ -164,9 +164,10 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
                 "redelivers the message, so it runs again",
                 f"raise consumer_timeout above {limit:g} s for its queue, or lower the time "
                 "limit")
-        # A task that claims its row first (a locked read checking the state, or a
-        # compare-and-set update) does nothing when its message is delivered again.
-        if not task.idempotent and not task.claims:
+        # A task that claims its row before any call out (a locked read checking the
+        # state, or a compare-and-set update, committed) does nothing when its message
+        # is delivered again.
+        if not task.idempotent and not project.claims_first(task):
             if "acks_late" in task.options or acks_at is None:
                 add(LATE_ACK, task, task.location, _late_ack_why(task.short, acks_at),
                     _LATE_ACK_FIX)

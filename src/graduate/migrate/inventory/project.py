@@ -44,7 +44,9 @@ class Task:
     idempotent: bool
     origins: dict[str, Location] = field(default_factory=dict)  # where each option is set
     app: str | None = None        # `@app.task`: the app; `@shared_task`: whichever runs it
-    claims: bool = False          # claims its row before working (`Function.claims`)
+    # The function that claims the task's row, and where the claim holds
+    # (`Function.claimed_at`); None when none does.
+    claim: tuple[str, int] | None = None
 
     def origin(self, key: str) -> Location:
         return self.origins.get(key, self.location)
@@ -109,16 +111,28 @@ class Project:
             return None
         return next((t for t in self.tasks if t.facts is facts and qualname in t.bodies), None)
 
+    def claims_first(self, task: Task) -> bool:
+        """Whether the task claims its row before any call out: a redelivered message
+        finds the row claimed and does nothing (`Function.claimed_at`)."""
+        if task.claim is None:
+            return False
+        function, claimed_at = task.claim
+        return next(self.effects(task.facts, function, before=claimed_at), None) is None
+
     def effects(self, facts: ModuleFacts, qualname: str, depth: int = 0,
-                origin: ModuleFacts | None = None) -> Iterator[tuple[str, Location, int]]:
+                origin: ModuleFacts | None = None, *,
+                before: int | None = None) -> Iterator[tuple[str, Location, int]]:
         """External calls a function makes, directly or through the project's functions:
         (qualified callee, where, depth). A function passed to a helper
         (`call_with_retry(crm.create_draft, ...)`) counts as called; the helpers of the
         function's own module are looked through, not reported. A context a `with` enters
-        (`with scopes_disabled():`, `with language(locale):`) commits nothing."""
+        and names nothing (`with scopes_disabled():`, `with language(locale):`) sets up
+        how the task runs and commits nothing; one it keeps (`with httpx.Client() as
+        client:`) is a client, and a library's object built (`Client(sid, token)`) may
+        be one too, so both count."""
         origin = origin or facts
         bound = next((f.bound for f in facts.functions if f.qualname == qualname), set())
-        for call in facts.calls:
+        for call in facts.calls[:before]:  # `before`: only the calls made before it
             if (call.function != qualname or not call.func or call.method in CELERY_METHODS
                     or call.context):
                 continue
@@ -147,8 +161,6 @@ class Project:
         if ref.partition(".")[0] not in facts.imports or (not called and "." not in ref):
             return  # a local name, or an imported value passed along (not a call target)
         qualified = self.symbols.qualify(facts, ref)
-        if qualified.rsplit(".", 1)[-1][:1].isupper():
-            return  # a library's class built (`LazyI18nString(text)`): a value, no call out
         if qualified.split(".")[0] not in _NOT_EFFECTS and not self.symbols.is_project(
                 qualified):
             yield qualified, where, depth

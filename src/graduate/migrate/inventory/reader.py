@@ -25,6 +25,8 @@ _LAUNCH = frozenset({"delay", "apply_async"})
 _SIGNATURE_METHODS = frozenset({"s", "si", "signature", "subtask"})
 _SIGNATURE_FUNCTIONS = frozenset({"signature", "subtask", "Signature"})
 _ROW_LOCKS = frozenset({"select_for_update", "with_for_update"})  # Django, SQLAlchemy
+# What opens a transaction a `with` statement holds: Django's, SQLAlchemy's.
+_TRANSACTIONS = frozenset({"atomic", "begin", "begin_nested"})
 _CELERY_CLASSES = frozenset({"celery.Celery", "celery.app.Celery", "celery.app.base.Celery"})
 _IDEMPOTENCY = re.compile(r"idempot|dedup", re.IGNORECASE)
 _SQL_SET = re.compile(r"\bUPDATE\s+(\w+)\s+SET\s+(?:[^;]*?,\s*)?(status|state|stage|phase)\s*=\s*"
@@ -80,7 +82,7 @@ class Call:
     # `.delay()` on an expression that is neither a name nor a table lookup
     # (`getattr(module, name).delay()`): the task is known only at run time.
     dynamic_base: str | None = None
-    context: bool = False         # `with language(locale):`: the call enters a context
+    context: bool = False         # `with language(locale):`: enters a context it names not
 
 
 @dataclass
@@ -111,8 +113,10 @@ class Function:
     bound: set[str] = field(default_factory=set)
     # Claims its row before working: a locked read (`select_for_update()`) that checks the
     # row's state and moves it on, or `filter(status=A).update(status=B)`; a redelivered
-    # message finds the row claimed and does nothing.
-    claims: bool = False
+    # message finds the row claimed and does nothing. The claim holds from this index of
+    # the module's `calls` on (its state write, or the end of the transaction around it:
+    # until then a crash rolls it back); None when the function claims nothing.
+    claimed_at: int | None = None
 
 
 @dataclass
@@ -240,6 +244,11 @@ class _Reader(cst.CSTVisitor):
         self.local_values: dict[str, cst.BaseExpression] = {}
         self.context_calls: set[int] = set()  # ids of the calls `with` statements enter
         self.checks_state = False  # the current function compares a row's state
+        # Where the current function's first state write is done (an index of
+        # `facts.calls`), and whether it waits for the transaction around it to end.
+        self.state_written_at: int | None = None
+        self.write_pending = False
+        self.transactions: list[bool] = []  # for each `with` entered: opens a transaction
 
     def line(self, node: cst.CSTNode) -> int:
         return self.lines[node]
@@ -314,19 +323,23 @@ class _Reader(cst.CSTVisitor):
         self.local_lists = {}
         self.local_values = {}
         self.checks_state = False
+        self.state_written_at, self.write_pending = None, False
         return True
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self.def_depth -= 1
         if original_node is self.function_node:
-            if self.current is not None:
-                self.current.claims = self._claims(self.current.qualname)
+            if self.current is not None and self._claims(self.current):
+                self.current.claimed_at = self.state_written_at
             self.function, self.function_node, self.current = None, None, None
 
-    def _claims(self, qualname: str) -> bool:
-        """Whether the function claims its row before working (see `Function.claims`)."""
+    def _claims(self, function: Function) -> bool:
+        """Whether the function claims its row (see `Function.claimed_at`); a function
+        that is one transaction (`@transaction.atomic`) commits its claim only at its end."""
+        qualname = function.qualname
         writes = {w.line for w in self.facts.status_writes if w.function == qualname}
-        if not writes:
+        if not writes or self.state_written_at is None or any(
+                (d.ref or "").rsplit(".", 1)[-1] in _TRANSACTIONS for d in function.decorators):
             return False
         locks = any(c.function == qualname and c.method in _ROW_LOCKS for c in self.facts.calls)
         swapped = any(q.function == qualname and q.line in writes
@@ -362,6 +375,7 @@ class _Reader(cst.CSTVisitor):
             self.facts.status_writes.append(StatusWrite(
                 match.group(2).lower(), f"{match.group(3)} (table {match.group(1)})", line,
                 self.function))
+            self._state_written()
         for match in _SQL_WHERE.finditer(text):
             self.facts.state_queries.append(StatusWrite(
                 match.group(2).lower(), f"{match.group(3)} (table {match.group(1)})", line,
@@ -434,6 +448,12 @@ class _Reader(cst.CSTVisitor):
             if isinstance(value, cst.Call) and (callee := dotted(value.func)):
                 factory = None if self._qualified(callee) in _CELERY_CLASSES else callee
                 self.facts.apps.append(App(target.value, line, self._kwargs(value), factory))
+            elif (isinstance(value, cst.Call) and isinstance(value.func, cst.Call)
+                  and (maker := dotted(value.func.func))):
+                # `import_string(path)(main="x")`: a class known only at run time, made
+                # at once; an app if it is used as one (`config.celery_apps`).
+                self.facts.apps.append(App(target.value, line, self._kwargs(value),
+                                           f"{maker}()"))
             if isinstance(value, cst.Dict):
                 self._table(target.value, value, line)
         if (isinstance(target, cst.Subscript) and isinstance(value, cst.Dict)
@@ -449,6 +469,7 @@ class _Reader(cst.CSTVisitor):
         if isinstance(target, cst.Attribute) and target.attr.value in STATE_FIELDS:
             self.facts.status_writes.append(
                 StatusWrite(target.attr.value, code(value), line, self.function))
+            self._state_written()
         if isinstance(target, cst.Name):
             self._bind(target)
             self.local_values[target.value] = value
@@ -469,12 +490,33 @@ class _Reader(cst.CSTVisitor):
     # -- calls ---------------------------------------------------------------------------
 
     def visit_With(self, node: cst.With) -> bool:
+        # Only a context that names nothing: `with httpx.Client() as client:` keeps a
+        # client that the task then calls out through.
         self.context_calls.update(id(item.item) for item in node.items
-                                  if isinstance(item.item, cst.Call))
+                                  if isinstance(item.item, cst.Call) and item.asname is None)
+        self.transactions.append(any(
+            isinstance(item.item, cst.Call)
+            and (dotted(item.item.func) or "").rsplit(".", 1)[-1] in _TRANSACTIONS
+            for item in node.items))
         for item in node.items:
             if item.asname is not None:
                 self._bind(item.asname.name)
         return True
+
+    def leave_With(self, original_node: cst.With) -> None:
+        self.transactions.pop()
+        if self.write_pending and not any(self.transactions):
+            self.state_written_at, self.write_pending = len(self.facts.calls), False
+
+    def _state_written(self) -> None:
+        """The current function wrote a row's state: done now, or when the transaction
+        it is in ends."""
+        if self.state_written_at is not None or self.write_pending:
+            return
+        if any(self.transactions):
+            self.write_pending = True
+        else:
+            self.state_written_at = len(self.facts.calls)
 
     def visit_For(self, node: cst.For) -> bool:
         self._bind(node.target)
@@ -613,6 +655,7 @@ class _Reader(cst.CSTVisitor):
                 if arg.keyword and arg.keyword.value in STATE_FIELDS:
                     self.facts.status_writes.append(StatusWrite(
                         arg.keyword.value, code(arg.value), call.line, self.function))
+                    self._state_written()
         if call.method not in _QUERY_METHODS:
             return
         for arg in node.args:

@@ -195,7 +195,8 @@ def _task(project: Project, facts: ModuleFacts, function: Function, options: dic
         short=short, function=f"{module}.{short}".lstrip("."), facts=facts, bodies=bodies,
         failure_bodies=[], location=Location(facts.path, line or function.line),
         options=options, declared=declared, idempotent=function.idempotent,
-        claims=function.claims)
+        claim=None if function.claimed_at is None
+        else (function.qualname, function.claimed_at))
 
 
 def _task_classes(project: Project, modules: list[ModuleFacts],
