@@ -17,7 +17,7 @@ applied compensated once, in reverse.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -507,6 +507,7 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
                    fault_at: float | None = None, cannot_tell: str = "",
                    history: Sequence[HistoryEvent] = (),
                    recovered_at: float | None = None,
+                   ran_before_fault: Collection[int] = (),
                    interrupted_at: float | None = None) -> InstanceVerdict:
     """The verdict of one instance from its ledger rows and its engine's final status.
 
@@ -515,7 +516,8 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
     the fault cut short one of its attempts, as the ledger (see `interrupted`) or the
     engine's own `history` (a task it records as cut short after the fault) shows; and
     it is held up when its work waited for the recovery (`recovered_at`, when the fault's
-    recovery, such as a restarted worker, was done): see `held_up`. The time to resume
+    recovery, such as a restarted worker, began; `ran_before_fault`, the processes that
+    made effect calls before the fault): see `held_up`. The time to resume
     is read from the engine's `history` where it records a worker taking the work up.
 
     `engine_holds` is None when the engine could not see whether anything still holds
@@ -547,7 +549,7 @@ def judge_instance(flow: Flow, record: InstanceRecord, effects: Sequence[EffectR
                or _cut_short_by_engine(effects, history, fault_at)) is not None:
             resume = replace(_resume(flow, effects, cut, fault_at, history), interrupted=True)
         elif (waited := held_up(record, effects, status, history, fault_at,
-                                recovered_at)) is not None:
+                                recovered_at, ran_before_fault)) is not None:
             resume = replace(_resume(flow, effects, waited, fault_at, history), held_up=True)
     complete = (status.finished_at - record.started_at
                 if status.finished_at is not None and status.state.finished else None)
@@ -957,14 +959,17 @@ def _cut_short_by_engine(effects: Sequence[EffectRecord], history: Sequence[Hist
 
 
 def held_up(record: InstanceRecord, effects: Sequence[EffectRecord], status: InstanceStatus,
-            history: Sequence[HistoryEvent], fault_at: float,
-            recovered_at: float | None) -> PointReached | None:
+            history: Sequence[HistoryEvent], fault_at: float, recovered_at: float | None,
+            ran_before_fault: Collection[int] = ()) -> PointReached | None:
     """Where an instance went on whose work waited for the fault's recovery, though none
     of its attempts was cut short: the first step it ran after the fault.
 
     The engine records it (a message the lost worker had only taken, a workflow task on
     its sticky queue), or the timing shows it: the instance was in flight when the fault
-    fired (started, not finished) and made no effect call until the recovery was done.
+    fired (started, not finished) and made no effect call until the recovery began, and
+    then on a process that made none before the fault (`ran_before_fault`): a worker that
+    outlived the fault and took the instance up late was busy, not waiting for the
+    recovery.
     """
     went_on = _went_on(effects, fault_at)
     if went_on is None:
@@ -973,8 +978,9 @@ def held_up(record: InstanceRecord, effects: Sequence[EffectRecord], status: Ins
         return went_on
     in_flight = record.started_at < fault_at and (
         status.finished_at is None or status.finished_at > fault_at)
-    first = min(e.started_at for e in effects if e.started_at >= fault_at)
-    if in_flight and recovered_at is not None and first >= recovered_at:
+    first = min((e for e in effects if e.started_at >= fault_at), key=lambda e: e.started_at)
+    if (in_flight and recovered_at is not None and first.started_at >= recovered_at
+            and first.worker_pid not in ran_before_fault):
         return went_on
     return None
 

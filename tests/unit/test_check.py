@@ -257,7 +257,8 @@ def test_an_instance_whose_work_waited_for_the_recovery_is_held_up_with_its_dela
                call("notify", FAULT_AT + 6, pid=REPLACEMENT)]
 
     verdict = judge_instance(flow, record(), effects, DONE, engine_holds=None,
-                             fault_at=FAULT_AT, recovered_at=RECOVERED_AT)
+                             fault_at=FAULT_AT, recovered_at=RECOVERED_AT,
+                             ran_before_fault={KILLED, SURVIVOR})
 
     assert verdict.resume is not None
     assert verdict.resume.held_up
@@ -272,14 +273,21 @@ def test_an_instance_whose_work_waited_for_the_recovery_is_held_up_with_its_dela
     assert not judge_run([verdict], fault=KILL_FIRED).passed
 
 
+SURVIVOR = 5150  # a worker the fault left alone
+
+
 @pytest.mark.parametrize("case", ["moved during the outage", "finished before the fault",
-                                  "started after the fault", "no recovery recorded"])
+                                  "started after the fault", "no recovery recorded",
+                                  "a worker that outlived the fault took it up"])
 def test_an_instance_the_outage_did_not_delay_is_not_held_up(flow: Flow, case: str) -> None:
     effects = [*before_fault(), call("activate", FAULT_AT + 5, pid=REPLACEMENT)]
     status, entry = DONE, record()
     recovered: float | None = RECOVERED_AT
     if case == "moved during the outage":  # another worker ran it meanwhile
         effects.insert(2, call("activate", FAULT_AT + 1, pid=REPLACEMENT))
+    elif case == "a worker that outlived the fault took it up":
+        # Busy with other instances until after the replacement began, not waiting for it.
+        effects[-1] = call("activate", FAULT_AT + 5, pid=SURVIVOR)
     elif case == "finished before the fault":
         status = InstanceStatus(InstanceState.COMPLETED, finished_at=FAULT_AT - 1)
     elif case == "started after the fault":
@@ -288,7 +296,8 @@ def test_an_instance_the_outage_did_not_delay_is_not_held_up(flow: Flow, case: s
         recovered = None
 
     verdict = judge_instance(flow, entry, effects, status, engine_holds=None,
-                             fault_at=FAULT_AT, recovered_at=recovered)
+                             fault_at=FAULT_AT, recovered_at=recovered,
+                             ran_before_fault={KILLED, SURVIVOR})
 
     assert verdict.resume is None
 

@@ -75,6 +75,7 @@ from graduate.runs.record import (
     RunRecord,
 )
 from graduate.runs.session import RunSession, load_run_flow, next_wait, open_session
+from graduate.runs.supervisor import WORKER_STARTED
 from graduate.runs.timeline import (
     HELD_UP,
     INSTANCES_STARTED,
@@ -638,8 +639,11 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
     fault_times = [timeline.started + e.at for e in timeline.events
                    if e.kind == FAULT_FIRED.kind]
     kinds = timeline_events()
-    recoveries = [timeline.started + e.at for e in timeline.events
-                  if e.kind in kinds and kinds[e.kind].category == "recovery"]
+    # When each recovery began, and whether it was a worker started (in place of one
+    # the fault took): only then did a worker that outlived the fault not wait for it.
+    recoveries = sorted((timeline.started + e.at, e.kind == WORKER_STARTED.kind)
+                        for e in timeline.events
+                        if e.kind in kinds and kinds[e.kind].category == "recovery")
     # The run's ledger rows read once, not a few queries per instance: thousands of
     # instances are judged in one pass.
     entries = {entry.instance_id: entry for entry in ledger.instances(session.run_id)}
@@ -650,6 +654,23 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
     plan = options.plan
     reached = (ledger.reached_by(session.instance_ids, plan.step, plan.point)  # type: ignore[arg-type]
                if plan.step and plan.point in ("before-effect", "after-effect") else {})
+    ran_before: dict[float, frozenset[int]] = {}  # by fault time: pids that made calls
+
+    def recovery(fault_at: float | None) -> tuple[float | None, frozenset[int]]:
+        """When the recovery from the fault at `fault_at` began, and the processes that
+        made calls before the fault, when that recovery was a worker started."""
+        if fault_at is None:
+            return None, frozenset()
+        moment, worker = next(((m, w) for m, w in recoveries if m >= fault_at),
+                              (None, False))
+        return moment, ran_before_fault(fault_at) if worker else frozenset()
+
+    def ran_before_fault(moment: float) -> frozenset[int]:
+        if moment not in ran_before:
+            ran_before[moment] = frozenset(e.worker_pid for e in rows
+                                           if e.started_at < moment and e.worker_pid)
+        return ran_before[moment]
+
     verdicts = []
     for request in session.requests:
         iid = request.instance_id
@@ -661,13 +682,12 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
                    reached=reached.get(iid))
         held, why = holds.get(iid, (None, ""))
         fault_at = hit[1] if hit else next(iter(faced), None)
+        recovered_at, survivors = recovery(fault_at)
         judged = judge_instance(flow, entry, effects, statuses[iid],
                                 engine_holds=held, cannot_tell=why,
                                 reached=hit[0] if hit else None, fault_at=fault_at,
                                 history=histories.get(iid, ()),
-                                recovered_at=next((moment for moment in recoveries
-                                                   if fault_at is not None
-                                                   and moment >= fault_at), None),
+                                recovered_at=recovered_at, ran_before_fault=survivors,
                                 interrupted_at=session.interrupted.get(iid))
         judged = judge_acts(judged, flow, entry, effects, statuses[iid], acts or FaultActs())
         app = options.run.app
