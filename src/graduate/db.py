@@ -132,8 +132,11 @@ class Database:
         return [tuple(row) for row in cursor.fetchall()]
 
     def script(self, statements: Sequence[str]) -> None:
-        """Create tables; `{id}` stands for each dialect's auto-increment key."""
-        identity = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        """Create tables; `{id}` stands for each dialect's growing row key."""
+        # SQLite's INTEGER PRIMARY KEY takes the highest rowid plus one: ids only grow
+        # while no row is deleted, and graduate never deletes from these tables.
+        # AUTOINCREMENT would add a write to sqlite_sequence to every insert.
+        identity = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY"
         with self.transaction():
             if self.postgres:
                 # PostgreSQL's CREATE ... IF NOT EXISTS is not safe against a concurrent

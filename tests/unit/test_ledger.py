@@ -478,3 +478,45 @@ def test_which_instances_reached_a_point_is_read_for_many_at_once(
     assert sorted(reached) == ["run1-inst1", "run1-inst3"]
     assert all(r.pid == os.getpid() and r.step == "create" for r in reached.values())
     assert reached["run1-inst1"] == ledger.reached("run1-inst1", "create", "before-effect")
+
+
+@pytest.mark.parametrize("earlier_version", [False, True])
+def test_the_watch_reads_each_effect_row_once_its_cursor_only_growing(
+    tmp_path: Path, mini_flow: Flow, make_request: MakeRequest, earlier_version: bool
+) -> None:
+    """Effect rows are numbered by their key (INTEGER PRIMARY KEY, no AUTOINCREMENT, on
+    a new ledger; AUTOINCREMENT on one an earlier version made): rows are never deleted,
+    so each new row is numbered past every row before it, and a harness that reads
+    "since row N" misses none and reads none twice."""
+    path = str(tmp_path / "l.sqlite3")
+    if earlier_version:
+        old = sqlite3.connect(path)
+        old.execute("""CREATE TABLE effects (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, flow TEXT NOT NULL,
+            instance_id TEXT NOT NULL, step TEXT NOT NULL, effect TEXT NOT NULL,
+            kind TEXT NOT NULL, attempt INTEGER NOT NULL, idempotency_key TEXT NOT NULL,
+            correlation_id TEXT NOT NULL, trace_id TEXT NOT NULL, engine TEXT NOT NULL,
+            worker_pid INTEGER NOT NULL, started_at DOUBLE PRECISION NOT NULL,
+            finished_at DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL)""")
+        old.close()
+    ledger = Ledger(path)
+    create = step(mini_flow, "create")
+    for number in (1, 2):
+        ledger.call(mini_flow, make_request(number), create, attempt=1, engine="temporal")
+    moved, mark = ledger.moved_since("run1", 0)
+    assert [m.instance_id for m in moved] == ["run1-inst1", "run1-inst2"]
+    ledger.inject_failure("run1-inst3", "create", "transient")
+    with pytest.raises(TransientEffectError):
+        ledger.call(mini_flow, make_request(3), create, attempt=1, engine="temporal")
+    ledger.call(mini_flow, make_request(3), create, attempt=2, engine="temporal")
+    later, last = ledger.moved_since("run1", mark)
+    assert [(m.instance_id, m.landed) for m in later] == [("run1-inst3", False),
+                                                          ("run1-inst3", True)]
+    assert last > mark
+    assert ledger.moved_since("run1", last) == ([], last)
+    ids = [e.id for e in ledger.effects()]
+    assert ids == sorted(set(ids))
+    # A new ledger keeps no sqlite_sequence: no write to it beside each recorded call.
+    tables = {row[0] for row in ledger.db.query("SELECT name FROM sqlite_master")}
+    assert ("sqlite_sequence" in tables) == earlier_version
+    ledger.close()

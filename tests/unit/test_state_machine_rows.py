@@ -4,8 +4,11 @@ those: what a worker reads back is the row it wrote, with the request it started
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from graduate.adapters.celery.state_machine import (
     CANCEL,
@@ -94,3 +97,33 @@ def test_a_move_uses_up_its_signal_and_writes_its_transition_only_when_it_wins(
         tmp_path: Path) -> None:
     check_a_move_uses_up_its_signal_and_writes_its_transition_only_when_it_wins(
         Database(str(tmp_path / "app.sqlite3"), fsync_each_commit=False))
+
+
+@pytest.mark.parametrize("earlier_version", [False, True])
+def test_transitions_read_back_in_the_order_written_on_old_and_new_tables(
+        tmp_path: Path, earlier_version: bool) -> None:
+    """`sm_transitions` is numbered by INTEGER PRIMARY KEY (no AUTOINCREMENT, whose
+    sqlite_sequence costs a page a transaction); tables an earlier version made keep
+    AUTOINCREMENT. Transitions are never deleted, so either numbers them in order."""
+    path = tmp_path / "app.sqlite3"
+    if earlier_version:
+        old = sqlite3.connect(path)
+        old.execute("""CREATE TABLE sm_transitions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, instance_id TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL, from_state TEXT NOT NULL, to_state TEXT NOT NULL,
+            node TEXT NOT NULL, note TEXT NOT NULL)""")
+        old.close()
+    store = Store(Database(str(path), fsync_each_commit=False))
+    store.create_tables()
+    request = InstanceRequest(instance_id="i-1", run_id="r", tenant_id="t", entity_id="e",
+                              date="20261130", correlation_id="c", trace_id="x")
+    row = Row(instance_id="i-1", flow="f", request=request, started_at=1.0, updated_at=1.0)
+    store.insert_all([row])
+    for cursor in (1, 2, 3):
+        moved = store.update(row, replace(row, cursor=cursor), f"s{cursor}", "applied")
+        assert moved is not None
+        row = moved
+    assert [e.detail for e in store.transitions("i-1")] == [
+        "started", "s1: applied", "s2: applied", "s3: applied"]
+    tables = {found[0] for found in store.db.query("SELECT name FROM sqlite_master")}
+    assert ("sqlite_sequence" in tables) == earlier_version
