@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -220,6 +220,9 @@ _EFFECT_COLUMNS = (
     "correlation_id, trace_id, engine, worker_pid, started_at, finished_at, outcome, "
     "error_type, error_message"
 )
+# A call's row, in the order of _EFFECT_COLUMNS after its id (`Ledger.record_call`).
+_INSERT_EFFECT = (f"INSERT INTO effects ({_EFFECT_COLUMNS.removeprefix('id, ')}) VALUES "
+                  f"({', '.join('?' * (_EFFECT_COLUMNS.count(',')))}) RETURNING id")
 _INSTANCE_COLUMNS = (
     "instance_id, run_id, flow, flow_source, engine, tenant_id, entity_id, date, "
     "correlation_id, trace_id, started_at, input"
@@ -388,22 +391,13 @@ class Ledger:
         The simulated systems record through here, and so does `graduate.effect` for an
         application's own calls (with the exception the call raised, if any).
         """
-        record = EffectRecord(
-            id=0, run_id=call.run_id, flow=call.flow, instance_id=call.instance_id,
-            step=call.step, effect=call.effect, kind=call.kind, attempt=call.attempt,
-            idempotency_key=call.idempotency_key, correlation_id=call.correlation_id,
-            trace_id=call.trace_id, engine=call.engine, worker_pid=os.getpid(),
-            started_at=started_at, finished_at=time.time(), outcome=outcome,
-            error_type="" if error is None else type(error).__qualname__,
-            error_message="" if error is None else str(error),
-        )
-        columns = _EFFECT_COLUMNS.removeprefix("id, ")
-        values = [getattr(record, c.strip()) for c in columns.split(",")]
-        values = [v.value if isinstance(v, Outcome) else v for v in values]
-        rows = self.db.query(
-            f"INSERT INTO effects ({columns}) VALUES ({', '.join('?' * len(values))}) "
-            "RETURNING id", values)
-        return replace(record, id=int(rows[0][0]))
+        values = [call.run_id, call.flow, call.instance_id, call.step, call.effect, call.kind,
+                  call.attempt, call.idempotency_key, call.correlation_id, call.trace_id,
+                  call.engine, os.getpid(), started_at, time.time(), outcome.value,
+                  "" if error is None else type(error).__qualname__,
+                  "" if error is None else str(error)]
+        rows = self.db.query(_INSERT_EFFECT, values)
+        return _effect_record((int(rows[0][0]), *values))
 
     def transaction(self) -> AbstractContextManager[None]:
         """One write transaction: a call and its audit record land together or not at all."""
