@@ -482,6 +482,11 @@ class Ledger:
         armed at a `for_each` step is reached by whichever of its expansions
         (`grant_access[acme]`) gets there first, which it records."""
         armed = declared_name(step)
+        # Read first: a read takes no write lock, and almost every call finds no point
+        # armed. The UPDATE below still claims the point, so one reaches it only once.
+        if not self.db.query("SELECT 1 FROM fault_points WHERE instance_id = ? AND step = ? "
+                             "AND point = ? AND state = 'armed'", [instance_id, armed, point]):
+            return
         hit = self.db.execute(
             "UPDATE fault_points SET state = 'reached', reached_pid = ?, reached_at = ?, "
             "reached_host = ?, reached_group = ?, reached_step = ? WHERE instance_id = ? "
