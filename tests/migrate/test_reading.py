@@ -891,6 +891,39 @@ def test_star_imports_of_the_codebases_own_modules_are_followed(codebase: Codeba
                                     "code; tasks used through them are not linked"}
 
 
+def test_of_two_star_imports_bringing_one_name_the_later_binds_it(codebase: Codebase) -> None:
+    """As Python does: `notify` in the package is the second module's task, the one that
+    texts through Twilio."""
+    root = codebase({"shop/tasks/__init__.py": """
+        from .email import *
+        from .sms import *
+        """, "shop/tasks/email.py": """
+        from celery import shared_task
+
+        @shared_task
+        def notify(order_id):
+            return order_id
+        """, "shop/tasks/sms.py": """
+        from celery import shared_task
+        from twilio.rest import Client
+
+        @shared_task
+        def notify(order_id):
+            Client().messages.create(to="+1", body=str(order_id))
+        """, "shop/orders.py": """
+        from celery import shared_task
+
+        from shop.tasks import notify
+
+        @shared_task
+        def place_order(order_id):
+            notify.delay(order_id)
+        """})
+    chained = [f for f in inventory(root).flows if f.entry == "place_order"]
+    assert [[s.task for s in f.steps] for f in chained] == [["place_order", "notify"]]
+    assert chained[0].systems == ("twilio",)
+
+
 def test_two_entries_starting_one_task_are_two_flows(codebase: Codebase) -> None:
     """A webhook sender started by the notifier and by an operator's manual retry: the
     retry does not run after the notifier, so each is a flow of its own with the sender

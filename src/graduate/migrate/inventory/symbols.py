@@ -134,7 +134,9 @@ class Symbols:
         while changed and passes < _MAX_HOPS:
             changed, passes = False, passes + 1
             for facts in self.modules.values():
-                for source, _ in facts.star_imports:
+                # The last star import first: of two that bring one name, Python binds
+                # the later one's.
+                for source, _ in sorted(facts.star_imports, key=lambda star: -star[1]):
                     module = self.module(source) if source else None
                     if module is None or module is facts:
                         continue
