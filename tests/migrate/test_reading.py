@@ -965,6 +965,19 @@ def test_two_entries_starting_one_task_are_two_flows(codebase: Codebase) -> None
                      "thumbnail": ["thumbnail", "index"]}
 
 
+def test_another_librarys_periodic_task_decorator_is_no_beat_entry(codebase: Codebase) -> None:
+    root = codebase({"jobs.py": """
+        from scheduler import runner
+
+        @runner.periodic_task(run_every=60)
+        def refresh():
+            return None
+        """})
+    inv = inventory(root)
+    assert inv.of_kind(FindingKind.BEAT) == ()
+    assert inv.of_kind(FindingKind.TASK) == ()
+
+
 def test_an_app_subclass_with_periodic_tasks_and_celery_dot_celery(codebase: Codebase) -> None:
     """indico's `IndicoCelery(Celery)` named `celery`, with Celery 3's
     `@celery.periodic_task(run_every=...)`; superset's `celery.Celery()` after

@@ -151,6 +151,9 @@ class BeatEntry:
     task: object                  # a task name (str), or a Ref from add_periodic_task
     schedule: object
     line: int
+    # `@x.periodic_task(run_every=...)` on the function: an entry only if x makes Celery
+    # tasks (the function is a task), since other libraries name a decorator so too.
+    decorates: bool = False
 
 
 @dataclass
@@ -310,7 +313,7 @@ class _Reader(cst.CSTVisitor):
                 name = decorator.kwargs.get("name")
                 self.facts.beat.append(BeatEntry(
                     name if isinstance(name, str) else qualname, Ref(qualname),
-                    decorator.kwargs["run_every"], decorator.line))
+                    decorator.kwargs["run_every"], decorator.line, decorates=True))
         params = node.params
         self.current.bound.update(
             p.name.value for p in (*params.posonly_params, *params.params,

@@ -67,6 +67,8 @@ def _beat(project: Project, modules: list[ModuleFacts], callers: _Callers) -> No
                 task = project.task_named(entry.task)
             elif isinstance(entry.task, Ref):
                 task = project.task(project.symbols.resolve(facts, entry.task.dotted))
+            if entry.decorates and task is None:
+                continue  # another library's `periodic_task` decorator: no Celery beat
             every = (entry.schedule.seconds if isinstance(entry.schedule, Schedule)
                      else seconds(entry.schedule))
             if task is not None:
