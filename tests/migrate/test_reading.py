@@ -965,6 +965,17 @@ def test_two_entries_starting_one_task_are_two_flows(codebase: Codebase) -> None
                      "thumbnail": ["thumbnail", "index"]}
 
 
+def test_celery_3s_task_decorator_makes_a_task(codebase: Codebase) -> None:
+    root = codebase({"jobs.py": """
+        from celery.task import task
+
+        @task(ignore_result=True)
+        def refresh():
+            return None
+        """})
+    assert set(found(inventory(root), FindingKind.TASK)) == {"refresh@jobs.py:4"}
+
+
 def test_another_librarys_periodic_task_decorator_is_no_beat_entry(codebase: Codebase) -> None:
     root = codebase({"jobs.py": """
         from scheduler import runner

@@ -13,6 +13,7 @@ from graduate.migrate.inventory.symbols import Symbols
 from graduate.migrate.inventory.values import Ref
 
 _TASK_DECORATORS = frozenset({"celery.shared_task", "celery.task", "celery.decorators.task",
+                              "celery.task.task",  # Celery 3: `from celery.task import task`
                               "celery.app.shared_task", "celery.current_app.task",
                               "celery.task.periodic_task", "celery.decorators.periodic_task"})
 # An app's methods that make a task: `task`, and Celery 3's `periodic_task`, which apps
