@@ -40,6 +40,8 @@ def test_each_adapter_keeps_its_throughput_ratio_to_the_plain_sdk(settings: Sett
     # (which grow with every run) were never written.
     assert not Path(settings.ledger).exists()
     assert not Path(settings.app_db).exists()
+    # Nor left behind: a measured run's databases and logs are removed.
+    assert list((settings.state_dir / "bench").glob("*")) == []
     assert all(results["overhead"][e]["throughput_ratio"]["runs"] == REPEATS
                for e in BASELINE["throughput_ratio"])
     assert regressions(results["overhead"], BASELINE) == []

@@ -20,6 +20,7 @@ the machine they came from (`environment.host()`).
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -134,7 +135,7 @@ class BenchOptions:
         """How many measurements the bench takes, for a progress bar."""
         counts = {
             "effect": 2,
-            "overhead": 2 * len(self.engines) * self.repeats,
+            "overhead": 2 * len(self.engines) * (self.repeats + 1),  # and a warm-up
             "matrix": len(self.matrix_engines) * (len(DEMO_FAULTS) + len(self.matrix_faults)
                                                   * len(self.profiles)),
             "scale": len(self.scale_engines) * (len(set(self.scale))
@@ -281,6 +282,12 @@ def adapter_overhead(settings: Settings, flow: Flow, engine: str, options: Bench
     settings = replace(settings, ledger_url=settings.ledger_url or str(folder / "ledger.sqlite3"),
                        app_db_url=settings.app_db_url or str(folder / "app.sqlite3"))
     with open_stack(settings, needs([engine]), use_kept=False) as stack:
+        # One run of each side first, not measured: the first run on a new server (its
+        # tables, caches, the worker's imports) was the slowest of either side by up to
+        # half, which measured the servers' warm-up rather than either side.
+        for side in (_graduate_sample, _plain_sample):
+            step(f"{engine}: {_side_name(side)} warm-up run (not measured)")
+            side(settings, flow, nodes, engine, stack, options)
         for repeat in range(options.repeats):
             # The side that runs first alternates, so neither always meets a warmer server.
             sides = [_graduate_sample, _plain_sample]
@@ -288,10 +295,10 @@ def adapter_overhead(settings: Settings, flow: Flow, engine: str, options: Bench
                 sides.reverse()
             measured = {}
             for side in sides:
-                step(f"{engine}: {'graduate' if side is _graduate_sample else 'plain SDK'} "
-                     f"run {repeat + 1} of {options.repeats}")
+                step(f"{engine}: {_side_name(side)} run {repeat + 1} of {options.repeats}")
                 measured[side] = side(settings, flow, nodes, engine, stack, options)
             pairs.append((measured[_graduate_sample], measured[_plain_sample]))
+    shutil.rmtree(folder)  # measured: kept only when the section failed, to look into
     return {
         "graduate": [vars(g) for g, _ in pairs],
         "plain": [vars(p) for _, p in pairs],
@@ -303,6 +310,10 @@ def adapter_overhead(settings: Settings, flow: Flow, engine: str, options: Bench
                                               if g.wait_p50 and p.wait_p50]))
         if all(g.wait_p50 and p.wait_p50 for g, p in pairs) else None,
     }
+
+
+def _side_name(side: Callable[..., FlowSample]) -> str:
+    return "graduate" if side is _graduate_sample else "plain SDK"
 
 
 def _graduate_sample(settings: Settings, flow: Flow, nodes: Sequence[tuple[str, str]],
@@ -340,7 +351,9 @@ def _plain_sample(settings: Settings, flow: Flow, nodes: Sequence[tuple[str, str
     ids = [f"plain-{flow.name}-{run_id}-{n:04d}" for n in range(options.instances)]
     with open_plain(engine, spec, run_dir) as client:
         run = drive(client, nodes, ids, database, options.timeout)
-    return sample(nodes, run.started, run.landed)
+    measured = sample(nodes, run.started, run.landed)
+    shutil.rmtree(run_dir)  # its worker's log and table, kept only when the run failed
+    return measured
 
 
 # ---------------------------------------------------------------------------- matrix
