@@ -235,6 +235,39 @@ def test_a_client_built_or_entered_is_a_service(codebase: Codebase) -> None:
     assert set(flow.systems) == {"twilio", "httpx", "psycopg"}
 
 
+def test_a_client_the_module_holds_is_a_service(codebase: Codebase) -> None:
+    """`_hub = hubspot.HubSpot(...)` at module level, called through in a helper or the
+    task: each call reaches HubSpot (the helper's module, `crm`, names it, as for any
+    project client) or S3; a logger the module holds reaches nothing."""
+    root = codebase({"celery_app.py": APP, "shop/__init__.py": "", "shop/crm.py": """
+        import json
+        import logging
+
+        import hubspot
+
+        _hub = hubspot.HubSpot(access_token="x")
+        log = logging.getLogger(__name__)
+
+        def push_contact(contact):
+            log.info("pushing %s", contact)
+            _hub.crm.contacts.basic_api.create(json.dumps(contact))
+        """, "shop/tasks.py": """
+        import boto3
+
+        from celery_app import app
+        from shop.crm import push_contact
+
+        s3 = boto3.client("s3")
+
+        @app.task(time_limit=60)
+        def sync_contact(contact):
+            push_contact(contact)
+            s3.put_object(Bucket="b", Key="k", Body=b"")
+        """})
+    [flow] = [f for f in inventory(root).flows if f.entry == "sync_contact"]
+    assert set(flow.systems) == {"crm", "boto3"}
+
+
 def test_a_helper_computing_a_value_is_no_service(codebase: Codebase) -> None:
     """`data_dir()` joins paths and `round_amount()` rounds: the project's own helpers
     that compute a value commit nothing; one that sends mail through Django does."""

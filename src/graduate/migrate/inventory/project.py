@@ -158,6 +158,9 @@ class Project:
                 yield defined, where, depth
             yield from reached
             return
+        if called and (made := self._held_client(facts, ref.partition(".")[0])):
+            yield made, where, depth  # `_client.crm.create(...)` on `_client = Lib(...)`
+            return
         if ref.partition(".")[0] not in facts.imports or (not called and "." not in ref):
             return  # a local name, or an imported value passed along (not a call target)
         qualified = self.symbols.qualify(facts, ref)
@@ -165,6 +168,21 @@ class Project:
                 qualified):
             yield qualified, where, depth
 
+
+    def _held_client(self, facts: ModuleFacts, name: str) -> str | None:
+        """What made the module-level object `name`, when a library's call did
+        (`_client = hubspot.HubSpot(...)`, `s3 = boto3.client("s3")`): a call through it
+        reaches that library's system. None for anything else (an import, the project's
+        own object, a logger or another object of the standard library)."""
+        if name in facts.imports:
+            return None
+        factory = next((a.factory for a in facts.apps if a.var == name and a.factory), None)
+        if factory is None or factory.partition(".")[0] not in facts.imports:
+            return None
+        made = self.symbols.qualify(facts, factory)
+        if made.split(".")[0] in _NOT_EFFECTS or self.symbols.is_project(made):
+            return None
+        return made
 
     def _client(self, facts: ModuleFacts, qualname: str) -> bool:
         """Whether a project function that reaches no outside call is itself a client of
