@@ -395,18 +395,22 @@ def test_a_call_paused_at_a_fault_point_heartbeats_until_released(
     assert [e.step for e in ledger.effects()] == ["create"]
 
 
+# The effects table as a ledger of an earlier version made it: AUTOINCREMENT keys, and no
+# columns for an effect's error.
+EARLIER_EFFECTS_TABLE = """CREATE TABLE effects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, flow TEXT NOT NULL,
+    instance_id TEXT NOT NULL, step TEXT NOT NULL, effect TEXT NOT NULL,
+    kind TEXT NOT NULL, attempt INTEGER NOT NULL, idempotency_key TEXT NOT NULL,
+    correlation_id TEXT NOT NULL, trace_id TEXT NOT NULL, engine TEXT NOT NULL,
+    worker_pid INTEGER NOT NULL, started_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL)"""
+
 def test_a_ledger_written_before_effect_errors_were_recorded_gains_their_columns(
     tmp_path: Path, mini_flow: Flow, make_request: MakeRequest
 ) -> None:
     path = str(tmp_path / "old.sqlite3")
     old = sqlite3.connect(path)
-    old.execute("""CREATE TABLE effects (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, flow TEXT NOT NULL,
-        instance_id TEXT NOT NULL, step TEXT NOT NULL, effect TEXT NOT NULL,
-        kind TEXT NOT NULL, attempt INTEGER NOT NULL, idempotency_key TEXT NOT NULL,
-        correlation_id TEXT NOT NULL, trace_id TEXT NOT NULL, engine TEXT NOT NULL,
-        worker_pid INTEGER NOT NULL, started_at DOUBLE PRECISION NOT NULL,
-        finished_at DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL)""")
+    old.execute(EARLIER_EFFECTS_TABLE)
     old.execute("INSERT INTO effects (run_id, flow, instance_id, step, effect, kind, attempt, "
                 "idempotency_key, correlation_id, trace_id, engine, worker_pid, started_at, "
                 "finished_at, outcome) VALUES ('r', 'f', 'i', 's', 'e.x', 'effect', 1, 'k', "
@@ -491,13 +495,7 @@ def test_the_watch_reads_each_effect_row_once_its_cursor_only_growing(
     path = str(tmp_path / "l.sqlite3")
     if earlier_version:
         old = sqlite3.connect(path)
-        old.execute("""CREATE TABLE effects (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, flow TEXT NOT NULL,
-            instance_id TEXT NOT NULL, step TEXT NOT NULL, effect TEXT NOT NULL,
-            kind TEXT NOT NULL, attempt INTEGER NOT NULL, idempotency_key TEXT NOT NULL,
-            correlation_id TEXT NOT NULL, trace_id TEXT NOT NULL, engine TEXT NOT NULL,
-            worker_pid INTEGER NOT NULL, started_at DOUBLE PRECISION NOT NULL,
-            finished_at DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL)""")
+        old.execute(EARLIER_EFFECTS_TABLE)
         old.close()
     ledger = Ledger(path)
     create = step(mini_flow, "create")
