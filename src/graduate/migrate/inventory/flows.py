@@ -104,18 +104,18 @@ def _by_entry(project: Project, component: list[Task]) -> list[list[Task]]:
     entries = [t for t in component if id(t) not in started]
     if len(entries) < 2:
         return [component]
-    reaches: list[list[Task]] = []
+    reaches: list[set[int]] = []
     for entry in entries:
-        reached, todo = [entry], [entry]
+        reached, todo = {id(entry)}, [entry]
         while todo:
             for then in after[id(todo.pop())]:
-                if all(then is not r for r in reached):
-                    reached.append(then)
+                if id(then) not in reached:
+                    reached.add(id(then))
                     todo.append(then)
         reaches.append(reached)
-    if {id(t) for reached in reaches for t in reached} != ids:
+    if set().union(*reaches) != ids:
         return [component]  # a task no entry reaches: the component is one flow
-    return [[t for t in component if any(t is r for r in reached)] for reached in reaches]
+    return [[t for t in component if id(t) in reached] for reached in reaches]
 
 
 def _same_state(written: str, queried: str) -> bool:

@@ -808,12 +808,8 @@ class _Reader(cst.CSTVisitor):
 
     def _from_celery(self, name: str) -> bool:
         """Whether `group`, `chain`, `signature`... is Celery's (and not `match.group`)."""
-        head, _, rest = name.partition(".")
-        qualified = self.facts.imports.get(head)
-        if qualified is None:
-            return False
-        return f"{qualified}.{rest}".startswith("celery") if rest else qualified.startswith(
-            "celery")
+        return (name.partition(".")[0] in self.facts.imports
+                and self._qualified(name).startswith("celery"))
 
 
 def _is_super(expr: cst.BaseExpression) -> bool:

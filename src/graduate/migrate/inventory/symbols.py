@@ -148,8 +148,7 @@ class Symbols:
         for facts in self.modules.values():
             for source, line in facts.star_imports:
                 module = self.module(source) if source else None
-                if module is not None and _all_of(module) is None and any(
-                        a.name == "__all__" for a in module.assignments):
+                if module is not None and _computes_all(module):
                     unbound.append((facts, source, line,
                                     f"{module.module} computes its __all__"))
         return unbound
@@ -164,6 +163,11 @@ def _all_of(module: ModuleFacts) -> tuple[str, ...] | None:
     return None
 
 
+def _computes_all(module: ModuleFacts) -> bool:
+    """Whether a module has an `__all__` that is no literal list or tuple of names."""
+    return _all_of(module) is None and any(a.name == "__all__" for a in module.assignments)
+
+
 def _exported(module: ModuleFacts) -> dict[str, str]:
     """The names `from module import *` binds, each to the qualified name it stands for."""
     own = {name: _join(module.module, name) for name in (
@@ -173,8 +177,8 @@ def _exported(module: ModuleFacts) -> dict[str, str]:
     listed = _all_of(module)
     if listed is not None:
         return {name: every.get(name, _join(module.module, name)) for name in listed}
-    if any(a.name == "__all__" for a in module.assignments):
-        return {}  # computed: not known without running the code
+    if _computes_all(module):
+        return {}  # not known without running the code
     return {name: target for name, target in every.items() if not name.startswith("_")}
 
 
