@@ -654,8 +654,6 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
     plan = options.plan
     reached = (ledger.reached_by(session.instance_ids, plan.step, plan.point)  # type: ignore[arg-type]
                if plan.step and plan.point in ("before-effect", "after-effect") else {})
-    ran_before: dict[float, frozenset[int]] = {}  # by fault time: pids that made calls
-
     def recovery(fault_at: float | None) -> tuple[float | None, frozenset[int]]:
         """When the recovery from the fault at `fault_at` began, and the processes that
         made calls before the fault, when that recovery was a worker started."""
@@ -665,11 +663,10 @@ def _store(store: EvidenceStore, options: ChaosOptions, session: RunSession, flo
                               (None, False))
         return moment, ran_before_fault(fault_at) if worker else frozenset()
 
+    @functools.cache  # by fault time: a run has one or a few
     def ran_before_fault(moment: float) -> frozenset[int]:
-        if moment not in ran_before:
-            ran_before[moment] = frozenset(e.worker_pid for e in rows
-                                           if e.started_at < moment and e.worker_pid)
-        return ran_before[moment]
+        """The processes that made effect calls before `moment`."""
+        return frozenset(e.worker_pid for e in rows if e.started_at < moment and e.worker_pid)
 
     verdicts = []
     for request in session.requests:

@@ -249,15 +249,21 @@ class RunSession:
     # Instances this run started, with no fault plan, that no watch has seen yet: each
     # is running as of its start's answer (`watch`).
     unseen_starts: list[str] = field(default_factory=list)
+    # Each step the flow runs right before a wait, with that wait.
+    opening_waits: dict[str, Wait] = field(init=False)
+    # The signals whose approval, sent by this run, moves an instance on to a step
+    # (`_moves_on_in_ledger`); none unless the run answers early.
+    approvals_moving_on: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        passing = steps_followed_by_steps(self.flow)
-        if self._answers_early():
-            # The step before a wait this run answers from the ledger, where the answer
-            # moves the instance on to a step: what it does next lands there too.
-            passing |= {step for step, wait in _steps_opening_waits(self.flow).items()
-                        if self._moves_on_in_ledger(wait.signal,
-                                                    self.options.decisions.get(wait.signal))}
+        self.opening_waits = _steps_opening_waits(self.flow)
+        self.approvals_moving_on = (_waits_followed_by_steps(self.flow)
+                                    if self._answers_early() else frozenset())
+        # The step before a wait this run answers from the ledger, where the answer
+        # moves the instance on to a step: what it does next lands there too.
+        passing = steps_followed_by_steps(self.flow) | {
+            step for step, wait in self.opening_waits.items()
+            if self._moves_on_in_ledger(wait.signal, self.options.decisions.get(wait.signal))}
         self.revisits = Revisits(self.ledger, self.run_id, passing=passing,
                                  finishing=steps_ending_the_flow(self.flow))
 
@@ -275,8 +281,7 @@ class RunSession:
         whatever its outcome (the row makes it due, as a step another step follows
         does, docs/adr/0024). A rejection (which may fail the instance with no row), an
         interrupt, or a wait that anything else follows still asks for a look at once."""
-        return (self._answers_early() and decision == "approve"
-                and signal in _waits_followed_by_steps(self.flow))
+        return decision == "approve" and signal in self.approvals_moving_on
 
     @property
     def instance_ids(self) -> list[str]:
@@ -488,10 +493,9 @@ class RunSession:
         take the answer with it (see `watch`). One that fails is sent again once the
         instance waits."""
         landed = self.revisits.take_landed()
-        if (self.arming is not None or not self.options.decisions
-                or not self.engine.capabilities.early_signals):
+        if not self._answers_early():
             return []
-        opens = _steps_opening_waits(self.flow)
+        opens = self.opening_waits
         decisions, answers = self.options.decisions, []
         # A step whose effect landed twice (redelivered, absorbed) is one answer.
         due = dict.fromkeys((instance_id, opens[step].signal) for instance_id, step in landed
