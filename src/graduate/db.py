@@ -146,6 +146,14 @@ class Database:
             for statement in statements:
                 self.execute(statement.replace("{id}", identity))
 
+    def columns(self, table: str) -> set[str]:
+        """The columns of `table`; none when there is no such table."""
+        if self.postgres:
+            return {row[0] for row in self.query(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = ?", [table])}
+        return {row[1] for row in self.query(f"PRAGMA table_info({table})")}
+
     def add_column(self, table: str, column: str, definition: str) -> None:
         """Add `column` to `table` unless it is there: a ledger written by an earlier
         version of graduate gains the columns a newer one records."""

@@ -991,9 +991,9 @@ def load_flow(ref: str | Path, *, spikes_dir: Path | None = None) -> Flow:
     path = Path(text)
     if path.suffix == ".json":
         return _load_json(path)
-    if path.suffix == ".toml" or path.is_file():
+    if path.suffix == ".toml" or _is_file(path):
         return _load_toml(path)
-    if spikes_dir is not None and (candidate := spikes_dir / f"{text}.toml").exists():
+    if spikes_dir is not None and _exists(candidate := spikes_dir / f"{text}.toml"):
         return _load_toml(candidate)
     if ":" in text:
         return _load_python(text)
@@ -1003,6 +1003,23 @@ def load_flow(ref: str | Path, *, spikes_dir: Path | None = None) -> Flow:
         f"no flow {text!r}: give a flow name from the spikes folder, a .toml file, or a "
         f"Python reference module:ATTRIBUTE.{hint} `graduate flows` lists them."
     )
+
+
+def _is_file(path: Path) -> bool:
+    """Whether `path` names a file; a name no file can have (too long for the file
+    system) names none, so that a reference that long is judged as a flow's name."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _exists(path: Path) -> bool:
+    """Whether something is at `path` (a name too long for the file system: nothing)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def discover(spikes_dir: Path) -> list[tuple[Path, Flow | FlowError]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from collections import Counter
@@ -215,6 +216,20 @@ _ADDED_COLUMNS = (
     ("fault_points", "reached_step", "TEXT NOT NULL DEFAULT ''"),
 )
 
+
+
+def _declared(statement: str) -> tuple[str, tuple[str, ...]] | None:
+    """The table `statement` creates and its columns (None: not a CREATE TABLE)."""
+    found = re.match(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*)\)$", statement, re.S)
+    if found is None:
+        return None
+    body = re.sub(r"PRIMARY KEY \([^)]*\)", "", found.group(2))
+    return found.group(1), tuple(item.split()[0] for item in body.split(",") if item.strip())
+
+
+# What a ledger's tables hold at the least (the columns of _ADDED_COLUMNS are added).
+_DECLARED_COLUMNS = dict(d for d in map(_declared, _SCHEMA) if d is not None)
+
 _EFFECT_COLUMNS = (
     "id, run_id, flow, instance_id, step, effect, kind, attempt, idempotency_key, "
     "correlation_id, trace_id, engine, worker_pid, started_at, finished_at, outcome, "
@@ -236,10 +251,22 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self.url = url
         self.db = Database(url)
+        self._refuse_foreign_tables()
         self.db.script(_SCHEMA)
         with self.db.transaction():  # serialised: workers open the same ledger at once
             for table, column, definition in _ADDED_COLUMNS:
                 self.db.add_column(table, column, definition)
+
+    def _refuse_foreign_tables(self) -> None:
+        """Refuse a database whose tables of the ledger's names lack the ledger's columns
+        (another program's, or another schema's), before anything is written into it."""
+        for table, declared in _DECLARED_COLUMNS.items():
+            present = self.db.columns(table)
+            if missing := [c for c in declared if present and c not in present]:
+                raise ConfigError(
+                    f"{redact_url(self.url)} is not a graduate ledger: table {table} has no "
+                    f"column {', '.join(missing)} (another program's database, or a ledger "
+                    "of another schema); give another --ledger-url, or move the file away")
 
     def close(self) -> None:
         self.db.close()

@@ -5,6 +5,7 @@ names the fix, nothing written. A new bad input is one more line in a list below
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -658,8 +659,86 @@ LEFTOVERS = [
          ("/dev/null is neither a history file", "nor a folder of them")),
 ]
 
+LONG = "y" * 300  # a name longer than a file system takes (255 bytes)
+TOO_LONG = ("is too long for the file system", "give a shorter one")
+FOREIGN_DB = "other.sqlite3"  # another program's SQLite file, tables of its own
+
+
+def foreign_database(root: Path) -> None:
+    """A SQLite file (in WAL mode already, as the ledger opens it) whose `instances`
+    table is another program's, or another schema's: none of the ledger's columns."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(root / FOREIGN_DB)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE instances (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("INSERT INTO instances (name) VALUES ('kept')")
+        db.commit()
+
+
+TLS_ONLY = ("apply only to an external Temporal server", "--temporal-address HOST:PORT")
+# The fourth audit (2026-11-30): a name too long for the file system was a traceback in
+# most commands; a --signal given twice kept the last answer in silence; TLS files and an
+# API key given without an external server were ignored (a local server ran, in clear),
+# a client key without its certificate turned TLS off, and a certificate that is not
+# there was found only once the server answered; a SQLite file of another program's
+# tables was taken for a ledger and failed mid-run with a traceback.
+FOURTH_AUDIT = [
+    Case("run-flow-name-too-long", run(LONG), (f"no flow '{LONG}'",)),
+    Case("chaos-flow-name-too-long", ("chaos", LONG, "-e", "temporal", "--fault", "none"),
+         (f"no flow '{LONG}'",)),
+    Case("adr-new-flow-name-too-long", ("adr", "new", LONG, "--by", "ann"),
+         (f"no flow '{LONG}'",)),
+    Case("adr-promote-name-too-long", ("adr", "promote", LONG, "--to", "spiking"),
+         (LONG, *TOO_LONG)),
+    Case("replay-path-too-long", ("replay", "partner_approval", LONG), (LONG, *TOO_LONG)),
+    Case("inventory-path-too-long", ("inventory", LONG), (LONG, *TOO_LONG)),
+    Case("report-evidence-too-long", ("report", "--evidence", LONG), (LONG, *TOO_LONG)),
+    Case("chaos-evidence-too-long", chaos("--evidence", LONG), (LONG, *TOO_LONG)),
+    Case("bench-out-too-long", (*SCALE, "--out", LONG), (LONG, *TOO_LONG)),
+    Case("ledger-url-too-long", ("--ledger-url", LONG, "signal", "i-1", "approval"),
+         (LONG, *TOO_LONG)),
+    Case("ledger-url-folder-too-long", ("--ledger-url", f"{{project}}/{LONG}/l.sqlite3",
+                                        "signal", "i-1", "approval"), (LONG, *TOO_LONG)),
+    Case("run-signal-given-twice",
+         run("partner_approval", "--signal", "approval=approve", "--signal", "approval=reject"),
+         ("--signal approval is given twice (approve, then reject)", "answer it once")),
+    Case("run-signal-given-twice-alike",
+         run("partner_approval", "--signal", "approval=approve", "--signal", "approval=approve"),
+         ("--signal approval is given twice",)),
+    Case("temporal-tls-cert-without-address",
+         ("--temporal-tls-cert", "{project}/client.pem", *run("partner_approval")),
+         ("--temporal-tls-cert", *TLS_ONLY), files={"client.pem": "x"}),
+    Case("temporal-api-key-without-address",
+         ("--temporal-api-key", "s3cret-key", *run("partner_approval")),
+         ("--temporal-api-key", *TLS_ONLY), absent=("s3cret-key",)),
+    Case("temporal-tls-key-without-cert",
+         ("--temporal-address", "127.0.0.1:{closed_port}", "--temporal-tls-key",
+          "{project}/client.key", *run("partner_approval")),
+         ("--temporal-tls-key goes with --temporal-tls-cert", "give both"),
+         files={"client.key": "x"}),
+    Case("temporal-tls-cert-missing",
+         ("--temporal-address", "127.0.0.1:{closed_port}", "--temporal-tls-cert",
+          "{project}/nowhere.pem", "--temporal-tls-key", "{project}/client.key",
+          *run("partner_approval")),
+         ("--temporal-tls-cert {project}/nowhere.pem cannot be read", "does not exist",
+          "PEM file"), files={"client.key": "x"}),
+    Case("temporal-tls-ca-is-a-folder",
+         ("--temporal-address", "127.0.0.1:{closed_port}", "--temporal-tls-ca", "{project}/docs",
+          *run("partner_approval")),
+         ("--temporal-tls-ca {project}/docs cannot be read", "is a directory")),
+    Case("ledger-of-foreign-tables", ("--ledger-url", "{project}/" + FOREIGN_DB, "signal",
+                                      "i-1", "approval"),
+         (f"{FOREIGN_DB} is not a graduate ledger", "table instances has no column",
+          "--ledger-url"), make=foreign_database),
+    Case("run-on-a-ledger-of-foreign-tables",
+         ("--ledger-url", "{project}/" + FOREIGN_DB, *run("partner_approval")),
+         (f"{FOREIGN_DB} is not a graduate ledger",), make=foreign_database),
+]
+
 CASES = [*TRACEBACKS, *BRACKETS, *VALUES, *UNREACHABLE, *WORKER, *SPECIAL_FILES,
-         *UNREADABLE_ADRS, *EXISTING, *BRANCHES, *INPUTS, *AUDIT, *LEFTOVERS]
+         *UNREADABLE_ADRS, *EXISTING, *BRANCHES, *INPUTS, *AUDIT, *LEFTOVERS,
+         *FOURTH_AUDIT]
 
 
 @pytest.mark.timeout(60)

@@ -7,6 +7,7 @@ message that says what to fix; 130 interrupted (every process started is stopped
 
 from __future__ import annotations
 
+import errno
 import importlib
 import signal
 import sys
@@ -48,6 +49,14 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except GraduateError as error:
             print_error(str(error))
+            raise typer.Exit(2) from None
+        except OSError as error:
+            # A name the file system cannot hold is bad input wherever a path is first
+            # looked at (an option, a flow's name, a ledger's file), and that is many places.
+            if error.errno != errno.ENAMETOOLONG:
+                raise
+            print_error(f"the path {error.filename!r} is too long for the file system (at "
+                        "most 255 bytes a name, 4096 the whole path); give a shorter one")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:  # typer would exit 130 without a word
             # The with-blocks it unwound have stopped every process the command started.

@@ -15,6 +15,7 @@ from graduate.errors import ConfigError
 from graduate.files import unwritable
 from graduate.migrate.replay import IN_FLIGHT, replay_histories, to_junit
 from graduate.services.model import TemporalTarget
+from graduate.services.probe import check_temporal_access
 
 
 def replay(
@@ -52,6 +53,7 @@ def replay(
     app = dict(target.app.engines["temporal"]) if target.app is not None else None
     server = None
     if not histories:
+        check_temporal_access(config)
         if not config.temporal_address:
             raise ConfigError("give history files, or --temporal-address for a server whose "
                               "workflows --query lists")

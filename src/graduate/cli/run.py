@@ -111,6 +111,9 @@ def _decisions(items: list[str]) -> dict[str, Decision]:
             raise ConfigError(f"--signal {item!r} is not understood; write SIGNAL=approve or "
                               "SIGNAL=reject, for example --signal approval=approve (or "
                               "SIGNAL=interrupt for the flow's interrupt)")
+        if name in decisions:  # the last would win in silence, alike or not
+            raise ConfigError(f"--signal {name} is given twice ({decisions[name]}, then "
+                              f"{decision}); answer it once")
         decisions[name] = decision  # type: ignore[assignment]
     return decisions
 

@@ -48,7 +48,11 @@ from graduate.redaction import redact_text, redact_url
 from graduate.runs.supervisor import WORKER_FORCED, Supervisor
 from graduate.runs.timeline import Timeline, TimelineEvent
 from graduate.services.model import Services
-from graduate.services.probe import probe_address, probe_celery_services
+from graduate.services.probe import (
+    check_temporal_access,
+    probe_address,
+    probe_celery_services,
+)
 from graduate.services.resolver import ExternalStrategy, Resolver, is_redis
 from graduate.timescale import TimeScale, scaled_flow
 
@@ -125,6 +129,8 @@ def external_services(settings: Settings, engine: str) -> Services:
     """The services `engine`'s worker needs (checked by `check_services`), each one
     probed: an unreachable one is named in seconds, not after a worker's retries."""
     wanted = needs([engine])
+    if wanted.temporal:
+        check_temporal_access(settings)
     if wanted.temporal and settings.temporal_address:
         probe_address(settings.temporal_address, "the Temporal server")
     if wanted.broker:

@@ -7,9 +7,12 @@ The probe says nothing about credentials or protocol: the engine's own client do
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 from urllib.parse import urlsplit
 
+from graduate.config import Settings
 from graduate.errors import ConfigError, ServiceUnavailable
 from graduate.redaction import redact_url
 
@@ -65,6 +68,50 @@ def probe_address(address: str, what: str) -> None:
         raise ServiceUnavailable(f"{what} address {address!r} must read HOST:PORT, for "
                                  "example localhost:7233")
     _connect(host.strip("[]") or "localhost", int(port), f"{what} at {address}")
+
+
+def check_temporal_access(settings: Settings) -> None:
+    """Refuse TLS and API key settings that would not be used as given, before anything
+    starts: given without an external server (the local one takes neither), a client key
+    without its certificate or the reverse (TLS would be off), or a file not there."""
+    files = {"--temporal-tls-cert": settings.temporal_tls_cert,
+             "--temporal-tls-key": settings.temporal_tls_key,
+             "--temporal-tls-ca": settings.temporal_tls_ca}
+    given = [flag for flag, value in files.items() if value]
+    if settings.temporal_api_key:
+        given.append("--temporal-api-key")  # named, never shown
+    if not given:
+        return
+    if not settings.temporal_address:
+        raise ConfigError(f"{', '.join(given)} apply only to an external Temporal server: "
+                          "give its --temporal-address HOST:PORT (or "
+                          "GRADUATE_TEMPORAL_ADDRESS), or leave them out for the local "
+                          "server graduate starts")
+    cert, key = settings.temporal_tls_cert, settings.temporal_tls_key
+    if bool(cert) != bool(key):
+        flag, other = (("--temporal-tls-key", "--temporal-tls-cert") if key else
+                       ("--temporal-tls-cert", "--temporal-tls-key"))
+        raise ConfigError(f"{flag} goes with {other} (a client certificate and its key): "
+                          "give both, or neither")
+    for flag, value in files.items():
+        if value:
+            _check_readable(value, flag)
+
+
+def _check_readable(path: str, flag: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        reason = "it does not exist"
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+    else:
+        if stat.S_ISREG(mode) and os.access(path, os.R_OK):
+            return
+        reason = ("it is a directory" if stat.S_ISDIR(mode) else "permission denied"
+                  if stat.S_ISREG(mode) else "it is not a regular file")
+    raise ConfigError(f"{flag} {path} cannot be read ({reason}); give the path of a PEM "
+                      "file")
 
 
 def _connect(host: str, port: int, named: str) -> None:

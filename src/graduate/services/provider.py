@@ -21,7 +21,11 @@ from graduate.ledger import Ledger
 from graduate.processes import group_alive, stop_group
 from graduate.services.local import LocalRedis, LocalTemporal
 from graduate.services.model import Services
-from graduate.services.probe import probe_address, probe_celery_services
+from graduate.services.probe import (
+    check_temporal_access,
+    probe_address,
+    probe_celery_services,
+)
 from graduate.services.resolver import LocalStrategy, Needs, Resolver
 
 __all__ = ["KeptService", "Needs", "Stack", "env_down", "env_up", "kept_services",
@@ -147,6 +151,8 @@ def open_stack(settings: Settings, needs: Needs, *, temporal_port: int | None = 
     # Refused before anything starts: a ledger that cannot be written, and an external
     # service that is down (named in seconds, not after a worker's minute of retries).
     Ledger(settings.ledger).close()
+    if needs.temporal:
+        check_temporal_access(settings)
     if needs.temporal and settings.temporal_address:
         probe_address(settings.temporal_address, "the Temporal server")
     if needs.broker:
