@@ -60,6 +60,9 @@ class Worker:
     pid: int  # its main process
     group: int  # its process group: a SIGKILL to the worker goes to all of it
     host: str = ""
+    # When its process was spawned (epoch seconds), which is when it could first take
+    # work: a recovery counts from here, not from when its readiness was seen.
+    began_at: float | None = None
 
 
 class WorkerControl(Protocol):
@@ -175,4 +178,5 @@ class LocalWorkers:
 
 
 def _worker(process: ManagedProcess) -> Worker:
-    return Worker(process.name, process.pid, process.pid, socket.gethostname())
+    return Worker(process.name, process.pid, process.pid, socket.gethostname(),
+                  began_at=process.began_at)

@@ -139,8 +139,10 @@ class DeployChange(Fault):
                                           f"v{new.version} beside those of v{old.version}, "
                                           "which keep their pinned instances")
         for worker in session.workers.start(count):
+            # From its spawn, as every recovery counts (the supervisor's replacements):
+            # a new worker may take work before its readiness is seen.
             context.timeline.add(WORKER_STARTED, f"{worker.name} (pid {worker.pid}) runs "
-                                                 f"v{new.version}")
+                                                 f"v{new.version}", at=worker.began_at)
         request = session.start_instance()
         context.timeline.add(INSTANCES_STARTED, f"{request.instance_id}, after the deploy",
                              instance=request.instance_id)
