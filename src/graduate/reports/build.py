@@ -489,7 +489,9 @@ def _run(run: RunRecord, flow: FlowInfo, label: str, title: str, settings_set: i
         Event(number=n, at=e.at, kind=e.kind,
               label=_event_title(e.kind), category=_event_category(e.kind),
               detail=e.detail, instance_id=e.instance or None)
-        for n, e in enumerate(run.timeline, start=1))
+        # In time order, as a run now writes it: one stored before could hold an event
+        # added late with its earlier time (a worker counted from its spawn) after others.
+        for n, e in enumerate(sorted(run.timeline, key=lambda e: e.at), start=1))
     fault = run.fault
     planned = plan_from_record(fault.plan_fields())
     verdicts = run.verdicts

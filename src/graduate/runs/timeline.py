@@ -8,6 +8,7 @@ session's here, the supervisor's in `runs/supervisor.py`, each fault's in its mo
 from __future__ import annotations
 
 import time
+from bisect import insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
@@ -52,7 +53,11 @@ class Timeline:
             instance: str | None = None) -> float:
         moment = time.time() if at is None else at
         event = TimelineEvent(round(moment - self.started, 3), kind.kind, detail, instance)
-        self.events.append(event)
+        # In time order: an act is added once it is done, with the moment it began (a
+        # worker from its spawn, a fleet's events as its ledger recorded them), which may
+        # come before events added meanwhile. Of events at one time, the first added
+        # stays first.
+        insort(self.events, event, key=lambda e: e.at)
         if self.listener is not None:
             self.listener(event)
         return moment
