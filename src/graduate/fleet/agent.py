@@ -362,6 +362,11 @@ class Agent:
                              {"version": new.version, "previous_version": old.version},
                              f"deployed {new.name} v{new.version} ({guard} versioning guard); ")
 
+    def _forced_count(self) -> int:
+        """How many workers the supervisor has had to SIGKILL after their grace (counted:
+        the timeline keeps time order, so what is added is not always at its end)."""
+        return sum(e.kind == WORKER_FORCED.kind for e in self.supervisor.timeline.events)
+
     def _replace(self, seconds: float, seen: dict[str, object], said: str) -> Observed:
         """Wait for the worker to exit (SIGTERM first if nothing stopped it; SIGKILL after
         the supervisor's grace), then start the next one after `seconds`."""
@@ -371,10 +376,9 @@ class Agent:
         stopped_here = victim.alive() and victim.pid not in self._stopping
         if stopped_here:
             victim.popen.send_signal(signal.SIGTERM)
-        before = len(self.supervisor.timeline.events)
+        before = self._forced_count()
         self.supervisor.await_exit(victim)
-        forced = any(e.kind == WORKER_FORCED.kind
-                     for e in self.supervisor.timeline.events[before:])
+        forced = self._forced_count() > before
         exited_at, code = time.time(), victim.popen.returncode
         if victim not in self.supervisor.processes:  # the last restart could not start one
             self.supervisor.processes.append(victim)
