@@ -1040,7 +1040,8 @@ def _load_python(ref: str) -> Flow:
                         "example myapp.flows:APPROVAL")
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:  # the user's module, failing as it imports: say so, plainly
+    except (Exception, SystemExit) as error:  # the user's module, failing as it imports
+        # (a sys.exit() in it too, which would end graduate without a word): say so, plainly
         raise FlowError(f"cannot import {module_name!r} for flow {ref!r}: {error!r}; fix the "
                         "module, or check the reference") from error
     flow = getattr(module, attribute, None)

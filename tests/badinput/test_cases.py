@@ -731,6 +731,12 @@ FOURTH_AUDIT = [
                                       "i-1", "approval"),
          (f"{FOREIGN_DB} is not a graduate ledger", "table instances has no column",
           "--ledger-url"), make=foreign_database),
+    Case("flow-module-exits-on-import", run("flowexit:FLOW"),
+         ("cannot import 'flowexit' for flow 'flowexit:FLOW'", "SystemExit(3)",
+          "fix the module"), files={"flowexit.py": "import sys\nsys.exit(3)\n"}),
+    Case("bench-scale-deadline-beyond-any-wait", (*SCALE, "--scale", "1000000000000"),
+         ("--scale 1000000000000", "a run's deadline of", "fewer instances"),
+         files={"reports/benchmarks.md": "# the results measured before\n"}),
     Case("run-on-a-ledger-of-foreign-tables",
          ("--ledger-url", "{project}/" + FOREIGN_DB, *run("partner_approval")),
          (f"{FOREIGN_DB} is not a graduate ledger",), make=foreign_database),
@@ -747,6 +753,8 @@ def test_bad_input_is_refused_with_its_fix_and_nothing_written(
         case: Case, ready: Project, closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     if case.name == "temporal-cli-missing":
         monkeypatch.setenv("GRADUATE_TEMPORAL_CLI", "/nonexistent/temporal")
+    if case.name.startswith("flow-module-"):  # a flow given as module:ATTRIBUTE, importable
+        monkeypatch.syspath_prepend(str(ready.root))
     check_case(case, ready, closed_port)
 
 

@@ -62,7 +62,7 @@ from graduate.config import Settings
 from graduate.environment import host
 from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore, now_iso
-from graduate.flow import Flow, InstanceRequest, Step, check_seconds, load_flow
+from graduate.flow import MAX_SECONDS, Flow, InstanceRequest, Step, check_seconds, load_flow
 from graduate.instrument import RunContext, effect
 from graduate.ledger import Ledger
 from graduate.runner import RunOptions, approve_all, run_flow
@@ -130,6 +130,16 @@ class BenchOptions:
         check_seconds(self.timeout, "--timeout", "300", error=ConfigError)
         if self.timeout <= 0:
             raise ConfigError("--timeout must be a positive number of seconds")
+        longest = self.timeout + self.scale_per_instance * max(self.scale)
+        if "scale" in self.sections and longest > MAX_SECONDS:
+            # Refused now: each scale run would fail on it, and the bench would then write
+            # those failures over the results measured before.
+            raise ConfigError(
+                f"--scale {max(self.scale)} instances at --scale-per-instance "
+                f"{self.scale_per_instance:g} s each, after --timeout {self.timeout:g}, make "
+                f"a run's deadline of {longest:g} s, longer than graduate waits "
+                f"({MAX_SECONDS / 86400:g} days); give fewer instances or a smaller "
+                "--scale-per-instance")
 
     def steps(self) -> int:
         """How many measurements the bench takes, for a progress bar."""
