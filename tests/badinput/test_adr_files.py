@@ -107,3 +107,21 @@ def test_a_section_runs_past_a_fenced_heading_to_the_next_real_one(ready: Projec
     assert "- two" in evidence
     assert "## Not a heading" in evidence
     assert "created" not in evidence
+
+
+def test_an_index_over_an_adr_that_cannot_be_read_says_so_where_it_is_run(
+        ready: Project) -> None:
+    """The index lists a damaged ADR as unreadable in the page; the command said only
+    '(0 ADR(s))', so a team regenerating the index never heard of it."""
+    path = ready.adr_path()
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        'status = "planned"', "status = 5", 1), encoding="utf-8")
+
+    result = ready.cli("report", "--index", "--out", "reports")
+
+    assert result.code == 0, result.text
+    assert f"{path.name} could not be read: " in result.err, result.text
+    assert "status = 5 must be str" in result.err
+    assert "`graduate adr check` lists what to fix" in result.err
+    assert "could not be read" in (ready.root / "reports" / "index.md").read_text(
+        encoding="utf-8")

@@ -9,6 +9,7 @@ import contextlib
 import copy
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -737,6 +738,15 @@ FOURTH_AUDIT = [
     Case("bench-scale-deadline-beyond-any-wait", (*SCALE, "--scale", "1000000000000"),
          ("--scale 1000000000000", "a run's deadline of", "fewer instances"),
          files={"reports/benchmarks.md": "# the results measured before\n"}),
+    Case("adr-check-reports-a-number-not-its-files", ("adr", "check"),
+         ("FAIL", "0003-graduate-partner_approval.md", "adr = 7",
+          "its file is numbered 3", "set adr = 3"),
+         make=edit_adr(lambda text: text.replace(b"adr = 3\n", b"adr = 7\n", 1)), code=1),
+    Case("adr-check-reports-a-time-that-is-none", ("adr", "check"),
+         ("FAIL", "history entry 1", "when = 'yesterday'", "2026-11-30T18:08:22Z",
+          "restore it from git"),
+         make=edit_adr(lambda text: re.sub(rb'when = "[^"]*"', b'when = "yesterday"', text,
+                                           count=1)), code=1),
     Case("run-on-a-ledger-of-foreign-tables",
          ("--ledger-url", "{project}/" + FOREIGN_DB, *run("partner_approval")),
          (f"{FOREIGN_DB} is not a graduate ledger",), make=foreign_database),

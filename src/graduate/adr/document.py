@@ -245,6 +245,12 @@ def next_number(project_dir: Path) -> int:
     return max(numbers, default=0) + 1
 
 
+def file_number(path: Path) -> int | None:
+    """The number an ADR's file name starts with (`0003-...md`: 3), if it has one."""
+    numbered = _NUMBERED.match(path.name)
+    return int(numbered.group(1)) if numbered else None
+
+
 def discover(project_dir: Path) -> list[tuple[Path, AdrDocument | AdrError]]:
     """Every ADR graduate manages, in number order; a malformed one with its error."""
     found: list[tuple[Path, AdrDocument | AdrError]] = []

@@ -31,6 +31,7 @@ from graduate.adr.document import (
     AdrDocument,
     adr_dir,
     discover,
+    file_number,
     find_document,
     next_number,
 )
@@ -51,10 +52,13 @@ from graduate.evidence import EvidenceStore, read_record
 from graduate.flow import CLASS_MEANINGS, Flow, load_flow
 from graduate.runs.record import MatrixRecord
 
+# How graduate writes a move's time: ISO-8601 in UTC, to the second.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
 
 def now_utc() -> str:
     """ISO-8601 in UTC, to the second: when a move was made."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime(TIME_FORMAT)
 
 
 def default_actor(project_dir: Path) -> str | None:
@@ -381,11 +385,22 @@ def check(project_dir: Path, policy: GatePolicy) -> tuple[int, list[Finding]]:
         if isinstance(item, AdrError):
             findings.append(Finding(path.name, str(item)))
             continue
-        findings += [Finding(item.name, p) for p in _record_problems(item.record)]
+        findings += [Finding(item.name, p) for p in [*_number_problems(item),
+                                                     *_record_problems(item.record)]]
         gate = evaluate(item, item.record.status, policy, project_dir)
         findings += [Finding(item.name, f"{unmet.title}: {problem}")
                      for unmet in gate.unmet for problem in unmet.problems]
     return len(found), findings
+
+
+def _number_problems(document: AdrDocument) -> list[str]:
+    """The number the front block gives, unless it is its file's: commands find an ADR
+    by its file's number, and an index lists it by its own."""
+    number = file_number(document.path)
+    if number is None or number == document.record.number:
+        return []
+    return [f"the front block says adr = {document.record.number}, but its file is numbered "
+            f"{number}; set adr = {number} (or restore the front block from git)"]
 
 
 def _record_problems(record: AdrRecord) -> list[str]:
@@ -394,6 +409,10 @@ def _record_problems(record: AdrRecord) -> list[str]:
     problems = []
     previous: Status | None = None
     for number, move in enumerate(record.history, start=1):
+        if not _written_time(move.when):
+            problems.append(f"history entry {number}: when = {move.when!r} is not a time "
+                            "graduate writes (UTC, such as 2026-11-30T18:08:22Z); restore it "
+                            "from git")
         legal = (move.target is Status.PLANNED if previous is None else
                  move.target in CLOSING or move.target is previous.next)
         if move.source is not previous or not legal or (previous and previous.terminal):
@@ -408,6 +427,14 @@ def _record_problems(record: AdrRecord) -> list[str]:
     if record.history:
         problems += _pin_problems(record, record.history[-1])
     return problems
+
+
+def _written_time(text: str) -> bool:
+    try:
+        datetime.strptime(text, TIME_FORMAT)
+    except ValueError:
+        return False
+    return True
 
 
 def _pin_problems(record: AdrRecord, move: Transition) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from graduate.adr import load_policy
-from graduate.cli.common import console, given_path, settings
+from graduate.cli.common import console, given_path, print_error, settings
 from graduate.errors import ConfigError
 from graduate.evidence import EvidenceStore
 from graduate.reports import FORMATS, build_report, parse_formats, write_reports
@@ -77,6 +77,9 @@ def report(
         built_index = build_index(config.project_dir, load_policy(config.project_dir), target)
         console.print(f"index: {write_index(built_index, target)} "
                       f"({len(built_index.entries)} ADR(s))", soft_wrap=True)
+        for name, why in built_index.unreadable:  # in the page, and said here
+            print_error(f"{name} could not be read: {why}; `graduate adr check` lists what "
+                        "to fix", label="warning")
         return
     wanted = parse_formats(formats)
     store = EvidenceStore(evidence or config.evidence_dir)
