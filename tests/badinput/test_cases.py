@@ -677,7 +677,7 @@ def foreign_database(root: Path) -> None:
         db.commit()
 
 
-TLS_ONLY = ("apply only to an external Temporal server", "--temporal-address HOST:PORT")
+TLS_ONLY = ("applies only to an external Temporal server", "--temporal-address HOST:PORT")
 # The fourth audit (2026-11-30): a name too long for the file system was a traceback in
 # most commands; a --signal given twice kept the last answer in silence; TLS files and an
 # API key given without an external server were ignored (a local server ran, in clear),

@@ -83,7 +83,8 @@ def check_temporal_access(settings: Settings) -> None:
     if not given:
         return
     if not settings.temporal_address:
-        raise ConfigError(f"{', '.join(given)} apply only to an external Temporal server: "
+        raise ConfigError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} only "
+                          "to an external Temporal server: "
                           "give its --temporal-address HOST:PORT (or "
                           "GRADUATE_TEMPORAL_ADDRESS), or leave them out for the local "
                           "server graduate starts")
