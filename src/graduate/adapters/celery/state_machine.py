@@ -138,6 +138,16 @@ _MOVE_IN_ONE = {
     "SELECT instance_id, ?, ?, ?, ?, ? FROM moved"
     for consumes in (False, True)
 }
+# A move and the one that follows it written as one (`Store.update`'s `then`, docs/adr/
+# 0030): only while no signal is stored for the instance, the condition under which the
+# task would make the second move right after the first; then both transitions, in order.
+_UPDATE_FOLDED = (f"{_UPDATE_MOVED} AND NOT EXISTS (SELECT 1 FROM sm_signals AS s "
+                  "WHERE s.instance_id = ?)")
+_FOLDED_IN_ONE = (f"WITH moved AS ({_UPDATE_FOLDED} RETURNING instance_id) "
+                  f"INSERT INTO sm_transitions ({_TRANSITION_COLUMNS}) "
+                  "SELECT m.instance_id, t.at, t.from_state, t.to_state, t.node, t.note "
+                  "FROM moved AS m CROSS JOIN (VALUES (1, ?, ?, ?, ?, ?), (2, ?, ?, ?, ?, ?)) "
+                  "AS t (nth, at, from_state, to_state, node, note) ORDER BY t.nth")
 # PostgreSQL's `Store.put_signal` in one statement: the signal and its transition.
 _SIGNAL_IN_ONE = (f"WITH stored AS ({_STORE_SIGNAL} RETURNING instance_id) INSERT INTO "
                   f"sm_transitions ({_TRANSITION_COLUMNS}) SELECT instance_id, ?, ?, ?, ?, ? "
@@ -210,6 +220,16 @@ class Row:
             started_at=started_at, updated_at=updated_at, finished_at=finished_at,
             reason=reason, pool=pool or "",
         )
+
+
+@dataclass(frozen=True)
+class Then:
+    """A move that follows another in the same task with nothing in between to decide but
+    the stored signals (see `Store.update`): the row it writes, and its transition."""
+
+    row: Row
+    node: str
+    note: str
 
 
 @dataclass(frozen=True)
@@ -291,12 +311,19 @@ class Store:
                                  "started")
 
     def update(self, old: Row, new: Row, node: str, note: str,
-               consume: str | None = None) -> Row | None:
+               consume: str | None = None, then: Then | None = None) -> Row | None:
         """Write `new` if the row is still at `old`'s version; None if another writer won.
 
         `consume` names a signal that the move uses up, deleted in the same transaction.
+        `then` is the move that follows `new` when no signal is stored for the instance
+        (docs/adr/0030): written instead of `new`, in the same statement, with both
+        transitions; with a signal stored, `new` alone is written, as without `then`.
         """
         now = time.time()
+        if then is not None and consume is None:
+            folded = self._update_folded(old, new, node, note, then, now)
+            if folded is not None:
+                return folded
         written = replace(new, version=old.version + 1, updated_at=now)
         moved = [*written.moved_values(), old.instance_id, old.version]
         transition = [now, old.state, new.state, node, note]
@@ -313,6 +340,25 @@ class Store:
                 if consume is not None:
                     self.db.execute("DELETE FROM sm_signals WHERE instance_id = ? AND name = ?",
                                     [old.instance_id, consume])
+        return written if changed else None
+
+    def _update_folded(self, old: Row, new: Row, node: str, note: str, then: Then,
+                       now: float) -> Row | None:
+        """`then.row` written over `old` if the row is still at `old`'s version and no
+        signal is stored for the instance, with the transitions to `new` and on to
+        `then.row`; None if it was not (the caller then writes `new` alone, or loses)."""
+        written = replace(then.row, version=old.version + 1, updated_at=now)
+        moved = [*written.moved_values(), old.instance_id, old.version, old.instance_id]
+        transitions = [now, old.state, new.state, node, note,
+                       now, new.state, then.row.state, then.node, then.note]
+        if self.db.postgres:
+            changed = self.db.execute(_FOLDED_IN_ONE, [*moved, *transitions])
+            return written if changed else None
+        with self.db.transaction():
+            changed = self.db.execute(_UPDATE_FOLDED, moved)
+            if changed:
+                self._transition(old.instance_id, *transitions[:5])
+                self._transition(old.instance_id, *transitions[5:])
         return written if changed else None
 
     def branches(self, instance_id: str, group: str) -> list[BranchRow]:
@@ -821,10 +867,13 @@ class Machine:
     # ------------------------------------------------------------------ moves
 
     def _move(self, store: Store, old: Row, new: Row, node: str, note: str,
-              countdown: float | None = None, consume: str | None = None) -> str:
-        written = store.update(old, new, node, note, consume)
+              countdown: float | None = None, consume: str | None = None,
+              then: Then | None = None) -> str:
+        written = store.update(old, new, node, note, consume, then)
         if written is None:
             return f"{node}: another writer moved the row first"
+        if then is not None and written.state == then.row.state:
+            return f"{node}: {note}; {then.node}: {then.note}"
         if written.state in FINISHED or written.state == WAITING:
             return f"{node}: {note}"
         if countdown:
@@ -895,7 +944,24 @@ class Machine:
                                             step.name)
         passed = replace(leased, cursor=leased.cursor + 1, done=(*leased.done, step.name),
                          attempt=0, lease_until=None)
-        return self._move(store, leased, passed, step.name, f"attempt {leased.attempt} applied")
+        return self._move(store, leased, passed, step.name, f"attempt {leased.attempt} applied",
+                          then=self._then(passed))
+
+    def _then(self, passed: Row) -> Then | None:
+        """The move the task makes right after a step's `passed` one when no signal is
+        stored for the instance (`_advance` then reads no cancel, no interrupt and no
+        decision): the flow's completion after its last step, or entering the wait that
+        follows the step. Written with it, in one transaction (docs/adr/0030)."""
+        nodes = self.flow_of(passed).nodes
+        if passed.cursor >= len(nodes):
+            return Then(replace(passed, state=COMPLETED, finished_at=time.time()), "flow",
+                        COMPLETED)
+        wait = nodes[passed.cursor]
+        if isinstance(wait, Wait):
+            return Then(replace(passed, state=WAITING,
+                                wait_deadline=time.time() + wait.deadline),
+                        wait.name, f"awaiting signal {wait.signal}")
+        return None
 
     def _retry_or(self, store: Store, leased: Row, step: Step, error: BaseException,
                   give_up: Callable[[Store, Row, str, str], str]) -> str:
