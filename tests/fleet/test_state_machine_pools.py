@@ -20,6 +20,7 @@ from graduate.flow import Flow, load_flow
 from graduate.runs.session import new_request
 from tests.conftest import FlowFactory
 from tests.unit.test_state_machine_rows import (
+    check_a_folded_move_writes_both_moves_only_while_no_signal_is_stored,
     check_a_move_uses_up_its_signal_and_writes_its_transition_only_when_it_wins,
 )
 
@@ -142,4 +143,12 @@ def test_a_move_in_one_statement_uses_up_its_signal_and_writes_its_transition_on
     """PostgreSQL's `Store.update` is one statement (a WITH of the move, the signal it uses
     up and its transition): it must commit what SQLite's transaction does."""
     check_a_move_uses_up_its_signal_and_writes_its_transition_only_when_it_wins(
+        Database(postgres_url))
+
+
+def test_a_folded_move_in_one_statement_writes_both_moves_only_while_no_signal_is_stored(
+        postgres_url: str) -> None:
+    """PostgreSQL's folded move is one statement (the guarded move and both transitions,
+    in order): it must commit what SQLite's transaction does."""
+    check_a_folded_move_writes_both_moves_only_while_no_signal_is_stored(
         Database(postgres_url))

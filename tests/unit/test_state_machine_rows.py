@@ -5,21 +5,31 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from graduate.adapters.celery.resources import ProcessResources
+from graduate.adapters.celery.settings import STATE_MACHINE
 from graduate.adapters.celery.state_machine import (
+    ADVANCE,
     CANCEL,
+    COMPENSATED,
     COMPENSATING,
+    COMPLETED,
     RUNNING,
     WAITING,
+    Machine,
     Row,
     Store,
+    Then,
 )
 from graduate.db import Database
-from graduate.flow import InstanceRequest
+from graduate.flow import Flow, InstanceRequest, Step
+from graduate.ledger import Outcome
 
 
 def test_a_moved_row_reads_back_as_written_and_keeps_its_request(tmp_path: Path) -> None:
@@ -99,6 +109,59 @@ def test_a_move_uses_up_its_signal_and_writes_its_transition_only_when_it_wins(
         Database(str(tmp_path / "app.sqlite3"), fsync_each_commit=False))
 
 
+def check_a_folded_move_writes_both_moves_only_while_no_signal_is_stored(
+        db: Database) -> None:
+    """`Store.update` with `then` (docs/adr/0030): a step's move and the completion that
+    follows it, as one write with both transitions, while no signal is stored; with one
+    stored (a cancel the task must take between the two), the step's move alone; a
+    writer that lost the version writes neither."""
+    store = Store(db)
+    store.create_tables()
+    rows = {}
+    for instance_id in ("i-1", "i-2"):
+        request = InstanceRequest(instance_id=instance_id, run_id="r", tenant_id="t",
+                                  entity_id="e", date="20261130", correlation_id="c",
+                                  trace_id="x")
+        rows[instance_id] = Row(instance_id=instance_id, flow="f", request=request,
+                                started_at=1.0, updated_at=1.0, attempt=1, lease_until=9.0)
+    store.insert_all(list(rows.values()))
+    store.put_signal(rows["i-2"], CANCEL, {})
+
+    def moves(row: Row) -> tuple[Row, Then]:
+        passed = replace(row, cursor=1, done=("s",), attempt=0, lease_until=None)
+        return passed, Then(replace(passed, state=COMPLETED, finished_at=5.0), "flow",
+                            COMPLETED)
+
+    passed, then = moves(rows["i-1"])
+    written = store.update(rows["i-1"], passed, "s", "attempt 1 applied", then=then)
+    assert written is not None
+    assert (written.state, written.cursor, written.done, written.finished_at) == (
+        COMPLETED, 1, ("s",), 5.0)
+    assert written.version == rows["i-1"].version + 1
+    assert store.load("i-1") == written
+    assert [(e.kind, e.detail) for e in store.transitions("i-1")] == [
+        (RUNNING, "started"), (f"{RUNNING} -> {RUNNING}", "s: attempt 1 applied"),
+        (f"{RUNNING} -> {COMPLETED}", f"flow: {COMPLETED}")]
+    # Lost: from the version it moved from, neither move is written again.
+    assert store.update(rows["i-1"], passed, "s", "late", then=then) is None
+    assert store.load("i-1") == written
+    assert len(store.transitions("i-1")) == 3
+
+    passed, then = moves(rows["i-2"])
+    written = store.update(rows["i-2"], passed, "s", "attempt 1 applied", then=then)
+    assert written is not None
+    assert (written.state, written.cursor, written.finished_at) == (RUNNING, 1, None)
+    assert store.load("i-2") == written
+    assert [e.detail for e in store.transitions("i-2")][-1] == "s: attempt 1 applied"
+    assert store.signals("i-2") == {CANCEL: {}}  # for the next move to take
+
+
+def test_a_folded_move_writes_both_moves_only_while_no_signal_is_stored(
+        tmp_path: Path) -> None:
+    check_a_folded_move_writes_both_moves_only_while_no_signal_is_stored(
+        Database(str(tmp_path / "app.sqlite3"), fsync_each_commit=False))
+
+
 @pytest.mark.parametrize("earlier_version", [False, True])
 def test_transitions_read_back_in_the_order_written_on_old_and_new_tables(
         tmp_path: Path, earlier_version: bool) -> None:
@@ -127,3 +190,84 @@ def test_transitions_read_back_in_the_order_written_on_old_and_new_tables(
         "started", "s1: applied", "s2: applied", "s3: applied"]
     tables = {found[0] for found in store.db.query("SELECT name FROM sqlite_master")}
     assert ("sqlite_sequence" in tables) == earlier_version
+
+
+class _Sends:
+    """A Celery app's `signature(...).apply_async()` recorded in a queue, for a test to
+    run the tasks in order in its own process."""
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[str, tuple[Any, ...]]] = deque()
+
+    def signature(self, name: str, args: tuple[Any, ...] = (), **_: Any) -> _Sends:
+        self.queue.append((name, args))
+        return self
+
+    def apply_async(self) -> None:
+        pass
+
+
+def test_a_signal_stored_while_a_step_runs_is_taken_at_the_next_move_as_before(
+        sample_flow: Flow, tmp_path: Path) -> None:
+    """docs/adr/0030: a step's move takes the completion or the wait entry after it into
+    its own transaction only while no signal is stored. A cancel stored while the last
+    step runs still compensates the flow, and a decision stored while the step before
+    the wait runs still passes the wait, in the same task; undisturbed, the flow ends
+    with the same transitions as before, two writes fewer."""
+    resources = ProcessResources({"ledger_url": str(tmp_path / "ledger.sqlite3"),
+                                  "app_db_url": str(tmp_path / "app.sqlite3")})
+    sends = _Sends()
+    machine = Machine(cast(Any, sends), sample_flow, resources, STATE_MACHINE)
+    store = machine.store
+    store.create_tables()
+    stored_during = {"i-2": ("notify", CANCEL, {}),
+                     "i-3": ("request_approval", "approval", {"decision": "approve"})}
+    ledger = resources.ledger()
+    call = ledger.call
+
+    def call_storing(flow: Flow, request: InstanceRequest, step: Step,
+                     **options: Any) -> Outcome:
+        during = stored_during.get(request.instance_id)
+        if during is not None and during[0] == step.name:
+            row = store.load(request.instance_id)
+            assert row is not None
+            store.put_signal(row, during[1], during[2])
+        return call(flow, request, step, **options)
+
+    ledger.call = call_storing  # type: ignore[method-assign]
+    rows = [Row(instance_id=f"i-{n}", flow=sample_flow.name, request=InstanceRequest(
+        instance_id=f"i-{n}", run_id="r", tenant_id="t", entity_id=f"e{n}", date="20261130",
+        correlation_id="c", trace_id="x"), started_at=1.0, updated_at=1.0) for n in (1, 2, 3)]
+    store.insert_all(rows)
+    for row in rows:
+        machine.send_advance(row)
+    for _ in range(2):  # up to the wait, then from the approval on
+        while sends.queue:
+            name, args = sends.queue.popleft()
+            assert name == ADVANCE
+            machine.advance(*args)
+        for row in store.waiting(sample_flow.name):
+            machine.signal(row.instance_id, "approval", {"decision": "approve"}, "activate")
+
+    def notes(instance_id: str) -> list[str]:
+        return [e.detail for e in store.transitions(instance_id)]
+
+    assert {r.instance_id: r.state for r in store.load_many(["i-1", "i-2", "i-3"]).values()} \
+        == {"i-1": COMPLETED, "i-2": COMPENSATED, "i-3": COMPLETED}
+    assert notes("i-1")[-2:] == ["notify: attempt 1 applied", "flow: completed"]
+    assert "approval: awaiting signal approval" in notes("i-1")
+    # Every move is a transition and a version, but for the two written with the one
+    # before them (a stored signal is a transition, and no move).
+    moves = [n for n in notes("i-1")[1:] if "stored" not in n]
+    ended = store.load("i-1")
+    assert ended is not None
+    assert ended.version == 1 + len(moves) - 2
+    cancelled = notes("i-2")
+    at = cancelled.index("notify: attempt 1 applied")
+    assert cancelled[at + 1] == "notify: compensating: cancelled by an operator"
+    assert "flow: completed" not in cancelled
+    decided_early = notes("i-3")
+    assert "approval: awaiting signal approval" not in decided_early
+    assert decided_early[decided_early.index("request_approval: attempt 1 applied") + 1] \
+        == "approval: approved"
+    resources.close()

@@ -349,16 +349,16 @@ class Store:
         `then.row`; None if it was not (the caller then writes `new` alone, or loses)."""
         written = replace(then.row, version=old.version + 1, updated_at=now)
         moved = [*written.moved_values(), old.instance_id, old.version, old.instance_id]
-        transitions = [now, old.state, new.state, node, note,
-                       now, new.state, then.row.state, then.node, then.note]
+        first = (now, old.state, new.state, node, note)
+        second = (now, new.state, then.row.state, then.node, then.note)
         if self.db.postgres:
-            changed = self.db.execute(_FOLDED_IN_ONE, [*moved, *transitions])
+            changed = self.db.execute(_FOLDED_IN_ONE, [*moved, *first, *second])
             return written if changed else None
         with self.db.transaction():
             changed = self.db.execute(_UPDATE_FOLDED, moved)
             if changed:
-                self._transition(old.instance_id, *transitions[:5])
-                self._transition(old.instance_id, *transitions[5:])
+                self._transition(old.instance_id, *first)
+                self._transition(old.instance_id, *second)
         return written if changed else None
 
     def branches(self, instance_id: str, group: str) -> list[BranchRow]:
