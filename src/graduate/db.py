@@ -132,7 +132,9 @@ class Database:
         return [tuple(row) for row in cursor.fetchall()]
 
     def script(self, statements: Sequence[str]) -> None:
-        """Create tables; `{id}` stands for each dialect's growing row key."""
+        """Create tables; `{id}` stands for each dialect's growing row key, and
+        `{without_rowid}` for SQLite's WITHOUT ROWID (a table that is its primary key's
+        b-tree; PostgreSQL's tables have no rowid)."""
         # SQLite's INTEGER PRIMARY KEY takes the highest rowid plus one: ids only grow
         # while no row is deleted, and graduate never deletes from these tables.
         # AUTOINCREMENT would add a write to sqlite_sequence to every insert.
@@ -144,7 +146,8 @@ class Database:
                 # start together take turns. (SQLite's BEGIN IMMEDIATE serialises them.)
                 self.query("SELECT pg_advisory_xact_lock(?)", [SCHEMA_LOCK])
             for statement in statements:
-                self.execute(statement.replace("{id}", identity))
+                self.execute(statement.replace("{id}", identity).replace(
+                    "{without_rowid}", "" if self.postgres else " WITHOUT ROWID"))
 
     def columns(self, table: str) -> set[str]:
         """The columns of `table`; none when there is no such table."""

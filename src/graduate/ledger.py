@@ -185,9 +185,12 @@ _SCHEMA = (
     # so a key without the step (Dealix's `{tenant_id}:{workflow_type}:{entity_id}:
     # {yyyymmdd}`) tells the instance's calls to different operations apart. (Ledgers
     # written before keep an unused `applied_keys` table, scoped per system.)
+    # WITHOUT ROWID on SQLite (docs/adr/0030): the key is the table, one b-tree written
+    # a call where a rowid table wrote two (its rows and its key's index). Ledgers made
+    # before keep their rowid table: the same rows, keys and lookups.
     """CREATE TABLE IF NOT EXISTS operation_keys (
         system TEXT NOT NULL, operation TEXT NOT NULL, idempotency_key TEXT NOT NULL,
-        PRIMARY KEY (system, operation, idempotency_key))""",
+        PRIMARY KEY (system, operation, idempotency_key)){without_rowid}""",
     # Deterministic fault points: an armed step marks the row reached (with its pid) and
     # pauses until the harness, having fired its fault, releases it; a point the harness
     # no longer wants is disarmed before any call reaches it.

@@ -518,3 +518,34 @@ def test_the_watch_reads_each_effect_row_once_its_cursor_only_growing(
     tables = {row[0] for row in ledger.db.query("SELECT name FROM sqlite_master")}
     assert ("sqlite_sequence" in tables) == earlier_version
     ledger.close()
+
+
+@pytest.mark.parametrize("earlier_version", [False, True])
+def test_keys_are_remembered_alike_in_a_new_ledger_and_one_made_before(
+    tmp_path: Path, mini_flow: Flow, make_request: MakeRequest, earlier_version: bool
+) -> None:
+    """A new ledger keeps the keys a system applied in a WITHOUT ROWID table (one b-tree
+    written a call, docs/adr/0030); one an earlier version made keeps its rowid table.
+    Either absorbs a repeat, tells instances apart, and answers `key_recorded`."""
+    path = str(tmp_path / "l.sqlite3")
+    if earlier_version:
+        old = sqlite3.connect(path)
+        old.execute("""CREATE TABLE operation_keys (
+            system TEXT NOT NULL, operation TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+            PRIMARY KEY (system, operation, idempotency_key))""")
+        old.close()
+    ledger = Ledger(path)
+    create = step(mini_flow, "create")
+    first, second = make_request(1), make_request(2)
+    outcomes = [ledger.call(mini_flow, request, create, attempt=attempt, engine="temporal")
+                for request, attempt in ((first, 1), (first, 2), (second, 1))]
+    assert outcomes == [Outcome.APPLIED, Outcome.ABSORBED, Outcome.APPLIED]
+    assert create.effect is not None
+    system, _ = create.effect.split(".", 1)
+    for request in (first, second):
+        assert ledger.key_recorded(system, create.effect, mini_flow.key_for("create", request))
+    assert not ledger.key_recorded(system, create.effect,
+                                   mini_flow.key_for("create", make_request(3)))
+    (sql,) = ledger.db.query("SELECT sql FROM sqlite_master WHERE name = 'operation_keys'")[0]
+    assert ("WITHOUT ROWID" in sql) != earlier_version
+    ledger.close()
