@@ -31,6 +31,7 @@ tables would.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -154,6 +155,29 @@ _SIGNAL_IN_ONE = (f"WITH stored AS ({_STORE_SIGNAL} RETURNING instance_id) INSER
                   "FROM stored")
 
 
+# A pool child reads an instance's row (its request, its lists of node names) several
+# times a task, and every instance of a flow passes through the same lists: each text is
+# decoded or encoded once. Values are immutable (a frozen request, tuples of names), so a
+# cached one is the value itself; the caches hold the instances in flight, and the
+# prefixes of the flow's node lists.
+_CACHED = 4096
+
+
+@functools.lru_cache(maxsize=_CACHED)
+def _request(text: str) -> InstanceRequest:
+    return InstanceRequest(**json.loads(text))
+
+
+@functools.lru_cache(maxsize=_CACHED)
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+@functools.lru_cache(maxsize=_CACHED)
+def _names_json(names: tuple[str, ...]) -> str:
+    return json.dumps(list(names))
+
+
 @dataclass(frozen=True)
 class Row:
     """One instance as the application's table holds it.
@@ -201,8 +225,8 @@ class Row:
         """The values of the columns a move writes, in the order of `_MOVED`: without
         encoding the request, which a move never writes (a fifth of a step's CPU in the
         worker, graduate bench)."""
-        return [self.cursor, self.state, json.dumps(list(self.done)),
-                json.dumps(list(self.compensated)), self.attempt, self.wait_deadline,
+        return [self.cursor, self.state, _names_json(self.done),
+                _names_json(self.compensated), self.attempt, self.wait_deadline,
                 self.timer_until, self.lease_until, self.version, self.updated_at,
                 self.finished_at, self.reason]
 
@@ -212,9 +236,9 @@ class Row:
          wait_deadline, timer_until, lease_until, nudged_at, version, started_at, updated_at,
          finished_at, reason, pool) = row
         return cls(
-            instance_id=instance_id, flow=flow, request=InstanceRequest(**json.loads(request)),
-            cursor=int(cursor), state=state, done=tuple(json.loads(done)),
-            compensated=tuple(json.loads(compensated)), attempt=int(attempt),
+            instance_id=instance_id, flow=flow, request=_request(request),
+            cursor=int(cursor), state=state, done=_names(done),
+            compensated=_names(compensated), attempt=int(attempt),
             wait_deadline=wait_deadline, timer_until=timer_until,
             lease_until=lease_until, nudged_at=nudged_at, version=int(version),
             started_at=started_at, updated_at=updated_at, finished_at=finished_at,
