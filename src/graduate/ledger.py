@@ -220,10 +220,10 @@ _ADDED_COLUMNS = (
 )
 
 
-
 def _declared(statement: str) -> tuple[str, tuple[str, ...]] | None:
     """The table `statement` creates and its columns (None: not a CREATE TABLE)."""
-    found = re.match(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*)\)$", statement, re.S)
+    found = re.match(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*)\)(?:\{without_rowid\})?$",
+                     statement, re.S)
     if found is None:
         return None
     body = re.sub(r"PRIMARY KEY \([^)]*\)", "", found.group(2))

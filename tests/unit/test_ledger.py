@@ -549,3 +549,20 @@ def test_keys_are_remembered_alike_in_a_new_ledger_and_one_made_before(
     (sql,) = ledger.db.query("SELECT sql FROM sqlite_master WHERE name = 'operation_keys'")[0]
     assert ("WITHOUT ROWID" in sql) != earlier_version
     ledger.close()
+
+
+@pytest.mark.parametrize("table", ["instances", "effects", "operation_keys", "fault_points",
+                                   "injected_failures", "audit_records"])
+def test_a_table_of_the_ledgers_name_without_its_columns_is_refused(
+        tmp_path: Path, table: str) -> None:
+    """Every table of the ledger is checked, WITHOUT ROWID or not, before anything is
+    written into another program's database."""
+    path = tmp_path / "foreign.sqlite3"
+    with sqlite3.connect(path) as foreign:
+        foreign.execute(f"CREATE TABLE {table} (something TEXT)")
+    with pytest.raises(ConfigError, match=f"is not a graduate ledger: table {table} has no"):
+        Ledger(str(path))
+    with sqlite3.connect(path) as foreign:
+        tables = {row[0] for row in foreign.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {table}
