@@ -83,6 +83,69 @@ def test_every_way_of_declaring_a_task(codebase: Codebase) -> None:
     }
 
 
+def test_tasks_made_inside_functions(codebase: Codebase) -> None:
+    """A factory (`def register(app): @app.task ...`), a setup function, an
+    `on_after_configure` handler's `@sender.task`, and `app.task(fn)` inside a function
+    make tasks, whose own calls are theirs; a decorator of the project's own that returns
+    `shared_task(...)(wrapper)` makes none until it is used."""
+    root = codebase({"proj/__init__.py": "", "proj/worker.py": """
+        import requests
+        from functools import wraps
+        from celery import Celery, shared_task
+
+        app = Celery("proj", broker="redis://")
+
+        def register(app):
+            @app.task(bind=True, acks_late=True)
+            def sync_invoice(self, invoice_id):
+                requests.post("https://erp.example/invoices", json={"id": invoice_id})
+                notify.delay(invoice_id)
+
+            @app.task
+            def notify(invoice_id):
+                pass
+
+        @app.on_after_configure.connect
+        def setup_periodic(sender, **kwargs):
+            @sender.task
+            def sweep():
+                pass
+            sender.add_periodic_task(60.0, sweep.s())
+
+        def setup_tasks():
+            def archive(doc_id):
+                return doc_id
+            app.task(archive, name="proj.archive")
+
+        def tenant_task(**options):
+            def decorate(fn):
+                @wraps(fn)
+                def wrapper(*args, **kwargs):
+                    return fn(*args, **kwargs)
+                return shared_task(**options)(wrapper)
+            return decorate
+
+        def plain(x):
+            def helper():
+                requests.get("https://example.com")
+            return helper()
+        """})
+    inv = inventory(root)
+    assert found(inv, FindingKind.TASK) == {
+        "sync_invoice@proj/worker.py:9": "proj.worker.sync_invoice; @app.task inside "
+                                         "register(); bind=True, acks_late=True",
+        "notify@proj/worker.py:14": "proj.worker.notify; @app.task inside register()",
+        "sweep@proj/worker.py:20": "proj.worker.sweep; @sender.task inside setup_periodic()",
+        "archive@proj/worker.py:25": "proj.archive; app.task(archive) at proj/worker.py:27 "
+                                     "inside setup_tasks(); name='proj.archive'",
+    }
+    assert found(inv, FindingKind.BEAT) == {
+        "sweep.s()@proj/worker.py:22": "task sweep; schedule every 60 s"}
+    [flow] = [f for f in inv.flows if f.entry == "sync_invoice"]
+    assert [s.task for s in flow.steps] == ["sync_invoice", "notify"]
+    assert flow.systems == ("requests",)
+
+
 def test_configuration_from_a_module_a_class_and_conf_updates(codebase: Codebase) -> None:
     root = codebase({
         "celeryconfig.py": """
@@ -327,7 +390,7 @@ def test_tasks_registered_by_calling_the_decorator(codebase: Codebase) -> None:
     assert tasks == {
         "step@worker.py:6": "shop.step; app.task(...)(step) at worker.py:13; name='shop.step', "
                             "bind=True, acks_late=True",
-        "tick@worker.py:9": "worker.tick; shared_task(...)(tick) at worker.py:14",
+        "tick@worker.py:9": "worker.tick; shared_task(tick) at worker.py:14",
     }
 
 

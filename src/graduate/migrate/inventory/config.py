@@ -231,8 +231,8 @@ def _built_by(facts: ModuleFacts, callee: str, symbols: Symbols
     if full is None:
         return None
     owner, function = symbols.defined[full], full.rsplit(".", 1)[-1]
-    return next(((owner, function, call) for call in owner.calls
-                 if call.function == function and call.func
+    return next(((owner, function, call) for _, call in owner.calls_in(function)
+                 if call.func
                  and call.func.rsplit(".", 1)[-1] == "Celery"
                  and symbols.qualify(owner, call.func).startswith("celery")), None)
 

@@ -8,6 +8,7 @@ the task a step of each. Its steps are ordered by who starts whom; error handler
 
 from __future__ import annotations
 
+import heapq
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -56,10 +57,27 @@ def group(project: Project) -> list[Group]:
     for members in project.together:
         for member in members[1:]:
             union(members[0], member)
-    for sweeper, query, _ in project.sweeps:
-        for writer, write, _ in project.status_writes:
-            if write.field == query.field and _same_state(write.value, query.value):
-                union(sweeper, writer)
+    swept = [(sweeper, writer) for sweeper, query, _ in project.sweeps
+             for writer, write, _ in project.status_writes
+             if write.field == query.field and _same_state(write.value, query.value)]
+    for sweeper, writer in swept:
+        union(sweeper, writer)
+    # What each task reaches by one edge, any component: asked of each component below.
+    onward: dict[int, list[Task]] = {}
+
+    def reach(before: Task, then: Task) -> None:
+        if before is not then:
+            onward.setdefault(id(before), []).append(then)
+
+    for before, then, _ in [*project.edges, *project.error_edges]:
+        reach(before, then)
+    for members in project.together:  # run as one: each reaches the others
+        for one in members:
+            for other in members:
+                reach(one, other)
+    for sweeper, writer in swept:
+        reach(sweeper, writer)
+        reach(writer, sweeper)
     components: dict[int, list[Task]] = {}
     for task in project.tasks:
         components.setdefault(root(id(task)), []).append(task)
@@ -68,39 +86,23 @@ def group(project: Project) -> list[Group]:
     groups: list[Group] = []
     taken: set[str] = set()
     for component in components.values():
-        for members in _by_entry(project, component):
+        for members in _by_entry(component, onward):
             steps = [t for t in members if id(t) not in handlers or id(t) in linked]
             ordered = _order(project, steps) if steps else members
             name = _unique(_name(ordered[0].short), taken)
-            groups.append(Group(name, ordered, [t for t in members if t not in ordered]))
+            placed = {id(t) for t in ordered}
+            groups.append(Group(name, ordered, [t for t in members if id(t) not in placed]))
     return groups
 
 
-def _by_entry(project: Project, component: list[Task]) -> list[list[Task]]:
+def _by_entry(component: list[Task], onward: dict[int, list[Task]]) -> list[list[Task]]:
     """The flows of one component: one per entry (a task no other of them starts) with
     what it starts, when each task is reached from an entry. Two entries that start one
     task (a webhook sender started by the notifier and by a manual retry) are two flows,
     the shared task a step of each; the tasks of one canvas group, or a sweep and the
     task writing the state it sweeps, stay one flow."""
-    ids = {id(t) for t in component}
-    after: dict[int, list[Task]] = {id(t): [] for t in component}
-
-    def edge(before: Task, then: Task) -> None:
-        if before is not then and id(before) in ids and id(then) in ids:
-            after[id(before)].append(then)
-
-    for before, then, _ in [*project.edges, *project.error_edges]:
-        edge(before, then)
-    for members in project.together:  # run as one: each reaches the others
-        for one in members:
-            for other in members:
-                edge(one, other)
-    for sweeper, query, _ in project.sweeps:
-        for writer, write, _ in project.status_writes:
-            if write.field == query.field and _same_state(write.value, query.value):
-                edge(sweeper, writer)
-                edge(writer, sweeper)
-    started = {id(t) for targets in after.values() for t in targets}
+    ids = {id(t) for t in component}  # every edge of a member stays in its component
+    started = {id(t) for member in component for t in onward.get(id(member), ())}
     entries = [t for t in component if id(t) not in started]
     if len(entries) < 2:
         return [component]
@@ -108,7 +110,7 @@ def _by_entry(project: Project, component: list[Task]) -> list[list[Task]]:
     for entry in entries:
         reached, todo = {id(entry)}, [entry]
         while todo:
-            for then in after[id(todo.pop())]:
+            for then in onward.get(id(todo.pop()), ()):
                 if id(then) not in reached:
                     reached.add(id(then))
                     todo.append(then)
@@ -127,22 +129,28 @@ def _order(project: Project, tasks: list[Task]) -> list[Task]:
     ids = {id(t) for t in tasks}
     incoming = {id(t): 0 for t in tasks}
     successors: dict[int, list[Task]] = {id(t): [] for t in tasks}
-    for before, after, _ in project.edges:
-        if id(before) in ids and id(after) in ids and before is not after and (
-                after not in successors[id(before)]):
+    linked: set[tuple[int, int]] = set()
+    for before, after, _ in project.among(project.edges, tasks):
+        if id(after) in ids and before is not after and (
+                (id(before), id(after)) not in linked):
+            linked.add((id(before), id(after)))
             successors[id(before)].append(after)
             incoming[id(after)] += 1
-    ready = sorted((t for t in tasks if incoming[id(t)] == 0), key=_place)
+    # The ready task first in the code goes next (ties in the order they became ready).
+    ready = [(_place(t), n, t) for n, t in enumerate(t for t in tasks if incoming[id(t)] == 0)]
+    heapq.heapify(ready)
+    count = len(ready)
     ordered: list[Task] = []
     while ready:
-        task = ready.pop(0)
+        task = heapq.heappop(ready)[2]
         ordered.append(task)
         for after in successors[id(task)]:
             incoming[id(after)] -= 1
             if incoming[id(after)] == 0:
-                ready.append(after)
-                ready.sort(key=_place)
-    ordered += sorted((t for t in tasks if t not in ordered), key=_place)
+                heapq.heappush(ready, (_place(after), count, after))
+                count += 1
+    placed = {id(t) for t in ordered}
+    ordered += sorted((t for t in tasks if id(t) not in placed), key=_place)
     return ordered
 
 
@@ -219,7 +227,7 @@ def step(project: Project, task: Task, handlers: dict[int, Task]) -> FlowStep:
     timeout = min(limits) if limits else None  # the soft limit stops the task first
     retry_kwargs = task.options.get("retry_kwargs")
     retry_kwargs = retry_kwargs if isinstance(retry_kwargs, dict) else {}
-    retry_sites = [delay for t, delay, _ in project.retries if t is task]
+    retry_sites = [delay for _, delay, _ in project.among(project.retries, [task])]
     retries = "autoretry_for" in task.options or bool(retry_sites)
     max_retries = task.options.get("max_retries", retry_kwargs.get("max_retries"))
     attempts = 1
@@ -233,9 +241,9 @@ def step(project: Project, task: Task, handlers: dict[int, Task]) -> FlowStep:
         delay = 1.0 if backoff_value is True else seconds(backoff_value)
     if retries and delay is None:
         delay = seconds(task.options.get("default_retry_delay")) or DEFAULT_RETRY_DELAY
-    waits = [launch.delay for launch in project.launches if launch.task is task and launch.delay]
-    compensation = next((c for t, c, _, context in project.compensations
-                         if t is task and context != "link_error handler"), None)
+    waits = [launch.delay for launch in project.among(project.launches, [task]) if launch.delay]
+    compensation = next((c for _, c, _, context in project.among(project.compensations, [task])
+                         if context != "link_error handler"), None)
     handler = handlers.get(id(task))
     comp_effect = None
     if compensation is not None:
@@ -244,9 +252,9 @@ def step(project: Project, task: Task, handlers: dict[int, Task]) -> FlowStep:
     elif handler is not None:
         comp_effect = own_effect(project, handler)
     role: Literal["step", "sweep", "compensation"] = "step"
-    if any(t is task for t, _, _ in project.sweeps):
+    if project.among(project.sweeps, [task]):
         role = "sweep"
-    elif any(h is task for _, h, _ in project.error_edges) or undoes(task.short):
+    elif project.among(project.error_edges, [task], at=1) or undoes(task.short):
         role = "compensation"
     return FlowStep(
         task=task.short, location=task.location, effect=effect, timeout=timeout,

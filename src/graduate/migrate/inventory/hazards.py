@@ -92,56 +92,16 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
     of an app's setting comes once for each task it covers."""
     found: list[tuple[Task, Hazard]] = []
     by_setting: dict[Location, list[Task]] = {}
+    seen: set[Hazard] = set()
 
     def add(rule_id: str, task: Task, where: Location, why: str, fix: str) -> None:
         rule = _RULES[rule_id]
         hazard = Hazard(rule.id, rule.severity, task.short, where, why, fix)
-        if all(h != hazard for _, h in found):
+        if hazard not in seen:
+            seen.add(hazard)
             found.append((task, hazard))
 
-    delays = [(launch.task, launch.location, launch.delay, launch.how)
-              for launch in project.launches if launch.delay]
-    delays += [(task, where, delay, "retry") for task, delay, where in project.retries if delay]
-    for task in project.tasks:
-        retry_kwargs = task.options.get("retry_kwargs")
-        if isinstance(retry_kwargs, dict) and (delay := seconds(retry_kwargs.get("countdown"))):
-            delays.append((task, task.location, delay, "retry_kwargs countdown"))
-    for task, where, delay, how in delays:
-        assert delay is not None
-        broker = _Broker(project.settings_for(task))
-        vt, vt_text, ct, ct_text = broker.vt, broker.vt_text, broker.ct, broker.ct_text
-        if broker.redis and delay > vt:
-            copies = int(delay // vt) + 1
-            add("eta-beyond-visibility-timeout", task, where,
-                f"{how} of {task.short} waits {delay:g} s, longer than the Redis visibility "
-                f"timeout ({vt_text}): the worker holds the message unacknowledged until its "
-                f"ETA, Redis restores it every {vt:g} s and another worker takes it too, so up "
-                f"to {copies} copies run at the ETA",
-                f"raise broker_transport_options['visibility_timeout'] above {delay:g} s on "
-                "every producer and worker, or keep the wait out of the broker (a durable "
-                "timer, or a periodic sweep of due rows)")
-        if broker.rabbitmq and delay > ct:
-            add("eta-beyond-consumer-timeout", task, where,
-                f"{how} of {task.short} waits {delay:g} s; the worker holds the delivery "
-                f"unacknowledged until then, longer than consumer_timeout ({ct_text}): RabbitMQ "
-                "closes the channel (PRECONDITION_FAILED) and the message is redelivered",
-                f"raise consumer_timeout above {delay:g} s (rabbitmq.conf or the queue's "
-                "x-consumer-timeout), or keep the wait out of the broker")
-
-    for launch in project.launches:
-        if launch.unknown_delay is None or launch.delay:
-            continue
-        broker = _Broker(project.settings_for(launch.task))
-        bound = (f"the Redis visibility timeout ({broker.vt_text})" if broker.redis
-                 else f"RabbitMQ's consumer_timeout ({broker.ct_text})" if broker.rabbitmq
-                 else "the broker's redelivery timeout")
-        add("eta-not-known", launch.task, launch.location,
-            f"{launch.how} of {launch.task.short} waits {launch.unknown_delay}, known only at "
-            f"run time: if it can exceed {bound}, the message is redelivered while it waits "
-            "and the task runs more than once",
-            "bound the wait below that timeout, or keep long waits out of the broker (a "
-            "durable timer, or a periodic sweep of due rows)")
-
+    _delay_hazards(project, add)
     for task in project.tasks:
         acks_late, acks_at = option(project, task, "acks_late")
         if acks_late is not True:
@@ -195,6 +155,52 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
     _late_acks_of_an_app(by_setting, add, found)
     _two_sources(project, add)
     return sorted(found, key=lambda pair: (pair[1].location, pair[1].rule))
+
+
+def _delay_hazards(project: Project, add: _Add) -> None:
+    """Countdowns, ETAs and retry delays longer than the broker holds a message unacked."""
+    delays = [(launch.task, launch.location, launch.delay, launch.how)
+              for launch in project.launches if launch.delay]
+    delays += [(task, where, delay, "retry") for task, delay, where in project.retries if delay]
+    for task in project.tasks:
+        retry_kwargs = task.options.get("retry_kwargs")
+        if isinstance(retry_kwargs, dict) and (delay := seconds(retry_kwargs.get("countdown"))):
+            delays.append((task, task.location, delay, "retry_kwargs countdown"))
+    for task, where, delay, how in delays:
+        assert delay is not None
+        broker = _Broker(project.settings_for(task))
+        vt, vt_text, ct, ct_text = broker.vt, broker.vt_text, broker.ct, broker.ct_text
+        if broker.redis and delay > vt:
+            copies = int(delay // vt) + 1
+            add("eta-beyond-visibility-timeout", task, where,
+                f"{how} of {task.short} waits {delay:g} s, longer than the Redis visibility "
+                f"timeout ({vt_text}): the worker holds the message unacknowledged until its "
+                f"ETA, Redis restores it every {vt:g} s and another worker takes it too, so up "
+                f"to {copies} copies run at the ETA",
+                f"raise broker_transport_options['visibility_timeout'] above {delay:g} s on "
+                "every producer and worker, or keep the wait out of the broker (a durable "
+                "timer, or a periodic sweep of due rows)")
+        if broker.rabbitmq and delay > ct:
+            add("eta-beyond-consumer-timeout", task, where,
+                f"{how} of {task.short} waits {delay:g} s; the worker holds the delivery "
+                f"unacknowledged until then, longer than consumer_timeout ({ct_text}): RabbitMQ "
+                "closes the channel (PRECONDITION_FAILED) and the message is redelivered",
+                f"raise consumer_timeout above {delay:g} s (rabbitmq.conf or the queue's "
+                "x-consumer-timeout), or keep the wait out of the broker")
+
+    for launch in project.launches:
+        if launch.unknown_delay is None or launch.delay:
+            continue
+        broker = _Broker(project.settings_for(launch.task))
+        bound = (f"the Redis visibility timeout ({broker.vt_text})" if broker.redis
+                 else f"RabbitMQ's consumer_timeout ({broker.ct_text})" if broker.rabbitmq
+                 else "the broker's redelivery timeout")
+        add("eta-not-known", launch.task, launch.location,
+            f"{launch.how} of {launch.task.short} waits {launch.unknown_delay}, known only at "
+            f"run time: if it can exceed {bound}, the message is redelivered while it waits "
+            "and the task runs more than once",
+            "bound the wait below that timeout, or keep long waits out of the broker (a "
+            "durable timer, or a periodic sweep of due rows)")
 
 
 def _late_acks_of_an_app(by_setting: dict[Location, list[Task]], add: _Add,

@@ -5,9 +5,10 @@ facts around them; and the external calls a function makes (its effects).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from graduate.migrate.inventory.config import CelerySettings
 from graduate.migrate.inventory.model import Finding, FindingKind, Location, Skipped
@@ -28,6 +29,9 @@ _REACH_DEPTH = 3
 # themselves are not counted as the team's own commitments.
 _TALKS_OUT = ("smtplib", "socket", "ssl", "http.client", "urllib.request", "ftplib",
               "imaplib", "poplib", "subprocess", "django.core.mail")
+
+
+_Entry = TypeVar("_Entry", bound="tuple[Any, ...] | Launch")
 
 
 @dataclass
@@ -81,6 +85,28 @@ class Project:
     workflows: list[tuple[str, ModuleFacts, str, Location]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    _indexed: int = field(default=-1, repr=False)
+    _indexes: tuple[dict[str, Task], dict[tuple[int, str], Task], dict[str, Task]] = field(
+        default=({}, {}, {}), repr=False)
+    _among: dict[tuple[int, int], tuple[int, dict[int, list[int]]]] = field(
+        default_factory=dict, repr=False)
+
+    def among(self, entries: list[_Entry], tasks: Iterable[Task], at: int = 0) -> list[_Entry]:
+        """The entries of one of the project's lists (`edges`, `status_writes`...: tuples
+        whose item `at` is a task; `launches`, by the task launched) that belong to these
+        tasks, in the list's order. The
+        list is indexed by task once: asking each flow's tasks of every entry made
+        scoring quadratic in the codebase's tasks."""
+        key = (id(entries), at)
+        cached = self._among.get(key)
+        if cached is None or cached[0] != len(entries):
+            index: dict[int, list[int]] = {}
+            for position, entry in enumerate(entries):
+                task = entry.task if isinstance(entry, Launch) else entry[at]
+                index.setdefault(id(task), []).append(position)
+            cached = self._among[key] = (len(entries), index)
+        positions = sorted({p for task in tasks for p in cached[1].get(id(task), ())})
+        return [entries[p] for p in positions]
 
     def settings_for(self, task: Task) -> CelerySettings:
         """The settings a task runs with: its app's when the codebase holds several apps."""
@@ -93,12 +119,29 @@ class Project:
         self.findings.append(Finding(kind, name, location, detail))
 
     def task(self, function: str | None) -> Task | None:
-        return next((t for t in self.tasks if t.function == function), None) if function else None
+        """The task defined as `function` (its qualified name), if it is one."""
+        return self._index()[0].get(function) if function else None
+
+    def _index(self) -> tuple[dict[str, Task], dict[tuple[int, str], Task], dict[str, Task]]:
+        """The tasks by function, by (module, body) and by name, first of each kept;
+        made again when tasks were added (`tasks` grows while they are read)."""
+        if self._indexed != len(self.tasks):
+            by_function: dict[str, Task] = {}
+            by_body: dict[tuple[int, str], Task] = {}
+            by_name: dict[str, Task] = {}
+            for task in self.tasks:
+                by_function.setdefault(task.function, task)
+                by_name.setdefault(task.name, task)
+                for body in task.bodies:
+                    by_body.setdefault((id(task.facts), body), task)
+            self._indexes = by_function, by_body, by_name
+            self._indexed = len(self.tasks)
+        return self._indexes
 
     def task_named(self, name: str) -> Task | None:
         """A task by its Celery name; names written against another root match by suffix."""
-        for candidate in (t for t in self.tasks if t.name == name):
-            return candidate
+        if (found := self._index()[2].get(name)) is not None:
+            return found
         suffix = [t for t in self.tasks
                   if t.name.endswith(f".{name}") or name.endswith(f".{t.name}")]
         if len(suffix) == 1:
@@ -109,7 +152,7 @@ class Project:
     def task_of_body(self, facts: ModuleFacts, qualname: str | None) -> Task | None:
         if qualname is None:
             return None
-        return next((t for t in self.tasks if t.facts is facts and qualname in t.bodies), None)
+        return self._index()[1].get((id(facts), qualname))
 
     def claims_first(self, task: Task) -> bool:
         """Whether the task claims its row before any call out: a redelivered message
@@ -131,10 +174,12 @@ class Project:
         client:`) is a client, and a library's object built (`Client(sid, token)`) may
         be one too, so both count."""
         origin = origin or facts
-        bound = next((f.bound for f in facts.functions if f.qualname == qualname), set())
-        for call in facts.calls[:before]:  # `before`: only the calls made before it
-            if (call.function != qualname or not call.func or call.method in CELERY_METHODS
-                    or call.context):
+        function = facts.function(qualname)
+        bound = function.bound if function is not None else set()
+        for index, call in facts.calls_in(qualname):
+            if before is not None and index >= before:
+                break  # `before`: only the calls made before it
+            if not call.func or call.method in CELERY_METHODS or call.context:
                 continue
             where = Location(facts.path, call.line)
             refs = [call.func, *(a.dotted for a in call.positional if isinstance(a, Ref))]
@@ -149,8 +194,7 @@ class Project:
         if defined is not None:
             owner = self.symbols.defined[defined]
             name = defined.rsplit(".", 1)[-1]
-            if self.task(defined) is not None or not any(
-                    f.qualname == name for f in owner.functions):
+            if self.task(defined) is not None or owner.function(name) is None:
                 return
             reached = list(self.effects(owner, name, depth + 1, origin)
                            ) if depth < _REACH_DEPTH else []
@@ -190,9 +234,8 @@ class Project:
         that talks out through the standard library or Django (`smtplib`, `socket`,
         `django.core.mail`). A helper computing a value (`data_dir()`, `round_decimal()`),
         logging an error or only calling other such helpers is none."""
-        imported = [self.symbols.qualify(facts, call.func) for call in facts.calls
-                    if call.function == qualname and call.func
-                    and call.func.partition(".")[0] in facts.imports]
+        imported = [self.symbols.qualify(facts, call.func) for _, call in facts.calls_in(qualname)
+                    if call.func and call.func.partition(".")[0] in facts.imports]
         return not imported or any(name == module or name.startswith(f"{module}.")
                                    for name in imported for module in _TALKS_OUT)
 

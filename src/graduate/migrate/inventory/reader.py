@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import libcst as cst
 
@@ -117,6 +117,11 @@ class Function:
     # the module's `calls` on (its state write, or the end of the transaction around it:
     # until then a crash rolls it back); None when the function claims nothing.
     claimed_at: int | None = None
+    # A task made inside a function (`def register(app): @app.task def x(): ...`, or
+    # `app.task(x)` there): the function it is made in, whose parameters its decorator
+    # may name (`sender` of an `on_after_configure` handler). Its qualname is its own
+    # name, as Celery names the task (`module.x`).
+    nested_in: str | None = None
 
 
 @dataclass
@@ -194,6 +199,29 @@ class ModuleFacts:
     state_queries: list[StatusWrite] = field(default_factory=list)
     tables: list[tuple[str, dict[str, str], int]] = field(default_factory=list)
     registrations: list[Registration] = field(default_factory=list)
+    # Built on first use, once the module is read: each function's calls (with their
+    # index in `calls`) and each function by its qualified name. Scanning `calls` for
+    # one function's made reading a module quadratic in its functions.
+    _by_function: dict[str | None, list[tuple[int, Call]]] | None = field(
+        default=None, repr=False, compare=False)
+    _by_qualname: dict[str, Function] | None = field(default=None, repr=False, compare=False)
+
+    def calls_in(self, function: str | None) -> list[tuple[int, Call]]:
+        """The calls made in `function` (its qualified name), each with its index in
+        `calls`, in the order written."""
+        if self._by_function is None:
+            self._by_function = {}
+            for index, call in enumerate(self.calls):
+                self._by_function.setdefault(call.function, []).append((index, call))
+        return self._by_function.get(function, [])
+
+    def function(self, qualname: str) -> Function | None:
+        """The function or method defined as `qualname` (the first, if defined twice)."""
+        if self._by_qualname is None:
+            self._by_qualname = {}
+            for function in self.functions:
+                self._by_qualname.setdefault(function.qualname, function)
+        return self._by_qualname.get(qualname)
 
 
 def read_module(tree: cst.Module, module: str, path: str, *, package: bool) -> ModuleFacts:
@@ -227,6 +255,41 @@ def _simple_assignment(node: cst.CSTNode) -> tuple[str | None, cst.BaseExpressio
     return None, None
 
 
+_ReaderState = tuple[Any, ...]
+_TASK_MAKERS = frozenset({"task", "shared_task", "periodic_task"})
+
+
+def makes_tasks(callee: str | None) -> bool:
+    """Whether a callee's name is one a task decorator has (`app.task`, `shared_task`)."""
+    return (callee or "").rsplit(".", 1)[-1] in _TASK_MAKERS
+
+
+class _RegisteredNames(cst.CSTVisitor):
+    """The names a function body hands to a task decorator: `app.task(fn)`,
+    `app.task(name=...)(fn)`, `shared_task(fn)`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+        self.returned: set[int] = set()
+
+    def visit_Return(self, node: cst.Return) -> None:
+        # `return shared_task(**options)(wrapper)`: a decorator of the project's own,
+        # whose wrapper is made a task only when the decorator is used.
+        if node.value is not None:
+            self.returned.add(id(node.value))
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if id(node) in self.returned:
+            return
+        positional = [a.value for a in node.args if a.keyword is None and not a.star]
+        if len(positional) != 1 or not isinstance(positional[0], cst.Name):
+            return
+        maker = node.func.func if isinstance(node.func, cst.Call) else node.func
+        if makes_tasks(dotted(maker)):
+            self.names.add(positional[0].value)
+
+
 class _Reader(cst.CSTVisitor):
     def __init__(self, facts: ModuleFacts, constants: dict[str, object], package: bool,
                  lines: Mapping[cst.CSTNode, int]) -> None:
@@ -252,6 +315,12 @@ class _Reader(cst.CSTVisitor):
         self.state_written_at: int | None = None
         self.write_pending = False
         self.transactions: list[bool] = []  # for each `with` entered: opens a transaction
+        self.calls_from = self.writes_from = self.queries_from = 0
+        # The enclosing functions' state while a task made inside one is read.
+        self.saved: list[_ReaderState] = []
+        # Names the outermost function hands to a task decorator (`app.task(fn)`), found
+        # when a function defined inside it is first met.
+        self.registered_inside: set[str] | None = None
 
     def line(self, node: cst.CSTNode) -> int:
         return self.lines[node]
@@ -296,15 +365,25 @@ class _Reader(cst.CSTVisitor):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
         self.def_depth += 1
+        nested_in = None
         if self.function is not None:
-            return True  # a nested function: its calls belong to the enclosing one
-        qualname = ".".join([*self.classes, node.name.value])
-        if len(self.classes) > 1:
-            return True
+            if not self._makes_task(node):
+                return True  # a nested function: its calls belong to the enclosing one
+            # A task made inside a function: its calls are its own, not the maker's.
+            nested_in = self.function
+            self.saved.append(self._state())
+            qualname = node.name.value
+        else:
+            qualname = ".".join([*self.classes, node.name.value])
+            if len(self.classes) > 1:
+                return True
+            self.registered_inside = None
         self.function, self.function_node = qualname, node
+        self.except_depth, self.transactions = 0, []
         self.current = Function(
             name=node.name.value, qualname=qualname, line=self.line(node.name),
-            decorators=[self._decorator(d) for d in node.decorators], idempotent=False)
+            decorators=[self._decorator(d) for d in node.decorators], idempotent=False,
+            nested_in=nested_in)
         for decorator in self.current.decorators:
             # `@app.periodic_task(run_every=crontab(...))`: Celery 3's decorator, kept
             # by apps of their own (indico's): a task and its beat entry in one.
@@ -327,6 +406,9 @@ class _Reader(cst.CSTVisitor):
         self.local_values = {}
         self.checks_state = False
         self.state_written_at, self.write_pending = None, False
+        # What the module held before this function: its own facts come after.
+        self.calls_from, self.writes_from, self.queries_from = (
+            len(self.facts.calls), len(self.facts.status_writes), len(self.facts.state_queries))
         return True
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
@@ -335,18 +417,49 @@ class _Reader(cst.CSTVisitor):
             if self.current is not None and self._claims(self.current):
                 self.current.claimed_at = self.state_written_at
             self.function, self.function_node, self.current = None, None, None
+            if self.saved:  # back in the function the task was made in
+                self._restore(self.saved.pop())
+
+    def _makes_task(self, node: cst.FunctionDef) -> bool:
+        """Whether a function defined inside the current one is made a task there: it is
+        decorated by a `task`, `shared_task` or `periodic_task` decorator, or handed to
+        one (`app.task(node)`, `app.task(name=...)(node)`) in the enclosing function."""
+        if any(makes_tasks(dotted(d.decorator.func if isinstance(d.decorator, cst.Call)
+                                   else d.decorator)) for d in node.decorators):
+            return True
+        if self.registered_inside is None:
+            outermost = self.saved[0][1] if self.saved else self.function_node
+            finder = _RegisteredNames()
+            if outermost is not None:
+                outermost.body.visit(finder)
+            self.registered_inside = finder.names
+        return node.name.value in self.registered_inside
+
+    def _state(self) -> _ReaderState:
+        return (self.function, self.function_node, self.current, self.local_canvases,
+                self.local_lists, self.local_values, self.checks_state, self.state_written_at,
+                self.write_pending, self.calls_from, self.writes_from, self.queries_from,
+                self.except_depth, self.transactions)
+
+    def _restore(self, state: _ReaderState) -> None:
+        (self.function, self.function_node, self.current, self.local_canvases,
+         self.local_lists, self.local_values, self.checks_state, self.state_written_at,
+         self.write_pending, self.calls_from, self.writes_from, self.queries_from,
+         self.except_depth, self.transactions) = state
 
     def _claims(self, function: Function) -> bool:
         """Whether the function claims its row (see `Function.claimed_at`); a function
         that is one transaction (`@transaction.atomic`) commits its claim only at its end."""
         qualname = function.qualname
-        writes = {w.line for w in self.facts.status_writes if w.function == qualname}
+        writes = {w.line for w in self.facts.status_writes[self.writes_from:]
+                  if w.function == qualname}
         if not writes or self.state_written_at is None or any(
                 (d.ref or "").rsplit(".", 1)[-1] in _TRANSACTIONS for d in function.decorators):
             return False
-        locks = any(c.function == qualname and c.method in _ROW_LOCKS for c in self.facts.calls)
+        locks = any(c.function == qualname and c.method in _ROW_LOCKS
+                    for c in self.facts.calls[self.calls_from:])
         swapped = any(q.function == qualname and q.line in writes
-                      for q in self.facts.state_queries)
+                      for q in self.facts.state_queries[self.queries_from:])
         return (locks and self.checks_state) or swapped
 
     def visit_Comparison(self, node: cst.Comparison) -> None:

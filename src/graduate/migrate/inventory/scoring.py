@@ -36,11 +36,11 @@ _RETRY_BACKOFF_MAX = 600.0  # Celery's retry_backoff_max default (tasks.html#Tas
 
 
 def score(project: Project, group: Group, hazards: list[tuple[Task, Hazard]]) -> FlowCandidate:
-    handlers = {id(member): handler for member, handler, _ in project.error_edges}
+    handlers = {id(member): handler
+                for member, handler, _ in project.among(project.error_edges, group.tasks)}
     steps = tuple(step(project, task, handlers) for task in group.tasks)
     members = [*group.tasks, *group.handlers]
-    ids = {id(t) for t in members}
-    own_hazards = tuple(h for t, h in hazards if id(t) in ids)
+    own_hazards = tuple(h for _, h in project.among(hazards, members))
     systems = tuple(sorted({effect.split(".")[0]
                             for _, effect in _real_effects(project, group.tasks)}))
     wait = human_wait(project, members)
@@ -79,8 +79,7 @@ def _real_effects(project: Project, tasks: list[Task]) -> list[tuple[Task, str]]
 def _duration(project: Project, tasks: list[Task], steps: tuple[FlowStep, ...]) -> float | None:
     """How long one instance can take as configured (delays, time limits, retries);
     None when a periodic sweep advances it (it lasts as long as the state it waits in)."""
-    ids = {id(t) for t in tasks}
-    if any(id(t) in ids for t, _, _ in project.sweeps):
+    if project.among(project.sweeps, tasks):
         return None
     total = 0.0
     for task, flow_step in zip(tasks, steps, strict=True):
@@ -104,11 +103,10 @@ def _hours(value: float) -> str:
 
 def _duration_score(project: Project, tasks: list[Task], steps: tuple[FlowStep, ...],
                     estimated: float | None) -> Score:
-    ids = {id(t) for t in tasks}
     evidence = [Evidence(s.location, f"{s.task.short} starts after {s.delay:g} s ({s.how})")
-                for s in project.launches if id(s.task) in ids and s.delay]
+                for s in project.among(project.launches, tasks) if s.delay]
     evidence += [Evidence(where, f"{t.short} retries after {d:g} s")
-                 for t, d, where in project.retries if id(t) in ids and d]
+                 for t, d, where in project.among(project.retries, tasks) if d]
     limited: dict[tuple[Location, float], list[str]] = {}
     for task in tasks:
         limit, at, _ = time_limit(project, task)
@@ -117,7 +115,7 @@ def _duration_score(project: Project, tasks: list[Task], steps: tuple[FlowStep, 
     evidence += [Evidence(at, f"{', '.join(names)} may run {limit:g} s")
                  for (at, limit), names in limited.items()]
     if estimated is None:
-        sweeps = [(t, w) for t, _, w in project.sweeps if id(t) in ids]
+        sweeps = [(t, w) for t, _, w in project.among(project.sweeps, tasks)]
         periods = {id(t): every for t, every, _ in project.scheduled}
         evidence += [Evidence(w, f"{t.short} advances it every "
                                  f"{periods.get(id(t)) or 0:g} s from the rows' state")
@@ -134,9 +132,8 @@ def _duration_score(project: Project, tasks: list[Task], steps: tuple[FlowStep, 
 
 
 def _state_score(project: Project, members: list[Task], wait: Evidence | None) -> Score:
-    ids = {id(t) for t in members}
-    writes = [(t, w, where) for t, w, where in project.status_writes if id(t) in ids]
-    sweeps = [(t, q, where) for t, q, where in project.sweeps if id(t) in ids]
+    writes = project.among(project.status_writes, members)
+    sweeps = project.among(project.sweeps, members)
     evidence = [Evidence(where, f"{t.short} sets {w.field} = {w.value}") for t, w, where in writes]
     evidence += [Evidence(where, f"{t.short} sweeps rows with {q.field} = {q.value}")
                  for t, q, where in sweeps]
@@ -154,10 +151,9 @@ def _state_score(project: Project, members: list[Task], wait: Evidence | None) -
 
 
 def _compensation_score(project: Project, members: list[Task]) -> Score:
-    ids = {id(t) for t in members}
     evidence = [Evidence(where, f"{call} in {context} of {t.short}")
-                for t, call, where, context in project.compensations if id(t) in ids]
-    handler_ids = {id(h) for _, h, _ in project.error_edges}
+                for t, call, where, context in project.among(project.compensations, members)]
+    handler_ids = {id(h) for _, h, _ in project.among(project.error_edges, members, at=1)}
     evidence += [Evidence(t.location, f"{t.short} is a link_error handler")
                  for t in members if id(t) in handler_ids]
     evidence += [Evidence(t.location, f"{t.short} undoes work, by its name")

@@ -37,13 +37,13 @@ def _callers(project: Project) -> _Callers:
     """The tasks that call each of the project's module-level functions directly."""
     callers: _Callers = {}
     for task in project.tasks:
-        for call in task.facts.calls:
-            if call.function not in task.bodies or not call.func:
+        for _, call in (c for body in task.bodies for c in task.facts.calls_in(body)):
+            if not call.func:
                 continue
             if (full := project.symbols.resolve(task.facts, call.func)) is None:
                 continue
             owner, name = project.symbols.defined[full], full.rsplit(".", 1)[-1]
-            if any(f.qualname == name for f in owner.functions):
+            if owner.function(name) is not None:
                 callers.setdefault((owner.module, name), []).append(task)
     return callers
 
@@ -113,8 +113,8 @@ def _compensations(project: Project) -> None:
         if id(task) in handlers:
             bodies += [(task.facts, body, "link_error handler") for body in task.bodies]
         for facts, body, context in bodies:
-            for call in facts.calls:
-                if call.function != body or not call.func:
+            for _, call in facts.calls_in(body):
+                if not call.func:
                     continue
                 last = call.func.rsplit(".", 1)[-1]
                 if not undoes(last) or last in CELERY_METHODS:
@@ -167,8 +167,8 @@ def undoes(name: str) -> bool:
 def crash_prone(project: Project, task: Task) -> Location | None:
     """Where a task calls something that can end its pool process (exit, kill, native code)."""
     for body in task.bodies:
-        for call in task.facts.calls:
-            if call.function != body or not call.func:
+        for _, call in task.facts.calls_in(body):
+            if not call.func:
                 continue
             qualified = project.symbols.qualify(task.facts, call.func)
             if qualified in _CRASHERS or qualified.split(".")[0] in _CRASHING_MODULES:
@@ -179,10 +179,10 @@ def crash_prone(project: Project, task: Task) -> Location | None:
 def human_wait(project: Project, tasks: list[Task]) -> tuple[Location, str, Task] | None:
     """A state that waits for a person (awaiting approval, pending review) in these tasks:
     where, what, and the task that puts rows in it (or sweeps it, if none does)."""
-    members = {id(t) for t in tasks}
     candidates = [(task, state, where) for task, state, where
-                  in [*project.status_writes, *project.sweeps]
-                  if id(task) in members and _HUMAN.search(state.value)]
+                  in [*project.among(project.status_writes, tasks),
+                      *project.among(project.sweeps, tasks)]
+                  if _HUMAN.search(state.value)]
     # A task that writes the waiting state itself, as a literal, says most precisely where
     # the flow starts to wait; a helper's `status = ?` says least.
     candidates.sort(key=lambda c: (c[1].function not in c[0].bodies, "'" not in c[1].value

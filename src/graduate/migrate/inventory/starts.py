@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from graduate.migrate.inventory.model import FindingKind, Location, Skipped
 from graduate.migrate.inventory.project import Launch, Project, Task, text
-from graduate.migrate.inventory.reader import Call, Canvas, ModuleFacts, Sig
+from graduate.migrate.inventory.reader import Call, Canvas, ModuleFacts, Sig, makes_tasks
 from graduate.migrate.inventory.values import Ref, seconds
 
 _LAUNCH = frozenset({"delay", "apply_async"})
@@ -40,6 +40,8 @@ def _calls(project: Project, facts: ModuleFacts) -> None:
         if caller is not None and (inline := _inline(project, facts, call)) is not None:
             _launch(project, inline, where, call, _INLINE, caller)
             continue
+        if makes_tasks(call.func):
+            continue  # `app.task(fn)` makes a task of fn; it starts nothing
         for arg in call.positional:
             if not isinstance(arg, Ref):
                 continue

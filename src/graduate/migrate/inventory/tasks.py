@@ -65,21 +65,33 @@ def _app_of(symbols: Symbols, facts: ModuleFacts, ref: str | None, apps: set[str
 
 
 def _task_decorator(symbols: Symbols, facts: ModuleFacts, ref: str | None, apps: set[str],
-                    decorators: dict[str, _Options]) -> _Options | None:
-    """The options a decorator gives a task, or None if it does not make one."""
+                    decorators: dict[str, _Options], senders: bool = False) -> _Options | None:
+    """The options a decorator gives a task, or None if it does not make one. `senders`:
+    the decorator is inside a handler of a Celery signal, whose `sender` is the app."""
     if ref is None:
         return None
     qualified = symbols.qualify(facts, ref)
     if qualified in _TASK_DECORATORS:
         return {}, {}
     head, _, method = ref.rpartition(".")
-    if head and method in _APP_TASK_METHODS and _is_app(symbols, facts, head, apps):
+    if head and method in _APP_TASK_METHODS and (
+            _is_app(symbols, facts, head, apps) or (senders and head == "sender")):
         return {}, {}
     found = symbols.resolve(facts, ref)
     if found in decorators:
         options, origins = decorators[found]
         return dict(options), dict(origins)
     return None
+
+
+def _in_signal_handler(facts: ModuleFacts, function: Function) -> bool:
+    """Whether a task is made inside a handler of a Celery signal
+    (`@app.on_after_configure.connect def setup(sender, **kwargs): @sender.task ...`)."""
+    if function.nested_in is None:
+        return False
+    handler = facts.function(function.nested_in)
+    return handler is not None and "sender" in handler.bound and any(
+        (d.ref or "").endswith(".connect") for d in handler.decorators)
 
 
 def _project_decorators(symbols: Symbols, modules: list[ModuleFacts],
@@ -96,9 +108,7 @@ def _project_decorators(symbols: Symbols, modules: list[ModuleFacts],
                 full = f"{facts.module}.{function.qualname}".lstrip(".")
                 if full in found or "." in function.qualname or function.decorators:
                     continue
-                for call in facts.calls:
-                    if call.function != function.qualname:
-                        continue
+                for _, call in facts.calls_in(function.qualname):
                     made = _task_decorator(symbols, facts, call.func, apps, found)
                     if made is not None:
                         where = Location(facts.path, call.line)
@@ -116,15 +126,17 @@ def _tasks(project: Project, modules: list[ModuleFacts], apps: set[str],
         for function in facts.functions:
             if "." in function.qualname:
                 continue
+            senders = _in_signal_handler(facts, function)
             for decorator in function.decorators:
-                made = _task_decorator(symbols, facts, decorator.ref, apps, decorators)
+                made = _task_decorator(symbols, facts, decorator.ref, apps, decorators, senders)
                 if made is None:
                     continue
                 options, origins = made
                 options.update(decorator.kwargs)
                 origins.update(dict.fromkeys(decorator.kwargs, Location(facts.path,
                                                                          decorator.line)))
-                task = _task(project, facts, function, options, f"@{decorator.ref}",
+                inside = f" inside {function.nested_in}()" if function.nested_in else ""
+                task = _task(project, facts, function, options, f"@{decorator.ref}{inside}",
                              (function.qualname,))
                 task.origins = origins
                 task.app = _app_of(symbols, facts, decorator.ref, apps,
@@ -136,7 +148,9 @@ def _tasks(project: Project, modules: list[ModuleFacts], apps: set[str],
     for facts, cls, (options, origins) in task_classes:
         if "run" not in cls.methods:
             continue
-        run = next(f for f in facts.functions if f.qualname == f"{cls.name}.run")
+        run = facts.function(f"{cls.name}.run")
+        if run is None:
+            continue
         task = _task(project, facts, run, options, f"class {cls.name}({', '.join(cls.bases)})",
                      (f"{cls.name}.run",), short=cls.name, line=cls.line)
         task.origins = dict(origins)
@@ -171,15 +185,18 @@ def _registered(project: Project, modules: list[ModuleFacts], apps: set[str],
                 continue
             owner = symbols.defined[full]
             name = full.rsplit(".", 1)[-1]
-            function = next((f for f in owner.functions if f.qualname == name), None)
+            function = owner.function(name)
             if function is None:
                 continue
             options, origins = made
             options.update(decorator.kwargs)
             where = Location(facts.path, decorator.line)
             origins.update(dict.fromkeys(decorator.kwargs, where))
-            task = _task(project, owner, function, options,
-                         f"{decorator.ref}(...)({registration.target}) at {where}", (name,))
+            made_as = (f"{decorator.ref}(...)({registration.target})" if decorator.called
+                       else f"{decorator.ref}({registration.target})")
+            inside = f" inside {function.nested_in}()" if function.nested_in else ""
+            task = _task(project, owner, function, options, f"{made_as} at {where}{inside}",
+                         (name,))
             task.origins = origins
             task.app = _app_of(symbols, facts, decorator.ref, apps, "task")
             project.tasks.append(task)
