@@ -489,3 +489,72 @@ def test_consumer_timeout_from_advanced_config_or_the_servers_arguments(
     found = inventory(compose)
     assert rules(found) == [("consumer-timeout-below-time-limit", "tasks.py:3")]
     assert "600 s, set at deploy/advanced.config:2" in found.hazards[0].why
+
+
+PIPELINE = """
+from celery_app import app
+
+@app.task(ignore_result=True)
+def upload(file_id):
+    create.apply_async(kwargs={"file_id": file_id})
+
+@app.task(ignore_result=True{options})
+def create(file_id):
+    size.delay(file_id)
+
+@app.task(ignore_result=True)
+def size(file_id):
+    checksum.delay(file_id){record}
+
+@app.task(ignore_result=True)
+def checksum(file_id):
+    pass
+
+@app.task
+def notify(user_id):
+    audit.delay(user_id)
+    email.delay(user_id)
+
+@app.task
+def audit(user_id):
+    pass
+
+@app.task
+def email(user_id):
+    pass
+"""
+
+
+def pipeline(options: str = "", record: str = "") -> str:
+    return PIPELINE.replace("{options}", options).replace("{record}", record)
+
+
+def test_a_chain_of_early_acked_tasks_that_records_nothing(codebase: Codebase) -> None:
+    """Mayan EDMS's upload: each task ends by starting the next, acknowledged before it
+    runs; a worker dying mid-step loses every later step. One task starting two
+    follow-ups (notify) is no chain."""
+    root = codebase({"celery_app.py": REDIS_APP,
+                     "tasks.py": pipeline()})
+    found = inventory(root)
+    assert rules(found) == [("unrecorded-task-chain", "tasks.py:5")]
+    [hazard] = found.hazards
+    assert hazard.task == "upload and the 3 tasks it starts"
+    assert "(upload -> create -> size -> checksum)" in hazard.why
+    [flow] = [f for f in found.flows if f.entry == "upload"]
+    assert flow.hazards == (hazard,)
+    domain = next(s for s in flow.scores if s.criterion == "failure domain")
+    assert domain.leans == "workflow"
+    assert flow.recommendation.value == "keep with hardening"
+    assert any("record each instance's step" in h for h in flow.hardening)
+    [notify] = [f for f in found.flows if f.entry == "notify"]
+    assert notify.hazards == ()
+
+
+def test_a_chain_that_acks_late_or_records_its_step_is_no_hazard(codebase: Codebase) -> None:
+    late = codebase({"celery_app.py": REDIS_APP, "tasks.py": pipeline(
+        options=", acks_late=True")})
+    # create is acknowledged late: upload -> create and size -> checksum are no chain of 3
+    assert "unrecorded-task-chain" not in {h.rule for h in inventory(late).hazards}
+    recorded = codebase({"celery_app.py": REDIS_APP, "tasks.py": pipeline(
+        record="\n    File.objects.filter(id=file_id).update(status='sized')")})
+    assert "unrecorded-task-chain" not in {h.rule for h in inventory(recorded).hazards}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from graduate.migrate.inventory.config import CelerySettings
 from graduate.migrate.inventory.model import Hazard, Location, Severity
-from graduate.migrate.inventory.project import Project, Task
+from graduate.migrate.inventory.project import INLINE, Project, Task
 from graduate.migrate.inventory.signs import crash_prone
 from graduate.migrate.inventory.values import seconds
 
@@ -40,9 +40,14 @@ RULES: tuple[Rule, ...] = (
          "The same external commitment driven from a Celery task and from a workflow"),
     Rule("eta-not-known", Severity.LOW,
          "Countdown or ETA whose length is known only at run time"),
+    Rule("unrecorded-task-chain", Severity.MEDIUM,
+         "A chain of tasks started one by one under early acknowledgement, recorded nowhere"),
 )
 _RULES = {rule.id: rule for rule in RULES}
 LATE_ACK = "late-ack-without-idempotency"
+TASK_CHAIN = "unrecorded-task-chain"
+# A hand-off of this many tasks or more is a pipeline: one follow-up (`notify.delay()`) is not.
+CHAIN_TASKS = 3
 _LATE_ACK_FIX = ("pass an idempotency key derived from the business entity (for example "
                  "{tenant_id}:{flow}:{entity_id}:{step}) to every external call, and have the "
                  "system (or a unique row) refuse a second use")
@@ -154,6 +159,7 @@ def hazards(project: Project) -> list[tuple[Task, Hazard]]:
 
     _late_acks_of_an_app(by_setting, add, found)
     _two_sources(project, add)
+    _task_chains(project, found)
     return sorted(found, key=lambda pair: (pair[1].location, pair[1].rule))
 
 
@@ -223,6 +229,82 @@ def _late_acks_of_an_app(by_setting: dict[Location, list[Task]], add: _Add,
                         _LATE_ACK_FIX + "; or set acks_late=True only on the tasks that are "
                         "safe to run twice")
         found.extend((task, hazard) for task in tasks)  # each task's flow counts it
+
+
+def _task_chains(project: Project, found: list[tuple[Task, Hazard]]) -> None:
+    """Tasks that each start the next themselves (`next_step.apply_async()` at the end of
+    a task, no canvas) under early acknowledgement, with no state written anywhere in
+    the chain. The message of a running step is acknowledged before it runs: a worker
+    that dies mid-step loses that step and, since only the step starts the next, every
+    later one, and nothing tells how far an instance got (Mayan EDMS's upload runs eight
+    tasks so). One hazard for each chain of CHAIN_TASKS tasks or more, at its first
+    hand-off, counted by every task of it."""
+    onward: dict[int, list[tuple[Task, Location]]] = {}
+    tasks: dict[int, Task] = {}
+    for launch in project.launches:
+        caller = launch.caller
+        if (caller is None or caller is launch.task or launch.how == INLINE
+                or launch.how.endswith(" start")  # a canvas: declared in one place
+                or option(project, caller, "acks_late")[0] is True):
+            continue
+        onward.setdefault(id(caller), []).append((launch.task, launch.location))
+        tasks[id(caller)], tasks[id(launch.task)] = caller, launch.task
+    parent = {key: key for key in tasks}
+
+    def root(key: int) -> int:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for before, afters in onward.items():
+        for after, _ in afters:
+            parent[root(before)] = root(id(after))
+    chains: dict[int, list[Task]] = {}
+    for key, task in tasks.items():
+        chains.setdefault(root(key), []).append(task)
+    for members in chains.values():
+        if len(members) < CHAIN_TASKS or project.among(project.status_writes, members) or (
+                project.among(project.sweeps, members)):
+            continue  # a short hand-off, or a chain whose progress a row records
+        started = {id(t) for m in members for t, _ in onward.get(id(m), ())}
+        entries = sorted((m for m in members if id(m) not in started),
+                         key=lambda t: t.location) or members[:1]
+        order, depth = _reached(entries, onward)
+        if depth < CHAIN_TASKS:
+            continue  # one task starting several follow-ups: no step hands on to another
+        first = min(where for m in members for _, where in onward.get(id(m), ()))
+        names = " -> ".join([" / ".join(t.short for t in entries),
+                             *(t.short for t in order[len(entries):])])
+        who = (f"{entries[0].short} and the {len(order) - 1} tasks it starts"
+               if len(entries) == 1 else
+               f"{', '.join(t.short for t in entries)} and the {len(order) - len(entries)} "
+               "tasks they start")
+        hazard = Hazard(
+            TASK_CHAIN, _RULES[TASK_CHAIN].severity, who, first,
+            f"{len(order)} tasks start one another one by one ({names}), each acknowledged "
+            "before it runs (Celery's default, acks_late not set): a worker that dies "
+            "mid-step loses that step and every later one, since only the step starts the "
+            "next; no status is written, so nothing tells how far an instance got or "
+            "resumes it at that step, and no retry or dead-letter queue sees the loss",
+            "record each instance's step in a row and resume unfinished ones from a "
+            "periodic sweep, or set acks_late=True with reject_on_worker_lost on these "
+            "tasks once each is safe to run twice; a flow that must resume at the exact "
+            "step is what a workflow engine keeps")
+        found.extend((task, hazard) for task in order)  # each flow of them counts it
+
+
+def _reached(entries: list[Task], onward: dict[int, list[tuple[Task, Location]]]
+             ) -> tuple[list[Task], int]:
+    """The tasks reached from `entries`, each once, breadth first in the order started,
+    and how many tasks the longest of these shortest hand-offs runs through."""
+    order, level = list(entries), {id(t): 1 for t in entries}
+    for task in order:
+        for after, _ in onward.get(id(task), ()):
+            if id(after) not in level:
+                level[id(after)] = level[id(task)] + 1
+                order.append(after)
+    return order, max(level.values())
 
 
 def _late_ack_why(task: str, acks_at: Location | None) -> str:

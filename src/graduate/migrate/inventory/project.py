@@ -24,6 +24,8 @@ _NOT_EFFECTS = frozenset({"celery", "kombu", "django", "flask", "temporalio", "l
                           "attrs", "typing_extensions", "sqlalchemy"}
                          ) | frozenset(sys.stdlib_module_names)
 _REACH_DEPTH = 3
+# How a launch runs a task in its caller's process (`notify(x)`, `notify.apply()`).
+INLINE = "called inline (in the caller's process, not queued)"
 # Modules of the standard library and Django that talk to another system (mail, sockets,
 # HTTP, other processes): a project helper calling them is a client, though the calls
 # themselves are not counted as the team's own commitments.

@@ -15,7 +15,7 @@ winning, so a flow becomes long-lived-durable by services from three on.
 from __future__ import annotations
 
 from graduate.migrate.inventory.flows import Group, effects, evidence_of_effects, step
-from graduate.migrate.inventory.hazards import time_limit
+from graduate.migrate.inventory.hazards import TASK_CHAIN, time_limit
 from graduate.migrate.inventory.model import (
     Classification,
     Evidence,
@@ -40,7 +40,7 @@ def score(project: Project, group: Group, hazards: list[tuple[Task, Hazard]]) ->
                 for member, handler, _ in project.among(project.error_edges, group.tasks)}
     steps = tuple(step(project, task, handlers) for task in group.tasks)
     members = [*group.tasks, *group.handlers]
-    own_hazards = tuple(h for _, h in project.among(hazards, members))
+    own_hazards = tuple(dict.fromkeys(h for _, h in project.among(hazards, members)))
     systems = tuple(sorted({effect.split(".")[0]
                             for _, effect in _real_effects(project, group.tasks)}))
     wait = human_wait(project, members)
@@ -50,7 +50,7 @@ def score(project: Project, group: Group, hazards: list[tuple[Task, Hazard]]) ->
         _duration_score(project, group.tasks, steps, estimated),
         _state_score(project, members, wait_evidence),
         _compensation_score(project, members),
-        _failure_domain_score(project, group.tasks, systems),
+        _failure_domain_score(project, group.tasks, systems, own_hazards),
     )
     compensation = scores[2].leans == "workflow"
     classification, reasons = _classify(estimated, systems, compensation)
@@ -166,7 +166,8 @@ def _compensation_score(project: Project, members: list[Task]) -> Score:
                  "person")
 
 
-def _failure_domain_score(project: Project, tasks: list[Task], systems: tuple[str, ...]) -> Score:
+def _failure_domain_score(project: Project, tasks: list[Task], systems: tuple[str, ...],
+                          hazards: tuple[Hazard, ...]) -> Score:
     evidence = tuple(evidence_of_effects(project, tasks))
     with_effects = {id(t) for t, _ in _real_effects(project, tasks)}
     if len(systems) >= 3 or (len(systems) >= 2 and len(with_effects) >= 2):
@@ -174,6 +175,12 @@ def _failure_domain_score(project: Project, tasks: list[Task], systems: tuple[st
                      f"{len(with_effects)} step(s) commit to {len(systems)} systems "
                      f"({', '.join(systems)}): a crash between them leaves a half-done "
                      "commitment that must resume at the exact step", evidence)
+    if chain := next((h for h in hazards if h.rule == TASK_CHAIN), None):
+        return Score("failure domain", "workflow",
+                     "a chain of tasks that start one another under early acknowledgement, "
+                     "recorded nowhere: a crash mid-step loses every later step, which no "
+                     "retry or dead-letter queue sees; it must resume at the exact step",
+                     (Evidence(chain.location, chain.why), *evidence))
     what = f"{len(systems)} system(s)" + (f" ({', '.join(systems)})" if systems else "")
     return Score("failure domain", "celery", f"{what}: retry and a dead-letter queue are "
                  "enough", evidence)

@@ -6,12 +6,11 @@ group, chord, `|`, link, link_error), each linked into the call graph.
 from __future__ import annotations
 
 from graduate.migrate.inventory.model import FindingKind, Location, Skipped
-from graduate.migrate.inventory.project import Launch, Project, Task, text
+from graduate.migrate.inventory.project import INLINE, Launch, Project, Task, text
 from graduate.migrate.inventory.reader import Call, Canvas, ModuleFacts, Sig, makes_tasks
 from graduate.migrate.inventory.values import Ref, seconds
 
 _LAUNCH = frozenset({"delay", "apply_async"})
-_INLINE = "called inline (in the caller's process, not queued)"
 
 
 def _calls(project: Project, facts: ModuleFacts) -> None:
@@ -38,7 +37,7 @@ def _calls(project: Project, facts: ModuleFacts) -> None:
             _table_dispatch(project, facts, call, where, caller)
             continue
         if caller is not None and (inline := _inline(project, facts, call)) is not None:
-            _launch(project, inline, where, call, _INLINE, caller)
+            _launch(project, inline, where, call, INLINE, caller)
             continue
         if makes_tasks(call.func):
             continue  # `app.task(fn)` makes a task of fn; it starts nothing
