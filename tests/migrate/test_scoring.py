@@ -235,6 +235,37 @@ def test_a_client_built_or_entered_is_a_service(codebase: Codebase) -> None:
     assert set(flow.systems) == {"twilio", "httpx", "psycopg"}
 
 
+def test_a_library_that_only_computes_values_is_no_service(codebase: Codebase) -> None:
+    """pretix's mail task transliterates a name (`text_unidecode`), builds calendar files
+    (`vobject`) and formats money (babel, through the project's filter): none of these
+    talks to another system; the mail server and the webhook do. A library not known to
+    compute only (`lxml`, which can open a URL) still counts."""
+    root = codebase({"celery_app.py": APP, "shop/__init__.py": "", "shop/money.py": """
+        from babel.numbers import format_currency
+
+        def money_filter(value, currency):
+            return format_currency(value, currency)
+        """, "shop/tasks.py": """
+        import smtplib
+        import requests
+        import vobject
+        from lxml import etree
+        from text_unidecode import unidecode
+        from celery_app import app
+        from shop.money import money_filter
+
+        @app.task(time_limit=60)
+        def mail_send(to, name, total, hook, xml):
+            subject = unidecode(name) + money_filter(total, "EUR")
+            cal = vobject.iCalendar()
+            smtplib.SMTP("mail").sendmail("shop", to, subject + cal.serialize())
+            requests.post(hook, json={"to": to})
+            etree.fromstring(xml)
+        """})
+    [flow] = inventory(root).flows
+    assert flow.systems == ("lxml", "requests")
+
+
 def test_a_client_the_module_holds_is_a_service(codebase: Codebase) -> None:
     """`_hub = hubspot.HubSpot(...)` at module level, called through in a helper or the
     task: each call reaches HubSpot (the helper's module, `crm`, names it, as for any

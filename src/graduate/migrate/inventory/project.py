@@ -23,6 +23,21 @@ _NOT_EFFECTS = frozenset({"celery", "kombu", "django", "flask", "temporalio", "l
                           "graduate", "langchain_core", "structlog", "sentry_sdk", "pydantic",
                           "attrs", "typing_extensions", "sqlalchemy"}
                          ) | frozenset(sys.stdlib_module_names)
+# Libraries whose every call computes a value from its arguments, in memory: they talk
+# to no other system, so a task calling them crosses none (pretix's `unidecode(name)`,
+# `vobject`, babel's `format_currency`; Weblate's `siphash`, `ruamel.yaml`). Only
+# libraries of that kind are listed (transliteration, slugs, number and date formatting,
+# in-memory (de)serialisation, hashing, markup sanitising, in-process context); any
+# library not listed is a system, since missing one is worse than naming one too many.
+# Parsers that can also open a URL or a file (lxml, pypdf, Pillow) are not listed.
+PURE_LIBRARIES = frozenset({
+    "text_unidecode", "unidecode", "slugify", "inflection", "inflect", "num2words",
+    "humanize", "babel", "dateutil", "pytz", "arrow", "pendulum", "phonenumbers",
+    "i18nfield", "vobject", "icalendar", "bleach", "nh3", "markdown", "markdown2", "mistune",
+    "markupsafe", "html2text", "emoji", "regex", "ruamel", "yaml", "orjson", "ujson",
+    "simplejson", "msgpack", "siphashc", "xxhash", "mmh3", "hashids", "shortuuid", "ulid",
+    "jsonschema", "packaging", "semver", "django_scopes"})
+_NO_SYSTEM = _NOT_EFFECTS | PURE_LIBRARIES
 _REACH_DEPTH = 3
 # How a launch runs a task in its caller's process (`notify(x)`, `notify.apply()`).
 INLINE = "called inline (in the caller's process, not queued)"
@@ -210,8 +225,8 @@ class Project:
         if ref.partition(".")[0] not in facts.imports or (not called and "." not in ref):
             return  # a local name, or an imported value passed along (not a call target)
         qualified = self.symbols.qualify(facts, ref)
-        if qualified.split(".")[0] not in _NOT_EFFECTS and not self.symbols.is_project(
-                qualified):
+        if qualified.split(".")[0] not in _NO_SYSTEM and (
+                not self.symbols.is_project(qualified)):
             yield qualified, where, depth
 
 
@@ -226,7 +241,7 @@ class Project:
         if factory is None or factory.partition(".")[0] not in facts.imports:
             return None
         made = self.symbols.qualify(facts, factory)
-        if made.split(".")[0] in _NOT_EFFECTS or self.symbols.is_project(made):
+        if made.split(".")[0] in _NO_SYSTEM or self.symbols.is_project(made):
             return None
         return made
 
