@@ -183,6 +183,65 @@ def test_configuration_from_a_module_a_class_and_conf_updates(codebase: Codebase
     assert ("broker", "rabbitmq") in inv.settings
 
 
+SETTINGS_APP = """
+import os
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{module}")
+app = Celery("site")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+@app.task
+def sync(repo_id):
+    pass
+"""
+
+
+def test_one_of_several_django_settings_modules_is_read(codebase: Codebase) -> None:
+    """Weblate keeps settings_example.py, settings_docker.py and settings_test.py side by
+    side; its app reads `weblate.settings`, made at install from the example. The others
+    are alternatives, named, not merged: the docker file's late ack is not the app's."""
+    root = codebase({
+        "site/__init__.py": "", "site/celery.py": SETTINGS_APP.replace("{module}", "site.settings"),
+        "site/settings_example.py": 'CELERY_BROKER_URL = "redis://localhost:6379"\n',
+        "site/settings_docker.py": 'CELERY_BROKER_URL = "amqp://rabbit//"\n'
+                                   "CELERY_TASK_ACKS_LATE = True\n",
+        "site/settings_test.py": "CELERY_TASK_ALWAYS_EAGER = True\n",
+    })
+    inv = inventory(root)
+    settings = dict(inv.settings)
+    assert settings["broker"] == "redis"
+    assert settings["settings read"] == (
+        "DJANGO_SETTINGS_MODULE defaults to site.settings at site/celery.py:4, which is not "
+        "in the code: read from its template site/settings_example.py")
+    # settings_test.py is the codebase's tests' (`*_test.py`), not read at all
+    assert settings["alternative settings, not merged"] == "site/settings_docker.py"
+    assert {f.name for f in inv.of_kind(FindingKind.SETTING)} == {"broker_url"}
+    assert inv.hazards == ()
+
+
+def test_layered_django_settings_are_read_together(codebase: Codebase) -> None:
+    """The module DJANGO_SETTINGS_MODULE names and what it star-imports are one
+    configuration; a sibling (dev.py) is an alternative."""
+    layered = codebase({
+        "proj/__init__.py": "",
+        "proj/celery.py": SETTINGS_APP.replace("{module}", "proj.settings.prod"),
+        "proj/settings/__init__.py": "",
+        "proj/settings/base.py": 'CELERY_BROKER_URL = "amqp://rabbit//"\n',
+        "proj/settings/prod.py": "from .base import *\nCELERY_TASK_ACKS_LATE = True\n",
+        "proj/settings/dev.py": "from .base import *\nCELERY_TASK_ACKS_LATE = False\n"
+                                "CELERY_BROKER_URL = 'redis://localhost'\n",
+    })
+    inv = inventory(layered)
+    settings = dict(inv.settings)
+    assert settings["broker"] == "rabbitmq"
+    assert settings["settings read"] == (
+        "proj/settings/prod.py (DJANGO_SETTINGS_MODULE defaults to proj.settings.prod at "
+        "proj/celery.py:4)")
+    assert settings["alternative settings, not merged"] == "proj/settings/dev.py"
+    assert settings["task_acks_late"] == "True (proj/settings/prod.py:2)"
+
+
 def test_canvas_in_every_spelling(codebase: Codebase) -> None:
     root = codebase({"tasks.py": """
         from celery import Celery, chain, group, signature

@@ -59,6 +59,10 @@ class CelerySettings:
     visibility_timeout_at: Location | None       # None: Celery's default
     consumer_timeout: float
     consumer_timeout_at: Location | None         # None: RabbitMQ's default
+    # When a Django project holds several settings modules: the one read (and why), and
+    # the alternatives whose settings were not merged into it.
+    read_from: str | None = None
+    alternatives: tuple[str, ...] = ()
 
     def get(self, key: str) -> SettingValue | None:
         return next((v for v in self.values if v.key == key), None)
@@ -67,7 +71,8 @@ class CelerySettings:
         """The settings one app runs with, when a codebase holds several apps; for None,
         only the settings no app claims (a shared task whose app cannot be told)."""
         values = tuple(v for v in self.values if v.app in (None, app))
-        return _derive(values, self.consumer_timeout, self.consumer_timeout_at)
+        return _derive(values, self.consumer_timeout, self.consumer_timeout_at,
+                       self.read_from, self.alternatives)
 
     def summary(self) -> tuple[tuple[str, str], ...]:
         vt = f"{self.visibility_timeout:g} s " + (
@@ -75,6 +80,10 @@ class CelerySettings:
         ct = f"{self.consumer_timeout:g} s " + (
             f"({self.consumer_timeout_at})" if self.consumer_timeout_at else "(default)")
         rows: list[tuple[str, str]] = [("broker", self.broker)]
+        if self.read_from is not None:
+            rows.append(("settings read", self.read_from))
+        if self.alternatives:
+            rows.append(("alternative settings, not merged", ", ".join(self.alternatives)))
         if self.broker in ("redis", "unknown"):
             rows.append(("visibility_timeout", vt))
         if self.broker in ("rabbitmq", "unknown"):
@@ -288,11 +297,13 @@ def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> C
                 app_of(facts, write.app, write.function))
     # Django settings configure the app that reads them, when exactly one does.
     django_app = next(iter(django_apps)) if len(django_apps) == 1 else None
+    read_from, alternatives = _django_settings(modules, symbols, set(config_modules))
     for facts in modules:
+        if facts.path in alternatives:
+            continue
         celeryconfig = (facts.module.rsplit(".", 1)[-1] == "celeryconfig"
                         or facts.module in config_modules)
-        settings_like = celeryconfig or any(_SETTINGS_MODULE.search(part)
-                                            for part in facts.module.split("."))
+        settings_like = celeryconfig or _settings_like(facts)
         owner = config_modules.get(facts.module, django_app)
         for assignment in facts.assignments:
             if settings_like and _SETTING_NAME.match(assignment.name):
@@ -308,7 +319,77 @@ def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> C
                     add(_modern(name), f"{cls.name}.{name}", value, facts,
                         cls.attr_lines.get(name, cls.line), owner)
     consumer, consumer_at = _consumer_timeout(root)
-    return _derive(tuple(found), consumer, consumer_at)
+    return _derive(tuple(found), consumer, consumer_at, read_from, tuple(alternatives))
+
+
+def _settings_like(facts: ModuleFacts) -> bool:
+    return any(_SETTINGS_MODULE.search(part) for part in facts.module.split("."))
+
+
+def _sets_celery(facts: ModuleFacts) -> bool:
+    return any(_SETTING_NAME.match(a.name) for a in facts.assignments) or any(
+        _SETTING_NAME.match(name) for cls in facts.classes for name in cls.attrs)
+
+
+_TEMPLATE = re.compile(r"(^|_)(example|sample|template|default|dist)($|_)")
+_TEST_SETTINGS = re.compile(r"(^|_)(tests?|testing|ci)($|_)")
+
+
+def _django_settings(modules: list[ModuleFacts], symbols: Symbols,
+                     named: set[str]) -> tuple[str | None, list[str]]:
+    """Which of several Django settings modules the app reads, and the others (paths).
+
+    A project may keep alternatives side by side (Weblate: settings_example.py,
+    settings_docker.py, settings_test.py); merged, the first value of each setting won
+    whichever file it came from. The module read is the one `DJANGO_SETTINGS_MODULE`
+    defaults to (`os.environ.setdefault(...)`, the app's own module's first), with the
+    modules it star-imports (`from .base import *`). When that module is not in the code
+    (made at install from a template: Weblate's `weblate.settings` from
+    settings_example.py), the template is read, named so (example, sample, template,
+    default, dist). A module `config_from_object` names is read as well. Test settings are
+    never the app's. When none of these tells, every settings module is read as before."""
+    candidates = [m for m in modules if m.module not in named and _settings_like(m)
+                  and _sets_celery(m)]
+    if len(candidates) < 2:
+        return None, []
+    defaults = [(facts, call) for facts in modules for _, call in facts.calls_in(None)
+                if call.method == "setdefault" and (call.base or "").endswith("environ")
+                and call.positional[:1] == ["DJANGO_SETTINGS_MODULE"]
+                and len(call.positional) > 1 and isinstance(call.positional[1], str)]
+    defaults.sort(key=lambda d: not any(c.method == "config_from_object"
+                                        for c in d[0].calls))
+    chosen: ModuleFacts | None = None
+    why = ""
+    if defaults:
+        facts, call = defaults[0]
+        name = str(call.positional[1])
+        chosen = symbols.module(name)
+        why = f"DJANGO_SETTINGS_MODULE defaults to {name} at {facts.path}:{call.line}"
+        if chosen is None:
+            template = next((m for m in candidates
+                             if _TEMPLATE.search(m.module.rsplit(".", 1)[-1])), None)
+            if template is not None:
+                chosen = template
+                why = (f"{why}, which is not in the code: read from its template "
+                       f"{template.path}")
+    if chosen is None:
+        tests = [m for m in candidates if _TEST_SETTINGS.search(m.module.rsplit(".", 1)[-1])]
+        return None, [m.path for m in tests] if len(tests) < len(candidates) else []
+    read = _star_imported(chosen, symbols)
+    return (f"{chosen.path} ({why})" if chosen.path not in why else why,
+            [m.path for m in candidates if m.module not in read])
+
+
+def _star_imported(facts: ModuleFacts, symbols: Symbols) -> set[str]:
+    """A settings module and those it star-imports, to a fixed point (`from .base import *`)."""
+    read, todo = {facts.module}, [facts]
+    while todo:
+        for source, _ in todo.pop().star_imports:
+            module = symbols.module(source) if source else None
+            if module is not None and module.module not in read:
+                read.add(module.module)
+                todo.append(module)
+    return read
 
 
 def _config_targets(facts: ModuleFacts, target: object, symbols: Symbols,
@@ -342,7 +423,8 @@ def _modern(name: str) -> str:
 
 
 def _derive(values: tuple[SettingValue, ...], consumer: float,
-            consumer_at: Location | None) -> CelerySettings:
+            consumer_at: Location | None, read_from: str | None = None,
+            alternatives: tuple[str, ...] = ()) -> CelerySettings:
     """The broker facts the values imply (the first value of each setting wins)."""
     first: dict[str, SettingValue] = {}
     for value in values:
@@ -354,7 +436,8 @@ def _derive(values: tuple[SettingValue, ...], consumer: float,
         timeout = seconds(options.value.get("visibility_timeout"))
         if timeout is not None:
             visibility, visibility_at = timeout, options.location
-    return CelerySettings(values, broker, visibility, visibility_at, consumer, consumer_at)
+    return CelerySettings(values, broker, visibility, visibility_at, consumer, consumer_at,
+                          read_from, alternatives)
 
 
 def _broker(setting: SettingValue | None) -> Broker:
