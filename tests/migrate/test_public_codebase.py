@@ -21,7 +21,7 @@ def examples(celery_examples: Path) -> Inventory:
 def test_every_file_is_read(examples: Inventory) -> None:
     # django: demoapp (__init__, models, tasks, views), manage, proj (__init__, celery,
     # settings, urls, wsgi); next-steps: proj (__init__, celery, tasks), setup;
-    # periodic-tasks: myapp. Not demoapp/migrations (2 files): migrations are never walked.
+    # periodic-tasks: myapp. Not demoapp/migrations (2 files): migrations are never read.
     assert examples.files == 15
     assert examples.skipped == ()
 

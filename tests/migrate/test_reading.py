@@ -400,6 +400,73 @@ def test_the_codebases_tests_are_not_read(codebase: Codebase) -> None:
     assert ("broker", "unknown") in inv.settings
 
 
+def test_migrations_are_not_read_but_tasks_kept_below_them_are(codebase: Codebase) -> None:
+    """A Django migration's frozen fields (`status = models.CharField(...)`) and an
+    Alembic revision are no code of the app; saleor keeps its data-migration Celery
+    tasks in `migrations/tasks/`, which its app autodiscovers."""
+    root = codebase({
+        "shop/__init__.py": "",
+        "shop/migrations/__init__.py": "",
+        "shop/migrations/0001_initial.py": """
+            from django.db import migrations, models
+
+            class Order(models.Model):
+                status = models.CharField(max_length=20)
+            """,
+        "shop/migrations/versions/ab12_add.py": "def upgrade(): pass\n",
+        "shop/migrations/tasks/__init__.py": "",
+        "shop/migrations/tasks/shop3_22.py": """
+            from celery import shared_task
+
+            @shared_task(queue="data_migrations")
+            def backfill_search_index():
+                pass
+            """,
+    })
+    inv = inventory(root)
+    assert inv.files == 3  # shop/__init__.py and the tasks package's two files
+    assert [(f.kind, f.name) for f in inv.findings] == [
+        (FindingKind.TASK, "backfill_search_index")]
+
+
+def test_the_apps_task_class_gives_its_tasks_their_defaults(codebase: Codebase) -> None:
+    """saleor makes its app with `task_cls="saleor.core.tasks:RestrictWriterDBTask"`:
+    every task of the app derives from it, so its class attributes are the tasks'
+    defaults; a task's own option wins."""
+    root = codebase({
+        "shop/__init__.py": "",
+        "shop/celeryconf.py": """
+            from celery import Celery
+
+            app = Celery("shop", broker="redis://", task_cls="shop.base:Audited")
+            """,
+        "shop/base.py": """
+            from celery import Task
+
+            class Audited(Task):
+                acks_late = True
+                max_retries = 5
+            """,
+        "shop/tasks.py": """
+            from celery import shared_task
+            from shop.celeryconf import app
+
+            @app.task
+            def ship(order_id):
+                pass
+
+            @shared_task(max_retries=1)
+            def bill(order_id):
+                pass
+            """,
+    })
+    tasks = found(inventory(root), FindingKind.TASK)
+    assert tasks == {
+        "ship@shop/tasks.py:5": "shop.tasks.ship; @app.task; acks_late=True, max_retries=5",
+        "bill@shop/tasks.py:9": "shop.tasks.bill; @shared_task; acks_late=True, max_retries=1",
+    }
+
+
 def test_look_alikes_are_not_celery(codebase: Codebase) -> None:
     root = codebase({
         "app/tasks.py": """

@@ -105,7 +105,7 @@ _SKIPPED_SHOWN = 3
 def _print_tables(found: Inventory) -> None:
     if not found.flows:
         console.print(f"No Celery task found in {found.root} ({found.files} Python files read; "
-                      "tasks defined inside functions are not seen).", markup=False)
+                      "a task whose function is known only at run time is not seen).", markup=False)
     flows = Table(title=f"Flows in {found.root}, ranked", caption_justify="left")
     for column in ("#", "flow", "recommendation", "class", "criteria", "hazards", "steps",
                    "entry"):

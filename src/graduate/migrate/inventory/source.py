@@ -30,11 +30,20 @@ from graduate.migrate.inventory.reader import ModuleFacts, read_module
 # are read by one process per core. Below it, starting processes costs more than it saves.
 PARALLEL_FROM = 60
 
-# Folders that hold no application code of the team's own (environments, caches, VCS),
-# and Django migrations, whose frozen field definitions would read as models.
+# Folders that hold no application code of the team's own (environments, caches, VCS).
 _SKIPPED_DIRS = frozenset({".git", ".hg", ".venv", "venv", "env", ".tox", ".nox",
                            "node_modules", "__pycache__", "site-packages", "build", "dist",
-                           ".mypy_cache", ".ruff_cache", ".pytest_cache", "migrations"})
+                           ".mypy_cache", ".ruff_cache", ".pytest_cache"})
+
+
+def _is_migration(relative: Path) -> bool:
+    """A Django migration (`app/migrations/0001_initial.py`) or an Alembic revision
+    (`migrations/versions/...`), whose frozen field definitions would read as models. A
+    package below them is code (saleor's `migrations/tasks/saleor3_22.py`: Celery tasks
+    its app autodiscovers), and is read."""
+    parents = relative.parts[:-1]
+    return bool(parents) and (parents[-1] == "migrations" or parents[-2:] == (
+        "migrations", "versions"))
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ def python_files(root: Path) -> Iterator[SourceFile]:
         return
     for path in files(root, ".py"):
         relative = path.relative_to(root)
-        if _is_test_code(relative):
+        if _is_test_code(relative) or _is_migration(relative):
             continue
         parts = list(relative.with_suffix("").parts)
         if parts[-1] == "__init__":

@@ -23,10 +23,11 @@ _TASK_BASES = frozenset({"celery.Task", "celery.app.task.Task", "celery.task.Tas
 _APP_NAMES = frozenset({"app", "celery", "celery_app", "capp"})
 
 
-def _apps(project: Project, modules: list[ModuleFacts]) -> set[str]:
-    apps: set[str] = set()
+def _apps(project: Project, modules: list[ModuleFacts]) -> dict[str, object]:
+    """Every app, each with its `task_cls` option (None when it sets none)."""
+    apps: dict[str, object] = {}
     for app in celery_apps(modules, project.symbols):
-        apps.add(app.name)
+        apps[app.name] = app.options.get("task_cls")
         made = ""
         if app.factory:
             made = f"made by {app.factory} at {app.built_at}"
@@ -120,7 +121,7 @@ def _project_decorators(symbols: Symbols, modules: list[ModuleFacts],
 
 
 def _tasks(project: Project, modules: list[ModuleFacts], apps: set[str],
-           decorators: dict[str, _Options]) -> None:
+           decorators: dict[str, _Options], task_cls: dict[str, object]) -> None:
     symbols = project.symbols
     for facts in modules:
         for function in facts.functions:
@@ -158,18 +159,40 @@ def _tasks(project: Project, modules: list[ModuleFacts], apps: set[str],
                          if a), None)
         task.failure_bodies += _failure_bodies(project, facts, cls, task_classes)
         project.tasks.append(task)
+    by_name = {f"{facts.module}.{cls.name}".lstrip("."): (facts, cls, options)
+               for facts, cls, options in task_classes}
     for task in project.tasks:
         base = task.options.get("base")
-        if isinstance(base, Ref) and (full := symbols.resolve(task.facts, base.dotted)):
-            for facts, cls, (options, origins) in task_classes:
-                if f"{facts.module}.{cls.name}".lstrip(".") == full:
-                    task.options = {**options, **task.options}
-                    task.origins = {**origins, **task.origins}
-                    task.failure_bodies += _failure_bodies(project, facts, cls, task_classes)
+        full = symbols.resolve(task.facts, base.dotted) if isinstance(base, Ref) else None
+        if full is None and "." not in task.bodies[0]:
+            full = _app_task_cls(symbols, task, task_cls)
+        if full in by_name:
+            facts, cls, (options, origins) = by_name[full]
+            task.options = {**options, **task.options}
+            task.origins = {**origins, **task.origins}
+            task.failure_bodies += _failure_bodies(project, facts, cls, task_classes)
     for task in project.tasks:
         project.find(FindingKind.TASK, task.short, task.location,
                      f"{task.name}; {task.declared}"
                      + (f"; {kwargs_text(task.options)}" if task.options else ""))
+
+
+def _app_task_cls(symbols: Symbols, task: Task, task_cls: dict[str, object]) -> str | None:
+    """The class a task made by a decorator derives from when its app names one
+    (`Celery("saleor", task_cls="saleor.core.tasks:RestrictWriterDBTask")`): the app's
+    own, or the only app's for a shared task. Its class attributes are the task's
+    defaults (`acks_late = True` there is every such task's)."""
+    app = task.app if task.app is not None else (next(iter(task_cls)) if len(task_cls) == 1
+                                                else None)
+    if app is None:
+        return None
+    named = task_cls.get(app)
+    if isinstance(named, str):
+        return symbols.find(named.replace(":", "."))
+    owner = symbols.modules.get(app.rpartition(".")[0])  # the module that makes the app
+    if isinstance(named, Ref) and owner is not None:
+        return symbols.resolve(owner, named.dotted)
+    return None
 
 
 def _registered(project: Project, modules: list[ModuleFacts], apps: set[str],
@@ -263,5 +286,6 @@ def _failure_bodies(project: Project, facts: ModuleFacts, cls: ClassDef,
 
 def read_tasks(project: Project, modules: list[ModuleFacts]) -> None:
     """Every app and task of the codebase into `project`, with a finding for each."""
-    apps = _apps(project, modules)
-    _tasks(project, modules, apps, _project_decorators(project.symbols, modules, apps))
+    task_cls = _apps(project, modules)
+    apps = set(task_cls)
+    _tasks(project, modules, apps, _project_decorators(project.symbols, modules, apps), task_cls)
