@@ -222,10 +222,12 @@ def test_one_of_several_django_settings_modules_is_read(codebase: Codebase) -> N
 
 def test_layered_django_settings_are_read_together(codebase: Codebase) -> None:
     """The module DJANGO_SETTINGS_MODULE names and what it star-imports are one
-    configuration; a sibling (dev.py) is an alternative."""
+    configuration; a sibling (dev.py) is an alternative. The app's own module
+    (saleor's celeryconf.py, with its CELERY_LOGGER_NAME) is none."""
     layered = codebase({
         "proj/__init__.py": "",
-        "proj/celery.py": SETTINGS_APP.replace("{module}", "proj.settings.prod"),
+        "proj/celeryconf.py": SETTINGS_APP.replace("{module}", "proj.settings.prod")
+                              + 'CELERY_LOGGER_NAME = "celery"\n',
         "proj/settings/__init__.py": "",
         "proj/settings/base.py": 'CELERY_BROKER_URL = "amqp://rabbit//"\n',
         "proj/settings/prod.py": "from .base import *\nCELERY_TASK_ACKS_LATE = True\n",
@@ -237,7 +239,7 @@ def test_layered_django_settings_are_read_together(codebase: Codebase) -> None:
     assert settings["broker"] == "rabbitmq"
     assert settings["settings read"] == (
         "proj/settings/prod.py (DJANGO_SETTINGS_MODULE defaults to proj.settings.prod at "
-        "proj/celery.py:4)")
+        "proj/celeryconf.py:4)")
     assert settings["alternative settings, not merged"] == "proj/settings/dev.py"
     assert settings["task_acks_late"] == "True (proj/settings/prod.py:2)"
 

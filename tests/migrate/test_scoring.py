@@ -266,6 +266,37 @@ def test_a_library_that_only_computes_values_is_no_service(codebase: Codebase) -
     assert flow.systems == ("lxml", "requests")
 
 
+def test_a_helper_calling_its_own_modules_helpers_is_no_client(codebase: Codebase) -> None:
+    """saleor's `from_global_id_or_none` only calls `from_global_id_or_error` beside it,
+    which decodes with the standard library: no system. A helper beside a client whose
+    body is not shown (`_post`) is a client."""
+    root = codebase({"celery_app.py": APP, "shop/__init__.py": "", "shop/ids.py": """
+        import base64
+
+        def from_global_id_or_error(global_id):
+            return base64.b64decode(global_id).decode().split(":")
+
+        def from_global_id_or_none(global_id):
+            return from_global_id_or_error(global_id)[1] if global_id else None
+        """, "shop/crm.py": """
+        def _post(path, body):
+            ...
+
+        def create_deal(deal):
+            return _post("/deals", deal)
+        """, "shop/tasks.py": """
+        from celery_app import app
+        from shop.crm import create_deal
+        from shop.ids import from_global_id_or_none
+
+        @app.task(time_limit=60)
+        def sync_deal(global_id):
+            create_deal({"id": from_global_id_or_none(global_id)})
+        """})
+    [flow] = inventory(root).flows
+    assert flow.systems == ("crm",)
+
+
 def test_a_client_the_module_holds_is_a_service(codebase: Codebase) -> None:
     """`_hub = hubspot.HubSpot(...)` at module level, called through in a helper or the
     task: each call reaches HubSpot (the helper's module, `crm`, names it, as for any

@@ -349,7 +349,8 @@ def _django_settings(modules: list[ModuleFacts], symbols: Symbols,
     default, dist). A module `config_from_object` names is read as well. Test settings are
     never the app's. When none of these tells, every settings module is read as before."""
     candidates = [m for m in modules if m.module not in named and _settings_like(m)
-                  and _sets_celery(m)]
+                  and _sets_celery(m) and not any(  # the app's own module (celeryconf.py)
+                      c.method in ("config_from_object", "autodiscover_tasks") for c in m.calls)]
     if len(candidates) < 2:
         return None, []
     defaults = [(facts, call) for facts in modules for _, call in facts.calls_in(None)

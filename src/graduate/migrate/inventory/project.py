@@ -21,6 +21,7 @@ CELERY_METHODS = frozenset({"delay", "apply_async", "s", "si", "signature", "ret
 # Libraries whose calls are not external commitments of the team's own.
 _NOT_EFFECTS = frozenset({"celery", "kombu", "django", "flask", "temporalio", "langgraph",
                           "graduate", "langchain_core", "structlog", "sentry_sdk", "pydantic",
+                          "opentelemetry",  # tracing, as sentry_sdk and structlog log
                           "attrs", "typing_extensions", "sqlalchemy"}
                          ) | frozenset(sys.stdlib_module_names)
 # Libraries whose every call computes a value from its arguments, in memory: they talk
@@ -36,7 +37,10 @@ PURE_LIBRARIES = frozenset({
     "i18nfield", "vobject", "icalendar", "bleach", "nh3", "markdown", "markdown2", "mistune",
     "markupsafe", "html2text", "emoji", "regex", "ruamel", "yaml", "orjson", "ujson",
     "simplejson", "msgpack", "siphashc", "xxhash", "mmh3", "hashids", "shortuuid", "ulid",
-    "jsonschema", "packaging", "semver", "django_scopes"})
+    "jsonschema", "packaging", "semver", "django_scopes",
+    # GraphQL executed in process (saleor builds its webhook payloads so): the resolvers'
+    # own calls are read where they are written.
+    "graphene", "graphql", "graphql_relay", "promise"})
 _NO_SYSTEM = _NOT_EFFECTS | PURE_LIBRARIES
 _REACH_DEPTH = 3
 # How a launch runs a task in its caller's process (`notify(x)`, `notify.apply()`).
@@ -245,16 +249,24 @@ class Project:
             return None
         return made
 
-    def _client(self, facts: ModuleFacts, qualname: str) -> bool:
+    def _client(self, facts: ModuleFacts, qualname: str, depth: int = 0) -> bool:
         """Whether a project function that reaches no outside call is itself a client of
         a system: one that calls no library (a client whose body is not shown), or one
         that talks out through the standard library or Django (`smtplib`, `socket`,
         `django.core.mail`). A helper computing a value (`data_dir()`, `round_decimal()`),
-        logging an error or only calling other such helpers is none."""
-        imported = [self.symbols.qualify(facts, call.func) for _, call in facts.calls_in(qualname)
-                    if call.func and call.func.partition(".")[0] in facts.imports]
-        return not imported or any(name == module or name.startswith(f"{module}.")
-                                   for name in imported for module in _TALKS_OUT)
+        logging an error or only calling other such helpers, of its own module too
+        (saleor's `from_global_id_or_none` calling `from_global_id_or_error`), is none."""
+        calls = [call.func for _, call in facts.calls_in(qualname) if call.func]
+        imported = [self.symbols.qualify(facts, func) for func in calls
+                    if func.partition(".")[0] in facts.imports]
+        if imported:
+            return any(name == module or name.startswith(f"{module}.")
+                       for name in imported for module in _TALKS_OUT)
+        own = [func for func in calls
+               if "." not in func and func != qualname and facts.function(func) is not None]
+        if own and depth < _REACH_DEPTH:
+            return any(self._client(facts, name, depth + 1) for name in own)
+        return True
 
 
 def text(value: object) -> str:
