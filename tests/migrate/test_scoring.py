@@ -266,6 +266,26 @@ def test_a_library_that_only_computes_values_is_no_service(codebase: Codebase) -
     assert flow.systems == ("lxml", "requests")
 
 
+def test_a_helper_beside_the_task_talks_out_for_it(codebase: Codebase) -> None:
+    """bookwyrm's broadcast_task runs `asyncio.run(async_broadcast(...))`, whose
+    `aiohttp.ClientSession` posts to every recipient: the helper beside the task is
+    looked through, and what it calls out to is the task's system."""
+    flow = only_flow(codebase, """
+        import asyncio
+        import aiohttp
+        from celery_app import app
+
+        @app.task(time_limit=60)
+        def broadcast_task(recipients, activity):
+            asyncio.run(async_broadcast(recipients, activity))
+
+        async def async_broadcast(recipients, data):
+            async with aiohttp.ClientSession() as session:
+                await asyncio.gather(*(session.post(r, data=data) for r in recipients))
+        """)
+    assert flow.systems == ("aiohttp",)
+
+
 def test_a_helper_calling_its_own_modules_helpers_is_no_client(codebase: Codebase) -> None:
     """saleor's `from_global_id_or_none` only calls `from_global_id_or_error` beside it,
     which decodes with the standard library: no system. A helper beside a client whose

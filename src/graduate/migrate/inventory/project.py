@@ -221,6 +221,11 @@ class Project:
                            ) if depth < _REACH_DEPTH else []
             if owner is not origin and (reached or self._client(owner, name)):
                 yield defined, where, depth
+            elif owner is origin:
+                # A helper beside the task is looked through: its own calls out are the
+                # task's (bookwyrm's broadcast_task posts through async_broadcast beside
+                # it); what it reaches through other modules stays deeper.
+                reached = [(c, w, depth if d == depth + 1 else d) for c, w, d in reached]
             yield from reached
             return
         if called and (made := self._held_client(facts, ref.partition(".")[0])):
