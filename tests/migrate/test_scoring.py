@@ -237,7 +237,8 @@ def test_a_client_built_or_entered_is_a_service(codebase: Codebase) -> None:
 
 def test_a_library_that_only_computes_values_is_no_service(codebase: Codebase) -> None:
     """pretix's mail task transliterates a name (`text_unidecode`), builds calendar files
-    (`vobject`) and formats money (babel, through the project's filter): none of these
+    (`vobject`), formats money (babel, through the project's filter) and draws a badge
+    in the worker's scratch space (Pillow, as bookwyrm's previews): none of these
     talks to another system; the mail server and the webhook do. A library not known to
     compute only (`lxml`, which can open a URL) still counts."""
     root = codebase({"celery_app.py": APP, "shop/__init__.py": "", "shop/money.py": """
@@ -250,6 +251,7 @@ def test_a_library_that_only_computes_values_is_no_service(codebase: Codebase) -
         import requests
         import vobject
         from lxml import etree
+        from PIL import Image
         from text_unidecode import unidecode
         from celery_app import app
         from shop.money import money_filter
@@ -258,6 +260,7 @@ def test_a_library_that_only_computes_values_is_no_service(codebase: Codebase) -
         def mail_send(to, name, total, hook, xml):
             subject = unidecode(name) + money_filter(total, "EUR")
             cal = vobject.iCalendar()
+            Image.new("RGB", (40, 40)).save("/tmp/badge.png")
             smtplib.SMTP("mail").sendmail("shop", to, subject + cal.serialize())
             requests.post(hook, json={"to": to})
             etree.fromstring(xml)

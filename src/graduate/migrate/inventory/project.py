@@ -24,20 +24,24 @@ _NOT_EFFECTS = frozenset({"celery", "kombu", "django", "flask", "temporalio", "l
                           "opentelemetry",  # tracing, as sentry_sdk and structlog log
                           "attrs", "typing_extensions", "sqlalchemy"}
                          ) | frozenset(sys.stdlib_module_names)
-# Libraries whose every call computes a value from its arguments, in memory: they talk
-# to no other system, so a task calling them crosses none (pretix's `unidecode(name)`,
-# `vobject`, babel's `format_currency`; Weblate's `siphash`, `ruamel.yaml`). Only
-# libraries of that kind are listed (transliteration, slugs, number and date formatting,
-# in-memory (de)serialisation, hashing, markup sanitising, in-process context); any
-# library not listed is a system, since missing one is worse than naming one too many.
-# Parsers that can also open a URL or a file (lxml, pypdf, Pillow) are not listed.
+# Libraries whose every call computes a value from its arguments, in memory or in the
+# worker's own scratch files: they talk to no other system, so a task calling them
+# crosses none (pretix's `unidecode(name)`, `vobject`, babel's `format_currency`;
+# Weblate's `siphash`, `ruamel.yaml`; bookwyrm's preview images drawn with Pillow,
+# `bidi` and `arabic_reshaper`, its requests signed with pycryptodome). Only libraries
+# of that kind are listed (transliteration, slugs, number and date formatting,
+# in-memory (de)serialisation, hashing, signing, markup sanitising, image and PDF
+# drawing, in-process context); any library not listed is a system, since missing one
+# is worse than naming one too many. A parser that can also fetch a URL (lxml) is not.
 PURE_LIBRARIES = frozenset({
     "text_unidecode", "unidecode", "slugify", "inflection", "inflect", "num2words",
     "humanize", "babel", "dateutil", "pytz", "arrow", "pendulum", "phonenumbers",
     "i18nfield", "vobject", "icalendar", "bleach", "nh3", "markdown", "markdown2", "mistune",
     "markupsafe", "html2text", "emoji", "regex", "ruamel", "yaml", "orjson", "ujson",
     "simplejson", "msgpack", "siphashc", "xxhash", "mmh3", "hashids", "shortuuid", "ulid",
-    "jsonschema", "packaging", "semver", "django_scopes",
+    "jsonschema", "packaging", "semver", "django_scopes", "bidi", "arabic_reshaper",
+    "PIL", "colorthief", "pypdf", "PyPDF2", "reportlab", "qrcode", "Crypto", "Cryptodome",
+    "cryptography", "nacl", "jwt", "itsdangerous", "bcrypt", "argon2", "passlib",
     # GraphQL executed in process (saleor builds its webhook payloads so): the resolvers'
     # own calls are read where they are written.
     "graphene", "graphql", "graphql_relay", "promise"})
