@@ -92,6 +92,8 @@ def test_tasks_made_inside_functions(codebase: Codebase) -> None:
         import requests
         from functools import wraps
         from celery import Celery, shared_task
+        from django.db import transaction
+        from django_scopes import scopes_disabled
 
         app = Celery("proj", broker="redis://")
 
@@ -129,18 +131,34 @@ def test_tasks_made_inside_functions(codebase: Codebase) -> None:
             def helper():
                 requests.get("https://example.com")
             return helper()
+
+        with scopes_disabled():  # pretix: classes defined under a module-level `with`
+            class Filter:
+                def active(self):
+                    pass
+
+        def make_async(cls):  # pretix's AsyncAction.__init_subclass__
+            def run(self):
+                pass
+            run = transaction.atomic(run)
+            cls.run_task = app.task(bind=True, name=cls.__name__ + ".run")(run)
         """})
     inv = inventory(root)
     assert found(inv, FindingKind.TASK) == {
-        "sync_invoice@proj/worker.py:9": "proj.worker.sync_invoice; @app.task inside "
+        "sync_invoice@proj/worker.py:11": "proj.worker.sync_invoice; @app.task inside "
                                          "register(); bind=True, acks_late=True",
-        "notify@proj/worker.py:14": "proj.worker.notify; @app.task inside register()",
-        "sweep@proj/worker.py:20": "proj.worker.sweep; @sender.task inside setup_periodic()",
-        "archive@proj/worker.py:25": "proj.archive; app.task(archive) at proj/worker.py:27 "
+        "notify@proj/worker.py:16": "proj.worker.notify; @app.task inside register()",
+        "sweep@proj/worker.py:22": "proj.worker.sweep; @sender.task inside setup_periodic()",
+        "archive@proj/worker.py:27": "proj.archive; app.task(archive) at proj/worker.py:29 "
                                      "inside setup_tasks(); name='proj.archive'",
+        "run@proj/worker.py:50": "proj.worker.run; app.task(...)(run) at proj/worker.py:53 "
+                                 'inside make_async(); bind=True, name=cls.__name__ + ".run"',
     }
+    assert inv.skipped == ()
+    # Wrapping a task in a library's decorator (`transaction.atomic(run)`) starts nothing.
+    assert {f.name for f in inv.of_kind(FindingKind.CALL)} == {"notify"}
     assert found(inv, FindingKind.BEAT) == {
-        "sweep.s()@proj/worker.py:22": "task sweep; schedule every 60 s"}
+        "sweep.s()@proj/worker.py:24": "task sweep; schedule every 60 s"}
     [flow] = [f for f in inv.flows if f.entry == "sync_invoice"]
     assert [s.task for s in flow.steps] == ["sync_invoice", "notify"]
     assert flow.systems == ("requests",)

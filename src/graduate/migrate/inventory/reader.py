@@ -372,6 +372,8 @@ class _Reader(cst.CSTVisitor):
             # A task made inside a function: its calls are its own, not the maker's.
             nested_in = self.function
             self.saved.append(self._state())
+            # Its body runs later, in no `with` or `except` of the function making it.
+            self.except_depth, self.transactions = 0, []
             qualname = node.name.value
         else:
             qualname = ".".join([*self.classes, node.name.value])
@@ -379,7 +381,6 @@ class _Reader(cst.CSTVisitor):
                 return True
             self.registered_inside = None
         self.function, self.function_node = qualname, node
-        self.except_depth, self.transactions = 0, []
         self.current = Function(
             name=node.name.value, qualname=qualname, line=self.line(node.name),
             decorators=[self._decorator(d) for d in node.decorators], idempotent=False,

@@ -45,8 +45,11 @@ def _calls(project: Project, facts: ModuleFacts) -> None:
             if not isinstance(arg, Ref):
                 continue
             ref = arg.dotted
-            target = ref.rsplit(".", 1)[0] if ref.rsplit(".", 1)[-1] in _LAUNCH else ref
+            launcher = ref.rsplit(".", 1)[-1] in _LAUNCH  # `on_commit(notify.delay)`
+            target = ref.rsplit(".", 1)[0] if launcher else ref
             task = project.task(project.symbols.resolve(facts, target))
+            if not launcher and project.symbols.resolve(facts, call.func or "") is None:
+                continue  # a task handed to a library (`transaction.atomic(task)`) is wrapped
             if task is not None and call.func:
                 _launch(project, task, where, call, f"through {call.func}(...)", caller)
 
