@@ -90,7 +90,7 @@ def test_tasks_made_inside_functions(codebase: Codebase) -> None:
     `shared_task(...)(wrapper)` makes none until it is used."""
     root = codebase({"proj/__init__.py": "", "proj/worker.py": """
         import requests
-        from functools import wraps
+        from functools import partial, wraps
         from celery import Celery, shared_task
         from django.db import transaction
         from django_scopes import scopes_disabled
@@ -142,6 +142,7 @@ def test_tasks_made_inside_functions(codebase: Codebase) -> None:
                 pass
             run = transaction.atomic(run)
             cls.run_task = app.task(bind=True, name=cls.__name__ + ".run")(run)
+            transaction.on_commit(partial(notify, 1))  # Weblate: run after the commit
         """})
     inv = inventory(root)
     assert found(inv, FindingKind.TASK) == {
@@ -156,7 +157,9 @@ def test_tasks_made_inside_functions(codebase: Codebase) -> None:
     }
     assert inv.skipped == ()
     # Wrapping a task in a library's decorator (`transaction.atomic(run)`) starts nothing.
-    assert {f.name for f in inv.of_kind(FindingKind.CALL)} == {"notify"}
+    assert {(f.name, f.detail) for f in inv.of_kind(FindingKind.CALL)} == {
+        ("notify", ".delay from task sync_invoice"),
+        ("notify", "through partial(...) from make_async()")}
     assert found(inv, FindingKind.BEAT) == {
         "sweep.s()@proj/worker.py:24": "task sweep; schedule every 60 s"}
     [flow] = [f for f in inv.flows if f.entry == "sync_invoice"]

@@ -48,8 +48,11 @@ def _calls(project: Project, facts: ModuleFacts) -> None:
             launcher = ref.rsplit(".", 1)[-1] in _LAUNCH  # `on_commit(notify.delay)`
             target = ref.rsplit(".", 1)[0] if launcher else ref
             task = project.task(project.symbols.resolve(facts, target))
-            if not launcher and project.symbols.resolve(facts, call.func or "") is None:
-                continue  # a task handed to a library (`transaction.atomic(task)`) is wrapped
+            if not launcher and project.symbols.resolve(facts, call.func or "") is None and (
+                    project.symbols.qualify(facts, call.func or "") != "functools.partial"):
+                # A task handed to a library (`transaction.atomic(task)`) is wrapped, not
+                # run; `partial(task, x)` (Weblate's on_commit) is a call bound for later.
+                continue
             if task is not None and call.func:
                 _launch(project, task, where, call, f"through {call.func}(...)", caller)
 
