@@ -143,6 +143,12 @@ def test_tasks_made_inside_functions(codebase: Codebase) -> None:
             run = transaction.atomic(run)
             cls.run_task = app.task(bind=True, name=cls.__name__ + ".run")(run)
             transaction.on_commit(partial(notify, 1))  # Weblate: run after the commit
+
+        def thumbnails():  # superset's CLI hands tasks to a helper of its own
+            def compute(task, ids):
+                for i in ids:
+                    task.delay(i)
+            compute(notify, [1, 2])
         """})
     inv = inventory(root)
     assert found(inv, FindingKind.TASK) == {
@@ -159,7 +165,8 @@ def test_tasks_made_inside_functions(codebase: Codebase) -> None:
     # Wrapping a task in a library's decorator (`transaction.atomic(run)`) starts nothing.
     assert {(f.name, f.detail) for f in inv.of_kind(FindingKind.CALL)} == {
         ("notify", ".delay from task sync_invoice"),
-        ("notify", "through partial(...) from make_async()")}
+        ("notify", "through partial(...) from make_async()"),
+        ("notify", "through compute(...) from thumbnails()")}
     assert found(inv, FindingKind.BEAT) == {
         "sweep.s()@proj/worker.py:24": "task sweep; schedule every 60 s"}
     [flow] = [f for f in inv.flows if f.entry == "sync_invoice"]

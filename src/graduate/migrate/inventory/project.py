@@ -40,6 +40,7 @@ PURE_LIBRARIES = frozenset({
     "markupsafe", "html2text", "emoji", "regex", "ruamel", "yaml", "orjson", "ujson",
     "simplejson", "msgpack", "siphashc", "xxhash", "mmh3", "hashids", "shortuuid", "ulid",
     "jsonschema", "packaging", "semver", "django_scopes", "bidi", "arabic_reshaper", "bs4",
+    "flask_babel", "marshmallow",
     "PIL", "colorthief", "pypdf", "PyPDF2", "reportlab", "qrcode", "Crypto", "Cryptodome",
     "cryptography", "nacl", "jwt", "itsdangerous", "bcrypt", "argon2", "passlib",
     # GraphQL executed in process (saleor builds its webhook payloads so): the resolvers'

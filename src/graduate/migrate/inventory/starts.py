@@ -48,8 +48,10 @@ def _calls(project: Project, facts: ModuleFacts) -> None:
             launcher = ref.rsplit(".", 1)[-1] in _LAUNCH  # `on_commit(notify.delay)`
             target = ref.rsplit(".", 1)[0] if launcher else ref
             task = project.task(project.symbols.resolve(facts, target))
-            if not launcher and project.symbols.resolve(facts, call.func or "") is None and (
-                    project.symbols.qualify(facts, call.func or "") != "functools.partial"):
+            func = call.func or ""
+            library = func.partition(".")[0] in facts.imports and not (
+                project.symbols.is_project(qualified := project.symbols.qualify(facts, func)))
+            if not launcher and library and qualified != "functools.partial":
                 # A task handed to a library (`transaction.atomic(task)`) is wrapped, not
                 # run; `partial(task, x)` (Weblate's on_commit) is a call bound for later.
                 continue
