@@ -120,9 +120,8 @@ class Project:
     def among(self, entries: list[_Entry], tasks: Iterable[Task], at: int = 0) -> list[_Entry]:
         """The entries of one of the project's lists (`edges`, `status_writes`...: tuples
         whose item `at` is a task; `launches`, by the task launched) that belong to these
-        tasks, in the list's order. The
-        list is indexed by task once: asking each flow's tasks of every entry made
-        scoring quadratic in the codebase's tasks."""
+        tasks, in the list's order. Each list is indexed by task once: asking every entry
+        whether it is one of a flow's made scoring quadratic in the codebase's tasks."""
         key = (id(entries), at)
         cached = self._among.get(key)
         if cached is None or cached[0] != len(entries):
