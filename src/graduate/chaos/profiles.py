@@ -57,9 +57,11 @@ BUILT_IN: dict[str, Profile] = {
         "tuned",
         "what a team would set for production: late acknowledgement, redelivery of tasks "
         "whose worker died, prefetch 1, a short Redis visibility timeout (10 s, shortened "
-        "so runs stay fast; production sets it above the longest task) swept every "
-        "second; for Temporal, a heartbeat timeout (2 s; steps heartbeat as they start and "
-        "while paused at a fault point), so a dead worker's step is retried without "
+        "so runs stay fast; production sets it above the longest task and the farthest "
+        "countdown, since Redis gives back a message held longer, even by a live worker "
+        "waiting for its ETA, and each copy runs) swept every second; for Temporal, a "
+        "heartbeat timeout (2 s; steps heartbeat as they start and while paused at a fault "
+        "point), so a dead worker's step is retried (after its retry interval) without "
         "waiting out its start-to-close timeout, and a graceful shutdown window for its "
         "workers",
         _Tuned(),

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 # What a team would set for production (see the "tuned" profile): late acknowledgement,
 # redelivery of tasks whose worker died, prefetch 1, a short visibility timeout swept
-# every second.
+# every second. Short for fast runs: Celery's Redis caveats ask production for one above
+# the farthest ETA or countdown too, since Redis gives back any message unacknowledged
+# that long, a live worker's held countdown included, and every copy runs at its ETA
+# (a wait's reminder sent twice: tests/chaos/test_engine_documented.py).
 _TUNED: dict[str, Any] = {
     "task_acks_late": True,
     "task_reject_on_worker_lost": True,

@@ -1,0 +1,83 @@
+"""Engine behaviour that graduate's verdicts rest on, as the engines document it, shown
+on the real engines through graduate's own runs (the audit of docs/review: Celery's
+Redis caveats, RabbitMQ's redelivery on a lost connection)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from graduate.check import Verdict
+from graduate.config import Settings
+from graduate.ledger import Ledger, Outcome
+from tests.chaos.test_faults import _fired_at, chaos
+from tests.conftest import CRASH_TIMING, FlowFactory
+
+pytestmark = [pytest.mark.slow, CRASH_TIMING, pytest.mark.usefixtures("no_orphans")]
+
+# The chaos flow's wait, with a reminder half-way: under a 30 s deadline its countdown
+# is 15 s, longer than the tuned profile's Redis visibility timeout (10 s).
+REMINDED = {'deadline = "60s"':
+            'deadline = "60s"\nreminder = { at = 0.5, effect = "notify.send_reminder" }'}
+
+
+def reminders(settings: Settings) -> list[Outcome]:
+    return [e.outcome for e in Ledger(settings.ledger).effects()
+            if e.step == "approval.reminder" and e.kind == "effect"]
+
+
+def test_redis_gives_back_a_countdown_held_past_its_visibility_timeout_by_a_live_worker(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """Celery's Redis caveat: a message not acknowledged within the visibility timeout
+    goes back to the queue, even while a live worker holds it for its ETA, and each copy
+    runs at the ETA. With the tuned profile's 10 s, the 15 s countdown of the reminder
+    runs twice: the notification system, which takes no idempotency key, sends it twice,
+    with no fault at all."""
+    result = chaos(settings, flow_file("chaos", **REMINDED), "celery-chain", "wait-timeout",
+                   None, profile="tuned", wait_deadline=30.0, timeout=60)
+
+    [instance] = result.instances
+    assert instance.verdict is Verdict.COMPENSATED
+    assert reminders(settings) == [Outcome.APPLIED, Outcome.APPLIED]
+    assert instance.unabsorbed_duplicates == 1
+    assert not result.verdict.passed
+
+
+def test_a_visibility_timeout_past_the_farthest_countdown_sends_the_reminder_once(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """The same run with the visibility timeout above the countdown, as Celery's docs
+    ask of production: the reminder is sent once and the run passes. The duplicate above
+    is the visibility timeout's, not the chain's."""
+    (settings.project_dir / "pyproject.toml").write_text(
+        "[tool.graduate.profiles.long_visibility]\n"
+        'extends = "tuned"\n'
+        '"celery-chain" = { visibility_timeout = 45 }\n')
+    result = chaos(settings, flow_file("chaos", **REMINDED), "celery-chain", "wait-timeout",
+                   None, profile="long_visibility", wait_deadline=30.0, timeout=60)
+
+    [instance] = result.instances
+    assert instance.verdict is Verdict.COMPENSATED
+    assert reminders(settings) == [Outcome.APPLIED]
+    assert result.verdict.passed, result.verdict.failures
+
+
+@pytest.mark.rabbitmq
+def test_rabbitmq_redelivers_a_killed_workers_late_acknowledged_task_at_once(
+        settings: Settings, rabbitmq_url: str, flow_file: FlowFactory) -> None:
+    """AMQP gives a consumer's unacknowledged messages back when its connection closes,
+    with no visibility timeout: the killed worker's task runs again on the replacement
+    sooner than Redis could give it back (its visibility timeout, 10 s in the tuned
+    profile, counted from the delivery)."""
+    on = replace(settings, broker_url=rabbitmq_url, result_backend_url=settings.broker_url)
+    result = chaos(on, flow_file("chaos"), "celery-chain", "kill-worker",
+                   "activate:before-effect", profile="tuned", timeout=40)
+
+    [instance] = result.instances
+    assert instance.verdict is Verdict.COMPLETED
+    [again] = [e for e in Ledger(on.ledger).effects(instance_id=instance.instance_id)
+               if e.step == "activate" and e.kind == "effect"]
+    assert again.outcome is Outcome.APPLIED
+    assert again.attempt == 2
+    assert again.started_at - _fired_at(result) < 10.0
+
