@@ -5,12 +5,18 @@ Redis caveats, RabbitMQ's redelivery on a lost connection)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from graduate.chaos.faults import parse_plan
+from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
 from graduate.check import Verdict
 from graduate.config import Settings
+from graduate.evidence import EvidenceStore
+from graduate.flow import load_flow
 from graduate.ledger import Ledger, Outcome
+from graduate.runner import RunOptions, approve_all
 from tests.chaos.test_faults import _fired_at, chaos
 from tests.conftest import CRASH_TIMING, FlowFactory
 
@@ -81,3 +87,34 @@ def test_rabbitmq_redelivers_a_killed_workers_late_acknowledged_task_at_once(
     assert again.attempt == 2
     assert again.started_at - _fired_at(result) < 10.0
 
+
+
+def test_a_cold_shutdown_gives_a_late_acknowledged_task_back_at_once(
+        settings: Settings, flow_file: FlowFactory) -> None:
+    """SIGQUIT does not wait for the task in hand, but a worker shutting down cold still
+    closes its broker channel, and kombu's Redis transport then restores the channel's
+    unacknowledged messages (`restore_at_shutdown`): acknowledged late, the task runs
+    again on the replacement long before the visibility timeout (10 s) would give it
+    back. (Acknowledged early, it is lost: test_faults'
+    test_celery_cold_shutdown_abandons_the_task_in_hand.)"""
+    flow = flow_file("chaos")
+    result = chaos_cold(settings, flow)
+
+    [instance] = result.instances
+    assert instance.verdict is Verdict.COMPLETED
+    [again] = [e for e in Ledger(settings.ledger).effects(instance_id=instance.instance_id)
+               if e.step == "activate" and e.kind == "effect"]
+    assert again.outcome is Outcome.APPLIED
+    assert again.attempt == 2
+    assert again.started_at - _fired_at(result) < 10.0
+    assert result.verdict.passed, result.verdict.failures
+
+
+def chaos_cold(settings: Settings, path: Path) -> ChaosResult:
+    flow = load_flow(path)
+    options = ChaosOptions(
+        run=RunOptions(flow=str(path), engine="celery-chain", timeout=40,
+                       decisions=approve_all(flow)),
+        plan=parse_plan("stop-worker", "activate:before-effect", flow, restart_delay=0.5,
+                        cold=True), profile="tuned")
+    return run_chaos(settings, options, EvidenceStore(settings.project_dir / "evidence"))

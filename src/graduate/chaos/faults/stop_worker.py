@@ -1,6 +1,10 @@
 """SIGTERM to the worker holding the step (a deploy or a scale-down), then a new worker.
 
-With the `cold` option, SIGQUIT: Celery's cold shutdown, which abandons the task in hand.
+With the `cold` option, SIGQUIT: Celery's cold shutdown, which does not wait for the task in
+hand. Acknowledged early (Celery's default) that task is lost; acknowledged late, the
+closing worker gives its message back to the broker at once (kombu's Redis transport
+restores a closing channel's unacknowledged messages; AMQP does on the closed connection),
+with no visibility timeout to wait for (tests/chaos/test_engine_documented.py).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from graduate.chaos.faults import FAULT_FIRED, Fault, FaultContext, FaultOption,
 from graduate.runs.supervisor import WORKER_EXITED, WORKER_FORCED, WORKER_STARTED
 
 NAME = "stop-worker"
-COLD = FaultOption("cold", False, "a cold shutdown (SIGQUIT: Celery abandons the task in "
-                                  "hand) instead of a warm one (SIGTERM)",
-                   sentence="as a cold shutdown (SIGQUIT: the task in hand is abandoned)")
+COLD = FaultOption("cold", False, "a cold shutdown (SIGQUIT: Celery does not wait for the "
+                                  "task in hand; acknowledged late, it goes back to the "
+                                  "broker) instead of a warm one (SIGTERM)",
+                   sentence="as a cold shutdown (SIGQUIT: the task in hand is not waited "
+                            "for)")
 
 
 class StopWorker(Fault):
@@ -31,14 +37,15 @@ class StopWorker(Fault):
         victim = workers.holding(context.reached)
         # A deploy signals the worker's main process. SIGTERM asks for a warm shutdown:
         # Celery finishes the task in hand, Temporal waits its graceful shutdown timeout.
-        # SIGQUIT is Celery's cold shutdown: the task in hand is abandoned.
+        # SIGQUIT is Celery's cold shutdown: the task in hand is not waited for (lost when
+        # acknowledged early, given back to the broker at once when acknowledged late).
         stop = signal.SIGQUIT if cold else signal.SIGTERM
         at = workers.stop(victim, cold=cold)
         context.timeline.add(FAULT_FIRED, f"{stop.name} to {victim.name}'s main process "
                                           f"({'cold' if cold else 'warm'} shutdown, as a "
                                           "deploy or scale-down)", at=at)
         if cold:
-            # The task in hand is abandoned: its process must be gone before the step
+            # The task in hand is not waited for: its process must be gone before the step
             # paused at the fault point is let go, or a worker slow to tear its pool
             # down (seen on RabbitMQ) would run the step it was meant to abandon.
             workers.await_exit(victim)
