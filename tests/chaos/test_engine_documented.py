@@ -8,7 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import redis
 
+from graduate.adapters.celery.chain import send_skips
 from graduate.chaos.faults import parse_plan
 from graduate.chaos.harness import ChaosOptions, ChaosResult, run_chaos
 from graduate.check import Verdict
@@ -38,23 +40,35 @@ def test_redis_gives_back_a_countdown_held_past_its_visibility_timeout_by_a_live
     """Celery's Redis caveat: a message not acknowledged within the visibility timeout
     goes back to the queue, even while a live worker holds it for its ETA, and each copy
     runs at the ETA. With the tuned profile's 10 s, the 15 s countdown of the reminder
-    runs twice: the notification system, which takes no idempotency key, sends it twice,
-    with no fault at all."""
+    is delivered again, with no fault at all; the chain's lease on the send (ADR 0034)
+    lets one delivery send it, and the notification system, which takes no idempotency
+    key, sends it once: the run passes."""
     result = chaos(settings, flow_file("chaos", **REMINDED), "celery-chain", "wait-timeout",
                    None, profile="tuned", wait_deadline=30.0, timeout=60)
 
     [instance] = result.instances
     assert instance.verdict is Verdict.COMPENSATED
-    assert reminders(settings) == [Outcome.APPLIED, Outcome.APPLIED]
-    assert instance.unabsorbed_duplicates == 1
-    assert not result.verdict.passed
+    assert reminders(settings) == [Outcome.APPLIED]
+    # The engine's part: Redis gave the held countdown back, and the copy (or copies)
+    # found the send in hand elsewhere or done, and did not send it.
+    assert settings.broker_url is not None
+    client = redis.Redis.from_url(settings.broker_url)
+    try:
+        skipped = send_skips(client, instance.instance_id, "approval", "reminder")
+    finally:
+        client.close()
+    assert skipped, "Redis gave the held countdown back no second time"
+    assert {s["why"] for s in skipped} <= {"approval.reminder in hand elsewhere",
+                                          "approval.reminder already sent"}
+    assert instance.unabsorbed_duplicates == 0
+    assert result.verdict.passed, result.verdict.failures
 
 
 def test_a_visibility_timeout_past_the_farthest_countdown_sends_the_reminder_once(
         settings: Settings, flow_file: FlowFactory) -> None:
     """The same run with the visibility timeout above the countdown, as Celery's docs
-    ask of production: the reminder is sent once and the run passes. The duplicate above
-    is the visibility timeout's, not the chain's."""
+    ask of production: the countdown is delivered once, and the reminder sent once. The
+    second delivery above is the visibility timeout's, not the chain's."""
     (settings.project_dir / "pyproject.toml").write_text(
         "[tool.graduate.profiles.long_visibility]\n"
         'extends = "tuned"\n'
@@ -65,6 +79,12 @@ def test_a_visibility_timeout_past_the_farthest_countdown_sends_the_reminder_onc
     [instance] = result.instances
     assert instance.verdict is Verdict.COMPENSATED
     assert reminders(settings) == [Outcome.APPLIED]
+    assert settings.broker_url is not None
+    client = redis.Redis.from_url(settings.broker_url)
+    try:
+        assert send_skips(client, instance.instance_id, "approval", "reminder") == []
+    finally:
+        client.close()
     assert result.verdict.passed, result.verdict.failures
 
 

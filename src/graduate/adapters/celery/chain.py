@@ -26,6 +26,7 @@ import base64
 import functools
 import hashlib
 import json
+import math
 import time
 import uuid
 from collections.abc import Collection, Sequence
@@ -125,6 +126,26 @@ def signal_key(instance_id: str, signal: str) -> str:
 
 def claim_key(instance_id: str, wait: str) -> str:
     return _key(instance_id, "claim", wait)
+
+
+def send_key(instance_id: str, wait: str, kind: str) -> str:
+    """Who sends the wait's reminder or escalation (`kind`): a lease while a delivery of
+    its countdown task sends it, then the mark that it was sent (see
+    `ChainTasks.reminder`)."""
+    return _key(instance_id, "send", f"{wait}.{kind}")
+
+
+def send_skips_key(instance_id: str, wait: str, kind: str) -> str:
+    """The deliveries of the wait's reminder or escalation task that did not send it (a
+    list, oldest first): another delivery had it in hand, or had sent it."""
+    return _key(instance_id, "send-skipped", f"{wait}.{kind}")
+
+
+def send_skips(client: redis.Redis, instance_id: str, wait: str,
+               kind: str) -> list[dict[str, Any]]:
+    """What `send_skips_key` holds: `{"at", "why", "redelivered"}` a skipped delivery."""
+    raws = cast(list[bytes], client.lrange(send_skips_key(instance_id, wait, kind), 0, -1))
+    return [json.loads(raw) for raw in raws]
 
 
 def cancel_key(instance_id: str) -> str:
@@ -616,31 +637,79 @@ class ChainTasks:
             for send in wait.while_open:
                 self.app.signature(REMINDER, args=(iid, node, send.kind),
                                    task_id=task_id(iid, node, send.kind),
-                                   countdown=send.after).apply_async()
+                                   countdown=send.after, **_limits(send.step)).apply_async()
         return {"waiting": wait.signal}
 
     def reminder(self, task: Any, instance_id: str, node: str,
                  kind: WhileOpenKind = "reminder") -> dict[str, Any]:
         """The countdown of the wait's reminder (or, by `kind`, its escalation) came:
-        send its effect if the wait is still open (parked, not yet claimed by its signal
-        or deadline), and leave the wait open. A redelivery sends it again with the same
-        idempotency key, for the system to absorb. (`kind` defaults to the reminder, the
-        only one a task sent before escalations names.)"""
+        send its effect once if the wait is still open (parked, not yet claimed by its
+        signal or deadline), and leave the wait open. (`kind` defaults to the reminder,
+        the only one a task sent before escalations names.)
+
+        Redis gives back a countdown held past its visibility timeout even by a live
+        worker, and each copy runs at the countdown: so a delivery first takes a lease
+        on the send (`send_key`, SET NX for the step's timeout and the hard limit's
+        slack, the longest the task can run: it is sent with the step's time limits),
+        and marks it sent (or failed: one attempt) for the wait's lifetime once the call
+        returned. A delivery that finds it sent skips for good; one that finds the lease
+        held by another delivery is retried when the lease runs out, and sends then,
+        with the same idempotency key, unless the holder marked it sent: a holder that
+        died before that (a killed worker) leaves the send to the next delivery.
+        Every skip is recorded (`send_skips_key`)."""
         wait = cast(Wait, self.flow.node(node))
         step = next(send.step for send in wait.while_open if send.kind == kind)
         client = self.resources.redis()
         parked = _load(client, context_key(instance_id, node))
         if parked is None or client.exists(claim_key(instance_id, node)):
             return {"skipped": f"{node} is no longer open"}
+        key = send_key(instance_id, node, kind)
+        lease = {"state": "sending", "at": time.time()}
+        with client.pipeline(transaction=False) as pipe:
+            pipe.set(key, json.dumps(lease), nx=True,
+                     ex=max(1, math.ceil(step.timeout + HARD_LIMIT_SLACK)))
+            pipe.get(key)
+            pipe.pttl(key)
+            won, raw, left = pipe.execute()
+        if not won:
+            standing = None if raw is None else json.loads(raw)
+            state = "sending" if standing is None else str(standing["state"])
+            if state != "sending":
+                return self._skip(task, instance_id, node, kind,
+                                  f"{step.name} already {state}", retry=None)
+            # In hand elsewhere: look again when the lease runs out (already gone: now).
+            return self._skip(task, instance_id, node, kind,
+                              f"{step.name} in hand elsewhere",
+                              retry=max(0.0, int(left) / 1000) if raw is not None else 0.0)
         ctx: Context = parked["context"]
         try:
             with self.resources.interruptible():
                 outcome = self.resources.ledger().call(
                     self._flow(ctx), _request(ctx), step,
                     attempt=self.delivered(task, ctx, step.name), engine=ENGINE)
-        except (TransientEffectError, PermanentEffectError) as error:
-            return {"failed": str(error)}  # seen in the ledger; the wait goes on
+        except (TransientEffectError, PermanentEffectError, SoftTimeLimitExceeded) as error:
+            # Seen in the ledger; its one attempt: the wait goes on without it.
+            client.set(key, json.dumps({"state": "failed", "at": time.time()}),
+                       ex=_lifetime(wait))
+            return {"failed": _describe(error, step)}
+        client.set(key, json.dumps({"state": "sent", "at": time.time()}), ex=_lifetime(wait))
         return {"sent": outcome.value}
+
+    def _skip(self, task: Any, instance_id: str, node: str, kind: str, why: str, *,
+              retry: float | None) -> dict[str, Any]:
+        """Record a delivery of a reminder or escalation task that did not send it; with
+        `retry` (seconds), send the task again then (Celery's retry: a new message)."""
+        wait = cast(Wait, self.flow.node(node))
+        skip = {"at": time.time(), "why": why,
+                "redelivered": bool((task.request.delivery_info or {}).get("redelivered"))}
+        key = send_skips_key(instance_id, node, kind)
+        with self.resources.redis().pipeline(transaction=False) as pipe:
+            pipe.rpush(key, json.dumps(skip))
+            pipe.expire(key, _lifetime(wait))
+            pipe.execute()
+        if retry is not None:
+            raise task.retry(countdown=retry)
+        return {"skipped": why}
 
     def signal(self, task: Any, instance_id: str, name: str, payload: dict[str, Any],
                token: str | None = None) -> dict[str, Any]:
@@ -833,7 +902,9 @@ def register(app: Celery, flow: Flow, resources: ProcessResources) -> None:
     app.task(name=SIGNAL, bind=True, shared=False, ignore_result=True,
              store_errors_even_if_ignored=True)(signal)
     app.task(name=DEADLINE, shared=False)(deadline)
-    app.task(name=REMINDER, bind=True, shared=False)(reminder)
+    # Retried only while another delivery holds the send's lease (`ChainTasks.reminder`):
+    # as often as deliveries die holding it.
+    app.task(name=REMINDER, bind=True, shared=False, max_retries=None)(reminder)
     app.task(name=TIMER, bind=True, shared=False)(timer)
     app.task(name=FINISH, bind=True, shared=False)(finish)
     app.task(name=JOIN, shared=False)(join)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 # every second. Short for fast runs: Celery's Redis caveats ask production for one above
 # the farthest ETA or countdown too, since Redis gives back any message unacknowledged
 # that long, a live worker's held countdown included, and every copy runs at its ETA
-# (a wait's reminder sent twice: tests/chaos/test_engine_documented.py).
+# (a wait's reminder delivered twice, sent once by its lease, docs/adr/0034:
+# tests/chaos/test_engine_documented.py).
 _TUNED: dict[str, Any] = {
     "task_acks_late": True,
     "task_reject_on_worker_lost": True,
