@@ -677,10 +677,9 @@ class ChainTasks:
             if state != "sending":
                 return self._skip(task, instance_id, node, kind,
                                   f"{step.name} already {state}", retry=None)
-            # In hand elsewhere: look again when the lease runs out (already gone: now).
+            # In hand elsewhere: look again when the lease runs out (PTTL; gone: now).
             return self._skip(task, instance_id, node, kind,
-                              f"{step.name} in hand elsewhere",
-                              retry=max(0.0, int(left) / 1000) if raw is not None else 0.0)
+                              f"{step.name} in hand elsewhere", retry=max(0.0, left / 1000))
         ctx: Context = parked["context"]
         try:
             with self.resources.interruptible():
