@@ -271,3 +271,47 @@ def test_a_signal_stored_while_a_step_runs_is_taken_at_the_next_move_as_before(
     assert decided_early[decided_early.index("request_approval: attempt 1 applied") + 1] \
         == "approval: approved"
     resources.close()
+
+
+def test_a_decision_committed_while_the_folded_write_ran_is_taken_by_the_same_task(
+        sample_flow: Flow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/adr/0030, review: on PostgreSQL the fold's guard sees the signals committed
+    when its statement began, and the decision's own task finds the row leased and leaves
+    it. A decision committed just after the guard (stored here right after the folded
+    write, as that race leaves it) is read after the commit and passes the wait at once,
+    not at the tick's next look."""
+    resources = ProcessResources({"ledger_url": str(tmp_path / "ledger.sqlite3"),
+                                  "app_db_url": str(tmp_path / "app.sqlite3")})
+    sends = _Sends()
+    machine = Machine(cast(Any, sends), sample_flow, resources, STATE_MACHINE)
+    store = machine.store
+    store.create_tables()
+    folded = Store._update_folded
+
+    def folded_then_decided(self: Store, old: Row, new: Row, node: str, note: str,
+                            then: Then, now: float) -> Row | None:
+        written = folded(self, old, new, node, note, then, now)
+        if written is not None and written.state == WAITING:
+            self.put_signal(written, "approval", {"decision": "approve"})
+        return written
+
+    monkeypatch.setattr(Store, "_update_folded", folded_then_decided)
+    row = Row(instance_id="i-1", flow=sample_flow.name, request=InstanceRequest(
+        instance_id="i-1", run_id="r", tenant_id="t", entity_id="e", date="20261130",
+        correlation_id="c", trace_id="x"), started_at=1.0, updated_at=1.0)
+    store.insert_all([row])
+    machine.send_advance(row)
+    while sends.queue:
+        name, args = sends.queue.popleft()
+        assert name == ADVANCE
+        machine.advance(*args)
+
+    ended = store.load("i-1")
+    assert ended is not None
+    assert ended.state == COMPLETED
+    notes = [e.detail for e in store.transitions("i-1")]
+    waited = notes.index("approval: awaiting signal approval")
+    assert notes[waited + 1:waited + 3] == [
+        'approval: signal approval stored: {"decision": "approve"}',
+        "approval: approved"]
+    resources.close()

@@ -897,7 +897,13 @@ class Machine:
         if written is None:
             return f"{node}: another writer moved the row first"
         if then is not None and written.state == then.row.state:
-            return f"{node}: {note}; {then.node}: {then.note}"
+            folded = f"{node}: {note}; {then.node}: {then.note}"
+            # A signal committed while the folded write ran is not in its guard on
+            # PostgreSQL (the statement's snapshot), and the signal's own task found the
+            # row leased: read once more, as the unfolded path did after its first move.
+            if written.state == WAITING and (signals := store.signals(written.instance_id)):
+                return f"{folded}; {self._advance(store, written, signals)}"
+            return folded
         if written.state in FINISHED or written.state == WAITING:
             return f"{node}: {note}"
         if countdown:
