@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -35,6 +36,16 @@ def reminders(settings: Settings) -> list[Outcome]:
             if e.step == "approval.reminder" and e.kind == "effect"]
 
 
+def reminder_skips(settings: Settings, instance_id: str) -> list[dict[str, Any]]:
+    """The deliveries of the wait's reminder task that did not send it (ADR 0034)."""
+    assert settings.broker_url is not None
+    client = redis.Redis.from_url(settings.broker_url)
+    try:
+        return send_skips(client, instance_id, "approval", "reminder")
+    finally:
+        client.close()
+
+
 def test_redis_gives_back_a_countdown_held_past_its_visibility_timeout_by_a_live_worker(
         settings: Settings, flow_file: FlowFactory) -> None:
     """Celery's Redis caveat: a message not acknowledged within the visibility timeout
@@ -51,12 +62,7 @@ def test_redis_gives_back_a_countdown_held_past_its_visibility_timeout_by_a_live
     assert reminders(settings) == [Outcome.APPLIED]
     # The engine's part: Redis gave the held countdown back, and the copy (or copies)
     # found the send in hand elsewhere or done, and did not send it.
-    assert settings.broker_url is not None
-    client = redis.Redis.from_url(settings.broker_url)
-    try:
-        skipped = send_skips(client, instance.instance_id, "approval", "reminder")
-    finally:
-        client.close()
+    skipped = reminder_skips(settings, instance.instance_id)
     assert skipped, "Redis gave the held countdown back no second time"
     assert {s["why"] for s in skipped} <= {"approval.reminder in hand elsewhere",
                                           "approval.reminder already sent"}
@@ -79,12 +85,7 @@ def test_a_visibility_timeout_past_the_farthest_countdown_sends_the_reminder_onc
     [instance] = result.instances
     assert instance.verdict is Verdict.COMPENSATED
     assert reminders(settings) == [Outcome.APPLIED]
-    assert settings.broker_url is not None
-    client = redis.Redis.from_url(settings.broker_url)
-    try:
-        assert send_skips(client, instance.instance_id, "approval", "reminder") == []
-    finally:
-        client.close()
+    assert reminder_skips(settings, instance.instance_id) == []
     assert result.verdict.passed, result.verdict.failures
 
 
