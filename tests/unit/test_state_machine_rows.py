@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
+from graduate.adapters.celery import state_machine
 from graduate.adapters.celery.resources import ProcessResources
 from graduate.adapters.celery.settings import STATE_MACHINE
 from graduate.adapters.celery.state_machine import (
@@ -315,3 +318,57 @@ def test_a_decision_committed_while_the_folded_write_ran_is_taken_by_the_same_ta
         'approval: signal approval stored: {"decision": "approve"}',
         "approval: approved"]
     resources.close()
+
+
+def _run_to_the_end(flow: Flow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                    fold: bool) -> tuple[list[Row], list[tuple[str, str]]]:
+    """One instance of `flow` run in-process on a clock that stands still: its row when
+    it waits, its row when it ends, and its transitions (kind, note)."""
+    monkeypatch.setattr(state_machine, "time", SimpleNamespace(time=lambda: 1000.0,
+                                                               sleep=time.sleep))
+    if not fold:  # the moves then go one by one, as with a signal stored
+        monkeypatch.setattr(Machine, "_then", lambda self, passed: None)
+    resources = ProcessResources({"ledger_url": str(tmp_path / "ledger.sqlite3"),
+                                  "app_db_url": str(tmp_path / "app.sqlite3")})
+    sends = _Sends()
+    machine = Machine(cast(Any, sends), flow, resources, STATE_MACHINE)
+    store = machine.store
+    store.create_tables()
+    row = Row(instance_id="i-1", flow=flow.name, request=InstanceRequest(
+        instance_id="i-1", run_id="r", tenant_id="t", entity_id="e", date="20261130",
+        correlation_id="c", trace_id="x"), started_at=1.0, updated_at=1.0)
+    store.insert_all([row])
+    machine.send_advance(row)
+    seen = []
+    for _ in range(2):  # up to the wait, then from the approval on
+        while sends.queue:
+            name, args = sends.queue.popleft()
+            assert name == ADVANCE
+            machine.advance(*args)
+        for waiting in store.waiting(flow.name):
+            seen.append(waiting)
+            machine.signal(waiting.instance_id, "approval", {"decision": "approve"},
+                           "activate")
+    ended = store.load("i-1")
+    assert ended is not None
+    transitions = [(e.kind, e.detail) for e in store.transitions("i-1")]
+    resources.close()
+    return [*seen, ended], transitions
+
+
+def test_a_folded_move_writes_the_rows_and_transitions_of_the_moves_one_by_one(
+        sample_flow: Flow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/adr/0030, review: the wait entry and the completion folded with the step's
+    move write what `_wait` and `_finish` write on their own, but for the versions the
+    fold saves."""
+    with monkeypatch.context() as patch:
+        folded_rows, folded = _run_to_the_end(sample_flow, tmp_path / "folded", patch, True)
+    one_by_one_rows, one_by_one = _run_to_the_end(sample_flow, tmp_path / "unfolded",
+                                                  monkeypatch, False)
+    assert [r.state for r in folded_rows] == [WAITING, COMPLETED]
+    assert folded == one_by_one
+    assert "approval: awaiting signal approval" in [note for _, note in folded]
+    assert [replace(r, version=0) for r in folded_rows] \
+        == [replace(r, version=0) for r in one_by_one_rows]
+    assert [r.version for r in folded_rows] \
+        == [r.version - saved for r, saved in zip(one_by_one_rows, (1, 2), strict=True)]

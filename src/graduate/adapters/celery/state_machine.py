@@ -256,6 +256,20 @@ class Then:
     note: str
 
 
+def _finished(row: Row, state: str, reason: str, node: str) -> Then:
+    """The move that finishes the instance in `state`: written alone (`Machine._finish`)
+    or folded with the step's move before it (`Machine._then`), one row and note for both."""
+    return Then(replace(row, state=state, reason=reason, lease_until=None, attempt=0,
+                        finished_at=time.time()), node, state)
+
+
+def _waiting(row: Row, wait: Wait, now: float) -> Then:
+    """The move that enters `wait`: written alone (`Machine._wait`) or folded with the
+    step's move before it (`Machine._then`), one row and note for both."""
+    return Then(replace(row, state=WAITING, wait_deadline=now + wait.deadline), wait.name,
+                f"awaiting signal {wait.signal}")
+
+
 @dataclass(frozen=True)
 class BranchRow:
     """One branch of a parallel group of one instance: where it is, as `Row` is for the
@@ -914,9 +928,9 @@ class Machine:
 
     def _finish(self, store: Store, row: Row, state: str, reason: str, node: str,
                 consume: str | None = None) -> str:
-        finished = replace(row, state=state, reason=reason, lease_until=None, attempt=0,
-                           finished_at=time.time())
-        return self._move(store, row, finished, node, state, consume=consume)
+        finished = _finished(row, state, reason, node)
+        return self._move(store, row, finished.row, finished.node, finished.note,
+                          consume=consume)
 
     def _begin_compensation(self, store: Store, row: Row, reason: str, node: str,
                             consume: str | None = None,
@@ -984,13 +998,10 @@ class Machine:
         follows the step. Written with it, in one transaction (docs/adr/0030)."""
         nodes = self.flow_of(passed).nodes
         if passed.cursor >= len(nodes):
-            return Then(replace(passed, state=COMPLETED, finished_at=time.time()), "flow",
-                        COMPLETED)
+            return _finished(passed, COMPLETED, passed.reason, "flow")
         wait = nodes[passed.cursor]
         if isinstance(wait, Wait):
-            return Then(replace(passed, state=WAITING,
-                                wait_deadline=time.time() + wait.deadline),
-                        wait.name, f"awaiting signal {wait.signal}")
+            return _waiting(passed, wait, time.time())
         return None
 
     def _retry_or(self, store: Store, leased: Row, step: Step, error: BaseException,
@@ -1028,8 +1039,8 @@ class Machine:
             if wait.on_timeout == "compensate":
                 return self._begin_compensation(store, row, reason, wait.name)
             return self._finish(store, row, FAILED, reason, wait.name)
-        waiting = replace(row, state=WAITING, wait_deadline=now + wait.deadline)
-        return self._move(store, row, waiting, wait.name, f"awaiting signal {wait.signal}")
+        waiting = _waiting(row, wait, now)
+        return self._move(store, row, waiting.row, waiting.node, waiting.note)
 
     def _pass(self, store: Store, row: Row, node: str, note: str,
               consume: str | None = None) -> str:
