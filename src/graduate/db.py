@@ -36,6 +36,13 @@ _PATH_HINT = ("the path of a database file in a folder you can write (--ledger-u
               "--app-db-url), or a postgresql:// URL")
 
 
+def in_dialect(statement: str, *, postgres: bool) -> str:
+    """`statement` of `Database.script` as PostgreSQL or SQLite reads it."""
+    identity = "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY"
+    return statement.replace("{id}", identity).replace(
+        "{without_rowid}", "" if postgres else " WITHOUT ROWID")
+
+
 def _check_sqlite_path(path: Path) -> None:
     """Refuse a database path that cannot be a writable file, before any run starts."""
     if path.is_dir():
@@ -138,7 +145,6 @@ class Database:
         # SQLite's INTEGER PRIMARY KEY takes the highest rowid plus one: ids only grow
         # while no row is deleted, and graduate never deletes from these tables.
         # AUTOINCREMENT would add a write to sqlite_sequence to every insert.
-        identity = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY"
         with self.transaction():
             if self.postgres:
                 # PostgreSQL's CREATE ... IF NOT EXISTS is not safe against a concurrent
@@ -146,8 +152,7 @@ class Database:
                 # start together take turns. (SQLite's BEGIN IMMEDIATE serialises them.)
                 self.query("SELECT pg_advisory_xact_lock(?)", [SCHEMA_LOCK])
             for statement in statements:
-                self.execute(statement.replace("{id}", identity).replace(
-                    "{without_rowid}", "" if self.postgres else " WITHOUT ROWID"))
+                self.execute(in_dialect(statement, postgres=self.postgres))
 
     def columns(self, table: str) -> set[str]:
         """The columns of `table`; none when there is no such table."""

@@ -8,10 +8,11 @@ started instances and the failures a test injects into a system.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import re
 import socket
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from graduate.db import Database, Row
+from graduate.db import Database, Row, in_dialect
 from graduate.errors import ConfigError, PermanentEffectError, TransientEffectError
 from graduate.flow import Flow, InstanceInput, InstanceRequest, Step, SystemSpec, declared_name
 from graduate.redaction import redact_url
@@ -165,6 +166,8 @@ class AuditRecord:
     problems: tuple[str, ...]
 
 
+# A column added to a CREATE statement here needs its _ADDED_COLUMNS entry too: a ledger
+# made before lacks it, and `Ledger` refuses a table without every column created here.
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS instances (
         instance_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, flow TEXT NOT NULL,
@@ -220,18 +223,22 @@ _ADDED_COLUMNS = (
 )
 
 
-def _declared(statement: str) -> tuple[str, tuple[str, ...]] | None:
-    """The table `statement` creates and its columns (None: not a CREATE TABLE)."""
-    found = re.match(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*)\)(?:\{without_rowid\})?$",
-                     statement, re.S)
-    if found is None:
-        return None
-    body = re.sub(r"PRIMARY KEY \([^)]*\)", "", found.group(2))
-    return found.group(1), tuple(item.split()[0] for item in body.split(",") if item.strip())
+@functools.cache
+def declared_columns() -> dict[str, tuple[str, ...]]:
+    """What a ledger's tables hold at the least (the columns of _ADDED_COLUMNS are
+    added): each table _SCHEMA creates and its columns, as SQLite reads them back from a
+    scratch database, once a process."""
+    scratch = sqlite3.connect(":memory:")
+    try:
+        for statement in _SCHEMA:
+            scratch.execute(in_dialect(statement, postgres=False))
+        tables = [name for (name,) in scratch.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid")]
+        return {table: tuple(column[1] for column in scratch.execute(
+            f"PRAGMA table_info({table})")) for table in tables}
+    finally:
+        scratch.close()
 
-
-# What a ledger's tables hold at the least (the columns of _ADDED_COLUMNS are added).
-_DECLARED_COLUMNS = dict(d for d in map(_declared, _SCHEMA) if d is not None)
 
 _EFFECT_COLUMNS = (
     "id, run_id, flow, instance_id, step, effect, kind, attempt, idempotency_key, "
@@ -263,9 +270,10 @@ class Ledger:
     def _refuse_foreign_tables(self) -> None:
         """Refuse a database whose tables of the ledger's names lack the ledger's columns
         (another program's, or another schema's), before anything is written into it."""
-        for table, declared in _DECLARED_COLUMNS.items():
+        for table, declared in declared_columns().items():
             present = self.db.columns(table)
             if missing := [c for c in declared if present and c not in present]:
+                self.db.close()
                 raise ConfigError(
                     f"{redact_url(self.url)} is not a graduate ledger: table {table} has no "
                     f"column {', '.join(missing)} (another program's database, or a ledger "

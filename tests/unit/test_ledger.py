@@ -14,9 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from graduate.db import Database
 from graduate.errors import ConfigError, PermanentEffectError, TransientEffectError
 from graduate.flow import Flow, InstanceRequest, Step
-from graduate.ledger import ANY_INSTANCE, Ledger, Outcome, applied_counts
+from graduate.ledger import (
+    _SCHEMA,
+    ANY_INSTANCE,
+    Ledger,
+    Outcome,
+    applied_counts,
+    declared_columns,
+)
 
 MakeRequest = Callable[..., InstanceRequest]
 
@@ -566,3 +574,48 @@ def test_a_table_of_the_ledgers_name_without_its_columns_is_refused(
         tables = {row[0] for row in foreign.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {table}
+
+
+def test_the_refused_database_is_closed(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "foreign.sqlite3"
+    with sqlite3.connect(path) as foreign:
+        foreign.execute("CREATE TABLE effects (something TEXT)")
+    closed: list[str] = []
+    close = Database.close
+
+    def recording(self: Database) -> None:
+        closed.append(self.url)
+        close(self)
+
+    monkeypatch.setattr(Database, "close", recording)
+    with pytest.raises(ConfigError, match="is not a graduate ledger"):
+        Ledger(str(path))
+    assert closed == [str(path)]
+
+
+def test_the_columns_a_ledger_must_hold_are_those_its_schema_creates() -> None:
+    """Read back from SQLite, not parsed: a type with a comma (NUMERIC(10, 2)), a default
+    or a CHECK with one, and a table-level key name no column."""
+    assert declared_columns() == {
+        "instances": ("instance_id", "run_id", "flow", "flow_source", "engine", "tenant_id",
+                      "entity_id", "date", "correlation_id", "trace_id", "started_at"),
+        "effects": ("id", "run_id", "flow", "instance_id", "step", "effect", "kind",
+                    "attempt", "idempotency_key", "correlation_id", "trace_id", "engine",
+                    "worker_pid", "started_at", "finished_at", "outcome"),
+        "operation_keys": ("system", "operation", "idempotency_key"),
+        "fault_points": ("instance_id", "step", "point", "state", "reached_pid",
+                         "reached_at", "released_at"),
+        "injected_failures": ("instance_id", "step", "mode", "remaining"),
+        "audit_records": ("effect_id", "run_id", "instance_id", "envelope", "problems"),
+    }
+    schema = (*_SCHEMA, """CREATE TABLE IF NOT EXISTS tricky (
+        amount NUMERIC(10, 2), label TEXT DEFAULT 'a,b', flag INTEGER CHECK (flag IN (1, 2)),
+        PRIMARY KEY (amount, label))""")
+    declared_columns.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("graduate.ledger._SCHEMA", schema)
+            assert declared_columns()["tricky"] == ("amount", "label", "flag")
+    finally:
+        declared_columns.cache_clear()
