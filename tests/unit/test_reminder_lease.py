@@ -17,13 +17,18 @@ from typing import Any, cast
 import pytest
 import redis
 
+# What a soft time limit raises in a Celery task, as the chain's handler catches it.
+from celery.exceptions import SoftTimeLimitExceeded  # noqa: TID251
+
 from graduate.adapters.celery.chain import (
     HARD_LIMIT_SLACK,
+    SKIPS_KEPT,
     ChainTasks,
     context_key,
     new_context,
     send_key,
     send_skips,
+    send_skips_key,
 )
 from graduate.errors import PermanentEffectError
 from graduate.flow import Flow, InstanceRequest, Step, Wait, load_flow
@@ -166,3 +171,62 @@ def test_a_send_that_failed_is_not_tried_again_by_a_later_delivery(
     assert "failed" in chain.reminder(Delivery(), parked, "approval")
     assert chain.reminder(Delivery(redelivered=True), parked, "approval") == {
         "skipped": "approval.reminder already failed"}
+
+
+def test_the_skips_kept_are_the_latest_and_bounded(
+        flow: Flow, client: redis.Redis, parked: str) -> None:
+    """Review: a holder that keeps dying makes every copy skip; the list of skips keeps
+    the last SKIPS_KEPT of them, not all."""
+    chain = tasks(flow, Resources(client))
+    client.set(send_key(parked, "approval", "reminder"), json.dumps({"state": "sent"}))
+    for n in range(SKIPS_KEPT + 5):  # the 6th is told apart: the oldest kept
+        assert chain.reminder(Delivery(redelivered=n == 5), parked, "approval") == {
+            "skipped": "approval.reminder already sent"}
+    skips = send_skips(client, parked, "approval", "reminder")
+    assert [s["redelivered"] for s in skips] == [True] + [False] * (SKIPS_KEPT - 1)
+    assert client.ttl(send_skips_key(parked, "approval", "reminder")) > 3600
+
+
+class Discarding(Resources):
+    """A worker process's resources, whose `interruptible` drops its Redis client when a
+    soft time limit cuts the call, as `ProcessResources.discard` does; a discarded
+    client refuses every command."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(client)
+        self.discarded: list[redis.Redis] = []
+
+    def redis(self) -> redis.Redis:
+        current = self.client
+        discarded = self.discarded
+
+        class Guarded:
+            def __getattr__(self, name: str) -> Any:
+                assert current not in discarded, f"{name} through a discarded client"
+                return getattr(current, name)
+
+        return cast(redis.Redis, Guarded())
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        try:
+            yield
+        except SoftTimeLimitExceeded:
+            self.discarded.append(self.client)
+            self.client = redis.Redis(connection_pool=self.client.connection_pool)
+            raise
+
+
+def test_a_soft_time_limit_marks_the_send_failed_through_a_new_client(
+        flow: Flow, client: redis.Redis, parked: str) -> None:
+    """Review: the time limit's handler discarded the Redis client the task held."""
+    resources = Discarding(client)
+    chain = tasks(flow, resources)
+
+    def cut() -> None:
+        raise SoftTimeLimitExceeded()
+
+    resources.during = cut
+    assert "failed" in chain.reminder(Delivery(), parked, "approval")
+    assert json.loads(cast(bytes, client.get(send_key(parked, "approval", "reminder"))))[
+        "state"] == "failed"

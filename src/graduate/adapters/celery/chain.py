@@ -135,9 +135,14 @@ def send_key(instance_id: str, wait: str, kind: str) -> str:
     return _key(instance_id, "send", f"{wait}.{kind}")
 
 
+# How many skipped deliveries `send_skips_key` keeps, the latest.
+SKIPS_KEPT = 100
+
+
 def send_skips_key(instance_id: str, wait: str, kind: str) -> str:
     """The deliveries of the wait's reminder or escalation task that did not send it (a
-    list, oldest first): another delivery had it in hand, or had sent it."""
+    list, oldest first, the last `SKIPS_KEPT`): another delivery had it in hand, or had
+    sent it."""
     return _key(instance_id, "send-skipped", f"{wait}.{kind}")
 
 
@@ -687,9 +692,10 @@ class ChainTasks:
                     self._flow(ctx), _request(ctx), step,
                     attempt=self.delivered(task, ctx, step.name), engine=ENGINE)
         except (TransientEffectError, PermanentEffectError, SoftTimeLimitExceeded) as error:
-            # Seen in the ledger; its one attempt: the wait goes on without it.
-            client.set(key, json.dumps({"state": "failed", "at": time.time()}),
-                       ex=_lifetime(wait))
+            # Seen in the ledger; its one attempt: the wait goes on without it. (A soft
+            # time limit discarded `client` with the process's connections: a new one.)
+            failed = {"state": "failed", "at": time.time()}
+            self.resources.redis().set(key, json.dumps(failed), ex=_lifetime(wait))
             return {"failed": _describe(error, step)}
         client.set(key, json.dumps({"state": "sent", "at": time.time()}), ex=_lifetime(wait))
         return {"sent": outcome.value}
@@ -704,6 +710,7 @@ class ChainTasks:
         key = send_skips_key(instance_id, node, kind)
         with self.resources.redis().pipeline(transaction=False) as pipe:
             pipe.rpush(key, json.dumps(skip))
+            pipe.ltrim(key, -SKIPS_KEPT, -1)  # a holder that keeps dying keeps it growing
             pipe.expire(key, _lifetime(wait))
             pipe.execute()
         if retry is not None:
