@@ -322,8 +322,9 @@ class Agent:
 
     def _stop(self, signum: signal.Signals, how: str) -> Observed:
         victim = self._running()
-        # A deploy signals the worker's main process; it finishes (warm) or abandons
-        # (cold) what it holds. `restart-after` waits for it to exit.
+        # A deploy signals the worker's main process; it finishes what it holds (warm),
+        # or does not wait for it (cold: lost when acknowledged early, given back to the
+        # broker at once when acknowledged late). `restart-after` waits for it to exit.
         victim.popen.send_signal(signum)
         self._stopping.add(victim.pid)
         return Observed(CommandState.DONE, {"signal": signum.name, "pid": victim.pid},

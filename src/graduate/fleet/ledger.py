@@ -47,7 +47,9 @@ class CommandKind(StrEnum):
     KILL_GROUP = "kill-group"  # SIGKILL to the worker's whole process group
     KILL_POOL_CHILD = "kill-pool-child"  # SIGKILL to one pool child (args: pid, optional)
     STOP_WARM = "stop-warm"  # SIGTERM: the worker finishes what it holds, then exits
-    STOP_COLD = "stop-cold"  # SIGQUIT: Celery's cold shutdown abandons what it holds
+    # SIGQUIT: Celery's cold shutdown does not wait for what it holds (lost when
+    # acknowledged early, given back to the broker at once when acknowledged late)
+    STOP_COLD = "stop-cold"
     RESTART_AFTER = "restart-after"  # start the worker again (args: seconds to wait first)
     DEPLOY = "deploy"  # replace the worker by a changed version (args: change, versioned)
 

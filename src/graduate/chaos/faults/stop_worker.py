@@ -47,7 +47,7 @@ class StopWorker(Fault):
         if cold:
             # The task in hand is not waited for: its process must be gone before the step
             # paused at the fault point is let go, or a worker slow to tear its pool
-            # down (seen on RabbitMQ) would run the step it was meant to abandon.
+            # down (seen on RabbitMQ) would run the step it was meant not to wait for.
             workers.await_exit(victim)
             context.release()
         else:
