@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import signal
 import sys
 from types import FrameType
@@ -38,6 +39,18 @@ COMMANDS = {
 }
 
 
+SHOWN = 100  # the longest path a message shows whole
+
+
+def _shortened(path: object) -> str:
+    """`path` quoted for a message, its middle cut out when long: a name too long for
+    the file system may run to kilobytes."""
+    text = os.fsdecode(path) if isinstance(path, str | bytes | os.PathLike) else str(path)
+    if len(text) <= SHOWN:
+        return repr(text)
+    return f"'{text[:50]}...{text[-30:]}' ({len(text)} characters)"
+
+
 class _Commands(TyperGroup):
     """The root group: a GraduateError from any command becomes its message and exit 2
     here, inside the app, so that an in-process runner sees what a user sees. Its
@@ -55,8 +68,10 @@ class _Commands(TyperGroup):
             # looked at (an option, a flow's name, a ledger's file), and that is many places.
             if error.errno != errno.ENAMETOOLONG:
                 raise
-            print_error(f"the path {error.filename!r} is too long for the file system (at "
-                        "most 255 bytes a name, 4096 the whole path); give a shorter one")
+            name = error.filename if error.filename is not None else error.filename2
+            path = "a path" if name is None else f"the path {_shortened(name)}"
+            print_error(f"{path} is too long for the file system (at most 255 bytes a name, "
+                        "4096 the whole path); give a shorter one")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:  # typer would exit 130 without a word
             # The with-blocks it unwound have stopped every process the command started.
