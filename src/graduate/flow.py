@@ -7,6 +7,7 @@ never sees a flow it would have to reject halfway through a run.
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import json
@@ -1010,16 +1011,26 @@ def _is_file(path: Path) -> bool:
     system) names none, so that a reference that long is judged as a flow's name."""
     try:
         return path.is_file()
-    except OSError:
-        return False
+    except OSError as error:
+        return _named_none(path, error)
 
 
 def _exists(path: Path) -> bool:
     """Whether something is at `path` (a name too long for the file system: nothing)."""
     try:
         return path.exists()
-    except OSError:
-        return False
+    except OSError as error:
+        return _named_none(path, error)
+
+
+def _named_none(path: Path, error: OSError) -> bool:
+    """False for a name too long for the file system: no file has it. Any other error
+    (a folder that cannot be searched, an I/O error) says nothing of whether a flow is
+    there, and is not taken for "no flow": it is the message."""
+    if error.errno != errno.ENAMETOOLONG:
+        raise FlowError(f"cannot look for a flow at {path}: {error.strerror or error}; "
+                        "check that its folder can be read") from error
+    return False
 
 
 def discover(spikes_dir: Path) -> list[tuple[Path, Flow | FlowError]]:

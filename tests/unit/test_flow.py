@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import textwrap
 import uuid
@@ -532,6 +534,30 @@ def test_an_unknown_name_without_spikes_folder_says_what_to_give(tmp_path: Path,
     message = raises_flow_error(lambda: load_flow("minni"))
     assert_mentions(message, ["no flow 'minni'", "a .toml file", "module:ATTRIBUTE"])
     assert "Flows in" not in message
+
+
+@pytest.mark.parametrize("looked_at", ["is_file", "exists"])
+def test_a_folder_that_cannot_be_read_is_said_so_not_taken_for_no_flow(
+        spikes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, looked_at: str) -> None:
+    """Review: a permission error (a folder without search permission; tests run as
+    root here, whom permissions do not stop, so the error is raised by a stand-in) read
+    as "no flow named ...". A name too long for the file system still reads as one."""
+    monkeypatch.chdir(tmp_path)
+    real = getattr(Path, looked_at)
+
+    def refused(self: Path) -> bool:
+        if self.name in ("minni", "minni.toml"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return bool(real(self))
+
+    monkeypatch.setattr(Path, looked_at, refused)
+    message = raises_flow_error(lambda: load_flow("minni", spikes_dir=spikes))
+    assert "no flow" not in message
+    assert_mentions(message, ["cannot look for a flow at", "minni", "Permission denied",
+                              "check that its folder can be read"])
+    long_name = "m" * 300
+    assert "no flow 'mmm" in raises_flow_error(lambda: load_flow(long_name,
+                                                                 spikes_dir=spikes))
 
 
 def test_discover_loads_what_it_can_and_keeps_the_errors(
