@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from graduate.migrate.inventory import FindingKind, Inventory, inventory
 from tests.migrate.conftest import Codebase
 
@@ -558,3 +560,61 @@ def test_a_chain_that_acks_late_or_records_its_step_is_no_hazard(codebase: Codeb
     recorded = codebase({"celery_app.py": REDIS_APP, "tasks.py": pipeline(
         record="\n    File.objects.filter(id=file_id).update(status='sized')")})
     assert "unrecorded-task-chain" not in {h.rule for h in inventory(recorded).hazards}
+
+
+SHARED_LAST_TASK = """
+from celery_app import app
+
+@app.task
+def ingest(file_id):
+    parse.delay(file_id)
+
+@app.task
+def parse(file_id):
+    {parse_then}.delay(file_id)
+
+@app.task
+def send_email(file_id):
+    pass
+
+@app.task
+def welcome(user_id):
+    send_email.delay(user_id)
+
+@app.task
+def reset_password(user_id):
+    send_email.delay(user_id)
+
+@app.task
+def index(file_id):
+    send_email.delay(file_id)
+"""
+
+
+@pytest.mark.parametrize("chain", [["ingest", "parse", "send_email"],
+                                   ["ingest", "parse", "index", "send_email"]])
+def test_a_chain_does_not_spread_to_callers_sharing_its_last_task(
+        codebase: Codebase, chain: list[str]) -> None:
+    """ingest -> parse -> send_email is a chain; welcome -> send_email and
+    reset_password -> send_email are single follow-ups of their own flows, which a task
+    shared with the chain does not make part of it (review M2). Read as one group, the
+    3-task chain was missed (send_email is one hand-off from welcome) and the 4-task one
+    marked every flow that sends mail."""
+    tasks = SHARED_LAST_TASK.replace("{parse_then}", chain[2])
+    found = inventory(codebase({"celery_app.py": REDIS_APP, "tasks.py": tasks}))
+    [hazard] = found.hazards
+    assert (hazard.rule, str(hazard.location)) == ("unrecorded-task-chain", "tasks.py:5")
+    assert hazard.task == f"ingest and the {len(chain) - 1} tasks it starts"
+    assert f"({' -> '.join(chain)})" in hazard.why
+    entries = {f.entry for f in found.flows}
+    assert {"ingest", "welcome", "reset_password"} <= entries
+
+    def domain(entry: str) -> str:
+        [flow] = [f for f in found.flows if f.entry == entry]
+        assert [s.task for s in flow.steps][-1] == "send_email"
+        assert flow.hazards == ((hazard,) if entry == "ingest" else ())
+        return next(s.leans for s in flow.scores if s.criterion == "failure domain")
+
+    assert domain("ingest") == "workflow"
+    assert domain("welcome") == "celery"
+    assert domain("reset_password") == "celery"

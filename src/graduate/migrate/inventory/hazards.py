@@ -237,8 +237,9 @@ def _task_chains(project: Project, found: list[tuple[Task, Hazard]]) -> None:
     the chain. The message of a running step is acknowledged before it runs: a worker
     that dies mid-step loses that step and, since only the step starts the next, every
     later one, and nothing tells how far an instance got (Mayan EDMS's upload runs eight
-    tasks so). One hazard for each chain of CHAIN_TASKS tasks or more, at its first
-    hand-off, counted by every task of it."""
+    tasks so). One hazard for each chain of CHAIN_TASKS tasks or more, followed from
+    each entry along the calls, at its first hand-off, counted only by the flows its
+    entries start (the flows holding them)."""
     onward: dict[int, list[tuple[Task, Location]]] = {}
     tasks: dict[int, Task] = {}
     for launch in project.launches:
@@ -249,41 +250,38 @@ def _task_chains(project: Project, found: list[tuple[Task, Hazard]]) -> None:
             continue
         onward.setdefault(id(caller), []).append((launch.task, launch.location))
         tasks[id(caller)], tasks[id(launch.task)] = caller, launch.task
-    parent = {key: key for key in tasks}
-
-    def root(key: int) -> int:
-        while parent[key] != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
-    for before, afters in onward.items():
-        for after, _ in afters:
-            parent[root(before)] = root(id(after))
-    chains: dict[int, list[Task]] = {}
-    for key, task in tasks.items():
-        chains.setdefault(root(key), []).append(task)
-    for members in chains.values():
-        if len(members) < CHAIN_TASKS or project.among(project.status_writes, members) or (
-                project.among(project.sweeps, members)):
+    started = {id(t) for afters in onward.values() for t, _ in afters}
+    entries = sorted((t for t in tasks.values() if id(t) not in started),
+                     key=lambda t: t.location)
+    # A loop of tasks that only start one another has no entry: its first task in the
+    # code stands for one, and so on until every task is reached.
+    reached = {id(t) for entry in entries for t in _reached([entry], onward)[0]}
+    for task in sorted(tasks.values(), key=lambda t: t.location):
+        if id(task) not in reached:
+            entries.append(task)
+            reached |= {id(t) for t in _reached([task], onward)[0]}
+    # Each entry's chain along the calls, as flows.group makes one flow per entry: a task
+    # two entries start (a shared e-mail) is a step of each, not a link between them.
+    # Entries that start the same tasks (two ways into one upload pipeline) are one chain.
+    chains: dict[frozenset[int], tuple[list[Task], list[Task]]] = {}
+    for entry in entries:
+        order, depth = _reached([entry], onward)
+        if depth < CHAIN_TASKS or project.among(project.status_writes, order) or (
+                project.among(project.sweeps, order)):
             continue  # a short hand-off, or a chain whose progress a row records
-        started = {id(t) for m in members for t, _ in onward.get(id(m), ())}
-        entries = sorted((m for m in members if id(m) not in started),
-                         key=lambda t: t.location) or members[:1]
-        order, depth = _reached(entries, onward)
-        if depth < CHAIN_TASKS:
-            continue  # one task starting several follow-ups: no step hands on to another
-        first = min(where for m in members for _, where in onward.get(id(m), ()))
-        names = " -> ".join([" / ".join(t.short for t in entries),
-                             *(t.short for t in order[len(entries):])])
-        who = (f"{entries[0].short} and the {len(order) - 1} tasks it starts"
-               if len(entries) == 1 else
-               f"{', '.join(t.short for t in entries)} and the {len(order) - len(entries)} "
-               "tasks they start")
+        starts, _ = chains.setdefault(frozenset(id(t) for t in order[1:]), ([], order[1:]))
+        starts.append(entry)
+    for starts, rest in chains.values():
+        first = min(where for t in [*starts, *rest] for _, where in onward.get(id(t), ()))
+        names = " -> ".join([" / ".join(t.short for t in starts), *(t.short for t in rest)])
+        who = (f"{starts[0].short} and the {len(rest)} tasks it starts" if len(starts) == 1
+               else f"{', '.join(t.short for t in starts)} and the {len(rest)} tasks they "
+               "start")
         hazard = Hazard(
             TASK_CHAIN, _RULES[TASK_CHAIN].severity, who, first,
-            f"{len(order)} tasks start one another one by one ({names}), each acknowledged "
-            "before it runs (Celery's default, acks_late not set): a worker that dies "
+            f"{len(starts) + len(rest)} tasks start one another one by one ({names}), each "
+            "acknowledged before it runs (Celery's default, acks_late not set): a worker "
+            "that dies "
             "mid-step loses that step and every later one, since only the step starts the "
             "next; no status is written, so nothing tells how far an instance got or "
             "resumes it at that step, and no retry or dead-letter queue sees the loss",
@@ -291,7 +289,7 @@ def _task_chains(project: Project, found: list[tuple[Task, Hazard]]) -> None:
             "periodic sweep, or set acks_late=True with reject_on_worker_lost on these "
             "tasks once each is safe to run twice; a flow that must resume at the exact "
             "step is what a workflow engine keeps")
-        found.extend((task, hazard) for task in order)  # each flow of them counts it
+        found.extend((entry, hazard) for entry in starts)  # the flows they start count it
 
 
 def _reached(entries: list[Task], onward: dict[int, list[tuple[Task, Location]]]
