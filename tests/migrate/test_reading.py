@@ -15,7 +15,10 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from graduate.errors import ConfigError
 from graduate.migrate.inventory import FindingKind, Inventory, inventory, source
 from graduate.migrate.inventory.jsonform import to_json
+from graduate.migrate.inventory.link import link
 from graduate.migrate.inventory.positions import layout, walk
+from graduate.migrate.inventory.project import Project
+from graduate.migrate.inventory.reader import ModuleFacts
 from tests.migrate.conftest import ACME, Codebase
 
 
@@ -1276,3 +1279,30 @@ def test_a_root_that_is_a_package_knows_its_own_top_level_names(codebase: Codeba
         """})
     (flow,) = inventory(root / "shop").flows
     assert flow.systems == ("media",)
+
+
+def linked(root: Path) -> Project:
+    read = source.read_all(list(source.python_files(root)))
+    return link(root, [r for r in read if isinstance(r, ModuleFacts)])
+
+
+def test_among_a_passing_list_never_answers_from_another(codebase: Codebase) -> None:
+    """`Project.among` indexes each list once; a list made for one question and dropped
+    may leave its id to the next of the same length, which must not be answered from the
+    first one's index (review L4)."""
+    project = linked(codebase({"tasks.py": """
+        from celery import shared_task
+
+        @shared_task
+        def first():
+            pass
+
+        @shared_task
+        def second():
+            pass
+        """}))
+    one, two = sorted(project.tasks, key=lambda t: t.short)
+    for _ in range(20):
+        assert project.among([(one, "a")], [one]) == [(one, "a")]
+        assert project.among([(two, "b")], [two]) == [(two, "b")]
+        assert project.among([(two, "c")], [one]) == []

@@ -114,7 +114,9 @@ class Project:
     _indexed: int = field(default=-1, repr=False)
     _indexes: tuple[dict[str, Task], dict[tuple[int, str], Task], dict[str, Task]] = field(
         default=({}, {}, {}), repr=False)
-    _among: dict[tuple[int, int], tuple[int, dict[int, list[int]]]] = field(
+    # each list asked of: (the list itself, its length then, its index by task); holding
+    # the list keeps its id from being given to another while it is cached
+    _among: dict[tuple[int, int], tuple[list[Any], int, dict[int, list[int]]]] = field(
         default_factory=dict, repr=False)
 
     def among(self, entries: list[_Entry], tasks: Iterable[Task], at: int = 0) -> list[_Entry]:
@@ -124,13 +126,13 @@ class Project:
         whether it is one of a flow's made scoring quadratic in the codebase's tasks."""
         key = (id(entries), at)
         cached = self._among.get(key)
-        if cached is None or cached[0] != len(entries):
+        if cached is None or cached[0] is not entries or cached[1] != len(entries):
             index: dict[int, list[int]] = {}
             for position, entry in enumerate(entries):
                 task = entry.task if isinstance(entry, Launch) else entry[at]
                 index.setdefault(id(task), []).append(position)
-            cached = self._among[key] = (len(entries), index)
-        positions = sorted({p for task in tasks for p in cached[1].get(id(task), ())})
+            cached = self._among[key] = (entries, len(entries), index)
+        positions = sorted({p for task in tasks for p in cached[2].get(id(task), ())})
         return [entries[p] for p in positions]
 
     def settings_for(self, task: Task) -> CelerySettings:
