@@ -1306,3 +1306,48 @@ def test_among_a_passing_list_never_answers_from_another(codebase: Codebase) -> 
         assert project.among([(one, "a")], [one]) == [(one, "a")]
         assert project.among([(two, "b")], [two]) == [(two, "b")]
         assert project.among([(two, "c")], [one]) == []
+
+
+FACTORIES = """
+    import stripe
+    import twilio
+    from celery import Celery
+
+    app = Celery("shop", broker="redis://localhost:6379/0")
+
+    def register_payments():
+        @app.task(name="payments.run")
+        def run(order_id):
+            stripe.Refund.create(order_id)
+        return run
+
+    def register_sms():
+        @app.task(name="sms.run")
+        def run(user_id):
+            twilio.Client().messages.create(user_id)
+        return run
+
+    def register_invoices():
+        def step(invoice_id):
+            stripe.Invoice.pay(invoice_id)
+        task = app.task(name="invoices.step")(step)
+        return task
+
+    def register_reminders():
+        def step(user_id):
+            twilio.Client().calls.create(user_id)
+        task = app.task(step)
+        return task
+    """
+
+
+def test_tasks_made_by_two_factories_under_one_name_keep_their_own_calls(
+        codebase: Codebase) -> None:
+    """Two factories each making a task `run` (Celery names them by `name=`): each task's
+    calls are its own body's, not both (review L9)."""
+    found = inventory(codebase({"tasks.py": FACTORIES}))
+    assert {(f.location.line, f.detail.split(";")[0]) for f in found.findings
+            if f.kind == FindingKind.TASK} == {
+        (9, "payments.run"), (15, "sms.run"), (20, "invoices.step"), (26, "tasks.step")}
+    systems = {f.location.line: f.systems for f in found.flows}
+    assert systems == {9: ("stripe",), 15: ("twilio",), 20: ("stripe",), 26: ("twilio",)}

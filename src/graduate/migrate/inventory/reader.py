@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import libcst as cst
 
@@ -99,6 +99,7 @@ class Registration:
 
     decorator: Decorator
     target: str
+    inside: str | None = None  # the function it is made in (qualified), if any
 
 
 @dataclass
@@ -255,7 +256,26 @@ def _simple_assignment(node: cst.CSTNode) -> tuple[str | None, cst.BaseExpressio
     return None, None
 
 
-_ReaderState = tuple[Any, ...]
+@dataclass(frozen=True)
+class _ReaderState:
+    """The enclosing function's state, kept while a task made inside it is read."""
+
+    function: str | None
+    function_node: cst.FunctionDef | None
+    current: Function | None
+    local_canvases: dict[str, Canvas]
+    local_lists: dict[str, list[Canvas]]
+    local_values: dict[str, cst.BaseExpression]
+    checks_state: bool
+    state_written_at: int | None
+    write_pending: bool
+    calls_from: int
+    writes_from: int
+    queries_from: int
+    except_depth: int
+    transactions: list[bool]
+
+
 _TASK_MAKERS = frozenset({"task", "shared_task", "periodic_task"})
 
 
@@ -374,7 +394,9 @@ class _Reader(cst.CSTVisitor):
             self.saved.append(self._state())
             # Its body runs later, in no `with` or `except` of the function making it.
             self.except_depth, self.transactions = 0, []
-            qualname = node.name.value
+            # Qualified as Python does, so that two factories each making a `run` keep
+            # their own calls; its Celery name is the module's (or `name=`), see tasks.py.
+            qualname = f"{self.function}.<locals>.{node.name.value}"
         else:
             qualname = ".".join([*self.classes, node.name.value])
             if len(self.classes) > 1:
@@ -391,8 +413,9 @@ class _Reader(cst.CSTVisitor):
             if (decorator.ref or "").rsplit(".", 1)[-1] == "periodic_task" and (
                     "run_every" in decorator.kwargs):
                 name = decorator.kwargs.get("name")
+                ref = node.name.value if nested_in else qualname  # the module's name
                 self.facts.beat.append(BeatEntry(
-                    name if isinstance(name, str) else qualname, Ref(qualname),
+                    name if isinstance(name, str) else ref, Ref(ref),
                     decorator.kwargs["run_every"], decorator.line, decorates=True))
         params = node.params
         self.current.bound.update(
@@ -429,7 +452,7 @@ class _Reader(cst.CSTVisitor):
                                    else d.decorator)) for d in node.decorators):
             return True
         if self.registered_inside is None:
-            outermost = self.saved[0][1] if self.saved else self.function_node
+            outermost = self.saved[0].function_node if self.saved else self.function_node
             finder = _RegisteredNames()
             if outermost is not None:
                 outermost.body.visit(finder)
@@ -437,16 +460,24 @@ class _Reader(cst.CSTVisitor):
         return node.name.value in self.registered_inside
 
     def _state(self) -> _ReaderState:
-        return (self.function, self.function_node, self.current, self.local_canvases,
-                self.local_lists, self.local_values, self.checks_state, self.state_written_at,
-                self.write_pending, self.calls_from, self.writes_from, self.queries_from,
-                self.except_depth, self.transactions)
+        return _ReaderState(
+            function=self.function, function_node=self.function_node, current=self.current,
+            local_canvases=self.local_canvases, local_lists=self.local_lists,
+            local_values=self.local_values, checks_state=self.checks_state,
+            state_written_at=self.state_written_at, write_pending=self.write_pending,
+            calls_from=self.calls_from, writes_from=self.writes_from,
+            queries_from=self.queries_from, except_depth=self.except_depth,
+            transactions=self.transactions)
 
     def _restore(self, state: _ReaderState) -> None:
-        (self.function, self.function_node, self.current, self.local_canvases,
-         self.local_lists, self.local_values, self.checks_state, self.state_written_at,
-         self.write_pending, self.calls_from, self.writes_from, self.queries_from,
-         self.except_depth, self.transactions) = state
+        self.function, self.function_node = state.function, state.function_node
+        self.current = state.current
+        self.local_canvases, self.local_lists = state.local_canvases, state.local_lists
+        self.local_values, self.checks_state = state.local_values, state.checks_state
+        self.state_written_at, self.write_pending = state.state_written_at, state.write_pending
+        self.calls_from, self.writes_from = state.calls_from, state.writes_from
+        self.queries_from, self.except_depth = state.queries_from, state.except_depth
+        self.transactions = state.transactions
 
     def _claims(self, function: Function) -> bool:
         """Whether the function claims its row (see `Function.claimed_at`); a function
@@ -752,7 +783,7 @@ class _Reader(cst.CSTVisitor):
                                   self.line(node))
         else:
             return
-        self.facts.registrations.append(Registration(decorator, target))
+        self.facts.registrations.append(Registration(decorator, target, self.function))
 
     def _kwargs(self, node: cst.Call) -> dict[str, object]:
         """Keyword arguments, with a `**OPTIONS` spread of a dict the module defines."""

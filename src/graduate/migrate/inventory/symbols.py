@@ -25,7 +25,7 @@ class Symbols:
         self.modules = {m.module: m for m in modules}
         self.defined: dict[str, ModuleFacts] = {}
         for facts in modules:
-            names = ([f.name for f in facts.functions if "." not in f.qualname]
+            names = ([f.name for f in facts.functions if "." not in f.qualname or f.nested_in]
                      + [c.name for c in facts.classes] + [a.name for a in facts.assignments])
             for name in names:
                 self.defined[_join(facts.module, name)] = facts
@@ -171,7 +171,7 @@ def _computes_all(module: ModuleFacts) -> bool:
 def _exported(module: ModuleFacts) -> dict[str, str]:
     """The names `from module import *` binds, each to the qualified name it stands for."""
     own = {name: _join(module.module, name) for name in (
-        [f.name for f in module.functions if "." not in f.qualname]
+        [f.name for f in module.functions if "." not in f.qualname or f.nested_in]
         + [c.name for c in module.classes] + [a.name for a in module.assignments])}
     every = {**module.imports, **own}
     listed = _all_of(module)

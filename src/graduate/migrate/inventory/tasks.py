@@ -125,8 +125,8 @@ def _tasks(project: Project, modules: list[ModuleFacts], apps: set[str],
     symbols = project.symbols
     for facts in modules:
         for function in facts.functions:
-            if "." in function.qualname:
-                continue
+            if "." in function.qualname and function.nested_in is None:
+                continue  # a method: a task class's, below
             senders = _in_signal_handler(facts, function)
             for decorator in function.decorators:
                 made = _task_decorator(symbols, facts, decorator.ref, apps, decorators, senders)
@@ -204,12 +204,15 @@ def _registered(project: Project, modules: list[ModuleFacts], apps: set[str],
             decorator = registration.decorator
             made = _task_decorator(symbols, facts, decorator.ref, apps, decorators)
             full = symbols.resolve(facts, registration.target)
-            if made is None or full is None or project.task(full) is not None:
+            if made is None or full is None:
                 continue
             owner = symbols.defined[full]
             name = full.rsplit(".", 1)[-1]
-            function = owner.function(name)
-            if function is None:
+            # a function made a task in the function defining it is that one's own
+            function = (owner.function(f"{registration.inside}.<locals>.{name}")
+                        if owner is facts and registration.inside else None
+                        ) or owner.function(name)
+            if function is None or project.task_of_body(owner, function.qualname) is not None:
                 continue
             options, origins = made
             options.update(decorator.kwargs)
@@ -219,7 +222,7 @@ def _registered(project: Project, modules: list[ModuleFacts], apps: set[str],
                        else f"{decorator.ref}({registration.target})")
             inside = f" inside {function.nested_in}()" if function.nested_in else ""
             task = _task(project, owner, function, options, f"{made_as} at {where}{inside}",
-                         (name,))
+                         (function.qualname,))
             task.origins = origins
             task.app = _app_of(symbols, facts, decorator.ref, apps, "task")
             project.tasks.append(task)
