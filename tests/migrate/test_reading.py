@@ -1351,3 +1351,37 @@ def test_tasks_made_by_two_factories_under_one_name_keep_their_own_calls(
         (9, "payments.run"), (15, "sms.run"), (20, "invoices.step"), (26, "tasks.step")}
     systems = {f.location.line: f.systems for f in found.flows}
     assert systems == {9: ("stripe",), 15: ("twilio",), 20: ("stripe",), 26: ("twilio",)}
+
+
+def test_the_chosen_settings_module_is_read_whatever_its_name(codebase: Codebase) -> None:
+    """DJANGO_SETTINGS_MODULE may name a module whose name says nothing of settings
+    (proj/envs/production.py), or one star-importing such a module: it is still the
+    configuration read, and the settings-like siblings are the alternatives (review L10)."""
+    named = codebase({
+        "proj/__init__.py": "",
+        "proj/celery.py": SETTINGS_APP.replace("{module}", "proj.envs.production"),
+        "proj/envs/__init__.py": "",
+        "proj/envs/production.py": 'CELERY_BROKER_URL = "amqp://rabbit//"\n'
+                                   "CELERY_TASK_ACKS_LATE = True\n",
+        "proj/settings_dev.py": 'CELERY_BROKER_URL = "redis://localhost"\n',
+        "proj/settings_docker.py": 'CELERY_BROKER_URL = "redis://redis"\n',
+    })
+    settings = dict(inventory(named).settings)
+    assert settings["broker"] == "rabbitmq"
+    assert settings["task_acks_late"] == "True (proj/envs/production.py:2)"
+    assert settings["alternative settings, not merged"] == (
+        "proj/settings_dev.py, proj/settings_docker.py")
+
+
+def test_a_module_the_chosen_settings_star_import_is_read_whatever_its_name(
+        codebase: Codebase) -> None:
+    star = codebase({
+        "proj/settings/__init__.py": "from proj.celery_defaults import *\n"
+                                     "DEBUG = False\nCELERY_TASK_ACKS_LATE = True\n",
+        "proj/celery_defaults.py": 'CELERY_BROKER_URL = "amqp://rabbit//"\n',
+        "proj/settings_dev.py": 'CELERY_BROKER_URL = "redis://localhost"\n',
+        "proj/celery.py": SETTINGS_APP.replace("{module}", "proj.settings"),
+    })
+    settings = dict(inventory(star).settings)
+    assert settings["broker"] == "rabbitmq"
+    assert settings["alternative settings, not merged"] == "proj/settings_dev.py"

@@ -297,13 +297,14 @@ def read_settings(root: Path, modules: list[ModuleFacts], symbols: Symbols) -> C
                 app_of(facts, write.app, write.function))
     # Django settings configure the app that reads them, when exactly one does.
     django_app = next(iter(django_apps)) if len(django_apps) == 1 else None
-    read_from, alternatives = _django_settings(modules, symbols, set(config_modules))
+    read_from, alternatives, chosen = _django_settings(modules, symbols, set(config_modules))
     for facts in modules:
         if facts.path in alternatives:
             continue
         celeryconfig = (facts.module.rsplit(".", 1)[-1] == "celeryconfig"
                         or facts.module in config_modules)
-        settings_like = celeryconfig or _settings_like(facts)
+        # the module the app reads is its settings whatever its name (envs/production.py)
+        settings_like = celeryconfig or _settings_like(facts) or facts.module in chosen
         owner = config_modules.get(facts.module, django_app)
         for assignment in facts.assignments:
             if settings_like and _SETTING_NAME.match(assignment.name):
@@ -336,8 +337,9 @@ _TEST_SETTINGS = re.compile(r"(^|_)(tests?|testing|ci)($|_)")
 
 
 def _django_settings(modules: list[ModuleFacts], symbols: Symbols,
-                     named: set[str]) -> tuple[str | None, list[str]]:
-    """Which of several Django settings modules the app reads, and the others (paths).
+                     named: set[str]) -> tuple[str | None, list[str], set[str]]:
+    """Which of several Django settings modules the app reads, the others (paths), and the
+    modules read (the chosen one with those it star-imports, whatever their names).
 
     A project may keep alternatives side by side (Weblate: settings_example.py,
     settings_docker.py, settings_test.py); merged, the first value of each setting won
@@ -351,8 +353,6 @@ def _django_settings(modules: list[ModuleFacts], symbols: Symbols,
     candidates = [m for m in modules if m.module not in named and _settings_like(m)
                   and _sets_celery(m) and not any(  # the app's own module (celeryconf.py)
                       c.method in ("config_from_object", "autodiscover_tasks") for c in m.calls)]
-    if len(candidates) < 2:
-        return None, []
     defaults = [(facts, call) for facts in modules for _, call in facts.calls_in(None)
                 if call.method == "setdefault" and (call.base or "").endswith("environ")
                 and call.positional[:1] == ["DJANGO_SETTINGS_MODULE"]
@@ -373,12 +373,14 @@ def _django_settings(modules: list[ModuleFacts], symbols: Symbols,
                 chosen = template
                 why = (f"{why}, which is not in the code: read from its template "
                        f"{template.path}")
+    if len(candidates) < 2:  # nothing to choose between: every settings module is read
+        return None, [], _star_imported(chosen, symbols) if chosen is not None else set()
     if chosen is None:
         tests = [m for m in candidates if _TEST_SETTINGS.search(m.module.rsplit(".", 1)[-1])]
-        return None, [m.path for m in tests] if len(tests) < len(candidates) else []
+        return None, [m.path for m in tests] if len(tests) < len(candidates) else [], set()
     read = _star_imported(chosen, symbols)
     return (f"{chosen.path} ({why})" if chosen.path not in why else why,
-            [m.path for m in candidates if m.module not in read])
+            [m.path for m in candidates if m.module not in read], read)
 
 
 def _star_imported(facts: ModuleFacts, symbols: Symbols) -> set[str]:
