@@ -210,6 +210,47 @@ class _Sends:
         pass
 
 
+class _InProcess:
+    """A Machine on a fresh ledger and tables whose sends are queued, and run in order
+    here: the worker's task bodies without Celery."""
+
+    def __init__(self, flow: Flow, tmp_path: Path) -> None:
+        self.flow = flow
+        self.resources = ProcessResources({"ledger_url": str(tmp_path / "ledger.sqlite3"),
+                                           "app_db_url": str(tmp_path / "app.sqlite3")})
+        self.sends = _Sends()
+        self.machine = Machine(cast(Any, self.sends), flow, self.resources, STATE_MACHINE)
+        self.store = self.machine.store
+        self.store.create_tables()
+
+    def start(self, *numbers: int) -> list[Row]:
+        rows = [Row(instance_id=f"i-{n}", flow=self.flow.name, request=InstanceRequest(
+            instance_id=f"i-{n}", run_id="r", tenant_id="t", entity_id=f"e{n}",
+            date="20261130", correlation_id="c", trace_id="x"), started_at=1.0,
+            updated_at=1.0) for n in numbers]
+        self.store.insert_all(rows)
+        for row in rows:
+            self.machine.send_advance(row)
+        return rows
+
+    def run_sent(self) -> None:
+        while self.sends.queue:
+            name, args = self.sends.queue.popleft()
+            assert name == ADVANCE
+            self.machine.advance(*args)
+
+    def approve_waiting(self) -> list[Row]:
+        """Approve every waiting row, as its signal task does; the rows as they waited."""
+        waiting = self.store.waiting(self.flow.name)
+        for row in waiting:
+            self.machine.signal(row.instance_id, "approval", {"decision": "approve"},
+                                "activate")
+        return waiting
+
+    def notes(self, instance_id: str) -> list[str]:
+        return [e.detail for e in self.store.transitions(instance_id)]
+
+
 def test_a_signal_stored_while_a_step_runs_is_taken_at_the_next_move_as_before(
         sample_flow: Flow, tmp_path: Path) -> None:
     """docs/adr/0030: a step's move takes the completion or the wait entry after it into
@@ -217,15 +258,11 @@ def test_a_signal_stored_while_a_step_runs_is_taken_at_the_next_move_as_before(
     step runs still compensates the flow, and a decision stored while the step before
     the wait runs still passes the wait, in the same task; undisturbed, the flow ends
     with the same transitions as before, two writes fewer."""
-    resources = ProcessResources({"ledger_url": str(tmp_path / "ledger.sqlite3"),
-                                  "app_db_url": str(tmp_path / "app.sqlite3")})
-    sends = _Sends()
-    machine = Machine(cast(Any, sends), sample_flow, resources, STATE_MACHINE)
-    store = machine.store
-    store.create_tables()
+    run = _InProcess(sample_flow, tmp_path)
+    store = run.store
     stored_during = {"i-2": ("notify", CANCEL, {}),
                      "i-3": ("request_approval", "approval", {"decision": "approve"})}
-    ledger = resources.ledger()
+    ledger = run.resources.ledger()
     call = ledger.call
 
     def call_storing(flow: Flow, request: InstanceRequest, step: Step,
@@ -238,22 +275,11 @@ def test_a_signal_stored_while_a_step_runs_is_taken_at_the_next_move_as_before(
         return call(flow, request, step, **options)
 
     ledger.call = call_storing  # type: ignore[method-assign]
-    rows = [Row(instance_id=f"i-{n}", flow=sample_flow.name, request=InstanceRequest(
-        instance_id=f"i-{n}", run_id="r", tenant_id="t", entity_id=f"e{n}", date="20261130",
-        correlation_id="c", trace_id="x"), started_at=1.0, updated_at=1.0) for n in (1, 2, 3)]
-    store.insert_all(rows)
-    for row in rows:
-        machine.send_advance(row)
+    run.start(1, 2, 3)
     for _ in range(2):  # up to the wait, then from the approval on
-        while sends.queue:
-            name, args = sends.queue.popleft()
-            assert name == ADVANCE
-            machine.advance(*args)
-        for row in store.waiting(sample_flow.name):
-            machine.signal(row.instance_id, "approval", {"decision": "approve"}, "activate")
-
-    def notes(instance_id: str) -> list[str]:
-        return [e.detail for e in store.transitions(instance_id)]
+        run.run_sent()
+        run.approve_waiting()
+    notes = run.notes
 
     assert {r.instance_id: r.state for r in store.load_many(["i-1", "i-2", "i-3"]).values()} \
         == {"i-1": COMPLETED, "i-2": COMPENSATED, "i-3": COMPLETED}
@@ -273,7 +299,7 @@ def test_a_signal_stored_while_a_step_runs_is_taken_at_the_next_move_as_before(
     assert "approval: awaiting signal approval" not in decided_early
     assert decided_early[decided_early.index("request_approval: attempt 1 applied") + 1] \
         == "approval: approved"
-    resources.close()
+    run.resources.close()
 
 
 def test_a_decision_committed_while_the_folded_write_ran_is_taken_by_the_same_task(
@@ -283,12 +309,7 @@ def test_a_decision_committed_while_the_folded_write_ran_is_taken_by_the_same_ta
     it. A decision committed just after the guard (stored here right after the folded
     write, as that race leaves it) is read after the commit and passes the wait at once,
     not at the tick's next look."""
-    resources = ProcessResources({"ledger_url": str(tmp_path / "ledger.sqlite3"),
-                                  "app_db_url": str(tmp_path / "app.sqlite3")})
-    sends = _Sends()
-    machine = Machine(cast(Any, sends), sample_flow, resources, STATE_MACHINE)
-    store = machine.store
-    store.create_tables()
+    run = _InProcess(sample_flow, tmp_path)
     folded = Store._update_folded
 
     def folded_then_decided(self: Store, old: Row, new: Row, node: str, note: str,
@@ -299,25 +320,18 @@ def test_a_decision_committed_while_the_folded_write_ran_is_taken_by_the_same_ta
         return written
 
     monkeypatch.setattr(Store, "_update_folded", folded_then_decided)
-    row = Row(instance_id="i-1", flow=sample_flow.name, request=InstanceRequest(
-        instance_id="i-1", run_id="r", tenant_id="t", entity_id="e", date="20261130",
-        correlation_id="c", trace_id="x"), started_at=1.0, updated_at=1.0)
-    store.insert_all([row])
-    machine.send_advance(row)
-    while sends.queue:
-        name, args = sends.queue.popleft()
-        assert name == ADVANCE
-        machine.advance(*args)
+    run.start(1)
+    run.run_sent()
 
-    ended = store.load("i-1")
+    ended = run.store.load("i-1")
     assert ended is not None
     assert ended.state == COMPLETED
-    notes = [e.detail for e in store.transitions("i-1")]
+    notes = run.notes("i-1")
     waited = notes.index("approval: awaiting signal approval")
     assert notes[waited + 1:waited + 3] == [
         'approval: signal approval stored: {"decision": "approve"}',
         "approval: approved"]
-    resources.close()
+    run.resources.close()
 
 
 def _run_to_the_end(flow: Flow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -328,31 +342,16 @@ def _run_to_the_end(flow: Flow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                sleep=time.sleep))
     if not fold:  # the moves then go one by one, as with a signal stored
         monkeypatch.setattr(Machine, "_then", lambda self, passed: None)
-    resources = ProcessResources({"ledger_url": str(tmp_path / "ledger.sqlite3"),
-                                  "app_db_url": str(tmp_path / "app.sqlite3")})
-    sends = _Sends()
-    machine = Machine(cast(Any, sends), flow, resources, STATE_MACHINE)
-    store = machine.store
-    store.create_tables()
-    row = Row(instance_id="i-1", flow=flow.name, request=InstanceRequest(
-        instance_id="i-1", run_id="r", tenant_id="t", entity_id="e", date="20261130",
-        correlation_id="c", trace_id="x"), started_at=1.0, updated_at=1.0)
-    store.insert_all([row])
-    machine.send_advance(row)
+    run = _InProcess(flow, tmp_path)
+    run.start(1)
     seen = []
     for _ in range(2):  # up to the wait, then from the approval on
-        while sends.queue:
-            name, args = sends.queue.popleft()
-            assert name == ADVANCE
-            machine.advance(*args)
-        for waiting in store.waiting(flow.name):
-            seen.append(waiting)
-            machine.signal(waiting.instance_id, "approval", {"decision": "approve"},
-                           "activate")
-    ended = store.load("i-1")
+        run.run_sent()
+        seen += run.approve_waiting()
+    ended = run.store.load("i-1")
     assert ended is not None
-    transitions = [(e.kind, e.detail) for e in store.transitions("i-1")]
-    resources.close()
+    transitions = [(e.kind, e.detail) for e in run.store.transitions("i-1")]
+    run.resources.close()
     return [*seen, ended], transitions
 
 
