@@ -20,7 +20,7 @@ from graduate.migrate.inventory.hazards import (
     option,
 )
 from graduate.migrate.inventory.model import Evidence, FlowStep, Location
-from graduate.migrate.inventory.project import Project, Task
+from graduate.migrate.inventory.project import Project, Task, reached
 from graduate.migrate.inventory.signs import undoes
 from graduate.migrate.inventory.values import seconds
 
@@ -106,18 +106,10 @@ def _by_entry(component: list[Task], onward: dict[int, list[Task]]) -> list[list
     entries = [t for t in component if id(t) not in started]
     if len(entries) < 2:
         return [component]
-    reaches: list[set[int]] = []
-    for entry in entries:
-        reached, todo = {id(entry)}, [entry]
-        while todo:
-            for then in onward.get(id(todo.pop()), ()):
-                if id(then) not in reached:
-                    reached.add(id(then))
-                    todo.append(then)
-        reaches.append(reached)
+    reaches = [{id(t) for t in reached([entry], onward)[0]} for entry in entries]
     if set().union(*reaches) != ids:
         return [component]  # a task no entry reaches: the component is one flow
-    return [[t for t in component if id(t) in reached] for reached in reaches]
+    return [[t for t in component if id(t) in reach] for reach in reaches]
 
 
 def _same_state(written: str, queried: str) -> bool:

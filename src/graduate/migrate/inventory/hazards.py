@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from graduate.migrate.inventory.config import CelerySettings
 from graduate.migrate.inventory.model import Hazard, Location, Severity
-from graduate.migrate.inventory.project import INLINE, Project, Task
+from graduate.migrate.inventory.project import INLINE, Project, Task, reached
 from graduate.migrate.inventory.signs import crash_prone
 from graduate.migrate.inventory.values import seconds
 
@@ -240,7 +240,8 @@ def _task_chains(project: Project, found: list[tuple[Task, Hazard]]) -> None:
     tasks so). One hazard for each chain of CHAIN_TASKS tasks or more, followed from
     each entry along the calls, at its first hand-off, counted only by the flows its
     entries start (the flows holding them)."""
-    onward: dict[int, list[tuple[Task, Location]]] = {}
+    onward: dict[int, list[Task]] = {}
+    hand_offs: dict[int, list[Location]] = {}  # where each task starts the next
     tasks: dict[int, Task] = {}
     for launch in project.launches:
         caller = launch.caller
@@ -248,31 +249,32 @@ def _task_chains(project: Project, found: list[tuple[Task, Hazard]]) -> None:
                 or launch.how.endswith(" start")  # a canvas: declared in one place
                 or option(project, caller, "acks_late")[0] is True):
             continue
-        onward.setdefault(id(caller), []).append((launch.task, launch.location))
+        onward.setdefault(id(caller), []).append(launch.task)
+        hand_offs.setdefault(id(caller), []).append(launch.location)
         tasks[id(caller)], tasks[id(launch.task)] = caller, launch.task
-    started = {id(t) for afters in onward.values() for t, _ in afters}
+    started = {id(t) for afters in onward.values() for t in afters}
     entries = sorted((t for t in tasks.values() if id(t) not in started),
                      key=lambda t: t.location)
     # A loop of tasks that only start one another has no entry: its first task in the
     # code stands for one, and so on until every task is reached.
-    reached = {id(t) for entry in entries for t in _reached([entry], onward)[0]}
+    covered = {id(t) for t in reached(entries, onward)[0]}
     for task in sorted(tasks.values(), key=lambda t: t.location):
-        if id(task) not in reached:
+        if id(task) not in covered:
             entries.append(task)
-            reached |= {id(t) for t in _reached([task], onward)[0]}
+            covered |= {id(t) for t in reached([task], onward)[0]}
     # Each entry's chain along the calls, as flows.group makes one flow per entry: a task
     # two entries start (a shared e-mail) is a step of each, not a link between them.
     # Entries that start the same tasks (two ways into one upload pipeline) are one chain.
     chains: dict[frozenset[int], tuple[list[Task], list[Task]]] = {}
     for entry in entries:
-        order, depth = _reached([entry], onward)
+        order, depth = reached([entry], onward)
         if depth < CHAIN_TASKS or project.among(project.status_writes, order) or (
                 project.among(project.sweeps, order)):
             continue  # a short hand-off, or a chain whose progress a row records
         starts, _ = chains.setdefault(frozenset(id(t) for t in order[1:]), ([], order[1:]))
         starts.append(entry)
     for starts, rest in chains.values():
-        first = min(where for t in [*starts, *rest] for _, where in onward.get(id(t), ()))
+        first = min(where for t in [*starts, *rest] for where in hand_offs.get(id(t), ()))
         names = " -> ".join([" / ".join(t.short for t in starts), *(t.short for t in rest)])
         who = (f"{starts[0].short} and the {len(rest)} tasks it starts" if len(starts) == 1
                else f"{', '.join(t.short for t in starts)} and the {len(rest)} tasks they "
@@ -290,19 +292,6 @@ def _task_chains(project: Project, found: list[tuple[Task, Hazard]]) -> None:
             "tasks once each is safe to run twice; a flow that must resume at the exact "
             "step is what a workflow engine keeps")
         found.extend((entry, hazard) for entry in starts)  # the flows they start count it
-
-
-def _reached(entries: list[Task], onward: dict[int, list[tuple[Task, Location]]]
-             ) -> tuple[list[Task], int]:
-    """The tasks reached from `entries`, each once, breadth first in the order started,
-    and how many tasks the longest of these shortest hand-offs runs through."""
-    order, level = list(entries), {id(t): 1 for t in entries}
-    for task in order:
-        for after, _ in onward.get(id(task), ()):
-            if id(after) not in level:
-                level[id(after)] = level[id(task)] + 1
-                order.append(after)
-    return order, max(level.values())
 
 
 def _late_ack_why(task: str, acks_at: Location | None) -> str:

@@ -5,7 +5,7 @@ facts around them; and the external calls a function makes (its effects).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -278,6 +278,20 @@ class Project:
         if own and depth < _REACH_DEPTH:
             return any(self._client(facts, name, depth + 1) for name in own)
         return True
+
+
+def reached(entries: Sequence[Task], onward: Mapping[int, Sequence[Task]]
+            ) -> tuple[list[Task], int]:
+    """The tasks reached from `entries` along `onward` (what each task, by id, starts or
+    leads to), each once, breadth first in the order started, and how many tasks the
+    longest of these shortest hand-offs runs through."""
+    order, level = list(entries), {id(t): 1 for t in entries}
+    for task in order:
+        for after in onward.get(id(task), ()):
+            if id(after) not in level:
+                level[id(after)] = level[id(task)] + 1
+                order.append(after)
+    return order, max(level.values(), default=0)
 
 
 def text(value: object) -> str:
