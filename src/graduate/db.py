@@ -165,18 +165,12 @@ class Database:
     def add_column(self, table: str, column: str, definition: str) -> None:
         """Add `column` to `table` unless it is there: a ledger written by an earlier
         version of graduate gains the columns a newer one records."""
-        if self.postgres:
-            # Look first: ALTER TABLE locks the table even when the column is there.
-            present = self.query(
-                "SELECT 1 FROM information_schema.columns WHERE table_schema = "
-                "current_schema() AND table_name = ? AND column_name = ?", [table, column])
-            if not present:
-                self.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} "
-                             f"{definition}")
+        # Look first, on PostgreSQL too: ALTER TABLE locks the table even when the column
+        # is there.
+        if column in self.columns(table):
             return
-        present_columns = {row[1] for row in self.query(f"PRAGMA table_info({table})")}
-        if column not in present_columns:
-            self.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        if_absent = "IF NOT EXISTS " if self.postgres else ""
+        self.execute(f"ALTER TABLE {table} ADD COLUMN {if_absent}{column} {definition}")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
