@@ -212,8 +212,8 @@ class Row:
         return {
             "instance_id": self.instance_id, "flow": self.flow,
             "request": json.dumps(asdict(self.request)), "cursor": self.cursor,
-            "state": self.state, "done": json.dumps(list(self.done)),
-            "compensated": json.dumps(list(self.compensated)), "attempt": self.attempt,
+            "state": self.state, "done": _names_json(self.done),
+            "compensated": _names_json(self.compensated), "attempt": self.attempt,
             "wait_deadline": self.wait_deadline,
             "timer_until": self.timer_until, "lease_until": self.lease_until,
             "nudged_at": self.nudged_at, "version": self.version,
